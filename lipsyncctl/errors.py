@@ -1,0 +1,89 @@
+"""One exception family for the whole library; the CLI maps each class to an exit code.
+
+Exit codes (documented in the README and the man pages):
+
+====  =========================================================
+0     ok
+1     failed (a job ran and did not succeed, or some batch items failed)
+2     usage (bad command-line arguments)
+3     bad config or preset
+4     missing model, ffmpeg, or device
+5     bad input media
+130   interrupted (Ctrl-C)
+====  =========================================================
+"""
+
+from __future__ import annotations
+
+
+class LipsyncError(Exception):
+    """Base class. ``message`` says what failed and where; ``hint`` says what to do about it."""
+
+    exit_code: int = 1
+    default_hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class JobFailedError(LipsyncError):
+    """A job ran but did not succeed (e.g. some items of a batch failed)."""
+
+    exit_code = 1
+
+
+class UsageError(LipsyncError):
+    exit_code = 2
+    default_hint = "see --help"
+
+
+class ConfigError(LipsyncError):
+    """Bad preset, bad ``--set`` override or invalid resolved configuration."""
+
+    exit_code = 3
+    default_hint = "run `lipsyncctl presets list` and `lipsyncctl presets show NAME`"
+
+
+class MissingModelError(LipsyncError):
+    exit_code = 4
+    default_hint = "run `lipsyncctl models list`, then `lipsyncctl models fetch NAME` on a machine that is online"
+
+
+class MissingToolError(LipsyncError):
+    """ffmpeg (or another external binary) was not found."""
+
+    exit_code = 4
+    default_hint = "install ffmpeg, or set LIPSYNCCTL_FFMPEG to its path (imageio-ffmpeg provides one)"
+
+
+class DeviceError(LipsyncError):
+    exit_code = 4
+    default_hint = "run `lipsyncctl doctor`; use --device cpu to run without a GPU"
+
+
+class CheckpointError(LipsyncError):
+    """A checkpoint file exists but does not match the expected model (keys, shapes, container)."""
+
+    exit_code = 4
+    default_hint = "run `lipsyncctl models verify` to check the installed files"
+
+
+class MediaError(LipsyncError):
+    """An input file is missing, unreadable, corrupt, or lacks the stream we need."""
+
+    exit_code = 5
+    default_hint = "check the file with `lipsyncctl prep --dry-run FILE` or re-export it from your editor"
+
+
+class NoFaceError(MediaError):
+    default_hint = "use --face-at X,Y or a different clip; frames without a face are passed through"
+
+
+class Interrupted(LipsyncError):
+    exit_code = 130
+    default_hint = "rerun the same command to resume; finished outputs are kept"

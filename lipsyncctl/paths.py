@@ -1,0 +1,52 @@
+"""Where things live. Everything comes from arguments or environment variables, never from the cwd.
+
+- ``LIPSYNCCTL_HOME``: base for user state (default: the platform's user data dir).
+- ``LIPSYNCCTL_MODELS``: the models directory. Otherwise ``models/`` of a source checkout (the
+  folder beside the ``lipsyncctl`` package that holds ``registry.yaml``), otherwise ``$HOME/models``.
+- ``LIPSYNCCTL_FFMPEG``: the ffmpeg binary (see :mod:`lipsyncctl.media.ffmpeg`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PRESETS_DIR = PACKAGE_DIR / "presets"
+DATA_DIR = PACKAGE_DIR / "data"
+
+
+def home() -> Path:
+    env = os.environ.get("LIPSYNCCTL_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("lipsyncctl", appauthor=False))
+
+
+def checkout_models_dir() -> Path | None:
+    """``models/`` of a source checkout, if this package runs from one."""
+    candidate = PACKAGE_DIR.parent / "models"
+    if (candidate / "registry.yaml").is_file():
+        return candidate
+    return None
+
+
+def models_dir() -> Path:
+    env = os.environ.get("LIPSYNCCTL_MODELS")
+    if env:
+        return Path(env).expanduser()
+    checkout = checkout_models_dir()
+    if checkout is not None:
+        return checkout
+    return home() / "models"
+
+
+def models_dir_source() -> str:
+    """Says which rule chose :func:`models_dir` (shown by ``doctor`` and ``models list``)."""
+    if os.environ.get("LIPSYNCCTL_MODELS"):
+        return "LIPSYNCCTL_MODELS"
+    if checkout_models_dir() is not None:
+        return "checkout"
+    return "user data dir"

@@ -1,0 +1,124 @@
+"""Progress reporting protocol between the library and whatever renders it.
+
+The library never prints. Long steps call :func:`track` (or use a :class:`Task`) and the CLI installs a
+:class:`ProgressSink` that draws Rich bars on stderr. Without a sink, tracking costs almost nothing.
+
+Example::
+
+    from lipsyncctl import progress
+    for frame in progress.track(frames, "decode", total=n):
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class ProgressSink(Protocol):
+    """Receives task lifecycle events. Implementations must be cheap and thread-safe."""
+
+    def start(self, task_id: int, description: str, total: float | None, parent: int | None) -> None: ...
+
+    def advance(self, task_id: int, amount: float) -> None: ...
+
+    def finish(self, task_id: int) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class NullSink:
+    def start(self, task_id: int, description: str, total: float | None, parent: int | None) -> None:
+        pass
+
+    def advance(self, task_id: int, amount: float) -> None:
+        pass
+
+    def finish(self, task_id: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class RecordingSink:
+    """Keeps every event; used by tests and by results that report time per stage."""
+
+    events: list[tuple] = field(default_factory=list)
+
+    def start(self, task_id: int, description: str, total: float | None, parent: int | None) -> None:
+        self.events.append(("start", task_id, description, total, parent))
+
+    def advance(self, task_id: int, amount: float) -> None:
+        self.events.append(("advance", task_id, amount))
+
+    def finish(self, task_id: int) -> None:
+        self.events.append(("finish", task_id))
+
+    def message(self, text: str) -> None:
+        self.events.append(("message", text))
+
+
+_sink: contextvars.ContextVar[ProgressSink] = contextvars.ContextVar("lipsyncctl_progress_sink", default=NullSink())
+_parent: contextvars.ContextVar[int | None] = contextvars.ContextVar("lipsyncctl_progress_parent", default=None)
+_counter = iter(range(1, 1 << 62))
+
+
+@contextlib.contextmanager
+def use_sink(sink: ProgressSink) -> Iterator[ProgressSink]:
+    """Install ``sink`` for the duration of the block (the CLI does this around a command)."""
+    token = _sink.set(sink)
+    try:
+        yield sink
+    finally:
+        _sink.reset(token)
+
+
+class Task:
+    """A unit of progress. Use as a context manager; nested tasks record their parent."""
+
+    def __init__(self, description: str, total: float | None = None) -> None:
+        self.id = next(_counter)
+        self.description = description
+        self.total = total
+        self.started = time.perf_counter()
+        self.elapsed = 0.0
+        self._sink = _sink.get()
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> Task:
+        self._sink.start(self.id, self.description, self.total, _parent.get())
+        self._token = _parent.set(self.id)
+        return self
+
+    def advance(self, amount: float = 1) -> None:
+        self._sink.advance(self.id, amount)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _parent.reset(self._token)
+        self.elapsed = time.perf_counter() - self.started
+        self._sink.finish(self.id)
+
+
+def track(iterable: Iterable[T], description: str, total: float | None = None) -> Iterator[T]:
+    """Yield from ``iterable`` while reporting one unit of progress per item."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    with Task(description, total) as task:
+        for item in iterable:
+            yield item
+            task.advance(1)
+
+
+def message(text: str) -> None:
+    """A one-line note for the user (warnings the library wants shown, e.g. 'tiny model: not lip-synced')."""
+    _sink.get().message(text)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# scripts/bootstrap.sh — create .venv, install torch FIRST, then the project and its extras.
+#   TORCH_SPEC      default "torch==2.13.0" (CPU wheel in this workplace; the registry's CUDA build elsewhere)
+#   TORCH_INDEX_URL optional PyTorch wheel index (e.g. https://download.pytorch.org/whl/cu128) for GPU users
+#   EXTRAS          default "dev" (tests); "faces", "edl" or "dev,edl" etc.
+#   VENV            default ".venv"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+EXTRAS="${EXTRAS:-dev}"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    "$PY" -m pip install -q "$TORCH_SPEC" --index-url "$TORCH_INDEX_URL"
+  else
+    "$PY" -m pip install -q "$TORCH_SPEC"
+  fi
+fi
+"$PY" -m pip install -q -e ".[${EXTRAS}]"
+"$PY" -m pip check
+"$PY" - <<'PYEOF'
+import importlib.metadata as md
+import torch
+cv = [d.metadata["Name"] for d in md.distributions()
+      if (d.metadata["Name"] or "").lower().startswith("opencv")]
+if len(cv) != 1:
+    raise SystemExit(f"expected exactly one OpenCV distribution, found {cv}")
+import cv2  # noqa: F401
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "| opencv:", cv[0], cv2.__version__)
+PYEOF
