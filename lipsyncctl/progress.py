@@ -67,8 +67,13 @@ class RecordingSink:
         self.events.append(("message", text))
 
 
-_sink: contextvars.ContextVar[ProgressSink] = contextvars.ContextVar("lipsyncctl_progress_sink", default=NullSink())
-_parent: contextvars.ContextVar[int | None] = contextvars.ContextVar("lipsyncctl_progress_parent", default=None)
+_NULL = NullSink()
+_sink: contextvars.ContextVar[ProgressSink | None] = contextvars.ContextVar(
+    "lipsyncctl_progress_sink", default=None
+)
+_parent: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "lipsyncctl_progress_parent", default=None
+)
 _counter = iter(range(1, 1 << 62))
 
 
@@ -82,6 +87,10 @@ def use_sink(sink: ProgressSink) -> Iterator[ProgressSink]:
         _sink.reset(token)
 
 
+def current_sink() -> ProgressSink:
+    return _sink.get() or _NULL
+
+
 class Task:
     """A unit of progress. Use as a context manager; nested tasks record their parent."""
 
@@ -91,7 +100,7 @@ class Task:
         self.total = total
         self.started = time.perf_counter()
         self.elapsed = 0.0
-        self._sink = _sink.get()
+        self._sink = current_sink()
         self._token: contextvars.Token | None = None
 
     def __enter__(self) -> Task:
@@ -121,4 +130,4 @@ def track(iterable: Iterable[T], description: str, total: float | None = None) -
 
 def message(text: str) -> None:
     """A one-line note for the user (warnings the library wants shown, e.g. 'tiny model: not lip-synced')."""
-    _sink.get().message(text)
+    current_sink().message(text)

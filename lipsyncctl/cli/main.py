@@ -1,0 +1,142 @@
+"""Entry point: the Typer app, global options, command registration and the error -> exit code table."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import typer
+from typer.exceptions import TyperException
+
+from lipsyncctl import __version__, progress
+from lipsyncctl.cli.progress import RichSink
+from lipsyncctl.cli.state import CliState, set_state
+from lipsyncctl.errors import LipsyncError
+
+#: Command modules; each has ``register(app)``. Importing them must stay cheap (no torch at import).
+COMMAND_MODULES = ("prep", "sync", "curate", "train", "doctor", "models", "presets")
+
+app = typer.Typer(
+    name="lipsyncctl",
+    help="Lip-sync dubbing from the command line: re-render the speaker's mouth to match a new dialogue track "
+    "(LatentSync 1.5/1.6).",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lipsyncctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More detail on stderr (repeat for more)."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or notes on stderr; errors only."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the machine-readable result as JSON on stdout."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Lip-sync dubbing from the command line."""
+    state = CliState(verbose=verbose, quiet=quiet, json=json_out)
+    ctx.obj = state
+    set_state(state)
+    # Library progress -> Rich bars on stderr for the duration of the command (off when -q or not a TTY;
+    # library notes still reach stderr unless -q).
+    sink = RichSink(state.stderr, enabled=state.progress_enabled, show_messages=not quiet)
+    ctx.with_resource(sink)
+    ctx.with_resource(progress.use_sink(sink))
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"lipsyncctl.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"lipsyncctl.cli.{name}":
+                continue  # command not built yet in this checkout
+            raise
+        module.register(app)
+
+
+_register()
+
+#: Exceptions that do not come from the library, and their exit codes. Library errors carry their own
+#: ``exit_code`` (see lipsyncctl.errors: 1 failed, 2 usage, 3 config, 4 missing model/tool/device,
+#: 5 bad media, 130 interrupted).
+EXIT_CODES: dict[type[BaseException], int] = {
+    TyperException: 2,  # click-style usage errors (their own exit_code: 2 for usage, 1 otherwise)
+    typer.Abort: 130,
+    KeyboardInterrupt: 130,
+    FileNotFoundError: 5,
+    OSError: 1,
+}
+
+
+def _emit_error(message: str, hint: str | None) -> None:
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (never raises, except SystemExit from Typer internals)."""
+    debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="lipsyncctl", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except LipsyncError as exc:
+        if debug:
+            traceback.print_exc()
+        _emit_error(str(exc), exc.hint)
+        return exc.exit_code
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lipsyncctl` or a group without a subcommand
+            sys.stdout.write(exc.format_message() + "\n")
+            return 2
+        # usage errors: "No such option", "Missing argument", ...
+        _emit_error(exc.format_message(), "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`")
+        return getattr(exc, "exit_code", 2)
+    except (typer.Abort, KeyboardInterrupt):
+        _emit_error("interrupted", "rerun the same command to resume; finished outputs are kept")
+        return 130
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        code = next(c for t, c in EXIT_CODES.items() if isinstance(exc, t))
+        _emit_error(
+            f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+            "check the path and permissions",
+        )
+        return code
+    except Exception as exc:  # noqa: BLE001 - last-resort boundary: one line instead of a traceback
+        if debug:
+            traceback.print_exc()
+        _emit_error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "rerun with LIPSYNCCTL_DEBUG=1 and report the traceback",
+        )
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

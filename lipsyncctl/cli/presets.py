@@ -1,0 +1,50 @@
+"""`lipsyncctl presets list|show`."""
+
+from __future__ import annotations
+
+import typer
+import yaml
+
+from lipsyncctl import config as cfg
+from lipsyncctl.cli import state as st
+
+presets_app = typer.Typer(
+    help="List and show run presets (YAML files validated by a strict schema).", no_args_is_help=True
+)
+
+
+@presets_app.command("list")
+def list_cmd() -> None:
+    """List the built-in presets."""
+    rows = []
+    for name, path in cfg.list_presets().items():
+        data = cfg.read_preset(str(path))
+        rows.append(
+            {
+                "name": name,
+                "description": " ".join(str(data.get("description", "")).split()),
+                "path": str(path),
+            }
+        )
+    st.result(
+        rows,
+        lambda c: c.print(
+            st.table("presets", ["name", "description"], [(r["name"], r["description"]) for r in rows])
+        ),
+    )
+
+
+@presets_app.command("show")
+def show_cmd(
+    name: str = typer.Argument(..., help="Preset name or YAML file."),
+    resolved: bool = typer.Option(
+        True, "--resolved/--raw", help="Show it merged over the defaults (default) or as written."
+    ),
+) -> None:
+    """Show a preset (validated), merged over the defaults unless --raw."""
+    data = cfg.resolve(name).to_dict() if resolved else cfg.read_preset(name)
+    st.result(data, lambda c: typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(presets_app, name="presets")

@@ -1,0 +1,104 @@
+"""Per-invocation CLI state and the helpers every command uses to talk to the user.
+
+Stdout carries results (a table, or JSON with ``--json``); stderr carries progress, notes and errors.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class CliState:
+    verbose: int = 0
+    quiet: bool = False
+    json: bool = False
+    stdout: Console = field(default_factory=lambda: Console(soft_wrap=True))
+    stderr: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+
+    @property
+    def progress_enabled(self) -> bool:
+        return not self.quiet and sys.stderr.isatty()
+
+
+_state: contextvars.ContextVar[CliState | None] = contextvars.ContextVar("lipsyncctl_cli_state", default=None)
+
+
+def set_state(value: CliState) -> None:
+    """Installed by the root callback for the current invocation."""
+    _state.set(value)
+
+
+def state() -> CliState:
+    """The state of the current invocation (defaults when a command runs outside the root callback)."""
+    current = _state.get()
+    if current is None:
+        current = CliState()
+        _state.set(current)
+    return current
+
+
+def note(text: str, *, level: int = 0) -> None:
+    """A line on stderr (suppressed by -q; ``level`` 1 = only with -v)."""
+    st = state()
+    if st.quiet or st.verbose < level:
+        return
+    st.stderr.print(text, markup=False, highlight=False)
+
+
+def warn(text: str) -> None:
+    st = state()
+    if not st.quiet:
+        st.stderr.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(obj: Any) -> Any:
+    from fractions import Fraction
+    from pathlib import Path
+
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Fraction):
+        return f"{obj.numerator}/{obj.denominator}"
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(obj)
+    return str(obj)
+
+
+def result(data: Any, human: Callable[[Console], None]) -> None:
+    """Print a command's result: JSON with ``--json``, else the human rendering on stdout."""
+    st = state()
+    if st.json:
+        emit_json(data)
+    else:
+        human(st.stdout)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    return t
+
+
+def kv_table(title: str | None, mapping: Mapping[str, Any]) -> Table:
+    return table(title, ["key", "value"], mapping.items())

@@ -1,0 +1,293 @@
+"""Run configuration: the preset schema, preset loading, and the one precedence function.
+
+Precedence (lowest to highest): built-in defaults < preset file < ``--set a.b=value`` < explicit flags.
+:func:`resolve` implements it and is the only place that merges configuration.
+
+The schema is strict: an unknown key anywhere is an error naming the file and the dotted key path,
+and every numeric limit is declared once, here, in the field definitions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lipsyncctl import paths
+from lipsyncctl.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelOptions(_Strict):
+    """Which networks to use."""
+
+    checkpoint: str = Field(
+        "latentsync-1.5", description="registry name or path of the UNet checkpoint, or 'tiny'"
+    )
+    unet_config: str = Field(
+        "stage2", description="architecture config name in models/configs/unet or a path"
+    )
+    resolution: Literal[256, 512] = Field(
+        256, description="face crop size fed to the VAE (256 for 1.5, 512 for 1.6)"
+    )
+    whisper: str = Field("whisper-tiny", description="registry name or path of the whisper tiny.pt")
+    vae: str = Field("sd-vae-ft-mse", description="registry name or path of the VAE (folder or safetensors)")
+
+
+class InferenceOptions(_Strict):
+    """Diffusion sampling settings."""
+
+    steps: int = Field(20, ge=1, le=1000, description="DDIM inference steps")
+    guidance: float = Field(1.5, ge=1.0, le=20.0, description="classifier-free guidance scale (1.0 = off)")
+    seed: int = Field(
+        1247, ge=0, le=2**63 - 1, description="seed of the torch.Generator for the initial noise"
+    )
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto = fp16 on CUDA, fp32 on CPU"
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    window: int = Field(16, ge=1, le=64, description="frames per denoising window")
+    deepcache: bool = Field(False, description="reuse deep UNet features between steps (DeepCache-style)")
+    deepcache_interval: int = Field(
+        3, ge=1, le=20, description="steps between full UNet passes when deepcache is on"
+    )
+    vae_batch: int = Field(16, ge=1, le=256, description="frames per VAE encode/decode batch")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+class FaceOptions(_Strict):
+    backend: Literal["auto", "dlib", "face-alignment", "insightface"] = "auto"
+    detect_every: int = Field(5, ge=1, le=250, description="run the detector every k frames, track between")
+    smoothing: bool = True
+    select: Literal["largest", "id", "point", "speaker"] = "largest"
+    crossfade_frames: int = Field(4, ge=0, le=50, description="frames of cross-fade where a face comes back")
+
+
+class SyncOptions(_Strict):
+    length_policy: Literal["loop", "pingpong", "cut", "freeze", "silence"] = Field(
+        "pingpong", description="what to do when audio and picture lengths differ (pingpong is official)"
+    )
+    fps: str = Field(
+        "source", description="'source' keeps the clip's rate; a number conforms like the official 25"
+    )
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: str) -> str:
+        return _check_fps(v)
+
+
+class PrepOptions(_Strict):
+    fps: str = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
+    audio_rate: int = Field(16000, ge=8000, le=192000)
+    audio_channels: int = Field(1, ge=1, le=8)
+    codec: Literal["h264", "h265", "prores", "ffv1"] = "h264"
+    crf: int = Field(18, ge=0, le=51)
+    encoder_preset: str = Field("medium", description="x264/x265 speed preset")
+    pix_fmt: str = "yuv420p"
+    sidecar_wav: bool = True
+    mux_audio: bool = True
+    allow_no_audio: bool = False
+    max_size: int | None = Field(
+        None, ge=16, le=16384, description="downscale so the long side is at most this"
+    )
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: str) -> str:
+        return _check_fps(v)
+
+
+class OutputOptions(_Strict):
+    codec: Literal["h264", "h265", "prores_hq", "prores_4444", "dnxhr_hq", "ffv1"] = "h264"
+    crf: int = Field(18, ge=0, le=51)
+    encoder_preset: str = "medium"
+    pix_fmt: str | None = Field(None, description="None = the codec's default closest to the source")
+    matte: bool = Field(False, description="also write a matte of the changed region")
+    audio_codec: Literal["aac", "pcm"] = "aac"
+
+
+class Config(_Strict):
+    """A resolved run configuration (what ``--print-config`` shows and ``run.yaml`` stores)."""
+
+    name: str = "defaults"
+    description: str = ""
+    model: ModelOptions = ModelOptions()
+    inference: InferenceOptions = InferenceOptions()
+    faces: FaceOptions = FaceOptions()
+    sync: SyncOptions = SyncOptions()
+    prep: PrepOptions = PrepOptions()
+    output: OutputOptions = OutputOptions()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _check_fps(v: str) -> str:
+    from fractions import Fraction
+
+    v = str(v).strip()
+    if v == "source":
+        return v
+    try:
+        f = Fraction(v)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError("must be 'source', a number or a fraction like 30000/1001") from None
+    if not 1 <= f <= 240:
+        raise ValueError("must be between 1 and 240")
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets
+
+
+def builtin_presets_dir() -> Path:
+    return paths.PRESETS_DIR
+
+
+def list_presets() -> dict[str, Path]:
+    """Built-in presets by name (file stem)."""
+    return {p.stem: p for p in sorted(builtin_presets_dir().glob("*.yaml"))}
+
+
+def preset_path(name_or_path: str) -> Path:
+    """A built-in preset name or a path to a YAML file."""
+    presets = list_presets()
+    if name_or_path in presets:
+        return presets[name_or_path]
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(
+                f"preset file not found: {p}", hint="give a built-in name or an existing YAML file"
+            )
+        return p
+    raise ConfigError(
+        f"unknown preset {name_or_path!r}",
+        hint=f"built-in presets: {', '.join(presets) or '(none)'}; or give a path to a YAML file",
+    )
+
+
+def read_preset(name_or_path: str) -> dict[str, Any]:
+    """Load a preset's raw mapping (validated against the schema, errors name the file and key)."""
+    path = preset_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})", hint="fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a preset must be a mapping of sections", hint="see `lipsyncctl presets show tiny`"
+        )
+    data.setdefault("name", path.stem)
+    validate(data, source=str(path))
+    return data
+
+
+def validate(data: Mapping[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            msg = f"{source}: unknown key '{loc}'"
+            hint = "check the spelling; `lipsyncctl presets show NAME` lists every valid key"
+        else:
+            msg = f"{source}: invalid value for '{loc}': {err['msg']}"
+            hint = "see the limits in `lipsyncctl presets show tiny` and the README's preset section"
+        raise ConfigError(msg, hint=hint) from None
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """Parse one ``--set a.b=value``; the value is read as YAML (so 1.5, true, null, [1,2] work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set inference.steps=10")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: empty key", hint="e.g. --set inference.steps=10")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith("fps"):
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _assign(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[k] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve(
+    preset: str | Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """defaults < preset < ``--set`` < flags, validated once at the end.
+
+    ``flags`` maps dotted keys (``"inference.steps"``) to values; ``None`` values mean "not given" and
+    are ignored, so a CLI can pass every option straight through.
+    """
+    tree: dict[str, Any] = Config().to_dict()
+    source = "defaults"
+    if preset is not None:
+        if isinstance(preset, Mapping):
+            data = dict(preset)
+            validate(data, source="preset")
+        else:
+            data = read_preset(preset)
+            source = str(preset_path(preset))
+        tree = _merge(tree, data)
+    for item in sets:
+        keys, value = parse_set(item)
+        _assign(tree, keys, value)
+        source = "--set"
+    validate(tree, source=source if source == "--set" else "configuration")
+    for dotted, value in (flags or {}).items():
+        if value is None:
+            continue
+        _assign(tree, dotted.split("."), value)
+    return validate(tree, source="command-line flags")
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
