@@ -1,0 +1,28 @@
+# lipsyncctl — developer entry points. `make demo` and `make test` are the README's two set-up commands.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+PY := .venv/bin/python
+DEMO_OUT ?= out/demo
+
+.PHONY: setup test demo man bench lint clean
+
+setup:
+	TORCH_SPEC="$(TORCH_SPEC)" EXTRAS="$(EXTRAS)" bash scripts/bootstrap.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	bash scripts/demo.sh "$(DEMO_OUT)"
+
+man:
+	$(PY) scripts/gen_man.py
+
+bench: setup
+	$(PY) -m pytest -q -s -m bench tests/bench
+
+lint:
+	$(PY) -m ruff check lipsyncctl tests scripts
+
+clean:
+	rm -rf out .pytest_cache
