@@ -1,0 +1,146 @@
+"""Golden vector 3: whisper log-mel, encoder hidden states and per-frame chunks (official parity)."""
+
+from __future__ import annotations
+
+import json
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipsyncctl.audio.features import (
+    audio_features,
+    chunk_indices,
+    feature_chunks,
+    num_features_for_samples,
+    official_num_chunks,
+)
+from lipsyncctl.audio.mel import log_mel_spectrogram, mel_filters
+from lipsyncctl.audio.whisper import WhisperFeatureEncoder
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "golden"
+
+pytestmark = pytest.mark.skipif(
+    not (GOLDEN / "whisper_features.safetensors").is_file(),
+    reason=f"golden vectors not found under {GOLDEN}",
+)
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(GOLDEN / "whisper_features.safetensors")
+
+
+@pytest.fixture(scope="module")
+def samples() -> np.ndarray:
+    with wave.open(str(GOLDEN / "whisper_input_3s.wav")) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 16000)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> WhisperFeatureEncoder:
+    from safetensors.torch import load_file
+
+    dims = json.loads((GOLDEN / "whisper_features.json").read_text())["config"]["dims"]
+    weights = load_file(GOLDEN / "whisper_tiny_encoder_fp16.safetensors")
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    return WhisperFeatureEncoder.from_openai_state_dict({"dims": dims, "model_state_dict": weights})
+
+
+def test_mel_filterbank_matches_official_asset(golden):
+    ours = mel_filters()
+    assert ours.shape == (80, 201) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, golden["mel_filters"].numpy(), rtol=0, atol=1e-8)
+
+
+def test_log_mel_matches_golden(golden, samples):
+    mel = log_mel_spectrogram(samples)
+    assert mel.shape == (80, 300) and mel.dtype == torch.float32
+    torch.testing.assert_close(mel, golden["log_mel"], atol=1e-4, rtol=0)
+    # float input in [-1, 1] is the same thing as PCM16 input
+    mel_f = log_mel_spectrogram(torch.from_numpy(samples.astype(np.float32) / 32768.0))
+    torch.testing.assert_close(mel_f, mel, atol=0, rtol=0)
+
+
+def test_encoder_hidden_states_match_golden(golden, encoder):
+    mel = torch.nn.functional.pad(golden["log_mel"], (0, 3000 - 300))[None]
+    with torch.inference_mode():
+        states = encoder(mel)
+    assert states.shape == (1, 5, 1500, 384)
+    feats = states[0, :, :150].transpose(0, 1)
+    torch.testing.assert_close(feats, golden["features"], atol=1e-4, rtol=1e-4)
+
+
+def test_audio_features_end_to_end(golden, samples, encoder):
+    feats = audio_features(encoder, samples)
+    assert feats.shape == (150, 5, 384) and feats.dtype == torch.float32
+    assert num_features_for_samples(samples.size) == 150
+    torch.testing.assert_close(feats, golden["features"], atol=1e-4, rtol=1e-4)
+    # the last hidden state is the pre-ln_post block output: ln_post would normalise each row
+    rows = feats[:, 4]
+    assert rows.std(dim=-1).sub(1).abs().max() > 0.1
+
+
+def test_chunk_indices_equal_official_table(golden):
+    table = golden["chunk_feature_indices"]
+    n = official_num_chunks(150)
+    assert n == table.shape[0] == 77
+    idx = chunk_indices(150, n, Fraction(25))
+    assert torch.equal(idx, table)
+    # integer fps and a start offset give the same rows
+    assert torch.equal(chunk_indices(150, 10, 25, start=30), table[30:40])
+
+
+def test_feature_chunks_exact(golden):
+    feats = golden["features"]
+    chunks = feature_chunks(feats, 77)
+    assert chunks.shape == (77, 50, 384)
+    assert torch.equal(chunks[:16], golden["chunks_0_15"])
+    table = golden["chunk_feature_indices"]
+    for i in (0, 1, 37, 75, 76):
+        assert torch.equal(chunks[i], feats[table[i]].reshape(50, 384))
+    assert torch.equal(feature_chunks(feats, 5, start=40), chunks[40:45])
+
+
+def test_official_counts_for_demo_audio():
+    # fixtures/demo1_audio.wav: 153 600 samples -> 960 mel -> 480 features -> 242 chunks
+    assert num_features_for_samples(153_600) == 480
+    assert official_num_chunks(480) == 242
+    # two 30 s windows plus a partial one: 3000 + 3000 + 1001 mel frames
+    assert num_features_for_samples(160 * 7001) == 1500 + 1500 + 500
+
+
+@pytest.mark.parametrize("fps", [Fraction(30000, 1001), Fraction(24), Fraction(50), Fraction(30)])
+def test_chunk_indices_follow_time_at_other_rates(fps):
+    n = 200
+    idx = chunk_indices(10_000, n, fps)
+    centres = idx[:, 4]  # offset 0 of the (2, 2) window
+    times = torch.arange(n, dtype=torch.float64) / float(fps)
+    # centre feature frame is the one nearest to the frame time (50 feature frames per second)
+    assert (centres.double() / 50 - times).abs().max() <= 0.01 + 1e-9
+    inner = idx[centres >= 4]  # rows not clamped at the start: 10 consecutive frames
+    assert torch.equal(inner - inner[:, :1], torch.arange(10).expand_as(inner))
+
+
+def test_chunk_indices_clamp_at_both_ends():
+    idx = chunk_indices(7, 6, Fraction(25))
+    assert idx.min() == 0 and idx.max() == 6
+    assert idx[0].tolist() == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5]
+    assert idx[5].tolist() == [6] * 10
+
+
+def test_multiwindow_features_keep_frame_count():
+    gen = torch.Generator().manual_seed(0)
+    dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 1}
+    enc = WhisperFeatureEncoder.from_dims(dims)
+    audio = torch.randn(16000 * 31 + 480, generator=gen) * 0.1  # 31.03 s -> 3000 + 103 mel frames
+    feats = audio_features(enc, audio, batch_size=1)
+    assert feats.shape == (1500 + 51, 2, 64)
+    assert num_features_for_samples(audio.numel()) == feats.shape[0]
