@@ -1,0 +1,95 @@
+"""Length policies and frame/time mapping of the sync plan (pure arithmetic)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.pipeline.plan import plan_clip, read_runs, select_range
+
+NTSC = Fraction(30000, 1001)
+
+
+def _plan(v: int, audio_s: float, policy: str, fps: Fraction = Fraction(25), out: Fraction | None = None):
+    return plan_clip(v, fps, int(round(audio_s * 16000)), 16000, policy, fps=out)
+
+
+def test_pingpong_matches_official_loop_video_order():
+    plan = _plan(3, 9 / 25, "pingpong")  # 9 frames of audio over a 3-frame picture
+    assert plan.num_frames == 9
+    # official loop_video: [fwd, reversed, fwd], turn frames repeat
+    assert plan.source_indices(0, 9) == [0, 1, 2, 2, 1, 0, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("loop", [0, 1, 2, 0, 1, 2, 0]),
+        ("freeze", [0, 1, 2, 2, 2, 2, 2]),
+        ("cut", [0, 1, 2]),
+        ("silence", [0, 1, 2]),
+    ],
+)
+def test_policies_when_audio_is_longer(policy, expected):
+    plan = _plan(3, 7 / 25, policy)
+    assert plan.source_indices(0, plan.num_frames) == expected
+    assert plan.output_samples(48000) == round(len(expected) / 25 * 48000)
+
+
+@pytest.mark.parametrize("policy", ["pingpong", "loop", "freeze", "cut"])
+def test_audio_shorter_cuts_picture(policy):
+    plan = _plan(100, 2.0, policy)
+    assert plan.num_frames == 50
+    assert plan.source_indices(45, 50) == [45, 46, 47, 48, 49]
+
+
+def test_silence_keeps_whole_picture_and_pads_audio():
+    plan = _plan(100, 2.0, "silence")
+    assert plan.num_frames == 100
+    assert plan.output_samples(16000) == 4 * 16000
+
+
+def test_audio_frames_cover_audio_at_ntsc_rate():
+    # 3.0 s at 29.97 -> 89.91 frames -> 90 frames; output lasts 90/29.97 s >= 3.0 s by < 1 frame
+    plan = plan_clip(300, NTSC, 48000 * 3, 48000, "pingpong")
+    assert plan.fps == NTSC
+    assert plan.num_frames == 90
+    assert 0 <= plan.duration - 3.0 < float(1 / NTSC)
+
+
+def test_conform_to_25_drops_frames_like_ffmpeg_r():
+    plan = plan_clip(600, Fraction(30), 16000 * 20, 16000, "pingpong", fps=Fraction(25))
+    assert plan.picture_frames == 500
+    assert plan.num_frames == 500
+    idx = plan.source_indices(0, 6)
+    assert idx == [0, 1, 2, 3, 4, 6]  # every sixth source frame dropped
+    assert plan.source_index(499) <= 599
+
+
+def test_start_end_selection_offsets_source_index():
+    first, stop = select_range(250, Fraction(25), start=1.0, end=3.0)
+    assert (first, stop) == (25, 75)
+    plan = plan_clip(stop - first, Fraction(25), 16000 * 2, 16000, first_frame=first)
+    assert plan.source_index(0) == 25 and plan.source_index(plan.num_frames - 1) == 74
+    with pytest.raises(MediaError):
+        select_range(250, Fraction(25), start=20.0)
+
+
+def test_bad_inputs():
+    with pytest.raises(MediaError):
+        _plan(0, 1.0, "loop")
+    with pytest.raises(MediaError):
+        plan_clip(10, Fraction(25), 0, 16000)
+    with pytest.raises(ValueError):
+        _plan(10, 1.0, "bounce")
+
+
+def test_windows_and_read_runs():
+    plan = _plan(10, 40 / 25, "loop")
+    wins = list(plan.windows(16))
+    assert wins == [(0, 16), (16, 32), (32, 40)]
+    runs = read_runs(plan.source_indices(0, 16), max_gap=2)
+    assert runs == [(0, 9)]
+    assert read_runs([98, 99, 0, 1, 2], max_gap=4) == [(0, 2), (98, 99)]
