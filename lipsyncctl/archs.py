@@ -1,0 +1,112 @@
+"""Architecture config files: the official UNet YAMLs and the DDIM scheduler config in ``models/configs``.
+
+``load_unet_config("stage2")`` (or a path to any YAML with a ``model:`` section, or a bare model
+mapping) returns a validated :class:`~lipsyncctl.nets.unet_config.UNetConfig`. Names are looked up in
+``<models dir>/configs/unet/`` and then in the ``models/configs/unet/`` folder of the source checkout.
+Errors are :class:`~lipsyncctl.errors.ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl import paths
+from lipsyncctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lipsyncctl.nets.unet_config import UNetConfig
+
+#: The official architecture files (``configs/unet/*.yaml`` upstream), plus ``tiny`` for tests and demos.
+OFFICIAL_UNET_CONFIGS = ("stage1", "stage1_512", "stage2", "stage2_512", "stage2_efficient")
+UNET_CONFIG_NAMES = (*OFFICIAL_UNET_CONFIGS, "tiny")
+
+
+def config_dirs() -> list[Path]:
+    """Folders searched for ``unet/<name>.yaml`` and ``scheduler_config.json``, in order."""
+    dirs = [paths.models_dir() / "configs", paths.PACKAGE_DIR.parent / "models" / "configs"]
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def find_config_file(relative: str) -> Path:
+    """First ``<dir>/<relative>`` over :func:`config_dirs`; ConfigError listing the folders tried."""
+    tried = [d / relative for d in config_dirs()]
+    for p in tried:
+        if p.is_file():
+            return p
+    raise ConfigError(
+        f"architecture config {relative!r} not found (looked in: {', '.join(str(p.parent) for p in tried)})",
+        hint=f"known UNet configs: {', '.join(UNET_CONFIG_NAMES)}; or pass a path to a YAML file",
+    )
+
+
+def unet_config_path(path_or_name: str | Path) -> Path:
+    """Resolve a config name (``stage2``) or a file path to an existing file."""
+    p = Path(path_or_name)
+    if p.suffix in (".yaml", ".yml", ".json") or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"UNet config file not found: {p}")
+        return p
+    return find_config_file(f"unet/{path_or_name}.yaml")
+
+
+def load_unet_yaml(path_or_name: str | Path) -> dict[str, Any]:
+    """The whole YAML document (``model:``, ``data:``, ... sections) as a dict."""
+    import yaml
+
+    p = unet_config_path(path_or_name)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return doc
+
+
+def load_unet_config(path_or_name: str | Path) -> UNetConfig:
+    """Validated UNet architecture from a name (see :data:`UNET_CONFIG_NAMES`) or a YAML/JSON path.
+
+    The document may be an official-layout YAML (architecture under ``model:``) or the bare model mapping.
+    """
+    from lipsyncctl.nets.unet_config import UNetConfig
+
+    p = unet_config_path(path_or_name)
+    doc = load_unet_yaml(p)
+    section = doc["model"] if "model" in doc else doc
+    key = "model" if "model" in doc else "<top level>"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{p}: {key}: expected a mapping")
+    try:
+        return UNetConfig.from_dict(section)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{p}: {key}: {e}") from e
+
+
+def unet_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> UNetConfig:
+    """``UNetConfig.from_dict`` with errors turned into ConfigError naming ``source`` (e.g. a checkpoint)."""
+    from lipsyncctl.nets.unet_config import UNetConfig
+
+    try:
+        return UNetConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: UNet config: {e}") from e
+
+
+def load_scheduler_config(path: str | Path | None = None) -> dict[str, Any]:
+    """The scheduler JSON (default: ``configs/scheduler_config.json``) as a dict, as stored."""
+    p = Path(path) if path is not None else find_config_file("scheduler_config.json")
+    try:
+        with open(p, encoding="utf-8") as fh:
+            d = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read scheduler config: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a JSON object")
+    return d
