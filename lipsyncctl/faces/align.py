@@ -1,0 +1,246 @@
+"""The official LatentSync face alignment and paste-back (``AlignRestore`` / ``affine_transform``).
+
+Reproduces ``latentsync/utils/affine_transform.py`` and ``ImageProcessor.affine_transform`` of the
+official code (bytedance/LatentSync a229c39, LATENTSYNC.md section 1.6), pinned by golden vector 4:
+
+1. three points per face: the two eyebrow centres and the nose (:func:`points3_from_106`,
+   :func:`points3_from_68`), in image order ``[image-left brow, image-right brow, nose]``;
+2. a similarity transform (float32, torch SVD) onto the template ``[[17,20],[58,20],[37.5,40]] * ratio``
+   with ``ratio = res/256*2.8``, plus the official "smoothing bias" (nose offset in normalised
+   units, exponentially smoothed 0.2/0.8 over frames);
+3. a bilinear warp into a ``210x280`` crop (``420x560`` at 512), fill 127, truncated to uint8;
+4. an anisotropic OpenCV Lanczos-4 resize to ``res x res``.
+
+Paste-back (:meth:`FaceAligner.restore`) warps the face back with the inverse transform and blends
+it with a feathered (eroded and blurred) mask, then truncates to uint8, like ``restore_img``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lipsyncctl.faces import warp
+
+TEMPLATE_UNITS = np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]])
+FILL_VALUE = 127.0
+
+# 106-point InsightFace (2d106det) indices read by the official code.
+LEFT_BROW_106 = [43, 48, 49, 51, 50]
+RIGHT_BROW_106 = [101, 102, 103, 104, 105]
+NOSE_106 = [74, 77, 83, 86]
+
+# 68-point iBUG 300-W layout (dlib, face-alignment), 0-based. Brows 17-21 are on the image left,
+# 22-26 on the image right. The official nose point is the mean of four 2d106 points running from
+# the lower nose bridge to the tip; the 68-point equivalent is the lower bridge and the tip
+# (28, 29, 30) plus the tip once more (30), chosen because it lands on the official nose point
+# within about a pixel on the demo frame (see tests/test_faces_align.py).
+LEFT_BROW_68 = [17, 18, 19, 20, 21]
+RIGHT_BROW_68 = [22, 23, 24, 25, 26]
+NOSE_68 = [28, 29, 30, 30]
+
+
+def points3_from_106(landmarks: np.ndarray, round_half_even: bool = True) -> np.ndarray:
+    """``(106, 2)`` InsightFace landmarks -> ``(3, 2)`` float64 ``[left brow, right brow, nose]``.
+
+    The official code rounds the integer landmarks first and the means afterwards with ``np.round``
+    (half to even); both are kept when ``round_half_even`` is true.
+    """
+    lmk = np.asarray(landmarks)
+    pts = np.stack([lmk[LEFT_BROW_106].mean(0), lmk[RIGHT_BROW_106].mean(0), lmk[NOSE_106].mean(0)])
+    return np.round(pts) if round_half_even else pts.astype(np.float64)
+
+
+def points3_from_68(landmarks: np.ndarray, round_half_even: bool = False) -> np.ndarray:
+    """``(68, 2)`` iBUG landmarks -> ``(3, 2)`` float64 ``[left brow, right brow, nose]``.
+
+    Brow centres are the means of the five brow points; the nose is the mean of points
+    28, 29, 30, 30 (see :data:`NOSE_68`). Sub-pixel values are kept by default (our landmarks are
+    smoothed floats); ``round_half_even=True`` rounds like the official code.
+    """
+    lmk = np.asarray(landmarks, dtype=np.float64)
+    pts = np.stack([lmk[LEFT_BROW_68].mean(0), lmk[RIGHT_BROW_68].mean(0), lmk[NOSE_68].mean(0)])
+    return np.round(pts) if round_half_even else pts
+
+
+def points3_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """Dispatch on the layout: 68 or 106 points -> ``(3, 2)``; ``(3, 2)`` is returned as float64.
+
+    106 integer landmarks are rounded like upstream; float landmarks and 68 points are not."""
+    n = np.asarray(landmarks).shape[0]
+    if n == 68:
+        return points3_from_68(landmarks)
+    if n == 106:
+        # Official rounding only for integer landmarks (what InsightFace gives upstream); smoothed
+        # float landmarks keep their sub-pixel precision.
+        lmk = np.asarray(landmarks)
+        return points3_from_106(lmk, round_half_even=bool(np.all(lmk == np.round(lmk))))
+    if n == 3:
+        return np.asarray(landmarks, dtype=np.float64)
+    raise ValueError(f"unsupported landmark layout with {n} points (expected 3, 68 or 106)")
+
+
+def crop_size(resolution: int) -> tuple[int, int]:
+    """Crop ``(width, height)`` before the squeeze: ``(210, 280)`` at 256, ``(420, 560)`` at 512."""
+    ratio = resolution / 256 * 2.8
+    return int(75 * ratio), int(100 * ratio)
+
+
+def face_template(resolution: int) -> np.ndarray:
+    """The three template points ``(3, 2)`` in crop pixels."""
+    return TEMPLATE_UNITS * (resolution / 256 * 2.8)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s R src + T`` the official way (float32 torch, SVD).
+
+    Returns ``(M, nose_bias)``: ``M`` float32 ``(2, 3)`` without the smoothing bias and the raw bias
+    ``dst_n[2] - src_n[2]`` (float32 ``(2,)``, normalised units) that the caller smooths and adds to
+    ``M[:, 2]``. ``std`` is the unbiased std over all six centred coordinates, as upstream.
+    """
+    import torch
+
+    p1 = torch.as_tensor(np.asarray(src), dtype=torch.float32)
+    p2 = torch.as_tensor(np.asarray(dst), dtype=torch.float32)
+    c1 = p1.mean(0)
+    c2 = p2.mean(0)
+    p1 = p1 - c1
+    p2 = p2 - c2
+    s1 = p1.std()
+    s2 = p2.std()
+    p1 = p1 / s1
+    p2 = p2 / s2
+    u, _, vh = torch.linalg.svd(p1.T @ p2)
+    v = vh.T
+    rot = v @ u.T
+    if torch.linalg.det(rot) < 0:
+        v = v.clone()
+        v[:, -1] = -v[:, -1]
+        rot = v @ u.T
+    s_rot = (s2 / s1) * rot
+    trans = c2.reshape(2, 1) - s_rot @ c1.reshape(2, 1)
+    matrix = torch.cat([s_rot, trans], dim=1)
+    bias = p2[2] - p1[2]
+    return matrix.numpy(), bias.numpy()
+
+
+@dataclass
+class FaceAligner:
+    """Aligns faces to the official crop and pastes generated faces back.
+
+    One instance per clip: it carries the official smoothing bias from frame to frame (call
+    :meth:`reset` at a cut). ``smooth=False`` disables the bias smoothing (the bias itself is still
+    added, as upstream does on every frame).
+    """
+
+    resolution: int = 256
+    smooth: bool = True
+    _prev_bias: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def crop_wh(self) -> tuple[int, int]:
+        return crop_size(self.resolution)
+
+    def reset(self) -> None:
+        """Forget the smoothing state (new shot or new clip)."""
+        self._prev_bias = None
+
+    def matrix(self, points3: np.ndarray) -> np.ndarray:
+        """Frame -> crop affine ``(2, 3)`` float32 for the ``(3, 2)`` points, updating the smoothing."""
+        matrix, bias = similarity_transform(points3, face_template(self.resolution))
+        if self.smooth and self._prev_bias is not None:
+            bias = (np.float32(0.2) * self._prev_bias + np.float32(0.8) * bias).astype(np.float32)
+        self._prev_bias = bias
+        matrix = matrix.copy()
+        matrix[:, 2] += bias
+        return matrix
+
+    def warp_crop(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """Warp ``frame`` (H, W, 3) uint8 by ``matrix`` into the crop ``(h, w, 3)`` uint8 (truncated)."""
+        import torch
+
+        w, h = self.crop_wh
+        img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].to(torch.float32)
+        out = warp.warp_affine(img, torch.from_numpy(np.asarray(matrix, np.float32)), (h, w), fill=FILL_VALUE)
+        return out[0].permute(1, 2, 0).numpy().astype(np.uint8)
+
+    def align(self, frame: np.ndarray, points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame: returns ``(face, M)``, face ``(res, res, 3)`` uint8 HWC (same channel order as
+        ``frame``), ``M`` float32 ``(2, 3)`` frame -> crop. The pipeline takes ``face.transpose(2, 0, 1)``
+        for the official CHW tensor."""
+        import cv2
+
+        matrix = self.matrix(points3)
+        crop = self.warp_crop(frame, matrix)
+        face = cv2.resize(crop, (self.resolution, self.resolution), interpolation=cv2.INTER_LANCZOS4)
+        return face, matrix
+
+    def restore(self, frame: np.ndarray, face, matrix: np.ndarray, roi: bool = True) -> np.ndarray:
+        """Paste ``face`` back into ``frame`` (official ``restore_video`` + ``restore_img``).
+
+        Args:
+            frame: (H, W, 3) uint8, the source frame.
+            face: (3, h, w) float tensor/array in [-1, 1]; if not the crop size (e.g. the generated
+                ``(3, res, res)``) it is first resized with bicubic antialiasing like upstream.
+            matrix: the frame -> crop matrix returned by :meth:`align`.
+            roi: compute only inside the box the face can touch (identical result, much faster on
+                large frames); ``False`` processes the whole frame like upstream.
+
+        Returns the blended (H, W, 3) uint8 frame; pixels outside the feathered region are ``frame``.
+        """
+        import torch
+
+        w, h = self.crop_wh
+        face_t = torch.as_tensor(np.asarray(face) if not isinstance(face, torch.Tensor) else face)
+        face_t = warp.resize_bicubic_antialias(face_t.to(torch.float32).cpu(), (h, w))
+        m = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
+        inv = warp.invert_affine(m)
+        height, width = frame.shape[:2]
+        x0, y0, x1, y1 = 0, 0, width, height
+        if roi:
+            # Margin: erosion + blur radius stay inside the box (w_edge <= sqrt(area)/20).
+            reach = int((w * h * float(abs(np.linalg.det(inv[:, :2].numpy())))) ** 0.5) // 20
+            x0, y0, x1, y1 = warp.warped_bounds(inv.numpy(), (w, h), (width, height), margin=4 * reach + 4)
+            if x1 <= x0 or y1 <= y0:
+                return frame.copy()
+        out = frame.copy()
+        out[y0:y1, x0:x1] = self._restore_box(frame[y0:y1, x0:x1], face_t, inv, (x0, y0))
+        return out
+
+    def _restore_box(self, frame, face_t, inv, offset: tuple[int, int]) -> np.ndarray:
+        """``restore_img`` on a sub-image whose top-left corner is ``offset`` in the full frame."""
+        import cv2
+        import torch
+
+        inv = inv.clone()
+        inv[0, 2] -= offset[0]
+        inv[1, 2] -= offset[1]
+        height, width = frame.shape[:2]
+        w, h = self.crop_wh
+        inv_face = warp.warp_affine(face_t[None], inv, (height, width), fill=FILL_VALUE)[0]
+        inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
+        ones = torch.ones((1, 1, h, w), dtype=torch.float32)
+        inv_mask = warp.erode_2x2(warp.warp_affine(ones, inv, (height, width)))
+        pasted = inv_mask[0] * inv_face
+        w_edge = int(torch.sum(inv_mask).item() ** 0.5) // 20
+        center = inv_mask[0, 0].numpy()
+        if w_edge > 0:
+            center = cv2.erode(center, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
+        k = 2 * w_edge + 1
+        sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+        soft = warp.gaussian_blur(torch.from_numpy(np.ascontiguousarray(center))[None, None], k, sigma)[0]
+        src = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).to(torch.float32)
+        blended = soft * pasted + (1 - soft) * src
+        return blended.permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def align_sequence(frames, points3_seq, resolution: int = 256, smooth: bool = True):
+    """Convenience: align a list of frames with one :class:`FaceAligner`. Returns lists (faces, matrices)."""
+    aligner = FaceAligner(resolution=resolution, smooth=smooth)
+    faces, matrices = [], []
+    for frame, pts in zip(frames, points3_seq, strict=True):
+        face, m = aligner.align(frame, pts)
+        faces.append(face)
+        matrices.append(m)
+    return faces, matrices

@@ -1,0 +1,133 @@
+"""Image operations behind alignment and paste-back, written to match the official numerics.
+
+The official LatentSync code warps with kornia (``warp_affine`` with ``align_corners=True``, a
+constant fill done as ``grid_sample(img) + (1 - grid_sample(ones)) * fill``), erodes with
+``kornia.morphology.erosion`` and feathers with ``kornia.filters.gaussian_blur2d``. These are
+re-expressed here with plain torch ops in float32 so that the results agree with the golden vectors
+(``shared/golden/face_align_restore.json``) without depending on kornia. ``cv2.warpAffine`` is not
+used on purpose: its fixed-point bilinear weights differ from ``grid_sample`` by a level here and there.
+
+Conventions: images are float tensors ``(B, C, H, W)``; affine matrices are ``(2, 3)`` and map
+*source pixel* coordinates to *destination pixel* coordinates, pixel centres on integers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _pixel_to_normalised(height: int, width: int) -> torch.Tensor:
+    """3x3 matrix taking pixel coordinates to ``[-1, 1]`` (``align_corners=True`` convention)."""
+    sx = 2.0 / (width - 1) if width > 1 else 2.0 / 1e-14
+    sy = 2.0 / (height - 1) if height > 1 else 2.0 / 1e-14
+    return torch.tensor([[sx, 0.0, -1.0], [0.0, sy, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
+
+
+def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
+    """``(2, 3)`` -> ``(3, 3)`` by appending ``[0, 0, 1]``."""
+    bottom = torch.tensor([[0.0, 0.0, 1.0]], dtype=matrix.dtype, device=matrix.device)
+    return torch.cat([matrix, bottom], dim=0)
+
+
+def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
+    """Inverse of a ``(2, 3)`` affine map (through its 3x3 homogeneous form), same dtype."""
+    inv = torch.linalg.inv(to_homogeneous(matrix.to(torch.float32)))
+    return inv[:2].to(matrix.dtype)
+
+
+def sampling_grid(matrix: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
+    """The ``grid_sample`` grid ``(1, h, w, 2)`` for warping a ``src_hw`` image by ``matrix``.
+
+    ``matrix`` (2, 3) maps source pixels to destination pixels; every destination pixel samples the
+    source at ``matrix^-1 (x, y)``. Computed like kornia 0.8: normalise the homography to both
+    images' ``[-1, 1]`` frames in float32, invert it, then ``F.affine_grid``.
+    """
+    src_h, src_w = src_hw
+    dst_h, dst_w = dst_hw
+    m3 = to_homogeneous(matrix.to(torch.float32))
+    src_pix_from_norm = torch.linalg.inv(_pixel_to_normalised(src_h, src_w))
+    dst_norm_from_src_norm = _pixel_to_normalised(dst_h, dst_w) @ (m3 @ src_pix_from_norm)
+    src_norm_from_dst_norm = torch.linalg.inv(dst_norm_from_src_norm)
+    return F.affine_grid(src_norm_from_dst_norm[None, :2, :], [1, 1, dst_h, dst_w], align_corners=True)
+
+
+def warp_affine(
+    image: torch.Tensor,
+    matrix: torch.Tensor,
+    dst_hw: tuple[int, int],
+    fill: float | None = None,
+) -> torch.Tensor:
+    """Bilinear affine warp of ``image`` (B, C, H, W) float32 into ``dst_hw``.
+
+    ``fill=None`` pads with zeros; a number fills the outside with that value, blended at the
+    border exactly like kornia's ``padding_mode="fill"`` (partial taps get ``(1 - coverage) * fill``).
+    Returns (B, C, h, w) float32.
+    """
+    grid = sampling_grid(matrix, (image.shape[-2], image.shape[-1]), dst_hw).to(image.device)
+    grid = grid.expand(image.shape[0], -1, -1, -1)
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if fill is None:
+        return out
+    ones = torch.ones(
+        (image.shape[0], 1, image.shape[-2], image.shape[-1]), dtype=image.dtype, device=image.device
+    )
+    coverage = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out + (1 - coverage) * fill
+
+
+def erode_2x2(mask: torch.Tensor) -> torch.Tensor:
+    """kornia ``erosion`` with a 2x2 flat kernel: ``out[y, x] = min(in[y-1:y+1, x-1:x+1])``.
+
+    Taps outside the image are ignored (kornia's geodesic border). ``mask`` (B, C, H, W).
+    """
+    padded = F.pad(mask, (1, 0, 1, 0), mode="constant", value=float("inf"))
+    return -F.max_pool2d(-padded, kernel_size=2, stride=1)
+
+
+def gaussian_kernel1d(size: int, sigma: float) -> torch.Tensor:
+    """Normalised ``exp(-x^2 / 2 sigma^2)`` for ``x = -(size//2) .. size//2`` (float32, odd ``size``)."""
+    x = torch.arange(size, dtype=torch.float32) - size // 2
+    kernel = torch.exp(-x.pow(2.0) / (2 * torch.tensor(sigma, dtype=torch.float32).pow(2.0)))
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(image: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect borders (kornia ``gaussian_blur2d``); (B, C, H, W)."""
+    if size <= 1:
+        return image
+    kernel = gaussian_kernel1d(size, sigma).to(image.device, image.dtype)
+    channels = image.shape[1]
+    pad = size // 2
+    horizontal = kernel.view(1, 1, 1, size).expand(channels, 1, 1, size)
+    vertical = kernel.view(1, 1, size, 1).expand(channels, 1, size, 1)
+    out = F.conv2d(F.pad(image, (pad, pad, 0, 0), mode="reflect"), horizontal, groups=channels)
+    return F.conv2d(F.pad(out, (0, 0, pad, pad), mode="reflect"), vertical, groups=channels)
+
+
+def resize_bicubic_antialias(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """torchvision's tensor ``resize(BICUBIC, antialias=True)``, incl. its same-size shortcut."""
+    if tuple(image.shape[-2:]) == tuple(size_hw):
+        return image
+    squeeze = image.dim() == 3
+    batch = image[None] if squeeze else image
+    out = F.interpolate(batch, size=size_hw, mode="bicubic", align_corners=False, antialias=True)
+    return out[0] if squeeze else out
+
+
+def warped_bounds(
+    matrix_inv: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int], margin: int
+) -> tuple[int, int, int, int]:
+    """Integer box ``(x0, y0, x1, y1)`` in the destination covering the source rectangle mapped by
+    ``matrix_inv`` (source -> destination), grown by ``margin`` and clipped to the destination."""
+    w, h = src_wh
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64)
+    pts = corners @ np.asarray(matrix_inv, dtype=np.float64).T
+    x0 = max(int(math.floor(pts[:, 0].min())) - margin, 0)
+    y0 = max(int(math.floor(pts[:, 1].min())) - margin, 0)
+    x1 = min(int(math.ceil(pts[:, 0].max())) + margin + 1, dst_wh[0])
+    y1 = min(int(math.ceil(pts[:, 1].max())) + margin + 1, dst_wh[1])
+    return x0, y0, max(x1, x0), max(y1, y0)
