@@ -1,0 +1,453 @@
+"""Environment checks behind ``lipsyncctl doctor``: can this machine run the toolkit (and a given preset)?
+
+:func:`run_checks` returns a :class:`DoctorResult`, a list of :class:`Check` rows. A row is *required*
+when a failure means jobs will not run (no ffmpeg, torch missing, no GPU for a preset that asks for
+CUDA...); optional rows only inform (RAM, a CPU-only machine, missing optional encoders) and can at most
+warn. ``DoctorResult.ok`` is True when no required row failed; the CLI exits 0 then, 4 otherwise.
+
+Each probe is a small function returning rows, so a test can monkeypatch the thing it probes (ffmpeg
+discovery, disk usage, the GPU list) and see the row fail with its hint. Nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from lipsyncctl import gpu as gpu_mod
+from lipsyncctl import paths
+from lipsyncctl.errors import LipsyncError
+
+if TYPE_CHECKING:
+    from lipsyncctl.config import Config
+
+Status = Literal["ok", "warn", "fail", "skip"]
+
+MIN_PYTHON = (3, 11)
+#: Below this much free disk a check fails (nothing can be written); below WARN it warns.
+DISK_FAIL_BYTES = 1 * gpu_mod.GiB
+DISK_WARN_BYTES = 10 * gpu_mod.GiB
+#: Available RAM below this warns (decoding 4K footage and loading the models need headroom).
+RAM_WARN_BYTES = 8 * gpu_mod.GiB
+#: Encoders jobs need by default (fail when absent) and the finishing ones (warn when absent).
+REQUIRED_ENCODERS = ("libx264", "aac")
+OPTIONAL_ENCODERS = ("libx265", "prores_ks", "dnxhd")
+#: Decoders the media layer relies on for camera and editorial footage.
+WANTED_DECODERS = ("h264", "hevc", "prores", "mjpeg", "aac", "pcm_s16le")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the doctor report. ``hint`` says what to do when ``status`` is warn or fail."""
+
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+    required: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A required check that failed (this is what makes doctor exit 4)."""
+        return self.required and self.status == "fail"
+
+
+@dataclass
+class DoctorResult:
+    """All checks, in display order, plus the GPU list and (with a preset) its VRAM estimate."""
+
+    checks: list[Check]
+    gpus: list[gpu_mod.GpuInfo] = field(default_factory=list)
+    preset: str | None = None
+    vram_needed_bytes: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.failed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "preset": self.preset,
+            "vram_needed_bytes": self.vram_needed_bytes,
+            "gpus": [asdict(g) for g in self.gpus],
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _gib(n: float | None) -> str:
+    return "?" if n is None else f"{n / gpu_mod.GiB:.1f} GiB"
+
+
+# ----------------------------------------------------------------------------------------------
+# Probes. Each returns one or more rows; none raises for an expected problem.
+
+
+def check_python() -> list[Check]:
+    v = sys.version_info
+    ok = (v.major, v.minor) >= MIN_PYTHON
+    return [
+        Check(
+            "python",
+            "ok" if ok else "fail",
+            f"{platform.python_version()} ({sys.executable})",
+            "" if ok else f"use Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer (scripts/bootstrap.sh)",
+        )
+    ]
+
+
+def check_torch() -> list[Check]:
+    try:
+        import torch
+    except ImportError as exc:
+        return [Check("torch", "fail", f"not importable: {exc}", "run scripts/bootstrap.sh (installs torch)")]
+    cuda = torch.version.cuda
+    build = f"CUDA {cuda} build" if cuda else "CPU build"
+    if cuda and torch.backends.cudnn.is_available():
+        build += f", cuDNN {torch.backends.cudnn.version()}"
+    return [Check("torch", "ok", f"{torch.__version__} ({build})", data={"version": torch.__version__, "cuda": cuda})]
+
+
+def check_gpus(probe: gpu_mod.GpuProbe) -> list[Check]:
+    """One row per GPU, or one plain "no CUDA GPU: CPU only" row (not a failure by itself)."""
+    if not probe.gpus:
+        why = probe.nvml_error or "torch sees no CUDA device"
+        return [
+            Check(
+                "gpu",
+                "warn",
+                f"no CUDA GPU: CPU only ({why})",
+                "CPU runs work but are slow; the `tiny` preset is the CPU demo",
+                required=False,
+            )
+        ]
+    rows = []
+    for g in probe.gpus:
+        detail = (
+            f"{g.name}, compute {g.capability[0]}.{g.capability[1]}, {_gib(g.total_bytes)} total, "
+            f"{_gib(g.free_bytes)} free ({g.source}" + (f", driver {probe.driver})" if probe.driver else ")")
+        )
+        rows.append(Check(f"gpu {g.index}", "ok", detail, required=False, data=asdict(g)))
+    return rows
+
+
+def check_torch_arch(probe: gpu_mod.GpuProbe) -> list[Check]:
+    """Does torch have kernels for every GPU? (e.g. a new card with an old CUDA build: it does not.)"""
+    if not probe.gpus:
+        return [Check("torch GPU arch", "skip", "no GPU to check", required=False)]
+    try:
+        import torch
+    except ImportError:
+        return [Check("torch GPU arch", "skip", "torch not importable", required=False)]
+    if not torch.version.cuda:
+        return [
+            Check(
+                "torch GPU arch",
+                "warn",
+                f"{len(probe.gpus)} GPU(s) present but torch {torch.__version__} is a CPU build",
+                "install a CUDA build of torch (TORCH_SPEC / TORCH_INDEX_URL in scripts/bootstrap.sh)",
+                required=False,
+            )
+        ]
+    archs = torch.cuda.get_arch_list()
+    rows = []
+    for g in probe.gpus:
+        covered = gpu_mod.arch_covered(g.capability, archs)
+        rows.append(
+            Check(
+                f"torch arch gpu {g.index}",
+                "ok" if covered else "fail",
+                f"{g.sm} {'covered by' if covered else 'NOT in'} torch arch list [{' '.join(archs) or 'empty'}]",
+                ""
+                if covered
+                else f"install a torch build compiled for {g.sm} (a newer CUDA wheel), or run with device cpu",
+                data={"sm": g.sm, "arch_list": archs},
+            )
+        )
+    return rows
+
+
+def check_cpu_ram() -> list[Check]:
+    import psutil
+
+    threads = os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False)
+    vm = psutil.virtual_memory()
+    ram_ok = vm.available >= RAM_WARN_BYTES
+    return [
+        Check("cpu", "ok", f"{threads} threads ({physical or '?'} cores), {platform.machine()}", required=False),
+        Check(
+            "ram",
+            "ok" if ram_ok else "warn",
+            f"{_gib(vm.total)} total, {_gib(vm.available)} available",
+            "" if ram_ok else "close other programs or lower inference.vae_batch / --jobs",
+            required=False,
+            data={"total_bytes": vm.total, "available_bytes": vm.available},
+        ),
+    ]
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.expanduser().resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_disk(label: str, path: Path) -> list[Check]:
+    where = _existing_ancestor(path)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as exc:
+        return [Check(f"disk {label}", "fail", f"{path}: {exc}", "check the path and permissions")]
+    status: Status = "ok" if free >= DISK_WARN_BYTES else "warn" if free >= DISK_FAIL_BYTES else "fail"
+    hint = {
+        "ok": "",
+        "warn": f"less than {_gib(DISK_WARN_BYTES)} free: models and renders may not fit",
+        "fail": f"less than {_gib(DISK_FAIL_BYTES)} free: free some space or choose another location",
+    }[status]
+    return [Check(f"disk {label}", status, f"{_gib(free)} free at {where}", hint, data={"free_bytes": free})]
+
+
+def check_ffmpeg() -> list[Check]:
+    from lipsyncctl.media import ffmpeg
+
+    try:
+        info = ffmpeg.ffmpeg_info()
+    except LipsyncError as exc:
+        return [
+            Check("ffmpeg", "fail", exc.message, exc.hint),
+            Check("ffmpeg encoders", "skip", "no ffmpeg", required=False),
+        ]
+    row = Check(
+        "ffmpeg",
+        "ok",
+        f"{info.version} at {info.path} (from {info.source})",
+        data={"path": str(info.path), "source": info.source, "version": info.version},
+    )
+    return [row, _encoder_row("ffmpeg encoders", info.encoders)]
+
+
+def _encoder_row(name: str, encoders: dict[str, bool]) -> Check:
+    missing_req = [e for e in REQUIRED_ENCODERS if not encoders.get(e)]
+    missing_opt = [e for e in OPTIONAL_ENCODERS if not encoders.get(e)]
+    have = [e for e, ok in encoders.items() if ok]
+    detail = " ".join(have) or "none"
+    if missing_req or missing_opt:
+        detail += f"; missing: {' '.join(missing_req + missing_opt)}"
+    if missing_req:
+        return Check(name, "fail", detail, "use an ffmpeg build with libx264 and aac (imageio-ffmpeg has both)",
+                     data={"encoders": encoders})
+    if missing_opt:
+        return Check(name, "warn", detail, "ProRes/DNxHR/H.265 outputs need an ffmpeg build with those encoders",
+                     data={"encoders": encoders})
+    return Check(name, "ok", detail, data={"encoders": encoders})
+
+
+def check_pyav() -> list[Check]:
+    try:
+        import av
+    except ImportError as exc:
+        return [Check("pyav", "fail", f"not importable: {exc}", "pip install av (scripts/bootstrap.sh)")]
+    from lipsyncctl.media import ffmpeg
+
+    lib = av.library_versions.get("libavcodec")
+    version = f"PyAV {av.__version__}" + (f", libavcodec {'.'.join(map(str, lib))}" if lib else "")
+    decoders = {}
+    for name in WANTED_DECODERS:
+        try:
+            av.codec.Codec(name, "r")
+            decoders[name] = True
+        except (ValueError, av.error.FFmpegError):
+            decoders[name] = False
+    missing_dec = [d for d, ok in decoders.items() if not ok]
+    rows = [
+        Check(
+            "pyav",
+            "ok" if not missing_dec else "warn",
+            version + (f"; decoders missing: {' '.join(missing_dec)}" if missing_dec else "; decoders ok"),
+            "" if not missing_dec else "some camera codecs cannot be read; install a fuller PyAV wheel",
+            required=True,
+            data={"version": av.__version__, "decoders": decoders},
+        )
+    ]
+    rows.append(_encoder_row("pyav encoders", ffmpeg.pyav_encoders()))
+    return rows
+
+
+def check_presets() -> list[Check]:
+    from lipsyncctl import config as cfg
+
+    names, bad = [], []
+    for name, path in cfg.list_presets().items():
+        try:
+            cfg.resolve(str(path))
+            names.append(name)
+        except LipsyncError as exc:
+            bad.append(f"{name}: {exc.message}")
+    if bad:
+        return [Check("presets", "fail", "; ".join(bad), "fix the preset file (the message names the key)")]
+    if not names:
+        return [Check("presets", "fail", f"no presets in {cfg.builtin_presets_dir()}", "reinstall lipsyncctl")]
+    return [Check("presets", "ok", f"{len(names)} valid: {' '.join(names)}", data={"presets": names})]
+
+
+def check_models_dir(models_dir: Path) -> list[Check]:
+    source = paths.models_dir_source()
+    exists = models_dir.is_dir()
+    detail = f"{models_dir} (chosen by {source})" + ("" if exists else ", does not exist yet")
+    data: dict[str, Any] = {"path": str(models_dir), "source": source, "exists": exists}
+    installed, error = installed_models(models_dir)
+    if installed is not None:
+        have = sorted(n for n, ok in installed.items() if ok)
+        detail += f"; installed: {' '.join(have) or 'none'} (of {len(installed)} known)"
+        data["installed"] = installed
+    elif error:
+        detail += f"; registry unreadable: {error}"
+    hint = "" if exists else "it is created by `lipsyncctl models fetch`; set LIPSYNCCTL_MODELS to move it"
+    status: Status = "ok" if exists and not error else "warn"
+    return [Check("models dir", status, detail, hint or error or "", required=False, data=data)]
+
+
+def installed_models(models_dir: Path) -> tuple[dict[str, bool] | None, str | None]:
+    """``({registry name: every file present}, None)``, or ``(None, why)`` without a usable registry."""
+    try:
+        from lipsyncctl.checkpoints import registry
+    except ImportError:
+        return None, None  # this build has no checkpoint registry
+    try:
+        reg = registry.load_registry()
+    except LipsyncError as exc:
+        return None, exc.message
+    return {
+        e.name: all(f.present for f in registry.model_status(e, models_dir=models_dir)) for e in reg
+    }, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Preset-specific checks
+
+
+def check_preset(config: Config, probe: gpu_mod.GpuProbe) -> list[Check]:
+    """The device the preset asks for exists, and its VRAM estimate fits the free memory."""
+    device = config.inference.device
+    need = gpu_mod.estimate_vram(config)
+    name = f"preset {config.name}"
+    cpu_ok = "tiny" in (config.model.checkpoint, config.model.unet_config)
+    if device == "cpu":
+        slow = "" if cpu_ok else "; full-size models on CPU take minutes per second of video"
+        return [Check(name, "ok", f"device cpu: no GPU needed{slow}", data={"device": device})]
+    if device == "mps":
+        import torch
+
+        ok = torch.backends.mps.is_available()
+        return [Check(name, "ok" if ok else "fail", f"device mps {'available' if ok else 'NOT available'}",
+                      "" if ok else "use --set inference.device=cpu", data={"device": device})]
+    explicit = device.startswith("cuda")
+    if not probe.gpus:
+        if explicit:
+            return [Check(name, "fail", f"device {device} requested but no CUDA GPU: CPU only",
+                          f"run on a machine with a GPU (needs about {_gib(need)}), or "
+                          "--set inference.device=cpu", data={"device": device, "vram_needed_bytes": need})]
+        detail = "device auto -> cpu (no CUDA GPU: CPU only)"
+        if cpu_ok:
+            return [Check(name, "ok", detail, data={"device": "cpu"})]
+        return [Check(name, "warn", detail + f"; on a GPU it would need about {_gib(need)}",
+                      "CPU inference of full-size models is very slow; the `tiny` preset is the CPU demo",
+                      required=False, data={"device": "cpu", "vram_needed_bytes": need})]
+    gpus = probe.gpus
+    if device.startswith("cuda:"):
+        idx = int(device[5:])
+        gpus = [g for g in probe.gpus if g.index == idx]
+        if not gpus:
+            return [Check(name, "fail", f"device {device} requested; this machine has GPUs "
+                          f"{', '.join(str(g.index) for g in probe.gpus)}", "choose an existing cuda:N")]
+    best = max(gpus, key=lambda g: g.free_bytes if g.free_bytes is not None else g.total_bytes)
+    free = best.free_bytes if best.free_bytes is not None else best.total_bytes
+    fits = need <= free
+    detail = f"needs about {_gib(need)} VRAM (estimate); gpu {best.index} has {_gib(free)} free"
+    hint = "" if fits else (
+        "use the low-vram preset, or --set inference.vae_batch=4 --set inference.guidance=1.0 "
+        "--set inference.dtype=fp16, or free GPU memory"
+    )
+    status: Status = "ok" if fits else ("fail" if explicit else "warn")
+    return [Check(name, status, detail, hint, required=explicit,
+                  data={"device": device, "vram_needed_bytes": need, "gpu": best.index, "free_bytes": free})]
+
+
+def check_preset_models(config: Config, models_dir: Path) -> list[Check]:
+    """Every model the preset names (and what they require) is installed, or is an existing path."""
+    names = [config.model.checkpoint, config.model.whisper, config.model.vae]
+    if all(n == "tiny" for n in names):
+        return [Check("preset models", "ok", "tiny random model: no weights needed")]
+    try:
+        from lipsyncctl.checkpoints import registry
+    except ImportError:
+        return [Check("preset models", "skip", "no checkpoint registry in this build", required=False)]
+    try:
+        reg = registry.load_registry()
+    except LipsyncError as exc:
+        return [Check("preset models", "fail", exc.message, exc.hint)]
+    wanted: list[str] = []
+    for n in names:
+        if n in reg:
+            wanted += [n, *(r for r in reg.get(n).requires if r not in names)]
+        else:
+            wanted.append(n)
+    have, missing = [], []
+    for n in dict.fromkeys(wanted):
+        if n == "tiny":
+            continue
+        if n in reg:
+            present = all(f.present for f in registry.model_status(reg.get(n), models_dir=models_dir))
+        else:
+            present = Path(n).expanduser().exists()
+        (have if present else missing).append(n)
+    detail = f"installed: {' '.join(have) or 'none'}" + (f"; missing: {' '.join(missing)}" if missing else "")
+    hints = []
+    fetch = [n for n in missing if n in reg]
+    if fetch:
+        hints.append(f"run `lipsyncctl models fetch {' '.join(fetch)}` on a machine that is online")
+    if len(fetch) < len(missing):
+        hints.append("model paths in the preset must exist; registry names: `lipsyncctl models list`")
+    hint = "; ".join(hints)
+    return [Check("preset models", "fail" if missing else "ok", detail, hint,
+                  data={"installed": have, "missing": missing, "models_dir": str(models_dir)})]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None = None) -> DoctorResult:
+    """Run every check (and the preset's device/VRAM check when ``preset`` is given)."""
+    models_dir = models_dir if models_dir is not None else paths.models_dir()
+    probe = gpu_mod.list_gpus()
+    checks: list[Check] = []
+    checks += check_python()
+    checks += check_torch()
+    checks += check_gpus(probe)
+    checks += check_torch_arch(probe)
+    checks += check_cpu_ram()
+    checks += check_disk("outputs", outputs_dir)
+    checks += check_disk("models", models_dir)
+    checks += check_ffmpeg()
+    checks += check_pyav()
+    checks += check_presets()
+    checks += check_models_dir(models_dir)
+    need = None
+    if preset is not None:
+        checks += check_preset(preset, probe)
+        checks += check_preset_models(preset, models_dir)
+        need = gpu_mod.estimate_vram(preset)
+    return DoctorResult(checks=checks, gpus=list(probe.gpus), preset=preset.name if preset else None,
+                        vram_needed_bytes=need)

@@ -1,0 +1,211 @@
+"""What GPUs this machine has, whether the installed torch can drive them, and what a preset needs.
+
+Three questions ``doctor`` asks (and the pipeline may ask before it picks a window or VAE batch):
+
+- :func:`list_gpus` - each CUDA GPU's name, compute capability and total/free memory, read through NVML
+  (``nvidia-ml-py``; the numbers ``nvidia-smi`` shows, other processes included) and, where NVML is
+  missing, through torch.
+- :func:`arch_covered` - whether torch's compiled architecture list (``torch.cuda.get_arch_list()``)
+  has kernels that run on a GPU of a given compute capability.
+- :func:`estimate_vram` - how many bytes of GPU memory a run configuration needs (an estimate; see its
+  docstring for the formula and where each constant comes from).
+
+torch is imported lazily (inside functions) so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lipsyncctl.config import Config
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One CUDA GPU. Memory in bytes; ``free_bytes`` is None when it could not be read."""
+
+    index: int
+    name: str
+    capability: tuple[int, int]
+    total_bytes: int
+    free_bytes: int | None
+    source: str  # "nvml" or "torch"
+
+    @property
+    def sm(self) -> str:
+        """The capability as torch spells it in its arch list, e.g. ``"sm_90"`` or ``"sm_120"``."""
+        return f"sm_{self.capability[0]}{self.capability[1]}"
+
+
+@dataclass(frozen=True)
+class GpuProbe:
+    """Result of :func:`list_gpus`: the GPUs, and why NVML gave none (for a plain message)."""
+
+    gpus: list[GpuInfo]
+    nvml_error: str | None
+    driver: str | None
+
+
+def _nvml_gpus() -> tuple[list[GpuInfo], str | None, str | None]:
+    """GPUs via NVML. Returns ``(gpus, error, driver_version)``; ``error`` is set when NVML is unusable."""
+    try:
+        import pynvml
+    except ImportError:
+        return [], "nvidia-ml-py is not installed", None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:  # NVMLError_LibraryNotFound on machines without the NVIDIA driver
+        return [], f"NVML unavailable: {exc}", None
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(handle)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            gpus.append(
+                GpuInfo(
+                    index=i,
+                    name=name.decode() if isinstance(name, bytes) else str(name),
+                    capability=(int(major), int(minor)),
+                    total_bytes=int(mem.total),
+                    free_bytes=int(mem.free),
+                    source="nvml",
+                )
+            )
+        return gpus, None, driver.decode() if isinstance(driver, bytes) else str(driver)
+    except pynvml.NVMLError as exc:
+        return [], f"NVML query failed: {exc}", None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _torch_gpus() -> list[GpuInfo]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        try:
+            free, total = torch.cuda.mem_get_info(i)
+        except RuntimeError:
+            free, total = None, props.total_memory
+        gpus.append(
+            GpuInfo(
+                index=i,
+                name=props.name,
+                capability=(props.major, props.minor),
+                total_bytes=int(total),
+                free_bytes=None if free is None else int(free),
+                source="torch",
+            )
+        )
+    return gpus
+
+
+def list_gpus() -> GpuProbe:
+    """The CUDA GPUs of this machine (NVML first, torch as the fallback). Never raises for "no GPU"."""
+    gpus, error, driver = _nvml_gpus()
+    if not gpus:
+        gpus = _torch_gpus()
+    return GpuProbe(gpus, error, driver)
+
+
+_ARCH = re.compile(r"^(sm|compute)_(\d+)([a-z]?)$")
+
+
+def arch_covered(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a build with ``arch_list`` (``torch.cuda.get_arch_list()``) runs on ``capability``.
+
+    CUDA's compatibility rules: a cubin for ``sm_XY`` runs on GPUs of the same major X with minor >= Y
+    (``sm_80`` runs on an ``8.6`` card); an ``a`` suffix (``sm_90a``) runs on exactly that GPU; PTX
+    (``compute_XY``) is JIT-compiled by the driver for any GPU of capability >= X.Y.
+    """
+    major, minor = capability
+    for arch in arch_list:
+        m = _ARCH.match(arch)
+        if not m:
+            continue
+        kind, digits, suffix = m.groups()
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "compute":
+            if (a_major, a_minor) <= (major, minor):
+                return True
+        elif suffix == "a":
+            if (a_major, a_minor) == (major, minor):
+                return True
+        elif a_major == major and a_minor <= minor:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# VRAM estimate
+
+#: Parameter counts of the UNet configs (measured on the official configs, see LATENTSYNC.md §2.1).
+UNET_PARAMS: dict[str, int] = {
+    "stage1": 849_962_244,
+    "stage1_512": 849_962_244,
+    "stage2": 1_267_099_844,
+    "stage2_512": 1_267_099_844,
+    "stage2_efficient": 1_100_244_804,
+    "tiny": 2_000_000,  # the random test model; an upper bound, it is far smaller
+}
+#: sd-vae-ft-mse (LATENTSYNC.md §2.5).
+VAE_PARAMS = 83_653_863
+#: Whisper tiny encoder; kept in fp32 like the official code (fp16 only for activations).
+WHISPER_ENCODER_PARAMS = 7_632_384
+#: UNet activations per (frame x CFG batch) sample at 256x256 in 16-bit (latent 32x32): skip connections
+#: and the working tensors of one forward pass without autograd, with memory-efficient attention.
+UNET_ACT_PER_SAMPLE_256 = 40 * MiB
+#: VAE decoder activations per frame at 256x256 in 16-bit (the full-resolution up blocks dominate).
+VAE_ACT_PER_FRAME_256 = 128 * MiB
+#: CUDA context, cuBLAS/cuDNN workspaces and the caching allocator's slack: independent of the run.
+FIXED_OVERHEAD = int(1.9 * GiB)
+
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "auto": 2}
+
+
+def estimate_vram(config: Config) -> int:
+    """Estimate the peak GPU memory (bytes) one sync run with ``config`` needs. An estimate, not a measure.
+
+    ``peak = weights + unet_activations + vae_activations + FIXED_OVERHEAD`` where, with
+    ``b`` = bytes per element of ``inference.dtype`` (fp32 4, fp16/bf16 2, ``auto`` = fp16 as on CUDA) and
+    ``s = (model.resolution / 256)**2`` (activations grow with the pixel count):
+
+    - ``weights = UNET_PARAMS[model.unet_config] * b + VAE_PARAMS * b + WHISPER_ENCODER_PARAMS * 4``
+      (unknown UNet configs count as stage2, the largest);
+    - ``unet_activations = UNET_ACT_PER_SAMPLE_256 * s * inference.window * cfg * b / 2``, with
+      ``cfg = 2`` when ``inference.guidance > 1`` (the ``[uncond, cond]`` batch) else 1;
+    - ``vae_activations = VAE_ACT_PER_FRAME_256 * s * inference.vae_batch * b / 2``.
+
+    For configs smaller than stage2 the UNet activations are scaled by ``params / stage2 params`` (a rough
+    proxy for narrower layers), and the ``tiny`` test VAE counts as 1/16 of the real one.
+
+    The activation constants are not measured here (no GPU): they are chosen so that the official
+    defaults land on the official README's minimum VRAM, 8 GB for LatentSync 1.5 (256, fp16, 16 frames,
+    guidance 1.5) and 18 GB for 1.6 (512): this formula gives 7.7 GiB and 17.4 GiB. DeepCache's cached
+    features and whisper's activations are small and ignored.
+    """
+    b = _DTYPE_BYTES[config.inference.dtype]
+    s = (config.model.resolution / 256) ** 2
+    unet_params = UNET_PARAMS.get(config.model.unet_config, UNET_PARAMS["stage2"])
+    cfg_batch = 2 if config.inference.guidance > 1.0 else 1
+    unet_scale = min(1.0, unet_params / UNET_PARAMS["stage2"])
+    vae_scale = 1 / 16 if config.model.vae == "tiny" else 1.0
+    weights = unet_params * b + VAE_PARAMS * vae_scale * b + WHISPER_ENCODER_PARAMS * 4
+    unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * unet_scale
+    vae_act = VAE_ACT_PER_FRAME_256 * s * config.inference.vae_batch * b / 2 * vae_scale
+    return int(weights + unet_act + vae_act + FIXED_OVERHEAD)
