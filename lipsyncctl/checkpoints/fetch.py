@@ -1,0 +1,248 @@
+"""``models fetch``: the ONLY code that downloads. Loading never does.
+
+Hub files go through ``huggingface_hub.hf_hub_download`` (resumable ``.incomplete`` files under
+``<model folder>/.cache/huggingface``; ``HF_ENDPOINT`` picks a mirror; ``HF_HUB_OFFLINE=1`` refuses).
+Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file. After a download the file is
+hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved aside to ``*.corrupt``
+and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl import paths, progress
+from lipsyncctl.checkpoints.registry import LocalState, ModelEntry, ModelFile, expected_sha256
+from lipsyncctl.errors import CheckpointError, MissingModelError
+
+_CHUNK = 1 << 20
+_OFFLINE_HINT = "run `lipsyncctl models fetch` on a machine that is online, then copy the models folder"
+
+
+@dataclass
+class FetchedFile:
+    """What happened to one file: ``downloaded``, ``present`` (kept) or ``failed``."""
+
+    path: str
+    local_path: Path
+    status: str
+    size: int | None = None
+    sha256: str | None = None
+    sha256_origin: str | None = None  # "registry", "local" (previously recorded), "recorded" (new)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "local_path": str(self.local_path), "status": self.status, "size": self.size,
+            "sha256": self.sha256, "sha256_origin": self.sha256_origin,
+        }
+
+
+@dataclass
+class FetchResult:
+    model: str
+    folder: Path
+    files: list[FetchedFile] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "folder": str(self.folder), "files": [f.to_dict() for f in self.files]}
+
+
+def sha256_file(path: Path, description: str | None = None) -> str:
+    """Streaming sha256 of a file, reported as progress in bytes."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with progress.Task(description or f"hash {path.name}", total=size) as task, path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK * 8):
+            h.update(chunk)
+            task.advance(len(chunk))
+    return h.hexdigest()
+
+
+def fetch_model(
+    entry: ModelEntry,
+    *,
+    models_dir: Path | None = None,
+    force: bool = False,
+    endpoint: str | None = None,
+) -> FetchResult:
+    """Download every file of ``entry`` that is not installed yet (all of them with ``force``).
+
+    Args:
+        entry: a registry entry.
+        models_dir: defaults to :func:`lipsyncctl.paths.models_dir`.
+        force: download again even when a file is present (a partial download still resumes).
+        endpoint: hub endpoint; defaults to ``HF_ENDPOINT`` read at call time, else huggingface.co.
+
+    Raises:
+        MissingModelError: offline, not found on the server, or a network failure.
+        CheckpointError: the downloaded file does not have the known size or hash.
+    """
+    mdir = models_dir if models_dir is not None else paths.models_dir()
+    state = LocalState.load(mdir)
+    result = FetchResult(entry.name, entry.folder(mdir))
+    for f in entry.files:
+        dest = entry.local_path(f, mdir)
+        if dest.is_file() and not force and (f.size is None or dest.stat().st_size == f.size):
+            sha, origin = expected_sha256(entry, f, state)
+            result.files.append(FetchedFile(f.path, dest, "present", dest.stat().st_size, sha, origin))
+            continue
+        if f.hub is not None:
+            _download_hub(entry, f, mdir, endpoint=endpoint, force=force)
+        else:
+            _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
+        result.files.append(_check_download(entry, f, dest, state))
+        state.save()
+    return result
+
+
+def _check_download(entry: ModelEntry, f: ModelFile, dest: Path, state: LocalState) -> FetchedFile:
+    size = dest.stat().st_size
+    problem = None
+    if f.size is not None and size != f.size:
+        problem = f"size {size} B, expected {f.size} B"
+    digest = sha256_file(dest, f"hash {entry.name}/{f.path}")
+    known, origin = expected_sha256(entry, f, None)  # the registry only: a re-download replaces the record
+    if problem is None and known is not None and digest != known:
+        problem = f"sha256 {digest}, expected {known}"
+    if problem is None and f.sha256_prefix and not digest.startswith(f.sha256_prefix):
+        problem = f"sha256 {digest[:16]}..., expected a hash starting with {f.sha256_prefix}"
+    if problem is not None:
+        bad = dest.with_name(dest.name + ".corrupt")
+        os.replace(dest, bad)
+        raise CheckpointError(
+            f"downloaded {entry.name}/{f.path} from {f.source} is not the expected file: {problem} "
+            f"(kept as {bad})",
+            hint=f"delete {bad} and run `lipsyncctl models fetch {entry.name} --force`; "
+            "if it happens again the source has changed",
+        )
+    if known is None:
+        state.record(entry.name, f.path, digest, size, f.source)
+        origin = "recorded"
+    return FetchedFile(f.path, dest, "downloaded", size, digest, origin)
+
+
+class _ProgressBridge:
+    """Built lazily: a tqdm subclass that never draws and forwards byte counts to :mod:`progress`."""
+
+    cls: type | None = None
+
+    @classmethod
+    def get(cls) -> type:
+        if cls.cls is None:
+            from tqdm.std import tqdm
+
+            class Bridge(tqdm):  # type: ignore[misc,valid-type]
+                def __init__(self, *args: Any, **kwargs: Any) -> None:
+                    kwargs["disable"] = True
+                    kwargs.pop("name", None)
+                    desc = kwargs.get("desc") or "download"
+                    super().__init__(*args, **kwargs)
+                    self._task = progress.Task(f"download {desc}", kwargs.get("total"))
+                    self._task.__enter__()
+                    if kwargs.get("initial"):
+                        self._task.advance(kwargs["initial"])
+
+                def update(self, n: float | None = 1) -> bool | None:
+                    if n:
+                        self._task.advance(n)
+                    return None
+
+                def close(self) -> None:
+                    task = getattr(self, "_task", None)
+                    if task is not None:
+                        self._task = None
+                        task.__exit__(None, None, None)
+                    super().close()
+
+            cls.cls = Bridge
+        return cls.cls
+
+
+def _download_hub(entry: ModelEntry, f: ModelFile, mdir: Path, *, endpoint: str | None, force: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    assert f.hub is not None
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    try:
+        path = hf_hub_download(
+            f.hub.repo,
+            f.hub.filename,
+            revision=f.hub.revision,
+            local_dir=entry.folder(mdir),
+            endpoint=endpoint,
+            force_download=force,
+            tqdm_class=_ProgressBridge.get(),
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise MissingModelError(
+            f"{f.source} was not found on {endpoint or 'the hub'}: {type(exc).__name__}",
+            hint="the registry may be out of date, or the repository needs a login (`hf auth login`)",
+        ) from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise MissingModelError(f"cannot download {f.source}: offline or unreachable ({exc})", hint=_OFFLINE_HINT) from exc
+    except OSError as exc:  # httpx / socket errors surface as OSError subclasses or HfHubHTTPError
+        raise MissingModelError(f"cannot download {f.source}: {exc}", hint=_OFFLINE_HINT) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith(("httpx", "huggingface_hub")):
+            raise MissingModelError(f"cannot download {f.source}: {exc}", hint=_OFFLINE_HINT) from exc
+        raise
+    return Path(path)
+
+
+def _download_url(url: str, dest: Path, *, description: str, timeout: float = 60.0) -> Path:
+    """Plain HTTP(S) download to ``dest`` via ``dest.part``, resuming a partial file with ``Range``."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("LIPSYNCCTL_OFFLINE") == "1":
+        raise MissingModelError(f"cannot download {url}: offline mode is set", hint=_OFFLINE_HINT)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "lipsyncctl"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the part file is already complete
+            os.replace(part, dest)
+            return dest
+        raise MissingModelError(f"cannot download {url}: HTTP {exc.code} {exc.reason}", hint=_OFFLINE_HINT) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise MissingModelError(f"cannot download {url}: {getattr(exc, 'reason', exc)}", hint=_OFFLINE_HINT) from exc
+    with response:
+        if response.status == 206:
+            mode = "ab"
+        else:  # 200: the server ignored Range; start over
+            mode, have = "wb", 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with progress.Task(description, total) as task, part.open(mode) as out:
+            task.advance(have)
+            try:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    task.advance(len(chunk))
+            except OSError as exc:
+                raise MissingModelError(
+                    f"download of {url} interrupted after {part.stat().st_size} B: {exc}",
+                    hint="run the same `lipsyncctl models fetch` again to resume",
+                ) from exc
+    if total is not None and part.stat().st_size != total:
+        raise MissingModelError(
+            f"download of {url} ended early ({part.stat().st_size} of {total} B)",
+            hint="run the same `lipsyncctl models fetch` again to resume",
+        )
+    os.replace(part, dest)
+    return dest
