@@ -67,12 +67,11 @@ class TemporalTransformerBlock(nn.Module):
         super().__init__()
         n = len(cfg.attention_block_types)
         self.attention_blocks = nn.ModuleList([
-            TemporalAttention(dim, heads, cfg.temporal_position_encoding, cfg.temporal_position_encoding_max_len,
-                              cfg.dropout)
+            TemporalAttention(dim, heads, cfg.temporal_position_encoding, cfg.temporal_position_encoding_max_len)
             for _ in range(n)
         ])
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(n)])
-        self.ff = FeedForward(dim, dropout=cfg.dropout)
+        self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:

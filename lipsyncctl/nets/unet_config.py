@@ -34,9 +34,6 @@ class MotionModuleConfig:
     temporal_position_encoding_max_len: int = 24
     temporal_attention_dim_div: int = 1
     zero_initialize: bool = True
-    # Keys of the AnimateDiff module that the official configs leave at their defaults.
-    cross_frame_attention_mode: str | None = None
-    dropout: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MotionModuleConfig:
@@ -51,8 +48,6 @@ class MotionModuleConfig:
                     f"motion_module_kwargs.attention_block_types: {t!r} is not supported "
                     "(only 'Temporal_Self')"
                 )
-        if cfg.cross_frame_attention_mode is not None:
-            raise ValueError("motion_module_kwargs.cross_frame_attention_mode is not supported")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
