@@ -1,0 +1,106 @@
+"""MFCC as ``python_speech_features.mfcc`` computes it with its defaults (the SyncNet eval input).
+
+syncnet_python (and LatentSync's ``eval/syncnet``) feeds ``mfcc(int16_samples, 16000)`` to the audio
+tower. The defaults, reproduced here in float64 numpy:
+
+- pre-emphasis 0.97 (``y[0] = x[0]``, ``y[n] = x[n] - 0.97 x[n-1]``);
+- frames of 400 samples (25 ms) every 160 (10 ms), rectangular window, ``1 + ceil((n - 400) / 160)``
+  frames with the last one zero-padded;
+- power spectrum ``|rfft(frame, 512)|^2 / 512``; frame energy = its sum;
+- 26 triangular filters with unit peak on the HTK mel scale ``2595 log10(1 + f / 700)`` between
+  0 and 8000 Hz, edges at FFT bins ``floor((512 + 1) * hz / 16000)``;
+- zeros replaced by machine epsilon, natural log, DCT-II (orthonormal), first 13 coefficients,
+  sinusoidal lifter 22, coefficient 0 replaced by the log frame energy.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+WINLEN_SAMPLES = 400
+WINSTEP_SAMPLES = 160
+NFFT = 512
+NFILT = 26
+NUMCEP = 13
+CEPLIFTER = 22
+PREEMPH = 0.97
+
+
+def _hz_to_mel_htk(hz: np.ndarray | float) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _filterbank(nfilt: int, nfft: int, sample_rate: int) -> np.ndarray:
+    """``(nfilt, nfft // 2 + 1)`` triangular filters with unit peaks (python_speech_features layout)."""
+    mel_points = np.linspace(_hz_to_mel_htk(0.0), _hz_to_mel_htk(sample_rate / 2), nfilt + 2)
+    bins = np.floor((nfft + 1) * _mel_to_hz_htk(mel_points) / sample_rate)
+    bank = np.zeros((nfilt, nfft // 2 + 1))
+    for j in range(nfilt):
+        lo, mid, hi = int(bins[j]), int(bins[j + 1]), int(bins[j + 2])
+        for i in range(lo, mid):
+            bank[j, i] = (i - bins[j]) / (bins[j + 1] - bins[j])
+        for i in range(mid, hi):
+            bank[j, i] = (bins[j + 2] - i) / (bins[j + 2] - bins[j + 1])
+    bank.setflags(write=False)
+    return bank
+
+
+@functools.lru_cache(maxsize=4)
+def _dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II as a ``(n_in, n_out)`` matrix (``x @ M`` = ``scipy.fft.dct(x, norm='ortho')[:n_out]``)."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    mat = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * math.sqrt(2.0 / n_in)
+    mat[:, 0] /= math.sqrt(2.0)
+    mat.setflags(write=False)
+    return mat
+
+
+def num_mfcc_frames(num_samples: int) -> int:
+    """Frames ``mfcc`` returns for ``num_samples`` samples (100 per second)."""
+    if num_samples <= WINLEN_SAMPLES:
+        return 1
+    return 1 + math.ceil((num_samples - WINLEN_SAMPLES) / WINSTEP_SAMPLES)
+
+
+def mfcc(signal: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
+    """``python_speech_features.mfcc(signal, sample_rate)`` with its defaults.
+
+    Args:
+        signal: mono samples ``(n,)``; syncnet feeds raw int16 values (not divided by 32768).
+        sample_rate: only 16 kHz is what SyncNet was trained on; the window sizes are fixed in samples
+            for 16 kHz (25 ms / 10 ms).
+
+    Returns:
+        float64 ``(num_frames, 13)``, rows are 10 ms steps (transpose for the ``(13, T)`` SyncNet layout).
+    """
+    if sample_rate != 16_000:
+        raise ValueError(f"the SyncNet MFCC is defined at 16 kHz, got {sample_rate} Hz")
+    x = np.asarray(signal, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"expected non-empty mono samples (n,), got shape {x.shape}")
+    emphasised = np.concatenate([x[:1], x[1:] - PREEMPH * x[:-1]])
+    n_frames = num_mfcc_frames(x.size)
+    padded_len = (n_frames - 1) * WINSTEP_SAMPLES + WINLEN_SAMPLES
+    padded = np.concatenate([emphasised, np.zeros(padded_len - x.size)])
+    idx = np.arange(WINLEN_SAMPLES)[None, :] + WINSTEP_SAMPLES * np.arange(n_frames)[:, None]
+    frames = padded[idx]
+    power = np.abs(np.fft.rfft(frames, NFFT)) ** 2 / NFFT
+    eps = np.finfo(float).eps
+    energy = power.sum(axis=1)
+    energy = np.where(energy == 0, eps, energy)
+    feat = power @ _filterbank(NFILT, NFFT, sample_rate).T
+    feat = np.where(feat == 0, eps, feat)
+    cep = np.log(feat) @ _dct_matrix(NFILT, NUMCEP)
+    lift = 1 + (CEPLIFTER / 2.0) * np.sin(np.pi * np.arange(NUMCEP) / CEPLIFTER)
+    cep = cep * lift
+    cep[:, 0] = np.log(energy)
+    return cep

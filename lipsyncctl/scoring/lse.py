@@ -1,0 +1,230 @@
+"""LSE-D / LSE-C / AV offset of one face track, as LatentSync's ``eval/syncnet/syncnet_eval.py`` computes it.
+
+Official recipe (``SyncNetEval.evaluate``, from syncnet_python), for 25 fps video and 16 kHz audio:
+
+1. Video: 224x224 BGR face crops, raw 0..255 floats; window ``v`` = frames ``v .. v + 4``.
+2. Audio: ``python_speech_features.mfcc`` of the int16 samples (100 steps/s, 13 coefficients); window
+   ``v`` = MFCC steps ``4v .. 4v + 19`` (the same 0.2 s).
+3. ``min_length = min(frames, samples // 640)``; windows ``v = 0 .. min_length - 6`` (the last
+   possible window is not used, as upstream).
+4. Embed both with the ``S`` network (batches of 20; BatchNorm in eval mode).
+5. Distances over offsets ``-vshift .. +vshift`` (15): ``dists[i, k] = ||lip[i] - aud[i + k - vshift] + 1e-6||``
+   with zero audio embeddings beyond both ends (``torch.nn.functional.pad``).
+6. ``mean_dists = dists.mean(0)``; **LSE-D** = ``min(mean_dists)``; **LSE-C** (confidence) =
+   ``median(mean_dists) - min`` (the lower median); **offset** = ``vshift - argmin``. A positive offset
+   means the best-matching audio window is that many frames *earlier* than the video window.
+
+Other frame rates: the network's windows are defined in 25 fps frames, and the official evaluation
+re-encodes every video to 25 fps. :func:`lse_scores` does the equivalent by picking, for each 25 fps
+time ``k / 25``, the nearest source frame ``floor(k * fps / 25 + 1/2)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from lipsyncctl.errors import MediaError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lipsyncctl.nets.syncnet_eval import SyncNetEval
+
+EVAL_FPS = Fraction(25)
+SAMPLE_RATE = 16_000
+WINDOW_FRAMES = 5
+MFCC_STEPS_PER_FRAME = 4  # 100 MFCC steps/s at 25 fps
+MFCC_WINDOW = WINDOW_FRAMES * MFCC_STEPS_PER_FRAME  # 20
+CROP_SIZE = 224
+
+
+class LseScores(NamedTuple):
+    """``lse_d`` (lower is better), ``lse_c`` (higher is better), ``offset`` in 25 fps frames."""
+
+    lse_d: float
+    lse_c: float
+    offset: int
+
+
+@dataclass(frozen=True)
+class SyncDistances:
+    """Everything the official evaluation computes for one track (tensors on the CPU, float32).
+
+    ``im_feat``/``cc_feat``: ``(N, 1024)`` lip and audio embeddings of the ``N`` windows;
+    ``dists``: ``(N, 2 * vshift + 1)``; ``mean_dists``: ``(2 * vshift + 1,)``.
+    """
+
+    im_feat: torch.Tensor
+    cc_feat: torch.Tensor
+    dists: torch.Tensor
+    mean_dists: torch.Tensor
+    vshift: int
+
+    @property
+    def min_dist(self) -> float:
+        return float(self.mean_dists.min())
+
+    @property
+    def conf(self) -> float:
+        return float(self.mean_dists.median() - self.mean_dists.min())
+
+    @property
+    def offset(self) -> int:
+        return self.vshift - int(self.mean_dists.argmin())
+
+    @property
+    def scores(self) -> LseScores:
+        return LseScores(lse_d=self.min_dist, lse_c=self.conf, offset=self.offset)
+
+
+def distance_table(im_feat: torch.Tensor, cc_feat: torch.Tensor, vshift: int = 15) -> torch.Tensor:
+    """``(N, 2 * vshift + 1)`` distances: column ``k`` pairs video window ``i`` with audio window
+    ``i + k - vshift`` (a zero vector outside ``0 .. N - 1``), ``||a - b + 1e-6||_2`` like
+    ``F.pairwise_distance``."""
+    import torch.nn.functional as F
+
+    win = 2 * vshift + 1
+    padded = F.pad(cc_feat, (0, 0, vshift, vshift))  # (N + 2 vshift, D)
+    windows = padded.unfold(0, win, 1).transpose(1, 2)  # (N, win, D)
+    return (im_feat[:, None, :] - windows + 1e-6).norm(p=2, dim=-1)
+
+
+def _pcm16_values(audio_16k: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Samples as float64 on the int16 scale (what the official MFCC receives)."""
+    array = audio_16k.detach().cpu().numpy() if hasattr(audio_16k, "detach") else np.asarray(audio_16k)
+    if array.ndim != 1:
+        raise MediaError(f"expected mono 16 kHz audio of shape (samples,), got {array.shape}")
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float64)
+    return array.astype(np.float64) * 32768.0  # float in [-1, 1] -> int16 scale
+
+
+def _crop_batch(frames: Sequence | np.ndarray | torch.Tensor, index: Sequence[int]) -> np.ndarray:
+    """``(len(index), 224, 224, 3)`` uint8/float BGR crops, resized with cv2 (bilinear) like upstream
+    if they are not 224x224."""
+    out = []
+    for i in index:
+        img = frames[i]
+        img = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise MediaError(f"expected BGR face crops (H, W, 3), frame {i} has shape {img.shape}")
+        if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
+            import cv2
+
+            img = cv2.resize(img, (CROP_SIZE, CROP_SIZE))
+        out.append(img)
+    return np.stack(out)
+
+
+def sync_distances(
+    model: SyncNetEval,
+    frames_bgr: Sequence | np.ndarray | torch.Tensor,
+    audio_16k: np.ndarray | torch.Tensor,
+    *,
+    vshift: int = 15,
+    batch_size: int = 20,
+) -> SyncDistances:
+    """The official SyncNet evaluation of one face track at **25 fps**.
+
+    Args:
+        model: :class:`~lipsyncctl.nets.syncnet_eval.SyncNetEval` with loaded weights (put in eval mode
+            here); its device and dtype are used.
+        frames_bgr: ``T`` face crops ``(224, 224, 3)`` in BGR order (what ``cv2.imread`` gives),
+            values 0..255: an array ``(T, H, W, 3)`` or any indexable sequence of frames.
+        audio_16k: mono 16 kHz samples; int16 values, or float in ``[-1, 1]`` (scaled by 32768).
+
+    Raises:
+        MediaError: fewer than 6 usable frames (video or audio shorter than 0.24 s).
+    """
+    import torch
+
+    from lipsyncctl import progress
+    from lipsyncctl.audio.mfcc import mfcc
+
+    samples = _pcm16_values(audio_16k)
+    num_frames = len(frames_bgr)
+    min_length = min(num_frames, samples.size // (SAMPLE_RATE // int(EVAL_FPS)))
+    last_frame = min_length - WINDOW_FRAMES
+    if last_frame <= 0:
+        raise MediaError(
+            f"clip too short to score sync: {num_frames} frames, {samples.size} samples "
+            f"(need at least {WINDOW_FRAMES + 1} frames at 25 fps of both)"
+        )
+    cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE).T.copy()).float()  # (13, T_mfcc)
+    param = next(model.parameters())
+    model.eval()
+    im_feats: list[torch.Tensor] = []
+    cc_feats: list[torch.Tensor] = []
+    starts = range(0, last_frame, batch_size)
+    with torch.inference_mode(), progress.Task("sync score", total=last_frame) as task:
+        for start in starts:
+            batch = range(start, min(last_frame, start + batch_size))
+            # frames start .. end + 4 once, then the 5-frame windows as views
+            crops = _crop_batch(frames_bgr, range(batch[0], batch[-1] + WINDOW_FRAMES))
+            video = torch.from_numpy(crops).to(device=param.device, dtype=param.dtype)
+            video = video.permute(3, 0, 1, 2)  # (3, n + 4, 224, 224)
+            lip = torch.stack([video[:, j : j + WINDOW_FRAMES] for j in range(len(batch))])
+            aud = torch.stack(
+                [cc[:, MFCC_STEPS_PER_FRAME * v : MFCC_STEPS_PER_FRAME * v + MFCC_WINDOW] for v in batch]
+            )[:, None].to(device=param.device, dtype=param.dtype)
+            im_feats.append(model.forward_lip(lip).float().cpu())
+            cc_feats.append(model.forward_aud(aud).float().cpu())
+            task.advance(len(batch))
+    im_feat = torch.cat(im_feats)
+    cc_feat = torch.cat(cc_feats)
+    dists = distance_table(im_feat, cc_feat, vshift)
+    return SyncDistances(im_feat, cc_feat, dists, dists.mean(dim=0), vshift)
+
+
+def eval_frame_indices(num_frames: int, fps: Fraction | int | float) -> list[int]:
+    """Source frame index for each 25 fps evaluation frame (nearest in time, ties rounded up)."""
+    rate = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1_000_000)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if rate == EVAL_FPS:
+        return list(range(num_frames))
+    n_eval = int(Fraction(num_frames) * EVAL_FPS / rate)
+    picks = [int(Fraction(k) * rate / EVAL_FPS + Fraction(1, 2)) for k in range(n_eval)]
+    return [min(p, num_frames - 1) for p in picks]
+
+
+class _Reindexed(Sequence):
+    def __init__(self, base: Sequence | np.ndarray | torch.Tensor, index: list[int]) -> None:
+        self.base = base
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.base[self.index[i]]
+
+
+def lse_scores(
+    model: SyncNetEval,
+    frames_bgr_224: Sequence | np.ndarray | torch.Tensor,
+    audio_16k: np.ndarray | torch.Tensor,
+    fps: Fraction | int | float = EVAL_FPS,
+    *,
+    vshift: int = 15,
+    batch_size: int = 20,
+) -> LseScores:
+    """``(lse_d, lse_c, offset)`` of one face track (see the module docstring for the recipe).
+
+    Args:
+        model: loaded :class:`~lipsyncctl.nets.syncnet_eval.SyncNetEval`.
+        frames_bgr_224: face crops (BGR, 0..255, ``(T, 224, 224, 3)``; other sizes are resized),
+            cropped like syncnet_python (the official S3FD track crop is not part of this function).
+        audio_16k: the track's mono 16 kHz audio, aligned with frame 0.
+        fps: frame rate of ``frames_bgr_224``; other than 25, frames are picked nearest in time.
+    """
+    index = eval_frame_indices(len(frames_bgr_224), fps)
+    frames = frames_bgr_224 if len(index) == len(frames_bgr_224) and fps == EVAL_FPS else _Reindexed(
+        frames_bgr_224, index
+    )
+    return sync_distances(model, frames, audio_16k, vshift=vshift, batch_size=batch_size).scores
