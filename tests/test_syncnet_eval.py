@@ -50,7 +50,10 @@ def frames() -> np.ndarray:
     strip = cv2.imread(str(_need(GOLDEN / "syncnet_eval_frames.png")))  # BGR, as consumed
     arr = np.ascontiguousarray(strip.reshape(75, 224, 224, 3))
     expected = json.loads((GOLDEN / "syncnet_eval.json").read_text())["inputs"]["frames"]
-    assert hashlib.sha256(arr.tobytes()).hexdigest() == expected["sha256_of_consumed_uint8_array_75x224x224x3_BGR_C_order"]
+    assert (
+        hashlib.sha256(arr.tobytes()).hexdigest()
+        == expected["sha256_of_consumed_uint8_array_75x224x224x3_BGR_C_order"]
+    )
     return arr
 
 
@@ -61,7 +64,9 @@ def model() -> SyncNetEval:
     weights = load_file(_need(GOLDEN / "syncnet_eval_weights_fp16.safetensors"))
     net = SyncNetEval()
     # fp16 on disk -> float32; num_batches_tracked stay int64
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True)
+    net.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True
+    )
     return net.eval()
 
 

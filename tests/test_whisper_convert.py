@@ -28,7 +28,9 @@ def manifest() -> dict:
 
 def _meta_checkpoint(manifest: dict) -> dict:
     """A full official tiny checkpoint (encoder + decoder names and shapes) on the meta device."""
-    state = {k: torch.empty(shape, dtype=torch.float16, device="meta") for k, shape in manifest["tensors"].items()}
+    state = {
+        k: torch.empty(shape, dtype=torch.float16, device="meta") for k, shape in manifest["tensors"].items()
+    }
     return {"dims": manifest["config"], "model_state_dict": state}
 
 
@@ -61,13 +63,32 @@ def test_random_checkpoint_roundtrip_through_torch_save(tmp_path):
     from lipsyncctl.audio.whisper import _openai_key_to_hf
 
     openai_names = [
-        "encoder.conv1.weight", "encoder.conv1.bias", "encoder.conv2.weight", "encoder.conv2.bias",
-        "encoder.positional_embedding", "encoder.ln_post.weight", "encoder.ln_post.bias",
+        "encoder.conv1.weight",
+        "encoder.conv1.bias",
+        "encoder.conv2.weight",
+        "encoder.conv2.bias",
+        "encoder.positional_embedding",
+        "encoder.ln_post.weight",
+        "encoder.ln_post.bias",
     ]
     for b in range(2):
-        for part in ("attn.query.weight", "attn.query.bias", "attn.key.weight", "attn.value.weight",
-                     "attn.value.bias", "attn.out.weight", "attn.out.bias", "attn_ln.weight", "attn_ln.bias",
-                     "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp_ln.weight", "mlp_ln.bias"):
+        for part in (
+            "attn.query.weight",
+            "attn.query.bias",
+            "attn.key.weight",
+            "attn.value.weight",
+            "attn.value.bias",
+            "attn.out.weight",
+            "attn.out.bias",
+            "attn_ln.weight",
+            "attn_ln.bias",
+            "mlp.0.weight",
+            "mlp.0.bias",
+            "mlp.2.weight",
+            "mlp.2.bias",
+            "mlp_ln.weight",
+            "mlp_ln.bias",
+        ):
             openai_names.append(f"encoder.blocks.{b}.{part}")
     hf_state = source.encoder.state_dict()
     ckpt = {

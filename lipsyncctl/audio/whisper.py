@@ -58,7 +58,7 @@ def _openai_key_to_hf(key: str) -> str:
         index, _, rest = key[len(prefix) :].partition(".")
         for old, new in _BLOCK_RENAMES:
             if rest.startswith(old):
-                return f"layers.{index}.{new}{rest[len(old):]}"
+                return f"layers.{index}.{new}{rest[len(old) :]}"
     raise CheckpointError(f"unknown whisper encoder key {key!r} in the OpenAI checkpoint")
 
 

@@ -104,7 +104,10 @@ class StableSyncNetConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"audio_encoder": self.audio_encoder.to_dict(), "visual_encoder": self.visual_encoder.to_dict()}
+        return {
+            "audio_encoder": self.audio_encoder.to_dict(),
+            "visual_encoder": self.visual_encoder.to_dict(),
+        }
 
     @property
     def embed_dim(self) -> int:

@@ -224,7 +224,9 @@ def lse_scores(
         fps: frame rate of ``frames_bgr_224``; other than 25, frames are picked nearest in time.
     """
     index = eval_frame_indices(len(frames_bgr_224), fps)
-    frames = frames_bgr_224 if len(index) == len(frames_bgr_224) and fps == EVAL_FPS else _Reindexed(
-        frames_bgr_224, index
+    frames = (
+        frames_bgr_224
+        if len(index) == len(frames_bgr_224) and fps == EVAL_FPS
+        else _Reindexed(frames_bgr_224, index)
     )
     return sync_distances(model, frames, audio_16k, vshift=vshift, batch_size=batch_size).scores
