@@ -110,6 +110,24 @@ def test_golden_sync_distances(model, frames, samples, outputs):
     assert scores.offset == 0
 
 
+def test_load_official_copies_by_name(model):
+    from safetensors.torch import load_file
+
+    weights = load_file(GOLDEN / "syncnet_eval_weights_fp16.safetensors")
+    old_style = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
+    fresh = SyncNetEval()
+    missing = fresh.load_official_state_dict(old_style)
+    assert len(missing) == 14 and all(m.endswith("num_batches_tracked") for m in missing)
+    for name, value in fresh.state_dict().items():
+        if name in old_style:
+            assert value.dtype == torch.float32
+            assert torch.equal(value, model.state_dict()[name])
+    with pytest.raises(KeyError):
+        fresh.load_official_state_dict({"module.netcnnaud.0.weight": weights["netcnnaud.0.weight"]})
+    with pytest.raises(ValueError):
+        fresh.load_official_state_dict({"netcnnaud.0.bias": torch.zeros(3)})
+
+
 def test_distance_table_matches_pairwise_loop():
     gen = torch.Generator().manual_seed(0)
     im, cc = torch.randn(9, 16, generator=gen), torch.randn(9, 16, generator=gen)

@@ -12,6 +12,8 @@ Both towers return ``(B, 1024)`` (not normalised); the score is a plain L2 dista
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -88,6 +90,24 @@ class SyncNetEval(nn.Module):
         self.netfcaud = _fc(embed_dim)
         self.netfclip = _fc(embed_dim)
         self.netcnnlip = _lip_cnn()
+
+    def load_official_state_dict(self, state: Mapping[str, torch.Tensor]) -> list[str]:
+        """Copy a ``syncnet_v2.model`` state dict in by name, as the official ``loadParameters`` does.
+
+        Entries absent from ``state`` (e.g. ``num_batches_tracked`` of very old files) keep their
+        defaults and are returned; unknown names or wrong shapes raise ``KeyError``/``ValueError``.
+        Values are cast to each destination's dtype (fp16 files load into a float32 model).
+        """
+        own = self.state_dict()
+        unknown = sorted(set(state) - set(own))
+        if unknown:
+            raise KeyError(f"not SyncNet v2 parameters: {unknown[:5]}")
+        for name, value in state.items():
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise ValueError(f"{name}: shape {tuple(value.shape)} != {tuple(own[name].shape)}")
+            with torch.no_grad():
+                own[name].copy_(value)
+        return sorted(set(own) - set(state))
 
     def forward_aud(self, mfcc: torch.Tensor) -> torch.Tensor:
         """``(B, 1, 13, 20)`` MFCC windows -> ``(B, embed_dim)``."""
