@@ -1,0 +1,227 @@
+"""`lipsyncctl doctor` and the library checks behind it (lipsyncctl.checks, lipsyncctl.gpu)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from lipsyncctl import checks, gpu
+from lipsyncctl import config as cfg
+from lipsyncctl.cli.main import main
+
+GiB = gpu.GiB
+
+
+def _by_name(result: checks.DoctorResult) -> dict[str, checks.Check]:
+    return {c.name: c for c in result.checks}
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend this is a CPU-only machine whatever the test host has."""
+    monkeypatch.setattr(gpu, "list_gpus", lambda: gpu.GpuProbe([], "NVML unavailable: test", None))
+
+
+def _fake_gpu(monkeypatch: pytest.MonkeyPatch, free_gib: float, total_gib: float = 80.0) -> None:
+    card = gpu.GpuInfo(0, "Fake H100", (9, 0), int(total_gib * GiB), int(free_gib * GiB), "nvml")
+    monkeypatch.setattr(gpu, "list_gpus", lambda: gpu.GpuProbe([card], None, "999.1"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The library function
+
+
+def test_this_machine_passes_on_cpu(tmp_path: Path, models_dir: Path, no_gpu: None) -> None:
+    res = checks.run_checks(None, outputs_dir=tmp_path, models_dir=models_dir)
+    rows = _by_name(res)
+    assert res.ok, [(c.name, c.detail) for c in res.failures]
+    for name in ("python", "torch", "gpu", "cpu", "ram", "disk outputs", "disk models", "ffmpeg",
+                 "ffmpeg encoders", "pyav", "pyav encoders", "presets", "models dir"):
+        assert name in rows, name
+    assert rows["gpu"].detail.startswith("no CUDA GPU: CPU only")
+    assert rows["gpu"].status == "warn" and not rows["gpu"].required
+    assert rows["torch GPU arch"].status == "skip"
+    assert rows["presets"].data["presets"] == sorted(cfg.list_presets())
+    assert rows["models dir"].data["path"] == str(models_dir)
+    assert rows["models dir"].data["source"] == "LIPSYNCCTL_MODELS"
+    assert all(c.status in ("ok", "warn", "fail", "skip") for c in res.checks)
+
+
+def test_missing_ffmpeg_fails_with_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+    rows = {c.name: c for c in checks.check_ffmpeg()}
+    assert rows["ffmpeg"].status == "fail" and rows["ffmpeg"].required
+    assert "LIPSYNCCTL_FFMPEG" in rows["ffmpeg"].detail and rows["ffmpeg"].hint
+    assert rows["ffmpeg encoders"].status == "skip"
+
+
+def test_missing_required_encoder_fails_optional_one_warns() -> None:
+    everything = {e: True for e in checks.REQUIRED_ENCODERS + checks.OPTIONAL_ENCODERS}
+    assert checks._encoder_row("enc", everything).status == "ok"
+    no_prores = checks._encoder_row("enc", {**everything, "prores_ks": False})
+    assert no_prores.status == "warn" and "prores_ks" in no_prores.detail and no_prores.hint
+    assert not no_prores.failed
+    no_x264 = checks._encoder_row("enc", {**everything, "libx264": False})
+    assert no_x264.failed and "libx264" in no_x264.detail and no_x264.hint
+
+
+def test_low_disk_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Usage(NamedTuple):
+        total: int
+        used: int
+        free: int
+
+    monkeypatch.setattr(checks.shutil, "disk_usage", lambda p: Usage(100 * GiB, 99.5 * GiB, GiB // 2))
+    (row,) = checks.check_disk("outputs", tmp_path / "not" / "yet" / "there")
+    assert row.failed and row.hint
+    assert str(tmp_path) in row.detail  # reported where it measured: the nearest existing folder
+    monkeypatch.setattr(checks.shutil, "disk_usage", lambda p: Usage(100 * GiB, 95 * GiB, 5 * GiB))
+    (row,) = checks.check_disk("outputs", tmp_path)
+    assert row.status == "warn" and not row.failed
+
+
+def test_broken_builtin_preset_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for p in cfg.list_presets().values():
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "typo.yaml").write_text("inference:\n  stepz: 3\n")
+    monkeypatch.setattr(cfg, "builtin_presets_dir", lambda: tmp_path)
+    (row,) = checks.check_presets()
+    assert row.failed and "typo" in row.detail and "inference.stepz" in row.detail
+
+
+def test_nvml_missing_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pynvml = pytest.importorskip("pynvml")
+
+    def boom() -> None:
+        raise pynvml.NVMLError_LibraryNotFound()
+
+    monkeypatch.setattr(pynvml, "nvmlInit", boom)
+    gpus, error, driver = gpu._nvml_gpus()
+    assert gpus == [] and driver is None and error.startswith("NVML unavailable")
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets: CPU-only machine, and a (fake) GPU with too little / enough free memory
+
+
+def test_cpu_preset_passes_without_gpu(tmp_path: Path, models_dir: Path, no_gpu: None) -> None:
+    res = checks.run_checks(cfg.resolve("tiny"), outputs_dir=tmp_path, models_dir=models_dir)
+    rows = _by_name(res)
+    assert res.ok and res.preset == "tiny"
+    assert rows["preset tiny"].status == "ok" and rows["preset models"].status == "ok"
+    assert res.vram_needed_bytes == gpu.estimate_vram(cfg.resolve("tiny"))
+
+
+def test_explicit_cuda_without_gpu_fails(tmp_path: Path, models_dir: Path, no_gpu: None) -> None:
+    config = cfg.resolve("tiny", ["inference.device=cuda"])
+    res = checks.run_checks(config, outputs_dir=tmp_path, models_dir=models_dir)
+    row = _by_name(res)["preset tiny"]
+    assert not res.ok and res.failures == [row]
+    assert "no CUDA GPU: CPU only" in row.detail and "inference.device=cpu" in row.hint
+
+
+def test_auto_device_without_gpu_only_warns(no_gpu: None) -> None:
+    (row,) = checks.check_preset(cfg.resolve("latentsync-1.6"), gpu.list_gpus())
+    assert row.status == "warn" and not row.required and "CPU only" in row.detail
+
+
+def test_vram_against_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_gpu(monkeypatch, free_gib=10)
+    probe = gpu.list_gpus()
+    (big,) = checks.check_preset(cfg.resolve("latentsync-1.6", ["inference.device=cuda"]), probe)
+    assert big.failed and "low-vram" in big.hint and big.data["free_bytes"] == 10 * GiB
+    (small,) = checks.check_preset(cfg.resolve("latentsync-1.5", ["inference.device=cuda:0"]), probe)
+    assert small.status == "ok" and small.data["vram_needed_bytes"] < 10 * GiB
+    (auto,) = checks.check_preset(cfg.resolve("latentsync-1.6"), probe)
+    assert auto.status == "warn" and not auto.failed  # auto may still fall back; only explicit cuda fails
+    (missing,) = checks.check_preset(cfg.resolve("tiny", ["inference.device=cuda:3"]), probe)
+    assert missing.failed
+
+
+def test_missing_weights_fail_preset_models(models_dir: Path) -> None:
+    pytest.importorskip("lipsyncctl.checkpoints.registry")
+    (row,) = checks.check_preset_models(cfg.resolve("latentsync-1.5"), models_dir)
+    assert row.failed and "latentsync-1.5" in row.data["missing"]
+    assert "lipsyncctl models fetch" in row.hint
+
+
+# ----------------------------------------------------------------------------------------------
+# The VRAM estimate and the arch check
+
+
+def test_estimate_vram_follows_the_documented_formula() -> None:
+    base = cfg.resolve("latentsync-1.5")
+    est = gpu.estimate_vram
+    assert 7 * GiB < est(base) < 8.5 * GiB  # the official README: 8 GB minimum for 1.5
+    assert 16.5 * GiB < est(cfg.resolve("latentsync-1.6")) < 19 * GiB  # and 18 GB for 1.6
+    assert est(cfg.resolve("latentsync-1.5", ["model.resolution=512"])) > est(base)
+    assert est(cfg.resolve("latentsync-1.5", ["inference.dtype=fp32"])) > est(base)
+    assert est(cfg.resolve("latentsync-1.5", ["inference.guidance=1.0"])) < est(base)
+    assert est(cfg.resolve("latentsync-1.5", ["inference.window=8"])) < est(base)
+    assert est(cfg.resolve("latentsync-1.5", ["inference.vae_batch=4"])) < est(base)
+    assert est(cfg.resolve("low-vram")) < est(base)
+    weights_fp16 = (gpu.UNET_PARAMS["stage2"] + gpu.VAE_PARAMS) * 2
+    assert est(base) > weights_fp16 + gpu.FIXED_OVERHEAD
+
+
+@pytest.mark.parametrize(
+    ("capability", "archs", "covered"),
+    [
+        ((8, 6), ["sm_80"], True),  # same major, newer minor runs the cubin
+        ((8, 0), ["sm_86"], False),  # older minor does not
+        ((9, 0), ["sm_80", "sm_86"], False),
+        ((9, 0), ["sm_80", "compute_80"], True),  # PTX JIT-compiles forward
+        ((9, 0), ["sm_90a"], True),
+        ((10, 0), ["sm_90a"], False),  # arch-specific cubins are not forward compatible
+        ((12, 0), ["sm_90", "sm_100"], False),
+        ((12, 0), ["sm_100", "sm_120"], True),
+        ((7, 5), [], False),
+    ],
+)
+def test_arch_covered(capability: tuple[int, int], archs: list[str], covered: bool) -> None:
+    assert gpu.arch_covered(capability, archs) is covered
+
+
+# ----------------------------------------------------------------------------------------------
+# The command
+
+
+def test_cli_cpu_only_exits_0(tmp_path: Path, models_dir: Path, no_gpu: None,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--outputs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "no CUDA GPU: CPU only" in out and "all required checks passed" in out
+
+
+def test_cli_json_and_preset(tmp_path: Path, models_dir: Path, no_gpu: None,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", "doctor", "--preset", "tiny", "-o", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["preset"] == "tiny" and data["gpus"] == []
+    assert data["vram_needed_bytes"] == gpu.estimate_vram(cfg.resolve("tiny"))
+    names = [c["name"] for c in data["checks"]]
+    assert "preset tiny" in names and "ffmpeg" in names
+    assert set(data["checks"][0]) >= {"name", "status", "detail", "hint", "required"}
+
+
+def test_cli_no_ffmpeg_exits_4_with_hint(tmp_path: Path, models_dir: Path, no_gpu: None,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(tmp_path / "missing-ffmpeg"))
+    assert main(["--json", "doctor", "-o", str(tmp_path)]) == 4
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["ok"] is False
+    failed = [c for c in data["checks"] if c["status"] == "fail" and c["required"]]
+    assert [c["name"] for c in failed] == ["ffmpeg"]
+    assert "error: 1 required check(s) failed: ffmpeg" in captured.err
+    assert "hint: ffmpeg: " in captured.err
+
+
+def test_cli_bad_preset_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--preset", "no-such-preset"]) == 3
+    assert "unknown preset" in capsys.readouterr().err
