@@ -205,23 +205,22 @@ class FaceAligner:
             if x1 <= x0 or y1 <= y0:
                 return frame.copy()
         out = frame.copy()
-        out[y0:y1, x0:x1] = self._restore_box(frame[y0:y1, x0:x1], face_t, inv, (x0, y0))
+        out[y0:y1, x0:x1] = self._restore_box(frame, face_t, inv, (x0, y0, x1, y1))
         return out
 
-    def _restore_box(self, frame, face_t, inv, offset: tuple[int, int]) -> np.ndarray:
-        """``restore_img`` on a sub-image whose top-left corner is ``offset`` in the full frame."""
+    def _restore_box(self, frame, face_t, inv, box: tuple[int, int, int, int]) -> np.ndarray:
+        """``restore_img`` evaluated on ``box = (x0, y0, x1, y1)`` of the full frame only."""
         import cv2
         import torch
 
-        inv = inv.clone()
-        inv[0, 2] -= offset[0]
-        inv[1, 2] -= offset[1]
-        height, width = frame.shape[:2]
+        full_hw = frame.shape[:2]
+        x0, y0, x1, y1 = box
         w, h = self.crop_wh
-        inv_face = warp.warp_affine(face_t[None], inv, (height, width), fill=FILL_VALUE)[0]
+        grid = warp.sampling_grid(inv, (h, w), full_hw, box)  # same grid for the face and its mask
+        inv_face = warp.sample(face_t[None], grid, fill=FILL_VALUE)[0]
         inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
         ones = torch.ones((1, 1, h, w), dtype=torch.float32)
-        inv_mask = warp.erode_2x2(warp.warp_affine(ones, inv, (height, width)))
+        inv_mask = warp.erode_2x2(warp.sample(ones, grid))
         pasted = inv_mask[0] * inv_face
         w_edge = int(torch.sum(inv_mask).item() ** 0.5) // 20
         center = inv_mask[0, 0].numpy()
@@ -230,7 +229,7 @@ class FaceAligner:
         k = 2 * w_edge + 1
         sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
         soft = warp.gaussian_blur(torch.from_numpy(np.ascontiguousarray(center))[None, None], k, sigma)[0]
-        src = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).to(torch.float32)
+        src = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1).to(torch.float32)
         blended = soft * pasted + (1 - soft) * src
         return blended.permute(1, 2, 0).to(torch.uint8).numpy()
 

@@ -39,20 +39,35 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     return inv[:2].to(matrix.dtype)
 
 
-def sampling_grid(matrix: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
+def sampling_grid(
+    matrix: torch.Tensor,
+    src_hw: tuple[int, int],
+    dst_hw: tuple[int, int],
+    box: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
     """The ``grid_sample`` grid ``(1, h, w, 2)`` for warping a ``src_hw`` image by ``matrix``.
 
     ``matrix`` (2, 3) maps source pixels to destination pixels; every destination pixel samples the
-    source at ``matrix^-1 (x, y)``. Computed like kornia 0.8: normalise the homography to both
-    images' ``[-1, 1]`` frames in float32, invert it, then ``F.affine_grid``.
+    source at ``matrix^-1 (x, y)``. Computed like kornia 0.8 + ``F.affine_grid``: normalise the
+    homography to both images' ``[-1, 1]`` frames in float32, invert it, multiply the base grid.
+    ``box = (x0, y0, x1, y1)`` returns only that part of the destination, with exactly the values
+    the full grid has there (so a cropped warp equals the crop of the full warp bit for bit).
     """
     src_h, src_w = src_hw
     dst_h, dst_w = dst_hw
     m3 = to_homogeneous(matrix.to(torch.float32))
     src_pix_from_norm = torch.linalg.inv(_pixel_to_normalised(src_h, src_w))
     dst_norm_from_src_norm = _pixel_to_normalised(dst_h, dst_w) @ (m3 @ src_pix_from_norm)
-    src_norm_from_dst_norm = torch.linalg.inv(dst_norm_from_src_norm)
-    return F.affine_grid(src_norm_from_dst_norm[None, :2, :], [1, 1, dst_h, dst_w], align_corners=True)
+    theta = torch.linalg.inv(dst_norm_from_src_norm)[None, :2, :]
+    x0, y0, x1, y1 = box if box is not None else (0, 0, dst_w, dst_h)
+    xs = torch.linspace(-1, 1, dst_w, dtype=torch.float32)[x0:x1]
+    ys = torch.linspace(-1, 1, dst_h, dtype=torch.float32)[y0:y1]
+    base = torch.empty((1, y1 - y0, x1 - x0, 3), dtype=torch.float32)
+    base[..., 0] = xs
+    base[..., 1] = ys[:, None]
+    base[..., 2] = 1.0
+    grid = base.view(1, -1, 3).bmm(theta.transpose(1, 2))
+    return grid.view(1, y1 - y0, x1 - x0, 2)
 
 
 def warp_affine(
@@ -60,15 +75,22 @@ def warp_affine(
     matrix: torch.Tensor,
     dst_hw: tuple[int, int],
     fill: float | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Bilinear affine warp of ``image`` (B, C, H, W) float32 into ``dst_hw``.
 
     ``fill=None`` pads with zeros; a number fills the outside with that value, blended at the
     border exactly like kornia's ``padding_mode="fill"`` (partial taps get ``(1 - coverage) * fill``).
-    Returns (B, C, h, w) float32.
+    ``box`` restricts the output to ``(x0, y0, x1, y1)`` of the destination (see :func:`sampling_grid`).
+    Returns (B, C, h, w) float32 (the box's size when given).
     """
-    grid = sampling_grid(matrix, (image.shape[-2], image.shape[-1]), dst_hw).to(image.device)
-    grid = grid.expand(image.shape[0], -1, -1, -1)
+    grid = sampling_grid(matrix, (image.shape[-2], image.shape[-1]), dst_hw, box)
+    return sample(image, grid, fill)
+
+
+def sample(image: torch.Tensor, grid: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+    """``grid_sample`` (bilinear, ``align_corners=True``) with zero or constant ``fill`` padding."""
+    grid = grid.to(image.device).expand(image.shape[0], -1, -1, -1)
     out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     if fill is None:
         return out

@@ -1,0 +1,369 @@
+"""Face tracking over time: detect every k frames, refit landmarks in between, smooth, pick the speaker.
+
+- :class:`FaceTracker` runs the detector on key frames (every ``detect_every`` frames, batched through
+  :meth:`FaceDetector.detect_batch`) and, in between, refits the landmarks inside each track's box
+  (cheap for every backend) and moves the box with the landmarks. Key-frame detections are matched
+  to tracks by IoU; a track unmatched for more than ``max_missed`` key frames ends. Each track has an
+  id that stays stable while it lives.
+- Landmarks and boxes of each track go through a One-Euro filter (Casiry, Roussel, Vogel, CHI 2012),
+  with speeds measured in face sizes per second so that the defaults do not depend on resolution.
+- :func:`select_speaker` returns one ``Face | None`` per frame: the largest face per frame (official),
+  a given track id, the track at a point, or the track whose mouth moves with the audio.
+- :func:`crossfade_weights` gives per-frame blend weights so the generated face fades in (and out)
+  where the chosen face comes back after (or leaves for) frames without a face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from lipsyncctl import progress
+from lipsyncctl.errors import ConfigError, NoFaceError
+from lipsyncctl.faces.detect import Face, FaceDetector
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """Tracking and smoothing settings.
+
+    ``detect_every``: run the detector every k frames (1 = every frame). ``iou_match``: minimum IoU
+    to match a detection to a track. ``max_missed``: key frames a track may go unmatched (refitted
+    meanwhile) before it ends. ``smooth``: One-Euro filter on; ``min_cutoff`` (Hz) and ``beta``
+    (per face-size/second) set its jitter/lag trade-off. ``max_jump``: a refit whose landmark
+    centroid moves more than this fraction of the face size in one frame is rejected as lost.
+    """
+
+    detect_every: int = 5
+    iou_match: float = 0.3
+    max_missed: int = 1
+    smooth: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 1.5
+    d_cutoff: float = 1.0
+    max_jump: float = 0.35
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ConfigError(f"faces.detect_every must be >= 1, got {self.detect_every}")
+        if not 0 <= self.iou_match <= 1:
+            raise ConfigError(f"faces.iou_match must be in [0, 1], got {self.iou_match}")
+
+
+class OneEuroFilter:
+    """One-Euro low-pass filter over an array of coordinates, one call per frame.
+
+    ``scale`` (px) converts speeds to face sizes per second before the adaptive cutoff."""
+
+    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 1.5, d_cutoff: float = 1.0) -> None:
+        self.fps = float(fps)
+        self.min_cutoff = min_cutoff
+        self.beta = beta
+        self.d_cutoff = d_cutoff
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    def _alpha(self, cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau * self.fps)
+
+    def __call__(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self._x is None:
+            self._x = x.copy()
+            self._dx = np.zeros_like(x)
+            return x.copy()
+        dx = (x - self._x) * self.fps
+        a_d = self._alpha(self.d_cutoff)
+        self._dx = a_d * dx + (1 - a_d) * self._dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx) / max(scale, 1e-6)
+        a = self._alpha(cutoff)
+        self._x = a * x + (1 - a) * self._x
+        return self._x.copy()
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x0, y0, x1, y1]`` boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _spread(landmarks: np.ndarray) -> float:
+    return float(np.sqrt(((landmarks - landmarks.mean(0)) ** 2).sum(1).mean()))
+
+
+@dataclass
+class _Track:
+    id: int
+    face: Face  # last raw (unsmoothed) observation
+    missed: int = 0
+    filt_lmk: OneEuroFilter | None = None
+    filt_box: OneEuroFilter | None = None
+    age: int = 0
+
+
+@dataclass
+class FaceTracker:
+    """Online tracker; feed frames in order with :meth:`update` or a whole sequence with :meth:`track`.
+
+    Call :meth:`reset` at a scene cut (tracks and smoothing restart)."""
+
+    detector: FaceDetector
+    fps: float = 25.0
+    options: TrackOptions = field(default_factory=TrackOptions)
+    _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
+    _next_id: int = field(default=0, init=False, repr=False)
+    _index: int = field(default=0, init=False, repr=False)
+
+    def reset(self) -> None:
+        self._tracks = []
+        self._index = 0
+
+    def is_key_frame(self, index: int | None = None) -> bool:
+        i = self._index if index is None else index
+        return i % self.options.detect_every == 0
+
+    def update(self, frame: np.ndarray, detections: list[Face] | None = None) -> list[Face]:
+        """Faces of this frame with ``track_id`` set and smoothed landmarks/boxes.
+
+        ``detections`` may be given for a key frame (precomputed in a batch); otherwise the detector
+        runs here when this is a key frame."""
+        if self.is_key_frame():
+            if detections is None:
+                detections = self.detector.detect(frame)
+            self._associate(frame, detections)
+        else:
+            self._refit(frame)
+        self._index += 1
+        return [self._smoothed(t) for t in self._tracks]
+
+    def track(self, frames: Iterable[np.ndarray]) -> Iterator[list[Face]]:
+        """Yield the faces of each frame; key-frame detections are batched ``batch_size`` key frames
+        at a time (the frames in between are buffered meanwhile)."""
+        span = self.options.detect_every * max(1, self.options.batch_size)
+        buffer: list[np.ndarray] = []
+        for frame in frames:
+            buffer.append(frame)
+            if len(buffer) == span:
+                yield from self._flush(buffer)
+                buffer = []
+        if buffer:
+            yield from self._flush(buffer)
+
+    def _flush(self, frames: list[np.ndarray]) -> Iterator[list[Face]]:
+        keys = [i for i in range(len(frames)) if self.is_key_frame(self._index + i)]
+        found = dict(zip(keys, self.detector.detect_batch([frames[i] for i in keys]), strict=True))
+        for i, frame in enumerate(frames):
+            yield self.update(frame, found.get(i))
+
+    # -- internals -------------------------------------------------------------------------------
+    def _new_track(self, face: Face) -> _Track:
+        o = self.options
+        track = _Track(self._next_id, face)
+        if o.smooth:
+            track.filt_lmk = OneEuroFilter(self.fps, o.min_cutoff, o.beta, o.d_cutoff)
+            track.filt_box = OneEuroFilter(self.fps, o.min_cutoff, o.beta, o.d_cutoff)
+        self._next_id += 1
+        return track
+
+    def _associate(self, frame: np.ndarray, detections: list[Face]) -> None:
+        pairs = sorted(
+            (
+                (iou(t.face.box, d.box), ti, di)
+                for ti, t in enumerate(self._tracks)
+                for di, d in enumerate(detections)
+            ),
+            reverse=True,
+        )
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for score, ti, di in pairs:
+            if score < self.options.iou_match or ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            self._tracks[ti].face = detections[di]
+            self._tracks[ti].missed = 0
+            self._tracks[ti].age += 1
+        kept = []
+        for ti, t in enumerate(self._tracks):
+            if ti in used_t:
+                kept.append(t)
+                continue
+            t.missed += 1
+            if t.missed <= self.options.max_missed and self._refit_track(frame, t):
+                kept.append(t)
+        for di, d in enumerate(detections):
+            if di not in used_d:
+                kept.append(self._new_track(d))
+        self._tracks = kept
+
+    def _refit(self, frame: np.ndarray) -> None:
+        self._tracks = [t for t in self._tracks if self._refit_track(frame, t)]
+
+    def _refit_track(self, frame: np.ndarray, track: _Track) -> bool:
+        """Landmarks inside the track's box; move/scale the box with them. False = lost."""
+        old = track.face
+        new = self.detector.refit(frame, [old.box])[0]
+        size = np.sqrt(max(old.area, 1.0))
+        shift = new.landmarks.mean(0) - old.landmarks.mean(0)
+        ratio = _spread(new.landmarks) / max(_spread(old.landmarks), 1e-6)
+        if np.linalg.norm(shift) > self.options.max_jump * size or not 0.7 < ratio < 1.4:
+            return False
+        c = old.center + shift
+        half = (old.box[2:] - old.box[:2]) * ratio / 2
+        box = np.concatenate([c - half, c + half])
+        track.face = Face(box, old.score, new.landmarks)
+        track.age += 1
+        return True
+
+    def _smoothed(self, track: _Track) -> Face:
+        face = track.face
+        if track.filt_lmk is None or track.filt_box is None:
+            return face.with_track(track.id)
+        size = np.sqrt(max(face.area, 1.0))
+        lmk = track.filt_lmk(face.landmarks, scale=size)
+        box = track.filt_box(face.box, scale=size)
+        return replace(face, landmarks=lmk, box=box, track_id=track.id)
+
+
+def track_faces(
+    detector: FaceDetector,
+    frames: Iterable[np.ndarray],
+    fps: float = 25.0,
+    options: TrackOptions | None = None,
+    total: int | None = None,
+) -> list[list[Face]]:
+    """Run a :class:`FaceTracker` over ``frames`` with progress reporting; one list of faces per frame."""
+    tracker = FaceTracker(detector, fps=fps, options=options or TrackOptions())
+    return list(progress.track(tracker.track(frames), f"faces ({detector.name})", total=total))
+
+
+def _mouth_opening(face: Face) -> float:
+    """Inner-lip gap over face size (68-point layout: points 62 and 66); NaN for other layouts."""
+    if face.landmarks.shape[0] != 68:
+        return float("nan")
+    gap = np.linalg.norm(face.landmarks[66] - face.landmarks[62])
+    return float(gap / np.sqrt(max(face.area, 1.0)))
+
+
+def _track_ids(faces_per_frame: Sequence[list[Face]]) -> list[int]:
+    return sorted({f.track_id for faces in faces_per_frame for f in faces if f.track_id is not None})
+
+
+def active_speaker(
+    faces_per_frame: Sequence[list[Face]], audio_energy: np.ndarray, min_frames: int = 10
+) -> int | None:
+    """Track id whose mouth motion correlates best with the audio energy (one value per frame).
+
+    Mouth motion = frame-to-frame change of the inner-lip gap; audio = change of the energy
+    envelope. ``None`` when no track has ``min_frames`` frames with 68-point landmarks."""
+    energy = np.asarray(audio_energy, dtype=np.float64)
+    best, best_r = None, -np.inf
+    for tid in _track_ids(faces_per_frame):
+        opening = np.full(len(faces_per_frame), np.nan)
+        for i, faces in enumerate(faces_per_frame):
+            for f in faces:
+                if f.track_id == tid:
+                    opening[i] = _mouth_opening(f)
+        n = min(len(opening), len(energy))
+        a = np.abs(np.diff(opening[:n]))
+        b = np.abs(np.diff(energy[:n]))
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < min_frames or a[ok].std() == 0 or b[ok].std() == 0:
+            continue
+        r = float(np.corrcoef(a[ok], b[ok])[0, 1])
+        if r > best_r:
+            best, best_r = tid, r
+    return best
+
+
+def select_speaker(
+    faces_per_frame: Sequence[list[Face]],
+    mode: str = "largest",
+    track_id: int | None = None,
+    point: tuple[float, float] | None = None,
+    audio_energy: np.ndarray | None = None,
+) -> list[Face | None]:
+    """One face (or ``None`` = pass the frame through) per frame.
+
+    Modes: ``largest`` (largest box per frame, the official rule), ``track`` (``track_id``),
+    ``point`` (the track whose boxes contain ``point = (x, y)`` most often, nearest centre on ties),
+    ``active`` (:func:`active_speaker` with ``audio_energy``, falling back to the track present in
+    the most frames). Raises :class:`NoFaceError` when the requested track or point matches nothing.
+    """
+    if mode == "largest":
+        return [max(faces, key=lambda f: f.area) if faces else None for faces in faces_per_frame]
+    if mode == "track":
+        if track_id is None:
+            raise ConfigError("speaker mode 'track' needs a track id (--face ID)")
+        chosen = track_id
+    elif mode == "point":
+        if point is None:
+            raise ConfigError("speaker mode 'point' needs a point (--face-at X,Y)")
+        chosen = _track_at(faces_per_frame, point)
+    elif mode == "active":
+        if audio_energy is None:
+            raise ConfigError("speaker mode 'active' needs the audio energy per frame")
+        chosen = active_speaker(faces_per_frame, audio_energy)
+        if chosen is None:
+            counts = {
+                tid: sum(any(f.track_id == tid for f in fs) for fs in faces_per_frame)
+                for tid in _track_ids(faces_per_frame)
+            }
+            chosen = max(counts, key=counts.get) if counts else None
+        if chosen is None:
+            return [None] * len(faces_per_frame)
+    else:
+        raise ConfigError(f"unknown speaker mode {mode!r}", hint="use largest, track, point or active")
+    out = [next((f for f in faces if f.track_id == chosen), None) for faces in faces_per_frame]
+    if all(f is None for f in out):
+        raise NoFaceError(f"no face with track id {chosen} in this clip")
+    return out
+
+
+def _track_at(faces_per_frame: Sequence[list[Face]], point: tuple[float, float]) -> int:
+    x, y = point
+    hits: dict[int, list[float]] = {}
+    for faces in faces_per_frame:
+        for f in faces:
+            if f.track_id is not None and f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]:
+                hits.setdefault(f.track_id, []).append(float(np.hypot(*(f.center - (x, y)))))
+    if not hits:
+        raise NoFaceError(f"no face covers the point ({x:g}, {y:g}) in any frame")
+    return max(hits, key=lambda t: (len(hits[t]), -float(np.mean(hits[t]))))
+
+
+def crossfade_weights(selected: Sequence[object | None], fade_in: int = 5, fade_out: int = 5) -> np.ndarray:
+    """Per-frame weight of the generated face, ``(N,)`` float in [0, 1].
+
+    0 where ``selected[i] is None`` (frame passed through); ramps ``1/(n+1) .. n/(n+1)`` over the
+    first ``fade_in`` frames after a gap and the last ``fade_out`` frames before one; 1 elsewhere,
+    including at the clip's start and end (no gap there, so nothing to fade from).
+    """
+    present = np.array([s is not None for s in selected], dtype=bool)
+    n = len(present)
+    weights = present.astype(np.float64)
+    i = 0
+    while i < n:
+        if not present[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and present[j]:
+            j += 1
+        run = np.ones(j - i)
+        pos = np.arange(j - i)
+        if i > 0 and fade_in > 0:
+            run = np.minimum(run, (pos + 1) / (fade_in + 1))
+        if j < n and fade_out > 0:
+            run = np.minimum(run, (j - i - pos) / (fade_out + 1))
+        weights[i:j] = run
+        i = j
+    return weights
