@@ -1,0 +1,208 @@
+"""The CLI shell: cheap --help, error -> exit code boundary, --version, --json, and the layering rules."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lipsyncctl
+from lipsyncctl import config as cfg
+from lipsyncctl import errors
+from lipsyncctl.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "lipsyncctl"
+HEAVY = ("torch", "diffusers", "transformers", "av", "cv2")
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    """`lipsyncctl --help` and every command's --help start without torch & co (subprocess: clean state)."""
+    code = f"""
+import contextlib, io, sys
+import typer
+from lipsyncctl.cli.main import app, main
+
+def paths(cmd, prefix):
+    yield prefix
+    ctx = cmd.make_context(prefix[-1] if prefix else "lipsyncctl", [], resilient_parsing=True)
+    for name in getattr(cmd, "list_commands", lambda ctx: [])(ctx):
+        yield from paths(cmd.get_command(ctx, name), prefix + [name])
+
+for p in paths(typer.main.get_command(app), []):
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(p + ["--help"])
+    assert rc == 0, (p, rc)
+    loaded = [m for m in {HEAVY!r} if m in sys.modules]
+    assert not loaded, f"--help of {{p}} imported {{loaded}}"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_entry_point_version_subprocess() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lipsyncctl", "--version"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"lipsyncctl {lipsyncctl.__version__}"
+
+
+def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lipsyncctl {lipsyncctl.__version__}"
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("error: ") and "--no-such-option" in lines[0]
+    assert lines[1].startswith("hint: ")
+    assert "Traceback" not in err
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-command"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_json_presets_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", "presets", "list"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(cfg.list_presets())
+    assert all(Path(r["path"]).is_file() for r in rows)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.JobFailedError("2 of 3 items failed"),
+        errors.UsageError("bad"),
+        errors.ConfigError("x.yaml: unknown key 'a.b'"),
+        errors.MissingModelError("model 'latentsync-1.6' is not installed"),
+        errors.MissingToolError("ffmpeg not found"),
+        errors.DeviceError("cuda requested"),
+        errors.MediaError("clip.mp4: no video stream"),
+        errors.NoFaceError("no face in clip.mp4"),
+        errors.Interrupted("interrupted"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_library_errors_map_to_their_exit_code(
+    exc: errors.LipsyncError, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    monkeypatch.delenv("LIPSYNCCTL_DEBUG", raising=False)
+    monkeypatch.setattr(cfg, "resolve", fail)  # `presets show` calls it inside the command
+    assert main(["presets", "show", "tiny"]) == exc.exit_code
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"error: {exc.message}"
+    if exc.hint:
+        assert err.splitlines()[1] == f"hint: {exc.hint}"
+    assert "Traceback" not in err
+
+
+def test_exit_code_table_is_the_documented_one() -> None:
+    codes = {cls.__name__: cls.exit_code for cls in (
+        errors.JobFailedError, errors.UsageError, errors.ConfigError, errors.MissingModelError,
+        errors.MissingToolError, errors.DeviceError, errors.CheckpointError, errors.MediaError,
+        errors.NoFaceError, errors.Interrupted)}
+    assert codes == {"JobFailedError": 1, "UsageError": 2, "ConfigError": 3, "MissingModelError": 4,
+                     "MissingToolError": 4, "DeviceError": 4, "CheckpointError": 4, "MediaError": 5,
+                     "NoFaceError": 5, "Interrupted": 130}
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cfg, "resolve", interrupt)
+    assert main(["presets", "show", "tiny"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unexpected_exception_is_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cfg, "resolve", bug)
+    monkeypatch.delenv("LIPSYNCCTL_DEBUG", raising=False)
+    assert main(["presets", "show", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RuntimeError: boom" in err and "LIPSYNCCTL_DEBUG=1" in err
+
+
+def test_debug_shows_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise errors.MediaError("clip.mp4: truncated")
+
+    monkeypatch.setattr(cfg, "resolve", fail)
+    monkeypatch.setenv("LIPSYNCCTL_DEBUG", "1")
+    assert main(["presets", "show", "tiny"]) == 5
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "error: clip.mp4: truncated" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Layering: only lipsyncctl/cli/ talks to the user
+
+
+UI_MODULES = ("typer", "rich", "click")
+FORBIDDEN_CALLS = {("sys", "exit"), ("os", "_exit"), ("logging", "basicConfig")}
+FORBIDDEN_NAMES = {"print", "exit", "quit"}
+
+
+def _library_files() -> list[Path]:
+    cli = PACKAGE / "cli"
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if cli not in p.parents]
+
+
+def _violations(source: str, rel: str) -> list[str]:
+    tree = ast.parse(source, filename=rel)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            names = []
+        for name in names:
+            if name.split(".")[0] in UI_MODULES:
+                found.append(f"{rel}:{node.lineno} imports {name}")
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in FORBIDDEN_NAMES:
+                found.append(f"{rel}:{node.lineno} calls {f.id}()")
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and (f.value.id, f.attr) in FORBIDDEN_CALLS:
+                found.append(f"{rel}:{node.lineno} calls {f.value.id}.{f.attr}()")
+    return found
+
+
+def test_only_cli_imports_ui_prints_or_exits() -> None:
+    files = _library_files()
+    assert PACKAGE / "checks.py" in files and PACKAGE / "config.py" in files
+    problems = [v for p in files for v in _violations(p.read_text(encoding="utf-8"), str(p.relative_to(REPO)))]
+    assert not problems, "library code must raise and report progress, not print/exit:\n" + "\n".join(problems)
+
+
+def test_layering_scan_catches_violations() -> None:
+    src = "import sys\nfrom rich.console import Console\nprint('x')\nsys.exit(2)\n"
+    found = _violations(src, "lipsyncctl/bad.py")
+    assert found == [
+        "lipsyncctl/bad.py:2 imports rich.console",
+        "lipsyncctl/bad.py:3 calls print()",
+        "lipsyncctl/bad.py:4 calls sys.exit()",
+    ]
