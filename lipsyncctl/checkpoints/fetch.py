@@ -186,13 +186,16 @@ def _download_hub(entry: ModelEntry, f: ModelFile, mdir: Path, *, endpoint: str 
             force_download=force,
             tqdm_class=_ProgressBridge.get(),
         )
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:  # (a subclass of EntryNotFoundError)
+        raise MissingModelError(
+            f"cannot download {f.source}: offline or unreachable ({' '.join(str(exc).split())[:200]})",
+            hint=_OFFLINE_HINT,
+        ) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
         raise MissingModelError(
             f"{f.source} was not found on {endpoint or 'the hub'}: {type(exc).__name__}",
             hint="the registry may be out of date, or the repository needs a login (`hf auth login`)",
         ) from exc
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        raise MissingModelError(f"cannot download {f.source}: offline or unreachable ({exc})", hint=_OFFLINE_HINT) from exc
     except OSError as exc:  # httpx / socket errors surface as OSError subclasses or HfHubHTTPError
         raise MissingModelError(f"cannot download {f.source}: {exc}", hint=_OFFLINE_HINT) from exc
     except Exception as exc:

@@ -1,0 +1,165 @@
+"""`models fetch` with the real huggingface_hub client against a fake hub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lipsyncctl import progress
+from lipsyncctl.checkpoints.fetch import fetch_model
+from lipsyncctl.checkpoints.registry import LocalState, load_registry
+from lipsyncctl.errors import CheckpointError, MissingModelError
+from tests.fakehub import serve
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets may only reach 127.0.0.1 / ::1: nothing in these tests can touch the real network."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost") and self.family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(f"network access blocked in tests: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture()
+def hub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    with serve() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield hub
+
+
+def _payload(n: int, seed: int) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(n))
+
+
+def _registry(tmp_path: Path, models: dict) -> Path:
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "models": models}))
+    return path
+
+
+def test_fetch_hub_files_records_hash_and_reports_progress(hub_env, tmp_path: Path) -> None:
+    unet, tiny = _payload(300_000, 1), _payload(5_000, 2)
+    hub_env.add_hub_file("Org/Model", "latentsync_unet.pt", unet)
+    hub_env.add_hub_file("Org/Model", "whisper/tiny.pt", tiny)
+    reg = load_registry(_registry(tmp_path, {"m": {
+        "kind": "latentsync", "description": "test",
+        "files": [
+            {"path": "latentsync_unet.pt", "role": "unet", "hub": {"repo": "Org/Model", "filename": "latentsync_unet.pt"}},
+            {"path": "whisper/tiny.pt", "role": "whisper", "hub": {"repo": "Org/Model", "filename": "whisper/tiny.pt"},
+             "sha256": hashlib.sha256(tiny).hexdigest()},
+        ],
+    }}))
+    mdir = tmp_path / "models"
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        result = fetch_model(reg.get("m"), models_dir=mdir)
+    assert (mdir / "m" / "latentsync_unet.pt").read_bytes() == unet
+    assert (mdir / "m" / "whisper" / "tiny.pt").read_bytes() == tiny
+    by_path = {f.path: f for f in result.files}
+    assert by_path["latentsync_unet.pt"].sha256_origin == "recorded"
+    assert by_path["whisper/tiny.pt"].sha256_origin == "registry"
+    # The unknown hash is now recorded locally; the known one is not duplicated.
+    state = LocalState.load(mdir)
+    rec = state.get("m", "latentsync_unet.pt")
+    assert rec is not None and rec.sha256 == hashlib.sha256(unet).hexdigest() and rec.size == len(unet)
+    assert state.get("m", "whisper/tiny.pt") is None
+    # Progress went through the library protocol, in bytes.
+    starts = [e for e in sink.events if e[0] == "start" and e[2].startswith("download")]
+    assert len(starts) == 2 and {e[3] for e in starts} == {len(unet), len(tiny)}
+    advanced = sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == starts[0][1])
+    assert advanced == starts[0][3]
+    assert ("GET", "/Org/Model/resolve/main/latentsync_unet.pt", None) in hub_env.log
+
+    # A second fetch keeps what is there and does not download again.
+    n_get = sum(1 for e in hub_env.log if e[0] == "GET")
+    again = fetch_model(reg.get("m"), models_dir=mdir)
+    assert [f.status for f in again.files] == ["present", "present"]
+    assert sum(1 for e in hub_env.log if e[0] == "GET") == n_get
+
+
+def test_fetch_hub_resumes_a_dropped_connection(hub_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", 10_000)  # so the cut lands after whole chunks
+    data = _payload(200_000, 3)
+    hub_env.add_hub_file("Org/Model", "big.bin", data)
+    hub_env.cut_after["/Org/Model/resolve/main/big.bin"] = 70_000
+    reg = load_registry(_registry(tmp_path, {"m": {"kind": "x", "description": "t", "files": [
+        {"path": "big.bin", "role": "unet", "hub": {"repo": "Org/Model", "filename": "big.bin"}}]}}))
+    fetch_model(reg.get("m"), models_dir=tmp_path / "models")
+    assert (tmp_path / "models" / "m" / "big.bin").read_bytes() == data
+    ranges = [r for (m, p, r) in hub_env.log if m == "GET" and p.endswith("big.bin")]
+    assert ranges[0] is None and ranges[-1] == "bytes=70000-"
+
+
+def test_fetch_hub_missing_file_and_offline(hub_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = load_registry(_registry(tmp_path, {"m": {"kind": "x", "description": "t", "files": [
+        {"path": "nope.bin", "role": "unet", "hub": {"repo": "Org/Model", "filename": "nope.bin"}}]}}))
+    with pytest.raises(MissingModelError, match="not found"):
+        fetch_model(reg.get("m"), models_dir=tmp_path / "models")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(MissingModelError) as err:
+        fetch_model(reg.get("m"), models_dir=tmp_path / "models")
+    assert "online" in err.value.hint
+    assert not (tmp_path / "models" / "m" / "nope.bin").exists()
+
+
+def test_fetch_plain_url_resumes_partial_file_and_checks_prefix(hub_env, tmp_path: Path) -> None:
+    data = _payload(120_000, 4)
+    digest = hashlib.sha256(data).hexdigest()
+    url = hub_env.add_plain_file(f"s3fd-{digest[:10]}.pth", data)
+    mdir = tmp_path / "models"
+    reg = load_registry(_registry(tmp_path, {"fa": {"kind": "face-landmarks", "description": "t", "files": [
+        {"path": f"s3fd-{digest[:10]}.pth", "role": "s3fd", "url": url, "sha256_prefix": digest[:10]}]}}))
+    # A previous run left 50 000 bytes behind.
+    part = mdir / "fa" / f"s3fd-{digest[:10]}.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:50_000])
+    result = fetch_model(reg.get("fa"), models_dir=mdir)
+    assert (mdir / "fa" / f"s3fd-{digest[:10]}.pth").read_bytes() == data
+    assert not part.exists()
+    assert ("GET", f"/plain/s3fd-{digest[:10]}.pth", "bytes=50000-") in hub_env.log
+    assert result.files[0].sha256 == digest
+
+
+def test_fetch_plain_url_server_without_range_and_bad_hash(hub_env, tmp_path: Path) -> None:
+    data = _payload(40_000, 5)
+    url = hub_env.add_plain_file("w.pt", data)
+    hub_env.no_range = True
+    mdir = tmp_path / "models"
+    (mdir / "w").mkdir(parents=True)
+    (mdir / "w" / "w.pt.part").write_bytes(b"garbage-prefix")
+    reg = load_registry(_registry(tmp_path, {"w": {"kind": "whisper", "description": "t", "files": [
+        {"path": "w.pt", "role": "whisper", "url": url, "sha256": "0" * 64}]}}))
+    with pytest.raises(CheckpointError, match="not the expected file") as err:
+        fetch_model(reg.get("w"), models_dir=mdir)
+    # The server ignored Range, so the file was rewritten from scratch, then moved aside as corrupt.
+    assert (mdir / "w" / "w.pt.corrupt").read_bytes() == data
+    assert not (mdir / "w" / "w.pt").exists()
+    assert "--force" in err.value.hint
+
+
+def test_plain_url_offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reg = load_registry(_registry(tmp_path, {"w": {"kind": "whisper", "description": "t", "files": [
+        {"path": "w.pt", "role": "whisper", "url": "http://127.0.0.1:9/w.pt"}]}}))
+    with pytest.raises(MissingModelError, match="offline"):
+        fetch_model(reg.get("w"), models_dir=tmp_path / "models")
