@@ -112,3 +112,43 @@ def test_feature_cache_partial_step_equals_full_step(io: dict[str, torch.Tensor]
     assert (other_partial - other_full).abs().max() > 1e-3
     cache.clear()
     assert cache.feature is None and cache.refresh
+
+
+def _tiny_random(seed: int = 0) -> UNet3DConditionModel:
+    cfg = UNetConfig.from_dict(json.loads((GOLDEN / "unet_forward.json").read_text())
+                               ["variants"]["unet_stage2_tiny"]["config"])
+    model = UNet3DConditionModel(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():  # the zero-initialised convs/proj_out would hide every branch
+        torch.nn.init.normal_(p, std=0.05, generator=gen)
+    return model
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    model = _tiny_random().train()
+    x = torch.randn(1, 13, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    audio = torch.randn(4, 50, 384, generator=torch.Generator().manual_seed(2))
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model(x, 10, audio).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.enable_gradient_checkpointing()
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and len(plain) == len(list(model.parameters()))
+    for n in plain:
+        torch.testing.assert_close(checkpointed[n], plain[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_bfloat16_forward_is_close_to_float32() -> None:
+    model = _tiny_random().eval()
+    x = torch.randn(1, 13, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    audio = torch.randn(4, 50, 384, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x, 500, audio)
+        low = model.to(torch.bfloat16)(x, 500, audio)
+    assert low.dtype == torch.bfloat16
+    rel = (low.float() - ref).norm() / ref.norm()
+    assert rel < 0.05, f"relative error {rel:.3g}"
