@@ -159,6 +159,17 @@ def check_torch_arch(probe: gpu_mod.GpuProbe) -> list[Check]:
                 required=False,
             )
         ]
+    if not torch.cuda.is_available():
+        return [
+            Check(
+                "torch GPU arch",
+                "fail",
+                f"{len(probe.gpus)} GPU(s) present (driver {probe.driver or '?'}) but torch (CUDA "
+                f"{torch.version.cuda}) cannot use them",
+                "the NVIDIA driver is probably older than this torch's CUDA: update the driver or install "
+                "a torch build for an older CUDA",
+            )
+        ]
     archs = torch.cuda.get_arch_list()
     rows = []
     for g in probe.gpus:

@@ -15,8 +15,9 @@ torch is imported lazily (inside functions) so importing this module stays cheap
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -115,10 +116,34 @@ def _torch_gpus() -> list[GpuInfo]:
     return gpus
 
 
+def visible_gpus(gpus: list[GpuInfo], visible: str | None) -> list[GpuInfo]:
+    """Apply ``CUDA_VISIBLE_DEVICES`` to NVML's list so that ``index`` is what ``cuda:N`` means.
+
+    NVML sees every GPU of the machine; CUDA (and torch) only the listed ones, renumbered from 0. An
+    empty value hides all GPUs. UUID / MIG forms are left as they are (NVML order is kept).
+    """
+    if visible is None:
+        return gpus
+    items = [v.strip() for v in visible.split(",") if v.strip()]
+    if not items:
+        return []
+    if not all(v.isdigit() for v in items):
+        return gpus
+    by_index = {g.index: g for g in gpus}
+    out = []
+    for new, old in enumerate(int(v) for v in items):
+        if old not in by_index:
+            break  # CUDA stops at the first invalid ordinal
+        out.append(replace(by_index[old], index=new))
+    return out
+
+
 def list_gpus() -> GpuProbe:
-    """The CUDA GPUs of this machine (NVML first, torch as the fallback). Never raises for "no GPU"."""
+    """The CUDA GPUs this process can use (NVML first, torch as the fallback). Never raises for "no GPU"."""
     gpus, error, driver = _nvml_gpus()
-    if not gpus:
+    if gpus:
+        gpus = visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    else:
         gpus = _torch_gpus()
     return GpuProbe(gpus, error, driver)
 

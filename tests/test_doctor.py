@@ -225,3 +225,29 @@ def test_cli_no_ffmpeg_exits_4_with_hint(tmp_path: Path, models_dir: Path, no_gp
 def test_cli_bad_preset_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--preset", "no-such-preset"]) == 3
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_cuda_visible_devices_renumbers_nvml_gpus() -> None:
+    cards = [gpu.GpuInfo(i, f"card{i}", (8, 0), 40 * GiB, (10 + i) * GiB, "nvml") for i in range(3)]
+    assert gpu.visible_gpus(cards, None) == cards
+    assert gpu.visible_gpus(cards, "") == []
+    picked = gpu.visible_gpus(cards, "2,0")
+    assert [(g.index, g.name) for g in picked] == [(0, "card2"), (1, "card0")]
+    assert [g.name for g in gpu.visible_gpus(cards, "1,7,0")] == ["card1"]  # CUDA stops at a bad ordinal
+    assert gpu.visible_gpus(cards, "GPU-1234abcd") == cards
+
+
+def test_torch_arch_check_against_a_fake_cuda_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_86", "sm_90"])
+    cards = [gpu.GpuInfo(0, "A100", (8, 0), 80 * GiB, 70 * GiB, "nvml"),
+             gpu.GpuInfo(1, "RTX 5090", (12, 0), 32 * GiB, 30 * GiB, "nvml")]
+    ok, new = checks.check_torch_arch(gpu.GpuProbe(cards, None, "570.1"))
+    assert ok.status == "ok" and not ok.failed
+    assert new.failed and "sm_120" in new.detail and "sm_120" in new.hint
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # e.g. a driver older than the CUDA build
+    (row,) = checks.check_torch_arch(gpu.GpuProbe(cards, None, "470.1"))
+    assert row.failed and "driver" in row.hint
