@@ -33,7 +33,9 @@ class TrackOptions:
     to match a detection to a track. ``max_missed``: key frames a track may go unmatched (refitted
     meanwhile) before it ends. ``smooth``: One-Euro filter on; ``min_cutoff`` (Hz) and ``beta``
     (per face-size/second) set its jitter/lag trade-off. ``max_jump``: a refit whose landmark
-    centroid moves more than this fraction of the face size in one frame is rejected as lost.
+    centroid moves more than this fraction of the face size in one frame is rejected as lost, and so
+    is one whose box no longer looks like the face (normalised cross-correlation of a 32x32 grey
+    thumbnail with the last one below ``min_similarity``: a cut, an occluder, a flat frame).
     """
 
     detect_every: int = 5
@@ -41,9 +43,10 @@ class TrackOptions:
     max_missed: int = 1
     smooth: bool = True
     min_cutoff: float = 1.0
-    beta: float = 1.5
+    beta: float = 5.0
     d_cutoff: float = 1.0
     max_jump: float = 0.35
+    min_similarity: float = 0.5
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -58,7 +61,7 @@ class OneEuroFilter:
 
     ``scale`` (px) converts speeds to face sizes per second before the adaptive cutoff."""
 
-    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 1.5, d_cutoff: float = 1.0) -> None:
+    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 5.0, d_cutoff: float = 1.0) -> None:
         self.fps = float(fps)
         self.min_cutoff = min_cutoff
         self.beta = beta
@@ -94,6 +97,22 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 32) -> np.ndarray | None:
+    """Zero-mean, unit-norm grey ``size x size`` thumbnail of ``box``; ``None`` if flat or outside."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    patch = cv2.resize(np.ascontiguousarray(frame[y0:y1, x0:x1]), (size, size), interpolation=cv2.INTER_AREA)
+    grey = patch.astype(np.float64).mean(axis=2).ravel()
+    grey -= grey.mean()
+    norm = np.linalg.norm(grey)
+    return grey / norm if norm > 1e-3 * size else None
+
+
 def _spread(landmarks: np.ndarray) -> float:
     return float(np.sqrt(((landmarks - landmarks.mean(0)) ** 2).sum(1).mean()))
 
@@ -102,6 +121,7 @@ def _spread(landmarks: np.ndarray) -> float:
 class _Track:
     id: int
     face: Face  # last raw (unsmoothed) observation
+    look: np.ndarray | None = None  # thumbnail() of the last accepted box
     missed: int = 0
     filt_lmk: OneEuroFilter | None = None
     filt_box: OneEuroFilter | None = None
@@ -163,9 +183,9 @@ class FaceTracker:
             yield self.update(frame, found.get(i))
 
     # -- internals -------------------------------------------------------------------------------
-    def _new_track(self, face: Face) -> _Track:
+    def _new_track(self, face: Face, look: np.ndarray | None) -> _Track:
         o = self.options
-        track = _Track(self._next_id, face)
+        track = _Track(self._next_id, face, look)
         if o.smooth:
             track.filt_lmk = OneEuroFilter(self.fps, o.min_cutoff, o.beta, o.d_cutoff)
             track.filt_box = OneEuroFilter(self.fps, o.min_cutoff, o.beta, o.d_cutoff)
@@ -189,6 +209,7 @@ class FaceTracker:
             used_t.add(ti)
             used_d.add(di)
             self._tracks[ti].face = detections[di]
+            self._tracks[ti].look = thumbnail(frame, detections[di].box)
             self._tracks[ti].missed = 0
             self._tracks[ti].age += 1
         kept = []
@@ -201,7 +222,7 @@ class FaceTracker:
                 kept.append(t)
         for di, d in enumerate(detections):
             if di not in used_d:
-                kept.append(self._new_track(d))
+                kept.append(self._new_track(d, thumbnail(frame, d.box)))
         self._tracks = kept
 
     def _refit(self, frame: np.ndarray) -> None:
@@ -219,7 +240,11 @@ class FaceTracker:
         c = old.center + shift
         half = (old.box[2:] - old.box[:2]) * ratio / 2
         box = np.concatenate([c - half, c + half])
+        look = thumbnail(frame, box)
+        if look is None or track.look is None or float(look @ track.look) < self.options.min_similarity:
+            return False
         track.face = Face(box, old.score, new.landmarks)
+        track.look = look
         track.age += 1
         return True
 

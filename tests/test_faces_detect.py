@@ -1,0 +1,123 @@
+"""Face detectors: dlib on the demo clip, the no-face case, backend selection without downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.errors import ConfigError, MissingModelError
+from lipsyncctl.faces import detect
+from lipsyncctl.faces.detect import Face, available_backends, create_detector, filter_faces
+from tests.conftest import shared_path
+
+pytest.importorskip("dlib", reason="dlib-bin is not installed")
+
+
+def decode_frames(path: Path, count: int) -> list[np.ndarray]:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return frames
+
+
+@pytest.fixture(scope="module")
+def demo_frames() -> list[np.ndarray]:
+    return decode_frames(shared_path("fixtures", "demo1_video.mp4"), 3)
+
+
+@pytest.fixture(scope="module")
+def dlib_detector():
+    if available_backends()["dlib"] is not None:
+        pytest.skip(f"dlib backend unusable: {available_backends()['dlib']}")
+    return create_detector("dlib")
+
+
+def test_dlib_finds_one_face_with_landmarks_in_box(demo_frames, dlib_detector):
+    assert demo_frames[0].shape == (1920, 1080, 3)
+    for frame in demo_frames:
+        faces = dlib_detector.detect(frame)
+        assert len(faces) == 1, [f.box for f in faces]
+        face = faces[0]
+        x0, y0, x1, y1 = face.box
+        assert face.landmarks.shape == (68, 2)
+        # landmarks inside the box (HOG boxes are tight: allow 15 % of the box size for the jaw/brows)
+        margin = 0.15 * (x1 - x0)
+        assert np.all(face.landmarks[:, 0] >= x0 - margin) and np.all(face.landmarks[:, 0] <= x1 + margin)
+        assert np.all(face.landmarks[:, 1] >= y0 - margin) and np.all(face.landmarks[:, 1] <= y1 + margin)
+        # the face of demo1 sits around x 600, y 720 of the portrait frame
+        assert 450 < face.center[0] < 750 and 600 < face.center[1] < 900
+        assert 120 < x1 - x0 < 400
+
+
+def test_dlib_points_near_official_points(demo_frames, dlib_detector):
+    """Our 68-point mapping lands close to the official three points of golden vector 4."""
+    from safetensors.numpy import load_file
+
+    golden = load_file(str(shared_path("golden", "face_align_restore.safetensors")))
+    face = dlib_detector.detect(demo_frames[0])[0]
+    pts = face.points3 - np.array([432, 552])  # golden coordinates are in a window of the frame
+    err = np.linalg.norm(pts - golden["landmarks3"], axis=1)
+    brow_gap = np.linalg.norm(golden["landmarks3"][1] - golden["landmarks3"][0])
+    assert np.all(err < 0.1 * brow_gap), (
+        f"distance to the official points {err} px (brow gap {brow_gap:.0f} px)"
+    )
+
+
+def test_no_face_on_flat_grey(dlib_detector):
+    grey = np.full((720, 1280, 3), 128, np.uint8)
+    assert dlib_detector.detect(grey) == []
+    assert dlib_detector.detect_batch([grey, grey]) == [[], []]
+    assert dlib_detector.refit(grey, []) == []
+
+
+def test_auto_picks_an_available_backend_and_says_which(models_dir):
+    status = available_backends()
+    assert set(status) == {"insightface", "face-alignment", "dlib"}
+    det = create_detector("auto")
+    assert det.name in status and status[det.name] is None
+
+
+def test_face_alignment_without_weights_never_downloads(models_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "face_alignment" else real(n, *a)
+    )
+    reason = detect.backend_status("face-alignment")
+    assert reason is not None and "models fetch face-alignment" in reason
+    with pytest.raises(MissingModelError) as err:
+        create_detector("face-alignment")
+    assert "models fetch face-alignment" in err.value.hint
+    # with the two files present the backend counts as available (it would load them, not fetch)
+    (models_dir / "face-alignment").mkdir()
+    (models_dir / "face-alignment" / "s3fd-619a316812.pth").write_bytes(b"x")
+    (models_dir / "face-alignment" / "2DFAN4-cd938726ad.zip").write_bytes(b"x")
+    assert detect.backend_status("face-alignment") is None
+
+
+def test_unknown_backend_and_insightface_missing(models_dir):
+    with pytest.raises(ConfigError):
+        create_detector("nope")
+    if available_backends()["insightface"] is not None:
+        with pytest.raises(MissingModelError):
+            create_detector("insightface")
+
+
+def test_filter_faces():
+    lmk = np.zeros((68, 2))
+    faces = [
+        Face(np.array([0, 0, 100, 120.0]), 0.9, lmk),
+        Face(np.array([0, 0, 20, 20.0]), 0.9, lmk),  # too small
+        Face(np.array([0, 0, 300, 100.0]), 0.9, lmk),  # too wide
+        Face(np.array([0, 0, 100, 120.0]), 0.1, lmk),  # low score
+    ]
+    kept = filter_faces(faces, min_size=40, min_score=0.5)
+    assert kept == [faces[0]]
