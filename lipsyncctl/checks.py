@@ -115,7 +115,9 @@ def check_torch() -> list[Check]:
     build = f"CUDA {cuda} build" if cuda else "CPU build"
     if cuda and torch.backends.cudnn.is_available():
         build += f", cuDNN {torch.backends.cudnn.version()}"
-    return [Check("torch", "ok", f"{torch.__version__} ({build})", data={"version": torch.__version__, "cuda": cuda})]
+    threads = torch.get_num_threads()
+    return [Check("torch", "ok", f"{torch.__version__} ({build}; {threads} CPU threads)",
+                  data={"version": torch.__version__, "cuda": cuda, "threads": threads})]
 
 
 def check_gpus(probe: gpu_mod.GpuProbe) -> list[Check]:

@@ -35,7 +35,15 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch, free_gib: float, total_gib: float
 # The library function
 
 
-def test_this_machine_passes_on_cpu(tmp_path: Path, models_dir: Path, no_gpu: None) -> None:
+@pytest.fixture
+def bundled_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Use imageio-ffmpeg's binary (a dependency) so the result does not depend on the PATH's ffmpeg."""
+    exe = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+    monkeypatch.setenv("LIPSYNCCTL_FFMPEG", exe)
+    return exe
+
+
+def test_this_machine_passes_on_cpu(tmp_path: Path, models_dir: Path, no_gpu: None, bundled_ffmpeg: str) -> None:
     res = checks.run_checks(None, outputs_dir=tmp_path, models_dir=models_dir)
     rows = _by_name(res)
     assert res.ok, [(c.name, c.detail) for c in res.failures]
@@ -45,6 +53,8 @@ def test_this_machine_passes_on_cpu(tmp_path: Path, models_dir: Path, no_gpu: No
     assert rows["gpu"].detail.startswith("no CUDA GPU: CPU only")
     assert rows["gpu"].status == "warn" and not rows["gpu"].required
     assert rows["torch GPU arch"].status == "skip"
+    assert rows["ffmpeg"].data == {"path": bundled_ffmpeg, "source": "LIPSYNCCTL_FFMPEG",
+                                   "version": rows["ffmpeg"].data["version"]}
     assert rows["presets"].data["presets"] == sorted(cfg.list_presets())
     assert rows["models dir"].data["path"] == str(models_dir)
     assert rows["models dir"].data["source"] == "LIPSYNCCTL_MODELS"
@@ -190,14 +200,14 @@ def test_arch_covered(capability: tuple[int, int], archs: list[str], covered: bo
 # The command
 
 
-def test_cli_cpu_only_exits_0(tmp_path: Path, models_dir: Path, no_gpu: None,
+def test_cli_cpu_only_exits_0(tmp_path: Path, models_dir: Path, no_gpu: None, bundled_ffmpeg: str,
                               capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--outputs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "no CUDA GPU: CPU only" in out and "all required checks passed" in out
 
 
-def test_cli_json_and_preset(tmp_path: Path, models_dir: Path, no_gpu: None,
+def test_cli_json_and_preset(tmp_path: Path, models_dir: Path, no_gpu: None, bundled_ffmpeg: str,
                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--json", "doctor", "--preset", "tiny", "-o", str(tmp_path)]) == 0
     data = json.loads(capsys.readouterr().out)
