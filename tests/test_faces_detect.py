@@ -121,3 +121,72 @@ def test_filter_faces():
     ]
     kept = filter_faces(faces, min_size=40, min_score=0.5)
     assert kept == [faces[0]]
+
+
+def test_face_alignment_backend_glue_with_stand_in_package(models_dir, monkeypatch):
+    """The face-alignment backend with a stand-in package: explicit weight paths, batched FAN."""
+    import sys
+    import types
+
+    import torch
+
+    calls: dict[str, object] = {}
+
+    class StandInSFD:
+        reference_scale = 195
+
+        def __init__(self, device, path_to_detector=None, verbose=False):
+            calls["path_to_detector"] = path_to_detector
+
+        def detect_from_image(self, image):
+            return [np.array([10, 20, 110, 140, 0.99]), np.array([0, 0, 50, 50, 0.2])]
+
+        def detect_from_batch(self, tensor):
+            calls["batch_shape"] = tuple(tensor.shape)
+            return [self.detect_from_image(None) for _ in range(tensor.shape[0])]
+
+    def crop(image, center, scale):
+        return np.zeros((256, 256, 3), np.uint8)
+
+    def get_preds_fromhm(hm, center, scale):
+        pts = np.tile(np.asarray(center, dtype=np.float32), (1, 68, 1))
+        return pts, pts, np.ones((1, 68))
+
+    fan_dir = models_dir / "face-alignment"
+    fan_dir.mkdir()
+    (fan_dir / "s3fd-619a316812.pth").write_bytes(b"x")
+    (fan_dir / "2DFAN4-cd938726ad.zip").write_bytes(b"x")
+    seen = []
+
+    class StandInFan:
+        def eval(self):
+            return self
+
+        def __call__(self, x):
+            seen.append(tuple(x.shape))
+            return torch.zeros(x.shape[0], 68, 64, 64)
+
+    monkeypatch.setattr(torch.jit, "load", lambda path, map_location=None: StandInFan())
+    mods = {
+        "face_alignment": types.ModuleType("face_alignment"),
+        "face_alignment.utils": types.SimpleNamespace(crop=crop, get_preds_fromhm=get_preds_fromhm),
+        "face_alignment.detection": types.ModuleType("face_alignment.detection"),
+        "face_alignment.detection.sfd": types.ModuleType("face_alignment.detection.sfd"),
+        "face_alignment.detection.sfd.sfd_detector": types.SimpleNamespace(SFDDetector=StandInSFD),
+    }
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "face_alignment" else real(n, *a)
+    )
+    det = create_detector("face-alignment")
+    assert det.name == "face-alignment" and calls["path_to_detector"].endswith("s3fd-619a316812.pth")
+    frames = [np.zeros((200, 160, 3), np.uint8)] * 3
+    out = det.detect_batch(frames)
+    assert calls["batch_shape"] == (3, 3, 200, 160)
+    assert [len(f) for f in out] == [1, 1, 1]  # the low-score box is dropped
+    assert out[0][0].landmarks.shape == (68, 2) and out[0][0].score == pytest.approx(0.99)
+    assert seen and seen[-1][0] == 1  # one FAN pass per frame here, all faces of a frame batched
