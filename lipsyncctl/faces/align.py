@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lipsyncctl.faces import warp
-
 TEMPLATE_UNITS = np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]])
 FILL_VALUE = 127.0
 
@@ -160,6 +158,8 @@ class FaceAligner:
         """Warp ``frame`` (H, W, 3) uint8 by ``matrix`` into the crop ``(h, w, 3)`` uint8 (truncated)."""
         import torch
 
+        from lipsyncctl.faces import warp
+
         w, h = self.crop_wh
         img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].to(torch.float32)
         out = warp.warp_affine(img, torch.from_numpy(np.asarray(matrix, np.float32)), (h, w), fill=FILL_VALUE)
@@ -191,6 +191,8 @@ class FaceAligner:
         """
         import torch
 
+        from lipsyncctl.faces import warp
+
         w, h = self.crop_wh
         face_t = torch.as_tensor(np.asarray(face) if not isinstance(face, torch.Tensor) else face)
         face_t = warp.resize_bicubic_antialias(face_t.to(torch.float32).cpu(), (h, w))
@@ -212,6 +214,8 @@ class FaceAligner:
         """``restore_img`` evaluated on ``box = (x0, y0, x1, y1)`` of the full frame only."""
         import cv2
         import torch
+
+        from lipsyncctl.faces import warp
 
         full_hw = frame.shape[:2]
         x0, y0, x1, y1 = box
