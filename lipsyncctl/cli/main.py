@@ -87,6 +87,9 @@ EXIT_CODES: dict[type[BaseException], int] = {
 }
 
 
+INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
+
+
 def _emit_error(message: str, hint: str | None) -> None:
     sys.stderr.write(f"error: {' '.join(message.split())}\n")
     if hint:
@@ -100,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="lipsyncctl", standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else 0
+        code = int(rv) if isinstance(rv, int) else 0
+        if code == 130:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error
+            _emit_error("interrupted", INTERRUPT_HINT)
+        return code
     except typer.Exit as exc:
         return exc.exit_code
     except LipsyncError as exc:
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit_error(exc.format_message(), "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`")
         return getattr(exc, "exit_code", 2)
     except (typer.Abort, KeyboardInterrupt):
-        _emit_error("interrupted", "rerun the same command to resume; finished outputs are kept")
+        _emit_error("interrupted", INTERRUPT_HINT)
         return 130
     except OSError as exc:
         if debug:
