@@ -1,0 +1,201 @@
+"""The networks of a sync run, loaded from the ``model:`` section of a run configuration.
+
+:func:`load_models` resolves the device and dtype, finds the files (registry name, path, or ``tiny``),
+and loads the UNet, the whisper encoder and the VAE through the strict checkpoint loaders. Nothing is
+downloaded: a missing file is a :class:`MissingModelError` saying how to fetch it. ``tiny`` generates
+the seeded tiny files first (:mod:`lipsyncctl.checkpoints.tiny`) and then loads them the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl import progress
+from lipsyncctl.errors import ConfigError, DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lipsyncctl.config import Config, InferenceOptions, ModelOptions
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass
+class ModelBundle:
+    """Everything the denoising needs, on one device in one dtype.
+
+    Attributes:
+        unet: :class:`~lipsyncctl.nets.unet.UNet3DConditionModel` (eval).
+        vae: diffusers ``AutoencoderKL`` (eval).
+        whisper: :class:`~lipsyncctl.audio.whisper.WhisperFeatureEncoder` (eval).
+        scheduler: a fresh DDIM scheduler with the official config.
+        device, dtype: where the networks run.
+        resolution: face crop size (256 or 512).
+        is_tiny: random tiny weights (output not lip-synced).
+        files: the files loaded, by role (for the run record).
+    """
+
+    unet: Any
+    vae: Any
+    whisper: Any
+    scheduler: Any
+    device: torch.device
+    dtype: torch.dtype
+    resolution: int
+    is_tiny: bool = False
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else CPU. Raises DeviceError if unavailable."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} requested but CUDA is not available")
+        index = dev.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device 'mps' requested but MPS is not available")
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` = fp16 on CUDA GPUs with compute capability >= 8 (official rule), else fp32."""
+    import torch
+
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] > 7:
+            return torch.float16
+        return torch.float32
+    if name == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "inference.dtype fp16 is not supported on the CPU", hint="use fp32 or bf16 on the CPU"
+        )
+    return getattr(torch, _DTYPES[name])
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    unet: Path
+    unet_config: str
+    whisper: Path
+    vae: Path
+    is_tiny: bool
+
+
+def resolve_files(model: ModelOptions) -> ModelFiles:
+    """Paths of the three networks for ``model`` (registry names, paths, or ``tiny``). Never downloads."""
+    from lipsyncctl.checkpoints.registry import load_registry
+
+    tiny = None
+    if "tiny" in (model.checkpoint, model.whisper, model.vae):
+        from lipsyncctl.checkpoints.tiny import ensure_tiny_models
+
+        with progress.Task("tiny models"):
+            tiny = ensure_tiny_models()
+    registry = None
+
+    def find(name: str, role: str) -> Path:
+        nonlocal registry
+        if name == "tiny":
+            assert tiny is not None
+            return {"unet": tiny.unet, "whisper": tiny.whisper, "vae": tiny.vae}[role]
+        p = Path(name).expanduser()
+        if p.exists() or p.suffix or "/" in name:
+            if not p.exists():
+                from lipsyncctl.errors import MissingModelError
+
+                raise MissingModelError(f"model file not found: {p}", hint="check the path in model.* of the preset")
+            return p
+        registry = registry or load_registry()
+        return registry.resolve(name, role)
+
+    unet_config = model.unet_config
+    return ModelFiles(
+        unet=find(model.checkpoint, "unet"),
+        unet_config=unet_config,
+        whisper=find(model.whisper, "whisper"),
+        vae=find(model.vae, "vae"),
+        is_tiny="tiny" in (model.checkpoint, model.whisper, model.vae),
+    )
+
+
+def load_models(config: Config) -> ModelBundle:
+    """Load the networks of ``config`` (sections ``model`` and ``inference``) onto the resolved device."""
+    inf: InferenceOptions = config.inference
+    device = resolve_device(inf.device)
+    dtype = resolve_dtype(inf.dtype, device)
+    files = resolve_files(config.model)
+    with progress.Task("load models", total=3) as task:
+        unet = _load_unet(files, device, dtype)
+        task.advance()
+        whisper = _load_whisper(files.whisper, device, dtype)
+        task.advance()
+        vae = _load_vae(files.vae, device, dtype)
+        task.advance()
+    from lipsyncctl.archs import load_scheduler_config
+    from lipsyncctl.pipeline.denoise import make_scheduler
+
+    return ModelBundle(
+        unet=unet,
+        vae=vae,
+        whisper=whisper,
+        scheduler=make_scheduler(load_scheduler_config()),
+        device=device,
+        dtype=dtype,
+        resolution=config.model.resolution,
+        is_tiny=files.is_tiny,
+        files={"unet": str(files.unet), "unet_config": files.unet_config, "whisper": str(files.whisper),
+               "vae": str(files.vae)},
+    )
+
+
+def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> Any:
+    from lipsyncctl import checkpoints
+
+    loader = getattr(checkpoints, "load_unet", None)
+    if loader is not None:  # helper-5's public loader, once it exists
+        return loader(files.unet, files.unet_config, device=device, dtype=dtype)
+    from lipsyncctl.archs import load_unet_config
+    from lipsyncctl.checkpoints.io import read_checkpoint
+    from lipsyncctl.checkpoints.materialize import build_empty, load_into
+    from lipsyncctl.nets.unet import UNet3DConditionModel
+
+    cfg = load_unet_config(files.unet_config)
+    ckpt = read_checkpoint(files.unet)
+    model = build_empty(lambda: UNet3DConditionModel(cfg))
+    return load_into(model, ckpt.state_dict, what=f"UNet ({files.unet_config})", source=files.unet,
+                     device=device, dtype=dtype)
+
+
+def _load_whisper(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    from lipsyncctl.audio.whisper import WhisperFeatureEncoder
+    from lipsyncctl.checkpoints.io import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    obj = {"dims": ckpt.metadata.get("dims"), "model_state_dict": ckpt.state_dict}
+    return WhisperFeatureEncoder.from_openai_state_dict(obj, dtype=dtype, device=device)
+
+
+def _load_vae(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    from diffusers import AutoencoderKL
+
+    from lipsyncctl.checkpoints.io import read_checkpoint
+    from lipsyncctl.checkpoints.materialize import build_empty, load_into
+
+    ckpt = read_checkpoint(folder)
+    config = {k: v for k, v in ckpt.metadata["config"].items() if not k.startswith("_")}
+    model = build_empty(lambda: AutoencoderKL(**config))
+    vae = load_into(model, ckpt.state_dict, what="VAE", source=folder, device=device, dtype=dtype)
+    # Official: scaling 0.18215, shift 0 whatever the config file says (LATENTSYNC.md §1.2).
+    vae.register_to_config(scaling_factor=0.18215, shift_factor=0.0)
+    return vae

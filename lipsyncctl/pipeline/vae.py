@@ -1,0 +1,64 @@
+"""VAE encode/decode for the sync pipeline (diffusers ``AutoencoderKL``, SD scaling 0.18215, shift 0).
+
+Official behaviour (LATENTSYNC.md §1.3 c/e, §1.2): encodings use ``latent_dist.sample()`` (stochastic,
+here drawn from the passed ``torch.Generator``), latents are ``(z - shift) * scaling``; decoding
+divides back. Frames are processed ``batch`` at a time to bound memory.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+SCALING_FACTOR = 0.18215
+SHIFT_FACTOR = 0.0
+
+
+def encode(
+    vae: object,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    batch: int = 16,
+    scaling: float = SCALING_FACTOR,
+    shift: float = SHIFT_FACTOR,
+) -> torch.Tensor:
+    """Images ``(N, 3, H, W)`` in [-1, 1] -> scaled latents ``(N, 4, H/8, W/8)`` (VAE dtype/device).
+
+    Sampling draws noise from ``generator`` (on the VAE's device) in order, batch by batch.
+    """
+    import torch
+
+    param = next(vae.parameters())  # type: ignore[attr-defined]
+    out = []
+    with torch.inference_mode():
+        for i in range(0, images.shape[0], batch):
+            x = images[i : i + batch].to(device=param.device, dtype=param.dtype)
+            dist = vae.encode(x).latent_dist  # type: ignore[attr-defined]
+            z = dist.sample(generator=generator)
+            out.append((z - shift) * scaling)
+    return torch.cat(out)
+
+
+def decode(
+    vae: object,
+    latents: torch.Tensor,
+    batch: int = 16,
+    scaling: float = SCALING_FACTOR,
+    shift: float = SHIFT_FACTOR,
+) -> torch.Tensor:
+    """Scaled latents ``(N, 4, h, w)`` -> images ``(N, 3, 8h, 8w)`` in [-1, 1] (float32, CPU).
+
+    Values are clamped to [-1, 1] (the official restore clamps after ``/2 + 0.5``; same result).
+    """
+    import torch
+
+    param = next(vae.parameters())  # type: ignore[attr-defined]
+    out = []
+    with torch.inference_mode():
+        for i in range(0, latents.shape[0], batch):
+            z = latents[i : i + batch].to(device=param.device, dtype=param.dtype) / scaling + shift
+            img = vae.decode(z).sample  # type: ignore[attr-defined]
+            out.append(img.float().clamp_(-1, 1).cpu())
+    return torch.cat(out)
