@@ -294,6 +294,16 @@ def write_safetensors(
     p.parent.mkdir(parents=True, exist_ok=True)
     meta = {LIPSYNCCTL_META_KEY: json.dumps(dict(header), sort_keys=True)} if header is not None else None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    # Views of one buffer (e.g. tensors read zero-copy from another safetensors file) would be refused
+    # as shared memory: give each such tensor its own storage.
+    owners: dict[int, int] = {}
+    for t in tensors.values():
+        if t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            owners[ptr] = owners.get(ptr, 0) + 1
+    tensors = {
+        k: t.clone() if t.numel() and owners[t.untyped_storage().data_ptr()] > 1 else t for k, t in tensors.items()
+    }
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=meta)
