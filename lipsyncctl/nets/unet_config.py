@@ -148,6 +148,9 @@ class UNetConfig:
                     f"block_out_channels: {c} is not divisible by norm_num_groups "
                     f"({self.norm_num_groups}) and attention_head_dim ({self.attention_head_dim})"
                 )
+        if self.use_motion_module and any(c % 32 for c in self.block_out_channels):
+            raise ValueError("block_out_channels: motion modules use GroupNorm(32), so every width must be a "
+                             "multiple of 32")
         if self.act_fn != "silu":
             raise ValueError(f"act_fn: only 'silu' is supported, got {self.act_fn!r}")
         if self.resnet_time_scale_shift != "default":
