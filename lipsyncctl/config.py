@@ -53,7 +53,7 @@ class InferenceOptions(_Strict):
         "auto", description="auto = fp16 on CUDA, fp32 on CPU"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    window: int = Field(16, ge=1, le=64, description="frames per denoising window")
+    window: int = Field(16, ge=1, le=24, description="frames per denoising window (the motion modules allow 24)")
     deepcache: bool = Field(False, description="reuse deep UNet features between steps (DeepCache-style)")
     deepcache_interval: int = Field(
         3, ge=1, le=20, description="steps between full UNet passes when deepcache is on"
