@@ -155,13 +155,16 @@ class Renderer:
         return outs, mattes
 
     def _matte(self, frame: np.ndarray, matrix: np.ndarray, weight: float) -> np.ndarray:
-        """The feathered paste-back weight as a grey image: the official restore of a white face onto
-        a black frame (255 = fully generated, 0 = source pixel)."""
+        """The feathered paste-back weight as a grey image, 0 exactly where the source pixel is kept.
+
+        Computed with the official restore itself: a black face pasted onto a white frame stays 255
+        only where the paste weight is exactly 0, so ``255 - that`` is ``ceil(255 * weight)``-like and
+        never 0 where the output may differ from the source."""
         import torch
 
-        black = np.zeros_like(frame)
-        white = torch.ones((3, self.res, self.res))
-        m = self.aligner.restore(black, white, matrix)
+        white = np.full_like(frame, 255)
+        black = -torch.ones((3, self.res, self.res))
+        m = 255 - self.aligner.restore(white, black, matrix)
         if weight < 1.0:
-            m = np.rint(m.astype(np.float32) * weight).astype(np.uint8)
+            m = np.ceil(m.astype(np.float32) * weight).astype(np.uint8)
         return m

@@ -1,0 +1,98 @@
+"""Clips and sounds generated at test time for the sync tests (PyAV; real face frames from the bundled sample)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from lipsyncctl import paths
+
+SAMPLE = paths.DATA_DIR / "sample.mp4"
+SAMPLE_DUB = paths.DATA_DIR / "sample_dub.wav"
+
+
+def sample_frames(n: int, scale: float = 0.5, first: int = 0) -> list[np.ndarray]:
+    """``n`` RGB frames of the bundled sample (a real face), resized by ``scale`` (even sizes)."""
+    import av
+    import cv2
+
+    out = []
+    with av.open(str(SAMPLE)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i < first:
+                continue
+            rgb = frame.to_ndarray(format="rgb24")
+            h, w = rgb.shape[:2]
+            size = (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2)
+            out.append(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
+            if len(out) == n:
+                break
+    return out
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction, codec: str = "ffv1",
+               pix_fmt: str = "yuv420p") -> Path:
+    """Encode RGB frames (a lossless FFV1 .mkv by default) at ``fps``."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        for i, rgb in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:
+    """A tone with a syllable-like envelope, PCM16 WAV."""
+    import av
+
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    tone = 0.3 * np.sin(2 * np.pi * freq * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    data = np.repeat(tone[None], channels, axis=0).astype(np.float32)
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=rate, layout=layout)
+        for i in range(0, n, 1024):
+            part = (data[:, i : i + 1024] * 32767).astype(np.int16).T.reshape(1, -1)
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="s16", layout=layout)
+            f.sample_rate = rate
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def decode_rgb(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def video_rate(path: Path) -> Fraction:
+    import av
+
+    with av.open(str(path)) as c:
+        return Fraction(c.streams.video[0].average_rate)
+
+
+def audio_info(path: Path) -> tuple[int, int, int]:
+    """(sample rate, channels, decoded samples) of the first audio stream."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        n = sum(f.samples for f in c.decode(s))
+        return s.codec_context.sample_rate, s.codec_context.channels, n

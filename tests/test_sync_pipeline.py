@@ -1,0 +1,131 @@
+"""End-to-end sync on CPU with the tiny preset: frame counts, rates, audio, exact untouched pixels.
+
+Clips are short and low-resolution (real face frames from the bundled sample), 2 DDIM steps.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl import progress
+from lipsyncctl.errors import NoFaceError
+from lipsyncctl.pipeline.clip import sync_clip
+from tests.sync_media import audio_info, decode_rgb, sample_frames, video_rate, write_clip, write_wav
+
+NTSC = Fraction(30000, 1001)
+FILM = Fraction(24000, 1001)
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny model set for the module (generated once, loaded through the real loaders)."""
+    from lipsyncctl.pipeline.models import load_models
+
+    models = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNCCTL_MODELS", str(models))
+        config = cfg.resolve("tiny", ["inference.guidance=1.0", "faces.detect_every=1"])
+        yield config, load_models(config)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return sample_frames(12, scale=0.75)
+
+
+def _cfg(base: cfg.Config, *sets: str) -> cfg.Config:
+    return cfg.resolve(base.to_dict(), list(sets))
+
+
+def test_ntsc_pingpong_no_face_stretch_exact_pixels(tiny_env, frames, tmp_path: Path):
+    """29.97 fps, frames 4-6 without a face, audio longer than the picture (pingpong), FFV1 + matte."""
+    config, models = tiny_env
+    src = [f.copy() for f in frames]
+    for k in (4, 5, 6):
+        src[k] = np.full_like(src[k], 90)  # a flat grey frame: no face
+    video = write_clip(tmp_path / "ntsc.mkv", src, NTSC)
+    audio = write_wav(tmp_path / "dub.wav", 0.6, rate=48000, channels=2)
+    out = tmp_path / "out" / "synced.mkv"
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        res = sync_clip(video, audio, out, _cfg(config, "output.codec=ffv1", "output.matte=true"), models=models)
+
+    # frame count, rate, audio at its own rate/channels and as long as the picture
+    expected_frames = int(np.ceil(0.6 * NTSC))  # 18
+    assert res.frames == expected_frames
+    got = decode_rgb(out)
+    assert len(got) == expected_frames
+    assert video_rate(out) == NTSC
+    rate, channels, samples = audio_info(out)
+    assert (rate, channels) == (48000, 2)
+    assert abs(samples / rate - expected_frames / float(NTSC)) < 0.03  # AAC priming/frame padding
+
+    # the tiny preset says loudly that it is not lip-synced
+    assert any("NOT lip-synced" in w for w in res.warnings)
+    assert any(e[0] == "message" and "NOT lip-synced" in e[1] for e in sink.events)
+
+    decoded_src = decode_rgb(video)
+    mattes = decode_rgb(res.matte)
+    order = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 10, 9, 8, 7, 6]  # official ping-pong
+    no_face = {4, 5, 6}
+    assert res.no_face_frames == sum(o in no_face for o in order)
+    changed_total = 0
+    for i, o in enumerate(order):
+        outside = mattes[i][..., 0] == 0
+        assert np.array_equal(got[i][outside], decoded_src[o][outside]), f"frame {i}: pixels outside changed"
+        if o in no_face:
+            assert np.array_equal(got[i], decoded_src[o]), f"no-face frame {i} differs from the source"
+        else:
+            changed_total += int((~outside).sum())
+    assert changed_total > 0  # faces were actually re-rendered
+    # run.yaml beside the output, no temporary files left
+    assert res.run_yaml is not None and res.run_yaml.is_file()
+    assert "length_policy: pingpong" in res.run_yaml.read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        ["synced.mkv", "synced.matte.mkv", "synced.run.yaml"])
+
+
+def test_film_rate_audio_shorter_cut_h264(tiny_env, frames, tmp_path: Path):
+    """23.976 fps, audio shorter than the picture, policy cut, H.264/AAC in MP4 at 44.1 kHz mono."""
+    config, models = tiny_env
+    video = write_clip(tmp_path / "film.mkv", frames[:10], FILM)
+    audio = write_wav(tmp_path / "short.wav", 0.25, rate=44100, channels=1)
+    out = tmp_path / "film_out.mp4"
+    res = sync_clip(video, audio, out, _cfg(config, "sync.length_policy=cut", "output.codec=h264"), models=models)
+    n = int(np.ceil(0.25 * FILM))  # 6
+    assert res.frames == n and len(decode_rgb(out)) == n
+    assert video_rate(out) == FILM
+    rate, channels, samples = audio_info(out)
+    assert (rate, channels) == (44100, 1)
+    assert abs(samples / rate - n / float(FILM)) < 0.05
+    assert res.no_face_frames == 0 and res.faces_found == n
+    for stage in ("faces", "vae encode", "denoise", "vae decode", "paste", "encode"):
+        assert res.stage_seconds[stage] > 0
+
+
+def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path: Path):
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:8], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.12, rate=16000)
+    out = tmp_path / "o.mkv"
+    res = sync_clip(video, audio, out, _cfg(config, "sync.length_policy=silence", "output.codec=ffv1",
+                                            "output.audio_codec=pcm"), models=models)
+    assert res.frames == 8 and len(decode_rgb(out)) == 8
+    rate, _, samples = audio_info(out)
+    assert samples == 8 * 16000 // 25  # padded with silence to the picture, PCM is exact
+
+
+def test_no_face_anywhere_is_an_error_without_output(tiny_env, tmp_path: Path):
+    config, models = tiny_env
+    grey = [np.full((128, 96, 3), 100, np.uint8)] * 4
+    video = write_clip(tmp_path / "grey.mkv", grey, Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.2)
+    out = tmp_path / "out.mkv"
+    with pytest.raises(NoFaceError):
+        sync_clip(video, audio, out, config, models=models)
+    assert list(tmp_path.iterdir()) == [video, audio] or sorted(tmp_path.iterdir()) == sorted([video, audio])
