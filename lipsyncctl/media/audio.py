@@ -1,0 +1,126 @@
+"""Audio in and out: any format PyAV reads → float32 samples at a requested rate and channel count.
+
+Sample arrays are float32 in [-1, 1]; mono is ``(n,)``, multi-channel is ``(n, channels)``.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.media.atomic import atomic_output
+from lipsyncctl.media.container import ffmpeg_reason, opened
+
+
+def layout_name(channels: int) -> str:
+    """ffmpeg's default layout for a channel count (1 → ``mono``, 2 → ``stereo``, 6 → ``5.1``)."""
+    import av
+
+    return av.AudioLayout(f"{int(channels)}c").name
+
+
+def _audio_stream(container: Any, path: Path, index: int | None) -> Any:
+    streams = list(container.streams.audio)
+    if index is not None:
+        streams = [s for s in streams if s.index == index]
+    if not streams:
+        raise MediaError(f"{path}: no audio stream" + (f" with index {index}" if index is not None else ""),
+                         hint="use --allow-no-audio to process picture only, or pass a file with sound")
+    return streams[0]
+
+
+def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, fmt: str = "flt",
+                      frame_size: int | None = None, start: float = 0.0) -> Iterator[tuple[Fraction, Any]]:
+    """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on.
+
+    Seeks near ``start`` first (a keyframe before it); callers trim by the reported time.
+    """
+    import av
+
+    stream.thread_type = "AUTO"
+    tb = Fraction(stream.time_base)
+    if start > 0:
+        # Seek a little early: AAC/MP3 frames overlap, so the first decoded frame after a seek is wrong.
+        container.seek(max(0, int((Fraction(start) - Fraction(1, 4)) / tb)), stream=stream, backward=True)
+    resampler = av.AudioResampler(format=fmt, layout=layout_name(channels), rate=rate,
+                                  frame_size=frame_size)
+    t0: Fraction | None = None
+    produced = 0
+    for frame in container.decode(stream):
+        if t0 is None:
+            t0 = Fraction(frame.pts) * tb if frame.pts is not None else Fraction(0)
+        for out in resampler.resample(frame):
+            yield t0 + Fraction(produced, rate), out
+            produced += out.samples
+    for out in resampler.resample(None):
+        yield (t0 or Fraction(0)) + Fraction(produced, rate), out
+        produced += out.samples
+
+
+def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
+               start: float = 0.0, duration: float | None = None, stream_index: int | None = None) -> np.ndarray:
+    """Decode the audio of ``path`` to float32, resampled to ``rate`` Hz and ``channels`` channels.
+
+    ``None`` keeps the source's rate / channel count. Sample 0 is the sound at ``start`` seconds of
+    the file's timeline (silence is prepended if the stream starts later); at most ``duration``
+    seconds are returned. Returns ``(n,)`` for mono, ``(n, channels)`` otherwise.
+    Raises :class:`MediaError` if the file has no audio stream or cannot be decoded.
+    """
+    import av
+
+    path = Path(path)
+    with opened(path) as container:
+        stream = _audio_stream(container, path, stream_index)
+        ctx = stream.codec_context
+        rate = int(rate or ctx.sample_rate)
+        channels = int(channels or ctx.layout.nb_channels)
+        want = None if duration is None else int(round(duration * rate))
+        chunks: list[np.ndarray] = []
+        have = 0
+        first_time: Fraction | None = None
+        try:
+            for t, frame in iter_audio_frames(container, stream, rate=rate, channels=channels, start=start):
+                if first_time is None:
+                    first_time = t
+                data = frame.to_ndarray().reshape(-1, channels)  # packed 'flt': (1, n*ch)
+                chunks.append(data)
+                have += len(data)
+                if want is not None and have >= want + max(0.0, float(start - first_time)) * rate:
+                    break
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: audio cannot be decoded ({ffmpeg_reason(exc)})") from exc
+    samples = np.concatenate(chunks) if chunks else np.zeros((0, channels), np.float32)
+    offset = int(round((float(first_time or 0) - start) * rate))
+    if offset > 0:
+        samples = np.concatenate([np.zeros((offset, channels), np.float32), samples])
+    elif offset < 0:
+        samples = samples[-offset:]
+    if want is not None:
+        samples = samples[:want]
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    return samples[:, 0].copy() if channels == 1 else samples
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int, *, inputs: tuple = ()) -> Path:
+    """Write float samples (``(n,)`` or ``(n, channels)``, clipped to [-1, 1]) as 16-bit PCM WAV,
+    atomically. Returns ``path``."""
+    path = Path(path)
+    data = np.asarray(samples, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise ValueError(f"expected (n,) or (n, channels) samples, got shape {samples.shape}")
+    pcm = (np.clip(data, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with atomic_output(path, inputs=inputs) as tmp:
+        with wave.open(str(tmp), "wb") as out:
+            out.setnchannels(pcm.shape[1])
+            out.setsampwidth(2)
+            out.setframerate(int(rate))
+            out.writeframes(pcm.tobytes())
+    return path

@@ -1,0 +1,117 @@
+"""Opening inputs with PyAV, with every failure turned into a one-line :class:`MediaError`.
+
+Image sequences are addressed with an ffmpeg ``image2`` pattern such as ``shots/a/%04d.png``; their
+frame rate is not stored in the files, so it comes from the caller (default 25).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl.errors import MediaError
+
+#: Extensions treated as single images (an image sequence is a pattern over these).
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".dpx", ".webp"})
+#: Extensions ``prep`` picks up when walking a directory.
+MEDIA_EXTS = frozenset(
+    {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
+     ".flv", ".3gp", ".mj2", ".y4m"}
+)
+DEFAULT_SEQUENCE_FPS = Fraction(25)
+
+_PATTERN = re.compile(r"%0?(\d*)d")
+
+
+def is_image_sequence(path: str | Path) -> bool:
+    """True for an ffmpeg ``image2`` pattern (``%04d`` / ``%d`` in the file name)."""
+    return bool(_PATTERN.search(Path(path).name))
+
+
+def sequence_files(pattern: str | Path) -> list[Path]:
+    """The files an ``image2`` pattern matches, sorted by frame number."""
+    return [p for _, p in _sequence_entries(pattern)]
+
+
+def _sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
+    pattern = Path(pattern)
+    width = _PATTERN.search(pattern.name)
+    assert width is not None
+    digits = f"[0-9]{{{width.group(1)}}}" if width.group(1) else "[0-9]+"
+    regex = re.compile(re.escape(pattern.name[: width.start()]) + f"({digits})" + re.escape(pattern.name[width.end():]) + "$")
+    glob_name = _PATTERN.sub("*", pattern.name)
+    found = []
+    for name in glob.glob(glob.escape(str(pattern.parent)) + "/" + glob_name):
+        m = regex.match(Path(name).name)
+        if m:
+            found.append((int(m.group(1)), Path(name)))
+    return sorted(found)
+
+
+def ffmpeg_reason(exc: BaseException) -> str:
+    """A short reason from a PyAV/ffmpeg exception, without the file name it repeats."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(": '")[0].strip() or type(exc).__name__
+
+
+def check_readable(path: str | Path) -> Path:
+    """Raise :class:`MediaError` for a missing, non-file or empty input; return it as a Path."""
+    path = Path(path)
+    if is_image_sequence(path):
+        if not sequence_files(path):
+            raise MediaError(f"{path}: no image matches this sequence pattern")
+        return path
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+def open_input(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) -> Any:
+    """Open ``path`` for reading with PyAV and return the ``av.container.InputContainer``.
+
+    Raises :class:`MediaError` (exit code 5) naming the file when it is missing, empty or not media.
+    """
+    import av
+
+    path = check_readable(path)
+    kwargs: dict[str, Any] = {}
+    if is_image_sequence(path):
+        number = _sequence_entries(path)[0][0]
+        kwargs = {
+            "format": "image2",
+            "options": {"framerate": f"{sequence_fps.numerator}/{sequence_fps.denominator}",
+                        "start_number": str(number)},
+        }
+    try:
+        return av.open(str(path), "r", **kwargs)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: not a readable media file ({ffmpeg_reason(exc)})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{path}: cannot open ({exc})") from exc
+
+
+@contextlib.contextmanager
+def opened(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) -> Iterator[Any]:
+    """``with opened(path) as container:`` — :func:`open_input` that always closes."""
+    container = open_input(path, sequence_fps=sequence_fps)
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def video_stream(container: Any, path: str | Path) -> Any:
+    """The main video stream (attached pictures such as cover art are skipped), or MediaError."""
+    for stream in container.streams.video:
+        if not (stream.disposition & 0x400):  # AV_DISPOSITION_ATTACHED_PIC
+            return stream
+    raise MediaError(f"{path}: no video stream")

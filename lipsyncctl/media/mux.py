@@ -1,0 +1,140 @@
+"""Put an audio track (a file or a sample array) beside a video stream that is copied untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.media.atomic import atomic_output
+from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name
+from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
+
+#: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format).
+AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16")}
+_PCM_CONTAINERS = {".mov", ".mkv", ".avi", ".wav"}
+
+
+def _array_frames(samples: np.ndarray, rate: int, fmt: str, frame_size: int) -> Iterator[Any]:
+    import av
+
+    data = np.asarray(samples, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    channels = data.shape[1]
+    layout = layout_name(channels)
+    resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate, frame_size=frame_size)
+    for i in range(0, len(data), 16 * frame_size):
+        chunk = np.ascontiguousarray(data[i:i + 16 * frame_size].reshape(1, -1))
+        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout=layout)
+        frame.sample_rate = rate
+        frame.pts = i
+        frame.time_base = Fraction(1, rate)
+        yield from resampler.resample(frame)
+    yield from resampler.resample(None)
+
+
+def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path, *, rate: int | None = None,
+              codec: str = "aac", bit_rate: int | None = None, duration: float | None = None,
+              inputs: tuple = ()) -> Path:
+    """Write ``out``: the video stream of ``video`` copied as is, plus ``audio`` encoded as ``codec``.
+
+    Args:
+        video: file whose first video stream is copied (no re-encode).
+        audio: a media file (its first audio stream, at its own rate and channels) or float32 samples
+            ``(n,)`` / ``(n, channels)`` at ``rate`` Hz.
+        out: destination, written atomically; must not be ``video``, ``audio`` or one of ``inputs``.
+        rate: sample rate of an array ``audio`` (required then).
+        codec: ``aac`` (default) or ``pcm`` (16-bit; needs a .mov/.mkv output).
+        bit_rate: AAC bit rate (default: the encoder's, about 128 kb/s for stereo).
+        duration: cut the audio to this many seconds.
+    """
+    import av
+
+    out = Path(out)
+    if codec not in AUDIO_CODECS:
+        raise MediaError(f"unknown audio codec {codec!r}", hint=f"choose one of {', '.join(AUDIO_CODECS)}")
+    if codec == "pcm" and out.suffix.lower() not in _PCM_CONTAINERS:
+        raise MediaError(f"{out}: PCM audio needs a .mov or .mkv container")
+    encoder, fmt = AUDIO_CODECS[codec]
+    protect = [video, *inputs] + ([audio] if isinstance(audio, (str, Path)) else [])
+    with atomic_output(out, inputs=protect) as tmp, opened(video) as src:
+        vin = video_stream(src, video)
+        try:
+            with av.open(str(tmp), "w") as dst:
+                vout = dst.add_stream_from_template(vin)
+                if isinstance(audio, np.ndarray):
+                    if not rate:
+                        raise ValueError("rate= is required when audio is an array")
+                    channels = 1 if audio.ndim == 1 else audio.shape[1]
+                    aout = _add_audio(dst, encoder, rate, channels, bit_rate)
+                    frames = _array_frames(audio, rate, fmt, aout.codec_context.frame_size or 1024)
+                    _interleave(src, vin, dst, vout, aout, frames, rate, duration)
+                else:
+                    with opened(audio) as asrc:
+                        ain = _audio_stream(asrc, Path(audio), None)
+                        a_rate = int(ain.codec_context.sample_rate)
+                        channels = int(ain.codec_context.layout.nb_channels)
+                        aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)
+                        frames = (f for _, f in iter_audio_frames(
+                            asrc, ain, rate=a_rate, channels=channels, fmt=fmt,
+                            frame_size=aout.codec_context.frame_size or 1024))
+                        _interleave(src, vin, dst, vout, aout, frames, a_rate, duration)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{out}: muxing failed ({ffmpeg_reason(exc)})") from exc
+    return out
+
+
+def _add_audio(dst: Any, encoder: str, rate: int, channels: int, bit_rate: int | None) -> Any:
+
+    stream = dst.add_stream(encoder, rate=rate, layout=layout_name(channels))
+    if bit_rate:
+        stream.codec_context.bit_rate = bit_rate
+    return stream
+
+
+def _interleave(src: Any, vin: Any, dst: Any, vout: Any, aout: Any, frames: Iterator[Any], rate: int,
+                duration: float | None) -> None:
+    """Mux copied video packets and encoded audio in time order, so neither is buffered whole."""
+    limit = None if duration is None else int(round(duration * rate))
+    written = 0
+    audio = iter(frames)
+
+    def push_audio(until: float) -> None:
+        nonlocal written
+        while written / rate <= until and (limit is None or written < limit):
+            frame = next(audio, None)
+            if frame is None:
+                return
+            if limit is not None and written + frame.samples > limit:
+                frame = _truncate(frame, limit - written)
+            frame.pts = written
+            frame.time_base = Fraction(1, rate)
+            written += frame.samples
+            for packet in aout.encode(frame):
+                dst.mux(packet)
+
+    for packet in src.demux(vin):
+        if packet.dts is None:  # the demuxer's end-of-stream marker
+            continue
+        push_audio(float(packet.dts * packet.time_base))
+        packet.stream = vout
+        dst.mux(packet)
+    push_audio(float("inf"))
+    for packet in aout.encode(None):
+        dst.mux(packet)
+
+
+def _truncate(frame: Any, samples: int) -> Any:
+    import av
+
+    data = frame.to_ndarray()
+    planar = frame.format.is_planar
+    cut = data[:, :samples] if planar else data[:, : samples * len(frame.layout.channels)]
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(cut), format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out

@@ -1,0 +1,320 @@
+"""``probe(path) -> MediaInfo``: what a media file holds, read in-process with PyAV (no ffprobe).
+
+Frame rates are exact :class:`~fractions.Fraction` values (``30000/1001``, never ``29.97``). Whether
+the video is constant or variable frame rate is decided from the presentation timestamps: the whole
+index when the container has one (MP4/MOV), otherwise the first :data:`PTS_SAMPLE` packets.
+Rotation is the display-matrix angle in degrees counter-clockwise (ffmpeg's convention), one of
+0/90/180/270; a reader applies it with ``numpy.rot90(frame, rotation // 90)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.media.container import (
+    DEFAULT_SEQUENCE_FPS,
+    ffmpeg_reason,
+    is_image_sequence,
+    opened,
+    sequence_files,
+    video_stream,
+)
+
+#: Packets demuxed to judge CFR/VFR when the container has no index.
+PTS_SAMPLE = 600
+#: Common nominal rates; measured rates within :data:`SNAP_TOLERANCE` snap to these.
+STANDARD_RATES: tuple[Fraction, ...] = (
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48),
+    Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(90), Fraction(100), Fraction(120000, 1001),
+    Fraction(120), Fraction(240),
+)
+SNAP_TOLERANCE = 0.001
+
+_PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film", 9: "bt2020",
+              10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
+_TRANSFER = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+             11: "iec61966-2-4", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084",
+             17: "smpte428", 18: "arib-std-b67"}
+_MATRIX = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
+           9: "bt2020nc", 10: "bt2020c"}
+_RANGE = {1: "tv", 2: "pc"}
+#: name -> ffmpeg enum value, for writers (see :mod:`lipsyncctl.media.writer`).
+COLOR_CODES: dict[str, dict[str, int]] = {
+    "primaries": {v: k for k, v in _PRIMARIES.items()},
+    "transfer": {v: k for k, v in _TRANSFER.items()},
+    "matrix": {v: k for k, v in _MATRIX.items()},
+    "range": {v: k for k, v in _RANGE.items()},
+}
+
+
+@dataclass(frozen=True)
+class ColorInfo:
+    """Colour tags with ffmpeg's names (``"bt709"``, ``"smpte2084"``, range ``"tv"``/``"pc"``); None = untagged."""
+
+    primaries: str | None = None
+    transfer: str | None = None
+    matrix: str | None = None
+    range: str | None = None
+
+    @classmethod
+    def from_codes(cls, primaries: int, transfer: int, matrix: int, range_: int) -> ColorInfo:
+        return cls(_PRIMARIES.get(int(primaries)), _TRANSFER.get(int(transfer)), _MATRIX.get(int(matrix)),
+                   _RANGE.get(int(range_)))
+
+    def or_(self, other: ColorInfo) -> ColorInfo:
+        """Fill untagged fields from ``other``."""
+        return ColorInfo(self.primaries or other.primaries, self.transfer or other.transfer,
+                         self.matrix or other.matrix, self.range or other.range)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """One video stream. ``width``/``height`` are stored pixels; ``display_*`` after rotation."""
+
+    index: int
+    codec: str
+    profile: str | None
+    width: int
+    height: int
+    pix_fmt: str | None
+    fps: Fraction          # exact rate for CFR; the mean rate for VFR
+    is_vfr: bool
+    frame_count: int
+    duration: float       # seconds
+    start_time: float     # seconds, first frame's presentation time
+    rotation: int         # 0/90/180/270, counter-clockwise
+    color: ColorInfo
+    time_base: Fraction
+    bit_rate: int | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` as shown, after applying :attr:`rotation`."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+    @property
+    def nominal_fps(self) -> Fraction:
+        """The rate to conform to when keeping the source rate: :attr:`fps` snapped to a standard rate
+        within 2 % for VFR footage (phones record "30 fps" as 29.6-30.1), else :attr:`fps`."""
+        return snap_rate(self.fps, tolerance=0.02) if self.is_vfr else self.fps
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str | None
+    sample_format: str | None
+    duration: float       # seconds
+    start_time: float     # seconds
+    bit_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """Result of :func:`probe`."""
+
+    path: Path
+    format_name: str
+    size_bytes: int
+    duration: float                      # seconds, the longest stream
+    video: VideoInfo | None
+    audio: tuple[AudioInfo, ...] = field(default_factory=tuple)
+    is_image_sequence: bool = False
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (fractions as ``"30000/1001"`` strings)."""
+
+        def conv(value: Any) -> Any:
+            if isinstance(value, Fraction):
+                return f"{value.numerator}/{value.denominator}"
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: conv(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [conv(v) for v in value]
+            return value
+
+        return conv(asdict(self))
+
+
+def snap_rate(rate: Fraction, tolerance: float = SNAP_TOLERANCE) -> Fraction:
+    """``rate`` replaced by the nearest of :data:`STANDARD_RATES` if within ``tolerance`` (relative)."""
+    if rate <= 0:
+        return rate
+    best = min(STANDARD_RATES, key=lambda r: abs(float(r) - float(rate)) / float(r))
+    if abs(float(best) - float(rate)) / float(best) <= tolerance:
+        return best
+    return rate if rate.denominator <= 1001 else rate.limit_denominator(1001)
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def _timestamps(container: Any, stream: Any) -> list[int]:
+    """Presentation/decoding timestamps of the stream's packets: all index entries when there is an
+    index, else the first :data:`PTS_SAMPLE` demuxed packets. Sorted."""
+    entries = stream.index_entries
+    if entries is not None and len(entries) > 1:
+        stamps = [e.timestamp for e in entries if not e.is_discard]
+    else:
+        stamps = []
+        container.seek(0)
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                stamps.append(packet.pts)
+            if len(stamps) >= PTS_SAMPLE:
+                break
+        container.seek(0)
+    return sorted(stamps)
+
+
+def _rate_and_vfr(stamps: list[int], stream: Any) -> tuple[Fraction, bool]:
+    """Exact frame rate and VFR flag from sorted timestamps (see module doc)."""
+    header = [r for r in (stream.base_rate, stream.average_rate, stream.guessed_rate) if r]
+    if len(stamps) < 3:
+        return (Fraction(header[0]) if header else DEFAULT_SEQUENCE_FPS), False
+    tb = Fraction(stream.time_base)
+    deltas = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    ordered = sorted(deltas)
+    median = ordered[len(ordered) // 2]
+    if median <= 0:
+        return (Fraction(header[0]) if header else DEFAULT_SEQUENCE_FPS), True
+    # A tick of jitter is timestamp rounding (29.97 fps in a 1/1000 time base is 33,33,34 ms).
+    slack = max(1, median * 0.005)
+    vfr = any(abs(d - median) > slack for d in deltas)
+    measured = Fraction(len(deltas)) / ((stamps[-1] - stamps[0]) * tb)
+    for candidate in [Fraction(1) / (median * tb), *map(Fraction, header)]:
+        if abs(float(candidate) - float(measured)) / float(measured) <= 0.005:
+            return snap_rate(candidate), vfr
+    return snap_rate(measured), vfr
+
+
+def _rotation(frame: Any, stream: Any) -> int:
+    angle = getattr(frame, "rotation", 0) or 0
+    if not angle:
+        try:
+            angle = -int(stream.metadata.get("rotate", 0))  # legacy tag is clockwise
+        except ValueError:
+            angle = 0
+    return int(round(angle / 90.0)) % 4 * 90
+
+
+def _first_frame(container: Any, stream: Any, path: Path) -> Any:
+    import av
+
+    stream.thread_type = "AUTO"
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: video cannot be decoded ({ffmpeg_reason(exc)})") from exc
+    raise MediaError(f"{path}: video stream has no decodable frame (truncated or empty?)")
+
+
+def _check_index_complete(stream: Any, size: int, path: Path) -> None:
+    entries = stream.index_entries
+    if entries is None or len(entries) == 0:
+        return
+    end = max(e.pos + e.size for e in entries if e.pos >= 0)
+    if end > size:
+        raise MediaError(f"{path}: file is truncated ({size} bytes, its index needs {end})")
+
+
+def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction) -> VideoInfo:
+    stream = video_stream(container, path)
+    if not is_image_sequence(path):
+        _check_index_complete(stream, size, path)
+    tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+    if is_image_sequence(path):
+        fps, vfr, stamps = sequence_fps, False, []
+        frame_count = len(sequence_files(path))
+    else:
+        stamps = _timestamps(container, stream)
+        fps, vfr = _rate_and_vfr(stamps, stream)
+        frame_count = int(stream.frames or 0)
+        if not frame_count:
+            entries = stream.index_entries
+            frame_count = len(entries) if entries is not None and len(entries) > 1 else _count_packets(container, stream)
+    first = _first_frame(container, stream, path)
+    ctx = stream.codec_context
+    color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range).or_(
+        ColorInfo.from_codes(first.color_primaries, first.color_trc, first.colorspace, first.color_range))
+    start = _seconds(stream.start_time, tb) or 0.0
+    duration = _seconds(stream.duration, tb)
+    if not duration and vfr is False and frame_count:
+        duration = float(frame_count / fps)
+    if not duration and container.duration:
+        duration = container.duration / 1e6
+    if frame_count == 0:
+        raise MediaError(f"{path}: video stream has no frames")
+    return VideoInfo(
+        index=stream.index, codec=ctx.name, profile=ctx.profile, width=first.width, height=first.height,
+        pix_fmt=first.format.name, fps=fps, is_vfr=vfr, frame_count=frame_count, duration=float(duration or 0.0),
+        start_time=start, rotation=_rotation(first, stream), color=color, time_base=tb,
+        bit_rate=ctx.bit_rate or None,
+    )
+
+
+def _count_packets(container: Any, stream: Any) -> int:
+    container.seek(0)
+    count = sum(1 for p in container.demux(stream) if p.size)
+    container.seek(0)
+    return count
+
+
+def _probe_audio(stream: Any, container: Any) -> AudioInfo:
+    ctx = stream.codec_context
+    tb = Fraction(stream.time_base) if stream.time_base else None
+    duration = _seconds(stream.duration, tb)
+    if not duration and container.duration:
+        duration = container.duration / 1e6
+    layout = ctx.layout.name if ctx.layout is not None else None
+    return AudioInfo(
+        index=stream.index, codec=ctx.name, sample_rate=int(ctx.sample_rate), channels=int(ctx.layout.nb_channels),
+        layout=layout, sample_format=ctx.format.name if ctx.format is not None else None,
+        duration=float(duration or 0.0), start_time=max(_seconds(stream.start_time, tb) or 0.0, 0.0),
+        bit_rate=ctx.bit_rate or None,
+    )
+
+
+def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) -> MediaInfo:
+    """Describe the media file (or ``image2`` pattern) at ``path``.
+
+    Raises :class:`MediaError` with a one-line message naming the file when it is missing, empty,
+    truncated (index past the end of the file), not media, or has neither audio nor video.
+    """
+    import av
+
+    path = Path(path)
+    with opened(path, sequence_fps=sequence_fps) as container:
+        size = sum(p.stat().st_size for p in sequence_files(path)) if is_image_sequence(path) else path.stat().st_size
+        try:
+            audio = tuple(_probe_audio(s, container) for s in container.streams.audio if s.codec_context.sample_rate)
+            has_video = any(not (s.disposition & 0x400) for s in container.streams.video)
+            video = _probe_video(container, path, size, sequence_fps) if has_video else None
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: cannot read ({ffmpeg_reason(exc)})") from exc
+        if video is None and not audio:
+            raise MediaError(f"{path}: no audio or video stream")
+        durations = [a.duration for a in audio] + ([video.duration] if video else [])
+        duration = max(durations) if durations else 0.0
+        if not math.isfinite(duration):
+            duration = 0.0
+        return MediaInfo(path=path, format_name=container.format.name, size_bytes=size, duration=duration,
+                         video=video, audio=audio, is_image_sequence=is_image_sequence(path))

@@ -1,0 +1,228 @@
+"""Streaming video writer: frames in, a constant-frame-rate file out, renamed into place when done.
+
+Frames are numpy ``(H, W, 3)`` uint8 RGB arrays or ``av.VideoFrame`` objects (passed through without
+an RGB round trip, e.g. by ``prep``). Frame ``i`` gets presentation time ``i / fps`` exactly: the
+stream time base is ``1 / fps`` (``1001/30000`` for 29.97), so the output is CFR by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.media.atomic import atomic_output
+from lipsyncctl.media.container import ffmpeg_reason
+from lipsyncctl.media.probe import COLOR_CODES, ColorInfo
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """How one user-facing codec name maps onto an encoder."""
+
+    encoder: str
+    pix_fmt: str                    # default pixel format
+    extension: str                  # default container
+    crf: int | None = None          # default CRF (x264/x265); None: quality set by ``profile``
+    profile: str | None = None      # default profile (ProRes / DNxHR)
+    options: dict[str, str] = field(default_factory=dict)
+    codec_tag: str | None = None
+
+
+CODECS: dict[str, CodecSpec] = {
+    "h264": CodecSpec("libx264", "yuv420p", ".mp4", crf=18),
+    "h265": CodecSpec("libx265", "yuv420p", ".mp4", crf=22, options={"x265-params": "log-level=error"},
+                      codec_tag="hvc1"),  # hvc1: QuickTime/Apple players refuse hev1-tagged mp4
+    # prores_ks profiles: proxy lt standard hq 4444 4444xq
+    "prores": CodecSpec("prores_ks", "yuv422p10le", ".mov", profile="hq", options={"vendor": "apl0"}),
+    # DNxHR: lb sq hq (8-bit 4:2:2), hqx (10-bit), 444; needs at least 256x120 pixels
+    "dnxhr": CodecSpec("dnxhd", "yuv422p", ".mov", profile="dnxhr_hq"),
+    "ffv1": CodecSpec("ffv1", "yuv420p", ".mkv", options={"level": "3", "slicecrc": "1"}),
+}
+_PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
+_SWS_MATRIX = {"bt709": "itu709", "smpte170m": "smpte170m", "bt470bg": "itu601", "smpte240m": "smpte240m",
+               "fcc": "fcc", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+#: Tags for RGB frames when the caller gives none: HD video is BT.709, limited range.
+DEFAULT_COLOR = ColorInfo("bt709", "bt709", "bt709", "tv")
+
+
+def codec_spec(codec: str) -> CodecSpec:
+    try:
+        return CODECS[codec]
+    except KeyError:
+        raise MediaError(f"unknown video codec {codec!r}", hint=f"choose one of {', '.join(CODECS)}") from None
+
+
+def output_extension(codec: str) -> str:
+    """The container extension used for ``codec`` (``.mp4``, ``.mov`` or ``.mkv``)."""
+    return codec_spec(codec).extension
+
+
+class VideoWriter:
+    """Write frames to ``path`` at exactly ``fps`` (a Fraction).
+
+    Args:
+        path: final output path; written under a temporary name and renamed on :meth:`close`.
+        fps: output frame rate, e.g. ``Fraction(30000, 1001)``.
+        codec: ``h264`` | ``h265`` | ``prores`` | ``dnxhr`` | ``ffv1`` (see :data:`CODECS`).
+        crf: quality for h264/h265 (lower is better; default 18 / 22).
+        preset: x264/x265 speed preset.
+        profile: ProRes (``proxy``..``4444xq``) or DNxHR (``dnxhr_lb``..``dnxhr_444``) profile.
+        pix_fmt: output pixel format (default per codec, e.g. ``yuv420p``).
+        color: colour tags to write and, for RGB frames, the matrix/range used to convert them.
+        rotation: display-matrix rotation tag to store (counter-clockwise degrees); 0 stores none.
+        inputs: files that must never be overwritten (:class:`MediaError` if ``path`` is one).
+        options: extra encoder options (strings), merged over the codec's defaults.
+
+    Use as a context manager: on an exception the temporary file is deleted and nothing is renamed.
+    """
+
+    def __init__(self, path: str | Path, fps: Fraction, *, codec: str = "h264", crf: int | None = None,
+                 preset: str = "medium", profile: str | None = None, pix_fmt: str | None = None,
+                 color: ColorInfo | None = None, rotation: int = 0, inputs: tuple[str | Path, ...] | list = (),
+                 options: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        if self.fps <= 0:
+            raise MediaError(f"{path}: frame rate must be positive, got {fps}")
+        self.spec = codec_spec(codec)
+        self.codec = codec
+        self.pix_fmt = pix_fmt or self.spec.pix_fmt
+        self.color = color
+        self.rotation = int(rotation) % 360
+        self.frames_written = 0
+        self._options = self._encoder_options(crf, preset, profile, options or {})
+        self._atomic = atomic_output(self.path, inputs=inputs)
+        self._tmp: Path = self._atomic.__enter__()
+        self._container: Any = None
+        self._stream: Any = None
+        self._closed = False
+
+    def _encoder_options(self, crf: int | None, preset: str, profile: str | None,
+                         extra: dict[str, str]) -> dict[str, str]:
+        opts = dict(self.spec.options)
+        if self.spec.crf is not None:
+            opts["crf"] = str(self.spec.crf if crf is None else crf)
+            opts["preset"] = preset
+        chosen = profile or self.spec.profile
+        if chosen and self.spec.encoder == "prores_ks":
+            opts["profile"] = _PRORES_PROFILES.get(chosen, chosen)
+        elif chosen:
+            opts["profile"] = chosen
+        opts.update({k: str(v) for k, v in extra.items()})
+        return opts
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        if self.pix_fmt.startswith(("yuv420", "yuvj420", "nv12")) and (width % 2 or height % 2):
+            raise MediaError(f"{self.path}: {width}x{height} has an odd side, which {self.pix_fmt} cannot store",
+                             hint="scale to even dimensions (prep does this with --scale/--max-size)")
+        try:
+            self._container = av.open(str(self._tmp), "w")
+            stream = self._container.add_stream(self.spec.encoder, rate=self.fps, options=self._options)
+            stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
+            stream.codec_context.time_base = 1 / self.fps
+            if self.spec.codec_tag:
+                stream.codec_tag = self.spec.codec_tag
+            color = self.color
+            if color is not None:
+                ctx = stream.codec_context
+                ctx.color_primaries = COLOR_CODES["primaries"].get(color.primaries or "", 2)
+                ctx.color_trc = COLOR_CODES["transfer"].get(color.transfer or "", 2)
+                ctx.colorspace = COLOR_CODES["matrix"].get(color.matrix or "", 2)
+                ctx.color_range = COLOR_CODES["range"].get(color.range or "", 0)
+            if self.rotation:
+                stream.set_display_rotation(self.rotation)
+            self._stream = stream
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{self.path}: cannot set up the {self.codec} encoder ({ffmpeg_reason(exc)})") from exc
+
+    def _to_frame(self, frame: np.ndarray | Any) -> Any:
+        import av
+
+        if isinstance(frame, np.ndarray):
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {frame.shape} {frame.dtype}")
+            color = self.color or DEFAULT_COLOR
+            if self.color is None:
+                self.color = DEFAULT_COLOR
+            src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            yuv = not self.pix_fmt.startswith(("rgb", "bgr", "gbr"))
+            out = src.reformat(
+                format=self.pix_fmt,
+                dst_colorspace=_SWS_MATRIX.get(color.matrix or "", "itu709") if yuv else None,
+                dst_color_range=("JPEG" if color.range == "pc" else "MPEG") if yuv else None,
+            )
+        else:
+            out = frame.reformat(format=self.pix_fmt) if frame.format.name != self.pix_fmt else frame
+        return out
+
+    def write(self, frame: np.ndarray | Any) -> None:
+        """Append one frame: ``(H, W, 3)`` uint8 RGB, or an ``av.VideoFrame`` (any pixel format)."""
+        import av
+
+        if self._closed:
+            raise ValueError("write() after close()")
+        out = self._to_frame(frame)
+        if self._stream is None:
+            self._open(out.width, out.height)
+        elif (out.width, out.height) != (self._stream.width, self._stream.height):
+            raise ValueError(f"frame size {out.width}x{out.height} differs from the stream's "
+                             f"{self._stream.width}x{self._stream.height}")
+        out.pts = self.frames_written
+        out.time_base = 1 / self.fps
+        try:
+            for packet in self._stream.encode(out):
+                self._container.mux(packet)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{self.path}: encoding frame {self.frames_written} failed ({ffmpeg_reason(exc)})") from exc
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        """Flush the encoder, finish the file and rename it into place. Returns the final path."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        try:
+            if self._stream is None:
+                raise MediaError(f"{self.path}: no frames were written")
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+        except BaseException as exc:
+            self._cleanup(exc)
+            raise
+        self._atomic.__exit__(None, None, None)
+        return self.path
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the output: close the container and delete the temporary file."""
+        if self._closed and self._container is None and not self._tmp.exists():
+            return
+        self._closed = True
+        self._cleanup(exc or MediaError(f"{self.path}: aborted"))
+
+    def _cleanup(self, exc: BaseException) -> None:
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        with contextlib.suppress(BaseException):
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
