@@ -1,0 +1,49 @@
+"""The tiny models: seeded, saved in the official formats, loaded through the strict loaders."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from lipsyncctl import config as cfg
+from lipsyncctl.checkpoints.tiny import WHISPER_TINY_DIMS, ensure_tiny_models, write_tiny_models
+from lipsyncctl.pipeline.models import load_models
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_tiny_files_are_deterministic_and_official_containers(tmp_path: Path):
+    a = write_tiny_models(tmp_path / "a")
+    b = write_tiny_models(tmp_path / "b")
+    ua, ub = torch.load(a.unet, weights_only=True), torch.load(b.unet, weights_only=True)
+    assert set(ua) == {"state_dict"} and _digest(ua["state_dict"]) == _digest(ub["state_dict"])
+    wa = torch.load(a.whisper, weights_only=True)
+    assert set(wa) == {"dims", "model_state_dict"} and wa["dims"] == WHISPER_TINY_DIMS
+    assert wa["model_state_dict"]["encoder.conv1.weight"].dtype == torch.float16
+    assert _digest(wa["model_state_dict"]) == _digest(torch.load(b.whisper, weights_only=True)["model_state_dict"])
+    assert (a.vae / "config.json").is_file() and (a.vae / "diffusion_pytorch_model.safetensors").is_file()
+    assert (a.vae / "diffusion_pytorch_model.safetensors").read_bytes() == (
+        b.vae / "diffusion_pytorch_model.safetensors").read_bytes()
+
+
+def test_tiny_preset_loads_real_architectures(models_dir: Path):
+    bundle = load_models(cfg.resolve("tiny"))
+    paths = ensure_tiny_models()  # already there: not rebuilt
+    assert paths.root == models_dir / "tiny" and bundle.is_tiny
+    assert bundle.unet.config.in_channels == 13 and bundle.unet.config.cross_attention_dim == 384
+    assert bundle.whisper.num_hidden_states == 5 and bundle.whisper.d_model == 384
+    assert bundle.vae.config.latent_channels == 4 and bundle.vae.config.scaling_factor == 0.18215
+    with torch.inference_mode():
+        x = torch.randn(1, 13, 2, 32, 32)
+        out = bundle.unet(x, 951, torch.randn(2, 50, 384))
+        z = bundle.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+    assert out.shape == (1, 4, 2, 32, 32) and torch.isfinite(out).all()
+    assert z.shape == (1, 4, 8, 8)
