@@ -160,42 +160,18 @@ def load_models(config: Config) -> ModelBundle:
 
 
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> Any:
-    from lipsyncctl import checkpoints
+    from lipsyncctl.checkpoints.loaders import load_unet
 
-    loader = getattr(checkpoints, "load_unet", None)
-    if loader is not None:  # helper-5's public loader, once it exists
-        return loader(files.unet, files.unet_config, device=device, dtype=dtype)
-    from lipsyncctl.archs import load_unet_config
-    from lipsyncctl.checkpoints.io import read_checkpoint
-    from lipsyncctl.checkpoints.materialize import build_empty, load_into
-    from lipsyncctl.nets.unet import UNet3DConditionModel
-
-    cfg = load_unet_config(files.unet_config)
-    ckpt = read_checkpoint(files.unet)
-    model = build_empty(lambda: UNet3DConditionModel(cfg))
-    return load_into(model, ckpt.state_dict, what=f"UNet ({files.unet_config})", source=files.unet,
-                     device=device, dtype=dtype)
+    return load_unet(files.unet_config, files.unet, device=device, dtype=dtype)
 
 
 def _load_whisper(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
-    from lipsyncctl.audio.whisper import WhisperFeatureEncoder
-    from lipsyncctl.checkpoints.io import read_checkpoint
+    from lipsyncctl.checkpoints.loaders import load_whisper_encoder
 
-    ckpt = read_checkpoint(path)
-    obj = {"dims": ckpt.metadata.get("dims"), "model_state_dict": ckpt.state_dict}
-    return WhisperFeatureEncoder.from_openai_state_dict(obj, dtype=dtype, device=device)
+    return load_whisper_encoder(path, device=device, dtype=dtype)
 
 
 def _load_vae(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
-    from diffusers import AutoencoderKL
+    from lipsyncctl.checkpoints.loaders import load_vae
 
-    from lipsyncctl.checkpoints.io import read_checkpoint
-    from lipsyncctl.checkpoints.materialize import build_empty, load_into
-
-    ckpt = read_checkpoint(folder)
-    config = {k: v for k, v in ckpt.metadata["config"].items() if not k.startswith("_")}
-    model = build_empty(lambda: AutoencoderKL(**config))
-    vae = load_into(model, ckpt.state_dict, what="VAE", source=folder, device=device, dtype=dtype)
-    # Official: scaling 0.18215, shift 0 whatever the config file says (LATENTSYNC.md §1.2).
-    vae.register_to_config(scaling_factor=0.18215, shift_factor=0.0)
-    return vae
+    return load_vae(folder, device=device, dtype=dtype)  # scaling 0.18215, shift 0 (official)
