@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,12 +33,17 @@ def sample_frames(n: int, scale: float = 0.5, first: int = 0) -> list[np.ndarray
     return out
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction, codec: str = "ffv1",
+def write_clip(path: Path, frames: Iterable[np.ndarray], fps: Fraction, codec: str = "ffv1",
                pix_fmt: str = "yuv420p") -> Path:
-    """Encode RGB frames (a lossless FFV1 .mkv by default) at ``fps``."""
+    """Encode RGB frames (a list or a generator; a lossless FFV1 .mkv by default) at ``fps``."""
+    import itertools
+
     import av
 
-    h, w = frames[0].shape[:2]
+    it = iter(frames)
+    first = next(it)
+    frames = itertools.chain([first], it)
+    h, w = first.shape[:2]
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
