@@ -1,8 +1,9 @@
 """``models fetch``: the ONLY code that downloads. Loading never does.
 
-Hub files go through ``huggingface_hub.hf_hub_download`` (resumable ``.incomplete`` files under
-``<model folder>/.cache/huggingface``; ``HF_ENDPOINT`` picks a mirror; ``HF_HUB_OFFLINE=1`` refuses).
-Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file. After a download the file is
+Hub files go through ``huggingface_hub.hf_hub_download`` into the model folder (``HF_ENDPOINT`` picks a
+mirror, ``HF_HUB_OFFLINE=1`` refuses). huggingface_hub >= 2 resumes a dropped connection with ``Range``
+within the call but deletes its partial file when the call fails, so an interrupted run starts that file
+over. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs. After a download the file is
 hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved aside to ``*.corrupt``
 and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
 """

@@ -74,10 +74,12 @@ def fetch_cmd(
     force: bool = typer.Option(False, "--force", help="Download again even when the files are there."),
     deps: bool = typer.Option(True, "--deps/--no-deps", help="Also fetch the models these need (e.g. the VAE)."),
 ) -> None:
-    """Download models into the models dir (huggingface_hub for hub files; resumable; hashes checked).
+    """Download models into the models dir (the only command that downloads; hashes are checked).
 
-    Honours HF_ENDPOINT (mirror), HF_TOKEN and HF_HUB_OFFLINE=1. Unknown hashes are recorded in
-    <models dir>/local.yaml by the first download and verified against it afterwards.
+    Hub files go through huggingface_hub (a dropped connection resumes within the run); other URLs also
+    resume a download an earlier run left unfinished. Honours HF_ENDPOINT (mirror), HF_TOKEN and
+    HF_HUB_OFFLINE=1. Unknown hashes are recorded in <models dir>/local.yaml by the first download and
+    verified against it afterwards.
     """
     from lipsyncctl.checkpoints.fetch import fetch_model
     from lipsyncctl.checkpoints.registry import load_registry
