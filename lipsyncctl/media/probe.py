@@ -1,8 +1,8 @@
 """``probe(path) -> MediaInfo``: what a media file holds, read in-process with PyAV (no ffprobe).
 
 Frame rates are exact :class:`~fractions.Fraction` values (``30000/1001``, never ``29.97``). Whether
-the video is constant or variable frame rate is decided from the presentation timestamps: the whole
-index when the container has one (MP4/MOV), otherwise the first :data:`PTS_SAMPLE` packets.
+the video is constant or variable frame rate is decided from the presentation timestamps of the first
+:data:`PTS_SAMPLE` packets (a bounded sample: demuxing only, no decoding).
 Rotation is the display-matrix angle in degrees counter-clockwise (ffmpeg's convention), one of
 0/90/180/270; a reader applies it with ``numpy.rot90(frame, rotation // 90)``.
 """
@@ -83,6 +83,7 @@ class VideoInfo:
     height: int
     pix_fmt: str | None
     fps: Fraction          # exact rate for CFR; the mean rate for VFR
+    nominal_fps: Fraction  # CFR: == fps; VFR: the usual frame spacing as a rate, snapped to a standard one
     is_vfr: bool
     frame_count: int
     duration: float       # seconds
@@ -96,12 +97,6 @@ class VideoInfo:
     def display_size(self) -> tuple[int, int]:
         """``(width, height)`` as shown, after applying :attr:`rotation`."""
         return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
-
-    @property
-    def nominal_fps(self) -> Fraction:
-        """The rate to conform to when keeping the source rate: :attr:`fps` snapped to a standard rate
-        within 2 % for VFR footage (phones record "30 fps" as 29.6-30.1), else :attr:`fps`."""
-        return snap_rate(self.fps, tolerance=0.02) if self.is_vfr else self.fps
 
 
 @dataclass(frozen=True)
@@ -167,42 +162,46 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
 
 
 def _timestamps(container: Any, stream: Any) -> list[int]:
-    """Presentation/decoding timestamps of the stream's packets: all index entries when there is an
-    index, else the first :data:`PTS_SAMPLE` demuxed packets. Sorted."""
-    entries = stream.index_entries
-    if entries is not None and len(entries) > 1:
-        stamps = [e.timestamp for e in entries if not e.is_discard]
-    else:
-        stamps = []
-        container.seek(0)
-        for packet in container.demux(stream):
-            if packet.pts is not None:
-                stamps.append(packet.pts)
-            if len(stamps) >= PTS_SAMPLE:
-                break
-        container.seek(0)
+    """Presentation timestamps of the first :data:`PTS_SAMPLE` packets of the stream, sorted.
+
+    (Index entries would be cheaper but hold decoding timestamps, which have gaps wherever B-frames
+    were cut away.)"""
+    stamps: list[int] = []
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.size:
+            stamps.append(packet.pts)
+        if len(stamps) >= PTS_SAMPLE:
+            break
+    container.seek(0)
     return sorted(stamps)
 
 
-def _rate_and_vfr(stamps: list[int], stream: Any) -> tuple[Fraction, bool]:
-    """Exact frame rate and VFR flag from sorted timestamps (see module doc)."""
-    header = [r for r in (stream.base_rate, stream.average_rate, stream.guessed_rate) if r]
+def _rate_and_vfr(stamps: list[int], stream: Any) -> tuple[Fraction, Fraction, bool]:
+    """``(fps, nominal_fps, is_vfr)`` from sorted timestamps (see module doc)."""
+    header = [Fraction(r) for r in (stream.base_rate, stream.average_rate, stream.guessed_rate) if r]
+    fallback = header[0] if header else DEFAULT_SEQUENCE_FPS
     if len(stamps) < 3:
-        return (Fraction(header[0]) if header else DEFAULT_SEQUENCE_FPS), False
+        return fallback, fallback, False
     tb = Fraction(stream.time_base)
     deltas = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     ordered = sorted(deltas)
     median = ordered[len(ordered) // 2]
-    if median <= 0:
-        return (Fraction(header[0]) if header else DEFAULT_SEQUENCE_FPS), True
+    if median <= 0 or stamps[-1] == stamps[0]:
+        return fallback, fallback, True
     # A tick of jitter is timestamp rounding (29.97 fps in a 1/1000 time base is 33,33,34 ms).
     slack = max(1, median * 0.005)
     vfr = any(abs(d - median) > slack for d in deltas)
     measured = Fraction(len(deltas)) / ((stamps[-1] - stamps[0]) * tb)
-    for candidate in [Fraction(1) / (median * tb), *map(Fraction, header)]:
+    typical = Fraction(1) / (median * tb)
+    if vfr:
+        # The mean rate, and the rate the camera aimed at (the usual frame spacing, snapped).
+        return measured.limit_denominator(1001), snap_rate(typical, tolerance=0.03), True
+    for candidate in [typical, *header]:
         if abs(float(candidate) - float(measured)) / float(measured) <= 0.005:
-            return snap_rate(candidate), vfr
-    return snap_rate(measured), vfr
+            rate = snap_rate(candidate)
+            return rate, rate, False
+    rate = snap_rate(measured)
+    return rate, rate, False
 
 
 def _rotation(frame: Any, stream: Any) -> int:
@@ -236,21 +235,31 @@ def _check_index_complete(stream: Any, size: int, path: Path) -> None:
         raise MediaError(f"{path}: file is truncated ({size} bytes, its index needs {end})")
 
 
-def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction) -> VideoInfo:
+def _check_scan_complete(scan: _Scan, container: Any, path: Path) -> None:
+    """A header that promises more than the packets deliver means the file was cut short."""
+    if not container.duration or not scan.end:
+        return
+    header = container.duration / 1e6 + (container.start_time or 0) / 1e6
+    last = max(scan.end.values())
+    if last < header - max(0.5, 0.05 * header):
+        raise MediaError(f"{path}: file is truncated (media ends at {last:.2f} s, its header says {header:.2f} s)")
+
+
+def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, scan: _Scan | None) -> VideoInfo:
     stream = video_stream(container, path)
     if not is_image_sequence(path):
         _check_index_complete(stream, size, path)
     tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
     if is_image_sequence(path):
-        fps, vfr, stamps = sequence_fps, False, []
+        fps, nominal, vfr = sequence_fps, sequence_fps, False
         frame_count = len(sequence_files(path))
     else:
         stamps = _timestamps(container, stream)
-        fps, vfr = _rate_and_vfr(stamps, stream)
+        fps, nominal, vfr = _rate_and_vfr(stamps, stream)
         frame_count = int(stream.frames or 0)
         if not frame_count:
             entries = stream.index_entries
-            frame_count = len(entries) if entries is not None and len(entries) > 1 else _count_packets(container, stream)
+            frame_count = scan.packets.get(stream.index, 0) if scan else (len(entries) if entries is not None else 0)
     first = _first_frame(container, stream, path)
     ctx = stream.codec_context
     color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range).or_(
@@ -259,29 +268,53 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction) 
     duration = _seconds(stream.duration, tb)
     if not duration and vfr is False and frame_count:
         duration = float(frame_count / fps)
+    if not duration and scan and stream.index in scan.end:
+        duration = scan.end[stream.index] - start
     if not duration and container.duration:
         duration = container.duration / 1e6
     if frame_count == 0:
         raise MediaError(f"{path}: video stream has no frames")
     return VideoInfo(
         index=stream.index, codec=ctx.name, profile=ctx.profile, width=first.width, height=first.height,
-        pix_fmt=first.format.name, fps=fps, is_vfr=vfr, frame_count=frame_count, duration=float(duration or 0.0),
+        pix_fmt=first.format.name, fps=fps, nominal_fps=nominal, is_vfr=vfr, frame_count=frame_count, duration=float(duration or 0.0),
         start_time=start, rotation=_rotation(first, stream), color=color, time_base=tb,
         bit_rate=ctx.bit_rate or None,
     )
 
 
-def _count_packets(container: Any, stream: Any) -> int:
-    container.seek(0)
-    count = sum(1 for p in container.demux(stream) if p.size)
-    container.seek(0)
-    return count
+@dataclass
+class _Scan:
+    """Per-stream packet counts and end times (seconds) from one pass of demuxing (no decoding)."""
+
+    packets: dict[int, int] = field(default_factory=dict)
+    end: dict[int, float] = field(default_factory=dict)
 
 
-def _probe_audio(stream: Any, container: Any) -> AudioInfo:
+def _scan_packets(container: Any) -> _Scan:
+    scan = _Scan()
+    container.seek(0)
+    for packet in container.demux():
+        if packet.size == 0 or packet.pts is None or packet.time_base is None:
+            continue
+        i = packet.stream.index
+        scan.packets[i] = scan.packets.get(i, 0) + 1
+        end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+        scan.end[i] = max(end, scan.end.get(i, end))
+    container.seek(0)
+    return scan
+
+
+def _needs_scan(container: Any) -> bool:
+    """Containers without a per-stream frame count / duration in the header (MKV/WebM, MPEG-TS, ...)."""
+    return any(s.type in ("video", "audio") and not s.duration for s in container.streams)
+
+
+def _probe_audio(stream: Any, container: Any, scan: _Scan | None) -> AudioInfo:
     ctx = stream.codec_context
     tb = Fraction(stream.time_base) if stream.time_base else None
     duration = _seconds(stream.duration, tb)
+    if not duration and scan and stream.index in scan.end:
+        duration = scan.end[stream.index] - max(_seconds(stream.start_time, tb) or 0.0, 0.0)
     if not duration and container.duration:
         duration = container.duration / 1e6
     layout = ctx.layout.name if ctx.layout is not None else None
@@ -305,9 +338,14 @@ def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) ->
     with opened(path, sequence_fps=sequence_fps) as container:
         size = sum(p.stat().st_size for p in sequence_files(path)) if is_image_sequence(path) else path.stat().st_size
         try:
-            audio = tuple(_probe_audio(s, container) for s in container.streams.audio if s.codec_context.sample_rate)
+            scan = None
+            if not is_image_sequence(path) and _needs_scan(container):
+                scan = _scan_packets(container)
+                _check_scan_complete(scan, container, path)
+            audio = tuple(_probe_audio(s, container, scan) for s in container.streams.audio
+                          if s.codec_context.sample_rate)
             has_video = any(not (s.disposition & 0x400) for s in container.streams.video)
-            video = _probe_video(container, path, size, sequence_fps) if has_video else None
+            video = _probe_video(container, path, size, sequence_fps, scan) if has_video else None
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: cannot read ({ffmpeg_reason(exc)})") from exc
         if video is None and not audio:

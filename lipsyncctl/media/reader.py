@@ -69,6 +69,7 @@ class VideoReader:
         self._stream.thread_type = thread_type
         self._tb = Fraction(self._stream.time_base) if self._stream.time_base else 1 / self.video.fps
         self._skip_before: Fraction | None = None
+        self._reindex = False
         self._next_index = 0
 
     @property
@@ -93,15 +94,17 @@ class VideoReader:
 
     def seek(self, *, frame: int | None = None, time: float | Fraction | None = None) -> None:
         """Make the next frame read the first one at or after ``time`` seconds (or frame index
-        ``frame``, which for VFR input is counted at the nominal rate)."""
+        ``frame``, which for VFR input is counted at the nominal rate). Frame indices after a seek
+        are ``round((time - start_time) * nominal_fps)``."""
         if (frame is None) == (time is None):
             raise ValueError("seek() takes exactly one of frame= or time=")
-        target = Fraction(frame) / self.video.fps + Fraction(self.video.start_time) if frame is not None \
+        target = Fraction(frame) / self.video.nominal_fps + Fraction(self.video.start_time) if frame is not None \
             else Fraction(time)
         # Seek to the keyframe before target, then decode forward and drop frames before it.
         self._container.seek(max(0, int(target / self._tb)), stream=self._stream, backward=True, any_frame=False)
-        self._skip_before = target - self._tb / 2
-        self._next_index = frame if frame is not None else round(target * self.video.fps)
+        # Tolerate timestamp rounding (half a tick, at most 1 ms), not a whole frame.
+        self._skip_before = target - min(self._tb / 2, Fraction(1, 1000))
+        self._reindex = True
 
     def __iter__(self) -> Iterator[Frame]:
         import av
@@ -115,6 +118,9 @@ class VideoReader:
                 if self._skip_before is not None and t < self._skip_before:
                     continue
                 self._skip_before = None
+                if self._reindex:  # after a seek: count from the frame we landed on
+                    self._reindex = False
+                    self._next_index = round((t - Fraction(self.video.start_time)) * self.video.nominal_fps)
                 yield Frame(self._next_index, t, av_frame, self.rotation, self.apply_rotation)
                 self._next_index += 1
         except av.error.FFmpegError as exc:

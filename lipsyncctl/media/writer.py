@@ -164,9 +164,11 @@ class VideoWriter:
                 self.color = DEFAULT_COLOR
             src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             yuv = not self.pix_fmt.startswith(("rgb", "bgr", "gbr"))
+            # Convert with the matrix/range the file is tagged with (untagged: swscale's default, the
+            # same one a reader uses for untagged input, so a round trip keeps the colours).
             out = src.reformat(
                 format=self.pix_fmt,
-                dst_colorspace=_SWS_MATRIX.get(color.matrix or "", "itu709") if yuv else None,
+                dst_colorspace=_SWS_MATRIX.get(color.matrix or "") if yuv else None,
                 dst_color_range=("JPEG" if color.range == "pc" else "MPEG") if yuv else None,
             )
         else:

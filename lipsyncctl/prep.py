@@ -1,0 +1,580 @@
+"""The ``prep`` job: normalise media for the model — constant frame rate video, 16 kHz mono audio.
+
+For each input clip it writes, under the output directory and mirroring the input's relative path:
+
+- ``NAME.mp4`` (``.mov`` for ProRes, ``.mkv`` for FFV1): the picture at a constant rate (``fps``, or
+  the source's nominal rate with ``fps="source"``), rotation metadata applied to the pixels and
+  cleared, resolution kept unless ``max_size``/``scale`` ask otherwise, and the 16 kHz mono audio muxed;
+- ``NAME.wav``: the same audio as a sidecar (16-bit PCM);
+- ``NAME.prep.json``: a small manifest (input size and mtime, the options, the outputs) that makes a
+  rerun skip clips that are already up to date.
+
+Inputs are never touched and never overwritten. Each clip succeeds or fails on its own; failures
+(empty, truncated, corrupt or non-media files, no audio) are reported per item in :class:`PrepResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import glob
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+from lipsyncctl import progress
+from lipsyncctl.config import PrepOptions
+from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
+from lipsyncctl.media.container import MEDIA_EXTS, is_image_sequence, sequence_files
+
+MANIFEST_VERSION = 1
+MANIFEST_SUFFIX = ".prep.json"
+Status = Literal["done", "skipped", "failed", "planned"]
+
+__all__ = ["PrepItem", "PrepResult", "PrepOptions", "collect_inputs", "prep"]
+
+
+@dataclass
+class PrepItem:
+    """One input clip and what became of it.
+
+    ``status``: ``done`` (written), ``skipped`` (outputs up to date), ``failed`` (``reason`` says
+    why), or ``planned`` (``dry_run``: would be written).
+    """
+
+    input: Path
+    output: Path
+    wav: Path | None
+    manifest: Path
+    status: Status = "planned"
+    reason: str | None = None
+    hint: str | None = None
+    frames: int | None = None
+    fps: Fraction | None = None
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    source_fps: Fraction | None = None
+    source_vfr: bool | None = None
+    rotation: int | None = None
+    has_audio: bool | None = None
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def fr(x: Fraction | None) -> str | None:
+            return None if x is None else f"{x.numerator}/{x.denominator}"
+
+        return {
+            "input": str(self.input), "output": str(self.output), "wav": str(self.wav) if self.wav else None,
+            "manifest": str(self.manifest), "status": self.status, "reason": self.reason, "hint": self.hint, "frames": self.frames,
+            "fps": fr(self.fps), "duration": self.duration, "width": self.width, "height": self.height,
+            "source_fps": fr(self.source_fps), "source_vfr": self.source_vfr, "rotation": self.rotation,
+            "has_audio": self.has_audio, "seconds": round(self.seconds, 3), "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class PrepResult:
+    """Everything ``prep`` did. ``ok`` is False when any item failed."""
+
+    out_dir: Path
+    items: list[PrepItem]
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[PrepItem]:
+        return [i for i in self.items if i.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def counts(self) -> dict[str, int]:
+        out = {"done": 0, "skipped": 0, "failed": 0, "planned": 0}
+        for item in self.items:
+            out[item.status] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
+                "seconds": round(self.seconds, 3), "items": [i.to_dict() for i in self.items]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs -> (source, relative output stem)
+
+def _has_magic(text: str) -> bool:
+    return glob.has_magic(text)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The directory part of a glob pattern before its first wildcard."""
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts:
+        if _has_magic(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def _walk(root: Path, skip: Path) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not _inside(here / d, skip))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_EXTS:
+                yield here / name
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _sequence_stem(pattern: Path) -> str:
+    import re
+
+    stem = re.sub(r"%0?\d*d", "", pattern.stem).rstrip("_-. ")
+    return stem or pattern.parent.name or "sequence"
+
+
+def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Expand files, directories (recursive; media extensions only, hidden files skipped) and glob
+    patterns (``**`` recurses) into ``(source, relative_stem)`` pairs, in a stable order.
+
+    ``relative_stem`` is the output path under ``out_dir`` without extension: the input's path relative
+    to the directory given (or to the glob's fixed prefix; just the name for a single file). Image
+    sequences are given as ``%04d`` patterns. Anything under ``out_dir`` is ignored when walking, so
+    ``prep . -o prepped`` does not eat its own output. A missing file is returned as is (and fails
+    later with a per-item reason); a pattern that matches nothing raises :class:`UsageError`.
+    """
+    out_dir = Path(out_dir)
+    found: list[tuple[Path, Path]] = []
+    for raw in inputs:
+        text = str(raw)
+        path = Path(text)
+        if is_image_sequence(path) and not _has_magic(text):
+            if not sequence_files(path):
+                raise UsageError(f"{text}: no image matches this sequence pattern")
+            found.append((path, Path(_sequence_stem(path))))
+        elif _has_magic(text):
+            base = _glob_base(text)
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            files = [m for m in matches if m.is_file() and not _inside(m, out_dir)]
+            for d in (m for m in matches if m.is_dir()):
+                files.extend(f for f in _walk(d, out_dir))
+            if not files:
+                raise UsageError(f"{text}: the pattern matches no file")
+            for f in files:
+                found.append((f, f.relative_to(base).with_suffix("")))
+        elif path.is_dir():
+            for f in _walk(path, out_dir):
+                found.append((f, f.relative_to(path).with_suffix("")))
+        else:
+            found.append((path, Path(path.name).with_suffix("")))
+    # Drop exact duplicates (a file given twice), keep order.
+    seen: set[Path] = set()
+    unique = []
+    for src, rel in found:
+        key = src.resolve() if src.exists() else src
+        if key not in seen:
+            seen.add(key)
+            unique.append((src, rel))
+    return unique
+
+
+def _disambiguate(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Two inputs that differ only by extension (``a.mov``, ``a.mp4``) keep it in their names."""
+    stems: dict[Path, int] = {}
+    for _, rel in pairs:
+        stems[rel] = stems.get(rel, 0) + 1
+    return [(src, rel.with_name(f"{rel.name}_{src.suffix.lstrip('.')}") if stems[rel] > 1 and src.suffix else rel)
+            for src, rel in pairs]
+
+
+# ------------------------------------------------------------------------------------------------
+# Options
+
+def _parse_fps(value: str) -> Fraction | None:
+    """``"source"`` -> None; ``"25"``, ``"29.97"``, ``"30000/1001"`` -> an exact Fraction."""
+    if value == "source":
+        return None
+    from lipsyncctl.media.probe import snap_rate
+
+    rate = Fraction(value)
+    # "29.97" means the NTSC rate, as everywhere else in video.
+    return snap_rate(rate) if rate.denominator != 1 else rate
+
+
+def parse_scale(value: str | None) -> tuple[float | None, tuple[int, int] | None]:
+    """``"0.5"`` -> (0.5, None); ``"1280x720"`` / ``"-1x720"`` (keep aspect) -> (None, (w, h))."""
+    if value is None:
+        return None, None
+    text = str(value).lower().strip()
+    try:
+        if "x" in text:
+            w, h = (int(v) for v in text.split("x", 1))
+            if (w <= 0 and h <= 0) or w == 0 or h == 0 or min(w, h) < -1:
+                raise ValueError
+            return None, (w, h)
+        factor = float(text)
+        if not 0 < factor <= 8:
+            raise ValueError
+        return factor, None
+    except ValueError:
+        raise UsageError(f"--scale {value!r}: expected a factor (0.5) or WxH (1280x720, -1x720 keeps the aspect)") \
+            from None
+
+
+def output_size(width: int, height: int, *, max_size: int | None = None, scale: str | None = None,
+                even: bool = True) -> tuple[int, int]:
+    """The output ``(width, height)`` for a displayed ``width x height`` picture: ``scale`` first, then
+    ``max_size`` caps the long side (aspect kept); rounded to even sides when ``even`` (4:2:0 video)."""
+    factor, box = parse_scale(scale)
+    w, h = float(width), float(height)
+    if factor is not None:
+        w, h = w * factor, h * factor
+    elif box is not None:
+        bw, bh = box
+        if bw < 0:
+            w, h = bh * w / h, float(bh)
+        elif bh < 0:
+            w, h = float(bw), bw * h / w
+        else:
+            w, h = float(bw), float(bh)
+    if max_size is not None and max(w, h) > max_size:
+        k = max_size / max(w, h)
+        w, h = w * k, h * k
+    if even:
+        return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
+    return max(1, int(round(w))), max(1, int(round(h)))
+
+
+def _pix_fmt_for(codec: str, wanted: str) -> str:
+    """``wanted`` if the encoder takes it, else the codec's default (ProRes cannot store yuv420p)."""
+    import av
+
+    from lipsyncctl.media.writer import codec_spec
+
+    spec = codec_spec(codec)
+    try:
+        formats = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
+    except (ValueError, av.error.FFmpegError):
+        formats = set()
+    return wanted if not formats or wanted in formats else spec.pix_fmt
+
+
+def _options_key(options: PrepOptions, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"version": MANIFEST_VERSION, **options.model_dump(mode="json"), **extra}
+
+
+# ------------------------------------------------------------------------------------------------
+# Manifest (idempotence)
+
+def _input_stamp(src: Path) -> dict[str, Any]:
+    files = sequence_files(src) if is_image_sequence(src) else [src]
+    stats = [f.stat() for f in files]
+    return {"path": str(src.resolve()), "size": sum(s.st_size for s in stats),
+            "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
+
+
+def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any]) -> bool:
+    try:
+        manifest = json.loads(item.manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    if manifest.get("input") != stamp or manifest.get("options") != key:
+        return False
+    outputs = manifest.get("outputs", {})
+    if not outputs:
+        return False
+    for path, size in outputs.items():
+        p = Path(path)
+        if not p.is_file() or p.stat().st_size != size:
+            return False
+    summary = manifest.get("summary", {})
+    for name in ("frames", "duration", "width", "height", "has_audio"):
+        setattr(item, name, summary.get(name))
+    if summary.get("fps"):
+        item.fps = Fraction(summary["fps"])
+    return True
+
+
+def _write_manifest(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], outputs: list[Path]) -> None:
+    from lipsyncctl.media.atomic import atomic_output
+
+    data = {
+        "input": stamp, "options": key,
+        "outputs": {str(p.resolve()): p.stat().st_size for p in outputs},
+        "summary": {"frames": item.frames, "fps": f"{item.fps.numerator}/{item.fps.denominator}" if item.fps else None,
+                    "duration": item.duration, "width": item.width, "height": item.height,
+                    "has_audio": item.has_audio},
+    }
+    with atomic_output(item.manifest) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# One clip
+
+@dataclass
+class _Job:
+    options: PrepOptions
+    fps: Fraction | None
+    start: float
+    duration: float | None
+    scale: str | None
+    all_inputs: tuple[Path, ...]
+    cancel: threading.Event
+
+
+def _plan(item: PrepItem, job: _Job) -> Any:
+    """Probe the input and fill the plan fields of ``item``; returns the MediaInfo."""
+    from lipsyncctl.media.probe import probe
+
+    info = probe(item.input)
+    v = info.video
+    if v is None:
+        raise MediaError(f"{item.input}: no video stream (an audio-only file?)")
+    item.source_fps, item.source_vfr, item.rotation = v.fps, v.is_vfr, v.rotation
+    item.has_audio = info.has_audio
+    if not info.has_audio and not job.options.allow_no_audio:
+        raise MediaError(f"{item.input}: no audio stream",
+                         hint="pass --allow-no-audio to write video-only output for such files")
+    if not info.has_audio:
+        item.wav = None
+    fps = job.fps or v.nominal_fps
+    available = max(0.0, (v.duration or 0.0) - job.start)
+    if available <= 0:
+        raise MediaError(f"{item.input}: --start {job.start} s is past the end ({v.duration:.3f} s)")
+    seconds = available if job.duration is None else min(job.duration, available)
+    item.fps = fps
+    item.frames = max(1, round(Fraction(seconds).limit_denominator(10**6) * fps))
+    item.duration = float(item.frames / fps)
+    dw, dh = v.display_size
+    pix_fmt = _pix_fmt_for(job.options.codec, job.options.pix_fmt)
+    item.width, item.height = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale,
+                                          even=pix_fmt.startswith(("yuv420", "yuvj420", "yuv422", "nv12")))
+    if (item.width, item.height) != (dw, dh) and job.scale is None and job.options.max_size is None:
+        item.warnings.append(f"{dw}x{dh} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")
+    if v.is_vfr:
+        item.warnings.append(f"variable frame rate (mean {float(v.fps):.3f} fps) conformed to {float(fps):.3f}")
+    if job.duration is not None and job.duration > available + 1e-6:
+        item.warnings.append(f"only {available:.3f} s available after --start")
+    return info
+
+
+def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
+    """Decode, conform to CFR, rotate/scale, encode to ``dest`` (video only)."""
+    from lipsyncctl.media.reader import VideoReader, conform_cfr, rotate
+    from lipsyncctl.media.writer import VideoWriter
+
+    v = info.video
+    opts = job.options
+    pix_fmt = _pix_fmt_for(opts.codec, opts.pix_fmt)
+    assert item.fps is not None and item.frames is not None and item.width and item.height
+    rot = v.rotation
+    # Scale in stored orientation, then rotate (cheaper than the other way round).
+    stored = (item.height, item.width) if rot in (90, 270) else (item.width, item.height)
+    resize = stored != (v.width, v.height)
+    start = Fraction(v.start_time).limit_denominator(10**6) + Fraction(job.start).limit_denominator(10**6)
+    with VideoReader(item.input, info=info, apply_rotation=False) as reader, \
+            VideoWriter(dest, item.fps, codec=opts.codec, crf=opts.crf, preset=opts.encoder_preset,
+                        pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
+            progress.Task(f"prep {item.input.name}", total=item.frames) as task:
+        if job.start > 0:
+            reader.seek(time=start)
+        last_src: Any = None
+        last_out: Any = None
+        for _, frame in conform_cfr(reader, item.fps, start=start, count=item.frames):
+            if job.cancel.is_set():
+                raise Interrupted("prep interrupted")
+            if frame is not last_src:  # repeated slots reuse the converted frame
+                last_src = frame
+                av_frame = frame.av_frame
+                if resize:
+                    av_frame = av_frame.reformat(width=stored[0], height=stored[1], interpolation="AREA")
+                if rot:
+                    av_frame = rotate(av_frame.to_ndarray(format="rgb24"), rot)
+                last_out = av_frame
+            writer.write(last_out)
+            task.advance(1)
+
+
+def _audio(item: PrepItem, info: Any, job: _Job) -> Any:
+    """The clip's audio at the requested rate/channels, cut or padded to exactly the video's length."""
+    import numpy as np
+
+    from lipsyncctl.media.audio import read_audio
+
+    opts = job.options
+    v = info.video
+    start = float(v.start_time) + job.start
+    assert item.duration is not None
+    samples = read_audio(item.input, opts.audio_rate, opts.audio_channels, start=start, duration=item.duration)
+    want = int(round(item.duration * opts.audio_rate))
+    if len(samples) < want:
+        short = (want - len(samples)) / opts.audio_rate
+        if short > 0.05:
+            item.warnings.append(f"audio {short:.3f} s shorter than the picture: padded with silence")
+        pad = np.zeros((want - len(samples), *samples.shape[1:]), np.float32)
+        samples = np.concatenate([samples, pad])
+    return samples[:want]
+
+
+def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
+    from lipsyncctl.media.atomic import atomic_output, check_not_input
+    from lipsyncctl.media.audio import write_wav
+    from lipsyncctl.media.mux import mux_audio
+
+    for out in (item.output, item.wav, item.manifest):
+        if out is not None:
+            check_not_input(out, job.all_inputs)
+    info = _plan(item, job)
+    opts = job.options
+    item.output.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(dir=item.output.parent, prefix=f".{item.output.stem}.prep.") as tmpdir:
+        audio = _audio(item, info, job) if item.has_audio else None
+        if audio is not None and opts.mux_audio:
+            video_only = Path(tmpdir) / f"video{item.output.suffix}"
+            _encode_video(item, info, job, video_only)
+            with atomic_output(item.output, inputs=job.all_inputs) as tmp:
+                mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac",
+                          inputs=job.all_inputs)
+        else:
+            _encode_video(item, info, job, item.output)
+        written.append(item.output)
+        if audio is not None and opts.sidecar_wav and item.wav is not None:
+            write_wav(item.wav, audio, opts.audio_rate, inputs=job.all_inputs)
+            written.append(item.wav)
+        elif item.wav is not None and not opts.sidecar_wav:
+            item.wav = None
+    _write_manifest(item, stamp, key, written)
+    item.status = "done"
+
+
+def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_run: bool) -> PrepItem:
+    started = time.perf_counter()
+    try:
+        if job.cancel.is_set():
+            raise Interrupted("prep interrupted")
+        try:
+            stamp = _input_stamp(item.input)
+        except OSError:
+            stamp = {}
+        if not force and stamp and _up_to_date(item, stamp, key):
+            item.status = "skipped"
+            item.reason = "up to date"
+        elif dry_run:
+            _plan(item, job)
+            item.status = "planned"
+        else:
+            from lipsyncctl.media.container import check_readable
+
+            check_readable(item.input)
+            _process(item, job, stamp, key)
+    except Interrupted:
+        raise
+    except LipsyncError as exc:
+        item.status, item.reason, item.hint = "failed", str(exc), exc.hint or None
+    except (OSError, ValueError, RuntimeError) as exc:
+        # ffmpeg errors PyAV raises outside our wrappers (FFmpegError derives from these), file system
+        # errors: this file fails, the batch goes on.
+        item.status, item.reason = "failed", f"{item.input}: {type(exc).__name__}: {exc}"
+    item.seconds = time.perf_counter() - started
+    if item.status == "failed":
+        progress.message(f"failed: {item.reason}")
+    return item
+
+
+# ------------------------------------------------------------------------------------------------
+# The job
+
+def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions | None = None, *,
+         force: bool = False, dry_run: bool = False, jobs: int = 1, start: float = 0.0,
+         duration: float | None = None, scale: str | None = None) -> PrepResult:
+    """Normalise every clip in ``inputs`` into ``out_dir`` (see the module doc).
+
+    Args:
+        inputs: files, directories (walked recursively for media extensions), glob patterns and
+            ``%04d`` image-sequence patterns.
+        out_dir: where outputs go; relative input paths are mirrored under it.
+        options: the ``prep`` section of a resolved configuration (fps, audio rate/channels, codec,
+            crf, encoder preset, pixel format, sidecar/mux switches, allow_no_audio, max_size).
+        force: redo clips whose outputs are up to date.
+        dry_run: probe and plan only; nothing is written.
+        jobs: clips processed at once (threads; PyAV releases the GIL while coding).
+        start, duration: seconds of each clip to keep (from ``start``; to the end if None).
+        scale: ``"0.5"`` or ``"WxH"`` (``-1`` keeps the aspect), applied before ``max_size``.
+
+    Returns:
+        :class:`PrepResult` with one :class:`PrepItem` per clip; failed items carry their reason.
+        Raises :class:`UsageError` for bad arguments, :class:`Interrupted` on Ctrl-C (after removing
+        partial outputs); per-file problems never raise.
+    """
+    from lipsyncctl.media.writer import output_extension
+
+    options = options or PrepOptions()
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: must be at least 1")
+    if start < 0 or (duration is not None and duration <= 0):
+        raise UsageError("--start must be >= 0 and --duration > 0")
+    parse_scale(scale)
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    pairs = _disambiguate(collect_inputs(inputs, out_dir))
+    if not pairs:
+        raise UsageError("no media files in the inputs given",
+                         hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
+    ext = output_extension(options.codec)
+    items = [PrepItem(input=src, output=out_dir / rel.parent / (rel.name + ext),
+                      wav=out_dir / rel.parent / (rel.name + ".wav") if options.sidecar_wav else None,
+                      manifest=out_dir / rel.parent / (rel.name + MANIFEST_SUFFIX)) for src, rel in pairs]
+    job = _Job(options=options, fps=_parse_fps(options.fps), start=start, duration=duration, scale=scale,
+               all_inputs=tuple(src for src, _ in pairs), cancel=threading.Event())
+    key = _options_key(options, {"start": start, "duration": duration, "scale": scale})
+
+    with progress.Task("prep", total=len(items)) as overall:
+        def run(item: PrepItem) -> PrepItem:
+            result = _run_item(item, job, key, force, dry_run)
+            overall.advance(1)
+            return result
+
+        if jobs == 1 or len(items) <= 1:
+            try:
+                for item in items:
+                    run(item)
+            except KeyboardInterrupt:
+                job.cancel.set()
+                raise
+        else:
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="prep") as pool:
+                # Each worker runs in a copy of this context, so its progress tasks nest under `overall`.
+                futures = [pool.submit(contextvars.copy_context().run, run, item) for item in items]
+                try:
+                    for fut in futures:
+                        fut.result()
+                except BaseException:
+                    job.cancel.set()
+                    for fut in futures:
+                        fut.cancel()
+                    with contextlib.suppress(BaseException):
+                        pool.shutdown(wait=True)
+                    raise
+    return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0)
