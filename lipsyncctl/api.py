@@ -46,3 +46,14 @@ def sync(
 
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
                      face_id=face_id, face_at=face_at)
+
+
+def prep(inputs, out_dir, options=None, **kwargs):  # type: ignore[no-untyped-def]
+    """Normalise clips for the model (constant frame rate, 16 kHz mono audio) into ``out_dir``.
+
+    See :func:`lipsyncctl.prep.prep` for the arguments (``force``, ``dry_run``, ``jobs``, ``start``,
+    ``duration``, ``scale``) and :class:`lipsyncctl.prep.PrepResult` for the result.
+    """
+    from lipsyncctl.prep import prep as _prep
+
+    return _prep(inputs, out_dir, options, **kwargs)
