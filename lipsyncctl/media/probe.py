@@ -260,10 +260,12 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
         if not frame_count:
             entries = stream.index_entries
             frame_count = scan.packets.get(stream.index, 0) if scan else (len(entries) if entries is not None else 0)
-    first = _first_frame(container, stream, path)
     ctx = stream.codec_context
-    color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range).or_(
-        ColorInfo.from_codes(first.color_primaries, first.color_trc, first.colorspace, first.color_range))
+    # Container tags first (read before decoding: a decoder may overwrite them with the bitstream's).
+    color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
+    first = _first_frame(container, stream, path)
+    color = color.or_(ColorInfo.from_codes(first.color_primaries, first.color_trc, first.colorspace,
+                                           first.color_range))
     start = _seconds(stream.start_time, tb) or 0.0
     duration = _seconds(stream.duration, tb)
     if not duration and vfr is False and frame_count:

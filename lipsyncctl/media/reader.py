@@ -139,8 +139,8 @@ def conform_cfr(frames: Iterable[Frame], fps: Fraction, *, start: float | Fracti
 
     Output frame ``k`` has time ``start + k / fps`` and shows the last source frame whose time is
     ``<= start + k / fps + tolerance`` (the first source frame for slots before it). ``tolerance``
-    (default: a hundredth of an output frame) absorbs timestamp rounding such as 29.97 fps stored in a
-    millisecond time base. Frames are repeated or dropped as needed; yields ``(k, frame)`` with the
+    (default 1 ms, at most a quarter of an output frame) absorbs timestamp rounding such as 29.97 fps
+    stored in a millisecond time base. Frames are repeated or dropped as needed; yields ``(k, frame)`` with the
     same :class:`Frame` object for repeated slots. With ``count`` None, output ends with the last slot at
     or before the last source frame's time; pass ``count`` (usually ``round(duration * fps)``) to fix
     the length.
@@ -153,7 +153,7 @@ def conform_cfr(frames: Iterable[Frame], fps: Fraction, *, start: float | Fracti
     """
     fps = Fraction(fps)
     start = Fraction(start)
-    tol = tolerance if tolerance is not None else 1 / (fps * 100)
+    tol = Fraction(tolerance) if tolerance is not None else min(Fraction(1, 1000), 1 / (4 * fps))
     step = 1 / fps
     k = 0
     current: Frame | None = None

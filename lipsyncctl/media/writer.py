@@ -173,6 +173,12 @@ class VideoWriter:
             )
         else:
             out = frame.reformat(format=self.pix_fmt) if frame.format.name != self.pix_fmt else frame
+        if self.color is not None:
+            # Encoders such as prores_ks write the frame's tags into the bitstream.
+            out.color_primaries = COLOR_CODES["primaries"].get(self.color.primaries or "", 2)
+            out.color_trc = COLOR_CODES["transfer"].get(self.color.transfer or "", 2)
+            out.colorspace = COLOR_CODES["matrix"].get(self.color.matrix or "", 2)
+            out.color_range = COLOR_CODES["range"].get(self.color.range or "", 0)
         return out
 
     def write(self, frame: np.ndarray | Any) -> None:

@@ -1,0 +1,244 @@
+"""Reader, CFR conformer, writer, atomic output, audio read/write, muxing and ffmpeg discovery."""
+
+from __future__ import annotations
+
+import os
+import stat
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.errors import MediaError, MissingToolError
+from lipsyncctl.media import ffmpeg
+from lipsyncctl.media.atomic import atomic_output
+from lipsyncctl.media.audio import read_audio, write_wav
+from lipsyncctl.media.mux import mux_audio
+from lipsyncctl.media.probe import ColorInfo, probe
+from lipsyncctl.media.reader import Frame, VideoReader, conform_cfr
+from lipsyncctl.media.writer import VideoWriter
+from tests import mediagen as mg
+
+AAC_FRAME = 1024
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("io")
+
+
+@pytest.fixture(scope="module")
+def clip2997(gen: Path) -> Path:
+    return mg.make_clip(gen / "c2997.mkv", fps=Fraction(30000, 1001), frames=30, time_base=Fraction(1, 1000))
+
+
+# -- reader -------------------------------------------------------------------------------------
+
+def test_reader_iterates_in_order(clip2997: Path) -> None:
+    with VideoReader(clip2997) as reader:
+        frames = list(reader)
+    assert [f.index for f in frames] == list(range(30))
+    assert [mg.read_index(f.image) for f in frames] == list(range(30))
+    assert frames[0].image.shape == (64, 96, 3) and frames[0].image.dtype == np.uint8
+    assert float(frames[15].time) == pytest.approx(15 * 1001 / 30000, abs=0.001)
+
+
+def test_reader_seek(clip2997: Path) -> None:
+    with VideoReader(clip2997) as reader:
+        reader.seek(frame=17)
+        first = next(iter(reader))
+        assert (first.index, mg.read_index(first.image)) == (17, 17)
+        reader.seek(time=0.5)  # frame 15 is at 0.5005 s (stored as 500 ms)
+        first = next(iter(reader))
+        assert mg.read_index(first.image) == 15 and first.index == 15
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_reader_applies_rotation(gen: Path, rotation: int) -> None:
+    path = mg.make_clip(gen / f"r{rotation}.mp4", rotation=rotation, frames=2)
+    with VideoReader(path) as reader:
+        img = next(iter(reader)).image
+        assert reader.size == (96, 64)
+    assert img.shape == (64, 96, 3) and mg.has_marker_top_left(img) and mg.read_index(img) == 0
+    with VideoReader(path, apply_rotation=False) as reader:
+        raw = next(iter(reader)).image
+    assert raw.shape == (96, 64, 3) and not mg.has_marker_top_left(raw)
+
+
+# -- conform ------------------------------------------------------------------------------------
+
+def _frames(times: list[float]) -> list[Frame]:
+    return [Frame(i, Fraction(t).limit_denominator(10**6), None) for i, t in enumerate(times)]
+
+
+def test_conform_same_rate_is_identity() -> None:
+    fps = Fraction(30000, 1001)
+    src = _frames([round(i * 1001 / 30000, 3) for i in range(30)])  # ms-rounded stamps
+    out = [f.index for _, f in conform_cfr(src, fps, count=30)]
+    assert out == list(range(30))
+
+
+def test_conform_2997_to_25_drops_evenly() -> None:
+    src = _frames([i * 1001 / 30000 for i in range(300)])  # 10.01 s
+    out = [f.index for _, f in conform_cfr(src, Fraction(25), count=250, tolerance=0)]
+    assert len(out) == 250
+    # Output k shows the last source frame at or before k/25 s.
+    assert out == [int(np.floor((k / 25) * 30000 / 1001 + 1e-9)) for k in range(250)]
+    assert len(set(out)) == 250  # frames are dropped, none repeated
+
+
+def test_conform_vfr_repeats_and_start_offset() -> None:
+    times = [0.0, 0.04, 0.2, 0.21, 0.22, 0.5]
+    out = [f.index for _, f in conform_cfr(_frames(times), Fraction(10), count=8)]
+    # slots 0.0 .1 .2 .3 .4 .5 .6 .7 -> last frame with t <= slot; held after the end
+    assert out == [0, 1, 2, 4, 4, 5, 5, 5]
+    late = [f.index for _, f in conform_cfr(_frames(times), Fraction(10), start=0.2, count=3)]
+    assert late == [2, 4, 4]
+    first_late = [f.index for _, f in conform_cfr(_frames([0.15, 0.3]), Fraction(10), count=3)]
+    assert first_late == [0, 0, 0]  # slots before the first frame show it; 0.2 s is still frame 0
+    assert [f.index for _, f in conform_cfr(_frames([0.15, 0.3]), Fraction(10))] == [0, 0, 0, 1]
+
+
+# -- writer -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("codec", "ext", "size", "pix_fmt"),
+    [("h264", ".mp4", (96, 64), "yuv420p"), ("h265", ".mp4", (96, 64), "yuv420p"),
+     ("prores", ".mov", (96, 64), "yuv422p10le"), ("ffv1", ".mkv", (96, 64), "yuv420p"),
+     ("dnxhr", ".mov", (256, 144), "yuv422p")],
+)
+def test_writer_codecs_exact_cfr(gen: Path, codec: str, ext: str, size: tuple[int, int], pix_fmt: str) -> None:
+    fps = Fraction(30000, 1001)
+    path = gen / f"w_{codec}{ext}"
+    color = ColorInfo("bt709", "bt709", "bt709", "tv")
+    with VideoWriter(path, fps, codec=codec, color=color, preset="ultrafast") as writer:
+        for i in range(12):
+            writer.write(mg.frame_image(i, *size))
+    v = probe(path).video
+    assert v is not None
+    assert (v.fps, v.is_vfr, v.frame_count, v.pix_fmt) == (fps, False, 12, pix_fmt)
+    assert (v.width, v.height) == size
+    assert v.color == color
+    with VideoReader(path) as reader:
+        assert [mg.read_index(f.image) for f in reader] == list(range(12))
+    assert sorted(p.name for p in gen.glob(f".w_{codec}*")) == []  # no temporary left
+
+
+def test_writer_keeps_nothing_on_error_and_never_overwrites_input(gen: Path, clip2997: Path) -> None:
+    out = gen / "broken.mp4"
+    with pytest.raises(RuntimeError), VideoWriter(out, Fraction(25)) as writer:
+        writer.write(mg.frame_image(0))
+        raise RuntimeError("boom")
+    assert not out.exists() and not list(gen.glob(".broken*"))
+    with pytest.raises(MediaError, match="overwrite an input"):
+        VideoWriter(clip2997, Fraction(25), inputs=[clip2997])
+    with pytest.raises(MediaError, match="odd"), VideoWriter(gen / "odd.mp4", Fraction(25)) as writer:
+        writer.write(np.zeros((63, 96, 3), np.uint8))
+    assert not (gen / "odd.mp4").exists()
+
+
+def test_atomic_output_removes_temp_on_keyboard_interrupt(tmp_path: Path) -> None:
+    target = tmp_path / "x.mp4"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp != target
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+
+
+# -- audio --------------------------------------------------------------------------------------
+
+def test_read_audio_resamples_any_input(gen: Path, shared: Path) -> None:
+    fixture = shared / "fixtures" / "demo1_video.mp4"
+    mono = read_audio(fixture, 16000, 1)
+    assert mono.dtype == np.float32 and mono.ndim == 1
+    assert abs(len(mono) - 10.008 * 16000) <= AAC_FRAME
+    native = read_audio(fixture, None, None)
+    assert native.shape[1] == 2 and abs(len(native) - 441353) <= AAC_FRAME
+    cut = read_audio(fixture, 16000, 1, start=2.0, duration=1.5)
+    assert len(cut) == 24000
+    np.testing.assert_allclose(cut, mono[32000:56000], atol=0.02)  # aligned to the same instant
+    wav = mg.make_wav(gen / "s48.wav", 0.5, rate=48000, channels=2)
+    up = read_audio(wav, 44100, 2)
+    assert up.shape == (22050, 2)
+    # channel 1 is twice the frequency of channel 0: zero crossings double
+    crossings = [(np.diff(np.sign(up[100:-100, c])) != 0).sum() for c in range(2)]
+    assert crossings[1] == pytest.approx(2 * crossings[0], rel=0.05)
+
+
+def test_read_audio_without_audio_stream(gen: Path) -> None:
+    with pytest.raises(MediaError, match="no audio stream"):
+        read_audio(mg.make_clip(gen / "silent.mp4", audio_rate=None, frames=3))
+
+
+def test_write_wav_roundtrip(tmp_path: Path) -> None:
+    x = mg.tone(0.25, 16000, 1)[:, 0]
+    path = write_wav(tmp_path / "t.wav", x, 16000)
+    y = read_audio(path, 16000, 1)
+    assert len(y) == len(x)
+    np.testing.assert_allclose(y, x, atol=1e-4)
+
+
+# -- mux ----------------------------------------------------------------------------------------
+
+def test_mux_array_and_file(gen: Path) -> None:
+    video = mg.make_clip(gen / "v.mp4", frames=25, audio_rate=None)
+    out = mux_audio(video, mg.tone(1.0, 16000, 1)[:, 0], gen / "muxed.mp4", rate=16000)
+    info = probe(out)
+    assert info.video is not None and info.video.frame_count == 25 and info.video.codec == "h264"
+    (a,) = info.audio
+    assert (a.codec, a.sample_rate, a.channels) == ("aac", 16000, 1)
+    assert a.duration == pytest.approx(1.0, abs=AAC_FRAME / 16000)
+    # a file's audio keeps its own rate and channels
+    wav = mg.make_wav(gen / "w48.wav", 1.0, rate=48000, channels=2)
+    out2 = mux_audio(video, wav, gen / "muxed.mov", codec="pcm")
+    (b,) = probe(out2).audio
+    assert (b.codec, b.sample_rate, b.channels) == ("pcm_s16le", 48000, 2)
+    assert b.duration == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(MediaError, match="PCM"):
+        mux_audio(video, wav, gen / "pcm.mp4", codec="pcm")
+    with pytest.raises(MediaError, match="overwrite"):
+        mux_audio(video, wav, video)
+
+
+# -- ffmpeg discovery ---------------------------------------------------------------------------
+
+def _fake_ffmpeg(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "ffmpeg"
+    exe.write_text("#!/bin/sh\necho 'ffmpeg version 9.9-fake'\necho ' V....D libx264  fake'\n"
+                   "echo ' A....D aac  fake'\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return exe
+
+
+def test_find_ffmpeg_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_ffmpeg(tmp_path / "bin")
+    monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(fake))
+    assert ffmpeg.find_ffmpeg() == (fake, "LIPSYNCCTL_FFMPEG")
+    assert ffmpeg.ffmpeg_version(fake) == "9.9-fake"
+    assert ffmpeg.list_encoders(fake) == {"libx264": True, "aac": True, "libx265": False, "prores_ks": False,
+                                          "dnxhd": False}
+    monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(tmp_path / "nope"))
+    with pytest.raises(MissingToolError):
+        ffmpeg.find_ffmpeg()
+    monkeypatch.delenv("LIPSYNCCTL_FFMPEG")
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert ffmpeg.find_ffmpeg() == (fake, "PATH")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    path, source = ffmpeg.find_ffmpeg()
+    assert source == "imageio-ffmpeg" and os.access(path, os.X_OK)
+
+
+def test_bundled_ffmpeg_encoders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("LIPSYNCCTL_FFMPEG", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    info = ffmpeg.ffmpeg_info()
+    assert info.source == "imageio-ffmpeg"
+    assert info.encoders["libx264"] and info.encoders["aac"]
+    assert ffmpeg.pyav_encoders()["libx264"]

@@ -1,0 +1,143 @@
+"""media.probe on the shared HEVC fixture and on clips generated here (odd/variable rates, rotation,
+ProRes/MJPEG/HEVC, image sequences, broken files)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.media.probe import probe, snap_rate
+from tests import mediagen as mg
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("probe")
+
+
+def test_fixture_hevc(shared: Path) -> None:
+    info = probe(shared / "fixtures" / "demo1_video.mp4")
+    v = info.video
+    assert v is not None
+    assert (v.codec, v.width, v.height, v.pix_fmt) == ("hevc", 1080, 1920, "yuv420p")
+    assert v.fps == Fraction(25) and isinstance(v.fps, Fraction)
+    assert not v.is_vfr and v.frame_count == 250 and v.duration == pytest.approx(10.0)
+    assert v.rotation == 0 and v.display_size == (1080, 1920)
+    assert (v.color.primaries, v.color.transfer, v.color.matrix, v.color.range) == ("bt709",) * 3 + ("tv",)
+    (a,) = info.audio
+    assert (a.codec, a.sample_rate, a.channels) == ("aac", 44100, 2)
+    assert a.duration == pytest.approx(10.0, abs=0.05)
+    json.dumps(info.to_dict())  # JSON-friendly
+
+
+@pytest.mark.parametrize(
+    ("name", "fps", "frames", "kwargs"),
+    [
+        ("r23976.mp4", Fraction(24000, 1001), 24, {}),
+        ("r2997.mkv", Fraction(30000, 1001), 30, {"time_base": Fraction(1, 1000)}),  # ms ticks: 33/34 ms
+        ("r5994.mov", Fraction(60000, 1001), 30, {"audio_rate": 48000}),
+        ("r50.mkv", Fraction(50), 20, {}),
+    ],
+)
+def test_odd_rates_are_exact(gen: Path, name: str, fps: Fraction, frames: int, kwargs: dict) -> None:
+    path = mg.make_clip(gen / name, fps=fps, frames=frames, **kwargs)
+    v = probe(path).video
+    assert v is not None
+    assert v.fps == fps and v.nominal_fps == fps
+    assert not v.is_vfr
+    assert v.frame_count == frames
+    assert v.duration == pytest.approx(float(frames / fps), abs=0.002)
+
+
+def test_vfr_detected(gen: Path) -> None:
+    times = mg.vfr_times(45, rate=30)
+    v = probe(mg.make_clip(gen / "vfr.mp4", fps=30, times=times)).video
+    assert v is not None and v.is_vfr
+    assert v.frame_count == 45
+    mean = 44 / (times[-1] - times[0])
+    assert float(v.fps) == pytest.approx(mean, rel=0.01)  # the mean rate...
+    assert v.nominal_fps in (Fraction(30), Fraction(30000, 1001))  # ...and the rate the camera aimed at
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_tag(gen: Path, rotation: int) -> None:
+    v = probe(mg.make_clip(gen / f"rot{rotation}.mp4", rotation=rotation, size=(96, 64), frames=3)).video
+    assert v is not None and v.rotation == rotation
+    stored = (64, 96) if rotation % 180 else (96, 64)
+    assert (v.width, v.height) == stored
+    assert v.display_size == (96, 64)
+
+
+def test_codecs_and_containers(gen: Path) -> None:
+    prores = probe(mg.make_clip(gen / "p.mov", codec="prores_ks", pix_fmt="yuv422p10le", audio_codec="pcm_s16le",
+                                frames=5, audio_rate=48000))
+    assert prores.video is not None and prores.video.codec == "prores" and prores.video.pix_fmt == "yuv422p10le"
+    assert (prores.audio[0].codec, prores.audio[0].sample_rate) == ("pcm_s16le", 48000)
+    mjpeg = probe(mg.make_clip(gen / "m.avi", codec="mjpeg", pix_fmt="yuvj420p", frames=5, audio_rate=None))
+    assert mjpeg.video is not None and mjpeg.video.codec == "mjpeg" and mjpeg.video.frame_count == 5
+    assert not mjpeg.has_audio and mjpeg.video.color.range == "pc"
+    hevc = probe(mg.make_clip(gen / "h.mp4", codec="libx265", frames=5, options={"x265-params": "log-level=error"}))
+    assert hevc.video is not None and hevc.video.codec == "hevc" and hevc.video.fps == 25
+
+
+def test_image_sequence(gen: Path) -> None:
+    pattern = mg.make_image_sequence(gen / "seq", frames=7)
+    info = probe(pattern, sequence_fps=Fraction(24000, 1001))
+    assert info.is_image_sequence and info.video is not None
+    assert info.video.frame_count == 7 and info.video.fps == Fraction(24000, 1001)
+    assert (info.video.width, info.video.height) == (96, 64)
+
+
+def test_audio_only(gen: Path) -> None:
+    info = probe(mg.make_wav(gen / "a.wav", 0.5, rate=48000, channels=2))
+    assert info.video is None
+    assert (info.audio[0].sample_rate, info.audio[0].channels) == (48000, 2)
+    assert info.duration == pytest.approx(0.5, abs=1e-3)
+
+
+def _broken(gen: Path) -> dict[str, Path]:
+    good_mp4 = mg.make_clip(gen / "good.mp4", frames=50)
+    good_mkv = mg.make_clip(gen / "good.mkv", frames=100)
+    faststart = gen / "faststart.mp4"
+    _remux(good_mp4, faststart, {"movflags": "faststart"})
+    text = gen / "notes.mp4"
+    text.write_text("not a video\n" * 50)
+    return {
+        "empty": mg.make_empty(gen / "empty.mp4"),
+        "garbage": mg.make_garbage(gen / "garbage.mov"),
+        "text": text,
+        "truncated mp4 (moov at end)": mg.make_truncated(good_mp4, gen / "t1.mp4", 0.5),
+        "truncated mp4 (faststart)": mg.make_truncated(faststart, gen / "t2.mp4", 0.6),
+        "truncated mkv": mg.make_truncated(good_mkv, gen / "t3.mkv", 0.5),
+        "missing": gen / "missing.mp4",
+    }
+
+
+def _remux(src: Path, dst: Path, options: dict[str, str]) -> None:
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", options=options) as o:
+        outs = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for p in i.demux():
+            if p.dts is not None:
+                p.stream = outs[p.stream.index]
+                o.mux(p)
+
+
+def test_broken_files_raise_media_error_naming_the_file(gen: Path) -> None:
+    for what, path in _broken(gen).items():
+        with pytest.raises(MediaError) as info:
+            probe(path)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message, what
+        assert info.value.exit_code == 5
+
+
+def test_snap_rate() -> None:
+    assert snap_rate(Fraction(2997, 100)) == Fraction(30000, 1001)
+    assert snap_rate(Fraction(25)) == 25
+    assert snap_rate(Fraction(123, 10)) == Fraction(123, 10)
