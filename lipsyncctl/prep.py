@@ -261,8 +261,8 @@ def output_size(width: int, height: int, *, max_size: int | None = None, scale: 
         k = max_size / max(w, h)
         w, h = w * k, h * k
     if even:
-        return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
-    return max(1, int(round(w))), max(1, int(round(h)))
+        return max(2, int(w / 2 + 0.5) * 2), max(2, int(h / 2 + 0.5) * 2)  # halves round up
+    return max(1, int(w + 0.5)), max(1, int(h + 0.5))
 
 
 def _pix_fmt_for(codec: str, wanted: str) -> str:

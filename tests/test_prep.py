@@ -1,0 +1,266 @@
+"""The prep job on real media: the shared HEVC fixture (2 s of it) and clips generated here.
+
+Assertions are on the probed outputs (rate, CFR, frame count, duration, audio rate/channels/length,
+rotation), the frames they show, and the files left on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.config import PrepOptions
+from lipsyncctl.errors import UsageError
+from lipsyncctl.media.audio import read_audio
+from lipsyncctl.media.probe import probe
+from lipsyncctl.media.reader import VideoReader
+from lipsyncctl.prep import output_size, prep
+from tests import mediagen as mg
+
+FAST = PrepOptions(encoder_preset="ultrafast")
+AAC_FRAME_S = 1024 / 16000
+
+
+def _check_output(path: Path, fps: Fraction, frames: int, size: tuple[int, int], audio: bool = True) -> None:
+    info = probe(path)
+    v = info.video
+    assert v is not None
+    assert v.fps == fps and not v.is_vfr, (v.fps, v.is_vfr)
+    assert v.frame_count == frames
+    assert v.duration == pytest.approx(float(frames / fps), abs=1e-3)
+    assert v.rotation == 0 and (v.width, v.height) == size
+    if audio:
+        (a,) = info.audio
+        assert (a.codec, a.sample_rate, a.channels) == ("aac", 16000, 1)
+        assert a.duration == pytest.approx(float(frames / fps), abs=AAC_FRAME_S)
+    else:
+        assert not info.audio
+
+
+def _expected_indices(src: Path, fps: Fraction, n: int) -> list[int]:
+    """Conform rule on the source's stored timestamps: output k shows the last source frame at or
+    before k/fps (1 ms tolerance for timestamp rounding)."""
+    with VideoReader(src) as reader:
+        stamps = [f.time for f in reader]
+    return [max([0] + [i for i, t in enumerate(stamps) if t <= Fraction(k) / fps + Fraction(1, 1000)])
+            for k in range(n)]
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int, str]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                         hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_fixture_two_seconds(shared: Path, tmp_path: Path) -> None:
+    """1080x1920 HEVC 25 fps + AAC 44.1 kHz stereo -> H.264 25 fps CFR, 16 kHz mono muxed + WAV."""
+    fixture = shared / "fixtures" / "demo1_video.mp4"
+    result = prep([fixture], tmp_path, FAST, start=3.0, duration=2.0)
+    (item,) = result.items
+    assert item.status == "done", item.reason
+    assert item.output == tmp_path / "demo1_video.mp4" and item.wav == tmp_path / "demo1_video.wav"
+    _check_output(item.output, Fraction(25), 50, (1080, 1920))
+    wav = probe(item.wav)
+    assert (wav.audio[0].sample_rate, wav.audio[0].channels) == (16000, 1)
+    samples = read_audio(item.wav, 16000, 1)
+    assert len(samples) == 32000
+    # The sidecar is the source's sound from 3.0 s on (mono mix, resampled).
+    source = read_audio(fixture, 16000, 1, start=3.0, duration=2.0)
+    assert np.abs(samples - source).max() < 0.01
+    # The picture is the source's frames 75..124 (same rate): compare a frame's pixels.
+    with VideoReader(item.output) as out, VideoReader(fixture) as src:
+        out.seek(frame=10)
+        src.seek(frame=85)
+        diff = np.abs(next(iter(out)).image.astype(int) - next(iter(src)).image.astype(int)).mean()
+    assert diff < 4.0
+    assert (json.loads(item.manifest.read_text())["input"]["size"] == fixture.stat().st_size)
+
+
+@pytest.mark.parametrize(
+    ("name", "src_fps", "frames", "kwargs"),
+    [("a23976.mp4", Fraction(24000, 1001), 36, {}),
+     ("a2997.mkv", Fraction(30000, 1001), 45, {"time_base": Fraction(1, 1000)}),
+     ("a5994.mov", Fraction(60000, 1001), 90, {"audio_rate": 48000})],
+)
+def test_odd_rates_to_25_and_source(tmp_path: Path, name: str, src_fps: Fraction, frames: int, kwargs: dict) -> None:
+    src = mg.make_clip(tmp_path / name, fps=src_fps, frames=frames, **kwargs)
+    seconds = frames / src_fps
+    result = prep([src], tmp_path / "out25", FAST)
+    item = result.items[0]
+    assert item.status == "done", item.reason
+    n25 = round(seconds * 25)
+    _check_output(item.output, Fraction(25), n25, (96, 64))
+    # each output frame shows the last source frame at or before its time
+    with VideoReader(item.output) as reader:
+        shown = [mg.read_index(f.image) for f in reader]
+    assert shown == _expected_indices(src, Fraction(25), n25)
+    if src_fps > 25:
+        assert len(set(shown)) == n25  # frames dropped, none repeated
+    else:
+        assert set(shown) == set(range(frames))  # frames repeated, none dropped
+
+    same = prep([src], tmp_path / "outsrc", FAST.model_copy(update={"fps": "source"})).items[0]
+    assert same.status == "done", same.reason
+    _check_output(same.output, src_fps, frames, (96, 64))
+    with VideoReader(same.output) as reader:
+        assert [mg.read_index(f.image) for f in reader] == list(range(frames))
+
+
+def test_vfr_phone_footage(tmp_path: Path) -> None:
+    times = mg.vfr_times(60, rate=30, seed=3)
+    src = mg.make_clip(tmp_path / "phone.mp4", fps=30, times=times, audio_rate=48000)
+    assert probe(src).video.is_vfr  # type: ignore[union-attr]
+    for fps_opt, fps in (("25", Fraction(25)), ("source", Fraction(30000, 1001)), ("30", Fraction(30))):
+        item = prep([src], tmp_path / fps_opt, FAST.model_copy(update={"fps": fps_opt})).items[0]
+        assert item.status == "done", item.reason
+        assert item.source_vfr and any("variable frame rate" in w for w in item.warnings)
+        duration = probe(src).video.duration  # type: ignore[union-attr]
+        n = round(Fraction(duration).limit_denominator(10**6) * fps)
+        _check_output(item.output, fps, n, (96, 64))
+        with VideoReader(item.output) as reader:
+            shown = [mg.read_index(f.image) for f in reader]
+        assert shown == _expected_indices(src, fps, n)
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_rotation_applied_and_cleared(tmp_path: Path, rotation: int) -> None:
+    src = mg.make_clip(tmp_path / f"rot{rotation}.mov", rotation=rotation, frames=10, size=(96, 64))
+    item = prep([src], tmp_path / "out", FAST).items[0]
+    assert item.status == "done", item.reason
+    _check_output(item.output, Fraction(25), 10, (96, 64))  # upright size, no tag
+    with VideoReader(item.output, apply_rotation=False) as reader:
+        images = [f.image for f in reader]
+    assert all(mg.has_marker_top_left(img) for img in images)
+    assert [mg.read_index(img) for img in images] == list(range(10))
+
+
+def test_scale_max_size_and_prores(tmp_path: Path) -> None:
+    src = mg.make_clip(tmp_path / "big.mp4", frames=5, size=(320, 180))
+    half = prep([src], tmp_path / "half", FAST, scale="0.5").items[0]
+    _check_output(half.output, Fraction(25), 5, (160, 90))
+    capped = prep([src], tmp_path / "cap", FAST.model_copy(update={"max_size": 100})).items[0]
+    _check_output(capped.output, Fraction(25), 5, (100, 56))
+    pr = prep([src], tmp_path / "pr", FAST.model_copy(update={"codec": "prores"})).items[0]
+    assert pr.output.suffix == ".mov"
+    assert probe(pr.output).video.pix_fmt == "yuv422p10le"  # type: ignore[union-attr]
+    assert output_size(1080, 1920, scale="-1x720") == (406, 720)  # 405 rounds up to even
+    assert output_size(1920, 1080, max_size=1280) == (1280, 720)
+    with pytest.raises(UsageError):
+        prep([src], tmp_path / "bad", FAST, scale="huge")
+
+
+def test_no_audio_fails_unless_allowed(tmp_path: Path) -> None:
+    src = mg.make_clip(tmp_path / "mute.mp4", frames=10, audio_rate=None)
+    item = prep([src], tmp_path / "a", FAST).items[0]
+    assert item.status == "failed" and "no audio stream" in (item.reason or "")
+    assert "--allow-no-audio" in (item.hint or "")
+    assert not (tmp_path / "a" / "mute.mp4").exists()
+    ok = prep([src], tmp_path / "b", FAST.model_copy(update={"allow_no_audio": True})).items[0]
+    assert ok.status == "done" and ok.wav is None
+    _check_output(ok.output, Fraction(25), 10, (96, 64), audio=False)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["mute.mp4", "mute.prep.json"]
+
+
+def test_batch_with_broken_files_tree_mirroring_and_idempotence(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    (raw / "day1").mkdir(parents=True)
+    (raw / "day2" / "cam").mkdir(parents=True)
+    mg.make_clip(raw / "day1" / "a.mp4", frames=10)
+    mg.make_clip(raw / "day2" / "cam" / "b.mkv", fps=Fraction(30000, 1001), frames=12, time_base=Fraction(1, 1000),
+                 audio_rate=48000)
+    mg.make_empty(raw / "day1" / "empty.mp4")
+    mg.make_garbage(raw / "day1" / "garbage.mov")
+    mg.make_truncated(raw / "day1" / "a.mp4", raw / "day2" / "cut.mp4", 0.5)
+    (raw / "notes.txt").write_text("not media, not picked up from a directory")
+    before = _tree(raw)
+    out = tmp_path / "out"
+
+    result = prep([raw], out, FAST, jobs=2)
+    status = {str(i.input.relative_to(raw)): i.status for i in result.items}
+    assert status == {"day1/a.mp4": "done", "day1/empty.mp4": "failed", "day1/garbage.mov": "failed",
+                      "day2/cam/b.mkv": "done", "day2/cut.mp4": "failed"}
+    assert not result.ok and result.counts()["failed"] == 3
+    for item in result.failed:
+        assert item.reason and str(item.input) in item.reason
+    assert "empty file" in next(i.reason for i in result.items if i.input.name == "empty.mp4")  # type: ignore[operator]
+    _check_output(out / "day2" / "cam" / "b.mp4", Fraction(25), 10, (96, 64))
+    made = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert made == ["day1/a.mp4", "day1/a.prep.json", "day1/a.wav",
+                    "day2/cam/b.mp4", "day2/cam/b.prep.json", "day2/cam/b.wav"]  # nothing partial, no temps
+    assert _tree(raw) == before  # inputs untouched
+
+    again = prep([raw], out, FAST)
+    assert {i.input.name: i.status for i in again.items if i.status != "failed"} == {"a.mp4": "skipped",
+                                                                                     "b.mkv": "skipped"}
+    assert next(i for i in again.items if i.input.name == "a.mp4").frames == 10
+    stamp = _tree(out)
+    assert prep([raw / "day1" / "a.mp4"], out / "day1", FAST, force=True).items[0].status == "done"
+    os.utime(raw / "day2" / "cam" / "b.mkv", ns=(1, 1))  # an edited input is redone
+    assert prep([raw / "day2/cam/b.mkv"], out / "day2" / "cam", FAST).items[0].status == "done"
+    changed = prep([raw / "day2/cam/b.mkv"], out / "day2" / "cam", FAST.model_copy(update={"crf": 30}))
+    assert changed.items[0].status == "done"  # other options: redone
+    assert set(_tree(out)) == set(stamp)
+
+
+def test_dry_run_writes_nothing_and_globs(tmp_path: Path) -> None:
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("s1.mov", "s2.mov", "s3.mp4"):
+        mg.make_clip(shots / name, frames=5)
+    result = prep([str(shots / "*.mov")], tmp_path / "out", FAST, dry_run=True)
+    assert [(i.input.name, i.status, i.output.name, i.frames) for i in result.items] == [
+        ("s1.mov", "planned", "s1.mp4", 5), ("s2.mov", "planned", "s2.mp4", 5)]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError):
+        prep([str(shots / "*.webm")], tmp_path / "out", FAST)
+
+
+def test_name_collisions_and_never_in_place(tmp_path: Path) -> None:
+    d = tmp_path / "clips"
+    d.mkdir()
+    mg.make_clip(d / "take.mov", frames=4)
+    mg.make_clip(d / "take.mp4", frames=6)
+    result = prep([d], tmp_path / "out", FAST)
+    assert sorted(i.output.name for i in result.items) == ["take_mov.mp4", "take_mp4.mp4"]
+    assert all(i.status == "done" for i in result.items)
+    # output directory == input directory: take.mp4 would be overwritten -> refused for that file
+    before = _tree(d)
+    inplace = prep([d / "take.mp4"], d, FAST)
+    assert inplace.items[0].status == "failed" and "overwrite an input" in (inplace.items[0].reason or "")
+    assert _tree(d) == before
+    # an output folder inside the input folder is not walked
+    nested = prep([d], d / "prepped", FAST)
+    assert len(nested.items) == 2 and all(i.status == "done" for i in nested.items)
+    assert len(prep([d], d / "prepped", FAST).items) == 2
+
+
+def test_interrupt_leaves_no_partial_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.media import writer as writer_mod
+
+    src = mg.make_clip(tmp_path / "long.mp4", frames=30)
+    out = tmp_path / "out"
+    real_write = writer_mod.VideoWriter.write
+
+    def write(self, frame):  # type: ignore[no-untyped-def]
+        if self.frames_written == 12:
+            raise KeyboardInterrupt
+        return real_write(self, frame)
+
+    monkeypatch.setattr(writer_mod.VideoWriter, "write", write)
+    with pytest.raises(KeyboardInterrupt):
+        prep([src], out, FAST)
+    assert [p for p in out.rglob("*")] == []
+
+
+def test_image_sequence_video_only(tmp_path: Path) -> None:
+    pattern = mg.make_image_sequence(tmp_path / "frames", frames=8)
+    item = prep([pattern], tmp_path / "out", FAST.model_copy(update={"allow_no_audio": True})).items[0]
+    assert item.status == "done", item.reason
+    assert item.output == tmp_path / "out" / "img.mp4"
+    _check_output(item.output, Fraction(25), 8, (96, 64), audio=False)
