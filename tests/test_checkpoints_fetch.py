@@ -1,9 +1,11 @@
-"""`models fetch` with the real huggingface_hub client against a fake hub on 127.0.0.1."""
+"""`models fetch` with the real huggingface_hub client against a fake hub on 127.0.0.1.
+
+The conftest socket guard lets only loopback connections through, so nothing here can reach the network.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,20 +16,6 @@ from lipsyncctl.checkpoints.fetch import fetch_model
 from lipsyncctl.checkpoints.registry import LocalState, load_registry
 from lipsyncctl.errors import CheckpointError, MissingModelError
 from tests.fakehub import serve
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sockets may only reach 127.0.0.1 / ::1: nothing in these tests can touch the real network."""
-    real_connect = socket.socket.connect
-
-    def guarded(self: socket.socket, address: object) -> object:
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in ("127.0.0.1", "::1", "localhost") and self.family in (socket.AF_INET, socket.AF_INET6):
-            raise OSError(f"network access blocked in tests: {address}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 @pytest.fixture()
