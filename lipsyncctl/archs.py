@@ -25,7 +25,7 @@ UNET_CONFIG_NAMES = (*OFFICIAL_UNET_CONFIGS, "tiny")
 
 def config_dirs() -> list[Path]:
     """Folders searched for ``unet/<name>.yaml`` and ``scheduler_config.json``, in order."""
-    dirs = [paths.models_dir() / "configs", paths.PACKAGE_DIR.parent / "models" / "configs"]
+    dirs = [paths.models_dir() / "configs", paths.SHIPPED_MODELS_DIR / "configs"]
     out: list[Path] = []
     for d in dirs:
         if d not in out:

@@ -14,6 +14,9 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PRESETS_DIR = PACKAGE_DIR / "presets"
 DATA_DIR = PACKAGE_DIR / "data"
+#: Architecture configs and the registry shipped with the package (a link to the top-level ``models/`` in a
+#: checkout; a copy of its ``configs/`` and ``registry.yaml`` in an installed wheel).
+SHIPPED_MODELS_DIR = DATA_DIR / "models"
 
 
 def home() -> Path:

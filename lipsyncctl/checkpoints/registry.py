@@ -147,7 +147,7 @@ def default_registry_path() -> Path:
     checkout = paths.checkout_models_dir()
     if checkout is not None:
         return checkout / REGISTRY_FILE
-    return paths.DATA_DIR / REGISTRY_FILE
+    return paths.SHIPPED_MODELS_DIR / REGISTRY_FILE
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
