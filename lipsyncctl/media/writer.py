@@ -138,6 +138,7 @@ class VideoWriter:
             stream = self._container.add_stream(self.spec.encoder, rate=self.fps, options=self._options)
             stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
             stream.codec_context.time_base = 1 / self.fps
+            stream.codec_context.thread_type = "AUTO"  # frame + slice threads where the encoder has them
             if self.spec.codec_tag:
                 stream.codec_tag = self.spec.codec_tag
             color = self.color
