@@ -24,7 +24,7 @@ Examples:
   lipsyncctl prep raw/ -o prepped/ --fps source                  # keep the rate, make it constant
   lipsyncctl prep raw/ -o prepped/ --fps 30000/1001 --codec h265 --crf 20 --jobs 2
   lipsyncctl prep 'frames/%04d.png' -o prepped/ --allow-no-audio # an image sequence (25 fps)
-  lipsyncctl --json prep raw/ -o prepped/ --dry-run              # the plan, for scripts
+  lipsyncctl prep raw/ -o prepped/ --dry-run --json              # the plan, for scripts
 
 \b
 INPUTS are files, directories (searched recursively for video files; hidden files skipped) and glob
@@ -65,7 +65,10 @@ def prep_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Redo clips whose outputs are up to date."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Probe and plan only; write nothing."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Clips processed at once."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (same as the global --json)."),
 ) -> None:
+    if json_out:
+        st.state().json = True
     flags = {
         "prep.fps": fps, "prep.codec": codec, "prep.crf": crf, "prep.encoder_preset": encoder_preset,
         "prep.pix_fmt": pix_fmt, "prep.audio_rate": audio_rate, "prep.audio_channels": audio_channels,
