@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.pipeline.clip import SyncResult
+    from lipsyncctl.timeline.job import TimelineJob, TimelineResult
 
 
 def sync(
@@ -57,3 +58,21 @@ def prep(inputs, out_dir, options=None, **kwargs):  # type: ignore[no-untyped-de
     from lipsyncctl.prep import prep as _prep
 
     return _prep(inputs, out_dir, options, **kwargs)
+
+
+def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineResult:
+    """Lip-sync every shot of an edit for each dub language (``lipsyncctl sync --timeline``).
+
+    Args:
+        job: :class:`~lipsyncctl.timeline.job.TimelineJob` (timeline file, output folder, dubs,
+            relinking, workers/shard/backend, dry run).
+        config: the resolved run configuration (its ``timeline`` section: handles, non-dialogue mode,
+            conform, min-sync); None = the built-in defaults.
+
+    Returns:
+        :class:`~lipsyncctl.timeline.job.TimelineResult`; failed shots do not raise (see ``.failed``).
+    """
+    from lipsyncctl.config import Config as _Config
+    from lipsyncctl.timeline.job import run_timeline
+
+    return run_timeline(job, config or _Config())

@@ -120,6 +120,25 @@ class OutputOptions(_Strict):
     audio_codec: Literal["aac", "pcm"] = "aac"
 
 
+class TimelineOptions(_Strict):
+    """The timeline (dubbing) job: ``lipsyncctl sync --timeline``."""
+
+    handles: int = Field(12, ge=0, le=1000, description="extra source frames rendered before and after each shot")
+    non_dialogue: Literal["render", "passthrough", "close"] = Field(
+        "render", description="stretches without speech: render them, keep the source pixels, or close the mouth"
+    )
+    vad_threshold: float = Field(0.5, ge=0.05, le=0.95, description="silero-vad speech probability threshold")
+    vad_min_silence_ms: int = Field(300, ge=0, le=10000, description="shorter pauses count as speech")
+    speech_pad_frames: int = Field(3, ge=0, le=100, description="frames around speech still lip-synced")
+    shot_container: Literal["auto", "mp4", "mov", "mkv"] = Field(
+        "auto", description="container of the rendered shots (auto: from output.codec)"
+    )
+    conform: bool = Field(False, description="also write the full-length conformed video per language")
+    min_sync: float | None = Field(
+        None, ge=0, le=20, description="fail a shot whose SyncNet confidence (LSE-C) is below this"
+    )
+
+
 class Config(_Strict):
     """A resolved run configuration (what ``--print-config`` shows and ``run.yaml`` stores)."""
 
@@ -131,6 +150,7 @@ class Config(_Strict):
     sync: SyncOptions = SyncOptions()
     prep: PrepOptions = PrepOptions()
     output: OutputOptions = OutputOptions()
+    timeline: TimelineOptions = TimelineOptions()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -95,4 +95,7 @@ def sync_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync", help=HELP)(sync_cmd)
+    from lipsyncctl.cli.timeline import HELP as TIMELINE_HELP
+    from lipsyncctl.cli.timeline import with_timeline_mode
+
+    app.command("sync", help=HELP + TIMELINE_HELP)(with_timeline_mode(sync_cmd))

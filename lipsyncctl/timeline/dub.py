@@ -1,0 +1,207 @@
+"""Dub audio per language: where it comes from, how a segment's piece is cut, and where the dialogue is.
+
+Sources (``--audio`` / ``--audio-track``):
+- ``--audio de.wav``: one file whose first sample plays at the timeline's first frame, moved by
+  ``--audio-offset`` (seconds, or a timeline timecode like ``01:00:05:00`` where the file starts);
+- ``--audio de=de.wav --audio fr=fr.wav``: one file per language (the label names the output folder);
+- ``--audio-track NAME`` (or ``de=NAME``): an audio track inside the timeline, mixed from its clips.
+
+A segment's audio is cut at its record range, sample accurate: frame ``f`` starts at sample
+``floor(f * rate / fps)`` (:func:`lipsyncctl.timeline.timebase.samples_at`); outside the dub it is silence.
+Speech detection uses silero-vad (its model ships in the wheel) on a 16 kHz mono copy.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.timeline import timebase as tb
+
+_LANG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+VAD_RATE = 16000
+
+
+@dataclass
+class DubTrack:
+    """One language's dialogue on the timeline.
+
+    Attributes:
+        samples: float32 ``(channels, n)`` at ``rate``.
+        start: timeline seconds (0 = the timeline's first frame) at which sample 0 plays.
+    """
+
+    language: str
+    samples: np.ndarray
+    rate: int
+    start: Fraction
+    source: str
+    speech: list[tuple[float, float]] = field(default_factory=list)  # timeline seconds
+
+    def cut(self, record_start: int, frames: int, fps: Fraction) -> np.ndarray:
+        """The samples of record frames ``record_start .. record_start + frames - 1`` (``(ch, n)``),
+        zero-padded where the dub has no sound."""
+        offset = math.floor(self.start * self.rate)
+        s0 = tb.samples_at(record_start, fps, self.rate) - offset
+        s1 = tb.samples_at(record_start + frames, fps, self.rate) - offset
+        out = np.zeros((self.samples.shape[0], s1 - s0), dtype=np.float32)
+        lo, hi = max(s0, 0), min(s1, self.samples.shape[1])
+        if hi > lo:
+            out[:, lo - s0 : hi - s0] = self.samples[:, lo:hi]
+        return out
+
+    def speech_frames(self, record_start: int, frames: int, fps: Fraction) -> list[tuple[int, int]]:
+        """Speech inside record frames ``[record_start, record_start + frames)`` as local ``[lo, hi)``
+        frame ranges (0 = ``record_start``)."""
+        out = []
+        for a, b in self.speech:
+            lo = max(math.floor(a * fps) - record_start, 0)
+            hi = min(math.ceil(b * fps) - record_start, frames)
+            if hi > lo:
+                out.append((lo, hi))
+        return out
+
+
+def parse_audio_specs(items: list[str]) -> list[tuple[str, Path]]:
+    """``["de=de.wav", "fr.wav"]`` -> ``[("de", de.wav), ("fr", fr.wav)]`` (an unlabelled file is named by
+    its stem). Raises UsageError on duplicate labels."""
+    out: list[tuple[str, Path]] = []
+    for item in items:
+        label, sep, rest = item.partition("=")
+        if sep and _LANG.match(label) and not Path(item).exists():
+            out.append((label, Path(rest)))
+        else:
+            out.append((Path(item).stem, Path(item)))
+    labels = [lang for lang, _ in out]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise UsageError(f"--audio: language {sorted(dup)[0]!r} given twice",
+                         hint="label each file: --audio de=de.wav --audio fr=fr.wav")
+    return out
+
+
+def parse_track_specs(items: list[str]) -> list[tuple[str, str]]:
+    """``["de=German", "Dub FR"]`` -> ``[("de", "German"), ("Dub_FR", "Dub FR")]``."""
+    out = []
+    for item in items:
+        label, sep, rest = item.partition("=")
+        if sep and _LANG.match(label):
+            out.append((label, rest))
+        else:
+            out.append((re.sub(r"[^A-Za-z0-9_-]+", "_", item) or "dub", item))
+    return out
+
+
+def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fraction:
+    """``--audio-offset``: seconds after the timeline's first frame (``"1.5"``, ``"-0.5"``), or the
+    timeline timecode at which the file starts (``"01:00:02:00"``)."""
+    if value is None or value == "":
+        return Fraction(0)
+    if ":" in value:
+        parts = value.replace(";", ":").split(":")
+        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+            raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF")
+        h, m, s, f = (int(p) for p in parts)
+        frames = ((h * 60 + m) * 60 + s) * math.ceil(fps) + f
+        return Fraction(frames - global_start) / fps
+    try:
+        return Fraction(value).limit_denominator(10**6)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF") from None
+
+
+def load_dub_file(language: str, path: Path, start: Fraction = Fraction(0)) -> DubTrack:
+    """Decode a dub file at its own rate and channels (PyAV)."""
+    from lipsyncctl.pipeline.frames import read_audio
+
+    if not path.is_file():
+        raise MediaError(f"--audio {language}: file not found: {path}", hint="check the path")
+    samples, rate = read_audio(path)
+    return DubTrack(language, samples, rate, start, str(path))
+
+
+def load_dub_track(language: str, timeline: Any, name: str, resolver: Any, fps: Fraction,
+                   rate: int = 48000) -> DubTrack:
+    """Mix the clips of the timeline's audio track(s) called ``name`` into one stereo dub at ``rate``.
+
+    Raises:
+        UsageError: no audio track of that name. MediaError: a clip's media is missing.
+    """
+    import opentimelineio as otio
+
+    from lipsyncctl.pipeline.frames import read_audio
+
+    tracks = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio and t.name == name]
+    if not tracks:
+        names = [t.name for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio]
+        raise UsageError(f"--audio-track {name!r}: no audio track of that name",
+                         hint=f"audio tracks in the timeline: {', '.join(map(repr, names)) or '(none)'}")
+    total = tb.samples_at(tb.to_frames(timeline.duration(), fps), fps, rate)
+    mix = np.zeros((2, total), dtype=np.float32)
+    cache: dict[Path, np.ndarray] = {}
+    for track in tracks:
+        for i, child in enumerate(track):
+            if not isinstance(child, otio.schema.Clip) or not child.enabled:
+                continue
+            ref = child.media_reference
+            path = resolver.resolve(getattr(ref, "target_url", "")) if ref is not None else None
+            if path is None:
+                raise MediaError(f"--audio-track {name!r}: clip {child.name!r} has missing media",
+                                 hint="relink it with --media-root or --relink")
+            if path not in cache:
+                cache[path] = read_audio(path, rate=rate, channels=2)[0]
+            audio = cache[path]
+            rng = track.range_of_child_at_index(i)
+            media_start = ref.available_range.start_time if ref.available_range is not None else None
+            src = tb.seconds(child.trimmed_range().start_time) - (tb.seconds(media_start) if media_start else 0)
+            s_src = math.floor(src * rate)
+            d0 = tb.samples_at(tb.to_frames(rng.start_time, fps), fps, rate)
+            d1 = tb.samples_at(tb.to_frames(rng.end_time_exclusive(), fps), fps, rate)
+            n = max(0, min(d1 - d0, audio.shape[1] - s_src, total - d0))
+            if n > 0 and s_src >= 0:
+                mix[:, d0 : d0 + n] += audio[:, s_src : s_src + n]
+    return DubTrack(language, mix, rate, Fraction(0), f"track:{name}")
+
+
+def to_vad_rate(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float32 at 16 kHz (linear interpolation: enough for speech detection)."""
+    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
+    if rate == VAD_RATE:
+        return mono.astype(np.float32)
+    n = int(mono.shape[0] * VAD_RATE // rate)
+    x = np.arange(n) * (rate / VAD_RATE)
+    return np.interp(x, np.arange(mono.shape[0]), mono).astype(np.float32)
+
+
+def detect_speech(dub: DubTrack, *, threshold: float = 0.5, min_silence_ms: int = 300,
+                  pad_ms: int = 60) -> list[tuple[float, float]]:
+    """Speech stretches of ``dub`` in timeline seconds (silero-vad); also stored on ``dub.speech``."""
+    import torch
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    try:
+        model = load_silero_vad(onnx=True)
+    except ImportError:  # onnxruntime missing: the TorchScript model ships too
+        model = load_silero_vad(onnx=False)
+    audio = torch.from_numpy(to_vad_rate(dub.samples, dub.rate))
+    stamps = get_speech_timestamps(audio, model, threshold=threshold, sampling_rate=VAD_RATE,
+                                   min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
+    start = float(dub.start)
+    dub.speech = [(start + s["start"] / VAD_RATE, start + s["end"] / VAD_RATE) for s in stamps]
+    return dub.speech
+
+
+def audio_digest(samples: np.ndarray, rate: int) -> str:
+    """sha256 of a cut (its float32 bytes and rate): part of a segment's content key."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
+    h.update(str(rate).encode())
+    return h.hexdigest()

@@ -1,0 +1,138 @@
+"""Step 5 of the timeline job, per language: shot table, relinked timeline(s), conform, QC report.
+
+Outputs are written only when every shot of the language is settled (rendered, reused, failed, or
+left alone for a reason), so shards of an array job never write a half-finished timeline: the shard
+that settles the last shot writes them (and a plain rerun, which renders nothing new, does too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl import progress
+from lipsyncctl.timeline import qc
+from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
+from lipsyncctl.timeline.report import write_html, write_json
+
+if TYPE_CHECKING:
+    from lipsyncctl.config import Config
+    from lipsyncctl.timeline.dub import DubTrack
+    from lipsyncctl.timeline.job import ShotState, TimelineJob
+    from lipsyncctl.timeline.segments import TimelinePlan
+
+
+def shot_row(s: ShotState, plan: TimelinePlan) -> dict[str, Any]:
+    """One shot of the report / ``--json`` result."""
+    seg, oc = s.segment, s.outcome or {}
+    status = oc.get("status", "pending")
+    rec = plan.global_start + seg.record_start
+    frames = oc.get("frames") or seg.render_frames
+    faces = oc.get("faces_found")
+    return {
+        "id": seg.id, "name": seg.name, "status": status, "reused": s.reused, "rendered": s.rendered,
+        "key": s.key, "output": oc.get("output"),
+        "record_in": tb.timecode(rec, plan.fps), "record_out": tb.timecode(rec + seg.record_frames, plan.fps),
+        "record_start": seg.record_start, "frames": seg.record_frames, "rendered_frames": seg.render_frames,
+        "source_start": seg.source_start, "handles": [seg.handle_in, seg.handle_out],
+        "face_coverage": None if faces is None or status != "done" else round(faces / max(frames, 1), 4),
+        "no_face_frames": oc.get("no_face_frames") if status == "done" else None,
+        "speech_coverage": round(s.speech_coverage, 4),
+        "sync_before": None, "sync_after": None,
+        "warnings": list(seg.warnings) + list(oc.get("warnings") or []), "error": oc.get("error"),
+        "to_render": s.task is not None and not s.rendered,
+    }
+
+
+def finish_language(job: TimelineJob, config: Config, timeline: Any, plan: TimelinePlan, dub: DubTrack,
+                    shots: list[ShotState], mine: list[ShotState], warnings: list[str]) -> dict[str, Any]:
+    rows = [shot_row(s, plan) for s in shots]
+    counts = {
+        "shots": len(rows),
+        "rendered": sum(1 for s in shots if s.rendered and s.outcome and s.outcome["status"] == "done"),
+        "reused": sum(1 for s in shots if s.reused),
+        "failed": sum(1 for r in rows if r["status"] == "failed"),
+        "no_face": sum(1 for r in rows if r["status"] == "no_face"),
+        "no_dialogue": sum(1 for r in rows if r["status"] == "no_dialogue"),
+        "pending": sum(1 for r in rows if r["status"] == "pending"),
+        "to_render": sum(1 for s in mine if s.language == dub.language and s.task is not None),
+    }
+    counts["done"] = sum(1 for r in rows if r["status"] == "done")
+    counts["skipped"] = len(plan.skipped)
+    result: dict[str, Any] = {"dub": dub.source, "counts": counts, "shots": rows, "timelines": [],
+                              "report": None, "report_html": None, "conform": None}
+    if job.dry_run or counts["pending"]:
+        return result
+    folder = job.output / dub.language
+    lang_warnings: list[str] = []
+    outcomes = {s.segment.id: {**(s.outcome or {}), "key": s.key} for s in shots}
+    # timelines
+    relinked, w = relinked_timeline(timeline, plan, outcomes, dub.language)
+    lang_warnings += w
+    written, w = write_timelines(relinked, job.timeline, folder)
+    lang_warnings += w
+    result["timelines"] = [str(p) for p in written]
+    # conform
+    if config.timeline.conform:
+        ext = Path(rows[0]["output"]).suffix if rows and rows[0]["output"] else ".mp4"
+        out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config)
+        result["conform"] = str(out)
+    # QC: thumbnails, sync scores, min-sync
+    thumbs, scored = _qc(shots, rows, dub, plan, config, lang_warnings)
+    min_sync = config.timeline.min_sync
+    if min_sync is not None:
+        if not scored:
+            lang_warnings.append(f"timeline.min_sync={min_sync} not checked: the evaluation SyncNet is not installed")
+        for r in rows:
+            if r["status"] == "done" and r["sync_after"] is not None and r["sync_after"] < min_sync:
+                r["status"] = "under_min_sync"
+                r["warnings"].append(f"sync confidence {r['sync_after']:.2f} is under --min-sync {min_sync}")
+    counts["under_min_sync"] = sum(1 for r in rows if r["status"] == "under_min_sync")
+    report = {
+        "language": dub.language, "timeline": str(job.timeline), "timeline_name": plan.name, "dub": dub.source,
+        "fps": tb.fraction_str(plan.fps), "start": tb.timecode(plan.global_start, plan.fps),
+        "summary": {k: counts.get(k, 0) for k in ("shots", "done", "rendered", "reused", "failed", "no_face",
+                                                  "no_dialogue", "pending", "skipped", "under_min_sync")},
+        "ok": counts["failed"] == 0 and counts["under_min_sync"] == 0,
+        "sync_scores": scored, "min_sync": min_sync, "shots": rows,
+        "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
+        "timelines": result["timelines"], "conform": result["conform"],
+    }
+    result["report"] = str(write_json(report, folder / "report.json"))
+    result["report_html"] = str(write_html(report, thumbs, folder / "report.html"))
+    result["warnings"] = lang_warnings
+    return result
+
+
+def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan: TimelinePlan, config: Config,
+        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], bool]:
+    """Thumbnails of every shot and, with the evaluation SyncNet installed, sync confidence before/after."""
+    syncnet = qc.load_eval_syncnet()
+    detector = None
+    if syncnet is not None:
+        from lipsyncctl.faces.detect import create_detector
+
+        detector = create_detector(config.faces.backend)
+    thumbs: dict[str, tuple[str, str]] = {}
+    for s, row in progress.track(list(zip(shots, rows, strict=True)), "QC"):
+        seg = s.segment
+        mid = seg.source_frames // 2
+        before = qc.read_frames(seg.media, seg.source_start + mid, 1)[0]
+        after_uri = ""
+        if row["status"] == "done" and row["output"]:
+            after = qc.read_frames(Path(row["output"]), seg.handle_in + mid, 1)[0]
+            after_uri = qc.thumbnail_uri(after)
+        thumbs[seg.id] = (qc.thumbnail_uri(before), after_uri)
+        if syncnet is not None and row["status"] == "done" and row["output"]:
+            from lipsyncctl.timeline.dub import to_vad_rate
+
+            cut = dub.cut(seg.record_start, seg.record_frames, plan.fps)
+            audio16 = to_vad_rate(cut, dub.rate)
+            src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
+            out = qc.read_frames(Path(row["output"]), seg.handle_in, seg.source_frames)
+            row["sync_before"] = qc.sync_confidence(syncnet, src, audio16, seg.media_fps, detector)
+            row["sync_after"] = qc.sync_confidence(syncnet, out, audio16, seg.media_fps, detector)
+            if row["sync_after"] is None:
+                warnings.append(f"{seg.id}: sync confidence not measured (too short or no face)")
+    return thumbs, syncnet is not None

@@ -1,0 +1,319 @@
+"""The dubbing job: an edit + dub audio per language -> lip-synced shots, relinked timelines, QC reports.
+
+1. Read the edit and plan its segments (:mod:`~lipsyncctl.timeline.segments`).
+2. Load each language's dub and find its speech (:mod:`~lipsyncctl.timeline.dub`).
+3. Per language and segment: cut the audio (sample accurate, with the handles), resolve the shot's
+   configuration and compute its content key; finished keys are reused (:mod:`~lipsyncctl.timeline.store`).
+4. Keep this shard's part, render it (:mod:`~lipsyncctl.timeline.workers`), record each finished key.
+5. When every shot of a language is settled: the relinked timeline(s), the conformed video if asked,
+   and the QC report (JSON + HTML) (:mod:`~lipsyncctl.timeline.outputs`, :mod:`~lipsyncctl.timeline.report`).
+
+Output layout under ``OUT``::
+
+    OUT/<lang>/shots/<NNN>_<clip>.<ext>     rendered shots (with handles)
+    OUT/<lang>/<edit>.otio (+ <edit>.edl ...) relinked timeline(s)
+    OUT/<lang>/report.json, report.html      QC
+    OUT/<lang>/<edit>.conform.<ext>          full-length picture with the dub (timeline.conform)
+    OUT/.lipsyncctl/jobs/<key>.json          the resumable job store
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsyncctl.config import Config
+from lipsyncctl.errors import UsageError
+from lipsyncctl.timeline import dub as dubs
+from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.render import RenderTask
+from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
+from lipsyncctl.timeline.source import MediaResolver, read_timeline
+from lipsyncctl.timeline.store import JobStore, config_for_key, content_key, file_fingerprint
+
+KEY_VERSION = "timeline-1"
+_EXT = {"h264": "mp4", "h265": "mp4", "prores_hq": "mov", "prores_4444": "mov", "dnxhr_hq": "mov", "ffv1": "mkv"}
+SETTLED = ("done", "no_face", "no_dialogue", "failed")
+
+
+@dataclass
+class TimelineJob:
+    """What to do (the CLI fills it from its flags; see ``lipsyncctl sync --help``)."""
+
+    timeline: Path
+    output: Path
+    audio: list[tuple[str, Path]] = field(default_factory=list)
+    audio_tracks: list[tuple[str, str]] = field(default_factory=list)
+    audio_offset: str | None = None
+    media_root: Path | None = None
+    relink: dict[str, str] = field(default_factory=dict)
+    edl_rate: float | None = None
+    jobs: int = 1
+    gpus: list[str] = field(default_factory=list)
+    shard: tuple[int, int] = (0, 1)
+    backend: str = "local"
+    dry_run: bool = False
+
+
+@dataclass
+class ShotState:
+    """One (segment, language): its task (if it needs rendering) and outcome (once settled)."""
+
+    segment: Segment
+    language: str
+    fps: Fraction                 # the timeline's rate
+    key: str
+    output: Path
+    speech: list[tuple[int, int]]
+    speech_coverage: float
+    task: RenderTask | None = None
+    outcome: dict[str, Any] | None = None
+    reused: bool = False
+    rendered: bool = False
+
+
+@dataclass
+class TimelineResult:
+    """What the job did (``--json`` prints :meth:`to_dict`)."""
+
+    plan: TimelinePlan
+    languages: dict[str, dict[str, Any]]
+    shard: tuple[int, int]
+    dry_run: bool
+    warnings: list[str]
+
+    @property
+    def failed(self) -> list[str]:
+        """``lang/shot`` of every failed shot (or under ``timeline.min_sync``)."""
+        return [f"{lang}/{s['id']}" for lang, d in self.languages.items() for s in d["shots"]
+                if s["status"] in ("failed", "under_min_sync")]
+
+    def counts(self) -> dict[str, int]:
+        keys = ("rendered", "reused", "failed", "no_face", "no_dialogue", "pending", "to_render")
+        return {k: sum(d["counts"].get(k, 0) for d in self.languages.values()) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_dict(), "dry_run": self.dry_run,
+                "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(),
+                "failed": self.failed, "languages": self.languages, "warnings": list(self.warnings)}
+
+
+def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
+    """Run (or with ``job.dry_run`` only plan) the dubbing job. See the module docstring.
+
+    Raises:
+        UsageError: no dub audio given; MediaError: unreadable timeline or dub; MissingToolError: no
+        adapter for the timeline's format. Failed shots do not raise: see :attr:`TimelineResult.failed`.
+    """
+    # 1. Read and plan.
+    timeline = read_timeline(job.timeline, rate=job.edl_rate)
+    resolver = MediaResolver(job.timeline.resolve().parent, job.media_root, job.relink)
+    plan = plan_timeline(timeline, resolver, handles=config.timeline.handles)
+    warnings = list(plan.warnings)
+    # 2. Dubs and speech.
+    dub_tracks = _load_dubs(job, timeline, resolver, plan)
+    for d in dub_tracks:
+        dubs.detect_speech(d, threshold=config.timeline.vad_threshold,
+                           min_silence_ms=config.timeline.vad_min_silence_ms)
+    # 3. Shots, keys, reuse.
+    store = JobStore(job.output / ".lipsyncctl" / "jobs")
+    models_fp = _model_fingerprints(config)
+    shots: list[ShotState] = []
+    for d in dub_tracks:
+        for seg in plan.segments:
+            shots.append(_shot(seg, d, plan.fps, config, job, models_fp, store))
+    # 4. This shard's part; render it.
+    i, n = job.shard
+    renderable = [s for s in shots if s.task is not None or s.reused]
+    mine = [s for k, s in enumerate(renderable) if k % n == i and s.task is not None]
+    if not job.dry_run:
+        by_key = {id(s.task): s for s in mine}
+
+        def on_done(task: RenderTask, outcome: dict[str, Any]) -> None:
+            shot = by_key[id(task)]
+            shot.outcome, shot.rendered = outcome, True
+            if outcome["status"] in ("done", "no_face"):
+                store.put(task.key, outcome)
+
+        tasks = [s.task for s in mine if s.task is not None]
+        for t in tasks:
+            _write_task_audio(t, dub_tracks, shots)
+        from lipsyncctl.timeline.workers import run_tasks
+
+        run_tasks(tasks, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend)
+    # 5. Outputs per language.
+    languages = {}
+    for d in dub_tracks:
+        lang_shots = [s for s in shots if s.language == d.language]
+        languages[d.language] = _finish_language(job, config, timeline, plan, d, lang_shots, mine, warnings)
+    return TimelineResult(plan, languages, job.shard, job.dry_run, warnings)
+
+
+def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: TimelinePlan) -> list[dubs.DubTrack]:
+    if not job.audio and not job.audio_tracks:
+        raise UsageError("--timeline needs dub audio: --audio FILE, --audio LANG=FILE or --audio-track NAME")
+    start = dubs.parse_offset(job.audio_offset, plan.fps, plan.global_start)
+    out = [dubs.load_dub_file(lang, path, start) for lang, path in job.audio]
+    out += [dubs.load_dub_track(lang, timeline, name, resolver, plan.fps) for lang, name in job.audio_tracks]
+    langs = [d.language for d in out]
+    if len(set(langs)) != len(langs):
+        raise UsageError(f"two dubs are labelled the same: {langs}", hint="label them: --audio de=... --audio fr=...")
+    return out
+
+
+def _model_fingerprints(config: Config) -> dict[str, str]:
+    from lipsyncctl.pipeline.models import resolve_files
+
+    files = resolve_files(config.model)
+    return {"unet": file_fingerprint(files.unet), "unet_config": files.unet_config,
+            "whisper": file_fingerprint(files.whisper), "vae": file_fingerprint(files.vae)}
+
+
+def _audio_window(seg: Segment, fps: Fraction, rate: int) -> tuple[Fraction, int]:
+    """(timeline seconds of the first rendered frame, samples of the render at ``rate``)."""
+    t0 = Fraction(seg.record_start) / fps - Fraction(seg.handle_in) / seg.media_fps
+    import math
+
+    s0 = math.floor(t0 * rate)
+    s1 = math.floor((t0 + Fraction(seg.render_frames) / seg.media_fps) * rate)
+    return t0, s1 - s0
+
+
+def _cut(d: dubs.DubTrack, seg: Segment, fps: Fraction) -> np.ndarray:
+    import math
+
+    t0, n = _audio_window(seg, fps, d.rate)
+    s0 = math.floor(t0 * d.rate) - math.floor(d.start * d.rate)
+    out = np.zeros((d.samples.shape[0], n), dtype=np.float32)
+    lo, hi = max(s0, 0), min(s0 + n, d.samples.shape[1])
+    if hi > lo:
+        out[:, lo - s0 : hi - s0] = d.samples[:, lo:hi]
+    return out
+
+
+def _speech_local(d: dubs.DubTrack, seg: Segment, fps: Fraction, pad: int) -> tuple[list[tuple[int, int]], float]:
+    """Speech as render-local frame ranges (padded) and the share of the visible frames with speech."""
+    import math
+
+    t0, _ = _audio_window(seg, fps, d.rate)
+    ranges: list[tuple[int, int]] = []
+    for a, b in d.speech:
+        lo = max(math.floor((Fraction(a).limit_denominator(10**6) - t0) * seg.media_fps) - pad, 0)
+        hi = min(math.ceil((Fraction(b).limit_denominator(10**6) - t0) * seg.media_fps) + pad, seg.render_frames)
+        if hi > lo:
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))
+            else:
+                ranges.append((lo, hi))
+    vis_lo, vis_hi = seg.handle_in, seg.handle_in + seg.source_frames
+    covered = sum(max(0, min(hi, vis_hi) - max(lo, vis_lo)) for lo, hi in ranges)
+    return ranges, covered / max(seg.source_frames, 1)
+
+
+def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: TimelineJob,
+          models_fp: dict[str, str], store: JobStore) -> ShotState:
+    from lipsyncctl import config as cfg
+
+    tl = config.timeline
+    sets = seg.options.config_sets()
+    if seg.options.length_policy is None:
+        sets.append("sync.length_policy=silence")  # the cut is exactly as long as the picture
+    seg_config = cfg.resolve(config.to_dict(), sets)
+    speech, coverage = _speech_local(d, seg, fps, tl.speech_pad_frames)
+    mode = tl.non_dialogue
+    cut = _cut(d, seg, fps)
+    ext = tl.shot_container if tl.shot_container != "auto" else _EXT[seg_config.output.codec]
+    output = job.output / d.language / "shots" / f"{seg.id}.{ext}"
+    keep = _complement(speech, seg.render_frames) if mode == "passthrough" else []
+    key = content_key({
+        "v": KEY_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,
+        "frames": seg.render_frames, "fps": tb.fraction_str(seg.media_fps),
+        "audio": dubs.audio_digest(cut, d.rate), "config": config_for_key(seg_config.to_dict()),
+        "face": [seg.options.face_id, seg.options.face_at], "mode": mode,
+        "speech": speech if mode != "render" else None, "models": models_fp, "ext": ext,
+    })
+    shot = ShotState(seg, d.language, fps, key, output, speech, coverage)
+    if mode == "passthrough" and not speech:
+        shot.outcome = {"status": "no_dialogue", "output": None, "key": key, "frames": seg.render_frames,
+                        "warnings": [], "error": None}
+        return shot
+    record = store.get(key)
+    if record is not None:
+        if record.get("output") and Path(record["output"]) != output and not job.dry_run:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(record["output"], output)
+            record = {**record, "output": str(output)}
+        shot.outcome, shot.reused = record, True
+        return shot
+    shot.task = RenderTask(
+        key=key, language=d.language, segment_id=seg.id, video=str(seg.media), fps=tb.fraction_str(seg.media_fps),
+        first=seg.render_start, frames=seg.render_frames,
+        audio=str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.wav"),
+        output=str(output), config=seg_config.to_dict(),
+        model_audio=(str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.model.wav")
+                     if mode == "close" else None),
+        keep_source=keep, face_id=seg.options.face_id, face_at=seg.options.face_at,
+    )
+    return shot
+
+
+def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for lo, hi in ranges:
+        if lo > pos:
+            out.append((pos, lo))
+        pos = max(pos, hi)
+    if pos < total:
+        out.append((pos, total))
+    return out
+
+
+def _write_task_audio(task: RenderTask, dub_tracks: list[dubs.DubTrack], shots: list[ShotState]) -> None:
+    """Write the WAV(s) of ``task``: the dub cut, and for ``close`` mode the cut silenced outside speech."""
+    shot = next(s for s in shots if s.task is task)
+    d = next(x for x in dub_tracks if x.language == task.language)
+    cut = _cut(d, shot.segment, shot.fps)
+    write_wav(Path(task.audio), cut, d.rate)
+    if task.model_audio:
+        gated = np.zeros_like(cut)
+        for lo, hi in shot.speech:
+            s0 = int(lo * d.rate / shot.segment.media_fps)
+            s1 = int(hi * d.rate / shot.segment.media_fps)
+            gated[:, s0:s1] = cut[:, s0:s1]
+        write_wav(Path(task.model_audio), gated, d.rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """Float32 WAV of ``samples`` ``(ch, n)`` (PyAV), written atomically."""
+    import av
+
+    from lipsyncctl.media.atomic import atomic_output
+
+    ch = samples.shape[0]
+    layout = "mono" if ch == 1 else "stereo" if ch == 2 else f"{ch}c"
+    with atomic_output(path) as tmp:
+        with av.open(str(tmp), "w", format="wav") as c:
+            s = c.add_stream("pcm_f32le", rate=rate, layout=layout)
+            for i in range(0, max(samples.shape[1], 1), 4096):
+                part = np.ascontiguousarray(samples[:, i : i + 4096].T.reshape(1, -1), dtype=np.float32)
+                if part.size == 0:
+                    break
+                frame = av.AudioFrame.from_ndarray(part, format="flt", layout=layout)
+                frame.sample_rate, frame.pts = rate, i
+                for p in s.encode(frame):
+                    c.mux(p)
+            for p in s.encode(None):
+                c.mux(p)
+    return path
+
+
+def _finish_language(job: TimelineJob, config: Config, timeline: Any, plan: TimelinePlan, d: dubs.DubTrack,
+                     shots: list[ShotState], mine: list[ShotState], warnings: list[str]) -> dict[str, Any]:
+    from lipsyncctl.timeline.finish import finish_language
+
+    return finish_language(job, config, timeline, plan, d, shots, mine, warnings)

@@ -1,0 +1,157 @@
+"""Per-language outputs: the relinked timeline(s) and the optional conformed full-length video.
+
+The input timeline is never modified: a deep copy is relinked. Each lip-synced clip gets two media
+references (OTIO 0.18 multi-reference): ``lipsync_<lang>`` (active) pointing at the rendered shot,
+and ``DEFAULT_MEDIA``, the original. The clip's ``source_range`` is unchanged; the rendered file's
+``available_range`` is placed in the original media's timecode (its frame 0 is the first handle
+frame), so both references share the clip's source times and the record times stay the same.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsyncctl import progress
+from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.segments import Segment, TimelinePlan
+from lipsyncctl.timeline.source import adapter_for
+
+DEFAULT_KEY = "DEFAULT_MEDIA"
+
+
+def child_at(timeline: Any, path: tuple[int, ...]) -> Any:
+    """The item at ``path`` (child indices from ``timeline.tracks``)."""
+    node = timeline.tracks
+    for i in path:
+        node = node[i]
+    return node
+
+
+def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, dict[str, Any]],
+                      language: str) -> tuple[Any, list[str]]:
+    """A copy of ``timeline`` whose finished shots point at their renders. Returns ``(timeline, warnings)``.
+
+    ``outcomes`` maps segment id -> outcome dict (``status``, ``output``).
+    """
+    import opentimelineio as otio
+
+    out = timeline.deepcopy()
+    out.name = f"{timeline.name or 'timeline'} [lipsync {language}]"
+    warnings = []
+    for seg in plan.segments:
+        oc = outcomes.get(seg.id)
+        clip = child_at(out, seg.clip_path)
+        clip.metadata["lipsyncctl"] = {"language": language, "status": oc["status"] if oc else "pending",
+                                       "key": oc.get("key") if oc else None}
+        if not oc or oc["status"] != "done" or not oc.get("output"):
+            continue
+        if not seg.whole_clip:
+            warnings.append(f"{seg.id}: only part of the clip is visible; the timeline keeps the original media "
+                            f"(the render is {oc['output']})")
+            continue
+        original = clip.media_reference
+        rendered = otio.schema.ExternalReference(
+            target_url=Path(oc["output"]).resolve().as_uri(),
+            available_range=tb.time_range(seg.media_start + seg.render_start, seg.render_frames, seg.media_fps),
+            metadata={"lipsyncctl": {"language": language, "handles": [seg.handle_in, seg.handle_out],
+                                     "source": seg.media_url}},
+        )
+        key = f"lipsync_{language}"
+        clip.set_media_references({DEFAULT_KEY: original.deepcopy(), key: rendered}, key)
+    return out, warnings
+
+
+def write_timelines(timeline: Any, source_path: Path, folder: Path) -> tuple[list[Path], list[str]]:
+    """Write ``timeline`` as ``.otio`` and, where an adapter can, in the input's format."""
+    import opentimelineio as otio
+
+    from lipsyncctl.media.atomic import atomic_output
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written, warnings = [], []
+    targets = [(folder / f"{source_path.stem}.otio", "otio_json")]
+    adapter = adapter_for(source_path)
+    if source_path.suffix.lower() != ".otio" and adapter is not None:
+        targets.append((folder / f"{source_path.stem}{source_path.suffix}", adapter))
+    for path, name in targets:
+        try:
+            with atomic_output(path, inputs=[source_path]) as tmp:
+                otio.adapters.write_to_file(timeline, str(tmp), adapter_name=name)
+            written.append(path)
+        except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist
+            if name == "otio_json":
+                raise
+            warnings.append(f"could not write {path.name} with the {name} adapter ({type(exc).__name__}: {exc});"
+                            " use the .otio")
+    return written, warnings
+
+
+def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, output: Path,
+            config: Any) -> Path:
+    """Write the full-length picture of the edit with the dub: lip-synced shots where finished, the
+    original media elsewhere, black in gaps and where media is missing. Transitions are cut at the
+    edit point. Frame size = the first shot's media (others are resized to it)."""
+    import cv2
+
+    from lipsyncctl.media.atomic import atomic_output
+    from lipsyncctl.pipeline.frames import FrameReader, VideoSpec, VideoWriter, mux
+
+    size = plan.segments[0].media_size if plan.segments else (640, 360)
+    spec = VideoSpec(width=size[0], height=size[1], fps=plan.fps, codec=config.output.codec,
+                     crf=config.output.crf, preset=config.output.encoder_preset, pix_fmt=config.output.pix_fmt)
+    black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    video_only = output.with_name(f".{output.stem}.video{output.suffix}")
+    writer = VideoWriter(video_only, spec)
+    try:
+        t = 0
+        with progress.Task("conform", total=plan.duration) as bar:
+            for seg in plan.segments:
+                while t < seg.record_start:
+                    writer.write(black)
+                    t += 1
+                    bar.advance()
+                for rgb in _segment_frames(seg, outcomes.get(seg.id), plan.fps, FrameReader):
+                    if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
+                        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+                    writer.write(rgb)
+                    t += 1
+                    bar.advance()
+            while t < plan.duration:
+                writer.write(black)
+                t += 1
+                bar.advance()
+    finally:
+        writer.close()
+    try:
+        audio = dub.cut(0, plan.duration, plan.fps)
+        with atomic_output(output) as tmp:
+            mux(video_only, audio, dub.rate, tmp, config.output.audio_codec)
+    finally:
+        video_only.unlink(missing_ok=True)
+    return output
+
+
+def _segment_frames(seg: Segment, outcome: dict[str, Any] | None, fps: Fraction, reader_cls: Any):  # type: ignore[no-untyped-def]
+    """The ``record_frames`` RGB frames of ``seg`` at the timeline rate (render if finished, else source)."""
+    from lipsyncctl.media.probe import probe
+
+    if outcome and outcome.get("status") == "done" and outcome.get("output"):
+        path, first = Path(outcome["output"]), seg.handle_in
+    else:
+        path, first = seg.media, seg.source_start
+    info = probe(path).video
+    ratio = Fraction(seg.media_fps) / fps
+    wanted = [first + min(math.floor(k * ratio), seg.source_frames - 1) for k in range(seg.record_frames)]
+    with reader_cls(path, info.fps, info.start_time) as reader:
+        stream = reader.iter_range(wanted[0], wanted[-1] + 1)  # streamed: one frame held at a time
+        cur_idx, cur = next(stream)
+        for idx in wanted:
+            while cur_idx < idx:
+                cur_idx, cur = next(stream)
+            yield cur

@@ -1,0 +1,128 @@
+"""Render one segment: the only place the timeline job calls the clip pipeline.
+
+A :class:`RenderTask` is plain data (picklable, JSON-able) so it can run in this process, in a local
+worker process, or on a Ray worker. :func:`render_segment` runs it and returns an outcome dict; it never
+raises for a shot that fails (the job goes on with the others and reports it), except on Ctrl-C.
+
+Non-dialogue handling (``timeline.non_dialogue``):
+- ``render``: the whole shot is rendered with its dub;
+- ``close``: the model hears silence outside speech (a closed mouth), the file carries the real dub;
+- ``passthrough``: frames outside speech keep the source pixels (rendered losslessly, then spliced).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl.errors import LipsyncError, NoFaceError
+
+
+@dataclass
+class RenderTask:
+    """Everything one segment's render needs. Frames are indices into ``video`` at ``fps``."""
+
+    key: str
+    language: str
+    segment_id: str
+    video: str
+    fps: str                      # "24000/1001"
+    first: int                    # first rendered source frame (head handle included)
+    frames: int                   # rendered frames (handles included)
+    audio: str                    # WAV of the dub cut, exactly ``frames`` long
+    output: str
+    config: dict[str, Any]        # resolved configuration (Config.to_dict())
+    model_audio: str | None = None            # what the model hears, if not ``audio`` (close mode)
+    keep_source: list[tuple[int, int]] = field(default_factory=list)  # local [lo, hi) kept as source
+    face_id: int | None = None
+    face_at: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def render_segment(task: RenderTask, models: Any = None, device: str | None = None) -> dict[str, Any]:
+    """Render ``task``; returns ``{"status": "done"|"no_face"|"failed", "output", "frames",
+    "faces_found", "no_face_frames", "seconds", "warnings", "error"}``.
+
+    Args:
+        models: a loaded :class:`~lipsyncctl.pipeline.models.ModelBundle` to reuse (None = load).
+        device: run on this device (``cuda:1``) whatever the task's configuration says.
+    """
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.clip import sync_clip
+
+    t0 = time.perf_counter()
+    conf = dict(task.config)
+    if device is not None:
+        conf = {**conf, "inference": {**conf["inference"], "device": device}}
+    config = cfg.validate(conf, source=f"segment {task.segment_id}")
+    fps = Fraction(task.fps)
+    start, end = float(task.first / fps), float((task.first + task.frames) / fps)
+    output = Path(task.output)
+    base = {"key": task.key, "language": task.language, "segment": task.segment_id, "output": None,
+            "frames": task.frames, "faces_found": 0, "no_face_frames": task.frames, "warnings": []}
+    needs_post = bool(task.keep_source) or task.model_audio is not None
+    try:
+        if not needs_post:
+            res = sync_clip(Path(task.video), Path(task.audio), output, config, start=start, end=end,
+                            face_id=task.face_id, face_at=task.face_at, models=models)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
+                raw = Path(tmp) / "render.mkv"
+                raw_config = cfg.resolve(config.to_dict(), ["output.codec=ffv1", "output.matte=false"])
+                res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,
+                                start=start, end=end, face_id=task.face_id, face_at=task.face_at,
+                                models=models)
+                _finish(task, raw, output, config)
+    except NoFaceError as exc:
+        return {**base, "status": "no_face", "error": str(exc), "seconds": time.perf_counter() - t0}
+    except LipsyncError as exc:
+        return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - t0}
+    if res.frames != task.frames:
+        return {**base, "status": "failed", "seconds": time.perf_counter() - t0,
+                "error": f"rendered {res.frames} frames, expected {task.frames}"}
+    return {**base, "status": "done", "output": str(output), "faces_found": res.faces_found,
+            "no_face_frames": res.no_face_frames, "warnings": list(res.warnings), "error": None,
+            "seconds": time.perf_counter() - t0}
+
+
+def _finish(task: RenderTask, raw: Path, output: Path, config: Any) -> None:
+    """Splice source frames into the lossless render where asked, encode with the run's codec, and mux
+    the real dub."""
+    import av
+
+    from lipsyncctl.media.atomic import atomic_output
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.pipeline.frames import FrameReader, VideoSpec, VideoWriter, mux, read_audio
+
+    vinfo = probe(Path(task.video)).video
+    fps = Fraction(task.fps)
+    keep = [False] * task.frames
+    for lo, hi in task.keep_source:
+        for i in range(max(lo, 0), min(hi, task.frames)):
+            keep[i] = True
+    spec = VideoSpec(width=vinfo.width, height=vinfo.height, fps=fps, codec=config.output.codec,
+                     crf=config.output.crf, preset=config.output.encoder_preset, pix_fmt=config.output.pix_fmt,
+                     source_pix_fmt=vinfo.pix_fmt, color=vinfo.color)
+    video_only = raw.with_name(f"video{output.suffix}")
+    writer = VideoWriter(video_only, spec)
+    try:
+        with av.open(str(raw)) as rendered, FrameReader(Path(task.video), vinfo.fps, vinfo.start_time) as src:
+            source = src.iter_range(task.first, task.first + task.frames)
+            for i, frame in enumerate(rendered.decode(video=0)):
+                if i >= task.frames:
+                    break
+                _, src_rgb = next(source)
+                writer.write(src_rgb if keep[i] else frame.to_ndarray(format="rgb24"))
+    finally:
+        writer.close()
+    audio, rate = read_audio(Path(task.audio))
+    with atomic_output(output, inputs=[task.video, task.audio]) as tmp_out:
+        mux(video_only, audio, rate, tmp_out, config.output.audio_codec)

@@ -1,0 +1,333 @@
+"""Planning: which frames of which media each visible shot of the edit shows (DESIGN.md §4).
+
+A **segment** is a visible stretch of one enabled clip with a media reference on the picture: its record
+range (timeline frames, 0 = the timeline's first frame, which may be 01:00:00:00), its source range in
+the media file's own frames (frame 0 = the file's first frame; OTIO source times are in the media's
+timecode, so the media's start timecode is subtracted), and the handles rendered around it.
+
+Rules:
+- Video tracks are flattened: a higher track hides what is under it; nested stacks and nested tracks are
+  walked recursively (their tracks sit just above the track that holds them). Disabled clips and
+  disabled tracks are transparent; clips with missing media, time warps or generators still hide
+  what is under them (as in an NLE), and are reported as skipped.
+- Transitions are boundaries: each side keeps its own segment, and the handle each side needs for the
+  transition (``out_offset`` after the outgoing clip, ``in_offset`` before the incoming one) is rendered.
+- All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.shots import ShotOptions, shot_options
+from lipsyncctl.timeline.source import MediaFacts, MediaResolver, probe_media
+
+
+@dataclass
+class Segment:
+    """One visible shot to lip-sync. Frame numbers are exact integers (see the module docstring)."""
+
+    index: int
+    id: str
+    name: str
+    clip_path: tuple[int, ...]     # child indices from timeline.tracks down to the clip
+    track: str
+    media: Path
+    media_url: str
+    media_fps: Fraction
+    media_size: tuple[int, int]    # (width, height)
+    media_start: int               # the media's start timecode in frames at media_fps
+    record_start: int              # timeline frames from the timeline's first frame
+    record_frames: int
+    source_start: int              # first visible frame, index into the file
+    source_frames: int             # visible frames at media_fps
+    handle_in: int = 0
+    handle_out: int = 0
+    whole_clip: bool = True        # the segment is the clip's full range (nothing hides part of it)
+    options: ShotOptions = field(default_factory=ShotOptions)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def render_start(self) -> int:
+        """First rendered source frame (with the head handle)."""
+        return self.source_start - self.handle_in
+
+    @property
+    def render_frames(self) -> int:
+        return self.source_frames + self.handle_in + self.handle_out
+
+    def to_dict(self, timeline_fps: Fraction, global_start: int) -> dict[str, Any]:
+        rec = self.record_start + global_start
+        return {
+            "index": self.index, "id": self.id, "name": self.name, "track": self.track,
+            "media": str(self.media), "media_fps": tb.fraction_str(self.media_fps),
+            "record": {"start": self.record_start, "frames": self.record_frames,
+                       "in": tb.timecode(rec, timeline_fps),
+                       "out": tb.timecode(rec + self.record_frames, timeline_fps)},
+            "source": {"start": self.source_start, "frames": self.source_frames,
+                       "in": tb.timecode(self.media_start + self.source_start, self.media_fps)},
+            "handles": [self.handle_in, self.handle_out],
+            "render": {"start": self.render_start, "frames": self.render_frames},
+            "options": self.options.to_dict(), "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class SkippedItem:
+    """A clip that is not lip-synced, and why (``disabled``, ``missing media``, ``time warp``...)."""
+
+    name: str
+    reason: str
+    record_start: int
+    record_frames: int
+    clip_path: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "reason": self.reason, "record_start": self.record_start,
+                "record_frames": self.record_frames}
+
+
+@dataclass
+class TimelinePlan:
+    """The segments of one edit, in record order, and what was left out."""
+
+    name: str
+    fps: Fraction
+    global_start: int          # the timeline's first frame as a frame count (01:00:00:00 -> 86400 at 24)
+    duration: int              # timeline frames
+    segments: list[Segment]
+    skipped: list[SkippedItem]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "fps": tb.fraction_str(self.fps),
+            "start": tb.timecode(self.global_start, self.fps), "global_start_frames": self.global_start,
+            "duration_frames": self.duration,
+            "segments": [s.to_dict(self.fps, self.global_start) for s in self.segments],
+            "skipped": [s.to_dict() for s in self.skipped], "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class _Piece:
+    """A clip's visible record stretch before flattening (internal)."""
+
+    priority: tuple[int, ...]
+    lo: int
+    hi: int
+    clip: Any
+    path: tuple[int, ...]
+    track: str
+    clip_lo: int               # the clip's own record range (for the source mapping)
+    clip_hi: int
+    need_in: int = 0           # handle frames transitions need (timeline frames)
+    need_out: int = 0
+
+
+def timeline_rate(timeline: Any) -> Fraction:
+    """The edit's rate: the global start time's rate, else the first clip's, else 24."""
+    if timeline.global_start_time is not None:
+        return tb.exact_rate(timeline.global_start_time.rate)
+    for clip in timeline.find_clips():
+        return tb.exact_rate(clip.trimmed_range().duration.rate)
+    return Fraction(24)
+
+
+def plan_timeline(
+    timeline: Any,
+    resolver: MediaResolver,
+    *,
+    handles: int = 0,
+    probe: Callable[[Path], MediaFacts] = probe_media,
+) -> TimelinePlan:
+    """Plan the segments of ``timeline`` (an ``otio.schema.Timeline``).
+
+    Args:
+        resolver: finds each media reference's file.
+        handles: extra source frames to render before and after each segment where the media has them.
+        probe: reads a media file's rate/frame count (cached per file).
+    """
+    import opentimelineio as otio
+
+    fps = timeline_rate(timeline)
+    gstart = tb.to_frames(timeline.global_start_time, fps) if timeline.global_start_time is not None else 0
+    pieces: list[_Piece] = []
+    for k, track in enumerate(timeline.tracks):
+        if isinstance(track, otio.schema.Track) and track.kind == otio.schema.TrackKind.Video and track.enabled:
+            _walk_track(track, (k,), (k,), 0, None, fps, pieces)
+    duration = tb.to_frames(timeline.duration(), fps)
+    visible = _flatten(pieces)
+    probed: dict[Path, MediaFacts] = {}
+    segments: list[Segment] = []
+    skipped: list[SkippedItem] = []
+    warnings: list[str] = []
+    by_clip: dict[tuple[int, ...], int] = {}
+    for piece in visible:
+        seg_or_skip = _segment(piece, resolver, fps, handles, probe, probed)
+        if isinstance(seg_or_skip, SkippedItem):
+            skipped.append(seg_or_skip)
+            continue
+        by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
+        segments.append(seg_or_skip)
+    for i, seg in enumerate(segments):
+        seg.index = i
+        seg.id = f"{i + 1:03d}_{_slug(seg.name)}"
+        if by_clip[seg.clip_path] > 1:
+            seg.whole_clip = False
+            seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
+    for item in skipped:
+        warnings.append(f"{item.name}: skipped ({item.reason})")
+    skipped.extend(_disabled(timeline, fps))
+    return TimelinePlan(name=timeline.name or "timeline", fps=fps, global_start=gstart, duration=duration,
+                        segments=segments, skipped=skipped, warnings=warnings)
+
+
+def _walk_track(track: Any, path: tuple[int, ...], priority: tuple[int, ...], offset: int,
+                window: tuple[int, int] | None, fps: Fraction, out: list[_Piece]) -> None:
+    """Collect the clips of ``track``; its time ``t`` is record frame ``offset + frames(t)``."""
+    import opentimelineio as otio
+
+    children = list(track)
+    for i, child in enumerate(children):
+        if isinstance(child, (otio.schema.Gap, otio.schema.Transition)):
+            continue
+        rng = track.range_of_child_at_index(i)
+        lo = offset + tb.to_frames(rng.start_time, fps)
+        hi = lo + tb.to_frames(rng.duration, fps)
+        vis = (lo, hi) if window is None else (max(lo, window[0]), min(hi, window[1]))
+        if vis[1] <= vis[0] or not child.enabled:
+            continue
+        if isinstance(child, otio.schema.Clip):
+            piece = _Piece(priority, vis[0], vis[1], child, path + (i,), track.name, lo, hi)
+            if i > 0 and isinstance(children[i - 1], otio.schema.Transition):
+                piece.need_in = tb.to_frames(children[i - 1].in_offset, fps)
+            if i + 1 < len(children) and isinstance(children[i + 1], otio.schema.Transition):
+                piece.need_out = tb.to_frames(children[i + 1].out_offset, fps)
+            out.append(piece)
+        elif isinstance(child, (otio.schema.Stack, otio.schema.Track)):
+            inner = lo - tb.to_frames(child.trimmed_range().start_time, fps)
+            tracks = [child] if isinstance(child, otio.schema.Track) else list(child)
+            for j, sub in enumerate(tracks):
+                if not isinstance(sub, otio.schema.Track) or not sub.enabled:
+                    continue
+                if sub.kind != otio.schema.TrackKind.Video:
+                    continue
+                sub_path = path + (i,) if isinstance(child, otio.schema.Track) else path + (i, j)
+                _walk_track(sub, sub_path, priority + (j,), inner, vis, fps, out)
+
+
+def _flatten(pieces: list[_Piece]) -> list[_Piece]:
+    """Higher priority hides lower: subtract covered stretches, return the visible parts in record order."""
+    covered: list[tuple[int, int]] = []
+    visible: list[_Piece] = []
+    for p in sorted(pieces, key=lambda q: q.priority, reverse=True):
+        parts = [(p.lo, p.hi)]
+        for c_lo, c_hi in covered:
+            nxt = []
+            for lo, hi in parts:
+                if c_hi <= lo or c_lo >= hi:
+                    nxt.append((lo, hi))
+                    continue
+                if lo < c_lo:
+                    nxt.append((lo, c_lo))
+                if c_hi < hi:
+                    nxt.append((c_hi, hi))
+            parts = nxt
+        for lo, hi in parts:
+            visible.append(_Piece(p.priority, lo, hi, p.clip, p.path, p.track, p.clip_lo, p.clip_hi,
+                                  p.need_in if lo == p.clip_lo else 0, p.need_out if hi == p.clip_hi else 0))
+        covered.append((p.lo, p.hi))
+    return sorted(visible, key=lambda q: q.lo)
+
+
+def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int,
+             probe: Callable[[Path], MediaFacts], probed: dict[Path, MediaFacts]) -> Segment | SkippedItem:
+    import opentimelineio as otio
+
+    clip = piece.clip
+
+    def skip(reason: str) -> SkippedItem:
+        return SkippedItem(clip.name, reason, piece.lo, piece.hi - piece.lo, piece.path)
+
+    for effect in clip.effects:
+        if isinstance(effect, otio.schema.FreezeFrame):
+            return skip("time warp: freeze frame (not supported)")
+        if isinstance(effect, otio.schema.LinearTimeWarp) and effect.time_scalar != 1:
+            return skip(f"time warp: speed {effect.time_scalar:g}x (not supported)")
+    ref = clip.media_reference
+    if isinstance(ref, otio.schema.GeneratorReference):
+        return skip(f"generator ({ref.generator_kind or 'unknown'})")
+    if not isinstance(ref, otio.schema.ExternalReference):
+        return skip("missing media (no media reference)" if isinstance(ref, otio.schema.MissingReference)
+                    else f"unsupported media reference {type(ref).__name__}")
+    media = resolver.resolve(ref.target_url)
+    if media is None:
+        return skip(f"missing media: {ref.target_url}")
+    options = shot_options(clip)
+    if options.enabled is False:
+        return skip("lipsync: false")
+    try:
+        facts = probed[media] if media in probed else probed.setdefault(media, probe(media))
+    except MediaError as exc:
+        return skip(f"unreadable media: {exc}")
+    mfps = facts.fps
+    media_start = _media_start(ref, facts, mfps)
+    src_time = clip.trimmed_range().start_time
+    # visible record frame lo shows the source time src + (lo - clip_lo) / fps
+    first = round((tb.seconds(src_time) + Fraction(piece.lo - piece.clip_lo) / fps) * mfps) - media_start
+    count = round(Fraction(piece.hi - piece.lo) * mfps / fps)
+    if first < 0 or first + count > facts.frames:
+        return skip(f"source range {first}..{first + count} outside the media's {facts.frames} frames")
+    seg = Segment(index=0, id="", name=clip.name or media.stem, clip_path=piece.path, track=piece.track,
+                  media=media, media_url=ref.target_url, media_fps=mfps, media_size=(facts.width, facts.height),
+                  media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
+                  source_start=first, source_frames=count, options=options)
+    need_in = max(handles, round(Fraction(piece.need_in) * mfps / fps))
+    need_out = max(handles, round(Fraction(piece.need_out) * mfps / fps))
+    seg.handle_in = min(need_in, first)
+    seg.handle_out = min(need_out, facts.frames - first - count)
+    if piece.need_in and seg.handle_in < need_in:
+        seg.warnings.append(f"the transition before needs {need_in} handle frames, the media has {seg.handle_in}")
+    if piece.need_out and seg.handle_out < need_out:
+        seg.warnings.append(f"the transition after needs {need_out} handle frames, the media has {seg.handle_out}")
+    if mfps != fps:
+        seg.warnings.append(f"media at {float(mfps):.3f} fps on a {float(fps):.3f} fps timeline")
+    return seg
+
+
+def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:
+    """The media's first frame as a timecode frame count: its available range, else its timecode tag."""
+    if ref.available_range is not None:
+        return tb.to_frames(ref.available_range.start_time, mfps)
+    if facts.start_timecode:
+        import opentimelineio as otio
+
+        try:
+            return tb.to_frames(otio.opentime.from_timecode(facts.start_timecode, float(mfps)), mfps)
+        except ValueError:
+            return 0
+    return 0
+
+
+def _disabled(timeline: Any, fps: Fraction) -> list[SkippedItem]:
+    """Disabled clips, reported (they are transparent, so nothing of theirs is a segment)."""
+    out = []
+    for clip in timeline.find_clips():
+        if not clip.enabled:
+            rng = clip.trimmed_range_in_parent()
+            start = tb.to_frames(rng.start_time, fps) if rng is not None else 0
+            frames = tb.to_frames(rng.duration, fps) if rng is not None else 0
+            out.append(SkippedItem(clip.name, "disabled", start, frames))
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:40] or "shot"

@@ -1,0 +1,107 @@
+"""Per-shot switches and options carried by the edit: clip metadata and markers.
+
+A clip (or a marker on it) can switch lip-sync off or carry options for that shot only::
+
+    clip.metadata["lipsync"] = False                       # leave this shot alone
+    clip.metadata["lipsync"] = {"enabled": True, "face": 1, "face_at": [640, 360],
+                                "guidance": 2.0, "steps": 10, "length_policy": "cut",
+                                "set": ["faces.detect_every=2"]}
+    Marker(name="lipsync: false")                          # same as the first line
+    Marker(name="lipsync", metadata={"lipsync": {"face": 0}})
+
+Markers are read after the clip's metadata, so a marker wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lipsyncctl.errors import ConfigError
+
+_OFF = ("false", "off", "no", "0", "skip")
+_ON = ("true", "on", "yes", "1")
+_KEYS = {"enabled", "face", "face_at", "guidance", "steps", "length_policy", "set"}
+
+
+@dataclass(frozen=True)
+class ShotOptions:
+    """Options of one shot from the edit. None = not set (the run's configuration applies)."""
+
+    enabled: bool | None = None
+    face_id: int | None = None
+    face_at: tuple[float, float] | None = None
+    guidance: float | None = None
+    steps: int | None = None
+    length_policy: str | None = None
+    sets: tuple[str, ...] = ()
+
+    def config_sets(self) -> list[str]:
+        """The options as ``--set`` overrides of the run configuration."""
+        out = list(self.sets)
+        if self.guidance is not None:
+            out.append(f"inference.guidance={self.guidance}")
+        if self.steps is not None:
+            out.append(f"inference.steps={self.steps}")
+        if self.length_policy is not None:
+            out.append(f"sync.length_policy={self.length_policy}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k in ("enabled", "face_id", "face_at", "guidance", "steps", "length_policy"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = list(v) if isinstance(v, tuple) else v
+        if self.sets:
+            d["set"] = list(self.sets)
+        return d
+
+
+def _merge(base: dict[str, Any], value: Any, where: str) -> None:
+    if isinstance(value, bool):
+        base["enabled"] = value
+    elif isinstance(value, str):
+        v = value.strip().lower()
+        if v in _OFF or v in _ON:
+            base["enabled"] = v in _ON
+        else:
+            raise ConfigError(f"{where}: lipsync {value!r}: expected true/false or a mapping of options")
+    elif isinstance(value, dict) or hasattr(value, "items"):
+        for k, v in dict(value).items():
+            if k not in _KEYS:
+                raise ConfigError(f"{where}: unknown lipsync option {k!r}",
+                                  hint=f"known options: {', '.join(sorted(_KEYS))}")
+            base[k] = v
+    elif value is not None:
+        raise ConfigError(f"{where}: lipsync metadata must be true/false or a mapping, got {value!r}")
+
+
+def shot_options(item: Any) -> ShotOptions:
+    """Read the ``lipsync`` metadata of an OTIO clip and its markers.
+
+    Raises:
+        ConfigError: a value that cannot be read (names the clip).
+    """
+    where = f"clip {item.name!r}"
+    raw: dict[str, Any] = {}
+    _merge(raw, item.metadata.get("lipsync"), where)
+    for marker in getattr(item, "markers", []):
+        name = (marker.name or "").strip()
+        if name.lower().startswith("lipsync:"):
+            _merge(raw, name.split(":", 1)[1], f"{where}, marker {name!r}")
+        if "lipsync" in marker.metadata:
+            _merge(raw, marker.metadata["lipsync"], f"{where}, marker {name!r}")
+    try:
+        face_at = raw.get("face_at")
+        return ShotOptions(
+            enabled=None if raw.get("enabled") is None else bool(raw["enabled"]),
+            face_id=None if raw.get("face") is None else int(raw["face"]),
+            face_at=None if face_at is None else (float(face_at[0]), float(face_at[1])),
+            guidance=None if raw.get("guidance") is None else float(raw["guidance"]),
+            steps=None if raw.get("steps") is None else int(raw["steps"]),
+            length_policy=raw.get("length_policy"),
+            sets=tuple(str(s) for s in raw.get("set", ())),
+        )
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ConfigError(f"{where}: bad lipsync option ({exc})") from None

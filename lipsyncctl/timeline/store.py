@@ -1,0 +1,95 @@
+"""Content keys and the resumable job store of a timeline run.
+
+A segment's **content key** is the sha256 of everything its render depends on: the source media
+(fingerprint: size, mtime and the sha256 of its first and last MiB, so an hour of ProRes is not read
+twice), the rendered frame range and rate, the sha256 of its audio cut, the resolved configuration
+(minus settings that do not change pixels: the device), the per-shot options and the model files
+(fingerprints). Same key = same output, so a finished segment is reused.
+
+The store is one small JSON record per finished key under ``OUT/.lipsyncctl/jobs/``, written
+atomically *after* the segment's media was renamed into place: a run killed midway leaves no record
+for the segment it was rendering, and the rerun renders exactly the unfinished ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def file_fingerprint(path: Path) -> str:
+    """Cheap stable identity of a file: size + mtime + sha256 of its first and last MiB (cached)."""
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo in _fingerprints:
+        return _fingerprints[memo]
+    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    if path.is_file():
+        with open(path, "rb") as f:
+            h.update(f.read(_CHUNK))
+            if st.st_size > 2 * _CHUNK:
+                f.seek(-_CHUNK, os.SEEK_END)
+                h.update(f.read(_CHUNK))
+    else:  # a folder (diffusers-style VAE): its files' fingerprints
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(p.name.encode() + file_fingerprint(p).encode())
+    _fingerprints[memo] = digest = h.hexdigest()
+    return digest
+
+
+#: resolved-config keys that do not change the rendered pixels
+_NEUTRAL = (("inference", "device"), ("inference", "vae_batch"))
+
+
+def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(config))
+    for section, key in _NEUTRAL:
+        out.get(section, {}).pop(key, None)
+    out.pop("name", None)
+    out.pop("description", None)
+    return out
+
+
+def content_key(parts: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``parts`` (first 24 hex digits)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class JobStore:
+    """Finished segments by content key, under ``root`` (``OUT/.lipsyncctl/jobs``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key`` if it is finished and its output still exists (else None)."""
+        p = self._path(key)
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        out = rec.get("output")
+        if out and not Path(out).is_file():
+            return None
+        return rec
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        p = self._path(key)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps({"key": key, **record}, indent=1, default=str), encoding="utf-8")
+        tmp.replace(p)
+
+    def keys(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.json")) if self.root.is_dir() else []

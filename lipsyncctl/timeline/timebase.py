@@ -1,0 +1,74 @@
+"""Exact time on OpenTimelineIO values: rates as :class:`~fractions.Fraction`, times as whole frames.
+
+OTIO stores rates as floats (``23.976`` or ``23.976023976...``); an edit at 23.976 or 29.97 is really
+``24000/1001`` or ``30000/1001``. :func:`exact_rate` snaps a float rate to the standard rate it stands
+for, so a time ``value`` at rate ``r`` is exactly ``value / exact_rate(r)`` seconds, and frame counts
+never drift over an hour-long timeline starting at 01:00:00:00.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+#: Rates an edit may be cut at (NTSC rates as exact fractions).
+STANDARD_RATES: tuple[Fraction, ...] = (
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+    Fraction(48000, 1001), Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60),
+    Fraction(120000, 1001), Fraction(120),
+)
+
+
+def exact_rate(rate: float | Fraction) -> Fraction:
+    """``23.976`` -> ``24000/1001``; a rate within 0.01 % (or 0.001 absolute) of a standard one snaps to it."""
+    if isinstance(rate, Fraction):
+        return rate
+    for std in STANDARD_RATES:
+        if abs(float(std) - rate) <= max(1e-3, 1e-4 * rate):
+            return std
+    return Fraction(rate).limit_denominator(1001)
+
+
+def fraction_str(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+def seconds(rt: Any) -> Fraction:
+    """An OTIO ``RationalTime`` as exact seconds."""
+    return Fraction(rt.value).limit_denominator(10**9) / exact_rate(rt.rate)
+
+
+def to_frames(rt: Any, fps: Fraction) -> int:
+    """An OTIO ``RationalTime`` as a whole frame count at ``fps`` (rounded to the nearest frame)."""
+    return round(seconds(rt) * fps)
+
+
+def rational(frames: int, fps: Fraction) -> Any:
+    """Whole frames at ``fps`` as an OTIO ``RationalTime`` (rate stored as a float, as OTIO does)."""
+    import opentimelineio as otio
+
+    return otio.opentime.RationalTime(frames, float(fps))
+
+
+def time_range(start: int, duration: int, fps: Fraction) -> Any:
+    import opentimelineio as otio
+
+    return otio.opentime.TimeRange(rational(start, fps), rational(duration, fps))
+
+
+def timecode(frames: int, fps: Fraction) -> str:
+    """SMPTE timecode (non-drop frame; ``HH:MM:SS:FF``) of a frame count at ``fps``."""
+    nominal = math.ceil(fps)
+    ff = frames % nominal
+    total = frames // nominal
+    return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}:{ff:02d}"
+
+
+def samples_at(frames: int, fps: Fraction, rate: int) -> int:
+    """The first audio sample (at ``rate`` Hz) of frame ``frames``: ``floor(frames * rate / fps)``.
+
+    Flooring both ends of a range makes consecutive segments tile the audio without a gap or overlap,
+    and a segment of ``n`` frames gets ``floor``-exact samples whose length rounds up to ``n`` frames.
+    """
+    return math.floor(Fraction(frames) * rate / fps)
