@@ -66,6 +66,7 @@ def test_fixture_two_seconds(shared: Path, tmp_path: Path) -> None:
     assert item.status == "done", item.reason
     assert item.output == tmp_path / "demo1_video.mp4" and item.wav == tmp_path / "demo1_video.wav"
     _check_output(item.output, Fraction(25), 50, (1080, 1920))
+    assert probe(item.output).video.color == probe(fixture).video.color  # type: ignore[union-attr]
     wav = probe(item.wav)
     assert (wav.audio[0].sample_rate, wav.audio[0].channels) == (16000, 1)
     samples = read_audio(item.wav, 16000, 1)
@@ -256,6 +257,24 @@ def test_interrupt_leaves_no_partial_files(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(KeyboardInterrupt):
         prep([src], out, FAST)
     assert [p for p in out.rglob("*")] == []
+
+
+def test_progress_per_file_and_overall(tmp_path: Path) -> None:
+    from lipsyncctl import progress
+
+    a = mg.make_clip(tmp_path / "a.mp4", frames=6)
+    b = mg.make_clip(tmp_path / "b.mp4", frames=4)
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        prep([a, b], tmp_path / "out", FAST, jobs=2)
+    starts = {e[1]: e for e in sink.events if e[0] == "start"}
+    overall = next(e for e in starts.values() if e[2] == "prep")
+    assert overall[3] == 2
+    per_file = {e[2]: e for e in starts.values() if e[2] != "prep"}
+    assert {d: e[3] for d, e in per_file.items()} == {"prep a.mp4": 6, "prep b.mp4": 4}
+    assert all(e[4] == overall[1] for e in per_file.values())  # nested under the overall task
+    advanced = {tid: sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == tid) for tid in starts}
+    assert advanced[overall[1]] == 2 and sorted(advanced[e[1]] for e in per_file.values()) == [4, 6]
 
 
 def test_image_sequence_video_only(tmp_path: Path) -> None:
