@@ -1,0 +1,63 @@
+"""The README's "Python API" section, executed: every documented call runs with tiny models.
+
+If this test changes, the README section must change with it (they are the same code).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lipsyncctl.audio.features import audio_features, feature_chunks
+from lipsyncctl.checkpoints.loaders import load_syncnet_eval, load_unet, load_vae, load_whisper_encoder
+from lipsyncctl.checkpoints.tiny import ensure_tiny_models
+from lipsyncctl.media.audio import read_audio
+from lipsyncctl.nets.syncnet_eval import SyncNetEval
+from lipsyncctl.paths import DATA_DIR
+from lipsyncctl.pipeline.denoise import denoise, make_scheduler, prepare_initial_latents
+from lipsyncctl.scoring import lse_scores
+
+
+def test_documented_python_api_runs_end_to_end(tmp_path: Path) -> None:
+    # Real files would be: load_unet("stage2", "models/latentsync-1.5/latentsync_unet.pt"), etc.
+    tiny = ensure_tiny_models(tmp_path / "models")
+    unet = load_unet("tiny", tiny.unet)  # architecture config name (or YAML path) + official .pt
+    whisper = load_whisper_encoder(tiny.whisper)  # OpenAI {"dims", "model_state_dict"} file
+    vae = load_vae(tiny.vae)  # diffusers folder or single safetensors file
+    assert vae.config.scaling_factor == 0.18215
+
+    # Whisper features of an audio file and the per-frame chunks (25 fps -> official chunking).
+    audio = read_audio(DATA_DIR / "sample_dub.wav", rate=16000, channels=1)  # float32 (n,)
+    feats = audio_features(whisper, audio)  # (L, 5, 384), 50 feature frames per second
+    assert feats.shape[1:] == (5, 384) and abs(feats.shape[0] - 50 * len(audio) / 16000) <= 1
+    chunks = feature_chunks(feats, n_frames=16, fps=Fraction(25))  # (16, 50, 384)
+    assert chunks.shape == (16, 50, 384)
+
+    # One UNet forward: (B, 13, F, h, w) + audio (B*F, 50, 384) -> noise prediction (B, 4, F, h, w).
+    gen = torch.Generator().manual_seed(0)
+    h = w = 8
+    sample = torch.randn(1, 13, 16, h, w, generator=gen)
+    with torch.inference_mode():
+        pred = unet(sample, 501, chunks)
+    assert pred.shape == (1, 4, 16, h, w) and torch.isfinite(pred).all()
+
+    # One guided denoising loop (official channel order, zero-audio unconditional, [uncond, cond]).
+    scheduler = make_scheduler()
+    latents = prepare_initial_latents((1, 4, 16, h, w), gen, torch.float32, torch.device("cpu"))
+    mask = torch.ones(1, 1, 16, h, w)
+    masked = torch.randn(1, 4, 16, h, w, generator=gen)
+    ref = torch.randn(1, 4, 16, h, w, generator=gen)
+    with torch.inference_mode():
+        out = denoise(unet, scheduler, latents, mask, masked, ref, chunks, steps=2, guidance_scale=1.5)
+    assert out.shape == (1, 4, 16, h, w) and not torch.equal(out, latents)
+
+    # SyncNet (eval) embeddings and LSE-D / LSE-C of a clip (random weights here -> arbitrary values).
+    path = tmp_path / "syncnet_v2.model"
+    torch.save(SyncNetEval().state_dict(), path)
+    syncnet = load_syncnet_eval(path)
+    frames = np.random.default_rng(0).integers(0, 255, (40, 224, 224, 3), dtype=np.uint8)  # BGR face crops
+    lse_d, lse_c, offset = lse_scores(syncnet, frames, audio[: 40 * 640], fps=Fraction(25))
+    assert np.isfinite(lse_d) and np.isfinite(lse_c) and -15 <= offset <= 15
