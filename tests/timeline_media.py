@@ -51,3 +51,70 @@ def clip(name: str, url: str | None, start: int, duration: int, *, available: tu
            if url is not None else otio.schema.MissingReference())
     return otio.schema.Clip(name=name, media_reference=ref, source_range=tr(start, duration, fps),
                             metadata=metadata or None)
+
+
+def write_sources(folder: Path, fixture: Path) -> tuple[Path, Path]:
+    """Camera A: fixture frames 0-39; camera B: frames 120-149 mirrored, tagged with timecode 01:00:00:00.
+    Both lossless FFV1 at 23.976 fps, 360x640."""
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, first, count, mirror, tc in (("cam_a.mkv", 0, 40, False, None), ("cam_b.mkv", 120, 30, True, "01:00:00:00")):
+        path = folder / name
+        frames = fixture_frames(fixture, first, count, mirror)
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("ffv1", rate=FILM)
+            s.width, s.height, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+            if tc:
+                s.metadata["timecode"] = tc
+            for i, rgb in enumerate(frames):
+                f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                f.pts = i
+                for p in s.encode(f):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        out.append(path)
+    return out[0], out[1]
+
+
+#: the edit of :func:`build_edit`: name -> (record start, frames, source start in file frames) of the shots
+EXPECTED_SHOTS = {"A1": (0, 12, 4), "B1": (12, 10, 8), "B3": (22, 8, 20), "A3": (42, 8, 26)}
+EXPECTED_SKIPS = {"MISS": "missing media", "B2": "time warp", "A4": "lipsync: false", "A2": "disabled"}
+
+
+def build_edit(folder: Path, name: str = "edit.otio"):  # type: ignore[no-untyped-def]
+    """A 23.976 edit starting at 01:00:00:00 over cam_a/cam_b (relative URLs), 62 frames:
+
+    V1: A1 (a 4-16) | transition 2+2 | B1 (b 01:00:00:08, 10) | gap 6 | A2 disabled 8 | MISS 6 |
+        nested stack [A3 (a 24-36) trimmed to 2..10] | B2 (2x time warp) 6 | A4 (lipsync: false) 6
+    V2: gap 22 | B3 (b 01:00:00:20, 8) - over the gap and the disabled clip.
+    """
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name="edit", global_start_time=rt(86400))
+    v1, v2 = otio.schema.Track(name="V1"), otio.schema.Track(name="V2")
+    v1.append(clip("A1", "cam_a.mkv", 4, 12, available=(0, 40)))
+    v1.append(otio.schema.Transition(in_offset=rt(2), out_offset=rt(2)))
+    v1.append(clip("B1", "cam_b.mkv", 86408, 10, available=(86400, 30)))
+    v1.append(otio.schema.Gap(source_range=tr(0, 6)))
+    a2 = clip("A2", "cam_a.mkv", 20, 8)
+    a2.enabled = False
+    v1.append(a2)
+    v1.append(clip("MISS", "nowhere/missing.mkv", 0, 6))
+    stack = otio.schema.Stack(name="compound", source_range=tr(2, 8))
+    inner = otio.schema.Track(name="inner")
+    inner.append(clip("A3", "cam_a.mkv", 24, 12))
+    stack.append(inner)
+    v1.append(stack)
+    b2 = clip("B2", "cam_b.mkv", 86402, 6, available=(86400, 30))
+    b2.effects.append(otio.schema.LinearTimeWarp(time_scalar=2.0))
+    v1.append(b2)
+    v1.append(clip("A4", "cam_a.mkv", 30, 6, lipsync=False))
+    v2.append(otio.schema.Gap(source_range=tr(0, 22)))
+    v2.append(clip("B3", "cam_b.mkv", 86420, 8, available=(86400, 30)))
+    tl.tracks.extend([v1, v2])
+    path = folder / name
+    otio.adapters.write_to_file(tl, str(path))
+    return path

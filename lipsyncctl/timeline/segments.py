@@ -263,6 +263,9 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         if isinstance(effect, otio.schema.LinearTimeWarp) and effect.time_scalar != 1:
             return skip(f"time warp: speed {effect.time_scalar:g}x (not supported)")
     ref = clip.media_reference
+    if isinstance(ref, otio.schema.MissingReference) and clip.name and resolver.resolve(clip.name):
+        # EDLs name the source file in "* FROM CLIP NAME:" only: link by that name (relink/media-root apply)
+        ref = otio.schema.ExternalReference(target_url=clip.name)
     if isinstance(ref, otio.schema.GeneratorReference):
         return skip(f"generator ({ref.generator_kind or 'unknown'})")
     if not isinstance(ref, otio.schema.ExternalReference):

@@ -62,7 +62,9 @@ def read_timeline(path: str | Path, *, rate: float | None = None) -> Any:
                                hint=f"pip install {pkg} (or lipsyncctl[edl] / lipsyncctl[fcp])")
     kwargs: dict[str, Any] = {}
     if rate is not None and adapter == "cmx_3600":
-        kwargs["rate"] = rate
+        from lipsyncctl.timeline.timebase import exact_rate
+
+        kwargs["rate"] = float(exact_rate(rate))  # 23.976 -> 24000/1001 (OTIO's timecode wants the exact rate)
     try:
         result = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
     except Exception as exc:  # noqa: BLE001 - adapters raise anything; report it as bad input media
@@ -167,6 +169,7 @@ def _timecode_tag(path: Path) -> str | None:
     except (av.error.FFmpegError, OSError):
         return None
     for t in tags:
-        if t.get("timecode"):
-            return str(t["timecode"])
+        for k, v in t.items():
+            if k.lower() == "timecode" and v:  # MKV stores TIMECODE, MOV timecode
+                return str(v)
     return None

@@ -1,0 +1,186 @@
+"""Timeline planning without rendering: exact frame ranges on a 23.976 edit at 01:00:00:00, skips,
+handles for transitions, nested stacks, EDL and FCP XML through the OTIO adapters, dub cuts, VAD,
+per-shot options, shard/GPU/relink parsing."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.timeline import dub as dubs
+from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.segments import plan_timeline
+from lipsyncctl.timeline.source import MediaResolver, installed_adapters, parse_relink, read_timeline
+from lipsyncctl.timeline.workers import parse_gpus, parse_shard
+from tests.conftest import shared_path
+from tests.timeline_media import EXPECTED_SHOTS, EXPECTED_SKIPS, FILM, build_edit, clip, rt, tr, write_sources
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tlmedia")
+    write_sources(folder, shared_path("fixtures", "demo1_video.mp4"))
+    return folder
+
+
+def test_plan_of_the_demo_edit(media: Path) -> None:
+    path = build_edit(media)
+    plan = plan_timeline(read_timeline(path), MediaResolver(media), handles=3)
+    assert plan.fps == FILM and plan.global_start == 86400 and plan.duration == 62
+    got = {s.name: (s.record_start, s.record_frames, s.source_start) for s in plan.segments}
+    assert got == EXPECTED_SHOTS
+    assert [s.name for s in plan.segments] == ["A1", "B1", "B3", "A3"]  # record order, V2 flattened in
+    reasons = {k.name: k.reason for k in plan.skipped}
+    assert set(reasons) == set(EXPECTED_SKIPS)
+    for name, why in EXPECTED_SKIPS.items():
+        assert why in reasons[name]
+    seg = {s.name: s for s in plan.segments}
+    # handles: 3 asked; B1 has 8 frames before its in point, 30-18=12 after; B3 ends 2 frames before b's end
+    assert (seg["A1"].handle_in, seg["A1"].handle_out) == (3, 3)
+    assert (seg["B3"].handle_in, seg["B3"].handle_out) == (3, 2)
+    assert seg["B1"].media_start == 86400 and seg["B1"].render_start == 5 and seg["B1"].render_frames == 16
+    assert seg["A3"].track == "inner" and seg["A3"].clip_path == (0, 6, 0, 0)
+    d = plan.to_dict()
+    assert d["start"] == "01:00:00:00" and d["segments"][1]["record"]["in"] == "01:00:00:12"
+    assert d["segments"][1]["source"]["in"] == "01:00:00:08"
+
+
+def test_transition_handles_exceed_the_asked_handles(media: Path) -> None:
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name="t", global_start_time=rt(0))
+    v = otio.schema.Track()
+    v.extend([clip("a", "cam_a.mkv", 10, 10, available=(0, 40)),
+              otio.schema.Transition(in_offset=rt(4), out_offset=rt(6)),
+              clip("b", "cam_b.mkv", 86402, 10, available=(86400, 30))])
+    tl.tracks.append(v)
+    plan = plan_timeline(tl, MediaResolver(media), handles=1)
+    a, b = plan.segments
+    assert (a.handle_in, a.handle_out) == (1, 6)  # outgoing clip runs on for out_offset
+    assert (b.handle_in, b.handle_out) == (2, 1)  # incoming needs 4 before; the media has only 2
+    assert any("needs 4 handle frames" in w for w in b.warnings)
+
+
+def test_edl_through_the_cmx3600_adapter(media: Path) -> None:
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    edl = media / "cut.edl"
+    edl.write_text(
+        "TITLE: cut\nFCM: NON-DROP FRAME\n\n"
+        "001  AX       V     C        00:00:00:04 00:00:00:16 01:00:00:00 01:00:00:12\n"
+        "* FROM CLIP NAME: cam_a.mkv\n"
+        "002  AX       V     C        01:00:00:08 01:00:00:18 01:00:00:12 01:00:00:22\n"
+        "* FROM FILE: cam_b.mkv\n", encoding="utf-8")
+    plan = plan_timeline(read_timeline(edl, rate=23.976), MediaResolver(media), handles=0)
+    assert plan.fps == FILM
+    # cam_b's source timecode 01:00:00:08 minus its TIMECODE tag 01:00:00:00 = file frame 8
+    assert [(s.media.name, s.record_start, s.record_frames, s.source_start) for s in plan.segments] == [
+        ("cam_a.mkv", 0, 12, 4), ("cam_b.mkv", 12, 10, 8)]
+
+
+def test_fcp_xml_round_trip(media: Path) -> None:
+    import opentimelineio as otio
+
+    if "fcp_xml" not in installed_adapters():
+        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
+    tl = otio.schema.Timeline(name="fcp", global_start_time=rt(86400))
+    v = otio.schema.Track(name="V1")
+    for c in (clip("A1", (media / "cam_a.mkv").as_uri(), 4, 12, available=(0, 40)),
+              clip("B1", (media / "cam_b.mkv").as_uri(), 86408, 10, available=(86400, 30))):
+        v.append(c)
+    v.append(otio.schema.Gap(source_range=tr(0, 5)))
+    v.append(clip("A2", (media / "cam_a.mkv").as_uri(), 30, 6, available=(0, 40)))
+    tl.tracks.append(v)
+    xml = media / "cut.xml"
+    otio.adapters.write_to_file(tl, str(xml), adapter_name="fcp_xml")
+    plan = plan_timeline(read_timeline(xml), MediaResolver(media), handles=0)
+    assert [(s.record_start, s.record_frames, s.source_start) for s in plan.segments] == [
+        (0, 12, 4), (12, 10, 8), (27, 6, 30)]
+
+
+def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name="t")
+    low, high = otio.schema.Track(name="V1"), otio.schema.Track(name="V2")
+    low.append(clip("long", "cam_a.mkv", 0, 30, available=(0, 40)))
+    high.extend([otio.schema.Gap(source_range=tr(0, 10)), clip("top", "cam_b.mkv", 86400, 5, available=(86400, 30))])
+    tl.tracks.extend([low, high])
+    plan = plan_timeline(tl, MediaResolver(media))
+    assert [(s.name, s.record_start, s.record_frames, s.source_start, s.whole_clip) for s in plan.segments] == [
+        ("long", 0, 10, 0, False), ("top", 10, 5, 0, True), ("long", 15, 15, 15, False)]
+    assert len({s.id for s in plan.segments}) == 3
+
+
+def test_relink_and_media_root(media: Path, tmp_path: Path) -> None:
+    r = MediaResolver(tmp_path, relink=parse_relink([f"/Volumes/edit={media}"]))
+    assert r.resolve("file:///Volumes/edit/cam_a.mkv") == (media / "cam_a.mkv").resolve()
+    assert MediaResolver(tmp_path).resolve("/elsewhere/cam_b.mkv") is None
+    assert MediaResolver(tmp_path, media_root=media).resolve("/elsewhere/cam_b.mkv") == (media / "cam_b.mkv").resolve()
+    with pytest.raises(UsageError):
+        parse_relink(["no-equals"])
+
+
+def test_shot_options_from_metadata_and_markers() -> None:
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.shots import shot_options
+
+    c = clip("x", "a.mkv", 0, 5, lipsync={"face": 1, "guidance": 2.0, "set": ["faces.detect_every=2"]})
+    o = shot_options(c)
+    assert (o.face_id, o.guidance, o.enabled) == (1, 2.0, None)
+    assert o.config_sets() == ["faces.detect_every=2", "inference.guidance=2.0"]
+    c.markers.append(otio.schema.Marker(name="lipsync: off"))
+    assert shot_options(c).enabled is False
+    with pytest.raises(ConfigError, match="unknown lipsync option"):
+        shot_options(clip("y", "a.mkv", 0, 5, lipsync={"fase": 1}))
+
+
+def test_dub_cuts_tile_sample_accurately() -> None:
+    rate = 48000
+    samples = np.arange(rate * 3, dtype=np.float32)[None] / (rate * 3)
+    d = dubs.DubTrack("de", samples, rate, Fraction(1, 2), "x")
+    # consecutive 23.976 cuts join without a gap or overlap and start at floor(f * rate / fps)
+    pieces = [d.cut(f, 7, FILM) for f in range(0, 56, 7)]
+    joined = np.concatenate(pieces, axis=1)
+    offset = rate // 2
+    first = tb.samples_at(0, FILM, rate)
+    assert joined.shape[1] == tb.samples_at(56, FILM, rate) - first
+    assert np.all(joined[0, :offset] == 0)  # before the dub starts: silence
+    assert np.array_equal(joined[0, offset:], samples[0, : joined.shape[1] - offset])
+    assert d.cut(10, 1, FILM).shape[1] in (2002, 2003)  # 48000 * 1001 / 24000 = 2002.0
+
+
+def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
+    assert dubs.parse_audio_specs(["de=de.wav", "fr.wav"]) == [("de", Path("de.wav")), ("fr", Path("fr.wav"))]
+    with pytest.raises(UsageError):
+        dubs.parse_audio_specs(["de=a.wav", "de=b.wav"])
+    assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
+    assert dubs.parse_offset("-0.5", FILM, 0) == Fraction(-1, 2)
+    assert parse_shard("2/4") == (2, 4)
+    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4",
+                                "SLURM_ARRAY_TASK_MIN": "3"}) == (2, 4)
+    assert parse_shard("auto", {"SGE_TASK_ID": "2", "SGE_TASK_FIRST": "1", "SGE_TASK_LAST": "3"}) == (1, 3)
+    for bad in ("4/4", "x", "1-2"):
+        with pytest.raises(UsageError):
+            parse_shard(bad)
+    with pytest.raises(UsageError):
+        parse_shard("auto", {})
+    assert parse_gpus("0,1") == ["cuda:0", "cuda:1"]
+
+
+def test_vad_finds_the_fixture_dialogue() -> None:
+    from lipsyncctl.pipeline.frames import read_audio
+
+    wav = shared_path("fixtures", "demo1_audio.wav")
+    samples, rate = read_audio(wav)
+    d = dubs.DubTrack("de", samples, rate, Fraction(1), str(wav))
+    speech = dubs.detect_speech(d)
+    assert speech and 1.2 < speech[0][0] < 1.7  # speech starts ~0.45 s into the file, which starts at 1 s
+    assert all(b > a for a, b in speech)
+    silent = dubs.DubTrack("x", np.zeros((1, rate), np.float32), rate, Fraction(0), "silence")
+    assert dubs.detect_speech(silent) == []
