@@ -81,6 +81,14 @@ th,td{{border-bottom:1px solid #ddd;padding:.4em;text-align:left;vertical-align:
 </tbody></table>
 <h2>Skipped clips</h2><ul id="skipped">{skipped or '<li class="na">none</li>'}</ul>
 <h2>Warnings</h2><ul id="warnings">{warnings or '<li class="na">none</li>'}</ul>
+<script>
+// marks the page once every thumbnail has decoded (checked by a headless-browser test; harmless otherwise)
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  document.body.setAttribute("data-images-ok", imgs.filter(function (i) {{ return i.naturalWidth > 0; }}).length);
+  document.body.setAttribute("data-images", imgs.length);
+}});
+</script>
 </body></html>
 """
 

@@ -52,8 +52,8 @@ def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(config))
     for section, key in _NEUTRAL:
         out.get(section, {}).pop(key, None)
-    out.pop("name", None)
-    out.pop("description", None)
+    for section in ("name", "description", "timeline", "prep"):  # job-level settings: in the key's own fields
+        out.pop(section, None)
     return out
 
 

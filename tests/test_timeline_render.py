@@ -1,0 +1,202 @@
+"""`lipsyncctl sync --timeline` end to end on CPU with the tiny preset (1 DDIM step, 360x640 shots):
+two languages over the demo edit, the relinked timelines re-read, rendered durations, the QC report,
+the conform, dry runs, a killed run resumed, the non-dialogue modes, and the HTML in a headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.cli.main import main
+from tests.conftest import REPO, shared_path
+from tests.sync_media import audio_info, decode_rgb, video_rate
+from tests.timeline_media import EXPECTED_SHOTS, EXPECTED_SKIPS, FILM, build_edit, clip, rt, write_sources
+
+BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.detect_every=3"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Media, the demo edit, two dubs and one tiny model set for the module."""
+    from lipsyncctl.pipeline.frames import read_audio
+    from lipsyncctl.timeline.job import write_wav
+
+    root = tmp_path_factory.mktemp("tl")
+    models = root / "models"
+    de = shared_path("fixtures", "demo1_audio.wav")
+    write_sources(root, shared_path("fixtures", "demo1_video.mp4"))
+    edit = build_edit(root)
+    samples, rate = read_audio(de, rate=48000, channels=2)
+    fr = write_wav(root / "fr.wav", samples[:, rate * 2 :], rate)  # another take: 48 kHz stereo
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNCCTL_MODELS", str(models))
+        yield {"root": root, "edit": edit, "de": de, "fr": fr, "models": models}
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    capsys.readouterr()
+    rc = main(["--json", "-q", "sync", *args])
+    out = capsys.readouterr().out
+    return rc, json.loads(out) if out.strip() else {}
+
+
+def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    import opentimelineio as otio
+
+    out = env["root"] / "out"
+    args = ["--timeline", str(env["edit"]), "--audio", f"de={env['de']}", "--audio", f"fr={env['fr']}",
+            "-o", str(out), *BASE]
+    # dry run: the plan, nothing written
+    rc, dry = _run([*args, "--dry-run"], capsys)
+    assert rc == 0 and dry["dry_run"] and dry["counts"]["to_render"] == 8 and not out.exists()
+    assert [s["name"] for s in dry["plan"]["segments"]] == list(EXPECTED_SHOTS)
+
+    rc, res = _run([*args, "--conform"], capsys)
+    assert rc == 0, res
+    assert res["counts"]["rendered"] == 8 and res["counts"]["reused"] == 0 and res["failed"] == []
+    plan = {s["name"]: s for s in res["plan"]["segments"]}
+    for name, (rec, frames, src) in EXPECTED_SHOTS.items():
+        assert (plan[name]["record"]["start"], plan[name]["record"]["frames"], plan[name]["source"]["start"]) == (rec, frames, src)
+
+    source_tl = otio.adapters.read_from_file(str(env["edit"]))
+    source_clips = {c.name: c for c in source_tl.find_clips()}
+    for lang, info in res["languages"].items():
+        shots = {s["name"]: s for s in info["shots"]}
+        # rendered shots: frames = visible + handles at 23.976, audio as long as the picture
+        for name, s in shots.items():
+            assert s["status"] == "done" and s["face_coverage"] > 0.5
+            path = Path(s["output"])
+            assert path.parent == out / lang / "shots" and path.suffix == ".mp4"
+            assert len(decode_rgb(path)) == s["rendered_frames"] == s["frames"] + sum(s["handles"])
+            assert video_rate(path) == FILM
+            rate, _, n = audio_info(path)
+            assert abs(n / rate - s["rendered_frames"] / float(FILM)) <= 2048 / rate  # AAC frames of 1024
+        # the relinked timeline: same record ranges, the render active, the original kept
+        relinked = otio.adapters.read_from_file(info["timelines"][0])
+        clips = {c.name: c for c in relinked.find_clips()}
+        assert set(clips) == set(source_clips)
+        for name, c in clips.items():
+            orig = source_clips[name]
+            assert c.range_in_parent() == orig.range_in_parent() and c.source_range == orig.source_range
+            if name in EXPECTED_SHOTS:
+                assert c.active_media_reference_key == f"lipsync_{lang}"
+                refs = c.media_references()
+                assert refs["DEFAULT_MEDIA"].target_url == orig.media_reference.target_url
+                target = Path(otio.url_utils.filepath_from_url(c.media_reference.target_url))
+                assert target.is_file() and target == Path(shots[name]["output"])
+                avail = c.media_reference.available_range
+                assert avail.duration.to_frames() == shots[name]["rendered_frames"]
+                media_start = 86400 if name.startswith("B") else 0  # cam_b's timecode 01:00:00:00
+                assert avail.start_time.to_frames() == media_start + plan[name]["render"]["start"]
+            else:
+                assert c.active_media_reference_key == "DEFAULT_MEDIA"
+        # the QC report
+        report = json.loads(Path(info["report"]).read_text())
+        assert report["ok"] and report["summary"]["done"] == 4 and report["summary"]["skipped"] == 4
+        assert {k["name"] for k in report["skipped"]} == set(EXPECTED_SKIPS)
+        assert report["sync_scores"] is False and all(s["sync_after"] is None for s in report["shots"])
+        assert report["start"] == "01:00:00:00" and report["shots"][1]["record_in"] == "01:00:00:12"
+        html = Path(info["report_html"]).read_text()
+        assert html.count("data:image/jpeg;base64,") == 8 and "missing media" in html
+        # the conform: the whole edit with the dub
+        conform = Path(info["conform"])
+        assert len(decode_rgb(conform)) == 62 and audio_info(conform)[2] > 0
+    de_cov = {s["name"]: s["speech_coverage"] for s in res["languages"]["de"]["shots"]}
+    assert de_cov["A1"] < 1.0 and de_cov["A3"] == 1.0  # the dialogue starts 0.45 s into the dub
+
+    # rerun: everything reused; a changed dub offset re-renders what its cut changed
+    rc, again = _run(args, capsys)
+    assert rc == 0 and again["counts"]["rendered"] == 0 and again["counts"]["reused"] == 8
+    rc, dry2 = _run([*args, "--audio-offset", "01:00:00:20", "--dry-run"], capsys)
+    assert rc == 0 and dry2["counts"]["to_render"] == 8  # every cut moved
+    env["report_html"] = res["languages"]["de"]["report_html"]
+
+
+def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    args = ["--timeline", str(env["edit"]), "--audio", f"de={env['de']}", "-o", str(out), *BASE]
+    cmd = [sys.executable, "-m", "lipsyncctl", "-q", "sync", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "LIPSYNCCTL_MODELS": str(env["models"])},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    jobs = out / ".lipsyncctl" / "jobs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and len(list(jobs.glob("*.json"))) < 1:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(jobs.glob("*.json")))
+    assert 1 <= finished < 4, proc.stderr.read().decode() if proc.stderr else ""
+    assert not (out / "de" / "report.json").exists()  # killed before the outputs
+    rc, res = _run(args, capsys)
+    assert rc == 0
+    assert res["counts"]["reused"] == finished and res["counts"]["rendered"] == 4 - finished
+    assert len(list((out / "de" / "shots").glob("*.mp4"))) == 4
+    assert not list((out / "de" / "shots").glob(".*"))  # no half-written temporaries left
+
+
+def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A1 (record 0-12 + 2 handles) hears the dub's first 0.6 s: silence, then speech from 0.45 s."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.job import write_wav
+
+    tl = otio.schema.Timeline(name="short", global_start_time=rt(0))
+    track = otio.schema.Track(name="V1")
+    track.append(clip("A1", str(env["root"] / "cam_a.mkv"), 4, 12, available=(0, 40)))
+    tl.tracks.append(track)
+    edit = tmp_path / "short.otio"
+    otio.adapters.write_to_file(tl, str(edit))
+    tone = write_wav(tmp_path / "tone.wav", np.zeros((1, 16000), np.float32), 16000)
+    common = ["--timeline", str(edit), *BASE, "--codec", "ffv1", "--handles", "0", "--non-dialogue"]
+    rc, res = _run([*common, "passthrough", "--audio", f"de={env['de']}", "--audio", f"mute={tone}",
+                    "-o", str(tmp_path / "p")], capsys)
+    assert rc == 0
+    mute = res["languages"]["mute"]["shots"][0]
+    assert mute["status"] == "no_dialogue" and mute["output"] is None and mute["speech_coverage"] == 0
+    shot = res["languages"]["de"]["shots"][0]
+    assert shot["status"] == "done" and 0 < shot["speech_coverage"] < 1
+    got = decode_rgb(Path(shot["output"]))
+    src = decode_rgb(env["root"] / "cam_a.mkv")[4:16]
+    same = [np.array_equal(g, s) for g, s in zip(got, src, strict=True)]
+    silent = int(round((1 - shot["speech_coverage"]) * 12))
+    assert all(same[: silent - 3]) and not any(same[silent + 3 :])  # source pixels until speech (- pad)
+    rc, res = _run([*common, "close", "--audio", f"de={env['de']}", "-o", str(tmp_path / "c"),
+                    "--set", "output.audio_codec=pcm"], capsys)
+    assert rc == 0 and res["languages"]["de"]["shots"][0]["status"] == "done"
+    from lipsyncctl.pipeline.frames import read_audio
+
+    muxed, rate = read_audio(Path(res["languages"]["de"]["shots"][0]["output"]))
+    dub, _ = read_audio(env["de"], rate=rate)
+    n = int(12 * rate / FILM)
+    # the file carries the real dub (PCM16), the model heard it silenced before the speech
+    assert np.abs(muxed[0, :n] - dub[0, :n]).max() < 2e-4 and np.abs(dub[0, :n]).max() > 0.01
+    (model_wav,) = (tmp_path / "c" / ".lipsyncctl" / "work" / "de").glob("*.model.wav")
+    heard, _ = read_audio(model_wav)
+    assert np.all(heard[0, : rate // 4] == 0) and np.abs(heard[0, -rate // 8 :]).max() > 0.01
+
+
+def test_report_in_headless_chromium(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    browser = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); apt-get install chromium")
+    html = env.get("report_html")
+    if html is None:
+        pytest.skip("needs the report of test_two_languages_end_to_end (run the module)")
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", Path(html).as_uri()],
+        capture_output=True, text=True, timeout=60,
+    )
+    dom = proc.stdout
+    assert 'data-images="8"' in dom and 'data-images-ok="8"' in dom, proc.stderr[-2000:]
+    assert dom.count('<tr data-status="done">') == 4 and "Lip-sync QC" in dom
