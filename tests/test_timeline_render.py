@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +58,8 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     # dry run: the plan, nothing written
     rc, dry = _run([*args, "--dry-run"], capsys)
     assert rc == 0 and dry["dry_run"] and dry["counts"]["to_render"] == 8 and not out.exists()
+    frames = sum(s["render"]["frames"] for s in dry["plan"]["segments"])
+    assert dry["work"] == {"shots": 8, "frames": 2 * frames, "frame_steps": 2 * frames, "languages": 2}
     assert [s["name"] for s in dry["plan"]["segments"]] == list(EXPECTED_SHOTS)
 
     rc, res = _run([*args, "--conform"], capsys)
@@ -73,7 +74,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     for lang, info in res["languages"].items():
         shots = {s["name"]: s for s in info["shots"]}
         # rendered shots: frames = visible + handles at 23.976, audio as long as the picture
-        for name, s in shots.items():
+        for s in shots.values():
             assert s["status"] == "done" and s["face_coverage"] > 0.5
             path = Path(s["output"])
             assert path.parent == out / lang / "shots" and path.suffix == ".mp4"

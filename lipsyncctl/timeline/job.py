@@ -86,6 +86,7 @@ class TimelineResult:
     shard: tuple[int, int]
     dry_run: bool
     warnings: list[str]
+    work: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[str]:
@@ -99,7 +100,7 @@ class TimelineResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict(), "dry_run": self.dry_run,
-                "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(),
+                "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(), "work": dict(self.work),
                 "failed": self.failed, "languages": self.languages, "warnings": list(self.warnings)}
 
 
@@ -131,6 +132,9 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     i, n = job.shard
     renderable = [s for s in shots if s.task is not None or s.reused]
     mine = [s for k, s in enumerate(renderable) if k % n == i and s.task is not None]
+    work = {"shots": len(mine), "frames": sum(s.task.frames for s in mine if s.task is not None),
+            "frame_steps": sum(s.task.frames * s.task.config["inference"]["steps"] for s in mine if s.task is not None),
+            "languages": len(dub_tracks)}
     if not job.dry_run:
         by_key = {id(s.task): s for s in mine}
 
@@ -151,7 +155,7 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     for d in dub_tracks:
         lang_shots = [s for s in shots if s.language == d.language]
         languages[d.language] = _finish_language(job, config, timeline, plan, d, lang_shots, mine, warnings)
-    return TimelineResult(plan, languages, job.shard, job.dry_run, warnings)
+    return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work)
 
 
 def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: TimelinePlan) -> list[dubs.DubTrack]:
