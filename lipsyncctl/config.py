@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lipsyncctl import paths
 from lipsyncctl.errors import ConfigError
@@ -72,8 +72,24 @@ class FaceOptions(_Strict):
     backend: Literal["auto", "dlib", "face-alignment", "insightface"] = "auto"
     detect_every: int = Field(5, ge=1, le=250, description="run the detector every k frames, track between")
     smoothing: bool = True
-    select: Literal["largest", "id", "point", "speaker"] = "largest"
+    select: Literal["largest", "id", "point", "speaker"] = Field(
+        "largest", description="whose mouth: largest face (official), track id, face at a point, active speaker"
+    )
+    track_id: int | None = Field(None, ge=0, description="the face track to follow (select: id; --face ID)")
+    point: tuple[float, float] | None = Field(
+        None, description="pixel [x, y] inside the face to follow (select: point; --face-at X,Y)"
+    )
     crossfade_frames: int = Field(4, ge=0, le=50, description="frames of cross-fade where a face comes back")
+
+    @model_validator(mode="after")
+    def _selection(self) -> FaceOptions:
+        if self.select == "id" and self.track_id is None:
+            raise ValueError("select 'id' needs faces.track_id (or --face ID)")
+        if self.select == "point" and self.point is None:
+            raise ValueError("select 'point' needs faces.point [x, y] (or --face-at X,Y)")
+        if self.point is not None and min(self.point) < 0:
+            raise ValueError("faces.point must be pixel coordinates >= 0")
+        return self
 
 
 class SyncOptions(_Strict):

@@ -7,7 +7,8 @@ from fractions import Fraction
 import pytest
 
 from lipsyncctl.errors import MediaError
-from lipsyncctl.pipeline.plan import plan_clip, read_runs, select_range
+from lipsyncctl.media.reader import index_runs
+from lipsyncctl.pipeline.plan import plan_clip, select_range
 
 NTSC = Fraction(30000, 1001)
 
@@ -86,10 +87,10 @@ def test_bad_inputs():
         _plan(10, 1.0, "bounce")
 
 
-def test_windows_and_read_runs():
+def test_windows_and_index_runs():
     plan = _plan(10, 40 / 25, "loop")
     wins = list(plan.windows(16))
     assert wins == [(0, 16), (16, 32), (32, 40)]
-    runs = read_runs(plan.source_indices(0, 16), max_gap=2)
+    runs = index_runs(plan.source_indices(0, 16), max_gap=2)
     assert runs == [(0, 9)]
-    assert read_runs([98, 99, 0, 1, 2], max_gap=4) == [(0, 2), (98, 99)]
+    assert index_runs([98, 99, 0, 1, 2], max_gap=4) == [(0, 2), (98, 99)]

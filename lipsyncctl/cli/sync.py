@@ -66,19 +66,29 @@ def sync_cmd(
     ),
     start: float | None = typer.Option(None, "--start", min=0, help="First second of the video to use."),
     end: float | None = typer.Option(None, "--end", min=0, help="Last second of the video to use."),
-    face: int | None = typer.Option(None, "--face", min=0, help="Follow this face track id."),
-    face_at: str | None = typer.Option(None, "--face-at", help="Follow the face at pixel X,Y."),
+    face: int | None = typer.Option(
+        None, "--face", min=0, help="Follow this face track id (faces.select=id, faces.track_id)."
+    ),
+    face_at: str | None = typer.Option(
+        None, "--face-at", help="Follow the face at pixel X,Y (faces.select=point, faces.point)."
+    ),
 ) -> None:
+    point = _face_at(face_at)
+    if face is not None and point is not None:
+        raise UsageError("give either --face ID or --face-at X,Y, not both")
     flags = {
         "inference.steps": steps, "inference.guidance": guidance, "inference.seed": seed,
         "inference.dtype": dtype, "inference.device": device, "inference.deepcache": deepcache,
         "sync.fps": fps, "sync.length_policy": length_policy, "output.codec": codec, "output.crf": crf,
         "output.matte": matte, "faces.backend": detector,
+        # --face / --face-at are faces.select id/point, so run.yaml records whose mouth was rendered
+        "faces.select": "id" if face is not None else "point" if point is not None else None,
+        "faces.track_id": face, "faces.point": list(point) if point is not None else None,
     }
     config = opt.resolve(preset, sets, flags, print_config)
     from lipsyncctl import api
 
-    result = api.sync(video, audio, output, config, start=start, end=end, face_id=face, face_at=_face_at(face_at))
+    result = api.sync(video, audio, output, config, start=start, end=end)
     for w in result.warnings:
         st.warn(w)
 
@@ -87,6 +97,7 @@ def sync_cmd(
         console.print(st.kv_table("sync", {
             "output": d["output"], "frames": f"{d['frames']} at {float(result.fps):.3f} fps ({d['duration']} s)",
             "faces found": d["faces_found"], "no-face frames": d["no_face_frames"], "detector": d["detector"],
+            "face": d["face_select"] + (f" (track {d['face_track']})" if d["face_track"] is not None else ""),
             "run.yaml": d["run_yaml"], **({"matte": d["matte"]} if d["matte"] else {}),
         }))
         console.print(st.kv_table("seconds per stage", d["stage_seconds"]))

@@ -107,6 +107,26 @@ def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None 
     return samples[:, 0].copy() if channels == 1 else samples
 
 
+def audio_length(path: str | Path, stream_index: int | None = None) -> tuple[int, int]:
+    """``(samples, rate)``: how many samples the audio decodes to at its own rate (streamed, nothing kept).
+
+    Exact where a header's duration is not (AAC priming, VBR MP3). Raises :class:`MediaError` if the
+    file has no audio stream or cannot be decoded."""
+    import av
+
+    path = Path(path)
+    with opened(path) as container:
+        stream = _audio_stream(container, path, stream_index)
+        stream.thread_type = "AUTO"
+        samples = 0
+        try:
+            for frame in container.decode(stream):
+                samples += frame.samples
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: audio cannot be decoded ({ffmpeg_reason(exc)})") from exc
+        return samples, int(stream.codec_context.sample_rate)
+
+
 def write_wav(path: str | Path, samples: np.ndarray, rate: int, *, inputs: tuple = ()) -> Path:
     """Write float samples (``(n,)`` or ``(n, channels)``, clipped to [-1, 1]) as 16-bit PCM WAV,
     atomically. Returns ``path``."""

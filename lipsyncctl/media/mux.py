@@ -17,6 +17,7 @@ from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
 #: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format).
 AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16")}
 _PCM_CONTAINERS = {".mov", ".mkv", ".avi", ".wav"}
+_SAMPLE_DTYPES = {"flt": np.float32, "s16": np.int16, "s32": np.int32, "dbl": np.float64, "u8": np.uint8}
 
 
 def _array_frames(samples: np.ndarray, rate: int, fmt: str, frame_size: int) -> Iterator[Any]:
@@ -40,7 +41,7 @@ def _array_frames(samples: np.ndarray, rate: int, fmt: str, frame_size: int) -> 
 
 def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path, *, rate: int | None = None,
               codec: str = "aac", bit_rate: int | None = None, duration: float | None = None,
-              inputs: tuple = ()) -> Path:
+              pad: bool = False, inputs: tuple | list = ()) -> Path:
     """Write ``out``: the video stream of ``video`` copied as is, plus ``audio`` encoded as ``codec``.
 
     Args:
@@ -52,6 +53,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
         codec: ``aac`` (default) or ``pcm`` (16-bit; needs a .mov/.mkv output).
         bit_rate: AAC bit rate (default: the encoder's, about 128 kb/s for stereo).
         duration: cut the audio to this many seconds.
+        pad: with ``duration``, also pad a shorter audio with silence to exactly that length.
     """
     import av
 
@@ -73,7 +75,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
                     channels = 1 if audio.ndim == 1 else audio.shape[1]
                     aout = _add_audio(dst, encoder, rate, channels, bit_rate)
                     frames = _array_frames(audio, rate, fmt, aout.codec_context.frame_size or 1024)
-                    _interleave(src, vin, dst, vout, aout, frames, rate, duration)
+                    _interleave(src, vin, dst, vout, aout, frames, rate, duration, pad)
                 else:
                     with opened(audio) as asrc:
                         ain = _audio_stream(asrc, Path(audio), None)
@@ -83,7 +85,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
                         frames = (f for _, f in iter_audio_frames(
                             asrc, ain, rate=a_rate, channels=channels, fmt=fmt,
                             frame_size=aout.codec_context.frame_size or 1024))
-                        _interleave(src, vin, dst, vout, aout, frames, a_rate, duration)
+                        _interleave(src, vin, dst, vout, aout, frames, a_rate, duration, pad)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{out}: muxing failed ({ffmpeg_reason(exc)})") from exc
     return out
@@ -98,11 +100,13 @@ def _add_audio(dst: Any, encoder: str, rate: int, channels: int, bit_rate: int |
 
 
 def _interleave(src: Any, vin: Any, dst: Any, vout: Any, aout: Any, frames: Iterator[Any], rate: int,
-                duration: float | None) -> None:
+                duration: float | None, pad: bool = False) -> None:
     """Mux copied video packets and encoded audio in time order, so neither is buffered whole."""
     limit = None if duration is None else int(round(duration * rate))
     written = 0
     audio = iter(frames)
+    if pad and limit is not None:
+        audio = _with_silence(audio, aout.codec_context, rate)
 
     def push_audio(until: float) -> None:
         nonlocal written
@@ -119,14 +123,32 @@ def _interleave(src: Any, vin: Any, dst: Any, vout: Any, aout: Any, frames: Iter
                 dst.mux(packet)
 
     for packet in src.demux(vin):
-        if packet.dts is None:  # the demuxer's end-of-stream marker
+        if packet.size == 0:  # the demuxer's end-of-stream marker (MKV gives real packets without dts)
             continue
-        push_audio(float(packet.dts * packet.time_base))
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if stamp is not None:
+            push_audio(float(stamp * packet.time_base))
         packet.stream = vout
         dst.mux(packet)
     push_audio(float("inf"))
     for packet in aout.encode(None):
         dst.mux(packet)
+
+
+def _with_silence(frames: Iterator[Any], ctx: Any, rate: int) -> Iterator[Any]:
+    """``frames``, then silent frames (of the encoder's format and layout) forever; the caller cuts."""
+    import av
+
+    yield from frames
+    size = ctx.frame_size or 1024
+    channels = ctx.layout.nb_channels
+    fmt = ctx.format.name
+    shape = (channels, size) if ctx.format.is_planar else (1, size * channels)
+    zeros = np.zeros(shape, dtype=_SAMPLE_DTYPES[fmt.rstrip("p")])
+    while True:
+        frame = av.AudioFrame.from_ndarray(zeros, format=fmt, layout=ctx.layout.name)
+        frame.sample_rate = rate
+        yield frame
 
 
 def _truncate(frame: Any, samples: int) -> Any:

@@ -182,3 +182,136 @@ def conform_cfr(frames: Iterable[Frame], fps: Fraction, *, start: float | Fracti
     while k < count:
         yield k, current
         k += 1
+
+
+
+def index_runs(indices: Iterable[int], max_gap: int = 24) -> list[tuple[int, int]]:
+    """Group frame indices into inclusive ``(lo, hi)`` runs, each read with at most one seek.
+
+    Sorted unique indices are split wherever two neighbours are more than ``max_gap`` apart, so a
+    set of frames that wraps around (a loop) or skips ahead never decodes everything in between.
+    """
+    runs: list[tuple[int, int]] = []
+    for idx in sorted(set(indices)):
+        if runs and idx - runs[-1][1] <= max_gap:
+            runs[-1] = (runs[-1][0], idx)
+        else:
+            runs.append((idx, idx))
+    return runs
+
+
+#: How far before a seek target decoding resumes, so that the slot at the target shows the frame on
+#: screen then (for VFR input, possibly a frame that started well before the target).
+_SEEK_MARGIN = Fraction(1)
+
+
+class IndexedReader:
+    """Frames of a video by index on a constant-rate grid, streamed forward with bounded memory.
+
+    Frame ``i`` is the picture on screen at ``start_time + i / fps`` by the :func:`conform_cfr` rule
+    (the last source frame at or before that time), so VFR input reads as CFR at ``fps`` (default: the
+    nominal rate; for CFR input that is the exact rate and frame ``i`` is the ``i``-th frame). Indices
+    past the last frame hold the last frame, so :meth:`range` always yields ``stop - first`` frames.
+
+    Reading continues the decoder while requests move forward by at most ``max_gap`` frames; going
+    back or jumping further seeks (decoding resumes at the keyframe before). Only requested frames are
+    converted to RGB; between calls nothing but the last frame is kept.
+
+    Args:
+        path: the video.
+        fps: the grid rate (None = the probed nominal rate).
+        info: a :func:`probe` result to reuse.
+        apply_rotation: turn pixels upright by the file's rotation tag (default True).
+        max_gap: frames that may be decoded and dropped instead of seeking.
+    """
+
+    def __init__(self, path: str | Path, fps: Fraction | None = None, *, info: MediaInfo | None = None,
+                 apply_rotation: bool = True, max_gap: int = 48) -> None:
+        self._reader = VideoReader(path, info=info, apply_rotation=apply_rotation)
+        self.path = self._reader.path
+        self.video = self._reader.video
+        self.fps = Fraction(fps) if fps is not None else self.video.nominal_fps
+        self.max_gap = max_gap
+        self._origin = Fraction(self.video.start_time).limit_denominator(10**6)
+        self._slots: Iterator[tuple[int, Frame]] | None = None
+        self._base = 0       # grid index of slot 0 of the current stream
+        self._pos = 0        # grid index of the next slot the stream yields
+        self._used = False   # the decoder has been read (index 0 then needs a seek as well)
+        self._prev: tuple[int, Frame] | None = None  # the last slot the stream yielded
+        self._tail: tuple[int, Frame] | None = None  # the file's last slot, once the end was reached
+        self._rgb_cache: tuple[Frame, np.ndarray] | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of yielded images."""
+        return self._reader.size
+
+    def __enter__(self) -> IndexedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._slots = None
+        self._reader.close()
+
+    def range(self, first: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, (H, W, 3) uint8 RGB)`` for grid frames ``first .. stop - 1``, in order."""
+        if first < 0:
+            raise ValueError(f"frame index must be >= 0, got {first}")
+        if stop <= first:
+            return
+        past_end = self._tail is not None and first >= self._tail[0]
+        again = self._prev is not None and self._prev[0] == first
+        if not (past_end or again or (self._slots is not None and self._pos <= first <= self._pos + self.max_gap)):
+            self._restart(first)
+        for wanted in range(first, stop):
+            yield wanted, self._rgb(self._slot(wanted))
+
+    def read(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
+        """The frames at ``indices`` (any order, repeats allowed), decoded run by run."""
+        need = set(indices)
+        out: dict[int, np.ndarray] = {}
+        for lo, hi in index_runs(need, max_gap=self.max_gap):
+            for idx, rgb in self.range(lo, hi + 1):
+                if idx in need:
+                    out[idx] = rgb
+        return out
+
+    # -- internals -------------------------------------------------------------------------------
+    def _restart(self, index: int) -> None:
+        start = self._origin + Fraction(index) / self.fps
+        if index > 0:
+            self._reader.seek(time=max(self._origin, start - _SEEK_MARGIN))
+        elif self._used:
+            self._reader.seek(time=self._origin)
+        self._used = True
+        self._slots = conform_cfr(self._reader, self.fps, start=start)
+        self._base = self._pos = index
+        self._prev = None
+
+    def _slot(self, wanted: int) -> Frame:
+        while True:
+            if self._tail is not None and wanted >= self._tail[0]:
+                return self._tail[1]  # at or past the end: hold the last frame
+            if self._prev is not None and self._prev[0] == wanted:
+                return self._prev[1]
+            item = next(self._slots, None) if self._slots is not None else None
+            if item is not None:
+                k, frame = item
+                self._prev = (self._base + k, frame)
+                self._pos = self._base + k + 1
+                continue
+            self._slots = None
+            if self._prev is not None:
+                self._tail = self._prev
+            elif self._base > 0:
+                self._restart(0)  # the file ends before the seek target: walk from the start
+            else:
+                raise MediaError(f"{self.path}: no decodable frame")
+
+    def _rgb(self, frame: Frame) -> np.ndarray:
+        if self._rgb_cache is None or self._rgb_cache[0] is not frame:
+            self._rgb_cache = (frame, frame.image)  # repeated slots reuse one conversion
+        return self._rgb_cache[1]

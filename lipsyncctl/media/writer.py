@@ -42,6 +42,7 @@ CODECS: dict[str, CodecSpec] = {
     "prores": CodecSpec("prores_ks", "yuv422p10le", ".mov", profile="hq", options={"vendor": "apl0"}),
     # DNxHR: lb sq hq (8-bit 4:2:2), hqx (10-bit), 444; needs at least 256x120 pixels
     "dnxhr": CodecSpec("dnxhd", "yuv422p", ".mov", profile="dnxhr_hq"),
+    # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", ".mkv", options={"level": "3", "slicecrc": "1"}),
 }
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
@@ -49,6 +50,12 @@ _SWS_MATRIX = {"bt709": "itu709", "smpte170m": "smpte170m", "bt470bg": "itu601",
                "fcc": "fcc", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
 #: Tags for RGB frames when the caller gives none: HD video is BT.709, limited range.
 DEFAULT_COLOR = ColorInfo("bt709", "bt709", "bt709", "tv")
+
+
+def is_rgb(pix_fmt: str) -> bool:
+    """True for RGB pixel formats (``rgb24``, ``bgr0``, ``gbrp``...): frames are stored without a YUV
+    conversion, so RGB input round-trips bit for bit through a lossless codec such as FFV1."""
+    return pix_fmt.startswith(("rgb", "bgr", "gbr", "0rgb", "0bgr", "argb", "abgr"))
 
 
 def codec_spec(codec: str) -> CodecSpec:
@@ -141,7 +148,7 @@ class VideoWriter:
             stream.codec_context.thread_type = "AUTO"  # frame + slice threads where the encoder has them
             if self.spec.codec_tag:
                 stream.codec_tag = self.spec.codec_tag
-            color = self.color
+            color = self._tags()
             if color is not None:
                 ctx = stream.codec_context
                 ctx.color_primaries = COLOR_CODES["primaries"].get(color.primaries or "", 2)
@@ -164,7 +171,7 @@ class VideoWriter:
             if self.color is None:
                 self.color = DEFAULT_COLOR
             src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            yuv = not self.pix_fmt.startswith(("rgb", "bgr", "gbr"))
+            yuv = not is_rgb(self.pix_fmt)
             # Convert with the matrix/range the file is tagged with (untagged: swscale's default, the
             # same one a reader uses for untagged input, so a round trip keeps the colours).
             out = src.reformat(
@@ -174,13 +181,21 @@ class VideoWriter:
             )
         else:
             out = frame.reformat(format=self.pix_fmt) if frame.format.name != self.pix_fmt else frame
-        if self.color is not None:
+        tags = self._tags()
+        if tags is not None:
             # Encoders such as prores_ks write the frame's tags into the bitstream.
-            out.color_primaries = COLOR_CODES["primaries"].get(self.color.primaries or "", 2)
-            out.color_trc = COLOR_CODES["transfer"].get(self.color.transfer or "", 2)
-            out.colorspace = COLOR_CODES["matrix"].get(self.color.matrix or "", 2)
-            out.color_range = COLOR_CODES["range"].get(self.color.range or "", 0)
+            out.color_primaries = COLOR_CODES["primaries"].get(tags.primaries or "", 2)
+            out.color_trc = COLOR_CODES["transfer"].get(tags.transfer or "", 2)
+            out.colorspace = COLOR_CODES["matrix"].get(tags.matrix or "", 2)
+            out.color_range = COLOR_CODES["range"].get(tags.range or "", 0)
         return out
+
+    def _tags(self) -> ColorInfo | None:
+        """The tags written: :attr:`color`, except that RGB pixel formats (``bgr0`` for a bit-exact FFV1,
+        ``gbrp``...) store no YUV matrix and full range (``gbr``/``pc``); primaries and transfer are kept."""
+        if self.color is None or not is_rgb(self.pix_fmt):
+            return self.color
+        return ColorInfo(self.color.primaries, self.color.transfer, "gbr", "pc")
 
     def write(self, frame: np.ndarray | Any) -> None:
         """Append one frame: ``(H, W, 3)`` uint8 RGB, or an ``av.VideoFrame`` (any pixel format)."""

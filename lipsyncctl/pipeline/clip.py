@@ -2,23 +2,28 @@
 
 Memory stays bounded whatever the clip length: frames are decoded twice in a streaming way (once for
 the faces, once for rendering), and only one window of frames (``inference.window``, 16 officially)
-is held at a time. What is kept for the whole clip is small: one face record per source frame and the
-whisper features (50 x 5 x 384 floats per second of audio).
+is held at a time. What is kept for the whole clip is small: one face record per source frame, the
+new audio at 16 kHz mono and its whisper features (50 x 5 x 384 floats per second of audio). The new
+audio at its own rate is streamed from its file into the output, never held.
 
-1. Probe the inputs and plan the output frames (:mod:`lipsyncctl.pipeline.plan`).
-2. Load the networks (:mod:`lipsyncctl.pipeline.models`).
-3. Audio features: whisper over the whole new audio, once.
-4. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute the
-   official alignment matrix per frame (no face -> the frame passes through).
+1. Probe the inputs, check the output, plan the output frames (:mod:`lipsyncctl.pipeline.plan`).
+2. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
+   the official alignment matrix per frame (no face -> the frame passes through;
+   :mod:`lipsyncctl.pipeline.faces`). A clip with no face anywhere stops here, before any network loads.
+3. Load the networks (:mod:`lipsyncctl.pipeline.models`).
+4. Audio features: whisper over the whole new audio, once.
 5. Render, window by window: read frames -> align -> VAE encode -> denoise -> decode -> paste back ->
-   encode. Frames without a face are written unchanged.
-6. Mux the new audio (its own rate and channels, fitted to the picture), rename into place, write
-   ``run.yaml`` beside the output.
+   encode (:mod:`lipsyncctl.pipeline.render`). Frames without a face are written unchanged.
+6. Mux the new audio (its own rate and channels, cut or padded with silence to the picture), then
+   rename the output (and matte) into place and write ``run.yaml`` beside it
+   (:mod:`lipsyncctl.pipeline.output`). Until that rename everything lives in a hidden temporary
+   folder beside the output, removed on any failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,11 +36,16 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
+from lipsyncctl.pipeline.output import matte_path, run_yaml_path
 from lipsyncctl.pipeline.plan import ClipPlan, plan_clip, select_range
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
+    from lipsyncctl.media.probe import VideoInfo
+    from lipsyncctl.pipeline.faces import FaceTrack
     from lipsyncctl.pipeline.models import ModelBundle
+
+__all__ = ["SyncResult", "matte_path", "run_yaml_path", "sync_clip"]
 
 
 @dataclass
@@ -58,6 +68,8 @@ class SyncResult:
     matte: Path | None = None
     warnings: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
+    face_select: str = "largest"
+    face_track: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +89,8 @@ class SyncResult:
             "matte": str(self.matte) if self.matte else None,
             "warnings": list(self.warnings),
             "models": dict(self.models),
+            "face_select": self.face_select,
+            "face_track": self.face_track,
         }
 
 
@@ -95,27 +109,6 @@ class _Clock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
-@dataclass
-class FaceTrack:
-    """Per selected source frame: the frame->crop matrix (None = no face) and the blend weight."""
-
-    matrices: list[np.ndarray | None]
-    weights: np.ndarray
-    detector: str
-
-    @property
-    def found(self) -> int:
-        return sum(m is not None for m in self.matrices)
-
-
-def matte_path(output: Path) -> Path:
-    """``out.mp4`` -> ``out.matte.mp4`` (the changed region, white = generated)."""
-    return output.with_name(f"{output.stem}.matte{output.suffix}")
-
-
-def run_yaml_path(output: Path) -> Path:
-    """``out.mp4`` -> ``out.run.yaml`` (the resolved configuration of the run)."""
-    return output.with_name(f"{output.stem}.run.yaml")
 
 
 def sync_clip(
@@ -132,89 +125,158 @@ def sync_clip(
 ) -> SyncResult:
     """Re-render the speaker's mouth in ``video`` to match ``audio``; write ``output``.
 
+    Args:
+        start, end: seconds of ``video`` to use; the new audio starts at ``start``.
+        face_id, face_at: follow this face track / the face at this pixel; they override
+            ``faces.select`` and are recorded in run.yaml (``faces.track_id`` / ``faces.point``).
+        models: networks already loaded (a batch reuses them); None loads them after the face pass.
+
     Raises:
-        MediaError: missing/unreadable inputs, no video stream, no audio stream, output == input.
-        NoFaceError: no usable face in any selected frame.
-        MissingModelError / CheckpointError / DeviceError / ConfigError: see their docs.
+        MediaError: missing/unreadable inputs, no video stream, no audio stream, output == an input.
+        NoFaceError: no usable face in any selected frame (raised before any network loads).
+        ConfigError: the output container cannot hold the codec; ``face_id`` and ``face_at`` both given.
+        MissingModelError / CheckpointError / DeviceError: see their docs.
     """
-    from lipsyncctl.media.atomic import atomic_output, check_not_input
+    from lipsyncctl.media.atomic import check_not_input
+    from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.pipeline.faces import track_clip_faces
+    from lipsyncctl.pipeline.output import check_output
 
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
+    config = _with_face_choice(config, face_id, face_at)
     warnings: list[str] = []
-    check_not_input(output, [video, audio])
-    check_not_input(matte_path(output), [video, audio])
-
-    # 1. Probe and plan.
-    with clock("probe"):
-        vinfo, new_audio, audio_rate = _probe_inputs(video, audio)
-    first, stop = select_range(vinfo.frame_count, vinfo.fps, start, end)
-    out_fps = None if config.sync.fps == "source" else Fraction(config.sync.fps)
-    plan = plan_clip(stop - first, vinfo.fps, new_audio.shape[1], audio_rate,
-                     config.sync.length_policy, fps=out_fps, first_frame=first)
-
-    # 2. Models.
-    if models is None:
-        with clock("load models"):
-            from lipsyncctl.pipeline.models import load_models
-
-            models = load_models(config)
-    if models.is_tiny:
-        from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
-
-        progress.message(f"WARNING: {NOT_LIP_SYNCED}")
-        warnings.append(NOT_LIP_SYNCED)
-
-    # 3. Audio features, once for the whole audio (padded with silence to the output length).
-    with clock("audio features"):
-        features = _audio_features(models, audio, plan)
-
-    # 4. Faces over the selected source frames, in source order.
-    with clock("faces"):
-        faces = _track_faces(video, vinfo, plan, config, models.device, face_id, face_at)
-    if faces.found == 0:
-        raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames")
-    no_face_out = sum(faces.matrices[plan.source_index(i) - plan.first_frame] is None
-                      for i in range(plan.num_frames))
-    if no_face_out:
-        warnings.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
-
-    # 5. Render and encode (video only, to a hidden temporary file beside the output).
-    from lipsyncctl.pipeline.frames import VideoSpec, fit_length, mux
-    from lipsyncctl.pipeline.render import Renderer
-
-    spec = VideoSpec(width=vinfo.width, height=vinfo.height, fps=plan.fps, codec=config.output.codec,
-                     crf=config.output.crf, preset=config.output.encoder_preset,
-                     pix_fmt=config.output.pix_fmt, source_pix_fmt=vinfo.pix_fmt, color=vinfo.color)
-    renderer = Renderer(models, config, plan, faces, features, video, vinfo, clock)
-    samples = plan.output_samples(audio_rate)
-    out_audio = fit_length(new_audio, samples)
     matte_out = matte_path(output) if config.output.matte else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
-        tmp_video = Path(tmpdir) / f"video{output.suffix}"
-        tmp_matte = Path(tmpdir) / f"matte{output.suffix}" if matte_out else None
-        renderer.render(tmp_video, spec, tmp_matte)
-        # 6. Mux the new audio at its own rate and channels; write under a temporary name, then rename.
-        with clock("mux"):
-            with atomic_output(output, inputs=[video, audio]) as tmp_out:
-                mux(tmp_video, out_audio, audio_rate, tmp_out, config.output.audio_codec)
-            if matte_out is not None and tmp_matte is not None:
-                with atomic_output(matte_out, inputs=[video, audio]) as tmp_m:
-                    mux(tmp_matte, None, audio_rate, tmp_m)
-    run_yaml = _write_run_yaml(output, config, plan, video, audio, models)
+
+    # 1. Probe, check the output, plan.
+    for path in (output, matte_out, run_yaml_path(output)):
+        if path is not None:
+            check_not_input(path, [video, audio])
+    check_output(output, config.output)
+    with clock("probe"):
+        info, audio_samples, audio_rate = _probe_inputs(video, audio)
+        mono = read_audio(audio, 16000, 1)  # the model's copy; the output streams the original
+    vinfo = info.video
+    grid = vinfo.nominal_fps
+    first, stop = select_range(_grid_frames(vinfo), grid, start, end)
+    out_fps = None if config.sync.fps == "source" else Fraction(config.sync.fps)
+    plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
+                     first_frame=first)
+    if vinfo.is_vfr:
+        warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
+                        f"{float(grid):.3f} fps")
+
+    with IndexedReader(video, grid, info=info) as reader:
+        # 2. Faces over the selected source frames, before any network loads (fail fast).
+        with clock("faces"):
+            faces = track_clip_faces(reader, first, plan.source_frames, grid, config.faces,
+                                     config.model.resolution, device=_detector_device(config, models),
+                                     audio_16k=mono if config.faces.select == "speaker" else None)
+        if faces.found == 0:
+            raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
+                              hint="check --start/--end, or try another detector (--detector)")
+        warnings.extend(faces.warnings)
+        no_face_out = sum(faces.matrices[plan.source_index(i) - first] is None for i in range(plan.num_frames))
+        if no_face_out:
+            warnings.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
+
+        # 3. Models.
+        if models is None:
+            with clock("load models"):
+                from lipsyncctl.pipeline.models import load_models
+
+                models = load_models(config)
+        if models.is_tiny:
+            from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
+
+            progress.message(f"WARNING: {NOT_LIP_SYNCED}")
+            warnings.append(NOT_LIP_SYNCED)
+
+        # 4. Audio features, once for the whole audio (padded with silence to the output length).
+        with clock("audio features"):
+            features = _audio_features(models, mono, plan)
+        del mono
+
+        # 5-6. Render, encode, mux, rename into place.
+        _render_and_write(reader, vinfo, plan, faces, features, models, config, clock, video, audio, output,
+                          matte_out)
+    run_yaml = _write_run_yaml(output, config, plan, video, audio, models, faces)
+    width, height = vinfo.display_size
     return SyncResult(
-        output=output, frames=plan.num_frames, fps=plan.fps, width=vinfo.width, height=vinfo.height,
+        output=output, frames=plan.num_frames, fps=plan.fps, width=width, height=height,
         duration=plan.duration, audio_seconds=plan.audio_seconds,
         faces_found=plan.num_frames - no_face_out, no_face_frames=no_face_out, plan=plan.to_dict(),
         detector=faces.detector, stage_seconds=dict(clock.seconds), run_yaml=run_yaml, matte=matte_out,
-        warnings=warnings, models=dict(models.files),
+        warnings=warnings, models=dict(models.files), face_select=faces.selection, face_track=faces.track_id,
     )
 
 
-def _probe_inputs(video: Path, audio: Path) -> tuple[Any, np.ndarray, int]:
+def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FaceTrack, features: Any,
+                      models: ModelBundle, config: Config, clock: _Clock, video: Path, audio: Path,
+                      output: Path, matte_out: Path | None) -> None:
+    """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end."""
+    from lipsyncctl.media.mux import mux_audio
+    from lipsyncctl.pipeline.output import open_writer
+    from lipsyncctl.pipeline.render import Renderer
+
+    renderer = Renderer(models, config, plan, faces, features, clock)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
+        tmp = Path(tmpdir)
+        video_only = tmp / f"video{output.suffix}"
+        matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
+        with open_writer(video_only, plan.fps, config.output, color=vinfo.color,
+                         source_pix_fmt=vinfo.pix_fmt) as writer, \
+                (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color) if matte_tmp
+                 else contextlib.nullcontext()) as matte:
+            renderer.render(reader, writer, matte)
+        # The new audio at its own rate and channels, cut or padded with silence to the picture.
+        with clock("mux"):
+            final = mux_audio(video_only, audio, tmp / f"final{output.suffix}", codec=config.output.audio_codec,
+                              duration=plan.duration, pad=True, inputs=[video])
+        if matte_out is not None and matte_tmp is not None:
+            os.replace(matte_tmp, matte_out)
+        os.replace(final, output)
+
+
+def _with_face_choice(config: Config, face_id: int | None, face_at: tuple[float, float] | None) -> Config:
+    """``config`` with ``faces.select/track_id/point`` set from ``--face`` / ``--face-at``."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.errors import ConfigError
+
+    if face_id is None and face_at is None:
+        return config
+    if face_id is not None and face_at is not None:
+        raise ConfigError("give either a face track id (--face) or a point (--face-at), not both")
+    faces = {**config.faces.model_dump(mode="json"), "select": "id" if face_id is not None else "point",
+             "track_id": face_id, "point": list(face_at) if face_at is not None else None}
+    return cfg.validate({**config.to_dict(), "faces": faces}, source="--face/--face-at")
+
+
+def _grid_frames(vinfo: VideoInfo) -> int:
+    """Frames of the source on its constant-rate grid: the frame count for CFR input, the duration at
+    the nominal rate for VFR input (what :class:`~lipsyncctl.media.reader.IndexedReader` yields)."""
+    if not vinfo.is_vfr:
+        return vinfo.frame_count
+    return max(1, round(Fraction(vinfo.duration).limit_denominator(10**6) * vinfo.nominal_fps))
+
+
+def _detector_device(config: Config, models: ModelBundle | None) -> str:
+    """Where GPU face detectors run: the models' device (resolved without loading anything)."""
+    if models is not None:
+        device = models.device
+    else:
+        from lipsyncctl.pipeline.models import resolve_device
+
+        device = resolve_device(config.inference.device)
+    return str(device) if device.type == "cuda" else "cpu"
+
+
+def _probe_inputs(video: Path, audio: Path) -> tuple[Any, int, int]:
+    """``(video MediaInfo, audio samples, audio rate)``; MediaError for anything unusable."""
+    from lipsyncctl.media.audio import audio_length
     from lipsyncctl.media.probe import probe
-    from lipsyncctl.pipeline.frames import read_audio
 
     for p, what in ((video, "video"), (audio, "audio")):
         if not p.exists():
@@ -224,76 +286,32 @@ def _probe_inputs(video: Path, audio: Path) -> tuple[Any, np.ndarray, int]:
         raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give the picture with --video")
     if info.video.frame_count <= 0:
         raise MediaError(f"{video}: the video stream has no frames")
-    ainfo = probe(audio)
-    if not ainfo.audio:
+    if not probe(audio).audio:
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
-    samples, rate = read_audio(audio)
-    return info.video, samples, rate
+    samples, rate = audio_length(audio)
+    if samples <= 0:
+        raise MediaError(f"{audio}: the audio stream is empty")
+    return info, samples, rate
 
 
-def _audio_features(models: ModelBundle, audio: Path, plan: ClipPlan) -> Any:
-    """Whisper features ``(L, 5, 384)`` of the new audio at 16 kHz mono, padded with silence so every
-    output frame (plus the 2-frame context) has real features."""
+def _audio_features(models: ModelBundle, mono: np.ndarray, plan: ClipPlan) -> Any:
+    """Whisper features ``(L, 5, 384)`` of the new audio (16 kHz mono ``(n,)``); with the ``silence``
+    policy padded with silence so every output frame (plus the 2-frame context) has real features."""
     from lipsyncctl.audio.features import audio_features
-    from lipsyncctl.pipeline.frames import fit_length, read_audio
 
-    mono, _ = read_audio(audio, rate=16000, channels=1)
-    need = int(round((plan.num_frames + 3) / plan.fps * 16000))
-    mono = fit_length(mono, max(need, mono.shape[1]))[0] if plan.policy == "silence" else mono[0]
+    if plan.policy == "silence":
+        need = int(round((plan.num_frames + 3) / plan.fps * 16000))
+        if len(mono) < need:
+            mono = np.concatenate([mono, np.zeros(need - len(mono), dtype=mono.dtype)])
     return audio_features(models.whisper, mono)
 
 
-def _track_faces(video: Path, vinfo: Any, plan: ClipPlan, config: Config, device: Any,
-                 face_id: int | None, face_at: tuple[float, float] | None) -> FaceTrack:
-    from lipsyncctl.faces.align import FaceAligner
-    from lipsyncctl.faces.detect import create_detector
-    from lipsyncctl.faces.track import TrackOptions, crossfade_weights, select_speaker, track_faces
-    from lipsyncctl.pipeline.frames import FrameReader
-
-    opts = config.faces
-    detector = create_detector(opts.backend, device=str(device) if device.type == "cuda" else "cpu")
-    progress.message(f"face detector: {detector.name}")
-    track_opts = TrackOptions(detect_every=opts.detect_every, smooth=opts.smoothing)
-    first, stop = plan.first_frame, plan.first_frame + plan.source_frames
-    with FrameReader(video, vinfo.fps, vinfo.start_time) as reader:
-        frames = (rgb for _, rgb in reader.iter_range(first, stop))
-        per_frame = track_faces(detector, frames, fps=float(vinfo.fps), options=track_opts,
-                                total=plan.source_frames)
-    mode = {"largest": "largest", "id": "track", "point": "point", "speaker": "largest"}[opts.select]
-    if face_id is not None:
-        mode = "track"
-    elif face_at is not None:
-        mode = "point"
-    chosen = select_speaker(per_frame, mode=mode, track_id=face_id, point=face_at)
-    aligner = FaceAligner(resolution=config.model.resolution, smooth=opts.smoothing)
-    matrices: list[np.ndarray | None] = []
-    for face in chosen:
-        if face is None:
-            aligner.reset()  # a new shot or the face came back: restart the official bias smoothing
-            matrices.append(None)
-        else:
-            matrices.append(aligner.matrix(face.points3))
-    weights = crossfade_weights(chosen, fade_in=opts.crossfade_frames, fade_out=opts.crossfade_frames)
-    return FaceTrack(matrices, np.asarray(weights, dtype=np.float32), detector.name)
-
-
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,
-                    models: ModelBundle) -> Path:
-    import yaml
+                    models: ModelBundle, faces: FaceTrack) -> Path:
+    from lipsyncctl.pipeline.output import write_run_yaml
 
-    from lipsyncctl import __version__
-
-    doc = {
-        "lipsyncctl": __version__,
-        "inputs": {"video": str(video), "audio": str(audio)},
-        "output": str(output),
-        "plan": plan.to_dict(),
-        "models": dict(models.files),
-        "config": config.to_dict(),
-    }
-    path = run_yaml_path(output)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_run_yaml(output, config, plan.to_dict(), {"video": str(video), "audio": str(audio)},
+                          dict(models.files),
+                          {"faces": {"detector": faces.detector, "select": faces.selection,
+                                     "track_id": faces.track_id, "found": faces.found}})

@@ -214,18 +214,3 @@ def plan_clip(
         audio_rate=audio_rate,
     )
 
-
-def read_runs(indices: list[int], max_gap: int = 24) -> list[tuple[int, int]]:
-    """Group frame indices into ``[lo, hi]`` runs to decode with one seek each.
-
-    Sorted unique indices are split wherever two neighbours are more than ``max_gap`` apart, so a
-    window that wraps around (loop) or spans a conform never decodes the whole clip.
-    """
-    uniq = sorted(set(indices))
-    runs: list[tuple[int, int]] = []
-    for idx in uniq:
-        if runs and idx - runs[-1][1] <= max_gap:
-            runs[-1] = (runs[-1][0], idx)
-        else:
-            runs.append((idx, idx))
-    return runs

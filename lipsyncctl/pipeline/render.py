@@ -1,8 +1,9 @@
 """Step 5 of the sync pipeline: render the output frames window by window.
 
 Per window of ``inference.window`` output frames (16 officially, LATENTSYNC.md §1.3 step 8):
-a. read the source frames it shows (seeking, :class:`~lipsyncctl.pipeline.frames.FrameReader`);
-b. align the frames that have a face (the matrices come from step 4) and build reference, masked image
+a. read the source frames it shows (:class:`~lipsyncctl.media.reader.IndexedReader`, seeking only
+   when the plan jumps: loop, ping-pong, conform);
+b. align the frames that have a face (the matrices come from step 2) and build reference, masked image
    and mask (official ``prepare_masks_and_masked_images``);
 c. VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
 d. guided DDIM on the window, starting from the clip's one shared noise image;
@@ -13,8 +14,7 @@ f. encode (and the matte, if asked).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,17 +24,19 @@ if TYPE_CHECKING:
     import torch
 
     from lipsyncctl.config import Config
-    from lipsyncctl.pipeline.clip import FaceTrack, _Clock
-    from lipsyncctl.pipeline.frames import VideoSpec
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.writer import VideoWriter
+    from lipsyncctl.pipeline.clip import _Clock
+    from lipsyncctl.pipeline.faces import FaceTrack
     from lipsyncctl.pipeline.models import ModelBundle
     from lipsyncctl.pipeline.plan import ClipPlan
 
 
 class Renderer:
-    """Holds what every window needs; :meth:`render` writes the whole output video (no audio)."""
+    """Holds what every window needs; :meth:`render` encodes the whole output picture (no audio)."""
 
     def __init__(self, models: ModelBundle, config: Config, plan: ClipPlan, faces: FaceTrack,
-                 features: torch.Tensor, video: Path, vinfo: Any, clock: _Clock) -> None:
+                 features: torch.Tensor, clock: _Clock) -> None:
         import torch
 
         from lipsyncctl.faces.align import FaceAligner
@@ -45,8 +47,6 @@ class Renderer:
         self.plan = plan
         self.faces = faces
         self.features = features
-        self.video = video
-        self.vinfo = vinfo
         self.clock = clock
         self.res = config.model.resolution
         self.aligner = FaceAligner(resolution=self.res, smooth=False)  # matrices are precomputed
@@ -60,35 +60,27 @@ class Renderer:
                                              float(models.scheduler.init_noise_sigma))
 
     # ---------------------------------------------------------------------------------------------
-    def render(self, out: Path, spec: VideoSpec, matte_out: Path | None = None) -> None:
-        from lipsyncctl.pipeline.frames import FrameReader, VideoSpec, VideoWriter
+    def render(self, reader: IndexedReader, writer: VideoWriter, matte: VideoWriter | None = None) -> None:
+        """Render every output frame in order into ``writer`` (and the matte into ``matte``).
 
+        The writers are not closed here: the caller owns them (and renames them into place only when
+        everything succeeded)."""
         plan, clock = self.plan, self.clock
         window = self.config.inference.window
-        writer = VideoWriter(out, spec)
-        matte = None
-        if matte_out is not None:
-            matte = VideoWriter(matte_out, VideoSpec(spec.width, spec.height, spec.fps, spec.codec, spec.crf,
-                                                      spec.preset, None, None, spec.color))
         n_windows = -(-plan.num_frames // window)
-        try:
-            with FrameReader(self.video, self.vinfo.fps, self.vinfo.start_time) as reader, \
-                    progress.Task("render", total=plan.num_frames) as task:
-                for s, e in progress.track(plan.windows(window), "windows", total=n_windows):
-                    src = plan.source_indices(s, e)
-                    with clock("decode"):
-                        frames = reader.read(src)
-                    outs, mattes = self._window(s, e, [frames[i] for i in src], src, matte is not None)
-                    with clock("encode"):
-                        for k, frame in enumerate(outs):
-                            writer.write(frame)
-                            if matte is not None:
-                                matte.write(mattes[k])
-                    task.advance(e - s)
-        finally:
-            writer.close()
-            if matte is not None:
-                matte.close()
+        with progress.Task("render", total=plan.num_frames) as task:
+            for s, e in progress.track(plan.windows(window), "windows", total=n_windows):
+                src = plan.source_indices(s, e)
+                with clock("decode"):
+                    frames = reader.read(src)
+                outs, mattes = self._window(s, e, [frames[i] for i in src], src, matte is not None)
+                del frames
+                with clock("encode"):
+                    for k, frame in enumerate(outs):
+                        writer.write(frame)
+                        if matte is not None:
+                            matte.write(mattes[k])
+                task.advance(e - s)
 
     # ---------------------------------------------------------------------------------------------
     def _window(self, s: int, e: int, frames: list[np.ndarray], src: list[int], want_matte: bool

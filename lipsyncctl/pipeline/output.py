@@ -1,0 +1,122 @@
+"""What a sync run writes: the encoder settings for ``output.*``, the file names beside the output, run.yaml.
+
+The encoding itself is :class:`lipsyncctl.media.writer.VideoWriter` and muxing is
+:func:`lipsyncctl.media.mux.mux_audio`; this module only maps the run configuration onto them.
+
+Codecs (``output.codec``):
+
+===============  ============  ==========================  ==========================================
+name             encoder       pixel format                containers
+===============  ============  ==========================  ==========================================
+``h264``         libx264 CRF   the source's if x264 keeps  .mp4 .mov .mkv .m4v
+                               it (4:2:0/4:2:2/4:4:4, 8 or
+                               10 bit), else yuv420p
+``h265``         libx265 CRF   as h264                     .mp4 .mov .mkv .m4v
+``prores_hq``    prores_ks hq  yuv422p10le                 .mov .mkv
+``prores_4444``  prores_ks     yuv444p10le                 .mov .mkv
+``dnxhr_hq``     dnxhd         yuv422p                     .mov .mxf
+``ffv1``         ffv1          bgr0 (RGB, lossless: every  .mkv .avi
+                               untouched pixel is exact)
+===============  ============  ==========================  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lipsyncctl.config import Config, OutputOptions
+    from lipsyncctl.media.probe import ColorInfo
+    from lipsyncctl.media.writer import VideoWriter
+
+
+@dataclass(frozen=True)
+class OutputCodec:
+    """How an ``output.codec`` name maps onto :class:`~lipsyncctl.media.writer.VideoWriter`."""
+
+    writer_codec: str
+    profile: str | None
+    pix_fmt: str | None  # None: the source's when the encoder keeps it, else the writer's default
+    extensions: tuple[str, ...]
+
+
+OUTPUT_CODECS: dict[str, OutputCodec] = {
+    "h264": OutputCodec("h264", None, None, (".mp4", ".mov", ".mkv", ".m4v")),
+    "h265": OutputCodec("h265", None, None, (".mp4", ".mov", ".mkv", ".m4v")),
+    "prores_hq": OutputCodec("prores", "hq", "yuv422p10le", (".mov", ".mkv")),
+    "prores_4444": OutputCodec("prores", "4444", "yuv444p10le", (".mov", ".mkv")),
+    "dnxhr_hq": OutputCodec("dnxhr", "dnxhr_hq", "yuv422p", (".mov", ".mxf")),
+    "ffv1": OutputCodec("ffv1", None, "bgr0", (".mkv", ".avi")),
+}
+#: Source pixel formats x264/x265 may keep (4:2:0, 4:2:2, 4:4:4 in 8 or 10 bit).
+_KEEP_PIX = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"})
+_PCM_EXTENSIONS = (".mov", ".mkv", ".avi")
+
+
+def check_output(output: Path, options: OutputOptions) -> None:
+    """Fail fast (before any work) when the container of ``output`` cannot hold the chosen codecs.
+
+    Raises:
+        ConfigError: e.g. ProRes into .mp4, FFV1 into .mov, PCM audio into .mp4.
+    """
+    codec = OUTPUT_CODECS[options.codec]
+    ext = output.suffix.lower()
+    if ext not in codec.extensions:
+        raise ConfigError(f"{output}: output.codec {options.codec} cannot be stored in a '{ext or '(none)'}' file",
+                          hint=f"use one of {', '.join(codec.extensions)} for {options.codec}, or choose --codec")
+    if options.audio_codec == "pcm" and ext not in _PCM_EXTENSIONS:
+        raise ConfigError(f"{output}: PCM audio (output.audio_codec) needs a .mov, .mkv or .avi file",
+                          hint="use output.audio_codec=aac or a .mov/.mkv output")
+
+
+def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | None:
+    """The pixel format written: ``output.pix_fmt`` if set, else the codec's (see module doc)."""
+    if options.pix_fmt:
+        return options.pix_fmt
+    codec = OUTPUT_CODECS[options.codec]
+    if codec.pix_fmt is None and source_pix_fmt in _KEEP_PIX:
+        return source_pix_fmt
+    return codec.pix_fmt
+
+
+def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: ColorInfo | None = None,
+                source_pix_fmt: str | None = None, inputs: tuple | list = ()) -> VideoWriter:
+    """A :class:`~lipsyncctl.media.writer.VideoWriter` for ``output.*`` (written under a temporary name,
+    renamed on ``close()``; use it as a context manager so an exception leaves nothing)."""
+    from lipsyncctl.media.writer import VideoWriter
+
+    codec = OUTPUT_CODECS[options.codec]
+    return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
+                       profile=codec.profile, pix_fmt=output_pix_fmt(options, source_pix_fmt), color=color,
+                       inputs=inputs)
+
+
+def matte_path(output: Path) -> Path:
+    """``out.mp4`` -> ``out.matte.mp4`` (the changed region, white = generated)."""
+    return output.with_name(f"{output.stem}.matte{output.suffix}")
+
+
+def run_yaml_path(output: Path) -> Path:
+    """``out.mp4`` -> ``out.run.yaml`` (the resolved configuration of the run)."""
+    return output.with_name(f"{output.stem}.run.yaml")
+
+
+def write_run_yaml(output: Path, config: Config, plan: dict[str, Any], inputs: dict[str, str],
+                   models: dict[str, str], extra: dict[str, Any] | None = None) -> Path:
+    """Write ``OUT.run.yaml`` (version, inputs, output, frame plan, model files, resolved config) atomically."""
+    import yaml
+
+    from lipsyncctl import __version__
+    from lipsyncctl.media.atomic import atomic_output
+
+    doc = {"lipsyncctl": __version__, "inputs": inputs, "output": str(output), "plan": plan,
+           "models": models, **(extra or {}), "config": config.to_dict()}
+    path = run_yaml_path(output)
+    with atomic_output(path, inputs=list(inputs.values())) as tmp:
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
