@@ -174,7 +174,7 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
 
 
 def test_vad_finds_the_fixture_dialogue() -> None:
-    from lipsyncctl.pipeline.frames import read_audio
+    from lipsyncctl.timeline.mediaio import read_audio
 
     wav = shared_path("fixtures", "demo1_audio.wav")
     samples, rate = read_audio(wav)

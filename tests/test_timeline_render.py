@@ -27,8 +27,8 @@ BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.de
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Media, the demo edit, two dubs and one tiny model set for the module."""
-    from lipsyncctl.pipeline.frames import read_audio
     from lipsyncctl.timeline.job import write_wav
+    from lipsyncctl.timeline.mediaio import read_audio
 
     root = tmp_path_factory.mktemp("tl")
     models = root / "models"
@@ -174,7 +174,7 @@ def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[s
     rc, res = _run([*common, "close", "--audio", f"de={env['de']}", "-o", str(tmp_path / "c"),
                     "--set", "output.audio_codec=pcm"], capsys)
     assert rc == 0 and res["languages"]["de"]["shots"][0]["status"] == "done"
-    from lipsyncctl.pipeline.frames import read_audio
+    from lipsyncctl.timeline.mediaio import read_audio
 
     muxed, rate = read_audio(Path(res["languages"]["de"]["shots"][0]["output"]))
     dub, _ = read_audio(env["de"], rate=rate)

@@ -119,7 +119,7 @@ def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fractio
 
 def load_dub_file(language: str, path: Path, start: Fraction = Fraction(0)) -> DubTrack:
     """Decode a dub file at its own rate and channels (PyAV)."""
-    from lipsyncctl.pipeline.frames import read_audio
+    from lipsyncctl.timeline.mediaio import read_audio
 
     if not path.is_file():
         raise MediaError(f"--audio {language}: file not found: {path}", hint="check the path")
@@ -136,7 +136,7 @@ def load_dub_track(language: str, timeline: Any, name: str, resolver: Any, fps: 
     """
     import opentimelineio as otio
 
-    from lipsyncctl.pipeline.frames import read_audio
+    from lipsyncctl.timeline.mediaio import read_audio
 
     tracks = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio and t.name == name]
     if not tracks:

@@ -10,6 +10,7 @@ frame), so both references share the clip's source times and the record times st
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -98,17 +99,13 @@ def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, o
     edit point. Frame size = the first shot's media (others are resized to it)."""
     import cv2
 
-    from lipsyncctl.media.atomic import atomic_output
-    from lipsyncctl.pipeline.frames import FrameReader, VideoSpec, VideoWriter, mux
+    from lipsyncctl.timeline.mediaio import mux, video_writer
 
     size = plan.segments[0].media_size if plan.segments else (640, 360)
-    spec = VideoSpec(width=size[0], height=size[1], fps=plan.fps, codec=config.output.codec,
-                     crf=config.output.crf, preset=config.output.encoder_preset, pix_fmt=config.output.pix_fmt)
     black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     output.parent.mkdir(parents=True, exist_ok=True)
     video_only = output.with_name(f".{output.stem}.video{output.suffix}")
-    writer = VideoWriter(video_only, spec)
-    try:
+    with video_writer(video_only, plan.fps, config) as writer:
         t = 0
         with progress.Task("conform", total=plan.duration) as bar:
             for seg in plan.segments:
@@ -116,7 +113,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, o
                     writer.write(black)
                     t += 1
                     bar.advance()
-                for rgb in _segment_frames(seg, outcomes.get(seg.id), plan.fps, FrameReader):
+                for rgb in _segment_frames(seg, outcomes.get(seg.id), plan.fps):
                     if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
                         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
                     writer.write(rgb)
@@ -126,32 +123,26 @@ def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, o
                 writer.write(black)
                 t += 1
                 bar.advance()
-    finally:
-        writer.close()
     try:
-        audio = dub.cut(0, plan.duration, plan.fps)
-        with atomic_output(output) as tmp:
-            mux(video_only, audio, dub.rate, tmp, config.output.audio_codec)
+        mux(video_only, dub.cut(0, plan.duration, plan.fps), dub.rate, output, config.output.audio_codec)
     finally:
         video_only.unlink(missing_ok=True)
     return output
 
 
-def _segment_frames(seg: Segment, outcome: dict[str, Any] | None, fps: Fraction, reader_cls: Any):  # type: ignore[no-untyped-def]
+def _segment_frames(seg: Segment, outcome: dict[str, Any] | None, fps: Fraction) -> Iterator[np.ndarray]:
     """The ``record_frames`` RGB frames of ``seg`` at the timeline rate (render if finished, else source)."""
-    from lipsyncctl.media.probe import probe
+    from lipsyncctl.timeline.mediaio import read_frames
 
     if outcome and outcome.get("status") == "done" and outcome.get("output"):
         path, first = Path(outcome["output"]), seg.handle_in
     else:
         path, first = seg.media, seg.source_start
-    info = probe(path).video
     ratio = Fraction(seg.media_fps) / fps
     wanted = [first + min(math.floor(k * ratio), seg.source_frames - 1) for k in range(seg.record_frames)]
-    with reader_cls(path, info.fps, info.start_time) as reader:
-        stream = reader.iter_range(wanted[0], wanted[-1] + 1)  # streamed: one frame held at a time
-        cur_idx, cur = next(stream)
-        for idx in wanted:
-            while cur_idx < idx:
-                cur_idx, cur = next(stream)
-            yield cur
+    stream = read_frames(path, wanted[0], wanted[-1] + 1 - wanted[0])  # streamed: one frame held at a time
+    cur_idx, cur = wanted[0], next(stream)
+    for idx in wanted:
+        while cur_idx < idx:
+            cur_idx, cur = cur_idx + 1, next(stream)
+        yield cur

@@ -35,12 +35,9 @@ def load_eval_syncnet(device: str = "cpu") -> Any | None:
 
 def read_frames(path: Path, first: int, count: int) -> list[np.ndarray]:
     """RGB frames ``first .. first + count - 1`` of ``path``."""
-    from lipsyncctl.media.probe import probe
-    from lipsyncctl.pipeline.frames import FrameReader
+    from lipsyncctl.timeline.mediaio import read_frames
 
-    info = probe(path).video
-    with FrameReader(path, info.fps, info.start_time) as reader:
-        return [rgb for _, rgb in reader.iter_range(first, first + count)]
+    return list(read_frames(path, first, count))
 
 
 def face_crops(frames: list[np.ndarray], detector: Any) -> list[np.ndarray]:

@@ -96,33 +96,19 @@ def render_segment(task: RenderTask, models: Any = None, device: str | None = No
 def _finish(task: RenderTask, raw: Path, output: Path, config: Any) -> None:
     """Splice source frames into the lossless render where asked, encode with the run's codec, and mux
     the real dub."""
-    import av
-
-    from lipsyncctl.media.atomic import atomic_output
     from lipsyncctl.media.probe import probe
-    from lipsyncctl.pipeline.frames import FrameReader, VideoSpec, VideoWriter, mux, read_audio
+    from lipsyncctl.timeline.mediaio import mux, read_audio, read_frames, video_writer
 
     vinfo = probe(Path(task.video)).video
-    fps = Fraction(task.fps)
     keep = [False] * task.frames
     for lo, hi in task.keep_source:
         for i in range(max(lo, 0), min(hi, task.frames)):
             keep[i] = True
-    spec = VideoSpec(width=vinfo.width, height=vinfo.height, fps=fps, codec=config.output.codec,
-                     crf=config.output.crf, preset=config.output.encoder_preset, pix_fmt=config.output.pix_fmt,
-                     source_pix_fmt=vinfo.pix_fmt, color=vinfo.color)
     video_only = raw.with_name(f"video{output.suffix}")
-    writer = VideoWriter(video_only, spec)
-    try:
-        with av.open(str(raw)) as rendered, FrameReader(Path(task.video), vinfo.fps, vinfo.start_time) as src:
-            source = src.iter_range(task.first, task.first + task.frames)
-            for i, frame in enumerate(rendered.decode(video=0)):
-                if i >= task.frames:
-                    break
-                _, src_rgb = next(source)
-                writer.write(src_rgb if keep[i] else frame.to_ndarray(format="rgb24"))
-    finally:
-        writer.close()
+    with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color) as writer:
+        source = read_frames(Path(task.video), task.first, task.frames)
+        for i, rgb in enumerate(read_frames(raw, 0, task.frames)):
+            src_rgb = next(source)
+            writer.write(src_rgb if keep[i] else rgb)
     audio, rate = read_audio(Path(task.audio))
-    with atomic_output(output, inputs=[task.video, task.audio]) as tmp_out:
-        mux(video_only, audio, rate, tmp_out, config.output.audio_codec)
+    mux(video_only, audio, rate, output, config.output.audio_codec, inputs=(Path(task.video), Path(task.audio)))
