@@ -1,6 +1,5 @@
-"""Timeline workers beyond this process: local worker processes (``--jobs 2``) and Ray on a local CPU
-instance. Both spawn Python processes that import torch and load the tiny networks, so they are slow
-on a 2-core machine and opt-in (``-m slow``)."""
+"""Timeline workers beyond this process: local worker processes (``--jobs 2``, ~40 s on 2 cores: opt-in
+with ``-m slow``) and Ray on a local CPU instance (~15 s; skipped without the ``ray`` extra)."""
 
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ def test_local_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert all(Path(s["output"]).is_file() for s in res.languages["de"]["shots"])
 
 
-@pytest.mark.slow
 def test_ray_backend_on_a_local_cpu_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
     monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
