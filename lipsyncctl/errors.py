@@ -51,7 +51,9 @@ class ConfigError(LipsyncError):
 
 class MissingModelError(LipsyncError):
     exit_code = 4
-    default_hint = "run `lipsyncctl models list`, then `lipsyncctl models fetch NAME` on a machine that is online"
+    default_hint = (
+        "run `lipsyncctl models list`, then `lipsyncctl models fetch NAME` on a machine that is online"
+    )
 
 
 class MissingToolError(LipsyncError):

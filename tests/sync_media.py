@@ -34,8 +34,11 @@ def sample_frames(n: int, scale: float = 0.5, first: int = 0) -> list[np.ndarray
 
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: Fraction, codec: str = "ffv1",
-               pix_fmt: str = "yuv420p") -> Path:
-    """Encode RGB frames (a list or a generator; a lossless FFV1 .mkv by default) at ``fps``."""
+               pix_fmt: str = "yuv420p", times: list[float] | None = None, bt709: bool = False) -> Path:
+    """Encode RGB frames (a list or a generator; a lossless FFV1 .mkv by default) at ``fps``.
+
+    ``times`` (seconds per frame) writes a VFR clip (1/90000 time base); ``bt709`` converts with the
+    BT.709 matrix and tags primaries/transfer/matrix bt709, limited range."""
     import itertools
 
     import av
@@ -44,17 +47,42 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: Fraction, codec: s
     first = next(it)
     frames = itertools.chain([first], it)
     h, w = first.shape[:2]
+    tb = Fraction(1, 90000) if times is not None else 1 / Fraction(fps)
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.codec_context.time_base = tb
+        s.time_base = tb
+        if bt709:
+            ctx = s.codec_context
+            ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1
         for i, rgb in enumerate(frames):
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = i
+            if bt709:
+                f = f.reformat(format=pix_fmt, dst_colorspace="itu709", dst_color_range="MPEG")
+                f.color_primaries, f.color_trc, f.colorspace, f.color_range = 1, 1, 1, 1
+            f.pts = int(round(Fraction(times[i]) / tb)) if times is not None else i
+            f.time_base = tb
             for p in s.encode(f):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
     return path
+
+
+def two_face_frames(n: int, first: int = 0) -> list[np.ndarray]:
+    """``n`` frames 660 x 480 with two real faces side by side: a larger one left of x = 400 (the bundled
+    sample at full size, cropped; box about 90 px) and a smaller one right of it (other frames of the
+    sample at 0.6, cropped; box about 75 px, centre near (537, 175))."""
+    big = sample_frames(n, scale=1.0, first=first)
+    small = sample_frames(n, scale=0.6, first=first + 20)
+    out = []
+    for a, b in zip(big, small, strict=True):
+        canvas = np.full((480, 660, 3), 60, np.uint8)
+        canvas[:, :400] = a[120:600, 60:460]
+        canvas[:360, 400:] = b[60:420, 40:300]
+        out.append(canvas)
+    return out
 
 
 def write_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:

@@ -16,7 +16,7 @@ def test_exactly_one_opencv_distribution_and_it_imports() -> None:
     assert cv2.resize is not None and cv2.warpAffine is not None
 
 
-def test_torch_is_not_the_registry_default_on_this_machine_unless_asked() -> None:
+def test_torch_meets_the_declared_floor() -> None:
     import torch
 
     # The project requires torch>=2.6; bootstrap installs TORCH_SPEC first and never lets a dependency replace it.

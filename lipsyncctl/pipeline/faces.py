@@ -92,7 +92,7 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     frames = (rgb for _, rgb in reader.range(first, first + count))
     per_frame = track_faces(detector, frames, fps=float(fps), options=track_opts, total=count)
     result = FaceTrack([], np.zeros(0, np.float32), detector.name)
-    chosen = _choose(per_frame, options, fps, audio_16k, result)
+    chosen = choose_faces(per_frame, options, fps, audio_16k, result)
     aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
     for face in chosen:
         if face is None:
@@ -105,9 +105,18 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     return result
 
 
-def _choose(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,
-            result: FaceTrack) -> list[Any]:
-    """One face or None per frame, following ``options.select``; fills ``result.selection/track_id``."""
+def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,
+                 result: FaceTrack) -> list[Any]:
+    """One :class:`~lipsyncctl.faces.detect.Face` or None per frame, following ``options.select`` (module
+    doc); sets ``result.selection`` and ``result.track_id`` and appends to ``result.warnings``.
+
+    Args:
+        per_frame: the tracked faces of each frame (``track_id`` set).
+        audio_16k: mono 16 kHz audio starting at the first frame (``select: speaker``).
+
+    Raises:
+        NoFaceError: the requested track id or point matches no face.
+    """
     from lipsyncctl.faces.track import active_speaker, select_speaker
 
     if options.select == "id":
