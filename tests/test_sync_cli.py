@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from lipsyncctl.cli.main import main
+from lipsyncctl.media.probe import probe
 from tests.conftest import shared_path
-from tests.sync_media import decode_rgb, sample_frames, video_rate, write_clip, write_wav
+from tests.sync_media import audio_info, decode_rgb, sample_frames, video_rate, write_clip, write_wav
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -35,6 +36,9 @@ def test_demo1_short_cut_json(models_dir: Path, tmp_path: Path, capsys: pytest.C
     assert result["faces_found"] == 8 and result["no_face_frames"] == 0
     assert "NOT lip-synced" in err  # said loudly on stderr
     assert len(decode_rgb(out)) == 8 and video_rate(out) == Fraction(25)
+    rate, channels, samples = audio_info(out)  # the dub at its own rate/channels, as long as the picture
+    assert (rate, channels) == (probe(audio).audio[0].sample_rate, probe(audio).audio[0].channels)
+    assert abs(samples / rate - 8 / 25) < 1024 / rate + 1e-3  # AAC frame padding
     assert (tmp_path / "demo1_sync.run.yaml").is_file()
     assert set(result["stage_seconds"]) >= {"faces", "denoise", "encode"}
 

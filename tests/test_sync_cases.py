@@ -1,0 +1,261 @@
+"""More end-to-end sync cases on CPU with the tiny preset: VFR input, two faces, colour tags, the
+``--fps 25`` conform, DeepCache, Ctrl-C, failing fast without a face, and the active-speaker choice.
+
+Clips are a few frames of real faces (the bundled sample); every output is checked against the source
+outside the changed region (FFV1 in RGB, so "unchanged" means bit-exact).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl import progress
+from lipsyncctl.errors import NoFaceError
+from lipsyncctl.media.probe import ColorInfo, probe
+from lipsyncctl.pipeline.clip import sync_clip
+from tests import mediagen as mg
+from tests.sync_media import (
+    audio_info,
+    decode_rgb,
+    sample_frames,
+    two_face_frames,
+    write_clip,
+    write_wav,
+)
+
+NTSC = Fraction(30000, 1001)
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny model set for the module (generated once, loaded through the real loaders)."""
+    from lipsyncctl.pipeline.models import load_models
+
+    models = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNCCTL_MODELS", str(models))
+        config = cfg.resolve("tiny", ["inference.guidance=1.0", "faces.detect_every=1", "output.codec=ffv1",
+                                      "output.matte=true", "output.audio_codec=pcm"])
+        yield config, load_models(config)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return sample_frames(12, scale=0.6)
+
+
+def _cfg(base: cfg.Config, *sets: str) -> cfg.Config:
+    return cfg.resolve(base.to_dict(), list(sets))
+
+
+def _frame_times(path: Path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as c:
+        return sorted(float(f.time) for f in c.decode(video=0))
+
+
+def _changed(result) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    """Per output frame, the boolean mask of pixels the run may have changed (matte > 0)."""
+    return [m[..., 0] > 0 for m in decode_rgb(result.matte)]
+
+
+def _assert_outside_equal(result, expected: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    got = decode_rgb(result.output)
+    assert len(got) == len(expected) == result.frames
+    for i, (out, src, changed) in enumerate(zip(got, expected, _changed(result), strict=True)):
+        assert np.array_equal(out[~changed], src[~changed]), f"frame {i}: pixels outside the face changed"
+
+
+def test_vfr_input_is_read_on_its_nominal_grid(tiny_env, frames, tmp_path: Path):
+    config, models = tiny_env
+    times = mg.vfr_times(10, rate=30.0, seed=1)
+    video = write_clip(tmp_path / "vfr.mp4", frames[:10], Fraction(30), codec="libx264", times=times)
+    info = probe(video).video
+    assert info is not None and info.is_vfr
+    grid = info.nominal_fps
+    audio = write_wav(tmp_path / "a.wav", 0.25, rate=48000, channels=2)
+    res = sync_clip(video, audio, tmp_path / "out.mkv", config, models=models)
+    n = math.ceil(Fraction(12000, 48000) * grid)
+    assert res.frames == n and res.fps == grid
+    assert np.allclose(_frame_times(res.output), [float(k / grid) for k in range(n)], atol=0.0006)  # CFR (MKV: 1 ms ticks)
+    rate, channels, samples = audio_info(res.output)
+    assert (rate, channels, samples) == (48000, 2, round(n / grid * 48000))  # PCM: exact
+    assert any("variable frame rate" in w for w in res.warnings)
+    # frame k shows the source frame on screen at k / grid: late frames are held, so not simply frame k
+    shown = [max(i for i, t in enumerate(times) if t <= k / float(grid) + 1e-3) for k in range(n)]
+    assert shown != list(range(n))
+    decoded = decode_rgb(video)
+    _assert_outside_equal(res, [decoded[i] for i in shown])
+
+
+def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
+    from lipsyncctl.cli.main import main
+
+    config, models = tiny_env
+    src = two_face_frames(3)
+    split = 400  # the larger face is left of x = 400, the smaller one right of it
+    video = write_clip(tmp_path / "two.mkv", src, Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    largest = sync_clip(video, audio, tmp_path / "largest.mkv", config, models=models)
+    changed = np.stack(_changed(largest))
+    assert changed[:, :, :split].any() and not changed[:, :, split:].any()
+    assert largest.face_select == "largest"
+    _assert_outside_equal(largest, decode_rgb(video))
+
+    # --face-at through the CLI: the smaller face is re-rendered, and run.yaml records the choice
+    out = tmp_path / "right.mkv"
+    rc = main(["--json", "-q", "sync", "--video", str(video), "--audio", str(audio), "-o", str(out),
+               "--preset", "tiny", "--set", "inference.guidance=1.0", "--set", "faces.detect_every=1",
+               "--codec", "ffv1", "--matte", "--face-at", "537,175"])
+    assert rc == 0
+    right = np.stack([m[..., 0] > 0 for m in decode_rgb(tmp_path / "right.matte.mkv")])
+    assert right[:, :, split:].any() and not right[:, :, :split].any()
+    run = cfg.yaml.safe_load((tmp_path / "right.run.yaml").read_text())
+    assert run["config"]["faces"]["select"] == "point" and run["config"]["faces"]["point"] == [537.0, 175.0]
+    assert run["faces"]["select"] == "point" and run["faces"]["track_id"] is not None
+    # the same face by its track id
+    by_id = sync_clip(video, audio, tmp_path / "by_id.mkv", config, models=models, face_id=run["faces"]["track_id"])
+    assert np.array_equal(np.stack(_changed(by_id)), right) and by_id.face_select.startswith("id")
+
+
+def test_colour_tags_are_carried(tiny_env, frames, tmp_path: Path):
+    config, models = tiny_env
+    video = write_clip(tmp_path / "bt709.mp4", frames[:3], Fraction(25), codec="libx264", bt709=True)
+    tags = probe(video).video.color
+    assert tags == ColorInfo("bt709", "bt709", "bt709", "tv")
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    res = sync_clip(video, audio, tmp_path / "out.mp4", _cfg(config, "output.codec=h264", "output.matte=false",
+                                                             "output.audio_codec=aac"), models=models)
+    out = probe(res.output).video
+    assert out is not None and out.color == tags and out.pix_fmt == "yuv420p" and out.frame_count == 3
+
+
+def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):
+    """``--fps 25`` (the official conform): frame j shows source frame floor(j * 29.97 / 25)."""
+    config, models = tiny_env
+    video = write_clip(tmp_path / "ntsc.mkv", frames[:10], NTSC)
+    audio = write_wav(tmp_path / "a.wav", 0.3, rate=44100)
+    res = sync_clip(video, audio, tmp_path / "out.mkv", _cfg(config, "sync.fps=25"), models=models)
+    n = math.ceil(0.3 * 25)  # 8
+    assert res.frames == n and probe(res.output).video.fps == 25 and res.plan["source_fps"] == "30000/1001"
+    rate, _, samples = audio_info(res.output)
+    assert samples == round(n / 25 * rate)
+    src = decode_rgb(video)
+    _assert_outside_equal(res, [src[math.floor(j * NTSC / 25)] for j in range(n)])
+
+
+def test_deepcache_option(tiny_env, frames, tmp_path: Path):
+    """Caching with a full pass every step equals no caching; every 2nd step changes the face only."""
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:3], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    base = _cfg(config, "inference.steps=3")
+    off = sync_clip(video, audio, tmp_path / "off.mkv", base, models=models)
+    every = sync_clip(video, audio, tmp_path / "every.mkv",
+                      _cfg(base, "inference.deepcache=true", "inference.deepcache_interval=1"), models=models)
+    cached = sync_clip(video, audio, tmp_path / "cached.mkv",
+                       _cfg(base, "inference.deepcache=true", "inference.deepcache_interval=2"), models=models)
+    a, b, c = (np.stack(decode_rgb(r.output)) for r in (off, every, cached))
+    assert np.array_equal(a, b)
+    changed = np.stack(_changed(off))
+    assert not np.array_equal(a, c) and np.array_equal(a[~changed], c[~changed])
+
+
+class _InterruptAfterFirstWindow(progress.RecordingSink):
+    """Raises KeyboardInterrupt (what Ctrl-C does) when the render has advanced once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.render_task: int | None = None
+
+    def start(self, task_id: int, description: str, total: float | None, parent: int | None) -> None:
+        super().start(task_id, description, total, parent)
+        if description == "render":
+            self.render_task = task_id
+
+    def advance(self, task_id: int, amount: float) -> None:
+        super().advance(task_id, amount)
+        if task_id == self.render_task:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_leaves_no_partial_output(tiny_env, frames, tmp_path: Path):
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:6], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.24)
+    out_dir = tmp_path / "out"
+    sink = _InterruptAfterFirstWindow()
+    with progress.use_sink(sink), pytest.raises(KeyboardInterrupt):
+        sync_clip(video, audio, out_dir / "o.mkv", _cfg(config, "inference.window=2"), models=models)
+    assert sink.render_task is not None and any(e[0] == "advance" and e[1] == sink.render_task for e in sink.events)
+    assert list(out_dir.iterdir()) == []  # no output, matte, run.yaml or hidden temporary folder
+
+
+def test_cli_ctrl_c_exits_130_without_output(tiny_env, frames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]):
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.pipeline.render import Renderer
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Renderer, "_window", interrupted)
+    video = write_clip(tmp_path / "v.mkv", frames[:2], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.08)
+    out = tmp_path / "out" / "o.mp4"
+    rc = main(["sync", "--video", str(video), "--audio", str(audio), "-o", str(out), "--preset", "tiny"])
+    assert rc == 130, capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_no_face_fails_before_loading_networks(tiny_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config, _ = tiny_env
+
+    def must_not_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("networks loaded for a clip without a face")
+
+    monkeypatch.setattr("lipsyncctl.pipeline.models.load_models", must_not_load)
+    video = write_clip(tmp_path / "grey.mkv", [np.full((96, 128, 3), 90, np.uint8)] * 3, Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    with pytest.raises(NoFaceError):
+        sync_clip(video, audio, tmp_path / "o.mkv", config)
+    assert not (tmp_path / "o.mkv").exists()
+
+
+def _face(track: int, opening: float, size: float) -> object:
+    from lipsyncctl.faces.detect import Face
+
+    lmk = np.zeros((68, 2))
+    lmk[66, 1] = opening * size  # the inner-lip gap (points 62 and 66)
+    return Face(np.array([0.0, 0.0, size, size]), 1.0, lmk, track_id=track)
+
+
+def test_speaker_is_the_face_whose_mouth_moves_with_the_audio():
+    from lipsyncctl.config import FaceOptions
+    from lipsyncctl.pipeline.faces import FaceTrack, choose_faces
+
+    rng = np.random.default_rng(0)
+    fps, n = Fraction(25), 50
+    loud = rng.uniform(0.05, 1.0, n)  # loudness per frame
+    audio = np.concatenate([a * np.sin(np.linspace(0, 40 * np.pi, 640)) for a in loud]).astype(np.float32)
+    other = rng.uniform(0.05, 1.0, n)
+    # track 1 (larger) moves its mouth at random; track 0 (smaller) with the audio
+    per_frame = [[_face(0, 0.3 * loud[i], 80), _face(1, 0.3 * other[i], 120)] for i in range(n)]
+    result = FaceTrack([], np.zeros(0), "test")
+    chosen = choose_faces(per_frame, FaceOptions(select="speaker"), fps, audio, result)
+    assert result.selection == "speaker" and result.track_id == 0 and not result.warnings
+    assert all(f.track_id == 0 for f in chosen)
+    # no mouth landmarks to judge (106-point layout): the largest face, said out loud
+    from dataclasses import replace
+
+    no_mouth = [[replace(f, landmarks=np.zeros((106, 2))) for f in fs] for fs in per_frame]
+    result = FaceTrack([], np.zeros(0), "test")
+    chosen = choose_faces(no_mouth, FaceOptions(select="speaker"), fps, audio, result)
+    assert result.selection == "largest" and result.warnings and all(f.track_id == 1 for f in chosen)
