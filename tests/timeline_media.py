@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.sync_media import write_clip
+
 FILM = Fraction(24000, 1001)
 SIZE = (360, 640)  # (w, h): the smallest size at which dlib finds the fixture's face reliably
 
@@ -56,27 +58,11 @@ def clip(name: str, url: str | None, start: int, duration: int, *, available: tu
 def write_sources(folder: Path, fixture: Path) -> tuple[Path, Path]:
     """Camera A: fixture frames 0-39; camera B: frames 120-149 mirrored, tagged with timecode 01:00:00:00.
     Both lossless FFV1 at 23.976 fps, 360x640."""
-    import av
-
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, first, count, mirror, tc in (("cam_a.mkv", 0, 40, False, None), ("cam_b.mkv", 120, 30, True, "01:00:00:00")):
-        path = folder / name
-        frames = fixture_frames(fixture, first, count, mirror)
-        with av.open(str(path), "w") as c:
-            s = c.add_stream("ffv1", rate=FILM)
-            s.width, s.height, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-            if tc:
-                s.metadata["timecode"] = tc
-            for i, rgb in enumerate(frames):
-                f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                f.pts = i
-                for p in s.encode(f):
-                    c.mux(p)
-            for p in s.encode():
-                c.mux(p)
-        out.append(path)
-    return out[0], out[1]
+    cam_a = write_clip(folder / "cam_a.mkv", fixture_frames(fixture, 0, 40), FILM)
+    cam_b = write_clip(folder / "cam_b.mkv", fixture_frames(fixture, 120, 30, mirror=True), FILM,
+                       tags={"timecode": "01:00:00:00"})
+    return cam_a, cam_b
 
 
 #: the edit of :func:`build_edit`: name -> (record start, frames, source start in file frames) of the shots
