@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.pipeline.clip import SyncResult
+    from lipsyncctl.pipeline.models import ModelBundle
     from lipsyncctl.timeline.job import TimelineJob, TimelineResult
 
 
@@ -26,6 +27,7 @@ def sync(
     end: float | None = None,
     face_id: int | None = None,
     face_at: tuple[float, float] | None = None,
+    models: ModelBundle | None = None,
 ) -> SyncResult:
     """Lip-sync one clip: re-render the mouth in ``video`` to match ``audio`` and write ``output``.
 
@@ -36,7 +38,11 @@ def sync(
         config: a resolved run configuration (``lipsyncctl.config.resolve("latentsync-1.5")``);
             None = the built-in defaults.
         start, end: seconds of ``video`` to use (the audio starts at ``start``).
-        face_id: follow this face track id; face_at: follow the face at pixel ``(x, y)``.
+        face_id: follow this face track id; face_at: follow the face at pixel ``(x, y)``. Either one
+            overrides ``faces.select`` (as ``id`` / ``point``) and is recorded in ``OUT.run.yaml``;
+            ``config.faces`` can say the same (``select``, ``track_id``, ``point``).
+        models: networks already loaded with :func:`lipsyncctl.pipeline.models.load_models` (a batch
+            reuses them); None loads them, after the face pass (no face anywhere fails without loading).
 
     Returns:
         :class:`~lipsyncctl.pipeline.clip.SyncResult` (frames, faces found, no-face frames, time per
@@ -46,7 +52,7 @@ def sync(
     from lipsyncctl.pipeline.clip import sync_clip
 
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
-                     face_id=face_id, face_at=face_at)
+                     face_id=face_id, face_at=face_at, models=models)
 
 
 def prep(inputs, out_dir, options=None, **kwargs):  # type: ignore[no-untyped-def]
