@@ -145,10 +145,12 @@ def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[s
     assert not list((out / "de" / "shots").glob(".*"))  # no half-written temporaries left
 
 
-def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A1 (record 0-12 + 2 handles) hears the dub's first 0.6 s: silence, then speech from 0.45 s."""
     import opentimelineio as otio
 
+    from lipsyncctl.pipeline import clip as clip_module
     from lipsyncctl.timeline.job import write_wav
 
     tl = otio.schema.Timeline(name="short", global_start_time=rt(0))
@@ -171,6 +173,14 @@ def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[s
     same = [np.array_equal(g, s) for g, s in zip(got, src, strict=True)]
     silent = int(round((1 - shot["speech_coverage"]) * 12))
     assert all(same[: silent - 3]) and not any(same[silent + 3 :])  # source pixels until speech (- pad)
+    # what the model hears: a copy of the audio handed to the clip pipeline (the work files are removed)
+    heard_copy, real_sync_clip = tmp_path / "heard.wav", clip_module.sync_clip
+
+    def spy(video, audio, *args, **kwargs):  # type: ignore[no-untyped-def]
+        shutil.copy(audio, heard_copy)
+        return real_sync_clip(video, audio, *args, **kwargs)
+
+    monkeypatch.setattr(clip_module, "sync_clip", spy)
     rc, res = _run([*common, "close", "--audio", f"de={env['de']}", "-o", str(tmp_path / "c"),
                     "--set", "output.audio_codec=pcm"], capsys)
     assert rc == 0 and res["languages"]["de"]["shots"][0]["status"] == "done"
@@ -181,8 +191,8 @@ def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[s
     n = int(12 * rate / FILM)
     # the file carries the real dub (PCM16), the model heard it silenced before the speech
     assert np.abs(muxed[0, :n] - dub[0, :n]).max() < 2e-4 and np.abs(dub[0, :n]).max() > 0.01
-    (model_wav,) = (tmp_path / "c" / ".lipsyncctl" / "work" / "de").glob("*.model.wav")
-    heard, _ = read_audio(model_wav)
+    assert not (tmp_path / "c" / ".lipsyncctl" / "work").exists()  # no dub cuts left behind
+    heard, _ = read_audio(heard_copy)
     assert np.all(heard[0, : rate // 4] == 0) and np.abs(heard[0, -rate // 8 :]).max() > 0.01
 
 

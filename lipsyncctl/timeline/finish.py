@@ -39,7 +39,7 @@ def shot_row(s: ShotState, plan: TimelinePlan) -> dict[str, Any]:
         "face_coverage": None if faces is None or status != "done" else round(faces / max(frames, 1), 4),
         "no_face_frames": oc.get("no_face_frames") if status == "done" else None,
         "speech_coverage": round(s.speech_coverage, 4),
-        "sync_before": None, "sync_after": None,
+        "sync_before": None, "sync_after": None, "lse_d_before": None, "lse_d_after": None,
         "warnings": list(seg.warnings) + list(oc.get("warnings") or []), "error": oc.get("error"),
         "to_render": s.task is not None and not s.rendered,
     }
@@ -76,10 +76,14 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, plan: Timel
     # conform
     if config.timeline.conform:
         ext = Path(rows[0]["output"]).suffix if rows and rows[0]["output"] else ".mp4"
-        out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config)
+        inputs = (job.timeline, *{seg.media for seg in plan.segments}, *(p for _, p in job.audio))
+        out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs)
         result["conform"] = str(out)
     # QC: thumbnails, sync scores, min-sync
-    thumbs, scored = _qc(shots, rows, dub, plan, config, lang_warnings)
+    thumbs, syncnet = _qc(shots, rows, dub, plan, config, lang_warnings)
+    scored = syncnet is not None
+    if syncnet is not None and not syncnet.verified:
+        lang_warnings.append(f"sync scores: {syncnet.note()}")
     min_sync = config.timeline.min_sync
     if min_sync is not None:
         if not scored:
@@ -95,7 +99,8 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, plan: Timel
         "summary": {k: counts.get(k, 0) for k in ("shots", "done", "rendered", "reused", "failed", "no_face",
                                                   "no_dialogue", "pending", "skipped", "under_min_sync")},
         "ok": counts["failed"] == 0 and counts["under_min_sync"] == 0,
-        "sync_scores": scored, "min_sync": min_sync, "shots": rows,
+        "sync_scores": scored, "sync_model": syncnet.to_dict() if syncnet is not None else None,
+        "min_sync": min_sync, "shots": rows,
         "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
         "timelines": result["timelines"], "conform": result["conform"],
     }
@@ -106,9 +111,12 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, plan: Timel
 
 
 def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan: TimelinePlan, config: Config,
-        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], bool]:
-    """Thumbnails of every shot and, with the evaluation SyncNet installed, sync confidence before/after."""
-    syncnet = qc.load_eval_syncnet()
+        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], qc.EvalSyncNet | None]:
+    """Thumbnails of every shot and, with the evaluation SyncNet installed, LSE-C / LSE-D before (the
+    source picture with the dub) and after (the render) over each shot's visible frames."""
+    from lipsyncctl.pipeline.models import resolve_device
+
+    syncnet = qc.load_eval_syncnet(resolve_device(config.inference.device))
     detector = None
     if syncnet is not None:
         from lipsyncctl.faces.detect import create_detector
@@ -131,8 +139,10 @@ def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan:
             audio16 = to_vad_rate(cut, dub.rate)
             src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
             out = qc.read_frames(Path(row["output"]), seg.handle_in, seg.source_frames)
-            row["sync_before"] = qc.sync_confidence(syncnet, src, audio16, seg.media_fps, detector)
-            row["sync_after"] = qc.sync_confidence(syncnet, out, audio16, seg.media_fps, detector)
+            for when, frames in (("before", src), ("after", out)):
+                scores = qc.sync_scores(syncnet.model, frames, audio16, seg.media_fps, detector)
+                if scores is not None:
+                    row[f"sync_{when}"], row[f"lse_d_{when}"] = round(scores.lse_c, 4), round(scores.lse_d, 4)
             if row["sync_after"] is None:
                 warnings.append(f"{seg.id}: sync confidence not measured (too short or no face)")
-    return thumbs, syncnet is not None
+    return thumbs, syncnet

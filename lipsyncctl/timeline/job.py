@@ -19,6 +19,7 @@ Output layout under ``OUT``::
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,6 +32,7 @@ from lipsyncctl.config import Config
 from lipsyncctl.errors import UsageError
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.guard import check_outputs, input_files
 from lipsyncctl.timeline.render import RenderTask
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.source import MediaResolver, read_timeline
@@ -128,6 +130,11 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     for d in dub_tracks:
         for seg in plan.segments:
             shots.append(_shot(seg, d, plan.fps, config, job, models_fp, store))
+    inputs = input_files(job, timeline, resolver)
+    check_outputs(job, inputs, [d.language for d in dub_tracks], shots)  # before anything is written
+    if not job.dry_run:
+        for s in shots:
+            _place_reused(s, inputs)
     # 4. This shard's part; render it.
     i, n = job.shard
     renderable = [s for s in shots if s.task is not None or s.reused]
@@ -143,13 +150,19 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
             shot.outcome, shot.rendered = outcome, True
             if outcome["status"] in ("done", "no_face"):
                 store.put(task.key, outcome)
+            _remove_work_files(task)  # a rerun writes them again if it renders the shot again
 
         tasks = [s.task for s in mine if s.task is not None]
-        for t in tasks:
-            _write_task_audio(t, dub_tracks, shots)
         from lipsyncctl.timeline.workers import run_tasks
 
-        run_tasks(tasks, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend)
+        try:
+            for t in tasks:
+                _write_task_audio(t, dub_tracks, shots)
+            run_tasks(tasks, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend)
+        finally:  # interrupted or not: no dub cuts left behind (the job store is what resume needs)
+            for t in tasks:
+                _remove_work_files(t)
+            _prune_empty(job.output / ".lipsyncctl" / "work")
     # 5. Outputs per language.
     languages = {}
     for d in dub_tracks:
@@ -247,11 +260,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
                         "warnings": [], "error": None}
         return shot
     record = store.get(key)
-    if record is not None:
-        if record.get("output") and Path(record["output"]) != output and not job.dry_run:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(record["output"], output)
-            record = {**record, "output": str(output)}
+    if record is not None:  # finished before; a render made for another shot is copied by _place_reused
         shot.outcome, shot.reused = record, True
         return shot
     shot.task = RenderTask(
@@ -264,6 +273,19 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         keep_source=keep, face_id=seg.options.face_id, face_at=seg.options.face_at,
     )
     return shot
+
+
+def _place_reused(shot: ShotState, inputs: list[Path]) -> None:
+    """Copy a reused render that was made under another name (same content key) to the shot's own path,
+    atomically; the copy's outcome then points at it."""
+    from lipsyncctl.media.atomic import atomic_output, same_file
+
+    record = shot.outcome
+    if not shot.reused or not record or not record.get("output") or same_file(record["output"], shot.output):
+        return
+    with atomic_output(shot.output, inputs=inputs) as tmp:
+        shutil.copy2(record["output"], tmp)
+    shot.outcome = {**record, "output": str(shot.output)}
 
 
 def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
@@ -290,6 +312,20 @@ def _write_task_audio(task: RenderTask, dub_tracks: list[dubs.DubTrack], shots: 
             s1 = int(hi * d.rate / shot.segment.media_fps)
             gated[:, s0:s1] = cut[:, s0:s1]
         write_wav(Path(task.model_audio), gated, d.rate)
+
+
+def _remove_work_files(task: RenderTask) -> None:
+    """Delete the dub cut(s) written for ``task`` under ``OUT/.lipsyncctl/work/``."""
+    for name in (task.audio, task.model_audio):
+        if name:
+            Path(name).unlink(missing_ok=True)
+
+
+def _prune_empty(work: Path) -> None:
+    """Remove ``work/<lang>/`` folders and ``work/`` itself once empty (another shard may still use them)."""
+    for folder in [*sorted(work.glob("*/")), work]:
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:

@@ -93,40 +93,47 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path) -> tuple[lis
 
 
 def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, output: Path,
-            config: Any) -> Path:
+            config: Any, inputs: tuple[Path, ...] = ()) -> Path:
     """Write the full-length picture of the edit with the dub: lip-synced shots where finished, the
     original media elsewhere, black in gaps and where media is missing. Transitions are cut at the
-    edit point. Frame size = the first shot's media (others are resized to it)."""
+    edit point. Frame size = the first shot's media (others are resized to it).
+
+    The picture is encoded in a private temporary folder beside ``output``, then muxed with the dub
+    under a temporary name and renamed: a failure or Ctrl-C leaves no partial ``output``, and
+    ``output`` may not be one of ``inputs``."""
+    import tempfile
+
     import cv2
 
+    from lipsyncctl.media.atomic import check_not_input
     from lipsyncctl.timeline.mediaio import mux, video_writer
 
+    check_not_input(output, inputs)
     size = plan.segments[0].media_size if plan.segments else (640, 360)
     black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     output.parent.mkdir(parents=True, exist_ok=True)
-    video_only = output.with_name(f".{output.stem}.video{output.suffix}")
-    with video_writer(video_only, plan.fps, config) as writer:
-        t = 0
-        with progress.Task("conform", total=plan.duration) as bar:
-            for seg in plan.segments:
-                while t < seg.record_start:
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
+        video_only = Path(tmp) / f"video{output.suffix}"
+        with video_writer(video_only, plan.fps, config) as writer:
+            t = 0
+            with progress.Task("conform", total=plan.duration) as bar:
+                for seg in plan.segments:
+                    while t < seg.record_start:
+                        writer.write(black)
+                        t += 1
+                        bar.advance()
+                    for rgb in _segment_frames(seg, outcomes.get(seg.id), plan.fps):
+                        if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
+                            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+                        writer.write(rgb)
+                        t += 1
+                        bar.advance()
+                while t < plan.duration:
                     writer.write(black)
                     t += 1
                     bar.advance()
-                for rgb in _segment_frames(seg, outcomes.get(seg.id), plan.fps):
-                    if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
-                        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-                    writer.write(rgb)
-                    t += 1
-                    bar.advance()
-            while t < plan.duration:
-                writer.write(black)
-                t += 1
-                bar.advance()
-    try:
-        mux(video_only, dub.cut(0, plan.duration, plan.fps), dub.rate, output, config.output.audio_codec)
-    finally:
-        video_only.unlink(missing_ok=True)
+        mux(video_only, dub.cut(0, plan.duration, plan.fps), dub.rate, output, config.output.audio_codec,
+            inputs=inputs)
     return output
 
 

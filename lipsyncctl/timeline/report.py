@@ -22,6 +22,20 @@ def write_json(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _sync_note(report: dict[str, Any]) -> str:
+    """Where the sync scores come from, in one paragraph (a plain warning for unverified weights)."""
+    if not report.get("sync_scores"):
+        return ('<p id="sync-model" class="na">Sync confidence not measured: the evaluation SyncNet (syncnet-v2) '
+                "is not installed (<code>lipsyncctl models fetch syncnet-v2</code>).</p>")
+    model = report.get("sync_model") or {}
+    note = html.escape(model.get("note") or "")
+    limit = f" Shots under --min-sync {report['min_sync']} fail." if report.get("min_sync") is not None else ""
+    if model.get("verified"):
+        return f'<p id="sync-model">Sync scores (higher LSE-C / lower LSE-D = better): {note}{limit}</p>'
+    return (f'<p id="sync-model" class="warn" data-verified="false">Warning: these sync scores come from weights '
+            f"that are not verified official ones. {note}{limit}</p>")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return '<span class="na">n/a</span>'
@@ -50,14 +64,13 @@ def render_html(report: dict[str, Any], thumbnails: dict[str, tuple[str, str]]) 
             f'<td><span class="badge" style="background:{colour}">{html.escape(status)}</span></td>'
             f'<td>{_cell(shot.get("face_coverage"))}</td><td>{_cell(shot.get("no_face_frames"))}</td>'
             f'<td>{_cell(shot.get("speech_coverage"))}</td>'
-            f'<td>{_cell(shot.get("sync_before"))} &rarr; {_cell(shot.get("sync_after"))}</td>'
+            f'<td class="lse-c">{_cell(shot.get("sync_before"))} &rarr; {_cell(shot.get("sync_after"))}</td>'
+            f'<td class="lse-d">{_cell(shot.get("lse_d_before"))} &rarr; {_cell(shot.get("lse_d_after"))}</td>'
             f'<td class="notes">{"<br>".join(notes)}</td></tr>'
         )
     skipped = "".join(f"<li>{html.escape(k['name'])}: {html.escape(k['reason'])}</li>" for k in report["skipped"])
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in report["warnings"])
-    sync_note = ("" if report.get("sync_scores") else
-                 '<p class="na">Sync confidence not measured: the evaluation SyncNet (syncnet-v2) is not '
-                 "installed (<code>lipsyncctl models fetch syncnet-v2</code>).</p>")
+    sync_note = _sync_note(report)
     title = f"Lip-sync QC &ndash; {html.escape(report['timeline_name'])} &ndash; {html.escape(report['language'])}"
     verdict = "OK" if report["ok"] else "NEEDS ATTENTION"
     return f"""<!DOCTYPE html>
@@ -66,7 +79,7 @@ def render_html(report: dict[str, Any], thumbnails: dict[str, tuple[str, str]]) 
 body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse;width:100%}}
 th,td{{border-bottom:1px solid #ddd;padding:.4em;text-align:left;vertical-align:top;font-size:.9em}}
 .thumbs img{{height:90px;margin-right:4px;border:1px solid #ccc}} .badge{{color:#fff;padding:.15em .5em;border-radius:.6em}}
-.na{{color:#888}} .notes{{max-width:28em}} #verdict.ok{{color:#1b7f3b}} #verdict.bad{{color:#b3261e}}
+.na{{color:#888}} .warn{{color:#b3261e;font-weight:600}} .notes{{max-width:28em}} #verdict.ok{{color:#1b7f3b}} #verdict.bad{{color:#b3261e}}
 </style></head><body>
 <h1>{title}</h1>
 <p id="verdict" class="{'ok' if report['ok'] else 'bad'}">{verdict}</p>
@@ -75,7 +88,8 @@ th,td{{border-bottom:1px solid #ddd;padding:.4em;text-align:left;vertical-align:
 {s['skipped']} clips skipped. Dub: {html.escape(report['dub'])}.</p>
 {sync_note}
 <table id="shots"><thead><tr><th>shot</th><th>record</th><th>original / lip-synced</th><th>status</th>
-<th>face coverage</th><th>no-face frames</th><th>speech</th><th>sync (LSE-C) before &rarr; after</th><th>notes</th></tr></thead>
+<th>face coverage</th><th>no-face frames</th><th>speech</th><th>sync confidence (LSE-C) before &rarr; after</th>
+<th>sync distance (LSE-D) before &rarr; after</th><th>notes</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>

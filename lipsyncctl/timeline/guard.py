@@ -1,0 +1,70 @@
+"""Never overwrite an input: the files a timeline run will write, checked against the files it reads,
+before anything is rendered or written.
+
+Inputs are the timeline file, every media file its clips reference (video and audio tracks, as
+resolved on this machine) and the ``--audio`` files. Outputs are what :mod:`~lipsyncctl.timeline.job`
+writes per language (shots, timelines, QC report, conform) and the work files under ``OUT/.lipsyncctl``.
+The writers themselves also go through :func:`lipsyncctl.media.atomic.atomic_output` (temporary name,
+then rename), so a failure never leaves a half-written file under a real name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.media.atomic import same_file
+
+if TYPE_CHECKING:
+    from lipsyncctl.timeline.job import ShotState, TimelineJob
+    from lipsyncctl.timeline.source import MediaResolver
+
+#: containers a conformed video may get (the shots' container)
+CONFORM_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> list[Path]:
+    """The timeline file, the media of every clip that resolves to a local file, and the ``--audio`` files."""
+    out = [Path(job.timeline)] + [Path(p) for _, p in job.audio]
+    for clip in timeline.find_clips():
+        for ref in clip.media_references().values():
+            url = getattr(ref, "target_url", None)
+            path = resolver.resolve(url) if url else None
+            if path is not None:
+                out.append(path)
+    return out
+
+
+def output_files(job: TimelineJob, languages: Iterable[str], shots: Iterable[ShotState]) -> Iterator[Path]:
+    """Every file the run may write under ``job.output`` (see the layout in :mod:`~lipsyncctl.timeline.job`)."""
+    stem, suffix = job.timeline.stem, job.timeline.suffix
+    for lang in languages:
+        folder = job.output / lang
+        yield from (folder / f"{stem}.otio", folder / f"{stem}{suffix}", folder / "report.json",
+                    folder / "report.html")
+        yield from (folder / f"{stem}.conform{ext}" for ext in CONFORM_SUFFIXES)
+    for s in shots:
+        yield s.output
+        if s.task is not None:
+            yield from (Path(p) for p in (s.task.audio, s.task.model_audio) if p)
+
+
+def check_outputs(job: TimelineJob, inputs: Iterable[Path], languages: Iterable[str],
+                  shots: Iterable[ShotState]) -> None:
+    """Raise before any work when an output would overwrite an input.
+
+    Raises:
+        UsageError: ``-o`` is an existing file (it must be a folder).
+        MediaError: an output path is one of ``inputs`` (names both).
+    """
+    if job.output.exists() and not job.output.is_dir():
+        raise UsageError(f"-o {job.output}: with --timeline the output is a folder, and this is a file",
+                         hint="give a folder, e.g. -o out/ (it is created if missing)")
+    existing = [p for p in inputs if p.exists()]
+    for out in output_files(job, languages, shots):
+        for src in existing:
+            if same_file(out, src):
+                raise MediaError(f"{out}: refusing to overwrite an input of this run ({src})",
+                                 hint="choose another output folder (-o) or move the input out of it")
