@@ -15,6 +15,10 @@ Output layout under ``OUT``::
     OUT/<lang>/report.json, report.html      QC
     OUT/<lang>/<edit>.conform.<ext>          full-length picture with the dub (timeline.conform)
     OUT/.lipsyncctl/jobs/<key>.json          the resumable job store
+    OUT/.lipsyncctl/work/<lang>/*.wav        dub cuts of shots being rendered (deleted as each settles)
+
+Before anything is written, every output path is checked against the inputs (the timeline, its media,
+the dubs): :mod:`~lipsyncctl.timeline.guard`.
 """
 
 from __future__ import annotations

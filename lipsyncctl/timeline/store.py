@@ -87,9 +87,13 @@ class JobStore:
     def put(self, key: str, record: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         p = self._path(key)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
-        tmp.write_text(json.dumps({"key": key, **record}, indent=1, default=str), encoding="utf-8")
-        tmp.replace(p)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")  # not *.json: keys() never sees it
+        try:
+            tmp.write_text(json.dumps({"key": key, **record}, indent=1, default=str), encoding="utf-8")
+            tmp.replace(p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def keys(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.json")) if self.root.is_dir() else []
