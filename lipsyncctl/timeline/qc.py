@@ -57,8 +57,8 @@ class EvalSyncNet:
             return (f"{EVAL_MODEL} weights are NOT the official ones (sha256 {self.sha256[:12]}... differs from "
                     f"{(self.expected_sha256 or '')[:12]}...): the scores are not comparable to published "
                     "LSE-C/LSE-D values.")
-        return (f"{EVAL_MODEL} weights NOT verified as the official ones (no known sha256 for {self.path.name}; "
-                "`lipsyncctl models fetch syncnet-v2` records one): treat the scores with caution.")
+        return (f"{EVAL_MODEL} weights NOT verified as the official ones: neither the registry nor a "
+                f"`lipsyncctl models fetch` record knows the sha256 of {self.path}; treat the scores with caution.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": EVAL_MODEL, "path": str(self.path), "sha256": self.sha256, "verified": self.verified,
