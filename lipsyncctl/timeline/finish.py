@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.dub import DubTrack
     from lipsyncctl.timeline.job import ShotState, TimelineJob
     from lipsyncctl.timeline.segments import TimelinePlan
+    from lipsyncctl.timeline.source import MediaResolver
 
 
 def shot_row(s: ShotState, plan: TimelinePlan) -> dict[str, Any]:
@@ -45,8 +46,11 @@ def shot_row(s: ShotState, plan: TimelinePlan) -> dict[str, Any]:
     }
 
 
-def finish_language(job: TimelineJob, config: Config, timeline: Any, plan: TimelinePlan, dub: DubTrack,
-                    shots: list[ShotState], mine: list[ShotState], warnings: list[str]) -> dict[str, Any]:
+def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
+                    dub: DubTrack, shots: list[ShotState], mine: list[ShotState],
+                    warnings: list[str]) -> dict[str, Any]:
+    """Settle one language: rows, counts and, once no shot is pending, its timelines, conform and QC report
+    (``resolver`` finds the input's media, for the files a bundle output embeds)."""
     rows = [shot_row(s, plan) for s in shots]
     counts = {
         "shots": len(rows),
@@ -70,7 +74,8 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, plan: Timel
     # timelines
     relinked, w = relinked_timeline(timeline, plan, outcomes, dub.language)
     lang_warnings += w
-    written, w = write_timelines(relinked, job.timeline, folder)
+    written, w = write_timelines(relinked, job.timeline, folder, resolver=resolver,
+                                 inputs=(*{seg.media for seg in plan.segments}, *(p for _, p in job.audio)))
     lang_warnings += w
     result["timelines"] = [str(p) for p in written]
     # conform

@@ -1,8 +1,9 @@
 """Never overwrite an input: the files a timeline run will write, checked against the files it reads,
 before anything is rendered or written.
 
-Inputs are the timeline file, every media file its clips reference (video and audio tracks, as
-resolved on this machine) and the ``--audio`` files. Outputs are what :mod:`~lipsyncctl.timeline.job`
+Inputs are the timeline file (an ``.otiod`` bundle is a folder: the output folder may not lie inside it),
+every media file its clips reference (video and audio tracks, as resolved on this machine) and the
+``--audio`` files. Outputs are what :mod:`~lipsyncctl.timeline.job`
 writes per language (shots, timelines, QC report, conform) and the work files under ``OUT/.lipsyncctl``.
 The writers themselves also go through :func:`lipsyncctl.media.atomic.atomic_output` (temporary name,
 then rename), so a failure never leaves a half-written file under a real name.
@@ -57,12 +58,16 @@ def check_outputs(job: TimelineJob, inputs: Iterable[Path], languages: Iterable[
 
     Raises:
         UsageError: ``-o`` is an existing file (it must be a folder).
-        MediaError: an output path is one of ``inputs`` (names both).
+        MediaError: an output path is one of ``inputs`` (names both), or ``-o`` is inside an input folder.
     """
     if job.output.exists() and not job.output.is_dir():
         raise UsageError(f"-o {job.output}: with --timeline the output is a folder, and this is a file",
                          hint="give a folder, e.g. -o out/ (it is created if missing)")
     existing = [p for p in inputs if p.exists()]
+    for src in existing:  # an .otiod input is a folder: nothing of the run goes inside it
+        if src.is_dir() and job.output.resolve().is_relative_to(src.resolve()):
+            raise MediaError(f"-o {job.output}: inside the input bundle {src}; refusing to write into an input",
+                             hint="choose an output folder outside the bundle")
     for out in output_files(job, languages, shots):
         for src in existing:
             if same_file(out, src):

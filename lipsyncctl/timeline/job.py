@@ -11,11 +11,14 @@
 Output layout under ``OUT``::
 
     OUT/<lang>/shots/<NNN>_<clip>.<ext>     rendered shots (with handles)
-    OUT/<lang>/<edit>.otio (+ <edit>.edl ...) relinked timeline(s)
+    OUT/<lang>/<edit>.otio (+ <edit>.edl ...) relinked timeline(s); for a bundle input also the bundle,
+                                             self-contained (renders + original media, :mod:`~.bundle`)
     OUT/<lang>/report.json, report.html      QC
     OUT/<lang>/<edit>.conform.<ext>          full-length picture with the dub (timeline.conform)
     OUT/.lipsyncctl/jobs/<key>.json          the resumable job store
     OUT/.lipsyncctl/work/<lang>/*.wav        dub cuts of shots being rendered (deleted as each settles)
+    OUT/.lipsyncctl/work/.<edit>.otioz.*/    an .otioz input's extracted media (removed when the job ends;
+                                             a dry run extracts into the system temp folder instead)
 
 Before anything is written, every output path is checked against the inputs (the timeline, its media,
 the dubs): :mod:`~lipsyncctl.timeline.guard`.
@@ -39,7 +42,7 @@ from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_outputs, input_files
 from lipsyncctl.timeline.render import RenderTask
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
-from lipsyncctl.timeline.source import MediaResolver, read_timeline
+from lipsyncctl.timeline.source import MediaResolver, opened_timeline
 from lipsyncctl.timeline.store import JobStore, config_for_key, content_key, file_fingerprint
 
 KEY_VERSION = "timeline-1"
@@ -117,9 +120,19 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
         UsageError: no dub audio given; MediaError: unreadable timeline or dub; MissingToolError: no
         adapter for the timeline's format. Failed shots do not raise: see :attr:`TimelineResult.failed`.
     """
-    # 1. Read and plan.
-    timeline = read_timeline(job.timeline, rate=job.edl_rate)
-    resolver = MediaResolver(job.timeline.resolve().parent, job.media_root, job.relink)
+    # 1. Read (an .otioz is extracted into a private folder, removed when the job ends) and plan.
+    work = job.output / ".lipsyncctl" / "work"
+    scratch = None if job.dry_run or (job.output.exists() and not job.output.is_dir()) else work
+    try:
+        with opened_timeline(job.timeline, rate=job.edl_rate, scratch=scratch) as (timeline, base):
+            return _run(job, config, timeline, MediaResolver(base, job.media_root, job.relink))
+    finally:
+        if scratch is not None:
+            _prune_empty(work)
+
+
+def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver) -> TimelineResult:
+    """Steps 1-5 of :func:`run_timeline` once the timeline is read (its media resolve through ``resolver``)."""
     plan = plan_timeline(timeline, resolver, handles=config.timeline.handles)
     warnings = list(plan.warnings)
     # 2. Dubs and speech.
@@ -171,7 +184,8 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     languages = {}
     for d in dub_tracks:
         lang_shots = [s for s in shots if s.language == d.language]
-        languages[d.language] = _finish_language(job, config, timeline, plan, d, lang_shots, mine, warnings)
+        languages[d.language] = _finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
+                                                 warnings)
     return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work)
 
 
@@ -356,8 +370,9 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
     return path
 
 
-def _finish_language(job: TimelineJob, config: Config, timeline: Any, plan: TimelinePlan, d: dubs.DubTrack,
-                     shots: list[ShotState], mine: list[ShotState], warnings: list[str]) -> dict[str, Any]:
+def _finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
+                     d: dubs.DubTrack, shots: list[ShotState], mine: list[ShotState],
+                     warnings: list[str]) -> dict[str, Any]:
     from lipsyncctl.timeline.finish import finish_language
 
-    return finish_language(job, config, timeline, plan, d, shots, mine, warnings)
+    return finish_language(job, config, timeline, resolver, plan, d, shots, mine, warnings)

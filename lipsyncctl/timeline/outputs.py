@@ -10,7 +10,7 @@ frame), so both references share the clip's source times and the record times st
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.segments import Segment, TimelinePlan
-from lipsyncctl.timeline.source import adapter_for
+from lipsyncctl.timeline.source import MediaResolver, adapter_for
 
 DEFAULT_KEY = "DEFAULT_MEDIA"
 
@@ -67,22 +67,38 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, dic
     return out, warnings
 
 
-def write_timelines(timeline: Any, source_path: Path, folder: Path) -> tuple[list[Path], list[str]]:
-    """Write ``timeline`` as ``.otio`` and, where an adapter can, in the input's format."""
+def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver: MediaResolver | None = None,
+                    inputs: Iterable[Path] = ()) -> tuple[list[Path], list[str]]:
+    """Write ``timeline`` as ``.otio`` and, where an adapter can, in the input's format.
+
+    For an ``.otioz``/``.otiod`` input the second one is a self-contained bundle with the renders and the
+    original media embedded (:func:`lipsyncctl.timeline.bundle.write_bundle`); ``resolver`` finds the
+    input's media (default: relative to ``source_path``'s folder). The ``.otio`` keeps the original URLs
+    as the input wrote them (for a bundle: relative to the input bundle's root).
+
+    Args:
+        inputs: files besides ``source_path`` that must never be overwritten.
+    """
     import opentimelineio as otio
 
     from lipsyncctl.media.atomic import atomic_output
+    from lipsyncctl.timeline.bundle import is_bundle, write_bundle
 
     folder.mkdir(parents=True, exist_ok=True)
     written, warnings = [], []
+    protected = [source_path, *inputs]
     targets = [(folder / f"{source_path.stem}.otio", "otio_json")]
     adapter = adapter_for(source_path)
     if source_path.suffix.lower() != ".otio" and adapter is not None:
         targets.append((folder / f"{source_path.stem}{source_path.suffix}", adapter))
     for path, name in targets:
         try:
-            with atomic_output(path, inputs=[source_path]) as tmp:
-                otio.adapters.write_to_file(timeline, str(tmp), adapter_name=name)
+            if is_bundle(path):
+                write_bundle(timeline, path, resolver or MediaResolver(source_path.resolve().parent),
+                             inputs=protected)
+            else:
+                with atomic_output(path, inputs=protected) as tmp:
+                    otio.adapters.write_to_file(timeline, str(tmp), adapter_name=name)
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist
             if name == "otio_json":

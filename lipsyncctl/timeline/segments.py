@@ -67,7 +67,7 @@ class Segment:
         rec = self.record_start + global_start
         return {
             "index": self.index, "id": self.id, "name": self.name, "track": self.track,
-            "media": str(self.media), "media_fps": tb.fraction_str(self.media_fps),
+            "media": str(self.media), "url": self.media_url, "media_fps": tb.fraction_str(self.media_fps),
             "record": {"start": self.record_start, "frames": self.record_frames,
                        "in": tb.timecode(rec, timeline_fps),
                        "out": tb.timecode(rec + self.record_frames, timeline_fps)},

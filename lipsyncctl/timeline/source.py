@@ -3,12 +3,16 @@
 Any format an installed OTIO adapter reads works: ``.otio``, ``.otioz``/``.otiod`` built in, CMX 3600
 EDL (``otio-cmx3600-adapter``, extra ``edl``), FCP 7 XML (``otio-fcp-adapter``, extra ``fcp``).
 Media paths are resolved, in order, through a ``--relink OLD=NEW`` prefix map, against the timeline's
-folder, and against ``--media-root`` (by relative path, then by file name).
+folder (for a bundle: the bundle's root, where its ``media/`` are; see :mod:`~lipsyncctl.timeline.bundle`),
+and against ``--media-root`` (by relative path, then by file name).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +43,14 @@ def adapter_for(path: Path) -> str | None:
     return name
 
 
-def read_timeline(path: str | Path, *, rate: float | None = None) -> Any:
-    """Read ``path`` into an ``otio.schema.Timeline``.
+def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Path | None = None) -> Any:
+    """Read ``path`` into an ``otio.schema.Timeline`` (a ``.otiod`` bundle is a folder).
 
     Args:
         rate: frame rate for formats that do not store one (EDL), e.g. ``23.976``; None = the adapter's
             default (24 for CMX 3600).
+        extract_to: for an ``.otioz``, an existing empty folder to extract the bundle's media into
+            (None: read only its timeline).
 
     Raises:
         MediaError: the file is missing or cannot be parsed.
@@ -53,8 +59,11 @@ def read_timeline(path: str | Path, *, rate: float | None = None) -> Any:
     import opentimelineio as otio
 
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"timeline not found: {path}", hint="check the path given to --timeline")
+    folder = path.suffix.lower() == ".otiod"
+    found = (path / "content.otio").is_file() if folder else path.is_file()
+    if not found:
+        what = "OTIO bundle folder (with content.otio)" if folder else "timeline"
+        raise MediaError(f"{what} not found: {path}", hint="check the path given to --timeline")
     adapter = adapter_for(path)
     if adapter is not None and adapter not in installed_adapters():
         pkg = ADAPTER_PACKAGES.get(adapter, f"an OTIO adapter for {path.suffix}")
@@ -66,7 +75,12 @@ def read_timeline(path: str | Path, *, rate: float | None = None) -> Any:
 
         kwargs["rate"] = float(exact_rate(rate))  # 23.976 -> 24000/1001 (OTIO's timecode wants the exact rate)
     try:
-        result = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
+        if adapter == "otioz" and extract_to is not None:
+            from lipsyncctl.timeline.bundle import extract_otioz
+
+            result = extract_otioz(path, extract_to)
+        else:
+            result = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
     except Exception as exc:  # noqa: BLE001 - adapters raise anything; report it as bad input media
         raise MediaError(f"{path}: cannot read the timeline ({type(exc).__name__}: {exc})",
                          hint="open it in your editor and re-export it") from exc
@@ -78,6 +92,27 @@ def read_timeline(path: str | Path, *, rate: float | None = None) -> Any:
     if not isinstance(result, otio.schema.Timeline):
         raise MediaError(f"{path}: expected a timeline, found {type(result).__name__}")
     return result
+
+
+@contextlib.contextmanager
+def opened_timeline(path: Path, *, rate: float | None = None,
+                    scratch: Path | None = None) -> Iterator[tuple[Any, Path]]:
+    """Read the timeline ``path`` for a job; yields ``(timeline, base)``, ``base`` being the folder its
+    relative media URLs resolve against: the file's folder, an ``.otiod``'s own folder, or the private
+    folder an ``.otioz`` is extracted into (under ``scratch``, else the system temp folder), which is
+    removed when the block exits.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix != ".otioz":
+        timeline = read_timeline(path, rate=rate)
+        yield timeline, (path.resolve() if suffix == ".otiod" else path.resolve().parent)
+        return
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{path.stem}.otioz.") as tmp:
+        base = Path(tmp).resolve()
+        yield read_timeline(path, rate=rate, extract_to=base), base
 
 
 def parse_relink(items: list[str] | None) -> dict[str, str]:
