@@ -85,11 +85,12 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     from lipsyncctl.faces.align import FaceAligner
     from lipsyncctl.faces.detect import create_detector
     from lipsyncctl.faces.track import TrackOptions, crossfade_weights, track_faces
+    from lipsyncctl.pipeline.memory import trimmed
 
     detector = create_detector(options.backend, device=device)
     progress.message(f"face detector: {detector.name}")
     track_opts = TrackOptions(detect_every=options.detect_every, smooth=options.smoothing)
-    frames = (rgb for _, rgb in reader.range(first, first + count))
+    frames = trimmed(rgb for _, rgb in reader.range(first, first + count))  # flat RSS (see pipeline.memory)
     per_frame = track_faces(detector, frames, fps=float(fps), options=track_opts, total=count)
     result = FaceTrack([], np.zeros(0, np.float32), detector.name)
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)

@@ -65,6 +65,8 @@ class Renderer:
 
         The writers are not closed here: the caller owns them (and renames them into place only when
         everything succeeded)."""
+        from lipsyncctl.pipeline.memory import trim_heap
+
         plan, clock = self.plan, self.clock
         window = self.config.inference.window
         n_windows = -(-plan.num_frames // window)
@@ -81,6 +83,7 @@ class Renderer:
                         if matte is not None:
                             matte.write(mattes[k])
                 task.advance(e - s)
+                trim_heap()  # keep RSS flat over long clips (see lipsyncctl.pipeline.memory)
 
     # ---------------------------------------------------------------------------------------------
     def _window(self, s: int, e: int, frames: list[np.ndarray], src: list[int], want_matte: bool
