@@ -8,6 +8,7 @@ outside the changed region (FFV1 in RGB, so "unchanged" means bit-exact).
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -135,6 +136,10 @@ def test_colour_tags_are_carried(tiny_env, frames, tmp_path: Path):
                                                              "output.audio_codec=aac"), models=models)
     out = probe(res.output).video
     assert out is not None and out.color == tags and out.pix_fmt == "yuv420p" and out.frame_count == 3
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (res.output, res.run_yaml):  # ordinary permissions, not the 0600 of a temporary file
+        assert path is not None and path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,6 +28,19 @@ def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
                              hint="choose a different output path or directory (-o)")
 
 
+def _create_temp(path: Path) -> Path:
+    """A new empty hidden file beside ``path``, created with mode ``0o666`` minus the umask like any
+    output (``tempfile.mkstemp`` makes 0600 files, which the rename would carry into the result)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise MediaError(f"{path}: cannot create a temporary file beside it")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
@@ -40,9 +53,7 @@ def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Ite
     path = Path(path)
     check_not_input(path, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp(path)
     try:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
