@@ -11,61 +11,44 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 
-#: config ``output.codec`` -> (media writer codec, profile)
-_CODECS = {"h264": ("h264", None), "h265": ("h265", None), "prores_hq": ("prores", "hq"),
-           "prores_4444": ("prores", "4444"), "dnxhr_hq": ("dnxhr", "dnxhr_hq"), "ffv1": ("ffv1", None)}
-
 
 def read_audio(path: Path, rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, int]:
     """Float32 ``(channels, n)`` of the first audio stream at ``rate`` (None = the file's own rate and channels)."""
     from lipsyncctl.media.audio import read_audio as _read
     from lipsyncctl.media.probe import probe
 
-    if rate is None or channels is None:
+    if rate is None:  # the file's own rate is only known from its header
         info = probe(path)
         if not info.audio:
             raise MediaError(f"{path}: no audio stream", hint="give a WAV/FLAC/AAC file with the dub")
-        rate, channels = rate or info.audio[0].sample_rate, channels or info.audio[0].channels
-    x = _read(path, rate, channels)
+        rate = info.audio[0].sample_rate
+    x = _read(path, rate, channels)  # channels None: the file's own
     x = x[None] if x.ndim == 1 else x.T
     return np.ascontiguousarray(x, dtype=np.float32), int(rate)
 
 
 def read_frames(path: Path, first: int, count: int) -> Iterator[np.ndarray]:
-    """RGB frames ``first .. first + count - 1`` of ``path``, streamed (a file that ends early repeats its
-    last frame, so exactly ``count`` frames come out)."""
-    from lipsyncctl.media.reader import VideoReader
+    """RGB frames ``first .. first + count - 1`` of ``path`` on its nominal-rate grid, streamed (past the
+    end the last frame is held, so exactly ``count`` frames come out). The clip pipeline reads the same
+    way (:class:`~lipsyncctl.media.reader.IndexedReader`), so a shot's frame ``i`` means the same picture
+    in the render, the QC and the conform."""
+    from lipsyncctl.media.reader import IndexedReader
 
     if count <= 0:
         return
-    made, last = 0, None
-    with VideoReader(path) as reader:
-        if first > 0:
-            reader.seek(frame=first)
-        for frame in reader:
-            if frame.index < first:
-                continue
-            last = frame.image
-            yield last
-            made += 1
-            if made == count:
-                return
-    if last is None:
-        raise MediaError(f"{path}: no frame at index {first}")
-    for _ in range(count - made):
-        yield last
+    with IndexedReader(path) as reader:
+        for _, rgb in reader.range(first, first + count):
+            yield rgb
 
 
-def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None) -> Any:
-    """A :class:`lipsyncctl.media.writer.VideoWriter` for the run's ``output`` settings (a context manager;
-    written under a temporary name, renamed on success). FFV1 stores RGB planes (lossless for our frames)."""
-    from lipsyncctl.media.writer import VideoWriter
+def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,
+                 source_pix_fmt: str | None = None) -> Any:
+    """A :class:`lipsyncctl.media.writer.VideoWriter` for the run's ``output`` settings, exactly as the clip
+    pipeline opens it (:func:`lipsyncctl.pipeline.output.open_writer`; a context manager, written under a
+    temporary name, renamed on success)."""
+    from lipsyncctl.pipeline.output import open_writer
 
-    codec, profile = _CODECS[config.output.codec]
-    pix_fmt = config.output.pix_fmt or ("bgr0" if codec == "ffv1" else None)
-    crf = config.output.crf if codec in ("h264", "h265") else None
-    return VideoWriter(path, fps, codec=codec, crf=crf, preset=config.output.encoder_preset, profile=profile,
-                       pix_fmt=pix_fmt, color=color)
+    return open_writer(path, fps, config.output, color=color, source_pix_fmt=source_pix_fmt)
 
 
 def mux(video_only: Path, samples: np.ndarray, rate: int, out: Path, codec: str = "aac",

@@ -105,7 +105,8 @@ def _finish(task: RenderTask, raw: Path, output: Path, config: Any) -> None:
         for i in range(max(lo, 0), min(hi, task.frames)):
             keep[i] = True
     video_only = raw.with_name(f"video{output.suffix}")
-    with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color) as writer:
+    with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
+                      source_pix_fmt=vinfo.pix_fmt) as writer:
         source = read_frames(Path(task.video), task.first, task.frames)
         for i, rgb in enumerate(read_frames(raw, 0, task.frames)):
             src_rgb = next(source)
