@@ -276,13 +276,7 @@ def check_pyav() -> list[Check]:
 
     lib = av.library_versions.get("libavcodec")
     version = f"PyAV {av.__version__}" + (f", libavcodec {'.'.join(map(str, lib))}" if lib else "")
-    decoders = {}
-    for name in WANTED_DECODERS:
-        try:
-            av.codec.Codec(name, "r")
-            decoders[name] = True
-        except (ValueError, av.error.FFmpegError):
-            decoders[name] = False
+    decoders = ffmpeg.pyav_codecs(WANTED_DECODERS, "r")
     missing_dec = [d for d, ok in decoders.items() if not ok]
     rows = [
         Check(

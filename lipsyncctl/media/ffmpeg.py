@@ -104,15 +104,20 @@ def ffmpeg_info() -> FFmpegInfo:
     return FFmpegInfo(path=path, source=source, version=ffmpeg_version(path), encoders=list_encoders(path))
 
 
-def pyav_encoders(wanted: tuple[str, ...] = WANTED_ENCODERS) -> dict[str, bool]:
-    """Which encoders the in-process PyAV build has (what ``prep`` actually uses)."""
+def pyav_codecs(wanted: tuple[str, ...], mode: str) -> dict[str, bool]:
+    """Which of ``wanted`` the in-process PyAV build has, as encoders (``mode="w"``) or decoders (``"r"``)."""
     import av
 
     found = {}
     for name in wanted:
         try:
-            av.codec.Codec(name, "w")
+            av.codec.Codec(name, mode)
             found[name] = True
         except (ValueError, av.error.FFmpegError):
             found[name] = False
     return found
+
+
+def pyav_encoders(wanted: tuple[str, ...] = WANTED_ENCODERS) -> dict[str, bool]:
+    """Which encoders the in-process PyAV build has (what ``prep`` actually uses)."""
+    return pyav_codecs(wanted, "w")
