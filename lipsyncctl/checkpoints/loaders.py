@@ -116,17 +116,13 @@ def plan_unet(config: UNetConfig | Mapping[str, Any] | PathLike | None, checkpoi
     from lipsyncctl.nets.unet import UNet3DConditionModel
 
     ck = read_checkpoint(checkpoint)
-    header = ck.lipsyncctl_header
     if config is None:
-        if header is None or header.get("kind") != "unet" or not isinstance(header.get("config"), Mapping):
-            raise ConfigError(
-                f"{ck.path}: no UNet config given and the file carries none",
-                hint="pass the architecture config, e.g. stage2 (LatentSync 1.5) or stage2_512 (1.6)",
-            )
         from lipsyncctl import archs
 
-        cfg = archs.unet_config_from_dict(dict(header["config"]), source=str(ck.path))
-        label = str(header.get("config_name") or "from file header")
+        carried = _header_config(ck, "unet", "UNet",
+                                 "pass the architecture config, e.g. stage2 (LatentSync 1.5) or stage2_512 (1.6)")
+        cfg = archs.unet_config_from_dict(dict(carried), source=str(ck.path))
+        label = str((ck.lipsyncctl_header or {}).get("config_name") or "from file header")
     else:
         cfg, label = resolve_unet_config(config)
     _expect_container(ck, ("state_dict", "flat", "lipsyncctl"), "a UNet")
@@ -280,7 +276,7 @@ def resolve_syncnet_config(config: StableSyncNetConfig | Mapping[str, Any] | Pat
             config = yaml.safe_load(p.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{p}: cannot read syncnet config: {exc}") from exc
-        label = str(config_name_of(p))
+        label = p.stem
         if not isinstance(config, Mapping):
             raise ConfigError(f"{p}: expected a mapping")
     section = config.get("model", config)
@@ -290,22 +286,13 @@ def resolve_syncnet_config(config: StableSyncNetConfig | Mapping[str, Any] | Pat
         raise ConfigError(f"syncnet config ({label}): {exc}") from exc
 
 
-def config_name_of(path: Path) -> str:
-    return path.stem
-
-
 def plan_stable_syncnet(config: StableSyncNetConfig | Mapping[str, Any] | PathLike | None, path: PathLike) -> LoadPlan:
     from lipsyncctl.nets.syncnet import StableSyncNet
 
     ck = read_checkpoint(path)
-    header = ck.lipsyncctl_header
     if config is None:
-        if header is None or header.get("kind") != "stable-syncnet" or not isinstance(header.get("config"), Mapping):
-            raise ConfigError(
-                f"{ck.path}: no syncnet config given and the file carries none",
-                hint="pass the architecture config, e.g. syncnet_16_pixel_attn (the released stable_syncnet.pt)",
-            )
-        config = header["config"]
+        config = _header_config(ck, "stable-syncnet", "syncnet",
+                                "pass the architecture config, e.g. syncnet_16_pixel_attn (the released stable_syncnet.pt)")
     cfg, label = resolve_syncnet_config(config)
     _expect_container(ck, ("state_dict", "flat", "lipsyncctl"), "a StableSyncNet")
     return LoadPlan(
@@ -368,6 +355,19 @@ def plan_for_role(role: str, path: PathLike, config: Any = None) -> LoadPlan:
 def check_checkpoint(role: str, path: PathLike, config: Any = None) -> KeyReport:
     """Read ``path`` (memory-mapped) and compare it with the model for ``role``; no weights are built."""
     return plan_for_role(role, path, config).check()
+
+
+def _header_config(ck: Checkpoint, kind: str, what: str, hint: str) -> Mapping[str, Any]:
+    """The architecture config a lipsyncctl-written checkpoint of ``kind`` carries in its header.
+
+    Raises:
+        ConfigError: the file carries none (another kind, or not written by lipsyncctl); ``hint`` says
+            which config to pass instead.
+    """
+    header = ck.lipsyncctl_header
+    if header is None or header.get("kind") != kind or not isinstance(header.get("config"), Mapping):
+        raise ConfigError(f"{ck.path}: no {what} config given and the file carries none", hint=hint)
+    return header["config"]
 
 
 def _expect_container(ck: Checkpoint, allowed: tuple[str, ...], what: str) -> None:
