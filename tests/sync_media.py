@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from lipsyncctl import config as cfg
 from lipsyncctl import paths
 
 SAMPLE = paths.DATA_DIR / "sample.mp4"
 SAMPLE_DUB = paths.DATA_DIR / "sample_dub.wav"
+
+
+@contextlib.contextmanager
+def tiny_models(models_dir: Path, *sets: str) -> Iterator[tuple[cfg.Config, object]]:
+    """``(config, models)``: the tiny preset (guidance 1.0, detection on every frame, plus ``sets``) and its
+    models, generated into ``models_dir`` and loaded through the real loaders (``LIPSYNCCTL_MODELS`` points
+    there while the context is open)."""
+    from lipsyncctl.pipeline.models import load_models
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNCCTL_MODELS", str(models_dir))
+        config = cfg.resolve("tiny", ["inference.guidance=1.0", "faces.detect_every=1", *sets])
+        yield config, load_models(config)
+
+
+def with_sets(base: cfg.Config, *sets: str) -> cfg.Config:
+    """``base`` with ``--set``-style overrides applied."""
+    return cfg.resolve(base.to_dict(), list(sets))
 
 
 def sample_frames(n: int, scale: float = 0.5, first: int = 0) -> list[np.ndarray]:

@@ -25,7 +25,9 @@ from tests.sync_media import (
     audio_info,
     decode_rgb,
     sample_frames,
+    tiny_models,
     two_face_frames,
+    with_sets,
     write_clip,
     write_wav,
 )
@@ -36,23 +38,14 @@ NTSC = Fraction(30000, 1001)
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory: pytest.TempPathFactory):
     """One tiny model set for the module (generated once, loaded through the real loaders)."""
-    from lipsyncctl.pipeline.models import load_models
-
-    models = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIPSYNCCTL_MODELS", str(models))
-        config = cfg.resolve("tiny", ["inference.guidance=1.0", "faces.detect_every=1", "output.codec=ffv1",
-                                      "output.matte=true", "output.audio_codec=pcm"])
-        yield config, load_models(config)
+    with tiny_models(tmp_path_factory.mktemp("models"), "output.codec=ffv1",
+                     "output.matte=true", "output.audio_codec=pcm") as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
     return sample_frames(12, scale=0.6)
-
-
-def _cfg(base: cfg.Config, *sets: str) -> cfg.Config:
-    return cfg.resolve(base.to_dict(), list(sets))
 
 
 def _frame_times(path: Path) -> list[float]:
@@ -132,7 +125,7 @@ def test_colour_tags_are_carried(tiny_env, frames, tmp_path: Path):
     tags = probe(video).video.color
     assert tags == ColorInfo("bt709", "bt709", "bt709", "tv")
     audio = write_wav(tmp_path / "a.wav", 0.12)
-    res = sync_clip(video, audio, tmp_path / "out.mp4", _cfg(config, "output.codec=h264", "output.matte=false",
+    res = sync_clip(video, audio, tmp_path / "out.mp4", with_sets(config, "output.codec=h264", "output.matte=false",
                                                              "output.audio_codec=aac"), models=models)
     out = probe(res.output).video
     assert out is not None and out.color == tags and out.pix_fmt == "yuv420p" and out.frame_count == 3
@@ -147,7 +140,7 @@ def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):
     config, models = tiny_env
     video = write_clip(tmp_path / "ntsc.mkv", frames[:10], NTSC)
     audio = write_wav(tmp_path / "a.wav", 0.3, rate=44100)
-    res = sync_clip(video, audio, tmp_path / "out.mkv", _cfg(config, "sync.fps=25"), models=models)
+    res = sync_clip(video, audio, tmp_path / "out.mkv", with_sets(config, "sync.fps=25"), models=models)
     n = math.ceil(0.3 * 25)  # 8
     assert res.frames == n and probe(res.output).video.fps == 25 and res.plan["source_fps"] == "30000/1001"
     rate, _, samples = audio_info(res.output)
@@ -161,12 +154,12 @@ def test_deepcache_option(tiny_env, frames, tmp_path: Path):
     config, models = tiny_env
     video = write_clip(tmp_path / "v.mkv", frames[:3], Fraction(25))
     audio = write_wav(tmp_path / "a.wav", 0.12)
-    base = _cfg(config, "inference.steps=3")
+    base = with_sets(config, "inference.steps=3")
     off = sync_clip(video, audio, tmp_path / "off.mkv", base, models=models)
     every = sync_clip(video, audio, tmp_path / "every.mkv",
-                      _cfg(base, "inference.deepcache=true", "inference.deepcache_interval=1"), models=models)
+                      with_sets(base, "inference.deepcache=true", "inference.deepcache_interval=1"), models=models)
     cached = sync_clip(video, audio, tmp_path / "cached.mkv",
-                       _cfg(base, "inference.deepcache=true", "inference.deepcache_interval=2"), models=models)
+                       with_sets(base, "inference.deepcache=true", "inference.deepcache_interval=2"), models=models)
     a, b, c = (np.stack(decode_rgb(r.output)) for r in (off, every, cached))
     assert np.array_equal(a, b)
     changed = np.stack(_changed(off))
@@ -198,7 +191,7 @@ def test_ctrl_c_leaves_no_partial_output(tiny_env, frames, tmp_path: Path):
     out_dir = tmp_path / "out"
     sink = _InterruptAfterFirstWindow()
     with progress.use_sink(sink), pytest.raises(KeyboardInterrupt):
-        sync_clip(video, audio, out_dir / "o.mkv", _cfg(config, "inference.window=2"), models=models)
+        sync_clip(video, audio, out_dir / "o.mkv", with_sets(config, "inference.window=2"), models=models)
     assert sink.render_task is not None and any(e[0] == "advance" and e[1] == sink.render_task for e in sink.events)
     assert list(out_dir.iterdir()) == []  # no output, matte, run.yaml or hidden temporary folder
 

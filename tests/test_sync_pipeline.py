@@ -11,11 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsyncctl import config as cfg
 from lipsyncctl import progress
 from lipsyncctl.errors import NoFaceError
 from lipsyncctl.pipeline.clip import sync_clip
-from tests.sync_media import audio_info, decode_rgb, sample_frames, video_rate, write_clip, write_wav
+from tests.sync_media import (
+    audio_info,
+    decode_rgb,
+    sample_frames,
+    tiny_models,
+    video_rate,
+    with_sets,
+    write_clip,
+    write_wav,
+)
 
 NTSC = Fraction(30000, 1001)
 FILM = Fraction(24000, 1001)
@@ -24,22 +32,13 @@ FILM = Fraction(24000, 1001)
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory: pytest.TempPathFactory):
     """One tiny model set for the module (generated once, loaded through the real loaders)."""
-    from lipsyncctl.pipeline.models import load_models
-
-    models = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIPSYNCCTL_MODELS", str(models))
-        config = cfg.resolve("tiny", ["inference.guidance=1.0", "faces.detect_every=1"])
-        yield config, load_models(config)
+    with tiny_models(tmp_path_factory.mktemp("models")) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
     return sample_frames(12, scale=0.75)
-
-
-def _cfg(base: cfg.Config, *sets: str) -> cfg.Config:
-    return cfg.resolve(base.to_dict(), list(sets))
 
 
 def test_ntsc_pingpong_no_face_stretch_exact_pixels(tiny_env, frames, tmp_path: Path):
@@ -53,7 +52,7 @@ def test_ntsc_pingpong_no_face_stretch_exact_pixels(tiny_env, frames, tmp_path: 
     out = tmp_path / "out" / "synced.mkv"
     sink = progress.RecordingSink()
     with progress.use_sink(sink):
-        res = sync_clip(video, audio, out, _cfg(config, "output.codec=ffv1", "output.matte=true"), models=models)
+        res = sync_clip(video, audio, out, with_sets(config, "output.codec=ffv1", "output.matte=true"), models=models)
 
     # frame count, rate, audio at its own rate/channels and as long as the picture
     expected_frames = int(np.ceil(0.6 * NTSC))  # 18
@@ -96,7 +95,7 @@ def test_film_rate_audio_shorter_cut_h264(tiny_env, frames, tmp_path: Path):
     video = write_clip(tmp_path / "film.mkv", frames[:10], FILM)
     audio = write_wav(tmp_path / "short.wav", 0.25, rate=44100, channels=1)
     out = tmp_path / "film_out.mp4"
-    res = sync_clip(video, audio, out, _cfg(config, "sync.length_policy=cut", "output.codec=h264"), models=models)
+    res = sync_clip(video, audio, out, with_sets(config, "sync.length_policy=cut", "output.codec=h264"), models=models)
     n = int(np.ceil(0.25 * FILM))  # 6
     assert res.frames == n and len(decode_rgb(out)) == n
     assert video_rate(out) == FILM
@@ -113,7 +112,7 @@ def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path:
     video = write_clip(tmp_path / "v.mkv", frames[:8], Fraction(25))
     audio = write_wav(tmp_path / "a.wav", 0.12, rate=16000)
     out = tmp_path / "o.mkv"
-    res = sync_clip(video, audio, out, _cfg(config, "sync.length_policy=silence", "output.codec=ffv1",
+    res = sync_clip(video, audio, out, with_sets(config, "sync.length_policy=silence", "output.codec=ffv1",
                                             "output.audio_codec=pcm"), models=models)
     assert res.frames == 8 and len(decode_rgb(out)) == 8
     rate, _, samples = audio_info(out)
