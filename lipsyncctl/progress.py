@@ -128,6 +128,17 @@ def track(iterable: Iterable[T], description: str, total: float | None = None) -
             task.advance(1)
 
 
+#: Prefix of :func:`warning` messages (a sink may style them, and show each text once).
+WARNING_PREFIX = "WARNING: "
+
+
 def message(text: str) -> None:
-    """A one-line note for the user (warnings the library wants shown, e.g. 'tiny model: not lip-synced')."""
+    """A one-line note for the user."""
     current_sink().message(text)
+
+
+def warning(text: str) -> None:
+    """A warning the user should see while the job runs, e.g. 'tiny preset: the output is NOT lip-synced'
+    (sent as a message starting with :data:`WARNING_PREFIX`). Return it in the result's warnings too: the
+    CLI shows each warning text once per command, whichever way it arrives first."""
+    current_sink().message(WARNING_PREFIX + text)

@@ -16,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lipsyncctl import progress
+
 
 class RichSink:
     """Implements :class:`lipsyncctl.progress.ProgressSink` with one Rich bar per task.
@@ -83,5 +85,10 @@ class RichSink:
                     self._progress.update(rid, total=task.completed or 1, completed=task.completed or 1)
 
     def message(self, text: str) -> None:
+        if text.startswith(progress.WARNING_PREFIX):  # lipsyncctl.progress.warning()
+            from lipsyncctl.cli import state as st
+
+            st.warn(text[len(progress.WARNING_PREFIX):])
+            return
         if self.show_messages:
             self.console.print(text, markup=False, highlight=False)

@@ -23,6 +23,7 @@ class CliState:
     json: bool = False
     stdout: Console = field(default_factory=lambda: Console(soft_wrap=True))
     stderr: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+    warned: set[str] = field(default_factory=set)  # warning texts already shown by this invocation
 
     @property
     def progress_enabled(self) -> bool:
@@ -55,7 +56,12 @@ def note(text: str, *, level: int = 0) -> None:
 
 
 def warn(text: str) -> None:
+    """``warning: TEXT`` on stderr, once per invocation (a warning the library showed while the job ran
+    comes back in the result's warnings; it is not repeated)."""
     st = state()
+    if text in st.warned:
+        return
+    st.warned.add(text)
     if not st.quiet:
         st.stderr.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
 

@@ -190,7 +190,7 @@ def sync_clip(
         if models.is_tiny:
             from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
 
-            progress.message(f"WARNING: {NOT_LIP_SYNCED}")
+            progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
             warnings.append(NOT_LIP_SYNCED)
 
         # 4. Audio features, once for the whole audio (padded with silence to the output length).
