@@ -236,14 +236,3 @@ class FaceAligner:
         src = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1).to(torch.float32)
         blended = soft * pasted + (1 - soft) * src
         return blended.permute(1, 2, 0).to(torch.uint8).numpy()
-
-
-def align_sequence(frames, points3_seq, resolution: int = 256, smooth: bool = True):
-    """Convenience: align a list of frames with one :class:`FaceAligner`. Returns lists (faces, matrices)."""
-    aligner = FaceAligner(resolution=resolution, smooth=smooth)
-    faces, matrices = [], []
-    for frame, pts in zip(frames, points3_seq, strict=True):
-        face, m = aligner.align(frame, pts)
-        faces.append(face)
-        matrices.append(m)
-    return faces, matrices

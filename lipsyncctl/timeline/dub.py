@@ -48,24 +48,17 @@ class DubTrack:
     def cut(self, record_start: int, frames: int, fps: Fraction) -> np.ndarray:
         """The samples of record frames ``record_start .. record_start + frames - 1`` (``(ch, n)``),
         zero-padded where the dub has no sound."""
-        offset = math.floor(self.start * self.rate)
-        s0 = tb.samples_at(record_start, fps, self.rate) - offset
-        s1 = tb.samples_at(record_start + frames, fps, self.rate) - offset
-        out = np.zeros((self.samples.shape[0], s1 - s0), dtype=np.float32)
-        lo, hi = max(s0, 0), min(s1, self.samples.shape[1])
+        s0 = tb.samples_at(record_start, fps, self.rate)
+        return self.window(s0, tb.samples_at(record_start + frames, fps, self.rate) - s0)
+
+    def window(self, first: int, count: int) -> np.ndarray:
+        """``(ch, count)`` samples from timeline sample ``first`` (sample 0 = the timeline's first frame, at
+        ``rate``), zero-padded where the dub has no sound."""
+        s0 = first - math.floor(self.start * self.rate)
+        out = np.zeros((self.samples.shape[0], count), dtype=np.float32)
+        lo, hi = max(s0, 0), min(s0 + count, self.samples.shape[1])
         if hi > lo:
             out[:, lo - s0 : hi - s0] = self.samples[:, lo:hi]
-        return out
-
-    def speech_frames(self, record_start: int, frames: int, fps: Fraction) -> list[tuple[int, int]]:
-        """Speech inside record frames ``[record_start, record_start + frames)`` as local ``[lo, hi)``
-        frame ranges (0 = ``record_start``)."""
-        out = []
-        for a, b in self.speech:
-            lo = max(math.floor(a * fps) - record_start, 0)
-            hi = min(math.ceil(b * fps) - record_start, frames)
-            if hi > lo:
-                out.append((lo, hi))
         return out
 
 

@@ -223,12 +223,7 @@ def _cut(d: dubs.DubTrack, seg: Segment, fps: Fraction) -> np.ndarray:
     import math
 
     t0, n = _audio_window(seg, fps, d.rate)
-    s0 = math.floor(t0 * d.rate) - math.floor(d.start * d.rate)
-    out = np.zeros((d.samples.shape[0], n), dtype=np.float32)
-    lo, hi = max(s0, 0), min(s0 + n, d.samples.shape[1])
-    if hi > lo:
-        out[:, lo - s0 : hi - s0] = d.samples[:, lo:hi]
-    return out
+    return d.window(math.floor(t0 * d.rate), n)
 
 
 def _speech_local(d: dubs.DubTrack, seg: Segment, fps: Fraction, pad: int) -> tuple[list[tuple[int, int]], float]:
