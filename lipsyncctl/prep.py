@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import glob
 import json
-import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,6 +32,7 @@ from lipsyncctl import progress
 from lipsyncctl.config import PrepOptions
 from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.media.container import MEDIA_EXTS, is_image_sequence, sequence_files
+from lipsyncctl.media.inputs import collect_inputs
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".prep.json"
@@ -108,103 +107,6 @@ class PrepResult:
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
                 "seconds": round(self.seconds, 3), "items": [i.to_dict() for i in self.items]}
-
-
-# ------------------------------------------------------------------------------------------------
-# Inputs -> (source, relative output stem)
-
-def _has_magic(text: str) -> bool:
-    return glob.has_magic(text)
-
-
-def _glob_base(pattern: str) -> Path:
-    """The directory part of a glob pattern before its first wildcard."""
-    parts = Path(pattern).parts
-    base: list[str] = []
-    for part in parts:
-        if _has_magic(part):
-            break
-        base.append(part)
-    return Path(*base) if base else Path(".")
-
-
-def _walk(root: Path, skip: Path) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not _inside(here / d, skip))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_EXTS:
-                yield here / name
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _sequence_stem(pattern: Path) -> str:
-    import re
-
-    stem = re.sub(r"%0?\d*d", "", pattern.stem).rstrip("_-. ")
-    return stem or pattern.parent.name or "sequence"
-
-
-def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, Path]]:
-    """Expand files, directories (recursive; media extensions only, hidden files skipped) and glob
-    patterns (``**`` recurses) into ``(source, relative_stem)`` pairs, in a stable order.
-
-    ``relative_stem`` is the output path under ``out_dir`` without extension: the input's path relative
-    to the directory given (or to the glob's fixed prefix; just the name for a single file). Image
-    sequences are given as ``%04d`` patterns. Anything under ``out_dir`` is ignored when walking, so
-    ``prep . -o prepped`` does not eat its own output. A missing file is returned as is (and fails
-    later with a per-item reason); a pattern that matches nothing raises :class:`UsageError`.
-    """
-    out_dir = Path(out_dir)
-    found: list[tuple[Path, Path]] = []
-    for raw in inputs:
-        text = str(raw)
-        path = Path(text)
-        if is_image_sequence(path) and not _has_magic(text):
-            if not sequence_files(path):
-                raise UsageError(f"{text}: no image matches this sequence pattern")
-            found.append((path, Path(_sequence_stem(path))))
-        elif _has_magic(text):
-            base = _glob_base(text)
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
-            files = [m for m in matches if m.is_file() and not _inside(m, out_dir)]
-            for d in (m for m in matches if m.is_dir()):
-                files.extend(f for f in _walk(d, out_dir))
-            if not files:
-                raise UsageError(f"{text}: the pattern matches no file")
-            for f in files:
-                found.append((f, f.relative_to(base).with_suffix("")))
-        elif path.is_dir():
-            for f in _walk(path, out_dir):
-                found.append((f, f.relative_to(path).with_suffix("")))
-        else:
-            found.append((path, Path(path.name).with_suffix("")))
-    # Drop exact duplicates (a file given twice), keep order.
-    seen: set[Path] = set()
-    unique = []
-    for src, rel in found:
-        key = src.resolve() if src.exists() else src
-        if key not in seen:
-            seen.add(key)
-            unique.append((src, rel))
-    return unique
-
-
-def _disambiguate(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
-    """Two inputs that differ only by extension (``a.mov``, ``a.mp4``) keep it in their names."""
-    stems: dict[Path, int] = {}
-    for _, rel in pairs:
-        stems[rel] = stems.get(rel, 0) + 1
-    return [(src, rel.with_name(f"{rel.name}_{src.suffix.lstrip('.')}") if stems[rel] > 1 and src.suffix else rel)
-            for src, rel in pairs]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -538,7 +440,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     parse_scale(scale)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    pairs = _disambiguate(collect_inputs(inputs, out_dir))
+    pairs = collect_inputs(inputs, out_dir, unique_stems=True)
     if not pairs:
         raise UsageError("no media files in the inputs given",
                          hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
