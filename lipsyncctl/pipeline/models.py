@@ -109,15 +109,18 @@ def resolve_files(model: ModelOptions) -> ModelFiles:
         if name == "tiny":
             assert tiny is not None
             return {"unet": tiny.unet, "whisper": tiny.whisper, "vae": tiny.vae}[role]
-        p = Path(name).expanduser()
-        if p.exists() or p.suffix or "/" in name:
-            if not p.exists():
-                from lipsyncctl.errors import MissingModelError
-
-                raise MissingModelError(f"model file not found: {p}", hint="check the path in model.* of the preset")
-            return p
         registry = registry or load_registry()
-        return registry.resolve(name, role)
+        if name in registry.names():  # registry names may contain dots ("latentsync-1.5"): check them first
+            return registry.resolve(name, role)
+        p = Path(name).expanduser()
+        if not p.exists():
+            from lipsyncctl.errors import MissingModelError
+
+            raise MissingModelError(
+                f"model {name!r} is neither a known model nor an existing file",
+                hint=f"known models: {', '.join(registry.names())} (`lipsyncctl models list`); or give a path",
+            )
+        return p
 
     unet_config = model.unet_config
     return ModelFiles(
@@ -129,12 +132,15 @@ def resolve_files(model: ModelOptions) -> ModelFiles:
     )
 
 
-def load_models(config: Config) -> ModelBundle:
-    """Load the networks of ``config`` (sections ``model`` and ``inference``) onto the resolved device."""
+def load_models(config: Config, files: ModelFiles | None = None) -> ModelBundle:
+    """Load the networks of ``config`` (sections ``model`` and ``inference``) onto the resolved device.
+
+    ``files`` are the paths from :func:`resolve_files` when the caller already checked them (fail fast).
+    """
     inf: InferenceOptions = config.inference
     device = resolve_device(inf.device)
     dtype = resolve_dtype(inf.dtype, device)
-    files = resolve_files(config.model)
+    files = files or resolve_files(config.model)
     with progress.Task("load models", total=3) as task:
         unet = _load_unet(files, device, dtype)
         task.advance()
