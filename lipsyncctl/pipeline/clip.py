@@ -154,6 +154,11 @@ def sync_clip(
         if path is not None:
             check_not_input(path, [video, audio])
     check_output(output, config.output)
+    files = None
+    if models is None:  # missing weights fail here, before minutes of face tracking
+        from lipsyncctl.pipeline.models import resolve_files
+
+        files = resolve_files(config.model)
     with clock("probe"):
         info, audio_samples, audio_rate = _probe_inputs(video, audio)
         mono = read_audio(audio, 16000, 1)  # the model's copy; the output streams the original
@@ -186,7 +191,7 @@ def sync_clip(
             with clock("load models"):
                 from lipsyncctl.pipeline.models import load_models
 
-                models = load_models(config)
+                models = load_models(config, files)
         if models.is_tiny:
             from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
 
