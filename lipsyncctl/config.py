@@ -80,6 +80,10 @@ class FaceOptions(_Strict):
         None, description="pixel [x, y] inside the face to follow (select: point; --face-at X,Y)"
     )
     crossfade_frames: int = Field(4, ge=0, le=50, description="frames of cross-fade where a face comes back")
+    blend: Literal["official", "multiband"] = Field(
+        "official", description="paste-back: official feathered restore, or multiband (Laplacian blend of the "
+        "change only; lower seams, same support; tests/bench/bench_blend.py)"
+    )
 
     @model_validator(mode="after")
     def _selection(self) -> FaceOptions:

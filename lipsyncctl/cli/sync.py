@@ -64,6 +64,9 @@ def sync_cmd(
     detector: str | None = typer.Option(
         None, "--detector", help="Face detector: auto, dlib, face-alignment, insightface (faces.backend)."
     ),
+    blend: str | None = typer.Option(
+        None, "--blend", help="Paste-back: official (default) or multiband (lower seams) (faces.blend)."
+    ),
     start: float | None = typer.Option(None, "--start", min=0, help="First second of the video to use."),
     end: float | None = typer.Option(None, "--end", min=0, help="Last second of the video to use."),
     face: int | None = typer.Option(
@@ -80,7 +83,7 @@ def sync_cmd(
         "inference.steps": steps, "inference.guidance": guidance, "inference.seed": seed,
         "inference.dtype": dtype, "inference.device": device, "inference.deepcache": deepcache,
         "sync.fps": fps, "sync.length_policy": length_policy, "output.codec": codec, "output.crf": crf,
-        "output.matte": matte, "faces.backend": detector,
+        "output.matte": matte, "faces.backend": detector, "faces.blend": blend,
         # --face / --face-at are faces.select id/point, so run.yaml records whose mouth was rendered
         "faces.select": "id" if face is not None else "point" if point is not None else None,
         "faces.track_id": face, "faces.point": list(point) if point is not None else None,

@@ -13,6 +13,8 @@ official code (bytedance/LatentSync a229c39, LATENTSYNC.md section 1.6), pinned 
 
 Paste-back (:meth:`FaceAligner.restore`) warps the face back with the inverse transform and blends
 it with a feathered (eroded and blurred) mask, then truncates to uint8, like ``restore_img``.
+:meth:`FaceAligner.restore_delta` pastes a change ``face - reference`` with the same feathered weights
+(the ``multiband`` blend of :mod:`lipsyncctl.faces.blend`).
 """
 
 from __future__ import annotations
@@ -189,6 +191,19 @@ class FaceAligner:
 
         Returns the blended (H, W, 3) uint8 frame; pixels outside the feathered region are ``frame``.
         """
+        return self._paste(frame, face, matrix, roi, delta=False)
+
+    def restore_delta(self, frame: np.ndarray, delta, matrix: np.ndarray, roi: bool = True) -> np.ndarray:
+        """Paste a *change* ``delta = face - reference`` (3, h, w) in [-1, 1] units onto ``frame``.
+
+        Same inverse warp and feathered weights ``soft`` as :meth:`restore`, but the output is
+        ``round(frame + soft * warp(delta) * 127.5)`` instead of ``soft * warp(face) + (1 - soft) *
+        frame``: where the face was not changed the source pixel comes back exactly (no resampling
+        blur), and nothing changes where the official weight is 0. Returns (H, W, 3) uint8.
+        """
+        return self._paste(frame, delta, matrix, roi, delta=True)
+
+    def _paste(self, frame: np.ndarray, face, matrix: np.ndarray, roi: bool, delta: bool) -> np.ndarray:
         import torch
 
         from lipsyncctl.faces import warp
@@ -207,25 +222,23 @@ class FaceAligner:
             if x1 <= x0 or y1 <= y0:
                 return frame.copy()
         out = frame.copy()
-        out[y0:y1, x0:x1] = self._restore_box(frame, face_t, inv, (x0, y0, x1, y1))
+        box = (x0, y0, x1, y1)
+        restore_box = self._delta_box if delta else self._restore_box
+        out[y0:y1, x0:x1] = restore_box(frame, face_t, inv, box)
         return out
 
-    def _restore_box(self, frame, face_t, inv, box: tuple[int, int, int, int]) -> np.ndarray:
-        """``restore_img`` evaluated on ``box = (x0, y0, x1, y1)`` of the full frame only."""
+    def _feather(self, inv, full_hw: tuple[int, int], box: tuple[int, int, int, int]):
+        """``(grid, inv_mask, soft)`` of ``restore_img`` on ``box``: the sampling grid, the warped and
+        2x2-eroded coverage ``(1, 1, bh, bw)`` and the eroded, blurred paste weight ``(1, bh, bw)``."""
         import cv2
         import torch
 
         from lipsyncctl.faces import warp
 
-        full_hw = frame.shape[:2]
-        x0, y0, x1, y1 = box
         w, h = self.crop_wh
         grid = warp.sampling_grid(inv, (h, w), full_hw, box)  # same grid for the face and its mask
-        inv_face = warp.sample(face_t[None], grid, fill=FILL_VALUE)[0]
-        inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
         ones = torch.ones((1, 1, h, w), dtype=torch.float32)
         inv_mask = warp.erode_2x2(warp.sample(ones, grid))
-        pasted = inv_mask[0] * inv_face
         w_edge = int(torch.sum(inv_mask).item() ** 0.5) // 20
         center = inv_mask[0, 0].numpy()
         if w_edge > 0:
@@ -233,6 +246,32 @@ class FaceAligner:
         k = 2 * w_edge + 1
         sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
         soft = warp.gaussian_blur(torch.from_numpy(np.ascontiguousarray(center))[None, None], k, sigma)[0]
+        return grid, inv_mask, soft
+
+    def _restore_box(self, frame, face_t, inv, box: tuple[int, int, int, int]) -> np.ndarray:
+        """``restore_img`` evaluated on ``box = (x0, y0, x1, y1)`` of the full frame only."""
+        import torch
+
+        from lipsyncctl.faces import warp
+
+        x0, y0, x1, y1 = box
+        grid, inv_mask, soft = self._feather(inv, frame.shape[:2], box)
+        inv_face = warp.sample(face_t[None], grid, fill=FILL_VALUE)[0]
+        inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
+        pasted = inv_mask[0] * inv_face
         src = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1).to(torch.float32)
         blended = soft * pasted + (1 - soft) * src
         return blended.permute(1, 2, 0).to(torch.uint8).numpy()
+
+    def _delta_box(self, frame, delta_t, inv, box: tuple[int, int, int, int]) -> np.ndarray:
+        """:meth:`restore_delta` on ``box``: ``frame + soft * inv_mask * warp(delta) * 127.5``, rounded."""
+        import torch
+
+        from lipsyncctl.faces import warp
+
+        x0, y0, x1, y1 = box
+        grid, inv_mask, soft = self._feather(inv, frame.shape[:2], box)
+        inv_delta = warp.sample(delta_t[None], grid)[0] * 127.5  # zero outside the crop
+        src = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1).to(torch.float32)
+        out = src + (soft * inv_mask[0]) * inv_delta
+        return out.round().clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()

@@ -8,7 +8,8 @@ b. align the frames that have a face (the matrices come from step 2) and build r
 c. VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
 d. guided DDIM on the window, starting from the clip's one shared noise image;
 e. decode, keep generated pixels only inside the mouth mask, paste the face back with the official
-   feathered restore, blended by the cross-fade weight; frames without a face are the source frames;
+   feathered restore (or ``faces.blend: multiband``, same support), blended by the cross-fade weight;
+   frames without a face are the source frames;
 f. encode (and the matte, if asked).
 """
 
@@ -93,6 +94,7 @@ class Renderer:
         import torch
 
         from lipsyncctl.audio.features import feature_chunks
+        from lipsyncctl.faces.blend import paste_face
         from lipsyncctl.faces.mask import latent_mask, prepare_masked_images
         from lipsyncctl.pipeline import vae as vae_io
         from lipsyncctl.pipeline.denoise import denoise
@@ -139,7 +141,8 @@ class Renderer:
             decoded = decoded * (1 - masks) + ref * masks
         with clock("paste"):
             for j, k in enumerate(pos):
-                pasted = self.aligner.restore(frames[k], decoded[j], mats[k])
+                pasted = paste_face(self.aligner, frames[k], decoded[j], mats[k], blend=self.config.faces.blend,
+                                    reference=ref[j], keep_mask=self.mask)
                 w = weights[k]
                 if w < 1.0:  # cross-fade where the face comes back or leaves
                     blend = frames[k].astype(np.float32) + w * (pasted.astype(np.float32) - frames[k])
