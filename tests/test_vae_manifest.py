@@ -41,7 +41,7 @@ def test_legacy_attention_names_map_onto_the_manifest() -> None:
             if f".attentions.0.{new_part}." in name:
                 old = name.replace(f".attentions.0.{new_part}.", f".attentions.0.{old_part}.")
         legacy[old] = t
-    assert sum(".attentions.0.query." in k for k in legacy) == 2  # encoder and decoder mid blocks renamed
+    assert sum(".attentions.0.query." in k for k in legacy) == 4  # weight + bias, encoder and decoder mid blocks
     report = compare_state_dict({k: tuple(v.shape) for k, v in tensors.items()},
                                 {k: tuple(v.shape) for k, v in _vae_state_dict(legacy).items()})
     assert report.ok, report.summary()
