@@ -12,7 +12,7 @@ from typer.exceptions import TyperException
 
 from lipsyncctl import __version__, progress
 from lipsyncctl.cli.progress import RichSink
-from lipsyncctl.cli.state import CliState, set_state
+from lipsyncctl.cli.state import CliState, emit_json, set_state, state
 from lipsyncctl.errors import LipsyncError
 
 #: Command modules; each has ``register(app)``. Importing them must stay cheap (no torch at import).
@@ -90,39 +90,59 @@ EXIT_CODES: dict[type[BaseException], int] = {
 INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
 
 
-def _emit_error(message: str, hint: str | None) -> None:
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+def _emit_error(message: str, hint: str | None, code: int) -> None:
+    """``error: ...`` / ``hint: ...`` on stderr; with ``--json`` also ``{"ok": false, "error": {...}}`` on
+    stdout when the command printed no result, so a script always reads one JSON document."""
+    message = " ".join(message.split())
+    sys.stderr.write(f"error: {message}\n")
     if hint:
         sys.stderr.write(f"hint: {hint}\n")
     sys.stderr.flush()
+    current = state()
+    if current.json and not current.emitted:
+        emit_json({"ok": False, "error": {"message": message, "hint": hint or None, "exit_code": code}})
+
+
+def _json_requested(args: list[str]) -> bool:
+    """``--json`` among the global options (those before the command), for errors raised before the root
+    callback has parsed them."""
+    for arg in args:
+        if not arg.startswith("-"):
+            return False
+        if arg == "--json":
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (never raises, except SystemExit from Typer internals)."""
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     command = typer.main.get_command(app)
+    # A fresh state per invocation (the root callback replaces it once the global options are parsed).
+    set_state(CliState(json=_json_requested(sys.argv[1:] if argv is None else list(argv))))
     try:
         rv = command.main(args=argv, prog_name="lipsyncctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0
         if code == 130:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error
-            _emit_error("interrupted", INTERRUPT_HINT)
+            _emit_error("interrupted", INTERRUPT_HINT, code)
         return code
     except typer.Exit as exc:
         return exc.exit_code
     except LipsyncError as exc:
         if debug:
             traceback.print_exc()
-        _emit_error(str(exc), exc.hint)
+        _emit_error(str(exc), exc.hint, exc.exit_code)
         return exc.exit_code
     except TyperException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lipsyncctl` or a group without a subcommand
             sys.stdout.write(exc.format_message() + "\n")
             return 2
         # usage errors: "No such option", "Missing argument", ...
-        _emit_error(exc.format_message(), "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`")
-        return getattr(exc, "exit_code", 2)
+        code = getattr(exc, "exit_code", 2)
+        _emit_error(exc.format_message(), "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`", code)
+        return code
     except (typer.Abort, KeyboardInterrupt):
-        _emit_error("interrupted", INTERRUPT_HINT)
+        _emit_error("interrupted", INTERRUPT_HINT, 130)
         return 130
     except OSError as exc:
         if debug:
@@ -131,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit_error(
             f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
             "check the path and permissions",
+            code,
         )
         return code
     except Exception as exc:  # noqa: BLE001 - last-resort boundary: one line instead of a traceback
@@ -139,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit_error(
             f"internal error: {type(exc).__name__}: {exc}",
             "rerun with LIPSYNCCTL_DEBUG=1 and report the traceback",
+            1,
         )
         return 1
 

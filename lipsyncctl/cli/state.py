@@ -24,6 +24,7 @@ class CliState:
     stdout: Console = field(default_factory=lambda: Console(soft_wrap=True))
     stderr: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
     warned: set[str] = field(default_factory=set)  # warning texts already shown by this invocation
+    emitted: bool = False  # a JSON result went to stdout (an error then adds no second document)
 
     @property
     def progress_enabled(self) -> bool:
@@ -67,6 +68,7 @@ def warn(text: str) -> None:
 
 
 def emit_json(data: Any) -> None:
+    state().emitted = True
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
     sys.stdout.flush()
 

@@ -1,0 +1,51 @@
+"""`--json` on failure: a script reads exactly one JSON document on stdout, whatever went wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.cli.main import main
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["--json", "presets", "show", "no-such-preset"], 3),       # library error (ConfigError)
+    (["--json", "sync", "-i", "in.mp4"], 2),                     # usage error after the root callback
+    (["--json", "no-such-command"], 2),                          # usage error before it
+    (["--json", "--no-such-option"], 2),                         # bad global option
+    (["--json", "sync", "-i", "missing.mp4", "-a", "missing.wav", "-o", "out.mp4", "--preset", "tiny"], 5),
+])
+def test_json_failure_prints_one_error_document(argv: list[str], code: int, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == code
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # one document, nothing else on stdout
+    assert doc["ok"] is False
+    assert doc["error"]["exit_code"] == code
+    assert doc["error"]["message"] and doc["error"]["message"] in err
+    assert err.startswith("error: ")
+
+
+def test_without_json_a_failure_leaves_stdout_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets", "show", "no-such-preset"]) == 3
+    assert capsys.readouterr().out == ""
+
+
+def test_json_state_does_not_leak_between_invocations(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", "presets", "list"]) == 0
+    capsys.readouterr()
+    assert main(["presets", "show", "no-such-preset"]) == 3  # no --json this time
+    assert capsys.readouterr().out == ""
+
+
+def test_batch_failure_keeps_its_result_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """prep prints its summary, then exits 1: no second (error) document follows it."""
+    missing = tmp_path / "missing.mp4"
+    assert main(["--json", "prep", str(missing), "-o", str(tmp_path / "out")]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["counts"]["failed"] == 1
+    assert "error" not in doc
