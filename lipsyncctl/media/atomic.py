@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,45 @@ def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
         if same_file(path, src):
             raise MediaError(f"{path}: refusing to overwrite an input file",
                              hint="choose a different output path or directory (-o)")
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail fast when ``path`` could not be written: the nearest existing folder above it (the folders
+    still missing would be created there) must be a writable folder.
+
+    Raises:
+        OSError: ``EROFS`` (read-only file system), ``EACCES`` (no permission) or ``ENOTDIR`` (a file
+            where a folder is needed), naming that folder.
+    """
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", str(folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        raise OSError(code, f"cannot write the output here ({os.strerror(code).lower()})", str(folder))
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path) -> Iterator[Path]:
+    """Create the missing folders above ``path`` and yield its folder; if the block fails (Ctrl-C
+    included), the folders it created are removed again (only while empty), so nothing is left."""
+    folder = Path(path).parent
+    created: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
 
 
 def _create_temp(path: Path) -> Path:

@@ -137,7 +137,7 @@ def sync_clip(
         ConfigError: the output container cannot hold the codec; ``face_id`` and ``face_at`` both given.
         MissingModelError / CheckpointError / DeviceError: see their docs.
     """
-    from lipsyncctl.media.atomic import check_not_input
+    from lipsyncctl.media.atomic import check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline.faces import track_clip_faces
@@ -154,6 +154,7 @@ def sync_clip(
         if path is not None:
             check_not_input(path, [video, audio])
     check_output(output, config.output)
+    check_writable(output)  # a read-only destination fails now, not after the render
     files = None
     if models is None:  # missing weights fail here, before minutes of face tracking
         from lipsyncctl.pipeline.models import resolve_files
@@ -221,13 +222,14 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                       models: ModelBundle, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end."""
+    from lipsyncctl.media.atomic import output_folder
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.pipeline.output import open_writer
     from lipsyncctl.pipeline.render import Renderer
 
     renderer = Renderer(models, config, plan, faces, features, clock)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
+    with output_folder(output), \
+            tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
         tmp = Path(tmpdir)
         video_only = tmp / f"video{output.suffix}"
         matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None

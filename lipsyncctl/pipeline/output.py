@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, OutputOptions
@@ -62,8 +62,12 @@ def check_output(output: Path, options: OutputOptions) -> None:
     """Fail fast (before any work) when the container of ``output`` cannot hold the chosen codecs.
 
     Raises:
+        UsageError: ``output`` is an existing folder.
         ConfigError: e.g. ProRes into .mp4, FFV1 into .mov, PCM audio into .mp4.
     """
+    if output.is_dir():
+        raise UsageError(f"{output}: is a folder; sync writes one file",
+                         hint=f"give a file name, e.g. -o {output / 'out.mp4'}")
     codec = OUTPUT_CODECS[options.codec]
     ext = output.suffix.lower()
     if ext not in codec.extensions:

@@ -1,0 +1,95 @@
+"""Where `lipsyncctl sync -o` may write: a folder, a read-only place, a file in the way, and folders it
+created itself when the run fails or is interrupted. Every bad destination fails before the face pass."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.cli.main import main
+from lipsyncctl.media.atomic import check_writable, output_folder
+from tests.sync_media import sample_frames, write_clip, write_wav
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> tuple[Path, Path]:
+    return write_clip(tmp_path / "v.mkv", sample_frames(2, scale=0.75), Fraction(25)), write_wav(tmp_path / "a.wav", 0.08)
+
+
+@pytest.fixture
+def no_face_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the face pass ran for an output that cannot be written")
+
+    monkeypatch.setattr("lipsyncctl.pipeline.faces.track_clip_faces", must_not_run)
+
+
+def _sync(media: tuple[Path, Path], out: Path) -> list[str]:
+    return ["sync", "--video", str(media[0]), "--audio", str(media[1]), "-o", str(out), "--preset", "tiny"]
+
+
+def test_output_is_an_existing_folder(media, models_dir: Path, tmp_path: Path, no_face_pass: None,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    assert main(_sync(media, folder)) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "hint: give a file name" in err
+    assert list(folder.iterdir()) == []
+
+
+def test_file_in_the_way_fails_before_the_face_pass(media, models_dir: Path, tmp_path: Path, no_face_pass: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    assert main(_sync(media, blocker / "sub" / "o.mp4")) == 1
+    assert f"error: a file is in the way of the output folder: {blocker}" in capsys.readouterr().err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_unwritable_folder_fails_before_the_face_pass(media, models_dir: Path, tmp_path: Path, no_face_pass: None,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # chmod cannot lock out root (tests may run as root): deny write access to that folder instead
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
+    assert main(_sync(media, locked / "new" / "o.mp4")) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the output here (permission denied): {locked}" in err
+    assert list(locked.iterdir()) == []
+
+
+def test_check_writable_accepts_new_nested_folders(tmp_path: Path) -> None:
+    check_writable(tmp_path / "a" / "b" / "o.mp4")
+    check_writable(Path("relative.mp4"))  # the current folder
+    assert not (tmp_path / "a").exists()
+
+
+def test_output_folder_removes_only_the_folders_it_made(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt), output_folder(tmp_path / "kept" / "new" / "deeper" / "o.mp4") as folder:
+        assert folder.is_dir()
+        raise KeyboardInterrupt
+    assert list((tmp_path / "kept").iterdir()) == []
+    with output_folder(tmp_path / "kept" / "ok" / "o.mp4") as folder:  # success keeps them
+        (folder / "o.mp4").write_bytes(b"x")
+    assert (tmp_path / "kept" / "ok" / "o.mp4").is_file()
+
+
+def test_ctrl_c_removes_the_output_folders_it_created(media, models_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from lipsyncctl.pipeline.render import Renderer
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Renderer, "_window", interrupted)
+    out = tmp_path / "out" / "new" / "o.mp4"
+    assert main(_sync(media, out)) == 130, capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
