@@ -427,8 +427,9 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
 
     Returns:
         :class:`PrepResult` with one :class:`PrepItem` per clip; failed items carry their reason.
-        Raises :class:`UsageError` for bad arguments, :class:`Interrupted` on Ctrl-C (after removing
-        partial outputs); per-file problems never raise.
+        Raises :class:`UsageError` for bad arguments (``out_dir`` an existing file included), ``OSError``
+        when ``out_dir`` cannot be written, :class:`Interrupted` on Ctrl-C (after removing partial
+        outputs); per-file problems never raise.
     """
     from lipsyncctl.media.writer import output_extension
 
@@ -439,6 +440,12 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         raise UsageError("--start must be >= 0 and --duration > 0")
     parse_scale(scale)
     out_dir = Path(out_dir)
+    if not dry_run:  # a destination that cannot take the outputs fails once, not once per file
+        from lipsyncctl.media.atomic import check_writable
+
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
+        check_writable(out_dir / "probe")
     t0 = time.perf_counter()
     pairs = collect_inputs(inputs, out_dir, unique_stems=True)
     if not pairs:

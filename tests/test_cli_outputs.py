@@ -93,3 +93,25 @@ def test_ctrl_c_removes_the_output_folders_it_created(media, models_dir: Path, t
     out = tmp_path / "out" / "new" / "o.mp4"
     assert main(_sync(media, out)) == 130, capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_prep_output_folder_is_a_file(media, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One usage error, not one 'FileExistsError' per clip."""
+    blocker = tmp_path / "prepped"
+    blocker.write_text("not a folder")
+    assert main(["prep", str(media[0]), "-o", str(blocker)]) == 2
+    out, err = capsys.readouterr()
+    assert f"error: -o {blocker}: is a file, not a folder" in err and out == ""
+    assert blocker.read_text() == "not a folder"
+
+
+def test_prep_unwritable_output_folder(media, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
+    assert main(["prep", str(media[0]), "-o", str(locked / "prepped")]) == 1
+    assert f"cannot write the output here (permission denied): {locked}" in capsys.readouterr().err
+    assert main(["prep", str(media[0]), "-o", str(locked / "prepped"), "--dry-run",
+                 "--allow-no-audio"]) == 0  # a dry run writes nothing
