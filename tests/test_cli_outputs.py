@@ -115,3 +115,11 @@ def test_prep_unwritable_output_folder(media, tmp_path: Path, monkeypatch: pytes
     assert f"cannot write the output here (permission denied): {locked}" in capsys.readouterr().err
     assert main(["prep", str(media[0]), "-o", str(locked / "prepped"), "--dry-run",
                  "--allow-no-audio"]) == 0  # a dry run writes nothing
+
+
+def test_end_before_start_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Wrong whatever the media (exit 2 before any file is opened), not 'bad input media' (5)."""
+    rc = main(["sync", "-i", str(tmp_path / "v.mp4"), "-a", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o.mp4"),
+               "--preset", "tiny", "--start", "0.8", "--end", "0.3"])
+    assert rc == 2
+    assert "error: --end 0.3 is not after --start 0.8" in capsys.readouterr().err

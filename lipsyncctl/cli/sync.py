@@ -79,6 +79,8 @@ def sync_cmd(
     point = _face_at(face_at)
     if face is not None and point is not None:
         raise UsageError("give either --face ID or --face-at X,Y, not both")
+    if start is not None and end is not None and end <= start:
+        raise UsageError(f"--end {end:g} is not after --start {start:g}", hint="both are seconds of the video")
     flags = {
         "inference.steps": steps, "inference.guidance": guidance, "inference.seed": seed,
         "inference.dtype": dtype, "inference.device": device, "inference.deepcache": deepcache,
