@@ -49,3 +49,18 @@ def test_batch_failure_keeps_its_result_document(tmp_path: Path, capsys: pytest.
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False and doc["counts"]["failed"] == 1
     assert "error" not in doc
+
+
+def test_json_reaches_stdout_while_progress_bars_run(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With stderr on a terminal the bars are live; the result must still go to stdout (a pipe or file),
+    not onto the terminal through Rich's stdout redirection."""
+    from lipsyncctl.cli.state import CliState
+
+    monkeypatch.setattr(CliState, "progress_enabled", property(lambda self: True))
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich treats the captured stderr as a terminal
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert main(["--json", "presets", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)
+    assert '"name"' not in err

@@ -44,6 +44,9 @@ class RichSink:
             console=console,
             transient=False,
             disable=not enabled,
+            # Rich would otherwise swap sys.stdout for a proxy onto this (stderr) console while the bars
+            # run, and `--json` results would land on the terminal instead of the pipe or file.
+            redirect_stdout=False,
         )
 
     def __enter__(self) -> RichSink:
