@@ -123,3 +123,35 @@ def test_end_before_start_is_a_usage_error(tmp_path: Path, capsys: pytest.Captur
                "--preset", "tiny", "--start", "0.8", "--end", "0.3"])
     assert rc == 2
     assert "error: --end 0.3 is not after --start 0.8" in capsys.readouterr().err
+
+
+@pytest.fixture
+def odd_clip(tmp_path: Path) -> tuple[Path, Path]:
+    """A 4:4:4 clip with odd sides (4:4:4 and RGB can store them; 4:2:0 cannot)."""
+    frames = [f[:-1, :-1] for f in sample_frames(2, scale=0.75)]
+    assert frames[0].shape[0] % 2 and frames[0].shape[1] % 2
+    return (write_clip(tmp_path / "odd.mkv", frames, Fraction(25), pix_fmt="yuv444p"),
+            write_wav(tmp_path / "a.wav", 0.08))
+
+
+def test_odd_size_into_420_fails_before_the_face_pass(odd_clip, models_dir: Path, tmp_path: Path,
+                                                      no_face_pass: None, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.mp4"
+    assert main([*_sync(odd_clip, out), "--set", "output.pix_fmt=yuv420p"]) == 5
+    err = capsys.readouterr().err
+    assert f"error: {out}: the picture is" in err and "cannot store an odd side" in err  # names OUT, not a temp file
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "models", "odd.mkv"]
+
+
+def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The matte is written in the output's pixel format (the source's 4:4:4), not the codec's 4:2:0 default,
+    which failed after the whole render."""
+    from lipsyncctl.media.probe import probe
+
+    out = tmp_path / "o.mp4"
+    assert main([*_sync(odd_clip, out), "--matte"]) == 0, capsys.readouterr().err
+    src = probe(odd_clip[0]).video
+    for path in (out, tmp_path / "o.matte.mp4"):
+        v = probe(path).video
+        assert (v.width, v.height, v.pix_fmt) == (src.width, src.height, "yuv444p")

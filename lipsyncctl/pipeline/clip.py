@@ -141,7 +141,7 @@ def sync_clip(
     from lipsyncctl.media.audio import read_audio
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline.faces import track_clip_faces
-    from lipsyncctl.pipeline.output import check_output
+    from lipsyncctl.pipeline.output import check_frame_size, check_output
 
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
@@ -164,6 +164,7 @@ def sync_clip(
         info, audio_samples, audio_rate = _probe_inputs(video, audio)
         mono = read_audio(audio, 16000, 1)  # the model's copy; the output streams the original
     vinfo = info.video
+    check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     grid = vinfo.nominal_fps
     first, stop = select_range(_grid_frames(vinfo), grid, start, end)
     out_fps = None if config.sync.fps == "source" else Fraction(config.sync.fps)
@@ -235,7 +236,8 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
         matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
         with open_writer(video_only, plan.fps, config.output, color=vinfo.color,
                          source_pix_fmt=vinfo.pix_fmt) as writer, \
-                (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color) if matte_tmp
+                (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color,
+                             source_pix_fmt=vinfo.pix_fmt) if matte_tmp
                  else contextlib.nullcontext()) as matte:
             renderer.render(reader, writer, matte)
         # The new audio at its own rate and channels, cut or padded with silence to the picture.

@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.errors import ConfigError, MediaError, UsageError
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, OutputOptions
@@ -76,6 +76,24 @@ def check_output(output: Path, options: OutputOptions) -> None:
     if options.audio_codec == "pcm" and ext not in _PCM_EXTENSIONS:
         raise ConfigError(f"{output}: PCM audio (output.audio_codec) needs a .mov, .mkv or .avi file",
                           hint="use output.audio_codec=aac or a .mov/.mkv output")
+
+
+def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str | None,
+                     size: tuple[int, int]) -> None:
+    """Fail fast (before any work) when the pixel format written cannot store ``size`` (width, height):
+    4:2:0 needs even sides, and an odd-sized source keeps its size (nothing is cropped or scaled).
+
+    Raises:
+        MediaError: e.g. a 539x959 RGB or 4:4:4 source into the default 4:2:0 H.264.
+    """
+    from lipsyncctl.media.writer import CODECS
+
+    pix_fmt = output_pix_fmt(options, source_pix_fmt) or CODECS[OUTPUT_CODECS[options.codec].writer_codec].pix_fmt
+    width, height = size
+    if pix_fmt.startswith(("yuv420", "yuvj420", "nv12")) and (width % 2 or height % 2):
+        raise MediaError(f"{output}: the picture is {width}x{height}; {options.codec} in {pix_fmt} cannot store an odd side",
+                         hint="use --set output.pix_fmt=yuv444p or --codec ffv1, or make the sides even first "
+                         "(`lipsyncctl prep` does)")
 
 
 def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | None:
