@@ -155,3 +155,30 @@ def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_pa
     for path in (out, tmp_path / "o.matte.mp4"):
         v = probe(path).video
         assert (v.width, v.height, v.pix_fmt) == (src.width, src.height, "yuv444p")
+
+
+def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`timeout`, `kill` and schedulers send SIGTERM: it left the hidden temporary folder behind."""
+    import signal
+    import time
+
+    from lipsyncctl.pipeline.render import Renderer
+
+    def terminated(*args, **kwargs):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM was not turned into an interrupt")
+
+    def not_handled(signum, frame):  # type: ignore[no-untyped-def]
+        raise RuntimeError("SIGTERM reached the embedding process's handler")  # not pytest's death
+
+    monkeypatch.setattr(Renderer, "_window", terminated)
+    outer = signal.signal(signal.SIGTERM, not_handled)
+    try:
+        out = tmp_path / "out" / "o.mp4"
+        assert main(_sync(media, out)) == 130, capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+        assert signal.getsignal(signal.SIGTERM) is not_handled  # restored for the embedding process
+    finally:
+        signal.signal(signal.SIGTERM, outer)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 
 import typer
 from typer.exceptions import TyperException
@@ -114,8 +118,32 @@ def _json_requested(args: list[str]) -> bool:
     return False
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, timeout, a scheduler's time limit) cleans up like Ctrl-C
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises KeyboardInterrupt in the main thread, so temporary files
+    and folders are removed as on Ctrl-C (the default action killed the process and left them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit code (never raises, except SystemExit from Typer internals)."""
+    """Run the CLI and return the exit code (never raises, except SystemExit from Typer internals).
+    Ctrl-C and SIGTERM both end it with 130 after removing partial outputs."""
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     command = typer.main.get_command(app)
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
