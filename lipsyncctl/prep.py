@@ -116,11 +116,9 @@ def _parse_fps(value: str) -> Fraction | None:
     """``"source"`` -> None; ``"25"``, ``"29.97"``, ``"30000/1001"`` -> an exact Fraction."""
     if value == "source":
         return None
-    from lipsyncctl.media.probe import snap_rate
+    from lipsyncctl.media.probe import parse_rate
 
-    rate = Fraction(value)
-    # "29.97" means the NTSC rate, as everywhere else in video.
-    return snap_rate(rate) if rate.denominator != 1 else rate
+    return parse_rate(value)  # "29.97" means the NTSC rate, as everywhere else in video
 
 
 def parse_scale(value: str | None) -> tuple[float | None, tuple[int, int] | None]:

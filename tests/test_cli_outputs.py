@@ -182,3 +182,25 @@ def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, 
         assert signal.getsignal(signal.SIGTERM) is not_handled  # restored for the embedding process
     finally:
         signal.signal(signal.SIGTERM, outer)
+
+
+@pytest.mark.parametrize(("text", "rate"), [("25", Fraction(25)), ("29.97", Fraction(30000, 1001)),
+                                            ("23.976", Fraction(24000, 1001)), ("59.94", Fraction(60000, 1001)),
+                                            ("30000/1001", Fraction(30000, 1001)), ("12.5", Fraction(25, 2))])
+def test_parse_rate_reads_decimal_rates_as_the_standard_ones(text: str, rate: Fraction) -> None:
+    from lipsyncctl.media.probe import parse_rate
+
+    assert parse_rate(text) == rate
+
+
+def test_sync_fps_2997_is_ntsc_like_prep(media, models_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`sync --fps 29.97` wrote 2997/100 fps while `prep --fps 29.97` wrote 30000/1001."""
+    import json
+
+    from lipsyncctl.media.probe import probe
+
+    out = tmp_path / "o.mp4"
+    assert main(["--json", *_sync(media, out), "--fps", "29.97"]) == 0
+    assert json.loads(capsys.readouterr().out)["fps"] == "30000/1001"
+    assert probe(out).video.nominal_fps == Fraction(30000, 1001)

@@ -155,6 +155,14 @@ def snap_rate(rate: Fraction, tolerance: float = SNAP_TOLERANCE) -> Fraction:
     return rate if rate.denominator <= 1001 else rate.limit_denominator(1001)
 
 
+def parse_rate(text: str | int | float | Fraction) -> Fraction:
+    """A frame rate given by a person: ``"25"`` and ``"30000/1001"`` exactly, a decimal such as
+    ``"29.97"`` or ``"23.976"`` as the standard rate it names (30000/1001, 24000/1001), as everywhere
+    else in video."""
+    rate = Fraction(str(text))
+    return snap_rate(rate) if rate.denominator != 1 else rate
+
+
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     if value is None or time_base is None:
         return None

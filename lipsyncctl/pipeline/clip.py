@@ -139,6 +139,7 @@ def sync_clip(
     """
     from lipsyncctl.media.atomic import check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.probe import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline.faces import track_clip_faces
     from lipsyncctl.pipeline.output import check_frame_size, check_output
@@ -167,7 +168,7 @@ def sync_clip(
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     grid = vinfo.nominal_fps
     first, stop = select_range(_grid_frames(vinfo), grid, start, end)
-    out_fps = None if config.sync.fps == "source" else Fraction(config.sync.fps)
+    out_fps = None if config.sync.fps == "source" else parse_rate(config.sync.fps)  # 29.97: 30000/1001
     plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
                      first_frame=first)
     if vinfo.is_vfr:
