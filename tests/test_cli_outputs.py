@@ -204,3 +204,26 @@ def test_sync_fps_2997_is_ntsc_like_prep(media, models_dir: Path, tmp_path: Path
     assert main(["--json", *_sync(media, out), "--fps", "29.97"]) == 0
     assert json.loads(capsys.readouterr().out)["fps"] == "30000/1001"
     assert probe(out).video.nominal_fps == Fraction(30000, 1001)
+
+
+def _sigterm_self() -> str:
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    return "SIGTERM ignored"
+
+
+def test_timeline_worker_turns_sigterm_into_an_interrupt() -> None:
+    """`timeout`/`kill` signal the whole group: a spawned timeline worker died at once and left its shot's
+    hidden temporary folder; now it raises KeyboardInterrupt, so the render cleans up as on Ctrl-C."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from lipsyncctl.timeline.workers import _init_worker
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(None,)) as pool:
+        exc = pool.submit(_sigterm_self).exception(timeout=60)
+    assert isinstance(exc, KeyboardInterrupt), exc

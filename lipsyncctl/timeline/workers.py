@@ -126,8 +126,18 @@ def _run_here(tasks: Sequence[RenderTask], done: Done, device: str | None) -> No
 _worker: dict[str, Any] = {"device": None, "models": {}}
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _init_worker(devices: Any) -> None:
-    """Each spawned worker takes one device from the queue (None = the task's own setting)."""
+    """Each spawned worker takes one device from the queue (None = the task's own setting).
+
+    SIGTERM (``timeout``, ``kill`` of the process group, a scheduler's time limit) interrupts a worker
+    like Ctrl-C does, so the render it is writing removes its temporary folder instead of leaving it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     _worker["device"] = devices.get() if devices is not None else None
 
 
