@@ -18,7 +18,7 @@ LS=".venv/bin/lipsyncctl"
 PY=".venv/bin/python"
 SAMPLE="lipsyncctl/data/sample.mp4"
 DUB="lipsyncctl/data/sample_dub.wav"
-REAL_MODELS=(latentsync-1.5 whisper-tiny sd-vae-ft-mse)
+REAL_MODELS=(latentsync-1.5 sd-vae-ft-mse)
 mkdir -p "$OUT"
 start=$(date +%s)
 
