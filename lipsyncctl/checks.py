@@ -350,7 +350,7 @@ def check_preset(config: Config, probe: gpu_mod.GpuProbe) -> list[Check]:
     device = config.inference.device
     need = gpu_mod.estimate_vram(config)
     name = f"preset {config.name}"
-    cpu_ok = "tiny" in (config.model.checkpoint, config.model.unet_config)
+    cpu_ok = gpu_mod.is_tiny(config)  # the tiny preset: its estimate counts the tiny models
     if device == "cpu":
         slow = "" if cpu_ok else "; full-size models on CPU take minutes per second of video"
         return [Check(name, "ok", f"device cpu: no GPU needed{slow}", data={"device": device})]

@@ -186,7 +186,7 @@ UNET_PARAMS: dict[str, int] = {
     "stage2": 1_267_099_844,
     "stage2_512": 1_267_099_844,
     "stage2_efficient": 1_100_244_804,
-    "tiny": 2_000_000,  # the random test model; an upper bound, it is far smaller
+    "tiny": 1_226_308,  # models/configs/unet/tiny.yaml (== TINY_UNET_PARAMS)
 }
 #: sd-vae-ft-mse (LATENTSYNC.md §2.5).
 VAE_PARAMS = 83_653_863
@@ -201,6 +201,38 @@ VAE_ACT_PER_FRAME_256 = 128 * MiB
 FIXED_OVERHEAD = int(1.9 * GiB)
 
 _DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "auto": 2}
+
+# The ``tiny`` preset's random models (lipsyncctl/checkpoints/tiny.py). Counted on the meta device;
+# tests/test_doctor.py recounts them from the configs, so a change of a tiny config fails that test.
+#: UNet of ``models/configs/unet/tiny.yaml`` (block_out_channels [32, 32, 32, 32]).
+TINY_UNET_PARAMS = 1_226_308
+#: ``checkpoints.tiny.TINY_VAE_CONFIG`` (block_out_channels [8, 8, 16, 16]).
+TINY_VAE_PARAMS = 67_231
+#: Activation width of the tiny models relative to the official ones at full resolution, where the
+#: activations peak: UNet 32 / 320 channels, VAE decoder 8 / 128 channels.
+TINY_UNET_ACT_SCALE = 32 / 320
+TINY_VAE_ACT_SCALE = 8 / 128
+#: CUDA context plus small cuBLAS/cuDNN workspaces for models this small (no large allocator slack).
+TINY_FIXED_OVERHEAD = 512 * MiB
+
+
+def is_tiny(config: Config) -> bool:
+    """Whether ``config`` runs the tiny random UNet (``model.checkpoint`` or ``model.unet_config`` "tiny")."""
+    return "tiny" in (config.model.checkpoint, config.model.unet_config)
+
+
+def _estimate_tiny(config: Config) -> int:
+    """:func:`estimate_vram` for the tiny preset: the same terms with the tiny models' sizes."""
+    b = _DTYPE_BYTES[config.inference.dtype]
+    s = (config.model.resolution / 256) ** 2
+    cfg_batch = 2 if config.inference.guidance > 1.0 else 1
+    tiny_vae = config.model.vae == "tiny"
+    vae_params = TINY_VAE_PARAMS if tiny_vae else VAE_PARAMS
+    vae_scale = TINY_VAE_ACT_SCALE if tiny_vae else 1.0
+    weights = TINY_UNET_PARAMS * b + vae_params * b + WHISPER_ENCODER_PARAMS * 4
+    unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * TINY_UNET_ACT_SCALE
+    vae_act = VAE_ACT_PER_FRAME_256 * s * config.inference.vae_batch * b / 2 * vae_scale
+    return int(weights + unet_act + vae_act + TINY_FIXED_OVERHEAD)
 
 
 def estimate_vram(config: Config) -> int:
@@ -217,20 +249,29 @@ def estimate_vram(config: Config) -> int:
     - ``vae_activations = VAE_ACT_PER_FRAME_256 * s * inference.vae_batch * b / 2``.
 
     For configs smaller than stage2 the UNet activations are scaled by ``params / stage2 params`` (a rough
-    proxy for narrower layers), and the ``tiny`` test VAE counts as 1/16 of the real one.
+    proxy for narrower layers).
+
+    The ``tiny`` preset (:func:`is_tiny`) uses the same terms with the tiny models' own sizes: weights
+    ``TINY_UNET_PARAMS`` / ``TINY_VAE_PARAMS`` (whisper keeps the real tiny encoder's dims), activations
+    scaled by their channel widths (``TINY_UNET_ACT_SCALE``, ``TINY_VAE_ACT_SCALE``) and
+    ``TINY_FIXED_OVERHEAD`` instead of ``FIXED_OVERHEAD``: about 1 GiB in fp32 rather than the ~2.4 GiB the
+    official terms would give.
 
     The activation constants are not measured here (no GPU): they are chosen so that the official
     defaults land on the official README's minimum VRAM, 8 GB for LatentSync 1.5 (256, fp16, 16 frames,
     guidance 1.5) and 18 GB for 1.6 (512): this formula gives 7.7 GiB and 17.4 GiB. DeepCache's cached
     features and whisper's activations are small and ignored.
     """
+    if is_tiny(config):
+        return _estimate_tiny(config)
     b = _DTYPE_BYTES[config.inference.dtype]
     s = (config.model.resolution / 256) ** 2
     unet_params = UNET_PARAMS.get(config.model.unet_config, UNET_PARAMS["stage2"])
     cfg_batch = 2 if config.inference.guidance > 1.0 else 1
     unet_scale = min(1.0, unet_params / UNET_PARAMS["stage2"])
-    vae_scale = 1 / 16 if config.model.vae == "tiny" else 1.0
-    weights = unet_params * b + VAE_PARAMS * vae_scale * b + WHISPER_ENCODER_PARAMS * 4
+    tiny_vae = config.model.vae == "tiny"
+    vae_scale = TINY_VAE_ACT_SCALE if tiny_vae else 1.0
+    weights = unet_params * b + (TINY_VAE_PARAMS if tiny_vae else VAE_PARAMS) * b + WHISPER_ENCODER_PARAMS * 4
     unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * unet_scale
     vae_act = VAE_ACT_PER_FRAME_256 * s * config.inference.vae_batch * b / 2 * vae_scale
     return int(weights + unet_act + vae_act + FIXED_OVERHEAD)

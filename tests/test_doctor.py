@@ -261,3 +261,30 @@ def test_torch_arch_check_against_a_fake_cuda_build(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # e.g. a driver older than the CUDA build
     (row,) = checks.check_torch_arch(gpu.GpuProbe(cards, None, "470.1"))
     assert row.failed and "driver" in row.hint
+
+
+def test_tiny_preset_estimate_counts_the_tiny_models() -> None:
+    """The tiny preset's estimate uses the tiny models' sizes, not the full-size formula (was ~2.4 GiB)."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    from lipsyncctl.checkpoints import tiny
+    from lipsyncctl.nets.unet import UNet3DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet3DConditionModel(tiny.tiny_unet_config())
+        vae = diffusers.AutoencoderKL.from_config(tiny.TINY_VAE_CONFIG)
+    assert sum(p.numel() for p in unet.parameters()) == gpu.TINY_UNET_PARAMS == gpu.UNET_PARAMS["tiny"]
+    assert sum(p.numel() for p in vae.parameters()) == gpu.TINY_VAE_PARAMS
+    shapes = tiny.whisper_encoder_shapes(tiny.WHISPER_TINY_DIMS)
+    assert sum(torch.Size(s).numel() for s in shapes.values()) == gpu.WHISPER_ENCODER_PARAMS
+
+    t = cfg.resolve("tiny")
+    est = gpu.estimate_vram(t)
+    weights = (gpu.TINY_UNET_PARAMS + gpu.TINY_VAE_PARAMS + gpu.WHISPER_ENCODER_PARAMS) * 4  # fp32
+    assert weights + gpu.TINY_FIXED_OVERHEAD < est < 1.5 * GiB
+    assert est < gpu.FIXED_OVERHEAD < gpu.estimate_vram(cfg.resolve("latentsync-1.5"))
+    assert gpu.estimate_vram(cfg.resolve("tiny", ["inference.dtype=fp16"])) < est
+    assert gpu.estimate_vram(cfg.resolve("tiny", ["model.checkpoint=latentsync-1.5"])) < 1.5 * GiB  # unet tiny
+    (row,) = checks.check_preset(cfg.resolve("tiny", ["inference.device=cuda"]),
+                                 gpu.GpuProbe([gpu.GpuInfo(0, "fake", (9, 0), 2 * GiB, 2 * GiB, "nvml")], None, None))
+    assert row.status == "ok" and row.data["vram_needed_bytes"] == est
