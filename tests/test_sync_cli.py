@@ -108,3 +108,16 @@ def test_bad_input_exit_codes(case, code, media, models_dir: Path, tmp_path: Pat
     assert [n for n in after if n not in before and n != "models"] in ([], ["out"]), after
     if out.parent.exists() and out != media["video"]:
         assert list(out.parent.iterdir()) == []
+
+
+def test_end_past_the_clip_warns(media, models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """--end beyond the clip is clamped to its duration and says so (in --json warnings and on stderr)."""
+    out = tmp_path / "o.mkv"
+    rc, stdout, err = _run(capsys, "--json", "sync", "--video", str(media["video"]), "--audio",
+                           str(media["audio"]), "-o", str(out), "--preset", "tiny", "--set",
+                           "inference.guidance=1.0", "--length-policy", "cut", "--codec", "ffv1", "--end", "7.5")
+    assert rc == 0, err
+    result = json.loads(stdout)
+    clamped = [w for w in result["warnings"] if "--end 7.5" in w]
+    assert len(clamped) == 1 and "clamped to the clip's duration" in clamped[0] and "0.120 s" in clamped[0]
+    assert result["frames"] == 3 and "clamped to the clip's duration" in err

@@ -94,3 +94,14 @@ def test_windows_and_index_runs():
     runs = index_runs(plan.source_indices(0, 16), max_gap=2)
     assert runs == [(0, 9)]
     assert index_runs([98, 99, 0, 1, 2], max_gap=4) == [(0, 2), (98, 99)]
+
+
+def test_end_past_the_clip_is_clamped_with_a_warning():
+    from lipsyncctl.pipeline.plan import end_clamp_warning
+
+    assert select_range(250, Fraction(25), start=9.0, end=30.0) == (225, 250)  # clamped, as before
+    warning = end_clamp_warning(250, Fraction(25), 30.0)
+    assert warning is not None and "clamped" in warning and "10.000 s" in warning and "--end 30" in warning
+    assert end_clamp_warning(250, Fraction(25), 10.0) is None  # exactly the end: nothing to say
+    assert end_clamp_warning(250, Fraction(25), 3.0) is None
+    assert end_clamp_warning(250, Fraction(25), None) is None

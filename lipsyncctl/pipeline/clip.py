@@ -37,7 +37,7 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
-from lipsyncctl.pipeline.plan import ClipPlan, plan_clip, select_range
+from lipsyncctl.pipeline.plan import ClipPlan, end_clamp_warning, plan_clip, select_range
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -167,7 +167,11 @@ def sync_clip(
     vinfo = info.video
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     grid = vinfo.nominal_fps
-    first, stop = select_range(_grid_frames(vinfo), grid, start, end)
+    grid_frames = _grid_frames(vinfo)
+    first, stop = select_range(grid_frames, grid, start, end)
+    clamped = end_clamp_warning(grid_frames, grid, end)
+    if clamped:
+        warnings.append(clamped)
     out_fps = None if config.sync.fps == "source" else parse_rate(config.sync.fps)  # 29.97: 30000/1001
     plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
                      first_frame=first)

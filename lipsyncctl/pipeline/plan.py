@@ -158,6 +158,15 @@ def select_range(
     return first, stop
 
 
+def end_clamp_warning(total_frames: int, fps: Fraction, end: float | None) -> str | None:
+    """The warning for an ``--end`` past the clip, which :func:`select_range` clamps; None when inside."""
+    if end is None or round(Fraction(end).limit_denominator(10**6) * fps) <= total_frames:
+        return None
+    duration = float(total_frames / Fraction(fps))
+    return (f"--end {end:g} s is past the end of the clip: clamped to the clip's duration "
+            f"({duration:.3f} s, {total_frames} frames)")
+
+
 def plan_clip(
     source_frames: int,
     source_fps: Fraction,
