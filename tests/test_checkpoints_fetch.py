@@ -151,3 +151,43 @@ def test_plain_url_offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         {"path": "w.pt", "role": "whisper", "url": "http://127.0.0.1:9/w.pt"}]}}))
     with pytest.raises(MissingModelError, match="offline"):
         fetch_model(reg.get("w"), models_dir=tmp_path / "models")
+
+
+def test_failed_fetch_leaves_no_empty_folder(hub_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline / not found: the model folder (and the models dir) this fetch created are removed again;
+    a folder that existed before, or one with a partial download in it, stays."""
+    import huggingface_hub.constants as hf_constants
+
+    reg = load_registry(_registry(tmp_path, {
+        "m": {"kind": "x", "description": "t", "files": [
+            {"path": "sub/nope.bin", "role": "unet", "hub": {"repo": "Org/Model", "filename": "sub/nope.bin"}}]},
+        "w": {"kind": "whisper", "description": "t", "files": [
+            {"path": "w.pt", "role": "whisper", "url": "http://127.0.0.1:9/w.pt"}]},
+    }))
+    mdir = tmp_path / "models"
+    with pytest.raises(MissingModelError, match="not found"):  # the hub answered 404
+        fetch_model(reg.get("m"), models_dir=mdir)
+    assert not mdir.exists()
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(MissingModelError, match="offline"):
+        fetch_model(reg.get("m"), models_dir=mdir)
+    assert not mdir.exists()
+    with pytest.raises(MissingModelError, match="127.0.0.1:9"):  # connection refused
+        fetch_model(reg.get("w"), models_dir=mdir)
+    assert not mdir.exists()
+
+    (mdir / "m").mkdir(parents=True)  # the user's folder: kept, even though empty
+    with pytest.raises(MissingModelError):
+        fetch_model(reg.get("m"), models_dir=mdir)
+    assert (mdir / "m").is_dir() and not (mdir / "m" / "sub").exists()
+    assert list((mdir / "m").iterdir()) == []  # the hub's .cache/ bookkeeping it made is gone too
+
+    def dropped(url: str, dest: Path, **_: object) -> Path:  # a download cut off after some bytes
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.with_name(dest.name + ".part").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lipsyncctl.checkpoints.fetch._download_url", dropped)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_model(reg.get("w"), models_dir=mdir)
+    assert (mdir / "w" / "w.pt.part").read_bytes() == b"partial"  # kept, to resume

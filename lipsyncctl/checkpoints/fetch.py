@@ -5,13 +5,15 @@ mirror, ``HF_HUB_OFFLINE=1`` refuses). huggingface_hub >= 2 resumes a dropped co
 within the call but deletes its partial file when the call fails, so an interrupted run starts that file
 over. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs. After a download the file is
 hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved aside to ``*.corrupt``
-and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
+and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``. A fetch that
+fails (or is interrupted) removes the folders it created while they are still empty.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 from lipsyncctl import paths, progress
 from lipsyncctl.checkpoints.registry import LocalState, ModelEntry, ModelFile, expected_sha256
 from lipsyncctl.errors import CheckpointError, MissingModelError
+from lipsyncctl.folders import missing_folders, remove_empty
 
 _CHUNK = 1 << 20
 _OFFLINE_HINT = "run `lipsyncctl models fetch` on a machine that is online, then copy the models folder"
@@ -87,6 +90,31 @@ def fetch_model(
     mdir = models_dir if models_dir is not None else paths.models_dir()
     state = LocalState.load(mdir)
     result = FetchResult(entry.name, entry.folder(mdir))
+    created = missing_folders(result.folder, *(entry.local_path(f, mdir).parent for f in entry.files))
+    hf_meta = result.folder / ".cache"
+    hf_meta_new = not hf_meta.exists()
+    try:
+        _fetch_files(entry, mdir, state, result, force=force, endpoint=endpoint)
+    except BaseException:  # offline, a bad file, Ctrl-C: leave no empty model folder behind
+        if hf_meta_new:
+            _drop_hub_bookkeeping(hf_meta)
+        remove_empty(created)
+        raise
+    return result
+
+
+def _drop_hub_bookkeeping(folder: Path) -> None:
+    """Delete ``folder`` (the ``.cache/`` huggingface_hub makes in a ``local_dir``) if it holds only its
+    lock files, ``.gitignore`` and ``CACHEDIR.TAG``; a partial download (``*.incomplete``) keeps it."""
+    if not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    if all(p.name in ("CACHEDIR.TAG", ".gitignore") or p.name.endswith(".lock") for p in files):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: FetchResult, *, force: bool,
+                 endpoint: str | None) -> None:
     for f in entry.files:
         dest = entry.local_path(f, mdir)
         if dest.is_file() and not force and (f.size is None or dest.stat().st_size == f.size):
@@ -99,7 +127,6 @@ def fetch_model(
             _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
         result.files.append(_check_download(entry, f, dest, state))
         state.save()
-    return result
 
 
 def _check_download(entry: ModelEntry, f: ModelFile, dest: Path, state: LocalState) -> FetchedFile:
