@@ -31,6 +31,7 @@ from typing import Any, Literal
 from lipsyncctl import progress
 from lipsyncctl.config import PrepOptions
 from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
+from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, is_image_sequence, sequence_files
 from lipsyncctl.media.inputs import collect_inputs
 
@@ -427,7 +428,8 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         :class:`PrepResult` with one :class:`PrepItem` per clip; failed items carry their reason.
         Raises :class:`UsageError` for bad arguments (``out_dir`` an existing file included), ``OSError``
         when ``out_dir`` cannot be written, :class:`Interrupted` on Ctrl-C (after removing partial
-        outputs); per-file problems never raise.
+        outputs); per-file problems never raise. Folders it created (``out_dir`` included) that are still
+        empty at the end (every clip failed, or Ctrl-C) are removed.
     """
     from lipsyncctl.media.writer import output_extension
 
@@ -456,7 +458,18 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     job = _Job(options=options, fps=_parse_fps(options.fps), start=start, duration=duration, scale=scale,
                all_inputs=tuple(src for src, _ in pairs), cancel=threading.Event())
     key = _options_key(options, {"start": start, "duration": duration, "scale": scale})
+    # Folders this run creates; those still empty at the end (every file failed, Ctrl-C) are removed.
+    created = [] if dry_run else missing_folders(out_dir, *(item.output.parent for item in items))
+    try:
+        _run_all(items, job, key, force, dry_run, jobs)
+    finally:
+        remove_empty(created)
+    return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0)
 
+
+def _run_all(items: list[PrepItem], job: _Job, key: dict[str, Any], force: bool, dry_run: bool,
+             jobs: int) -> None:
+    """Process ``items`` one after another or on ``jobs`` threads; Ctrl-C cancels the rest and re-raises."""
     with progress.Task("prep", total=len(items)) as overall:
         def run(item: PrepItem) -> PrepItem:
             result = _run_item(item, job, key, force, dry_run)
@@ -484,4 +497,3 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
                     with contextlib.suppress(BaseException):
                         pool.shutdown(wait=True)
                     raise
-    return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0)

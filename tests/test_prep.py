@@ -256,7 +256,16 @@ def test_interrupt_leaves_no_partial_files(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(writer_mod.VideoWriter, "write", write)
     with pytest.raises(KeyboardInterrupt):
         prep([src], out, FAST)
-    assert [p for p in out.rglob("*")] == []
+    assert not out.exists()  # the folder it created is removed too, as it is empty
+    (out / "mine").mkdir(parents=True)  # folders that existed before stay, empty or not
+    with pytest.raises(KeyboardInterrupt):
+        prep([src], out / "mine" / "new" / "deeper", FAST, jobs=2)
+    assert [p.relative_to(out) for p in out.rglob("*")] == [Path("mine")]
+    monkeypatch.undo()
+    (tmp_path / "keep").mkdir()
+    mute = mg.make_clip(tmp_path / "mute.mp4", frames=3, audio_rate=None)
+    assert prep([mute], tmp_path / "keep" / "made", FAST).items[0].status == "failed"
+    assert list((tmp_path / "keep").iterdir()) == []  # every clip failed: no empty -o folder left
 
 
 def test_progress_per_file_and_overall(tmp_path: Path) -> None:
