@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -41,20 +41,3 @@ def remove_empty(folders: Iterable[Path]) -> list[Path]:
             removed.append(Path(folder))
     return removed
 
-
-@contextlib.contextmanager
-def removed_if_left_empty(*folders: str | Path, always: bool = False) -> Iterator[list[Path]]:
-    """Run a block; if it raises (Ctrl-C included), remove the folders among ``folders`` (and their
-    ancestors) that it created and left empty. ``always=True`` prunes them after a success too.
-
-    Yields the list of folders that were missing on entry; the block may add more folders it is about
-    to create (e.g. from :func:`missing_folders` of a subfolder) so they are pruned as well.
-    """
-    created = missing_folders(*folders)
-    try:
-        yield created
-    except BaseException:
-        remove_empty(created)
-        raise
-    if always:
-        remove_empty(created)
