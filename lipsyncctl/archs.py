@@ -39,35 +39,48 @@ def find_config_file(relative: str) -> Path:
     for p in tried:
         if p.is_file():
             return p
+    kind = Path(relative).parent
+    known = sorted({f.stem for d in config_dirs() for f in (d / kind).glob("*.yaml")})
     raise ConfigError(
         f"architecture config {relative!r} not found (looked in: {', '.join(str(p.parent) for p in tried)})",
-        hint=f"known UNet configs: {', '.join(UNET_CONFIG_NAMES)}; or pass a path to a YAML file",
+        hint=f"known {kind} configs: {', '.join(known) or '(none)'}; or pass a path to a YAML file",
     )
 
 
-def unet_config_path(path_or_name: str | Path) -> Path:
-    """Resolve a config name (``stage2``) or a file path to an existing file."""
+def config_path(kind: str, path_or_name: str | Path) -> Path:
+    """Resolve a config name (``stage2``, ``syncnet_16_pixel_attn``) of ``kind`` (``unet``, ``syncnet``)
+    or a file path to an existing file."""
     p = Path(path_or_name)
     if p.suffix in (".yaml", ".yml", ".json") or p.is_file():
         if not p.is_file():
-            raise ConfigError(f"UNet config file not found: {p}")
+            raise ConfigError(f"{kind} config file not found: {p}")
         return p
-    return find_config_file(f"unet/{path_or_name}.yaml")
+    return find_config_file(f"{kind}/{path_or_name}.yaml")
 
 
-def load_unet_yaml(path_or_name: str | Path) -> dict[str, Any]:
-    """The whole YAML document (``model:``, ``data:``, ... sections) as a dict."""
+def unet_config_path(path_or_name: str | Path) -> Path:
+    """Resolve a UNet config name (``stage2``) or a file path to an existing file."""
+    return config_path("unet", path_or_name)
+
+
+def load_config_yaml(kind: str, path_or_name: str | Path) -> dict[str, Any]:
+    """The whole YAML document of an architecture config (``model:``, ``data:``, ... sections)."""
     import yaml
 
-    p = unet_config_path(path_or_name)
+    p = config_path(kind, path_or_name)
     try:
         with open(p, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML: {e}") from e
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{p}: cannot read {kind} config: {e}") from e
     if not isinstance(doc, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return doc
+
+
+def load_unet_yaml(path_or_name: str | Path) -> dict[str, Any]:
+    """The whole UNet YAML document (``model:``, ``data:``, ... sections) as a dict."""
+    return load_config_yaml("unet", path_or_name)
 
 
 def load_unet_config(path_or_name: str | Path) -> UNetConfig:

@@ -265,20 +265,10 @@ def resolve_syncnet_config(config: StableSyncNetConfig | Mapping[str, Any] | Pat
         return config, "config object"
     label = "config mapping"
     if not isinstance(config, Mapping):
-        import yaml
-
         from lipsyncctl import archs
 
-        p = Path(config)
-        if not (p.suffix in (".yaml", ".yml") or p.is_file()):
-            p = archs.find_config_file(f"syncnet/{config}.yaml")
-        try:
-            config = yaml.safe_load(p.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: cannot read syncnet config: {exc}") from exc
-        label = p.stem
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"{p}: expected a mapping")
+        label = archs.config_path("syncnet", config).stem
+        config = archs.load_config_yaml("syncnet", config)
     section = config.get("model", config)
     try:
         return StableSyncNetConfig.from_dict(section), label
