@@ -184,3 +184,21 @@ def test_vad_finds_the_fixture_dialogue() -> None:
     assert all(b > a for a, b in speech)
     silent = dubs.DubTrack("x", np.zeros((1, rate), np.float32), rate, Fraction(0), "silence")
     assert dubs.detect_speech(silent) == []
+
+
+def test_fingerprint_follows_files_rewritten_inside_a_model_folder(tmp_path) -> None:
+    import os
+
+    from lipsyncctl.timeline.store import file_fingerprint
+
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"a" * 100)
+    before = file_fingerprint(folder)
+    assert file_fingerprint(folder) == before
+    st = folder.stat()
+    weights.write_bytes(b"b" * 100)
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder itself looks unchanged
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert file_fingerprint(folder) != before

@@ -13,6 +13,7 @@ for the segment it was rendering, and the rerun renders exactly the unfinished o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,28 +21,33 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
-_fingerprints: dict[tuple[str, int, int], str] = {}
 
 
 def file_fingerprint(path: Path) -> str:
-    """Cheap stable identity of a file: size + mtime + sha256 of its first and last MiB (cached)."""
-    st = path.stat()
-    memo = (str(path), st.st_size, st.st_mtime_ns)
-    if memo in _fingerprints:
-        return _fingerprints[memo]
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    if path.is_file():
-        with open(path, "rb") as f:
-            h.update(f.read(_CHUNK))
-            if st.st_size > 2 * _CHUNK:
-                f.seek(-_CHUNK, os.SEEK_END)
-                h.update(f.read(_CHUNK))
-    else:  # a folder (diffusers-style VAE): its files' fingerprints
+    """Cheap stable identity of a file: size + mtime + sha256 of its first and last MiB.
+
+    Memoised on (path, size, mtime), so one source used by many shots and languages is read once; a
+    changed file gets a new entry. A folder (diffusers-style VAE) hashes its files' fingerprints.
+    """
+    if path.is_dir():  # not memoised: a file rewritten inside it does not change the folder's mtime
+        h = hashlib.sha256()
         for p in sorted(path.rglob("*")):
             if p.is_file():
-                h.update(p.name.encode() + file_fingerprint(p).encode())
-    _fingerprints[memo] = digest = h.hexdigest()
-    return digest
+                h.update(str(p.relative_to(path)).encode() + file_fingerprint(p).encode())
+        return h.hexdigest()
+    st = path.stat()
+    return _file_fingerprint(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_fingerprint(path_str: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256(f"{size}:{mtime_ns}".encode())
+    with open(path_str, "rb") as f:
+        h.update(f.read(_CHUNK))
+        if size > 2 * _CHUNK:
+            f.seek(-_CHUNK, os.SEEK_END)
+            h.update(f.read(_CHUNK))
+    return h.hexdigest()
 
 
 #: resolved-config keys that do not change the rendered pixels
