@@ -52,19 +52,15 @@ def check_writable(path: str | Path) -> None:
 def output_folder(path: str | Path) -> Iterator[Path]:
     """Create the missing folders above ``path`` and yield its folder; if the block fails (Ctrl-C
     included), the folders it created are removed again (only while empty), so nothing is left."""
+    from lipsyncctl.folders import missing_folders, remove_empty
+
     folder = Path(path).parent
-    created: list[Path] = []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        created.append(probe)
-        probe = probe.parent
+    created = missing_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         yield folder
     except BaseException:
-        for made in created:  # deepest first
-            with contextlib.suppress(OSError):
-                made.rmdir()
+        remove_empty(created)
         raise
 
 
