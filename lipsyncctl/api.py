@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.pipeline.clip import SyncResult
-    from lipsyncctl.pipeline.models import ModelBundle
+    from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.timeline.job import TimelineJob, TimelineResult
 
 
@@ -27,7 +27,7 @@ def sync(
     end: float | None = None,
     face_id: int | None = None,
     face_at: tuple[float, float] | None = None,
-    models: ModelBundle | None = None,
+    networks: Networks | None = None,
 ) -> SyncResult:
     """Lip-sync one clip: re-render the mouth in ``video`` to match ``audio`` and write ``output``.
 
@@ -41,7 +41,7 @@ def sync(
         face_id: follow this face track id; face_at: follow the face at pixel ``(x, y)``. Either one
             overrides ``faces.select`` (as ``id`` / ``point``) and is recorded in ``OUT.run.yaml``;
             ``config.faces`` can say the same (``select``, ``track_id``, ``point``).
-        models: networks already loaded with :func:`lipsyncctl.pipeline.models.load_models` (a batch
+        networks: networks already loaded with :func:`lipsyncctl.pipeline.networks.load_networks` (a batch
             reuses them); None loads them, after the face pass (no face anywhere fails without loading).
 
     Returns:
@@ -52,14 +52,14 @@ def sync(
     from lipsyncctl.pipeline.clip import sync_clip
 
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
-                     face_id=face_id, face_at=face_at, models=models)
+                     face_id=face_id, face_at=face_at, networks=networks)
 
 
 def prep(inputs, out_dir, options=None, **kwargs):  # type: ignore[no-untyped-def]
     """Normalise clips for the model (constant frame rate, 16 kHz mono audio) into ``out_dir``.
 
-    See :func:`lipsyncctl.prep.prep` for the arguments (``force``, ``dry_run``, ``jobs``, ``start``,
-    ``duration``, ``scale``) and :class:`lipsyncctl.prep.PrepResult` for the result.
+    See :func:`lipsyncctl.prep.job.prep` for the arguments (``force``, ``dry_run``, ``jobs``, ``start``,
+    ``duration``, ``scale``) and :class:`lipsyncctl.prep.job.PrepResult` for the result.
     """
     from lipsyncctl.prep import prep as _prep
 

@@ -22,12 +22,12 @@ def tiny_models(models_dir: Path, *sets: str) -> Iterator[tuple[cfg.Config, obje
     """``(config, models)``: the tiny preset (guidance 1.0, detection on every frame, plus ``sets``) and its
     models, generated into ``models_dir`` and loaded through the real loaders (``LIPSYNCCTL_MODELS`` points
     there while the context is open)."""
-    from lipsyncctl.pipeline.models import load_models
+    from lipsyncctl.pipeline.networks import load_networks
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIPSYNCCTL_MODELS", str(models_dir))
         config = cfg.resolve("tiny", ["inference.guidance=1.0", "faces.detect_every=1", *sets])
-        yield config, load_models(config)
+        yield config, load_networks(config)
 
 
 def with_sets(base: cfg.Config, *sets: str) -> cfg.Config:

@@ -80,7 +80,7 @@ def test_unet_by_name_dtype_and_mismatch_report(tmp_path: Path) -> None:
 def test_whisper_encoder_from_openai_container_ignores_decoder(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from lipsyncctl.audio.whisper import WhisperFeatureEncoder
+    from lipsyncctl.checkpoints.whisper import encoder_from_openai
 
     enc = load_file(str(shared_path("golden", "whisper_tiny_encoder_fp16.safetensors")))
     dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
@@ -90,7 +90,7 @@ def test_whisper_encoder_from_openai_container_ignores_decoder(tmp_path: Path) -
     torch.save({"dims": dims, "model_state_dict": sd}, tmp_path / "tiny.pt")
 
     model = loaders.load_whisper_encoder(tmp_path / "tiny.pt", dtype=torch.float32)
-    ref = WhisperFeatureEncoder.from_openai_state_dict({"dims": dims, "model_state_dict": enc}, dtype=torch.float32)
+    ref = encoder_from_openai({"dims": dims, "model_state_dict": enc}, dtype=torch.float32)
     mel = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         torch.testing.assert_close(model(mel), ref(mel), atol=0, rtol=0)

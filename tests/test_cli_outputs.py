@@ -221,9 +221,9 @@ def test_timeline_worker_turns_sigterm_into_an_interrupt() -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from lipsyncctl.timeline.workers import _init_worker
+    from lipsyncctl.runner.workers import _init_worker
 
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(None,)) as pool:
+                             initargs=(None, 1)) as pool:
         exc = pool.submit(_sigterm_self).exception(timeout=60)
     assert isinstance(exc, KeyboardInterrupt), exc

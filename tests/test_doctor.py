@@ -1,4 +1,4 @@
-"""`lipsyncctl doctor` and the library checks behind it (lipsyncctl.checks, lipsyncctl.gpu)."""
+"""`lipsyncctl doctor` and the library checks behind it (lipsyncctl.doctor.checks, lipsyncctl.runner.gpus)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import NamedTuple
 
 import pytest
 
-from lipsyncctl import checks, gpu
 from lipsyncctl import config as cfg
 from lipsyncctl.cli.main import main
+from lipsyncctl.doctor import checks
+from lipsyncctl.runner import gpus as gpu
+from lipsyncctl.runner import vram
 
 GiB = gpu.GiB
 
@@ -123,7 +125,7 @@ def test_cpu_preset_passes_without_gpu(tmp_path: Path, models_dir: Path, no_gpu:
     rows = _by_name(res)
     assert res.ok and res.preset == "tiny"
     assert rows["preset tiny"].status == "ok" and rows["preset models"].status == "ok"
-    assert res.vram_needed_bytes == gpu.estimate_vram(cfg.resolve("tiny"))
+    assert res.vram_needed_bytes == vram.estimate_vram(cfg.resolve("tiny"))
 
 
 def test_explicit_cuda_without_gpu_fails(tmp_path: Path, models_dir: Path, no_gpu: None) -> None:
@@ -165,7 +167,7 @@ def test_missing_weights_fail_preset_models(models_dir: Path) -> None:
 
 def test_estimate_vram_follows_the_documented_formula() -> None:
     base = cfg.resolve("latentsync-1.5")
-    est = gpu.estimate_vram
+    est = vram.estimate_vram
     assert 7 * GiB < est(base) < 8.5 * GiB  # the official README: 8 GB minimum for 1.5
     assert 16.5 * GiB < est(cfg.resolve("latentsync-1.6")) < 19 * GiB  # and 18 GB for 1.6
     assert est(cfg.resolve("latentsync-1.5", ["model.resolution=512"])) > est(base)
@@ -174,8 +176,8 @@ def test_estimate_vram_follows_the_documented_formula() -> None:
     assert est(cfg.resolve("latentsync-1.5", ["inference.window=8"])) < est(base)
     assert est(cfg.resolve("latentsync-1.5", ["inference.vae_batch=4"])) < est(base)
     assert est(cfg.resolve("low-vram")) < est(base)
-    weights_fp16 = (gpu.UNET_PARAMS["stage2"] + gpu.VAE_PARAMS) * 2
-    assert est(base) > weights_fp16 + gpu.FIXED_OVERHEAD
+    weights_fp16 = (vram.UNET_PARAMS["stage2"] + vram.VAE_PARAMS) * 2
+    assert est(base) > weights_fp16 + vram.FIXED_OVERHEAD
 
 
 @pytest.mark.parametrize(
@@ -212,7 +214,7 @@ def test_cli_json_and_preset(tmp_path: Path, models_dir: Path, no_gpu: None, bun
     assert main(["--json", "doctor", "--preset", "tiny", "-o", str(tmp_path)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is True and data["preset"] == "tiny" and data["gpus"] == []
-    assert data["vram_needed_bytes"] == gpu.estimate_vram(cfg.resolve("tiny"))
+    assert data["vram_needed_bytes"] == vram.estimate_vram(cfg.resolve("tiny"))
     names = [c["name"] for c in data["checks"]]
     assert "preset tiny" in names and "ffmpeg" in names
     assert set(data["checks"][0]) >= {"name", "status", "detail", "hint", "required"}
@@ -273,18 +275,18 @@ def test_tiny_preset_estimate_counts_the_tiny_models() -> None:
     with torch.device("meta"):
         unet = UNet3DConditionModel(tiny.tiny_unet_config())
         vae = diffusers.AutoencoderKL.from_config(tiny.TINY_VAE_CONFIG)
-    assert sum(p.numel() for p in unet.parameters()) == gpu.TINY_UNET_PARAMS == gpu.UNET_PARAMS["tiny"]
-    assert sum(p.numel() for p in vae.parameters()) == gpu.TINY_VAE_PARAMS
+    assert sum(p.numel() for p in unet.parameters()) == vram.TINY_UNET_PARAMS == vram.UNET_PARAMS["tiny"]
+    assert sum(p.numel() for p in vae.parameters()) == vram.TINY_VAE_PARAMS
     shapes = tiny.whisper_encoder_shapes(tiny.WHISPER_TINY_DIMS)
-    assert sum(torch.Size(s).numel() for s in shapes.values()) == gpu.WHISPER_ENCODER_PARAMS
+    assert sum(torch.Size(s).numel() for s in shapes.values()) == vram.WHISPER_ENCODER_PARAMS
 
     t = cfg.resolve("tiny")
-    est = gpu.estimate_vram(t)
-    weights = (gpu.TINY_UNET_PARAMS + gpu.TINY_VAE_PARAMS + gpu.WHISPER_ENCODER_PARAMS) * 4  # fp32
-    assert weights + gpu.TINY_FIXED_OVERHEAD < est < 1.5 * GiB
-    assert est < gpu.FIXED_OVERHEAD < gpu.estimate_vram(cfg.resolve("latentsync-1.5"))
-    assert gpu.estimate_vram(cfg.resolve("tiny", ["inference.dtype=fp16"])) < est
-    assert gpu.estimate_vram(cfg.resolve("tiny", ["model.checkpoint=latentsync-1.5"])) < 1.5 * GiB  # unet tiny
+    est = vram.estimate_vram(t)
+    weights = (vram.TINY_UNET_PARAMS + vram.TINY_VAE_PARAMS + vram.WHISPER_ENCODER_PARAMS) * 4  # fp32
+    assert weights + vram.TINY_FIXED_OVERHEAD < est < 1.5 * GiB
+    assert est < vram.FIXED_OVERHEAD < vram.estimate_vram(cfg.resolve("latentsync-1.5"))
+    assert vram.estimate_vram(cfg.resolve("tiny", ["inference.dtype=fp16"])) < est
+    assert vram.estimate_vram(cfg.resolve("tiny", ["model.checkpoint=latentsync-1.5"])) < 1.5 * GiB  # unet tiny
     (row,) = checks.check_preset(cfg.resolve("tiny", ["inference.device=cuda"]),
                                  gpu.GpuProbe([gpu.GpuInfo(0, "fake", (9, 0), 2 * GiB, 2 * GiB, "nvml")], None, None))
     assert row.status == "ok" and row.data["vram_needed_bytes"] == est

@@ -129,7 +129,7 @@ def test_sync_with_multiband_keeps_pixels_outside_the_matte(tmp_path) -> None:  
     audio = write_wav(tmp_path / "dub.wav", 4 / 25, rate=16000, channels=1)
     with tiny_models(tmp_path / "models") as (config, models):
         res = sync_clip(video, audio, tmp_path / "out.mkv", with_sets(
-            config, "output.codec=ffv1", "output.matte=true", "faces.blend=multiband"), models=models)
+            config, "output.codec=ffv1", "output.matte=true", "faces.blend=multiband"), networks=models)
     assert "blend: multiband" in res.run_yaml.read_text()
     src, got, mattes = decode_rgb(video), decode_rgb(res.output), decode_rgb(res.matte)
     assert len(got) == len(src) == 4

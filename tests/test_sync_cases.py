@@ -75,7 +75,7 @@ def test_vfr_input_is_read_on_its_nominal_grid(tiny_env, frames, tmp_path: Path)
     assert info is not None and info.is_vfr
     grid = info.nominal_fps
     audio = write_wav(tmp_path / "a.wav", 0.25, rate=48000, channels=2)
-    res = sync_clip(video, audio, tmp_path / "out.mkv", config, models=models)
+    res = sync_clip(video, audio, tmp_path / "out.mkv", config, networks=models)
     n = math.ceil(Fraction(12000, 48000) * grid)
     assert res.frames == n and res.fps == grid
     assert np.allclose(_frame_times(res.output), [float(k / grid) for k in range(n)], atol=0.0006)  # CFR (MKV: 1 ms ticks)
@@ -97,7 +97,7 @@ def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
     split = 400  # the larger face is left of x = 400, the smaller one right of it
     video = write_clip(tmp_path / "two.mkv", src, Fraction(25))
     audio = write_wav(tmp_path / "a.wav", 0.12)
-    largest = sync_clip(video, audio, tmp_path / "largest.mkv", config, models=models)
+    largest = sync_clip(video, audio, tmp_path / "largest.mkv", config, networks=models)
     changed = np.stack(_changed(largest))
     assert changed[:, :, :split].any() and not changed[:, :, split:].any()
     assert largest.face_select == "largest"
@@ -115,7 +115,7 @@ def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
     assert run["config"]["faces"]["select"] == "point" and run["config"]["faces"]["point"] == [537.0, 175.0]
     assert run["faces"]["select"] == "point" and run["faces"]["track_id"] is not None
     # the same face by its track id
-    by_id = sync_clip(video, audio, tmp_path / "by_id.mkv", config, models=models, face_id=run["faces"]["track_id"])
+    by_id = sync_clip(video, audio, tmp_path / "by_id.mkv", config, networks=models, face_id=run["faces"]["track_id"])
     assert np.array_equal(np.stack(_changed(by_id)), right) and by_id.face_select.startswith("id")
 
 
@@ -126,7 +126,7 @@ def test_colour_tags_are_carried(tiny_env, frames, tmp_path: Path):
     assert tags == ColorInfo("bt709", "bt709", "bt709", "tv")
     audio = write_wav(tmp_path / "a.wav", 0.12)
     res = sync_clip(video, audio, tmp_path / "out.mp4", with_sets(config, "output.codec=h264", "output.matte=false",
-                                                             "output.audio_codec=aac"), models=models)
+                                                             "output.audio_codec=aac"), networks=models)
     out = probe(res.output).video
     assert out is not None and out.color == tags and out.pix_fmt == "yuv420p" and out.frame_count == 3
     umask = os.umask(0)
@@ -140,7 +140,7 @@ def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):
     config, models = tiny_env
     video = write_clip(tmp_path / "ntsc.mkv", frames[:10], NTSC)
     audio = write_wav(tmp_path / "a.wav", 0.3, rate=44100)
-    res = sync_clip(video, audio, tmp_path / "out.mkv", with_sets(config, "sync.fps=25"), models=models)
+    res = sync_clip(video, audio, tmp_path / "out.mkv", with_sets(config, "sync.fps=25"), networks=models)
     n = math.ceil(0.3 * 25)  # 8
     assert res.frames == n and probe(res.output).video.fps == 25 and res.plan["source_fps"] == "30000/1001"
     rate, _, samples = audio_info(res.output)
@@ -155,11 +155,11 @@ def test_deepcache_option(tiny_env, frames, tmp_path: Path):
     video = write_clip(tmp_path / "v.mkv", frames[:3], Fraction(25))
     audio = write_wav(tmp_path / "a.wav", 0.12)
     base = with_sets(config, "inference.steps=3")
-    off = sync_clip(video, audio, tmp_path / "off.mkv", base, models=models)
+    off = sync_clip(video, audio, tmp_path / "off.mkv", base, networks=models)
     every = sync_clip(video, audio, tmp_path / "every.mkv",
-                      with_sets(base, "inference.deepcache=true", "inference.deepcache_interval=1"), models=models)
+                      with_sets(base, "inference.deepcache=true", "inference.deepcache_interval=1"), networks=models)
     cached = sync_clip(video, audio, tmp_path / "cached.mkv",
-                       with_sets(base, "inference.deepcache=true", "inference.deepcache_interval=2"), models=models)
+                       with_sets(base, "inference.deepcache=true", "inference.deepcache_interval=2"), networks=models)
     a, b, c = (np.stack(decode_rgb(r.output)) for r in (off, every, cached))
     assert np.array_equal(a, b)
     changed = np.stack(_changed(off))
@@ -191,7 +191,7 @@ def test_ctrl_c_leaves_no_partial_output(tiny_env, frames, tmp_path: Path):
     out_dir = tmp_path / "out"
     sink = _InterruptAfterFirstWindow()
     with progress.use_sink(sink), pytest.raises(KeyboardInterrupt):
-        sync_clip(video, audio, out_dir / "o.mkv", with_sets(config, "inference.window=2"), models=models)
+        sync_clip(video, audio, out_dir / "o.mkv", with_sets(config, "inference.window=2"), networks=models)
     assert sink.render_task is not None and any(e[0] == "advance" and e[1] == sink.render_task for e in sink.events)
     assert not out_dir.exists()  # no output, matte, run.yaml, hidden temporary folder, nor the folder it made
 
@@ -219,7 +219,7 @@ def test_no_face_fails_before_loading_networks(tiny_env, tmp_path: Path, monkeyp
     def must_not_load(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("networks loaded for a clip without a face")
 
-    monkeypatch.setattr("lipsyncctl.pipeline.models.load_models", must_not_load)
+    monkeypatch.setattr("lipsyncctl.pipeline.networks.load_networks", must_not_load)
     video = write_clip(tmp_path / "grey.mkv", [np.full((96, 128, 3), 90, np.uint8)] * 3, Fraction(25))
     audio = write_wav(tmp_path / "a.wav", 0.12)
     with pytest.raises(NoFaceError):
@@ -237,7 +237,7 @@ def _face(track: int, opening: float, size: float) -> object:
 
 def test_speaker_is_the_face_whose_mouth_moves_with_the_audio():
     from lipsyncctl.config import FaceOptions
-    from lipsyncctl.pipeline.faces import FaceTrack, choose_faces
+    from lipsyncctl.pipeline.faces import FacePlan, choose_faces
 
     rng = np.random.default_rng(0)
     fps, n = Fraction(25), 50
@@ -246,7 +246,7 @@ def test_speaker_is_the_face_whose_mouth_moves_with_the_audio():
     other = rng.uniform(0.05, 1.0, n)
     # track 1 (larger) moves its mouth at random; track 0 (smaller) with the audio
     per_frame = [[_face(0, 0.3 * loud[i], 80), _face(1, 0.3 * other[i], 120)] for i in range(n)]
-    result = FaceTrack([], np.zeros(0), "test")
+    result = FacePlan([], np.zeros(0), "test")
     chosen = choose_faces(per_frame, FaceOptions(select="speaker"), fps, audio, result)
     assert result.selection == "speaker" and result.track_id == 0 and not result.warnings
     assert all(f.track_id == 0 for f in chosen)
@@ -254,6 +254,6 @@ def test_speaker_is_the_face_whose_mouth_moves_with_the_audio():
     from dataclasses import replace
 
     no_mouth = [[replace(f, landmarks=np.zeros((106, 2))) for f in fs] for fs in per_frame]
-    result = FaceTrack([], np.zeros(0), "test")
+    result = FacePlan([], np.zeros(0), "test")
     chosen = choose_faces(no_mouth, FaceOptions(select="speaker"), fps, audio, result)
     assert result.selection == "largest" and result.warnings and all(f.track_id == 1 for f in chosen)

@@ -52,7 +52,7 @@ def test_ntsc_pingpong_no_face_stretch_exact_pixels(tiny_env, frames, tmp_path: 
     out = tmp_path / "out" / "synced.mkv"
     sink = progress.RecordingSink()
     with progress.use_sink(sink):
-        res = sync_clip(video, audio, out, with_sets(config, "output.codec=ffv1", "output.matte=true"), models=models)
+        res = sync_clip(video, audio, out, with_sets(config, "output.codec=ffv1", "output.matte=true"), networks=models)
 
     # frame count, rate, audio at its own rate/channels and as long as the picture
     expected_frames = int(np.ceil(0.6 * NTSC))  # 18
@@ -95,7 +95,7 @@ def test_film_rate_audio_shorter_cut_h264(tiny_env, frames, tmp_path: Path):
     video = write_clip(tmp_path / "film.mkv", frames[:10], FILM)
     audio = write_wav(tmp_path / "short.wav", 0.25, rate=44100, channels=1)
     out = tmp_path / "film_out.mp4"
-    res = sync_clip(video, audio, out, with_sets(config, "sync.length_policy=cut", "output.codec=h264"), models=models)
+    res = sync_clip(video, audio, out, with_sets(config, "sync.length_policy=cut", "output.codec=h264"), networks=models)
     n = int(np.ceil(0.25 * FILM))  # 6
     assert res.frames == n and len(decode_rgb(out)) == n
     assert video_rate(out) == FILM
@@ -113,7 +113,7 @@ def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path:
     audio = write_wav(tmp_path / "a.wav", 0.12, rate=16000)
     out = tmp_path / "o.mkv"
     res = sync_clip(video, audio, out, with_sets(config, "sync.length_policy=silence", "output.codec=ffv1",
-                                            "output.audio_codec=pcm"), models=models)
+                                            "output.audio_codec=pcm"), networks=models)
     assert res.frames == 8 and len(decode_rgb(out)) == 8
     rate, _, samples = audio_info(out)
     assert samples == 8 * 16000 // 25  # padded with silence to the picture, PCM is exact
@@ -126,5 +126,5 @@ def test_no_face_anywhere_is_an_error_without_output(tiny_env, tmp_path: Path):
     audio = write_wav(tmp_path / "a.wav", 0.2)
     out = tmp_path / "out.mkv"
     with pytest.raises(NoFaceError):
-        sync_clip(video, audio, out, config, models=models)
+        sync_clip(video, audio, out, config, networks=models)
     assert list(tmp_path.iterdir()) == [video, audio] or sorted(tmp_path.iterdir()) == sorted([video, audio])

@@ -9,7 +9,7 @@ import torch
 
 from lipsyncctl import config as cfg
 from lipsyncctl.checkpoints.tiny import WHISPER_TINY_DIMS, ensure_tiny_models, write_tiny_models
-from lipsyncctl.pipeline.models import load_models
+from lipsyncctl.pipeline.networks import load_networks
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
@@ -35,7 +35,7 @@ def test_tiny_files_are_deterministic_and_official_containers(tmp_path: Path):
 
 
 def test_tiny_preset_loads_real_architectures(models_dir: Path):
-    bundle = load_models(cfg.resolve("tiny"))
+    bundle = load_networks(cfg.resolve("tiny"))
     paths = ensure_tiny_models()  # already there: not rebuilt
     assert paths.root == models_dir / "tiny" and bundle.is_tiny
     assert bundle.unet.config.in_channels == 13 and bundle.unet.config.cross_attention_dim == 384

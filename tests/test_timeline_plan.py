@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.runner.devices import parse_gpus
+from lipsyncctl.runner.shards import parse_shard
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.segments import plan_timeline
 from lipsyncctl.timeline.source import MediaResolver, installed_adapters, parse_relink, read_timeline
-from lipsyncctl.timeline.workers import parse_gpus, parse_shard
 from tests.conftest import shared_path
 from tests.timeline_media import EXPECTED_SHOTS, EXPECTED_SKIPS, FILM, build_edit, clip, rt, tr, write_sources
 
@@ -189,7 +190,7 @@ def test_vad_finds_the_fixture_dialogue() -> None:
 def test_fingerprint_follows_files_rewritten_inside_a_model_folder(tmp_path) -> None:
     import os
 
-    from lipsyncctl.timeline.store import file_fingerprint
+    from lipsyncctl.runner.store import file_fingerprint
 
     folder = tmp_path / "vae"
     folder.mkdir()

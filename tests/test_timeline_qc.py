@@ -201,27 +201,27 @@ def test_sync_model_verification_states(tmp_path: Path, monkeypatch: pytest.Monk
 
     from lipsyncctl.checkpoints import registry
     from lipsyncctl.checkpoints.registry import LocalState
-    from lipsyncctl.timeline import qc
+    from lipsyncctl.scoring.evaluator import load_eval_syncnet
 
     models = tmp_path / "models"
-    assert qc.load_eval_syncnet(models_dir=models) is None  # not installed: no scores, no error
+    assert load_eval_syncnet(models_dir=models) is None  # not installed: no scores, no error
     path = install_random_syncnet(models, seed=1)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    got = qc.load_eval_syncnet(models_dir=models)
+    got = load_eval_syncnet(models_dir=models)
     assert got is not None and got.sha256 == digest and got.verification == "unknown" and not got.verified
     assert sum(p.numel() for p in got.model.parameters()) > 1_000_000  # the real network, loaded
     # a hash recorded on this machine (fetch / verify --record): matches, still not an official hash
     state = LocalState.load(models)
     state.record("syncnet-v2", "auxiliary/syncnet_v2.model", digest, path.stat().st_size, "hub:test")
     state.save()
-    got = qc.load_eval_syncnet(models_dir=models)
+    got = load_eval_syncnet(models_dir=models)
     assert got is not None and got.verification == "recorded" and not got.verified and "hub:test" in got.note()
     # the file changed since: not the weights that were recorded
     state.record("syncnet-v2", "auxiliary/syncnet_v2.model", "0" * 64, 1, "hub:test")
     state.save()
-    got = qc.load_eval_syncnet(models_dir=models)
+    got = load_eval_syncnet(models_dir=models)
     assert got is not None and got.verification == "mismatch" and "NOT the official" in got.note()
     # a registry hash that matches: the only case called verified
     monkeypatch.setattr(registry, "expected_sha256", lambda entry, f, state: (digest, "registry"))
-    got = qc.load_eval_syncnet(models_dir=models)
+    got = load_eval_syncnet(models_dir=models)
     assert got is not None and got.verified and got.to_dict()["verified"] is True

@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lipsyncctl.audio.whisper import (
-    WhisperFeatureEncoder,
-    build_whisper_encoder,
-    convert_openai_whisper,
-)
+from lipsyncctl.checkpoints.whisper import convert_openai_whisper, encoder_from_dims, encoder_from_openai
 from lipsyncctl.errors import CheckpointError
+from lipsyncctl.nets.whisper import build_whisper_encoder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MANIFEST = SHARED / "reference" / "whisper_tiny.json"
@@ -50,7 +47,7 @@ def test_converted_keys_equal_hf_encoder(manifest):
 
 
 def test_loads_meta_checkpoint_strictly(manifest):
-    enc = WhisperFeatureEncoder.from_openai_state_dict(_meta_checkpoint(manifest), device="meta")
+    enc = encoder_from_openai(_meta_checkpoint(manifest), device="meta")
     assert enc.num_hidden_states == 5 and enc.n_ctx == 1500 and enc.d_model == 384
     assert all(p.dtype == torch.float32 for p in enc.parameters())
 
@@ -58,9 +55,9 @@ def test_loads_meta_checkpoint_strictly(manifest):
 def test_random_checkpoint_roundtrip_through_torch_save(tmp_path):
     gen = torch.Generator().manual_seed(1)
     dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 32, "n_audio_head": 2, "n_audio_layer": 2}
-    source = WhisperFeatureEncoder.from_dims(dims)
+    source = encoder_from_dims(dims)
     # write it back in OpenAI names by inverting the map on a random state dict
-    from lipsyncctl.audio.whisper import _openai_key_to_hf
+    from lipsyncctl.checkpoints.whisper import _openai_key_to_hf
 
     openai_names = [
         "encoder.conv1.weight",
@@ -100,7 +97,7 @@ def test_random_checkpoint_roundtrip_through_torch_save(tmp_path):
     }
     path = tmp_path / "tiny.pt"
     torch.save(ckpt, path)
-    enc = WhisperFeatureEncoder.from_openai_state_dict(torch.load(path, weights_only=True))
+    enc = encoder_from_openai(torch.load(path, weights_only=True))
     loaded = enc.encoder.state_dict()
     for name in openai_names:
         torch.testing.assert_close(loaded[_openai_key_to_hf(name)], ckpt["model_state_dict"][name].float())
@@ -112,14 +109,14 @@ def test_random_checkpoint_roundtrip_through_torch_save(tmp_path):
 
 def test_rejects_bad_containers(manifest):
     with pytest.raises(CheckpointError):
-        WhisperFeatureEncoder.from_openai_state_dict({"state_dict": {}})
+        encoder_from_openai({"state_dict": {}})
     ckpt = _meta_checkpoint(manifest)
     del ckpt["model_state_dict"]["encoder.blocks.0.attn.query.weight"]
     with pytest.raises(CheckpointError, match="missing"):
-        WhisperFeatureEncoder.from_openai_state_dict(ckpt, device="meta")
+        encoder_from_openai(ckpt, device="meta")
     ckpt = _meta_checkpoint(manifest)
     ckpt["model_state_dict"]["encoder.blocks.0.attn.rotary"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="unknown"):
-        WhisperFeatureEncoder.from_openai_state_dict(ckpt, device="meta")
+        encoder_from_openai(ckpt, device="meta")
     with pytest.raises(ValueError):
-        WhisperFeatureEncoder.from_dims(manifest["config"])(torch.zeros(1, 80, 300))
+        encoder_from_dims(manifest["config"])(torch.zeros(1, 80, 300))

@@ -19,7 +19,8 @@ from lipsyncctl.audio.features import (
     official_num_chunks,
 )
 from lipsyncctl.audio.mel import log_mel_spectrogram, mel_filters
-from lipsyncctl.audio.whisper import WhisperFeatureEncoder
+from lipsyncctl.checkpoints.whisper import encoder_from_dims, encoder_from_openai
+from lipsyncctl.nets.whisper import WhisperFeatureEncoder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"
@@ -51,7 +52,7 @@ def encoder() -> WhisperFeatureEncoder:
     dims = json.loads((GOLDEN / "whisper_features.json").read_text())["config"]["dims"]
     weights = load_file(GOLDEN / "whisper_tiny_encoder_fp16.safetensors")
     assert all(v.dtype == torch.float16 for v in weights.values())
-    return WhisperFeatureEncoder.from_openai_state_dict({"dims": dims, "model_state_dict": weights})
+    return encoder_from_openai({"dims": dims, "model_state_dict": weights})
 
 
 def test_mel_filterbank_matches_official_asset(golden):
@@ -139,7 +140,7 @@ def test_chunk_indices_clamp_at_both_ends():
 def test_multiwindow_features_keep_frame_count():
     gen = torch.Generator().manual_seed(0)
     dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 1}
-    enc = WhisperFeatureEncoder.from_dims(dims)
+    enc = encoder_from_dims(dims)
     audio = torch.randn(16000 * 31 + 480, generator=gen) * 0.1  # 31.03 s -> 3000 + 103 mel frames
     feats = audio_features(enc, audio, batch_size=1)
     assert feats.shape == (1500 + 51, 2, 64)

@@ -31,7 +31,7 @@ from lipsyncctl.audio.mel import HOP_LENGTH, as_float_audio, log_mel_spectrogram
 if TYPE_CHECKING:
     import torch
 
-    from lipsyncctl.audio.whisper import WhisperFeatureEncoder
+    from lipsyncctl.nets.whisper import WhisperFeatureEncoder
 
 FEATURES_PER_SECOND = 50
 DEFAULT_FEAT_LENGTH = (2, 2)
@@ -125,7 +125,7 @@ def audio_features(
     """Whisper features of a whole clip, exactly as the official ``audio2feat``.
 
     Args:
-        encoder: a :class:`~lipsyncctl.audio.whisper.WhisperFeatureEncoder` (its device and dtype are
+        encoder: a :class:`~lipsyncctl.nets.whisper.WhisperFeatureEncoder` (its device and dtype are
             used for the encoder pass; the log-mel is computed on the CPU in float32).
         audio_16k: mono samples at 16 kHz, ``(n,)`` float in ``[-1, 1]`` or PCM16 integers.
         batch_size: 30 s windows encoded per forward pass.

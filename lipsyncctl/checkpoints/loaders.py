@@ -37,11 +37,11 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL
     from torch import nn
 
-    from lipsyncctl.audio.whisper import WhisperFeatureEncoder
     from lipsyncctl.nets.syncnet import StableSyncNet, StableSyncNetConfig
     from lipsyncctl.nets.syncnet_eval import SyncNetEval
     from lipsyncctl.nets.unet import UNet3DConditionModel
     from lipsyncctl.nets.unet_config import UNetConfig
+    from lipsyncctl.nets.whisper import WhisperFeatureEncoder
 
 PathLike = str | os.PathLike[str]
 
@@ -158,7 +158,8 @@ def load_unet(
 
 
 def plan_whisper_encoder(path: PathLike) -> LoadPlan:
-    from lipsyncctl.audio.whisper import WhisperFeatureEncoder, build_whisper_encoder, convert_openai_whisper
+    from lipsyncctl.checkpoints.whisper import convert_openai_whisper
+    from lipsyncctl.nets.whisper import WhisperFeatureEncoder, build_whisper_encoder
 
     ck = read_checkpoint(path)
     header = ck.lipsyncctl_header

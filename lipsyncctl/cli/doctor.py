@@ -14,7 +14,7 @@ from lipsyncctl.cli import options
 from lipsyncctl.cli import state as st
 
 if TYPE_CHECKING:
-    from lipsyncctl.checks import DoctorResult
+    from lipsyncctl.doctor.checks import DoctorResult
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -31,7 +31,7 @@ def doctor(
 
     Exits 0 when every required check passes, 4 otherwise (each failing check has a hint).
     """
-    from lipsyncctl import checks
+    from lipsyncctl.doctor import checks
 
     config = options.resolve(preset, sets, {}, print_config) if (preset or sets) else None
     res = checks.run_checks(config, outputs_dir=outputs)

@@ -102,9 +102,10 @@ def with_timeline_mode(clip_cmd: Callable[..., None]) -> Callable[..., None]:
 
 def timeline_cmd(clip: dict[str, Any], tl: dict[str, Any]) -> None:
     """Run the timeline job from the sync command's flags."""
+    from lipsyncctl.runner.devices import parse_gpus
+    from lipsyncctl.runner.shards import parse_shard
     from lipsyncctl.timeline import dub as dubs
     from lipsyncctl.timeline.source import parse_relink
-    from lipsyncctl.timeline.workers import parse_gpus, parse_shard
 
     if clip["video"] is not None:
         raise UsageError("--video and --timeline are exclusive")

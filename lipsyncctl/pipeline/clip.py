@@ -10,7 +10,7 @@ audio at its own rate is streamed from its file into the output, never held.
 2. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
    the official alignment matrix per frame (no face -> the frame passes through;
    :mod:`lipsyncctl.pipeline.faces`). A clip with no face anywhere stops here, before any network loads.
-3. Load the networks (:mod:`lipsyncctl.pipeline.models`).
+3. Load the networks (:mod:`lipsyncctl.pipeline.networks`).
 4. Audio features: whisper over the whole new audio, once.
 5. Render, window by window: read frames -> align -> VAE encode -> denoise -> decode -> paste back ->
    encode (:mod:`lipsyncctl.pipeline.render`). Frames without a face are written unchanged.
@@ -42,8 +42,8 @@ from lipsyncctl.pipeline.plan import ClipPlan, end_clamp_warning, plan_clip, sel
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.media.probe import VideoInfo
-    from lipsyncctl.pipeline.faces import FaceTrack
-    from lipsyncctl.pipeline.models import ModelBundle
+    from lipsyncctl.pipeline.faces import FacePlan
+    from lipsyncctl.pipeline.networks import Networks
 
 __all__ = ["SyncResult", "matte_path", "run_yaml_path", "sync_clip"]
 
@@ -121,7 +121,7 @@ def sync_clip(
     end: float | None = None,
     face_id: int | None = None,
     face_at: tuple[float, float] | None = None,
-    models: ModelBundle | None = None,
+    networks: Networks | None = None,
 ) -> SyncResult:
     """Re-render the speaker's mouth in ``video`` to match ``audio``; write ``output``.
 
@@ -129,7 +129,7 @@ def sync_clip(
         start, end: seconds of ``video`` to use; the new audio starts at ``start``.
         face_id, face_at: follow this face track / the face at this pixel; they override
             ``faces.select`` and are recorded in run.yaml (``faces.track_id`` / ``faces.point``).
-        models: networks already loaded (a batch reuses them); None loads them after the face pass.
+        networks: networks already loaded (a batch reuses them); None loads them after the face pass.
 
     Raises:
         MediaError: missing/unreadable inputs, no video stream, no audio stream, output == an input.
@@ -157,8 +157,8 @@ def sync_clip(
     check_output(output, config.output)
     check_writable(output)  # a read-only destination fails now, not after the render
     files = None
-    if models is None:  # missing weights fail here, before minutes of face tracking
-        from lipsyncctl.pipeline.models import resolve_files
+    if networks is None:  # missing weights fail here, before minutes of face tracking
+        from lipsyncctl.pipeline.networks import resolve_files
 
         files = resolve_files(config.model)
     with clock("probe"):
@@ -183,7 +183,7 @@ def sync_clip(
         # 2. Faces over the selected source frames, before any network loads (fail fast).
         with clock("faces"):
             faces = track_clip_faces(reader, first, plan.source_frames, grid, config.faces,
-                                     config.model.resolution, device=_detector_device(config, models),
+                                     config.model.resolution, device=_detector_device(config, networks),
                                      audio_16k=mono if config.faces.select == "speaker" else None)
         if faces.found == 0:
             raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
@@ -194,12 +194,12 @@ def sync_clip(
             warnings.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
 
         # 3. Models.
-        if models is None:
+        if networks is None:
             with clock("load models"):
-                from lipsyncctl.pipeline.models import load_models
+                from lipsyncctl.pipeline.networks import load_networks
 
-                models = load_models(config, files)
-        if models.is_tiny:
+                networks = load_networks(config, files)
+        if networks.is_tiny:
             from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
 
             progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
@@ -207,25 +207,25 @@ def sync_clip(
 
         # 4. Audio features, once for the whole audio (padded with silence to the output length).
         with clock("audio features"):
-            features = _audio_features(models, mono, plan)
+            features = _audio_features(networks, mono, plan)
         del mono
 
         # 5-6. Render, encode, mux, rename into place.
-        _render_and_write(reader, vinfo, plan, faces, features, models, config, clock, video, audio, output,
+        _render_and_write(reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                           matte_out)
-    run_yaml = _write_run_yaml(output, config, plan, video, audio, models, faces)
+    run_yaml = _write_run_yaml(output, config, plan, video, audio, networks, faces)
     width, height = vinfo.display_size
     return SyncResult(
         output=output, frames=plan.num_frames, fps=plan.fps, width=width, height=height,
         duration=plan.duration, audio_seconds=plan.audio_seconds,
         faces_found=plan.num_frames - no_face_out, no_face_frames=no_face_out, plan=plan.to_dict(),
         detector=faces.detector, stage_seconds=dict(clock.seconds), run_yaml=run_yaml, matte=matte_out,
-        warnings=warnings, models=dict(models.files), face_select=faces.selection, face_track=faces.track_id,
+        warnings=warnings, models=dict(networks.files), face_select=faces.selection, face_track=faces.track_id,
     )
 
 
-def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FaceTrack, features: Any,
-                      models: ModelBundle, config: Config, clock: _Clock, video: Path, audio: Path,
+def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan, features: Any,
+                      networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end."""
     from lipsyncctl.media.atomic import output_folder
@@ -233,7 +233,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
     from lipsyncctl.pipeline.output import open_writer
     from lipsyncctl.pipeline.render import Renderer
 
-    renderer = Renderer(models, config, plan, faces, features, clock)
+    renderer = Renderer(networks, config, plan, faces, features, clock)
     with output_folder(output), \
             tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
         tmp = Path(tmpdir)
@@ -276,12 +276,12 @@ def _grid_frames(vinfo: VideoInfo) -> int:
     return max(1, round(Fraction(vinfo.duration).limit_denominator(10**6) * vinfo.nominal_fps))
 
 
-def _detector_device(config: Config, models: ModelBundle | None) -> str:
-    """Where GPU face detectors run: the models' device (resolved without loading anything)."""
-    if models is not None:
-        device = models.device
+def _detector_device(config: Config, networks: Networks | None) -> str:
+    """Where GPU face detectors run: the networks' device (resolved without loading anything)."""
+    if networks is not None:
+        device = networks.device
     else:
-        from lipsyncctl.pipeline.models import resolve_device
+        from lipsyncctl.runner.devices import resolve_device
 
         device = resolve_device(config.inference.device)
     return str(device) if device.type == "cuda" else "cpu"
@@ -309,7 +309,7 @@ def _probe_inputs(video: Path, audio: Path) -> tuple[Any, int, int]:
     return info, samples, rate
 
 
-def _audio_features(models: ModelBundle, mono: np.ndarray, plan: ClipPlan) -> Any:
+def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan) -> Any:
     """Whisper features ``(L, 5, 384)`` of the new audio (16 kHz mono ``(n,)``); with the ``silence``
     policy padded with silence so every output frame (plus the 2-frame context) has real features."""
     from lipsyncctl.audio.features import audio_features
@@ -318,14 +318,14 @@ def _audio_features(models: ModelBundle, mono: np.ndarray, plan: ClipPlan) -> An
         need = int(round((plan.num_frames + 3) / plan.fps * 16000))
         if len(mono) < need:
             mono = np.concatenate([mono, np.zeros(need - len(mono), dtype=mono.dtype)])
-    return audio_features(models.whisper, mono)
+    return audio_features(networks.whisper, mono)
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,
-                    models: ModelBundle, faces: FaceTrack) -> Path:
+                    networks: Networks, faces: FacePlan) -> Path:
     from lipsyncctl.pipeline.output import write_run_yaml
 
     return write_run_yaml(output, config, plan.to_dict(), {"video": str(video), "audio": str(audio)},
-                          dict(models.files),
+                          dict(networks.files),
                           {"faces": {"detector": faces.detector, "select": faces.selection,
                                      "track_id": faces.track_id, "found": faces.found}})

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FaceTrack:
+class FacePlan:
     """Per selected source frame: the frame->crop matrix (None = no face) and the blend weight.
 
     Attributes:
@@ -71,7 +71,7 @@ def frame_energy(samples: np.ndarray, rate: int, fps: Fraction, frames: int) -> 
 
 
 def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fraction, options: FaceOptions,
-                     resolution: int, device: str = "cpu", audio_16k: np.ndarray | None = None) -> FaceTrack:
+                     resolution: int, device: str = "cpu", audio_16k: np.ndarray | None = None) -> FacePlan:
     """Track faces over source frames ``first .. first + count - 1`` and choose whose mouth to render.
 
     Args:
@@ -92,7 +92,7 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     track_opts = TrackOptions(detect_every=options.detect_every, smooth=options.smoothing)
     frames = trimmed(rgb for _, rgb in reader.range(first, first + count))  # flat RSS (see pipeline.memory)
     per_frame = track_faces(detector, frames, fps=float(fps), options=track_opts, total=count)
-    result = FaceTrack([], np.zeros(0, np.float32), detector.name)
+    result = FacePlan([], np.zeros(0, np.float32), detector.name)
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)
     aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
     for face in chosen:
@@ -107,7 +107,7 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
 
 
 def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,
-                 result: FaceTrack) -> list[Any]:
+                 result: FacePlan) -> list[Any]:
     """One :class:`~lipsyncctl.faces.detect.Face` or None per frame, following ``options.select`` (module
     doc); sets ``result.selection`` and ``result.track_id`` and appends to ``result.warnings``.
 

@@ -28,22 +28,22 @@ if TYPE_CHECKING:
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.clip import _Clock
-    from lipsyncctl.pipeline.faces import FaceTrack
-    from lipsyncctl.pipeline.models import ModelBundle
+    from lipsyncctl.pipeline.faces import FacePlan
+    from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.pipeline.plan import ClipPlan
 
 
 class Renderer:
     """Holds what every window needs; :meth:`render` encodes the whole output picture (no audio)."""
 
-    def __init__(self, models: ModelBundle, config: Config, plan: ClipPlan, faces: FaceTrack,
+    def __init__(self, networks: Networks, config: Config, plan: ClipPlan, faces: FacePlan,
                  features: torch.Tensor, clock: _Clock) -> None:
         import torch
 
         from lipsyncctl.faces.align import FaceAligner
         from lipsyncctl.faces.mask import mouth_mask
 
-        self.models = models
+        self.networks = networks
         self.config = config
         self.plan = plan
         self.faces = faces
@@ -52,13 +52,13 @@ class Renderer:
         self.res = config.model.resolution
         self.aligner = FaceAligner(resolution=self.res, smooth=False)  # matrices are precomputed
         self.mask = mouth_mask(self.res)
-        self.generator = torch.Generator(device=models.device).manual_seed(config.inference.seed)
+        self.generator = torch.Generator(device=networks.device).manual_seed(config.inference.seed)
         from lipsyncctl.pipeline.denoise import prepare_initial_latents
 
         h = w = self.res // 8
         # Official: ONE noise image (1, 4, 1, h, w) shared by every frame of the clip.
-        self.noise = prepare_initial_latents((1, 4, 1, h, w), self.generator, models.dtype, models.device,
-                                             float(models.scheduler.init_noise_sigma))
+        self.noise = prepare_initial_latents((1, 4, 1, h, w), self.generator, networks.dtype, networks.device,
+                                             float(networks.scheduler.init_noise_sigma))
 
     # ---------------------------------------------------------------------------------------------
     def render(self, reader: IndexedReader, writer: VideoWriter, matte: VideoWriter | None = None) -> None:
@@ -99,7 +99,7 @@ class Renderer:
         from lipsyncctl.pipeline import vae as vae_io
         from lipsyncctl.pipeline.denoise import denoise
 
-        plan, models, clock, inf = self.plan, self.models, self.clock, self.config.inference
+        plan, networks, clock, inf = self.plan, self.networks, self.clock, self.config.inference
         base = plan.first_frame
         mats = [self.faces.matrices[i - base] for i in src]
         weights = [float(self.faces.weights[i - base]) for i in src]
@@ -119,25 +119,25 @@ class Renderer:
             ref, masked, masks = prepare_masked_images(faces_u8, self.mask)
         # c. VAE encode (masked first, then reference, as upstream).
         with clock("vae encode"):
-            masked_lat = vae_io.encode(models.vae, masked, self.generator, inf.vae_batch)
-            ref_lat = vae_io.encode(models.vae, ref, self.generator, inf.vae_batch)
-            mask_lat = latent_mask(masks).to(models.device, models.dtype)
+            masked_lat = vae_io.encode(networks.vae, masked, self.generator, inf.vae_batch)
+            ref_lat = vae_io.encode(networks.vae, ref, self.generator, inf.vae_batch)
+            mask_lat = latent_mask(masks).to(networks.device, networks.dtype)
         # d. Denoise (f c h w -> 1 c f h w).
         with clock("denoise"):
             def video(x: torch.Tensor) -> torch.Tensor:
                 return x.permute(1, 0, 2, 3).unsqueeze(0)
 
             audio = feature_chunks(self.features, e - s, plan.fps, start=s)[pos]
-            audio = audio.to(models.device, models.dtype)
+            audio = audio.to(networks.device, networks.dtype)
             latents = self.noise.repeat(1, 1, len(pos), 1, 1)
             cache = inf.deepcache_interval if inf.deepcache else None
             with torch.inference_mode():
-                latents = denoise(models.unet, models.scheduler, latents, video(mask_lat), video(masked_lat),
+                latents = denoise(networks.unet, networks.scheduler, latents, video(mask_lat), video(masked_lat),
                                   video(ref_lat), audio, steps=inf.steps, guidance_scale=inf.guidance,
                                   cache_interval=cache)
         # e. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
         with clock("vae decode"):
-            decoded = vae_io.decode(models.vae, latents[0].permute(1, 0, 2, 3), inf.vae_batch)
+            decoded = vae_io.decode(networks.vae, latents[0].permute(1, 0, 2, 3), inf.vae_batch)
             decoded = decoded * (1 - masks) + ref * masks
         with clock("paste"):
             for j, k in enumerate(pos):

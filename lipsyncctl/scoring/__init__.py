@@ -1,4 +1,5 @@
-"""Lip-sync quality scores (LSE-C / LSE-D with SyncNet v2), computed from face crops and audio."""
+"""Lip-sync quality scores: LSE-C / LSE-D with the evaluation SyncNet (:mod:`.lse`), the network's loading
+and provenance (:mod:`.evaluator`), and the face crops scored (:mod:`.crops`)."""
 
 from lipsyncctl.scoring.lse import LseScores, SyncDistances, distance_table, lse_scores, sync_distances
 

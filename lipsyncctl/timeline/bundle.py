@@ -8,7 +8,7 @@ an ``.otioz`` also holds ``version.txt`` (``1.0.0``) and stores the media uncomp
 Reading: an ``.otiod`` is read in place (its media resolve against the folder). An ``.otioz`` is
 extracted by OTIO's reader into a private folder that the caller removes when the job ends; the
 extracted files get the modification time stored in the zip, so a media file's fingerprint (and the
-segment content keys, :mod:`~lipsyncctl.timeline.store`) are the same on every run and a rerun resumes.
+segment content keys, :mod:`~lipsyncctl.runner.store`) are the same on every run and a rerun resumes.
 
 Writing (:func:`write_bundle`): the output bundle is self-contained, like the input: every media
 reference of every clip that resolves on this machine (the rendered shots that are now active, the

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
+from lipsyncctl.scoring.crops import sync_scores
+from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
 from lipsyncctl.timeline import qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
@@ -116,12 +118,12 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
 
 
 def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan: TimelinePlan, config: Config,
-        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], qc.EvalSyncNet | None]:
+        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], EvalSyncNet | None]:
     """Thumbnails of every shot and, with the evaluation SyncNet installed, LSE-C / LSE-D before (the
     source picture with the dub) and after (the render) over each shot's visible frames."""
-    from lipsyncctl.pipeline.models import resolve_device
+    from lipsyncctl.runner.devices import resolve_device
 
-    syncnet = qc.load_eval_syncnet(resolve_device(config.inference.device))
+    syncnet = load_eval_syncnet(resolve_device(config.inference.device))
     detector = None
     if syncnet is not None:
         from lipsyncctl.faces.detect import create_detector
@@ -145,7 +147,7 @@ def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan:
             src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
             out = qc.read_frames(Path(row["output"]), seg.handle_in, seg.source_frames)
             for when, frames in (("before", src), ("after", out)):
-                scores = qc.sync_scores(syncnet.model, frames, audio16, seg.media_fps, detector)
+                scores = sync_scores(syncnet.model, frames, audio16, seg.media_fps, detector)
                 if scores is not None:
                     row[f"sync_{when}"], row[f"lse_d_{when}"] = round(scores.lse_c, 4), round(scores.lse_d, 4)
             if row["sync_after"] is None:

@@ -3,8 +3,8 @@
 1. Read the edit and plan its segments (:mod:`~lipsyncctl.timeline.segments`).
 2. Load each language's dub and find its speech (:mod:`~lipsyncctl.timeline.dub`).
 3. Per language and segment: cut the audio (sample accurate, with the handles), resolve the shot's
-   configuration and compute its content key; finished keys are reused (:mod:`~lipsyncctl.timeline.store`).
-4. Keep this shard's part, render it (:mod:`~lipsyncctl.timeline.workers`), record each finished key.
+   configuration and compute its content key; finished keys are reused (:mod:`~lipsyncctl.runner.store`).
+4. Keep this shard's part, render it (:mod:`lipsyncctl.runner.workers`), record each finished key.
 5. When every shot of a language is settled: the relinked timeline(s), the conformed video if asked,
    and the QC report (JSON + HTML) (:mod:`~lipsyncctl.timeline.outputs`, :mod:`~lipsyncctl.timeline.report`).
 
@@ -37,13 +37,14 @@ import numpy as np
 
 from lipsyncctl.config import Config
 from lipsyncctl.errors import UsageError
+from lipsyncctl.runner.shards import take_shard
+from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_outputs, input_files
-from lipsyncctl.timeline.render import RenderTask
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
+from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
-from lipsyncctl.timeline.store import JobStore, config_for_key, content_key, file_fingerprint
 
 KEY_VERSION = "timeline-1"
 _EXT = {"h264": "mp4", "h265": "mp4", "prores_hq": "mov", "prores_4444": "mov", "dnxhr_hq": "mov", "ffv1": "mkv"}
@@ -80,7 +81,7 @@ class ShotState:
     output: Path
     speech: list[tuple[int, int]]
     speech_coverage: float
-    task: RenderTask | None = None
+    task: ShotTask | None = None
     outcome: dict[str, Any] | None = None
     reused: bool = False
     rendered: bool = False
@@ -153,16 +154,15 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
         for s in shots:
             _place_reused(s, inputs)
     # 4. This shard's part; render it.
-    i, n = job.shard
     renderable = [s for s in shots if s.task is not None or s.reused]
-    mine = [s for k, s in enumerate(renderable) if k % n == i and s.task is not None]
+    mine = [s for s in take_shard(renderable, job.shard) if s.task is not None]
     work = {"shots": len(mine), "frames": sum(s.task.frames for s in mine if s.task is not None),
             "frame_steps": sum(s.task.frames * s.task.config["inference"]["steps"] for s in mine if s.task is not None),
             "languages": len(dub_tracks)}
     if not job.dry_run:
         by_key = {id(s.task): s for s in mine}
 
-        def on_done(task: RenderTask, outcome: dict[str, Any]) -> None:
+        def on_done(task: ShotTask, outcome: dict[str, Any]) -> None:
             shot = by_key[id(task)]
             shot.outcome, shot.rendered = outcome, True
             if outcome["status"] in ("done", "no_face"):
@@ -170,12 +170,13 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
             _remove_work_files(task)  # a rerun writes them again if it renders the shot again
 
         tasks = [s.task for s in mine if s.task is not None]
-        from lipsyncctl.timeline.workers import run_tasks
+        from lipsyncctl.runner.workers import run_tasks
+        from lipsyncctl.timeline.shot_task import execute_shot
 
         try:
             for t in tasks:
                 _write_task_audio(t, dub_tracks, shots)
-            run_tasks(tasks, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend)
+            run_tasks(tasks, execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend, label="shots")
         finally:  # interrupted or not: no dub cuts left behind (the job store is what resume needs)
             for t in tasks:
                 _remove_work_files(t)
@@ -202,7 +203,7 @@ def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: T
 
 
 def _model_fingerprints(config: Config) -> dict[str, str]:
-    from lipsyncctl.pipeline.models import resolve_files
+    from lipsyncctl.pipeline.networks import resolve_files
 
     files = resolve_files(config.model)
     return {"unet": file_fingerprint(files.unet), "unet_config": files.unet_config,
@@ -276,7 +277,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     if record is not None:  # finished before; a render made for another shot is copied by _place_reused
         shot.outcome, shot.reused = record, True
         return shot
-    shot.task = RenderTask(
+    shot.task = ShotTask(
         key=key, language=d.language, segment_id=seg.id, video=str(seg.media), fps=tb.fraction_str(seg.media_fps),
         first=seg.render_start, frames=seg.render_frames,
         audio=str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.wav"),
@@ -312,7 +313,7 @@ def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, in
     return out
 
 
-def _write_task_audio(task: RenderTask, dub_tracks: list[dubs.DubTrack], shots: list[ShotState]) -> None:
+def _write_task_audio(task: ShotTask, dub_tracks: list[dubs.DubTrack], shots: list[ShotState]) -> None:
     """Write the WAV(s) of ``task``: the dub cut, and for ``close`` mode the cut silenced outside speech."""
     shot = next(s for s in shots if s.task is task)
     d = next(x for x in dub_tracks if x.language == task.language)
@@ -327,7 +328,7 @@ def _write_task_audio(task: RenderTask, dub_tracks: list[dubs.DubTrack], shots: 
         write_wav(Path(task.model_audio), gated, d.rate)
 
 
-def _remove_work_files(task: RenderTask) -> None:
+def _remove_work_files(task: ShotTask) -> None:
     """Delete the dub cut(s) written for ``task`` under ``OUT/.lipsyncctl/work/``."""
     for name in (task.audio, task.model_audio):
         if name:

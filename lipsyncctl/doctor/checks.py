@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from lipsyncctl import gpu as gpu_mod
 from lipsyncctl import paths
 from lipsyncctl.errors import LipsyncError
+from lipsyncctl.runner import gpus as gpu_mod
+from lipsyncctl.runner import vram
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -348,9 +349,9 @@ def installed_models(models_dir: Path) -> tuple[dict[str, bool] | None, str | No
 def check_preset(config: Config, probe: gpu_mod.GpuProbe) -> list[Check]:
     """The device the preset asks for exists, and its VRAM estimate fits the free memory."""
     device = config.inference.device
-    need = gpu_mod.estimate_vram(config)
+    need = vram.estimate_vram(config)
     name = f"preset {config.name}"
-    cpu_ok = gpu_mod.is_tiny(config)  # the tiny preset: its estimate counts the tiny models
+    cpu_ok = vram.is_tiny(config)  # the tiny preset: its estimate counts the tiny models
     if device == "cpu":
         slow = "" if cpu_ok else "; full-size models on CPU take minutes per second of video"
         return [Check(name, "ok", f"device cpu: no GPU needed{slow}", data={"device": device})]
@@ -455,6 +456,6 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     if preset is not None:
         checks += check_preset(preset, probe)
         checks += check_preset_models(preset, models_dir)
-        need = gpu_mod.estimate_vram(preset)
+        need = vram.estimate_vram(preset)
     return DoctorResult(checks=checks, gpus=list(probe.gpus), preset=preset.name if preset else None,
                         vram_needed_bytes=need)

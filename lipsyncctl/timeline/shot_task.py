@@ -1,7 +1,7 @@
 """Render one segment: the only place the timeline job calls the clip pipeline.
 
-A :class:`RenderTask` is plain data (picklable, JSON-able) so it can run in this process, in a local
-worker process, or on a Ray worker. :func:`render_segment` runs it and returns an outcome dict; it never
+A :class:`ShotTask` is plain data (picklable, JSON-able) so it can run in this process, in a local
+worker process, or on a Ray worker. :func:`render_shot` runs it and returns an outcome dict; it never
 raises for a shot that fails (the job goes on with the others and reports it), except on Ctrl-C.
 
 Non-dialogue handling (``timeline.non_dialogue``):
@@ -12,6 +12,7 @@ Non-dialogue handling (``timeline.non_dialogue``):
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from lipsyncctl.errors import LipsyncError, NoFaceError
 
 
 @dataclass
-class RenderTask:
+class ShotTask:
     """Everything one segment's render needs. Frames are indices into ``video`` at ``fps``."""
 
     key: str
@@ -45,12 +46,30 @@ class RenderTask:
         return asdict(self)
 
 
-def render_segment(task: RenderTask, models: Any = None, device: str | None = None) -> dict[str, Any]:
+def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """The runner's executor (:mod:`lipsyncctl.runner.workers`): :func:`render_shot` with the networks of
+    ``cache``, loaded on first use for this model set, device and dtype (so a worker loads them once)."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.networks import load_networks
+
+    inference = task.config["inference"]
+    key = json.dumps([task.config["model"], device or inference["device"], inference["dtype"]], sort_keys=True)
+    if key not in cache:
+        conf = task.config if device is None else {**task.config, "inference": {**inference, "device": device}}
+        try:
+            cache[key] = load_networks(cfg.validate(conf))
+        except LipsyncError as exc:
+            return {"key": task.key, "segment": task.segment_id, "language": task.language, "status": "failed",
+                    "output": None, "error": f"{type(exc).__name__}: {exc}", "warnings": [], "seconds": 0.0}
+    return render_shot(task, networks=cache[key], device=device)
+
+
+def render_shot(task: ShotTask, networks: Any = None, device: str | None = None) -> dict[str, Any]:
     """Render ``task``; returns ``{"status": "done"|"no_face"|"failed", "output", "frames",
     "faces_found", "no_face_frames", "seconds", "warnings", "error"}``.
 
     Args:
-        models: a loaded :class:`~lipsyncctl.pipeline.models.ModelBundle` to reuse (None = load).
+        networks: a loaded :class:`~lipsyncctl.pipeline.networks.Networks` to reuse (None = load).
         device: run on this device (``cuda:1``) whatever the task's configuration says.
     """
     from lipsyncctl import config as cfg
@@ -70,7 +89,7 @@ def render_segment(task: RenderTask, models: Any = None, device: str | None = No
     try:
         if not needs_post:
             res = sync_clip(Path(task.video), Path(task.audio), output, config, start=start, end=end,
-                            face_id=task.face_id, face_at=task.face_at, models=models)
+                            face_id=task.face_id, face_at=task.face_at, networks=networks)
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
@@ -78,7 +97,7 @@ def render_segment(task: RenderTask, models: Any = None, device: str | None = No
                 raw_config = cfg.resolve(config.to_dict(), ["output.codec=ffv1", "output.matte=false"])
                 res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,
                                 start=start, end=end, face_id=task.face_id, face_at=task.face_at,
-                                models=models)
+                                networks=networks)
                 _finish(task, raw, output, config)
     except NoFaceError as exc:
         return {**base, "status": "no_face", "error": str(exc), "seconds": time.perf_counter() - t0}
@@ -93,7 +112,7 @@ def render_segment(task: RenderTask, models: Any = None, device: str | None = No
             "seconds": time.perf_counter() - t0}
 
 
-def _finish(task: RenderTask, raw: Path, output: Path, config: Any) -> None:
+def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     """Splice source frames into the lossless render where asked, encode with the run's codec, and mux
     the real dub."""
     from lipsyncctl.media.probe import probe

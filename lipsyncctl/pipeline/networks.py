@@ -1,6 +1,6 @@
 """The networks of a sync run, loaded from the ``model:`` section of a run configuration.
 
-:func:`load_models` resolves the device and dtype, finds the files (registry name, path, or ``tiny``),
+:func:`load_networks` resolves the device and dtype, finds the files (registry name, path, or ``tiny``),
 and loads the UNet, the whisper encoder and the VAE through the strict checkpoint loaders. Nothing is
 downloaded: a missing file is a :class:`MissingModelError` saying how to fetch it. ``tiny`` generates
 the seeded tiny files first (:mod:`lipsyncctl.checkpoints.tiny`) and then loads them the same way.
@@ -13,24 +13,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
-from lipsyncctl.errors import ConfigError, DeviceError
+from lipsyncctl.runner.devices import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     import torch
 
     from lipsyncctl.config import Config, InferenceOptions, ModelOptions
 
-_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
 @dataclass
-class ModelBundle:
+class Networks:
     """Everything the denoising needs, on one device in one dtype.
 
     Attributes:
         unet: :class:`~lipsyncctl.nets.unet.UNet3DConditionModel` (eval).
         vae: diffusers ``AutoencoderKL`` (eval).
-        whisper: :class:`~lipsyncctl.audio.whisper.WhisperFeatureEncoder` (eval).
+        whisper: :class:`~lipsyncctl.nets.whisper.WhisperFeatureEncoder` (eval).
         scheduler: a fresh DDIM scheduler with the official config.
         device, dtype: where the networks run.
         resolution: face crop size (256 or 512).
@@ -47,40 +44,6 @@ class ModelBundle:
     resolution: int
     is_tiny: bool = False
     files: dict[str, str] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else CPU. Raises DeviceError if unavailable."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} requested but CUDA is not available")
-        index = dev.index or 0
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-        return torch.device("cuda", index)
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("device 'mps' requested but MPS is not available")
-    return dev
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` = fp16 on CUDA GPUs with compute capability >= 8 (official rule), else fp32."""
-    import torch
-
-    if name == "auto":
-        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] > 7:
-            return torch.float16
-        return torch.float32
-    if name == "fp16" and device.type == "cpu":
-        raise ConfigError(
-            "inference.dtype fp16 is not supported on the CPU", hint="use fp32 or bf16 on the CPU"
-        )
-    return getattr(torch, _DTYPES[name])
 
 
 @dataclass(frozen=True)
@@ -132,7 +95,7 @@ def resolve_files(model: ModelOptions) -> ModelFiles:
     )
 
 
-def load_models(config: Config, files: ModelFiles | None = None) -> ModelBundle:
+def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     """Load the networks of ``config`` (sections ``model`` and ``inference``) onto the resolved device.
 
     ``files`` are the paths from :func:`resolve_files` when the caller already checked them (fail fast).
@@ -151,7 +114,7 @@ def load_models(config: Config, files: ModelFiles | None = None) -> ModelBundle:
     from lipsyncctl.archs import load_scheduler_config
     from lipsyncctl.pipeline.denoise import make_scheduler
 
-    return ModelBundle(
+    return Networks(
         unet=unet,
         vae=vae,
         whisper=whisper,

@@ -1,0 +1,56 @@
+"""Which part of the work this process takes: ``--shard I/N`` or ``auto`` from an array job's variables
+(SLURM, SGE, Kubernetes indexed jobs). Item ``k`` of a job's ordered task list belongs to shard ``k % N``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+from lipsyncctl.errors import UsageError
+
+T = TypeVar("T")
+
+#: array-job variables: (index, count, first index) - the first pair found wins
+SHARD_ENV: tuple[tuple[str, str, str | None], ...] = (
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"),
+    ("LIPSYNCCTL_SHARD_INDEX", "LIPSYNCCTL_SHARD_COUNT", None),
+    ("JOB_COMPLETION_INDEX", "LIPSYNCCTL_SHARD_COUNT", None),  # Kubernetes indexed jobs
+    ("SGE_TASK_ID", "SGE_TASK_LAST", "SGE_TASK_FIRST"),
+)
+
+
+def parse_shard(value: str | None, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)`` (0-based index); ``"auto"`` reads the array-job variables
+    (``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``, ...); None -> ``(0, 1)``."""
+    if value is None:
+        return 0, 1
+    env = os.environ if environ is None else environ
+    if value == "auto":
+        for idx_var, count_var, min_var in SHARD_ENV:
+            if idx_var in env and count_var in env:
+                first = int(env[min_var]) if min_var and min_var in env else 0
+                count = int(env[count_var])
+                if idx_var == "SGE_TASK_ID":  # SGE gives the last index, not the count
+                    count = count - first + 1
+                return _check_shard(int(env[idx_var]) - first, count, value)
+        raise UsageError("--shard auto: no array-job variables found",
+                         hint="set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, or give --shard I/N")
+    i, sep, n = value.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise UsageError(f"--shard {value!r}: expected I/N, e.g. --shard 0/4 (I from 0 to N-1), or auto")
+    return _check_shard(int(i), int(n), value)
+
+
+def _check_shard(i: int, n: int, value: str) -> tuple[int, int]:
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard {value!r}: index {i} out of range for {n} shard(s) (0..{n - 1})")
+    return i, n
+
+
+def take_shard(items: Sequence[T], shard: tuple[int, int]) -> list[T]:
+    """The items of ``shard`` ``(i, n)``: every ``n``-th item starting at ``i`` (stable across runs for
+    the same ordered list)."""
+    i, n = shard
+    return [item for k, item in enumerate(items) if k % n == i]

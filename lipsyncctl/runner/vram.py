@@ -1,0 +1,109 @@
+"""How many bytes of GPU memory a run configuration needs: :func:`estimate_vram` (an estimate; its
+docstring gives the formula and where each constant comes from). Pure arithmetic over the config.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lipsyncctl.runner.gpus import GiB, MiB
+
+if TYPE_CHECKING:
+    from lipsyncctl.config import Config
+
+#: Parameter counts of the UNet configs (measured on the official configs, see LATENTSYNC.md §2.1).
+UNET_PARAMS: dict[str, int] = {
+    "stage1": 849_962_244,
+    "stage1_512": 849_962_244,
+    "stage2": 1_267_099_844,
+    "stage2_512": 1_267_099_844,
+    "stage2_efficient": 1_100_244_804,
+    "tiny": 1_226_308,  # models/configs/unet/tiny.yaml (== TINY_UNET_PARAMS)
+}
+#: sd-vae-ft-mse (LATENTSYNC.md §2.5).
+VAE_PARAMS = 83_653_863
+#: Whisper tiny encoder; kept in fp32 like the official code (fp16 only for activations).
+WHISPER_ENCODER_PARAMS = 7_632_384
+#: UNet activations per (frame x CFG batch) sample at 256x256 in 16-bit (latent 32x32): skip connections
+#: and the working tensors of one forward pass without autograd, with memory-efficient attention.
+UNET_ACT_PER_SAMPLE_256 = 40 * MiB
+#: VAE decoder activations per frame at 256x256 in 16-bit (the full-resolution up blocks dominate).
+VAE_ACT_PER_FRAME_256 = 128 * MiB
+#: CUDA context, cuBLAS/cuDNN workspaces and the caching allocator's slack: independent of the run.
+FIXED_OVERHEAD = int(1.9 * GiB)
+
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "auto": 2}
+
+# The ``tiny`` preset's random models (lipsyncctl/checkpoints/tiny.py). Counted on the meta device;
+# tests/test_doctor.py recounts them from the configs, so a change of a tiny config fails that test.
+#: UNet of ``models/configs/unet/tiny.yaml`` (block_out_channels [32, 32, 32, 32]).
+TINY_UNET_PARAMS = 1_226_308
+#: ``checkpoints.tiny.TINY_VAE_CONFIG`` (block_out_channels [8, 8, 16, 16]).
+TINY_VAE_PARAMS = 67_231
+#: Activation width of the tiny models relative to the official ones at full resolution, where the
+#: activations peak: UNet 32 / 320 channels, VAE decoder 8 / 128 channels.
+TINY_UNET_ACT_SCALE = 32 / 320
+TINY_VAE_ACT_SCALE = 8 / 128
+#: CUDA context plus small cuBLAS/cuDNN workspaces for models this small (no large allocator slack).
+TINY_FIXED_OVERHEAD = 512 * MiB
+
+
+def is_tiny(config: Config) -> bool:
+    """Whether ``config`` runs the tiny random UNet (``model.checkpoint`` or ``model.unet_config`` "tiny")."""
+    return "tiny" in (config.model.checkpoint, config.model.unet_config)
+
+
+def _estimate_tiny(config: Config) -> int:
+    """:func:`estimate_vram` for the tiny preset: the same terms with the tiny models' sizes."""
+    b = _DTYPE_BYTES[config.inference.dtype]
+    s = (config.model.resolution / 256) ** 2
+    cfg_batch = 2 if config.inference.guidance > 1.0 else 1
+    tiny_vae = config.model.vae == "tiny"
+    vae_params = TINY_VAE_PARAMS if tiny_vae else VAE_PARAMS
+    vae_scale = TINY_VAE_ACT_SCALE if tiny_vae else 1.0
+    weights = TINY_UNET_PARAMS * b + vae_params * b + WHISPER_ENCODER_PARAMS * 4
+    unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * TINY_UNET_ACT_SCALE
+    vae_act = VAE_ACT_PER_FRAME_256 * s * config.inference.vae_batch * b / 2 * vae_scale
+    return int(weights + unet_act + vae_act + TINY_FIXED_OVERHEAD)
+
+
+def estimate_vram(config: Config) -> int:
+    """Estimate the peak GPU memory (bytes) one sync run with ``config`` needs. An estimate, not a measure.
+
+    ``peak = weights + unet_activations + vae_activations + FIXED_OVERHEAD`` where, with
+    ``b`` = bytes per element of ``inference.dtype`` (fp32 4, fp16/bf16 2, ``auto`` = fp16 as on CUDA) and
+    ``s = (model.resolution / 256)**2`` (activations grow with the pixel count):
+
+    - ``weights = UNET_PARAMS[model.unet_config] * b + VAE_PARAMS * b + WHISPER_ENCODER_PARAMS * 4``
+      (unknown UNet configs count as stage2, the largest);
+    - ``unet_activations = UNET_ACT_PER_SAMPLE_256 * s * inference.window * cfg * b / 2``, with
+      ``cfg = 2`` when ``inference.guidance > 1`` (the ``[uncond, cond]`` batch) else 1;
+    - ``vae_activations = VAE_ACT_PER_FRAME_256 * s * inference.vae_batch * b / 2``.
+
+    For configs smaller than stage2 the UNet activations are scaled by ``params / stage2 params`` (a rough
+    proxy for narrower layers).
+
+    The ``tiny`` preset (:func:`is_tiny`) uses the same terms with the tiny models' own sizes: weights
+    ``TINY_UNET_PARAMS`` / ``TINY_VAE_PARAMS`` (whisper keeps the real tiny encoder's dims), activations
+    scaled by their channel widths (``TINY_UNET_ACT_SCALE``, ``TINY_VAE_ACT_SCALE``) and
+    ``TINY_FIXED_OVERHEAD`` instead of ``FIXED_OVERHEAD``: about 1 GiB in fp32 rather than the ~2.4 GiB the
+    official terms would give.
+
+    The activation constants are not measured here (no GPU): they are chosen so that the official
+    defaults land on the official README's minimum VRAM, 8 GB for LatentSync 1.5 (256, fp16, 16 frames,
+    guidance 1.5) and 18 GB for 1.6 (512): this formula gives 7.7 GiB and 17.4 GiB. DeepCache's cached
+    features and whisper's activations are small and ignored.
+    """
+    if is_tiny(config):
+        return _estimate_tiny(config)
+    b = _DTYPE_BYTES[config.inference.dtype]
+    s = (config.model.resolution / 256) ** 2
+    unet_params = UNET_PARAMS.get(config.model.unet_config, UNET_PARAMS["stage2"])
+    cfg_batch = 2 if config.inference.guidance > 1.0 else 1
+    unet_scale = min(1.0, unet_params / UNET_PARAMS["stage2"])
+    tiny_vae = config.model.vae == "tiny"
+    vae_scale = TINY_VAE_ACT_SCALE if tiny_vae else 1.0
+    weights = unet_params * b + (TINY_VAE_PARAMS if tiny_vae else VAE_PARAMS) * b + WHISPER_ENCODER_PARAMS * 4
+    unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * unet_scale
+    vae_act = VAE_ACT_PER_FRAME_256 * s * config.inference.vae_batch * b / 2 * vae_scale
+    return int(weights + unet_act + vae_act + FIXED_OVERHEAD)

@@ -1,0 +1,162 @@
+"""Where a job's tasks run: this process, local worker processes (one per GPU), or Ray.
+
+The task protocol is small: a task is picklable plain data, and ``execute(task, cache, device)`` is a
+module-level function (so spawned workers and Ray can import it) that runs one task and returns its
+outcome; it must not raise for a task that fails (it reports the failure in its outcome), except on
+Ctrl-C. ``cache`` is a dict that lives as long as the worker does: an executor keeps its loaded
+networks there, so each worker loads them once. ``device`` is the worker's device (``cuda:1``) or None
+(the task's own setting).
+
+- ``jobs=1`` and at most one GPU: in this process.
+- ``jobs=N`` / ``gpus=["cuda:0", "cuda:1"]``: spawned worker processes (one per listed GPU, each
+  pinned to its device; with ``jobs > len(gpus)`` the GPUs are shared round-robin).
+- ``backend="ray"``: one Ray task per task (``ray.init()`` joins ``RAY_ADDRESS`` if set, else starts a
+  local instance); paths must be visible to every node (shared storage).
+
+Sharding (:mod:`lipsyncctl.runner.shards`) happens before this: each array job gets its part of the list.
+Nothing here knows what a task is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from lipsyncctl import progress
+from lipsyncctl.errors import MissingToolError, UsageError
+
+T = TypeVar("T")
+R = TypeVar("R")
+#: ``execute(task, cache, device) -> outcome``; module-level, never raises for a failed task.
+Execute = Callable[[Any, dict[str, Any], "str | None"], Any]
+Done = Callable[[Any, Any], None]
+
+BACKENDS = ("local", "ray")
+
+
+def default_jobs(gpus: Sequence[str] = (), cpu_count: int | None = None) -> int:
+    """How many local workers to start when none is asked for: one per listed GPU; on the CPU one,
+    since a single render already uses every core (torch's intra-op threads), so more processes only
+    compete for them."""
+    del cpu_count  # a CPU worker uses all cores: the count does not change the answer
+    return max(1, len(gpus))
+
+
+def worker_threads(workers: int, cpu_count: int | None = None) -> int:
+    """Intra-op threads per worker process so that ``workers`` processes share the cores instead of
+    each starting one thread per core (which oversubscribes the CPU and slows every render down)."""
+    cores = cpu_count or os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], None], *, jobs: int = 1,
+              gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks") -> None:
+    """Run every task with ``execute``, calling ``on_done(task, outcome)`` in this process as each one
+    finishes (in completion order). A progress task named ``label`` counts them."""
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+    if not tasks:
+        return
+    with progress.Task(label, total=len(tasks)) as bar:
+        def done(task: T, outcome: Any) -> None:
+            on_done(task, outcome)
+            bar.advance(1)
+
+        if backend == "ray":
+            _run_ray(tasks, execute, done, gpus)
+        elif jobs <= 1 and len(gpus) <= 1:
+            _run_here(tasks, execute, done, gpus[0] if gpus else None)
+        else:
+            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus)
+
+
+def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None) -> None:
+    cache: dict[str, Any] = {}
+    for task in tasks:
+        done(task, execute(task, cache, device))
+
+
+# ---- local worker processes -------------------------------------------------------------------
+
+_worker: dict[str, Any] = {"device": None, "cache": {}}
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _init_worker(devices: Any, threads: int) -> None:
+    """Each spawned worker takes one device from the queue (None = the task's own setting) and its
+    share of the CPU cores.
+
+    SIGTERM (``timeout``, ``kill`` of the process group, a scheduler's time limit) interrupts a worker
+    like Ctrl-C does, so the task it is writing removes its temporary files instead of leaving them."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
+    _worker["device"] = devices.get() if devices is not None else None
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # a job whose tasks do not use torch
+        pass
+
+
+def _work(execute: Execute, task: Any) -> Any:
+    return execute(task, _worker["cache"], _worker["device"])
+
+
+def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], workers: int,
+              gpus: Sequence[str]) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or OpenMP state
+    devices = None
+    if gpus:
+        devices = ctx.Manager().Queue()
+        for i in range(workers):
+            devices.put(gpus[i % len(gpus)])
+    threads = worker_threads(workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(devices, threads))
+    try:
+        pending = {pool.submit(_work, execute, t): t for t in tasks}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                done(pending.pop(fut), fut.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+# ---- Ray -------------------------------------------------------------------------------------
+
+def _ray_work(execute: Execute, task: Any, use_gpu: bool) -> Any:
+    return execute(task, _worker["cache"], "cuda" if use_gpu else None)
+
+
+def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], gpus: Sequence[str]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise MissingToolError("--backend ray: Ray is not installed",
+                               hint="pip install 'lipsyncctl[ray]' (or ray>=2.40)") from None
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)
+    remote = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_ray_work)
+    refs = {remote.remote(execute, t, bool(gpus)): t for t in tasks}
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                done(refs.pop(ref), ray.get(ref))
+    except BaseException:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
