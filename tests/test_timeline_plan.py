@@ -203,3 +203,22 @@ def test_fingerprint_follows_files_rewritten_inside_a_model_folder(tmp_path) -> 
     os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder itself looks unchanged
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert file_fingerprint(folder) != before
+
+
+def test_dry_run_plans_without_the_weights(media: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default preset's weights are not installed: a dry run still plans (exit 0) and names them."""
+    import json
+
+    from lipsyncctl.cli.main import main
+
+    edit = build_edit(media, "dry.otio")
+    out = media / "dry_out"
+    rc = main(["--json", "-q", "sync", "--timeline", str(edit), "--audio", f"de={shared_path('fixtures', 'demo1_audio.wav')}",
+               "-o", str(out), "--dry-run"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0, res
+    assert res["dry_run"] and res["counts"]["to_render"] == len(EXPECTED_SHOTS) and not out.exists()
+    missing = {m["model"]: m for m in res["missing_models"]}
+    assert "latentsync-1.5" in missing and missing["latentsync-1.5"]["role"] == "unet"
+    assert missing["latentsync-1.5"]["fetch"] == "lipsyncctl models fetch latentsync-1.5"
+    assert list(models_dir.iterdir()) == []  # nothing fetched or written

@@ -46,7 +46,7 @@ from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
 
-KEY_VERSION = "timeline-1"
+KEY_VERSION = "timeline-2"  # 2: the face choice is part of the config
 _EXT = {"h264": "mp4", "h265": "mp4", "prores_hq": "mov", "prores_4444": "mov", "dnxhr_hq": "mov", "ffv1": "mkv"}
 SETTLED = ("done", "no_face", "no_dialogue", "failed")
 
@@ -97,6 +97,8 @@ class TimelineResult:
     dry_run: bool
     warnings: list[str]
     work: dict[str, int] = field(default_factory=dict)
+    #: dry run only: models that are not installed (``model``, ``role``, ``error``, ``fetch``: the command)
+    missing_models: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -111,7 +113,8 @@ class TimelineResult:
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict(), "dry_run": self.dry_run,
                 "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(), "work": dict(self.work),
-                "failed": self.failed, "languages": self.languages, "warnings": list(self.warnings)}
+                "failed": self.failed, "languages": self.languages, "warnings": list(self.warnings),
+                "missing_models": [dict(m) for m in self.missing_models]}
 
 
 def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
@@ -143,7 +146,8 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
                            min_silence_ms=config.timeline.vad_min_silence_ms)
     # 3. Shots, keys, reuse.
     store = JobStore(job.output / ".lipsyncctl" / "jobs")
-    models_fp = _model_fingerprints(config)
+    models_fp, missing_models = _model_fingerprints(config, plan_only=job.dry_run)
+    warnings += [f"{m['model']} ({m['role']}) is not installed: a run needs it ({m['fetch']})" for m in missing_models]
     shots: list[ShotState] = []
     for d in dub_tracks:
         for seg in plan.segments:
@@ -187,7 +191,7 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
         lang_shots = [s for s in shots if s.language == d.language]
         languages[d.language] = _finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
                                                  warnings)
-    return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work)
+    return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work, missing_models)
 
 
 def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: TimelinePlan) -> list[dubs.DubTrack]:
@@ -202,12 +206,64 @@ def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: T
     return out
 
 
-def _model_fingerprints(config: Config) -> dict[str, str]:
+def _model_fingerprints(config: Config, *, plan_only: bool = False) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Fingerprints of the model files (part of every content key) and the models that are not installed.
+
+    A real run needs every file (raises :class:`MissingModelError`, exit 4). A dry run (``plan_only``) never
+    does: a missing file's fingerprint is a placeholder naming the model. Such a key matches no finished
+    shot (nothing was ever rendered without the weights), which is right for a plan that renders nothing;
+    installed files are fingerprinted as usual, so the plan's reuse counts stay exact.
+
+    Returns:
+        ``({"unet", "unet_config", "whisper", "vae"}, [{"model", "role", "error", "fetch"}, ...])``.
+    """
+    from lipsyncctl.errors import MissingModelError
     from lipsyncctl.pipeline.networks import resolve_files
 
-    files = resolve_files(config.model)
-    return {"unet": file_fingerprint(files.unet), "unet_config": files.unet_config,
-            "whisper": file_fingerprint(files.whisper), "vae": file_fingerprint(files.vae)}
+    try:
+        files = resolve_files(config.model)
+    except MissingModelError:
+        if not plan_only:
+            raise
+    else:
+        return {"unet": file_fingerprint(files.unet), "unet_config": files.unet_config,
+                "whisper": file_fingerprint(files.whisper), "vae": file_fingerprint(files.vae)}, []
+    fingerprints = {"unet_config": config.model.unet_config}
+    missing: list[dict[str, str]] = []
+    names = {"unet": config.model.checkpoint, "whisper": config.model.whisper, "vae": config.model.vae}
+    for role, name in names.items():
+        try:
+            fingerprints[role] = file_fingerprint(_model_file(name, role))
+        except MissingModelError as exc:
+            fingerprints[role] = f"missing:{name}"
+            missing.append({"model": name, "role": role, "error": exc.message,
+                            "fetch": f"lipsyncctl models fetch {name}" if "models fetch" in exc.hint else exc.hint})
+    return fingerprints, missing
+
+
+def _model_file(name: str, role: str) -> Path:
+    """The installed file (or folder) of one network by registry name, ``tiny`` or path: the rule of
+    :func:`lipsyncctl.pipeline.networks.resolve_files`, for one role (which resolves all three at once and
+    stops at the first missing one, where a plan wants to name every missing model).
+
+    Raises:
+        MissingModelError: not installed, or neither a known model nor an existing path.
+    """
+    from lipsyncctl.checkpoints.registry import load_registry
+    from lipsyncctl.errors import MissingModelError
+
+    if name == "tiny":
+        from lipsyncctl.checkpoints.tiny import ensure_tiny_models
+
+        return Path(getattr(ensure_tiny_models(), role))
+    registry = load_registry()
+    if name in registry.names():
+        return registry.resolve(name, role)
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise MissingModelError(f"model {name!r} is neither a known model nor an existing file",
+                                hint=f"known models: {', '.join(registry.names())}; or give a path")
+    return path
 
 
 def _audio_window(seg: Segment, fps: Fraction, rate: int) -> tuple[Fraction, int]:
@@ -265,7 +321,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         "v": KEY_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,
         "frames": seg.render_frames, "fps": tb.fraction_str(seg.media_fps),
         "audio": dubs.audio_digest(cut, d.rate), "config": config_for_key(seg_config.to_dict()),
-        "face": [seg.options.face_id, seg.options.face_at], "mode": mode,
+        "mode": mode,
         "speech": speech if mode != "render" else None, "models": models_fp, "ext": ext,
     })
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)
@@ -284,7 +340,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         output=str(output), config=seg_config.to_dict(),
         model_audio=(str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.model.wav")
                      if mode == "close" else None),
-        keep_source=keep, face_id=seg.options.face_id, face_at=seg.options.face_at,
+        keep_source=keep,
     )
     return shot
 
