@@ -141,3 +141,21 @@ def test_snap_rate() -> None:
     assert snap_rate(Fraction(2997, 100)) == Fraction(30000, 1001)
     assert snap_rate(Fraction(25)) == 25
     assert snap_rate(Fraction(123, 10)) == Fraction(123, 10)
+
+
+@pytest.mark.parametrize(("rate", "expected"), [
+    (23.976, Fraction(24000, 1001)), (24000 / 1001, Fraction(24000, 1001)), (23.98, Fraction(24000, 1001)),
+    (24.0, Fraction(24)), (29.97, Fraction(30000, 1001)), (47.952, Fraction(48000, 1001)),
+    (59.94, Fraction(60000, 1001)), (100.0, Fraction(100)), (12.5, Fraction(25, 2)),
+    (1 / 3, Fraction(1, 3)),
+])
+def test_one_rate_table_for_media_and_timelines(rate: float, expected: Fraction) -> None:
+    """Probing, typed rates and OTIO's float rates on a timeline snap through the same function."""
+    from lipsyncctl.media import probe as probe_module
+    from lipsyncctl.media import rates
+    from lipsyncctl.timeline import timebase
+
+    assert probe_module.STANDARD_RATES is rates.STANDARD_RATES and probe_module.snap_rate is rates.snap_rate
+    assert rates.snap_rate(rate) == expected
+    assert timebase.exact_rate(rate) == expected
+    assert timebase.exact_rate(Fraction(2997, 100)) == Fraction(2997, 100)  # a Fraction is taken as exact

@@ -1,8 +1,9 @@
 """``probe(path) -> MediaInfo``: what a media file holds, read in-process with PyAV (no ffprobe).
 
-Frame rates are exact :class:`~fractions.Fraction` values (``30000/1001``, never ``29.97``). Whether
-the video is constant or variable frame rate is decided from the presentation timestamps of the first
-:data:`PTS_SAMPLE` packets (a bounded sample: demuxing only, no decoding).
+Frame rates are exact :class:`~fractions.Fraction` values (``30000/1001``, never ``29.97``), snapped to
+the standard rates of :mod:`lipsyncctl.media.rates`. Whether the video is constant or variable frame
+rate is decided from the presentation timestamps of the first :data:`PTS_SAMPLE` packets (a bounded
+sample: demuxing only, no decoding).
 Rotation is the display-matrix angle in degrees counter-clockwise (ffmpeg's convention), one of
 0/90/180/270; a reader applies it with ``numpy.rot90(frame, rotation // 90)``.
 """
@@ -24,16 +25,12 @@ from lipsyncctl.media.container import (
     sequence_files,
     video_stream,
 )
+from lipsyncctl.media.rates import STANDARD_RATES as STANDARD_RATES  # re-exported: the one table lives there
+from lipsyncctl.media.rates import parse_rate as parse_rate
+from lipsyncctl.media.rates import snap_rate
 
 #: Packets demuxed to judge CFR/VFR when the container has no index.
 PTS_SAMPLE = 600
-#: Common nominal rates; measured rates within :data:`SNAP_TOLERANCE` snap to these.
-STANDARD_RATES: tuple[Fraction, ...] = (
-    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48),
-    Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(90), Fraction(100), Fraction(120000, 1001),
-    Fraction(120), Fraction(240),
-)
-SNAP_TOLERANCE = 0.001
 
 _PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film", 9: "bt2020",
               10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
@@ -143,24 +140,6 @@ class MediaInfo:
             return value
 
         return conv(asdict(self))
-
-
-def snap_rate(rate: Fraction, tolerance: float = SNAP_TOLERANCE) -> Fraction:
-    """``rate`` replaced by the nearest of :data:`STANDARD_RATES` if within ``tolerance`` (relative)."""
-    if rate <= 0:
-        return rate
-    best = min(STANDARD_RATES, key=lambda r: abs(float(r) - float(rate)) / float(r))
-    if abs(float(best) - float(rate)) / float(best) <= tolerance:
-        return best
-    return rate if rate.denominator <= 1001 else rate.limit_denominator(1001)
-
-
-def parse_rate(text: str | int | float | Fraction) -> Fraction:
-    """A frame rate given by a person: ``"25"`` and ``"30000/1001"`` exactly, a decimal such as
-    ``"29.97"`` or ``"23.976"`` as the standard rate it names (30000/1001, 24000/1001), as everywhere
-    else in video."""
-    rate = Fraction(str(text))
-    return snap_rate(rate) if rate.denominator != 1 else rate
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:

@@ -2,8 +2,9 @@
 
 OTIO stores rates as floats (``23.976`` or ``23.976023976...``); an edit at 23.976 or 29.97 is really
 ``24000/1001`` or ``30000/1001``. :func:`exact_rate` snaps a float rate to the standard rate it stands
-for, so a time ``value`` at rate ``r`` is exactly ``value / exact_rate(r)`` seconds, and frame counts
-never drift over an hour-long timeline starting at 01:00:00:00.
+for (the one table of :mod:`lipsyncctl.media.rates`), so a time ``value`` at rate ``r`` is exactly
+``value / exact_rate(r)`` seconds, and frame counts never drift over an hour-long timeline starting at
+01:00:00:00.
 """
 
 from __future__ import annotations
@@ -12,22 +13,12 @@ import math
 from fractions import Fraction
 from typing import Any
 
-#: Rates an edit may be cut at (NTSC rates as exact fractions).
-STANDARD_RATES: tuple[Fraction, ...] = (
-    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
-    Fraction(48000, 1001), Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60),
-    Fraction(120000, 1001), Fraction(120),
-)
+from lipsyncctl.media.rates import snap_rate
 
 
 def exact_rate(rate: float | Fraction) -> Fraction:
-    """``23.976`` -> ``24000/1001``; a rate within 0.01 % (or 0.001 absolute) of a standard one snaps to it."""
-    if isinstance(rate, Fraction):
-        return rate
-    for std in STANDARD_RATES:
-        if abs(float(std) - rate) <= max(1e-3, 1e-4 * rate):
-            return std
-    return Fraction(rate).limit_denominator(1001)
+    """``23.976`` -> ``24000/1001`` (:func:`~lipsyncctl.media.rates.snap_rate`); a Fraction is already exact."""
+    return rate if isinstance(rate, Fraction) else snap_rate(rate)
 
 
 def fraction_str(value: Fraction) -> str:

@@ -1,0 +1,49 @@
+"""Standard frame rates, and snapping a rate someone wrote down or measured to the one it stands for.
+
+One table for the whole package: media probing (a measured 29.97 fps stream), rates typed by a person
+(``--fps 23.976``), OTIO's float rates on a timeline (``23.976023976...``) and the rates an EDL's
+timecode can count at all snap through :func:`snap_rate`. NTSC rates are exact fractions
+(``30000/1001``): a rate written as ``29.97`` is 0.003 % off the real one, which is a frame in about
+nine hours, so it must not be used as is.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+#: Rates video is shot, cut and delivered at (NTSC rates as exact fractions), slowest first.
+STANDARD_RATES: tuple[Fraction, ...] = (
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+    Fraction(48000, 1001), Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(90),
+    Fraction(100), Fraction(120000, 1001), Fraction(120), Fraction(240),
+)
+#: Relative distance within which a rate snaps to a standard one. 0.1 % takes ``23.98`` and ``29.97``
+#: to the NTSC rates, while 24 and 24000/1001 (0.1 % apart) each stay themselves: the nearest one wins.
+SNAP_TOLERANCE = 0.001
+
+
+def snap_rate(rate: Fraction | float, tolerance: float = SNAP_TOLERANCE) -> Fraction:
+    """``rate`` as the nearest of :data:`STANDARD_RATES` when within ``tolerance`` (relative), else as
+    a fraction with a denominator of at most 1001 (``12.5`` -> ``25/2``). Non-positive rates pass through.
+
+    Example: ``snap_rate(29.97) == Fraction(30000, 1001)``, ``snap_rate(23.976023976) == Fraction(24000, 1001)``.
+    """
+    exact = rate if isinstance(rate, Fraction) else Fraction(rate)
+    if exact <= 0:
+        return exact
+    best = min(STANDARD_RATES, key=lambda r: abs(float(r) - float(exact)) / float(r))
+    if abs(float(best) - float(exact)) / float(best) <= tolerance:
+        return best
+    return exact if exact.denominator <= 1001 else exact.limit_denominator(1001)
+
+
+def parse_rate(text: str | int | float | Fraction) -> Fraction:
+    """A frame rate given by a person: ``"25"`` and ``"30000/1001"`` exactly, a decimal such as
+    ``"29.97"`` or ``"23.976"`` as the standard rate it names (30000/1001, 24000/1001), as everywhere
+    else in video.
+
+    Raises:
+        ValueError: ``text`` is not a number or a fraction.
+    """
+    rate = Fraction(str(text))
+    return snap_rate(rate) if rate.denominator != 1 else rate
