@@ -44,8 +44,9 @@ def test_json_state_does_not_leak_between_invocations(capsys: pytest.CaptureFixt
 
 def test_batch_failure_keeps_its_result_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """prep prints its summary, then exits 1: no second (error) document follows it."""
-    missing = tmp_path / "missing.mp4"
-    assert main(["--json", "prep", str(missing), "-o", str(tmp_path / "out")]) == 1
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")  # exists, fails inside the batch (a missing input is exit 5 at once)
+    assert main(["--json", "prep", str(broken), "-o", str(tmp_path / "out")]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False and doc["counts"]["failed"] == 1
     assert "error" not in doc

@@ -75,7 +75,9 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
 def test_json_presets_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--json", "presets", "list"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True
+    rows = doc["presets"]
     assert [r["name"] for r in rows] == list(cfg.list_presets())
     assert all(Path(r["path"]).is_file() for r in rows)
 

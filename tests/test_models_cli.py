@@ -26,12 +26,13 @@ def test_list_json_reports_known_and_installed(models_dir: Path, capsys) -> None
     assert data["models_dir"] == str(models_dir) and data["models_dir_source"] == "LIPSYNCCTL_MODELS"
     rows = {r["name"]: r for r in data["models"]}
     assert {"latentsync-1.5", "latentsync-1.6", "face-alignment"} <= set(rows)
-    assert all(r["installed"] == "no" for r in rows.values())
+    assert data["ok"] is True
+    assert all(r["installed"] is False and r["partial"] is False for r in rows.values())
     (models_dir / "whisper-tiny").mkdir()
     (models_dir / "whisper-tiny" / "tiny.pt").write_bytes(b"x" * 10)
     rc, out, _ = run(capsys, "--json", "models", "list")
     row = {r["name"]: r for r in json.loads(out)["models"]}["whisper-tiny"]
-    assert row["installed"] == "yes" and row["files"][0]["local_path"] == str(models_dir / "whisper-tiny" / "tiny.pt")
+    assert row["installed"] is True and row["files"][0]["local_path"] == str(models_dir / "whisper-tiny" / "tiny.pt")
     rc, out, _ = run(capsys, "models", "list")
     assert rc == 0 and "whisper-tiny" in out and str(models_dir) in out
 

@@ -15,12 +15,15 @@ import typer
 from typer.exceptions import TyperException
 
 from lipsyncctl import __version__, progress
+from lipsyncctl.cli.argv import hoist_global_options
 from lipsyncctl.cli.progress import RichSink
-from lipsyncctl.cli.state import CliState, emit_json, set_state, state
+from lipsyncctl.cli.state import CliState, emit_json, envelope, set_state, state
 from lipsyncctl.errors import LipsyncError
 
-#: Command modules; each has ``register(app)``. Importing them must stay cheap (no torch at import).
-COMMAND_MODULES = ("prep", "sync", "curate", "train", "doctor", "models", "presets")
+#: Command modules, in --help order; each has ``register(app)``. Importing them must stay cheap (no torch at
+#: import). Only modules that exist are listed: a listed module that does not import is an error, never a
+#: silently missing command (``curate`` and ``train`` join this list when their modules are written).
+COMMAND_MODULES = ("prep", "sync", "doctor", "models", "presets")
 
 app = typer.Typer(
     name="lipsyncctl",
@@ -49,7 +52,8 @@ def root(
         False, "--quiet", "-q", help="No progress bars or notes on stderr; errors only."
     ),
     json_out: bool = typer.Option(
-        False, "--json", help="Print the machine-readable result as JSON on stdout."
+        False, "--json", help="Print the result as one JSON object on stdout, with \"ok\": true or false. "
+        "Like -q and -v, it may also follow the command name (lipsyncctl doctor --json).",
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
@@ -66,18 +70,13 @@ def root(
     ctx.with_resource(progress.use_sink(sink))
 
 
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"lipsyncctl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"lipsyncctl.cli.{name}":
-                continue  # command not built yet in this checkout
-            raise
-        module.register(app)
+def register_commands(target: typer.Typer, modules: tuple[str, ...] = COMMAND_MODULES) -> None:
+    """``register(target)`` of each ``lipsyncctl.cli.<name>``; a module that does not import raises."""
+    for name in modules:
+        importlib.import_module(f"lipsyncctl.cli.{name}").register(target)
 
 
-_register()
+register_commands(app)
 
 #: Exceptions that do not come from the library, and their exit codes. Library errors carry their own
 #: ``exit_code`` (see lipsyncctl.errors: 1 failed, 2 usage, 3 config, 4 missing model/tool/device,
@@ -104,11 +103,11 @@ def _emit_error(message: str, hint: str | None, code: int) -> None:
     sys.stderr.flush()
     current = state()
     if current.json and not current.emitted:
-        emit_json({"ok": False, "error": {"message": message, "hint": hint or None, "exit_code": code}})
+        emit_json(envelope({"error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
 
 
 def _json_requested(args: list[str]) -> bool:
-    """``--json`` among the global options (those before the command), for errors raised before the root
+    """``--json`` among the global options (hoisted to the front), for errors raised before the root
     callback has parsed them."""
     for arg in args:
         if not arg.startswith("-"):
@@ -146,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     command = typer.main.get_command(app)
+    args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
-    set_state(CliState(json=_json_requested(sys.argv[1:] if argv is None else list(argv))))
+    set_state(CliState(json=_json_requested(args)))
     try:
-        rv = command.main(args=argv, prog_name="lipsyncctl", standalone_mode=False)
+        rv = command.main(args=args, prog_name="lipsyncctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0
         if code == 130:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error
             _emit_error("interrupted", INTERRUPT_HINT, code)

@@ -46,9 +46,9 @@ def list_cmd() -> None:
     for entry in reg:
         files = regmod.model_status(entry, models_dir=mdir, state=state)
         present = sum(f.present for f in files)
-        installed = "yes" if present == len(files) else ("partial" if present else "no")
         rows.append({
-            "name": entry.name, "kind": entry.kind, "description": entry.description, "installed": installed,
+            "name": entry.name, "kind": entry.kind, "description": entry.description,
+            "installed": present == len(files), "partial": 0 < present < len(files),
             "size": sum(f.size or 0 for f in files) if present else None, "licence": entry.licence,
             "licence_note": entry.licence_note, "folder": str(entry.folder(mdir)), "requires": list(entry.requires),
             "files": [f.to_dict() for f in files],
@@ -59,8 +59,8 @@ def list_cmd() -> None:
     def human(console: Console) -> None:
         table = st.table(None, ["name", "installed", "size", "licence", "description"], [])
         for r in rows:
-            style = "green" if r["installed"] == "yes" else "yellow" if r["installed"] == "partial" else "dim"
-            table.add_row(r["name"], Text(r["installed"], style=style),
+            installed, style = ("yes", "green") if r["installed"] else ("partial", "yellow") if r["partial"] else ("no", "dim")
+            table.add_row(r["name"], Text(installed, style=style),
                           _human_size(r["size"]) if r["size"] else "", r["licence"] or "see card", r["description"])
         console.print(table)
         console.print(f"models dir: {mdir} (from {data['models_dir_source']})", markup=False, highlight=False)
@@ -129,8 +129,9 @@ def verify_cmd(
         if not entries:
             raise MissingModelError(f"no models are installed in {mdir}")
     checks = [verify_model(e, models_dir=mdir, hashes=hashes, load=load, record=record) for e in entries]
-    st.result({"models_dir": str(mdir), "models": [c.to_dict() for c in checks]}, lambda c: _render_verify(c, checks))
     bad = [c for c in checks if not c.ok]
+    st.result({"models_dir": str(mdir), "models": [c.to_dict() for c in checks]}, lambda c: _render_verify(c, checks),
+              ok=not bad)
     if not bad:
         return
     missing = [c.name for c in bad if not c.installed]

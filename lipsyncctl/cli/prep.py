@@ -14,7 +14,7 @@ from lipsyncctl.cli import state as st
 from lipsyncctl.errors import JobFailedError
 
 if TYPE_CHECKING:
-    from lipsyncctl.prep import PrepResult
+    from lipsyncctl.preparation import PrepResult
 
 HELP = """Normalise media for the model: constant frame rate video and 16 kHz mono audio.
 
@@ -65,10 +65,7 @@ def prep_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Redo clips whose outputs are up to date."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Probe and plan only; write nothing."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Clips processed at once."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (same as the global --json)."),
 ) -> None:
-    if json_out:
-        st.state().json = True
     flags = {
         "prep.fps": fps, "prep.codec": codec, "prep.crf": crf, "prep.encoder_preset": encoder_preset,
         "prep.pix_fmt": pix_fmt, "prep.audio_rate": audio_rate, "prep.audio_channels": audio_channels,
@@ -76,11 +73,11 @@ def prep_cmd(
         "prep.max_size": max_size,
     }
     config = opt.resolve(preset, sets, flags, print_config)
-    from lipsyncctl.prep import prep
+    from lipsyncctl.preparation import prep
 
     result = prep(inputs, out_dir, config.prep, force=force, dry_run=dry_run, jobs=jobs, start=start,
                   duration=duration, scale=scale)
-    st.result(result.to_dict(), lambda console: _render(console, result))
+    st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
     failed = result.failed
     if failed:
         raise JobFailedError(

@@ -27,7 +27,7 @@ def list_cmd() -> None:
             }
         )
     st.result(
-        rows,
+        {"presets": rows},
         lambda c: c.print(
             st.table("presets", ["name", "description"], [(r["name"], r["description"]) for r in rows])
         ),
@@ -41,9 +41,13 @@ def show_cmd(
         True, "--resolved/--raw", help="Show it merged over the defaults (default) or as written."
     ),
 ) -> None:
-    """Show a preset (validated), merged over the defaults unless --raw."""
+    """Show a preset (validated), merged over the defaults unless --raw.
+
+    With --json: {"ok": true, "preset": NAME, "resolved": BOOL, "config": {...}}.
+    """
     data = cfg.resolve(name).to_dict() if resolved else cfg.read_preset(name)
-    st.result(data, lambda c: typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False))
+    st.result({"preset": name, "resolved": resolved, "config": data},
+              lambda c: typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False))
 
 
 def register(app: typer.Typer) -> None:

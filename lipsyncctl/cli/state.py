@@ -15,14 +15,26 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+#: Width of a console that is not a terminal (a pipe, a log file): wide enough that a table never cuts a
+#: path or a timecode with ``…``; a table takes only the width its values need.
+UNBOUNDED_WIDTH = 10_000
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A Rich console on stdout or stderr: the terminal's width on a terminal, else :data:`UNBOUNDED_WIDTH`."""
+    out = Console(stderr=stderr, soft_wrap=True)
+    if not out.is_terminal:
+        out.width = UNBOUNDED_WIDTH
+    return out
+
 
 @dataclass
 class CliState:
     verbose: int = 0
     quiet: bool = False
     json: bool = False
-    stdout: Console = field(default_factory=lambda: Console(soft_wrap=True))
-    stderr: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+    stdout: Console = field(default_factory=console)
+    stderr: Console = field(default_factory=lambda: console(stderr=True))
     warned: set[str] = field(default_factory=set)  # warning texts already shown by this invocation
     emitted: bool = False  # a JSON result went to stdout (an error then adds no second document)
 
@@ -90,11 +102,18 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def result(data: Any, human: Callable[[Console], None]) -> None:
-    """Print a command's result: JSON with ``--json``, else the human rendering on stdout."""
+def envelope(data: Mapping[str, Any], *, ok: bool = True) -> dict[str, Any]:
+    """The one shape of every ``--json`` result: ``{"ok": true|false, **data}`` (``data``'s own ``ok``, if
+    any, is replaced). Errors have the same shape: ``{"ok": false, "error": {...}}``."""
+    return {"ok": ok, **{k: v for k, v in data.items() if k != "ok"}}
+
+
+def result(data: Mapping[str, Any], human: Callable[[Console], None], *, ok: bool = True) -> None:
+    """Print a command's result: with ``--json`` the :func:`envelope` of ``data`` (``ok`` false when the
+    command then fails, e.g. a batch with failed items), else the human rendering on stdout."""
     st = state()
     if st.json:
-        emit_json(data)
+        emit_json(envelope(data, ok=ok))
     else:
         human(st.stdout)
 

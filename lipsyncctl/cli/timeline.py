@@ -136,7 +136,7 @@ def timeline_cmd(clip: dict[str, Any], tl: dict[str, Any]) -> None:
     result = api.sync_timeline(job, config)
     for w in result.warnings:
         st.warn(w)
-    st.result(result.to_dict(), lambda console: _human(console, result))
+    st.result(result.to_dict(), lambda console: _human(console, result), ok=not result.failed)
     if result.failed:
         raise JobFailedError(f"{len(result.failed)} shot(s) failed or are under --min-sync: "
                              f"{', '.join(result.failed[:8])}", hint="see OUT/LANG/report.html")

@@ -1,0 +1,237 @@
+"""The promises every command keeps: global options anywhere, one `--json` envelope, registered commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from lipsyncctl.cli import state as st
+from lipsyncctl.cli.argv import GLOBAL_PARAMS, hoist_global_options
+from lipsyncctl.cli.main import COMMAND_MODULES, app, main, register_commands
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT = typer.main.get_command(app)
+GLOBAL_FLAGS = {"--json", "--quiet", "-q", "--verbose", "-v"}
+
+
+def _paths(command, prefix: list[str]):  # type: ignore[no-untyped-def]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield [*prefix, name]
+        yield from _paths(sub, [*prefix, name])
+
+
+COMMAND_PATHS = list(_paths(ROOT, []))
+
+
+def _state_after(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, bool, bool]:
+    """(verbose, quiet, json) as the root callback parsed them for ``argv + --help`` (nothing runs)."""
+    assert main([*argv, "--help"]) == 0
+    capsys.readouterr()
+    s = st.state()
+    return s.verbose, s.quiet, s.json
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Global options before or after the command name
+
+
+def test_every_command_is_covered() -> None:
+    flat = {" ".join(p) for p in COMMAND_PATHS}
+    assert {"doctor", "sync", "prep", "models", "models list", "presets", "presets list", "presets show"} <= flat
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_global_options_before_and_after_the_command_are_the_same(path: list[str],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert _state_after(["--json", "-q", "-vv", *path], capsys) == (2, True, True)
+    assert _state_after([*path, "--json", "-q", "-vv"], capsys) == (2, True, True)
+    assert _state_after([*path, "--quiet", "--verbose"], capsys) == (1, True, False)
+    # counts add up wherever they stand: one before, two after
+    assert _state_after(["-v", *path, "-v", "--verbose"], capsys) == (3, False, False)
+    assert _state_after(path, capsys) == (0, False, False)
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_no_command_declares_a_global_option_of_its_own(path: list[str]) -> None:
+    command = ROOT
+    for name in path:
+        command = command.commands[name]
+    own = {flag for p in command.params for flag in (*p.opts, *p.secondary_opts)}
+    assert not own & GLOBAL_FLAGS, f"`{' '.join(path)}` declares {sorted(own & GLOBAL_FLAGS)} itself"
+
+
+def test_global_options_are_declared_once_on_the_root() -> None:
+    root = {p.name: set(p.opts) for p in ROOT.params if p.name in GLOBAL_PARAMS}
+    assert root == {"verbose": {"--verbose", "-v"}, "quiet": {"--quiet", "-q"}, "json_out": {"--json"}}
+
+
+@pytest.mark.parametrize(("argv", "hoisted"), [
+    (["doctor", "--json"], ["--json", "doctor"]),
+    (["models", "list", "-vv", "-q"], ["-vv", "-q", "models", "list"]),
+    # option values stay with their option, whatever they look like
+    (["sync", "--set", "-v", "-o", "-q", "--json"], ["--json", "sync", "--set", "-v", "-o", "-q"]),
+    (["sync", "--set=-v", "-v"], ["-v", "sync", "--set=-v"]),
+    # after `--` nothing is an option
+    (["prep", "-o", "out", "--", "-v"], ["prep", "-o", "out", "--", "-v"]),
+    # bundles of non-global short flags are the command's own
+    (["prep", "a.mp4", "-o", "o", "-fn"], ["prep", "a.mp4", "-o", "o", "-fn"]),
+])
+def test_hoist_global_options(argv: list[str], hoisted: list[str]) -> None:
+    assert hoist_global_options(ROOT, argv) == hoisted
+
+
+def test_global_option_after_the_command_really_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. One --json envelope
+
+
+def _json(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> dict:  # type: ignore[type-arg]
+    assert main(argv) == code
+    doc = json.loads(capsys.readouterr().out)
+    assert isinstance(doc, dict) and isinstance(doc["ok"], bool)
+    return doc
+
+
+def test_presets_list_is_an_object(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _json(["presets", "list", "--json"], 0, capsys)
+    assert doc["ok"] is True and {p["name"] for p in doc["presets"]} >= {"tiny", "latentsync-1.5"}
+
+
+def test_presets_show(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _json(["presets", "show", "tiny", "--json"], 0, capsys)
+    assert doc["ok"] is True and doc["preset"] == "tiny" and doc["config"]["name"] == "tiny"
+
+
+def test_models_list_installed_is_a_boolean(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _json(["models", "list", "--json"], 0, capsys)
+    assert doc["ok"] is True
+    assert all(isinstance(m["installed"], bool) and isinstance(m["partial"], bool) for m in doc["models"])
+
+
+def test_models_path_missing_is_an_error_envelope(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _json(["models", "path", "latentsync-1.5", "--json"], 4, capsys)
+    assert doc["ok"] is False and doc["error"]["exit_code"] == 4
+
+
+def test_doctor_ok_follows_its_exit_code(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from lipsyncctl.checks import doctor as checks
+
+    def fake(config, outputs_dir):  # type: ignore[no-untyped-def]
+        return checks.DoctorResult(checks=[checks.Check("python", "fail", "too old", hint="upgrade")], preset=None)
+
+    monkeypatch.setattr(checks, "run_checks", fake)
+    doc = _json(["doctor", "--json"], 4, capsys)
+    assert doc["ok"] is False and doc["checks"][0]["status"] == "fail"
+
+
+def test_successful_sync_says_ok(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from lipsyncctl import api
+
+    class Done:
+        warnings: list[str] = []
+
+        def to_dict(self) -> dict:  # type: ignore[type-arg]
+            return {"output": "out.mp4", "frames": 3}
+
+    monkeypatch.setattr(api, "sync", lambda *a, **k: Done())
+    doc = _json(["sync", "-i", "v.mp4", "-a", "a.wav", "-o", str(tmp_path / "o.mp4"), "--json"], 0, capsys)
+    assert doc == {"ok": True, "output": "out.mp4", "frames": 3}
+
+
+def test_prep_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fractions import Fraction
+
+    from tests.sync_media import sample_frames, write_clip
+
+    clip = write_clip(tmp_path / "v.mkv", sample_frames(2, scale=0.5), Fraction(25))
+    doc = _json(["prep", str(clip), "-o", str(tmp_path / "o"), "--dry-run", "--allow-no-audio", "--json"], 0, capsys)
+    assert doc["ok"] is True and doc["items"][0]["status"] == "planned"
+
+
+def test_envelope_replaces_a_results_own_ok() -> None:
+    assert st.envelope({"ok": True, "n": 1}, ok=False) == {"ok": False, "n": 1}
+    assert list(st.envelope({"n": 1})) == ["ok", "n"]
+
+
+README_JQ = "lipsyncctl presets list --json | jq -e .ok"
+
+
+def test_readme_jq_example_works(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's example, exactly: `jq -e .ok` exits 0 only when .ok is neither false nor null."""
+    readme = (REPO / "README.md").read_text()
+    assert f"\n{README_JQ}\n" in readme
+    doc = _json(["presets", "list", "--json"], 0, capsys)  # the same logic in-process
+    assert doc["ok"] not in (False, None)
+    exe = Path(sys.executable).with_name("lipsyncctl")
+    if shutil.which("jq") and exe.is_file():  # and the real pipeline where jq is installed
+        proc = subprocess.run(README_JQ.replace("lipsyncctl", str(exe), 1), shell=True, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "true", proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. Registered commands
+
+
+def test_listed_command_modules_are_registered() -> None:
+    assert set(COMMAND_MODULES) <= set(ROOT.commands)
+    assert set(ROOT.commands) == set(COMMAND_MODULES)  # every command comes from the list
+
+
+def test_a_missing_listed_module_is_an_import_error() -> None:
+    with pytest.raises(ModuleNotFoundError, match="lipsyncctl.cli.no_such_command"):
+        register_commands(typer.Typer(), ("doctor", "no_such_command"))
+
+
+def test_commands_exist_exactly_when_their_module_does() -> None:
+    modules = {p.stem for p in (REPO / "lipsyncctl" / "cli").glob("*.py")}
+    for name in ("curate", "train"):
+        assert (name in COMMAND_MODULES) == (name in modules), name
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Tables in a pipe or a log keep their full values
+
+
+def test_tables_are_not_cut_when_not_a_terminal(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    long = "/very/long/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/clip_01:00:00:00.mov"
+    out = st.console()
+    assert not out.is_terminal and out.width == st.UNBOUNDED_WIDTH  # pytest's stdout is not a terminal
+    buffer = io.StringIO()
+    piped = Console(file=buffer, width=st.UNBOUNDED_WIDTH, soft_wrap=True)
+    piped.print(st.table("t", ["input", "status"], [(long, "done")]))
+    text = buffer.getvalue()
+    assert long in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) < len(long) + 40  # no padding to 10,000 columns
+
+
+def test_a_terminal_keeps_its_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "90")
+    assert st.console().width == 90
+
+
+def test_piped_cli_table_shows_long_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real command's table on a captured (non-TTY) stdout: the whole path, no ``…``."""
+    deep = tmp_path.joinpath(*(f"a-rather-long-folder-name-{i}" for i in range(6)))
+    deep.mkdir(parents=True)
+    (deep / "broken.mp4").write_bytes(b"not a video at all")
+    assert main(["prep", str(deep / "broken.mp4"), "-o", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out
+    assert str(deep / "broken.mp4") in out and "…" not in out
+    assert "failed" in out
