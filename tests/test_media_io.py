@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsyncctl.errors import MediaError, MissingToolError
+from lipsyncctl.errors import MediaError, MissingToolError, UsageError
 from lipsyncctl.media import ffmpeg
 from lipsyncctl.media.atomic import atomic_output
 from lipsyncctl.media.audio import read_audio, write_wav
@@ -131,7 +131,7 @@ def test_writer_keeps_nothing_on_error_and_never_overwrites_input(gen: Path, cli
         writer.write(mg.frame_image(0))
         raise RuntimeError("boom")
     assert not out.exists() and not list(gen.glob(".broken*"))
-    with pytest.raises(MediaError, match="overwrite an input"):
+    with pytest.raises(UsageError, match="overwrite an input"):  # a usage error (exit 2), not bad media
         VideoWriter(clip2997, Fraction(25), inputs=[clip2997])
     with pytest.raises(MediaError, match="odd"), VideoWriter(gen / "odd.mp4", Fraction(25)) as writer:
         writer.write(np.zeros((63, 96, 3), np.uint8))

@@ -155,7 +155,7 @@ def test_output_inside_an_otiod_is_refused(bundles, capsys: pytest.CaptureFixtur
     out = bundles["otiod"] / "out"
     rc, _ = _run(["--timeline", str(bundles["otiod"]), "--audio", f"de={SAMPLE_DUB}", "-o", str(out), *BASE],
                  capsys)
-    assert rc == 5 and not out.exists()
+    assert rc == 2 and not out.exists()  # refusing to write into an input: a usage error
     assert _snapshot(bundles["otiod"]) == before
 
 

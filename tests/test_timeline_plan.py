@@ -222,3 +222,55 @@ def test_dry_run_plans_without_the_weights(media: Path, models_dir: Path, capsys
     assert "latentsync-1.5" in missing and missing["latentsync-1.5"]["role"] == "unet"
     assert missing["latentsync-1.5"]["fetch"] == "lipsyncctl models fetch latentsync-1.5"
     assert list(models_dir.iterdir()) == []  # nothing fetched or written
+
+
+def _timeline_cli(media: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str,
+                  json_out: bool = False) -> tuple[int, str]:
+    """Exit code and stderr (with ``json_out``: stdout, the --json result)."""
+    from lipsyncctl.cli.main import main
+
+    rc = main(["--json" if json_out else "-q", "sync", "--timeline", str(build_edit(media, "guard.otio")), "--audio",
+               f"de={shared_path('fixtures', 'demo1_audio.wav')}", "-o", str(out), "--preset", "tiny", *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out if json_out else captured.err
+
+
+def _no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output checks must come before the timeline is even read."""
+    from lipsyncctl.timeline import job
+
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the timeline was read before -o was checked")
+
+    monkeypatch.setattr(job, "opened_timeline", fail)
+
+
+def test_output_named_like_a_media_file_is_a_usage_error(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    _no_reading(monkeypatch)
+    rc, err = _timeline_cli(media, tmp_path / "dubbed.mp4", capsys)
+    assert rc == 2 and "-o" in err and "folder" in err and not (tmp_path / "dubbed.mp4").exists()
+
+
+def test_unwritable_output_fails_at_once_naming_o(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import os
+
+    _no_reading(monkeypatch)
+    # a file where the output folder's parent should be
+    (tmp_path / "afile").write_text("x")
+    rc, err = _timeline_cli(media, tmp_path / "afile" / "out", capsys)
+    assert rc == 1 and f"-o {tmp_path / 'afile' / 'out'}" in err
+    # a folder without write permission (faked: the tests may run as root, who may write anywhere)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real_access(p, mode, **kw))
+    rc, err = _timeline_cli(media, ro / "out", capsys)
+    assert rc == 1 and f"-o {ro / 'out'}" in err and "permission denied" in err and not (ro / "out").exists()
+    # a dry run only warns
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real_access(p, mode, **kw))
+    rc, out = _timeline_cli(media, ro / "out", capsys, "--dry-run", json_out=True)
+    assert rc == 0 and any("a run would fail there" in w for w in json.loads(out)["warnings"])

@@ -188,7 +188,7 @@ def test_refuses_to_overwrite_the_input_timeline(qc_env, tmp_path: Path, capsys:
     dub = f"de={shared_path('fixtures', 'demo1_audio.wav')}"
     for extra in (["--dry-run"], []):
         rc, _, err = _run(["--timeline", str(edit), "--audio", dub, "-o", str(out), *BASE, *extra], capsys)
-        assert rc == 5 and "refusing to overwrite an input" in err
+        assert rc == 2 and "refusing to overwrite an input" in err  # a usage error, like every command
         assert edit.read_bytes() == data
     assert sorted(p.name for p in out.rglob("*")) == ["de", "edit.otio"]  # nothing rendered or written
     # -o naming the edit itself (a file, not a folder)

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lipsyncctl.errors import MediaError
+from lipsyncctl.errors import MediaError, UsageError
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -22,10 +22,13 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
-    """Raise :class:`MediaError` if ``path`` is one of ``inputs`` (we never overwrite an input)."""
+    """Raise :class:`UsageError` if ``path`` is one of ``inputs`` (we never overwrite an input).
+
+    The one rule for every command: an output that names an input is a mistake in the arguments (exit 2),
+    not bad media."""
     for src in inputs:
         if same_file(path, src):
-            raise MediaError(f"{path}: refusing to overwrite an input file",
+            raise UsageError(f"{path}: refusing to overwrite an input file",
                              hint="choose a different output path or directory (-o)")
 
 
@@ -84,7 +87,7 @@ def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Ite
     The temporary name is hidden (``.name.XXXX.part.ext``) and keeps the extension, so PyAV and
     ffmpeg still pick the container from it. On any exception — KeyboardInterrupt included — the
     temporary file is removed and the exception propagates; an existing ``path`` is left as it was.
-    ``inputs`` are files that must never be overwritten (raises :class:`MediaError` before writing).
+    ``inputs`` are files that must never be overwritten (raises :class:`UsageError` before writing).
     """
     path = Path(path)
     check_not_input(path, inputs)

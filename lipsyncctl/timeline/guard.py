@@ -15,8 +15,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import MediaError, UsageError
-from lipsyncctl.media.atomic import same_file
+from lipsyncctl.errors import UsageError
+from lipsyncctl.media.atomic import check_writable, same_file
+from lipsyncctl.media.container import MEDIA_EXTS
 
 if TYPE_CHECKING:
     from lipsyncctl.timeline.job import ShotState, TimelineJob
@@ -52,24 +53,46 @@ def output_files(job: TimelineJob, languages: Iterable[str], shots: Iterable[Sho
             yield from (Path(p) for p in (s.task.audio, s.task.model_audio) if p)
 
 
+def check_output_folder(output: Path, *, dry_run: bool = False) -> list[str]:
+    """The first check of a run, before anything is read or written: ``-o`` must be a folder that can
+    be written (or created). Returns warnings (a dry run only warns about an unwritable ``-o``).
+
+    Raises:
+        UsageError: ``-o`` is an existing file, or a missing path named like a media file (``out.mp4``:
+            with ``--timeline``, ``-o`` is a folder).
+        OSError: ``-o`` (or the nearest existing folder above it) cannot be written; the message names
+            ``-o`` (exit 1, like every unwritable destination).
+    """
+    hint = "give a folder, e.g. -o out/ (it is created if missing)"
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output}: with --timeline the output is a folder, and this is a file", hint=hint)
+    if not output.exists() and output.suffix.lower() in MEDIA_EXTS:
+        raise UsageError(f"-o {output}: with --timeline the output is a folder (one per language inside), "
+                         "not a media file", hint=f"{hint}; each shot is written under OUT/LANG/shots/")
+    try:
+        check_writable(output / ".lipsyncctl")  # the nearest existing folder at or above OUT
+    except OSError as exc:
+        if not dry_run:
+            raise OSError(exc.errno, f"-o {output}: {exc.strerror}", exc.filename) from None
+        return [f"-o {output}: {exc.strerror} ({exc.filename}); a run would fail there"]
+    return []
+
+
 def check_outputs(job: TimelineJob, inputs: Iterable[Path], languages: Iterable[str],
                   shots: Iterable[ShotState]) -> None:
     """Raise before any work when an output would overwrite an input.
 
     Raises:
-        UsageError: ``-o`` is an existing file (it must be a folder).
-        MediaError: an output path is one of ``inputs`` (names both), or ``-o`` is inside an input folder.
+        UsageError: an output path is one of ``inputs`` (names both), or ``-o`` is inside an input folder
+            (refusing to overwrite an input is a usage error, like in every command: exit 2).
     """
-    if job.output.exists() and not job.output.is_dir():
-        raise UsageError(f"-o {job.output}: with --timeline the output is a folder, and this is a file",
-                         hint="give a folder, e.g. -o out/ (it is created if missing)")
     existing = [p for p in inputs if p.exists()]
     for src in existing:  # an .otiod input is a folder: nothing of the run goes inside it
         if src.is_dir() and job.output.resolve().is_relative_to(src.resolve()):
-            raise MediaError(f"-o {job.output}: inside the input bundle {src}; refusing to write into an input",
+            raise UsageError(f"-o {job.output}: inside the input bundle {src}; refusing to write into an input",
                              hint="choose an output folder outside the bundle")
     for out in output_files(job, languages, shots):
         for src in existing:
             if same_file(out, src):
-                raise MediaError(f"{out}: refusing to overwrite an input of this run ({src})",
+                raise UsageError(f"{out}: refusing to overwrite an input of this run ({src})",
                                  hint="choose another output folder (-o) or move the input out of it")

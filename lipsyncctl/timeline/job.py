@@ -41,7 +41,7 @@ from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import timebase as tb
-from lipsyncctl.timeline.guard import check_outputs, input_files
+from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
@@ -124,12 +124,17 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
         UsageError: no dub audio given; MediaError: unreadable timeline or dub; MissingToolError: no
         adapter for the timeline's format. Failed shots do not raise: see :attr:`TimelineResult.failed`.
     """
+    # 0. -o is a folder that can be written: checked before anything is read (a run failing after
+    #    minutes of work, on a hidden temporary name, is what this prevents).
+    early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
     # 1. Read (an .otioz is extracted into a private folder, removed when the job ends) and plan.
     work = job.output / ".lipsyncctl" / "work"
-    scratch = None if job.dry_run or (job.output.exists() and not job.output.is_dir()) else work
+    scratch = None if job.dry_run else work
     try:
         with opened_timeline(job.timeline, rate=job.edl_rate, scratch=scratch) as (timeline, base):
-            return _run(job, config, timeline, MediaResolver(base, job.media_root, job.relink))
+            result = _run(job, config, timeline, MediaResolver(base, job.media_root, job.relink))
+            result.warnings[:0] = early_warnings
+            return result
     finally:
         if scratch is not None:
             _prune_empty(work)
