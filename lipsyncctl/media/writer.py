@@ -27,23 +27,26 @@ class CodecSpec:
 
     encoder: str
     pix_fmt: str                    # default pixel format
-    extension: str                  # default container
+    containers: tuple[str, ...]     # extensions that can hold it; the first is the default
     crf: int | None = None          # default CRF (x264/x265); None: quality set by ``profile``
     profile: str | None = None      # default profile (ProRes / DNxHR)
     options: dict[str, str] = field(default_factory=dict)
     codec_tag: str | None = None
 
 
+_MP4_FAMILY = (".mp4", ".mov", ".mkv", ".m4v")
+#: The one table of codecs: encoder, defaults and the containers each can be stored in (the first one is
+#: the extension chosen when the caller names none: ``prep``'s files, the timeline's shots).
 CODECS: dict[str, CodecSpec] = {
-    "h264": CodecSpec("libx264", "yuv420p", ".mp4", crf=18),
-    "h265": CodecSpec("libx265", "yuv420p", ".mp4", crf=22, options={"x265-params": "log-level=error"},
+    "h264": CodecSpec("libx264", "yuv420p", _MP4_FAMILY, crf=18),
+    "h265": CodecSpec("libx265", "yuv420p", _MP4_FAMILY, crf=22, options={"x265-params": "log-level=error"},
                       codec_tag="hvc1"),  # hvc1: QuickTime/Apple players refuse hev1-tagged mp4
     # prores_ks profiles: proxy lt standard hq 4444 4444xq
-    "prores": CodecSpec("prores_ks", "yuv422p10le", ".mov", profile="hq", options={"vendor": "apl0"}),
+    "prores": CodecSpec("prores_ks", "yuv422p10le", (".mov", ".mkv"), profile="hq", options={"vendor": "apl0"}),
     # DNxHR: lb sq hq (8-bit 4:2:2), hqx (10-bit), 444; needs at least 256x120 pixels
-    "dnxhr": CodecSpec("dnxhd", "yuv422p", ".mov", profile="dnxhr_hq"),
+    "dnxhr": CodecSpec("dnxhd", "yuv422p", (".mov", ".mxf"), profile="dnxhr_hq"),
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
-    "ffv1": CodecSpec("ffv1", "yuv420p", ".mkv", options={"level": "3", "slicecrc": "1"}),
+    "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
 _SWS_MATRIX = {"bt709": "itu709", "smpte170m": "smpte170m", "bt470bg": "itu601", "smpte240m": "smpte240m",
@@ -66,8 +69,8 @@ def codec_spec(codec: str) -> CodecSpec:
 
 
 def output_extension(codec: str) -> str:
-    """The container extension used for ``codec`` (``.mp4``, ``.mov`` or ``.mkv``)."""
-    return codec_spec(codec).extension
+    """The container extension used for ``codec`` when none is given (``.mp4``, ``.mov`` or ``.mkv``)."""
+    return codec_spec(codec).containers[0]
 
 
 class VideoWriter:

@@ -42,20 +42,32 @@ class OutputCodec:
     writer_codec: str
     profile: str | None
     pix_fmt: str | None  # None: the source's when the encoder keeps it, else the writer's default
-    extensions: tuple[str, ...]
 
 
 OUTPUT_CODECS: dict[str, OutputCodec] = {
-    "h264": OutputCodec("h264", None, None, (".mp4", ".mov", ".mkv", ".m4v")),
-    "h265": OutputCodec("h265", None, None, (".mp4", ".mov", ".mkv", ".m4v")),
-    "prores_hq": OutputCodec("prores", "hq", "yuv422p10le", (".mov", ".mkv")),
-    "prores_4444": OutputCodec("prores", "4444", "yuv444p10le", (".mov", ".mkv")),
-    "dnxhr_hq": OutputCodec("dnxhr", "dnxhr_hq", "yuv422p", (".mov", ".mxf")),
-    "ffv1": OutputCodec("ffv1", None, "bgr0", (".mkv", ".avi")),
+    "h264": OutputCodec("h264", None, None),
+    "h265": OutputCodec("h265", None, None),
+    "prores_hq": OutputCodec("prores", "hq", "yuv422p10le"),
+    "prores_4444": OutputCodec("prores", "4444", "yuv444p10le"),
+    "dnxhr_hq": OutputCodec("dnxhr", "dnxhr_hq", "yuv422p"),
+    "ffv1": OutputCodec("ffv1", None, "bgr0"),
 }
 #: Source pixel formats x264/x265 may keep (4:2:0, 4:2:2, 4:4:4 in 8 or 10 bit).
 _KEEP_PIX = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"})
 _PCM_EXTENSIONS = (".mov", ".mkv", ".avi")
+
+
+def containers(codec: str) -> tuple[str, ...]:
+    """The extensions that can hold ``output.codec`` ``codec``, the default first (from the writer's
+    one table, :data:`lipsyncctl.media.writer.CODECS`)."""
+    from lipsyncctl.media.writer import codec_spec
+
+    return codec_spec(OUTPUT_CODECS[codec].writer_codec).containers
+
+
+def default_extension(codec: str) -> str:
+    """The extension written for ``output.codec`` ``codec`` when the caller names none, e.g. ``.mov``."""
+    return containers(codec)[0]
 
 
 def check_output(output: Path, options: OutputOptions) -> None:
@@ -68,11 +80,11 @@ def check_output(output: Path, options: OutputOptions) -> None:
     if output.is_dir():
         raise UsageError(f"{output}: is a folder; sync writes one file",
                          hint=f"give a file name, e.g. -o {output / 'out.mp4'}")
-    codec = OUTPUT_CODECS[options.codec]
+    allowed = containers(options.codec)
     ext = output.suffix.lower()
-    if ext not in codec.extensions:
+    if ext not in allowed:
         raise ConfigError(f"{output}: output.codec {options.codec} cannot be stored in a '{ext or '(none)'}' file",
-                          hint=f"use one of {', '.join(codec.extensions)} for {options.codec}, or choose --codec")
+                          hint=f"use one of {', '.join(allowed)} for {options.codec}, or choose --codec")
     if options.audio_codec == "pcm" and ext not in _PCM_EXTENSIONS:
         raise ConfigError(f"{output}: PCM audio (output.audio_codec) needs a .mov, .mkv or .avi file",
                           hint="use output.audio_codec=aac or a .mov/.mkv output")

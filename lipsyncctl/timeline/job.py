@@ -37,6 +37,7 @@ import numpy as np
 
 from lipsyncctl.config import Config
 from lipsyncctl.errors import UsageError
+from lipsyncctl.pipeline.output import default_extension
 from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
@@ -47,7 +48,6 @@ from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
 
 KEY_VERSION = "timeline-2"  # 2: the face choice is part of the config
-_EXT = {"h264": "mp4", "h265": "mp4", "prores_hq": "mov", "prores_4444": "mov", "dnxhr_hq": "mov", "ffv1": "mkv"}
 SETTLED = ("done", "no_face", "no_dialogue", "failed")
 
 
@@ -319,7 +319,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     speech, coverage = _speech_local(d, seg, fps, tl.speech_pad_frames)
     mode = tl.non_dialogue
     cut = _cut(d, seg, fps)
-    ext = tl.shot_container if tl.shot_container != "auto" else _EXT[seg_config.output.codec]
+    ext = tl.shot_container if tl.shot_container != "auto" else default_extension(seg_config.output.codec)[1:]
     output = job.output / d.language / "shots" / f"{seg.id}.{ext}"
     keep = _complement(speech, seg.render_frames) if mode == "passthrough" else []
     key = content_key({
