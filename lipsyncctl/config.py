@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lipsyncctl import paths
 from lipsyncctl.errors import ConfigError
 
+#: The name that stands for the seeded random tiny models in ``model.*`` (see :meth:`ModelOptions.tiny_roles`).
+TINY = "tiny"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,6 +42,26 @@ class ModelOptions(_Strict):
     )
     whisper: str = Field("whisper-tiny", description="registry name or path of the whisper tiny.pt")
     vae: str = Field("sd-vae-ft-mse", description="registry name or path of the VAE (folder or safetensors)")
+
+    def tiny_roles(self) -> frozenset[str]:
+        """The networks of this run that are the tiny ones (``unet``, ``whisper``, ``vae``); empty for a real run.
+
+        ``tiny`` stands in for a registry name or a path (``lipsyncctl.checkpoints.tiny`` generates the
+        seeded random files). Per role:
+
+        - ``unet``: ``checkpoint: tiny`` (the random weights) or ``unet_config: tiny`` (their architecture,
+          about 1.2 M parameters instead of 1.3 G; the tiny weights are the only ones made for it). The VRAM
+          model sizes this UNet, its activations and the CUDA overhead as the tiny model's.
+        - ``whisper``: ``whisper: tiny``: random weights with the real whisper-tiny encoder dimensions, so
+          its memory is the official encoder's.
+        - ``vae``: ``vae: tiny``: a random VAE with 8..16 channels instead of 128..512.
+
+        Any tiny role means random weights: the output is not lip-synced, and the pipeline says so.
+        This is the one rule; the VRAM model and the network loader both ask it.
+        """
+        return frozenset(role for role, names in (("unet", (self.checkpoint, self.unet_config)),
+                                                  ("whisper", (self.whisper,)), ("vae", (self.vae,)))
+                         if TINY in names)
 
 
 class InferenceOptions(_Strict):

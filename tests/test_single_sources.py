@@ -1,6 +1,7 @@
 """One fact in one place: each test pins a table or rule that used to be written twice.
 
-The codec -> container table (``media.writer.CODECS``). Every user of a fact reads the one source; these tests check the
+The codec -> container table (``media.writer.CODECS``) and the tiny-model rule
+(``ModelOptions.tiny_roles``). Every user of a fact reads the one source; these tests check the
 users agree with it and pin the numbers that must not move.
 """
 
@@ -15,6 +16,7 @@ from lipsyncctl import config as cfg
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.media.writer import CODECS, output_extension
 from lipsyncctl.pipeline import output
+from lipsyncctl.runner import vram
 
 # ----------------------------------------------------------------------------------------------
 # Codec -> container
@@ -64,3 +66,48 @@ def test_timeline_shots_use_the_table() -> None:
 
     assert not hasattr(job, "_EXT")
     assert job.default_extension is output.default_extension
+
+
+# ----------------------------------------------------------------------------------------------
+# The tiny model
+
+
+@pytest.mark.parametrize("preset", cfg.list_presets())
+def test_tiny_rule_agrees_for_every_preset(preset: str) -> None:
+    model = cfg.resolve(preset).model
+    roles = model.tiny_roles()
+    names = {"unet": (model.checkpoint, model.unet_config), "whisper": (model.whisper,), "vae": (model.vae,)}
+    assert roles == {r for r, n in names.items() if cfg.TINY in n}
+    assert vram.is_tiny(cfg.resolve(preset)) is ("unet" in roles)
+    assert roles == ({"unet", "whisper", "vae"} if preset == "tiny" else set())
+
+
+@pytest.mark.parametrize(
+    ("sets", "roles"),
+    [
+        ([], {"unet", "whisper", "vae"}),
+        (["model.checkpoint=latentsync-1.5"], {"unet", "whisper", "vae"}),  # unet_config is still tiny
+        (["model.unet_config=stage2"], {"unet", "whisper", "vae"}),  # the checkpoint is still tiny
+        (["model.checkpoint=latentsync-1.5", "model.unet_config=stage2"], {"whisper", "vae"}),
+        (["model.vae=sd-vae-ft-mse"], {"unet", "whisper"}),
+        (["model.whisper=whisper-tiny"], {"unet", "vae"}),  # the registry's whisper tiny is not 'tiny'
+    ],
+)
+def test_tiny_roles(sets: list[str], roles: set[str]) -> None:
+    assert cfg.resolve("tiny", sets).model.tiny_roles() == roles
+
+
+def test_network_loader_asks_the_same_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lipsyncctl.checkpoints import tiny
+    from lipsyncctl.pipeline import networks
+
+    fake = tiny.TinyModelPaths(tmp_path, tmp_path / "u.pt", tmp_path / "w.pt", tmp_path / "vae")
+    calls: list[int] = []
+    monkeypatch.setattr(tiny, "ensure_tiny_models", lambda: calls.append(1) or fake)
+    files = networks.resolve_files(cfg.resolve("tiny").model)
+    assert files.is_tiny and (files.unet, files.whisper, files.vae) == (fake.unet, fake.whisper, fake.vae)
+    assert calls == [1]  # generated once for the three roles
+
+    (tmp_path / "vae.safetensors").write_bytes(b"")
+    model = cfg.resolve("tiny", [f"model.vae={tmp_path / 'vae.safetensors'}"]).model
+    assert networks.resolve_files(model).is_tiny is bool(model.tiny_roles()) is True

@@ -31,7 +31,7 @@ class Networks:
         scheduler: a fresh DDIM scheduler with the official config.
         device, dtype: where the networks run.
         resolution: face crop size (256 or 512).
-        is_tiny: random tiny weights (output not lip-synced).
+        is_tiny: some network is the tiny random one (``ModelOptions.tiny_roles``; output not lip-synced).
         files: the files loaded, by role (for the run record).
     """
 
@@ -58,19 +58,19 @@ class ModelFiles:
 def resolve_files(model: ModelOptions) -> ModelFiles:
     """Paths of the three networks for ``model`` (registry names, paths, or ``tiny``). Never downloads."""
     from lipsyncctl.checkpoints.registry import load_registry
+    from lipsyncctl.config import TINY
 
     tiny = None
-    if "tiny" in (model.checkpoint, model.whisper, model.vae):
-        from lipsyncctl.checkpoints.tiny import ensure_tiny_models
-
-        with progress.Task("tiny models"):
-            tiny = ensure_tiny_models()
     registry = None
 
     def find(name: str, role: str) -> Path:
-        nonlocal registry
-        if name == "tiny":
-            assert tiny is not None
+        nonlocal registry, tiny
+        if name == TINY:  # generated on first use (seeded: the same files every time)
+            if tiny is None:
+                from lipsyncctl.checkpoints.tiny import ensure_tiny_models
+
+                with progress.Task("tiny models"):
+                    tiny = ensure_tiny_models()
             return {"unet": tiny.unet, "whisper": tiny.whisper, "vae": tiny.vae}[role]
         registry = registry or load_registry()
         if name in registry.names():  # registry names may contain dots ("latentsync-1.5"): check them first
@@ -91,7 +91,7 @@ def resolve_files(model: ModelOptions) -> ModelFiles:
         unet_config=unet_config,
         whisper=find(model.whisper, "whisper"),
         vae=find(model.vae, "vae"),
-        is_tiny="tiny" in (model.checkpoint, model.whisper, model.vae),
+        is_tiny=bool(model.tiny_roles()),
     )
 
 

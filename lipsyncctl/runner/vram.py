@@ -49,8 +49,9 @@ TINY_FIXED_OVERHEAD = 512 * MiB
 
 
 def is_tiny(config: Config) -> bool:
-    """Whether ``config`` runs the tiny random UNet (``model.checkpoint`` or ``model.unet_config`` "tiny")."""
-    return "tiny" in (config.model.checkpoint, config.model.unet_config)
+    """Whether the run's UNet is the tiny one (``"unet" in config.model.tiny_roles()``): sized as such,
+    and fast enough on a CPU."""
+    return "unet" in config.model.tiny_roles()
 
 
 def _estimate_tiny(config: Config) -> int:
@@ -58,7 +59,7 @@ def _estimate_tiny(config: Config) -> int:
     b = _DTYPE_BYTES[config.inference.dtype]
     s = (config.model.resolution / 256) ** 2
     cfg_batch = 2 if config.inference.guidance > 1.0 else 1
-    tiny_vae = config.model.vae == "tiny"
+    tiny_vae = "vae" in config.model.tiny_roles()
     vae_params = TINY_VAE_PARAMS if tiny_vae else VAE_PARAMS
     vae_scale = TINY_VAE_ACT_SCALE if tiny_vae else 1.0
     weights = TINY_UNET_PARAMS * b + vae_params * b + WHISPER_ENCODER_PARAMS * 4
@@ -101,7 +102,7 @@ def estimate_vram(config: Config) -> int:
     unet_params = UNET_PARAMS.get(config.model.unet_config, UNET_PARAMS["stage2"])
     cfg_batch = 2 if config.inference.guidance > 1.0 else 1
     unet_scale = min(1.0, unet_params / UNET_PARAMS["stage2"])
-    tiny_vae = config.model.vae == "tiny"
+    tiny_vae = "vae" in config.model.tiny_roles()
     vae_scale = TINY_VAE_ACT_SCALE if tiny_vae else 1.0
     weights = unet_params * b + (TINY_VAE_PARAMS if tiny_vae else VAE_PARAMS) * b + WHISPER_ENCODER_PARAMS * 4
     unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * unet_scale
