@@ -1,7 +1,8 @@
 """One fact in one place: each test pins a table or rule that used to be written twice.
 
-The codec -> container table (``media.writer.CODECS``) and the tiny-model rule
-(``ModelOptions.tiny_roles``). Every user of a fact reads the one source; these tests check the
+The codec -> container table (``media.writer.CODECS``), the tiny-model rule
+(``ModelOptions.tiny_roles``), the VRAM formula (``runner.vram``) and the DDIM scheduler config (the
+official JSON in ``models/configs``). Every user of a fact reads the one source; these tests check the
 users agree with it and pin the numbers that must not move.
 """
 
@@ -111,3 +112,43 @@ def test_network_loader_asks_the_same_rule(monkeypatch: pytest.MonkeyPatch, tmp_
     (tmp_path / "vae.safetensors").write_bytes(b"")
     model = cfg.resolve("tiny", [f"model.vae={tmp_path / 'vae.safetensors'}"]).model
     assert networks.resolve_files(model).is_tiny is bool(model.tiny_roles()) is True
+
+
+# ----------------------------------------------------------------------------------------------
+# The VRAM formula
+
+
+#: Bytes, as the formula gave them before it was written once (pinned so a refactor cannot move them).
+VRAM_PINNED = [
+    ("latentsync-1.5", (), 8261807343),
+    ("latentsync-1.6", (), 18730790127),
+    ("fast", (), 8261807343),
+    ("broadcast", (), 18730790127),
+    ("low-vram", (), 5980105967),
+    ("tiny", (), 1109445516),
+    ("tiny", ("inference.dtype=fp16",), 838422982),
+    ("tiny", ("model.checkpoint=latentsync-1.5",), 1109445516),
+    ("tiny", ("model.unet_config=stage2",), 1109445516),
+    ("tiny", ("model.vae=sd-vae-ft-mse",), 5470323884),
+    ("latentsync-1.5", ("model.vae=tiny",), 6081368159),
+    ("latentsync-1.5", ("model.unet_config=stage1",), 6985678557),
+    ("latentsync-1.5", ("model.unet_config=/x/custom.yaml",), 8261807343),  # unknown: counted as stage2
+    ("latentsync-1.6", ("inference.guidance=1.0", "inference.dtype=fp32"), 30022232133),
+]
+
+
+@pytest.mark.parametrize(("preset", "sets", "expected"), VRAM_PINNED)
+def test_vram_estimate_pinned(preset: str, sets: tuple[str, ...], expected: int) -> None:
+    assert vram.estimate_vram(cfg.resolve(preset, list(sets))) == expected
+
+
+def test_vram_formula_takes_the_model_sizes_as_inputs() -> None:
+    tiny = cfg.resolve("tiny")
+    sizes = vram.model_sizes(tiny.model)
+    assert sizes == vram.ModelSizes(vram.TINY_UNET_PARAMS, vram.TINY_UNET_ACT_SCALE, vram.TINY_VAE_PARAMS,
+                                    vram.TINY_VAE_ACT_SCALE, vram.TINY_FIXED_OVERHEAD)
+    assert vram.UNET_PARAMS["tiny"] == vram.TINY_UNET_PARAMS
+    official = vram.model_sizes(cfg.resolve("latentsync-1.5").model)
+    assert official == vram.ModelSizes(vram.UNET_PARAMS["stage2"], 1.0, vram.VAE_PARAMS, 1.0, vram.FIXED_OVERHEAD)
+    # The same formula with the official sizes: what the tiny run would need with full-size networks.
+    assert vram.estimate_vram(tiny, official) > vram.estimate_vram(tiny) + vram.UNET_PARAMS["stage2"] * 4
