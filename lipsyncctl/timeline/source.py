@@ -5,20 +5,30 @@ EDL (``otio-cmx3600-adapter``, extra ``edl``), FCP 7 XML (``otio-fcp-adapter``, 
 Media paths are resolved, in order, through a ``--relink OLD=NEW`` prefix map, against the timeline's
 folder (for a bundle: the bundle's root, where its ``media/`` are; see :mod:`~lipsyncctl.timeline.bundle`),
 and against ``--media-root`` (by relative path, then by file name).
+
+An EDL stores no frame rate. Without ``--edl-rate`` it is found from the file (:func:`detect_edl_rate`):
+a rate stated in a comment, else the largest frame number in its timecodes and its ``FCM`` line. The
+rate and how it was found are kept in the timeline's ``metadata["lipsyncctl"]["edl_rate"]`` and
+reported through :mod:`lipsyncctl.progress`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, MissingToolError, UsageError
+from lipsyncctl.media.rates import STANDARD_RATES, parse_rate
 
 #: file suffix -> OTIO adapter name (for writing an output timeline in the input's format)
 ADAPTERS_BY_SUFFIX: dict[str, str] = {
@@ -47,13 +57,14 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
     """Read ``path`` into an ``otio.schema.Timeline`` (a ``.otiod`` bundle is a folder).
 
     Args:
-        rate: frame rate for formats that do not store one (EDL), e.g. ``23.976``; None = the adapter's
-            default (24 for CMX 3600).
+        rate: frame rate of an EDL (the format stores none), e.g. ``23.976``; None = detect it
+            (:func:`detect_edl_rate`). Other formats carry their own rates and ignore it.
         extract_to: for an ``.otioz``, an existing empty folder to extract the bundle's media into
             (None: read only its timeline).
 
     Raises:
-        MediaError: the file is missing or cannot be parsed.
+        MediaError: the file is missing or cannot be parsed, or an EDL's rate cannot be decided.
+        UsageError: ``rate`` is too low for the EDL's timecodes.
         MissingToolError: no installed adapter reads this format.
     """
     import opentimelineio as otio
@@ -69,21 +80,26 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
         pkg = ADAPTER_PACKAGES.get(adapter, f"an OTIO adapter for {path.suffix}")
         raise MissingToolError(f"{path}: no OpenTimelineIO adapter for {path.suffix} is installed",
                                hint=f"pip install {pkg} (or lipsyncctl[edl] / lipsyncctl[fcp])")
-    kwargs: dict[str, Any] = {}
-    if rate is not None and adapter == "cmx_3600":
-        from lipsyncctl.timeline.timebase import exact_rate
-
-        kwargs["rate"] = float(exact_rate(rate))  # 23.976 -> 24000/1001 (OTIO's timecode wants the exact rate)
+    if adapter == "cmx_3600":
+        return _read_edl(path, rate)
     try:
         if adapter == "otioz" and extract_to is not None:
             from lipsyncctl.timeline.bundle import extract_otioz
 
             result = extract_otioz(path, extract_to)
         else:
-            result = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
+            result = otio.adapters.read_from_file(str(path), adapter_name=adapter)
     except Exception as exc:  # noqa: BLE001 - adapters raise anything; report it as bad input media
         raise MediaError(f"{path}: cannot read the timeline ({type(exc).__name__}: {exc})",
-                         hint="open it in your editor and re-export it") from exc
+                         hint=f"check that it is a complete {path.suffix or 'OTIO'} export "
+                              f"(read with OTIO's {adapter or 'default'} adapter)") from exc
+    return _one_timeline(path, result)
+
+
+def _one_timeline(path: Path, result: Any) -> Any:
+    """The timeline an adapter returned (the first of a collection)."""
+    import opentimelineio as otio
+
     if isinstance(result, otio.schema.SerializableCollection):
         timelines = list(result.find_children(descended_from_type=otio.schema.Timeline, shallow_search=True))
         if not timelines:
@@ -92,6 +108,157 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
     if not isinstance(result, otio.schema.Timeline):
         raise MediaError(f"{path}: expected a timeline, found {type(result).__name__}")
     return result
+
+
+#: Timecode rates an EDL counts at when nothing says it is drop frame, in the order they are preferred
+#: (48 fps timecode is too rare to guess).
+EDL_RATES: tuple[Fraction, ...] = (Fraction(24), Fraction(25), Fraction(30), Fraction(50), Fraction(60))
+#: Drop-frame timecode exists only at the NTSC rates 29.97 and 59.94 (SMPTE ST 12-1).
+EDL_DROP_RATES: tuple[Fraction, ...] = (Fraction(30000, 1001), Fraction(60000, 1001))
+#: A comment that states the rate and nothing else: ``* FPS: 25``, ``* FRAME RATE: 23.976``, ``EDIT RATE=24``.
+_STATED_RATE = re.compile(
+    r"^\*?\s*(?:FPS|FRAME[ _]?RATE|EDIT[ _]RATE|TIMECODE[ _]RATE)\s*[:=]\s*(\d+(?:[./]\d+)?)\s*(?:FPS)?\s*$",
+    re.IGNORECASE)
+#: ``HH:MM:SS:FF``; a ``;`` (or ``,``) before the frames marks drop-frame timecode.
+_TIMECODE = re.compile(r"(?<![\d:;])\d{2}[:;.]\d{2}[:;.]\d{2}([:;.,])(\d{2,3})(?![\d:;])")
+
+
+@dataclass(frozen=True)
+class EdlRate:
+    """The rate an EDL's timecodes count at, and how it was found.
+
+    Attributes:
+        rate: exact frames per second (``Fraction(30000, 1001)``).
+        how: where it came from, for the user (``"stated in the file: '* FPS: 25'"``).
+        assumed: another standard rate fits the file as well (23.976 counts like 24, 29.97 NDF like 30);
+            ``rate`` is the likelier one and the note is a warning.
+    """
+
+    rate: Fraction
+    how: str
+    assumed: bool = False
+
+    @property
+    def fps(self) -> str:
+        """The rate as people write it: ``25``, ``29.97``, ``23.976``."""
+        return f"{float(self.rate):.3f}".rstrip("0").rstrip(".")
+
+    def note(self) -> str:
+        """One line for the plan's warnings (``assumed``) or notes."""
+        if self.assumed:
+            return (f"EDL frame rate {self.fps} fps assumed ({self.how}); pass --edl-rate if the edit was "
+                    f"cut at another rate (e.g. 23.976 or 29.97)")
+        return f"EDL frame rate {self.fps} fps ({self.how})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": f"{self.rate.numerator}/{self.rate.denominator}", "how": self.how,
+                "assumed": self.assumed, "note": self.note()}
+
+
+def detect_edl_rate(text: str, where: str = "EDL") -> EdlRate:
+    """The frame rate of a CMX 3600 EDL's text (see :class:`EdlRate`), in this order:
+
+    1. A comment stating it (:data:`_STATED_RATE`); ``FCM: DROP FRAME`` makes a stated 30 or 60 NTSC.
+    2. Else the largest frame field ``F`` of its timecodes (events and ``LOC`` comments): the rate must
+       exceed ``F``, and the first of :data:`EDL_RATES` (or :data:`EDL_DROP_RATES` for drop frame) that
+       does is taken. ``F <= 23`` fits every rate: 24 is assumed (OTIO's default, what was always read).
+
+    Raises:
+        MediaError: the file states two rates, a rate its timecodes exceed, drop frame at a rate that has
+            none, or frame numbers beyond every standard rate (the hint names ``--edl-rate``).
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    stated = {line: parse_rate(m.group(1)) for line in lines if (m := _STATED_RATE.match(line))}
+    top, drop = _timecode_frames(lines)
+    hint = "pass the rate the edit was cut at, e.g. --edl-rate 25 (or 23.976, 29.97)"
+
+    def fail(why: str) -> MediaError:
+        return MediaError(f"{where}: cannot tell its frame rate: {why}", hint=hint)
+
+    if len(set(stated.values())) > 1:
+        raise fail("it states " + " and ".join(repr(k) for k in stated))
+    if stated:
+        line, rate = next(iter(stated.items()))
+        if drop:
+            ntsc = [r for r in EDL_DROP_RATES if math.ceil(r) == math.ceil(rate)]
+            if not ntsc:
+                raise fail(f"{line!r} but its timecode is drop frame (only 29.97 and 59.94 have it)")
+            rate = ntsc[0]
+        if top is not None and top >= math.ceil(rate):
+            raise fail(f"{line!r} but a timecode counts frame {top}")
+        return EdlRate(rate, f"stated in the file: {line!r}")
+    ladder = EDL_DROP_RATES if drop else EDL_RATES
+    kind = "drop-frame " if drop else ""
+    if top is None:
+        return EdlRate(ladder[0], f"no timecodes to tell it by; {float(ladder[0]):g} is the default",
+                       assumed=True)
+    fits = [r for r in ladder if math.ceil(r) > top]
+    if not fits:
+        raise fail(f"a {kind}timecode counts frame {top}, beyond every standard rate")
+    rate = fits[0]
+    ntsc_twin = not drop and rate * Fraction(1000, 1001) in STANDARD_RATES  # 24 vs 23.976, 30 vs 29.97 NDF
+    how = f"its {kind}timecodes count frames up to {top}"
+    return EdlRate(rate, how, assumed=top < 24 or ntsc_twin)
+
+
+def _timecode_frames(lines: list[str]) -> tuple[int | None, bool]:
+    """The largest frame field of the timecodes OTIO reads (event lines and ``LOC`` comments; None if
+    there are none), and whether anything marks drop frame (an ``FCM: DROP FRAME`` line or a ``;``)."""
+    top: int | None = None
+    drop = False
+    for line in lines:
+        upper = line.upper()
+        if upper.startswith("FCM") and "DROP" in upper and "NON" not in upper:
+            drop = True
+        if line[:1].isdigit() or re.match(r"^\*?\s*LOC:", line, re.IGNORECASE):
+            for m in _TIMECODE.finditer(line):
+                top = max(top or 0, int(m.group(2)))
+                drop = drop or m.group(1) in ";,"
+    return top, drop
+
+
+def _read_edl(path: Path, rate: float | None) -> Any:
+    """Read a CMX 3600 EDL at ``rate`` (None: :func:`detect_edl_rate`) and record the rate used."""
+    import opentimelineio as otio
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # older editors write Latin-1 clip names
+    if rate is None:
+        found = detect_edl_rate(text, str(path))
+    else:
+        from lipsyncctl.timeline.timebase import exact_rate
+
+        found = EdlRate(exact_rate(rate), "given with --edl-rate")  # 23.976 -> 24000/1001, as OTIO needs
+        top, _ = _timecode_frames([line.strip() for line in text.splitlines()])
+        if top is not None and top >= math.ceil(found.rate):
+            raise UsageError(f"--edl-rate {rate:g} is too low for {path}: a timecode counts frame {top}",
+                             hint="pass the rate the edit was cut at, or leave --edl-rate out to detect it")
+    try:
+        result = otio.adapters.read_from_string(_events_only(text), adapter_name="cmx_3600",
+                                                rate=float(found.rate))
+    except Exception as exc:  # noqa: BLE001 - adapters raise anything; report it as bad input media
+        raise MediaError(f"{path}: cannot read the EDL at {found.fps} fps, {found.how} "
+                         f"({type(exc).__name__}: {exc})",
+                         hint="if the rate is wrong pass --edl-rate; otherwise fix the line named above") from exc
+    timeline = _one_timeline(path, result)
+    timeline.metadata.setdefault("lipsyncctl", {})["edl_rate"] = found.to_dict()
+    if found.assumed:
+        progress.warning(found.note())
+    else:
+        progress.message(found.note())
+    return timeline
+
+
+def _events_only(text: str) -> str:
+    """``text`` without the comment lines before its first event: OTIO's reader refuses them ("Unknown
+    event type") though they carry nothing it reads (a ``* FPS: 25`` header, say)."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()[:1].isdigit()), len(lines))
+    head = [line for line in lines[:first] if not line.strip().startswith("*")]
+    return "\n".join(head + lines[first:]) + "\n"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,147 @@
+"""The frame rate of an EDL read without --edl-rate: stated in a comment, else told by the largest frame
+number of its timecodes and its FCM line; undecidable files fail naming --edl-rate."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import progress
+from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.timeline.segments import plan_timeline
+from lipsyncctl.timeline.source import MediaResolver, detect_edl_rate, installed_adapters, read_timeline
+from tests.sync_media import write_clip
+
+NTSC = Fraction(30000, 1001)
+
+#: Two events at 25 fps: 25 frames of cam_a from frame 4, then 39 frames of cam_b from 01:00:00:10
+#: (its timecode tag is 01:00:00:00) - the second source out point counts frame 24.
+EDL_25 = """TITLE: cut25
+FCM: NON-DROP FRAME
+
+001  AX       V     C        00:00:00:04 00:00:01:04 01:00:00:00 01:00:01:00
+* FROM CLIP NAME: cam_a.mkv
+002  AX       V     C        01:00:00:10 01:00:01:24 01:00:01:00 01:00:02:14
+* FROM CLIP NAME: cam_b.mkv
+"""
+
+
+def _event(n: int, src_in: str, src_out: str, rec_in: str, rec_out: str, name: str = "cam_a.mkv") -> str:
+    return f"{n:03d}  AX       V     C        {src_in} {src_out} {rec_in} {rec_out}\n* FROM CLIP NAME: {name}\n"
+
+
+def _edl(*events: str, fcm: str = "NON-DROP FRAME", comments: str = "") -> str:
+    return f"TITLE: t\nFCM: {fcm}\n{comments}\n" + "".join(events)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    folder = tmp_path_factory.mktemp("edl25")
+    frames = [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(60)]
+    write_clip(folder / "cam_a.mkv", frames, Fraction(25))
+    write_clip(folder / "cam_b.mkv", frames, Fraction(25), tags={"timecode": "01:00:00:00"})
+    write_clip(folder / "cam_ntsc.mkv", frames, NTSC)
+    return folder
+
+
+def test_a_25_fps_edl_without_a_rate_plans_at_25(media: Path) -> None:
+    edl = media / "cut25.edl"
+    edl.write_text(EDL_25, encoding="utf-8")
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        timeline = read_timeline(edl)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=0)
+    assert plan.fps == 25
+    assert [(s.media.name, s.record_start, s.record_frames, s.source_start, s.source_frames)
+            for s in plan.segments] == [("cam_a.mkv", 0, 25, 4, 25), ("cam_b.mkv", 25, 39, 10, 39)]
+    assert not [w for s in plan.segments for w in s.warnings]  # no "media at 25 fps on a 24 fps timeline"
+    found = timeline.metadata["lipsyncctl"]["edl_rate"]
+    assert (found["rate"], found["assumed"]) == ("25/1", False)
+    assert "frames up to 24" in found["how"]
+    assert ("message", "EDL frame rate 25 fps (its timecodes count frames up to 24)") in sink.events
+
+
+def test_fcm_drop_frame_reads_at_29_97(media: Path) -> None:
+    edl = media / "df.edl"
+    edl.write_text(_edl(_event(1, "00:00:00;02", "00:00:01;12", "00:00:00;00", "00:00:01;10", "cam_ntsc.mkv"),
+                        fcm="DROP FRAME"), encoding="utf-8")
+    plan = plan_timeline(read_timeline(edl), MediaResolver(media), handles=0)
+    assert plan.fps == NTSC
+    assert [(s.record_frames, s.source_start, s.source_frames) for s in plan.segments] == [(40, 2, 40)]
+    assert plan.segments[0].media_fps == NTSC and not plan.segments[0].warnings
+
+
+def test_an_explicit_edl_rate_wins(media: Path) -> None:
+    edl = media / "stated.edl"
+    edl.write_text(_edl(_event(1, "00:00:00:04", "00:00:00:16", "01:00:00:00", "01:00:00:12"),
+                        comments="* FPS: 25\n"), encoding="utf-8")  # a header comment OTIO alone refuses
+    detected = read_timeline(edl)  # (held: OTIO frees the metadata of a dropped timeline)
+    assert detected.metadata["lipsyncctl"]["edl_rate"]["rate"] == "25/1"
+    timeline = read_timeline(edl, rate=23.976)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=0)
+    assert plan.fps == Fraction(24000, 1001)
+    assert timeline.metadata["lipsyncctl"]["edl_rate"]["how"] == "given with --edl-rate"
+
+
+def test_an_edl_rate_below_its_timecodes_is_a_usage_error(media: Path) -> None:
+    edl = media / "cut25_at_24.edl"
+    edl.write_text(EDL_25, encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        read_timeline(edl, rate=24)
+    assert "--edl-rate 24" in info.value.message and "frame 24" in info.value.message
+    assert "--edl-rate" in info.value.hint
+
+
+def test_an_undecidable_edl_fails_naming_edl_rate(tmp_path: Path) -> None:
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    edl = tmp_path / "odd.edl"
+    edl.write_text(_edl(_event(1, "00:00:00:04", "00:00:00:75", "01:00:00:00", "01:00:00:71")), encoding="utf-8")
+    with pytest.raises(MediaError) as info:
+        read_timeline(edl)
+    err = info.value
+    assert str(edl) in err.message and "frame 75" in err.message and "\n" not in err.message
+    assert "--edl-rate" in err.hint and "re-export" not in err.hint
+    assert err.exit_code == 5
+
+
+EV = "001  AX  V  C  00:00:00:00 00:00:00:{ff} 01:00:00:00 01:00:00:{ff}\n"
+
+
+@pytest.mark.parametrize(("text", "rate", "assumed"), [
+    (_edl(EV.format(ff="17")), Fraction(24), True),             # fits every rate: today's 24, with a warning
+    (_edl(EV.format(ff="24")), Fraction(25), False),
+    (_edl(EV.format(ff="27")), Fraction(30), True),             # 29.97 NDF counts the same
+    (_edl(EV.format(ff="27"), fcm="DROP FRAME"), NTSC, False),
+    (_edl(EV.format(ff="27").replace(":27", ";27"), fcm=""), NTSC, False),  # ';' marks drop frame
+    (_edl(EV.format(ff="45")), Fraction(50), False),
+    (_edl(EV.format(ff="55")), Fraction(60), True),
+    (_edl(EV.format(ff="10") + "* LOC: 01:00:00:24 RED note\n"), Fraction(25), False),  # locators count too
+    (_edl(EV.format(ff="10") + "* FPS: 25\n"), Fraction(25), False),
+    (_edl(EV.format(ff="10") + "* FRAME RATE: 23.976\n"), Fraction(24000, 1001), False),
+    (_edl(EV.format(ff="10") + "* FPS: 30\n", fcm="DROP FRAME"), NTSC, False),
+    (_edl(EV.format(ff="10") + "* FROM CLIP NAME: shot 25 fps take 01:00:00:29.mov\n"), Fraction(24), True),
+])
+def test_detect_edl_rate(text: str, rate: Fraction, assumed: bool) -> None:
+    found = detect_edl_rate(text)
+    assert (found.rate, found.assumed) == (rate, assumed)
+    assert ("assumed" in found.note()) == assumed and found.how in found.note()
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    (_edl(EV.format(ff="75")), "beyond every standard rate"),
+    (_edl(EV.format(ff="61"), fcm="DROP FRAME"), "beyond every standard rate"),
+    (_edl(EV.format(ff="24") + "* FPS: 24\n"), "counts frame 24"),
+    (_edl(EV.format(ff="10") + "* FPS: 24\n" + "* FPS: 25\n"), "states"),
+    (_edl(EV.format(ff="10") + "* FPS: 25\n", fcm="DROP FRAME"), "drop frame"),
+])
+def test_contradictory_or_unknown_rates_fail_naming_edl_rate(text: str, why: str) -> None:
+    with pytest.raises(MediaError) as info:
+        detect_edl_rate(text, "cut.edl")
+    assert info.value.message.startswith("cut.edl: cannot tell its frame rate") and why in info.value.message
+    assert "--edl-rate" in info.value.hint
