@@ -112,6 +112,12 @@ def unet_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> UNetConf
         raise ConfigError(f"{source}: UNet config: {e}") from e
 
 
+def official_scheduler_config() -> dict[str, Any]:
+    """The official ``configs/scheduler_config.json`` shipped with the package (the one source of the DDIM
+    settings; a ``scheduler_config.json`` in the models dir does not replace it here)."""
+    return load_scheduler_config(paths.SHIPPED_MODELS_DIR / "configs" / "scheduler_config.json")
+
+
 def load_scheduler_config(path: str | Path | None = None) -> dict[str, Any]:
     """The scheduler JSON (default: ``configs/scheduler_config.json``) as a dict, as stored."""
     p = Path(path) if path is not None else find_config_file("scheduler_config.json")

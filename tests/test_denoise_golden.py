@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from lipsyncctl import progress
-from lipsyncctl.archs import load_scheduler_config, load_unet_config
+from lipsyncctl.archs import load_scheduler_config, load_unet_config, official_scheduler_config
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.nets.unet import UNet3DConditionModel
-from lipsyncctl.pipeline.denoise import SCHEDULER_CONFIG, denoise, make_scheduler, prepare_initial_latents
+from lipsyncctl.pipeline.denoise import PINNED_DEFAULTS, denoise, make_scheduler, prepare_initial_latents
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 needs_golden = pytest.mark.skipif(
@@ -109,11 +109,14 @@ def test_scheduler_matches_official_config() -> None:
     s.set_timesteps(20)
     assert s.timesteps.tolist() == list(range(951, 0, -50))
     assert s.init_noise_sigma == 1.0
-    # The JSON file in models/configs is the official file; our constant is it minus skip_prk_steps.
-    stored = load_scheduler_config()
-    assert stored.pop("skip_prk_steps") is True
-    assert {k: SCHEDULER_CONFIG[k] for k in stored} == stored
+    # The JSON file in models/configs is the official file and the one source: the scheduler built from it
+    # is the default one, and it holds every setting but the pinned diffusers defaults.
+    official = official_scheduler_config()
+    assert official == load_scheduler_config() and official.pop("skip_prk_steps") is True
     assert make_scheduler(load_scheduler_config()).config == s.config
+    assert not set(official) & set(PINNED_DEFAULTS)
+    assert {k: s.config[k] for k in official} == official
+    assert {k: s.config[k] for k in PINNED_DEFAULTS} == PINNED_DEFAULTS
 
 
 def test_scheduler_overrides_and_unknown_keys() -> None:

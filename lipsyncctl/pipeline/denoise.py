@@ -26,17 +26,10 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DDIMScheduler
 
-#: ``configs/scheduler_config.json`` of the official repository (minus ``skip_prk_steps``, a PNDM option
-#: that DDIM ignores), with the diffusers defaults the official runs relied on pinned explicitly.
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "trained_betas": None,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
+#: The diffusers defaults the official runs relied on, pinned so that a diffusers release cannot move them.
+#: They are not in the official ``configs/scheduler_config.json``; every other setting comes from that
+#: file, shipped with the package (:func:`lipsyncctl.archs.official_scheduler_config`).
+PINNED_DEFAULTS: dict[str, Any] = {
     "prediction_type": "epsilon",
     "timestep_spacing": "leading",
     "thresholding": False,
@@ -51,17 +44,21 @@ StepCallback = Callable[[int, int, "torch.Tensor"], None]
 
 
 def make_scheduler(config: Mapping[str, Any] | None = None) -> DDIMScheduler:
-    """A diffusers ``DDIMScheduler`` from :data:`SCHEDULER_CONFIG` updated with ``config``.
+    """A diffusers ``DDIMScheduler``: the official scheduler JSON over :data:`PINNED_DEFAULTS`, updated
+    with ``config``.
 
     ``config`` may be a whole scheduler JSON (e.g. from :func:`lipsyncctl.archs.load_scheduler_config`)
-    or a few overrides. Unknown keys raise ConfigError naming the key. As the official pipeline does,
-    ``steps_offset`` is forced to 1 and ``clip_sample`` to False.
+    or a few overrides. Unknown keys raise ConfigError naming the key; ``skip_prk_steps`` (a PNDM option of
+    the official file that DDIM ignores) and diffusers' bookkeeping keys are dropped. As the official
+    pipeline does, ``steps_offset`` is forced to 1 and ``clip_sample`` to False.
     """
     from diffusers import DDIMScheduler
 
+    from lipsyncctl.archs import official_scheduler_config
+
     allowed = set(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
-    merged = dict(SCHEDULER_CONFIG)
-    for key, value in (config or {}).items():
+    merged = dict(PINNED_DEFAULTS)
+    for key, value in {**official_scheduler_config(), **(config or {})}.items():
         if key in _IGNORED_SCHEDULER_KEYS:
             continue
         if key not in allowed:
