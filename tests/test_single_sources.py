@@ -152,3 +152,37 @@ def test_vram_formula_takes_the_model_sizes_as_inputs() -> None:
     assert official == vram.ModelSizes(vram.UNET_PARAMS["stage2"], 1.0, vram.VAE_PARAMS, 1.0, vram.FIXED_OVERHEAD)
     # The same formula with the official sizes: what the tiny run would need with full-size networks.
     assert vram.estimate_vram(tiny, official) > vram.estimate_vram(tiny) + vram.UNET_PARAMS["stage2"] * 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio array layout
+
+
+def test_audio_layouts(tmp_path: Path) -> None:
+    """``media`` arrays are sample-major ``(n, channels)``; the timeline's are channel-major
+    ``(channels, n)``, its reader being media's read_audio transposed (no second decoder)."""
+    import wave
+
+    import numpy as np
+
+    from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.timeline import mediaio
+
+    n, rate = 1600, 16000
+    stereo = np.stack([np.full(n, 0.5), np.full(n, -0.25)], axis=1)  # (n, 2): left, right
+    path = tmp_path / "lr.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((stereo * 32767).round().astype("<i2").tobytes())  # interleaved L R L R
+
+    x = read_audio(path, None, None)
+    assert x.shape == (n, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 0], 0.5, atol=1e-4)
+    np.testing.assert_allclose(x[:, 1], -0.25, atol=1e-4)
+    assert read_audio(path, rate, 1).shape == (n,)
+
+    y, r = mediaio.read_audio(path, rate, 2)
+    assert r == rate and y.shape == (2, n)
+    np.testing.assert_array_equal(y, read_audio(path, rate, 2).T)

@@ -39,7 +39,9 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
                       frame_size: int | None = None, start: float = 0.0) -> Iterator[tuple[Fraction, Any]]:
     """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on.
 
-    Seeks near ``start`` first (a keyframe before it); callers trim by the reported time.
+    Seeks near ``start`` first (a keyframe before it); callers trim by the reported time. Frames are in
+    ``fmt``: packed (``flt``, ``s16``: ``frame.to_ndarray()`` is ``(1, n * channels)``, interleaved, so
+    ``.reshape(-1, channels)`` gives this module's ``(n, channels)``) or planar (``fltp``: ``(channels, n)``).
     """
     import av
 
