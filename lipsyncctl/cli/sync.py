@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
+from lipsyncctl.cli.flags import Flag, config_flags, misplaced, signature
 from lipsyncctl.errors import UsageError
 
 HELP = """Lip-sync one clip: the mouth in VIDEO is re-rendered to match AUDIO; everything else is unchanged.
@@ -21,79 +23,149 @@ Examples:
 \b
 The output keeps the source resolution and frame rate (unless --fps), carries the new audio at its own
 sample rate and channels, and is written under a temporary name, then renamed. OUT.run.yaml beside it
-holds the resolved configuration. Length policy when audio and picture differ (--length-policy):
+holds the resolved configuration. An existing OUT is never replaced unless --overwrite/-y. Length policy when audio and picture differ (--length-policy):
 pingpong (default, official), loop, freeze, cut (shortest), silence (pad the audio, keep the picture).
 Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/ffmpeg/device, 5 bad input media.
 """
 
 
-def _face_at(value: str | None) -> tuple[float, float] | None:
+CLIP, TIMELINE, BOTH = frozenset({"clip"}), frozenset({"timeline"}), frozenset({"clip", "timeline"})
+
+
+def _face_at(value: str | None) -> list[float] | None:
     if value is None:
         return None
     try:
         x, y = (float(v) for v in value.split(","))
     except ValueError:
         raise UsageError(f"--face-at {value!r}: expected X,Y in pixels, e.g. --face-at 640,360") from None
-    return x, y
+    return [x, y]
 
 
-def sync_cmd(
-    video: Path = typer.Option(..., "--video", "-i", help="The clip whose mouth is re-rendered."),
-    audio: Path = typer.Option(..., "--audio", "-a", help="The new dialogue (WAV, FLAC, AAC, or a file with sound)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file; its extension picks the container."),
-    preset: str | None = opt.PresetOpt,
-    sets: list[str] | None = opt.SetOpt,
-    print_config: bool = opt.PrintConfigOpt,
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (inference.steps)."),
-    guidance: float | None = typer.Option(None, "--guidance", help="Guidance scale, 1.0 = off (inference.guidance)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the noise generator (inference.seed)."),
-    dtype: str | None = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16 (inference.dtype)."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (inference.device)."),
-    deepcache: bool | None = typer.Option(
-        None, "--deepcache/--no-deepcache", help="Reuse deep UNet features between steps (inference.deepcache)."
-    ),
-    fps: str | None = typer.Option(None, "--fps", help="Output rate; 'source' (default) or e.g. 25 for the official conform."),
-    length_policy: str | None = typer.Option(
-        None, "--length-policy", help="pingpong, loop, freeze, cut or silence (sync.length_policy)."
-    ),
-    codec: str | None = typer.Option(
-        None, "--codec", help="h264, h265, prores_hq, prores_4444, dnxhr_hq or ffv1 (output.codec)."
-    ),
-    crf: int | None = typer.Option(None, "--crf", help="H.264/H.265 quality, lower = better (output.crf)."),
-    matte: bool | None = typer.Option(None, "--matte/--no-matte", help="Also write OUT.matte.EXT of the changed region."),
-    detector: str | None = typer.Option(
-        None, "--detector", help="Face detector: auto, dlib, face-alignment, insightface (faces.backend)."
-    ),
-    blend: str | None = typer.Option(
-        None, "--blend", help="Paste-back: official (default) or multiband (lower seams) (faces.blend)."
-    ),
-    start: float | None = typer.Option(None, "--start", min=0, help="First second of the video to use."),
-    end: float | None = typer.Option(None, "--end", min=0, help="Last second of the video to use."),
-    face: int | None = typer.Option(
-        None, "--face", min=0, help="Follow this face track id (faces.select=id, faces.track_id)."
-    ),
-    face_at: str | None = typer.Option(
-        None, "--face-at", help="Follow the face at pixel X,Y (faces.select=point, faces.point)."
-    ),
-) -> None:
-    point = _face_at(face_at)
-    if face is not None and point is not None:
-        raise UsageError("give either --face ID or --face-at X,Y, not both")
+def _codecs() -> str:
+    from typing import get_args
+
+    from lipsyncctl.config import OutputOptions
+
+    return ", ".join(get_args(OutputOptions.model_fields["codec"].annotation))
+
+
+#: Every flag of `sync`, once: the config key it sets, the modes that take it (a flag of the other mode is a
+#: usage error) and its bounds (config keys: from the schema in lipsyncctl/config.py).
+FLAGS: tuple[Flag, ...] = (
+    Flag("video", ("--video", "-i"), Path | None, "The clip whose mouth is re-rendered (not with --timeline).",
+         modes=CLIP),
+    Flag("audio", ("--audio", "-a"), list[str] | None, "The new dialogue (WAV, FLAC, AAC, or a file with sound). "
+         "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame."),
+    Flag("output", ("--output", "-o"), Path | None, "Output file; its extension picks the container. "
+         "With --timeline: the output folder."),
+    Flag("overwrite", ("--overwrite", "-y"), bool, "Replace OUT if it exists (otherwise an existing OUT is a "
+         "usage error).", modes=CLIP, default=False),
+    Flag("preset", ("--preset", "-p"), str | None, opt.PresetOpt.help),
+    Flag("sets", ("--set",), list[str] | None, opt.SetOpt.help),
+    Flag("print_config", ("--print-config",), bool, opt.PrintConfigOpt.help + " Needs no input or output.",
+         default=False),
+    Flag("steps", ("--steps",), int | None, "DDIM steps (inference.steps).", key="inference.steps"),
+    Flag("guidance", ("--guidance",), float | None, "Guidance scale, 1.0 = off (inference.guidance).",
+         key="inference.guidance"),
+    Flag("seed", ("--seed",), int | None, "Seed of the noise generator (inference.seed).", key="inference.seed"),
+    Flag("dtype", ("--dtype",), str | None, "auto, fp32, fp16 or bf16 (inference.dtype).", key="inference.dtype"),
+    Flag("device", ("--device",), str | None, "auto, cpu, cuda or cuda:N (inference.device).",
+         key="inference.device"),
+    Flag("deepcache", ("--deepcache/--no-deepcache",), bool | None,
+         "Reuse deep UNet features between steps (inference.deepcache).", key="inference.deepcache"),
+    Flag("fps", ("--fps",), str | None, "Output rate; 'source' (default) or e.g. 25 for the official conform "
+         "(sync.fps).", key="sync.fps", modes=CLIP),
+    Flag("length_policy", ("--length-policy",), str | None,
+         "pingpong, loop, freeze, cut or silence (sync.length_policy).", key="sync.length_policy"),
+    Flag("codec", ("--codec",), str | None, f"{_codecs()} (output.codec; same names as prep --codec).",
+         key="output.codec"),
+    Flag("crf", ("--crf",), int | None, "H.264/H.265 quality, lower = better (output.crf).", key="output.crf"),
+    Flag("matte", ("--matte/--no-matte",), bool | None, "Also write OUT.matte.EXT of the changed region "
+         "(output.matte).", key="output.matte"),
+    Flag("detector", ("--detector",), str | None,
+         "Face detector: auto, dlib, face-alignment, insightface (faces.backend).", key="faces.backend"),
+    Flag("blend", ("--blend",), str | None,
+         "Paste-back: official (default) or multiband (lower seams) (faces.blend).", key="faces.blend"),
+    Flag("start", ("--start",), float | None, "First second of the video to use.", modes=CLIP, minimum=0),
+    Flag("end", ("--end",), float | None, "Last second of the video to use.", modes=CLIP, minimum=0),
+    Flag("face", ("--face",), int | None, "Follow this face track id (faces.select=id, faces.track_id).",
+         key="faces.track_id", modes=CLIP),
+    Flag("face_at", ("--face-at",), str | None, "Follow the face at pixel X,Y (faces.select=point, faces.point).",
+         key="faces.point", modes=CLIP),
+    Flag("timeline", ("--timeline", "-t"), Path | None, "Dub an edit (OTIO, EDL, FCP XML) instead of one clip.",
+         modes=TIMELINE),
+    Flag("audio_offset", ("--audio-offset",), str | None, "Timeline: where the --audio files start: seconds after "
+         "the first frame, or a timecode HH:MM:SS:FF.", modes=TIMELINE),
+    Flag("audio_track", ("--audio-track",), list[str] | None, "Timeline: use the timeline's audio track NAME (or "
+         "LANG=NAME) as a dub (repeatable).", modes=TIMELINE),
+    Flag("media_root", ("--media-root",), Path | None, "Timeline: folder to find media that is not where the edit "
+         "says.", modes=TIMELINE),
+    Flag("relink", ("--relink",), list[str] | None, "Timeline: replace a media path prefix, OLD=NEW (repeatable).",
+         modes=TIMELINE),
+    Flag("edl_rate", ("--edl-rate",), float | None, "Timeline: frame rate of an EDL (it stores none), e.g. 23.976.",
+         modes=TIMELINE),
+    Flag("handles", ("--handles",), int | None, "Timeline: extra frames rendered before/after each shot "
+         "(timeline.handles).", key="timeline.handles", modes=TIMELINE),
+    Flag("non_dialogue", ("--non-dialogue",), str | None, "Timeline: render, passthrough (keep source pixels) or "
+         "close (closed mouth) where nobody speaks (timeline.non_dialogue).", key="timeline.non_dialogue",
+         modes=TIMELINE),
+    Flag("conform", ("--conform/--no-conform",), bool | None, "Timeline: also write the full-length video with "
+         "the dub (timeline.conform).", key="timeline.conform", modes=TIMELINE),
+    Flag("min_sync", ("--min-sync",), float | None, "Timeline: fail shots whose SyncNet confidence is below this "
+         "(timeline.min_sync; needs syncnet-v2).", key="timeline.min_sync", modes=TIMELINE),
+    Flag("jobs", ("--jobs", "-j"), int | None, "Timeline: shots rendered at once by local worker processes (default 1).",
+         modes=TIMELINE, minimum=1, maximum=256),
+    Flag("gpus", ("--gpus",), str | None, "Timeline: one worker per listed GPU, e.g. 0,1.", modes=TIMELINE),
+    Flag("shard", ("--shard",), str | None, "Timeline: render only part I/N of the shots (0-based), or 'auto' from "
+         "SLURM_ARRAY_TASK_ID/COUNT.", modes=TIMELINE),
+    Flag("backend", ("--backend",), str | None, "Timeline: local (default) or ray (Ray: the optional extra named "
+         "ray).", modes=TIMELINE),
+    Flag("dry_run", ("--dry-run",), bool, "Timeline: print the plan (shots, frames, languages, work) and stop.",
+         modes=TIMELINE, default=False),
+)
+
+
+def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The config keys set by the flags of ``mode`` (``--face``/``--face-at`` also set faces.select, so
+    run.yaml records whose mouth was rendered)."""
+    bad = misplaced(FLAGS, values, mode)
+    if bad and mode == "clip":
+        raise UsageError(f"{', '.join(bad)}: only with --timeline")
+    if bad:
+        raise UsageError(f"{', '.join(bad)}: not with --timeline",
+                         hint="per-shot options go in the clip's metadata: {'lipsync': {'face': 1}}")
+    flags = config_flags(FLAGS, {**values, "face_at": _face_at(values.get("face_at"))}, mode)
+    if mode == "clip":
+        if values["face"] is not None and values["face_at"] is not None:
+            raise UsageError("give either --face ID or --face-at X,Y, not both")
+        flags["faces.select"] = ("id" if values["face"] is not None
+                                 else "point" if values["face_at"] is not None else None)
+    return flags
+
+
+def sync_cmd(**values: Any) -> None:
+    mode = "timeline" if values["timeline"] is not None else "clip"
+    flags = resolve_flags(values, mode)
+    config = opt.resolve(values["preset"], values["sets"], flags, values["print_config"])  # --print-config exits
+    if values["output"] is None:
+        raise UsageError("Missing option '--output' / '-o'")
+    if mode == "timeline":
+        from lipsyncctl.cli.timeline import run_timeline
+
+        return run_timeline(values, config)
+    if values["video"] is None:
+        raise UsageError("Missing option '--video' (or give --timeline)")
+    audio = values["audio"] or []
+    if len(audio) != 1:
+        raise UsageError("give exactly one --audio file for a clip (LANG=FILE lists are for --timeline)")
+    start, end = values["start"], values["end"]
     if start is not None and end is not None and end <= start:
         raise UsageError(f"--end {end:g} is not after --start {start:g}", hint="both are seconds of the video")
-    flags = {
-        "inference.steps": steps, "inference.guidance": guidance, "inference.seed": seed,
-        "inference.dtype": dtype, "inference.device": device, "inference.deepcache": deepcache,
-        "sync.fps": fps, "sync.length_policy": length_policy, "output.codec": codec, "output.crf": crf,
-        "output.matte": matte, "faces.backend": detector, "faces.blend": blend,
-        # --face / --face-at are faces.select id/point, so run.yaml records whose mouth was rendered
-        "faces.select": "id" if face is not None else "point" if point is not None else None,
-        "faces.track_id": face, "faces.point": list(point) if point is not None else None,
-    }
-    config = opt.resolve(preset, sets, flags, print_config)
     from lipsyncctl import api
 
-    result = api.sync(video, audio, output, config, start=start, end=end)
+    result = api.sync(values["video"], Path(audio[0]), values["output"], config, start=start, end=end,
+                      overwrite=values["overwrite"])
     for w in result.warnings:
         st.warn(w)
 
@@ -110,8 +182,12 @@ def sync_cmd(
     st.result(result.to_dict(), human)
 
 
+# Typer reads the options from the signature: the table above, in its order.
+sync_cmd.__signature__ = signature(FLAGS)  # type: ignore[attr-defined]
+sync_cmd.__annotations__ = {f.name: f.annotation for f in FLAGS}
+
+
 def register(app: typer.Typer) -> None:
     from lipsyncctl.cli.timeline import HELP as TIMELINE_HELP
-    from lipsyncctl.cli.timeline import with_timeline_mode
 
-    app.command("sync", help=HELP + TIMELINE_HELP)(with_timeline_mode(sync_cmd))
+    app.command("sync", help=HELP + TIMELINE_HELP)(sync_cmd)
