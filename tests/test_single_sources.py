@@ -186,3 +186,16 @@ def test_audio_layouts(tmp_path: Path) -> None:
     y, r = mediaio.read_audio(path, rate, 2)
     assert r == rate and y.shape == (2, n)
     np.testing.assert_array_equal(y, read_audio(path, rate, 2).T)
+
+
+@pytest.mark.parametrize("codec", sorted(output.OUTPUT_CODECS))
+def test_pcm_audio_containers_come_from_mux(codec: str, tmp_path: Path) -> None:
+    from lipsyncctl.media.mux import PCM_CONTAINERS
+
+    options = cfg.OutputOptions(codec=codec, audio_codec="pcm")
+    for ext in output.containers(codec):
+        if ext in PCM_CONTAINERS:
+            output.check_output(tmp_path / f"out{ext}", options)
+        else:
+            with pytest.raises(ConfigError, match="PCM"):
+                output.check_output(tmp_path / f"out{ext}", options)

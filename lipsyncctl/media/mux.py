@@ -16,7 +16,8 @@ from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
 
 #: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format).
 AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16")}
-_PCM_CONTAINERS = {".mov", ".mkv", ".avi", ".wav"}
+#: Containers that hold 16-bit PCM audio (``codec="pcm"``); .mp4 does not.
+PCM_CONTAINERS = (".mov", ".mkv", ".avi", ".wav")
 _SAMPLE_DTYPES = {"flt": np.float32, "s16": np.int16, "s32": np.int32, "dbl": np.float64, "u8": np.uint8}
 
 
@@ -60,8 +61,8 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
     out = Path(out)
     if codec not in AUDIO_CODECS:
         raise MediaError(f"unknown audio codec {codec!r}", hint=f"choose one of {', '.join(AUDIO_CODECS)}")
-    if codec == "pcm" and out.suffix.lower() not in _PCM_CONTAINERS:
-        raise MediaError(f"{out}: PCM audio needs a .mov or .mkv container")
+    if codec == "pcm" and out.suffix.lower() not in PCM_CONTAINERS:
+        raise MediaError(f"{out}: PCM audio needs one of {', '.join(PCM_CONTAINERS)}")
     encoder, fmt = AUDIO_CODECS[codec]
     protect = [video, *inputs] + ([audio] if isinstance(audio, (str, Path)) else [])
     with atomic_output(out, inputs=protect) as tmp, opened(video) as src:

@@ -54,7 +54,6 @@ OUTPUT_CODECS: dict[str, OutputCodec] = {
 }
 #: Source pixel formats x264/x265 may keep (4:2:0, 4:2:2, 4:4:4 in 8 or 10 bit).
 _KEEP_PIX = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"})
-_PCM_EXTENSIONS = (".mov", ".mkv", ".avi")
 
 
 def containers(codec: str) -> tuple[str, ...]:
@@ -85,9 +84,12 @@ def check_output(output: Path, options: OutputOptions) -> None:
     if ext not in allowed:
         raise ConfigError(f"{output}: output.codec {options.codec} cannot be stored in a '{ext or '(none)'}' file",
                           hint=f"use one of {', '.join(allowed)} for {options.codec}, or choose --codec")
-    if options.audio_codec == "pcm" and ext not in _PCM_EXTENSIONS:
-        raise ConfigError(f"{output}: PCM audio (output.audio_codec) needs a .mov, .mkv or .avi file",
-                          hint="use output.audio_codec=aac or a .mov/.mkv output")
+    from lipsyncctl.media.mux import PCM_CONTAINERS
+
+    pcm_ok = [e for e in allowed if e in PCM_CONTAINERS]
+    if options.audio_codec == "pcm" and ext not in pcm_ok:
+        raise ConfigError(f"{output}: PCM audio (output.audio_codec) cannot be stored in a '{ext or '(none)'}' file",
+                          hint=f"use output.audio_codec=aac, or one of {', '.join(pcm_ok)} for {options.codec} with PCM")
 
 
 def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str | None,
