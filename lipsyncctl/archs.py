@@ -1,9 +1,15 @@
 """Architecture config files: the official UNet YAMLs and the DDIM scheduler config in ``models/configs``.
 
 ``load_unet_config("stage2")`` (or a path to any YAML with a ``model:`` section, or a bare model
-mapping) returns a validated :class:`~lipsyncctl.nets.unet_config.UNetConfig`. Names are looked up in
-``<models dir>/configs/unet/`` and then in the ``models/configs/unet/`` folder of the source checkout.
-Errors are :class:`~lipsyncctl.errors.ConfigError` naming the file and the key.
+mapping) returns a validated :class:`~lipsyncctl.nets.unet_config.UNetConfig`;
+``load_syncnet_config("syncnet_16_pixel_attn")`` a :class:`~lipsyncctl.nets.syncnet.StableSyncNetConfig`.
+Names are looked up in ``<models dir>/configs/<kind>/`` and then in the ``models/configs/<kind>/`` folder
+of the source checkout.
+
+Validation happens when the file is loaded, not in the forward pass: unknown keys, wrong types and
+values out of range are :class:`~lipsyncctl.errors.ConfigError` (exit 3) naming the file and the key.
+The rules live with the config dataclasses (:func:`~lipsyncctl.nets.unet_config.normalize_fields`); a
+number PyYAML leaves as a string (``norm_eps: 1e-05``) is read as that number in a numeric field.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from lipsyncctl import paths
 from lipsyncctl.errors import ConfigError
 
 if TYPE_CHECKING:
+    from lipsyncctl.nets.syncnet import StableSyncNetConfig
     from lipsyncctl.nets.unet_config import UNetConfig
 
 #: The official architecture files (``configs/unet/*.yaml`` upstream), plus ``tiny`` for tests and demos.
@@ -91,15 +98,33 @@ def load_unet_config(path_or_name: str | Path) -> UNetConfig:
     from lipsyncctl.nets.unet_config import UNetConfig
 
     p = unet_config_path(path_or_name)
-    doc = load_unet_yaml(p)
-    section = doc["model"] if "model" in doc else doc
-    key = "model" if "model" in doc else "<top level>"
-    if not isinstance(section, dict):
-        raise ConfigError(f"{p}: {key}: expected a mapping")
+    key, section = _model_section(p, load_unet_yaml(p))
     try:
         return UNetConfig.from_dict(section)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{p}: {key}: {e}") from e
+
+
+def load_syncnet_config(path_or_name: str | Path) -> StableSyncNetConfig:
+    """Validated StableSyncNet architecture from a name (``syncnet_16_pixel_attn``) or a YAML path
+    (official layout with ``model:``, or the bare model mapping)."""
+    from lipsyncctl.nets.syncnet import StableSyncNetConfig
+
+    p = config_path("syncnet", path_or_name)
+    key, section = _model_section(p, load_config_yaml("syncnet", p))
+    try:
+        return StableSyncNetConfig.from_dict(section)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{p}: {key}: {e}") from e
+
+
+def _model_section(path: Path, doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(where, mapping)``: the ``model:`` section of an architecture YAML, else the whole document."""
+    key = "model" if "model" in doc else "<top level>"
+    section = doc["model"] if "model" in doc else doc
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: {key}: expected a mapping")
+    return key, section
 
 
 def unet_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> UNetConfig:

@@ -15,13 +15,15 @@ Inputs (official configs):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lipsyncctl.nets.unet_config import AT_LEAST_1, Bounds, normalize_fields
 
 Factor = int | tuple[int, int]
 
@@ -30,18 +32,11 @@ _EPS = 1e-6
 _ATTN_HEADS = 8
 
 
-def _factor(value: Any) -> Factor:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != 2:
-            raise ValueError(f"downsample factor must be an int or a pair, got {value!r}")
-        return (int(value[0]), int(value[1]))
-    return int(value)
-
-
 @dataclass(frozen=True)
 class DownEncoderConfig:
     """One tower. ``downsample_factors[i]`` is an int or an ``(h, w)`` pair; ``attn_blocks[i]`` adds an
-    attention block after level ``i``."""
+    attention block after level ``i`` (0 or 1). Fields are type- and range-checked as UNet configs are
+    (:func:`~lipsyncctl.nets.unet_config.normalize_fields`: a numeric string is read as its number)."""
 
     in_channels: int
     block_out_channels: tuple[int, ...]
@@ -49,7 +44,13 @@ class DownEncoderConfig:
     attn_blocks: tuple[int, ...]
     dropout: float = 0.0
 
+    BOUNDS: ClassVar[dict[str, Bounds]] = {
+        "in_channels": AT_LEAST_1, "block_out_channels": AT_LEAST_1, "downsample_factors": AT_LEAST_1,
+        "attn_blocks": Bounds(0, 1), "dropout": Bounds(0, 1),
+    }
+
     def __post_init__(self) -> None:
+        normalize_fields(self, self.BOUNDS)
         n = len(self.block_out_channels)
         if len(self.downsample_factors) != n or len(self.attn_blocks) != n:
             raise ValueError(
@@ -63,18 +64,20 @@ class DownEncoderConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DownEncoderConfig:
         """From the official yaml section; a missing ``attn_blocks`` means no attention (as for
-        ``syncnet_25_pixel.yaml``, which the official class cannot build)."""
-        channels = tuple(int(c) for c in d["block_out_channels"])
+        ``syncnet_25_pixel.yaml``, which the official class cannot build). Unknown or missing key, wrong
+        type or value out of range -> ValueError naming the key."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"expected a mapping, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown encoder config keys: {sorted(unknown)}")
-        return cls(
-            in_channels=int(d["in_channels"]),
-            block_out_channels=channels,
-            downsample_factors=tuple(_factor(f) for f in d["downsample_factors"]),
-            attn_blocks=tuple(int(a) for a in d.get("attn_blocks", [0] * len(channels))),
-            dropout=float(d.get("dropout", 0.0)),
-        )
+        missing = [k for k in ("in_channels", "block_out_channels", "downsample_factors") if k not in d]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing")
+        kw = dict(d)
+        if "attn_blocks" not in kw and isinstance(kw["block_out_channels"], (list, tuple)):
+            kw["attn_blocks"] = [0] * len(kw["block_out_channels"])
+        return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,13 +98,20 @@ class StableSyncNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StableSyncNetConfig:
+        """From the ``model:`` section of an official syncnet yaml; errors name the key
+        (``audio_encoder: in_channels: expected an integer, got True (bool)``)."""
         unknown = set(d) - {"audio_encoder", "visual_encoder"}
         if unknown:
             raise ValueError(f"unknown StableSyncNet config keys: {sorted(unknown)}")
-        return cls(
-            audio_encoder=DownEncoderConfig.from_dict(d["audio_encoder"]),
-            visual_encoder=DownEncoderConfig.from_dict(d["visual_encoder"]),
-        )
+        towers = {}
+        for name in ("audio_encoder", "visual_encoder"):
+            if name not in d:
+                raise ValueError(f"{name}: missing")
+            try:
+                towers[name] = DownEncoderConfig.from_dict(d[name])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+        return cls(**towers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
