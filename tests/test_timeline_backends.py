@@ -1,5 +1,7 @@
-"""Timeline workers beyond this process: local worker processes (``--jobs 2``, ~40 s on 2 cores: opt-in
-with ``-m slow``) and Ray on a local CPU instance (~15 s; skipped without the ``ray`` extra)."""
+"""Timeline workers beyond this process: the runner's pool on a trivial task (progress in completion
+order, threads per worker), the typed outcome across processes, local worker processes on the timeline
+(``--jobs 2``, ~40 s on 2 cores: opt-in with ``-m slow``) and Ray on a local CPU instance (~15 s; skipped
+without the ``ray`` extra)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 
 from lipsyncctl import config as cfg
 from lipsyncctl.timeline.job import TimelineJob, run_timeline
+from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 from tests.conftest import shared_path
 from tests.timeline_media import clip, rt, write_sources
 
@@ -37,7 +40,7 @@ def test_local_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                       audio=[("de", shared_path("fixtures", "demo1_audio.wav"))], jobs=2)
     res = run_timeline(job, _config())
     assert res.counts()["rendered"] == 2 and not res.failed
-    assert all(Path(s["output"]).is_file() for s in res.languages["de"]["shots"])
+    assert all(s.output is not None and Path(s.output).is_file() for s in res.languages["de"].shots)
 
 
 def test_ray_backend_on_a_local_cpu_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +55,51 @@ def test_ray_backend_on_a_local_cpu_instance(tmp_path: Path, monkeypatch: pytest
     finally:
         ray.shutdown()
     assert res.counts()["rendered"] == 2 and not res.failed
-    shots = res.languages["de"]["shots"]
-    assert [s["rendered_frames"] for s in shots] == [10, 10]
-    assert all(Path(s["output"]).is_file() for s in shots)
+    shots = res.languages["de"].shots
+    assert [s.rendered_frames for s in shots] == [10, 10]
+    assert all(s.output is not None and Path(s.output).is_file() for s in shots)
+
+
+def _slow_square(task: int, cache: dict, device: str | None) -> ShotOutcome:
+    """A module-level executor (spawned workers import it): task 0 is slow, so it finishes last."""
+    import time
+
+    time.sleep(1.5 if task == 0 else 0.0)
+    cache["calls"] = cache.get("calls", 0) + 1
+    return ShotOutcome(ShotStatus.DONE, f"k{task}", segment=str(task), frames=task * task, seconds=0.1)
+
+
+def test_pool_reports_each_task_as_it_finishes() -> None:
+    from lipsyncctl import progress
+    from lipsyncctl.runner.workers import run_tasks, worker_threads
+
+    assert worker_threads(2, cpu_count=2) == 1 and worker_threads(1, cpu_count=16) == 16
+    assert worker_threads(3, cpu_count=2) == 1
+    done: list[tuple[int, ShotOutcome]] = []
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        run_tasks([0, 1, 2], _slow_square, lambda t, o: (done.append((t, o)), progress.message(f"done {t}")),
+                  jobs=2, label="squares")
+    assert sorted(t for t, _ in done) == [0, 1, 2] and done[-1][0] == 0  # completion order: the slow one last
+    assert all(isinstance(o, ShotOutcome) and o.frames == t * t for t, o in done)  # typed, across processes
+    messages = [e[1] for e in sink.events if e[0] == "message"]
+    assert any("2 worker processes (" in m for m in messages)
+    assert messages[-3:] == ["done 1", "done 2", "done 0"] or messages[-3:] == ["done 2", "done 1", "done 0"]
+    starts = [e for e in sink.events if e[0] == "start" and e[2] == "squares"]
+    task_id = starts[0][1]
+    assert sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == task_id) == 3
+
+
+def test_outcome_round_trips_through_the_store_and_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    from lipsyncctl.runner.store import JobStore
+
+    oc = ShotOutcome(ShotStatus.NO_FACE, "abc", language="de", segment="001_A1", frames=10, faces_found=0,
+                     no_face_frames=10, seconds=1.25, warnings=["w"], error="no face")
+    assert pickle.loads(pickle.dumps(oc)) == oc
+    store = JobStore(tmp_path)
+    store.put("abc", oc.to_dict())
+    back = ShotOutcome.from_dict(store.get("abc") or {})
+    assert back == oc and back.status is ShotStatus.NO_FACE and oc.to_dict()["status"] == "no_face"
+    assert ShotStatus.UNDER_MIN_SYNC.is_failure and not ShotStatus.NO_FACE.is_failure

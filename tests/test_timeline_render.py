@@ -27,7 +27,7 @@ BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.de
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Media, the demo edit, two dubs and one tiny model set for the module."""
-    from lipsyncctl.timeline.job import write_wav
+    from lipsyncctl.media.audio import write_wav
     from lipsyncctl.timeline.mediaio import read_audio
 
     root = tmp_path_factory.mktemp("tl")
@@ -36,7 +36,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     write_sources(root, shared_path("fixtures", "demo1_video.mp4"))
     edit = build_edit(root)
     samples, rate = read_audio(de, rate=48000, channels=2)
-    fr = write_wav(root / "fr.wav", samples[:, rate * 2 :], rate)  # another take: 48 kHz stereo
+    fr = write_wav(root / "fr.wav", samples[:, rate * 2 :].T, rate)  # another take: 48 kHz stereo
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIPSYNCCTL_MODELS", str(models))
         yield {"root": root, "edit": edit, "de": de, "fr": fr, "models": models}
@@ -62,8 +62,13 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     assert dry["work"] == {"shots": 8, "frames": 2 * frames, "frame_steps": 2 * frames, "languages": 2}
     assert [s["name"] for s in dry["plan"]["segments"]] == list(EXPECTED_SHOTS)
 
-    rc, res = _run([*args, "--conform"], capsys)
+    capsys.readouterr()
+    rc = main(["--json", "sync", *args, "--conform"])  # not quiet: each shot is reported as it finishes
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
     assert rc == 0, res
+    assert "reused 0 of 4 shots (de), rendering 4" in captured.err
+    assert all(f"{lang}/{seg['id']}: done in " in captured.err for lang in ("de", "fr") for seg in res["plan"]["segments"])
     assert res["counts"]["rendered"] == 8 and res["counts"]["reused"] == 0 and res["failed"] == []
     plan = {s["name"]: s for s in res["plan"]["segments"]}
     for name, (rec, frames, src) in EXPECTED_SHOTS.items():
@@ -116,8 +121,14 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     assert de_cov["A1"] < 1.0 and de_cov["A3"] == 1.0  # the dialogue starts 0.45 s into the dub
 
     # rerun: everything reused; a changed dub offset re-renders what its cut changed
-    rc, again = _run(args, capsys)
+    capsys.readouterr()
+    rc = main(["--json", "sync", *args])  # not quiet: a no-op rerun says what it reused
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
     assert rc == 0 and again["counts"]["rendered"] == 0 and again["counts"]["reused"] == 8
+    for lang in ("de", "fr"):
+        assert f"reused 4 of 4 shots ({lang}), nothing to render" in captured.err
+        assert f"writing the relinked timeline(s) and the QC report ({lang})" in captured.err
     rc, dry2 = _run([*args, "--audio-offset", "01:00:00:20", "--dry-run"], capsys)
     assert rc == 0 and dry2["counts"]["to_render"] == 8  # every cut moved
     env["report_html"] = res["languages"]["de"]["report_html"]
@@ -150,8 +161,8 @@ def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[s
     """A1 (record 0-12 + 2 handles) hears the dub's first 0.6 s: silence, then speech from 0.45 s."""
     import opentimelineio as otio
 
+    from lipsyncctl.media.audio import write_wav
     from lipsyncctl.pipeline import clip as clip_module
-    from lipsyncctl.timeline.job import write_wav
 
     tl = otio.schema.Timeline(name="short", global_start_time=rt(0))
     track = otio.schema.Track(name="V1")
@@ -159,7 +170,7 @@ def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[s
     tl.tracks.append(track)
     edit = tmp_path / "short.otio"
     otio.adapters.write_to_file(tl, str(edit))
-    tone = write_wav(tmp_path / "tone.wav", np.zeros((1, 16000), np.float32), 16000)
+    tone = write_wav(tmp_path / "tone.wav", np.zeros(16000, np.float32), 16000)
     common = ["--timeline", str(edit), *BASE, "--codec", "ffv1", "--handles", "0", "--non-dialogue"]
     rc, res = _run([*common, "passthrough", "--audio", f"de={env['de']}", "--audio", f"mute={tone}",
                     "-o", str(tmp_path / "p")], capsys)

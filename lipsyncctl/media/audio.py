@@ -130,8 +130,11 @@ def audio_length(path: str | Path, stream_index: int | None = None) -> tuple[int
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int, *, inputs: tuple = ()) -> Path:
-    """Write float samples (``(n,)`` or ``(n, channels)``, clipped to [-1, 1]) as 16-bit PCM WAV,
-    atomically. Returns ``path``."""
+    """Write float samples as 16-bit PCM WAV, atomically. Returns ``path``. The package's one WAV writer.
+
+    Layout, as everywhere in :mod:`lipsyncctl.media`: ``(n,)`` mono or ``(n, channels)`` (sample-major,
+    what :func:`read_audio` returns); a channel-major ``(channels, n)`` array (the timeline's dub cuts) is
+    passed transposed. Values are clipped to [-1, 1]. ``inputs``: files never to overwrite."""
     path = Path(path)
     data = np.asarray(samples, dtype=np.float32)
     if data.ndim == 1:

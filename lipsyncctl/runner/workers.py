@@ -53,7 +53,8 @@ def worker_threads(workers: int, cpu_count: int | None = None) -> int:
 def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], None], *, jobs: int = 1,
               gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks") -> None:
     """Run every task with ``execute``, calling ``on_done(task, outcome)`` in this process as each one
-    finishes (in completion order). A progress task named ``label`` counts them."""
+    finishes (in completion order: ``on_done`` is where a caller reports a finished task, whichever
+    process ran it). A progress task named ``label`` counts them."""
     if backend not in BACKENDS:
         raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
     if not tasks:
@@ -120,6 +121,8 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
         for i in range(workers):
             devices.put(gpus[i % len(gpus)])
     threads = worker_threads(workers)
+    progress.message(f"starting {workers} worker processes ({threads} torch thread{'s' * (threads > 1)} each"
+                     + (f", GPUs {', '.join(gpus)})" if gpus else ")") + "; each task is reported as it finishes")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(devices, threads))
     try:

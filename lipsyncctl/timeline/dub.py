@@ -18,12 +18,15 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.timeline import timebase as tb
+
+if TYPE_CHECKING:
+    from lipsyncctl.timeline.segments import Segment
 
 _LANG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 VAD_RATE = 16000
@@ -198,3 +201,62 @@ def audio_digest(samples: np.ndarray, rate: int) -> str:
     h = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
     h.update(str(rate).encode())
     return h.hexdigest()
+
+
+# ---- a shot's piece of the dub ------------------------------------------------------------------
+# The render of a segment covers its media frames ``render_start .. +render_frames`` (handles included)
+# at the media's rate; the dub is on the timeline's clock. These turn one into the other.
+
+def render_window(seg: Segment, fps: Fraction, rate: int) -> tuple[Fraction, int]:
+    """``(t0, n)``: the timeline seconds at which the render's first frame (its head handle) plays, and
+    how many samples at ``rate`` the render lasts (``floor`` at both ends, like every cut here)."""
+    t0 = Fraction(seg.record_start) / fps - Fraction(seg.handle_in) / seg.media_fps
+    s0 = math.floor(t0 * rate)
+    s1 = math.floor((t0 + Fraction(seg.render_frames) / seg.media_fps) * rate)
+    return t0, s1 - s0
+
+
+def render_cut(dub: DubTrack, seg: Segment, fps: Fraction) -> np.ndarray:
+    """The dub under the whole render of ``seg`` (handles included): float32 ``(channels, n)``."""
+    t0, n = render_window(seg, fps, dub.rate)
+    return dub.window(math.floor(t0 * dub.rate), n)
+
+
+def speech_frames(dub: DubTrack, seg: Segment, fps: Fraction, pad: int) -> tuple[list[tuple[int, int]], float]:
+    """Speech as render-local frame ranges ``[lo, hi)`` (each padded by ``pad`` frames, overlaps merged)
+    and the share of the visible (non-handle) frames with speech."""
+    t0, _ = render_window(seg, fps, dub.rate)
+    ranges: list[tuple[int, int]] = []
+    for a, b in dub.speech:
+        lo = max(math.floor((Fraction(a).limit_denominator(10**6) - t0) * seg.media_fps) - pad, 0)
+        hi = min(math.ceil((Fraction(b).limit_denominator(10**6) - t0) * seg.media_fps) + pad, seg.render_frames)
+        if hi > lo:
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))
+            else:
+                ranges.append((lo, hi))
+    vis_lo, vis_hi = seg.handle_in, seg.handle_in + seg.source_frames
+    covered = sum(max(0, min(hi, vis_hi) - max(lo, vis_lo)) for lo, hi in ranges)
+    return ranges, covered / max(seg.source_frames, 1)
+
+
+def frame_complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """The frames ``0 .. total`` outside the sorted ``[lo, hi)`` ``ranges``."""
+    out, pos = [], 0
+    for lo, hi in ranges:
+        if lo > pos:
+            out.append((pos, lo))
+        pos = max(pos, hi)
+    if pos < total:
+        out.append((pos, total))
+    return out
+
+
+def silence_outside(cut: np.ndarray, ranges: list[tuple[int, int]], media_fps: Fraction, rate: int) -> np.ndarray:
+    """``cut`` ``(channels, n)`` with every sample outside the render-local frame ``ranges`` zeroed (what the
+    model hears in ``non_dialogue=close`` mode: a closed mouth between lines)."""
+    gated = np.zeros_like(cut)
+    for lo, hi in ranges:
+        s0, s1 = int(lo * rate / media_fps), int(hi * rate / media_fps)
+        gated[:, s0:s1] = cut[:, s0:s1]
+    return gated

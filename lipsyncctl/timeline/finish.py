@@ -7,6 +7,7 @@ that settles the last shot writes them (and a plain rerun, which renders nothing
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,75 +18,77 @@ from lipsyncctl.timeline import qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
 from lipsyncctl.timeline.report import write_html, write_json
+from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, ShotResult, ShotStatus
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.timeline.dub import DubTrack
-    from lipsyncctl.timeline.job import ShotState, TimelineJob
     from lipsyncctl.timeline.segments import TimelinePlan
     from lipsyncctl.timeline.source import MediaResolver
+    from lipsyncctl.timeline.types import ShotState, TimelineJob
 
 
-def shot_row(s: ShotState, plan: TimelinePlan) -> dict[str, Any]:
+def shot_row(s: ShotState, plan: TimelinePlan) -> ShotResult:
     """One shot of the report / ``--json`` result."""
-    seg, oc = s.segment, s.outcome or {}
-    status = oc.get("status", "pending")
+    seg, oc = s.segment, s.outcome
+    status = s.status
     rec = plan.global_start + seg.record_start
-    frames = oc.get("frames") or seg.render_frames
-    faces = oc.get("faces_found")
-    return {
-        "id": seg.id, "name": seg.name, "status": status, "reused": s.reused, "rendered": s.rendered,
-        "key": s.key, "output": oc.get("output"),
-        "record_in": tb.timecode(rec, plan.fps), "record_out": tb.timecode(rec + seg.record_frames, plan.fps),
-        "record_start": seg.record_start, "frames": seg.record_frames, "rendered_frames": seg.render_frames,
-        "source_start": seg.source_start, "handles": [seg.handle_in, seg.handle_out],
-        "face_coverage": None if faces is None or status != "done" else round(faces / max(frames, 1), 4),
-        "no_face_frames": oc.get("no_face_frames") if status == "done" else None,
-        "speech_coverage": round(s.speech_coverage, 4),
-        "sync_before": None, "sync_after": None, "lse_d_before": None, "lse_d_after": None,
-        "warnings": list(seg.warnings) + list(oc.get("warnings") or []), "error": oc.get("error"),
-        "to_render": s.task is not None and not s.rendered,
-    }
+    frames = (oc.frames if oc is not None else None) or seg.render_frames
+    faces = oc.faces_found if oc is not None else None
+    done = status == ShotStatus.DONE
+    return ShotResult(
+        id=seg.id, name=seg.name, status=status, reused=s.reused, rendered=s.rendered, key=s.key,
+        output=oc.output if oc is not None else None,
+        record_in=tb.timecode(rec, plan.fps), record_out=tb.timecode(rec + seg.record_frames, plan.fps),
+        record_start=seg.record_start, frames=seg.record_frames, rendered_frames=seg.render_frames,
+        source_start=seg.source_start, handles=[seg.handle_in, seg.handle_out],
+        face_coverage=None if faces is None or not done else round(faces / max(frames, 1), 4),
+        no_face_frames=oc.no_face_frames if oc is not None and done else None,
+        speech_coverage=round(s.speech_coverage, 4),
+        warnings=list(seg.warnings) + list(oc.warnings if oc is not None else []),
+        error=oc.error if oc is not None else None, to_render=s.task is not None and not s.rendered,
+    )
 
 
 def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
                     dub: DubTrack, shots: list[ShotState], mine: list[ShotState],
-                    warnings: list[str]) -> dict[str, Any]:
+                    warnings: list[str]) -> LanguageResult:
     """Settle one language: rows, counts and, once no shot is pending, its timelines, conform and QC report
     (``resolver`` finds the input's media, for the files a bundle output embeds)."""
     rows = [shot_row(s, plan) for s in shots]
-    counts = {
-        "shots": len(rows),
-        "rendered": sum(1 for s in shots if s.rendered and s.outcome and s.outcome["status"] == "done"),
-        "reused": sum(1 for s in shots if s.reused),
-        "failed": sum(1 for r in rows if r["status"] == "failed"),
-        "no_face": sum(1 for r in rows if r["status"] == "no_face"),
-        "no_dialogue": sum(1 for r in rows if r["status"] == "no_dialogue"),
-        "pending": sum(1 for r in rows if r["status"] == "pending"),
-        "to_render": sum(1 for s in mine if s.language == dub.language and s.task is not None),
-    }
-    counts["done"] = sum(1 for r in rows if r["status"] == "done")
-    counts["skipped"] = len(plan.skipped)
-    result: dict[str, Any] = {"dub": dub.source, "counts": counts, "shots": rows, "timelines": [],
-                              "report": None, "report_html": None, "conform": None}
-    if job.dry_run or counts["pending"]:
+
+    def count(status: ShotStatus) -> int:
+        return sum(1 for r in rows if r.status == status)
+
+    counts = LanguageCounts(
+        shots=len(rows),
+        rendered=sum(1 for s in shots if s.rendered and s.status == ShotStatus.DONE),
+        reused=sum(1 for s in shots if s.reused),
+        failed=count(ShotStatus.FAILED), no_face=count(ShotStatus.NO_FACE), no_dialogue=count(ShotStatus.NO_DIALOGUE),
+        pending=count(ShotStatus.PENDING),
+        to_render=sum(1 for s in mine if s.language == dub.language and s.task is not None),
+        done=count(ShotStatus.DONE), skipped=len(plan.skipped),
+    )
+    result = LanguageResult(dub=dub.source, counts=counts, shots=rows)
+    if job.dry_run or counts.pending:
         return result
     folder = job.output / dub.language
     lang_warnings: list[str] = []
-    outcomes = {s.segment.id: {**(s.outcome or {}), "key": s.key} for s in shots}
+    outcomes = {s.segment.id: replace(s.outcome, key=s.key) for s in shots if s.outcome is not None}
     # timelines
+    progress.message(f"writing the relinked timeline(s) and the QC report ({dub.language})")
     relinked, w = relinked_timeline(timeline, plan, outcomes, dub.language)
     lang_warnings += w
     written, w = write_timelines(relinked, job.timeline, folder, resolver=resolver,
                                  inputs=(*{seg.media for seg in plan.segments}, *(p for _, p in job.audio)))
     lang_warnings += w
-    result["timelines"] = [str(p) for p in written]
+    result.timelines = [str(p) for p in written]
     # conform
     if config.timeline.conform:
-        ext = Path(rows[0]["output"]).suffix if rows and rows[0]["output"] else ".mp4"
+        ext = Path(rows[0].output).suffix if rows and rows[0].output else ".mp4"
         inputs = (job.timeline, *{seg.media for seg in plan.segments}, *(p for _, p in job.audio))
         out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs)
-        result["conform"] = str(out)
+        result.conform = str(out)
     # QC: thumbnails, sync scores, min-sync
     thumbs, syncnet = _qc(shots, rows, dub, plan, config, lang_warnings)
     scored = syncnet is not None
@@ -96,28 +99,29 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         if not scored:
             lang_warnings.append(f"timeline.min_sync={min_sync} not checked: the evaluation SyncNet is not installed")
         for r in rows:
-            if r["status"] == "done" and r["sync_after"] is not None and r["sync_after"] < min_sync:
-                r["status"] = "under_min_sync"
-                r["warnings"].append(f"sync confidence {r['sync_after']:.2f} is under --min-sync {min_sync}")
-    counts["under_min_sync"] = sum(1 for r in rows if r["status"] == "under_min_sync")
+            if r.status == ShotStatus.DONE and r.sync_after is not None and r.sync_after < min_sync:
+                r.status = ShotStatus.UNDER_MIN_SYNC
+                r.warnings.append(f"sync confidence {r.sync_after:.2f} is under --min-sync {min_sync}")
+    counts.under_min_sync = count(ShotStatus.UNDER_MIN_SYNC)
+    summary = counts.to_dict()
     report = {
         "language": dub.language, "timeline": str(job.timeline), "timeline_name": plan.name, "dub": dub.source,
         "fps": tb.fraction_str(plan.fps), "start": tb.timecode(plan.global_start, plan.fps),
-        "summary": {k: counts.get(k, 0) for k in ("shots", "done", "rendered", "reused", "failed", "no_face",
-                                                  "no_dialogue", "pending", "skipped", "under_min_sync")},
-        "ok": counts["failed"] == 0 and counts["under_min_sync"] == 0,
+        "summary": {k: summary.get(k, 0) for k in ("shots", "done", "rendered", "reused", "failed", "no_face",
+                                                   "no_dialogue", "pending", "skipped", "under_min_sync")},
+        "ok": counts.failed == 0 and counts.under_min_sync == 0,
         "sync_scores": scored, "sync_model": syncnet.to_dict() if syncnet is not None else None,
-        "min_sync": min_sync, "shots": rows,
+        "min_sync": min_sync, "shots": [r.to_dict() for r in rows],
         "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
-        "timelines": result["timelines"], "conform": result["conform"],
+        "timelines": result.timelines, "conform": result.conform,
     }
-    result["report"] = str(write_json(report, folder / "report.json"))
-    result["report_html"] = str(write_html(report, thumbs, folder / "report.html"))
-    result["warnings"] = lang_warnings
+    result.report = str(write_json(report, folder / "report.json"))
+    result.report_html = str(write_html(report, thumbs, folder / "report.html"))
+    result.warnings = lang_warnings
     return result
 
 
-def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan: TimelinePlan, config: Config,
+def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: TimelinePlan, config: Config,
         warnings: list[str]) -> tuple[dict[str, tuple[str, str]], EvalSyncNet | None]:
     """Thumbnails of every shot and, with the evaluation SyncNet installed, LSE-C / LSE-D before (the
     source picture with the dub) and after (the render) over each shot's visible frames."""
@@ -135,21 +139,22 @@ def _qc(shots: list[ShotState], rows: list[dict[str, Any]], dub: DubTrack, plan:
         mid = seg.source_frames // 2
         before = qc.read_frames(seg.media, seg.source_start + mid, 1)[0]
         after_uri = ""
-        if row["status"] == "done" and row["output"]:
-            after = qc.read_frames(Path(row["output"]), seg.handle_in + mid, 1)[0]
+        if row.status == ShotStatus.DONE and row.output:
+            after = qc.read_frames(Path(row.output), seg.handle_in + mid, 1)[0]
             after_uri = qc.thumbnail_uri(after)
         thumbs[seg.id] = (qc.thumbnail_uri(before), after_uri)
-        if syncnet is not None and row["status"] == "done" and row["output"]:
+        if syncnet is not None and row.status == ShotStatus.DONE and row.output:
             from lipsyncctl.timeline.dub import to_vad_rate
 
             cut = dub.cut(seg.record_start, seg.record_frames, plan.fps)
             audio16 = to_vad_rate(cut, dub.rate)
             src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
-            out = qc.read_frames(Path(row["output"]), seg.handle_in, seg.source_frames)
+            out = qc.read_frames(Path(row.output), seg.handle_in, seg.source_frames)
             for when, frames in (("before", src), ("after", out)):
                 scores = sync_scores(syncnet.model, frames, audio16, seg.media_fps, detector)
                 if scores is not None:
-                    row[f"sync_{when}"], row[f"lse_d_{when}"] = round(scores.lse_c, 4), round(scores.lse_d, 4)
-            if row["sync_after"] is None:
+                    setattr(row, f"sync_{when}", round(scores.lse_c, 4))
+                    setattr(row, f"lse_d_{when}", round(scores.lse_d, 4))
+            if row.sync_after is None:
                 warnings.append(f"{seg.id}: sync confidence not measured (too short or no face)")
     return thumbs, syncnet

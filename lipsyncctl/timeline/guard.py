@@ -20,8 +20,8 @@ from lipsyncctl.media.atomic import check_writable, same_file
 from lipsyncctl.media.container import MEDIA_EXTS
 
 if TYPE_CHECKING:
-    from lipsyncctl.timeline.job import ShotState, TimelineJob
     from lipsyncctl.timeline.source import MediaResolver
+    from lipsyncctl.timeline.types import ShotState, TimelineJob
 
 #: containers a conformed video may get (the shots' container)
 CONFORM_SUFFIXES = (".mp4", ".mov", ".mkv")

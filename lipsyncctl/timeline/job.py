@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from lipsyncctl import progress
 from lipsyncctl.config import Config
 from lipsyncctl.errors import UsageError
 from lipsyncctl.pipeline.output import default_extension
@@ -46,75 +45,20 @@ from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
+from lipsyncctl.timeline.types import (
+    SETTLED,
+    LanguageResult,
+    ShotOutcome,
+    ShotState,
+    ShotStatus,
+    TimelineJob,
+    TimelineResult,
+)
+
+__all__ = ["KEY_VERSION", "SETTLED", "ShotOutcome", "ShotState", "ShotStatus", "TimelineJob", "TimelineResult",
+           "run_timeline"]
 
 KEY_VERSION = "timeline-2"  # 2: the face choice is part of the config
-SETTLED = ("done", "no_face", "no_dialogue", "failed")
-
-
-@dataclass
-class TimelineJob:
-    """What to do (the CLI fills it from its flags; see ``lipsyncctl sync --help``)."""
-
-    timeline: Path
-    output: Path
-    audio: list[tuple[str, Path]] = field(default_factory=list)
-    audio_tracks: list[tuple[str, str]] = field(default_factory=list)
-    audio_offset: str | None = None
-    media_root: Path | None = None
-    relink: dict[str, str] = field(default_factory=dict)
-    edl_rate: float | None = None
-    jobs: int = 1
-    gpus: list[str] = field(default_factory=list)
-    shard: tuple[int, int] = (0, 1)
-    backend: str = "local"
-    dry_run: bool = False
-
-
-@dataclass
-class ShotState:
-    """One (segment, language): its task (if it needs rendering) and outcome (once settled)."""
-
-    segment: Segment
-    language: str
-    fps: Fraction                 # the timeline's rate
-    key: str
-    output: Path
-    speech: list[tuple[int, int]]
-    speech_coverage: float
-    task: ShotTask | None = None
-    outcome: dict[str, Any] | None = None
-    reused: bool = False
-    rendered: bool = False
-
-
-@dataclass
-class TimelineResult:
-    """What the job did (``--json`` prints :meth:`to_dict`)."""
-
-    plan: TimelinePlan
-    languages: dict[str, dict[str, Any]]
-    shard: tuple[int, int]
-    dry_run: bool
-    warnings: list[str]
-    work: dict[str, int] = field(default_factory=dict)
-    #: dry run only: models that are not installed (``model``, ``role``, ``error``, ``fetch``: the command)
-    missing_models: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[str]:
-        """``lang/shot`` of every failed shot (or under ``timeline.min_sync``)."""
-        return [f"{lang}/{s['id']}" for lang, d in self.languages.items() for s in d["shots"]
-                if s["status"] in ("failed", "under_min_sync")]
-
-    def counts(self) -> dict[str, int]:
-        keys = ("rendered", "reused", "failed", "no_face", "no_dialogue", "pending", "to_render")
-        return {k: sum(d["counts"].get(k, 0) for d in self.languages.values()) for k in keys}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"plan": self.plan.to_dict(), "dry_run": self.dry_run,
-                "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(), "work": dict(self.work),
-                "failed": self.failed, "languages": self.languages, "warnings": list(self.warnings),
-                "missing_models": [dict(m) for m in self.missing_models]}
 
 
 def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
@@ -146,17 +90,22 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     warnings = list(plan.warnings)
     # 2. Dubs and speech.
     dub_tracks = _load_dubs(job, timeline, resolver, plan)
-    for d in dub_tracks:
-        dubs.detect_speech(d, threshold=config.timeline.vad_threshold,
-                           min_silence_ms=config.timeline.vad_min_silence_ms)
+    with progress.Task("find speech in the dubs", total=len(dub_tracks)) as bar:
+        for d in dub_tracks:
+            dubs.detect_speech(d, threshold=config.timeline.vad_threshold,
+                               min_silence_ms=config.timeline.vad_min_silence_ms)
+            bar.advance()
     # 3. Shots, keys, reuse.
     store = JobStore(job.output / ".lipsyncctl" / "jobs")
     models_fp, missing_models = _model_fingerprints(config, plan_only=job.dry_run)
     warnings += [f"{m['model']} ({m['role']}) is not installed: a run needs it ({m['fetch']})" for m in missing_models]
     shots: list[ShotState] = []
-    for d in dub_tracks:
-        for seg in plan.segments:
-            shots.append(_shot(seg, d, plan.fps, config, job, models_fp, store))
+    with progress.Task("content keys (hash media, dub cuts, settings)",
+                       total=len(dub_tracks) * len(plan.segments)) as bar:
+        for d in dub_tracks:
+            for seg in plan.segments:
+                shots.append(_shot(seg, d, plan.fps, config, job, models_fp, store))
+                bar.advance()
     inputs = input_files(job, timeline, resolver)
     check_outputs(job, inputs, [d.language for d in dub_tracks], shots)  # before anything is written
     if not job.dry_run:
@@ -165,38 +114,65 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     # 4. This shard's part; render it.
     renderable = [s for s in shots if s.task is not None or s.reused]
     mine = [s for s in take_shard(renderable, job.shard) if s.task is not None]
+    for d in dub_tracks:
+        _report_reuse(d.language, [s for s in shots if s.language == d.language], mine, job.dry_run)
     work = {"shots": len(mine), "frames": sum(s.task.frames for s in mine if s.task is not None),
             "frame_steps": sum(s.task.frames * s.task.config["inference"]["steps"] for s in mine if s.task is not None),
             "languages": len(dub_tracks)}
-    if not job.dry_run:
-        by_key = {id(s.task): s for s in mine}
-
-        def on_done(task: ShotTask, outcome: dict[str, Any]) -> None:
-            shot = by_key[id(task)]
-            shot.outcome, shot.rendered = outcome, True
-            if outcome["status"] in ("done", "no_face"):
-                store.put(task.key, outcome)
-            _remove_work_files(task)  # a rerun writes them again if it renders the shot again
-
-        tasks = [s.task for s in mine if s.task is not None]
-        from lipsyncctl.runner.workers import run_tasks
-        from lipsyncctl.timeline.shot_task import execute_shot
-
-        try:
-            for t in tasks:
-                _write_task_audio(t, dub_tracks, shots)
-            run_tasks(tasks, execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend, label="shots")
-        finally:  # interrupted or not: no dub cuts left behind (the job store is what resume needs)
-            for t in tasks:
-                _remove_work_files(t)
-            _prune_empty(job.output / ".lipsyncctl" / "work")
+    if not job.dry_run and mine:
+        _render(job, store, mine, dub_tracks)
     # 5. Outputs per language.
-    languages = {}
+    from lipsyncctl.timeline.finish import finish_language
+
+    languages: dict[str, LanguageResult] = {}
     for d in dub_tracks:
         lang_shots = [s for s in shots if s.language == d.language]
-        languages[d.language] = _finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
-                                                 warnings)
+        languages[d.language] = finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine, warnings)
     return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work, missing_models)
+
+
+def _report_reuse(language: str, shots: list[ShotState], mine: list[ShotState], dry_run: bool) -> None:
+    """One line per language: what was reused, what is left alone, what this run renders."""
+    reused = sum(1 for s in shots if s.reused)
+    todo = sum(1 for s in mine if s.language == language)
+    settled = sum(1 for s in shots if s.outcome is not None and not s.reused)
+    verb = "would render" if dry_run else "rendering"
+    parts = [f"reused {reused} of {len(shots)} shots ({language})"]
+    if settled:
+        parts.append(f"{settled} left alone")
+    parts.append(f"{verb} {todo}" if todo else "nothing to render")
+    progress.message(", ".join(parts))
+
+
+def _render(job: TimelineJob, store: JobStore, mine: list[ShotState], dub_tracks: list[dubs.DubTrack]) -> None:
+    """Step 4: write the dub cuts of ``mine``, render them on the job's workers and record each finished
+    key as it completes (a shot's line is reported then: name, status, seconds)."""
+    from lipsyncctl.runner.workers import run_tasks
+    from lipsyncctl.timeline.shot_task import execute_shot
+
+    by_task = {id(s.task): s for s in mine}
+    tasks = [s.task for s in mine if s.task is not None]
+
+    def on_done(task: ShotTask, outcome: ShotOutcome) -> None:
+        shot = by_task[id(task)]
+        shot.outcome, shot.rendered = outcome, True
+        if outcome.status in (ShotStatus.DONE, ShotStatus.NO_FACE):
+            store.put(task.key, outcome.to_dict())
+        _remove_work_files(task)  # a rerun writes them again if it renders the shot again
+        took = f" in {outcome.seconds:.1f} s" if outcome.seconds else ""
+        why = f": {outcome.error}" if outcome.error and outcome.status != ShotStatus.DONE else ""
+        progress.message(f"{task.language}/{shot.segment.id}: {outcome.status.value}{took}{why}")
+
+    try:
+        with progress.Task("write dub cuts", total=len(mine)) as bar:
+            for shot in mine:
+                _write_task_audio(shot, dub_tracks)
+                bar.advance()
+        run_tasks(tasks, execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend, label="shots")
+    finally:  # interrupted or not: no dub cuts left behind (the job store is what resume needs)
+        for t in tasks:
+            _remove_work_files(t)
+        _prune_empty(job.output / ".lipsyncctl" / "work")
 
 
 def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: TimelinePlan) -> list[dubs.DubTrack]:
@@ -271,42 +247,6 @@ def _model_file(name: str, role: str) -> Path:
     return path
 
 
-def _audio_window(seg: Segment, fps: Fraction, rate: int) -> tuple[Fraction, int]:
-    """(timeline seconds of the first rendered frame, samples of the render at ``rate``)."""
-    t0 = Fraction(seg.record_start) / fps - Fraction(seg.handle_in) / seg.media_fps
-    import math
-
-    s0 = math.floor(t0 * rate)
-    s1 = math.floor((t0 + Fraction(seg.render_frames) / seg.media_fps) * rate)
-    return t0, s1 - s0
-
-
-def _cut(d: dubs.DubTrack, seg: Segment, fps: Fraction) -> np.ndarray:
-    import math
-
-    t0, n = _audio_window(seg, fps, d.rate)
-    return d.window(math.floor(t0 * d.rate), n)
-
-
-def _speech_local(d: dubs.DubTrack, seg: Segment, fps: Fraction, pad: int) -> tuple[list[tuple[int, int]], float]:
-    """Speech as render-local frame ranges (padded) and the share of the visible frames with speech."""
-    import math
-
-    t0, _ = _audio_window(seg, fps, d.rate)
-    ranges: list[tuple[int, int]] = []
-    for a, b in d.speech:
-        lo = max(math.floor((Fraction(a).limit_denominator(10**6) - t0) * seg.media_fps) - pad, 0)
-        hi = min(math.ceil((Fraction(b).limit_denominator(10**6) - t0) * seg.media_fps) + pad, seg.render_frames)
-        if hi > lo:
-            if ranges and lo <= ranges[-1][1]:
-                ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))
-            else:
-                ranges.append((lo, hi))
-    vis_lo, vis_hi = seg.handle_in, seg.handle_in + seg.source_frames
-    covered = sum(max(0, min(hi, vis_hi) - max(lo, vis_lo)) for lo, hi in ranges)
-    return ranges, covered / max(seg.source_frames, 1)
-
-
 def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: TimelineJob,
           models_fp: dict[str, str], store: JobStore) -> ShotState:
     from lipsyncctl import config as cfg
@@ -316,12 +256,12 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     if seg.options.length_policy is None:
         sets.append("sync.length_policy=silence")  # the cut is exactly as long as the picture
     seg_config = cfg.resolve(config.to_dict(), sets)
-    speech, coverage = _speech_local(d, seg, fps, tl.speech_pad_frames)
+    speech, coverage = dubs.speech_frames(d, seg, fps, tl.speech_pad_frames)
     mode = tl.non_dialogue
-    cut = _cut(d, seg, fps)
+    cut = dubs.render_cut(d, seg, fps)
     ext = tl.shot_container if tl.shot_container != "auto" else default_extension(seg_config.output.codec)[1:]
     output = job.output / d.language / "shots" / f"{seg.id}.{ext}"
-    keep = _complement(speech, seg.render_frames) if mode == "passthrough" else []
+    keep = dubs.frame_complement(speech, seg.render_frames) if mode == "passthrough" else []
     key = content_key({
         "v": KEY_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,
         "frames": seg.render_frames, "fps": tb.fraction_str(seg.media_fps),
@@ -331,12 +271,12 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     })
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)
     if mode == "passthrough" and not speech:
-        shot.outcome = {"status": "no_dialogue", "output": None, "key": key, "frames": seg.render_frames,
-                        "warnings": [], "error": None}
+        shot.outcome = ShotOutcome(ShotStatus.NO_DIALOGUE, key, language=d.language, segment=seg.id,
+                                   frames=seg.render_frames)
         return shot
     record = store.get(key)
     if record is not None:  # finished before; a render made for another shot is copied by _place_reused
-        shot.outcome, shot.reused = record, True
+        shot.outcome, shot.reused = ShotOutcome.from_dict(record), True
         return shot
     shot.task = ShotTask(
         key=key, language=d.language, segment_id=seg.id, video=str(seg.media), fps=tb.fraction_str(seg.media_fps),
@@ -356,37 +296,26 @@ def _place_reused(shot: ShotState, inputs: list[Path]) -> None:
     from lipsyncctl.media.atomic import atomic_output, same_file
 
     record = shot.outcome
-    if not shot.reused or not record or not record.get("output") or same_file(record["output"], shot.output):
+    if not shot.reused or record is None or not record.output or same_file(record.output, shot.output):
         return
     with atomic_output(shot.output, inputs=inputs) as tmp:
-        shutil.copy2(record["output"], tmp)
-    shot.outcome = {**record, "output": str(shot.output)}
+        shutil.copy2(record.output, tmp)
+    shot.outcome = replace(record, output=str(shot.output))
 
 
-def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
-    out, pos = [], 0
-    for lo, hi in ranges:
-        if lo > pos:
-            out.append((pos, lo))
-        pos = max(pos, hi)
-    if pos < total:
-        out.append((pos, total))
-    return out
+def _write_task_audio(shot: ShotState, dub_tracks: list[dubs.DubTrack]) -> None:
+    """Write the WAV(s) of ``shot``'s task: the dub cut, and for ``close`` mode the cut silenced outside
+    speech (:func:`lipsyncctl.media.audio.write_wav`, whose arrays are ``(n, channels)``: the cuts are
+    ``(channels, n)``, hence the transposes)."""
+    from lipsyncctl.media.audio import write_wav
 
-
-def _write_task_audio(task: ShotTask, dub_tracks: list[dubs.DubTrack], shots: list[ShotState]) -> None:
-    """Write the WAV(s) of ``task``: the dub cut, and for ``close`` mode the cut silenced outside speech."""
-    shot = next(s for s in shots if s.task is task)
+    task = shot.task
+    assert task is not None
     d = next(x for x in dub_tracks if x.language == task.language)
-    cut = _cut(d, shot.segment, shot.fps)
-    write_wav(Path(task.audio), cut, d.rate)
+    cut = dubs.render_cut(d, shot.segment, shot.fps)
+    write_wav(task.audio, cut.T, d.rate)
     if task.model_audio:
-        gated = np.zeros_like(cut)
-        for lo, hi in shot.speech:
-            s0 = int(lo * d.rate / shot.segment.media_fps)
-            s1 = int(hi * d.rate / shot.segment.media_fps)
-            gated[:, s0:s1] = cut[:, s0:s1]
-        write_wav(Path(task.model_audio), gated, d.rate)
+        write_wav(task.model_audio, dubs.silence_outside(cut, shot.speech, shot.segment.media_fps, d.rate).T, d.rate)
 
 
 def _remove_work_files(task: ShotTask) -> None:
@@ -401,35 +330,3 @@ def _prune_empty(work: Path) -> None:
     for folder in [*sorted(work.glob("*/")), work]:
         with contextlib.suppress(OSError):  # not empty, or already gone
             folder.rmdir()
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    """Float32 WAV of ``samples`` ``(ch, n)`` (PyAV), written atomically."""
-    import av
-
-    from lipsyncctl.media.atomic import atomic_output
-
-    ch = samples.shape[0]
-    layout = "mono" if ch == 1 else "stereo" if ch == 2 else f"{ch}c"
-    with atomic_output(path) as tmp:
-        with av.open(str(tmp), "w", format="wav") as c:
-            s = c.add_stream("pcm_f32le", rate=rate, layout=layout)
-            for i in range(0, max(samples.shape[1], 1), 4096):
-                part = np.ascontiguousarray(samples[:, i : i + 4096].T.reshape(1, -1), dtype=np.float32)
-                if part.size == 0:
-                    break
-                frame = av.AudioFrame.from_ndarray(part, format="flt", layout=layout)
-                frame.sample_rate, frame.pts = rate, i
-                for p in s.encode(frame):
-                    c.mux(p)
-            for p in s.encode(None):
-                c.mux(p)
-    return path
-
-
-def _finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
-                     d: dubs.DubTrack, shots: list[ShotState], mine: list[ShotState],
-                     warnings: list[str]) -> dict[str, Any]:
-    from lipsyncctl.timeline.finish import finish_language
-
-    return finish_language(job, config, timeline, resolver, plan, d, shots, mine, warnings)

@@ -21,6 +21,7 @@ from lipsyncctl import progress
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.segments import Segment, TimelinePlan
 from lipsyncctl.timeline.source import MediaResolver, adapter_for
+from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 
 DEFAULT_KEY = "DEFAULT_MEDIA"
 
@@ -33,11 +34,11 @@ def child_at(timeline: Any, path: tuple[int, ...]) -> Any:
     return node
 
 
-def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, dict[str, Any]],
+def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, ShotOutcome],
                       language: str) -> tuple[Any, list[str]]:
     """A copy of ``timeline`` whose finished shots point at their renders. Returns ``(timeline, warnings)``.
 
-    ``outcomes`` maps segment id -> outcome dict (``status``, ``output``).
+    ``outcomes`` maps segment id -> the shot's outcome (a segment without one is pending).
     """
     import opentimelineio as otio
 
@@ -47,17 +48,18 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, dic
     for seg in plan.segments:
         oc = outcomes.get(seg.id)
         clip = child_at(out, seg.clip_path)
-        clip.metadata["lipsyncctl"] = {"language": language, "status": oc["status"] if oc else "pending",
-                                       "key": oc.get("key") if oc else None}
-        if not oc or oc["status"] != "done" or not oc.get("output"):
+        clip.metadata["lipsyncctl"] = {"language": language,
+                                       "status": (oc.status if oc else ShotStatus.PENDING).value,
+                                       "key": oc.key if oc else None}
+        if not oc or oc.status != ShotStatus.DONE or not oc.output:
             continue
         if not seg.whole_clip:
             warnings.append(f"{seg.id}: only part of the clip is visible; the timeline keeps the original media "
-                            f"(the render is {oc['output']})")
+                            f"(the render is {oc.output})")
             continue
         original = clip.media_reference
         rendered = otio.schema.ExternalReference(
-            target_url=Path(oc["output"]).resolve().as_uri(),
+            target_url=Path(oc.output).resolve().as_uri(),
             available_range=tb.time_range(seg.media_start + seg.render_start, seg.render_frames, seg.media_fps),
             metadata={"lipsyncctl": {"language": language, "handles": [seg.handle_in, seg.handle_out],
                                      "source": seg.media_url}},
@@ -108,7 +110,7 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
     return written, warnings
 
 
-def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, output: Path,
+def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,
             config: Any, inputs: tuple[Path, ...] = ()) -> Path:
     """Write the full-length picture of the edit with the dub: lip-synced shots where finished, the
     original media elsewhere, black in gaps and where media is missing. Transitions are cut at the
@@ -153,12 +155,12 @@ def conform(plan: TimelinePlan, outcomes: dict[str, dict[str, Any]], dub: Any, o
     return output
 
 
-def _segment_frames(seg: Segment, outcome: dict[str, Any] | None, fps: Fraction) -> Iterator[np.ndarray]:
+def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction) -> Iterator[np.ndarray]:
     """The ``record_frames`` RGB frames of ``seg`` at the timeline rate (render if finished, else source)."""
     from lipsyncctl.timeline.mediaio import read_frames
 
-    if outcome and outcome.get("status") == "done" and outcome.get("output"):
-        path, first = Path(outcome["output"]), seg.handle_in
+    if outcome and outcome.status == ShotStatus.DONE and outcome.output:
+        path, first = Path(outcome.output), seg.handle_in
     else:
         path, first = seg.media, seg.source_start
     ratio = Fraction(seg.media_fps) / fps

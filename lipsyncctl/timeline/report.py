@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: shot statuses that count as failures for the exit code
-FAILED = ("failed",)
-STATUS_COLOURS = {"done": "#1b7f3b", "reused": "#1b7f3b", "no_face": "#a66a00", "no_dialogue": "#55606e",
-                  "failed": "#b3261e", "pending": "#55606e", "under_min_sync": "#b3261e"}
+from lipsyncctl.timeline.types import ShotStatus
+
+#: badge colour of each shot status (a reused shot shows as its status, "(reused)" added)
+STATUS_COLOURS = {ShotStatus.DONE: "#1b7f3b", ShotStatus.NO_FACE: "#a66a00", ShotStatus.NO_DIALOGUE: "#55606e",
+                  ShotStatus.FAILED: "#b3261e", ShotStatus.PENDING: "#55606e", ShotStatus.UNDER_MIN_SYNC: "#b3261e"}
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
@@ -53,7 +54,7 @@ def render_html(report: dict[str, Any], thumbnails: dict[str, tuple[str, str]]) 
         imgs = "".join(f'<img alt="{html.escape(label)}" src="{uri}">' for label, uri in
                        (("original", before), ("lip-synced", after)) if uri)
         status = shot["status"] + (" (reused)" if shot.get("reused") else "")
-        colour = STATUS_COLOURS.get(shot["status"], "#333")
+        colour = STATUS_COLOURS.get(ShotStatus(shot["status"]), "#333")
         notes = [html.escape(w) for w in shot.get("warnings", [])]
         if shot.get("error"):
             notes.insert(0, "<b>" + html.escape(shot["error"]) + "</b>")

@@ -1,7 +1,7 @@
 """Render one segment: the only place the timeline job calls the clip pipeline.
 
 A :class:`ShotTask` is plain data (picklable, JSON-able) so it can run in this process, in a local
-worker process, or on a Ray worker. :func:`render_shot` runs it and returns an outcome dict; it never
+worker process, or on a Ray worker. :func:`render_shot` runs it and returns a :class:`ShotOutcome`; it never
 raises for a shot that fails (the job goes on with the others and reports it), except on Ctrl-C.
 
 Non-dialogue handling (``timeline.non_dialogue``):
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl.errors import LipsyncError, NoFaceError
+from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ShotTask:
         return asdict(self)
 
 
-def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> dict[str, Any]:
+def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> ShotOutcome:
     """The runner's executor (:mod:`lipsyncctl.runner.workers`): :func:`render_shot` with the networks of
     ``cache``, loaded on first use for this model set, device and dtype (so a worker loads them once)."""
     from lipsyncctl import config as cfg
@@ -59,14 +60,14 @@ def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> d
         try:
             cache[key] = load_networks(cfg.validate(conf))
         except LipsyncError as exc:
-            return {"key": task.key, "segment": task.segment_id, "language": task.language, "status": "failed",
-                    "output": None, "error": f"{type(exc).__name__}: {exc}", "warnings": [], "seconds": 0.0}
+            return ShotOutcome(ShotStatus.FAILED, task.key, language=task.language, segment=task.segment_id,
+                               error=f"{type(exc).__name__}: {exc}", seconds=0.0)
     return render_shot(task, networks=cache[key], device=device)
 
 
-def render_shot(task: ShotTask, networks: Any = None, device: str | None = None) -> dict[str, Any]:
-    """Render ``task``; returns ``{"status": "done"|"no_face"|"failed", "output", "frames",
-    "faces_found", "no_face_frames", "seconds", "warnings", "error"}``.
+def render_shot(task: ShotTask, networks: Any = None, device: str | None = None) -> ShotOutcome:
+    """Render ``task``; returns its :class:`~lipsyncctl.timeline.types.ShotOutcome` (status ``done``,
+    ``no_face`` or ``failed``, with the error).
 
     Args:
         networks: a loaded :class:`~lipsyncctl.pipeline.networks.Networks` to reuse (None = load).
@@ -83,8 +84,12 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
     fps = Fraction(task.fps)
     start, end = float(task.first / fps), float((task.first + task.frames) / fps)
     output = Path(task.output)
-    base = {"key": task.key, "language": task.language, "segment": task.segment_id, "output": None,
-            "frames": task.frames, "faces_found": 0, "no_face_frames": task.frames, "warnings": []}
+
+    def outcome(status: ShotStatus, **values: Any) -> ShotOutcome:
+        base = {"language": task.language, "segment": task.segment_id, "frames": task.frames, "faces_found": 0,
+                "no_face_frames": task.frames, "seconds": time.perf_counter() - t0}
+        return ShotOutcome(status, task.key, **{**base, **values})
+
     needs_post = bool(task.keep_source) or task.model_audio is not None
     try:
         if not needs_post:
@@ -100,16 +105,13 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
                                 networks=networks)
                 _finish(task, raw, output, config)
     except NoFaceError as exc:
-        return {**base, "status": "no_face", "error": str(exc), "seconds": time.perf_counter() - t0}
+        return outcome(ShotStatus.NO_FACE, error=str(exc))
     except LipsyncError as exc:
-        return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                "seconds": time.perf_counter() - t0}
+        return outcome(ShotStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     if res.frames != task.frames:
-        return {**base, "status": "failed", "seconds": time.perf_counter() - t0,
-                "error": f"rendered {res.frames} frames, expected {task.frames}"}
-    return {**base, "status": "done", "output": str(output), "faces_found": res.faces_found,
-            "no_face_frames": res.no_face_frames, "warnings": list(res.warnings), "error": None,
-            "seconds": time.perf_counter() - t0}
+        return outcome(ShotStatus.FAILED, error=f"rendered {res.frames} frames, expected {task.frames}")
+    return outcome(ShotStatus.DONE, output=str(output), faces_found=res.faces_found,
+                   no_face_frames=res.no_face_frames, warnings=list(res.warnings))
 
 
 def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
