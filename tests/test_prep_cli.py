@@ -63,3 +63,11 @@ def test_dry_run_and_usage_errors(clips: Path, tmp_path: Path, capsys: pytest.Ca
     assert _run(["prep", str(clips), "-o", str(tmp_path / "o"), "--scale", "big"], capsys)[0] == 2
     assert _run(["prep", str(tmp_path / "nothing*.mp4"), "-o", str(tmp_path / "o")], capsys)[0] == 2
     assert _run(["prep", str(clips), "-o", str(tmp_path / "o"), "--fps", "0"], capsys)[0] == 3  # config range
+
+
+def test_missing_input_file_is_bad_media(clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A named input that does not exist is exit 5 in every command, before any work."""
+    out = tmp_path / "o"
+    code, _, stderr = _run(["prep", str(clips / "a.mp4"), str(clips / "gone.mp4"), "-o", str(out)], capsys)
+    assert code == 5 and "gone.mp4" in stderr and "not found" in stderr
+    assert not out.exists()

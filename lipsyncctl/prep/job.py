@@ -426,7 +426,8 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
 
     Returns:
         :class:`PrepResult` with one :class:`PrepItem` per clip; failed items carry their reason.
-        Raises :class:`UsageError` for bad arguments (``out_dir`` an existing file included), ``OSError``
+        Raises :class:`UsageError` for bad arguments (``out_dir`` an existing file included),
+        :class:`MediaError` when a named input file does not exist, ``OSError``
         when ``out_dir`` cannot be written, :class:`Interrupted` on Ctrl-C (after removing partial
         outputs); per-file problems never raise. Folders it created (``out_dir`` included) that are still
         empty at the end (every clip failed, or Ctrl-C) are removed.
@@ -440,17 +441,18 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         raise UsageError("--start must be >= 0 and --duration > 0")
     parse_scale(scale)
     out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    pairs = collect_inputs(inputs, out_dir, unique_stems=True)
+    if not pairs:
+        raise UsageError("no media files in the inputs given",
+                         hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
+    _check_inputs_exist([src for src, _ in pairs])
     if not dry_run:  # a destination that cannot take the outputs fails once, not once per file
         from lipsyncctl.media.atomic import check_writable
 
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
         check_writable(out_dir / "probe")
-    t0 = time.perf_counter()
-    pairs = collect_inputs(inputs, out_dir, unique_stems=True)
-    if not pairs:
-        raise UsageError("no media files in the inputs given",
-                         hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
     ext = output_extension(options.codec)
     items = [PrepItem(input=src, output=out_dir / rel.parent / (rel.name + ext),
                       wav=out_dir / rel.parent / (rel.name + ".wav") if options.sidecar_wav else None,
@@ -465,6 +467,19 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     finally:
         remove_empty(created)
     return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0)
+
+
+def _check_inputs_exist(sources: Sequence[Path]) -> None:
+    """A named input that does not exist fails the command before any work, as bad input media (exit 5)
+    like in every command; a file that exists but cannot be decoded fails on its own, the batch goes on.
+
+    Raises:
+        MediaError: naming the missing file(s).
+    """
+    missing = [src for src in sources if not is_image_sequence(src) and not src.exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise MediaError(f"{missing[0]}: file not found{more}", hint="check the path")
 
 
 def _run_all(items: list[PrepItem], job: _Job, key: dict[str, Any], force: bool, dry_run: bool,
