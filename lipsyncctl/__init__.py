@@ -1,7 +1,49 @@
 """lipsyncctl: lip-sync dubbing from the command line (a re-implementation of LatentSync 1.5/1.6).
 
-Importing the package is cheap: torch, diffusers and PyAV are imported lazily by the modules that
-need them, so ``lipsyncctl --help`` starts in a fraction of a second.
+The public API, one import away (loaded lazily, so ``import lipsyncctl`` and ``lipsyncctl --help`` stay
+free of torch, diffusers and PyAV)::
+
+    import lipsyncctl
+
+    config = lipsyncctl.resolve_config("latentsync-1.5", ["inference.steps=10"])
+    result = lipsyncctl.sync("in.mp4", "new.wav", "out.mp4", config)            # one clip -> SyncResult
+
+    pipe = lipsyncctl.LipSyncPipeline.from_registry("latentsync-1.6")          # networks loaded once
+    for clip, dub in pairs:
+        pipe(clip, dub, f"out/{clip}")
+
+    job = lipsyncctl.timeline_job("edit.otio", "out/", audio=["de=de.wav"])
+    lipsyncctl.sync_timeline(job, config)                                        # -> TimelineResult
+    lipsyncctl.prep(["raw/"], "prepped/")                                        # -> PrepResult
+    lipsyncctl.doctor(config)                                                    # -> DoctorResult
+
+Everything else (:mod:`lipsyncctl.api` lists it) is reachable as ``lipsyncctl.api.<name>``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+#: the names ``import lipsyncctl`` gives, each resolved from :mod:`lipsyncctl.api` on first use
+__all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config", "sync", "sync_timeline",
+           "timeline_job"]
+
+if TYPE_CHECKING:
+    from lipsyncctl.api import doctor, load_pipeline, prep, resolve_config, sync, sync_timeline, timeline_job
+    from lipsyncctl.pipeline.lipsync import LipSyncPipeline
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from lipsyncctl import api
+
+        value = getattr(api, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lipsyncctl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,21 +1,52 @@
-"""The library's entry points: typed options in, ``*Result`` out. The CLI is a thin layer over these.
+"""The library's entry points: typed options in, ``*Result`` out. The CLI is a thin layer over these and
+imports nothing else of the library but the leaves (``config``, ``errors``, ``progress``).
 
 Each function resolves nothing from the environment beyond what its arguments say (the run
-configuration comes resolved from :func:`lipsyncctl.config.resolve`), reports progress through
+configuration comes resolved from :func:`resolve_config`), reports progress through
 :mod:`lipsyncctl.progress` and raises :class:`lipsyncctl.errors.LipsyncError` subclasses.
+
+``import lipsyncctl`` gives the same names lazily (``lipsyncctl.sync``, ``lipsyncctl.LipSyncPipeline``...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lipsyncctl.config import Config
+    from lipsyncctl.checkpoints.convert import ConvertResult
+    from lipsyncctl.checkpoints.fetch import FetchResult
+    from lipsyncctl.checkpoints.info import CheckpointInfo
+    from lipsyncctl.checkpoints.manage import ModelsListing
+    from lipsyncctl.checkpoints.verify import ModelCheck
+    from lipsyncctl.checks.doctor import DoctorResult
+    from lipsyncctl.config import Config, PrepOptions
     from lipsyncctl.pipeline.clip import SyncResult
+    from lipsyncctl.pipeline.lipsync import LipSyncPipeline
     from lipsyncctl.pipeline.networks import Networks
+    from lipsyncctl.preparation.job import PrepResult
     from lipsyncctl.timeline.job import TimelineJob, TimelineResult
 
+__all__ = [
+    "LipSyncPipeline", "check_models", "convert_checkpoint", "doctor", "fetch_models", "inspect_checkpoint",
+    "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_timeline",
+    "timeline_job", "verify_models",
+]
+
+
+# ---- configuration -----------------------------------------------------------------------------
+
+def resolve_config(preset: str | Path | Mapping[str, Any] | None = None, sets: Iterable[str] = (),
+                   flags: Mapping[str, Any] | None = None) -> Config:
+    """The run configuration: defaults < ``preset`` (name, YAML path or mapping) < ``sets``
+    (``"inference.steps=10"``) < ``flags`` (dotted key -> value; None = not given). Validated, frozen."""
+    from lipsyncctl.config import resolve
+
+    return resolve(str(preset) if isinstance(preset, Path) else preset, sets, flags)
+
+
+# ---- sync: one clip, a batch with loaded networks, an edit --------------------------------------
 
 def sync(
     video: str | Path,
@@ -25,9 +56,10 @@ def sync(
     *,
     start: float | None = None,
     end: float | None = None,
-    face_id: int | None = None,
-    face_at: tuple[float, float] | None = None,
+    frames: tuple[int, int] | None = None,
     networks: Networks | None = None,
+    overwrite: bool = False,
+    **kwargs: Any,
 ) -> SyncResult:
     """Lip-sync one clip: re-render the mouth in ``video`` to match ``audio`` and write ``output``.
 
@@ -35,14 +67,15 @@ def sync(
         video: the picture (any container/codec PyAV decodes).
         audio: the new dialogue (WAV/FLAC/AAC..., or a file with an audio stream).
         output: the result; its extension picks the container. Never an input file.
-        config: a resolved run configuration (``lipsyncctl.config.resolve("latentsync-1.5")``);
-            None = the built-in defaults.
-        start, end: seconds of ``video`` to use (the audio starts at ``start``).
-        face_id: follow this face track id; face_at: follow the face at pixel ``(x, y)``. Either one
-            overrides ``faces.select`` (as ``id`` / ``point``) and is recorded in ``OUT.run.yaml``;
-            ``config.faces`` can say the same (``select``, ``track_id``, ``point``).
-        networks: networks already loaded with :func:`lipsyncctl.pipeline.networks.load_networks` (a batch
-            reuses them); None loads them, after the face pass (no face anywhere fails without loading).
+        config: a resolved run configuration (:func:`resolve_config`); None = the built-in defaults.
+            The face to follow is ``config.faces`` (``select``: largest, id, point or speaker;
+            ``track_id``; ``point``), recorded in ``OUT.run.yaml``.
+        start, end: seconds of ``video`` to use (the audio starts at ``start``); or
+        frames: exactly the source frames ``[first, stop)``.
+        networks: networks already loaded (:class:`LipSyncPipeline` holds them for a batch); None loads
+            them, after the face pass (no face anywhere fails without loading).
+        overwrite: replace an existing ``output``; False (default) raises UsageError before any work.
+        kwargs: further options of :func:`lipsyncctl.pipeline.clip.sync_clip`.
 
     Returns:
         :class:`~lipsyncctl.pipeline.clip.SyncResult` (frames, faces found, no-face frames, time per
@@ -52,26 +85,60 @@ def sync(
     from lipsyncctl.pipeline.clip import sync_clip
 
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
-                     face_id=face_id, face_at=face_at, networks=networks)
+                     frames=frames, networks=networks, overwrite=overwrite, **kwargs)
 
 
-def prep(inputs, out_dir, options=None, **kwargs):  # type: ignore[no-untyped-def]
-    """Normalise clips for the model (constant frame rate, 16 kHz mono audio) into ``out_dir``.
+def load_pipeline(preset: str | Path = "latentsync-1.5", *, sets: Iterable[str] = (), device: str | None = None,
+                  dtype: str | None = None) -> LipSyncPipeline:
+    """A :class:`LipSyncPipeline` for ``preset``: the networks loaded once, then ``pipe(video, audio, out)``
+    per clip (like ``whisper.load_model(...)``)."""
+    from lipsyncctl.pipeline.lipsync import LipSyncPipeline as _Pipeline
 
-    See :func:`lipsyncctl.prep.job.prep` for the arguments (``force``, ``dry_run``, ``jobs``, ``start``,
-    ``duration``, ``scale``) and :class:`lipsyncctl.prep.job.PrepResult` for the result.
-    """
-    from lipsyncctl.prep import prep as _prep
+    return _Pipeline.from_preset(preset, sets=sets, device=device, dtype=dtype)
 
-    return _prep(inputs, out_dir, options, **kwargs)
+
+def timeline_job(
+    timeline: str | Path,
+    output: str | Path,
+    *,
+    audio: Sequence[str] = (),
+    audio_tracks: Sequence[str] = (),
+    audio_offset: str | None = None,
+    media_root: str | Path | None = None,
+    relink: Sequence[str] = (),
+    edl_rate: float | None = None,
+    jobs: int = 1,
+    gpus: str | Sequence[str] | None = None,
+    shard: str | tuple[int, int] | None = None,
+    backend: str = "local",
+    dry_run: bool = False,
+) -> TimelineJob:
+    """A :class:`~lipsyncctl.timeline.job.TimelineJob` from the words a user types: ``audio`` as
+    ``FILE`` or ``LANG=FILE``, ``audio_tracks`` as ``NAME`` or ``LANG=NAME``, ``relink`` as ``OLD=NEW``,
+    ``gpus`` as ``"0,1"``, ``shard`` as ``"I/N"`` or ``"auto"`` (array-job variables). Raises UsageError
+    naming the option for a malformed value."""
+    from lipsyncctl.runner.devices import parse_gpus
+    from lipsyncctl.runner.shards import parse_shard
+    from lipsyncctl.timeline import dub as dubs
+    from lipsyncctl.timeline.job import TimelineJob
+    from lipsyncctl.timeline.source import parse_relink
+
+    return TimelineJob(
+        timeline=Path(timeline), output=Path(output), audio=dubs.parse_audio_specs(list(audio)),
+        audio_tracks=dubs.parse_track_specs(list(audio_tracks)), audio_offset=audio_offset,
+        media_root=Path(media_root) if media_root is not None else None, relink=parse_relink(list(relink)),
+        edl_rate=edl_rate, jobs=jobs,
+        gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),
+        shard=parse_shard(shard) if isinstance(shard, str) or shard is None else shard,
+        backend=backend, dry_run=dry_run,
+    )
 
 
 def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineResult:
     """Lip-sync every shot of an edit for each dub language (``lipsyncctl sync --timeline``).
 
     Args:
-        job: :class:`~lipsyncctl.timeline.job.TimelineJob` (timeline file, output folder, dubs,
-            relinking, workers/shard/backend, dry run).
+        job: :class:`~lipsyncctl.timeline.job.TimelineJob` (:func:`timeline_job` builds one).
         config: the resolved run configuration (its ``timeline`` section: handles, non-dialogue mode,
             conform, min-sync); None = the built-in defaults.
 
@@ -82,3 +149,88 @@ def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineRes
     from lipsyncctl.timeline.job import run_timeline
 
     return run_timeline(job, config or _Config())
+
+
+# ---- prep, doctor ------------------------------------------------------------------------------
+
+def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions | None = None,
+         **kwargs: Any) -> PrepResult:
+    """Normalise clips for the model (constant frame rate, 16 kHz mono audio) into ``out_dir``.
+
+    See :func:`lipsyncctl.preparation.job.prep` for the keyword arguments (``force``, ``dry_run``, ``jobs``,
+    ``start``, ``duration``, ``scale``) and :class:`lipsyncctl.preparation.job.PrepResult` for the result.
+    """
+    from lipsyncctl.preparation.job import prep as _prep
+
+    return _prep(inputs, out_dir, options, **kwargs)
+
+
+def doctor(config: Config | None = None, *, outputs_dir: str | Path = ".",
+           models_dir: str | Path | None = None) -> DoctorResult:
+    """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with ``config``, whether this
+    machine can run it (device, VRAM estimate against free memory, model files)."""
+    from lipsyncctl.checks.doctor import run_checks
+
+    return run_checks(config, Path(outputs_dir), Path(models_dir) if models_dir is not None else None)
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+def list_models(models_dir: str | Path | None = None) -> ModelsListing:
+    """Every known model, installed or not, and where the models directory is."""
+    from lipsyncctl.checkpoints.manage import list_models as _list
+
+    return _list(Path(models_dir) if models_dir is not None else None)
+
+
+def fetch_models(names: Sequence[str], *, force: bool = False, deps: bool = True) -> list[FetchResult]:
+    """Download models (and what they require) into the models directory: the one call that downloads."""
+    from lipsyncctl.checkpoints.manage import fetch_models as _fetch
+
+    return _fetch(list(names), force=force, deps=deps)
+
+
+def verify_models(names: Sequence[str] | None = None, *, hashes: bool = True, load: bool = True,
+                  record: bool = False) -> list[ModelCheck]:
+    """Sizes, sha256 and strict loadability of installed models (default: all of them); see
+    :func:`check_models` for the error of a failed check."""
+    from lipsyncctl.checkpoints.manage import verify_models as _verify
+
+    return _verify(list(names) if names else None, hashes=hashes, load=load, record=record)
+
+
+def check_models(checks: Sequence[ModelCheck]) -> None:
+    """Raise the error (CheckpointError or MissingModelError, with the fetch command) for failed checks."""
+    from lipsyncctl.checkpoints.manage import raise_for_checks
+
+    raise_for_checks(list(checks))
+
+
+def convert_checkpoint(source: str | Path, output: str | Path, **kwargs: Any) -> ConvertResult:
+    """An official checkpoint as safetensors with its config in the header (see
+    :func:`lipsyncctl.checkpoints.convert.convert_checkpoint` for ``kind``, ``config``, ``fp16``, ``overwrite``)."""
+    from lipsyncctl.checkpoints.convert import convert_checkpoint as _convert
+
+    return _convert(source, output, **kwargs)
+
+
+def inspect_checkpoint(path: str | Path, *, match: bool = True) -> CheckpointInfo:
+    """A checkpoint's container, tensors, dtypes and the official config it matches."""
+    from lipsyncctl.checkpoints.info import inspect_checkpoint as _inspect
+
+    return _inspect(path, match=match)
+
+
+def model_path(name: str, role: str | None = None) -> Path:
+    """Where an installed model file lives (MissingModelError when it is not installed)."""
+    from lipsyncctl.checkpoints.manage import model_path as _path
+
+    return _path(name, role)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LipSyncPipeline":
+        from lipsyncctl.pipeline.lipsync import LipSyncPipeline
+
+        return LipSyncPipeline
+    raise AttributeError(f"module 'lipsyncctl.api' has no attribute {name!r}")

@@ -198,6 +198,28 @@ class Config(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "overrides") -> Config:
+        """A new validated configuration with ``overrides`` (dotted key -> value, e.g.
+        ``{"faces.select": "id", "faces.track_id": 2}``; None = not given) applied. This one is unchanged
+        (configurations are frozen); errors name ``source`` and the key."""
+        tree = self.to_dict()
+        changed = False
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            _assign(tree, dotted.split("."), value)
+            changed = True
+        return validate(tree, source=source) if changed else self
+
+
+def overrides_from_sets(sets: Iterable[str]) -> dict[str, Any]:
+    """``--set``-style ``KEY=VALUE`` strings as an overrides mapping for :meth:`Config.with_overrides`."""
+    out: dict[str, Any] = {}
+    for item in sets:
+        keys, value = parse_set(item)
+        out[".".join(keys)] = value
+    return out
+
 
 def _check_fps(v: str) -> str:
     from fractions import Fraction

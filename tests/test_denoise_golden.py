@@ -48,8 +48,9 @@ def _run(golden: dict, guidance: float, **kw) -> tuple[torch.Tensor, list[tuple[
     steps: list[tuple[int, torch.Tensor]] = []
     with torch.no_grad():
         out = denoise(
-            golden["unet"], make_scheduler(), io["initial_latents"], io["mask_latents"],
-            io["masked_image_latents"], io["ref_latents"], golden["audio"],
+            golden["unet"], make_scheduler(), latents=io["initial_latents"], mask_latents=io["mask_latents"],
+            masked_image_latents=io["masked_image_latents"], ref_latents=io["ref_latents"],
+            audio_embeds=golden["audio"],
             steps=4, guidance_scale=guidance, callback=lambda i, t, x: steps.append((t, x.clone())), **kw,
         )
     return out, steps
@@ -144,5 +145,5 @@ def test_audio_shape_is_checked() -> None:
     s = make_scheduler()
     lat = torch.zeros(1, 4, 2, 8, 8)
     with pytest.raises(ValueError, match="audio_embeds"):
-        denoise(lambda x, t, **kw: x[:, :4], s, lat, lat[:, :1], lat, lat, torch.zeros(3, 50, 384),
-                steps=1, guidance_scale=1.5)
+        denoise(lambda x, t, **kw: x[:, :4], s, latents=lat, mask_latents=lat[:, :1], masked_image_latents=lat,
+                ref_latents=lat, audio_embeds=torch.zeros(3, 50, 384), steps=1, guidance_scale=1.5)

@@ -1,4 +1,4 @@
-"""`lipsyncctl doctor` and the library checks behind it (lipsyncctl.doctor.checks, lipsyncctl.runner.gpus)."""
+"""`lipsyncctl doctor` and the library checks behind it (lipsyncctl.checks.doctor, lipsyncctl.runner.gpus)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import NamedTuple
 import pytest
 
 from lipsyncctl import config as cfg
+from lipsyncctl.checks import doctor as checks
 from lipsyncctl.cli.main import main
-from lipsyncctl.doctor import checks
 from lipsyncctl.runner import gpus as gpu
 from lipsyncctl.runner import vram
 

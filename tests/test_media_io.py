@@ -202,7 +202,7 @@ def test_mux_array_and_file(gen: Path) -> None:
     assert b.duration == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(MediaError, match="PCM"):
         mux_audio(video, wav, gen / "pcm.mp4", codec="pcm")
-    with pytest.raises(MediaError, match="overwrite"):
+    with pytest.raises(UsageError, match="overwrite"):  # an input is never an output: usage error (exit 2)
         mux_audio(video, wav, video)
 
 

@@ -20,7 +20,7 @@ from lipsyncctl.errors import UsageError
 from lipsyncctl.media.audio import read_audio
 from lipsyncctl.media.probe import probe
 from lipsyncctl.media.reader import VideoReader
-from lipsyncctl.prep import output_size, prep
+from lipsyncctl.preparation import output_size, prep
 from tests import mediagen as mg
 
 FAST = PrepOptions(encoder_preset="ultrafast")

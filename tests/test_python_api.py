@@ -9,11 +9,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from lipsyncctl.audio.features import audio_features, feature_chunks
+from lipsyncctl.audio.mel import log_mel_spectrogram
 from lipsyncctl.checkpoints.loaders import load_syncnet_eval, load_unet, load_vae, load_whisper_encoder
 from lipsyncctl.checkpoints.tiny import ensure_tiny_models
+from lipsyncctl.errors import ConfigError
 from lipsyncctl.media.audio import read_audio
 from lipsyncctl.nets.syncnet_eval import SyncNetEval
 from lipsyncctl.paths import DATA_DIR
@@ -31,6 +34,8 @@ def test_documented_python_api_runs_end_to_end(tmp_path: Path) -> None:
 
     # Whisper features of an audio file and the per-frame chunks (25 fps -> official chunking).
     audio = read_audio(DATA_DIR / "sample_dub.wav", rate=16000, channels=1)  # float32 (n,)
+    mel = log_mel_spectrogram(audio)  # (80, n) whisper log-mel, 100 frames per second
+    assert mel.shape[0] == 80 and abs(mel.shape[1] - 100 * len(audio) / 16000) <= 1
     feats = audio_features(whisper, audio)  # (L, 5, 384), 50 feature frames per second
     assert feats.shape[1:] == (5, 384) and abs(feats.shape[0] - 50 * len(audio) / 16000) <= 1
     chunks = feature_chunks(feats, n_frames=16, fps=Fraction(25))  # (16, 50, 384)
@@ -51,7 +56,8 @@ def test_documented_python_api_runs_end_to_end(tmp_path: Path) -> None:
     masked = torch.randn(1, 4, 16, h, w, generator=gen)
     ref = torch.randn(1, 4, 16, h, w, generator=gen)
     with torch.inference_mode():
-        out = denoise(unet, scheduler, latents, mask, masked, ref, chunks, steps=2, guidance_scale=1.5)
+        out = denoise(unet, scheduler, latents=latents, mask_latents=mask, masked_image_latents=masked,
+                      ref_latents=ref, audio_embeds=chunks, steps=2, guidance_scale=1.5)
     assert out.shape == (1, 4, 16, h, w) and not torch.equal(out, latents)
 
     # SyncNet (eval) embeddings and LSE-D / LSE-C of a clip (random weights here -> arbitrary values).
@@ -61,3 +67,31 @@ def test_documented_python_api_runs_end_to_end(tmp_path: Path) -> None:
     frames = np.random.default_rng(0).integers(0, 255, (40, 224, 224, 3), dtype=np.uint8)  # BGR face crops
     lse_d, lse_c, offset = lse_scores(syncnet, frames, audio[: 40 * 640], fps=Fraction(25))
     assert np.isfinite(lse_d) and np.isfinite(lse_c) and -15 <= offset <= 15
+
+
+def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Path, monkeypatch) -> None:
+    """``import lipsyncctl``: resolve_config, LipSyncPipeline (networks loaded once, many clips), sync."""
+    import lipsyncctl
+    from lipsyncctl.pipeline import networks as networks_mod
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
+    loads = []
+    real = networks_mod.load_networks
+    monkeypatch.setattr(networks_mod, "load_networks", lambda *a, **k: loads.append(1) or real(*a, **k))
+
+    pipe = lipsyncctl.LipSyncPipeline.from_registry("tiny", sets=["inference.steps=1"])
+    from fractions import Fraction as F
+
+    from tests.sync_media import sample_frames, write_clip
+
+    video = write_clip(tmp_path / "in.mkv", sample_frames(8, scale=0.75), F(25))  # a real face, small
+    for name in ("a.mkv", "b.mkv"):
+        res = pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / name, sets=["output.codec=ffv1"])
+        assert res.output == tmp_path / name and res.output.exists() and res.frames > 0
+    assert loads == [1]  # one load for the whole batch
+    with pytest.raises(ConfigError, match="model.*per call"):
+        pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "c.mkv", sets=["model.resolution=512"])
+    config = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1"])
+    res = lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "d.mkv", config,
+                          networks=pipe.networks)
+    assert res.frames > 0

@@ -115,7 +115,8 @@ def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
     assert run["config"]["faces"]["select"] == "point" and run["config"]["faces"]["point"] == [537.0, 175.0]
     assert run["faces"]["select"] == "point" and run["faces"]["track_id"] is not None
     # the same face by its track id
-    by_id = sync_clip(video, audio, tmp_path / "by_id.mkv", config, networks=models, face_id=run["faces"]["track_id"])
+    by_id_config = config.with_overrides({"faces.select": "id", "faces.track_id": run["faces"]["track_id"]})
+    by_id = sync_clip(video, audio, tmp_path / "by_id.mkv", by_id_config, networks=models)
     assert np.array_equal(np.stack(_changed(by_id)), right) and by_id.face_select.startswith("id")
 
 

@@ -134,7 +134,8 @@ def test_shot_options_from_metadata_and_markers() -> None:
     c = clip("x", "a.mkv", 0, 5, lipsync={"face": 1, "guidance": 2.0, "set": ["faces.detect_every=2"]})
     o = shot_options(c)
     assert (o.face_id, o.guidance, o.enabled) == (1, 2.0, None)
-    assert o.config_sets() == ["faces.detect_every=2", "inference.guidance=2.0"]
+    assert o.overrides() == {"faces.detect_every": 2, "inference.guidance": 2.0, "faces.select": "id",
+                             "faces.track_id": 1}
     c.markers.append(otio.schema.Marker(name="lipsync: off"))
     assert shot_options(c).enabled is False
     with pytest.raises(ConfigError, match="unknown lipsync option"):

@@ -37,7 +37,7 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
-from lipsyncctl.pipeline.plan import ClipPlan, end_clamp_warning, plan_clip, select_range
+from lipsyncctl.pipeline.plan import ClipPlan, end_clamp_warning, plan_clip, select_frames, select_range
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -119,22 +119,26 @@ def sync_clip(
     *,
     start: float | None = None,
     end: float | None = None,
-    face_id: int | None = None,
-    face_at: tuple[float, float] | None = None,
+    frames: tuple[int, int] | None = None,
     networks: Networks | None = None,
+    overwrite: bool = False,
 ) -> SyncResult:
     """Re-render the speaker's mouth in ``video`` to match ``audio``; write ``output``.
 
     Args:
-        start, end: seconds of ``video`` to use; the new audio starts at ``start``.
-        face_id, face_at: follow this face track / the face at this pixel; they override
-            ``faces.select`` and are recorded in run.yaml (``faces.track_id`` / ``faces.point``).
+        start, end: seconds of ``video`` to use (frame = round(t * fps)); the new audio starts at ``start``.
+        frames: or exactly the source frames ``[first, stop)`` on the clip's constant-rate grid (what an
+            edit list says; not with ``start``/``end``).
+        The face to follow is ``config.faces`` (``select``, ``track_id``, ``point``), recorded in run.yaml.
         networks: networks already loaded (a batch reuses them); None loads them after the face pass.
+        overwrite: replace an existing ``output``; False (default) refuses before any work.
 
     Raises:
-        MediaError: missing/unreadable inputs, no video stream, no audio stream, output == an input.
+        MediaError: missing/unreadable inputs, no video stream, no audio stream.
         NoFaceError: no usable face in any selected frame (raised before any network loads).
-        ConfigError: the output container cannot hold the codec; ``face_id`` and ``face_at`` both given.
+        ConfigError: the output container cannot hold the codec.
+        UsageError: both ``frames`` and ``start``/``end``; ``output`` exists and not ``overwrite``; ``output``
+            is an input.
         MissingModelError / CheckpointError / DeviceError: see their docs.
     """
     from lipsyncctl.media.atomic import check_not_input, check_writable
@@ -146,7 +150,10 @@ def sync_clip(
 
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
-    config = _with_face_choice(config, face_id, face_at)
+    if frames is not None and (start is not None or end is not None):
+        from lipsyncctl.errors import UsageError
+
+        raise UsageError("give a frame range or start/end seconds, not both")
     warnings: list[str] = []
     matte_out = matte_path(output) if config.output.matte else None
 
@@ -155,6 +162,11 @@ def sync_clip(
         if path is not None:
             check_not_input(path, [video, audio])
     check_output(output, config.output)
+    if output.exists() and not overwrite:
+        from lipsyncctl.errors import UsageError
+
+        raise UsageError(f"{output}: exists; refusing to replace it",
+                         hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
     check_writable(output)  # a read-only destination fails now, not after the render
     files = None
     if networks is None:  # missing weights fail here, before minutes of face tracking
@@ -168,7 +180,7 @@ def sync_clip(
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     grid = vinfo.nominal_fps
     grid_frames = _grid_frames(vinfo)
-    first, stop = select_range(grid_frames, grid, start, end)
+    first, stop = select_range(grid_frames, grid, start, end) if frames is None else select_frames(grid_frames, *frames)
     clamped = end_clamp_warning(grid_frames, grid, end)
     if clamped:
         warnings.append(clamped)
@@ -252,20 +264,6 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
         if matte_out is not None and matte_tmp is not None:
             os.replace(matte_tmp, matte_out)
         os.replace(final, output)
-
-
-def _with_face_choice(config: Config, face_id: int | None, face_at: tuple[float, float] | None) -> Config:
-    """``config`` with ``faces.select/track_id/point`` set from ``--face`` / ``--face-at``."""
-    from lipsyncctl import config as cfg
-    from lipsyncctl.errors import ConfigError
-
-    if face_id is None and face_at is None:
-        return config
-    if face_id is not None and face_at is not None:
-        raise ConfigError("give either a face track id (--face) or a point (--face-at), not both")
-    faces = {**config.faces.model_dump(mode="json"), "select": "id" if face_id is not None else "point",
-             "track_id": face_id, "point": list(face_at) if face_at is not None else None}
-    return cfg.validate({**config.to_dict(), "faces": faces}, source="--face/--face-at")
 
 
 def _grid_frames(vinfo: VideoInfo) -> int:

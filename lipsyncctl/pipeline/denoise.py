@@ -104,12 +104,12 @@ def _flatten_audio(audio_embeds: torch.Tensor, batch: int, frames: int) -> torch
 def denoise(
     unet: Callable[..., Any],
     scheduler: DDIMScheduler,
+    *,
     latents: torch.Tensor,
     mask_latents: torch.Tensor,
     masked_image_latents: torch.Tensor,
     ref_latents: torch.Tensor,
     audio_embeds: torch.Tensor,
-    *,
     steps: int,
     guidance_scale: float,
     extra_step_kwargs: Mapping[str, Any] | None = None,
@@ -118,6 +118,9 @@ def denoise(
     description: str = "denoise",
 ) -> torch.Tensor:
     """Run the guided DDIM loop on one window and return the denoised latents ``(B, 4, F, h, w)``.
+
+    The networks come positionally, every tensor by keyword (five same-shaped latents are easy to
+    swap by position; the official channel order of the UNet input is fixed here, not by the caller).
 
     Args:
         unet: ``unet(x (N,13,F,h,w), t, encoder_hidden_states=(N*F,L,D)) -> (N,4,F,h,w)`` (our

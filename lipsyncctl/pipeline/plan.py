@@ -158,6 +158,21 @@ def select_range(
     return first, stop
 
 
+def select_frames(total_frames: int, first: int, stop: int) -> tuple[int, int]:
+    """Source frames ``[first, stop)`` given exactly (an edit's source range), checked against the clip.
+
+    Raises:
+        MediaError: an empty range, or one that reaches past the clip's ``total_frames``.
+    """
+    if not 0 <= first < stop:
+        raise MediaError(f"frame range [{first}, {stop}) is empty or negative",
+                         hint="give the first frame and the frame after the last, first < stop")
+    if stop > total_frames:
+        raise MediaError(f"frame range [{first}, {stop}) reaches past the clip's {total_frames} frames",
+                         hint="check the edit's source range against the media (wrong file or frame rate?)")
+    return first, stop
+
+
 def end_clamp_warning(total_frames: int, fps: Fraction, end: float | None) -> str | None:
     """The warning for an ``--end`` past the clip, which :func:`select_range` clamps; None when inside."""
     if end is None or round(Fraction(end).limit_denominator(10**6) * fps) <= total_frames:

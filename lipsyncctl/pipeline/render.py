@@ -132,8 +132,9 @@ class Renderer:
             latents = self.noise.repeat(1, 1, len(pos), 1, 1)
             cache = inf.deepcache_interval if inf.deepcache else None
             with torch.inference_mode():
-                latents = denoise(networks.unet, networks.scheduler, latents, video(mask_lat), video(masked_lat),
-                                  video(ref_lat), audio, steps=inf.steps, guidance_scale=inf.guidance,
+                latents = denoise(networks.unet, networks.scheduler, latents=latents, mask_latents=video(mask_lat),
+                                  masked_image_latents=video(masked_lat), ref_latents=video(ref_lat),
+                                  audio_embeds=audio, steps=inf.steps, guidance_scale=inf.guidance,
                                   cache_interval=cache)
         # e. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
         with clock("vae decode"):

@@ -117,7 +117,7 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     for d in dub_tracks:
         _report_reuse(d.language, [s for s in shots if s.language == d.language], mine, job.dry_run)
     work = {"shots": len(mine), "frames": sum(s.task.frames for s in mine if s.task is not None),
-            "frame_steps": sum(s.task.frames * s.task.config["inference"]["steps"] for s in mine if s.task is not None),
+            "frame_steps": sum(s.task.frames * s.task.config.inference.steps for s in mine if s.task is not None),
             "languages": len(dub_tracks)}
     if not job.dry_run and mine:
         _render(job, store, mine, dub_tracks)
@@ -249,13 +249,11 @@ def _model_file(name: str, role: str) -> Path:
 
 def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: TimelineJob,
           models_fp: dict[str, str], store: JobStore) -> ShotState:
-    from lipsyncctl import config as cfg
-
     tl = config.timeline
-    sets = seg.options.config_sets()
+    overrides = seg.options.overrides()
     if seg.options.length_policy is None:
-        sets.append("sync.length_policy=silence")  # the cut is exactly as long as the picture
-    seg_config = cfg.resolve(config.to_dict(), sets)
+        overrides["sync.length_policy"] = "silence"  # the cut is exactly as long as the picture
+    seg_config = config.with_overrides(overrides, source=f"shot {seg.id} options")
     speech, coverage = dubs.speech_frames(d, seg, fps, tl.speech_pad_frames)
     mode = tl.non_dialogue
     cut = dubs.render_cut(d, seg, fps)
@@ -282,7 +280,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         key=key, language=d.language, segment_id=seg.id, video=str(seg.media), fps=tb.fraction_str(seg.media_fps),
         first=seg.render_start, frames=seg.render_frames,
         audio=str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.wav"),
-        output=str(output), config=seg_config.to_dict(),
+        output=str(output), config=seg_config,
         model_audio=(str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.model.wav")
                      if mode == "close" else None),
         keep_source=keep,

@@ -1,7 +1,8 @@
 """Render one segment: the only place the timeline job calls the clip pipeline.
 
-A :class:`ShotTask` is plain data (picklable, JSON-able) so it can run in this process, in a local
-worker process, or on a Ray worker. :func:`render_shot` runs it and returns a :class:`ShotOutcome`; it never
+A :class:`ShotTask` is plain data (picklable; its configuration is the frozen run
+:class:`~lipsyncctl.config.Config`) so it can run in this process, in a local worker process, or on a Ray
+worker. :func:`render_shot` runs it and returns a :class:`ShotOutcome`; it never
 raises for a shot that fails (the job goes on with the others and reports it), except on Ctrl-C.
 
 Non-dialogue handling (``timeline.non_dialogue``):
@@ -20,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from lipsyncctl.config import Config
 from lipsyncctl.errors import LipsyncError, NoFaceError
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 
@@ -37,28 +39,25 @@ class ShotTask:
     frames: int                   # rendered frames (handles included)
     audio: str                    # WAV of the dub cut, exactly ``frames`` long
     output: str
-    config: dict[str, Any]        # resolved configuration (Config.to_dict())
+    config: Config                # this shot's resolved configuration (per-shot options applied)
     model_audio: str | None = None            # what the model hears, if not ``audio`` (close mode)
     keep_source: list[tuple[int, int]] = field(default_factory=list)  # local [lo, hi) kept as source
-    face_id: int | None = None
-    face_at: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "config": self.config.to_dict()}
 
 
 def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> ShotOutcome:
     """The runner's executor (:mod:`lipsyncctl.runner.workers`): :func:`render_shot` with the networks of
     ``cache``, loaded on first use for this model set, device and dtype (so a worker loads them once)."""
-    from lipsyncctl import config as cfg
     from lipsyncctl.pipeline.networks import load_networks
 
-    inference = task.config["inference"]
-    key = json.dumps([task.config["model"], device or inference["device"], inference["dtype"]], sort_keys=True)
+    inference = task.config.inference
+    key = json.dumps([task.config.model.model_dump(mode="json"), device or inference.device, inference.dtype],
+                     sort_keys=True)
     if key not in cache:
-        conf = task.config if device is None else {**task.config, "inference": {**inference, "device": device}}
         try:
-            cache[key] = load_networks(cfg.validate(conf))
+            cache[key] = load_networks(task.config.with_overrides({"inference.device": device}))
         except LipsyncError as exc:
             return ShotOutcome(ShotStatus.FAILED, task.key, language=task.language, segment=task.segment_id,
                                error=f"{type(exc).__name__}: {exc}", seconds=0.0)
@@ -73,16 +72,11 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
         networks: a loaded :class:`~lipsyncctl.pipeline.networks.Networks` to reuse (None = load).
         device: run on this device (``cuda:1``) whatever the task's configuration says.
     """
-    from lipsyncctl import config as cfg
     from lipsyncctl.pipeline.clip import sync_clip
 
     t0 = time.perf_counter()
-    conf = dict(task.config)
-    if device is not None:
-        conf = {**conf, "inference": {**conf["inference"], "device": device}}
-    config = cfg.validate(conf, source=f"segment {task.segment_id}")
-    fps = Fraction(task.fps)
-    start, end = float(task.first / fps), float((task.first + task.frames) / fps)
+    config = task.config.with_overrides({"inference.device": device}, source=f"segment {task.segment_id}")
+    frames = (task.first, task.first + task.frames)  # exact source frames, never via seconds
     output = Path(task.output)
 
     def outcome(status: ShotStatus, **values: Any) -> ShotOutcome:
@@ -93,16 +87,15 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
     needs_post = bool(task.keep_source) or task.model_audio is not None
     try:
         if not needs_post:
-            res = sync_clip(Path(task.video), Path(task.audio), output, config, start=start, end=end,
-                            face_id=task.face_id, face_at=task.face_at, networks=networks)
+            res = sync_clip(Path(task.video), Path(task.audio), output, config, frames=frames, networks=networks,
+                            overwrite=True)  # the job owns its shot files: a changed shot replaces its render
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
                 raw = Path(tmp) / "render.mkv"
-                raw_config = cfg.resolve(config.to_dict(), ["output.codec=ffv1", "output.matte=false"])
+                raw_config = config.with_overrides({"output.codec": "ffv1", "output.matte": False})
                 res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,
-                                start=start, end=end, face_id=task.face_id, face_at=task.face_at,
-                                networks=networks)
+                                frames=frames, networks=networks)
                 _finish(task, raw, output, config)
     except NoFaceError as exc:
         return outcome(ShotStatus.NO_FACE, error=str(exc))

@@ -36,15 +36,23 @@ class ShotOptions:
     length_policy: str | None = None
     sets: tuple[str, ...] = ()
 
-    def config_sets(self) -> list[str]:
-        """The options as ``--set`` overrides of the run configuration."""
-        out = list(self.sets)
+    def overrides(self) -> dict[str, Any]:
+        """The options as overrides of the run configuration (dotted key -> value), for
+        :meth:`~lipsyncctl.config.Config.with_overrides`: the clip's ``set`` list first, then the named
+        options. The face choice goes through ``faces.*`` like everywhere else."""
+        from lipsyncctl.config import overrides_from_sets
+
+        out = overrides_from_sets(self.sets)
         if self.guidance is not None:
-            out.append(f"inference.guidance={self.guidance}")
+            out["inference.guidance"] = self.guidance
         if self.steps is not None:
-            out.append(f"inference.steps={self.steps}")
+            out["inference.steps"] = self.steps
         if self.length_policy is not None:
-            out.append(f"sync.length_policy={self.length_policy}")
+            out["sync.length_policy"] = self.length_policy
+        if self.face_id is not None:
+            out |= {"faces.select": "id", "faces.track_id": self.face_id}
+        elif self.face_at is not None:
+            out |= {"faces.select": "point", "faces.point": list(self.face_at)}
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,7 +75,8 @@ if sys.argv[2] == "1":
     sched = make_scheduler(load_scheduler_config())
     t = time.perf_counter()
     with torch.inference_mode():
-        out = denoise(unet, sched, lat, mask, masked, ref, audio, steps=1, guidance_scale=1.5)
+        out = denoise(unet, sched, latents=lat, mask_latents=mask, masked_image_latents=masked, ref_latents=ref,
+                      audio_embeds=audio, steps=1, guidance_scale=1.5)
     res["step_s"] = time.perf_counter() - t
     res["step_finite"] = bool(torch.isfinite(out).all())
     st = status()
