@@ -31,8 +31,16 @@ __all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config
            "timeline_job"]
 
 if TYPE_CHECKING:
-    from lipsyncctl.api import doctor, load_pipeline, prep, resolve_config, sync, sync_timeline, timeline_job
-    from lipsyncctl.pipeline.lipsync import LipSyncPipeline
+    from lipsyncctl.api import (
+        LipSyncPipeline,
+        doctor,
+        load_pipeline,
+        prep,
+        resolve_config,
+        sync,
+        sync_timeline,
+        timeline_job,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@
 One page per command: ``lipsyncctl.1`` for the root, ``lipsyncctl-<cmd>.1`` for each command and
 ``lipsyncctl-<group>-<cmd>.1`` for commands inside a group (``presets show``). Everything comes from
 the same click objects that ``--help`` renders (help text, usage, arguments, options with defaults),
-so a page cannot say something the command does not; ``tests/test_manpages.py`` fails when the
+so a page cannot say something the command does not; ``tests/cli/test_manpages.py`` fails when the
 committed pages drift from the code. Pages carry no date, so regenerating is reproducible.
 
 Usage::

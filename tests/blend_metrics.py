@@ -1,4 +1,4 @@
-"""Paste-back measurements shared by tests/test_faces_blend.py and tests/bench/bench_blend.py.
+"""Paste-back measurements shared by tests/unit/test_faces_blend.py and tests/bench/bench_blend.py.
 
 * the official support: pixels the official restore may change (its matte > 0);
 * two boundary bands: the feathered edge of that support, and the mouth-mask edge warped into the frame;

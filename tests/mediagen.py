@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.conftest import SHARED
+
 BLOCK = 8  # pixels per index bit
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "demo1_video.mp4"
+FIXTURE = SHARED / "fixtures" / "demo1_video.mp4"
 
 
 def frame_image(index: int, width: int = 96, height: int = 64) -> np.ndarray:

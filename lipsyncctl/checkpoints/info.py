@@ -71,7 +71,7 @@ def match_config(kind: str, state_dict: Mapping[str, Any]) -> str | None:
     from lipsyncctl.checkpoints.keys import compare_state_dict
 
     if kind == "unet":
-        from lipsyncctl.archs import load_unet_config
+        from lipsyncctl.checkpoints.archs import load_unet_config
         from lipsyncctl.nets.unet import UNet3DConditionModel
 
         for name in UNET_CANDIDATES:

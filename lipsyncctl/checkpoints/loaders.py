@@ -101,7 +101,7 @@ class LoadPlan:
 
 def resolve_unet_config(config: UNetConfig | Mapping[str, Any] | PathLike) -> tuple[UNetConfig, str]:
     """``(UNetConfig, label)`` from a config object, a ``model:`` mapping, a name (``stage2``) or a YAML path."""
-    from lipsyncctl import archs
+    from lipsyncctl.checkpoints import archs
     from lipsyncctl.nets.unet_config import UNetConfig
 
     if isinstance(config, UNetConfig):
@@ -117,7 +117,7 @@ def plan_unet(config: UNetConfig | Mapping[str, Any] | PathLike | None, checkpoi
 
     ck = read_checkpoint(checkpoint)
     if config is None:
-        from lipsyncctl import archs
+        from lipsyncctl.checkpoints import archs
 
         carried = _header_config(ck, "unet", "UNet",
                                  "pass the architecture config, e.g. stage2 (LatentSync 1.5) or stage2_512 (1.6)")
@@ -266,7 +266,7 @@ def resolve_syncnet_config(config: StableSyncNetConfig | Mapping[str, Any] | Pat
         return config, "config object"
     label = "config mapping"
     if not isinstance(config, Mapping):
-        from lipsyncctl import archs
+        from lipsyncctl.checkpoints import archs
 
         label = archs.config_path("syncnet", config).stem
         config = archs.load_config_yaml("syncnet", config)

@@ -176,7 +176,7 @@ def _randomize(named: Iterable[tuple[str, torch.Tensor]], gen: torch.Generator) 
 
 def tiny_unet_config() -> Any:
     """The :class:`~lipsyncctl.nets.unet_config.UNetConfig` of ``models/configs/unet/tiny.yaml``."""
-    from lipsyncctl.archs import load_unet_config
+    from lipsyncctl.checkpoints.archs import load_unet_config
 
     return load_unet_config("tiny")
 

@@ -14,7 +14,7 @@ from lipsyncctl.cli import options
 from lipsyncctl.cli import state as st
 
 if TYPE_CHECKING:
-    from lipsyncctl.checks.doctor import DoctorResult
+    from lipsyncctl.api import DoctorResult
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -31,10 +31,10 @@ def doctor(
 
     Exits 0 when every required check passes, 4 otherwise (each failing check has a hint).
     """
-    from lipsyncctl.checks import doctor as checks
+    from lipsyncctl import api
 
     config = options.resolve(preset, sets, {}, print_config) if (preset or sets) else None
-    res = checks.run_checks(config, outputs_dir=outputs)
+    res = api.doctor(config, outputs_dir=outputs)
     st.result(res.to_dict(), lambda c: _render(c, res), ok=res.ok)
     if not res.ok:
         names = ", ".join(c.name for c in res.failures)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,7 +12,7 @@ from rich.text import Text
 from lipsyncctl.cli import state as st
 
 if TYPE_CHECKING:
-    from lipsyncctl.checkpoints.verify import ModelCheck
+    from lipsyncctl.api import ModelCheck
 
 models_app = typer.Typer(
     help="Known checkpoints: list, fetch (the only command that downloads), verify, convert, inspect.",
@@ -36,25 +36,12 @@ def _human_size(n: int | None) -> str:
 @models_app.command("list")
 def list_cmd() -> None:
     """Show the known models, whether they are installed, and where."""
-    from lipsyncctl import paths
-    from lipsyncctl.checkpoints import registry as regmod
+    from lipsyncctl import api
 
-    reg = regmod.load_registry()
-    mdir = paths.models_dir()
-    state = regmod.LocalState.load(mdir)
-    rows: list[dict[str, Any]] = []
-    for entry in reg:
-        files = regmod.model_status(entry, models_dir=mdir, state=state)
-        present = sum(f.present for f in files)
-        rows.append({
-            "name": entry.name, "kind": entry.kind, "description": entry.description,
-            "installed": present == len(files), "partial": 0 < present < len(files),
-            "size": sum(f.size or 0 for f in files) if present else None, "licence": entry.licence,
-            "licence_note": entry.licence_note, "folder": str(entry.folder(mdir)), "requires": list(entry.requires),
-            "files": [f.to_dict() for f in files],
-        })
-    data = {"models_dir": str(mdir), "models_dir_source": paths.models_dir_source(), "registry": str(reg.path),
-            "models": rows}
+    listing = api.list_models()
+    data = listing.to_dict()
+    rows = data["models"]
+    mdir = listing.models_dir
 
     def human(console: Console) -> None:
         table = st.table(None, ["name", "installed", "size", "licence", "description"], [])
@@ -81,22 +68,9 @@ def fetch_cmd(
     HF_HUB_OFFLINE=1. Unknown hashes are recorded in <models dir>/local.yaml by the first download and
     verified against it afterwards.
     """
-    from lipsyncctl.checkpoints.fetch import fetch_model
-    from lipsyncctl.checkpoints.registry import load_registry
+    from lipsyncctl import api
 
-    reg = load_registry()
-    order: list[str] = []
-    for name in names:
-        entry = reg.get(name)  # unknown name -> MissingModelError listing the known ones
-        for dep in entry.requires if deps else ():
-            if dep not in order:
-                order.append(dep)
-        if name not in order:
-            order.append(name)
-    results = []
-    for name in order:
-        st.note(f"fetching {name} ...")
-        results.append(fetch_model(reg.get(name)).to_dict())
+    results = [r.to_dict() for r in api.fetch_models(names, force=force, deps=deps)]
 
     def human(console: Console) -> None:
         rows = [(r["model"], f["path"], f["status"], _human_size(f["size"]),
@@ -115,37 +89,13 @@ def verify_cmd(
     record: bool = typer.Option(False, "--record", help="Remember the sha256 of good files whose hash is unknown."),
 ) -> None:
     """Check sizes, hashes and loadability of installed models. Exit 4 when missing or corrupt."""
-    from lipsyncctl import paths
-    from lipsyncctl.checkpoints.registry import load_registry, model_status
-    from lipsyncctl.checkpoints.verify import verify_model
-    from lipsyncctl.errors import CheckpointError, MissingModelError
+    from lipsyncctl import api
 
-    reg = load_registry()
-    mdir = paths.models_dir()
-    if names:
-        entries = [reg.get(n) for n in names]
-    else:
-        entries = [e for e in reg if any(f.present for f in model_status(e, models_dir=mdir))]
-        if not entries:
-            raise MissingModelError(f"no models are installed in {mdir}")
-    checks = [verify_model(e, models_dir=mdir, hashes=hashes, load=load, record=record) for e in entries]
-    bad = [c for c in checks if not c.ok]
-    st.result({"models_dir": str(mdir), "models": [c.to_dict() for c in checks]}, lambda c: _render_verify(c, checks),
-              ok=not bad)
-    if not bad:
-        return
-    missing = [c.name for c in bad if not c.installed]
-    corrupt = [c.name for c in bad if c.installed]
-    if corrupt:
-        raise CheckpointError(
-            f"{len(corrupt)} model(s) failed verification: {', '.join(corrupt)}",
-            hint=f"fetch them again with `lipsyncctl models fetch {' '.join(corrupt)} --force`"
-            + (f"; missing: `lipsyncctl models fetch {' '.join(missing)}`" if missing else ""),
-        )
-    raise MissingModelError(
-        f"{len(missing)} model(s) not (fully) installed: {', '.join(missing)}",
-        hint=f"run `lipsyncctl models fetch {' '.join(missing)}` on a machine that is online",
-    )
+    checks = api.verify_models(names, hashes=hashes, load=load, record=record)
+    models_dir = api.list_models().models_dir
+    st.result({"models_dir": str(models_dir), "models": [c.to_dict() for c in checks]},
+              lambda c: _render_verify(c, checks), ok=all(c.ok for c in checks))
+    api.check_models(checks)  # corrupt or missing: the error (exit 4) with the fetch command
 
 
 def _render_verify(console: Console, checks: list[ModelCheck]) -> None:
@@ -170,9 +120,9 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ) -> None:
     """Convert an official checkpoint to safetensors with its config in the header (fast, zero-copy loading)."""
-    from lipsyncctl.checkpoints.convert import convert_checkpoint
+    from lipsyncctl import api
 
-    res = convert_checkpoint(source, output, kind=kind, config=config, fp16=fp16, overwrite=overwrite)
+    res = api.convert_checkpoint(source, output, kind=kind, config=config, fp16=fp16, overwrite=overwrite)
     st.result(res.to_dict(), lambda c: c.print(
         f"wrote {res.output} ({res.kind}, config {res.config_name or '-'}, {res.num_tensors} tensors, "
         f"{res.dtype}, {_human_size(res.size_bytes)})", markup=False, highlight=False))
@@ -184,9 +134,9 @@ def info_cmd(
     match: bool = typer.Option(True, "--match/--no-match", help="Name the official config the tensors match."),
 ) -> None:
     """Show a checkpoint's container, tensor count, dtypes, parameters and detected model kind."""
-    from lipsyncctl.checkpoints.info import inspect_checkpoint
+    from lipsyncctl import api
 
-    info = inspect_checkpoint(file, match=match)
+    info = api.inspect_checkpoint(file, match=match)
     data = info.to_dict()
 
     def human(console: Console) -> None:
@@ -209,9 +159,9 @@ def path_cmd(
     role: str | None = typer.Argument(None, help="File role (unet, whisper, vae, ...); default: the main file."),
 ) -> None:
     """Print the path of an installed model file (exit 4 when it is not installed)."""
-    from lipsyncctl.checkpoints.registry import load_registry
+    from lipsyncctl import api
 
-    p = load_registry().resolve(name, role)
+    p = api.model_path(name, role)
     st.result({"name": name, "role": role, "path": str(p)}, lambda c: typer.echo(str(p)))
 
 

@@ -14,7 +14,7 @@ from lipsyncctl.cli import state as st
 from lipsyncctl.errors import JobFailedError
 
 if TYPE_CHECKING:
-    from lipsyncctl.preparation import PrepResult
+    from lipsyncctl.api import PrepResult
 
 HELP = """Normalise media for the model: constant frame rate video and 16 kHz mono audio.
 
@@ -73,9 +73,9 @@ def prep_cmd(
         "prep.max_size": max_size,
     }
     config = opt.resolve(preset, sets, flags, print_config)
-    from lipsyncctl.preparation import prep
+    from lipsyncctl import api
 
-    result = prep(inputs, out_dir, config.prep, force=force, dry_run=dry_run, jobs=jobs, start=start,
+    result = api.prep(inputs, out_dir, config.prep, force=force, dry_run=dry_run, jobs=jobs, start=start,
                   duration=duration, scale=scale)
     st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
     failed = result.failed

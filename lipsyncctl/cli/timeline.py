@@ -32,22 +32,14 @@ is under --min-sync.
 def run_timeline(values: dict[str, Any], config: Any) -> None:
     """Run the timeline job from the sync command's flags (``values``: parameter name -> value, see
     ``FLAGS`` in lipsyncctl/cli/sync.py) and the resolved ``config``."""
-    from lipsyncctl.runner.devices import parse_gpus
-    from lipsyncctl.runner.shards import parse_shard
-    from lipsyncctl.timeline import dub as dubs
-    from lipsyncctl.timeline.source import parse_relink
+    from lipsyncctl import api
 
     # options left out keep the job's defaults (an explicit --jobs 1 is passed like any other value)
     given = {k: values[k] for k in ("audio_offset", "media_root", "edl_rate", "jobs", "backend")
              if values[k] is not None}
-    from lipsyncctl import api
-    from lipsyncctl.timeline.job import TimelineJob
-
-    job = TimelineJob(
-        timeline=values["timeline"], output=values["output"], audio=dubs.parse_audio_specs(values["audio"] or []),
-        audio_tracks=dubs.parse_track_specs(values["audio_track"] or []), relink=parse_relink(values["relink"]),
-        gpus=parse_gpus(values["gpus"]), shard=parse_shard(values["shard"]), dry_run=values["dry_run"], **given,
-    )
+    job = api.timeline_job(values["timeline"], values["output"], audio=values["audio"] or [],
+                           audio_tracks=values["audio_track"] or [], relink=values["relink"] or [],
+                           gpus=values["gpus"], shard=values["shard"], dry_run=values["dry_run"], **given)
     result = api.sync_timeline(job, config)
     for w in result.warnings:
         st.warn(w)

@@ -35,7 +35,7 @@ NOSE_106 = [74, 77, 83, 86]
 # 22-26 on the image right. The official nose point is the mean of four 2d106 points running from
 # the lower nose bridge to the tip; the 68-point equivalent is the lower bridge and the tip
 # (28, 29, 30) plus the tip once more (30), chosen because it lands on the official nose point
-# within about a pixel on the demo frame (see tests/test_faces_align.py).
+# within about a pixel on the demo frame (see tests/golden/test_faces_align.py).
 LEFT_BROW_68 = [17, 18, 19, 20, 21]
 RIGHT_BROW_68 = [22, 23, 24, 25, 26]
 NOSE_68 = [28, 29, 30, 30]

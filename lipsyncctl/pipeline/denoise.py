@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 #: The diffusers defaults the official runs relied on, pinned so that a diffusers release cannot move them.
 #: They are not in the official ``configs/scheduler_config.json``; every other setting comes from that
-#: file, shipped with the package (:func:`lipsyncctl.archs.official_scheduler_config`).
+#: file, shipped with the package (:func:`lipsyncctl.checkpoints.archs.official_scheduler_config`).
 PINNED_DEFAULTS: dict[str, Any] = {
     "prediction_type": "epsilon",
     "timestep_spacing": "leading",
@@ -47,14 +47,14 @@ def make_scheduler(config: Mapping[str, Any] | None = None) -> DDIMScheduler:
     """A diffusers ``DDIMScheduler``: the official scheduler JSON over :data:`PINNED_DEFAULTS`, updated
     with ``config``.
 
-    ``config`` may be a whole scheduler JSON (e.g. from :func:`lipsyncctl.archs.load_scheduler_config`)
+    ``config`` may be a whole scheduler JSON (e.g. from :func:`lipsyncctl.checkpoints.archs.load_scheduler_config`)
     or a few overrides. Unknown keys raise ConfigError naming the key; ``skip_prk_steps`` (a PNDM option of
     the official file that DDIM ignores) and diffusers' bookkeeping keys are dropped. As the official
     pipeline does, ``steps_offset`` is forced to 1 and ``clip_sample`` to False.
     """
     from diffusers import DDIMScheduler
 
-    from lipsyncctl.archs import official_scheduler_config
+    from lipsyncctl.checkpoints.archs import official_scheduler_config
 
     allowed = set(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
     merged = dict(PINNED_DEFAULTS)

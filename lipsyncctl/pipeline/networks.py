@@ -111,7 +111,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         task.advance()
         vae = _load_vae(files.vae, device, dtype)
         task.advance()
-    from lipsyncctl.archs import load_scheduler_config
+    from lipsyncctl.checkpoints.archs import load_scheduler_config
     from lipsyncctl.pipeline.denoise import make_scheduler
 
     return Networks(

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from lipsyncctl.config import Config, ModelOptions
 
 # The ``tiny`` preset's random models (lipsyncctl/checkpoints/tiny.py). Counted on the meta device;
-# tests/test_doctor.py recounts them from the configs, so a change of a tiny config fails that test.
+# tests/cli/test_doctor.py recounts them from the configs, so a change of a tiny config fails that test.
 #: UNet of ``models/configs/unet/tiny.yaml`` (block_out_channels [32, 32, 32, 32]).
 TINY_UNET_PARAMS = 1_226_308
 #: ``checkpoints.tiny.TINY_VAE_CONFIG`` (block_out_channels [8, 8, 16, 16]).

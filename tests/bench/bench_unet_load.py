@@ -60,7 +60,7 @@ with torch.inference_mode():
     total = sum(float(p.float().sum()) for p in unet.parameters())
 res["touch_s"] = time.perf_counter() - t
 if sys.argv[2] == "1":
-    from lipsyncctl.archs import load_scheduler_config
+    from lipsyncctl.checkpoints.archs import load_scheduler_config
     from lipsyncctl.pipeline.denoise import denoise, make_scheduler
     g = torch.Generator().manual_seed(0)
     dt = next(unet.parameters()).dtype
@@ -88,7 +88,7 @@ print("RESULT " + json.dumps(res))
 _CHILD_NAIVE = r"""
 import json, sys, time
 import torch
-from lipsyncctl.archs import load_unet_config
+from lipsyncctl.checkpoints.archs import load_unet_config
 from lipsyncctl.nets.unet import UNet3DConditionModel
 torch.set_num_threads(int(sys.argv[2]))
 t = time.perf_counter()
@@ -119,7 +119,7 @@ def run(dtype: str = "fp32", naive: bool = False, step: bool = True, keep: bool 
         threads: int | None = None) -> list[tuple[str, str]]:
     import torch
 
-    from lipsyncctl.archs import load_unet_config
+    from lipsyncctl.checkpoints.archs import load_unet_config
     from lipsyncctl.checkpoints.materialize import build_empty
     from lipsyncctl.nets.unet import UNet3DConditionModel
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from lipsyncctl.archs import load_unet_config
+from lipsyncctl.checkpoints.archs import load_unet_config
 from lipsyncctl.nets.motion import sinusoidal_position_table
 from lipsyncctl.nets.unet import UNet3DConditionModel, UNetFeatureCache
 

@@ -17,8 +17,8 @@ from lipsyncctl.nets.syncnet_eval import SyncNetEval
 from lipsyncctl.scoring import SyncDistances, distance_table, lse_scores, sync_distances
 from lipsyncctl.scoring import lse as lse_module
 from lipsyncctl.scoring.lse import eval_frame_indices
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"
 
 

@@ -20,7 +20,7 @@ DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head":
 
 @pytest.fixture(scope="module")
 def tiny_unet_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
-    from lipsyncctl.archs import load_unet_config
+    from lipsyncctl.checkpoints.archs import load_unet_config
     from lipsyncctl.nets.unet import UNet3DConditionModel
 
     model = UNet3DConditionModel(load_unet_config("tiny"))
@@ -73,7 +73,7 @@ def test_convert_refusals(tiny_unet_file, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="none of the official unet configs"):
         convert_checkpoint(src, tmp_path / "x.safetensors")
     # A strict mismatch writes nothing.
-    from lipsyncctl.archs import load_unet_config
+    from lipsyncctl.checkpoints.archs import load_unet_config
 
     stage1 = dict(load_unet_config("tiny").to_dict(), use_motion_module=False)
     with pytest.raises(CheckpointError, match="nothing was written|unexpected"):
@@ -108,7 +108,7 @@ def test_vae_syncnets_round_trip(tmp_path: Path) -> None:
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    from tests.test_checkpoints_loaders import TINY_VAE
+    from tests.unit.test_checkpoints_loaders import TINY_VAE
 
     vae = AutoencoderKL(**TINY_VAE)
     vae.save_pretrained(str(tmp_path / "vae"))

@@ -14,8 +14,8 @@ import lipsyncctl
 from lipsyncctl import config as cfg
 from lipsyncctl import errors
 from lipsyncctl.cli.main import main
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lipsyncctl"
 HEAVY = ("torch", "diffusers", "transformers", "av", "cv2")
 

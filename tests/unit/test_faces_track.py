@@ -21,7 +21,7 @@ from lipsyncctl.faces.track import (
     track_faces,
 )
 from tests.conftest import shared_path
-from tests.test_faces_detect import decode_frames
+from tests.unit.test_faces_detect import decode_frames
 
 
 @pytest.fixture(scope="module")

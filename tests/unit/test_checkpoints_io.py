@@ -13,8 +13,7 @@ from torch import nn
 from lipsyncctl.checkpoints import io, keys
 from lipsyncctl.checkpoints.materialize import build_empty, cast_state_dict, load_into
 from lipsyncctl.errors import CheckpointError, MissingModelError
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.conftest import SHARED
 
 
 class Small(nn.Module):

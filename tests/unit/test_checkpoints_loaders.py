@@ -51,7 +51,7 @@ def test_golden_unet_weights_load_and_reproduce_forward(tmp_path: Path) -> None:
 
 
 def test_unet_by_name_dtype_and_mismatch_report(tmp_path: Path) -> None:
-    from lipsyncctl.archs import load_unet_config
+    from lipsyncctl.checkpoints.archs import load_unet_config
     from lipsyncctl.nets.unet import UNet3DConditionModel
 
     ref = UNet3DConditionModel(load_unet_config("tiny"))

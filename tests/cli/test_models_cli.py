@@ -10,7 +10,7 @@ import torch
 
 from lipsyncctl.cli.main import main
 from tests.fakehub import serve
-from tests.test_checkpoints_loaders import TINY_VAE
+from tests.unit.test_checkpoints_loaders import TINY_VAE
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

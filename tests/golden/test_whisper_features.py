@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import wave
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from lipsyncctl.audio.features import (
 from lipsyncctl.audio.mel import log_mel_spectrogram, mel_filters
 from lipsyncctl.checkpoints.whisper import encoder_from_dims, encoder_from_openai
 from lipsyncctl.nets.whisper import WhisperFeatureEncoder
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"
 
 pytestmark = pytest.mark.skipif(

@@ -4,18 +4,18 @@ against the official pipeline, plus the scheduler config, initial noise and prog
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from lipsyncctl import progress
-from lipsyncctl.archs import load_scheduler_config, load_unet_config, official_scheduler_config
+from lipsyncctl.checkpoints.archs import load_scheduler_config, load_unet_config, official_scheduler_config
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.nets.unet import UNet3DConditionModel
 from lipsyncctl.pipeline.denoise import PINNED_DEFAULTS, denoise, make_scheduler, prepare_initial_latents
+from tests.conftest import SHARED
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = SHARED / "golden"
 needs_golden = pytest.mark.skipif(
     not (GOLDEN / "denoise_loop_io.safetensors").is_file(), reason=f"golden vectors not found under {GOLDEN}"
 )

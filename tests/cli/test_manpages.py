@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 MAN = REPO / "man"
 REGEN = "run python scripts/gen_man.py (or make man) and commit man/"
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lipsyncctl import archs
-from lipsyncctl.archs import config_path, load_config_yaml, load_unet_config
+from lipsyncctl.checkpoints import archs
+from lipsyncctl.checkpoints.archs import config_path, load_config_yaml, load_unet_config
 from lipsyncctl.checkpoints.loaders import resolve_syncnet_config
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.nets.unet_config import UNetConfig
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def test_unknown_names_list_the_configs_of_their_own_kind() -> None:

@@ -4,7 +4,6 @@ implementation (shared/golden/unet_forward*), plus properties of the forward (au
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,9 @@ import torch
 from lipsyncctl.nets.motion import sinusoidal_position_table
 from lipsyncctl.nets.unet import UNet3DConditionModel, UNetFeatureCache
 from lipsyncctl.nets.unet_config import UNetConfig
+from tests.conftest import SHARED
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = SHARED / "golden"
 pytestmark = pytest.mark.skipif(
     not (GOLDEN / "unet_forward_io.safetensors").is_file(), reason=f"golden vectors not found under {GOLDEN}"
 )

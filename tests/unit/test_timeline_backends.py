@@ -1,6 +1,5 @@
 """Timeline workers beyond this process: the runner's pool on a trivial task (progress in completion
-order, threads per worker), the typed outcome across processes, local worker processes on the timeline
-(``--jobs 2``, ~40 s on 2 cores: opt-in with ``-m slow``) and Ray on a local CPU instance (~15 s; skipped
+order, threads per worker), the typed outcome across processes, Ray on a local CPU instance (~15 s; skipped
 without the ``ray`` extra)."""
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from tests.conftest import shared_path
 from tests.timeline_media import clip, rt, write_sources
 
 
-def _edit(tmp_path: Path) -> Path:
+def edit(tmp_path: Path) -> Path:
     import opentimelineio as otio
 
     write_sources(tmp_path, shared_path("fixtures", "demo1_video.mp4"))
@@ -29,18 +28,8 @@ def _edit(tmp_path: Path) -> Path:
     return path
 
 
-def _config() -> cfg.Config:
+def tiny_config() -> cfg.Config:
     return cfg.resolve("tiny", ["inference.steps=1", "timeline.handles=1", "faces.detect_every=3"])
-
-
-@pytest.mark.slow
-def test_local_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
-    job = TimelineJob(timeline=_edit(tmp_path), output=tmp_path / "out",
-                      audio=[("de", shared_path("fixtures", "demo1_audio.wav"))], jobs=2)
-    res = run_timeline(job, _config())
-    assert res.counts()["rendered"] == 2 and not res.failed
-    assert all(s.output is not None and Path(s.output).is_file() for s in res.languages["de"].shots)
 
 
 def test_ray_backend_on_a_local_cpu_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,9 +38,9 @@ def test_ray_backend_on_a_local_cpu_instance(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        job = TimelineJob(timeline=_edit(tmp_path), output=tmp_path / "out",
+        job = TimelineJob(timeline=edit(tmp_path), output=tmp_path / "out",
                           audio=[("de", shared_path("fixtures", "demo1_audio.wav"))], backend="ray")
-        res = run_timeline(job, _config())
+        res = run_timeline(job, tiny_config())
     finally:
         ray.shutdown()
     assert res.counts()["rendered"] == 2 and not res.failed

@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lipsyncctl.archs import OFFICIAL_UNET_CONFIGS, load_unet_config, load_unet_yaml
+from lipsyncctl.checkpoints.archs import OFFICIAL_UNET_CONFIGS, load_unet_config, load_unet_yaml
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.nets.unet import UNet3DConditionModel
 from lipsyncctl.nets.unet_config import UNetConfig
-from tests.conftest import shared_path
+from tests.conftest import REPO, shared_path
 
-REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = {"stage1": 256, "stage1_512": 512, "stage2": 256, "stage2_512": 512, "stage2_efficient": 256}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lipsyncctl import paths
-from lipsyncctl.archs import load_unet_config
+from lipsyncctl.checkpoints.archs import load_unet_config
 from lipsyncctl.checkpoints.registry import default_registry_path, load_registry
 
 

@@ -14,8 +14,8 @@ import typer
 from lipsyncctl.cli import state as st
 from lipsyncctl.cli.argv import GLOBAL_PARAMS, hoist_global_options
 from lipsyncctl.cli.main import COMMAND_MODULES, app, main, register_commands
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ROOT = typer.main.get_command(app)
 GLOBAL_FLAGS = {"--json", "--quiet", "-q", "--verbose", "-v"}
 
@@ -124,12 +124,13 @@ def test_models_path_missing_is_an_error_envelope(models_dir: Path, capsys: pyte
 
 
 def test_doctor_ok_follows_its_exit_code(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from lipsyncctl import api
     from lipsyncctl.checks import doctor as checks
 
     def fake(config, outputs_dir):  # type: ignore[no-untyped-def]
         return checks.DoctorResult(checks=[checks.Check("python", "fail", "too old", hint="upgrade")], preset=None)
 
-    monkeypatch.setattr(checks, "run_checks", fake)
+    monkeypatch.setattr(api, "doctor", fake)  # the CLI's one door into the library
     doc = _json(["doctor", "--json"], 4, capsys)
     assert doc["ok"] is False and doc["checks"][0]["status"] == "fail"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ import torch
 from lipsyncctl.checkpoints.whisper import convert_openai_whisper, encoder_from_dims, encoder_from_openai
 from lipsyncctl.errors import CheckpointError
 from lipsyncctl.nets.whisper import build_whisper_encoder
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MANIFEST = SHARED / "reference" / "whisper_tiny.json"
 
 pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"manifest not found: {MANIFEST}")
