@@ -264,17 +264,15 @@ def resolve_syncnet_config(config: StableSyncNetConfig | Mapping[str, Any] | Pat
 
     if isinstance(config, StableSyncNetConfig):
         return config, "config object"
-    label = "config mapping"
-    if not isinstance(config, Mapping):
+    if not isinstance(config, Mapping):  # a name or a YAML: the one validated reader (errors name the file)
         from lipsyncctl.checkpoints import archs
 
-        label = archs.config_path("syncnet", config).stem
-        config = archs.load_config_yaml("syncnet", config)
+        return archs.load_syncnet_config(config), archs.config_path("syncnet", config).stem
     section = config.get("model", config)
     try:
-        return StableSyncNetConfig.from_dict(section), label
+        return StableSyncNetConfig.from_dict(section), "config mapping"
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"syncnet config ({label}): {exc}") from exc
+        raise ConfigError(f"syncnet config (config mapping): {exc}") from exc
 
 
 def plan_stable_syncnet(config: StableSyncNetConfig | Mapping[str, Any] | PathLike | None, path: PathLike) -> LoadPlan:

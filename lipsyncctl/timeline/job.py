@@ -88,6 +88,9 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     """Steps 1-5 of :func:`run_timeline` once the timeline is read (its media resolve through ``resolver``)."""
     plan = plan_timeline(timeline, resolver, handles=config.timeline.handles)
     warnings = list(plan.warnings)
+    edl_rate = timeline.metadata.get("lipsyncctl", {}).get("edl_rate")  # an EDL read without --edl-rate
+    if edl_rate and edl_rate["assumed"]:
+        warnings.append(edl_rate["note"])
     # 2. Dubs and speech.
     dub_tracks = _load_dubs(job, timeline, resolver, plan)
     with progress.Task("find speech in the dubs", total=len(dub_tracks)) as bar:

@@ -145,3 +145,19 @@ def test_contradictory_or_unknown_rates_fail_naming_edl_rate(text: str, why: str
         detect_edl_rate(text, "cut.edl")
     assert info.value.message.startswith("cut.edl: cannot tell its frame rate") and why in info.value.message
     assert "--edl-rate" in info.value.hint
+
+
+def test_an_assumed_rate_is_a_warning_of_the_job(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames never past 23 fit every rate: the job plans at 24 and says so in its warnings (--json too)."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.timeline.job import TimelineJob, run_timeline
+    from tests.mediagen import make_wav
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
+    edl = media / "ambiguous.edl"
+    edl.write_text(_edl(_event(1, "00:00:00:02", "00:00:01:00", "00:00:00:00", "00:00:00:22")), encoding="utf-8")
+    dub = make_wav(tmp_path / "de.wav", 2.0, rate=16000, channels=1)
+    res = run_timeline(TimelineJob(timeline=edl, output=tmp_path / "out", audio=[("de", dub)], dry_run=True),
+                       cfg.resolve("tiny"))
+    assert res.plan.fps == 24
+    assert any(w.startswith("EDL frame rate 24 fps assumed") and "--edl-rate" in w for w in res.warnings)
