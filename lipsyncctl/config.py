@@ -182,6 +182,29 @@ class TimelineOptions(_Strict):
     )
 
 
+class CurateOptions(_Strict):
+    """The training-data job: ``lipsyncctl curate`` (LATENTSYNC.md §4, the official data pipeline).
+
+    Scores are stored per clip and decisions derived from them, so changing a threshold here re-decides
+    without running a model again."""
+
+    fps: Literal[25] = Field(25, description="the training rate (official: 25 fps CFR)")
+    audio_rate: Literal[16000] = Field(16000, description="the training audio rate (official: 16 kHz mono)")
+    min_seconds: float = Field(
+        2.0, ge=0.5, le=60, description="sources and shots shorter than this are rejected ('too-short')"
+    )
+    shot_threshold: float = Field(2.0, gt=0, le=255, description="adaptive detector threshold (official: 2)")
+    min_scene_seconds: float = Field(0.6, ge=0, le=10, description="shortest shot (PySceneDetect's CLI default)")
+    segment_seconds: float = Field(5.0, ge=1, le=60, description="segment length; the remainder is merged so "
+                                   "every piece is between this and twice this")
+    segments: Literal["exact", "official"] = Field(
+        "exact", description="exact frame spans, or the official key-frame stream-copy lengths (comparison)"
+    )
+    min_sync_frames: int = Field(
+        50, ge=10, le=1000, description="pieces shorter than this cannot be sync-scored (official min track: 50)"
+    )
+
+
 class Config(_Strict):
     """A resolved run configuration (what ``--print-config`` shows and ``run.yaml`` stores)."""
 
@@ -194,6 +217,7 @@ class Config(_Strict):
     prep: PrepOptions = PrepOptions()
     output: OutputOptions = OutputOptions()
     timeline: TimelineOptions = TimelineOptions()
+    curate: CurateOptions = CurateOptions()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

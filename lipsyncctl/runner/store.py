@@ -58,7 +58,7 @@ def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(config))
     for section, key in _NEUTRAL:
         out.get(section, {}).pop(key, None)
-    for section in ("name", "description", "timeline", "prep"):  # job-level settings: in the key's own fields
+    for section in ("name", "description", "timeline", "prep", "curate"):  # job-level settings: in the key's own fields
         out.pop(section, None)
     return out
 

@@ -1,0 +1,100 @@
+"""`lipsyncctl curate`: raw talking-head footage -> a LatentSync training set, with a reason for every clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+
+from lipsyncctl.cli import options as opt
+from lipsyncctl.cli import state as st
+from lipsyncctl.errors import JobFailedError
+
+if TYPE_CHECKING:
+    from lipsyncctl.api import CurateResult
+
+STAGES = ("probe", "normalize", "shots", "segments")
+
+HELP = """Curate training data: probe, normalise, cut into shots and 5-10 s segments, with a reason for every
+rejected piece (the official LatentSync data pipeline, resumable and without its defects).
+
+\b
+Examples:
+  lipsyncctl curate raw/ -o data/                         # every stage built so far
+  lipsyncctl curate raw/ 'more/**/*.mp4' -o data/ --jobs 2
+  lipsyncctl curate raw/ -o data/ --set curate.min_seconds=3   # re-decides from stored measurements
+  lipsyncctl curate raw/ -o data/ --shard auto            # in a SLURM/SGE array job
+  lipsyncctl curate raw/ -o data/ --dry-run --json
+
+\b
+Stages (each idempotent; its measurements are stored per source and reused while its inputs and
+settings are unchanged; a rerun after a crash or kill continues where it stopped):
+  probe      PyAV probe + decode check: unreadable, no-video, no-audio, too-short (inputs are never
+             modified, moved or deleted)
+  normalize  16 kHz mono audio (DATA/audio/); the picture is read on the 25 fps grid, not re-encoded
+  shots      PySceneDetect adaptive detector, threshold 2, min scene 0.6 s (spans, not split files)
+  segments   frame-exact 5-10 s spans (greedy 5 s, remainder merged; --set curate.segments=official
+             for the official key-frame lengths); pieces too short for the sync stage rejected up front
+The face/alignment, sync, quality, features and split stages are not built yet.
+
+\b
+DATA gets manifest.jsonl (one line per span: source, exact frames and seconds, decision kept /
+rejected(stage, reason, value)), report.json (counts per stage and reason, kept seconds) and curate.yaml,
+rebuilt from every record each run. Exit codes: 0 ok (rejections are normal), 1 a source failed,
+2 usage, 3 bad config/preset.
+"""
+
+
+def curate_cmd(
+    inputs: list[str] = typer.Argument(..., help="Files, directories and glob patterns.", show_default=False),
+    data: Path = typer.Option(..., "--output", "-o", help="The dataset folder (created if needed)."),
+    preset: str | None = opt.PresetOpt,
+    sets: list[str] | None = opt.SetOpt,
+    print_config: bool = opt.PrintConfigOpt,
+    until: str = typer.Option("segments", "--until", help=f"Last stage to run: {', '.join(STAGES)}."),
+    force: list[str] | None = typer.Option(
+        None, "--force", help="Recompute this stage (and every later one) even when stored (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List the sources and their state; write nothing."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Sources processed at once."),
+    shard: str | None = typer.Option(None, "--shard", help="Process only part I/N of the sources, or 'auto'."),
+    backend: str = typer.Option("local", "--backend", help="local or ray (Ray: the optional extra named ray)."),
+) -> None:
+    from lipsyncctl.errors import UsageError
+
+    for name, values in (("--until", [until]), ("--force", force or [])):
+        bad = [v for v in values if v not in STAGES]
+        if bad:
+            raise UsageError(f"{name} {bad[0]!r}: not a stage", hint=f"stages: {', '.join(STAGES)}")
+    config = opt.resolve(preset, sets, {}, print_config)
+    from lipsyncctl import api
+
+    result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run, jobs=jobs or 1,
+                        shard=shard, backend=backend)
+    st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
+    if result.failed:
+        names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")
+        raise JobFailedError(f"{len(result.failed)} source(s) failed: {names}",
+                             hint="report.json (or --json) gives each error; fix them and rerun (finished stages are kept)")
+
+
+def _render(console: Console, result: CurateResult) -> None:
+    rows = []
+    for s in sorted(result.sources, key=lambda s: s.path):
+        d = s.decision
+        what = str(d.verdict) if d.verdict == "kept" else f"{d.verdict} at {d.stage}: {d.reason or d.error}"
+        rows.append((s.path, what, f"{s.kept}/{s.clips}", ", ".join(s.computed) or "-"))
+    title = f"curate -> {result.data}" + (" (dry run)" if result.dry_run else "")
+    console.print(st.table(title, ["source", "decision", "kept spans", "computed"], rows))
+    counts = result.counts()
+    console.print(st.kv_table("counts", {
+        "sources": ", ".join(f"{k} {v}" for k, v in counts["sources"].items()) or "-",
+        "spans": ", ".join(f"{k} {v}" for k, v in counts["clips"].items()) or "-",
+        "kept": f"{counts['kept_seconds']:.1f} s",
+        **{f"rejected {k}": v for k, v in counts["rejected"].items()},
+    }))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("curate", help=HELP)(curate_cmd)

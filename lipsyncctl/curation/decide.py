@@ -1,0 +1,77 @@
+"""Decisions derived from stored measurements and the thresholds of ``config.curate``.
+
+Nothing here runs a model or reads media: a changed threshold re-decides every source and clip from
+their records. Rejection reasons are stable words (``unreadable``, ``no-video``, ``no-audio``,
+``too-short``, ``too-short-for-sync``) that the report counts and a script can match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lipsyncctl.config import CurateOptions
+from lipsyncctl.curation.records import Decision, SourceRecord, Stage
+
+
+@dataclass(frozen=True)
+class ClipSpan:
+    """One span of a source on the 25 fps grid and its decision so far."""
+
+    source: str
+    first: int
+    stop: int
+    decision: Decision
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}_{self.first:06d}-{self.stop:06d}"
+
+    @property
+    def frames(self) -> int:
+        return self.stop - self.first
+
+    def to_dict(self, fps: int) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "first": self.first, "stop": self.stop,
+                "frames": self.frames, "start_seconds": self.first / fps, "end_seconds": self.stop / fps,
+                "decision": self.decision.to_dict()}
+
+
+def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
+    """The source's own decision (its clips are decided by :func:`decide_clips`)."""
+    for stage in (Stage.PROBE, Stage.NORMALIZE, Stage.SHOTS, Stage.SEGMENTS):
+        res = record.result(stage)
+        if res is None:
+            return Decision.kept()  # not measured yet (``--until``): nothing against it so far
+        if res.error is not None:
+            if stage is Stage.PROBE:
+                return Decision.rejected(stage, "unreadable", res.error)
+            return Decision.failed(stage, res.error)
+        if stage is Stage.PROBE:
+            if res.data.get("problem"):
+                return Decision.rejected(stage, res.data["problem"])
+            if res.data["duration"] < options.min_seconds:
+                return Decision.rejected(stage, "too-short", round(res.data["duration"], 3))
+        if stage is Stage.NORMALIZE and res.data["audio_frames"] < round(options.min_seconds * options.fps):
+            return Decision.rejected(stage, "too-short", round(res.data["audio_samples"] / options.audio_rate, 3))
+    return Decision.kept()
+
+
+def decide_clips(record: SourceRecord, options: CurateOptions) -> list[ClipSpan]:
+    """Every span of a kept source: pieces of shots shorter than ``min_seconds`` rejected at ``shots``
+    (``too-short``), pieces too short to be sync-scored rejected at ``segments`` up front
+    (``too-short-for-sync``), the others kept so far."""
+    res = record.result(Stage.SEGMENTS)
+    if res is None or res.error is not None or decide_source(record, options).verdict != "kept":
+        return []
+    shortest = round(options.min_seconds * options.fps)
+    out = []
+    for a, b, shot_first, shot_stop in res.data["pieces"]:
+        if shot_stop - shot_first < shortest:
+            decision = Decision.rejected(Stage.SHOTS, "too-short", round((shot_stop - shot_first) / options.fps, 3))
+        elif b - a < options.min_sync_frames:
+            decision = Decision.rejected(Stage.SEGMENTS, "too-short-for-sync", b - a)
+        else:
+            decision = Decision.kept()
+        out.append(ClipSpan(record.id, a, b, decision))
+    return sorted(out, key=lambda c: c.first)

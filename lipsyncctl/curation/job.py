@@ -1,0 +1,283 @@
+"""The curation job: raw talking-head footage -> the spans of a LatentSync training set, with a reason for
+every rejected piece (``lipsyncctl curate``; LATENTSYNC.md §4).
+
+1. Find the sources (files, folders, globs) and check ``-o`` before any work; take this shard's part.
+2. Per source (in this process, worker processes or Ray: :mod:`lipsyncctl.runner.workers`), each stage
+   unless its stored result has the same key (inputs + settings), the record saved after every stage:
+   probe -> normalize (16 kHz mono audio; the picture is read on the 25 fps grid, never re-encoded) ->
+   shots -> segments.
+3. Decide every source and span from the stored measurements (:mod:`lipsyncctl.curation.decide`).
+4. Rebuild the views from every record in DATA (all shards): ``manifest.jsonl`` (one line per span),
+   ``report.json`` (counts per stage and reason, kept hours), ``curate.yaml`` (the resolved settings).
+
+Layout under ``DATA``::
+
+    DATA/curate.yaml, manifest.jsonl, report.json   views, rebuilt each run
+    DATA/audio/<source id>.wav                      16 kHz mono audio of each usable source
+    DATA/.lipsyncctl/records/sources/<id>.json      measurements per stage (the resumable state)
+
+A kill at any moment leaves finished records whole; the rerun recomputes only what is missing. Inputs are
+never modified, moved or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl import progress
+from lipsyncctl.config import Config, CurateOptions
+from lipsyncctl.curation.decide import ClipSpan, decide_clips, decide_source
+from lipsyncctl.curation.records import (
+    STAGES,
+    Decision,
+    RecordStore,
+    SourceRecord,
+    Stage,
+    StageResult,
+    source_id,
+    stage_key,
+)
+from lipsyncctl.errors import LipsyncError, UsageError
+
+#: bump when a stage computes something different from the same inputs
+STAGE_VERSION = {Stage.PROBE: 1, Stage.NORMALIZE: 1, Stage.SHOTS: 1, Stage.SEGMENTS: 1}
+
+
+@dataclass(frozen=True)
+class CurateTask:
+    """One source for a worker (picklable)."""
+
+    path: str
+    id: str
+    data: str
+    options: CurateOptions
+    until: Stage
+    force: tuple[Stage, ...] = ()
+
+
+@dataclass
+class SourceOutcome:
+    id: str
+    path: str
+    decision: Decision
+    computed: list[str] = field(default_factory=list)   # stages run this time (the others were reused)
+    clips: int = 0
+    kept: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "computed": self.computed,
+                "clips": self.clips, "kept": self.kept}
+
+
+@dataclass
+class CurateResult:
+    """What ``curate`` did (``--json`` prints :meth:`to_dict`). ``failed``: sources that could not be
+    processed (exit 1); rejections are normal outcomes."""
+
+    data: Path
+    sources: list[SourceOutcome]
+    clips: list[ClipSpan]
+    until: Stage
+    shard: tuple[int, int]
+    dry_run: bool = False
+    seconds: float = 0.0
+    fps: int = 25
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[SourceOutcome]:
+        return [s for s in self.sources if s.decision.verdict == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def counts(self) -> dict[str, Any]:
+        """Sources and spans per verdict, and rejections per ``stage/reason``."""
+        reasons: Counter[str] = Counter()
+        for d in [s.decision for s in self.sources] + [c.decision for c in self.clips]:
+            if d.verdict != "kept":
+                reasons[f"{d.stage}/{d.reason or 'error'}"] += 1
+        return {
+            "sources": dict(Counter(str(s.decision.verdict) for s in self.sources)),
+            "clips": dict(Counter(str(c.decision.verdict) for c in self.clips)),
+            "rejected": dict(sorted(reasons.items())),
+            "kept_seconds": round(sum(c.frames for c in self.clips if c.decision.verdict == "kept") / self.fps, 3),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": str(self.data), "until": str(self.until), "shard": f"{self.shard[0]}/{self.shard[1]}",
+                "dry_run": self.dry_run, "ok": self.ok, "seconds": round(self.seconds, 3),
+                "counts": self.counts(), "sources": [s.to_dict() for s in self.sources],
+                "clips": [c.to_dict(self.fps) for c in self.clips], "warnings": list(self.warnings)}
+
+
+def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, until: Stage | str = Stage.SEGMENTS,
+                 force: tuple[Stage | str, ...] = (), dry_run: bool = False, jobs: int = 1,
+                 shard: tuple[int, int] = (0, 1), backend: str = "local") -> CurateResult:
+    """Run the curation stages up to ``until`` on every source of ``inputs`` into ``data`` (see the module
+    docstring). ``force``: stages to recompute even when their stored key matches (with every later one).
+
+    Raises:
+        UsageError: no sources, ``data`` a file or one of the inputs. OSError: ``data`` not writable.
+    """
+    from lipsyncctl.media.atomic import check_writable
+    from lipsyncctl.media.inputs import collect_inputs
+    from lipsyncctl.runner.shards import take_shard
+    from lipsyncctl.runner.workers import run_tasks
+
+    t0 = time.perf_counter()
+    options = config.curate
+    until, forced = Stage(until), tuple(Stage(s) for s in force)
+    data = Path(data)
+    # 1. Sources, output checks, this shard's part.
+    if data.exists() and not data.is_dir():
+        raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
+    if not dry_run:
+        check_writable(data / "curate.yaml")
+    pairs = collect_inputs(list(inputs), data)
+    if not pairs:
+        raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
+    tasks = [CurateTask(str(src), source_id(src, stem), str(data), options, until, forced) for src, stem in pairs]
+    ids = [t.id for t in tasks]
+    if len(set(ids)) != len(ids):
+        raise UsageError("two inputs map to the same source id", hint="give each source once")
+    mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
+    store = RecordStore(data / ".lipsyncctl" / "records")
+    if dry_run:
+        sources = [_planned(t, store) for t in mine]
+        return CurateResult(data, sources, [], until, shard, dry_run=True, seconds=time.perf_counter() - t0)
+    # 2. The stages, per source.
+    done: dict[str, list[str]] = {}
+    run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
+              jobs=jobs, backend=backend, label="sources")
+    # 3. Decisions. 4. Views from every record in DATA (every shard's).
+    records = [r for r in (store.load("sources", rid) for rid in store.ids("sources")) if r is not None]
+    sources, clips = [], []
+    for raw in records:
+        rec = SourceRecord.from_dict(raw)
+        spans = decide_clips(rec, options)
+        clips += spans
+        sources.append(SourceOutcome(rec.id, rec.path, decide_source(rec, options), done.get(rec.id, []),
+                                     len(spans), sum(c.decision.verdict == "kept" for c in spans)))
+    result = CurateResult(data, sources, clips, until, shard, seconds=time.perf_counter() - t0, fps=options.fps)
+    _write_views(result, config)
+    return result
+
+
+def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
+    """The runner's executor: every stage of one source up to ``task.until``; returns the stages computed.
+    Errors of a stage are stored in the record (a rejection or a failure), never raised (Ctrl-C is)."""
+    del cache, device  # the per-source stages use no network
+    store = RecordStore(Path(task.data) / ".lipsyncctl" / "records")
+    path = Path(task.path)
+    from lipsyncctl.runner.store import file_fingerprint
+
+    fingerprint = file_fingerprint(path) if path.is_file() else "missing"
+    raw = store.load("sources", task.id)
+    rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, str(path), fingerprint)
+    rec.path, rec.fingerprint = str(path), fingerprint
+    computed: list[str] = []
+    key = fingerprint
+    forced = False
+    for stage in STAGES[: STAGES.index(task.until) + 1]:
+        key = stage_key(key, str(stage), STAGE_VERSION[stage], _settings(stage, task.options))
+        forced = forced or stage in task.force
+        old = rec.result(stage)
+        if old is not None and old.key == key and not forced and not _outputs_missing(old):
+            if old.error is not None or _stops_here(stage, old, task.options):
+                break
+            continue
+        rec.stages[str(stage)] = _run_stage(stage, rec, task, key)
+        for later in STAGES[STAGES.index(stage) + 1:]:
+            rec.stages.pop(str(later), None)  # computed from the old result: stale
+        store.save("sources", task.id, rec.to_dict())
+        computed.append(str(stage))
+        if rec.stages[str(stage)].error is not None or _stops_here(stage, rec.stages[str(stage)], task.options):
+            break
+    return computed
+
+
+def _settings(stage: Stage, options: CurateOptions) -> dict[str, Any]:
+    """The settings a stage's result depends on (part of its key; thresholds that only decide are not)."""
+    if stage is Stage.SHOTS:
+        return {"threshold": options.shot_threshold, "min_scene": options.min_scene_seconds, "fps": options.fps}
+    if stage is Stage.SEGMENTS:
+        return {"seconds": options.segment_seconds, "mode": options.segments}
+    return {"fps": options.fps, "rate": options.audio_rate}
+
+
+def _stops_here(stage: Stage, res: StageResult, options: CurateOptions) -> bool:
+    """A probe that found the source unusable, or too short for the current threshold, ends its stages
+    (the decision says why; a lower threshold on a later run continues from here)."""
+    return stage is Stage.PROBE and (bool(res.data.get("problem")) or res.data["duration"] < options.min_seconds)
+
+
+def _outputs_missing(res: StageResult) -> bool:
+    audio = res.data.get("audio")
+    return bool(audio) and not Path(audio).is_file()
+
+
+def _run_stage(stage: Stage, rec: SourceRecord, task: CurateTask, key: str) -> StageResult:
+    from lipsyncctl.curation import stages
+
+    path, options = Path(task.path), task.options
+    try:
+        if stage is Stage.PROBE:
+            data = stages.probe_source(path, options)
+        elif stage is Stage.NORMALIZE:
+            data = stages.normalize_audio(path, Path(task.data) / "audio" / f"{task.id}.wav", options)
+        elif stage is Stage.SHOTS:
+            data = stages.detect_shots(path, _frames(rec), options)
+        else:
+            shots = rec.stages[str(Stage.SHOTS)].data["shots"]
+            keys = stages.keyframe_indices(path, options.fps) if options.segments == "official" else None
+            data = stages.cut_segments(shots, options, keys)
+    except LipsyncError as exc:
+        return StageResult(key, error=f"{exc}")
+    return StageResult(key, data)
+
+
+def _frames(rec: SourceRecord) -> int:
+    """Frames every stage after normalize works on: the picture's grid frames, cut to the audio's length
+    (a span must have sound for every frame)."""
+    probe = rec.stages[str(Stage.PROBE)].data
+    norm = rec.stages[str(Stage.NORMALIZE)].data
+    return min(probe["grid_frames"], norm["audio_frames"])
+
+
+def _planned(task: CurateTask, store: RecordStore) -> SourceOutcome:
+    raw = store.load("sources", task.id)
+    rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, task.path, "")
+    decision = decide_source(rec, task.options) if raw else Decision.kept()
+    return SourceOutcome(task.id, task.path, decision, [])
+
+
+def _write_views(result: CurateResult, config: Config) -> None:
+    """``manifest.jsonl``, ``report.json`` and ``curate.yaml``, each written atomically."""
+    import yaml
+
+    from lipsyncctl import __version__
+    data = result.data
+    data.mkdir(parents=True, exist_ok=True)
+    progress.message(f"writing the manifest and the report ({len(result.clips)} spans)")
+    lines = "".join(json.dumps(c.to_dict(result.fps)) + "\n" for c in sorted(result.clips, key=lambda c: c.id))
+    report = {"counts": result.counts(), "until": str(result.until),
+              "sources": [s.to_dict() for s in sorted(result.sources, key=lambda s: s.id)]}
+    doc = {"tool": f"lipsyncctl {__version__}", "stages": [str(s) for s in STAGES],
+           "stage_versions": {str(k): v for k, v in STAGE_VERSION.items()}, "curate": config.curate.model_dump()}
+    for name, text in (("manifest.jsonl", lines), ("report.json", json.dumps(report, indent=1)),
+                       ("curate.yaml", yaml.safe_dump(doc, sort_keys=False))):
+        tmp = data / f".{name}.{os.getpid()}.part"  # an empty manifest (nothing kept yet) is a valid one
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(data / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -1,0 +1,150 @@
+"""What the curation job knows about each source and each clip, stored one atomic JSON record each.
+
+A record holds **measurements** (probe facts, shot cuts, spans, scores) per stage, each with the key of
+what it was computed from; the **decision** (kept / rejected at a stage for a reason and value / failed
+with an error) is derived from them and the thresholds (:mod:`lipsyncctl.curation.decide`), never stored
+as the only truth. So a rerun skips every stage whose key is unchanged, and a changed threshold
+re-decides without running a model.
+
+Layout under ``DATA/.lipsyncctl/records/``: ``sources/<source id>.json`` and ``clips/<clip id>.json``,
+written with a temporary name and renamed (a kill at any moment leaves the previous record or none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class Stage(StrEnum):
+    """The curation stages in order (LATENTSYNC.md §4; the later ones come with their issues)."""
+
+    PROBE = "probe"
+    NORMALIZE = "normalize"
+    SHOTS = "shots"
+    SEGMENTS = "segments"
+
+
+STAGES: tuple[Stage, ...] = tuple(Stage)
+
+
+class Verdict(StrEnum):
+    KEPT = "kept"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``kept``; ``rejected`` at ``stage`` for ``reason`` (with the measured ``value``); or ``failed`` at
+    ``stage`` with ``error`` (the item could not be processed: exit 1)."""
+
+    verdict: Verdict
+    stage: Stage | None = None
+    reason: str | None = None
+    value: Any = None
+    error: str | None = None
+
+    @classmethod
+    def kept(cls) -> Decision:
+        return cls(Verdict.KEPT)
+
+    @classmethod
+    def rejected(cls, stage: Stage, reason: str, value: Any = None) -> Decision:
+        return cls(Verdict.REJECTED, stage, reason, value)
+
+    @classmethod
+    def failed(cls, stage: Stage, error: str) -> Decision:
+        return cls(Verdict.FAILED, stage, error=error)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"verdict": str(self.verdict)}
+        if self.stage is not None:
+            d["stage"] = str(self.stage)
+        for k in ("reason", "value", "error"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+
+@dataclass
+class StageResult:
+    """One stage's stored measurements, and the key of the inputs and settings they came from."""
+
+    key: str
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None          # the stage could not run on this item (a failure, not a rejection)
+
+
+@dataclass
+class SourceRecord:
+    """One raw input file and what the per-source stages measured."""
+
+    id: str
+    path: str
+    fingerprint: str
+    stages: dict[str, StageResult] = field(default_factory=dict)
+
+    def result(self, stage: Stage) -> StageResult | None:
+        return self.stages.get(str(stage))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "fingerprint": self.fingerprint,
+                "stages": {k: asdict(v) for k, v in self.stages.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourceRecord:
+        return cls(d["id"], d["path"], d["fingerprint"],
+                   {k: StageResult(**v) for k, v in d.get("stages", {}).items()})
+
+
+def source_id(path: Path, relative: str | Path) -> str:
+    """A stable, readable id for a source: its sanitised stem plus 8 hex digits of its path relative to
+    the folder it was found in (``relative``; VoxCeleb2-style trees repeat the same basenames everywhere,
+    so the basename alone would collide)."""
+    rel = Path(relative).as_posix()
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:48] or "source"
+    return f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}"
+
+
+def stage_key(*parts: Any) -> str:
+    """sha256 (24 hex digits) of the canonical JSON of ``parts``: what a stage's result depends on."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class RecordStore:
+    """Records by id under ``root/<kind>/<id>.json``, each written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, kind: str, rid: str) -> Path:
+        return self.root / kind / f"{rid}.json"
+
+    def load(self, kind: str, rid: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._path(kind, rid).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # missing, or left half-written by an older tool: recomputed
+
+    def save(self, kind: str, rid: str, record: dict[str, Any]) -> None:
+        p = self._path(kind, rid)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
+        try:
+            tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+            tmp.replace(p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def ids(self, kind: str) -> list[str]:
+        folder = self.root / kind
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []

@@ -1,0 +1,136 @@
+"""The per-source stages of the curation job: probe, normalize, shots, segments (LATENTSYNC.md §4, 1-4).
+
+Each stage function takes what the earlier ones measured and returns its own measurements as a plain
+dict (stored in the source record by the job); it raises :class:`~lipsyncctl.errors.MediaError` when the
+source cannot be processed. Decisions are made elsewhere (:mod:`lipsyncctl.curation.decide`).
+
+Inputs are only read: never modified, moved or deleted (the official pipeline deletes unreadable files).
+The 25 fps picture is never re-encoded here: every later stage reads the source through the 25 fps grid
+(:class:`~lipsyncctl.media.reader.IndexedReader`, prep's conform rule), so the aligned clip is the only
+new lossy encode (the official pipeline makes up to four).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl import progress
+from lipsyncctl.config import CurateOptions
+from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
+from lipsyncctl.errors import MediaError
+
+#: samples of 16 kHz audio per 25 fps frame
+SAMPLES_PER_FRAME = 640
+
+
+def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
+    """Stage 1: PyAV probe and a decode check of the first and last frame on the 25 fps grid.
+
+    Returns the facts later stages need; ``problem`` names what makes the source unusable
+    (``no-video``, ``no-audio``) or is None. Raises MediaError when the file cannot be read at all.
+    """
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import IndexedReader
+
+    info = probe(path)
+    facts: dict[str, Any] = {"format": info.format_name, "size_bytes": info.size_bytes,
+                             "duration": info.duration, "has_audio": info.has_audio}
+    if info.video is None:
+        return {**facts, "problem": "no-video"}
+    v = info.video
+    fps = Fraction(options.fps)
+    frames = grid_frames(v.frame_count, Fraction(v.duration).limit_denominator(10**6), v.nominal_fps, v.is_vfr, fps)
+    facts |= {"width": v.display_size[0], "height": v.display_size[1], "codec": v.codec,
+              "fps": f"{v.fps.numerator}/{v.fps.denominator}", "vfr": v.is_vfr, "grid_frames": frames,
+              "conform": "none" if (v.fps == fps and not v.is_vfr) else f"{options.fps} fps grid"}
+    if info.has_audio:
+        a = info.audio[0]
+        facts |= {"audio_codec": a.codec, "audio_rate": a.sample_rate, "audio_channels": a.channels}
+    if frames < 1:
+        return {**facts, "problem": "no-video"}
+    with IndexedReader(path, fps, info=info) as reader:
+        got = reader.read([0, frames - 1])  # a truncated or corrupt stream fails here, not later
+    if len(got) != 2:
+        raise MediaError(f"{path}: could not decode its first and last frame")
+    return {**facts, "problem": None if info.has_audio else "no-audio"}
+
+
+def grid_frames(frame_count: int, duration: Fraction, nominal_fps: Fraction, is_vfr: bool, fps: Fraction) -> int:
+    """Frames of a video on a constant ``fps`` grid: its frame count when it already is CFR at ``fps``,
+    else its duration times ``fps`` (rounded)."""
+    if not is_vfr and nominal_fps == fps:
+        return frame_count
+    return max(0, round(duration * fps))
+
+
+def normalize_audio(path: Path, dest: Path, options: CurateOptions) -> dict[str, Any]:
+    """Stage 2: the 16 kHz mono audio every later stage uses, written once (``dest``, 16-bit WAV)."""
+    from lipsyncctl.media.audio import read_audio, write_wav
+
+    samples = read_audio(path, rate=options.audio_rate, channels=1)
+    write_wav(dest, samples, options.audio_rate, inputs=(path,))
+    return {"audio": str(dest), "audio_samples": int(len(samples)),
+            "audio_frames": int(len(samples) // SAMPLES_PER_FRAME)}
+
+
+def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, Any]:
+    """Stage 3: shot cuts with PySceneDetect's adaptive detector and the official parameters (threshold
+    ``options.shot_threshold`` = 2, min scene 0.6 s), on the 25 fps grid, frames downscaled as
+    PySceneDetect's own frame source does (to a width of about 256, bilinear).
+
+    Returns ``{"cuts": [...], "shots": [[first, stop], ...]}``: spans, not split files; a clip without a
+    cut is one shot (``start_in_scene``).
+    """
+    import cv2
+    from scenedetect import AdaptiveDetector, FrameTimecode
+    from scenedetect.scene_manager import compute_downscale_factor
+
+    from lipsyncctl.media.reader import IndexedReader
+
+    fps = Fraction(options.fps)
+    detector = AdaptiveDetector(adaptive_threshold=options.shot_threshold,
+                                min_scene_len=max(1, round(options.min_scene_seconds * options.fps)))
+    cuts: list[int] = []
+    with IndexedReader(path, fps) as reader:
+        width, height = reader.size
+        factor = compute_downscale_factor(max(width, height))
+        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        for i, rgb in progress.track(reader.range(0, frames), "shots", total=frames):
+            bgr = cv2.resize(rgb[..., ::-1], size, interpolation=cv2.INTER_LINEAR) if factor > 1 else rgb[..., ::-1]
+            for cut in detector.process_frame(FrameTimecode(i, fps=float(fps)), bgr):
+                cuts.append(cut.frame_num)
+        for cut in detector.post_process(FrameTimecode(frames, fps=float(fps))) or []:
+            cuts.append(cut.frame_num)
+    return {"cuts": sorted(set(cuts)), "shots": [list(s) for s in shot_spans(cuts, frames)]}
+
+
+def keyframe_indices(path: Path, fps: Fraction) -> list[int]:
+    """Grid indices (at ``fps``) of the video's key frames, from its packets (no decoding)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        start = stream.start_time or 0
+        for pkt in c.demux(stream):
+            if pkt.is_keyframe and pkt.pts is not None:
+                out.append(round((pkt.pts - start) * stream.time_base * fps))
+    return sorted(set(out))
+
+
+def cut_segments(shots: list[list[int]], options: CurateOptions,
+                 keyframes: list[int] | None = None) -> dict[str, list[list[int]]]:
+    """Stage 4: every shot cut into training segments (:mod:`lipsyncctl.curation.spans`): frame-exact
+    ``segment_seconds`` pieces, or with ``segments: official`` the key-frame lengths of the official
+    stream copy. Returns ``{"pieces": [[first, stop, shot_first, shot_stop], ...]}``: every frame of
+    every shot is in one piece (a shot shorter than a segment is one piece), so every span of the source
+    gets a decision; which are too short is decided from these numbers (:mod:`.decide`), not here."""
+    seg = round(options.segment_seconds * options.fps)
+    pieces: list[list[int]] = []
+    for first, stop in shots:
+        spans = (official_segments((first, stop), seg, keyframes or []) if options.segments == "official"
+                 else exact_segments((first, stop), seg))
+        pieces += [[a, b, first, stop] for a, b in spans]
+    return {"pieces": pieces}

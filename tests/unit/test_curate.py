@@ -1,0 +1,201 @@
+"""`lipsyncctl curate`, stages 1-4 (probe, normalize, shots, segments) on a corpus built from the real
+fixture and generated clips: each source's decision and reason, the exact cut frame, the spans, inputs
+unchanged, reruns that compute nothing, thresholds that re-decide without recomputing, shards, workers,
+and a kill -9 in the middle of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl.cli.main import main
+from lipsyncctl.curation.job import run_curation
+from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
+from tests.conftest import REPO, shared_path
+from tests.mediagen import _encode_audio, make_clip, tone
+from tests.sync_media import sample_frames
+
+CUT = 100  # the cut clip: 100 frames of a face, then 80 of a flat grey picture
+
+
+def _cut_clip(path: Path) -> Path:
+    import av
+
+    faces = sample_frames(CUT, scale=0.25)
+    h, w = faces[0].shape[:2]
+    grey = [np.full((h, w, 3), 40, np.uint8)] * 80
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = c.add_stream("aac", rate=16000, layout="mono")
+        for i, img in enumerate(faces + grey):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        _encode_audio(c, aus, tone(180 / 25, 16000, 1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = tmp_path_factory.mktemp("curate") / "raw"
+    (raw / "sub dir").mkdir(parents=True)
+    fixture = shared_path("fixtures", "demo1_video.mp4")
+    shutil.copy(fixture, raw / "sub dir" / "talk ü one.mp4")           # 10 s, 25 fps, 1080x1920 HEVC
+    make_clip(raw / "retimed.mp4", fps=Fraction(30000, 1001), frames=180, audio_rate=48000)  # 6.006 s
+    _cut_clip(raw / "cut.mp4")
+    make_clip(raw / "short.mp4", fps=25, frames=37, audio_rate=48000)   # 1.48 s
+    make_clip(raw / "silent.mp4", fps=25, frames=100, audio_rate=None)
+    (raw / "empty.mp4").write_bytes(b"")
+    data = fixture.read_bytes()
+    (raw / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (raw / "notes.mov").write_text("not a video\n")
+    return raw
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _manifest(data: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    before = _hashes(corpus)
+    data = tmp_path_factory.mktemp("data") / "data"
+    result = run_curation([corpus], data, cfg.resolve("tiny"))
+    return {"data": data, "result": result, "before": before}
+
+
+def _by_name(result) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    return {Path(s.path).name: s for s in result.sources}
+
+
+def test_every_source_has_its_decision_and_reason(corpus: Path, first_run) -> None:  # type: ignore[no-untyped-def]
+    got = {name: (s.decision.verdict, s.decision.stage, s.decision.reason) for name, s in _by_name(first_run["result"]).items()}
+    assert got == {
+        "talk ü one.mp4": ("kept", None, None),
+        "retimed.mp4": ("kept", None, None),
+        "cut.mp4": ("kept", None, None),
+        "short.mp4": ("rejected", "probe", "too-short"),
+        "silent.mp4": ("rejected", "probe", "no-audio"),
+        "empty.mp4": ("rejected", "probe", "unreadable"),
+        "truncated.mp4": ("rejected", "probe", "unreadable"),
+        "notes.mov": ("rejected", "probe", "unreadable"),
+    }
+    assert _by_name(first_run["result"])["short.mp4"].decision.value == pytest.approx(1.48, abs=0.03)
+    assert first_run["result"].ok  # rejections are outcomes, not failures
+    assert _hashes(corpus) == first_run["before"]  # inputs never modified, moved or deleted
+
+
+def test_shots_and_segments_are_frame_exact(first_run) -> None:  # type: ignore[no-untyped-def]
+    spans = {}
+    for c in first_run["result"].clips:
+        name = c.source.rsplit("-", 1)[0]
+        spans.setdefault(name, []).append((c.first, c.stop, c.decision.verdict))
+    assert spans["cut"] == [(0, CUT, "kept"), (CUT, 180, "kept")]        # the cut at exactly frame 100
+    assert spans["talk_one"] == [(0, 125, "kept"), (125, 250, "kept")]  # 10 s: two 5 s pieces
+    assert spans["retimed"] == [(0, 150, "kept")]                        # 6.006 s at 29.97 -> 150 frames at 25
+    lines = _manifest(first_run["data"])
+    assert len(lines) == 5 and lines[0]["start_seconds"] == lines[0]["first"] / 25
+    report = json.loads((first_run["data"] / "report.json").read_text())
+    assert report["counts"]["rejected"] == {"probe/no-audio": 1, "probe/too-short": 1, "probe/unreadable": 3}
+    assert report["counts"]["kept_seconds"] == pytest.approx((250 + 150 + 180) / 25)
+    assert (first_run["data"] / "audio").is_dir() and len(list((first_run["data"] / "audio").glob("*.wav"))) == 3
+
+
+def test_a_rerun_computes_nothing_and_a_threshold_re_decides(corpus: Path, first_run) -> None:  # type: ignore[no-untyped-def]
+    again = run_curation([corpus], first_run["data"], cfg.resolve("tiny"))
+    assert all(s.computed == [] for s in again.sources)
+    assert _manifest(first_run["data"]) == [c.to_dict(25) for c in sorted(first_run["result"].clips, key=lambda c: c.id)]
+    stricter = run_curation([corpus], first_run["data"], cfg.resolve("tiny", ["curate.min_seconds=3.5"]))
+    assert all(s.computed == [] for s in stricter.sources)  # decided from stored measurements
+    cut = [c for c in stricter.clips if c.source.startswith("cut-")]
+    assert [(c.decision.verdict, c.decision.stage, c.decision.reason, c.decision.value) for c in cut] == [
+        ("kept", None, None, None), ("rejected", "shots", "too-short", 3.2)]
+    run_curation([corpus], first_run["data"], cfg.resolve("tiny"))  # back to the defaults for later tests
+
+
+def test_force_recomputes_a_stage_and_the_later_ones(corpus: Path, first_run) -> None:  # type: ignore[no-untyped-def]
+    res = run_curation([corpus / "cut.mp4"], first_run["data"], cfg.resolve("tiny"), force=("shots",))
+    assert [s.computed for s in res.sources if s.path.endswith("cut.mp4")] == [["shots", "segments"]]
+
+
+def test_official_segment_lengths_option(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert exact_segments((0, 300), 125) == [(0, 125), (125, 300)]
+    assert exact_segments((10, 100), 125) == [(10, 100)]
+    assert exact_segments((0, 249), 125) == [(0, 124 + 125)]  # remainder merged: 5 <= piece < 10 s
+    # ffmpeg's segment muxer with a stream copy: cut at the first key frame >= k * 5 s
+    assert official_segments((0, 300), 125, [0, 100, 130, 250, 260]) == [(0, 130), (130, 250), (250, 300)]
+    assert official_segments((0, 300), 125, [0]) == [(0, 300)]
+    assert shot_spans([50, 0, 300, 50], 300) == [(0, 50), (50, 300)] and shot_spans([], 10) == [(0, 10)]
+
+
+def test_shards_and_workers_give_the_same_manifest(corpus: Path, first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sources = [corpus / "cut.mp4", corpus / "retimed.mp4", corpus / "short.mp4"]
+    one = tmp_path / "one"
+    run_curation(sources, one, cfg.resolve("tiny"))
+    sharded = tmp_path / "sharded"
+    run_curation(sources, sharded, cfg.resolve("tiny"), shard=(0, 2))
+    run_curation(sources, sharded, cfg.resolve("tiny"), shard=(1, 2))
+    assert _manifest(sharded) == _manifest(one)
+    pooled = tmp_path / "pooled"
+    run_curation(sources, pooled, cfg.resolve("tiny"), jobs=2)
+    assert _manifest(pooled) == _manifest(one)
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_manifest(corpus: Path, first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lipsyncctl", "-q", "curate", str(corpus), "-o", str(data)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    records = data / ".lipsyncctl" / "records" / "sources"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and len(list(records.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert main(["-q", "curate", str(corpus), "-o", str(data)]) == 0
+    assert _manifest(data) == _manifest(first_run["data"])
+    assert not list(data.rglob(".*.part"))  # no half-written record left behind after the rerun
+
+
+def test_cli_exit_codes_and_json(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["curate", str(corpus / "short.mp4"), "-o", str(tmp_path / "d"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["sources"][0]["decision"]["reason"] == "too-short"
+    assert main(["curate", str(corpus), "-o", str(tmp_path / "d"), "--until", "faces"]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["curate", str(corpus), "-o", str(tmp_path / "file")]) == 2
+    # a stage that cannot run on a source is a failure (exit 1), unlike a rejection
+    from lipsyncctl.curation import stages
+    from lipsyncctl.errors import MediaError
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MediaError("disk full while writing the audio")
+
+    monkeypatch.setattr(stages, "normalize_audio", broken)
+    capsys.readouterr()
+    assert main(["curate", str(corpus / "cut.mp4"), "-o", str(tmp_path / "e"), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["sources"][0]["decision"] == {
+        "verdict": "failed", "stage": "normalize", "error": "disk full while writing the audio"}
