@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.job import TimelineJob, TimelineResult
 
 __all__ = [
-    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "doctor", "fetch_models", "inspect_checkpoint",
+    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
     "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_timeline",
     "timeline_job", "verify_models",
 ]
@@ -155,11 +155,12 @@ def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineRes
 # ---- curate ----------------------------------------------------------------------------------
 
 def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None = None, *,
-           until: str = "segments", force: Sequence[str] = (), dry_run: bool = False, jobs: int = 1,
+           until: str | None = None, force: Sequence[str] = (), dry_run: bool = False, jobs: int = 1,
            shard: str | tuple[int, int] | None = None, backend: str = "local") -> CurateResult:
     """Turn raw talking-head footage into the spans of a training set in ``data`` (``lipsyncctl curate``),
     resumable stage by stage, with a reason for every rejected piece. ``shard``: ``"I/N"``, ``"auto"``
-    (array-job variables) or a tuple. Returns :class:`~lipsyncctl.curation.job.CurateResult`."""
+    (array-job variables) or a tuple; ``until``: the last stage to run (default: every stage built,
+    :func:`curate_stages`). Returns :class:`~lipsyncctl.curation.job.CurateResult`."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import run_curation
     from lipsyncctl.runner.shards import parse_shard
@@ -167,6 +168,13 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
                         dry_run=dry_run, jobs=jobs, shard=part, backend=backend)
+
+
+def curate_stages() -> list[str]:
+    """The curate stages in order (the per-source ones, then the clip stages built so far)."""
+    from lipsyncctl.curation.job import stage_names
+
+    return stage_names()
 
 
 # ---- prep, doctor ------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ from lipsyncctl.errors import JobFailedError
 if TYPE_CHECKING:
     from lipsyncctl.api import CurateResult
 
-STAGES = ("probe", "normalize", "shots", "segments")
-
 HELP = """Curate training data: probe, normalise, cut into shots and 5-10 s segments, with a reason for every
 rejected piece (the official LatentSync data pipeline, resumable and without its defects).
 
@@ -53,7 +51,7 @@ def curate_cmd(
     preset: str | None = opt.PresetOpt,
     sets: list[str] | None = opt.SetOpt,
     print_config: bool = opt.PrintConfigOpt,
-    until: str = typer.Option("segments", "--until", help=f"Last stage to run: {', '.join(STAGES)}."),
+    until: str | None = typer.Option(None, "--until", help="Last stage to run (default: all; see the stages above)."),
     force: list[str] | None = typer.Option(
         None, "--force", help="Recompute this stage (and every later one) even when stored (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List the sources and their state; write nothing."),
@@ -61,14 +59,15 @@ def curate_cmd(
     shard: str | None = typer.Option(None, "--shard", help="Process only part I/N of the sources, or 'auto'."),
     backend: str = typer.Option("local", "--backend", help="local or ray (Ray: the optional extra named ray)."),
 ) -> None:
+    from lipsyncctl import api
     from lipsyncctl.errors import UsageError
 
-    for name, values in (("--until", [until]), ("--force", force or [])):
-        bad = [v for v in values if v not in STAGES]
+    stages = api.curate_stages()
+    for name, values in (("--until", [until] if until else []), ("--force", force or [])):
+        bad = [v for v in values if v not in stages]
         if bad:
-            raise UsageError(f"{name} {bad[0]!r}: not a stage", hint=f"stages: {', '.join(STAGES)}")
+            raise UsageError(f"{name} {bad[0]!r}: not a stage", hint=f"stages: {', '.join(stages)}")
     config = opt.resolve(preset, sets, {}, print_config)
-    from lipsyncctl import api
 
     result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run, jobs=jobs or 1,
                         shard=shard, backend=backend)

@@ -7,11 +7,12 @@ their records. Rejection reasons are stable words (``unreadable``, ``no-video``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lipsyncctl.config import CurateOptions
-from lipsyncctl.curation.records import Decision, SourceRecord, Stage
+from lipsyncctl.curation.records import ClipRecord, Decision, SourceRecord, Stage
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class ClipSpan:
     first: int
     stop: int
     decision: Decision
+    summary: dict[str, Any] = field(default_factory=dict)   # what the clip stages show in the manifest
 
     @property
     def id(self) -> str:
@@ -34,7 +36,7 @@ class ClipSpan:
     def to_dict(self, fps: int) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "first": self.first, "stop": self.stop,
                 "frames": self.frames, "start_seconds": self.first / fps, "end_seconds": self.stop / fps,
-                "decision": self.decision.to_dict()}
+                "decision": self.decision.to_dict(), **self.summary}
 
 
 def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
@@ -57,10 +59,12 @@ def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
     return Decision.kept()
 
 
-def decide_clips(record: SourceRecord, options: CurateOptions) -> list[ClipSpan]:
+def decide_clips(record: SourceRecord, options: CurateOptions,
+                 clips: Mapping[str, ClipRecord] | None = None) -> list[ClipSpan]:
     """Every span of a kept source: pieces of shots shorter than ``min_seconds`` rejected at ``shots``
     (``too-short``), pieces too short to be sync-scored rejected at ``segments`` up front
-    (``too-short-for-sync``), the others kept so far."""
+    (``too-short-for-sync``), the others decided by the clip stages measured on them (``clips``: clip
+    records by id; a stage not measured yet leaves the clip kept so far)."""
     res = record.result(Stage.SEGMENTS)
     if res is None or res.error is not None or decide_source(record, options).verdict != "kept":
         return []
@@ -73,5 +77,32 @@ def decide_clips(record: SourceRecord, options: CurateOptions) -> list[ClipSpan]
             decision = Decision.rejected(Stage.SEGMENTS, "too-short-for-sync", b - a)
         else:
             decision = Decision.kept()
-        out.append(ClipSpan(record.id, a, b, decision))
+        span = ClipSpan(record.id, a, b, decision)
+        rec = (clips or {}).get(span.id)
+        if rec is not None and decision.verdict == "kept":
+            span = _decide_clip_stages(span, rec, options)
+        out.append(span)
     return sorted(out, key=lambda c: c.first)
+
+
+def decide_clip(rec: ClipRecord, options: CurateOptions) -> tuple[Decision, dict[str, Any]]:
+    """A kept span's decision from its clip stages, in order, and the manifest fields they show."""
+    from lipsyncctl.curation.clipstages import CLIP_STAGES
+
+    summary: dict[str, Any] = {}
+    for stage in CLIP_STAGES:
+        res = rec.stages.get(stage.name)
+        if res is None:
+            break
+        if res.error is not None:
+            return Decision.failed(stage.name, res.error), summary
+        summary.update(stage.summary(res.data))
+        rejected = stage.decide(res.data, options)
+        if rejected is not None:
+            return rejected, summary
+    return Decision.kept(), summary
+
+
+def _decide_clip_stages(span: ClipSpan, rec: ClipRecord, options: CurateOptions) -> ClipSpan:
+    decision, summary = decide_clip(rec, options)
+    return ClipSpan(span.source, span.first, span.stop, decision, summary)

@@ -14,7 +14,8 @@ Layout under ``DATA``::
 
     DATA/curate.yaml, manifest.jsonl, report.json   views, rebuilt each run
     DATA/audio/<source id>.wav                      16 kHz mono audio of each usable source
-    DATA/.lipsyncctl/records/sources/<id>.json      measurements per stage (the resumable state)
+    DATA/.lipsyncctl/records/sources/<id>.json      measurements per source stage (the resumable state)
+    DATA/.lipsyncctl/records/clips/<source>/<clip>.json   measurements per clip stage
 
 A kill at any moment leaves finished records whole; the rerun recomputes only what is missing. Inputs are
 never modified, moved or deleted.
@@ -32,9 +33,11 @@ from typing import Any
 
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
+from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, outputs_exist
 from lipsyncctl.curation.decide import ClipSpan, decide_clips, decide_source
 from lipsyncctl.curation.records import (
     STAGES,
+    ClipRecord,
     Decision,
     RecordStore,
     SourceRecord,
@@ -57,8 +60,8 @@ class CurateTask:
     id: str
     data: str
     options: CurateOptions
-    until: Stage
-    force: tuple[Stage, ...] = ()
+    until: str
+    force: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,7 +86,7 @@ class CurateResult:
     data: Path
     sources: list[SourceOutcome]
     clips: list[ClipSpan]
-    until: Stage
+    until: str
     shard: tuple[int, int]
     dry_run: bool = False
     seconds: float = 0.0
@@ -118,8 +121,13 @@ class CurateResult:
                 "clips": [c.to_dict(self.fps) for c in self.clips], "warnings": list(self.warnings)}
 
 
-def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, until: Stage | str = Stage.SEGMENTS,
-                 force: tuple[Stage | str, ...] = (), dry_run: bool = False, jobs: int = 1,
+def stage_names() -> list[str]:
+    """Every stage in order: the per-source ones, then the clip stages built so far."""
+    return [str(s) for s in STAGES] + [s.name for s in CLIP_STAGES]
+
+
+def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, until: str | None = None,
+                 force: tuple[str, ...] = (), dry_run: bool = False, jobs: int = 1,
                  shard: tuple[int, int] = (0, 1), backend: str = "local") -> CurateResult:
     """Run the curation stages up to ``until`` on every source of ``inputs`` into ``data`` (see the module
     docstring). ``force``: stages to recompute even when their stored key matches (with every later one).
@@ -134,7 +142,12 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
 
     t0 = time.perf_counter()
     options = config.curate
-    until, forced = Stage(until), tuple(Stage(s) for s in force)
+    names = stage_names()
+    until = until or names[-1]
+    for name in (until, *force):
+        if name not in names:
+            raise UsageError(f"{name!r}: not a curate stage", hint=f"stages: {', '.join(names)}")
+    forced = tuple(force)
     data = Path(data)
     # 1. Sources, output checks, this shard's part.
     if data.exists() and not data.is_dir():
@@ -162,7 +175,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     sources, clips = [], []
     for raw in records:
         rec = SourceRecord.from_dict(raw)
-        spans = decide_clips(rec, options)
+        spans = decide_clips(rec, options, _clip_records(store, rec.id))
         clips += spans
         sources.append(SourceOutcome(rec.id, rec.path, decide_source(rec, options), done.get(rec.id, []),
                                      len(spans), sum(c.decision.verdict == "kept" for c in spans)))
@@ -172,13 +185,13 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
 
 
 def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
-    """The runner's executor: every stage of one source up to ``task.until``; returns the stages computed.
-    Errors of a stage are stored in the record (a rejection or a failure), never raised (Ctrl-C is)."""
-    del cache, device  # the per-source stages use no network
-    store = RecordStore(Path(task.data) / ".lipsyncctl" / "records")
-    path = Path(task.path)
+    """The runner's executor: every stage of one source up to ``task.until``, then the clip stages of
+    each span kept so far; returns the stages computed. Errors of a stage are stored in the record (a
+    rejection or a failure), never raised (Ctrl-C is)."""
     from lipsyncctl.runner.store import file_fingerprint
 
+    store = RecordStore(Path(task.data) / ".lipsyncctl" / "records")
+    path = Path(task.path)
     fingerprint = file_fingerprint(path) if path.is_file() else "missing"
     raw = store.load("sources", task.id)
     rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, str(path), fingerprint)
@@ -186,12 +199,16 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     computed: list[str] = []
     key = fingerprint
     forced = False
-    for stage in STAGES[: STAGES.index(task.until) + 1]:
+    names = [str(s) for s in STAGES]
+    last = names.index(task.until) if task.until in names else len(names) - 1
+    complete = True
+    for stage in STAGES[: last + 1]:
         key = stage_key(key, str(stage), STAGE_VERSION[stage], _settings(stage, task.options))
-        forced = forced or stage in task.force
+        forced = forced or str(stage) in task.force
         old = rec.result(stage)
         if old is not None and old.key == key and not forced and not _outputs_missing(old):
             if old.error is not None or _stops_here(stage, old, task.options):
+                complete = False
                 break
             continue
         rec.stages[str(stage)] = _run_stage(stage, rec, task, key)
@@ -200,8 +217,56 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
         store.save("sources", task.id, rec.to_dict())
         computed.append(str(stage))
         if rec.stages[str(stage)].error is not None or _stops_here(stage, rec.stages[str(stage)], task.options):
+            complete = False
             break
+    if not complete or task.until in names or decide_source(rec, task.options).verdict != "kept":
+        return computed
+    # The clip stages, per span kept so far (their keys chain on the segments' key).
+    clip_stages = CLIP_STAGES[: [s.name for s in CLIP_STAGES].index(task.until) + 1]
+    audio = Path(rec.stages[str(Stage.NORMALIZE)].data["audio"])
+    for span in decide_clips(rec, task.options):
+        if span.decision.verdict != "kept":
+            continue
+        done = _run_clip_stages(span, clip_stages, key, forced, task, store, path, audio, cache, device)
+        computed += [f"{name}:{span.first}-{span.stop}" for name in done]
     return computed
+
+
+def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, forced: bool, task: CurateTask,
+                     store: RecordStore, source: Path, audio: Path, cache: dict[str, Any],
+                     device: str | None) -> list[str]:
+    from lipsyncctl.curation.decide import decide_clip
+
+    raw = store.load(f"clips/{span.source}", span.id)
+    rec = ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
+    key = stage_key(key, span.first, span.stop)
+    computed = []
+    for i, stage in enumerate(stages):
+        key = stage_key(key, stage.name, stage.version, stage.settings(task.options))
+        forced = forced or stage.name in task.force
+        old = rec.stages.get(stage.name)
+        if old is None or old.key != key or forced or not outputs_exist(stage, old.data):
+            previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
+            ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
+                              task.options, previous, cache, device)
+            try:
+                result = StageResult(key, stage.run(ctx))
+            except LipsyncError as exc:
+                result = StageResult(key, error=str(exc))
+            rec.stages[stage.name] = result
+            for later in stages[i + 1:]:
+                rec.stages.pop(later.name, None)
+            store.save(f"clips/{span.source}", span.id, rec.to_dict())
+            computed.append(stage.name)
+        if decide_clip(rec, task.options)[0].verdict != "kept":
+            break  # rejected or failed here: the later stages do not run on it
+    return computed
+
+
+def _clip_records(store: RecordStore, source: str) -> dict[str, ClipRecord]:
+    kind = f"clips/{source}"
+    raws = (store.load(kind, rid) for rid in store.ids(kind))
+    return {raw["id"]: ClipRecord.from_dict(raw) for raw in raws if raw is not None}
 
 
 def _settings(stage: Stage, options: CurateOptions) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class Decision:
     ``stage`` with ``error`` (the item could not be processed: exit 1)."""
 
     verdict: Verdict
-    stage: Stage | None = None
+    stage: str | None = None          # a source stage (:class:`Stage`) or a clip stage's name
     reason: str | None = None
     value: Any = None
     error: str | None = None
@@ -56,12 +56,12 @@ class Decision:
         return cls(Verdict.KEPT)
 
     @classmethod
-    def rejected(cls, stage: Stage, reason: str, value: Any = None) -> Decision:
-        return cls(Verdict.REJECTED, stage, reason, value)
+    def rejected(cls, stage: str, reason: str, value: Any = None) -> Decision:
+        return cls(Verdict.REJECTED, str(stage), reason, value)
 
     @classmethod
-    def failed(cls, stage: Stage, error: str) -> Decision:
-        return cls(Verdict.FAILED, stage, error=error)
+    def failed(cls, stage: str, error: str) -> Decision:
+        return cls(Verdict.FAILED, str(stage), error=error)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"verdict": str(self.verdict)}
@@ -148,3 +148,23 @@ class RecordStore:
     def ids(self, kind: str) -> list[str]:
         folder = self.root / kind
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+@dataclass
+class ClipRecord:
+    """One span of a source and what the clip stages measured on it."""
+
+    id: str
+    source: str
+    first: int
+    stop: int
+    stages: dict[str, StageResult] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "first": self.first, "stop": self.stop,
+                "stages": {k: asdict(v) for k, v in self.stages.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClipRecord:
+        return cls(d["id"], d["source"], d["first"], d["stop"],
+                   {k: StageResult(**v) for k, v in d.get("stages", {}).items()})

@@ -199,3 +199,43 @@ def test_cli_exit_codes_and_json(corpus: Path, tmp_path: Path, capsys: pytest.Ca
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False and doc["sources"][0]["decision"] == {
         "verdict": "failed", "stage": "normalize", "error": "disk full while writing the audio"}
+
+
+def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip stage (here a test one measuring the span's mean brightness) runs once per kept span,
+    is stored in the clip's record, reused on a rerun, and its rejection lands in the manifest."""
+    from lipsyncctl.curation import clipstages, job
+    from lipsyncctl.curation.records import Decision
+
+    calls = []
+
+    def measure(ctx: clipstages.ClipContext) -> dict:  # type: ignore[type-arg]
+        from lipsyncctl.media.reader import IndexedReader
+
+        calls.append(ctx.clip_id)
+        with IndexedReader(ctx.source, Fraction(25)) as reader:
+            frame = reader.read([ctx.first])[ctx.first]
+        return {"brightness": float(frame.mean())}
+
+    stage = clipstages.ClipStage(
+        "brightness", 1, measure,
+        decide=lambda data, options: Decision.rejected("brightness", "too-dark", data["brightness"])
+        if data["brightness"] < 60 else None,
+        summary=lambda data: {"brightness": round(data["brightness"], 1)})
+    monkeypatch.setattr(clipstages, "CLIP_STAGES", (stage,))
+    monkeypatch.setattr(job, "CLIP_STAGES", (stage,))
+    assert job.stage_names()[-1] == "brightness"
+    data = tmp_path / "d"
+    res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"))
+    assert sorted(calls) == ["cut-378bfce5_000000-000100", "cut-378bfce5_000100-000180"]
+    verdicts = [(c.first, c.decision.verdict, c.decision.reason) for c in res.clips]
+    assert verdicts == [(0, "kept", None), (100, "rejected", "too-dark")]  # the flat grey shot is dark
+    lines = _manifest(data)
+    assert lines[1]["decision"]["stage"] == "brightness" and lines[1]["brightness"] == pytest.approx(40, abs=2)
+    calls.clear()
+    run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"))
+    assert calls == []  # stored and reused
+    run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"), force=("brightness",))
+    assert len(calls) == 2
+    assert [c.decision.verdict for c in run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"),
+                                                     until="segments").clips] == ["kept", "rejected"]

@@ -1,0 +1,79 @@
+"""The per-clip stages of the curation job (faces + alignment, sync, quality, features...), as plug-ins.
+
+A clip is one span of a source that the per-source stages kept (:mod:`.decide`). Each clip stage is a
+:class:`ClipStage`: ``run(ctx) -> dict`` measures (and may write files under ``DATA``), ``decide(data,
+options)`` turns those measurements and the thresholds into a rejection (or None), ``settings(options)``
+names the settings the measurements depend on (part of the content key), ``outputs(data)`` lists the files
+that must still exist for a stored result to be reused, and ``summary(data)`` is what the manifest shows.
+The job runs the registered stages in order for every kept clip, stores each result in the clip's record
+(``DATA/.lipsyncctl/records/clips/<clip id>.json``) and skips a stage whose key is unchanged.
+
+Stages register in :data:`CLIP_STAGES` (in order); ``--until`` offers the source stages and these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl.config import CurateOptions
+from lipsyncctl.curation.records import Decision
+
+
+@dataclass(frozen=True)
+class ClipContext:
+    """What a clip stage gets: the span on the source's 25 fps grid, the source's 16 kHz mono audio (sample
+    ``first * 640`` is frame ``first``), earlier stages' results of this clip, and the worker's cache (a
+    dict that lives as long as the worker: load networks once) and device."""
+
+    clip_id: str
+    source_id: str
+    source: Path
+    first: int
+    stop: int
+    audio: Path
+    data: Path
+    options: CurateOptions
+    previous: Mapping[str, dict[str, Any]]
+    cache: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+
+    @property
+    def frames(self) -> int:
+        return self.stop - self.first
+
+    def output(self, stage: str, suffix: str) -> Path:
+        """Where this clip's file of ``stage`` goes: ``DATA/<stage>/<source id>/<clip id><suffix>``."""
+        return self.data / stage / self.source_id / f"{self.clip_id}{suffix}"
+
+
+@dataclass(frozen=True)
+class ClipStage:
+    name: str
+    version: int
+    run: Callable[[ClipContext], dict[str, Any]]
+    decide: Callable[[Mapping[str, Any], CurateOptions], Decision | None]
+    settings: Callable[[CurateOptions], dict[str, Any]] = lambda options: {}
+    outputs: Callable[[Mapping[str, Any]], list[str]] = lambda data: []
+    summary: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda data: {}
+
+
+def _registered() -> tuple[ClipStage, ...]:
+    """The clip stages built so far, in order (each module imports its heavy parts inside ``run``)."""
+    return ()
+
+
+CLIP_STAGES: tuple[ClipStage, ...] = _registered()
+
+
+def clip_stage(name: str) -> ClipStage:
+    for stage in CLIP_STAGES:
+        if stage.name == name:
+            return stage
+    raise KeyError(name)
+
+
+def outputs_exist(stage: ClipStage, data: Mapping[str, Any]) -> bool:
+    return all(Path(p).is_file() for p in stage.outputs(data))
