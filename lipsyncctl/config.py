@@ -203,6 +203,12 @@ class CurateOptions(_Strict):
     min_sync_frames: int = Field(
         50, ge=10, le=1000, description="pieces shorter than this cannot be sync-scored (official min track: 50)"
     )
+    val_fraction: float = Field(0.05, ge=0, le=0.5, description="share of the split groups that go to val")
+    split_seed: int = Field(0, description="seed of the deterministic train/val split")
+    split_by: Literal["source", "parent"] = Field(
+        "source", description="the unit never split across train and val: the source, or its parent folder "
+        "(the speaker in VoxCeleb2-style trees)"
+    )
 
 
 class Config(_Strict):

@@ -24,7 +24,6 @@ never modified, moved or deleted.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -325,24 +324,34 @@ def _planned(task: CurateTask, store: RecordStore) -> SourceOutcome:
 
 
 def _write_views(result: CurateResult, config: Config) -> None:
-    """``manifest.jsonl``, ``report.json`` and ``curate.yaml``, each written atomically."""
+    """The dataset's views (:mod:`lipsyncctl.curation.views`), each written atomically."""
     import yaml
 
     from lipsyncctl import __version__
-    data = result.data
+    from lipsyncctl.curation import views
+
+    data, options = result.data, config.curate
     data.mkdir(parents=True, exist_ok=True)
     progress.message(f"writing the manifest and the report ({len(result.clips)} spans)")
-    lines = "".join(json.dumps(c.to_dict(result.fps)) + "\n" for c in sorted(result.clips, key=lambda c: c.id))
+    paths = {s.id: s.path for s in result.sources}
+    lines, lists = [], {"train": [], "val": []}
+    for clip in sorted(result.clips, key=lambda c: c.id):
+        split = views.split_of(views.split_group(clip.source, paths.get(clip.source, ""), options), options)
+        line = {**clip.to_dict(result.fps), "split": split}
+        lines.append(line)
+        if clip.decision.verdict == "kept" and line.get("aligned"):
+            lists[split].append(str(line["aligned"]))
     report = {"counts": result.counts(), "until": str(result.until),
+              "split": {k: len(v) for k, v in lists.items()}, "histograms": views.histograms(lines),
               "sources": [s.to_dict() for s in sorted(result.sources, key=lambda s: s.id)]}
-    doc = {"tool": f"lipsyncctl {__version__}", "stages": [str(s) for s in STAGES],
-           "stage_versions": {str(k): v for k, v in STAGE_VERSION.items()}, "curate": config.curate.model_dump()}
-    for name, text in (("manifest.jsonl", lines), ("report.json", json.dumps(report, indent=1)),
+    doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
+           "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
+                              **{s.name: s.version for s in CLIP_STAGES}},
+           "curate": options.model_dump()}
+    for name, text in (("manifest.jsonl", "".join(json.dumps(line) + "\n" for line in lines)),
+                       ("train.txt", "".join(p + "\n" for p in lists["train"])),
+                       ("val.txt", "".join(p + "\n" for p in lists["val"])),
+                       ("report.json", json.dumps(report, indent=1)),
+                       ("report.html", views.report_html(report)),
                        ("curate.yaml", yaml.safe_dump(doc, sort_keys=False))):
-        tmp = data / f".{name}.{os.getpid()}.part"  # an empty manifest (nothing kept yet) is a valid one
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(data / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        views.write_atomic(data / name, text)

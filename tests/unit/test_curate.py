@@ -125,7 +125,8 @@ def test_shots_and_segments_are_frame_exact(first_run) -> None:  # type: ignore[
 def test_a_rerun_computes_nothing_and_a_threshold_re_decides(corpus: Path, first_run) -> None:  # type: ignore[no-untyped-def]
     again = run_curation([corpus], first_run["data"], cfg.resolve("tiny"))
     assert all(s.computed == [] for s in again.sources)
-    assert _manifest(first_run["data"]) == [c.to_dict(25) for c in sorted(first_run["result"].clips, key=lambda c: c.id)]
+    assert [{k: v for k, v in line.items() if k != "split"} for line in _manifest(first_run["data"])] == [
+        c.to_dict(25) for c in sorted(first_run["result"].clips, key=lambda c: c.id)]
     stricter = run_curation([corpus], first_run["data"], cfg.resolve("tiny", ["curate.min_seconds=3.5"]))
     assert all(s.computed == [] for s in stricter.sources)  # decided from stored measurements
     cut = [c for c in stricter.clips if c.source.startswith("cut-")]
@@ -239,3 +240,27 @@ def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Pat
     assert len(calls) == 2
     assert [c.decision.verdict for c in run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"),
                                                      until="segments").clips] == ["kept", "rejected"]
+
+
+def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_run) -> None:  # type: ignore[no-untyped-def]
+    from lipsyncctl.curation.views import split_group, split_of
+
+    options = cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate
+    groups = [f"speaker{i:03d}" for i in range(200)]
+    splits = [split_of(g, options) for g in groups]
+    assert splits == [split_of(g, options) for g in groups]  # deterministic
+    assert 60 < splits.count("val") < 140                    # about half
+    other_seed = cfg.resolve("tiny", ["curate.val_fraction=0.5", "curate.split_seed=1"]).curate
+    assert splits != [split_of(g, other_seed) for g in groups]
+    by_parent = cfg.resolve("tiny", ["curate.split_by=parent"]).curate
+    assert split_group("a-1", "/vox/id00017/x/00001.mp4", by_parent) == "x"
+    assert split_group("a-1", "/vox/id00017/x/00001.mp4", options) == "a-1"
+    lines = _manifest(first_run["data"])
+    by_source: dict[str, set[str]] = {}
+    for line in lines:
+        by_source.setdefault(line["source"], set()).add(line["split"])
+    assert all(len(s) == 1 for s in by_source.values())  # no source in both sets
+    page = (first_run["data"] / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "http" not in page.replace("http-equiv", "")
+    assert "probe/unreadable" in page and 'id="kept-hours"' in page
+    assert (first_run["data"] / "train.txt").exists() and (first_run["data"] / "val.txt").exists()

@@ -1,0 +1,103 @@
+"""The views of a curated dataset, rebuilt from the records on every run (step 4 of the job):
+
+- ``manifest.jsonl``: one line per span (source, exact frames and seconds, decision, the clip stages'
+  summaries, its ``split``);
+- ``train.txt`` / ``val.txt``: the official fileslist format (one aligned clip path per line) of the kept
+  clips that have an aligned video;
+- ``report.json`` and a self-contained ``report.html``: counts per stage and reason, kept hours, score
+  histograms of the numeric fields the stages report;
+- ``curate.yaml``: the tool, the stage versions and the resolved ``curate`` settings.
+
+The split is decided per **group** (the source, or its parent folder: the speaker in VoxCeleb2-style
+trees), from a hash of the group's name and ``curate.split_seed``: the same data always splits the same
+way, a new source never moves an old one, and no speaker is in both sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl.config import CurateOptions
+
+
+def split_of(group: str, options: CurateOptions) -> str:
+    """``"val"`` for a ``curate.val_fraction`` share of the groups, else ``"train"`` (deterministic)."""
+    digest = hashlib.sha256(f"{options.split_seed}:{group}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < options.val_fraction else "train"
+
+
+def split_group(source_id: str, source_path: str, options: CurateOptions) -> str:
+    """The unit that is never split across train and val: the source, or its parent folder's name."""
+    return Path(source_path).parent.name or source_id if options.split_by == "parent" else source_id
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def histograms(lines: list[dict[str, Any]], bins: int = 10) -> dict[str, dict[str, Any]]:
+    """Per numeric manifest field of the clip stages (sync confidence, quality, ...): counts in ``bins``
+    equal bins between its minimum and maximum."""
+    skip = {"first", "stop", "frames", "start_seconds", "end_seconds"}
+    values: dict[str, list[float]] = {}
+    for line in lines:
+        for k, v in line.items():
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
+                values.setdefault(k, []).append(float(v))
+    out = {}
+    for k, vs in sorted(values.items()):
+        lo, hi = min(vs), max(vs)
+        width = (hi - lo) / bins or 1.0
+        counts = [0] * bins
+        for v in vs:
+            counts[min(bins - 1, int((v - lo) / width))] += 1
+        out[k] = {"min": lo, "max": hi, "counts": counts}
+    return out
+
+
+def report_html(report: dict[str, Any]) -> str:
+    """A self-contained page (inline style, no external files)."""
+    counts = report["counts"]
+    esc = html.escape
+
+    def table(title: str, rows: dict[str, Any]) -> str:
+        body = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in rows.items())
+        return f"<h2>{esc(title)}</h2><table>{body or '<tr><td>none</td></tr>'}</table>"
+
+    def bars(name: str, h: dict[str, Any]) -> str:
+        top = max(h["counts"]) or 1
+        rects = "".join(f'<rect x="{i * 22}" y="{60 - 58 * c / top:.1f}" width="20" height="{58 * c / top:.1f}">'
+                        f"<title>{c}</title></rect>" for i, c in enumerate(h["counts"]))
+        return (f"<h3>{esc(name)} ({h['min']:.3g} .. {h['max']:.3g})</h3>"
+                f'<svg width="{22 * len(h["counts"])}" height="60" class="hist">{rects}</svg>')
+
+    rejected_sources = [s for s in report["sources"] if s["decision"]["verdict"] != "kept"]
+    src_rows = "".join(
+        f"<tr><td>{esc(s['path'])}</td><td>{esc(s['decision']['verdict'])}</td>"
+        f"<td>{esc(str(s['decision'].get('stage', '')))}</td>"
+        f"<td>{esc(str(s['decision'].get('reason') or s['decision'].get('error') or ''))}</td></tr>"
+        for s in rejected_sources)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>lipsyncctl curate report</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0}}
+td{{border:1px solid #ccc;padding:3px 8px}}.hist rect{{fill:#3b6ea5}}h2{{margin-top:1.5em}}</style></head>
+<body><h1>Curated dataset</h1>
+<p>Kept: <b id="kept-hours">{counts['kept_seconds'] / 3600:.3f} h</b> ({counts['kept_seconds']:.1f} s) in
+{counts['clips'].get('kept', 0)} clips; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
+<code>{esc(report['until'])}</code>.</p>
+{table("Sources", counts["sources"])}{table("Spans", counts["clips"])}{table("Rejected, by stage/reason", counts["rejected"])}
+<h2>Scores</h2>{''.join(bars(k, h) for k, h in report.get('histograms', {}).items()) or '<p>none measured yet</p>'}
+<h2>Sources not kept</h2><table><tr><td>source</td><td>verdict</td><td>stage</td><td>reason</td></tr>{src_rows}</table>
+</body></html>
+"""
