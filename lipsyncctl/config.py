@@ -12,16 +12,45 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lipsyncctl import paths
 from lipsyncctl.errors import ConfigError
 
 #: The name that stands for the seeded random tiny models in ``model.*`` (see :meth:`ModelOptions.tiny_roles`).
 TINY = "tiny"
+
+#: The video codec names of ``prep.codec`` and ``output.codec``: one vocabulary for both commands. Each
+#: maps onto the writer's table in :data:`lipsyncctl.pipeline.output.OUTPUT_CODECS` (a test keeps them equal).
+VideoCodecName = Literal["h264", "h265", "prores_hq", "prores_4444", "dnxhr_hq", "ffv1"]
+VIDEO_CODECS: tuple[str, ...] = get_args(VideoCodecName)
+#: Older names still accepted and stored as the name they stand for (``prep``'s first vocabulary said
+#: ``prores`` for ProRes 422 HQ; presets and scripts may still say it).
+CODEC_ALIASES: dict[str, str] = {"prores": "prores_hq"}
+
+
+def _codec_alias(value: Any) -> Any:
+    return CODEC_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+VideoCodec = Annotated[VideoCodecName, BeforeValidator(_codec_alias)]
+
+
+def codec_help() -> str:
+    """The codec names for ``--codec`` help: ``h264, h265, ... (prores = prores_hq)``."""
+    aliases = ", ".join(f"{old} = {new}" for old, new in CODEC_ALIASES.items())
+    return f"{', '.join(VIDEO_CODECS)} ({aliases})"
 
 
 class _Strict(BaseModel):
@@ -137,7 +166,7 @@ class PrepOptions(_Strict):
     fps: str = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
     audio_rate: int = Field(16000, ge=8000, le=192000)
     audio_channels: int = Field(1, ge=1, le=8)
-    codec: Literal["h264", "h265", "prores", "ffv1"] = "h264"
+    codec: VideoCodec = Field("h264", description="video codec (the same names as output.codec)")
     crf: int = Field(18, ge=0, le=51)
     encoder_preset: str = Field("medium", description="x264/x265 speed preset")
     pix_fmt: str = "yuv420p"
@@ -155,7 +184,7 @@ class PrepOptions(_Strict):
 
 
 class OutputOptions(_Strict):
-    codec: Literal["h264", "h265", "prores_hq", "prores_4444", "dnxhr_hq", "ffv1"] = "h264"
+    codec: VideoCodec = Field("h264", description="video codec (the same names as prep.codec)")
     crf: int = Field(18, ge=0, le=51)
     encoder_preset: str = "medium"
     pix_fmt: str | None = Field(None, description="None = the codec's default closest to the source")

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
+from lipsyncctl.config import codec_help
 from lipsyncctl.errors import JobFailedError
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def prep_cmd(
     sets: list[str] | None = opt.SetOpt,
     print_config: bool = opt.PrintConfigOpt,
     fps: str | None = typer.Option(None, "--fps", help="Output rate: 25 (default), 30000/1001, 29.97, or 'source'."),
-    codec: str | None = typer.Option(None, "--codec", help="h264 (default), h265, prores or ffv1 (prep.codec)."),
+    codec: str | None = typer.Option(None, "--codec", help=f"{codec_help()}; default h264 (prep.codec)."),
     crf: int | None = typer.Option(None, "--crf", help="H.264/H.265 quality, lower = better (prep.crf, default 18)."),
     encoder_preset: str | None = typer.Option(
         None, "--encoder-preset", help="x264/x265 speed preset, e.g. veryfast (prep.encoder_preset)."),

@@ -2,9 +2,11 @@
 
 For each input clip it writes, under the output directory and mirroring the input's relative path:
 
-- ``NAME.mp4`` (``.mov`` for ProRes, ``.mkv`` for FFV1): the picture at a constant rate (``fps``, or
-  the source's nominal rate with ``fps="source"``), rotation metadata applied to the pixels and
-  cleared, resolution kept unless ``max_size``/``scale`` ask otherwise, and the 16 kHz mono audio muxed;
+- ``NAME.mp4`` (``.mov`` for ProRes and DNxHR, ``.mkv`` for FFV1; ``codec`` takes ``output.codec``'s names,
+  mapped through the same table, :data:`lipsyncctl.pipeline.output.OUTPUT_CODECS`): the picture at a
+  constant rate (``fps``, or the source's nominal rate with ``fps="source"``), rotation metadata applied to
+  the pixels and cleared, resolution kept unless ``max_size``/``scale`` ask otherwise, and the 16 kHz mono
+  audio muxed;
 - ``NAME.wav``: the same audio as a sidecar (16-bit PCM);
 - ``NAME.prep.json``: a small manifest (input size and mtime, the options, the outputs) that makes a
   rerun skip clips that are already up to date.
@@ -167,17 +169,20 @@ def output_size(width: int, height: int, *, max_size: int | None = None, scale: 
 
 
 def _pix_fmt_for(codec: str, wanted: str) -> str:
-    """``wanted`` if the encoder takes it, else the codec's default (ProRes cannot store yuv420p)."""
+    """``wanted`` if the encoder of ``prep.codec`` ``codec`` takes it, else that codec's own format (ProRes
+    and DNxHR cannot store yuv420p; ``prores_4444`` falls back to yuv444p10le, not 4:2:2)."""
     import av
 
     from lipsyncctl.media.writer import codec_spec
+    from lipsyncctl.pipeline.output import OUTPUT_CODECS
 
-    spec = codec_spec(codec)
+    named = OUTPUT_CODECS[codec]
+    spec = codec_spec(named.writer_codec)
     try:
         formats = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
     except (ValueError, av.error.FFmpegError):
         formats = set()
-    return wanted if not formats or wanted in formats else spec.pix_fmt
+    return wanted if not formats or wanted in formats else named.pix_fmt or spec.pix_fmt
 
 
 def _options_key(options: PrepOptions, extra: dict[str, Any]) -> dict[str, Any]:
@@ -284,9 +289,11 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
     """Decode, conform to CFR, rotate/scale, encode to ``dest`` (video only)."""
     from lipsyncctl.media.reader import VideoReader, conform_cfr, rotate
     from lipsyncctl.media.writer import VideoWriter
+    from lipsyncctl.pipeline.output import OUTPUT_CODECS
 
     v = info.video
     opts = job.options
+    codec = OUTPUT_CODECS[opts.codec]  # the same name -> writer mapping as sync's output.codec
     pix_fmt = _pix_fmt_for(opts.codec, opts.pix_fmt)
     assert item.fps is not None and item.frames is not None and item.width and item.height
     rot = v.rotation
@@ -295,8 +302,8 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
     resize = stored != (v.width, v.height)
     start = Fraction(v.start_time).limit_denominator(10**6) + Fraction(job.start).limit_denominator(10**6)
     with VideoReader(item.input, info=info, apply_rotation=False) as reader, \
-            VideoWriter(dest, item.fps, codec=opts.codec, crf=opts.crf, preset=opts.encoder_preset,
-                        pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
+            VideoWriter(dest, item.fps, codec=codec.writer_codec, crf=opts.crf, preset=opts.encoder_preset,
+                        profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
             progress.Task(f"prep {item.input.name}", total=item.frames) as task:
         if job.start > 0:
             reader.seek(time=start)
@@ -432,7 +439,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         outputs); per-file problems never raise. Folders it created (``out_dir`` included) that are still
         empty at the end (every clip failed, or Ctrl-C) are removed.
     """
-    from lipsyncctl.media.writer import output_extension
+    from lipsyncctl.pipeline.output import default_extension
 
     options = options or PrepOptions()
     if jobs < 1:
@@ -453,7 +460,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
         check_writable(out_dir / "probe")
-    ext = output_extension(options.codec)
+    ext = default_extension(options.codec)
     items = [PrepItem(input=src, output=out_dir / rel.parent / (rel.name + ext),
                       wav=out_dir / rel.parent / (rel.name + ".wav") if options.sidecar_wav else None,
                       manifest=out_dir / rel.parent / (rel.name + MANIFEST_SUFFIX)) for src, rel in pairs]

@@ -71,3 +71,23 @@ def test_missing_input_file_is_bad_media(clips: Path, tmp_path: Path, capsys: py
     code, _, stderr = _run(["prep", str(clips / "a.mp4"), str(clips / "gone.mp4"), "-o", str(out)], capsys)
     assert code == 5 and "gone.mp4" in stderr and "not found" in stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["prep", "sync"])
+def test_codec_help_lists_the_schema_names(command: str, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.config import VIDEO_CODECS
+
+    monkeypatch.setenv("COLUMNS", "400")  # one row per option: names are not wrapped
+    code, stdout, _ = _run([command, "--help"], capsys)
+    assert code == 0
+    (row,) = [line for line in stdout.splitlines() if line.lstrip("│ ").startswith("--codec ")]
+    assert ", ".join(VIDEO_CODECS) in row
+
+
+def test_codec_alias_on_the_command_line(clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _run(["--json", "prep", str(clips / "b.mov"), "-o", str(tmp_path / "out"),
+                            "--codec", "prores", "--dry-run"], capsys)
+    assert code == 0
+    (item,) = json.loads(stdout)["items"]
+    assert Path(item["output"]).name == "b.mov"

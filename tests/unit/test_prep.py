@@ -147,13 +147,51 @@ def test_scale_max_size_and_prores(tmp_path: Path) -> None:
     _check_output(half.output, Fraction(25), 5, (160, 90))
     capped = prep([src], tmp_path / "cap", FAST.model_copy(update={"max_size": 100})).items[0]
     _check_output(capped.output, Fraction(25), 5, (100, 56))
-    pr = prep([src], tmp_path / "pr", FAST.model_copy(update={"codec": "prores"})).items[0]
+    pr = prep([src], tmp_path / "pr", FAST.model_copy(update={"codec": "prores_hq"})).items[0]
     assert pr.output.suffix == ".mov"
     assert probe(pr.output).video.pix_fmt == "yuv422p10le"  # type: ignore[union-attr]
     assert output_size(1080, 1920, scale="-1x720") == (406, 720)  # 405 rounds up to even
     assert output_size(1920, 1080, max_size=1280) == (1280, 720)
     with pytest.raises(UsageError):
         prep([src], tmp_path / "bad", FAST, scale="huge")
+
+
+#: what each of sync's codec names writes when prep asks for yuv420p (the default): (extension, stream
+#: codec, pixel format); the encoders that cannot store 4:2:0 fall back to the codec's own format.
+PREP_CODECS = {
+    "h264": (".mp4", "h264", "yuv420p"), "h265": (".mp4", "hevc", "yuv420p"),
+    "prores_hq": (".mov", "prores", "yuv422p10le"), "prores_4444": (".mov", "prores", "yuv444p10le"),
+    "dnxhr_hq": (".mov", "dnxhd", "yuv422p"), "ffv1": (".mkv", "ffv1", "yuv420p"),
+}
+
+
+def test_prep_codecs_are_the_sync_codecs() -> None:
+    from lipsyncctl.config import VIDEO_CODECS
+
+    assert set(PREP_CODECS) == set(VIDEO_CODECS)
+
+
+@pytest.mark.parametrize("codec", sorted(PREP_CODECS))
+def test_prep_encodes_every_sync_codec(codec: str, tmp_path: Path) -> None:
+    ext, stream_codec, pix_fmt = PREP_CODECS[codec]
+    src = mg.make_clip(tmp_path / "in.mp4", frames=3, size=(256, 144))  # DNxHR needs 256x120 at least
+    plan = prep([src], tmp_path / "plan", FAST.model_copy(update={"codec": codec}), dry_run=True).items[0]
+    assert plan.status == "planned" and plan.output.name == "in" + ext
+    item = prep([src], tmp_path / "out", FAST.model_copy(update={"codec": codec})).items[0]
+    assert item.status == "done", item.reason
+    assert item.output == tmp_path / "out" / ("in" + ext)
+    v = probe(item.output).video
+    assert v is not None and (v.codec, v.pix_fmt) == (stream_codec, pix_fmt)
+    _check_output(item.output, Fraction(25), 3, (256, 144))
+
+
+def test_prep_prores_alias(tmp_path: Path) -> None:
+    src = mg.make_clip(tmp_path / "in.mp4", frames=3, size=(96, 64))
+    options = PrepOptions(codec="prores", encoder_preset="ultrafast")  # the name prep used to take
+    assert options.codec == "prores_hq"
+    item = prep([src], tmp_path / "out", options).items[0]
+    assert item.status == "done" and item.output.suffix == ".mov"
+    assert probe(item.output).video.profile == "HQ"  # type: ignore[union-attr]
 
 
 def test_no_audio_fails_unless_allowed(tmp_path: Path) -> None:

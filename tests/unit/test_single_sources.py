@@ -32,7 +32,6 @@ def test_every_schema_codec_has_containers_in_the_one_table() -> None:
     for name, oc in output.OUTPUT_CODECS.items():
         assert output.containers(name) == CODECS[oc.writer_codec].containers
         assert output.default_extension(name) == output_extension(oc.writer_codec)
-    assert _schema_codecs(cfg.PrepOptions) <= set(CODECS)
     for spec in CODECS.values():
         assert spec.containers and all(e.startswith(".") and e == e.lower() for e in spec.containers)
 
@@ -42,8 +41,33 @@ def test_default_extensions_are_unchanged() -> None:
     assert {c: output.default_extension(c) for c in output.OUTPUT_CODECS} == {
         "h264": ".mp4", "h265": ".mp4", "prores_hq": ".mov", "prores_4444": ".mov", "dnxhr_hq": ".mov",
         "ffv1": ".mkv"}
-    assert {c: output_extension(c) for c in _schema_codecs(cfg.PrepOptions)} == {
-        "h264": ".mp4", "h265": ".mp4", "prores": ".mov", "ffv1": ".mkv"}
+    # prep's names before they became sync's: the alias keeps prores at .mov
+    assert {c: output.default_extension(cfg.PrepOptions(codec=c).codec) for c in ("h264", "h265", "prores", "ffv1")} \
+        == {"h264": ".mp4", "h265": ".mp4", "prores": ".mov", "ffv1": ".mkv"}
+
+
+def test_prep_and_sync_take_the_same_codec_names() -> None:
+    assert _schema_codecs(cfg.PrepOptions) == _schema_codecs(cfg.OutputOptions) == set(cfg.VIDEO_CODECS)
+    assert cfg.PrepOptions.model_fields["codec"].metadata == cfg.OutputOptions.model_fields["codec"].metadata
+    for name in [*cfg.VIDEO_CODECS, *cfg.CODEC_ALIASES]:
+        assert cfg.PrepOptions(codec=name).codec == cfg.OutputOptions(codec=name).codec
+    for bad in ("prores_ks", "dnxhr", "H264", "av1"):
+        for options in (cfg.PrepOptions, cfg.OutputOptions):
+            with pytest.raises(ValueError, match="codec"):
+                options(codec=bad)
+
+
+def test_prores_is_an_alias_of_prores_hq() -> None:
+    assert cfg.CODEC_ALIASES == {"prores": "prores_hq"}
+    assert cfg.PrepOptions(codec="prores").codec == "prores_hq"
+    assert cfg.OutputOptions(codec="prores").codec == "prores_hq"
+    # in a preset or --set too (resolve validates the merged mapping)
+    assert cfg.resolve(sets=["prep.codec=prores", "output.codec=prores"]).prep.codec == "prores_hq"
+
+
+def test_codec_help_lists_the_schema_names() -> None:
+    text = cfg.codec_help()
+    assert text.startswith(", ".join(cfg.VIDEO_CODECS)) and "prores = prores_hq" in text
 
 
 @pytest.mark.parametrize("codec", sorted(output.OUTPUT_CODECS))
