@@ -10,8 +10,9 @@ CPU and in float32:
 3. ``log10(max(x, 1e-10))``, then ``max(x, x.max() - 8)`` with the maximum taken over the **whole
    file** (not per 30 s window), then ``(x + 4) / 4``.
 
-The filterbank is recomputed here in float64 and rounded to float32; it equals the official asset to
-within 2e-9 (99.3 % of the entries bit for bit), far below the float32 noise of the STFT.
+The filterbank is recomputed here with librosa's arithmetic (triangles in float64, rounded to float32,
+then scaled in place by the float64 Slaney norms); it equals the official asset bit for bit, and so does
+the Wav2Lip-style filterbank (``fmin 55, fmax 7600``, :mod:`lipsyncctl.audio.wav2lip_mel`).
 """
 
 from __future__ import annotations
@@ -54,24 +55,32 @@ def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= min_log_mel, log_part, linear)
 
 
-@functools.lru_cache(maxsize=4)
-def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def mel_filters(
+    n_mels: int = N_MELS,
+    n_fft: int = N_FFT,
+    sample_rate: int = SAMPLE_RATE,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> np.ndarray:
     """Slaney-normalised triangular mel filterbank, float32 ``(n_mels, n_fft // 2 + 1)``.
 
-    Same construction as ``librosa.filters.mel(sr, n_fft, n_mels)`` (fmin 0, fmax sr/2, Slaney scale
-    and area normalisation), which is what openai-whisper's ``mel_filters.npz`` holds.
-    The returned array is read-only (it is cached).
+    Bit for bit ``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``
+    (Slaney scale and area normalisation; ``fmax`` None = ``sample_rate / 2``). The defaults are whisper's
+    ``mel_filters.npz``. The returned array is read-only (it is cached).
     """
+    fmax = sample_rate / 2.0 if fmax is None else float(fmax)
     fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_points = np.linspace(_hz_to_mel_slaney(0.0), _hz_to_mel_slaney(sample_rate / 2.0), n_mels + 2)
+    mel_points = np.linspace(_hz_to_mel_slaney(float(fmin)), _hz_to_mel_slaney(fmax), n_mels + 2)
     hz_points = _mel_to_hz_slaney(mel_points)
     widths = np.diff(hz_points)  # (n_mels + 1,)
     ramps = hz_points[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_bins)
     lower = -ramps[:-2] / widths[:-1, None]
     upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]  # Slaney: constant area per band
-    out = weights.astype(np.float32)
+    # librosa rounds the triangles to float32 first, then scales them in place (float32 *= float64):
+    # the same two roundings give its filters bit for bit.
+    out = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    out *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]  # Slaney: constant area per band
     out.setflags(write=False)
     return out
 
