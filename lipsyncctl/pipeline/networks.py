@@ -18,6 +18,7 @@ from lipsyncctl.runner.devices import resolve_device, resolve_dtype
 if TYPE_CHECKING:
     import torch
 
+    from lipsyncctl.checkpoints.tiny import TinyModelPaths
     from lipsyncctl.config import Config, InferenceOptions, ModelOptions
 
 @dataclass
@@ -57,42 +58,52 @@ class ModelFiles:
 
 def resolve_files(model: ModelOptions) -> ModelFiles:
     """Paths of the three networks for ``model`` (registry names, paths, or ``tiny``). Never downloads."""
+    from lipsyncctl.config import TINY
+
+    tiny = _tiny_models() if TINY in (model.checkpoint, model.whisper, model.vae) else None  # once for all
+    return ModelFiles(
+        unet=resolve_model_file(model.checkpoint, "unet", tiny),
+        unet_config=model.unet_config,
+        whisper=resolve_model_file(model.whisper, "whisper", tiny),
+        vae=resolve_model_file(model.vae, "vae", tiny),
+        is_tiny=bool(model.tiny_roles()),
+    )
+
+
+def resolve_model_file(name: str, role: str, tiny: TinyModelPaths | None = None) -> Path:
+    """The file (the folder for a diffusers VAE) of network ``role`` (``unet``, ``whisper``, ``vae``) named
+    ``name`` in a ``model:`` section: a registry name, a path, or ``tiny`` (the seeded tiny files, generated
+    on first use; ``tiny``: their paths when the caller has them already). Never downloads.
+
+    Raises:
+        MissingModelError: not installed (the hint names ``lipsyncctl models fetch``), or no such model/file.
+    """
     from lipsyncctl.checkpoints.registry import load_registry
     from lipsyncctl.config import TINY
 
-    tiny = None
-    registry = None
+    if name == TINY:
+        tiny = tiny or _tiny_models()
+        return {"unet": tiny.unet, "whisper": tiny.whisper, "vae": tiny.vae}[role]
+    registry = load_registry()
+    if name in registry.names():  # registry names may contain dots ("latentsync-1.5"): check them first
+        return registry.resolve(name, role)
+    p = Path(name).expanduser()
+    if not p.exists():
+        from lipsyncctl.errors import MissingModelError
 
-    def find(name: str, role: str) -> Path:
-        nonlocal registry, tiny
-        if name == TINY:  # generated on first use (seeded: the same files every time)
-            if tiny is None:
-                from lipsyncctl.checkpoints.tiny import ensure_tiny_models
+        raise MissingModelError(
+            f"model {name!r} is neither a known model nor an existing file",
+            hint=f"known models: {', '.join(registry.names())} (`lipsyncctl models list`); or give a path",
+        )
+    return p
 
-                with progress.Task("tiny models"):
-                    tiny = ensure_tiny_models()
-            return {"unet": tiny.unet, "whisper": tiny.whisper, "vae": tiny.vae}[role]
-        registry = registry or load_registry()
-        if name in registry.names():  # registry names may contain dots ("latentsync-1.5"): check them first
-            return registry.resolve(name, role)
-        p = Path(name).expanduser()
-        if not p.exists():
-            from lipsyncctl.errors import MissingModelError
 
-            raise MissingModelError(
-                f"model {name!r} is neither a known model nor an existing file",
-                hint=f"known models: {', '.join(registry.names())} (`lipsyncctl models list`); or give a path",
-            )
-        return p
+def _tiny_models() -> TinyModelPaths:
+    """The tiny files, generated on first use (seeded: the same files every time)."""
+    from lipsyncctl.checkpoints import tiny
 
-    unet_config = model.unet_config
-    return ModelFiles(
-        unet=find(model.checkpoint, "unet"),
-        unet_config=unet_config,
-        whisper=find(model.whisper, "whisper"),
-        vae=find(model.vae, "vae"),
-        is_tiny=bool(model.tiny_roles()),
-    )
+    with progress.Task("tiny models"):
+        return tiny.ensure_tiny_models()
 
 
 def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
