@@ -120,11 +120,17 @@ class InferenceOptions(_Strict):
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
 
+#: ``faces.select``: whose mouth is re-rendered. The one vocabulary of the face choice: the pipeline's
+#: :class:`~lipsyncctl.pipeline.faces.FacePlan`, ``SyncResult.face_select``, run.yaml and the face selection in
+#: :mod:`lipsyncctl.faces.track` say these words (the track followed is a separate ``track_id``).
+FaceSelect = Literal["largest", "id", "point", "speaker"]
+
+
 class FaceOptions(_Strict):
     backend: Literal["auto", "dlib", "face-alignment", "insightface"] = "auto"
     detect_every: int = Field(5, ge=1, le=250, description="run the detector every k frames, track between")
     smoothing: bool = True
-    select: Literal["largest", "id", "point", "speaker"] = Field(
+    select: FaceSelect = Field(
         "largest", description="whose mouth: largest face (official), track id, face at a point, active speaker"
     )
     track_id: int | None = Field(None, ge=0, description="the face track to follow (select: id; --face ID)")

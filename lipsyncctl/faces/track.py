@@ -7,8 +7,9 @@
   id that stays stable while it lives.
 - Landmarks and boxes of each track go through a One-Euro filter (Casiry, Roussel, Vogel, CHI 2012),
   with speeds measured in face sizes per second so that the defaults do not depend on resolution.
-- :func:`select_speaker` returns one ``Face | None`` per frame: the largest face per frame (official),
-  a given track id, the track at a point, or the track whose mouth moves with the audio.
+- :func:`select_speaker` returns one ``Face | None`` per frame, for the words of ``faces.select``: the
+  largest face per frame (official), a given track id, the track at a point, or the track whose mouth
+  moves with the audio (the speaker).
 - :func:`crossfade_weights` gives per-frame blend weights so the generated face fades in (and out)
   where the chosen face comes back after (or leaves for) frames without a face.
 """
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.errors import ConfigError, NoFaceError
 from lipsyncctl.faces.detect import Face, FaceDetector
+
+if TYPE_CHECKING:
+    from lipsyncctl.config import FaceSelect
 
 
 @dataclass(frozen=True)
@@ -311,31 +316,32 @@ def active_speaker(
 
 def select_speaker(
     faces_per_frame: Sequence[list[Face]],
-    mode: str = "largest",
+    select: FaceSelect = "largest",
     track_id: int | None = None,
     point: tuple[float, float] | None = None,
     audio_energy: np.ndarray | None = None,
 ) -> list[Face | None]:
     """One face (or ``None`` = pass the frame through) per frame.
 
-    Modes: ``largest`` (largest box per frame, the official rule), ``track`` (``track_id``),
-    ``point`` (the track whose boxes contain ``point = (x, y)`` most often, nearest centre on ties),
-    ``active`` (:func:`active_speaker` with ``audio_energy``, falling back to the track present in
-    the most frames). Raises :class:`NoFaceError` when the requested track or point matches nothing.
+    ``select`` takes the words of ``faces.select``: ``largest`` (largest box per frame, the official
+    rule), ``id`` (the track ``track_id``), ``point`` (the track whose boxes contain ``point = (x, y)``
+    most often, nearest centre on ties), ``speaker`` (:func:`active_speaker` with ``audio_energy``,
+    falling back to the track present in the most frames). Raises :class:`NoFaceError` when the
+    requested track or point matches nothing.
     """
-    if mode == "largest":
+    if select == "largest":
         return [max(faces, key=lambda f: f.area) if faces else None for faces in faces_per_frame]
-    if mode == "track":
+    if select == "id":
         if track_id is None:
-            raise ConfigError("speaker mode 'track' needs a track id (--face ID)")
+            raise ConfigError("select 'id' needs a track id (faces.track_id, --face ID)")
         chosen = track_id
-    elif mode == "point":
+    elif select == "point":
         if point is None:
-            raise ConfigError("speaker mode 'point' needs a point (--face-at X,Y)")
+            raise ConfigError("select 'point' needs a point (faces.point, --face-at X,Y)")
         chosen = _track_at(faces_per_frame, point)
-    elif mode == "active":
+    elif select == "speaker":
         if audio_energy is None:
-            raise ConfigError("speaker mode 'active' needs the audio energy per frame")
+            raise ConfigError("select 'speaker' needs the audio energy per frame")
         chosen = active_speaker(faces_per_frame, audio_energy)
         if chosen is None:
             counts = {
@@ -346,7 +352,7 @@ def select_speaker(
         if chosen is None:
             return [None] * len(faces_per_frame)
     else:
-        raise ConfigError(f"unknown speaker mode {mode!r}", hint="use largest, track, point or active")
+        raise ConfigError(f"unknown face selection {select!r}", hint="use largest, id, point or speaker")
     out = [next((f for f in faces if f.track_id == chosen), None) for faces in faces_per_frame]
     if all(f is None for f in out):
         raise NoFaceError(f"no face with track id {chosen} in this clip")

@@ -40,7 +40,7 @@ from lipsyncctl.pipeline.output import matte_path, run_yaml_path
 from lipsyncctl.pipeline.plan import ClipPlan, end_clamp_warning, plan_clip, select_frames, select_range
 
 if TYPE_CHECKING:
-    from lipsyncctl.config import Config
+    from lipsyncctl.config import Config, FaceSelect
     from lipsyncctl.media.probe import VideoInfo
     from lipsyncctl.pipeline.faces import FacePlan
     from lipsyncctl.pipeline.networks import Networks
@@ -68,7 +68,7 @@ class SyncResult:
     matte: Path | None = None
     warnings: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
-    face_select: str = "largest"
+    face_select: FaceSelect = "largest"  # the faces.select word that chose the face (FacePlan.selection)
     face_track: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

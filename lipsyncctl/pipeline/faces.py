@@ -27,7 +27,7 @@ import numpy as np
 from lipsyncctl import progress
 
 if TYPE_CHECKING:
-    from lipsyncctl.config import FaceOptions
+    from lipsyncctl.config import FaceOptions, FaceSelect
     from lipsyncctl.media.reader import IndexedReader
 
 
@@ -39,7 +39,8 @@ class FacePlan:
         matrices: ``(2, 3)`` float arrays (frame -> aligned crop), one per source frame, or None.
         weights: ``(V,)`` float32 weight of the generated face per source frame (0 = source frame).
         detector: the detector backend's name.
-        selection: how the face was chosen (``largest``, ``id 3``, ``point``, ``speaker`` ...).
+        selection: the ``faces.select`` word that chose the face: ``largest``, ``id``, ``point`` or
+            ``speaker`` (``largest`` when ``speaker`` could not tell who speaks; a warning says so).
         track_id: the followed track, or None for ``largest``.
         warnings: things the caller should report.
     """
@@ -47,7 +48,7 @@ class FacePlan:
     matrices: list[np.ndarray | None]
     weights: np.ndarray
     detector: str
-    selection: str = "largest"
+    selection: FaceSelect = "largest"
     track_id: int | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -121,11 +122,11 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
     from lipsyncctl.faces.track import active_speaker, select_speaker
 
     if options.select == "id":
-        result.selection, result.track_id = f"id {options.track_id}", options.track_id
-        return select_speaker(per_frame, mode="track", track_id=options.track_id)
+        result.selection, result.track_id = "id", options.track_id
+        return select_speaker(per_frame, select="id", track_id=options.track_id)
     if options.select == "point":
         assert options.point is not None
-        chosen = select_speaker(per_frame, mode="point", point=tuple(options.point))
+        chosen = select_speaker(per_frame, select="point", point=tuple(options.point))
         result.selection = "point"
         result.track_id = next((f.track_id for f in chosen if f is not None), None)
         return chosen
@@ -141,10 +142,10 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
         if tid is not None:
             result.selection, result.track_id = "speaker", tid
             progress.message(f"active speaker: face track {tid} (of {len(tracks)})")
-            return select_speaker(per_frame, mode="track", track_id=tid)
+            return select_speaker(per_frame, select="id", track_id=tid)
         if tracks:
             result.warnings.append(
                 f"faces.select speaker: could not tell which of {len(tracks)} faces speaks (too few frames "
                 "with mouth landmarks); used the largest face")
     result.selection = "largest"
-    return select_speaker(per_frame, mode="largest")
+    return select_speaker(per_frame, select="largest")

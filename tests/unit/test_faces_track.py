@@ -112,16 +112,16 @@ def test_two_faces_keep_their_ids_and_point_selects_one(frame0, detector):
     ids_left = {min(f, key=lambda x: x.center[0]).track_id for f in faces}
     ids_right = {max(f, key=lambda x: x.center[0]).track_id for f in faces}
     assert len(ids_left) == 1 and len(ids_right) == 1 and ids_left != ids_right
-    chosen = select_speaker(faces, mode="point", point=(600 + 300, 300))
+    chosen = select_speaker(faces, select="point", point=(600 + 300, 300))
     assert all(f.track_id == next(iter(ids_right)) for f in chosen)
-    by_id = select_speaker(faces, mode="track", track_id=next(iter(ids_left)))
+    by_id = select_speaker(faces, select="id", track_id=next(iter(ids_left)))
     assert all(f.center[0] < 600 for f in by_id)
     with pytest.raises(NoFaceError):
-        select_speaker(faces, mode="point", point=(5, 5))
+        select_speaker(faces, select="point", point=(5, 5))
     with pytest.raises(NoFaceError):
-        select_speaker(faces, mode="track", track_id=99)
+        select_speaker(faces, select="id", track_id=99)
     with pytest.raises(ConfigError):
-        select_speaker(faces, mode="track")
+        select_speaker(faces, select="id")
 
 
 def _face(track_id: int, x: float, gap: float = 0.0) -> Face:
@@ -137,12 +137,12 @@ def test_select_largest_and_active_speaker():
     energy = np.abs(rng.normal(size=40)).cumsum() % 3
     frames = [[_face(0, 0, gap=energy[i] * 5), _face(1, 200, gap=rng.uniform(0, 15))] for i in range(40)]
     assert active_speaker(frames, energy) == 0
-    assert all(f.track_id == 0 for f in select_speaker(frames, mode="active", audio_energy=energy))
+    assert all(f.track_id == 0 for f in select_speaker(frames, select="speaker", audio_energy=energy))
     big = [[_face(0, 0), Face(np.array([200, 0, 400, 240.0]), 1.0, np.zeros((68, 2)), 1)], []]
     chosen = select_speaker(big)
     assert chosen[0].track_id == 1 and chosen[1] is None
     with pytest.raises(ConfigError):
-        select_speaker(big, mode="sideways")
+        select_speaker(big, select="sideways")  # type: ignore[arg-type]
 
 
 def test_crossfade_weights_shape():

@@ -117,7 +117,12 @@ def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
     # the same face by its track id
     by_id_config = config.with_overrides({"faces.select": "id", "faces.track_id": run["faces"]["track_id"]})
     by_id = sync_clip(video, audio, tmp_path / "by_id.mkv", by_id_config, networks=models)
-    assert np.array_equal(np.stack(_changed(by_id)), right) and by_id.face_select.startswith("id")
+    assert np.array_equal(np.stack(_changed(by_id)), right)
+    # the config's word, the track in its own field
+    assert (by_id.face_select, by_id.face_track) == ("id", run["faces"]["track_id"])
+    assert by_id.to_dict()["face_select"] == "id"
+    by_id_run = cfg.yaml.safe_load((tmp_path / "by_id.run.yaml").read_text())
+    assert by_id_run["faces"]["select"] == "id" and by_id_run["faces"]["track_id"] == run["faces"]["track_id"]
 
 
 def test_colour_tags_are_carried(tiny_env, frames, tmp_path: Path):
@@ -258,3 +263,22 @@ def test_speaker_is_the_face_whose_mouth_moves_with_the_audio():
     result = FacePlan([], np.zeros(0), "test")
     chosen = choose_faces(no_mouth, FaceOptions(select="speaker"), fps, audio, result)
     assert result.selection == "largest" and result.warnings and all(f.track_id == 1 for f in chosen)
+
+
+@pytest.mark.parametrize("options", [{"select": "largest"}, {"select": "id", "track_id": 0},
+                                     {"select": "point", "point": (10.0, 10.0)}, {"select": "speaker"}])
+def test_recorded_selection_is_the_config_word(options: dict) -> None:
+    """FacePlan.selection (SyncResult.face_select, run.yaml faces.select) says exactly faces.select's word."""
+    from typing import get_args
+
+    from lipsyncctl.config import FaceOptions, FaceSelect
+    from lipsyncctl.pipeline.faces import FacePlan, choose_faces
+
+    per_frame = [[_face(0, 0.2, 80), _face(1, 0.2, 120)] for _ in range(3)]  # track 1 is larger
+    result = FacePlan([], np.zeros(0), "test")
+    audio = np.zeros(3 * 640, np.float32)  # silence: nobody can be judged the speaker
+    choose_faces(per_frame, FaceOptions(**options), Fraction(25), audio, result)
+    assert result.selection in get_args(FaceSelect)
+    expected = {"largest": ("largest", None), "id": ("id", 0), "point": ("point", 0),
+                "speaker": ("largest", None)}[options["select"]]  # speaker undecided: the largest, warned
+    assert (result.selection, result.track_id) == expected
