@@ -122,7 +122,7 @@ class InferenceOptions(_Strict):
 
 #: ``faces.select``: whose mouth is re-rendered. The one vocabulary of the face choice: the pipeline's
 #: :class:`~lipsyncctl.pipeline.faces.FacePlan`, ``SyncResult.face_select``, run.yaml and the face selection in
-#: :mod:`lipsyncctl.faces.track` say these words (the track followed is a separate ``track_id``).
+#: :mod:`lipsyncctl.faces.speaker` say these words (the track followed is a separate ``track_id``).
 FaceSelect = Literal["largest", "id", "point", "speaker"]
 
 
@@ -237,6 +237,24 @@ class CurateOptions(_Strict):
     )
     min_sync_frames: int = Field(
         50, ge=10, le=1000, description="pieces shorter than this cannot be sync-scored (official min track: 50)"
+    )
+    resolution: Literal[256, 512] = Field(256, description="aligned face size (official: 256; 512 for 1.6)")
+    detector: Literal["auto", "dlib", "face-alignment", "insightface"] = Field(
+        "auto", description="face detector of the align stage (insightface is the official one; others are "
+        "recorded as not official)"
+    )
+    detect_every: int = Field(
+        1, ge=1, le=25, description="detect every k frames and track between (official: every frame)"
+    )
+    align_codec: Literal["h264", "h265"] = Field("h264", description="codec of the aligned clips (official: libx264)")
+    align_crf: int = Field(13, ge=0, le=51, description="CRF of the aligned clips (official: 13)")
+    lossless: bool = Field(False, description="aligned clips as lossless FFV1 (RGB) .mkv with PCM audio")
+    single_face: bool = Field(
+        False, description="official filter (off there too): reject a clip with more than one face in a frame"
+    )
+    min_face_size: bool = Field(
+        False, description="official filter (off there too): reject a clip whose face box is narrower or "
+        "shorter than the resolution in a frame"
     )
     val_fraction: float = Field(0.05, ge=0, le=0.5, description="share of the split groups that go to val")
     split_seed: int = Field(0, description="seed of the deterministic train/val split")

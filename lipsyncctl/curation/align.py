@@ -1,0 +1,210 @@
+"""Clip stage ``align`` of the curation job: faces + the official alignment (LATENTSYNC.md §1.5-1.6, §4 step 6).
+
+What the official ``affine_transform`` step does to every segment, without its defects:
+
+1. One decode of the span on the 25 fps grid (:class:`~lipsyncctl.media.reader.IndexedReader`; the source
+   is never re-encoded before this, so the aligned clip is the only new lossy encode).
+2. Faces with the sync pipeline's detectors (``curate.detector``, ``auto`` = the first usable backend; the
+   backend is recorded, and only ``insightface`` is the official one). Official behaviour: the detector
+   runs on every frame (``curate.detect_every: 1``; larger values track between detections with the
+   sync pipeline's tracker), no landmark smoothing, the largest face of each frame is aligned.
+3. The official affine with a **fresh** :class:`~lipsyncctl.faces.align.FaceAligner` per clip (the
+   official ``VideoProcessor`` restarts its bias smoothing per video) to ``curate.resolution``.
+4. The first frame without a face ends the stage: the clip is rejected (``no-face``, value = the frame
+   index inside the span) and no video is left behind (the official step skips the video too).
+5. Otherwise the aligned frames (``(res, res, 3)`` RGB, 25 fps; ``curate.align_codec``/``align_crf``,
+   official libx264 CRF 13, or lossless FFV1 RGB in ``.mkv``) with the span's 16 kHz mono audio
+   (samples ``[first * 640, stop * 640)``) go to ``DATA/aligned/<source id>/<clip id>.mp4``, and the
+   per-frame frame->crop matrices ``(frames, 2, 3)`` float32 to the ``.npy`` beside it; both written
+   atomically.
+
+The measurements (frames with a face, the first frame without one, most faces in a frame, the smallest
+face) are stored, so the official filters ``single_face`` (``multiple-faces``) and ``min_face_size``
+(``small-face``: box width or height below the resolution; the official filter measured MediaPipe boxes,
+ours are the detector's) re-decide without running again.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import tempfile
+import wave
+from collections.abc import Iterator, Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lipsyncctl import progress
+from lipsyncctl.config import CurateOptions
+from lipsyncctl.curation.records import Decision
+
+if TYPE_CHECKING:
+    from lipsyncctl.curation.clipstages import ClipContext
+    from lipsyncctl.faces.detect import FaceDetector
+
+NAME = "align"
+#: bump when the stage computes something different from the same inputs and settings
+VERSION = 1
+#: samples of 16 kHz audio per 25 fps frame
+SAMPLES_PER_FRAME = 640
+#: the official detector (InsightFace SCRFD + 2d106, LATENTSYNC.md §1.5)
+OFFICIAL_DETECTOR = "insightface"
+
+
+def settings(options: CurateOptions) -> dict[str, Any]:
+    """What the stored result depends on (the filters ``single_face``/``min_face_size`` only decide).
+    ``auto`` is resolved to the backend it picks now, so installing the official detector recomputes."""
+    encode = "ffv1-rgb" if options.lossless else f"{options.align_codec}-crf{options.align_crf}"
+    return {"resolution": options.resolution, "detector": resolved_backend(options.detector),
+            "detect_every": options.detect_every, "fps": options.fps, "encode": encode}
+
+
+def resolved_backend(name: str) -> str:
+    """The backend ``name`` means here (``auto``: the first usable one, or ``none``)."""
+    if name != "auto":
+        return name
+    from lipsyncctl.faces.detect import available_backends
+
+    return next((k for k, reason in available_backends().items() if reason is None), "none")
+
+
+def run(ctx: ClipContext) -> dict[str, Any]:
+    """Detect, align and write one clip (module doc). Returns the measurements; ``aligned`` and
+    ``matrices`` are the written files, None when a frame has no face.
+
+    Raises:
+        MissingModelError: no usable face detector. MediaError: the source cannot be decoded or the
+        clip cannot be written.
+    """
+    from lipsyncctl.faces.align import FaceAligner
+    from lipsyncctl.faces.track import FaceTracker, TrackOptions
+    from lipsyncctl.media.mux import mux_audio
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.writer import VideoWriter
+
+    options = ctx.options
+    fps = Fraction(options.fps)
+    detector = _detector(ctx)
+    data: dict[str, Any] = {
+        "frames": ctx.frames, "resolution": options.resolution, "detector": detector.name,
+        "detector_official": detector.name == OFFICIAL_DETECTOR, "frames_with_face": 0, "no_face_frame": None,
+        "max_faces": 0, "min_face_size": None, "aligned": None, "matrices": None,
+    }
+    # Official: detection on every frame, raw landmarks (max_missed=0: a frame the detector misses has
+    # no face, it is not bridged by a refit); with detect_every > 1 the tracker refits in between.
+    tracker = FaceTracker(detector, fps=float(fps),
+                          options=TrackOptions(detect_every=options.detect_every, smooth=False,
+                                               max_missed=0 if options.detect_every == 1 else 1))
+    aligner = FaceAligner(resolution=options.resolution, smooth=True)  # fresh per clip, like VideoProcessor
+    out = ctx.output("aligned", ".mkv" if options.lossless else ".mp4")
+    matrices_path = ctx.output("aligned", ".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.stem}.align.*"):  # left by a killed run of this clip
+        shutil.rmtree(stale, ignore_errors=True)
+    matrices: list[np.ndarray] = []
+    smallest = float("inf")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.align.") as tmpdir:
+        video_only = Path(tmpdir) / f"video{out.suffix}"
+        writer = (VideoWriter(video_only, fps, codec="ffv1", pix_fmt="bgr0") if options.lossless else
+                  VideoWriter(video_only, fps, codec=options.align_codec, crf=options.align_crf, preset="medium"))
+        try:
+            with IndexedReader(ctx.source, fps) as reader:
+                pending: collections.deque[np.ndarray] = collections.deque()
+                frames = _remember((rgb for _, rgb in reader.range(ctx.first, ctx.stop)), pending)
+                faces_per_frame = progress.track(tracker.track(frames), f"align ({detector.name})", total=ctx.frames)
+                for i, faces in enumerate(faces_per_frame):
+                    frame = pending.popleft()
+                    data["max_faces"] = max(data["max_faces"], len(faces))
+                    if not faces:
+                        data["no_face_frame"] = i
+                        break
+                    face = max(faces, key=lambda f: f.area)  # official: the largest face
+                    smallest = min(smallest, float(min(face.box[2] - face.box[0], face.box[3] - face.box[1])))
+                    crop, matrix = aligner.align(frame, face.points3)
+                    writer.write(crop)
+                    matrices.append(matrix)
+                    data["frames_with_face"] = i + 1
+        except BaseException as exc:
+            writer.abort(exc)
+            raise
+        data["min_face_size"] = None if not matrices else round(smallest, 1)
+        if data["no_face_frame"] is not None:
+            writer.abort()  # rejected: no aligned clip is written (official: the video is skipped)
+            return data
+        writer.close()
+        samples = span_audio(ctx.audio, ctx.first, ctx.stop)
+        _save_matrices(matrices_path, np.stack(matrices).astype(np.float32))
+        mux_audio(video_only, samples, out, rate=options.audio_rate, codec="pcm" if options.lossless else "aac",
+                  duration=ctx.frames / options.fps, pad=True, inputs=(ctx.source,))
+    return {**data, "aligned": str(out), "matrices": str(matrices_path), "audio_samples": int(len(samples))}
+
+
+def decide(data: Mapping[str, Any], options: CurateOptions) -> Decision | None:
+    """``no-face`` (value: the first frame of the span without a face), then the official filters when
+    switched on: ``multiple-faces`` (value: most faces in a frame), ``small-face`` (value: the smallest
+    face box side in px, below ``resolution``)."""
+    if data["no_face_frame"] is not None:
+        return Decision.rejected(NAME, "no-face", data["no_face_frame"])
+    if options.single_face and data["max_faces"] > 1:
+        return Decision.rejected(NAME, "multiple-faces", data["max_faces"])
+    if options.min_face_size and data["min_face_size"] < options.resolution:
+        return Decision.rejected(NAME, "small-face", data["min_face_size"])
+    return None
+
+
+def outputs(data: Mapping[str, Any]) -> list[str]:
+    """The files a stored result needs (none for a rejected clip)."""
+    return [p for p in (data.get("aligned"), data.get("matrices")) if p]
+
+
+def summary(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's fields: the aligned clip, its matrices and how the faces were found."""
+    out = {"aligned": data.get("aligned"), "matrices": data.get("matrices"), "detector": data["detector"],
+           "detector_official": data["detector_official"], "max_faces": data["max_faces"],
+           "min_face_size": data["min_face_size"]}
+    if data["no_face_frame"] is not None:
+        out["no_face_frame"] = data["no_face_frame"]
+    return out
+
+
+def span_audio(path: Path, first: int, stop: int) -> np.ndarray:
+    """Samples ``[first * 640, stop * 640)`` of the 16 kHz mono 16-bit WAV ``path`` as float32 ``(n,)``,
+    zero-padded past its end (read exactly, no resampling)."""
+    want = (stop - first) * SAMPLES_PER_FRAME
+    with wave.open(str(path), "rb") as wav:
+        start = min(first * SAMPLES_PER_FRAME, wav.getnframes())
+        wav.setpos(start)
+        pcm = np.frombuffer(wav.readframes(want), dtype="<i2")
+        channels = wav.getnchannels()
+    samples = pcm.reshape(-1, channels)[:, 0].astype(np.float32) / 32767.0
+    return np.pad(samples, (0, want - len(samples)))
+
+
+def _detector(ctx: ClipContext) -> FaceDetector:
+    """The worker's detector (created once per worker and backend: :attr:`ClipContext.cache`)."""
+    from lipsyncctl.faces.detect import create_detector
+
+    device = ctx.device or "cpu"
+    key = f"{NAME}.detector:{ctx.options.detector}:{device}"
+    if key not in ctx.cache:
+        ctx.cache[key] = create_detector(ctx.options.detector, device=device)
+        progress.message(f"face detector: {ctx.cache[key].name}")
+    return ctx.cache[key]
+
+
+def _remember(frames: Iterator[np.ndarray], pending: collections.deque[np.ndarray]) -> Iterator[np.ndarray]:
+    """``frames``, each also appended to ``pending`` (the tracker batches a few frames before it yields
+    their faces; the caller takes each frame back in order)."""
+    for frame in frames:
+        pending.append(frame)
+        yield frame
+
+
+def _save_matrices(path: Path, matrices: np.ndarray) -> None:
+    from lipsyncctl.media.atomic import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, matrices)

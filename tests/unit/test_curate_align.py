@@ -1,0 +1,184 @@
+"""`lipsyncctl curate`, clip stage ``align`` (faces + the official alignment) on a small corpus: one source
+with a real face for 60 frames, then a hard cut to a faceless grey shot of 55 frames. The face span is
+kept with an aligned clip of exactly its frames (256x256, 25 fps) and audio; the faceless span is rejected
+(``no-face`` at frame 0) without a file; the official filters re-decide from the stored measurements; a
+rerun computes nothing; a deleted output recomputes that clip; the lossless option holds the official
+alignment bit for bit and the span's audio sample for sample."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl.curation import align
+from lipsyncctl.curation.job import run_curation
+from lipsyncctl.curation.records import Decision
+from tests.mediagen import _encode_audio, tone
+from tests.sync_media import sample_frames
+
+FACE, GREY = 60, 55  # frames of the face shot and of the faceless shot after the cut
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import av
+
+    folder = tmp_path_factory.mktemp("align") / "raw"
+    folder.mkdir()
+    faces = sample_frames(FACE, scale=0.75)  # a real face, about 80 px wide
+    h, w = faces[0].shape[:2]
+    grey = [np.full((h, w, 3), 40, np.uint8)] * GREY
+    with av.open(str(folder / "cut.mp4"), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = c.add_stream("aac", rate=16000, layout="mono")
+        for i, img in enumerate(faces + grey):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        _encode_audio(c, aus, tone((FACE + GREY) / 25, 16000, 1))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first(raw: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    data = tmp_path_factory.mktemp("data") / "data"
+    return {"data": data, "result": run_curation([raw], data, cfg.resolve("tiny"), until="align")}
+
+
+def _manifest(data: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+
+
+def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Wrap the registered align stage's ``run`` so a test sees every clip it computes."""
+    from lipsyncctl.curation import clipstages, job
+
+    calls: list[str] = []
+    stage = clipstages.clip_stage("align")
+
+    def counting(ctx):  # type: ignore[no-untyped-def]
+        calls.append(ctx.clip_id)
+        return stage.run(ctx)
+
+    stages = tuple(dataclasses.replace(s, run=counting) if s.name == "align" else s for s in clipstages.CLIP_STAGES)
+    monkeypatch.setattr(clipstages, "CLIP_STAGES", stages)
+    monkeypatch.setattr(job, "CLIP_STAGES", stages)
+    return calls
+
+
+def test_the_face_span_is_aligned_with_its_audio_and_matrices(first) -> None:  # type: ignore[no-untyped-def]
+    import av
+
+    from lipsyncctl.curation.clipstages import CLIP_STAGES
+
+    assert CLIP_STAGES[0].name == "align"
+    res = first["result"]
+    assert [(c.first, c.stop) for c in res.clips] == [(0, FACE), (FACE, FACE + GREY)]  # the cut is exact
+    kept = res.clips[0]
+    assert kept.decision.verdict == "kept"
+    path = Path(kept.summary["aligned"])
+    assert path.is_file() and path.suffix == ".mp4" and path.parent.parent.name == "aligned"
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.name, v.average_rate, v.width, v.height) == ("h264", 25, 256, 256)
+        assert (a.codec_context.name, a.sample_rate, a.codec_context.channels) == ("aac", 16000, 1)
+        assert a.duration * a.time_base * 16000 == FACE * 640  # the edit list cuts AAC's padding exactly
+        pictures = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+    assert len(pictures) == FACE and pictures[0].shape == (256, 256, 3)
+    assert 60 < pictures[0].mean() < 200  # a face, not the grey fill
+    matrices = np.load(kept.summary["matrices"])
+    assert matrices.shape == (FACE, 2, 3) and matrices.dtype == np.float32 and np.isfinite(matrices).all()
+    detector = kept.summary["detector"]
+    assert kept.summary["detector_official"] == (detector == "insightface")
+    assert kept.summary["max_faces"] == 1 and 60 < kept.summary["min_face_size"] < 256
+    line = _manifest(first["data"])[0]
+    assert line["aligned"] == str(path) and line["detector"] == detector
+    assert (first["data"] / "train.txt").read_text().splitlines() + (first["data"] / "val.txt").read_text(
+    ).splitlines() == [str(path)]
+
+
+def test_the_faceless_shot_is_rejected_at_its_first_frame_without_a_file(first) -> None:  # type: ignore[no-untyped-def]
+    res = first["result"]
+    faceless = res.clips[1]
+    d = faceless.decision
+    assert (d.verdict, d.stage, d.reason, d.value) == ("rejected", "align", "no-face", 0)
+    assert faceless.summary["aligned"] is None and faceless.summary["no_face_frame"] == 0
+    assert _manifest(first["data"])[1]["decision"] == {"verdict": "rejected", "stage": "align",
+                                                       "reason": "no-face", "value": 0}
+    folder = Path(res.clips[0].summary["aligned"]).parent
+    assert sorted(p.name for p in folder.iterdir()) == [f"{res.clips[0].id}.mp4", f"{res.clips[0].id}.npy"]
+    report = json.loads((first["data"] / "report.json").read_text())
+    assert report["counts"]["rejected"] == {"align/no-face": 1}
+    assert res.sources[0].computed == ["probe", "normalize", "shots", "segments", f"align:0-{FACE}",
+                                       f"align:{FACE}-{FACE + GREY}"]
+
+
+def test_the_official_filters_re_decide_without_running(raw: Path, first, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    calls = _count_runs(monkeypatch)
+    data = first["data"]
+    plain = run_curation([raw], data, cfg.resolve("tiny"), until="align")
+    assert calls == [] and plain.sources[0].computed == []  # a rerun computes nothing
+    size = plain.clips[0].summary["min_face_size"]
+    small = run_curation([raw], data, cfg.resolve("tiny", ["curate.min_face_size=true"]), until="align")
+    d = small.clips[0].decision
+    assert (d.verdict, d.stage, d.reason, d.value) == ("rejected", "align", "small-face", size)  # ~80 px < 256
+    single = run_curation([raw], data, cfg.resolve("tiny", ["curate.single_face=true"]), until="align")
+    assert single.clips[0].decision.verdict == "kept"  # one face in every frame
+    assert calls == []
+    # the switches on stored measurements of a two-face clip
+    options = cfg.resolve("tiny", ["curate.single_face=true"]).curate
+    two = {"no_face_frame": None, "max_faces": 2, "min_face_size": 300.0}
+    assert align.decide(two, options) == Decision.rejected("align", "multiple-faces", 2)
+    assert align.decide(two, cfg.resolve("tiny").curate) is None
+    assert align.decide({**two, "no_face_frame": 7}, options) == Decision.rejected("align", "no-face", 7)
+    run_curation([raw], data, cfg.resolve("tiny"), until="align")  # back to the defaults for the next tests
+
+
+def test_a_deleted_output_recomputes_that_clip_only(raw: Path, first, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    calls = _count_runs(monkeypatch)
+    kept = first["result"].clips[0]
+    Path(kept.summary["aligned"]).unlink()
+    again = run_curation([raw], first["data"], cfg.resolve("tiny"), until="align")
+    assert calls == [kept.id] and again.sources[0].computed == [f"align:0-{FACE}"]
+    assert Path(kept.summary["aligned"]).is_file() and again.clips[0].decision.verdict == "kept"
+    assert not list(first["data"].rglob(".*.part*"))  # nothing half-written left
+
+
+def test_lossless_clip_holds_the_official_alignment_bit_exactly(raw: Path, tmp_path: Path) -> None:
+    import av
+
+    from lipsyncctl.faces.align import FaceAligner
+    from lipsyncctl.faces.detect import create_detector
+    from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.reader import IndexedReader
+
+    res = run_curation([raw / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny", ["curate.lossless=true"]),
+                       until="align")
+    kept = res.clips[0]
+    path = Path(kept.summary["aligned"])
+    assert kept.decision.verdict == "kept" and path.suffix == ".mkv"
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name == "ffv1"
+        pictures = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    samples = read_audio(path, rate=None, channels=None)
+    assert len(pictures) == FACE and len(samples) == FACE * 640  # PCM: exact samples
+    wav = next((tmp_path / "d" / "audio").glob("*.wav"))
+    assert np.abs(samples - align.span_audio(wav, 0, FACE)).max() < 1e-4
+    # frame 0 by hand: the largest face, a fresh aligner (no smoothing history yet)
+    with IndexedReader(raw / "cut.mp4", Fraction(25)) as reader:
+        frame = reader.read([0])[0]
+    detector = create_detector(cfg.resolve("tiny").curate.detector)
+    face = max(detector.detect(frame), key=lambda f: f.area)
+    expected, matrix = FaceAligner(resolution=256).align(frame, face.points3)
+    assert np.array_equal(pictures[0], expected)
+    assert np.allclose(np.load(kept.summary["matrices"])[0], matrix)
