@@ -1,4 +1,4 @@
-"""Face tracking over time: detect every k frames, refit landmarks in between, smooth, pick the speaker.
+"""Face tracking over time: detect every k frames, refit landmarks in between, smooth.
 
 - :class:`FaceTracker` runs the detector on key frames (every ``detect_every`` frames, batched through
   :meth:`FaceDetector.detect_batch`) and, in between, refits the landmarks inside each track's box
@@ -7,9 +7,7 @@
   id that stays stable while it lives.
 - Landmarks and boxes of each track go through a One-Euro filter (Casiry, Roussel, Vogel, CHI 2012),
   with speeds measured in face sizes per second so that the defaults do not depend on resolution.
-- :func:`select_speaker` returns one ``Face | None`` per frame, for the words of ``faces.select``: the
-  largest face per frame (official), a given track id, the track at a point, or the track whose mouth
-  moves with the audio (the speaker).
+- Which track to follow (``faces.select``) is :mod:`lipsyncctl.faces.speaker`.
 - :func:`crossfade_weights` gives per-frame blend weights so the generated face fades in (and out)
   where the chosen face comes back after (or leaves for) frames without a face.
 """
@@ -18,16 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lipsyncctl import progress
-from lipsyncctl.errors import ConfigError, NoFaceError
+from lipsyncctl.errors import ConfigError
 from lipsyncctl.faces.detect import Face, FaceDetector
-
-if TYPE_CHECKING:
-    from lipsyncctl.config import FaceSelect
 
 
 @dataclass(frozen=True)
@@ -273,102 +267,6 @@ def track_faces(
     """Run a :class:`FaceTracker` over ``frames`` with progress reporting; one list of faces per frame."""
     tracker = FaceTracker(detector, fps=fps, options=options or TrackOptions())
     return list(progress.track(tracker.track(frames), f"faces ({detector.name})", total=total))
-
-
-def _mouth_opening(face: Face) -> float:
-    """Inner-lip gap over face size (68-point layout: points 62 and 66); NaN for other layouts."""
-    if face.landmarks.shape[0] != 68:
-        return float("nan")
-    gap = np.linalg.norm(face.landmarks[66] - face.landmarks[62])
-    return float(gap / np.sqrt(max(face.area, 1.0)))
-
-
-def _track_ids(faces_per_frame: Sequence[list[Face]]) -> list[int]:
-    return sorted({f.track_id for faces in faces_per_frame for f in faces if f.track_id is not None})
-
-
-def active_speaker(
-    faces_per_frame: Sequence[list[Face]], audio_energy: np.ndarray, min_frames: int = 10
-) -> int | None:
-    """Track id whose mouth motion correlates best with the audio energy (one value per frame).
-
-    Mouth motion = frame-to-frame change of the inner-lip gap; audio = change of the energy
-    envelope. ``None`` when no track has ``min_frames`` frames with 68-point landmarks."""
-    energy = np.asarray(audio_energy, dtype=np.float64)
-    best, best_r = None, -np.inf
-    for tid in _track_ids(faces_per_frame):
-        opening = np.full(len(faces_per_frame), np.nan)
-        for i, faces in enumerate(faces_per_frame):
-            for f in faces:
-                if f.track_id == tid:
-                    opening[i] = _mouth_opening(f)
-        n = min(len(opening), len(energy))
-        a = np.abs(np.diff(opening[:n]))
-        b = np.abs(np.diff(energy[:n]))
-        ok = np.isfinite(a) & np.isfinite(b)
-        if ok.sum() < min_frames or a[ok].std() == 0 or b[ok].std() == 0:
-            continue
-        r = float(np.corrcoef(a[ok], b[ok])[0, 1])
-        if r > best_r:
-            best, best_r = tid, r
-    return best
-
-
-def select_speaker(
-    faces_per_frame: Sequence[list[Face]],
-    select: FaceSelect = "largest",
-    track_id: int | None = None,
-    point: tuple[float, float] | None = None,
-    audio_energy: np.ndarray | None = None,
-) -> list[Face | None]:
-    """One face (or ``None`` = pass the frame through) per frame.
-
-    ``select`` takes the words of ``faces.select``: ``largest`` (largest box per frame, the official
-    rule), ``id`` (the track ``track_id``), ``point`` (the track whose boxes contain ``point = (x, y)``
-    most often, nearest centre on ties), ``speaker`` (:func:`active_speaker` with ``audio_energy``,
-    falling back to the track present in the most frames). Raises :class:`NoFaceError` when the
-    requested track or point matches nothing.
-    """
-    if select == "largest":
-        return [max(faces, key=lambda f: f.area) if faces else None for faces in faces_per_frame]
-    if select == "id":
-        if track_id is None:
-            raise ConfigError("select 'id' needs a track id (faces.track_id, --face ID)")
-        chosen = track_id
-    elif select == "point":
-        if point is None:
-            raise ConfigError("select 'point' needs a point (faces.point, --face-at X,Y)")
-        chosen = _track_at(faces_per_frame, point)
-    elif select == "speaker":
-        if audio_energy is None:
-            raise ConfigError("select 'speaker' needs the audio energy per frame")
-        chosen = active_speaker(faces_per_frame, audio_energy)
-        if chosen is None:
-            counts = {
-                tid: sum(any(f.track_id == tid for f in fs) for fs in faces_per_frame)
-                for tid in _track_ids(faces_per_frame)
-            }
-            chosen = max(counts, key=counts.get) if counts else None
-        if chosen is None:
-            return [None] * len(faces_per_frame)
-    else:
-        raise ConfigError(f"unknown face selection {select!r}", hint="use largest, id, point or speaker")
-    out = [next((f for f in faces if f.track_id == chosen), None) for faces in faces_per_frame]
-    if all(f is None for f in out):
-        raise NoFaceError(f"no face with track id {chosen} in this clip")
-    return out
-
-
-def _track_at(faces_per_frame: Sequence[list[Face]], point: tuple[float, float]) -> int:
-    x, y = point
-    hits: dict[int, list[float]] = {}
-    for faces in faces_per_frame:
-        for f in faces:
-            if f.track_id is not None and f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]:
-                hits.setdefault(f.track_id, []).append(float(np.hypot(*(f.center - (x, y)))))
-    if not hits:
-        raise NoFaceError(f"no face covers the point ({x:g}, {y:g}) in any frame")
-    return max(hits, key=lambda t: (len(hits[t]), -float(np.mean(hits[t]))))
 
 
 def crossfade_weights(selected: Sequence[object | None], fade_in: int = 5, fade_out: int = 5) -> np.ndarray:

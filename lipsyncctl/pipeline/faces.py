@@ -1,7 +1,7 @@
 """Step 2 of the sync pipeline: the face pass over the selected source frames (before any network loads).
 
 Detect + track + smooth (:mod:`lipsyncctl.faces.track`), choose whose mouth to re-render
-(``faces.select``), and compute the official alignment matrix per frame. Frames without the chosen
+(``faces.select``, :mod:`lipsyncctl.faces.speaker`), and compute the official alignment matrix per frame. Frames without the chosen
 face get no matrix and pass through; the cross-fade weights ramp the generated face in and out
 around them. What is kept for the whole clip is one small record per source frame.
 
@@ -11,7 +11,7 @@ Speaker choice (``faces.select``):
 - ``id``: the track ``faces.track_id`` (``--face ID``; ids are in the order faces first appear).
 - ``point``: the track whose box contains ``faces.point`` (``--face-at X,Y``) in the most frames.
 - ``speaker``: the track whose mouth opening moves with the new audio's loudness
-  (:func:`lipsyncctl.faces.track.active_speaker`). With a single track that track is used; when no
+  (:func:`lipsyncctl.faces.speaker.active_speaker`). With a single track that track is used; when no
   track can be judged (too few frames, no 68-point landmarks) the largest face is used and a warning
   says so.
 """
@@ -119,7 +119,7 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
     Raises:
         NoFaceError: the requested track id or point matches no face.
     """
-    from lipsyncctl.faces.track import active_speaker, select_speaker
+    from lipsyncctl.faces.speaker import active_speaker, select_speaker
 
     if options.select == "id":
         result.selection, result.track_id = "id", options.track_id

@@ -1,4 +1,4 @@
-"""Tracking, smoothing, speaker choice, pass-through of face-less frames, align/restore round trip."""
+"""Tracking, smoothing, pass-through of face-less frames, align/restore round trip."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from lipsyncctl.errors import ConfigError, NoFaceError
 from lipsyncctl.faces import warp
 from lipsyncctl.faces.align import FaceAligner, crop_size
 from lipsyncctl.faces.detect import Face, available_backends, create_detector
+from lipsyncctl.faces.speaker import select_speaker
 from lipsyncctl.faces.track import (
     FaceTracker,
     OneEuroFilter,
     TrackOptions,
-    active_speaker,
     crossfade_weights,
     iou,
-    select_speaker,
     track_faces,
 )
 from tests.conftest import shared_path
@@ -122,27 +121,6 @@ def test_two_faces_keep_their_ids_and_point_selects_one(frame0, detector):
         select_speaker(faces, select="id", track_id=99)
     with pytest.raises(ConfigError):
         select_speaker(faces, select="id")
-
-
-def _face(track_id: int, x: float, gap: float = 0.0) -> Face:
-    lmk = np.zeros((68, 2))
-    lmk[:, 0] = x + 50
-    lmk[:, 1] = 50
-    lmk[66, 1] = 50 + gap
-    return Face(np.array([x, 0, x + 100, 120.0]), 1.0, lmk, track_id)
-
-
-def test_select_largest_and_active_speaker():
-    rng = np.random.default_rng(1)
-    energy = np.abs(rng.normal(size=40)).cumsum() % 3
-    frames = [[_face(0, 0, gap=energy[i] * 5), _face(1, 200, gap=rng.uniform(0, 15))] for i in range(40)]
-    assert active_speaker(frames, energy) == 0
-    assert all(f.track_id == 0 for f in select_speaker(frames, select="speaker", audio_energy=energy))
-    big = [[_face(0, 0), Face(np.array([200, 0, 400, 240.0]), 1.0, np.zeros((68, 2)), 1)], []]
-    chosen = select_speaker(big)
-    assert chosen[0].track_id == 1 and chosen[1] is None
-    with pytest.raises(ConfigError):
-        select_speaker(big, select="sideways")  # type: ignore[arg-type]
 
 
 def test_crossfade_weights_shape():
