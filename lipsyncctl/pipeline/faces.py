@@ -1,9 +1,9 @@
 """Step 2 of the sync pipeline: the face pass over the selected source frames (before any network loads).
 
 Detect + track + smooth (:mod:`lipsyncctl.faces.track`), choose whose mouth to re-render
-(``faces.select``, :mod:`lipsyncctl.faces.speaker`), and compute the official alignment matrix per frame. Frames without the chosen
-face get no matrix and pass through; the cross-fade weights ramp the generated face in and out
-around them. What is kept for the whole clip is one small record per source frame.
+(``faces.select``, :mod:`lipsyncctl.faces.speaker`), and compute the official alignment matrix per
+frame. Frames without the chosen face get no matrix and pass through; the cross-fade weights ramp the
+generated face in and out around them. What is kept for the whole clip is one small record per source frame.
 
 Speaker choice (``faces.select``):
 
