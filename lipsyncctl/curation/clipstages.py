@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lipsyncctl.config import CurateOptions
+from lipsyncctl.config import CurateOptions, ModelOptions
 from lipsyncctl.curation.records import Decision
 
 
@@ -39,6 +39,7 @@ class ClipContext:
     previous: Mapping[str, dict[str, Any]]
     cache: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    models: Mapping[str, Path] = field(default_factory=dict)  # this stage's ClipStage.models, resolved
 
     @property
     def frames(self) -> int:
@@ -58,11 +59,21 @@ class ClipStage:
     settings: Callable[[CurateOptions], dict[str, Any]] = lambda options: {}
     outputs: Callable[[Mapping[str, Any]], list[str]] = lambda data: []
     summary: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda data: {}
+    #: the network files the stage needs (role -> path) from the run's ``model:`` section; the job resolves
+    #: them before any work (a missing one stops the run: MissingModelError, exit 4), puts their
+    #: fingerprints in the stage's key and hands them over as ``ClipContext.models``
+    models: Callable[[ModelOptions], dict[str, Path]] = lambda model: {}
 
 
 def _registered() -> tuple[ClipStage, ...]:
     """The clip stages built so far, in order (each module imports its heavy parts inside ``run``)."""
-    return ()
+    from lipsyncctl.curation import align, features
+
+    return (
+        ClipStage(align.NAME, align.VERSION, align.run, align.decide, align.settings, align.outputs, align.summary),
+        ClipStage(features.NAME, features.VERSION, features.run, features.decide, features.settings,
+                  features.outputs, features.summary, features.models),  # last: training reads these
+    )
 
 
 CLIP_STAGES: tuple[ClipStage, ...] = _registered()

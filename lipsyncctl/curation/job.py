@@ -61,6 +61,7 @@ class CurateTask:
     options: CurateOptions
     until: str
     force: tuple[str, ...] = ()
+    models: dict[str, dict[str, str]] = field(default_factory=dict)  # clip stage -> role -> file (resolved)
 
 
 @dataclass
@@ -156,7 +157,9 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     pairs = collect_inputs(list(inputs), data)
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
-    tasks = [CurateTask(str(src), source_id(src, stem), str(data), options, until, forced) for src, stem in pairs]
+    models = {} if dry_run else _clip_models(config, until)  # fail fast (exit 4) before any work
+    tasks = [CurateTask(str(src), source_id(src, stem), str(data), options, until, forced, models)
+             for src, stem in pairs]
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
         raise UsageError("two inputs map to the same source id", hint="give each source once")
@@ -235,19 +238,22 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
                      store: RecordStore, source: Path, audio: Path, cache: dict[str, Any],
                      device: str | None) -> list[str]:
     from lipsyncctl.curation.decide import decide_clip
+    from lipsyncctl.runner.store import file_fingerprint
 
     raw = store.load(f"clips/{span.source}", span.id)
     rec = ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
     key = stage_key(key, span.first, span.stop)
     computed = []
     for i, stage in enumerate(stages):
-        key = stage_key(key, stage.name, stage.version, stage.settings(task.options))
+        files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
+        key = stage_key(key, stage.name, stage.version, stage.settings(task.options),
+                        *([{role: file_fingerprint(p) for role, p in sorted(files.items())}] if files else []))
         forced = forced or stage.name in task.force
         old = rec.stages.get(stage.name)
         if old is None or old.key != key or forced or not outputs_exist(stage, old.data):
             previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
             ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
-                              task.options, previous, cache, device)
+                              task.options, previous, cache, device, files)
             try:
                 result = StageResult(key, stage.run(ctx))
             except LipsyncError as exc:
@@ -260,6 +266,17 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
         if decide_clip(rec, task.options)[0].verdict != "kept":
             break  # rejected or failed here: the later stages do not run on it
     return computed
+
+
+def _clip_models(config: Config, until: str) -> dict[str, dict[str, str]]:
+    """The network files of the clip stages up to ``until`` (:attr:`ClipStage.models`), resolved once.
+
+    Raises:
+        MissingModelError: one is not installed (exit 4, before any source is touched).
+    """
+    names = [s.name for s in CLIP_STAGES]
+    stages = CLIP_STAGES[: names.index(until) + 1] if until in names else ()
+    return {s.name: {role: str(p) for role, p in s.models(config.model).items()} for s in stages}
 
 
 def _clip_records(store: RecordStore, source: str) -> dict[str, ClipRecord]:
