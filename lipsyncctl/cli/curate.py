@@ -15,33 +15,39 @@ from lipsyncctl.errors import JobFailedError
 if TYPE_CHECKING:
     from lipsyncctl.api import CurateResult
 
-HELP = """Curate training data: probe, normalise, cut into shots and 5-10 s segments, with a reason for every
-rejected piece (the official LatentSync data pipeline, resumable and without its defects).
+HELP = """Curate training data: probe, normalise, cut into shots and 5-10 s segments, align the faces and cache
+the audio features, with a reason for every rejected piece (the official LatentSync data pipeline,
+resumable and without its defects).
 
 \b
 Examples:
-  lipsyncctl curate raw/ -o data/                         # every stage built so far
+  lipsyncctl curate raw/ -o data/ --preset latentsync-1.5      # needs its whisper (models fetch latentsync-1.5)
   lipsyncctl curate raw/ 'more/**/*.mp4' -o data/ --jobs 2
-  lipsyncctl curate raw/ -o data/ --set curate.min_seconds=3   # re-decides from stored measurements
-  lipsyncctl curate raw/ -o data/ --shard auto            # in a SLURM/SGE array job
-  lipsyncctl curate raw/ -o data/ --dry-run --json
+  lipsyncctl curate raw/ -o data/ --set curate.min_seconds=3    # re-decides from stored measurements
+  lipsyncctl curate raw/ -o data/ --until segments             # only the per-source stages
+  lipsyncctl curate raw/ -o data/ --shard auto                 # in a SLURM/SGE array job
+  lipsyncctl curate raw/ -o data/ --preset tiny                # tiny random networks: a CPU demo, not data
 
 \b
-Stages (each idempotent; its measurements are stored per source and reused while its inputs and
-settings are unchanged; a rerun after a crash or kill continues where it stopped):
+Stages (each idempotent; its measurements are stored and reused while its inputs and settings are
+unchanged; a rerun after a crash or kill continues where it stopped):
   probe      PyAV probe + decode check: unreadable, no-video, no-audio, too-short (inputs are never
              modified, moved or deleted)
   normalize  16 kHz mono audio (DATA/audio/); the picture is read on the 25 fps grid, not re-encoded
   shots      PySceneDetect adaptive detector, threshold 2, min scene 0.6 s (spans, not split files)
   segments   frame-exact 5-10 s spans (greedy 5 s, remainder merged; --set curate.segments=official
              for the official key-frame lengths); pieces too short for the sync stage rejected up front
-The face/alignment, sync, quality, features and split stages are not built yet.
+  align      faces on every frame (no-face rejects the clip), the official affine to curate.resolution;
+             DATA/aligned/ (the only lossy encode; curate.lossless for FFV1) + per-frame matrices
+  features   whisper features and the Wav2Lip mel of each clip, cached by audio content key
+The sync (official-scale LSE-C) and quality (hyperIQA) stages are not built yet.
 
 \b
 DATA gets manifest.jsonl (one line per span: source, exact frames and seconds, decision kept /
-rejected(stage, reason, value)), report.json (counts per stage and reason, kept seconds) and curate.yaml,
-rebuilt from every record each run. Exit codes: 0 ok (rejections are normal), 1 a source failed,
-2 usage, 3 bad config/preset.
+rejected(stage, reason, value) / failed(error), split), train.txt/val.txt (the official fileslist format,
+split by source), report.json + report.html (counts per stage and reason, kept hours, histograms) and
+curate.yaml, rebuilt from every record each run. Exit codes: 0 ok (rejections are normal), 1 a source
+failed, 2 usage, 3 bad config/preset, 4 a model the stages need is not installed.
 """
 
 
