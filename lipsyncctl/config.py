@@ -256,6 +256,17 @@ class CurateOptions(_Strict):
         False, description="official filter (off there too): reject a clip whose face box is narrower or "
         "shorter than the resolution in a frame"
     )
+    quality_min: float = Field(
+        40.0, ge=0, le=100, description="keep a clip whose hyperIQA score (mean of its first, middle and last "
+        "aligned frame; 0-100) is at least this (official: 40)"
+    )
+    quality_crop: Literal["official", "resize"] = Field(
+        "official", description="what hyperIQA sees: the official centre crop 224 of the aligned frame, or the "
+        "whole frame resized to 224 (not official; at 512 the official crop sees only nose and mouth)"
+    )
+    skip_quality: bool = Field(
+        False, description="do not run the quality stage (no hyperIQA weights needed); clips are kept unfiltered"
+    )
     val_fraction: float = Field(0.05, ge=0, le=0.5, description="share of the split groups that go to val")
     split_seed: int = Field(0, description="seed of the deterministic train/val split")
     split_by: Literal["source", "parent"] = Field(

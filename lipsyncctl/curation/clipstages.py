@@ -63,14 +63,19 @@ class ClipStage:
     #: them before any work (a missing one stops the run: MissingModelError, exit 4), puts their
     #: fingerprints in the stage's key and hands them over as ``ClipContext.models``
     models: Callable[[ModelOptions], dict[str, Path]] = lambda model: {}
+    #: the user switched the stage off (e.g. ``curate.skip_quality``): its models are not resolved (no exit
+    #: 4 for them); ``run`` still runs and records that it skipped
+    skipped: Callable[[CurateOptions], bool] = lambda options: False
 
 
 def _registered() -> tuple[ClipStage, ...]:
     """The clip stages built so far, in order (each module imports its heavy parts inside ``run``)."""
-    from lipsyncctl.curation import align, features
+    from lipsyncctl.curation import align, features, quality
 
     return (
         ClipStage(align.NAME, align.VERSION, align.run, align.decide, align.settings, align.outputs, align.summary),
+        ClipStage(quality.NAME, quality.VERSION, quality.run, quality.decide, quality.settings, quality.outputs,
+                  quality.summary, quality.models, quality.skipped),  # after align (and sync)
         ClipStage(features.NAME, features.VERSION, features.run, features.decide, features.settings,
                   features.outputs, features.summary, features.models),  # last: training reads these
     )

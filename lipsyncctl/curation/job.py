@@ -276,7 +276,8 @@ def _clip_models(config: Config, until: str) -> dict[str, dict[str, str]]:
     """
     names = [s.name for s in CLIP_STAGES]
     stages = CLIP_STAGES[: names.index(until) + 1] if until in names else ()
-    return {s.name: {role: str(p) for role, p in s.models(config.model).items()} for s in stages}
+    return {s.name: {role: str(p) for role, p in s.models(config.model).items()} for s in stages
+            if not s.skipped(config.curate)}
 
 
 def _clip_records(store: RecordStore, source: str) -> dict[str, ClipRecord]:
