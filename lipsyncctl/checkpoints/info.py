@@ -47,7 +47,8 @@ class CheckpointInfo:
 
 
 def detect_kind(names: Iterable[str]) -> str:
-    """``unet``, ``whisper``, ``vae``, ``stable-syncnet``, ``syncnet-eval``, ``s3fd`` or ``unknown``."""
+    """``unet``, ``whisper``, ``vae``, ``stable-syncnet``, ``syncnet-eval``, ``s3fd`` (face-alignment's),
+    ``sfd-face`` (the official evaluation's S3FD) or ``unknown``."""
     keys = set(names)
     if "conv_in.weight" in keys and "time_embedding.linear_1.weight" in keys:
         return "unet"
@@ -61,6 +62,8 @@ def detect_kind(names: Iterable[str]) -> str:
         return "syncnet-eval"
     if "conv1_1.weight" in keys and "fc7.weight" in keys:
         return "s3fd"
+    if "vgg.0.weight" in keys and "L2Norm3_3.weight" in keys:
+        return "sfd-face"
     return "unknown"
 
 

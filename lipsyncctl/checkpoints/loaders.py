@@ -12,6 +12,7 @@ loader                      accepts                                             
 :func:`load_vae`            diffusers folder, single safetensors / .bin (legacy names ok)  diffusers ``AutoencoderKL``
 :func:`load_stable_syncnet` ``stable_syncnet.pt`` (plain or ``{"state_dict"}``)            ``StableSyncNet``
 :func:`load_syncnet_eval`   ``syncnet_v2.model`` (flat state dict)                         ``SyncNetEval``
+``sfd.load_sfd_face``       ``sfd_face.pth`` (flat, official S3FD names; own key map)      ``S3FD``
 ==========================  ============================================================  ==========================
 
 :func:`check_checkpoint` runs the same checks without materialising any weight (``models verify``).
@@ -327,7 +328,8 @@ def load_syncnet_eval(
 
 
 def plan_for_role(role: str, path: PathLike, config: Any = None) -> LoadPlan:
-    """The load plan for a registry file role (``unet``, ``whisper``, ``vae``, ``stable-syncnet``, ``syncnet-eval``)."""
+    """The load plan for a registry file role (``unet``, ``whisper``, ``vae``, ``stable-syncnet``, ``syncnet-eval``,
+    ``sfd-face``)."""
     if role == "unet":
         return plan_unet(config, path)
     if role == "whisper":
@@ -338,6 +340,10 @@ def plan_for_role(role: str, path: PathLike, config: Any = None) -> LoadPlan:
         return plan_stable_syncnet(config, path)
     if role == "syncnet-eval":
         return plan_syncnet_eval(path)
+    if role == "sfd-face":
+        from lipsyncctl.checkpoints.sfd import plan_sfd_face
+
+        return plan_sfd_face(path)
     raise ValueError(f"no loader for role {role!r}")
 
 

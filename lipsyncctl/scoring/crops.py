@@ -1,8 +1,10 @@
-"""Face crops for sync scoring and the scores of a run of frames.
+"""The approximate (NOT official) sync scale: a fallback when the official measurement's face detector
+(``sfd-face``) is not installed.
 
 Crops: the detector's box around the chosen (largest) face, squared and enlarged by ``CROP_SCALE``
-(1.3), resized to 224x224 BGR like syncnet_python's crops. Note: this is not the official evaluation's
-S3FD track + 2.8x crop, so these LSE numbers are not on the official scale.
+(1.3), resized to 224x224 BGR like syncnet_python's crops. This is not the official evaluation's
+S3FD track + 2.8x crop (:mod:`.official`), so these LSE numbers are not on the official scale: results
+carry ``scale="approximate (not official)"``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.scoring.lse import lse_scores
+from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult, TrackSync
 
 CROP_SCALE = 1.3
 
@@ -57,3 +60,14 @@ def sync_scores(model: Any, frames: list[np.ndarray], audio_16k: np.ndarray, fps
         return lse_scores(model, crops, audio_16k, fps)
     except MediaError:
         return None
+
+
+def approximate_sync(model: Any, frames: list[np.ndarray], audio_16k: np.ndarray, fps: Fraction,
+                     detector: Any) -> SyncResult:
+    """:func:`sync_scores` as a :class:`~lipsyncctl.scoring.official.SyncResult` labelled
+    ``scale="approximate (not official)"`` (one pseudo-track over the whole run of frames)."""
+    scores = sync_scores(model, frames, audio_16k, fps, detector)
+    if scores is None:
+        return SyncResult(SCALE_APPROXIMATE, reason="too short or no face in half of the frames")
+    track = TrackSync(0, len(frames), float(scores.lse_d), float(scores.lse_c), int(scores.offset))
+    return SyncResult(SCALE_APPROXIMATE, (track,))

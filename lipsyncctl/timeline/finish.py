@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
-from lipsyncctl.scoring.crops import sync_scores
+from lipsyncctl.scoring.crops import approximate_sync
 from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
+from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, load_official_scorer
 from lipsyncctl.timeline import qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
 from lipsyncctl.timeline.report import write_html, write_json
 from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, ShotResult, ShotStatus
+
+#: the report's warning when the official measurement's detector is missing
+APPROXIMATE_NOTE = (f"sync scores are on the {SCALE_APPROXIMATE} scale (a centred 1.3x face box): not comparable "
+                    "with the official LSE-C/LSE-D or the official LSE-C >= 3 threshold; install sfd-face "
+                    "(`lipsyncctl models fetch sfd-face`) for the official scale")
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -90,10 +96,12 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs)
         result.conform = str(out)
     # QC: thumbnails, sync scores, min-sync
-    thumbs, syncnet = _qc(shots, rows, dub, plan, config, lang_warnings)
+    thumbs, syncnet, scale = _qc(shots, rows, dub, plan, config, lang_warnings)
     scored = syncnet is not None
     if syncnet is not None and not syncnet.verified:
         lang_warnings.append(f"sync scores: {syncnet.note()}")
+    if scale == SCALE_APPROXIMATE:
+        lang_warnings.append(APPROXIMATE_NOTE)
     min_sync = config.timeline.min_sync
     if min_sync is not None:
         if not scored:
@@ -101,7 +109,7 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         for r in rows:
             if r.status == ShotStatus.DONE and r.sync_after is not None and r.sync_after < min_sync:
                 r.status = ShotStatus.UNDER_MIN_SYNC
-                r.warnings.append(f"sync confidence {r.sync_after:.2f} is under --min-sync {min_sync}")
+                r.warnings.append(f"sync confidence {r.sync_after:.2f} ({scale} scale) is under --min-sync {min_sync}")
     counts.under_min_sync = count(ShotStatus.UNDER_MIN_SYNC)
     summary = counts.to_dict()
     report = {
@@ -110,7 +118,7 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         "summary": {k: summary.get(k, 0) for k in ("shots", "done", "rendered", "reused", "failed", "no_face",
                                                    "no_dialogue", "pending", "skipped", "under_min_sync")},
         "ok": counts.failed == 0 and counts.under_min_sync == 0,
-        "sync_scores": scored, "sync_model": syncnet.to_dict() if syncnet is not None else None,
+        "sync_scores": scored, "sync_scale": scale, "sync_model": syncnet.to_dict() if syncnet is not None else None,
         "min_sync": min_sync, "shots": [r.to_dict() for r in rows],
         "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
         "timelines": result.timelines, "conform": result.conform,
@@ -122,17 +130,25 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
 
 
 def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: TimelinePlan, config: Config,
-        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], EvalSyncNet | None]:
+        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], EvalSyncNet | None, str | None]:
     """Thumbnails of every shot and, with the evaluation SyncNet installed, LSE-C / LSE-D before (the
-    source picture with the dub) and after (the render) over each shot's visible frames."""
+    source picture with the dub) and after (the render) over each shot's visible frames.
+
+    Scale (returned third, None when nothing is scored): the official measurement when ``sfd-face`` is
+    installed too (S3FD tracks, 2.8x crop; shots under 50 frames get no score, as officially), else the
+    labelled approximate centred crop."""
     from lipsyncctl.runner.devices import resolve_device
 
-    syncnet = load_eval_syncnet(resolve_device(config.inference.device))
-    detector = None
+    device = resolve_device(config.inference.device)
+    syncnet = load_eval_syncnet(device)
+    scorer = detector = None
     if syncnet is not None:
-        from lipsyncctl.faces.detect import create_detector
+        scorer = load_official_scorer(syncnet.model, device)
+        if scorer is None:
+            from lipsyncctl.faces.detect import create_detector
 
-        detector = create_detector(config.faces.backend)
+            detector = create_detector(config.faces.backend)
+    scale = None if syncnet is None else SCALE_OFFICIAL if scorer is not None else SCALE_APPROXIMATE
     thumbs: dict[str, tuple[str, str]] = {}
     for s, row in progress.track(list(zip(shots, rows, strict=True)), "QC"):
         seg = s.segment
@@ -150,11 +166,18 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
             audio16 = to_vad_rate(cut, dub.rate)
             src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
             out = qc.read_frames(Path(row.output), seg.handle_in, seg.source_frames)
+            reason = None
             for when, frames in (("before", src), ("after", out)):
-                scores = sync_scores(syncnet.model, frames, audio16, seg.media_fps, detector)
-                if scores is not None:
-                    setattr(row, f"sync_{when}", round(scores.lse_c, 4))
-                    setattr(row, f"lse_d_{when}", round(scores.lse_d, 4))
+                if scorer is not None:
+                    result = scorer.score(frames, audio16, seg.media_fps)
+                else:
+                    result = approximate_sync(syncnet.model, frames, audio16, seg.media_fps, detector)
+                if result.measured:
+                    setattr(row, f"sync_{when}", round(result.lse_c, 4))
+                    setattr(row, f"lse_d_{when}", round(result.lse_d, 4))
+                else:
+                    reason = result.reason
             if row.sync_after is None:
-                warnings.append(f"{seg.id}: sync confidence not measured (too short or no face)")
-    return thumbs, syncnet
+                warnings.append(f"{seg.id}: sync confidence not measured on the {scale} scale ({reason})")
+    return thumbs, syncnet, scale
+

@@ -1,8 +1,9 @@
 """What the QC report shows of a rendered shot besides its scores: frames and thumbnails.
 
 Sync confidence (LSE-C, higher = better in sync) and distance (LSE-D, lower = better) come from
-:mod:`lipsyncctl.scoring` (the evaluation SyncNet, ``lipsyncctl models fetch syncnet-v2``, and its crops).
-Without it the scores are ``None`` and the report says so.
+:mod:`lipsyncctl.scoring` (the evaluation SyncNet, ``lipsyncctl models fetch syncnet-v2``; on the official
+scale when ``sfd-face`` is installed too, else on the labelled approximate one). Without the SyncNet the
+scores are ``None`` and the report says so.
 """
 
 from __future__ import annotations

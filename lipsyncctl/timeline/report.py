@@ -29,12 +29,22 @@ def _sync_note(report: dict[str, Any]) -> str:
         return ('<p id="sync-model" class="na">Sync confidence not measured: the evaluation SyncNet (syncnet-v2) '
                 "is not installed (<code>lipsyncctl models fetch syncnet-v2</code>).</p>")
     model = report.get("sync_model") or {}
-    note = html.escape(model.get("note") or "")
+    note = html.escape(model.get("note") or "") + " " + _scale_note(report.get("sync_scale"))
     limit = f" Shots under --min-sync {report['min_sync']} fail." if report.get("min_sync") is not None else ""
     if model.get("verified"):
         return f'<p id="sync-model">Sync scores (higher LSE-C / lower LSE-D = better): {note}{limit}</p>'
     return (f'<p id="sync-model" class="warn" data-verified="false">Warning: these sync scores come from weights '
             f"that are not verified official ones. {note}{limit}</p>")
+
+
+def _scale_note(scale: str | None) -> str:
+    """Which measurement the scores come from (``report["sync_scale"]``)."""
+    if scale == "official":
+        return ('<span id="sync-scale" data-scale="official">Scale: official (S3FD face tracks and crop of '
+                "LatentSync's eval/syncnet_detect.py; shots under 50 frames are not scored).</span>")
+    return (f'<span id="sync-scale" data-scale="{html.escape(str(scale))}">Scale: approximate, NOT the official '
+            "one (centred face box): not comparable with published LSE-C/LSE-D or the LSE-C &ge; 3 threshold; "
+            "<code>lipsyncctl models fetch sfd-face</code> enables the official scale.</span>")
 
 
 def _cell(value: Any) -> str:

@@ -7,6 +7,9 @@ the shot (exit 1), below it passes. The report says the weights are not verified
 leaves no dub cuts in ``OUT/.lipsyncctl/work``; an interrupted conform or report leaves the previous
 outputs intact and no temporaries; an input in the way of an output is refused before any work.
 One shot (20 frames + 2 handles each side) rendered once with the tiny preset; the rest reuses it.
+Without ``sfd-face`` the scores are on the labelled approximate scale; with a random ``sfd-face`` installed
+too (its detections replaced by a fixed box, the network is too slow on CPU, and the minimum track
+lowered, as the official 50 frames would skip the 20-frame shot) they are on the official scale.
 """
 
 from __future__ import annotations
@@ -110,6 +113,10 @@ def test_sync_scores_before_after_in_report(qc_env, first_run) -> None:  # type:
     assert any("NOT verified" in w for w in report["warnings"])
     html = (qc_env["root"] / "de" / "report.html").read_text()
     assert 'id="sync-model" class="warn"' in html and "not verified official ones" in html
+    # no sfd-face installed: the labelled approximate scale, said in the JSON, the warnings and the page
+    assert report["sync_scale"] == "approximate (not official)"
+    assert any("approximate (not official) scale" in w and "sfd-face" in w for w in report["warnings"])
+    assert 'data-scale="approximate (not official)"' in html and "NOT the official" in html
     for key in ("sync_before", "sync_after", "lse_d_before", "lse_d_after"):
         assert f"{row[key]:.2f}" in html
     assert "sync distance (LSE-D)" in html
@@ -225,3 +232,58 @@ def test_sync_model_verification_states(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(registry, "expected_sha256", lambda entry, f, state: (digest, "registry"))
     got = load_eval_syncnet(models_dir=models)
     assert got is not None and got.verified and got.to_dict()["verified"] is True
+
+
+def install_random_sfd_face(models: Path, seed: int = 0) -> Path:
+    """A random S3FD saved like ``sfd_face.pth`` (official names, flat) where the registry wants it."""
+    import torch
+
+    from lipsyncctl.checkpoints.registry import load_registry
+    from lipsyncctl.checkpoints.sfd import save_official
+    from lipsyncctl.nets.s3fd import S3FD
+
+    entry = load_registry().get("sfd-face")
+    path = entry.local_path(entry.files[0], models)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        save_official(S3FD(), path)
+    return path
+
+
+def test_official_scale_with_sfd_face_installed(qc_env, first_run, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import functools
+
+    import numpy as np
+
+    from lipsyncctl.faces.detect_sfd import SfdFaceDetector
+    from lipsyncctl.scoring import facetrack, official
+
+    assert first_run[0] == 0
+    calls: list[tuple[int, ...]] = []
+
+    def fixed_face(self, rgb):  # type: ignore[no-untyped-def]
+        calls.append(rgb.shape)
+        return np.array([[80.0, 150.0, 280.0, 350.0, 0.99]])  # 200 px, inside the 360x640 (w x h) frame
+
+    monkeypatch.setattr(SfdFaceDetector, "detect_faces", fixed_face)
+    sfd = install_random_sfd_face(qc_env["models"])
+    # a shorter minimum track (wiring only; the official 50 would skip this 20-frame shot, see
+    # tests/unit/test_sync_official.py): the shot is scored on the official scale and gated by it
+    monkeypatch.setattr(official, "shot_tracks", functools.partial(facetrack.shot_tracks, min_track=10))
+    try:
+        rc, res, err = _run([*qc_env["args"], "--min-sync", "20"], capsys)
+        assert rc == 1 and res["counts"]["reused"] == 1, err
+        (shot,) = res["languages"]["de"]["shots"]
+        assert shot["status"] == "under_min_sync"
+        assert isinstance(shot["sync_after"], float) and isinstance(shot["lse_d_before"], float)
+        assert any("(official scale) is under --min-sync 20" in w for w in shot["warnings"])
+        report = json.loads((qc_env["root"] / "de" / "report.json").read_text())
+        assert report["sync_scale"] == "official" and report["shots"][0]["sync_after"] == shot["sync_after"]
+        assert not any("approximate" in w for w in report["warnings"])
+        html = (qc_env["root"] / "de" / "report.html").read_text()
+        assert 'data-scale="official"' in html and "Scale: official" in html
+        assert calls and calls[0] == (640, 360, 3)  # the detector saw whole frames
+    finally:
+        sfd.unlink()
