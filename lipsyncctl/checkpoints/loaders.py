@@ -13,6 +13,7 @@ loader                      accepts                                             
 :func:`load_stable_syncnet` ``stable_syncnet.pt`` (plain or ``{"state_dict"}``)            ``StableSyncNet``
 :func:`load_syncnet_eval`   ``syncnet_v2.model`` (flat state dict)                         ``SyncNetEval``
 ``sfd.load_sfd_face``       ``sfd_face.pth`` (flat, official S3FD names; own key map)      ``S3FD``
+:func:`load_hyperiqa`       ``koniq_pretrained.pkl`` (flat ``HyperNet.state_dict()``)       ``HyperNet``
 ==========================  ============================================================  ==========================
 
 :func:`check_checkpoint` runs the same checks without materialising any weight (``models verify``).
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL
     from torch import nn
 
+    from lipsyncctl.nets.hyperiqa import HyperNet
     from lipsyncctl.nets.syncnet import StableSyncNet, StableSyncNetConfig
     from lipsyncctl.nets.syncnet_eval import SyncNetEval
     from lipsyncctl.nets.unet import UNet3DConditionModel
@@ -324,6 +326,36 @@ def load_syncnet_eval(
 
 
 # --------------------------------------------------------------------------------------------------
+# hyperIQA (the curate quality filter)
+
+HYPERIQA_HINT = ("expected hyperIQA's koniq_pretrained.pkl (a flat HyperNet(16, 112, 224, 112, 56, 28, 14, 7) "
+                 "state dict: res.* ResNet-50 + lda heads, conv1.*, fc*w_conv, fc*b_fc, fc5w_fc); "
+                 "run `lipsyncctl models fetch hyperiqa`")
+
+
+def plan_hyperiqa(path: PathLike) -> LoadPlan:
+    from lipsyncctl.nets.hyperiqa import HyperNet, HyperNetConfig
+
+    ck = read_checkpoint(path)
+    _expect_container(ck, ("state_dict", "flat"), "a hyperIQA HyperNet state dict")
+    # the official file carries no config: the koniq weights exist for this one architecture only
+    return LoadPlan("hyperIQA HyperNet (koniq_pretrained.pkl layout)", ck.path, HyperNet, ck.state_dict,
+                    hint=HYPERIQA_HINT, config=HyperNetConfig())
+
+
+def load_hyperiqa(path: PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> HyperNet:
+    """Load ``koniq_pretrained.pkl`` into :class:`~lipsyncctl.nets.hyperiqa.HyperNet` (eval mode: BatchNorm
+    uses the stored statistics), strictly and weights-only. Score with
+    :func:`~lipsyncctl.nets.hyperiqa.hyperiqa_score`.
+
+    Raises:
+        MissingModelError: the file does not exist.
+        CheckpointError: unreadable, not weights-only, or any name/shape difference (the report names them).
+    """
+    return plan_hyperiqa(path).execute(device, dtype)
+
+
+# --------------------------------------------------------------------------------------------------
 # Generic entry points (models verify / convert)
 
 
@@ -344,6 +376,8 @@ def plan_for_role(role: str, path: PathLike, config: Any = None) -> LoadPlan:
         from lipsyncctl.checkpoints.sfd import plan_sfd_face
 
         return plan_sfd_face(path)
+    if role == "hyperiqa":
+        return plan_hyperiqa(path)
     raise ValueError(f"no loader for role {role!r}")
 
 

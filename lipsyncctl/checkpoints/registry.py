@@ -21,7 +21,8 @@ from lipsyncctl.errors import ConfigError, MissingModelError
 
 REGISTRY_FILE = "registry.yaml"
 LOCAL_STATE_FILE = "local.yaml"
-ROLES = ("unet", "whisper", "vae", "vae-config", "stable-syncnet", "syncnet-eval", "s3fd", "fan", "sfd-face")
+ROLES = ("unet", "whisper", "vae", "vae-config", "stable-syncnet", "syncnet-eval", "s3fd", "fan", "sfd-face",
+         "hyperiqa")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 

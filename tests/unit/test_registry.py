@@ -18,7 +18,7 @@ from lipsyncctl.checkpoints.registry import (
 from lipsyncctl.errors import ConfigError, MissingModelError
 
 REQUIRED = {"latentsync-1.5", "latentsync-1.6", "whisper-tiny", "sd-vae-ft-mse", "stable-syncnet", "syncnet-v2",
-            "face-alignment"}
+            "face-alignment", "hyperiqa", "sfd-face"}
 #: Every sha256 in the registry must come from a documented source; this list is that audit.
 DOCUMENTED_SHA256 = {
     # openai-whisper's model table (whisper/__init__.py): the URL path carries the hash.
@@ -40,6 +40,10 @@ def test_shipped_registry_is_complete_and_honest() -> None:
     assert "sd-vae-ft-mse" in v16.requires
     assert reg.get("sd-vae-ft-mse").file("vae").hub.repo == "stabilityai/sd-vae-ft-mse"
     assert reg.get("stable-syncnet").syncnet_config == "syncnet_16_pixel_attn"
+    iqa = reg.get("hyperiqa").file("hyperiqa")  # curate quality: LatentSync-1.5's auxiliary copy
+    assert (iqa.path, iqa.hub.repo, iqa.hub.filename) == (
+        "auxiliary/koniq_pretrained.pkl", "ByteDance/LatentSync-1.5", "auxiliary/koniq_pretrained.pkl")
+    assert iqa.sha256 is None  # no published hash
     fa = reg.get("face-alignment")
     assert {f.role for f in fa.files} == {"s3fd", "fan"}
     for f in fa.files:  # torch.hub naming: the name's hex suffix is the sha256 prefix
