@@ -39,8 +39,10 @@ unchanged; a rerun after a crash or kill continues where it stopped):
              for the official key-frame lengths); pieces too short for the sync stage rejected up front
   align      faces on every frame (no-face rejects the clip), the official affine to curate.resolution;
              DATA/aligned/ (the only lossy encode; curate.lossless for FFV1) + per-frame matrices
+  quality    hyperIQA on frames 0, n//2, n-1 of the aligned clip (official preprocessing), keep >= 40
+             (curate.quality_min; models fetch hyperiqa; curate.skip_quality to skip, said in the manifest)
   features   whisper features and the Wav2Lip mel of each clip, cached by audio content key
-The sync (official-scale LSE-C) and quality (hyperIQA) stages are not built yet.
+The sync stage (official-scale LSE-C, offset correction) is not built yet.
 
 \b
 DATA gets manifest.jsonl (one line per span: source, exact frames and seconds, decision kept /
