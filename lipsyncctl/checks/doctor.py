@@ -11,6 +11,7 @@ discovery, disk usage, the GPU list) and see the row fail with its hint. Nothing
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from lipsyncctl import paths
 from lipsyncctl.errors import LipsyncError
 from lipsyncctl.runner import gpus as gpu_mod
-from lipsyncctl.runner import vram
+from lipsyncctl.runner import precision, vram
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -347,6 +348,30 @@ def installed_models(models_dir: Path) -> tuple[dict[str, bool] | None, str | No
 
 
 def check_preset(config: Config, probe: gpu_mod.GpuProbe) -> list[Check]:
+    """The device the preset asks for exists, its VRAM estimate fits the free memory, and which dtype
+    it runs in there and why (``data["dtype"]``, ``data["dtype_reason"]``)."""
+    rows = _check_preset_device(config, probe)
+    row = rows[0]
+    if row.status == "fail":  # no such device: the dtype question does not arise yet
+        return rows
+    where = row.data.get("device", config.inference.device)
+    gpu = next((g for g in probe.gpus if g.index == row.data.get("gpu")), None)
+    device_type = "cuda" if str(where).startswith("cuda") or gpu is not None else str(where)
+    setting = config.inference.dtype
+    dtype = precision.resolved_dtype(setting, device_type, gpu.capability if gpu else None)
+    reason = precision.DTYPE_REASONS[setting]
+    on = f"{device_type}" + (f" (gpu {gpu.index}, cc {gpu.capability[0]}.{gpu.capability[1]})" if gpu else "")
+    data = {**row.data, "dtype": dtype, "dtype_setting": setting, "dtype_reason": reason}
+    if dtype is None:  # fp16 on the CPU: the run would stop with a configuration error (exit 3)
+        refused = f"dtype fp16 refused on {on}: the run would stop (exit 3)"
+        status: Status = "fail" if row.required or row.status == "ok" else row.status
+        hint = "use --set inference.dtype=bf16 (or fp32) on the CPU, or run on a CUDA GPU"
+        return [dataclasses.replace(row, status=status, detail=f"{row.detail}; {refused}",
+                                    hint="; ".join(h for h in (row.hint, hint) if h), data=data)]
+    return [dataclasses.replace(row, detail=f"{row.detail}; dtype {dtype} on {on} ({reason})", data=data)]
+
+
+def _check_preset_device(config: Config, probe: gpu_mod.GpuProbe) -> list[Check]:
     """The device the preset asks for exists, and its VRAM estimate fits the free memory."""
     device = config.inference.device
     need = vram.estimate_vram(config)

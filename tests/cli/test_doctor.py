@@ -290,3 +290,47 @@ def test_tiny_preset_estimate_counts_the_tiny_models() -> None:
     (row,) = checks.check_preset(cfg.resolve("tiny", ["inference.device=cuda"]),
                                  gpu.GpuProbe([gpu.GpuInfo(0, "fake", (9, 0), 2 * GiB, 2 * GiB, "nvml")], None, None))
     assert row.status == "ok" and row.data["vram_needed_bytes"] == est
+
+
+# ----------------------------------------------------------------------------------------------
+# The dtype each preset runs in, and why (issue 9)
+
+
+def test_preset_rows_say_dtype_and_why_on_cpu(no_gpu: None) -> None:
+    probe = gpu.list_gpus()
+    (tiny,) = checks.check_preset(cfg.resolve("tiny"), probe)
+    assert tiny.data["dtype"] == "fp32" and tiny.data["dtype_setting"] == "fp32"
+    assert "dtype fp32 on cpu" in tiny.detail and tiny.data["dtype_reason"] in tiny.detail
+    (official,) = checks.check_preset(cfg.resolve("latentsync-1.5"), probe)
+    assert official.data["dtype"] == "fp32" and official.data["dtype_setting"] == "auto"
+    assert "compute capability >= 8 (the official rule)" in official.detail
+
+
+def test_preset_rows_say_dtype_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_gpu(monkeypatch, free_gib=70)
+    probe = gpu.list_gpus()
+    (row,) = checks.check_preset(cfg.resolve("latentsync-1.6"), probe)
+    assert row.status == "ok" and row.data["dtype"] == "fp16" and "dtype fp16 on cuda (gpu 0, cc 9.0)" in row.detail
+    (bf,) = checks.check_preset(cfg.resolve("latentsync-1.6", ["inference.dtype=bf16"]), probe)
+    assert bf.data["dtype"] == "bf16" and "bf16 set" in bf.detail
+    old = gpu.GpuInfo(0, "Fake T4", (7, 5), 16 * GiB, 15 * GiB, "nvml")
+    monkeypatch.setattr(gpu, "list_gpus", lambda: gpu.GpuProbe([old], None, "999.1"))
+    (t4,) = checks.check_preset(cfg.resolve("latentsync-1.5"), gpu.list_gpus())
+    assert t4.data["dtype"] == "fp32" and "cc 7.5" in t4.detail
+
+
+def test_fp16_on_the_cpu_is_reported(no_gpu: None) -> None:
+    probe = gpu.list_gpus()
+    (explicit,) = checks.check_preset(cfg.resolve("tiny", ["inference.dtype=fp16"]), probe)
+    assert explicit.failed and explicit.data["dtype"] is None
+    assert "fp16 refused" in explicit.detail and "inference.dtype=bf16" in explicit.hint
+    (low,) = checks.check_preset(cfg.resolve("low-vram"), probe)  # device auto -> cpu: a warning already
+    assert low.status == "warn" and not low.failed and "fp16 refused on cpu" in low.detail
+
+
+def test_cli_json_reports_the_dtype(tmp_path: Path, models_dir: Path, no_gpu: None, bundled_ffmpeg: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["doctor", "--preset", "tiny", "-o", str(tmp_path), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    row = next(c for c in doc["checks"] if c["name"] == "preset tiny")
+    assert code == 0 and row["data"]["dtype"] == "fp32" and row["data"]["dtype_reason"]
