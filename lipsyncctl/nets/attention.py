@@ -133,5 +133,7 @@ class Transformer3DModel(nn.Module):
         hidden = hidden.permute(0, 2, 3, 1).reshape(b * f, h * w, c)
         for block in self.transformer_blocks:
             hidden = block(hidden, context)
-        hidden = hidden.reshape(b * f, h, w, c).permute(0, 3, 1, 2)
+        # ``.contiguous()`` as upstream: proj_out (and everything downstream) then sees the standard layout,
+        # not a channels-last view (see motion.TemporalTransformer3DModel.forward).
+        hidden = hidden.reshape(b * f, h, w, c).permute(0, 3, 1, 2).contiguous()
         return batch_to_frames(self.proj_out(hidden) + residual, f)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Attention, FeedForward
+from .resnet import batch_to_frames, frames_to_batch
 from .unet_config import MotionModuleConfig
 
 
@@ -95,17 +96,23 @@ class TemporalTransformer3DModel(nn.Module):
         self.proj_out = nn.Linear(dim, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x (B, C, F, H, W) -> (B, C, F, H, W)``."""
+        """``x (B, C, F, H, W) -> (B, C, F, H, W)``.
+
+        The op sequence and its memory layouts follow upstream (AnimateDiff's ``TemporalTransformer3DModel``):
+        the residual is the per-frame ``(B*F, C, H, W)`` tensor, the output goes back to that layout with
+        ``.contiguous()`` before the residual add, then is viewed as ``(B, C, F, H, W)``. Leaving it as a
+        ``(B, F, H, W, C)``-ordered view instead makes every later 4-D tensor channels-last, and CPU
+        GroupNorm then takes its channels-last kernel (far less accurate in float32 at a 1x1 level).
+        """
         b, c, f, h, w = x.shape
-        # (B, C, F, H, W) -> (B*F, H*W, C) with rows ordered b*F + f.
-        residual = x
-        hidden = self.norm(x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w))
+        residual = frames_to_batch(x)  # (B*F, C, H, W), row = b*F + f
+        hidden = self.norm(residual)
         hidden = self.proj_in(hidden.permute(0, 2, 3, 1).reshape(b * f, h * w, c))
         for block in self.transformer_blocks:
             hidden = block(hidden, f)
         hidden = self.proj_out(hidden)
-        hidden = hidden.reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
-        return hidden + residual
+        hidden = hidden.reshape(b * f, h, w, c).permute(0, 3, 1, 2).contiguous()
+        return batch_to_frames(hidden + residual, f)
 
 
 class VanillaTemporalModule(nn.Module):

@@ -222,7 +222,9 @@ class AttentionBlock2D(nn.Module):
         h = h.flatten(2).transpose(1, 2)  # (b, h*w, c)
         h = h + self.attn(self.norm2(h))
         h = h + self.ff(self.norm3(h))
-        h = h.transpose(1, 2).reshape(b, c, height, width)
+        # ``.contiguous()`` as upstream (a no-op here: the residual adds above keep h in (b, c, h*w) memory
+        # order); it keeps conv_out and later GroupNorms off the channels-last kernels if that order changes.
+        h = h.transpose(1, 2).reshape(b, c, height, width).contiguous()
         return self.conv_out(h) + x
 
 
