@@ -102,7 +102,7 @@ class TemporalTransformer3DModel(nn.Module):
         the residual is the per-frame ``(B*F, C, H, W)`` tensor, the output goes back to that layout with
         ``.contiguous()`` before the residual add, then is viewed as ``(B, C, F, H, W)``. Leaving it as a
         ``(B, F, H, W, C)``-ordered view instead makes every later 4-D tensor channels-last, and CPU
-        GroupNorm then takes its channels-last kernel (far less accurate in float32 at a 1x1 level).
+        GroupNorm then takes its channels-last kernel, which upstream does not.
         """
         b, c, f, h, w = x.shape
         residual = frames_to_batch(x)  # (B*F, C, H, W), row = b*F + f
