@@ -267,6 +267,18 @@ class CurateOptions(_Strict):
     skip_quality: bool = Field(
         False, description="do not run the quality stage (no hyperIQA weights needed); clips are kept unfiltered"
     )
+    sync_min_conf: float = Field(
+        3.0, ge=0, le=50, description="keep a clip whose official-scale SyncNet confidence (LSE-C) is at least "
+        "this (official: 3)"
+    )
+    sync_max_offset: int = Field(
+        6, ge=0, le=15, description="keep a clip whose measured audio-video offset is at most this many 25 fps "
+        "frames either way (official: 6); a kept clip's offset is corrected"
+    )
+    skip_sync: bool = Field(
+        False, description="do not run the sync stage (no syncnet-v2 / sfd-face weights needed); clips are kept "
+        "unmeasured and uncorrected"
+    )
     val_fraction: float = Field(0.05, ge=0, le=0.5, description="share of the split groups that go to val")
     split_seed: int = Field(0, description="seed of the deterministic train/val split")
     split_by: Literal["source", "parent"] = Field(

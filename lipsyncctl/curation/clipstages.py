@@ -70,10 +70,12 @@ class ClipStage:
 
 def _registered() -> tuple[ClipStage, ...]:
     """The clip stages built so far, in order (each module imports its heavy parts inside ``run``)."""
-    from lipsyncctl.curation import align, features, quality
+    from lipsyncctl.curation import align, features, quality, sync
 
     return (
         ClipStage(align.NAME, align.VERSION, align.run, align.decide, align.settings, align.outputs, align.summary),
+        ClipStage(sync.NAME, sync.VERSION, sync.run, sync.decide, sync.settings, sync.outputs, sync.summary,
+                  sync.models, sync.skipped),  # official order: affine_transform, sync_av, visual quality
         ClipStage(quality.NAME, quality.VERSION, quality.run, quality.decide, quality.settings, quality.outputs,
                   quality.summary, quality.models, quality.skipped),  # after align (and sync)
         ClipStage(features.NAME, features.VERSION, features.run, features.decide, features.settings,

@@ -13,7 +13,8 @@ then windowed per item (LATENTSYNC.md §1.8, §3.2-3.3):
   (:func:`~lipsyncctl.audio.wav2lip_mel.mel_window`).
 
 The audio is samples ``[first * 640, stop * 640)`` of the source's 16 kHz mono WAV (zero-padded past its
-end), read as PCM16 exactly. The official caches are keyed by the clip's basename
+end; moved by ``audio_shift_samples`` when the sync stage corrected the clip's offset), read as PCM16
+exactly. The official caches are keyed by the clip's basename
 (``{basename}_embeds.pt``, ``{basename}_mel.pt``), so VoxCeleb2-style names (``00001.mp4`` in every
 speaker's folder) collide; here the file is keyed by **audio content**: the sha256 of the span's int16
 samples, the feature settings and the whisper file's fingerprint. Two clips with the same sound share one
@@ -74,7 +75,9 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     from lipsyncctl.runner.store import content_key, file_fingerprint
 
     whisper_file = Path(ctx.models["whisper"])
-    pcm = span_pcm(ctx.audio, ctx.first, ctx.stop)
+    # the sync stage's offset correction moves the span's audio window (its corrected clip's audio)
+    shift = int(ctx.previous.get("sync", {}).get("audio_shift_samples") or 0)
+    pcm = span_pcm(ctx.audio, ctx.first, ctx.stop, shift=shift)
     key = content_key({"pcm": hashlib.sha256(pcm.tobytes()).hexdigest(), "rate": ctx.options.audio_rate,
                        "settings": FEATURE_SETTINGS, "whisper": file_fingerprint(whisper_file)})
     path = ctx.data / NAME / key[:2] / f"{key}.safetensors"
@@ -82,7 +85,8 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     computed = shapes is None
     if shapes is None:
         shapes = _compute(ctx, pcm, whisper_file, path)
-    return {"features": str(path), "key": key, "samples": int(pcm.size), "computed": computed, **shapes}
+    return {"features": str(path), "key": key, "samples": int(pcm.size), "audio_shift_samples": shift,
+            "computed": computed, **shapes}
 
 
 def decide(data: Mapping[str, Any], options: CurateOptions) -> Decision | None:
@@ -98,17 +102,20 @@ def summary(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"features": data["features"], "whisper_shape": data["whisper_shape"], "mel_shape": data["mel_shape"]}
 
 
-def span_pcm(path: Path, first: int, stop: int) -> np.ndarray:
-    """Samples ``[first * 640, stop * 640)`` of the 16 kHz mono PCM16 WAV ``path`` as int16 ``(n,)``,
-    zero-padded past its end (read exactly; divide by 32768 for the official float samples)."""
+def span_pcm(path: Path, first: int, stop: int, shift: int = 0) -> np.ndarray:
+    """Samples ``[first * 640 + shift, stop * 640 + shift)`` of the 16 kHz mono PCM16 WAV ``path`` as int16
+    ``(n,)``, zero-padded before its start and past its end (read exactly; divide by 32768 for the official
+    float samples). ``shift``: the sync stage's ``audio_shift_samples`` (0: the span's own audio)."""
     want = (stop - first) * SAMPLES_PER_FRAME
+    start = first * SAMPLES_PER_FRAME + shift
+    lead = min(max(-start, 0), want)  # samples before the file's start
     with wave.open(str(path), "rb") as wav:
         if wav.getsampwidth() != 2:
             raise ValueError(f"{path}: expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit samples")
         channels = wav.getnchannels()
-        wav.setpos(min(first * SAMPLES_PER_FRAME, wav.getnframes()))
-        pcm = np.frombuffer(wav.readframes(want), dtype="<i2").reshape(-1, channels)[:, 0]
-    return np.pad(pcm.astype(np.int16), (0, want - pcm.size))
+        wav.setpos(min(max(start, 0), wav.getnframes()))
+        pcm = np.frombuffer(wav.readframes(want - lead), dtype="<i2").reshape(-1, channels)[:, 0]
+    return np.pad(pcm.astype(np.int16), (lead, want - lead - pcm.size))
 
 
 def _compute(ctx: ClipContext, pcm: np.ndarray, whisper_file: Path, path: Path) -> dict[str, Any]:
