@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.job import TimelineJob, TimelineResult
 
 __all__ = [
-    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
+    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
     "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_timeline",
     "timeline_job", "verify_models",
 ]
@@ -168,6 +168,15 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
                         dry_run=dry_run, jobs=jobs, shard=part, backend=backend)
+
+
+def curate_report(data: str | Path, config: Config | None = None) -> CurateResult:
+    """Re-decide a curated dataset with ``config.curate``'s thresholds and rebuild its manifest, lists and
+    report from the stored measurements (no source is read, no stage runs): ``lipsyncctl curate report``."""
+    from lipsyncctl.config import Config as _Config
+    from lipsyncctl.curation.job import report_curation
+
+    return report_curation(data, config or _Config())
 
 
 def curate_stages() -> list[str]:

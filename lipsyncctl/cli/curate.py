@@ -27,6 +27,7 @@ Examples:
   lipsyncctl curate raw/ -o data/ --until segments             # only the per-source stages
   lipsyncctl curate raw/ -o data/ --shard auto                 # in a SLURM/SGE array job
   lipsyncctl curate raw/ -o data/ --preset tiny                # tiny random networks: a CPU demo, not data
+  lipsyncctl curate report data/ --set curate.quality_min=50    # re-decide stored scores, rebuild the views
 
 \b
 Stages (each idempotent; its measurements are stored and reused while its inputs and settings are
@@ -39,10 +40,13 @@ unchanged; a rerun after a crash or kill continues where it stopped):
              for the official key-frame lengths); pieces too short for the sync stage rejected up front
   align      faces on every frame (no-face rejects the clip), the official affine to curate.resolution;
              DATA/aligned/ (the only lossy encode; curate.lossless for FFV1) + per-frame matrices
+  sync       official-scale LSE-C / offset of the aligned clip (S3FD + SyncNet v2): keep conf >= 3 and
+             |offset| <= 6 (curate.sync_min_conf / sync_max_offset); an offset is corrected by shifting
+             the audio sample-accurately (DATA/synced/, video copied), then re-scored to confirm
+             (models fetch syncnet-v2 sfd-face; curate.skip_sync to skip, said in the manifest)
   quality    hyperIQA on frames 0, n//2, n-1 of the aligned clip (official preprocessing), keep >= 40
              (curate.quality_min; models fetch hyperiqa; curate.skip_quality to skip, said in the manifest)
   features   whisper features and the Wav2Lip mel of each clip, cached by audio content key
-The sync stage (official-scale LSE-C, offset correction) is not built yet.
 
 \b
 DATA gets manifest.jsonl (one line per span: source, exact frames and seconds, decision kept /
@@ -55,7 +59,7 @@ failed, 2 usage, 3 bad config/preset, 4 a model the stages need is not installed
 
 def curate_cmd(
     inputs: list[str] = typer.Argument(..., help="Files, directories and glob patterns.", show_default=False),
-    data: Path = typer.Option(..., "--output", "-o", help="The dataset folder (created if needed)."),
+    data: Path | None = typer.Option(None, "--output", "-o", help="The dataset folder (created if needed)."),
     preset: str | None = opt.PresetOpt,
     sets: list[str] | None = opt.SetOpt,
     print_config: bool = opt.PrintConfigOpt,
@@ -76,9 +80,15 @@ def curate_cmd(
         if bad:
             raise UsageError(f"{name} {bad[0]!r}: not a stage", hint=f"stages: {', '.join(stages)}")
     config = opt.resolve(preset, sets, {}, print_config)
-
-    result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run, jobs=jobs or 1,
-                        shard=shard, backend=backend)
+    if inputs[0] == "report" and not Path("report").exists():  # `curate report DATA`: re-decide, rebuild views
+        if len(inputs) != 2 or data is not None:
+            raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
+        result = api.curate_report(inputs[1], config)
+    elif data is None:
+        raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA")
+    else:
+        result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run,
+                            jobs=jobs or 1, shard=shard, backend=backend)
     st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
     if result.failed:
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")

@@ -173,17 +173,45 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
               jobs=jobs, backend=backend, label="sources")
     # 3. Decisions. 4. Views from every record in DATA (every shard's).
-    records = [r for r in (store.load("sources", rid) for rid in store.ids("sources")) if r is not None]
+    result = _decide_all(data, config, done, until, shard)
+    result.seconds = time.perf_counter() - t0
+    _write_views(result, config)
+    return result
+
+
+def report_curation(data: str | Path, config: Config) -> CurateResult:
+    """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
+    ``config.curate``'s thresholds and rebuild the views, without the sources and without running a stage.
+
+    Raises:
+        UsageError: ``data`` holds no curate records.
+    """
+    t0 = time.perf_counter()
+    data = Path(data)
+    if not RecordStore(data / ".lipsyncctl" / "records").ids("sources"):
+        raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
+    result = _decide_all(data, config, {}, "report", (0, 1))
+    result.seconds = time.perf_counter() - t0
+    _write_views(result, config)
+    return result
+
+
+def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: str,
+                shard: tuple[int, int]) -> CurateResult:
+    """Every stored source and span of ``data``, decided from its measurements and ``config.curate``."""
+    options = config.curate
+    store = RecordStore(data / ".lipsyncctl" / "records")
     sources, clips = [], []
-    for raw in records:
+    for rid in store.ids("sources"):
+        raw = store.load("sources", rid)
+        if raw is None:
+            continue
         rec = SourceRecord.from_dict(raw)
         spans = decide_clips(rec, options, _clip_records(store, rec.id))
         clips += spans
         sources.append(SourceOutcome(rec.id, rec.path, decide_source(rec, options), done.get(rec.id, []),
                                      len(spans), sum(c.decision.verdict == "kept" for c in spans)))
-    result = CurateResult(data, sources, clips, until, shard, seconds=time.perf_counter() - t0, fps=options.fps)
-    _write_views(result, config)
-    return result
+    return CurateResult(data, sources, clips, until, shard, fps=options.fps)
 
 
 def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:

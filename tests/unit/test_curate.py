@@ -276,3 +276,16 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     assert page.startswith("<!doctype html>") and "http" not in page.replace("http-equiv", "")
     assert "probe/unreadable" in page and 'id="kept-hours"' in page
     assert (first_run["data"] / "train.txt").exists() and (first_run["data"] / "val.txt").exists()
+
+
+def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "copy"
+    shutil.copytree(first_run["data"], data)
+    assert main(["-q", "curate", "report", str(data), "--set", "curate.min_seconds=3.5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["counts"]["rejected"]["shots/too-short"] == 1  # the cut clip's 3.2 s shot
+    assert all(s["computed"] == [] for s in doc["sources"])
+    assert sum(1 for line in _manifest(data) if line["decision"]["verdict"] == "rejected") == 1
+    assert main(["curate", "report", str(tmp_path / "nothing")]) == 2
+    assert main(["curate", str(corpus / "short.mp4")]) == 2  # -o is required outside `report`
