@@ -79,7 +79,7 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     real = networks_mod.load_networks
     monkeypatch.setattr(networks_mod, "load_networks", lambda *a, **k: loads.append(1) or real(*a, **k))
 
-    pipe = lipsyncctl.LipSyncPipeline.from_registry("tiny", sets=["inference.steps=1"])
+    pipe = lipsyncctl.LipSyncPipeline.from_registry("tiny", sets=["inference.steps=1", "sync.length_policy=cut"])
     from fractions import Fraction as F
 
     from tests.sync_media import sample_frames, write_clip
@@ -91,7 +91,7 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     assert loads == [1]  # one load for the whole batch
     with pytest.raises(ConfigError, match="model.*per call"):
         pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "c.mkv", sets=["model.resolution=512"])
-    config = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1"])
+    config = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "sync.length_policy=cut"])
     res = lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "d.mkv", config,
                           networks=pipe.networks)
     assert res.frames > 0
