@@ -8,7 +8,8 @@ every rejected piece (``lipsyncctl curate``; LATENTSYNC.md §4).
    shots -> segments.
 3. Decide every source and span from the stored measurements (:mod:`lipsyncctl.curation.decide`).
 4. Rebuild the views from every record in DATA (all shards): ``manifest.jsonl`` (one line per span),
-   ``report.json`` (counts per stage and reason, kept hours), ``curate.yaml`` (the resolved settings).
+   ``report.json`` (counts per stage and reason, kept hours), ``report.html`` (the same, with thumbnails
+   of the first rejected spans, read from the sources still there), ``curate.yaml`` (the resolved settings).
 
 Layout under ``DATA``::
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,9 +130,12 @@ def stage_names() -> list[str]:
 
 def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, until: str | None = None,
                  force: tuple[str, ...] = (), dry_run: bool = False, jobs: int = 1,
-                 shard: tuple[int, int] = (0, 1), backend: str = "local") -> CurateResult:
+                 shard: tuple[int, int] = (0, 1), backend: str = "local",
+                 gpus: Sequence[str] = ()) -> CurateResult:
     """Run the curation stages up to ``until`` on every source of ``inputs`` into ``data`` (see the module
     docstring). ``force``: stages to recompute even when their stored key matches (with every later one).
+    ``gpus``: devices like ``cuda:1``, one worker each (:func:`~lipsyncctl.runner.workers.run_tasks`); a
+    worker's clip stages load their networks on its device (:attr:`ClipContext.device`).
 
     Raises:
         UsageError: no sources, ``data`` a file or one of the inputs. OSError: ``data`` not writable.
@@ -171,17 +176,18 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     # 2. The stages, per source.
     done: dict[str, list[str]] = {}
     run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
-              jobs=jobs, backend=backend, label="sources")
+              jobs=jobs, gpus=list(gpus), backend=backend, label="sources")
     # 3. Decisions. 4. Views from every record in DATA (every shard's).
     result = _decide_all(data, config, done, until, shard)
     result.seconds = time.perf_counter() - t0
-    _write_views(result, config)
+    _write_views(result, config, models)
     return result
 
 
 def report_curation(data: str | Path, config: Config) -> CurateResult:
     """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
-    ``config.curate``'s thresholds and rebuild the views, without the sources and without running a stage.
+    ``config.curate``'s thresholds and rebuild the views without running a stage (the sources are only
+    read for the report's thumbnails of rejected spans, and may be gone).
 
     Raises:
         UsageError: ``data`` holds no curate records.
@@ -369,7 +375,7 @@ def _planned(task: CurateTask, store: RecordStore) -> SourceOutcome:
     return SourceOutcome(task.id, task.path, decision, [])
 
 
-def _write_views(result: CurateResult, config: Config) -> None:
+def _write_views(result: CurateResult, config: Config, models: dict[str, dict[str, str]] | None = None) -> None:
     """The dataset's views (:mod:`lipsyncctl.curation.views`), each written atomically."""
     import yaml
 
@@ -393,11 +399,21 @@ def _write_views(result: CurateResult, config: Config) -> None:
     doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
            "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
                               **{s.name: s.version for s in CLIP_STAGES}},
-           "curate": options.model_dump()}
+           "curate": options.model_dump(),
+           # the network files of this run's clip stages and their fingerprints (size, mtime, sha256 of the
+           # first and last MiB: lipsyncctl.runner.store.file_fingerprint)
+           "models": {stage: {role: {"path": path, "fingerprint": _fingerprint(path)} for role, path in files.items()}
+                      for stage, files in (models or {}).items()}}
     for name, text in (("manifest.jsonl", "".join(json.dumps(line) + "\n" for line in lines)),
                        ("train.txt", "".join(p + "\n" for p in lists["train"])),
                        ("val.txt", "".join(p + "\n" for p in lists["val"])),
                        ("report.json", json.dumps(report, indent=1)),
-                       ("report.html", views.report_html(report)),
+                       ("report.html", views.report_html(report, views.reject_thumbnails(lines, paths, result.fps))),
                        ("curate.yaml", yaml.safe_dump(doc, sort_keys=False))):
         views.write_atomic(data / name, text)
+
+
+def _fingerprint(path: str) -> str | None:
+    from lipsyncctl.runner.store import file_fingerprint
+
+    return file_fingerprint(Path(path)) if Path(path).exists() else None

@@ -234,7 +234,8 @@ def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Pat
         "brightness", 1, measure,
         decide=lambda data, options: Decision.rejected("brightness", "too-dark", data["brightness"])
         if data["brightness"] < 60 else None,
-        summary=lambda data: {"brightness": round(data["brightness"], 1)})
+        summary=lambda data: {"brightness": round(data["brightness"], 1)},
+        models=lambda model: {"net": corpus / "retimed.mp4"})  # any file stands in for a network here
     monkeypatch.setattr(clipstages, "CLIP_STAGES", (stage,))
     monkeypatch.setattr(job, "CLIP_STAGES", (stage,))
     assert job.stage_names()[-1] == "brightness"
@@ -243,6 +244,10 @@ def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Pat
     assert sorted(calls) == ["cut-378bfce5_000000-000100", "cut-378bfce5_000100-000180"]
     verdicts = [(c.first, c.decision.verdict, c.decision.reason) for c in res.clips]
     assert verdicts == [(0, "kept", None), (100, "rejected", "too-dark")]  # the flat grey shot is dark
+    import yaml
+
+    recorded = yaml.safe_load((data / "curate.yaml").read_text())["models"]["brightness"]["net"]
+    assert recorded["path"] == str(corpus / "retimed.mp4") and len(recorded["fingerprint"]) == 64
     lines = _manifest(data)
     assert lines[1]["decision"]["stage"] == "brightness" and lines[1]["brightness"] == pytest.approx(40, abs=2)
     calls.clear()
@@ -289,3 +294,55 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     assert sum(1 for line in _manifest(data) if line["decision"]["verdict"] == "rejected") == 1
     assert main(["curate", "report", str(tmp_path / "nothing")]) == 2
     assert main(["curate", str(corpus / "short.mp4")]) == 2  # -o is required outside `report`
+
+
+def test_gpus_reach_the_runner_and_a_bad_list_is_a_usage_error(corpus: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gpus 0,1``: one worker per GPU (the runner hands each its device; the clip stages get it as
+    ``ClipContext.device``)."""
+    from lipsyncctl import api
+    from lipsyncctl.runner import workers
+
+    calls = []
+    monkeypatch.setattr(workers, "run_tasks", lambda tasks, execute, done, **kw: calls.append(kw))
+    assert main(["-q", "curate", str(corpus / "cut.mp4"), "-o", str(tmp_path / "d"), "--gpus", "0,1"]) == 0
+    assert calls[-1]["gpus"] == ["cuda:0", "cuda:1"] and calls[-1]["jobs"] == 1
+    api.curate([corpus / "cut.mp4"], tmp_path / "e", cfg.resolve("tiny"), gpus=["cuda:1"])
+    assert calls[-1]["gpus"] == ["cuda:1"]
+    assert main(["curate", str(corpus / "cut.mp4"), "-o", str(tmp_path / "f"), "--gpus", "x"]) == 2
+    assert len(calls) == 2  # refused before any work
+
+
+def test_each_clip_stage_loads_its_networks_on_the_worker_device(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.checkpoints import loaders, sfd
+    from lipsyncctl.curation import align, features, quality, sync
+    from lipsyncctl.curation.clipstages import ClipContext
+    from lipsyncctl.faces import detect
+
+    seen = {}
+
+    class Net:  # stands in for a loaded network
+        name = "stub"
+
+        def eval(self) -> Net:
+            return self
+
+    def loader(role: str):  # type: ignore[no-untyped-def]
+        def load(*args, device: str, **kwargs) -> Net:  # type: ignore[no-untyped-def]
+            seen[role] = device
+            return Net()
+        return load
+
+    monkeypatch.setattr(detect, "create_detector", loader("align detector"))
+    monkeypatch.setattr(sfd, "load_sfd_face", loader("sync S3FD"))
+    for name, role in (("load_syncnet_eval", "sync SyncNet"), ("load_hyperiqa", "quality hyperIQA"),
+                       ("load_whisper_encoder", "features whisper")):
+        monkeypatch.setattr(loaders, name, loader(role))
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"x")
+    ctx = ClipContext("c", "s", tmp_path / "s.mp4", 0, 50, tmp_path / "s.wav", tmp_path, cfg.Config().curate, {},
+                      {}, "cuda:1", {"syncnet-v2": weights, "sfd-face": weights})
+    align._detector(ctx), sync._scorer(ctx), quality._network(ctx, weights), features._encoder(ctx, weights)
+    assert seen == dict.fromkeys(["align detector", "sync S3FD", "sync SyncNet", "quality hyperIQA",
+                                  "features whisper"], "cuda:1")
