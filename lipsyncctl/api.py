@@ -156,23 +156,29 @@ def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineRes
 
 def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None = None, *,
            until: str | None = None, force: Sequence[str] = (), dry_run: bool = False, jobs: int = 1,
-           shard: str | tuple[int, int] | None = None, backend: str = "local") -> CurateResult:
+           shard: str | tuple[int, int] | None = None, backend: str = "local",
+           gpus: str | Sequence[str] | None = None) -> CurateResult:
     """Turn raw talking-head footage into the spans of a training set in ``data`` (``lipsyncctl curate``),
     resumable stage by stage, with a reason for every rejected piece. ``shard``: ``"I/N"``, ``"auto"``
     (array-job variables) or a tuple; ``until``: the last stage to run (default: every stage built,
-    :func:`curate_stages`). Returns :class:`~lipsyncctl.curation.job.CurateResult`."""
+    :func:`curate_stages`); ``gpus``: ``"0,1"`` or ``["cuda:0", "cuda:1"]``, one worker per GPU (its clip
+    stages load their networks there). Returns :class:`~lipsyncctl.curation.job.CurateResult`; raises
+    UsageError naming the option for a malformed value."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import run_curation
+    from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
 
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
-                        dry_run=dry_run, jobs=jobs, shard=part, backend=backend)
+                        dry_run=dry_run, jobs=jobs, shard=part, backend=backend, gpus=devices)
 
 
 def curate_report(data: str | Path, config: Config | None = None) -> CurateResult:
     """Re-decide a curated dataset with ``config.curate``'s thresholds and rebuild its manifest, lists and
-    report from the stored measurements (no source is read, no stage runs): ``lipsyncctl curate report``."""
+    report from the stored measurements (no stage runs; sources still there give the report's thumbnails of
+    rejected spans): ``lipsyncctl curate report``."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import report_curation
 

@@ -26,6 +26,7 @@ Examples:
   lipsyncctl curate raw/ -o data/ --set curate.min_seconds=3    # re-decides from stored measurements
   lipsyncctl curate raw/ -o data/ --until segments             # only the per-source stages
   lipsyncctl curate raw/ -o data/ --shard auto                 # in a SLURM/SGE array job
+  lipsyncctl curate raw/ -o data/ --gpus 0,1                   # one worker per GPU
   lipsyncctl curate raw/ -o data/ --preset tiny                # tiny random networks: a CPU demo, not data
   lipsyncctl curate report data/ --set curate.quality_min=50    # re-decide stored scores, rebuild the views
 
@@ -51,9 +52,10 @@ unchanged; a rerun after a crash or kill continues where it stopped):
 \b
 DATA gets manifest.jsonl (one line per span: source, exact frames and seconds, decision kept /
 rejected(stage, reason, value) / failed(error), split), train.txt/val.txt (the official fileslist format,
-split by source), report.json + report.html (counts per stage and reason, kept hours, histograms) and
-curate.yaml, rebuilt from every record each run. Exit codes: 0 ok (rejections are normal), 1 a source
-failed, 2 usage, 3 bad config/preset, 4 a model the stages need is not installed.
+split by source), report.json + report.html (counts per stage and reason, kept hours, histograms; the
+page adds thumbnails of the first 24 rejected spans) and curate.yaml, rebuilt from every record each run.
+Exit codes: 0 ok (rejections are normal), 1 a source failed, 2 usage, 3 bad config/preset, 4 a model the
+stages need is not installed.
 """
 
 
@@ -70,6 +72,8 @@ def curate_cmd(
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Sources processed at once."),
     shard: str | None = typer.Option(None, "--shard", help="Process only part I/N of the sources, or 'auto'."),
     backend: str = typer.Option("local", "--backend", help="local or ray (Ray: the optional extra named ray)."),
+    gpus: str | None = typer.Option(None, "--gpus", help="One worker per listed GPU, e.g. 0,1 (its clip stages "
+                                    "load their networks there)."),
 ) -> None:
     from lipsyncctl import api
     from lipsyncctl.errors import UsageError
@@ -88,7 +92,7 @@ def curate_cmd(
         raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA")
     else:
         result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run,
-                            jobs=jobs or 1, shard=shard, backend=backend)
+                            jobs=jobs or 1, shard=shard, backend=backend, gpus=gpus)
     st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
     if result.failed:
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")

@@ -5,7 +5,10 @@
 - ``train.txt`` / ``val.txt``: the official fileslist format (one aligned clip path per line) of the kept
   clips that have an aligned video;
 - ``report.json`` and a self-contained ``report.html``: counts per stage and reason, kept hours, score
-  histograms of the numeric fields the stages report;
+  histograms of the numeric fields the stages report, and thumbnails of rejected spans (the first
+  :data:`THUMBNAILS` by id: each span's first frame as an inline JPEG with its stage, reason and value;
+  read from the sources when the views are written, one frame at a time; a source that is gone or no
+  longer decodes just has none);
 - ``curate.yaml``: the tool, the stage versions and the resolved ``curate`` settings.
 
 The split is decided per **group** (the source, or its parent folder: the speaker in VoxCeleb2-style
@@ -15,14 +18,25 @@ way, a new source never moves an old one, and no speaker is in both sets.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
+import itertools
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.config import CurateOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: rejected spans shown with a thumbnail in ``report.html`` (the first ones by id)
+THUMBNAILS = 24
+#: longer side of a thumbnail, px
+THUMBNAIL_SIDE = 160
 
 
 def split_of(group: str, options: CurateOptions) -> str:
@@ -66,8 +80,52 @@ def histograms(lines: list[dict[str, Any]], bins: int = 10) -> dict[str, dict[st
     return out
 
 
-def report_html(report: dict[str, Any]) -> str:
-    """A self-contained page (inline style, no external files)."""
+def thumbnail_uri(rgb: np.ndarray, side: int = THUMBNAIL_SIDE, quality: int = 80) -> str:
+    """``rgb`` ``(H, W, 3)`` uint8 shrunk to a longer side of at most ``side`` px, as a JPEG data URI."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale < 1:
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"JPEG encoding of a {w}x{h} frame failed")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+def reject_thumbnails(lines: list[dict[str, Any]], paths: dict[str, str], fps: int,
+                      limit: int = THUMBNAILS) -> list[dict[str, Any]]:
+    """Thumbnails of the first ``limit`` rejected spans of ``lines`` (manifest lines, sorted by id): each
+    span's first frame on the ``fps`` grid of its source (``paths``: source id -> file), with the
+    decision's stage, reason and value. Sources are read one at a time, one frame in memory at a time;
+    a source that is gone or no longer decodes is left out (the report is still written without it)."""
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.media.reader import IndexedReader
+
+    rejected = [line for line in lines if line["decision"]["verdict"] == "rejected"][:limit]
+    out = []
+    for source, group in itertools.groupby(rejected, key=lambda line: line["source"]):
+        path = paths.get(source)
+        if not path or not Path(path).is_file():
+            continue
+        try:
+            with IndexedReader(path, Fraction(fps)) as reader:
+                for line in group:
+                    rgb = reader.read([line["first"]]).get(line["first"])
+                    if rgb is None:
+                        continue
+                    d = line["decision"]
+                    out.append({"id": line["id"], "stage": d.get("stage"), "reason": d.get("reason"),
+                                "value": d.get("value"), "image": thumbnail_uri(rgb)})
+        except (MediaError, OSError):
+            continue  # changed or damaged since it was curated: its spans go without a picture
+    return out
+
+
+def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None = None) -> str:
+    """A self-contained page (inline style, images as data URIs, no external files). ``thumbnails``:
+    :func:`reject_thumbnails`."""
     counts = report["counts"]
     esc = html.escape
 
@@ -88,16 +146,28 @@ def report_html(report: dict[str, Any]) -> str:
         f"<td>{esc(str(s['decision'].get('stage', '')))}</td>"
         f"<td>{esc(str(s['decision'].get('reason') or s['decision'].get('error') or ''))}</td></tr>"
         for s in rejected_sources)
+
+    def figure(t: dict[str, Any]) -> str:
+        what = f"{t['stage']}/{t['reason']}" + ("" if t["value"] is None else f" = {t['value']}")
+        return (f'<figure><img src="{t["image"]}" alt="{esc(t["id"])}">'
+                f"<figcaption><b>{esc(what)}</b><br><code>{esc(t['id'])}</code></figcaption></figure>")
+
+    rejected_spans = counts["clips"].get("rejected", 0)
+    thumbs = (f"<h2>Rejected spans ({len(thumbnails)} shown of {rejected_spans}, by id)</h2>"
+              f'<div class="thumbs">{"".join(figure(t) for t in thumbnails)}</div>' if thumbnails else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lipsyncctl curate report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0}}
-td{{border:1px solid #ccc;padding:3px 8px}}.hist rect{{fill:#3b6ea5}}h2{{margin-top:1.5em}}</style></head>
+td{{border:1px solid #ccc;padding:3px 8px}}.hist rect{{fill:#3b6ea5}}h2{{margin-top:1.5em}}
+.thumbs{{display:flex;flex-wrap:wrap;gap:10px}}figure{{margin:0;width:{THUMBNAIL_SIDE}px;font-size:12px}}
+figure img{{display:block;max-width:100%}}code{{word-break:break-all}}</style></head>
 <body><h1>Curated dataset</h1>
 <p>Kept: <b id="kept-hours">{counts['kept_seconds'] / 3600:.3f} h</b> ({counts['kept_seconds']:.1f} s) in
 {counts['clips'].get('kept', 0)} clips; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
 <code>{esc(report['until'])}</code>.</p>
 {table("Sources", counts["sources"])}{table("Spans", counts["clips"])}{table("Rejected, by stage/reason", counts["rejected"])}
 <h2>Scores</h2>{''.join(bars(k, h) for k, h in report.get('histograms', {}).items()) or '<p>none measured yet</p>'}
+{thumbs}
 <h2>Sources not kept</h2><table><tr><td>source</td><td>verdict</td><td>stage</td><td>reason</td></tr>{src_rows}</table>
 </body></html>
 """

@@ -1,0 +1,142 @@
+"""`lipsyncctl curate`'s report.html: thumbnails of rejected spans. A small corpus (a face shot cut to a
+1.6 s grey shot, rejected ``shots/too-short``; a dark clip, rejected by a clip stage of the test's own
+``brightness/too-dark``) is curated; the page shows each rejected span's first frame as an inline JPEG
+with its stage, reason and value, stays self-contained, and is rebuilt by ``curate report`` without the
+thumbnails of a source that is gone."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl.cli.main import main
+from lipsyncctl.curation.job import run_curation
+from tests.mediagen import _encode_audio, tone
+from tests.sync_media import sample_frames
+
+FACE, GREY, DARK = 60, 40, 60  # frames: the face shot, the grey shot after the cut, the dark clip
+FIGURE = re.compile(r'<figure><img src="data:image/jpeg;base64,([^"]+)" alt="([^"]+)">'
+                    r"<figcaption><b>([^<]+)</b>")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _brightness_stage() -> Iterator[None]:
+    """One clip stage of the test's own (the mean brightness of the span's first frame; below 60 is
+    ``too-dark``) instead of the network stages: rejections at a clip stage without any network."""
+    from lipsyncctl.curation import clipstages, job
+    from lipsyncctl.curation.records import Decision
+    from lipsyncctl.media.reader import IndexedReader
+
+    def measure(ctx: clipstages.ClipContext) -> dict[str, float]:
+        with IndexedReader(ctx.source, Fraction(25)) as reader:
+            return {"brightness": float(reader.read([ctx.first])[ctx.first].mean())}
+
+    stage = clipstages.ClipStage(
+        "brightness", 1, measure,
+        decide=lambda data, options: Decision.rejected("brightness", "too-dark", round(data["brightness"], 1))
+        if data["brightness"] < 60 else None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(clipstages, "CLIP_STAGES", (stage,))
+        mp.setattr(job, "CLIP_STAGES", (stage,))
+        yield
+
+
+def _write(path: Path, frames: list[np.ndarray]) -> Path:
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = c.add_stream("aac", rate=16000, layout="mono")
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        _encode_audio(c, aus, tone(len(frames) / 25, 16000, 1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = tmp_path_factory.mktemp("report") / "raw"
+    raw.mkdir()
+    faces = sample_frames(FACE, scale=0.25)
+    h, w = faces[0].shape[:2]
+    _write(raw / "cut.mp4", faces + [np.full((h, w, 3), 40, np.uint8)] * GREY)
+    _write(raw / "dark.mp4", [np.full((h, w, 3), 25, np.uint8)] * DARK)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def curated(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("data") / "data"
+    assert run_curation([corpus], data, cfg.resolve("tiny")).ok
+    return data
+
+
+def _figures(page: str) -> dict[str, tuple[str, np.ndarray]]:
+    """Span id -> (caption, decoded RGB thumbnail) of every thumbnail on the page."""
+    import cv2
+
+    out = {}
+    for b64, span, caption in FIGURE.findall(page):
+        bgr = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+        assert bgr is not None, span
+        out[span] = (caption, bgr[..., ::-1])
+    return out
+
+
+def test_report_shows_each_rejected_span_first_frame_with_its_reason(curated: Path) -> None:
+    page = (curated / "report.html").read_text()
+    figures = _figures(page)
+    by_name = {span.split("-", 1)[0]: (span, caption, rgb) for span, (caption, rgb) in figures.items()}
+    assert sorted(by_name) == ["cut", "dark"] and len(figures) == 2  # the rejected spans only, not the kept one
+    span, caption, rgb = by_name["cut"]
+    assert span.endswith(f"_{FACE:06d}-{FACE + GREY:06d}") and caption == "shots/too-short = 1.6"
+    assert abs(float(rgb.mean()) - 40) < 4  # frame 60 (the span's first: grey), not the source's frame 0 (a face)
+    span, caption, rgb = by_name["dark"]
+    assert caption.startswith("brightness/too-dark = ") and abs(float(rgb.mean()) - 25) < 4
+    assert all(max(rgb.shape[:2]) <= 160 for _, rgb in figures.values())  # small: at most 160 px
+    assert "Rejected spans (2 shown of 2, by id)" in page
+    assert page.startswith("<!doctype html>") and "http" not in page.replace("http-equiv", "")
+    assert not re.search(r'src="(?!data:)', page)  # every image inline: the page stands alone
+
+
+def test_curate_report_leaves_out_a_source_that_is_gone(corpus: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(corpus / "dark.mp4", raw / "gone.mp4")
+    data = tmp_path / "data"
+    assert run_curation([raw, corpus / "cut.mp4"], data, cfg.resolve("tiny")).ok
+    assert sorted(s.split("-", 1)[0] for s in _figures((data / "report.html").read_text())) == ["cut", "gone"]
+    (raw / "gone.mp4").unlink()
+    assert main(["-q", "curate", "report", str(data), "--json"]) == 0
+    capsys.readouterr()
+    page = (data / "report.html").read_text()
+    assert [s.split("-", 1)[0] for s in _figures(page)] == ["cut"]       # silently without the gone one
+    assert "Rejected spans (1 shown of 2, by id)" in page and "brightness/too-dark" in page  # still counted
+
+
+def test_thumbnails_are_the_first_rejected_spans_by_id(curated: Path) -> None:
+    import json
+
+    from lipsyncctl.curation import views
+
+    lines = [json.loads(line) for line in (curated / "manifest.jsonl").read_text().splitlines()]
+    paths = {s["id"]: s["path"] for s in json.loads((curated / "report.json").read_text())["sources"]}
+    rejected = [line["id"] for line in lines if line["decision"]["verdict"] == "rejected"]
+    assert [t["id"] for t in views.reject_thumbnails(lines, paths, 25, limit=1)] == rejected[:1]
+    assert views.reject_thumbnails(lines, {}, 25) == []  # no source known: no thumbnail, no error
