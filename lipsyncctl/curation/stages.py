@@ -16,6 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lipsyncctl import progress
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
@@ -98,7 +100,10 @@ def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, A
         factor = compute_downscale_factor(max(width, height))
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
         for i, rgb in progress.track(reader.range(0, frames), "shots", total=frames):
-            bgr = cv2.resize(rgb[..., ::-1], size, interpolation=cv2.INTER_LINEAR) if factor > 1 else rgb[..., ::-1]
+            # resize, then reverse the channels: the same pixels as resizing the BGR frame (channels are
+            # resized independently), without OpenCV copying a full-size negative-stride view first
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR) if factor > 1 else rgb
+            bgr = np.ascontiguousarray(small[..., ::-1])
             for cut in detector.process_frame(FrameTimecode(i, fps=float(fps)), bgr):
                 cuts.append(cut.frame_num)
         for cut in detector.post_process(FrameTimecode(frames, fps=float(fps))) or []:
