@@ -18,7 +18,6 @@ way, a new source never moves an old one, and no speaker is in both sets.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import itertools
@@ -29,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.config import CurateOptions
+from lipsyncctl.media.thumbnails import thumbnail_uri
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 #: rejected spans shown with a thumbnail in ``report.html`` (the first ones by id)
 THUMBNAILS = 24
@@ -80,20 +80,6 @@ def histograms(lines: list[dict[str, Any]], bins: int = 10) -> dict[str, dict[st
     return out
 
 
-def thumbnail_uri(rgb: np.ndarray, side: int = THUMBNAIL_SIDE, quality: int = 80) -> str:
-    """``rgb`` ``(H, W, 3)`` uint8 shrunk to a longer side of at most ``side`` px, as a JPEG data URI."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = side / max(h, w)
-    if scale < 1:
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"JPEG encoding of a {w}x{h} frame failed")
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
-
-
 def reject_thumbnails(lines: list[dict[str, Any]], paths: dict[str, str], fps: int,
                       limit: int = THUMBNAILS) -> list[dict[str, Any]]:
     """Thumbnails of the first ``limit`` rejected spans of ``lines`` (manifest lines, sorted by id): each
@@ -117,7 +103,7 @@ def reject_thumbnails(lines: list[dict[str, Any]], paths: dict[str, str], fps: i
                         continue
                     d = line["decision"]
                     out.append({"id": line["id"], "stage": d.get("stage"), "reason": d.get("reason"),
-                                "value": d.get("value"), "image": thumbnail_uri(rgb)})
+                                "value": d.get("value"), "image": thumbnail_uri(rgb, max_side=THUMBNAIL_SIDE)})
         except (MediaError, OSError):
             continue  # changed or damaged since it was curated: its spans go without a picture
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
+from lipsyncctl.media.thumbnails import thumbnail_uri
 from lipsyncctl.scoring.crops import approximate_sync
 from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, load_official_scorer
@@ -157,8 +158,8 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         after_uri = ""
         if row.status == ShotStatus.DONE and row.output:
             after = qc.read_frames(Path(row.output), seg.handle_in + mid, 1)[0]
-            after_uri = qc.thumbnail_uri(after)
-        thumbs[seg.id] = (qc.thumbnail_uri(before), after_uri)
+            after_uri = thumbnail_uri(after, height=120)
+        thumbs[seg.id] = (thumbnail_uri(before, height=120), after_uri)
         if syncnet is not None and row.status == ShotStatus.DONE and row.output:
             from lipsyncctl.timeline.dub import to_vad_rate
 

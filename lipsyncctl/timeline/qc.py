@@ -8,7 +8,6 @@ scores are ``None`` and the report says so.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,3 @@ def read_frames(path: Path, first: int, count: int) -> list[np.ndarray]:
     from lipsyncctl.timeline.mediaio import read_frames
 
     return list(read_frames(path, first, count))
-
-
-def thumbnail_uri(rgb: np.ndarray, height: int = 120) -> str:
-    """A JPEG data URI of ``rgb`` scaled to ``height`` pixels."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    small = cv2.resize(rgb, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
-    if not ok:
-        return ""
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
