@@ -16,7 +16,6 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lipsyncctl import config as cfg
@@ -24,7 +23,8 @@ from lipsyncctl.cli.main import main
 from lipsyncctl.curation.job import run_curation
 from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
 from tests.conftest import REPO, shared_path
-from tests.mediagen import _encode_audio, make_clip, tone
+from tests.curate_media import grey_frames, write_talking_clip
+from tests.mediagen import make_clip
 from tests.sync_media import sample_frames
 
 CUT = 100  # the cut clip: 100 frames of a face, then 80 of a flat grey picture
@@ -43,24 +43,8 @@ def _source_stages_only():  # type: ignore[no-untyped-def]
 
 
 def _cut_clip(path: Path) -> Path:
-    import av
-
     faces = sample_frames(CUT, scale=0.25)
-    h, w = faces[0].shape[:2]
-    grey = [np.full((h, w, 3), 40, np.uint8)] * 80
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        aus = c.add_stream("aac", rate=16000, layout="mono")
-        for i, img in enumerate(faces + grey):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        _encode_audio(c, aus, tone(180 / 25, 16000, 1))
-    return path
+    return write_talking_clip(path, faces + grey_frames(faces[0], 80))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from lipsyncctl import config as cfg
 from lipsyncctl.curation import align
 from lipsyncctl.curation.job import run_curation
 from lipsyncctl.curation.records import Decision
-from tests.mediagen import _encode_audio, tone
+from tests.curate_media import grey_frames, write_talking_clip
 from tests.sync_media import sample_frames
 
 FACE, GREY = 60, 55  # frames of the face shot and of the faceless shot after the cut
@@ -27,25 +27,10 @@ FACE, GREY = 60, 55  # frames of the face shot and of the faceless shot after th
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import av
-
     folder = tmp_path_factory.mktemp("align") / "raw"
     folder.mkdir()
     faces = sample_frames(FACE, scale=0.75)  # a real face, about 80 px wide
-    h, w = faces[0].shape[:2]
-    grey = [np.full((h, w, 3), 40, np.uint8)] * GREY
-    with av.open(str(folder / "cut.mp4"), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        aus = c.add_stream("aac", rate=16000, layout="mono")
-        for i, img in enumerate(faces + grey):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        _encode_audio(c, aus, tone((FACE + GREY) / 25, 16000, 1))
+    write_talking_clip(folder / "cut.mp4", faces + grey_frames(faces[0], GREY))
     return folder
 
 

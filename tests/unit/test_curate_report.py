@@ -19,7 +19,7 @@ import pytest
 from lipsyncctl import config as cfg
 from lipsyncctl.cli.main import main
 from lipsyncctl.curation.job import run_curation
-from tests.mediagen import _encode_audio, tone
+from tests.curate_media import write_talking_clip
 from tests.sync_media import sample_frames
 
 FACE, GREY, DARK = 60, 40, 60  # frames: the face shot, the grey shot after the cut, the dark clip
@@ -50,22 +50,7 @@ def _brightness_stage() -> Iterator[None]:
 
 
 def _write(path: Path, frames: list[np.ndarray]) -> Path:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        aus = c.add_stream("aac", rate=16000, layout="mono")
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        _encode_audio(c, aus, tone(len(frames) / 25, 16000, 1))
-    return path
+    return write_talking_clip(path, frames)
 
 
 @pytest.fixture(scope="module")

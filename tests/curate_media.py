@@ -1,0 +1,35 @@
+"""Clips generated at test time for the curate tests: H.264 at 25 fps with a 16 kHz mono tone, from RGB frames
+(real faces from the bundled sample: tests/sync_media.sample_frames)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tests.mediagen import _encode_audio, tone
+
+
+def write_talking_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    """``frames`` (RGB uint8, one size) as H.264 at ``fps`` with a mono 16 kHz AAC tone exactly as long."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = c.add_stream("aac", rate=16000, layout="mono")
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        _encode_audio(c, aus, tone(len(frames) / fps, 16000, 1))
+    return path
+
+
+def grey_frames(like: np.ndarray, count: int, level: int = 40) -> list[np.ndarray]:
+    """``count`` flat grey frames of ``like``'s size (a faceless shot after a hard cut)."""
+    return [np.full(like.shape, level, np.uint8)] * count
