@@ -167,3 +167,19 @@ def test_lossless_clip_holds_the_official_alignment_bit_exactly(raw: Path, tmp_p
     expected, matrix = FaceAligner(resolution=256).align(frame, face.points3)
     assert np.array_equal(pictures[0], expected)
     assert np.allclose(np.load(kept.summary["matrices"])[0], matrix)
+
+
+def test_a_real_two_face_clip_is_rejected_by_the_single_face_filter(tmp_path: Path) -> None:
+    """Two real faces in every frame (tests/sync_media.two_face_frames): kept by default (the largest face
+    is aligned, as official), rejected ``multiple-faces`` with ``curate.single_face`` from the stored count."""
+    from tests.sync_media import two_face_frames
+
+    source = write_talking_clip(tmp_path / "two faces.mp4", two_face_frames(60))
+    data = tmp_path / "data"
+    res = run_curation([source], data, cfg.resolve("tiny", ["curate.min_sync_frames=50"]), until="align")
+    assert [(c.frames, c.decision.verdict) for c in res.clips] == [(60, "kept")]
+    line = json.loads((data / "manifest.jsonl").read_text().splitlines()[0])
+    assert line["max_faces"] == 2
+    strict = run_curation([source], data, cfg.resolve("tiny", ["curate.single_face=true"]), until="align")
+    assert all(s.computed == [] for s in strict.sources)
+    assert [(c.decision.reason, c.decision.value) for c in strict.clips] == [("multiple-faces", 2)]
