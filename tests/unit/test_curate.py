@@ -330,3 +330,19 @@ def test_each_clip_stage_loads_its_networks_on_the_worker_device(tmp_path: Path,
     align._detector(ctx), sync._scorer(ctx), quality._network(ctx, weights), features._encoder(ctx, weights)
     assert seen == dict.fromkeys(["align detector", "sync S3FD", "sync SyncNet", "quality hyperIQA",
                                   "features whisper"], "cuda:1")
+
+
+def test_the_ray_backend_gives_the_same_manifest(corpus: Path, first_run, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sources = [corpus / "cut.mp4", corpus / "short.mp4"]
+    local = tmp_path / "local"
+    run_curation(sources, local, cfg.resolve("tiny"), until="segments")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = tmp_path / "ray"
+        run_curation(sources, remote, cfg.resolve("tiny"), until="segments", backend="ray")
+    finally:
+        ray.shutdown()
+    assert _manifest(remote) == _manifest(local)
