@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lipsyncctl.pipeline.lipsync import LipSyncPipeline
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.preparation.job import PrepResult
-    from lipsyncctl.timeline.job import TimelineJob, TimelineResult
+    from lipsyncctl.timeline.types import TimelineJob, TimelineResult
 
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
@@ -121,8 +121,8 @@ def timeline_job(
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
     from lipsyncctl.timeline import dub as dubs
-    from lipsyncctl.timeline.job import TimelineJob
     from lipsyncctl.timeline.source import parse_relink
+    from lipsyncctl.timeline.types import TimelineJob
 
     return TimelineJob(
         timeline=Path(timeline), output=Path(output), audio=dubs.parse_audio_specs(list(audio)),

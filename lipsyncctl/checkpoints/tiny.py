@@ -150,7 +150,7 @@ def write_tiny_models(root: Path, seed: int = TINY_SEED) -> TinyModelPaths:
 # Deterministic initialisation
 
 
-def _randomize(named: Iterable[tuple[str, torch.Tensor]], gen: torch.Generator) -> dict[str, torch.Tensor]:
+def randomize(named: Iterable[tuple[str, torch.Tensor]], gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Seeded values for each named tensor, in sorted name order (independent of module order).
 
     Normalisation weights -> 1, biases -> small noise, matrices/kernels -> N(0, 1/fan_in) so that
@@ -189,7 +189,7 @@ def tiny_unet_state_dict(gen: torch.Generator) -> dict[str, torch.Tensor]:
     from lipsyncctl.nets.unet import UNet3DConditionModel
 
     model = UNet3DConditionModel(tiny_unet_config())
-    params = _randomize(model.named_parameters(), gen)
+    params = randomize(model.named_parameters(), gen)
     state = model.state_dict()
     for name, value in params.items():
         state[name] = value
@@ -238,7 +238,7 @@ def tiny_whisper_state_dict(gen: torch.Generator, dims: dict[str, int] | None = 
 
     dims = dims or WHISPER_TINY_DIMS
     shapes = whisper_encoder_shapes(dims)
-    state = _randomize(((k, torch.empty(v, device="meta")) for k, v in shapes.items()), gen)
+    state = randomize(((k, torch.empty(v, device="meta")) for k, v in shapes.items()), gen)
     state["encoder.positional_embedding"] = _sinusoids(dims["n_audio_ctx"], dims["n_audio_state"])
     return {k: v.to(torch.float16) for k, v in state.items()}
 
@@ -248,6 +248,6 @@ def save_tiny_vae(folder: Path, gen: torch.Generator) -> None:
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL(**TINY_VAE_CONFIG)
-    params = _randomize(vae.named_parameters(), gen)
+    params = randomize(vae.named_parameters(), gen)
     vae.load_state_dict(params, strict=False)
     vae.save_pretrained(str(folder), safe_serialization=True)

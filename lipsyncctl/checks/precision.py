@@ -86,10 +86,10 @@ class PrecisionResult:
 
 def _init(model: nn.Module, gen: torch.Generator) -> nn.Module:
     """Seeded parameters (buffers such as the motion modules' position tables keep their values)."""
-    from lipsyncctl.checkpoints.tiny import _randomize
+    from lipsyncctl.checkpoints.tiny import randomize
 
     state = model.state_dict()
-    state.update(_randomize(model.named_parameters(), gen))
+    state.update(randomize(model.named_parameters(), gen))
     model.load_state_dict(state)
     return model.eval()
 

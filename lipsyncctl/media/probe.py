@@ -25,8 +25,7 @@ from lipsyncctl.media.container import (
     sequence_files,
     video_stream,
 )
-from lipsyncctl.media.rates import STANDARD_RATES as STANDARD_RATES  # re-exported: the one table lives there
-from lipsyncctl.media.rates import parse_rate as parse_rate
+from lipsyncctl.media.rates import STANDARD_RATES as STANDARD_RATES  # the one table lives in media.rates
 from lipsyncctl.media.rates import snap_rate
 
 #: Packets demuxed to judge CFR/VFR when the container has no index.

@@ -143,7 +143,7 @@ def sync_clip(
     """
     from lipsyncctl.media.atomic import check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio
-    from lipsyncctl.media.probe import parse_rate
+    from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline.faces import track_clip_faces
     from lipsyncctl.pipeline.output import check_frame_size, check_output

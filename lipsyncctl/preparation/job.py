@@ -119,7 +119,7 @@ def _parse_fps(value: str) -> Fraction | None:
     """``"source"`` -> None; ``"25"``, ``"29.97"``, ``"30000/1001"`` -> an exact Fraction."""
     if value == "source":
         return None
-    from lipsyncctl.media.probe import parse_rate
+    from lipsyncctl.media.rates import parse_rate
 
     return parse_rate(value)  # "29.97" means the NTSC rate, as everywhere else in video
 

@@ -46,7 +46,6 @@ from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
 from lipsyncctl.timeline.types import (
-    SETTLED,
     LanguageResult,
     ShotOutcome,
     ShotState,
@@ -54,9 +53,6 @@ from lipsyncctl.timeline.types import (
     TimelineJob,
     TimelineResult,
 )
-
-__all__ = ["KEY_VERSION", "SETTLED", "ShotOutcome", "ShotState", "ShotStatus", "TimelineJob", "TimelineResult",
-           "run_timeline"]
 
 KEY_VERSION = "timeline-2"  # 2: the face choice is part of the config
 
@@ -202,52 +198,21 @@ def _model_fingerprints(config: Config, *, plan_only: bool = False) -> tuple[dic
         ``({"unet", "unet_config", "whisper", "vae"}, [{"model", "role", "error", "fetch"}, ...])``.
     """
     from lipsyncctl.errors import MissingModelError
-    from lipsyncctl.pipeline.networks import resolve_files
+    from lipsyncctl.pipeline.networks import resolve_model_file
 
-    try:
-        files = resolve_files(config.model)
-    except MissingModelError:
-        if not plan_only:
-            raise
-    else:
-        return {"unet": file_fingerprint(files.unet), "unet_config": files.unet_config,
-                "whisper": file_fingerprint(files.whisper), "vae": file_fingerprint(files.vae)}, []
     fingerprints = {"unet_config": config.model.unet_config}
     missing: list[dict[str, str]] = []
     names = {"unet": config.model.checkpoint, "whisper": config.model.whisper, "vae": config.model.vae}
     for role, name in names.items():
         try:
-            fingerprints[role] = file_fingerprint(_model_file(name, role))
+            fingerprints[role] = file_fingerprint(resolve_model_file(name, role))
         except MissingModelError as exc:
+            if not plan_only:
+                raise
             fingerprints[role] = f"missing:{name}"
             missing.append({"model": name, "role": role, "error": exc.message,
                             "fetch": f"lipsyncctl models fetch {name}" if "models fetch" in exc.hint else exc.hint})
     return fingerprints, missing
-
-
-def _model_file(name: str, role: str) -> Path:
-    """The installed file (or folder) of one network by registry name, ``tiny`` or path: the rule of
-    :func:`lipsyncctl.pipeline.networks.resolve_files`, for one role (which resolves all three at once and
-    stops at the first missing one, where a plan wants to name every missing model).
-
-    Raises:
-        MissingModelError: not installed, or neither a known model nor an existing path.
-    """
-    from lipsyncctl.checkpoints.registry import load_registry
-    from lipsyncctl.errors import MissingModelError
-
-    if name == "tiny":
-        from lipsyncctl.checkpoints.tiny import ensure_tiny_models
-
-        return Path(getattr(ensure_tiny_models(), role))
-    registry = load_registry()
-    if name in registry.names():
-        return registry.resolve(name, role)
-    path = Path(name).expanduser()
-    if not path.exists():
-        raise MissingModelError(f"model {name!r} is neither a known model nor an existing file",
-                                hint=f"known models: {', '.join(registry.names())}; or give a path")
-    return path
 
 
 def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: TimelineJob,

@@ -188,7 +188,7 @@ def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, 
                                             ("23.976", Fraction(24000, 1001)), ("59.94", Fraction(60000, 1001)),
                                             ("30000/1001", Fraction(30000, 1001)), ("12.5", Fraction(25, 2))])
 def test_parse_rate_reads_decimal_rates_as_the_standard_ones(text: str, rate: Fraction) -> None:
-    from lipsyncctl.media.probe import parse_rate
+    from lipsyncctl.media.rates import parse_rate
 
     assert parse_rate(text) == rate
 

@@ -154,7 +154,7 @@ def test_clip_arguments_reach_the_library(tmp_path: Path, captured: _Captured) -
 
 
 def test_timeline_arguments_reach_the_job(tmp_path: Path, captured: _Captured) -> None:
-    from lipsyncctl.timeline.job import TimelineJob
+    from lipsyncctl.timeline.types import TimelineJob
 
     assert main(_timeline(tmp_path)) == 0
     assert captured["job"] == TimelineJob(timeline=Path("edit.otio"), output=tmp_path / "out",

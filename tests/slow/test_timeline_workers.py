@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lipsyncctl.timeline.job import TimelineJob, run_timeline
+from lipsyncctl.timeline.job import run_timeline
+from lipsyncctl.timeline.types import TimelineJob
 from tests.conftest import shared_path
 from tests.unit.test_timeline_backends import edit, tiny_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lipsyncctl import config as cfg
-from lipsyncctl.timeline.job import TimelineJob, run_timeline
-from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+from lipsyncctl.timeline.job import run_timeline
+from lipsyncctl.timeline.types import ShotOutcome, ShotStatus, TimelineJob
 from tests.conftest import shared_path
 from tests.timeline_media import clip, rt, write_sources
 

@@ -150,7 +150,8 @@ def test_contradictory_or_unknown_rates_fail_naming_edl_rate(text: str, why: str
 def test_an_assumed_rate_is_a_warning_of_the_job(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Frames never past 23 fit every rate: the job plans at 24 and says so in its warnings (--json too)."""
     from lipsyncctl import config as cfg
-    from lipsyncctl.timeline.job import TimelineJob, run_timeline
+    from lipsyncctl.timeline.job import run_timeline
+    from lipsyncctl.timeline.types import TimelineJob
     from tests.mediagen import make_wav
 
     monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
