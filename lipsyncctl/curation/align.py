@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import shutil
 import tempfile
-import wave
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.records import Decision
+from lipsyncctl.curation.stages import span_pcm
 
 if TYPE_CHECKING:
     from lipsyncctl.curation.clipstages import ClipContext
@@ -49,7 +49,6 @@ NAME = "align"
 #: bump when the stage computes something different from the same inputs and settings
 VERSION = 1
 #: samples of 16 kHz audio per 25 fps frame
-SAMPLES_PER_FRAME = 640
 #: the official detector (InsightFace SCRFD + 2d106, LATENTSYNC.md §1.5)
 OFFICIAL_DETECTOR = "insightface"
 
@@ -171,28 +170,21 @@ def summary(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def span_audio(path: Path, first: int, stop: int) -> np.ndarray:
-    """Samples ``[first * 640, stop * 640)`` of the 16 kHz mono 16-bit WAV ``path`` as float32 ``(n,)``,
-    zero-padded past its end (read exactly, no resampling)."""
-    want = (stop - first) * SAMPLES_PER_FRAME
-    with wave.open(str(path), "rb") as wav:
-        start = min(first * SAMPLES_PER_FRAME, wav.getnframes())
-        wav.setpos(start)
-        pcm = np.frombuffer(wav.readframes(want), dtype="<i2")
-        channels = wav.getnchannels()
-    samples = pcm.reshape(-1, channels)[:, 0].astype(np.float32) / 32767.0
-    return np.pad(samples, (0, want - len(samples)))
+    """The span's samples of the source's 16 kHz WAV as float32 ``(n,)`` (:func:`~lipsyncctl.curation.stages.
+    span_pcm` / 32768, the official scaling), zero-padded past its end."""
+    return span_pcm(path, first, stop).astype(np.float32) / 32768.0
 
 
 def _detector(ctx: ClipContext) -> FaceDetector:
-    """The worker's detector (created once per worker and backend: :attr:`ClipContext.cache`)."""
+    """The worker's detector for ``curate.detector`` (:meth:`ClipContext.network`)."""
     from lipsyncctl.faces.detect import create_detector
 
-    device = ctx.device or "cpu"
-    key = f"{NAME}.detector:{ctx.options.detector}:{device}"
-    if key not in ctx.cache:
-        ctx.cache[key] = create_detector(ctx.options.detector, device=device)
-        progress.message(f"face detector: {ctx.cache[key].name}")
-    return ctx.cache[key]
+    def load(device: str) -> FaceDetector:
+        detector = create_detector(ctx.options.detector, device=device)
+        progress.message(f"face detector: {detector.name}")
+        return detector
+
+    return ctx.network(f"{NAME}.detector.{ctx.options.detector}", [], load)
 
 
 def _remember(frames: Iterator[np.ndarray], pending: collections.deque[np.ndarray]) -> Iterator[np.ndarray]:

@@ -13,13 +13,16 @@ Stages register in :data:`CLIP_STAGES` (in order); ``--until`` offers the source
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lipsyncctl.config import CurateOptions, ModelOptions
 from lipsyncctl.curation.records import Decision
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,17 @@ class ClipContext:
     @property
     def frames(self) -> int:
         return self.stop - self.first
+
+    def network(self, name: str, files: Sequence[Path], load: Callable[[str], T]) -> T:
+        """The worker's ``name`` network, built by ``load(device)`` once per worker, device and version of
+        ``files`` (their fingerprints: a file replaced on disk is loaded again) and kept in :attr:`cache`."""
+        from lipsyncctl.runner.store import file_fingerprint
+
+        device = self.device or "cpu"
+        key = json.dumps([name, device, [(str(f), file_fingerprint(Path(f))) for f in files]])
+        if key not in self.cache:
+            self.cache[key] = load(device)
+        return self.cache[key]
 
     def output(self, stage: str, suffix: str) -> Path:
         """Where this clip's file of ``stage`` goes: ``DATA/<stage>/<source id>/<clip id><suffix>``."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import wave
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,13 +38,13 @@ import numpy as np
 from lipsyncctl.config import CurateOptions, ModelOptions
 from lipsyncctl.curation.clipstages import ClipContext
 from lipsyncctl.curation.records import Decision
+from lipsyncctl.curation.stages import span_pcm
 
 if TYPE_CHECKING:
     from lipsyncctl.nets.whisper import WhisperFeatureEncoder
 
 NAME = "features"
 VERSION = 1
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 
 #: what the cached tensors depend on besides the samples and the whisper file (part of the content key)
 FEATURE_SETTINGS: dict[str, Any] = {
@@ -102,22 +101,6 @@ def summary(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"features": data["features"], "whisper_shape": data["whisper_shape"], "mel_shape": data["mel_shape"]}
 
 
-def span_pcm(path: Path, first: int, stop: int, shift: int = 0) -> np.ndarray:
-    """Samples ``[first * 640 + shift, stop * 640 + shift)`` of the 16 kHz mono PCM16 WAV ``path`` as int16
-    ``(n,)``, zero-padded before its start and past its end (read exactly; divide by 32768 for the official
-    float samples). ``shift``: the sync stage's ``audio_shift_samples`` (0: the span's own audio)."""
-    want = (stop - first) * SAMPLES_PER_FRAME
-    start = first * SAMPLES_PER_FRAME + shift
-    lead = min(max(-start, 0), want)  # samples before the file's start
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit samples")
-        channels = wav.getnchannels()
-        wav.setpos(min(max(start, 0), wav.getnframes()))
-        pcm = np.frombuffer(wav.readframes(want - lead), dtype="<i2").reshape(-1, channels)[:, 0]
-    return np.pad(pcm.astype(np.int16), (lead, want - lead - pcm.size))
-
-
 def _compute(ctx: ClipContext, pcm: np.ndarray, whisper_file: Path, path: Path) -> dict[str, Any]:
     import torch
 
@@ -167,14 +150,10 @@ def _save_atomic(tensors: dict[str, Any], meta: dict[str, str], path: Path) -> N
 
 
 def _encoder(ctx: ClipContext, whisper_file: Path) -> WhisperFeatureEncoder:
-    """The worker's whisper encoder (loaded once per worker, file and device), float32."""
+    """The worker's whisper encoder (:meth:`ClipContext.network`), float32."""
     import torch
 
     from lipsyncctl.checkpoints.loaders import load_whisper_encoder
-    from lipsyncctl.runner.store import file_fingerprint
 
-    device = ctx.device or "cpu"
-    key = f"{NAME}.whisper:{whisper_file}:{file_fingerprint(whisper_file)}:{device}"
-    if key not in ctx.cache:
-        ctx.cache[key] = load_whisper_encoder(whisper_file, device=device, dtype=torch.float32).eval()
-    return ctx.cache[key]
+    return ctx.network(f"{NAME}.whisper", [whisper_file],
+                       lambda device: load_whisper_encoder(whisper_file, device=device, dtype=torch.float32).eval())

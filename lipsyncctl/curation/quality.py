@@ -212,14 +212,10 @@ def _is_tiny(weights: Path) -> bool:
 
 
 def _network(ctx: ClipContext, weights: Path) -> HyperNet:
-    """The worker's HyperNet (loaded once per worker, file and device), float32, eval mode."""
+    """The worker's HyperNet (:meth:`ClipContext.network`), float32, eval mode."""
     import torch
 
     from lipsyncctl.checkpoints.loaders import load_hyperiqa
-    from lipsyncctl.runner.store import file_fingerprint
 
-    device = ctx.device or "cpu"
-    key = f"{NAME}.hyperiqa:{weights}:{file_fingerprint(weights)}:{device}"
-    if key not in ctx.cache:
-        ctx.cache[key] = load_hyperiqa(weights, device=device, dtype=torch.float32).eval()
-    return ctx.cache[key]
+    return ctx.network(f"{NAME}.hyperiqa", [weights],
+                       lambda device: load_hyperiqa(weights, device=device, dtype=torch.float32).eval())

@@ -12,6 +12,7 @@ new lossy encode (the official pipeline makes up to four).
 
 from __future__ import annotations
 
+import wave
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
 from lipsyncctl.errors import MediaError
 
-#: samples of 16 kHz audio per 25 fps frame
+#: samples of 16 kHz audio per 25 fps frame (the one place: every stage's audio arithmetic uses it)
 SAMPLES_PER_FRAME = 640
 
 
@@ -139,3 +140,19 @@ def cut_segments(shots: list[list[int]], options: CurateOptions,
                  else exact_segments((first, stop), seg))
         pieces += [[a, b, first, stop] for a, b in spans]
     return {"pieces": pieces}
+
+
+def span_pcm(path: Path, first: int, stop: int, shift: int = 0) -> np.ndarray:
+    """Samples ``[first * 640 + shift, stop * 640 + shift)`` of the 16 kHz mono PCM16 WAV ``path`` as int16
+    ``(n,)``, zero-padded before its start and past its end (read exactly; divide by 32768 for the official
+    float samples). ``shift``: the sync stage's ``audio_shift_samples`` (0: the span's own audio)."""
+    want = (stop - first) * SAMPLES_PER_FRAME
+    start = first * SAMPLES_PER_FRAME + shift
+    lead = min(max(-start, 0), want)  # samples before the file's start
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit samples")
+        channels = wav.getnchannels()
+        wav.setpos(min(max(start, 0), wav.getnframes()))
+        pcm = np.frombuffer(wav.readframes(want - lead), dtype="<i2").reshape(-1, channels)[:, 0]
+    return np.pad(pcm.astype(np.int16), (lead, want - lead - pcm.size))

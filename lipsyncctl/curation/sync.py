@@ -5,7 +5,7 @@ clip (the official step scores the affine-transformed clips):
 
 1. Frames: every frame of the ALIGNED clip (``previous["align"]["aligned"]``, 25 fps, RGB). Audio: samples
    ``[first * 640, stop * 640)`` of the source's 16 kHz mono WAV, read exactly as PCM16
-   (:func:`lipsyncctl.curation.features.span_pcm`; the official scorer reads the int16 WAV too).
+   (:func:`lipsyncctl.curation.stages.span_pcm`; the official scorer reads the int16 WAV too).
 2. The official measurement (:class:`~lipsyncctl.scoring.official.OfficialScorer`: S3FD tracks, the official
    crop, SyncNet v2): ``lse_c`` (conf), ``lse_d``, ``offset`` (the official ``av_offset``, 25 fps frames).
    No track (no face above 0.9, shots under 50 frames): ``no-sync-track``, the scorer's reason as value.
@@ -52,6 +52,7 @@ import numpy as np
 
 from lipsyncctl.config import TINY, CurateOptions, ModelOptions
 from lipsyncctl.curation.records import Decision
+from lipsyncctl.curation.stages import SAMPLES_PER_FRAME
 
 if TYPE_CHECKING:
     from lipsyncctl.curation.clipstages import ClipContext
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 NAME = "sync"
 #: bump when the stage computes something different from the same inputs and settings
 VERSION = 1
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 FPS = 25
 #: registry name -> role of the two networks (`lipsyncctl models fetch syncnet-v2 sfd-face`)
 MODELS = {"syncnet-v2": "syncnet-eval", "sfd-face": "sfd-face"}
@@ -116,7 +116,7 @@ def models(model: ModelOptions) -> dict[str, Path]:
 def run(ctx: ClipContext) -> dict[str, Any]:
     """Measure, correct and confirm one clip (module docstring), or record ``skipped``."""
     from lipsyncctl.checkpoints.tiny_sync import is_tiny
-    from lipsyncctl.curation.features import span_pcm
+    from lipsyncctl.curation.stages import span_pcm
 
     options = ctx.options
     if options.skip_sync:
@@ -234,22 +234,19 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def _scorer(ctx: ClipContext) -> OfficialScorer:
-    """The worker's official scorer (loaded once per worker, files and device), float32."""
+    """The worker's official scorer (:meth:`ClipContext.network`), float32."""
     import torch
 
     from lipsyncctl.checkpoints.loaders import load_syncnet_eval
     from lipsyncctl.checkpoints.sfd import load_sfd_face
     from lipsyncctl.faces.detect_sfd import SfdFaceDetector
-    from lipsyncctl.runner.store import file_fingerprint
     from lipsyncctl.scoring.official import OfficialScorer
 
-    device = ctx.device or "cpu"
     syncnet_file, sfd_file = Path(ctx.models["syncnet-v2"]), Path(ctx.models["sfd-face"])
-    key = (f"{NAME}.scorer:{syncnet_file}:{file_fingerprint(syncnet_file)}:{sfd_file}:{file_fingerprint(sfd_file)}"
-           f":{device}")
-    if key not in ctx.cache:
-        syncnet = load_syncnet_eval(syncnet_file, device=device, dtype=torch.float32).eval()
-        detector = SfdFaceDetector(load_sfd_face(sfd_file, device=device, dtype=torch.float32))
-        ctx.cache[key] = OfficialScorer(detector, syncnet, sfd_file)
-    return ctx.cache[key]
 
+    def load(device: str) -> OfficialScorer:
+        syncnet = load_syncnet_eval(syncnet_file, device=device, dtype=torch.float32).eval()
+        return OfficialScorer(SfdFaceDetector(load_sfd_face(sfd_file, device=device, dtype=torch.float32)),
+                              syncnet, sfd_file)
+
+    return ctx.network(f"{NAME}.scorer", [syncnet_file, sfd_file], load)
