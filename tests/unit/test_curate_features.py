@@ -16,31 +16,16 @@ import pytest
 from lipsyncctl import config as cfg
 from lipsyncctl.cli.main import main
 from lipsyncctl.curation.job import run_curation
-from tests.mediagen import _encode_audio
+from tests.curate_media import flat_frames, write_talking_clip
 
 
 def _clip(path: Path, frames: int, seed: int) -> Path:
     """A 64x64 25 fps clip with ``frames`` frames and seeded noisy 'speech' (bursts of noise) as AAC 16 kHz."""
-    import av
-
     rng = np.random.default_rng(seed)
     n = frames * 640
     envelope = np.repeat(rng.uniform(0.0, 1.0, n // 1600 + 1), 1600)[:n]
     audio = (0.3 * envelope * rng.standard_normal(n)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
-        aus = c.add_stream("aac", rate=16000, layout="mono")
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 100, np.uint8), format="rgb24")
-            frame.pts = i
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        _encode_audio(c, aus, audio)
-    return path
+    return write_talking_clip(path, flat_frames(frames), audio=audio)
 
 
 @pytest.fixture(scope="module")

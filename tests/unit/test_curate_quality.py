@@ -19,6 +19,7 @@ from lipsyncctl.cli.main import main
 from lipsyncctl.curation import clipstages, job, quality
 from lipsyncctl.curation.clipstages import ClipContext, ClipStage
 from lipsyncctl.errors import CheckpointError, MissingModelError
+from tests.curate_media import write_lossless_rgb
 from tests.mediagen import make_clip
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
@@ -27,24 +28,6 @@ STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
 
 def _frames(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-def _write_lossless(path: Path, frames: np.ndarray) -> Path:
-    """``frames`` (n, H, W, 3) RGB as an FFV1 RGB .mkv at 25 fps (decodes back bit-exact)."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("ffv1", rate=25)
-        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="bgr0")
-            f.pts = i
-            for p in vs.encode(f):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-    return path
 
 
 def _ctx(tmp_path: Path, aligned: Path, options: cfg.CurateOptions, models: dict[str, Path] | None = None,
@@ -62,7 +45,7 @@ def _ctx(tmp_path: Path, aligned: Path, options: cfg.CurateOptions, models: dict
 def test_frames_0_middle_and_last_of_the_aligned_clip_are_read_exactly(tmp_path: Path, n: int,
                                                                        expected: list[int]) -> None:
     frames = _frames(n, 64, seed=n)
-    indices, picked = quality.read_frames(_write_lossless(tmp_path / "a.mkv", frames))
+    indices, picked = quality.read_frames(write_lossless_rgb(tmp_path / "a.mkv", frames))
     assert indices == expected == quality.frame_indices(n)
     assert picked.dtype == np.uint8 and picked.shape == (3, 64, 64, 3)
     np.testing.assert_array_equal(picked, frames[expected])
@@ -102,7 +85,7 @@ def test_resize_sees_the_whole_frame() -> None:
 def test_the_threshold_gates_at_score_plus_minus_epsilon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          value: float, verdict: str) -> None:
     frames = _frames(9, 256, seed=1)
-    aligned = _write_lossless(tmp_path / "aligned.mkv", frames)
+    aligned = write_lossless_rgb(tmp_path / "aligned.mkv", frames)
     seen: list[torch.Tensor] = []
     monkeypatch.setattr(quality, "_network", lambda ctx, weights: "net")
 
@@ -132,7 +115,7 @@ def test_the_threshold_gates_at_score_plus_minus_epsilon(tmp_path: Path, monkeyp
 
 
 def test_the_mean_is_over_the_three_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    aligned = _write_lossless(tmp_path / "aligned.mkv", _frames(4, 256))
+    aligned = write_lossless_rgb(tmp_path / "aligned.mkv", _frames(4, 256))
     monkeypatch.setattr(quality, "_network", lambda ctx, weights: "net")
     monkeypatch.setattr(quality, "score", lambda net, batch: [30.0, 45.0, 48.0])
     data = quality.run(_ctx(tmp_path, aligned, cfg.CurateOptions()))
@@ -163,7 +146,7 @@ def test_registered_after_align_and_before_features() -> None:
 
 def _fake_align_run(ctx: ClipContext) -> dict[str, Any]:
     frames = _frames(ctx.frames, 256, seed=ctx.first)
-    return {"aligned": str(_write_lossless(ctx.output("aligned", ".mkv"), frames))}
+    return {"aligned": str(write_lossless_rgb(ctx.output("aligned", ".mkv"), frames))}
 
 
 FAKE_ALIGN = ClipStage("align", 1, _fake_align_run, lambda data, options: None,

@@ -25,7 +25,7 @@ from lipsyncctl.curation import clipstages, features, job, sync
 from lipsyncctl.curation.clipstages import ClipContext, ClipStage
 from lipsyncctl.errors import MissingModelError
 from lipsyncctl.scoring.official import SCALE_OFFICIAL, SyncResult, TrackSync
-from tests.mediagen import _encode_audio
+from tests.curate_media import flat_frames, write_lossless_rgb, write_talking_clip
 
 SPF = 640  # 16 kHz samples per 25 fps frame
 SIZE = 128  # aligned stand-in frames: the smallest the S3FD trunk takes at its 0.25 scale (32 px)
@@ -54,23 +54,11 @@ def _write_wav(path: Path, pcm: np.ndarray) -> Path:
 def _write_aligned(path: Path, n: int, seed: int = 0) -> Path:
     """An ``n``-frame FFV1 RGB .mkv at 25 fps (video only: the sync stage muxes its own audio): one still
     picture with a little noise per frame (one shot for the scorer's scene detection)."""
-    import av
 
     rng = np.random.default_rng(seed)
     still = rng.integers(0, 250, (SIZE, SIZE, 3), dtype=np.uint8)
     frames = still + rng.integers(0, 6, (n, SIZE, SIZE, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("ffv1", rate=25)
-        vs.width, vs.height, vs.pix_fmt = SIZE, SIZE, "bgr0"
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="bgr0")
-            f.pts = i
-            for p in vs.encode(f):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-    return path
+    return write_lossless_rgb(path, frames)
 
 
 def _window(raw: np.ndarray, start: int, n: int) -> np.ndarray:
@@ -316,22 +304,7 @@ def test_registered_after_align_and_before_quality() -> None:
 
 def _source(path: Path, frames: int, seed: int = 0) -> Path:
     """A 64x64 25 fps source with speech-like noise as AAC 16 kHz mono."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
-        aus = c.add_stream("aac", rate=16000, layout="mono")
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 100, np.uint8), format="rgb24")
-            frame.pts = i
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        _encode_audio(c, aus, _noise(frames * SPF, seed).astype(np.float32) / 32768)
-    return path
+    return write_talking_clip(path, flat_frames(frames), audio=_noise(frames * SPF, seed).astype(np.float32) / 32768)
 
 
 def _fake_align_run(ctx: ClipContext) -> dict[str, Any]:
