@@ -74,15 +74,7 @@ def load_config_yaml(kind: str, path_or_name: str | Path) -> dict[str, Any]:
     """The whole YAML document of an architecture config (``model:``, ``data:``, ... sections)."""
     import yaml
 
-    p = config_path(kind, path_or_name)
-    try:
-        with open(p, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{p}: cannot read {kind} config: {e}") from e
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    return doc
+    return _read_mapping(config_path(kind, path_or_name), yaml.safe_load, yaml.YAMLError, f"{kind} config")
 
 
 def load_unet_yaml(path_or_name: str | Path) -> dict[str, Any]:
@@ -146,11 +138,16 @@ def official_scheduler_config() -> dict[str, Any]:
 def load_scheduler_config(path: str | Path | None = None) -> dict[str, Any]:
     """The scheduler JSON (default: ``configs/scheduler_config.json``) as a dict, as stored."""
     p = Path(path) if path is not None else find_config_file("scheduler_config.json")
+    return _read_mapping(p, json.load, json.JSONDecodeError, "scheduler config")
+
+
+def _read_mapping(p: Path, parse: Any, parse_error: type[Exception], what: str) -> dict[str, Any]:
+    """The mapping stored in ``p`` (YAML or JSON by ``parse``); ConfigError naming the file otherwise."""
     try:
         with open(p, encoding="utf-8") as fh:
-            d = json.load(fh)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read scheduler config: {e}") from e
-    if not isinstance(d, dict):
-        raise ConfigError(f"{p}: expected a JSON object")
-    return d
+            doc = parse(fh)
+    except (OSError, parse_error) as e:
+        raise ConfigError(f"{p}: cannot read {what}: {e}") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return doc

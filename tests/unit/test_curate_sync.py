@@ -54,7 +54,6 @@ def _write_wav(path: Path, pcm: np.ndarray) -> Path:
 def _write_aligned(path: Path, n: int, seed: int = 0) -> Path:
     """An ``n``-frame FFV1 RGB .mkv at 25 fps (video only: the sync stage muxes its own audio): one still
     picture with a little noise per frame (one shot for the scorer's scene detection)."""
-
     rng = np.random.default_rng(seed)
     still = rng.integers(0, 250, (SIZE, SIZE, 3), dtype=np.uint8)
     frames = still + rng.integers(0, 6, (n, SIZE, SIZE, 3), dtype=np.uint8)
