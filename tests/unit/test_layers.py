@@ -20,7 +20,7 @@ from tests.conftest import REPO
 PACKAGE = REPO / "lipsyncctl"
 LEAVES = {"config", "errors", "progress", "paths", "folders"}
 PARTS = {"nets", "audio", "checkpoints", "faces", "media", "runner", "scoring"}
-JOBS = {"pipeline", "timeline", "preparation", "checks", "curation"}
+JOBS = {"pipeline", "timeline", "preparation", "checks", "curation", "training"}
 ENTRY = {"__init__", "__main__"}  # the root re-exports the api lazily; __main__ starts the cli
 
 
