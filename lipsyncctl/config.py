@@ -350,14 +350,14 @@ def builtin_presets_dir() -> Path:
     return paths.PRESETS_DIR
 
 
-def list_presets() -> dict[str, Path]:
-    """Built-in presets by name (file stem)."""
-    return {p.stem: p for p in sorted(builtin_presets_dir().glob("*.yaml"))}
+def list_presets(folder: Path | None = None) -> dict[str, Path]:
+    """Built-in presets by name (file stem): the run presets, or those of ``folder`` (training presets)."""
+    return {p.stem: p for p in sorted((folder or builtin_presets_dir()).glob("*.yaml"))}
 
 
-def preset_path(name_or_path: str) -> Path:
-    """A built-in preset name or a path to a YAML file."""
-    presets = list_presets()
+def preset_path(name_or_path: str, folder: Path | None = None) -> Path:
+    """A built-in preset name (of ``folder``, default the run presets) or a path to a YAML file."""
+    presets = list_presets(folder)
     if name_or_path in presets:
         return presets[name_or_path]
     p = Path(name_or_path).expanduser()
@@ -373,9 +373,11 @@ def preset_path(name_or_path: str) -> Path:
     )
 
 
-def read_preset(name_or_path: str) -> dict[str, Any]:
-    """Load a preset's raw mapping (validated against the schema, errors name the file and key)."""
-    path = preset_path(name_or_path)
+def read_preset(name_or_path: str, *, schema: type[BaseModel] | None = None,
+                folder: Path | None = None) -> dict[str, Any]:
+    """Load a preset's raw mapping (validated against ``schema``, default :class:`Config`; errors name the
+    file and key). ``folder`` holds the built-in presets of that schema."""
+    path = preset_path(name_or_path, folder)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -387,13 +389,14 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
             f"{path}: a preset must be a mapping of sections", hint="see `lipsyncctl presets show tiny`"
         )
     data.setdefault("name", path.stem)
-    validate(data, source=str(path))
+    validate(data, source=str(path), schema=schema)
     return data
 
 
-def validate(data: Mapping[str, Any], source: str = "config") -> Config:
+def validate(data: Mapping[str, Any], source: str = "config", schema: type[Any] | None = None) -> Any:
+    """``data`` as a validated ``schema`` (default :class:`Config`); a :class:`ConfigError` names the key."""
     try:
-        return Config.model_validate(data)
+        return (schema or Config).model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
@@ -448,32 +451,38 @@ def resolve(
     preset: str | Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
-) -> Config:
+    *,
+    schema: type[Any] | None = None,
+    folder: Path | None = None,
+) -> Any:
     """defaults < preset < ``--set`` < flags, validated once at the end.
 
     ``flags`` maps dotted keys (``"inference.steps"``) to values; ``None`` values mean "not given" and
-    are ignored, so a CLI can pass every option straight through.
+    are ignored, so a CLI can pass every option straight through. ``schema`` (default :class:`Config`)
+    and ``folder`` (its built-in presets) serve the other kind of run: training
+    (:mod:`lipsyncctl.training.config`) resolves through this same function.
     """
-    tree: dict[str, Any] = Config().to_dict()
+    schema = schema or Config
+    tree: dict[str, Any] = schema().model_dump(mode="json")
     source = "defaults"
     if preset is not None:
         if isinstance(preset, Mapping):
             data = dict(preset)
-            validate(data, source="preset")
+            validate(data, source="preset", schema=schema)
         else:
-            data = read_preset(preset)
-            source = str(preset_path(preset))
+            data = read_preset(preset, schema=schema, folder=folder)
+            source = str(preset_path(preset, folder))
         tree = _merge(tree, data)
     for item in sets:
         keys, value = parse_set(item)
         _assign(tree, keys, value)
         source = "--set"
-    validate(tree, source=source if source == "--set" else "configuration")
+    validate(tree, source=source if source == "--set" else "configuration", schema=schema)
     for dotted, value in (flags or {}).items():
         if value is None:
             continue
         _assign(tree, dotted.split("."), value)
-    return validate(tree, source="command-line flags")
+    return validate(tree, source="command-line flags", schema=schema)
 
 
 def dump_yaml(config: Config) -> str:

@@ -1,0 +1,158 @@
+"""Training run settings: ``TrainConfig`` and the training presets (``lipsyncctl/presets/train/*.yaml``).
+
+The official recipes (LATENTSYNC.md §3: ``configs/unet/stage*.yaml``, ``configs/syncnet/*.yaml``) are
+presets here; every value has its bounds in this schema, once. Resolution follows the run presets' one
+rule (:func:`lipsyncctl.config.resolve`): defaults < preset < ``--set`` < flags.
+
+The resolved config is saved into every checkpoint (``train.yaml`` beside it and in its state), and its
+hash is part of the resume check: a resume under a changed config is refused unless the change is one
+that cannot alter the sample stream (see :data:`RESUMABLE_CHANGES`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lipsyncctl import config as run_config
+from lipsyncctl import paths
+
+#: keys a resume may change (they do not alter which samples, noise or weights a step sees)
+RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
+                     "data.workers", "run.nan_abort_after", "name", "description")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainModel(_Strict):
+    """The network trained and the frozen ones it needs."""
+
+    unet_config: str = Field("stage2", description="UNet architecture (configs/unet name or path); kind unet")
+    syncnet_config: str = Field(
+        "syncnet_16_pixel_attn", description="StableSyncNet architecture (configs/syncnet name or path): the "
+        "network trained (kind syncnet) or the sync-loss network (kind unet)"
+    )
+    resolution: Literal[64, 128, 256, 512] = Field(256, description="face size in pixels (64/128: tiny runs)")
+    vae: str = Field("sd-vae-ft-mse", description="registry name or path of the VAE (frozen)")
+    syncnet: str = Field("stable-syncnet", description="registry name or path of the sync-loss StableSyncNet")
+    lpips: str = Field("lpips-vgg", description="registry name or path of LPIPS' linear heads (vgg.pth)")
+    vgg: str = Field("vgg16-imagenet", description="registry name or path of torchvision's VGG16 weights")
+    videomae: str = Field("videomae-v2-g", description="registry name or path of the TREPA VideoMAE-v2")
+    videomae_config: Literal["giant", "tiny"] = Field("giant", description="VideoMAE-v2 architecture")
+    init: str = Field(
+        "official", description="UNet start weights: official (the registry UNet of this resolution), none "
+        "(random), PATH (weights), stage1:PATH (stage-1 weights, fresh motion modules); SyncNet: none or PATH"
+    )
+    trainable: tuple[str, ...] = Field(
+        (), description="UNet parameters trained: names containing any of these; empty = all (stage 1)"
+    )
+
+
+class TrainData(_Strict):
+    num_frames: int = Field(16, ge=2, le=64, description="frames per sample (official: 16)")
+    batch_size: int = Field(1, ge=1, le=4096, description="samples per GPU per micro-step")
+    workers: int = Field(2, ge=0, le=64, description="data-loader worker processes (0 = in the main process)")
+    lower_half: bool = Field(True, description="SyncNet sees the lower half of the face (official pixel configs)")
+    val_samples: int = Field(2048, ge=0, le=1_000_000, description="SyncNet validation samples (official: 2048)")
+
+
+class TrainLoss(_Strict):
+    """Weights of the UNet loss terms (0 disables a term on purpose; a weighted term whose network is
+    missing is an error, never silently dropped)."""
+
+    recon: float = Field(1.0, ge=0, le=1000, description="MSE of the predicted noise")
+    lpips: float = Field(0.1, ge=0, le=1000, description="LPIPS-VGG on the lower half (pixel supervision)")
+    sync: float = Field(0.05, ge=0, le=1000, description="StableSyncNet BCE (pixel supervision)")
+    trepa: float = Field(10.0, ge=0, le=1000, description="TREPA: VideoMAE-v2 feature MSE (pixel supervision)")
+    mixed_noise_alpha: float = Field(1.0, ge=0, le=100, description="mixed noise: shared/independent ratio; 0 = i.i.d.")
+
+
+class TrainOptim(_Strict):
+    lr: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (constant, no warm-up: official)")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (torch default 0.01)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    eps: float = Field(1e-8, gt=0, le=1, description="AdamW epsilon")
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="gradient clipping norm")
+    grad_accum: int = Field(1, ge=1, le=1024, description="micro-steps per optimizer step")
+
+
+class TrainRun(_Strict):
+    seed: int = Field(1247, ge=0, le=2**62, description="seed of samples, noise and timesteps (official: 1247)")
+    max_steps: int = Field(10_000, ge=1, le=10**9, description="optimizer steps of the run")
+    save_every: int = Field(10_000, ge=1, le=10**9, description="full checkpoint every N steps (and at the end)")
+    keep: int = Field(3, ge=1, le=1000, description="full checkpoints kept (older ones removed)")
+    validate_every: int = Field(0, ge=0, le=10**9, description="validation every N steps (0 = off)")
+    log_every: int = Field(10, ge=1, le=10**6, description="log lines every N steps")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto = bf16 where the GPU supports it, fp16 + GradScaler on other GPUs, no on CPU"
+    )
+    grad_checkpointing: bool = Field(True, description="recompute activations in backward (UNet, VAE, SyncNet)")
+    deterministic: bool = Field(False, description="deterministic algorithms (bit-exact resume; slower on GPU)")
+    nan_abort_after: int = Field(5, ge=1, le=10**6, description="abort after this many non-finite steps in a row")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the trained weights (0 = off)")
+    lora_rank: int = Field(0, ge=0, le=1024, description="train LoRA adapters of this rank instead (0 = off)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps (single-process runs)")
+
+
+class TrainConfig(_Strict):
+    """A resolved training configuration (what ``train --print-config`` shows and checkpoints store)."""
+
+    name: str = "defaults"
+    description: str = ""
+    kind: Literal["unet", "syncnet"] = Field("unet", description="the network trained")
+    model: TrainModel = TrainModel()
+    data: TrainData = TrainData()
+    loss: TrainLoss = TrainLoss()
+    optim: TrainOptim = TrainOptim()
+    run: TrainRun = TrainRun()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def pixel_supervision(self) -> bool:
+        """Official ``pixel_space_supervise``: decode the one-step x0 and apply the pixel losses."""
+        return self.kind == "unet" and any((self.loss.lpips, self.loss.sync, self.loss.trepa))
+
+    def stream_hash(self) -> str:
+        """Hash of everything that decides the samples, noise and updates (not the keys of
+        :data:`RESUMABLE_CHANGES`): a resume under a different one is refused."""
+        tree = self.to_dict()
+        for dotted in RESUMABLE_CHANGES:
+            node = tree
+            *head, last = dotted.split(".")
+            for k in head:
+                node = node[k]
+            node.pop(last, None)
+        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def presets_dir() -> Path:
+    return paths.PRESETS_DIR / "train"
+
+
+def list_train_presets() -> dict[str, Path]:
+    return run_config.list_presets(presets_dir())
+
+
+def resolve_train_config(
+    preset: str | Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """defaults < training preset < ``--set`` < flags (the run presets' one precedence function)."""
+    cfg: TrainConfig = run_config.resolve(preset, sets, flags, schema=TrainConfig, folder=presets_dir())
+    return cfg
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
