@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.preparation.job import PrepResult
     from lipsyncctl.timeline.types import TimelineJob, TimelineResult
+    from lipsyncctl.training.config import TrainConfig
+    from lipsyncctl.training.loop import TrainResult
 
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
     "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_timeline",
-    "timeline_job", "verify_models",
+    "timeline_job", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
 ]
 
 
@@ -190,6 +192,43 @@ def curate_stages() -> list[str]:
     from lipsyncctl.curation.job import stage_names
 
     return stage_names()
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+def resolve_train_config(preset: str | Path | Mapping[str, Any] | None = None, sets: Iterable[str] = (),
+                         flags: Mapping[str, Any] | None = None) -> TrainConfig:
+    """A training configuration: defaults < training ``preset`` (``stage2``, ``tiny``, ... or a YAML path)
+    < ``sets`` (``"loss.trepa=0"``) < ``flags`` (dotted key -> value; None = not given)."""
+    from lipsyncctl.training.config import resolve_train_config as _resolve
+
+    return _resolve(str(preset) if isinstance(preset, Path) else preset, sets, flags)
+
+
+def train_presets() -> dict[str, Path]:
+    """The built-in training presets by name."""
+    from lipsyncctl.training.config import list_train_presets
+
+    return list_train_presets()
+
+
+def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,
+          overwrite: bool = False) -> TrainResult:
+    """Train a UNet (stage 1/2) or a StableSyncNet on a curated dataset into the run folder ``out``
+    (``lipsyncctl train``). ``resume``: ``"latest"`` or a checkpoint folder (the whole training state);
+    ``overwrite``: start over in a folder that holds a run. Under ``torchrun``/``accelerate launch`` every
+    process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`."""
+    from lipsyncctl.training.loop import train as _train
+
+    return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
+
+
+def launch_train(argv: Sequence[str], processes: int, *, cpu: bool = False) -> int:
+    """Run ``lipsyncctl train ARGV`` in ``processes`` processes on this machine (one per GPU, or gloo on the
+    CPU) through torch's elastic launcher; returns the exit status of the group."""
+    from lipsyncctl.training.launch import launch
+
+    return launch(list(argv), processes, cpu=cpu)
 
 
 # ---- prep, doctor ------------------------------------------------------------------------------

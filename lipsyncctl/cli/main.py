@@ -22,8 +22,8 @@ from lipsyncctl.errors import LipsyncError
 
 #: Command modules, in --help order; each has ``register(app)``. Importing them must stay cheap (no torch at
 #: import). Only modules that exist are listed: a listed module that does not import is an error, never a
-#: silently missing command (``curate`` and ``train`` join this list when their modules are written).
-COMMAND_MODULES = ("prep", "sync", "curate", "doctor", "models", "presets")
+#: silently missing command.
+COMMAND_MODULES = ("prep", "sync", "curate", "train", "doctor", "models", "presets")
 
 app = typer.Typer(
     name="lipsyncctl",

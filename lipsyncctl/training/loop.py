@@ -1,0 +1,381 @@
+"""The training loop (``lipsyncctl train``), on Hugging Face accelerate: one process, DDP over ``--gpus N``
+(or ``accelerate launch -m lipsyncctl train``), DeepSpeed/FSDP through accelerate config files.
+
+Read it top to bottom: :func:`train` is steps 1-7. What makes a run reproducible and resumable bit for bit:
+the samples of a step and their random draws are functions of (seed, step) only
+(:mod:`lipsyncctl.training.sampling`, :func:`lipsyncctl.training.step.sample_draws`), and a checkpoint
+holds the weights, AdamW moments, GradScaler, EMA, counters and every rank's RNG
+(:mod:`lipsyncctl.training.state`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl import progress
+from lipsyncctl.errors import JobFailedError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lipsyncctl.training.config import TrainConfig
+
+
+class DivergedError(JobFailedError):
+    """Too many non-finite steps in a row: the run stops; the last checkpoint is intact."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run did (``--json`` prints :meth:`to_dict`)."""
+
+    run: str
+    kind: str
+    preset: str
+    start_step: int
+    steps: int
+    max_steps: int
+    world_size: int
+    mixed_precision: str
+    device: str
+    trainable: dict[str, int]
+    init_report: list[str]
+    losses: dict[str, float] = field(default_factory=dict)
+    skipped_steps: int = 0
+    checkpoints: list[str] = field(default_factory=list)
+    export: dict[str, str] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    peak_vram_gb: float | None = None
+    skipped_clips: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that support it, fp16 (+ GradScaler, official) on other GPUs, none on the CPU."""
+    import torch
+
+    if name != "auto":
+        if name != "no" and device.type == "cpu":
+            raise UsageError(f"run.mixed_precision {name} needs a GPU", hint="use --mixed-precision no on the CPU")
+        return name
+    if device.type != "cuda":
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool) -> Path | None:
+    """Check ``RUN/`` against ``--resume`` / ``-y`` and return the checkpoint to resume from (or None)."""
+    import yaml
+
+    from lipsyncctl.training import state
+
+    saved = run / "train.yaml"
+    if resume is not None:
+        folder = state.find_resume(run, resume)
+        if saved.is_file():
+            old = yaml.safe_load(saved.read_text()).get("stream_hash")
+            if old and old != cfg.stream_hash():
+                raise UsageError(f"--resume: {run} was trained with another configuration (data, model, losses "
+                                 "or optimizer differ)", hint="resume with the same preset and --set values, or "
+                                 "start a new run folder (--init PATH starts from its weights)")
+        return folder
+    if saved.is_file() or state.list_checkpoints(run):
+        if not overwrite:
+            raise UsageError(f"{run} already holds a training run", hint="continue it with --resume latest, "
+                             "start over with --overwrite/-y, or give another -o")
+        import shutil
+
+        for sub in ("checkpoints", "export", "tb"):
+            shutil.rmtree(run / sub, ignore_errors=True)
+        for f in ("train.yaml", "metrics.csv"):
+            (run / f).unlink(missing_ok=True)
+    return None
+
+
+def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None, overwrite: bool = False,
+          cpu: bool | None = None) -> TrainResult:
+    """Train ``cfg.kind`` on the curated ``data`` into the run folder ``out`` (see module docstring)."""
+    import torch
+    import yaml
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from lipsyncctl.runner.devices import resolve_device
+    from lipsyncctl.training import data as train_data
+    from lipsyncctl.training import noise, sampling, state, trainable
+    from lipsyncctl.training.networks import load_train_networks
+
+    t_start = time.monotonic()
+    # 1. processes, device, precision ------------------------------------------------------------------
+    device = resolve_device(cfg.run.device) if cpu is None else torch.device("cpu" if cpu else "cuda")
+    precision = resolve_precision(cfg.run.mixed_precision, device)
+    import datetime
+
+    acc = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=30))])
+    device, rank, world, is_main = acc.device, acc.process_index, acc.num_processes, acc.is_main_process
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    resume_from = prepare_run_folder(out, cfg, resume, overwrite) if is_main else None
+    acc.wait_for_everyone()
+    if not is_main and resume is not None:
+        resume_from = state.find_resume(out, resume)
+
+    # 2. data: the clips and the index-driven dataset -----------------------------------------------------
+    clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames)
+    dataset = train_data.make_dataset(cfg, clips)
+
+    # 3. networks, the trained parameters, the optimizer -----------------------------------------------
+    nets = load_train_networks(cfg, device, weight_dtype)
+    rule = cfg.model.trainable if cfg.kind == "unet" else ()
+    params = [p for _, p in trainable.select_trainable(nets.model, rule)]
+    counts = trainable.count(nets.model.named_parameters(), rule)
+    if cfg.run.grad_checkpointing and cfg.kind == "unet":
+        nets.model.enable_gradient_checkpointing()
+        if nets.vae is not None and cfg.pixel_supervision:
+            nets.vae.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    ema = [p.detach().clone() for p in params] if cfg.run.ema_decay else None
+
+    # 4. resume the whole state (weights, moments, scaler, EMA, counters, RNG) ---------------------------
+    start_step, skipped, nan_streak = 0, 0, 0
+    if resume_from is not None:
+        weights, saved, rng = state.load_checkpoint(resume_from, rank)
+        nets.model.load_state_dict(weights, strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        start_step, skipped, nan_streak = saved["step"], saved["skipped"], saved["nan_streak"]
+        if ema is not None and saved.get("ema") is not None:
+            for e, v in zip(ema, saved["ema"], strict=True):
+                e.copy_(v)
+        state.set_rng_state(rng)
+    model, optimizer = acc.prepare(nets.model, optimizer)
+    if resume_from is not None and acc.scaler is not None and saved.get("scaler"):
+        acc.scaler.load_state_dict(saved["scaler"])
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train.yaml").write_text(yaml.safe_dump(
+            {**cfg.to_dict(), "stream_hash": cfg.stream_hash(), "data": {**cfg.to_dict()["data"],
+                                                                          "path": str(data)}}, sort_keys=False))
+        for line in nets.init_report:
+            progress.message(line)
+        progress.message(f"trainable: {counts.tensors} tensors, {counts.params:,} parameters "
+                         f"(frozen {counts.frozen_tensors} / {counts.frozen_params:,})")
+
+    alphas = noise.alphas_cumprod().to(device)
+    batch_size, accum = cfg.data.batch_size, cfg.optim.grad_accum
+    loader = sampling.make_loader(dataset, start_step=start_step, rank=rank, world=world, batch=batch_size,
+                                  accum=accum, workers=cfg.data.workers)
+    batches = iter(loader)
+    metrics = _Metrics(out / "metrics.csv", out / "tb", enabled=is_main, append=resume_from is not None)
+    result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
+                         max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
+                         device=str(device), trainable=counts.to_dict(), init_report=nets.init_report,
+                         skipped_clips=len(clips.skipped))
+    if torch.cuda.is_available() and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # 5. the loop: accumulate micro-batches, guard, clip, step, log, save ---------------------------------
+    t_loop, samples_done = time.monotonic(), 0
+    with progress.Task(f"train {cfg.name}", total=cfg.run.max_steps - start_step) as task:
+        for step in range(start_step, cfg.run.max_steps):
+            model.train()
+            terms: dict[str, float] = {}
+            finite = True
+            for micro in range(accum):
+                batch = next(batches)
+                sync_ctx = acc.no_sync(model) if micro < accum - 1 else _nullcontext()
+                with sync_ctx:
+                    loss, values = _micro_step(cfg, nets, model, batch, alphas, device, acc)
+                    finite &= bool(torch.isfinite(loss.detach()))
+                    acc.backward(loss / accum)
+                for k, v in values.items():
+                    terms[k] = terms.get(k, 0.0) + v / accum
+            # every rank takes the same decision: a non-finite loss anywhere skips the step everywhere
+            finite = bool(acc.reduce(torch.tensor([0.0 if finite else 1.0], device=device), "sum").item() == 0)
+            grad_norm = acc.clip_grad_norm_(params, cfg.optim.max_grad_norm) if finite else torch.tensor(math.nan)
+            grad_norm = float(grad_norm)
+            if not finite or (not math.isfinite(grad_norm) and acc.scaler is None):
+                optimizer.zero_grad(set_to_none=True)
+                skipped, nan_streak = skipped + 1, nan_streak + 1
+                progress.warning(f"step {step + 1}: non-finite {'loss' if not finite else 'gradients'}; skipped "
+                                 f"on every rank ({nan_streak} in a row)")
+                if nan_streak >= cfg.run.nan_abort_after:
+                    raise DivergedError(f"{nan_streak} non-finite steps in a row at step {step + 1}: stopped",
+                                        hint="the last checkpoint is intact; lower optim.lr or check the data")
+            else:
+                optimizer.step()  # with fp16 the GradScaler skips an overflowing step and lowers its scale
+                optimizer.zero_grad(set_to_none=True)
+                nan_streak = 0
+                if ema is not None:
+                    with torch.no_grad():
+                        for e, p in zip(ema, params, strict=True):
+                            e.lerp_(p.detach(), 1 - cfg.run.ema_decay)
+            samples_done += batch_size * world * accum
+            done = step + 1
+            result.steps, result.losses = done - start_step, {k: round(v, 8) for k, v in terms.items()}
+            if done % cfg.run.log_every == 0 or done == cfg.run.max_steps:
+                terms = {k: float(acc.reduce(torch.tensor([v], device=device), "mean").item()) for k, v in terms.items()}
+                metrics.write(done, {**terms, "grad_norm": grad_norm, "lr": cfg.optim.lr,
+                                     "loss_scale": acc.scaler.get_scale() if acc.scaler is not None else 1.0,
+                                     "samples_per_s": samples_done / max(1e-9, time.monotonic() - t_loop),
+                                     "peak_vram_gb": _peak_vram(device), "skipped": skipped})
+            if cfg.run.validate_every and done % cfg.run.validate_every == 0:
+                result.validation = _validate(cfg, nets, model, data, alphas, device, acc)
+                metrics.write(done, {f"val_{k}": v for k, v in result.validation.items()})
+            if done % cfg.run.save_every == 0 or done == cfg.run.max_steps:
+                saved_to = state.save_checkpoint(
+                    out, done, model=acc.unwrap_model(model), kind=cfg.kind, arch=nets.arch,
+                    arch_name=nets.arch_name, rank=rank, is_main=is_main, barrier=acc.wait_for_everyone,
+                    keep=cfg.run.keep, rng=state.rng_state(),
+                    state={"optimizer": optimizer.state_dict(), "step": done, "skipped": skipped,
+                           "nan_streak": nan_streak, "scaler": acc.scaler.state_dict() if acc.scaler else None,
+                           "ema": ema, "config": cfg.to_dict(), "stream_hash": cfg.stream_hash(),
+                           "world_size": world})
+                if saved_to is not None:
+                    result.checkpoints.append(str(saved_to))
+            task.advance()
+    metrics.close()
+
+    # 6. export the weights sync loads (and the EMA weights beside them) ---------------------------------
+    if is_main:
+        unwrapped = acc.unwrap_model(model)
+        result.export = state.export_weights(out, model=unwrapped, kind=cfg.kind, arch=nets.arch,
+                                             arch_name=nets.arch_name, step=cfg.run.max_steps)
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema, params, strict=True):
+                    p.copy_(e)
+            ema_files = state.export_weights(out, model=unwrapped, kind=cfg.kind, arch=nets.arch,
+                                             arch_name=nets.arch_name, step=cfg.run.max_steps, name="export-ema")
+            result.export.update({f"ema_{k}": v for k, v in ema_files.items()})
+    acc.wait_for_everyone()
+
+    # 7. the result ---------------------------------------------------------------------------------------
+    result.skipped_steps = skipped
+    result.seconds = round(time.monotonic() - t_start, 3)
+    result.samples_per_second = round(samples_done / max(1e-9, time.monotonic() - t_loop), 3)
+    result.peak_vram_gb = _peak_vram(device)
+    acc.end_training()
+    return result
+
+
+def _micro_step(cfg: TrainConfig, nets: Any, model: Any, batch: dict[str, Any], alphas: Any, device: Any,
+                acc: Any) -> tuple[Any, dict[str, float]]:
+    """The loss of one micro-batch (through the DDP-wrapped ``model``) and its terms for the log."""
+    from lipsyncctl.training.step import syncnet_micro_step, unet_micro_step
+
+    trained = nets.model
+    nets.model = model
+    try:
+        if cfg.kind == "unet":
+            losses = unet_micro_step(nets, batch, cfg, alphas=alphas, device=device, autocast=acc.autocast)
+            return losses.total, losses.values()
+        loss, _ = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast)
+        return loss, {"loss": float(loss.detach())}
+    finally:
+        nets.model = trained
+
+
+def _validate(cfg: TrainConfig, nets: Any, model: Any, data: Path, alphas: Any, device: Any,
+              acc: Any) -> dict[str, float]:
+    """Held-out loss on the val split (fixed samples and draws: comparable across steps); SyncNet runs also
+    report accuracy (``cos > 0.5``, as ``eval_syncnet_acc.py``)."""
+    import torch
+
+    from lipsyncctl.training import data as train_data
+    from lipsyncctl.training.step import syncnet_micro_step, unet_micro_step
+
+    clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames)
+    if not clips.clips:
+        return {}
+    dataset = train_data.make_dataset(cfg, clips)
+    n = cfg.data.val_samples if cfg.kind == "syncnet" else min(cfg.data.val_samples, 8)
+    mine = list(range(acc.process_index, n, acc.num_processes))
+    total, correct, count = 0.0, 0.0, 0
+    model.eval()
+    trained, nets.model = nets.model, model
+    try:
+        with torch.no_grad():
+            for start in range(0, len(mine), cfg.data.batch_size):
+                batch = train_data.collate([dataset[k] for k in mine[start:start + cfg.data.batch_size]])
+                if cfg.kind == "unet":
+                    loss = unet_micro_step(nets, batch, cfg, alphas=alphas, device=device, autocast=acc.autocast).recon
+                else:
+                    loss, cos = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast)
+                    correct += float(((cos > 0.5).float() == batch["label"].to(device)).float().sum())
+                b = len(batch["index"])
+                total, count = total + float(loss) * b, count + b
+    finally:
+        nets.model = trained
+        model.train()
+    sums = acc.reduce(torch.tensor([total, correct, float(count)], device=device), "sum").tolist()
+    out = {"loss": sums[0] / max(1.0, sums[2]), "samples": sums[2]}
+    if cfg.kind == "syncnet":
+        out["accuracy"] = sums[1] / max(1.0, sums[2])
+    return out
+
+
+def _peak_vram(device: Any) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Metrics:
+    """``metrics.csv`` (one row per logged step; columns grow as terms appear) and TensorBoard events."""
+
+    def __init__(self, csv_path: Path, tb_dir: Path, *, enabled: bool, append: bool) -> None:
+        self.enabled, self.path, self.rows = enabled, csv_path, 0
+        self.tb = None
+        if not enabled:
+            return
+        if not append:
+            csv_path.unlink(missing_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(tb_dir))
+        except ImportError:  # the `train` extra is not installed: CSV only
+            self.tb = None
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: v for k, v in values.items() if v is not None}}
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "name", "value"])
+            for k, v in row.items():
+                if k != "step":
+                    w.writerow([step, k, v])
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,190 @@
+"""The networks of a training run: the one trained (UNet or StableSyncNet) and the frozen helpers.
+
+Start weights (``model.init``, separate from ``--resume``, which restores a whole training state):
+
+- ``official``: the released UNet of the run's resolution (``latentsync-1.5`` at 256, ``latentsync-1.6`` at
+  512), strictly; for a SyncNet run, ``stable-syncnet``;
+- ``none``: the architecture's own initialisation, drawn under the run's seed (reproducible);
+- ``PATH``: any file the strict loaders read (official ``{"state_dict"}`` layout or our safetensors), strictly;
+- ``stage1:PATH``: stage-1 weights into a stage-2 UNet: the motion modules are missing there and start
+  fresh (their output projection is zero, so the first forward equals the stage-1 model's); any other
+  difference is an error. The tolerated mismatches are reported (:attr:`TrainNetworks.init_report`).
+- ``tiny``: the seeded tiny files (tests, demos).
+
+Frozen helpers load only for the loss terms that have a weight: a weighted term whose weights are not
+installed is a :class:`~lipsyncctl.errors.MissingModelError` (exit 4) naming the ``--set`` that disables it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl.errors import CheckpointError, MissingModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lipsyncctl.training.config import TrainConfig
+
+TINY = "tiny"
+#: the released UNet per resolution (``model.init: official``)
+OFFICIAL_UNET = {256: "latentsync-1.5", 512: "latentsync-1.6"}
+
+
+@dataclass
+class TrainNetworks:
+    model: nn.Module                       # the trained network (train mode, fp32 master weights)
+    vae: Any = None                        # frozen diffusers AutoencoderKL (UNet runs)
+    aux: dict[str, nn.Module] = field(default_factory=dict)  # frozen: lpips, syncnet, videomae
+    init_report: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    arch: Any = None                       # UNetConfig or StableSyncNetConfig of the trained network
+    arch_name: str = ""
+
+
+def resolve_file(name: str, role: str) -> Path:
+    """A registry name or a path (never downloads; a missing one is a MissingModelError with the fetch hint)."""
+    from lipsyncctl.pipeline.networks import resolve_model_file
+
+    return resolve_model_file(name, role) if name != TINY else _tiny_file(role)
+
+
+def _tiny_file(role: str) -> Path:
+    from lipsyncctl.checkpoints import tiny
+
+    if role in ("unet", "vae", "whisper"):
+        paths = tiny.ensure_tiny_models()
+        return {"unet": paths.unet, "vae": paths.vae, "whisper": paths.whisper}[role]
+    if role == "stable-syncnet":
+        from lipsyncctl.checkpoints.tiny_train import ensure_tiny_stable_syncnet
+
+        return ensure_tiny_stable_syncnet()
+    from lipsyncctl.checkpoints.aux_train import ensure_tiny_aux
+
+    return Path(ensure_tiny_aux()[role])
+
+
+def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], str]:
+    """The UNet with its start weights: ``(model, UNetConfig, report lines, source)``."""
+    import torch
+
+    from lipsyncctl.checkpoints import archs
+    from lipsyncctl.checkpoints.io import read_checkpoint
+    from lipsyncctl.checkpoints.keys import compare_state_dict
+    from lipsyncctl.nets.unet import UNet3DConditionModel
+
+    arch = archs.load_unet_config(cfg.model.unet_config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the architecture's own initialisation, reproducible (local RNG fork)
+        model = UNet3DConditionModel(arch)
+    init = cfg.model.init
+    if init == "none":
+        return model, arch, ["init: none (random, seeded)"], "none"
+    tolerate = ()
+    if init.startswith("stage1:"):
+        path, tolerate = Path(init.removeprefix("stage1:")), ("*motion_modules.*",)
+    elif init == "official":
+        path = resolve_file(OFFICIAL_UNET[cfg.model.resolution], "unet")
+    elif init == TINY:
+        path = resolve_file(TINY, "unet")
+    else:
+        path = Path(init).expanduser()
+    ck = read_checkpoint(path)
+    weights, dropped = dict(ck.state_dict), []
+    if not arch.use_motion_module:  # stage 1 from a stage-2 file (official): its motion modules are unused
+        dropped = [k for k in weights if "motion_modules." in k]
+        for k in dropped:
+            del weights[k]
+    report = compare_state_dict(model.state_dict(), weights, ignore_missing=tolerate)
+    if not report.ok:
+        raise CheckpointError(f"{path}: does not fit UNet {cfg.model.unet_config}: {report.summary()}",
+                              hint="check model.unet_config, or use stage1:PATH to start stage 2 from stage 1")
+    missing = sorted(set(model.state_dict()) - set(weights))
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=not tolerate)
+    lines = [f"init: {path} ({len(weights)} tensors)"]
+    if dropped:
+        lines.append(f"init: {len(dropped)} motion-module tensors of the file are not part of this stage-1 UNet")
+    if missing:
+        n = sum(model.state_dict()[k].numel() for k in missing)
+        lines.append(f"init: {len(missing)} tensors ({n:,} values) not in the file start fresh: the motion "
+                     "modules (zero output projection, so the first forward equals the stage-1 model's)")
+    return model, arch, lines, str(path)
+
+
+def build_syncnet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], str]:
+    import torch
+
+    from lipsyncctl.checkpoints import archs
+    from lipsyncctl.checkpoints.loaders import load_stable_syncnet
+    from lipsyncctl.nets.syncnet import StableSyncNet
+
+    arch = archs.load_syncnet_config(cfg.model.syncnet_config)
+    if cfg.model.init == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return StableSyncNet(arch), arch, ["init: none (random, seeded)"], "none"
+    name = cfg.model.syncnet if cfg.model.init == "official" else cfg.model.init
+    path = resolve_file(name, "stable-syncnet") if name in (TINY,) or cfg.model.init == "official" else Path(name)
+    model = load_stable_syncnet(arch, path)
+    for p in model.parameters():
+        p.data = p.data.float()
+    return model, arch, [f"init: {path}"], str(path)
+
+
+def _frozen(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    module = module.to(device=device, dtype=dtype).eval()
+    module.requires_grad_(False)
+    return module
+
+
+def _need(name: str, role: str, term: str) -> Path:
+    try:
+        return resolve_file(name, role)
+    except MissingModelError as e:
+        raise MissingModelError(
+            f"loss.{term} has a weight but its network is not installed: {e.message}",
+            hint=f"{e.hint or 'fetch it with `lipsyncctl models fetch`'}; or disable the term with "
+                 f"--set loss.{term}=0",
+        ) from None
+
+
+def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> TrainNetworks:
+    """Build the trained network (fp32, on ``device``) and load the frozen ones the loss terms need
+    (in ``weight_dtype``, official: fp16 on the GPU)."""
+    from lipsyncctl.checkpoints import archs
+
+    seed = cfg.run.seed
+    if cfg.kind == "syncnet":
+        model, arch, report, source = build_syncnet(cfg, seed)
+        return TrainNetworks(model.to(device).train(), init_report=report, files={"init": source}, arch=arch,
+                             arch_name=cfg.model.syncnet_config)
+    model, arch, report, source = build_unet(cfg, seed)
+    from lipsyncctl.checkpoints.loaders import load_stable_syncnet, load_vae
+
+    files = {"init": source}
+    vae_path = resolve_file(cfg.model.vae, "vae")
+    files["vae"] = str(vae_path)
+    vae = _frozen(load_vae(vae_path), device, weight_dtype)
+    aux: dict[str, nn.Module] = {}
+    if cfg.pixel_supervision and cfg.loss.lpips:
+        from lipsyncctl.checkpoints.aux_train import load_lpips
+
+        vgg, lin = _need(cfg.model.vgg, "vgg16", "lpips"), _need(cfg.model.lpips, "lpips", "lpips")
+        aux["lpips"] = _frozen(load_lpips(vgg, lin), device, weight_dtype)
+        files.update(vgg=str(vgg), lpips=str(lin))
+    if cfg.pixel_supervision and cfg.loss.sync:
+        path = _need(cfg.model.syncnet, "stable-syncnet", "sync")
+        aux["syncnet"] = _frozen(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config), path),
+                                 device, weight_dtype)
+        files["syncnet"] = str(path)
+    if cfg.pixel_supervision and cfg.loss.trepa:
+        from lipsyncctl.checkpoints.aux_train import load_videomae
+
+        path = _need(cfg.model.videomae, "videomae", "trepa")
+        aux["videomae"] = _frozen(load_videomae(path, cfg.model.videomae_config), device, weight_dtype)
+        files["videomae"] = str(path)
+    return TrainNetworks(model.to(device).train(), vae=vae, aux=aux, init_report=report, files=files,
+                         arch=arch, arch_name=cfg.model.unet_config)

@@ -1,0 +1,185 @@
+"""A training run's folder, its full checkpoints (resume bit for bit) and the weight files ``sync`` loads.
+
+``RUN/``::
+
+    train.yaml                   the resolved TrainConfig of the run (and its stream hash)
+    checkpoints/step-000600/     one full checkpoint (written under a temporary name, then renamed):
+        model.safetensors          the trained network, fp32, config in the header (``sync`` loads it)
+        state.pt                   optimizer, GradScaler, EMA, step, counters, config + stream hash
+        rng-rank0.pt ...           every rank's torch RNG states (CPU and CUDA)
+    export/                      at the end (and on ``--export``): ``latentsync_unet.pt`` (official
+                                 ``{"global_step", "state_dict"}``) or ``stable_syncnet.pt``, and
+                                 ``unet.safetensors`` / ``syncnet.safetensors`` with the config in the header
+    metrics.csv, tb/             one row per logged step; TensorBoard events
+
+The data position needs no state of its own: samples are a function of (seed, global index) and the
+indices of a step are a function of the step (:mod:`lipsyncctl.training.sampling`), so restoring the
+step restores the stream. Non-finite weights are never written (:class:`NonFiniteError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lipsyncctl import __version__
+from lipsyncctl.errors import JobFailedError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+STEP_DIR = re.compile(r"^step-(\d{6,})$")
+STATE_VERSION = 1
+#: export file names per trained network (official layout and ours)
+EXPORT_NAMES = {"unet": ("latentsync_unet.pt", "unet.safetensors"),
+                "syncnet": ("stable_syncnet.pt", "syncnet.safetensors")}
+
+
+class NonFiniteError(JobFailedError):
+    """Weights became NaN/Inf: nothing is saved (the last good checkpoint stays the latest)."""
+
+
+def step_dir(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step-{step:06d}"
+
+
+def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of ``run`` by step (temporary folders of an interrupted save are not listed)."""
+    folder = run / "checkpoints"
+    out = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = STEP_DIR.match(p.name)
+            if m and (p / "state.pt").is_file() and (p / "model.safetensors").is_file():
+                out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def find_resume(run: Path, resume: str) -> Path:
+    """The checkpoint folder ``--resume latest|PATH`` names."""
+    if resume == "latest":
+        found = list_checkpoints(run)
+        if not found:
+            raise UsageError(f"--resume latest: no complete checkpoint under {run / 'checkpoints'}",
+                             hint="start without --resume, or give a checkpoint folder")
+        return found[-1][1]
+    p = Path(resume).expanduser()
+    if p.is_file() and p.name == "state.pt":
+        p = p.parent
+    if not (p / "state.pt").is_file() or not (p / "model.safetensors").is_file():
+        raise UsageError(f"--resume {resume}: not a complete checkpoint folder (state.pt + model.safetensors)",
+                         hint="give RUN/checkpoints/step-NNNNNN or 'latest'")
+    return p
+
+
+def check_finite(model: nn.Module) -> None:
+    import torch
+
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise NonFiniteError(f"weight {name} is not finite: nothing was saved",
+                                 hint="the last checkpoint is intact; resume from it with a lower lr, or "
+                                      "check the data")
+
+
+def weights_header(kind: str, arch: Any, arch_name: str, step: int) -> dict[str, Any]:
+    from lipsyncctl.checkpoints.convert import FORMAT_VERSION
+    from lipsyncctl.checkpoints.loaders import header_json
+
+    return {"format_version": FORMAT_VERSION, "kind": "unet" if kind == "unet" else "stable-syncnet",
+            "config": header_json(arch), "config_name": arch_name, "global_step": step,
+            "source": "lipsyncctl train", "written_by": f"lipsyncctl {__version__}"}
+
+
+def save_checkpoint(
+    run: Path, step: int, *, model: nn.Module, kind: str, arch: Any, arch_name: str, state: dict[str, Any],
+    rng: dict[str, Any], rank: int, is_main: bool, barrier: Any, keep: int,
+) -> Path | None:
+    """Write a full checkpoint of ``step`` (every rank calls this; ``barrier()`` syncs them). Returns the
+    folder on the main process. Older checkpoints beyond ``keep`` are removed."""
+    from lipsyncctl.checkpoints.io import write_safetensors
+
+    check_finite(model)
+    final = step_dir(run, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    _atomic_torch_save(rng, tmp / f"rng-rank{rank}.pt")
+    if is_main:
+        write_safetensors(tmp / "model.safetensors", model.state_dict(),
+                          weights_header(kind, arch, arch_name, step))
+        _atomic_torch_save({"version": STATE_VERSION, **state}, tmp / "state.pt")
+    barrier()
+    if not is_main:
+        return None
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for _, old in list_checkpoints(run)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """``(model state dict, state, this rank's RNG)`` of a checkpoint folder."""
+    import torch
+
+    from lipsyncctl.checkpoints.io import read_checkpoint
+
+    weights = {k: v.clone() for k, v in read_checkpoint(folder / "model.safetensors", mmap_ok=False).state_dict.items()}
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    rng_file = folder / f"rng-rank{rank}.pt"
+    rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.is_file() else {}
+    return weights, state, rng
+
+
+def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_name: str, step: int,
+                   name: str = "export") -> dict[str, str]:
+    """The files ``sync`` (UNet) or the sync loss (SyncNet) load: the official layout and our safetensors."""
+    from lipsyncctl.checkpoints.io import write_safetensors
+
+    check_finite(model)
+    folder = run / name
+    folder.mkdir(parents=True, exist_ok=True)
+    official, ours = EXPORT_NAMES[kind]
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_torch_save({"global_step": step, "state_dict": state}, folder / official)
+    write_safetensors(folder / ours, state, weights_header(kind, arch, arch_name, step))
+    return {"official": str(folder / official), "safetensors": str(folder / ours)}
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG states (the run draws from its own generators; these cover any library
+    code that draws from the global ones)."""
+    import torch
+
+    out: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
