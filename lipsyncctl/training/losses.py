@@ -32,7 +32,9 @@ def sync_bce(vision: Tensor, audio: Tensor, labels: Tensor) -> tuple[Tensor, Ten
 
     Official: ``BCELoss(reduction="none")(cos.unsqueeze(1), y).squeeze().mean()``; the cosine of the
     non-negative unit embeddings lies in [0, 1]. BCE runs in float32 (autocast refuses it in half)."""
-    cos = sync_cosine(vision.float(), audio.float())
+    if vision.dtype in (torch.float16, torch.bfloat16):
+        vision, audio = vision.float(), audio.float()
+    cos = sync_cosine(vision, audio)
     per_sample = F.binary_cross_entropy(cos, labels.reshape(-1).to(cos.dtype), reduction="none")
     return per_sample.mean(), per_sample
 
