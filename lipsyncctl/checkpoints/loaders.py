@@ -361,7 +361,7 @@ def load_hyperiqa(path: PathLike, device: torch.device | str = "cpu", dtype: tor
 
 def plan_for_role(role: str, path: PathLike, config: Any = None) -> LoadPlan:
     """The load plan for a registry file role (``unet``, ``whisper``, ``vae``, ``stable-syncnet``, ``syncnet-eval``,
-    ``sfd-face``)."""
+    ``sfd-face``, ``hyperiqa``, ``vgg16``, ``lpips``, ``videomae``)."""
     if role == "unet":
         return plan_unet(config, path)
     if role == "whisper":
@@ -378,6 +378,10 @@ def plan_for_role(role: str, path: PathLike, config: Any = None) -> LoadPlan:
         return plan_sfd_face(path)
     if role == "hyperiqa":
         return plan_hyperiqa(path)
+    if role in ("vgg16", "lpips", "videomae"):  # the frozen networks of UNet training
+        from lipsyncctl.checkpoints.aux_train import plan_aux
+
+        return plan_aux(role, path, config)
     raise ValueError(f"no loader for role {role!r}")
 
 

@@ -22,7 +22,7 @@ from lipsyncctl.errors import ConfigError, MissingModelError
 REGISTRY_FILE = "registry.yaml"
 LOCAL_STATE_FILE = "local.yaml"
 ROLES = ("unet", "whisper", "vae", "vae-config", "stable-syncnet", "syncnet-eval", "s3fd", "fan", "sfd-face",
-         "hyperiqa")
+         "hyperiqa", "vgg16", "lpips", "videomae")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
