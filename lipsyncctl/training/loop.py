@@ -140,6 +140,11 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     rule = cfg.model.trainable if cfg.kind == "unet" else ()
     params = [p for _, p in trainable.select_trainable(nets.model, rule)]
     counts = trainable.count(nets.model.named_parameters(), rule)
+    if cfg.run.lora_rank and cfg.kind == "unet":
+        from lipsyncctl.training.lora import add_lora
+
+        params = add_lora(nets.model, cfg.run.lora_rank, rule)
+        counts = trainable.count(nets.model.named_parameters(), ("lora_",))
     if cfg.run.grad_checkpointing and cfg.kind == "unet":
         nets.model.enable_gradient_checkpointing()
         if nets.vae is not None and cfg.pixel_supervision:

@@ -141,14 +141,20 @@ def load_checkpoint(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], d
 
 def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_name: str, step: int,
                    name: str = "export") -> dict[str, str]:
-    """The files ``sync`` (UNet) or the sync loss (SyncNet) load: the official layout and our safetensors."""
+    """The files ``sync`` (UNet) or the sync loss (SyncNet) load: the official layout and our safetensors
+    (LoRA adapters merged into the official names)."""
     from lipsyncctl.checkpoints.io import write_safetensors
 
     check_finite(model)
     folder = run / name
     folder.mkdir(parents=True, exist_ok=True)
     official, ours = EXPORT_NAMES[kind]
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if any("lora_" in k for k in model.state_dict()):
+        from lipsyncctl.training.lora import merged_state_dict
+
+        state = merged_state_dict(model)
+    else:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic_torch_save({"global_step": step, "state_dict": state}, folder / official)
     write_safetensors(folder / ours, state, weights_header(kind, arch, arch_name, step))
     return {"official": str(folder / official), "safetensors": str(folder / ours)}
