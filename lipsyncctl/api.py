@@ -115,10 +115,12 @@ def timeline_job(
     shard: str | tuple[int, int] | None = None,
     backend: str = "local",
     dry_run: bool = False,
+    wait: bool = False,
 ) -> TimelineJob:
     """A :class:`~lipsyncctl.timeline.job.TimelineJob` from the words a user types: ``audio`` as
     ``FILE`` or ``LANG=FILE``, ``audio_tracks`` as ``NAME`` or ``LANG=NAME``, ``relink`` as ``OLD=NEW``,
-    ``gpus`` as ``"0,1"``, ``shard`` as ``"I/N"`` or ``"auto"`` (array-job variables). Raises UsageError
+    ``gpus`` as ``"0,1"``, ``shard`` as ``"I/N"`` or ``"auto"`` (array-job variables). ``wait``: when
+    another run is writing to ``output``, wait for it instead of raising BusyError. Raises UsageError
     naming the option for a malformed value."""
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
@@ -133,7 +135,7 @@ def timeline_job(
         edl_rate=edl_rate, jobs=jobs,
         gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),
         shard=parse_shard(shard) if isinstance(shard, str) or shard is None else shard,
-        backend=backend, dry_run=dry_run,
+        backend=backend, dry_run=dry_run, wait=wait,
     )
 
 
@@ -159,12 +161,13 @@ def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineRes
 def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None = None, *,
            until: str | None = None, force: Sequence[str] = (), dry_run: bool = False, jobs: int = 1,
            shard: str | tuple[int, int] | None = None, backend: str = "local",
-           gpus: str | Sequence[str] | None = None) -> CurateResult:
+           gpus: str | Sequence[str] | None = None, wait: bool = False) -> CurateResult:
     """Turn raw talking-head footage into the spans of a training set in ``data`` (``lipsyncctl curate``),
     resumable stage by stage, with a reason for every rejected piece. ``shard``: ``"I/N"``, ``"auto"``
     (array-job variables) or a tuple; ``until``: the last stage to run (default: every stage built,
     :func:`curate_stages`); ``gpus``: ``"0,1"`` or ``["cuda:0", "cuda:1"]``, one worker per GPU (its clip
-    stages load their networks there). Returns :class:`~lipsyncctl.curation.job.CurateResult`; raises
+    stages load their networks there); ``wait``: when another run is writing to ``data``, wait for it
+    instead of raising BusyError. Returns :class:`~lipsyncctl.curation.job.CurateResult`; raises
     UsageError naming the option for a malformed value."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import run_curation
@@ -174,17 +177,17 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
-                        dry_run=dry_run, jobs=jobs, shard=part, backend=backend, gpus=devices)
+                        dry_run=dry_run, jobs=jobs, shard=part, backend=backend, gpus=devices, wait=wait)
 
 
-def curate_report(data: str | Path, config: Config | None = None) -> CurateResult:
+def curate_report(data: str | Path, config: Config | None = None, *, wait: bool = False) -> CurateResult:
     """Re-decide a curated dataset with ``config.curate``'s thresholds and rebuild its manifest, lists and
     report from the stored measurements (no stage runs; sources still there give the report's thumbnails of
     rejected spans): ``lipsyncctl curate report``."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import report_curation
 
-    return report_curation(data, config or _Config())
+    return report_curation(data, config or _Config(), wait=wait)
 
 
 def curate_stages() -> list[str]:

@@ -9,6 +9,7 @@ Exit codes (documented in the README and the man pages):
 3     bad config or preset
 4     missing model, ffmpeg, or device
 5     bad input media
+6     busy: another run is writing to the same output folder
 130   interrupted (Ctrl-C)
 ====  =========================================================
 """
@@ -84,6 +85,14 @@ class MediaError(LipsyncError):
 
 class NoFaceError(MediaError):
     default_hint = "use --face-at X,Y or a different clip; frames without a face are passed through"
+
+
+class BusyError(LipsyncError):
+    """Another run holds the output folder's lock (:mod:`lipsyncctl.runner.lock`): one run per folder."""
+
+    exit_code = 6
+    default_hint = ("wait for that run to finish, or pass --wait to start when it does; "
+                    "shards of one job (--shard I/N) may share a folder")
 
 
 class Interrupted(LipsyncError):

@@ -35,6 +35,7 @@ EXIT_STATUS = (
     ("3", "bad configuration or preset (unknown key, value out of range)"),
     ("4", "missing model, ffmpeg or device (including a failed required doctor check)"),
     ("5", "bad input media (missing, unreadable, corrupt, no usable stream)"),
+    ("6", "busy: another run is writing to the same output folder (sync --timeline, curate; --wait waits)"),
     ("130", "interrupted (Ctrl-C); finished outputs are kept, partial ones removed"),
 )
 

@@ -55,7 +55,7 @@ rejected(stage, reason, value) / failed(error), split), train.txt/val.txt (the o
 split by source), report.json + report.html (counts per stage and reason, kept hours, histograms; the
 page adds thumbnails of the first 24 rejected spans) and curate.yaml, rebuilt from every record each run.
 Exit codes: 0 ok (rejections are normal), 1 a source failed, 2 usage, 3 bad config/preset, 4 a model the
-stages need is not installed.
+stages need is not installed, 6 another run is writing to DATA (--wait waits for it; shards share DATA).
 """
 
 
@@ -74,6 +74,8 @@ def curate_cmd(
     backend: str = typer.Option("local", "--backend", help="local or ray (Ray: the optional extra named ray)."),
     gpus: str | None = typer.Option(None, "--gpus", help="One worker per listed GPU, e.g. 0,1 (its clip stages "
                                     "load their networks there)."),
+    wait: bool = typer.Option(False, "--wait", help="When another run is writing to DATA, wait for it to finish "
+                              "(otherwise exit 6 naming it)."),
 ) -> None:
     from lipsyncctl import api
     from lipsyncctl.errors import UsageError
@@ -87,12 +89,12 @@ def curate_cmd(
     if inputs[0] == "report" and not Path("report").exists():  # `curate report DATA`: re-decide, rebuild views
         if len(inputs) != 2 or data is not None:
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
-        result = api.curate_report(inputs[1], config)
+        result = api.curate_report(inputs[1], config, wait=wait)
     elif data is None:
         raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA")
     else:
         result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run,
-                            jobs=jobs or 1, shard=shard, backend=backend, gpus=gpus)
+                            jobs=jobs or 1, shard=shard, backend=backend, gpus=gpus, wait=wait)
     st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
     if result.failed:
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")

@@ -25,7 +25,8 @@ The output keeps the source resolution and frame rate (unless --fps), carries th
 sample rate and channels, and is written under a temporary name, then renamed. OUT.run.yaml beside it
 holds the resolved configuration. An existing OUT is never replaced unless --overwrite/-y. Length policy when audio and picture differ (--length-policy):
 pingpong (default, official), loop, freeze, cut (shortest), silence (pad the audio, keep the picture).
-Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/ffmpeg/device, 5 bad input media.
+Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/ffmpeg/device, 5 bad input media,
+6 busy (another run is writing to the same timeline output folder).
 """
 
 
@@ -123,6 +124,8 @@ FLAGS: tuple[Flag, ...] = (
          "ray).", modes=TIMELINE),
     Flag("dry_run", ("--dry-run",), bool, "Timeline: print the plan (shots, frames, languages, work) and stop.",
          modes=TIMELINE, default=False),
+    Flag("wait", ("--wait",), bool, "Timeline: when another run is writing to OUT, wait for it to finish "
+         "(otherwise exit 6 naming it).", modes=TIMELINE, default=False),
 )
 
 

@@ -25,7 +25,8 @@ Each visible clip of the picture is a shot, rendered with --handles extra frames
 OUT/LANG/ gets the relinked timeline (.otio, plus the input's format where an adapter writes it), the QC
 report (report.json, report.html) and with --conform the full-length video. Finished shots are kept by
 content key in OUT/.lipsyncctl/: rerun the same command after a crash to render only what is missing
-or changed. Clip metadata or markers `lipsync: false` leave a shot alone. Exit 1 when a shot failed or
+or changed. One run writes to OUT at a time: a second one exits 6 naming it, or waits with --wait
+(shards of one job share OUT). Clip metadata or markers `lipsync: false` leave a shot alone. Exit 1 when a shot failed or
 is under --min-sync.
 """
 
@@ -39,7 +40,8 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
              if values[k] is not None}
     job = api.timeline_job(values["timeline"], values["output"], audio=values["audio"] or [],
                            audio_tracks=values["audio_track"] or [], relink=values["relink"] or [],
-                           gpus=values["gpus"], shard=values["shard"], dry_run=values["dry_run"], **given)
+                           gpus=values["gpus"], shard=values["shard"], dry_run=values["dry_run"],
+                           wait=values["wait"], **given)
     result = api.sync_timeline(job, config)
     for w in result.warnings:
         st.warn(w)

@@ -17,6 +17,8 @@ Layout under ``DATA``::
     DATA/audio/<source id>.wav                      16 kHz mono audio of each usable source
     DATA/.lipsyncctl/records/sources/<id>.json      measurements per source stage (the resumable state)
     DATA/.lipsyncctl/records/clips/<source>/<clip>.json   measurements per clip stage
+    DATA/.lipsyncctl/run.lock                       held while a run writes to DATA (shards share it:
+                                                    :mod:`lipsyncctl.runner.lock`)
 
 A kill at any moment leaves finished records whole; the rerun recomputes only what is missing. Inputs are
 never modified, moved or deleted.
@@ -131,17 +133,20 @@ def stage_names() -> list[str]:
 def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, until: str | None = None,
                  force: tuple[str, ...] = (), dry_run: bool = False, jobs: int = 1,
                  shard: tuple[int, int] = (0, 1), backend: str = "local",
-                 gpus: Sequence[str] = ()) -> CurateResult:
+                 gpus: Sequence[str] = (), wait: bool = False) -> CurateResult:
     """Run the curation stages up to ``until`` on every source of ``inputs`` into ``data`` (see the module
     docstring). ``force``: stages to recompute even when their stored key matches (with every later one).
     ``gpus``: devices like ``cuda:1``, one worker each (:func:`~lipsyncctl.runner.workers.run_tasks`); a
-    worker's clip stages load their networks on its device (:attr:`ClipContext.device`).
+    worker's clip stages load their networks on its device (:attr:`ClipContext.device`). ``wait``: when
+    another run holds ``data`` (:mod:`lipsyncctl.runner.lock`), wait for it instead of raising.
 
     Raises:
         UsageError: no sources, ``data`` a file or one of the inputs. OSError: ``data`` not writable.
+        BusyError: another run is writing to ``data`` (not with ``wait``).
     """
     from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.media.inputs import collect_inputs
+    from lipsyncctl.runner.lock import folder_lock
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import run_tasks
 
@@ -173,32 +178,37 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     if dry_run:
         sources = [_planned(t, store) for t in mine]
         return CurateResult(data, sources, [], until, shard, dry_run=True, seconds=time.perf_counter() - t0)
-    # 2. The stages, per source.
-    done: dict[str, list[str]] = {}
-    run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
-              jobs=jobs, gpus=list(gpus), backend=backend, label="sources")
-    # 3. Decisions. 4. Views from every record in DATA (every shard's).
-    result = _decide_all(data, config, done, until, shard)
-    result.seconds = time.perf_counter() - t0
-    _write_views(result, config, models)
+    with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
+        # 2. The stages, per source.
+        done: dict[str, list[str]] = {}
+        run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
+                  jobs=jobs, gpus=list(gpus), backend=backend, label="sources")
+        # 3. Decisions. 4. Views from every record in DATA (every shard's).
+        result = _decide_all(data, config, done, until, shard)
+        result.seconds = time.perf_counter() - t0
+        _write_views(result, config, models)
     return result
 
 
-def report_curation(data: str | Path, config: Config) -> CurateResult:
+def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> CurateResult:
     """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
     ``config.curate``'s thresholds and rebuild the views without running a stage (the sources are only
     read for the report's thumbnails of rejected spans, and may be gone).
 
     Raises:
         UsageError: ``data`` holds no curate records.
+        BusyError: another run is writing to ``data`` (not with ``wait``).
     """
+    from lipsyncctl.runner.lock import folder_lock
+
     t0 = time.perf_counter()
     data = Path(data)
     if not RecordStore(data / ".lipsyncctl" / "records").ids("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
-    result = _decide_all(data, config, {}, "report", (0, 1))
-    result.seconds = time.perf_counter() - t0
-    _write_views(result, config)
+    with folder_lock(data, wait=wait):
+        result = _decide_all(data, config, {}, "report", (0, 1))
+        result.seconds = time.perf_counter() - t0
+        _write_views(result, config)
     return result
 
 

@@ -16,6 +16,7 @@ Output layout under ``OUT``::
     OUT/<lang>/report.json, report.html      QC
     OUT/<lang>/<edit>.conform.<ext>          full-length picture with the dub (timeline.conform)
     OUT/.lipsyncctl/jobs/<key>.json          the resumable job store
+    OUT/.lipsyncctl/run.lock                 held while a run writes to OUT (:mod:`lipsyncctl.runner.lock`)
     OUT/.lipsyncctl/work/<lang>/*.wav        dub cuts of shots being rendered (deleted as each settles)
     OUT/.lipsyncctl/work/.<edit>.otioz.*/    an .otioz input's extracted media (removed when the job ends;
                                              a dry run extracts into the system temp folder instead)
@@ -107,9 +108,23 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
                 bar.advance()
     inputs = input_files(job, timeline, resolver)
     check_outputs(job, inputs, [d.language for d in dub_tracks], shots)  # before anything is written
-    if not job.dry_run:
+    if job.dry_run:
+        return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
+    from lipsyncctl.runner.lock import folder_lock
+
+    # One run per OUT (shards of one job share it): the first write happens under the lock. A run that
+    # waited for another one looks its keys up again, so it reuses what that run finished.
+    with folder_lock(job.output, shard=job.shard, wait=job.wait):
+        _refresh_reuse(shots, store)
         for s in shots:
             _place_reused(s, inputs)
+        return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
+
+
+def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
+            dub_tracks: list[dubs.DubTrack], shots: list[ShotState], store: JobStore, warnings: list[str],
+            missing_models: list[dict[str, str]]) -> TimelineResult:
+    """Steps 4-5 of :func:`run_timeline`: this shard's renders, then each language's outputs."""
     # 4. This shard's part; render it.
     renderable = [s for s in shots if s.task is not None or s.reused]
     mine = [s for s in take_shard(renderable, job.shard) if s.task is not None]
@@ -254,6 +269,14 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         keep_source=keep,
     )
     return shot
+
+
+def _refresh_reuse(shots: list[ShotState], store: JobStore) -> None:
+    """Shots still to render whose key another run has finished since they were looked up: reused."""
+    for shot in shots:
+        record = store.get(shot.key) if shot.task is not None else None
+        if record is not None:
+            shot.outcome, shot.reused, shot.task = ShotOutcome.from_dict(record), True, None
 
 
 def _place_reused(shot: ShotState, inputs: list[Path]) -> None:

@@ -86,6 +86,7 @@ class TimelineJob:
     shard: tuple[int, int] = (0, 1)
     backend: str = "local"
     dry_run: bool = False
+    wait: bool = False            # another run holds OUT: wait for it instead of refusing (exit 6)
 
 
 @dataclass

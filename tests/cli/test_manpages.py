@@ -116,7 +116,7 @@ def test_required_sections_present() -> None:
             assert var in roff
         table = roff.split(".TS\n", 1)[1].split(".TE", 1)[0]
         codes = [line.split("\t")[0] for line in table.splitlines()[1:]]
-        assert codes == ["0", "1", "2", "3", "4", "5", "130"]
+        assert codes == ["0", "1", "2", "3", "4", "5", "6", "130"]
 
 
 def test_help_parser_reads_required_marker_and_secondary_names() -> None:

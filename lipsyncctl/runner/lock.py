@@ -1,0 +1,273 @@
+"""One run per output folder: a lock under ``FOLDER/.lipsyncctl/`` held for as long as a job writes there.
+
+Two runs writing the same folder at once undo each other's work (one deletes the other's dub cuts, the one
+finishing last writes a report of the other's failures over intact renders), so a run takes the folder's
+lock before it writes anything and a second run refuses (:class:`~lipsyncctl.errors.BusyError`, naming the
+holder) or, with ``wait``, waits for it.
+
+The lock is ``fcntl.flock`` on ``.lipsyncctl/run.lock``: the kernel releases it when its holder exits,
+however it exits (``kill -9`` included), so a killed run never blocks the next one. The file holds the
+holder's pid, host, start time and command (JSON), for the message of a run that is refused; a file left
+by a killed run is recognised as stale (nobody holds its lock) and replaced, with a note naming the dead
+run. A finished run removes its lock file (and the ``.lipsyncctl`` folder if it created it and left it
+empty).
+
+Shards of an array job are meant to write one folder together: shard ``I/N`` takes the folder's lock
+*shared* and an exclusive lock of its own, ``run.shard-I-of-N.lock``; a run of the whole job (shard
+``0/1``) takes the folder's lock exclusively. So different shards run side by side, while the same shard
+twice, or a whole run beside any shard, is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lipsyncctl import progress
+from lipsyncctl.errors import BusyError
+
+#: the lock files' folder, inside the output folder
+LOCK_FOLDER = ".lipsyncctl"
+MAIN = "run.lock"
+#: seconds between two tries while waiting (``wait=True``)
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock: written into the lock file, read by a run that is refused."""
+
+    pid: int
+    host: str
+    started: str      # ISO 8601, UTC
+    command: str
+
+    @classmethod
+    def me(cls, command: str | None = None) -> Holder:
+        argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+        return cls(os.getpid(), socket.gethostname(),
+                   datetime.now(UTC).isoformat(timespec="seconds"), command or shlex.join(argv))
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, started {self.started}: {self.command}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one owned by another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The holder written in lock file ``path`` (None: no file, empty, or not ours)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Holder(int(data["pid"]), str(data["host"]), str(data["started"]), str(data["command"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _Flock:
+    """One flock'd file: taken with :meth:`take`, dropped (and its file removed when nobody else holds it)
+    with :meth:`drop`."""
+
+    def __init__(self, path: Path, shared: bool) -> None:
+        self.path = path
+        self.shared = shared
+        self.fd: int | None = None
+
+    def take(self) -> bool:
+        """Try once without blocking; True when held. A file that was removed or replaced between our
+        open and our lock (its holder finished) is opened again."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                now = os.stat(self.path)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(fd)
+            if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                self.fd = fd
+                return True
+            os.close(fd)  # locked a file its last holder had just removed: take the new one
+
+    def write(self, holder: Holder) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(asdict(holder)).encode() + b"\n", 0)
+
+    def drop(self) -> None:
+        """Remove the file if no other run holds it, then release (a shared holder first asks for the lock
+        exclusively, so it never removes a file that another shard still holds)."""
+        if self.fd is None:
+            return
+        try:
+            if self.shared:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # another shard holds it: it removes the file when it finishes
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+class FolderLock:
+    """The lock of one output folder for one run (see the module docstring). A context manager.
+
+    Args:
+        folder: the output folder (``-o``); the lock files live in ``folder/.lipsyncctl/``.
+        shard: ``(index, count)`` of this run (``(0, 1)``: the whole job).
+        wait: wait for the holder to finish instead of raising :class:`~lipsyncctl.errors.BusyError`.
+        command: what the lock file says this run is (default: this process's command line).
+    """
+
+    def __init__(self, folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
+                 command: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.shard = shard
+        self.wait = wait
+        self.command = command
+        self.lock_dir = self.folder / LOCK_FOLDER
+        sharded = shard[1] > 1
+        self._main = _Flock(self.lock_dir / MAIN, shared=sharded)
+        own = self.lock_dir / f"run.shard-{shard[0]}-of-{shard[1]}.lock" if sharded else None
+        self._own = _Flock(own, shared=False) if own is not None else None
+        self._created: list[Path] = []
+
+    @property
+    def path(self) -> Path:
+        """The file that names this run while it holds the lock."""
+        return (self._own or self._main).path
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`~lipsyncctl.errors.BusyError` naming the holder (``wait``: wait).
+
+        Raises:
+            BusyError: another run holds the folder (exit 6).
+            OSError: the lock file cannot be created (the folder is not writable).
+        """
+        from lipsyncctl.folders import missing_folders
+
+        self._created = missing_folders(self.lock_dir)
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        announced = False
+        while True:
+            try:
+                if self._try():
+                    break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                progress.warning(f"{self.folder}: this file system cannot lock files ({exc.strerror}); "
+                                 "make sure no other run writes to this folder")
+                return
+            who = self.holder()
+            if not self.wait:
+                raise BusyError(f"{self.folder}: another run is writing to this folder ({who})")
+            if not announced:
+                progress.message(f"waiting for the run writing to {self.folder} to finish ({who})")
+                announced = True
+            time.sleep(POLL_SECONDS)
+        if self._own is None:  # held exclusively: no shard can hold its file now, so any left is stale
+            for path in self.lock_dir.glob("run.shard-*.lock"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        me = Holder.me(self.command)
+        stale = read_holder(self.path)  # written by a run that is gone: a live one would hold the lock
+        if stale is not None and (stale.pid, stale.host) != (me.pid, me.host):
+            progress.message(f"{self.path}: replacing the lock of a run that is gone ({stale.describe()})")
+        (self._own or self._main).write(me)
+
+    def _try(self) -> bool:
+        if not self._main.take():
+            return False
+        if self._own is not None and not self._own.take():
+            self._main.drop()
+            return False
+        return True
+
+    def holder(self) -> str:
+        """Who holds the folder now, as far as its lock files say (for the refusal message)."""
+        paths = [self._own.path] if self._own is not None else sorted(self.lock_dir.glob("run.shard-*.lock"))
+        for path in paths:  # a shard: the same shard first; a whole run: any shard first
+            found = _held_by(path)
+            if found is not None:
+                return found
+        holder = read_holder(self._main.path)
+        return holder.describe() if holder is not None else UNNAMED
+
+    def release(self) -> None:
+        """Drop the lock (removing its files when no other run holds them) and the folders it created
+        when they are left empty."""
+        from lipsyncctl.folders import remove_empty
+
+        if self._own is not None:
+            self._own.drop()
+        self._main.drop()
+        remove_empty(self._created)
+        self._created = []
+
+
+UNNAMED = "another run (it has not written its name yet)"
+
+
+def _held_by(path: Path) -> str | None:
+    """Who holds lock file ``path`` if a live run holds it now (a file nobody holds is stale: None)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_holder(path)
+            return holder.describe() if holder is not None else UNNAMED
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
+                command: str | None = None) -> Iterator[FolderLock]:
+    """``with folder_lock(OUT):`` hold ``OUT``'s lock for the block (see :class:`FolderLock`)."""
+    with FolderLock(folder, shard=shard, wait=wait, command=command) as lock:
+        yield lock

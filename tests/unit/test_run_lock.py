@@ -1,0 +1,131 @@
+"""One run per output folder (lipsyncctl.runner.lock): a second run is refused naming the holder (exit 6) or
+waits; a lock left by a ``kill -9`` is replaced; shards of one job share the folder; the timeline and
+curate commands take it. Holders are real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl import progress
+from lipsyncctl.errors import BusyError
+from lipsyncctl.runner.lock import FolderLock, read_holder
+from tests.conftest import REPO
+
+HOLD = """
+import sys, time
+from lipsyncctl.runner.lock import FolderLock
+lock = FolderLock(sys.argv[1], shard=(int(sys.argv[2]), int(sys.argv[3])), command="holder run")
+lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _hold(folder: Path, shard: tuple[int, int] = (0, 1)) -> subprocess.Popen[str]:
+    """A process holding ``folder``'s lock (as shard ``shard``) until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(shard[0]), str(shard[1])], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_second_run_is_refused_naming_the_holder(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    holders.append(holder := _hold(out))
+    with pytest.raises(BusyError) as err:
+        FolderLock(out).acquire()
+    assert err.value.exit_code == 6 and "\n" not in str(err.value)
+    assert f"pid {holder.pid} on " in str(err.value) and "holder run" in str(err.value) and str(out) in str(err.value)
+    assert "--wait" in err.value.hint
+
+
+def test_wait_starts_when_the_holder_finishes(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    holders.append(holder := _hold(out))
+    threading.Timer(1.0, holder.terminate).start()
+    sink = progress.RecordingSink()
+    t0 = time.monotonic()
+    with progress.use_sink(sink), FolderLock(out, wait=True) as lock:
+        assert time.monotonic() - t0 >= 0.9
+        assert read_holder(lock.path).pid == os.getpid()  # type: ignore[union-attr]
+    assert any("waiting for the run writing to" in e[1] and f"pid {holder.pid}" in e[1]
+               for e in sink.events if e[0] == "message")
+    assert not (out / ".lipsyncctl" / "run.lock").exists()  # removed on release
+
+
+def test_lock_of_a_killed_run_is_replaced(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    holders.append(holder := _hold(out))
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    stale = read_holder(out / ".lipsyncctl" / "run.lock")
+    assert stale is not None and stale.pid == holder.pid  # the file is still there, naming the dead run
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink), FolderLock(out) as lock:
+        assert read_holder(lock.path).pid == os.getpid()  # type: ignore[union-attr]
+    assert any("replacing the lock of a run that is gone" in e[1] and f"pid {holder.pid}" in e[1]
+               for e in sink.events if e[0] == "message")
+
+
+def test_shards_share_the_folder_but_not_a_shard(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    holders.append(first := _hold(out, (0, 2)))
+    with FolderLock(out, shard=(1, 2)):  # another shard of the job: side by side
+        with pytest.raises(BusyError, match=f"pid {first.pid}"):
+            FolderLock(out, shard=(0, 2)).acquire()  # the same shard again
+        with pytest.raises(BusyError, match=f"pid {first.pid}"):
+            FolderLock(out).acquire()  # a whole run beside shards
+    first.kill()
+    first.wait()
+    with FolderLock(out):  # every shard gone: the whole run may start, and removes the shard's stale file
+        assert [p.name for p in (out / ".lipsyncctl").iterdir()] == ["run.lock"]
+    assert list((out / ".lipsyncctl").iterdir()) == []
+
+
+def test_a_whole_run_keeps_shards_out(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    holders.append(whole := _hold(out))
+    with pytest.raises(BusyError, match=f"pid {whole.pid}"):
+        FolderLock(out, shard=(1, 2)).acquire()
+
+
+def test_timeline_and_curate_refuse_a_held_folder(tmp_path: Path, holders, models_dir: Path,  # type: ignore[no-untyped-def]
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from lipsyncctl.cli.main import main
+    from tests.conftest import shared_path
+    from tests.unit.test_timeline_backends import edit
+
+    timeline, dub = edit(tmp_path), shared_path("fixtures", "demo1_audio.wav")
+    out = tmp_path / "out"
+    holders.append(holder := _hold(out))
+    capsys.readouterr()
+    rc = main(["--json", "-q", "sync", "--timeline", str(timeline), "--audio", f"de={dub}", "-o", str(out),
+               "--preset", "tiny"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert rc == 6 and doc["error"]["exit_code"] == 6 and f"pid {holder.pid}" in doc["error"]["message"]
+    assert captured.err.count("error:") == 1 and f"pid {holder.pid}" in captured.err.splitlines()[0]
+    assert sorted(p.name for p in out.rglob("*")) == [".lipsyncctl", "run.lock"]  # nothing written
+
+    rc = main(["-q", "curate", str(tmp_path / "cam_a.mkv"), "-o", str(out), "--until", "probe"])
+    assert rc == 6 and f"pid {holder.pid}" in capsys.readouterr().err
