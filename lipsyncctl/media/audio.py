@@ -35,9 +35,40 @@ def _audio_stream(container: Any, path: Path, index: int | None) -> Any:
     return streams[0]
 
 
+def declared_end(container: Any, stream: Any) -> Fraction | None:
+    """Where the audio of ``stream`` ends, in seconds of the file's timeline, when the container states it
+    exactly; None when it does not.
+
+    An AAC encoder primes its first frame and pads its last one to 1024 samples: a 2.000 s dub at 48 kHz
+    decodes to 94 frames = 2.005333 s. FFmpeg's decoder drops the priming (the ``skip_samples`` of the
+    MP4 edit list, or of an MP3's LAME header) but keeps the end padding; the MP4/MOV edit list also
+    gives the exact length, which FFmpeg reports as the stream's duration. So for the ISO base media
+    family the length is ``start_time + duration``. Elsewhere the decoded length is already right (WAV,
+    FLAC, MP3 with its LAME header, where FFmpeg trims both ends) or the header's duration is only an
+    estimate (a raw ADTS ``.aac``), and None keeps every decoded sample. A file without an edit list
+    declares its samples' total, which cuts nothing.
+    """
+    if not {"mov", "mp4", "m4a"} & set(container.format.name.split(",")) or not stream.duration:
+        return None
+    return (Fraction(stream.start_time or 0) + stream.duration) * Fraction(stream.time_base)
+
+
+def truncate_frame(frame: Any, samples: int) -> Any:
+    """The first ``samples`` samples of audio ``frame`` (a new frame of the same format, layout and rate)."""
+    import av
+
+    data = frame.to_ndarray()
+    planar = frame.format.is_planar
+    cut = data[:, :samples] if planar else data[:, : samples * len(frame.layout.channels)]
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(cut), format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out
+
+
 def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, fmt: str = "flt",
                       frame_size: int | None = None, start: float = 0.0) -> Iterator[tuple[Fraction, Any]]:
-    """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on.
+    """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on,
+    up to the end the container declares (:func:`declared_end`: no encoder padding).
 
     Seeks near ``start`` first (a keyframe before it); callers trim by the reported time. Frames are in
     ``fmt``: packed (``flt``, ``s16``: ``frame.to_ndarray()`` is ``(1, n * channels)``, interleaved, so
@@ -47,6 +78,7 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
 
     stream.thread_type = "AUTO"
     tb = Fraction(stream.time_base)
+    end = declared_end(container, stream)
     if start > 0:
         # Seek a little early: AAC/MP3 frames overlap, so the first decoded frame after a seek is wrong.
         container.seek(max(0, int((Fraction(start) - Fraction(1, 4)) / tb)), stream=stream, backward=True)
@@ -54,15 +86,26 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
                                   frame_size=frame_size)
     t0: Fraction | None = None
     produced = 0
+    limit: int | None = None  # samples at ``rate`` from t0 to the declared end
+
+    def resampled(frame: Any) -> Iterator[tuple[Fraction, Any]]:
+        nonlocal produced
+        for out in resampler.resample(frame):
+            if limit is not None and produced + out.samples > limit:
+                out = truncate_frame(out, limit - produced) if limit > produced else None
+            if out is None:
+                return
+            yield (t0 or Fraction(0)) + Fraction(produced, rate), out
+            produced += out.samples
+
     for frame in container.decode(stream):
         if t0 is None:
             t0 = Fraction(frame.pts) * tb if frame.pts is not None else Fraction(0)
-        for out in resampler.resample(frame):
-            yield t0 + Fraction(produced, rate), out
-            produced += out.samples
-    for out in resampler.resample(None):
-        yield (t0 or Fraction(0)) + Fraction(produced, rate), out
-        produced += out.samples
+            limit = None if end is None else max(0, round((end - t0) * rate))
+        yield from resampled(frame)
+        if limit is not None and produced >= limit:
+            return
+    yield from resampled(None)
 
 
 def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
@@ -112,21 +155,29 @@ def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None 
 def audio_length(path: str | Path, stream_index: int | None = None) -> tuple[int, int]:
     """``(samples, rate)``: how many samples the audio decodes to at its own rate (streamed, nothing kept).
 
-    Exact where a header's duration is not (AAC priming, VBR MP3). Raises :class:`MediaError` if the
-    file has no audio stream or cannot be decoded."""
+    Exact where a header's duration is not (AAC priming, VBR MP3); an AAC encoder's end padding is not
+    counted where the container declares the length (:func:`declared_end`). Raises :class:`MediaError` if
+    the file has no audio stream or cannot be decoded."""
     import av
 
     path = Path(path)
     with opened(path) as container:
         stream = _audio_stream(container, path, stream_index)
         stream.thread_type = "AUTO"
+        rate = int(stream.codec_context.sample_rate)
+        end = declared_end(container, stream)
         samples = 0
+        first: Fraction | None = None
         try:
             for frame in container.decode(stream):
+                if first is None and frame.pts is not None:
+                    first = Fraction(frame.pts) * Fraction(stream.time_base)
                 samples += frame.samples
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: audio cannot be decoded ({ffmpeg_reason(exc)})") from exc
-        return samples, int(stream.codec_context.sample_rate)
+        if end is not None:
+            samples = min(samples, max(0, round((end - (first or Fraction(0))) * rate)))
+        return samples, rate
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int, *, inputs: tuple = ()) -> Path:

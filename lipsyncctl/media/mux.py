@@ -11,7 +11,7 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output
-from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name
+from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name, truncate_frame
 from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
 
 #: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format).
@@ -116,7 +116,7 @@ def _interleave(src: Any, vin: Any, dst: Any, vout: Any, aout: Any, frames: Iter
             if frame is None:
                 return
             if limit is not None and written + frame.samples > limit:
-                frame = _truncate(frame, limit - written)
+                frame = truncate_frame(frame, limit - written)
             frame.pts = written
             frame.time_base = Fraction(1, rate)
             written += frame.samples
@@ -150,14 +150,3 @@ def _with_silence(frames: Iterator[Any], ctx: Any, rate: int) -> Iterator[Any]:
         frame = av.AudioFrame.from_ndarray(zeros, format=fmt, layout=ctx.layout.name)
         frame.sample_rate = rate
         yield frame
-
-
-def _truncate(frame: Any, samples: int) -> Any:
-    import av
-
-    data = frame.to_ndarray()
-    planar = frame.format.is_planar
-    cut = data[:, :samples] if planar else data[:, : samples * len(frame.layout.channels)]
-    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(cut), format=frame.format.name, layout=frame.layout.name)
-    out.sample_rate = frame.sample_rate
-    return out

@@ -171,6 +171,41 @@ def test_read_audio_resamples_any_input(gen: Path, shared: Path) -> None:
     assert crossings[1] == pytest.approx(2 * crossings[0], rel=0.05)
 
 
+
+def _m4a(path: Path, seconds: float, rate: int) -> Path:
+    """An AAC .m4a of exactly ``seconds`` (a tone) written by PyAV: its last frame is padded to 1024 samples."""
+    import av
+
+    x = mg.tone(seconds, rate, 1)[:, 0]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=rate, layout="mono")
+        for i in range(0, len(x), 4096):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, i:i + 4096]), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 16000])
+def test_aac_m4a_length_is_exact(gen: Path, rate: int) -> None:
+    """Issue 14.5: a 2.000 s m4a dub decoded to 2.005333 s at 48 kHz (the encoder's end padding) and planned
+    51 frames at 25 fps; the edit list's length is used, so it is 2.000 s, 50 frames."""
+    from lipsyncctl.media.audio import audio_length
+    from lipsyncctl.pipeline.plan import plan_clip
+
+    m4a = _m4a(gen / f"two_{rate}.m4a", 2.0, rate)
+    assert audio_length(m4a) == (2 * rate, rate)
+    assert len(read_audio(m4a, None, None)) == 2 * rate and len(read_audio(m4a, 16000, 1)) == 32000
+    assert len(read_audio(m4a, None, None, start=1.5)) == rate // 2
+    plan = plan_clip(100, Fraction(25), *audio_length(m4a))
+    assert plan.num_frames == 50 and plan.audio_seconds == 2.0
+    video = mg.make_clip(gen / f"v{rate}.mp4", frames=75, audio_rate=None)  # 3 s of picture
+    muxed = mux_audio(video, m4a, gen / f"muxed_{rate}.mp4")
+    assert audio_length(muxed)[0] == 2 * rate  # the padding is not carried into an output either
+
 def test_read_audio_without_audio_stream(gen: Path) -> None:
     with pytest.raises(MediaError, match="no audio stream"):
         read_audio(mg.make_clip(gen / "silent.mp4", audio_rate=None, frames=3))
