@@ -249,12 +249,14 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
 
 
 def doctor(config: Config | None = None, *, outputs_dir: str | Path = ".",
-           models_dir: str | Path | None = None) -> DoctorResult:
+           models_dir: str | Path | None = None, train_config: TrainConfig | None = None) -> DoctorResult:
     """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with ``config``, whether this
-    machine can run it (device, VRAM estimate against free memory, model files)."""
+    machine can run it (device, VRAM estimate against free memory, model files); with ``train_config``, the
+    training VRAM estimate against free memory."""
     from lipsyncctl.checks.doctor import run_checks
 
-    return run_checks(config, Path(outputs_dir), Path(models_dir) if models_dir is not None else None)
+    return run_checks(config, Path(outputs_dir), Path(models_dir) if models_dir is not None else None,
+                      train_config=train_config)
 
 
 # ---- models ------------------------------------------------------------------------------------

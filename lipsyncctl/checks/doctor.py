@@ -27,6 +27,7 @@ from lipsyncctl.runner import precision, vram
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
+    from lipsyncctl.training.config import TrainConfig
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -458,11 +459,36 @@ def check_preset_models(config: Config, models_dir: Path) -> list[Check]:
                   data={"installed": have, "missing": missing, "models_dir": str(models_dir)})]
 
 
+def check_train_preset(config: TrainConfig, probe: gpu_mod.GpuProbe) -> list[Check]:
+    """The training VRAM estimate (:func:`lipsyncctl.training.memory.estimate_training_memory`) against the
+    GPU with the most free memory; informative only (a training run is not what doctor gates)."""
+    from lipsyncctl.training.memory import estimate_training_memory
+
+    name = f"train preset {config.name}"
+    mem = estimate_training_memory(config)
+    other = mem.full if mem.checkpointing else mem.checkpointed
+    detail = (f"needs about {mem.total_gb:.1f} GiB VRAM per process (estimate, {mem.precision}, checkpointing "
+              f"{'on' if mem.checkpointing else 'off'}; {other.total:.1f} GiB with it "
+              f"{'off' if mem.checkpointing else 'on'})")
+    data: dict[str, Any] = {"vram_needed_bytes": int(mem.total_gb * gpu_mod.GiB), "estimate": mem.to_dict()}
+    if not probe.gpus:
+        return [Check(name, "ok", f"{detail}; no GPU: estimate only", required=False, data=data)]
+    best = max(probe.gpus, key=lambda g: g.free_bytes if g.free_bytes is not None else g.total_bytes)
+    free = best.free_bytes if best.free_bytes is not None else best.total_bytes
+    fits = mem.total_gb * gpu_mod.GiB <= free
+    hint = "" if fits else ("use a smaller preset (stage2-24gb, stage2_efficient), --set run.grad_checkpointing=true, "
+                            "run.lora_rank=64 or loss.trepa=0, or free GPU memory")
+    return [Check(name, "ok" if fits else "warn", f"{detail}; gpu {best.index} has {_gib(free)} free", hint,
+                  required=False, data={**data, "gpu": best.index, "free_bytes": free})]
+
+
 # ----------------------------------------------------------------------------------------------
 
 
-def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None = None) -> DoctorResult:
-    """Run every check (and the preset's device/VRAM check when ``preset`` is given)."""
+def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None = None,
+               train_config: TrainConfig | None = None) -> DoctorResult:
+    """Run every check (and the preset's device/VRAM check when ``preset`` is given; the training VRAM
+    estimate when ``train_config`` is)."""
     models_dir = models_dir if models_dir is not None else paths.models_dir()
     probe = gpu_mod.list_gpus()
     checks: list[Check] = []
@@ -482,5 +508,8 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
         checks += check_preset(preset, probe)
         checks += check_preset_models(preset, models_dir)
         need = vram.estimate_vram(preset)
-    return DoctorResult(checks=checks, gpus=list(probe.gpus), preset=preset.name if preset else None,
-                        vram_needed_bytes=need)
+    if train_config is not None:
+        checks += check_train_preset(train_config, probe)
+        need = checks[-1].data["vram_needed_bytes"]
+    name = preset.name if preset else train_config.name if train_config else None
+    return DoctorResult(checks=checks, gpus=list(probe.gpus), preset=name, vram_needed_bytes=need)

@@ -33,8 +33,12 @@ def doctor(
     """
     from lipsyncctl import api
 
-    config = options.resolve(preset, sets, {}, print_config) if (preset or sets) else None
-    res = api.doctor(config, outputs_dir=outputs)
+    train_config = None
+    if preset and preset not in options.cfg.list_presets() and preset in api.train_presets():
+        config, train_config = None, api.resolve_train_config(preset, sets or ())  # a training preset
+    else:
+        config = options.resolve(preset, sets, {}, print_config) if (preset or sets) else None
+    res = api.doctor(config, outputs_dir=outputs, train_config=train_config)
     st.result(res.to_dict(), lambda c: _render(c, res), ok=res.ok)
     if not res.ok:
         names = ", ".join(c.name for c in res.failures)
