@@ -1,0 +1,485 @@
+"""The training data: the clips of a curated ``DATA/`` folder and the index-driven datasets of UNet and
+SyncNet training (LATENTSYNC.md §3.2-3.4).
+
+Clips (:func:`read_clips`): the kept spans of ``DATA/manifest.jsonl`` (``lipsyncctl curate``) of one split,
+or the clips of an official fileslist (``train.txt``: one aligned clip per line) looked up in the manifest
+beside it, which names each clip's features file (``whisper`` ``(L, 5, 384)`` float32 and the Wav2Lip ``mel``
+``(80, T)`` float64 of the clip's audio; :mod:`lipsyncctl.curation.features`). Sorted by id; clips too
+short for the kind of training are returned in :attr:`ClipSet.skipped` with the reason.
+
+Samples: item ``k`` of a dataset is a function of ``(seed, k)`` only (:mod:`lipsyncctl.training.sampling`):
+its clip comes from the epoch permutation, its windows from :func:`~.sampling.sample_generator`. The rules
+are the official ones, drawn directly from the allowed sets (no redraw loops):
+
+- **Audio-valid starts** ``s`` (gt / SyncNet audio window ``[s, s + F)``): ``0 <= s <= last_start``, the
+  largest ``s`` with ``s + F <= frames``, the mel window columns ``(80 s) // 25 .. + C`` inside the mel
+  (``C = ceil(3.2 F)``: 52 for 16 frames; :func:`~lipsyncctl.audio.wav2lip_mel.mel_window`) and the centre
+  whisper feature of the window's last frame inside the features (``2 (s + F - 1) <= L - 1``; the ±2-frame
+  context is clamped at the clip's ends exactly as at inference). The official loaders draw ``s`` over
+  ``[0, frames - F]`` and redraw a start whose mel window is short; for a curated clip (``L = 2 frames``,
+  ``T = 1 + 3.2 frames``) every start fits and the rules agree.
+- **UNet** (``unet_dataset.py``; golden ``train/unet_dataset_item``): clips of at least ``3 F`` frames (48);
+  ``s`` uniform over the audio-valid starts, the reference start ``q`` uniform over
+  ``[0, frames - F]`` with ``q <= s - F`` or ``q >= s + F`` (non-overlapping windows of the same clip).
+  ``gt`` = frames ``[s, s + F)``, ``masked = gt * mask`` and ``mask`` the official fixed mask
+  (``lipsyncctl/data/mask.png``: **1 = keep** (white), 0 = regenerated (black), so the mouth region of
+  ``masked`` is 0, mid-grey), ``ref`` = frames ``[q, q + F)`` unmasked, ``whisper`` the chunks of frames
+  ``[s, s + F)`` (:func:`~lipsyncctl.audio.features.feature_chunks`, the inference slicing), ``mel`` at ``s``.
+- **SyncNet** (``syncnet_dataset.py``, rule in golden ``train/syncnet_train.json``): clips of at least
+  ``2 F`` frames (32); ``s`` uniform over the audio-valid starts, a negative start ``w`` uniform over
+  ``[0, frames - F]`` minus ``{s}`` (overlap allowed), ``y ~ Bernoulli(0.5)``; the mel window is always at
+  ``s``, the frames at ``s`` (``y = 1``) or ``w`` (``y = 0``).
+
+Pixels: frames decoded by index (only the ``2 F`` / ``F`` frames needed), resized to the training
+resolution when the clip has another size (bicubic with antialias on uint8, as torchvision's ``Resize``
+on the official uint8 frames), ``(u / 255 - 0.5) / 0.5`` float32.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lipsyncctl.audio.features import chunk_indices
+from lipsyncctl.audio.wav2lip_mel import window_start
+from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.faces.mask import mouth_mask, prepare_masked_images
+from lipsyncctl.training.sampling import ClipOrder, sample_generator
+
+if TYPE_CHECKING:
+    from lipsyncctl.training.config import TrainConfig
+
+FPS = 25
+MANIFEST = "manifest.jsonl"
+#: clips shorter than this many windows of ``num_frames`` are skipped (official: 3 x 16 = 48 for the UNet,
+#: 2 x 16 = 32 for SyncNet)
+MIN_WINDOWS = {"unet": 3, "syncnet": 2}
+_RERUN = "rerun `lipsyncctl curate RAW... -o DATA`: it recomputes missing clips and features"
+
+@dataclass(frozen=True)
+class TrainClip:
+    """One aligned 25 fps face clip and its audio features. ``whisper_len``: ``L`` of the whisper features
+    (50/s), ``mel_len``: columns ``T`` of the mel (80/s)."""
+
+    id: str
+    video: Path
+    features: Path
+    frames: int
+    whisper_len: int
+    mel_len: int
+    fps: int = FPS
+
+    def last_start(self, num_frames: int) -> int:
+        """The last audio-valid window start (module docstring), -1 when there is none."""
+        columns = mel_columns(num_frames)
+        s = self.frames - num_frames
+        while s >= 0 and (_centre(s + num_frames - 1, self.fps) > self.whisper_len - 1
+                          or window_start(s, self.fps) + columns > self.mel_len):
+            s -= 1
+        return s
+
+
+@dataclass(frozen=True)
+class SkippedClip:
+    id: str
+    frames: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClipSet:
+    """The usable clips of one split (sorted by id) and the ones skipped, with reasons."""
+
+    clips: tuple[TrainClip, ...]
+    skipped: tuple[SkippedClip, ...]
+    source: Path
+    split: str
+    kind: str
+    num_frames: int
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+def mel_columns(num_frames: int) -> int:
+    """Mel columns of a ``num_frames`` window: ``ceil(3.2 F)`` (official 52 for 16 frames, 16 for 5)."""
+    return -(-16 * num_frames // 5)
+
+
+def _centre(frame: int, fps: int) -> int:
+    """The whisper feature at the time of ``frame`` (:func:`lipsyncctl.audio.features.chunk_indices`)."""
+    return int(frame * Fraction(50, fps) + Fraction(1, 2))
+
+
+# ---- the clips ---------------------------------------------------------------------------------------
+
+def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", num_frames: int = 16) -> ClipSet:
+    """The clips of a curated ``DATA`` folder (the kept spans of ``split``) or of a fileslist ``.txt``
+    inside one (its clips for ``split="train"``; another ``split`` reads that split of the manifest beside
+    it, the held-out clips of the same dataset). ``kind`` (``unet``/``syncnet``) and ``num_frames`` decide
+    which clips are too short (:data:`MIN_WINDOWS`).
+
+    Raises:
+        UsageError: no curated manifest; a listed clip not in it or not kept; a clip without its aligned
+            video or features file (each names the clip and says how to fix it).
+    """
+    if kind not in MIN_WINDOWS:
+        raise ValueError(f"kind must be one of {sorted(MIN_WINDOWS)}, got {kind!r}")
+    path = Path(data)
+    if path.is_dir():
+        root, listed = path, None
+    elif path.is_file() and path.suffix == ".txt":
+        root, listed = path.parent, path
+    elif path.exists():
+        raise UsageError(f"{path}: neither a curated DATA folder nor a fileslist (.txt)",
+                         hint="give the folder written by `lipsyncctl curate RAW... -o DATA`, or DATA/train.txt")
+    else:
+        raise UsageError(f"{path}: no such folder or fileslist", hint="run `lipsyncctl curate RAW... -o DATA` first")
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        where = f"{path}: no {MANIFEST} here" if listed is None else f"{path}: no curated {MANIFEST} beside it"
+        raise UsageError(f"{where} (training reads each clip's features from it)",
+                         hint="run `lipsyncctl curate RAW... -o DATA` first, and train on DATA or DATA/train.txt")
+    entries = _read_manifest(manifest)
+    if listed is not None and split == "train":
+        chosen = _listed_entries(listed, entries, root)
+    else:
+        chosen = [e for e in entries if e.get("split") == split and _verdict(e) == "kept"]
+    clips, skipped = [], []
+    for entry in sorted({e["id"]: e for e in chosen}.values(), key=lambda e: e["id"]):
+        clip = _clip(entry, root, manifest)
+        reason = _too_short(clip, kind, num_frames)
+        if reason is None:
+            clips.append(clip)
+        else:
+            skipped.append(SkippedClip(clip.id, clip.frames, reason))
+    return ClipSet(tuple(clips), tuple(skipped), listed or root, split, kind, num_frames)
+
+
+def _read_manifest(manifest: Path) -> list[dict[str, Any]]:
+    entries = []
+    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{manifest}:{n}: not a JSON line ({exc.msg})", hint=_RERUN) from exc
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise UsageError(f"{manifest}:{n}: not a manifest line (no id)", hint=_RERUN)
+        entries.append(entry)
+    return entries
+
+
+def _verdict(entry: Mapping[str, Any]) -> str:
+    decision = entry.get("decision") or {}
+    return str(decision.get("verdict", "")) if isinstance(decision, Mapping) else ""
+
+
+def _listed_entries(listed: Path, entries: Sequence[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """The manifest entries of a fileslist's lines, matched by the path as written, the file it points to,
+    or the clip id (the aligned file's stem), so a moved DATA folder still reads."""
+    by_text: dict[str, dict[str, Any]] = {}
+    by_file: dict[Path, dict[str, Any]] = {}
+    by_id = {e["id"]: e for e in entries}
+    for e in entries:
+        if e.get("aligned"):
+            by_text[str(e["aligned"])] = e
+            found = locate(str(e["aligned"]), root)
+            if found is not None:
+                by_file[found.resolve()] = e
+    out = []
+    for n, line in enumerate(listed.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text:
+            continue
+        found = locate(text, root)
+        entry = by_text.get(text) or (by_file.get(found.resolve()) if found is not None else None) \
+            or by_id.get(Path(text).stem)
+        if entry is None:
+            raise UsageError(f"{listed}:{n}: {text} is not a clip of {root / MANIFEST}",
+                             hint="run `lipsyncctl curate` first: training needs each clip's features, which "
+                             "the manifest beside the fileslist names; list only clips of that DATA folder")
+        if _verdict(entry) != "kept":
+            raise UsageError(f"{listed}:{n}: clip {entry['id']} was {_verdict(entry) or 'not decided'} by curate",
+                             hint="train on DATA/train.txt as curate wrote it, or remove the line")
+        out.append(entry)
+    return out
+
+
+def locate(text: str, root: Path) -> Path | None:
+    """The file a manifest or fileslist path names: as written when it exists (absolute), else the
+    longest tail of it found under ``root`` (curate writes paths under ``DATA``; a relative ``-o`` or a
+    moved folder leaves a prefix that no longer applies). None when nothing matches."""
+    p = Path(text)
+    if p.is_absolute() and p.is_file():
+        return p
+    parts = [q for q in p.parts if q != p.anchor]
+    for i in range(len(parts)):
+        candidate = root.joinpath(*parts[i:])
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _clip(entry: Mapping[str, Any], root: Path, manifest: Path) -> TrainClip:
+    cid = str(entry["id"])
+    files: dict[str, Path] = {}
+    for field in ("aligned", "features"):
+        text = entry.get(field)
+        if not text:
+            raise UsageError(f"{manifest}: clip {cid} has no {field} (the curate run stopped before that stage)",
+                             hint="finish the curate run: `lipsyncctl curate RAW... -o DATA` without --until "
+                             "(it reuses what is done)")
+        found = locate(str(text), root)
+        if found is None:
+            what = "aligned clip" if field == "aligned" else "features file"
+            raise UsageError(f"clip {cid}: its {what} {text} is missing", hint=_RERUN)
+        files[field] = found
+    whisper_len, mel_len = _feature_lengths(entry, files["features"], cid)
+    frames = entry.get("frames")
+    if not isinstance(frames, int):
+        from lipsyncctl.media.probe import probe
+
+        video = probe(files["aligned"]).video
+        if video is None:
+            raise MediaError(f"clip {cid}: {files['aligned']} has no video stream", hint=_RERUN)
+        frames = video.frame_count
+    return TrainClip(cid, files["aligned"], files["features"], int(frames), whisper_len, mel_len)
+
+
+def _feature_lengths(entry: Mapping[str, Any], path: Path, cid: str) -> tuple[int, int]:
+    """``(L, T)`` from the manifest's shapes, else from the file's header."""
+    w, m = entry.get("whisper_shape"), entry.get("mel_shape")
+    if isinstance(w, list) and isinstance(m, list) and len(w) == 3 and len(m) == 2:
+        return int(w[0]), int(m[1])
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(f.get_slice("whisper").get_shape()[0]), int(f.get_slice("mel").get_shape()[1])
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise UsageError(f"clip {cid}: features file {path} is unreadable ({exc})", hint=_RERUN) from exc
+
+
+def _too_short(clip: TrainClip, kind: str, num_frames: int) -> str | None:
+    need = MIN_WINDOWS[kind] * num_frames
+    if clip.frames < need:
+        return (f"too short: {clip.frames} frames, {kind} samples need {need} "
+                f"({MIN_WINDOWS[kind]} x {num_frames} frames, official)")
+    if clip.last_start(num_frames) < 0:
+        return (f"no audio window: its features (whisper {clip.whisper_len}, mel {clip.mel_len} columns) "
+                f"cover no {num_frames}-frame window")
+    return None
+
+
+# ---- the datasets --------------------------------------------------------------------------------------
+
+def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSamples:
+    """The dataset of ``cfg.kind`` over ``clips`` (seed, frames, resolution from ``cfg``).
+
+    Raises:
+        UsageError: no usable clip."""
+    if not clips.clips:
+        raise UsageError(f"{clips.source}: no clip of the {clips.split} split is long enough for {clips.kind} "
+                         f"samples of {clips.num_frames} frames ({len(clips.skipped)} skipped)",
+                         hint="curate more or longer footage; the run's result lists the skipped clips and why")
+    if cfg.kind == "unet":
+        return UNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
+                           resolution=cfg.model.resolution)
+    return SyncNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
+                          resolution=cfg.model.resolution, lower_half=cfg.data.lower_half)
+
+
+def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack the items' tensors along a new batch dimension (``index`` -> ``(B,)``); other values
+    (the clip ids) become lists."""
+    if not items:
+        raise ValueError("an empty batch")
+    return {key: torch.stack([it[key] for it in items]) if isinstance(items[0][key], torch.Tensor)
+            else [it[key] for it in items] for key in items[0]}
+
+
+class _ClipSamples(Dataset[dict[str, Any]]):
+    """Shared parts: the clips, the sample -> clip order, frame and feature reading. Holds only paths and
+    numbers (picklable); every item opens its files itself, so it works in any data-loader worker."""
+
+    kind = "unet"
+
+    def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int, resolution: int) -> None:
+        self.clips = tuple(sorted(clips, key=lambda c: c.id))
+        if not self.clips:
+            raise UsageError("no clip is long enough to train on",
+                             hint="curate more or longer footage (see the skipped clips of the run's result)")
+        for clip in self.clips:
+            reason = _too_short(clip, self.kind, num_frames)
+            if reason is not None:
+                raise ValueError(f"clip {clip.id}: {reason} (read_clips skips such clips)")
+        self.seed, self.num_frames, self.resolution = int(seed), int(num_frames), int(resolution)
+        self.order = ClipOrder(self.seed, len(self.clips))
+        self.last_starts = tuple(c.last_start(self.num_frames) for c in self.clips)
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.clips)
+
+    def clip_of(self, index: int) -> tuple[int, TrainClip]:
+        pos = self.order.clip_of(index)
+        return pos, self.clips[pos]
+
+    def read_pixels(self, clip: TrainClip, starts: Sequence[int]) -> Tensor:
+        """Frames ``[a, a + F)`` for each start ``a``, concatenated: uint8 ``(len(starts) F, 3, res, res)``."""
+        from lipsyncctl.media.reader import IndexedReader
+
+        wanted = [a + t for a in starts for t in range(self.num_frames)]
+        try:
+            with IndexedReader(clip.video, Fraction(clip.fps)) as reader:
+                got = reader.read(wanted)
+        except MediaError as exc:
+            raise MediaError(f"clip {clip.id}: {exc.message}", hint=_RERUN) from exc
+        frames = torch.from_numpy(np.stack([got[i] for i in wanted])).permute(0, 3, 1, 2)
+        return resize_u8(frames, self.resolution)
+
+    def read_audio(self, clip: TrainClip, start: int, *, whisper: bool) -> tuple[Tensor | None, Tensor]:
+        """The whisper chunks of frames ``[start, start + F)`` ``(F, 50, 384)`` float32 (when ``whisper``)
+        and the mel window at ``start`` ``(1, 80, C)`` float32, read as slices of the features file."""
+        from safetensors import SafetensorError, safe_open
+
+
+        f_, columns = self.num_frames, mel_columns(self.num_frames)
+        try:
+            with safe_open(str(clip.features), framework="pt") as f:
+                chunks = None
+                if whisper:
+                    idx = chunk_indices(clip.whisper_len, f_, clip.fps, start=start)
+                    lo, hi = int(idx.min()), int(idx.max())
+                    part = f.get_slice("whisper")[lo:hi + 1]
+                    chunks = part[idx - lo].reshape(f_, -1, part.shape[-1]).float()
+                c0 = window_start(start, clip.fps)
+                mel = f.get_slice("mel")[:, c0:c0 + columns].float().unsqueeze(0)
+        except (SafetensorError, OSError, KeyError) as exc:
+            raise MediaError(f"clip {clip.id}: cannot read its features {clip.features} ({exc})",
+                             hint=_RERUN) from exc
+        if mel.shape[-1] != columns:
+            raise MediaError(f"clip {clip.id}: the mel of {clip.features} has {clip.mel_len} columns, not the "
+                             f"{c0 + columns} of the window at frame {start}", hint=_RERUN)
+        return chunks, mel
+
+
+class UNetSamples(_ClipSamples):
+    """UNet training samples (module docstring). ``dataset[k]``: a dict of
+
+    - ``gt`` ``(F, 3, H, W)`` float32 in [-1, 1]: frames ``[start, start + F)``
+    - ``masked`` ``(F, 3, H, W)`` float32: ``gt * mask`` (float64 product, as the official loader)
+    - ``mask`` ``(1, H, W)`` float32, 1 = keep, 0 = mouth region (the official ``mask.png``)
+    - ``ref`` ``(F, 3, H, W)`` float32 in [-1, 1]: frames ``[ref_start, ref_start + F)``, unmasked
+    - ``whisper`` ``(F, 50, 384)`` float32, ``mel`` ``(1, 80, C)`` float32 (C = 52 for 16 frames)
+    - ``index``, ``start``, ``ref_start``: int64 scalars; ``clip``: the clip id.
+
+    ``H = W = resolution``; ``mask``: a bundled mask name or a PNG path."""
+
+    kind = "unet"
+
+    def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int = 16, resolution: int = 256,
+                 mask: str = "mask.png") -> None:
+        super().__init__(clips, seed=seed, num_frames=num_frames, resolution=resolution)
+        self.mask = mask
+
+    def windows(self, index: int) -> tuple[int, int, int]:
+        """``(clip position, start, ref_start)`` of sample ``index`` (no file is read)."""
+        pos, clip = self.clip_of(index)
+        f_, last_ref = self.num_frames, clip.frames - self.num_frames
+        g = sample_generator(self.seed, index)
+        s = _uniform(self.last_starts[pos] + 1, g)
+        # q over [0, last_ref] with |q - s| >= F, drawn from the allowed set directly: [0, s - F] then
+        # [s + F, last_ref] (official: redraw while s - F < q < s + F)
+        below, above = max(0, s - f_ + 1), max(0, last_ref - (s + f_) + 1)
+        u = _uniform(below + above, g)
+        return pos, s, (u if u < below else s + f_ + (u - below))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        pos, s, q = self.windows(index)
+        clip = self.clips[pos]
+        pixels = self.read_pixels(clip, (s, q))
+        f_ = self.num_frames
+        gt, masked, masks = prepare_masked_images(pixels[:f_], mouth_mask(self.resolution, self.mask))
+        whisper, mel = self.read_audio(clip, s, whisper=True)
+        return {"gt": gt, "masked": masked, "mask": masks[0].clone(), "ref": to_pixels(pixels[f_:]), "whisper": whisper,
+                "mel": mel, "index": torch.tensor(index), "start": torch.tensor(s), "ref_start": torch.tensor(q),
+                "clip": clip.id}
+
+
+class SyncNetSamples(_ClipSamples):
+    """StableSyncNet training samples (module docstring). ``dataset[k]``: a dict of
+
+    - ``frames`` ``(3F, H, W)`` float32 in [-1, 1]: frames ``[frame_start, + F)`` stacked ``(f c)``;
+      ``H = resolution / 2`` (rows ``res/2 ..``) with ``lower_half``, else ``resolution``; ``W = resolution``
+    - ``mel`` ``(1, 80, C)`` float32: the window at ``start``
+    - ``label`` float32 scalar: 1 when ``frame_start == start``, else 0
+    - ``index``, ``start``, ``frame_start``: int64 scalars; ``clip``: the clip id."""
+
+    kind = "syncnet"
+
+    def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int = 16, resolution: int = 256,
+                 lower_half: bool = True) -> None:
+        super().__init__(clips, seed=seed, num_frames=num_frames, resolution=resolution)
+        self.lower_half = lower_half
+
+    def windows(self, index: int) -> tuple[int, int, int]:
+        """``(clip position, start, frame_start)`` of sample ``index`` (no file is read)."""
+        pos, clip = self.clip_of(index)
+        g = sample_generator(self.seed, index)
+        s = _uniform(self.last_starts[pos] + 1, g)
+        w = _uniform(clip.frames - self.num_frames, g)  # any other start: [0, frames - F] minus {s}
+        w = w + 1 if w >= s else w
+        positive = _uniform(2, g) == 1
+        return pos, s, (s if positive else w)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        pos, s, a = self.windows(index)
+        clip = self.clips[pos]
+        frames = to_pixels(self.read_pixels(clip, (a,))).flatten(0, 1)  # (f c) h w
+        if self.lower_half:
+            frames = frames[:, self.resolution // 2:]
+        _, mel = self.read_audio(clip, s, whisper=False)
+        return {"frames": frames, "mel": mel, "label": torch.tensor(float(a == s)), "index": torch.tensor(index),
+                "start": torch.tensor(s), "frame_start": torch.tensor(a), "clip": clip.id}
+
+
+def _uniform(n: int, g: torch.Generator) -> int:
+    """Uniform over ``0 .. n - 1`` from ``g`` (one ``torch.randint`` draw)."""
+    if n < 1:
+        raise ValueError("nothing to draw from")
+    return int(torch.randint(0, n, (1,), generator=g).item())
+
+
+def resize_u8(frames: Tensor, size: int) -> Tensor:
+    """uint8 ``(N, 3, h, w)`` -> ``(N, 3, size, size)``: bicubic with antialias, rounded and clamped back to
+    uint8 (torchvision ``Resize((size, size), BICUBIC, antialias=True)`` on uint8 tensors, the official
+    loaders' transform); the frames themselves when they already have that size."""
+    import torch.nn.functional as F
+
+    if tuple(frames.shape[-2:]) == (size, size):
+        return frames
+    out = F.interpolate(frames.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def to_pixels(frames: Tensor | np.ndarray) -> Tensor:
+    """uint8 -> float32 ``(u / 255 - 0.5) / 0.5`` in [-1, 1] (official ``Normalize([0.5], [0.5])``)."""
+    return (torch.as_tensor(frames).to(torch.float32) / 255.0 - 0.5) / 0.5
+
+
+__all__ = ["ClipSet", "SkippedClip", "SyncNetSamples", "TrainClip", "UNetSamples", "collate", "locate",
+           "make_dataset", "mel_columns", "read_clips", "resize_u8", "to_pixels"]

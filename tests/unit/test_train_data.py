@@ -1,0 +1,322 @@
+"""The data side of ``lipsyncctl train``: the clips of a curated DATA folder (and of its fileslist), the
+counter-based sample stream (which indices a step takes, the epoch permutation, per-sample generators)
+and the UNet / SyncNet items: windows by the official rules, pixels, mask, whisper chunks and mel windows
+exactly as inference and the official loaders cut them, the same item whatever the worker count.
+
+The DATA folder is curated once per session by the real job (tests/train_media.py: five sources, a
+stand-in face alignment that writes frames whose red level is their source frame index)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipsyncctl.errors import UsageError
+from lipsyncctl.training import data as td
+from lipsyncctl.training import sampling
+from tests.train_media import Curated, curated_folder, red_index
+
+F = 16
+
+
+@pytest.fixture(scope="session")
+def curated(tmp_path_factory: pytest.TempPathFactory) -> Curated:
+    return curated_folder(tmp_path_factory.mktemp("train-data"))
+
+
+@pytest.fixture(scope="session")
+def unet_clips(curated: Curated) -> td.ClipSet:
+    return td.read_clips(curated.data, kind="unet")
+
+
+@pytest.fixture(scope="session")
+def unet(unet_clips: td.ClipSet) -> td.UNetSamples:
+    return td.UNetSamples(unet_clips.clips, seed=1247, num_frames=F, resolution=64)
+
+
+@pytest.fixture(scope="session")
+def syncnet(curated: Curated) -> td.SyncNetSamples:
+    return td.SyncNetSamples(td.read_clips(curated.data, kind="syncnet").clips, seed=42, num_frames=F)
+
+
+def _features(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _ids(clips: td.ClipSet) -> list[str]:
+    return [c.id.split("-")[0] for c in clips.clips]
+
+
+# ---- the clips ---------------------------------------------------------------------------------------
+
+def test_read_clips_of_a_curated_folder(curated: Curated, unet_clips: td.ClipSet) -> None:
+    assert _ids(unet_clips) == ["long", "mid"]                        # sorted by id
+    assert {s.id.split("-")[0]: s.frames for s in unet_clips.skipped} == {"short": 40, "stub": 20}
+    assert all("48" in s.reason and "official" in s.reason for s in unet_clips.skipped)
+    long = unet_clips.clips[0]
+    entry = curated.entry("long")
+    assert (long.frames, long.fps, long.whisper_len, long.mel_len) == (100, 25, 200, 321)
+    assert long.video == Path(entry["aligned"]) and long.features == Path(entry["features"])
+    assert long.last_start(F) == 84  # a curated clip's audio covers every window
+    sync = td.read_clips(curated.data, kind="syncnet")
+    assert _ids(sync) == ["long", "mid", "short"] and [s.frames for s in sync.skipped] == [20]
+    assert "32" in sync.skipped[0].reason
+    assert _ids(td.read_clips(curated.data, "val")) == ["held"]
+
+
+def test_read_clips_of_its_fileslist(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path) -> None:
+    listed = td.read_clips(curated.data / "train.txt", kind="unet")
+    assert listed.clips == unet_clips.clips and listed.skipped == unet_clips.skipped
+    assert listed.source == curated.data / "train.txt"
+    assert _ids(td.read_clips(curated.data / "train.txt", "val")) == ["held"]  # the manifest's held-out split
+    # relative lines (as a hand-written list has them), one clip twice: read once
+    rel = curated.data / "relative.txt"
+    lines = [str(Path(e["aligned"]).relative_to(curated.data)) for e in curated.manifest if e["split"] == "train"]
+    rel.write_text("\n".join([*lines, lines[0], ""]))
+    try:
+        assert td.read_clips(rel).clips == unet_clips.clips
+    finally:
+        rel.unlink()
+
+
+def test_a_moved_data_folder_still_reads(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(curated.data, moved, ignore=shutil.ignore_patterns(".lipsyncctl", "audio"))
+    for name in ("manifest.jsonl", "train.txt"):  # the old location is gone
+        (moved / name).write_text((moved / name).read_text().replace(str(curated.data), "/gone/away/data"))
+    for source in (moved, moved / "train.txt"):
+        clips = td.read_clips(source)
+        assert [c.id for c in clips.clips] == [c.id for c in unet_clips.clips]
+        assert all(c.video.is_relative_to(moved) and c.features.is_relative_to(moved) for c in clips.clips)
+
+
+def _one_line(exc: pytest.ExceptionInfo[UsageError]) -> UsageError:
+    assert "\n" not in exc.value.message and exc.value.hint
+    return exc.value
+
+
+def test_a_missing_features_file_is_a_usage_error_naming_it(curated: Curated, tmp_path: Path) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(curated.data, copy, ignore=shutil.ignore_patterns(".lipsyncctl", "audio"))
+    manifest = copy / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().replace(str(curated.data), str(copy)))
+    features = Path(curated.entry("mid")["features"].replace(str(curated.data), str(copy)))
+    features.unlink()
+    with pytest.raises(UsageError) as exc:
+        td.read_clips(copy)
+    err = _one_line(exc)
+    assert curated.entry("mid")["id"] in err.message and features.name in err.message
+    assert "lipsyncctl curate" in err.hint
+    # a kept clip whose curate run stopped before the features stage
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps({**e, "features": None}) + "\n" for e in lines))
+    with pytest.raises(UsageError, match="has no features"):
+        td.read_clips(copy)
+
+
+def test_unknown_fileslist_paths_and_missing_manifests_are_usage_errors(curated: Curated, tmp_path: Path) -> None:
+    stray = curated.data / "stray.txt"
+    stray.write_text(f"{curated.entry('long')['aligned']}\n/elsewhere/speaker/00001.mp4\n")
+    try:
+        with pytest.raises(UsageError) as exc:
+            td.read_clips(stray)
+        err = _one_line(exc)
+        assert "stray.txt:2" in err.message and "00001.mp4" in err.message and "curate" in err.hint
+    finally:
+        stray.unlink()
+    (tmp_path / "list.txt").write_text(f"{curated.entry('long')['aligned']}\n")
+    for bad in (tmp_path / "list.txt", tmp_path, tmp_path / "nothing"):
+        with pytest.raises(UsageError) as exc:
+            td.read_clips(bad)
+        assert "lipsyncctl curate" in _one_line(exc).hint
+
+
+# ---- the sample stream -----------------------------------------------------------------------------------
+
+def _step(step: int, *, batch: int, world: int, accum: int) -> list[list[int]]:
+    """Per rank, the indices of every micro-step of ``step``."""
+    return [[k for m in range(accum) for k in sampling.batch_indices(step, m, r, batch=batch, world=world,
+                                                                      accum=accum)] for r in range(world)]
+
+
+@pytest.mark.parametrize("step", [0, 1, 7])
+def test_batch_indices_partition_a_step_whatever_the_split(step: int) -> None:
+    for b in (1, 2, 3):
+        whole = _step(step, batch=2 * b, world=1, accum=1)[0]
+        assert whole == list(range(step * 2 * b, (step + 1) * 2 * b))
+        assert sorted(sum(_step(step, batch=b, world=2, accum=1), [])) == whole      # world 2 x B == 1 x 2B
+        assert _step(step, batch=b, world=1, accum=2)[0] == whole                    # accum 2 x B == 2B
+    assert sorted(sum(_step(step, batch=1, world=2, accum=2), [])) == _step(step, batch=4, world=1, accum=1)[0]
+    assert list(sampling.batch_indices(3, 1, 1, batch=2, world=2, accum=2)) == [3 * 8 + 6, 3 * 8 + 7]
+    with pytest.raises(ValueError):
+        sampling.batch_indices(0, 2, 0, batch=1, world=1, accum=2)
+
+
+def test_index_batches_resume_at_the_exact_position() -> None:
+    from itertools import islice
+
+    full = list(islice(iter(sampling.IndexBatches(0, 1, 2, 3, accum=2)), 12))
+    resumed = list(islice(iter(sampling.IndexBatches(4, 1, 2, 3, accum=2)), 4))
+    assert resumed == full[8:12]
+    assert full[0] == [3, 4, 5] and full[1] == [9, 10, 11]  # rank 1 of world 2, micro-steps 0 and 1
+
+
+def test_sample_generators_are_stable_and_independent() -> None:
+    def draw(seed: int, k: int, stream: int = 0) -> list[float]:
+        return torch.rand(4, generator=sampling.sample_generator(seed, k, stream=stream)).tolist()
+
+    assert draw(1247, 5) == draw(1247, 5)
+    assert len({tuple(draw(1247, k)) for k in range(50)}) == 50
+    assert draw(1247, 5) != draw(1248, 5) and draw(1247, 5) != draw(1247, 5, stream=1)
+    assert sampling.stable_seed(1247, 5) == sampling.stable_seed(1247, 5) != sampling.stable_seed(1247, 6)
+
+
+def test_the_permutation_covers_every_clip_once_per_epoch() -> None:
+    order = sampling.ClipOrder(seed=3, n_clips=7)
+    epochs = [[order.clip_of(e * 7 + i) for i in range(7)] for e in range(4)]
+    assert all(sorted(e) == list(range(7)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) > 1                      # a new order each epoch
+    assert sampling.epoch_of(20, 7) == 2 and sampling.clip_of(3, 20, 7) == epochs[2][6]
+    assert epochs[2] == sampling.epoch_permutation(3, 2, 7).tolist()
+
+
+def _fake_clip(frames: int) -> td.TrainClip:
+    """A clip that is never opened (window draws read no file)."""
+    return td.TrainClip(f"c{frames:03d}", Path("none.mkv"), Path("none.safetensors"), frames, 2 * frames,
+                        1 + 640 * frames // 200)
+
+
+def test_reference_windows_never_overlap_and_reach_both_sides() -> None:
+    clips = [_fake_clip(n) for n in (48, 49, 50, 63, 100)]
+    ds = td.UNetSamples(clips, seed=1247, num_frames=F, resolution=64)
+    below = above = 0
+    seen: dict[int, set[int]] = {}
+    for k in range(3000):
+        pos, s, q = ds.windows(k)
+        frames = ds.clips[pos].frames
+        assert 0 <= s <= frames - F and 0 <= q <= frames - F and abs(q - s) >= F, (k, s, q)
+        below, above = below + (q < s), above + (q > s)
+        seen.setdefault(pos, set()).add(s)
+    assert below > 500 and above > 500
+    assert all(seen[p] == set(range(ds.clips[p].frames - F + 1)) for p in seen)  # every start is drawn
+    with pytest.raises(ValueError, match="48"):  # the dataset keeps its contract without read_clips
+        td.UNetSamples([_fake_clip(47)], seed=0, num_frames=F)
+
+
+def test_starts_stay_where_the_audio_covers_the_window() -> None:
+    short_audio = td.TrainClip("x", Path("x"), Path("y"), 100, whisper_len=120, mel_len=150)
+    # whisper: 2 (s + 15) <= 119 -> s <= 44; mel: (80 s) // 25 + 52 <= 150 -> s <= 30
+    assert short_audio.last_start(F) == 30
+    ds = td.SyncNetSamples([short_audio], seed=0, num_frames=F)
+    starts = {ds.windows(k)[1] for k in range(400)}
+    assert max(starts) == 30 and min(starts) == 0
+    assert td.mel_columns(16) == 52 and td.mel_columns(5) == 16
+
+
+def test_syncnet_labels_are_half_positive_and_negatives_start_elsewhere() -> None:
+    ds = td.SyncNetSamples([_fake_clip(32), _fake_clip(80)], seed=42, num_frames=F)
+    draws = [ds.windows(k) for k in range(400)]
+    positives = [d for d in draws if d[1] == d[2]]
+    assert 0.42 < len(positives) / 400 < 0.58
+    assert all(0 <= a <= ds.clips[p].frames - F for p, _, a in draws)
+    assert any(abs(a - s) < F for _, s, a in draws if a != s)  # negatives may overlap the positive window
+
+
+# ---- the items ---------------------------------------------------------------------------------------
+
+def test_unet_item_shapes_values_and_windows(unet: td.UNetSamples) -> None:
+    from lipsyncctl.audio.features import feature_chunks
+    from lipsyncctl.audio.wav2lip_mel import mel_window
+    from lipsyncctl.faces.mask import mouth_mask
+
+    item = unet[1]
+    s, q = int(item["start"]), int(item["ref_start"])
+    assert (int(item["index"]), s, q) == (1, *unet.windows(1)[1:])
+    assert item["clip"] == unet.clips[unet.windows(1)[0]].id
+    shapes = {k: tuple(v.shape) for k, v in item.items() if isinstance(v, torch.Tensor)}
+    assert shapes == {"gt": (F, 3, 64, 64), "masked": (F, 3, 64, 64), "mask": (1, 64, 64), "ref": (F, 3, 64, 64),
+                      "whisper": (F, 50, 384), "mel": (1, 80, 52), "index": (), "start": (), "ref_start": ()}
+    assert all(item[k].dtype == torch.float32 for k in ("gt", "masked", "mask", "ref", "whisper", "mel"))
+    assert float(item["gt"].min()) >= -1 and float(item["gt"].max()) <= 1
+    assert red_index(item["gt"]) == list(range(s, s + F)) and red_index(item["ref"]) == list(range(q, q + F))
+    # the official mask: 1 keeps (white), 0 is the mouth; masked = gt * mask, the mouth at 0 (mid-grey)
+    mask = torch.from_numpy(mouth_mask(64))
+    assert torch.equal(item["mask"][0], mask.float())
+    assert torch.equal(item["masked"], (item["gt"].double() * mask).float())
+    assert float(item["masked"][:, :, 40:56, 16:48].abs().max()) == 0.0 and float(item["mask"][0, 10].min()) == 1
+    full = _features(unet.clips[unet.windows(1)[0]].features)
+    assert torch.equal(item["whisper"], feature_chunks(full["whisper"], F, start=s))  # inference's slicing
+    assert torch.equal(item["mel"][0], torch.from_numpy(mel_window(full["mel"].numpy(), s)).float())
+
+
+def test_frames_at_the_clip_size_are_not_resampled(unet_clips: td.ClipSet) -> None:
+    ds = td.UNetSamples(unet_clips.clips, seed=1247, num_frames=F, resolution=256)
+    item = ds[0]
+    from tests.train_media import pattern
+
+    s = int(item["start"])
+    want = td.to_pixels(torch.from_numpy(np.stack([pattern(s + t) for t in range(F)])).permute(0, 3, 1, 2))
+    assert torch.equal(item["gt"], want)  # lossless clip, identity resize: the exact pixels
+    small = td.resize_u8(torch.from_numpy(pattern(7)).permute(2, 0, 1)[None], 64)
+    assert small.dtype == torch.uint8 and int(small[0, 0].min()) == int(small[0, 0].max()) == 7
+
+
+def test_the_same_index_gives_the_same_item_and_datasets_pickle(unet: td.UNetSamples) -> None:
+    a, b = unet[5], pickle.loads(pickle.dumps(unet))[5]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
+def test_syncnet_items(syncnet: td.SyncNetSamples, curated: Curated) -> None:
+    from lipsyncctl.audio.wav2lip_mel import mel_window
+
+    draws = {k: syncnet.windows(k) for k in range(40)}
+    pos = next(k for k, (_, s, a) in draws.items() if s == a)
+    neg = next(k for k, (_, s, a) in draws.items() if s != a)
+    for k in (pos, neg):
+        item = syncnet[k]
+        s, a = int(item["start"]), int(item["frame_start"])
+        assert (s, a) == draws[k][1:] and float(item["label"]) == float(k == pos)
+        assert item["frames"].shape == (3 * F, 128, 256) and item["label"].dtype == torch.float32
+        frames = item["frames"].unflatten(0, (F, 3))
+        assert red_index(frames) == list(range(a, a + F))          # the frames at s (positive) or elsewhere
+        mel = _features(syncnet.clips[draws[k][0]].features)["mel"].numpy()
+        assert torch.equal(item["mel"][0], torch.from_numpy(mel_window(mel, s)).float())  # the audio stays at s
+    full = td.SyncNetSamples(syncnet.clips, seed=42, num_frames=F, lower_half=False)[pos]["frames"]
+    assert full.shape == (3 * F, 256, 256) and torch.equal(full[:, 128:], syncnet[pos]["frames"])
+
+
+def test_workers_give_the_same_batches(unet: td.UNetSamples) -> None:
+    from itertools import islice
+
+    def batches(workers: int) -> list[dict]:  # type: ignore[type-arg]
+        loader = sampling.make_loader(unet, start_step=2, rank=1, world=2, batch=1, accum=1, workers=workers)
+        return list(islice(iter(loader), 3))
+
+    inline, pooled = batches(0), batches(2)
+    assert [b["index"].tolist() for b in inline] == [[5], [7], [9]]
+    for x, y in zip(inline, pooled, strict=True):
+        assert x["clip"] == y["clip"]
+        assert all(torch.equal(x[k], y[k]) for k in x if isinstance(x[k], torch.Tensor))
+    assert inline[0]["gt"].shape == (1, F, 3, 64, 64) and inline[0]["mask"].shape == (1, 1, 64, 64)
+
+
+def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
+    from lipsyncctl.training.config import resolve_train_config
+
+    cfg = resolve_train_config("tiny")
+    ds = td.make_dataset(cfg, td.read_clips(curated.data, kind=cfg.kind, num_frames=cfg.data.num_frames))
+    assert isinstance(ds, td.UNetSamples) and (ds.seed, ds.resolution, ds.num_frames) == (1247, 64, 16)
+    cfg = resolve_train_config("tiny-syncnet")
+    ds = td.make_dataset(cfg, td.read_clips(curated.data, kind=cfg.kind))
+    assert isinstance(ds, td.SyncNetSamples) and (ds.seed, ds.resolution, ds.lower_half) == (42, 256, True)
+    with pytest.raises(UsageError, match="no clip"):
+        td.make_dataset(cfg, td.read_clips(curated.data, kind="syncnet", num_frames=64))
