@@ -4,7 +4,8 @@ Exit codes (documented in the README and the man pages):
 
 ====  =========================================================
 0     ok
-1     failed (a job ran and did not succeed, or some batch items failed)
+1     failed (a job ran and did not succeed, or some batch items failed; an output could not be
+      written: disk full, quota, I/O error)
 2     usage (bad command-line arguments)
 3     bad config or preset
 4     missing model, ffmpeg, or device
@@ -36,6 +37,28 @@ class JobFailedError(LipsyncError):
     """A job ran but did not succeed (e.g. some items of a batch failed)."""
 
     exit_code = 1
+
+
+class WriteError(LipsyncError):
+    """An output could not be written: the disk or quota is full, the file too large, an I/O error, a
+    read-only file system. The message names the output (never a temporary name) and, when space ran
+    out, the free space there and about how much the output needs (:func:`lipsyncctl.media.atomic.write_error`).
+
+    Attributes:
+        path: the output.
+        errno: the operating system's error number (``errno.ENOSPC``...).
+        written: bytes written when it failed (the temporary file is removed).
+        needed: about how many bytes the output needs in all (None: not known).
+        free: bytes free on its file system after the failure (None: not known).
+    """
+
+    exit_code = 1
+    default_hint = "free some space there (or choose another -o) and rerun; finished outputs are kept"
+
+    def __init__(self, message: str, hint: str | None = None, *, path: str = "", errno: int = 0,
+                 written: int = 0, needed: int | None = None, free: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.path, self.errno, self.written, self.needed, self.free = path, errno, written, needed, free
 
 
 class UsageError(LipsyncError):

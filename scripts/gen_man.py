@@ -30,7 +30,7 @@ PROG = "lipsyncctl"
 
 EXIT_STATUS = (
     ("0", "success"),
-    ("1", "failed: a job ran and did not succeed, or some items of a batch failed"),
+    ("1", "failed: a job or some items of a batch failed; an output could not be written (disk full, I/O)"),
     ("2", "usage: bad command-line arguments"),
     ("3", "bad configuration or preset (unknown key, value out of range)"),
     ("4", "missing model, ffmpeg or device (including a failed required doctor check)"),

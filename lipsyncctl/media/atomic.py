@@ -1,4 +1,6 @@
-"""Write-then-rename, so a crash or Ctrl-C never leaves a half-written output under the real name."""
+"""Write-then-rename, so a crash or Ctrl-C never leaves a half-written output under the real name; and
+write failures (disk full, quota, I/O error) reported as :class:`~lipsyncctl.errors.WriteError` naming the
+output, never its temporary name."""
 
 from __future__ import annotations
 
@@ -6,10 +8,15 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.errors import MediaError, UsageError, WriteError
+
+#: errno values that mean an output could not be written (the destination's fault, not the inputs')
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -51,6 +58,73 @@ def check_writable(path: str | Path) -> None:
         raise OSError(code, f"cannot write the output here ({os.strerror(code).lower()})", str(folder))
 
 
+def write_failure(exc: BaseException | None) -> OSError | None:
+    """The :class:`OSError` behind ``exc`` (itself or along its ``__cause__``/``__context__`` chain) that says
+    an output could not be written (:data:`WRITE_ERRNOS`; PyAV raises ``av.error.OSError``, an OSError), or
+    None when ``exc`` is something else."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def free_space(path: str | Path) -> int | None:
+    """Bytes free for this user on the file system that holds ``path`` (its nearest existing folder)."""
+    folder = Path(os.path.abspath(path))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def file_size(path: str | Path) -> int:
+    """Size of ``path`` in bytes, 0 when it is gone."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def human_bytes(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover - the loop returns
+
+
+def write_error(path: str | Path, exc: BaseException, *, written: int = 0, needed: int | None = None) -> WriteError:
+    """The :class:`~lipsyncctl.errors.WriteError` for output ``path`` that failed with ``exc`` (a write
+    failure, see :func:`write_failure`; or a WriteError about one of its temporary files, which is re-told
+    for ``path``). When space ran out the message gives the free space there and ``needed`` (about what
+    the whole output needs; unknown: what had been written when it failed)."""
+    if isinstance(exc, WriteError):
+        code, written = exc.errno, max(written, exc.written)
+        needed = needed if needed is not None else exc.needed
+    else:
+        failure = write_failure(exc)
+        code = failure.errno if failure is not None and failure.errno else errno.EIO
+    reason = os.strerror(code)
+    free = free_space(path)
+    message = f"{path}: cannot write it: {reason}"
+    hint = None
+    if code in _NO_SPACE:
+        space = f"{human_bytes(free)} free there" if free is not None else "free space unknown"
+        need = (f"it needs about {human_bytes(needed)}" if needed
+                else f"{human_bytes(written)} had been written when it failed")
+        message += f" ({space}; {need})"
+    else:
+        hint = "check that the destination can be written (file system, disk, permissions) and rerun"
+    return WriteError(message, hint, path=str(path), errno=code, written=written, needed=needed, free=free)
+
+
 @contextlib.contextmanager
 def output_folder(path: str | Path) -> Iterator[Path]:
     """Create the missing folders above ``path`` and yield its folder; if the block fails (Ctrl-C
@@ -86,7 +160,8 @@ def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Ite
 
     The temporary name is hidden (``.name.XXXX.part.ext``) and keeps the extension, so PyAV and
     ffmpeg still pick the container from it. On any exception — KeyboardInterrupt included — the
-    temporary file is removed and the exception propagates; an existing ``path`` is left as it was.
+    temporary file is removed and the exception propagates (a write failure, such as a full disk, as
+    :class:`~lipsyncctl.errors.WriteError` naming ``path``); an existing ``path`` is left as it was.
     ``inputs`` are files that must never be overwritten (raises :class:`UsageError` before writing).
     """
     path = Path(path)
@@ -98,7 +173,10 @@ def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Ite
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise MediaError(f"{path}: nothing was written")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        written = file_size(tmp)
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if not isinstance(exc, WriteError) and write_failure(exc) is not None:
+            raise write_error(path, exc, written=written) from exc
         raise

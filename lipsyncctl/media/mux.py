@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError
-from lipsyncctl.media.atomic import atomic_output
+from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
 from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name, truncate_frame
 from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
 
@@ -88,6 +88,8 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
                             frame_size=aout.codec_context.frame_size or 1024))
                         _interleave(src, vin, dst, vout, aout, frames, a_rate, duration, pad)
         except av.error.FFmpegError as exc:
+            if write_failure(exc) is not None:  # disk full, I/O error: name the output, not its temporary file
+                raise write_error(out, exc, written=file_size(tmp)) from exc
             raise MediaError(f"{out}: muxing failed ({ffmpeg_reason(exc)})") from exc
     return out
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError
-from lipsyncctl.media.atomic import atomic_output
+from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
 from lipsyncctl.media.container import ffmpeg_reason
 from lipsyncctl.media.probe import COLOR_CODES, ColorInfo
 
@@ -106,6 +106,7 @@ class VideoWriter:
         self.color = color
         self.rotation = int(rotation) % 360
         self.frames_written = 0
+        self.packets_written = 0  # frames the file holds so far (the encoder keeps a few frames back)
         self._options = self._encoder_options(crf, preset, profile, options or {})
         self._atomic = atomic_output(self.path, inputs=inputs)
         self._tmp: Path = self._atomic.__enter__()
@@ -217,7 +218,10 @@ class VideoWriter:
         try:
             for packet in self._stream.encode(out):
                 self._container.mux(packet)
+                self.packets_written += 1
         except av.error.FFmpegError as exc:
+            if write_failure(exc) is not None:  # disk full, I/O error: the output's fault, not the input's
+                raise write_error(self.path, exc, written=file_size(self._tmp)) from exc
             raise MediaError(f"{self.path}: encoding frame {self.frames_written} failed ({ffmpeg_reason(exc)})") from exc
         self.frames_written += 1
 
@@ -234,7 +238,10 @@ class VideoWriter:
             self._container.close()
             self._container = None
         except BaseException as exc:
+            written = file_size(self._tmp)
             self._cleanup(exc)
+            if write_failure(exc) is not None:
+                raise write_error(self.path, exc, written=written) from exc
             raise
         self._atomic.__exit__(None, None, None)
         return self.path

@@ -239,31 +239,58 @@ def sync_clip(
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None) -> None:
-    """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end."""
-    from lipsyncctl.media.atomic import output_folder
+    """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end. A write
+    failure there (disk full...) is a :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about
+    the space the render needs."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media.atomic import output_folder, write_error
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.pipeline.output import open_writer
     from lipsyncctl.pipeline.render import Renderer
 
     renderer = Renderer(networks, config, plan, faces, features, clock)
-    with output_folder(output), \
-            tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
-        tmp = Path(tmpdir)
-        video_only = tmp / f"video{output.suffix}"
-        matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
-        with open_writer(video_only, plan.fps, config.output, color=vinfo.color,
-                         source_pix_fmt=vinfo.pix_fmt) as writer, \
-                (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color,
-                             source_pix_fmt=vinfo.pix_fmt) if matte_tmp
-                 else contextlib.nullcontext()) as matte:
-            renderer.render(reader, writer, matte)
-        # The new audio at its own rate and channels, cut or padded with silence to the picture.
-        with clock("mux"):
-            final = mux_audio(video_only, audio, tmp / f"final{output.suffix}", codec=config.output.audio_codec,
-                              duration=plan.duration, pad=True, inputs=[video])
-        if matte_out is not None and matte_tmp is not None:
-            os.replace(matte_tmp, matte_out)
-        os.replace(final, output)
+    writer = None
+    needed: list[int] = []  # measured in the hidden folder; told once it is removed (its files freed)
+    try:
+        with output_folder(output), \
+                tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
+            tmp = Path(tmpdir)
+            video_only = tmp / f"video{output.suffix}"
+            matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
+            try:
+                with open_writer(video_only, plan.fps, config.output, color=vinfo.color,
+                                 source_pix_fmt=vinfo.pix_fmt) as writer, \
+                        (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color,
+                                     source_pix_fmt=vinfo.pix_fmt) if matte_tmp
+                         else contextlib.nullcontext()) as matte:
+                    renderer.render(reader, writer, matte)
+                # The new audio at its own rate and channels, cut or padded with silence to the picture.
+                with clock("mux"):
+                    final = mux_audio(video_only, audio, tmp / f"final{output.suffix}",
+                                      codec=config.output.audio_codec, duration=plan.duration, pad=True,
+                                      inputs=[video])
+            except WriteError as exc:
+                done = writer.packets_written if writer is not None else 0
+                needed.append(_space_needed(exc, video_only, done, plan.num_frames))
+                raise
+            if matte_out is not None and matte_tmp is not None:
+                os.replace(matte_tmp, matte_out)
+            os.replace(final, output)
+    except WriteError as exc:  # a file of the hidden folder: name the output, and what the render needs
+        raise write_error(output, exc, needed=needed[0] if needed else None) from exc
+
+
+def _space_needed(exc: Any, video_only: Path, frames_written: int, frames: int) -> int:
+    """About the bytes a render needs beside its output: the encoded picture, then its muxed copy (both in the
+    hidden folder until the rename), from the picture's size when the mux ran out of space, or extrapolated
+    from the frames the encoder had stored when it did."""
+    from lipsyncctl.media.atomic import file_size
+
+    if video_only.is_file():
+        picture = file_size(video_only)
+    else:
+        picture = exc.written * frames // max(frames_written, 1)
+    return 2 * max(picture, exc.written)
 
 
 def _grid_frames(vinfo: VideoInfo) -> int:

@@ -9,6 +9,7 @@ frame), so both references share the clip's source times and the record times st
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -132,7 +133,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
         video_only = Path(tmp) / f"video{output.suffix}"
-        with video_writer(video_only, plan.fps, config) as writer:
+        with _named(output), video_writer(video_only, plan.fps, config) as writer:
             t = 0
             with progress.Task("conform", total=plan.duration) as bar:
                 for seg in plan.segments:
@@ -153,6 +154,18 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
         mux(video_only, dub.cut(0, plan.duration, plan.fps), dub.rate, output, config.output.audio_codec,
             inputs=inputs)
     return output
+
+
+@contextlib.contextmanager
+def _named(output: Path) -> Iterator[None]:
+    """A write failure of the block (on a temporary file) is told for ``output``."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media.atomic import write_error
+
+    try:
+        yield
+    except WriteError as exc:
+        raise write_error(output, exc) from exc
 
 
 def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction) -> Iterator[np.ndarray]:

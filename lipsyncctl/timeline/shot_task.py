@@ -110,6 +110,8 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
 def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     """Splice source frames into the lossless render where asked, encode with the run's codec, and mux
     the real dub."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media.atomic import write_error
     from lipsyncctl.media.probe import probe
     from lipsyncctl.timeline.mediaio import mux, read_audio, read_frames, video_writer
 
@@ -119,11 +121,14 @@ def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
         for i in range(max(lo, 0), min(hi, task.frames)):
             keep[i] = True
     video_only = raw.with_name(f"video{output.suffix}")
-    with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
-                      source_pix_fmt=vinfo.pix_fmt) as writer:
-        source = read_frames(Path(task.video), task.first, task.frames)
-        for i, rgb in enumerate(read_frames(raw, 0, task.frames)):
-            src_rgb = next(source)
-            writer.write(src_rgb if keep[i] else rgb)
+    try:
+        with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
+                          source_pix_fmt=vinfo.pix_fmt) as writer:
+            source = read_frames(Path(task.video), task.first, task.frames)
+            for i, rgb in enumerate(read_frames(raw, 0, task.frames)):
+                src_rgb = next(source)
+                writer.write(src_rgb if keep[i] else rgb)
+    except WriteError as exc:  # its temporary file: name the shot
+        raise write_error(output, exc) from exc
     audio, rate = read_audio(Path(task.audio))
     mux(video_only, audio, rate, output, config.output.audio_codec, inputs=(Path(task.video), Path(task.audio)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -121,3 +122,99 @@ def test_end_past_the_clip_warns(media, models_dir: Path, tmp_path: Path, capsys
     clamped = [w for w in result["warnings"] if "--end 7.5" in w]
     assert len(clamped) == 1 and "clamped to the clip's duration" in clamped[0] and "0.120 s" in clamped[0]
     assert result["frames"] == 3 and "clamped to the clip's duration" in err
+
+
+class _FullDisk:
+    """A PyAV output container whose file system fills up after ``room`` packets: ``mux`` then raises what
+    PyAV raises on a full disk (``av.error.OSError``, errno ENOSPC)."""
+
+    def __init__(self, container, room: int) -> None:  # type: ignore[no-untyped-def]
+        self._container, self._room = container, room
+
+    def mux(self, packet) -> None:  # type: ignore[no-untyped-def]
+        import errno
+
+        import av
+
+        if self._room <= 0:
+            raise av.error.OSError(errno.ENOSPC, "No space left on device", self._container.name)
+        self._room -= 1
+        self._container.mux(packet)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._container, name)
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._container.close()
+
+
+@pytest.mark.parametrize("where", ["encode", "mux"])
+def test_disk_full_is_exit_1_naming_the_output(where: str, media, models_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Issue 14.4: out of space while encoding the picture or muxing the audio is exit 1 (not 5, bad media),
+    names OUT (not a hidden temporary file), says how much is free and about how much the render needs, and
+    leaves nothing behind."""
+    import av
+
+    from lipsyncctl.media import mux as mux_module
+    from lipsyncctl.media.writer import VideoWriter
+
+    if where == "encode":
+        opened = VideoWriter._open
+
+        def _open(self, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
+            opened(self, width, height)
+            self._container = _FullDisk(self._container, 1)
+
+        monkeypatch.setattr(VideoWriter, "_open", _open)
+    else:  # the picture is written; the muxed copy (the hidden folder's final.*) runs out of space
+        real_open = av.open
+
+        def _av_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+            container = real_open(file, mode, *args, **kwargs)
+            return _FullDisk(container, 2) if mode == "w" and ".final." in str(file) else container
+
+        monkeypatch.setattr(av, "open", _av_open)
+        monkeypatch.setattr(mux_module, "mux_audio", _counted(mux_module.mux_audio, calls := []))
+    out = tmp_path / "out" / "o.mp4"
+    rc, _, err = _run(capsys, "sync", "--video", str(media["video"]), "--audio", str(media["audio"]), "-o", str(out),
+                      "--preset", "tiny", "--length-policy", "cut")
+    assert rc == 1, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: {out}: cannot write it: No space left on device (") and "free there" in line
+    assert "it needs about" in line and ".part" not in err and "/.o." not in err
+    assert "re-export" not in err and "free some space" in err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no output, no hidden folder
+    if where == "mux":
+        assert calls  # it did fail in the mux
+
+
+def _counted(fn, calls: list):  # type: ignore[no-untyped-def]
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def test_disk_full_on_a_small_tmpfs(media, models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """The same on a real full file system: a 16 KiB tmpfs (only where this user may mount one, e.g. root)."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root, or no permission)")
+    try:
+        out = small / "o.mp4"
+        rc, _, err = _run(capsys, "sync", "--video", str(media["video"]), "--audio", str(media["audio"]),
+                          "-o", str(out), "--preset", "tiny", "--length-policy", "cut")
+        assert rc == 1, err
+        assert f"error: {out}: cannot write it: No space left on device (" in err and "it needs about" in err
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -151,6 +151,25 @@ def test_atomic_output_removes_temp_on_keyboard_interrupt(tmp_path: Path) -> Non
     assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
 
 
+
+@pytest.mark.parametrize(("code", "words"), [(28, "No space left on device ("), (5, "Input/output error")])
+def test_atomic_output_write_failure_names_the_output(tmp_path: Path, code: int, words: str) -> None:
+    """Issue 14.4: an OSError that means the destination cannot take the output (disk full, I/O error) is a
+    WriteError (exit 1) naming the output, not the hidden temporary file; nothing is left."""
+    from lipsyncctl.errors import WriteError
+
+    target = tmp_path / "sub" / "report.json"
+    with pytest.raises(WriteError) as err, atomic_output(target) as tmp:
+        tmp.write_bytes(b"x" * 3000)
+        raise OSError(code, os.strerror(code), str(tmp))
+    assert err.value.exit_code == 1 and str(err.value).startswith(f"{target}: cannot write it: {words}")
+    assert ".part" not in str(err.value) and err.value.written == 3000 and err.value.errno == code
+    if code == 28:
+        assert "free there; 2.9 KiB had been written when it failed)" in str(err.value) and "free some space" in err.value.hint
+    assert list(target.parent.iterdir()) == []
+    with pytest.raises(ValueError), atomic_output(target) as tmp:  # other errors pass unchanged
+        raise ValueError("boom")
+
 # -- audio --------------------------------------------------------------------------------------
 
 def test_read_audio_resamples_any_input(gen: Path, shared: Path) -> None:
