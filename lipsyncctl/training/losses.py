@@ -59,6 +59,9 @@ class UNetLosses:
     lpips: Tensor | None = None
     sync: Tensor | None = None
     trepa: Tensor | None = None
+    #: intermediate tensors of the step (latents, noise, prediction, decoded frames), only when asked for
+    #: (``unet_micro_step(..., keep=True)``: golden tests and debugging)
+    tensors: dict[str, Tensor] | None = None
 
     def values(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in

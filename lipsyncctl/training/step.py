@@ -71,17 +71,22 @@ def decode_frames(vae: Any, latents: Tensor) -> Tensor:
 
 
 def unet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainConfig, *, alphas: Tensor,
-                    device: torch.device, autocast: Any) -> UNetLosses:
+                    device: torch.device, autocast: Any, draws: Draws | None = None,
+                    keep: bool = False) -> UNetLosses:
     """Steps 1-9 of the official UNet step for one micro-batch; returns the losses (backward is the caller's).
 
     ``batch``: ``gt``/``masked``/``ref`` ``(B, F, 3, H, W)`` in [-1, 1], ``mask`` ``(B, 1, H, W)`` (1 = keep),
-    ``whisper`` ``(B, F, 50, 384)``, ``mel`` ``(B, 1, 80, 52)``, ``index`` ``(B,)``."""
+    ``whisper`` ``(B, F, 50, 384)``, ``mel`` ``(B, 1, 80, 52)``, ``index`` ``(B,)``. ``draws``: the random
+    values (default: each sample's own, :func:`sample_draws`; a golden test passes the official ones). ``keep``:
+    also return the intermediate tensors in ``UNetLosses.tensors`` (latents, mask, noise, noisy latents, the
+    prediction, its one-step x0 and the decoded frames)."""
     from lipsyncctl.faces.mask import latent_mask
 
     frames, res = cfg.data.num_frames, cfg.model.resolution
     hw = (res // 8, res // 8)
-    draws = sample_draws([int(k) for k in batch["index"]], seed=cfg.run.seed, frames=frames, latent_hw=hw,
-                         alpha=cfg.loss.mixed_noise_alpha)
+    if draws is None:
+        draws = sample_draws([int(k) for k in batch["index"]], seed=cfg.run.seed, frames=frames, latent_hw=hw,
+                             alpha=cfg.loss.mixed_noise_alpha)
     eps = draws.vae_eps
     # 1. latents of the target, the masked target and the reference frames; the mask at latent size
     gt = encode_latents(nets.vae, batch["gt"], eps[0])
@@ -96,7 +101,7 @@ def unet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainCon
     with autocast():
         pred = nets.model(torch.cat([noisy, mask, masked, ref], dim=1), t,
                           batch["whisper"].to(device))
-    decoded = gt_frames = None
+    decoded = gt_frames = x0 = None
     if cfg.pixel_supervision:
         # 5. one-step x0, decoded with gradients
         x0 = noise.one_step_x0(pred.float(), t, noisy, alphas)
@@ -105,8 +110,13 @@ def unet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainCon
         gt_frames = batch["gt"].to(device).permute(0, 2, 1, 3, 4).to(decoded.dtype)
     # 5-9. recon MSE (+ LPIPS, sync, TREPA) and their weighted sum
     with autocast():
-        return unet_losses(pred_noise=pred, noise=target, weights=cfg.loss, decoded=decoded,
-                           gt_frames=gt_frames, mel=batch["mel"].to(device), aux=nets.aux)
+        losses = unet_losses(pred_noise=pred, noise=target, weights=cfg.loss, decoded=decoded,
+                             gt_frames=gt_frames, mel=batch["mel"].to(device), aux=nets.aux)
+    if keep:
+        losses.tensors = {"gt_latents": gt, "masked_latents": masked, "ref_latents": ref, "latent_masks": mask,
+                          "noise": target, "noisy_latents": noisy, "pred_noise": pred, "pred_latents": x0,
+                          "decoded": decoded}
+    return losses
 
 
 def syncnet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], *, device: torch.device,
