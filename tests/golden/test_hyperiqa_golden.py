@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from tests.conftest import SHARED
+from tests.golden.hashweights import hash_tensor, sha256_f32
 
 TRAIN = SHARED / "golden" / "train"
 SIDECAR = TRAIN / "hyperiqa.json"
@@ -28,24 +28,6 @@ pytestmark = pytest.mark.skipif(not SIDECAR.is_file(), reason=f"golden vector no
 
 ATOL_PRED = 2e-4           # suggested: pred / quality_score atol 2e-4
 ATOL_PARAS, RTOL_PARAS = 5e-4, 1e-4
-
-
-def hash_int10(name: str, n: int) -> np.ndarray:
-    """The README's counter-based hash: int64 values in [-512, 511]."""
-    seed = np.uint64(zlib.crc32(name.encode("ascii")) & 0xFFFFFFFF)
-    m = np.uint64(0xFFFFFFFF)
-    x = (np.arange(n, dtype=np.uint64) + seed) & m
-    x ^= x >> np.uint64(16)
-    x = (x * np.uint64(0x7FEB352D)) & m
-    x ^= x >> np.uint64(15)
-    x = (x * np.uint64(0x846CA68B)) & m
-    x ^= x >> np.uint64(16)
-    return (x >> np.uint64(22)).astype(np.int64) - 512
-
-
-def hash_tensor(name: str, shape: list[int], scale: float, offset: float = 0.0) -> np.ndarray:
-    w = hash_int10(name, int(np.prod(shape))).astype(np.float32) * np.float32(scale)
-    return (w + np.float32(offset) if offset else w).reshape(shape)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +47,7 @@ def weights(sidecar: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         scale = float.fromhex(spec["scale_hex"])
         assert np.float32(scale) == np.float32(spec["scale"])
         value = hash_tensor(name, spec["shape"], scale, spec["offset"])
-        assert hashlib.sha256(np.ascontiguousarray(value).astype("<f4").tobytes()).hexdigest() == spec["sha256_f32"], name
+        assert sha256_f32(value) == spec["sha256_f32"], name
         state[name] = torch.from_numpy(value)
     for name, t in load_file(TRAIN / "hyperiqa_bn_stats_fp16.safetensors").items():
         state[name] = t.float() if t.is_floating_point() else t
