@@ -11,6 +11,7 @@ How the estimate is held to account, without a GPU:
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,29 @@ def test_cli_resolves_a_training_preset(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert seen["train_config"].loss.trepa == 0
     assert main(["--json", "doctor", "--preset", "tiny", "-o", str(tmp_path)]) == 0  # a run preset wins
     assert seen["config"].name == "tiny" and seen["train_config"] is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# scripts/gpu_train_check.py
+
+
+@pytest.mark.slow
+def test_gpu_train_check_smoke_on_cpu(tmp_path: Path) -> None:
+    """The GPU script's --smoke mode: tiny presets on the CPU through the real step function (~30 s)."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "gpu_train_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_check", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "check.json"
+    assert script.main(["--smoke", "-o", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = {(r["preset"], r["checkpointing"]): r for r in doc["rows"]}
+    assert set(rows) == {(p, c) for p in ("tiny", "tiny-stage1") for c in (True, False)}
+    for r in rows.values():
+        assert r["status"] == "ok" and r["step_s"] > 0 and r["samples_per_s"] > 0
+        assert r["estimate_gib"] == pytest.approx(r["estimate"]["total"], abs=1e-3)
+        assert math.isfinite(r["first_loss"]) and math.isfinite(r["last_loss"])
