@@ -80,6 +80,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     """
     from lipsyncctl.faces.align import FaceAligner
     from lipsyncctl.faces.track import FaceTracker, TrackOptions
+    from lipsyncctl.media.atomic import temp_prefix
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
@@ -105,7 +106,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         shutil.rmtree(stale, ignore_errors=True)
     matrices: list[np.ndarray] = []
     smallest = float("inf")
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.align.") as tmpdir:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out, "align")) as tmpdir:
         video_only = Path(tmpdir) / f"video{out.suffix}"
         writer = (VideoWriter(video_only, fps, codec="ffv1", pix_fmt="bgr0") if options.lossless else
                   VideoWriter(video_only, fps, codec=options.align_codec, crf=options.align_crf, preset="medium"))

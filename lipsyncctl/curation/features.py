@@ -139,7 +139,9 @@ def _save_atomic(tensors: dict[str, Any], meta: dict[str, str], path: Path) -> N
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    from lipsyncctl.media.atomic import temp_prefix
+
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)

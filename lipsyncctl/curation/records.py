@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -135,9 +134,11 @@ class RecordStore:
             return None  # missing, or left half-written by an older tool: recomputed
 
     def save(self, kind: str, rid: str, record: dict[str, Any]) -> None:
+        from lipsyncctl.media.atomic import temp_path
+
         p = self._path(kind, rid)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
+        tmp = temp_path(p, keep_suffix=False)
         try:
             tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
             tmp.replace(p)

@@ -22,7 +22,6 @@ import hashlib
 import html
 import itertools
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +50,9 @@ def split_group(source_id: str, source_path: str, options: CurateOptions) -> str
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    from lipsyncctl.media.atomic import temp_path
+
+    tmp = temp_path(path, keep_suffix=False)
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

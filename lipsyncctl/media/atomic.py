@@ -1,14 +1,24 @@
-"""Write-then-rename, so a crash or Ctrl-C never leaves a half-written output under the real name; and
-write failures (disk full, quota, I/O error) reported as :class:`~lipsyncctl.errors.WriteError` naming the
-output, never its temporary name."""
+"""Write-then-rename, so a crash or Ctrl-C never leaves a half-written output under the real name; write
+failures (disk full, quota, I/O error) reported as :class:`~lipsyncctl.errors.WriteError` naming the
+output, never its temporary name; and the temporaries of a run that was killed removed by the next one.
+
+Every temporary file or folder the package makes beside an output is named by :func:`temp_prefix`:
+hidden, the output's stem, then ``~HOST-PID-`` and 8 random characters (``.o.~3fa1-41233-k2x9a0qz/``,
+``.report.~3fa1-41233-0f3a9c1e.part.json``), so a rerun can tell whose it is. A ``kill -9`` removes
+nothing; :func:`sweep_temps` removes the temporaries of processes of this host that are gone (and, for a
+run that holds its output folder alone, those of other hosts).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -56,6 +66,83 @@ def check_writable(path: str | Path) -> None:
         read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
         code = errno.EROFS if read_only else errno.EACCES
         raise OSError(code, f"cannot write the output here ({os.strerror(code).lower()})", str(folder))
+
+
+#: a temporary name of :func:`temp_prefix`: the writer's host (4 hex digits) and pid, then 8 random
+#: characters (``tempfile``'s or ours), optionally ``.part``/``.old`` and an extension
+TEMP_NAME = re.compile(r"^\..*\.~(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-[0-9a-z_]{8}(?:\.(?:part|old)(?:\.[^/]*)?)?$")
+
+
+def host_tag() -> str:
+    """4 hex digits of this machine's host name (temporaries on shared storage say which host wrote them)."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+
+
+def temp_prefix(path: str | Path, label: str = "") -> str:
+    """The start of a temporary name beside ``path``: ``.STEM[.LABEL].~HOST-PID-`` (add 8 random characters,
+    e.g. as ``tempfile``'s ``prefix``, which does)."""
+    return f".{Path(path).stem}{'.' + label if label else ''}.~{host_tag()}-{os.getpid()}-"
+
+
+def temp_path(path: str | Path, *, keep_suffix: bool = True) -> Path:
+    """A fresh temporary name beside ``path`` (not created): ``.STEM.~HOST-PID-XXXXXXXX.part[.EXT]``.
+    ``keep_suffix`` keeps the extension (PyAV and ffmpeg pick the container from it); without it the name
+    ends in ``.part``, so a ``*.json`` glob never sees it."""
+    path = Path(path)
+    return path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one owned by another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: bool = False,
+                depth: int = 0) -> list[Path]:
+    """Remove the temporaries (:func:`temp_prefix` names) in ``folder`` whose process is gone: written on this
+    host by a pid that no longer runs; with ``other_hosts`` also every one written on another host (only
+    for a run that holds the folder alone: :mod:`lipsyncctl.runner.lock`). A live process's temporaries are
+    never touched, nor any other name.
+
+    Args:
+        stem: only the temporaries of the output named ``stem`` (``.STEM.``..., its matte and run.yaml too).
+        depth: also sweep the subfolders down to this many levels (not inside the temporaries).
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    me = host_tag()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TEMP_NAME.match(entry.name)
+        if match is None:
+            if depth > 0 and entry.is_dir(follow_symlinks=False):
+                removed += sweep_temps(entry.path, stem=stem, other_hosts=other_hosts, depth=depth - 1)
+            continue
+        if stem is not None and not entry.name.startswith(f".{stem}."):
+            continue
+        mine = match["host"] == me
+        if (mine and pid_alive(int(match["pid"]))) or (not mine and not other_hosts):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        removed.append(Path(entry.path))
+    return removed
 
 
 def write_failure(exc: BaseException | None) -> OSError | None:
@@ -145,7 +232,7 @@ def _create_temp(path: Path) -> Path:
     """A new empty hidden file beside ``path``, created with mode ``0o666`` minus the umask like any
     output (``tempfile.mkstemp`` makes 0600 files, which the rename would carry into the result)."""
     for _ in range(100):
-        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}")
+        tmp = temp_path(path)
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -158,7 +245,7 @@ def _create_temp(path: Path) -> Path:
 def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
-    The temporary name is hidden (``.name.XXXX.part.ext``) and keeps the extension, so PyAV and
+    The temporary name is hidden (:func:`temp_path`: ``.name.~HOST-PID-XXXXXXXX.part.ext``) and keeps the extension, so PyAV and
     ffmpeg still pick the container from it. On any exception — KeyboardInterrupt included — the
     temporary file is removed and the exception propagates (a write failure, such as a full disk, as
     :class:`~lipsyncctl.errors.WriteError` naming ``path``); an existing ``path`` is left as it was.

@@ -243,7 +243,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
     failure there (disk full...) is a :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about
     the space the render needs."""
     from lipsyncctl.errors import WriteError
-    from lipsyncctl.media.atomic import output_folder, write_error
+    from lipsyncctl.media.atomic import output_folder, sweep_temps, temp_prefix, write_error
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.pipeline.output import open_writer
     from lipsyncctl.pipeline.render import Renderer
@@ -251,9 +251,10 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
     renderer = Renderer(networks, config, plan, faces, features, clock)
     writer = None
     needed: list[int] = []  # measured in the hidden folder; told once it is removed (its files freed)
+    sweep_temps(output.parent, stem=output.stem)  # the hidden folders of runs of OUT that were killed
     try:
         with output_folder(output), \
-                tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmpdir:
+                tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmpdir:
             tmp = Path(tmpdir)
             video_only = tmp / f"video{output.suffix}"
             matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None

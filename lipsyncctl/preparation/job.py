@@ -346,7 +346,7 @@ def _audio(item: PrepItem, info: Any, job: _Job) -> Any:
 
 
 def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
-    from lipsyncctl.media.atomic import atomic_output, check_not_input
+    from lipsyncctl.media.atomic import atomic_output, check_not_input, sweep_temps, temp_prefix
     from lipsyncctl.media.audio import write_wav
     from lipsyncctl.media.mux import mux_audio
 
@@ -357,7 +357,8 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
     opts = job.options
     item.output.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(dir=item.output.parent, prefix=f".{item.output.stem}.prep.") as tmpdir:
+    sweep_temps(item.output.parent, stem=item.output.stem)  # left by a killed run
+    with tempfile.TemporaryDirectory(dir=item.output.parent, prefix=temp_prefix(item.output, "prep")) as tmpdir:
         audio = _audio(item, info, job) if item.has_audio else None
         if audio is not None and opts.mux_audio:
             video_only = Path(tmpdir) / f"video{item.output.suffix}"

@@ -16,6 +16,10 @@ Shards of an array job are meant to write one folder together: shard ``I/N`` tak
 *shared* and an exclusive lock of its own, ``run.shard-I-of-N.lock``; a run of the whole job (shard
 ``0/1``) takes the folder's lock exclusively. So different shards run side by side, while the same shard
 twice, or a whole run beside any shard, is refused.
+
+Once it holds the folder, a run removes the temporaries that killed runs left in it (hidden folders and
+``.part`` files beside the outputs, :func:`lipsyncctl.media.atomic.sweep_temps`): those of processes of
+this host that are gone, and for a whole run (which holds the folder alone) those of any host.
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ from pathlib import Path
 
 from lipsyncctl import progress
 from lipsyncctl.errors import BusyError
+from lipsyncctl.media.atomic import sweep_temps
 
 #: the lock files' folder, inside the output folder
 LOCK_FOLDER = ".lipsyncctl"
 MAIN = "run.lock"
 #: seconds between two tries while waiting (``wait=True``)
 POLL_SECONDS = 0.5
+#: folder levels below the output folder swept for temporaries (OUT/LANG/shots, DATA/.lipsyncctl/records/clips/SRC)
+SWEEP_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -61,19 +68,6 @@ class Holder:
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}, started {self.started}: {self.command}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine (one owned by another user counts)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_holder(path: Path) -> Holder | None:
@@ -162,6 +156,7 @@ class FolderLock:
         own = self.lock_dir / f"run.shard-{shard[0]}-of-{shard[1]}.lock" if sharded else None
         self._own = _Flock(own, shared=False) if own is not None else None
         self._created: list[Path] = []
+        self.swept: list[Path] = []  # temporaries of runs that are gone, removed when the lock was taken
 
     @property
     def path(self) -> Path:
@@ -213,6 +208,10 @@ class FolderLock:
         if stale is not None and (stale.pid, stale.host) != (me.pid, me.host):
             progress.message(f"{self.path}: replacing the lock of a run that is gone ({stale.describe()})")
         (self._own or self._main).write(me)
+        self.swept = sweep_temps(self.folder, other_hosts=self._own is None, depth=SWEEP_DEPTH)
+        if self.swept:
+            progress.message(f"removed {len(self.swept)} temporary file(s)/folder(s) left in {self.folder} by runs "
+                             "that are gone")
 
     def _try(self) -> bool:
         if not self._main.take():

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lipsyncctl.media.atomic import temp_path
+
 _CHUNK = 1 << 20
 
 
@@ -93,7 +95,7 @@ class JobStore:
     def put(self, key: str, record: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         p = self._path(key)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")  # not *.json: keys() never sees it
+        tmp = temp_path(p, keep_suffix=False)  # not *.json: keys() never sees it
         try:
             tmp.write_text(json.dumps({"key": key, **record}, indent=1, default=str), encoding="utf-8")
             tmp.replace(p)

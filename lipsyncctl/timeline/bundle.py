@@ -97,7 +97,7 @@ def write_bundle(timeline: Any, path: Path, resolver: MediaResolver, *, inputs: 
     """
     import opentimelineio as otio
 
-    from lipsyncctl.media.atomic import atomic_output, check_not_input
+    from lipsyncctl.media.atomic import atomic_output, check_not_input, temp_prefix
 
     path = Path(path)
     inputs = list(inputs)
@@ -112,7 +112,7 @@ def write_bundle(timeline: Any, path: Path, resolver: MediaResolver, *, inputs: 
                 zf.write(src, f"{MEDIA_DIR}/{name}", compress_type=zipfile.ZIP_STORED)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path), suffix=f".part{path.suffix}"))
     try:
         (tmp / CONTENT).write_text(text, encoding="utf-8")
         (tmp / MEDIA_DIR).mkdir()
@@ -145,7 +145,9 @@ def _replace_folder(new: Path, path: Path) -> None:
     if not path.is_dir() or not (path / CONTENT).is_file():
         raise MediaError(f"{path}: exists and is not an OTIO bundle folder; not replacing it",
                          hint="move it away or choose another output folder (-o)")
-    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".old{path.suffix}"))
+    from lipsyncctl.media.atomic import temp_prefix
+
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path), suffix=f".old{path.suffix}"))
     os.replace(path, old)  # an empty folder is replaced by the rename
     try:
         os.replace(new, path)

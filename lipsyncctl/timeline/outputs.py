@@ -124,14 +124,14 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
 
     import cv2
 
-    from lipsyncctl.media.atomic import check_not_input
+    from lipsyncctl.media.atomic import check_not_input, temp_prefix
     from lipsyncctl.timeline.mediaio import mux, video_writer
 
     check_not_input(output, inputs)
     size = plan.segments[0].media_size if plan.segments else (640, 360)
     black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmp:
         video_only = Path(tmp) / f"video{output.suffix}"
         with _named(output), video_writer(video_only, plan.fps, config) as writer:
             t = 0

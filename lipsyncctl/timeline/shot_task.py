@@ -91,7 +91,10 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
                             overwrite=True)  # the job owns its shot files: a changed shot replaces its render
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
+            from lipsyncctl.media.atomic import sweep_temps, temp_prefix
+
+            sweep_temps(output.parent, stem=output.stem)
+            with tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmp:
                 raw = Path(tmp) / "render.mkv"
                 raw_config = config.with_overrides({"output.codec": "ffv1", "output.matte": False})
                 res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,

@@ -277,7 +277,9 @@ def opened_timeline(path: Path, *, rate: float | None = None,
         return
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{path.stem}.otioz.") as tmp:
+    from lipsyncctl.media.atomic import temp_prefix
+
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=temp_prefix(path, "otioz")) as tmp:
         base = Path(tmp).resolve()
         yield read_timeline(path, rate=rate, extract_to=base), base
 
