@@ -19,7 +19,9 @@ twice, or a whole run beside any shard, is refused.
 
 Once it holds the folder, a run removes the temporaries that killed runs left in it (hidden folders and
 ``.part`` files beside the outputs, :func:`lipsyncctl.media.atomic.sweep_temps`): those of processes of
-this host that are gone, and for a whole run (which holds the folder alone) those of any host.
+this host that are gone, and for a whole run (which holds the folder alone) those of any host. A run that
+ends with an error or an interrupt sweeps once more before it lets go (a worker process killed in the
+middle of a task, :mod:`lipsyncctl.runner.workers`, could not clean up after itself).
 """
 
 from __future__ import annotations
@@ -167,7 +169,9 @@ class FolderLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # interrupted or failed: a worker killed mid-task left its temporaries
+            sweep_temps(self.folder, depth=SWEEP_DEPTH)
         self.release()
 
     def acquire(self) -> None:

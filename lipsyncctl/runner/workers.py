@@ -15,11 +15,21 @@ networks there, so each worker loads them once. ``device`` is the worker's devic
 
 Sharding (:mod:`lipsyncctl.runner.shards`) happens before this: each array job gets its part of the list.
 Nothing here knows what a task is.
+
+Stopping: when this process is interrupted (Ctrl-C, or SIGTERM, which the CLI turns into the same
+KeyboardInterrupt), it cancels the queued tasks and sends SIGTERM to its worker processes. A worker then
+interrupts its task like Ctrl-C does (the task removes its temporary files) and exits instead of taking the
+next queued one; a worker that has not stopped after :data:`STOP_GRACE` seconds (inside one long native
+call) is killed, and its temporaries are left for the next run's sweep
+(:func:`lipsyncctl.media.atomic.sweep_temps`). So ``--jobs N`` stops within a few seconds, like one
+process does, instead of finishing the tasks in flight.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -33,6 +43,8 @@ Execute = Callable[[Any, dict[str, Any], "str | None"], Any]
 Done = Callable[[Any, Any], None]
 
 BACKENDS = ("local", "ray")
+#: seconds an interrupted worker gets to remove its temporary files before it is killed
+STOP_GRACE = 3.0
 
 
 def default_jobs(gpus: Sequence[str] = (), cpu_count: int | None = None) -> int:
@@ -80,10 +92,16 @@ def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 
 # ---- local worker processes -------------------------------------------------------------------
 
-_worker: dict[str, Any] = {"device": None, "cache": {}}
+_worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False}
+#: exit status of a worker that was interrupted (as the CLI's for Ctrl-C)
+_INTERRUPTED = 130
 
 
 def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM/SIGINT in a worker: interrupt the task it runs (its cleanup runs, then :func:`_work` exits),
+    or exit at once when it runs none."""
+    if not _worker["busy"]:
+        os._exit(_INTERRUPTED)
     raise KeyboardInterrupt
 
 
@@ -91,11 +109,11 @@ def _init_worker(devices: Any, threads: int) -> None:
     """Each spawned worker takes one device from the queue (None = the task's own setting) and its
     share of the CPU cores.
 
-    SIGTERM (``timeout``, ``kill`` of the process group, a scheduler's time limit) interrupts a worker
-    like Ctrl-C does, so the task it is writing removes its temporary files instead of leaving them."""
-    import signal
-
+    SIGTERM (from the parent when it is interrupted, ``timeout``, ``kill`` of the process group, a
+    scheduler's time limit) and SIGINT (Ctrl-C in a terminal reaches the whole group) interrupt a worker's
+    task like Ctrl-C does, so it removes its temporary files; the worker then exits (:func:`_work`)."""
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
     _worker["device"] = devices.get() if devices is not None else None
     try:
         import torch
@@ -106,7 +124,14 @@ def _init_worker(devices: Any, threads: int) -> None:
 
 
 def _work(execute: Execute, task: Any) -> Any:
-    return execute(task, _worker["cache"], _worker["device"])
+    _worker["busy"] = True
+    try:
+        return execute(task, _worker["cache"], _worker["device"])
+    except KeyboardInterrupt:
+        # The task's cleanup has run. Leave now: the pool would hand this worker its next queued task.
+        os._exit(_INTERRUPTED)
+    finally:
+        _worker["busy"] = False
 
 
 def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], workers: int,
@@ -132,9 +157,26 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
             for fut in finished:
                 done(pending.pop(fut), fut.result())
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _stop_workers(pool: Any) -> None:
+    """Cancel the queued tasks, SIGTERM every worker, give them :data:`STOP_GRACE` seconds to clean up and
+    exit, then kill what is left (see the module docstring)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own table
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in workers:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
 
 
 # ---- Ray -------------------------------------------------------------------------------------

@@ -92,3 +92,68 @@ def test_outcome_round_trips_through_the_store_and_pickle(tmp_path: Path) -> Non
     back = ShotOutcome.from_dict(store.get("abc") or {})
     assert back == oc and back.status is ShotStatus.NO_FACE and oc.to_dict()["status"] == "no_face"
     assert ShotStatus.UNDER_MIN_SYNC.is_failure and not ShotStatus.NO_FACE.is_failure
+
+
+def _children(pid: int) -> dict[int, str]:
+    """``{pid: command line}`` of the live (not zombie) child processes of ``pid`` (Linux /proc)."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_sigterm_stops_worker_processes_within_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14.3: SIGTERM to a ``--jobs 2`` run (its pid only, as a scheduler's time limit sends it) ends the
+    run and both workers within a few seconds (exit 130), and leaves no half-written shot or temporary."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lipsyncctl", "-q", "sync", "--timeline", str(edit(tmp_path)), "--audio",
+           f"de={shared_path('fixtures', 'demo1_audio.wav')}", "-o", str(out), "--preset", "tiny", "--steps", "8",
+           "--handles", "1", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shots = out / "de" / "shots"
+    deadline = time.monotonic() + 180
+    while not (shots.is_dir() and any(p.name.startswith(".") for p in shots.iterdir())):  # a shot is being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.02)
+    workers = [pid for pid, cmdline in _children(proc.pid).items() if "spawn_main" in cmdline]
+    assert len(workers) == 2
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=30)
+    took = time.monotonic() - t0
+    for _ in range(50):  # the workers were joined by the parent; allow /proc a moment
+        if not any(_alive(pid) for pid in workers):
+            break
+        time.sleep(0.1)
+    assert rc == 130 and took < 5.0, (rc, took)
+    assert not any(_alive(pid) for pid in workers)
+    assert "error: interrupted" in (proc.stderr.read().decode() if proc.stderr else "")
+    if out.exists():  # no temporary left, and a shot that is there was finished (renamed complete)
+        from lipsyncctl.media.probe import probe
+
+        assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.name != ".lipsyncctl"]
+        assert all(probe(p).video.frame_count == 10 for p in out.rglob("*.mp4"))  # type: ignore[union-attr]
