@@ -206,24 +206,36 @@ def test_sync_fps_2997_is_ntsc_like_prep(media, models_dir: Path, tmp_path: Path
     assert probe(out).video.nominal_fps == Fraction(30000, 1001)
 
 
-def _sigterm_self() -> str:
+def _sigterm_self(marker: str, cache: dict, device: str | None) -> str:
+    """A task (the runner's executor signature) that is sent SIGTERM while it runs; its cleanup notes itself."""
     import signal
     import time
 
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(5)
-    return "SIGTERM ignored"
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return "SIGTERM ignored"
+    finally:
+        with open(marker, "a", encoding="utf-8") as f:
+            f.write("cleaned up\n")
 
 
-def test_timeline_worker_turns_sigterm_into_an_interrupt() -> None:
+def test_timeline_worker_turns_sigterm_into_an_interrupt(tmp_path: Path) -> None:
     """`timeout`/`kill` signal the whole group: a spawned timeline worker died at once and left its shot's
-    hidden temporary folder; now it raises KeyboardInterrupt, so the render cleans up as on Ctrl-C."""
+    hidden temporary folder; now SIGTERM interrupts its task like Ctrl-C (the task's cleanup runs), and the
+    worker then exits instead of starting the next queued task (issue 14.3)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    from lipsyncctl.runner.workers import _init_worker
+    from lipsyncctl.runner.workers import _init_worker, _work
 
+    marker = tmp_path / "cleanup.txt"
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(None, 1)) as pool:
-        exc = pool.submit(_sigterm_self).exception(timeout=60)
-    assert isinstance(exc, KeyboardInterrupt), exc
+        first = pool.submit(_work, _sigterm_self, str(marker))
+        second = pool.submit(_work, _sigterm_self, str(marker))
+        exc = first.exception(timeout=60)
+        assert isinstance(exc, BrokenProcessPool), exc
+        assert isinstance(second.exception(timeout=60), BrokenProcessPool)
+    assert marker.read_text() == "cleaned up\n"  # the first task cleaned up; the second never started
