@@ -13,6 +13,7 @@ from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
 from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name, truncate_frame
 from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
+from lipsyncctl.media.writer import BITEXACT
 
 #: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format).
 AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16")}
@@ -68,7 +69,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
     with atomic_output(out, inputs=protect) as tmp, opened(video) as src:
         vin = video_stream(src, video)
         try:
-            with av.open(str(tmp), "w") as dst:
+            with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
                 vout = dst.add_stream_from_template(vin)
                 if isinstance(audio, np.ndarray):
                     if not rate:

@@ -3,6 +3,12 @@
 Frames are numpy ``(H, W, 3)`` uint8 RGB arrays or ``av.VideoFrame`` objects (passed through without
 an RGB round trip, e.g. by ``prep``). Frame ``i`` gets presentation time ``i / fps`` exactly: the
 stream time base is ``1 / fps`` (``1001/30000`` for 29.97), so the output is CFR by construction.
+
+Same frames, same settings, same bytes: the container is written ``bitexact`` (:data:`BITEXACT`: the
+Matroska muxer otherwise gives every file a random segment UID), and with ``threads`` the encoder's
+thread count is fixed. x264 is deterministic for a given thread count, but its automatic count follows
+the CPUs the process may use (``taskset``, a scheduler's cpuset), and the count changes its output;
+the RGB -> YUV conversion (swscale) gives the same pixels with 1-8 threads.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ CODECS: dict[str, CodecSpec] = {
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
+#: container options of every file written: no random IDs, no library version strings
+BITEXACT = {"fflags": "+bitexact"}
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
 _SWS_MATRIX = {"bt709": "itu709", "smpte170m": "smpte170m", "bt470bg": "itu601", "smpte240m": "smpte240m",
                "fcc": "fcc", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
@@ -88,6 +96,8 @@ class VideoWriter:
         rotation: display-matrix rotation tag to store (counter-clockwise degrees); 0 stores none.
         inputs: files that must never be overwritten (:class:`MediaError` if ``path`` is one).
         options: extra encoder options (strings), merged over the codec's defaults.
+        threads: the encoder's thread count; None lets it use every CPU the process may (faster where
+            there are many, but x264's output then depends on how many that is).
 
     Use as a context manager: on an exception the temporary file is deleted and nothing is renamed.
     """
@@ -95,7 +105,7 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: Fraction, *, codec: str = "h264", crf: int | None = None,
                  preset: str = "medium", profile: str | None = None, pix_fmt: str | None = None,
                  color: ColorInfo | None = None, rotation: int = 0, inputs: tuple[str | Path, ...] | list = (),
-                 options: dict[str, str] | None = None) -> None:
+                 options: dict[str, str] | None = None, threads: int | None = None) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps)
         if self.fps <= 0:
@@ -105,6 +115,7 @@ class VideoWriter:
         self.pix_fmt = pix_fmt or self.spec.pix_fmt
         self.color = color
         self.rotation = int(rotation) % 360
+        self.threads = threads
         self.frames_written = 0
         self.packets_written = 0  # frames the file holds so far (the encoder keeps a few frames back)
         self._options = self._encoder_options(crf, preset, profile, options or {})
@@ -145,11 +156,13 @@ class VideoWriter:
             raise MediaError(f"{self.path}: {width}x{height} has an odd side, which {self.pix_fmt} cannot store",
                              hint="scale to even dimensions (prep does this with --scale/--max-size)")
         try:
-            self._container = av.open(str(self._tmp), "w")
+            self._container = av.open(str(self._tmp), "w", container_options=BITEXACT)
             stream = self._container.add_stream(self.spec.encoder, rate=self.fps, options=self._options)
             stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
             stream.codec_context.time_base = 1 / self.fps
             stream.codec_context.thread_type = "AUTO"  # frame + slice threads where the encoder has them
+            if self.threads:
+                stream.codec_context.thread_count = self.threads
             if self.spec.codec_tag:
                 stream.codec_tag = self.spec.codec_tag
             color = self._tags()

@@ -349,9 +349,13 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan) -> Any
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,
                     networks: Networks, faces: FacePlan) -> Path:
-    from lipsyncctl.pipeline.output import write_run_yaml
+    import torch
 
+    from lipsyncctl.pipeline.output import ENCODER_THREADS, write_run_yaml
+
+    # The thread counts: torch's numerics depend on its own (the encoder's is fixed), see pipeline.output.
     return write_run_yaml(output, config, plan.to_dict(), {"video": str(video), "audio": str(audio)},
                           dict(networks.files),
                           {"faces": {"detector": faces.detector, "select": faces.selection,
-                                     "track_id": faces.track_id, "found": faces.found}})
+                                     "track_id": faces.track_id, "found": faces.found},
+                           "threads": {"torch": torch.get_num_threads(), "encoder": ENCODER_THREADS}})

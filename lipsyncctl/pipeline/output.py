@@ -18,6 +18,12 @@ name             encoder       pixel format                containers
 ``ffv1``         ffv1          bgr0 (RGB, lossless: every  .mkv .avi
                                untouched pixel is exact)
 ===============  ============  ==========================  ==========================================
+
+Reproducible: the same inputs, seed and settings give the same file, byte for byte. The encoder runs
+:data:`ENCODER_THREADS` threads whatever the machine (x264's output depends on its thread count, which
+would otherwise follow the CPUs the process may use) and containers are written bitexact
+(:mod:`lipsyncctl.media.writer`). torch's numerics depend on its own thread count (1 in 10^6 pixels
+moved by one level between 1 and 2 threads on the tiny model), so run.yaml records it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import ConfigError, MediaError, UsageError
+
+#: encoder threads of every sync output (fixed: the bytes must not depend on the CPUs the process may use;
+#: a render encodes far faster than it denoises, so more would not make it finish sooner)
+ENCODER_THREADS = 4
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, OutputOptions
@@ -129,7 +139,7 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
     codec = OUTPUT_CODECS[options.codec]
     return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
                        profile=codec.profile, pix_fmt=output_pix_fmt(options, source_pix_fmt), color=color,
-                       inputs=inputs)
+                       inputs=inputs, threads=ENCODER_THREADS)
 
 
 def matte_path(output: Path) -> Path:
