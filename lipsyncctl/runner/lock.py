@@ -183,10 +183,11 @@ class FolderLock:
         """
         from lipsyncctl.folders import missing_folders
 
-        self._created = missing_folders(self.lock_dir)
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
         announced = False
         while True:
+            # (again on each try: a holder that created the folder removes it when it leaves it empty)
+            self._created += [p for p in missing_folders(self.lock_dir) if p not in self._created]
+            self.lock_dir.mkdir(parents=True, exist_ok=True)
             try:
                 if self._try():
                     break
