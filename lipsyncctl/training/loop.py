@@ -149,6 +149,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
         nets.model.enable_gradient_checkpointing()
         if nets.vae is not None and cfg.pixel_supervision:
             nets.vae.enable_gradient_checkpointing()
+        if "videomae" in nets.aux:  # official: TREPA's VideoMAE is grad-checkpointed too
+            nets.aux["videomae"].gradient_checkpointing = True
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
     ema = [p.detach().clone() for p in params] if cfg.run.ema_decay else None

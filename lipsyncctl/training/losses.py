@@ -34,8 +34,10 @@ def sync_bce(vision: Tensor, audio: Tensor, labels: Tensor) -> tuple[Tensor, Ten
     non-negative unit embeddings lies in [0, 1]. BCE runs in float32 (autocast refuses it in half)."""
     if vision.dtype in (torch.float16, torch.bfloat16):
         vision, audio = vision.float(), audio.float()
-    cos = sync_cosine(vision, audio)
-    per_sample = F.binary_cross_entropy(cos, labels.reshape(-1).to(cos.dtype), reduction="none")
+    # CUDA autocast refuses binary_cross_entropy even on float32 inputs: run it outside autocast
+    with torch.autocast(device_type=vision.device.type, enabled=False):
+        cos = sync_cosine(vision, audio)
+        per_sample = F.binary_cross_entropy(cos, labels.reshape(-1).to(cos.dtype), reduction="none")
     return per_sample.mean(), per_sample
 
 
