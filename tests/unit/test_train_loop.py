@@ -1,0 +1,163 @@
+"""The training loop end to end on a curated folder (tiny random networks through the real loaders):
+resume bit for bit (also after kill -9), worker-count independence, accumulation, the NaN guard, exports
+that ``sync`` loads, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lipsyncctl import api
+from lipsyncctl.training import loop
+from tests.train_media import Curated, curated_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory: pytest.TempPathFactory) -> Curated:
+    return curated_folder(tmp_path_factory.mktemp("train-loop"))
+
+
+def losses(run: Path) -> list[float]:
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    return [float(v) for _, name, v in rows if name == "loss"]
+
+
+def weights(run: Path, name: str = "unet.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(run / "export" / name)
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def run_train(curated: Curated, out: Path, preset: str, *sets: str, resume: str | None = None) -> loop.TrainResult:
+    cfg = api.resolve_train_config(preset, sets)
+    return api.train(curated.data, out, cfg, resume=resume)
+
+
+def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Path) -> None:
+    straight = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=4", "run.save_every=2")
+    assert straight.steps == 4 and straight.trainable["tensors"] > 0 and len(losses(tmp_path / "a")) == 4
+    run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=2", "run.save_every=2", "data.workers=2")
+    resumed = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=4", "run.save_every=2",
+                        "data.workers=2", resume="latest")
+    assert resumed.start_step == 2 and resumed.steps == 2
+    assert losses(tmp_path / "b") == losses(tmp_path / "a")
+    assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    # the export is what sync loads: official layout and our safetensors, through the strict loader
+    from lipsyncctl.checkpoints.loaders import load_unet
+
+    official = torch.load(tmp_path / "a" / "export" / "latentsync_unet.pt", weights_only=True)
+    assert official["global_step"] == 4 and same(official["state_dict"], weights(tmp_path / "a"))
+    load_unet(None, tmp_path / "a" / "export" / "unet.safetensors")
+    # a resume under another stream is refused; an occupied run folder needs --resume or -y
+    from lipsyncctl.errors import UsageError
+
+    with pytest.raises(UsageError, match="another configuration"):
+        run_train(curated, tmp_path / "b", "tiny-stage1", "optim.lr=0.1", resume="latest")
+    with pytest.raises(UsageError, match="already holds"):
+        run_train(curated, tmp_path / "b", "tiny-stage1")
+
+
+def test_accumulation_matches_the_larger_batch(curated: Curated, tmp_path: Path) -> None:
+    a = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=2", "data.batch_size=2")
+    b = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=2", "optim.grad_accum=2")
+    assert a.losses["loss"] == pytest.approx(b.losses["loss"], rel=1e-5)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
+
+
+def test_loss_falls_when_overfitting_one_sample(curated: Curated, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.training import sampling
+
+    real = sampling.make_loader
+
+    def one_sample(dataset, **kw):  # the same sample and draws every step
+        batch = next(iter(real(dataset, **kw)))
+        while True:
+            yield batch
+
+    monkeypatch.setattr(sampling, "make_loader", one_sample)
+    run_train(curated, tmp_path / "o", "tiny-stage1", "run.max_steps=12", "optim.lr=0.003", "run.save_every=100")
+    values = losses(tmp_path / "o")
+    assert values[-1] < 0.7 * values[0] and min(values[-3:]) < min(values[:3]), values
+
+
+def test_nan_step_is_skipped_on_every_rank_and_never_saved(curated: Curated, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loop._micro_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, values = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), values) if calls["n"] == 2 else (loss, values)
+
+    monkeypatch.setattr(loop, "_micro_step", poisoned)
+    result = run_train(curated, tmp_path / "n", "tiny-stage1", "run.max_steps=3", "run.save_every=1")
+    assert result.skipped_steps == 1
+    for tensor in weights(tmp_path / "n").values():
+        assert torch.isfinite(tensor).all()
+    # N non-finite steps in a row stop the run; the checkpoints before stay intact
+    monkeypatch.setattr(loop, "_micro_step", lambda *a, **k: (lambda lv: (lv[0] * float("nan"), lv[1]))(real(*a, **k)))
+    with pytest.raises(loop.DivergedError):
+        run_train(curated, tmp_path / "d", "tiny-stage1", "run.max_steps=5", "run.nan_abort_after=2")
+    assert not (tmp_path / "d" / "export").exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lipsyncctl", *args]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_at_twice_the_batch(curated: Curated, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    one = subprocess.run(_cli("--json", "train", "--preset", "tiny-stage1", "--data", str(curated.data), "-o",
+                              str(tmp_path / "one"), "--max-steps", "2", "--batch-size", "2"),
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(_cli("train", "--preset", "tiny-stage1", "--data", str(curated.data), "-o",
+                              str(tmp_path / "two"), "--max-steps", "2", "--batch-size", "1", "--nproc", "2"),
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
+
+
+def test_cli_kill_9_then_resume_equals_uninterrupted(curated: Curated, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = ["train", "--preset", "tiny-stage1", "--data", str(curated.data), "--save-every", "1", "--max-steps", "4"]
+    done = subprocess.run(_cli("--json", *base, "-o", str(tmp_path / "a")), env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["steps"] == 4 and report["export"]["official"].endswith("latentsync_unet.pt")
+    proc = subprocess.Popen(_cli(*base, "-o", str(tmp_path / "b")), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "b" / "checkpoints" / "step-000002").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run(_cli(*base, "-o", str(tmp_path / "b"), "--resume", "latest"), env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert losses(tmp_path / "b")[-2:] == losses(tmp_path / "a")[-2:]
+    occupied = subprocess.run(_cli(*base, "-o", str(tmp_path / "b")), env=env, capture_output=True, text=True)
+    assert occupied.returncode == 2 and "--resume latest" in occupied.stderr
