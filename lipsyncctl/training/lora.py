@@ -53,7 +53,6 @@ def add_lora(model: nn.Module, rank: int, rule: Sequence[str], alpha: float | No
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The official state dict of a LoRA-injected model with every adapter merged into its base weight."""
-    import torch
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     out: dict[str, torch.Tensor] = {}

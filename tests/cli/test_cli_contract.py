@@ -127,7 +127,7 @@ def test_doctor_ok_follows_its_exit_code(monkeypatch: pytest.MonkeyPatch, capsys
     from lipsyncctl import api
     from lipsyncctl.checks import doctor as checks
 
-    def fake(config, outputs_dir):  # type: ignore[no-untyped-def]
+    def fake(config, outputs_dir, **kwargs):  # type: ignore[no-untyped-def]
         return checks.DoctorResult(checks=[checks.Check("python", "fail", "too old", hint="upgrade")], preset=None)
 
     monkeypatch.setattr(api, "doctor", fake)  # the CLI's one door into the library
