@@ -30,8 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,20 +316,7 @@ def ensure_tiny_aux(models_dir: Path | None = None, seed: int = TINY_AUX_SEED) -
             return files
     except (OSError, json.JSONDecodeError):
         pass
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-aux-", dir=root.parent))
-    try:
-        write_tiny_aux(tmp, seed)
-        (tmp / "tiny.json").write_text(json.dumps(_marker(seed), indent=1) + "\n")
-        if root.exists():
-            old = root.with_name(f".tiny-aux-old-{os.getpid()}")
-            os.replace(root, old)
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not marker.is_file():  # not a concurrent writer that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    from lipsyncctl.checkpoints.tiny import write_folder
+
+    write_folder(root, _marker(seed), lambda tmp: write_tiny_aux(tmp, seed))
     return files

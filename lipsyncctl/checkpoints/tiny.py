@@ -112,13 +112,21 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
                 return out
         except (OSError, json.JSONDecodeError):
             pass
+    write_folder(root, _manifest(seed), lambda tmp: write_tiny_models(tmp, seed))
+    return out
+
+
+def write_folder(root: Path, marker: dict[str, Any], write: Any) -> None:
+    """(Re)generate the folder ``root`` of seeded files: ``write(tmp)`` fills a temporary folder beside it,
+    which gets ``tiny.json`` = ``marker`` and is renamed into place, so concurrent runs and crashes never leave
+    a half-written set (a concurrent writer that won the race is accepted)."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        write_tiny_models(tmp, seed)
-        (tmp / "tiny.json").write_text(json.dumps(_manifest(seed), indent=1) + "\n")
+        write(tmp)
+        (tmp / "tiny.json").write_text(json.dumps(marker, indent=1) + "\n")
         if root.exists():
-            old = root.with_name(f".tiny-old-{os.getpid()}")
+            old = root.with_name(f".{root.name}-old-{os.getpid()}")
             os.replace(root, old)
             shutil.rmtree(old, ignore_errors=True)
         try:
@@ -128,7 +136,6 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def write_tiny_models(root: Path, seed: int = TINY_SEED) -> TinyModelPaths:
