@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,9 @@ def sync_bce(vision: Tensor, audio: Tensor, labels: Tensor) -> tuple[Tensor, Ten
     if vision.dtype in (torch.float16, torch.bfloat16):
         vision, audio = vision.float(), audio.float()
     # CUDA autocast refuses binary_cross_entropy even on float32 inputs: run it outside autocast
-    with torch.autocast(device_type=vision.device.type, enabled=False):
+    # (the meta device of the memory estimate has no autocast)
+    off = nullcontext() if vision.device.type == "meta" else torch.autocast(vision.device.type, enabled=False)
+    with off:
         cos = sync_cosine(vision, audio)
         per_sample = F.binary_cross_entropy(cos, labels.reshape(-1).to(cos.dtype), reduction="none")
     return per_sample.mean(), per_sample
