@@ -104,6 +104,7 @@ def test_rerun_after_kill_9_removes_the_dead_runs_temporaries(clip_media, models
     assert sorted(p.name for p in out.parent.iterdir()) == ["o.mp4", "o.run.yaml"]
 
 
+@pytest.mark.slow  # opt-in (-m slow): keeps the default suite under 10 min
 def test_timeline_rerun_removes_temporaries_in_shots_and_beside(models_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """``sync --timeline`` killed while rendering a shot: the rerun removes the dead run's hidden folder in

@@ -32,6 +32,7 @@ def tiny_config() -> cfg.Config:
     return cfg.resolve("tiny", ["inference.steps=1", "timeline.handles=1", "faces.detect_every=3"])
 
 
+@pytest.mark.slow  # opt-in (-m slow): keeps the default suite under 10 min
 def test_ray_backend_on_a_local_cpu_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
     monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))

@@ -134,6 +134,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     env["report_html"] = res["languages"]["de"]["report_html"]
 
 
+@pytest.mark.slow  # opt-in (-m slow): keeps the default suite under 10 min
 def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     args = ["--timeline", str(env["edit"]), "--audio", f"de={env['de']}", "-o", str(out), *BASE]

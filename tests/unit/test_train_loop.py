@@ -138,6 +138,7 @@ def test_two_gloo_processes_match_one_at_twice_the_batch(curated: Curated, tmp_p
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # opt-in (-m slow): keeps the default suite under 10 min
 def test_cli_kill_9_then_resume_equals_uninterrupted(curated: Curated, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     base = ["train", "--preset", "tiny-stage1", "--data", str(curated.data), "--save-every", "1", "--max-steps", "4"]

@@ -64,6 +64,7 @@ def train_and_score(*, shuffle_labels: bool) -> float:
     return float(((cos > 0.5).float() == test["label"]).float().mean())
 
 
+@pytest.mark.slow  # opt-in (-m slow): keeps the default suite under 10 min
 def test_tiny_syncnet_learns_correlation_and_shuffled_control_stays_at_chance() -> None:
     learned = train_and_score(shuffle_labels=False)
     control = train_and_score(shuffle_labels=True)
