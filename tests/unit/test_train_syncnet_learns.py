@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from lipsyncctl.nets.syncnet import StableSyncNet
