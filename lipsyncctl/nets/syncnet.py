@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lipsyncctl.nets.unet_config import AT_LEAST_1, Bounds, normalize_fields
 
@@ -230,7 +231,13 @@ class AttentionBlock2D(nn.Module):
 
 class DownEncoder2D(nn.Module):
     """``conv_in`` -> per level a ResnetBlock2D (optionally followed by an AttentionBlock2D, which takes
-    its own index in ``down_blocks``) -> GN -> ReLU. Output ``(B, C_last, h, w)``."""
+    its own index in ``down_blocks``) -> GN -> ReLU. Output ``(B, C_last, h, w)``.
+
+    ``gradient_checkpointing``: recompute each block of ``down_blocks`` in the backward pass (whenever
+    gradients are recorded, also in eval mode: the frozen sync-loss SyncNet of UNet training passes
+    gradients to the decoded frames; dropout draws are replayed, so the gradients are unchanged)."""
+
+    gradient_checkpointing: bool = False
 
     def __init__(self, config: DownEncoderConfig) -> None:
         super().__init__()
@@ -250,7 +257,10 @@ class DownEncoder2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
         for block in self.down_blocks:
-            x = block(x)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.act_fn_out(self.norm_out(x))
 
 
@@ -268,6 +278,12 @@ class StableSyncNet(nn.Module):
         self.config = config
         self.audio_encoder = DownEncoder2D(config.audio_encoder)
         self.visual_encoder = DownEncoder2D(config.visual_encoder)
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block of both towers in the backward pass (activation memory of one block per
+        tower instead of all; about one more forward of compute)."""
+        self.audio_encoder.gradient_checkpointing = enabled
+        self.visual_encoder.gradient_checkpointing = enabled
 
     def embed_vision(self, image_sequences: torch.Tensor) -> torch.Tensor:
         """``(B, 3F, H, W)`` -> ``(B, C)`` unit vectors."""

@@ -112,7 +112,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
     from lipsyncctl.training import noise, sampling, state, trainable
-    from lipsyncctl.training.networks import load_train_networks
+    from lipsyncctl.training.networks import enable_gradient_checkpointing, load_train_networks
 
     t_start = time.monotonic()
     # 1. processes, device, precision ------------------------------------------------------------------
@@ -145,12 +145,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
 
         params = add_lora(nets.model, cfg.run.lora_rank, rule)
         counts = trainable.count(nets.model.named_parameters(), ("lora_",))
-    if cfg.run.grad_checkpointing and cfg.kind == "unet":
-        nets.model.enable_gradient_checkpointing()
-        if nets.vae is not None and cfg.pixel_supervision:
-            nets.vae.enable_gradient_checkpointing()
-        if "videomae" in nets.aux:  # official: TREPA's VideoMAE is grad-checkpointed too
-            nets.aux["videomae"].gradient_checkpointing = True
+    enable_gradient_checkpointing(nets, cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
     ema = [p.detach().clone() for p in params] if cfg.run.ema_decay else None

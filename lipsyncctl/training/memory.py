@@ -374,7 +374,8 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
                       optimizer=(ADAM_BYTES + 4 * bool(cfg.run.ema_decay)) * trained, vae=0.0, losses=0.0,
                       recompute=0.0, overhead=CUDA_CONTEXT_GB * GiB + batch_bytes)
         parts = _parts(activations=act, **common)
-        notes.append("the StableSyncNet has no gradient checkpointing: the same figure either way")
+        notes.append("StableSyncNet activations counted without gradient checkpointing (calibrated on "
+                     "syncnet_16_pixel_attn): an upper bound when run.grad_checkpointing is on")
         return TrainMemory(cfg.name, cfg.kind, f"{bits}-bit" if bits == 16 else "fp32", False, b, res, trained,
                            trained, networks, parts, parts, parts, free_gb, tuple(notes))
 
@@ -526,7 +527,7 @@ def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_d
     from lipsyncctl.checkpoints.loaders import SD_VAE_FT_MSE_CONFIG
     from lipsyncctl.checkpoints.tiny import TINY_VAE_CONFIG
     from lipsyncctl.nets.unet import UNet3DConditionModel
-    from lipsyncctl.training.networks import TrainNetworks
+    from lipsyncctl.training.networks import TrainNetworks, enable_gradient_checkpointing
 
     def frozen(m: nn.Module) -> nn.Module:
         m = m.to(dtype=weight_dtype).eval()
@@ -558,13 +559,9 @@ def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_d
     select_trainable(unet, tuple(cfg.model.trainable))
     vae = frozen(vae)
     aux = {k: frozen(v) for k, v in aux.items()}
-    if cfg.run.grad_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if cfg.pixel_supervision:
-            vae.enable_gradient_checkpointing()
-        if "videomae" in aux:
-            aux["videomae"].gradient_checkpointing = True  # type: ignore[assignment]
-    return TrainNetworks(unet, vae=vae, aux=aux, arch=unet.config, arch_name=cfg.model.unet_config)
+    nets = TrainNetworks(unet, vae=vae, aux=aux, arch=unet.config, arch_name=cfg.model.unet_config)
+    enable_gradient_checkpointing(nets, cfg)
+    return nets
 
 
 def synthetic_unet_batch(cfg: TrainConfig, device: torch.device | str, generator: torch.Generator | None = None,

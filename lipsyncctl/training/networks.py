@@ -134,6 +134,23 @@ def build_syncnet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str
     return model, arch, [f"init: {path}"], str(path)
 
 
+def enable_gradient_checkpointing(nets: TrainNetworks, cfg: TrainConfig) -> None:
+    """``run.grad_checkpointing``: recompute activations in the backward pass of the trained network (UNet
+    blocks, or both StableSyncNet towers) and of the frozen networks gradients flow through (the VAE decoder
+    of the one-step x0, the sync-loss StableSyncNet, TREPA's VideoMAE: official ``with_cp``)."""
+    if not cfg.run.grad_checkpointing:
+        return
+    nets.model.enable_gradient_checkpointing()
+    if cfg.kind != "unet":
+        return
+    if nets.vae is not None and cfg.pixel_supervision:
+        nets.vae.enable_gradient_checkpointing()
+    if "syncnet" in nets.aux:
+        nets.aux["syncnet"].enable_gradient_checkpointing()
+    if "videomae" in nets.aux:
+        nets.aux["videomae"].gradient_checkpointing = True
+
+
 def _frozen(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     module = module.to(device=device, dtype=dtype).eval()
     module.requires_grad_(False)
