@@ -60,6 +60,10 @@ class TrainData(_Strict):
     batch_size: int = Field(1, ge=1, le=4096, description="samples per GPU per micro-step")
     workers: int = Field(2, ge=0, le=64, description="data-loader worker processes (0 = in the main process)")
     lower_half: bool = Field(True, description="SyncNet sees the lower half of the face (official pixel configs)")
+    latent_space: bool = Field(
+        False, description="SyncNet runs: the network sees VAE latents (model.vae, posterior sample x 0.18215) of "
+        "the frames, 4 channels per frame, instead of pixels (official syncnet_16_latent); kind syncnet only"
+    )
     val_samples: int = Field(2048, ge=0, le=1_000_000, description="SyncNet validation samples (official: 2048)")
 
 

@@ -26,9 +26,11 @@ are the official ones, drawn directly from the allowed sets (no redraw loops):
   ``masked`` is 0, mid-grey), ``ref`` = frames ``[q, q + F)`` unmasked, ``whisper`` the chunks of frames
   ``[s, s + F)`` (:func:`~lipsyncctl.audio.features.feature_chunks`, the inference slicing), ``mel`` at ``s``.
 - **SyncNet** (``syncnet_dataset.py``, rule in golden ``train/syncnet_train.json``): clips of at least
-  ``2 F`` frames (32); ``s`` uniform over the audio-valid starts, a negative start ``w`` uniform over
-  ``[0, frames - F]`` minus ``{s}`` (overlap allowed), ``y ~ Bernoulli(0.5)``; the mel window is always at
-  ``s``, the frames at ``s`` (``y = 1``) or ``w`` (``y = 0``).
+  ``2 F`` frames (32; 50 for ``syncnet_25_pixel``); ``s`` uniform over the audio-valid starts, a negative start
+  ``w`` uniform over ``[0, frames - F]`` minus ``{s}`` (overlap allowed), ``y ~ Bernoulli(0.5)``; the mel
+  window is always at ``s``, the frames at ``s`` (``y = 1``) or ``w`` (``y = 0``). Latent-space runs
+  (``syncnet_16_latent``) get the whole pixel frames here; the step VAE-encodes them
+  (:func:`lipsyncctl.training.step.syncnet_visual_input`).
 
 Pixels: frames decoded by index (only the ``2 F`` / ``F`` frames needed), resized to the training
 resolution when the clip has another size (bicubic with antialias on uint8, as torchvision's ``Resize``
@@ -296,8 +298,9 @@ def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSampl
     if cfg.kind == "unet":
         return UNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
                            resolution=cfg.model.resolution)
+    # latent-space runs crop the latents, not the pixels (official: the lower half after the VAE encode)
     return SyncNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
-                          resolution=cfg.model.resolution, lower_half=cfg.data.lower_half)
+                          resolution=cfg.model.resolution, lower_half=cfg.data.lower_half and not cfg.data.latent_space)
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

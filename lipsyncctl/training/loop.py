@@ -283,7 +283,7 @@ def _micro_step(cfg: TrainConfig, nets: Any, model: Any, batch: dict[str, Any], 
         if cfg.kind == "unet":
             losses = unet_micro_step(nets, batch, cfg, alphas=alphas, device=device, autocast=acc.autocast)
             return losses.total, losses.values()
-        loss, _ = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast)
+        loss, _ = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast, cfg=cfg)
         return loss, {"loss": float(loss.detach())}
     finally:
         nets.model = trained
@@ -314,7 +314,7 @@ def _validate(cfg: TrainConfig, nets: Any, model: Any, data: Path, alphas: Any, 
                 if cfg.kind == "unet":
                     loss = unet_micro_step(nets, batch, cfg, alphas=alphas, device=device, autocast=acc.autocast).recon
                 else:
-                    loss, cos = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast)
+                    loss, cos = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast, cfg=cfg)
                     correct += float(((cos > 0.5).float() == batch["label"].to(device)).float().sum())
                 b = len(batch["index"])
                 total, count = total + float(loss) * b, count + b

@@ -370,7 +370,12 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
         per_sample = SYNCNET_TRAINED_BYTES[bits] * _tiny(cfg.model.syncnet_config, "syncnet")
         act = b * per_sample + (2 * trained if bits == 16 else 0)
         batch_bytes = b * (3 * f * res * res // 2 + 80 * 52) * 4
-        common = dict(weights=MASTER_BYTES * trained, gradients=GRAD_BYTES * trained,
+        vae_weights = 0.0
+        if cfg.data.latent_space:  # the frozen VAE that encodes the frames (its encode activations: no grad)
+            networks["vae"] = TINY_VAE_PARAMS if cfg.model.vae == "tiny" else VAE_PARAMS
+            vae_weights = half * networks["vae"]
+            notes.append("latent space: the VAE's weights counted; its no-grad encode (640 frames per call) not")
+        common = dict(weights=MASTER_BYTES * trained + vae_weights, gradients=GRAD_BYTES * trained,
                       optimizer=(ADAM_BYTES + 4 * bool(cfg.run.ema_decay)) * trained, vae=0.0, losses=0.0,
                       recompute=0.0, overhead=CUDA_CONTEXT_GB * GiB + batch_bytes)
         parts = _parts(activations=act, **common)

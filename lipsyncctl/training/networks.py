@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import CheckpointError, MissingModelError
+from lipsyncctl.errors import CheckpointError, ConfigError, MissingModelError
 
 if TYPE_CHECKING:
     import torch
@@ -114,6 +114,31 @@ def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], 
     return model, arch, lines, str(path)
 
 
+def check_input_channels(cfg: TrainConfig) -> None:
+    """The run's frames fit the StableSyncNet it trains (kind syncnet) or scores with (the sync loss).
+
+    Raises:
+        ConfigError: ``data.latent_space`` on a UNet run, or the architecture's visual ``in_channels`` differ
+            from what the run feeds (e.g. ``syncnet_25_pixel`` with 16 frames), naming the keys to change."""
+    from lipsyncctl.checkpoints import archs
+
+    if cfg.data.latent_space and cfg.kind != "syncnet":
+        raise ConfigError("data.latent_space is for SyncNet runs (kind syncnet) only",
+                          hint="drop --set data.latent_space=true, or train a SyncNet preset such as "
+                          "syncnet_16_latent")
+    if cfg.kind == "unet" and not (cfg.pixel_supervision and cfg.loss.sync):
+        return
+    frames = cfg.data.num_frames
+    want = (4 if cfg.data.latent_space else 3) * frames
+    have = archs.load_syncnet_config(cfg.model.syncnet_config).visual_encoder.in_channels
+    if have != want:
+        what = "latent" if cfg.data.latent_space else "pixel"
+        raise ConfigError(f"StableSyncNet {cfg.model.syncnet_config} takes {have} visual channels, the run feeds "
+                          f"{want} ({frames} {what} frames x {want // frames})",
+                          hint="match data.num_frames and data.latent_space to model.syncnet_config (presets "
+                          "syncnet_16_pixel_attn, syncnet_16_pixel, syncnet_16_latent, syncnet_25_pixel)")
+
+
 def build_syncnet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], str]:
     import torch
 
@@ -172,14 +197,20 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
     """Build the trained network (fp32, on ``device``) and load the frozen ones the loss terms need
     (in ``weight_dtype``, official: fp16 on the GPU)."""
     from lipsyncctl.checkpoints import archs
+    from lipsyncctl.checkpoints.loaders import load_stable_syncnet, load_vae
 
     seed = cfg.run.seed
+    check_input_channels(cfg)
     if cfg.kind == "syncnet":
         model, arch, report, source = build_syncnet(cfg, seed)
-        return TrainNetworks(model.to(device).train(), init_report=report, files={"init": source}, arch=arch,
+        files, vae = {"init": source}, None
+        if cfg.data.latent_space:  # official: the frozen sd-vae-ft-mse in fp16 encodes the frames
+            vae_path = resolve_file(cfg.model.vae, "vae")
+            files["vae"] = str(vae_path)
+            vae = _frozen(load_vae(vae_path), device, weight_dtype)
+        return TrainNetworks(model.to(device).train(), vae=vae, init_report=report, files=files, arch=arch,
                              arch_name=cfg.model.syncnet_config)
     model, arch, report, source = build_unet(cfg, seed)
-    from lipsyncctl.checkpoints.loaders import load_stable_syncnet, load_vae
 
     files = {"init": source}
     vae_path = resolve_file(cfg.model.vae, "vae")

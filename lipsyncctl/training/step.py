@@ -120,14 +120,51 @@ def unet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainCon
     return losses
 
 
+#: frames per VAE encode call of a latent-space SyncNet batch (official ``num_samples_limit``: memory bound)
+ENCODE_FRAMES = 640
+
+
+def syncnet_latent_draws(indices: list[int], *, seed: int, frames: int, latent_hw: tuple[int, int]) -> Tensor:
+    """The VAE posterior noise ``(B, F, 4, h, w)`` of latent-space SyncNet samples, each from its own
+    generator (the draws stream of :func:`sample_draws`): independent of batch size, ranks and workers."""
+    from lipsyncctl.training.sampling import sample_generator
+
+    return torch.stack([torch.randn((frames, 4, *latent_hw), generator=sample_generator(seed, k, stream=DRAWS_STREAM))
+                        for k in indices])
+
+
+def syncnet_visual_input(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainConfig | None,
+                         device: torch.device) -> Tensor:
+    """The StableSyncNet's visual input of a batch. Pixel runs: ``frames`` ``(B, 3F, H, W)`` as the dataset
+    stacked them. Latent-space runs (``cfg.data.latent_space``, official ``syncnet_16_latent``): the frames
+    VAE-encoded (posterior mean + std·ε, × 0.18215, at most :data:`ENCODE_FRAMES` frames per call, no
+    gradient), stacked ``b (f c) h w`` with 4 channels per frame, and the lower half of the latents taken
+    when ``data.lower_half`` (official order: encode, then crop)."""
+    frames = batch["frames"]
+    if cfg is None or not cfg.data.latent_space:
+        return frames.to(device)
+    b, fc, height, width = frames.shape
+    f = fc // 3
+    pixels = frames.reshape(b, f, 3, height, width)
+    eps = syncnet_latent_draws([int(k) for k in batch["index"]], seed=cfg.run.seed, frames=f,
+                               latent_hw=(height // 8, width // 8))
+    per_call = max(1, ENCODE_FRAMES // f)
+    latents = torch.cat([encode_latents(nets.vae, pixels[i:i + per_call], eps[i:i + per_call])
+                         for i in range(0, b, per_call)])              # (B, 4, F, h, w)
+    x = latents.permute(0, 2, 1, 3, 4).flatten(1, 2)                   # (B, F * 4, h, w): channel 4·frame + c
+    return x[:, :, x.shape[2] // 2:] if cfg.data.lower_half else x
+
+
 def syncnet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], *, device: torch.device,
-                       autocast: Any) -> tuple[Tensor, Tensor]:
+                       autocast: Any, cfg: TrainConfig | None = None) -> tuple[Tensor, Tensor]:
     """``(mean loss, per-sample cosine)`` of a SyncNet micro-batch: ``frames`` ``(B, 3F, H, W)``, ``mel``
-    ``(B, 1, 80, 52)``, ``label`` ``(B,)`` (official: BCE on the cosine of the two embeddings)."""
+    ``(B, 1, 80, C)``, ``label`` ``(B,)`` (official: BCE on the cosine of the two embeddings). ``cfg``: the
+    run's config (latent-space runs encode the frames first, :func:`syncnet_visual_input`)."""
     from lipsyncctl.nets.syncnet import sync_cosine
 
+    visual = syncnet_visual_input(nets, batch, cfg, device)
     with autocast():
-        vision, audio = nets.model(batch["frames"].to(device), batch["mel"].to(device))
+        vision, audio = nets.model(visual, batch["mel"].to(device))
     loss, _ = sync_bce(vision, audio, batch["label"].to(device))
     return loss, sync_cosine(vision.float(), audio.float()).detach()
 
