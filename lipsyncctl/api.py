@@ -226,12 +226,15 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
 
 
-def launch_train(argv: Sequence[str], processes: int, *, cpu: bool = False) -> int:
+def launch_train(argv: Sequence[str], processes: int | None, *, cpu: bool = False,
+                 accelerate_config: str | Path | None = None) -> int:
     """Run ``lipsyncctl train ARGV`` in ``processes`` processes on this machine (one per GPU, or gloo on the
-    CPU) through torch's elastic launcher; returns the exit status of the group."""
+    CPU) through torch's elastic launcher, or through ``accelerate launch`` with ``accelerate_config`` (an
+    accelerate config file or a shipped name: ``fsdp``; ``processes`` None keeps the file's count); returns
+    the exit status of the group. Raises ConfigError for an unreadable or unsupported config file."""
     from lipsyncctl.training.launch import launch
 
-    return launch(list(argv), processes, cpu=cpu)
+    return launch(list(argv), processes, cpu=cpu, accelerate_config=accelerate_config)
 
 
 # ---- prep, doctor ------------------------------------------------------------------------------
