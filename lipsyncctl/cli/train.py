@@ -24,7 +24,8 @@ Examples:
   lipsyncctl train --preset stage2 --data data/ -o runs/s2            # official stage 2 (needs its models)
   lipsyncctl train --preset stage2 --data data/ -o runs/s2 --resume latest
   lipsyncctl train --preset stage2 --data data/ -o runs/s2 --gpus 4   # DDP on 4 GPUs of this machine
-  accelerate launch -m lipsyncctl train --preset stage2 --data data/ -o runs/s2   # multi-node, DeepSpeed, FSDP
+  lipsyncctl train --preset stage2 --data data/ -o runs/s2 --gpus 4 --accelerate-config fsdp   # FSDP
+  accelerate launch -m lipsyncctl train --preset stage2 --data data/ -o runs/s2   # multi-node
   lipsyncctl train --preset stage2 --init stage1:runs/s1/export/unet.safetensors --data data/ -o runs/s2
   lipsyncctl train --preset syncnet_16_pixel_attn --data data/ -o runs/syncnet
   lipsyncctl train --preset tiny --data data/ -o runs/tiny --max-steps 20     # tiny random nets on the CPU
@@ -63,6 +64,9 @@ def train_cmd(
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (one process)."),
     gpus: int | None = typer.Option(None, "--gpus", min=1, max=64, help="Launch N processes, one per GPU (DDP)."),
     nproc: int | None = typer.Option(None, "--nproc", min=1, max=64, help="Launch N processes on the CPU (gloo)."),
+    accelerate_config: str | None = typer.Option(
+        None, "--accelerate-config", help="Launch through `accelerate launch` with this accelerate config file "
+        "(FSDP...; shipped: fsdp, deepspeed_zero2 [not supported yet]); --gpus/--nproc N set its process count."),
 ) -> None:
     from lipsyncctl import api
 
@@ -88,11 +92,11 @@ def train_cmd(
     if data is None or out is None:
         raise UsageError("give the dataset and the run folder: --data DATA -o RUN",
                          hint="lipsyncctl train --preset stage2 --data DATA -o RUN")
-    if gpus or nproc:
+    if gpus or nproc or accelerate_config:
         if gpus and nproc:
             raise UsageError("--gpus and --nproc are exclusive", hint="--gpus N on GPUs, --nproc N on the CPU")
         argv = _without_launch_options(sys.argv)
-        code = api.launch_train(argv, gpus or nproc or 1, cpu=bool(nproc))
+        code = api.launch_train(argv, gpus or nproc, cpu=bool(nproc), accelerate_config=accelerate_config)
         if code:
             raise JobFailedError(f"a training process failed (exit {code})", hint="its error is printed above")
         return
@@ -101,8 +105,12 @@ def train_cmd(
         st.result(result.to_dict(), lambda console: _render(console, result))
 
 
+_LAUNCH_OPTIONS = ("--gpus", "--nproc", "--accelerate-config")
+
+
 def _without_launch_options(argv: list[str]) -> list[str]:
-    """The arguments after ``train``, without ``--gpus/--nproc N`` (each process runs one rank)."""
+    """The arguments after ``train``, without ``--gpus/--nproc N`` and ``--accelerate-config FILE`` (each
+    process runs one rank)."""
     args = argv[argv.index("train") + 1:] if "train" in argv else argv[1:]
     head = argv[1:argv.index("train")] if "train" in argv else []
     out, skip = [], False
@@ -110,10 +118,10 @@ def _without_launch_options(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if a in ("--gpus", "--nproc"):
+        if a in _LAUNCH_OPTIONS:
             skip = True
             continue
-        if a.startswith(("--gpus=", "--nproc=")):
+        if a.startswith(tuple(f"{o}=" for o in _LAUNCH_OPTIONS)):
             continue
         out.append(a)
     return out + head

@@ -1,9 +1,17 @@
-"""``lipsyncctl train --gpus N``: start N training processes on this machine through torch's elastic
-launcher (``torch.distributed.run``, what ``torchrun`` and ``accelerate launch`` use), one per GPU, or N
-gloo processes on the CPU (``--nproc N --device cpu``: tests and laptops). Each process runs
-``lipsyncctl train`` with the same arguments; accelerate reads the launcher's environment (RANK,
-WORLD_SIZE, MASTER_ADDR...) and wraps the model in DDP. Several machines: use ``accelerate launch`` or
-``torchrun`` with their multi-node options and ``-m lipsyncctl train ...`` directly.
+"""``lipsyncctl train --gpus N``: start N training processes on this machine, one per GPU, or N gloo processes
+on the CPU (``--nproc N``: tests and laptops). Each process runs ``lipsyncctl train`` with the same arguments;
+accelerate reads the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR...) and wraps the model.
+
+Two launchers:
+
+- plain DDP: torch's elastic launcher (``torch.distributed.run``, what ``torchrun`` and ``accelerate launch``
+  use underneath);
+- ``--accelerate-config FILE``: ``accelerate launch --config_file FILE`` (FSDP or another engine the file
+  names; ``presets/accelerate/`` ships examples). The file is read with accelerate's own loader first; N,
+  when given, overrides its ``num_processes``.
+
+Several machines: use ``accelerate launch`` or ``torchrun`` with their multi-node options and
+``-m lipsyncctl train ...`` directly.
 """
 
 from __future__ import annotations
@@ -12,6 +20,16 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl import paths
+from lipsyncctl.errors import ConfigError
+
+#: the example accelerate config files shipped with the package (``--accelerate-config NAME`` finds them)
+ACCELERATE_DIR = "accelerate"
+#: accelerate engines the training loop runs (``distributed_type`` of a config file)
+SUPPORTED_ENGINES = ("NO", "MULTI_GPU", "MULTI_CPU", "FSDP")
 
 
 def free_port() -> int:
@@ -20,16 +38,80 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch_command(argv: list[str], processes: int, *, port: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
-            "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "lipsyncctl", "train", *argv]
+def accelerate_configs() -> dict[str, Path]:
+    """The shipped example accelerate config files by name (``fsdp``, ``deepspeed_zero2``)."""
+    folder = paths.PRESETS_DIR / ACCELERATE_DIR
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
-def launch(argv: list[str], processes: int, *, cpu: bool = False) -> int:
-    """Run the group and return its exit status (the first failing rank's, as torch's launcher reports)."""
+def check_engine(distributed_type: str, where: str) -> None:
+    """Refuse an engine the loop does not run (``where`` names the file or the environment it came from).
+
+    Raises:
+        ConfigError: DeepSpeed (see ``presets/accelerate/deepspeed_zero2.yaml``) or another unknown engine."""
+    name = str(distributed_type).rsplit(".", 1)[-1].upper()
+    if name == "DEEPSPEED":
+        raise ConfigError(f"{where}: DeepSpeed is not supported by the training loop yet (its engine steps the "
+                          "optimizer inside backward, where the NaN guard and the loop's gradient accumulation "
+                          "cannot run; deepspeed was never installable where the loop is tested)",
+                          hint=f"shard with {accelerate_configs().get('fsdp', 'presets/accelerate/fsdp.yaml')} "
+                          "(FSDP) or train with plain DDP (--gpus N without --accelerate-config)")
+    if name not in SUPPORTED_ENGINES:
+        raise ConfigError(f"{where}: accelerate engine {name} is not supported by the training loop",
+                          hint="use distributed_type MULTI_GPU (DDP) or FSDP")
+
+
+def read_accelerate_config(path: str | Path) -> tuple[Path, Any]:
+    """``(file, accelerate's config object)`` of ``--accelerate-config`` (a path or a shipped name), read by
+    accelerate's own loader and checked with :func:`check_engine`.
+
+    Raises:
+        ConfigError: no such file, or accelerate cannot read it (its message), or an unsupported engine."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    shipped = accelerate_configs()
+    file = shipped[str(path)] if str(path) in shipped else Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"--accelerate-config {path}: no such file",
+                          hint=f"give a file written by `accelerate config`, or one of {sorted(shipped)}")
+    try:
+        config = load_config_from_file(str(file))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"--accelerate-config {file}: accelerate cannot read it ({exc})",
+                          hint="write it with `accelerate config --config_file FILE`, or start from "
+                               f"{shipped.get('fsdp', 'presets/accelerate/fsdp.yaml')}") from exc
+    check_engine(config.distributed_type, str(file))
+    return file, config
+
+
+def launch_command(argv: list[str], processes: int | None, *, port: int, accelerate_config: Path | None = None,
+                   cpu: bool = False) -> list[str]:
+    """The launcher's command line: torch's elastic launcher, or ``accelerate launch --config_file`` when
+    ``accelerate_config`` is given (``processes`` None keeps the file's ``num_processes``)."""
+    if accelerate_config is None:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+                str(processes or 1), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                "-m", "lipsyncctl", "train", *argv]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+           "--main_process_port", str(port)]
+    if processes:
+        cmd += ["--num_processes", str(processes)]
+    if cpu:
+        cmd += ["--cpu"]
+    return [*cmd, "-m", "lipsyncctl", "train", *argv]
+
+
+def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
+           accelerate_config: str | Path | None = None) -> int:
+    """Run the group and return its exit status (the first failing rank's, as the launcher reports).
+
+    Raises:
+        ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts)."""
+    file = read_accelerate_config(accelerate_config)[0] if accelerate_config is not None else None
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env["LIPSYNCCTL_LAUNCHED"] = "1"
-    return subprocess.call(launch_command(argv, processes, port=free_port()), env=env)
+    return subprocess.call(launch_command(argv, processes, port=free_port(), accelerate_config=file, cpu=cpu),
+                           env=env)

@@ -123,6 +123,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=30))])
     device, rank, world, is_main = acc.device, acc.process_index, acc.num_processes, acc.is_main_process
+    sharded = _sharded(acc, cfg)
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
@@ -155,13 +156,20 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     if resume_from is not None:
         weights, saved, rng = state.load_checkpoint(resume_from, rank)
         nets.model.load_state_dict(weights, strict=True)
-        optimizer.load_state_dict(saved["optimizer"])
+        if sharded:  # each rank's own shard of the AdamW moments, after FSDP wrapped the model (below)
+            if saved.get("world_size") != world:
+                raise UsageError(f"--resume: {resume_from} was written by {saved.get('world_size')} FSDP "
+                                 f"processes, this run has {world}", hint="resume with the same process count")
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         start_step, skipped, nan_streak = saved["step"], saved["skipped"], saved["nan_streak"]
         if ema is not None and saved.get("ema") is not None:
             for e, v in zip(ema, saved["ema"], strict=True):
                 e.copy_(v)
         state.set_rng_state(rng)
     model, optimizer = acc.prepare(nets.model, optimizer)
+    if resume_from is not None and sharded:
+        optimizer.load_state_dict(saved["optimizer_shards"])
     if resume_from is not None and acc.scaler is not None and saved.get("scaler"):
         acc.scaler.load_state_dict(saved["scaler"])
     if is_main:
@@ -205,7 +213,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                     terms[k] = terms.get(k, 0.0) + v / accum
             # every rank takes the same decision: a non-finite loss anywhere skips the step everywhere
             finite = bool(acc.reduce(torch.tensor([0.0 if finite else 1.0], device=device), "sum").item() == 0)
-            grad_norm = acc.clip_grad_norm_(params, cfg.optim.max_grad_norm) if finite else torch.tensor(math.nan)
+            clipped = model.parameters() if sharded else params  # FSDP clips its own (sharded) parameters
+            grad_norm = acc.clip_grad_norm_(clipped, cfg.optim.max_grad_norm) if finite else torch.tensor(math.nan)
             grad_norm = float(grad_norm)
             if not finite or (not math.isfinite(grad_norm) and acc.scaler is None):
                 optimizer.zero_grad(set_to_none=True)
@@ -233,14 +242,17 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                                      "samples_per_s": samples_done / max(1e-9, time.monotonic() - t_loop),
                                      "peak_vram_gb": _peak_vram(device), "skipped": skipped})
             if cfg.run.validate_every and done % cfg.run.validate_every == 0:
-                result.validation = _validate(cfg, nets, model, data, alphas, device, acc)
+                result.validation = _validate(cfg, nets, model, data, alphas, device, acc, sharded=sharded)
                 metrics.write(done, {f"val_{k}": v for k, v in result.validation.items()})
             if done % cfg.run.save_every == 0 or done == cfg.run.max_steps:
+                _check_finite_everywhere(acc, model, device)
                 saved_to = state.save_checkpoint(
                     out, done, model=acc.unwrap_model(model), kind=cfg.kind, arch=nets.arch,
+                    weights=acc.get_state_dict(model) if sharded else None,
+                    rank_state={"optimizer_shards": optimizer.state_dict()} if sharded else None,
                     arch_name=nets.arch_name, rank=rank, is_main=is_main, barrier=acc.wait_for_everyone,
                     keep=cfg.run.keep, rng=state.rng_state(),
-                    state={"optimizer": optimizer.state_dict(), "step": done, "skipped": skipped,
+                    state={"optimizer": None if sharded else optimizer.state_dict(), "step": done, "skipped": skipped,
                            "nan_streak": nan_streak, "scaler": acc.scaler.state_dict() if acc.scaler else None,
                            "ema": ema, "config": cfg.to_dict(), "stream_hash": cfg.stream_hash(),
                            "world_size": world})
@@ -250,10 +262,12 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     metrics.close()
 
     # 6. export the weights sync loads (and the EMA weights beside them) ---------------------------------
+    _check_finite_everywhere(acc, model, device)
+    full = acc.get_state_dict(model) if sharded else None  # FSDP: gathered on rank 0 (every rank takes part)
     if is_main:
         unwrapped = acc.unwrap_model(model)
         result.export = state.export_weights(out, model=unwrapped, kind=cfg.kind, arch=nets.arch,
-                                             arch_name=nets.arch_name, step=cfg.run.max_steps)
+                                             arch_name=nets.arch_name, step=cfg.run.max_steps, weights=full)
         if ema is not None:
             with torch.no_grad():
                 for e, p in zip(ema, params, strict=True):
@@ -270,6 +284,38 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     result.peak_vram_gb = _peak_vram(device)
     acc.end_training()
     return result
+
+
+def _sharded(acc: Any, cfg: TrainConfig) -> bool:
+    """True under FSDP (parameters, gradients and AdamW moments sharded over the ranks: checkpoints gather the
+    weights on rank 0 and keep one optimizer shard per rank). DeepSpeed and other engines are refused
+    (:func:`lipsyncctl.training.launch.check_engine`); so are EMA and LoRA under FSDP (their copies and the
+    merged export read whole parameters)."""
+    from accelerate.utils import DistributedType
+
+    from lipsyncctl.errors import ConfigError
+    from lipsyncctl.training.launch import check_engine
+
+    check_engine(str(acc.distributed_type), "accelerate launch")
+    if acc.distributed_type != DistributedType.FSDP:
+        return False
+    if cfg.run.ema_decay or cfg.run.lora_rank:
+        raise ConfigError("run.ema_decay and run.lora_rank are not supported under FSDP yet",
+                          hint="train with plain DDP (--gpus N), or --set run.ema_decay=0 run.lora_rank=0")
+    return True
+
+
+def _check_finite_everywhere(acc: Any, model: Any, device: Any) -> None:
+    """Every rank checks its (shard of the) weights; a non-finite value anywhere stops every rank before
+    anything is written (:class:`~lipsyncctl.training.state.NonFiniteError`)."""
+    import torch
+
+    from lipsyncctl.training.state import NonFiniteError
+
+    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p.detach()).all()), None)
+    if float(acc.reduce(torch.tensor([0.0 if bad is None else 1.0], device=device), "sum").item()):
+        raise NonFiniteError(f"weight {bad or 'of another rank'} is not finite: nothing was saved",
+                             hint="the last checkpoint is intact; resume from it with a lower lr, or check the data")
 
 
 def _micro_step(cfg: TrainConfig, nets: Any, model: Any, batch: dict[str, Any], alphas: Any, device: Any,
@@ -290,7 +336,7 @@ def _micro_step(cfg: TrainConfig, nets: Any, model: Any, batch: dict[str, Any], 
 
 
 def _validate(cfg: TrainConfig, nets: Any, model: Any, data: Path, alphas: Any, device: Any,
-              acc: Any) -> dict[str, float]:
+              acc: Any, *, sharded: bool = False) -> dict[str, float]:
     """Held-out loss on the val split (fixed samples and draws: comparable across steps); SyncNet runs also
     report accuracy (``cos > 0.5``, as ``eval_syncnet_acc.py``)."""
     import torch
@@ -304,19 +350,26 @@ def _validate(cfg: TrainConfig, nets: Any, model: Any, data: Path, alphas: Any, 
     dataset = train_data.make_dataset(cfg, clips)
     n = cfg.data.val_samples if cfg.kind == "syncnet" else min(cfg.data.val_samples, 8)
     mine = list(range(acc.process_index, n, acc.num_processes))
+    bs = cfg.data.batch_size
+    # every rank runs as many forwards as the busiest one (FSDP gathers parameters in each forward: a rank
+    # that stopped early would leave the others waiting); a rank's extra forwards are not counted
+    busiest = math.ceil(n / acc.num_processes) if sharded else len(mine)
+    batches = math.ceil(busiest / bs)
     total, correct, count = 0.0, 0.0, 0
     model.eval()
     trained, nets.model = nets.model, model
     try:
         with torch.no_grad():
-            for start in range(0, len(mine), cfg.data.batch_size):
-                batch = train_data.collate([dataset[k] for k in mine[start:start + cfg.data.batch_size]])
+            for i in range(batches):
+                chunk = mine[i * bs:(i + 1) * bs]
+                batch = train_data.collate([dataset[k] for k in chunk or [0]])
                 if cfg.kind == "unet":
                     loss = unet_micro_step(nets, batch, cfg, alphas=alphas, device=device, autocast=acc.autocast).recon
                 else:
                     loss, cos = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast, cfg=cfg)
-                    correct += float(((cos > 0.5).float() == batch["label"].to(device)).float().sum())
-                b = len(batch["index"])
+                    if chunk:
+                        correct += float(((cos > 0.5).float() == batch["label"].to(device)).float().sum())
+                b = len(chunk)
                 total, count = total + float(loss) * b, count + b
     finally:
         nets.model = trained

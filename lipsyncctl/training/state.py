@@ -7,6 +7,7 @@
         model.safetensors          the trained network, fp32, config in the header (``sync`` loads it)
         state.pt                   optimizer, GradScaler, EMA, step, counters, config + stream hash
         rng-rank0.pt ...           every rank's torch RNG states (CPU and CUDA)
+        state-rank0.pt ...         FSDP runs: every rank's shard of the AdamW moments
     export/                      at the end (and on ``--export``): ``latentsync_unet.pt`` (official
                                  ``{"global_step", "state_dict"}``) or ``stable_syncnet.pt``, and
                                  ``unet.safetensors`` / ``syncnet.safetensors`` with the config in the header
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,10 +78,12 @@ def find_resume(run: Path, resume: str) -> Path:
     return p
 
 
-def check_finite(model: nn.Module) -> None:
+def check_finite(model: nn.Module | Mapping[str, torch.Tensor]) -> None:
+    """A module's parameters or a state dict's tensors are all finite, else :class:`NonFiniteError`."""
     import torch
 
-    for name, p in model.named_parameters():
+    items = model.items() if isinstance(model, Mapping) else model.named_parameters()
+    for name, p in items:
         if not torch.isfinite(p).all():
             raise NonFiniteError(f"weight {name} is not finite: nothing was saved",
                                  hint="the last checkpoint is intact; resume from it with a lower lr, or "
@@ -98,12 +102,15 @@ def weights_header(kind: str, arch: Any, arch_name: str, step: int) -> dict[str,
 def save_checkpoint(
     run: Path, step: int, *, model: nn.Module, kind: str, arch: Any, arch_name: str, state: dict[str, Any],
     rng: dict[str, Any], rank: int, is_main: bool, barrier: Any, keep: int,
+    weights: dict[str, torch.Tensor] | None = None, rank_state: dict[str, Any] | None = None,
 ) -> Path | None:
     """Write a full checkpoint of ``step`` (every rank calls this; ``barrier()`` syncs them). Returns the
-    folder on the main process. Older checkpoints beyond ``keep`` are removed."""
+    folder on the main process. Older checkpoints beyond ``keep`` are removed. ``weights``: the full state
+    dict gathered on the main process (FSDP; default ``model.state_dict()``); ``rank_state``: this rank's own
+    values (FSDP: its optimizer shard), saved beside its RNG and merged into the state on load."""
     from lipsyncctl.checkpoints.io import write_safetensors
 
-    check_finite(model)
+    check_finite(model if weights is None else weights)
     final = step_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp")
     if is_main:
@@ -111,8 +118,10 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier()
     _atomic_torch_save(rng, tmp / f"rng-rank{rank}.pt")
+    if rank_state is not None:
+        _atomic_torch_save(rank_state, tmp / f"state-rank{rank}.pt")
     if is_main:
-        write_safetensors(tmp / "model.safetensors", model.state_dict(),
+        write_safetensors(tmp / "model.safetensors", model.state_dict() if weights is None else weights,
                           weights_header(kind, arch, arch_name, step))
         _atomic_torch_save({"version": STATE_VERSION, **state}, tmp / "state.pt")
     barrier()
@@ -136,20 +145,25 @@ def load_checkpoint(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], d
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
     rng_file = folder / f"rng-rank{rank}.pt"
     rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.is_file() else {}
+    own = folder / f"state-rank{rank}.pt"
+    if own.is_file():
+        state.update(torch.load(own, map_location="cpu", weights_only=False))
     return weights, state, rng
 
 
 def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_name: str, step: int,
-                   name: str = "export") -> dict[str, str]:
+                   name: str = "export", weights: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
     """The files ``sync`` (UNet) or the sync loss (SyncNet) load: the official layout and our safetensors
-    (LoRA adapters merged into the official names)."""
+    (LoRA adapters merged into the official names). ``weights``: a gathered full state dict (FSDP)."""
     from lipsyncctl.checkpoints.io import write_safetensors
 
-    check_finite(model)
+    check_finite(model if weights is None else weights)
     folder = run / name
     folder.mkdir(parents=True, exist_ok=True)
     official, ours = EXPORT_NAMES[kind]
-    if any("lora_" in k for k in model.state_dict()):
+    if weights is not None:
+        state = {k: v.detach().cpu() for k, v in weights.items()}
+    elif any("lora_" in k for k in model.state_dict()):
         from lipsyncctl.training.lora import merged_state_dict
 
         state = merged_state_dict(model)

@@ -1,0 +1,108 @@
+"""Launching ``lipsyncctl train`` in several processes: torch's elastic launcher (DDP) or ``accelerate launch``
+with an accelerate config file (``--accelerate-config``). The shipped example files parse with accelerate's own
+loader; the command line is the one accelerate's own launch parser reads back; DeepSpeed is refused before
+anything starts (the loop does not support it yet); FSDP on 2 gloo processes trains and resumes (slow)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lipsyncctl.errors import ConfigError
+from lipsyncctl.training import launch
+
+REPO = Path(__file__).resolve().parents[2]
+ARGS = ["--preset", "tiny", "--data", "d", "-o", "r"]
+
+
+def test_shipped_configs_parse_with_accelerates_loader() -> None:
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.utils import DistributedType
+
+    shipped = launch.accelerate_configs()
+    assert set(shipped) == {"fsdp", "deepspeed_zero2"}
+    fsdp = load_config_from_file(str(shipped["fsdp"]))
+    assert isinstance(fsdp, ClusterConfig) and fsdp.distributed_type == DistributedType.FSDP
+    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT" and fsdp.fsdp_config["fsdp_use_orig_params"]
+    ds = load_config_from_file(str(shipped["deepspeed_zero2"]))
+    assert ds.distributed_type == DistributedType.DEEPSPEED and ds.deepspeed_config["zero_stage"] == 2
+    file, config = launch.read_accelerate_config("fsdp")
+    assert file == shipped["fsdp"] and config.distributed_type == DistributedType.FSDP
+    assert launch.read_accelerate_config(str(shipped["fsdp"]))[0] == shipped["fsdp"]
+
+
+def test_deepspeed_and_bad_files_are_refused_before_launch(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DeepSpeed is not supported") as e:
+        launch.launch(ARGS, 2, accelerate_config="deepspeed_zero2")
+    assert e.value.exit_code == 3 and "fsdp.yaml" in (e.value.hint or "")
+    with pytest.raises(ConfigError, match="no such file"):
+        launch.read_accelerate_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: WARP_DRIVE\n")
+    with pytest.raises(ConfigError, match="accelerate cannot read it"):
+        launch.read_accelerate_config(bad)
+    tpu = tmp_path / "tpu.yaml"
+    tpu.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: XLA\n")
+    with pytest.raises(ConfigError, match="XLA is not supported"):
+        launch.read_accelerate_config(tpu)
+
+
+def test_the_command_line_is_what_accelerate_launch_reads() -> None:
+    from accelerate.commands.launch import launch_command_parser
+
+    file = launch.accelerate_configs()["fsdp"]
+    cmd = launch.launch_command(ARGS, 2, port=29611, accelerate_config=file, cpu=True)
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    args = launch_command_parser().parse_args(cmd[3:])
+    assert (args.config_file, args.num_processes, args.main_process_port, args.cpu) == (str(file), 2, 29611, True)
+    assert args.module and args.training_script == "lipsyncctl" and args.training_script_args == ["train", *ARGS]
+    # without N the file's num_processes stays; without a file: torch's elastic launcher (plain DDP)
+    keep = launch_command_parser().parse_args(launch.launch_command(ARGS, None, port=1, accelerate_config=file)[3:])
+    assert keep.num_processes is None and not keep.cpu
+    ddp = launch.launch_command(ARGS, 3, port=1)
+    assert ddp[1:3] == ["-m", "torch.distributed.run"] and ddp[ddp.index("--nproc-per-node") + 1] == "3"
+
+
+def test_the_cli_passes_everything_but_the_launch_options() -> None:
+    from lipsyncctl.cli.train import _without_launch_options
+
+    argv = ["lipsyncctl", "--json", "train", "--preset", "tiny", "--nproc", "2", "--accelerate-config", "fsdp",
+            "--data", "d", "--gpus=2", "--accelerate-config=x.yaml", "-o", "r"]
+    assert _without_launch_options(argv) == ["--preset", "tiny", "--data", "d", "-o", "r", "--json"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lipsyncctl", *args]
+
+
+@pytest.mark.slow  # three launches of 1-2 processes (about a minute on 2 CPUs)
+def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tests.train_media import curated_folder
+
+    data = curated_folder(tmp_path / "c").data
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = ["train", "--preset", "tiny-syncnet", "--data", str(data), "--save-every", "1"]
+    one = subprocess.run(_cli(*base, "-o", str(tmp_path / "one"), "--max-steps", "3", "--batch-size", "4"),
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    fsdp = [*base, "-o", str(tmp_path / "fsdp"), "--batch-size", "2", "--nproc", "2", "--accelerate-config", "fsdp"]
+    first = subprocess.run(_cli(*fsdp, "--max-steps", "2"), env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    step2 = tmp_path / "fsdp" / "checkpoints" / "step-000002"
+    assert {p.name for p in step2.iterdir()} >= {"model.safetensors", "state.pt", "state-rank0.pt", "state-rank1.pt"}
+    again = subprocess.run(_cli(*fsdp, "--max-steps", "3", "--resume", "latest"), env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    wa = load_file(tmp_path / "one" / "export" / "syncnet.safetensors")
+    wb = load_file(tmp_path / "fsdp" / "export" / "syncnet.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
