@@ -44,12 +44,16 @@ def accelerate_configs() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
-def check_engine(distributed_type: str, where: str) -> None:
+def check_engine(distributed_type: str, where: str, *, cpu: bool = False) -> None:
     """Refuse an engine the loop does not run (``where`` names the file or the environment it came from).
 
     Raises:
-        ConfigError: DeepSpeed (see ``presets/accelerate/deepspeed_zero2.yaml``) or another unknown engine."""
+        ConfigError: DeepSpeed (see ``presets/accelerate/deepspeed_zero2.yaml``), another unknown engine, or
+            FSDP on the CPU (``cpu``: accelerate would run the group as plain DDP without a word)."""
     name = str(distributed_type).rsplit(".", 1)[-1].upper()
+    if name == "FSDP" and cpu:
+        raise ConfigError(f"{where}: accelerate runs FSDP on GPUs only (a CPU group would silently be plain DDP)",
+                          hint="use --gpus N with FSDP, or --nproc N without --accelerate-config (DDP on the CPU)")
     if name == "DEEPSPEED":
         raise ConfigError(f"{where}: DeepSpeed is not supported by the training loop yet (its engine steps the "
                           "optimizer inside backward, where the NaN guard and the loop's gradient accumulation "
@@ -61,7 +65,7 @@ def check_engine(distributed_type: str, where: str) -> None:
                           hint="use distributed_type MULTI_GPU (DDP) or FSDP")
 
 
-def read_accelerate_config(path: str | Path) -> tuple[Path, Any]:
+def read_accelerate_config(path: str | Path, *, cpu: bool = False) -> tuple[Path, Any]:
     """``(file, accelerate's config object)`` of ``--accelerate-config`` (a path or a shipped name), read by
     accelerate's own loader and checked with :func:`check_engine`.
 
@@ -80,12 +84,12 @@ def read_accelerate_config(path: str | Path) -> tuple[Path, Any]:
         raise ConfigError(f"--accelerate-config {file}: accelerate cannot read it ({exc})",
                           hint="write it with `accelerate config --config_file FILE`, or start from "
                                f"{shipped.get('fsdp', 'presets/accelerate/fsdp.yaml')}") from exc
-    check_engine(config.distributed_type, str(file))
+    check_engine(config.distributed_type, str(file), cpu=cpu or bool(config.use_cpu))
     return file, config
 
 
-def launch_command(argv: list[str], processes: int | None, *, port: int, accelerate_config: Path | None = None,
-                   cpu: bool = False) -> list[str]:
+def launch_command(argv: list[str], processes: int | None, *, port: int,
+                   accelerate_config: Path | None = None) -> list[str]:
     """The launcher's command line: torch's elastic launcher, or ``accelerate launch --config_file`` when
     ``accelerate_config`` is given (``processes`` None keeps the file's ``num_processes``)."""
     if accelerate_config is None:
@@ -96,8 +100,8 @@ def launch_command(argv: list[str], processes: int | None, *, port: int, acceler
            "--main_process_port", str(port)]
     if processes:
         cmd += ["--num_processes", str(processes)]
-    if cpu:
-        cmd += ["--cpu"]
+    # no --cpu here: accelerate launch then starts one plain process whatever the file says; a CPU group is
+    # the file's engine with no GPU visible (launch() hides them) and the loop's Accelerator(cpu=True)
     return [*cmd, "-m", "lipsyncctl", "train", *argv]
 
 
@@ -107,11 +111,10 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
 
     Raises:
         ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts)."""
-    file = read_accelerate_config(accelerate_config)[0] if accelerate_config is not None else None
+    file = read_accelerate_config(accelerate_config, cpu=cpu)[0] if accelerate_config is not None else None
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env["LIPSYNCCTL_LAUNCHED"] = "1"
-    return subprocess.call(launch_command(argv, processes, port=free_port(), accelerate_config=file, cpu=cpu),
-                           env=env)
+    return subprocess.call(launch_command(argv, processes, port=free_port(), accelerate_config=file), env=env)

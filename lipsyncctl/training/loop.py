@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -298,6 +299,10 @@ def _sharded(acc: Any, cfg: TrainConfig) -> bool:
 
     check_engine(str(acc.distributed_type), "accelerate launch")
     if acc.distributed_type != DistributedType.FSDP:
+        # accelerate quietly drops an FSDP (or DeepSpeed) config on the CPU and runs plain DDP: say so
+        for engine in ("FSDP", "DEEPSPEED"):
+            if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+                check_engine(engine, "accelerate launch", cpu=True)
         return False
     if cfg.run.ema_decay or cfg.run.lora_rank:
         raise ConfigError("run.ema_decay and run.lora_rank are not supported under FSDP yet",

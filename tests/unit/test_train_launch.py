@@ -1,7 +1,8 @@
 """Launching ``lipsyncctl train`` in several processes: torch's elastic launcher (DDP) or ``accelerate launch``
 with an accelerate config file (``--accelerate-config``). The shipped example files parse with accelerate's own
 loader; the command line is the one accelerate's own launch parser reads back; DeepSpeed is refused before
-anything starts (the loop does not support it yet); FSDP on 2 gloo processes trains and resumes (slow)."""
+anything starts (the loop does not support it yet), and so is FSDP on the CPU (accelerate would quietly run
+DDP); FSDP on a GPU trains, resumes and matches plain training (gpu)."""
 
 from __future__ import annotations
 
@@ -57,14 +58,15 @@ def test_the_command_line_is_what_accelerate_launch_reads() -> None:
     from accelerate.commands.launch import launch_command_parser
 
     file = launch.accelerate_configs()["fsdp"]
-    cmd = launch.launch_command(ARGS, 2, port=29611, accelerate_config=file, cpu=True)
+    cmd = launch.launch_command(ARGS, 2, port=29611, accelerate_config=file)
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     args = launch_command_parser().parse_args(cmd[3:])
-    assert (args.config_file, args.num_processes, args.main_process_port, args.cpu) == (str(file), 2, 29611, True)
+    # no --cpu: accelerate launch would start one plain process (a CPU group hides the GPUs instead)
+    assert (args.config_file, args.num_processes, args.main_process_port, args.cpu) == (str(file), 2, 29611, False)
     assert args.module and args.training_script == "lipsyncctl" and args.training_script_args == ["train", *ARGS]
     # without N the file's num_processes stays; without a file: torch's elastic launcher (plain DDP)
     keep = launch_command_parser().parse_args(launch.launch_command(ARGS, None, port=1, accelerate_config=file)[3:])
-    assert keep.num_processes is None and not keep.cpu
+    assert keep.num_processes is None
     ddp = launch.launch_command(ARGS, 3, port=1)
     assert ddp[1:3] == ["-m", "torch.distributed.run"] and ddp[ddp.index("--nproc-per-node") + 1] == "3"
 
@@ -81,23 +83,44 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lipsyncctl", *args]
 
 
-@pytest.mark.slow  # three launches of 1-2 processes (about a minute on 2 CPUs)
-def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes(tmp_path: Path) -> None:
+def test_fsdp_on_the_cpu_is_refused_not_silently_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate runs an FSDP config on the CPU as plain DDP: the launcher and the loop say so instead."""
+    with pytest.raises(ConfigError, match="FSDP on GPUs only"):
+        launch.launch(ARGS, 2, cpu=True, accelerate_config="fsdp")
+    from lipsyncctl.training.config import resolve_train_config
+    from lipsyncctl.training.loop import _sharded
+
+    class CpuGroup:  # what accelerate reports for such a group
+        distributed_type = "DistributedType.MULTI_CPU"
+
+    cfg = resolve_train_config("tiny-syncnet")
+    assert _sharded(CpuGroup(), cfg) is False
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="FSDP on GPUs only"):
+        _sharded(CpuGroup(), cfg)
+
+
+@pytest.mark.gpu  # accelerate runs FSDP on CUDA only (CPU groups become DDP)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fsdp_on_a_gpu_trains_resumes_and_matches_plain_training(tmp_path: Path) -> None:
+    """One FSDP process on a GPU through the shipped fsdp.yaml: 2 steps, then a resume (its optimizer shard)
+    to 3 steps equals 3 plain steps; the export gathers whole weights."""
     from safetensors.torch import load_file
 
     from tests.train_media import curated_folder
 
     data = curated_folder(tmp_path / "c").data
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = ["train", "--preset", "tiny-syncnet", "--data", str(data), "--save-every", "1"]
-    one = subprocess.run(_cli(*base, "-o", str(tmp_path / "one"), "--max-steps", "3", "--batch-size", "4"),
-                         env=env, capture_output=True, text=True, timeout=900)
+    base = ["train", "--preset", "tiny-syncnet", "--data", str(data), "--save-every", "1", "--device", "cuda",
+            "--mixed-precision", "no", "--set", "run.deterministic=true"]
+    one = subprocess.run(_cli(*base, "-o", str(tmp_path / "one"), "--max-steps", "3"), env=env,
+                         capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
-    fsdp = [*base, "-o", str(tmp_path / "fsdp"), "--batch-size", "2", "--nproc", "2", "--accelerate-config", "fsdp"]
+    fsdp = [*base, "-o", str(tmp_path / "fsdp"), "--gpus", "1", "--accelerate-config", "fsdp"]
     first = subprocess.run(_cli(*fsdp, "--max-steps", "2"), env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     step2 = tmp_path / "fsdp" / "checkpoints" / "step-000002"
-    assert {p.name for p in step2.iterdir()} >= {"model.safetensors", "state.pt", "state-rank0.pt", "state-rank1.pt"}
+    assert {p.name for p in step2.iterdir()} >= {"model.safetensors", "state.pt", "state-rank0.pt"}
     again = subprocess.run(_cli(*fsdp, "--max-steps", "3", "--resume", "latest"), env=env, capture_output=True,
                            text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
