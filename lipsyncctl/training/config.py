@@ -24,7 +24,8 @@ from lipsyncctl import paths
 
 #: keys a resume may change (they do not alter which samples, noise or weights a step sees)
 RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
-                     "data.workers", "run.nan_abort_after", "name", "description")
+                     "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
+                     "run.val_sync_preset", "run.val_clip", "run.val_seconds", "run.process_group_timeout")
 
 
 class _Strict(BaseModel):
@@ -93,6 +94,20 @@ class TrainRun(_Strict):
     save_every: int = Field(10_000, ge=1, le=10**9, description="full checkpoint every N steps (and at the end)")
     keep: int = Field(3, ge=1, le=1000, description="full checkpoints kept (older ones removed)")
     validate_every: int = Field(0, ge=0, le=10**9, description="validation every N steps (0 = off)")
+    val_sync: bool = Field(
+        True, description="UNet runs: each validation also renders the held-out clip through `sync` with the "
+        "current UNet and scores LSE-C/D on the official scale (needs syncnet-v2 + sfd-face: exit 4 without them)"
+    )
+    val_sync_preset: str = Field(
+        "", description="run preset of that render (steps, guidance, faces); empty = latentsync-1.5 at 256 px, "
+        "latentsync-1.6 at 512"
+    )
+    val_clip: str = Field("", description="video (with its audio) to render; empty = the first val clip of DATA")
+    val_seconds: float = Field(10.0, gt=0, le=3600, description="seconds of that clip rendered and scored")
+    process_group_timeout: int = Field(
+        1800, ge=60, le=86400, description="seconds a rank waits for the others (a validation runs on rank 0 "
+        "while they wait: keep it above one validation)"
+    )
     log_every: int = Field(10, ge=1, le=10**6, description="log lines every N steps")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto = bf16 where the GPU supports it, fp16 + GradScaler on other GPUs, no on CPU"

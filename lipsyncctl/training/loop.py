@@ -112,7 +112,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
 
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
-    from lipsyncctl.training import noise, sampling, state, trainable
+    from lipsyncctl.training import noise, sampling, state, trainable, validation
     from lipsyncctl.training.networks import enable_gradient_checkpointing, load_train_networks
 
     t_start = time.monotonic()
@@ -122,7 +122,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     import datetime
 
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,
-                      kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=30))])
+                      kwargs_handlers=[InitProcessGroupKwargs(
+                          timeout=datetime.timedelta(seconds=cfg.run.process_group_timeout))])
     device, rank, world, is_main = acc.device, acc.process_index, acc.num_processes, acc.is_main_process
     sharded = _sharded(acc, cfg)
     if cfg.run.deterministic:
@@ -133,9 +134,10 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     if not is_main and resume is not None:
         resume_from = state.find_resume(out, resume)
 
-    # 2. data: the clips and the index-driven dataset -----------------------------------------------------
+    # 2. data: the clips and the index-driven dataset; the held-out clip and scorer of sync validation ----
     clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames)
     dataset = train_data.make_dataset(cfg, clips)
+    sync_val = validation.prepare(cfg, data, device)  # every rank: a missing scorer stops them all
 
     # 3. networks, the trained parameters, the optimizer -----------------------------------------------
     nets = load_train_networks(cfg, device, weight_dtype)
@@ -244,6 +246,13 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                                      "peak_vram_gb": _peak_vram(device), "skipped": skipped})
             if cfg.run.validate_every and done % cfg.run.validate_every == 0:
                 result.validation = _validate(cfg, nets, model, data, alphas, device, acc, sharded=sharded)
+                if validation.enabled(cfg):  # the render needs whole weights: FSDP gathers them (every rank)
+                    full = acc.get_state_dict(model) if sharded else state.inference_state_dict(
+                        acc.unwrap_model(model))
+                    if sync_val is not None and is_main:
+                        result.validation.update(validation.render_and_score(
+                            sync_val, full, run=out, step=done, arch=nets.arch, arch_name=nets.arch_name))
+                    acc.wait_for_everyone()
                 metrics.write(done, {f"val_{k}": v for k, v in result.validation.items()})
             if done % cfg.run.save_every == 0 or done == cfg.run.max_steps:
                 _check_finite_everywhere(acc, model, device)

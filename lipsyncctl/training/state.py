@@ -161,17 +161,20 @@ def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_na
     folder = run / name
     folder.mkdir(parents=True, exist_ok=True)
     official, ours = EXPORT_NAMES[kind]
-    if weights is not None:
-        state = {k: v.detach().cpu() for k, v in weights.items()}
-    elif any("lora_" in k for k in model.state_dict()):
-        from lipsyncctl.training.lora import merged_state_dict
-
-        state = merged_state_dict(model)
-    else:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in weights.items()} if weights is not None else \
+        inference_state_dict(model)
     _atomic_torch_save({"global_step": step, "state_dict": state}, folder / official)
     write_safetensors(folder / ours, state, weights_header(kind, arch, arch_name, step))
     return {"official": str(folder / official), "safetensors": str(folder / ours)}
+
+
+def inference_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights ``sync`` loads of a trained module, on the CPU: LoRA adapters merged into the official names."""
+    if any("lora_" in k for k in model.state_dict()):
+        from lipsyncctl.training.lora import merged_state_dict
+
+        return merged_state_dict(model)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
