@@ -35,11 +35,14 @@ Examples:
 RUN gets train.yaml (the resolved config), checkpoints/step-NNNNNN/ (full state: weights, AdamW moments,
 GradScaler, EMA, step, every rank's RNG; the last --keep kept), export/ (latentsync_unet.pt in the
 official layout and unet.safetensors with its config: `lipsyncctl sync --set model.checkpoint=...`
-loads either), metrics.csv and tb/ (TensorBoard). Samples, noise and timesteps are functions of (seed,
+loads either), metrics.csv and tb/ (TensorBoard), validation/ (UNet runs with --validate-every: the held-out
+clip rendered through `sync` with the current weights, scored LSE-C/D on the official scale; needs
+syncnet-v2 + sfd-face, or --set run.val_sync=false). Samples, noise and timesteps are functions of (seed,
 step): the stream does not depend on the worker count, and a resume continues it exactly.
 Exit codes: 0 done, 1 the run diverged (non-finite steps) or a rank failed, 2 usage (e.g. RUN holds a
-run: --resume or -y), 3 bad config/preset, 4 a network a weighted loss term needs is not installed
-(`lipsyncctl models fetch ...`, or --set loss.TERM=0).
+run: --resume or -y), 3 bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss
+term or the sync validation needs is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 /
+run.val_sync=false).
 """
 
 

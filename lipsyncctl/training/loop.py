@@ -247,8 +247,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             if cfg.run.validate_every and done % cfg.run.validate_every == 0:
                 result.validation = _validate(cfg, nets, model, data, alphas, device, acc, sharded=sharded)
                 if validation.enabled(cfg):  # the render needs whole weights: FSDP gathers them (every rank)
-                    full = acc.get_state_dict(model) if sharded else state.inference_state_dict(
-                        acc.unwrap_model(model))
+                    full = acc.get_state_dict(model) if sharded else (
+                        state.inference_state_dict(acc.unwrap_model(model)) if is_main else {})
                     if sync_val is not None and is_main:
                         result.validation.update(validation.render_and_score(
                             sync_val, full, run=out, step=done, arch=nets.arch, arch_name=nets.arch_name))
