@@ -72,7 +72,8 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     work = job.output / ".lipsyncctl" / "work"
     scratch = None if job.dry_run else work
     try:
-        with opened_timeline(job.timeline, rate=job.edl_rate, scratch=scratch) as (timeline, base):
+        with opened_timeline(job.timeline, rate=job.edl_rate, scratch=scratch, media_root=job.media_root,
+                             relink=job.relink) as (timeline, base):
             result = _run(job, config, timeline, MediaResolver(base, job.media_root, job.relink))
             result.warnings[:0] = early_warnings
             return result

@@ -101,7 +101,7 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                              inputs=protected)
             else:
                 with atomic_output(path, inputs=protected) as tmp:
-                    otio.adapters.write_to_file(timeline, str(tmp), adapter_name=name)
+                    otio.adapters.write_to_file(_for_adapter(timeline, name), str(tmp), adapter_name=name)
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist
             if name == "otio_json":
@@ -109,6 +109,23 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
             warnings.append(f"could not write {path.name} with the {name} adapter ({type(exc).__name__}: {exc});"
                             " use the .otio")
     return written, warnings
+
+
+def _for_adapter(timeline: Any, adapter: str) -> Any:
+    """``timeline`` as ``adapter`` needs it. The CMX 3600 writer counts record timecode from each track's
+    own time and ignores ``global_start_time``: a copy whose tracks start at minus the global start
+    (as OTIO's EDL reader makes them) keeps an edit at 01:00:00:00 there."""
+    if adapter != "cmx_3600" or timeline.global_start_time is None:
+        return timeline
+    import opentimelineio as otio
+
+    out = timeline.deepcopy()
+    start = out.global_start_time
+    for track in out.tracks:
+        length = track.available_range().duration
+        track.source_range = otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, length.rate) - start.rescaled_to(length.rate), length)
+    return out
 
 
 def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,

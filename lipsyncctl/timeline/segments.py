@@ -13,6 +13,9 @@ Rules:
 - Transitions are boundaries: each side keeps its own segment, and the handle each side needs for the
   transition (``out_offset`` after the outgoing clip, ``in_offset`` before the incoming one) is rendered.
 - All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
+- An EDL names each event's source by its clip name and reel only: the file found for it must carry
+  that name (file name or stem) or that reel (the file's reel tag, or its stem truncated as EDL reels
+  are); a file that matches neither is not rendered (skipped, with a warning saying what was compared).
 """
 
 from __future__ import annotations
@@ -170,8 +173,9 @@ def plan_timeline(
     skipped: list[SkippedItem] = []
     warnings: list[str] = []
     by_clip: dict[tuple[int, ...], int] = {}
+    check_names = "edl_rate" in timeline.metadata.get("lipsyncctl", {})  # read from an EDL
     for piece in visible:
-        seg_or_skip = _segment(piece, resolver, fps, handles, probe, probed)
+        seg_or_skip = _segment(piece, resolver, fps, handles, probe, probed, check_names)
         if isinstance(seg_or_skip, SkippedItem):
             skipped.append(seg_or_skip)
             continue
@@ -249,7 +253,8 @@ def _flatten(pieces: list[_Piece]) -> list[_Piece]:
 
 
 def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int,
-             probe: Callable[[Path], MediaFacts], probed: dict[Path, MediaFacts]) -> Segment | SkippedItem:
+             probe: Callable[[Path], MediaFacts], probed: dict[Path, MediaFacts],
+             check_names: bool = False) -> Segment | SkippedItem:
     import opentimelineio as otio
 
     clip = piece.clip
@@ -281,6 +286,8 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         facts = probed[media] if media in probed else probed.setdefault(media, probe(media))
     except MediaError as exc:
         return skip(f"unreadable media: {exc}")
+    if check_names and (mismatch := name_mismatch(clip, facts)):
+        return skip(mismatch)
     mfps = facts.fps
     media_start = _media_start(ref, facts, mfps)
     src_time = clip.trimmed_range().start_time
@@ -318,6 +325,33 @@ def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:
         except ValueError:
             return 0
     return 0
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+
+
+def name_mismatch(clip: Any, facts: MediaFacts) -> str | None:
+    """Why the file ``facts`` is not the source an EDL event names (None: it is, or nothing to tell by).
+
+    The event's clip name must be the file's name or stem, or its reel the file's reel tag or the start
+    of its stem (EDL reels are file names cut to 8 letters and digits). A clip name that is only the event
+    number (OTIO's reader names unnamed events so) and the reels ``AX``/``BL`` name nothing."""
+    name = clip.name or ""
+    names = [] if not name or name.isdigit() else [name]
+    reel = (clip.metadata.get("cmx_3600", {}) or {}).get("reel") or ""
+    reels = [reel] if reel and reel.upper() not in ("AX", "BL", "BLACK") else []
+    if not names and not reels:
+        return None
+    stem = _norm(facts.path.stem)
+    if any(_norm(n) in (_norm(facts.path.name), stem) for n in names):
+        return None
+    if any(_norm(r) and (stem.startswith(_norm(r)) or _norm(r) == _norm(facts.reel or "")) for r in reels):
+        return None
+    said = " and ".join([f"clip name {n!r}" for n in names] + [f"reel {r!r}" for r in reels])
+    own = f" (reel {facts.reel!r})" if facts.reel else ""
+    return (f"wrong media? the EDL names {said}, the file found is {facts.path.name}{own}; "
+            f"relink the right file (--relink/--media-root) or fix the event's name")
 
 
 def _disabled(timeline: Any, fps: Fraction) -> list[SkippedItem]:

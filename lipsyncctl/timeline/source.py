@@ -7,9 +7,17 @@ folder (for a bundle: the bundle's root, where its ``media/`` are; see :mod:`~li
 and against ``--media-root`` (by relative path, then by file name).
 
 An EDL stores no frame rate. Without ``--edl-rate`` it is found from the file (:func:`detect_edl_rate`):
-a rate stated in a comment, else the largest frame number in its timecodes and its ``FCM`` line. The
-rate and how it was found are kept in the timeline's ``metadata["lipsyncctl"]["edl_rate"]`` and
+a rate stated in a comment, else the largest frame number in its timecodes and its ``FCM`` line. Where
+those fit more than one rate (frames never past 23 fit every rate; 24 and 23.976 count alike) the media it
+links to decide, when they all run at one of those rates; else the read stops with a
+:class:`~lipsyncctl.errors.UsageError` (exit 2) asking for ``--edl-rate``: a 25 fps edit is never read at 24.
+The rate and how it was found are kept in the timeline's ``metadata["lipsyncctl"]["edl_rate"]`` and
 reported through :mod:`lipsyncctl.progress`.
+
+An EDL's record timecodes are kept: the first event's record in (``01:00:00:00``) becomes the timeline's
+``global_start_time`` (OTIO's reader leaves it unset), so plans, reports and the relinked timelines keep
+it. A dissolve's incoming clip links to its own source (``* TO CLIP:``/``* TO FILE:``, else its name), not
+to the outgoing clip's ``* FROM CLIP:`` path the adapter hands it.
 """
 
 from __future__ import annotations
@@ -53,7 +61,8 @@ def adapter_for(path: Path) -> str | None:
     return name
 
 
-def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Path | None = None) -> Any:
+def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Path | None = None,
+                  resolver: MediaResolver | None = None) -> Any:
     """Read ``path`` into an ``otio.schema.Timeline`` (a ``.otiod`` bundle is a folder).
 
     Args:
@@ -61,10 +70,12 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
             (:func:`detect_edl_rate`). Other formats carry their own rates and ignore it.
         extract_to: for an ``.otioz``, an existing empty folder to extract the bundle's media into
             (None: read only its timeline).
+        resolver: finds an EDL's media when their rates must decide its rate (default: beside the file).
 
     Raises:
-        MediaError: the file is missing or cannot be parsed, or an EDL's rate cannot be decided.
-        UsageError: ``rate`` is too low for the EDL's timecodes.
+        MediaError: the file is missing or cannot be parsed, or its timecodes fit no rate.
+        UsageError: ``rate`` is too low for the EDL's timecodes, or it fits several rates and its media
+            do not decide (exit 2: pass ``--edl-rate``).
         MissingToolError: no installed adapter reads this format.
     """
     import opentimelineio as otio
@@ -81,7 +92,7 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
         raise MissingToolError(f"{path}: no OpenTimelineIO adapter for {path.suffix} is installed",
                                hint=f"pip install {pkg} (or lipsyncctl[edl] / lipsyncctl[fcp])")
     if adapter == "cmx_3600":
-        return _read_edl(path, rate)
+        return _read_edl(path, rate, resolver or MediaResolver(path.resolve().parent))
     try:
         if adapter == "otioz" and extract_to is not None:
             from lipsyncctl.timeline.bundle import extract_otioz
@@ -217,8 +228,69 @@ def _timecode_frames(lines: list[str]) -> tuple[int | None, bool]:
     return top, drop
 
 
-def _read_edl(path: Path, rate: float | None) -> Any:
-    """Read a CMX 3600 EDL at ``rate`` (None: :func:`detect_edl_rate`) and record the rate used."""
+def edl_rate_candidates(text: str) -> list[Fraction]:
+    """The standard rates an EDL's timecodes can count at (:func:`_timecode_frames`), likeliest first: the
+    rates of :data:`EDL_RATES` (or :data:`EDL_DROP_RATES`) above its largest frame field, each followed by
+    its NTSC twin that counts alike (23.976 after 24, 29.97 NDF after 30)."""
+    top, drop = _timecode_frames([line.strip() for line in text.splitlines()])
+    out: list[Fraction] = []
+    for r in EDL_DROP_RATES if drop else EDL_RATES:
+        if top is None or math.ceil(r) > top:
+            out.append(r)
+            twin = r * Fraction(1000, 1001)
+            if not drop and twin in STANDARD_RATES:
+                out.append(twin)
+    return out
+
+
+def _rate_from_media(path: Path, text: str, guess: EdlRate, resolver: MediaResolver) -> EdlRate:
+    """Settle an assumed EDL rate by the media its events link to: they must all run at one rate its
+    timecodes fit (and at which its source and record durations agree). Else raise a :class:`UsageError`
+    asking for ``--edl-rate`` (exit 2)."""
+    import opentimelineio as otio
+
+    events = _events_only(text)
+
+    def parsed(r: Fraction) -> Any:
+        try:
+            return otio.adapters.read_from_string(events, adapter_name="cmx_3600", rate=float(r))
+        except Exception:  # noqa: BLE001 - at a wrong rate source and record durations disagree
+            return None
+
+    fits = [r for r in edl_rate_candidates(text) if parsed(r) is not None]
+    if not fits:
+        return guess  # no rate reads it: the read names the line
+    timeline = _one_timeline(path, parsed(fits[0]))
+    rates: dict[Fraction, str] = {}
+    for clip in timeline.find_clips():
+        media = _edl_media(clip, resolver)
+        if media is not None and media not in rates.values():
+            with contextlib.suppress(MediaError):
+                rates.setdefault(probe_media(media).fps, media.name)
+    fps_list = ", ".join(EdlRate(r, "").fps for r in fits) or "no standard rate"
+    if len(rates) == 1 and next(iter(rates)) in fits:
+        rate, name = next(iter(rates.items()))
+        return EdlRate(rate, f"its timecodes fit {fps_list}; its media ({name}...) run at {EdlRate(rate, '').fps}")
+    found = ("none of its media were found" if not rates else
+             "its media run at " + " and ".join(f"{EdlRate(r, '').fps} ({n})" for r, n in rates.items()))
+    raise UsageError(f"{path}: cannot tell the EDL's frame rate: its timecodes fit {fps_list} fps and {found}",
+                     hint=f"pass the rate the edit was cut at, e.g. --edl-rate {EdlRate(fits[0] if fits else guess.rate, '').fps}"
+                          " (an EDL stores none; reading it at another rate shifts every cut)")
+
+
+def _edl_media(clip: Any, resolver: MediaResolver) -> Path | None:
+    """The file an EDL clip links to: its ``FROM CLIP`` path, else its clip name (as the planner links it)."""
+    import opentimelineio as otio
+
+    ref = clip.media_reference
+    if isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
+        return resolver.resolve(ref.target_url)
+    return resolver.resolve(clip.name) if clip.name else None
+
+
+def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
+    """Read a CMX 3600 EDL at ``rate`` (None: :func:`detect_edl_rate`, then its media) and record the rate
+    used; its record start becomes the timeline's start (:func:`_keep_record_start`)."""
     import opentimelineio as otio
 
     raw = path.read_bytes()
@@ -228,6 +300,8 @@ def _read_edl(path: Path, rate: float | None) -> Any:
         text = raw.decode("latin-1")  # older editors write Latin-1 clip names
     if rate is None:
         found = detect_edl_rate(text, str(path))
+        if found.assumed:
+            found = _rate_from_media(path, text, found, resolver)
     else:
         from lipsyncctl.timeline.timebase import exact_rate
 
@@ -244,12 +318,67 @@ def _read_edl(path: Path, rate: float | None) -> Any:
                          f"({type(exc).__name__}: {exc})",
                          hint="if the rate is wrong pass --edl-rate; otherwise fix the line named above") from exc
     timeline = _one_timeline(path, result)
+    _keep_record_start(timeline, found.rate)
+    _link_incoming_clips(timeline)
     timeline.metadata.setdefault("lipsyncctl", {})["edl_rate"] = found.to_dict()
     if found.assumed:
         progress.warning(found.note())
     else:
         progress.message(found.note())
     return timeline
+
+
+def _keep_record_start(timeline: Any, rate: Fraction) -> None:
+    """Make the EDL's first record timecode the timeline's ``global_start_time``.
+
+    OTIO's reader gives each track a ``source_range`` starting at minus its first record in (so its own
+    time 0 is that record in) and no global start; here the earliest record in of all tracks becomes the
+    global start, and a track starting later gets a leading gap, so every track's time 0 is the timeline's
+    first frame, as in any other OTIO timeline."""
+    import opentimelineio as otio
+
+    starts = [-round(t.source_range.start_time.rescaled_to(float(rate)).value) if t.source_range is not None else 0
+              for t in timeline.tracks]
+    if not starts:
+        return
+    first = min(starts)
+    for track, start in zip(list(timeline.tracks), starts, strict=True):
+        track.source_range = None
+        if start > first:
+            track.insert(0, otio.schema.Gap(source_range=otio.opentime.TimeRange(
+                otio.opentime.RationalTime(0, float(rate)), otio.opentime.RationalTime(start - first, float(rate)))))
+    timeline.global_start_time = otio.opentime.RationalTime(first, float(rate))
+
+
+#: ``* TO CLIP: path`` / ``* TO FILE: path`` (the incoming side of a dissolve), which OTIO's reader keeps
+#: only as a comment.
+_TO_CLIP = re.compile(r"^\*?\s*TO (?:CLIP|FILE):\s*(.+)$", re.IGNORECASE)
+
+
+def _link_incoming_clips(timeline: Any) -> None:
+    """Give the incoming clip of each dissolve its own media.
+
+    For an event ``D`` OTIO's reader makes one clip named by ``* TO CLIP NAME`` but linked to the
+    ``* FROM CLIP:`` path, which is the *outgoing* clip's file: that clip would be rendered from the
+    wrong picture. Its ``* TO CLIP:``/``* TO FILE:`` path is used instead; without one the reference is
+    dropped, so the clip links by its own name like any event that states no path."""
+    import opentimelineio as otio
+
+    for track in timeline.tracks:
+        children = list(track)
+        for i, child in enumerate(children):
+            if not (isinstance(child, otio.schema.Clip) and i > 0
+                    and isinstance(children[i - 1], otio.schema.Transition)):
+                continue
+            comments = child.metadata.get("cmx_3600", {}).get("comments", [])
+            to = next((m.group(1).strip() for c in comments if (m := _TO_CLIP.match("* " + c))), None)
+            ref = child.media_reference
+            if to is not None:
+                child.media_reference = otio.schema.ExternalReference(target_url=to)
+            elif isinstance(ref, otio.schema.ExternalReference):
+                linked = Path(MediaResolver.url_path(ref.target_url))
+                if child.name not in (linked.name, linked.stem):
+                    child.media_reference = otio.schema.MissingReference()
 
 
 def _events_only(text: str) -> str:
@@ -262,17 +391,19 @@ def _events_only(text: str) -> str:
 
 
 @contextlib.contextmanager
-def opened_timeline(path: Path, *, rate: float | None = None,
-                    scratch: Path | None = None) -> Iterator[tuple[Any, Path]]:
+def opened_timeline(path: Path, *, rate: float | None = None, scratch: Path | None = None,
+                    media_root: Path | None = None,
+                    relink: dict[str, str] | None = None) -> Iterator[tuple[Any, Path]]:
     """Read the timeline ``path`` for a job; yields ``(timeline, base)``, ``base`` being the folder its
     relative media URLs resolve against: the file's folder, an ``.otiod``'s own folder, or the private
     folder an ``.otioz`` is extracted into (under ``scratch``, else the system temp folder), which is
-    removed when the block exits.
+    removed when the block exits. ``media_root``/``relink`` find an EDL's media when they decide its rate.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix != ".otioz":
-        timeline = read_timeline(path, rate=rate)
+        resolver = MediaResolver(path.resolve().parent, media_root, relink or {})
+        timeline = read_timeline(path, rate=rate, resolver=resolver)
         yield timeline, (path.resolve() if suffix == ".otiod" else path.resolve().parent)
         return
     if scratch is not None:
@@ -350,6 +481,7 @@ class MediaFacts:
     width: int
     height: int
     start_timecode: str | None  # the file's own timecode tag, e.g. "01:00:00:00"
+    reel: str | None = None     # the file's reel (tape) name tag, e.g. "A001C003"
 
 
 def probe_media(path: Path) -> MediaFacts:
@@ -360,11 +492,13 @@ def probe_media(path: Path) -> MediaFacts:
     if info.video is None:
         raise MediaError(f"{path}: no video stream")
     return MediaFacts(path=path, fps=info.video.nominal_fps, frames=info.video.frame_count,
-                      width=info.video.width, height=info.video.height, start_timecode=_timecode_tag(path))
+                      width=info.video.width, height=info.video.height, start_timecode=_tag(path, "timecode"),
+                      reel=_tag(path, "reel_name", "reel", "tape"))
 
 
-def _timecode_tag(path: Path) -> str | None:
-    """The ``timecode`` tag of the container or its first video/data stream (MOV/MXF carry one)."""
+def _tag(path: Path, *names: str) -> str | None:
+    """The first of the tags ``names`` on the container or a stream (MOV/MXF keep ``timecode`` and
+    ``reel_name`` on their timecode track; MKV writes them upper case)."""
     import av
 
     try:
@@ -372,8 +506,9 @@ def _timecode_tag(path: Path) -> str | None:
             tags = [dict(c.metadata)] + [dict(s.metadata) for s in c.streams]
     except (av.error.FFmpegError, OSError):
         return None
-    for t in tags:
-        for k, v in t.items():
-            if k.lower() == "timecode" and v:  # MKV stores TIMECODE, MOV timecode
-                return str(v)
+    for name in names:
+        for t in tags:
+            for k, v in t.items():
+                if k.lower() == name and v:
+                    return str(v)
     return None

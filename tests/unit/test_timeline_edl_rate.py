@@ -147,18 +147,57 @@ def test_contradictory_or_unknown_rates_fail_naming_edl_rate(text: str, why: str
     assert "--edl-rate" in info.value.hint
 
 
-def test_an_assumed_rate_is_a_warning_of_the_job(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Frames never past 23 fit every rate: the job plans at 24 and says so in its warnings (--json too)."""
+#: Frames never past 23 and equal source/record durations: the timecodes fit every standard rate.
+AMBIGUOUS = _edl(_event(1, "00:00:00:02", "00:00:00:20", "00:00:00:00", "00:00:00:18"))
+
+
+def _dry_run(edl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **job: object):  # type: ignore[no-untyped-def]
     from lipsyncctl import config as cfg
     from lipsyncctl.timeline.job import run_timeline
     from lipsyncctl.timeline.types import TimelineJob
     from tests.mediagen import make_wav
 
     monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
-    edl = media / "ambiguous.edl"
-    edl.write_text(_edl(_event(1, "00:00:00:02", "00:00:01:00", "00:00:00:00", "00:00:00:22")), encoding="utf-8")
     dub = make_wav(tmp_path / "de.wav", 2.0, rate=16000, channels=1)
-    res = run_timeline(TimelineJob(timeline=edl, output=tmp_path / "out", audio=[("de", dub)], dry_run=True),
-                       cfg.resolve("tiny"))
-    assert res.plan.fps == 24
-    assert any(w.startswith("EDL frame rate 24 fps assumed") and "--edl-rate" in w for w in res.warnings)
+    return run_timeline(TimelineJob(timeline=edl, output=tmp_path / "out", audio=[("de", dub)], dry_run=True,
+                                    **job), cfg.resolve("tiny"))  # type: ignore[arg-type]
+
+
+def test_timecodes_that_fit_every_rate_are_settled_by_the_media(media: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """cam_a runs at 25: the EDL is read at 25, said so, and no "assumed" warning is left."""
+    edl = media / "ambiguous.edl"
+    edl.write_text(AMBIGUOUS, encoding="utf-8")
+    res = _dry_run(edl, tmp_path, monkeypatch)
+    assert res.plan.fps == 25
+    assert not any("assumed" in w for w in res.warnings)
+    ntsc = media / "ambiguous_ntsc.edl"
+    ntsc.write_text(AMBIGUOUS.replace("cam_a.mkv", "cam_ntsc.mkv"), encoding="utf-8")
+    timeline = read_timeline(ntsc)
+    assert timeline.metadata["lipsyncctl"]["edl_rate"]["rate"] == "30000/1001"
+    assert "its media (cam_ntsc.mkv...) run at 29.97" in timeline.metadata["lipsyncctl"]["edl_rate"]["how"]
+
+
+def test_undecidable_rate_without_media_is_a_usage_error(tmp_path: Path) -> None:
+    """Nothing tells 24 from 25: exit 2 asking for --edl-rate, never a silent 24."""
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    edl = tmp_path / "lonely.edl"
+    edl.write_text(AMBIGUOUS, encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        read_timeline(edl)
+    err = info.value
+    assert err.exit_code == 2 and "cannot tell the EDL's frame rate" in err.message
+    assert "24, 23.976, 25" in err.message and "none of its media were found" in err.message
+    assert "--edl-rate 24" in err.hint
+    given = read_timeline(edl, rate=25)  # (held: OTIO frees the metadata of a dropped timeline)
+    assert given.metadata["lipsyncctl"]["edl_rate"]["rate"] == "25/1"
+
+
+def test_media_at_two_rates_do_not_decide(media: Path) -> None:
+    edl = media / "mixed.edl"
+    edl.write_text(AMBIGUOUS + _event(2, "00:00:00:02", "00:00:00:12", "00:00:00:18", "00:00:01:04",
+                                      "cam_ntsc.mkv"), encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        read_timeline(edl)
+    assert "its media run at 25 (cam_a.mkv) and 29.97 (cam_ntsc.mkv)" in info.value.message

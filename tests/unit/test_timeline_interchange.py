@@ -1,0 +1,115 @@
+"""What `sync --timeline` reads from an EDL and hands back to an NLE: the record start timecode kept in the
+plan and the relinked EDL/OTIO, a dissolve's incoming clip linked to its own file, and an event whose file
+does not carry its clip name or reel refused instead of rendered from the wrong picture."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.timeline.outputs import relinked_timeline, write_timelines
+from lipsyncctl.timeline.segments import plan_timeline
+from lipsyncctl.timeline.source import MediaResolver, installed_adapters, read_timeline
+from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+from tests.sync_media import write_clip
+
+#: A 25 fps cut at 01:00:00:00: cam_a 25 frames, then a 10-frame dissolve into cam_b (whose file starts at
+#: 01:00:00:00), written as Avid does: the dissolve event names both sides and the outgoing file's path.
+DISSOLVE_EDL = """TITLE: diss
+FCM: NON-DROP FRAME
+
+001  cama     V     C        00:00:00:04 00:00:01:04 01:00:00:00 01:00:01:00
+* FROM CLIP NAME: cam_a.mkv
+* FROM CLIP: cam_a.mkv
+002  cama     V     C        00:00:01:04 00:00:01:04 01:00:01:00 01:00:01:00
+002  camb     V     D    010 01:00:00:10 01:00:01:14 01:00:01:00 01:00:02:04
+* FROM CLIP NAME: cam_a.mkv
+* FROM CLIP: cam_a.mkv
+* TO CLIP NAME: cam_b.mkv
+"""
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    folder = tmp_path_factory.mktemp("interchange")
+    write_clip(folder / "cam_a.mkv", [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(60)], Fraction(25))
+    write_clip(folder / "cam_b.mkv", [np.full((32, 32, 3), 255 - 4 * i, np.uint8) for i in range(60)],
+               Fraction(25), tags={"timecode": "01:00:00:00"})
+    return folder
+
+
+def test_the_record_start_survives_into_the_plan(media: Path) -> None:
+    edl = media / "diss.edl"
+    edl.write_text(DISSOLVE_EDL, encoding="utf-8")
+    timeline = read_timeline(edl)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=0)
+    assert (plan.fps, plan.global_start) == (25, 90000)
+    doc = plan.to_dict()
+    assert doc["start"] == "01:00:00:00"
+    assert [(s["record"]["in"], s["record"]["out"]) for s in doc["segments"]] == [
+        ("01:00:00:00", "01:00:01:00"), ("01:00:01:00", "01:00:02:04")]
+
+
+def test_a_dissolve_links_the_incoming_clip_to_its_own_file(media: Path) -> None:
+    """OTIO's reader links the incoming clip to '* FROM CLIP: cam_a.mkv' (the outgoing file): cam_b it is."""
+    edl = media / "diss.edl"
+    edl.write_text(DISSOLVE_EDL, encoding="utf-8")
+    plan = plan_timeline(read_timeline(edl), MediaResolver(media), handles=0)
+    assert [(s.name, s.media.name, s.source_start, s.source_frames) for s in plan.segments] == [
+        ("cam_a.mkv", "cam_a.mkv", 4, 25), ("cam_b.mkv", "cam_b.mkv", 10, 29)]
+    # '* TO CLIP: path' (OTIO's own writer states it) is taken as the incoming file
+    stated = media / "diss_to.edl"
+    stated.write_text(DISSOLVE_EDL + "* TO CLIP: sub/cam_b_copy.mkv\n", encoding="utf-8")
+    (media / "sub").mkdir(exist_ok=True)
+    (media / "sub" / "cam_b_copy.mkv").write_bytes((media / "cam_b.mkv").read_bytes())
+    plan = plan_timeline(read_timeline(stated), MediaResolver(media), handles=0)
+    assert plan.segments[1].media == (media / "sub" / "cam_b_copy.mkv").resolve()
+
+
+def test_a_file_that_is_not_the_named_source_is_not_rendered(media: Path) -> None:
+    """An event whose stated path is another clip's file is skipped with a warning naming both."""
+    edl = media / "wrong.edl"
+    edl.write_text("TITLE: wrong\nFCM: NON-DROP FRAME\n\n"
+                   "001  camb     V     C        00:00:00:04 00:00:01:04 01:00:00:00 01:00:01:00\n"
+                   "* FROM CLIP NAME: cam_b.mkv\n* FROM CLIP: cam_a.mkv\n"
+                   "002  AX       V     C        00:00:00:04 00:00:00:14 01:00:01:00 01:00:01:10\n"
+                   "* FROM CLIP: cam_a.mkv\n"                       # nothing named: nothing to check
+                   "003  cama     V     C        00:00:00:20 00:00:00:24 01:00:01:10 01:00:01:14\n"
+                   "* FROM CLIP NAME: take one\n* FROM CLIP: cam_a.mkv\n",   # the reel names the file
+                   encoding="utf-8")
+    plan = plan_timeline(read_timeline(edl), MediaResolver(media), handles=0)
+    assert [s.media.name for s in plan.segments] == ["cam_a.mkv", "cam_a.mkv"]
+    (skip,) = plan.skipped
+    assert skip.name == "cam_b.mkv" and skip.reason.startswith("wrong media?")
+    assert "clip name 'cam_b.mkv' and reel 'camb'" in skip.reason and "cam_a.mkv" in skip.reason
+    assert any(w.startswith("cam_b.mkv: skipped (wrong media?") for w in plan.warnings)
+
+
+def test_relinked_edl_and_otio_keep_the_record_start(media: Path, tmp_path: Path) -> None:
+    import opentimelineio as otio
+
+    edl = media / "diss.edl"
+    edl.write_text(DISSOLVE_EDL, encoding="utf-8")
+    timeline = read_timeline(edl)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=0)
+    seg = plan.segments[0]
+    render = tmp_path / "render_a.mkv"
+    render.write_bytes((media / "cam_a.mkv").read_bytes())
+    outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "k", language="de", segment=seg.id, output=str(render))}
+    relinked, _ = relinked_timeline(timeline, plan, outcomes, "de")
+    written, warnings = write_timelines(relinked, edl, tmp_path / "out", inputs=[media / "cam_a.mkv"])
+    assert [p.name for p in written] == ["diss.otio", "diss.edl"] and not warnings
+    back = otio.adapters.read_from_file(str(tmp_path / "out" / "diss.otio"))
+    assert otio.opentime.to_timecode(back.global_start_time, 25) == "01:00:00:00"
+    text = (tmp_path / "out" / "diss.edl").read_text()
+    events = [line.split() for line in text.splitlines() if line[:1].isdigit()]
+    assert events[0][-2:] == ["01:00:00:00", "01:00:01:00"]
+    again = read_timeline(tmp_path / "out" / "diss.edl", rate=25)
+    assert otio.opentime.to_timecode(again.global_start_time, 25) == "01:00:00:00"
+    clips = list(again.find_clips())
+    assert [c.trimmed_range_in_parent().start_time.value for c in clips][:1] == [0]
