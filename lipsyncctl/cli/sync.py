@@ -104,7 +104,8 @@ FLAGS: tuple[Flag, ...] = (
          "says.", modes=TIMELINE),
     Flag("relink", ("--relink",), list[str] | None, "Timeline: replace a media path prefix, OLD=NEW (repeatable).",
          modes=TIMELINE),
-    Flag("edl_rate", ("--edl-rate",), float | None, "Timeline: frame rate of an EDL, e.g. 23.976 (default: detected from its comments and timecodes).",
+    Flag("edl_rate", ("--edl-rate",), float | None, "Timeline: frame rate of an EDL, e.g. 23.976 (default: detected from its comments, timecodes "
+         "and media; exit 2 when they cannot tell).",
          modes=TIMELINE),
     Flag("handles", ("--handles",), int | None, "Timeline: extra frames rendered before/after each shot "
          "(timeline.handles).", key="timeline.handles", modes=TIMELINE),
