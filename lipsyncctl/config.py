@@ -111,6 +111,10 @@ class InferenceOptions(_Strict):
         3, ge=1, le=20, description="steps between full UNet passes when deepcache is on"
     )
     vae_batch: int = Field(16, ge=1, le=256, description="frames per VAE encode/decode batch")
+    pipelined: bool = Field(
+        True, description="decode+align, the networks and paste+encode run concurrently on consecutive windows "
+        "(same output bytes as false: one stage after the other)"
+    )
 
     @field_validator("device")
     @classmethod

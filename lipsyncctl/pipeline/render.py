@@ -11,11 +11,27 @@ e. decode, keep generated pixels only inside the mouth mask, paste the face back
    feathered restore (or ``faces.blend: multiband``, same support), blended by the cross-fade weight;
    frames without a face are the source frames;
 f. encode (and the matte, if asked).
+
+Three stages: :meth:`Renderer.prepare` (a-b), :meth:`Renderer.generate` (c-e, the networks) and
+:meth:`Renderer.finish` (paste and f). With ``inference.pipelined`` (default) they run concurrently on
+consecutive windows: a thread decodes and aligns window ``i + 1`` and another pastes and encodes window
+``i - 1`` while the calling thread runs the networks on window ``i``; queues of one window between them keep
+memory flat (at most five windows of frames in flight, whatever the clip's length). The output is the
+serial one byte for byte: every stage still sees the windows in order, only the networks draw from the run's
+generator (always in the calling thread), and torch runs every stage with the calling thread's thread count.
+An error or Ctrl-C in any stage stops the others, all threads are joined, and the error is raised in the
+calling thread (whose caller then removes the partial output as for the serial path). Stage seconds
+(``--json``) then overlap: their sum exceeds the wall time.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextvars
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +47,32 @@ if TYPE_CHECKING:
     from lipsyncctl.pipeline.faces import FacePlan
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.pipeline.plan import ClipPlan
+
+#: windows waiting between two stages (1: a stage works on the next window while the one after it is busy)
+QUEUE_WINDOWS = 1
+#: seconds a stage waits on a queue before it looks whether another stage stopped
+_POLL_S = 0.05
+
+
+@dataclass
+class Window:
+    """One window between the stages: output frames ``start .. stop-1`` showing source frames ``src``.
+
+    ``frames`` (H, W, 3) uint8 per output frame; ``faces`` the indices (into ``frames``) with a face to
+    re-render; ``ref``/``masked`` (n, 3, res, res) in [-1, 1] and ``masks`` (n, 1, res, res) for those
+    (stage 1); ``decoded`` (n, 3, res, res) in [-1, 1], the generated faces (stage 2)."""
+
+    start: int
+    stop: int
+    src: list[int]
+    frames: list[np.ndarray]
+    matrices: list[np.ndarray | None]
+    weights: list[float]
+    faces: list[int]
+    ref: Any = None
+    masked: Any = None
+    masks: Any = None
+    decoded: Any = None
 
 
 class Renderer:
@@ -66,70 +108,79 @@ class Renderer:
 
         The writers are not closed here: the caller owns them (and renames them into place only when
         everything succeeded)."""
-        from lipsyncctl.pipeline.memory import trim_heap
+        with progress.Task("render", total=self.plan.num_frames) as task:
+            windows = self._prepared(reader)
 
-        plan, clock = self.plan, self.clock
+            def finish(win: Window) -> None:
+                self.finish(win, writer, matte)
+                task.advance(win.stop - win.start)
+
+            if self.config.inference.pipelined:
+                run_pipelined(windows, self.generate, finish)
+            else:
+                for win in windows:
+                    finish(self.generate(win))
+
+    def _prepared(self, reader: IndexedReader) -> Iterator[Window]:
+        """Stage 1 over the clip, window by window (its progress task lives and ends with the iteration)."""
         window = self.config.inference.window
-        n_windows = -(-plan.num_frames // window)
-        with progress.Task("render", total=plan.num_frames) as task:
-            for s, e in progress.track(plan.windows(window), "windows", total=n_windows):
-                src = plan.source_indices(s, e)
-                with clock("decode"):
-                    frames = reader.read(src)
-                outs, mattes = self._window(s, e, [frames[i] for i in src], src, matte is not None)
-                del frames
-                with clock("encode"):
-                    for k, frame in enumerate(outs):
-                        writer.write(frame)
-                        if matte is not None:
-                            matte.write(mattes[k])
-                task.advance(e - s)
-                trim_heap()  # keep RSS flat over long clips (see lipsyncctl.pipeline.memory)
+        n_windows = -(-self.plan.num_frames // window)
+        for s, e in progress.track(self.plan.windows(window), "windows", total=n_windows):
+            yield self.prepare(reader, s, e)
 
     # ---------------------------------------------------------------------------------------------
-    def _window(self, s: int, e: int, frames: list[np.ndarray], src: list[int], want_matte: bool
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Output frames (and mattes) for output frames ``s .. e-1`` showing source frames ``src``."""
+    def prepare(self, reader: IndexedReader, s: int, e: int) -> Window:
+        """Stage 1 (a-b): the source frames of output frames ``s .. e-1``, aligned faces and masked images."""
         import cv2
         import torch
 
-        from lipsyncctl.audio.features import feature_chunks
-        from lipsyncctl.faces.blend import paste_face
-        from lipsyncctl.faces.mask import latent_mask, prepare_masked_images
-        from lipsyncctl.pipeline import vae as vae_io
-        from lipsyncctl.pipeline.denoise import denoise
+        from lipsyncctl.faces.mask import prepare_masked_images
 
-        plan, networks, clock, inf = self.plan, self.networks, self.clock, self.config.inference
+        plan, clock = self.plan, self.clock
+        src = plan.source_indices(s, e)
+        with clock("decode"):
+            got = reader.read(src)
         base = plan.first_frame
         mats = [self.faces.matrices[i - base] for i in src]
         weights = [float(self.faces.weights[i - base]) for i in src]
-        pos = [k for k, m in enumerate(mats) if m is not None and weights[k] > 0]
-        outs = [f for f in frames]
-        mattes = [np.zeros_like(f) for f in frames] if want_matte else []
-        if not pos:
-            return outs, mattes
+        win = Window(s, e, src, [got[i] for i in src], mats, weights,
+                     [k for k, m in enumerate(mats) if m is not None and weights[k] > 0])
+        del got
+        if win.faces:
+            with clock("align"):
+                crops = []
+                for k in win.faces:
+                    crop = self.aligner.warp_crop(win.frames[k], mats[k])
+                    crops.append(cv2.resize(crop, (self.res, self.res), interpolation=cv2.INTER_LANCZOS4))
+                faces_u8 = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+                win.ref, win.masked, win.masks = prepare_masked_images(faces_u8, self.mask)
+        return win
 
-        # b. Align and prepare the masked/reference images.
-        with clock("align"):
-            crops = []
-            for k in pos:
-                crop = self.aligner.warp_crop(frames[k], mats[k])
-                crops.append(cv2.resize(crop, (self.res, self.res), interpolation=cv2.INTER_LANCZOS4))
-            faces_u8 = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
-            ref, masked, masks = prepare_masked_images(faces_u8, self.mask)
+    def generate(self, win: Window) -> Window:
+        """Stage 2 (c-e, the networks): the generated faces of ``win`` (drawing from the run's generator)."""
+        import torch
+
+        from lipsyncctl.audio.features import feature_chunks
+        from lipsyncctl.faces.mask import latent_mask
+        from lipsyncctl.pipeline import vae as vae_io
+        from lipsyncctl.pipeline.denoise import denoise
+
+        if not win.faces:
+            return win
+        networks, clock, inf = self.networks, self.clock, self.config.inference
         # c. VAE encode (masked first, then reference, as upstream).
         with clock("vae encode"):
-            masked_lat = vae_io.encode(networks.vae, masked, self.generator, inf.vae_batch)
-            ref_lat = vae_io.encode(networks.vae, ref, self.generator, inf.vae_batch)
-            mask_lat = latent_mask(masks).to(networks.device, networks.dtype)
+            masked_lat = vae_io.encode(networks.vae, win.masked, self.generator, inf.vae_batch)
+            ref_lat = vae_io.encode(networks.vae, win.ref, self.generator, inf.vae_batch)
+            mask_lat = latent_mask(win.masks).to(networks.device, networks.dtype)
         # d. Denoise (f c h w -> 1 c f h w).
         with clock("denoise"):
             def video(x: torch.Tensor) -> torch.Tensor:
                 return x.permute(1, 0, 2, 3).unsqueeze(0)
 
-            audio = feature_chunks(self.features, e - s, plan.fps, start=s)[pos]
+            audio = feature_chunks(self.features, win.stop - win.start, self.plan.fps, start=win.start)[win.faces]
             audio = audio.to(networks.device, networks.dtype)
-            latents = self.noise.repeat(1, 1, len(pos), 1, 1)
+            latents = self.noise.repeat(1, 1, len(win.faces), 1, 1)
             cache = inf.deepcache_interval if inf.deepcache else None
             with torch.inference_mode():
                 latents = denoise(networks.unet, networks.scheduler, latents=latents, mask_latents=video(mask_lat),
@@ -139,19 +190,34 @@ class Renderer:
         # e. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
         with clock("vae decode"):
             decoded = vae_io.decode(networks.vae, latents[0].permute(1, 0, 2, 3), inf.vae_batch)
-            decoded = decoded * (1 - masks) + ref * masks
+            win.decoded = decoded * (1 - win.masks) + win.ref * win.masks
+        win.masked = None
+        return win
+
+    def finish(self, win: Window, writer: VideoWriter, matte: VideoWriter | None) -> None:
+        """Stage 3 (e-f): paste the generated faces back, cross-fade, encode (and the matte)."""
+        from lipsyncctl.faces.blend import paste_face
+        from lipsyncctl.pipeline.memory import trim_heap
+
+        clock = self.clock
+        outs = list(win.frames)
         with clock("paste"):
-            for j, k in enumerate(pos):
-                pasted = paste_face(self.aligner, frames[k], decoded[j], mats[k], blend=self.config.faces.blend,
-                                    reference=ref[j], keep_mask=self.mask)
-                w = weights[k]
+            for j, k in enumerate(win.faces):
+                frame, mat, w = win.frames[k], win.matrices[k], win.weights[k]
+                pasted = paste_face(self.aligner, frame, win.decoded[j], mat, blend=self.config.faces.blend,
+                                    reference=win.ref[j], keep_mask=self.mask)
                 if w < 1.0:  # cross-fade where the face comes back or leaves
-                    blend = frames[k].astype(np.float32) + w * (pasted.astype(np.float32) - frames[k])
+                    blend = frame.astype(np.float32) + w * (pasted.astype(np.float32) - frame)
                     pasted = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
                 outs[k] = pasted
-                if want_matte:
-                    mattes[k] = self._matte(frames[k], mats[k], w)
-        return outs, mattes
+            mattes = [self._matte(f, win.matrices[k], win.weights[k]) if k in win.faces else np.zeros_like(f)
+                      for k, f in enumerate(win.frames)] if matte is not None else []
+        with clock("encode"):
+            for k, frame in enumerate(outs):
+                writer.write(frame)
+                if matte is not None:
+                    matte.write(mattes[k])
+        trim_heap()  # keep RSS flat over long clips (see lipsyncctl.pipeline.memory)
 
     def _matte(self, frame: np.ndarray, matrix: np.ndarray, weight: float) -> np.ndarray:
         """The feathered paste-back weight as a grey image, 0 exactly where the source pixel is kept.
@@ -167,3 +233,117 @@ class Renderer:
         if weight < 1.0:
             m = np.ceil(m.astype(np.float32) * weight).astype(np.uint8)
         return m
+
+
+# -------------------------------------------------------------------------------------------------
+class _Stopped(Exception):
+    """Another stage stopped (an error or an interrupt): leave quietly."""
+
+
+_END = object()  # after the last window
+
+
+def run_pipelined(items: Iterable[Any], middle: Callable[[Any], Any], last: Callable[[Any], None]) -> None:
+    """``for x in items: last(middle(x))`` with ``items`` produced in one thread, ``middle`` in the calling
+    thread and ``last`` in another, :data:`QUEUE_WINDOWS` items queued between them, order kept.
+
+    ``middle`` stays in the calling thread: it holds the networks (and their generator), and Python delivers
+    Ctrl-C (and the CLI's SIGTERM) to that thread. The first error of any stage, or an interrupt, stops the
+    others at their next item or queue wait; every thread is joined before this returns or raises (the
+    caller may then close or remove what ``last`` wrote). The worker threads run in a copy of the caller's
+    context (progress sink) with its torch thread count.
+    """
+    import torch
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    ahead: queue.Queue[Any] = queue.Queue(QUEUE_WINDOWS)
+    behind: queue.Queue[Any] = queue.Queue(QUEUE_WINDOWS)
+    threads_n = torch.get_num_threads()
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                _put(ahead, item, stop)
+            _put(ahead, _END, stop)
+        finally:  # a generator's own cleanup (progress tasks) runs here, in this thread's context
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def consume() -> None:
+        while (item := _get(behind, stop)) is not _END:
+            last(item)
+
+    def stage(fn: Callable[[], None]) -> Callable[[], None]:
+        def body() -> None:
+            try:
+                if torch.get_num_threads() != threads_n:
+                    torch.set_num_threads(threads_n)  # the same numerics as in the calling thread
+                fn()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # handed to the calling thread, which raises it
+                errors.append(exc)
+                stop.set()
+        return body
+
+    workers = [threading.Thread(target=contextvars.copy_context().run, args=(stage(fn),), name=f"render-{name}")
+               for name, fn in (("decode-align", produce), ("paste-encode", consume))]
+    try:
+        for t in workers:
+            t.start()
+        while (item := _get(ahead, stop)) is not _END:
+            _put(behind, middle(item), stop)
+        _put(behind, _END, stop)
+        _join(workers[1], stop)  # the last window written
+    except _Stopped:
+        pass  # a worker failed: its error is raised below, once every thread is gone
+    finally:
+        stop.set()  # on success the workers are done already; otherwise they leave at their next wait
+        _join_all(workers)
+    if errors:
+        raise errors[0]
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            q.put(item, timeout=_POLL_S)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+
+
+def _join(thread: threading.Thread, stop: threading.Event) -> None:
+    """Wait for ``thread`` unless a stage stops first (:class:`_Stopped`)."""
+    while thread.is_alive():
+        if stop.is_set():
+            raise _Stopped
+        thread.join(_POLL_S)
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    """Join every started thread; a second Ctrl-C meanwhile is raised once they are gone (no orphans)."""
+    interrupted: BaseException | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join(_POLL_S)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted

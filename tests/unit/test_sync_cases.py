@@ -210,7 +210,7 @@ def test_cli_ctrl_c_exits_130_without_output(tiny_env, frames, tmp_path: Path, m
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Renderer, "_window", interrupted)
+    monkeypatch.setattr(Renderer, "generate", interrupted)  # the networks stage (calling thread)
     video = write_clip(tmp_path / "v.mkv", frames[:2], Fraction(25))
     audio = write_wav(tmp_path / "a.wav", 0.08)
     out = tmp_path / "out" / "o.mp4"

@@ -1,0 +1,157 @@
+"""The pipelined renderer (issue 12): decode+align, the networks and paste+encode run concurrently, and the output
+is the serial one byte for byte; an error or an interrupt in any stage stops the others, leaves no thread and no
+file behind, and reaches the caller."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.pipeline.clip import sync_clip
+from lipsyncctl.pipeline.render import QUEUE_WINDOWS, run_pipelined
+from tests.sync_media import sample_frames, tiny_models, with_sets, write_clip, write_wav
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory):
+    with tiny_models(tmp_path_factory.mktemp("models"), "inference.window=4") as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """14 frames (4 windows of 4) with frames 6-7 faceless: pass-through, cross-fades out and back in."""
+    root = tmp_path_factory.mktemp("clip")
+    frames = sample_frames(14, scale=0.75)
+    for k in (6, 7):
+        frames[k] = np.full_like(frames[k], 90)
+    return {"video": write_clip(root / "v.mkv", frames, Fraction(25)), "audio": write_wav(root / "a.wav", 0.56)}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _render_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("render-")]
+
+
+@pytest.mark.parametrize("sets", [(), ("output.codec=ffv1", "output.matte=true", "faces.blend=multiband")],
+                         ids=["h264", "ffv1-matte-multiband"])
+def test_pipelined_output_is_the_serial_one_byte_for_byte(tiny_env, clip, tmp_path: Path, sets) -> None:
+    config, models = tiny_env
+    ext = ".mkv" if sets else ".mp4"
+    outs = {}
+    for mode in ("false", "true"):
+        out = tmp_path / mode / f"o{ext}"
+        res = sync_clip(clip["video"], clip["audio"], out, with_sets(config, f"inference.pipelined={mode}", *sets),
+                        networks=models)
+        assert res.frames == 14 and res.no_face_frames == 2
+        outs[mode] = out
+    assert _digest(outs["true"]) == _digest(outs["false"])
+    if sets:
+        assert _digest(outs["true"].with_name("o.matte.mkv")) == _digest(outs["false"].with_name("o.matte.mkv"))
+    assert not _render_threads()
+
+
+@pytest.mark.parametrize("where", ["decode", "paste", "encode"])
+def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        where: str) -> None:
+    """A media error in the reading thread, a bug in the paste thread, an interrupt while encoding (the
+    paste-encode thread): the caller gets it, the hidden folder and the partial outputs are gone."""
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.writer import VideoWriter
+    from lipsyncctl.pipeline import render
+
+    config, models = tiny_env
+    calls = {"n": 0}
+
+    def fail_on_second(original, exc: BaseException):
+        def wrapper(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise exc
+            return original(*args, **kwargs)
+        return wrapper
+
+    if where == "decode":
+        monkeypatch.setattr(IndexedReader, "read", fail_on_second(IndexedReader.read, MediaError("bad packet")))
+        expected: type[BaseException] = MediaError
+    elif where == "paste":
+        monkeypatch.setattr(render.Renderer, "finish", fail_on_second(render.Renderer.finish, ValueError("bug")))
+        expected = ValueError
+    else:
+        real_write = VideoWriter.write
+        original = fail_on_second(real_write, KeyboardInterrupt())
+        monkeypatch.setattr(VideoWriter, "write", lambda self, frame: original(self, frame))
+        expected = KeyboardInterrupt
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(expected):
+        sync_clip(clip["video"], clip["audio"], out_dir / "o.mp4", with_sets(config, "output.matte=true"),
+                  networks=models)
+    assert list(out_dir.iterdir()) == []
+    assert not _render_threads()
+
+
+@pytest.mark.parametrize(("stage", "exc"), [("first", OSError("disk")), ("middle", KeyboardInterrupt()),
+                                           ("last", KeyboardInterrupt()), ("last", RuntimeError("x"))])
+def test_errors_and_interrupts_in_any_stage_reach_the_caller_and_stop_the_others(stage: str,
+                                                                                  exc: BaseException) -> None:
+    """``run_pipelined`` over an endless source: whichever stage raises, the call raises that, the source
+    stops being read and both threads are joined."""
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            if stage == "first" and i == 5:
+                raise exc
+            produced.append(i)
+            yield i
+            i += 1
+
+    def middle(x: int) -> int:
+        if stage == "middle" and x == 5:
+            raise exc
+        return x
+
+    def last(x: int) -> None:
+        if stage == "last" and x == 5:
+            raise exc
+
+    with pytest.raises(type(exc)):
+        run_pipelined(endless(), middle, last)
+    assert not _render_threads()
+    n = len(produced)
+    time.sleep(0.1)
+    assert len(produced) == n < 5 + 3 * QUEUE_WINDOWS + 3  # stopped, and never far ahead
+
+
+def test_order_kept_and_the_source_never_runs_far_ahead() -> None:
+    """Bounded queues: the first stage is at most a few items ahead of the last (memory flat in clip length)."""
+    produced: list[int] = []
+    done: list[int] = []
+    lead: list[int] = []
+
+    def source():
+        for i in range(40):
+            produced.append(i)
+            lead.append(len(produced) - len(done))
+            yield i
+
+    def slow_last(x: int) -> None:
+        time.sleep(0.005)
+        done.append(x)
+
+    run_pipelined(source(), lambda x: x * 10, slow_last)
+    assert done == [10 * i for i in range(40)]
+    assert max(lead) <= 3 + 2 * QUEUE_WINDOWS
+    assert not _render_threads()
