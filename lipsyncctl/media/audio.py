@@ -66,9 +66,14 @@ def truncate_frame(frame: Any, samples: int) -> Any:
 
 
 def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, fmt: str = "flt",
-                      frame_size: int | None = None, start: float = 0.0) -> Iterator[tuple[Fraction, Any]]:
+                      frame_size: int | None = None, start: float = 0.0,
+                      native: list[int] | None = None) -> Iterator[tuple[Fraction, Any]]:
     """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on,
     up to the end the container declares (:func:`declared_end`: no encoder padding).
+
+    ``native``: a list that receives ``[samples, rate]`` once the iteration ends: the samples decoded at the
+    stream's own rate up to the declared end (what :func:`audio_length` counts, for ``start`` 0 and read to
+    the end) and that rate.
 
     Seeks near ``start`` first (a keyframe before it); callers trim by the reported time. Frames are in
     ``fmt``: packed (``flt``, ``s16``: ``frame.to_ndarray()`` is ``(1, n * channels)``, interleaved, so
@@ -98,23 +103,40 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
             yield (t0 or Fraction(0)) + Fraction(produced, rate), out
             produced += out.samples
 
-    for frame in container.decode(stream):
-        if t0 is None:
-            t0 = Fraction(frame.pts) * tb if frame.pts is not None else Fraction(0)
-            limit = None if end is None else max(0, round((end - t0) * rate))
-        yield from resampled(frame)
-        if limit is not None and produced >= limit:
-            return
-    yield from resampled(None)
+    decoded = 0
+    try:
+        for frame in container.decode(stream):
+            if t0 is None:
+                t0 = Fraction(frame.pts) * tb if frame.pts is not None else Fraction(0)
+                limit = None if end is None else max(0, round((end - t0) * rate))
+            decoded += frame.samples
+            yield from resampled(frame)
+            if limit is not None and produced >= limit:
+                return  # the resampler lags its input: everything up to the declared end is decoded
+        yield from resampled(None)
+    finally:
+        if native is not None:
+            own = int(stream.codec_context.sample_rate)
+            native[:] = [decoded if end is None else min(decoded, max(0, round((end - (t0 or 0)) * own))), own]
+
+
+def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1) -> tuple[np.ndarray, int, int]:
+    """``(read_audio(path, rate, channels), *audio_length(path))`` from one decode of the file: the samples
+    at ``rate``, and how many samples the audio has at its own rate, and that rate."""
+    native: list[int] = []
+    samples = read_audio(path, rate, channels, native=native)
+    return samples, native[0], native[1]
 
 
 def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
-               start: float = 0.0, duration: float | None = None, stream_index: int | None = None) -> np.ndarray:
+               start: float = 0.0, duration: float | None = None, stream_index: int | None = None,
+               native: list[int] | None = None) -> np.ndarray:
     """Decode the audio of ``path`` to float32, resampled to ``rate`` Hz and ``channels`` channels.
 
     ``None`` keeps the source's rate / channel count. Sample 0 is the sound at ``start`` seconds of
     the file's timeline (silence is prepended if the stream starts later); at most ``duration``
-    seconds are returned. Returns ``(n,)`` for mono, ``(n, channels)`` otherwise.
+    seconds are returned. Returns ``(n,)`` for mono, ``(n, channels)`` otherwise. ``native``: see
+    :func:`iter_audio_frames` (with ``start`` 0 and no ``duration``: :func:`audio_length`'s count).
     Raises :class:`MediaError` if the file has no audio stream or cannot be decoded.
     """
     import av
@@ -130,7 +152,8 @@ def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None 
         have = 0
         first_time: Fraction | None = None
         try:
-            for t, frame in iter_audio_frames(container, stream, rate=rate, channels=channels, start=start):
+            for t, frame in iter_audio_frames(container, stream, rate=rate, channels=channels, start=start,
+                                              native=native):
                 if first_time is None:
                     first_time = t
                 data = frame.to_ndarray().reshape(-1, channels)  # packed 'flt': (1, n*ch)

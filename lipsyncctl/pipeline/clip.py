@@ -142,7 +142,7 @@ def sync_clip(
         MissingModelError / CheckpointError / DeviceError: see their docs.
     """
     from lipsyncctl.media.atomic import check_not_input, check_writable
-    from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.audio import read_audio_and_length
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline.faces import track_clip_faces
@@ -174,8 +174,12 @@ def sync_clip(
 
         files = resolve_files(config.model)
     with clock("probe"):
-        info, audio_samples, audio_rate = _probe_inputs(video, audio)
-        mono = read_audio(audio, 16000, 1)  # the model's copy; the output streams the original
+        info = _probe_inputs(video, audio)
+        # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the
+        # output streams the original from the file at the mux (never held at its own rate).
+        mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1)
+        if audio_samples <= 0:
+            raise MediaError(f"{audio}: the audio stream is empty")
     vinfo = info.video
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     grid = vinfo.nominal_fps
@@ -313,9 +317,8 @@ def _detector_device(config: Config, networks: Networks | None) -> str:
     return str(device) if device.type == "cuda" else "cpu"
 
 
-def _probe_inputs(video: Path, audio: Path) -> tuple[Any, int, int]:
-    """``(video MediaInfo, audio samples, audio rate)``; MediaError for anything unusable."""
-    from lipsyncctl.media.audio import audio_length
+def _probe_inputs(video: Path, audio: Path) -> Any:
+    """The video's MediaInfo, once both inputs are found usable (else MediaError)."""
     from lipsyncctl.media.probe import probe
 
     for p, what in ((video, "video"), (audio, "audio")):
@@ -329,10 +332,7 @@ def _probe_inputs(video: Path, audio: Path) -> tuple[Any, int, int]:
     if not probe(audio).audio:
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
-    samples, rate = audio_length(audio)
-    if samples <= 0:
-        raise MediaError(f"{audio}: the audio stream is empty")
-    return info, samples, rate
+    return info
 
 
 def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan) -> Any:
