@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -41,9 +42,64 @@ def _array_frames(samples: np.ndarray, rate: int, fmt: str, frame_size: int) -> 
     yield from resampler.resample(None)
 
 
+#: Containers a start timecode can be written to (MOV/MP4: a ``tmcd`` track; MXF: the material package's
+#: timecode; Matroska: a ``TIMECODE`` tag), as ``ffmpeg -timecode`` writes them.
+TIMECODE_CONTAINERS = (".mov", ".mp4", ".m4v", ".mxf", ".mkv")
+_TIMECODE = re.compile(r"^\d{2}:\d{2}:\d{2}[:;]\d{2}$")
+
+
+def tag_timecode(dst: Any, vout: Any, timecode: str | None, reel: str | None = None) -> None:
+    """Give the output ``dst`` (opened for writing, header not yet written) the start timecode ``timecode``
+    (``HH:MM:SS:FF``, ``;`` before the frames for drop frame) of its video stream ``vout``, and the reel
+    (tape) name ``reel``. libavformat's muxers turn these tags into a MOV/MP4 ``tmcd`` track (holding the
+    reel name in a MOV), an MXF timecode, Matroska tags; other containers keep none (see
+    :data:`TIMECODE_CONTAINERS`).
+
+    Raises:
+        MediaError: ``timecode`` is not ``HH:MM:SS:FF``.
+    """
+    if timecode is not None:
+        if not _TIMECODE.match(timecode):
+            raise MediaError(f"timecode {timecode!r}: expected HH:MM:SS:FF")
+        dst.metadata["timecode"] = timecode
+        vout.metadata["timecode"] = timecode
+    if reel:
+        vout.metadata["reel_name"] = reel
+
+
+def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, inputs: tuple | list = ()) -> Path:
+    """Rewrite ``path`` (atomically, every stream copied, nothing re-encoded) with the start timecode
+    ``timecode`` and reel name ``reel`` (:func:`tag_timecode`). ``path`` must be one of
+    :data:`TIMECODE_CONTAINERS` and not one of ``inputs``."""
+    import av
+
+    path = Path(path)
+    if path.suffix.lower() not in TIMECODE_CONTAINERS:
+        raise MediaError(f"{path}: a '{path.suffix}' file holds no timecode",
+                         hint=f"write one of {', '.join(TIMECODE_CONTAINERS)}")
+    with atomic_output(path, inputs=inputs) as tmp, opened(path) as src:
+        try:
+            with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
+                streams = [s for s in src.streams if s.type in ("video", "audio")]
+                outs = {s.index: dst.add_stream_from_template(s) for s in streams}
+                vin = video_stream(src, path)
+                tag_timecode(dst, outs[vin.index], timecode, reel)
+                for packet in src.demux(streams):
+                    if packet.size == 0 or packet.dts is None and packet.pts is None:
+                        continue
+                    packet.stream = outs[packet.stream.index]
+                    dst.mux(packet)
+        except av.error.FFmpegError as exc:
+            if write_failure(exc) is not None:
+                raise write_error(path, exc, written=file_size(tmp)) from exc
+            raise MediaError(f"{path}: writing its timecode failed ({ffmpeg_reason(exc)})") from exc
+    return path
+
+
 def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path, *, rate: int | None = None,
               codec: str = "aac", bit_rate: int | None = None, duration: float | None = None,
-              pad: bool = False, inputs: tuple | list = ()) -> Path:
+              pad: bool = False, inputs: tuple | list = (), timecode: str | None = None,
+              reel: str | None = None) -> Path:
     """Write ``out``: the video stream of ``video`` copied as is, plus ``audio`` encoded as ``codec``.
 
     Args:
@@ -56,6 +112,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
         bit_rate: AAC bit rate (default: the encoder's, about 128 kb/s for stereo).
         duration: cut the audio to this many seconds.
         pad: with ``duration``, also pad a shorter audio with silence to exactly that length.
+        timecode, reel: the start timecode and reel name to write (:func:`tag_timecode`).
     """
     import av
 
@@ -71,6 +128,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
         try:
             with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
                 vout = dst.add_stream_from_template(vin)
+                tag_timecode(dst, vout, timecode, reel)
                 if isinstance(audio, np.ndarray):
                     if not rate:
                         raise ValueError("rate= is required when audio is an array")

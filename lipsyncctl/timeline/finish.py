@@ -84,7 +84,7 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
     outcomes = {s.segment.id: replace(s.outcome, key=s.key) for s in shots if s.outcome is not None}
     # timelines
     progress.message(f"writing the relinked timeline(s) and the QC report ({dub.language})")
-    relinked, w = relinked_timeline(timeline, plan, outcomes, dub.language)
+    relinked, w = relinked_timeline(timeline, plan, outcomes, dub.language, dub=dub)
     lang_warnings += w
     written, w = write_timelines(relinked, job.timeline, folder, resolver=resolver,
                                  inputs=(*{seg.media for seg in plan.segments}, *(p for _, p in job.audio)))

@@ -43,6 +43,7 @@ from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
+from lipsyncctl.timeline.outputs import render_reel
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
@@ -55,7 +56,7 @@ from lipsyncctl.timeline.types import (
     TimelineResult,
 )
 
-KEY_VERSION = "timeline-2"  # 2: the face choice is part of the config
+KEY_VERSION = "timeline-3"  # 2: the face choice is part of the config; 3: renders carry timecode + reel
 
 
 def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
@@ -250,6 +251,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         "audio": dubs.audio_digest(cut, d.rate), "config": config_for_key(seg_config.to_dict()),
         "mode": mode,
         "speech": speech if mode != "render" else None, "models": models_fp, "ext": ext,
+        "timecode": seg.render_timecode,
     })
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)
     if mode == "passthrough" and not speech:
@@ -267,7 +269,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         output=str(output), config=seg_config,
         model_audio=(str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.model.wav")
                      if mode == "close" else None),
-        keep_source=keep,
+        keep_source=keep, timecode=seg.render_timecode, reel=render_reel(key),
     )
     return shot
 

@@ -52,8 +52,19 @@ def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,
 
 
 def mux(video_only: Path, samples: np.ndarray, rate: int, out: Path, codec: str = "aac",
-        inputs: tuple[Path, ...] = ()) -> Path:
-    """``out`` = the video stream of ``video_only`` + ``samples`` ``(ch, n)`` at ``rate`` (atomic)."""
-    from lipsyncctl.media.mux import mux_audio
+        inputs: tuple[Path, ...] = (), timecode: str | None = None) -> Path:
+    """``out`` = the video stream of ``video_only`` + ``samples`` ``(ch, n)`` at ``rate`` (atomic), starting
+    at ``timecode`` where its container keeps one (:data:`~lipsyncctl.media.mux.TIMECODE_CONTAINERS`)."""
+    from lipsyncctl.media.mux import TIMECODE_CONTAINERS, mux_audio
 
-    return mux_audio(video_only, np.ascontiguousarray(samples.T), out, rate=rate, codec=codec, inputs=inputs)
+    if out.suffix.lower() not in TIMECODE_CONTAINERS:
+        timecode = None
+    return mux_audio(video_only, np.ascontiguousarray(samples.T), out, rate=rate, codec=codec, inputs=inputs,
+                     timecode=timecode)
+
+
+def stamp_timecode(path: Path, timecode: str, reel: str | None, inputs: tuple[Path, ...] = ()) -> Path:
+    """Write the start ``timecode`` and ``reel`` name into the finished render ``path`` (streams copied)."""
+    from lipsyncctl.media.mux import stamp_timecode as _stamp
+
+    return _stamp(path, timecode, reel=reel, inputs=inputs)

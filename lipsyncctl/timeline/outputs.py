@@ -4,17 +4,26 @@ The input timeline is never modified: a deep copy is relinked. Each lip-synced c
 references (OTIO 0.18 multi-reference): ``lipsync_<lang>`` (active) pointing at the rendered shot,
 and ``DEFAULT_MEDIA``, the original. The clip's ``source_range`` is unchanged; the rendered file's
 ``available_range`` is placed in the original media's timecode (its frame 0 is the first handle
-frame), so both references share the clip's source times and the record times stay the same.
+frame), so both references share the clip's source times and the record times stay the same. That
+start is the timecode written into the render (:attr:`Segment.render_timecode`), and the clip's EDL reel
+becomes the render's reel name (:func:`render_reel`, also written into it): an NLE relinks by either.
+
+URLs keep the form the input used: a ``file://`` URL stays a URL, a plain path a plain path, and a
+relative path stays relative, to the folder the output timeline is written to (FCP XML always gets
+``file://`` URLs, which is what it holds). The language's dub is added on an audio track at its record
+position (:func:`dub_track`); the original tracks are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +32,9 @@ from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.segments import Segment, TimelinePlan
 from lipsyncctl.timeline.source import MediaResolver, adapter_for
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+
+if TYPE_CHECKING:
+    from lipsyncctl.timeline.dub import DubTrack
 
 DEFAULT_KEY = "DEFAULT_MEDIA"
 
@@ -35,11 +47,34 @@ def child_at(timeline: Any, path: tuple[int, ...]) -> Any:
     return node
 
 
+def render_reel(key: str) -> str:
+    """The reel (tape) name of a render: ``LS`` + 6 digits of its content key, 8 characters as CMX 3600
+    reels are. Stable: a render reused from an earlier run has the same key, so the same reel."""
+    return f"LS{key[:6].upper()}"
+
+
+#: metadata key of a reference whose URL is written relative to the output timeline's folder
+_RELATIVE = "relative_url"
+
+
+def _url_form(url: str) -> str:
+    """How an input URL names its file: ``"url"`` (``file://``...), ``"absolute"`` or ``"relative"``."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", url) and not re.match(r"^[A-Za-z]:[\\/]", url):
+        return "url"
+    return "absolute" if Path(url).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", url) else "relative"
+
+
+def _url_like(form: str, path: Path) -> str:
+    """``path`` (absolute) as a URL of ``form``; a relative one is made relative when written."""
+    return path.as_uri() if form == "url" else str(path)
+
+
 def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, ShotOutcome],
-                      language: str) -> tuple[Any, list[str]]:
+                      language: str, dub: DubTrack | None = None) -> tuple[Any, list[str]]:
     """A copy of ``timeline`` whose finished shots point at their renders. Returns ``(timeline, warnings)``.
 
-    ``outcomes`` maps segment id -> the shot's outcome (a segment without one is pending).
+    ``outcomes`` maps segment id -> the shot's outcome (a segment without one is pending). ``dub``: the
+    language's dub, added on an audio track (:func:`dub_track`) when it comes from a file.
     """
     import opentimelineio as otio
 
@@ -59,15 +94,54 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
                             f"(the render is {oc.output})")
             continue
         original = clip.media_reference
+        form = _url_form(seg.media_url)
         rendered = otio.schema.ExternalReference(
-            target_url=Path(oc.output).resolve().as_uri(),
+            target_url=_url_like(form, Path(oc.output).resolve()),
             available_range=tb.time_range(seg.media_start + seg.render_start, seg.render_frames, seg.media_fps),
             metadata={"lipsyncctl": {"language": language, "handles": [seg.handle_in, seg.handle_out],
-                                     "source": seg.media_url}},
+                                     "source": seg.media_url, "timecode": seg.render_timecode,
+                                     "reel": render_reel(oc.key), _RELATIVE: form == "relative"}},
         )
         key = f"lipsync_{language}"
         clip.set_media_references({DEFAULT_KEY: original.deepcopy(), key: rendered}, key)
+        cmx = clip.metadata.setdefault("cmx_3600", {})
+        if cmx.get("reel"):
+            clip.metadata["lipsyncctl"]["source_reel"] = cmx["reel"]
+        cmx["reel"] = render_reel(oc.key)
+    if dub is not None and not dub.source.startswith("track:"):
+        urls = bool(plan.segments) and _url_form(plan.segments[0].media_url) == "url"
+        out.tracks.append(dub_track(dub, plan, "url" if urls else "absolute"))  # given on the command line
     return out, warnings
+
+
+def dub_track(dub: DubTrack, plan: TimelinePlan, form: str) -> Any:
+    """An audio track ``Dub <lang>`` holding the dub file at its record position: its sample 0 plays at
+    timeline second ``dub.start``, so a dub that starts later gets a leading gap and one that starts
+    earlier is trimmed at its head; it ends where the timeline does. Times are in samples at the dub's
+    rate (sample exact); the reference's URL has the input's ``form``."""
+    import opentimelineio as otio
+
+    rate = float(dub.rate)
+    total = tb.samples_at(plan.duration, plan.fps, dub.rate)
+    lead = math.floor(dub.start * dub.rate)
+    length = dub.samples.shape[1]
+    track = otio.schema.Track(name=f"Dub {dub.language}", kind=otio.schema.TrackKind.Audio,
+                              metadata={"lipsyncctl": {"language": dub.language, "dub": dub.source}})
+    if lead > 0:
+        track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(min(lead, total), rate))))
+    first = max(-lead, 0)
+    count = min(length - first, total - max(lead, 0))
+    if count > 0:
+        path = Path(dub.source).resolve()
+        ref = otio.schema.ExternalReference(
+            target_url=_url_like(form, path),
+            available_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
+                                                    otio.opentime.RationalTime(length, rate)),
+            metadata={"lipsyncctl": {_RELATIVE: form == "relative"}})
+        track.append(otio.schema.Clip(name=path.name, media_reference=ref, source_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(first, rate), otio.opentime.RationalTime(count, rate))))
+    return track
 
 
 def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver: MediaResolver | None = None,
@@ -90,6 +164,7 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
     folder.mkdir(parents=True, exist_ok=True)
     written, warnings = [], []
     protected = [source_path, *inputs]
+    base = None if is_bundle(source_path) else (resolver.base if resolver else source_path.resolve().parent)
     targets = [(folder / f"{source_path.stem}.otio", "otio_json")]
     adapter = adapter_for(source_path)
     if source_path.suffix.lower() != ".otio" and adapter is not None:
@@ -101,7 +176,8 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                              inputs=protected)
             else:
                 with atomic_output(path, inputs=protected) as tmp:
-                    otio.adapters.write_to_file(_for_adapter(timeline, name), str(tmp), adapter_name=name)
+                    otio.adapters.write_to_file(_for_adapter(_with_urls(timeline, folder, base, name), name),
+                                                str(tmp), adapter_name=name)
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist
             if name == "otio_json":
@@ -109,6 +185,35 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
             warnings.append(f"could not write {path.name} with the {name} adapter ({type(exc).__name__}: {exc});"
                             " use the .otio")
     return written, warnings
+
+
+def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> Any:
+    """A copy of ``timeline`` whose URLs are right from ``folder``, where it is written: the renders and
+    dub marked relative relative to ``folder``, the input's own relative URLs (relative to ``base``, the
+    input's folder; None for a bundle input, whose URLs stay as they are) re-based onto ``folder``. For
+    FCP XML every local path becomes a ``file://`` URL."""
+    import opentimelineio as otio
+
+    out = timeline.deepcopy()
+    refs = [ref for clip in out.find_clips() for ref in clip.media_references().values()]
+    for ref in refs:
+        if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
+            continue
+        url = ref.target_url
+        mine = (ref.metadata.get("lipsyncctl") or {}).get(_RELATIVE)
+        form = _url_form(url)
+        if mine is not None:
+            ref.metadata["lipsyncctl"].pop(_RELATIVE, None)
+        if adapter == "fcp_xml":
+            if form != "url":
+                local = Path(url) if form == "absolute" else (base / url if base is not None else None)
+                if local is not None:
+                    ref.target_url = local.resolve().as_uri()
+        elif mine:
+            ref.target_url = Path(os.path.relpath(url, folder.resolve())).as_posix()
+        elif mine is None and form == "relative" and base is not None:
+            ref.target_url = Path(os.path.relpath(base / url, folder.resolve())).as_posix()
+    return out
 
 
 def _for_adapter(timeline: Any, adapter: str) -> Any:
@@ -169,7 +274,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
                     t += 1
                     bar.advance()
         mux(video_only, dub.cut(0, plan.duration, plan.fps), dub.rate, output, config.output.audio_codec,
-            inputs=inputs)
+            inputs=inputs, timecode=tb.timecode(plan.global_start, plan.fps))  # the record timecode
     return output
 
 

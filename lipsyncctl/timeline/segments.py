@@ -66,6 +66,12 @@ class Segment:
     def render_frames(self) -> int:
         return self.source_frames + self.handle_in + self.handle_out
 
+    @property
+    def render_timecode(self) -> str:
+        """The source timecode of the render's first frame (its head handle), in the media's timecode:
+        written into the render, so it relinks by timecode (non-drop frame)."""
+        return tb.timecode(self.media_start + self.render_start, self.media_fps)
+
     def to_dict(self, timeline_fps: Fraction, global_start: int) -> dict[str, Any]:
         rec = self.record_start + global_start
         return {

@@ -42,6 +42,8 @@ class ShotTask:
     config: Config                # this shot's resolved configuration (per-shot options applied)
     model_audio: str | None = None            # what the model hears, if not ``audio`` (close mode)
     keep_source: list[tuple[int, int]] = field(default_factory=list)  # local [lo, hi) kept as source
+    timecode: str | None = None   # source timecode of the first rendered frame, written into the render
+    reel: str | None = None       # reel name written beside it
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "config": self.config.to_dict()}
@@ -106,6 +108,13 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
         return outcome(ShotStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     if res.frames != task.frames:
         return outcome(ShotStatus.FAILED, error=f"rendered {res.frames} frames, expected {task.frames}")
+    if task.timecode is not None:  # so an NLE relinks the render by timecode and reel
+        from lipsyncctl.timeline.mediaio import stamp_timecode
+
+        try:
+            stamp_timecode(output, task.timecode, task.reel, inputs=(Path(task.video), Path(task.audio)))
+        except LipsyncError as exc:
+            return outcome(ShotStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     return outcome(ShotStatus.DONE, output=str(output), faces_found=res.faces_found,
                    no_face_frames=res.no_face_frames, warnings=list(res.warnings))
 

@@ -20,6 +20,7 @@ from lipsyncctl.cli.main import main
 from tests.conftest import REPO, shared_path
 from tests.sync_media import audio_info, decode_rgb, video_rate
 from tests.timeline_media import EXPECTED_SHOTS, EXPECTED_SKIPS, FILM, build_edit, clip, rt, write_sources
+from tests.unit.test_timeline_timecode import timecode_tracks
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.detect_every=3"]
 
@@ -89,7 +90,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
             assert abs(n / rate - s["rendered_frames"] / float(FILM)) <= 2048 / rate  # AAC frames of 1024
         # the relinked timeline: same record ranges, the render active, the original kept
         relinked = otio.adapters.read_from_file(info["timelines"][0])
-        clips = {c.name: c for c in relinked.find_clips()}
+        clips = {c.name: c for t in relinked.video_tracks() for c in t.find_clips()}
         assert set(clips) == set(source_clips)
         for name, c in clips.items():
             orig = source_clips[name]
@@ -97,15 +98,34 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
             if name in EXPECTED_SHOTS:
                 assert c.active_media_reference_key == f"lipsync_{lang}"
                 refs = c.media_references()
-                assert refs["DEFAULT_MEDIA"].target_url == orig.media_reference.target_url
-                target = Path(otio.url_utils.filepath_from_url(c.media_reference.target_url))
+                # relative URLs stay relative, from the folder the relinked timeline is in
+                here = Path(info["timelines"][0]).parent
+                assert (here / refs["DEFAULT_MEDIA"].target_url).resolve() == (
+                    env["root"] / orig.media_reference.target_url).resolve()
+                assert not c.media_reference.target_url.startswith(("/", "file:"))
+                target = (here / c.media_reference.target_url).resolve()
                 assert target.is_file() and target == Path(shots[name]["output"])
                 avail = c.media_reference.available_range
                 assert avail.duration.to_frames() == shots[name]["rendered_frames"]
                 media_start = 86400 if name.startswith("B") else 0  # cam_b's timecode 01:00:00:00
                 assert avail.start_time.to_frames() == media_start + plan[name]["render"]["start"]
+                # ... and that is the timecode written into the render, beside its reel name
+                tc, tmcd = timecode_tracks(target)
+                assert tc == otio.opentime.to_timecode(avail.start_time, avail.start_time.rate) and tmcd
+                assert c.metadata["cmx_3600"]["reel"] == refs[f"lipsync_{lang}"].metadata["lipsyncctl"]["reel"]
             else:
                 assert c.active_media_reference_key == "DEFAULT_MEDIA"
+        # the dub on its own audio track at its record position (sample 0 at the first frame)
+        (dub,) = [t for t in relinked.tracks if t.name == f"Dub {lang}"]
+        assert dub.kind == otio.schema.TrackKind.Audio and len(dub) == 1
+        assert dub[0].media_reference.target_url == str(Path(env[lang]).resolve())  # as given: a plain path
+        assert dub[0].range_in_parent().start_time.value == 0 and dub[0].source_range.start_time.value == 0
+        # otiotool finds every file of the relinked timeline from its folder
+        verify = subprocess.run([str(Path(sys.executable).parent / "otiotool"), "-i", Path(info["timelines"][0]).name,
+                                 "--verify-media"], cwd=here, capture_output=True, text=True, timeout=120)
+        lost = [line for line in verify.stdout.splitlines() if "NOT FOUND" in line]
+        assert verify.returncode == 0 and verify.stdout.count("MEDIA EXISTS") >= 6, verify  # renders, originals, dub
+        assert len(lost) == 1 and "nowhere/missing.mkv" in lost[0]  # the edit's one clip without media
         # the QC report
         report = json.loads(Path(info["report"]).read_text())
         assert report["ok"] and report["summary"]["done"] == 4 and report["summary"]["skipped"] == 4
@@ -117,6 +137,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
         # the conform: the whole edit with the dub
         conform = Path(info["conform"])
         assert len(decode_rgb(conform)) == 62 and audio_info(conform)[2] > 0
+        assert timecode_tracks(conform)[0] == "01:00:00:00"  # the record timecode
     de_cov = {s["name"]: s["speech_coverage"] for s in res["languages"]["de"]["shots"]}
     assert de_cov["A1"] < 1.0 and de_cov["A3"] == 1.0  # the dialogue starts 0.45 s into the dub
 
