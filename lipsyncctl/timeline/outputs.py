@@ -117,30 +117,32 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
 def dub_track(dub: DubTrack, plan: TimelinePlan, form: str) -> Any:
     """An audio track ``Dub <lang>`` holding the dub file at its record position: its sample 0 plays at
     timeline second ``dub.start``, so a dub that starts later gets a leading gap and one that starts
-    earlier is trimmed at its head; it ends where the timeline does. Times are in samples at the dub's
-    rate (sample exact); the reference's URL has the input's ``form``."""
+    earlier is trimmed at its head; it ends where the timeline does. Times are on the timeline's rate
+    (FCP XML and EDL writers need one rate) with fractional values: whole samples, exactly. The
+    reference's URL has the input's ``form``."""
     import opentimelineio as otio
 
-    rate = float(dub.rate)
+    def at(samples: int) -> Any:
+        return otio.opentime.RationalTime(float(Fraction(samples) * plan.fps / dub.rate), float(plan.fps))
+
+    def span(first: int, count: int) -> Any:
+        return otio.opentime.TimeRange(at(first), at(count))
+
     total = tb.samples_at(plan.duration, plan.fps, dub.rate)
     lead = math.floor(dub.start * dub.rate)
     length = dub.samples.shape[1]
     track = otio.schema.Track(name=f"Dub {dub.language}", kind=otio.schema.TrackKind.Audio,
-                              metadata={"lipsyncctl": {"language": dub.language, "dub": dub.source}})
+                              metadata={"lipsyncctl": {"language": dub.language, "dub": dub.source,
+                                                       "sample_rate": dub.rate}})
     if lead > 0:
-        track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
-            otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(min(lead, total), rate))))
+        track.append(otio.schema.Gap(source_range=span(0, min(lead, total))))
     first = max(-lead, 0)
     count = min(length - first, total - max(lead, 0))
     if count > 0:
         path = Path(dub.source).resolve()
-        ref = otio.schema.ExternalReference(
-            target_url=_url_like(form, path),
-            available_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
-                                                    otio.opentime.RationalTime(length, rate)),
-            metadata={"lipsyncctl": {_RELATIVE: form == "relative"}})
-        track.append(otio.schema.Clip(name=path.name, media_reference=ref, source_range=otio.opentime.TimeRange(
-            otio.opentime.RationalTime(first, rate), otio.opentime.RationalTime(count, rate))))
+        ref = otio.schema.ExternalReference(target_url=_url_like(form, path), available_range=span(0, length),
+                                            metadata={"lipsyncctl": {_RELATIVE: form == "relative"}})
+        track.append(otio.schema.Clip(name=path.name, media_reference=ref, source_range=span(first, count)))
     return track
 
 

@@ -113,3 +113,105 @@ def test_relinked_edl_and_otio_keep_the_record_start(media: Path, tmp_path: Path
     assert otio.opentime.to_timecode(again.global_start_time, 25) == "01:00:00:00"
     clips = list(again.find_clips())
     assert [c.trimmed_range_in_parent().start_time.value for c in clips][:1] == [0]
+
+
+def _relinked(media: Path, tmp_path: Path, edl_text: str = DISSOLVE_EDL, offset: float = 0.0):  # type: ignore[no-untyped-def]
+    """The EDL's plan, its relinked timeline with cam_a's shot rendered (a stamped copy of the source) and a
+    2 s dub starting ``offset`` s after the first frame."""
+    from lipsyncctl.media.mux import stamp_timecode
+    from lipsyncctl.timeline.dub import DubTrack
+    from lipsyncctl.timeline.outputs import render_reel
+
+    edl = media / "diss.edl"
+    edl.write_text(edl_text, encoding="utf-8")
+    timeline = read_timeline(edl)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=2)
+    seg = plan.segments[0]
+    render = tmp_path / "out" / "de" / "shots" / "001.mkv"
+    render.parent.mkdir(parents=True)
+    write_clip(render, [np.zeros((32, 32, 3), np.uint8)] * seg.render_frames, Fraction(25))
+    stamp_timecode(render, seg.render_timecode, reel=render_reel("abcdef0123"))
+    outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "abcdef0123", language="de", segment=seg.id, output=str(render))}
+    dub_file = tmp_path / "de.wav"
+    dub_file.write_bytes(b"")  # only its path is written into the timeline
+    dub = DubTrack("de", np.zeros((2, 96000), np.float32), 48000, Fraction(offset).limit_denominator(100), str(dub_file))
+    relinked, _ = relinked_timeline(timeline, plan, outcomes, "de", dub=dub)
+    return edl, timeline, plan, relinked, render
+
+
+def test_the_relinked_edl_names_the_renders_reel_at_its_timecode(media: Path, tmp_path: Path) -> None:
+    from lipsyncctl.timeline.source import MediaFacts, _tag
+
+    edl, _, plan, relinked, render = _relinked(media, tmp_path)
+    seg = plan.segments[0]
+    assert (seg.handle_in, seg.render_timecode) == (2, "00:00:00:02")
+    written, _ = write_timelines(relinked, edl, tmp_path / "out" / "de", inputs=[media / "cam_a.mkv"])
+    events = [line.split() for line in (tmp_path / "out" / "de" / "diss.edl").read_text().splitlines()
+              if line[:1].isdigit()]
+    assert events[0][1] == "LSABCDEF" == _tag(render, "reel_name")
+    assert events[0][4:8] == ["00:00:00:04", "00:00:01:04", "01:00:00:00", "01:00:01:00"]  # inside the render's
+    # the relinked EDL read back: its event links to the render (clip name + reel) and passes the cross-check
+    from lipsyncctl.timeline.segments import name_mismatch
+
+    back = read_timeline(tmp_path / "out" / "de" / "diss.edl", rate=25)
+    first = next(iter(back.find_clips()))
+    facts = MediaFacts(render, Fraction(25), seg.render_frames, 32, 32, _tag(render, "timecode"), _tag(render, "reel_name"))
+    assert name_mismatch(first, facts) is None
+
+
+def test_relinked_urls_keep_the_inputs_form(media: Path, tmp_path: Path) -> None:
+    import opentimelineio as otio
+
+    edl, timeline, plan, relinked, render = _relinked(media, tmp_path)
+    folder = tmp_path / "out" / "de"
+    written, _ = write_timelines(relinked, edl, folder, inputs=[media / "cam_a.mkv"])
+    back = otio.adapters.read_from_file(str(folder / "diss.otio"))
+    clip = next(iter(back.video_tracks()[0].find_clips()))
+    assert clip.media_reference.target_url == "shots/001.mkv"  # the EDL named a relative file
+    # relative from the output folder; an absolute path stays absolute, a file:// URL a URL
+    for url, expect in [("cam_a.mkv", "shots/001.mkv"), (str(media / "cam_a.mkv"), str(render.resolve())),
+                        ((media / "cam_a.mkv").as_uri(), render.resolve().as_uri())]:
+        plan.segments[0].media_url = url
+        again, _ = relinked_timeline(timeline, plan, {plan.segments[0].id: ShotOutcome(
+            ShotStatus.DONE, "k", output=str(render))}, "de")
+        base_tl = media / "sub" / "cut.otio"  # the input timeline's folder is media/sub
+        write_timelines(again, base_tl, folder, inputs=[media / "cam_a.mkv"])
+        got = otio.adapters.read_from_file(str(folder / "cut.otio"))
+        url_out = next(iter(got.video_tracks()[0].find_clips())).media_reference.target_url
+        assert url_out == expect
+        original = next(iter(got.video_tracks()[0].find_clips())).media_references()["DEFAULT_MEDIA"].target_url
+        if url == "cam_a.mkv":  # the input's relative URL re-based: still the same file
+            assert not original.startswith("/") and (folder / original).resolve() == media / "sub" / "cam_a.mkv"
+
+
+def test_fcp_xml_states_the_renders_timecode_and_urls(media: Path, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    if "fcp_xml" not in installed_adapters():
+        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
+    _, _, plan, relinked, render = _relinked(media, tmp_path)
+    folder = tmp_path / "out" / "de"
+    written, warnings = write_timelines(relinked, media / "cut.xml", folder, inputs=[media / "cam_a.mkv"])
+    assert folder / "cut.xml" in written, warnings
+    root = ET.parse(folder / "cut.xml").getroot()
+    files = {f.findtext("pathurl"): f for f in root.iter("file") if f.findtext("pathurl")}
+    mine = files[render.resolve().as_uri()]
+    assert int(mine.findtext("timecode/frame")) == 2  # 00:00:00:02 at 25: what the render's tmcd says
+    assert all(u.startswith("file://") for u in files)
+
+
+@pytest.mark.parametrize(("offset", "gap", "head"), [(0.0, 0, 0), (0.5, 24000, 0), (-0.25, 0, 12000)])
+def test_the_dub_track_sits_at_its_record_samples(media: Path, tmp_path: Path, offset: float, gap: int,
+                                                  head: int) -> None:
+    _, _, plan, relinked, _ = _relinked(media, tmp_path, offset=offset)
+    (track,) = [t for t in relinked.tracks if t.name == "Dub de"]
+    clip = track[-1]
+    def samples(t):  # type: ignore[no-untyped-def]
+        assert t.rate == 25  # the timeline's rate, fractional frames: whole samples
+        return round(t.value * 48000 / 25, 6)
+
+    assert samples(clip.range_in_parent().start_time) == gap
+    assert samples(clip.source_range.start_time) == head
+    end = gap + samples(clip.source_range.duration)
+    assert end == min(gap + 96000 - head, plan.duration * 48000 // 25)  # ends with the dub or the edit
+    assert [t.name for t in relinked.tracks][:-1] == ["V"]  # the original tracks kept
