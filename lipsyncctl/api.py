@@ -116,12 +116,14 @@ def timeline_job(
     backend: str = "local",
     dry_run: bool = False,
     wait: bool = False,
+    conform_me: str | Path | None = None,
 ) -> TimelineJob:
     """A :class:`~lipsyncctl.timeline.job.TimelineJob` from the words a user types: ``audio`` as
     ``FILE`` or ``LANG=FILE``, ``audio_tracks`` as ``NAME`` or ``LANG=NAME``, ``relink`` as ``OLD=NEW``,
     ``gpus`` as ``"0,1"``, ``shard`` as ``"I/N"`` or ``"auto"`` (array-job variables). ``wait``: when
-    another run is writing to ``output``, wait for it instead of raising BusyError. Raises UsageError
-    naming the option for a malformed value."""
+    another run is writing to ``output``, wait for it instead of raising BusyError. ``conform_me``: an M&E
+    file the conform mixes under the dub. Raises UsageError naming the option for a malformed value (or a
+    missing ``conform_me``, before anything runs)."""
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
     from lipsyncctl.timeline import dub as dubs
@@ -135,8 +137,19 @@ def timeline_job(
         edl_rate=edl_rate, jobs=jobs,
         gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),
         shard=parse_shard(shard) if isinstance(shard, str) or shard is None else shard,
-        backend=backend, dry_run=dry_run, wait=wait,
+        backend=backend, dry_run=dry_run, wait=wait, conform_me=_existing(conform_me, "--conform-me"),
     )
+
+
+def _existing(path: str | Path | None, option: str) -> Path | None:
+    """``path`` as a Path; UsageError naming ``option`` when it is not a file."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        from lipsyncctl.errors import UsageError
+
+        raise UsageError(f"{option} {path}: file not found", hint="check the path")
+    return Path(path)
 
 
 def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineResult:

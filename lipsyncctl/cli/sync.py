@@ -114,6 +114,8 @@ FLAGS: tuple[Flag, ...] = (
          modes=TIMELINE),
     Flag("conform", ("--conform/--no-conform",), bool | None, "Timeline: also write the full-length video with "
          "the dub (timeline.conform).", key="timeline.conform", modes=TIMELINE),
+    Flag("conform_me", ("--conform-me",), Path | None, "Timeline: an M&E (music and effects) file mixed under the "
+         "dub in the conform; it starts at the first frame.", modes=TIMELINE),
     Flag("min_sync", ("--min-sync",), float | None, "Timeline: fail shots whose SyncNet confidence is below this "
          "(timeline.min_sync; needs syncnet-v2).", key="timeline.min_sync", modes=TIMELINE),
     Flag("jobs", ("--jobs", "-j"), int | None, "Timeline: shots rendered at once by local worker processes (default 1).",

@@ -36,7 +36,7 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
     from lipsyncctl import api
 
     # options left out keep the job's defaults (an explicit --jobs 1 is passed like any other value)
-    given = {k: values[k] for k in ("audio_offset", "media_root", "edl_rate", "jobs", "backend")
+    given = {k: values[k] for k in ("audio_offset", "media_root", "edl_rate", "jobs", "backend", "conform_me")
              if values[k] is not None}
     job = api.timeline_job(values["timeline"], values["output"], audio=values["audio"] or [],
                            audio_tracks=values["audio_track"] or [], relink=values["relink"] or [],

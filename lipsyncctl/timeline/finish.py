@@ -94,7 +94,8 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
     if config.timeline.conform:
         ext = Path(rows[0].output).suffix if rows and rows[0].output else ".mp4"
         inputs = (job.timeline, *{seg.media for seg in plan.segments}, *(p for _, p in job.audio))
-        out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs)
+        out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs,
+                      me=job.conform_me)
         result.conform = str(out)
     # QC: thumbnails, sync scores, min-sync
     thumbs, syncnet, scale = _qc(shots, rows, dub, plan, config, lang_warnings)

@@ -235,11 +235,31 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
     return out
 
 
+def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> np.ndarray:
+    """The conform's sound, float32 ``(channels, n)`` at ``dub.rate`` for the whole edit: the dub, and with
+    ``me`` an M&E (music and effects) file, decoded at the dub's rate, whose first sample plays at the first
+    frame, summed under it at unity gain (stems are mixed to add up), mono spread to every channel, clipped
+    to full scale."""
+    from lipsyncctl.timeline.mediaio import read_audio
+
+    mix = dub.cut(0, plan.duration, plan.fps)
+    if me is None:
+        return mix
+    bed, _ = read_audio(me, rate=dub.rate)
+    channels = max(mix.shape[0], bed.shape[0])
+    out = np.zeros((channels, mix.shape[1]), dtype=np.float32)
+    out += mix if mix.shape[0] in (1, channels) else np.resize(mix, (channels, mix.shape[1]))
+    n = min(bed.shape[1], mix.shape[1])
+    out[:, :n] += bed[:, :n] if bed.shape[0] in (1, channels) else np.resize(bed[:, :n], (channels, n))
+    return np.clip(out, -1.0, 1.0)
+
+
 def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,
-            config: Any, inputs: tuple[Path, ...] = ()) -> Path:
-    """Write the full-length picture of the edit with the dub: lip-synced shots where finished, the
-    original media elsewhere, black in gaps and where media is missing. Transitions are cut at the
-    edit point. Frame size = the first shot's media (others are resized to it).
+            config: Any, inputs: tuple[Path, ...] = (), me: Path | None = None) -> Path:
+    """Write the full-length picture of the edit with the dub (over the M&E file ``me`` if given:
+    :func:`conform_audio`): lip-synced shots where finished, the original media elsewhere, black in gaps
+    and where media is missing. Transitions are cut at the edit point. Frame size = the first shot's
+    media (others are resized to it). It starts at the edit's record timecode.
 
     The picture is encoded in a private temporary folder beside ``output``, then muxed with the dub
     under a temporary name and renamed: a failure or Ctrl-C leaves no partial ``output``, and
@@ -275,8 +295,8 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
                     writer.write(black)
                     t += 1
                     bar.advance()
-        mux(video_only, dub.cut(0, plan.duration, plan.fps), dub.rate, output, config.output.audio_codec,
-            inputs=inputs, timecode=tb.timecode(plan.global_start, plan.fps))  # the record timecode
+        mux(video_only, conform_audio(plan, dub, me), dub.rate, output, config.output.audio_codec,
+            inputs=(*inputs, *([me] if me else [])), timecode=tb.timecode(plan.global_start, plan.fps))
     return output
 
 

@@ -87,6 +87,7 @@ class TimelineJob:
     backend: str = "local"
     dry_run: bool = False
     wait: bool = False            # another run holds OUT: wait for it instead of refusing (exit 6)
+    conform_me: Path | None = None  # M&E mixed under the dub in the conform (starts at the first frame)
 
 
 @dataclass

@@ -215,3 +215,65 @@ def test_the_dub_track_sits_at_its_record_samples(media: Path, tmp_path: Path, o
     end = gap + samples(clip.source_range.duration)
     assert end == min(gap + 96000 - head, plan.duration * 48000 // 25)  # ends with the dub or the edit
     assert [t.name for t in relinked.tracks][:-1] == ["V"]  # the original tracks kept
+
+
+def test_the_conform_mixes_the_dub_over_an_me_track_at_the_record_timecode(media: Path, tmp_path: Path) -> None:
+    """Dub (mono, from 0.5 s) + M&E (stereo, from the first frame) summed sample for sample in a PCM
+    conform that starts at 01:00:00:00."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.media.audio import write_wav
+    from lipsyncctl.timeline.dub import DubTrack
+    from lipsyncctl.timeline.mediaio import read_audio
+    from lipsyncctl.timeline.outputs import conform, conform_audio
+    from tests.unit.test_timeline_timecode import timecode_tracks
+
+    _, _, plan, _, render = _relinked(media, tmp_path)
+    rate = 48000
+    t = np.arange(rate * 3) / rate
+    me = write_wav(tmp_path / "me.wav", np.stack([0.25 * np.sin(2 * np.pi * 300 * t), np.full_like(t, -0.125)], 1)
+                   .astype(np.float32), rate)
+    dub = DubTrack("de", (0.5 * np.sin(2 * np.pi * 500 * t[: rate]))[None].astype(np.float32), rate,
+                   Fraction(1, 2), "de.wav")
+    mixed = conform_audio(plan, dub, me)
+    n = plan.duration * rate // 25
+    assert mixed.shape == (2, n)
+    bed, _ = read_audio(me, rate=rate)
+    expect = bed[:, :n].copy()
+    expect[:, rate // 2 : rate // 2 + rate] += dub.samples[0, : n - rate // 2]
+    assert np.allclose(mixed, np.clip(expect, -1, 1), atol=1e-6)
+    assert np.array_equal(conform_audio(plan, dub), dub.cut(0, plan.duration, plan.fps))  # no M&E: the dub alone
+    seg = plan.segments[0]
+    outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "k", output=str(render))}
+    config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1"})
+    out = conform(plan, outcomes, dub, tmp_path / "edit.conform.mkv", config, me=me)
+    got, got_rate = read_audio(out)
+    assert got_rate == rate and got.shape == (2, n)
+    assert np.abs(got - mixed).max() < 2 / 32768  # 16-bit PCM
+    assert timecode_tracks(out)[0] == "01:00:00:00"
+
+
+def test_conform_me_must_exist(tmp_path: Path) -> None:
+    from lipsyncctl import api
+    from lipsyncctl.errors import UsageError
+
+    with pytest.raises(UsageError, match="--conform-me .*nope.wav: file not found"):
+        api.timeline_job(tmp_path / "e.otio", tmp_path / "out", audio=["de.wav"], conform_me=tmp_path / "nope.wav")
+
+
+def test_the_cli_hands_conform_me_to_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl import api
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.errors import UsageError
+
+    seen = []
+
+    def fake(job, config):  # type: ignore[no-untyped-def]
+        seen.append(job)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(api, "sync_timeline", fake)
+    me = tmp_path / "me.wav"
+    me.write_bytes(b"RIFF")
+    rc = main(["-q", "sync", "--timeline", str(tmp_path / "e.otio"), "--audio", f"de={me}", "-o",
+               str(tmp_path / "out"), "--conform", "--conform-me", str(me), "--preset", "tiny"])
+    assert rc == 2 and seen and seen[0].conform_me == me
