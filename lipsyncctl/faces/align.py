@@ -19,6 +19,7 @@ it with a feathered (eroded and blurred) mask, then truncates to uint8, like ``r
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +138,8 @@ class FaceAligner:
     resolution: int = 256
     smooth: bool = True
     _prev_bias: np.ndarray | None = field(default=None, init=False, repr=False)
+    #: per-thread scratch of :meth:`warp_crop` (a float frame; the pipelined renderer aligns in its own thread)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
     @property
     def crop_wh(self) -> tuple[int, int]:
@@ -156,15 +159,29 @@ class FaceAligner:
         matrix[:, 2] += bias
         return matrix
 
-    def warp_crop(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """Warp ``frame`` (H, W, 3) uint8 by ``matrix`` into the crop ``(h, w, 3)`` uint8 (truncated)."""
+    def warp_crop(self, frame: np.ndarray, matrix: np.ndarray, roi: bool = True) -> np.ndarray:
+        """Warp ``frame`` (H, W, 3) uint8 by ``matrix`` into the crop ``(h, w, 3)`` uint8 (truncated).
+
+        ``roi``: convert to float only the box of the frame the crop's bilinear taps can reach (plus 2
+        pixels), in a per-thread frame-sized buffer whose other pixels are never read; the sampling grid is
+        the whole frame's, so the crop is the same bit for bit (``False``: the whole frame, as upstream)."""
         import torch
 
         from lipsyncctl.faces import warp
 
         w, h = self.crop_wh
-        img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].to(torch.float32)
-        out = warp.warp_affine(img, torch.from_numpy(np.asarray(matrix, np.float32)), (h, w), fill=FILL_VALUE)
+        m = torch.from_numpy(np.asarray(matrix, np.float32))
+        height, width = frame.shape[:2]
+        if not roi:
+            img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].to(torch.float32)
+        else:
+            x0, y0, x1, y1 = warp.warped_bounds(warp.invert_affine(m).numpy(), (w, h), (width, height), margin=2)
+            buf = getattr(self._local, "frame", None)
+            if buf is None or buf.shape != (height, width, frame.shape[2]):
+                buf = self._local.frame = torch.zeros((height, width, frame.shape[2]), dtype=torch.float32)
+            buf[y0:y1, x0:x1] = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+            img = buf.permute(2, 0, 1)[None]  # the same strides as the whole-frame conversion
+        out = warp.warp_affine(img, m, (h, w), fill=FILL_VALUE)
         return out[0].permute(1, 2, 0).numpy().astype(np.uint8)
 
     def align(self, frame: np.ndarray, points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +241,19 @@ class FaceAligner:
         out = frame.copy()
         box = (x0, y0, x1, y1)
         restore_box = self._delta_box if delta else self._restore_box
-        out[y0:y1, x0:x1] = restore_box(frame, face_t, inv, box)
+        out[y0:y1, x0:x1] = restore_box(frame, face_t, inv, box, tight=roi)
         return out
 
-    def _feather(self, inv, full_hw: tuple[int, int], box: tuple[int, int, int, int]):
-        """``(grid, inv_mask, soft)`` of ``restore_img`` on ``box``: the sampling grid, the warped and
-        2x2-eroded coverage ``(1, 1, bh, bw)`` and the eroded, blurred paste weight ``(1, bh, bw)``."""
+    def _feather(self, inv, full_hw: tuple[int, int], box: tuple[int, int, int, int], tight: bool):
+        """``restore_img``'s weights on ``box``: ``(grid, coverage, inv_mask, soft, sub)``, the sampling grid
+        ``(1, bh, bw, 2)``, the warped coverage of the crop and the same 2x2-eroded ``(1, 1, bh, bw)``, and the
+        eroded, blurred paste weight ``soft`` ``(1, sh, sw)`` on ``sub = (sx0, sy0, sx1, sy1)`` (box pixels);
+        ``soft`` is exactly 0 in the rest of the box.
+
+        ``tight``: blur only ``sub``, the eroded mask's non-zero rows and columns grown by twice the blur
+        radius (clipped to the box): every output within one radius of the non-zero pixels reads the same
+        inputs as on the whole box, reflected borders included (what lies between one and two radii out is
+        zeros either way), and everything further out is a sum of zeros. ``False``: blur the whole box."""
         import cv2
         import torch
 
@@ -237,41 +261,65 @@ class FaceAligner:
 
         w, h = self.crop_wh
         grid = warp.sampling_grid(inv, (h, w), full_hw, box)  # same grid for the face and its mask
-        ones = torch.ones((1, 1, h, w), dtype=torch.float32)
-        inv_mask = warp.erode_2x2(warp.sample(ones, grid))
+        coverage = warp.sample(torch.ones((), dtype=torch.float32).expand(1, 1, h, w), grid)
+        inv_mask = warp.erode_2x2(coverage)
         w_edge = int(torch.sum(inv_mask).item() ** 0.5) // 20
         center = inv_mask[0, 0].numpy()
         if w_edge > 0:
             center = cv2.erode(center, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
         k = 2 * w_edge + 1
         sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
-        soft = warp.gaussian_blur(torch.from_numpy(np.ascontiguousarray(center))[None, None], k, sigma)[0]
-        return grid, inv_mask, soft
+        bh, bw = center.shape
+        sub = (0, 0, bw, bh)
+        if tight:
+            rows, cols = np.flatnonzero(center.any(1)), np.flatnonzero(center.any(0))
+            if len(rows) == 0:
+                return grid, coverage, inv_mask, torch.zeros((1, 0, 0)), (0, 0, 0, 0)
+            reach = 2 * (k // 2)
+            sub = (max(int(cols[0]) - reach, 0), max(int(rows[0]) - reach, 0),
+                   min(int(cols[-1]) + 1 + reach, bw), min(int(rows[-1]) + 1 + reach, bh))
+        sx0, sy0, sx1, sy1 = sub
+        part = torch.from_numpy(np.ascontiguousarray(center[sy0:sy1, sx0:sx1]))[None, None]
+        soft = warp.gaussian_blur(part, k, sigma)[0]
+        return grid, coverage, inv_mask, soft, sub
 
-    def _restore_box(self, frame, face_t, inv, box: tuple[int, int, int, int]) -> np.ndarray:
-        """``restore_img`` evaluated on ``box = (x0, y0, x1, y1)`` of the full frame only."""
+    def _restore_box(self, frame, face_t, inv, box: tuple[int, int, int, int], tight: bool = True) -> np.ndarray:
+        """``restore_img`` evaluated on ``box = (x0, y0, x1, y1)`` of the full frame only (where the paste
+        weight is 0 the source pixel is kept without computing the face there: ``0 * face + 1 * src``)."""
         import torch
 
         from lipsyncctl.faces import warp
 
         x0, y0, x1, y1 = box
-        grid, inv_mask, soft = self._feather(inv, frame.shape[:2], box)
-        inv_face = warp.sample(face_t[None], grid, fill=FILL_VALUE)[0]
+        grid, coverage, inv_mask, soft, (sx0, sy0, sx1, sy1) = self._feather(inv, frame.shape[:2], box, tight)
+        out = np.array(frame[y0:y1, x0:x1])
+        if sx1 <= sx0 or sy1 <= sy0:
+            return out
+        part = (slice(sy0, sy1), slice(sx0, sx1))
+        inv_face = warp.sample(face_t[None], grid[:, part[0], part[1]], fill=FILL_VALUE,
+                               coverage=coverage[:, :, part[0], part[1]])[0]
         inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
-        pasted = inv_mask[0] * inv_face
-        src = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1).to(torch.float32)
+        pasted = inv_mask[0][:, part[0], part[1]] * inv_face
+        src = torch.from_numpy(np.ascontiguousarray(out[part])).permute(2, 0, 1).to(torch.float32)
         blended = soft * pasted + (1 - soft) * src
-        return blended.permute(1, 2, 0).to(torch.uint8).numpy()
+        out[part] = blended.permute(1, 2, 0).to(torch.uint8).numpy()
+        return out
 
-    def _delta_box(self, frame, delta_t, inv, box: tuple[int, int, int, int]) -> np.ndarray:
-        """:meth:`restore_delta` on ``box``: ``frame + soft * inv_mask * warp(delta) * 127.5``, rounded."""
+    def _delta_box(self, frame, delta_t, inv, box: tuple[int, int, int, int], tight: bool = True) -> np.ndarray:
+        """:meth:`restore_delta` on ``box``: ``frame + soft * inv_mask * warp(delta) * 127.5``, rounded (the
+        source pixel where the weight is 0)."""
         import torch
 
         from lipsyncctl.faces import warp
 
         x0, y0, x1, y1 = box
-        grid, inv_mask, soft = self._feather(inv, frame.shape[:2], box)
-        inv_delta = warp.sample(delta_t[None], grid)[0] * 127.5  # zero outside the crop
-        src = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1).to(torch.float32)
-        out = src + (soft * inv_mask[0]) * inv_delta
-        return out.round().clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+        grid, _, inv_mask, soft, (sx0, sy0, sx1, sy1) = self._feather(inv, frame.shape[:2], box, tight)
+        out = np.array(frame[y0:y1, x0:x1])
+        if sx1 <= sx0 or sy1 <= sy0:
+            return out
+        part = (slice(sy0, sy1), slice(sx0, sx1))
+        inv_delta = warp.sample(delta_t[None], grid[:, part[0], part[1]])[0] * 127.5  # zero outside the crop
+        src = torch.from_numpy(np.ascontiguousarray(out[part])).permute(2, 0, 1).to(torch.float32)
+        res = src + (soft * inv_mask[0][:, part[0], part[1]]) * inv_delta
+        out[part] = res.round().clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+        return out

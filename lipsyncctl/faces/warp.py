@@ -88,14 +88,21 @@ def warp_affine(
     return sample(image, grid, fill)
 
 
-def sample(image: torch.Tensor, grid: torch.Tensor, fill: float | None = None) -> torch.Tensor:
-    """``grid_sample`` (bilinear, ``align_corners=True``) with zero or constant ``fill`` padding."""
+def sample(image: torch.Tensor, grid: torch.Tensor, fill: float | None = None,
+           coverage: torch.Tensor | None = None) -> torch.Tensor:
+    """``grid_sample`` (bilinear, ``align_corners=True``) with zero or constant ``fill`` padding.
+
+    ``coverage``: ``sample(ones, grid)`` (``(B or 1, 1, h, w)``) when the caller has it already (the fill
+    weight; the same values this would compute)."""
     grid = grid.to(image.device).expand(image.shape[0], -1, -1, -1)
     out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     if fill is None:
         return out
-    ones = torch.ones(
-        (image.shape[0], 1, image.shape[-2], image.shape[-1]), dtype=image.dtype, device=image.device
+    if coverage is not None:
+        return out + (1 - coverage.to(image.device)) * fill
+    # A broadcast view of one 1.0 (no frame-sized allocation; grid_sample reads the same values).
+    ones = torch.ones((), dtype=image.dtype, device=image.device).expand(
+        image.shape[0], 1, image.shape[-2], image.shape[-1]
     )
     coverage = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out + (1 - coverage) * fill
@@ -106,8 +113,12 @@ def erode_2x2(mask: torch.Tensor) -> torch.Tensor:
 
     Taps outside the image are ignored (kornia's geodesic border). ``mask`` (B, C, H, W).
     """
-    padded = F.pad(mask, (1, 0, 1, 0), mode="constant", value=float("inf"))
-    return -F.max_pool2d(-padded, kernel_size=2, stride=1)
+    # min of two shifted copies, twice (exact: a minimum rounds nothing); was -max_pool2d(-pad(inf)).
+    out = mask.clone()
+    torch.minimum(out[..., 1:, :], mask[..., :-1, :], out=out[..., 1:, :])
+    rows = out.clone()
+    torch.minimum(out[..., :, 1:], rows[..., :, :-1], out=out[..., :, 1:])
+    return out
 
 
 def gaussian_kernel1d(size: int, sigma: float) -> torch.Tensor:
