@@ -102,7 +102,8 @@ FLAGS: tuple[Flag, ...] = (
          "LANG=NAME) as a dub (repeatable).", modes=TIMELINE),
     Flag("media_root", ("--media-root",), Path | None, "Timeline: folder to find media that is not where the edit "
          "says.", modes=TIMELINE),
-    Flag("relink", ("--relink",), list[str] | None, "Timeline: replace a media path prefix, OLD=NEW (repeatable).",
+    Flag("relink", ("--relink",), list[str] | None, "Timeline: replace a media path prefix, OLD=NEW (repeatable; "
+         "OLD in any form an NLE writes: /D:/x, D:\\x, file://localhost/D%3a/x).",
          modes=TIMELINE),
     Flag("edl_rate", ("--edl-rate",), float | None, "Timeline: frame rate of an EDL, e.g. 23.976 (default: detected from its comments, timecodes "
          "and media; exit 2 when they cannot tell).",

@@ -421,9 +421,14 @@ def parse_relink(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         old, sep, new = item.partition("=")
         if not sep or not old:
-            raise UsageError(f"--relink {item!r}: expected OLD=NEW", hint="e.g. --relink /Volumes/edit=/mnt/edit")
+            raise UsageError(f"--relink {item!r}: expected OLD=NEW",
+                             hint="e.g. --relink /Volumes/edit=/mnt/edit or --relink D:\\proj=/mnt/proj")
         out[old] = new
     return out
+
+
+#: a Windows drive path, ``D:/...`` (after :meth:`MediaResolver.url_path`)
+_DRIVE = re.compile(r"^[A-Za-z]:(?=/|$)")
 
 
 @dataclass
@@ -442,22 +447,46 @@ class MediaResolver:
 
     @staticmethod
     def url_path(url: str) -> str:
-        """``file:///a/b%20c.mov`` -> ``/a/b c.mov``; plain paths pass through."""
-        if url.startswith("file:"):
-            parsed = urlparse(url)
-            return unquote(parsed.path)
-        return url
+        """A media URL or path as one canonical path string, whatever form an NLE wrote it in:
+        ``file:///a/b%20c.mov`` -> ``/a/b c.mov``; Windows paths get forward slashes and an upper-case
+        drive, with or without a URL around them (``file://localhost/D%3a/x.mov``, ``file:///D:/x.mov``,
+        ``/D:/x.mov``, ``D:\\x.mov`` -> ``D:/x.mov``); a UNC share ``\\\\srv\\share\\x.mov`` or
+        ``file://srv/share/x.mov`` -> ``//srv/share/x.mov``. Other paths pass through."""
+        raw = url
+        if raw[:5].lower() == "file:":
+            parsed = urlparse(raw)
+            raw = unquote(parsed.path)
+            if parsed.netloc and parsed.netloc.lower() != "localhost":
+                raw = f"//{parsed.netloc}{raw}"
+        if "\\" in raw and (_DRIVE.match(raw.replace("\\", "/")) or raw.startswith("\\\\")):
+            raw = raw.replace("\\", "/")
+        if re.match(r"^/[A-Za-z]:(/|$)", raw):
+            raw = raw[1:]
+        if _DRIVE.match(raw):
+            raw = raw[0].upper() + raw[1:]
+        return raw
 
-    def candidates(self, url: str) -> list[Path]:
+    def relinked(self, url: str) -> str:
+        """:meth:`url_path` of ``url`` with the longest matching ``--relink`` prefix replaced. Prefixes are
+        read in the same forms (``D:\\proj``, ``/D:/proj`` and ``file://localhost/D%3a/proj`` are one) and
+        match whole path components (``/Volumes/edit`` is not a prefix of ``/Volumes/editorial``);
+        Windows drive paths match without regard to case, as Windows does."""
         raw = self.url_path(url)
         for old in sorted(self.relink, key=len, reverse=True):
-            if raw.startswith(old):
-                raw = self.relink[old] + raw[len(old):]
-                break
+            prefix = self.url_path(old).rstrip("/")
+            head = raw[: len(prefix)]
+            same = head.casefold() == prefix.casefold() if _DRIVE.match(prefix) else head == prefix
+            if prefix and same and raw[len(prefix) : len(prefix) + 1] in ("", "/"):
+                return self.url_path(self.relink[old]).rstrip("/") + raw[len(prefix):]
+        return raw
+
+    def candidates(self, url: str) -> list[Path]:
+        raw = self.relinked(url)
+        drive = _DRIVE.match(raw)  # a Windows path left as it was: not a path on this machine
         p = Path(os.path.expanduser(raw))
-        cands = [p] if p.is_absolute() else [self.base / p]
+        cands = [p] if p.is_absolute() else [] if drive else [self.base / p]
         if self.media_root is not None:
-            rel = Path(*p.parts[1:]) if p.is_absolute() else p
+            rel = Path(raw[drive.end():].lstrip("/")) if drive else Path(*p.parts[1:]) if p.is_absolute() else p
             cands += [self.media_root / rel, self.media_root / p.name]
         return cands
 

@@ -277,3 +277,33 @@ def test_the_cli_hands_conform_me_to_the_job(tmp_path: Path, monkeypatch: pytest
     rc = main(["-q", "sync", "--timeline", str(tmp_path / "e.otio"), "--audio", f"de={me}", "-o",
                str(tmp_path / "out"), "--conform", "--conform-me", str(me), "--preset", "tiny"])
     assert rc == 2 and seen and seen[0].conform_me == me
+
+
+@pytest.mark.parametrize("url", [
+    "file://localhost/D%3a/proj/media/cam_a.mkv", "file:///D:/proj/media/cam_a.mkv", "D:\\proj\\media\\cam_a.mkv",
+    "/D:/proj/media/cam_a.mkv", "d:/PROJ/media/cam_a.mkv",
+])
+@pytest.mark.parametrize("old", ["D:\\proj", "/D:/proj", "file://localhost/D%3a/proj", "d:/proj/"])
+def test_relink_reads_the_forms_nles_write(media: Path, url: str, old: str) -> None:
+    """Premiere/Resolve/Avid on Windows write the same file several ways; --relink takes any of them."""
+    (media / "media").mkdir(exist_ok=True)
+    target = media / "media" / "cam_a.mkv"
+    if not target.exists():
+        target.write_bytes((media / "cam_a.mkv").read_bytes())
+    resolver = MediaResolver(Path("/nonexistent"), relink={old: str(media)})
+    assert resolver.resolve(url) == target.resolve()
+
+
+def test_relink_matches_whole_path_components_and_media_root_takes_drive_paths(media: Path) -> None:
+    resolver = MediaResolver(media, relink={"/Volumes/edit": "/nowhere"})
+    assert resolver.relinked("/Volumes/editorial/a.mov") == "/Volumes/editorial/a.mov"
+    assert resolver.relinked("/Volumes/edit/a.mov") == "/nowhere/a.mov"
+    assert MediaResolver.url_path("\\\\srv\\share\\a.mov") == "//srv/share/a.mov"
+    assert MediaResolver.url_path("file://srv/share/a%20b.mov") == "//srv/share/a b.mov"
+    # an unrelinked Windows path is found under --media-root by its path below the drive, then by name
+    (media / "deep" / "media").mkdir(parents=True, exist_ok=True)
+    deep = media / "deep" / "media" / "cam_a.mkv"
+    deep.write_bytes(b"x")
+    rooted = MediaResolver(Path("/nonexistent"), media_root=media / "deep")
+    assert rooted.resolve("E:\\media\\cam_a.mkv") == deep.resolve()
+    assert MediaResolver(Path("/nonexistent"), media_root=media).resolve("E:\\x\\cam_a.mkv") == (media / "cam_a.mkv").resolve()
