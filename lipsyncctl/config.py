@@ -199,7 +199,9 @@ class OutputOptions(_Strict):
     encoder_preset: str = "medium"
     pix_fmt: str | None = Field(None, description="None = the codec's default closest to the source")
     matte: bool = Field(False, description="also write a matte of the changed region")
-    audio_codec: Literal["aac", "pcm"] = "aac"
+    audio_codec: Literal["auto", "aac", "pcm", "pcm24"] = Field(
+        "auto", description="auto: 24-bit PCM beside ProRes/DNxHR in a .mov/.mkv (as deliveries carry them), else AAC"
+    )
 
 
 class TimelineOptions(_Strict):

@@ -16,10 +16,20 @@ from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name
 from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
 from lipsyncctl.media.writer import BITEXACT
 
-#: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format).
-AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16")}
-#: Containers that hold 16-bit PCM audio (``codec="pcm"``); .mp4 does not.
+#: Audio codecs for :func:`mux_audio`: name -> (encoder, sample format). ``pcm24`` is 24-bit (in 32-bit
+#: samples, as libavcodec takes it).
+AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16"), "pcm24": ("pcm_s24le", "s32")}
+#: Containers that hold PCM audio (``codec="pcm"``/``"pcm24"``); .mp4 does not.
 PCM_CONTAINERS = (".mov", ".mkv", ".avi", ".wav")
+#: Video codecs delivered with PCM sound (mastering/intermediate codecs): ``codec="auto"`` gives them 24-bit PCM.
+PCM_VIDEO_CODECS = ("prores", "dnxhd")
+
+
+def auto_audio_codec(video_codec: str, out: str | Path) -> str:
+    """``pcm24`` for a mastering codec (:data:`PCM_VIDEO_CODECS`: ProRes, DNxHD/HR) in a container that
+    holds PCM, else ``aac``: a ProRes master keeps a 24-bit PCM dub as recorded instead of AAC."""
+    pcm = video_codec in PCM_VIDEO_CODECS and Path(out).suffix.lower() in PCM_CONTAINERS
+    return "pcm24" if pcm else "aac"
 _SAMPLE_DTYPES = {"flt": np.float32, "s16": np.int16, "s32": np.int32, "dbl": np.float64, "u8": np.uint8}
 
 
@@ -108,7 +118,8 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
             ``(n,)`` / ``(n, channels)`` at ``rate`` Hz.
         out: destination, written atomically; must not be ``video``, ``audio`` or one of ``inputs``.
         rate: sample rate of an array ``audio`` (required then).
-        codec: ``aac`` (default) or ``pcm`` (16-bit; needs a .mov/.mkv output).
+        codec: ``aac`` (default), ``pcm`` (16-bit) or ``pcm24`` (24-bit; both need a .mov/.mkv output), or
+            ``auto`` (:func:`auto_audio_codec` of the copied video stream).
         bit_rate: AAC bit rate (default: the encoder's, about 128 kb/s for stereo).
         duration: cut the audio to this many seconds.
         pad: with ``duration``, also pad a shorter audio with silence to exactly that length.
@@ -117,9 +128,12 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
     import av
 
     out = Path(out)
+    if codec == "auto":
+        with opened(video) as probe_src:
+            codec = auto_audio_codec(video_stream(probe_src, video).codec_context.name, out)
     if codec not in AUDIO_CODECS:
         raise MediaError(f"unknown audio codec {codec!r}", hint=f"choose one of {', '.join(AUDIO_CODECS)}")
-    if codec == "pcm" and out.suffix.lower() not in PCM_CONTAINERS:
+    if codec.startswith("pcm") and out.suffix.lower() not in PCM_CONTAINERS:
         raise MediaError(f"{out}: PCM audio needs one of {', '.join(PCM_CONTAINERS)}")
     encoder, fmt = AUDIO_CODECS[codec]
     protect = [video, *inputs] + ([audio] if isinstance(audio, (str, Path)) else [])

@@ -97,7 +97,7 @@ def check_output(output: Path, options: OutputOptions) -> None:
     from lipsyncctl.media.mux import PCM_CONTAINERS
 
     pcm_ok = [e for e in allowed if e in PCM_CONTAINERS]
-    if options.audio_codec == "pcm" and ext not in pcm_ok:
+    if options.audio_codec in ("pcm", "pcm24") and ext not in pcm_ok:
         raise ConfigError(f"{output}: PCM audio (output.audio_codec) cannot be stored in a '{ext or '(none)'}' file",
                           hint=f"use output.audio_codec=aac, or one of {', '.join(pcm_ok)} for {options.codec} with PCM")
 

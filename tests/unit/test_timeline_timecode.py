@@ -65,3 +65,27 @@ def test_mux_audio_with_a_timecode(tmp_path: Path) -> None:
     assert timecode_tracks(out)[0] == "00:59:58:00" and timecode_tracks(out)[1]
     plain = mux_audio(video, tone, tmp_path / "plain.mp4", rate=48000)
     assert timecode_tracks(plain) == (None, [])
+
+
+@pytest.mark.parametrize(("codec", "ext", "pix_fmt", "audio"), [
+    ("prores_ks", ".mov", "yuv422p10le", "pcm_s24le"), ("libx264", ".mov", "yuv420p", "aac"),
+    ("libx264", ".mp4", "yuv420p", "aac"),
+])
+def test_auto_audio_is_24_bit_pcm_beside_prores(tmp_path: Path, codec: str, ext: str, pix_fmt: str,
+                                                audio: str) -> None:
+    """A ProRes master keeps a 24-bit dub as 24-bit PCM (output.audio_codec=auto, the default)."""
+    import av
+
+    from lipsyncctl import config as cfg
+    from lipsyncctl.media.audio import read_audio
+
+    assert cfg.OutputOptions().audio_codec == "auto"
+    video = write_clip(tmp_path / f"v{ext}", [np.full((64, 64, 3), 9, np.uint8)] * 6, Fraction(25), codec=codec,
+                       pix_fmt=pix_fmt)
+    steps = (np.arange(4800, dtype=np.float64) % 512 - 256) / 2**23  # values only 24 bits hold
+    out = mux_audio(video, steps.astype(np.float32), tmp_path / f"out{ext}", rate=48000, codec="auto")
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == audio
+    if audio == "pcm_s24le":
+        back = read_audio(out, 48000, 1)
+        assert np.array_equal(np.round(back[: len(steps)].astype(np.float64) * 2**23), np.round(steps * 2**23))
