@@ -12,6 +12,14 @@ another process beforehand): a clip of real face frames (the bundled sample, pin
 25 fps, H.264) synced to a tone of the same length with the ``tiny`` preset (random tiny networks:
 the real pipeline, tiny UNet/VAE). ``--steps`` sets the DDIM steps (default 2, the tiny preset's).
 
+``--floor`` (issue 12) measures the non-model stages on the shared fixture (1080x1920 HEVC, real face,
+``--floor-seconds`` of it; ``--floor-sizes 2160`` adds a 4K upscale, written first with x264 ultrafast), beside
+the floor: a plain decode + encode of the same frames with the same codec settings (the sync output's
+writer: H.264 CRF 18 at x264 ``medium`` and ``veryfast``, 4 encoder threads). Per preset: the floor, the
+serial render's decode / align / paste / encode frames/s (``--json`` stage seconds), those four together
+against the floor's time, face tracking apart (it runs before the render), then the whole sync end to end
+serial and pipelined (``inference.pipelined``) with the sha256 of both outputs (they must be equal).
+
 The full-size UNet row builds ``models/configs/unet/<--unet>.yaml`` with random weights and times one
 guided step on one window (batch 2 = [uncond, cond] x 16 frames) with and without DeepCache-style
 feature reuse (:mod:`tests.bench.bench_unet_step`); a window is ``steps`` such steps (20 official),
@@ -71,6 +79,64 @@ print(json.dumps({{"params": params, "full": full, "partial": partial}}))
 """
 
 
+FIXTURE = REPO.parent / "shared" / "fixtures" / "demo1_video.mp4"
+FIXTURE_AUDIO = REPO.parent / "shared" / "fixtures" / "demo1_audio.wav"
+RENDER_STAGES = ["decode", "align", "paste", "encode"]  # the non-model stages of the render
+
+_UPSCALE = r"""
+import sys
+from fractions import Fraction
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+import cv2
+from lipsyncctl.media.reader import IndexedReader
+from lipsyncctl.media.writer import VideoWriter
+with IndexedReader({src!r}) as r, VideoWriter(Path({dst!r}), r.fps, preset="ultrafast", crf=18) as w:
+    for _, rgb in r.range(0, {frames}):
+        w.write(cv2.resize(rgb, ({width}, {height}), interpolation=cv2.INTER_LANCZOS4))
+"""
+
+_FLOOR = r"""
+import json, sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from lipsyncctl import config as cfg
+from lipsyncctl.media.probe import probe
+from lipsyncctl.media.reader import IndexedReader
+from lipsyncctl.pipeline.output import open_writer
+video, n = Path({video!r}), {frames}
+info = probe(video); v = info.video
+options = cfg.resolve("tiny", ["output.encoder_preset={preset}"]).output
+t0 = time.perf_counter()
+with IndexedReader(video, v.nominal_fps, info=info) as r:
+    for _ in r.range(0, n):
+        pass
+decode = time.perf_counter() - t0
+t0 = time.perf_counter()
+with IndexedReader(video, v.nominal_fps, info=info) as r, \
+        open_writer(Path({out!r}), v.nominal_fps, options, color=v.color, source_pix_fmt=v.pix_fmt) as w:
+    for _, rgb in r.range(0, n):
+        w.write(rgb)
+print(json.dumps({{"decode": decode, "both": time.perf_counter() - t0}}))
+"""
+
+_SYNC_FIXTURE = r"""
+import hashlib, json, sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from lipsyncctl import config as cfg
+from lipsyncctl.pipeline.clip import sync_clip
+out = Path({out!r})
+config = cfg.resolve("tiny", ["inference.steps=2", "output.encoder_preset={preset}", "sync.length_policy=cut",
+                              "inference.pipelined={pipelined}"])
+t0 = time.perf_counter()
+r = sync_clip(Path({video!r}), Path({audio!r}), out, config, frames=(0, {frames}), overwrite=True)
+wall = time.perf_counter() - t0
+print(json.dumps({{"frames": r.frames, "wall": wall, "stages": r.stage_seconds,
+                  "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}}))
+"""
+
+
 def _python(code: str, env: dict[str, str] | None = None) -> str:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -89,6 +155,68 @@ def run_sync(seconds: float, res: int, steps: int) -> dict:
 
 def run_unet(name: str, latent: int) -> dict:
     return json.loads(_python(_UNET.format(repo=str(REPO), name=name, latent=latent)))
+
+
+def run_floor(seconds: float, sizes: list[int], presets: list[str]) -> list[dict]:
+    """Per size and x264 preset: the floor (decode; decode + encode) and a serial and a pipelined sync."""
+    import torch
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, LIPSYNCCTL_MODELS=str(Path(tmp) / "models"))
+        _python(f"import sys; sys.path.insert(0, {str(REPO)!r}); from lipsyncctl.checkpoints.tiny import "
+                "ensure_tiny_models; ensure_tiny_models()", env)  # written once, before any timed run
+        frames = int(round(seconds * 25))  # the fixture is 25 fps
+        for size in sizes:
+            video = FIXTURE
+            if size != 1920:  # the fixture's long side; others are Lanczos upscales of it
+                video = Path(tmp) / f"v{size}.mp4"
+                _python(_UPSCALE.format(repo=str(REPO), src=str(FIXTURE), dst=str(video), frames=frames,
+                                        width=size * 1080 // 1920, height=size))
+            for preset in presets:
+                floor = json.loads(_python(_FLOOR.format(repo=str(REPO), video=str(video), frames=frames,
+                                                         preset=preset, out=str(Path(tmp) / "floor.mp4"))))
+                runs = {}
+                for pipelined in ("false", "true"):
+                    runs[pipelined] = json.loads(_python(_SYNC_FIXTURE.format(
+                        repo=str(REPO), video=str(video), audio=str(FIXTURE_AUDIO), frames=frames, preset=preset,
+                        pipelined=pipelined, out=str(Path(tmp) / f"o-{pipelined}.mp4")), env))
+                rows.append({"size": size, "preset": preset, "frames": frames, "floor": floor,
+                             "serial": runs["false"], "pipelined": runs["true"],
+                             "torch_threads": torch.get_num_threads()})
+    return rows
+
+
+#: stages outside the render (and its mux): subtracted from a sync's wall time to get the render's
+_OUTSIDE_RENDER = ("probe", "faces", "load models", "audio features", "mux")
+
+
+def floor_table(rows: list[dict]) -> str:
+    def fps(n: int, s: float) -> str:
+        return f"{n / s:>7.1f}" if s else f"{'-':>7}"
+
+    lines = ["non-model stages vs the floor (plain decode + encode, same codec settings), frames/s; tiny model, "
+             "2 steps, CPU",
+             f"{'size':>5} {'x264':>9} {'floor':>7} {'fl.dec':>7} {'decode':>7} {'align':>7} {'paste':>7} "
+             f"{'encode':>7} {'4 stg':>7} {'vs fl':>6} {'faces':>7} {'render':>7} {'render':>7} {'e2e':>6} "
+             f"{'e2e':>6} {'same':>5}",
+             f"{'':>5} {'preset':>9} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7} {'serial':>7} {'time':>6} "
+             f"{'':>7} {'serial':>7} {'pipel.':>7} {'ser.':>6} {'pip.':>6} {'hash':>5}"]
+    for r in rows:
+        n, st = r["frames"], r["serial"]["stages"]
+        four = sum(st.get(k, 0.0) for k in RENDER_STAGES)
+        render = {m: r[m]["wall"] - sum(r[m]["stages"].get(k, 0.0) for k in _OUTSIDE_RENDER)
+                  for m in ("serial", "pipelined")}
+        lines.append(
+            f"{r['size']:>5} {r['preset']:>9} {fps(n, r['floor']['both'])} {fps(n, r['floor']['decode'])} "
+            + " ".join(fps(n, st.get(k, 0.0)) for k in RENDER_STAGES)
+            + f" {fps(n, four)} {four / r['floor']['both']:>5.2f}x {fps(n, st.get('faces', 0.0))}"
+            f" {fps(n, render['serial'])} {fps(n, render['pipelined'])}"
+            f" {n / r['serial']['wall']:>6.2f} {n / r['pipelined']['wall']:>6.2f}"
+            f" {'yes' if r['serial']['sha256'] == r['pipelined']['sha256'] else 'NO':>5}")
+    lines.append("4 stg: decode+align+paste+encode of the serial render; vs fl: their time / the floor's; render: "
+                 "wall minus probe, faces, model load, audio features, mux; e2e: whole sync incl. those")
+    return "\n".join(lines)
 
 
 def stage_table(rows: list[tuple[float, int, dict]], steps: int) -> str:
@@ -132,7 +260,15 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--unet", default="stage2", help="UNet config for the full-size row")
     ap.add_argument("--unet-latent", type=int, default=32, help="latent side (32 = 256 px, 64 = 512 px)")
     ap.add_argument("--no-unet", action="store_true")
+    ap.add_argument("--floor", action="store_true", help="only the non-model stages vs the floor (issue 12)")
+    ap.add_argument("--floor-seconds", type=float, default=3.0)
+    ap.add_argument("--floor-sizes", type=int, nargs="+", default=[1920], help="long sides (1920 = the fixture)")
+    ap.add_argument("--floor-presets", nargs="+", default=["medium", "veryfast"])
     args = ap.parse_args(argv)
+    if args.floor:
+        text = floor_table(run_floor(args.floor_seconds, args.floor_sizes, args.floor_presets))
+        print(text)
+        return text
     short = min(args.seconds)
     runs: dict[tuple[float, int], dict] = {}
     for res in args.resolutions:
@@ -156,6 +292,14 @@ def test_bench_sync() -> None:
     seconds = os.environ.get("LIPSYNCCTL_BENCH_SECONDS", "10 60").split()
     text = main(["--seconds", *seconds])
     assert "peak RSS" in text
+
+
+@pytest.mark.bench
+def test_bench_sync_floor() -> None:
+    if not FIXTURE.is_file():
+        pytest.skip(f"shared fixture not found: {FIXTURE}")
+    text = main(["--floor"])
+    assert "floor" in text and " NO" not in text  # pipelined and serial outputs are the same bytes
 
 
 if __name__ == "__main__":
