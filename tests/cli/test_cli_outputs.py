@@ -89,7 +89,7 @@ def test_ctrl_c_removes_the_output_folders_it_created(media, models_dir: Path, t
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Renderer, "_window", interrupted)
+    monkeypatch.setattr(Renderer, "generate", interrupted)
     out = tmp_path / "out" / "new" / "o.mp4"
     assert main(_sync(media, out)) == 130, capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -173,7 +173,7 @@ def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, 
     def not_handled(signum, frame):  # type: ignore[no-untyped-def]
         raise RuntimeError("SIGTERM reached the embedding process's handler")  # not pytest's death
 
-    monkeypatch.setattr(Renderer, "_window", terminated)
+    monkeypatch.setattr(Renderer, "generate", terminated)
     outer = signal.signal(signal.SIGTERM, not_handled)
     try:
         out = tmp_path / "out" / "o.mp4"

@@ -43,7 +43,7 @@ CONFIG_FLAGS: dict[str, tuple[str | None, dict[str, Any]]] = {
 #: sample values of the flags that set no config key, for the wrong-mode tests
 OTHER_VALUES = {"--start": "1", "--end": "2", "--video": "v.mp4", "--timeline": "e.otio", "--audio-offset": "0",
                 "--audio-track": "DE", "--media-root": ".", "--relink": "a=b", "--edl-rate": "25", "--jobs": "1",
-                "--gpus": "0", "--shard": "0/2", "--backend": "ray"}
+                "--gpus": "0", "--shard": "0/2", "--backend": "ray", "--conform-me": "me.wav"}
 
 
 def _mode_flags(mode: str) -> list[str]:

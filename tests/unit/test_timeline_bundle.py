@@ -122,9 +122,12 @@ def test_bundle_render_writes_a_self_contained_bundle(bundles, kind: str, capsys
         relinked = otio.adapters.read_from_file(str(written), extract_to_directory=str(root))
     else:
         root, relinked = written, otio.adapters.read_from_file(str(written))
-    clips = {c.name: c for c in relinked.find_clips()}
+    clips = {c.name: c for t in relinked.video_tracks() for c in t.find_clips()}
     source = {c.name: c for c in bundles["timeline"].find_clips()}
     assert set(clips) == set(source)
+    (dub,) = [t for t in relinked.audio_tracks() if t.name == "Dub de"]  # the dub, embedded too
+    assert dub[-1].media_reference.target_url == f"media/{Path(SAMPLE_DUB).name}"
+    assert (root / dub[-1].media_reference.target_url).read_bytes() == Path(SAMPLE_DUB).read_bytes()
     shots = {s["name"]: s for s in info["shots"]}
     for name, c in clips.items():
         assert c.range_in_parent() == source[name].range_in_parent() and c.source_range == source[name].source_range
