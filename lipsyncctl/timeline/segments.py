@@ -12,6 +12,8 @@ Rules:
   what is under them (as in an NLE), and are reported as skipped.
 - Transitions are boundaries: each side keeps its own segment, and the handle each side needs for the
   transition (``out_offset`` after the outgoing clip, ``in_offset`` before the incoming one) is rendered.
+- Each segment's id (its render file's name, its report row) is its clip name and record-in timecode,
+  ``sh020_01-00-04-12``: stable when other shots are skipped or added.
 - All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
 - An EDL names each event's source by its clip name and reel only: the file found for it must carry
   that name (file name or stem) or that reel (the file's reel tag, or its stem truncated as EDL reels
@@ -189,10 +191,10 @@ def plan_timeline(
         segments.append(seg_or_skip)
     for i, seg in enumerate(segments):
         seg.index = i
-        seg.id = f"{i + 1:03d}_{_slug(seg.name)}"
         if by_clip[seg.clip_path] > 1:
             seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
+    _name_segments(segments, fps, gstart)
     for item in skipped:
         warnings.append(f"{item.name}: skipped ({item.reason})")
     skipped.extend(_disabled(timeline, fps))
@@ -370,6 +372,27 @@ def _disabled(timeline: Any, fps: Fraction) -> list[SkippedItem]:
             frames = tb.to_frames(rng.duration, fps) if rng is not None else 0
             out.append(SkippedItem(clip.name, "disabled", start, frames))
     return out
+
+
+def _name_segments(segments: list[Segment], fps: Fraction, global_start: int) -> None:
+    """Give each segment a stable id: its clip name and record-in timecode (``sh020_01-00-04-12``).
+
+    The id names the render file and the report row, so it must not depend on which other shots are
+    planned (skipping a shot leaves every other id unchanged, unlike a running number). Visible segments
+    never share a record frame, so the timecode alone makes ids unique; should two still collide (names
+    cut to 40 characters, equal timecodes), the track's index and then a counter are appended, in record
+    order, so the outcome is the same on every run."""
+    seen: set[str] = set()
+    for seg in segments:
+        tc = tb.timecode(seg.record_start + global_start, fps).replace(":", "-")
+        sid = f"{_slug(seg.name)}_{tc}"
+        if sid in seen:
+            sid = f"{sid}_t{seg.clip_path[0] + 1}"
+        base, n = sid, 2
+        while sid in seen:
+            sid, n = f"{base}_{n}", n + 1
+        seen.add(sid)
+        seg.id = sid
 
 
 def _slug(name: str) -> str:

@@ -4,6 +4,7 @@ per-shot options, shard/GPU/relink parsing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from lipsyncctl.runner.devices import parse_gpus
 from lipsyncctl.runner.shards import parse_shard
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import timebase as tb
-from lipsyncctl.timeline.segments import plan_timeline
+from lipsyncctl.timeline.segments import _name_segments, plan_timeline
 from lipsyncctl.timeline.source import MediaResolver, installed_adapters, parse_relink, read_timeline
 from tests.conftest import shared_path
 from tests.timeline_media import EXPECTED_SHOTS, EXPECTED_SKIPS, FILM, build_edit, clip, rt, tr, write_sources
@@ -115,6 +116,47 @@ def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
     assert [(s.name, s.record_start, s.record_frames, s.source_start, s.whole_clip) for s in plan.segments] == [
         ("long", 0, 10, 0, False), ("top", 10, 5, 0, True), ("long", 15, 15, 15, False)]
     assert len({s.id for s in plan.segments}) == 3
+
+
+def test_shot_ids_are_stable_when_a_shot_is_skipped(media: Path) -> None:
+    import opentimelineio as otio
+
+    def edit(skip: str | None) -> dict[str, str]:
+        tl = otio.schema.Timeline(name="t", global_start_time=rt(86400))
+        v = otio.schema.Track(name="V1")
+        for k, name in enumerate(["sh010", "sh020", "sh030"]):
+            c = clip(name, "cam_a.mkv", 4 * k, 12, available=(0, 40))
+            if name == skip == "sh010":
+                c.enabled = False
+            elif name == skip:
+                c.markers.append(otio.schema.Marker(name="lipsync: false"))
+            v.append(c)
+        tl.tracks.append(v)
+        return {s.name: s.id for s in plan_timeline(tl, MediaResolver(media)).segments}
+
+    full = edit(None)
+    assert full == {"sh010": "sh010_01-00-00-00", "sh020": "sh020_01-00-00-12", "sh030": "sh030_01-00-01-00"}
+    assert edit("sh010") == {k: full[k] for k in ("sh020", "sh030")}  # a disabled clip
+    assert edit("sh020") == {k: full[k] for k in ("sh010", "sh030")}  # a "lipsync: false" marker
+
+
+def test_shot_ids_are_unique_with_duplicate_clip_names(media: Path) -> None:
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name="t")
+    low, high = otio.schema.Track(name="V1"), otio.schema.Track(name="V2")
+    low.extend([clip("same", "cam_a.mkv", 0, 10, available=(0, 40)), clip("same", "cam_a.mkv", 10, 10)])
+    high.extend([otio.schema.Gap(source_range=tr(0, 20)), clip("same", "cam_b.mkv", 86400, 5, available=(86400, 30))])
+    tl.tracks.extend([low, high])
+    ids = [s.id for s in plan_timeline(tl, MediaResolver(media)).segments]
+    assert ids == ["same_00-00-00-00", "same_00-00-00-10", "same_00-00-00-20"]
+    again = [s.id for s in plan_timeline(tl, MediaResolver(media)).segments]
+    assert again == ids and len(set(ids)) == 3
+    # visible shots never share a record frame; were two to collide, the track index then a counter tell them apart
+    seg = plan_timeline(tl, MediaResolver(media)).segments[0]
+    twins = [replace(seg), replace(seg, clip_path=(1, 1)), replace(seg, clip_path=(1, 1))]
+    _name_segments(twins, FILM, 0)
+    assert [s.id for s in twins] == ["same_00-00-00-00", "same_00-00-00-00_t2", "same_00-00-00-00_t2_2"]
 
 
 def test_relink_and_media_root(media: Path, tmp_path: Path) -> None:
