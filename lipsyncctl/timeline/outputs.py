@@ -12,15 +12,19 @@ URLs keep the form the input used: a ``file://`` URL stays a URL, a plain path a
 relative path stays relative, to the folder the output timeline is written to (FCP XML always gets
 ``file://`` URLs, which is what it holds). The language's dub is added on an audio track at its record
 position (:func:`dub_track`); the original tracks are kept.
+
+The conform (:func:`conform`) plays each planned transition (:class:`~lipsyncctl.timeline.segments.TransitionSpan`)
+as a linear cross-dissolve (:func:`dissolve_weight`, :func:`mix`), streamed with one frame of each side held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,8 +262,9 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
             config: Any, inputs: tuple[Path, ...] = (), me: Path | None = None) -> Path:
     """Write the full-length picture of the edit with the dub (over the M&E file ``me`` if given:
     :func:`conform_audio`): lip-synced shots where finished, the original media elsewhere, black in gaps
-    and where media is missing. Transitions are cut at the edit point. Frame size = the first shot's
-    media (others are resized to it). It starts at the edit's record timecode.
+    and where media is missing. Transitions between two shots are dissolves (:func:`_dissolved`); one
+    beside a gap or a skipped clip stays a cut. Frame size = the first shot's media (others are resized
+    to it). It starts at the edit's record timecode.
 
     The picture is encoded in a private temporary folder beside ``output``, then muxed with the dub
     under a temporary name and renamed: a failure or Ctrl-C leaves no partial ``output``, and
@@ -274,6 +279,12 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     check_not_input(output, inputs)
     size = plan.segments[0].media_size if plan.segments else (640, 360)
     black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+
+    def fit(rgb: np.ndarray) -> np.ndarray:
+        if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
+            return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        return rgb
+
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmp:
         video_only = Path(tmp) / f"video{output.suffix}"
@@ -285,9 +296,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
                         writer.write(black)
                         t += 1
                         bar.advance()
-                    for rgb in _segment_frames(seg, outcomes.get(seg.id), plan.fps):
-                        if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
-                            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+                    for rgb in _dissolved(seg, plan, outcomes, fit):
                         writer.write(rgb)
                         t += 1
                         bar.advance()
@@ -312,19 +321,78 @@ def _named(output: Path) -> Iterator[None]:
         raise write_error(output, exc) from exc
 
 
-def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction) -> Iterator[np.ndarray]:
-    """The ``record_frames`` RGB frames of ``seg`` at the timeline rate (render if finished, else source)."""
+def dissolve_weight(k: int, frames: int) -> float:
+    """The incoming shot's weight on frame ``k`` (0-based) of a ``frames``-frame dissolve: ``(k + 0.5) / frames``.
+
+    Linear, sampled at the middle of each frame, as NLEs mix a cross-dissolve: no frame of the
+    transition is all of one shot, the weights are symmetric about the cut point of an even dissolve
+    (a 2-frame one is 1/4, 3/4), and a 1-frame dissolve is an even mix."""
+    return (k + 0.5) / frames
+
+
+def mix(outgoing: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray:
+    """``outgoing * (1 - weight) + incoming * weight``, per channel, rounded to the nearest level (uint8)."""
+    out = outgoing.astype(np.float32) * (1 - weight) + incoming.astype(np.float32) * weight
+    return np.floor(out + 0.5).astype(np.uint8)
+
+
+def _dissolved(seg: Segment, plan: TimelinePlan, outcomes: dict[str, ShotOutcome],
+               fit: Callable[[np.ndarray], np.ndarray]) -> Iterator[np.ndarray]:
+    """The ``record_frames`` frames of ``seg`` (sized by ``fit``), those inside a transition mixed with
+    the other side's: before the cut the incoming shot's head handle under the outgoing shot, after it
+    the outgoing shot's tail handle under the incoming one (:func:`dissolve_weight`). Streamed: one
+    frame of each side held."""
+    overlays = []  # (first record frame, end, span, other segment, its first record offset, seg is outgoing)
+    for span in plan.transitions:
+        if span.outgoing == seg.index and span.before:
+            overlays.append((span.start, span.cut, span, plan.segments[span.incoming], -span.before, True))
+        if span.incoming == seg.index and span.after:
+            other = plan.segments[span.outgoing]
+            overlays.append((span.cut, span.end, span, other, other.record_frames, False))
+    own = _segment_frames(seg, outcomes.get(seg.id), plan.fps)
+    with contextlib.closing(own):
+        k = 0
+        for lo, hi, span, other, first, own_out in sorted(overlays, key=lambda o: o[0]):
+            for _ in range(lo - seg.record_start - k):
+                yield fit(next(own))
+                k += 1
+            ext = _segment_frames(other, outcomes.get(other.id), plan.fps, first, first + hi - lo)
+            with contextlib.closing(ext):
+                for t in range(lo, hi):
+                    a, b = fit(next(own)), fit(next(ext))
+                    yield mix(a, b, dissolve_weight(t - span.start, span.frames)) if own_out else \
+                        mix(b, a, dissolve_weight(t - span.start, span.frames))
+                    k += 1
+        for rgb in own:
+            yield fit(rgb)
+
+
+def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction, lo: int = 0,
+                    hi: int | None = None) -> Iterator[np.ndarray]:
+    """RGB frames of ``seg`` at the timeline rate for record offsets ``lo .. hi - 1`` (default: its
+    ``record_frames``; 0 = its first visible frame). Offsets outside ``0 .. record_frames - 1`` are the
+    picture a transition shows beyond the cut: the render's handles where it has those frames, else
+    the source media (its first/last frame held where the media ends). Streamed: one frame held."""
     from lipsyncctl.timeline.mediaio import read_frames
 
-    if outcome and outcome.status == ShotStatus.DONE and outcome.output:
-        path, first = Path(outcome.output), seg.handle_in
-    else:
-        path, first = seg.media, seg.source_start
+    hi = seg.record_frames if hi is None else hi
+    rendered = outcome is not None and outcome.status == ShotStatus.DONE and bool(outcome.output)
     ratio = Fraction(seg.media_fps) / fps
-    wanted = [first + min(math.floor(k * ratio), seg.source_frames - 1) for k in range(seg.record_frames)]
-    stream = read_frames(path, wanted[0], wanted[-1] + 1 - wanted[0])  # streamed: one frame held at a time
-    cur_idx, cur = wanted[0], next(stream)
-    for idx in wanted:
-        while cur_idx < idx:
-            cur_idx, cur = cur_idx + 1, next(stream)
-        yield cur
+    picks: list[tuple[Path, int]] = []
+    for k in range(lo, hi):
+        j = math.floor(k * ratio)  # media frames from the first visible one
+        if 0 <= k < seg.record_frames:
+            j = min(j, seg.source_frames - 1)
+        if rendered and -seg.handle_in <= j < seg.source_frames + seg.handle_out:
+            picks.append((Path(outcome.output), seg.handle_in + j))  # type: ignore[union-attr,arg-type]
+        else:
+            picks.append((seg.media, max(seg.source_start + j, 0)))  # past its end the last frame is held
+    for path, run in itertools.groupby(picks, key=lambda p: p[0]):
+        wanted = [i for _, i in run]
+        stream = read_frames(path, wanted[0], wanted[-1] + 1 - wanted[0])
+        with contextlib.closing(stream):
+            cur_idx, cur = wanted[0], next(stream)
+            for idx in wanted:
+                while cur_idx < idx:
+                    cur_idx, cur = cur_idx + 1, next(stream)
+                yield cur

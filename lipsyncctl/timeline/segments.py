@@ -12,6 +12,9 @@ Rules:
   what is under them (as in an NLE), and are reported as skipped.
 - Transitions are boundaries: each side keeps its own segment, and the handle each side needs for the
   transition (``out_offset`` after the outgoing clip, ``in_offset`` before the incoming one) is rendered.
+  A transition between two adjacent segments is planned as a :class:`TransitionSpan` (record frames
+  ``cut - in_offset .. cut + out_offset``), which the conform plays as a dissolve; one with a side that
+  is no segment (a gap, a skipped clip) stays a cut there.
 - Each segment's id (its render file's name, its report row) is its clip name and record-in timecode,
   ``sh020_01-00-04-12``: stable when other shots are skipped or added.
 - All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
@@ -106,6 +109,38 @@ class SkippedItem:
 
 
 @dataclass
+class TransitionSpan:
+    """A transition between two adjacent segments, in record frames: it runs over ``start .. end`` around
+    the ``cut`` (where the outgoing segment ends and the incoming one starts). ``before``/``after`` are
+    OTIO's ``in_offset``/``out_offset``, cut to what is visible of each side. Over those frames the
+    outgoing shot goes on into its tail handle and the incoming one starts from its head handle."""
+
+    outgoing: int              # segment index
+    incoming: int
+    cut: int
+    before: int
+    after: int
+    kind: str                  # OTIO transition_type (SMPTE_Dissolve, Custom_Transition...)
+    name: str = ""
+
+    @property
+    def start(self) -> int:
+        return self.cut - self.before
+
+    @property
+    def end(self) -> int:
+        return self.cut + self.after
+
+    @property
+    def frames(self) -> int:
+        return self.before + self.after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outgoing": self.outgoing, "incoming": self.incoming, "cut": self.cut,
+                "before": self.before, "after": self.after, "kind": self.kind, "name": self.name}
+
+
+@dataclass
 class TimelinePlan:
     """The segments of one edit, in record order, and what was left out."""
 
@@ -116,6 +151,7 @@ class TimelinePlan:
     segments: list[Segment]
     skipped: list[SkippedItem]
     warnings: list[str]
+    transitions: list[TransitionSpan] = field(default_factory=list)  # in record order, never overlapping
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +159,7 @@ class TimelinePlan:
             "start": tb.timecode(self.global_start, self.fps), "global_start_frames": self.global_start,
             "duration_frames": self.duration,
             "segments": [s.to_dict(self.fps, self.global_start) for s in self.segments],
+            "transitions": [t.to_dict() for t in self.transitions],
             "skipped": [s.to_dict() for s in self.skipped], "warnings": list(self.warnings),
         }
 
@@ -141,6 +178,8 @@ class _Piece:
     clip_hi: int
     need_in: int = 0           # handle frames transitions need (timeline frames)
     need_out: int = 0
+    trans_in: Any = None       # the OTIO transition before / after the clip (kept on the visible part at its edge)
+    trans_out: Any = None
 
 
 def timeline_rate(timeline: Any) -> Fraction:
@@ -181,6 +220,7 @@ def plan_timeline(
     skipped: list[SkippedItem] = []
     warnings: list[str] = []
     by_clip: dict[tuple[int, ...], int] = {}
+    seg_pieces: list[_Piece] = []
     check_names = "edl_rate" in timeline.metadata.get("lipsyncctl", {})  # read from an EDL
     for piece in visible:
         seg_or_skip = _segment(piece, resolver, fps, handles, probe, probed, check_names)
@@ -189,17 +229,19 @@ def plan_timeline(
             continue
         by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
         segments.append(seg_or_skip)
+        seg_pieces.append(piece)
     for i, seg in enumerate(segments):
         seg.index = i
         if by_clip[seg.clip_path] > 1:
             seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
     _name_segments(segments, fps, gstart)
+    transitions = _transitions(segments, seg_pieces, fps, warnings)
     for item in skipped:
         warnings.append(f"{item.name}: skipped ({item.reason})")
     skipped.extend(_disabled(timeline, fps))
     return TimelinePlan(name=timeline.name or "timeline", fps=fps, global_start=gstart, duration=duration,
-                        segments=segments, skipped=skipped, warnings=warnings)
+                        segments=segments, skipped=skipped, warnings=warnings, transitions=transitions)
 
 
 def _walk_track(track: Any, path: tuple[int, ...], priority: tuple[int, ...], offset: int,
@@ -221,8 +263,10 @@ def _walk_track(track: Any, path: tuple[int, ...], priority: tuple[int, ...], of
             piece = _Piece(priority, vis[0], vis[1], child, path + (i,), track.name, lo, hi)
             if i > 0 and isinstance(children[i - 1], otio.schema.Transition):
                 piece.need_in = tb.to_frames(children[i - 1].in_offset, fps)
+                piece.trans_in = children[i - 1]
             if i + 1 < len(children) and isinstance(children[i + 1], otio.schema.Transition):
                 piece.need_out = tb.to_frames(children[i + 1].out_offset, fps)
+                piece.trans_out = children[i + 1]
             out.append(piece)
         elif isinstance(child, (otio.schema.Stack, otio.schema.Track)):
             inner = lo - tb.to_frames(child.trimmed_range().start_time, fps)
@@ -254,10 +298,39 @@ def _flatten(pieces: list[_Piece]) -> list[_Piece]:
                     nxt.append((c_hi, hi))
             parts = nxt
         for lo, hi in parts:
+            head, tail = lo == p.clip_lo, hi == p.clip_hi
             visible.append(_Piece(p.priority, lo, hi, p.clip, p.path, p.track, p.clip_lo, p.clip_hi,
-                                  p.need_in if lo == p.clip_lo else 0, p.need_out if hi == p.clip_hi else 0))
+                                  p.need_in if head else 0, p.need_out if tail else 0,
+                                  p.trans_in if head else None, p.trans_out if tail else None))
         covered.append((p.lo, p.hi))
     return sorted(visible, key=lambda q: q.lo)
+
+
+def _transitions(segments: list[Segment], pieces: list[_Piece], fps: Fraction,
+                 warnings: list[str]) -> list[TransitionSpan]:
+    """The transitions between adjacent segments (``pieces[i]`` is the visible part ``segments[i]`` comes
+    from). Each side is cut to what is visible of its segment and to the previous span, so spans never
+    overlap. Every type plays as a dissolve (a wipe or custom effect keeps its timing, with a warning:
+    the conform is a reference picture, the editor's own NLE renders the effect from the relinked timeline)."""
+    spans: list[TransitionSpan] = []
+    for i in range(len(segments) - 1):
+        a, b = segments[i], segments[i + 1]
+        tr = pieces[i].trans_out
+        # the same transition: b is the clip after the one after a on a's track
+        same = pieces[i + 1].trans_in is not None and b.clip_path == (*a.clip_path[:-1], a.clip_path[-1] + 2)
+        if tr is None or not same or a.record_start + a.record_frames != b.record_start:
+            continue
+        cut = b.record_start
+        floor = max(a.record_start, spans[-1].end if spans else 0)
+        before = max(0, min(tb.to_frames(tr.in_offset, fps), cut - floor))
+        after = max(0, min(tb.to_frames(tr.out_offset, fps), b.record_frames))
+        if before + after == 0:
+            continue
+        kind = str(tr.transition_type or "")
+        spans.append(TransitionSpan(a.index, b.index, cut, before, after, kind, tr.name or ""))
+        if kind not in ("", "SMPTE_Dissolve"):  # no type: OTIO's default, a dissolve for its adapters
+            warnings.append(f"{a.id} -> {b.id}: transition {kind} is played as a dissolve in the conform")
+    return spans
 
 
 def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int,
