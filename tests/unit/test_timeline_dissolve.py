@@ -146,3 +146,36 @@ def test_tiny_render_dissolves_between_the_renders(media: Path, tmp_path: Path,
             w = dissolve_weight(t - 10, 4)
             expect = a_at[t].astype(np.float64) * (1 - w) + b_at[t].astype(np.float64) * w
             assert np.abs(frame.astype(np.float64) - expect).max() <= 1, t
+
+
+def test_an_edl_dissolve_runs_the_outgoing_source_on_after_the_cut(tmp_path: Path) -> None:
+    """CMX 3600 ``D 010``: OTIO's reader puts the whole dissolve after the cut (in_offset 0): the outgoing
+    clip's source runs on for 10 frames under the incoming one. Neither shot rendered: both from the source."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.timeline.dub import DubTrack
+    from lipsyncctl.timeline.outputs import conform
+    from lipsyncctl.timeline.source import installed_adapters, read_timeline
+    from tests.unit.test_timeline_interchange import DISSOLVE_EDL
+
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    write_clip(tmp_path / "cam_a.mkv", [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(60)], Fraction(25))
+    write_clip(tmp_path / "cam_b.mkv", [np.full((32, 32, 3), 255 - 4 * i, np.uint8) for i in range(60)],
+               Fraction(25), tags={"timecode": "01:00:00:00"})
+    edl = tmp_path / "diss.edl"
+    edl.write_text(DISSOLVE_EDL, encoding="utf-8")
+    plan = plan_timeline(read_timeline(edl), MediaResolver(tmp_path))
+    (span,) = plan.transitions
+    a, b = plan.segments
+    assert (span.cut, span.before, span.after) == (25, 0, 10) and a.handle_out == 10
+    dub = DubTrack("de", np.zeros((1, 48000), np.float32), 48000, Fraction(0), "de.wav")
+    config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1"})
+    got = decode_rgb(conform(plan, {}, dub, tmp_path / "edit.conform.mkv", config))
+    a_src, b_src = _frames(a.media, a.source_start, 35), _frames(b.media, b.source_start, 29)
+    for t, frame in enumerate(got):
+        if 25 <= t < 35:
+            w = dissolve_weight(t - 25, 10)
+            expect = a_src[t].astype(np.float64) * (1 - w) + b_src[t - 25].astype(np.float64) * w
+            assert np.abs(frame.astype(np.float64) - expect).max() <= 1, t
+        else:
+            assert np.array_equal(frame, a_src[t] if t < 25 else b_src[t - 25]), t
