@@ -221,6 +221,10 @@ class TimelineOptions(_Strict):
     min_sync: float | None = Field(
         None, ge=0, le=20, description="fail a shot whose SyncNet confidence (LSE-C) is below this"
     )
+    unchecked_gates: Literal["fail", "warn"] = Field(
+        "fail", description="a QC gate that cannot be evaluated (min_sync without the evaluation SyncNet, a shot "
+        "too short to score): fail (exit 4 before any render when the model is missing; the shot fails) or warn"
+    )
 
 
 class CurateOptions(_Strict):

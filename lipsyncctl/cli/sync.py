@@ -118,7 +118,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("conform_me", ("--conform-me",), Path | None, "Timeline: an M&E (music and effects) file mixed under the "
          "dub in the conform; it starts at the first frame.", modes=TIMELINE),
     Flag("min_sync", ("--min-sync",), float | None, "Timeline: fail shots whose SyncNet confidence is below this "
-         "(timeline.min_sync; needs syncnet-v2).", key="timeline.min_sync", modes=TIMELINE),
+         "(timeline.min_sync; needs syncnet-v2: exit 4 before any render without it).", key="timeline.min_sync",
+         modes=TIMELINE),
+    Flag("unchecked_gates", ("--unchecked-gates",), str | None, "Timeline: fail (default) or warn when a QC gate "
+         "cannot be evaluated: --min-sync without syncnet-v2, a shot too short to score "
+         "(timeline.unchecked_gates).", key="timeline.unchecked_gates", modes=TIMELINE),
     Flag("jobs", ("--jobs", "-j"), int | None, "Timeline: shots rendered at once by local worker processes (default 1).",
          modes=TIMELINE, minimum=1, maximum=256),
     Flag("gpus", ("--gpus",), str | None, "Timeline: one worker per listed GPU, e.g. 0,1.", modes=TIMELINE),

@@ -27,7 +27,8 @@ report (report.json, report.html) and with --conform the full-length video. Fini
 content key in OUT/.lipsyncctl/: rerun the same command after a crash to render only what is missing
 or changed. One run writes to OUT at a time: a second one exits 6 naming it, or waits with --wait
 (shards of one job share OUT). Clip metadata or markers `lipsync: false` leave a shot alone. Exit 1 when a shot failed or
-is under --min-sync.
+is under --min-sync (or could not be scored, unless --unchecked-gates warn); exit 4 before any render when
+--min-sync needs syncnet-v2 and it is not installed; exit 5 when no clip of the edit can be rendered.
 """
 
 def run_timeline(values: dict[str, Any], config: Any) -> None:

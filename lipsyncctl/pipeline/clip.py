@@ -37,7 +37,14 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
-from lipsyncctl.pipeline.plan import ClipPlan, end_clamp_warning, plan_clip, select_frames, select_range
+from lipsyncctl.pipeline.plan import (
+    ClipPlan,
+    end_clamp_warning,
+    length_mismatch_warning,
+    plan_clip,
+    select_frames,
+    select_range,
+)
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, FaceSelect
@@ -191,6 +198,9 @@ def sync_clip(
     out_fps = None if config.sync.fps == "source" else parse_rate(config.sync.fps)  # 29.97: 30000/1001
     plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
                      first_frame=first)
+    mismatch = length_mismatch_warning(plan, start, end) if frames is None else None  # an edit's range: exact
+    if mismatch:
+        warnings.append(mismatch)
     if vinfo.is_vfr:
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")

@@ -182,6 +182,30 @@ def end_clamp_warning(total_frames: int, fps: Fraction, end: float | None) -> st
             f"({duration:.3f} s, {total_frames} frames)")
 
 
+#: what each length policy does with the picture when the audio is longer / shorter (module docstring)
+_LONGER = {"pingpong": "the picture plays forward then backward to fill it", "loop": "the picture restarts",
+           "freeze": "the last frame is held", "cut": "the audio is cut to the picture",
+           "silence": "the audio is cut to the picture"}
+_SHORTER = {"pingpong": "the picture is cut to the audio", "loop": "the picture is cut to the audio",
+            "freeze": "the picture is cut to the audio", "cut": "the picture is cut to the audio",
+            "silence": "the audio is padded with silence"}
+
+
+def length_mismatch_warning(plan: ClipPlan, start: float | None = None, end: float | None = None) -> str | None:
+    """The warning when the audio and the selected picture (``--start``/``--end``, else the whole clip) differ
+    by more than one frame: what the length policy does about it and how long the output is. None when
+    they agree (an audio a fraction of a frame longer, as AAC padding makes it, is agreement)."""
+    audio, picture = plan.audio_frames, plan.picture_frames
+    if abs(audio - picture) <= 1:
+        return None
+    given = "/".join(name for name, value in (("--start", start), ("--end", end)) if value is not None)
+    selection = f"the picture selected by {given}" if given else "the clip"
+    what = (_LONGER if audio > picture else _SHORTER)[plan.policy]
+    return (f"the audio ({plan.audio_seconds:.3f} s) is {'longer' if audio > picture else 'shorter'} than "
+            f"{selection} ({float(picture / plan.fps):.3f} s, {picture} frames): {what} (length policy "
+            f"{plan.policy}); the output has {plan.num_frames} frames ({plan.duration:.3f} s)")
+
+
 def plan_clip(
     source_frames: int,
     source_fps: Fraction,

@@ -16,7 +16,7 @@ from lipsyncctl.media.thumbnails import thumbnail_uri
 from lipsyncctl.scoring.crops import approximate_sync
 from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, load_official_scorer
-from lipsyncctl.timeline import qc
+from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
 from lipsyncctl.timeline.report import write_html, write_json
@@ -104,14 +104,8 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         lang_warnings.append(f"sync scores: {syncnet.note()}")
     if scale == SCALE_APPROXIMATE:
         lang_warnings.append(APPROXIMATE_NOTE)
-    min_sync = config.timeline.min_sync
-    if min_sync is not None:
-        if not scored:
-            lang_warnings.append(f"timeline.min_sync={min_sync} not checked: the evaluation SyncNet is not installed")
-        for r in rows:
-            if r.status == ShotStatus.DONE and r.sync_after is not None and r.sync_after < min_sync:
-                r.status = ShotStatus.UNDER_MIN_SYNC
-                r.warnings.append(f"sync confidence {r.sync_after:.2f} ({scale} scale) is under --min-sync {min_sync}")
+    min_sync = config.timeline.min_sync  # a shot not measured fails it too, unless unchecked_gates=warn
+    lang_warnings += gates.apply_min_sync(rows, min_sync, config.timeline.unchecked_gates, scored, scale)
     counts.under_min_sync = count(ShotStatus.UNDER_MIN_SYNC)
     summary = counts.to_dict()
     report = {

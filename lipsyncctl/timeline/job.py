@@ -41,6 +41,7 @@ from lipsyncctl.pipeline.output import default_extension
 from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
+from lipsyncctl.timeline import gates
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
 from lipsyncctl.timeline.outputs import render_reel
@@ -90,8 +91,14 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     edl_rate = timeline.metadata.get("lipsyncctl", {}).get("edl_rate")  # an EDL read without --edl-rate
     if edl_rate and edl_rate["assumed"]:
         warnings.append(edl_rate["note"])
+    # Gates fail closed (before any render): nothing to render is bad input (exit 5); --min-sync without
+    # the evaluation SyncNet a missing model (exit 4), unless timeline.unchecked_gates is warn.
+    gates.require_shots(plan)
+    gate_missing, gate_warnings = gates.check_sync_gate(config, plan_only=job.dry_run)
+    warnings += gate_warnings
     # 2. Dubs and speech.
     dub_tracks = _load_dubs(job, timeline, resolver, plan)
+    warnings += [w for d in dub_tracks if (w := gates.dub_coverage_warning(d, plan))]
     with progress.Task("find speech in the dubs", total=len(dub_tracks)) as bar:
         for d in dub_tracks:
             dubs.detect_speech(d, threshold=config.timeline.vad_threshold,
@@ -100,6 +107,7 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     # 3. Shots, keys, reuse.
     store = JobStore(job.output / ".lipsyncctl" / "jobs")
     models_fp, missing_models = _model_fingerprints(config, plan_only=job.dry_run)
+    missing_models += gate_missing
     warnings += [f"{m['model']} ({m['role']}) is not installed: a run needs it ({m['fetch']})" for m in missing_models]
     shots: list[ShotState] = []
     with progress.Task("content keys (hash media, dub cuts, settings)",
