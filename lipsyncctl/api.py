@@ -117,13 +117,15 @@ def timeline_job(
     dry_run: bool = False,
     wait: bool = False,
     conform_me: str | Path | None = None,
+    split_scenes: bool = False,
 ) -> TimelineJob:
     """A :class:`~lipsyncctl.timeline.job.TimelineJob` from the words a user types: ``audio`` as
     ``FILE`` or ``LANG=FILE``, ``audio_tracks`` as ``NAME`` or ``LANG=NAME``, ``relink`` as ``OLD=NEW``,
     ``gpus`` as ``"0,1"``, ``shard`` as ``"I/N"`` or ``"auto"`` (array-job variables). ``wait``: when
     another run is writing to ``output``, wait for it instead of raising BusyError. ``conform_me``: an M&E
-    file the conform mixes under the dub. Raises UsageError naming the option for a malformed value (or a
-    missing ``conform_me``, before anything runs)."""
+    file the conform mixes under the dub. ``split_scenes``: ``timeline`` is a flat programme master, cut
+    into shots with PySceneDetect first (:mod:`lipsyncctl.timeline.scenes`; ``OUT/scenes.otio``). Raises
+    UsageError naming the option for a malformed value (or a missing ``conform_me``, before anything runs)."""
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
     from lipsyncctl.timeline import dub as dubs
@@ -138,6 +140,7 @@ def timeline_job(
         gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),
         shard=parse_shard(shard) if isinstance(shard, str) or shard is None else shard,
         backend=backend, dry_run=dry_run, wait=wait, conform_me=_existing(conform_me, "--conform-me"),
+        split_scenes=split_scenes,
     )
 
 

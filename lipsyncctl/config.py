@@ -221,6 +221,13 @@ class TimelineOptions(_Strict):
     min_sync: float | None = Field(
         None, ge=0, le=20, description="fail a shot whose SyncNet confidence (LSE-C) is below this"
     )
+    scene_threshold: float = Field(
+        27.0, ge=1, le=255, description="sync --split-scenes: PySceneDetect content detector threshold "
+        "(lower = more cuts; its detect-content default)"
+    )
+    scene_min_frames: int = Field(
+        15, ge=1, le=100000, description="sync --split-scenes: shortest shot in frames (PySceneDetect's min_scene_len)"
+    )
     unchecked_gates: Literal["fail", "warn"] = Field(
         "fail", description="a QC gate that cannot be evaluated (min_sync without the evaluation SyncNet, a shot "
         "too short to score): fail (exit 4 before any render when the model is missing; the shot fails) or warn"

@@ -96,6 +96,14 @@ FLAGS: tuple[Flag, ...] = (
          key="faces.point", modes=CLIP),
     Flag("timeline", ("--timeline", "-t"), Path | None, "Dub an edit (OTIO, EDL, FCP XML) instead of one clip.",
          modes=TIMELINE),
+    Flag("split_scenes", ("--split-scenes",), bool, "Cut the --video master into shots (PySceneDetect) and dub "
+         "them as an edit: -o is a folder as with --timeline; OUT/scenes.otio is the detected edit.",
+         modes=TIMELINE, default=False),
+    Flag("scene_threshold", ("--scene-threshold",), float | None, "--split-scenes: content detector threshold, "
+         "lower = more cuts (timeline.scene_threshold, default 27).", key="timeline.scene_threshold",
+         modes=TIMELINE),
+    Flag("scene_min_frames", ("--scene-min-frames",), int | None, "--split-scenes: shortest shot in frames "
+         "(timeline.scene_min_frames, default 15).", key="timeline.scene_min_frames", modes=TIMELINE),
     Flag("audio_offset", ("--audio-offset",), str | None, "Timeline: where the --audio files start: seconds after "
          "the first frame, or a timecode HH:MM:SS:FF.", modes=TIMELINE),
     Flag("audio_track", ("--audio-track",), list[str] | None, "Timeline: use the timeline's audio track NAME (or "
@@ -140,7 +148,7 @@ FLAGS: tuple[Flag, ...] = (
 def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
     """The config keys set by the flags of ``mode`` (``--face``/``--face-at`` also set faces.select, so
     run.yaml records whose mouth was rendered)."""
-    bad = misplaced(FLAGS, values, mode)
+    bad = [b for b in misplaced(FLAGS, values, mode) if not (b == "--video" and values.get("split_scenes"))]
     if bad and mode == "clip":
         raise UsageError(f"{', '.join(bad)}: only with --timeline")
     if bad:
@@ -156,7 +164,7 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def sync_cmd(**values: Any) -> None:
-    mode = "timeline" if values["timeline"] is not None else "clip"
+    mode = "timeline" if values["timeline"] is not None or values["split_scenes"] else "clip"  # a master: an edit
     flags = resolve_flags(values, mode)
     config = opt.resolve(values["preset"], values["sets"], flags, values["print_config"])  # --print-config exits
     if values["output"] is None:

@@ -45,6 +45,7 @@ from lipsyncctl.timeline import gates
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
 from lipsyncctl.timeline.outputs import render_reel
+from lipsyncctl.timeline.scenes import scene_job
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
 from lipsyncctl.timeline.source import MediaResolver, opened_timeline
@@ -74,8 +75,10 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     work = job.output / ".lipsyncctl" / "work"
     scratch = None if job.dry_run else work
     try:
-        with opened_timeline(job.timeline, rate=job.edl_rate, scratch=scratch, media_root=job.media_root,
-                             relink=job.relink) as (timeline, base):
+        # a flat master (--split-scenes) is cut into shots first: its edit, OUT/scenes.otio, is the timeline
+        with scene_job(job, config) as job, opened_timeline(
+                job.timeline, rate=job.edl_rate, scratch=scratch, media_root=job.media_root,
+                relink=job.relink) as (timeline, base):
             result = _run(job, config, timeline, MediaResolver(base, job.media_root, job.relink))
             result.warnings[:0] = early_warnings
             return result

@@ -88,6 +88,7 @@ class TimelineJob:
     dry_run: bool = False
     wait: bool = False            # another run holds OUT: wait for it instead of refusing (exit 6)
     conform_me: Path | None = None  # M&E mixed under the dub in the conform (starts at the first frame)
+    split_scenes: bool = False    # ``timeline`` is a flat master: cut it into shots first (:mod:`~.scenes`)
 
 
 @dataclass
