@@ -39,6 +39,7 @@ CONFIG_FLAGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "--non-dialogue": ("close", {"timeline.non_dialogue": "close"}),
     "--conform": (None, {"timeline.conform": True}),
     "--min-sync": ("1.5", {"timeline.min_sync": 1.5}),
+    "--unchecked-gates": ("warn", {"timeline.unchecked_gates": "warn"}),
 }
 #: sample values of the flags that set no config key, for the wrong-mode tests
 OTHER_VALUES = {"--start": "1", "--end": "2", "--video": "v.mp4", "--timeline": "e.otio", "--audio-offset": "0",

@@ -124,6 +124,22 @@ def test_end_past_the_clip_warns(media, models_dir: Path, tmp_path: Path, capsys
     assert result["frames"] == 3 and "clamped to the clip's duration" in err
 
 
+def test_end_overridden_by_the_audio_warns(media, models_dir: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]):
+    """--end selects 2 frames, the audio lasts 5: the default policy (pingpong) makes the output as long as the
+    audio, overriding --end; that is said, on stderr and in --json warnings (agreement within a frame says
+    nothing: tests/unit/test_sync_plan.py)."""
+    rc, stdout, err = _run(capsys, "--json", "sync", "--video", str(media["video"]), "--audio",
+                           str(media["audio"]), "-o", str(tmp_path / "o.mkv"), "--preset", "tiny", "--set",
+                           "inference.guidance=1.0", "--codec", "ffv1", "--end", "0.08")
+    assert rc == 0, err
+    result = json.loads(stdout)
+    (w,) = [w for w in result["warnings"] if "the audio" in w]
+    assert w == ("the audio (0.200 s) is longer than the picture selected by --end (0.080 s, 2 frames): the picture "
+                 "plays forward then backward to fill it (length policy pingpong); the output has 5 frames (0.200 s)")
+    assert result["frames"] == 5 and "selected by --end" in err
+
+
 class _FullDisk:
     """A PyAV output container whose file system fills up after ``room`` packets: ``mux`` then raises what
     PyAV raises on a full disk (``av.error.OSError``, errno ENOSPC)."""

@@ -105,3 +105,22 @@ def test_end_past_the_clip_is_clamped_with_a_warning():
     assert end_clamp_warning(250, Fraction(25), 10.0) is None  # exactly the end: nothing to say
     assert end_clamp_warning(250, Fraction(25), 3.0) is None
     assert end_clamp_warning(250, Fraction(25), None) is None
+
+
+def test_audio_and_selection_disagreeing_warns():
+    """--end 7.5 on a 25 fps clip with 4 s of audio: the default policy cuts the picture to the audio, which
+    overrides --end; that is said, with both lengths and the output's."""
+    from lipsyncctl.pipeline.plan import length_mismatch_warning
+
+    plan = plan_clip(188, Fraction(25), 4 * 16000, 16000, "pingpong")
+    w = length_mismatch_warning(plan, None, 7.5)
+    assert w == ("the audio (4.000 s) is shorter than the picture selected by --end (7.520 s, 188 frames): the "
+                 "picture is cut to the audio (length policy pingpong); the output has 100 frames (4.000 s)")
+    w = length_mismatch_warning(plan_clip(50, Fraction(25), 4 * 16000, 16000, "loop"), 1.0, 3.0)
+    assert w is not None and "longer than the picture selected by --start/--end (2.000 s, 50 frames)" in w
+    assert "the picture restarts" in w and "100 frames" in w
+    w = length_mismatch_warning(plan_clip(188, Fraction(25), 4 * 16000, 16000, "silence"))
+    assert w is not None and "than the clip (7.520 s" in w and "padded with silence" in w and "188 frames (7.520 s)" in w
+    # within a frame (AAC padding, a dub cut to the picture): nothing to say
+    assert length_mismatch_warning(plan_clip(100, Fraction(25), 4 * 16000 + 500, 16000, "pingpong"), None, 4.0) is None
+    assert length_mismatch_warning(plan_clip(100, Fraction(25), 4 * 16000, 16000, "cut")) is None
