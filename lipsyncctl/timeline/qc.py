@@ -61,8 +61,8 @@ def mouth_square(face: Face) -> tuple[float, float, float]:
     if lm.shape == (68, 2):
         mouth = lm[48:68]
         cx, cy = (float(v) for v in mouth.mean(axis=0))
-        return cx, cy, max(1.8 * float(np.ptp(mouth[:, 0])), 0.55 * w)
-    return (x0 + x1) / 2, y0 + 0.78 * h, 0.55 * w
+        return cx, cy, max(2.2 * float(np.ptp(mouth[:, 0])), 0.6 * w)  # lips, chin and nose tip
+    return (x0 + x1) / 2, y0 + 0.78 * h, 0.6 * w
 
 
 def crop_square(rgb: np.ndarray, square: tuple[float, float, float], size: int = CROP) -> np.ndarray:

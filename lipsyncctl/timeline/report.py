@@ -156,8 +156,8 @@ def render_html(report: dict[str, Any], thumbnails: dict[str, tuple[str, str]]) 
 body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse;width:100%}}
 th,td{{border-bottom:1px solid #ddd;padding:.4em;text-align:left;vertical-align:top;font-size:.9em}}
 .mouth figure{{margin:0 0 4px}} .mouth img{{display:block;border:1px solid #ccc}} .mouth figcaption{{font-size:.8em;color:#555}}
-.badge{{color:#fff;padding:.15em .5em;border-radius:.6em}} .review{{color:#a66a00;margin:0;padding-left:1.1em}}
-.na{{color:#888}} .warn{{color:#b3261e;font-weight:600}} .notes{{max-width:28em}} #verdict.ok{{color:#1b7f3b}} #verdict.bad{{color:#b3261e}}
+.badge{{color:#fff;padding:.15em .5em;border-radius:.6em;white-space:nowrap}} .review{{color:#a66a00;margin:0;padding-left:1.1em}}
+.na{{color:#888}} .warn{{color:#b3261e;font-weight:600}} .notes{{max-width:28em}} #verdict{{font-size:1.4em;font-weight:700}} #verdict.ok{{color:#1b7f3b}} #verdict.bad{{color:#b3261e}}
 #run{{list-style:none;padding:0;color:#444}}
 </style></head><body>
 <h1>{title}</h1>
