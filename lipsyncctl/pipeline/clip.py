@@ -77,6 +77,7 @@ class SyncResult:
     models: dict[str, str] = field(default_factory=dict)
     face_select: FaceSelect = "largest"  # the faces.select word that chose the face (FacePlan.selection)
     face_track: int | None = None
+    faces_reused: bool = False  # the face pass was read from ``face_cache`` instead of tracked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +99,7 @@ class SyncResult:
             "models": dict(self.models),
             "face_select": self.face_select,
             "face_track": self.face_track,
+            "faces_reused": self.faces_reused,
         }
 
 
@@ -129,6 +131,7 @@ def sync_clip(
     frames: tuple[int, int] | None = None,
     networks: Networks | None = None,
     overwrite: bool = False,
+    face_cache: Path | None = None,
 ) -> SyncResult:
     """Re-render the speaker's mouth in ``video`` to match ``audio``; write ``output``.
 
@@ -139,6 +142,11 @@ def sync_clip(
         The face to follow is ``config.faces`` (``select``, ``track_id``, ``point``), recorded in run.yaml.
         networks: networks already loaded (a batch reuses them); None loads them after the face pass.
         overwrite: replace an existing ``output``; False (default) refuses before any work.
+        face_cache: a file (``.npz``) for the face pass: when it holds the faces of these source frames
+            (same file fingerprint, frames, fps, ``config.faces``, resolution, and for ``select: speaker``
+            the same audio), they are read instead of tracked again (``SyncResult.faces_reused``); otherwise
+            the faces are tracked and written there (atomically). A corrupt or stale file is ignored and
+            replaced, never trusted. The output is the same bytes either way. None (default): no cache.
 
     Raises:
         MediaError: missing/unreadable inputs, no video stream, no audio stream.
@@ -152,7 +160,7 @@ def sync_clip(
     from lipsyncctl.media.audio import read_audio_and_length
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
-    from lipsyncctl.pipeline.faces import track_clip_faces
+    from lipsyncctl.pipeline import faces as face_pass
     from lipsyncctl.pipeline.output import check_frame_size, check_output
 
     clock = _Clock()
@@ -208,9 +216,21 @@ def sync_clip(
     with IndexedReader(video, grid, info=info) as reader:
         # 2. Faces over the selected source frames, before any network loads (fail fast).
         with clock("faces"):
-            faces = track_clip_faces(reader, first, plan.source_frames, grid, config.faces,
-                                     config.model.resolution, device=_detector_device(config, networks),
-                                     audio_16k=mono if config.faces.select == "speaker" else None)
+            speaker_audio = mono if config.faces.select == "speaker" else None
+            faces, faces_reused = None, False
+            if face_cache is not None:
+                face_key = face_pass.face_cache_key(video, first, plan.source_frames, grid, config.faces,
+                                                    config.model.resolution, speaker_audio)
+                faces = face_pass.load_face_plan(Path(face_cache), face_key)
+                faces_reused = faces is not None
+                if faces_reused:
+                    progress.message(f"faces: reused {Path(face_cache).name}")
+            if faces is None:
+                faces = face_pass.track_clip_faces(reader, first, plan.source_frames, grid, config.faces,
+                                                   config.model.resolution, device=_detector_device(config, networks),
+                                                   audio_16k=speaker_audio)
+                if face_cache is not None:
+                    face_pass.save_face_plan(Path(face_cache), faces, face_key)
         if faces.found == 0:
             raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
                               hint="check --start/--end, or try another detector (--detector)")
@@ -247,6 +267,7 @@ def sync_clip(
         faces_found=plan.num_frames - no_face_out, no_face_frames=no_face_out, plan=plan.to_dict(),
         detector=faces.detector, stage_seconds=dict(clock.seconds), run_yaml=run_yaml, matte=matte_out,
         warnings=warnings, models=dict(networks.files), face_select=faces.selection, face_track=faces.track_id,
+        faces_reused=faces_reused,
     )
 
 

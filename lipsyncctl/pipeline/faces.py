@@ -14,12 +14,17 @@ Speaker choice (``faces.select``):
   (:func:`lipsyncctl.faces.speaker.active_speaker`). With a single track that track is used; when no
   track can be judged (too few frames, no 68-point landmarks) the largest face is used and a warning
   says so.
+
+The face pass does not depend on the dub (except ``speaker``), so its result can be kept and reused by
+every language of a shot and by reruns: :func:`save_face_plan` / :func:`load_face_plan`, keyed by
+:func:`face_cache_key` (``sync_clip(..., face_cache=PATH)``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,3 +154,97 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
                 "with mouth landmarks); used the largest face")
     result.selection = "largest"
     return select_speaker(per_frame, select="largest")
+
+
+# --- The face-track cache: one file per shot, shared by its languages and reruns (sync_clip(face_cache=)) ---
+
+#: bumped when what the face pass computes changes (an old cache file then no longer matches)
+FACE_CACHE_VERSION = 1
+_CACHE_FILES = {"meta", "present", "matrices", "weights"}
+_SELECTIONS = ("largest", "id", "point", "speaker")
+
+
+def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: FaceOptions, resolution: int,
+                   audio_16k: np.ndarray | None = None) -> dict[str, Any]:
+    """What a :class:`FacePlan` depends on: the source file (fingerprint: size, mtime, first and last MiB;
+    :func:`lipsyncctl.runner.store.file_fingerprint`), the frames ``first .. first + count - 1`` on the grid
+    ``fps``, the ``faces`` section and the crop ``resolution``. Not the dub, except for ``select: speaker``,
+    which listens to it: then the sha256 of ``audio_16k`` (mono 16 kHz float32) too."""
+    import hashlib
+
+    from lipsyncctl.runner.store import file_fingerprint
+
+    audio = None
+    if options.select == "speaker" and audio_16k is not None:
+        audio = hashlib.sha256(np.ascontiguousarray(audio_16k, dtype=np.float32).tobytes()).hexdigest()
+    return {"v": FACE_CACHE_VERSION, "media": file_fingerprint(Path(video)), "first": int(first),
+            "frames": int(count), "fps": f"{fps.numerator}/{fps.denominator}",
+            "faces": options.model_dump(mode="json"), "resolution": int(resolution), "audio": audio}
+
+
+def save_face_plan(path: Path, plan: FacePlan, key: dict[str, Any]) -> bool:
+    """Write ``plan`` and its ``key`` to ``path`` (``.npz``: plain arrays and a JSON string, no pickle),
+    atomically: a temporary file beside it renamed into place, so a reader sees a whole file or none. Two
+    writers of one key (two languages of a shot on two workers) write the same arrays; the last rename wins.
+
+    Returns False (and writes nothing) when the file cannot be written or the matrices do not share one
+    dtype; the cache is an optimisation, the render goes on without it."""
+    import json
+    import os
+
+    from lipsyncctl.media.atomic import sweep_temps, temp_path
+
+    mats = [m for m in plan.matrices if m is not None]
+    dtype = mats[0].dtype if mats else np.dtype(np.float32)
+    if any(m.dtype != dtype or m.shape != (2, 3) for m in mats):
+        return False
+    matrices = np.zeros((len(plan.matrices), 2, 3), dtype=dtype)
+    for i, m in enumerate(plan.matrices):
+        if m is not None:
+            matrices[i] = m
+    meta = {"key": key, "detector": plan.detector, "selection": plan.selection, "track_id": plan.track_id,
+            "warnings": list(plan.warnings)}
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_temps(path.parent, stem=path.stem)  # those of killed runs
+        with open(tmp, "wb") as f:  # a file object: np.savez adds no second suffix
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)),
+                     present=np.array([m is not None for m in plan.matrices], dtype=bool),
+                     matrices=matrices, weights=np.asarray(plan.weights))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def load_face_plan(path: Path, key: dict[str, Any]) -> FacePlan | None:
+    """The :class:`FacePlan` saved at ``path`` for exactly ``key``, or None: no file, a corrupt or truncated
+    one, another key (the source changed, other frames or options), or arrays that do not fit the key.
+    Read strictly (no pickle); a None means: track again and overwrite it."""
+    import json
+    import zipfile
+
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            if set(data.files) != _CACHE_FILES:
+                return None
+            meta = json.loads(str(data["meta"][()]))
+            present, matrices, weights = data["present"], data["matrices"], data["weights"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
+    n = key.get("frames")
+    if (not isinstance(meta, dict) or meta.get("key") != json.loads(json.dumps(key))
+            or present.dtype != np.bool_ or present.shape != (n,)
+            or matrices.dtype.kind != "f" or matrices.shape != (n, 2, 3) or not np.isfinite(matrices).all()
+            or weights.dtype != np.float32 or weights.shape != (n,) or not np.isfinite(weights).all()
+            or not isinstance(meta.get("detector"), str) or meta.get("selection") not in _SELECTIONS
+            or not (meta.get("track_id") is None or type(meta.get("track_id")) is int)
+            or not isinstance(meta.get("warnings"), list)
+            or not all(isinstance(w, str) for w in meta["warnings"])):
+        return None
+    mats: list[np.ndarray | None] = [matrices[i].copy() if present[i] else None for i in range(n)]
+    return FacePlan(mats, weights.copy(), meta["detector"], selection=meta["selection"], track_id=meta["track_id"],
+                    warnings=list(meta["warnings"]))

@@ -44,6 +44,7 @@ class ShotTask:
     keep_source: list[tuple[int, int]] = field(default_factory=list)  # local [lo, hi) kept as source
     timecode: str | None = None   # source timecode of the first rendered frame, written into the render
     reel: str | None = None       # reel name written beside it
+    face_cache: str | None = None  # the shot's face-track file, shared by its languages (sync_clip(face_cache=))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "config": self.config.to_dict()}
@@ -87,10 +88,12 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
         return ShotOutcome(status, task.key, **{**base, **values})
 
     needs_post = bool(task.keep_source) or task.model_audio is not None
+    face_cache = Path(task.face_cache) if task.face_cache else None
     try:
         if not needs_post:
             res = sync_clip(Path(task.video), Path(task.audio), output, config, frames=frames, networks=networks,
-                            overwrite=True)  # the job owns its shot files: a changed shot replaces its render
+                            overwrite=True,  # the job owns its shot files: a changed shot replaces its render
+                            face_cache=face_cache)
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
             from lipsyncctl.media.atomic import sweep_temps, temp_prefix
@@ -100,7 +103,7 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
                 raw = Path(tmp) / "render.mkv"
                 raw_config = config.with_overrides({"output.codec": "ffv1", "output.matte": False})
                 res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,
-                                frames=frames, networks=networks)
+                                frames=frames, networks=networks, face_cache=face_cache)
                 _finish(task, raw, output, config)
     except NoFaceError as exc:
         return outcome(ShotStatus.NO_FACE, error=str(exc))
