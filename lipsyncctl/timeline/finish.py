@@ -3,6 +3,8 @@
 Outputs are written only when every shot of the language is settled (rendered, reused, failed, or
 left alone for a reason), so shards of an array job never write a half-finished timeline: the shard
 that settles the last shot writes them (and a plain rerun, which renders nothing new, does too).
+They are written as one new version, ``OUT/<lang>/vNNN/``, renamed into place when complete
+(:mod:`~lipsyncctl.timeline.delivery`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, load_official_scorer
 from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.delivery import Delivery, building
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
 from lipsyncctl.timeline.report import write_html, write_json
 from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, ShotResult, ShotStatus
@@ -79,26 +82,51 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
     result = LanguageResult(dub=dub.source, counts=counts, shots=rows)
     if job.dry_run or counts.pending:
         return result
-    folder = job.output / dub.language
+    with building(job.output / dub.language) as delivery:  # OUT/<lang>/vNNN/, renamed into place when complete
+        return _write_outputs(job, config, timeline, resolver, plan, dub, shots, rows, counts, result, warnings,
+                              delivery)
+
+
+def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
+                   dub: DubTrack, shots: list[ShotState], rows: list[ShotResult], counts: LanguageCounts,
+                   result: LanguageResult, warnings: list[str], delivery: Delivery) -> LanguageResult:
+    """The files of one finished language, written into ``delivery`` (:mod:`~lipsyncctl.timeline.delivery`):
+    the renders (linked from the render cache), relinked timeline(s), conform and QC report. Every path
+    they hold or ``result`` gets is the version's final one."""
+
+    def count(status: ShotStatus) -> int:
+        return sum(1 for r in rows if r.status == status)
+
+    folder = delivery.tmp
     lang_warnings: list[str] = []
     outcomes = {s.segment.id: replace(s.outcome, key=s.key) for s in shots if s.outcome is not None}
-    # timelines
-    progress.message(f"writing the relinked timeline(s) and the QC report ({dub.language})")
-    relinked, w = relinked_timeline(timeline, plan, outcomes, dub.language, dub=dub)
+    # the renders, linked from the render cache: the timelines and the report name these copies
+    delivered = {sid: delivery.add_link(Path(oc.output), f"shots/{sid}{Path(oc.output).suffix}")
+                 for sid, oc in outcomes.items() if oc.status == ShotStatus.DONE and oc.output}
+    linked = {sid: replace(oc, output=str(delivered[sid])) if sid in delivered else oc
+              for sid, oc in outcomes.items()}
+    # timelines (a bundle output embeds the renders, found in the folder being built)
+    progress.message(f"writing the relinked timeline(s) and the QC report ({dub.language}, {delivery.version})")
+    relinked, w = relinked_timeline(timeline, plan, linked, dub.language, dub=dub)
     lang_warnings += w
-    written, w = write_timelines(relinked, job.timeline, folder, resolver=resolver,
+    building_resolver = replace(resolver, relink={**resolver.relink,
+                                                     str(delivery.final.resolve()): str(folder.resolve())})
+    written, w = write_timelines(relinked, job.timeline, folder, at=delivery.final, resolver=building_resolver,
                                  inputs=(*{seg.media for seg in plan.segments}, *(p for _, p in job.audio)))
     lang_warnings += w
-    result.timelines = [str(p) for p in written]
+    result.timelines = [str(delivery.final_path(p)) for p in written]
     # conform
     if config.timeline.conform:
         ext = Path(rows[0].output).suffix if rows and rows[0].output else ".mp4"
         inputs = (job.timeline, *{seg.media for seg in plan.segments}, *(p for _, p in job.audio))
         out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs,
                       me=job.conform_me)
-        result.conform = str(out)
+        result.conform = str(delivery.final_path(out))
     # QC: thumbnails, sync scores, min-sync
     thumbs, syncnet, scale = _qc(shots, rows, dub, plan, config, lang_warnings)
+    for r in rows:  # the QC read the cache's files; the report names their copies in the version
+        if r.id in delivered:
+            r.output = str(delivered[r.id])
     scored = syncnet is not None
     if syncnet is not None and not syncnet.verified:
         lang_warnings.append(f"sync scores: {syncnet.note()}")
@@ -119,9 +147,11 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
         "timelines": result.timelines, "conform": result.conform,
     }
-    result.report = str(write_json(report, folder / "report.json"))
-    result.report_html = str(write_html(report, thumbs, folder / "report.html"))
+    report["version"], report["files"] = delivery.version, sorted([*delivery.files(), "report.json", "report.html"])
+    result.report = str(delivery.final_path(write_json(report, folder / "report.json")))
+    result.report_html = str(delivery.final_path(write_html(report, thumbs, folder / "report.html")))
     result.warnings = lang_warnings
+    result.version, result.folder = delivery.version, str(delivery.final)
     return result
 
 

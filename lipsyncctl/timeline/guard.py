@@ -4,7 +4,8 @@ before anything is rendered or written.
 Inputs are the timeline file (an ``.otiod`` bundle is a folder: the output folder may not lie inside it),
 every media file its clips reference (video and audio tracks, as resolved on this machine) and the
 ``--audio`` files. Outputs are what :mod:`~lipsyncctl.timeline.job`
-writes per language (shots, timelines, QC report, conform) and the work files under ``OUT/.lipsyncctl``.
+writes: the renders and work files under ``OUT/.lipsyncctl`` and each language's ``current`` pointer
+(its deliveries go to new folders, :mod:`~lipsyncctl.timeline.delivery`).
 The writers themselves also go through :func:`lipsyncctl.media.atomic.atomic_output` (temporary name,
 then rename), so a failure never leaves a half-written file under a real name.
 """
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.source import MediaResolver
     from lipsyncctl.timeline.types import ShotState, TimelineJob
 
-#: containers a conformed video may get (the shots' container)
-CONFORM_SUFFIXES = (".mp4", ".mov", ".mkv")
-
-
 def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> list[Path]:
     """The timeline file, the media of every clip that resolves to a local file, and the ``--audio`` files."""
     out = [Path(job.timeline)] + [Path(p) for _, p in job.audio]
@@ -40,13 +37,13 @@ def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> lis
 
 
 def output_files(job: TimelineJob, languages: Iterable[str], shots: Iterable[ShotState]) -> Iterator[Path]:
-    """Every file the run may write under ``job.output`` (see the layout in :mod:`~lipsyncctl.timeline.job`)."""
-    stem, suffix = job.timeline.stem, job.timeline.suffix
+    """Every file the run may write under ``job.output`` outside its new deliveries (see the layout in
+    :mod:`~lipsyncctl.timeline.job`). A delivery goes to a new folder (``OUT/<lang>/vNNN``), so of each
+    language only its ``current``/``LATEST`` pointer can be in the way."""
+    from lipsyncctl.timeline.delivery import CURRENT, LATEST
+
     for lang in languages:
-        folder = job.output / lang
-        yield from (folder / f"{stem}.otio", folder / f"{stem}{suffix}", folder / "report.json",
-                    folder / "report.html")
-        yield from (folder / f"{stem}.conform{ext}" for ext in CONFORM_SUFFIXES)
+        yield from (job.output / lang / CURRENT, job.output / lang / LATEST)
     for s in shots:
         yield s.output
         if s.task is not None:

@@ -151,7 +151,7 @@ def dub_track(dub: DubTrack, plan: TimelinePlan, form: str) -> Any:
 
 
 def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver: MediaResolver | None = None,
-                    inputs: Iterable[Path] = ()) -> tuple[list[Path], list[str]]:
+                    inputs: Iterable[Path] = (), at: Path | None = None) -> tuple[list[Path], list[str]]:
     """Write ``timeline`` as ``.otio`` and, where an adapter can, in the input's format.
 
     For an ``.otioz``/``.otiod`` input the second one is a self-contained bundle with the renders and the
@@ -161,6 +161,8 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
 
     Args:
         inputs: files besides ``source_path`` that must never be overwritten.
+        at: the folder the files will be in when delivered (default ``folder``): relative URLs are
+            made from it (a version is written under a temporary name, :mod:`~lipsyncctl.timeline.delivery`).
     """
     import opentimelineio as otio
 
@@ -182,7 +184,7 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                              inputs=protected)
             else:
                 with atomic_output(path, inputs=protected) as tmp:
-                    otio.adapters.write_to_file(_for_adapter(_with_urls(timeline, folder, base, name), name),
+                    otio.adapters.write_to_file(_for_adapter(_with_urls(timeline, at or folder, base, name), name),
                                                 str(tmp), adapter_name=name)
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist

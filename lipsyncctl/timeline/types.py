@@ -187,11 +187,14 @@ class LanguageResult:
     report_html: str | None = None
     conform: str | None = None
     warnings: list[str] | None = None  # this language's own warnings, once its outputs are written
+    version: str | None = None         # the delivery these outputs are in ("v001"), once written
+    folder: str | None = None          # its folder, OUT/<lang>/<version>
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dub": self.dub, "counts": self.counts.to_dict(),
                                "shots": [s.to_dict() for s in self.shots], "timelines": list(self.timelines),
-                               "report": self.report, "report_html": self.report_html, "conform": self.conform}
+                               "report": self.report, "report_html": self.report_html, "conform": self.conform,
+                               "version": self.version, "folder": self.folder}
         if self.warnings is not None:
             out["warnings"] = list(self.warnings)
         return out

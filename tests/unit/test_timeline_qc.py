@@ -287,3 +287,23 @@ def test_official_scale_with_sfd_face_installed(qc_env, first_run, monkeypatch: 
         assert calls and calls[0] == (640, 360, 3)  # the detector saw whole frames
     finally:
         sfd.unlink()
+
+
+def test_unmeasured_shot_fails_min_sync_unless_opted_out(qc_env, first_run, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A shot whose sync could not be measured (here: every score says "too short") under --min-sync: the gate
+    cannot be evaluated, so the shot fails (exit 1), unless --unchecked-gates warn (exit 0, said per shot)."""
+    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult
+    from lipsyncctl.timeline import finish
+
+    assert first_run[0] == 0
+    monkeypatch.setattr(finish, "approximate_sync", lambda *a, **k: SyncResult(SCALE_APPROXIMATE, reason="too short"))
+    rc, res, _ = _run([*qc_env["args"], "--min-sync", "0.1"], capsys)
+    assert rc == 1 and res["counts"]["rendered"] == 0
+    (shot,) = res["languages"]["de"]["shots"]
+    assert shot["status"] == "under_min_sync" and shot["sync_after"] is None and res["failed"] == [f"de/{shot['id']}"]
+    assert any("not measured" in w and "--unchecked-gates warn" in w for w in shot["warnings"])
+    rc, res, _ = _run([*qc_env["args"], "--min-sync", "0.1", "--unchecked-gates", "warn"], capsys)
+    assert rc == 0 and res["failed"] == []
+    (shot,) = res["languages"]["de"]["shots"]
+    assert shot["status"] == "done" and any("--min-sync 0.1 not checked" in w for w in shot["warnings"])

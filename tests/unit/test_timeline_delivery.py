@@ -1,0 +1,189 @@
+"""Versioned deliveries of `sync --timeline` (:mod:`lipsyncctl.timeline.delivery`): each run that finishes a
+language hands back ``OUT/<lang>/vNNN/`` as one set, renamed into place when complete, ``current`` pointing
+at it. A rerun without ``--conform`` has no conform in its version and its report agrees; an interrupted
+run (Ctrl-C in the second shot's render) leaves the previous version byte for byte and no temporaries;
+``report.json`` lists exactly the files beside it; a rerun re-renders nothing. Two 8-frame shots, tiny
+preset, rendered twice (once with the first seed, once with another after the interruption)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.cli.main import main
+from lipsyncctl.media.atomic import TEMP_NAME
+from tests.conftest import shared_path
+from tests.timeline_media import clip, rt, write_sources
+
+BASE = ["--preset", "tiny", "--steps", "1", "--handles", "1", "--set", "faces.detect_every=3"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    import opentimelineio as otio
+
+    root = tmp_path_factory.mktemp("tldel")
+    write_sources(root, shared_path("fixtures", "demo1_video.mp4"))
+    tl = otio.schema.Timeline(name="del", global_start_time=rt(0))
+    track = otio.schema.Track(name="V1")
+    track.append(clip("A1", "cam_a.mkv", 4, 8, available=(0, 40)))
+    track.append(clip("A2", "cam_a.mkv", 20, 8, available=(0, 40)))
+    tl.tracks.append(track)
+    edit = root / "edit.otio"
+    otio.adapters.write_to_file(tl, str(edit))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNCCTL_MODELS", str(root / "models"))
+        yield {"root": root, "out": root / "out",
+               "args": ["--timeline", str(edit), "--audio", f"de={shared_path('fixtures', 'demo1_audio.wav')}",
+                        "-o", str(root / "out"), *BASE]}
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    capsys.readouterr()
+    rc = main(["--json", "-q", "sync", *args])
+    out = capsys.readouterr().out
+    return rc, json.loads(out) if out.strip() else {}
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _temporaries(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if TEMP_NAME.match(p.name)]
+
+
+def _check_version(info: dict, folder: Path) -> dict:
+    """The version's report lists exactly its files, and every path of the result is inside it."""
+    report = json.loads((folder / "report.json").read_text())
+    assert report["files"] == sorted(_hashes(folder)), report["files"]
+    assert report["version"] == folder.name == info["version"] and Path(info["folder"]) == folder
+    for path in [info["report"], info["report_html"], *info["timelines"], *(s["output"] for s in info["shots"])]:
+        assert Path(path).parent in (folder, folder / "shots") and Path(path).is_file(), path
+    assert report["timelines"] == info["timelines"] and report["conform"] == info["conform"]
+    assert [s["output"] for s in report["shots"]] == [s["output"] for s in info["shots"]]
+    return report
+
+
+@pytest.fixture(scope="module")
+def first(env):  # type: ignore[no-untyped-def]
+    """The first run, with --conform: both shots rendered (module-scoped: stdout captured here)."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--json", "-q", "sync", *env["args"], "--conform"])
+    res = json.loads(buf.getvalue())
+    assert rc == 0 and res["counts"]["rendered"] == 2, res
+    v1 = env["out"] / "de" / "v001"
+    return res, v1, _hashes(v1)
+
+
+def test_first_delivery_is_one_consistent_set(env, first) -> None:  # type: ignore[no-untyped-def]
+    import opentimelineio as otio
+
+    res, v1, _ = first
+    info = res["languages"]["de"]
+    report = _check_version(info, v1)
+    assert Path(info["conform"]) == v1 / "edit.conform.mp4" and "edit.conform.mp4" in report["files"]
+    assert os.readlink(env["out"] / "de" / "current") == "v001"
+    # the relinked timeline points at the renders beside it (relative, as the input's URLs are)
+    relinked = otio.adapters.read_from_file(str(v1 / "edit.otio"))
+    urls = sorted(c.media_reference.target_url for c in relinked.find_clips() if c.name in ("A1", "A2"))
+    assert urls == sorted(f"shots/{Path(s['output']).name}" for s in info["shots"])
+    # the renders are the render cache's files, linked
+    cache = env["out"] / ".lipsyncctl" / "renders"
+    assert all(os.path.samefile(s["output"], cache / f"{s['key']}{Path(s['output']).suffix}") for s in info["shots"])
+
+
+def test_rerun_without_conform_renders_nothing_and_has_no_conform(env, first,  # type: ignore[no-untyped-def]
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _, v1, delivered = first
+    lang = env["out"] / "de"
+    rc, again = _run(env["args"], capsys)
+    assert rc == 0 and again["counts"]["rendered"] == 0 and again["counts"]["reused"] == 2
+    version = lang / again["languages"]["de"]["version"]
+    assert version.name > "v001" and again["languages"]["de"]["conform"] is None
+    report = _check_version(again["languages"]["de"], version)
+    assert report["conform"] is None and not list(version.glob("*conform*"))
+    assert os.readlink(lang / "current") == version.name and _hashes(v1) == delivered
+
+
+def test_interrupted_run_keeps_the_last_delivery(env, first, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another seed re-renders both shots: Ctrl-C in the second one's render, after the first finished."""
+    from lipsyncctl.pipeline import clip as clip_module
+
+    _, v1, delivered = first
+    lang = env["out"] / "de"
+    versions = {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink()}
+    current = os.readlink(lang / "current")
+    calls = {"n": 0}
+    real = clip_module.sync_clip
+
+    def second_interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clip_module, "sync_clip", second_interrupted)
+    rc, _ = _run([*env["args"], "--seed", "7", "--conform"], capsys)
+    assert rc == 130 and calls["n"] == 2
+    # every earlier delivery byte for byte, current unchanged, no temporaries anywhere
+    assert {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink()} == versions
+    assert os.readlink(lang / "current") == current and not _temporaries(env["out"])
+    assert _hashes(v1) == delivered
+
+    # resumed: only the interrupted shot is rendered, into a new complete version
+    monkeypatch.setattr(clip_module, "sync_clip", real)
+    rc, third = _run([*env["args"], "--seed", "7", "--conform"], capsys)
+    assert rc == 0 and third["counts"]["rendered"] == 1 and third["counts"]["reused"] == 1
+    version = lang / third["languages"]["de"]["version"]
+    report = _check_version(third["languages"]["de"], version)
+    assert report["conform"] is not None and os.readlink(lang / "current") == version.name
+    assert {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink() and p != version} \
+        == versions and not _temporaries(env["out"])
+
+
+def test_interrupted_delivery_leaves_no_version(env, first, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the report is written (everything else of the version is there already)."""
+    from lipsyncctl.timeline import report
+
+    lang = env["out"] / "de"
+    before = {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink()}
+    current = os.readlink(lang / "current")
+
+    def broken_html(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "render_html", broken_html)
+    rc, _ = _run(env["args"], capsys)
+    assert rc == 130
+    assert {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink()} == before
+    assert os.readlink(lang / "current") == current and not _temporaries(env["out"])
+
+
+def test_next_version_and_pointer_without_symlinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.timeline import delivery
+
+    assert delivery.next_version(tmp_path / "none") == "v001"
+    (tmp_path / "v002").mkdir()
+    (tmp_path / ".v007.~abcd-1-12345678").mkdir()  # a version being built by another run
+    (tmp_path / "v1").mkdir()
+    assert delivery.next_version(tmp_path) == "v008"
+
+    def no_symlinks(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    assert delivery.point_current(tmp_path, "v002") == tmp_path / "LATEST"
+    assert delivery.current_version(tmp_path) == "v002"
+    assert not list(tmp_path.glob(".current*")) and not list(tmp_path.glob(".LATEST*"))
