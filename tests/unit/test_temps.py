@@ -86,6 +86,7 @@ def _kill_when(proc: subprocess.Popen[bytes], ready, timeout: float = 120) -> No
     proc.wait()
 
 
+@pytest.mark.slow  # opt-in (-m slow): 35-65 s; keeps the default suite under 10 min
 def test_rerun_after_kill_9_removes_the_dead_runs_temporaries(clip_media, models_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """``sync`` killed while its hidden folder is beside OUT: the rerun succeeds and leaves only its outputs."""

@@ -86,6 +86,7 @@ def _losses(run: Path) -> list[float]:
     return [float(v) for _, name, v in rows if name == "loss"]
 
 
+@pytest.mark.slow  # opt-in (-m slow): 35-65 s; keeps the default suite under 10 min
 def test_tiny_latent_syncnet_trains_and_resumes_bit_for_bit(curated: Curated, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
