@@ -10,15 +10,13 @@
 
 Output layout under ``OUT``::
 
-    OUT/<lang>/vNNN/                         one delivery: the files of one run, as a set (:mod:`~.delivery`)
-    OUT/<lang>/vNNN/shots/<id>.<ext>         rendered shots (with handles), hard links of the render cache
-    OUT/<lang>/vNNN/<edit>.otio (+ .edl ...) relinked timeline(s); for a bundle input also the bundle,
+    OUT/<lang>/shots/<NNN>_<clip>.<ext>     rendered shots (with handles)
+    OUT/<lang>/<edit>.otio (+ <edit>.edl ...) relinked timeline(s); for a bundle input also the bundle,
                                              self-contained (renders + original media, :mod:`~.bundle`)
-    OUT/<lang>/vNNN/report.json, report.html QC; report.json lists every file of the version
-    OUT/<lang>/vNNN/<edit>.conform.<ext>     full-length picture with the dub (timeline.conform)
-    OUT/<lang>/current -> vNNN               the newest complete version (``LATEST`` without symlinks)
-    OUT/.lipsyncctl/renders/<key>.<ext>      the render cache: every finished render, by content key
+    OUT/<lang>/report.json, report.html      QC
+    OUT/<lang>/<edit>.conform.<ext>          full-length picture with the dub (timeline.conform)
     OUT/.lipsyncctl/jobs/<key>.json          the resumable job store
+    OUT/.lipsyncctl/faces/<key>.npz          face tracks per shot, shared by its languages (:func:`_face_cache`)
     OUT/.lipsyncctl/run.lock                 held while a run writes to OUT (:mod:`lipsyncctl.runner.lock`)
     OUT/.lipsyncctl/work/<lang>/*.wav        dub cuts of shots being rendered (deleted as each settles)
     OUT/.lipsyncctl/work/.<edit>.otioz.*/    an .otioz input's extracted media (removed when the job ends;
@@ -257,6 +255,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     mode = tl.non_dialogue
     cut = dubs.render_cut(d, seg, fps)
     ext = tl.shot_container if tl.shot_container != "auto" else default_extension(seg_config.output.codec)[1:]
+    output = job.output / d.language / "shots" / f"{seg.id}.{ext}"
     keep = dubs.frame_complement(speech, seg.render_frames) if mode == "passthrough" else []
     key = content_key({
         "v": KEY_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,
@@ -266,7 +265,6 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         "speech": speech if mode != "render" else None, "models": models_fp, "ext": ext,
         "timecode": seg.render_timecode,
     })
-    output = job.output / ".lipsyncctl" / "renders" / f"{key}.{ext}"  # the cache; deliveries link to it
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)
     if mode == "passthrough" and not speech:
         shot.outcome = ShotOutcome(ShotStatus.NO_DIALOGUE, key, language=d.language, segment=seg.id,
@@ -284,8 +282,31 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         model_audio=(str(job.output / ".lipsyncctl" / "work" / d.language / f"{seg.id}.{key}.model.wav")
                      if mode == "close" else None),
         keep_source=keep, timecode=seg.render_timecode, reel=render_reel(key),
+        face_cache=str(_face_cache(job, seg, seg_config, d, cut, mode, speech)),
     )
     return shot
+
+
+def _face_cache(job: TimelineJob, seg: Segment, seg_config: Config, d: dubs.DubTrack, cut: Any, mode: str,
+                speech: list[tuple[int, int]]) -> Path:
+    """The shot's face-track file, ``OUT/.lipsyncctl/faces/<key>.npz``, named by what the face pass depends
+    on: the media (fingerprint), the rendered frames and rate, the ``faces`` section and the crop resolution.
+    Not the dub, so every language of the shot (and every rerun) shares one tracking; except for
+    ``faces.select: speaker``, which listens to what the model hears (the cut, silenced outside speech in
+    ``close`` mode): one file per dub then. :func:`lipsyncctl.pipeline.clip.sync_clip` checks the file's
+    own key before it uses it."""
+    from lipsyncctl.pipeline.faces import FACE_CACHE_VERSION
+
+    heard = None
+    if seg_config.faces.select == "speaker":
+        heard = [dubs.audio_digest(cut, d.rate), mode, speech if mode == "close" else None]
+    key = content_key({
+        "v": FACE_CACHE_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,
+        "frames": seg.render_frames, "fps": tb.fraction_str(seg.media_fps),
+        "faces": seg_config.faces.model_dump(mode="json"), "resolution": seg_config.model.resolution,
+        "heard": heard,
+    })
+    return job.output / ".lipsyncctl" / "faces" / f"{key}.npz"
 
 
 def _refresh_reuse(shots: list[ShotState], store: JobStore) -> None:
@@ -297,8 +318,8 @@ def _refresh_reuse(shots: list[ShotState], store: JobStore) -> None:
 
 
 def _place_reused(shot: ShotState, inputs: list[Path]) -> None:
-    """Copy a reused render recorded under another path (by an earlier version, as
-    ``OUT/<lang>/shots/<id>.<ext>``) into the render cache, atomically; the copy's outcome then points at it."""
+    """Copy a reused render that was made under another name (same content key) to the shot's own path,
+    atomically; the copy's outcome then points at it."""
     from lipsyncctl.media.atomic import atomic_output, same_file
 
     record = shot.outcome

@@ -1,0 +1,175 @@
+"""The face-track cache (issue 13.9): a shot's faces are tracked once and reused by its other languages and by
+reruns. The FacePlan round-trips exactly through its .npz (no pickle), a corrupt or stale file is tracked
+again, the render is the same bytes with and without the cache, and ``faces.select: speaker`` (which listens
+to the dub) keeps one tracking per language."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.pipeline import faces as face_pass
+from lipsyncctl.pipeline.clip import sync_clip
+from lipsyncctl.pipeline.faces import FacePlan, load_face_plan, save_face_plan
+from tests.sync_media import sample_frames, tiny_models, with_sets, write_clip, write_wav
+
+KEY = {"v": 1, "media": "abc", "first": 3, "frames": 4, "fps": "25/1", "faces": {"select": "largest"},
+       "resolution": 256, "audio": None}
+
+
+def _plan() -> FacePlan:
+    rng = np.random.default_rng(0)
+    mats = [rng.normal(size=(2, 3)).astype(np.float32), None, rng.normal(size=(2, 3)).astype(np.float32), None]
+    return FacePlan(mats, np.array([1.0, 0.0, 0.5, 0.0], np.float32), "dlib", selection="point", track_id=2,
+                    warnings=["a warning"])
+
+
+def _same(a: FacePlan, b: FacePlan) -> bool:
+    mats = all((x is None and y is None) or (x is not None and y is not None and x.dtype == y.dtype
+                                             and x.shape == y.shape and np.array_equal(x, y))
+               for x, y in zip(a.matrices, b.matrices, strict=True))
+    return (mats and len(a.matrices) == len(b.matrices) and a.weights.dtype == b.weights.dtype
+            and np.array_equal(a.weights, b.weights) and (a.detector, a.selection, a.track_id, a.warnings)
+            == (b.detector, b.selection, b.track_id, b.warnings))
+
+
+def test_face_plan_round_trips_exactly_and_is_read_strictly(tmp_path: Path) -> None:
+    path = tmp_path / "faces" / "k.npz"
+    plan = _plan()
+    assert save_face_plan(path, plan, KEY) and path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["k.npz"]  # no temporary left
+    back = load_face_plan(path, dict(KEY))
+    assert back is not None and _same(plan, back)
+    with np.load(path, allow_pickle=False) as data:  # plain arrays: readable without pickle
+        assert set(data.files) == {"meta", "present", "matrices", "weights"}
+    # another key (the source changed, other frames...) is not this file's
+    assert load_face_plan(path, {**KEY, "media": "def"}) is None
+    assert load_face_plan(path, {**KEY, "frames": 5}) is None
+    assert load_face_plan(tmp_path / "none.npz", KEY) is None
+    # corrupt: truncated, garbage, arrays that do not fit the key
+    good = path.read_bytes()
+    for bad in (good[: len(good) // 2], b"not a zip", b""):
+        path.write_bytes(bad)
+        assert load_face_plan(path, KEY) is None
+    with open(path, "wb") as f:
+        np.savez(f, meta=np.array('{"key": 1}'), present=np.zeros(4, bool), matrices=np.zeros((4, 2, 3)),
+                 weights=np.zeros(4, np.float32))
+    assert load_face_plan(path, KEY) is None
+    assert save_face_plan(path, plan, KEY) and _same(plan, load_face_plan(path, KEY))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with tiny_models(tmp_path_factory.mktemp("models"), "inference.window=4", "output.codec=ffv1") as env:
+        yield env
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _count_tracking(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = face_pass.track_clip_faces
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(face_pass, "track_clip_faces", counting)
+    return calls
+
+
+def test_sync_clip_with_the_cache_is_the_same_bytes(tiny_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", sample_frames(4, scale=0.75), Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.16)
+    calls = _count_tracking(monkeypatch)
+    cache = tmp_path / "cache" / "faces.npz"
+    miss = sync_clip(video, audio, tmp_path / "miss.mkv", config, networks=models, face_cache=cache)
+    hit = sync_clip(video, audio, tmp_path / "hit.mkv", config, networks=models, face_cache=cache)
+    assert len(calls) == 1 and cache.is_file()  # the miss tracks (and writes the file), the hit reads it
+    assert (miss.faces_reused, hit.faces_reused) == (False, True) and hit.to_dict()["faces_reused"] is True
+    assert hit.faces_found == miss.faces_found == 4 and hit.warnings == miss.warnings
+    assert _digest(tmp_path / "miss.mkv") == _digest(tmp_path / "hit.mkv")
+    # other frames, or a corrupt file: tracked again (and replaced), never trusted
+    key = face_pass.face_cache_key(video, 0, 4, Fraction(25), config.faces, 256)
+    assert load_face_plan(cache, key) is not None and load_face_plan(cache, {**key, "first": 1}) is None
+    cache.write_bytes(cache.read_bytes()[:100])
+    again = sync_clip(video, audio, tmp_path / "again.mkv", config, networks=models, face_cache=cache)
+    assert not again.faces_reused and len(calls) == 2 and _digest(tmp_path / "again.mkv") == _digest(tmp_path / "hit.mkv")
+    assert load_face_plan(cache, key) is not None
+
+
+def _edit(folder: Path, shots: int) -> Path:
+    import opentimelineio as otio
+
+    from tests.conftest import shared_path
+    from tests.timeline_media import clip, rt, write_sources
+
+    write_sources(folder, shared_path("fixtures", "demo1_video.mp4"))
+    tl = otio.schema.Timeline(name="edit", global_start_time=rt(0))
+    v = otio.schema.Track(name="V1")
+    v.extend([clip("A1", "cam_a.mkv", 4, 4, available=(0, 40)),
+              clip("B1", "cam_b.mkv", 86408, 4, available=(86400, 30))][:shots])
+    tl.tracks.append(v)
+    path = folder / "edit.otio"
+    otio.adapters.write_to_file(tl, str(path))
+    return path
+
+
+def _timeline(tiny_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shots: int):  # type: ignore[no-untyped-def]
+    """``run(out, *sets) -> {(lang, shot): render}``: the edit in two languages, and the list of tracked calls."""
+    from lipsyncctl.media.audio import write_wav as write_samples
+    from lipsyncctl.timeline.job import run_timeline
+    from lipsyncctl.timeline.mediaio import read_audio
+    from lipsyncctl.timeline.types import TimelineJob
+    from tests.conftest import shared_path
+
+    config, _ = tiny_env
+    edit = _edit(tmp_path, shots)
+    de = shared_path("fixtures", "demo1_audio.wav")
+    samples, rate = read_audio(de, rate=48000, channels=2)
+    fr = write_samples(tmp_path / "fr.wav", samples[:, rate:].T, rate)
+    sets = ["inference.steps=1", "timeline.handles=0", "faces.detect_every=3"]
+
+    def run(out: str, *more: str) -> dict[tuple[str, str], Path]:
+        job = TimelineJob(timeline=edit, output=tmp_path / out, audio=[("de", de), ("fr", fr)])
+        res = run_timeline(job, with_sets(config, *sets, *more))
+        assert not res.failed and res.counts()["rendered"] + res.counts()["reused"] == 2 * shots
+        return {(lang, s.name): Path(s.output) for lang, r in res.languages.items() for s in r.shots if s.output}
+
+    return run, _count_tracking(monkeypatch)
+
+
+def test_two_languages_track_each_shot_once(tiny_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    run, calls = _timeline(tiny_env, tmp_path, monkeypatch, shots=1)
+    faces = tmp_path / "out" / ".lipsyncctl" / "faces"
+    assert len(run("out")) == 2
+    assert len(calls) == 1 and len(list(faces.glob("*.npz"))) == 1  # once per shot, not per language
+    # faces.select speaker listens to the dub: one tracking per shot and language, one file each
+    run("out", "faces.select=speaker")
+    assert len(calls) == 1 + 2 and len(list(faces.glob("*.npz"))) == 1 + 2
+
+
+@pytest.mark.slow  # opt-in (-m slow): 12 renders
+def test_timeline_renders_are_the_same_with_and_without_the_cache(tiny_env, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run, calls = _timeline(tiny_env, tmp_path, monkeypatch, shots=2)
+    cached = run("out")
+    faces = sorted((tmp_path / "out" / ".lipsyncctl" / "faces").glob("*.npz"))
+    assert len(calls) == 2 and len(faces) == 2 and len(cached) == 4
+    monkeypatch.setattr(face_pass, "load_face_plan", lambda path, key: None)  # every language tracks
+    plain = run("plain")
+    assert len(calls) == 2 + 4
+    assert {k: _digest(p) for k, p in cached.items()} == {k: _digest(p) for k, p in plain.items()}
+    monkeypatch.setattr(face_pass, "load_face_plan", load_face_plan)
+    # a rerun that renders again (another step count) reuses the faces; a corrupt file is tracked again
+    faces[0].write_bytes(b"garbage")
+    run("out", "inference.steps=2")
+    assert len(calls) == 6 + 1
+    assert sorted((tmp_path / "out" / ".lipsyncctl" / "faces").glob("*.npz")) == faces  # rewritten in place
