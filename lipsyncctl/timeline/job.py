@@ -10,11 +10,14 @@
 
 Output layout under ``OUT``::
 
-    OUT/<lang>/shots/<NNN>_<clip>.<ext>     rendered shots (with handles)
-    OUT/<lang>/<edit>.otio (+ <edit>.edl ...) relinked timeline(s); for a bundle input also the bundle,
+    OUT/<lang>/vNNN/                         one delivery: the files of one run, as a set (:mod:`~.delivery`)
+    OUT/<lang>/vNNN/shots/<id>.<ext>         rendered shots (with handles), hard links of the render cache
+    OUT/<lang>/vNNN/<edit>.otio (+ .edl ...) relinked timeline(s); for a bundle input also the bundle,
                                              self-contained (renders + original media, :mod:`~.bundle`)
-    OUT/<lang>/report.json, report.html      QC
-    OUT/<lang>/<edit>.conform.<ext>          full-length picture with the dub (timeline.conform)
+    OUT/<lang>/vNNN/report.json, report.html QC; report.json lists every file of the version
+    OUT/<lang>/vNNN/<edit>.conform.<ext>     full-length picture with the dub (timeline.conform)
+    OUT/<lang>/current -> vNNN               the newest complete version (``LATEST`` without symlinks)
+    OUT/.lipsyncctl/renders/<key>.<ext>      the render cache: every finished render, by content key
     OUT/.lipsyncctl/jobs/<key>.json          the resumable job store
     OUT/.lipsyncctl/faces/<key>.npz          face tracks per shot, shared by its languages (:func:`_face_cache`)
     OUT/.lipsyncctl/run.lock                 held while a run writes to OUT (:mod:`lipsyncctl.runner.lock`)
@@ -255,7 +258,6 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     mode = tl.non_dialogue
     cut = dubs.render_cut(d, seg, fps)
     ext = tl.shot_container if tl.shot_container != "auto" else default_extension(seg_config.output.codec)[1:]
-    output = job.output / d.language / "shots" / f"{seg.id}.{ext}"
     keep = dubs.frame_complement(speech, seg.render_frames) if mode == "passthrough" else []
     key = content_key({
         "v": KEY_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,
@@ -265,6 +267,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         "speech": speech if mode != "render" else None, "models": models_fp, "ext": ext,
         "timecode": seg.render_timecode,
     })
+    output = job.output / ".lipsyncctl" / "renders" / f"{key}.{ext}"  # the cache; deliveries link to it
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)
     if mode == "passthrough" and not speech:
         shot.outcome = ShotOutcome(ShotStatus.NO_DIALOGUE, key, language=d.language, segment=seg.id,
@@ -318,8 +321,8 @@ def _refresh_reuse(shots: list[ShotState], store: JobStore) -> None:
 
 
 def _place_reused(shot: ShotState, inputs: list[Path]) -> None:
-    """Copy a reused render that was made under another name (same content key) to the shot's own path,
-    atomically; the copy's outcome then points at it."""
+    """Copy a reused render recorded under another path (by an earlier version, as
+    ``OUT/<lang>/shots/<id>.<ext>``) into the render cache, atomically; the copy's outcome then points at it."""
     from lipsyncctl.media.atomic import atomic_output, same_file
 
     record = shot.outcome
