@@ -33,9 +33,8 @@ EXIT_STATUS = (
     ("1", "failed: a job or some items of a batch failed; an output could not be written (disk full, I/O)"),
     ("2", "usage: bad command-line arguments"),
     ("3", "bad configuration or preset (unknown key, value out of range)"),
-    ("4", "missing model, ffmpeg or device (including a failed required doctor check; sync --timeline --min-sync "
-          "without syncnet-v2, before any render)"),
-    ("5", "bad input media (missing, unreadable, corrupt, no usable stream; an edit with no clip to render)"),
+    ("4", "missing model, ffmpeg or device (a failed doctor check; --min-sync without syncnet-v2)"),
+    ("5", "bad input media (missing, unreadable, corrupt, no usable stream, no shot in an edit)"),
     ("6", "busy: another run is writing to the same output folder (sync --timeline, curate; --wait waits)"),
     ("130", "interrupted (Ctrl-C); finished outputs are kept, partial ones removed"),
 )
