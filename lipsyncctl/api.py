@@ -118,17 +118,21 @@ def timeline_job(
     wait: bool = False,
     conform_me: str | Path | None = None,
     split_scenes: bool = False,
+    segments: str | Path | None = None,
 ) -> TimelineJob:
     """A :class:`~lipsyncctl.timeline.job.TimelineJob` from the words a user types: ``audio`` as
     ``FILE`` or ``LANG=FILE``, ``audio_tracks`` as ``NAME`` or ``LANG=NAME``, ``relink`` as ``OLD=NEW``,
     ``gpus`` as ``"0,1"``, ``shard`` as ``"I/N"`` or ``"auto"`` (array-job variables). ``wait``: when
     another run is writing to ``output``, wait for it instead of raising BusyError. ``conform_me``: an M&E
     file the conform mixes under the dub. ``split_scenes``: ``timeline`` is a flat programme master, cut
-    into shots with PySceneDetect first (:mod:`lipsyncctl.timeline.scenes`; ``OUT/scenes.otio``). Raises
+    into shots with PySceneDetect first (:mod:`lipsyncctl.timeline.scenes`; ``OUT/scenes.otio``).
+    ``segments``: a JSON/YAML file of ranges with their own options (:mod:`lipsyncctl.timeline.ranges`; read
+    and checked here: UsageError, or ConfigError for a bad option); ``timeline`` may then be a clip. Raises
     UsageError naming the option for a malformed value (or a missing ``conform_me``, before anything runs)."""
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
     from lipsyncctl.timeline import dub as dubs
+    from lipsyncctl.timeline.ranges import load_segments
     from lipsyncctl.timeline.source import parse_relink
     from lipsyncctl.timeline.types import TimelineJob
 
@@ -140,7 +144,7 @@ def timeline_job(
         gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),
         shard=parse_shard(shard) if isinstance(shard, str) or shard is None else shard,
         backend=backend, dry_run=dry_run, wait=wait, conform_me=_existing(conform_me, "--conform-me"),
-        split_scenes=split_scenes,
+        split_scenes=split_scenes, segments=load_segments(segments) if segments is not None else None,
     )
 
 

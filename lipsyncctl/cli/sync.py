@@ -104,6 +104,10 @@ FLAGS: tuple[Flag, ...] = (
          modes=TIMELINE),
     Flag("scene_min_frames", ("--scene-min-frames",), int | None, "--split-scenes: shortest shot in frames "
          "(timeline.scene_min_frames, default 15).", key="timeline.scene_min_frames", modes=TIMELINE),
+    Flag("segments", ("--segments",), Path | None, "Per-range options from a JSON/YAML list of {start, end} "
+         "(timecode, seconds or 150f frames) with lipsync: false, face, audio_offset, set; with --video the clip "
+         "is cut at the ranges and dubbed as an edit (-o is a folder), with --timeline ranges cover whole shots.",
+         modes=BOTH),
     Flag("audio_offset", ("--audio-offset",), str | None, "Timeline: where the --audio files start: seconds after "
          "the first frame, or a timecode HH:MM:SS:FF.", modes=TIMELINE),
     Flag("audio_track", ("--audio-track",), list[str] | None, "Timeline: use the timeline's audio track NAME (or "
@@ -148,7 +152,8 @@ FLAGS: tuple[Flag, ...] = (
 def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
     """The config keys set by the flags of ``mode`` (``--face``/``--face-at`` also set faces.select, so
     run.yaml records whose mouth was rendered)."""
-    bad = [b for b in misplaced(FLAGS, values, mode) if not (b == "--video" and values.get("split_scenes"))]
+    as_edit = values.get("split_scenes") or values.get("segments") is not None  # --video: the edit's picture
+    bad = [b for b in misplaced(FLAGS, values, mode) if not (b == "--video" and as_edit)]
     if bad and mode == "clip":
         raise UsageError(f"{', '.join(bad)}: only with --timeline")
     if bad:
@@ -164,7 +169,9 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def sync_cmd(**values: Any) -> None:
-    mode = "timeline" if values["timeline"] is not None or values["split_scenes"] else "clip"  # a master: an edit
+    # a master cut into scenes, or a clip cut at --segments ranges, is dubbed as an edit
+    as_edit = values["timeline"] is not None or values["split_scenes"] or values["segments"] is not None
+    mode = "timeline" if as_edit else "clip"
     flags = resolve_flags(values, mode)
     config = opt.resolve(values["preset"], values["sets"], flags, values["print_config"])  # --print-config exits
     if values["output"] is None:

@@ -20,6 +20,7 @@ Timeline mode (dubbing an edit; OpenTimelineIO: .otio/.otioz/.otiod, EDL and FCP
   lipsyncctl sync --timeline edit.otio --audio-track "DE dub" -o out/ --jobs 2 --gpus 0,1
   lipsyncctl sync --timeline edit.otio --audio de=de.wav -o out/ --shard auto   # in a SLURM array job
   lipsyncctl sync --video master.mov --audio de.wav --split-scenes -o out/   # no edit list: cut the master
+  lipsyncctl sync --video in.mov --audio de.wav --segments ranges.yaml -o out/  # per-range options
 
 \b
 Each visible clip of the picture is a shot, rendered with --handles extra frames to OUT/LANG/shots/;
@@ -40,11 +41,13 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
     # options left out keep the job's defaults (an explicit --jobs 1 is passed like any other value)
     given = {k: values[k] for k in ("audio_offset", "media_root", "edl_rate", "jobs", "backend", "conform_me")
              if values[k] is not None}
-    if values["split_scenes"] and (values["video"] is None) == (values["timeline"] is None):
-        raise UsageError("--split-scenes: give the programme master once, as --video MASTER",
+    if (values["video"] is None) == (values["timeline"] is None):  # --split-scenes/--segments take a --video
+        what = "--split-scenes" if values["split_scenes"] else "--segments"
+        raise UsageError(f"{what}: give the picture once, as --video CLIP (or --timeline EDIT)",
                          hint="e.g. lipsyncctl sync --video master.mov --audio de.wav --split-scenes -o out/")
     job = api.timeline_job(values["video"] or values["timeline"], values["output"],
-                           split_scenes=values["split_scenes"], audio=values["audio"] or [],
+                           split_scenes=values["split_scenes"], segments=values["segments"],
+                           audio=values["audio"] or [],
                            audio_tracks=values["audio_track"] or [], relink=values["relink"] or [],
                            gpus=values["gpus"], shard=values["shard"], dry_run=values["dry_run"],
                            wait=values["wait"], **given)

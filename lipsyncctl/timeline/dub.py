@@ -208,9 +208,12 @@ def audio_digest(samples: np.ndarray, rate: int) -> str:
 # at the media's rate; the dub is on the timeline's clock. These turn one into the other.
 
 def render_window(seg: Segment, fps: Fraction, rate: int) -> tuple[Fraction, int]:
-    """``(t0, n)``: the timeline seconds at which the render's first frame (its head handle) plays, and
-    how many samples at ``rate`` the render lasts (``floor`` at both ends, like every cut here)."""
+    """``(t0, n)``: the timeline seconds of the dub under the render's first frame (its head handle), and
+    how many samples at ``rate`` the render lasts (``floor`` at both ends, like every cut here). A shot's
+    ``audio_offset`` option moves the window: the picture at ``t`` gets the dub at ``t - audio_offset``."""
     t0 = Fraction(seg.record_start) / fps - Fraction(seg.handle_in) / seg.media_fps
+    if seg.options.audio_offset:
+        t0 -= Fraction(seg.options.audio_offset).limit_denominator(10**6)
     s0 = math.floor(t0 * rate)
     s1 = math.floor((t0 + Fraction(seg.render_frames) / seg.media_fps) * rate)
     return t0, s1 - s0

@@ -49,6 +49,7 @@ from lipsyncctl.timeline import gates
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
 from lipsyncctl.timeline.outputs import render_reel
+from lipsyncctl.timeline.ranges import apply_ranges
 from lipsyncctl.timeline.scenes import scene_job
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
@@ -83,7 +84,10 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
         with scene_job(job, config) as job, opened_timeline(
                 job.timeline, rate=job.edl_rate, scratch=scratch, media_root=job.media_root,
                 relink=job.relink) as (timeline, base):
-            result = _run(job, config, timeline, MediaResolver(base, job.media_root, job.relink))
+            resolver = MediaResolver(base, job.media_root, job.relink)
+            if job.segments is not None:  # --segments: each range's options as a marker on the shots it covers
+                early_warnings += apply_ranges(timeline, resolver, job.segments, handles=config.timeline.handles)
+            result = _run(job, config, timeline, resolver)
             result.warnings[:0] = early_warnings
             return result
     finally:

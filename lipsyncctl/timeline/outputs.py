@@ -263,8 +263,8 @@ def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> 
 def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,
             config: Any, inputs: tuple[Path, ...] = (), me: Path | None = None) -> Path:
     """Write the full-length picture of the edit with the dub (over the M&E file ``me`` if given:
-    :func:`conform_audio`): lip-synced shots where finished, the original media elsewhere, black in gaps
-    and where media is missing. Transitions between two shots are dissolves (:func:`_dissolved`); one
+    :func:`conform_audio`): lip-synced shots where finished, the original media elsewhere (shots left
+    alone, ``lipsync: false``, included), black in gaps and where media is missing. Transitions between two shots are dissolves (:func:`_dissolved`); one
     beside a gap or a skipped clip stays a cut. Frame size = the first shot's media (others are resized
     to it). It starts at the edit's record timecode.
 
@@ -293,7 +293,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
         with _named(output), video_writer(video_only, plan.fps, config) as writer:
             t = 0
             with progress.Task("conform", total=plan.duration) as bar:
-                for seg in plan.segments:
+                for seg in plan.pictures():  # shots left alone (lipsync: false) show their source
                     while t < seg.record_start:
                         writer.write(black)
                         t += 1

@@ -196,15 +196,25 @@ def _earlier_edit(path: Path, settings: dict[str, Any]) -> list[tuple[int, int]]
 @contextlib.contextmanager
 def scene_job(job: TimelineJob, config: Config) -> Iterator[TimelineJob]:
     """``job`` with its master (``job.timeline``, a video file, when ``job.split_scenes``) replaced by the
-    detected edit, written to ``OUT/scenes.otio`` (a dry run writes it to a temporary folder, removed when
-    the block ends: a dry run writes nothing to ``OUT``). Any other job is yielded unchanged."""
-    if not job.split_scenes:
+    detected edit, written to ``OUT/scenes.otio``; or a single clip given with ``--segments`` replaced by
+    its edit cut at the ranges, ``OUT/segments.otio`` (:func:`lipsyncctl.timeline.ranges.write_clip_edit`).
+    A dry run writes them to a temporary folder, removed when the block ends: a dry run writes nothing to
+    ``OUT``. Any other job is yielded unchanged."""
+    from lipsyncctl.timeline.ranges import is_clip, write_clip_edit
+
+    clip_segments = job.segments is not None and not job.split_scenes and is_clip(job.timeline)
+    if not job.split_scenes and not clip_segments:
         yield job
         return
     opts = config.timeline
     with contextlib.ExitStack() as stack:
         folder = (Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lipsyncctl-scenes-")))
                   if job.dry_run else job.output)
-        edit = write_scene_edit(job.timeline, folder, threshold=opts.scene_threshold,
-                                min_frames=opts.scene_min_frames, inputs=[p for _, p in job.audio])
-        yield replace(job, timeline=edit.path, split_scenes=False)
+        inputs = [p for _, p in job.audio]
+        if job.split_scenes:
+            path = write_scene_edit(job.timeline, folder, threshold=opts.scene_threshold,
+                                    min_frames=opts.scene_min_frames, inputs=inputs).path
+        else:
+            assert job.segments is not None
+            path = write_clip_edit(job.timeline, folder, job.segments, inputs=inputs)
+        yield replace(job, timeline=path, split_scenes=False)

@@ -102,6 +102,9 @@ class SkippedItem:
     record_start: int
     record_frames: int
     clip_path: tuple[int, ...] = ()
+    #: ``lipsync: false``: the shot as it would have been planned (index -1, no handles), so the conform
+    #: shows its source picture; None for every other reason
+    source: Segment | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "reason": self.reason, "record_start": self.record_start,
@@ -162,6 +165,12 @@ class TimelinePlan:
             "transitions": [t.to_dict() for t in self.transitions],
             "skipped": [s.to_dict() for s in self.skipped], "warnings": list(self.warnings),
         }
+
+    def pictures(self) -> list[Segment]:
+        """What the conform shows, in record order: the segments and the source of every shot left alone
+        (``lipsync: false``; their index is -1, so no transition refers to them)."""
+        kept = [s.source for s in self.skipped if s.source is not None]
+        return sorted([*self.segments, *kept], key=lambda s: s.record_start)
 
 
 @dataclass
@@ -361,14 +370,13 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     if media is None:
         return skip(f"missing media: {ref.target_url}")
     options = shot_options(clip)
-    if options.enabled is False:
-        return skip("lipsync: false")
+    off = options.enabled is False  # left alone: planned without handles only for the conform's picture
     try:
         facts = probed[media] if media in probed else probed.setdefault(media, probe(media))
     except MediaError as exc:
-        return skip(f"unreadable media: {exc}")
+        return skip("lipsync: false" if off else f"unreadable media: {exc}")
     if check_names and (mismatch := name_mismatch(clip, facts)):
-        return skip(mismatch)
+        return skip("lipsync: false" if off else mismatch)  # left alone, but not from the wrong picture
     mfps = facts.fps
     media_start = _media_start(ref, facts, mfps)
     src_time = clip.trimmed_range().start_time
@@ -376,11 +384,17 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     first = round((tb.seconds(src_time) + Fraction(piece.lo - piece.clip_lo) / fps) * mfps) - media_start
     count = round(Fraction(piece.hi - piece.lo) * mfps / fps)
     if first < 0 or first + count > facts.frames:
-        return skip(f"source range {first}..{first + count} outside the media's {facts.frames} frames")
+        return skip("lipsync: false" if off else
+                    f"source range {first}..{first + count} outside the media's {facts.frames} frames")
     seg = Segment(index=0, id="", name=clip.name or media.stem, clip_path=piece.path, track=piece.track,
                   media=media, media_url=ref.target_url, media_fps=mfps, media_size=(facts.width, facts.height),
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
                   source_start=first, source_frames=count, options=options)
+    if off:
+        seg.index = -1
+        item = skip("lipsync: false")
+        item.source = seg
+        return item
     need_in = max(handles, round(Fraction(piece.need_in) * mfps / fps))
     need_out = max(handles, round(Fraction(piece.need_out) * mfps / fps))
     seg.handle_in = min(need_in, first)

@@ -5,11 +5,15 @@ A clip (or a marker on it) can switch lip-sync off or carry options for that sho
     clip.metadata["lipsync"] = False                       # leave this shot alone
     clip.metadata["lipsync"] = {"enabled": True, "face": 1, "face_at": [640, 360],
                                 "guidance": 2.0, "steps": 10, "length_policy": "cut",
-                                "set": ["faces.detect_every=2"]}
+                                "set": ["faces.detect_every=2"], "audio_offset": 0.08}
     Marker(name="lipsync: false")                          # same as the first line
     Marker(name="lipsync", metadata={"lipsync": {"face": 0}})
 
-Markers are read after the clip's metadata, so a marker wins.
+Markers are read after the clip's metadata, so a marker wins. ``audio_offset`` (seconds) shifts the dub
+under this shot's render: its picture at record time ``t`` is lip-synced to the dub at ``t - audio_offset``
+(positive: the dub is late there), and the render carries that cut; the conform and the relinked
+timelines keep the dub as given. ``sync --segments`` writes these as markers
+(:mod:`~lipsyncctl.timeline.ranges`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from lipsyncctl.errors import ConfigError
 
 _OFF = ("false", "off", "no", "0", "skip")
 _ON = ("true", "on", "yes", "1")
-_KEYS = {"enabled", "face", "face_at", "guidance", "steps", "length_policy", "set"}
+_KEYS = {"enabled", "face", "face_at", "guidance", "steps", "length_policy", "set", "audio_offset"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class ShotOptions:
     steps: int | None = None
     length_policy: str | None = None
     sets: tuple[str, ...] = ()
+    audio_offset: float | None = None  # seconds the dub is shifted under this shot (see the module docstring)
 
     def overrides(self) -> dict[str, Any]:
         """The options as overrides of the run configuration (dotted key -> value), for
@@ -57,7 +62,7 @@ class ShotOptions:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
-        for k in ("enabled", "face_id", "face_at", "guidance", "steps", "length_policy"):
+        for k in ("enabled", "face_id", "face_at", "guidance", "steps", "length_policy", "audio_offset"):
             v = getattr(self, k)
             if v is not None:
                 d[k] = list(v) if isinstance(v, tuple) else v
@@ -110,6 +115,7 @@ def shot_options(item: Any) -> ShotOptions:
             steps=None if raw.get("steps") is None else int(raw["steps"]),
             length_policy=raw.get("length_policy"),
             sets=tuple(str(s) for s in raw.get("set", ())),
+            audio_offset=None if raw.get("audio_offset") is None else float(raw["audio_offset"]),
         )
     except (TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"{where}: bad lipsync option ({exc})") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lipsyncctl.timeline.ranges import SegmentsFile
     from lipsyncctl.timeline.segments import Segment, TimelinePlan
     from lipsyncctl.timeline.shot_task import ShotTask
 
@@ -89,6 +90,7 @@ class TimelineJob:
     wait: bool = False            # another run holds OUT: wait for it instead of refusing (exit 6)
     conform_me: Path | None = None  # M&E mixed under the dub in the conform (starts at the first frame)
     split_scenes: bool = False    # ``timeline`` is a flat master: cut it into shots first (:mod:`~.scenes`)
+    segments: SegmentsFile | None = None  # --segments: per-range options (:mod:`~.ranges`)
 
 
 @dataclass
