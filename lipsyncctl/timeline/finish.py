@@ -22,7 +22,7 @@ from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.delivery import Delivery, building
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
-from lipsyncctl.timeline.report import write_html, write_json
+from lipsyncctl.timeline.report import relative_href, write_html, write_json
 from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, ShotResult, ShotStatus
 
 #: the report's warning when the official measurement's detector is missing
@@ -122,8 +122,8 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
         out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs,
                       me=job.conform_me)
         result.conform = str(delivery.final_path(out))
-    # QC: thumbnails, sync scores, min-sync
-    thumbs, syncnet, scale = _qc(shots, rows, dub, plan, config, lang_warnings)
+    # QC: mouth strips, sync scores, min-sync
+    strips, notes, syncnet, scale = _qc(shots, rows, dub, plan, config, lang_warnings)
     for r in rows:  # the QC read the cache's files; the report names their copies in the version
         if r.id in delivered:
             r.output = str(delivered[r.id])
@@ -147,6 +147,7 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
         "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
         "timelines": result.timelines, "conform": result.conform,
     }
+    thumbs = _add_qc(report, shots, strips, notes, delivery.final, config)  # provenance, links, flags, verdict
     report["version"], report["files"] = delivery.version, sorted([*delivery.files(), "report.json", "report.html"])
     result.report = str(delivery.final_path(write_json(report, folder / "report.json")))
     result.report_html = str(delivery.final_path(write_html(report, thumbs, folder / "report.html")))
@@ -156,54 +157,91 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
 
 
 def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: TimelinePlan, config: Config,
-        warnings: list[str]) -> tuple[dict[str, tuple[str, str]], EvalSyncNet | None, str | None]:
-    """Thumbnails of every shot and, with the evaluation SyncNet installed, LSE-C / LSE-D before (the
-    source picture with the dub) and after (the render) over each shot's visible frames.
+        warnings: list[str]) -> tuple[dict[str, qc.MouthStrips], dict[str, str], EvalSyncNet | None, str | None]:
+    """Mouth strips of every shot (source above, render below: :func:`qc.mouth_strips`) and, with the
+    evaluation SyncNet installed, LSE-C / LSE-D before (the source picture with the dub) and after (the
+    render) over each shot's visible frames; second, why a shot has no score (its ``sync_note``).
 
-    Scale (returned third, None when nothing is scored): the official measurement when ``sfd-face`` is
+    Scale (returned fourth, None when nothing is scored): the official measurement when ``sfd-face`` is
     installed too (S3FD tracks, 2.8x crop; shots under 50 frames get no score, as officially), else the
     labelled approximate centred crop."""
+    from lipsyncctl.errors import MissingModelError
+    from lipsyncctl.faces.detect import create_detector
     from lipsyncctl.runner.devices import resolve_device
 
     device = resolve_device(config.inference.device)
     syncnet = load_eval_syncnet(device)
-    scorer = detector = None
+    scorer = None
     if syncnet is not None:
         scorer = load_official_scorer(syncnet.model, device)
-        if scorer is None:
-            from lipsyncctl.faces.detect import create_detector
-
-            detector = create_detector(config.faces.backend)
+    try:  # the strips' detector (the renders were tracked with it) and the approximate scale's
+        detector = create_detector(config.faces.backend)
+    except MissingModelError:
+        if syncnet is not None and scorer is None:
+            raise
+        detector = None
     scale = None if syncnet is None else SCALE_OFFICIAL if scorer is not None else SCALE_APPROXIMATE
-    thumbs: dict[str, tuple[str, str]] = {}
+    strips: dict[str, qc.MouthStrips] = {}
+    notes: dict[str, str] = {}
     for s, row in progress.track(list(zip(shots, rows, strict=True)), "QC"):
         seg = s.segment
-        mid = seg.source_frames // 2
-        before = qc.read_frames(seg.media, seg.source_start + mid, 1)[0]
-        after_uri = ""
-        if row.status == ShotStatus.DONE and row.output:
-            after = qc.read_frames(Path(row.output), seg.handle_in + mid, 1)[0]
-            after_uri = thumbnail_uri(after, height=120)
-        thumbs[seg.id] = (thumbnail_uri(before, height=120), after_uri)
-        if syncnet is not None and row.status == ShotStatus.DONE and row.output:
-            from lipsyncctl.timeline.dub import to_vad_rate
+        rendered = row.status == ShotStatus.DONE and bool(row.output)
+        speech = [(lo - seg.handle_in, hi - seg.handle_in) for lo, hi in s.speech]  # visible-frame indices
+        strips[seg.id] = qc.mouth_strips(seg.media, seg.source_start, Path(row.output) if rendered else None,
+                                         seg.handle_in, qc.sample_frames(seg.source_frames, speech), detector)
+        if not rendered:
+            notes[seg.id] = f"no render ({row.status.value})"
+            continue
+        if syncnet is None:
+            notes[seg.id] = "the evaluation SyncNet (syncnet-v2) is not installed: lipsyncctl models fetch syncnet-v2"
+            continue
+        from lipsyncctl.timeline.dub import to_vad_rate
 
-            cut = dub.cut(seg.record_start, seg.record_frames, plan.fps)
-            audio16 = to_vad_rate(cut, dub.rate)
-            src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
-            out = qc.read_frames(Path(row.output), seg.handle_in, seg.source_frames)
-            reason = None
-            for when, frames in (("before", src), ("after", out)):
-                if scorer is not None:
-                    result = scorer.score(frames, audio16, seg.media_fps)
-                else:
-                    result = approximate_sync(syncnet.model, frames, audio16, seg.media_fps, detector)
-                if result.measured:
-                    setattr(row, f"sync_{when}", round(result.lse_c, 4))
-                    setattr(row, f"lse_d_{when}", round(result.lse_d, 4))
-                else:
-                    reason = result.reason
-            if row.sync_after is None:
-                warnings.append(f"{seg.id}: sync confidence not measured on the {scale} scale ({reason})")
-    return thumbs, syncnet, scale
+        cut = dub.cut(seg.record_start, seg.record_frames, plan.fps)
+        audio16 = to_vad_rate(cut, dub.rate)
+        src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
+        out = qc.read_frames(Path(row.output), seg.handle_in, seg.source_frames)
+        reasons = []
+        for when, frames in (("before", src), ("after", out)):
+            if scorer is not None:
+                result = scorer.score(frames, audio16, seg.media_fps)
+            else:
+                result = approximate_sync(syncnet.model, frames, audio16, seg.media_fps, detector)
+            if result.measured:
+                setattr(row, f"sync_{when}", round(result.lse_c, 4))
+                setattr(row, f"lse_d_{when}", round(result.lse_d, 4))
+            else:
+                reasons.append(f"{when}: {result.reason}")
+        if reasons:
+            notes[seg.id] = f"not measured on the {scale} scale ({'; '.join(reasons)})"
+        if row.sync_after is None:
+            warnings.append(f"{seg.id}: sync confidence not measured on the {scale} scale ({'; '.join(reasons)})")
+    return strips, notes, syncnet, scale
 
+
+def _add_qc(report: dict[str, Any], shots: list[ShotState], strips: dict[str, qc.MouthStrips], notes: dict[str, str],
+            here: Path, config: Config) -> dict[str, tuple[str, str]]:
+    """Complete ``report`` with what judging the lip sync needs: the run's provenance (:func:`qc.run_info`:
+    preset, version, model fingerprints, ``lip_synced``), per shot links to the render and the source
+    relative to the report's folder ``here``, its mouth strip's frames, why a score is missing
+    (``sync_note``) and its ``review`` flags (:func:`qc.review_flags`); then the ids to review and the
+    ``verdict``. Returns the strips as data URIs for the page: shot id -> (source, render)."""
+    report.update(qc.run_info(config))
+    media = {s.segment.id: s.segment.media for s in shots}
+    uris: dict[str, tuple[str, str]] = {}
+    for shot in report["shots"]:
+        sid, strip = shot["id"], strips.get(shot["id"])
+        shot["render_href"] = relative_href(Path(shot["output"]), here) if shot.get("output") else None
+        shot["source"] = str(media[sid])
+        shot["source_href"] = relative_href(media[sid], here)
+        shot["mouth_strip"] = strip.to_dict() if strip is not None else None
+        shot["sync_note"] = notes.get(sid)
+        shot["review"] = qc.review_flags(shot, lip_synced=report["lip_synced"], scale=report["sync_scale"],
+                                         min_sync=report["min_sync"])
+        if strip is not None:
+            after = strip.after
+            uris[sid] = (thumbnail_uri(strip.before, height=strip.before.shape[0], quality=88),
+                         thumbnail_uri(after, height=after.shape[0], quality=88) if after is not None else "")
+    report["review"] = [s["id"] for s in report["shots"] if s["review"]]
+    report["verdict"] = qc.verdict(report)
+    return uris
