@@ -263,10 +263,13 @@ def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> 
 def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,
             config: Any, inputs: tuple[Path, ...] = (), me: Path | None = None) -> Path:
     """Write the full-length picture of the edit with the dub (over the M&E file ``me`` if given:
-    :func:`conform_audio`): lip-synced shots where finished, the original media elsewhere (shots left
-    alone, ``lipsync: false``, included), black in gaps and where media is missing. Transitions between two shots are dissolves (:func:`_dissolved`); one
-    beside a gap or a skipped clip stays a cut. Frame size = the first shot's media (others are resized
-    to it). It starts at the edit's record timecode.
+    :func:`conform_audio`): the whole edit. Lip-synced shots where finished, their source where not;
+    pass-through shots (``lipsync: false``, time warps at their speed: :attr:`SkippedItem.source
+    <lipsyncctl.timeline.segments.SkippedItem.source>`) from their source; black in gaps and where there is
+    no picture to trust (missing or unreadable media, an EDL event whose file has the wrong name: the
+    plan's warning says so). Transitions are dissolves (:func:`_dissolved`), a pass-through side
+    included; one beside black stays a cut. Frame size = the first shot's media (others are resized to
+    it). It starts at the edit's record timecode.
 
     The picture is encoded in a private temporary folder beside ``output``, then muxed with the dub
     under a temporary name and renamed: a failure or Ctrl-C leaves no partial ``output``, and
@@ -279,7 +282,8 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     from lipsyncctl.timeline.mediaio import mux, video_writer
 
     check_not_input(output, inputs)
-    size = plan.segments[0].media_size if plan.segments else (640, 360)
+    shots = plan.segments or plan.pictures()
+    size = shots[0].media_size if shots else (640, 360)
     black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
 
     def fit(rgb: np.ndarray) -> np.ndarray:
@@ -345,20 +349,20 @@ def _dissolved(seg: Segment, plan: TimelinePlan, outcomes: dict[str, ShotOutcome
     the outgoing shot's tail handle under the incoming one (:func:`dissolve_weight`). Streamed: one
     frame of each side held."""
     overlays = []  # (first record frame, end, span, other segment, its first record offset, seg is outgoing)
-    for span in plan.transitions:
+    for span in plan.transitions:  # a side may be a pass-through shot (plan.shot: negative index, its source)
         if span.outgoing == seg.index and span.before:
-            overlays.append((span.start, span.cut, span, plan.segments[span.incoming], -span.before, True))
+            overlays.append((span.start, span.cut, span, plan.shot(span.incoming), -span.before, True))
         if span.incoming == seg.index and span.after:
-            other = plan.segments[span.outgoing]
+            other = plan.shot(span.outgoing)
             overlays.append((span.cut, span.end, span, other, other.record_frames, False))
-    own = _segment_frames(seg, outcomes.get(seg.id), plan.fps)
+    own = _segment_frames(seg, _outcome(seg, outcomes), plan.fps)
     with contextlib.closing(own):
         k = 0
         for lo, hi, span, other, first, own_out in sorted(overlays, key=lambda o: o[0]):
             for _ in range(lo - seg.record_start - k):
                 yield fit(next(own))
                 k += 1
-            ext = _segment_frames(other, outcomes.get(other.id), plan.fps, first, first + hi - lo)
+            ext = _segment_frames(other, _outcome(other, outcomes), plan.fps, first, first + hi - lo)
             with contextlib.closing(ext):
                 for t in range(lo, hi):
                     a, b = fit(next(own)), fit(next(ext))
@@ -369,17 +373,23 @@ def _dissolved(seg: Segment, plan: TimelinePlan, outcomes: dict[str, ShotOutcome
             yield fit(rgb)
 
 
+def _outcome(seg: Segment, outcomes: dict[str, ShotOutcome]) -> ShotOutcome | None:
+    """The render of ``seg``; none for a pass-through shot (negative index: its source is shown)."""
+    return outcomes.get(seg.id) if seg.index >= 0 else None
+
+
 def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction, lo: int = 0,
                     hi: int | None = None) -> Iterator[np.ndarray]:
     """RGB frames of ``seg`` at the timeline rate for record offsets ``lo .. hi - 1`` (default: its
     ``record_frames``; 0 = its first visible frame). Offsets outside ``0 .. record_frames - 1`` are the
     picture a transition shows beyond the cut: the render's handles where it has those frames, else
-    the source media (its first/last frame held where the media ends). Streamed: one frame held."""
+    the source media (its first/last frame held where the media ends). A pass-through shot's time warp
+    (``seg.speed``) scales the media frames read per record frame. Streamed: one frame held."""
     from lipsyncctl.timeline.mediaio import read_frames
 
     hi = seg.record_frames if hi is None else hi
     rendered = outcome is not None and outcome.status == ShotStatus.DONE and bool(outcome.output)
-    ratio = Fraction(seg.media_fps) / fps
+    ratio = Fraction(seg.media_fps) / fps * seg.speed
     picks: list[tuple[Path, int]] = []
     for k in range(lo, hi):
         j = math.floor(k * ratio)  # media frames from the first visible one

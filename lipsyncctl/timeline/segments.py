@@ -10,11 +10,17 @@ Rules:
   walked recursively (their tracks sit just above the track that holds them). Disabled clips and
   disabled tracks are transparent; clips with missing media, time warps or generators still hide
   what is under them (as in an NLE), and are reported as skipped.
+- A skipped clip whose media is there (``lipsync: false``, a time warp) is a **pass-through** shot: planned
+  as a segment would be (:attr:`SkippedItem.source`, a negative index, no handles), never rendered, left
+  alone in the relinked timelines; the conform plays its source (a time warp at its speed,
+  :func:`_time_warp`). Missing or unreadable media, a source range outside the file and an EDL event whose
+  file has the wrong name (below) have no picture: the conform shows black there.
 - Transitions are boundaries: each side keeps its own segment, and the handle each side needs for the
   transition (``out_offset`` after the outgoing clip, ``in_offset`` before the incoming one) is rendered.
   A transition between two adjacent segments is planned as a :class:`TransitionSpan` (record frames
-  ``cut - in_offset .. cut + out_offset``), which the conform plays as a dissolve; one with a side that
-  is no segment (a gap, a skipped clip) stays a cut there.
+  ``cut - in_offset .. cut + out_offset``), which the conform plays as a dissolve; a side may be a
+  pass-through shot (its source runs on into the transition); one with a side that shows nothing (a gap,
+  a clip without media) stays a cut there.
 - Each segment's id (its render file's name, its report row) is its clip name and record-in timecode,
   ``sh020_01-00-04-12``: stable when other shots are skipped or added.
 - All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
@@ -25,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +68,9 @@ class Segment:
     whole_clip: bool = True        # the segment is the clip's full range (nothing hides part of it)
     options: ShotOptions = field(default_factory=ShotOptions)
     warnings: list[str] = field(default_factory=list)
+    #: media frames per record frame relative to the plain rate conversion: a pass-through shot's time
+    #: warp (0 = a still of its first frame); always 1 for a lip-synced shot
+    speed: Fraction = Fraction(1)
 
     @property
     def render_start(self) -> int:
@@ -102,13 +112,14 @@ class SkippedItem:
     record_start: int
     record_frames: int
     clip_path: tuple[int, ...] = ()
-    #: ``lipsync: false``: the shot as it would have been planned (index -1, no handles), so the conform
-    #: shows its source picture; None for every other reason
+    #: a pass-through shot (``lipsync: false``, a time warp, with its media there): the shot as it would
+    #: have been planned (a negative index, no handles, never rendered), so the conform shows its source
+    #: picture; None where there is none to show (missing/unreadable media, wrong media, a generator)
     source: Segment | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "reason": self.reason, "record_start": self.record_start,
-                "record_frames": self.record_frames}
+                "record_frames": self.record_frames, "conform": "source" if self.source else "black"}
 
 
 @dataclass
@@ -167,10 +178,16 @@ class TimelinePlan:
         }
 
     def pictures(self) -> list[Segment]:
-        """What the conform shows, in record order: the segments and the source of every shot left alone
-        (``lipsync: false``; their index is -1, so no transition refers to them)."""
+        """What the conform shows, in record order: the segments and the source of every pass-through
+        shot (``lipsync: false``, time warps; their indices are -1, -2...)."""
         kept = [s.source for s in self.skipped if s.source is not None]
         return sorted([*self.segments, *kept], key=lambda s: s.record_start)
+
+    def shot(self, index: int) -> Segment:
+        """The segment (``index >= 0``) or pass-through shot (``index < 0``) a transition names."""
+        if index >= 0:
+            return self.segments[index]
+        return next(s.source for s in self.skipped if s.source is not None and s.source.index == index)
 
 
 @dataclass
@@ -229,23 +246,26 @@ def plan_timeline(
     skipped: list[SkippedItem] = []
     warnings: list[str] = []
     by_clip: dict[tuple[int, ...], int] = {}
-    seg_pieces: list[_Piece] = []
+    shown: list[tuple[Segment, _Piece]] = []  # segments and pass-through shots, with their visible parts
     check_names = "edl_rate" in timeline.metadata.get("lipsyncctl", {})  # read from an EDL
     for piece in visible:
         seg_or_skip = _segment(piece, resolver, fps, handles, probe, probed, check_names)
         if isinstance(seg_or_skip, SkippedItem):
             skipped.append(seg_or_skip)
+            if seg_or_skip.source is not None:
+                seg_or_skip.source.index = -1 - sum(1 for s, _ in shown if s.index < 0)
+                shown.append((seg_or_skip.source, piece))
             continue
         by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
         segments.append(seg_or_skip)
-        seg_pieces.append(piece)
+        shown.append((seg_or_skip, piece))
     for i, seg in enumerate(segments):
         seg.index = i
         if by_clip[seg.clip_path] > 1:
             seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
     _name_segments(segments, fps, gstart)
-    transitions = _transitions(segments, seg_pieces, fps, warnings)
+    transitions = _transitions([s for s, _ in shown], [p for _, p in shown], fps, warnings)
     for item in skipped:
         warnings.append(f"{item.name}: skipped ({item.reason})")
     skipped.extend(_disabled(timeline, fps))
@@ -317,8 +337,8 @@ def _flatten(pieces: list[_Piece]) -> list[_Piece]:
 
 def _transitions(segments: list[Segment], pieces: list[_Piece], fps: Fraction,
                  warnings: list[str]) -> list[TransitionSpan]:
-    """The transitions between adjacent segments (``pieces[i]`` is the visible part ``segments[i]`` comes
-    from). Each side is cut to what is visible of its segment and to the previous span, so spans never
+    """The transitions between adjacent shots the conform shows, segments and pass-through shots
+    (``pieces[i]`` is the visible part ``segments[i]`` comes from). Each side is cut to what is visible of its segment and to the previous span, so spans never
     overlap. Every type plays as a dissolve (a wipe or custom effect keeps its timing, with a warning:
     the conform is a reference picture, the editor's own NLE renders the effect from the relinked timeline)."""
     spans: list[TransitionSpan] = []
@@ -338,7 +358,8 @@ def _transitions(segments: list[Segment], pieces: list[_Piece], fps: Fraction,
         kind = str(tr.transition_type or "")
         spans.append(TransitionSpan(a.index, b.index, cut, before, after, kind, tr.name or ""))
         if kind not in ("", "SMPTE_Dissolve"):  # no type: OTIO's default, a dissolve for its adapters
-            warnings.append(f"{a.id} -> {b.id}: transition {kind} is played as a dissolve in the conform")
+            warnings.append(f"{a.id or a.name} -> {b.id or b.name}: transition {kind} is played as a dissolve "
+                            "in the conform")
     return spans
 
 
@@ -348,15 +369,13 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     import opentimelineio as otio
 
     clip = piece.clip
+    warp = _time_warp(clip)  # not lip-synced; a pass-through shot where its media is there
 
     def skip(reason: str) -> SkippedItem:
+        if warp is not None and reason != warp[1]:
+            reason = f"{warp[1]}; {reason}"  # the time warp first: it is why the clip is not lip-synced
         return SkippedItem(clip.name, reason, piece.lo, piece.hi - piece.lo, piece.path)
 
-    for effect in clip.effects:
-        if isinstance(effect, otio.schema.FreezeFrame):
-            return skip("time warp: freeze frame (not supported)")
-        if isinstance(effect, otio.schema.LinearTimeWarp) and effect.time_scalar != 1:
-            return skip(f"time warp: speed {effect.time_scalar:g}x (not supported)")
     ref = clip.media_reference
     if isinstance(ref, otio.schema.MissingReference) and clip.name and resolver.resolve(clip.name):
         # EDLs name the source file in "* FROM CLIP NAME:" only: link by that name (relink/media-root apply)
@@ -371,6 +390,7 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return skip(f"missing media: {ref.target_url}")
     options = shot_options(clip)
     off = options.enabled is False  # left alone: planned without handles only for the conform's picture
+    passing = warp[1] if warp else "lipsync: false" if off else None  # a pass-through shot: why
     try:
         facts = probed[media] if media in probed else probed.setdefault(media, probe(media))
     except MediaError as exc:
@@ -380,19 +400,22 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     mfps = facts.fps
     media_start = _media_start(ref, facts, mfps)
     src_time = clip.trimmed_range().start_time
-    # visible record frame lo shows the source time src + (lo - clip_lo) / fps
-    first = round((tb.seconds(src_time) + Fraction(piece.lo - piece.clip_lo) / fps) * mfps) - media_start
+    speed = warp[0] if warp else Fraction(1)
+    # visible record frame lo shows the source time src + (lo - clip_lo) / fps (times the speed of a warp)
+    first = round((tb.seconds(src_time) + Fraction(piece.lo - piece.clip_lo) / fps * speed) * mfps) - media_start
     count = round(Fraction(piece.hi - piece.lo) * mfps / fps)
-    if first < 0 or first + count > facts.frames:
+    if warp is not None:  # the frames the warp reads (record frame k: k * speed); past the media's end: held
+        count = min(math.floor((piece.hi - piece.lo - 1) * mfps / fps * speed) + 1, facts.frames - first)
+    if first < 0 or count <= 0 or first + count > facts.frames:
         return skip("lipsync: false" if off else
                     f"source range {first}..{first + count} outside the media's {facts.frames} frames")
     seg = Segment(index=0, id="", name=clip.name or media.stem, clip_path=piece.path, track=piece.track,
                   media=media, media_url=ref.target_url, media_fps=mfps, media_size=(facts.width, facts.height),
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
-                  source_start=first, source_frames=count, options=options)
-    if off:
-        seg.index = -1
-        item = skip("lipsync: false")
+                  source_start=first, source_frames=count, options=options, speed=speed)
+    if passing is not None:
+        seg.index = -1  # numbered -1, -2... by plan_timeline
+        item = skip(passing)
         item.source = seg
         return item
     need_in = max(handles, round(Fraction(piece.need_in) * mfps / fps))
@@ -406,6 +429,25 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     if mfps != fps:
         seg.warnings.append(f"media at {float(mfps):.3f} fps on a {float(fps):.3f} fps timeline")
     return seg
+
+
+def _time_warp(clip: Any) -> tuple[Fraction, str] | None:
+    """The clip's time warps as ``(speed, reason)``: media frames per record frame relative to the plain
+    rate conversion, and why the clip is not lip-synced; None without a time warp (or only 1x ones).
+
+    Linear time warps multiply (OTIO: record time ``t`` of the clip shows source time ``start + t * s``).
+    A freeze frame, and a reverse (negative) speed, which the conform cannot stream (it reads forward,
+    one frame held), play as a still of the clip's first source frame (speed 0). Other effects are ignored."""
+    import opentimelineio as otio
+
+    speed, said = Fraction(1), []
+    for effect in clip.effects:
+        if isinstance(effect, otio.schema.FreezeFrame):
+            speed, said = Fraction(0), [*said, "freeze frame"]
+        elif isinstance(effect, otio.schema.LinearTimeWarp) and effect.time_scalar != 1:
+            scalar = Fraction(effect.time_scalar).limit_denominator(10000)
+            speed, said = speed * max(scalar, Fraction(0)), [*said, f"speed {effect.time_scalar:g}x"]
+    return (speed, f"time warp: {', '.join(said)} (not supported)") if said else None
 
 
 def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:

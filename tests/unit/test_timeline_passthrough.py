@@ -1,0 +1,174 @@
+"""Pass-through shots in the conform: a clip the plan does not lip-sync but whose media is there
+(``lipsync: false``, a time warp) plays its source picture (a warp at its speed), dissolves included;
+black stays for gaps, missing media and a wrong-media EDL event. The plan and report still list those
+clips as skipped, and the relinked timelines leave them alone. Conforms are lossless FFV1 in RGB, checked
+frame by frame without a render."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.timeline.outputs import dissolve_weight
+from lipsyncctl.timeline.segments import plan_timeline
+from lipsyncctl.timeline.source import MediaResolver, read_timeline
+from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+from tests.conftest import shared_path
+from tests.sync_media import decode_rgb, write_clip
+from tests.timeline_media import FILM, build_edit, clip, rt, write_sources
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("passthrough")
+    write_sources(folder, shared_path("fixtures", "demo1_video.mp4"))
+    return folder
+
+
+def _frames(path: Path, first: int, count: int) -> list[np.ndarray]:
+    from lipsyncctl.timeline.mediaio import read_frames
+
+    return list(read_frames(path, first, count))
+
+
+def _conform(plan, outcomes, tmp_path: Path) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    from lipsyncctl import config as cfg
+    from lipsyncctl.timeline.dub import DubTrack
+    from lipsyncctl.timeline.outputs import conform
+
+    dub = DubTrack("de", np.zeros((1, 48000), np.float32), 48000, Fraction(0), "de.wav")
+    config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1"})
+    return decode_rgb(conform(plan, outcomes, dub, tmp_path / "edit.conform.mkv", config))
+
+
+def test_the_conform_shows_pass_through_shots_and_black_where_media_is_missing(media: Path,
+                                                                               tmp_path: Path) -> None:
+    """The demo edit (tests/timeline_media.build_edit), nothing rendered: A4 (``lipsync: false``) shows
+    cam_a 30-35, B2 (2x time warp) every second frame of cam_b from 2; the disabled A2 (nothing under it)
+    and MISS (missing media) are black. The plan still lists them as skipped."""
+    plan = plan_timeline(read_timeline(build_edit(media)), MediaResolver(media))
+    skipped = {k["name"]: k for k in plan.to_dict()["skipped"]}
+    assert skipped["A4"]["reason"] == "lipsync: false" and skipped["A4"]["conform"] == "source"
+    assert skipped["B2"]["reason"].startswith("time warp: speed 2x") and skipped["B2"]["conform"] == "source"
+    assert skipped["MISS"]["conform"] == skipped["A2"]["conform"] == "black"
+    assert [s.name for s in plan.segments] == ["A1", "B1", "B3", "A3"]  # neither is rendered
+    assert [(s.name, s.index) for s in plan.pictures()] == [
+        ("A1", 0), ("B1", 1), ("B3", 2), ("A3", 3), ("B2", -1), ("A4", -2)]
+    b2 = plan.shot(-1)
+    assert (b2.source_start, b2.source_frames, b2.speed, b2.handle_in, b2.handle_out) == (2, 11, 2, 0, 0)
+
+    got = _conform(plan, {}, tmp_path)
+    assert len(got) == plan.duration == 62
+    cam_a, cam_b = media / "cam_a.mkv", media / "cam_b.mkv"
+    black = np.zeros_like(got[0])
+    for t in range(30, 42):  # A2 disabled over nothing, then MISS
+        assert np.array_equal(got[t], black), t
+    for t, frame in zip(range(42, 50), _frames(cam_a, 26, 8), strict=True):  # A3 (not rendered: its source)
+        assert np.array_equal(got[t], frame), t
+    for t, frame in zip(range(50, 56), _frames(cam_b, 2, 11)[::2], strict=True):  # B2 at 2x
+        assert np.array_equal(got[t], frame), t
+    for t, frame in zip(range(56, 62), _frames(cam_a, 30, 6), strict=True):  # A4, left alone
+        assert np.array_equal(got[t], frame), t
+
+
+def test_time_warps_play_at_their_speed_or_as_a_still(media: Path) -> None:
+    """0.5x repeats each source frame twice; a freeze frame and a reverse speed hold the first frame."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import _segment_frames
+
+    tl = otio.schema.Timeline(name="w", global_start_time=rt(0))
+    v = otio.schema.Track(name="V1")
+    for name, effect in (("slow", otio.schema.LinearTimeWarp(time_scalar=0.5)), ("freeze", otio.schema.FreezeFrame()),
+                         ("back", otio.schema.LinearTimeWarp(time_scalar=-1.0))):
+        c = clip(name, "cam_a.mkv", 10, 6, available=(0, 40))
+        c.effects.append(effect)
+        v.append(c)
+    tl.tracks.append(v)
+    plan = plan_timeline(tl, MediaResolver(media))
+    assert plan.segments == [] and [k.reason for k in plan.skipped] == [
+        "time warp: speed 0.5x (not supported)", "time warp: freeze frame (not supported)",
+        "time warp: speed -1x (not supported)"]
+    slow, freeze, back = (k.source for k in plan.skipped)
+    assert (slow.speed, slow.source_frames, freeze.speed, freeze.source_frames) == (Fraction(1, 2), 3, 0, 1)
+    src = _frames(media / "cam_a.mkv", 10, 3)
+    for shot, expect in ((slow, [src[0], src[0], src[1], src[1], src[2], src[2]]), (freeze, [src[0]] * 6),
+                         (back, [src[0]] * 6)):
+        got = list(_segment_frames(shot, None, plan.fps))
+        assert len(got) == 6 and all(np.array_equal(g, e) for g, e in zip(got, expect, strict=True)), shot.name
+
+
+def test_a_dissolve_into_a_pass_through_shot(media: Path, tmp_path: Path) -> None:
+    """A (rendered: its source inverted) | dissolve 3+2 | B (``lipsync: false``): B's source, with the
+    frames before its in point, is mixed under A's render; after the dissolve B's source alone."""
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name="d", global_start_time=rt(86400))
+    v = otio.schema.Track(name="V1")
+    v.append(clip("A", "cam_a.mkv", 4, 12, available=(0, 40)))
+    v.append(otio.schema.Transition(in_offset=rt(3), out_offset=rt(2), transition_type="SMPTE_Dissolve"))
+    v.append(clip("B", "cam_b.mkv", 86408, 10, available=(86400, 30), lipsync=False))
+    tl.tracks.append(v)
+    plan = plan_timeline(tl, MediaResolver(media))
+    (a,) = plan.segments
+    (span,) = plan.transitions
+    assert (span.outgoing, span.incoming, span.start, span.cut, span.end) == (0, -1, 9, 12, 14)
+    assert (a.handle_in, a.handle_out) == (0, 2) and plan.skipped[0].reason == "lipsync: false"
+    render = write_clip(tmp_path / "a.mkv", [255 - f for f in _frames(a.media, a.render_start, a.render_frames)],
+                        FILM, pix_fmt="bgr0")
+    got = _conform(plan, {a.id: ShotOutcome(ShotStatus.DONE, "k", output=str(render))}, tmp_path)
+    assert len(got) == 22
+    a_frames = [255 - f for f in _frames(a.media, a.source_start, 14)]  # 12 visible + 2 of tail handle
+    b_frames = _frames(media / "cam_b.mkv", 8 - 3, 13)                   # 3 before B's in point + 10
+    for t, frame in enumerate(got):
+        if t < 9:
+            assert np.array_equal(frame, a_frames[t]), t
+        elif t >= 14:
+            assert np.array_equal(frame, b_frames[t - 9]), t
+        else:
+            w = dissolve_weight(t - 9, 5)
+            expect = a_frames[t].astype(np.float64) * (1 - w) + b_frames[t - 9].astype(np.float64) * w
+            assert np.abs(frame.astype(np.float64) - expect).max() <= 1, t
+
+
+def test_relinked_timelines_leave_pass_through_clips_alone(media: Path) -> None:
+    from lipsyncctl.timeline.outputs import relinked_timeline
+
+    timeline = read_timeline(build_edit(media))
+    plan = plan_timeline(timeline, MediaResolver(media))
+    a1 = plan.segments[0]
+    out, _ = relinked_timeline(timeline, plan, {a1.id: ShotOutcome(ShotStatus.DONE, "abc123", output="/r/a1.mov")},
+                               "de")
+    clips = {c.name: c for c in out.find_clips()}
+    assert set(clips["A1"].media_references()) == {"DEFAULT_MEDIA", "lipsync_de"}  # relinked
+    for name, url in (("A4", "cam_a.mkv"), ("B2", "cam_b.mkv")):
+        assert set(clips[name].media_references()) == {"DEFAULT_MEDIA"}, name
+        assert clips[name].media_reference.target_url == url and "lipsyncctl" not in clips[name].metadata
+
+
+def test_a_wrong_media_edl_event_stays_black(tmp_path: Path) -> None:
+    """The file found for an EDL event carries neither its clip name nor its reel: its picture is not
+    trusted, so the conform shows black there (and the plan warns), not the wrong shot."""
+    from lipsyncctl.timeline.source import installed_adapters
+
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    write_clip(tmp_path / "cam_a.mkv", [np.full((32, 32, 3), 8 + 4 * i, np.uint8) for i in range(40)], Fraction(25))
+    edl = tmp_path / "wrong.edl"
+    edl.write_text("TITLE: wrong\nFCM: NON-DROP FRAME\n\n"
+                   "001  cama     V     C        00:00:00:00 00:00:00:10 01:00:00:00 01:00:00:10\n"
+                   "* FROM CLIP NAME: cam_a.mkv\n"
+                   "002  camb     V     C        00:00:00:10 00:00:00:20 01:00:00:10 01:00:00:20\n"
+                   "* FROM CLIP NAME: cam_b.mkv\n* FROM CLIP: cam_a.mkv\n", encoding="utf-8")
+    plan = plan_timeline(read_timeline(edl, rate=25), MediaResolver(tmp_path))
+    (skip,) = plan.skipped
+    assert skip.reason.startswith("wrong media?") and skip.source is None
+    assert plan.to_dict()["skipped"][0]["conform"] == "black"
+    assert any(w.startswith("cam_b.mkv: skipped (wrong media?") for w in plan.warnings)
+    got = _conform(plan, {}, tmp_path)
+    src = _frames(tmp_path / "cam_a.mkv", 0, 10)
+    assert len(got) == 20 and all(np.array_equal(g, s) for g, s in zip(got[:10], src, strict=True))
+    assert all(not g.any() for g in got[10:])
