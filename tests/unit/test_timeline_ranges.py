@@ -169,6 +169,16 @@ def test_clip_segments_dry_run_and_errors(media: dict[str, Path], tmp_path: Path
     assert main(["sync", *args[:4], "--segments", str(opt), "-o", str(out)]) == 3
     assert main(["sync", *args[:4], "--segments", str(tmp_path / "none.json"), "-o", str(out)]) == 2
     assert not out.exists()
+    # an edit: ranges in record time over whole shots; one that splits a shot names both
+    split = _file(tmp_path, [{"start": "01:00:00:02", "end": "01:00:00:20"}], "split.json")
+    assert main(["sync", "--timeline", str(media["edit"]), *args[2:4], "--segments", str(split), "-o", str(out),
+                 "--dry-run"]) == 2
+    assert "range 1 (01:00:00:02-01:00:00:20) splits shot 'A1'" in capsys.readouterr().err
+    whole = _file(tmp_path, [{"start": "01:00:00:00", "end": "01:00:00:12", "lipsync": False}], "whole.json")
+    rc, dry = _run(["--timeline", str(media["edit"]), *args[2:4], "--segments", str(whole), "-o", str(out),
+                    "--dry-run", *BASE], capsys)
+    assert rc == 0 and "A1" not in [s["name"] for s in dry["plan"]["segments"]]
+    assert ("A1", "lipsync: false") in [(k["name"], k["reason"]) for k in dry["plan"]["skipped"]]
 
 
 @pytest.mark.slow  # ~30 s of CPU: a tiny render and the conform
