@@ -129,7 +129,7 @@ class TransitionSpan:
     OTIO's ``in_offset``/``out_offset``, cut to what is visible of each side. Over those frames the
     outgoing shot goes on into its tail handle and the incoming one starts from its head handle."""
 
-    outgoing: int              # segment index
+    outgoing: int              # segment index; negative: a pass-through shot (TimelinePlan.shot)
     incoming: int
     cut: int
     before: int
