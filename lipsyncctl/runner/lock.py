@@ -49,7 +49,7 @@ LOCK_FOLDER = ".lipsyncctl"
 MAIN = "run.lock"
 #: seconds between two tries while waiting (``wait=True``)
 POLL_SECONDS = 0.5
-#: folder levels below the output folder swept for temporaries (OUT/LANG/shots, DATA/.lipsyncctl/records/clips/SRC)
+#: folder levels below the output folder swept for temporaries (OUT/.lipsyncctl/renders, OUT/LANG, DATA/.lipsyncctl/records/clips/SRC)
 SWEEP_DEPTH = 4
 
 

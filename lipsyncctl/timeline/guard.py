@@ -65,7 +65,7 @@ def check_output_folder(output: Path, *, dry_run: bool = False) -> list[str]:
         raise UsageError(f"-o {output}: with --timeline the output is a folder, and this is a file", hint=hint)
     if not output.exists() and output.suffix.lower() in MEDIA_EXTS:
         raise UsageError(f"-o {output}: with --timeline the output is a folder (one per language inside), "
-                         "not a media file", hint=f"{hint}; each shot is written under OUT/LANG/shots/")
+                         "not a media file", hint=f"{hint}; each language is delivered under OUT/LANG/vNNN/")
     try:
         check_writable(output / ".lipsyncctl")  # the nearest existing folder at or above OUT
     except OSError as exc:

@@ -109,7 +109,7 @@ def test_rerun_after_kill_9_removes_the_dead_runs_temporaries(clip_media, models
 def test_timeline_rerun_removes_temporaries_in_shots_and_beside(models_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """``sync --timeline`` killed while rendering a shot: the rerun removes the dead run's hidden folder in
-    OUT/LANG/shots/ (and any other it left under OUT) and says so."""
+    OUT/.lipsyncctl/renders/ (and any other it left under OUT, such as a version being delivered) and says so."""
     from lipsyncctl.cli.main import main
     from tests.conftest import shared_path
     from tests.unit.test_timeline_backends import edit
@@ -120,11 +120,11 @@ def test_timeline_rerun_removes_temporaries_in_shots_and_beside(models_dir: Path
     proc = subprocess.Popen([sys.executable, "-m", "lipsyncctl", "-q", *args], cwd=REPO,
                             env={**os.environ, "LIPSYNCCTL_MODELS": str(models_dir)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    shots = out / "de" / "shots"
+    shots = out / ".lipsyncctl" / "renders"
     _kill_when(proc, lambda: shots.is_dir() and any(p.name.startswith(".") for p in shots.iterdir()))
     assert any(f"-{proc.pid}-" in p.name for p in shots.iterdir())
-    stray = out / "de" / f".edit.~{host_tag()}-{proc.pid}-abcdefgh"  # as a killed conform would leave one
-    stray.mkdir()
+    stray = out / "de" / f".v001.~{host_tag()}-{proc.pid}-abcdefgh"  # as a killed delivery would leave one
+    stray.mkdir(parents=True)
     capsys.readouterr()
     assert main(["--json", *args]) == 0
     err = capsys.readouterr().err

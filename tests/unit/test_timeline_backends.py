@@ -135,7 +135,7 @@ def test_sigterm_stops_worker_processes_within_seconds(tmp_path: Path, monkeypat
            f"de={shared_path('fixtures', 'demo1_audio.wav')}", "-o", str(out), "--preset", "tiny", "--steps", "8",
            "--handles", "1", "--jobs", "2"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    shots = out / "de" / "shots"
+    shots = out / ".lipsyncctl" / "renders"  # the render cache (deliveries link to it)
     deadline = time.monotonic() + 180
     while not (shots.is_dir() and any(p.name.startswith(".") for p in shots.iterdir())):  # a shot is being written
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode() if proc.stderr else ""

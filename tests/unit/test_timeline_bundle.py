@@ -110,8 +110,8 @@ def test_bundle_render_writes_a_self_contained_bundle(bundles, kind: str, capsys
     assert rc == 0 and res["counts"]["rendered"] == 2 and res["failed"] == [], res
     _check_plan(res, bundle)
     info = res["languages"]["de"]
-    written = out / "de" / bundle.name
-    assert [Path(p) for p in info["timelines"]] == [out / "de" / "edit.otio", written]
+    written = out / "de" / "v001" / bundle.name
+    assert [Path(p) for p in info["timelines"]] == [out / "de" / "v001" / "edit.otio", written]
     assert not (out / ".lipsyncctl" / "work").exists()  # the extracted .otioz is removed with the work folder
     assert not [p.name for p in (out / "de").iterdir() if p.name.startswith(".")]  # no temporaries left
 
@@ -150,6 +150,7 @@ def test_bundle_render_writes_a_self_contained_bundle(bundles, kind: str, capsys
     rc, again = _run(args, capsys)
     assert rc == 0 and again["counts"]["rendered"] == 0 and again["counts"]["reused"] == 2, again
     assert written.exists() and not [p.name for p in (out / "de").iterdir() if p.name.startswith(".")]
+    assert Path(again["languages"]["de"]["timelines"][1]) == out / "de" / "v002" / bundle.name  # a new version
     assert _snapshot(bundle) == before
 
 

@@ -101,7 +101,7 @@ def test_sync_scores_before_after_in_report(qc_env, first_run) -> None:  # type:
     for key in ("sync_before", "sync_after", "lse_d_before", "lse_d_after"):
         assert isinstance(shot[key], float), (key, shot)
     assert shot["sync_after"] > 0 and shot["lse_d_after"] > 0 and shot["lse_d_before"] > 0
-    report = json.loads((qc_env["root"] / "de" / "report.json").read_text())
+    report = json.loads((qc_env["root"] / "de" / "current" / "report.json").read_text())
     assert report["sync_scores"] is True and report["ok"] is True
     (row,) = report["shots"]
     assert {k: row[k] for k in ("sync_before", "sync_after", "lse_d_before", "lse_d_after")} == \
@@ -111,7 +111,7 @@ def test_sync_scores_before_after_in_report(qc_env, first_run) -> None:  # type:
     assert model["verified"] is False and model["verification"] == "unknown"
     assert Path(model["path"]) == qc_env["syncnet"] and len(model["sha256"]) == 64
     assert any("NOT verified" in w for w in report["warnings"])
-    html = (qc_env["root"] / "de" / "report.html").read_text()
+    html = (qc_env["root"] / "de" / "current" / "report.html").read_text()
     assert 'id="sync-model" class="warn"' in html and "not verified official ones" in html
     # no sfd-face installed: the labelled approximate scale, said in the JSON, the warnings and the page
     assert report["sync_scale"] == "approximate (not official)"
@@ -142,14 +142,14 @@ def test_min_sync_threshold_sets_the_exit_code(qc_env, first_run, capsys: pytest
     (shot,) = res["languages"]["de"]["shots"]
     assert res["failed"] == [f"de/{shot['id']}"] and shot["status"] == "under_min_sync"
     assert shot["sync_after"] == after and any("--min-sync" in w for w in shot["warnings"])
-    report = json.loads((qc_env["root"] / "de" / "report.json").read_text())
+    report = json.loads((qc_env["root"] / "de" / "current" / "report.json").read_text())
     assert report["ok"] is False and report["min_sync"] == high and report["summary"]["under_min_sync"] == 1
-    html = (qc_env["root"] / "de" / "report.html").read_text()
+    html = (qc_env["root"] / "de" / "current" / "report.html").read_text()
     assert '<tr data-status="under_min_sync">' in html and "NEEDS ATTENTION" in html
 
     rc, res, _ = _run([*qc_env["args"], "--min-sync", str(after / 2)], capsys)
     assert rc == 0 and res["failed"] == [] and res["languages"]["de"]["shots"][0]["status"] == "done"
-    assert json.loads((qc_env["root"] / "de" / "report.json").read_text())["ok"] is True
+    assert json.loads((qc_env["root"] / "de" / "current" / "report.json").read_text())["ok"] is True
 
 
 def test_interrupted_conform_and_report_keep_the_previous_outputs(qc_env, first_run, monkeypatch: pytest.MonkeyPatch,
@@ -157,9 +157,10 @@ def test_interrupted_conform_and_report_keep_the_previous_outputs(qc_env, first_
     from lipsyncctl.timeline import outputs, report
 
     assert first_run[0] == 0
-    folder = qc_env["root"] / "de"
+    folder = Path(first_run[1]["languages"]["de"]["folder"])  # the first run's version, with its conform
     conform = folder / "edit.conform.mp4"
     before = {p: p.read_bytes() for p in (conform, folder / "report.html", folder / "report.json")}
+    versions = sorted(p.name for p in folder.parent.iterdir())
     real_frames = outputs._segment_frames
 
     def frames_then_ctrl_c(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -173,7 +174,8 @@ def test_interrupted_conform_and_report_keep_the_previous_outputs(qc_env, first_
     assert rc == 130
     for path, data in before.items():  # the conform was interrupted: the earlier outputs stay as they were
         assert path.read_bytes() == data, path
-    assert not [p.name for p in folder.rglob(".*")]  # no temporary files or folders left behind
+    assert sorted(p.name for p in folder.parent.iterdir()) == versions  # no new version, no temporaries
+    assert not [p.name for p in folder.parent.rglob(".*")]  # no temporary files or folders left behind
     monkeypatch.setattr(outputs, "_segment_frames", real_frames)
 
     def broken_html(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -183,21 +185,27 @@ def test_interrupted_conform_and_report_keep_the_previous_outputs(qc_env, first_
     rc, _, err = _run(qc_env["args"], capsys)
     assert rc == 130
     assert (folder / "report.html").read_bytes() == before[folder / "report.html"]
-    assert not [p.name for p in folder.rglob(".*")]
+    assert sorted(p.name for p in folder.parent.iterdir()) == versions
+    assert not [p.name for p in folder.parent.rglob(".*")]
     assert not (qc_env["root"] / ".lipsyncctl" / "work").exists()
 
 
 def test_refuses_to_overwrite_the_input_timeline(qc_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     media = (qc_env["root"] / "cam_a.mkv").as_uri()
-    edit = _edit(out / "de", media=media)  # exactly where the relinked de timeline would go
+    edit = _edit(out / "de", media=media)  # where the de deliveries go: they go to new folders beside it
     data = edit.read_bytes()
-    dub = f"de={shared_path('fixtures', 'demo1_audio.wav')}"
+    rc, _, err = _run(["--timeline", str(edit), "--audio", f"de={shared_path('fixtures', 'demo1_audio.wav')}",
+                       "-o", str(out), *BASE, "--dry-run"], capsys)
+    assert rc == 0 and edit.read_bytes() == data
+    # the dub where the language's `current` pointer goes
+    dub = out / "de" / "current"
+    dub.write_bytes(shared_path("fixtures", "demo1_audio.wav").read_bytes())
     for extra in (["--dry-run"], []):
-        rc, _, err = _run(["--timeline", str(edit), "--audio", dub, "-o", str(out), *BASE, *extra], capsys)
+        rc, _, err = _run(["--timeline", str(edit), "--audio", f"de={dub}", "-o", str(out), *BASE, *extra], capsys)
         assert rc == 2 and "refusing to overwrite an input" in err  # a usage error, like every command
         assert edit.read_bytes() == data
-    assert sorted(p.name for p in out.rglob("*")) == ["de", "edit.otio"]  # nothing rendered or written
+    assert sorted(p.name for p in out.rglob("*")) == ["current", "de", "edit.otio"]  # nothing rendered or written
     # -o naming the edit itself (a file, not a folder)
     rc, _, err = _run(["--timeline", str(edit), "--audio", dub, "-o", str(edit), *BASE], capsys)
     assert rc == 2 and "is a file" in err and edit.read_bytes() == data
@@ -279,10 +287,10 @@ def test_official_scale_with_sfd_face_installed(qc_env, first_run, monkeypatch: 
         assert shot["status"] == "under_min_sync"
         assert isinstance(shot["sync_after"], float) and isinstance(shot["lse_d_before"], float)
         assert any("(official scale) is under --min-sync 20" in w for w in shot["warnings"])
-        report = json.loads((qc_env["root"] / "de" / "report.json").read_text())
+        report = json.loads((qc_env["root"] / "de" / "current" / "report.json").read_text())
         assert report["sync_scale"] == "official" and report["shots"][0]["sync_after"] == shot["sync_after"]
         assert not any("approximate" in w for w in report["warnings"])
-        html = (qc_env["root"] / "de" / "report.html").read_text()
+        html = (qc_env["root"] / "de" / "current" / "report.html").read_text()
         assert 'data-scale="official"' in html and "Scale: official" in html
         assert calls and calls[0] == (640, 360, 3)  # the detector saw whole frames
     finally:

@@ -83,7 +83,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
         for s in shots.values():
             assert s["status"] == "done" and s["face_coverage"] > 0.5
             path = Path(s["output"])
-            assert path.parent == out / lang / "shots" and path.suffix == ".mp4"
+            assert path.parent == out / lang / "v001" / "shots" and path.suffix == ".mp4"
             assert len(decode_rgb(path)) == s["rendered_frames"] == s["frames"] + sum(s["handles"])
             assert video_rate(path) == FILM
             rate, _, n = audio_info(path)
@@ -170,12 +170,12 @@ def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[s
     proc.wait()
     finished = len(list(jobs.glob("*.json")))
     assert 1 <= finished < 4, proc.stderr.read().decode() if proc.stderr else ""
-    assert not (out / "de" / "report.json").exists()  # killed before the outputs
+    assert not (out / "de" / "v001").exists()  # killed before the outputs
     rc, res = _run(args, capsys)
     assert rc == 0
     assert res["counts"]["reused"] == finished and res["counts"]["rendered"] == 4 - finished
-    assert len(list((out / "de" / "shots").glob("*.mp4"))) == 4
-    assert not list((out / "de" / "shots").glob(".*"))  # no half-written temporaries left
+    assert len(list((out / "de" / "v001" / "shots").glob("*.mp4"))) == 4
+    assert not list((out / ".lipsyncctl" / "renders").glob(".*"))  # no half-written temporaries left
 
 
 def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
