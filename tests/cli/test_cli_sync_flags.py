@@ -40,6 +40,8 @@ CONFIG_FLAGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "--conform": (None, {"timeline.conform": True}),
     "--min-sync": ("1.5", {"timeline.min_sync": 1.5}),
     "--unchecked-gates": ("warn", {"timeline.unchecked_gates": "warn"}),
+    "--scene-threshold": ("20", {"timeline.scene_threshold": 20.0}),
+    "--scene-min-frames": ("8", {"timeline.scene_min_frames": 8}),
 }
 #: sample values of the flags that set no config key, for the wrong-mode tests
 OTHER_VALUES = {"--start": "1", "--end": "2", "--video": "v.mp4", "--timeline": "e.otio", "--audio-offset": "0",
@@ -134,8 +136,8 @@ def test_clip_only_flags_are_refused_with_a_timeline(flag: str, tmp_path: Path, 
     assert not captured
 
 
-@pytest.mark.parametrize("flag", [f.label for f in FLAGS if f.modes == {"timeline"} and f.label != "--timeline"]
-                         + ["--no-conform"])
+@pytest.mark.parametrize("flag", [f.label for f in FLAGS if f.modes == {"timeline"}
+                                  and f.label not in ("--timeline", "--split-scenes")] + ["--no-conform"])
 def test_timeline_only_flags_are_refused_for_a_clip(flag: str, tmp_path: Path, captured: _Captured,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_clip(tmp_path, *_argv(flag))) == 2  # an explicit --jobs 1 counts as given
@@ -166,6 +168,25 @@ def test_timeline_arguments_reach_the_job(tmp_path: Path, captured: _Captured) -
     job = captured["job"]
     assert (job.jobs, job.backend, job.edl_rate, job.dry_run, job.shard) == (1, "ray", 25.0, True, (1, 2))
     assert (job.audio_offset, job.media_root, job.audio_tracks) == ("01:00:00:00", Path("m"), [("fr", "French")])
+
+
+def test_split_scenes_and_segments_make_a_clip_an_edit(tmp_path: Path, captured: _Captured,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--split-scenes / --segments with --video: the timeline job on the clip (-o a folder), timeline flags
+    allowed, clip-only flags refused."""
+    assert main(_clip(tmp_path, "--split-scenes", "--scene-threshold", "20", "--handles", "2")) == 0
+    job = captured["job"]
+    assert (job.timeline, job.split_scenes, job.segments) == (Path("v.mp4"), True, None)
+    assert captured["config"].timeline.scene_threshold == 20 and captured["config"].timeline.handles == 2
+    ranges = tmp_path / "r.yaml"
+    ranges.write_text("- {start: 0, end: 1, lipsync: false}\n")
+    assert main(_clip(tmp_path, "--segments", str(ranges))) == 0
+    job = captured["job"]
+    assert job.timeline == Path("v.mp4") and not job.split_scenes and job.segments.ranges[0].options == {"enabled": False}
+    assert main(_clip(tmp_path, "--split-scenes", "--face", "1")) == 2
+    assert "--face: not with --timeline" in capsys.readouterr().err
+    assert main(["sync", "--split-scenes", "-a", "a.wav", "-o", str(tmp_path / "out")]) == 2
+    assert main(["sync", "--split-scenes", "-i", "v.mp4", "-t", "e.otio", "-a", "a.wav", "-o", str(tmp_path)]) == 2
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--steps", "0"), ("--crf", "52"), ("--handles", "1001"),
