@@ -96,9 +96,13 @@ def test_sync_clip_with_the_cache_is_the_same_bytes(tiny_env, tmp_path: Path, mo
     assert (miss.faces_reused, hit.faces_reused) == (False, True) and hit.to_dict()["faces_reused"] is True
     assert hit.faces_found == miss.faces_found == 4 and hit.warnings == miss.warnings
     assert _digest(tmp_path / "miss.mkv") == _digest(tmp_path / "hit.mkv")
-    # the file is these frames' only (a corrupt one is tracked again: the slow timeline test)
+    # the file is these frames' only; a corrupt one is tracked again (and replaced), never trusted
     key = face_pass.face_cache_key(video, 0, 4, Fraction(25), config.faces, 256)
     assert load_face_plan(cache, key) is not None and load_face_plan(cache, {**key, "first": 1}) is None
+    cache.write_bytes(cache.read_bytes()[:100])
+    again = sync_clip(video, audio, tmp_path / "again.mkv", config, networks=models, face_cache=cache)
+    assert not again.faces_reused and len(calls) == 2 and load_face_plan(cache, key) is not None
+    assert _digest(tmp_path / "again.mkv") == _digest(tmp_path / "hit.mkv")
     # the dub is not part of the key, except for faces.select speaker (it listens to it)
     noise = np.random.default_rng(0).normal(size=800).astype(np.float32)
     assert face_pass.face_cache_key(video, 0, 4, Fraction(25), config.faces, 256, noise) == key
