@@ -225,12 +225,14 @@ def sync_clip(
                 faces_reused = faces is not None
                 if faces_reused:
                     progress.message(f"faces: reused {Path(face_cache).name}")
+                elif Path(face_cache).exists():
+                    progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
             if faces is None:
                 faces = face_pass.track_clip_faces(reader, first, plan.source_frames, grid, config.faces,
                                                    config.model.resolution, device=_detector_device(config, networks),
                                                    audio_16k=speaker_audio)
-                if face_cache is not None:
-                    face_pass.save_face_plan(Path(face_cache), faces, face_key)
+                if face_cache is not None and not face_pass.save_face_plan(Path(face_cache), faces, face_key):
+                    progress.message(f"faces: could not write {face_cache} (the next render tracks again)")
         if faces.found == 0:
             raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
                               hint="check --start/--end, or try another detector (--detector)")

@@ -217,6 +217,9 @@ def save_face_plan(path: Path, plan: FacePlan, key: dict[str, Any]) -> bool:
     except OSError:
         tmp.unlink(missing_ok=True)
         return False
+    except BaseException:  # Ctrl-C while writing: no temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 
