@@ -149,7 +149,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     assert rc == 0 and again["counts"]["rendered"] == 0 and again["counts"]["reused"] == 8
     for lang in ("de", "fr"):
         assert f"reused 4 of 4 shots ({lang}), nothing to render" in captured.err
-        assert f"writing the relinked timeline(s) and the QC report ({lang})" in captured.err
+        assert f"writing the relinked timeline(s) and the QC report ({lang}, v002)" in captured.err  # a new version
     rc, dry2 = _run([*args, "--audio-offset", "01:00:00:20", "--dry-run"], capsys)
     assert rc == 0 and dry2["counts"]["to_render"] == 8  # every cut moved
     env["report_html"] = res["languages"]["de"]["report_html"]
