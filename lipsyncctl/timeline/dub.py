@@ -54,11 +54,15 @@ class DubTrack:
         s0 = tb.samples_at(record_start, fps, self.rate)
         return self.window(s0, tb.samples_at(record_start + frames, fps, self.rate) - s0)
 
-    def window(self, first: int, count: int) -> np.ndarray:
+    def window(self, first: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """``(ch, count)`` samples from timeline sample ``first`` (sample 0 = the timeline's first frame, at
-        ``rate``), zero-padded where the dub has no sound."""
+        ``rate``), zero-padded where the dub has no sound. ``out``: a float32 ``(ch, count)`` array (a view
+        into a longer one) to fill in place instead of a new one."""
         s0 = first - math.floor(self.start * self.rate)
-        out = np.zeros((self.samples.shape[0], count), dtype=np.float32)
+        if out is None:
+            out = np.zeros((self.samples.shape[0], count), dtype=np.float32)
+        else:
+            out[...] = 0
         lo, hi = max(s0, 0), min(s0 + count, self.samples.shape[1])
         if hi > lo:
             out[:, lo - s0 : hi - s0] = self.samples[:, lo:hi]
@@ -207,13 +211,44 @@ def audio_digest(samples: np.ndarray, rate: int) -> str:
 # The render of a segment covers its media frames ``render_start .. +render_frames`` (handles included)
 # at the media's rate; the dub is on the timeline's clock. These turn one into the other.
 
+def offset_samples(seg: Segment, rate: int) -> int:
+    """``seg``'s ``audio_offset`` option as whole samples at ``rate`` (the nearest; 0 without one): under
+    its picture's timeline sample ``k`` plays the dub's timeline sample ``k - offset_samples``. The render
+    (:func:`render_window`), the conform (:func:`lipsyncctl.timeline.outputs.conform_audio`) and the relinked
+    dub track (:func:`lipsyncctl.timeline.outputs.dub_track`) all shift by this one number, so they agree
+    sample for sample."""
+    off = seg.options.audio_offset
+    return round(Fraction(off).limit_denominator(10**6) * rate) if off else 0
+
+
+def shifted_spans(segments: list[Segment], fps: Fraction, rate: int) -> list[tuple[int, int, int, Segment]]:
+    """``(first, end, shift, seg)`` for each lip-synced shot of ``segments`` whose ``audio_offset`` moves the
+    dub by a sample or more, in record order: its record range as timeline samples ``[first, end)`` at
+    ``rate`` (cut like :meth:`DubTrack.cut`) and :func:`offset_samples`. Record ranges never overlap."""
+    out = []
+    for seg in sorted(segments, key=lambda s: s.record_start):
+        shift = offset_samples(seg, rate)
+        if shift:
+            first = tb.samples_at(seg.record_start, fps, rate)
+            out.append((first, tb.samples_at(seg.record_start + seg.record_frames, fps, rate), shift, seg))
+    return out
+
+
+def record_cut(dub: DubTrack, seg: Segment, fps: Fraction) -> np.ndarray:
+    """The sound of ``seg``'s record range as delivered (the conform's, the render's under its visible
+    frames): :meth:`DubTrack.cut`, moved by the shot's ``audio_offset`` (:func:`offset_samples`)."""
+    s0 = tb.samples_at(seg.record_start, fps, dub.rate)
+    return dub.window(s0 - offset_samples(seg, dub.rate),
+                      tb.samples_at(seg.record_start + seg.record_frames, fps, dub.rate) - s0)
+
+
 def render_window(seg: Segment, fps: Fraction, rate: int) -> tuple[Fraction, int]:
     """``(t0, n)``: the timeline seconds of the dub under the render's first frame (its head handle), and
     how many samples at ``rate`` the render lasts (``floor`` at both ends, like every cut here). A shot's
-    ``audio_offset`` option moves the window: the picture at ``t`` gets the dub at ``t - audio_offset``."""
+    ``audio_offset`` option moves the window by whole samples (:func:`offset_samples`): the picture at ``t``
+    gets the dub at ``t - audio_offset``, and ``n`` does not change."""
     t0 = Fraction(seg.record_start) / fps - Fraction(seg.handle_in) / seg.media_fps
-    if seg.options.audio_offset:
-        t0 -= Fraction(seg.options.audio_offset).limit_denominator(10**6)
+    t0 -= Fraction(offset_samples(seg, rate), rate)
     s0 = math.floor(t0 * rate)
     s1 = math.floor((t0 + Fraction(seg.render_frames) / seg.media_fps) * rate)
     return t0, s1 - s0

@@ -195,9 +195,9 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         if syncnet is None:
             notes[seg.id] = "the evaluation SyncNet (syncnet-v2) is not installed: lipsyncctl models fetch syncnet-v2"
             continue
-        from lipsyncctl.timeline.dub import to_vad_rate
+        from lipsyncctl.timeline.dub import record_cut, to_vad_rate
 
-        cut = dub.cut(seg.record_start, seg.record_frames, plan.fps)
+        cut = record_cut(dub, seg, plan.fps)  # what the render was synced to (a shot's audio_offset applied)
         audio16 = to_vad_rate(cut, dub.rate)
         src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
         out = qc.read_frames(Path(row.output), seg.handle_in, seg.source_frames)

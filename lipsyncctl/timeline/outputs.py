@@ -115,6 +115,13 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
     if dub is not None and not dub.source.startswith("track:"):
         urls = bool(plan.segments) and _url_form(plan.segments[0].media_url) == "url"
         out.tracks.append(dub_track(dub, plan, "url" if urls else "absolute"))  # given on the command line
+    elif dub is not None:
+        from lipsyncctl.timeline.dub import shifted_spans
+
+        if shifted := [seg.id for *_, seg in shifted_spans(plan.segments, plan.fps, dub.rate)]:
+            warnings.append(f"audio_offset of {', '.join(shifted)}: the timeline's audio track "
+                            f"{dub.source[len('track:'):]!r} (the dub) is kept as it is, so an NLE plays it "
+                            "unshifted there; the renders and the conform carry the shift")
     return out, warnings
 
 
@@ -123,7 +130,12 @@ def dub_track(dub: DubTrack, plan: TimelinePlan, form: str) -> Any:
     timeline second ``dub.start``, so a dub that starts later gets a leading gap and one that starts
     earlier is trimmed at its head; it ends where the timeline does. Times are on the timeline's rate
     (FCP XML and EDL writers need one rate) with fractional values: whole samples, exactly. The
-    reference's URL has the input's ``form``."""
+    reference's URL has the input's ``form``.
+
+    One clip, unless shots have an ``audio_offset``: then the clip is split at each such shot's record
+    boundaries and the shot's own clip reads the file at the shifted position (metadata ``lipsyncctl``:
+    ``shot``, ``audio_offset``), what its render and the conform play (:func:`conform_audio`). Where a
+    stretch reads past either end of the file, a gap."""
     import opentimelineio as otio
 
     def at(samples: int) -> Any:
@@ -138,16 +150,47 @@ def dub_track(dub: DubTrack, plan: TimelinePlan, form: str) -> Any:
     track = otio.schema.Track(name=f"Dub {dub.language}", kind=otio.schema.TrackKind.Audio,
                               metadata={"lipsyncctl": {"language": dub.language, "dub": dub.source,
                                                        "sample_rate": dub.rate}})
-    if lead > 0:
+    pieces = _dub_pieces(plan, dub, total, lead, length)
+    if not pieces and lead > 0:  # no sound in the edit: the track still says where the dub starts
         track.append(otio.schema.Gap(source_range=span(0, min(lead, total))))
-    first = max(-lead, 0)
-    count = min(length - first, total - max(lead, 0))
-    if count > 0:
-        path = Path(dub.source).resolve()
+    path = Path(dub.source).resolve()
+    pos = 0
+    for rec, first, count, seg in pieces:
+        if rec > pos:
+            track.append(otio.schema.Gap(source_range=span(0, rec - pos)))
         ref = otio.schema.ExternalReference(target_url=_url_like(form, path), available_range=span(0, length),
                                             metadata={"lipsyncctl": {_RELATIVE: form == "relative"}})
-        track.append(otio.schema.Clip(name=path.name, media_reference=ref, source_range=span(first, count)))
+        meta = None if seg is None else {"lipsyncctl": {"shot": seg.id, "audio_offset": seg.options.audio_offset}}
+        track.append(otio.schema.Clip(name=path.name, media_reference=ref, source_range=span(first, count),
+                                      metadata=meta))
+        pos = rec + count
     return track
+
+
+def _dub_pieces(plan: TimelinePlan, dub: DubTrack, total: int, lead: int,
+                length: int) -> list[tuple[int, int, int, Segment | None]]:
+    """The dub track's clips as ``(record sample, file sample, count, shifted shot or None)``: the record
+    ``[0, total)`` cut at each shifted shot's boundaries (:func:`~lipsyncctl.timeline.dub.shifted_spans`),
+    each stretch reading the file (sample 0 at record sample ``lead``, ``length`` samples) at its shift,
+    kept where the file has sound. Without shifts: one clip, the file's overlap with the edit."""
+    from lipsyncctl.timeline.dub import shifted_spans
+
+    stretches: list[tuple[int, int, int, Segment | None]] = []
+    pos = 0
+    for first, end, shift, seg in shifted_spans(plan.segments, plan.fps, dub.rate):
+        if first > pos:
+            stretches.append((pos, first, 0, None))
+        stretches.append((first, end, shift, seg))
+        pos = end
+    if pos < total:
+        stretches.append((pos, total, 0, None))
+    out = []
+    for first, end, shift, seg in stretches:
+        at = first - shift - lead  # the file sample under record sample ``first``
+        lo, hi = max(at, 0), min(at + end - first, length)
+        if hi > lo:
+            out.append((first + lo - at, lo, hi - lo, seg))
+    return out
 
 
 def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver: MediaResolver | None = None,
@@ -245,10 +288,19 @@ def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> 
     """The conform's sound, float32 ``(channels, n)`` at ``dub.rate`` for the whole edit: the dub, and with
     ``me`` an M&E (music and effects) file, decoded at the dub's rate, whose first sample plays at the first
     frame, summed under it at unity gain (stems are mixed to add up), mono spread to every channel, clipped
-    to full scale."""
+    to full scale.
+
+    A lip-synced shot with an ``audio_offset`` hears what its render was synced to: over its record range
+    the dub is read at the shifted position (:func:`~lipsyncctl.timeline.dub.shifted_spans`, whole samples),
+    whatever the shot's status. The shifted window simply replaces that stretch, with hard cuts at the shot's
+    boundaries and no crossfade, as the split clips of the relinked dub track (:func:`dub_track`) play in
+    an NLE; the M&E is never shifted."""
+    from lipsyncctl.timeline.dub import shifted_spans
     from lipsyncctl.timeline.mediaio import read_audio
 
     mix = dub.cut(0, plan.duration, plan.fps)
+    for first, end, shift, _ in shifted_spans(plan.segments, plan.fps, dub.rate):
+        dub.window(first - shift, end - first, out=mix[:, first:end])  # in place: no second copy of the edit
     if me is None:
         return mix
     bed, _ = read_audio(me, rate=dub.rate)

@@ -11,8 +11,9 @@ A clip (or a marker on it) can switch lip-sync off or carry options for that sho
 
 Markers are read after the clip's metadata, so a marker wins. ``audio_offset`` (seconds) shifts the dub
 under this shot's render: its picture at record time ``t`` is lip-synced to the dub at ``t - audio_offset``
-(positive: the dub is late there), and the render carries that cut; the conform and the relinked
-timelines keep the dub as given. ``sync --segments`` writes these as markers
+(positive: the dub is late there), in whole samples (:func:`~lipsyncctl.timeline.dub.offset_samples`):
+the render carries that cut, the conform plays it over the shot's record range and the relinked dub track
+gives the shot its own clip at the shifted source position. ``sync --segments`` writes these as markers
 (:mod:`~lipsyncctl.timeline.ranges`).
 """
 
