@@ -30,7 +30,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("name", ["out.mp4", "out.mkv"])
+@pytest.mark.parametrize("name", ["out.mp4", pytest.param("out.mkv", marks=pytest.mark.slow)])  # mkv opt-in: 12 s
 def test_same_inputs_and_seed_give_the_same_file(name: str, clip, models_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     codec = [] if name.endswith(".mp4") else ["--codec", "ffv1"]  # the default (H.264) and the lossless one

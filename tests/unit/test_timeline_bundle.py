@@ -97,7 +97,7 @@ def test_bundle_dry_run_finds_media_inside(bundles, kind: str, capsys: pytest.Ca
     assert not out.exists()  # a dry run writes nothing (an .otioz is extracted into the system temp folder)
 
 
-@pytest.mark.parametrize("kind", ["otioz", "otiod"])
+@pytest.mark.parametrize("kind", ["otioz", pytest.param("otiod", marks=pytest.mark.slow)])  # otiod opt-in: 11 s
 def test_bundle_render_writes_a_self_contained_bundle(bundles, kind: str, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
                                                       tmp_path: Path) -> None:
     import opentimelineio as otio
