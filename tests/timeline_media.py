@@ -104,3 +104,30 @@ def build_edit(folder: Path, name: str = "edit.otio"):  # type: ignore[no-untype
     path = folder / name
     otio.adapters.write_to_file(tl, str(path))
     return path
+
+
+def media_frames(path: Path, first: int, count: int) -> list[np.ndarray]:
+    """``count`` RGB frames of ``path`` from frame ``first`` (the timeline's own reader)."""
+    from lipsyncctl.timeline.mediaio import read_frames
+
+    return list(read_frames(path, first, count))
+
+
+def assert_dissolve(got: list[np.ndarray], a_frames: list[np.ndarray], b_frames: list[np.ndarray], start: int,
+                    length: int, strict: bool = False) -> None:
+    """``got`` plays A (``a_frames`` from record frame 0), then an ``length``-frame dissolve from record frame
+    ``start``, then B (``b_frames`` from record frame ``start``): each dissolve frame is the weighted mix within
+    one level; ``strict``: and is neither side."""
+    from lipsyncctl.timeline.outputs import dissolve_weight
+
+    for t, frame in enumerate(got):
+        if t < start:
+            assert np.array_equal(frame, a_frames[t]), t
+        elif t >= start + length:
+            assert np.array_equal(frame, b_frames[t - start]), t
+        else:
+            w = dissolve_weight(t - start, length)
+            expect = a_frames[t].astype(np.float64) * (1 - w) + b_frames[t - start].astype(np.float64) * w
+            assert np.abs(frame.astype(np.float64) - expect).max() <= 1, t
+            if strict:
+                assert not np.array_equal(frame, a_frames[t]) and not np.array_equal(frame, b_frames[t - start])

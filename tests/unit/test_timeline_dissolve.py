@@ -18,7 +18,7 @@ from lipsyncctl.timeline.source import MediaResolver
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 from tests.conftest import shared_path
 from tests.sync_media import decode_rgb, write_clip
-from tests.timeline_media import FILM, clip, rt, write_sources
+from tests.timeline_media import FILM, assert_dissolve, clip, media_frames, rt, write_sources
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,6 @@ def _edit(before: int = 3, after: int = 2, kind: str = "SMPTE_Dissolve", gap: bo
     v.append(clip("B", "cam_b.mkv", 86408, 10, available=(86400, 30)))
     tl.tracks.append(v)
     return tl
-
-
-def _frames(path: Path, first: int, count: int) -> list[np.ndarray]:
-    from lipsyncctl.timeline.mediaio import read_frames
-
-    return list(read_frames(path, first, count))
 
 
 def test_weights_are_linear_at_frame_middles() -> None:
@@ -80,7 +74,7 @@ def test_the_conform_plays_the_dissolve(media: Path, tmp_path: Path, short_rende
     a, b = plan.segments
     if short_render:
         a.handle_out = 0
-    render = write_clip(tmp_path / "a.mkv", [255 - f for f in _frames(a.media, a.render_start, a.render_frames)],
+    render = write_clip(tmp_path / "a.mkv", [255 - f for f in media_frames(a.media, a.render_start, a.render_frames)],
                         FILM, pix_fmt="bgr0")
     outcomes = {a.id: ShotOutcome(ShotStatus.DONE, "k", output=str(render))}
     dub = DubTrack("de", np.zeros((1, 48000), np.float32), 48000, Fraction(0), "de.wav")
@@ -89,20 +83,11 @@ def test_the_conform_plays_the_dissolve(media: Path, tmp_path: Path, short_rende
     assert len(got) == plan.duration == 22
 
     # A on record frames 0..13 (12 visible + 2 of tail handle), B on 9..21 (3 of head handle + 10 visible)
-    a_frames = [255 - f for f in _frames(a.media, a.source_start, 12)]
-    a_tail = _frames(a.media, a.source_start + 12, 2)
+    a_frames = [255 - f for f in media_frames(a.media, a.source_start, 12)]
+    a_tail = media_frames(a.media, a.source_start + 12, 2)
     a_frames += a_tail if short_render else [255 - f for f in a_tail]
-    b_frames = _frames(b.media, b.source_start - 3, 13)
-    for t, frame in enumerate(got):
-        if t < 9:
-            assert np.array_equal(frame, a_frames[t]), t
-        elif t >= 14:
-            assert np.array_equal(frame, b_frames[t - 9]), t
-        else:
-            w = dissolve_weight(t - 9, 5)
-            expect = a_frames[t].astype(np.float64) * (1 - w) + b_frames[t - 9].astype(np.float64) * w
-            assert np.abs(frame.astype(np.float64) - expect).max() <= 1, t
-            assert not np.array_equal(frame, a_frames[t]) and not np.array_equal(frame, b_frames[t - 9])
+    b_frames = media_frames(b.media, b.source_start - 3, 13)
+    assert_dissolve(got, a_frames, b_frames, 9, 5, strict=True)
 
 
 @pytest.mark.slow  # opt-in (-m slow): about a minute on 2 CPU cores; the test above checks the same mix in seconds
@@ -131,7 +116,7 @@ def test_tiny_render_dissolves_between_the_renders(media: Path, tmp_path: Path,
     shots = res["languages"]["de"]["shots"]
     assert [s["status"] for s in shots] == ["done", "done"]
     assert [s["handles"] for s in res["plan"]["segments"]] == [[0, 2], [2, 0]]  # only what the dissolve needs
-    ra, rb = (_frames(Path(s["output"]), 0, 14) for s in shots)  # A: 12 + 2 tail; B: 2 head + 10 (+ 2 held)
+    ra, rb = (media_frames(Path(s["output"]), 0, 14) for s in shots)  # A: 12 + 2 tail; B: 2 head + 10 (+ 2 held)
     assert not np.array_equal(ra[0], rb[0])
     got = decode_rgb(Path(res["languages"]["de"]["conform"]))
     assert len(got) == 22
@@ -171,7 +156,7 @@ def test_an_edl_dissolve_runs_the_outgoing_source_on_after_the_cut(tmp_path: Pat
     dub = DubTrack("de", np.zeros((1, 48000), np.float32), 48000, Fraction(0), "de.wav")
     config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1"})
     got = decode_rgb(conform(plan, {}, dub, tmp_path / "edit.conform.mkv", config))
-    a_src, b_src = _frames(a.media, a.source_start, 35), _frames(b.media, b.source_start, 29)
+    a_src, b_src = media_frames(a.media, a.source_start, 35), media_frames(b.media, b.source_start, 29)
     for t, frame in enumerate(got):
         if 25 <= t < 35:
             w = dissolve_weight(t - 25, 10)

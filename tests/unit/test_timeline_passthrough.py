@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsyncctl.timeline.outputs import dissolve_weight
 from lipsyncctl.timeline.segments import plan_timeline
 from lipsyncctl.timeline.source import MediaResolver, read_timeline
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 from tests.conftest import shared_path
 from tests.sync_media import decode_rgb, write_clip
-from tests.timeline_media import FILM, build_edit, clip, rt, write_sources
+from tests.timeline_media import FILM, assert_dissolve, build_edit, clip, media_frames, rt, write_sources
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +25,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("passthrough")
     write_sources(folder, shared_path("fixtures", "demo1_video.mp4"))
     return folder
-
-
-def _frames(path: Path, first: int, count: int) -> list[np.ndarray]:
-    from lipsyncctl.timeline.mediaio import read_frames
-
-    return list(read_frames(path, first, count))
 
 
 def _conform(plan, outcomes, tmp_path: Path) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
@@ -66,11 +59,11 @@ def test_the_conform_shows_pass_through_shots_and_black_where_media_is_missing(m
     black = np.zeros_like(got[0])
     for t in range(30, 42):  # A2 disabled over nothing, then MISS
         assert np.array_equal(got[t], black), t
-    for t, frame in zip(range(42, 50), _frames(cam_a, 26, 8), strict=True):  # A3 (not rendered: its source)
+    for t, frame in zip(range(42, 50), media_frames(cam_a, 26, 8), strict=True):  # A3 (not rendered: its source)
         assert np.array_equal(got[t], frame), t
-    for t, frame in zip(range(50, 56), _frames(cam_b, 2, 11)[::2], strict=True):  # B2 at 2x
+    for t, frame in zip(range(50, 56), media_frames(cam_b, 2, 11)[::2], strict=True):  # B2 at 2x
         assert np.array_equal(got[t], frame), t
-    for t, frame in zip(range(56, 62), _frames(cam_a, 30, 6), strict=True):  # A4, left alone
+    for t, frame in zip(range(56, 62), media_frames(cam_a, 30, 6), strict=True):  # A4, left alone
         assert np.array_equal(got[t], frame), t
 
 
@@ -94,7 +87,7 @@ def test_time_warps_play_at_their_speed_or_as_a_still(media: Path) -> None:
         "time warp: speed -1x (not supported)"]
     slow, freeze, back = (k.source for k in plan.skipped)
     assert (slow.speed, slow.source_frames, freeze.speed, freeze.source_frames) == (Fraction(1, 2), 3, 0, 1)
-    src = _frames(media / "cam_a.mkv", 10, 3)
+    src = media_frames(media / "cam_a.mkv", 10, 3)
     for shot, expect in ((slow, [src[0], src[0], src[1], src[1], src[2], src[2]]), (freeze, [src[0]] * 6),
                          (back, [src[0]] * 6)):
         got = list(_segment_frames(shot, None, plan.fps))
@@ -117,21 +110,13 @@ def test_a_dissolve_into_a_pass_through_shot(media: Path, tmp_path: Path) -> Non
     (span,) = plan.transitions
     assert (span.outgoing, span.incoming, span.start, span.cut, span.end) == (0, -1, 9, 12, 14)
     assert (a.handle_in, a.handle_out) == (0, 2) and plan.skipped[0].reason == "lipsync: false"
-    render = write_clip(tmp_path / "a.mkv", [255 - f for f in _frames(a.media, a.render_start, a.render_frames)],
+    render = write_clip(tmp_path / "a.mkv", [255 - f for f in media_frames(a.media, a.render_start, a.render_frames)],
                         FILM, pix_fmt="bgr0")
     got = _conform(plan, {a.id: ShotOutcome(ShotStatus.DONE, "k", output=str(render))}, tmp_path)
     assert len(got) == 22
-    a_frames = [255 - f for f in _frames(a.media, a.source_start, 14)]  # 12 visible + 2 of tail handle
-    b_frames = _frames(media / "cam_b.mkv", 8 - 3, 13)                   # 3 before B's in point + 10
-    for t, frame in enumerate(got):
-        if t < 9:
-            assert np.array_equal(frame, a_frames[t]), t
-        elif t >= 14:
-            assert np.array_equal(frame, b_frames[t - 9]), t
-        else:
-            w = dissolve_weight(t - 9, 5)
-            expect = a_frames[t].astype(np.float64) * (1 - w) + b_frames[t - 9].astype(np.float64) * w
-            assert np.abs(frame.astype(np.float64) - expect).max() <= 1, t
+    a_frames = [255 - f for f in media_frames(a.media, a.source_start, 14)]  # 12 visible + 2 of tail handle
+    b_frames = media_frames(media / "cam_b.mkv", 8 - 3, 13)                   # 3 before B's in point + 10
+    assert_dissolve(got, a_frames, b_frames, 9, 5)
 
 
 def test_relinked_timelines_leave_pass_through_clips_alone(media: Path) -> None:
@@ -169,6 +154,6 @@ def test_a_wrong_media_edl_event_stays_black(tmp_path: Path) -> None:
     assert plan.to_dict()["skipped"][0]["conform"] == "black"
     assert any(w.startswith("cam_b.mkv: skipped (wrong media?") for w in plan.warnings)
     got = _conform(plan, {}, tmp_path)
-    src = _frames(tmp_path / "cam_a.mkv", 0, 10)
+    src = media_frames(tmp_path / "cam_a.mkv", 0, 10)
     assert len(got) == 20 and all(np.array_equal(g, s) for g, s in zip(got[:10], src, strict=True))
     assert all(not g.any() for g in got[10:])
