@@ -27,7 +27,7 @@ from lipsyncctl.timeline.types import ShotStatus
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.timeline.dub import DubTrack
-    from lipsyncctl.timeline.segments import SkippedItem, TimelinePlan
+    from lipsyncctl.timeline.segments import Segment, SkippedItem, TimelinePlan
     from lipsyncctl.timeline.types import ShotResult
 
 #: skip reasons that another path to the media can fix (hint: --media-root / --relink)
@@ -132,12 +132,32 @@ def apply_min_sync(rows: list[ShotResult], min_sync: float | None, mode: str, sc
 
 def dub_coverage_warning(dub: DubTrack, plan: TimelinePlan) -> str | None:
     """A warning when ``dub`` does not cover the whole edit (it ends early or starts late by a frame or
-    more), naming the language, both lengths and the shots that get silence; None when it covers it."""
+    more), or a shot's ``audio_offset`` moves its window past the dub's ends, naming the language, both
+    lengths and the shots that get silence; None when every shot has sound."""
+    from lipsyncctl.timeline.dub import offset_samples
+
     fps = plan.fps
     length = Fraction(dub.samples.shape[1], dub.rate)
     first = math.floor(dub.start * fps)          # the first record frame with dub sound
     end = math.ceil((dub.start + length) * fps)  # the record frame after the last one
-    if first <= 0 and end >= plan.duration:
+
+    def window(seg: Segment) -> tuple[Fraction, Fraction]:
+        """The record frames where ``seg``'s picture has dub sound (its picture at t plays the dub at
+        t - audio_offset, so an offset moves the window by it)."""
+        shift = Fraction(offset_samples(seg, dub.rate), dub.rate) * fps
+        return first + shift, end + shift
+
+    def silent(seg: Segment) -> bool:
+        lo, hi = window(seg)
+        return seg.record_start + seg.record_frames <= lo or seg.record_start >= hi
+
+    def partly(seg: Segment) -> bool:
+        lo, hi = window(seg)
+        return not silent(seg) and (seg.record_start < lo or seg.record_start + seg.record_frames > hi)
+
+    silent_ids = [s.id for s in plan.segments if silent(s)]
+    partly_ids = [s.id for s in plan.segments if partly(s)]
+    if first <= 0 and end >= plan.duration and not silent_ids and not partly_ids:
         return None
 
     def tc(frame: int) -> str:
@@ -151,11 +171,9 @@ def dub_coverage_warning(dub: DubTrack, plan: TimelinePlan) -> str | None:
         parts.append(f"it starts at {at(first)}")
     if end < plan.duration:
         parts.append(f"it ends at {at(end)}")
-    silent = [s.id for s in plan.segments
-              if s.record_start + s.record_frames <= first or s.record_start >= end]
-    partly = [s.id for s in plan.segments if s.id not in silent
-              and (s.record_start < first or s.record_start + s.record_frames > end)]
-    shots = "; ".join(([f"silent shots: {', '.join(silent)}"] if silent else [])
-                      + ([f"partly silent: {', '.join(partly)}"] if partly else [])) or "no shot is affected"
+    if not parts:
+        parts.append("an audio_offset moves a shot's window past its ends")
+    shots = "; ".join(([f"silent shots: {', '.join(silent_ids)}"] if silent_ids else [])
+                      + ([f"partly silent: {', '.join(partly_ids)}"] if partly_ids else [])) or "no shot is affected"
     return (f"dub {dub.language} ({float(length):.3f} s) does not cover the edit ({tc(0)}-{tc(plan.duration)}, "
             f"{float(plan.duration / fps):.3f} s): {', '.join(parts)}; {shots}")

@@ -183,3 +183,20 @@ def test_a_dub_from_an_audio_track_warns_that_the_nle_plays_it_unshifted(media: 
                         "so an NLE plays it unshifted there; the renders and the conform carry the shift"]
     _, warnings = relinked_timeline(_edit(False), plan_timeline(_edit(False), MediaResolver(media)), {}, "de", dub=dub)
     assert warnings == []
+
+
+def test_the_dub_coverage_warning_follows_the_offsets(media: Path) -> None:
+    """A dub covering the edit exactly: without offsets nothing to say; B reads 0.9 s before the dub's first
+    sample (its first 2.5 frames get silence), so with offsets it is named partly silent; C (-0.25 s) and
+    the unshifted shots have sound."""
+    from lipsyncctl.timeline.gates import dub_coverage_warning
+
+    n = 60 * SPF
+    dub = DubTrack("de", np.full((1, n), 0.1, np.float32), RATE, Fraction(0), "de.wav")
+    plain = plan_timeline(_edit(offsets=False), MediaResolver(media))
+    assert dub_coverage_warning(dub, plain) is None
+    shifted = plan_timeline(_edit(), MediaResolver(media))
+    w = dub_coverage_warning(dub, shifted)
+    assert w is not None and "an audio_offset moves a shot's window past its ends" in w
+    (b,) = [s.id for s in shifted.segments if s.name == "B"]
+    assert w.endswith(f"partly silent: {b}") and "silent shots" not in w
