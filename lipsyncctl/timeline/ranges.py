@@ -302,14 +302,14 @@ def write_clip_edit(video: Path, folder: Path, segments: SegmentsFile, *, inputs
 
     from lipsyncctl.errors import MediaError
     from lipsyncctl.media.atomic import atomic_output
-    from lipsyncctl.timeline.scenes import media_start_frames, ranges_timeline
+    from lipsyncctl.timeline.scenes import ranges_timeline
     from lipsyncctl.timeline.source import probe_media
 
     if not video.is_file():
         raise MediaError(f"{video}: file not found", hint="check the --video path")
     facts = probe_media(video)
     fps = Fraction(facts.fps)
-    start = media_start_frames(facts.start_timecode, fps)
+    start = tb.tag_frames(facts.start_timecode, fps)
     ranges = frame_ranges(segments, fps, start, facts.frames, f"the clip {video.name}")
     timeline = ranges_timeline(video, str(video.resolve()), clip_ranges(ranges, facts.frames), fps=fps,
                                media_start=start, media_frames=facts.frames, name=video.stem,

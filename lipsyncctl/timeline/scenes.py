@@ -122,18 +122,6 @@ def ranges_timeline(media: Path, url: str, ranges: Sequence[SceneRange], *, fps:
     return timeline
 
 
-def media_start_frames(start_timecode: str | None, fps: Fraction) -> int:
-    """The file's timecode tag as a frame count at ``fps`` (0 without one or when it does not parse)."""
-    if not start_timecode:
-        return 0
-    import opentimelineio as otio
-
-    try:
-        return tb.to_frames(otio.opentime.from_timecode(start_timecode, float(fps)), fps)
-    except ValueError:
-        return 0
-
-
 def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames: int,
                      inputs: Iterable[Path] = ()) -> SceneEdit:
     """Detect the scenes of ``master`` and write their edit to ``folder/scenes.otio`` (atomically), or reuse
@@ -173,7 +161,7 @@ def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames
         scenes = detect_scenes(frames(), facts.frames, fps, threshold=threshold, min_frames=min_frames)
     ranges = [SceneRange(a, b, f"scene_{k:03d}") for k, (a, b) in enumerate(scenes, start=1)]
     timeline = ranges_timeline(master, str(master.resolve()), ranges, fps=fps,
-                               media_start=media_start_frames(facts.start_timecode, fps),
+                               media_start=tb.tag_frames(facts.start_timecode, fps),
                                media_frames=facts.frames, name=master.stem,
                                metadata={"scenes": {**settings, "shots": [list(s) for s in scenes]}})
     with atomic_output(path, inputs=[master, *inputs]) as tmp:

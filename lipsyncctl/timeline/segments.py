@@ -454,14 +454,7 @@ def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:
     """The media's first frame as a timecode frame count: its available range, else its timecode tag."""
     if ref.available_range is not None:
         return tb.to_frames(ref.available_range.start_time, mfps)
-    if facts.start_timecode:
-        import opentimelineio as otio
-
-        try:
-            return tb.to_frames(otio.opentime.from_timecode(facts.start_timecode, float(mfps)), mfps)
-        except ValueError:
-            return 0
-    return 0
+    return tb.tag_frames(facts.start_timecode, mfps)
 
 
 def _norm(name: str) -> str:

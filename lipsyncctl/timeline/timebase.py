@@ -48,6 +48,19 @@ def time_range(start: int, duration: int, fps: Fraction) -> Any:
     return otio.opentime.TimeRange(rational(start, fps), rational(duration, fps))
 
 
+def tag_frames(start_timecode: str | None, fps: Fraction) -> int:
+    """A file's timecode tag (``HH:MM:SS:FF``) as a frame count at ``fps``; 0 without one or when it does not
+    parse."""
+    if not start_timecode:
+        return 0
+    import opentimelineio as otio
+
+    try:
+        return to_frames(otio.opentime.from_timecode(start_timecode, float(fps)), fps)
+    except ValueError:
+        return 0
+
+
 def timecode(frames: int, fps: Fraction) -> str:
     """SMPTE timecode (non-drop frame; ``HH:MM:SS:FF``) of a frame count at ``fps``."""
     nominal = math.ceil(fps)
