@@ -216,23 +216,9 @@ def sync_clip(
     with IndexedReader(video, grid, info=info) as reader:
         # 2. Faces over the selected source frames, before any network loads (fail fast).
         with clock("faces"):
-            speaker_audio = mono if config.faces.select == "speaker" else None
-            faces, faces_reused = None, False
-            if face_cache is not None:
-                face_key = face_pass.face_cache_key(video, first, plan.source_frames, grid, config.faces,
-                                                    config.model.resolution, speaker_audio)
-                faces = face_pass.load_face_plan(Path(face_cache), face_key)
-                faces_reused = faces is not None
-                if faces_reused:
-                    progress.message(f"faces: reused {Path(face_cache).name}")
-                elif Path(face_cache).exists():
-                    progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
-            if faces is None:
-                faces = face_pass.track_clip_faces(reader, first, plan.source_frames, grid, config.faces,
-                                                   config.model.resolution, device=_detector_device(config, networks),
-                                                   audio_16k=speaker_audio)
-                if face_cache is not None and not face_pass.save_face_plan(Path(face_cache), faces, face_key):
-                    progress.message(f"faces: could not write {face_cache} (the next render tracks again)")
+            faces, faces_reused = face_pass.cached_clip_faces(
+                face_cache, video, reader, first, plan.source_frames, grid, config.faces, config.model.resolution,
+                device=_detector_device(config, networks), audio_16k=mono if config.faces.select == "speaker" else None)
         if faces.found == 0:
             raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
                               hint="check --start/--end, or try another detector (--detector)")

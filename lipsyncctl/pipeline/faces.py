@@ -251,3 +251,25 @@ def load_face_plan(path: Path, key: dict[str, Any]) -> FacePlan | None:
     mats: list[np.ndarray | None] = [matrices[i].copy() if present[i] else None for i in range(n)]
     return FacePlan(mats, weights.copy(), meta["detector"], selection=meta["selection"], track_id=meta["track_id"],
                     warnings=list(meta["warnings"]))
+
+
+def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReader, first: int, count: int,
+                      fps: Fraction, options: FaceOptions, resolution: int, *, device: str = "cpu",
+                      audio_16k: np.ndarray | None = None) -> tuple[FacePlan, bool]:
+    """:func:`track_clip_faces` through the cache file ``face_cache`` (None: no cache): the stored plan when
+    it is for these frames (:func:`face_cache_key`), else tracked and stored. Returns ``(plan, reused)``."""
+    if face_cache is None:
+        return track_clip_faces(reader, first, count, fps, options, resolution, device=device,
+                                audio_16k=audio_16k), False
+    face_cache = Path(face_cache)
+    key = face_cache_key(video, first, count, fps, options, resolution, audio_16k)
+    plan = load_face_plan(face_cache, key)
+    if plan is not None:
+        progress.message(f"faces: reused {face_cache.name}")
+        return plan, True
+    if face_cache.exists():
+        progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
+    plan = track_clip_faces(reader, first, count, fps, options, resolution, device=device, audio_16k=audio_16k)
+    if not save_face_plan(face_cache, plan, key):
+        progress.message(f"faces: could not write {face_cache} (the next render tracks again)")
+    return plan, False
