@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipsyncctl.errors import MediaError
+from lipsyncctl.errors import BusyError, WriteError
 from lipsyncctl.media.atomic import atomic_output, temp_prefix
 
 #: a version folder's name
@@ -102,7 +102,8 @@ def building(folder: Path) -> Iterator[Delivery]:
     and nothing else changes.
 
     Raises:
-        MediaError: another run took the same version number meanwhile (rerun).
+        BusyError: another run (a shard of the same job) delivered the same version number meanwhile (exit 6;
+            rerun).
     """
     folder.mkdir(parents=True, exist_ok=True)
     version = next_version(folder)
@@ -113,7 +114,7 @@ def building(folder: Path) -> Iterator[Delivery]:
         try:
             os.rename(tmp, delivery.final)  # fails on an existing non-empty folder: never merges two runs
         except OSError as exc:
-            raise MediaError(f"{delivery.final}: could not deliver this version ({exc.strerror})",
+            raise BusyError(f"{delivery.final}: could not deliver this version ({exc.strerror})",
                              hint="another run delivered it at the same time; rerun") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,4 +150,4 @@ def _make_folder(folder: Path, version: str) -> Path:
         except FileExistsError:
             continue
         return tmp
-    raise MediaError(f"{folder}: cannot create a temporary folder in it")
+    raise WriteError(f"{folder}: cannot create a temporary folder in it (100 names taken)", path=str(folder))
