@@ -26,16 +26,14 @@ calling thread (whose caller then removes the partial output as for the serial p
 
 from __future__ import annotations
 
-import contextvars
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lipsyncctl import progress
+from lipsyncctl.runner.pipelined import run_pipelined
 
 if TYPE_CHECKING:
     import torch
@@ -48,10 +46,6 @@ if TYPE_CHECKING:
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.pipeline.plan import ClipPlan
 
-#: windows waiting between two stages (1: a stage works on the next window while the one after it is busy)
-QUEUE_WINDOWS = 1
-#: seconds a stage waits on a queue before it looks whether another stage stopped
-_POLL_S = 0.05
 
 
 @dataclass
@@ -116,7 +110,7 @@ class Renderer:
                 task.advance(win.stop - win.start)
 
             if self.config.inference.pipelined:
-                run_pipelined(windows, self.generate, finish)
+                run_pipelined(windows, self.generate, finish, name="render")
             else:
                 for win in windows:
                     finish(self.generate(win))
@@ -233,117 +227,3 @@ class Renderer:
         if weight < 1.0:
             m = np.ceil(m.astype(np.float32) * weight).astype(np.uint8)
         return m
-
-
-# -------------------------------------------------------------------------------------------------
-class _Stopped(Exception):
-    """Another stage stopped (an error or an interrupt): leave quietly."""
-
-
-_END = object()  # after the last window
-
-
-def run_pipelined(items: Iterable[Any], middle: Callable[[Any], Any], last: Callable[[Any], None]) -> None:
-    """``for x in items: last(middle(x))`` with ``items`` produced in one thread, ``middle`` in the calling
-    thread and ``last`` in another, :data:`QUEUE_WINDOWS` items queued between them, order kept.
-
-    ``middle`` stays in the calling thread: it holds the networks (and their generator), and Python delivers
-    Ctrl-C (and the CLI's SIGTERM) to that thread. The first error of any stage, or an interrupt, stops the
-    others at their next item or queue wait; every thread is joined before this returns or raises (the
-    caller may then close or remove what ``last`` wrote). The worker threads run in a copy of the caller's
-    context (progress sink) with its torch thread count.
-    """
-    import torch
-
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    ahead: queue.Queue[Any] = queue.Queue(QUEUE_WINDOWS)
-    behind: queue.Queue[Any] = queue.Queue(QUEUE_WINDOWS)
-    threads_n = torch.get_num_threads()
-
-    def produce() -> None:
-        source = iter(items)
-        try:
-            for item in source:
-                _put(ahead, item, stop)
-            _put(ahead, _END, stop)
-        finally:  # a generator's own cleanup (progress tasks) runs here, in this thread's context
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    def consume() -> None:
-        while (item := _get(behind, stop)) is not _END:
-            last(item)
-
-    def stage(fn: Callable[[], None]) -> Callable[[], None]:
-        def body() -> None:
-            try:
-                if torch.get_num_threads() != threads_n:
-                    torch.set_num_threads(threads_n)  # the same numerics as in the calling thread
-                fn()
-            except _Stopped:
-                pass
-            except BaseException as exc:  # handed to the calling thread, which raises it
-                errors.append(exc)
-                stop.set()
-        return body
-
-    workers = [threading.Thread(target=contextvars.copy_context().run, args=(stage(fn),), name=f"render-{name}")
-               for name, fn in (("decode-align", produce), ("paste-encode", consume))]
-    try:
-        for t in workers:
-            t.start()
-        while (item := _get(ahead, stop)) is not _END:
-            _put(behind, middle(item), stop)
-        _put(behind, _END, stop)
-        _join(workers[1], stop)  # the last window written
-    except _Stopped:
-        pass  # a worker failed: its error is raised below, once every thread is gone
-    finally:
-        stop.set()  # on success the workers are done already; otherwise they leave at their next wait
-        _join_all(workers)
-    if errors:
-        raise errors[0]
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
-    while True:
-        if stop.is_set():
-            raise _Stopped
-        try:
-            q.put(item, timeout=_POLL_S)
-            return
-        except queue.Full:
-            continue
-
-
-def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
-    while True:
-        if stop.is_set():
-            raise _Stopped
-        try:
-            return q.get(timeout=_POLL_S)
-        except queue.Empty:
-            continue
-
-
-def _join(thread: threading.Thread, stop: threading.Event) -> None:
-    """Wait for ``thread`` unless a stage stops first (:class:`_Stopped`)."""
-    while thread.is_alive():
-        if stop.is_set():
-            raise _Stopped
-        thread.join(_POLL_S)
-
-
-def _join_all(threads: list[threading.Thread]) -> None:
-    """Join every started thread; a second Ctrl-C meanwhile is raised once they are gone (no orphans)."""
-    interrupted: BaseException | None = None
-    for t in threads:
-        while t.is_alive():
-            try:
-                t.join(_POLL_S)
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-    if interrupted is not None:
-        raise interrupted

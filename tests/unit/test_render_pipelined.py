@@ -15,7 +15,8 @@ import pytest
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.pipeline.clip import sync_clip
-from lipsyncctl.pipeline.render import QUEUE_WINDOWS, run_pipelined
+from lipsyncctl.runner.pipelined import QUEUE_SIZE as QUEUE_WINDOWS
+from lipsyncctl.runner.pipelined import run_pipelined, run_stages
 from tests.sync_media import sample_frames, tiny_models, with_sets, write_clip, write_wav
 
 
@@ -40,7 +41,7 @@ def _digest(path: Path) -> str:
 
 
 def _render_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("render-")]
+    return [t for t in threading.enumerate() if t.name.startswith(("render-", "stage-"))]
 
 
 @pytest.mark.parametrize("sets", [pytest.param((), marks=pytest.mark.slow),  # h264 opt-in (12 s): determinism covers its bytes
@@ -155,4 +156,36 @@ def test_order_kept_and_the_source_never_runs_far_ahead() -> None:
     run_pipelined(source(), lambda x: x * 10, slow_last)
     assert done == [10 * i for i in range(40)]
     assert max(lead) <= 3 + 2 * QUEUE_WINDOWS
+    assert not _render_threads()
+
+
+@pytest.mark.parametrize("main", [0, 1, 2])
+@pytest.mark.parametrize("failing", [None, 0, 1, 2])
+def test_run_stages_keeps_order_and_state_and_raises_any_stage_error(main: int, failing: int | None) -> None:
+    """Three stateful stages, any one in the calling thread: the serial result in order; an error in any stage
+    reaches the caller with no thread left."""
+    seen: list[int] = []
+    count = [0, 0, 0]
+
+    def stage(k: int):
+        def fn(x: int) -> int:
+            count[k] += 1  # state of this stage only
+            if failing == k and count[k] == 7:
+                raise ValueError(f"stage {k}")
+            return x * 2 + count[k]
+        return fn
+
+    def last(x: int) -> None:
+        count[2] += 1
+        if failing == 2 and count[2] == 7:
+            raise ValueError("stage 2")
+        seen.append(x)
+
+    if failing is None:
+        run_stages(range(30), [stage(0), stage(1), last], main=main)
+        assert seen == [(i * 2 + i + 1) * 2 + i + 1 for i in range(30)]
+    else:
+        with pytest.raises(ValueError, match=f"stage {failing}"):
+            run_stages(range(30), [stage(0), stage(1), last], main=main)
+        assert len(seen) < 7
     assert not _render_threads()
