@@ -22,13 +22,18 @@ The measurements (frames with a face, the first frame without one, most faces in
 face) are stored, so the official filters ``single_face`` (``multiple-faces``) and ``min_face_size``
 (``small-face``: box width or height below the resolution; the official filter measured MediaPipe boxes,
 ours are the detector's) re-decide without running again.
+
+Steps 1-5 run concurrently on consecutive frames (:func:`~lipsyncctl.runner.pipelined.run_stages`: decode |
+faces | affine | encode, one frame queued between two of them, so memory stays flat in the span's length);
+each step keeps its own state and sees the frames in order, so the clip and its matrices are the serial
+ones bit for bit. After a frame without a face nothing more is decoded or detected.
 """
 
 from __future__ import annotations
 
-import collections
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -43,7 +48,7 @@ from lipsyncctl.curation.stages import span_pcm
 
 if TYPE_CHECKING:
     from lipsyncctl.curation.clipstages import ClipContext
-    from lipsyncctl.faces.detect import FaceDetector
+    from lipsyncctl.faces.detect import Face, FaceDetector
 
 NAME = "align"
 #: bump when the stage computes something different from the same inputs and settings
@@ -84,6 +89,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
+    from lipsyncctl.runner.pipelined import run_stages
 
     options = ctx.options
     fps = Fraction(options.fps)
@@ -106,27 +112,53 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         shutil.rmtree(stale, ignore_errors=True)
     matrices: list[np.ndarray] = []
     smallest = float("inf")
+    halt = threading.Event()  # set at the first frame without a face: nothing after it is decoded or detected
+
+    def faces_of(frame: np.ndarray) -> tuple[np.ndarray, list[Face]] | None:  # stage 1 (its own thread)
+        if halt.is_set():
+            return None
+        faces = tracker.update(frame)
+        if not faces:
+            halt.set()
+        return frame, faces
+
+    def aligned(item: tuple[np.ndarray, list[Face]] | None) -> tuple[np.ndarray, np.ndarray] | None:  # stage 2
+        nonlocal smallest
+        if item is None or data["no_face_frame"] is not None:
+            return None
+        frame, faces = item
+        data["max_faces"] = max(data["max_faces"], len(faces))
+        if not faces:
+            data["no_face_frame"] = data["frames_with_face"]
+            return None
+        face = max(faces, key=lambda f: f.area)  # official: the largest face
+        smallest = min(smallest, float(min(face.box[2] - face.box[0], face.box[3] - face.box[1])))
+        data["frames_with_face"] += 1
+        return aligner.align(frame, face.points3)
+
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out, "align")) as tmpdir:
         video_only = Path(tmpdir) / f"video{out.suffix}"
         writer = (VideoWriter(video_only, fps, codec="ffv1", pix_fmt="bgr0") if options.lossless else
                   VideoWriter(video_only, fps, codec=options.align_codec, crf=options.align_crf, preset="medium"))
         try:
-            with IndexedReader(ctx.source, fps) as reader:
-                pending: collections.deque[np.ndarray] = collections.deque()
-                frames = _remember((rgb for _, rgb in reader.range(ctx.first, ctx.stop)), pending)
-                faces_per_frame = progress.track(tracker.track(frames), f"align ({detector.name})", total=ctx.frames)
-                for i, faces in enumerate(faces_per_frame):
-                    frame = pending.popleft()
-                    data["max_faces"] = max(data["max_faces"], len(faces))
-                    if not faces:
-                        data["no_face_frame"] = i
-                        break
-                    face = max(faces, key=lambda f: f.area)  # official: the largest face
-                    smallest = min(smallest, float(min(face.box[2] - face.box[0], face.box[3] - face.box[1])))
-                    crop, matrix = aligner.align(frame, face.points3)
-                    writer.write(crop)
-                    matrices.append(matrix)
-                    data["frames_with_face"] = i + 1
+            with IndexedReader(ctx.source, fps) as reader, \
+                    progress.Task(f"align ({detector.name})", total=ctx.frames) as task:
+
+                def decoded() -> Iterator[np.ndarray]:  # stage 0 (the producer thread)
+                    for _, rgb in reader.range(ctx.first, ctx.stop):
+                        if halt.is_set():
+                            return
+                        yield rgb
+
+                def written(out: tuple[np.ndarray, np.ndarray] | None) -> None:  # stage 3 (its own thread)
+                    if out is not None:
+                        writer.write(out[0])
+                        matrices.append(out[1])
+                    task.advance()
+
+                # torch's own threads would only fight the four stages for the cores (the warp is elementwise:
+                # the same pixels with any thread count)
+                run_stages(decoded(), [faces_of, aligned, written], main=1, name="align", torch_threads=1)
         except BaseException as exc:
             writer.abort(exc)
             raise
@@ -186,14 +218,6 @@ def _detector(ctx: ClipContext) -> FaceDetector:
         return detector
 
     return ctx.network(f"{NAME}.detector.{ctx.options.detector}", [], load)
-
-
-def _remember(frames: Iterator[np.ndarray], pending: collections.deque[np.ndarray]) -> Iterator[np.ndarray]:
-    """``frames``, each also appended to ``pending`` (the tracker batches a few frames before it yields
-    their faces; the caller takes each frame back in order)."""
-    for frame in frames:
-        pending.append(frame)
-        yield frame
 
 
 def _save_matrices(path: Path, matrices: np.ndarray) -> None:

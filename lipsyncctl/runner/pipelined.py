@@ -11,7 +11,8 @@ The ``main`` stage stays in the calling thread: Python delivers Ctrl-C (and the 
 stage holding networks and a generator keeps them in one thread. The first error of any stage, or an
 interrupt, stops the others at their next item or queue wait; every thread is joined before the call returns
 or raises (the caller may then close or remove what the last stage wrote). The threads run in a copy of the
-caller's context (progress sink) with its torch thread count (the same numerics as in the calling thread).
+caller's context (progress sink) with its torch thread count (the same numerics as in the calling thread),
+or with the count the caller names.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ def run_pipelined(items: Iterable[Any], middle: Callable[[Any], Any], last: Call
 
 
 def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, main: int = 0,
-               queue_size: int = QUEUE_SIZE, name: str = "stage") -> None:
+               queue_size: int = QUEUE_SIZE, name: str = "stage", torch_threads: int | None = None) -> None:
     """Feed ``items`` through ``stages`` in order, each stage in its own thread but ``stages[main]`` (module
     doc); the last stage's results are dropped. Raises the first error of any stage. ``name``: the threads'
-    names' prefix (``name-produce``, ``name-<stage index>``)."""
+    names' prefix (``name-produce``, ``name-<stage index>``). ``torch_threads``: torch's intra-op threads in
+    every stage, the calling thread's included while the call lasts (None: the caller's count; 1 where the
+    stages themselves keep the cores busy and torch's own threads would only fight them for the cores)."""
     import torch
 
     if not stages or not 0 <= main < len(stages):
@@ -53,7 +56,8 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
     stop = threading.Event()
     errors: list[BaseException] = []
     queues: list[queue.Queue[Any]] = [queue.Queue(queue_size) for _ in stages]
-    threads_n = torch.get_num_threads()
+    caller_n = torch.get_num_threads()
+    threads_n = torch_threads or caller_n
 
     def produce() -> None:
         source = iter(items)
@@ -92,6 +96,7 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
     workers = [threading.Thread(target=contextvars.copy_context().run, args=(body(fn),), name=f"{name}-{label}")
                for label, fn in jobs]
     try:
+        torch.set_num_threads(threads_n)
         for t in workers:
             t.start()
         work(main)
@@ -101,6 +106,7 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
     finally:
         stop.set()  # on success the workers are done already; otherwise they leave at their next wait
         _join_all(workers)
+        torch.set_num_threads(caller_n)
     if errors:
         raise errors[0]
 

@@ -28,28 +28,32 @@ Goals (issue 10): one decode of the source for stages 3-5 and one encode per kep
 stage decodes the whole source and align decodes each span again: two decodes; the aligned clip is the
 only encode); stages 1-5 at least 3x faster than the official commands for stages 2-4 alone.
 
-Measured (2-core CPU, no GPU, 2026-12-03; ffmpeg 9.0.2 of imageio-ffmpeg; dlib detector)::
+Measured (2-core CPU, no GPU, 2026-12-04; ffmpeg 9.0.2 of imageio-ffmpeg; dlib detector)::
 
     stage                                   ours s  official s  official/ours  ours frames/s  ours src-s/s
-    probe                                   0.97    -           -              257            10.3
-    normalize                               0.06    0.14        2.5x           4483           179.3
-    shots                                   4.96    5.49        1.1x           50             2.0
-    segments                                0.00    0.13        -              -              -
-    align (tiny, dlib)                      13.28   -           -              19             0.8
-    total 1-4 vs official 2-4               5.98    5.76        1.0x           42             1.7
-    total 1-5 vs official 2-4 (goal >= 3x)  19.26   5.76        0.3x           13             0.5
-    job --until segments (fresh DATA)       4.98    -           -              50             2.0
-    PyAV decode only (threads auto)         0.73    -           -              343            13.7
+    probe                                   0.95    -           -              264            10.6
+    normalize                               0.04    0.13        2.9x           5780           231.2
+    shots                                   1.54    5.59        3.6x           163            6.5
+    segments                                0.00    0.12        -              -              -
+    align (tiny, dlib, every frame)         8.67    -           -              29             1.2
+    align (tiny, dlib, detect_every 5)      4.36    -           -              57             2.3
+    total 1-4 vs official 2-4               2.53    5.84        2.3x           99             4.0
+    total 1-5 vs official 2-4 (goal >= 3x)  11.20   5.84        0.5x           22             0.9
+    total 1-5, detect_every 5               6.89    5.84        0.8x           36             1.5
+    job --until segments (fresh DATA)       2.09    -           -              119            4.8
+    PyAV decode only (threads auto)         0.67    -           -              372            14.9
 
     official: 1 shot file (re-encoded by split-video), from which the 5 s stream-copy segmenter, cutting
     at key frames only, writes 1 segment of 10 s; ours: no cut, 2 frame-exact spans of 125 frames.
 
-The goal is not met: stages 1-5 take 3.3x the official 2-4 (0.3x). Stages 1-4 alone are even with
-the official 2-4, although the official shot stage also re-encodes the video: our shots stage runs at
-50 frames/s where a threaded decode alone does 343. A profile of it: 2.9 of 4.6 s in ``cv2.resize`` of
-the channel-reversed (non-contiguous) full-size frame, 11 ms a frame (resizing first and reversing after
-gives identical pixels in 0.1 ms), 1.3 s in the full-size RGB conversion. Align decodes every span again
-and runs dlib on every frame (13 s, two thirds of the total).
+The goal is not met: stages 1-5 take 1.9x the official 2-4 (0.5x; 1.2x at ``detect_every 5``). Stages 1-4
+alone are 2.3x faster than the official 2-4. Align runs decode | faces | affine | encode concurrently
+(``runner.pipelined``, torch at one thread; before: one after the other, 13.3 s); it uses about 1.6 of the
+2 cores, and its faces step is the bottleneck: dlib HOG on every frame, 14 ms a frame alone and about 24 ms
+beside the other steps. What is left, per frame of CPU: decode + full-frame RGB about 9 ms (the fixture has
+one key frame, so the second span decodes from frame 0 again, and the probe's last-frame check decodes the
+whole file), HOG 14-24 ms (every frame; 1 in 5 at ``detect_every 5``, the 68 landmarks refitted on the
+others, 3 ms), affine 5 ms, libx264 at 256x256 3-4 ms.
 """
 
 from __future__ import annotations
@@ -98,13 +102,14 @@ def _ours(out: Path, align: bool) -> dict:  # type: ignore[type-arg]
 
         spans = [(a, b) for a, b, *_ in pieces if b - a >= options.min_sync_frames]
         cache: dict = {}  # type: ignore[type-arg]
-        t = time.perf_counter()
-        aligned = []
-        for a, b in spans:
-            ctx = ClipContext(f"bench_{a:06d}-{b:06d}", "bench", FIXTURE, a, b, out / "audio.wav", out, options,
-                              {}, cache, None)
-            aligned.append(align_stage.run(ctx))
-        times["align"] = time.perf_counter() - t
+        for key, opts in (("align", options), ("align k=5", options.model_copy(update={"detect_every": 5}))):
+            t = time.perf_counter()  # the first pass also loads the detector, as a fresh run does
+            aligned = []
+            for a, b in spans:
+                ctx = ClipContext(f"bench_{a:06d}-{b:06d}", "bench", FIXTURE, a, b, out / "audio.wav", out / key, opts,
+                                  {}, cache, None)
+                aligned.append(align_stage.run(ctx))
+            times[key] = time.perf_counter() - t
         result |= {"align_frames": sum(b - a for a, b in spans), "detector": aligned[0]["detector"] if aligned else None,
                    "aligned": [d["aligned"] for d in aligned], "no_face": [d["no_face_frame"] for d in aligned]}
     import av
@@ -210,12 +215,15 @@ def render(res: dict) -> str:  # type: ignore[type-arg]
     for stage in ("probe", "normalize", "shots", "segments"):
         row(stage, ours[stage], off.get(stage))
     if "align" in ours:
-        row(f"align (tiny, {res['ours']['detector']})", ours["align"], None, res["ours"]["align_frames"])
+        row(f"align (tiny, {res['ours']['detector']}, every frame)", ours["align"], None, res["ours"]["align_frames"])
+        row(f"align (tiny, {res['ours']['detector']}, detect_every 5)", ours["align k=5"], None,
+            res["ours"]["align_frames"])
     one_four = sum(ours[s] for s in ("probe", "normalize", "shots", "segments"))
     official = sum(off.values())
     row("total 1-4 vs official 2-4", one_four, official)
     if "align" in ours:
         row("total 1-5 vs official 2-4 (goal >= 3x)", one_four + ours["align"], official)
+        row("total 1-5, detect_every 5", one_four + ours["align k=5"], official)
     row("job --until segments (fresh DATA)", ours["job --until segments"], None)
     row("PyAV decode only (threads auto)", ours["decode only"], None)
     cols = ["stage", "ours s", "official s", "official/ours", "ours frames/s", "ours src-s/s", "official frames/s"]

@@ -159,14 +159,18 @@ def test_lossless_clip_holds_the_official_alignment_bit_exactly(raw: Path, tmp_p
     assert len(pictures) == FACE and len(samples) == FACE * 640  # PCM: exact samples
     wav = next((tmp_path / "d" / "audio").glob("*.wav"))
     assert np.abs(samples - align.span_audio(wav, 0, FACE)).max() < 1e-4
-    # frame 0 by hand: the largest face, a fresh aligner (no smoothing history yet)
-    with IndexedReader(raw / "cut.mp4", Fraction(25)) as reader:
-        frame = reader.read([0])[0]
+    # every frame by hand, one after the other (the stage runs its steps concurrently): the largest face of
+    # every frame's detection, one aligner carrying its smoothing from frame to frame
     detector = create_detector(cfg.resolve("tiny").curate.detector)
-    face = max(detector.detect(frame), key=lambda f: f.area)
-    expected, matrix = FaceAligner(resolution=256).align(frame, face.points3)
-    assert np.array_equal(pictures[0], expected)
-    assert np.allclose(np.load(kept.summary["matrices"])[0], matrix)
+    aligner = FaceAligner(resolution=256)
+    stored = np.load(kept.summary["matrices"])
+    assert stored.shape == (FACE, 2, 3)
+    with IndexedReader(raw / "cut.mp4", Fraction(25)) as reader:
+        for i, frame in reader.range(0, FACE):
+            face = max(detector.detect(frame), key=lambda f: f.area)
+            expected, matrix = aligner.align(frame, face.points3)
+            assert np.array_equal(pictures[i], expected), i
+            assert np.array_equal(stored[i], matrix), i
 
 
 def test_a_real_two_face_clip_is_rejected_by_the_single_face_filter(tmp_path: Path) -> None:
