@@ -20,6 +20,10 @@
   head stay).
 - **loss_networks**: LPIPS on the lower halves, the StableSyncNet on the 16-frame stack, TREPA's VideoMAE on
   the 224 px clip (per sample; checkpointed per block).
+- SyncNet runs (kind ``syncnet``): the trained StableSyncNet's activations on the run's own input (pixels or
+  latents, lower half or not, its frame count) are counted on the meta device for its config at estimate
+  time (:func:`syncnet_activation_bytes`): all kept, kept with both towers' blocks checkpointed, and the
+  largest block for the recompute term; the frozen sync-loss StableSyncNet of a UNet run the same way.
 - **recompute**: with checkpointing, the backward pass re-runs one checkpointed segment at a time; the peak
   holds the largest one in full (the VAE decoder's last up block, 16 frames at full resolution, dominates).
 - **overhead**: the CUDA context and kernels (:data:`CUDA_CONTEXT_GB`) and the batch on the GPU.
@@ -43,15 +47,15 @@ checkpointing, ``estimate_training_memory(resolve_train_config(name)).total_gb``
 ================  ========  ========  =================================================================
 preset            official  estimate  why they differ
 ================  ========  ========  =================================================================
-stage2 (256)      30 GB     28.9 GiB  The official run holds what this one does not: a DDP copy of the
+stage2 (256)      30 GB     28.8 GiB  The official run holds what this one does not: a DDP copy of the
                                       gradients (torchrun wraps the UNet even on one GPU: +2.5 GiB), the
                                       validation-only networks (whisper tiny in fp32, SyncNet v2, S3FD:
                                       +0.3 GiB), LPIPS in fp32 and the allocator's slack (nvidia-smi
                                       figures). This one decodes the x0 under autocast (the VAE's group
                                       norms in fp32): +4.5 GiB over the official plain-fp16 decode.
-                                      Net: official minus its waste ~27.2 GiB vs 28.9 GiB.
-stage2_efficient  20 GB     21.8 GiB  The same terms (DDP gradients +1.1 GiB): ~18.7 vs 21.8 GiB.
-stage2_512        55 GB     67.3 GiB  The autocast decode grows with the pixels (+18 GiB at 512).
+                                      Net: official minus its waste ~27.2 GiB vs 28.8 GiB.
+stage2_efficient  20 GB     21.7 GiB  The same terms (DDP gradients +1.1 GiB): ~18.7 vs 21.7 GiB.
+stage2_512        55 GB     67.2 GiB  The autocast decode grows with the pixels (+18 GiB at 512).
 stage1 / _512     23 / 30   14.3/16.5 Full fine-tune: + DDP gradients (3.2 GiB) gives 17.5 / 19.7; without
                                       checkpointing 19.7 / 33.6 GiB. The rest of the gap is not explained
                                       by anything in the official script.
@@ -109,10 +113,6 @@ VAE_DECODE_BYTES: dict[int, dict[str, float]] = {
 }
 #: LPIPS-VGG per pixel of the lower-half images it compares (the fake side keeps its activations).
 LPIPS_BYTES_PER_PIXEL = {16: 2076.7, 32: 2438.7}
-#: The frozen StableSyncNet (pixel_attn) on one sample's 16-frame lower-half stack with gradients to its
-#: input, and the same network trained (kind syncnet; its weight copies are added separately).
-SYNCNET_FROZEN_BYTES = {16: 118.8e6, 32: 158.0e6}
-SYNCNET_TRAINED_BYTES = {16: 132.0e6, 32: 169.6e6}
 #: TREPA's VideoMAE-v2 ViT-g per clip (2048 tokens): everything kept, kept with block checkpointing,
 #: one block (the recompute peak).
 VIDEOMAE_BYTES: dict[int, dict[str, float]] = {
@@ -120,7 +120,7 @@ VIDEOMAE_BYTES: dict[int, dict[str, float]] = {
     32: {"full": 4584.6 * 2**20, "checkpointed": 458.4 * 2**20, "recompute": 114.2 * 2**20},
 }
 #: The tiny stand-ins' activations relative to the real networks (channel widths; VideoMAE width x depth).
-TINY_SCALE = {"vae": TINY_VAE_ACT_SCALE, "lpips": 8 / 64, "syncnet": 32 / 64, "videomae": 32 / 1408 * 2 / 40}
+TINY_SCALE = {"vae": TINY_VAE_ACT_SCALE, "lpips": 8 / 64, "videomae": 32 / 1408 * 2 / 40}
 
 
 @dataclass(frozen=True)
@@ -332,6 +332,86 @@ def unet_activation_bytes(unet_config: str, rule: tuple[str, ...], *, resolution
     return UNetActivations(full + head, ckpt + head, biggest)
 
 
+@dataclass(frozen=True)
+class SyncNetActivations:
+    """What a StableSyncNet keeps for backward, in bytes: ``per_sample`` and ``fixed`` (once per step: the
+    half copies autocast makes of fp32 weights) for everything kept (``full``), kept with both towers'
+    blocks checkpointed (``checkpointed``), and the largest block re-run in backward (``recompute``)."""
+
+    full: tuple[float, float]          # (per_sample, fixed)
+    checkpointed: tuple[float, float]
+    recompute: tuple[float, float]
+
+    def at(self, batch: int) -> dict[str, float]:
+        """The three figures for a micro-batch of ``batch`` samples."""
+        return {k: batch * per + fixed for k, (per, fixed) in
+                (("full", self.full), ("checkpointed", self.checkpointed), ("recompute", self.recompute))}
+
+
+@functools.lru_cache(maxsize=32)
+def syncnet_activation_bytes(config: str, visual: tuple[int, int, int], mel_columns: int, *, bits: int,
+                             trained: bool) -> SyncNetActivations:
+    """Measured on the meta device (:func:`measure_saved_bytes`, full size, no memory): the StableSyncNet
+    ``config`` on a ``visual`` ``(C, H, W)`` input and an ``(1, 80, mel_columns)`` mel. ``trained``: fp32
+    weights with gradients under autocast (kind ``syncnet``); else frozen in the run's weight dtype with a
+    gradient to the visual input (the sync loss of a UNet run). Each figure is counted at batch 1 and 2:
+    their difference is the per-sample part, the rest is fixed."""
+    import torch
+
+    from lipsyncctl.checkpoints import archs
+    from lipsyncctl.nets.syncnet import StableSyncNet
+
+    half = torch.float16 if bits == 16 else None
+    with torch.device("meta"):
+        net = StableSyncNet(archs.load_syncnet_config(config))
+    if not trained:
+        net = net.to(dtype=half or torch.float32).eval()
+    net.requires_grad_(trained)
+    blocks = [*net.audio_encoder.down_blocks, *net.visual_encoder.down_blocks]
+
+    def step(batch: int) -> Callable[[], Any]:
+        def run() -> Any:
+            dtype = torch.float32 if trained else (half or torch.float32)
+            image = torch.zeros((batch, *visual), device="meta", dtype=dtype, requires_grad=not trained)
+            mel = torch.zeros((batch, 1, 80, mel_columns), device="meta", dtype=dtype)
+            vision, audio = net(image, mel)
+            return (vision.float() * audio.float()).sum()
+        return run
+
+    def split(one: float, two: float) -> tuple[float, float]:
+        return two - one, 2 * one - two
+
+    full = [measure_saved_bytes_by(step(b), blocks, [net], half=half) for b in (1, 2)]
+    net.enable_gradient_checkpointing(True)
+    ckpt = [measure_saved_bytes(step(b), [net], half=half) for b in (1, 2)]
+    worst = max(range(len(blocks)), key=lambda i: full[1][1][i])
+    return SyncNetActivations(split(full[0][0], full[1][0]), split(ckpt[0], ckpt[1]),
+                              split(full[0][1][worst], full[1][1][worst]))
+
+
+def _syncnet_activations(cfg: TrainConfig, bits: int) -> SyncNetActivations:
+    """:func:`syncnet_activation_bytes` for the StableSyncNet of ``cfg``: the trained one of a SyncNet run
+    on its dataset's input (pixels, or VAE latents with ``data.latent_space``; the lower half with
+    ``data.lower_half``), or the frozen sync-loss one of a UNet run on the decoded frames' lower half
+    (resized to 256 at other resolutions: :func:`~lipsyncctl.training.losses.syncnet_frames`)."""
+    from lipsyncctl.checkpoints import archs
+    from lipsyncctl.training.data import mel_columns
+    from lipsyncctl.training.losses import SYNCNET_SIZE
+
+    name, res = cfg.model.syncnet_config, cfg.model.resolution
+    if cfg.kind == "syncnet":
+        f = cfg.data.num_frames
+        if cfg.data.latent_space:
+            h = res // 8
+            visual = (4 * f, h // 2 if cfg.data.lower_half else h, h)
+        else:
+            visual = (3 * f, res // 2 if cfg.data.lower_half else res, res)
+        return syncnet_activation_bytes(name, visual, mel_columns(f), bits=bits, trained=True)
+    channels = archs.load_syncnet_config(name).visual_encoder.in_channels  # 3 per frame
+    return syncnet_activation_bytes(name, (channels, SYNCNET_SIZE // 2, SYNCNET_SIZE), mel_columns(channels // 3),
+                                    bits=bits, trained=False)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The estimate
 
@@ -367,8 +447,7 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
     if cfg.kind == "syncnet":
         trained = _params("syncnet", cfg.model.syncnet_config)
         networks = {"syncnet (trained)": trained}
-        per_sample = SYNCNET_TRAINED_BYTES[bits] * _tiny(cfg.model.syncnet_config, "syncnet")
-        act = b * per_sample + (2 * trained if bits == 16 else 0)
+        act = _syncnet_activations(cfg, bits).at(b)
         batch_bytes = b * (3 * f * res * res // 2 + 80 * 52) * 4
         vae_weights = 0.0
         if cfg.data.latent_space:  # the frozen VAE that encodes the frames (its encode activations: no grad)
@@ -378,11 +457,11 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
         common = dict(weights=MASTER_BYTES * trained + vae_weights, gradients=GRAD_BYTES * trained,
                       optimizer=(ADAM_BYTES + 4 * bool(cfg.run.ema_decay)) * trained, vae=0.0, losses=0.0,
                       recompute=0.0, overhead=CUDA_CONTEXT_GB * GiB + batch_bytes)
-        parts = _parts(activations=act, **common)
-        notes.append("StableSyncNet activations counted without gradient checkpointing (calibrated on "
-                     "syncnet_16_pixel_attn): an upper bound when run.grad_checkpointing is on")
-        return TrainMemory(cfg.name, cfg.kind, f"{bits}-bit" if bits == 16 else "fp32", False, b, res, trained,
-                           trained, networks, parts, parts, parts, free_gb, tuple(notes))
+        full = _parts(activations=act["full"], **common)
+        checkpointed = _parts(activations=act["checkpointed"], **{**common, "recompute": act["recompute"]})
+        return TrainMemory(cfg.name, cfg.kind, f"{bits}-bit" if bits == 16 else "fp32", cfg.run.grad_checkpointing,
+                           b, res, trained, trained, networks, checkpointed if cfg.run.grad_checkpointing else full,
+                           checkpointed, full, free_gb, tuple(notes))
 
     # 1. the UNet: fp32 master weights, trained parameters (the rule, or LoRA adapters instead)
     from lipsyncctl.training import trainable
@@ -416,8 +495,8 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
     losses = 0.0
     if "lpips" in networks:
         losses += LPIPS_BYTES_PER_PIXEL[bits] * pixels / 2 * _tiny(cfg.model.lpips, "lpips")
-    if "syncnet" in networks:
-        losses += SYNCNET_FROZEN_BYTES[bits] * b * _tiny(cfg.model.syncnet_config, "syncnet")
+    sync = _syncnet_activations(cfg, bits).at(b) if "syncnet" in networks else \
+        {"full": 0.0, "checkpointed": 0.0, "recompute": 0.0}
     vmae = {k: v * b * _tiny(cfg.model.videomae_config, "videomae") for k, v in VIDEOMAE_BYTES[bits].items()} \
         if "videomae" in networks else {"full": 0.0, "checkpointed": 0.0, "recompute": 0.0}
     # 4. the batch on the GPU (gt, masked, reference frames in fp32, audio features) and the context
@@ -425,9 +504,11 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
     overhead = CUDA_CONTEXT_GB * GiB + batch_bytes
     common = dict(weights=weights, gradients=gradients, optimizer=optimizer, overhead=overhead)
     checkpointed = _parts(activations=unet.checkpointed, vae=vae["checkpointed"],
-                          losses=losses + vmae["checkpointed"],
-                          recompute=max(unet.recompute, vae["recompute"], vmae["recompute"]), **common)
-    full = _parts(activations=unet.full, vae=vae["full"], losses=losses + vmae["full"], recompute=0.0, **common)
+                          losses=losses + vmae["checkpointed"] + sync["checkpointed"],
+                          recompute=max(unet.recompute, vae["recompute"], vmae["recompute"], sync["recompute"]),
+                          **common)
+    full = _parts(activations=unet.full, vae=vae["full"], losses=losses + vmae["full"] + sync["full"], recompute=0.0,
+                  **common)
     if pixel and bits == 16:
         notes.append("the x0 is decoded under autocast (VAE group norms in fp32)")
     return TrainMemory(cfg.name, cfg.kind, "16-bit" if bits == 16 else "fp32", cfg.run.grad_checkpointing, b, res,
@@ -503,22 +584,48 @@ def measure_saved_bytes(fn: Callable[[], Any], modules: Iterable[nn.Module] = ()
     the parameters and buffers of ``modules`` excluded (they are weights, counted apart). ``half``: apply
     CUDA autocast's rules with this dtype (None: run as is). Works on the meta device (full-size networks
     at no cost) and on real tensors (then it equals what the CPU actually keeps)."""
+    return measure_saved_bytes_by(fn, (), modules, half=half)[0]
+
+
+def measure_saved_bytes_by(fn: Callable[[], Any], parts: Iterable[nn.Module], modules: Iterable[nn.Module] = (), *,
+                           half: torch.dtype | None = None) -> tuple[int, list[int]]:
+    """:func:`measure_saved_bytes`, and the share of it saved while each of ``parts`` (modules that do not
+    nest) ran: ``(total, [bytes per part])``."""
     import torch
 
     skip = {_storage_key(t) for m in modules for t in (*m.parameters(), *m.buffers())}
     seen: dict[int, int] = {}
     alive: list[torch.Tensor] = []  # no storage address is reused (and counted as seen) while we count
+    parts = list(parts)
+    by_part = [0] * len(parts)
+    current: list[int | None] = [None]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         k = _storage_key(t)
         if k not in skip and k not in seen:
             seen[k] = t.untyped_storage().nbytes()
             alive.append(t)
+            if current[0] is not None:
+                by_part[current[0]] += seen[k]
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _cuda_autocast_mode(half):
-        fn()
-    return sum(seen.values())
+    def enter(i: int) -> Callable[..., None]:
+        def hook(*_: Any) -> None:
+            current[0] = i
+        return hook
+
+    def leave(*_: Any) -> None:
+        current[0] = None
+
+    handles = [h for i, m in enumerate(parts)
+               for h in (m.register_forward_pre_hook(enter(i)), m.register_forward_hook(leave))]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _cuda_autocast_mode(half):
+            fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(seen.values()), by_part
 
 
 def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_dtype: torch.dtype) -> TrainNetworks:

@@ -203,7 +203,41 @@ def test_tiny_presets_are_small() -> None:
         assert _estimate(preset).total_gb < 1.5
     sync = _estimate("syncnet_16_pixel_attn")
     assert sync.kind == "syncnet" and sync.trainable_params == 401_306_080
-    assert sync.configured.activations > 20  # batch 256
+    assert sync.full.activations > 20  # batch 256
+    assert sync.checkpointing and sync.configured == sync.checkpointed
+    assert sync.checkpointed.activations < sync.full.activations / 5
+    assert sync.checkpointed.total < sync.full.total / 2
+
+
+@pytest.mark.parametrize("preset", ["tiny-syncnet", "tiny-syncnet-25"])
+def test_syncnet_estimate_equals_a_real_cpu_training_step(preset: str) -> None:
+    """The trained StableSyncNet's activations in the estimate (measured on the meta device) equal what a real
+    CPU step keeps for backward, with and without checkpointing; the recompute peak is one block's share."""
+    from types import SimpleNamespace
+
+    from lipsyncctl.checkpoints import archs
+    from lipsyncctl.nets.syncnet import StableSyncNet
+    from lipsyncctl.training import step
+    from lipsyncctl.training.data import mel_columns
+
+    for ckpt in (False, True):
+        cfg = resolve_train_config(preset, [f"run.grad_checkpointing={str(ckpt).lower()}"])
+        est = memory.estimate_training_memory(cfg)
+        b, f, res = cfg.data.batch_size, cfg.data.num_frames, cfg.model.resolution
+        torch.manual_seed(0)
+        net = StableSyncNet(archs.load_syncnet_config(cfg.model.syncnet_config)).train()
+        net.enable_gradient_checkpointing(ckpt)
+        batch = {"frames": torch.randn(b, 3 * f, res // 2 if cfg.data.lower_half else res, res),
+                 "mel": torch.randn(b, 1, 80, mel_columns(f)), "label": torch.ones(b)}
+        kept = memory.measure_saved_bytes(
+            lambda net=net, batch=batch: step.syncnet_micro_step(
+                SimpleNamespace(model=net), batch, device=torch.device("cpu"), autocast=contextlib.nullcontext)[0],
+            [net])
+        assert est.checkpointing is ckpt
+        assert est.configured.activations * GiB == pytest.approx(kept, rel=0.02), ckpt
+        if ckpt:
+            assert 0 < est.configured.recompute < est.full.activations
+            assert est.configured.total < est.full.total
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -213,8 +247,8 @@ def test_tiny_presets_are_small() -> None:
 def test_doctor_row_without_gpu() -> None:
     (row,) = checks.check_train_preset(resolve_train_config("stage2"), gpu.GpuProbe([], "test", None))
     assert row.status == "ok" and not row.required
-    assert row.detail.startswith("needs about 28.9 GiB") and row.detail.endswith("no GPU: estimate only")
-    assert row.data["estimate"]["total_gb"] == pytest.approx(28.9, abs=0.05)
+    assert row.detail.startswith("needs about 28.8 GiB") and row.detail.endswith("no GPU: estimate only")
+    assert row.data["estimate"]["total_gb"] == pytest.approx(28.8, abs=0.05)
 
 
 @pytest.mark.parametrize("free_gib,status", [(80.0, "ok"), (20.0, "warn")])
