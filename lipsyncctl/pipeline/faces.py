@@ -92,11 +92,13 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     from lipsyncctl.faces.detect import create_detector
     from lipsyncctl.faces.track import TrackOptions, crossfade_weights, track_faces
     from lipsyncctl.pipeline.memory import trimmed
+    from lipsyncctl.runner.pipelined import prefetched
 
     detector = create_detector(options.backend, device=device)
     progress.message(f"face detector: {detector.name}")
     track_opts = TrackOptions(detect_every=options.detect_every, smooth=options.smoothing)
-    frames = trimmed(rgb for _, rgb in reader.range(first, first + count))  # flat RSS (see pipeline.memory)
+    # decoded in a thread of its own while the tracker works (two frames ahead); flat RSS (see pipeline.memory)
+    frames = prefetched(trimmed(rgb for _, rgb in reader.range(first, first + count)), name="faces")
     per_frame = track_faces(detector, frames, fps=float(fps), options=track_opts, total=count)
     result = FacePlan([], np.zeros(0, np.float32), detector.name)
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)

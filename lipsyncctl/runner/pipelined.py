@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 #: items waiting between two stages (1: a stage works on the next item while the one after it is busy)
@@ -34,6 +34,46 @@ class _Stopped(Exception):
 
 
 _END = object()  # after the last item
+
+
+def prefetched(items: Iterable[Any], *, queue_size: int = 2, name: str = "prefetch") -> Iterator[Any]:
+    """``items``, produced in a thread of their own up to ``queue_size`` ahead of the caller (for a consumer
+    that pulls, like a tracker over decoded frames: the decode overlaps its work). An error of the source is
+    raised here at its place in the sequence; closing this generator early (or an interrupt while it waits)
+    stops the thread and joins it before returning."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    q: queue.Queue[Any] = queue.Queue(queue_size)
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                _put(q, item, stop)
+            _put(q, _END, stop)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # raised in the consumer's thread
+            errors.append(exc)
+            try:
+                _put(q, _END, stop)
+            except _Stopped:
+                pass
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=f"{name}-produce")
+    thread.start()
+    try:
+        while (item := _get(q, stop)) is not _END:
+            yield item
+        if errors:
+            raise errors[0]
+    finally:
+        stop.set()
+        _join_all([thread])
 
 
 def run_pipelined(items: Iterable[Any], middle: Callable[[Any], Any], last: Callable[[Any], None], *,

@@ -41,7 +41,7 @@ def _digest(path: Path) -> str:
 
 
 def _render_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(("render-", "stage-"))]
+    return [t for t in threading.enumerate() if t.name.startswith(("render-", "stage-", "prefetch-"))]
 
 
 @pytest.mark.parametrize("sets", [pytest.param((), marks=pytest.mark.slow),  # h264 opt-in (12 s): determinism covers its bytes
@@ -189,3 +189,40 @@ def test_run_stages_keeps_order_and_state_and_raises_any_stage_error(main: int, 
             run_stages(range(30), [stage(0), stage(1), last], main=main)
         assert len(seen) < 7
     assert not _render_threads()
+
+
+def test_prefetched_keeps_order_raises_the_source_error_in_place_and_stops_when_closed() -> None:
+    """``prefetched``: the items in order, a bounded lead, the source's error raised after the items before
+    it, and a consumer that stops early leaves no thread (the source is closed)."""
+    from lipsyncctl.runner.pipelined import prefetched
+
+    produced: list[int] = []
+    closed: list[bool] = []
+
+    def source(n: int, fail_at: int | None = None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise OSError("disk")
+                produced.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    got = []
+    for x in prefetched(source(30), queue_size=2):
+        time.sleep(0.002)
+        assert len(produced) - len(got) <= 2 + 2  # queued + the one being put + the one yielded
+        got.append(x)
+    assert got == list(range(30)) and not _render_threads()
+    got = []
+    with pytest.raises(OSError, match="disk"):
+        for x in prefetched(source(30, fail_at=7)):
+            got.append(x)
+    assert got == list(range(7)) and not _render_threads()
+    produced.clear()
+    closed.clear()
+    it = prefetched(source(10**6))
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    assert closed == [True] and len(produced) < 10 and not _render_threads()
