@@ -115,6 +115,14 @@ class InferenceOptions(_Strict):
         True, description="decode+align, the networks and paste+encode run concurrently on consecutive windows "
         "(same output bytes as false: one stage after the other)"
     )
+    channels_last: bool = Field(
+        False, description="the UNet and the VAE in channels-last memory layout (a GPU option: faster on some "
+        "GPUs; the numerics change slightly, the output is not the default's bytes)"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the UNet and the VAE's encoder and decoder (a GPU option: the first "
+        "window waits for the compilation; needs a C compiler)"
+    )
 
     @field_validator("device")
     @classmethod

@@ -125,7 +125,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     from lipsyncctl.checkpoints.archs import load_scheduler_config
     from lipsyncctl.pipeline.denoise import make_scheduler
 
-    return Networks(
+    return tune_networks(Networks(
         unet=unet,
         vae=vae,
         whisper=whisper,
@@ -136,7 +136,26 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         is_tiny=files.is_tiny,
         files={"unet": str(files.unet), "unet_config": files.unet_config, "whisper": str(files.whisper),
                "vae": str(files.vae)},
-    )
+    ), inf)
+
+
+def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
+    """The GPU options of ``inference`` applied to loaded networks, in place (returns ``networks``):
+    ``channels_last`` puts the 4-D convolution weights of the UNet (its "inflated" 3-D convolutions run as 2-D
+    ones on every frame) and of the VAE in ``channels_last`` (the convolutions then pick NHWC kernels; inputs
+    keep their layout, torch converts), ``compile`` wraps the UNet
+    and the VAE's encoder and decoder in ``torch.compile`` (``Module.compile``: the objects stay the same).
+    Both off (default): nothing changes."""
+    import torch
+
+    if inference.channels_last:
+        networks.unet.to(memory_format=torch.channels_last)
+        networks.vae.to(memory_format=torch.channels_last)
+    if inference.compile:
+        networks.unet.compile()
+        networks.vae.encoder.compile()
+        networks.vae.decoder.compile()
+    return networks
 
 
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> Any:

@@ -148,6 +148,8 @@ class Renderer:
                     crops.append(cv2.resize(crop, (self.res, self.res), interpolation=cv2.INTER_LANCZOS4))
                 faces_u8 = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
                 win.ref, win.masked, win.masks = prepare_masked_images(faces_u8, self.mask)
+                if self.networks.device.type == "cuda":  # page-locked: the copies to the GPU run asynchronously
+                    win.ref, win.masked, win.masks = (t.pin_memory() for t in (win.ref, win.masked, win.masks))
         return win
 
     def generate(self, win: Window) -> Window:
@@ -166,14 +168,14 @@ class Renderer:
         with clock("vae encode"):
             masked_lat = vae_io.encode(networks.vae, win.masked, self.generator, inf.vae_batch)
             ref_lat = vae_io.encode(networks.vae, win.ref, self.generator, inf.vae_batch)
-            mask_lat = latent_mask(win.masks).to(networks.device, networks.dtype)
+            mask_lat = latent_mask(win.masks).to(networks.device, networks.dtype, non_blocking=True)
         # d. Denoise (f c h w -> 1 c f h w).
         with clock("denoise"):
             def video(x: torch.Tensor) -> torch.Tensor:
                 return x.permute(1, 0, 2, 3).unsqueeze(0)
 
             audio = feature_chunks(self.features, win.stop - win.start, self.plan.fps, start=win.start)[win.faces]
-            audio = audio.to(networks.device, networks.dtype)
+            audio = audio.to(networks.device, networks.dtype, non_blocking=True)
             latents = self.noise.repeat(1, 1, len(win.faces), 1, 1)
             cache = inf.deepcache_interval if inf.deepcache else None
             with torch.inference_mode():

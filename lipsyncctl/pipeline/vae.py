@@ -2,7 +2,8 @@
 
 Official behaviour (LATENTSYNC.md §1.3 c/e, §1.2): encodings use ``latent_dist.sample()`` (stochastic,
 here drawn from the passed ``torch.Generator``), latents are ``(z - shift) * scaling``; decoding
-divides back. Frames are processed ``batch`` at a time to bound memory.
+divides back. Frames are processed ``batch`` at a time to bound memory. Host tensors are copied with
+``non_blocking`` (asynchronous when the caller pinned them, as the renderer does on CUDA).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def encode(
     out = []
     with torch.inference_mode():
         for i in range(0, images.shape[0], batch):
-            x = images[i : i + batch].to(device=param.device, dtype=param.dtype)
+            x = images[i : i + batch].to(device=param.device, dtype=param.dtype, non_blocking=True)
             dist = vae.encode(x).latent_dist  # type: ignore[attr-defined]
             z = dist.sample(generator=generator)
             out.append((z - shift) * scaling)

@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Sync speed and peak VRAM on a lent GPU, full-size random networks (issue 12): one JSON.
+
+Two kinds of rows, each measured after a warm-up and recorded with the GPU's name:
+
+- ``model``: the network stages of the renderer alone (:meth:`lipsyncctl.pipeline.render.Renderer.generate`:
+  VAE encode of the masked and reference faces, guided DDIM, VAE decode) on ``--windows`` synthetic windows of
+  16 faces, with the LatentSync 1.5 UNet at 256 and the 1.6 UNet at 512 (random weights, the official
+  configs), the SD VAE and the official sampling (``--steps`` 20, guidance 1.5), in fp16 and bf16, and at 256
+  fp16 the GPU options ``inference.channels_last``, ``inference.compile`` and DeepCache. Frames/s of the model
+  stages (goal: >= 35 at 256 and >= 8 at 512 on an H100/H200-class GPU), ``max_memory_allocated`` (goal:
+  <= 6 GiB at 256 in fp16).
+- ``e2e``: the whole ``sync_clip`` of ``--seconds`` of ``--clip`` (the 1080x1920 fixture) with the same
+  networks at 256 fp16, pipelined and serial (their output sha256 must be equal); frames/s end to end
+  (goal: >= 25) and per stage. This needs the media stack (PyAV) and a face detector backend; a row that
+  cannot run records its error and the next row runs.
+
+An out-of-memory or any other error is recorded in its row; the JSON is rewritten after every row, so a run
+cut short keeps what it measured.
+
+    python scripts/gpu_sync_bench.py [-o $OUT/sync_bench.json] [--windows 3] [--steps 20] [--seconds 4]
+                                     [--rows model,e2e] [--clip PATH --audio PATH]
+    python scripts/gpu_sync_bench.py --smoke     # CPU, tiny networks, 1 step: checks the script (a test runs it)
+
+On the lent machine (its python has torch, accelerate, transformers, opencv; not this package's other
+needs): carry wheels of diffusers, pydantic (+ pydantic-core, annotated-types, typing-inspection), av,
+platformdirs, imageio-ffmpeg and, for e2e, a detector backend (device README: ``.whl`` + ``carry``), and the
+fixture in a carried folder (``--clip``/``--audio``): ``../shared`` does not travel.
+
+Exit status 0 when every row ran, 1 when a row failed, 2 without a GPU (and without --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lipsyncctl import config as cfg  # noqa: E402
+from lipsyncctl.pipeline.networks import Networks, load_networks, tune_networks  # noqa: E402
+
+GiB = 2**30
+FIXTURE = REPO.parent / "shared" / "fixtures"
+#: model rows: (preset, dtype, variant); the preset gives the UNet config and the resolution
+MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "bf16", "default"),
+              ("latentsync-1.5", "fp16", "channels_last"), ("latentsync-1.5", "fp16", "deepcache"),
+              ("latentsync-1.5", "fp16", "compile"), ("latentsync-1.6", "fp16", "default"),
+              ("latentsync-1.6", "bf16", "default")]
+VARIANT_SETS = {"default": [], "channels_last": ["inference.channels_last=true"],
+                "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"]}
+
+
+def random_networks(config: cfg.Config, device: torch.device, dtype: torch.dtype) -> Networks:
+    """Full-size networks with random weights and no files: the config's UNet, the SD VAE and a whisper-tiny
+    encoder (its architecture), on ``device`` in ``dtype``, with the config's GPU options applied."""
+    from diffusers import AutoencoderKL
+    from transformers import WhisperConfig
+
+    from lipsyncctl.checkpoints.archs import load_scheduler_config, load_unet_config
+    from lipsyncctl.checkpoints.loaders import SD_VAE_FT_MSE_CONFIG
+    from lipsyncctl.nets.motion import sinusoidal_position_table
+    from lipsyncctl.nets.unet import UNet3DConditionModel
+    from lipsyncctl.nets.whisper import WhisperFeatureEncoder, build_whisper_encoder
+    from lipsyncctl.pipeline.denoise import make_scheduler
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.device("meta"):
+        unet = UNet3DConditionModel(load_unet_config(config.model.unet_config))
+    unet = unet.to_empty(device=device)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+        for name, b in unet.named_buffers():  # to_empty left the position tables uninitialised
+            if name.endswith("pos_encoder.pe"):
+                b.copy_(sinusoidal_position_table(b.shape[1], b.shape[2]))
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**SD_VAE_FT_MSE_CONFIG)
+    whisper = WhisperFeatureEncoder(build_whisper_encoder(WhisperConfig(
+        d_model=384, encoder_layers=4, encoder_attention_heads=6, num_mel_bins=80, max_source_positions=1500)))
+    nets = Networks(unet=unet.to(device, dtype).eval(), vae=vae.to(device, dtype).eval(),
+                    whisper=whisper.to(device, dtype).eval(), scheduler=make_scheduler(load_scheduler_config()),
+                    device=device, dtype=dtype, resolution=config.model.resolution)
+    return tune_networks(nets, config.inference)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _memory(device: torch.device) -> dict[str, float | None]:
+    if device.type != "cuda":
+        return {"peak_allocated_gib": None, "peak_reserved_gib": None}
+    return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated(device) / GiB, 3),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / GiB, 3)}
+
+
+def model_row(config: cfg.Config, networks: Networks, windows: int) -> dict[str, Any]:
+    """The renderer's network stage on ``windows`` synthetic windows of ``inference.window`` faces (after one
+    warm-up window): frames/s of the model stages and the stage seconds."""
+    from lipsyncctl.faces.mask import mouth_mask, prepare_masked_images
+    from lipsyncctl.pipeline.clip import _Clock
+    from lipsyncctl.pipeline.render import Renderer, Window
+
+    res, n = config.model.resolution, config.inference.window
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(50 * 8, 5, 384, generator=gen).to(networks.device, networks.dtype)  # 8 s of audio
+    clock = _Clock()
+    renderer = Renderer(networks, config, SimpleNamespace(fps=Fraction(25)), None, features, clock)  # type: ignore[arg-type]
+    faces = (torch.rand(n, 3, res, res, generator=gen) * 255).to(torch.uint8)
+
+    def window(k: int) -> Window:
+        win = Window(k * n, (k + 1) * n, list(range(n)), [], [], [], list(range(n)))
+        win.ref, win.masked, win.masks = prepare_masked_images(faces, mouth_mask(res))
+        if networks.device.type == "cuda":
+            win.ref, win.masked, win.masks = (t.pin_memory() for t in (win.ref, win.masked, win.masks))
+        return win
+
+    t0 = time.perf_counter()
+    renderer.generate(window(0))  # warm-up (and the compilation, when asked)
+    _sync(networks.device)
+    warm = time.perf_counter() - t0
+    clock.seconds.clear()
+    t0 = time.perf_counter()
+    for k in range(windows):
+        renderer.generate(window(k + 1))
+    _sync(networks.device)
+    wall = time.perf_counter() - t0
+    frames = windows * n
+    return {"frames": frames, "wall_s": round(wall, 3), "warmup_s": round(warm, 3),
+            "model_fps": round(frames / wall, 2), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}}
+
+
+def e2e_row(config: cfg.Config, networks: Networks, clip: Path, audio: Path, seconds: float,
+            serial: bool) -> dict[str, Any]:
+    """``sync_clip`` of the first ``seconds`` of ``clip`` (pipelined, and serial too when ``serial``)."""
+    from lipsyncctl.media.audio import read_audio, write_wav
+    from lipsyncctl.pipeline.clip import sync_clip
+
+    frames = (0, round(seconds * 25))
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gpu_sync_bench.") as tmp:
+        dub = write_wav(Path(tmp) / "dub.wav", read_audio(audio, 16000, 1, duration=seconds), 16000)  # output length
+        for pipelined in ((True, False) if serial else (True,)):
+            run = cfg.resolve(config.to_dict(), [f"inference.pipelined={str(pipelined).lower()}"])
+            target = Path(tmp) / f"o_{pipelined}.mp4"
+            _sync(networks.device)
+            t0 = time.perf_counter()
+            res = sync_clip(clip, dub, target, run, frames=frames, networks=networks)
+            _sync(networks.device)
+            wall = time.perf_counter() - t0
+            digest = hashlib.sha256(target.read_bytes()).hexdigest()
+            if pipelined:
+                stages = res.stage_seconds
+                model = sum(stages.get(k, 0.0) for k in ("vae encode", "denoise", "vae decode"))
+                out |= {"frames": res.frames, "wall_s": round(wall, 3), "e2e_fps": round(res.frames / wall, 2),
+                        "model_fps": round(res.frames / model, 2) if model else None, "sha256": digest,
+                        "stage_seconds": {k: round(v, 3) for k, v in stages.items()}}
+            else:
+                out |= {"wall_s_serial": round(wall, 3), "e2e_fps_serial": round(res.frames / wall, 2),
+                        "sha256_serial": digest}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-o", "--output", type=Path, default=Path("sync_bench.json"))
+    ap.add_argument("--windows", type=int, default=3, help="timed windows per model row (after one warm-up)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=4.0, help="seconds of the clip in the e2e rows")
+    ap.add_argument("--rows", default="model,e2e", help="which kinds of rows: model, e2e")
+    ap.add_argument("--clip", type=Path, default=FIXTURE / "demo1_video.mp4")
+    ap.add_argument("--audio", type=Path, default=FIXTURE / "demo1_audio.wav")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny networks, 1 step (checks the script)")
+    args = ap.parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        print("no CUDA GPU (use --smoke to check the script on the CPU)", file=sys.stderr)
+        return 2
+    device = torch.device("cpu" if args.smoke else "cuda")
+    kinds = set(args.rows.split(","))
+    result: dict[str, Any] = {
+        "device": "cpu" if args.smoke else torch.cuda.get_device_name(device), "smoke": args.smoke,
+        "torch": torch.__version__, "steps": 1 if args.smoke else args.steps, "rows": []}
+    plan: list[tuple[str, str, str, str]] = []
+    if "model" in kinds:
+        plan += [("model", *row) for row in MODEL_ROWS]
+    if "e2e" in kinds:
+        plan += [("e2e", "latentsync-1.5", "fp16", "default")]
+    if args.smoke:  # the tiny preset in fp32 stands in for every preset; two variants of each kind
+        plan = [(kind, "tiny", "fp32", variant) for kind in ("model", "e2e") if kind in kinds
+                for variant in ("default", "channels_last")][:3]
+    failed = False
+    for kind, preset, dtype, variant in plan:
+        row: dict[str, Any] = {"kind": kind, "preset": preset, "dtype": dtype, "variant": variant, "error": None}
+        sets = [f"inference.dtype={dtype}", f"inference.device={device}", *VARIANT_SETS[variant],
+                f"inference.steps={result['steps']}"]
+        if args.smoke:
+            sets += ["inference.window=4"]
+        try:
+            config = cfg.resolve(preset, sets)
+            row["resolution"] = config.model.resolution
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            if args.smoke:
+                networks = load_networks(config)  # the tiny files through the real loaders, options applied
+            else:
+                networks = random_networks(config, device, {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
+            if kind == "model":
+                row |= model_row(config, networks, 1 if args.smoke else args.windows)
+            else:
+                row |= e2e_row(config, networks, args.clip, args.audio, 0.4 if args.smoke else args.seconds,
+                               serial=variant == "default")
+            row |= _memory(device)
+        except Exception as exc:  # recorded; the next row runs
+            failed = True
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["traceback"] = traceback.format_exc(limit=8)
+        finally:
+            networks = None  # noqa: F841 - free the row's networks before the next one
+            gc.collect()
+        result["rows"].append(row)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2))
+        fps = row.get("model_fps") if kind == "model" else row.get("e2e_fps")
+        print(f"{kind:5} {preset:15} {dtype:5} {variant:14} fps {fps} peak {row.get('peak_allocated_gib')} GiB"
+              f"{'  ERROR ' + row['error'] if row['error'] else ''}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

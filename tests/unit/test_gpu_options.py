@@ -1,0 +1,83 @@
+"""The GPU options of the sync pipeline (issue 12), checked where they can be on a CPU: ``inference.channels_last``
+keeps the networks' results within float noise of the default layout (the options table says the bytes may
+differ), ``inference.compile`` wraps the UNet and the VAE's encoder and decoder, and both off change nothing.
+Their speed is measured on a lent GPU by ``scripts/gpu_sync_bench.py`` (its CPU smoke run is tested here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lipsyncctl import config as cfg
+from lipsyncctl.pipeline.networks import load_networks, tune_networks
+from tests.sync_media import tiny_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with tiny_models(tmp_path_factory.mktemp("models")) as env:
+        yield env
+
+
+def _outputs(networks) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(0)
+    unet, vae = networks.unet, networks.vae
+    c = unet.config
+    x = torch.randn(2, c.in_channels, 4, 8, 8, generator=gen)
+    audio = torch.randn(8, 50, c.cross_attention_dim, generator=gen)
+    images = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.inference_mode():
+        return unet(x, 501, audio), vae.decode(vae.encode(images).latent_dist.mean).sample
+
+
+def test_channels_last_is_within_float_noise_of_the_default(tiny) -> None:  # type: ignore[no-untyped-def]
+    config, _ = tiny
+    base = load_networks(config)
+    ref_unet, ref_vae = _outputs(base)
+    tuned = tune_networks(load_networks(config), cfg.resolve(config.to_dict(), ["inference.channels_last=true"]).inference)
+    conv = next(m for m in tuned.vae.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[-1] > 1
+    unet_out, vae_out = _outputs(tuned)
+    assert torch.allclose(unet_out, ref_unet, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(vae_out, ref_vae, atol=1e-4, rtol=1e-4)
+    # both options off: the very same objects, untouched
+    same = tune_networks(base, config.inference)
+    assert same is base and torch.equal(_outputs(same)[0], ref_unet)
+
+
+def test_compile_wraps_the_unet_and_the_vae_coders(tiny, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    config, networks = tiny
+    compiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    tune_networks(networks, cfg.resolve(config.to_dict(), ["inference.compile=true"]).inference)
+    assert compiled == [networks.unet, networks.vae.encoder, networks.vae.decoder]
+
+
+def test_gpu_sync_bench_smoke_on_cpu(tmp_path: Path) -> None:
+    """The GPU script's whole path on the CPU with tiny networks: one JSON with a row per variant, each with
+    frames/s for the model stages and end to end, and the same output hash for serial and pipelined."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "LIPSYNCCTL_MODELS": str(tmp_path / "models")}  # the tiny files go there
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_sync_bench.py"), "--smoke", "-o", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["device"] == "cpu" and res["smoke"] is True
+    rows = res["rows"]
+    assert [(r["kind"], r["variant"]) for r in rows] == [("model", "default"), ("model", "channels_last"),
+                                                          ("e2e", "default")]
+    for r in rows:
+        assert r["error"] is None, r
+        assert r["frames"] > 0 and r["model_fps"] > 0 and r["wall_s"] > 0
+        assert set(r["stage_seconds"]) >= {"vae encode", "denoise", "vae decode"}
+    e2e = rows[-1]
+    assert e2e["frames"] == 10 and e2e["e2e_fps"] > 0
+    assert e2e["sha256"] == e2e["sha256_serial"]  # the pipelined render is the serial one
