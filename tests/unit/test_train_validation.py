@@ -83,3 +83,23 @@ def test_missing_scorer_is_exit_4_unless_sync_validation_is_off(curated: Curated
     default = api.resolve_train_config("tiny", ["run.validate_every=2", "run.val_sync_preset=tiny"])
     job = validation.prepare(default, curated.data, torch.device("cpu"))
     assert job is not None and job.video.name.startswith("held-")
+
+
+def test_the_default_held_out_clip_renders_with_a_face_in_every_frame(tmp_path: Path) -> None:
+    """The default validation clip is curate's aligned face crop (256 x 256, the face filling it): the render
+    configuration of the sync validation finds that face in every frame, so a run without ``run.val_clip``
+    does not stop at its first validation for want of a face (tiny weights; the detector is the real one)."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.curation.job import run_curation
+    from lipsyncctl.pipeline.clip import sync_clip
+    from tests.curate_media import write_talking_clip
+    from tests.sync_media import sample_frames
+
+    write_talking_clip(tmp_path / "raw" / "face.mp4", sample_frames(60, scale=0.75))
+    res = run_curation([tmp_path / "raw"], tmp_path / "data", cfg.resolve("tiny"), until="align")
+    (clip,) = [c for c in res.clips if c.decision.verdict == "kept"]
+    aligned = Path(clip.summary["aligned"])
+    config = validation.render_config(api.resolve_train_config("tiny", ["run.val_sync_preset=tiny"]), "cpu")
+    out = sync_clip(aligned, aligned, tmp_path / "val.mp4", config, start=0.0, end=2.0)
+    assert (out.width, out.height) == (256, 256) and out.frames == 50
+    assert out.faces_found == 50 and out.no_face_frames == 0
