@@ -15,29 +15,32 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError
-from lipsyncctl.scoring.lse import lse_scores
+from lipsyncctl.scoring.lse import FrameSource, lse_scores, replayable
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult, TrackSync
 
 CROP_SCALE = 1.3
 
 
-def face_crops(frames: list[np.ndarray], detector: Any, min_found: float = 0.5) -> list[np.ndarray]:
+def face_crops(frames: FrameSource, detector: Any, min_found: float = 0.5, *,
+               count: int | None = None) -> list[np.ndarray]:
     """224x224 BGR crops of the largest face, one per frame (frames without a detection use the nearest
     earlier box, or the first box before any detection, so crop ``i`` stays aligned with frame ``i``);
-    empty when fewer than ``min_found`` of the frames have a face."""
+    empty when fewer than ``min_found`` of the frames have a face. ``frames``: a sequence or a callable
+    source of ``count`` frames (:data:`~lipsyncctl.scoring.lse.FrameSource`), read twice, never held."""
     import cv2
 
+    open_frames, n = replayable(frames, count)
     boxes: list[Any] = []
     found = 0
-    for rgb in frames:
+    for rgb in open_frames():
         faces = detector.detect(rgb)
         found += bool(faces)
         boxes.append(max(faces, key=lambda f: f.area).box if faces else (boxes[-1] if boxes else None))
     first = next((b for b in boxes if b is not None), None)
-    if first is None or found < len(frames) * min_found:
+    if first is None or found < n * min_found:
         return []
     crops = []
-    for rgb, box in zip(frames, boxes, strict=True):
+    for rgb, box in zip(open_frames(), boxes, strict=True):
         box = first if box is None else box
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         half = max(box[2] - box[0], box[3] - box[1]) * CROP_SCALE / 2
@@ -49,11 +52,12 @@ def face_crops(frames: list[np.ndarray], detector: Any, min_found: float = 0.5) 
     return crops
 
 
-def sync_scores(model: Any, frames: list[np.ndarray], audio_16k: np.ndarray, fps: Fraction,
-                detector: Any) -> Any | None:
-    """:class:`~lipsyncctl.scoring.LseScores` (LSE-D, LSE-C, offset) of ``frames`` (RGB) against mono
-    16 kHz ``audio_16k`` aligned with frame 0; None when too short or without a face in half the frames."""
-    crops = face_crops(frames, detector)
+def sync_scores(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction,
+                detector: Any, *, count: int | None = None) -> Any | None:
+    """:class:`~lipsyncctl.scoring.LseScores` (LSE-D, LSE-C, offset) of ``frames`` (RGB; a sequence or a
+    callable source of ``count`` frames) against mono 16 kHz ``audio_16k`` aligned with frame 0; None when too
+    short or without a face in half the frames."""
+    crops = face_crops(frames, detector, count=count)
     if not crops:
         return None
     try:
@@ -62,12 +66,13 @@ def sync_scores(model: Any, frames: list[np.ndarray], audio_16k: np.ndarray, fps
         return None
 
 
-def approximate_sync(model: Any, frames: list[np.ndarray], audio_16k: np.ndarray, fps: Fraction,
-                     detector: Any) -> SyncResult:
+def approximate_sync(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction,
+                     detector: Any, *, count: int | None = None) -> SyncResult:
     """:func:`sync_scores` as a :class:`~lipsyncctl.scoring.official.SyncResult` labelled
     ``scale="approximate (not official)"`` (one pseudo-track over the whole run of frames)."""
-    scores = sync_scores(model, frames, audio_16k, fps, detector)
+    _, n = replayable(frames, count)
+    scores = sync_scores(model, frames, audio_16k, fps, detector, count=count)
     if scores is None:
         return SyncResult(SCALE_APPROXIMATE, reason="too short or no face in half of the frames")
-    track = TrackSync(0, len(frames), float(scores.lse_d), float(scores.lse_c), int(scores.offset))
+    track = TrackSync(0, n, float(scores.lse_d), float(scores.lse_c), int(scores.offset))
     return SyncResult(SCALE_APPROXIMATE, (track,))

@@ -21,7 +21,7 @@ time ``k / 25``, the nearest source frame ``floor(k * fps / 25 + 1/2)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, NamedTuple
@@ -191,6 +191,35 @@ def eval_frame_indices(num_frames: int, fps: Fraction | int | float) -> list[int
     n_eval = int(Fraction(num_frames) * EVAL_FPS / rate)
     picks = [int(Fraction(k) * rate / EVAL_FPS + Fraction(1, 2)) for k in range(n_eval)]
     return [min(p, num_frames - 1) for p in picks]
+
+
+#: frames to score: a sequence (read in place) or a zero-argument callable that opens a fresh iteration over
+#: them (a decoder over a shot: the scorers read it twice and hold only their crops, never the frames)
+FrameSource = Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]]
+
+
+def replayable(frames: FrameSource, count: int | None = None) -> tuple[Callable[[], Iterator[np.ndarray]], int]:
+    """``(open, n)``: ``open()`` starts a new pass over ``frames``; ``n`` their number (``count`` is required
+    for a callable source, which must give exactly that many frames each time)."""
+    if callable(frames):
+        if count is None:
+            raise ValueError("a callable frame source needs its frame count")
+        source = frames
+        return (lambda: iter(source())), count
+    seq = frames
+    return (lambda: iter(seq)), len(seq)
+
+
+def picked(frames: Iterable[np.ndarray], index: Sequence[int]) -> Iterator[np.ndarray]:
+    """``frames[i] for i in index`` over a stream (``index`` non-decreasing: repeats and skips, as
+    :func:`eval_frame_indices` gives), holding one frame at a time."""
+    it = iter(frames)
+    pos, current = -1, None
+    for want in index:
+        while pos < want:
+            current = next(it)
+            pos += 1
+        yield current  # type: ignore[misc]
 
 
 class _Reindexed(Sequence):

@@ -24,7 +24,7 @@ and track choices this module pins, but the numbers are not bit-identical to an 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from statistics import fmean
@@ -34,7 +34,15 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.scoring.facetrack import Detection, FaceTrack, scene_spans, shot_tracks
-from lipsyncctl.scoring.lse import EVAL_FPS, SAMPLE_RATE, eval_frame_indices, sync_distances
+from lipsyncctl.scoring.lse import (
+    EVAL_FPS,
+    SAMPLE_RATE,
+    FrameSource,
+    eval_frame_indices,
+    picked,
+    replayable,
+    sync_distances,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -154,8 +162,22 @@ def crop_frame(image: np.ndarray, windows: CropWindows, i: int, crop_scale: floa
 
 def crop_track(frames: Sequence[np.ndarray], track: FaceTrack) -> list[np.ndarray]:
     """The track's crops (``frames[k]`` = 25 fps frame ``k``; channel order kept)."""
-    windows = smooth_track(track.boxes)
-    return [crop_frame(frames[int(f)], windows, i) for i, f in enumerate(track.frames)]
+    return crop_tracks(frames, [track])[0]
+
+
+def crop_tracks(frames: Iterable[np.ndarray], tracks: Sequence[FaceTrack]) -> list[list[np.ndarray]]:
+    """Every track's crops from one pass over the 25 fps ``frames`` (a stream: only the crops are kept)."""
+    windows = [smooth_track(t.boxes) for t in tracks]
+    at = [{int(f): i for i, f in enumerate(t.frames)} for t in tracks]
+    crops: list[list[np.ndarray]] = [[] for _ in tracks]
+    last = max((int(t.frames[-1]) for t in tracks), default=-1)
+    for k, image in enumerate(frames):
+        if k > last:
+            break
+        for t, where in enumerate(at):
+            if k in where:
+                crops[t].append(crop_frame(image, windows[t], where[k]))
+    return crops
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,32 +194,44 @@ class OfficialScorer:
 
     def detections(self, frames_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
         """S3FD faces of every frame, as the official ``detect_face``."""
-        out = []
-        for k, rgb in enumerate(progress.track(frames_rgb, "S3FD faces", total=len(frames_rgb))):
-            boxes = self.detector.detect_faces(rgb)
-            out.append([Detection(k, tuple(float(v) for v in b[:4]), float(b[4])) for b in boxes])  # type: ignore[arg-type]
-        return out
+        return [self._detect(rgb, k) for k, rgb in enumerate(progress.track(frames_rgb, "S3FD faces"))]
 
-    def score(self, frames_rgb: Sequence[np.ndarray], audio_16k: np.ndarray,
-              fps: Fraction | int | float = EVAL_FPS) -> SyncResult:
-        """The official sync scores of a clip: ``frames_rgb`` (RGB uint8, at ``fps``) and its mono 16 kHz
-        audio aligned with frame 0."""
-        index = eval_frame_indices(len(frames_rgb), fps)
-        frames = [frames_rgb[i] for i in index]  # 1. 25 fps
-        if not frames:
+    def _detect(self, rgb: np.ndarray, k: int) -> list[Detection]:
+        return [Detection(k, tuple(float(v) for v in b[:4]), float(b[4]))  # type: ignore[arg-type]
+                for b in self.detector.detect_faces(rgb)]
+
+    def score(self, frames_rgb: FrameSource, audio_16k: np.ndarray, fps: Fraction | int | float = EVAL_FPS, *,
+              count: int | None = None) -> SyncResult:
+        """The official sync scores of a clip: ``frames_rgb`` (RGB uint8, at ``fps``; a sequence, or a callable
+        that opens a fresh pass over ``count`` frames: :data:`~lipsyncctl.scoring.lse.FrameSource`) and its mono
+        16 kHz audio aligned with frame 0. A callable source is read twice (faces and shots, then the crops)
+        and never held: memory stays flat in the clip's length."""
+        open_frames, n = replayable(frames_rgb, count)
+        index = eval_frame_indices(n, fps)  # 1. 25 fps
+
+        def at25() -> Iterator[np.ndarray]:
+            return picked(open_frames(), index)
+
+        if not index:
             return SyncResult(SCALE_OFFICIAL, reason="no frames")
-        dets = self.detections(frames)  # 2.
-        shots = scene_spans(frames, len(frames))  # 3.
+        dets: list[list[Detection]] = []
+
+        def detected() -> Iterator[np.ndarray]:  # 2. faces, in the same pass as 3.
+            for k, rgb in enumerate(progress.track(at25(), "S3FD faces", total=len(index))):
+                dets.append(self._detect(rgb, k))
+                yield rgb
+
+        shots = scene_spans(detected(), len(index))  # 3.
         tracks, skipped = shot_tracks(dets, shots)
         if not tracks:
             why = ("every shot is shorter than 50 frames (2 s), which the official evaluation skips"
                    if len(skipped) == len(shots) else "no face track (S3FD score > 0.9, > 50 frames, > 100 px)")
             return SyncResult(SCALE_OFFICIAL, reason=why, skipped_shots=tuple(skipped))
-        bgr = [f[..., ::-1] for f in frames]  # SyncNet consumes BGR (cv2.imread of the crops)
+        # 4. SyncNet consumes BGR (cv2.imread of the crops); one more pass keeps only the tracks' crops
+        all_crops = crop_tracks((f[..., ::-1] for f in at25()), tracks)
         spf = SAMPLE_RATE // int(EVAL_FPS)
         scores = []
-        for track in tracks:  # 4. - 5.
-            crops = crop_track(bgr, track)
+        for track, crops in zip(tracks, all_crops, strict=True):  # 5.
             audio = np.asarray(audio_16k)[track.first * spf: (track.first + len(track)) * spf]
             d = sync_distances(self.syncnet, crops, audio)
             scores.append(TrackSync(track.first, len(track), d.min_dist, d.conf, d.offset))

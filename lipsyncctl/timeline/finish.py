@@ -9,6 +9,7 @@ They are written as one new version, ``OUT/<lang>/vNNN/``, renamed into place wh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, load_
 from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.delivery import Delivery, building
+from lipsyncctl.timeline.mediaio import read_frames
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
 from lipsyncctl.timeline.report import relative_href, write_html, write_json
 from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, ShotResult, ShotStatus
@@ -199,14 +201,15 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
 
         cut = record_cut(dub, seg, plan.fps)  # what the render was synced to (a shot's audio_offset applied)
         audio16 = to_vad_rate(cut, dub.rate)
-        src = qc.read_frames(seg.media, seg.source_start, seg.source_frames)
-        out = qc.read_frames(Path(row.output), seg.handle_in, seg.source_frames)
+        n = seg.source_frames  # each side is decoded twice, never held: memory flat in the shot's length
+        sides = (("before", seg.media, seg.source_start), ("after", Path(row.output), seg.handle_in))
         reasons = []
-        for when, frames in (("before", src), ("after", out)):
+        for when, path, first in sides:
+            frames = functools.partial(read_frames, path, first, n)
             if scorer is not None:
-                result = scorer.score(frames, audio16, seg.media_fps)
+                result = scorer.score(frames, audio16, seg.media_fps, count=n)
             else:
-                result = approximate_sync(syncnet.model, frames, audio16, seg.media_fps, detector)
+                result = approximate_sync(syncnet.model, frames, audio16, seg.media_fps, detector, count=n)
             if result.measured:
                 setattr(row, f"sync_{when}", round(result.lse_c, 4))
                 setattr(row, f"lse_d_{when}", round(result.lse_d, 4))

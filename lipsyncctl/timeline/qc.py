@@ -10,7 +10,9 @@ have it), each cropped to a square around the mouth of the face that was re-rend
 :data:`CROP` pixels: the source picture above, the render below, at the same frames and crops. The face is
 found on the source frame with the configured detector (:mod:`lipsyncctl.faces`); with several faces, the
 one whose mouth region changed most in the render is shown (whatever ``faces.select`` chose). Frames are
-read a pair at a time (:class:`~lipsyncctl.media.reader.IndexedReader`), never the whole shot.
+read a pair at a time (:class:`~lipsyncctl.media.reader.IndexedReader`), never the whole shot; the sync
+scores read each side of a shot as a stream, twice (faces and shots, then the crops), holding only the crops
+(:data:`~lipsyncctl.scoring.lse.FrameSource`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,6 @@ STRIP_FRAMES, CROP, GUTTER = 5, 112, 2
 REVIEW_LSE_C = 3.0
 #: a shot whose face was found in fewer of its rendered frames than this share is flagged for review
 REVIEW_FACE_COVERAGE = 0.9
-
-
-def read_frames(path: Path, first: int, count: int) -> list[np.ndarray]:
-    """RGB frames ``first .. first + count - 1`` of ``path``."""
-    from lipsyncctl.timeline.mediaio import read_frames
-
-    return list(read_frames(path, first, count))
 
 
 def sample_frames(count: int, speech: Sequence[tuple[int, int]] = (), n: int = STRIP_FRAMES) -> list[int]:

@@ -79,3 +79,23 @@ def test_official_scorer_end_to_end_reproduces_the_golden_scores() -> None:
     assert result.lse_c == pytest.approx(float(out["conf"][0]), abs=1e-4)
     assert result.lse_d == pytest.approx(float(out["min_dist"][0]), abs=1e-4)
     assert torch.is_tensor(out["conf"])
+    # the same clip as a stream (a decoder over a shot): read twice, at most a few frames alive at a time,
+    # the very same scores
+    import weakref
+
+    opened, alive, most = [0], [0], [0]
+
+    def gone() -> None:
+        alive[0] -= 1
+
+    def stream():  # type: ignore[no-untyped-def]
+        opened[0] += 1
+        for frame in canvas:
+            rgb = np.ascontiguousarray(frame[..., ::-1])
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+            weakref.finalize(rgb, gone)
+            yield rgb
+
+    streamed = OfficialScorer(_FixedBox(box), net).score(stream, audio, count=75)  # type: ignore[arg-type]
+    assert streamed == result and opened[0] == 2 and most[0] <= 3

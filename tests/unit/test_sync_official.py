@@ -151,3 +151,18 @@ def test_short_clips_and_faceless_clips_are_not_scored_and_say_why() -> None:
     assert OfficialScorer(box, syncnet=None).score(frames + frames[:10], np.zeros(32000), 30).skipped_shots == ((0, 49),)  # type: ignore[arg-type]
     at30 = OfficialScorer(box, syncnet=None).score(frames + frames[:11], np.zeros(32000), 30)  # type: ignore[arg-type]
     assert at30.skipped_shots == () and "no face track" in (at30.reason or "")
+
+
+def test_a_streamed_frame_source_is_picked_on_the_25_fps_grid_like_a_list() -> None:
+    """:func:`picked` over a stream gives what indexing a list gives (repeats and skips of 24 / 30 fps); a
+    callable source needs its count."""
+    from lipsyncctl.scoring.lse import eval_frame_indices, picked, replayable
+
+    frames = [np.full((2, 2, 3), i, np.uint8) for i in range(37)]
+    for fps in (24, 25, 30):
+        index = eval_frame_indices(len(frames), fps)
+        assert [int(f[0, 0, 0]) for f in picked(iter(frames), index)] == index
+    with pytest.raises(ValueError, match="frame count"):
+        replayable(lambda: iter(frames))
+    open_frames, n = replayable(lambda: iter(frames), 37)
+    assert n == 37 and len(list(open_frames())) == len(list(open_frames())) == 37
