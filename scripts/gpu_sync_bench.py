@@ -12,8 +12,10 @@ Two kinds of rows, each measured after a warm-up and recorded with the GPU's nam
   <= 6 GiB at 256 in fp16).
 - ``e2e``: the whole ``sync_clip`` of ``--seconds`` of ``--clip`` (the 1080x1920 fixture) with the same
   networks at 256 fp16, pipelined and serial (their output sha256 must be equal); frames/s end to end
-  (goal: >= 25) and per stage. This needs the media stack (PyAV) and a face detector backend; a row that
-  cannot run records its error and the next row runs.
+  (goal: >= 25) and per stage. This needs the media stack (PyAV) and a face detector backend, or ``--faces
+  FILE``: the clip's face plan tracked beforehand on another machine (``--save-faces FILE`` there, with the
+  same ``--clip`` and ``--seconds``), used instead of tracking (the row says ``faces: precomputed``: the face
+  pass is then not in the time). A row that cannot run records its error and the next row runs.
 
 An out-of-memory or any other error is recorded in its row; the JSON is rewritten after every row, so a run
 cut short keeps what it measured.
@@ -21,6 +23,8 @@ cut short keeps what it measured.
     python scripts/gpu_sync_bench.py [-o $OUT/sync_bench.json] [--windows 3] [--steps 20] [--seconds 4]
                                      [--rows model,e2e] [--clip PATH --audio PATH]
     python scripts/gpu_sync_bench.py --smoke     # CPU, tiny networks, 1 step: checks the script (a test runs it)
+    python scripts/gpu_sync_bench.py --save-faces .gpu/faces.npz --clip ... --seconds 4    # CPU, with a detector
+    (``scripts/gpu_session.sh`` prepares and runs every GPU check of the project in one device call)
 
 On the lent machine (its python has torch, accelerate, transformers, opencv; not this package's other
 needs): carry wheels of diffusers, pydantic (+ pydantic-core, annotated-types, typing-inspection), av,
@@ -33,6 +37,7 @@ Exit status 0 when every row ran, 1 when a row failed, 2 without a GPU (and with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -56,10 +61,11 @@ from lipsyncctl.pipeline.networks import Networks, load_networks, tune_networks 
 GiB = 2**30
 FIXTURE = REPO.parent / "shared" / "fixtures"
 #: model rows: (preset, dtype, variant); the preset gives the UNet config and the resolution
+#: (compile last: its compilation may not finish inside a short device call)
 MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "bf16", "default"),
               ("latentsync-1.5", "fp16", "channels_last"), ("latentsync-1.5", "fp16", "deepcache"),
-              ("latentsync-1.5", "fp16", "compile"), ("latentsync-1.6", "fp16", "default"),
-              ("latentsync-1.6", "bf16", "default")]
+              ("latentsync-1.6", "fp16", "default"), ("latentsync-1.6", "bf16", "default"),
+              ("latentsync-1.5", "fp16", "compile")]
 VARIANT_SETS = {"default": [], "channels_last": ["inference.channels_last=true"],
                 "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"]}
 
@@ -77,13 +83,13 @@ def random_networks(config: cfg.Config, device: torch.device, dtype: torch.dtype
     from lipsyncctl.nets.whisper import WhisperFeatureEncoder, build_whisper_encoder
     from lipsyncctl.pipeline.denoise import make_scheduler
 
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)  # drawn where the weights live (1.27 G of them)
     with torch.device("meta"):
         unet = UNet3DConditionModel(load_unet_config(config.model.unet_config))
     unet = unet.to_empty(device=device)
     with torch.no_grad():
         for p in unet.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            p.normal_(0.0, 0.02, generator=gen)
         for name, b in unet.named_buffers():  # to_empty left the position tables uninitialised
             if name.endswith("pos_encoder.pe"):
                 b.copy_(sinusoidal_position_table(b.shape[1], b.shape[2]))
@@ -145,10 +151,40 @@ def model_row(config: cfg.Config, networks: Networks, windows: int) -> dict[str,
             "model_fps": round(frames / wall, 2), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}}
 
 
+def save_faces(path: Path, clip: Path, seconds: float) -> None:
+    """Track the faces of the e2e rows' frames (the 256 px preset's ``faces`` settings) and save the plan."""
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.pipeline.faces import save_face_plan, track_clip_faces
+
+    config = cfg.resolve("latentsync-1.5", ["inference.device=cpu"])
+    with IndexedReader(clip) as reader:
+        plan = track_clip_faces(reader, 0, round(seconds * 25), reader.fps, config.faces, config.model.resolution)
+    if not save_face_plan(path, plan, {"bench": clip.name, "frames": round(seconds * 25)}):
+        raise OSError(f"could not write {path}")
+
+
+def _saved_faces(path: Path) -> Any:
+    """The plan :func:`save_faces` wrote (read strictly through the face cache's reader)."""
+    import numpy as np
+
+    from lipsyncctl.pipeline.faces import load_face_plan
+
+    with np.load(path, allow_pickle=False) as data:
+        key = json.loads(str(data["meta"][()]))["key"]
+    plan = load_face_plan(path, key)
+    if plan is None:
+        raise ValueError(f"{path}: not a face plan written by --save-faces")
+    return plan
+
+
 def e2e_row(config: cfg.Config, networks: Networks, clip: Path, audio: Path, seconds: float,
-            serial: bool) -> dict[str, Any]:
-    """``sync_clip`` of the first ``seconds`` of ``clip`` (pipelined, and serial too when ``serial``)."""
+            serial: bool, faces: Path | None = None) -> dict[str, Any]:
+    """``sync_clip`` of the first ``seconds`` of ``clip`` (pipelined, and serial too when ``serial``); with
+    ``faces``, the saved face plan stands in for the face pass."""
+    from unittest import mock
+
     from lipsyncctl.media.audio import read_audio, write_wav
+    from lipsyncctl.pipeline import faces as face_pass
     from lipsyncctl.pipeline.clip import sync_clip
 
     frames = (0, round(seconds * 25))
@@ -160,14 +196,17 @@ def e2e_row(config: cfg.Config, networks: Networks, clip: Path, audio: Path, sec
             target = Path(tmp) / f"o_{pipelined}.mp4"
             _sync(networks.device)
             t0 = time.perf_counter()
-            res = sync_clip(clip, dub, target, run, frames=frames, networks=networks)
+            with (mock.patch.object(face_pass, "cached_clip_faces", lambda *a, **k: (_saved_faces(faces), True))
+                  if faces else contextlib.nullcontext()):
+                res = sync_clip(clip, dub, target, run, frames=frames, networks=networks)
             _sync(networks.device)
             wall = time.perf_counter() - t0
             digest = hashlib.sha256(target.read_bytes()).hexdigest()
             if pipelined:
                 stages = res.stage_seconds
                 model = sum(stages.get(k, 0.0) for k in ("vae encode", "denoise", "vae decode"))
-                out |= {"frames": res.frames, "wall_s": round(wall, 3), "e2e_fps": round(res.frames / wall, 2),
+                out |= {"faces": "precomputed" if faces else "tracked",
+                        "frames": res.frames, "wall_s": round(wall, 3), "e2e_fps": round(res.frames / wall, 2),
                         "model_fps": round(res.frames / model, 2) if model else None, "sha256": digest,
                         "stage_seconds": {k: round(v, 3) for k, v in stages.items()}}
             else:
@@ -185,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="model,e2e", help="which kinds of rows: model, e2e")
     ap.add_argument("--clip", type=Path, default=FIXTURE / "demo1_video.mp4")
     ap.add_argument("--audio", type=Path, default=FIXTURE / "demo1_audio.wav")
+    ap.add_argument("--faces", type=Path, help="a face plan from --save-faces: the e2e rows use it")
+    ap.add_argument("--save-faces", type=Path, help="track the e2e rows' faces here (CPU), save them and exit")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny networks, 1 step (checks the script)")
     args = ap.parse_args(argv)
+    if args.save_faces:
+        save_faces(args.save_faces, args.clip, args.seconds)
+        return 0
     if not args.smoke and not torch.cuda.is_available():
         print("no CUDA GPU (use --smoke to check the script on the CPU)", file=sys.stderr)
         return 2
@@ -224,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 row |= model_row(config, networks, 1 if args.smoke else args.windows)
             else:
                 row |= e2e_row(config, networks, args.clip, args.audio, 0.4 if args.smoke else args.seconds,
-                               serial=variant == "default")
+                               serial=variant == "default", faces=args.faces)
             row |= _memory(device)
         except Exception as exc:  # recorded; the next row runs
             failed = True

@@ -78,6 +78,7 @@ def test_gpu_sync_bench_smoke_on_cpu(tmp_path: Path) -> None:
         assert r["error"] is None, r
         assert r["frames"] > 0 and r["model_fps"] > 0 and r["wall_s"] > 0
         assert set(r["stage_seconds"]) >= {"vae encode", "denoise", "vae decode"}
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_session.sh")]).returncode == 0  # its wrapper parses
     e2e = rows[-1]
     assert e2e["frames"] == 10 and e2e["e2e_fps"] > 0
     assert e2e["sha256"] == e2e["sha256_serial"]  # the pipelined render is the serial one
