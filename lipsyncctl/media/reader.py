@@ -315,3 +315,15 @@ class IndexedReader:
         if self._rgb_cache is None or self._rgb_cache[0] is not frame:
             self._rgb_cache = (frame, frame.image)  # repeated slots reuse one conversion
         return self._rgb_cache[1]
+
+
+def read_range(path: str | Path, first: int, count: int, fps: Fraction | None = None) -> Iterator[np.ndarray]:
+    """RGB frames ``first .. first + count - 1`` of ``path`` on its ``fps`` grid (None: the nominal rate),
+    streamed: past the end the last frame is held, so exactly ``count`` frames come out (none for
+    ``count <= 0``). ``functools.partial(read_range, path, first, count)`` is a replayable frame source
+    (:data:`lipsyncctl.scoring.lse.FrameSource`)."""
+    if count <= 0:
+        return
+    with IndexedReader(path, fps) as reader:
+        for _, rgb in reader.range(first, first + count):
+            yield rgb

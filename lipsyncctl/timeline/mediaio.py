@@ -32,13 +32,9 @@ def read_frames(path: Path, first: int, count: int) -> Iterator[np.ndarray]:
     end the last frame is held, so exactly ``count`` frames come out). The clip pipeline reads the same
     way (:class:`~lipsyncctl.media.reader.IndexedReader`), so a shot's frame ``i`` means the same picture
     in the render, the QC and the conform."""
-    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.reader import read_range
 
-    if count <= 0:
-        return
-    with IndexedReader(path) as reader:
-        for _, rgb in reader.range(first, first + count):
-            yield rgb
+    return read_range(path, first, count)
 
 
 def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,

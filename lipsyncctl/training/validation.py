@@ -22,6 +22,7 @@ are checked when the run starts: missing ones stop it with exit 4 unless ``run.v
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,23 +137,23 @@ def render_and_score(job: SyncValidation, weights: dict[str, torch.Tensor], *, r
     finally:
         unet.unlink(missing_ok=True)
     with torch.no_grad():
-        scored = _score(job, out, config.inference.device)
+        scored = _score(job, out, config.inference.device, rendered.frames)
     result = {"sync_measured": 1.0 if scored.measured else 0.0, "render_frames": float(rendered.frames)}
     if scored.measured:
         result.update(lse_c=float(scored.lse_c), lse_d=float(scored.lse_d))
     return result
 
 
-def _score(job: SyncValidation, video: Path, device: str) -> Any:
-    """The official LSE scores of ``video`` against its own audio."""
+def _score(job: SyncValidation, video: Path, device: str, frames: int) -> Any:
+    """The official LSE scores of ``video`` (its ``frames`` frames, streamed) against its own audio."""
     import torch
 
     from lipsyncctl.checkpoints.loaders import load_syncnet_eval
     from lipsyncctl.checkpoints.sfd import load_sfd_face
-    from lipsyncctl.curation.sync import read_frames
     from lipsyncctl.faces.detect_sfd import SfdFaceDetector
     from lipsyncctl.media.audio import read_audio
     from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import read_range
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.scoring.official import OfficialScorer
 
@@ -162,4 +163,5 @@ def _score(job: SyncValidation, video: Path, device: str) -> Any:
                             load_syncnet_eval(job.scorer_files["syncnet-v2"], device=where,
                                               dtype=torch.float32).eval(), sfd)
     info = probe(video).video
-    return scorer.score(read_frames(video), read_audio(video, 16000, 1), info.nominal_fps if info else 25)
+    source = functools.partial(read_range, video, 0, frames)  # read twice, never held
+    return scorer.score(source, read_audio(video, 16000, 1), info.nominal_fps if info else 25, count=frames)
