@@ -145,9 +145,15 @@ def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
     ones on every frame) and of the VAE in ``channels_last`` (the convolutions then pick NHWC kernels; inputs
     keep their layout, torch converts), ``compile`` wraps the UNet
     and the VAE's encoder and decoder in ``torch.compile`` (``Module.compile``: the objects stay the same).
-    Both off (default): nothing changes."""
+    Both off (default): nothing changes.
+
+    Raises:
+        MissingToolError: ``compile`` without what torch.compile builds with on this device (Triton on a GPU,
+            a C++ compiler on the CPU), said when the networks load instead of failing inside the first window."""
     import torch
 
+    if inference.compile:
+        _check_compiler(networks.device)
     if inference.channels_last:
         networks.unet.to(memory_format=torch.channels_last)
         networks.vae.to(memory_format=torch.channels_last)
@@ -156,6 +162,20 @@ def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
         networks.vae.encoder.compile()
         networks.vae.decoder.compile()
     return networks
+
+
+def _check_compiler(device: torch.device) -> None:
+    import importlib.util
+    import os
+    import shutil
+
+    from lipsyncctl.errors import MissingToolError
+
+    hint = "install it, or run without --set inference.compile=true"
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        raise MissingToolError("inference.compile on a GPU needs Triton (pip install triton)", hint=hint)
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        raise MissingToolError("inference.compile on the CPU needs a C++ compiler (g++ or clang++)", hint=hint)
 
 
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> Any:

@@ -57,8 +57,17 @@ def test_compile_wraps_the_unet_and_the_vae_coders(tiny, monkeypatch: pytest.Mon
     config, networks = tiny
     compiled: list[torch.nn.Module] = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
-    tune_networks(networks, cfg.resolve(config.to_dict(), ["inference.compile=true"]).inference)
+    compile_on = cfg.resolve(config.to_dict(), ["inference.compile=true"]).inference
+    tune_networks(networks, compile_on)
     assert compiled == [networks.unet, networks.vae.encoder, networks.vae.decoder]
+    # no compiler for this device: one clear error (exit 4) before any work, nothing wrapped
+    from lipsyncctl.errors import MissingToolError
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    compiled.clear()
+    with pytest.raises(MissingToolError, match="C\\+\\+ compiler") as e:
+        tune_networks(networks, compile_on)
+    assert e.value.exit_code == 4 and "inference.compile" in (e.value.hint or "") and compiled == []
 
 
 def test_gpu_sync_bench_smoke_on_cpu(tmp_path: Path) -> None:
