@@ -70,6 +70,7 @@ def test_compile_wraps_the_unet_and_the_vae_coders(tiny, monkeypatch: pytest.Mon
     assert e.value.exit_code == 4 and "inference.compile" in (e.value.hint or "") and compiled == []
 
 
+@pytest.mark.slow  # about 20 s: three tiny sync runs at 1080p; the options it measures are tested above
 def test_gpu_sync_bench_smoke_on_cpu(tmp_path: Path) -> None:
     """The GPU script's whole path on the CPU with tiny networks: one JSON with a row per variant, each with
     frames/s for the model stages and end to end, and the same output hash for serial and pipelined."""
