@@ -124,7 +124,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
 
     def aligned(item: tuple[np.ndarray, list[Face]] | None) -> tuple[np.ndarray, np.ndarray] | None:  # stage 2
         nonlocal smallest
-        if item is None or data["no_face_frame"] is not None:
+        if item is None:  # after the frame without a face
             return None
         frame, faces = item
         data["max_faces"] = max(data["max_faces"], len(faces))
@@ -150,10 +150,10 @@ def run(ctx: ClipContext) -> dict[str, Any]:
                             return
                         yield rgb
 
-                def written(out: tuple[np.ndarray, np.ndarray] | None) -> None:  # stage 3 (its own thread)
-                    if out is not None:
-                        writer.write(out[0])
-                        matrices.append(out[1])
+                def written(result: tuple[np.ndarray, np.ndarray] | None) -> None:  # stage 3 (its own thread)
+                    if result is not None:
+                        writer.write(result[0])
+                        matrices.append(result[1])
                     task.advance()
 
                 # torch's own threads would only fight the four stages for the cores (the warp is elementwise:

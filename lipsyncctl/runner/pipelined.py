@@ -46,11 +46,8 @@ def prefetched(items: Iterable[Any], *, queue_size: int = 2, name: str = "prefet
     q: queue.Queue[Any] = queue.Queue(queue_size)
 
     def produce() -> None:
-        source = iter(items)
         try:
-            for item in source:
-                _put(q, item, stop)
-            _put(q, _END, stop)
+            _feed(items, q, stop)
         except _Stopped:
             pass
         except BaseException as exc:  # raised in the consumer's thread
@@ -59,10 +56,6 @@ def prefetched(items: Iterable[Any], *, queue_size: int = 2, name: str = "prefet
                 _put(q, _END, stop)
             except _Stopped:
                 pass
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=f"{name}-produce")
     thread.start()
@@ -100,15 +93,7 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
     threads_n = torch_threads or caller_n
 
     def produce() -> None:
-        source = iter(items)
-        try:
-            for item in source:
-                _put(queues[0], item, stop)
-            _put(queues[0], _END, stop)
-        finally:  # a generator's own cleanup (progress tasks) runs here, in this thread's context
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+        _feed(items, queues[0], stop)
 
     def work(i: int) -> None:
         fn, last = stages[i], i == len(stages) - 1
@@ -149,6 +134,20 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
         torch.set_num_threads(caller_n)
     if errors:
         raise errors[0]
+
+
+def _feed(items: Iterable[Any], q: queue.Queue[Any], stop: threading.Event) -> None:
+    """Put every item of ``items`` into ``q``, then the end mark. The source is closed in this thread either
+    way, so a generator's own cleanup (progress tasks) runs in this thread's context."""
+    source = iter(items)
+    try:
+        for item in source:
+            _put(q, item, stop)
+        _put(q, _END, stop)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:

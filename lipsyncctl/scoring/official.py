@@ -8,7 +8,7 @@ Numbered as the official run:
    :class:`~lipsyncctl.faces.detect_sfd.SfdFaceDetector`).
 3. Shots (PySceneDetect ``ContentDetector()``), shots under 50 frames skipped, IoU face tracks
    (:mod:`.facetrack`).
-4. Crop of each track (:func:`crop_track`): box size ``s`` (half the larger side) and centre median-filtered
+4. Crop of each track (:func:`crop_tracks`): box size ``s`` (half the larger side) and centre median-filtered
    (kernel 13, zero padded as ``scipy.signal.medfilt``); the frame padded by ``int(1.8 s)`` with value
    110; the window rows ``[cy - s, cy + 1.8 s)`` and columns ``[cx - 1.4 s, cx + 1.4 s)`` (a 2.8 s square
    whose top is the box centre minus ``s``: crop_scale 0.4), resized to 224x224 (bilinear).
@@ -160,11 +160,6 @@ def crop_frame(image: np.ndarray, windows: CropWindows, i: int, crop_scale: floa
     return cv2.resize(padded[r0:r1, c0:c1], (CROP_SIZE, CROP_SIZE))
 
 
-def crop_track(frames: Sequence[np.ndarray], track: FaceTrack) -> list[np.ndarray]:
-    """The track's crops (``frames[k]`` = 25 fps frame ``k``; channel order kept)."""
-    return crop_tracks(frames, [track])[0]
-
-
 def crop_tracks(frames: Iterable[np.ndarray], tracks: Sequence[FaceTrack]) -> list[list[np.ndarray]]:
     """Every track's crops from one pass over the 25 fps ``frames`` (a stream: only the crops are kept)."""
     windows = [smooth_track(t.boxes) for t in tracks]
@@ -192,11 +187,8 @@ class OfficialScorer:
     syncnet: Any  # lipsyncctl.nets.syncnet_eval.SyncNetEval
     detector_path: Path | None = None
 
-    def detections(self, frames_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """S3FD faces of every frame, as the official ``detect_face``."""
-        return [self._detect(rgb, k) for k, rgb in enumerate(progress.track(frames_rgb, "S3FD faces"))]
-
     def _detect(self, rgb: np.ndarray, k: int) -> list[Detection]:
+        """S3FD faces of 25 fps frame ``k``, as the official ``detect_face``."""
         return [Detection(k, tuple(float(v) for v in b[:4]), float(b[4]))  # type: ignore[arg-type]
                 for b in self.detector.detect_faces(rgb)]
 
@@ -208,12 +200,12 @@ class OfficialScorer:
         and never held: memory stays flat in the clip's length."""
         open_frames, n = replayable(frames_rgb, count)
         index = eval_frame_indices(n, fps)  # 1. 25 fps
+        if not index:
+            return SyncResult(SCALE_OFFICIAL, reason="no frames")
 
         def at25() -> Iterator[np.ndarray]:
             return picked(open_frames(), index)
 
-        if not index:
-            return SyncResult(SCALE_OFFICIAL, reason="no frames")
         dets: list[list[Detection]] = []
 
         def detected() -> Iterator[np.ndarray]:  # 2. faces, in the same pass as 3.

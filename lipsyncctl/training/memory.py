@@ -119,6 +119,8 @@ VIDEOMAE_BYTES: dict[int, dict[str, float]] = {
     16: {"full": 2736.3 * 2**20, "checkpointed": 229.2 * 2**20, "recompute": 68.2 * 2**20},
     32: {"full": 4584.6 * 2**20, "checkpointed": 458.4 * 2**20, "recompute": 114.2 * 2**20},
 }
+#: an activation term of a network the run does not hold (the keys of every activation term)
+NOTHING_KEPT: dict[str, float] = {"full": 0.0, "checkpointed": 0.0, "recompute": 0.0}
 #: The tiny stand-ins' activations relative to the real networks (channel widths; VideoMAE width x depth).
 TINY_SCALE = {"vae": TINY_VAE_ACT_SCALE, "lpips": 8 / 64, "videomae": 32 / 1408 * 2 / 40}
 
@@ -491,14 +493,13 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
     unet = unet_activation_bytes(cfg.model.unet_config, lora_rule, resolution=res, frames=f, batch=b, bits=bits)
     pixels = b * f * res * res
     vae = {k: v * pixels * _tiny(cfg.model.vae, "vae") for k, v in VAE_DECODE_BYTES[bits].items()} if pixel \
-        else {"full": 0.0, "checkpointed": 0.0, "recompute": 0.0}
+        else NOTHING_KEPT
     losses = 0.0
     if "lpips" in networks:
         losses += LPIPS_BYTES_PER_PIXEL[bits] * pixels / 2 * _tiny(cfg.model.lpips, "lpips")
-    sync = _syncnet_activations(cfg, bits).at(b) if "syncnet" in networks else \
-        {"full": 0.0, "checkpointed": 0.0, "recompute": 0.0}
+    sync = _syncnet_activations(cfg, bits).at(b) if "syncnet" in networks else NOTHING_KEPT
     vmae = {k: v * b * _tiny(cfg.model.videomae_config, "videomae") for k, v in VIDEOMAE_BYTES[bits].items()} \
-        if "videomae" in networks else {"full": 0.0, "checkpointed": 0.0, "recompute": 0.0}
+        if "videomae" in networks else NOTHING_KEPT
     # 4. the batch on the GPU (gt, masked, reference frames in fp32, audio features) and the context
     batch_bytes = b * f * (3 * 3 * res * res + 50 * 384) * 4
     overhead = CUDA_CONTEXT_GB * GiB + batch_bytes
