@@ -74,29 +74,20 @@ def random_networks(config: cfg.Config, device: torch.device, dtype: torch.dtype
     """Full-size networks with random weights and no files: the config's UNet, the SD VAE and a whisper-tiny
     encoder (its architecture), on ``device`` in ``dtype``, with the config's GPU options applied."""
     from diffusers import AutoencoderKL
-    from transformers import WhisperConfig
 
     from lipsyncctl.checkpoints.archs import load_scheduler_config, load_unet_config
     from lipsyncctl.checkpoints.loaders import SD_VAE_FT_MSE_CONFIG
-    from lipsyncctl.nets.motion import sinusoidal_position_table
+    from lipsyncctl.checkpoints.tiny import WHISPER_TINY_DIMS
+    from lipsyncctl.checkpoints.whisper import whisper_config
     from lipsyncctl.nets.unet import UNet3DConditionModel
     from lipsyncctl.nets.whisper import WhisperFeatureEncoder, build_whisper_encoder
     from lipsyncctl.pipeline.denoise import make_scheduler
 
-    gen = torch.Generator(device=device).manual_seed(0)  # drawn where the weights live (1.27 G of them)
-    with torch.device("meta"):
-        unet = UNet3DConditionModel(load_unet_config(config.model.unet_config))
-    unet = unet.to_empty(device=device)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.normal_(0.0, 0.02, generator=gen)
-        for name, b in unet.named_buffers():  # to_empty left the position tables uninitialised
-            if name.endswith("pos_encoder.pe"):
-                b.copy_(sinusoidal_position_table(b.shape[1], b.shape[2]))
     torch.manual_seed(0)
+    with torch.device(device):  # built where they run, with their modules' own random initialisation
+        unet = UNet3DConditionModel(load_unet_config(config.model.unet_config))
     vae = AutoencoderKL(**SD_VAE_FT_MSE_CONFIG)
-    whisper = WhisperFeatureEncoder(build_whisper_encoder(WhisperConfig(
-        d_model=384, encoder_layers=4, encoder_attention_heads=6, num_mel_bins=80, max_source_positions=1500)))
+    whisper = WhisperFeatureEncoder(build_whisper_encoder(whisper_config(WHISPER_TINY_DIMS)))  # the real dims
     nets = Networks(unet=unet.to(device, dtype).eval(), vae=vae.to(device, dtype).eval(),
                     whisper=whisper.to(device, dtype).eval(), scheduler=make_scheduler(load_scheduler_config()),
                     device=device, dtype=dtype, resolution=config.model.resolution)
