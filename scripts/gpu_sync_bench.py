@@ -124,7 +124,7 @@ def model_row(config: cfg.Config, networks: Networks, windows: int) -> dict[str,
         win = Window(k * n, (k + 1) * n, list(range(n)), [], [], [], list(range(n)))
         win.ref, win.masked, win.masks = prepare_masked_images(faces, mouth_mask(res))
         if networks.device.type == "cuda":
-            win.ref, win.masked, win.masks = (t.pin_memory() for t in (win.ref, win.masked, win.masks))
+            win.pin()  # as the renderer's stage 1 does
         return win
 
     t0 = time.perf_counter()

@@ -68,6 +68,10 @@ class Window:
     masks: Any = None
     decoded: Any = None
 
+    def pin(self) -> None:
+        """Page-lock the faces' tensors (on CUDA their copies to the GPU then run without blocking)."""
+        self.ref, self.masked, self.masks = (t.pin_memory() for t in (self.ref, self.masked, self.masks))
+
 
 class Renderer:
     """Holds what every window needs; :meth:`render` encodes the whole output picture (no audio)."""
@@ -148,8 +152,8 @@ class Renderer:
                     crops.append(cv2.resize(crop, (self.res, self.res), interpolation=cv2.INTER_LANCZOS4))
                 faces_u8 = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
                 win.ref, win.masked, win.masks = prepare_masked_images(faces_u8, self.mask)
-                if self.networks.device.type == "cuda":  # page-locked: the copies to the GPU run asynchronously
-                    win.ref, win.masked, win.masks = (t.pin_memory() for t in (win.ref, win.masked, win.masks))
+                if self.networks.device.type == "cuda":
+                    win.pin()
         return win
 
     def generate(self, win: Window) -> Window:
