@@ -182,11 +182,8 @@ def parse_time(value: Any, fps: Fraction, start: int, where: str) -> int:
     if _SECONDS.match(text):
         return round(Fraction(text.rstrip("sS").strip()) * fps)
     if _TIMECODE.match(text):
-        import opentimelineio as otio
-
         try:
-            frames = tb.to_frames(otio.opentime.from_timecode(text.replace(";", ":").replace(".", ":"),
-                                                              float(fps)), fps)
+            frames = tb.timecode_frames(text, fps)
         except ValueError as exc:
             raise UsageError(f"{where} {text!r}: bad timecode at {float(fps):.3f} fps ({exc})", hint=_HINT) from None
         return frames - start

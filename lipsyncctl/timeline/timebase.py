@@ -48,15 +48,22 @@ def time_range(start: int, duration: int, fps: Fraction) -> Any:
     return otio.opentime.TimeRange(rational(start, fps), rational(duration, fps))
 
 
+def timecode_frames(text: str, fps: Fraction) -> int:
+    """A timecode as a frame count at ``fps``: ``HH:MM:SS:FF`` (or ``.`` before the frames) non-drop,
+    ``HH:MM:SS;FF`` drop-frame (29.97/59.94 only), as OpenTimelineIO reads them. Raises ValueError when it
+    does not parse at that rate."""
+    import opentimelineio as otio
+
+    return to_frames(otio.opentime.from_timecode(text.replace(".", ":"), float(fps)), fps)
+
+
 def tag_frames(start_timecode: str | None, fps: Fraction) -> int:
     """A file's timecode tag (``HH:MM:SS:FF``) as a frame count at ``fps``; 0 without one or when it does not
     parse."""
     if not start_timecode:
         return 0
-    import opentimelineio as otio
-
     try:
-        return to_frames(otio.opentime.from_timecode(start_timecode, float(fps)), fps)
+        return timecode_frames(start_timecode, fps)
     except ValueError:
         return 0
 

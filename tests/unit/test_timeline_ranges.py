@@ -13,6 +13,7 @@ import pytest
 
 from lipsyncctl.cli.main import main
 from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.ranges import SegmentsFile, clip_ranges, frame_ranges, load_segments, parse_time
 from tests.conftest import shared_path
 from tests.sync_media import decode_rgb, write_clip
@@ -34,9 +35,14 @@ def test_times_timecode_seconds_frames() -> None:
     assert parse_time("12f", fps, 0, "x") == 12 and parse_time("12 F", fps, 0, "x") == 12
     assert parse_time("10:00:01:05", fps, 900000, "x") == 30  # in the picture's own timecode
     assert parse_time("00:00:01:05", fps, 0, "x") == 30
-    for bad in ("01:00:00:30", "abc", "1:2", True, "-3"):
+    for bad in ("01:00:00:30", "abc", "1:2", True, "-3", "00:00:01;05"):  # ';' is drop frame: not at 25 fps
         with pytest.raises(UsageError, match="x"):
             parse_time(bad, fps, 0, "x")
+    # drop-frame timecode at 29.97 is read as drop frame, like the picture's own timecode tag
+    ntsc = Fraction(30000, 1001)
+    start = tb.tag_frames("01:00:00;00", ntsc)
+    assert start == 107892 and parse_time("01:10:00;00", ntsc, start, "x") == 17982  # ten DF minutes
+    assert parse_time("01:00:01.00", ntsc, start, "x") == parse_time("01:00:01:00", ntsc, start, "x")
 
 
 def test_load_yaml_and_json(tmp_path: Path) -> None:
