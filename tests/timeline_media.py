@@ -65,6 +65,20 @@ def write_sources(folder: Path, fixture: Path) -> tuple[Path, Path]:
     return cam_a, cam_b
 
 
+def write_edit(path: Path, items: list, *, name: str = "edit", start: int = 0) -> Path:  # type: ignore[type-arg]
+    """A one-track OTIO edit (``V1``: ``items`` in order) starting at record frame ``start`` (23.976), written
+    to ``path`` (its folder made); returns ``path``."""
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name=name, global_start_time=rt(start))
+    track = otio.schema.Track(name="V1")
+    track.extend(items)
+    tl.tracks.append(track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    otio.adapters.write_to_file(tl, str(path))
+    return path
+
+
 #: the edit of :func:`build_edit`: name -> (record start, frames, source start in file frames) of the shots
 EXPECTED_SHOTS = {"A1": (0, 12, 4), "B1": (12, 10, 8), "B3": (22, 8, 20), "A3": (42, 8, 26)}
 EXPECTED_SKIPS = {"MISS": "missing media", "B2": "time warp", "A4": "lipsync: false", "A2": "disabled"}

@@ -112,20 +112,13 @@ def test_sync_clip_with_the_cache_is_the_same_bytes(tiny_env, tmp_path: Path, mo
 
 
 def _edit(folder: Path, shots: int) -> Path:
-    import opentimelineio as otio
 
     from tests.conftest import shared_path
-    from tests.timeline_media import clip, rt, write_sources
+    from tests.timeline_media import clip, write_edit, write_sources
 
     write_sources(folder, shared_path("fixtures", "demo1_video.mp4"))
-    tl = otio.schema.Timeline(name="edit", global_start_time=rt(0))
-    v = otio.schema.Track(name="V1")
-    v.extend([clip("A1", "cam_a.mkv", 4, 4, available=(0, 40)),
-              clip("B1", "cam_b.mkv", 86408, 4, available=(86400, 30))][:shots])
-    tl.tracks.append(v)
-    path = folder / "edit.otio"
-    otio.adapters.write_to_file(tl, str(path))
-    return path
+    return write_edit(folder / "edit.otio", [clip("A1", "cam_a.mkv", 4, 4, available=(0, 40)),
+                                             clip("B1", "cam_b.mkv", 86408, 4, available=(86400, 30))][:shots])
 
 
 def _timeline(tiny_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shots: int):  # type: ignore[no-untyped-def]

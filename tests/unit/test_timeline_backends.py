@@ -12,20 +12,14 @@ from lipsyncctl import config as cfg
 from lipsyncctl.timeline.job import run_timeline
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus, TimelineJob
 from tests.conftest import shared_path
-from tests.timeline_media import clip, rt, write_sources
+from tests.timeline_media import clip, write_edit, write_sources
 
 
 def edit(tmp_path: Path) -> Path:
-    import opentimelineio as otio
-
     write_sources(tmp_path, shared_path("fixtures", "demo1_video.mp4"))
-    tl = otio.schema.Timeline(name="two", global_start_time=rt(86400))
-    v = otio.schema.Track(name="V1")
-    v.extend([clip("A1", "cam_a.mkv", 4, 8, available=(0, 40)), clip("B1", "cam_b.mkv", 86408, 8, available=(86400, 30))])
-    tl.tracks.append(v)
-    path = tmp_path / "two.otio"
-    otio.adapters.write_to_file(tl, str(path))
-    return path
+    return write_edit(tmp_path / "two.otio", [clip("A1", "cam_a.mkv", 4, 8, available=(0, 40)),
+                                              clip("B1", "cam_b.mkv", 86408, 8, available=(86400, 30))],
+                      name="two", start=86400)
 
 
 def tiny_config() -> cfg.Config:

@@ -17,24 +17,17 @@ import pytest
 from lipsyncctl.cli.main import main
 from lipsyncctl.media.atomic import TEMP_NAME
 from tests.conftest import shared_path
-from tests.timeline_media import clip, rt, write_sources
+from tests.timeline_media import clip, write_edit, write_sources
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "1", "--set", "faces.detect_every=3"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import opentimelineio as otio
-
     root = tmp_path_factory.mktemp("tldel")
     write_sources(root, shared_path("fixtures", "demo1_video.mp4"))
-    tl = otio.schema.Timeline(name="del", global_start_time=rt(0))
-    track = otio.schema.Track(name="V1")
-    track.append(clip("A1", "cam_a.mkv", 4, 8, available=(0, 40)))
-    track.append(clip("A2", "cam_a.mkv", 20, 8, available=(0, 40)))
-    tl.tracks.append(track)
-    edit = root / "edit.otio"
-    otio.adapters.write_to_file(tl, str(edit))
+    edit = write_edit(root / "edit.otio", [clip("A1", "cam_a.mkv", 4, 8, available=(0, 40)),
+                                           clip("A2", "cam_a.mkv", 20, 8, available=(0, 40))], name="del")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIPSYNCCTL_MODELS", str(root / "models"))
         yield {"root": root, "out": root / "out",

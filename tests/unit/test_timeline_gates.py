@@ -16,7 +16,7 @@ import pytest
 from lipsyncctl.cli.main import main
 from lipsyncctl.timeline.types import ShotStatus
 from tests.conftest import shared_path
-from tests.timeline_media import build_edit, clip, rt, write_sources
+from tests.timeline_media import build_edit, clip, rt, write_edit, write_sources
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "0", "--set", "faces.detect_every=3"]
 
@@ -29,15 +29,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _edit(path: Path, *clips) -> Path:  # type: ignore[no-untyped-def]
-    import opentimelineio as otio
-
-    tl = otio.schema.Timeline(name="gates", global_start_time=rt(86400))
-    track = otio.schema.Track(name="V1")
-    for c in clips:
-        track.append(c)
-    tl.tracks.append(track)
-    otio.adapters.write_to_file(tl, str(path))
-    return path
+    return write_edit(path, list(clips), name="gates", start=86400)
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:

@@ -21,7 +21,7 @@ import pytest
 
 from lipsyncctl.cli.main import main
 from tests.conftest import shared_path
-from tests.timeline_media import clip, rt, write_sources
+from tests.timeline_media import clip, write_edit, write_sources
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.detect_every=3"]
 
@@ -44,16 +44,8 @@ def install_random_syncnet(models: Path, seed: int = 0) -> Path:
 
 
 def _edit(folder: Path, name: str = "edit.otio", media: str = "cam_a.mkv") -> Path:
-    import opentimelineio as otio
-
-    tl = otio.schema.Timeline(name="qc", global_start_time=rt(0))
-    track = otio.schema.Track(name="V1")
-    track.append(clip("A1", media, 4, 20, available=(0, 40)))  # 20 frames: enough windows for LSE-C
-    tl.tracks.append(track)
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    otio.adapters.write_to_file(tl, str(path))
-    return path
+    # 20 frames: enough windows for LSE-C
+    return write_edit(folder / name, [clip("A1", media, 4, 20, available=(0, 40))], name="qc")
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:

@@ -27,23 +27,16 @@ from lipsyncctl.cli.main import main
 from lipsyncctl.timeline import qc
 from lipsyncctl.timeline.report import relative_href
 from tests.conftest import shared_path
-from tests.timeline_media import clip, rt, write_sources
+from tests.timeline_media import clip, write_edit, write_sources
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.detect_every=4"]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import opentimelineio as otio
-
     root = tmp_path_factory.mktemp("qcreport")
     write_sources(root / "media dir", shared_path("fixtures", "demo1_video.mp4"))  # a space: links are encoded
-    tl = otio.schema.Timeline(name="qc", global_start_time=rt(0))
-    track = otio.schema.Track(name="V1")
-    track.append(clip("A1", "media dir/cam_a.mkv", 4, 10, available=(0, 40)))
-    tl.tracks.append(track)
-    edit = root / "edit.otio"
-    otio.adapters.write_to_file(tl, str(edit))
+    edit = write_edit(root / "edit.otio", [clip("A1", "media dir/cam_a.mkv", 4, 10, available=(0, 40))], name="qc")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIPSYNCCTL_MODELS", str(root / "models"))
         buf = io.StringIO()

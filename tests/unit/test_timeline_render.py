@@ -19,7 +19,15 @@ import pytest
 from lipsyncctl.cli.main import main
 from tests.conftest import REPO, shared_path
 from tests.sync_media import audio_info, decode_rgb, video_rate
-from tests.timeline_media import EXPECTED_SHOTS, EXPECTED_SKIPS, FILM, build_edit, clip, rt, write_sources
+from tests.timeline_media import (
+    EXPECTED_SHOTS,
+    EXPECTED_SKIPS,
+    FILM,
+    build_edit,
+    clip,
+    write_edit,
+    write_sources,
+)
 from tests.unit.test_timeline_timecode import timecode_tracks
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.detect_every=3"]
@@ -181,17 +189,12 @@ def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[s
 def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A1 (record 0-12 + 2 handles) hears the dub's first 0.6 s: silence, then speech from 0.45 s."""
-    import opentimelineio as otio
 
     from lipsyncctl.media.audio import write_wav
     from lipsyncctl.pipeline import clip as clip_module
 
-    tl = otio.schema.Timeline(name="short", global_start_time=rt(0))
-    track = otio.schema.Track(name="V1")
-    track.append(clip("A1", str(env["root"] / "cam_a.mkv"), 4, 12, available=(0, 40)))
-    tl.tracks.append(track)
-    edit = tmp_path / "short.otio"
-    otio.adapters.write_to_file(tl, str(edit))
+    edit = write_edit(tmp_path / "short.otio", [clip("A1", str(env["root"] / "cam_a.mkv"), 4, 12, available=(0, 40))],
+                      name="short")
     tone = write_wav(tmp_path / "tone.wav", np.zeros(16000, np.float32), 16000)
     common = ["--timeline", str(edit), *BASE, "--codec", "ffv1", "--handles", "0", "--non-dialogue"]
     rc, res = _run([*common, "passthrough", "--audio", f"de={env['de']}", "--audio", f"mute={tone}",
