@@ -123,6 +123,10 @@ class InferenceOptions(_Strict):
         False, description="torch.compile the UNet and the VAE's encoder and decoder (a GPU option: the first "
         "window waits for the compilation; needs a C compiler)"
     )
+    cuda_graphs: bool = Field(
+        False, description="replay the UNet's denoising call from a CUDA graph (a GPU option: at 256 px the eager "
+        "UNet is bound by kernel launches; the same output bytes; with compile: its reduce-overhead mode)"
+    )
 
     @field_validator("device")
     @classmethod

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in ONE call of the device tool (a lent task has 15 minutes in all; see the
-# tool library's device/README.md): issue 12's sync benchmark, issue 11's training step check, the precision
-# check. The device machine has python3 with torch, transformers, accelerate and opencv, but not the rest of
+# tool library's device/README.md): issue 12's sync benchmark and CUDA-graph check, the precision check
+# (`run`); issue 11's training step check (`run-train`, a second call). The device machine has python3 with
+# torch, transformers, accelerate and opencv, but not the rest of
 # this package's needs, no detector weights and no ../shared; so:
 #
 #   scripts/gpu_session.sh prepare   # HERE: wheels the device lacks -> .gpu/whl (cp312, the versions of .venv),
 #                                    # the fixture -> .gpu/fixtures, its face plan -> .gpu/faces.npz (dlib, CPU)
 #   device run: command "bash scripts/gpu_session.sh run", carry [".gpu"], timeout_s 480 (the checks' own
-#   limits add up to about 7.5 minutes: with the machine's start that leaves a few minutes of the 15)
+#   limits add up to about 7 minutes: with the machine's start that leaves a few minutes of the 15)
 #   scripts/gpu_session.sh run       # THERE: installs the wheels into /tmp/site and runs each check under its
 #                                    # own time limit; JSON and logs under $OUT (8 files at most come back)
 #
@@ -46,21 +47,34 @@ run() {
   { nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } \
     > "$out/machine.txt" 2>&1 || true
   local fx=.gpu/fixtures
-  # issue 12: model stages (7 rows) then the end-to-end render with the saved face plan
-  timeout 180 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model \
-    > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
-  timeout 80 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
+  # issue 12 (measured once on an H200: tests/bench/gpu_results/): what that run left open. The CUDA-graph
+  # option through the renderer at 256 and 512 beside the default and DeepCache; no compile rows here (each
+  # compiles for about 2 minutes; scripts/gpu_unet_profile.py measured them)
+  timeout 150 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model \
+    --variants default,cuda_graphs,deepcache > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
+  timeout 100 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
     --clip "$fx/demo1_video.mp4" --audio "$fx/demo1_audio.wav" --seconds 4 \
     > "$out/sync_e2e.log" 2>&1 || echo "sync e2e rows: exit $?" >> "$out/machine.txt"
-  # issue 11: training step time and peak VRAM against the estimate
-  timeout 150 python3 scripts/gpu_train_check.py -o "$out/train_check.json" \
-    > "$out/train_check.log" 2>&1 || echo "train check: exit $?" >> "$out/machine.txt"
-  timeout 30 python3 scripts/gpu_precision_check.py -o "$out/precision.json" \
+  # the project's graph wrapper against the eager UNet (difference and time)
+  timeout 60 python3 scripts/gpu_unet_profile.py -o "$out/unet_profile.json" --variants eager,graphed \
+    > "$out/unet_profile.log" 2>&1 || echo "unet profile: exit $?" >> "$out/machine.txt"
+  # issue 9: the precision check (its 30 s limit was too short on the first run)
+  timeout 120 python3 scripts/gpu_precision_check.py -o "$out/precision.json" \
     >> "$out/machine.txt" 2>&1 || echo "precision check: exit $?" >> "$out/machine.txt"
+}
+
+# issue 11's training check (measured once on an H200: tests/bench/gpu_results/; about 2.5 minutes)
+run_train() {
+  local out=${OUT:-out/gpu}
+  mkdir -p "$out"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+  timeout 170 python3 scripts/gpu_train_check.py -o "$out/train_check.json" > "$out/train_check.log" 2>&1
 }
 
 case "${1:-}" in
   prepare) prepare ;;
   run) run ;;
-  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+  run-train) run_train ;;
+  *) echo "usage: $0 prepare|run|run-train" >&2; exit 2 ;;
 esac

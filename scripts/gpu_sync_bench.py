@@ -7,11 +7,13 @@ Two kinds of rows, each measured after a warm-up and recorded with the GPU's nam
   VAE encode of the masked and reference faces, guided DDIM, VAE decode) on ``--windows`` synthetic windows of
   16 faces, with the LatentSync 1.5 UNet at 256 and the 1.6 UNet at 512 (random weights, the official
   configs), the SD VAE and the official sampling (``--steps`` 20, guidance 1.5), in fp16 and bf16, and at 256
-  fp16 the GPU options ``inference.channels_last``, ``inference.compile`` and DeepCache. Frames/s of the model
+  fp16 the GPU options ``inference.cuda_graphs`` (also at 512), ``inference.channels_last``,
+  ``inference.compile`` (alone and with CUDA graphs: its reduce-overhead mode) and DeepCache. Frames/s of the model
   stages (goal: >= 35 at 256 and >= 8 at 512 on an H100/H200-class GPU), ``max_memory_allocated`` (goal:
   <= 6 GiB at 256 in fp16).
 - ``e2e``: the whole ``sync_clip`` of ``--seconds`` of ``--clip`` (the 1080x1920 fixture) with the same
-  networks at 256 fp16, pipelined and serial (their output sha256 must be equal); frames/s end to end
+  networks at 256 fp16, pipelined and serial (their output sha256 must be equal), and with
+  ``inference.cuda_graphs`` (its sha256 should equal the default's: a graph replays the same kernels); frames/s end to end
   (goal: >= 25) and per stage. This needs the media stack (PyAV) and a face detector backend, or ``--faces
   FILE``: the clip's face plan tracked beforehand on another machine (``--save-faces FILE`` there, with the
   same ``--clip`` and ``--seconds``), used instead of tracking (the row says ``faces: precomputed``: the face
@@ -62,12 +64,17 @@ GiB = 2**30
 FIXTURE = REPO.parent / "shared" / "fixtures"
 #: model rows: (preset, dtype, variant); the preset gives the UNet config and the resolution
 #: (compile last: its compilation may not finish inside a short device call)
-MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "bf16", "default"),
-              ("latentsync-1.5", "fp16", "channels_last"), ("latentsync-1.5", "fp16", "deepcache"),
-              ("latentsync-1.6", "fp16", "default"), ("latentsync-1.6", "bf16", "default"),
-              ("latentsync-1.5", "fp16", "compile")]
+MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "fp16", "cuda_graphs"),
+              ("latentsync-1.5", "bf16", "default"), ("latentsync-1.5", "fp16", "channels_last"),
+              ("latentsync-1.5", "fp16", "deepcache"), ("latentsync-1.6", "fp16", "default"),
+              ("latentsync-1.6", "fp16", "cuda_graphs"), ("latentsync-1.6", "bf16", "default"),
+              ("latentsync-1.5", "fp16", "compile"), ("latentsync-1.5", "fp16", "compile_cuda_graphs")]
+#: e2e rows (at 256 fp16): the default (also run serially: same bytes) and the CUDA-graph option
+E2E_VARIANTS = ["default", "cuda_graphs"]
 VARIANT_SETS = {"default": [], "channels_last": ["inference.channels_last=true"],
-                "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"]}
+                "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"],
+                "cuda_graphs": ["inference.cuda_graphs=true"],
+                "compile_cuda_graphs": ["inference.compile=true", "inference.cuda_graphs=true"]}
 
 
 def random_networks(config: cfg.Config, device: torch.device, dtype: torch.dtype) -> Networks:
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=4.0, help="seconds of the clip in the e2e rows")
     ap.add_argument("--rows", default="model,e2e", help="which kinds of rows: model, e2e")
+    ap.add_argument("--variants", help="only the rows of these variants (comma-separated; default: every row)")
     ap.add_argument("--clip", type=Path, default=FIXTURE / "demo1_video.mp4")
     ap.add_argument("--audio", type=Path, default=FIXTURE / "demo1_audio.wav")
     ap.add_argument("--faces", type=Path, help="a face plan from --save-faces: the e2e rows use it")
@@ -234,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if "model" in kinds:
         plan += [("model", *row) for row in MODEL_ROWS]
     if "e2e" in kinds:
-        plan += [("e2e", "latentsync-1.5", "fp16", "default")]
+        plan += [("e2e", "latentsync-1.5", "fp16", variant) for variant in E2E_VARIANTS]
+    if args.variants:
+        plan = [row for row in plan if row[3] in args.variants.split(",")]
     if args.smoke:  # the tiny preset in fp32 stands in for every preset; two variants of each kind
         plan = [(kind, "tiny", "fp32", variant) for kind in ("model", "e2e") if kind in kinds
                 for variant in ("default", "channels_last")][:3]

@@ -144,23 +144,35 @@ def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
     ``channels_last`` puts the 4-D convolution weights of the UNet (its "inflated" 3-D convolutions run as 2-D
     ones on every frame) and of the VAE in ``channels_last`` (the convolutions then pick NHWC kernels; inputs
     keep their layout, torch converts), ``compile`` wraps the UNet
-    and the VAE's encoder and decoder in ``torch.compile`` (``Module.compile``: the objects stay the same).
-    Both off (default): nothing changes.
+    and the VAE's encoder and decoder in ``torch.compile`` (``Module.compile``: the objects stay the same),
+    ``cuda_graphs`` replays the UNet's denoising call from a CUDA graph (:mod:`lipsyncctl.nets.graphs`; with
+    ``compile``, the UNet's compilation in ``reduce-overhead`` mode does it instead). All off (default):
+    nothing changes.
 
     Raises:
         MissingToolError: ``compile`` without what torch.compile builds with on this device (Triton on a GPU,
-            a C++ compiler on the CPU), said when the networks load instead of failing inside the first window."""
+            a C++ compiler on the CPU), or ``cuda_graphs`` off CUDA; said when the networks load instead of
+            failing inside the first window."""
     import torch
 
     if inference.compile:
         _check_compiler(networks.device)
+    if inference.cuda_graphs and networks.device.type != "cuda":
+        from lipsyncctl.errors import MissingToolError
+
+        raise MissingToolError(f"inference.cuda_graphs needs a CUDA GPU (the networks run on {networks.device})",
+                               hint="run without --set inference.cuda_graphs=true")
     if inference.channels_last:
         networks.unet.to(memory_format=torch.channels_last)
         networks.vae.to(memory_format=torch.channels_last)
     if inference.compile:
-        networks.unet.compile()
+        networks.unet.compile(mode="reduce-overhead" if inference.cuda_graphs else None)
         networks.vae.encoder.compile()
         networks.vae.decoder.compile()
+    elif inference.cuda_graphs:
+        from lipsyncctl.nets.graphs import enable_cuda_graphs
+
+        enable_cuda_graphs(networks.unet)
     return networks
 
 

@@ -70,6 +70,20 @@ def test_compile_wraps_the_unet_and_the_vae_coders(tiny, monkeypatch: pytest.Mon
     assert e.value.exit_code == 4 and "inference.compile" in (e.value.hint or "") and compiled == []
 
 
+def test_compile_with_cuda_graphs_compiles_the_unet_in_reduce_overhead_mode(tiny, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    config, networks = tiny
+    modes: dict[str, object] = {}
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: modes.setdefault(type(self).__name__, k.get("mode")))
+    monkeypatch.setattr("lipsyncctl.pipeline.networks._check_compiler", lambda device: None)
+    on_gpu = dataclasses.replace(networks, device=torch.device("cuda"))  # only the device check reads it
+    forward = networks.unet.forward
+    tune_networks(on_gpu, cfg.resolve(config.to_dict(), ["inference.compile=true", "inference.cuda_graphs=true"]).inference)
+    assert modes == {"UNet3DConditionModel": "reduce-overhead", "Encoder": None, "Decoder": None}
+    assert networks.unet.forward == forward  # compile's graphs, not a second layer of our own
+
+
 @pytest.mark.slow  # about 20 s: three tiny sync runs at 1080p; the options it measures are tested above
 def test_gpu_sync_bench_smoke_on_cpu(tmp_path: Path) -> None:
     """The GPU script's whole path on the CPU with tiny networks: one JSON with a row per variant, each with
