@@ -125,7 +125,8 @@ class InferenceOptions(_Strict):
     )
     cuda_graphs: bool = Field(
         False, description="replay the UNet's denoising call from a CUDA graph (a GPU option: at 256 px the eager "
-        "UNet is bound by kernel launches; the same output bytes; with compile: its reduce-overhead mode)"
+        "UNet is bound by kernel launches; the same output bytes; DeepCache's passes too; with compile: its "
+        "reduce-overhead mode)"
     )
 
     @field_validator("device")

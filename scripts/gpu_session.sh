@@ -51,7 +51,7 @@ run() {
   # option through the renderer at 256 and 512 beside the default and DeepCache; no compile rows here (each
   # compiles for about 2 minutes; scripts/gpu_unet_profile.py measured them)
   timeout 150 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model \
-    --variants default,cuda_graphs,deepcache > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
+    --variants default,cuda_graphs,deepcache,deepcache_cuda_graphs > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
   timeout 100 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
     --clip "$fx/demo1_video.mp4" --audio "$fx/demo1_audio.wav" --seconds 4 \
     > "$out/sync_e2e.log" 2>&1 || echo "sync e2e rows: exit $?" >> "$out/machine.txt"

@@ -8,7 +8,8 @@ Two kinds of rows, each measured after a warm-up and recorded with the GPU's nam
   16 faces, with the LatentSync 1.5 UNet at 256 and the 1.6 UNet at 512 (random weights, the official
   configs), the SD VAE and the official sampling (``--steps`` 20, guidance 1.5), in fp16 and bf16, and at 256
   fp16 the GPU options ``inference.cuda_graphs`` (also at 512), ``inference.channels_last``,
-  ``inference.compile`` (alone and with CUDA graphs: its reduce-overhead mode) and DeepCache. Frames/s of the model
+  ``inference.compile`` (alone and with CUDA graphs: its reduce-overhead mode) and DeepCache (alone and with
+  CUDA graphs). Frames/s of the model
   stages (goal: >= 35 at 256 and >= 8 at 512 on an H100/H200-class GPU), ``max_memory_allocated`` (goal:
   <= 6 GiB at 256 in fp16).
 - ``e2e``: the whole ``sync_clip`` of ``--seconds`` of ``--clip`` (the 1080x1920 fixture) with the same
@@ -66,7 +67,8 @@ FIXTURE = REPO.parent / "shared" / "fixtures"
 #: (compile last: its compilation may not finish inside a short device call)
 MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "fp16", "cuda_graphs"),
               ("latentsync-1.5", "bf16", "default"), ("latentsync-1.5", "fp16", "channels_last"),
-              ("latentsync-1.5", "fp16", "deepcache"), ("latentsync-1.6", "fp16", "default"),
+              ("latentsync-1.5", "fp16", "deepcache"), ("latentsync-1.5", "fp16", "deepcache_cuda_graphs"),
+              ("latentsync-1.6", "fp16", "default"),
               ("latentsync-1.6", "fp16", "cuda_graphs"), ("latentsync-1.6", "bf16", "default"),
               ("latentsync-1.5", "fp16", "compile"), ("latentsync-1.5", "fp16", "compile_cuda_graphs")]
 #: e2e rows (at 256 fp16): the default (also run serially: same bytes) and the CUDA-graph option
@@ -74,6 +76,7 @@ E2E_VARIANTS = ["default", "cuda_graphs"]
 VARIANT_SETS = {"default": [], "channels_last": ["inference.channels_last=true"],
                 "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"],
                 "cuda_graphs": ["inference.cuda_graphs=true"],
+                "deepcache_cuda_graphs": ["inference.deepcache=true", "inference.cuda_graphs=true"],
                 "compile_cuda_graphs": ["inference.compile=true", "inference.cuda_graphs=true"]}
 
 

@@ -6,9 +6,10 @@ output bit for bit; ``tests/bench/gpu_results/``). A graph is captured once per 
 dtypes, device) and replayed for every later call with that signature: the inputs are copied into the
 graph's own buffers, the graph runs, and its output is returned as a new tensor.
 
-Only the plain inference call is graphed: ``forward(sample, timestep, encoder_hidden_states)`` on CUDA
-tensors with autograd off. Anything else (training, the DeepCache call with its ``cache``, a CPU tensor, a
-new signature once ``max_graphs`` are held) runs the ordinary forward.
+The inference calls are graphed: ``forward(sample, timestep, encoder_hidden_states)`` on CUDA tensors with
+autograd off, with or without DeepCache's ``cache`` (its refreshing and its partial passes are two graphs).
+Anything else (training, a CPU tensor, a Python timestep, a new signature once ``max_graphs`` are held) runs
+the ordinary forward.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from .unet import UNetFeatureCache
 
 
 class Graph(Protocol):
@@ -35,11 +38,14 @@ class Graph(Protocol):
 class CudaGraph:
     """:class:`Graph` on ``torch.cuda.CUDAGraph``: three warm-up calls on a side stream (cuDNN and cuBLAS pick
     their kernels and workspaces outside the capture), then the capture. ``thread_local`` capture: the
-    pipelined renderer's other threads may use CUDA meanwhile (page-locking, copies)."""
+    pipelined renderer's other threads may use CUDA meanwhile (page-locking, copies). ``pool``: a memory pool
+    shared with other graphs that never replay concurrently (their temporaries then share memory; what a
+    graph returns stays alive, so no graph writes over another's outputs)."""
 
-    def __init__(self, warmup: int = 3) -> None:
+    def __init__(self, warmup: int = 3, pool: Any = None) -> None:
         self.graph = torch.cuda.CUDAGraph()
         self.warmup = warmup
+        self.pool = pool
 
     def capture(self, fn: Callable[[], Tensor]) -> Tensor:
         side = torch.cuda.Stream()
@@ -48,7 +54,7 @@ class CudaGraph:
             for _ in range(self.warmup):
                 fn()
         torch.cuda.current_stream().wait_stream(side)
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, pool=self.pool, capture_error_mode="thread_local"):
             out = fn()
         return out
 
@@ -58,57 +64,79 @@ class CudaGraph:
 
 @dataclass
 class _Captured:
-    sample: Tensor
-    timestep: Tensor
-    context: Tensor
+    inputs: tuple[Tensor, ...]  # sample, timestep, audio (and the cached feature for a partial pass)
     graph: Graph
     out: Tensor
+    feature: Tensor | None  # a refreshing DeepCache pass: the feature it caches
 
 
 class GraphedForward:
-    """A module's ``forward`` with its plain inference call replayed from graphs (see the module docstring).
+    """A UNet's ``forward`` with its inference calls replayed from graphs (see the module docstring).
 
-    ``graph_factory`` makes one :class:`Graph` per captured signature for tensors on ``device_type``
-    (:class:`CudaGraph` and ``cuda`` by default; the CPU tests give a stand-in and ``cpu``). ``graphed``
+    Graphed: ``(sample, timestep, encoder_hidden_states)`` on ``device_type`` tensors with autograd off, and
+    the same with DeepCache's ``cache`` (a refreshing pass and a partial one are two graphs: the refreshing
+    graph's cached feature is copied into the caller's cache, a partial graph reads it as an input).
+    ``graph_factory`` makes one :class:`Graph` per captured signature (by default a :class:`CudaGraph` in
+    one memory pool for all of them, on ``cuda`` tensors; the CPU tests give a stand-in and ``cpu``); at most
+    ``max_graphs`` are held, calls of a new signature beyond them run the ordinary forward. ``graphed``
     counts the calls that were replayed.
     """
 
-    def __init__(self, forward: Callable[..., Tensor], *, max_graphs: int = 2,
-                 graph_factory: Callable[[], Graph] = CudaGraph, device_type: str = "cuda") -> None:
+    def __init__(self, forward: Callable[..., Tensor], *, max_graphs: int = 4,
+                 graph_factory: Callable[[], Graph] | None = None, device_type: str = "cuda") -> None:
         self.forward = forward
         self.max_graphs = max_graphs
-        self.graph_factory = graph_factory
+        self.graph_factory = graph_factory or self._cuda_graph
         self.device_type = device_type
+        self._pool: Any = None
         self.graphs: dict[tuple[Any, ...], _Captured] = {}
         self.graphed = 0
 
     def __call__(self, sample: Tensor, timestep: Any, encoder_hidden_states: Tensor | None = None,
-                 **kwargs: Any) -> Tensor:
-        plain = (not kwargs and encoder_hidden_states is not None and torch.is_tensor(timestep)
-                 and not torch.is_grad_enabled()
-                 and sample.device.type == timestep.device.type == encoder_hidden_states.device.type
-                 == self.device_type)
-        if not plain:
+                 *, cache: UNetFeatureCache | None = None, **kwargs: Any) -> Tensor:
+        if cache is not None:
+            kwargs["cache"] = cache
+        tensors = (sample, timestep, encoder_hidden_states)
+        if (set(kwargs) - {"cache"} or torch.is_grad_enabled()
+                or not all(torch.is_tensor(v) and v.device.type == self.device_type for v in tensors)):
             return self.forward(sample, timestep, encoder_hidden_states, **kwargs)
-        key = tuple((tuple(t.shape), t.dtype, t.device) for t in (sample, timestep, encoder_hidden_states))
+        mode = "plain" if cache is None else "partial" if cache.usable(sample) else "refresh"
+        inputs: tuple[Tensor, ...] = (*tensors, cache.feature) if mode == "partial" else tensors  # type: ignore[union-attr,assignment]
+        key = (mode, *((tuple(t.shape), t.dtype, t.device) for t in inputs))
         entry = self.graphs.get(key)
         if entry is None:
             if len(self.graphs) >= self.max_graphs:
-                return self.forward(sample, timestep, encoder_hidden_states)
-            entry = self._capture(sample, timestep, encoder_hidden_states)
-            self.graphs[key] = entry
-        entry.sample.copy_(sample)
-        entry.timestep.copy_(timestep)
-        entry.context.copy_(encoder_hidden_states)
+                return self.forward(sample, timestep, encoder_hidden_states, **kwargs)
+            entry = self.graphs[key] = self._capture(mode, inputs)
+        for static, value in zip(entry.inputs, inputs, strict=True):
+            static.copy_(value)
         entry.graph.replay()
         self.graphed += 1
+        if cache is not None and entry.feature is not None:  # what the UNet does to the cache, done here
+            cache.feature, cache.refresh = entry.feature.clone(), False
+        elif cache is not None:
+            cache.partial_steps += 1
         return entry.out.clone()
 
-    def _capture(self, sample: Tensor, timestep: Tensor, context: Tensor) -> _Captured:
-        static = sample.clone(), timestep.clone(), context.clone()
+    def _cuda_graph(self) -> Graph:
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        return CudaGraph(pool=self._pool)
+
+    def _capture(self, mode: str, inputs: tuple[Tensor, ...]) -> _Captured:
+        static = tuple(t.clone() for t in inputs)
+        private = None if mode == "plain" else UNetFeatureCache()
+
+        def call() -> Tensor:
+            if private is None:
+                return self.forward(*static)
+            private.refresh, private.feature = mode == "refresh", static[3] if mode == "partial" else None
+            return self.forward(*static[:3], cache=private)
+
         graph = self.graph_factory()
-        out = graph.capture(lambda: self.forward(*static))
-        return _Captured(*static, graph=graph, out=out)
+        out = graph.capture(call)
+        feature = private.feature if private is not None and mode == "refresh" else None
+        return _Captured(static, graph=graph, out=out, feature=feature)
 
 
 def enable_cuda_graphs(module: nn.Module, **kwargs: Any) -> GraphedForward:

@@ -73,6 +73,12 @@ class UNetFeatureCache:
         self.refresh = True
         self.partial_steps = 0
 
+    def usable(self, x: Tensor) -> bool:
+        """Whether a pass on ``x`` (``(B, C, F, H, W)``: the sample, or ``conv_in``'s output, which has its
+        batch, frames and size) reuses the cached feature rather than refreshing it."""
+        return (not self.refresh and self.feature is not None
+                and self.feature.shape[0] == x.shape[0] and self.feature.shape[2:] == x.shape[2:])
+
 
 class UNet3DConditionModel(nn.Module):
     """The LatentSync UNet built from a :class:`UNetConfig` (see module docstring)."""
@@ -184,10 +190,8 @@ class UNet3DConditionModel(nn.Module):
 
         x = self.conv_in(sample)
         last = self.up_blocks[-1]
-        use_cached = (cache is not None and not cache.refresh and cache.feature is not None
-                      and cache.feature.shape[0] == b and cache.feature.shape[2:] == x.shape[2:])
-        if use_cached:
-            assert cache is not None and cache.feature is not None
+        if cache is not None and cache.usable(x):
+            assert cache.feature is not None
             x = last(cache.feature, (x,), temb, context, start_layer=len(last.resnets) - 1)
             cache.partial_steps += 1
         else:

@@ -77,7 +77,6 @@ def test_other_calls_run_the_ordinary_forward() -> None:
     with torch.inference_mode():
         graphed(x, 501, audio)  # a Python timestep
         graphed(x, t, None)  # no audio condition
-        graphed(x, t, audio, cache=UNetFeatureCache())  # DeepCache's call
         assert graphed.graphed == 0 and not graphed.graphs
         graphed(x, t, audio)
         other = _inputs(2, frames=3)  # a second signature past max_graphs=1: eager, not captured
@@ -85,23 +84,32 @@ def test_other_calls_run_the_ordinary_forward() -> None:
     assert graphed.graphed == 1 and len(graphed.graphs) == 1
 
 
-def test_a_guided_window_is_the_same_bytes_with_graphs() -> None:
+@pytest.mark.parametrize("deepcache", [None, 3], ids=["plain", "deepcache"])
+def test_a_guided_window_is_the_same_bytes_with_graphs(deepcache: int | None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     unet = _unet()
     gen = torch.Generator().manual_seed(3)
     tensors = {k: torch.randn(1, c, 4, 8, 8, generator=gen) for k, c in
                (("latents", 4), ("mask_latents", 1), ("masked_image_latents", 4), ("ref_latents", 4))}
     audio = torch.randn(4, 50, 384, generator=gen)
+    caches: list[UNetFeatureCache] = []
+    monkeypatch.setattr(UNetFeatureCache, "__init__", lambda self: caches.append(self))  # the loop's cache
 
     def window() -> torch.Tensor:
         with torch.inference_mode():
-            return denoise(unet, make_scheduler(), **tensors, audio_embeds=audio, steps=4, guidance_scale=1.5)
+            return denoise(unet, make_scheduler(), **tensors, audio_embeds=audio, steps=7, guidance_scale=1.5,
+                           cache_interval=deepcache)
 
     want = window()
     before = ReplayedEagerly.captures
     graphed = enable_cuda_graphs(unet, graph_factory=ReplayedEagerly, device_type="cpu")
     assert unet.forward is graphed and "conv_in.weight" in unet.state_dict()
     assert torch.equal(window(), want)
-    assert graphed.graphed == 4 and ReplayedEagerly.captures == before + 1  # 4 steps, one capture
+    assert graphed.graphed == 7
+    if deepcache:  # refreshing steps 0, 3, 6 and partial ones between: two graphs, the same partial count
+        assert ReplayedEagerly.captures == before + 2 and caches[0].partial_steps == caches[1].partial_steps == 4
+    else:
+        assert ReplayedEagerly.captures == before + 1
 
 
 def test_cuda_graphs_off_cuda_is_one_clear_error(tiny) -> None:  # type: ignore[no-untyped-def]
@@ -121,7 +129,12 @@ def test_cuda_graph_replay_is_the_eager_result_on_a_gpu() -> None:
         for seed in range(3):
             x, t, audio = (v.cuda() for v in _inputs(seed))
             assert torch.equal(graphed(x.half(), t, audio.half()), unet(x.half(), t, audio.half()))
-    assert graphed.graphed == 3 and isinstance(next(iter(graphed.graphs.values())).graph, CudaGraph)
+            eager_cache, graph_cache = UNetFeatureCache(), UNetFeatureCache()
+            for _ in range(2):  # a refreshing pass, then a partial one
+                want = unet(x.half(), t, audio.half(), cache=eager_cache)
+                assert torch.equal(graphed(x.half(), t, audio.half(), cache=graph_cache), want)
+            assert graph_cache.partial_steps == eager_cache.partial_steps == 1
+    assert graphed.graphed == 9 and isinstance(next(iter(graphed.graphs.values())).graph, CudaGraph)
 
 
 @pytest.mark.slow  # about 15 s: the tiny UNet eager and at batch 4 on the CPU
