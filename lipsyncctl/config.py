@@ -112,7 +112,7 @@ class InferenceOptions(_Strict):
     )
     vae_batch: int = Field(16, ge=1, le=256, description="frames per VAE encode/decode batch")
     pipelined: bool = Field(
-        True, description="decode+align, the networks and paste+encode run concurrently on consecutive windows "
+        True, description="decode+align, the networks, paste and encode run concurrently on consecutive windows "
         "(same output bytes as false: one stage after the other)"
     )
     channels_last: bool = Field(

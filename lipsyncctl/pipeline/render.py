@@ -12,11 +12,13 @@ e. decode, keep generated pixels only inside the mouth mask, paste the face back
    frames without a face are the source frames;
 f. encode (and the matte, if asked).
 
-Three stages: :meth:`Renderer.prepare` (a-b), :meth:`Renderer.generate` (c-e, the networks) and
-:meth:`Renderer.finish` (paste and f). With ``inference.pipelined`` (default) they run concurrently on
-consecutive windows: a thread decodes and aligns window ``i + 1`` and another pastes and encodes window
-``i - 1`` while the calling thread runs the networks on window ``i``; queues of one window between them keep
-memory flat (at most five windows of frames in flight, whatever the clip's length). The output is the
+Four stages: :meth:`Renderer.prepare` (a-b), :meth:`Renderer.generate` (c-e, the networks),
+:meth:`Renderer.paste` (the rest of e) and :meth:`Renderer.encode` (f). With ``inference.pipelined``
+(default) they run concurrently on consecutive windows: a thread decodes and aligns window ``i + 1``, one
+pastes window ``i - 1`` and one encodes window ``i - 2`` while the calling thread runs the networks on window
+``i`` (paste and encode are separate stages because on a fast GPU each alone is about as slow as the
+networks); queues of one window between them keep memory flat (at most seven windows of frames in flight,
+whatever the clip's length). The output is the
 serial one byte for byte: every stage still sees the windows in order, only the networks draw from the run's
 generator (always in the calling thread), and torch runs every stage with the calling thread's thread count.
 An error or Ctrl-C in any stage stops the others, all threads are joined, and the error is raised in the
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl import progress
-from lipsyncctl.runner.pipelined import run_pipelined
+from lipsyncctl.runner.pipelined import run_stages
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +56,8 @@ class Window:
 
     ``frames`` (H, W, 3) uint8 per output frame; ``faces`` the indices (into ``frames``) with a face to
     re-render; ``ref``/``masked`` (n, 3, res, res) in [-1, 1] and ``masks`` (n, 1, res, res) for those
-    (stage 1); ``decoded`` (n, 3, res, res) in [-1, 1], the generated faces (stage 2)."""
+    (stage 1); ``decoded`` (n, 3, res, res) in [-1, 1], the generated faces (stage 2); after stage 3
+    ``frames`` are the output frames and ``mattes`` the matte's, when one is written."""
 
     start: int
     stop: int
@@ -67,6 +70,7 @@ class Window:
     masked: Any = None
     masks: Any = None
     decoded: Any = None
+    mattes: list[np.ndarray] | None = None
 
     def pin(self) -> None:
         """Page-lock the faces' tensors (on CUDA their copies to the GPU then run without blocking)."""
@@ -109,15 +113,18 @@ class Renderer:
         with progress.Task("render", total=self.plan.num_frames) as task:
             windows = self._prepared(reader)
 
-            def finish(win: Window) -> None:
-                self.finish(win, writer, matte)
+            def paste(win: Window) -> Window:
+                return self.paste(win, mattes=matte is not None)
+
+            def encode(win: Window) -> None:
+                self.encode(win, writer, matte)
                 task.advance(win.stop - win.start)
 
             if self.config.inference.pipelined:
-                run_pipelined(windows, self.generate, finish, name="render")
+                run_stages(windows, [self.generate, paste, encode], main=0, name="render")
             else:
                 for win in windows:
-                    finish(self.generate(win))
+                    encode(paste(self.generate(win)))
 
     def _prepared(self, reader: IndexedReader) -> Iterator[Window]:
         """Stage 1 over the clip, window by window (its progress task lives and ends with the iteration)."""
@@ -194,14 +201,15 @@ class Renderer:
         win.masked = None
         return win
 
-    def finish(self, win: Window, writer: VideoWriter, matte: VideoWriter | None) -> None:
-        """Stage 3 (e-f): paste the generated faces back, cross-fade, encode (and the matte)."""
+    def paste(self, win: Window, mattes: bool = False) -> Window:
+        """Stage 3 (e): paste the generated faces back and cross-fade (``win.frames`` become the output
+        frames), and with ``mattes`` the matte's frames (``win.mattes``)."""
         from lipsyncctl.faces.blend import paste_face
-        from lipsyncctl.pipeline.memory import trim_heap
 
-        clock = self.clock
-        outs = list(win.frames)
-        with clock("paste"):
+        with self.clock("paste"):
+            if mattes:
+                win.mattes = [self._matte(f, win.matrices[k], win.weights[k]) if k in win.faces
+                              else np.zeros_like(f) for k, f in enumerate(win.frames)]
             for j, k in enumerate(win.faces):
                 frame, mat, w = win.frames[k], win.matrices[k], win.weights[k]
                 pasted = paste_face(self.aligner, frame, win.decoded[j], mat, blend=self.config.faces.blend,
@@ -209,14 +217,19 @@ class Renderer:
                 if w < 1.0:  # cross-fade where the face comes back or leaves
                     blend = frame.astype(np.float32) + w * (pasted.astype(np.float32) - frame)
                     pasted = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-                outs[k] = pasted
-            mattes = [self._matte(f, win.matrices[k], win.weights[k]) if k in win.faces else np.zeros_like(f)
-                      for k, f in enumerate(win.frames)] if matte is not None else []
-        with clock("encode"):
-            for k, frame in enumerate(outs):
+                win.frames[k] = pasted
+        win.decoded = win.ref = win.masks = None
+        return win
+
+    def encode(self, win: Window, writer: VideoWriter, matte: VideoWriter | None) -> None:
+        """Stage 4 (f): encode the output frames (and the matte)."""
+        from lipsyncctl.pipeline.memory import trim_heap
+
+        with self.clock("encode"):
+            for k, frame in enumerate(win.frames):
                 writer.write(frame)
-                if matte is not None:
-                    matte.write(mattes[k])
+                if matte is not None and win.mattes is not None:
+                    matte.write(win.mattes[k])
         trim_heap()  # keep RSS flat over long clips (see lipsyncctl.pipeline.memory)
 
     def _matte(self, frame: np.ndarray, matrix: np.ndarray, weight: float) -> np.ndarray:

@@ -4,7 +4,7 @@
 thread, ``b`` in the calling thread and ``a`` and ``c`` in threads of their own; at most ``queue_size`` items
 wait between two stages, so memory stays flat whatever the number of items. Every stage sees the items in
 order and holds its own state, so the result is the serial one (the stages must not share mutable state
-with each other). Used by the sync renderer (decode+align | networks | paste+encode) and by curate's align
+with each other). Used by the sync renderer (decode+align | networks | paste | encode) and by curate's align
 stage (decode | faces | warp | encode).
 
 The ``main`` stage stays in the calling thread: Python delivers Ctrl-C (and the CLI's SIGTERM) there, and a
@@ -67,12 +67,6 @@ def prefetched(items: Iterable[Any], *, queue_size: int = 2, name: str = "prefet
     finally:
         stop.set()
         _join_all([thread])
-
-
-def run_pipelined(items: Iterable[Any], middle: Callable[[Any], Any], last: Callable[[Any], None], *,
-                  name: str = "stage") -> None:
-    """``for x in items: last(middle(x))``: ``middle`` in the calling thread (:func:`run_stages`)."""
-    run_stages(items, [middle, last], main=0, name=name)
 
 
 def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, main: int = 0,

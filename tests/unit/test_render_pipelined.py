@@ -1,4 +1,4 @@
-"""The pipelined renderer (issue 12): decode+align, the networks and paste+encode run concurrently, and the output
+"""The pipelined renderer (issue 12): decode+align, the networks, paste and encode run concurrently, and the output
 is the serial one byte for byte; an error or an interrupt in any stage stops the others, leaves no thread and no
 file behind, and reaches the caller."""
 
@@ -16,7 +16,7 @@ import pytest
 from lipsyncctl.errors import MediaError
 from lipsyncctl.pipeline.clip import sync_clip
 from lipsyncctl.runner.pipelined import QUEUE_SIZE as QUEUE_WINDOWS
-from lipsyncctl.runner.pipelined import run_pipelined, run_stages
+from lipsyncctl.runner.pipelined import run_stages
 from tests.sync_media import sample_frames, tiny_models, with_sets, write_clip, write_wav
 
 
@@ -66,8 +66,8 @@ def test_pipelined_output_is_the_serial_one_byte_for_byte(tiny_env, clip, tmp_pa
 @pytest.mark.parametrize("where", ["decode", "paste", "encode"])
 def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         where: str) -> None:
-    """A media error in the reading thread, a bug in the paste thread, an interrupt while encoding (the
-    paste-encode thread): the caller gets it, the hidden folder and the partial outputs are gone."""
+    """A media error in the reading thread, a bug in the paste thread, an interrupt in the encoding thread:
+    the caller gets it, the hidden folder and the partial outputs are gone."""
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline import render
@@ -87,7 +87,7 @@ def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypa
         monkeypatch.setattr(IndexedReader, "read", fail_on_second(IndexedReader.read, MediaError("bad packet")))
         expected: type[BaseException] = MediaError
     elif where == "paste":
-        monkeypatch.setattr(render.Renderer, "finish", fail_on_second(render.Renderer.finish, ValueError("bug")))
+        monkeypatch.setattr(render.Renderer, "paste", fail_on_second(render.Renderer.paste, ValueError("bug")))
         expected = ValueError
     else:
         real_write = VideoWriter.write
@@ -107,7 +107,7 @@ def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypa
                                            ("last", KeyboardInterrupt()), ("last", RuntimeError("x"))])
 def test_errors_and_interrupts_in_any_stage_reach_the_caller_and_stop_the_others(stage: str,
                                                                                   exc: BaseException) -> None:
-    """``run_pipelined`` over an endless source: whichever stage raises, the call raises that, the source
+    """Two stages over an endless source: whichever stage raises, the call raises that, the source
     stops being read and both threads are joined."""
     produced = []
 
@@ -130,7 +130,7 @@ def test_errors_and_interrupts_in_any_stage_reach_the_caller_and_stop_the_others
             raise exc
 
     with pytest.raises(type(exc)):
-        run_pipelined(endless(), middle, last)
+        run_stages(endless(), [middle, last])
     assert not _render_threads()
     n = len(produced)
     time.sleep(0.1)
@@ -153,7 +153,7 @@ def test_order_kept_and_the_source_never_runs_far_ahead() -> None:
         time.sleep(0.005)
         done.append(x)
 
-    run_pipelined(source(), lambda x: x * 10, slow_last)
+    run_stages(source(), [lambda x: x * 10, slow_last])
     assert done == [10 * i for i in range(40)]
     assert max(lead) <= 3 + 2 * QUEUE_WINDOWS
     assert not _render_threads()
