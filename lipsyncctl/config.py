@@ -111,6 +111,10 @@ class InferenceOptions(_Strict):
         3, ge=1, le=20, description="steps between full UNet passes when deepcache is on"
     )
     vae_batch: int = Field(16, ge=1, le=256, description="frames per VAE encode/decode batch")
+    batch_windows: int = Field(
+        1, ge=1, le=8, description="windows denoised together in one UNet batch (a GPU option: fewer, larger "
+        "kernel launches; the numerics of a larger batch, not the default's bytes; VRAM grows with it)"
+    )
     pipelined: bool = Field(
         True, description="decode+align, the networks, paste and encode run concurrently on consecutive windows "
         "(same output bytes as false: one stage after the other)"

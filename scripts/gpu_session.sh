@@ -50,8 +50,8 @@ run() {
   # issue 12 (measured once on an H200: tests/bench/gpu_results/): what that run left open. The CUDA-graph
   # option through the renderer at 256 and 512 beside the default and DeepCache; no compile rows here (each
   # compiles for about 2 minutes; scripts/gpu_unet_profile.py measured them)
-  timeout 150 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model \
-    --variants default,cuda_graphs,deepcache,deepcache_cuda_graphs > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
+  timeout 170 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model \
+    --variants default,cuda_graphs,deepcache,deepcache_cuda_graphs,batch_windows2,batch_windows2_cuda_graphs > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
   timeout 100 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
     --clip "$fx/demo1_video.mp4" --audio "$fx/demo1_audio.wav" --seconds 4 \
     > "$out/sync_e2e.log" 2>&1 || echo "sync e2e rows: exit $?" >> "$out/machine.txt"
@@ -59,7 +59,7 @@ run() {
   timeout 60 python3 scripts/gpu_unet_profile.py -o "$out/unet_profile.json" --variants eager,graphed \
     > "$out/unet_profile.log" 2>&1 || echo "unet profile: exit $?" >> "$out/machine.txt"
   # issue 9: the precision check (its 30 s limit was too short on the first run)
-  timeout 120 python3 scripts/gpu_precision_check.py -o "$out/precision.json" \
+  timeout 100 python3 scripts/gpu_precision_check.py -o "$out/precision.json" \
     >> "$out/machine.txt" 2>&1 || echo "precision check: exit $?" >> "$out/machine.txt"
 }
 

@@ -4,12 +4,12 @@
 Two kinds of rows, each measured after a warm-up and recorded with the GPU's name:
 
 - ``model``: the network stages of the renderer alone (:meth:`lipsyncctl.pipeline.render.Renderer.generate`:
-  VAE encode of the masked and reference faces, guided DDIM, VAE decode) on ``--windows`` synthetic windows of
-  16 faces, with the LatentSync 1.5 UNet at 256 and the 1.6 UNet at 512 (random weights, the official
+  VAE encode of the masked and reference faces, guided DDIM, VAE decode) on ``--windows`` synthetic calls of
+  ``inference.batch_windows`` windows of 16 faces, with the LatentSync 1.5 UNet at 256 and the 1.6 UNet at 512 (random weights, the official
   configs), the SD VAE and the official sampling (``--steps`` 20, guidance 1.5), in fp16 and bf16, and at 256
   fp16 the GPU options ``inference.cuda_graphs`` (also at 512), ``inference.channels_last``,
-  ``inference.compile`` (alone and with CUDA graphs: its reduce-overhead mode) and DeepCache (alone and with
-  CUDA graphs). Frames/s of the model
+  ``inference.compile`` (alone and with CUDA graphs: its reduce-overhead mode), DeepCache and two windows per
+  UNet batch (``inference.batch_windows=2``), the last two alone and with CUDA graphs. Frames/s of the model
   stages (goal: >= 35 at 256 and >= 8 at 512 on an H100/H200-class GPU), ``max_memory_allocated`` (goal:
   <= 6 GiB at 256 in fp16).
 - ``e2e``: the whole ``sync_clip`` of ``--seconds`` of ``--clip`` (the 1080x1920 fixture) with the same
@@ -66,6 +66,7 @@ FIXTURE = REPO.parent / "shared" / "fixtures"
 #: model rows: (preset, dtype, variant); the preset gives the UNet config and the resolution
 #: (compile last: its compilation may not finish inside a short device call)
 MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "fp16", "cuda_graphs"),
+              ("latentsync-1.5", "fp16", "batch_windows2"), ("latentsync-1.5", "fp16", "batch_windows2_cuda_graphs"),
               ("latentsync-1.5", "bf16", "default"), ("latentsync-1.5", "fp16", "channels_last"),
               ("latentsync-1.5", "fp16", "deepcache"), ("latentsync-1.5", "fp16", "deepcache_cuda_graphs"),
               ("latentsync-1.6", "fp16", "default"),
@@ -77,6 +78,8 @@ VARIANT_SETS = {"default": [], "channels_last": ["inference.channels_last=true"]
                 "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"],
                 "cuda_graphs": ["inference.cuda_graphs=true"],
                 "deepcache_cuda_graphs": ["inference.deepcache=true", "inference.cuda_graphs=true"],
+                "batch_windows2": ["inference.batch_windows=2"],
+                "batch_windows2_cuda_graphs": ["inference.batch_windows=2", "inference.cuda_graphs=true"],
                 "compile_cuda_graphs": ["inference.compile=true", "inference.cuda_graphs=true"]}
 
 
@@ -137,17 +140,18 @@ def model_row(config: cfg.Config, networks: Networks, windows: int) -> dict[str,
             win.pin()  # as the renderer's stage 1 does
         return win
 
+    group = config.inference.batch_windows  # windows per call (one UNet batch)
     t0 = time.perf_counter()
-    renderer.generate(window(0))  # warm-up (and the compilation, when asked)
+    renderer.generate([window(j) for j in range(group)])  # warm-up (and the compilation, when asked)
     _sync(networks.device)
     warm = time.perf_counter() - t0
     clock.seconds.clear()
     t0 = time.perf_counter()
     for k in range(windows):
-        renderer.generate(window(k + 1))
+        renderer.generate([window((k + 1) * group + j) for j in range(group)])
     _sync(networks.device)
     wall = time.perf_counter() - t0
-    frames = windows * n
+    frames = windows * group * n
     return {"frames": frames, "wall_s": round(wall, 3), "warmup_s": round(warm, 3),
             "model_fps": round(frames / wall, 2), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}}
 

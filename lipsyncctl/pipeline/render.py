@@ -6,7 +6,8 @@ a. read the source frames it shows (:class:`~lipsyncctl.media.reader.IndexedRead
 b. align the frames that have a face (the matrices come from step 2) and build reference, masked image
    and mask (official ``prepare_masks_and_masked_images``);
 c. VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
-d. guided DDIM on the window, starting from the clip's one shared noise image;
+d. guided DDIM on the window, starting from the clip's one shared noise image (``inference.batch_windows``
+   consecutive windows in one UNet batch);
 e. decode, keep generated pixels only inside the mouth mask, paste the face back with the official
    feathered restore (or ``faces.blend: multiband``, same support), blended by the cross-fade weight;
    frames without a face are the source frames;
@@ -18,7 +19,7 @@ Four stages: :meth:`Renderer.prepare` (a-b), :meth:`Renderer.generate` (c-e, the
 pastes window ``i - 1`` and one encodes window ``i - 2`` while the calling thread runs the networks on window
 ``i`` (paste and encode are separate stages because on a fast GPU each alone is about as slow as the
 networks); queues of one window between them keep memory flat (at most seven windows of frames in flight,
-whatever the clip's length). The output is the
+whatever the clip's length; with ``inference.batch_windows`` = k the stages pass groups of k windows). The output is the
 serial one byte for byte: every stage still sees the windows in order, only the networks draw from the run's
 generator (always in the calling thread), and torch runs every stage with the calling thread's thread count.
 An error or Ctrl-C in any stage stops the others, all threads are joined, and the error is raised in the
@@ -113,18 +114,20 @@ class Renderer:
         with progress.Task("render", total=self.plan.num_frames) as task:
             windows = self._prepared(reader)
 
-            def paste(win: Window) -> Window:
-                return self.paste(win, mattes=matte is not None)
+            def paste(wins: list[Window]) -> list[Window]:
+                return [self.paste(win, mattes=matte is not None) for win in wins]
 
-            def encode(win: Window) -> None:
-                self.encode(win, writer, matte)
-                task.advance(win.stop - win.start)
+            def encode(wins: list[Window]) -> None:
+                for win in wins:
+                    self.encode(win, writer, matte)
+                    task.advance(win.stop - win.start)
 
+            groups = _batched(windows, self.config.inference.batch_windows)
             if self.config.inference.pipelined:
-                run_stages(windows, [self.generate, paste, encode], main=0, name="render")
+                run_stages(groups, [self.generate, paste, encode], main=0, name="render")
             else:
-                for win in windows:
-                    encode(paste(self.generate(win)))
+                for group in groups:
+                    encode(paste(self.generate(group)))
 
     def _prepared(self, reader: IndexedReader) -> Iterator[Window]:
         """Stage 1 over the clip, window by window (its progress task lives and ends with the iteration)."""
@@ -163,8 +166,12 @@ class Renderer:
                     win.pin()
         return win
 
-    def generate(self, win: Window) -> Window:
-        """Stage 2 (c-e, the networks): the generated faces of ``win`` (drawing from the run's generator)."""
+    def generate(self, wins: list[Window]) -> list[Window]:
+        """Stage 2 (c-e, the networks): the generated faces of ``wins`` (drawing from the run's generator).
+
+        The windows are VAE-encoded one after the other (the generator's draws are those of one window at a
+        time) and denoised together, those with the same number of faces in one UNet batch
+        (``inference.batch_windows``)."""
         import torch
 
         from lipsyncctl.audio.features import feature_chunks
@@ -172,34 +179,47 @@ class Renderer:
         from lipsyncctl.pipeline import vae as vae_io
         from lipsyncctl.pipeline.denoise import denoise
 
-        if not win.faces:
-            return win
+        todo = [win for win in wins if win.faces]
+        if not todo:
+            return wins
         networks, clock, inf = self.networks, self.clock, self.config.inference
-        # c. VAE encode (masked first, then reference, as upstream).
-        with clock("vae encode"):
-            masked_lat = vae_io.encode(networks.vae, win.masked, self.generator, inf.vae_batch)
-            ref_lat = vae_io.encode(networks.vae, win.ref, self.generator, inf.vae_batch)
-            mask_lat = latent_mask(win.masks).to(networks.device, networks.dtype, non_blocking=True)
-        # d. Denoise (f c h w -> 1 c f h w).
-        with clock("denoise"):
-            def video(x: torch.Tensor) -> torch.Tensor:
-                return x.permute(1, 0, 2, 3).unsqueeze(0)
 
-            audio = feature_chunks(self.features, win.stop - win.start, self.plan.fps, start=win.start)[win.faces]
-            audio = audio.to(networks.device, networks.dtype, non_blocking=True)
-            latents = self.noise.repeat(1, 1, len(win.faces), 1, 1)
-            cache = inf.deepcache_interval if inf.deepcache else None
-            with torch.inference_mode():
-                latents = denoise(networks.unet, networks.scheduler, latents=latents, mask_latents=video(mask_lat),
-                                  masked_image_latents=video(masked_lat), ref_latents=video(ref_lat),
-                                  audio_embeds=audio, steps=inf.steps, guidance_scale=inf.guidance,
-                                  cache_interval=cache)
+        def video(x: torch.Tensor) -> torch.Tensor:  # f c h w -> 1 c f h w
+            return x.permute(1, 0, 2, 3).unsqueeze(0)
+
+        # c. VAE encode (masked first, then reference, as upstream), window by window.
+        cond: list[dict[str, torch.Tensor]] = []
+        with clock("vae encode"):
+            for win in todo:
+                cond.append({
+                    "masked_image_latents": video(vae_io.encode(networks.vae, win.masked, self.generator,
+                                                                inf.vae_batch)),
+                    "ref_latents": video(vae_io.encode(networks.vae, win.ref, self.generator, inf.vae_batch)),
+                    "mask_latents": video(latent_mask(win.masks).to(networks.device, networks.dtype,
+                                                                    non_blocking=True))})
+        # d. Denoise: windows with as many faces in one batch (B, c, f, h, w).
+        latents: list[torch.Tensor] = [torch.empty(0)] * len(todo)
+        with clock("denoise"):
+            for n in dict.fromkeys(len(win.faces) for win in todo):
+                batch = [i for i, win in enumerate(todo) if len(win.faces) == n]
+                audio = torch.cat([feature_chunks(self.features, todo[i].stop - todo[i].start, self.plan.fps,
+                                                  start=todo[i].start)[todo[i].faces] for i in batch])
+                audio = audio.to(networks.device, networks.dtype, non_blocking=True)
+                with torch.inference_mode():
+                    out = denoise(networks.unet, networks.scheduler,
+                                  latents=self.noise.repeat(len(batch), 1, n, 1, 1), audio_embeds=audio,
+                                  **{k: torch.cat([cond[i][k] for i in batch]) for k in cond[0]},
+                                  steps=inf.steps, guidance_scale=inf.guidance,
+                                  cache_interval=inf.deepcache_interval if inf.deepcache else None)
+                for j, i in enumerate(batch):
+                    latents[i] = out[j]
         # e. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
         with clock("vae decode"):
-            decoded = vae_io.decode(networks.vae, latents[0].permute(1, 0, 2, 3), inf.vae_batch)
-            win.decoded = decoded * (1 - win.masks) + win.ref * win.masks
-        win.masked = None
-        return win
+            for win, lat in zip(todo, latents, strict=True):
+                decoded = vae_io.decode(networks.vae, lat.permute(1, 0, 2, 3), inf.vae_batch)
+                win.decoded = decoded * (1 - win.masks) + win.ref * win.masks
+                win.masked = None
+        return wins
 
     def paste(self, win: Window, mattes: bool = False) -> Window:
         """Stage 3 (e): paste the generated faces back and cross-fade (``win.frames`` become the output
@@ -246,3 +266,15 @@ class Renderer:
         if weight < 1.0:
             m = np.ceil(m.astype(np.float32) * weight).astype(np.uint8)
         return m
+
+
+def _batched(items: Iterator[Window], n: int) -> Iterator[list[Window]]:
+    """``items`` in lists of ``n`` (the last one shorter)."""
+    group: list[Window] = []
+    for item in items:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group

@@ -97,23 +97,27 @@ def estimate_vram(config: Config, sizes: ModelSizes | None = None) -> int:
     ``s = (model.resolution / 256)**2`` (activations grow with the pixel count):
 
     - ``weights = m.unet_params * b + m.vae_params * b + WHISPER_ENCODER_PARAMS * 4``;
-    - ``unet_activations = UNET_ACT_PER_SAMPLE_256 * s * inference.window * cfg * b / 2 * m.unet_act_scale``,
-      with ``cfg = 2`` when ``inference.guidance > 1`` (the ``[uncond, cond]`` batch) else 1;
+    - ``unet_activations = UNET_ACT_PER_SAMPLE_256 * s * inference.window * inference.batch_windows * cfg * b
+      / 2 * m.unet_act_scale``, with ``cfg = 2`` when ``inference.guidance > 1`` (the ``[uncond, cond]``
+      batch) else 1;
     - ``vae_activations = VAE_ACT_PER_FRAME_256 * s * inference.vae_batch * b / 2 * m.vae_act_scale``.
 
     The ``tiny`` preset goes through the same formula with the tiny models' sizes: about 1 GiB in fp32
     rather than the ~2.4 GiB the official sizes would give.
 
-    The activation constants are not measured here (no GPU): they are chosen so that the official
-    defaults land on the official README's minimum VRAM, 8 GB for LatentSync 1.5 (256, fp16, 16 frames,
-    guidance 1.5) and 18 GB for 1.6 (512): this formula gives 7.7 GiB and 17.4 GiB. DeepCache's cached
-    features and whisper's activations are small and ignored.
+    The activation constants are chosen so that the official defaults land on the official README's
+    minimum VRAM, 8 GB for LatentSync 1.5 (256, fp16, 16 frames, guidance 1.5) and 18 GB for 1.6 (512): this
+    formula gives 7.7 GiB and 17.4 GiB. Measured on an H200 (``scripts/gpu_sync_bench.py``, full-size random
+    weights): 4.75 / 10.6 GiB allocated at the peak, 8.3 / 18.3 GiB reserved by torch's caching allocator,
+    so the estimate is close to what the process holds. DeepCache's cached features and whisper's activations
+    are small and ignored.
     """
     m = sizes or model_sizes(config.model)
     b = _DTYPE_BYTES[config.inference.dtype]
     s = (config.model.resolution / 256) ** 2
     cfg_batch = 2 if config.inference.guidance > 1.0 else 1
     weights = m.unet_params * b + m.vae_params * b + WHISPER_ENCODER_PARAMS * 4
-    unet_act = UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * cfg_batch * b / 2 * m.unet_act_scale
+    unet_act = (UNET_ACT_PER_SAMPLE_256 * s * config.inference.window * config.inference.batch_windows
+                * cfg_batch * b / 2 * m.unet_act_scale)
     vae_act = VAE_ACT_PER_FRAME_256 * s * config.inference.vae_batch * b / 2 * m.vae_act_scale
     return int(weights + unet_act + vae_act + m.fixed_overhead)

@@ -106,3 +106,14 @@ def test_gpu_sync_bench_smoke_on_cpu(tmp_path: Path) -> None:
     e2e = rows[-1]
     assert e2e["frames"] == 10 and e2e["e2e_fps"] > 0
     assert e2e["sha256"] == e2e["sha256_serial"]  # the pipelined render is the serial one
+
+
+def test_the_vram_estimate_counts_the_unet_activations_of_every_batched_window() -> None:
+    from lipsyncctl.runner.vram import estimate_vram
+
+    est = [estimate_vram(cfg.resolve("latentsync-1.5", [f"inference.batch_windows={k}"])) for k in (1, 2, 3)]
+    step = est[1] - est[0]
+    assert step > 0 and est[2] - est[1] == pytest.approx(step, abs=2)
+    # one window's UNet activations: the same as doubling the frames per window
+    doubled = estimate_vram(cfg.resolve("latentsync-1.5", ["inference.window=8"]))
+    assert est[0] - doubled == pytest.approx(step / 2, abs=2)

@@ -226,3 +226,36 @@ def test_prefetched_keeps_order_raises_the_source_error_in_place_and_stops_when_
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()
     assert closed == [True] and len(produced) < 10 and not _render_threads()
+
+
+def test_windows_denoised_together_match_one_at_a_time(tiny_env, clip, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``inference.batch_windows=3`` over windows with 4, 2, 4 and 2 faces: the two 4-face windows share a
+    UNet batch, the others run alone (the last group is short); the frames are those of one window at a time
+    up to a larger batch's float noise, and pipelined = serial byte for byte."""
+    import av
+
+    from lipsyncctl.pipeline import denoise as denoise_module
+
+    config, models = tiny_env
+    batches: list[int] = []
+    real = denoise_module.denoise
+    monkeypatch.setattr(denoise_module, "denoise", lambda *a, **k: batches.append(len(k["latents"])) or real(*a, **k))
+    outs = {}
+    for name, sets in (("one", ()), ("three", ("inference.batch_windows=3",)),
+                       ("three-serial", ("inference.batch_windows=3", "inference.pipelined=false"))):
+        out = tmp_path / name / "o.mkv"
+        res = sync_clip(clip["video"], clip["audio"], out, with_sets(config, "output.codec=ffv1", *sets),
+                        networks=models)
+        assert res.frames == 14 and res.no_face_frames == 2
+        outs[name] = out
+    assert _digest(outs["three"]) == _digest(outs["three-serial"])
+    assert batches == [1, 1, 1, 1] + [2, 1, 1] * 2  # windows 0 and 2 together, 1 alone; then window 3
+
+    def frames(path: Path) -> np.ndarray:
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+
+    one, three = frames(outs["one"]), frames(outs["three"])
+    assert one.shape == three.shape and np.abs(one - three).max() <= 2
+    assert not _render_threads()
