@@ -53,7 +53,8 @@ def _file_fingerprint(path_str: str, size: int, mtime_ns: int) -> str:
 
 
 #: resolved-config keys that do not change the rendered pixels
-_NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "pipelined"))
+_NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "pipelined"),
+            ("inference", "cuda_graphs"))
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,14 @@ def test_cuda_graphs_off_cuda_is_one_clear_error(tiny) -> None:  # type: ignore[
     assert networks.unet.forward == forward  # nothing wrapped
 
 
+def test_a_render_with_graphs_reuses_the_renders_without() -> None:
+    """The same bytes: a timeline shot rendered without graphs is not rendered again with them."""
+    from lipsyncctl.runner.store import config_for_key
+
+    on, off = (cfg.resolve("latentsync-1.5", [f"inference.cuda_graphs={v}"]).to_dict() for v in ("true", "false"))
+    assert on != off and config_for_key(on) == config_for_key(off)
+
+
 @pytest.mark.gpu
 def test_cuda_graph_replay_is_the_eager_result_on_a_gpu() -> None:
     unet = _unet().cuda().half()
