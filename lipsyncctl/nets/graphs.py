@@ -14,6 +14,7 @@ the ordinary forward.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,13 +105,15 @@ class GraphedForward:
         inputs: tuple[Tensor, ...] = (*tensors, cache.feature) if mode == "partial" else tensors  # type: ignore[union-attr,assignment]
         key = (mode, *((tuple(t.shape), t.dtype, t.device) for t in inputs))
         entry = self.graphs.get(key)
-        if entry is None:
-            if len(self.graphs) >= self.max_graphs:
-                return self.forward(sample, timestep, encoder_hidden_states, **kwargs)
-            entry = self.graphs[key] = self._capture(mode, inputs)
-        for static, value in zip(entry.inputs, inputs, strict=True):
-            static.copy_(value)
-        entry.graph.replay()
+        if entry is None and len(self.graphs) >= self.max_graphs:
+            return self.forward(sample, timestep, encoder_hidden_states, **kwargs)
+        # captured and replayed with the tensors' GPU current (a worker on cuda:1 need not have made it so)
+        with torch.cuda.device(sample.device) if sample.device.type == "cuda" else contextlib.nullcontext():
+            if entry is None:
+                entry = self.graphs[key] = self._capture(mode, inputs)
+            for static, value in zip(entry.inputs, inputs, strict=True):
+                static.copy_(value)
+            entry.graph.replay()
         self.graphed += 1
         if cache is not None and entry.feature is not None:  # what the UNet does to the cache, done here
             cache.feature, cache.refresh = entry.feature.clone(), False
