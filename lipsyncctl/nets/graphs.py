@@ -115,10 +115,10 @@ class GraphedForward:
                 static.copy_(value)
             entry.graph.replay()
         self.graphed += 1
-        if cache is not None and entry.feature is not None:  # what the UNet does to the cache, done here
-            cache.feature, cache.refresh = entry.feature.clone(), False
-        elif cache is not None:
-            cache.partial_steps += 1
+        if mode == "partial":  # what the UNet does to the cache, done here
+            cache.partial_steps += 1  # type: ignore[union-attr]
+        elif mode == "refresh" and entry.feature is not None:
+            cache.feature, cache.refresh = entry.feature.clone(), False  # type: ignore[union-attr]
         return entry.out.clone()
 
     def _cuda_graph(self) -> Graph:
