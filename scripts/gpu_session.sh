@@ -47,10 +47,10 @@ run() {
   { nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } \
     > "$out/machine.txt" 2>&1 || true
   local fx=.gpu/fixtures
-  # issue 12 (measured once on an H200: tests/bench/gpu_results/): what that run left open. The CUDA-graph
-  # option through the renderer at 256 and 512 beside the default and DeepCache; no compile rows here (each
-  # compiles for about 2 minutes; scripts/gpu_unet_profile.py measured them)
-  timeout 170 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model \
+  # issue 12 (measured once on an H200: tests/bench/gpu_results/): what that run left open. In fp16 through
+  # the renderer: CUDA graphs, DeepCache and two windows per batch, alone and together, at 256 (and 512:
+  # graphs, DeepCache); no compile rows here (each compiles for about 2 minutes; gpu_unet_profile.py measured them)
+  timeout 170 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model --dtypes fp16 --windows 2 \
     --variants default,cuda_graphs,deepcache,deepcache_cuda_graphs,batch_windows2,batch_windows2_cuda_graphs > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
   timeout 100 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
     --clip "$fx/demo1_video.mp4" --audio "$fx/demo1_audio.wav" --seconds 4 \

@@ -7,7 +7,7 @@ Two kinds of rows, each measured after a warm-up and recorded with the GPU's nam
   VAE encode of the masked and reference faces, guided DDIM, VAE decode) on ``--windows`` synthetic calls of
   ``inference.batch_windows`` windows of 16 faces, with the LatentSync 1.5 UNet at 256 and the 1.6 UNet at 512 (random weights, the official
   configs), the SD VAE and the official sampling (``--steps`` 20, guidance 1.5), in fp16 and bf16, and at 256
-  fp16 the GPU options ``inference.cuda_graphs`` (also at 512), ``inference.channels_last``,
+  fp16 the GPU options ``inference.cuda_graphs`` (also at 512, with DeepCache), ``inference.channels_last``,
   ``inference.compile`` (alone and with CUDA graphs: its reduce-overhead mode), DeepCache and two windows per
   UNet batch (``inference.batch_windows=2``), the last two alone and with CUDA graphs. Frames/s of the model
   stages (goal: >= 35 at 256 and >= 8 at 512 on an H100/H200-class GPU), ``max_memory_allocated`` (goal:
@@ -70,7 +70,8 @@ MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "fp16", 
               ("latentsync-1.5", "bf16", "default"), ("latentsync-1.5", "fp16", "channels_last"),
               ("latentsync-1.5", "fp16", "deepcache"), ("latentsync-1.5", "fp16", "deepcache_cuda_graphs"),
               ("latentsync-1.6", "fp16", "default"),
-              ("latentsync-1.6", "fp16", "cuda_graphs"), ("latentsync-1.6", "bf16", "default"),
+              ("latentsync-1.6", "fp16", "cuda_graphs"), ("latentsync-1.6", "fp16", "deepcache"),
+              ("latentsync-1.6", "bf16", "default"),
               ("latentsync-1.5", "fp16", "compile"), ("latentsync-1.5", "fp16", "compile_cuda_graphs")]
 #: e2e rows (at 256 fp16): the default (also run serially: same bytes) and the CUDA-graph option
 E2E_VARIANTS = ["default", "cuda_graphs"]
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="seconds of the clip in the e2e rows")
     ap.add_argument("--rows", default="model,e2e", help="which kinds of rows: model, e2e")
     ap.add_argument("--variants", help="only the rows of these variants (comma-separated; default: every row)")
+    ap.add_argument("--dtypes", help="only the rows in these dtypes (comma-separated: fp16,bf16; default: both)")
     ap.add_argument("--clip", type=Path, default=FIXTURE / "demo1_video.mp4")
     ap.add_argument("--audio", type=Path, default=FIXTURE / "demo1_audio.wav")
     ap.add_argument("--faces", type=Path, help="a face plan from --save-faces: the e2e rows use it")
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         plan += [("e2e", "latentsync-1.5", "fp16", variant) for variant in E2E_VARIANTS]
     if args.variants:
         plan = [row for row in plan if row[3] in args.variants.split(",")]
+    if args.dtypes:
+        plan = [row for row in plan if row[2] in args.dtypes.split(",")]
     if args.smoke:  # the tiny preset in fp32 stands in for every preset; two variants of each kind
         plan = [(kind, "tiny", "fp32", variant) for kind in ("model", "e2e") if kind in kinds
                 for variant in ("default", "channels_last")][:3]
