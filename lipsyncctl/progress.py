@@ -112,10 +112,14 @@ class Task:
         self._sink.advance(self.id, amount)
 
     def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            _parent.reset(self._token)
         self.elapsed = time.perf_counter() - self.started
-        self._sink.finish(self.id)
+        try:
+            if self._token is not None:
+                _parent.reset(self._token)
+        except ValueError:  # left in another context than entered (a generator closed by the garbage
+            pass            # collector after its thread ended): that context and its parent are gone
+        finally:
+            self._sink.finish(self.id)
 
 
 def track(iterable: Iterable[T], description: str, total: float | None = None) -> Iterator[T]:
