@@ -11,6 +11,7 @@
 
     .venv/bin/python scripts/gpu_precision_check.py -o precision.json [--vae ~/.../sd-vae-ft-mse]
 
+The JSON is rewritten after every measurement (a run cut by a time limit keeps what it measured).
 Exit status 0 when every row is within budget and nothing overflowed, 1 otherwise.
 """
 
@@ -39,7 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", type=Path, default=Path("precision.json"))
     ap.add_argument("--vae", type=Path, help="a real sd-vae-ft-mse folder for the decoder range check")
-    ap.add_argument("--setups", default="full,cpu")
+    ap.add_argument("--setups", default="cpu,full", help="the quick setups first: a cut run keeps them")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: this script is for a GPU (the CPU numbers come from the tests)", file=sys.stderr)
@@ -50,13 +51,15 @@ def main() -> int:
         "device": torch.cuda.get_device_name(device), "capability": list(torch.cuda.get_device_capability(device)),
         "torch": torch.__version__, "cuda": torch.version.cuda, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    results = []
+    results: list[dict[str, object]] = []
+    doc["results"] = results
     for setup in args.setups.split(","):
         for dt in dtypes:
-            for r in measure.measure_all(dt, device, setup):
+            for component in measure.MEASUREMENTS:
+                r = measure.measure_all(dt, device, setup, components=(component,))[0]
                 results.append(r.to_dict())
                 print(json.dumps(results[-1]), flush=True)
-    doc["results"] = results
+                args.output.write_text(json.dumps(doc, indent=1) + "\n")  # a run cut short keeps these
 
     ranges: dict[str, object] = {}
     gen = torch.Generator().manual_seed(0)
