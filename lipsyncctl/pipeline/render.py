@@ -17,11 +17,12 @@ Four stages: :meth:`Renderer.prepare` (a-b), :meth:`Renderer.generate` (c-e, the
 :meth:`Renderer.paste` (the rest of e) and :meth:`Renderer.encode` (f). With ``inference.pipelined``
 (default) they run concurrently on consecutive windows: a thread decodes and aligns window ``i + 1``, one
 pastes window ``i - 1`` and one encodes window ``i - 2`` while the calling thread runs the networks on window
-``i`` (paste and encode are separate stages because on a fast GPU each alone is about as slow as the
-networks); queues of one window between them keep memory flat (at most seven windows of frames in flight,
-whatever the clip's length; with ``inference.batch_windows`` = k the stages pass groups of k windows). The output is the
-serial one byte for byte: every stage still sees the windows in order, only the networks draw from the run's
-generator (always in the calling thread), and torch runs every stage with the calling thread's thread count.
+``i`` (two stages, since on a fast GPU with its options the networks outrun paste and encode together);
+queues of one window between them keep memory flat (at most seven windows of frames in flight, whatever
+the clip's length; with ``inference.batch_windows`` = k the stages pass groups of k windows). The output
+is the serial one byte for byte: every stage still sees the windows in order, only the networks draw from
+the run's generator (always in the calling thread), and torch runs every stage with the calling thread's
+thread count.
 An error or Ctrl-C in any stage stops the others, all threads are joined, and the error is raised in the
 calling thread (whose caller then removes the partial output as for the serial path). Stage seconds
 (``--json``) then overlap: their sum exceeds the wall time.
