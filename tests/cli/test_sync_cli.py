@@ -73,6 +73,7 @@ def _corrupt(path: Path) -> Path:
         ("unknown preset key", 3),
         ("unknown preset", 3),
         ("output is the input", 2),  # a usage error, like every command (not bad media)
+        ("cuda graphs on the cpu", 4),  # a missing device, said before any render
     ],
 )
 def test_bad_input_exit_codes(case, code, media, models_dir: Path, tmp_path: Path,
@@ -99,6 +100,8 @@ def test_bad_input_exit_codes(case, code, media, models_dir: Path, tmp_path: Pat
         preset = "no-such-preset"
     elif case == "output is the input":
         out = media["video"]
+    elif case == "cuda graphs on the cpu":
+        extra = ["--set", "inference.cuda_graphs=true"]
     before = sorted(p.name for p in tmp_path.rglob("*"))
     rc, stdout, err = _run(capsys, "sync", "--video", video, "--audio", audio, "-o", str(out),
                            "--preset", preset, *extra)
