@@ -3,7 +3,9 @@
 What the official ``affine_transform`` step does to every segment, without its defects:
 
 1. One decode of the span on the 25 fps grid (:class:`~lipsyncctl.media.reader.IndexedReader`; the source
-   is never re-encoded before this, so the aligned clip is the only new lossy encode).
+   is never re-encoded before this, so the aligned clip is the only new lossy encode). In a job the clips of
+   a source share one decoder in span order (:class:`~lipsyncctl.curation.clipstages.SourceFrames`): one
+   decode of the source for all its clips.
 2. Faces with the sync pipeline's detectors (``curate.detector``, ``auto`` = the first usable backend; the
    backend is recorded, and only ``insightface`` is the official one). Official behaviour: the detector
    runs on every frame (``curate.detect_every: 1``; larger values track between detections with the
@@ -31,6 +33,7 @@ ones bit for bit. After a frame without a face nothing more is decoded or detect
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -141,7 +144,8 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         writer = (VideoWriter(video_only, fps, codec="ffv1", pix_fmt="bgr0") if options.lossless else
                   VideoWriter(video_only, fps, codec=options.align_codec, crf=options.align_crf, preset="medium"))
         try:
-            with IndexedReader(ctx.source, fps) as reader, \
+            shared = ctx.source_frames
+            with (contextlib.nullcontext(shared) if shared is not None else IndexedReader(ctx.source, fps)) as reader, \
                     progress.Task(f"align ({detector.name})", total=ctx.frames) as task:
 
                 def decoded() -> Iterator[np.ndarray]:  # stage 0 (the producer thread)

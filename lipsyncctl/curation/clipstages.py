@@ -25,6 +25,36 @@ from lipsyncctl.curation.records import Decision
 T = TypeVar("T")
 
 
+class SourceFrames:
+    """A source's frames on the curation grid, shared by the clip stages of its clips in span order.
+
+    The job's clips of one source are consecutive spans, so one decoder continues from one clip into the next
+    (:class:`~lipsyncctl.media.reader.IndexedReader` seeks only when a request jumps back or far ahead)
+    instead of every clip seeking back to the key frame before its start and decoding up to a whole GOP again
+    (x264's default is 10 s at 25 fps; the fixture has one key frame, so its second clip decoded the first
+    one again). Opened at the first use; :meth:`close` at the end of the source.
+    """
+
+    def __init__(self, path: Path, fps: int) -> None:
+        self.path, self.fps = path, fps
+        self._reader: Any = None
+
+    def range(self, first: int, stop: int) -> Any:
+        """``(index, RGB)`` for grid frames ``first .. stop - 1`` (:meth:`IndexedReader.range`)."""
+        if self._reader is None:
+            from fractions import Fraction
+
+            from lipsyncctl.media.reader import IndexedReader
+
+            self._reader = IndexedReader(self.path, Fraction(self.fps))
+        return self._reader.range(first, stop)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
 @dataclass(frozen=True)
 class ClipContext:
     """What a clip stage gets: the span on the source's 25 fps grid, the source's 16 kHz mono audio (sample
@@ -43,6 +73,8 @@ class ClipContext:
     cache: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     models: Mapping[str, Path] = field(default_factory=dict)  # this stage's ClipStage.models, resolved
+    #: the source's frames shared by its clips (the job's); None: a stage reading them opens its own reader
+    source_frames: SourceFrames | None = None
 
     @property
     def frames(self) -> int:

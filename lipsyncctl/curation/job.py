@@ -36,7 +36,7 @@ from typing import Any
 
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
-from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, outputs_exist
+from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames, outputs_exist
 from lipsyncctl.curation.decide import ClipSpan, decide_clips, decide_source
 from lipsyncctl.curation.records import (
     STAGES,
@@ -270,17 +270,22 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     # The clip stages, per span kept so far (their keys chain on the segments' key).
     clip_stages = CLIP_STAGES[: [s.name for s in CLIP_STAGES].index(task.until) + 1]
     audio = Path(rec.stages[str(Stage.NORMALIZE)].data["audio"])
-    for span in decide_clips(rec, task.options):
-        if span.decision.verdict != "kept":
-            continue
-        done = _run_clip_stages(span, clip_stages, key, forced, task, store, path, audio, cache, device)
-        computed += [f"{name}:{span.first}-{span.stop}" for name in done]
+    frames = SourceFrames(path, task.options.fps)  # one decode of the source for all its clips, in span order
+    try:
+        for span in sorted(decide_clips(rec, task.options), key=lambda s: s.first):
+            if span.decision.verdict != "kept":
+                continue
+            done = _run_clip_stages(span, clip_stages, key, forced, task, store, path, audio, cache, device,
+                                    frames)
+            computed += [f"{name}:{span.first}-{span.stop}" for name in done]
+    finally:
+        frames.close()
     return computed
 
 
 def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, forced: bool, task: CurateTask,
                      store: RecordStore, source: Path, audio: Path, cache: dict[str, Any],
-                     device: str | None) -> list[str]:
+                     device: str | None, frames: SourceFrames | None = None) -> list[str]:
     from lipsyncctl.curation.decide import decide_clip
     from lipsyncctl.runner.store import file_fingerprint
 
@@ -297,7 +302,7 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
         if old is None or old.key != key or forced or not outputs_exist(stage, old.data):
             previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
             ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
-                              task.options, previous, cache, device, files)
+                              task.options, previous, cache, device, files, frames)
             try:
                 result = StageResult(key, stage.run(ctx))
             except LipsyncError as exc:

@@ -187,3 +187,32 @@ def test_a_real_two_face_clip_is_rejected_by_the_single_face_filter(tmp_path: Pa
     strict = run_curation([source], data, cfg.resolve("tiny", ["curate.single_face=true"]), until="align")
     assert all(s.computed == [] for s in strict.sources)
     assert [(c.decision.reason, c.decision.value) for c in strict.clips] == [("multiple-faces", 2)]
+
+
+def test_the_clips_of_a_source_share_one_decode(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face span and the grey span after it: both clips read one reader of the source, started once (the
+    second clip continues its decode instead of seeking back to the key frame before frame 60); the decisions
+    are those of a reader per clip (the grey span's no-face at its own frame 0)."""
+    from lipsyncctl.curation.clipstages import SourceFrames
+    from lipsyncctl.media.reader import IndexedReader
+
+    restarts: list[tuple[int, int]] = []
+    readers: list[int] = []
+    real_restart, real_range = IndexedReader._restart, SourceFrames.range
+
+    def restart(self, index: int) -> None:  # type: ignore[no-untyped-def]
+        restarts.append((id(self), index))
+        real_restart(self, index)
+
+    def shared_range(self, first: int, stop: int):  # type: ignore[no-untyped-def]
+        frames = real_range(self, first, stop)
+        readers.append(id(self._reader))
+        return frames
+
+    monkeypatch.setattr(IndexedReader, "_restart", restart)
+    monkeypatch.setattr(SourceFrames, "range", shared_range)
+    res = run_curation([raw / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny"), until="align")
+    spans = [(c.first, c.stop, c.decision.verdict, c.decision.reason, c.decision.value) for c in res.clips]
+    assert spans == [(0, FACE, "kept", None, None), (FACE, FACE + GREY, "rejected", "no-face", 0)]
+    assert len(readers) == 2 and len(set(readers)) == 1  # both clips through one reader
+    assert [index for reader, index in restarts if reader == readers[0]] == [0]  # started once, never seeked
