@@ -106,6 +106,15 @@ class MediaError(LipsyncError):
     default_hint = "check the file with `lipsyncctl prep --dry-run FILE` or re-export it from your editor"
 
 
+class DecodeError(MediaError):
+    """A video stream stopped decoding part-way: ``frame`` is the number of the source frame that failed
+    (the frames before it decoded)."""
+
+    def __init__(self, message: str, *, frame: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.frame = frame
+
+
 class NoFaceError(MediaError):
     default_hint = "use --face-at X,Y or a different clip; frames without a face are passed through"
 

@@ -33,10 +33,11 @@ Examples:
 \b
 Stages (each idempotent; its measurements are stored and reused while its inputs and settings are
 unchanged; a rerun after a crash or kill continues where it stopped):
-  probe      PyAV probe + decode check: unreadable, no-video, no-audio, too-short (inputs are never
-             modified, moved or deleted)
+  probe      PyAV probe (a truncated file is unreadable) and its first frame decoded: unreadable,
+             no-video, no-audio, too-short (inputs are never modified, moved or deleted)
   normalize  16 kHz mono audio (DATA/audio/); the picture is read on the 25 fps grid, not re-encoded
-  shots      PySceneDetect adaptive detector, threshold 2, min scene 0.6 s (spans, not split files)
+  shots      PySceneDetect adaptive detector, threshold 2, min scene 0.6 s (spans, not split files);
+             the full decode check: a frame that does not decode rejects the source (unreadable)
   segments   frame-exact 5-10 s spans (greedy 5 s, remainder merged; --set curate.segments=official
              for the official key-frame lengths); pieces too short for the sync stage rejected up front
   align      faces on every frame (no-face rejects the clip), the official affine to curate.resolution;

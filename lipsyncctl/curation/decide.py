@@ -54,6 +54,8 @@ def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
                 return Decision.rejected(stage, res.data["problem"])
             if res.data["duration"] < options.min_seconds:
                 return Decision.rejected(stage, "too-short", round(res.data["duration"], 3))
+        if stage is Stage.SHOTS and res.data.get("problem"):
+            return Decision.rejected(stage, res.data["problem"], res.data.get("value"))
         if stage is Stage.NORMALIZE and res.data["audio_frames"] < round(options.min_seconds * options.fps):
             return Decision.rejected(stage, "too-short", round(res.data["audio_samples"] / options.audio_rate, 3))
     return Decision.kept()

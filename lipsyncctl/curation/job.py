@@ -346,7 +346,10 @@ def _settings(stage: Stage, options: CurateOptions) -> dict[str, Any]:
 
 def _stops_here(stage: Stage, res: StageResult, options: CurateOptions) -> bool:
     """A probe that found the source unusable, or too short for the current threshold, ends its stages
-    (the decision says why; a lower threshold on a later run continues from here)."""
+    (the decision says why; a lower threshold on a later run continues from here); so does a shots pass
+    that could not decode the picture."""
+    if stage is Stage.SHOTS:
+        return bool(res.data.get("problem"))
     return stage is Stage.PROBE and (bool(res.data.get("problem")) or res.data["duration"] < options.min_seconds)
 
 

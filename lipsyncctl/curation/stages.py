@@ -22,20 +22,22 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
-from lipsyncctl.errors import MediaError
+from lipsyncctl.errors import DecodeError
 
 #: samples of 16 kHz audio per 25 fps frame (the one place: every stage's audio arithmetic uses it)
 SAMPLES_PER_FRAME = 640
 
 
 def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
-    """Stage 1: PyAV probe and a decode check of the first and last frame on the 25 fps grid.
+    """Stage 1: PyAV probe (headers, the packet index or a packet scan: a truncated file fails here)
+    and a decode of the first frame.
 
-    Returns the facts later stages need; ``problem`` names what makes the source unusable
-    (``no-video``, ``no-audio``) or is None. Raises MediaError when the file cannot be read at all.
+    The rest of the picture is decoded once, by the shots stage, which is the decode check of every
+    later frame (:func:`detect_shots`): checking the last frame here would decode a file with one key
+    frame a second time. Returns the facts later stages need; ``problem`` names what makes the source
+    unusable (``no-video``, ``no-audio``) or is None. Raises MediaError when the file cannot be read.
     """
     from lipsyncctl.media.probe import probe
-    from lipsyncctl.media.reader import IndexedReader
 
     info = probe(path)
     facts: dict[str, Any] = {"format": info.format_name, "size_bytes": info.size_bytes,
@@ -53,10 +55,6 @@ def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
         facts |= {"audio_codec": a.codec, "audio_rate": a.sample_rate, "audio_channels": a.channels}
     if frames < 1:
         return {**facts, "problem": "no-video"}
-    with IndexedReader(path, fps, info=info) as reader:
-        got = reader.read([0, frames - 1])  # a truncated or corrupt stream fails here, not later
-    if len(got) != 2:
-        raise MediaError(f"{path}: could not decode its first and last frame")
     return {**facts, "problem": None if info.has_audio else "no-audio"}
 
 
@@ -84,12 +82,17 @@ def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, A
     PySceneDetect's own frame source does (to a width of about 256, bilinear).
 
     Returns ``{"cuts": [...], "shots": [[first, stop], ...]}``: spans, not split files; a clip without a
-    cut is one shot (``start_in_scene``).
+    cut is one shot (``start_in_scene``). This is the one full decode of the source before the aligned
+    clips are made, so it is also the decode check (the probe decodes only the first frame): a frame that
+    fails to decode, or a stream that ends more than one frame before the probed length, returns
+    ``{"problem": "unreadable", "value": why}`` instead (the decision: rejected at ``shots``).
     """
+    import av
     import cv2
     from scenedetect import AdaptiveDetector, FrameTimecode
     from scenedetect.scene_manager import compute_downscale_factor
 
+    from lipsyncctl.media.container import ffmpeg_reason
     from lipsyncctl.media.reader import IndexedReader
 
     fps = Fraction(options.fps)
@@ -100,13 +103,22 @@ def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, A
         width, height = reader.size
         factor = compute_downscale_factor(max(width, height))
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
-        for i, rgb in progress.track(reader.range(0, frames), "shots", total=frames):
-            # resize, then reverse the channels: the same pixels as resizing the BGR frame (channels are
-            # resized independently), without OpenCV copying a full-size negative-stride view first
-            small = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR) if factor > 1 else rgb
-            bgr = np.ascontiguousarray(small[..., ::-1])
-            for cut in detector.process_frame(FrameTimecode(i, fps=float(fps)), bgr):
-                cuts.append(cut.frame_num)
+        try:
+            for i, rgb in progress.track(reader.range(0, frames), "shots", total=frames):
+                # resize, then reverse the channels: the same pixels as resizing the BGR frame (channels are
+                # resized independently), without OpenCV copying a full-size negative-stride view first
+                small = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR) if factor > 1 else rgb
+                bgr = np.ascontiguousarray(small[..., ::-1])
+                for cut in detector.process_frame(FrameTimecode(i, fps=float(fps)), bgr):
+                    cuts.append(cut.frame_num)
+        except DecodeError as exc:  # the source frame that failed, on the grid
+            at = int(Fraction(exc.frame) / reader.video.nominal_fps * fps)
+            cause = exc.__cause__
+            why = ffmpeg_reason(cause) if isinstance(cause, av.error.FFmpegError) else str(exc)
+            return {"problem": "unreadable", "value": f"frame {at} does not decode ({why})"}
+        last = reader.last_decoded
+        if last is not None and last < frames - 2:
+            return {"problem": "unreadable", "value": f"decodes {last + 1} of {frames} frames"}
         for cut in detector.post_process(FrameTimecode(frames, fps=float(fps))) or []:
             cuts.append(cut.frame_num)
     return {"cuts": sorted(set(cuts)), "shots": [list(s) for s in shot_spans(cuts, frames)]}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lipsyncctl.errors import MediaError
+from lipsyncctl.errors import DecodeError, MediaError
 from lipsyncctl.media.container import DEFAULT_SEQUENCE_FPS, ffmpeg_reason, open_input, video_stream
 from lipsyncctl.media.probe import MediaInfo, probe
 
@@ -124,8 +124,9 @@ class VideoReader:
                 yield Frame(self._next_index, t, av_frame, self.rotation, self.apply_rotation)
                 self._next_index += 1
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{self.path}: decoding failed after frame {self._next_index} "
-                             f"({ffmpeg_reason(exc)}); the file may be truncated or corrupt") from exc
+            raise DecodeError(f"{self.path}: decoding failed after frame {self._next_index} "
+                              f"({ffmpeg_reason(exc)}); the file may be truncated or corrupt",
+                              frame=self._next_index) from exc
 
     def images(self) -> Iterator[np.ndarray]:
         """Yield ``(H, W, 3)`` uint8 RGB frames."""
@@ -245,6 +246,12 @@ class IndexedReader:
     def size(self) -> tuple[int, int]:
         """``(width, height)`` of yielded images."""
         return self._reader.size
+
+    @property
+    def last_decoded(self) -> int | None:
+        """The grid index of the file's last frame once reading reached the end of the stream (indices past
+        it hold that frame), else None."""
+        return self._tail[0] if self._tail is not None else None
 
     def __enter__(self) -> IndexedReader:
         return self

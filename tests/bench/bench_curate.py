@@ -30,32 +30,36 @@ two decodes; before that, each clip seeked back to its key frame, and the fixtur
 only key frame, decoded the first one again: align 9.2 -> 8.5 s in one A/B run; the aligned clip is the
 only encode); stages 1-5 at least 3x faster than the official commands for stages 2-4 alone.
 
-Measured (2-core CPU, no GPU, 2026-12-04; ffmpeg 9.0.2 of imageio-ffmpeg; dlib detector)::
+Measured (2-core CPU, no GPU, 2026-12-04, second run of the day; ffmpeg 9.0.2 of imageio-ffmpeg; dlib)::
 
     stage                                   ours s  official s  official/ours  ours frames/s  ours src-s/s
-    probe                                   0.95    -           -              264            10.6
-    normalize                               0.04    0.13        2.9x           5780           231.2
-    shots                                   1.54    5.59        3.6x           163            6.5
-    segments                                0.00    0.12        -              -              -
-    align (tiny, dlib, every frame)         8.67    -           -              29             1.2
-    align (tiny, dlib, detect_every 5)      4.36    -           -              57             2.3
-    total 1-4 vs official 2-4               2.53    5.84        2.3x           99             4.0
-    total 1-5 vs official 2-4 (goal >= 3x)  11.20   5.84        0.5x           22             0.9
-    total 1-5, detect_every 5               6.89    5.84        0.8x           36             1.5
-    job --until segments (fresh DATA)       2.09    -           -              119            4.8
-    PyAV decode only (threads auto)         0.67    -           -              372            14.9
+    probe                                   0.11    -           -              2210           88.4
+    normalize                               0.07    0.12        1.8x           3631           145.3
+    shots                                   2.09    6.87        3.3x           120            4.8
+    segments                                0.00    0.15        -              -              -
+    align (tiny, dlib, every frame)         10.54   -           -              24             0.9
+    align (tiny, dlib, detect_every 5)      4.85    -           -              52             2.1
+    total 1-4 vs official 2-4               2.27    7.14        3.1x           110            4.4
+    total 1-5 vs official 2-4 (goal >= 3x)  12.81   7.14        0.6x           20             0.8
+    total 1-5, detect_every 5               7.12    7.14        1.0x           35             1.4
+    job --until segments (fresh DATA)       1.64    -           -              152            6.1
+    PyAV decode only (threads auto)         0.99    -           -              252            10.1
 
     official: 1 shot file (re-encoded by split-video), from which the 5 s stream-copy segmenter, cutting
     at key frames only, writes 1 segment of 10 s; ours: no cut, 2 frame-exact spans of 125 frames.
 
-The goal is not met: stages 1-5 take 1.9x the official 2-4 (0.5x; 1.2x at ``detect_every 5``). Stages 1-4
-alone are 2.3x faster than the official 2-4. Align runs decode | faces | affine | encode concurrently
-(``runner.pipelined``, torch at one thread; before: one after the other, 13.3 s); it uses about 1.6 of the
-2 cores, and its faces step is the bottleneck: dlib HOG on every frame, 14 ms a frame alone and about 24 ms
-beside the other steps. What is left, per frame of CPU: decode + full-frame RGB about 9 ms (the fixture has
-one key frame, so the second span decodes from frame 0 again, and the probe's last-frame check decodes the
-whole file), HOG 14-24 ms (every frame; 1 in 5 at ``detect_every 5``, the 68 landmarks refitted on the
-others, 3 ms), affine 5 ms, libx264 at 256x256 3-4 ms.
+This run's machine was busier than the first of the day (the official 2-4 took 7.14 s, then 5.84 s; the
+first run: probe 0.95, shots 1.54, align 8.67 / 4.36 s): compare within a run. The probe now decodes only
+the first frame (it read the last one too, which decoded the whole fixture, a file with one key frame: 0.95
+-> 0.11 s); the shots pass, decoding every frame anyway, is the decode check (a frame that does not decode
+rejects the source as ``unreadable`` at ``shots``). Stages 1-4 are 3.1x faster than the official 2-4
+(2.3x before), the job to ``--until segments`` 2.09 -> 1.64 s. The goal for stages 1-5 is not met: 0.6x
+(1.0x at ``detect_every 5``). Align runs decode | faces | affine | encode concurrently (``runner.pipelined``,
+torch at one thread; before: one after the other, 13.3 s); it uses about 1.6 of the 2 cores, and its faces
+step is the bottleneck: dlib HOG on every frame, 14 ms a frame alone and about 24 ms beside the other
+steps. What is left, per frame of CPU: decode + full-frame RGB about 9 ms (twice: the shots pass and align),
+HOG 14-24 ms (every frame; 1 in 5 at ``detect_every 5``, the 68 landmarks refitted on the others, 3 ms),
+affine 5 ms, libx264 at 256x256 3-4 ms.
 """
 
 from __future__ import annotations
