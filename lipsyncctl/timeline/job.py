@@ -79,6 +79,17 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     # 1. Read (an .otioz is extracted into a private folder, removed when the job ends) and plan.
     work = job.output / ".lipsyncctl" / "work"
     scratch = None if job.dry_run else work
+    from lipsyncctl.runner.lock import folder_lock
+
+    # One run per OUT (shards of one job share it), taken before the first write: OUT/scenes.otio or
+    # OUT/segments.otio, the extracted .otioz, the renders. A dry run writes nothing and takes no lock.
+    lock = contextlib.nullcontext() if job.dry_run else folder_lock(job.output, shard=job.shard, wait=job.wait)
+    with lock:
+        return _read_and_run(job, config, work, scratch, early_warnings)
+
+
+def _read_and_run(job: TimelineJob, config: Config, work: Path, scratch: Path | None,
+                  early_warnings: list[str]) -> TimelineResult:
     try:
         # a flat master (--split-scenes) is cut into shots first: its edit, OUT/scenes.otio, is the timeline
         with scene_job(job, config) as job, opened_timeline(
@@ -131,15 +142,11 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     check_outputs(job, inputs, [d.language for d in dub_tracks], shots)  # before anything is written
     if job.dry_run:
         return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
-    from lipsyncctl.runner.lock import folder_lock
-
-    # One run per OUT (shards of one job share it): the first write happens under the lock. A run that
-    # waited for another one looks its keys up again, so it reuses what that run finished.
-    with folder_lock(job.output, shard=job.shard, wait=job.wait):
-        _refresh_reuse(shots, store)
-        for s in shots:
-            _place_reused(s, inputs)
-        return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
+    # Under OUT's lock (run_timeline): a run that waited for another one finds what that run finished.
+    _refresh_reuse(shots, store)
+    for s in shots:
+        _place_reused(s, inputs)
+    return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
 
 
 def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,

@@ -19,6 +19,26 @@ writer: H.264 CRF 18 at x264 ``medium`` and ``veryfast``, 4 encoder threads). Pe
 serial render's decode / align / paste / encode frames/s (``--json`` stage seconds), those four together
 against the floor's time, face tracking apart (it runs before the render), then the whole sync end to end
 serial and pipelined (``inference.pipelined``) with the sha256 of both outputs (they must be equal).
+A second table times the same syncs with the networks left out (the renderer's ``generate`` returns each
+face as it came in, so the paste still runs the official restore on every face): everything but the
+networks, the quantity issue 12's CPU goals are about.
+
+Measured (2-core CPU, 2026-12-04, 4 s of the fixture = 100 frames, ``--floor --floor-seconds 4``)::
+
+    everything but the networks, frames/s
+     size      x264   floor   faces  render  render     f+r     f+r  vs fl  same
+             preset                  serial  pipel.  serial  pipel.   time  hash
+     1920    medium    13.2    22.7    11.5    12.9     7.5     8.2  1.60x   yes
+     1920  veryfast    27.2    21.6    17.9    21.0     9.8    10.7  2.55x   yes
+
+The render without networks, pipelined, is within 1.3x of the floor's time at ``veryfast`` (21.0 vs 27.2
+frames/s; 1.02x at ``medium``), but the goals count the face pass too, which runs before the render and
+decodes the clip once more: 4.6 s for these 100 frames, of which about 2.8 s do not grow with the clip (the
+dlib models' load, 0.9 s, and the import of torch for the official float32 alignment arithmetic, 1.9 s,
+which a sync pays anyway), the rest 17 ms a frame (tracking at ``detect_every`` 5 beside the decode). So
+faces + render: 1.6x the floor at ``medium`` and 2.55x at ``veryfast`` (10.7 frames/s, goal 25), on a
+2-core machine where the floor itself, libx264 ``veryfast`` at 1080p, takes 37 ms of the 40 ms a frame
+that 25 frames/s allows.
 
 The full-size UNet row builds ``models/configs/unet/<--unet>.yaml`` with random weights and times one
 guided step on one window (batch 2 = [uncond, cond] x 16 frames) with and without DeepCache-style
@@ -126,6 +146,14 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from lipsyncctl import config as cfg
 from lipsyncctl.pipeline.clip import sync_clip
+if {skip_networks}:  # measure everything but the networks: the face comes back as it went in
+    from lipsyncctl.pipeline import render
+    def _unchanged(self, wins):
+        for win in wins:
+            if win.faces:
+                win.decoded, win.masked = win.ref, None
+        return wins
+    render.Renderer.generate = _unchanged
 out = Path({out!r})
 config = cfg.resolve("tiny", ["inference.steps=2", "output.encoder_preset={preset}", "sync.length_policy=cut",
                               "inference.pipelined={pipelined}"])
@@ -177,12 +205,15 @@ def run_floor(seconds: float, sizes: list[int], presets: list[str]) -> list[dict
                 floor = json.loads(_python(_FLOOR.format(repo=str(REPO), video=str(video), frames=frames,
                                                          preset=preset, out=str(Path(tmp) / "floor.mp4"))))
                 runs = {}
-                for pipelined in ("false", "true"):
-                    runs[pipelined] = json.loads(_python(_SYNC_FIXTURE.format(
-                        repo=str(REPO), video=str(video), audio=str(FIXTURE_AUDIO), frames=frames, preset=preset,
-                        pipelined=pipelined, out=str(Path(tmp) / f"o-{pipelined}.mp4")), env))
+                for skip in (False, True):
+                    for pipelined in ("false", "true"):
+                        runs[skip, pipelined] = json.loads(_python(_SYNC_FIXTURE.format(
+                            repo=str(REPO), video=str(video), audio=str(FIXTURE_AUDIO), frames=frames,
+                            preset=preset, pipelined=pipelined, skip_networks=skip,
+                            out=str(Path(tmp) / f"o-{pipelined}-{skip}.mp4")), env))
                 rows.append({"size": size, "preset": preset, "frames": frames, "floor": floor,
-                             "serial": runs["false"], "pipelined": runs["true"],
+                             "serial": runs[False, "false"], "pipelined": runs[False, "true"],
+                             "bare_serial": runs[True, "false"], "bare_pipelined": runs[True, "true"],
                              "torch_threads": torch.get_num_threads()})
     return rows
 
@@ -216,6 +247,27 @@ def floor_table(rows: list[dict]) -> str:
             f" {'yes' if r['serial']['sha256'] == r['pipelined']['sha256'] else 'NO':>5}")
     lines.append("4 stg: decode+align+paste+encode of the serial render; vs fl: their time / the floor's; render: "
                  "wall minus probe, faces, model load, audio features, mux; e2e: whole sync incl. those")
+    lines += ["", "everything but the networks (generate returns the face unchanged), frames/s; the goal (issue 12): "
+              "faces + render within 1.5x of the floor's time, >= 25 frames/s at 1080p with veryfast",
+              f"{'size':>5} {'x264':>9} {'floor':>7} {'faces':>7} {'render':>7} {'render':>7} {'f+r':>7} "
+              f"{'f+r':>7} {'vs fl':>6} {'same':>5}",
+              f"{'':>5} {'preset':>9} {'':>7} {'':>7} {'serial':>7} {'pipel.':>7} {'serial':>7} {'pipel.':>7} "
+              f"{'time':>6} {'hash':>5}"]
+    for r in rows:
+        if "bare_serial" not in r:
+            continue
+        n = r["frames"]
+        faces = r["bare_pipelined"]["stages"].get("faces", 0.0)
+        render = {m: r[m]["wall"] - sum(r[m]["stages"].get(k, 0.0) for k in _OUTSIDE_RENDER)
+                  for m in ("bare_serial", "bare_pipelined")}
+        both = {m: render[m] + r[m]["stages"].get("faces", 0.0) for m in render}
+        same = r["bare_serial"]["sha256"] == r["bare_pipelined"]["sha256"]
+        lines.append(f"{r['size']:>5} {r['preset']:>9} {fps(n, r['floor']['both'])} {fps(n, faces)} "
+                     f"{fps(n, render['bare_serial'])} {fps(n, render['bare_pipelined'])} "
+                     f"{fps(n, both['bare_serial'])} {fps(n, both['bare_pipelined'])} "
+                     f"{both['bare_pipelined'] / r['floor']['both']:>5.2f}x {'yes' if same else 'NO':>5}")
+    lines.append("faces: the face pass (detection + tracking over the clip, before the render; its imports and "
+                 "detector load included); f+r: faces + render; vs fl: pipelined f+r time / the floor's")
     return "\n".join(lines)
 
 

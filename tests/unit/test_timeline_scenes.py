@@ -106,6 +106,23 @@ def test_split_scenes_dry_run(media: dict[str, Path], tmp_path: Path, monkeypatc
     assert dry["counts"]["to_render"] == 3
 
 
+def test_split_scenes_waits_for_the_folder_lock_before_writing_its_edit(
+        media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """OUT/scenes.otio is the run's first write: it happens under OUT's lock, so a second run beside one that
+    holds OUT exits 6 (busy) before it detects or writes anything."""
+    from lipsyncctl.runner.lock import folder_lock
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(media["root"] / "models"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out):  # another run holds OUT
+        rc, res = _run(_scene_args(media, out), capsys)
+        assert rc == 6 and res["error"]["exit_code"] == 6
+        assert not (out / "scenes.otio").exists()
+        assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["run.lock"]
+
+
 @pytest.mark.slow  # ~30 s of CPU: three tiny renders, the conform and a rerun
 def test_split_scenes_end_to_end(media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
