@@ -188,6 +188,10 @@ def sync_clip(
         from lipsyncctl.pipeline.networks import resolve_files
 
         files = resolve_files(config.model)
+    else:  # loaded with other GPU options than this run's: said now, not ignored
+        from lipsyncctl.pipeline.networks import check_tuning
+
+        check_tuning(networks, config.inference)
     with clock("probe"):
         info = _probe_inputs(video, audio)
         # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the

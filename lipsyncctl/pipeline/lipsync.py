@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import ConfigError
+from lipsyncctl.pipeline.networks import TUNING_OPTIONS
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.pipeline.clip import SyncResult
     from lipsyncctl.pipeline.networks import Networks
 
-#: config sections whose values decide which networks are loaded, where and in what precision
-_NETWORK_KEYS = (("model",), ("inference", "device"), ("inference", "dtype"))
+#: config sections whose values decide which networks are loaded, where, in what precision and how tuned
+_NETWORK_KEYS = (("model",), ("inference", "device"), ("inference", "dtype"),
+                 *(("inference", k) for k in TUNING_OPTIONS))
 
 
 class LipSyncPipeline:

@@ -34,6 +34,7 @@ class Networks:
         resolution: face crop size (256 or 512).
         is_tiny: some network is the tiny random one (``ModelOptions.tiny_roles``; output not lip-synced).
         files: the files loaded, by role (for the run record).
+        tuning: the GPU options :func:`tune_networks` applied (:func:`tuning_of`); empty: none.
     """
 
     unet: Any
@@ -45,6 +46,36 @@ class Networks:
     resolution: int
     is_tiny: bool = False
     files: dict[str, str] = field(default_factory=dict)
+    tuning: dict[str, bool] = field(default_factory=dict)
+
+
+#: the ``inference`` options that change the loaded networks themselves (:func:`tune_networks`), not a run
+TUNING_OPTIONS = ("channels_last", "compile", "cuda_graphs")
+
+
+def tuning_of(inference: InferenceOptions) -> dict[str, bool]:
+    """The options of :data:`TUNING_OPTIONS` that ``inference`` switches on (off ones are left out, so an
+    untuned :class:`Networks` has ``{}``)."""
+    return {k: True for k in TUNING_OPTIONS if getattr(inference, k)}
+
+
+def check_tuning(networks: Networks, inference: InferenceOptions) -> None:
+    """Networks loaded elsewhere (a batch, a worker) must have been tuned as ``inference`` asks: the options
+    change how (``cuda_graphs``, ``compile``) or even what (``channels_last``: other kernels, other low bits)
+    the networks compute, and cannot be switched on or off per run.
+
+    Raises:
+        ConfigError: they differ (both sides named)."""
+    want, have = tuning_of(inference), networks.tuning
+    if want != have:
+        from lipsyncctl.errors import ConfigError
+
+        def words(t: dict[str, bool]) -> str:
+            return ", ".join(f"inference.{k}" for k in t) or "none of " + "/".join(TUNING_OPTIONS)
+
+        raise ConfigError(f"the networks passed in were loaded with {words(have)}, this run asks for {words(want)}",
+                          hint="load them with this run's configuration (LipSyncPipeline.from_config(config)), "
+                               "or run with the options they were loaded with")
 
 
 @dataclass(frozen=True)
@@ -173,6 +204,7 @@ def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
         from lipsyncctl.nets.graphs import enable_cuda_graphs
 
         enable_cuda_graphs(networks.unet)
+    networks.tuning = tuning_of(inference)
     return networks
 
 

@@ -52,12 +52,14 @@ class ShotTask:
 
 def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> ShotOutcome:
     """The runner's executor (:mod:`lipsyncctl.runner.workers`): :func:`render_shot` with the networks of
-    ``cache``, loaded on first use for this model set, device and dtype (so a worker loads them once)."""
-    from lipsyncctl.pipeline.networks import load_networks
+    ``cache``, loaded on first use for this model set, device, dtype and GPU tuning (so a worker loads them
+    once; a shot whose options ask for other tuning, e.g. ``inference.channels_last`` by a range, gets its
+    own copy instead of networks tuned for another shot)."""
+    from lipsyncctl.pipeline.networks import load_networks, tuning_of
 
     inference = task.config.inference
-    key = json.dumps([task.config.model.model_dump(mode="json"), device or inference.device, inference.dtype],
-                     sort_keys=True)
+    key = json.dumps([task.config.model.model_dump(mode="json"), device or inference.device, inference.dtype,
+                      tuning_of(inference)], sort_keys=True)
     if key not in cache:
         try:
             cache[key] = load_networks(task.config.with_overrides({"inference.device": device}))

@@ -95,3 +95,14 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     res = lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "d.mkv", config,
                           networks=pipe.networks)
     assert res.frames > 0
+    # GPU tuning changes the networks themselves: not per call, and networks loaded without it are refused
+    # by a run that asks for it (said before any work; nothing written), not silently used untuned
+    with pytest.raises(ConfigError, match="inference.channels_last.*per call"):
+        pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "e.mkv", sets=["inference.channels_last=true"])
+    tuned = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "sync.length_policy=cut",
+                                               "inference.channels_last=true"])
+    with pytest.raises(ConfigError, match="loaded with none of .*asks for inference.channels_last"):
+        lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "f.mkv", tuned, networks=pipe.networks)
+    assert not (tmp_path / "e.mkv").exists() and not (tmp_path / "f.mkv").exists()
+    assert pipe.networks.tuning == {}
+    assert networks_mod.tune_networks(pipe.networks, tuned.inference).tuning == {"channels_last": True}

@@ -1,0 +1,41 @@
+"""The timeline's shot executor keeps one set of networks per worker for each model set, device, dtype and
+GPU tuning: shots that differ only in steps share them, a shot whose options ask for other tuning (a
+range's ``inference.channels_last``) gets networks tuned that way, never another shot's."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl.pipeline import networks as networks_mod
+from lipsyncctl.timeline import shot_task
+from lipsyncctl.timeline.shot_task import ShotTask, execute_shot
+
+
+def _task(sets: list[str]) -> ShotTask:
+    return ShotTask(key="k", language="de", segment_id="s", video="v.mov", fps="25", first=0, frames=10,
+                    audio="a.wav", output="o.mov", config=cfg.resolve("tiny", sets))
+
+
+def test_networks_are_shared_only_between_shots_tuned_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[dict[str, bool]] = []
+    used: list[Any] = []
+
+    def load(config: Any) -> Any:
+        loaded.append(networks_mod.tuning_of(config.inference))
+        return SimpleNamespace(tuning=loaded[-1], n=len(loaded))
+
+    monkeypatch.setattr(networks_mod, "load_networks", load)
+    monkeypatch.setattr(shot_task, "render_shot", lambda task, networks, device: used.append(networks) or "ok")
+    cache: dict[str, Any] = {}
+    for sets in (["inference.steps=2"], ["inference.steps=3"], ["inference.channels_last=true"],
+                 ["inference.steps=4", "inference.channels_last=true"], []):
+        assert execute_shot(_task(sets), cache, None) == "ok"
+    assert loaded == [{}, {"channels_last": True}]
+    assert [n.n for n in used] == [1, 1, 2, 2, 1]
+    assert all(n.tuning == networks_mod.tuning_of(_task(s).config.inference) for n, s in zip(
+        used, (["inference.steps=2"], [], ["inference.channels_last=true"], ["inference.channels_last=true"], []),
+        strict=True))
