@@ -280,6 +280,10 @@ class CurateOptions(_Strict):
     detect_every: int = Field(
         1, ge=1, le=25, description="detect every k frames and track between (official: every frame)"
     )
+    one_pass: bool = Field(
+        True, description="shots and align in one decode of the source when both are computed (detect_every 1, "
+        "exact segments); the same clips and records as two passes"
+    )
     align_codec: Literal["h264", "h265"] = Field("h264", description="codec of the aligned clips (official: libx264)")
     align_crf: int = Field(13, ge=0, le=51, description="CRF of the aligned clips (official: 13)")
     lossless: bool = Field(False, description="aligned clips as lossless FFV1 (RGB) .mkv with PCM audio")

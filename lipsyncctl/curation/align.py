@@ -89,27 +89,20 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     from lipsyncctl.faces.align import FaceAligner
     from lipsyncctl.faces.track import FaceTracker, TrackOptions
     from lipsyncctl.media.atomic import temp_prefix
-    from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.media.reader import IndexedReader
-    from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.runner.pipelined import run_stages
 
     options = ctx.options
     fps = Fraction(options.fps)
     detector = _detector(ctx)
-    data: dict[str, Any] = {
-        "frames": ctx.frames, "resolution": options.resolution, "detector": detector.name,
-        "detector_official": detector.name == OFFICIAL_DETECTOR, "frames_with_face": 0, "no_face_frame": None,
-        "max_faces": 0, "min_face_size": None, "aligned": None, "matrices": None,
-    }
+    data = new_data(ctx.frames, options, detector.name)
     # Official: detection on every frame, raw landmarks (max_missed=0: a frame the detector misses has
     # no face, it is not bridged by a refit); with detect_every > 1 the tracker refits in between.
     tracker = FaceTracker(detector, fps=float(fps),
                           options=TrackOptions(detect_every=options.detect_every, smooth=False,
                                                max_missed=0 if options.detect_every == 1 else 1))
     aligner = FaceAligner(resolution=options.resolution, smooth=True)  # fresh per clip, like VideoProcessor
-    out = ctx.output("aligned", ".mkv" if options.lossless else ".mp4")
-    matrices_path = ctx.output("aligned", ".npy")
+    out, matrices_path = aligned_paths(ctx.data, ctx.source_id, ctx.clip_id, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.stem}.align.*"):  # left by a killed run of this clip
         shutil.rmtree(stale, ignore_errors=True)
@@ -135,14 +128,13 @@ def run(ctx: ClipContext) -> dict[str, Any]:
             data["no_face_frame"] = data["frames_with_face"]
             return None
         face = max(faces, key=lambda f: f.area)  # official: the largest face
-        smallest = min(smallest, float(min(face.box[2] - face.box[0], face.box[3] - face.box[1])))
+        smallest = min(smallest, face_side(face))
         data["frames_with_face"] += 1
         return aligner.align(frame, face.points3)
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out, "align")) as tmpdir:
         video_only = Path(tmpdir) / f"video{out.suffix}"
-        writer = (VideoWriter(video_only, fps, codec="ffv1", pix_fmt="bgr0") if options.lossless else
-                  VideoWriter(video_only, fps, codec=options.align_codec, crf=options.align_crf, preset="medium"))
+        writer = clip_writer(video_only, options)
         try:
             shared = ctx.source_frames
             with (contextlib.nullcontext(shared) if shared is not None else IndexedReader(ctx.source, fps)) as reader, \
@@ -171,11 +163,50 @@ def run(ctx: ClipContext) -> dict[str, Any]:
             writer.abort()  # rejected: no aligned clip is written (official: the video is skipped)
             return data
         writer.close()
-        samples = span_audio(ctx.audio, ctx.first, ctx.stop)
-        _save_matrices(matrices_path, np.stack(matrices).astype(np.float32))
-        mux_audio(video_only, samples, out, rate=options.audio_rate, codec="pcm" if options.lossless else "aac",
-                  duration=ctx.frames / options.fps, pad=True, inputs=(ctx.source,))
-    return {**data, "aligned": str(out), "matrices": str(matrices_path), "audio_samples": int(len(samples))}
+        return {**data, **finish_clip(video_only, out, matrices_path, matrices, ctx.audio, ctx.first, ctx.stop,
+                                      options, ctx.source)}
+
+
+def aligned_paths(data: Path, source_id: str, clip_id: str, options: CurateOptions) -> tuple[Path, Path]:
+    """``(clip, matrices)``: where a clip's aligned video and its per-frame matrices go
+    (``DATA/aligned/<source id>/<clip id>.mp4|.mkv`` and ``.npy``)."""
+    folder = data / "aligned" / source_id
+    return folder / f"{clip_id}{'.mkv' if options.lossless else '.mp4'}", folder / f"{clip_id}.npy"
+
+
+def clip_writer(path: Path, options: CurateOptions) -> Any:
+    """The aligned clip's video writer (the only lossy encode: ``align_codec`` at ``align_crf``, or FFV1)."""
+    from lipsyncctl.media.writer import VideoWriter
+
+    fps = Fraction(options.fps)
+    if options.lossless:
+        return VideoWriter(path, fps, codec="ffv1", pix_fmt="bgr0")
+    return VideoWriter(path, fps, codec=options.align_codec, crf=options.align_crf, preset="medium")
+
+
+def finish_clip(video_only: Path, out: Path, matrices_path: Path, matrices: list[np.ndarray], audio: Path,
+                first: int, stop: int, options: CurateOptions, source: Path) -> dict[str, Any]:
+    """The closed ``video_only`` with the span's audio into ``out`` and the matrices beside it (both
+    atomic); the result's file fields."""
+    from lipsyncctl.media.mux import mux_audio
+
+    samples = span_audio(audio, first, stop)
+    _save_matrices(matrices_path, np.stack(matrices).astype(np.float32))
+    mux_audio(video_only, samples, out, rate=options.audio_rate, codec="pcm" if options.lossless else "aac",
+              duration=(stop - first) / options.fps, pad=True, inputs=(source,))
+    return {"aligned": str(out), "matrices": str(matrices_path), "audio_samples": int(len(samples))}
+
+
+def face_side(face: Face) -> float:
+    """The shorter side of a face's box in pixels (``min_face_size``)."""
+    return float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+
+
+def new_data(frames: int, options: CurateOptions, detector: str) -> dict[str, Any]:
+    """A clip's measurements before its first frame."""
+    return {"frames": frames, "resolution": options.resolution, "detector": detector,
+            "detector_official": detector == OFFICIAL_DETECTOR, "frames_with_face": 0, "no_face_frame": None,
+            "max_faces": 0, "min_face_size": None, "aligned": None, "matrices": None}
 
 
 def decide(data: Mapping[str, Any], options: CurateOptions) -> Decision | None:
@@ -213,15 +244,20 @@ def span_audio(path: Path, first: int, stop: int) -> np.ndarray:
 
 
 def _detector(ctx: ClipContext) -> FaceDetector:
-    """The worker's detector for ``curate.detector`` (:meth:`ClipContext.network`)."""
+    return worker_detector(ctx.options, ctx.cache, ctx.device)
+
+
+def worker_detector(options: CurateOptions, cache: dict[str, Any], device: str | None) -> FaceDetector:
+    """The worker's detector for ``curate.detector`` (:func:`~lipsyncctl.curation.clipstages.worker_network`)."""
+    from lipsyncctl.curation.clipstages import worker_network
     from lipsyncctl.faces.detect import create_detector
 
     def load(device: str) -> FaceDetector:
-        detector = create_detector(ctx.options.detector, device=device)
+        detector = create_detector(options.detector, device=device)
         progress.message(f"face detector: {detector.name}")
         return detector
 
-    return ctx.network(f"{NAME}.detector.{ctx.options.detector}", [], load)
+    return worker_network(cache, device, f"{NAME}.detector.{options.detector}", [], load)
 
 
 def _save_matrices(path: Path, matrices: np.ndarray) -> None:

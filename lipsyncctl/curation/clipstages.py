@@ -55,6 +55,19 @@ class SourceFrames:
             self._reader = None
 
 
+def worker_network(cache: dict[str, Any], device: str | None, name: str, files: Sequence[Path],
+                   load: Callable[[str], T]) -> T:
+    """The worker's ``name`` network, built by ``load(device)`` once per worker, device and version of
+    ``files`` (their fingerprints: a file replaced on disk is loaded again) and kept in ``cache``."""
+    from lipsyncctl.runner.store import file_fingerprint
+
+    device = device or "cpu"
+    key = json.dumps([name, device, [(str(f), file_fingerprint(Path(f))) for f in files]])
+    if key not in cache:
+        cache[key] = load(device)
+    return cache[key]
+
+
 @dataclass(frozen=True)
 class ClipContext:
     """What a clip stage gets: the span on the source's 25 fps grid, the source's 16 kHz mono audio (sample
@@ -81,15 +94,8 @@ class ClipContext:
         return self.stop - self.first
 
     def network(self, name: str, files: Sequence[Path], load: Callable[[str], T]) -> T:
-        """The worker's ``name`` network, built by ``load(device)`` once per worker, device and version of
-        ``files`` (their fingerprints: a file replaced on disk is loaded again) and kept in :attr:`cache`."""
-        from lipsyncctl.runner.store import file_fingerprint
-
-        device = self.device or "cpu"
-        key = json.dumps([name, device, [(str(f), file_fingerprint(Path(f))) for f in files]])
-        if key not in self.cache:
-            self.cache[key] = load(device)
-        return self.cache[key]
+        """The worker's ``name`` network (:func:`worker_network`)."""
+        return worker_network(self.cache, self.device, name, files, load)
 
     def output(self, stage: str, suffix: str) -> Path:
         """Where this clip's file of ``stage`` goes: ``DATA/<stage>/<source id>/<clip id><suffix>``."""

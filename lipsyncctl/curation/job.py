@@ -248,6 +248,8 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     names = [str(s) for s in STAGES]
     last = names.index(task.until) if task.until in names else len(names) - 1
     complete = True
+    fresh: set[str] = set()  # clips whose align the one pass just computed
+    aligned: list[tuple[int, int]] = []
     for stage in STAGES[: last + 1]:
         key = stage_key(key, str(stage), STAGE_VERSION[stage], _settings(stage, task.options))
         forced = forced or str(stage) in task.force
@@ -257,7 +259,11 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
                 complete = False
                 break
             continue
-        rec.stages[str(stage)] = _run_stage(stage, rec, task, key)
+        if stage is Stage.SHOTS and _one_pass(task):  # shots and align in one decode
+            rec.stages[str(stage)], aligned = _shots_and_align(rec, task, key, forced, store, cache, device)
+            fresh.update(ClipSpan(task.id, a, b, Decision.kept()).id for a, b in aligned)
+        else:
+            rec.stages[str(stage)] = _run_stage(stage, rec, task, key)
         for later in STAGES[STAGES.index(stage) + 1:]:
             rec.stages.pop(str(later), None)  # computed from the old result: stale
         store.save("sources", task.id, rec.to_dict())
@@ -265,6 +271,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
         if rec.stages[str(stage)].error is not None or _stops_here(stage, rec.stages[str(stage)], task.options):
             complete = False
             break
+    computed += [f"align:{a}-{b}" for a, b in aligned]  # listed in stage order: after segments
     if not complete or task.until in names or decide_source(rec, task.options).verdict != "kept":
         return computed
     # The clip stages, per span kept so far (their keys chain on the segments' key).
@@ -276,7 +283,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
             if span.decision.verdict != "kept":
                 continue
             done = _run_clip_stages(span, clip_stages, key, forced, task, store, path, audio, cache, device,
-                                    frames)
+                                    frames, fresh)
             computed += [f"{name}:{span.first}-{span.stop}" for name in done]
     finally:
         frames.close()
@@ -285,9 +292,9 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
 
 def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, forced: bool, task: CurateTask,
                      store: RecordStore, source: Path, audio: Path, cache: dict[str, Any],
-                     device: str | None, frames: SourceFrames | None = None) -> list[str]:
+                     device: str | None, frames: SourceFrames | None = None,
+                     fresh: frozenset[str] | set[str] = frozenset()) -> list[str]:
     from lipsyncctl.curation.decide import decide_clip
-    from lipsyncctl.runner.store import file_fingerprint
 
     raw = store.load(f"clips/{span.source}", span.id)
     rec = ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
@@ -295,11 +302,11 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
     computed = []
     for i, stage in enumerate(stages):
         files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
-        key = stage_key(key, stage.name, stage.version, stage.settings(task.options),
-                        *([{role: file_fingerprint(p) for role, p in sorted(files.items())}] if files else []))
+        key = _clip_stage_key(key, stage, task)
         forced = forced or stage.name in task.force
         old = rec.stages.get(stage.name)
-        if old is None or old.key != key or forced or not outputs_exist(stage, old.data):
+        just_made = stage.name == "align" and span.id in fresh and old is not None and old.key == key
+        if not just_made and (old is None or old.key != key or forced or not outputs_exist(stage, old.data)):
             previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
             ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
                               task.options, previous, cache, device, files, frames)
@@ -315,6 +322,83 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
         if decide_clip(rec, task.options)[0].verdict != "kept":
             break  # rejected or failed here: the later stages do not run on it
     return computed
+
+
+def _clip_stage_key(key: str, stage: ClipStage, task: CurateTask) -> str:
+    """A clip stage's content key: the span's key (or the previous stage's), the stage, its settings and the
+    fingerprints of its network files."""
+    from lipsyncctl.runner.store import file_fingerprint
+
+    files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
+    return stage_key(key, stage.name, stage.version, stage.settings(task.options),
+                     *([{role: file_fingerprint(p) for role, p in sorted(files.items())}] if files else []))
+
+
+def _one_pass(task: CurateTask) -> bool:
+    """Shots and align share one decode (:mod:`.onepass`): its settings allow it, this run goes as far as
+    align, and align is the built-in stage (the one pass is its implementation too)."""
+    from lipsyncctl.curation import align, onepass
+
+    names = [s.name for s in CLIP_STAGES]
+    builtin = any(s.name == align.NAME and s.run is align.run for s in CLIP_STAGES)
+    return (onepass.applies(task.options) and builtin and task.until in names
+            and names.index(task.until) >= names.index(align.NAME))
+
+
+def _shots_and_align(rec: SourceRecord, task: CurateTask, key: str, forced: bool, store: RecordStore,
+                     cache: dict[str, Any], device: str | None) -> tuple[StageResult, list[tuple[int, int]]]:
+    """The shots stage's result and the align stage of the spans it makes, in one decode of the source
+    (:func:`.onepass.shots_and_align`). Spans that the segments stage will reject are not aligned; nor are
+    those whose stored align result is current (a rerun after a kill). Returns the result and the ids of the
+    clips aligned. A source that stops decoding keeps none of them (records and files removed)."""
+    from lipsyncctl.curation import onepass
+    from lipsyncctl.curation.align import worker_detector
+    from lipsyncctl.curation.clipstages import clip_stage
+
+    options, path = task.options, Path(task.path)
+    align = clip_stage("align")
+    seg_key = stage_key(key, str(Stage.SEGMENTS), STAGE_VERSION[Stage.SEGMENTS], _settings(Stage.SEGMENTS, options))
+    shortest = round(options.min_seconds * options.fps)
+    kind = f"clips/{task.id}"
+    made: dict[str, tuple[int, int]] = {}
+
+    def span_id(first: int, stop: int) -> str:
+        return ClipSpan(task.id, first, stop, Decision.kept()).id
+
+    def align_key(first: int, stop: int) -> str:
+        return _clip_stage_key(stage_key(seg_key, first, stop), align, task)
+
+    def wanted(first: int, stop: int, shot_frames: int) -> bool:
+        if shot_frames < shortest or stop - first < options.min_sync_frames:
+            return False  # rejected at shots or segments (or not known yet: the clip stages align it later)
+        raw = store.load(kind, span_id(first, stop))
+        old = ClipRecord.from_dict(raw).stages.get(align.name) if raw else None
+        return forced or old is None or old.key != align_key(first, stop) or not outputs_exist(align, old.data)
+
+    def finished(first: int, stop: int, data: dict[str, Any]) -> None:
+        sid = span_id(first, stop)
+        raw = store.load(kind, sid)
+        clip = ClipRecord.from_dict(raw) if raw else ClipRecord(sid, task.id, first, stop)
+        clip.stages = {align.name: StageResult(align_key(first, stop), data)}  # the later stages follow from it
+        store.save(kind, sid, clip.to_dict())
+        made[sid] = (first, stop)
+
+    try:
+        detector = worker_detector(options, cache, device)
+        audio = Path(rec.stages[str(Stage.NORMALIZE)].data["audio"])
+        data = onepass.shots_and_align(path, _frames(rec), options, source_id=task.id, data=Path(task.data),
+                                       audio=audio, detector=detector, wanted=wanted, finished=finished)
+    except LipsyncError as exc:
+        data = None
+        error = StageResult(key, error=f"{exc}")
+    if data is None or data.get("problem"):
+        for sid in made:  # nothing of a source that does not decode (or failed) is kept
+            raw = store.load(kind, sid)
+            for f in align.outputs(ClipRecord.from_dict(raw).stages[align.name].data) if raw else []:
+                Path(f).unlink(missing_ok=True)
+            store.delete(kind, sid)
+        return (error if data is None else StageResult(key, data)), []
+    return StageResult(key, data), list(made.values())
 
 
 def _clip_models(config: Config, until: str) -> dict[str, dict[str, str]]:

@@ -146,6 +146,9 @@ class RecordStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def delete(self, kind: str, rid: str) -> None:
+        self._path(kind, rid).unlink(missing_ok=True)
+
     def ids(self, kind: str) -> list[str]:
         folder = self.root / kind
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []

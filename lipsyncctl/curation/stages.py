@@ -76,10 +76,43 @@ def normalize_audio(path: Path, dest: Path, options: CurateOptions) -> dict[str,
             "audio_frames": int(len(samples) // SAMPLES_PER_FRAME)}
 
 
+class ShotCuts:
+    """PySceneDetect's adaptive detector with the official parameters (threshold ``options.shot_threshold`` = 2,
+    min scene 0.6 s) over the frames of one source in order, each downscaled as PySceneDetect's own frame
+    source does (to a width of about 256, bilinear). A cut is reported :attr:`lag` frames after its frame."""
+
+    def __init__(self, size: tuple[int, int], options: CurateOptions) -> None:
+        from scenedetect import AdaptiveDetector
+        from scenedetect.scene_manager import compute_downscale_factor
+
+        self.fps = float(options.fps)
+        self._detector = AdaptiveDetector(adaptive_threshold=options.shot_threshold,
+                                          min_scene_len=max(1, round(options.min_scene_seconds * options.fps)))
+        self.lag = self._detector.window_width
+        width, height = size
+        self._factor = compute_downscale_factor(max(width, height))
+        self._size = (max(1, round(width / self._factor)), max(1, round(height / self._factor)))
+
+    def feed(self, index: int, rgb: np.ndarray) -> list[int]:
+        """Frame ``index``; the cuts (frames that start a shot) found so far by it."""
+        import cv2
+        from scenedetect import FrameTimecode
+
+        # resize, then reverse the channels: the same pixels as resizing the BGR frame (channels are
+        # resized independently), without OpenCV copying a full-size negative-stride view first
+        small = cv2.resize(rgb, self._size, interpolation=cv2.INTER_LINEAR) if self._factor > 1 else rgb
+        bgr = np.ascontiguousarray(small[..., ::-1])
+        return [cut.frame_num for cut in self._detector.process_frame(FrameTimecode(index, fps=self.fps), bgr)]
+
+    def finish(self, frames: int) -> list[int]:
+        """The cuts left after the last of ``frames`` frames."""
+        from scenedetect import FrameTimecode
+
+        return [cut.frame_num for cut in self._detector.post_process(FrameTimecode(frames, fps=self.fps)) or []]
+
+
 def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, Any]:
-    """Stage 3: shot cuts with PySceneDetect's adaptive detector and the official parameters (threshold
-    ``options.shot_threshold`` = 2, min scene 0.6 s), on the 25 fps grid, frames downscaled as
-    PySceneDetect's own frame source does (to a width of about 256, bilinear).
+    """Stage 3: shot cuts (:class:`ShotCuts`) on the 25 fps grid.
 
     Returns ``{"cuts": [...], "shots": [[first, stop], ...]}``: spans, not split files; a clip without a
     cut is one shot (``start_in_scene``). This is the one full decode of the source before the aligned
@@ -87,41 +120,44 @@ def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, A
     fails to decode, or a stream that ends more than one frame before the probed length, returns
     ``{"problem": "unreadable", "value": why}`` instead (the decision: rejected at ``shots``).
     """
-    import av
-    import cv2
-    from scenedetect import AdaptiveDetector, FrameTimecode
-    from scenedetect.scene_manager import compute_downscale_factor
-
-    from lipsyncctl.media.container import ffmpeg_reason
     from lipsyncctl.media.reader import IndexedReader
 
-    fps = Fraction(options.fps)
-    detector = AdaptiveDetector(adaptive_threshold=options.shot_threshold,
-                                min_scene_len=max(1, round(options.min_scene_seconds * options.fps)))
     cuts: list[int] = []
-    with IndexedReader(path, fps) as reader:
-        width, height = reader.size
-        factor = compute_downscale_factor(max(width, height))
-        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    with IndexedReader(path, Fraction(options.fps)) as reader:
+        shots = ShotCuts(reader.size, options)
         try:
             for i, rgb in progress.track(reader.range(0, frames), "shots", total=frames):
-                # resize, then reverse the channels: the same pixels as resizing the BGR frame (channels are
-                # resized independently), without OpenCV copying a full-size negative-stride view first
-                small = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR) if factor > 1 else rgb
-                bgr = np.ascontiguousarray(small[..., ::-1])
-                for cut in detector.process_frame(FrameTimecode(i, fps=float(fps)), bgr):
-                    cuts.append(cut.frame_num)
-        except DecodeError as exc:  # the source frame that failed, on the grid
-            at = int(Fraction(exc.frame) / reader.video.nominal_fps * fps)
-            cause = exc.__cause__
-            why = ffmpeg_reason(cause) if isinstance(cause, av.error.FFmpegError) else str(exc)
-            return {"problem": "unreadable", "value": f"frame {at} does not decode ({why})"}
-        last = reader.last_decoded
-        if last is not None and last < frames - 2:
-            return {"problem": "unreadable", "value": f"decodes {last + 1} of {frames} frames"}
-        for cut in detector.post_process(FrameTimecode(frames, fps=float(fps))) or []:
-            cuts.append(cut.frame_num)
+                cuts += shots.feed(i, rgb)
+        except DecodeError as exc:
+            return unreadable(exc, reader, options)
+        if (problem := short_stream(reader, frames)) is not None:
+            return problem
+    return shots_data(cuts + shots.finish(frames), frames)
+
+
+def shots_data(cuts: list[int], frames: int) -> dict[str, Any]:
+    """The shots stage's result for these cuts."""
     return {"cuts": sorted(set(cuts)), "shots": [list(s) for s in shot_spans(cuts, frames)]}
+
+
+def unreadable(exc: DecodeError, reader: Any, options: CurateOptions) -> dict[str, Any]:
+    """The shots stage's result for a picture that stopped decoding (the failed source frame, on the grid)."""
+    import av
+
+    from lipsyncctl.media.container import ffmpeg_reason
+
+    at = int(Fraction(exc.frame) / reader.video.nominal_fps * options.fps)
+    cause = exc.__cause__
+    why = ffmpeg_reason(cause) if isinstance(cause, av.error.FFmpegError) else str(exc)
+    return {"problem": "unreadable", "value": f"frame {at} does not decode ({why})"}
+
+
+def short_stream(reader: Any, frames: int) -> dict[str, Any] | None:
+    """The shots stage's result when the stream ended more than one frame before ``frames``, else None."""
+    last = reader.last_decoded
+    if last is not None and last < frames - 2:
+        return {"problem": "unreadable", "value": f"decodes {last + 1} of {frames} frames"}
+    return None
 
 
 def keyframe_indices(path: Path, fps: Fraction) -> list[int]:

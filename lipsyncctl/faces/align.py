@@ -188,12 +188,15 @@ class FaceAligner:
         """One frame: returns ``(face, M)``, face ``(res, res, 3)`` uint8 HWC (same channel order as
         ``frame``), ``M`` float32 ``(2, 3)`` frame -> crop. The pipeline takes ``face.transpose(2, 0, 1)``
         for the official CHW tensor."""
+        matrix = self.matrix(points3)
+        return self.face(frame, matrix), matrix
+
+    def face(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """The aligned face ``(res, res, 3)`` uint8 of ``frame`` for a :meth:`matrix` (warp, then Lanczos)."""
         import cv2
 
-        matrix = self.matrix(points3)
         crop = self.warp_crop(frame, matrix)
-        face = cv2.resize(crop, (self.resolution, self.resolution), interpolation=cv2.INTER_LANCZOS4)
-        return face, matrix
+        return cv2.resize(crop, (self.resolution, self.resolution), interpolation=cv2.INTER_LANCZOS4)
 
     def restore(self, frame: np.ndarray, face, matrix: np.ndarray, roi: bool = True) -> np.ndarray:
         """Paste ``face`` back into ``frame`` (official ``restore_video`` + ``restore_img``).

@@ -190,9 +190,10 @@ def test_a_real_two_face_clip_is_rejected_by_the_single_face_filter(tmp_path: Pa
 
 
 def test_the_clips_of_a_source_share_one_decode(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The face span and the grey span after it: both clips read one reader of the source, started once (the
-    second clip continues its decode instead of seeking back to the key frame before frame 60); the decisions
-    are those of a reader per clip (the grey span's no-face at its own frame 0)."""
+    """Two passes (``curate.one_pass`` off, or ``detect_every`` > 1): the face span and the grey span after it:
+    both clips read one reader of the source, started once (the second clip continues its decode instead of
+    seeking back to the key frame before frame 60); the decisions are those of a reader per clip (the grey
+    span's no-face at its own frame 0)."""
     from lipsyncctl.curation.clipstages import SourceFrames
     from lipsyncctl.media.reader import IndexedReader
 
@@ -211,7 +212,8 @@ def test_the_clips_of_a_source_share_one_decode(raw: Path, tmp_path: Path, monke
 
     monkeypatch.setattr(IndexedReader, "_restart", restart)
     monkeypatch.setattr(SourceFrames, "range", shared_range)
-    res = run_curation([raw / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny"), until="align")
+    res = run_curation([raw / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny", ["curate.one_pass=false"]),
+                       until="align")
     spans = [(c.first, c.stop, c.decision.verdict, c.decision.reason, c.decision.value) for c in res.clips]
     assert spans == [(0, FACE, "kept", None, None), (FACE, FACE + GREY, "rejected", "no-face", 0)]
     assert len(readers) == 2 and len(set(readers)) == 1  # both clips through one reader
