@@ -40,7 +40,8 @@ unchanged; a rerun after a crash or kill continues where it stopped):
              the full decode check: a frame that does not decode rejects the source (unreadable)
   segments   frame-exact 5-10 s spans (greedy 5 s, remainder merged; --set curate.segments=official
              for the official key-frame lengths); pieces too short for the sync stage rejected up front
-  align      faces on every frame (no-face rejects the clip), the official affine to curate.resolution;
+  align      faces on every frame (no-face rejects the clip), the official affine to curate.resolution
+             (in the shots stage's decode: curate.one_pass, the same clips as a pass of its own);
              DATA/aligned/ (the only lossy encode; curate.lossless for FFV1) + per-frame matrices
   sync       official-scale LSE-C / offset of the aligned clip (S3FD + SyncNet v2): keep conf >= 3 and
              |offset| <= 6 (curate.sync_min_conf / sync_max_offset); an offset is corrected by shifting

@@ -24,42 +24,44 @@ PySceneDetect). Nothing about speed is asserted, only that both sides ran and wr
     .venv/bin/python tests/bench/bench_curate.py [--no-align]
     .venv/bin/python -m pytest -q -s -m bench tests/bench/bench_curate.py
 
-Goals (issue 10): one decode of the source for stages 3-5 and one encode per kept clip (today the shots
-stage decodes the whole source and align decodes it once more, its clips sharing one reader in span order:
-two decodes; before that, each clip seeked back to its key frame, and the fixture's second clip, behind its
-only key frame, decoded the first one again: align 9.2 -> 8.5 s in one A/B run; the aligned clip is the
-only encode); stages 1-5 at least 3x faster than the official commands for stages 2-4 alone.
+Goals (issue 10): one decode of the source for stages 3-5 and one encode per kept clip; stages 1-5 at
+least 3x faster than the official commands for stages 2-4 alone. The job meets the first with
+``curate.one_pass`` (default; :mod:`lipsyncctl.curation.onepass`): shots and align share one decode, and the
+aligned clip is the only encode. The row "shots + align in one decode" runs it on the same spans after the
+separate stages (its detector is already loaded: the align row above paid that, about 0.9 s) and checks that
+it finds the same shots, spans and face decisions.
 
-Measured (2-core CPU, no GPU, 2026-12-04, second run of the day; ffmpeg 9.0.2 of imageio-ffmpeg; dlib)::
+Measured (2-core CPU, no GPU, 2026-12-04, third run of the day; ffmpeg 9.0.2 of imageio-ffmpeg; dlib)::
 
-    stage                                   ours s  official s  official/ours  ours frames/s  ours src-s/s
-    probe                                   0.11    -           -              2210           88.4
-    normalize                               0.07    0.12        1.8x           3631           145.3
-    shots                                   2.09    6.87        3.3x           120            4.8
-    segments                                0.00    0.15        -              -              -
-    align (tiny, dlib, every frame)         10.54   -           -              24             0.9
-    align (tiny, dlib, detect_every 5)      4.85    -           -              52             2.1
-    total 1-4 vs official 2-4               2.27    7.14        3.1x           110            4.4
-    total 1-5 vs official 2-4 (goal >= 3x)  12.81   7.14        0.6x           20             0.8
-    total 1-5, detect_every 5               7.12    7.14        1.0x           35             1.4
-    job --until segments (fresh DATA)       1.64    -           -              152            6.1
-    PyAV decode only (threads auto)         0.99    -           -              252            10.1
+    stage                                          ours s  official s  official/ours  ours frames/s
+    probe                                          0.15    -           -              1643
+    normalize                                      0.04    0.14        3.2x           5809
+    shots                                          2.01    5.78        2.9x           124
+    segments                                       0.00    0.11        -              -
+    align (tiny, dlib, every frame)                9.91    -           -              25
+    align (tiny, dlib, detect_every 5)             5.02    -           -              50
+    total 1-4 vs official 2-4                      2.20    6.02        2.7x           113
+    total 1-5 vs official 2-4 (goal >= 3x)         12.11   6.02        0.5x           21
+    total 1-5, detect_every 5                      7.22    6.02        0.8x           35
+    shots + align in one decode (same clips: yes)  8.67    -           -              29
+    total 1-5 with it (the job's default)          8.87    6.02        0.7x           28
+    job --until segments (fresh DATA)              1.60    -           -              156
+    PyAV decode only (threads auto)                0.82    -           -              304
 
     official: 1 shot file (re-encoded by split-video), from which the 5 s stream-copy segmenter, cutting
     at key frames only, writes 1 segment of 10 s; ours: no cut, 2 frame-exact spans of 125 frames.
 
-This run's machine was busier than the first of the day (the official 2-4 took 7.14 s, then 5.84 s; the
-first run: probe 0.95, shots 1.54, align 8.67 / 4.36 s): compare within a run. The probe now decodes only
-the first frame (it read the last one too, which decoded the whole fixture, a file with one key frame: 0.95
--> 0.11 s); the shots pass, decoding every frame anyway, is the decode check (a frame that does not decode
-rejects the source as ``unreadable`` at ``shots``). Stages 1-4 are 3.1x faster than the official 2-4
-(2.3x before), the job to ``--until segments`` 2.09 -> 1.64 s. The goal for stages 1-5 is not met: 0.6x
-(1.0x at ``detect_every 5``). Align runs decode | faces | affine | encode concurrently (``runner.pipelined``,
-torch at one thread; before: one after the other, 13.3 s); it uses about 1.6 of the 2 cores, and its faces
-step is the bottleneck: dlib HOG on every frame, 14 ms a frame alone and about 24 ms beside the other
-steps. What is left, per frame of CPU: decode + full-frame RGB about 9 ms (twice: the shots pass and align),
-HOG 14-24 ms (every frame; 1 in 5 at ``detect_every 5``, the 68 landmarks refitted on the others, 3 ms),
-affine 5 ms, libx264 at 256x256 3-4 ms.
+The machine's load moves these by 10-25 % from run to run (the official 2-4 took 5.84, 7.14 and 6.02 s in
+three runs of the day): compare within a run. Changes of the day: the probe decodes only the first frame (it
+read the last one too, which decoded the whole fixture, a file with one key frame: 0.95 -> 0.11-0.15 s); the
+shots pass, decoding every frame anyway, is the decode check (a frame that does not decode rejects the source
+as ``unreadable`` at ``shots``); shots + align in one decode: 8.7 s against 2.0 + 9.0 s apart (the detector's
+load taken out), so stages 1-5 take 8.9 s instead of 12.1. The goal for stages 1-5 is not met: 0.7x of the
+official 2-4's speed with detection on every frame (the official behaviour). Align runs decode | faces |
+affine | encode concurrently; its faces step is the bottleneck: dlib HOG on every frame, 14 ms a frame alone
+and about 24 ms beside the other steps; per frame of CPU also: decode + full-frame RGB about 9 ms (once now),
+affine 5 ms, libx264 at 256x256 3-4 ms. ``detect_every 5`` (the tracker between detections) runs two passes:
+a tracker's refits depend on where its clip starts, which the one pass would have to follow per candidate.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def _ours(out: Path, align: bool) -> dict:  # type: ignore[type-arg]
     t = time.perf_counter()
     norm = stages.normalize_audio(FIXTURE, out / "audio.wav", options)
     times["normalize"] = time.perf_counter() - t
-    frames = min(probe["grid_frames"], norm["audio_frames"])
+    frames = frames_total = min(probe["grid_frames"], norm["audio_frames"])
     t = time.perf_counter()
     shots = stages.detect_shots(FIXTURE, frames, options)
     times["shots"] = time.perf_counter() - t
@@ -120,6 +122,20 @@ def _ours(out: Path, align: bool) -> dict:  # type: ignore[type-arg]
             times[key] = time.perf_counter() - t
         result |= {"align_frames": sum(b - a for a, b in spans), "detector": aligned[0]["detector"] if aligned else None,
                    "aligned": [d["aligned"] for d in aligned], "no_face": [d["no_face_frame"] for d in aligned]}
+        # shots and align in one decode (the job's default for detect_every 1): the same spans and clips
+        from lipsyncctl.curation import onepass
+        from lipsyncctl.curation.align import worker_detector
+
+        one: dict = {}  # type: ignore[type-arg]
+        t = time.perf_counter()
+        onepass_shots = onepass.shots_and_align(
+            FIXTURE, frames_total, options, source_id="bench", data=out / "onepass", audio=out / "audio.wav",
+            detector=worker_detector(options, cache, None),
+            wanted=lambda a, b, n: b - a >= options.min_sync_frames and n >= round(options.min_seconds * options.fps),
+            finished=lambda a, b, d: one.__setitem__((a, b), d))
+        times["shots + align, one pass"] = time.perf_counter() - t
+        result["onepass_same"] = (onepass_shots == shots and sorted(one) == spans
+                                  and [one[k]["no_face_frame"] for k in spans] == result["no_face"])
     import av
 
     t = time.perf_counter()
@@ -232,6 +248,9 @@ def render(res: dict) -> str:  # type: ignore[type-arg]
     if "align" in ours:
         row("total 1-5 vs official 2-4 (goal >= 3x)", one_four + ours["align"], official)
         row("total 1-5, detect_every 5", one_four + ours["align k=5"], official)
+        one = ours["shots + align, one pass"]
+        row(f"shots + align in one decode (same clips: {'yes' if res['ours']['onepass_same'] else 'NO'})", one, None)
+        row("total 1-5 with it (the job's default)", one_four - ours["shots"] + one, official)
     row("job --until segments (fresh DATA)", ours["job --until segments"], None)
     row("PyAV decode only (threads auto)", ours["decode only"], None)
     cols = ["stage", "ours s", "official s", "official/ours", "ours frames/s", "ours src-s/s", "official frames/s"]
@@ -255,6 +274,7 @@ def _check(res: dict) -> None:  # type: ignore[type-arg]
     assert all(ours["times"][s] > 0 for s in ("probe", "normalize", "shots", "segments"))
     if "align" in ours["times"]:
         assert ours["aligned"]  # one result per span (a path, or None with the span's no-face frame)
+        assert ours["onepass_same"]  # the one pass found the same shots, spans and face decisions
     assert off["resampled"] and off["segment_files"] >= 1
     assert all(off["times"][s] > 0 for s in ("normalize", "shots", "segments"))
 
