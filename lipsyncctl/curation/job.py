@@ -383,21 +383,28 @@ def _shots_and_align(rec: SourceRecord, task: CurateTask, key: str, forced: bool
         store.save(kind, sid, clip.to_dict())
         made[sid] = (first, stop)
 
+    def forget() -> None:  # the records and files of the clips made so far
+        for sid in made:
+            raw = store.load(kind, sid)
+            for f in align.outputs(ClipRecord.from_dict(raw).stages[align.name].data) if raw else []:
+                Path(f).unlink(missing_ok=True)
+            store.delete(kind, sid)
+
     try:
         detector = worker_detector(options, cache, device)
         audio = Path(rec.stages[str(Stage.NORMALIZE)].data["audio"])
         data = onepass.shots_and_align(path, _frames(rec), options, source_id=task.id, data=Path(task.data),
                                        audio=audio, detector=detector, wanted=wanted, finished=finished)
+    except onepass.Inconsistent as exc:  # never expected: the two passes then (and a note in the log)
+        progress.warning(f"{path.name}: shots and align in one decode stopped ({exc}); two passes instead")
+        forget()
+        return _run_stage(Stage.SHOTS, rec, task, key), []
     except LipsyncError as exc:
-        data = None
-        error = StageResult(key, error=f"{exc}")
-    if data is None or data.get("problem"):
-        for sid in made:  # nothing of a source that does not decode (or failed) is kept
-            raw = store.load(kind, sid)
-            for f in align.outputs(ClipRecord.from_dict(raw).stages[align.name].data) if raw else []:
-                Path(f).unlink(missing_ok=True)
-            store.delete(kind, sid)
-        return (error if data is None else StageResult(key, data)), []
+        forget()
+        return StageResult(key, error=f"{exc}"), []
+    if data.get("problem"):  # nothing of a source that does not decode is kept
+        forget()
+        return StageResult(key, data), []
     return StageResult(key, data), list(made.values())
 
 

@@ -45,6 +45,11 @@ from lipsyncctl.config import CurateOptions
 Finished = Callable[[int, int, dict[str, Any]], None]
 
 
+class Inconsistent(RuntimeError):
+    """The pass saw something its bookkeeping rules out (a cut reported for a frame already assigned, a clip
+    short of frames): the caller falls back to the two passes."""
+
+
 def applies(options: CurateOptions) -> bool:
     """Whether shots and align can share one decode for these settings (module doc)."""
     return options.one_pass and options.detect_every == 1 and options.segments == "exact"
@@ -98,7 +103,7 @@ class _Assign:
     def _cuts(self, cuts: list[int]) -> None:
         for c in cuts:
             if c <= self.done:
-                raise RuntimeError(f"a cut at frame {c} was reported after that frame was assigned")
+                raise Inconsistent(f"a cut at frame {c} was reported after that frame was assigned")
             self.cuts.add(c)
 
     def _new(self, first: int, certain: bool) -> _Clip:
@@ -177,7 +182,7 @@ class _Assign:
             ops.append(("drop", clip.token))
             return
         if data["no_face_frame"] is None and len(clip.matrices) != stop - clip.first:
-            raise RuntimeError(f"clip {clip.first}-{stop}: {len(clip.matrices)} aligned frames")
+            raise Inconsistent(f"clip {clip.first}-{stop}: {len(clip.matrices)} aligned frames")
         ops.append(("done", clip.token, clip.first, stop, clip.matrices, data))
 
 

@@ -129,3 +129,31 @@ def test_a_rerun_computes_nothing_and_force_shots_recomputes_once(raw: Path, run
     assert {Path(s.path).name: s.computed for s in forced.sources}["long.mp4"] == [
         "shots", "segments", "align:0-25", "align:25-50", "align:50-90"]
     assert _files(data) == before
+
+
+def test_an_inconsistency_falls_back_to_two_passes(raw: Path, runs, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the pass's bookkeeping ever disagree with itself (its guards raise ``Inconsistent``), the clips it
+    made are forgotten (records and files) and the source runs in two passes: the same results."""
+    from lipsyncctl.curation import onepass
+
+    real = onepass._Assign._close
+    calls: list[int] = []
+
+    def close(self, clip, stop, ops):  # type: ignore[no-untyped-def]
+        calls.append(stop)
+        if len(calls) == 3:  # after two clips were written and recorded
+            raise onepass.Inconsistent("test")
+        real(self, clip, stop, ops)
+
+    monkeypatch.setattr(onepass._Assign, "_close", close)
+    data = tmp_path / "data"
+    result = run_curation([raw / "long.mp4"], data, cfg.resolve("tiny", SETS), until="align")
+    two = runs["false"]["data"]
+    want = [{**line, "aligned": line["aligned"] and line["aligned"].replace(str(two), str(data)),
+             "matrices": line["matrices"] and line["matrices"].replace(str(two), str(data))}
+            for line in _manifest(two) if line["source"].startswith("long")]
+    assert _manifest(data) == want
+    assert _files(data) == {k: v for k, v in _files(two).items() if "/long-" in k}
+    assert result.sources[0].computed == ["probe", "normalize", "shots", "segments", "align:0-25", "align:25-50",
+                                          "align:50-90"]
