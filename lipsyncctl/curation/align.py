@@ -107,7 +107,6 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     for stale in out.parent.glob(f".{out.stem}.align.*"):  # left by a killed run of this clip
         shutil.rmtree(stale, ignore_errors=True)
     matrices: list[np.ndarray] = []
-    smallest = float("inf")
     halt = threading.Event()  # set at the first frame without a face: nothing after it is decoded or detected
 
     def faces_of(frame: np.ndarray) -> tuple[np.ndarray, list[Face]] | None:  # stage 1 (its own thread)
@@ -119,17 +118,12 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         return frame, faces
 
     def aligned(item: tuple[np.ndarray, list[Face]] | None) -> tuple[np.ndarray, np.ndarray] | None:  # stage 2
-        nonlocal smallest
         if item is None:  # after the frame without a face
             return None
         frame, faces = item
-        data["max_faces"] = max(data["max_faces"], len(faces))
-        if not faces:
-            data["no_face_frame"] = data["frames_with_face"]
+        face = largest_face(faces)
+        if not count_frame(data, len(faces), face_side(face)):
             return None
-        face = max(faces, key=lambda f: f.area)  # official: the largest face
-        smallest = min(smallest, face_side(face))
-        data["frames_with_face"] += 1
         return aligner.align(frame, face.points3)
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out, "align")) as tmpdir:
@@ -158,7 +152,6 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         except BaseException as exc:
             writer.abort(exc)
             raise
-        data["min_face_size"] = None if not matrices else round(smallest, 1)
         if data["no_face_frame"] is not None:
             writer.abort()  # rejected: no aligned clip is written (official: the video is skipped)
             return data
@@ -171,7 +164,12 @@ def aligned_paths(data: Path, source_id: str, clip_id: str, options: CurateOptio
     """``(clip, matrices)``: where a clip's aligned video and its per-frame matrices go
     (``DATA/aligned/<source id>/<clip id>.mp4|.mkv`` and ``.npy``)."""
     folder = data / "aligned" / source_id
-    return folder / f"{clip_id}{'.mkv' if options.lossless else '.mp4'}", folder / f"{clip_id}.npy"
+    return folder / f"{clip_id}{aligned_suffix(options)}", folder / f"{clip_id}.npy"
+
+
+def aligned_suffix(options: CurateOptions) -> str:
+    """The aligned clips' container: ``.mkv`` for lossless FFV1 + PCM, else ``.mp4``."""
+    return ".mkv" if options.lossless else ".mp4"
 
 
 def clip_writer(path: Path, options: CurateOptions) -> Any:
@@ -197,9 +195,29 @@ def finish_clip(video_only: Path, out: Path, matrices_path: Path, matrices: list
     return {"aligned": str(out), "matrices": str(matrices_path), "audio_samples": int(len(samples))}
 
 
-def face_side(face: Face) -> float:
-    """The shorter side of a face's box in pixels (``min_face_size``)."""
-    return float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face a clip is aligned to (official: the largest of the frame), None without one."""
+    return max(faces, key=lambda f: f.area) if faces else None
+
+
+def face_side(face: Face | None) -> float | None:
+    """The shorter side of a face's box in pixels (``min_face_size``); None for no face."""
+    return None if face is None else float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+
+
+def count_frame(data: dict[str, Any], faces: int, side: float | None) -> bool:
+    """One frame into a clip's measurements (:func:`new_data`): how many faces it has and the chosen one's
+    :func:`face_side` (None: no face). False at a frame without a face: the clip ends there (``no_face_frame``
+    is its index in the span). ``min_face_size`` is kept rounded to 0.1 px (rounding is monotonic: the
+    minimum of the rounded sides is the rounded minimum)."""
+    data["max_faces"] = max(data["max_faces"], faces)
+    if side is None:
+        data["no_face_frame"] = data["frames_with_face"]
+        return False
+    size = round(side, 1)
+    data["min_face_size"] = size if data["min_face_size"] is None else min(data["min_face_size"], size)
+    data["frames_with_face"] += 1
+    return True
 
 
 def new_data(frames: int, options: CurateOptions, detector: str) -> dict[str, Any]:

@@ -15,6 +15,11 @@ from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.records import ClipRecord, Decision, SourceRecord, Stage
 
 
+def clip_id(source: str, first: int, stop: int) -> str:
+    """A span's id: ``<source id>_<first>-<stop>`` (frames, zero-padded), its records' and files' name."""
+    return f"{source}_{first:06d}-{stop:06d}"
+
+
 @dataclass(frozen=True)
 class ClipSpan:
     """One span of a source on the 25 fps grid and its decision so far."""
@@ -27,7 +32,7 @@ class ClipSpan:
 
     @property
     def id(self) -> str:
-        return f"{self.source}_{self.first:06d}-{self.stop:06d}"
+        return clip_id(self.source, self.first, self.stop)
 
     @property
     def frames(self) -> int:

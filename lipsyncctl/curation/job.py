@@ -37,7 +37,7 @@ from typing import Any
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames, outputs_exist
-from lipsyncctl.curation.decide import ClipSpan, decide_clips, decide_source
+from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source
 from lipsyncctl.curation.records import (
     STAGES,
     ClipRecord,
@@ -251,7 +251,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     fresh: set[str] = set()  # clips whose align the one pass just computed
     aligned: list[tuple[int, int]] = []
     for stage in STAGES[: last + 1]:
-        key = stage_key(key, str(stage), STAGE_VERSION[stage], _settings(stage, task.options))
+        key = _source_stage_key(key, stage, task.options)
         forced = forced or str(stage) in task.force
         old = rec.result(stage)
         if old is not None and old.key == key and not forced and not _outputs_missing(old):
@@ -261,7 +261,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
             continue
         if stage is Stage.SHOTS and _one_pass(task):  # shots and align in one decode
             rec.stages[str(stage)], aligned = _shots_and_align(rec, task, key, forced, store, cache, device)
-            fresh.update(ClipSpan(task.id, a, b, Decision.kept()).id for a, b in aligned)
+            fresh.update(clip_id(task.id, a, b) for a, b in aligned)
         else:
             rec.stages[str(stage)] = _run_stage(stage, rec, task, key)
         for later in STAGES[STAGES.index(stage) + 1:]:
@@ -298,15 +298,16 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
 
     raw = store.load(f"clips/{span.source}", span.id)
     rec = ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
-    key = stage_key(key, span.first, span.stop)
+    key = _span_key(key, span.first, span.stop)
     computed = []
     for i, stage in enumerate(stages):
         files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
         key = _clip_stage_key(key, stage, task)
         forced = forced or stage.name in task.force
         old = rec.stages.get(stage.name)
+        # made by the one pass in this run (``--force shots`` would otherwise force it once more)
         just_made = stage.name == "align" and span.id in fresh and old is not None and old.key == key
-        if not just_made and (old is None or old.key != key or forced or not outputs_exist(stage, old.data)):
+        if not just_made and _stale(old, key, forced, stage):
             previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
             ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
                               task.options, previous, cache, device, files, frames)
@@ -322,6 +323,21 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
         if decide_clip(rec, task.options)[0].verdict != "kept":
             break  # rejected or failed here: the later stages do not run on it
     return computed
+
+
+def _source_stage_key(key: str, stage: Stage, options: CurateOptions) -> str:
+    """A source stage's content key: the previous stage's (or the file's fingerprint), the stage, its settings."""
+    return stage_key(key, str(stage), STAGE_VERSION[stage], _settings(stage, options))
+
+
+def _span_key(segments_key: str, first: int, stop: int) -> str:
+    """A span's key, on which its clip stages' keys chain."""
+    return stage_key(segments_key, first, stop)
+
+
+def _stale(old: StageResult | None, key: str, forced: bool, stage: ClipStage) -> bool:
+    """A clip stage must run: no stored result, another key, ``--force``, or its files are gone."""
+    return old is None or old.key != key or forced or not outputs_exist(stage, old.data)
 
 
 def _clip_stage_key(key: str, stage: ClipStage, task: CurateTask) -> str:
@@ -357,26 +373,23 @@ def _shots_and_align(rec: SourceRecord, task: CurateTask, key: str, forced: bool
 
     options, path = task.options, Path(task.path)
     align = clip_stage("align")
-    seg_key = stage_key(key, str(Stage.SEGMENTS), STAGE_VERSION[Stage.SEGMENTS], _settings(Stage.SEGMENTS, options))
+    seg_key = _source_stage_key(key, Stage.SEGMENTS, options)
     shortest = round(options.min_seconds * options.fps)
     kind = f"clips/{task.id}"
     made: dict[str, tuple[int, int]] = {}
 
-    def span_id(first: int, stop: int) -> str:
-        return ClipSpan(task.id, first, stop, Decision.kept()).id
-
     def align_key(first: int, stop: int) -> str:
-        return _clip_stage_key(stage_key(seg_key, first, stop), align, task)
+        return _clip_stage_key(_span_key(seg_key, first, stop), align, task)
 
     def wanted(first: int, stop: int, shot_frames: int) -> bool:
         if shot_frames < shortest or stop - first < options.min_sync_frames:
             return False  # rejected at shots or segments (or not known yet: the clip stages align it later)
-        raw = store.load(kind, span_id(first, stop))
+        raw = store.load(kind, clip_id(task.id, first, stop))
         old = ClipRecord.from_dict(raw).stages.get(align.name) if raw else None
-        return forced or old is None or old.key != align_key(first, stop) or not outputs_exist(align, old.data)
+        return _stale(old, align_key(first, stop), forced, align)
 
     def finished(first: int, stop: int, data: dict[str, Any]) -> None:
-        sid = span_id(first, stop)
+        sid = clip_id(task.id, first, stop)
         raw = store.load(kind, sid)
         clip = ClipRecord.from_dict(raw) if raw else ClipRecord(sid, task.id, first, stop)
         clip.stages = {align.name: StageResult(align_key(first, stop), data)}  # the later stages follow from it

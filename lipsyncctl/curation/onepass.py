@@ -22,7 +22,8 @@ decoder) and the face detector, and is aligned for the clip(s) it may belong to:
 So the clips, their matrices and their measurements are those of the separate stages bit for bit (tested:
 the same manifest, aligned files and matrices), for ``detect_every`` 1 (the official detection on every frame:
 a frame's faces do not depend on the clip, while a tracker's between detections would) and exact segments.
-Memory: the decoder's few frames, at most ``seg`` aligned faces per open clip.
+Memory: the decoder's few frames, at most ``seg`` aligned faces per open clip, two numbers per frame of the
+open clips.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class _Assign:
         self.options, self.frames, self.lag, self.detector, self.wanted = options, frames, lag, detector, wanted
         self.seg = round(options.segment_seconds * options.fps)
         self.cuts: set[int] = set()
-        self.stats: list[tuple[int, float | None]] = []  # per frame: faces, the largest one's shorter side
+        #: per frame of the open clips: faces found, the chosen one's shorter side (align.count_frame's inputs)
+        self.stats: dict[int, tuple[int, float | None]] = {}
         self.buffer: deque[tuple[int, np.ndarray, list[Any]]] = deque()
         self.shot_start = 0
         self.cur: _Clip | None = None
@@ -113,7 +115,7 @@ class _Assign:
         return _Clip(self.tokens, first, FaceAligner(resolution=self.options.resolution, smooth=True), certain)
 
     def _assign(self, g: int, rgb: np.ndarray, faces: list[Any], ops: list[tuple[Any, ...]]) -> None:
-        from lipsyncctl.curation.align import face_side
+        from lipsyncctl.curation.align import face_side, largest_face
 
         self.done = g
         if g in self.cuts and 0 < g < self.frames:
@@ -124,8 +126,8 @@ class _Assign:
         offset = g - self.shot_start
         if offset > 0 and offset % self.seg == 0:
             self.nxt = self._new(g, certain=False)  # the previous candidate was decided a frame ago
-        face = max(faces, key=lambda f: f.area) if faces else None  # official: the largest face
-        self.stats.append((len(faces), face_side(face) if face is not None else None))
+        face = largest_face(faces)
+        self.stats[g] = (len(faces), face_side(face))
         last: tuple[np.ndarray, np.ndarray] | None = None  # (matrix, face) of this frame: one warp for equal matrices
         for clip in (self.cur, self.nxt):
             if clip is None or clip.dead:
@@ -164,18 +166,14 @@ class _Assign:
         self.cur = None
 
     def _close(self, clip: _Clip, stop: int, ops: list[tuple[Any, ...]]) -> None:
-        from lipsyncctl.curation.align import new_data
+        from lipsyncctl.curation.align import count_frame, new_data
 
         data = new_data(stop - clip.first, self.options, self.detector)
-        smallest = float("inf")
-        for faces, side in self.stats[clip.first:stop]:  # as align.run counts them, frame by frame
-            data["max_faces"] = max(data["max_faces"], faces)
-            if side is None:
-                data["no_face_frame"] = data["frames_with_face"]
+        for g in range(clip.first, stop):  # as align.run counts them, frame by frame
+            if not count_frame(data, *self.stats[g]):
                 break
-            smallest = min(smallest, side)
-            data["frames_with_face"] += 1
-        data["min_face_size"] = round(smallest, 1) if data["frames_with_face"] else None
+        for g in range(min(self.stats, default=stop), stop):  # no open clip starts before ``stop`` now
+            del self.stats[g]
         # the shot lasts at least to ``stop`` (a seg more when the next clip is certain)
         shot_frames = stop - self.shot_start + (self.seg if self.nxt is not None and self.nxt.first == stop else 0)
         if not self.wanted(clip.first, stop, shot_frames):
@@ -197,9 +195,8 @@ class _Writers:
         self.open: dict[int, tuple[tempfile.TemporaryDirectory[str], Any, Path]] = {}
 
     def __call__(self, ops: list[tuple[Any, ...]]) -> None:
-        from lipsyncctl.curation.align import aligned_paths, clip_writer, finish_clip
-        from lipsyncctl.curation.decide import ClipSpan
-        from lipsyncctl.curation.records import Decision
+        from lipsyncctl.curation.align import aligned_paths, aligned_suffix, clip_writer, finish_clip
+        from lipsyncctl.curation.decide import clip_id
         from lipsyncctl.media.atomic import temp_prefix
 
         for op in ops:
@@ -209,7 +206,7 @@ class _Writers:
                     self.folder.mkdir(parents=True, exist_ok=True)
                     tmp = tempfile.TemporaryDirectory(
                         dir=self.folder, prefix=temp_prefix(self.folder / f"{self.source_id}_{token}", "align"))
-                    video = Path(tmp.name) / f"video{'.mkv' if self.options.lossless else '.mp4'}"
+                    video = Path(tmp.name) / f"video{aligned_suffix(self.options)}"
                     self.open[token] = (tmp, clip_writer(video, self.options), video)
                 self.open[token][1].write(op[2])
             elif kind == "drop":
@@ -223,8 +220,8 @@ class _Writers:
                 tmp, writer, video = self.open.pop(token)
                 try:
                     writer.close()
-                    clip_id = ClipSpan(self.source_id, first, stop, Decision.kept()).id
-                    out, matrices_path = aligned_paths(self.data, self.source_id, clip_id, self.options)
+                    out, matrices_path = aligned_paths(self.data, self.source_id, clip_id(self.source_id, first, stop),
+                                                       self.options)
                     files = finish_clip(video, out, matrices_path, matrices, self.audio, first, stop,
                                         self.options, self.source)
                 finally:
@@ -260,7 +257,6 @@ def shots_and_align(path: Path, frames: int, options: CurateOptions, *, source_i
     with IndexedReader(path, Fraction(options.fps)) as reader, \
             progress.Task(f"shots + align ({detector.name})", total=frames) as task:
         shots = stages.ShotCuts(reader.size, options)
-        cuts: list[int] = []
         assign = _Assign(options, frames, shots.lag, detector.name, wanted)
         writers = _Writers(data, source_id, path, audio, options, finished)
 
@@ -270,12 +266,9 @@ def shots_and_align(path: Path, frames: int, options: CurateOptions, *, source_i
 
         def detected(item: tuple[Any, ...]) -> tuple[Any, ...]:  # faces and cuts (their own thread)
             if item[0] == "end":
-                found = shots.finish(frames)
-                cuts.extend(found)
-                return ("end", found)
+                return ("end", shots.finish(frames))
             index, rgb = item
             found = shots.feed(index, rgb)
-            cuts.extend(found)
             task.advance()
             return index, rgb, detector.detect(rgb), found
 
@@ -289,4 +282,4 @@ def shots_and_align(path: Path, frames: int, options: CurateOptions, *, source_i
                 writers.close()
         if (problem := stages.short_stream(reader, frames)) is not None:
             return problem
-    return stages.shots_data(cuts, frames)
+    return stages.shots_data(sorted(assign.cuts), frames)
