@@ -15,21 +15,17 @@ per call (``sets``); a call that would need other networks is refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import ConfigError
-from lipsyncctl.pipeline.networks import TUNING_OPTIONS
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.pipeline.clip import SyncResult
     from lipsyncctl.pipeline.networks import Networks
 
-#: config sections whose values decide which networks are loaded, where, in what precision and how tuned
-_NETWORK_KEYS = (("model",), ("inference", "device"), ("inference", "dtype"),
-                 *(("inference", k) for k in TUNING_OPTIONS))
 
 
 class LipSyncPipeline:
@@ -94,11 +90,13 @@ class LipSyncPipeline:
         sets = list(sets)
         if not sets:
             return self.config
+        from lipsyncctl.pipeline.networks import network_settings
+
         config = cfg.resolve(self.config.to_dict(), sets)
-        before, after = self.config.to_dict(), config.to_dict()
-        for path in _NETWORK_KEYS:
-            if _get(before, path) != _get(after, path):
-                raise ConfigError(f"{'.'.join(path)} cannot change per call: this pipeline's networks are loaded",
+        before, after = network_settings(self.config), network_settings(config)
+        for name, value in before.items():
+            if after[name] != value:
+                raise ConfigError(f"{name} cannot change per call: this pipeline's networks are loaded",
                                   hint="make another pipeline (LipSyncPipeline.from_preset(..., sets=[...]))")
         return config
 
@@ -107,8 +105,3 @@ class LipSyncPipeline:
         return (f"LipSyncPipeline(unet={n.files.get('unet_config')!r}, resolution={n.resolution}, "
                 f"device={str(n.device)!r}, dtype={str(n.dtype).removeprefix('torch.')!r})")
 
-
-def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree

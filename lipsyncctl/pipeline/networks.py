@@ -53,6 +53,15 @@ class Networks:
 TUNING_OPTIONS = ("channels_last", "compile", "cuda_graphs")
 
 
+def network_settings(config: Config, device: str | None = None) -> dict[str, Any]:
+    """What decides the loaded networks, by dotted setting name: the model files, the device (``device``
+    overrides the config's), the dtype and the GPU tuning (:data:`TUNING_OPTIONS`). Two runs with equal
+    settings can share one :class:`Networks` (a worker's cache key, a pipeline's per-call check)."""
+    inf = config.inference
+    return {"model": config.model.model_dump(mode="json"), "inference.device": device or inf.device,
+            "inference.dtype": inf.dtype, **{f"inference.{k}": bool(getattr(inf, k)) for k in TUNING_OPTIONS}}
+
+
 def tuning_of(inference: InferenceOptions) -> dict[str, bool]:
     """The options of :data:`TUNING_OPTIONS` that ``inference`` switches on (off ones are left out, so an
     untuned :class:`Networks` has ``{}``)."""

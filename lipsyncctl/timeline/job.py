@@ -142,7 +142,8 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     check_outputs(job, inputs, [d.language for d in dub_tracks], shots)  # before anything is written
     if job.dry_run:
         return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
-    # Under OUT's lock (run_timeline): a run that waited for another one finds what that run finished.
+    # Under OUT's lock (run_timeline), shared by the shards of one job: what the others finished since the
+    # keys were looked up is reused.
     _refresh_reuse(shots, store)
     for s in shots:
         _place_reused(s, inputs)

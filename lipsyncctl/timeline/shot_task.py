@@ -55,11 +55,9 @@ def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> S
     ``cache``, loaded on first use for this model set, device, dtype and GPU tuning (so a worker loads them
     once; a shot whose options ask for other tuning, e.g. ``inference.channels_last`` by a range, gets its
     own copy instead of networks tuned for another shot)."""
-    from lipsyncctl.pipeline.networks import load_networks, tuning_of
+    from lipsyncctl.pipeline.networks import load_networks, network_settings
 
-    inference = task.config.inference
-    key = json.dumps([task.config.model.model_dump(mode="json"), device or inference.device, inference.dtype,
-                      tuning_of(inference)], sort_keys=True)
+    key = json.dumps(network_settings(task.config, device), sort_keys=True)
     if key not in cache:
         try:
             cache[key] = load_networks(task.config.with_overrides({"inference.device": device}))
