@@ -34,3 +34,10 @@ if len(cv) != 1:
 import cv2  # noqa: F401
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "| opencv:", cv[0], cv2.__version__)
 PYEOF
+# The test extras: lpips 0.1.4's LPIPS heads (7 KB, from the package index like everything above; pinned by
+# sha256) for the golden training-step tests, into the models directory. Without them those tests skip.
+case ",$EXTRAS," in
+  *,dev,*)
+    "$VENV/bin/lipsyncctl" --quiet models fetch lpips-vgg --no-deps >/dev/null \
+      || echo "note: lpips-vgg could not be fetched; the LPIPS golden tests will skip" ;;
+esac

@@ -3,7 +3,9 @@
 Hub files go through ``huggingface_hub.hf_hub_download`` into the model folder (``HF_ENDPOINT`` picks a
 mirror, ``HF_HUB_OFFLINE=1`` refuses). huggingface_hub >= 2 resumes a dropped connection with ``Range``
 within the call but deletes its partial file when the call fails, so an interrupted run starts that file
-over. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs. After a download the file is
+over. A file inside a wheel (``wheel:``, e.g. lpips' 7 KB heads) comes from the Python package index through
+``pip download`` (the user's pip configuration: index, mirror, proxy; ``LIPSYNCCTL_OFFLINE=1`` refuses) and
+is read out of the wheel. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs. After a download the file is
 hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved aside to ``*.corrupt``
 and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``. A fetch that
 fails (or is interrupted) removes the folders it created while they are still empty.
@@ -123,6 +125,9 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
             continue
         if f.hub is not None:
             _download_hub(entry, f, mdir, endpoint=endpoint, force=force)
+        elif f.wheel is not None:
+            _download_wheel_member(f.wheel.requirement, f.wheel.member, dest,
+                                   description=f"download {entry.name}/{f.path}")
         else:
             _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
         result.files.append(_check_download(entry, f, dest, state))
@@ -231,6 +236,51 @@ def _download_hub(entry: ModelEntry, f: ModelFile, mdir: Path, *, endpoint: str 
             raise MissingModelError(f"cannot download {f.source}: {exc}", hint=_OFFLINE_HINT) from exc
         raise
     return Path(path)
+
+
+def _download_wheel_member(requirement: str, member: str, dest: Path, *, description: str,
+                           timeout: float = 300.0) -> Path:
+    """``member`` of the wheel of ``requirement`` (``name==version``) to ``dest`` (via ``dest.part``).
+
+    The wheel is fetched by ``python -m pip download --no-deps --only-binary :all:`` into a temporary folder
+    (removed afterwards), with the interpreter running lipsyncctl, so the user's pip configuration applies."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    if os.environ.get("LIPSYNCCTL_OFFLINE") == "1":
+        raise MissingModelError(f"cannot download {requirement} from the package index: offline mode is set",
+                                hint=_OFFLINE_HINT)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with progress.Task(description, None), tempfile.TemporaryDirectory(prefix="lipsyncctl-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "--dest", tmp, requirement]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MissingModelError(f"cannot download {requirement} with pip: {exc}", hint=_OFFLINE_HINT) from exc
+        if done.returncode != 0:
+            last = next((line.strip() for line in reversed(done.stderr.splitlines()) if line.strip()), "")
+            raise MissingModelError(f"cannot download {requirement} with pip (exit {done.returncode}): {last}",
+                                    hint=_OFFLINE_HINT)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise MissingModelError(f"pip download {requirement} gave {len(wheels)} wheels, expected one",
+                                    hint="check the pip configuration (index URL, --no-deps)")
+        try:
+            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as src, part.open("wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+        except KeyError as exc:
+            part.unlink(missing_ok=True)
+            raise CheckpointError(f"{wheels[0].name} has no file {member}",
+                                  hint="the registry names another release; check models/registry.yaml") from exc
+        except (OSError, zipfile.BadZipFile) as exc:
+            part.unlink(missing_ok=True)
+            raise CheckpointError(f"cannot read {member} from {wheels[0].name}: {exc}") from exc
+    os.replace(part, dest)
+    return dest
 
 
 def _download_url(url: str, dest: Path, *, description: str, timeout: float = 60.0) -> Path:

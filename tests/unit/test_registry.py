@@ -23,6 +23,8 @@ REQUIRED = {"latentsync-1.5", "latentsync-1.6", "whisper-tiny", "sd-vae-ft-mse",
 DOCUMENTED_SHA256 = {
     # openai-whisper's model table (whisper/__init__.py): the URL path carries the hash.
     "65147644a518d12f04e32d6f3b26facc3f8dd46e5390956a9424a650c0ce22b9",
+    # lpips 0.1.4's weights/v0.1/vgg.pth, read from its wheel (the file shared/golden/train names).
+    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
 }
 
 
@@ -48,6 +50,9 @@ def test_shipped_registry_is_complete_and_honest() -> None:
     assert {f.role for f in fa.files} == {"s3fd", "fan"}
     for f in fa.files:  # torch.hub naming: the name's hex suffix is the sha256 prefix
         assert f.url and f.url.endswith(f.path) and f.sha256_prefix and f.sha256_prefix in f.path
+    heads = reg.get("lpips-vgg").file("lpips")  # a pinned release on the package index, not a git branch
+    assert (heads.wheel.requirement, heads.wheel.member, heads.size) == (
+        "lpips==0.1.4", "lpips/weights/v0.1/vgg.pth", 7289)
     for entry in reg:
         assert entry.description and all(f.role in ROLES for f in entry.files)
         assert entry.licence or entry.licence_note, entry.name
@@ -67,7 +72,11 @@ GOOD_FILE = {"path": "a.pt", "role": "unet", "hub": {"repo": "o/r", "filename": 
     [
         ({"colour": "red"}, "unknown key 'colour'"),
         ({"files": [dict(GOOD_FILE, sha256="abc")]}, "64 lowercase hex"),
-        ({"files": [dict(GOOD_FILE, url="http://x")]}, "exactly one of 'hub' or 'url'"),
+        ({"files": [dict(GOOD_FILE, url="http://x")]}, "exactly one of 'hub', 'url' or 'wheel'"),
+        ({"files": [{"path": "a.pt", "role": "lpips", "wheel": {"requirement": "lpips>=0.1", "member": "a.pt"}}]},
+         "pin one release"),
+        ({"files": [{"path": "a.pt", "role": "lpips", "wheel": {"requirement": "lpips==0.1.4"}}]},
+         "needs 'requirement'"),
         ({"files": [dict(GOOD_FILE, path="/abs.pt")]}, "relative path"),
         ({"files": [dict(GOOD_FILE, path="../up.pt")]}, "relative path"),
         ({"files": [dict(GOOD_FILE, role="weights")]}, "role must be one of"),
