@@ -296,3 +296,11 @@ def crossfade_weights(selected: Sequence[object | None], fade_in: int = 5, fade_
         weights[i:j] = run
         i = j
     return weights
+
+
+def crossfade_weight_at(window: Sequence[object | None], index: int, fade_in: int = 5, fade_out: int = 5) -> float:
+    """``crossfade_weights(selected, fade_in, fade_out)[i]`` from a window of ``selected`` around ``i`` (for a
+    pass that has not reached the clip's end): ``window = selected[lo:hi]`` with ``lo = max(0, i - fade_in - 1)``,
+    ``hi = min(N, i + fade_out + 2)`` and ``index = i - lo``. Exact: where the window's edge cuts the run of
+    frame ``i`` inside the clip, the true ramp at ``i`` is >= 1 and so is no ramp at all."""
+    return float(crossfade_weights(window, fade_in=fade_in, fade_out=fade_out)[index])

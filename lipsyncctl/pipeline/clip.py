@@ -1,8 +1,8 @@
 """The sync pipeline for one clip (DESIGN.md §3), as numbered steps.
 
 Memory stays bounded whatever the clip length: frames are decoded twice in a streaming way (once for
-the faces, once for rendering), and only one window of frames (``inference.window``, 16 officially)
-is held at a time. What is kept for the whole clip is small: one face record per source frame, the
+the faces, once for rendering; with ``inference.pipelined`` and ``faces.select: largest`` the two run at the
+same time), and only one window of frames (``inference.window``, 16 officially) is held at a time. What is kept for the whole clip is small: one face record per source frame, the
 new audio at 16 kHz mono and its whisper features (50 x 5 x 384 floats per second of audio). The new
 audio at its own rate is streamed from its file into the output, never held.
 
@@ -10,6 +10,9 @@ audio at its own rate is streamed from its file into the output, never held.
 2. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
    the official alignment matrix per frame (no face -> the frame passes through;
    :mod:`lipsyncctl.pipeline.faces`). A clip with no face anywhere stops here, before any network loads.
+   Pipelined with ``select: largest`` the pass goes on in a thread of its own once it has found a face
+   (:class:`~lipsyncctl.pipeline.faces.FaceStream`): the networks load, the audio features and the render
+   run beside it, the render waiting for each frame's record (the same records, so the same output bytes).
 3. Load the networks (:mod:`lipsyncctl.pipeline.networks`).
 4. Audio features: whisper over the whole new audio, once.
 5. Render, window by window: read frames -> align -> VAE encode -> denoise -> decode -> paste back ->
@@ -49,7 +52,7 @@ from lipsyncctl.pipeline.plan import (
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, FaceSelect
     from lipsyncctl.media.probe import VideoInfo
-    from lipsyncctl.pipeline.faces import FacePlan
+    from lipsyncctl.pipeline.faces import FacePlan, FaceStream
     from lipsyncctl.pipeline.networks import Networks
 
 __all__ = ["SyncResult", "matte_path", "run_yaml_path", "sync_clip"]
@@ -218,39 +221,57 @@ def sync_clip(
                         f"{float(grid):.3f} fps")
 
     with IndexedReader(video, grid, info=info) as reader:
-        # 2. Faces over the selected source frames, before any network loads (fail fast).
+        # 2. Faces over the selected source frames, before any network loads (fail fast). Pipelined, the pass
+        # runs beside the networks and the render (FaceStream) once it has found a face.
         with clock("faces"):
             faces, faces_reused = face_pass.cached_clip_faces(
                 face_cache, video, reader, first, plan.source_frames, grid, config.faces, config.model.resolution,
-                device=_detector_device(config, networks), audio_16k=mono if config.faces.select == "speaker" else None)
-        if faces.found == 0:
-            raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
-                              hint="check --start/--end, or try another detector (--detector)")
-        warnings.extend(faces.warnings)
-        no_face_out = sum(faces.matrices[plan.source_index(i) - first] is None for i in range(plan.num_frames))
-        if no_face_out:
-            warnings.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
+                device=_detector_device(config, networks), audio_16k=mono if config.faces.select == "speaker" else None,
+                concurrent=config.inference.pipelined, info=info)
+        stream = faces if isinstance(faces, face_pass.FaceStream) else None
+        try:
+            if stream is not None:
+                with clock("faces"):
+                    found = stream.first_face()
+            else:
+                found = faces.found > 0
+            if not found:
+                raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
+                                  hint="check --start/--end, or try another detector (--detector)")
+            said_at = len(warnings)  # where the face pass's warnings go (a stream's, once it has ended)
+            if stream is None:
+                no_face_out = _face_warnings(faces, plan, first, warnings)
 
-        # 3. Models.
-        if networks is None:
-            with clock("load models"):
-                from lipsyncctl.pipeline.networks import load_networks
+            # 3. Models.
+            if networks is None:
+                with clock("load models"):
+                    from lipsyncctl.pipeline.networks import load_networks
 
-                networks = load_networks(config, files)
-        if networks.is_tiny:
-            from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
+                    networks = load_networks(config, files)
+            if networks.is_tiny:
+                from lipsyncctl.checkpoints.tiny import NOT_LIP_SYNCED
 
-            progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
-            warnings.append(NOT_LIP_SYNCED)
+                progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
+                warnings.append(NOT_LIP_SYNCED)
 
-        # 4. Audio features, once for the whole audio (padded with silence to the output length).
-        with clock("audio features"):
-            features = _audio_features(networks, mono, plan)
-        del mono
+            # 4. Audio features, once for the whole audio (padded with silence to the output length).
+            with clock("audio features"):
+                features = _audio_features(networks, mono, plan)
+            del mono
 
-        # 5-6. Render, encode, mux, rename into place.
-        _render_and_write(reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
-                          matte_out)
+            # 5-6. Render, encode, mux, rename into place.
+            _render_and_write(reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
+                              matte_out)
+            if stream is not None:
+                faces = stream.result()  # finished by now (the render asked for every frame)
+                clock.seconds["faces"] = stream.seconds  # its own wall time, beside the other stages
+                face_said: list[str] = []
+                no_face_out = _face_warnings(faces, plan, first, face_said)
+                warnings[said_at:said_at] = face_said
+        finally:
+            if stream is not None:
+                stream.close()
+    assert not isinstance(faces, face_pass.FaceStream)
     run_yaml = _write_run_yaml(output, config, plan, video, audio, networks, faces)
     width, height = vinfo.display_size
     return SyncResult(
@@ -263,7 +284,17 @@ def sync_clip(
     )
 
 
-def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan, features: Any,
+def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int, warnings: list[str]) -> int:
+    """Adds the face pass's own warnings and one on the output frames that pass through without a face to
+    ``warnings``; returns how many those are."""
+    warnings.extend(faces.warnings)
+    no_face_out = sum(faces.matrices[plan.source_index(i) - first] is None for i in range(plan.num_frames))
+    if no_face_out:
+        warnings.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
+    return no_face_out
+
+
+def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end. A write

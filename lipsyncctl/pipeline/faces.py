@@ -22,6 +22,7 @@ every language of a shot and by reruns: :func:`save_face_plan` / :func:`load_fac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -61,6 +62,10 @@ class FacePlan:
     def found(self) -> int:
         return sum(m is not None for m in self.matrices)
 
+    def at(self, k: int) -> tuple[np.ndarray | None, float]:
+        """The matrix and blend weight of the ``k``-th selected frame (what the renderer asks)."""
+        return self.matrices[k], float(self.weights[k])
+
 
 def frame_energy(samples: np.ndarray, rate: int, fps: Fraction, frames: int) -> np.ndarray:
     """RMS loudness of mono ``samples`` in each frame period ``[i / fps, (i + 1) / fps)``, ``(frames,)``.
@@ -89,29 +94,181 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
         audio_16k: the new audio, mono 16 kHz, aligned with ``first`` (needed for ``select: speaker``).
     """
     from lipsyncctl.faces.align import FaceAligner
-    from lipsyncctl.faces.detect import create_detector
-    from lipsyncctl.faces.track import TrackOptions, crossfade_weights, track_faces
-    from lipsyncctl.pipeline.memory import trimmed
-    from lipsyncctl.runner.pipelined import prefetched
+    from lipsyncctl.faces.track import crossfade_weights
 
-    detector = create_detector(options.backend, device=device)
-    progress.message(f"face detector: {detector.name}")
-    track_opts = TrackOptions(detect_every=options.detect_every, smooth=options.smoothing)
-    # decoded in a thread of its own while the tracker works (two frames ahead); flat RSS (see pipeline.memory)
-    frames = prefetched(trimmed(rgb for _, rgb in reader.range(first, first + count)), name="faces")
-    per_frame = track_faces(detector, frames, fps=float(fps), options=track_opts, total=count)
+    detector = _detector(options, device)
+    per_frame = list(_tracked(detector, reader, first, count, fps, options))
     result = FacePlan([], np.zeros(0, np.float32), detector.name)
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)
     aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
-    for face in chosen:
-        if face is None:
-            aligner.reset()  # a new shot or the face came back: restart the official bias smoothing
-            result.matrices.append(None)
-        else:
-            result.matrices.append(aligner.matrix(face.points3))
+    result.matrices.extend(_matrix(aligner, face) for face in chosen)
     fade = options.crossfade_frames
     result.weights = np.asarray(crossfade_weights(chosen, fade_in=fade, fade_out=fade), dtype=np.float32)
     return result
+
+
+def _detector(options: FaceOptions, device: str) -> Any:
+    from lipsyncctl.faces.detect import create_detector
+
+    detector = create_detector(options.backend, device=device)
+    progress.message(f"face detector: {detector.name}")
+    return detector
+
+
+def _tracked(detector: Any, reader: IndexedReader, first: int, count: int, fps: Fraction,
+             options: FaceOptions) -> Iterator[list[Any]]:
+    """The tracked faces of each source frame ``first .. first + count - 1``, in order (a generator: closing it
+    stops the decode thread)."""
+    from lipsyncctl.faces.track import FaceTracker, TrackOptions
+    from lipsyncctl.pipeline.memory import trimmed
+    from lipsyncctl.runner.pipelined import prefetched
+
+    tracker = FaceTracker(detector, fps=float(fps),
+                          options=TrackOptions(detect_every=options.detect_every, smooth=options.smoothing))
+    # decoded in a thread of its own while the tracker works (two frames ahead); flat RSS (see pipeline.memory)
+    frames = prefetched(trimmed(rgb for _, rgb in reader.range(first, first + count)), name="faces")
+    try:
+        yield from progress.track(tracker.track(frames), f"faces ({detector.name})", total=count)
+    finally:
+        frames.close()
+
+
+def _matrix(aligner: Any, face: Any) -> np.ndarray | None:
+    """The official alignment matrix of the chosen ``face`` (None: no face; the aligner's smoothing restarts, as
+    at a new shot or where the face comes back)."""
+    if face is None:
+        aligner.reset()
+        return None
+    return aligner.matrix(face.points3)
+
+
+def streams(options: FaceOptions) -> bool:
+    """Whether the face pass can run beside the render (:class:`FaceStream`): when each frame's choice depends
+    on that frame alone (``select: largest``); ``id``, ``point`` and ``speaker`` need the whole clip's tracks."""
+    return options.select == "largest"
+
+
+class FaceStream:
+    """The face pass for ``select: largest`` in a thread of its own, beside the networks and the render: one
+    record per source frame as the tracker reaches it, the same records as :func:`track_clip_faces` (same
+    tracker, choice and aligner, in order; the blend weights by :func:`~lipsyncctl.faces.track.crossfade_weight_at`,
+    which needs ``crossfade_frames + 1`` frames of look-ahead).
+
+    :meth:`first_face` waits for the first face (or the end: no face anywhere), :meth:`at` for one frame's
+    record, :meth:`result` for the whole :class:`FacePlan`. An error of the pass is raised by whichever of them is
+    waiting. :meth:`close` (always, in a ``finally``) stops the pass and joins its threads. ``seconds`` is its own
+    wall time (the detector's loading included)."""
+
+    def __init__(self, video: Path, info: Any, grid: Fraction, first: int, count: int, fps: Fraction,
+                 options: FaceOptions, resolution: int, device: str = "cpu") -> None:
+        import threading
+        import time
+
+        self._t0 = time.perf_counter()
+        self._detector = _detector(options, device)  # a missing backend fails here, in the caller's thread
+        self._args = (Path(video), info, grid, first, count, fps, options, resolution)
+        self.count = count
+        self._fade = options.crossfade_frames
+        self._matrices: list[np.ndarray | None] = []
+        self._found = 0  # frames with a face so far
+        self._done = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.seconds = 0.0
+        #: ``(path, key)``: :meth:`result` writes the finished plan there (:func:`save_face_plan`)
+        self.cache: tuple[Path, dict[str, Any]] | None = None
+
+    def start(self) -> FaceStream:
+        import contextvars
+        import threading
+
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name="faces-stream")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import time
+
+        from lipsyncctl.faces.align import FaceAligner
+        from lipsyncctl.faces.speaker import select_speaker
+        from lipsyncctl.media.reader import IndexedReader
+
+        video, info, grid, first, count, fps, options, resolution = self._args
+        aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
+        try:
+            with IndexedReader(video, grid, info=info) as reader:
+                tracked = _tracked(self._detector, reader, first, count, fps, options)
+                try:
+                    for faces in tracked:
+                        if self._stop.is_set():
+                            break
+                        matrix = _matrix(aligner, select_speaker([faces], select="largest")[0])
+                        with self._cond:
+                            self._matrices.append(matrix)
+                            self._found += matrix is not None
+                            self._cond.notify_all()
+                finally:
+                    tracked.close()
+        except BaseException as exc:  # raised in the thread that waits for a record
+            self._error = exc
+        finally:
+            self.seconds = time.perf_counter() - self._t0
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _wait(self, ready: Any) -> None:
+        """Until ``ready()`` (checked under the lock) or the pass ended; raises the pass's error. Short waits, so
+        that Ctrl-C reaches a waiting main thread."""
+        with self._cond:
+            while not ready() and not self._done:
+                self._cond.wait(0.05)
+            if self._error is not None:
+                raise self._error
+            if not ready() and not self._stop.is_set() and len(self._matrices) < self.count:
+                from lipsyncctl.errors import MediaError
+
+                raise MediaError(f"{self._args[0]}: the face pass ended after {len(self._matrices)} of "
+                                 f"{self.count} frames")
+
+    def first_face(self) -> bool:
+        """True as soon as a frame has a face; False when the pass ended without one."""
+        self._wait(lambda: self._found > 0 or len(self._matrices) == self.count)
+        return self._found > 0
+
+    def at(self, k: int) -> tuple[np.ndarray | None, float]:
+        """The matrix and blend weight of selected frame ``k`` (waits for its look-ahead)."""
+        from lipsyncctl.faces.track import crossfade_weight_at
+
+        lo, hi = max(0, k - self._fade - 1), min(self.count, k + self._fade + 2)
+        self._wait(lambda: len(self._matrices) >= hi)
+        with self._cond:
+            window, matrix = self._matrices[lo:hi], self._matrices[k]
+        weight = crossfade_weight_at(window, k - lo, fade_in=self._fade, fade_out=self._fade)
+        return matrix, float(np.float32(weight))  # as FacePlan.weights holds it
+
+    def result(self) -> FacePlan:
+        """The whole pass as a :class:`FacePlan` (waits for its end)."""
+        from lipsyncctl.faces.track import crossfade_weights
+
+        self._wait(lambda: len(self._matrices) == self.count)
+        self.close()
+        plan = FacePlan(list(self._matrices), np.zeros(0, np.float32), self._detector.name)
+        plan.weights = np.asarray(crossfade_weights(plan.matrices, fade_in=self._fade, fade_out=self._fade),
+                                  dtype=np.float32)
+        if self.cache is not None:
+            _store(self.cache[0], plan, self.cache[1])
+        return plan
+
+    def close(self) -> None:
+        """Stop the pass (if it still runs) and join its threads."""
+        from lipsyncctl.runner.pipelined import _join_all
+
+        self._stop.set()
+        if self._thread is not None:
+            _join_all([self._thread])
 
 
 def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,
@@ -257,21 +414,34 @@ def load_face_plan(path: Path, key: dict[str, Any]) -> FacePlan | None:
 
 def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReader, first: int, count: int,
                       fps: Fraction, options: FaceOptions, resolution: int, *, device: str = "cpu",
-                      audio_16k: np.ndarray | None = None) -> tuple[FacePlan, bool]:
+                      audio_16k: np.ndarray | None = None, concurrent: bool = False,
+                      info: Any = None) -> tuple[FacePlan | FaceStream, bool]:
     """:func:`track_clip_faces` through the cache file ``face_cache`` (None: no cache): the stored plan when
-    it is for these frames (:func:`face_cache_key`), else tracked and stored. Returns ``(plan, reused)``."""
-    if face_cache is None:
-        return track_clip_faces(reader, first, count, fps, options, resolution, device=device,
-                                audio_16k=audio_16k), False
-    face_cache = Path(face_cache)
-    key = face_cache_key(video, first, count, fps, options, resolution, audio_16k)
-    plan = load_face_plan(face_cache, key)
-    if plan is not None:
-        progress.message(f"faces: reused {face_cache.name}")
-        return plan, True
-    if face_cache.exists():
-        progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
+    it is for these frames (:func:`face_cache_key`), else tracked and stored. Returns ``(plan, reused)``.
+
+    With ``concurrent`` (the sync's ``inference.pipelined``) and a selection that :func:`streams`, a pass that has
+    to run is started as a :class:`FaceStream` (on its own reader of ``video``, probed as ``info``) and returned
+    at once; its :meth:`FaceStream.result` writes the cache file."""
+    key = None
+    if face_cache is not None:
+        face_cache = Path(face_cache)
+        key = face_cache_key(video, first, count, fps, options, resolution, audio_16k)
+        plan = load_face_plan(face_cache, key)
+        if plan is not None:
+            progress.message(f"faces: reused {face_cache.name}")
+            return plan, True
+        if face_cache.exists():
+            progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
+    if concurrent and streams(options):
+        stream = FaceStream(video, info, reader.fps, first, count, fps, options, resolution, device=device)
+        stream.cache = (face_cache, key) if face_cache is not None and key is not None else None
+        return stream.start(), False
     plan = track_clip_faces(reader, first, count, fps, options, resolution, device=device, audio_16k=audio_16k)
+    if face_cache is not None and key is not None:
+        _store(face_cache, plan, key)
+    return plan, False
+
+
+def _store(face_cache: Path, plan: FacePlan, key: dict[str, Any]) -> None:
     if not save_face_plan(face_cache, plan, key):
         progress.message(f"faces: could not write {face_cache} (the next render tracks again)")
-    return plan, False

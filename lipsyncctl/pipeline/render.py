@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.clip import _Clock
-    from lipsyncctl.pipeline.faces import FacePlan
+    from lipsyncctl.pipeline.faces import FacePlan, FaceStream
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.pipeline.plan import ClipPlan
 
@@ -82,7 +82,7 @@ class Window:
 class Renderer:
     """Holds what every window needs; :meth:`render` encodes the whole output picture (no audio)."""
 
-    def __init__(self, networks: Networks, config: Config, plan: ClipPlan, faces: FacePlan,
+    def __init__(self, networks: Networks, config: Config, plan: ClipPlan, faces: FacePlan | FaceStream,
                  features: torch.Tensor, clock: _Clock) -> None:
         import torch
 
@@ -150,8 +150,9 @@ class Renderer:
         with clock("decode"):
             got = reader.read(src)
         base = plan.first_frame
-        mats = [self.faces.matrices[i - base] for i in src]
-        weights = [float(self.faces.weights[i - base]) for i in src]
+        records = [self.faces.at(i - base) for i in src]  # a FaceStream waits here for the face pass
+        mats = [m for m, _ in records]
+        weights = [w for _, w in records]
         win = Window(s, e, src, [got[i] for i in src], mats, weights,
                      [k for k, m in enumerate(mats) if m is not None and weights[k] > 0])
         del got

@@ -73,14 +73,16 @@ def _digest(path: Path) -> str:
 
 
 def _count_tracking(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first frame of every face pass that runs (before the render, or beside it as a FaceStream: both
+    track through ``_tracked``)."""
     calls: list[int] = []
-    real = face_pass.track_clip_faces
+    real = face_pass._tracked
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(args[2])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(face_pass, "track_clip_faces", counting)
+    monkeypatch.setattr(face_pass, "_tracked", counting)
     return calls
 
 

@@ -146,3 +146,19 @@ def test_iou_and_options():
     assert iou(np.array([0, 0, 1, 1.0]), np.array([2, 2, 3, 3.0])) == 0.0
     with pytest.raises(ConfigError):
         TrackOptions(detect_every=0)
+
+
+def test_crossfade_weight_at_needs_only_a_window_around_the_frame() -> None:
+    """The streamed face pass computes each frame's weight from a window of fade_in + 1 frames back and
+    fade_out + 1 ahead: the same float as the whole clip's crossfade_weights, whatever the gaps."""
+    from lipsyncctl.faces.track import crossfade_weight_at
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        selected = [object() if rng.random() < 0.7 else None for _ in range(n)]
+        fade_in, fade_out = int(rng.integers(0, 7)), int(rng.integers(0, 7))
+        whole = crossfade_weights(selected, fade_in=fade_in, fade_out=fade_out)
+        for i in range(n):
+            lo, hi = max(0, i - fade_in - 1), min(n, i + fade_out + 2)
+            assert crossfade_weight_at(selected[lo:hi], i - lo, fade_in, fade_out) == whole[i]

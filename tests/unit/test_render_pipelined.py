@@ -41,7 +41,7 @@ def _digest(path: Path) -> str:
 
 
 def _render_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(("render-", "stage-", "prefetch-"))]
+    return [t for t in threading.enumerate() if t.name.startswith(("render-", "stage-", "prefetch-", "faces-"))]
 
 
 @pytest.mark.parametrize("sets", [pytest.param((), marks=pytest.mark.slow),  # h264 opt-in (12 s): determinism covers its bytes
@@ -258,4 +258,106 @@ def test_windows_denoised_together_match_one_at_a_time(tiny_env, clip, tmp_path:
 
     one, three = frames(outs["one"]), frames(outs["three"])
     assert one.shape == three.shape and np.abs(one - three).max() <= 2
+    assert not _render_threads()
+
+
+# --- the face pass beside the networks and the render (FaceStream, select: largest) ---------------------------
+
+
+def test_the_face_stream_gives_the_whole_pass_records(tiny_env, clip) -> None:
+    """Frame by frame (waiting for the look-ahead of the cross-fade) and as a whole, the stream's records are
+    those of the face pass run before the render: the same matrices and the same float32 weights."""
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.pipeline.faces import FaceStream, track_clip_faces
+
+    config, _ = tiny_env
+    info = probe(clip["video"])
+    grid = info.video.nominal_fps
+    for first, count in ((0, 14), (3, 9)):  # the whole clip; a range that starts inside it and ends in the gap
+        with IndexedReader(clip["video"], grid, info=info) as reader:
+            whole = track_clip_faces(reader, first, count, grid, config.faces, 256)
+        stream = FaceStream(clip["video"], info, grid, first, count, grid, config.faces, 256).start()
+        try:
+            assert stream.first_face()
+            records = [stream.at(k) for k in range(count)]
+            done = stream.result()
+        finally:
+            stream.close()
+        assert [m is None for m, _ in records] == [m is None for m in whole.matrices] == [
+            first + k in (6, 7) for k in range(count)]
+        for (m, w), wm, ww, dm in zip(records, whole.matrices, whole.weights, done.matrices, strict=True):
+            assert w == float(ww)
+            assert (m is None and wm is None and dm is None) or (np.array_equal(m, wm) and np.array_equal(dm, wm))
+        assert np.array_equal(done.weights, whole.weights) and done.weights.dtype == np.float32
+        assert 0 < min(w for _, w in records if w > 0) < 1  # the cross-fade around the gap is in it
+    assert not _render_threads()
+
+
+def test_the_face_pass_runs_beside_the_network_load(tiny_env, clip, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the pass has found a face the networks load while it goes on: a detector that cannot see past frame 8
+    before the networks are loading still finishes (it would wait forever in a pass that runs first), and
+    the output is the serial run's."""
+    from lipsyncctl.pipeline import faces as face_pass
+    from lipsyncctl.pipeline import networks as networks_mod
+
+    config, _ = tiny_env
+    loading = threading.Event()
+    waited: list[bool] = []
+    real_detector, real_load = face_pass._detector, networks_mod.load_networks
+
+    class Gated:
+        def __init__(self, inner) -> None:
+            self.inner, self.name, self.seen = inner, inner.name, 0
+
+        def detect_batch(self, frames):
+            if self.seen >= 8:  # the second batch of key frames (tiny preset: detection on every frame)
+                waited.append(loading.wait(30))
+            self.seen += len(frames)
+            return self.inner.detect_batch(frames)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(face_pass, "_detector", lambda options, device: Gated(real_detector(options, device)))
+    monkeypatch.setattr(networks_mod, "load_networks", lambda *a, **k: loading.set() or real_load(*a, **k))
+    res = sync_clip(clip["video"], clip["audio"], tmp_path / "o.mkv", with_sets(config, "output.codec=ffv1"))
+    assert waited == [True] and res.no_face_frames == 2 and res.faces_found == 12
+    assert res.stage_seconds["faces"] > 0
+    monkeypatch.setattr(face_pass, "_detector", real_detector)
+    serial = sync_clip(clip["video"], clip["audio"], tmp_path / "s.mkv",
+                       with_sets(config, "output.codec=ffv1", "inference.pipelined=false"))
+    assert _digest(tmp_path / "o.mkv") == _digest(tmp_path / "s.mkv") and serial.warnings == res.warnings
+    assert not _render_threads()
+
+
+def test_a_failing_face_pass_stops_the_render_and_leaves_nothing(tiny_env, clip, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detector that fails after the first face was found (the render already running): the caller gets that
+    error, the partial outputs and every thread are gone."""
+    from lipsyncctl.pipeline import faces as face_pass
+
+    config, models = tiny_env
+    real_detector = face_pass._detector
+
+    class Failing:
+        def __init__(self, inner) -> None:
+            self.inner, self.name, self.seen = inner, inner.name, 0
+
+        def detect_batch(self, frames):
+            self.seen += len(frames)
+            if self.seen > 8:
+                raise MediaError("detector fell over")
+            return self.inner.detect_batch(frames)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(face_pass, "_detector", lambda options, device: Failing(real_detector(options, device)))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(MediaError, match="detector fell over"):
+        sync_clip(clip["video"], clip["audio"], out_dir / "o.mp4", config, networks=models)
+    assert list(out_dir.iterdir()) == []
     assert not _render_threads()
