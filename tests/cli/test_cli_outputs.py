@@ -24,7 +24,7 @@ def no_face_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     def must_not_run(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("the face pass ran for an output that cannot be written")
 
-    monkeypatch.setattr("lipsyncctl.pipeline.faces.track_clip_faces", must_not_run)
+    monkeypatch.setattr("lipsyncctl.pipeline.faces.cached_clip_faces", must_not_run)
 
 
 def _sync(media: tuple[Path, Path], out: Path) -> list[str]:

@@ -240,7 +240,7 @@ def face_pass(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         ran.append(1)
         raise KeyboardInterrupt  # got past every check; stop here (exit 130)
 
-    monkeypatch.setattr("lipsyncctl.pipeline.faces.track_clip_faces", stop)
+    monkeypatch.setattr("lipsyncctl.pipeline.faces.cached_clip_faces", stop)
     return ran
 
 

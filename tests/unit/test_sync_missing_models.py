@@ -18,7 +18,7 @@ def test_missing_official_weights_fail_fast_with_fetch_hint(
     def no_face_pass(*args, **kwargs):  # the check must come before any expensive work
         raise AssertionError("face tracking ran although the model files are missing")
 
-    monkeypatch.setattr(faces, "track_clip_faces", no_face_pass)
+    monkeypatch.setattr(faces, "cached_clip_faces", no_face_pass)  # the face pass's one entry
     out = tmp_path / "out.mp4"
     code = main(["sync", "--video", str(DATA_DIR / "sample.mp4"), "--audio", str(DATA_DIR / "sample_dub.wav"),
                  "-o", str(out), "--preset", "latentsync-1.5"])
