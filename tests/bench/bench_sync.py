@@ -17,7 +17,7 @@ the real pipeline, tiny UNet/VAE). ``--steps`` sets the DDIM steps (default 2, t
 the floor: a plain decode + encode of the same frames with the same codec settings (the sync output's
 writer: H.264 CRF 18 at x264 ``medium`` and ``veryfast``, 4 encoder threads). Per preset: the floor, the
 serial render's decode / align / paste / encode frames/s (``--json`` stage seconds), those four together
-against the floor's time, face tracking apart (it runs before the render), then the whole sync end to end
+against the floor's time, face tracking apart (serial: it runs before the render), then the whole sync end to end
 serial and pipelined (``inference.pipelined``) with the sha256 of both outputs (they must be equal).
 A second table times the same syncs with the networks left out (the renderer's ``generate`` returns each
 face as it came in, so the paste still runs the official restore on every face): everything but the
@@ -25,20 +25,18 @@ networks, the quantity issue 12's CPU goals are about.
 
 Measured (2-core CPU, 2026-12-04, 4 s of the fixture = 100 frames, ``--floor --floor-seconds 4``)::
 
-    everything but the networks, frames/s
-     size      x264   floor   faces  render  render     f+r     f+r  vs fl  same
-             preset                  serial  pipel.  serial  pipel.   time  hash
-     1920    medium    13.2    22.7    11.5    12.9     7.5     8.2  1.60x   yes
-     1920  veryfast    27.2    21.6    17.9    21.0     9.8    10.7  2.55x   yes
+    everything but the networks (generate returns the face unchanged), frames/s
+     size      x264   floor   faces  render     f+r     f+r  vs fl  same
+             preset                  serial  serial  pipel.   time  hash
+     1920  veryfast    27.3    32.5    26.0    14.4    17.2  1.58x   yes
+     1920    medium    17.2    33.6    15.9    10.8    12.1  1.43x   yes
 
-The render without networks, pipelined, is within 1.3x of the floor's time at ``veryfast`` (21.0 vs 27.2
-frames/s; 1.02x at ``medium``), but the goals count the face pass too, which runs before the render and
-decodes the clip once more: 4.6 s for these 100 frames, of which about 2.8 s do not grow with the clip (the
-dlib models' load, 0.9 s, and the import of torch for the official float32 alignment arithmetic, 1.9 s,
-which a sync pays anyway), the rest 17 ms a frame (tracking at ``detect_every`` 5 beside the decode). So
-faces + render: 1.6x the floor at ``medium`` and 2.55x at ``veryfast`` (10.7 frames/s, goal 25), on a
-2-core machine where the floor itself, libx264 ``veryfast`` at 1080p, takes 37 ms of the 40 ms a frame
-that 25 frames/s allows.
+Pipelined, the face pass runs beside the render (``FaceStream``, ``faces.select: largest``): faces + render
+went from 10.7 frames/s (2.55x the floor's time, the pass run first; an earlier run of this table) to 17.2
+(1.58x) at ``veryfast`` and to 1.43x at ``medium``. The face pass still decodes the clip a second time and
+loads dlib's models (0.9 s); the 2 cores are then shared by two decodes, HOG detection every 5th frame, the
+landmark refits, the official restore and x264, where the floor itself, libx264 ``veryfast`` at 1080p, takes
+37 ms of the 40 ms a frame that 25 frames/s allows.
 
 The full-size UNet row builds ``models/configs/unet/<--unet>.yaml`` with random weights and times one
 guided step on one window (batch 2 = [uncond, cond] x 16 frames) with and without DeepCache-style
