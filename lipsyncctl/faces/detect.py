@@ -16,6 +16,7 @@ No backend ever downloads anything.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -66,6 +67,9 @@ class FaceDetector(ABC):
     name: str = "?"
     #: number of landmarks this backend returns (68 or 106)
     layout: int = 68
+    #: whether :meth:`detect_batch` is faster than one :meth:`detect` per frame (GPU backends); a tracker
+    #: buffers frames for a batch only then (buffering costs latency: the frames wait for the batch's last)
+    batches: bool = False
 
     @abstractmethod
     def detect(self, frame: np.ndarray) -> list[Face]:
@@ -152,6 +156,33 @@ def create_detector(
     if reason is not None:
         raise MissingModelError(f"face detector {name!r} is not usable: {reason}", hint=module.HINT)
     return module.create(device=device, models_dir=models_dir, **options)
+
+
+# One spare detector per (backend, device): a batch of syncs in one process (a timeline worker's shots, the Python
+# API's calls) loads the models once (dlib's 68-point model alone takes ~0.9 s) instead of once per clip.
+_SPARE: dict[tuple[str, str], FaceDetector] = {}
+_SPARE_LOCK = threading.Lock()
+
+
+def take_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
+    """A detector for ``name`` on ``device``, for one pass at a time: the spare one a finished pass gave back
+    (:func:`give_back_detector`), else a new one (:func:`create_detector`). Two passes at once (threads) get two
+    detectors, so none is used by two threads."""
+    with _SPARE_LOCK:
+        spare = _SPARE.pop((name, device), None)
+    return spare if spare is not None else create_detector(name, device=device)
+
+
+def give_back_detector(name: str, device: str, detector: FaceDetector) -> None:
+    """Keep ``detector`` as the spare of ``(name, device)`` for the next :func:`take_detector` (one is kept)."""
+    with _SPARE_LOCK:
+        _SPARE[(name, device)] = detector
+
+
+def release_detectors() -> None:
+    """Forget the spare detectors (their memory is freed with the last reference)."""
+    with _SPARE_LOCK:
+        _SPARE.clear()
 
 
 def downscale_for_detection(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

@@ -68,6 +68,8 @@ class FanDetector(FaceDetector):
         boxes = self._sfd.detect_from_image(np.ascontiguousarray(frame))
         return self._finish(frame, boxes)
 
+    batches = True
+
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         import torch
 

@@ -97,7 +97,10 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     from lipsyncctl.faces.track import crossfade_weights
 
     detector = _detector(options, device)
-    per_frame = list(_tracked(detector, reader, first, count, fps, options))
+    try:
+        per_frame = list(_tracked(detector, reader, first, count, fps, options))
+    finally:
+        _release(options, device, detector)
     result = FacePlan([], np.zeros(0, np.float32), detector.name)
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)
     aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
@@ -108,11 +111,20 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
 
 
 def _detector(options: FaceOptions, device: str) -> Any:
-    from lipsyncctl.faces.detect import create_detector
+    """The detector of ``faces.backend`` for one pass (the process's spare one when there is one; give it back
+    with :func:`_release`)."""
+    from lipsyncctl.faces.detect import take_detector
 
-    detector = create_detector(options.backend, device=device)
+    detector = take_detector(options.backend, device)
     progress.message(f"face detector: {detector.name}")
     return detector
+
+
+def _release(options: FaceOptions, device: str, detector: Any) -> None:
+    """A finished pass's detector becomes the spare for the next clip (models loaded once per process)."""
+    from lipsyncctl.faces.detect import give_back_detector
+
+    give_back_detector(options.backend, device, detector)
 
 
 def _tracked(detector: Any, reader: IndexedReader, first: int, count: int, fps: Fraction,
@@ -166,7 +178,9 @@ class FaceStream:
 
         self._t0 = time.perf_counter()
         self._detector = _detector(options, device)  # a missing backend fails here, in the caller's thread
+        self.detector_name: str = self._detector.name
         self._args = (Path(video), info, grid, first, count, fps, options, resolution)
+        self._device = device
         self.count = count
         self._fade = options.crossfade_frames
         self._matrices: list[np.ndarray | None] = []
@@ -255,7 +269,7 @@ class FaceStream:
 
         self._wait(lambda: len(self._matrices) == self.count)
         self.close()
-        plan = FacePlan(list(self._matrices), np.zeros(0, np.float32), self._detector.name)
+        plan = FacePlan(list(self._matrices), np.zeros(0, np.float32), self.detector_name)
         plan.weights = np.asarray(crossfade_weights(plan.matrices, fade_in=self._fade, fade_out=self._fade),
                                   dtype=np.float32)
         if self.cache is not None:
@@ -269,6 +283,10 @@ class FaceStream:
         self._stop.set()
         if self._thread is not None:
             _join_all([self._thread])
+            self._thread = None
+        if self._detector is not None:
+            _release(self._args[6], self._device, self._detector)
+            self._detector = None
 
 
 def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,

@@ -190,3 +190,31 @@ def test_face_alignment_backend_glue_with_stand_in_package(models_dir, monkeypat
     assert [len(f) for f in out] == [1, 1, 1]  # the low-score box is dropped
     assert out[0][0].landmarks.shape == (68, 2) and out[0][0].score == pytest.approx(0.99)
     assert seen and seen[-1][0] == 1  # one FAN pass per frame here, all faces of a frame batched
+
+
+def test_a_finished_pass_gives_its_detector_to_the_next_one(monkeypatch):
+    """One spare detector per (backend, device): clips after the first load no model; two passes at once get
+    two detectors (none is shared by two threads); release_detectors forgets the spare."""
+    made: list[object] = []
+
+    class Stub(detect.FaceDetector):
+        name = "stub"
+
+        def detect(self, frame):
+            return []
+
+        def refit(self, frame, boxes):
+            return []
+
+    monkeypatch.setattr(detect, "create_detector", lambda name="auto", device="cpu": made.append(1) or Stub())
+    detect.release_detectors()
+    first = detect.take_detector("dlib", "cpu")
+    second = detect.take_detector("dlib", "cpu")  # the first is still in use
+    assert first is not second and len(made) == 2
+    detect.give_back_detector("dlib", "cpu", first)
+    assert detect.take_detector("dlib", "cpu") is first and len(made) == 2  # reused, nothing loaded
+    assert detect.take_detector("dlib", "cuda:0") is not first and len(made) == 3  # another device: its own
+    detect.give_back_detector("dlib", "cpu", second)
+    detect.release_detectors()
+    assert detect.take_detector("dlib", "cpu") not in (first, second) and len(made) == 4
+    detect.release_detectors()
