@@ -180,7 +180,7 @@ class FaceStream:
         self._detector = _detector(options, device)  # a missing backend fails here, in the caller's thread
         self.detector_name: str = self._detector.name
         self._args = (Path(video), info, grid, first, count, fps, options, resolution)
-        self._device = device
+        self._options, self._device = options, device
         self.count = count
         self._fade = options.crossfade_frames
         self._matrices: list[np.ndarray | None] = []
@@ -241,11 +241,11 @@ class FaceStream:
                 self._cond.wait(0.05)
             if self._error is not None:
                 raise self._error
-            if not ready() and not self._stop.is_set() and len(self._matrices) < self.count:
+            if not ready():  # the reader ended early, or close() stopped the pass
                 from lipsyncctl.errors import MediaError
 
-                raise MediaError(f"{self._args[0]}: the face pass ended after {len(self._matrices)} of "
-                                 f"{self.count} frames")
+                raise MediaError(f"{self._args[0]}: the face pass {'was stopped' if self._stop.is_set() else 'ended'}"
+                                 f" after {len(self._matrices)} of {self.count} frames")
 
     def first_face(self) -> bool:
         """True as soon as a frame has a face; False when the pass ended without one."""
@@ -285,7 +285,7 @@ class FaceStream:
             _join_all([self._thread])
             self._thread = None
         if self._detector is not None:
-            _release(self._args[6], self._device, self._detector)
+            _release(self._options, self._device, self._detector)
             self._detector = None
 
 

@@ -363,3 +363,40 @@ def test_a_failing_face_pass_stops_the_render_and_leaves_nothing(tiny_env, clip,
         sync_clip(clip["video"], clip["audio"], out_dir / "o.mp4", config, networks=models)
     assert list(out_dir.iterdir()) == []
     assert not _render_threads()
+
+
+def test_a_stopped_face_stream_says_so_and_leaves_no_thread(tiny_env, clip, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() before the end (what a failed render's caller does): the pass stops at its next frame, its
+    threads are joined, and a late question gets an error rather than a wrong record."""
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.pipeline import faces as face_pass
+
+    config, _ = tiny_env
+    real_detector = face_pass._detector
+    streams: list[face_pass.FaceStream] = []
+
+    class Slow:  # past frame 8, each detection lasts until the pass is told to stop
+        def __init__(self, inner) -> None:
+            self.inner, self.name, self.seen = inner, inner.name, 0
+
+        def detect_batch(self, frames):
+            self.seen += len(frames)
+            while self.seen > 8 and not streams[0]._stop.is_set():
+                time.sleep(0.01)
+            return self.inner.detect_batch(frames)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(face_pass, "_detector", lambda options, device: Slow(real_detector(options, device)))
+    monkeypatch.setattr(face_pass, "_release", lambda *args: None)
+    info = probe(clip["video"])
+    grid = info.video.nominal_fps
+    streams.append(face_pass.FaceStream(clip["video"], info, grid, 0, 14, grid, config.faces, 256))
+    stream = streams[0].start()
+    assert stream.first_face() and stream.at(0)[0] is not None
+    stream.close()
+    assert not _render_threads() and len(stream._matrices) <= 8
+    with pytest.raises(MediaError, match=r"was stopped after \d+ of 14 frames"):
+        stream.at(13)
+    stream.close()  # twice is harmless
