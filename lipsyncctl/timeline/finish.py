@@ -168,7 +168,7 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
     installed too (S3FD tracks, 2.8x crop; shots under 50 frames get no score, as officially), else the
     labelled approximate centred crop."""
     from lipsyncctl.errors import MissingModelError
-    from lipsyncctl.faces.detect import create_detector
+    from lipsyncctl.faces.detect import give_back_detector, take_detector
     from lipsyncctl.runner.devices import resolve_device
 
     device = resolve_device(config.inference.device)
@@ -176,8 +176,8 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
     scorer = None
     if syncnet is not None:
         scorer = load_official_scorer(syncnet.model, device)
-    try:  # the strips' detector (the renders were tracked with it) and the approximate scale's
-        detector = create_detector(config.faces.backend)
+    try:  # the strips' detector (the renders were tracked with it; the shots' spare) and the approximate scale's
+        detector = take_detector(config.faces.backend)
     except MissingModelError:
         if syncnet is not None and scorer is None:
             raise
@@ -219,6 +219,8 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
             notes[seg.id] = f"not measured on the {scale} scale ({'; '.join(reasons)})"
         if row.sync_after is None:
             warnings.append(f"{seg.id}: sync confidence not measured on the {scale} scale ({'; '.join(reasons)})")
+    if detector is not None:
+        give_back_detector(config.faces.backend, "cpu", detector)
     return strips, notes, syncnet, scale
 
 
