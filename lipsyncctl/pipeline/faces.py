@@ -265,19 +265,25 @@ class FaceStream:
 
     def result(self) -> FacePlan:
         """The whole pass as a :class:`FacePlan` (waits for its end)."""
-        from lipsyncctl.faces.track import crossfade_weights
-
         self._wait(lambda: len(self._matrices) == self.count)
         self.close()
+        return self._plan()
+
+    def _plan(self) -> FacePlan:
+        """The whole pass (once it has every frame) as a :class:`FacePlan`, written to :attr:`cache` once."""
+        from lipsyncctl.faces.track import crossfade_weights
+
         plan = FacePlan(list(self._matrices), np.zeros(0, np.float32), self.detector_name)
         plan.weights = np.asarray(crossfade_weights(plan.matrices, fade_in=self._fade, fade_out=self._fade),
                                   dtype=np.float32)
         if self.cache is not None:
             _store(self.cache[0], plan, self.cache[1])
+            self.cache = None
         return plan
 
     def close(self) -> None:
-        """Stop the pass (if it still runs) and join its threads."""
+        """Stop the pass (if it still runs) and join its threads. A pass that had reached its last frame is
+        written to :attr:`cache` even so (a render that failed after it: its rerun reuses the faces)."""
         from lipsyncctl.runner.pipelined import _join_all
 
         self._stop.set()
@@ -287,6 +293,8 @@ class FaceStream:
         if self._detector is not None:
             _release(self._options, self._device, self._detector)
             self._detector = None
+        if self.cache is not None and self._error is None and len(self._matrices) == self.count:
+            self._plan()
 
 
 def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,

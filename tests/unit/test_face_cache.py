@@ -113,6 +113,36 @@ def test_sync_clip_with_the_cache_is_the_same_bytes(tiny_env, tmp_path: Path, mo
     assert keys[0] != keys[1] and keys[0]["audio"] is not None
 
 
+def test_a_render_that_fails_after_the_face_pass_keeps_its_faces(tiny_env, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The face pass runs beside the render: when the render fails at its last frame (disk full, a bug), the
+    finished pass is still written to the cache, and the rerun reuses it."""
+    from lipsyncctl.media.writer import VideoWriter
+
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", sample_frames(4, scale=0.75), Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.16)
+    calls = _count_tracking(monkeypatch)
+    cache = tmp_path / "cache" / "faces.npz"
+    real_write, written = VideoWriter.write, []
+
+    def fail_on_last(self, frame):  # type: ignore[no-untyped-def]
+        written.append(1)
+        if len(written) == 4:
+            raise OSError("disk full")
+        return real_write(self, frame)
+
+    monkeypatch.setattr(VideoWriter, "write", fail_on_last)
+    with pytest.raises(Exception, match="disk full"):
+        sync_clip(video, audio, tmp_path / "o.mkv", config, networks=models, face_cache=cache)
+    assert not (tmp_path / "o.mkv").exists() and len(calls) == 1
+    key = face_pass.face_cache_key(video, 0, 4, Fraction(25), config.faces, 256)
+    assert load_face_plan(cache, key) is not None  # kept although the render failed
+    monkeypatch.setattr(VideoWriter, "write", real_write)
+    again = sync_clip(video, audio, tmp_path / "o.mkv", config, networks=models, face_cache=cache)
+    assert again.faces_reused and len(calls) == 1 and again.faces_found == 4
+
+
 def _edit(folder: Path, shots: int) -> Path:
 
     from tests.conftest import shared_path
