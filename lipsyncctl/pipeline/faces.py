@@ -284,11 +284,11 @@ class FaceStream:
     def close(self) -> None:
         """Stop the pass (if it still runs) and join its threads. A pass that had reached its last frame is
         written to :attr:`cache` even so (a render that failed after it: its rerun reuses the faces)."""
-        from lipsyncctl.runner.pipelined import _join_all
+        from lipsyncctl.runner.pipelined import join_all
 
         self._stop.set()
         if self._thread is not None:
-            _join_all([self._thread])
+            join_all([self._thread])
             self._thread = None
         if self._detector is not None:
             _release(self._options, self._device, self._detector)

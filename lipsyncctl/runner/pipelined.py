@@ -66,7 +66,7 @@ def prefetched(items: Iterable[Any], *, queue_size: int = 2, name: str = "prefet
             raise errors[0]
     finally:
         stop.set()
-        _join_all([thread])
+        join_all([thread])
 
 
 def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, main: int = 0,
@@ -124,7 +124,7 @@ def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]], *, 
         pass  # a worker failed: its error is raised below, once every thread is gone
     finally:
         stop.set()  # on success the workers are done already; otherwise they leave at their next wait
-        _join_all(workers)
+        join_all(workers)
         torch.set_num_threads(caller_n)
     if errors:
         raise errors[0]
@@ -173,7 +173,7 @@ def _join(thread: threading.Thread | None, stop: threading.Event) -> None:
         thread.join(_POLL_S)
 
 
-def _join_all(threads: list[threading.Thread]) -> None:
+def join_all(threads: list[threading.Thread]) -> None:
     """Join every started thread; a second Ctrl-C meanwhile is raised once they are gone (no orphans)."""
     interrupted: BaseException | None = None
     for t in threads:
