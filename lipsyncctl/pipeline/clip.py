@@ -1,10 +1,11 @@
 """The sync pipeline for one clip (DESIGN.md §3), as numbered steps.
 
 Memory stays bounded whatever the clip length: frames are decoded twice in a streaming way (once for
-the faces, once for rendering; with ``inference.pipelined`` and ``faces.select: largest`` the two run at the
-same time), and only one window of frames (``inference.window``, 16 officially) is held at a time. What is kept for the whole clip is small: one face record per source frame, the
-new audio at 16 kHz mono and its whisper features (50 x 5 x 384 floats per second of audio). The new
-audio at its own rate is streamed from its file into the output, never held.
+the faces, once for rendering; with ``inference.pipelined`` and ``faces.select: largest`` the two run at
+the same time), and only one window of frames (``inference.window``, 16 officially) is held at a time.
+What is kept for the whole clip is small: one face record per source frame, the new audio at 16 kHz mono
+and its whisper features (50 x 5 x 384 floats per second of audio). The new audio at its own rate is
+streamed from its file into the output, never held.
 
 1. Probe the inputs, check the output, plan the output frames (:mod:`lipsyncctl.pipeline.plan`).
 2. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
@@ -263,7 +264,7 @@ def sync_clip(
             _render_and_write(reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out)
             if stream is not None:
-                faces = stream.result()  # finished by now (the render asked for every frame)
+                faces = stream.result()  # done, or nearly: the render has asked for the frames it shows
                 clock.seconds["faces"] = stream.seconds  # its own wall time, beside the other stages
                 face_said: list[str] = []
                 no_face_out = _face_warnings(faces, plan, first, face_said)
