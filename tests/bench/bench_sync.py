@@ -23,22 +23,27 @@ A second table times the same syncs with the networks left out (the renderer's `
 face as it came in, so the paste still runs the official restore on every face): everything but the
 networks, the quantity issue 12's CPU goals are about.
 
-Measured (2-core CPU, 2026-12-04, 4 s of the fixture = 100 frames, ``--floor --floor-seconds 4``)::
+Measured (2-core CPU, 2026-12-04; each figure the fastest of ``--repeat`` runs, since the floor alone moved by
+20 % between single runs on this shared machine). 4 s of the fixture = 100 frames, ``--floor --floor-seconds 4
+--repeat 3``::
 
     everything but the networks (generate returns the face unchanged), frames/s
      size      x264   floor   faces  render     f+r     f+r  vs fl     f+r  vs fl  same
              preset                  serial  serial  pipel.   time    warm   time  hash
-     1920  veryfast    33.6    36.9    24.5    14.7    17.7  1.90x    24.3  1.38x   yes
-     1920    medium    17.6    34.6    15.3    10.6    12.8  1.38x    17.0  1.04x   yes
+     1920  veryfast    34.1    37.9    27.2    15.8    19.4  1.76x    26.2  1.30x   yes
+     1920    medium    19.7    34.0    16.3    11.0    13.2  1.50x    16.0  1.23x   yes
 
-Pipelined, the face pass runs beside the render (``FaceStream``, ``faces.select: largest``): faces + render
-went from 10.7 frames/s (the pass run first; an earlier run of this table) to 17.7 at ``veryfast`` in a fresh
-process, where loading dlib's models (0.9 s) before the first face still delays the render, and to 24.3 in
-a process that has synced before (``warm``: a timeline worker's shots, networks passed in, the detector kept
-from the last clip): 1.38x the floor's time at ``veryfast``, 1.04x at ``medium``. The floor itself moves by
-20 % between runs here (27.3 to 33.6 frames/s at ``veryfast`` on the same machine in one hour); the ratios are
-each taken within one run. The 2 cores are shared by two decodes, HOG detection every 5th frame, the landmark
-refits, the official restore and x264.
+and the whole 10 s fixture (250 frames, ``--floor-seconds 10 --floor-presets veryfast --repeat 2``)::
+
+     1920  veryfast    37.8    59.0    28.8    19.3    26.0  1.45x    26.9  1.40x   yes
+
+Pipelined, the face pass runs beside the render (``FaceStream``, ``faces.select: largest``; before, it ran
+first: 10.7 frames/s at ``veryfast`` on the 4 s clip). Issue 12's CPU goals (within 1.5x of the floor, >= 25
+frames/s at 1080p ``veryfast``) are met in a process that has synced before (``warm``: a timeline worker's
+shots, networks passed in, the detector kept from the last clip) and, in a fresh process, on the 10 s clip;
+on the 4 s clip a fresh process pays about 1.3 s that does not grow with the clip (dlib's models, 0.9 s,
+before the first face; first-use warm-ups), hence 1.76x there. The 2 cores are shared by two decodes, HOG
+detection every 5th frame, the landmark refits, the official restore and x264.
 
 The full-size UNet row builds ``models/configs/unet/<--unet>.yaml`` with random weights and times one
 guided step on one window (batch 2 = [uncond, cond] x 16 frames) with and without DeepCache-style
@@ -191,8 +196,15 @@ def run_unet(name: str, latent: int) -> dict:
     return json.loads(_python(_UNET.format(repo=str(REPO), name=name, latent=latent)))
 
 
-def run_floor(seconds: float, sizes: list[int], presets: list[str]) -> list[dict]:
-    """Per size and x264 preset: the floor (decode; decode + encode) and a serial and a pipelined sync."""
+def _fastest(n: int, run, key: str) -> dict:
+    """The run (a JSON dict) with the smallest ``key`` of ``n`` runs: on a shared machine the minimum is the
+    figure least disturbed by other load."""
+    return min((run() for _ in range(max(1, n))), key=lambda r: r[key])
+
+
+def run_floor(seconds: float, sizes: list[int], presets: list[str], repeat: int = 1) -> list[dict]:
+    """Per size and x264 preset: the floor (decode; decode + encode) and a serial and a pipelined sync, each the
+    fastest of ``repeat`` runs."""
     import torch
 
     rows = []
@@ -208,15 +220,17 @@ def run_floor(seconds: float, sizes: list[int], presets: list[str]) -> list[dict
                 _python(_UPSCALE.format(repo=str(REPO), src=str(FIXTURE), dst=str(video), frames=frames,
                                         width=size * 1080 // 1920, height=size))
             for preset in presets:
-                floor = json.loads(_python(_FLOOR.format(repo=str(REPO), video=str(video), frames=frames,
-                                                         preset=preset, out=str(Path(tmp) / "floor.mp4"))))
+                floor_code = _FLOOR.format(repo=str(REPO), video=str(video), frames=frames, preset=preset,
+                                           out=str(Path(tmp) / "floor.mp4"))
+                floor = _fastest(repeat, lambda c=floor_code: json.loads(_python(c)), "both")
                 runs = {}
                 for skip, pipelined, n_runs in ((False, "false", 1), (False, "true", 1), (True, "false", 1),
                                                 (True, "true", 1), (True, "true", 2)):
-                    runs[skip, pipelined, n_runs] = json.loads(_python(_SYNC_FIXTURE.format(
+                    code = _SYNC_FIXTURE.format(
                         repo=str(REPO), video=str(video), audio=str(FIXTURE_AUDIO), frames=frames,
                         preset=preset, pipelined=pipelined, skip_networks=skip, runs=n_runs,
-                        out=str(Path(tmp) / f"o-{pipelined}-{skip}.mp4")), env))
+                        out=str(Path(tmp) / f"o-{pipelined}-{skip}.mp4"))
+                    runs[skip, pipelined, n_runs] = _fastest(repeat, lambda c=code: json.loads(_python(c, env)), "wall")
                 rows.append({"size": size, "preset": preset, "frames": frames, "floor": floor,
                              "serial": runs[False, "false", 1], "pipelined": runs[False, "true", 1],
                              "bare_serial": runs[True, "false", 1], "bare_pipelined": runs[True, "true", 1],
@@ -328,11 +342,12 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--no-unet", action="store_true")
     ap.add_argument("--floor", action="store_true", help="only the non-model stages vs the floor (issue 12)")
     ap.add_argument("--floor-seconds", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=1, help="--floor: each run this many times, the fastest kept")
     ap.add_argument("--floor-sizes", type=int, nargs="+", default=[1920], help="long sides (1920 = the fixture)")
     ap.add_argument("--floor-presets", nargs="+", default=["medium", "veryfast"])
     args = ap.parse_args(argv)
     if args.floor:
-        text = floor_table(run_floor(args.floor_seconds, args.floor_sizes, args.floor_presets))
+        text = floor_table(run_floor(args.floor_seconds, args.floor_sizes, args.floor_presets, args.repeat))
         print(text)
         return text
     short = min(args.seconds)
