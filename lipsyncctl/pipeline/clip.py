@@ -231,17 +231,10 @@ def sync_clip(
                 concurrent=config.inference.pipelined, info=info)
         stream = faces if isinstance(faces, face_pass.FaceStream) else None
         try:
-            if stream is not None:
-                with clock("faces"):
-                    found = stream.first_face()
-            else:
-                found = faces.found > 0
-            if not found:
+            if not (stream.first_face() if stream is not None else faces.found > 0):
                 raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
                                   hint="check --start/--end, or try another detector (--detector)")
-            said_at = len(warnings)  # where the face pass's warnings go (a stream's, once it has ended)
-            if stream is None:
-                no_face_out = _face_warnings(faces, plan, first, warnings)
+            said_at = len(warnings)  # the face pass's warnings go here, once it has ended (a stream: after the render)
 
             # 3. Models.
             if networks is None:
@@ -266,13 +259,12 @@ def sync_clip(
             if stream is not None:
                 faces = stream.result()  # done, or nearly: the render has asked for the frames it shows
                 clock.seconds["faces"] = stream.seconds  # its own wall time, beside the other stages
-                face_said: list[str] = []
-                no_face_out = _face_warnings(faces, plan, first, face_said)
-                warnings[said_at:said_at] = face_said
         finally:
             if stream is not None:
                 stream.close()
     assert not isinstance(faces, face_pass.FaceStream)
+    said, no_face_out = _face_warnings(faces, plan, first)
+    warnings[said_at:said_at] = said
     run_yaml = _write_run_yaml(output, config, plan, video, audio, networks, faces)
     width, height = vinfo.display_size
     return SyncResult(
@@ -285,14 +277,14 @@ def sync_clip(
     )
 
 
-def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int, warnings: list[str]) -> int:
-    """Adds the face pass's own warnings and one on the output frames that pass through without a face to
-    ``warnings``; returns how many those are."""
-    warnings.extend(faces.warnings)
+def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[str], int]:
+    """The face pass's own warnings plus one on the output frames that pass through without a face, and how many
+    those frames are."""
     no_face_out = sum(faces.matrices[plan.source_index(i) - first] is None for i in range(plan.num_frames))
+    said = list(faces.warnings)
     if no_face_out:
-        warnings.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
-    return no_face_out
+        said.append(f"{no_face_out} of {plan.num_frames} frames have no usable face and pass through")
+    return said, no_face_out
 
 
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,

@@ -94,7 +94,6 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
         audio_16k: the new audio, mono 16 kHz, aligned with ``first`` (needed for ``select: speaker``).
     """
     from lipsyncctl.faces.align import FaceAligner
-    from lipsyncctl.faces.track import crossfade_weights
 
     detector = _detector(options, device)
     try:
@@ -105,9 +104,16 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)
     aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
     result.matrices.extend(_matrix(aligner, face) for face in chosen)
-    fade = options.crossfade_frames
-    result.weights = np.asarray(crossfade_weights(chosen, fade_in=fade, fade_out=fade), dtype=np.float32)
+    result.weights = _weights(result.matrices, options)
     return result
+
+
+def _weights(matrices: list[np.ndarray | None], options: FaceOptions) -> np.ndarray:
+    """The blend weight of the generated face per frame (``faces.crossfade_frames``), as a plan holds them."""
+    from lipsyncctl.faces.track import crossfade_weights
+
+    fade = options.crossfade_frames
+    return np.asarray(crossfade_weights(matrices, fade_in=fade, fade_out=fade), dtype=np.float32)
 
 
 def _detector(options: FaceOptions, device: str) -> Any:
@@ -171,28 +177,26 @@ class FaceStream:
     waiting. :meth:`close` (always, in a ``finally``) stops the pass and joins its threads. ``seconds`` is its own
     wall time (the detector's loading included)."""
 
-    def __init__(self, video: Path, info: Any, grid: Fraction, first: int, count: int, fps: Fraction,
-                 options: FaceOptions, resolution: int, device: str = "cpu") -> None:
+    def __init__(self, video: Path, info: Any, first: int, count: int, fps: Fraction, options: FaceOptions,
+                 resolution: int, device: str = "cpu", cache: tuple[Path, dict[str, Any]] | None = None) -> None:
         import threading
         import time
 
         self._t0 = time.perf_counter()
         self._detector = _detector(options, device)  # a missing backend fails here, in the caller's thread
         self.detector_name: str = self._detector.name
-        self._args = (Path(video), info, grid, first, count, fps, options, resolution)
-        self._options, self._device = options, device
-        self.count = count
-        self._fade = options.crossfade_frames
+        self.video, self.info, self.first, self.count, self.fps = Path(video), info, first, count, fps
+        self.options, self.resolution, self.device = options, resolution, device
+        #: ``(path, key)``: the finished pass is written there once (:func:`save_face_plan`)
+        self.cache = cache
         self._matrices: list[np.ndarray | None] = []
-        self._found = 0  # frames with a face so far
+        self._found = 0  # frames with a face so far (first_face polls it under the lock)
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.seconds = 0.0
-        #: ``(path, key)``: :meth:`result` writes the finished plan there (:func:`save_face_plan`)
-        self.cache: tuple[Path, dict[str, Any]] | None = None
 
     def start(self) -> FaceStream:
         import contextvars
@@ -209,11 +213,10 @@ class FaceStream:
         from lipsyncctl.faces.speaker import select_speaker
         from lipsyncctl.media.reader import IndexedReader
 
-        video, info, grid, first, count, fps, options, resolution = self._args
-        aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
+        aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing)
         try:
-            with IndexedReader(video, grid, info=info) as reader:
-                tracked = _tracked(self._detector, reader, first, count, fps, options)
+            with IndexedReader(self.video, self.fps, info=self.info) as reader:
+                tracked = _tracked(self._detector, reader, self.first, self.count, self.fps, self.options)
                 try:
                     for faces in tracked:
                         if self._stop.is_set():
@@ -244,7 +247,7 @@ class FaceStream:
             if not ready():  # the reader ended early, or close() stopped the pass
                 from lipsyncctl.errors import MediaError
 
-                raise MediaError(f"{self._args[0]}: the face pass {'was stopped' if self._stop.is_set() else 'ended'}"
+                raise MediaError(f"{self.video}: the face pass {'was stopped' if self._stop.is_set() else 'ended'}"
                                  f" after {len(self._matrices)} of {self.count} frames")
 
     def first_face(self) -> bool:
@@ -256,11 +259,12 @@ class FaceStream:
         """The matrix and blend weight of selected frame ``k`` (waits for its look-ahead)."""
         from lipsyncctl.faces.track import crossfade_weight_at
 
-        lo, hi = max(0, k - self._fade - 1), min(self.count, k + self._fade + 2)
+        fade = self.options.crossfade_frames
+        lo, hi = max(0, k - fade - 1), min(self.count, k + fade + 2)
         self._wait(lambda: len(self._matrices) >= hi)
         with self._cond:
             window, matrix = self._matrices[lo:hi], self._matrices[k]
-        weight = crossfade_weight_at(window, k - lo, fade_in=self._fade, fade_out=self._fade)
+        weight = crossfade_weight_at(window, k - lo, fade_in=fade, fade_out=fade)
         return matrix, float(np.float32(weight))  # as FacePlan.weights holds it
 
     def result(self) -> FacePlan:
@@ -271,11 +275,7 @@ class FaceStream:
 
     def _plan(self) -> FacePlan:
         """The whole pass (once it has every frame) as a :class:`FacePlan`, written to :attr:`cache` once."""
-        from lipsyncctl.faces.track import crossfade_weights
-
-        plan = FacePlan(list(self._matrices), np.zeros(0, np.float32), self.detector_name)
-        plan.weights = np.asarray(crossfade_weights(plan.matrices, fade_in=self._fade, fade_out=self._fade),
-                                  dtype=np.float32)
+        plan = FacePlan(list(self._matrices), _weights(self._matrices, self.options), self.detector_name)
         if self.cache is not None:
             _store(self.cache[0], plan, self.cache[1])
             self.cache = None
@@ -291,7 +291,7 @@ class FaceStream:
             join_all([self._thread])
             self._thread = None
         if self._detector is not None:
-            _release(self._options, self._device, self._detector)
+            _release(self.options, self.device, self._detector)
             self._detector = None
         if self.cache is not None and self._error is None and len(self._matrices) == self.count:
             self._plan()
@@ -446,8 +446,8 @@ def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReade
     it is for these frames (:func:`face_cache_key`), else tracked and stored. Returns ``(plan, reused)``.
 
     With ``concurrent`` (the sync's ``inference.pipelined``) and a selection that :func:`streams`, a pass that has
-    to run is started as a :class:`FaceStream` (on its own reader of ``video``, probed as ``info``) and returned
-    at once; its :meth:`FaceStream.result` writes the cache file."""
+    to run is started as a :class:`FaceStream` (on its own reader of ``video`` on the grid ``fps``, probed as
+    ``info``) and returned at once; it writes the cache file once it has every frame."""
     key = None
     if face_cache is not None:
         face_cache = Path(face_cache)
@@ -458,13 +458,12 @@ def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReade
             return plan, True
         if face_cache.exists():
             progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
+    cache = (face_cache, key) if face_cache is not None and key is not None else None
     if concurrent and streams(options):
-        stream = FaceStream(video, info, reader.fps, first, count, fps, options, resolution, device=device)
-        stream.cache = (face_cache, key) if face_cache is not None and key is not None else None
-        return stream.start(), False
+        return FaceStream(video, info, first, count, fps, options, resolution, device=device, cache=cache).start(), False
     plan = track_clip_faces(reader, first, count, fps, options, resolution, device=device, audio_16k=audio_16k)
-    if face_cache is not None and key is not None:
-        _store(face_cache, plan, key)
+    if cache is not None:
+        _store(cache[0], plan, cache[1])
     return plan, False
 
 

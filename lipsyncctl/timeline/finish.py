@@ -177,7 +177,7 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
     if syncnet is not None:
         scorer = load_official_scorer(syncnet.model, device)
     try:  # the strips' detector (the renders were tracked with it; the shots' spare) and the approximate scale's
-        detector = take_detector(config.faces.backend)
+        detector = take_detector(config.faces.backend, "cpu")
     except MissingModelError:
         if syncnet is not None and scorer is None:
             raise

@@ -277,7 +277,7 @@ def test_the_face_stream_gives_the_whole_pass_records(tiny_env, clip) -> None:
     for first, count in ((0, 14), (3, 9)):  # the whole clip; a range that starts inside it and ends in the gap
         with IndexedReader(clip["video"], grid, info=info) as reader:
             whole = track_clip_faces(reader, first, count, grid, config.faces, 256)
-        stream = FaceStream(clip["video"], info, grid, first, count, grid, config.faces, 256).start()
+        stream = FaceStream(clip["video"], info, first, count, grid, config.faces, 256).start()
         try:
             assert stream.first_face()
             records = [stream.at(k) for k in range(count)]
@@ -392,7 +392,7 @@ def test_a_stopped_face_stream_says_so_and_leaves_no_thread(tiny_env, clip, monk
     monkeypatch.setattr(face_pass, "_release", lambda *args: None)
     info = probe(clip["video"])
     grid = info.video.nominal_fps
-    streams.append(face_pass.FaceStream(clip["video"], info, grid, 0, 14, grid, config.faces, 256))
+    streams.append(face_pass.FaceStream(clip["video"], info, 0, 14, grid, config.faces, 256))
     stream = streams[0].start()
     assert stream.first_face() and stream.at(0)[0] is not None
     stream.close()
