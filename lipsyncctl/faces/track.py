@@ -162,12 +162,17 @@ class FaceTracker:
         self._index += 1
         return [self._smoothed(t) for t in self._tracks]
 
+    @property
+    def span(self) -> int:
+        """Frames :meth:`track` takes in before it yields the faces of the first of them (``detect_every``, times
+        ``batch_size`` for a detector that batches): a frame's faces come out at most this many frames later."""
+        return self.options.detect_every * (max(1, self.options.batch_size) if self.detector.batches else 1)
+
     def track(self, frames: Iterable[np.ndarray]) -> Iterator[list[Face]]:
         """Yield the faces of each frame; for a detector that :attr:`~FaceDetector.batches`, key-frame detections
         are batched ``batch_size`` key frames at a time (the frames in between are buffered meanwhile). The faces
         are the same either way (each detection sees its frame alone)."""
-        batch = self.options.batch_size if self.detector.batches else 1
-        span = self.options.detect_every * max(1, batch)
+        span = self.span
         buffer: list[np.ndarray] = []
         for frame in frames:
             buffer.append(frame)

@@ -1,8 +1,9 @@
 """The sync pipeline for one clip (DESIGN.md §3), as numbered steps.
 
-Memory stays bounded whatever the clip length: frames are decoded twice in a streaming way (once for
-the faces, once for rendering; with ``inference.pipelined`` and ``faces.select: largest`` the two run at
-the same time), and only one window of frames (``inference.window``, 16 officially) is held at a time.
+Memory stays bounded whatever the clip length: frames are decoded in a streaming way, and only a few windows of
+frames (``inference.window``, 16 officially) are held at a time. With ``inference.pipelined`` and ``faces.select:
+largest`` the clip is decoded once (the render reads the frames the face pass decoded, kept until it has read
+past them); otherwise twice (once for the faces, once for rendering).
 What is kept for the whole clip is small: one face record per source frame, the new audio at 16 kHz mono
 and its whisper features (50 x 5 x 384 floats per second of audio). The new audio at its own rate is
 streamed from its file into the output, never held.
@@ -13,7 +14,8 @@ streamed from its file into the output, never held.
    :mod:`lipsyncctl.pipeline.faces`). A clip with no face anywhere stops here, before any network loads.
    Pipelined with ``select: largest`` the pass goes on in a thread of its own once it has found a face
    (:class:`~lipsyncctl.pipeline.faces.FaceStream`): the networks load, the audio features and the render
-   run beside it, the render waiting for each frame's record (the same records, so the same output bytes).
+   run beside it, the render waiting for each frame's record (the same records, so the same output bytes)
+   and reading the frames the pass decoded (:meth:`~lipsyncctl.pipeline.faces.FaceStream.reader`).
 3. Load the networks (:mod:`lipsyncctl.pipeline.networks`).
 4. Audio features: whisper over the whole new audio, once.
 5. Render, window by window: read frames -> align -> VAE encode -> denoise -> decode -> paste back ->
@@ -228,7 +230,7 @@ def sync_clip(
             faces, faces_reused = face_pass.cached_clip_faces(
                 face_cache, video, reader, first, plan.source_frames, grid, config.faces, config.model.resolution,
                 device=_detector_device(config, networks), audio_16k=mono if config.faces.select == "speaker" else None,
-                concurrent=config.inference.pipelined, info=info)
+                concurrent=config.inference.pipelined, info=info, keep=_frames_kept(config))
         stream = faces if isinstance(faces, face_pass.FaceStream) else None
         try:
             if not (stream.first_face() if stream is not None else faces.found > 0):
@@ -254,7 +256,7 @@ def sync_clip(
             del mono
 
             # 5-6. Render, encode, mux, rename into place.
-            _render_and_write(reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
+            _render_and_write(stream.reader(reader) if stream is not None else reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out)
             if stream is not None:
                 faces = stream.result()  # done, or nearly: the render has asked for the frames it shows
@@ -275,6 +277,13 @@ def sync_clip(
         warnings=warnings, models=dict(networks.files), face_select=faces.selection, face_track=faces.track_id,
         faces_reused=faces_reused,
     )
+
+
+def _frames_kept(config: Config) -> int:
+    """How many decoded frames a face pass beside the render keeps ahead of the render's reads (the render then
+    decodes nothing of its own): two windows and a cross-fade's look-ahead, so that the next window's frames and
+    records are ready while the render works on one."""
+    return 2 * config.inference.window + config.faces.crossfade_frames + 2
 
 
 def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[str], int]:

@@ -22,7 +22,7 @@ every language of a shot and by reruns: :func:`save_face_plan` / :func:`load_fac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -97,7 +97,7 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
 
     detector = _detector(options, device)
     try:
-        per_frame = list(_tracked(detector, reader, first, count, fps, options))
+        per_frame = list(_tracked(_tracker(detector, fps, options), reader, first, count))
     finally:
         _release(options, device, detector)
     result = FacePlan([], np.zeros(0, np.float32), detector.name)
@@ -133,20 +133,32 @@ def _release(options: FaceOptions, device: str, detector: Any) -> None:
     give_back_detector(options.backend, device, detector)
 
 
-def _tracked(detector: Any, reader: IndexedReader, first: int, count: int, fps: Fraction,
-             options: FaceOptions) -> Iterator[list[Any]]:
-    """The tracked faces of each source frame ``first .. first + count - 1``, in order (a generator: closing it
-    stops the decode thread)."""
+def _tracker(detector: Any, fps: Fraction, options: FaceOptions) -> Any:
+    """The face pass's :class:`~lipsyncctl.faces.track.FaceTracker` (``faces.detect_every``, ``faces.smoothing``)."""
     from lipsyncctl.faces.track import FaceTracker, TrackOptions
+
+    return FaceTracker(detector, fps=float(fps),
+                       options=TrackOptions(detect_every=options.detect_every, smooth=options.smoothing))
+
+
+def _tracked(tracker: Any, reader: IndexedReader, first: int, count: int,
+             keep: Callable[[int, np.ndarray], bool] | None = None) -> Iterator[list[Any]]:
+    """The tracked faces of each source frame ``first .. first + count - 1``, in order (a generator: closing it
+    stops the decode thread). ``keep(index, frame)`` sees each frame as it is decoded (in the decode thread);
+    when it returns False the decoding stops there."""
     from lipsyncctl.pipeline.memory import trimmed
     from lipsyncctl.runner.pipelined import prefetched
 
-    tracker = FaceTracker(detector, fps=float(fps),
-                          options=TrackOptions(detect_every=options.detect_every, smooth=options.smoothing))
+    def decoded() -> Iterator[np.ndarray]:
+        for index, rgb in reader.range(first, first + count):
+            if keep is not None and not keep(index, rgb):
+                return
+            yield rgb
+
     # decoded in a thread of its own while the tracker works (two frames ahead); flat RSS (see pipeline.memory)
-    frames = prefetched(trimmed(rgb for _, rgb in reader.range(first, first + count)), name="faces")
+    frames = prefetched(trimmed(decoded()), name="faces")
     try:
-        yield from progress.track(tracker.track(frames), f"faces ({detector.name})", total=count)
+        yield from progress.track(tracker.track(frames), f"faces ({tracker.detector.name})", total=count)
     finally:
         frames.close()
 
@@ -175,10 +187,18 @@ class FaceStream:
     :meth:`first_face` waits for the first face (or the end: no face anywhere), :meth:`at` for one frame's
     record, :meth:`result` for the whole :class:`FacePlan`. An error of the pass is raised by whichever of them is
     waiting. :meth:`close` (always, in a ``finally``) stops the pass and joins its threads. ``seconds`` is its own
-    wall time (the detector's loading included)."""
+    wall time (the detector's loading included).
+
+    With ``keep`` > 0 the render reads the frames this pass decodes (:meth:`reader`) instead of decoding the clip a
+    second time: each decoded frame is kept until the render has read past it. Until the render's first read the
+    pass runs freely and keeps its first ``keep`` frames (a pass that outruns the network load does not wait for
+    it; the render decodes the frames it did not keep); from then on it decodes at most ``keep`` frames past the
+    render's last read (or past the frame or record the render waits for), plus the tracker's own buffer
+    (:attr:`~lipsyncctl.faces.track.FaceTracker.span`), so memory stays flat."""
 
     def __init__(self, video: Path, info: Any, first: int, count: int, fps: Fraction, options: FaceOptions,
-                 resolution: int, device: str = "cpu", cache: tuple[Path, dict[str, Any]] | None = None) -> None:
+                 resolution: int, device: str = "cpu", cache: tuple[Path, dict[str, Any]] | None = None,
+                 keep: int = 0) -> None:
         import threading
         import time
 
@@ -191,6 +211,14 @@ class FaceStream:
         self.cache = cache
         self._matrices: list[np.ndarray | None] = []
         self._found = 0  # frames with a face so far (first_face polls it under the lock)
+        #: frames the pass may keep ahead of the render's reads (0: none, the render decodes on its own)
+        self.keep = keep
+        self._frames: dict[int, np.ndarray] = {}  # source index -> decoded frame, until the render reads past it
+        self._next = first  # the next source index the pass decodes
+        self._low = first  # kept frames below it are dropped: the render has read past them
+        self._want = first - 1  # the highest source index the render waits for (a frame, or a record's look-ahead)
+        self._reading = False  # the render has begun to read kept frames
+        self._lag = 1  # frames the tracker takes in before a frame's faces come out (FaceTracker.span)
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -216,7 +244,9 @@ class FaceStream:
         aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing)
         try:
             with IndexedReader(self.video, self.fps, info=self.info) as reader:
-                tracked = _tracked(self._detector, reader, self.first, self.count, self.fps, self.options)
+                tracker = _tracker(self._detector, self.fps, self.options)
+                self._lag = tracker.span
+                tracked = _tracked(tracker, reader, self.first, self.count, keep=self._keep)
                 try:
                     for faces in tracked:
                         if self._stop.is_set():
@@ -235,6 +265,52 @@ class FaceStream:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
+
+    def _keep(self, index: int, frame: np.ndarray) -> bool:
+        """The decode thread's hook for each decoded frame: kept for the render (:attr:`keep`), waiting while the
+        render is too far behind. False: the pass was stopped, decode no further."""
+        with self._cond:
+            if self.keep > 0:
+                while (self._reading and not self._stop.is_set()
+                       and index > max(self._low + self.keep, self._want) + self._lag):
+                    self._cond.wait(0.05)
+                if self._stop.is_set():
+                    return False
+                if self._reading or index < self.first + self.keep:
+                    frame.flags.writeable = False  # one array for both passes: neither may change it
+                    self._frames[index] = frame
+            self._next = index + 1
+            self._cond.notify_all()
+        return True
+
+    def _read(self, indices: Iterable[int], fallback: IndexedReader) -> dict[int, np.ndarray]:
+        """Frames ``indices`` (:meth:`IndexedReader.read`): the kept ones (waiting for those still to come) and the
+        others (before the selected range, past it, frames the pass did not keep or the render went back to: a
+        loop, a ping-pong) from ``fallback``."""
+        need = set(indices)
+        end = self.first + self.count
+        with self._cond:
+            self._reading = True
+            mine = {i for i in need if i in self._frames or self._next <= i < end}
+            self._want = max([self._want, *mine])
+            self._cond.notify_all()
+        if mine:
+            self._wait(lambda: mine.issubset(self._frames))
+        with self._cond:
+            out = {i: self._frames[i] for i in mine}
+            self._low = max([self._low, *(i for i in need if i < end)])
+            for i in [i for i in self._frames if i < self._low]:  # the last frame read stays: it may repeat
+                del self._frames[i]
+            self._cond.notify_all()
+        rest = need - mine
+        if rest:
+            out.update(fallback.read(rest))
+        return out
+
+    def reader(self, fallback: IndexedReader) -> StreamFrames:
+        """What the render reads its source frames from (``read(indices)``): this pass's kept frames, others from
+        ``fallback`` (a reader of the same video on the same grid)."""
+        return StreamFrames(self, fallback)
 
     def _wait(self, ready: Any) -> None:
         """Until ``ready()`` (checked under the lock) or the pass ended; raises the pass's error. Short waits, so
@@ -261,6 +337,9 @@ class FaceStream:
 
         fade = self.options.crossfade_frames
         lo, hi = max(0, k - fade - 1), min(self.count, k + fade + 2)
+        with self._cond:
+            self._want = max(self._want, self.first + hi - 1)
+            self._cond.notify_all()
         self._wait(lambda: len(self._matrices) >= hi)
         with self._cond:
             window, matrix = self._matrices[lo:hi], self._matrices[k]
@@ -290,11 +369,24 @@ class FaceStream:
         if self._thread is not None:
             join_all([self._thread])
             self._thread = None
+        self._frames.clear()
         if self._detector is not None:
             _release(self.options, self.device, self._detector)
             self._detector = None
         if self.cache is not None and self._error is None and len(self._matrices) == self.count:
             self._plan()
+
+
+@dataclass
+class StreamFrames:
+    """The render's source frames from a :class:`FaceStream` that keeps them (:meth:`FaceStream.reader`)."""
+
+    stream: FaceStream
+    fallback: IndexedReader
+
+    def read(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
+        """The frames at ``indices`` (any order, repeats allowed), as :meth:`IndexedReader.read`."""
+        return self.stream._read(indices, self.fallback)
 
 
 def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction, audio_16k: np.ndarray | None,
@@ -441,13 +533,14 @@ def load_face_plan(path: Path, key: dict[str, Any]) -> FacePlan | None:
 def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReader, first: int, count: int,
                       fps: Fraction, options: FaceOptions, resolution: int, *, device: str = "cpu",
                       audio_16k: np.ndarray | None = None, concurrent: bool = False,
-                      info: Any = None) -> tuple[FacePlan | FaceStream, bool]:
+                      info: Any = None, keep: int = 0) -> tuple[FacePlan | FaceStream, bool]:
     """:func:`track_clip_faces` through the cache file ``face_cache`` (None: no cache): the stored plan when
     it is for these frames (:func:`face_cache_key`), else tracked and stored. Returns ``(plan, reused)``.
 
     With ``concurrent`` (the sync's ``inference.pipelined``) and a selection that :func:`streams`, a pass that has
     to run is started as a :class:`FaceStream` (on its own reader of ``video`` on the grid ``fps``, probed as
-    ``info``) and returned at once; it writes the cache file once it has every frame."""
+    ``info``) and returned at once; it writes the cache file once it has every frame, and keeps up to ``keep``
+    decoded frames for the render (:meth:`FaceStream.reader`)."""
     key = None
     if face_cache is not None:
         face_cache = Path(face_cache)
@@ -460,7 +553,8 @@ def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReade
             progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
     cache = (face_cache, key) if face_cache is not None and key is not None else None
     if concurrent and streams(options):
-        return FaceStream(video, info, first, count, fps, options, resolution, device=device, cache=cache).start(), False
+        stream = FaceStream(video, info, first, count, fps, options, resolution, device=device, cache=cache, keep=keep)
+        return stream.start(), False
     plan = track_clip_faces(reader, first, count, fps, options, resolution, device=device, audio_16k=audio_16k)
     if cache is not None:
         _store(cache[0], plan, cache[1])

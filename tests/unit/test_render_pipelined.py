@@ -71,6 +71,7 @@ def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypa
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline import render
+    from lipsyncctl.pipeline.faces import StreamFrames
 
     config, models = tiny_env
     calls = {"n": 0}
@@ -83,8 +84,9 @@ def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypa
             return original(*args, **kwargs)
         return wrapper
 
-    if where == "decode":
-        monkeypatch.setattr(IndexedReader, "read", fail_on_second(IndexedReader.read, MediaError("bad packet")))
+    if where == "decode":  # the render reads the face pass's frames (pipelined) or its own reader's
+        for cls in (IndexedReader, StreamFrames):
+            monkeypatch.setattr(cls, "read", fail_on_second(cls.read, MediaError("bad packet")))
         expected: type[BaseException] = MediaError
     elif where == "paste":
         monkeypatch.setattr(render.Renderer, "paste", fail_on_second(render.Renderer.paste, ValueError("bug")))
@@ -400,3 +402,132 @@ def test_a_stopped_face_stream_says_so_and_leaves_no_thread(tiny_env, clip, monk
     with pytest.raises(MediaError, match=r"was stopped after \d+ of 14 frames"):
         stream.at(13)
     stream.close()  # twice is harmless
+
+
+# --- one decode: the render reads the frames the face pass decoded (FaceStream.reader) --------------------------
+
+
+def _count_decoded(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Frames every IndexedReader yields (``range``; ``read`` goes through it too), counted per call site:
+    ``read`` = the frames the render decoded with its own reader."""
+    from lipsyncctl.media.reader import IndexedReader
+
+    counts = {"all": 0, "read": 0}
+    real_range, real_read = IndexedReader.range, IndexedReader.read
+
+    def range_(self, first, stop):
+        for item in real_range(self, first, stop):
+            counts["all"] += 1
+            yield item
+
+    def read(self, indices):
+        out = real_read(self, indices)
+        counts["read"] += len(out)
+        return out
+
+    monkeypatch.setattr(IndexedReader, "range", range_)
+    monkeypatch.setattr(IndexedReader, "read", read)
+    return counts
+
+
+def test_the_render_reads_the_frames_the_face_pass_decoded(tiny_env, clip, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipelined, the clip is decoded once: the render takes every frame from the face pass (its own reader reads
+    nothing) and the output is the serial run's, which decodes the clip twice. The pass is held at frame 4 until
+    the render has begun to read, so that it keeps every frame (a pass that outruns the network load keeps only
+    its first frames: the next test)."""
+    from lipsyncctl.pipeline.faces import FaceStream
+
+    config, models = tiny_env
+    real_keep = FaceStream._keep
+
+    def keep(self, index, frame):
+        while index >= 4 and not self._reading:
+            time.sleep(0.002)
+        return real_keep(self, index, frame)
+
+    monkeypatch.setattr(FaceStream, "_keep", keep)
+    counts = _count_decoded(monkeypatch)
+    sets = ("output.codec=ffv1",)
+    sync_clip(clip["video"], clip["audio"], tmp_path / "p.mkv", with_sets(config, *sets), networks=models)
+    assert counts == {"all": 14, "read": 0}
+    counts.update(all=0, read=0)
+    sync_clip(clip["video"], clip["audio"], tmp_path / "s.mkv", with_sets(config, *sets, "inference.pipelined=false"),
+              networks=models)
+    assert counts == {"all": 28, "read": 14}
+    assert _digest(tmp_path / "p.mkv") == _digest(tmp_path / "s.mkv")
+    assert not _render_threads()
+
+
+def test_kept_frames_are_the_readers_and_stay_few(tiny_env, clip, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FaceStream.reader gives the frames an IndexedReader gives, for any request (forward windows, a repeated
+    last frame, going back as a ping-pong does, indices past the selected range); the frames it did not keep
+    come from the fallback reader; it holds a bounded number of frames whatever the clip's length."""
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.pipeline.faces import FaceStream
+
+    config, _ = tiny_env
+    info = probe(clip["video"])
+    grid = info.video.nominal_fps
+    with IndexedReader(clip["video"], grid, info=info) as ref:
+        expected = dict(ref.range(0, 16))  # 14 frames, then the last one held
+    requests = [[2, 3, 4], [5, 6, 7, 8], [8, 8, 9], [10, 11, 12, 13], [13, 13, 12, 11], [9, 8], [15, 14, 1]]
+    fade = config.faces.crossfade_frames
+    for free_run in (False, True):
+        counts = _count_decoded(monkeypatch)
+        most = [0]
+        real_keep = FaceStream._keep
+
+        def keep(self, index, frame, free_run=free_run, real_keep=real_keep, most=most):
+            while not free_run and index >= 4 and not self._reading:  # the render reads before the pass runs on
+                time.sleep(0.002)
+            ok = real_keep(self, index, frame)
+            most[0] = max(most[0], len(self._frames))
+            return ok
+
+        monkeypatch.setattr(FaceStream, "_keep", keep)
+        stream = FaceStream(clip["video"], info, 2, 12, grid, config.faces, 256, keep=2).start()
+        try:
+            assert stream.first_face()
+            if free_run:  # the pass ends before the render's first read: it kept frames 2 and 3 only
+                stream._wait(lambda s=stream: s._next == 14)
+                assert sorted(stream._frames) == [2, 3]
+            with IndexedReader(clip["video"], grid, info=info) as fallback:
+                frames = stream.reader(fallback)
+                for want in requests:
+                    got = frames.read(want)
+                    assert set(got) == set(want)
+                    assert all(np.array_equal(got[i], expected[i]) for i in want)
+                    for i in want:
+                        if 2 <= i < 14:
+                            stream.at(i - 2)  # the render asks each frame's record after reading it
+        finally:
+            stream.close()
+        # kept: from the last frame read to `keep` past it or the farthest frame asked for (a record's look-ahead:
+        # fade + 1 past the frame read last; a window read: 4 past the last read), plus the tracker's own buffer
+        assert most[0] <= max(2, fade + 1, 4) + config.faces.detect_every + 1 < 12
+        if free_run:  # the render decoded what the pass did not keep, and what it went back to
+            assert counts["read"] >= 12 - 2
+        else:  # forward, everything came from the pass: only going back and past the range used the fallback
+            assert counts["read"] == len({12, 11, 9, 8, 15, 14, 1})
+        monkeypatch.undo()
+    assert not _render_threads()
+
+
+@pytest.mark.parametrize("policy", ["pingpong", "loop"])
+def test_pipelined_loop_and_pingpong_match_the_serial_output(tiny_env, clip, tmp_path: Path, policy: str) -> None:
+    """A dub longer than the picture: the render goes back over the source (the fallback reader), same bytes."""
+    config, models = tiny_env
+    root = tmp_path / "long"
+    root.mkdir()
+    audio = write_wav(root / "a.wav", 1.0)  # 25 frames over 14 source frames
+    digests = []
+    for mode in ("true", "false"):
+        out = tmp_path / f"{mode}.mkv"
+        res = sync_clip(clip["video"], audio, out, with_sets(config, "output.codec=ffv1", f"inference.pipelined={mode}",
+                                                              f"sync.length_policy={policy}"), networks=models)
+        assert res.frames == 25
+        digests.append(_digest(out))
+    assert digests[0] == digests[1]
+    assert not _render_threads()
