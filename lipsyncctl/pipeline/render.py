@@ -2,7 +2,8 @@
 
 Per window of ``inference.window`` output frames (16 officially, LATENTSYNC.md §1.3 step 8):
 a. read the source frames it shows (:class:`~lipsyncctl.media.reader.IndexedReader`, seeking only
-   when the plan jumps: loop, ping-pong, conform);
+   when the plan jumps: loop, ping-pong, conform; or those a face pass beside the render decoded,
+   :class:`~lipsyncctl.pipeline.faces.StreamFrames`);
 b. align the frames that have a face (the matrices come from step 2) and build reference, masked image
    and mask (official ``prepare_masks_and_masked_images``);
 c. VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.clip import _Clock
-    from lipsyncctl.pipeline.faces import FacePlan, FaceStream
+    from lipsyncctl.pipeline.faces import FacePlan, FaceStream, StreamFrames
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.pipeline.plan import ClipPlan
 
@@ -107,7 +108,7 @@ class Renderer:
                                              float(networks.scheduler.init_noise_sigma))
 
     # ---------------------------------------------------------------------------------------------
-    def render(self, reader: IndexedReader, writer: VideoWriter, matte: VideoWriter | None = None) -> None:
+    def render(self, reader: IndexedReader | StreamFrames, writer: VideoWriter, matte: VideoWriter | None = None) -> None:
         """Render every output frame in order into ``writer`` (and the matte into ``matte``).
 
         The writers are not closed here: the caller owns them (and renames them into place only when
@@ -130,7 +131,7 @@ class Renderer:
                 for group in groups:
                     encode(paste(self.generate(group)))
 
-    def _prepared(self, reader: IndexedReader) -> Iterator[Window]:
+    def _prepared(self, reader: IndexedReader | StreamFrames) -> Iterator[Window]:
         """Stage 1 over the clip, window by window (its progress task lives and ends with the iteration)."""
         window = self.config.inference.window
         n_windows = -(-self.plan.num_frames // window)
@@ -138,7 +139,7 @@ class Renderer:
             yield self.prepare(reader, s, e)
 
     # ---------------------------------------------------------------------------------------------
-    def prepare(self, reader: IndexedReader, s: int, e: int) -> Window:
+    def prepare(self, reader: IndexedReader | StreamFrames, s: int, e: int) -> Window:
         """Stage 1 (a-b): the source frames of output frames ``s .. e-1``, aligned faces and masked images."""
         import cv2
         import torch
