@@ -234,7 +234,7 @@ def run_floor(seconds: float, sizes: list[int], presets: list[str], repeat: int 
             if size != 1920:  # the fixture's long side; others are Lanczos upscales of it
                 video = Path(tmp) / f"v{size}.mp4"
                 _python(_UPSCALE.format(repo=str(REPO), src=str(FIXTURE), dst=str(video), frames=frames,
-                                        width=size * 1080 // 1920, height=size))
+                                        width=size * 1080 // 1920 // 2 * 2, height=size))
             for preset in presets:
                 floor_code = _FLOOR.format(repo=str(REPO), video=str(video), frames=frames, preset=preset,
                                            out=str(Path(tmp) / "floor.mp4"))
