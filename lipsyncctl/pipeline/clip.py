@@ -281,9 +281,10 @@ def sync_clip(
 
 def _frames_kept(config: Config) -> int:
     """How many decoded frames a face pass beside the render keeps ahead of the render's reads (the render then
-    decodes nothing of its own): two windows and a cross-fade's look-ahead, so that the next window's frames and
-    records are ready while the render works on one."""
-    return 2 * config.inference.window + config.faces.crossfade_frames + 2
+    decodes nothing of its own): a window and a cross-fade's look-ahead past the last frame read (the tracker's own
+    buffer comes on top), so that the next window's frames and records are ready while the render works on one.
+    Every kept frame is a whole source frame (25 MB at 4K): no more than that."""
+    return config.inference.window + config.faces.crossfade_frames + 2
 
 
 def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[str], int]:
