@@ -256,7 +256,8 @@ def sync_clip(
             del mono
 
             # 5-6. Render, encode, mux, rename into place.
-            _render_and_write(stream.reader(reader) if stream is not None else reader, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
+            source = stream.reader(reader) if stream is not None else reader  # one decode when the pass streams
+            _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out)
             if stream is not None:
                 faces = stream.result()  # done, or nearly: the render has asked for the frames it shows

@@ -108,7 +108,8 @@ class Renderer:
                                              float(networks.scheduler.init_noise_sigma))
 
     # ---------------------------------------------------------------------------------------------
-    def render(self, reader: IndexedReader | StreamFrames, writer: VideoWriter, matte: VideoWriter | None = None) -> None:
+    def render(self, reader: IndexedReader | StreamFrames, writer: VideoWriter,
+               matte: VideoWriter | None = None) -> None:
         """Render every output frame in order into ``writer`` (and the matte into ``matte``).
 
         The writers are not closed here: the caller owns them (and renames them into place only when

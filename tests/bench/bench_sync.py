@@ -56,17 +56,18 @@ the other)::
      2 s at 4K, one decode
      3840  veryfast    12.1    19.7     8.1     5.7     6.4  1.89x     9.6  1.26x   yes
 
-A decode of the fixture runs at about 200 frames/s (``fl.dec``; 64 at 4K), so the second decode cost about 5 ms
-a frame of the 2 cores (16 ms at 4K): within this machine's noise at 1080p; at 4K the warm row went from 8.3 to
-9.6 frames/s, but the floor moved by as much between the two runs, so the ratio barely changed. Issue 12's CPU goals (within 1.5x of the
-floor, >= 25 frames/s at 1080p ``veryfast``) are met in a process that has synced before (``warm``: a timeline
-worker's shots, networks passed in, the detector kept from the last clip); in a fresh process the 10 s clip is at
-the line (1.45x and 1.54x in two sessions) and the 4 s clip above it, because a fresh process pays about 2 s that
-do not grow with the clip, measured with a timeline of one run: dlib's models (0.74 s) before the first frame, then
-torch's import (1.1 s) before the first face's matrix (the official alignment is a float32 torch SVD; the networks
-need torch anyway, so a real sync pays it once either way). Once the networks have loaded, the render of the 4 s
-clip (face pass done, one decode, align, paste, x264) runs at 32 frames/s against the floor's 35. The 2 cores are
-shared by the decode, HOG detection every 5th frame, the landmark refits, the official restore and x264.
+A decode of the fixture runs at about 200 frames/s (``fl.dec``; 64 at 4K), so the second decode cost about 5 ms a
+frame of the 2 cores (16 ms at 4K): within this machine's noise at 1080p; at 4K the warm row went from 8.3 to 9.6
+frames/s, but the floor moved by as much between the two runs, so the ratio barely changed. Issue 12's CPU goals
+(within 1.5x of the floor, >= 25 frames/s at 1080p ``veryfast``) are met in a process that has synced before
+(``warm``: a timeline worker's shots, networks passed in, the detector kept from the last clip); in a fresh
+process the 10 s clip is at the line (1.45x and 1.54x in two sessions) and the 4 s clip above it, because a fresh
+process pays about 2 s that do not grow with the clip, measured with a timeline of one run: dlib's models (0.74 s)
+before the first frame, then torch's import (1.1 s) before the first face's matrix (the official alignment is a
+float32 torch SVD; the networks need torch anyway, so a real sync pays it once either way). Once the networks have
+loaded, the render of the 4 s clip (face pass done, one decode, align, paste, x264) runs at 32 frames/s against
+the floor's 35. The 2 cores are shared by the decode, HOG detection every 5th frame, the landmark refits, the
+official restore and x264.
 
 The full-size UNet row builds ``models/configs/unet/<--unet>.yaml`` with random weights and times one
 guided step on one window (batch 2 = [uncond, cond] x 16 frames) with and without DeepCache-style
