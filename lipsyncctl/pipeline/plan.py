@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from lipsyncctl.errors import MediaError
+from lipsyncctl.errors import MediaError, UsageError
 
 LengthPolicy = Literal["loop", "pingpong", "cut", "freeze", "silence"]
 LENGTH_POLICIES: tuple[str, ...] = ("pingpong", "loop", "cut", "freeze", "silence")
@@ -143,14 +143,15 @@ def select_range(
     """Source frames ``[first, stop)`` for ``--start``/``--end`` in seconds (frame = round(t * fps)).
 
     Raises:
-        MediaError: empty selection (start at or past the end, or ``end <= start``).
+        UsageError: empty selection (start at or past the end of the clip, or ``end <= start``): the
+            arguments are wrong, not the media (exit 2, like ``sync --segments`` ranges that leave the picture).
     """
     first = 0 if start is None else round(Fraction(start).limit_denominator(10**6) * fps)
     stop = total_frames if end is None else round(Fraction(end).limit_denominator(10**6) * fps)
     first = max(0, min(first, total_frames))
     stop = max(0, min(stop, total_frames))
     if stop <= first:
-        raise MediaError(
+        raise UsageError(
             f"--start/--end select no frames (clip has {total_frames} frames at {float(fps):.3f} fps: "
             f"start={start}, end={end})",
             hint="give times in seconds inside the clip, with end after start",

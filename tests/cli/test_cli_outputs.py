@@ -125,6 +125,18 @@ def test_end_before_start_is_a_usage_error(tmp_path: Path, capsys: pytest.Captur
     assert "error: --end 0.3 is not after --start 0.8" in capsys.readouterr().err
 
 
+def test_start_past_the_clip_is_a_usage_error(odd_clip: tuple[Path, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A --start at or past the clip's end is a wrong argument (2, like --segments ranges that leave the
+    picture), not bad media (5); nothing is written."""
+    video, audio = odd_clip
+    out = tmp_path / "o.mp4"
+    rc = main(["sync", "-i", str(video), "-a", str(audio), "-o", str(out), "--preset", "tiny", "--start", "5"])
+    assert rc == 2
+    assert "error: --start/--end select no frames (clip has 2 frames" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([video.name, audio.name])
+
+
 @pytest.fixture
 def odd_clip(tmp_path: Path) -> tuple[Path, Path]:
     """A 4:4:4 clip with odd sides (4:4:4 and RGB can store them; 4:2:0 cannot)."""

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from lipsyncctl.errors import MediaError
+from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.media.reader import index_runs
 from lipsyncctl.pipeline.plan import plan_clip, select_range
 
@@ -74,8 +74,9 @@ def test_start_end_selection_offsets_source_index():
     assert (first, stop) == (25, 75)
     plan = plan_clip(stop - first, Fraction(25), 16000 * 2, 16000, first_frame=first)
     assert plan.source_index(0) == 25 and plan.source_index(plan.num_frames - 1) == 74
-    with pytest.raises(MediaError):
+    with pytest.raises(UsageError) as err:  # wrong arguments (exit 2), not bad media
         select_range(250, Fraction(25), start=20.0)
+    assert err.value.exit_code == 2
 
 
 def test_bad_inputs():
