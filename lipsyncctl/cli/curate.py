@@ -100,7 +100,7 @@ def curate_cmd(
     st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
     if result.failed:
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")
-        raise JobFailedError(f"{len(result.failed)} source(s) failed: {names}",
+        raise JobFailedError(f"{len(result.failed)} source(s) failed, or some of their spans: {names}",
                              hint="report.json (or --json) gives each error; fix them and rerun (finished stages are kept)")
 
 
@@ -118,6 +118,8 @@ def _render(console: Console, result: CurateResult) -> None:
         "spans": ", ".join(f"{k} {v}" for k, v in counts["clips"].items()) or "-",
         "kept": f"{counts['kept_seconds']:.1f} s",
         **{f"rejected {k}": v for k, v in counts["rejected"].items()},
+        **{f"failed at {k}": v for k, v in counts["failed"].items()},
+        **({"kept, not measured yet": counts["pending"]} if counts["pending"] else {}),
     }))
 
 

@@ -85,21 +85,25 @@ def decide_clips(record: SourceRecord, options: CurateOptions,
         else:
             decision = Decision.kept()
         span = ClipSpan(record.id, a, b, decision)
-        rec = (clips or {}).get(span.id)
-        if rec is not None and decision.verdict == "kept":
-            span = _decide_clip_stages(span, rec, options)
+        if decision.verdict == "kept":
+            span = _decide_clip_stages(span, (clips or {}).get(span.id) or ClipRecord(span.id, record.id, a, b),
+                                       options)
         out.append(span)
     return sorted(out, key=lambda c: c.first)
 
 
 def decide_clip(rec: ClipRecord, options: CurateOptions) -> tuple[Decision, dict[str, Any]]:
-    """A kept span's decision from its clip stages, in order, and the manifest fields they show."""
+    """A kept span's decision from its clip stages, in order, and the manifest fields they show (with
+    ``pending``: the stages not measured yet, when it is kept so far)."""
     from lipsyncctl.curation.clipstages import CLIP_STAGES
 
     summary: dict[str, Any] = {}
-    for stage in CLIP_STAGES:
+    for i, stage in enumerate(CLIP_STAGES):
         res = rec.stages.get(stage.name)
         if res is None:
+            # kept so far: the stages from here on have not measured it (a run with --until, or a threshold
+            # loosened after they were skipped for a rejection): the manifest says which
+            summary["pending"] = [s.name for s in CLIP_STAGES[i:]]
             break
         if res.error is not None:
             return Decision.failed(stage.name, res.error), summary

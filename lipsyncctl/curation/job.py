@@ -85,7 +85,9 @@ class SourceOutcome:
 @dataclass
 class CurateResult:
     """What ``curate`` did (``--json`` prints :meth:`to_dict`). ``failed``: sources that could not be
-    processed (exit 1); rejections are normal outcomes."""
+    processed, or some of whose spans could not be (exit 1); rejections are normal outcomes. ``sources``
+    and ``clips`` are every record in DATA (all shards, earlier inputs); ``scope`` is the ids of the sources
+    this run was given (its shard; None: all, as ``curate report``), whose failures set the exit code."""
 
     data: Path
     sources: list[SourceOutcome]
@@ -96,25 +98,40 @@ class CurateResult:
     seconds: float = 0.0
     fps: int = 25
     warnings: list[str] = field(default_factory=list)
+    scope: frozenset[str] | None = None
 
     @property
     def failed(self) -> list[SourceOutcome]:
-        return [s for s in self.sources if s.decision.verdict == "failed"]
+        broken = {c.source for c in self.clips if c.decision.verdict == "failed"}
+        return [s for s in self.sources if (self.scope is None or s.id in self.scope)
+                and (s.decision.verdict == "failed" or s.id in broken)]
+
+    @property
+    def pending(self) -> list[ClipSpan]:
+        """Spans kept so far whose later clip stages have not measured them (``--until``, or a loosened
+        threshold keeping a span those stages skipped): a full run measures them."""
+        return [c for c in self.clips if c.decision.verdict == "kept" and c.summary.get("pending")]
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def counts(self) -> dict[str, Any]:
-        """Sources and spans per verdict, and rejections per ``stage/reason``."""
+        """Sources and spans per verdict, rejections per ``stage/reason``, failures per stage, kept spans
+        not measured by every clip stage yet."""
         reasons: Counter[str] = Counter()
+        failures: Counter[str] = Counter()
         for d in [s.decision for s in self.sources] + [c.decision for c in self.clips]:
-            if d.verdict != "kept":
-                reasons[f"{d.stage}/{d.reason or 'error'}"] += 1
+            if d.verdict == "rejected":
+                reasons[f"{d.stage}/{d.reason}"] += 1
+            elif d.verdict == "failed":
+                failures[str(d.stage)] += 1
         return {
             "sources": dict(Counter(str(s.decision.verdict) for s in self.sources)),
             "clips": dict(Counter(str(c.decision.verdict) for c in self.clips)),
             "rejected": dict(sorted(reasons.items())),
+            "failed": dict(sorted(failures.items())),
+            "pending": len(self.pending),
             "kept_seconds": round(sum(c.frames for c in self.clips if c.decision.verdict == "kept") / self.fps, 3),
         }
 
@@ -185,6 +202,9 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
                   jobs=jobs, gpus=list(gpus), backend=backend, label="sources")
         # 3. Decisions. 4. Views from every record in DATA (every shard's).
         result = _decide_all(data, config, done, until, shard)
+        result.scope = frozenset(t.id for t in mine)
+        if until == names[-1]:
+            _warn_pending(result)
         result.seconds = time.perf_counter() - t0
         _write_views(result, config, models)
     return result
@@ -207,9 +227,22 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
         result = _decide_all(data, config, {}, "report", (0, 1))
+        _warn_pending(result)
         result.seconds = time.perf_counter() - t0
         _write_views(result, config)
     return result
+
+
+def _warn_pending(result: CurateResult) -> None:
+    """Say so when kept spans lack measurements (a loosened threshold keeps spans the later stages skipped,
+    or DATA holds an earlier run's ``--until``): they are kept so far, and ``train`` needs their features."""
+    pending = result.pending
+    if pending:
+        stages = sorted({s for c in pending for s in c.summary["pending"]}, key=stage_names().index)
+        result.warnings.append(
+            f"{len(pending)} kept span(s) are not measured by {', '.join(stages)} yet: run `lipsyncctl curate` "
+            "on their sources again (without --until) to measure them; training needs their features")
+        progress.warning(result.warnings[-1])
 
 
 def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: str,
@@ -251,11 +284,11 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     fresh: set[str] = set()  # clips whose align the one pass just computed
     aligned: list[tuple[int, int]] = []
     for stage in STAGES[: last + 1]:
-        key = _source_stage_key(key, stage, task.options)
+        key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0)
         forced = forced or str(stage) in task.force
         old = rec.result(stage)
-        if old is not None and old.key == key and not forced and not _outputs_missing(old):
-            if old.error is not None or _stops_here(stage, old, task.options):
+        if old is not None and old.key == key and not forced and _reusable(stage, old):
+            if _stops_here(stage, old, task.options):
                 complete = False
                 break
             continue
@@ -325,9 +358,17 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
     return computed
 
 
-def _source_stage_key(key: str, stage: Stage, options: CurateOptions) -> str:
-    """A source stage's content key: the previous stage's (or the file's fingerprint), the stage, its settings."""
-    return stage_key(key, str(stage), STAGE_VERSION[stage], _settings(stage, options))
+def _source_stage_key(key: str, stage: Stage, options: CurateOptions, origin: float = 0.0) -> str:
+    """A source stage's content key: the previous stage's (or the file's fingerprint), the stage, its settings
+    (normalize: and the picture's start time when it is not 0, the time of the audio's first sample)."""
+    settings = _settings(stage, options) | ({"origin": origin} if origin else {})
+    return stage_key(key, str(stage), STAGE_VERSION[stage], settings)
+
+
+def _origin(rec: SourceRecord) -> float:
+    """Seconds on the source's timeline where its picture starts: grid frame 0, and audio sample 0."""
+    probe = rec.result(Stage.PROBE)
+    return float(probe.data.get("start_time") or 0.0) if probe is not None and probe.error is None else 0.0
 
 
 def _span_key(segments_key: str, first: int, stop: int) -> str:
@@ -336,8 +377,9 @@ def _span_key(segments_key: str, first: int, stop: int) -> str:
 
 
 def _stale(old: StageResult | None, key: str, forced: bool, stage: ClipStage) -> bool:
-    """A clip stage must run: no stored result, another key, ``--force``, or its files are gone."""
-    return old is None or old.key != key or forced or not outputs_exist(stage, old.data)
+    """A clip stage must run: no stored result, another key, ``--force``, a stored error (a failure is
+    retried: a full disk, a missing detector or a GPU error may be gone), or its files are gone."""
+    return old is None or old.key != key or forced or old.error is not None or not outputs_exist(stage, old.data)
 
 
 def _clip_stage_key(key: str, stage: ClipStage, task: CurateTask) -> str:
@@ -425,10 +467,16 @@ def _clip_models(config: Config, until: str) -> dict[str, dict[str, str]]:
     """The network files of the clip stages up to ``until`` (:attr:`ClipStage.models`), resolved once.
 
     Raises:
-        MissingModelError: one is not installed (exit 4, before any source is touched).
+        MissingModelError: one is not installed, or the face detector cannot run here (exit 4, before any
+            source is touched).
     """
+    from lipsyncctl.curation import align
+    from lipsyncctl.faces.detect import usable_backend
+
     names = [s.name for s in CLIP_STAGES]
     stages = CLIP_STAGES[: names.index(until) + 1] if until in names else ()
+    if any(s.name == align.NAME for s in stages):
+        usable_backend(config.curate.detector)  # the face detector too (its files are its backend's business)
     return {s.name: {role: str(p) for role, p in s.models(config.model).items()} for s in stages
             if not s.skipped(config.curate)}
 
@@ -451,15 +499,25 @@ def _settings(stage: Stage, options: CurateOptions) -> dict[str, Any]:
 def _stops_here(stage: Stage, res: StageResult, options: CurateOptions) -> bool:
     """A probe that found the source unusable, or too short for the current threshold, ends its stages
     (the decision says why; a lower threshold on a later run continues from here); so does a shots pass
-    that could not decode the picture."""
+    that could not decode the picture, and any stage's failure."""
+    if res.error is not None:
+        return True
     if stage is Stage.SHOTS:
         return bool(res.data.get("problem"))
     return stage is Stage.PROBE and (bool(res.data.get("problem")) or res.data["duration"] < options.min_seconds)
 
 
-def _outputs_missing(res: StageResult) -> bool:
+def _reusable(stage: Stage, res: StageResult) -> bool:
+    """A stored result with a current key is reused unless it is a failure (retried: a full disk, a missing
+    detector or a GPU error may be gone; a probe's error is the file's own, a rejection, and its key is the
+    file's fingerprint), its audio file is gone, or it is a probe written before probes recorded the
+    picture's start time (probed again: cheap, and the key stays the same)."""
+    if res.error is not None:
+        return stage is Stage.PROBE
+    if stage is Stage.PROBE and not res.data.get("problem") and "start_time" not in res.data:
+        return False
     audio = res.data.get("audio")
-    return bool(audio) and not Path(audio).is_file()
+    return not audio or Path(audio).is_file()
 
 
 def _run_stage(stage: Stage, rec: SourceRecord, task: CurateTask, key: str) -> StageResult:
@@ -470,7 +528,8 @@ def _run_stage(stage: Stage, rec: SourceRecord, task: CurateTask, key: str) -> S
         if stage is Stage.PROBE:
             data = stages.probe_source(path, options)
         elif stage is Stage.NORMALIZE:
-            data = stages.normalize_audio(path, Path(task.data) / "audio" / f"{task.id}.wav", options)
+            data = stages.normalize_audio(path, Path(task.data) / "audio" / f"{task.id}.wav", options,
+                                          start=_origin(rec))
         elif stage is Stage.SHOTS:
             data = stages.detect_shots(path, _frames(rec), options)
         else:

@@ -47,7 +47,7 @@ def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
     v = info.video
     fps = Fraction(options.fps)
     frames = grid_frames(v.frame_count, Fraction(v.duration).limit_denominator(10**6), v.nominal_fps, v.is_vfr, fps)
-    facts |= {"width": v.display_size[0], "height": v.display_size[1], "codec": v.codec,
+    facts |= {"width": v.display_size[0], "height": v.display_size[1], "codec": v.codec, "start_time": v.start_time,
               "fps": f"{v.fps.numerator}/{v.fps.denominator}", "vfr": v.is_vfr, "grid_frames": frames,
               "conform": "none" if (v.fps == fps and not v.is_vfr) else f"{options.fps} fps grid"}
     if info.has_audio:
@@ -66,11 +66,13 @@ def grid_frames(frame_count: int, duration: Fraction, nominal_fps: Fraction, is_
     return max(0, round(duration * fps))
 
 
-def normalize_audio(path: Path, dest: Path, options: CurateOptions) -> dict[str, Any]:
-    """Stage 2: the 16 kHz mono audio every later stage uses, written once (``dest``, 16-bit WAV)."""
+def normalize_audio(path: Path, dest: Path, options: CurateOptions, start: float = 0.0) -> dict[str, Any]:
+    """Stage 2: the 16 kHz mono audio every later stage uses, written once (``dest``, 16-bit WAV). Its
+    sample 0 is the sound at ``start`` seconds of the file's timeline: the picture's start time, where grid
+    frame 0 is (prep's rule; MPEG-TS sources start at about 1.4 s)."""
     from lipsyncctl.media.audio import read_audio, write_wav
 
-    samples = read_audio(path, rate=options.audio_rate, channels=1)
+    samples = read_audio(path, rate=options.audio_rate, channels=1, start=start)
     write_wav(dest, samples, options.audio_rate, inputs=(path,))
     return {"audio": str(dest), "audio_samples": int(len(samples)),
             "audio_frames": int(len(samples) // SAMPLES_PER_FRAME)}

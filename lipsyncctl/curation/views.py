@@ -150,9 +150,10 @@ td{{border:1px solid #ccc;padding:3px 8px}}.hist rect{{fill:#3b6ea5}}h2{{margin-
 figure img{{display:block;max-width:100%}}code{{word-break:break-all}}</style></head>
 <body><h1>Curated dataset</h1>
 <p>Kept: <b id="kept-hours">{counts['kept_seconds'] / 3600:.3f} h</b> ({counts['kept_seconds']:.1f} s) in
-{counts['clips'].get('kept', 0)} clips; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
+{counts['clips'].get('kept', 0)} clips{f" ({counts['pending']} not measured by every stage yet)" if counts.get('pending') else ""}; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
 <code>{esc(report['until'])}</code>.</p>
-{table("Sources", counts["sources"])}{table("Spans", counts["clips"])}{table("Rejected, by stage/reason", counts["rejected"])}
+{table("Sources", counts["sources"])}{table("Spans", counts["clips"])}
+{table("Rejected, by stage/reason", counts["rejected"])}{table("Failed, by stage", counts.get("failed", {}))}
 <h2>Scores</h2>{''.join(bars(k, h) for k, h in report.get('histograms', {}).items()) or '<p>none measured yet</p>'}
 {thumbs}
 <h2>Sources not kept</h2><table><tr><td>source</td><td>verdict</td><td>stage</td><td>reason</td></tr>{src_rows}</table>

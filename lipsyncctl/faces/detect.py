@@ -134,10 +134,9 @@ def available_backends(models_dir: Path | None = None) -> dict[str, str | None]:
     return {name: backend_status(name, models_dir) for name in BACKENDS}
 
 
-def create_detector(
-    name: str = "auto", device: str = "cpu", models_dir: Path | None = None, **options: object
-) -> FaceDetector:
-    """Build a detector. ``auto`` picks the first usable of :data:`BACKENDS`; ``detector.name`` says which.
+def usable_backend(name: str = "auto", models_dir: Path | None = None) -> str:
+    """The backend ``name`` stands for (``auto``: the first usable of :data:`BACKENDS`), checked without
+    building it (a job calls this before any work).
 
     Raises :class:`MissingModelError` when the named backend (or, for ``auto``, every backend) is
     unusable, with the reason and what to install or fetch.
@@ -146,7 +145,7 @@ def create_detector(
         reasons = available_backends(models_dir)
         for candidate, reason in reasons.items():
             if reason is None:
-                return _backend_module(candidate).create(device=device, models_dir=models_dir, **options)
+                return candidate
         raise MissingModelError(
             "no face detector is usable: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()),
             hint="pip install 'lipsyncctl[faces]' (dlib works offline) or `lipsyncctl models fetch face-alignment`",
@@ -155,7 +154,18 @@ def create_detector(
     reason = module.unavailable_reason(models_dir)
     if reason is not None:
         raise MissingModelError(f"face detector {name!r} is not usable: {reason}", hint=module.HINT)
-    return module.create(device=device, models_dir=models_dir, **options)
+    return name
+
+
+def create_detector(
+    name: str = "auto", device: str = "cpu", models_dir: Path | None = None, **options: object
+) -> FaceDetector:
+    """Build a detector. ``auto`` picks the first usable of :data:`BACKENDS`; ``detector.name`` says which.
+
+    Raises :class:`MissingModelError` as :func:`usable_backend`.
+    """
+    backend = usable_backend(name, models_dir)
+    return _backend_module(backend).create(device=device, models_dir=models_dir, **options)
 
 
 # One spare detector per (backend, device): a batch of syncs in one process (a timeline worker's shots, the Python

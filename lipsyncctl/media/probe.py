@@ -242,10 +242,7 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
     else:
         stamps = _timestamps(container, stream)
         fps, nominal, vfr = _rate_and_vfr(stamps, stream)
-        frame_count = int(stream.frames or 0)
-        if not frame_count:
-            entries = stream.index_entries
-            frame_count = scan.packets.get(stream.index, 0) if scan else (len(entries) if entries is not None else 0)
+        frame_count = int(stream.frames or 0) or (scan.packets.get(stream.index, 0) if scan else 0)
     ctx = stream.codec_context
     # Container tags first (read before decoding: a decoder may overwrite them with the bitstream's).
     color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
@@ -293,8 +290,10 @@ def _scan_packets(container: Any) -> _Scan:
 
 
 def _needs_scan(container: Any) -> bool:
-    """Containers without a per-stream frame count / duration in the header (MKV/WebM, MPEG-TS, ...)."""
-    return any(s.type in ("video", "audio") and not s.duration for s in container.streams)
+    """Containers without a per-stream duration (MKV/WebM, ...) or video frame count (MPEG-TS/M2TS: its
+    index entries fill in only as a decoder seeks, so they cannot count the frames) in the header."""
+    return any((s.type in ("video", "audio") and not s.duration) or (s.type == "video" and not s.frames)
+               for s in container.streams)
 
 
 def _probe_audio(stream: Any, container: Any, scan: _Scan | None) -> AudioInfo:

@@ -243,6 +243,115 @@ def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Pat
                                                      until="segments").clips] == ["kept", "rejected"]
 
 
+def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_says_what_is_pending(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A span whose clip stage fails (a full disk here) fails the run (exit 1; counted as a failure, not a
+    rejection) and is retried by the rerun, which finds it fixed. A span rejected by its first stage is not
+    measured by the second; a threshold loosened later keeps it, and the run says it is not measured yet."""
+    from lipsyncctl.curation import clipstages, job
+    from lipsyncctl.curation.job import report_curation
+    from lipsyncctl.curation.records import Decision
+    from lipsyncctl.errors import WriteError
+
+    calls: list[tuple[str, int]] = []
+    full_disk = [True]
+
+    def brightness(ctx: clipstages.ClipContext) -> dict:  # type: ignore[type-arg]
+        from lipsyncctl.media.reader import IndexedReader
+
+        calls.append(("brightness", ctx.first))
+        if ctx.first == 0 and full_disk[0]:
+            raise WriteError("no space left on device", "free some space")
+        with IndexedReader(ctx.source, Fraction(25)) as reader:
+            return {"brightness": float(reader.read([ctx.first])[ctx.first].mean())}
+
+    def second(ctx: clipstages.ClipContext) -> dict:  # type: ignore[type-arg]
+        calls.append(("second", ctx.first))
+        return {}
+
+    stages = (clipstages.ClipStage(  # the threshold: curate.quality_min stands in for one here
+        "brightness", 1, brightness, lambda data, o: Decision.rejected("brightness", "too-dark", data["brightness"])
+        if data["brightness"] < o.quality_min else None),
+        clipstages.ClipStage("second", 1, second, lambda data, o: None))
+    monkeypatch.setattr(clipstages, "CLIP_STAGES", stages)
+    monkeypatch.setattr(job, "CLIP_STAGES", stages)
+    data, strict = tmp_path / "d", ["curate.quality_min=60"]
+    assert main(["-q", "curate", str(corpus / "cut.mp4"), "-o", str(data), "--json", *(["--set"] + strict)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["counts"]["failed"] == {"brightness": 1}
+    assert doc["counts"]["rejected"] == {"brightness/too-dark": 1}  # the grey shot; the failure is not one
+    assert sorted(calls) == [("brightness", 0), ("brightness", 100)]
+    calls.clear()
+    full_disk[0] = False
+    res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny", strict))
+    assert sorted(calls) == [("brightness", 0), ("second", 0)]  # the failure retried, nothing else redone
+    assert res.ok and [c.decision.verdict for c in res.clips] == ["kept", "rejected"] and not res.warnings
+    loose = report_curation(data, cfg.resolve("tiny", ["curate.quality_min=10"]))
+    assert [c.decision.verdict for c in loose.clips] == ["kept", "kept"]
+    assert loose.counts()["pending"] == 1 and loose.clips[1].summary["pending"] == ["second"]
+    assert "1 kept span(s) are not measured by second yet" in loose.warnings[0]
+    assert _manifest(data)[1]["pending"] == ["second"] and "pending" not in _manifest(data)[0]
+    calls.clear()
+    res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny", ["curate.quality_min=10"]))
+    assert calls == [("second", 100)] and res.counts()["pending"] == 0 and not res.warnings
+
+
+def test_failures_of_sources_outside_the_run_do_not_set_its_exit_code(first_run) -> None:  # type: ignore[no-untyped-def]
+    """Shards share DATA: a run's exit code counts only the sources it was given (``scope``)."""
+    import dataclasses
+
+    from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.records import Decision
+
+    res = first_run["result"]
+    kept = next(s for s in res.sources if s.decision.verdict == "kept")
+    broken = ClipSpan(kept.id, 0, 50, Decision.failed("align", "no space left on device"))
+    everything = dataclasses.replace(res, clips=[*res.clips, broken])
+    assert [s.id for s in everything.failed] == [kept.id] and not everything.ok
+    assert dataclasses.replace(everything, scope=frozenset({kept.id})).failed
+    assert dataclasses.replace(everything, scope=frozenset(s.id for s in res.sources if s.id != kept.id)).ok
+
+
+def test_an_unusable_face_detector_stops_the_run_before_any_work(corpus: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.curation import align, clipstages, job
+    from lipsyncctl.errors import MissingModelError
+    from lipsyncctl.faces import detect_dlib
+
+    stage = clipstages.ClipStage(align.NAME, 1, lambda ctx: {}, lambda data, o: None)
+    monkeypatch.setattr(job, "CLIP_STAGES", (stage,))
+    monkeypatch.setattr(detect_dlib, "unavailable_reason", lambda models_dir=None: "not installed here")
+    with pytest.raises(MissingModelError, match="face detector 'dlib' is not usable: not installed here"):
+        run_curation([corpus / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny", ["curate.detector=dlib"]))
+    assert not (tmp_path / "d").exists()
+    run_curation([corpus / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny", ["curate.detector=dlib"]),
+                 until="segments")  # no face needed before align
+
+
+def test_the_audio_starts_where_the_picture_starts(tmp_path: Path) -> None:
+    """Grid frame 0 is the picture's first frame at its start time (MPEG-TS: late); the normalized audio's
+    sample 0 is the sound at that time too (prep's rule), and the probe records it."""
+    import numpy as np
+
+    from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.probe import probe
+
+    source = make_clip(tmp_path / "broadcast.ts", fps=25, frames=150, audio_rate=48000)
+    start = probe(source).video.start_time
+    assert start > 0.05
+    data = tmp_path / "d"
+    res = run_curation([source], data, cfg.resolve("tiny"), until="normalize")
+    record = json.loads(next((data / ".lipsyncctl" / "records" / "sources").glob("*.json")).read_text())
+    assert record["stages"]["probe"]["data"]["start_time"] == start and res.ok
+    wav = read_audio(data / "audio" / f"{res.sources[0].id}.wav", 16000, 1)
+    expected = read_audio(source, 16000, 1, start=start)
+    assert len(wav) == pytest.approx(len(expected), abs=1)
+    n = min(len(wav), len(expected))
+    assert np.abs(wav[:n] - expected[:n]).max() < 1e-3  # 16-bit rounding
+    unshifted = read_audio(source, 16000, 1)
+    assert np.abs(wav[:n] - unshifted[:n]).max() > 0.05  # the old origin (time 0) was another sound
+
+
 def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_run) -> None:  # type: ignore[no-untyped-def]
     from lipsyncctl.curation.views import split_group, split_of
 

@@ -84,6 +84,14 @@ def test_codecs_and_containers(gen: Path) -> None:
     assert hevc.video is not None and hevc.video.codec == "hevc" and hevc.video.fps == 25
 
 
+def test_mpeg_ts_frames_are_counted(gen: Path) -> None:
+    """MPEG-TS (broadcast .ts, camcorder .mts/.m2ts) has a duration but no frame count in its headers, and
+    its index entries fill in only as a decoder seeks: the packets are counted (it read 1 frame before)."""
+    info = probe(mg.make_clip(gen / "broadcast.ts", frames=50))
+    assert info.video is not None and info.video.frame_count == 50
+    assert info.video.duration == pytest.approx(2.0) and info.video.start_time > 0  # TS starts late
+
+
 def test_image_sequence(gen: Path) -> None:
     pattern = mg.make_image_sequence(gen / "seq", frames=7)
     info = probe(pattern, sequence_fps=Fraction(24000, 1001))
