@@ -319,9 +319,9 @@ class CurateOptions(_Strict):
     )
     val_fraction: float = Field(0.05, ge=0, le=0.5, description="share of the split groups that go to val")
     split_seed: int = Field(0, description="seed of the deterministic train/val split")
-    split_by: Literal["source", "parent"] = Field(
-        "source", description="the unit never split across train and val: the source, or its parent folder "
-        "(the speaker in VoxCeleb2-style trees)"
+    split_by: Literal["source", "parent", "grandparent"] = Field(
+        "source", description="the unit never split across train and val: the source, its parent folder (a "
+        "speaker's folder of clips), or the folder above that (VoxCeleb2's idNNNNN/VIDEO/00001.mp4: the speaker)"
     )
 
 

@@ -162,7 +162,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         BusyError: another run is writing to ``data`` (not with ``wait``).
     """
     from lipsyncctl.media.atomic import check_writable
-    from lipsyncctl.media.inputs import collect_inputs
+    from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
     from lipsyncctl.runner.lock import folder_lock
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import run_tasks
@@ -175,7 +175,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         if name not in names:
             raise UsageError(f"{name!r}: not a curate stage", hint=f"stages: {', '.join(names)}")
     forced = tuple(force)
-    data = Path(data)
+    data = Path(data).absolute()  # records hold absolute paths: a rerun from another folder reuses them
     # 1. Sources, output checks, this shard's part.
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
@@ -184,14 +184,13 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     pairs = collect_inputs(list(inputs), data)
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
+    check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
     models = {} if dry_run else _clip_models(config, until)  # fail fast (exit 4) before any work
-    tasks = [CurateTask(str(src), source_id(src, stem), str(data), options, until, forced, models)
+    tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
-    ids = [t.id for t in tasks]
-    if len(set(ids)) != len(ids):
-        raise UsageError("two inputs map to the same source id", hint="give each source once")
-    mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     store = RecordStore(data / ".lipsyncctl" / "records")
+    _check_ids(tasks, store, data)
+    mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     if dry_run:
         sources = [_planned(t, store) for t in mine]
         return CurateResult(data, sources, [], until, shard, dry_run=True, seconds=time.perf_counter() - t0)
@@ -210,6 +209,35 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     return result
 
 
+def _check_ids(tasks: list[CurateTask], store: RecordStore, data: Path) -> None:
+    """A source's id comes from its path inside the folder given (so a moved tree keeps its ids): refuse two
+    inputs with one id (files of different folders given one by one, as a shell expands ``raw/*/*.mp4``),
+    and a file that DATA already holds under another id (an earlier run was given another folder), which
+    would make a second copy of its clips.
+
+    Raises:
+        UsageError: naming the files.
+    """
+    by_id: dict[str, str] = {}
+    for t in tasks:
+        if t.id in by_id:
+            raise UsageError(f"{by_id[t.id]} and {t.path}: one source id (the same name inside the folders given)",
+                             hint="give the folder that holds them (e.g. raw/, or the pattern in quotes: "
+                             "'raw/*/*.mp4'), so each source is named by its path inside it")
+        by_id[t.id] = t.path
+    known: dict[str, str] = {}
+    for rid in store.ids("sources"):
+        raw = store.load("sources", rid)
+        if raw is not None:
+            known[str(Path(raw["path"]).absolute())] = rid
+    for t in tasks:
+        old = known.get(t.path)
+        if old is not None and old != t.id:
+            raise UsageError(f"{t.path} is in {data} already, as source {old} (an earlier run was given another "
+                             "folder holding it)", hint="give the inputs as the earlier runs did (the same "
+                             "folders), or curate into another folder")
+
+
 def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> CurateResult:
     """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
     ``config.curate``'s thresholds and rebuild the views without running a stage (the sources are only
@@ -222,7 +250,7 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
     from lipsyncctl.runner.lock import folder_lock
 
     t0 = time.perf_counter()
-    data = Path(data)
+    data = Path(data).absolute()
     if not RecordStore(data / ".lipsyncctl" / "records").ids("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):

@@ -45,8 +45,11 @@ def split_of(group: str, options: CurateOptions) -> str:
 
 
 def split_group(source_id: str, source_path: str, options: CurateOptions) -> str:
-    """The unit that is never split across train and val: the source, or its parent folder's name."""
-    return Path(source_path).parent.name or source_id if options.split_by == "parent" else source_id
+    """The unit that is never split across train and val: the source, or the name of its parent folder
+    (``split_by=parent``) or of the folder above that (``grandparent``)."""
+    up = {"parent": 1, "grandparent": 2}.get(options.split_by, 0)
+    parents = Path(source_path).parents
+    return (parents[up - 1].name if 0 < up <= len(parents) else "") or source_id
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lipsyncctl.errors import UsageError
+from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.media.container import MEDIA_EXTS, is_image_sequence, sequence_files
 
 
@@ -94,6 +94,19 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
             seen.add(key)
             unique.append((src, rel))
     return _disambiguate(unique) if unique_stems else unique
+
+
+def check_inputs_exist(sources: Sequence[Path]) -> None:
+    """A named input that does not exist fails the command before any work, as bad input media (exit 5)
+    like in every command; a file that exists but cannot be decoded fails on its own, the batch goes on.
+
+    Raises:
+        MediaError: naming the missing file(s).
+    """
+    missing = [src for src in sources if not is_image_sequence(src) and not src.exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise MediaError(f"{missing[0]}: file not found{more}", hint="check the path")
 
 
 def _disambiguate(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:

@@ -35,7 +35,7 @@ from lipsyncctl.config import PrepOptions
 from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, is_image_sequence, sequence_files
-from lipsyncctl.media.inputs import collect_inputs
+from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".prep.json"
@@ -454,7 +454,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     if not pairs:
         raise UsageError("no media files in the inputs given",
                          hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
-    _check_inputs_exist([src for src, _ in pairs])
+    check_inputs_exist([src for src, _ in pairs])
     if not dry_run:  # a destination that cannot take the outputs fails once, not once per file
         from lipsyncctl.media.atomic import check_writable
 
@@ -475,19 +475,6 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     finally:
         remove_empty(created)
     return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0)
-
-
-def _check_inputs_exist(sources: Sequence[Path]) -> None:
-    """A named input that does not exist fails the command before any work, as bad input media (exit 5)
-    like in every command; a file that exists but cannot be decoded fails on its own, the batch goes on.
-
-    Raises:
-        MediaError: naming the missing file(s).
-    """
-    missing = [src for src in sources if not is_image_sequence(src) and not src.exists()]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise MediaError(f"{missing[0]}: file not found{more}", hint="check the path")
 
 
 def _run_all(items: list[PrepItem], job: _Job, key: dict[str, Any], force: bool, dry_run: bool,

@@ -352,6 +352,30 @@ def test_the_audio_starts_where_the_picture_starts(tmp_path: Path) -> None:
     assert np.abs(wav[:n] - unshifted[:n]).max() > 0.05  # the old origin (time 0) was another sound
 
 
+def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_records(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.errors import MediaError, UsageError
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(corpus / "retimed.mp4", tmp_path / folder / "00001.mp4")  # 6 s: normalized
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="a/00001.mp4 and .*b/00001.mp4: one source id") as err:
+        run_curation(["a/00001.mp4", "b/00001.mp4"], "d", cfg.resolve("tiny"), until="normalize")
+    assert "'raw/*/*.mp4'" in err.value.hint and not (tmp_path / "d").exists()
+    first = run_curation(["."], "d", cfg.resolve("tiny"), until="normalize")  # ids from a/..., b/...
+    assert len(first.sources) == 2 and first.data == tmp_path / "d"
+    assert [s.computed for s in first.sources] == [["probe", "normalize"]] * 2
+    with pytest.raises(UsageError, match=r"a/00001.mp4 is in .*d already, as source 00001-"):
+        run_curation(["a"], "d", cfg.resolve("tiny"), until="normalize")  # would be a second copy
+    with pytest.raises(MediaError, match="gone.mp4: file not found") as missing:
+        run_curation([".", "gone.mp4"], "d", cfg.resolve("tiny"), until="normalize")
+    assert missing.value.exit_code == 5
+    monkeypatch.chdir(tmp_path / "a")  # another working folder, the same DATA and sources
+    again = run_curation([".."], "../d", cfg.resolve("tiny"), until="normalize")
+    assert [s.computed for s in again.sources] == [[], []]
+
+
 def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_run) -> None:  # type: ignore[no-untyped-def]
     from lipsyncctl.curation.views import split_group, split_of
 
@@ -364,6 +388,10 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     assert splits != [split_of(g, other_seed) for g in groups]
     by_parent = cfg.resolve("tiny", ["curate.split_by=parent"]).curate
     assert split_group("a-1", "/vox/id00017/x/00001.mp4", by_parent) == "x"
+    by_speaker = cfg.resolve("tiny", ["curate.split_by=grandparent"]).curate  # VoxCeleb2: idNNNNN/VIDEO/clip
+    assert split_group("a-1", "/vox/id00017/x/00001.mp4", by_speaker) == "id00017"
+    assert split_group("a-2", "/vox/id00017/y/00002.mp4", by_speaker) == "id00017"
+    assert split_group("a-3", "clip.mp4", by_speaker) == "a-3"  # no such folder: the source
     assert split_group("a-1", "/vox/id00017/x/00001.mp4", options) == "a-1"
     lines = _manifest(first_run["data"])
     by_source: dict[str, set[str]] = {}
