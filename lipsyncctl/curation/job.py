@@ -163,7 +163,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     """
     from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
-    from lipsyncctl.runner.lock import folder_lock
+    from lipsyncctl.runner.lock import folder_lock, one_at_a_time
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import run_tasks
 
@@ -199,13 +199,15 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         done: dict[str, list[str]] = {}
         run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
                   jobs=jobs, gpus=list(gpus), backend=backend, label="sources")
-        # 3. Decisions. 4. Views from every record in DATA (every shard's).
-        result = _decide_all(data, config, done, until, shard)
-        result.scope = frozenset(t.id for t in mine)
-        if until == names[-1]:
-            _warn_pending(result)
-        result.seconds = time.perf_counter() - t0
-        _write_views(result, config, models)
+        # 3. Decisions. 4. Views from every record in DATA (every shard's; one shard at a time, so the
+        # shard finishing last, which sees every record, writes the views last).
+        with one_at_a_time(data, "views"):
+            result = _decide_all(data, config, done, until, shard)
+            result.scope = frozenset(t.id for t in mine)
+            if until == names[-1]:
+                _warn_pending(result)
+            result.seconds = time.perf_counter() - t0
+            _write_views(result, config, models)
     return result
 
 

@@ -275,3 +275,17 @@ def folder_lock(folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bo
     """``with folder_lock(OUT):`` hold ``OUT``'s lock for the block (see :class:`FolderLock`)."""
     with FolderLock(folder, shard=shard, wait=wait, command=command) as lock:
         yield lock
+
+
+@contextlib.contextmanager
+def one_at_a_time(folder: str | Path, name: str) -> Iterator[None]:
+    """A step the shards of one job (which share ``folder``'s lock) take one after another, waiting for each
+    other: ``name`` (e.g. ``views``: a shard rebuilding the dataset's views from every record must not rename
+    its files after those of a shard that finished later and saw more). Call it while holding the folder."""
+    lock = _Flock(Path(folder) / LOCK_FOLDER / f"{name}.lock", shared=False)
+    while not lock.take():
+        time.sleep(POLL_SECONDS / 5)
+    try:
+        yield
+    finally:
+        lock.drop()

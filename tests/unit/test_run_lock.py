@@ -129,3 +129,28 @@ def test_timeline_and_curate_refuse_a_held_folder(tmp_path: Path, holders, model
 
     rc = main(["-q", "curate", str(tmp_path / "cam_a.mkv"), "-o", str(out), "--until", "probe"])
     assert rc == 6 and f"pid {holder.pid}" in capsys.readouterr().err
+
+
+def test_shards_take_a_step_one_at_a_time(tmp_path: Path) -> None:
+    """``one_at_a_time``: a second holder (another shard's views) waits until the first one is done."""
+    from lipsyncctl.runner.lock import one_at_a_time
+
+    (tmp_path / ".lipsyncctl").mkdir()
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with one_at_a_time(tmp_path, "views"):
+            order.append("first in")
+            inside.set()
+            time.sleep(0.5)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(10)
+    with one_at_a_time(tmp_path, "views"):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]
+    assert not (tmp_path / ".lipsyncctl" / "views.lock").exists()  # removed by the last holder
