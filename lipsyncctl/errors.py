@@ -130,3 +130,12 @@ class BusyError(LipsyncError):
 class Interrupted(LipsyncError):
     exit_code = 130
     default_hint = "rerun the same command to resume; finished outputs are kept"
+
+
+def error_for_code(code: int, message: str, hint: str | None = None) -> LipsyncError:
+    """An error of the class with exit code ``code`` (another process's error, read back: a training rank's),
+    :class:`JobFailedError` for a code no class has."""
+    for cls in (UsageError, ConfigError, MissingModelError, MediaError, BusyError, Interrupted):
+        if cls.exit_code == code:
+            return cls(message, hint)
+    return JobFailedError(message, hint)

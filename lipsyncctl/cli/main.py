@@ -60,12 +60,12 @@ def root(
     ),
 ) -> None:
     """Lip-sync dubbing from the command line."""
-    state = CliState(verbose=verbose, quiet=quiet, json=json_out)
-    ctx.obj = state
-    set_state(state)
+    invocation = CliState(verbose=verbose, quiet=quiet, json=json_out, argv=state().argv)
+    ctx.obj = invocation
+    set_state(invocation)
     # Library progress -> Rich bars on stderr for the duration of the command (off when -q or not a TTY;
     # library notes still reach stderr unless -q).
-    sink = RichSink(state.stderr, enabled=state.progress_enabled, show_messages=not quiet)
+    sink = RichSink(invocation.stderr, enabled=invocation.progress_enabled, show_messages=not quiet)
     ctx.with_resource(sink)
     ctx.with_resource(progress.use_sink(sink))
 
@@ -97,6 +97,10 @@ def _emit_error(message: str, hint: str | None, code: int) -> None:
     """``error: ...`` / ``hint: ...`` on stderr; with ``--json`` also ``{"ok": false, "error": {...}}`` on
     stdout when the command printed no result, so a script always reads one JSON document."""
     message = " ".join(message.split())
+    from lipsyncctl.training.launch import report_rank_error
+
+    if report_rank_error(message, hint, code):
+        return  # a rank of `train --gpus/--nproc N`: the launching process reports it, once for the group
     sys.stderr.write(f"error: {message}\n")
     if hint:
         sys.stderr.write(f"hint: {hint}\n")
@@ -147,7 +151,7 @@ def _main(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
-    set_state(CliState(json=_json_requested(args)))
+    set_state(CliState(json=_json_requested(args), argv=tuple(args)))
     try:
         rv = command.main(args=args, prog_name="lipsyncctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0

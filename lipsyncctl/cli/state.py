@@ -37,6 +37,7 @@ class CliState:
     stderr: Console = field(default_factory=lambda: console(stderr=True))
     warned: set[str] = field(default_factory=set)  # warning texts already shown by this invocation
     emitted: bool = False  # a JSON result went to stdout (an error then adds no second document)
+    argv: tuple[str, ...] = ()  # this invocation's arguments, global options first (`train --nproc` passes them on)
 
     @property
     def progress_enabled(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +97,7 @@ def train_cmd(
     if gpus or nproc or accelerate_config:
         if gpus and nproc:
             raise UsageError("--gpus and --nproc are exclusive", hint="--gpus N on GPUs, --nproc N on the CPU")
-        argv = _without_launch_options(sys.argv)
+        argv = _without_launch_options(["lipsyncctl", *st.state().argv])
         code = api.launch_train(argv, gpus or nproc, cpu=bool(nproc), accelerate_config=accelerate_config)
         if code:
             raise JobFailedError(f"a training process failed (exit {code})", hint="its error is printed above")

@@ -16,15 +16,31 @@ Several machines: use ``accelerate launch`` or ``torchrun`` with their multi-nod
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from lipsyncctl import paths
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ConfigError, JobFailedError, LipsyncError, error_for_code
+
+#: the module every launch goes through (:mod:`lipsyncctl.cli.launcher`, a process entry point like the
+#: CLI: the failing rank's exit status, no launcher traceback)
+LAUNCHER = "lipsyncctl.cli.launcher"
+#: a launched rank writes the error it stops with to this file (the first rank only) for the launching
+#: process, which reports it once with the rank's exit code
+ERROR_FILE_ENV = "LIPSYNCCTL_ERROR_FILE"
+#: seconds the launcher (and through it its ranks) gets to stop after SIGTERM; then the rest of its process
+#: group gets SIGTERM and, LEFTOVER_GRACE_SECONDS later, SIGKILL
+STOP_GRACE_SECONDS = 30.0
+LEFTOVER_GRACE_SECONDS = 3.0
 
 #: the example accelerate config files shipped with the package (``--accelerate-config NAME`` finds them)
 ACCELERATE_DIR = "accelerate"
@@ -93,10 +109,10 @@ def launch_command(argv: list[str], processes: int | None, *, port: int,
     """The launcher's command line: torch's elastic launcher, or ``accelerate launch --config_file`` when
     ``accelerate_config`` is given (``processes`` None keeps the file's ``num_processes``)."""
     if accelerate_config is None:
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+        return [sys.executable, "-m", LAUNCHER, "torch", "--nnodes", "1", "--nproc-per-node",
                 str(processes or 1), "--master-addr", "127.0.0.1", "--master-port", str(port),
                 "-m", "lipsyncctl", "train", *argv]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+    cmd = [sys.executable, "-m", LAUNCHER, "accelerate", "--config_file", str(accelerate_config),
            "--main_process_port", str(port)]
     if processes:
         cmd += ["--num_processes", str(processes)]
@@ -108,13 +124,85 @@ def launch_command(argv: list[str], processes: int | None, *, port: int,
 def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
            accelerate_config: str | Path | None = None) -> int:
     """Run the group and return its exit status (the first failing rank's, as the launcher reports).
+    Ctrl-C or SIGTERM here stops the group (:func:`stop_group`) before it propagates.
 
     Raises:
-        ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts)."""
+        ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts).
+        LipsyncError: the error a rank stopped with (its class, message and hint: exit 2 for a bad --data,
+            4 for a missing model...), read from :data:`ERROR_FILE_ENV`."""
     file = read_accelerate_config(accelerate_config, cpu=cpu)[0] if accelerate_config is not None else None
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env["LIPSYNCCTL_LAUNCHED"] = "1"
-    return subprocess.call(launch_command(argv, processes, port=free_port(), accelerate_config=file), env=env)
+    with tempfile.TemporaryDirectory(prefix="lipsyncctl-launch-") as tmp:
+        error_file = Path(tmp) / "error.json"
+        env[ERROR_FILE_ENV] = str(error_file)
+        proc = subprocess.Popen(launch_command(argv, processes, port=free_port(), accelerate_config=file), env=env,
+                                start_new_session=True)  # a terminal's Ctrl-C reaches this process only
+        try:
+            code = proc.wait()
+        except BaseException:
+            stop_group(proc)
+            raise
+        if code and error_file.is_file():
+            raise rank_error(error_file)
+    return code
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop a launched group: SIGTERM to the launcher, which passes it to its ranks (each ends as on Ctrl-C:
+    temporaries removed, exit 130); then whatever is left of its process group (a rank the launcher did not
+    reach) gets SIGTERM, and SIGKILL after a few seconds. ``grace``: seconds the launcher gets."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the launcher (a zombie still counts as a member of its group)
+            if not _group_alive(proc.pid):
+                break
+            time.sleep(0.1)
+        if not _group_alive(proc.pid):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def report_rank_error(message: str, hint: str | None, code: int) -> bool:
+    """In a launched rank (:data:`ERROR_FILE_ENV` set): store its error for the launching process, which
+    reports it once for the group (the first rank's to fail; the others' are dropped). False elsewhere."""
+    path = os.environ.get(ERROR_FILE_ENV)
+    if not path:
+        return False
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"message": message, "hint": hint, "exit_code": code,
+                       "rank": int(os.environ.get("RANK", "0"))}, fh)
+    return True
+
+
+def rank_error(path: Path) -> LipsyncError:
+    """The error :func:`report_rank_error` stored, as the library error of its exit code."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        message, code = str(doc["message"]), int(doc["exit_code"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return JobFailedError(f"a training process failed (its error file {path} is unreadable)")
+    return error_for_code(code, f"rank {doc.get('rank', 0)}: {message}", doc.get("hint"))

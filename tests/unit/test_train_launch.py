@@ -6,6 +6,7 @@ DDP); FSDP on a GPU trains, resumes and matches plain training (gpu)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,16 +60,16 @@ def test_the_command_line_is_what_accelerate_launch_reads() -> None:
 
     file = launch.accelerate_configs()["fsdp"]
     cmd = launch.launch_command(ARGS, 2, port=29611, accelerate_config=file)
-    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    args = launch_command_parser().parse_args(cmd[3:])
+    assert cmd[:4] == [sys.executable, "-m", launch.LAUNCHER, "accelerate"]  # accelerate launch, quietly
+    args = launch_command_parser().parse_args(cmd[4:])
     # no --cpu: accelerate launch would start one plain process (a CPU group hides the GPUs instead)
     assert (args.config_file, args.num_processes, args.main_process_port, args.cpu) == (str(file), 2, 29611, False)
     assert args.module and args.training_script == "lipsyncctl" and args.training_script_args == ["train", *ARGS]
     # without N the file's num_processes stays; without a file: torch's elastic launcher (plain DDP)
-    keep = launch_command_parser().parse_args(launch.launch_command(ARGS, None, port=1, accelerate_config=file)[3:])
+    keep = launch_command_parser().parse_args(launch.launch_command(ARGS, None, port=1, accelerate_config=file)[4:])
     assert keep.num_processes is None
     ddp = launch.launch_command(ARGS, 3, port=1)
-    assert ddp[1:3] == ["-m", "torch.distributed.run"] and ddp[ddp.index("--nproc-per-node") + 1] == "3"
+    assert ddp[1:4] == ["-m", launch.LAUNCHER, "torch"] and ddp[ddp.index("--nproc-per-node") + 1] == "3"
 
 
 def test_the_cli_passes_everything_but_the_launch_options() -> None:
@@ -129,3 +130,70 @@ def test_fsdp_on_a_gpu_trains_resumes_and_matches_plain_training(tmp_path: Path)
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_a_ranks_error_reaches_the_caller_once_with_its_exit_code(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --nproc N`: a rank's error (here a missing --data: usage, 2) is the command's, printed once
+    (one JSON document), without the launcher's traceback."""
+    from lipsyncctl.cli.main import main
+
+    rc = main(["--json", "train", "--preset", "tiny", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "r"),
+               "--nproc", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    doc = json.loads(out)  # exactly one document
+    assert doc["ok"] is False and doc["error"]["exit_code"] == 2
+    assert doc["error"]["message"] == f"rank 0: {tmp_path / 'none'}: no such folder or fileslist"
+    assert "Traceback" not in err and err.count("error: rank 0:") == 1
+
+
+SLEEPER = """
+import os, signal, sys, time
+out = sys.argv[1]
+def stop(signum, frame):
+    open(out + ".cleaned", "w").write("yes")  # what a rank does on SIGTERM: remove its temporaries, exit 130
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+open(out, "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def test_stopping_a_group_stops_its_ranks(tmp_path: Path) -> None:
+    """Ctrl-C/SIGTERM of `train --nproc/--gpus N` (:func:`launch.stop_group`): the ranks get SIGTERM through the
+    launcher and clean up; none is left running (a killed launcher used to leave them training)."""
+    import time
+
+    script, pid_file = tmp_path / "rank.py", tmp_path / "rank.pid"
+    script.write_text(SLEEPER)
+    proc = subprocess.Popen([sys.executable, "-m", launch.LAUNCHER, "torch", "--nproc-per-node", "1",
+                             "--master-port", str(launch.free_port()), str(script), str(pid_file)],
+                            cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    rank = int(pid_file.read_text())
+    launch.stop_group(proc, grace=20)
+    assert proc.returncode is not None
+    assert (tmp_path / "rank.pid.cleaned").read_text() == "yes"
+    with pytest.raises(ProcessLookupError):
+        os.kill(rank, 0)
+
+
+def test_an_interrupted_launch_stops_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped = []
+
+    class Interrupted(subprocess.Popen):  # type: ignore[type-arg]
+        def wait(self, timeout=None):  # type: ignore[no-untyped-def]
+            if not stopped:
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    monkeypatch.setattr(launch, "launch_command", lambda *a, **k: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(launch.subprocess, "Popen", Interrupted)
+    monkeypatch.setattr(launch, "stop_group", lambda proc: (stopped.append(proc), proc.kill(), proc.wait()))
+    with pytest.raises(KeyboardInterrupt):
+        launch.launch(ARGS, 1, cpu=True)
+    assert len(stopped) == 1 and stopped[0].returncode is not None
