@@ -53,6 +53,14 @@ def codec_help() -> str:
     return f"{', '.join(VIDEO_CODECS)} ({aliases})"
 
 
+
+def device_name(v: str) -> str:
+    """A device setting (``inference.device``, ``run.device``): ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``
+    (a pydantic validator's check: ValueError otherwise)."""
+    if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -136,9 +144,7 @@ class InferenceOptions(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
-            return v
-        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return device_name(v)
 
 
 #: ``faces.select``: whose mouth is re-rendered. The one vocabulary of the face choice: the pipeline's
@@ -438,12 +444,13 @@ def validate(data: Mapping[str, Any], source: str = "config", schema: type[Any] 
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
+        show = getattr(schema, "SHOW_COMMAND", "lipsyncctl presets show NAME")  # the command listing its keys
         if err["type"] == "extra_forbidden":
             msg = f"{source}: unknown key '{loc}'"
-            hint = "check the spelling; `lipsyncctl presets show NAME` lists every valid key"
+            hint = f"check the spelling; `{show}` lists every valid key"
         else:
             msg = f"{source}: invalid value for '{loc}': {err['msg']}"
-            hint = "see the limits in `lipsyncctl presets show tiny` and the README's preset section"
+            hint = f"see the limits in `{show.replace('NAME', 'tiny')}` and the README's preset section"
         raise ConfigError(msg, hint=hint) from None
 
 

@@ -15,9 +15,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lipsyncctl import config as run_config
 from lipsyncctl import paths
@@ -119,9 +119,22 @@ class TrainRun(_Strict):
     lora_rank: int = Field(0, ge=0, le=1024, description="train LoRA adapters of this rank instead (0 = off)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps (single-process runs)")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return run_config.device_name(v)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no(cls, v: Any) -> Any:
+        return "no" if v is False else v  # `--set run.mixed_precision=no`: YAML reads a bare no as false
+
 
 class TrainConfig(_Strict):
     """A resolved training configuration (what ``train --print-config`` shows and checkpoints store)."""
+
+    #: the command that lists its keys and values (configuration errors' hints)
+    SHOW_COMMAND: ClassVar[str] = "lipsyncctl train --preset NAME --print-config"
 
     name: str = "defaults"
     description: str = ""

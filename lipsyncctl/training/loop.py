@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
-from lipsyncctl.errors import JobFailedError, UsageError
+from lipsyncctl.errors import ConfigError, JobFailedError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
     if name != "auto":
         if name != "no" and device.type == "cpu":
-            raise UsageError(f"run.mixed_precision {name} needs a GPU", hint="use --mixed-precision no on the CPU")
+            raise ConfigError(f"run.mixed_precision {name} needs a GPU", hint="use --mixed-precision no on the CPU")
         return name
     if device.type != "cuda":
         return "no"
@@ -119,6 +119,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     # 1. processes, device, precision ------------------------------------------------------------------
     device = resolve_device(cfg.run.device) if cpu is None else torch.device("cpu" if cpu else "cuda")
     precision = resolve_precision(cfg.run.mixed_precision, device)
+    if device.type == "cuda" and device.index is not None and "WORLD_SIZE" not in os.environ:
+        torch.cuda.set_device(device)  # accelerate's one process takes the current GPU: --device cuda:N's
     import datetime
 
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,

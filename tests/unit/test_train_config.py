@@ -117,3 +117,41 @@ def test_launch_command_runs_torch_elastic_with_the_same_arguments() -> None:
     assert cmd[1:5] == ["-m", "lipsyncctl.cli.launcher", "torch", "--nnodes"]  # torch.distributed.run
     assert cmd[cmd.index("--nproc-per-node") + 1] == "2" and cmd[-8:] == ["-m", "lipsyncctl", "train", "--preset",
                                                                             "tiny", "--data", "d", "-o", "r"][-8:]
+
+
+def test_a_bad_device_or_a_gpu_precision_on_the_cpu_is_a_configuration_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 3 with the command that lists the keys (not an internal error, not a usage error); nothing written."""
+    from lipsyncctl.cli.main import main
+
+    args = ["train", "--preset", "tiny", "--data", str(tmp_path), "-o", str(tmp_path / "run")]
+    assert main([*args, "--device", "foo"]) == 3
+    assert "`lipsyncctl train --preset tiny --print-config`" in capsys.readouterr().err
+    assert main([*args, "--device", "cpu", "--mixed-precision", "fp16"]) == 3
+    assert "run.mixed_precision fp16 needs a GPU" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_device_cuda_n_becomes_the_current_gpu_before_accelerate_starts(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate's single process trains on the current GPU, whatever --device said: cuda:N is made current
+    first (two runs on cuda:0 and cuda:1 both landed on GPU 0). Stopped right there: no GPU here."""
+    import torch
+
+    from lipsyncctl.runner import devices
+    from lipsyncctl.training import loop
+    from lipsyncctl.training.config import resolve_train_config
+
+    class Current(Exception):
+        pass
+
+    def set_device(device: torch.device) -> None:
+        raise Current(str(device))
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(devices, "resolve_device", lambda name: torch.device(name))
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    cfg = resolve_train_config("tiny", ["run.device=cuda:1", "run.mixed_precision=no"])  # YAML's no: "no"
+    assert cfg.run.mixed_precision == "no"
+    with pytest.raises(Current, match="cuda:1"):
+        loop.train(cfg, data=tmp_path, out=tmp_path / "run")
