@@ -11,9 +11,12 @@ holds the weights, AdamW moments, GradScaler, EMA, counters and every rank's RNG
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +74,34 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _clips_hash(clips: Sequence[Any]) -> str:
+    """What the sample stream draws from: the training clips (ids and frame counts), hashed."""
+    blob = json.dumps(sorted((c.id, c.frames) for c in clips)).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str) -> None:
+    """A checkpoint continues only the run it was part of: the same configuration (:meth:`TrainConfig.stream_hash`;
+    RUN/train.yaml is checked too, but a checkpoint may come from another folder), the same process count
+    (step k takes samples from k x batch x processes x accumulation on) and the same training clips.
+
+    Raises:
+        UsageError: saying which differs (checkpoints written before a key was stored are not checked on it).
+    """
+    fresh = "start a new run folder from its weights instead (--init PATH)"
+    if saved.get("stream_hash") not in (None, cfg.stream_hash()):
+        raise UsageError(f"--resume: {folder} was trained with another configuration (data, model, losses or "
+                         "optimizer settings differ)", hint=f"resume with the preset and --set values it was "
+                         f"trained with, or {fresh}")
+    if saved.get("world_size") not in (None, world):
+        raise UsageError(f"--resume: {folder} was written by {saved['world_size']} process(es), this run has "
+                         f"{world} (each step's samples, and so the data position, depend on it)",
+                         hint=f"resume with {saved['world_size']} (--gpus/--nproc N), or {fresh}")
+    if saved.get("clips") not in (None, clips_hash):
+        raise UsageError(f"--resume: the training clips are not the ones {folder} was trained on (another --data, "
+                         "or DATA changed since)", hint=f"resume on the same data, or {fresh}")
 
 
 def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool) -> Path | None:
@@ -138,6 +169,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
 
     # 2. data: the clips and the index-driven dataset; the held-out clip and scorer of sync validation ----
     clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames)
+    clips_hash = _clips_hash(clips.clips)
     dataset = train_data.make_dataset(cfg, clips)
     sync_val = validation.prepare(cfg, data, device)  # every rank: a missing scorer stops them all
 
@@ -160,12 +192,9 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     start_step, skipped, nan_streak = 0, 0, 0
     if resume_from is not None:
         weights, saved, rng = state.load_checkpoint(resume_from, rank)
+        _check_resumable(saved, resume_from, cfg, world, clips_hash)
         nets.model.load_state_dict(weights, strict=True)
-        if sharded:  # each rank's own shard of the AdamW moments, after FSDP wrapped the model (below)
-            if saved.get("world_size") != world:
-                raise UsageError(f"--resume: {resume_from} was written by {saved.get('world_size')} FSDP "
-                                 f"processes, this run has {world}", hint="resume with the same process count")
-        else:
+        if not sharded:  # FSDP: each rank's own shard of the AdamW moments, once FSDP wrapped the model (below)
             optimizer.load_state_dict(saved["optimizer"])
         start_step, skipped, nan_streak = saved["step"], saved["skipped"], saved["nan_streak"]
         if ema is not None and saved.get("ema") is not None:
@@ -267,7 +296,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                     state={"optimizer": None if sharded else optimizer.state_dict(), "step": done, "skipped": skipped,
                            "nan_streak": nan_streak, "scaler": acc.scaler.state_dict() if acc.scaler else None,
                            "ema": ema, "config": cfg.to_dict(), "stream_hash": cfg.stream_hash(),
-                           "world_size": world})
+                           "world_size": world, "clips": clips_hash})
                 if saved_to is not None:
                     result.checkpoints.append(str(saved_to))
             task.advance()

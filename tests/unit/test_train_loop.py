@@ -68,6 +68,17 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
         run_train(curated, tmp_path / "b", "tiny-stage1", "optim.lr=0.1", resume="latest")
     with pytest.raises(UsageError, match="already holds"):
         run_train(curated, tmp_path / "b", "tiny-stage1")
+    # the checkpoint itself says what it continues (resumed into another folder, RUN/train.yaml is not there)
+    checkpoint = str(tmp_path / "b" / "checkpoints" / "step-000002")
+    with pytest.raises(UsageError, match="another configuration"):
+        run_train(curated, tmp_path / "c", "tiny-stage1", "optim.lr=0.1", resume=checkpoint)
+    fewer = curated.data / "fewer.txt"  # other training clips: another sample stream
+    fewer.write_text((curated.data / "train.txt").read_text().splitlines()[0] + "\n")
+    with pytest.raises(UsageError, match="training clips are not the ones"):
+        api.train(fewer, tmp_path / "c", api.resolve_train_config("tiny-stage1", ["run.max_steps=4"]), resume=checkpoint)
+    fewer.unlink()
+    with pytest.raises(UsageError, match="written by 2 process"):
+        loop._check_resumable({"world_size": 2}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1, "x")
 
 
 def test_accumulation_matches_the_larger_batch(curated: Curated, tmp_path: Path) -> None:
