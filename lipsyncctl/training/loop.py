@@ -34,6 +34,27 @@ class DivergedError(JobFailedError):
     """Too many non-finite steps in a row: the run stops; the last checkpoint is intact."""
 
 
+#: the fp16 GradScaler halves its scale (from 2**16) at every overflowing step and doubles it after 2000 good
+#: ones; a scale this small means the gradients are not finite at any scale (NaN), not an overflow
+MIN_LOSS_SCALE = 2.0**-14
+
+
+def _scaler_skipped(acc: Any, step: int) -> bool:
+    """True when the fp16 GradScaler skipped this optimizer step (non-finite gradients: its scale backs off).
+
+    Raises:
+        DivergedError: the scale fell under :data:`MIN_LOSS_SCALE`.
+    """
+    if acc.scaler is None or not acc.optimizer_step_was_skipped:
+        return False
+    scale = float(acc.scaler.get_scale())
+    if scale < MIN_LOSS_SCALE:
+        raise DivergedError(f"the fp16 loss scale fell to {scale:g} at step {step + 1}: the gradients are not "
+                            "finite at any scale; stopped", hint="the last checkpoint is intact; lower optim.lr, "
+                            "check the data, or train in bf16 (--mixed-precision bf16) where the GPU has it")
+    return True
+
+
 @dataclass
 class TrainResult:
     """What a training run did (``--json`` prints :meth:`to_dict`)."""
@@ -181,7 +202,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     if cfg.run.lora_rank and cfg.kind == "unet":
         from lipsyncctl.training.lora import add_lora
 
-        params = add_lora(nets.model, cfg.run.lora_rank, rule)
+        params = add_lora(nets.model, cfg.run.lora_rank, rule, seed=cfg.run.seed)
         counts = trainable.count(nets.model.named_parameters(), ("lora_",))
     enable_gradient_checkpointing(nets, cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
@@ -261,8 +282,12 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             else:
                 optimizer.step()  # with fp16 the GradScaler skips an overflowing step and lowers its scale
                 optimizer.zero_grad(set_to_none=True)
-                nan_streak = 0
-                if ema is not None:
+                stepped = not _scaler_skipped(acc, step)
+                if stepped:
+                    nan_streak = 0
+                else:
+                    skipped += 1  # counted (a run's first steps back the scale off a few times: no warning)
+                if ema is not None and stepped:
                     with torch.no_grad():
                         for e, p in zip(ema, params, strict=True):
                             e.lerp_(p.detach(), 1 - cfg.run.ema_decay)

@@ -32,10 +32,15 @@ def target_modules(model: nn.Module, rule: Sequence[str]) -> list[str]:
     return out
 
 
-def add_lora(model: nn.Module, rank: int, rule: Sequence[str], alpha: float | None = None) -> list[nn.Parameter]:
+def add_lora(model: nn.Module, rank: int, rule: Sequence[str], alpha: float | None = None, *,
+             seed: int = 0) -> list[nn.Parameter]:
     """Freeze ``model``, inject rank-``rank`` adapters, return the adapter parameters (B starts at zero:
-    the first forward is the base model's)."""
+    the first forward is the base model's; A's random start comes from ``seed`` alone, not from whatever
+    drew from the global generator before)."""
+    import torch
     from peft import LoraConfig, inject_adapter_in_model
+
+    from lipsyncctl.training.sampling import LORA_STREAM, stable_seed
 
     names = target_modules(model, rule)
     if not names:
@@ -47,7 +52,10 @@ def add_lora(model: nn.Module, rank: int, rule: Sequence[str], alpha: float | No
     # a string target is a regex peft matches against each full module name
     pattern = "|".join(f"(^{re.escape(n)}$)" for n in names)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=pattern, lora_dropout=0.0, bias="none")
-    inject_adapter_in_model(config, model)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(stable_seed(seed, 0, LORA_STREAM))  # peft's kaiming init of lora_A draws here
+        inject_adapter_in_model(config, model)
     return [p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
 
 

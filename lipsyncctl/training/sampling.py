@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 #: (:data:`lipsyncctl.training.step.DRAWS_STREAM`), an epoch's permutation of the clips
 ITEM_STREAM = 0
 EPOCH_STREAM = 2
+#: the LoRA adapters' random start (:func:`lipsyncctl.training.lora.add_lora`)
+LORA_STREAM = 3
 
 _MASK64 = (1 << 64) - 1
 

@@ -173,3 +173,49 @@ def test_cli_kill_9_then_resume_equals_uninterrupted(curated: Curated, tmp_path:
     assert losses(tmp_path / "b")[-2:] == losses(tmp_path / "a")[-2:]
     occupied = subprocess.run(_cli(*base, "-o", str(tmp_path / "b")), env=env, capture_output=True, text=True)
     assert occupied.returncode == 2 and "--resume latest" in occupied.stderr
+
+
+def test_steps_the_fp16_scaler_skips_are_counted_and_a_collapsed_scale_stops_the_run() -> None:
+    """fp16 + GradScaler: an overflowing step is skipped by the scaler (it was not counted, and the NaN guard
+    never saw persistent NaN gradients); a scale under MIN_LOSS_SCALE means NaN at any scale: stop."""
+    from types import SimpleNamespace
+
+    def acc(skipped: bool, scale: float) -> SimpleNamespace:
+        return SimpleNamespace(scaler=SimpleNamespace(get_scale=lambda: scale), optimizer_step_was_skipped=skipped)
+
+    assert loop._scaler_skipped(acc(True, 2.0**15), 0) is True  # an overflow early in a run: counted, not fatal
+    assert loop._scaler_skipped(acc(False, 2.0**16), 0) is False
+    assert loop._scaler_skipped(SimpleNamespace(scaler=None, optimizer_step_was_skipped=False), 0) is False
+    with pytest.raises(loop.DivergedError, match="loss scale fell to"):
+        loop._scaler_skipped(acc(True, loop.MIN_LOSS_SCALE / 2), 41)
+
+
+def test_lora_and_ema_train_resume_bit_exact_and_export_official_weights(curated: Curated, tmp_path: Path) -> None:
+    """run.lora_rank and run.ema_decay (they had no test): the adapters start from the run's seed alone (not
+    from what drew from the global generator before), a 2 + 2 resume equals 4 straight steps with the EMA
+    restored, and the exports carry the official names with the adapters merged in."""
+    import torch
+
+    from lipsyncctl.checkpoints.loaders import load_unet
+    from lipsyncctl.training.lora import add_lora
+    from lipsyncctl.training.networks import build_unet
+
+    cfg = api.resolve_train_config("tiny", ["run.lora_rank=4"])
+    starts = []
+    for draws in (0, 5):
+        model = build_unet(cfg, cfg.run.seed)[0]
+        torch.rand(draws)  # the global generator in another state
+        add_lora(model, 4, cfg.model.trainable, seed=cfg.run.seed)
+        starts.append({k: v.clone() for k, v in model.state_dict().items() if "lora_A" in k})
+    assert starts[0] and same(starts[0], starts[1])
+    sets = ("run.lora_rank=4", "run.ema_decay=0.5", "run.save_every=2", "run.validate_every=0")
+    run_train(curated, tmp_path / "a", "tiny", "run.max_steps=4", *sets)
+    run_train(curated, tmp_path / "b", "tiny", "run.max_steps=2", *sets)
+    run_train(curated, tmp_path / "b", "tiny", "run.max_steps=4", *sets, resume="latest")
+    assert losses(tmp_path / "b") == losses(tmp_path / "a")
+    for name in ("export", "export-ema"):
+        a = load_file(tmp_path / "a" / name / "unet.safetensors")
+        assert same(a, load_file(tmp_path / "b" / name / "unet.safetensors"))
+        assert not any("lora_" in k or "base_layer" in k for k in a)  # the official names, adapters merged
+        load_unet(None, tmp_path / "a" / name / "unet.safetensors")  # what sync loads, strictly
+    assert not same(weights(tmp_path / "a"), load_file(tmp_path / "a" / "export-ema" / "unet.safetensors"))
