@@ -147,7 +147,7 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
                              "start over with --overwrite/-y, or give another -o")
         import shutil
 
-        for sub in ("checkpoints", "export", "tb"):
+        for sub in ("checkpoints", "export", "export-ema", "validation", "tb"):
             shutil.rmtree(run / sub, ignore_errors=True)
         for f in ("train.yaml", "metrics.csv"):
             (run / f).unlink(missing_ok=True)
@@ -218,6 +218,9 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
         if not sharded:  # FSDP: each rank's own shard of the AdamW moments, once FSDP wrapped the model (below)
             optimizer.load_state_dict(saved["optimizer"])
         start_step, skipped, nan_streak = saved["step"], saved["skipped"], saved["nan_streak"]
+        if cfg.run.max_steps < start_step:
+            raise UsageError(f"--resume: {resume_from} is at step {start_step}, past run.max_steps "
+                             f"{cfg.run.max_steps}", hint=f"give --max-steps above {start_step} to train on")
         if ema is not None and saved.get("ema") is not None:
             for e, v in zip(ema, saved["ema"], strict=True):
                 e.copy_(v)
@@ -242,7 +245,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     loader = sampling.make_loader(dataset, start_step=start_step, rank=rank, world=world, batch=batch_size,
                                   accum=accum, workers=cfg.data.workers)
     batches = iter(loader)
-    metrics = _Metrics(out / "metrics.csv", out / "tb", enabled=is_main, append=resume_from is not None)
+    metrics = _Metrics(out / "metrics.csv", out / "tb", enabled=is_main, append=resume_from is not None,
+                       after=start_step)
     result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
                          max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
                          device=str(device), trainable=counts.to_dict(), init_report=nets.init_report,
@@ -259,6 +263,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             finite = True
             for micro in range(accum):
                 batch = next(batches)
+                if isinstance(batch, sampling.ItemError):  # a clip that cannot be read, from any loader worker
+                    raise batch.error()
                 sync_ctx = acc.no_sync(model) if micro < accum - 1 else _nullcontext()
                 with sync_ctx:
                     loss, values = _micro_step(cfg, nets, model, batch, alphas, device, acc)
@@ -470,13 +476,24 @@ class _nullcontext:
 class _Metrics:
     """``metrics.csv`` (one row per logged step; columns grow as terms appear) and TensorBoard events."""
 
-    def __init__(self, csv_path: Path, tb_dir: Path, *, enabled: bool, append: bool) -> None:
+    def __init__(self, csv_path: Path, tb_dir: Path, *, enabled: bool, append: bool, after: int = 0) -> None:
+        """``append``: continue the file of a resumed run from step ``after`` (the rows a killed run logged
+        after its last checkpoint are dropped: those steps run again)."""
         self.enabled, self.path, self.rows = enabled, csv_path, 0
         self.tb = None
         if not enabled:
             return
         if not append:
             csv_path.unlink(missing_ok=True)
+        elif csv_path.is_file():
+            with csv_path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= after]
+            if len(kept) < len(rows):
+                from lipsyncctl.media.atomic import atomic_output
+
+                with atomic_output(csv_path) as tmp, tmp.open("w", newline="") as f:
+                    csv.writer(f).writerows(kept)
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -130,11 +131,49 @@ def make_loader(dataset: Dataset[Any], *, start_step: int, rank: int, world: int
     """An infinite :class:`~torch.utils.data.DataLoader` over ``dataset`` that yields the collated
     micro-batches (:func:`lipsyncctl.training.data.collate`) of process ``rank`` from step ``start_step``
     on, in order. ``workers`` processes (0 = in this process) give the same batches as none."""
+    return DataLoader(_Reporting(dataset), batch_sampler=IndexBatches(start_step, rank, world, batch, accum),
+                      num_workers=workers, collate_fn=_collate, pin_memory=pin_memory,
+                      persistent_workers=workers > 0, worker_init_fn=_one_thread if workers else None)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """A sample that could not be read (a clip's file gone or broken), handed back as the micro-batch
+    instead of raised: torch's loader re-raises a worker's exception as a new one of its class whose message
+    is the worker's traceback, and that loses the hint. The loop raises :meth:`error`."""
+
+    exit_code: int
+    message: str
+    hint: str | None
+
+    def error(self) -> Exception:
+        from lipsyncctl.errors import error_for_code
+
+        return error_for_code(self.exit_code, self.message, self.hint)
+
+
+class _Reporting(Dataset[Any]):
+    """``dataset``'s items; an item that raises a :class:`~lipsyncctl.errors.LipsyncError` is an
+    :class:`ItemError`."""
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, index: int) -> Any:
+        from lipsyncctl.errors import LipsyncError
+
+        try:
+            return self.dataset[index]
+        except LipsyncError as exc:
+            return ItemError(exc.exit_code, str(exc), exc.hint)
+
+
+def _collate(items: Sequence[Any]) -> Any:
+    """:func:`lipsyncctl.training.data.collate`, or the first :class:`ItemError` among ``items``."""
     from lipsyncctl.training.data import collate
 
-    return DataLoader(dataset, batch_sampler=IndexBatches(start_step, rank, world, batch, accum),
-                      num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
-                      persistent_workers=workers > 0, worker_init_fn=_one_thread if workers else None)
+    failed = next((item for item in items if isinstance(item, ItemError)), None)
+    return failed if failed is not None else collate(items)
 
 
 def _one_thread(worker_id: int) -> None:

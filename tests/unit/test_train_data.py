@@ -320,3 +320,22 @@ def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
     assert isinstance(ds, td.SyncNetSamples) and (ds.seed, ds.resolution, ds.lower_half) == (42, 256, True)
     with pytest.raises(UsageError, match="no clip"):
         td.make_dataset(cfg, td.read_clips(curated.data, kind="syncnet", num_frames=64))
+
+
+class _Broken(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __getitem__(self, index: int) -> dict:  # type: ignore[type-arg]
+        from lipsyncctl.errors import MediaError
+
+        raise MediaError(f"clip c{index}: its aligned clip is unreadable", hint="rerun curate on its source")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_clip_that_cannot_be_read_keeps_its_message_and_hint_from_any_worker(workers: int) -> None:
+    """torch's loader re-raised a worker's error as a new one whose message was the worker's traceback and
+    whose hint was the class default: the sample comes back as an ItemError and the loop raises its error."""
+    loader = sampling.make_loader(_Broken(), start_step=0, rank=0, world=1, batch=2, accum=1, workers=workers)
+    item = next(iter(loader))
+    assert isinstance(item, sampling.ItemError)
+    error = item.error()
+    assert (type(error).__name__, str(error), error.hint) == (
+        "MediaError", "clip c0: its aligned clip is unreadable", "rerun curate on its source")

@@ -219,3 +219,27 @@ def test_lora_and_ema_train_resume_bit_exact_and_export_official_weights(curated
         assert not any("lora_" in k or "base_layer" in k for k in a)  # the official names, adapters merged
         load_unet(None, tmp_path / "a" / name / "unet.safetensors")  # what sync loads, strictly
     assert not same(weights(tmp_path / "a"), load_file(tmp_path / "a" / "export-ema" / "unet.safetensors"))
+
+
+def test_a_resume_after_a_kill_logs_each_step_once_and_overwrite_clears_every_output(curated: Curated,
+                                                                                      tmp_path: Path) -> None:
+    """Steps a killed run logged after its last checkpoint run again on resume: their metrics rows are
+    dropped first (they were in metrics.csv twice). A resume past max_steps is refused; -y removes every
+    output of the old run (export-ema and validation were left)."""
+    import shutil
+
+    from lipsyncctl.errors import UsageError
+
+    run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=4", "run.log_every=1")
+    run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=3", "run.save_every=2", "run.log_every=1")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-000003")  # killed after logging step 3
+    run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=4", "run.save_every=2", "run.log_every=1",
+              resume="latest")
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 4
+    with pytest.raises(UsageError, match="is at step 4, past run.max_steps 3"):
+        run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=3", resume="latest")
+    for stale in ("export-ema", "validation"):
+        (tmp_path / "b" / stale).mkdir()
+    cfg = api.resolve_train_config("tiny-stage1", ["run.max_steps=1"])
+    api.train(curated.data, tmp_path / "b", cfg, overwrite=True)
+    assert not (tmp_path / "b" / "export-ema").exists() and not (tmp_path / "b" / "validation").exists()
