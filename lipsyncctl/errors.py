@@ -17,6 +17,15 @@ Exit codes (documented in the README and the man pages):
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+from pathlib import Path
+
+#: set by ``train --gpus/--nproc N`` for its ranks: a rank writes the error it stops with to this file (the
+#: first rank only), and the launching process reports it once, with the rank's exit code
+RANK_ERROR_FILE_ENV = "LIPSYNCCTL_ERROR_FILE"
+
 
 class LipsyncError(Exception):
     """Base class. ``message`` says what failed and where; ``hint`` says what to do about it."""
@@ -139,3 +148,27 @@ def error_for_code(code: int, message: str, hint: str | None = None) -> LipsyncE
         if cls.exit_code == code:
             return cls(message, hint)
     return JobFailedError(message, hint)
+
+
+def report_rank_error(message: str, hint: str | None, code: int) -> bool:
+    """In a launched rank (:data:`RANK_ERROR_FILE_ENV` set): store its error for the launching process, which
+    reports it once for the group (the first rank's to fail; the others' are dropped). False elsewhere."""
+    path = os.environ.get(RANK_ERROR_FILE_ENV)
+    if not path:
+        return False
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"message": message, "hint": hint, "exit_code": code,
+                       "rank": int(os.environ.get("RANK", "0"))}, fh)
+    return True
+
+
+def rank_error(path: Path) -> LipsyncError:
+    """The error :func:`report_rank_error` stored, as the library error of its exit code."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        message, code = str(doc["message"]), int(doc["exit_code"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return JobFailedError(f"a training process failed (its error file {path} is unreadable)")
+    return error_for_code(code, f"rank {doc.get('rank', 0)}: {message}", doc.get("hint"))

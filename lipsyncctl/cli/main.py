@@ -97,7 +97,7 @@ def _emit_error(message: str, hint: str | None, code: int) -> None:
     """``error: ...`` / ``hint: ...`` on stderr; with ``--json`` also ``{"ok": false, "error": {...}}`` on
     stdout when the command printed no result, so a script always reads one JSON document."""
     message = " ".join(message.split())
-    from lipsyncctl.training.launch import report_rank_error
+    from lipsyncctl.errors import report_rank_error
 
     if report_rank_error(message, hint, code):
         return  # a rank of `train --gpus/--nproc N`: the launching process reports it, once for the group

@@ -17,7 +17,6 @@ Several machines: use ``accelerate launch`` or ``torchrun`` with their multi-nod
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -29,14 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl import paths
-from lipsyncctl.errors import ConfigError, JobFailedError, LipsyncError, error_for_code
+from lipsyncctl.errors import RANK_ERROR_FILE_ENV, ConfigError, rank_error
 
 #: the module every launch goes through (:mod:`lipsyncctl.cli.launcher`, a process entry point like the
 #: CLI: the failing rank's exit status, no launcher traceback)
 LAUNCHER = "lipsyncctl.cli.launcher"
-#: a launched rank writes the error it stops with to this file (the first rank only) for the launching
-#: process, which reports it once with the rank's exit code
-ERROR_FILE_ENV = "LIPSYNCCTL_ERROR_FILE"
 #: seconds the launcher (and through it its ranks) gets to stop after SIGTERM; then the rest of its process
 #: group gets SIGTERM and, LEFTOVER_GRACE_SECONDS later, SIGKILL
 STOP_GRACE_SECONDS = 30.0
@@ -129,7 +125,7 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
     Raises:
         ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts).
         LipsyncError: the error a rank stopped with (its class, message and hint: exit 2 for a bad --data,
-            4 for a missing model...), read from :data:`ERROR_FILE_ENV`."""
+            4 for a missing model...), read from :data:`~lipsyncctl.errors.RANK_ERROR_FILE_ENV`."""
     file = read_accelerate_config(accelerate_config, cpu=cpu)[0] if accelerate_config is not None else None
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
@@ -138,7 +134,7 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
     env["LIPSYNCCTL_LAUNCHED"] = "1"
     with tempfile.TemporaryDirectory(prefix="lipsyncctl-launch-") as tmp:
         error_file = Path(tmp) / "error.json"
-        env[ERROR_FILE_ENV] = str(error_file)
+        env[RANK_ERROR_FILE_ENV] = str(error_file)
         proc = subprocess.Popen(launch_command(argv, processes, port=free_port(), accelerate_config=file), env=env,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches this process only
         try:
@@ -183,26 +179,3 @@ def _group_alive(pgid: int) -> bool:
         return True
     return True
 
-
-def report_rank_error(message: str, hint: str | None, code: int) -> bool:
-    """In a launched rank (:data:`ERROR_FILE_ENV` set): store its error for the launching process, which
-    reports it once for the group (the first rank's to fail; the others' are dropped). False elsewhere."""
-    path = os.environ.get(ERROR_FILE_ENV)
-    if not path:
-        return False
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"message": message, "hint": hint, "exit_code": code,
-                       "rank": int(os.environ.get("RANK", "0"))}, fh)
-    return True
-
-
-def rank_error(path: Path) -> LipsyncError:
-    """The error :func:`report_rank_error` stored, as the library error of its exit code."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        message, code = str(doc["message"]), int(doc["exit_code"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return JobFailedError(f"a training process failed (its error file {path} is unreadable)")
-    return error_for_code(code, f"rank {doc.get('rank', 0)}: {message}", doc.get("hint"))
