@@ -128,9 +128,11 @@ def timeline_job(
     into shots with PySceneDetect first (:mod:`lipsyncctl.timeline.scenes`; ``OUT/scenes.otio``).
     ``segments``: a JSON/YAML file of ranges with their own options (:mod:`lipsyncctl.timeline.ranges`; read
     and checked here: UsageError, or ConfigError for a bad option); ``timeline`` may then be a clip. Raises
-    UsageError naming the option for a malformed value (or a missing ``conform_me``, before anything runs)."""
+    UsageError naming the option for a malformed value, MediaError for a missing ``conform_me`` or
+    ``segments`` file (before anything runs)."""
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
+    from lipsyncctl.runner.workers import check_backend
     from lipsyncctl.timeline import dub as dubs
     from lipsyncctl.timeline.ranges import load_segments
     from lipsyncctl.timeline.source import parse_relink
@@ -143,19 +145,20 @@ def timeline_job(
         edl_rate=edl_rate, jobs=jobs,
         gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),
         shard=parse_shard(shard) if isinstance(shard, str) or shard is None else shard,
-        backend=backend, dry_run=dry_run, wait=wait, conform_me=_existing(conform_me, "--conform-me"),
+        backend=check_backend(backend), dry_run=dry_run, wait=wait, conform_me=_existing(conform_me, "--conform-me"),
         split_scenes=split_scenes, segments=load_segments(segments) if segments is not None else None,
     )
 
 
 def _existing(path: str | Path | None, option: str) -> Path | None:
-    """``path`` as a Path; UsageError naming ``option`` when it is not a file."""
+    """``path`` as a Path; MediaError naming ``option`` when it is not a file (a missing input: exit 5, as in
+    every command)."""
     if path is None:
         return None
     if not Path(path).is_file():
-        from lipsyncctl.errors import UsageError
+        from lipsyncctl.errors import MediaError
 
-        raise UsageError(f"{option} {path}: file not found", hint="check the path")
+        raise MediaError(f"{option} {path}: file not found", hint="check the path")
     return Path(path)
 
 
@@ -193,11 +196,13 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     from lipsyncctl.curation.job import run_curation
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
+    from lipsyncctl.runner.workers import check_backend
 
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
-                        dry_run=dry_run, jobs=jobs, shard=part, backend=backend, gpus=devices, wait=wait)
+                        dry_run=dry_run, jobs=jobs, shard=part, backend=check_backend(backend), gpus=devices,
+                        wait=wait)
 
 
 def curate_report(data: str | Path, config: Config | None = None, *, wait: bool = False) -> CurateResult:

@@ -62,13 +62,19 @@ def worker_threads(workers: int, cpu_count: int | None = None) -> int:
     return max(1, cores // max(1, workers))
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS` (a job checks it before any work), else UsageError."""
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+    return backend
+
+
 def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], None], *, jobs: int = 1,
               gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks") -> None:
     """Run every task with ``execute``, calling ``on_done(task, outcome)`` in this process as each one
     finishes (in completion order: ``on_done`` is where a caller reports a finished task, whichever
     process ran it). A progress task named ``label`` counts them."""
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+    check_backend(backend)
     if not tasks:
         return
     with progress.Task(label, total=len(tasks)) as bar:

@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.errors import ConfigError, MediaError, UsageError
 from lipsyncctl.timeline import timebase as tb
 
 if TYPE_CHECKING:
@@ -87,14 +87,15 @@ def load_segments(path: str | Path) -> SegmentsFile:
     :func:`frame_ranges`).
 
     Raises:
-        UsageError: missing or unreadable file, not a list of mappings, a range without start/end.
+        MediaError: a missing or unreadable file.
+        UsageError: not a list of mappings, a range without start/end.
         ConfigError: an unknown option, or an option of the wrong type.
     """
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"--segments {path}: {exc.strerror or exc}", hint="give a JSON or YAML file") from None
+    except OSError as exc:  # a missing or unreadable input file: exit 5, as in every command
+        raise MediaError(f"--segments {path}: {exc.strerror or exc}", hint="give a JSON or YAML file") from None
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

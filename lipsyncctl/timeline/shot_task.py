@@ -109,6 +109,9 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
         return outcome(ShotStatus.NO_FACE, error=str(exc))
     except LipsyncError as exc:
         return outcome(ShotStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a GPU out of memory, a decoder's error...: this shot fails, the
+        # run goes on with the others and reports it (Ctrl-C and SIGTERM, BaseExceptions, still stop the run)
+        return outcome(ShotStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
     if res.frames != task.frames:
         return outcome(ShotStatus.FAILED, error=f"rendered {res.frames} frames, expected {task.frames}")
     if task.timecode is not None:  # so an NLE relinks the render by timecode and reel

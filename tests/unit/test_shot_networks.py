@@ -39,3 +39,25 @@ def test_networks_are_shared_only_between_shots_tuned_alike(monkeypatch: pytest.
     assert all(n.tuning == networks_mod.tuning_of(_task(s).config.inference) for n, s in zip(
         used, (["inference.steps=2"], [], ["inference.channels_last=true"], ["inference.channels_last=true"], []),
         strict=True))
+
+
+def test_an_unexpected_error_fails_its_shot_not_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU out of memory (or any error that is not the library's own) in one shot: that shot is failed,
+    with the error, and the run goes on with the others; Ctrl-C still stops the run."""
+    from lipsyncctl.pipeline import clip
+    from lipsyncctl.timeline.types import ShotStatus
+
+    def oom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(clip, "sync_clip", oom)
+    outcome = shot_task.render_shot(_task([]))
+    assert outcome.status == ShotStatus.FAILED
+    assert outcome.error == "internal error: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clip, "sync_clip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        shot_task.render_shot(_task([]))

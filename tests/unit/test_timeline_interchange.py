@@ -252,12 +252,15 @@ def test_the_conform_mixes_the_dub_over_an_me_track_at_the_record_timecode(media
     assert timecode_tracks(out)[0] == "01:00:00:00"
 
 
-def test_conform_me_must_exist(tmp_path: Path) -> None:
+def test_conform_me_must_exist_and_the_backend_is_checked_first(tmp_path: Path) -> None:
     from lipsyncctl import api
-    from lipsyncctl.errors import UsageError
+    from lipsyncctl.errors import MediaError, UsageError
 
-    with pytest.raises(UsageError, match="--conform-me .*nope.wav: file not found"):
+    with pytest.raises(MediaError, match="--conform-me .*nope.wav: file not found") as missing:
         api.timeline_job(tmp_path / "e.otio", tmp_path / "out", audio=["de.wav"], conform_me=tmp_path / "nope.wav")
+    assert missing.value.exit_code == 5  # a missing input file, as in every command
+    with pytest.raises(UsageError, match="--backend 'rey': expected local or ray"):  # before any work
+        api.timeline_job(tmp_path / "e.otio", tmp_path / "out", audio=["de.wav"], backend="rey")
 
 
 def test_the_cli_hands_conform_me_to_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

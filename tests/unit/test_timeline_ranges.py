@@ -164,7 +164,7 @@ def test_clip_segments_dry_run_and_errors(media: dict[str, Path], tmp_path: Path
         ("seg_002", 0, 12)]
     assert [(k["name"], k["reason"]) for k in dry["plan"]["skipped"]] == [
         ("seg_001", "lipsync: false"), ("pass_001", "lipsync: false")]
-    # validation: one line, exit 2 (times, overlaps, out of the clip, a split shot) or 3 (options)
+    # validation: one line, exit 2 (times, overlaps, out of the clip, a split shot), 3 (options), 5 (no file)
     bad = _file(tmp_path, [{"start": 0, "end": "20f"}, {"start": "10f", "end": "30f"}], "bad.json")
     assert main(["sync", *args[:4], "--segments", str(bad), "-o", str(out)]) == 2
     assert "ranges 1 and 2 overlap" in capsys.readouterr().err
@@ -173,7 +173,7 @@ def test_clip_segments_dry_run_and_errors(media: dict[str, Path], tmp_path: Path
     assert "is outside the clip clip.mkv" in capsys.readouterr().err
     opt = _file(tmp_path, [{"start": 0, "end": 1, "mouth": 2}], "opt.json")
     assert main(["sync", *args[:4], "--segments", str(opt), "-o", str(out)]) == 3
-    assert main(["sync", *args[:4], "--segments", str(tmp_path / "none.json"), "-o", str(out)]) == 2
+    assert main(["sync", *args[:4], "--segments", str(tmp_path / "none.json"), "-o", str(out)]) == 5  # missing
     assert not out.exists()
     # an edit: ranges in record time over whole shots; one that splits a shot names both
     split = _file(tmp_path, [{"start": "01:00:00:02", "end": "01:00:00:20"}], "split.json")
