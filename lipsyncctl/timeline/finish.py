@@ -23,7 +23,7 @@ from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.delivery import Delivery, building
 from lipsyncctl.timeline.mediaio import read_frames
-from lipsyncctl.timeline.outputs import conform, relinked_timeline, write_timelines
+from lipsyncctl.timeline.outputs import conform, relinked_timeline, shot_extension, write_timelines
 from lipsyncctl.timeline.report import relative_href, write_html, write_json
 from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, ShotResult, ShotStatus
 
@@ -119,7 +119,7 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
     result.timelines = [str(delivery.final_path(p)) for p in written]
     # conform
     if config.timeline.conform:
-        ext = Path(rows[0].output).suffix if rows and rows[0].output else ".mp4"
+        ext = f".{shot_extension(config)}"  # the renders' (the first shot may have none: no face, a title)
         inputs = (job.timeline, *{seg.media for seg in plan.segments}, *(p for _, p in job.audio))
         out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs,
                       me=job.conform_me)

@@ -41,14 +41,13 @@ from typing import Any
 from lipsyncctl import progress
 from lipsyncctl.config import Config
 from lipsyncctl.errors import UsageError
-from lipsyncctl.pipeline.output import default_extension
 from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import gates
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
-from lipsyncctl.timeline.outputs import render_reel
+from lipsyncctl.timeline.outputs import render_reel, shot_extension
 from lipsyncctl.timeline.ranges import apply_ranges
 from lipsyncctl.timeline.scenes import scene_job
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
@@ -76,6 +75,7 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     # 0. -o is a folder that can be written: checked before anything is read (a run failing after
     #    minutes of work, on a hidden temporary name, is what this prevents).
     early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
+    shot_extension(config)  # the renders' container holds the codec (each shot's options are checked too)
     # 1. Read (an .otioz is extracted into a private folder, removed when the job ends) and plan.
     work = job.output / ".lipsyncctl" / "work"
     scratch = None if job.dry_run else work
@@ -269,7 +269,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     speech, coverage = dubs.speech_frames(d, seg, fps, tl.speech_pad_frames)
     mode = tl.non_dialogue
     cut = dubs.render_cut(d, seg, fps)
-    ext = tl.shot_container if tl.shot_container != "auto" else default_extension(seg_config.output.codec)[1:]
+    ext = shot_extension(seg_config)
     keep = dubs.frame_complement(speech, seg.render_frames) if mode == "passthrough" else []
     key = content_key({
         "v": KEY_VERSION, "media": file_fingerprint(seg.media), "first": seg.render_start,

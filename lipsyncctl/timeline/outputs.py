@@ -284,6 +284,21 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
     return out
 
 
+def shot_extension(config: Any) -> str:
+    """The container (``mov``) of a shot's render and of the conform: ``timeline.shot_container``, or the
+    default one of ``output.codec``.
+
+    Raises:
+        ConfigError: the container cannot hold the codec (before any work: e.g. ProRes into mp4).
+    """
+    from lipsyncctl.pipeline.output import check_output, default_extension
+
+    chosen = config.timeline.shot_container
+    ext = chosen if chosen != "auto" else default_extension(config.output.codec)[1:]
+    check_output(Path(f"shot.{ext}"), config.output)
+    return ext
+
+
 def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> np.ndarray:
     """The conform's sound, float32 ``(channels, n)`` at ``dub.rate`` for the whole edit: the dub, and with
     ``me`` an M&E (music and effects) file, decoded at the dub's rate, whose first sample plays at the first

@@ -310,3 +310,23 @@ def test_relink_matches_whole_path_components_and_media_root_takes_drive_paths(m
     rooted = MediaResolver(Path("/nonexistent"), media_root=media / "deep")
     assert rooted.resolve("E:\\media\\cam_a.mkv") == deep.resolve()
     assert MediaResolver(Path("/nonexistent"), media_root=media).resolve("E:\\x\\cam_a.mkv") == (media / "cam_a.mkv").resolve()
+
+
+def test_the_renders_and_the_conform_share_one_container_checked_before_any_work(tmp_path: Path) -> None:
+    """The conform's container is the renders' (it came from the first shot's file, and a first shot without
+    a render, a title or a faceless wide shot, gave .mp4 for ProRes: an internal error); a container that
+    cannot hold the codec stops the run before anything is read (exit 3), not at every shot."""
+    from lipsyncctl import api
+    from lipsyncctl import config as cfg
+    from lipsyncctl.errors import ConfigError
+    from lipsyncctl.timeline.outputs import shot_extension
+
+    assert shot_extension(cfg.resolve("tiny", ["output.codec=prores_hq"])) == "mov"
+    assert shot_extension(cfg.resolve("tiny", ["output.codec=ffv1"])) == "mkv"
+    assert shot_extension(cfg.resolve("tiny")) == "mp4"
+    clash = cfg.resolve("tiny", ["output.codec=prores_hq", "timeline.shot_container=mp4"])
+    with pytest.raises(ConfigError, match="prores_hq cannot be stored in a '.mp4' file"):
+        shot_extension(clash)
+    job = api.timeline_job(tmp_path / "missing.otio", tmp_path / "out", audio=["de.wav"])
+    with pytest.raises(ConfigError):  # before the (missing) timeline is read
+        api.sync_timeline(job, clash)
