@@ -141,18 +141,20 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     inputs = input_files(job, timeline, resolver)
     check_outputs(job, inputs, [d.language for d in dub_tracks], shots)  # before anything is written
     if job.dry_run:
-        return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
+        return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models,
+                       inputs)
     # Under OUT's lock (run_timeline), shared by the shards of one job: what the others finished since the
     # keys were looked up is reused.
     _refresh_reuse(shots, store)
     for s in shots:
         _place_reused(s, inputs)
-    return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models)
+    return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models,
+                   inputs)
 
 
 def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
             dub_tracks: list[dubs.DubTrack], shots: list[ShotState], store: JobStore, warnings: list[str],
-            missing_models: list[dict[str, str]]) -> TimelineResult:
+            missing_models: list[dict[str, str]], inputs: list[Path]) -> TimelineResult:
     """Steps 4-5 of :func:`run_timeline`: this shard's renders, then each language's outputs."""
     # 4. This shard's part; render it.
     renderable = [s for s in shots if s.task is not None or s.reused]
@@ -164,13 +166,24 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
             "languages": len(dub_tracks)}
     if not job.dry_run and mine:
         _render(job, store, mine, dub_tracks)
-    # 5. Outputs per language.
+    # 5. Outputs per language. The shards of one job take this step one at a time, each after a last look at
+    # what the others finished while it rendered: the one finishing last sees every shot settled and delivers.
+    from lipsyncctl.runner.lock import one_at_a_time
     from lipsyncctl.timeline.finish import finish_language
 
-    languages: dict[str, LanguageResult] = {}
-    for d in dub_tracks:
-        lang_shots = [s for s in shots if s.language == d.language]
-        languages[d.language] = finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine, warnings)
+    sharded = not job.dry_run and job.shard[1] > 1
+    with one_at_a_time(job.output, "deliver") if sharded else contextlib.nullcontext():
+        if sharded:
+            ours = {id(s) for s in mine}
+            others = [s for s in shots if id(s) not in ours]
+            _refresh_reuse(others, store)
+            for s in others:
+                _place_reused(s, inputs)
+        languages: dict[str, LanguageResult] = {}
+        for d in dub_tracks:
+            lang_shots = [s for s in shots if s.language == d.language]
+            languages[d.language] = finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
+                                                    warnings)
     return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work, missing_models)
 
 

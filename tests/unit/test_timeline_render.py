@@ -163,6 +163,34 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     env["report_html"] = res["languages"]["de"]["report_html"]
 
 
+def test_shards_running_at_the_same_time_deliver(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard 1 of an array job finishes while shard 0 renders (after shard 0 looked up what was done, before
+    its own renders are recorded): neither saw every shot settled when it looked, so nobody delivered. Shard
+    0, finishing last, now looks again before its outputs and delivers."""
+    from lipsyncctl.timeline import job as tl_job
+
+    out = tmp_path / "out"
+    args = ["--timeline", str(env["edit"]), "--audio", f"de={env['de']}", "-o", str(out), *BASE]
+    real = tl_job._render
+    shard1: list[dict] = []  # type: ignore[type-arg]
+
+    def render(job, store, mine, dub_tracks):  # type: ignore[no-untyped-def]
+        if job.shard == (0, 2) and not shard1:  # shard 1 runs to its end in the middle of shard 0's run
+            rc, res = _run([*args, "--shard", "1/2"], capsys)
+            assert rc == 0 and res["counts"]["pending"] > 0 and not (out / "de").exists()
+            shard1.append(res)
+        real(job, store, mine, dub_tracks)
+
+    monkeypatch.setattr(tl_job, "_render", render)
+    rc, res = _run([*args, "--shard", "0/2"], capsys)
+    assert rc == 0 and shard1, res
+    counts = res["counts"]
+    assert counts["pending"] == 0 and counts["reused"] == shard1[0]["counts"]["rendered"]
+    assert counts["rendered"] + counts["reused"] == 4 and (out / "de" / "v001").is_dir()
+    assert len(list((out / "de" / "v001" / "shots").glob("*.mp4"))) == 4
+
+
 @pytest.mark.slow  # opt-in (-m slow): keeps the default suite under 10 min
 def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
