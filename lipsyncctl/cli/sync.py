@@ -109,7 +109,7 @@ FLAGS: tuple[Flag, ...] = (
          "is cut at the ranges and dubbed as an edit (-o is a folder), with --timeline ranges cover whole shots.",
          modes=BOTH),
     Flag("audio_offset", ("--audio-offset",), str | None, "Timeline: where the --audio files start: seconds after "
-         "the first frame, or a timecode HH:MM:SS:FF.", modes=TIMELINE),
+         "the first frame, or a timecode HH:MM:SS:FF (HH:MM:SS;FF: drop frame at 29.97/59.94).", modes=TIMELINE),
     Flag("audio_track", ("--audio-track",), list[str] | None, "Timeline: use the timeline's audio track NAME (or "
          "LANG=NAME) as a dub (repeatable).", modes=TIMELINE),
     Flag("media_root", ("--media-root",), Path | None, "Timeline: folder to find media that is not where the edit "

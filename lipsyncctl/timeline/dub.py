@@ -101,15 +101,20 @@ def parse_track_specs(items: list[str]) -> list[tuple[str, str]]:
 
 def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fraction:
     """``--audio-offset``: seconds after the timeline's first frame (``"1.5"``, ``"-0.5"``), or the
-    timeline timecode at which the file starts (``"01:00:02:00"``)."""
+    timeline timecode at which the file starts (``"01:00:02:00"``; ``"01:00:02;00"`` is drop-frame at
+    29.97/59.94, as the timeline's own start is read: it was counted non-drop, 3.6 s late per hour)."""
     if value is None or value == "":
         return Fraction(0)
     if ":" in value:
         parts = value.replace(";", ":").split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF")
-        h, m, s, f = (int(p) for p in parts)
-        frames = ((h * 60 + m) * 60 + s) * math.ceil(fps) + f
+        drop_rates = (Fraction(30000, 1001), Fraction(60000, 1001))
+        text = value if fps in drop_rates else value.replace(";", ":")  # no drop frame at other rates
+        try:
+            frames = tb.timecode_frames(text, fps)
+        except ValueError as exc:
+            raise UsageError(f"--audio-offset {value!r}: not a timecode at {float(fps):.3f} fps ({exc})") from None
         return Fraction(frames - global_start) / fps
     try:
         return Fraction(value).limit_denominator(10**6)

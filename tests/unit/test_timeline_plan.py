@@ -205,6 +205,14 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
         dubs.parse_audio_specs(["de=a.wav", "de=b.wav"])
     assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
     assert dubs.parse_offset("-0.5", FILM, 0) == Fraction(-1, 2)
+    # drop frame at 29.97, as the timeline's start is read (a DF edit at 01:00:00;00 starts at frame 107892):
+    # the dub starts at the edit's first frame, not 108 frames (3.6 s) later
+    ntsc = Fraction(30000, 1001)
+    assert dubs.parse_offset("01:00:00;00", ntsc, 107892) == 0
+    assert dubs.parse_offset("01:00:00:00", ntsc, 107892) == Fraction(108, ntsc)  # non-drop: 108 frames later
+    assert dubs.parse_offset("01:00:01;00", Fraction(25), 90000) == 1  # no drop frame at 25: ';' is ':'
+    with pytest.raises(UsageError, match="not a timecode at 25.000 fps"):
+        dubs.parse_offset("01:00:00:30", Fraction(25), 0)
     assert parse_shard("2/4") == (2, 4)
     assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4",
                                 "SLURM_ARRAY_TASK_MIN": "3"}) == (2, 4)
