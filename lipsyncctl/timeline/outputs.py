@@ -320,11 +320,14 @@ def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> 
         return mix
     bed, _ = read_audio(me, rate=dub.rate)
     channels = max(mix.shape[0], bed.shape[0])
-    out = np.zeros((channels, mix.shape[1]), dtype=np.float32)
-    out += mix if mix.shape[0] in (1, channels) else np.resize(mix, (channels, mix.shape[1]))
-    n = min(bed.shape[1], mix.shape[1])
+    if mix.shape[0] == channels:
+        out = mix  # summed and clipped in place: no more copies of the whole edit's sound than needed
+    else:
+        out = np.zeros((channels, mix.shape[1]), dtype=np.float32)
+        out += mix if mix.shape[0] == 1 else np.resize(mix, (channels, mix.shape[1]))
+    n = min(bed.shape[1], out.shape[1])
     out[:, :n] += bed[:, :n] if bed.shape[0] in (1, channels) else np.resize(bed[:, :n], (channels, n))
-    return np.clip(out, -1.0, 1.0)
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,
