@@ -16,11 +16,13 @@ from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,6 +47,23 @@ def _codec_alias(value: Any) -> Any:
 
 
 VideoCodec = Annotated[VideoCodecName, BeforeValidator(_codec_alias)]
+#: x264's and x265's speed presets (the same names)
+EncoderPreset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                        "veryslow", "placebo"]
+
+
+def pixel_format(v: str | None) -> str | None:
+    """A pixel format FFmpeg knows (``yuv420p``, ``yuv422p10le``...), or None (a pydantic check)."""
+    if v is None:
+        return v
+    import av
+
+    try:
+        av.VideoFormat(str(v))
+    except (ValueError, av.error.FFmpegError):
+        raise ValueError(f"{v!r} is not a pixel format FFmpeg knows (e.g. yuv420p, yuv422p10le, rgb24)") from None
+    return str(v)
+
 
 
 def codec_help() -> str:
@@ -61,8 +80,26 @@ def device_name(v: str) -> str:
         return v
     raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
+def numbers_not_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
+    """A pydantic before-check of every field: YAML reads ``yes``/``no``/``on``/``off`` as booleans, which a
+    number field took for 1/0 (``timeline.min_sync: off`` turned the gate on at 0, ``crf: no`` made lossless
+    output); a number field refuses them."""
+    if isinstance(value, bool):
+        field = model.model_fields.get(name)
+        kinds = (get_args(field.annotation) or (field.annotation,)) if field is not None else ()
+        if bool not in kinds and any(k in (int, float) or (type(k) in (int, float)) for k in kinds):
+            raise ValueError(f"expected a number, not {str(value).lower()} (YAML reads yes/no/on/off as "
+                             "true/false; null turns a setting off where it can be off)")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        return numbers_not_booleans(cls, info.field_name, v)
 
 
 class ModelOptions(_Strict):
@@ -189,10 +226,10 @@ class SyncOptions(_Strict):
         "source", description="'source' keeps the clip's rate; a number conforms like the official 25"
     )
 
-    @field_validator("fps")
+    @field_validator("fps", mode="before")
     @classmethod
-    def _fps(cls, v: str) -> str:
-        return _check_fps(v)
+    def _fps(cls, v: Any) -> str:
+        return _check_fps(v)  # a number (25, 29.97: YAML's) or a string
 
 
 class PrepOptions(_Strict):
@@ -201,8 +238,8 @@ class PrepOptions(_Strict):
     audio_channels: int = Field(1, ge=1, le=8)
     codec: VideoCodec = Field("h264", description="video codec (the same names as output.codec)")
     crf: int = Field(18, ge=0, le=51)
-    encoder_preset: str = Field("medium", description="x264/x265 speed preset")
-    pix_fmt: str = "yuv420p"
+    encoder_preset: EncoderPreset = Field("medium", description="x264/x265 speed preset")
+    pix_fmt: Annotated[str, AfterValidator(pixel_format)] = "yuv420p"
     sidecar_wav: bool = True
     mux_audio: bool = True
     allow_no_audio: bool = False
@@ -210,17 +247,18 @@ class PrepOptions(_Strict):
         None, ge=16, le=16384, description="downscale so the long side is at most this"
     )
 
-    @field_validator("fps")
+    @field_validator("fps", mode="before")
     @classmethod
-    def _fps(cls, v: str) -> str:
-        return _check_fps(v)
+    def _fps(cls, v: Any) -> str:
+        return _check_fps(v)  # a number (25, 29.97: YAML's) or a string
 
 
 class OutputOptions(_Strict):
     codec: VideoCodec = Field("h264", description="video codec (the same names as prep.codec)")
     crf: int = Field(18, ge=0, le=51)
-    encoder_preset: str = "medium"
-    pix_fmt: str | None = Field(None, description="None = the codec's default closest to the source")
+    encoder_preset: EncoderPreset = "medium"
+    pix_fmt: Annotated[str | None, AfterValidator(pixel_format)] = Field(
+        None, description="None = the codec's default closest to the source")
     matte: bool = Field(False, description="also write a matte of the changed region")
     audio_codec: Literal["auto", "aac", "pcm", "pcm24"] = Field(
         "auto", description="auto: 24-bit PCM beside ProRes/DNxHR in a .mov/.mkv (as deliveries carry them), else AAC"
@@ -466,8 +504,6 @@ def parse_set(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith("fps"):
-        value = raw.strip()
     return key.split("."), value
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lipsyncctl import config as run_config
 from lipsyncctl import paths
@@ -30,6 +30,11 @@ RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validat
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        return run_config.numbers_not_booleans(cls, info.field_name, v)
 
 
 class TrainModel(_Strict):

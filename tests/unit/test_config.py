@@ -57,6 +57,28 @@ def test_fps_values_stay_exact_strings() -> None:
     assert cfg.resolve(None, ["sync.fps=source"]).sync.fps == "source"
 
 
+def test_frame_rates_may_be_numbers_in_preset_files_and_flags(tmp_path: Path) -> None:
+    """YAML reads ``fps: 25`` and ``fps: 29.97`` as numbers: accepted (they were 'a valid string' errors);
+    ``curate.fps`` (the integer 25) through --set too."""
+    preset = _write(tmp_path, "sync: {fps: 25}\nprep: {fps: 29.97}\n")
+    c = cfg.resolve(str(preset), ["curate.fps=25"])
+    assert (c.sync.fps, c.prep.fps, c.curate.fps) == ("25", "29.97", 25)
+    assert cfg.resolve(None, flags={"sync.fps": 25}).sync.fps == "25"
+
+
+@pytest.mark.parametrize("item", ["timeline.min_sync=off", "timeline.handles=no", "inference.steps=yes",
+                                  "output.crf=no", "faces.detect_every=on"])
+def test_yaml_booleans_are_not_numbers(item: str, tmp_path: Path) -> None:
+    """``min_sync: off`` turned the sync gate on at 0, ``crf: no`` made lossless output: refused (exit 3)."""
+    with pytest.raises(ConfigError, match="expected a number, not (true|false)"):
+        cfg.resolve("tiny", [item])
+    key, value = item.split("=")
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=f"invalid value for '{key}'"):
+        cfg.resolve(str(_write(tmp_path, f"{section}:\n  {name}: {value}\n")))
+    assert cfg.resolve("tiny", ["timeline.min_sync=null", "inference.deepcache=off"]).inference.deepcache is False
+
+
 def test_preset_given_as_mapping() -> None:
     c = cfg.resolve({"inference": {"steps": 5}})
     assert c.inference.steps == 5
@@ -188,3 +210,14 @@ def test_print_config_reports_errors_with_exit_3(tmp_path: Path, capsys: pytest.
     assert main(["doctor", "--preset", str(p), "--print-config"]) == 3
     err = capsys.readouterr().err
     assert err.startswith(f"error: {p}: unknown key 'faces.detect_evry'") and "\nhint: " in err
+
+
+@pytest.mark.parametrize("item", ["output.encoder_preset=bogus", "prep.encoder_preset=fastest",
+                                  "output.pix_fmt=bogus", "prep.pix_fmt=yuv4200p"])
+def test_encoder_presets_and_pixel_formats_are_checked_up_front(item: str) -> None:
+    """They failed at the first encoded frame (exit 1, naming a hidden temporary file, after the faces and
+    the networks had run): now a configuration error naming the key (3)."""
+    with pytest.raises(ConfigError, match=f"invalid value for '{item.split('=')[0]}'"):
+        cfg.resolve("tiny", [item])
+    good = cfg.resolve("tiny", ["output.encoder_preset=veryfast", "output.pix_fmt=yuv422p10le"])
+    assert (good.output.encoder_preset, good.output.pix_fmt) == ("veryfast", "yuv422p10le")
