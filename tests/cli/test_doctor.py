@@ -63,10 +63,11 @@ def test_this_machine_passes_on_cpu(tmp_path: Path, models_dir: Path, no_gpu: No
     assert all(c.status in ("ok", "warn", "fail", "skip") for c in res.checks)
 
 
-def test_missing_ffmpeg_fails_with_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_ffmpeg_binary_warns_with_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyAV does every command's media work: the binary (the benchmarks' reference) is optional."""
     monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
     rows = {c.name: c for c in checks.check_ffmpeg()}
-    assert rows["ffmpeg"].status == "fail" and rows["ffmpeg"].required
+    assert rows["ffmpeg"].status == "warn" and not rows["ffmpeg"].required and not rows["ffmpeg"].failed
     assert "LIPSYNCCTL_FFMPEG" in rows["ffmpeg"].detail and rows["ffmpeg"].hint
     assert rows["ffmpeg encoders"].status == "skip"
 
@@ -220,18 +221,17 @@ def test_cli_json_and_preset(tmp_path: Path, models_dir: Path, no_gpu: None, bun
     assert set(data["checks"][0]) >= {"name", "status", "detail", "hint", "required"}
 
 
-def test_cli_no_ffmpeg_exits_4_with_hint(tmp_path: Path, models_dir: Path, no_gpu: None,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_without_an_ffmpeg_binary_passes_with_a_warning(tmp_path: Path, models_dir: Path, no_gpu: None,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command works without the binary (prep and sync encode through PyAV): doctor passed no such
+    machine (exit 4) although it could run."""
     monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(tmp_path / "missing-ffmpeg"))
-    assert main(["--json", "doctor", "-o", str(tmp_path)]) == 4
-    captured = capsys.readouterr()
-    data = json.loads(captured.out)
-    assert data["ok"] is False
-    failed = [c for c in data["checks"] if c["status"] == "fail" and c["required"]]
-    assert [c["name"] for c in failed] == ["ffmpeg"]
-    assert "error: 1 required check(s) failed: ffmpeg" in captured.err
-    assert "hint: ffmpeg: " in captured.err
+    assert main(["--json", "doctor", "-o", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    row = next(c for c in data["checks"] if c["name"] == "ffmpeg")
+    assert data["ok"] is True and row["status"] == "warn" and not row["required"]
+    assert next(c for c in data["checks"] if c["name"] == "pyav encoders")["status"] in ("ok", "warn")
 
 
 def test_cli_bad_preset_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -324,8 +324,8 @@ def test_fp16_on_the_cpu_is_reported(no_gpu: None) -> None:
     (explicit,) = checks.check_preset(cfg.resolve("tiny", ["inference.dtype=fp16"]), probe)
     assert explicit.failed and explicit.data["dtype"] is None
     assert "fp16 refused" in explicit.detail and "inference.dtype=bf16" in explicit.hint
-    (low,) = checks.check_preset(cfg.resolve("low-vram"), probe)  # device auto -> cpu: a warning already
-    assert low.status == "warn" and not low.failed and "fp16 refused on cpu" in low.detail
+    (low,) = checks.check_preset(cfg.resolve("low-vram"), probe)  # device auto -> cpu: the run would stop
+    assert low.status == "fail" and low.failed and "fp16 refused on cpu" in low.detail
 
 
 def test_cli_json_reports_the_dtype(tmp_path: Path, models_dir: Path, no_gpu: None, bundled_ffmpeg: str,
