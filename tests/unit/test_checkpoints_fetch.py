@@ -145,6 +145,38 @@ def test_fetch_plain_url_server_without_range_and_bad_hash(hub_env, tmp_path: Pa
     assert "--force" in err.value.hint
 
 
+def test_a_download_whose_check_was_interrupted_is_checked_by_the_next_fetch(
+        hub_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a kill) while a downloaded file is hashed left it under its name, unchecked: the next fetch
+    called it present (showing the registry's hash as its own). Now it is checked first, and a wrong one is
+    moved aside and reported."""
+    from lipsyncctl.checkpoints import fetch as fetch_mod
+
+    data = _payload(30_000, 6)
+    url = hub_env.add_plain_file("x.pt", data)
+    mdir = tmp_path / "models"
+    reg = load_registry(_registry(tmp_path, {"x": {"kind": "whisper", "description": "t", "files": [
+        {"path": "x.pt", "role": "whisper", "url": url, "sha256": hashlib.sha256(data).hexdigest()}]}}))
+    real = fetch_mod.sha256_file
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fetch_mod, "sha256_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_model(reg.get("x"), models_dir=mdir)
+    dest = mdir / "x" / "x.pt"
+    assert dest.is_file() and fetch_mod.unverified_marker(dest).exists()
+    monkeypatch.setattr(fetch_mod, "sha256_file", real)
+    dest.write_bytes(b"\0" * len(data))  # what the check would have found: a damaged file
+    with pytest.raises(CheckpointError, match="not the expected file"):
+        fetch_model(reg.get("x"), models_dir=mdir)
+    assert not dest.exists() and (mdir / "x" / "x.pt.corrupt").exists()
+    assert fetch_model(reg.get("x"), models_dir=mdir).files[0].status == "downloaded"  # fetched again
+    assert dest.read_bytes() == data and not fetch_mod.unverified_marker(dest).exists()
+    assert fetch_model(reg.get("x"), models_dir=mdir).files[0].status == "present"
+
+
 def test_plain_url_offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reg = load_registry(_registry(tmp_path, {"w": {"kind": "whisper", "description": "t", "files": [
