@@ -39,7 +39,13 @@ def checkout_models_dir() -> Path | None:
 def models_dir() -> Path:
     env = os.environ.get("LIPSYNCCTL_MODELS")
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(env).expanduser()
+        except RuntimeError:  # ~user that does not exist
+            from lipsyncctl.errors import ConfigError
+
+            raise ConfigError(f"LIPSYNCCTL_MODELS={env}: cannot expand its ~",
+                              hint="give the models folder as an absolute path") from None
     checkout = checkout_models_dir()
     if checkout is not None:
         return checkout

@@ -232,7 +232,11 @@ def read_safetensors(
         meta = header.pop("__metadata__", None) or {}
         data_start = 8 + n
         data_len = size - data_start
-        end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        try:
+            end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            raise CheckpointError(f"{p}: bad safetensors header: an entry is not a tensor ({exc!r})",
+                                  hint=_CORRUPT_HINT) from None
         if end > data_len:
             raise CheckpointError(
                 f"{p}: truncated safetensors file ({data_len} data bytes, header needs {end})",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl import paths
-from lipsyncctl.errors import ConfigError, MissingModelError
+from lipsyncctl.errors import ConfigError, MissingModelError, UsageError
 
 REGISTRY_FILE = "registry.yaml"
 LOCAL_STATE_FILE = "local.yaml"
@@ -103,7 +103,8 @@ class ModelEntry:
         for f in self.files:
             if f.role == role:
                 return f
-        raise KeyError(f"model {self.name!r} has no file with role {role!r}")
+        raise UsageError(f"model {self.name!r} has no file with role {role!r}",
+                         hint=f"its roles: {', '.join(dict.fromkeys(f.role for f in self.files))}")
 
     def local_path(self, f: ModelFile, models_dir: Path | None = None) -> Path:
         return self.folder(models_dir) / f.path
@@ -154,8 +155,8 @@ class Registry:
                 hint=f"run `lipsyncctl models fetch {name}` on a machine that is online "
                 f"(or copy the file there; models dir: {path.parents[len(Path(f.path).parts)]})",
             )
-        if entry.kind == "vae":
-            return path.parent
+        if entry.kind == "vae" and f.role == "vae":
+            return path.parent  # the diffusers model folder (its config.json is a file of its own role)
         return path
 
 

@@ -15,7 +15,7 @@ from lipsyncctl.checkpoints.registry import (
     load_registry,
     model_status,
 )
-from lipsyncctl.errors import ConfigError, MissingModelError
+from lipsyncctl.errors import ConfigError, MissingModelError, UsageError
 
 REQUIRED = {"latentsync-1.5", "latentsync-1.6", "whisper-tiny", "sd-vae-ft-mse", "stable-syncnet", "syncnet-v2",
             "face-alignment", "hyperiqa", "sfd-face"}
@@ -112,6 +112,11 @@ def test_resolve_status_and_local_state(tmp_path: Path) -> None:
     (mdir / "v").mkdir()
     (mdir / "v" / "w.safetensors").write_bytes(b"x")
     assert reg.resolve("v", models_dir=mdir) == mdir / "v"  # a diffusers VAE resolves to its folder
+    (mdir / "v" / "config.json").write_text("{}")
+    assert reg.resolve("v", "vae-config", models_dir=mdir) == mdir / "v" / "config.json"  # its config: the file
+    with pytest.raises(UsageError, match="model 'm' has no file with role 'vae'") as no_role:
+        reg.resolve("m", "vae", models_dir=mdir)  # was an internal error (KeyError)
+    assert no_role.value.hint == "its roles: unet, whisper"
 
     state = LocalState.load(mdir)
     assert state.files == {}
@@ -135,3 +140,23 @@ def test_models_dir_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     # This checkout ships models/registry.yaml, so its models/ folder is the default.
     assert paths.models_dir() == paths.PACKAGE_DIR.parent / "models"
     assert paths.models_dir_source() == "checkout"
+
+
+def test_a_models_dir_with_an_unknown_user_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", "~no-such-user-here/models")
+    with pytest.raises(ConfigError, match="cannot expand its ~"):  # was an internal RuntimeError
+        paths.models_dir()
+
+
+def test_a_safetensors_header_entry_that_is_not_a_tensor_is_a_checkpoint_error(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    from lipsyncctl.checkpoints.io import read_checkpoint
+    from lipsyncctl.errors import CheckpointError
+
+    header = json.dumps({"x": 1}).encode()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(CheckpointError, match="bad safetensors header"):  # was an internal TypeError
+        read_checkpoint(bad)
