@@ -132,7 +132,7 @@ def _check_file(
 
 def _load_problem(entry: ModelEntry, f: ModelFile, p: Path) -> str:
     """'' when the file would load as its role, else a readable reason."""
-    from lipsyncctl.checkpoints.loaders import check_checkpoint
+    from lipsyncctl.checkpoints.loaders import plan_for_role
 
     try:
         if f.role == "vae-config":
@@ -146,9 +146,40 @@ def _load_problem(entry: ModelEntry, f: ModelFile, p: Path) -> str:
 
             kind = detect_kind(read_checkpoint(p).state_dict)
             return "" if kind == "s3fd" else f"not an S3FD state dict (looks like: {kind})"
+        if zipfile.is_zipfile(p):  # a torch zip archive: its members' CRCs find a damaged file with no hash
+            with zipfile.ZipFile(p) as archive:
+                damaged = archive.testzip()
+            if damaged is not None:
+                return f"damaged archive: member {damaged} fails its CRC check"
         config = entry.unet_config if f.role == "unet" else entry.syncnet_config
         target = p.parent if f.role == "vae" else p
-        report = check_checkpoint(f.role, target, config)
-        return "" if report.ok else report.summary()
+        plan = plan_for_role(f.role, target, config)
+        report = plan.check()
+        return report.summary() if not report.ok else _architecture_problem(f.role, plan.config)
     except LipsyncError as exc:
         return exc.message
+
+
+def _architecture_problem(role: str, config: Any) -> str:
+    """'' when a file that names its own architecture (a whisper's dims, a VAE's config.json) has LatentSync's:
+    whisper tiny and sd-vae-ft-mse. Any self-consistent file of the family loaded strictly, so a whisper
+    base or a small test VAE passed as the official one."""
+    from lipsyncctl.checkpoints.loaders import SD_VAE_FT_MSE_CONFIG
+    from lipsyncctl.checkpoints.tiny import WHISPER_TINY_DIMS
+
+    if role == "whisper":
+        want = {k: v for k, v in WHISPER_TINY_DIMS.items() if k.startswith("n_audio") or k == "n_mels"}
+        what = "whisper tiny's encoder"
+    elif role == "vae":
+        want = {k: SD_VAE_FT_MSE_CONFIG[k] for k in ("block_out_channels", "layers_per_block", "latent_channels",
+                                                      "in_channels", "out_channels", "norm_num_groups")}
+        what = "sd-vae-ft-mse"
+    else:
+        return ""
+    got = dict(config or {})
+    wrong = [f"{k} {_plain(got.get(k))} (expected {_plain(v)})" for k, v in want.items() if _plain(got.get(k)) != _plain(v)]
+    return f"not {what}: {', '.join(wrong)}" if wrong else ""
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value

@@ -59,6 +59,13 @@ def test_fetch_then_verify_then_corrupt(models_dir: Path, capsys, monkeypatch: p
     assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() == weights
     assert "sd-vae-ft-mse/config.json" in (models_dir / "local.yaml").read_text()
 
+    # The stand-in is a VAE, self-consistent, but not sd-vae-ft-mse's architecture: verify says so (it passed
+    # any VAE), and the rest of this test lets it stand in
+    rc, out, err = run(capsys, "--json", "models", "verify")
+    assert rc == 4 and "not sd-vae-ft-mse: block_out_channels [8, 16] (expected [128, 256, 512, 512])" in out
+    from lipsyncctl.checkpoints import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "_architecture_problem", lambda role, config: "")
     rc, out, err = run(capsys, "--json", "models", "verify")
     assert rc == 0, err
     checked = json.loads(out)["models"]
@@ -124,3 +131,27 @@ def test_convert_info_path(models_dir: Path, capsys, tmp_path: Path) -> None:
     assert rc == 0 and "syncnet-eval" in out
     rc, _, err = run(capsys, "models", "info", str(tmp_path / "missing.pt"))
     assert rc == 4 and "not found" in err
+
+
+def test_verify_checks_the_architecture_a_file_names_and_a_damaged_archive(models_dir: Path, capsys) -> None:
+    """A whisper file names its own dims, so any whisper loaded strictly: one of another size passed as
+    LatentSync's whisper tiny (sync then failed with an internal error mid-run). And a torch archive damaged
+    inside, with no hash known, passed: its members' CRCs now catch it."""
+    from lipsyncctl.checkpoints.tiny import WHISPER_TINY_DIMS, tiny_whisper_state_dict
+
+    dest = models_dir / "latentsync-1.5" / "whisper" / "tiny.pt"
+    dest.parent.mkdir(parents=True)
+    other = {**WHISPER_TINY_DIMS, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 2}  # not tiny's
+    torch.save({"dims": other, "model_state_dict": tiny_whisper_state_dict(torch.Generator().manual_seed(0), other)},
+               dest)
+    rc, out, err = run(capsys, "--json", "models", "verify", "latentsync-1.5", "--no-hash")
+    row = next(f for f in json.loads(out)["models"][0]["files"] if f["path"] == "whisper/tiny.pt")
+    assert rc == 4 and row["status"] == "unloadable"
+    assert row["detail"].startswith("not whisper tiny's encoder: n_audio_state")
+    data = bytearray(dest.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = b"\xff" * 64
+    dest.write_bytes(bytes(data))
+    rc, out, err = run(capsys, "--json", "models", "verify", "latentsync-1.5", "--no-hash")
+    row = next(f for f in json.loads(out)["models"][0]["files"] if f["path"] == "whisper/tiny.pt")
+    assert rc == 4 and "damaged archive: member" in row["detail"]
