@@ -146,6 +146,22 @@ def _tiny_models() -> TinyModelPaths:
         return tiny.ensure_tiny_models()
 
 
+def _check_audio_width(unet: Any, whisper: Any, files: Any) -> None:
+    """The UNet's audio cross-attention reads whisper features of its ``cross_attention_dim``: another whisper
+    (a whisper base for tiny) failed at the first window with a shape error, after the face pass.
+
+    Raises:
+        CheckpointError: naming both files and widths.
+    """
+    from lipsyncctl.errors import CheckpointError
+
+    want, got = int(unet.config.cross_attention_dim), int(whisper.d_model)
+    if want != got:
+        raise CheckpointError(f"{files.whisper}: whisper features of width {got}, the UNet {files.unet} reads "
+                              f"{want} (LatentSync's is whisper tiny: 384)",
+                              hint="use the whisper of the UNet's repo (model.whisper), e.g. whisper/tiny.pt")
+
+
 def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     """Load the networks of ``config`` (sections ``model`` and ``inference``) onto the resolved device.
 
@@ -159,6 +175,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         unet = _load_unet(files, device, dtype)
         task.advance()
         whisper = _load_whisper(files.whisper, device, dtype)
+        _check_audio_width(unet, whisper, files)
         task.advance()
         vae = _load_vae(files.vae, device, dtype)
         task.advance()

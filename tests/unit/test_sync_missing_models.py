@@ -36,3 +36,21 @@ def test_unknown_model_name_is_not_mistaken_for_a_path(models_dir: Path, tmp_pat
     err = capsys.readouterr().err
     assert code == 4
     assert "neither a known model nor an existing file" in err and "sd-vae-ft-mse" in err
+
+
+def test_a_whisper_of_another_width_than_the_unet_reads_stops_at_load(tmp_path: Path) -> None:
+    """It failed at the first window with a shape error (an internal error), after the face pass."""
+    import torch
+
+    from lipsyncctl import config as cfg
+    from lipsyncctl.checkpoints.tiny import WHISPER_TINY_DIMS, tiny_whisper_state_dict
+    from lipsyncctl.errors import CheckpointError
+    from lipsyncctl.pipeline.networks import load_networks
+
+    other = {**WHISPER_TINY_DIMS, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 2}
+    path = tmp_path / "base.pt"
+    torch.save({"dims": other, "model_state_dict": tiny_whisper_state_dict(torch.Generator().manual_seed(0), other)},
+               path)
+    with pytest.raises(CheckpointError, match="whisper features of width 64, the UNet .* reads 384") as err:
+        load_networks(cfg.resolve("tiny", [f"model.whisper={path}"]))
+    assert err.value.exit_code == 4
