@@ -114,7 +114,8 @@ class ModelOptions(_Strict):
     resolution: Literal[256, 512] = Field(
         256, description="face crop size fed to the VAE (256 for 1.5, 512 for 1.6)"
     )
-    whisper: str = Field("whisper-tiny", description="registry name or path of the whisper tiny.pt")
+    whisper: str = Field("latentsync-1.5", description="registry name or path of the whisper tiny.pt (default: the one "
+                         "in the default checkpoint's repo, which `models fetch latentsync-1.5` installs)")
     vae: str = Field("sd-vae-ft-mse", description="registry name or path of the VAE (folder or safetensors)")
 
     def tiny_roles(self) -> frozenset[str]:

@@ -88,9 +88,11 @@ def test_module_doc_lists_the_table() -> None:
 
 def test_timeline_shots_use_the_table() -> None:
     import lipsyncctl.timeline.job as job
+    from lipsyncctl.timeline.outputs import shot_extension
 
     assert not hasattr(job, "_EXT")
-    assert job.default_extension is output.default_extension
+    for codec in output.OUTPUT_CODECS:  # the renders' (and the conform's) container: the table's default
+        assert f".{shot_extension(cfg.resolve('tiny', [f'output.codec={codec}']))}" == output.default_extension(codec)
 
 
 # ----------------------------------------------------------------------------------------------
