@@ -37,7 +37,8 @@ time k/fps. Rotation metadata is applied to the pixels and cleared. Resolution i
 --max-size or --scale. Files without audio fail unless --allow-no-audio (video-only output, no WAV).
 Clips whose outputs are up to date (same input size/mtime and options) are skipped; --force redoes them.
 Broken, truncated, empty or non-media files are reported with their reason and the rest carry on;
-the exit code is then 1. Exit codes: 0 ok, 1 some files failed, 2 usage, 3 bad config/preset.
+the exit code is then 1. Exit codes: 0 ok, 1 some files failed, 2 usage (two inputs that would
+get one output, an output on an input), 3 bad config/preset, 5 a missing input, 130 interrupted.
 """
 
 

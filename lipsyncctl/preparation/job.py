@@ -218,6 +218,8 @@ def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any]) -> b
         setattr(item, name, summary.get(name))
     if summary.get("fps"):
         item.fps = Fraction(summary["fps"])
+    if item.wav is not None and str(item.wav.resolve()) not in outputs:
+        item.wav = None  # the run that made them wrote no WAV (no audio): none to report
     return True
 
 
@@ -336,6 +338,10 @@ def _audio(item: PrepItem, info: Any, job: _Job) -> Any:
     assert item.duration is not None
     samples = read_audio(item.input, opts.audio_rate, opts.audio_channels, start=start, duration=item.duration)
     want = int(round(item.duration * opts.audio_rate))
+    a = info.audio[0]
+    longer = (a.start_time + a.duration) - (start + item.duration)  # sound past the picture's (or --duration's) end
+    if longer > 0.05 and job.duration is None:
+        item.warnings.append(f"audio {longer:.3f} s longer than the picture: cut at the picture's end")
     if len(samples) < want:
         short = (want - len(samples)) / opts.audio_rate
         if short > 0.05:
@@ -343,6 +349,29 @@ def _audio(item: PrepItem, info: Any, job: _Job) -> Any:
         pad = np.zeros((want - len(samples), *samples.shape[1:]), np.float32)
         samples = np.concatenate([samples, pad])
     return samples[:want]
+
+
+def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
+    """Before any work: no two inputs get one output (same-named files of two folders given one by one or as
+    two folders, ``A001/C0001.MP4`` and ``B001/C0001.MP4``: the second overwrote the first, exit 0), and no
+    output is an input.
+
+    Raises:
+        UsageError: naming the files (exit 2).
+    """
+    from lipsyncctl.media.atomic import check_not_input
+
+    seen: dict[Path, Path] = {}
+    for item in items:
+        for out in (item.output, item.wav, item.manifest):
+            if out is not None:
+                check_not_input(out, inputs)
+        key = item.output.resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {item.input} would both be written to {item.output}",
+                             hint="give the folder that holds both (their paths inside it keep them apart), "
+                             "or prepare them into two -o folders")
+        seen[key] = item.input
 
 
 def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
@@ -465,6 +494,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     items = [PrepItem(input=src, output=out_dir / rel.parent / (rel.name + ext),
                       wav=out_dir / rel.parent / (rel.name + ".wav") if options.sidecar_wav else None,
                       manifest=out_dir / rel.parent / (rel.name + MANIFEST_SUFFIX)) for src, rel in pairs]
+    _check_outputs(items, tuple(src for src, _ in pairs))
     job = _Job(options=options, fps=_parse_fps(options.fps), start=start, duration=duration, scale=scale,
                all_inputs=tuple(src for src, _ in pairs), cancel=threading.Event())
     key = _options_key(options, {"start": start, "duration": duration, "scale": scale})

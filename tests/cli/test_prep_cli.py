@@ -91,3 +91,31 @@ def test_codec_alias_on_the_command_line(clips: Path, tmp_path: Path, capsys: py
     assert code == 0
     (item,) = json.loads(stdout)["items"]
     assert Path(item["output"]).name == "b.mov"
+
+
+def test_two_inputs_with_one_output_or_an_output_on_an_input_stop_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Camera cards reuse names (A001/C0001.MP4, B001/C0001.MP4): the second overwrote the first (exit 0).
+    An output that would overwrite an input failed only that item (exit 1): both are usage errors (2) now."""
+    for card in ("A001", "B001"):
+        (tmp_path / card).mkdir()
+        mg.make_clip(tmp_path / card / "C0001.mp4", frames=5)
+    rc, _, err = _run(["prep", str(tmp_path / "A001"), str(tmp_path / "B001"), "-o", str(tmp_path / "out")], capsys)
+    assert rc == 2 and "C0001.mp4 would both be written to" in err and not (tmp_path / "out").exists()
+    rc, _, err = _run(["prep", str(tmp_path / "A001"), "-o", str(tmp_path / "A001")], capsys)
+    assert rc == 2 and "refusing to overwrite an input file" in err
+    rc, _, _ = _run(["prep", str(tmp_path), "-o", str(tmp_path / "out")], capsys)  # the folder that holds both
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "out").rglob("*.mp4")) == ["C0001.mp4", "C0001.mp4"]
+
+
+def test_a_skipped_clip_without_audio_reports_no_wav_and_longer_audio_is_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    silent = mg.make_clip(tmp_path / "silent.mp4", frames=5, audio_rate=None)
+    for _ in range(2):  # the second run skips it: its WAV was reported although none was written
+        rc, out, _ = _run(["--json", "prep", str(silent), "-o", str(tmp_path / "o"), "--allow-no-audio"], capsys)
+        (item,) = json.loads(out)["items"]
+        assert rc == 0 and item["wav"] is None
+    long_sound = mg.make_clip(tmp_path / "long.mp4", frames=5, audio_seconds=1.0)
+    rc, out, _ = _run(["--json", "prep", str(long_sound), "-o", str(tmp_path / "o")], capsys)
+    (item,) = json.loads(out)["items"]
+    assert rc == 0 and any("longer than the picture: cut" in w for w in item["warnings"])

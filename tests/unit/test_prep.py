@@ -268,10 +268,10 @@ def test_name_collisions_and_never_in_place(tmp_path: Path) -> None:
     result = prep([d], tmp_path / "out", FAST)
     assert sorted(i.output.name for i in result.items) == ["take_mov.mp4", "take_mp4.mp4"]
     assert all(i.status == "done" for i in result.items)
-    # output directory == input directory: take.mp4 would be overwritten -> refused for that file
+    # output directory == input directory: take.mp4 would be overwritten -> refused before any work (exit 2)
     before = _tree(d)
-    inplace = prep([d / "take.mp4"], d, FAST)
-    assert inplace.items[0].status == "failed" and "overwrite an input" in (inplace.items[0].reason or "")
+    with pytest.raises(UsageError, match="overwrite an input"):
+        prep([d / "take.mp4"], d, FAST)
     assert _tree(d) == before
     # an output folder inside the input folder is not walked
     nested = prep([d], d / "prepped", FAST)
