@@ -174,8 +174,9 @@ def _rate_and_vfr(stamps: list[int], stream: Any) -> tuple[Fraction, Fraction, b
     median = ordered[len(ordered) // 2]
     if median <= 0 or stamps[-1] == stamps[0]:
         return fallback, fallback, True
-    # A tick of jitter is timestamp rounding (29.97 fps in a 1/1000 time base is 33,33,34 ms).
-    slack = max(1, median * 0.005)
+    # A tick of jitter is timestamp rounding (29.97 fps in a 1/1000 time base is 33,33,34 ms); in a 1/fps time
+    # base (AVI, capture formats) a tick is a whole frame, so there a gap of two is a dropped frame, not jitter.
+    slack = min(max(1, median * 0.005), median / 2)
     vfr = any(abs(d - median) > slack for d in deltas)
     measured = Fraction(len(deltas)) / ((stamps[-1] - stamps[0]) * tb)
     typical = Fraction(1) / (median * tb)

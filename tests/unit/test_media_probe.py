@@ -92,6 +92,15 @@ def test_mpeg_ts_frames_are_counted(gen: Path) -> None:
     assert info.video.duration == pytest.approx(2.0) and info.video.start_time > 0  # TS starts late
 
 
+def test_a_dropped_frame_in_a_one_tick_per_frame_time_base_is_variable_rate(gen: Path) -> None:
+    """AVI keeps 1/fps time bases: a gap of 2 ticks is a dropped frame. It was taken for jitter, and the clip
+    for a constant 24.5 fps (prep --fps source then wrote 24.5 fps and dropped another frame)."""
+    times = [i / 25 for i in range(50) if i != 25]
+    v = probe(mg.make_clip(gen / "drop.avi", times=times, time_base=Fraction(1, 25), codec="mjpeg",
+                           pix_fmt="yuvj420p", audio_rate=None)).video
+    assert v is not None and v.is_vfr and v.nominal_fps == 25
+
+
 def test_image_sequence(gen: Path) -> None:
     pattern = mg.make_image_sequence(gen / "seq", frames=7)
     info = probe(pattern, sequence_fps=Fraction(24000, 1001))
