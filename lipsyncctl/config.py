@@ -65,12 +65,10 @@ def pixel_format(v: str | None) -> str | None:
     return str(v)
 
 
-
 def codec_help() -> str:
     """The codec names for ``--codec`` help: ``h264, h265, ... (prores = prores_hq)``."""
     aliases = ", ".join(f"{old} = {new}" for old, new in CODEC_ALIASES.items())
     return f"{', '.join(VIDEO_CODECS)} ({aliases})"
-
 
 
 def device_name(v: str) -> str:
@@ -80,6 +78,7 @@ def device_name(v: str) -> str:
         return v
     raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
+
 def numbers_not_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
     """A pydantic before-check of every field: YAML reads ``yes``/``no``/``on``/``off`` as booleans, which a
     number field took for 1/0 (``timeline.min_sync: off`` turned the gate on at 0, ``crf: no`` made lossless
@@ -87,7 +86,7 @@ def numbers_not_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
     if isinstance(value, bool):
         field = model.model_fields.get(name)
         kinds = (get_args(field.annotation) or (field.annotation,)) if field is not None else ()
-        if bool not in kinds and any(k in (int, float) or (type(k) in (int, float)) for k in kinds):
+        if bool not in kinds and any(k in (int, float) or type(k) in (int, float) for k in kinds):
             raise ValueError(f"expected a number, not {str(value).lower()} (YAML reads yes/no/on/off as "
                              "true/false; null turns a setting off where it can be off)")
     return value

@@ -142,10 +142,11 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
             else:
                 _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
             result.files.append(_check_download(entry, f, dest, state))
-        finally:
+        except BaseException:
             if not dest.is_file():  # failed (or moved aside as .corrupt): nothing under its name to check
                 marker.unlink(missing_ok=True)
-        marker.unlink(missing_ok=True)
+            raise
+        marker.unlink()
         state.save()
 
 

@@ -176,8 +176,8 @@ def _architecture_problem(role: str, config: Any) -> str:
         what = "sd-vae-ft-mse"
     else:
         return ""
-    got = dict(config or {})
-    wrong = [f"{k} {_plain(got.get(k))} (expected {_plain(v)})" for k, v in want.items() if _plain(got.get(k)) != _plain(v)]
+    got = {k: _plain(v) for k, v in dict(config or {}).items()}
+    wrong = [f"{k} {got.get(k)} (expected {_plain(v)})" for k, v in want.items() if got.get(k) != _plain(v)]
     return f"not {what}: {', '.join(wrong)}" if wrong else ""
 
 

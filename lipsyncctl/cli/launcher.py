@@ -2,7 +2,7 @@
 ``accelerate launch`` with ARGS, ending with the failing rank's exit status instead of a launcher traceback.
 
 Each rank is ``lipsyncctl train``, which already said what went wrong (one ``error:`` line, or the error file
-the launching process reads: :data:`lipsyncctl.training.launch.ERROR_FILE_ENV`); the launchers then raise
+the launching process reads: :data:`lipsyncctl.errors.RANK_ERROR_FILE_ENV`); the launchers then raise
 their own exception (``ChildFailedError``, ``CalledProcessError``) and Python prints its traceback over it.
 """
 

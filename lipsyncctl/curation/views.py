@@ -145,6 +145,7 @@ def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None 
     rejected_spans = counts["clips"].get("rejected", 0)
     thumbs = (f"<h2>Rejected spans ({len(thumbnails)} shown of {rejected_spans}, by id)</h2>"
               f'<div class="thumbs">{"".join(figure(t) for t in thumbnails)}</div>' if thumbnails else "")
+    pending = f" ({counts['pending']} not measured by every stage yet)" if counts.get("pending") else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lipsyncctl curate report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0}}
@@ -153,7 +154,7 @@ td{{border:1px solid #ccc;padding:3px 8px}}.hist rect{{fill:#3b6ea5}}h2{{margin-
 figure img{{display:block;max-width:100%}}code{{word-break:break-all}}</style></head>
 <body><h1>Curated dataset</h1>
 <p>Kept: <b id="kept-hours">{counts['kept_seconds'] / 3600:.3f} h</b> ({counts['kept_seconds']:.1f} s) in
-{counts['clips'].get('kept', 0)} clips{f" ({counts['pending']} not measured by every stage yet)" if counts.get('pending') else ""}; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
+{counts['clips'].get('kept', 0)} clips{pending}; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
 <code>{esc(report['until'])}</code>.</p>
 {table("Sources", counts["sources"])}{table("Spans", counts["clips"])}
 {table("Rejected, by stage/reason", counts["rejected"])}{table("Failed, by stage", counts.get("failed", {}))}

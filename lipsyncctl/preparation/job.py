@@ -375,14 +375,11 @@ def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
 
 
 def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
-    from lipsyncctl.media.atomic import atomic_output, check_not_input, sweep_temps, temp_prefix
+    from lipsyncctl.media.atomic import atomic_output, sweep_temps, temp_prefix
     from lipsyncctl.media.audio import write_wav
     from lipsyncctl.media.mux import mux_audio
 
-    for out in (item.output, item.wav, item.manifest):
-        if out is not None:
-            check_not_input(out, job.all_inputs)
-    info = _plan(item, job)
+    info = _plan(item, job)  # the outputs were checked against the inputs before any work (_check_outputs)
     opts = job.options
     item.output.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

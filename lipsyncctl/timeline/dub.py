@@ -109,8 +109,8 @@ def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fractio
         parts = value.replace(";", ":").split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF")
-        drop_rates = (Fraction(30000, 1001), Fraction(60000, 1001))
-        text = value if fps in drop_rates else value.replace(";", ":")  # no drop frame at other rates
+        # drop frame only where it exists: --audio-offset always took ';' for ':' at other rates
+        text = value if fps in tb.DROP_FRAME_RATES else value.replace(";", ":")
         try:
             frames = tb.timecode_frames(text, fps)
         except ValueError as exc:

@@ -145,9 +145,7 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
                        inputs)
     # Under OUT's lock (run_timeline), shared by the shards of one job: what the others finished since the
     # keys were looked up is reused.
-    _refresh_reuse(shots, store)
-    for s in shots:
-        _place_reused(s, inputs)
+    _reuse_finished(shots, store, inputs)
     return _settle(job, config, timeline, resolver, plan, dub_tracks, shots, store, warnings, missing_models,
                    inputs)
 
@@ -175,10 +173,7 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
     with one_at_a_time(job.output, "deliver") if sharded else contextlib.nullcontext():
         if sharded:
             ours = {id(s) for s in mine}
-            others = [s for s in shots if id(s) not in ours]
-            _refresh_reuse(others, store)
-            for s in others:
-                _place_reused(s, inputs)
+            _reuse_finished([s for s in shots if id(s) not in ours], store, inputs)
         languages: dict[str, LanguageResult] = {}
         for d in dub_tracks:
             lang_shots = [s for s in shots if s.language == d.language]
@@ -343,6 +338,14 @@ def _refresh_reuse(shots: list[ShotState], store: JobStore) -> None:
         record = store.get(shot.key) if shot.task is not None else None
         if record is not None:
             shot.outcome, shot.reused, shot.task = ShotOutcome.from_dict(record), True, None
+
+
+def _reuse_finished(shots: list[ShotState], store: JobStore, inputs: list[Path]) -> None:
+    """Shots still to render that another run (a shard) has finished since they were looked up: reused, their
+    renders placed in the render cache."""
+    _refresh_reuse(shots, store)
+    for s in shots:
+        _place_reused(s, inputs)
 
 
 def _place_reused(shot: ShotState, inputs: list[Path]) -> None:

@@ -48,10 +48,14 @@ def time_range(start: int, duration: int, fps: Fraction) -> Any:
     return otio.opentime.TimeRange(rational(start, fps), rational(duration, fps))
 
 
+#: the rates whose timecodes may count drop frame (``HH:MM:SS;FF``): 29.97 and 59.94
+DROP_FRAME_RATES = (Fraction(30000, 1001), Fraction(60000, 1001))
+
+
 def timecode_frames(text: str, fps: Fraction) -> int:
     """A timecode as a frame count at ``fps``: ``HH:MM:SS:FF`` (or ``.`` before the frames) non-drop,
-    ``HH:MM:SS;FF`` drop-frame (29.97/59.94 only), as OpenTimelineIO reads them. Raises ValueError when it
-    does not parse at that rate."""
+    ``HH:MM:SS;FF`` drop-frame (:data:`DROP_FRAME_RATES` only), as OpenTimelineIO reads them. Raises
+    ValueError when it does not parse at that rate."""
     import opentimelineio as otio
 
     return to_frames(otio.opentime.from_timecode(text.replace(".", ":"), float(fps)), fps)

@@ -131,7 +131,6 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    env["LIPSYNCCTL_LAUNCHED"] = "1"
     with tempfile.TemporaryDirectory(prefix="lipsyncctl-launch-") as tmp:
         error_file = Path(tmp) / "error.json"
         env[RANK_ERROR_FILE_ENV] = str(error_file)
@@ -156,26 +155,28 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(grace)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
+        if _group_ended(proc, 0.0):
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        while time.monotonic() < deadline:
-            proc.poll()  # reap the launcher (a zombie still counts as a member of its group)
-            if not _group_alive(proc.pid):
-                break
-            time.sleep(0.1)
-        if not _group_alive(proc.pid):
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(1)
+        if _group_ended(proc, LEFTOVER_GRACE_SECONDS):
+            return
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _group_ended(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """True once no process of ``proc``'s group is left, waiting up to ``seconds`` (the launcher is reaped on
+    the way: its zombie still counts as a member of the group)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
 

@@ -288,15 +288,14 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             else:
                 optimizer.step()  # with fp16 the GradScaler skips an overflowing step and lowers its scale
                 optimizer.zero_grad(set_to_none=True)
-                stepped = not _scaler_skipped(acc, step)
-                if stepped:
-                    nan_streak = 0
-                else:
+                if _scaler_skipped(acc, step):
                     skipped += 1  # counted (a run's first steps back the scale off a few times: no warning)
-                if ema is not None and stepped:
-                    with torch.no_grad():
-                        for e, p in zip(ema, params, strict=True):
-                            e.lerp_(p.detach(), 1 - cfg.run.ema_decay)
+                else:
+                    nan_streak = 0
+                    if ema is not None:
+                        with torch.no_grad():
+                            for e, p in zip(ema, params, strict=True):
+                                e.lerp_(p.detach(), 1 - cfg.run.ema_decay)
             samples_done += batch_size * world * accum
             done = step + 1
             result.steps, result.losses = done - start_step, {k: round(v, 8) for k, v in terms.items()}
