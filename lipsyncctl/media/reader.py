@@ -68,7 +68,10 @@ class VideoReader:
         self._stream = video_stream(self._container, self.path)
         self._stream.thread_type = thread_type
         self._tb = Fraction(self._stream.time_base) if self._stream.time_base else 1 / self.video.fps
+        self._thread_type = thread_type
+        self._sequence_fps = sequence_fps
         self._skip_before: Fraction | None = None
+        self._landing: Fraction | None = None  # where the last container seek was asked to land
         self._reindex = False
         self._next_index = 0
 
@@ -95,34 +98,76 @@ class VideoReader:
     def seek(self, *, frame: int | None = None, time: float | Fraction | None = None) -> None:
         """Make the next frame read the first one at or after ``time`` seconds (or frame index
         ``frame``, which for VFR input is counted at the nominal rate). Frame indices after a seek
-        are ``round((time - start_time) * nominal_fps)``."""
+        are ``round((time - start_time) * nominal_fps)``.
+
+        Decoding resumes at the keyframe before the target and drops the frames before it. Demuxers
+        without an index (MPEG-TS, some MPEG-PS and raw streams) may land on the keyframe *after* the
+        target; the first decoded frame shows that, and the read then seeks further back (1, 2, 4 ...
+        seconds), at last decoding from the start, so that no frame is skipped."""
         if (frame is None) == (time is None):
             raise ValueError("seek() takes exactly one of frame= or time=")
         target = Fraction(frame) / self.video.nominal_fps + Fraction(self.video.start_time) if frame is not None \
             else Fraction(time)
-        # Seek to the keyframe before target, then decode forward and drop frames before it.
-        self._container.seek(max(0, int(target / self._tb)), stream=self._stream, backward=True, any_frame=False)
         # Tolerate timestamp rounding (half a tick, at most 1 ms), not a whole frame.
-        self._skip_before = target - min(self._tb / 2, Fraction(1, 1000))
+        self._skip_before = target - self._tolerance
         self._reindex = True
+        self._seek_container(target)
+
+    @property
+    def _tolerance(self) -> Fraction:
+        return min(self._tb / 2, Fraction(1, 1000))
+
+    def _seek_container(self, landing: Fraction) -> None:
+        """Seek the demuxer to the keyframe before ``landing`` (or reopen the file at or before its start)."""
+        if landing <= Fraction(self.video.start_time) + self._tolerance:
+            self._reopen()
+            self._landing = None  # decoding starts at the first frame: nothing earlier to find
+            return
+        self._container.seek(max(0, int(landing / self._tb)), stream=self._stream, backward=True, any_frame=False)
+        self._landing = landing
+
+    def _reopen(self) -> None:
+        self._container.close()
+        self._container = open_input(self.path, sequence_fps=self._sequence_fps)
+        self._stream = video_stream(self._container, self.path)
+        self._stream.thread_type = self._thread_type
+
+    def _overshot(self, t: Fraction | None) -> bool:
+        """After a seek, True (and a further-back seek made) when the first decoded frame at ``t`` is past
+        the requested landing time, or none came (``t`` None): the demuxer skipped the keyframe before it."""
+        landing, self._landing = self._landing, None
+        if landing is None or (t is not None and t <= landing + self._tolerance):
+            return False
+        assert self._skip_before is not None
+        target = self._skip_before + self._tolerance
+        back = max(Fraction(1), 2 * (target - landing))
+        self._seek_container(target - back)
+        return True
 
     def __iter__(self) -> Iterator[Frame]:
         import av
 
         decoded = 0
         try:
-            for av_frame in self._container.decode(self._stream):
-                pts = av_frame.pts if av_frame.pts is not None else av_frame.dts
-                t = Fraction(pts) * self._tb if pts is not None else Fraction(decoded) / self.video.fps
-                decoded += 1
-                if self._skip_before is not None and t < self._skip_before:
-                    continue
-                self._skip_before = None
-                if self._reindex:  # after a seek: count from the frame we landed on
-                    self._reindex = False
-                    self._next_index = round((t - Fraction(self.video.start_time)) * self.video.nominal_fps)
-                yield Frame(self._next_index, t, av_frame, self.rotation, self.apply_rotation)
-                self._next_index += 1
+            while True:
+                for av_frame in self._container.decode(self._stream):
+                    pts = av_frame.pts if av_frame.pts is not None else av_frame.dts
+                    t = Fraction(pts) * self._tb if pts is not None else Fraction(decoded) / self.video.fps
+                    decoded += 1
+                    if self._landing is not None and self._overshot(t):
+                        break  # sought again, further back: decode from there
+                    if self._skip_before is not None and t < self._skip_before:
+                        continue
+                    self._skip_before = None
+                    if self._reindex:  # after a seek: count from the frame we landed on
+                        self._reindex = False
+                        self._next_index = round((t - Fraction(self.video.start_time)) * self.video.nominal_fps)
+                    yield Frame(self._next_index, t, av_frame, self.rotation, self.apply_rotation)
+                    self._next_index += 1
+                else:
+                    if self._landing is not None and self._overshot(None):
+                        continue  # the seek landed past the last keyframe: nothing decoded
+                    return
         except av.error.FFmpegError as exc:
             raise DecodeError(f"{self.path}: decoding failed after frame {self._next_index} "
                               f"({ffmpeg_reason(exc)}); the file may be truncated or corrupt",
@@ -203,7 +248,7 @@ def index_runs(indices: Iterable[int], max_gap: int = 24) -> list[tuple[int, int
 
 #: How far before a seek target decoding resumes, so that the slot at the target shows the frame on
 #: screen then (for VFR input, possibly a frame that started well before the target).
-_SEEK_MARGIN = Fraction(1)
+SEEK_MARGIN = Fraction(1)
 
 
 class IndexedReader:
@@ -290,7 +335,7 @@ class IndexedReader:
     def _restart(self, index: int) -> None:
         start = self._origin + Fraction(index) / self.fps
         if index > 0:
-            self._reader.seek(time=max(self._origin, start - _SEEK_MARGIN))
+            self._reader.seek(time=max(self._origin, start - SEEK_MARGIN))
         elif self._used:
             self._reader.seek(time=self._origin)
         self._used = True

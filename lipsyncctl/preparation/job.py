@@ -289,7 +289,7 @@ def _plan(item: PrepItem, job: _Job) -> Any:
 
 def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
     """Decode, conform to CFR, rotate/scale, encode to ``dest`` (video only)."""
-    from lipsyncctl.media.reader import VideoReader, conform_cfr, rotate
+    from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, rotate
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.output import OUTPUT_CODECS
 
@@ -308,7 +308,9 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
                         profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
             progress.Task(f"prep {item.input.name}", total=item.frames) as task:
         if job.start > 0:
-            reader.seek(time=start)
+            # Resume decoding before the cut: the frame on screen at --start began before it (an
+            # off-grid --start or VFR input), and conform_cfr picks it from there.
+            reader.seek(time=max(Fraction(v.start_time).limit_denominator(10**6), start - SEEK_MARGIN))
         last_src: Any = None
         last_out: Any = None
         for _, frame in conform_cfr(reader, item.fps, start=start, count=item.frames):

@@ -56,6 +56,29 @@ def test_indexed_reader_forward_back_and_past_the_end(clip: Path) -> None:
         assert {i: mg.read_index(img) for i, img in frames.items()} == {59: 59, 58: 58, 57: 57, 12: 12, 11: 11}
 
 
+def test_seeks_in_mpeg_ts_never_skip_to_the_next_keyframe(gen: Path) -> None:
+    """MPEG-TS has no index: FFmpeg's seek lands on the keyframe *after* the target (a 2 s GOP here). The
+    reader notices (the first decoded frame is past the landing time) and seeks further back, so a seek,
+    indexed reads and prep's --start show the frame asked for, not a frozen keyframe."""
+    from lipsyncctl.config import PrepOptions
+    from lipsyncctl.preparation import prep
+
+    ts = mg.make_clip(gen / "broadcast.ts", fps=25, frames=150, audio_rate=48000, options={"g": "50"})
+    for index in (25, 60, 82, 149, 3):
+        with VideoReader(ts) as reader:
+            reader.seek(frame=index)
+            first = next(iter(reader))
+        assert (first.index, mg.read_index(first.image)) == (index, index)
+    with IndexedReader(ts) as reader:
+        got = reader.read([82, 83, 30, 120, 5])
+    assert {k: mg.read_index(v) for k, v in got.items()} == {82: 82, 83: 83, 30: 30, 120: 120, 5: 5}
+    item = prep([ts], gen / "prep_ts", PrepOptions(encoder_preset="ultrafast", fps="source"), start=1.0,
+                duration=1.0).items[0]
+    assert item.status == "done", item.reason
+    with VideoReader(item.output) as reader:
+        assert [mg.read_index(f.image) for f in reader] == list(range(25, 50))
+
+
 def test_indexed_reader_vfr_matches_conform(gen: Path) -> None:
     times = mg.vfr_times(40, rate=30.0, seed=3)
     path = mg.make_clip(gen / "vfr.mp4", fps=30, times=times, audio_rate=None, options={"g": "8"})

@@ -330,3 +330,17 @@ def test_image_sequence_video_only(tmp_path: Path) -> None:
     assert item.status == "done", item.reason
     assert item.output == tmp_path / "out" / "img.mp4"
     _check_output(item.output, Fraction(25), 8, (96, 64), audio=False)
+
+
+@pytest.mark.parametrize("fps_opt", ["source", "25"])
+def test_start_between_frames_shows_the_frame_on_screen(tmp_path: Path, fps_opt: str) -> None:
+    """--start 0.05 s on 30 fps footage falls inside frame 1 (0.033..0.067 s): output frame k shows what
+    is on screen at 0.05 + k/fps; the frame on screen at the cut is neither skipped nor the next one doubled."""
+    src = mg.make_clip(tmp_path / "a30.mp4", fps=30, frames=30)
+    item = prep([src], tmp_path / fps_opt, FAST.model_copy(update={"fps": fps_opt}), start=0.05).items[0]
+    assert item.status == "done", item.reason
+    fps = Fraction(30) if fps_opt == "source" else Fraction(25)
+    with VideoReader(item.output) as reader:
+        shown = [mg.read_index(f.image) for f in reader]
+    expected = [int((Fraction(1, 20) + Fraction(k) / fps) * 30) for k in range(len(shown))]
+    assert shown == expected and shown[:3] == [1, 2, 3]
