@@ -13,6 +13,7 @@ new lossy encode (the official pipeline makes up to four).
 from __future__ import annotations
 
 import wave
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,18 @@ def normalize_audio(path: Path, dest: Path, options: CurateOptions, start: float
     """Stage 2: the 16 kHz mono audio every later stage uses, written once (``dest``, 16-bit WAV). Its
     sample 0 is the sound at ``start`` seconds of the file's timeline: the picture's start time, where grid
     frame 0 is (prep's rule; MPEG-TS sources start at about 1.4 s)."""
-    from lipsyncctl.media.audio import read_audio, write_wav
+    from lipsyncctl.media.audio import iter_audio, write_wav
 
-    samples = read_audio(path, rate=options.audio_rate, channels=1, start=start)
-    write_wav(dest, samples, options.audio_rate, inputs=(path,))
-    return {"audio": str(dest), "audio_samples": int(len(samples)),
-            "audio_frames": int(len(samples) // SAMPLES_PER_FRAME)}
+    count = 0
+
+    def counted() -> Iterator[np.ndarray]:  # streamed: an hour-long source is never held
+        nonlocal count
+        for chunk in iter_audio(path, options.audio_rate, 1, start=start):
+            count += len(chunk)
+            yield chunk
+
+    write_wav(dest, counted(), options.audio_rate, inputs=(path,))
+    return {"audio": str(dest), "audio_samples": count, "audio_frames": count // SAMPLES_PER_FRAME}
 
 
 class ShotCuts:

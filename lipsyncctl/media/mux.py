@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,23 +34,38 @@ def auto_audio_codec(video_codec: str, out: str | Path) -> str:
 _SAMPLE_DTYPES = {"flt": np.float32, "s16": np.int16, "s32": np.int32, "dbl": np.float64, "u8": np.uint8}
 
 
-def _array_frames(samples: np.ndarray, rate: int, fmt: str, frame_size: int) -> Iterator[Any]:
+def _array_frames(chunks: Iterator[np.ndarray], channels: int, rate: int, fmt: str,
+                  frame_size: int) -> Iterator[Any]:
+    """Encoder frames of float32 ``(n, channels)`` sample ``chunks`` (any lengths), a slice at a time."""
     import av
 
-    data = np.asarray(samples, dtype=np.float32)
-    if data.ndim == 1:
-        data = data[:, None]
-    channels = data.shape[1]
     layout = layout_name(channels)
     resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate, frame_size=frame_size)
-    for i in range(0, len(data), 16 * frame_size):
-        chunk = np.ascontiguousarray(data[i:i + 16 * frame_size].reshape(1, -1))
-        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout=layout)
-        frame.sample_rate = rate
-        frame.pts = i
-        frame.time_base = Fraction(1, rate)
-        yield from resampler.resample(frame)
+    pts = 0
+    for data in chunks:
+        for i in range(0, len(data), 16 * frame_size):
+            chunk = np.ascontiguousarray(data[i:i + 16 * frame_size], dtype=np.float32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout=layout)
+            frame.sample_rate = rate
+            frame.pts = pts
+            frame.time_base = Fraction(1, rate)
+            pts += chunk.shape[1] // channels
+            yield from resampler.resample(frame)
     yield from resampler.resample(None)
+
+
+def _sample_chunks(audio: np.ndarray | Iterable[np.ndarray]) -> tuple[int, Iterator[np.ndarray]]:
+    """``(channels, chunks)`` of an array or an iterable of arrays, each ``(n,)`` or ``(n, channels)``."""
+    def two_d(a: np.ndarray) -> np.ndarray:
+        return a[:, None] if a.ndim == 1 else a
+
+    if isinstance(audio, np.ndarray):
+        audio = [audio]
+    chunks = (two_d(np.asarray(a)) for a in audio)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError("no audio samples (an empty iterable)")
+    return first.shape[1], itertools.chain([first], chunks)
 
 
 #: Containers a start timecode can be written to (MOV/MP4: a ``tmcd`` track; MXF: the material package's
@@ -106,7 +122,7 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
     return path
 
 
-def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path, *, rate: int | None = None,
+def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.ndarray], out: str | Path, *, rate: int | None = None,
               codec: str = "aac", bit_rate: int | None = None, duration: float | None = None,
               pad: bool = False, inputs: tuple | list = (), timecode: str | None = None,
               reel: str | None = None) -> Path:
@@ -115,7 +131,8 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
     Args:
         video: file whose first video stream is copied (no re-encode).
         audio: a media file (its first audio stream, at its own rate and channels) or float32 samples
-            ``(n,)`` / ``(n, channels)`` at ``rate`` Hz.
+            ``(n,)`` / ``(n, channels)`` at ``rate`` Hz, or an iterable of such arrays (streamed: a long
+            sound never held whole).
         out: destination, written atomically; must not be ``video``, ``audio`` or one of ``inputs``.
         rate: sample rate of an array ``audio`` (required then).
         codec: ``aac`` (default), ``pcm`` (16-bit) or ``pcm24`` (24-bit; both need a .mov/.mkv output), or
@@ -143,12 +160,12 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray, out: str | Path
             with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
                 vout = dst.add_stream_from_template(vin)
                 tag_timecode(dst, vout, timecode, reel)
-                if isinstance(audio, np.ndarray):
+                if not isinstance(audio, (str, Path)):
                     if not rate:
-                        raise ValueError("rate= is required when audio is an array")
-                    channels = 1 if audio.ndim == 1 else audio.shape[1]
+                        raise ValueError("rate= is required when audio is samples")
+                    channels, chunks = _sample_chunks(audio)
                     aout = _add_audio(dst, encoder, rate, channels, bit_rate)
-                    frames = _array_frames(audio, rate, fmt, aout.codec_context.frame_size or 1024)
+                    frames = _array_frames(chunks, channels, rate, fmt, aout.codec_context.frame_size or 1024)
                     _interleave(src, vin, dst, vout, aout, frames, rate, duration, pad)
                 else:
                     with opened(audio) as asrc:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -328,29 +329,24 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
             task.advance(1)
 
 
-def _audio(item: PrepItem, info: Any, job: _Job) -> Any:
-    """The clip's audio at the requested rate/channels, cut or padded to exactly the video's length."""
-    import numpy as np
-
-    from lipsyncctl.media.audio import read_audio
+def _audio(item: PrepItem, info: Any, job: _Job) -> Callable[[], Iterator[Any]]:
+    """A source of the clip's audio at the requested rate/channels, cut or padded to exactly the video's
+    length: each call streams it anew (:func:`~lipsyncctl.media.audio.iter_audio`: an hour of sound is
+    never held). Notes audio longer or shorter than the picture in ``item.warnings``."""
+    from lipsyncctl.media.audio import iter_audio
 
     opts = job.options
     v = info.video
     start = float(v.start_time) + job.start
     assert item.duration is not None
-    samples = read_audio(item.input, opts.audio_rate, opts.audio_channels, start=start, duration=item.duration)
-    want = int(round(item.duration * opts.audio_rate))
     a = info.audio[0]
     longer = (a.start_time + a.duration) - (start + item.duration)  # sound past the picture's (or --duration's) end
     if longer > 0.05 and job.duration is None:
         item.warnings.append(f"audio {longer:.3f} s longer than the picture: cut at the picture's end")
-    if len(samples) < want:
-        short = (want - len(samples)) / opts.audio_rate
-        if short > 0.05:
-            item.warnings.append(f"audio {short:.3f} s shorter than the picture: padded with silence")
-        pad = np.zeros((want - len(samples), *samples.shape[1:]), np.float32)
-        samples = np.concatenate([samples, pad])
-    return samples[:want]
+    elif -longer > 0.05:
+        item.warnings.append(f"audio {-longer:.3f} s shorter than the picture: padded with silence")
+    return functools.partial(iter_audio, item.input, opts.audio_rate, opts.audio_channels, start=start,
+                             duration=item.duration, pad=True)
 
 
 def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
@@ -392,13 +388,13 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
             video_only = Path(tmpdir) / f"video{item.output.suffix}"
             _encode_video(item, info, job, video_only)
             with atomic_output(item.output, inputs=job.all_inputs) as tmp:
-                mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac",
+                mux_audio(video_only, audio(), tmp, rate=opts.audio_rate, codec="aac",
                           inputs=job.all_inputs)
         else:
             _encode_video(item, info, job, item.output)
         written.append(item.output)
         if audio is not None and opts.sidecar_wav and item.wav is not None:
-            write_wav(item.wav, audio, opts.audio_rate, inputs=job.all_inputs)
+            write_wav(item.wav, audio(), opts.audio_rate, inputs=job.all_inputs)
             written.append(item.wav)
         elif item.wav is not None and not opts.sidecar_wav:
             item.wav = None

@@ -122,26 +122,28 @@ def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fractio
         raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF") from None
 
 
-def load_dub_file(language: str, path: Path, start: Fraction = Fraction(0)) -> DubTrack:
-    """Decode a dub file at its own rate and channels (PyAV)."""
-    from lipsyncctl.timeline.mediaio import read_audio
+def load_dub_file(language: str, path: Path, start: Fraction = Fraction(0), *, folder: Path | None = None) -> DubTrack:
+    """Decode a dub file at its own rate and channels (PyAV), onto disk in ``folder``
+    (:func:`~lipsyncctl.timeline.mediaio.spool_audio`: memory does not grow with the dub's length)."""
+    from lipsyncctl.timeline.mediaio import spool_audio
 
     if not path.is_file():
         raise MediaError(f"--audio {language}: file not found: {path}", hint="check the path")
-    samples, rate = read_audio(path)
+    samples, rate = spool_audio(path, folder=folder)
     return DubTrack(language, samples, rate, start, str(path))
 
 
 def load_dub_track(language: str, timeline: Any, name: str, resolver: Any, fps: Fraction,
-                   rate: int = 48000) -> DubTrack:
-    """Mix the clips of the timeline's audio track(s) called ``name`` into one stereo dub at ``rate``.
+                   rate: int = 48000, *, folder: Path | None = None) -> DubTrack:
+    """Mix the clips of the timeline's audio track(s) called ``name`` into one stereo dub at ``rate``, on disk
+    in ``folder`` (the mix and each clip's media decoded once: :func:`~lipsyncctl.timeline.mediaio.spool_audio`).
 
     Raises:
         UsageError: no audio track of that name. MediaError: a clip's media is missing.
     """
     import opentimelineio as otio
 
-    from lipsyncctl.timeline.mediaio import read_audio
+    from lipsyncctl.timeline.mediaio import scratch_mix, spool_audio
 
     tracks = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio and t.name == name]
     if not tracks:
@@ -149,7 +151,7 @@ def load_dub_track(language: str, timeline: Any, name: str, resolver: Any, fps: 
         raise UsageError(f"--audio-track {name!r}: no audio track of that name",
                          hint=f"audio tracks in the timeline: {', '.join(map(repr, names)) or '(none)'}")
     total = tb.samples_at(tb.to_frames(timeline.duration(), fps), fps, rate)
-    mix = np.zeros((2, total), dtype=np.float32)
+    mix = scratch_mix(2, total, folder)
     cache: dict[Path, np.ndarray] = {}
     for track in tracks:
         for i, child in enumerate(track):
@@ -161,7 +163,7 @@ def load_dub_track(language: str, timeline: Any, name: str, resolver: Any, fps: 
                 raise MediaError(f"--audio-track {name!r}: clip {child.name!r} has missing media",
                                  hint="relink it with --media-root or --relink")
             if path not in cache:
-                cache[path] = read_audio(path, rate=rate, channels=2)[0]
+                cache[path] = spool_audio(path, rate=rate, channels=2, folder=folder)[0]
             audio = cache[path]
             rng = track.range_of_child_at_index(i)
             media_start = ref.available_range.start_time if ref.available_range is not None else None
@@ -185,9 +187,15 @@ def to_vad_rate(samples: np.ndarray, rate: int) -> np.ndarray:
     return np.interp(x, np.arange(mono.shape[0]), mono).astype(np.float32)
 
 
+#: Speech is looked for in windows of this many seconds of the dub (a 16 kHz copy of one window at a time,
+#: 38 MB; a stretch of speech across a window's edge is joined up again).
+VAD_WINDOW_S = 600
+
+
 def detect_speech(dub: DubTrack, *, threshold: float = 0.5, min_silence_ms: int = 300,
                   pad_ms: int = 60) -> list[tuple[float, float]]:
-    """Speech stretches of ``dub`` in timeline seconds (silero-vad); also stored on ``dub.speech``."""
+    """Speech stretches of ``dub`` in timeline seconds (silero-vad, window by window: :data:`VAD_WINDOW_S`);
+    also stored on ``dub.speech``."""
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
@@ -195,11 +203,22 @@ def detect_speech(dub: DubTrack, *, threshold: float = 0.5, min_silence_ms: int 
         model = load_silero_vad(onnx=True)
     except ImportError:  # onnxruntime missing: the TorchScript model ships too
         model = load_silero_vad(onnx=False)
-    audio = torch.from_numpy(to_vad_rate(dub.samples, dub.rate))
-    stamps = get_speech_timestamps(audio, model, threshold=threshold, sampling_rate=VAD_RATE,
-                                   min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
     start = float(dub.start)
-    dub.speech = [(start + s["start"] / VAD_RATE, start + s["end"] / VAD_RATE) for s in stamps]
+    window = VAD_WINDOW_S * dub.rate
+    speech: list[tuple[float, float]] = []
+    for first in range(0, dub.samples.shape[1], window):
+        audio = torch.from_numpy(to_vad_rate(dub.samples[:, first:first + window], dub.rate))
+        stamps = get_speech_timestamps(audio, model, threshold=threshold, sampling_rate=VAD_RATE,
+                                       min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
+        at = start + first / dub.rate
+        pad = pad_ms / 1000
+        for i, stamp in enumerate(stamps):
+            a, b = at + stamp["start"] / VAD_RATE, at + stamp["end"] / VAD_RATE
+            if i == 0 and speech and speech[-1][1] >= at - pad and a <= at + pad:  # one stretch across the edge
+                speech[-1] = (speech[-1][0], b)
+            else:
+                speech.append((a, b))
+    dub.speech = speech
     return dub.speech
 
 

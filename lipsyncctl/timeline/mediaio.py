@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -13,18 +13,42 @@ from lipsyncctl.errors import MediaError
 
 
 def read_audio(path: Path, rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, int]:
-    """Float32 ``(channels, n)`` of the first audio stream at ``rate`` (None = the file's own rate and channels)."""
+    """Float32 ``(channels, n)`` of the first audio stream at ``rate`` (None = the file's own rate and channels),
+    in memory (a shot's cut)."""
     from lipsyncctl.media.audio import read_audio as _read
-    from lipsyncctl.media.probe import probe
 
-    if rate is None:  # the file's own rate is only known from its header
-        info = probe(path)
-        if not info.audio:
-            raise MediaError(f"{path}: no audio stream", hint="give a WAV/FLAC/AAC file with the dub")
-        rate = info.audio[0].sample_rate
+    rate = int(rate or _own_rate(path))
     x = _read(path, rate, channels)  # channels None: the file's own
     x = x[None] if x.ndim == 1 else x.T
-    return np.ascontiguousarray(x, dtype=np.float32), int(rate)
+    return np.ascontiguousarray(x, dtype=np.float32), rate
+
+
+def spool_audio(path: Path, rate: int | None = None, channels: int | None = None, *,
+                folder: Path | None = None) -> tuple[np.ndarray, int]:
+    """:func:`read_audio`'s ``(channels, n)`` for a whole dub or M&E: decoded once into an unnamed file in
+    ``folder`` and mapped (:func:`lipsyncctl.media.audio.spool_audio`), so a feature-length dub per language
+    costs disk, not memory."""
+    from lipsyncctl.media.audio import spool_audio as _spool
+
+    samples, rate = _spool(path, rate or _own_rate(path), channels, folder=folder)
+    return samples.T, rate
+
+
+def scratch_mix(channels: int, samples: int, folder: Path | None = None) -> np.ndarray:
+    """Writable float32 zeros ``(channels, samples)`` on disk (:func:`lipsyncctl.media.audio.scratch_samples`)."""
+    from lipsyncctl.media.audio import scratch_samples
+
+    return scratch_samples(samples, channels, folder=folder).T
+
+
+def _own_rate(path: Path) -> int:
+    """The sample rate of ``path``'s first audio stream (its header's)."""
+    from lipsyncctl.media.probe import probe
+
+    info = probe(path)
+    if not info.audio:
+        raise MediaError(f"{path}: no audio stream", hint="give a WAV/FLAC/AAC file with the dub")
+    return int(info.audio[0].sample_rate)
 
 
 def read_frames(path: Path, first: int, count: int) -> Iterator[np.ndarray]:
@@ -47,15 +71,17 @@ def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,
     return open_writer(path, fps, config.output, color=color, source_pix_fmt=source_pix_fmt)
 
 
-def mux(video_only: Path, samples: np.ndarray, rate: int, out: Path, codec: str = "aac",
+def mux(video_only: Path, samples: np.ndarray | Iterable[np.ndarray], rate: int, out: Path, codec: str = "aac",
         inputs: tuple[Path, ...] = (), timecode: str | None = None) -> Path:
-    """``out`` = the video stream of ``video_only`` + ``samples`` ``(ch, n)`` at ``rate`` (atomic), starting
-    at ``timecode`` where its container keeps one (:data:`~lipsyncctl.media.mux.TIMECODE_CONTAINERS`)."""
+    """``out`` = the video stream of ``video_only`` + ``samples`` ``(ch, n)`` at ``rate`` (or an iterable of such
+    blocks, streamed) (atomic), starting at ``timecode`` where its container keeps one
+    (:data:`~lipsyncctl.media.mux.TIMECODE_CONTAINERS`)."""
     from lipsyncctl.media.mux import TIMECODE_CONTAINERS, mux_audio
 
     if out.suffix.lower() not in TIMECODE_CONTAINERS:
         timecode = None
-    return mux_audio(video_only, np.ascontiguousarray(samples.T), out, rate=rate, codec=codec, inputs=inputs,
+    blocks = [samples] if isinstance(samples, np.ndarray) else samples
+    return mux_audio(video_only, (block.T for block in blocks), out, rate=rate, codec=codec, inputs=inputs,
                      timecode=timecode)
 
 

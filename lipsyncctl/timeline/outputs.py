@@ -299,35 +299,47 @@ def shot_extension(config: Any) -> str:
     return ext
 
 
-def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> np.ndarray:
-    """The conform's sound, float32 ``(channels, n)`` at ``dub.rate`` for the whole edit: the dub, and with
-    ``me`` an M&E (music and effects) file, decoded at the dub's rate, whose first sample plays at the first
-    frame, summed under it at unity gain (stems are mixed to add up), mono spread to every channel, clipped
-    to full scale.
+def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> Iterator[np.ndarray]:
+    """The conform's sound, float32 ``(channels, n)`` blocks at ``dub.rate`` (of :data:`~lipsyncctl.media.audio.BLOCK`
+    samples, streamed: the whole edit's sound is never held) for the whole edit: the dub, and with ``me`` an
+    M&E (music and effects) file, decoded at the dub's rate, whose first sample plays at the first frame,
+    summed under it at unity gain (stems are mixed to add up), mono spread to every channel, clipped to full
+    scale.
 
     A lip-synced shot with an ``audio_offset`` hears what its render was synced to: over its record range
     the dub is read at the shifted position (:func:`~lipsyncctl.timeline.dub.shifted_spans`, whole samples),
     whatever the shot's status. The shifted window simply replaces that stretch, with hard cuts at the shot's
     boundaries and no crossfade, as the split clips of the relinked dub track (:func:`dub_track`) play in
     an NLE; the M&E is never shifted."""
+    from lipsyncctl.media.audio import BLOCK, iter_audio, reblock
     from lipsyncctl.timeline.dub import shifted_spans
-    from lipsyncctl.timeline.mediaio import read_audio
 
-    mix = dub.cut(0, plan.duration, plan.fps)
-    for first, end, shift, _ in shifted_spans(plan.segments, plan.fps, dub.rate):
-        dub.window(first - shift, end - first, out=mix[:, first:end])  # in place: no second copy of the edit
-    if me is None:
-        return mix
-    bed, _ = read_audio(me, rate=dub.rate)
-    channels = max(mix.shape[0], bed.shape[0])
-    if mix.shape[0] == channels:
-        out = mix  # summed and clipped in place: no more copies of the whole edit's sound than needed
-    else:
-        out = np.zeros((channels, mix.shape[1]), dtype=np.float32)
-        out += mix if mix.shape[0] == 1 else np.resize(mix, (channels, mix.shape[1]))
-    n = min(bed.shape[1], out.shape[1])
-    out[:, :n] += bed[:, :n] if bed.shape[0] in (1, channels) else np.resize(bed[:, :n], (channels, n))
-    return np.clip(out, -1.0, 1.0, out=out)
+    total = tb.samples_at(plan.duration, plan.fps, dub.rate)
+    spans = shifted_spans(plan.segments, plan.fps, dub.rate)
+    beds: Iterator[np.ndarray] = iter(())
+    channels = dub.samples.shape[0]
+    if me is not None:
+        chunks = iter_audio(me, dub.rate, None)
+        first = next(chunks)  # at least one, maybe empty: it tells the channel count
+        beds = reblock(itertools.chain([first], chunks), BLOCK)
+        channels = max(channels, first.shape[1])
+    for b0 in range(0, total, BLOCK):
+        n = min(BLOCK, total - b0)
+        mix = dub.window(b0, n)
+        for first_s, end_s, shift, _ in spans:
+            lo, hi = max(first_s, b0), min(end_s, b0 + n)
+            if hi > lo:
+                dub.window(lo - shift, hi - lo, out=mix[:, lo - b0 : hi - b0])
+        if me is None:
+            yield mix
+            continue
+        out = mix if mix.shape[0] == channels else np.resize(mix, (channels, n))  # mono spread to every channel
+        bed = next(beds, None)
+        if bed is not None:
+            bed = bed[:n].T
+            m = bed.shape[1]
+            out[:, :m] += bed if bed.shape[0] in (1, channels) else np.resize(bed, (channels, m))
+        yield np.clip(out, -1.0, 1.0, out=out)
 
 
 def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, output: Path,

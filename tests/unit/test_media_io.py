@@ -260,6 +260,60 @@ def test_mux_array_and_file(gen: Path) -> None:
         mux_audio(video, wav, video)
 
 
+def test_streamed_audio_equals_the_whole_read(gen: Path) -> None:
+    """iter_audio's chunks (a decoder frame each) join to read_audio's samples, from a start, cut to a duration or
+    padded; spool_audio maps the same samples from an unnamed file; write_wav and mux_audio take the chunks
+    and write what the array gives, byte for byte."""
+    from lipsyncctl.media.audio import iter_audio, reblock, spool_audio
+
+    src = mg.make_clip(gen / "speech.mkv", frames=50, audio_rate=44100, audio_channels=2)  # 2 s of AAC
+    whole = read_audio(src, 16000, 2, start=0.3, duration=1.2)
+    chunks = list(iter_audio(src, 16000, 2, start=0.3, duration=1.2))
+    assert len(chunks) > 10 and max(len(c) for c in chunks) <= 2048 and all(c.shape[1] == 2 for c in chunks)
+    assert np.array_equal(np.concatenate(chunks), whole) and len(whole) == 19200
+    padded = np.concatenate(list(iter_audio(src, 16000, 1, start=1.5, duration=1.0, pad=True)))
+    assert padded.shape == (16000, 1) and padded[9000:].any() == False and padded[:7000].any()  # noqa: E712
+    assert [len(b) for b in reblock(chunks, 5000)] == [5000, 5000, 5000, 4200]
+    assert np.array_equal(np.concatenate(list(reblock(chunks, 5000))), whole)
+
+    mapped, rate = spool_audio(src, folder=gen / "spool")
+    assert isinstance(mapped, np.memmap) and rate == 44100 and not any((gen / "spool").iterdir())  # no name
+    assert np.array_equal(mapped, read_audio(src, 44100, 2))
+
+    a = write_wav(gen / "whole.wav", whole, 16000)
+    b = write_wav(gen / "chunks.wav", iter_audio(src, 16000, 2, start=0.3, duration=1.2), 16000)
+    assert a.read_bytes() == b.read_bytes()
+    video = mg.make_clip(gen / "v2.mkv", frames=30, audio_rate=None)
+    m1 = mux_audio(video, whole, gen / "m1.mkv", rate=16000)
+    m2 = mux_audio(video, np.array_split(whole, 7), gen / "m2.mkv", rate=16000)
+    assert m1.read_bytes() == m2.read_bytes()
+
+
+def test_streamed_audio_memory_does_not_grow_with_its_length(gen: Path) -> None:
+    """A minute of 48 kHz stereo (23 MB as float32) written to WAV and muxed from iter_audio's chunks, and
+    spooled to disk: Python-side allocations peak far below the sound's size."""
+    import tracemalloc
+
+    from lipsyncctl.media.audio import iter_audio, spool_audio
+
+    wav = write_wav(gen / "minute.wav", (mg.tone(2.0, 48000, 2) for _ in range(30)), 48000)
+    video = mg.make_clip(gen / "v3.mkv", frames=25, audio_rate=None)
+    size = 60 * 48000 * 2 * 4
+    tracemalloc.start()
+    try:
+        write_wav(gen / "copy.wav", iter_audio(wav, 48000, 2), 48000)
+        mux_audio(video, iter_audio(wav, 48000, 2), gen / "long.mkv", rate=48000, codec="pcm")
+        mapped, _ = spool_audio(wav, folder=gen)
+        assert mapped.shape == (60 * 48000, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        read_audio(wav, 48000, 2)  # the measure sees numpy's buffers: reading it whole costs its size
+        whole_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size / 10 < size <= whole_peak, f"{peak / 1e6:.1f} MB for {size / 1e6:.0f} MB of sound"
+
+
 # -- ffmpeg discovery ---------------------------------------------------------------------------
 
 def _fake_ffmpeg(folder: Path) -> Path:

@@ -234,14 +234,14 @@ def test_the_conform_mixes_the_dub_over_an_me_track_at_the_record_timecode(media
                    .astype(np.float32), rate)
     dub = DubTrack("de", (0.5 * np.sin(2 * np.pi * 500 * t[: rate]))[None].astype(np.float32), rate,
                    Fraction(1, 2), "de.wav")
-    mixed = conform_audio(plan, dub, me)
+    mixed = np.concatenate(list(conform_audio(plan, dub, me)), axis=1)
     n = plan.duration * rate // 25
     assert mixed.shape == (2, n)
     bed, _ = read_audio(me, rate=rate)
     expect = bed[:, :n].copy()
     expect[:, rate // 2 : rate // 2 + rate] += dub.samples[0, : n - rate // 2]
     assert np.allclose(mixed, np.clip(expect, -1, 1), atol=1e-6)
-    assert np.array_equal(conform_audio(plan, dub), dub.cut(0, plan.duration, plan.fps))  # no M&E: the dub alone
+    assert np.array_equal(np.concatenate(list(conform_audio(plan, dub)), axis=1), dub.cut(0, plan.duration, plan.fps))  # no M&E: the dub alone
     seg = plan.segments[0]
     outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "k", output=str(render))}
     config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1"})

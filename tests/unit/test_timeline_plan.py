@@ -238,6 +238,44 @@ def test_vad_finds_the_fixture_dialogue() -> None:
     assert dubs.detect_speech(silent) == []
 
 
+def test_speech_is_found_window_by_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long dub is looked at VAD_WINDOW_S seconds at a time: with 3 s windows the fixture's dialogue is
+    still found from its first word to its last (a stretch over a window's edge is one stretch again)."""
+    wav = shared_path("fixtures", "demo1_audio.wav")
+    d = dubs.load_dub_file("de", wav, Fraction(1))
+    whole = dubs.detect_speech(d)
+    monkeypatch.setattr(dubs, "VAD_WINDOW_S", 3)
+    windowed = dubs.detect_speech(d)
+    assert windowed[0][0] == pytest.approx(whole[0][0], abs=0.02)
+    assert windowed[-1][1] == pytest.approx(whole[-1][1], abs=0.02)
+    assert sum(b - a for a, b in windowed) == pytest.approx(sum(b - a for a, b in whole), rel=0.05)
+    assert not any(round((b - 1) % 3, 6) == 0 for _, b in windowed[:-1])  # none ends at a window's edge
+
+
+def test_dubs_and_the_conform_sound_are_streamed(tmp_path: Path) -> None:
+    """A dub is decoded once onto disk (an unnamed mapped file) and the conform's sound comes in blocks: a
+    minute of 48 kHz stereo dub plus M&E (23 MB each as float32) costs Python a fraction of that."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from lipsyncctl.media.audio import write_wav
+    from lipsyncctl.timeline.outputs import conform_audio
+    from tests import mediagen as mg
+
+    wav = write_wav(tmp_path / "minute.wav", (mg.tone(2.0, 48000, 2) for _ in range(30)), 48000)
+    size = 60 * 48000 * 2 * 4
+    plan = SimpleNamespace(duration=60 * 25, fps=Fraction(25), segments=[])
+    tracemalloc.start()
+    try:
+        d = dubs.load_dub_file("de", wav, Fraction(0), folder=tmp_path / "work")
+        assert isinstance(d.samples.base, np.memmap) and not any((tmp_path / "work").iterdir())
+        total = sum(block.shape[1] for block in conform_audio(plan, d, wav))  # type: ignore[arg-type]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 60 * 48000 and peak < size / 5, f"{peak / 1e6:.1f} MB"
+
+
 def test_fingerprint_follows_files_rewritten_inside_a_model_folder(tmp_path) -> None:
     import os
 
