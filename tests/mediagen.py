@@ -53,7 +53,7 @@ def make_clip(path: Path, *, fps: Fraction | int = 25, frames: int = 25, size: t
               codec: str = "libx264", pix_fmt: str = "yuv420p", times: Sequence[float] | None = None,
               time_base: Fraction | None = None, rotation: int = 0, audio_rate: int | None = 44100,
               audio_channels: int = 2, audio_seconds: float | None = None, audio_codec: str = "aac",
-              options: dict[str, str] | None = None) -> Path:
+              options: dict[str, str] | None = None, sample_aspect: Fraction | None = None) -> Path:
     """Write a clip. ``times`` (seconds per frame) makes it VFR; ``time_base`` sets the stream's tick
     (e.g. 1/1000 as in MKV, 1/90000 as phones write); ``rotation`` stores a display-matrix tag
     (counter-clockwise degrees) over upright-drawn... no: over pixels drawn *rotated back*, so that a
@@ -76,6 +76,8 @@ def make_clip(path: Path, *, fps: Fraction | int = 25, frames: int = 25, size: t
         vs.time_base = tb
         if rotation:
             vs.set_display_rotation(rotation)
+        if sample_aspect is not None:
+            vs.codec_context.sample_aspect_ratio = sample_aspect
         aus = None
         if audio_rate:
             aus = c.add_stream(audio_codec, rate=audio_rate, layout=f"{audio_channels}c" if audio_channels > 2

@@ -56,12 +56,12 @@ def sample_frames(n: int, scale: float = 0.5, first: int = 0) -> list[np.ndarray
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: Fraction, codec: str = "ffv1",
                pix_fmt: str = "yuv420p", times: list[float] | None = None, bt709: bool = False,
-               tags: dict[str, str] | None = None) -> Path:
+               tags: dict[str, str] | None = None, sample_aspect: Fraction | None = None) -> Path:
     """Encode RGB frames (a list or a generator; a lossless FFV1 .mkv by default) at ``fps``.
 
     ``times`` (seconds per frame) writes a VFR clip (1/90000 time base); ``bt709`` converts with the
     BT.709 matrix and tags primaries/transfer/matrix bt709, limited range. ``tags``: stream metadata
-    (e.g. ``{"timecode": "01:00:00:00"}``)."""
+    (e.g. ``{"timecode": "01:00:00:00"}``). ``sample_aspect``: an anamorphic pixel aspect to store."""
     import itertools
 
     import av
@@ -78,6 +78,8 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: Fraction, codec: s
         s.time_base = tb
         for key, value in (tags or {}).items():
             s.metadata[key] = value
+        if sample_aspect is not None:
+            s.codec_context.sample_aspect_ratio = sample_aspect
         if bt709:
             ctx = s.codec_context
             ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1

@@ -88,11 +88,19 @@ class VideoInfo:
     color: ColorInfo
     time_base: Fraction
     bit_rate: int | None = None
+    sample_aspect: Fraction = Fraction(1)  # a stored pixel's width / height (anamorphic DV, HDV: not 1)
 
     @property
     def display_size(self) -> tuple[int, int]:
-        """``(width, height)`` as shown, after applying :attr:`rotation`."""
+        """``(width, height)`` of the stored pixels as shown, after applying :attr:`rotation`."""
         return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+    @property
+    def square_size(self) -> tuple[int, int]:
+        """:attr:`display_size` in square pixels: the stored width times :attr:`sample_aspect` (1440x1080 HDV
+        at 4:3 is a 1920x1080 picture)."""
+        width = max(1, round(self.width * self.sample_aspect))
+        return (self.height, width) if self.rotation in (90, 270) else (width, self.height)
 
 
 @dataclass(frozen=True)
@@ -264,8 +272,16 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
         index=stream.index, codec=ctx.name, profile=ctx.profile, width=first.width, height=first.height,
         pix_fmt=first.format.name, fps=fps, nominal_fps=nominal, is_vfr=vfr, frame_count=frame_count, duration=float(duration or 0.0),
         start_time=start, rotation=_rotation(first, stream), color=color, time_base=tb,
-        bit_rate=ctx.bit_rate or None,
+        bit_rate=ctx.bit_rate or None, sample_aspect=_sample_aspect(stream),
     )
+
+
+def _sample_aspect(stream: Any) -> Fraction:
+    """The stream's sample (pixel) aspect ratio: the container's, else the bitstream's; 1 when unset."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar:
+            return Fraction(sar)
+    return Fraction(1)
 
 
 @dataclass

@@ -94,6 +94,8 @@ class VideoWriter:
         pix_fmt: output pixel format (default per codec, e.g. ``yuv420p``).
         color: colour tags to write and, for RGB frames, the matrix/range used to convert them.
         rotation: display-matrix rotation tag to store (counter-clockwise degrees); 0 stores none.
+        sample_aspect: the pixel aspect ratio to store (anamorphic footage: its source's, so that the file
+            plays at the same shape); 1 or None stores none (square).
         inputs: files that must never be overwritten (:class:`MediaError` if ``path`` is one).
         options: extra encoder options (strings), merged over the codec's defaults.
         threads: the encoder's thread count; None lets it use every CPU the process may (faster where
@@ -105,7 +107,8 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: Fraction, *, codec: str = "h264", crf: int | None = None,
                  preset: str = "medium", profile: str | None = None, pix_fmt: str | None = None,
                  color: ColorInfo | None = None, rotation: int = 0, inputs: tuple[str | Path, ...] | list = (),
-                 options: dict[str, str] | None = None, threads: int | None = None) -> None:
+                 options: dict[str, str] | None = None, threads: int | None = None,
+                 sample_aspect: Fraction | None = None) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps)
         if self.fps <= 0:
@@ -115,6 +118,7 @@ class VideoWriter:
         self.pix_fmt = pix_fmt or self.spec.pix_fmt
         self.color = color
         self.rotation = int(rotation) % 360
+        self.sample_aspect = Fraction(sample_aspect) if sample_aspect else Fraction(1)
         self.threads = threads
         self.frames_written = 0
         self.packets_written = 0  # frames the file holds so far (the encoder keeps a few frames back)
@@ -174,6 +178,8 @@ class VideoWriter:
                 ctx.color_range = COLOR_CODES["range"].get(color.range or "", 0)
             if self.rotation:
                 stream.set_display_rotation(self.rotation)
+            if self.sample_aspect != 1:
+                stream.codec_context.sample_aspect_ratio = self.sample_aspect
             self._stream = stream
         except av.error.FFmpegError as exc:
             raise MediaError(f"{self.path}: cannot set up the {self.codec} encoder ({ffmpeg_reason(exc)})") from exc

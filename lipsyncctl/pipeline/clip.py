@@ -322,9 +322,9 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
             matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
             try:
                 with open_writer(video_only, plan.fps, config.output, color=vinfo.color,
-                                 source_pix_fmt=vinfo.pix_fmt) as writer, \
+                                 source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) as writer, \
                         (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color,
-                                     source_pix_fmt=vinfo.pix_fmt) if matte_tmp
+                                     source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) if matte_tmp
                          else contextlib.nullcontext()) as matte:
                     renderer.render(reader, writer, matte)
                 # The new audio at its own rate and channels, cut or padded with silence to the picture.

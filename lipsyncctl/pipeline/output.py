@@ -131,15 +131,17 @@ def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | 
 
 
 def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: ColorInfo | None = None,
-                source_pix_fmt: str | None = None, inputs: tuple | list = ()) -> VideoWriter:
+                source_pix_fmt: str | None = None, inputs: tuple | list = (),
+                sample_aspect: Fraction | None = None) -> VideoWriter:
     """A :class:`~lipsyncctl.media.writer.VideoWriter` for ``output.*`` (written under a temporary name,
-    renamed on ``close()``; use it as a context manager so an exception leaves nothing)."""
+    renamed on ``close()``; use it as a context manager so an exception leaves nothing). ``color`` and
+    ``sample_aspect``: the source's, so that the output looks and plays like it."""
     from lipsyncctl.media.writer import VideoWriter
 
     codec = OUTPUT_CODECS[options.codec]
     return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
                        profile=codec.profile, pix_fmt=output_pix_fmt(options, source_pix_fmt), color=color,
-                       inputs=inputs, threads=ENCODER_THREADS)
+                       inputs=inputs, threads=ENCODER_THREADS, sample_aspect=sample_aspect)
 
 
 def matte_path(output: Path) -> Path:

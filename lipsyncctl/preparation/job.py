@@ -275,7 +275,11 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     item.fps = fps
     item.frames = max(1, round(Fraction(seconds).limit_denominator(10**6) * fps))
     item.duration = float(item.frames / fps)
-    dw, dh = v.display_size
+    dw, dh = v.square_size  # anamorphic footage comes out in square pixels (the networks see faces as shown)
+    if v.sample_aspect != 1:
+        item.warnings.append(f"anamorphic ({v.display_size[0]}x{v.display_size[1]} pixels of aspect "
+                             f"{v.sample_aspect.numerator}:{v.sample_aspect.denominator}): resampled to {dw}x{dh} "
+                             "square pixels")
     pix_fmt = _pix_fmt_for(job.options.codec, job.options.pix_fmt)
     item.width, item.height = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale,
                                           even=pix_fmt.startswith(("yuv420", "yuvj420", "yuv422", "nv12")))

@@ -62,13 +62,14 @@ def read_frames(path: Path, first: int, count: int) -> Iterator[np.ndarray]:
 
 
 def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,
-                 source_pix_fmt: str | None = None) -> Any:
+                 source_pix_fmt: str | None = None, sample_aspect: Fraction | None = None) -> Any:
     """A :class:`lipsyncctl.media.writer.VideoWriter` for the run's ``output`` settings, exactly as the clip
     pipeline opens it (:func:`lipsyncctl.pipeline.output.open_writer`; a context manager, written under a
     temporary name, renamed on success)."""
     from lipsyncctl.pipeline.output import open_writer
 
-    return open_writer(path, fps, config.output, color=color, source_pix_fmt=source_pix_fmt)
+    return open_writer(path, fps, config.output, color=color, source_pix_fmt=source_pix_fmt,
+                       sample_aspect=sample_aspect)
 
 
 def mux(video_only: Path, samples: np.ndarray | Iterable[np.ndarray], rate: int, out: Path, codec: str = "aac",

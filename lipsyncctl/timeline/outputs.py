@@ -376,7 +376,8 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmp:
         video_only = Path(tmp) / f"video{output.suffix}"
-        with _named(output), video_writer(video_only, plan.fps, config) as writer:
+        with _named(output), video_writer(video_only, plan.fps, config,
+                                          sample_aspect=_sample_aspect(shots[0].media) if shots else None) as writer:
             t = 0
             with progress.Task("conform", total=plan.duration) as bar:
                 for seg in plan.pictures():  # shots left alone (lipsync: false) show their source
@@ -395,6 +396,19 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
         mux(video_only, conform_audio(plan, dub, me), dub.rate, output, config.output.audio_codec,
             inputs=(*inputs, *([me] if me else [])), timecode=tb.timecode(plan.global_start, plan.fps))
     return output
+
+
+def _sample_aspect(media: Path) -> Fraction | None:
+    """The pixel aspect of ``media`` (the conform's frame is its first shot's: anamorphic stays anamorphic);
+    None when it cannot be read (the plan already said why)."""
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.media.probe import probe
+
+    try:
+        video = probe(media).video
+    except MediaError:
+        return None
+    return video.sample_aspect if video is not None else None
 
 
 @contextlib.contextmanager

@@ -141,7 +141,7 @@ def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     video_only = raw.with_name(f"video{output.suffix}")
     try:
         with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
-                          source_pix_fmt=vinfo.pix_fmt) as writer:
+                          source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) as writer:
             source = read_frames(Path(task.video), task.first, task.frames)
             for i, rgb in enumerate(read_frames(raw, 0, task.frames)):
                 src_rgb = next(source)

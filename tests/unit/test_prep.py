@@ -344,3 +344,21 @@ def test_start_between_frames_shows_the_frame_on_screen(tmp_path: Path, fps_opt:
         shown = [mg.read_index(f.image) for f in reader]
     expected = [int((Fraction(1, 20) + Fraction(k) / fps) * 30) for k in range(len(shown))]
     assert shown == expected and shown[:3] == [1, 2, 3]
+
+
+def test_anamorphic_footage_comes_out_in_square_pixels(tmp_path: Path) -> None:
+    """72x64 stored pixels of aspect 4:3 are a 96x64 picture: prep resamples it to 96x64 square pixels (said in a
+    warning), every frame kept."""
+    import cv2
+
+    src = mg.make_clip(tmp_path / "hdv.mp4", frames=10, size=(72, 64), sample_aspect=Fraction(4, 3))
+    info = probe(src).video
+    assert info is not None and info.sample_aspect == Fraction(4, 3) and info.square_size == (96, 64)
+    item = prep([src], tmp_path / "out", FAST).items[0]
+    assert item.status == "done", item.reason
+    assert any("anamorphic" in w and "resampled to 96x64 square pixels" in w for w in item.warnings)
+    _check_output(item.output, Fraction(25), 10, (96, 64))
+    assert probe(item.output).video.sample_aspect == 1  # type: ignore[union-attr]
+    with VideoReader(item.output) as reader:  # squeezed back to the stored grid, each frame reads its index
+        assert [mg.read_index(cv2.resize(f.image, (72, 64), interpolation=cv2.INTER_AREA)) for f in reader] == \
+            list(range(10))

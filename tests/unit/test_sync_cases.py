@@ -125,16 +125,20 @@ def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
     assert by_id_run["faces"]["select"] == "id" and by_id_run["faces"]["track_id"] == run["faces"]["track_id"]
 
 
-def test_colour_tags_are_carried(tiny_env, frames, tmp_path: Path):
+def test_colour_tags_and_pixel_aspect_are_carried(tiny_env, frames, tmp_path: Path):
+    """The output looks and plays like the source: its colour tags, and an anamorphic pixel aspect (else a
+    DV/HDV clip came back squeezed)."""
     config, models = tiny_env
-    video = write_clip(tmp_path / "bt709.mp4", frames[:3], Fraction(25), codec="libx264", bt709=True)
+    video = write_clip(tmp_path / "bt709.mp4", frames[:3], Fraction(25), codec="libx264", bt709=True,
+                       sample_aspect=Fraction(4, 3))
     tags = probe(video).video.color
-    assert tags == ColorInfo("bt709", "bt709", "bt709", "tv")
+    assert tags == ColorInfo("bt709", "bt709", "bt709", "tv") and probe(video).video.sample_aspect == Fraction(4, 3)
     audio = write_wav(tmp_path / "a.wav", 0.12)
     res = sync_clip(video, audio, tmp_path / "out.mp4", with_sets(config, "output.codec=h264", "output.matte=false",
                                                              "output.audio_codec=aac"), networks=models)
     out = probe(res.output).video
     assert out is not None and out.color == tags and out.pix_fmt == "yuv420p" and out.frame_count == 3
+    assert out.sample_aspect == Fraction(4, 3) and out.square_size == (round(out.width * 4 / 3), out.height)
     umask = os.umask(0)
     os.umask(umask)
     for path in (res.output, res.run_yaml):  # ordinary permissions, not the 0600 of a temporary file
