@@ -132,11 +132,14 @@ class FaceAligner:
 
     One instance per clip: it carries the official smoothing bias from frame to frame (call
     :meth:`reset` at a cut). ``smooth=False`` disables the bias smoothing (the bias itself is still
-    added, as upstream does on every frame).
+    added, as upstream does on every frame). ``pixel_aspect``: the frame's stored pixel width / height
+    (anamorphic footage): the similarity is found for the face as shown (square pixels) and the matrix takes
+    stored pixels, so the crop is the face at its true shape and the paste squeezes it back.
     """
 
     resolution: int = 256
     smooth: bool = True
+    pixel_aspect: float = 1.0
     _prev_bias: np.ndarray | None = field(default=None, init=False, repr=False)
     #: per-thread scratch of :meth:`warp_crop` (a float frame; the pipelined renderer aligns in its own thread)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
@@ -151,12 +154,17 @@ class FaceAligner:
 
     def matrix(self, points3: np.ndarray) -> np.ndarray:
         """Frame -> crop affine ``(2, 3)`` float32 for the ``(3, 2)`` points, updating the smoothing."""
+        square = self.pixel_aspect != 1
+        if square:  # landmarks in square pixels: x stretched by the pixel aspect
+            points3 = np.asarray(points3, np.float32) * np.float32([self.pixel_aspect, 1])
         matrix, bias = similarity_transform(points3, face_template(self.resolution))
         if self.smooth and self._prev_bias is not None:
             bias = (np.float32(0.2) * self._prev_bias + np.float32(0.8) * bias).astype(np.float32)
         self._prev_bias = bias
         matrix = matrix.copy()
         matrix[:, 2] += bias
+        if square:  # stored pixels -> square pixels -> crop
+            matrix[:, 0] *= np.float32(self.pixel_aspect)
         return matrix
 
     def warp_crop(self, frame: np.ndarray, matrix: np.ndarray, roi: bool = True) -> np.ndarray:

@@ -102,7 +102,8 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
         _release(options, device, detector)
     result = FacePlan([], np.zeros(0, np.float32), detector.name)
     chosen = choose_faces(per_frame, options, fps, audio_16k, result)
-    aligner = FaceAligner(resolution=resolution, smooth=options.smoothing)
+    aligner = FaceAligner(resolution=resolution, smooth=options.smoothing,
+                          pixel_aspect=float(reader.video.sample_aspect))
     result.matrices.extend(_matrix(aligner, face) for face in chosen)
     result.weights = _weights(result.matrices, options)
     return result
@@ -241,9 +242,10 @@ class FaceStream:
         from lipsyncctl.faces.speaker import select_speaker
         from lipsyncctl.media.reader import IndexedReader
 
-        aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing)
         try:
             with IndexedReader(self.video, self.fps, info=self.info) as reader:
+                aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing,
+                                      pixel_aspect=float(reader.video.sample_aspect))
                 tracker = _tracker(self._detector, self.fps, self.options)
                 self._lag = tracker.span
                 tracked = _tracked(tracker, reader, self.first, self.count, keep=self._keep)

@@ -61,3 +61,28 @@ def test_erode_2x2_is_the_kornia_erosion() -> None:
     mask[mask < 0.3] = 0
     padded = F.pad(mask, (1, 0, 1, 0), mode="constant", value=float("inf"))
     torch.testing.assert_close(warp.erode_2x2(mask), -F.max_pool2d(-padded, kernel_size=2, stride=1), rtol=0, atol=0)
+
+
+def test_anamorphic_frames_align_the_face_as_shown() -> None:
+    """A frame stored squeezed (pixel aspect 4:3) and aligned with ``pixel_aspect`` gives the crop of the
+    square-pixel picture: the same matrix on the same points, nearly the same pixels; without it the face
+    comes out squeezed. The paste puts it back in the stored grid."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    shown = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
+    stored = cv2.resize(shown, (240, 240), interpolation=cv2.INTER_AREA)  # 320 wide shown, 240 stored: 4:3
+    points_shown = np.float32([[140, 100], [190, 100], [165, 140]])
+    points_stored = points_shown * np.float32([0.75, 1])
+    square, anamorphic = FaceAligner(smooth=False), FaceAligner(smooth=False, pixel_aspect=4 / 3)
+    m_shown, m_stored = square.matrix(points_shown), anamorphic.matrix(points_stored)
+    homog = np.c_[points_stored, np.ones(3, np.float32)]
+    np.testing.assert_allclose(homog @ m_stored.T, np.c_[points_shown, np.ones(3)] @ m_shown.T, atol=1e-3)
+    want = square.face(shown, m_shown).astype(float)
+    got = anamorphic.face(stored, m_stored).astype(float)
+    squeezed = FaceAligner(smooth=False).face(stored, FaceAligner(smooth=False).matrix(points_stored)).astype(float)
+    err, squeezed_err = np.abs(got - want).mean(), np.abs(squeezed - want).mean()
+    assert err < 1.0 and squeezed_err > 5 * err, (err, squeezed_err)
+    face = torch.from_numpy(got.transpose(2, 0, 1) / 127.5 - 1).float()
+    pasted = anamorphic.restore(stored, face, m_stored)
+    assert pasted.shape == stored.shape and np.abs(pasted.astype(float) - stored).mean() < 2.0
