@@ -120,6 +120,12 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
     for f in entry.files:
         dest = entry.local_path(f, mdir)
         marker = unverified_marker(dest)
+        previous = _previous(dest)
+        if previous.exists():  # a --force fetch was killed: the file it replaced comes back if none stands
+            if dest.is_file():
+                previous.unlink()
+            else:
+                os.replace(previous, dest)
         if dest.is_file() and not force and (f.size is None or dest.stat().st_size == f.size):
             if marker.exists():  # downloaded, but its check was interrupted (Ctrl-C, a kill): check it now
                 result.files.append(replace(_check_download(entry, f, dest, state), status="present"))
@@ -132,6 +138,8 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
         # The marker stands from before the file reaches its name until its check passed: a file under its
         # name is a checked one unless the marker says otherwise (the hub's download renames it into place).
         marker.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_file() and not marker.exists():  # a checked file, fetched again (--force): kept until the new
+            _keep(dest, previous)                   # one has passed its check, and put back if it does not
         marker.touch()
         try:
             if f.hub is not None:
@@ -143,11 +151,28 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
                 _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
             result.files.append(_check_download(entry, f, dest, state))
         except BaseException:
-            if not dest.is_file():  # failed (or moved aside as .corrupt): nothing under its name to check
+            if previous.exists():  # the checked file it was to replace, back under its name
+                os.replace(previous, dest)
+                marker.unlink(missing_ok=True)
+            elif not dest.is_file():  # failed (or moved aside as .corrupt): nothing under its name to check
                 marker.unlink(missing_ok=True)
             raise
+        previous.unlink(missing_ok=True)
         marker.unlink()
         state.save()
+
+
+def _previous(dest: Path) -> Path:
+    """The hidden link to a checked file that a ``--force`` fetch is replacing."""
+    return dest.with_name(f".{dest.name}.previous")
+
+
+def _keep(dest: Path, previous: Path) -> None:
+    """Keep ``dest``'s content as ``previous`` while it stays in place: a hard link (no copy), else a copy."""
+    try:
+        os.link(dest, previous)
+    except OSError:
+        shutil.copy2(dest, previous)
 
 
 def unverified_marker(dest: Path) -> Path:

@@ -297,3 +297,31 @@ def test_fetch_a_file_out_of_a_wheel(local_index: Path, tmp_path: Path, monkeypa
     with pytest.raises(MissingModelError, match="offline"):
         fetch_model(reg.get("heads"), models_dir=mdir, force=True)
     assert (mdir / "heads" / "vgg.pth").read_bytes() == heads  # a refused refetch keeps the file
+
+
+def test_a_forced_fetch_that_fails_its_check_keeps_the_good_file(hub_env, tmp_path: Path) -> None:
+    """``models fetch --force`` replaces an installed file only once the new download passed its check: a hub
+    serving other bytes now (or a download that fails) leaves the checked file in place, the bad one aside as
+    ``.corrupt``, and no hidden copy behind."""
+    good, other = _payload(50_000, 3), _payload(50_000, 4)
+    hub_env.add_hub_file("Org/Pinned", "unet.pt", good)
+    reg = load_registry(_registry(tmp_path, {"p": {"kind": "latentsync", "description": "test", "files": [
+        {"path": "unet.pt", "role": "unet", "hub": {"repo": "Org/Pinned", "filename": "unet.pt"},
+         "sha256": hashlib.sha256(good).hexdigest()}]}}))
+    mdir = tmp_path / "models"
+    dest = mdir / "p" / "unet.pt"
+    fetch_model(reg.get("p"), models_dir=mdir)
+    assert fetch_model(reg.get("p"), models_dir=mdir, force=True).files[0].status == "downloaded"
+    assert dest.read_bytes() == good
+    hub_env.add_hub_file("Org/Pinned", "unet.pt", other)
+    with pytest.raises(CheckpointError, match="not the expected file"):
+        fetch_model(reg.get("p"), models_dir=mdir, force=True)
+    assert dest.read_bytes() == good and (mdir / "p" / "unet.pt.corrupt").read_bytes() == other
+    assert sorted(p.name for p in dest.parent.iterdir() if p.name.startswith(".u")) == []  # no marker, no link
+    assert fetch_model(reg.get("p"), models_dir=mdir).files[0].status == "present"
+    # A --force fetch killed mid-way leaves the link: the next fetch puts the file back if none stands.
+    (mdir / "p" / ".unet.pt.previous").write_bytes(good)
+    dest.unlink()
+    hub_env.add_hub_file("Org/Pinned", "unet.pt", good)
+    assert fetch_model(reg.get("p"), models_dir=mdir).files[0].status == "present" and dest.read_bytes() == good
+    assert not (mdir / "p" / ".unet.pt.previous").exists()
