@@ -44,14 +44,13 @@ def shot_row(s: ShotState, plan: TimelinePlan) -> ShotResult:
     """One shot of the report / ``--json`` result."""
     seg, oc = s.segment, s.outcome
     status = s.status
-    rec = plan.global_start + seg.record_start
     frames = (oc.frames if oc is not None else None) or seg.render_frames
     faces = oc.faces_found if oc is not None else None
     done = status == ShotStatus.DONE
     return ShotResult(
         id=seg.id, name=seg.name, status=status, reused=s.reused, rendered=s.rendered, key=s.key,
         output=oc.output if oc is not None else None,
-        record_in=tb.timecode(rec, plan.fps), record_out=tb.timecode(rec + seg.record_frames, plan.fps),
+        record_in=plan.timecode(seg.record_start), record_out=plan.timecode(seg.record_start + seg.record_frames),
         record_start=seg.record_start, frames=seg.record_frames, rendered_frames=seg.render_frames,
         source_start=seg.source_start, handles=[seg.handle_in, seg.handle_out],
         face_coverage=None if faces is None or not done else round(faces / max(frames, 1), 4),
@@ -140,7 +139,7 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
     summary = counts.to_dict()
     report = {
         "language": dub.language, "timeline": str(job.timeline), "timeline_name": plan.name, "dub": dub.source,
-        "fps": tb.fraction_str(plan.fps), "start": tb.timecode(plan.global_start, plan.fps),
+        "fps": tb.fraction_str(plan.fps), "start": plan.timecode(0),
         "summary": {k: summary.get(k, 0) for k in ("shots", "done", "rendered", "reused", "failed", "no_face",
                                                    "no_dialogue", "pending", "skipped", "under_min_sync")},
         "ok": counts.failed == 0 and counts.under_min_sync == 0,

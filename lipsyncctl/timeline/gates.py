@@ -21,7 +21,6 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from lipsyncctl.errors import MediaError, MissingModelError
-from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.types import ShotStatus
 
 if TYPE_CHECKING:
@@ -161,7 +160,7 @@ def dub_coverage_warning(dub: DubTrack, plan: TimelinePlan) -> str | None:
         return None
 
     def tc(frame: int) -> str:
-        return tb.timecode(plan.global_start + min(max(frame, 0), plan.duration), fps)
+        return plan.timecode(min(max(frame, 0), plan.duration))
 
     def at(frame: int) -> str:
         return f"{tc(frame)} ({float(min(max(frame, 0), plan.duration) / fps):.3f} s)"

@@ -394,7 +394,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
                     t += 1
                     bar.advance()
         mux(video_only, conform_audio(plan, dub, me), dub.rate, output, config.output.audio_codec,
-            inputs=(*inputs, *([me] if me else [])), timecode=tb.timecode(plan.global_start, plan.fps))
+            inputs=(*inputs, *([me] if me else [])), timecode=plan.timecode(0))
     return output
 
 

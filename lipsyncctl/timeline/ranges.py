@@ -191,9 +191,11 @@ def parse_time(value: Any, fps: Fraction, start: int, where: str) -> int:
     raise UsageError(f"{where} {text!r}: not a timecode, seconds or frames", hint=_HINT)
 
 
-def frame_ranges(segments: SegmentsFile, fps: Fraction, start: int, frames: int, what: str) -> list[FrameRange]:
+def frame_ranges(segments: SegmentsFile, fps: Fraction, start: int, frames: int, what: str,
+                 drop: bool = False) -> list[FrameRange]:
     """The ranges in frames ``[first, stop)`` of a picture of ``frames`` frames at ``fps`` whose first frame
-    has the timecode ``start`` (a frame count), sorted; ``what`` names the picture in errors.
+    has the timecode ``start`` (a frame count; counted drop frame in messages with ``drop``), sorted; ``what``
+    names the picture in errors.
 
     Raises:
         UsageError: a bad time, a range that is empty, starts before the first frame or ends after the
@@ -204,12 +206,12 @@ def frame_ranges(segments: SegmentsFile, fps: Fraction, start: int, frames: int,
         where = f"--segments {segments.path}: range {spec.number}"
         first = parse_time(spec.start, fps, start, f"{where}: start")
         stop = parse_time(spec.end, fps, start, f"{where}: end")
-        span = f"{tb.timecode(start + first, fps)}-{tb.timecode(start + stop, fps)}"
+        span = f"{tb.timecode(start + first, fps, drop)}-{tb.timecode(start + stop, fps, drop)}"
         if stop <= first:
             raise UsageError(f"{where}: end is not after start ({span})", hint=_HINT)
         if first < 0 or stop > frames:
-            raise UsageError(f"{where} ({span}) is outside {what} ({tb.timecode(start, fps)}-"
-                             f"{tb.timecode(start + frames, fps)}, {frames} frames)", hint=_HINT)
+            raise UsageError(f"{where} ({span}) is outside {what} ({tb.timecode(start, fps, drop)}-"
+                             f"{tb.timecode(start + frames, fps, drop)}, {frames} frames)", hint=_HINT)
         out.append(FrameRange(spec, first, stop))
     out.sort(key=lambda r: r.first)
     for a, b in zip(out, out[1:], strict=False):
@@ -252,7 +254,8 @@ def apply_ranges(timeline: Any, resolver: MediaResolver, segments: SegmentsFile,
     from lipsyncctl.timeline.segments import plan_timeline
 
     plan = plan_timeline(timeline, resolver, handles=handles)
-    ranges = frame_ranges(segments, plan.fps, plan.global_start, plan.duration, f"the edit {plan.name!r}")
+    ranges = frame_ranges(segments, plan.fps, plan.global_start, plan.duration, f"the edit {plan.name!r}",
+                          plan.drop_frame)
     shots = [*plan.segments, *(s.source for s in plan.skipped if s.source is not None)]
     warnings: list[str] = []
     for r in ranges:
@@ -262,9 +265,7 @@ def apply_ranges(timeline: Any, resolver: MediaResolver, segments: SegmentsFile,
             if hi <= r.first or lo >= r.stop:
                 continue
             if lo < r.first or hi > r.stop:
-                def tc(f: int) -> str:
-                    return tb.timecode(plan.global_start + f, plan.fps)
-
+                tc = plan.timecode
                 raise UsageError(f"--segments {segments.path}: range {r.spec.number} ({tc(r.first)}-{tc(r.stop)}) "
                                  f"splits shot {seg.name!r} ({tc(lo)}-{tc(hi)})",
                                  hint="a range covers whole shots of an edit: move its ends to the shot's cuts")
@@ -308,7 +309,8 @@ def write_clip_edit(video: Path, folder: Path, segments: SegmentsFile, *, inputs
     facts = probe_media(video)
     fps = Fraction(facts.fps)
     start = tb.tag_frames(facts.start_timecode, fps)
-    ranges = frame_ranges(segments, fps, start, facts.frames, f"the clip {video.name}")
+    ranges = frame_ranges(segments, fps, start, facts.frames, f"the clip {video.name}",
+                          tb.is_drop_frame(facts.start_timecode, fps))
     timeline = ranges_timeline(video, str(video.resolve()), clip_ranges(ranges, facts.frames), fps=fps,
                                media_start=start, media_frames=facts.frames, name=video.stem,
                                metadata={"segments": {"clip": str(video.resolve()), "file": str(segments.path)}})

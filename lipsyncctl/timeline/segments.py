@@ -42,7 +42,7 @@ from typing import Any
 from lipsyncctl.errors import MediaError
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.shots import ShotOptions, shot_options
-from lipsyncctl.timeline.source import MediaFacts, MediaResolver, probe_media
+from lipsyncctl.timeline.source import MediaFacts, MediaResolver, is_drop_frame_timeline, probe_media
 
 
 @dataclass
@@ -71,6 +71,7 @@ class Segment:
     #: media frames per record frame relative to the plain rate conversion: a pass-through shot's time
     #: warp (0 = a still of its first frame); always 1 for a lip-synced shot
     speed: Fraction = Fraction(1)
+    media_drop: bool = False       # the media's timecode tag counts drop frame (``;``)
 
     @property
     def render_start(self) -> int:
@@ -83,20 +84,20 @@ class Segment:
 
     @property
     def render_timecode(self) -> str:
-        """The source timecode of the render's first frame (its head handle), in the media's timecode:
-        written into the render, so it relinks by timecode (non-drop frame)."""
-        return tb.timecode(self.media_start + self.render_start, self.media_fps)
+        """The source timecode of the render's first frame (its head handle), in the media's timecode (drop
+        frame where its tag is): written into the render, so it relinks by timecode."""
+        return tb.timecode(self.media_start + self.render_start, self.media_fps, self.media_drop)
 
-    def to_dict(self, timeline_fps: Fraction, global_start: int) -> dict[str, Any]:
+    def to_dict(self, timeline_fps: Fraction, global_start: int, drop: bool = False) -> dict[str, Any]:
         rec = self.record_start + global_start
         return {
             "index": self.index, "id": self.id, "name": self.name, "track": self.track,
             "media": str(self.media), "url": self.media_url, "media_fps": tb.fraction_str(self.media_fps),
             "record": {"start": self.record_start, "frames": self.record_frames,
-                       "in": tb.timecode(rec, timeline_fps),
-                       "out": tb.timecode(rec + self.record_frames, timeline_fps)},
+                       "in": tb.timecode(rec, timeline_fps, drop),
+                       "out": tb.timecode(rec + self.record_frames, timeline_fps, drop)},
             "source": {"start": self.source_start, "frames": self.source_frames,
-                       "in": tb.timecode(self.media_start + self.source_start, self.media_fps)},
+                       "in": tb.timecode(self.media_start + self.source_start, self.media_fps, self.media_drop)},
             "handles": [self.handle_in, self.handle_out],
             "render": {"start": self.render_start, "frames": self.render_frames},
             "options": self.options.to_dict(), "warnings": list(self.warnings),
@@ -166,13 +167,18 @@ class TimelinePlan:
     skipped: list[SkippedItem]
     warnings: list[str]
     transitions: list[TransitionSpan] = field(default_factory=list)  # in record order, never overlapping
+    drop_frame: bool = False   # the edit counts drop-frame timecode (29.97/59.94: :func:`is_drop_frame_timeline`)
+
+    def timecode(self, frame: int) -> str:
+        """The record timecode of timeline frame ``frame`` (0 = the first), as the edit counts it (drop frame or not)."""
+        return tb.timecode(self.global_start + frame, self.fps, self.drop_frame)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "fps": tb.fraction_str(self.fps),
-            "start": tb.timecode(self.global_start, self.fps), "global_start_frames": self.global_start,
-            "duration_frames": self.duration,
-            "segments": [s.to_dict(self.fps, self.global_start) for s in self.segments],
+            "start": self.timecode(0), "global_start_frames": self.global_start,
+            "duration_frames": self.duration, "drop_frame": self.drop_frame,
+            "segments": [s.to_dict(self.fps, self.global_start, self.drop_frame) for s in self.segments],
             "transitions": [t.to_dict() for t in self.transitions],
             "skipped": [s.to_dict() for s in self.skipped], "warnings": list(self.warnings),
         }
@@ -270,7 +276,8 @@ def plan_timeline(
         warnings.append(f"{item.name}: skipped ({item.reason})")
     skipped.extend(_disabled(timeline, fps))
     return TimelinePlan(name=timeline.name or "timeline", fps=fps, global_start=gstart, duration=duration,
-                        segments=segments, skipped=skipped, warnings=warnings, transitions=transitions)
+                        segments=segments, skipped=skipped, warnings=warnings, transitions=transitions,
+                        drop_frame=is_drop_frame_timeline(timeline, fps))
 
 
 def _walk_track(track: Any, path: tuple[int, ...], priority: tuple[int, ...], offset: int,
@@ -412,7 +419,8 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     seg = Segment(index=0, id="", name=clip.name or media.stem, clip_path=piece.path, track=piece.track,
                   media=media, media_url=ref.target_url, media_fps=mfps, media_size=(facts.width, facts.height),
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
-                  source_start=first, source_frames=count, options=options, speed=speed)
+                  source_start=first, source_frames=count, options=options, speed=speed,
+                  media_drop=tb.is_drop_frame(facts.start_timecode, mfps))
     if passing is not None:
         seg.index = -1  # numbered -1, -2... by plan_timeline
         item = skip(passing)
@@ -497,7 +505,8 @@ def _disabled(timeline: Any, fps: Fraction) -> list[SkippedItem]:
 
 
 def _name_segments(segments: list[Segment], fps: Fraction, global_start: int) -> None:
-    """Give each segment a stable id: its clip name and record-in timecode (``sh020_01-00-04-12``).
+    """Give each segment a stable id: its clip name and record-in timecode (``sh020_01-00-04-12``, counted
+    non-drop frame in a drop-frame edit too, so that ids never change with how a timecode is shown).
 
     The id names the render file and the report row, so it must not depend on which other shots are
     planned (skipping a shot leaves every other id unchanged, unlike a running number). Visible segments

@@ -107,6 +107,23 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
     return _one_timeline(path, result)
 
 
+def is_drop_frame_timeline(timeline: Any, fps: Fraction) -> bool:
+    """Whether ``timeline`` counts its timecode drop frame (only at 29.97 and 59.94): an EDL's ``FCM: DROP FRAME``
+    or ``;`` (kept by :func:`read_timeline`), an FCP XML sequence's ``<displayformat>DF``; else (OTIO files
+    state none) non-drop."""
+    from lipsyncctl.timeline.timebase import DROP_FRAME_RATES
+
+    if fps not in DROP_FRAME_RATES:
+        return False
+    meta = timeline.metadata
+    ours = meta.get("lipsyncctl", {})
+    if "drop_frame" in ours:
+        return bool(ours["drop_frame"])
+    fcp = meta.get("fcp_xml", {})
+    code = fcp.get("timecode") if hasattr(fcp, "get") else None
+    return bool(hasattr(code, "get") and str(code.get("displayformat", "")).upper() == "DF")
+
+
 def _one_timeline(path: Path, result: Any) -> Any:
     """The timeline an adapter returned (the first of a collection)."""
     import opentimelineio as otio
@@ -321,6 +338,7 @@ def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
     _keep_record_start(timeline, found.rate)
     _link_incoming_clips(timeline)
     timeline.metadata.setdefault("lipsyncctl", {})["edl_rate"] = found.to_dict()
+    timeline.metadata["lipsyncctl"]["drop_frame"] = _timecode_frames([line.strip() for line in text.splitlines()])[1]
     if found.assumed:
         progress.warning(found.note())
     else:

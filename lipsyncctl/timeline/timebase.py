@@ -61,6 +61,12 @@ def timecode_frames(text: str, fps: Fraction) -> int:
     return to_frames(otio.opentime.from_timecode(text.replace(".", ":"), float(fps)), fps)
 
 
+def is_drop_frame(text: str | None, fps: Fraction) -> bool:
+    """Whether a timecode (a file's tag, an EDL's) counts drop frame: a ``;`` (or ``,``) before its frames, at a
+    rate that has drop frame."""
+    return bool(text) and fps in DROP_FRAME_RATES and any(sep in text[-4:] for sep in ";,")  # type: ignore[index]
+
+
 def tag_frames(start_timecode: str | None, fps: Fraction) -> int:
     """A file's timecode tag (``HH:MM:SS:FF``) as a frame count at ``fps``; 0 without one or when it does not
     parse."""
@@ -72,8 +78,14 @@ def tag_frames(start_timecode: str | None, fps: Fraction) -> int:
         return 0
 
 
-def timecode(frames: int, fps: Fraction) -> str:
-    """SMPTE timecode (non-drop frame; ``HH:MM:SS:FF``) of a frame count at ``fps``."""
+def timecode(frames: int, fps: Fraction, drop: bool = False) -> str:
+    """SMPTE timecode of a frame count at ``fps``: non-drop frame ``HH:MM:SS:FF``, or with ``drop`` at 29.97 and
+    59.94 (:data:`DROP_FRAME_RATES`) drop frame ``HH:MM:SS;FF``, as an NLE shows a drop-frame timeline (the
+    same frame: ``01:00:00;00`` is frame 107892 at 29.97, which non-drop counts as ``00:59:56:12``)."""
+    if drop and fps in DROP_FRAME_RATES:
+        import opentimelineio as otio
+
+        return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, float(fps)), float(fps), True)
     nominal = math.ceil(fps)
     ff = frames % nominal
     total = frames // nominal

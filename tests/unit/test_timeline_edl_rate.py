@@ -46,6 +46,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_clip(folder / "cam_a.mkv", frames, Fraction(25))
     write_clip(folder / "cam_b.mkv", frames, Fraction(25), tags={"timecode": "01:00:00:00"})
     write_clip(folder / "cam_ntsc.mkv", frames, NTSC)
+    write_clip(folder / "cam_df.mkv", frames, NTSC, tags={"timecode": "01:00:00;00"})
     return folder
 
 
@@ -74,6 +75,53 @@ def test_fcm_drop_frame_reads_at_29_97(media: Path) -> None:
     assert plan.fps == NTSC
     assert [(s.record_frames, s.source_start, s.source_frames) for s in plan.segments] == [(40, 2, 40)]
     assert plan.segments[0].media_fps == NTSC and not plan.segments[0].warnings
+
+
+def test_a_drop_frame_edit_shows_drop_frame_timecode(media: Path) -> None:
+    """At 29.97 drop frame (FCM or ';') the plan, the report rows and the conform's stamp count drop frame as the
+    NLE shows them (01:00:00;00 is frame 107892, which non-drop shows as 00:59:56:12); a source whose tag is
+    drop frame gives its render's timecode so; shot ids stay non-drop (stable names); a non-drop edit at
+    29.97 stays non-drop."""
+    from lipsyncctl.timeline import timebase as tb
+
+    assert tb.timecode(107892, NTSC, True) == "01:00:00;00" and tb.timecode(107892, NTSC) == "00:59:56:12"
+    assert tb.timecode(90000, Fraction(25), True) == "01:00:00:00"  # no drop frame at 25
+    edl = media / "df_hour.edl"
+    edl.write_text(_edl(_event(1, "01:00:00;02", "01:00:01;12", "01:00:00;00", "01:00:01;10", "cam_df.mkv"),
+                        fcm="DROP FRAME"), encoding="utf-8")
+    timeline = read_timeline(edl)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=2)
+    assert plan.drop_frame and plan.global_start == 107892
+    (seg,) = plan.segments
+    shown = plan.to_dict()
+    assert shown["start"] == "01:00:00;00" and shown["drop_frame"] is True
+    assert shown["segments"][0]["record"]["in"] == "01:00:00;00" and shown["segments"][0]["record"]["out"] == "01:00:01;10"
+    assert seg.media_drop and shown["segments"][0]["source"]["in"] == "01:00:00;02"
+    assert seg.render_timecode == "01:00:00;00"  # the head handle: 2 frames before the source in
+    assert seg.id.endswith("_00-59-56-12")
+    non_drop = media / "ndf.edl"
+    non_drop.write_text(_edl(_event(1, "00:00:00:02", "00:00:01:12", "01:00:00:00", "01:00:01:10", "cam_ntsc.mkv")),
+                        encoding="utf-8")
+    plain = plan_timeline(read_timeline(non_drop, rate=29.97), MediaResolver(media), handles=0)
+    assert not plain.drop_frame and plain.to_dict()["start"] == "01:00:00:00" and plain.global_start == 108000
+
+
+def test_an_fcp_xml_sequence_states_drop_frame() -> None:
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.source import is_drop_frame_timeline
+
+    if "fcp_xml" not in installed_adapters():
+        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
+    rate = 30000 / 1001
+    timeline = otio.schema.Timeline("t", global_start_time=otio.opentime.RationalTime(107892, rate))
+    timeline.tracks.append(otio.schema.Track())
+    xml = otio.adapters.write_to_string(timeline, "fcp_xml")
+    assert "<displayformat>NDF</displayformat>" in xml
+    as_ndf = otio.adapters.read_from_string(xml, "fcp_xml")
+    as_df = otio.adapters.read_from_string(xml.replace(">NDF<", ">DF<"), "fcp_xml")
+    assert not is_drop_frame_timeline(as_ndf, NTSC) and is_drop_frame_timeline(as_df, NTSC)
+    assert not is_drop_frame_timeline(as_df, Fraction(25))
 
 
 def test_an_explicit_edl_rate_wins(media: Path) -> None:
