@@ -227,8 +227,12 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                              inputs=protected)
             else:
                 with atomic_output(path, inputs=protected) as tmp:
-                    otio.adapters.write_to_file(_for_adapter(_with_urls(timeline, at or folder, base, name), name),
-                                                str(tmp), adapter_name=name)
+                    out = _for_adapter(_with_urls(timeline, at or folder, base, name), name)
+                    if name == "cmx_3600":
+                        tmp.write_text(_edl_counting(otio.adapters.write_to_string(out, adapter_name=name), timeline),
+                                       encoding="utf-8")
+                    else:
+                        otio.adapters.write_to_file(out, str(tmp), adapter_name=name)
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist
             if name == "otio_json":
@@ -265,6 +269,32 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
         elif mine is None and form == "relative" and base is not None:
             ref.target_url = Path(os.path.relpath(base / url, folder.resolve())).as_posix()
     return out
+
+
+_EDL_TIMECODE = re.compile(r"\b\d{2}:\d{2}:\d{2}[:;]\d{2}\b")
+
+
+def _edl_counting(text: str, timeline: Any) -> str:
+    """An EDL written by OTIO's CMX 3600 writer, counting its timecodes as the edit does. At 29.97/59.94 that
+    writer always writes drop frame (``;``) and no ``FCM`` line: a non-drop edit's ``01:00:00:00`` came back
+    as ``01:00:03;18`` (the same frame, other digits). The timecodes are rewritten in the edit's count
+    (:func:`~lipsyncctl.timeline.source.is_drop_frame_timeline`) and its ``FCM`` line added; other rates are
+    left as written."""
+    from lipsyncctl.timeline.source import is_drop_frame_timeline
+
+    rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
+    if rate not in tb.DROP_FRAME_RATES:
+        return text
+    drop = is_drop_frame_timeline(timeline, rate)
+
+    def recount(m: re.Match[str]) -> str:
+        return tb.timecode(tb.timecode_frames(m.group(0), rate), rate, drop)
+
+    lines = [line if line.startswith("*") else _EDL_TIMECODE.sub(recount, line) for line in text.splitlines()]
+    fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}"
+    lines = [line for line in lines if not line.upper().startswith("FCM")]
+    at = 1 if lines and lines[0].upper().startswith("TITLE") else 0
+    return "\n".join([*lines[:at], fcm, *lines[at:]]) + "\n"
 
 
 def _for_adapter(timeline: Any, adapter: str) -> Any:

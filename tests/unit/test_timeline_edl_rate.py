@@ -106,6 +106,30 @@ def test_a_drop_frame_edit_shows_drop_frame_timecode(media: Path) -> None:
     assert not plain.drop_frame and plain.to_dict()["start"] == "01:00:00:00" and plain.global_start == 108000
 
 
+@pytest.mark.parametrize("drop", [True, False])
+def test_the_written_edl_counts_its_timecodes_as_the_edit_did(media: Path, tmp_path: Path, drop: bool) -> None:
+    """OTIO's EDL writer writes drop frame at 29.97 whatever the edit counts: the EDL handed back has the
+    input's count and FCM line, so its record in is the input's 01:00:00:00 (or 01:00:00;00), and it reads
+    back to the same frames."""
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    sep, fcm = (";", "DROP FRAME") if drop else (":", "NON-DROP FRAME")
+    edl = media / f"count_{drop}.edl"
+    edl.write_text(_edl(_event(1, f"00:00:00{sep}02", f"00:00:01{sep}12", f"01:00:00{sep}00", f"01:00:01{sep}10",
+                               "cam_ntsc.mkv"), fcm=fcm), encoding="utf-8")
+    timeline = read_timeline(edl, rate=29.97)
+    written, _ = write_timelines(timeline, edl, tmp_path)
+    text = (tmp_path / edl.name).read_text()
+    assert f"FCM: {fcm}" in text.splitlines()[:3]
+    event = next(line for line in text.splitlines() if line.startswith("001"))
+    assert event.split()[-4:] == [f"00:00:00{sep}02", f"00:00:01{sep}12", f"01:00:00{sep}00", f"01:00:01{sep}10"]
+    again = plan_timeline(read_timeline(tmp_path / edl.name, rate=29.97), MediaResolver(media), handles=0)
+    first = plan_timeline(timeline, MediaResolver(media), handles=0)
+    assert (again.global_start, again.drop_frame) == (first.global_start, drop)
+    assert [(s.record_start, s.source_start, s.source_frames) for s in again.segments] == \
+        [(s.record_start, s.source_start, s.source_frames) for s in first.segments]
+
+
 def test_an_fcp_xml_sequence_states_drop_frame() -> None:
     import opentimelineio as otio
 
