@@ -187,9 +187,10 @@ def to_vad_rate(samples: np.ndarray, rate: int) -> np.ndarray:
     return np.interp(x, np.arange(mono.shape[0]), mono).astype(np.float32)
 
 
-#: Speech is looked for in windows of this many seconds of the dub (a 16 kHz copy of one window at a time,
-#: 38 MB; a stretch of speech across a window's edge is joined up again).
-VAD_WINDOW_S = 600
+#: Speech is looked for in windows of this many seconds of the dub (one window's 16 kHz copy at a time: about
+#: 250 MB of work arrays for a 48 kHz dub, whatever its length; a stretch of speech across a window's edge is
+#: joined up again).
+VAD_WINDOW_S = 300
 
 
 def detect_speech(dub: DubTrack, *, threshold: float = 0.5, min_silence_ms: int = 300,
