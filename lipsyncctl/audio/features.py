@@ -22,6 +22,7 @@ official ones bit for bit; at other rates the source frame rate is kept and audi
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,10 +118,17 @@ def feature_chunks(
     return gathered.reshape(n_frames, -1, features.shape[-1])
 
 
+#: Feature rows (50 per second) above which :func:`audio_features` keeps them on disk when given a folder:
+#: 10 minutes, 230 MB of float32.
+SPILL_ROWS = 50 * 600
+
+
 def audio_features(
     encoder: WhisperFeatureEncoder,
     audio_16k: np.ndarray | torch.Tensor,
     batch_size: int = 4,
+    *,
+    folder: str | Path | None = None,
 ) -> torch.Tensor:
     """Whisper features of a whole clip, exactly as the official ``audio2feat``.
 
@@ -129,6 +137,9 @@ def audio_features(
             used for the encoder pass; the log-mel is computed on the CPU in float32).
         audio_16k: mono samples at 16 kHz, ``(n,)`` float in ``[-1, 1]`` or PCM16 integers.
         batch_size: 30 s windows encoded per forward pass.
+        folder: where features of more than :data:`SPILL_ROWS` rows are kept, in an unnamed file mapped into
+            memory (:func:`~lipsyncctl.media.audio.scratch_samples`: an hour of audio's 1.4 GB costs disk,
+            not memory); None keeps them in memory.
 
     Returns:
         float32 CPU tensor ``(L, 5, 384)``, ``L = num_features_for_samples(n)`` (50 per second).
@@ -145,7 +156,15 @@ def audio_features(
         raise ValueError(f"audio too short for whisper features: {samples.numel()} samples")
     starts = list(range(0, total, window))
     param = next(encoder.parameters())
+    rows = sum(min(window, total - s) // 2 for s in starts)
+    out: torch.Tensor | None = None
+    if folder is not None and rows > SPILL_ROWS:
+        from lipsyncctl.media.audio import scratch_samples
+
+        states_n, width = encoder.num_hidden_states, encoder.d_model
+        out = torch.from_numpy(scratch_samples(rows, states_n * width, folder=folder)).view(rows, states_n, width)
     pieces: list[torch.Tensor] = []
+    at = 0
     with torch.inference_mode(), progress.Task("whisper features", total=len(starts)) as task:
         for b in range(0, len(starts), batch_size):
             batch_starts = starts[b : b + batch_size]
@@ -157,6 +176,11 @@ def audio_features(
             states = encoder(batch)  # (B, 5, n_ctx, D)
             for j, s in enumerate(batch_starts):
                 keep = min(window, total - s) // 2
-                pieces.append(states[j, :, :keep].transpose(0, 1).to("cpu", torch.float32))
+                piece = states[j, :, :keep].transpose(0, 1).to("cpu", torch.float32)
+                if out is None:
+                    pieces.append(piece)
+                else:
+                    out[at : at + keep] = piece
+                at += keep
             task.advance(len(batch_starts))
-    return torch.cat(pieces, dim=0)
+    return torch.cat(pieces, dim=0) if out is None else out

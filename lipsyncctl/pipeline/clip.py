@@ -4,9 +4,10 @@ Memory stays bounded whatever the clip length: frames are decoded in a streaming
 frames (``inference.window``, 16 officially) are held at a time. With ``inference.pipelined`` and ``faces.select:
 largest`` the clip is decoded once (the render reads the frames the face pass decoded, kept until it has read
 past them); otherwise twice (once for the faces, once for rendering).
-What is kept for the whole clip is small: one face record per source frame, the new audio at 16 kHz mono
-and its whisper features (50 x 5 x 384 floats per second of audio). The new audio at its own rate is
-streamed from its file into the output, never held.
+What is kept for the whole clip: one face record per source frame, the new audio at 16 kHz mono (64 kB per
+second) and its whisper features (50 x 5 x 384 floats per second of audio: past 10 minutes in an unnamed file
+beside the output, mapped, not in memory). The new audio at its own rate is streamed from its file into the
+output, never held.
 
 1. Probe the inputs, check the output, plan the output frames (:mod:`lipsyncctl.pipeline.plan`).
 2. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
@@ -252,7 +253,7 @@ def sync_clip(
 
             # 4. Audio features, once for the whole audio (padded with silence to the output length).
             with clock("audio features"):
-                features = _audio_features(networks, mono, plan)
+                features = _audio_features(networks, mono, plan, output.parent if output.parent.is_dir() else None)
             del mono
 
             # 5-6. Render, encode, mux, rename into place.
@@ -393,16 +394,17 @@ def _probe_inputs(video: Path, audio: Path) -> Any:
     return info
 
 
-def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan) -> Any:
+def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder: Path | None) -> Any:
     """Whisper features ``(L, 5, 384)`` of the new audio (16 kHz mono ``(n,)``); with the ``silence``
-    policy padded with silence so every output frame (plus the 2-frame context) has real features."""
+    policy padded with silence so every output frame (plus the 2-frame context) has real features. Those of
+    a long audio are kept on disk in ``folder`` (the output's: :func:`~lipsyncctl.audio.features.audio_features`)."""
     from lipsyncctl.audio.features import audio_features
 
     if plan.policy == "silence":
         need = int(round((plan.num_frames + 3) / plan.fps * 16000))
         if len(mono) < need:
             mono = np.concatenate([mono, np.zeros(need - len(mono), dtype=mono.dtype)])
-    return audio_features(networks.whisper, mono)
+    return audio_features(networks.whisper, mono, folder=folder)
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,

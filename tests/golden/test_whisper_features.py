@@ -144,3 +144,27 @@ def test_multiwindow_features_keep_frame_count():
     feats = audio_features(enc, audio, batch_size=1)
     assert feats.shape == (1500 + 51, 2, 64)
     assert num_features_for_samples(audio.numel()) == feats.shape[0]
+
+
+def test_long_audio_features_are_kept_on_disk_and_the_same(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Past SPILL_ROWS rows (10 minutes) the features go to an unnamed mapped file in the given folder: the same
+    values as in memory; the log-mel is taken STFT_BLOCK frames at a time, the same bit for bit up to one block
+    and within a float32 rounding past it."""
+    from lipsyncctl.audio import features as feats_module
+    from lipsyncctl.audio import mel as mel_module
+
+    gen = torch.Generator().manual_seed(1)
+    dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 1}
+    enc = encoder_from_dims(dims)
+    audio = torch.randn(16000 * 31 + 480, generator=gen) * 0.1
+    in_memory = audio_features(enc, audio, batch_size=1)
+    monkeypatch.setattr(feats_module, "SPILL_ROWS", 100)
+    on_disk = audio_features(enc, audio, batch_size=1, folder=tmp_path)
+    assert torch.equal(on_disk, in_memory) and not any(tmp_path.iterdir())  # the file has no name
+    ptr = on_disk.data_ptr()  # its memory is a mapping of a deleted file in tmp_path
+    mapping = next(line for line in open("/proc/self/maps") if
+                   int(line.split()[0].split("-")[0], 16) <= ptr < int(line.split()[0].split("-")[1], 16))
+    assert str(tmp_path) in mapping and "(deleted)" in mapping
+    whole = log_mel_spectrogram(audio)
+    monkeypatch.setattr(mel_module, "STFT_BLOCK", 7)
+    torch.testing.assert_close(log_mel_spectrogram(audio), whole, atol=1e-6, rtol=0)
