@@ -224,18 +224,21 @@ def sync_clip(
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
 
+    # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
+    # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
+    face_frames = min(plan.source_frames, plan.shown_source_frames() + config.faces.crossfade_frames + 1)
     with IndexedReader(video, grid, info=info) as reader:
         # 2. Faces over the selected source frames, before any network loads (fail fast). Pipelined, the pass
         # runs beside the networks and the render (FaceStream) once it has found a face.
         with clock("faces"):
             faces, faces_reused = face_pass.cached_clip_faces(
-                face_cache, video, reader, first, plan.source_frames, grid, config.faces, config.model.resolution,
+                face_cache, video, reader, first, face_frames, grid, config.faces, config.model.resolution,
                 device=_detector_device(config, networks), audio_16k=mono if config.faces.select == "speaker" else None,
                 concurrent=config.inference.pipelined, info=info, keep=_frames_kept(config))
         stream = faces if isinstance(faces, face_pass.FaceStream) else None
         try:
             if not (stream.first_face() if stream is not None else faces.found > 0):
-                raise NoFaceError(f"{video}: no usable face in any of the {plan.source_frames} selected frames",
+                raise NoFaceError(f"{video}: no usable face in any of the {face_frames} selected frames",
                                   hint="check --start/--end, or try another detector (--detector)")
             said_at = len(warnings)  # the face pass's warnings go here, once it has ended (a stream: after the render)
 

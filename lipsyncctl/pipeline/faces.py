@@ -349,7 +349,12 @@ class FaceStream:
         return matrix, float(np.float32(weight))  # as FacePlan.weights holds it
 
     def result(self) -> FacePlan:
-        """The whole pass as a :class:`FacePlan` (waits for its end)."""
+        """The whole pass as a :class:`FacePlan` (waits for its end). Called once the render has read its last
+        frame: the pass is no longer held back by the render's reads, and keeps no more frames."""
+        with self._cond:
+            self._reading, self.keep = False, 0  # a pass past the render's last read would wait for it forever
+            self._frames.clear()
+            self._cond.notify_all()
         self._wait(lambda: len(self._matrices) == self.count)
         self.close()
         return self._plan()

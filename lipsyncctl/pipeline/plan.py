@@ -111,6 +111,11 @@ class ClipPlan:
             p = min(math.floor(p * self.source_fps / self.fps), self.source_frames - 1)
         return self.first_frame + p
 
+    def shown_source_frames(self) -> int:
+        """Selected source frames from the first up to the last one the output shows: all of them, or fewer
+        when a shorter dub cuts the output (``cut``) before the picture ends."""
+        return self.source_index(min(self.num_frames, self.picture_frames) - 1) - self.first_frame + 1
+
     def source_indices(self, start: int, stop: int) -> list[int]:
         """:meth:`source_index` of output frames ``start .. stop-1``."""
         return [self.source_index(i) for i in range(start, stop)]

@@ -531,3 +531,34 @@ def test_pipelined_loop_and_pingpong_match_the_serial_output(tiny_env, clip, tmp
         digests.append(_digest(out))
     assert digests[0] == digests[1]
     assert not _render_threads()
+
+
+def test_a_face_pass_past_the_renders_last_read_finishes() -> None:
+    """A pass beside the render that covers more frames than the render reads (it stopped early) does not wait for
+    reads that never come: result() releases it (the run hung for good after its last frame)."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.pipeline.faces import FaceStream
+
+    video = Path(__file__).resolve().parents[2] / "lipsyncctl" / "data" / "sample.mp4"
+    info = probe(video)
+    fps = info.video.nominal_fps  # type: ignore[union-attr]
+    config = cfg.resolve("tiny")
+    count = min(90, info.video.frame_count)  # type: ignore[union-attr]
+    stream = FaceStream(video, info, 0, count, fps, config.faces, 256, keep=20).start()
+    try:
+        with IndexedReader(video, fps, info=info) as fallback:
+            source = stream.reader(fallback)
+            for lo in (0, 10):  # the render reads 20 frames, then stops
+                source.read(range(lo, lo + 10))
+                for k in range(lo, lo + 10):
+                    stream.at(k)
+            done = threading.Event()
+            plan = []
+            worker = threading.Thread(target=lambda: (plan.append(stream.result()), done.set()), daemon=True)
+            worker.start()
+            assert done.wait(60), f"result() still waiting; the pass is at frame {stream._next} of {count}"
+        assert len(plan[0].matrices) == count
+    finally:
+        stream.close()

@@ -46,6 +46,16 @@ def test_audio_shorter_cuts_picture(policy):
     assert plan.source_indices(45, 50) == [45, 46, 47, 48, 49]
 
 
+def test_shown_source_frames_stop_where_a_shorter_dub_cuts_the_output():
+    """The faces a run tracks: up to the last source frame the output shows (all of them once it loops)."""
+    assert _plan(100, 2.0, "cut").shown_source_frames() == 50
+    assert _plan(100, 6.0, "cut").shown_source_frames() == 100
+    assert _plan(3, 7 / 25, "pingpong").shown_source_frames() == 3
+    assert _plan(100, 2.0, "silence").shown_source_frames() == 100
+    ntsc = plan_clip(600, Fraction(30), 16000 * 2, 16000, "cut", fps=Fraction(25), first_frame=10)
+    assert ntsc.shown_source_frames() == ntsc.source_index(ntsc.num_frames - 1) - 10 + 1 == 59  # 49 * 30/25, +1
+
+
 def test_silence_keeps_whole_picture_and_pads_audio():
     plan = _plan(100, 2.0, "silence")
     assert plan.num_frames == 100
