@@ -33,7 +33,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -259,20 +259,26 @@ def sync_clip(
                 features = _audio_features(networks, mono, plan, output.parent if output.parent.is_dir() else None)
             del mono
 
-            # 5-6. Render, encode, mux, rename into place.
+            # 5-6. Render, encode, mux; the face pass's end and the run's record; rename into place.
             source = stream.reader(reader) if stream is not None else reader  # one decode when the pass streams
+            done: list[Any] = []  # (faces, no_face_out, run_yaml) from settle()
+
+            def settle() -> None:
+                whole = faces
+                if stream is not None:
+                    whole = stream.result()  # done, or nearly: the render has asked for the frames it shows
+                    clock.seconds["faces"] = stream.seconds  # its own wall time, beside the other stages
+                assert not isinstance(whole, face_pass.FaceStream)
+                said, no_face = _face_warnings(whole, plan, first)
+                warnings[said_at:said_at] = said
+                done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole)])
+
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
-                              matte_out)
-            if stream is not None:
-                faces = stream.result()  # done, or nearly: the render has asked for the frames it shows
-                clock.seconds["faces"] = stream.seconds  # its own wall time, beside the other stages
+                              matte_out, settle)
         finally:
             if stream is not None:
                 stream.close()
-    assert not isinstance(faces, face_pass.FaceStream)
-    said, no_face_out = _face_warnings(faces, plan, first)
-    warnings[said_at:said_at] = said
-    run_yaml = _write_run_yaml(output, config, plan, video, audio, networks, faces)
+    faces, no_face_out, run_yaml = done
     width, height = vinfo.display_size
     return SyncResult(
         output=output, frames=plan.num_frames, fps=plan.fps, width=width, height=height,
@@ -304,10 +310,11 @@ def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[st
 
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
-                      output: Path, matte_out: Path | None) -> None:
-    """Steps 5-6: everything is written in a hidden folder beside ``output`` and renamed at the end. A write
-    failure there (disk full...) is a :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about
-    the space the render needs."""
+                      output: Path, matte_out: Path | None, settle: Callable[[], None]) -> None:
+    """Steps 5-6: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
+    ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
+    ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
+    :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs."""
     from lipsyncctl.errors import WriteError
     from lipsyncctl.media.atomic import output_folder, sweep_temps, temp_prefix, write_error
     from lipsyncctl.media.mux import mux_audio
@@ -340,6 +347,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                 done = writer.packets_written if writer is not None else 0
                 needed.append(_space_needed(exc, video_only, done, plan.num_frames))
                 raise
+            settle()
             if matte_out is not None and matte_tmp is not None:
                 os.replace(matte_tmp, matte_out)
             os.replace(final, output)

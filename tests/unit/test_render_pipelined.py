@@ -105,6 +105,29 @@ def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypa
     assert not _render_threads()
 
 
+def test_an_interrupt_after_the_render_leaves_no_output(tiny_env, clip, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face pass's end and OUT.run.yaml come before the rename: Ctrl-C there leaves no OUT (a rerun of the same
+    command then starts again, where a kept OUT without its record was refused as existing)."""
+    from lipsyncctl.pipeline import clip as clip_module
+
+    config, models = tiny_env
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clip_module, "_write_run_yaml", interrupted)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        sync_clip(clip["video"], clip["audio"], out_dir / "o.mp4", with_sets(config, "output.matte=true"),
+                  networks=models)
+    assert list(out_dir.iterdir()) == []
+    monkeypatch.undo()
+    result = sync_clip(clip["video"], clip["audio"], out_dir / "o.mp4", config, networks=models)
+    assert result.output.is_file() and result.run_yaml is not None and result.run_yaml.is_file()
+
+
 @pytest.mark.parametrize(("stage", "exc"), [("first", OSError("disk")), ("middle", KeyboardInterrupt()),
                                            ("last", KeyboardInterrupt()), ("last", RuntimeError("x"))])
 def test_errors_and_interrupts_in_any_stage_reach_the_caller_and_stop_the_others(stage: str,
