@@ -34,13 +34,26 @@ def auto_audio_codec(video_codec: str, out: str | Path) -> str:
 _SAMPLE_DTYPES = {"flt": np.float32, "s16": np.int16, "s32": np.int32, "dbl": np.float64, "u8": np.uint8}
 
 
+def encodable_rate(encoder: str, rate: int) -> int:
+    """``rate`` if the audio ``encoder`` takes it, else the nearest rate above it that it takes (its highest where
+    none is: AAC holds at most 96 kHz, so a 192 kHz dub is encoded at 96 kHz)."""
+    import av
+
+    rates = av.codec.Codec(encoder, "w").audio_rates
+    if not rates or rate in rates:
+        return rate
+    above = [r for r in rates if r > rate]
+    return min(above) if above else max(rates)
+
+
 def _array_frames(chunks: Iterator[np.ndarray], channels: int, rate: int, fmt: str,
-                  frame_size: int) -> Iterator[Any]:
-    """Encoder frames of float32 ``(n, channels)`` sample ``chunks`` (any lengths), a slice at a time."""
+                  frame_size: int, out_rate: int | None = None) -> Iterator[Any]:
+    """Encoder frames of float32 ``(n, channels)`` sample ``chunks`` (any lengths) at ``rate``, a slice at a time,
+    resampled to ``out_rate`` (default: ``rate``)."""
     import av
 
     layout = layout_name(channels)
-    resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate, frame_size=frame_size)
+    resampler = av.AudioResampler(format=fmt, layout=layout, rate=out_rate or rate, frame_size=frame_size)
     pts = 0
     for data in chunks:
         for i in range(0, len(data), 16 * frame_size):
@@ -123,7 +136,7 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
 
 
 def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.ndarray], out: str | Path, *, rate: int | None = None,
-              codec: str = "aac", bit_rate: int | None = None, duration: float | None = None,
+              codec: str = "aac", bit_rate: int | None = None, duration: float | Fraction | None = None,
               pad: bool = False, inputs: tuple | list = (), timecode: str | None = None,
               reel: str | None = None) -> Path:
     """Write ``out``: the video stream of ``video`` copied as is, plus ``audio`` encoded as ``codec``.
@@ -138,8 +151,12 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
         codec: ``aac`` (default), ``pcm`` (16-bit) or ``pcm24`` (24-bit; both need a .mov/.mkv output), or
             ``auto`` (:func:`auto_audio_codec` of the copied video stream).
         bit_rate: AAC bit rate (default: the encoder's, about 128 kb/s for stereo).
-        duration: cut the audio to this many seconds.
+        duration: cut the audio to this many seconds (a Fraction for an exact sample count:
+            ``round(duration * rate)``).
         pad: with ``duration``, also pad a shorter audio with silence to exactly that length.
+
+    A rate the encoder cannot hold (AAC above 96 kHz, or an odd rate) is resampled to the nearest one it can
+    (:func:`encodable_rate`); PCM keeps every rate.
         timecode, reel: the start timecode and reel name to write (:func:`tag_timecode`).
     """
     import av
@@ -164,13 +181,15 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
                     if not rate:
                         raise ValueError("rate= is required when audio is samples")
                     channels, chunks = _sample_chunks(audio)
-                    aout = _add_audio(dst, encoder, rate, channels, bit_rate)
-                    frames = _array_frames(chunks, channels, rate, fmt, aout.codec_context.frame_size or 1024)
-                    _interleave(src, vin, dst, vout, aout, frames, rate, duration, pad)
+                    out_rate = encodable_rate(encoder, rate)
+                    aout = _add_audio(dst, encoder, out_rate, channels, bit_rate)
+                    frames = _array_frames(chunks, channels, rate, fmt, aout.codec_context.frame_size or 1024,
+                                           out_rate)
+                    _interleave(src, vin, dst, vout, aout, frames, out_rate, duration, pad)
                 else:
                     with opened(audio) as asrc:
                         ain = _audio_stream(asrc, Path(audio), None)
-                        a_rate = int(ain.codec_context.sample_rate)
+                        a_rate = encodable_rate(encoder, int(ain.codec_context.sample_rate))
                         channels = int(ain.codec_context.layout.nb_channels)
                         aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)
                         frames = (f for _, f in iter_audio_frames(
@@ -193,9 +212,9 @@ def _add_audio(dst: Any, encoder: str, rate: int, channels: int, bit_rate: int |
 
 
 def _interleave(src: Any, vin: Any, dst: Any, vout: Any, aout: Any, frames: Iterator[Any], rate: int,
-                duration: float | None, pad: bool = False) -> None:
+                duration: float | Fraction | None, pad: bool = False) -> None:
     """Mux copied video packets and encoded audio in time order, so neither is buffered whole."""
-    limit = None if duration is None else int(round(duration * rate))
+    limit = None if duration is None else int(round(Fraction(duration) * rate))
     written = 0
     audio = iter(frames)
     if pad and limit is not None:

@@ -168,7 +168,7 @@ def sync_clip(
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline import faces as face_pass
-    from lipsyncctl.pipeline.output import check_frame_size, check_output
+    from lipsyncctl.pipeline.output import audio_rate_warning, check_frame_size, check_output
 
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
@@ -220,6 +220,9 @@ def sync_clip(
     mismatch = length_mismatch_warning(plan, start, end) if frames is None else None  # an edit's range: exact
     if mismatch:
         warnings.append(mismatch)
+    resampled = audio_rate_warning(output, config.output, audio_rate)
+    if resampled:
+        warnings.append(resampled)
     if vinfo.is_vfr:
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
@@ -341,7 +344,8 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                 # The new audio at its own rate and channels, cut or padded with silence to the picture.
                 with clock("mux"):
                     final = mux_audio(video_only, audio, tmp / f"final{output.suffix}",
-                                      codec=config.output.audio_codec, duration=plan.duration, pad=True,
+                                      codec=config.output.audio_codec, pad=True,
+                                      duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
                                       inputs=[video])
             except WriteError as exc:
                 done = writer.packets_written if writer is not None else 0

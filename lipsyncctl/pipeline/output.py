@@ -102,6 +102,22 @@ def check_output(output: Path, options: OutputOptions) -> None:
                           hint=f"use output.audio_codec=aac, or one of {', '.join(pcm_ok)} for {options.codec} with PCM")
 
 
+def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str | None:
+    """A warning when the dub's sample ``rate`` is more (or other) than the output's audio codec holds (AAC: at
+    most 96 kHz): its sound is resampled (:func:`~lipsyncctl.media.mux.encodable_rate`); else None."""
+    from lipsyncctl.media.mux import AUDIO_CODECS, auto_audio_codec, encodable_rate
+
+    codec = options.audio_codec
+    if codec == "auto":
+        writer = OUTPUT_CODECS[options.codec].writer_codec
+        codec = auto_audio_codec("dnxhd" if writer == "dnxhr" else writer, output)  # the stream's codec name
+    kept = encodable_rate(AUDIO_CODECS[codec][0], rate)
+    if kept == rate:
+        return None
+    return (f"the dub's {rate} Hz is more than {codec.upper()} holds: the output's sound is resampled to {kept} Hz "
+            "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
+
+
 def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str | None,
                      size: tuple[int, int]) -> None:
     """Fail fast (before any work) when the pixel format written cannot store ``size`` (width, height):

@@ -314,6 +314,28 @@ def test_streamed_audio_memory_does_not_grow_with_its_length(gen: Path) -> None:
     assert peak < size / 10 < size <= whole_peak, f"{peak / 1e6:.1f} MB for {size / 1e6:.0f} MB of sound"
 
 
+def test_mux_resamples_what_the_encoder_cannot_hold_and_cuts_at_an_exact_sample(gen: Path) -> None:
+    """AAC holds at most 96 kHz: a 192 kHz dub is encoded at 96 kHz (PCM keeps it); a Fraction duration cuts at
+    round(duration * rate) exactly (a float's rounding was one sample off at some rates and lengths)."""
+    from lipsyncctl.media.audio import audio_length
+    from lipsyncctl.media.mux import encodable_rate
+
+    assert (encodable_rate("aac", 192000), encodable_rate("aac", 48000), encodable_rate("aac", 37800)) == \
+        (96000, 48000, 44100)
+    assert encodable_rate("pcm_s24le", 192000) == 192000
+    video = mg.make_clip(gen / "v4.mkv", frames=5, audio_rate=None)
+    hi = mux_audio(video, mg.tone(0.2, 192000, 2), gen / "hi.mp4", rate=192000)
+    (a,) = probe(hi).audio
+    assert a.sample_rate == 96000 and a.duration == pytest.approx(0.2, abs=AAC_FRAME / 96000 + 1e-3)
+    assert probe(mux_audio(video, mg.tone(0.2, 192000, 2), gen / "hi.mkv", rate=192000, codec="pcm24")
+                 ).audio[0].sample_rate == 192000
+    ntsc = Fraction(30000, 1001)
+    exact = Fraction(2100) / ntsc  # 70.07 s: 2100 * 22050 / ntsc is a tie, rounded to even
+    out = mux_audio(video, np.zeros(100, np.float32), gen / "exact.mkv", rate=22050, codec="pcm",
+                    duration=exact, pad=True)
+    assert audio_length(out) == (round(exact * 22050), 22050) != (int(round(float(exact) * 22050)), 22050)
+
+
 # -- ffmpeg discovery ---------------------------------------------------------------------------
 
 def _fake_ffmpeg(folder: Path) -> Path:

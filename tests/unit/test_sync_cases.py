@@ -145,6 +145,19 @@ def test_colour_tags_and_pixel_aspect_are_carried(tiny_env, frames, tmp_path: Pa
         assert path is not None and path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):
+    """AAC holds at most 96 kHz: the run says so up front and writes 96 kHz (it failed after the whole render,
+    naming a hidden temporary file); the output's sound lasts the plan's exact samples."""
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:3], Fraction(25))
+    audio = write_wav(tmp_path / "a192.wav", 0.12, rate=192000)
+    res = sync_clip(video, audio, tmp_path / "out.mp4", with_sets(config, "output.codec=h264", "output.matte=false",
+                                                             "output.audio_codec=aac"), networks=models)
+    assert any("192000 Hz is more than AAC holds" in w and "96000 Hz" in w for w in res.warnings)
+    (a,) = probe(res.output).audio
+    assert a.sample_rate == 96000
+
+
 def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):
     """``--fps 25`` (the official conform): frame j shows source frame floor(j * 29.97 / 25)."""
     config, models = tiny_env
