@@ -191,10 +191,11 @@ def sync_clip(
                          hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
     check_writable(output)  # a read-only destination fails now, not after the render
     files = None
-    if networks is None:  # missing weights fail here, before minutes of face tracking
-        from lipsyncctl.pipeline.networks import resolve_files
+    if networks is None:  # missing weights, a refused device or dtype fail here, before minutes of face tracking
+        from lipsyncctl.pipeline.networks import check_inference, resolve_files
 
         files = resolve_files(config.model)
+        check_inference(config.inference)
     else:  # loaded with other GPU options than this run's: said now, not ignored
         from lipsyncctl.pipeline.networks import check_tuning
 

@@ -212,13 +212,7 @@ def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
             failing inside the first window."""
     import torch
 
-    if inference.compile:
-        _check_compiler(networks.device)
-    if inference.cuda_graphs and networks.device.type != "cuda":
-        from lipsyncctl.errors import MissingToolError
-
-        raise MissingToolError(f"inference.cuda_graphs needs a CUDA GPU (the networks run on {networks.device})",
-                               hint="run without --set inference.cuda_graphs=true")
+    _check_tools(inference, networks.device)
     if inference.channels_last:
         networks.unet.to(memory_format=torch.channels_last)
         networks.vae.to(memory_format=torch.channels_last)
@@ -232,6 +226,29 @@ def tune_networks(networks: Networks, inference: InferenceOptions) -> Networks:
         enable_cuda_graphs(networks.unet)
     networks.tuning = tuning_of(inference)
     return networks
+
+
+def check_inference(inference: InferenceOptions) -> None:
+    """What loading the networks would refuse, checked before any work (a run then fails in a second, not after
+    minutes of face tracking): the device and dtype (:func:`resolve_dtype`), and the tools ``compile`` and
+    ``cuda_graphs`` need on that device.
+
+    Raises:
+        DeviceError / ConfigError: see :func:`resolve_device` and :func:`resolve_dtype`. MissingToolError: see
+        :func:`tune_networks`."""
+    device = resolve_device(inference.device)
+    resolve_dtype(inference.dtype, device)
+    _check_tools(inference, device)
+
+
+def _check_tools(inference: InferenceOptions, device: torch.device) -> None:
+    if inference.compile:
+        _check_compiler(device)
+    if inference.cuda_graphs and device.type != "cuda":
+        from lipsyncctl.errors import MissingToolError
+
+        raise MissingToolError(f"inference.cuda_graphs needs a CUDA GPU (the networks run on {device})",
+                               hint="run without --set inference.cuda_graphs=true")
 
 
 def _check_compiler(device: torch.device) -> None:

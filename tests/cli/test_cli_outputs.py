@@ -155,6 +155,22 @@ def test_odd_size_into_420_fails_before_the_face_pass(odd_clip, models_dir: Path
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "models", "odd.mkv"]
 
 
+@pytest.mark.parametrize(("sets", "code", "words"), [
+    (["inference.dtype=fp16"], 3, "inference.dtype fp16 is not supported on the CPU"),
+    (["inference.cuda_graphs=true"], 4, "inference.cuda_graphs needs a CUDA GPU"),
+])
+def test_a_refused_dtype_or_tool_fails_before_the_face_pass(odd_clip, models_dir: Path, tmp_path: Path,
+                                                            no_face_pass: None, sets: list[str], code: int,
+                                                            words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """What loading the networks would refuse is said in a second, not after minutes of face tracking."""
+    out = tmp_path / "o.mkv"
+    args = [*_sync(odd_clip, out), "--set", "inference.pipelined=false"]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == code
+    assert words in capsys.readouterr().err and not out.exists()
+
+
 def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """The matte is written in the output's pixel format (the source's 4:4:4), not the codec's 4:2:0 default,
