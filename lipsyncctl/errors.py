@@ -128,6 +128,14 @@ class NoFaceError(MediaError):
     default_hint = "use --face-at X,Y or a different clip; frames without a face are passed through"
 
 
+class FaceChoiceError(NoFaceError):
+    """``--face ID`` / ``--face-at X,Y`` (``faces.select`` ``id``/``point``) match no face of the clip: a wrong
+    argument (exit 2), not bad media; the message names the tracks there are."""
+
+    exit_code = 2
+    default_hint = "choose one of the tracks found (--face ID), or --face-at X,Y inside one of their boxes"
+
+
 class BusyError(LipsyncError):
     """Another run holds the output folder's lock (:mod:`lipsyncctl.runner.lock`): one run per folder."""
 

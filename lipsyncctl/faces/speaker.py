@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lipsyncctl.errors import ConfigError, NoFaceError
+from lipsyncctl.errors import ConfigError, FaceChoiceError
 from lipsyncctl.faces.detect import Face
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def select_speaker(
     ``select`` takes the words of ``faces.select``: ``largest`` (largest box per frame, the official
     rule), ``id`` (the track ``track_id``), ``point`` (the track whose boxes contain ``point = (x, y)``
     most often, nearest centre on ties), ``speaker`` (:func:`active_speaker` with ``audio_energy``,
-    falling back to the track present in the most frames). Raises :class:`NoFaceError` when the
+    falling back to the track present in the most frames). Raises :class:`FaceChoiceError` when the
     requested track or point matches nothing.
     """
     if select == "largest":
@@ -100,8 +100,24 @@ def select_speaker(
         raise ConfigError(f"unknown face selection {select!r}", hint="use largest, id, point or speaker")
     out = [next((f for f in faces if f.track_id == chosen), None) for faces in faces_per_frame]
     if all(f is None for f in out):
-        raise NoFaceError(f"no face with track id {chosen} in this clip")
+        raise FaceChoiceError(f"no face with track id {chosen} in this clip ({_tracks_found(faces_per_frame)})")
     return out
+
+
+def _tracks_found(faces_per_frame: Sequence[list[Face]]) -> str:
+    """``tracks found: 0 at (120,80)-(260,240) in 90 frames, 3 ...`` (each track's box in its first frame), or
+    ``no face found``."""
+    first: dict[int, tuple[Face, int]] = {}
+    for faces in faces_per_frame:
+        for f in faces:
+            if f.track_id is not None:
+                face, n = first.get(f.track_id, (f, 0))
+                first[f.track_id] = (face, n + 1)
+    if not first:
+        return "no face found"
+    return "tracks found: " + ", ".join(
+        f"{tid} at ({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}) in {n} frames"
+        for tid, (f, n) in sorted(first.items()))
 
 
 def _track_at(faces_per_frame: Sequence[list[Face]], point: tuple[float, float]) -> int:
@@ -112,5 +128,5 @@ def _track_at(faces_per_frame: Sequence[list[Face]], point: tuple[float, float])
             if f.track_id is not None and f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]:
                 hits.setdefault(f.track_id, []).append(float(np.hypot(*(f.center - (x, y)))))
     if not hits:
-        raise NoFaceError(f"no face covers the point ({x:g}, {y:g}) in any frame")
+        raise FaceChoiceError(f"no face covers the point ({x:g}, {y:g}) in any frame ({_tracks_found(faces_per_frame)})")
     return max(hits, key=lambda t: (len(hits[t]), -float(np.mean(hits[t]))))

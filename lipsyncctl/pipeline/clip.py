@@ -209,6 +209,7 @@ def sync_clip(
             raise MediaError(f"{audio}: the audio stream is empty")
     vinfo = info.video
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
+    _check_point(config, vinfo.display_size)
     grid = vinfo.nominal_fps
     grid_frames = _grid_frames(vinfo)
     first, stop = select_range(grid_frames, grid, start, end) if frames is None else select_frames(grid_frames, *frames)
@@ -292,6 +293,19 @@ def sync_clip(
         warnings=warnings, models=dict(networks.files), face_select=faces.selection, face_track=faces.track_id,
         faces_reused=faces_reused,
     )
+
+
+def _check_point(config: Config, size: tuple[int, int]) -> None:
+    """``faces.select: point`` (``--face-at X,Y``) inside the picture: a point outside it is a wrong argument, said
+    before the face pass (which could only find no face there)."""
+    from lipsyncctl.errors import UsageError
+
+    point = config.faces.point
+    if config.faces.select == "point" and point is not None:
+        x, y = point
+        if not (0 <= x < size[0] and 0 <= y < size[1]):
+            raise UsageError(f"--face-at {x:g},{y:g} is outside the {size[0]}x{size[1]} picture",
+                             hint="give the point in pixels of the picture as shown, from its top-left corner")
 
 
 def _frames_kept(config: Config) -> int:

@@ -171,6 +171,14 @@ def test_a_refused_dtype_or_tool_fails_before_the_face_pass(odd_clip, models_dir
     assert words in capsys.readouterr().err and not out.exists()
 
 
+def test_a_face_point_outside_the_picture_fails_before_the_face_pass(odd_clip, models_dir: Path, tmp_path: Path,
+                                                                    no_face_pass: None,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.mkv"
+    assert main([*_sync(odd_clip, out), "--face-at", "5000,20"]) == 2
+    assert "error: --face-at 5000,20 is outside the" in capsys.readouterr().err and not out.exists()
+
+
 def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """The matte is written in the output's pixel format (the source's 4:4:4), not the codec's 4:2:0 default,

@@ -32,3 +32,18 @@ def test_select_largest_and_active_speaker():
     assert chosen[0].track_id == 1 and chosen[1] is None
     with pytest.raises(ConfigError):
         select_speaker(big, select="sideways")  # type: ignore[arg-type]
+
+
+def test_a_face_choice_matching_nothing_is_a_wrong_argument_naming_the_tracks():
+    """--face ID / --face-at X,Y that match no face: exit 2 (not bad media), the tracks found and their boxes said."""
+    from lipsyncctl.errors import FaceChoiceError, NoFaceError
+
+    frames = [[_face(0, 0), _face(3, 200)], [_face(0, 0)]]
+    with pytest.raises(FaceChoiceError) as err:
+        select_speaker(frames, select="id", track_id=7)
+    assert err.value.exit_code == 2 and isinstance(err.value, NoFaceError)  # a timeline shot: still "no face"
+    assert "no face with track id 7" in err.value.message
+    assert "tracks found: 0 at (0,0)-(100,120) in 2 frames, 3 at (200,0)-(300,120) in 1 frames" in err.value.message
+    with pytest.raises(FaceChoiceError, match=r"no face covers the point \(500, 50\).*tracks found: 0 at"):
+        select_speaker(frames, select="point", point=(500, 50))
+    assert [f.track_id for f in select_speaker(frames, select="point", point=(250, 50)) if f] == [3]
