@@ -9,6 +9,8 @@ added to the table reaches every mode it is marked for, and no mode has its own 
 from __future__ import annotations
 
 import inspect
+import math
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +53,16 @@ class Flag:
             low = schema_low if low is None else low
             high = schema_high if high is None else high
         bounds = {k: v for k, v in (("min", low), ("max", high)) if v is not None}
-        return typer.Option(self.default, *self.decls, help=self.help, show_default=False, **bounds)
+        finite = {"callback": finite_number} if float in typing.get_args(self.annotation) + (self.annotation,) else {}
+        return typer.Option(self.default, *self.decls, help=self.help, show_default=False, **bounds, **finite)
+
+
+def finite_number(value: Any) -> Any:
+    """Click's callback for a number option: ``inf`` (which passes a minimum) is refused like a value out of range
+    (exit 2), not taken into arithmetic that fails later as an internal error."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def schema_bounds(key: str) -> tuple[float | None, float | None]:

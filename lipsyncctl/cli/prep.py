@@ -11,6 +11,7 @@ from rich.text import Text
 
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
+from lipsyncctl.cli.flags import finite_number
 from lipsyncctl.config import codec_help
 from lipsyncctl.errors import JobFailedError
 
@@ -62,8 +63,10 @@ def prep_cmd(
         None, "--allow-no-audio/--require-audio", help="Files without audio give video-only output instead of failing."),
     max_size: int | None = typer.Option(None, "--max-size", help="Downscale so the long side is at most this."),
     scale: str | None = typer.Option(None, "--scale", help="Scale factor (0.5) or WxH (1280x720; -1x720 keeps aspect)."),
-    start: float = typer.Option(0.0, "--start", min=0, help="Seconds to skip at the start of each clip."),
-    duration: float | None = typer.Option(None, "--duration", min=0.001, help="Seconds to keep from --start."),
+    start: float = typer.Option(0.0, "--start", min=0, callback=finite_number,
+                                help="Seconds to skip at the start of each clip."),
+    duration: float | None = typer.Option(None, "--duration", min=0.001, callback=finite_number,
+                                          help="Seconds to keep from --start."),
     force: bool = typer.Option(False, "--force", "-f", help="Redo clips whose outputs are up to date."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Probe and plan only; write nothing."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Clips processed at once."),
