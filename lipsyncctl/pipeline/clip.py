@@ -184,12 +184,14 @@ def sync_clip(
         if path is not None:
             check_not_input(path, [video, audio])
     check_output(output, config.output)
-    if output.exists() and not overwrite:
-        from lipsyncctl.errors import UsageError
+    for path in (output, matte_out):
+        if path is not None and path.exists() and not overwrite:
+            from lipsyncctl.errors import UsageError
 
-        raise UsageError(f"{output}: exists; refusing to replace it",
-                         hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
+            raise UsageError(f"{path}: exists; refusing to replace it",
+                             hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
     check_writable(output)  # a read-only destination fails now, not after the render
+    stale_matte = matte_path(output) if overwrite and matte_out is None and output.exists() else None
     files = None
     if networks is None:  # missing weights, a refused device or dtype fail here, before minutes of face tracking
         from lipsyncctl.pipeline.networks import check_inference, resolve_files
@@ -277,6 +279,8 @@ def sync_clip(
                 said, no_face = _face_warnings(whole, plan, first)
                 warnings[said_at:said_at] = said
                 done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole)])
+                if stale_matte is not None:  # the matte of the take this one replaces no longer matches it
+                    stale_matte.unlink(missing_ok=True)
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle)

@@ -191,6 +191,13 @@ def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_pa
     for path in (out, tmp_path / "o.matte.mp4"):
         v = probe(path).video
         assert (v.width, v.height, v.pix_fmt) == (src.width, src.height, "yuv444p")
+    # The matte is an output like OUT: not replaced without -y; a -y take without --matte removes the old one
+    (tmp_path / "o.mp4").unlink()
+    assert main([*_sync(odd_clip, out), "--matte"]) == 2
+    assert "o.matte.mp4: exists; refusing to replace it" in capsys.readouterr().err and not out.exists()
+    assert main([*_sync(odd_clip, out), "--matte", "-y"]) == 0
+    assert main([*_sync(odd_clip, out), "-y"]) == 0
+    assert out.is_file() and not (tmp_path / "o.matte.mp4").exists()
 
 
 def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
