@@ -57,7 +57,8 @@ rejected(stage, reason, value) / failed(error), split), train.txt/val.txt (the o
 split by source), report.json + report.html (counts per stage and reason, kept hours, histograms; the
 page adds thumbnails of the first 24 rejected spans) and curate.yaml, rebuilt from every record each run.
 Exit codes: 0 ok (rejections are normal), 1 a source failed, 2 usage, 3 bad config/preset, 4 a model the
-stages need is not installed, 6 another run is writing to DATA (--wait waits for it; shards share DATA).
+stages need is not installed, 5 a missing input, 6 another run is writing to DATA (--wait waits for it; shards
+share DATA), 130 interrupted (finished clips are kept: the next run resumes).
 """
 
 

@@ -41,7 +41,8 @@ step): the stream does not depend on the worker count, and a resume continues it
 Exit codes: 0 done, 1 the run diverged (non-finite steps) or a rank failed, 2 usage (e.g. RUN holds a
 run: --resume or -y), 3 bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss
 term or the sync validation needs is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 /
-run.val_sync=false).
+run.val_sync=false), 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last
+checkpoint).
 """
 
 
