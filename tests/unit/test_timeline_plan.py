@@ -225,6 +225,22 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     assert parse_gpus("0,1") == ["cuda:0", "cuda:1"]
 
 
+def test_shard_auto_counts_the_tasks_of_a_stepped_array() -> None:
+    """SLURM --array=0-4:2 (tasks 0, 2, 4) and SGE -t 1-9:4 (1, 5, 9) are three shards each, every one taken
+    once (shard 1 of 3 was never run, the last task failed); SGE's 'undefined' outside an array is no array."""
+    slurm = {"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2"}
+    assert [parse_shard("auto", {**slurm, "SLURM_ARRAY_TASK_ID": t}) for t in ("0", "2", "4")] == \
+        [(0, 3), (1, 3), (2, 3)]
+    sge = {"SGE_TASK_FIRST": "1", "SGE_TASK_LAST": "9", "SGE_TASK_STEPSIZE": "4"}
+    assert [parse_shard("auto", {**sge, "SGE_TASK_ID": t}) for t in ("1", "5", "9")] == [(0, 3), (1, 3), (2, 3)]
+    with pytest.raises(UsageError, match="not on the array's step"):
+        parse_shard("auto", {**slurm, "SLURM_ARRAY_TASK_ID": "3"})
+    with pytest.raises(UsageError, match="no array-job variables"):
+        parse_shard("auto", {"SGE_TASK_ID": "undefined", "SGE_TASK_LAST": "undefined"})
+    assert parse_shard("auto", {"SGE_TASK_ID": "undefined", "LIPSYNCCTL_SHARD_INDEX": "1",
+                                "LIPSYNCCTL_SHARD_COUNT": "2"}) == (1, 2)
+
+
 def test_vad_finds_the_fixture_dialogue() -> None:
     from lipsyncctl.timeline.mediaio import read_audio
 
