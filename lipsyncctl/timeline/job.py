@@ -76,6 +76,8 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     #    minutes of work, on a hidden temporary name, is what this prevents).
     early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
     shot_extension(config)  # the renders' container holds the codec (each shot's options are checked too)
+    if not job.dry_run and job.backend != "ray":  # Ray's workers have devices of their own
+        _check_devices(job, config)
     # 1. Read (an .otioz is extracted into a private folder, removed when the job ends) and plan.
     work = job.output / ".lipsyncctl" / "work"
     scratch = None if job.dry_run else work
@@ -86,6 +88,17 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     lock = contextlib.nullcontext() if job.dry_run else folder_lock(job.output, shard=job.shard, wait=job.wait)
     with lock:
         return _read_and_run(job, config, work, scratch, early_warnings)
+
+
+def _check_devices(job: TimelineJob, config: Config) -> None:
+    """``--device``/``--dtype``/GPU options and every ``--gpus`` index exist here, before any shot (a wrong one
+    failed every shot and published a version that needed attention)."""
+    from lipsyncctl.pipeline.networks import check_inference
+    from lipsyncctl.runner.devices import resolve_device
+
+    check_inference(config.inference)
+    for gpu in job.gpus:
+        resolve_device(gpu)
 
 
 def _read_and_run(job: TimelineJob, config: Config, work: Path, scratch: Path | None,

@@ -80,6 +80,31 @@ def test_edit_without_clips_and_all_left_alone_are_exit_5(media: Path, tmp_path:
 
 # ---- a gate that cannot be evaluated fails ------------------------------------------------------
 
+@pytest.mark.parametrize(("flags", "words"), [(["--gpus", "0"], "'cuda:0' requested but CUDA is not available"),
+                                            (["--device", "cuda"], "'cuda' requested but CUDA is not available")])
+def test_a_device_this_machine_lacks_is_exit_4_before_any_shot(media: Path, tmp_path: Path, models_dir: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                              words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--gpus / --device checked up front (on a CPU machine): every shot failed and a version was published."""
+    import torch
+
+    from lipsyncctl.timeline import job as job_module
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+
+    def no_read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the edit was read although its device is missing")
+
+    monkeypatch.setattr(job_module, "_read_and_run", no_read)
+    edit = _edit(tmp_path / "e.otio", clip("A1", str(media / "cam_a.mkv"), 4, 12, available=(0, 40)))
+    args = ["--timeline", str(edit), "--audio", f"de={shared_path('fixtures', 'demo1_audio.wav')}",
+            "-o", str(tmp_path / "out"), *BASE, *flags]
+    rc, doc, err = _run(args, capsys)
+    assert rc == 4 and words in err and doc["error"]["exit_code"] == 4
+    assert not (tmp_path / "out" / "de").exists()
+
+
 def test_min_sync_without_the_syncnet_is_exit_4_before_any_render(media: Path, tmp_path: Path, models_dir: Path,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
