@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from lipsyncctl import progress
-from lipsyncctl.errors import MissingToolError, UsageError
+from lipsyncctl.errors import JobFailedError, MissingToolError, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,16 +156,30 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
                      + (f", GPUs {', '.join(gpus)})" if gpus else ")") + "; each task is reported as it finishes")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(devices, threads))
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         pending = {pool.submit(_work, execute, t): t for t in tasks}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                done(pending.pop(fut), fut.result())
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    raise _worker_died(len(pending)) from None
+                done(pending.pop(fut), result)
     except BaseException:
         _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _worker_died(unfinished: int) -> JobFailedError:
+    """A worker process was killed (the kernel's out-of-memory killer, a kill -9): the job stops (exit 1)."""
+    return JobFailedError(f"a worker process died (killed from outside, often for memory) with {unfinished} "
+                          "task(s) unfinished; the finished ones are kept",
+                          hint="rerun with fewer --jobs (and check `dmesg` for the out-of-memory killer): "
+                               "finished work is reused")
 
 
 def _stop_workers(pool: Any) -> None:
@@ -202,11 +216,17 @@ def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None
                  log_to_driver=False, ignore_reinit_error=True)
     remote = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_ray_work)
     refs = {remote.remote(execute, t, bool(gpus)): t for t in tasks}
+    lost = tuple(getattr(ray.exceptions, name) for name in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError")
+                 if hasattr(ray.exceptions, name))
     try:
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
-                done(refs.pop(ref), ray.get(ref))
+                try:
+                    result = ray.get(ref)
+                except lost:
+                    raise _worker_died(len(refs)) from None
+                done(refs.pop(ref), result)
     except BaseException:
         for ref in refs:
             ray.cancel(ref, force=True)

@@ -152,3 +152,28 @@ def test_sigterm_stops_worker_processes_within_seconds(tmp_path: Path, monkeypat
 
         assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.name != ".lipsyncctl"]
         assert all(probe(p).video.frame_count == 10 for p in out.rglob("*.mp4"))  # type: ignore[union-attr]
+
+
+def _killed_on_two(task: int, cache: dict, device: str | None) -> int:
+    """Task 2 dies as the out-of-memory killer would kill it."""
+    import os
+    import signal
+    import time
+
+    if task == 2:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task
+
+
+def test_a_worker_killed_from_outside_fails_the_job_with_a_reason() -> None:
+    """kill -9 of a worker (the OOM killer): a JobFailedError (exit 1) saying so and what to do, not an internal
+    error about a broken process pool; what finished before was reported."""
+    from lipsyncctl.errors import JobFailedError
+    from lipsyncctl.runner.workers import run_tasks
+
+    done: list[int] = []
+    with pytest.raises(JobFailedError) as err:
+        run_tasks([0, 1, 2, 3], _killed_on_two, lambda t, o: done.append(o), jobs=2)
+    assert "worker process died" in err.value.message and "--jobs" in err.value.hint
+    assert err.value.exit_code == 1 and set(done) <= {0, 1, 3}
