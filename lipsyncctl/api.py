@@ -87,6 +87,7 @@ def sync(
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.pipeline.clip import sync_clip
 
+    _not_empty(video=video, audio=audio, output=output)
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
                      frames=frames, networks=networks, overwrite=overwrite, **kwargs)
 
@@ -148,6 +149,15 @@ def timeline_job(
         backend=check_backend(backend), dry_run=dry_run, wait=wait, conform_me=_existing(conform_me, "--conform-me"),
         split_scenes=split_scenes, segments=load_segments(segments) if segments is not None else None,
     )
+
+
+def _not_empty(**paths: str | Path) -> None:
+    """UsageError for a path given as ``""`` (``Path("")`` is the current folder: a caller's unset value)."""
+    for name, value in paths.items():
+        if str(value) == "":
+            from lipsyncctl.errors import UsageError
+
+            raise UsageError(f"{name}: an empty path", hint="give a file or folder name")
 
 
 def _existing(path: str | Path | None, option: str) -> Path | None:
@@ -273,6 +283,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     """
     from lipsyncctl.preparation.job import prep as _prep
 
+    _not_empty(out_dir=out_dir, **{f"inputs[{i}]": p for i, p in enumerate(inputs)})
     return _prep(inputs, out_dir, options, **kwargs)
 
 

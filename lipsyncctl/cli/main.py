@@ -110,6 +110,31 @@ def _emit_error(message: str, hint: str | None, code: int) -> None:
         emit_json(envelope({"error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
 
 
+def _no_command(command: object, args: list[str]) -> bool:
+    """Whether ``args`` (global options hoisted to the front) name no command, or a group without its subcommand
+    (``lipsyncctl models``): Click would print the help."""
+    words = [a for a in args if not a.startswith("-")]
+    if any(a in ("--help", "-h", "--version") for a in args):
+        return False
+    if not words:
+        return True
+    group = getattr(command, "commands", {}).get(words[0])
+    return hasattr(group, "commands") and len(words) == 1
+
+
+def _refuse_empty(args: list[str]) -> None:
+    """An empty argument (``-o ""``, ``--audio=``: a script's unset variable) is a usage error naming its option:
+    as a path it read as the current folder (``prep "" -o X`` took every file there, ``sync -o ""`` failed
+    inside)."""
+    from lipsyncctl.errors import UsageError
+
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if arg == "" or (eq and name.startswith("--") and value == ""):
+            where = name if eq else (args[i - 1] if i and args[i - 1].startswith("-") else f"argument {i + 1}")
+            raise UsageError(f"{where}: an empty value", hint="a variable of the script calling lipsyncctl may be unset")
+
+
 def _json_requested(args: list[str]) -> bool:
     """``--json`` among the global options (hoisted to the front), for errors raised before the root
     callback has parsed them."""
@@ -153,6 +178,10 @@ def _main(argv: list[str] | None) -> int:
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
     set_state(CliState(json=_json_requested(args), argv=tuple(args)))
     try:
+        _refuse_empty(args)
+        if state().json and _no_command(command, args):  # stdout stays one JSON document, not the help
+            _emit_error("no command given", "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`", 2)
+            return 2
         rv = command.main(args=args, prog_name="lipsyncctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0
         if code == 130:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error

@@ -65,3 +65,23 @@ def test_json_reaches_stdout_while_progress_bars_run(monkeypatch: pytest.MonkeyP
     out, err = capsys.readouterr()
     assert json.loads(out)
     assert '"name"' not in err
+
+
+@pytest.mark.parametrize("argv", [["--json"], ["--json", "models"], ["--json", "presets"]])
+def test_json_without_a_command_is_one_error_document(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """No command (or a group without its subcommand) with --json: the JSON error, not Rich help on stdout."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["error"]["exit_code"] == 2 and "no command given" in err
+
+
+@pytest.mark.parametrize("argv", [["sync", "-i", "v.mp4", "-a", "a.wav", "-o", ""], ["prep", "", "-o", "out"],
+                                  ["prep", "v.mp4", "--output="], ["sync", "--audio-offset=", "-t", "e.otio"]])
+def test_an_empty_argument_is_a_usage_error(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script's unset variable: exit 2 naming the option (a path "" read as the current folder: prep took every
+    file there, sync -o "" was an internal error)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "an empty value" in capsys.readouterr().err and not any(tmp_path.iterdir())

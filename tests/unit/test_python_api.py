@@ -106,3 +106,14 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     assert not (tmp_path / "e.mkv").exists() and not (tmp_path / "f.mkv").exists()
     assert pipe.networks.tuning == {}
     assert networks_mod.tune_networks(pipe.networks, tuned.inference).tuning == {"channels_last": True}
+
+
+def test_an_empty_path_is_a_usage_error() -> None:
+    """"" is a caller's unset value, not the current folder (a ValueError from deep inside before)."""
+    import lipsyncctl
+    from lipsyncctl.errors import UsageError
+
+    with pytest.raises(UsageError, match="output: an empty path"):
+        lipsyncctl.sync("v.mp4", "a.wav", "")
+    with pytest.raises(UsageError, match=r"inputs\[0\]: an empty path"):
+        lipsyncctl.prep([""], "out")
