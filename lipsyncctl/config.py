@@ -464,6 +464,9 @@ def read_preset(name_or_path: str, *, schema: type[BaseModel] | None = None,
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})", hint="fix the YAML syntax") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          hint="save it as UTF-8 (an editor's UTF-16 'Unicode' is not read)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

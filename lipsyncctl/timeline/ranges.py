@@ -93,9 +93,12 @@ def load_segments(path: str | Path) -> SegmentsFile:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:  # a missing or unreadable input file: exit 5, as in every command
         raise MediaError(f"--segments {path}: {exc.strerror or exc}", hint="give a JSON or YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--segments {path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                         hint="save it as UTF-8 (an editor's UTF-16 'Unicode' is not read)") from None
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

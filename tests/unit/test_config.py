@@ -221,3 +221,17 @@ def test_encoder_presets_and_pixel_formats_are_checked_up_front(item: str) -> No
         cfg.resolve("tiny", [item])
     good = cfg.resolve("tiny", ["output.encoder_preset=veryfast", "output.pix_fmt=yuv422p10le"])
     assert (good.output.encoder_preset, good.output.pix_fmt) == ("veryfast", "yuv422p10le")
+
+
+def test_a_preset_or_segments_file_that_is_not_utf8_is_said(tmp_path) -> None:
+    """UTF-16 (what a Windows editor's 'Unicode' writes): a one-line error naming the file, not an internal error."""
+    from lipsyncctl.config import read_preset
+    from lipsyncctl.errors import ConfigError, UsageError
+    from lipsyncctl.timeline.ranges import load_segments
+
+    bad = tmp_path / "p.yaml"
+    bad.write_bytes("inference:\n  steps: 5\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        read_preset(str(bad))
+    with pytest.raises(UsageError, match="--segments .*not UTF-8 text"):
+        load_segments(bad)
