@@ -58,8 +58,10 @@ def check_writable(path: str | Path) -> None:
             where a folder is needed), naming that folder.
     """
     folder = Path(os.path.abspath(path)).parent
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.lexists(folder) and folder != folder.parent:  # a dangling link is in the way, not absent
         folder = folder.parent
+    if os.path.islink(folder) and not folder.exists():
+        raise NotADirectoryError(errno.ENOTDIR, "a link to nothing is in the way of the output folder", str(folder))
     if not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", str(folder))
     if not os.access(folder, os.W_OK | os.X_OK):

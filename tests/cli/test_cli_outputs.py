@@ -70,6 +70,16 @@ def test_check_writable_accepts_new_nested_folders(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
 
 
+def test_a_dangling_link_in_the_way_fails_before_any_work(media, models_dir: Path, tmp_path: Path,
+                                                          no_face_pass: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """-o out/o.mp4 where out is a link to nothing: said at once (it passed, and failed after the face pass)."""
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(NotADirectoryError):
+        check_writable(tmp_path / "out" / "deeper" / "o.mp4")
+    assert main(_sync(media, tmp_path / "out" / "o.mp4")) != 0
+    assert "a link to nothing is in the way" in capsys.readouterr().err
+
+
 def test_output_folder_removes_only_the_folders_it_made(tmp_path: Path) -> None:
     (tmp_path / "kept").mkdir()
     with pytest.raises(KeyboardInterrupt), output_folder(tmp_path / "kept" / "new" / "deeper" / "o.mp4") as folder:
