@@ -483,11 +483,11 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         raise UsageError("no media files in the inputs given",
                          hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
     check_inputs_exist([src for src, _ in pairs])
+    if out_dir.exists() and not out_dir.is_dir():  # a dry run says what the run would
+        raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
     if not dry_run:  # a destination that cannot take the outputs fails once, not once per file
         from lipsyncctl.media.atomic import check_writable
 
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
         check_writable(out_dir / "probe")
     ext = default_extension(options.codec)
     items = [PrepItem(input=src, output=out_dir / rel.parent / (rel.name + ext),
