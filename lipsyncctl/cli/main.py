@@ -46,7 +46,8 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     verbose: int = typer.Option(
-        0, "--verbose", "-v", count=True, help="More detail on stderr (repeat for more)."
+        0, "--verbose", "-v", count=True,
+        help="More detail on stderr: -v adds an error's underlying causes, -vv its traceback (as LIPSYNCCTL_DEBUG=1)."
     ),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bars or notes on stderr; errors only."
@@ -108,6 +109,20 @@ def _emit_error(message: str, hint: str | None, code: int) -> None:
     current = state()
     if current.json and not current.emitted:
         emit_json(envelope({"error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
+
+
+def _detail(exc: BaseException, debug: bool) -> None:
+    """Before an error's one line, with ``-v`` the causes under it (``cause: ...``, innermost last), with ``-vv``
+    or ``LIPSYNCCTL_DEBUG=1`` the traceback."""
+    verbose = state().verbose
+    if debug or verbose >= 2:
+        traceback.print_exception(exc)
+        return
+    if verbose >= 1:
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None:
+            sys.stderr.write(f"cause: {type(cause).__name__}: {' '.join(str(cause).split())}\n")
+            cause = cause.__cause__ or cause.__context__
 
 
 def _no_command(command: object, args: list[str]) -> bool:
@@ -190,8 +205,7 @@ def _main(argv: list[str] | None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except LipsyncError as exc:
-        if debug:
-            traceback.print_exc()
+        _detail(exc, debug)
         _emit_error(str(exc), exc.hint, exc.exit_code)
         return exc.exit_code
     except TyperException as exc:
@@ -206,8 +220,7 @@ def _main(argv: list[str] | None) -> int:
         _emit_error("interrupted", INTERRUPT_HINT, 130)
         return 130
     except OSError as exc:
-        if debug:
-            traceback.print_exc()
+        _detail(exc, debug)
         code = next(c for t, c in EXIT_CODES.items() if isinstance(exc, t))
         _emit_error(
             f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
@@ -216,8 +229,7 @@ def _main(argv: list[str] | None) -> int:
         )
         return code
     except Exception as exc:  # noqa: BLE001 - last-resort boundary: one line instead of a traceback
-        if debug:
-            traceback.print_exc()
+        _detail(exc, debug)
         _emit_error(
             f"internal error: {type(exc).__name__}: {exc}",
             "rerun with LIPSYNCCTL_DEBUG=1 and report the traceback",

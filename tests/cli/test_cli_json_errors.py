@@ -85,3 +85,17 @@ def test_an_empty_argument_is_a_usage_error(argv: list[str], tmp_path: Path, cap
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert "an empty value" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_verbose_adds_the_causes_and_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """-v: the error's underlying cause on its own line; -vv: the traceback; neither without -v."""
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    argv = ["sync", "-i", str(bad), "-a", str(bad), "-o", str(tmp_path / "o.mp4"), "--preset", "tiny"]
+    assert main(argv) == 5
+    assert "cause:" not in capsys.readouterr().err
+    assert main(["-v", *argv]) == 5
+    err = capsys.readouterr().err
+    assert "cause: InvalidDataError" in err and "Traceback" not in err
+    assert main(["-vv", *argv]) == 5
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
