@@ -160,6 +160,14 @@ def _not_empty(**paths: str | Path) -> None:
             raise UsageError(f"{name}: an empty path", hint="give a file or folder name")
 
 
+def _present(path: str | Path) -> None:
+    """MediaError (exit 5, a missing input as in every command) when the file or folder ``path`` names is not there."""
+    if not Path(path).exists():
+        from lipsyncctl.errors import MediaError
+
+        raise MediaError(f"{path}: no such file or folder", hint="check the path")
+
+
 def _existing(path: str | Path | None, option: str) -> Path | None:
     """``path`` as a Path; MediaError naming ``option`` when it is not a file (a missing input: exit 5, as in
     every command)."""
@@ -335,6 +343,7 @@ def convert_checkpoint(source: str | Path, output: str | Path, **kwargs: Any) ->
     :func:`lipsyncctl.checkpoints.convert.convert_checkpoint` for ``kind``, ``config``, ``fp16``, ``overwrite``)."""
     from lipsyncctl.checkpoints.convert import convert_checkpoint as _convert
 
+    _present(source)
     return _convert(source, output, **kwargs)
 
 
@@ -342,6 +351,7 @@ def inspect_checkpoint(path: str | Path, *, match: bool = True) -> CheckpointInf
     """A checkpoint's container, tensors, dtypes and the official config it matches."""
     from lipsyncctl.checkpoints.info import inspect_checkpoint as _inspect
 
+    _present(path)
     return _inspect(path, match=match)
 
 

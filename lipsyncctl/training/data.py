@@ -144,8 +144,10 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
     elif path.exists():
         raise UsageError(f"{path}: neither a curated DATA folder nor a fileslist (.txt)",
                          hint="give the folder written by `lipsyncctl curate RAW... -o DATA`, or DATA/train.txt")
-    else:
-        raise UsageError(f"{path}: no such folder or fileslist", hint="run `lipsyncctl curate RAW... -o DATA` first")
+    else:  # a missing input: exit 5, as in every command
+        from lipsyncctl.errors import MediaError
+
+        raise MediaError(f"{path}: no such folder or fileslist", hint="run `lipsyncctl curate RAW... -o DATA` first")
     manifest = root / MANIFEST
     if not manifest.is_file():
         where = f"{path}: no {MANIFEST} here" if listed is None else f"{path}: no curated {MANIFEST} beside it"

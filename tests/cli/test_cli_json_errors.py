@@ -99,3 +99,11 @@ def test_verbose_adds_the_causes_and_the_traceback(tmp_path: Path, capsys: pytes
     assert "cause: InvalidDataError" in err and "Traceback" not in err
     assert main(["-vv", *argv]) == 5
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["models", "info", "{x}/nope.pt"], ["models", "convert", "{x}/nope.pt", "{x}/o.st"],
+                                  ["curate", "report", "{x}/nope"]])
+def test_a_missing_input_is_bad_media_in_these_commands_too(argv: list[str], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([a.format(x=tmp_path) for a in argv]) == 5
+    assert "nope" in capsys.readouterr().err

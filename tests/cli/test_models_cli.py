@@ -130,7 +130,7 @@ def test_convert_info_path(models_dir: Path, capsys, tmp_path: Path) -> None:
     rc, out, _ = run(capsys, "models", "info", str(src))
     assert rc == 0 and "syncnet-eval" in out
     rc, _, err = run(capsys, "models", "info", str(tmp_path / "missing.pt"))
-    assert rc == 4 and "not found" in err
+    assert rc == 5 and "no such file or folder" in err  # a missing input: bad media, as in every command
 
 
 def test_verify_checks_the_architecture_a_file_names_and_a_damaged_archive(models_dir: Path, capsys) -> None:

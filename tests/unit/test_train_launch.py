@@ -134,16 +134,16 @@ def test_fsdp_on_a_gpu_trains_resumes_and_matches_plain_training(tmp_path: Path)
 
 def test_a_ranks_error_reaches_the_caller_once_with_its_exit_code(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """`train --nproc N`: a rank's error (here a missing --data: usage, 2) is the command's, printed once
+    """`train --nproc N`: a rank's error (here a missing --data: bad input, 5) is the command's, printed once
     (one JSON document), without the launcher's traceback."""
     from lipsyncctl.cli.main import main
 
     rc = main(["--json", "train", "--preset", "tiny", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "r"),
                "--nproc", "1"])
     out, err = capsys.readouterr()
-    assert rc == 2
+    assert rc == 5
     doc = json.loads(out)  # exactly one document
-    assert doc["ok"] is False and doc["error"]["exit_code"] == 2
+    assert doc["ok"] is False and doc["error"]["exit_code"] == 5
     assert doc["error"]["message"] == f"rank 0: {tmp_path / 'none'}: no such folder or fileslist"
     assert "Traceback" not in err and err.count("error: rank 0:") == 1
 
