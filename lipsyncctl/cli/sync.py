@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ def _face_at(value: str | None) -> list[float] | None:
         return None
     try:
         x, y = (float(v) for v in value.split(","))
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(value)
     except ValueError:
         raise UsageError(f"--face-at {value!r}: expected X,Y in pixels, e.g. --face-at 640,360") from None
     return [x, y]

@@ -191,7 +191,7 @@ def test_split_scenes_and_segments_make_a_clip_an_edit(tmp_path: Path, captured:
 
 @pytest.mark.parametrize(("flag", "value"), [("--steps", "0"), ("--crf", "52"), ("--handles", "1001"),
                                              ("--jobs", "0"), ("--start", "-1"), ("--end", "inf"),
-                                             ("--guidance", "inf")])
+                                             ("--guidance", "inf"), ("--face-at", "nan,nan"), ("--face-at", "1,inf")])
 def test_bounds_are_usage_errors_naming_the_flag(flag: str, value: str, tmp_path: Path, captured: _Captured,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     argv = _timeline(tmp_path, flag, value) if flag in ("--handles", "--jobs") else _clip(tmp_path, flag, value)
