@@ -413,7 +413,9 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     assert doc["ok"] and doc["counts"]["rejected"]["shots/too-short"] == 1  # the cut clip's 3.2 s shot
     assert all(s["computed"] == [] for s in doc["sources"])
     assert sum(1 for line in _manifest(data) if line["decision"]["verdict"] == "rejected") == 1
-    assert main(["curate", "report", str(tmp_path / "nothing")]) == 2
+    assert main(["curate", "report", str(tmp_path / "nothing")]) == 5  # a missing DATA: bad input
+    (tmp_path / "empty").mkdir()
+    assert main(["curate", "report", str(tmp_path / "empty")]) == 2  # a folder without records: usage
     assert main(["curate", str(corpus / "short.mp4")]) == 2  # -o is required outside `report`
 
 
