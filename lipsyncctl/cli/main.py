@@ -128,7 +128,7 @@ def _detail(exc: BaseException, debug: bool) -> None:
 def _no_command(command: object, args: list[str]) -> bool:
     """Whether ``args`` (global options hoisted to the front) name no command, or a group without its subcommand
     (``lipsyncctl models``): Click would print the help."""
-    words = [a for a in args if not a.startswith("-")]
+    words = [a for a in map(str, args) if not a.startswith("-")]
     if any(a in ("--help", "-h", "--version") for a in args):
         return False
     if not words:
@@ -143,10 +143,11 @@ def _refuse_empty(args: list[str]) -> None:
     inside)."""
     from lipsyncctl.errors import UsageError
 
-    for i, arg in enumerate(args):
+    for i, arg in enumerate(map(str, args)):  # (callers of main() may pass paths)
         name, eq, value = arg.partition("=")
         if arg == "" or (eq and name.startswith("--") and value == ""):
-            where = name if eq else (args[i - 1] if i and args[i - 1].startswith("-") else f"argument {i + 1}")
+            before = str(args[i - 1]) if i else ""
+            where = name if eq else (before if before.startswith("-") else f"argument {i + 1}")
             raise UsageError(f"{where}: an empty value", hint="a variable of the script calling lipsyncctl may be unset")
 
 

@@ -200,7 +200,7 @@ def test_refuses_to_overwrite_the_input_timeline(qc_env, tmp_path: Path, capsys:
     assert sorted(p.name for p in out.rglob("*")) == ["current", "de", "edit.otio"]  # nothing rendered or written
     # -o naming the edit itself (a file, not a folder)
     rc, _, err = _run(["--timeline", str(edit), "--audio", dub, "-o", str(edit), *BASE], capsys)
-    assert rc == 2 and "is a file" in err and edit.read_bytes() == data
+    assert rc == 2 and "is a file" in err and edit.read_bytes() == data, err
 
 
 def test_sync_model_verification_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
