@@ -231,15 +231,12 @@ def spool_audio(path: str | Path, rate: int | None = None, channels: int | None 
     once into an unnamed temporary file in ``folder`` (None: the system's temporary folder) and mapped
     read-only, ``(n, channels)`` float32: random access to an hour of 48 kHz stereo without 1.4 GB of memory.
     The file has no name from the start, so nothing is left behind, whatever happens."""
-    import tempfile
 
     if rate is None or channels is None:
         with opened(path) as container:
             ctx = _audio_stream(container, Path(path), None).codec_context
             rate, channels = int(rate or ctx.sample_rate), int(channels or ctx.layout.nb_channels)
-    if folder is not None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder) as raw:
+    with _unnamed_file(folder) as raw:
         n = 0
         for chunk in iter_audio(path, rate, channels):
             raw.write(chunk.tobytes())
@@ -254,15 +251,22 @@ def scratch_samples(samples: int, channels: int, *, folder: str | Path | None = 
     """A writable float32 ``(samples, channels)`` array of zeros backed by an unnamed temporary file in
     ``folder`` (sparse: it takes no disk until written): a long mix built in place without holding it in
     memory."""
-    import tempfile
 
     if samples <= 0:
         return np.zeros((0, channels), np.float32)
-    if folder is not None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder) as raw:
+    with _unnamed_file(folder) as raw:
         raw.truncate(samples * channels * 4)
         return np.memmap(raw, dtype=np.float32, mode="r+", shape=(samples, channels))
+
+
+def _unnamed_file(folder: str | Path | None) -> Any:
+    """A temporary file in ``folder`` (made if missing; None: the system's temporary folder) with no name from the
+    start: nothing is left behind whatever happens; a mapping of it outlives the closed file."""
+    import tempfile
+
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryFile(dir=folder)
 
 
 def audio_length(path: str | Path, stream_index: int | None = None) -> tuple[int, int]:

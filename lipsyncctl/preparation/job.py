@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import json
+import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -333,10 +333,10 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
             task.advance(1)
 
 
-def _audio(item: PrepItem, info: Any, job: _Job) -> Callable[[], Iterator[Any]]:
-    """A source of the clip's audio at the requested rate/channels, cut or padded to exactly the video's
-    length: each call streams it anew (:func:`~lipsyncctl.media.audio.iter_audio`: an hour of sound is
-    never held). Notes audio longer or shorter than the picture in ``item.warnings``."""
+def _audio(item: PrepItem, info: Any, job: _Job) -> Iterator[Any]:
+    """The clip's audio at the requested rate/channels, cut or padded to exactly the video's length, streamed
+    (:func:`~lipsyncctl.media.audio.iter_audio`: an hour of sound is never held). Notes audio longer or shorter
+    than the picture in ``item.warnings``."""
     from lipsyncctl.media.audio import iter_audio
 
     opts = job.options
@@ -349,8 +349,7 @@ def _audio(item: PrepItem, info: Any, job: _Job) -> Callable[[], Iterator[Any]]:
         item.warnings.append(f"audio {longer:.3f} s longer than the picture: cut at the picture's end")
     elif -longer > 0.05:
         item.warnings.append(f"audio {-longer:.3f} s shorter than the picture: padded with silence")
-    return functools.partial(iter_audio, item.input, opts.audio_rate, opts.audio_channels, start=start,
-                             duration=item.duration, pad=True)
+    return iter_audio(item.input, opts.audio_rate, opts.audio_channels, start=start, duration=item.duration, pad=True)
 
 
 def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
@@ -387,18 +386,21 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
     written: list[Path] = []
     sweep_temps(item.output.parent, stem=item.output.stem)  # left by a killed run
     with tempfile.TemporaryDirectory(dir=item.output.parent, prefix=temp_prefix(item.output, "prep")) as tmpdir:
-        audio = _audio(item, info, job) if item.has_audio else None
+        audio: Any = _audio(item, info, job) if item.has_audio else None
+        sidecar = audio is not None and opts.sidecar_wav and item.wav is not None
+        if sidecar:  # decoded once: the WAV is written first (hidden) and the mux reads it
+            audio = write_wav(Path(tmpdir) / "audio.wav", audio, opts.audio_rate)
         if audio is not None and opts.mux_audio:
             video_only = Path(tmpdir) / f"video{item.output.suffix}"
             _encode_video(item, info, job, video_only)
             with atomic_output(item.output, inputs=job.all_inputs) as tmp:
-                mux_audio(video_only, audio(), tmp, rate=opts.audio_rate, codec="aac",
-                          inputs=job.all_inputs)
+                mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac", inputs=job.all_inputs)
         else:
             _encode_video(item, info, job, item.output)
         written.append(item.output)
-        if audio is not None and opts.sidecar_wav and item.wav is not None:
-            write_wav(item.wav, audio(), opts.audio_rate, inputs=job.all_inputs)
+        if sidecar:
+            assert item.wav is not None
+            os.replace(audio, item.wav)  # checked against the inputs before any work (_check_outputs)
             written.append(item.wav)
         elif item.wav is not None and not opts.sidecar_wav:
             item.wav = None

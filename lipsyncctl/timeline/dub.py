@@ -205,14 +205,13 @@ def detect_speech(dub: DubTrack, *, threshold: float = 0.5, min_silence_ms: int 
     except ImportError:  # onnxruntime missing: the TorchScript model ships too
         model = load_silero_vad(onnx=False)
     start = float(dub.start)
-    window = VAD_WINDOW_S * dub.rate
+    window, pad = VAD_WINDOW_S * dub.rate, pad_ms / 1000
     speech: list[tuple[float, float]] = []
     for first in range(0, dub.samples.shape[1], window):
         audio = torch.from_numpy(to_vad_rate(dub.samples[:, first:first + window], dub.rate))
         stamps = get_speech_timestamps(audio, model, threshold=threshold, sampling_rate=VAD_RATE,
                                        min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
         at = start + first / dub.rate
-        pad = pad_ms / 1000
         for i, stamp in enumerate(stamps):
             a, b = at + stamp["start"] / VAD_RATE, at + stamp["end"] / VAD_RATE
             if i == 0 and speech and speech[-1][1] >= at - pad and a <= at + pad:  # one stretch across the edge
