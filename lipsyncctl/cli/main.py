@@ -188,6 +188,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    if sys.stderr is None:  # started with `2>&-`: notes and errors go nowhere, as with 2>/dev/null
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+    if sys.stdout is None:  # started with `>&-`: nowhere to put the result
+        sys.stderr.write("error: standard output is closed\nhint: redirect it instead: > FILE or > /dev/null\n")
+        return 2
+    # (a reader that stops early, `| head`: Click and Rich stop writing and exit 1 silently; README's table)
+    return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     command = typer.main.get_command(app)
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,33 @@ def test_a_missing_input_is_bad_media_in_these_commands_too(argv: list[str], tmp
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert main([a.format(x=tmp_path) for a in argv]) == 5
     assert "nope" in capsys.readouterr().err
+
+
+def _lipsyncctl(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lipsyncctl", *args], **kwargs)
+
+
+def test_closed_stdout_is_a_usage_error_and_closed_stderr_is_silence() -> None:
+    """``>&-``: one error line and exit 2 (it was an internal error: None has no write); ``2>&-``: the command runs
+    and its JSON still reaches stdout."""
+    closed_out = _lipsyncctl(["--json", "presets", "list"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=lambda: os.close(1))
+    assert closed_out.returncode == 2
+    assert closed_out.stderr.splitlines() == ["error: standard output is closed",
+                                              "hint: redirect it instead: > FILE or > /dev/null"]
+    closed_err = _lipsyncctl(["--json", "presets", "list"], capture_output=False, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, preexec_fn=lambda: os.close(2))
+    assert closed_err.returncode == 0 and json.loads(closed_err.stdout)["ok"] is True
+
+
+@pytest.mark.parametrize("args", [["presets", "list"], ["--json", "models", "list"], ["sync", "--help"]])
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_1(args: list[str]) -> None:
+    """``lipsyncctl ... | head``: no traceback and no error line (Click and Rich stop writing), exit 1 as README says."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "lipsyncctl", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True)
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and done.stderr == ""
