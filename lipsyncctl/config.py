@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from lipsyncctl import paths
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ConfigError, UsageError
 
 #: The name that stands for the seeded random tiny models in ``model.*`` (see :meth:`ModelOptions.tiny_roles`).
 TINY = "tiny"
@@ -566,7 +566,12 @@ def resolve(
         if value is None:
             continue
         _assign(tree, dotted.split("."), value)
-    return validate(tree, source="command-line flags", schema=schema)
+    try:
+        return validate(tree, source="command-line flags", schema=schema)
+    except ConfigError as exc:
+        # the tree was valid before the flags: a bad flag value is a bad argument (exit 2), as when Click refuses
+        # a number out of its bounds, not a bad preset (3)
+        raise UsageError(exc.message, hint=exc.hint) from None
 
 
 def dump_yaml(config: Config) -> str:

@@ -10,7 +10,7 @@ import yaml
 
 from lipsyncctl import config as cfg
 from lipsyncctl.cli.main import main
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ConfigError, UsageError
 
 
 def _write(tmp_path: Path, text: str, name: str = "mine.yaml") -> Path:
@@ -107,8 +107,21 @@ def test_unknown_key_names_file_and_key(tmp_path: Path, body: str, key: str) -> 
 def test_unknown_key_in_set_and_flags() -> None:
     with pytest.raises(ConfigError, match=r"--set: unknown key 'inference\.foo'"):
         cfg.resolve("tiny", ["inference.foo=1"])
-    with pytest.raises(ConfigError, match=r"command-line flags: unknown key 'faces\.bar'"):
+    with pytest.raises(UsageError, match=r"command-line flags: unknown key 'faces\.bar'"):
         cfg.resolve("tiny", (), {"faces.bar": 1})
+
+
+@pytest.mark.parametrize(("key", "value"), [("inference.dtype", "fp64"), ("sync.fps", "abc"), ("inference.steps", 0),
+                                            ("output.codec", "xyz")])
+def test_a_bad_flag_value_is_a_usage_error_and_the_same_value_in_a_set_is_config(key: str, value: object) -> None:
+    """A flag's value is a command-line argument (exit 2, as Click's own bounds); in --set or a preset it is
+    configuration (exit 3)."""
+    with pytest.raises(UsageError, match=rf"command-line flags: invalid value for '{key}'") as info:
+        cfg.resolve("tiny", (), {key: value})
+    assert info.value.exit_code == 2
+    with pytest.raises(ConfigError) as info:
+        cfg.resolve("tiny", [f"{key}={value}"])
+    assert info.value.exit_code == 3
 
 
 @pytest.mark.parametrize(

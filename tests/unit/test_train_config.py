@@ -119,13 +119,14 @@ def test_launch_command_runs_torch_elastic_with_the_same_arguments() -> None:
                                                                             "tiny", "--data", "d", "-o", "r"][-8:]
 
 
-def test_a_bad_device_or_a_gpu_precision_on_the_cpu_is_a_configuration_error(
+def test_a_bad_device_is_a_usage_error_and_a_gpu_precision_on_the_cpu_a_configuration_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Exit 3 with the command that lists the keys (not an internal error, not a usage error); nothing written."""
+    """A bad flag value: exit 2 (as every flag's), with the command that lists the keys; a precision this machine
+    cannot run: exit 3 (not an internal error); nothing written."""
     from lipsyncctl.cli.main import main
 
     args = ["train", "--preset", "tiny", "--data", str(tmp_path), "-o", str(tmp_path / "run")]
-    assert main([*args, "--device", "foo"]) == 3
+    assert main([*args, "--device", "foo"]) == 2
     assert "`lipsyncctl train --preset tiny --print-config`" in capsys.readouterr().err
     assert main([*args, "--device", "cpu", "--mixed-precision", "fp16"]) == 3
     assert "run.mixed_precision fp16 needs a GPU" in capsys.readouterr().err
