@@ -46,7 +46,24 @@ def resolve_config(preset: str | Path | Mapping[str, Any] | None = None, sets: I
     (``"inference.steps=10"``) < ``flags`` (dotted key -> value; None = not given). Validated, frozen."""
     from lipsyncctl.config import resolve
 
-    return resolve(str(preset) if isinstance(preset, Path) else preset, sets, flags)
+    config = resolve(str(preset) if isinstance(preset, Path) else preset, sets, flags)
+    _refuse_unused_crf(config, flags or {})
+    return config
+
+
+def _refuse_unused_crf(config: Config, flags: Mapping[str, Any]) -> None:
+    """A CRF given as a flag for a codec that has none (ProRes, DNxHR, FFV1) is a usage error: the encoder would
+    ignore it and the user would believe the quality was set (from a preset or --set it is left alone: a
+    preset's CRF serves its default codec)."""
+    from lipsyncctl.errors import UsageError
+    from lipsyncctl.pipeline.output import takes_crf
+
+    for section in ("output", "prep"):
+        crf, codec = flags.get(f"{section}.crf"), getattr(config, section).codec
+        if crf is not None and not takes_crf(codec):
+            raise UsageError(f"--crf {crf}: the {codec} codec has no CRF",
+                             hint="CRF sets the quality of h264 and h265; ffv1 is lossless, ProRes and DNxHR "
+                                  "are sized by their profile (prores_hq, prores_4444, dnxhr_hq)")
 
 
 # ---- sync: one clip, a batch with loaded networks, an edit --------------------------------------

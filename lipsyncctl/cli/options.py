@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from lipsyncctl import api
 from lipsyncctl import config as cfg
 from lipsyncctl.cli import state as st
 
@@ -25,7 +26,7 @@ def resolve(
     preset: str | None, sets: list[str] | None, flags: Mapping[str, Any], print_config: bool
 ) -> cfg.Config:
     """Resolve defaults < preset < --set < flags; with --print-config print it and exit 0."""
-    config = cfg.resolve(preset, sets or (), flags)
+    config = api.resolve_config(preset, sets or (), flags)
     if print_config:
         if st.state().json:
             st.emit_json(config.to_dict())

@@ -74,6 +74,14 @@ def containers(codec: str) -> tuple[str, ...]:
     return codec_spec(OUTPUT_CODECS[codec].writer_codec).containers
 
 
+def takes_crf(codec: str) -> bool:
+    """Whether ``output.codec`` ``codec`` has a CRF (x264/x265); ProRes and DNxHR are sized by their profile,
+    FFV1 is lossless (from the writer's one table)."""
+    from lipsyncctl.media.writer import codec_spec
+
+    return codec_spec(OUTPUT_CODECS[codec].writer_codec).crf is not None
+
+
 def default_extension(codec: str) -> str:
     """The extension written for ``output.codec`` ``codec`` when the caller names none, e.g. ``.mov``."""
     return containers(codec)[0]

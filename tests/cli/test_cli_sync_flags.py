@@ -263,3 +263,25 @@ def test_overwriting_an_input_is_a_usage_error(media, models_dir: Path, face_pas
     assert main(["sync", "-i", str(video), "-a", str(audio), "-o", str(video), "--preset", "tiny", "-y",
                  "--codec", "ffv1"]) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err and not face_pass
+
+
+@pytest.mark.parametrize("argv", [
+    ["sync", "--codec", "prores_hq", "--crf", "20"],
+    ["sync", "--set", "output.codec=ffv1", "--crf", "0"],
+    ["prep", "in.mp4", "-o", "out", "--codec", "dnxhr_hq", "--crf", "20"],
+])
+def test_a_crf_flag_for_a_codec_without_one_is_refused(argv: list[str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """ProRes, DNxHR and FFV1 have no CRF: the flag would be ignored silently, so it is a usage error (before
+    anything is read or written)."""
+    assert main([*argv, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "has no CRF" in err and "hint: CRF sets the quality of h264 and h265" in err
+
+
+def test_a_preset_crf_with_a_codec_without_one_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """The fast preset's crf: 20 serves its default codec; choosing ProRes with it is fine (no flag said crf)."""
+    assert main(["--json", "sync", "--preset", "fast", "--codec", "prores_hq", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["output"]["codec"] == "prores_hq" and printed["output"]["crf"] == 20
+    assert main(["sync", "--codec", "h265", "--crf", "22", "--print-config"]) == 0
