@@ -36,8 +36,10 @@ def doctor(
     train_config = None
     if preset and preset not in options.cfg.list_presets() and preset in api.train_presets():
         config, train_config = None, api.resolve_train_config(preset, sets or ())  # a training preset
-    else:
-        config = options.resolve(preset, sets, {}, print_config) if (preset or sets) else None
+        if print_config:
+            options.print_and_exit(train_config.to_dict())
+    else:  # --print-config alone prints the defaults (it ran every check instead)
+        config = options.resolve(preset, sets, {}, print_config) if (preset or sets or print_config) else None
     res = api.doctor(config, outputs_dir=outputs, train_config=train_config)
     st.result(res.to_dict(), lambda c: _render(c, res), ok=res.ok)
     if not res.ok:

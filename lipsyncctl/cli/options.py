@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
+import yaml
 
 from lipsyncctl import api
 from lipsyncctl import config as cfg
@@ -28,9 +29,14 @@ def resolve(
     """Resolve defaults < preset < --set < flags; with --print-config print it and exit 0."""
     config = api.resolve_config(preset, sets or (), flags)
     if print_config:
-        if st.state().json:
-            st.emit_json(config.to_dict())
-        else:
-            typer.echo(cfg.dump_yaml(config), nl=False)
-        raise typer.Exit(0)
+        print_and_exit(config.to_dict())
     return config
+
+
+def print_and_exit(config: dict[str, Any]) -> NoReturn:
+    """``--print-config``: the resolved configuration (run or training) as YAML, or as JSON with ``--json``; exit 0."""
+    if st.state().json:
+        st.emit_json(config)
+    else:
+        typer.echo(yaml.safe_dump(config, sort_keys=False), nl=False)
+    raise typer.Exit(0)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from lipsyncctl.cli import options
 from lipsyncctl.cli import state as st
 from lipsyncctl.errors import JobFailedError, UsageError
 
@@ -85,13 +86,7 @@ def train_cmd(
     }
     config = api.resolve_train_config(preset, sets or (), flags)
     if print_config:
-        import yaml
-
-        if st.state().json:
-            st.emit_json(config.to_dict())
-        else:
-            typer.echo(yaml.safe_dump(config.to_dict(), sort_keys=False), nl=False)
-        raise typer.Exit(0)
+        options.print_and_exit(config.to_dict())
     if data is None or out is None:
         raise UsageError("give the dataset and the run folder: --data DATA -o RUN",
                          hint="lipsyncctl train --preset stage2 --data DATA -o RUN")

@@ -334,3 +334,17 @@ def test_cli_json_reports_the_dtype(tmp_path: Path, models_dir: Path, no_gpu: No
     doc = json.loads(capsys.readouterr().out)
     row = next(c for c in doc["checks"] if c["name"] == "preset tiny")
     assert code == 0 and row["data"]["dtype"] == "fp32" and row["data"]["dtype_reason"]
+
+
+def test_print_config_prints_and_runs_no_check(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``doctor --print-config`` alone prints the default run configuration (it ran every check and printed
+    none); with a training preset, that preset's training configuration."""
+    from lipsyncctl import api
+    from lipsyncctl.config import Config
+
+    monkeypatch.setattr(api, "doctor", lambda *a, **k: pytest.fail("the checks ran"))
+    assert main(["--json", "doctor", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == Config().to_dict()
+    assert main(["--json", "doctor", "--preset", "stage2", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == api.resolve_train_config("stage2").to_dict()
