@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import numpy as np
 from tests.mediagen import _encode_audio, tone
 
 
-def write_talking_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: np.ndarray | None = None) -> Path:
+def write_talking_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: np.ndarray | None = None,
+                       sample_aspect: Fraction | None = None) -> Path:
     """``frames`` (RGB uint8, one size) as H.264 at ``fps`` with mono 16 kHz AAC: ``audio`` (float32 samples)
-    or a tone exactly as long as the picture."""
+    or a tone exactly as long as the picture. ``sample_aspect``: an anamorphic pixel aspect to store."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +22,8 @@ def write_talking_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audi
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if sample_aspect is not None:
+            vs.codec_context.sample_aspect_ratio = sample_aspect
         aus = c.add_stream("aac", rate=16000, layout="mono")
         for i, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")

@@ -87,6 +87,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         clip cannot be written.
     """
     from lipsyncctl.faces.align import FaceAligner
+    from lipsyncctl.faces.detect import shown
     from lipsyncctl.faces.track import FaceTracker, TrackOptions
     from lipsyncctl.media.atomic import temp_prefix
     from lipsyncctl.media.reader import IndexedReader
@@ -98,10 +99,12 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     data = new_data(ctx.frames, options, detector.name)
     # Official: detection on every frame, raw landmarks (max_missed=0: a frame the detector misses has
     # no face, it is not bridged by a refit); with detect_every > 1 the tracker refits in between.
-    tracker = FaceTracker(detector, fps=float(fps),
-                          options=TrackOptions(detect_every=options.detect_every, smooth=False,
-                                               max_missed=0 if options.detect_every == 1 else 1))
-    aligner = FaceAligner(resolution=options.resolution, smooth=True)  # fresh per clip, like VideoProcessor
+    track = TrackOptions(detect_every=options.detect_every, smooth=False,
+                         max_missed=0 if options.detect_every == 1 else 1)
+    # the tracker and the aligner (fresh per clip, like VideoProcessor) once the source's pixel aspect is known
+    tracker: FaceTracker | None = None
+    aligner: FaceAligner | None = None
+    aspect = 1.0
     out, matrices_path = aligned_paths(ctx.data, ctx.source_id, ctx.clip_id, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.stem}.align.*"):  # left by a killed run of this clip
@@ -122,7 +125,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
             return None
         frame, faces = item
         face = largest_face(faces)
-        if not count_frame(data, len(faces), face_side(face)):
+        if not count_frame(data, len(faces), face_side(face, aspect)):
             return None
         return aligner.align(frame, face.points3)
 
@@ -133,6 +136,11 @@ def run(ctx: ClipContext) -> dict[str, Any]:
             shared = ctx.source_frames
             with (contextlib.nullcontext(shared) if shared is not None else IndexedReader(ctx.source, fps)) as reader, \
                     progress.Task(f"align ({detector.name})", total=ctx.frames) as task:
+                # anamorphic footage (stored pixels not square; normalize keeps a 25 fps source as it is): the
+                # face is aligned as shown, as sync does
+                aspect = float(reader.video.sample_aspect)
+                tracker = FaceTracker(shown(detector, aspect), fps=float(fps), options=track)
+                aligner = FaceAligner(resolution=options.resolution, smooth=True, pixel_aspect=aspect)
 
                 def decoded() -> Iterator[np.ndarray]:  # stage 0 (the producer thread)
                     for _, rgb in reader.range(ctx.first, ctx.stop):
@@ -200,9 +208,12 @@ def largest_face(faces: list[Face]) -> Face | None:
     return max(faces, key=lambda f: f.area) if faces else None
 
 
-def face_side(face: Face | None) -> float | None:
-    """The shorter side of a face's box in pixels (``min_face_size``); None for no face."""
-    return None if face is None else float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+def face_side(face: Face | None, pixel_aspect: float = 1.0) -> float | None:
+    """The shorter side of a face's box in pixels as shown (``min_face_size``; the width of a box in stored pixels
+    times ``pixel_aspect``); None for no face."""
+    if face is None:
+        return None
+    return float(min((face.box[2] - face.box[0]) * pixel_aspect, face.box[3] - face.box[1]))
 
 
 def count_frame(data: dict[str, Any], faces: int, side: float | None) -> bool:

@@ -39,15 +39,23 @@ class SourceFrames:
         self.path, self.fps = path, fps
         self._reader: Any = None
 
+    @property
+    def video(self) -> Any:
+        """The source's :class:`~lipsyncctl.media.probe.VideoInfo` (its pixel aspect: ``sample_aspect``)."""
+        return self._open().video
+
     def range(self, first: int, stop: int) -> Any:
         """``(index, RGB)`` for grid frames ``first .. stop - 1`` (:meth:`IndexedReader.range`)."""
+        return self._open().range(first, stop)
+
+    def _open(self) -> Any:
         if self._reader is None:
             from fractions import Fraction
 
             from lipsyncctl.media.reader import IndexedReader
 
             self._reader = IndexedReader(self.path, Fraction(self.fps))
-        return self._reader.range(first, stop)
+        return self._reader
 
     def close(self) -> None:
         if self._reader is not None:

@@ -74,8 +74,9 @@ class _Assign:
     operations: ``("write", token, face)``, ``("drop", token)``, ``("done", token, first, stop, matrices, data)``."""
 
     def __init__(self, options: CurateOptions, frames: int, lag: int, detector: str,
-                 wanted: Callable[[int, int, int], bool]) -> None:
+                 wanted: Callable[[int, int, int], bool], pixel_aspect: float = 1.0) -> None:
         self.options, self.frames, self.lag, self.detector, self.wanted = options, frames, lag, detector, wanted
+        self.pixel_aspect = pixel_aspect  # the source's (anamorphic: faces are aligned and measured as shown)
         self.seg = round(options.segment_seconds * options.fps)
         self.cuts: set[int] = set()
         #: per frame of the open clips: faces found, the chosen one's shorter side (align.count_frame's inputs)
@@ -112,7 +113,8 @@ class _Assign:
         from lipsyncctl.faces.align import FaceAligner
 
         self.tokens += 1
-        return _Clip(self.tokens, first, FaceAligner(resolution=self.options.resolution, smooth=True), certain)
+        return _Clip(self.tokens, first, FaceAligner(resolution=self.options.resolution, smooth=True,
+                                                     pixel_aspect=self.pixel_aspect), certain)
 
     def _assign(self, g: int, rgb: np.ndarray, faces: list[Any], ops: list[tuple[Any, ...]]) -> None:
         from lipsyncctl.curation.align import face_side, largest_face
@@ -127,7 +129,7 @@ class _Assign:
         if offset > 0 and offset % self.seg == 0:
             self.nxt = self._new(g, certain=False)  # the previous candidate was decided a frame ago
         face = largest_face(faces)
-        self.stats[g] = (len(faces), face_side(face))
+        self.stats[g] = (len(faces), face_side(face, self.pixel_aspect))
         last: tuple[np.ndarray, np.ndarray] | None = None  # (matrix, face) of this frame: one warp for equal matrices
         for clip in (self.cur, self.nxt):
             if clip is None or clip.dead:
@@ -251,13 +253,16 @@ def shots_and_align(path: Path, frames: int, options: CurateOptions, *, source_i
     two of them."""
     from lipsyncctl.curation import stages
     from lipsyncctl.errors import DecodeError
+    from lipsyncctl.faces.detect import shown
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.runner.pipelined import run_stages
 
     with IndexedReader(path, Fraction(options.fps)) as reader, \
             progress.Task(f"shots + align ({detector.name})", total=frames) as task:
         shots = stages.ShotCuts(reader.size, options)
-        assign = _Assign(options, frames, shots.lag, detector.name, wanted)
+        aspect = float(reader.video.sample_aspect)  # anamorphic: faces found, aligned and measured as shown
+        finder = shown(detector, aspect)
+        assign = _Assign(options, frames, shots.lag, detector.name, wanted, aspect)
         writers = _Writers(data, source_id, path, audio, options, finished)
 
         def decoded() -> Iterator[tuple[Any, ...]]:  # the producer thread
@@ -270,7 +275,7 @@ def shots_and_align(path: Path, frames: int, options: CurateOptions, *, source_i
             index, rgb = item
             found = shots.feed(index, rgb)
             task.advance()
-            return index, rgb, detector.detect(rgb), found
+            return index, rgb, finder.detect(rgb), found
 
         try:
             # torch's own threads would only fight the stages for the cores (see align.run)

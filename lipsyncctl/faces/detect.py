@@ -84,6 +84,56 @@ class FaceDetector(ABC):
         """Landmarks for known boxes (tracking between detections); one :class:`Face` per box."""
 
 
+class ShownDetector(FaceDetector):
+    """A detector that sees anamorphic frames as shown.
+
+    A frame of anamorphic footage (DV, HDV: a stored pixel is ``pixel_aspect`` times as wide as it is high) is
+    resampled to square pixels before ``inner`` sees it, since face detectors and landmark models are trained on
+    square-pixel faces (dlib's HOG missed one frame in three of a face squeezed to 3/4 of its width), and what
+    it finds is mapped back to stored pixels (x divided by the exact width ratio). Built by :func:`shown`."""
+
+    def __init__(self, inner: FaceDetector, pixel_aspect: float) -> None:
+        self.inner, self.pixel_aspect = inner, float(pixel_aspect)
+        self.name, self.layout, self.batches = inner.name, inner.layout, inner.batches
+
+    def _shown(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """The frame in square pixels and the factor from its x to the stored frame's."""
+        import cv2
+
+        h, w = frame.shape[:2]
+        width = max(1, round(w * self.pixel_aspect))
+        wider = width > w
+        image = cv2.resize(frame, (width, h), interpolation=cv2.INTER_LINEAR if wider else cv2.INTER_AREA)
+        return image, w / width
+
+    @staticmethod
+    def _scaled(face: Face, sx: float) -> Face:
+        box = np.asarray(face.box, dtype=np.float64) * np.array([sx, 1.0, sx, 1.0])
+        landmarks = np.asarray(face.landmarks, dtype=np.float64) * np.array([sx, 1.0])
+        return Face(box, face.score, landmarks, face.track_id)
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        image, sx = self._shown(frame)
+        return [self._scaled(f, sx) for f in self.inner.detect(image)]
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        shown = [self._shown(f) for f in frames]
+        found = self.inner.detect_batch([image for image, _ in shown])
+        return [[self._scaled(f, sx) for f in faces] for (_, sx), faces in zip(shown, found, strict=True)]
+
+    def refit(self, frame: np.ndarray, boxes: Sequence[np.ndarray]) -> list[Face]:
+        if not boxes:
+            return []
+        image, sx = self._shown(frame)
+        inward = [np.asarray(b, dtype=np.float64) / np.array([sx, 1.0, sx, 1.0]) for b in boxes]
+        return [self._scaled(f, sx) for f in self.inner.refit(image, inward)]
+
+
+def shown(detector: FaceDetector, pixel_aspect: float) -> FaceDetector:
+    """``detector`` for frames of ``pixel_aspect`` (:class:`ShownDetector`); itself for square pixels."""
+    return detector if float(pixel_aspect) == 1.0 else ShownDetector(detector, pixel_aspect)
+
+
 def filter_faces(
     faces: list[Face],
     min_size: float = 0.0,

@@ -97,7 +97,7 @@ def track_clip_faces(reader: IndexedReader, first: int, count: int, fps: Fractio
 
     detector = _detector(options, device)
     try:
-        per_frame = list(_tracked(_tracker(detector, fps, options), reader, first, count))
+        per_frame = list(_tracked(_tracker(detector, fps, options, reader.video.sample_aspect), reader, first, count))
     finally:
         _release(options, device, detector)
     result = FacePlan([], np.zeros(0, np.float32), detector.name)
@@ -134,11 +134,13 @@ def _release(options: FaceOptions, device: str, detector: Any) -> None:
     give_back_detector(options.backend, device, detector)
 
 
-def _tracker(detector: Any, fps: Fraction, options: FaceOptions) -> Any:
-    """The face pass's :class:`~lipsyncctl.faces.track.FaceTracker` (``faces.detect_every``, ``faces.smoothing``)."""
+def _tracker(detector: Any, fps: Fraction, options: FaceOptions, pixel_aspect: Fraction) -> Any:
+    """The face pass's :class:`~lipsyncctl.faces.track.FaceTracker` (``faces.detect_every``, ``faces.smoothing``),
+    its detector seeing frames of ``pixel_aspect`` as shown (:func:`~lipsyncctl.faces.detect.shown`)."""
+    from lipsyncctl.faces.detect import shown
     from lipsyncctl.faces.track import FaceTracker, TrackOptions
 
-    return FaceTracker(detector, fps=float(fps),
+    return FaceTracker(shown(detector, float(pixel_aspect)), fps=float(fps),
                        options=TrackOptions(detect_every=options.detect_every, smooth=options.smoothing))
 
 
@@ -246,7 +248,7 @@ class FaceStream:
             with IndexedReader(self.video, self.fps, info=self.info) as reader:
                 aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing,
                                       pixel_aspect=float(reader.video.sample_aspect))
-                tracker = _tracker(self._detector, self.fps, self.options)
+                tracker = _tracker(self._detector, self.fps, self.options, reader.video.sample_aspect)
                 self._lag = tracker.span
                 tracked = _tracked(tracker, reader, self.first, self.count, keep=self._keep)
                 try:

@@ -218,3 +218,47 @@ def test_the_clips_of_a_source_share_one_decode(raw: Path, tmp_path: Path, monke
     assert spans == [(0, FACE, "kept", None, None), (FACE, FACE + GREY, "rejected", "no-face", 0)]
     assert len(readers) == 2 and len(set(readers)) == 1  # both clips through one reader
     assert [index for reader, index in restarts if reader == readers[0]] == [0]  # started once, never seeked
+
+
+@pytest.mark.parametrize("one_pass", ["true", "false"])
+def test_an_anamorphic_source_is_aligned_as_shown(tmp_path: Path, one_pass: str) -> None:
+    """The face frames stored squeezed to 3/4 of their width with a 4:3 pixel aspect (DV/HDV-style; 25 fps, so
+    normalize keeps the file as it is): the aligned clip holds the face as shown, as sync aligns it (it came out
+    stretched), in both the one-pass and the two-pass align; the face size filter measures it as shown."""
+    import av
+    import cv2
+
+    from lipsyncctl.faces.align import FaceAligner
+    from lipsyncctl.faces.detect import create_detector, shown
+    from lipsyncctl.media.reader import IndexedReader
+
+    faces = sample_frames(FACE, scale=0.75)  # a face about 80 px wide (squeezed to 60: HOG misses it)
+    h, w = faces[0].shape[:2]
+    squeezed = [cv2.resize(f, (w * 3 // 4 // 2 * 2, h), interpolation=cv2.INTER_AREA) for f in faces]
+    source = write_talking_clip(tmp_path / "raw" / "hdv.mp4", squeezed, sample_aspect=Fraction(4, 3))
+    sets = ["curate.lossless=true", f"curate.one_pass={one_pass}", "curate.min_sync_frames=50"]
+    res = run_curation([source], tmp_path / "d", cfg.resolve("tiny", sets), until="align")
+    (kept,) = res.clips
+    assert kept.decision.verdict == "kept" and kept.frames == FACE, kept.decision
+    with av.open(kept.summary["aligned"]) as c:
+        pictures = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    # the stage's result: faces found on each frame as shown, then the official affine as shown, frame by frame
+    detector = shown(create_detector(cfg.resolve("tiny").curate.detector), 4 / 3)
+    aligner, plain = FaceAligner(resolution=256, pixel_aspect=4 / 3), FaceAligner(resolution=256)
+    stretched = []
+    with IndexedReader(source, Fraction(25)) as reader:
+        for i, frame in reader.range(0, FACE):
+            face = max(detector.detect(frame), key=lambda f: f.area)
+            assert np.array_equal(pictures[i], aligner.align(frame, face.points3)[0]), i
+            stretched.append(plain.align(frame, face.points3)[0])
+    # and it looks like the square-pixel source's aligned face, much more than the old (square-pixel) reading
+    plain_source = write_talking_clip(tmp_path / "raw" / "square.mp4", faces)
+    square = run_curation([plain_source], tmp_path / "sq", cfg.resolve("tiny", sets), until="align").clips[0]
+    with av.open(square.summary["aligned"]) as c:
+        reference = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    err = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(pictures, reference, strict=True)])
+    old = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(stretched, reference, strict=True)])
+    assert err < 0.5 * old, (err, old)
+    line = json.loads((tmp_path / "d" / "manifest.jsonl").read_text().splitlines()[0])
+    sq_line = json.loads((tmp_path / "sq" / "manifest.jsonl").read_text().splitlines()[0])
+    assert abs(line["min_face_size"] - sq_line["min_face_size"]) < 0.1 * sq_line["min_face_size"]

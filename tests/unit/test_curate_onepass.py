@@ -108,8 +108,8 @@ def test_one_pass_decodes_each_source_once(runs) -> None:  # type: ignore[no-unt
         return sorted(o for o in opened if "views." not in o)
 
     assert stages(runs["true"]["opened"]) == ["cut.mp4 onepass.shots_and_align", "long.mp4 onepass.shots_and_align"]
-    assert stages(runs["false"]["opened"]) == ["cut.mp4 clipstages.range", "cut.mp4 stages.detect_shots",
-                                               "long.mp4 clipstages.range", "long.mp4 stages.detect_shots"]
+    assert stages(runs["false"]["opened"]) == ["cut.mp4 clipstages._open", "cut.mp4 stages.detect_shots",
+                                               "long.mp4 clipstages._open", "long.mp4 stages.detect_shots"]
     computed = {Path(s.path).name: s.computed for s in runs["true"]["result"].sources}
     assert computed["long.mp4"] == ["probe", "normalize", "shots", "segments", "align:0-25", "align:25-50",
                                     "align:50-90"]

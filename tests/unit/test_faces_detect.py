@@ -218,3 +218,28 @@ def test_a_finished_pass_gives_its_detector_to_the_next_one(monkeypatch):
     detect.release_detectors()
     assert detect.take_detector("dlib", "cpu") not in (first, second) and len(made) == 4
     detect.release_detectors()
+
+
+def test_an_anamorphic_frame_is_searched_as_shown_and_answered_in_stored_pixels(dlib_detector):
+    """Real face frames squeezed to 3/4 of their width (a 4:3 pixel aspect, as HDV stores them): HOG on the
+    stored pixels misses some; through ``shown`` every frame has its face, and the box and landmarks come back in
+    stored pixels, within a pixel or two of the square frame's scaled by 3/4 in x; a refit of those boxes too."""
+    import cv2
+
+    from tests.sync_media import sample_frames
+
+    frames = sample_frames(6, scale=0.75)
+    h, w = frames[0].shape[:2]
+    squeezed = [cv2.resize(f, (w * 3 // 4, h), interpolation=cv2.INTER_AREA) for f in frames]
+    sx = (w * 3 // 4) / w
+    assert any(not dlib_detector.detect(f) for f in squeezed)  # the case this is for
+    finder = detect.shown(dlib_detector, 4 / 3)
+    assert detect.shown(dlib_detector, 1.0) is dlib_detector and finder.name == dlib_detector.name
+    for square, stored in zip(frames, squeezed, strict=True):
+        (ref,) = dlib_detector.detect(square)
+        (got,) = finder.detect(stored)
+        assert np.abs(got.box - ref.box * [sx, 1, sx, 1]).max() < 3
+        assert np.abs(got.landmarks - ref.landmarks * [sx, 1]).mean() < 1.5
+        (again,) = finder.refit(stored, [got.box])
+        assert np.allclose(again.box, got.box) and np.abs(again.landmarks - got.landmarks).mean() < 1.0
+    assert finder.detect_batch(squeezed[:2])[1][0].box.tolist() == finder.detect(squeezed[1])[0].box.tolist()
