@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from lipsyncctl.pipeline.lipsync import LipSyncPipeline
     from lipsyncctl.pipeline.networks import Networks
     from lipsyncctl.preparation.job import PrepResult
+    from lipsyncctl.timeline.prune import PruneResult
     from lipsyncctl.timeline.types import TimelineJob, TimelineResult
     from lipsyncctl.training.config import TrainConfig
     from lipsyncctl.training.loop import TrainResult
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
     "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_timeline",
-    "timeline_job", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
+    "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
 ]
 
 
@@ -104,6 +105,7 @@ def sync(
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.pipeline.clip import sync_clip
 
+    _reproducible_math()
     _not_empty(video=video, audio=audio, output=output)
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
                      frames=frames, networks=networks, overwrite=overwrite, **kwargs)
@@ -115,6 +117,7 @@ def load_pipeline(preset: str | Path = "latentsync-1.5", *, sets: Iterable[str] 
     per clip (like ``whisper.load_model(...)``)."""
     from lipsyncctl.pipeline.lipsync import LipSyncPipeline as _Pipeline
 
+    _reproducible_math()
     return _Pipeline.from_preset(preset, sets=sets, device=device, dtype=dtype)
 
 
@@ -168,6 +171,15 @@ def timeline_job(
     )
 
 
+def _reproducible_math() -> None:
+    """MKL's alignment-independent mode for this process, before the first matrix product (the face alignment's
+    SVD, the networks): the same inputs give the same bits in every process
+    (:func:`~lipsyncctl.runner.devices.reproducible_cpu_math`)."""
+    from lipsyncctl.runner.devices import reproducible_cpu_math
+
+    reproducible_cpu_math()
+
+
 def _not_empty(**paths: str | Path) -> None:
     """UsageError for a path given as ``""`` (``Path("")`` is the current folder: a caller's unset value)."""
     for name, value in paths.items():
@@ -211,7 +223,20 @@ def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineRes
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.timeline.job import run_timeline
 
+    _reproducible_math()
     return run_timeline(job, config or _Config())
+
+
+def prune(folder: str | Path, *, keep: int = 1, renders: bool = False, dry_run: bool = False,
+          wait: bool = False) -> PruneResult:
+    """Remove the old versions of each language of a ``sync --timeline`` output ``folder`` (all but the newest
+    ``keep`` and ``current``'s; a version holding files its report does not list is left alone) and, with
+    ``renders``, the cached renders no kept version uses (``lipsyncctl prune``). ``dry_run``: the same result,
+    nothing removed. Returns :class:`~lipsyncctl.timeline.prune.PruneResult` (``freed_bytes``: files whose last
+    link went)."""
+    from lipsyncctl.timeline.prune import prune_output
+
+    return prune_output(folder, keep=keep, renders=renders, dry_run=dry_run, wait=wait)
 
 
 # ---- curate ----------------------------------------------------------------------------------
@@ -233,6 +258,7 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     from lipsyncctl.runner.shards import parse_shard
     from lipsyncctl.runner.workers import check_backend
 
+    _reproducible_math()
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
@@ -283,6 +309,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`."""
     from lipsyncctl.training.loop import train as _train
 
+    _reproducible_math()
     return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
 
 

@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from lipsyncctl.runner.devices import MKL_CBWR
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# MKL's alignment-independent results from the first matrix product of the test process on: runs in one process
+# repeat those of another bit for bit (lipsyncctl.api sets the same for its entry points; see runner/devices)
+os.environ.setdefault("MKL_CBWR", MKL_CBWR)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

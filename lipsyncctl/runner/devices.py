@@ -60,3 +60,31 @@ def parse_gpus(value: str | None) -> list[str]:
             raise UsageError(f"--gpus {value!r}: expected GPU indices like 0,1")
         out.append(f"cuda:{part}")
     return out
+
+
+#: MKL's conditional numerical reproducibility (CNR) mode: results that do not depend on where in memory a tensor
+#: lies. Without it, MKL (the BLAS of torch's x86 CPU builds) takes other code paths for other alignments, and the
+#: same run gives other last bits from one process to the next (a CPU training run did not repeat bit for bit).
+MKL_CBWR = "AUTO,STRICT"
+_MKL_CBWR_AUTO, _MKL_CBWR_STRICT = 2, 0x10000
+
+
+def reproducible_cpu_math() -> bool:
+    """Ask MKL for alignment-independent results (:data:`MKL_CBWR`) in this process and the processes it starts
+    (data workers, ranks: through the environment). MKL takes the mode only before its first call: returns
+    whether the mode is in force (False: MKL was used before in this process, or the mode could not be set)."""
+    import ctypes
+    import os
+
+    if os.environ.get("MKL_CBWR"):
+        return True  # set before this process used MKL (MKL reads it at its first call)
+    os.environ["MKL_CBWR"] = MKL_CBWR  # for the children; and for MKL itself if nothing has called it yet
+    try:
+        import torch
+
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        set_mode = lib.mkl_serv_cbwr_set
+    except (OSError, AttributeError):  # another BLAS (ARM, macOS): no MKL, nothing to set
+        return True
+    set_mode.argtypes = [ctypes.c_int]
+    return set_mode(_MKL_CBWR_AUTO | _MKL_CBWR_STRICT) == 0

@@ -162,6 +162,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
+    from lipsyncctl.runner import devices
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
     from lipsyncctl.training import noise, sampling, state, trainable, validation
@@ -182,6 +183,10 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     sharded = _sharded(acc, cfg)
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    if device.type == "cpu" and not devices.reproducible_cpu_math():  # a CPU run repeats bit for bit only with it
+        progress.message(f"note: MKL was used in this process before the run, so its results may differ in the last "
+                         f"bits from another process's (set MKL_CBWR={devices.MKL_CBWR} in the environment for a run "
+                         "that repeats bit for bit)")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     resume_from = prepare_run_folder(out, cfg, resume, overwrite) if is_main else None
     acc.wait_for_everyone()
