@@ -22,17 +22,6 @@ models_app = typer.Typer(
 _STATUS_STYLE = {"ok": "green", "missing": "yellow", "partial": "yellow"}
 
 
-def _human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
 @models_app.command("list")
 def list_cmd() -> None:
     """Show the known models, whether they are installed, and where."""
@@ -48,7 +37,7 @@ def list_cmd() -> None:
         for r in rows:
             installed, style = ("yes", "green") if r["installed"] else ("partial", "yellow") if r["partial"] else ("no", "dim")
             table.add_row(r["name"], Text(installed, style=style),
-                          _human_size(r["size"]) if r["size"] else "", r["licence"] or "see card", r["description"])
+                          st.human_size(r["size"]) if r["size"] else "", r["licence"] or "see card", r["description"])
         console.print(table)
         console.print(f"models dir: {mdir} (from {data['models_dir_source']})", markup=False, highlight=False)
 
@@ -73,7 +62,7 @@ def fetch_cmd(
     results = [r.to_dict() for r in api.fetch_models(names, force=force, deps=deps)]
 
     def human(console: Console) -> None:
-        rows = [(r["model"], f["path"], f["status"], _human_size(f["size"]),
+        rows = [(r["model"], f["path"], f["status"], st.human_size(f["size"]),
                  (f["sha256"] or "")[:16] + (f" ({f['sha256_origin']})" if f["sha256_origin"] else ""))
                 for r in results for f in r["files"]]
         console.print(st.table("fetched", ["model", "file", "status", "size", "sha256"], rows))
@@ -103,7 +92,7 @@ def _render_verify(console: Console, checks: list[ModelCheck]) -> None:
     for c in checks:
         for f in c.files:
             style = "green" if f.status == "ok" else "yellow" if f.status == "missing" else "bold red"
-            table.add_row(c.name, f.path, Text(f.status, style=style), _human_size(f.size), Text(f.detail))
+            table.add_row(c.name, f.path, Text(f.status, style=style), st.human_size(f.size), Text(f.detail))
     console.print(table)
 
 
@@ -125,7 +114,7 @@ def convert_cmd(
     res = api.convert_checkpoint(source, output, kind=kind, config=config, fp16=fp16, overwrite=overwrite)
     st.result(res.to_dict(), lambda c: c.print(
         f"wrote {res.output} ({res.kind}, config {res.config_name or '-'}, {res.num_tensors} tensors, "
-        f"{res.dtype}, {_human_size(res.size_bytes)})", markup=False, highlight=False))
+        f"{res.dtype}, {st.human_size(res.size_bytes)})", markup=False, highlight=False))
 
 
 @models_app.command("info")
@@ -142,7 +131,7 @@ def info_cmd(
     def human(console: Console) -> None:
         rows = [
             ("file", str(info.path)), ("format", info.format), ("container", info.container),
-            ("size", _human_size(info.size_bytes)), ("tensors", str(info.num_tensors)),
+            ("size", st.human_size(info.size_bytes)), ("tensors", str(info.num_tensors)),
             ("elements", f"{info.num_elements:,}"),
             ("dtypes", ", ".join(f"{k} x{v}" for k, v in sorted(info.dtypes.items()))),
             ("kind", info.kind), ("config", info.config or "-"),

@@ -128,5 +128,17 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     return t
 
 
+def human_size(n: int | None) -> str:
+    """``n`` bytes as people read them (``1.2 MB``, decimal units; ``?`` for unknown)."""
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
 def kv_table(title: str | None, mapping: Mapping[str, Any]) -> Table:
     return table(title, ["key", "value"], mapping.items())
