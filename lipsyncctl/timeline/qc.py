@@ -141,6 +141,7 @@ def mouth_strips(source: Path, source_first: int, render: Path | None, render_fi
 
     import cv2
 
+    from lipsyncctl.faces.detect import shown
     from lipsyncctl.media.reader import IndexedReader
 
     squares: list[tuple[float, float, float] | None] = []
@@ -150,6 +151,8 @@ def mouth_strips(source: Path, source_first: int, render: Path | None, render_fi
     with contextlib.ExitStack() as stack:
         src = stack.enter_context(IndexedReader(source))
         out = stack.enter_context(IndexedReader(render)) if render is not None else None
+        if detector is not None:  # anamorphic footage: faces are searched as shown (the crops stay stored pixels)
+            detector = shown(detector, float(src.video.sample_aspect))
         for k, i in enumerate(frames):
             before = src.read([source_first + i])[source_first + i]
             after = out.read([render_first + i])[render_first + i] if out is not None else None
