@@ -31,8 +31,7 @@ Examples:
   lipsyncctl curate report data/ --set curate.quality_min=50    # re-decide stored scores, rebuild the views
 
 \b
-Stages (each idempotent; its measurements are stored and reused while its inputs and settings are
-unchanged; a rerun after a crash or kill continues where it stopped):
+Stages (each idempotent; its measurements are stored and reused while its inputs and settings are unchanged; a rerun after a crash or kill continues where it stopped):
   probe      PyAV probe (a truncated file is unreadable) and its first frame decoded: unreadable,
              no-video, no-audio, too-short (inputs are never modified, moved or deleted)
   normalize  16 kHz mono audio (DATA/audio/); the picture is read on the 25 fps grid, not re-encoded

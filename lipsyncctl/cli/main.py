@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import signal
 import sys
@@ -197,9 +198,33 @@ def _main(argv: list[str] | None) -> int:
     return _run(argv)
 
 
+def reflow(text: str) -> str:
+    """A help text with each prose paragraph on one line, so that the terminal wraps it at its own width (Typer
+    keeps the source's line breaks: at 80 columns every line broke in two). A paragraph with an indented line
+    (examples, a table) keeps its breaks and its ``\\b``; a prose paragraph loses both."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.split("\n")
+        body = lines[1:] if lines[0] == "\b" else lines
+        if any(line[:1].isspace() for line in body):
+            paragraphs.append(paragraph)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in body))
+    return "\n\n".join(paragraphs)
+
+
+def _reflowed(command: object) -> object:
+    """``command`` and its subcommands with :func:`reflow`'d help texts."""
+    if getattr(command, "help", None):
+        command.help = reflow(command.help)  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        _reflowed(sub)
+    return command
+
+
 def _run(argv: list[str] | None) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
-    command = typer.main.get_command(app)
+    command = _reflowed(typer.main.get_command(app))
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
     set_state(CliState(json=_json_requested(args), argv=tuple(args)))

@@ -236,3 +236,28 @@ def test_piped_cli_table_shows_long_paths(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert str(deep / "broken.mp4") in out and "…" not in out
     assert "failed" in out
+
+
+def test_help_prose_flows_and_examples_keep_their_lines() -> None:
+    """A prose paragraph becomes one line (the terminal wraps it: at 80 columns each source line broke in two);
+    a paragraph with indented lines (examples, a table of stages) keeps its lines and its ``\\b``."""
+    from lipsyncctl.cli.main import reflow
+
+    text = "First line\nstill the first.\n\n\b\nExamples:\n  a --b\n  c\n\n\b\nProse kept by\nClick's mark.\n\nPlain\nprose."
+    assert reflow(text).split("\n\n") == ["First line still the first.", "\b\nExamples:\n  a --b\n  c",
+                                          "Prose kept by Click's mark.", "Plain prose."]
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_every_help_has_no_prose_line_broken_in_the_source(path: list[str]) -> None:
+    """At 200 columns no prose line of any command's help ends where its source line ended: a short line whose
+    sentence goes on in lower case on the next line (not an indented example or table row) is such a cut."""
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "lipsyncctl", *path, "--help"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}, check=True)
+    lines = [line[1:] if line.startswith(" ") else line for line in done.stdout.splitlines()]
+    for a, b in zip(lines, lines[1:], strict=False):
+        if "│" in a or "│" in b or not a.strip() or not b[:1].islower():
+            continue  # the options' table, a paragraph's end, a line that starts a sentence or is indented
+        assert len(a.rstrip()) > 150 or a.rstrip().endswith((":", ",", ";")), (path, a.rstrip(), b.rstrip())
