@@ -27,7 +27,7 @@ Each visible clip of the picture is a shot, rendered with --handles extra frames
 a language delivers a new version, OUT/LANG/v001/, v002/...: the renders (shots/), the relinked timeline
 (.otio, plus the input's format where an adapter writes it), the QC report (report.json, report.html)
 and with --conform the full-length video, renamed into place when complete (OUT/LANG/current points at
-the newest; an interrupted run leaves none). Finished shots are kept by
+the newest; an interrupted run leaves none; `lipsyncctl prune OUT` removes old ones). Finished shots are kept by
 content key in OUT/.lipsyncctl/: rerun the same command after a crash to render only what is missing
 or changed. One run writes to OUT at a time: a second one exits 6 naming it, or waits with --wait
 (shards of one job share OUT). Clip metadata or markers `lipsync: false` leave a shot alone. Exit 1 when a shot failed or
