@@ -145,6 +145,26 @@ def test_colour_tags_and_pixel_aspect_are_carried(tiny_env, frames, tmp_path: Pa
         assert path is not None and path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_an_anamorphic_face_is_found_in_every_frame(tiny_env, tmp_path: Path):
+    """Real face frames stored squeezed to 3/4 of their width with a 4:3 pixel aspect (HDV-style): dlib's HOG on the
+    stored pixels misses some frames (checked), the face pass searches them as shown and finds the face in every
+    frame, with detection on every frame (no tracking to bridge a miss)."""
+    import cv2
+
+    from lipsyncctl.faces.detect import create_detector
+
+    faces = sample_frames(12, scale=0.75)
+    h, w = faces[0].shape[:2]
+    squeezed = [cv2.resize(f, (w * 3 // 4 // 2 * 2, h), interpolation=cv2.INTER_AREA) for f in faces]
+    assert any(not create_detector("dlib").detect(f) for f in squeezed)
+    config, models = tiny_env
+    video = write_clip(tmp_path / "hdv.mp4", squeezed, Fraction(25), codec="libx264", sample_aspect=Fraction(4, 3))
+    res = sync_clip(video, write_wav(tmp_path / "a.wav", 12 / 25), tmp_path / "out.mkv",
+                    with_sets(config, "faces.detect_every=1", "faces.backend=dlib", "output.matte=false"),
+                    networks=models)
+    assert res.faces_found == 12 and res.no_face_frames == 0
+
+
 def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):
     """AAC holds at most 96 kHz: the run says so up front and writes 96 kHz (it failed after the whole render,
     naming a hidden temporary file); the output's sound lasts the plan's exact samples."""
