@@ -309,7 +309,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`."""
     from lipsyncctl.training.loop import train as _train
 
-    _reproducible_math()
+    # (the loop sets MKL's reproducible mode itself, and says when it is too late)
     return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
 
 

@@ -5,6 +5,7 @@ torch is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from lipsyncctl.errors import ConfigError, DeviceError, UsageError
@@ -69,10 +70,12 @@ MKL_CBWR = "AUTO,STRICT"
 _MKL_CBWR_AUTO, _MKL_CBWR_STRICT = 2, 0x10000
 
 
+@functools.cache
 def reproducible_cpu_math() -> bool:
     """Ask MKL for alignment-independent results (:data:`MKL_CBWR`) in this process and the processes it starts
     (data workers, ranks: through the environment). MKL takes the mode only before its first call: returns
-    whether the mode is in force (False: MKL was used before in this process, or the mode could not be set)."""
+    whether the mode is in force (False: MKL was used before in this process, or the mode could not be set).
+    Decided once per process (a second call must not read the variable the first one set as the user's)."""
     import ctypes
     import os
 
