@@ -310,6 +310,12 @@ class IndexedReader:
 
     def range(self, first: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, (H, W, 3) uint8 RGB)`` for grid frames ``first .. stop - 1``, in order."""
+        for index, rgb, _ in self.pictures(first, stop):
+            yield index, rgb
+
+    def pictures(self, first: int, stop: int) -> Iterator[tuple[int, np.ndarray, Frame]]:
+        """As :meth:`range`, with the decoded :class:`Frame` each image was converted from (its stored pixels:
+        :class:`~lipsyncctl.media.splice.Splicer`)."""
         if first < 0:
             raise ValueError(f"frame index must be >= 0, got {first}")
         if stop <= first:
@@ -319,16 +325,21 @@ class IndexedReader:
         if not (past_end or again or (self._slots is not None and self._pos <= first <= self._pos + self.max_gap)):
             self._restart(first)
         for wanted in range(first, stop):
-            yield wanted, self._rgb(self._slot(wanted))
+            frame = self._slot(wanted)
+            yield wanted, self._rgb(frame), frame
 
     def read(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
         """The frames at ``indices`` (any order, repeats allowed), decoded run by run."""
+        return {i: rgb for i, (rgb, _) in self.read_sources(indices).items()}
+
+    def read_sources(self, indices: Iterable[int]) -> dict[int, tuple[np.ndarray, Frame]]:
+        """As :meth:`read`, each image with its decoded :class:`Frame` (:meth:`pictures`)."""
         need = set(indices)
-        out: dict[int, np.ndarray] = {}
+        out: dict[int, tuple[np.ndarray, Frame]] = {}
         for lo, hi in index_runs(need, max_gap=self.max_gap):
-            for idx, rgb in self.range(lo, hi + 1):
+            for idx, rgb, frame in self.pictures(lo, hi + 1):
                 if idx in need:
-                    out[idx] = rgb
+                    out[idx] = (rgb, frame)
         return out
 
     # -- internals -------------------------------------------------------------------------------

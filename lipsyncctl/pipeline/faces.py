@@ -145,16 +145,17 @@ def _tracker(detector: Any, fps: Fraction, options: FaceOptions, pixel_aspect: F
 
 
 def _tracked(tracker: Any, reader: IndexedReader, first: int, count: int,
-             keep: Callable[[int, np.ndarray], bool] | None = None) -> Iterator[list[Any]]:
+             keep: Callable[[int, np.ndarray, Any], bool] | None = None) -> Iterator[list[Any]]:
     """The tracked faces of each source frame ``first .. first + count - 1``, in order (a generator: closing it
-    stops the decode thread). ``keep(index, frame)`` sees each frame as it is decoded (in the decode thread);
+    stops the decode thread). ``keep(index, image, frame)`` sees each frame as it is decoded (in the decode thread;
+    ``frame`` the decoded :class:`~lipsyncctl.media.reader.Frame`);
     when it returns False the decoding stops there."""
     from lipsyncctl.pipeline.memory import trimmed
     from lipsyncctl.runner.pipelined import prefetched
 
     def decoded() -> Iterator[np.ndarray]:
-        for index, rgb in reader.range(first, first + count):
-            if keep is not None and not keep(index, rgb):
+        for index, rgb, frame in reader.pictures(first, first + count):
+            if keep is not None and not keep(index, rgb, frame):
                 return
             yield rgb
 
@@ -216,7 +217,8 @@ class FaceStream:
         self._found = 0  # frames with a face so far (first_face polls it under the lock)
         #: frames the pass may keep ahead of the render's reads (0: none, the render decodes on its own)
         self.keep = keep
-        self._frames: dict[int, np.ndarray] = {}  # source index -> decoded frame, until the render reads past it
+        #: source index -> (image, decoded Frame), until the render reads past it
+        self._frames: dict[int, tuple[np.ndarray, Any]] = {}
         self._next = first  # the next source index the pass decodes
         self._low = first  # kept frames below it are dropped: the render has read past them
         self._want = first - 1  # the highest source index the render waits for (a frame, or a record's look-ahead)
@@ -270,7 +272,7 @@ class FaceStream:
                 self._done = True
                 self._cond.notify_all()
 
-    def _keep(self, index: int, frame: np.ndarray) -> bool:
+    def _keep(self, index: int, image: np.ndarray, frame: Any) -> bool:
         """The decode thread's hook for each decoded frame: kept for the render (:attr:`keep`), waiting while the
         render is too far behind. False: the pass was stopped, decode no further."""
         with self._cond:
@@ -281,14 +283,14 @@ class FaceStream:
                 if self._stop.is_set():
                     return False
                 if self._reading or index < self.first + self.keep:
-                    frame.flags.writeable = False  # one array for both passes: neither may change it
-                    self._frames[index] = frame
+                    image.flags.writeable = False  # one array for both passes: neither may change it
+                    self._frames[index] = (image, frame)
             self._next = index + 1
             self._cond.notify_all()
         return True
 
-    def _read(self, indices: Iterable[int], fallback: IndexedReader) -> dict[int, np.ndarray]:
-        """Frames ``indices`` (:meth:`IndexedReader.read`): the kept ones (waiting for those still to come) and the
+    def _read(self, indices: Iterable[int], fallback: IndexedReader) -> dict[int, tuple[np.ndarray, Any]]:
+        """Frames ``indices`` (:meth:`IndexedReader.read_sources`): the kept ones (waiting for those still to come) and the
         others (before the selected range, past it, frames the pass did not keep or the render went back to: a
         loop, a ping-pong) from ``fallback``."""
         need = set(indices)
@@ -308,7 +310,7 @@ class FaceStream:
             self._cond.notify_all()
         rest = need - mine
         if rest:
-            out.update(fallback.read(rest))
+            out.update(fallback.read_sources(rest))
         return out
 
     def reader(self, fallback: IndexedReader) -> StreamFrames:
@@ -395,6 +397,10 @@ class StreamFrames:
 
     def read(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
         """The frames at ``indices`` (any order, repeats allowed), as :meth:`IndexedReader.read`."""
+        return {i: rgb for i, (rgb, _) in self.read_sources(indices).items()}
+
+    def read_sources(self, indices: Iterable[int]) -> dict[int, tuple[np.ndarray, Any]]:
+        """As :meth:`read`, each image with its decoded frame (:meth:`IndexedReader.read_sources`)."""
         return self.stream._read(indices, self.fallback)
 
 

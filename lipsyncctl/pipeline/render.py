@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from lipsyncctl.config import Config
     from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.splice import Splicer
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.clip import _Clock
     from lipsyncctl.pipeline.faces import FacePlan, FaceStream, StreamFrames
@@ -57,10 +58,12 @@ if TYPE_CHECKING:
 class Window:
     """One window between the stages: output frames ``start .. stop-1`` showing source frames ``src``.
 
-    ``frames`` (H, W, 3) uint8 per output frame; ``faces`` the indices (into ``frames``) with a face to
-    re-render; ``ref``/``masked`` (n, 3, res, res) in [-1, 1] and ``masks`` (n, 1, res, res) for those
-    (stage 1); ``decoded`` (n, 3, res, res) in [-1, 1], the generated faces (stage 2); after stage 3
-    ``frames`` are the output frames and ``mattes`` the matte's, when one is written."""
+    ``frames`` (H, W, 3) uint8 per output frame and ``sources`` their decoded frames (None: the output is
+    written from the RGB images); ``faces`` the indices (into ``frames``) with a face to re-render;
+    ``ref``/``masked`` (n, 3, res, res) in [-1, 1] and ``masks`` (n, 1, res, res) for those (stage 1);
+    ``decoded`` (n, 3, res, res) in [-1, 1], the generated faces (stage 2); after stage 3 ``frames`` are the
+    output frames (spliced ``av.VideoFrame`` objects, or RGB images where the splice does not apply) and
+    ``mattes`` the matte's, when one is written."""
 
     start: int
     stop: int
@@ -74,6 +77,7 @@ class Window:
     masks: Any = None
     decoded: Any = None
     mattes: list[np.ndarray] | None = None
+    sources: list[Any] | None = None
 
     def pin(self) -> None:
         """Page-lock the faces' tensors (on CUDA their copies to the GPU then run without blocking)."""
@@ -91,6 +95,7 @@ class Renderer:
         from lipsyncctl.faces.mask import mouth_mask
 
         self.networks = networks
+        self.splicer: Splicer | None = None  # set by render() for its writer
         self.config = config
         self.plan = plan
         self.faces = faces
@@ -114,6 +119,10 @@ class Renderer:
 
         The writers are not closed here: the caller owns them (and renames them into place only when
         everything succeeded)."""
+        from lipsyncctl.media.splice import Splicer
+
+        splicer = Splicer(writer.pix_fmt)
+        self.splicer = splicer if splicer.active else None
         with progress.Task("render", total=self.plan.num_frames) as task:
             windows = self._prepared(reader)
 
@@ -150,13 +159,14 @@ class Renderer:
         plan, clock = self.plan, self.clock
         src = plan.source_indices(s, e)
         with clock("decode"):
-            got = reader.read(src)
+            got = reader.read_sources(src)
         base = plan.first_frame
         records = [self.faces.at(i - base) for i in src]  # a FaceStream waits here for the face pass
         mats = [m for m, _ in records]
         weights = [w for _, w in records]
-        win = Window(s, e, src, [got[i] for i in src], mats, weights,
-                     [k for k, m in enumerate(mats) if m is not None and weights[k] > 0])
+        win = Window(s, e, src, [got[i][0] for i in src], mats, weights,
+                     [k for k, m in enumerate(mats) if m is not None and weights[k] > 0],
+                     sources=[got[i][1] for i in src] if self.splicer is not None else None)
         del got
         if win.faces:
             with clock("align"):
@@ -227,7 +237,8 @@ class Renderer:
 
     def paste(self, win: Window, mattes: bool = False) -> Window:
         """Stage 3 (e): paste the generated faces back and cross-fade (``win.frames`` become the output
-        frames), and with ``mattes`` the matte's frames (``win.mattes``)."""
+        frames: spliced into the source's own pixels where :attr:`splicer` applies, :mod:`lipsyncctl.media.splice`),
+        and with ``mattes`` the matte's frames (``win.mattes``)."""
         from lipsyncctl.faces.blend import paste_face
 
         with self.clock("paste"):
@@ -241,8 +252,18 @@ class Renderer:
                 if w < 1.0:  # cross-fade where the face comes back or leaves
                     blend = frame.astype(np.float32) + w * (pasted.astype(np.float32) - frame)
                     pasted = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-                win.frames[k] = pasted
-        win.decoded = win.ref = win.masks = None
+                if win.sources is not None:
+                    spliced = self.splicer.frame(win.sources[k], frame, pasted)
+                    win.frames[k] = pasted if spliced is None else spliced
+                    win.sources[k] = None
+                else:
+                    win.frames[k] = pasted
+            if win.sources is not None:  # the frames without a face: the source's own
+                for k, source in enumerate(win.sources):
+                    if source is not None:
+                        spliced = self.splicer.frame(source)
+                        win.frames[k] = win.frames[k] if spliced is None else spliced
+        win.decoded = win.ref = win.masks = win.sources = None
         return win
 
     def encode(self, win: Window, writer: VideoWriter, matte: VideoWriter | None) -> None:

@@ -127,10 +127,13 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
 
 def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     """Splice source frames into the lossless render where asked, encode with the run's codec, and mux
-    the real dub."""
+    the real dub. As the clip pipeline's own output, every frame starts from the source's stored pixels and
+    only what the render changed is replaced (:mod:`lipsyncctl.media.splice`)."""
     from lipsyncctl.errors import WriteError
     from lipsyncctl.media.atomic import write_error
     from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.splice import Splicer
     from lipsyncctl.timeline.mediaio import mux, read_audio, read_frames, video_writer
 
     vinfo = probe(Path(task.video)).video
@@ -141,11 +144,15 @@ def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     video_only = raw.with_name(f"video{output.suffix}")
     try:
         with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
-                          source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) as writer:
-            source = read_frames(Path(task.video), task.first, task.frames)
+                          source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) as writer, \
+                IndexedReader(Path(task.video)) as reader:  # the grid of read_frames
+            splicer = Splicer(writer.pix_fmt)
+            source = reader.pictures(task.first, task.first + task.frames)
             for i, rgb in enumerate(read_frames(raw, 0, task.frames)):
-                src_rgb = next(source)
-                writer.write(src_rgb if keep[i] else rgb)
+                _, src_rgb, src_frame = next(source)
+                out = src_rgb if keep[i] else rgb
+                spliced = splicer.frame(src_frame, src_rgb, out) if splicer.active else None
+                writer.write(out if spliced is None else spliced)
     except WriteError as exc:  # its temporary file: name the shot
         raise write_error(output, exc) from exc
     audio, rate = read_audio(Path(task.audio))

@@ -86,7 +86,7 @@ def test_a_failing_stage_leaves_nothing(tiny_env, clip, tmp_path: Path, monkeypa
 
     if where == "decode":  # the render reads the face pass's frames (pipelined) or its own reader's
         for cls in (IndexedReader, StreamFrames):
-            monkeypatch.setattr(cls, "read", fail_on_second(cls.read, MediaError("bad packet")))
+            monkeypatch.setattr(cls, "read_sources", fail_on_second(cls.read_sources, MediaError("bad packet")))
         expected: type[BaseException] = MediaError
     elif where == "paste":
         monkeypatch.setattr(render.Renderer, "paste", fail_on_second(render.Renderer.paste, ValueError("bug")))
@@ -431,15 +431,15 @@ def test_a_stopped_face_stream_says_so_and_leaves_no_thread(tiny_env, clip, monk
 
 
 def _count_decoded(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Frames every IndexedReader yields (``range``; ``read`` goes through it too), counted per call site:
-    ``read`` = the frames the render decoded with its own reader."""
+    """Frames every IndexedReader yields (``pictures``; ``range`` and ``read`` go through it too), counted per call
+    site: ``read`` = the frames the render decoded with its own reader (``read_sources``)."""
     from lipsyncctl.media.reader import IndexedReader
 
     counts = {"all": 0, "read": 0}
-    real_range, real_read = IndexedReader.range, IndexedReader.read
+    real_pictures, real_read = IndexedReader.pictures, IndexedReader.read_sources
 
-    def range_(self, first, stop):
-        for item in real_range(self, first, stop):
+    def pictures(self, first, stop):
+        for item in real_pictures(self, first, stop):
             counts["all"] += 1
             yield item
 
@@ -448,8 +448,8 @@ def _count_decoded(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["read"] += len(out)
         return out
 
-    monkeypatch.setattr(IndexedReader, "range", range_)
-    monkeypatch.setattr(IndexedReader, "read", read)
+    monkeypatch.setattr(IndexedReader, "pictures", pictures)
+    monkeypatch.setattr(IndexedReader, "read_sources", read)
     return counts
 
 
@@ -464,10 +464,10 @@ def test_the_render_reads_the_frames_the_face_pass_decoded(tiny_env, clip, tmp_p
     config, models = tiny_env
     real_keep = FaceStream._keep
 
-    def keep(self, index, frame):
+    def keep(self, index, image, frame):
         while index >= 4 and not self._reading:
             time.sleep(0.002)
-        return real_keep(self, index, frame)
+        return real_keep(self, index, image, frame)
 
     monkeypatch.setattr(FaceStream, "_keep", keep)
     counts = _count_decoded(monkeypatch)
@@ -502,10 +502,10 @@ def test_kept_frames_are_the_readers_and_stay_few(tiny_env, clip, monkeypatch: p
         most = [0]
         real_keep = FaceStream._keep
 
-        def keep(self, index, frame, free_run=free_run, real_keep=real_keep, most=most):
+        def keep(self, index, image, frame, free_run=free_run, real_keep=real_keep, most=most):
             while not free_run and index >= 4 and not self._reading:  # the render reads before the pass runs on
                 time.sleep(0.002)
-            ok = real_keep(self, index, frame)
+            ok = real_keep(self, index, image, frame)
             most[0] = max(most[0], len(self._frames))
             return ok
 

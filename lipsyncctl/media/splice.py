@@ -1,0 +1,177 @@
+"""Output frames built from the source's own stored pixels: what a render did not change stays the source's.
+
+A render works on RGB images (``(H, W, 3)`` uint8, as the official pipeline does); encoding those whole
+frames back to YUV would move every pixel of the picture: swscale's YUV -> RGB -> YUV round trip is not
+exact (about one 8-bit level of luma on the talking-head fixture, every frame, face or not), and a 10- or
+12-bit source would lose its low bits everywhere. :class:`Splicer` instead starts each output frame from the
+decoder's frame (its planes copied into a fresh frame: no side data, no picture type carried over), converted
+to the writer's pixel format without touching its range or matrix, turned upright as the render's image was,
+and replaces only the pixels the render changed: the RGB box around them is converted back with the exact
+inverse of the conversion that decoded it (the source frame's matrix and range, :meth:`Frame.image
+<lipsyncctl.media.reader.Frame.image>`), a luma sample where its pixel changed, a chroma sample where any of
+the pixels it covers did.
+
+It applies when the writer stores planar YUV (:func:`splice_layout`: 4:2:0, 4:2:2, 4:4:4, 8 to 16 bits) and the
+source is YUV (or grey); for an RGB output (FFV1 ``bgr0``, lossless RGB already), an RGB or palette source, or a
+quarter-turned source whose chroma is not subsampled alike in both directions (4:2:2), :meth:`Splicer.frame`
+returns None and the caller writes the RGB image as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lipsyncctl.media.reader import Frame
+
+#: pixels around the changed box that are converted too, so the chroma filter's edge never reaches a replaced
+#: sample (swscale's RGB -> 4:2:0 chroma reads a few pixels on each side)
+MARGIN = 8
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a planar YUV pixel format stores a frame: sample type and each plane's subsampling (log2 x, log2 y)."""
+
+    dtype: Any
+    shifts: tuple[tuple[int, int], ...]
+
+    @property
+    def square(self) -> bool:
+        """Every plane is subsampled alike in x and y (a quarter turn keeps the format)."""
+        return all(sx == sy for sx, sy in self.shifts)
+
+    @property
+    def step(self) -> tuple[int, int]:
+        """The pixel grid (x, y) on which a box of this format starts and ends (the coarsest subsampling)."""
+        return 1 << max(sx for sx, _ in self.shifts), 1 << max(sy for _, sy in self.shifts)
+
+
+@cache
+def splice_layout(pix_fmt: str) -> Layout | None:
+    """The :class:`Layout` of ``pix_fmt`` when it is planar YUV with one component per plane and no alpha
+    (``yuv420p``, ``yuv422p10le``, ``yuvj420p``, ``yuv444p12le``...), else None."""
+    import av
+
+    try:
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+    except (ValueError, TypeError):
+        return None
+    comps = fmt.components
+    if (fmt.is_rgb or len(comps) != 3 or len({c.plane for c in comps}) != 3 or any(c.is_alpha for c in comps)
+            or pix_fmt.endswith("be") or pix_fmt.startswith(("pal", "bayer", "xyz"))):
+        return None
+    bits = {c.bits for c in comps}
+    if len(bits) != 1 or not 8 <= bits.pop() <= 16:
+        return None
+    dtype = np.uint8 if comps[0].bits == 8 else np.dtype("<u2")
+    shifts = tuple(((64 // c.width).bit_length() - 1, (64 // c.height).bit_length() - 1)
+                   for c in sorted(comps, key=lambda c: c.plane))
+    return Layout(dtype, shifts)
+
+
+def _source_ok(pix_fmt: str) -> bool:
+    """A decoder format whose values the splice may keep: YUV or grey (RGB and palette sources are exact in the
+    render's RGB image already)."""
+    from lipsyncctl.media.writer import is_rgb
+
+    return not is_rgb(pix_fmt) and not pix_fmt.startswith(("pal", "bayer", "xyz", "monob", "monow"))
+
+
+def _range(frame: Any) -> str:
+    """The range the decoder's frame was read with (``JPEG`` for the ``yuvj`` formats and full-range tags)."""
+    return "JPEG" if frame.format.name.startswith("yuvj") or int(frame.color_range) == 2 else "MPEG"
+
+
+def planes_of(frame: Any, layout: Layout) -> list[np.ndarray]:
+    """The planes of ``frame`` (in ``layout``'s format) as writable arrays (copies, line padding dropped)."""
+    out = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, layout.dtype).reshape(plane.height, -1)
+        out.append(rows[:, :plane.width].copy())
+    return out
+
+
+def frame_of(planes: list[np.ndarray], pix_fmt: str, like: Any) -> Any:
+    """A fresh ``av.VideoFrame`` of ``pix_fmt`` holding ``planes``, tagged with ``like``'s matrix and range."""
+    import av
+
+    height, width = planes[0].shape
+    frame = av.VideoFrame(width, height, pix_fmt)
+    for plane, values in zip(frame.planes, planes, strict=True):
+        rows = np.frombuffer(plane, values.dtype).reshape(plane.height, -1)
+        rows[:, :plane.width] = values
+    frame.colorspace = like.colorspace
+    frame.color_range = like.color_range
+    return frame
+
+
+class Splicer:
+    """Output frames in ``pix_fmt`` (the writer's) from source frames and the render's RGB images.
+
+    ``frame(source)``: the source frame itself (upright, in ``pix_fmt``); ``frame(source, before, after)``: the
+    same with the pixels where ``after`` (the render's image) differs from ``before`` (the source's image as
+    the render saw it, :attr:`Frame.image <lipsyncctl.media.reader.Frame.image>`) replaced. None where the
+    splice does not apply (module doc): write ``after`` as RGB then.
+    """
+
+    def __init__(self, pix_fmt: str) -> None:
+        self.pix_fmt = pix_fmt
+        self.layout = splice_layout(pix_fmt)
+
+    @property
+    def active(self) -> bool:
+        """The writer's format can be spliced at all (else every :meth:`frame` is None)."""
+        return self.layout is not None
+
+    def frame(self, source: Frame, before: np.ndarray | None = None, after: np.ndarray | None = None) -> Any:
+        layout = self.layout
+        src = source.av_frame
+        if layout is None or not _source_ok(src.format.name):
+            return None
+        turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
+        if turns and not layout.square:
+            return None
+        rng = _range(src)
+        conv = src if src.format.name == self.pix_fmt else src.reformat(
+            format=self.pix_fmt, src_color_range=rng, dst_color_range=rng)
+        planes = planes_of(conv, layout)
+        if turns:
+            planes = [np.ascontiguousarray(np.rot90(p, turns)) for p in planes]
+        if before is not None and after is not None:
+            self._replace(planes, src, rng, before, after)
+        return frame_of(planes, self.pix_fmt, src)
+
+    def _replace(self, planes: list[np.ndarray], src: Any, rng: str, before: np.ndarray, after: np.ndarray) -> None:
+        """Put the changed pixels of ``after`` into ``planes`` (upright, the writer's format)."""
+        import av
+
+        layout = self.layout
+        assert layout is not None
+        changed = np.any(before != after, axis=2)
+        rows, cols = np.any(changed, axis=1), np.any(changed, axis=0)
+        if not rows.any():
+            return
+        height, width = changed.shape
+        gx, gy = layout.step
+        y0, y1 = np.flatnonzero(rows)[[0, -1]]
+        x0, x1 = np.flatnonzero(cols)[[0, -1]]
+        y0, x0 = max(0, y0 - MARGIN) // gy * gy, max(0, x0 - MARGIN) // gx * gx
+        y1, x1 = min(height, -(-(y1 + 1 + MARGIN) // gy) * gy), min(width, -(-(x1 + 1 + MARGIN) // gx) * gx)
+        box = av.VideoFrame.from_ndarray(np.ascontiguousarray(after[y0:y1, x0:x1]), format="rgb24")
+        # The inverse of the decode (Frame.image: the source frame's own matrix and range).
+        spec = int(src.colorspace)
+        yuv = box.reformat(format=self.pix_fmt, dst_colorspace=spec if spec != 2 else None, dst_color_range=rng)
+        mask = changed[y0:y1, x0:x1]
+        for plane, new, (sx, sy) in zip(planes, planes_of(yuv, layout), layout.shifts, strict=True):
+            h, w = new.shape
+            m = mask
+            if sx or sy:  # a chroma sample changes where any pixel it covers did
+                m = np.pad(m, ((0, h * (1 << sy) - m.shape[0]), (0, w * (1 << sx) - m.shape[1])))
+                m = m.reshape(h, 1 << sy, w, 1 << sx).any(axis=(1, 3))
+            view = plane[y0 >> sy:(y0 >> sy) + h, x0 >> sx:(x0 >> sx) + w]
+            view[m] = new[m]
