@@ -24,6 +24,11 @@ MEDIA_EXTS = frozenset(
      ".flv", ".3gp", ".mj2", ".y4m"}
 )
 DEFAULT_SEQUENCE_FPS = Fraction(25)
+#: swscale threads of every conversion that makes a file's pixels (``VideoFrame.reformat(threads=...)``). PyAV >= 17
+#: slices a conversion over all CPUs by default, and FFmpeg 8.1's sliced conversions into 10-bit formats are not
+#: deterministic: a few samples at slice edges come out wrong (by up to 124 of 1023), differently on every call, so
+#: ProRes written from the same frames differed run to run. One thread is exact and takes a few ms at 1080p.
+SWS_THREADS = 1
 
 _PATTERN = re.compile(r"%0?(\d*)d")
 

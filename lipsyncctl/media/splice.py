@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lipsyncctl.media.container import SWS_THREADS
+
 if TYPE_CHECKING:
     from lipsyncctl.media.reader import Frame
 
@@ -138,7 +140,7 @@ class Splicer:
             return None
         rng = _range(src)
         conv = src if src.format.name == self.pix_fmt else src.reformat(
-            format=self.pix_fmt, src_color_range=rng, dst_color_range=rng)
+            format=self.pix_fmt, src_color_range=rng, dst_color_range=rng, threads=SWS_THREADS)
         planes = planes_of(conv, layout)
         if turns:
             planes = [np.ascontiguousarray(np.rot90(p, turns)) for p in planes]
@@ -165,7 +167,8 @@ class Splicer:
         box = av.VideoFrame.from_ndarray(np.ascontiguousarray(after[y0:y1, x0:x1]), format="rgb24")
         # The inverse of the decode (Frame.image: the source frame's own matrix and range).
         spec = int(src.colorspace)
-        yuv = box.reformat(format=self.pix_fmt, dst_colorspace=spec if spec != 2 else None, dst_color_range=rng)
+        yuv = box.reformat(format=self.pix_fmt, dst_colorspace=spec if spec != 2 else None, dst_color_range=rng,
+                           threads=SWS_THREADS)
         mask = changed[y0:y1, x0:x1]
         for plane, new, (sx, sy) in zip(planes, planes_of(yuv, layout), layout.shifts, strict=True):
             h, w = new.shape

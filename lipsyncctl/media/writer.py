@@ -8,7 +8,8 @@ Same frames, same settings, same bytes: the container is written ``bitexact`` (:
 Matroska muxer otherwise gives every file a random segment UID), and with ``threads`` the encoder's
 thread count is fixed. x264 is deterministic for a given thread count, but its automatic count follows
 the CPUs the process may use (``taskset``, a scheduler's cpuset), and the count changes its output;
-the RGB -> YUV conversion (swscale) gives the same pixels with 1-8 threads.
+the RGB -> YUV conversion (swscale) runs one thread (:data:`~lipsyncctl.media.container.SWS_THREADS`: sliced
+conversions into 10-bit formats are not deterministic).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
-from lipsyncctl.media.container import ffmpeg_reason
+from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason
 from lipsyncctl.media.probe import COLOR_CODES, ColorInfo
 
 
@@ -198,12 +199,13 @@ class VideoWriter:
             # Convert with the matrix/range the file is tagged with (untagged: swscale's default, the
             # same one a reader uses for untagged input, so a round trip keeps the colours).
             out = src.reformat(
-                format=self.pix_fmt,
+                format=self.pix_fmt, threads=SWS_THREADS,
                 dst_colorspace=_SWS_MATRIX.get(color.matrix or "") if yuv else None,
                 dst_color_range=("JPEG" if color.range == "pc" else "MPEG") if yuv else None,
             )
         else:
-            out = frame.reformat(format=self.pix_fmt) if frame.format.name != self.pix_fmt else frame
+            out = frame.reformat(format=self.pix_fmt, threads=SWS_THREADS) if frame.format.name != self.pix_fmt \
+                else frame
         tags = self._tags()
         if tags is not None:
             # Encoders such as prores_ks write the frame's tags into the bitstream.

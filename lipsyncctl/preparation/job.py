@@ -35,7 +35,7 @@ from lipsyncctl import progress
 from lipsyncctl.config import PrepOptions
 from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
-from lipsyncctl.media.container import MEDIA_EXTS, is_image_sequence, sequence_files
+from lipsyncctl.media.container import MEDIA_EXTS, SWS_THREADS, is_image_sequence, sequence_files
 from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
 
 MANIFEST_VERSION = 1
@@ -325,7 +325,8 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
                 last_src = frame
                 av_frame = frame.av_frame
                 if resize:
-                    av_frame = av_frame.reformat(width=stored[0], height=stored[1], interpolation="AREA")
+                    av_frame = av_frame.reformat(width=stored[0], height=stored[1], interpolation="AREA",
+                                                 threads=SWS_THREADS)
                 if rot:
                     av_frame = rotate(av_frame.to_ndarray(format="rgb24"), rot)
                 last_out = av_frame
