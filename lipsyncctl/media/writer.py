@@ -236,6 +236,7 @@ class VideoWriter:
                              f"{self._stream.width}x{self._stream.height}")
         out.pts = self.frames_written
         out.time_base = 1 / self.fps
+        out.pict_type = 0  # a decoder's frame says I/P/B, and x264 would force its keyframes (every frame, from ProRes)
         try:
             for packet in self._stream.encode(out):
                 self._container.mux(packet)

@@ -185,6 +185,19 @@ def test_prep_encodes_every_sync_codec(codec: str, tmp_path: Path) -> None:
     _check_output(item.output, Fraction(25), 3, (256, 144))
 
 
+def test_an_all_intra_source_does_not_make_an_all_intra_output(tmp_path: Path) -> None:
+    """Every frame of a ProRes (or FFV1, MJPEG) source is a keyframe; the decoder's frames say so, and x264 took that
+    as a request to start a GOP at each one (an all-intra H.264, several times the size). The GOP is the encoder's."""
+    import av
+
+    src = mg.make_clip(tmp_path / "intra.mkv", codec="ffv1", frames=12, size=(96, 64))
+    item = prep([src], tmp_path / "out", FAST).items[0]
+    assert item.status == "done", item.reason
+    with av.open(str(item.output)) as c:
+        keys = [p.is_keyframe for p in c.demux(video=0) if p.size]
+    assert len(keys) == 12 and keys[0] and sum(keys) == 1
+
+
 def test_prep_prores_alias(tmp_path: Path) -> None:
     src = mg.make_clip(tmp_path / "in.mp4", frames=3, size=(96, 64))
     options = PrepOptions(codec="prores", encoder_preset="ultrafast")  # the name prep used to take
