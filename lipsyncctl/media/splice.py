@@ -154,27 +154,35 @@ class Splicer:
 
         layout = self.layout
         assert layout is not None
-        changed = np.any(before != after, axis=2)
-        rows, cols = np.any(changed, axis=1), np.any(changed, axis=0)
-        if not rows.any():
+        height, width = before.shape[:2]
+        differ = before != after  # (H, W, 3); reduced by rows first (numpy is slow along a 3-wide last axis)
+        rows = np.flatnonzero(differ.reshape(height, -1).any(axis=1))
+        if not len(rows):
             return
-        height, width = changed.shape
+        r0, r1 = int(rows[0]), int(rows[-1]) + 1
+        band = differ[r0:r1]
+        band = band[..., 0] | band[..., 1] | band[..., 2]  # (r1 - r0, W): the pixels that changed
+        cols = np.flatnonzero(band.any(axis=0))
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
         gx, gy = layout.step
-        y0, y1 = np.flatnonzero(rows)[[0, -1]]
-        x0, x1 = np.flatnonzero(cols)[[0, -1]]
-        y0, x0 = max(0, y0 - MARGIN) // gy * gy, max(0, x0 - MARGIN) // gx * gx
-        y1, x1 = min(height, -(-(y1 + 1 + MARGIN) // gy) * gy), min(width, -(-(x1 + 1 + MARGIN) // gx) * gx)
+        y0, x0 = max(0, r0 - MARGIN) // gy * gy, max(0, c0 - MARGIN) // gx * gx
+        y1, x1 = min(height, -(-(r1 + MARGIN) // gy) * gy), min(width, -(-(c1 + MARGIN) // gx) * gx)
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        mask[r0 - y0:r1 - y0, c0 - x0:c1 - x0] = band[:, c0:c1]
         box = av.VideoFrame.from_ndarray(np.ascontiguousarray(after[y0:y1, x0:x1]), format="rgb24")
         # The inverse of the decode (Frame.image: the source frame's own matrix and range).
         spec = int(src.colorspace)
         yuv = box.reformat(format=self.pix_fmt, dst_colorspace=spec if spec != 2 else None, dst_color_range=rng,
                            threads=SWS_THREADS)
-        mask = changed[y0:y1, x0:x1]
         for plane, new, (sx, sy) in zip(planes, planes_of(yuv, layout), layout.shifts, strict=True):
             h, w = new.shape
             m = mask
             if sx or sy:  # a chroma sample changes where any pixel it covers did
-                m = np.pad(m, ((0, h * (1 << sy) - m.shape[0]), (0, w * (1 << sx) - m.shape[1])))
-                m = m.reshape(h, 1 << sy, w, 1 << sx).any(axis=(1, 3))
+                m = np.pad(m, ((0, max(0, h * (1 << sy) - m.shape[0])), (0, max(0, w * (1 << sx) - m.shape[1]))))
+                cover = np.zeros((h, w), dtype=bool)
+                for dy in range(1 << sy):
+                    for dx in range(1 << sx):
+                        cover |= m[dy::1 << sy, dx::1 << sx][:h, :w]
+                m = cover
             view = plane[y0 >> sy:(y0 >> sy) + h, x0 >> sx:(x0 >> sx) + w]
             view[m] = new[m]

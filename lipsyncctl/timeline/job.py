@@ -62,7 +62,8 @@ from lipsyncctl.timeline.types import (
     TimelineResult,
 )
 
-KEY_VERSION = "timeline-3"  # 2: the face choice is part of the config; 3: renders carry timecode + reel
+KEY_VERSION = "timeline-4"  # 2: the face choice is part of the config; 3: renders carry timecode + reel;
+# 4: frames start from the source's own samples (media.splice; older renders moved every pixel a little)
 
 
 def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:

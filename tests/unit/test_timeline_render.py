@@ -214,6 +214,34 @@ def test_killed_run_resumes_only_unfinished(env, capsys: pytest.CaptureFixture[s
     assert not list((out / ".lipsyncctl" / "renders").glob(".*"))  # no half-written temporaries left
 
 
+def test_a_delivered_shot_keeps_the_sources_samples(env, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+                                                    tmp_path: Path) -> None:
+    """Delivered in YUV (lossless FFV1 4:2:0 here, so only the pipeline can move a sample), a shot's frames are the
+    source's own samples: the passthrough frames all of them, the re-rendered ones all but the face's."""
+    import av
+
+    from lipsyncctl.media.splice import planes_of, splice_layout
+
+    edit = write_edit(tmp_path / "short.otio", [clip("A1", str(env["root"] / "cam_a.mkv"), 4, 12, available=(0, 40))],
+                      name="short")
+    rc, res = _run(["--timeline", str(edit), *BASE, "--codec", "ffv1", "--set", "output.pix_fmt=yuv420p",
+                    "--handles", "0", "--non-dialogue", "passthrough", "--audio", f"de={env['de']}",
+                    "-o", str(tmp_path / "p")], capsys)
+    assert rc == 0
+    shot = res["languages"]["de"]["shots"][0]
+    layout = splice_layout("yuv420p")
+    assert layout is not None
+    with av.open(shot["output"]) as out, av.open(str(env["root"] / "cam_a.mkv")) as src:
+        got = [planes_of(f, layout) for f in out.decode(video=0)]
+        want = [planes_of(f, layout) for f in src.decode(video=0)][4:16]
+    assert len(got) == len(want) == 12
+    exact = [all(np.array_equal(g, w) for g, w in zip(a, b, strict=True)) for a, b in zip(got, want, strict=True)]
+    moved = [float(np.mean(a[0] != b[0])) for a, b in zip(got, want, strict=True)]
+    silent = int(round((1 - shot["speech_coverage"]) * 12))
+    assert all(exact[: silent - 3]) and not any(exact[silent + 3:])
+    assert max(moved) < 0.25  # the face, never the picture
+
+
 def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A1 (record 0-12 + 2 handles) hears the dub's first 0.6 s: silence, then speech from 0.45 s."""
