@@ -69,6 +69,20 @@ loaded, the render of the 4 s clip (face pass done, one decode, align, paste, x2
 the floor's 35. The 2 cores are shared by the decode, HOG detection every 5th frame, the landmark refits, the
 official restore and x264.
 
+2026-12-05, output frames spliced into the source's own samples (``lipsyncctl.media.splice``: no YUV -> RGB -> YUV
+round trip of the picture; the paste stage now also finds the changed pixels and converts only their box, the
+encode no longer converts whole frames; one swscale thread, ``SWS_THREADS``). 4 s, ``--repeat 2``, the code before
+and after measured one after the other on the same machine::
+
+     size      x264   floor   faces  render     f+r     f+r  vs fl     f+r  vs fl  same
+     before (paste 131 frames/s, encode 73)
+     1920  veryfast    40.1    60.4    22.8    16.6    21.4  1.87x    30.0  1.34x   yes
+     after (paste 84 frames/s, encode 89)
+     1920  veryfast    39.9    54.0    21.9    15.6    20.7  1.93x    28.1  1.42x   yes
+
+about 3 ms more per face frame at 1080p (the comparison that finds the changed pixels, the box's conversion), 3-6 %
+end to end, within this machine's noise but likely real; the fidelity is the point (README, Codecs and containers).
+
 The full-size UNet row builds ``models/configs/unet/<--unet>.yaml`` with random weights and times one
 guided step on one window (batch 2 = [uncond, cond] x 16 frames) with and without DeepCache-style
 feature reuse (:mod:`tests.bench.bench_unet_step`); a window is ``steps`` such steps (20 official),
