@@ -89,6 +89,22 @@ class VideoInfo:
     time_base: Fraction
     bit_rate: int | None = None
     sample_aspect: Fraction = Fraction(1)  # a stored pixel's width / height (anamorphic DV, HDV: not 1)
+    #: ``progressive``, an interlaced order (``tt`` top field first, ``bb``, ``tb``, ``bt``; ``interlaced`` when
+    #: the frames say so but not the order), or None (not said)
+    field_order: str | None = None
+
+    @property
+    def interlaced(self) -> bool:
+        """The frames hold two fields (1080i, PAL/NTSC SD)."""
+        return self.field_order not in (None, "progressive")
+
+    @property
+    def fields(self) -> str:
+        """:attr:`field_order` in words, e.g. ``interlaced, top field first``."""
+        return {"progressive": "progressive", "tt": "interlaced, top field first",
+                "bb": "interlaced, bottom field first", "tb": "interlaced, top field first (coded bottom first)",
+                "bt": "interlaced, bottom field first (coded top first)"}.get(
+            self.field_order or "", "interlaced" if self.interlaced else "progressive or not said")
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -272,8 +288,20 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
         index=stream.index, codec=ctx.name, profile=ctx.profile, width=first.width, height=first.height,
         pix_fmt=first.format.name, fps=fps, nominal_fps=nominal, is_vfr=vfr, frame_count=frame_count, duration=float(duration or 0.0),
         start_time=start, rotation=_rotation(first, stream), color=color, time_base=tb,
-        bit_rate=ctx.bit_rate or None, sample_aspect=_sample_aspect(stream),
+        bit_rate=ctx.bit_rate or None, sample_aspect=_sample_aspect(stream), field_order=_field_order(ctx, first),
     )
+
+
+#: AVFieldOrder codes -> VideoInfo.field_order
+_FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def _field_order(ctx: Any, first: Any) -> str | None:
+    """The stream's field order (the decoder's, after the first frame), else whether that frame is interlaced."""
+    order = _FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0))
+    if order is not None:
+        return order
+    return "interlaced" if getattr(first, "interlaced_frame", False) else None
 
 
 def _sample_aspect(stream: Any) -> Fraction:

@@ -230,6 +230,10 @@ def sync_clip(
     if vinfo.is_vfr:
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
+    if vinfo.interlaced:
+        warnings.append(f"the source is {vinfo.fields}: the face is rendered from whole frames (both fields at once) "
+                        "and the output is flagged progressive; deinterlace it first (e.g. ffmpeg -vf bwdif) for a "
+                        "progressive delivery, or re-flag the output's field order where an interlaced one is required")
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).

@@ -287,6 +287,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
         item.warnings.append(f"{dw}x{dh} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")
     if v.is_vfr:
         item.warnings.append(f"variable frame rate (mean {float(v.fps):.3f} fps) conformed to {float(fps):.3f}")
+    if v.interlaced:
+        item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
+                             "things move); deinterlace it first for the model (e.g. ffmpeg -vf bwdif)")
     if job.duration is not None and job.duration > available + 1e-6:
         item.warnings.append(f"only {available:.3f} s available after --start")
     return info

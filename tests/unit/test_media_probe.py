@@ -72,6 +72,16 @@ def test_rotation_tag(gen: Path, rotation: int) -> None:
     assert v.display_size == (96, 64)
 
 
+@pytest.mark.parametrize(("params", "order", "words"), [
+    ("tff=1", "tt", "interlaced, top field first"), ("bff=1", "bb", "interlaced, bottom field first"),
+    (None, "progressive", "progressive")])
+def test_field_order(gen: Path, params: str | None, order: str, words: str) -> None:
+    """1080i/SD broadcast masters: the field order a run warns about (sync, prep)."""
+    path = mg.make_clip(gen / f"fields_{order}.mp4", frames=4, options={"x264-params": params} if params else None)
+    v = probe(path).video
+    assert v is not None and (v.field_order, v.interlaced, v.fields) == (order, order != "progressive", words)
+
+
 def test_codecs_and_containers(gen: Path) -> None:
     prores = probe(mg.make_clip(gen / "p.mov", codec="prores_ks", pix_fmt="yuv422p10le", audio_codec="pcm_s16le",
                                 frames=5, audio_rate=48000))

@@ -198,6 +198,13 @@ def test_an_all_intra_source_does_not_make_an_all_intra_output(tmp_path: Path) -
     assert len(keys) == 12 and keys[0] and sum(keys) == 1
 
 
+def test_an_interlaced_source_is_said(tmp_path: Path) -> None:
+    src = mg.make_clip(tmp_path / "i.mp4", frames=4, options={"x264-params": "bff=1"})
+    item = prep([src], tmp_path / "out", FAST).items[0]
+    assert item.status == "done", item.reason
+    assert any("interlaced, bottom field first" in w and "bwdif" in w for w in item.warnings)
+
+
 def test_prep_prores_alias(tmp_path: Path) -> None:
     src = mg.make_clip(tmp_path / "in.mp4", frames=3, size=(96, 64))
     options = PrepOptions(codec="prores", encoder_preset="ultrafast")  # the name prep used to take

@@ -165,6 +165,27 @@ def test_an_anamorphic_face_is_found_in_every_frame(tiny_env, tmp_path: Path):
     assert res.faces_found == 12 and res.no_face_frames == 0
 
 
+def test_an_interlaced_source_is_said(tiny_env, frames, tmp_path: Path):
+    """A 1080i-style master (x264 tff): the run says the face is rendered from whole frames and the output is
+    progressive, and how to deinterlace."""
+    config, models = tiny_env
+    import av
+
+    video = tmp_path / "i.mp4"
+    with av.open(str(video), "w") as c:  # interlaced-coded H.264, top field first
+        s = c.add_stream("libx264", rate=25, options={"x264-params": "tff=1"})
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for i, rgb in enumerate(frames[:3]):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    assert probe(video).video.field_order == "tt"  # type: ignore[union-attr]
+    res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), tmp_path / "out.mkv", config, networks=models)
+    said = [w for w in res.warnings if "interlaced" in w]
+    assert len(said) == 1 and "top field first" in said[0] and "bwdif" in said[0]
+
+
 def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):
     """AAC holds at most 96 kHz: the run says so up front and writes 96 kHz (it failed after the whole render,
     naming a hidden temporary file); the output's sound lasts the plan's exact samples."""
