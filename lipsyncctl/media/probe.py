@@ -143,6 +143,8 @@ class MediaInfo:
     video: VideoInfo | None
     audio: tuple[AudioInfo, ...] = field(default_factory=tuple)
     is_image_sequence: bool = False
+    timecode: str | None = None  # the file's start timecode tag, e.g. "01:00:00:00" ("01:00:00;00" drop frame)
+    reel: str | None = None      # its reel (tape) name tag, e.g. "A001C003"
 
     @property
     def has_audio(self) -> bool:
@@ -387,4 +389,17 @@ def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) ->
         if not math.isfinite(duration):
             duration = 0.0
         return MediaInfo(path=path, format_name=container.format.name, size_bytes=size, duration=duration,
-                         video=video, audio=audio, is_image_sequence=is_image_sequence(path))
+                         video=video, audio=audio, is_image_sequence=is_image_sequence(path),
+                         timecode=_tag(container, "timecode"), reel=_tag(container, "reel_name", "reel", "tape"))
+
+
+def _tag(container: Any, *names: str) -> str | None:
+    """The first of the tags ``names`` on the container or a stream (MOV/MXF keep ``timecode`` and ``reel_name`` on
+    their timecode track; MKV writes them upper case)."""
+    tags = [dict(container.metadata)] + [dict(s.metadata) for s in container.streams]
+    for name in names:
+        for t in tags:
+            for k, v in t.items():
+                if k.lower() == name and v:
+                    return str(v)
+    return None

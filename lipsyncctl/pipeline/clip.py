@@ -55,7 +55,7 @@ from lipsyncctl.pipeline.plan import (
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, FaceSelect
-    from lipsyncctl.media.probe import VideoInfo
+    from lipsyncctl.media.probe import MediaInfo, VideoInfo
     from lipsyncctl.pipeline.faces import FacePlan, FaceStream
     from lipsyncctl.pipeline.networks import Networks
 
@@ -287,7 +287,7 @@ def sync_clip(
                     stale_matte.unlink(missing_ok=True)
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
-                              matte_out, settle)
+                              matte_out, settle, timecode=_output_timecode(info, plan, output))
         finally:
             if stream is not None:
                 stream.close()
@@ -336,7 +336,8 @@ def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[st
 
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
-                      output: Path, matte_out: Path | None, settle: Callable[[], None]) -> None:
+                      output: Path, matte_out: Path | None, settle: Callable[[], None],
+                      timecode: tuple[str, str | None] | None = None) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
     ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
@@ -369,7 +370,8 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                     final = mux_audio(video_only, audio, tmp / f"final{output.suffix}",
                                       codec=config.output.audio_codec, pad=True,
                                       duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
-                                      inputs=[video])
+                                      inputs=[video], timecode=timecode[0] if timecode else None,
+                                      reel=timecode[1] if timecode else None)
             except WriteError as exc:
                 done = writer.packets_written if writer is not None else 0
                 needed.append(_space_needed(exc, video_only, done, plan.num_frames))
@@ -393,6 +395,25 @@ def _space_needed(exc: Any, video_only: Path, frames_written: int, frames: int) 
     else:
         picture = exc.written * frames // max(frames_written, 1)
     return 2 * max(picture, exc.written)
+
+
+def _output_timecode(info: MediaInfo, plan: ClipPlan, output: Path) -> tuple[str, str | None] | None:
+    """``(timecode, reel)`` for the output: the source timecode of its first frame (the file's start timecode tag
+    plus the frames before ``--start``, counted at the output's rate; drop frame where the tag is) and the source's
+    reel name, so an editor's NLE relinks or conforms the dubbed clip by timecode as it did the source. None without
+    a tag (or one that does not parse at the source's rate), or for a container that holds no timecode."""
+    from lipsyncctl.media.mux import TIMECODE_CONTAINERS
+    from lipsyncctl.timeline import timebase as tb
+
+    if info.timecode is None or info.video is None or output.suffix.lower() not in TIMECODE_CONTAINERS:
+        return None
+    grid = info.video.nominal_fps
+    try:
+        start = tb.timecode_frames(info.timecode, grid) + plan.first_frame
+    except ValueError:
+        return None
+    frames = start if plan.fps == grid else round(Fraction(start) * plan.fps / grid)
+    return tb.timecode(frames, plan.fps, tb.is_drop_frame(info.timecode, plan.fps)), info.reel
 
 
 def _grid_frames(vinfo: VideoInfo) -> int:

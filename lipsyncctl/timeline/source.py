@@ -539,23 +539,4 @@ def probe_media(path: Path) -> MediaFacts:
     if info.video is None:
         raise MediaError(f"{path}: no video stream")
     return MediaFacts(path=path, fps=info.video.nominal_fps, frames=info.video.frame_count,
-                      width=info.video.width, height=info.video.height, start_timecode=_tag(path, "timecode"),
-                      reel=_tag(path, "reel_name", "reel", "tape"))
-
-
-def _tag(path: Path, *names: str) -> str | None:
-    """The first of the tags ``names`` on the container or a stream (MOV/MXF keep ``timecode`` and
-    ``reel_name`` on their timecode track; MKV writes them upper case)."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            tags = [dict(c.metadata)] + [dict(s.metadata) for s in c.streams]
-    except (av.error.FFmpegError, OSError):
-        return None
-    for name in names:
-        for t in tags:
-            for k, v in t.items():
-                if k.lower() == name and v:
-                    return str(v)
-    return None
+                      width=info.video.width, height=info.video.height, start_timecode=info.timecode, reel=info.reel)

@@ -165,6 +165,28 @@ def test_an_anamorphic_face_is_found_in_every_frame(tiny_env, tmp_path: Path):
     assert res.faces_found == 12 and res.no_face_frames == 0
 
 
+@pytest.mark.parametrize(("fps", "tag", "start", "expected"), [
+    (Fraction(25), "10:00:00:00", 0.2, "10:00:00:05"),             # --start moves it by the frames skipped
+    (NTSC, "00:59:59;28", 0.0, "00:59:59;28"),                     # drop frame stays drop frame
+    (NTSC, "00:00:59;28", 4 * 1001 / 30000, "00:01:00;04"),        # ... and counts as drop frame (;00, ;01 skipped)
+])
+def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Path, fps: Fraction, tag: str,
+                                                  start: float, expected: str):
+    """A single clip comes back with the source timecode of its first frame and the source's reel name, so the
+    editor's NLE relinks the dub as it did the source (the timeline's renders do the same)."""
+    config, models = tiny_env
+    video = write_clip(tmp_path / "tc.mov", frames[:8], fps, codec="libx264", tags={"timecode": tag, "reel_name": "A001"})
+    assert (probe(video).timecode, probe(video).reel) == (tag, "A001")
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    res = sync_clip(video, audio, tmp_path / "out.mov", with_sets(config, "output.codec=h264", "output.matte=false"),
+                    networks=models, start=start)
+    out = probe(res.output)
+    assert (out.timecode, out.reel) == (expected, "A001")
+    res = sync_clip(video, audio, tmp_path / "out.avi", with_sets(config, "output.matte=false", "output.audio_codec=pcm"),
+                    networks=models)
+    assert probe(res.output).timecode is None  # an AVI holds none
+
+
 def test_an_interlaced_source_is_said(tiny_env, frames, tmp_path: Path):
     """A 1080i-style master (x264 tff): the run says the face is rendered from whole frames and the output is
     progressive, and how to deinterlace."""
