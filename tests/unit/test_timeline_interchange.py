@@ -140,7 +140,8 @@ def _relinked(media: Path, tmp_path: Path, edl_text: str = DISSOLVE_EDL, offset:
 
 
 def test_the_relinked_edl_names_the_renders_reel_at_its_timecode(media: Path, tmp_path: Path) -> None:
-    from lipsyncctl.timeline.source import MediaFacts, _tag
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.timeline.source import MediaFacts
 
     edl, _, plan, relinked, render = _relinked(media, tmp_path)
     seg = plan.segments[0]
@@ -148,14 +149,14 @@ def test_the_relinked_edl_names_the_renders_reel_at_its_timecode(media: Path, tm
     written, _ = write_timelines(relinked, edl, tmp_path / "out" / "de", inputs=[media / "cam_a.mkv"])
     events = [line.split() for line in (tmp_path / "out" / "de" / "diss.edl").read_text().splitlines()
               if line[:1].isdigit()]
-    assert events[0][1] == "LSABCDEF" == _tag(render, "reel_name")
+    assert events[0][1] == "LSABCDEF" == probe(render).reel
     assert events[0][4:8] == ["00:00:00:04", "00:00:01:04", "01:00:00:00", "01:00:01:00"]  # inside the render's
     # the relinked EDL read back: its event links to the render (clip name + reel) and passes the cross-check
     from lipsyncctl.timeline.segments import name_mismatch
 
     back = read_timeline(tmp_path / "out" / "de" / "diss.edl", rate=25)
     first = next(iter(back.find_clips()))
-    facts = MediaFacts(render, Fraction(25), seg.render_frames, 32, 32, _tag(render, "timecode"), _tag(render, "reel_name"))
+    facts = MediaFacts(render, Fraction(25), seg.render_frames, 32, 32, probe(render).timecode, probe(render).reel)
     assert name_mismatch(first, facts) is None
 
 
