@@ -380,13 +380,14 @@ class IndexedReader:
         return self._rgb_cache[1]
 
 
-def read_range(path: str | Path, first: int, count: int, fps: Fraction | None = None) -> Iterator[np.ndarray]:
+def read_range(path: str | Path, first: int, count: int, fps: Fraction | None = None, *,
+               sources: bool = False) -> Iterator[Any]:
     """RGB frames ``first .. first + count - 1`` of ``path`` on its ``fps`` grid (None: the nominal rate),
     streamed: past the end the last frame is held, so exactly ``count`` frames come out (none for
     ``count <= 0``). ``functools.partial(read_range, path, first, count)`` is a replayable frame source
-    (:data:`lipsyncctl.scoring.lse.FrameSource`)."""
+    (:data:`lipsyncctl.scoring.lse.FrameSource`). ``sources``: ``(image, Frame)`` pairs (:meth:`IndexedReader.pictures`)."""
     if count <= 0:
         return
     with IndexedReader(path, fps) as reader:
-        for _, rgb in reader.range(first, first + count):
-            yield rgb
+        for _, rgb, frame in reader.pictures(first, first + count):
+            yield (rgb, frame) if sources else rgb

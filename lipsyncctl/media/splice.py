@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl.media.container import SWS_THREADS
+from lipsyncctl.media.probe import COLOR_CODES
 
 if TYPE_CHECKING:
+    from lipsyncctl.media.probe import ColorInfo
     from lipsyncctl.media.reader import Frame
 
 #: pixels around the changed box that are converted too, so the chroma filter's edge never reaches a replaced
@@ -121,9 +123,12 @@ class Splicer:
     splice does not apply (module doc): write ``after`` as RGB then.
     """
 
-    def __init__(self, pix_fmt: str) -> None:
+    def __init__(self, pix_fmt: str, color: ColorInfo | None = None) -> None:
         self.pix_fmt = pix_fmt
         self.layout = splice_layout(pix_fmt)
+        #: with it, only source frames of this matrix and range are spliced (a file that mixes sources, the
+        #: timeline's conform, tags them all as its first; another's frames go through RGB and its conversion)
+        self.color = color
 
     @property
     def active(self) -> bool:
@@ -139,6 +144,10 @@ class Splicer:
         if turns and not layout.square:
             return None
         rng = _range(src)
+        if self.color is not None and (
+                int(src.colorspace) != COLOR_CODES["matrix"].get(self.color.matrix or "", 2)
+                or rng != ("JPEG" if self.color.range == "pc" else "MPEG")):
+            return None
         conv = src if src.format.name == self.pix_fmt else src.reformat(
             format=self.pix_fmt, src_color_range=rng, dst_color_range=rng, threads=SWS_THREADS)
         planes = planes_of(conv, layout)

@@ -61,6 +61,14 @@ def read_frames(path: Path, first: int, count: int) -> Iterator[np.ndarray]:
     return read_range(path, first, count)
 
 
+def read_pictures(path: Path, first: int, count: int) -> Iterator[tuple[np.ndarray, Any]]:
+    """As :func:`read_frames`, each RGB frame with the decoded :class:`~lipsyncctl.media.reader.Frame` it came from
+    (its stored samples: :mod:`lipsyncctl.media.splice`)."""
+    from lipsyncctl.media.reader import read_range
+
+    return read_range(path, first, count, sources=True)
+
+
 def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,
                  source_pix_fmt: str | None = None, sample_aspect: Fraction | None = None) -> Any:
     """A :class:`lipsyncctl.media.writer.VideoWriter` for the run's ``output`` settings, exactly as the clip

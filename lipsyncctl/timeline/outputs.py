@@ -391,6 +391,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     import cv2
 
     from lipsyncctl.media.atomic import check_not_input, temp_prefix
+    from lipsyncctl.media.splice import Splicer
     from lipsyncctl.timeline.mediaio import mux, video_writer
 
     check_not_input(output, inputs)
@@ -398,16 +399,23 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     size = shots[0].media_size if shots else (640, 360)
     black = np.zeros((size[1], size[0], 3), dtype=np.uint8)
 
-    def fit(rgb: np.ndarray) -> np.ndarray:
+    def fit(picture: Picture) -> Picture:
+        rgb, _ = picture
         if rgb.shape[1] != size[0] or rgb.shape[0] != size[1]:
-            return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        return rgb
+            return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), None
+        return picture
 
+    first = _video_facts(shots[0].media) if shots else None
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmp:
         video_only = Path(tmp) / f"video{output.suffix}"
         with _named(output), video_writer(video_only, plan.fps, config,
-                                          sample_aspect=_sample_aspect(shots[0].media) if shots else None) as writer:
+                                          sample_aspect=first.sample_aspect if first else None,
+                                          color=first.color if first else None,
+                                          source_pix_fmt=first.pix_fmt if first else None) as writer:
+            # Frames shown as they are in a file (not resized, not in a dissolve) are its own samples, where their
+            # colour is the conform's (media.splice); the others are written from RGB.
+            splicer = Splicer(writer.pix_fmt, color=writer.color)
             t = 0
             with progress.Task("conform", total=plan.duration) as bar:
                 for seg in plan.pictures():  # shots left alone (lipsync: false) show their source
@@ -415,8 +423,9 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
                         writer.write(black)
                         t += 1
                         bar.advance()
-                    for rgb in _dissolved(seg, plan, outcomes, fit):
-                        writer.write(rgb)
+                    for rgb, source in _dissolved(seg, plan, outcomes, fit):
+                        spliced = splicer.frame(source) if source is not None else None
+                        writer.write(rgb if spliced is None else spliced)
                         t += 1
                         bar.advance()
                 while t < plan.duration:
@@ -428,17 +437,16 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     return output
 
 
-def _sample_aspect(media: Path) -> Fraction | None:
-    """The pixel aspect of ``media`` (the conform's frame is its first shot's: anamorphic stays anamorphic);
-    None when it cannot be read (the plan already said why)."""
+def _video_facts(media: Path) -> Any:
+    """The video stream of ``media`` (:class:`~lipsyncctl.media.probe.VideoInfo`: the conform's frame is its first
+    shot's: its pixel aspect, colour tags and pixel format); None when it cannot be read (the plan already said why)."""
     from lipsyncctl.errors import MediaError
     from lipsyncctl.media.probe import probe
 
     try:
-        video = probe(media).video
+        return probe(media).video
     except MediaError:
         return None
-    return video.sample_aspect if video is not None else None
 
 
 @contextlib.contextmanager
@@ -468,8 +476,12 @@ def mix(outgoing: np.ndarray, incoming: np.ndarray, weight: float) -> np.ndarray
     return np.floor(out + 0.5).astype(np.uint8)
 
 
+#: a conform frame: its RGB image and the decoded frame it is, unchanged (None once resized or mixed)
+Picture = tuple[np.ndarray, Any]
+
+
 def _dissolved(seg: Segment, plan: TimelinePlan, outcomes: dict[str, ShotOutcome],
-               fit: Callable[[np.ndarray], np.ndarray]) -> Iterator[np.ndarray]:
+               fit: Callable[[Picture], Picture]) -> Iterator[Picture]:
     """The ``record_frames`` frames of ``seg`` (sized by ``fit``), those inside a transition mixed with
     the other side's: before the cut the incoming shot's head handle under the outgoing shot, after it
     the outgoing shot's tail handle under the incoming one (:func:`dissolve_weight`). Streamed: one
@@ -491,12 +503,12 @@ def _dissolved(seg: Segment, plan: TimelinePlan, outcomes: dict[str, ShotOutcome
             ext = _segment_frames(other, _outcome(other, outcomes), plan.fps, first, first + hi - lo)
             with contextlib.closing(ext):
                 for t in range(lo, hi):
-                    a, b = fit(next(own)), fit(next(ext))
-                    yield mix(a, b, dissolve_weight(t - span.start, span.frames)) if own_out else \
-                        mix(b, a, dissolve_weight(t - span.start, span.frames))
+                    a, b = fit(next(own))[0], fit(next(ext))[0]
+                    yield (mix(a, b, dissolve_weight(t - span.start, span.frames)) if own_out else
+                           mix(b, a, dissolve_weight(t - span.start, span.frames))), None
                     k += 1
-        for rgb in own:
-            yield fit(rgb)
+        for picture in own:
+            yield fit(picture)
 
 
 def _outcome(seg: Segment, outcomes: dict[str, ShotOutcome]) -> ShotOutcome | None:
@@ -505,13 +517,13 @@ def _outcome(seg: Segment, outcomes: dict[str, ShotOutcome]) -> ShotOutcome | No
 
 
 def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction, lo: int = 0,
-                    hi: int | None = None) -> Iterator[np.ndarray]:
-    """RGB frames of ``seg`` at the timeline rate for record offsets ``lo .. hi - 1`` (default: its
+                    hi: int | None = None) -> Iterator[Picture]:
+    """The frames (:data:`Picture`) of ``seg`` at the timeline rate for record offsets ``lo .. hi - 1`` (default: its
     ``record_frames``; 0 = its first visible frame). Offsets outside ``0 .. record_frames - 1`` are the
     picture a transition shows beyond the cut: the render's handles where it has those frames, else
     the source media (its first/last frame held where the media ends). A pass-through shot's time warp
     (``seg.speed``) scales the media frames read per record frame. Streamed: one frame held."""
-    from lipsyncctl.timeline.mediaio import read_frames
+    from lipsyncctl.timeline.mediaio import read_pictures
 
     hi = seg.record_frames if hi is None else hi
     rendered = outcome is not None and outcome.status == ShotStatus.DONE and bool(outcome.output)
@@ -527,7 +539,7 @@ def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction, lo
             picks.append((seg.media, max(seg.source_start + j, 0)))  # past its end the last frame is held
     for path, run in itertools.groupby(picks, key=lambda p: p[0]):
         wanted = [i for _, i in run]
-        stream = read_frames(path, wanted[0], wanted[-1] + 1 - wanted[0])
+        stream = read_pictures(path, wanted[0], wanted[-1] + 1 - wanted[0])
         with contextlib.closing(stream):
             cur_idx, cur = wanted[0], next(stream)
             for idx in wanted:

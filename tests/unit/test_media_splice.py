@@ -161,3 +161,17 @@ def test_a_sync_of_a_10_bit_clip_keeps_every_sample_outside_the_face(tmp_path: P
         for c in (1, 2):
             assert np.array_equal(got[c][~cover], want[c][~cover]), f"frame {i}: chroma outside the face moved"
         assert not np.array_equal(got[0][changed], want[0][changed])
+
+
+def test_a_splicer_for_one_colour_leaves_other_sources_to_rgb(tmp_path: Path, faces) -> None:
+    """The conform tags its file as its first shot; a source of another matrix or range is not spliced (its values
+    would be read with the wrong matrix), it goes through RGB and the writer's conversion."""
+    from lipsyncctl.media.probe import ColorInfo, probe
+
+    path = _source(tmp_path, faces, "yuv420p", bt709=True)
+    tags = probe(path).video.color  # type: ignore[union-attr]
+    assert (tags.matrix, tags.range) == ("bt709", "tv")
+    src, _ = _first(path)
+    assert Splicer("yuv420p", color=tags).frame(src) is not None
+    assert Splicer("yuv420p", color=ColorInfo("bt709", "bt709", "smpte170m", "tv")).frame(src) is None
+    assert Splicer("yuv420p", color=ColorInfo("bt709", "bt709", "bt709", "pc")).frame(src) is None

@@ -27,14 +27,38 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _conform(plan, outcomes, tmp_path: Path) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+def _conform(plan, outcomes, tmp_path: Path, pix_fmt: str | None = None):  # type: ignore[no-untyped-def]
+    """The conform's RGB frames (FFV1 RGB); with ``pix_fmt`` its luma planes (FFV1 in that YUV format)."""
     from lipsyncctl import config as cfg
     from lipsyncctl.timeline.dub import DubTrack
     from lipsyncctl.timeline.outputs import conform
 
     dub = DubTrack("de", np.zeros((1, 48000), np.float32), 48000, Fraction(0), "de.wav")
-    config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1"})
-    return decode_rgb(conform(plan, outcomes, dub, tmp_path / "edit.conform.mkv", config))
+    config = cfg.resolve("tiny").with_overrides({"output.audio_codec": "pcm", "output.codec": "ffv1",
+                                                 "output.pix_fmt": pix_fmt})
+    out = conform(plan, outcomes, dub, tmp_path / "edit.conform.mkv", config)
+    return decode_rgb(out) if pix_fmt is None else _luma(out)
+
+
+def _luma(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [np.frombuffer(f.planes[0], np.uint8).reshape(f.planes[0].height, -1)[:, :f.width].copy()
+                for f in c.decode(video=0)]
+
+
+def test_the_conform_keeps_the_samples_of_what_it_shows_unchanged(media: Path, tmp_path: Path) -> None:
+    """Written in YUV (lossless FFV1 4:2:0, the sources' format), a shot the conform shows as it is in its file
+    is that file's samples, not an RGB round trip of them (which moved about one level of luma in most pixels)."""
+    plan = plan_timeline(read_timeline(build_edit(media)), MediaResolver(media))
+    got = _conform(plan, {}, tmp_path, pix_fmt="yuv420p")
+    cam_a, cam_b = _luma(media / "cam_a.mkv"), _luma(media / "cam_b.mkv")
+    assert len(got) == 62
+    shown = [*zip(range(42, 50), cam_a[26:34], strict=True), *zip(range(50, 56), cam_b[2:13:2], strict=True),
+             *zip(range(56, 62), cam_a[30:36], strict=True)]  # A3 (its source), B2 at 2x, A4 left alone
+    for t, frame in shown:
+        assert np.array_equal(got[t], frame), t
 
 
 def test_the_conform_shows_pass_through_shots_and_black_where_media_is_missing(media: Path,
@@ -90,7 +114,7 @@ def test_time_warps_play_at_their_speed_or_as_a_still(media: Path) -> None:
     src = media_frames(media / "cam_a.mkv", 10, 3)
     for shot, expect in ((slow, [src[0], src[0], src[1], src[1], src[2], src[2]]), (freeze, [src[0]] * 6),
                          (back, [src[0]] * 6)):
-        got = list(_segment_frames(shot, None, plan.fps))
+        got = [rgb for rgb, _ in _segment_frames(shot, None, plan.fps)]
         assert len(got) == 6 and all(np.array_equal(g, e) for g, e in zip(got, expect, strict=True)), shot.name
 
 
