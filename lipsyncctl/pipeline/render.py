@@ -59,7 +59,9 @@ class Window:
     """One window between the stages: output frames ``start .. stop-1`` showing source frames ``src``.
 
     ``frames`` (H, W, 3) uint8 per output frame and ``sources`` their decoded frames (None: the output is
-    written from the RGB images); ``faces`` the indices (into ``frames``) with a face to re-render;
+    written from the RGB images; with a splice, stage 1 already makes each frame without a face the source's own
+    output frame, an ``av.VideoFrame``, and keeps the RGB image and source only of those with one);
+    ``faces`` the indices (into ``frames``) with a face to re-render;
     ``ref``/``masked`` (n, 3, res, res) in [-1, 1] and ``masks`` (n, 1, res, res) for those (stage 1);
     ``decoded`` (n, 3, res, res) in [-1, 1], the generated faces (stage 2); after stage 3 ``frames`` are the
     output frames (spliced ``av.VideoFrame`` objects, or RGB images where the splice does not apply) and
@@ -168,6 +170,13 @@ class Renderer:
                      [k for k, m in enumerate(mats) if m is not None and weights[k] > 0],
                      sources=[got[i][1] for i in src] if self.splicer is not None else None)
         del got
+        if win.sources is not None:  # a frame without a face is the source's own now (its RGB image is not kept)
+            with clock("decode"):  # this thread's stage (a clock's stage is timed by one thread)
+                for k, source in enumerate(win.sources):
+                    if k not in win.faces:
+                        spliced = self.splicer.frame(source)
+                        win.frames[k] = win.frames[k] if spliced is None else spliced
+                        win.sources[k] = None
         if win.faces:
             with clock("align"):
                 crops = []
@@ -244,6 +253,7 @@ class Renderer:
         with self.clock("paste"):
             if mattes:
                 win.mattes = [self._matte(f, win.matrices[k], win.weights[k]) if k in win.faces
+                              else np.zeros((f.height, f.width, 3), np.uint8) if hasattr(f, "planes")
                               else np.zeros_like(f) for k, f in enumerate(win.frames)]
             for j, k in enumerate(win.faces):
                 frame, mat, w = win.frames[k], win.matrices[k], win.weights[k]
@@ -258,11 +268,6 @@ class Renderer:
                     win.sources[k] = None
                 else:
                     win.frames[k] = pasted
-            if win.sources is not None:  # the frames without a face: the source's own
-                for k, source in enumerate(win.sources):
-                    if source is not None:
-                        spliced = self.splicer.frame(source)
-                        win.frames[k] = win.frames[k] if spliced is None else spliced
         win.decoded = win.ref = win.masks = win.sources = None
         return win
 
