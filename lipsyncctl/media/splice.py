@@ -13,7 +13,7 @@ the pixels it covers did.
 
 It applies when the writer stores planar YUV (:func:`splice_layout`: 4:2:0, 4:2:2, 4:4:4, 8 to 16 bits) and the
 source is YUV (or grey); for an RGB output (FFV1 ``bgr0``, lossless RGB already), an RGB or palette source, or a
-quarter-turned source whose chroma is not subsampled alike in both directions (4:2:2), :meth:`Splicer.frame`
+quarter-turned source written in a format whose chroma is not subsampled alike both ways (4:2:2), :meth:`Splicer.frame`
 returns None and the caller writes the RGB image as before.
 """
 
