@@ -79,6 +79,8 @@ and after measured one after the other on the same machine::
      1920  veryfast    40.1    60.4    22.8    16.6    21.4  1.87x    30.0  1.34x   yes
      after (paste 84 frames/s, encode 89)
      1920  veryfast    39.9    54.0    21.9    15.6    20.7  1.93x    28.1  1.42x   yes
+     after, frames without a face spliced in stage 1 (paste 79, encode 95; a later run, floor 38.6)
+     1920  veryfast    38.6    58.3    21.6    15.7    19.6  1.97x    27.1  1.43x   yes
 
 about 3 ms more per face frame at 1080p (the comparison that finds the changed pixels, the box's conversion), 3-6 %
 end to end, within this machine's noise but likely real; the fidelity is the point (README, Codecs and containers).
