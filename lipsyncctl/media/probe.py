@@ -295,12 +295,12 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
 
 
 #: AVFieldOrder codes -> VideoInfo.field_order
-_FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 
 
 def _field_order(ctx: Any, first: Any) -> str | None:
     """The stream's field order (the decoder's, after the first frame), else whether that frame is interlaced."""
-    order = _FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0))
+    order = FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0))
     if order is not None:
         return order
     return "interlaced" if getattr(first, "interlaced_frame", False) else None

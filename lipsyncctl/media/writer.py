@@ -25,7 +25,7 @@ import numpy as np
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
 from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason
-from lipsyncctl.media.probe import COLOR_CODES, ColorInfo
+from lipsyncctl.media.probe import COLOR_CODES, FIELD_ORDERS, ColorInfo
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,13 @@ BITEXACT = {"fflags": "+bitexact"}
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
 _SWS_MATRIX = {"bt709": "itu709", "smpte170m": "smpte170m", "bt470bg": "itu601", "smpte240m": "smpte240m",
                "fcc": "fcc", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+#: AVCodecContext flags of interlaced coding (``+ildct``, ``+ilme``)
+_INTERLACED_FLAGS = (1 << 18) | (1 << 29)
+#: how an encoder is told to code interlaced frames: x264 by its own parameters, prores_ks by the context's flags
+#: (the field order by each frame's flags); FFV1 keeps whole frames, flagged in the container. Not here: x265 (it
+#: codes each field as a picture of its own) and DNxHR (FFmpeg's encoder codes DNxHR progressive only, and MOV/MXF
+#: then say progressive).
+_FIELD_CODING = {"libx264": "x264-params", "prores_ks": "flags", "ffv1": "container"}
 #: Tags for RGB frames when the caller gives none: HD video is BT.709, limited range.
 DEFAULT_COLOR = ColorInfo("bt709", "bt709", "bt709", "tv")
 
@@ -75,6 +82,22 @@ def codec_spec(codec: str) -> CodecSpec:
         return CODECS[codec]
     except KeyError:
         raise MediaError(f"unknown video codec {codec!r}", hint=f"choose one of {', '.join(CODECS)}") from None
+
+
+#: VideoInfo.field_order -> AVFieldOrder code
+_FIELD_CODES = {name: code for code, name in FIELD_ORDERS.items()}
+
+
+def keeps_fields(codec: str, field_order: str | None) -> bool:
+    """Whether a ``codec`` output of a source in ``field_order`` is written interlaced in that order: H.264
+    (x264's interlaced coding), ProRes (interlaced frames), FFV1 (whole frames, the order in the container). H.265
+    and DNxHR stay progressive (:data:`_FIELD_CODING`)."""
+    return field_order in ("tt", "bb", "tb", "bt") and codec_spec(codec).encoder in _FIELD_CODING
+
+
+def _top_first(field_order: str) -> bool:
+    """Whether the top field is shown first (``tb``: top coded first, bottom shown first)."""
+    return field_order in ("tt", "bt")
 
 
 def output_extension(codec: str) -> str:
@@ -101,6 +124,9 @@ class VideoWriter:
         options: extra encoder options (strings), merged over the codec's defaults.
         threads: the encoder's thread count; None lets it use every CPU the process may (faster where
             there are many, but x264's output then depends on how many that is).
+        field_order: the source's :attr:`~lipsyncctl.media.probe.VideoInfo.field_order`: an interlaced order
+            (``tt``, ``bb``, ``tb``, ``bt``) writes interlaced-coded frames in that order where the codec can
+            (:func:`keeps_fields`), so a 1080i master comes back as one; anything else, progressive.
 
     Use as a context manager: on an exception the temporary file is deleted and nothing is renamed.
     """
@@ -109,7 +135,7 @@ class VideoWriter:
                  preset: str = "medium", profile: str | None = None, pix_fmt: str | None = None,
                  color: ColorInfo | None = None, rotation: int = 0, inputs: tuple[str | Path, ...] | list = (),
                  options: dict[str, str] | None = None, threads: int | None = None,
-                 sample_aspect: Fraction | None = None) -> None:
+                 sample_aspect: Fraction | None = None, field_order: str | None = None) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps)
         if self.fps <= 0:
@@ -121,6 +147,9 @@ class VideoWriter:
         self.rotation = int(rotation) % 360
         self.sample_aspect = Fraction(sample_aspect) if sample_aspect else Fraction(1)
         self.threads = threads
+        #: the interlaced order written (None: progressive)
+        self.field_order = field_order if keeps_fields(codec, field_order) else None
+        self._fields: Any = None  # the filter graph that flags each frame's fields
         self.frames_written = 0
         self.packets_written = 0  # frames the file holds so far (the encoder keeps a few frames back)
         self._options = self._encoder_options(crf, preset, profile, options or {})
@@ -142,6 +171,9 @@ class VideoWriter:
         elif chosen:
             opts["profile"] = chosen
         opts.update({k: str(v) for k, v in extra.items()})
+        if self.field_order and _FIELD_CODING.get(self.spec.encoder) == "x264-params":
+            said = opts.get("x264-params", "")
+            opts["x264-params"] = ":".join(p for p in (said, "tff=1" if _top_first(self.field_order) else "bff=1") if p)
         return opts
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -181,6 +213,10 @@ class VideoWriter:
                 stream.set_display_rotation(self.rotation)
             if self.sample_aspect != 1:
                 stream.codec_context.sample_aspect_ratio = self.sample_aspect
+            if self.field_order:
+                stream.codec_context.field_order = _FIELD_CODES[self.field_order]
+                if _FIELD_CODING.get(self.spec.encoder) == "flags":
+                    stream.codec_context.flags |= _INTERLACED_FLAGS
             self._stream = stream
         except av.error.FFmpegError as exc:
             raise MediaError(f"{self.path}: cannot set up the {self.codec} encoder ({ffmpeg_reason(exc)})") from exc
@@ -206,6 +242,8 @@ class VideoWriter:
         else:
             out = frame.reformat(format=self.pix_fmt, threads=SWS_THREADS) if frame.format.name != self.pix_fmt \
                 else frame
+        if self.field_order:
+            out = self._flag_fields(out)
         tags = self._tags()
         if tags is not None:
             # Encoders such as prores_ks write the frame's tags into the bitstream.
@@ -214,6 +252,24 @@ class VideoWriter:
             out.colorspace = COLOR_CODES["matrix"].get(tags.matrix or "", 2)
             out.color_range = COLOR_CODES["range"].get(tags.range or "", 0)
         return out
+
+    def _flag_fields(self, frame: Any) -> Any:
+        """``frame`` flagged interlaced in :attr:`field_order` (PyAV cannot set a frame's flags: FFmpeg's
+        ``setfield`` filter does, without touching its pixels)."""
+        import av.filter
+
+        if self._fields is None:
+            graph = av.filter.Graph()
+            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                      time_base=1 / self.fps)
+            flag = graph.add("setfield", "mode=" + ("tff" if _top_first(self.field_order or "") else "bff"))
+            source.link_to(flag)
+            flag.link_to(graph.add("buffersink"))
+            graph.configure()
+            self._fields = graph
+        frame.pts, frame.time_base = self.frames_written, 1 / self.fps
+        self._fields.push(frame)
+        return self._fields.pull()
 
     def _tags(self) -> ColorInfo | None:
         """The tags written: :attr:`color`, except that RGB pixel formats (``bgr0`` for a bit-exact FFV1,

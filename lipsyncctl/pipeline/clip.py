@@ -168,7 +168,12 @@ def sync_clip(
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.pipeline import faces as face_pass
-    from lipsyncctl.pipeline.output import audio_rate_warning, check_frame_size, check_output
+    from lipsyncctl.pipeline.output import (
+        audio_rate_warning,
+        check_frame_size,
+        check_output,
+        interlace_warning,
+    )
 
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
@@ -231,9 +236,7 @@ def sync_clip(
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
     if vinfo.interlaced:
-        warnings.append(f"the source is {vinfo.fields}: the face is rendered from whole frames (both fields at once) "
-                        "and the output is flagged progressive; deinterlace it first (e.g. ffmpeg -vf bwdif) for a "
-                        "progressive delivery, or re-flag the output's field order where an interlaced one is required")
+        warnings.append(interlace_warning(config.output, vinfo.fields, vinfo.field_order))
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
@@ -359,10 +362,10 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
             video_only = tmp / f"video{output.suffix}"
             matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
             try:
-                with open_writer(video_only, plan.fps, config.output, color=vinfo.color,
-                                 source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) as writer, \
-                        (open_writer(matte_tmp, plan.fps, config.output, color=vinfo.color,
-                                     source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) if matte_tmp
+                like_source = {"color": vinfo.color, "source_pix_fmt": vinfo.pix_fmt,
+                               "sample_aspect": vinfo.sample_aspect, "field_order": vinfo.field_order}
+                with open_writer(video_only, plan.fps, config.output, **like_source) as writer, \
+                        (open_writer(matte_tmp, plan.fps, config.output, **like_source) if matte_tmp
                          else contextlib.nullcontext()) as matte:
                     renderer.render(reader, writer, matte)
                 # The new audio at its own rate and channels, cut or padded with silence to the picture.

@@ -126,6 +126,19 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
             "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
 
 
+def interlace_warning(options: OutputOptions, fields: str, field_order: str | None) -> str:
+    """What a sync does with an interlaced source (``fields``: its order in words): the face is rendered from whole
+    frames, and the output keeps the field order where ``options.codec`` can (else it is progressive)."""
+    from lipsyncctl.media.writer import keeps_fields
+
+    said = f"the source is {fields}: the face is rendered from whole frames (both fields at once); "
+    if keeps_fields(OUTPUT_CODECS[options.codec].writer_codec, field_order):
+        return said + "the output keeps the field order, with the source's own fields outside the face"
+    kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_fields(c.writer_codec, "tt"))
+    return (said + f"{options.codec} is written progressive here ({kept} keep the fields); deinterlace it first "
+            "(e.g. ffmpeg -vf bwdif) for a progressive delivery")
+
+
 def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str | None,
                      size: tuple[int, int]) -> None:
     """Fail fast (before any work) when the pixel format written cannot store ``size`` (width, height):
@@ -156,16 +169,17 @@ def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | 
 
 def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: ColorInfo | None = None,
                 source_pix_fmt: str | None = None, inputs: tuple | list = (),
-                sample_aspect: Fraction | None = None) -> VideoWriter:
+                sample_aspect: Fraction | None = None, field_order: str | None = None) -> VideoWriter:
     """A :class:`~lipsyncctl.media.writer.VideoWriter` for ``output.*`` (written under a temporary name,
-    renamed on ``close()``; use it as a context manager so an exception leaves nothing). ``color`` and
-    ``sample_aspect``: the source's, so that the output looks and plays like it."""
+    renamed on ``close()``; use it as a context manager so an exception leaves nothing). ``color``,
+    ``sample_aspect`` and ``field_order``: the source's, so that the output looks and plays like it (an interlaced
+    source's fields kept where the codec can: :func:`~lipsyncctl.media.writer.keeps_fields`)."""
     from lipsyncctl.media.writer import VideoWriter
 
     codec = OUTPUT_CODECS[options.codec]
     return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
                        profile=codec.profile, pix_fmt=output_pix_fmt(options, source_pix_fmt), color=color,
-                       inputs=inputs, threads=ENCODER_THREADS, sample_aspect=sample_aspect)
+                       inputs=inputs, threads=ENCODER_THREADS, sample_aspect=sample_aspect, field_order=field_order)
 
 
 def matte_path(output: Path) -> Path:

@@ -70,14 +70,15 @@ def read_pictures(path: Path, first: int, count: int) -> Iterator[tuple[np.ndarr
 
 
 def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,
-                 source_pix_fmt: str | None = None, sample_aspect: Fraction | None = None) -> Any:
+                 source_pix_fmt: str | None = None, sample_aspect: Fraction | None = None,
+                 field_order: str | None = None) -> Any:
     """A :class:`lipsyncctl.media.writer.VideoWriter` for the run's ``output`` settings, exactly as the clip
     pipeline opens it (:func:`lipsyncctl.pipeline.output.open_writer`; a context manager, written under a
     temporary name, renamed on success)."""
     from lipsyncctl.pipeline.output import open_writer
 
     return open_writer(path, fps, config.output, color=color, source_pix_fmt=source_pix_fmt,
-                       sample_aspect=sample_aspect)
+                       sample_aspect=sample_aspect, field_order=field_order)
 
 
 def mux(video_only: Path, samples: np.ndarray | Iterable[np.ndarray], rate: int, out: Path, codec: str = "aac",

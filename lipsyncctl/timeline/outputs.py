@@ -412,7 +412,8 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
         with _named(output), video_writer(video_only, plan.fps, config,
                                           sample_aspect=first.sample_aspect if first else None,
                                           color=first.color if first else None,
-                                          source_pix_fmt=first.pix_fmt if first else None) as writer:
+                                          source_pix_fmt=first.pix_fmt if first else None,
+                                          field_order=first.field_order if first else None) as writer:
             # Frames shown as they are in a file (not resized, not in a dissolve) are its own samples, where their
             # colour is the conform's (media.splice); the others are written from RGB.
             splicer = Splicer(writer.pix_fmt, color=writer.color)
@@ -439,7 +440,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
 
 def _video_facts(media: Path) -> Any:
     """The video stream of ``media`` (:class:`~lipsyncctl.media.probe.VideoInfo`: the conform's frame is its first
-    shot's: its pixel aspect, colour tags and pixel format); None when it cannot be read (the plan already said why)."""
+    shot's: its pixel aspect, colour tags, pixel format and field order); None when it cannot be read (the plan already said why)."""
     from lipsyncctl.errors import MediaError
     from lipsyncctl.media.probe import probe
 

@@ -72,6 +72,7 @@ class Segment:
     #: warp (0 = a still of its first frame); always 1 for a lip-synced shot
     speed: Fraction = Fraction(1)
     media_drop: bool = False       # the media's timecode tag counts drop frame (``;``)
+    media_fields: str | None = None  # the media's field order when it is interlaced ("tt", "bb"...), else None
 
     @property
     def render_start(self) -> int:
@@ -420,7 +421,8 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
                   media=media, media_url=ref.target_url, media_fps=mfps, media_size=(facts.width, facts.height),
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
                   source_start=first, source_frames=count, options=options, speed=speed,
-                  media_drop=tb.is_drop_frame(facts.start_timecode, mfps))
+                  media_drop=tb.is_drop_frame(facts.start_timecode, mfps),
+                  media_fields=facts.field_order if facts.field_order not in (None, "progressive") else None)
     if passing is not None:
         seg.index = -1  # numbered -1, -2... by plan_timeline
         item = skip(passing)

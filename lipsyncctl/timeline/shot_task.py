@@ -144,7 +144,8 @@ def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     video_only = raw.with_name(f"video{output.suffix}")
     try:
         with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
-                          source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect) as writer, \
+                          source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect,
+                          field_order=vinfo.field_order) as writer, \
                 IndexedReader(Path(task.video)) as reader:  # the grid of read_frames
             splicer = Splicer(writer.pix_fmt)
             source = reader.pictures(task.first, task.first + task.frames)

@@ -529,14 +529,16 @@ class MediaFacts:
     height: int
     start_timecode: str | None  # the file's own timecode tag, e.g. "01:00:00:00"
     reel: str | None = None     # the file's reel (tape) name tag, e.g. "A001C003"
+    field_order: str | None = None  # VideoInfo.field_order: "tt", "bb"... for an interlaced master
 
 
 def probe_media(path: Path) -> MediaFacts:
-    """Probe one video file (PyAV) for its exact rate, frame count, size and timecode tag."""
+    """Probe one video file (PyAV) for its exact rate, frame count, size, timecode tag and field order."""
     from lipsyncctl.media.probe import probe
 
     info = probe(path)
     if info.video is None:
         raise MediaError(f"{path}: no video stream")
     return MediaFacts(path=path, fps=info.video.nominal_fps, frames=info.video.frame_count,
-                      width=info.video.width, height=info.video.height, start_timecode=info.timecode, reel=info.reel)
+                      width=info.video.width, height=info.video.height, start_timecode=info.timecode, reel=info.reel,
+                      field_order=info.video.field_order)

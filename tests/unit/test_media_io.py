@@ -390,3 +390,50 @@ def test_the_same_frames_give_the_same_prores_bytes(tmp_path: Path) -> None:
                 writer.write(frame)
         digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize(("codec", "ext", "order", "kept"), [
+    ("h264", ".mp4", "tt", "tt"), ("h264", ".mov", "bb", "bb"), ("h264", ".mkv", "tt", "tt"),
+    ("prores", ".mov", "tt", "tt"), ("prores", ".mov", "bb", "bb"), ("prores", ".mkv", "bb", "bb"),
+    ("ffv1", ".mkv", "bb", "bb"),
+    ("h265", ".mp4", "tt", None), ("dnxhr", ".mov", "tt", None), ("h264", ".mp4", "interlaced", None),
+    ("h264", ".mp4", "progressive", None)])
+def test_an_interlaced_order_is_written_where_the_codec_can(gen: Path, codec: str, ext: str, order: str,
+                                                           kept: str | None) -> None:
+    """A 1080i master comes back interlaced in its field order (the container's tag and every frame coded so); H.265
+    and DNxHR stay progressive, as does an order the source does not say."""
+    import av
+
+    from lipsyncctl.media.writer import keeps_fields
+
+    size = (256, 144)
+    path = gen / f"f_{codec}_{order}{ext}"
+    with VideoWriter(path, 25, codec=codec, preset="ultrafast", field_order=order) as writer:
+        for i in range(6):
+            writer.write(mg.frame_image(i, *size))
+    assert writer.field_order == kept and keeps_fields(codec, order) == (kept is not None)
+    v = probe(path).video
+    assert v is not None and v.field_order in ((kept,) if kept else (None, "progressive"))
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    assert [f.interlaced_frame for f in frames] == [kept is not None] * 6
+    assert [mg.read_index(f.to_ndarray(format="rgb24")) for f in frames] == list(range(6))
+    if codec == "prores":  # the bitstream's own frame header: 1 top field first, 2 bottom field first
+        with av.open(str(path)) as c:
+            header = bytes(next(c.demux(video=0)))
+        assert header[4:8] == b"icpf" and (header[20] >> 2) & 3 == {"tt": 1, "bb": 2}[order]
+
+
+def test_flagged_fields_keep_every_sample_and_merge_with_x264_parameters(gen: Path) -> None:
+    """Flagging the fields (FFmpeg's setfield) changes no pixel: FFV1 gives back the very frames; a user's own
+    x264-params are kept beside the field order."""
+    frames = [mg.frame_image(i, 96, 64) for i in range(4)]
+    path = gen / "fields.mkv"
+    with VideoWriter(path, 25, codec="ffv1", pix_fmt="bgr0", field_order="tt") as writer:
+        for f in frames:
+            writer.write(f)
+    with VideoReader(path) as reader:
+        assert all(np.array_equal(a.image, b) for a, b in zip(reader, frames, strict=True))
+    writer = VideoWriter(gen / "x.mp4", 25, field_order="bb", options={"x264-params": "keyint=5"})
+    assert writer._options["x264-params"] == "keyint=5:bff=1"
+    writer.abort()

@@ -187,25 +187,36 @@ def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Pa
         assert info.video is not None and info.video.nominal_fps == fps
 
 
-def test_an_interlaced_source_is_said(tiny_env, frames, tmp_path: Path):
-    """A 1080i-style master (x264 tff): the run says the face is rendered from whole frames and the output is
-    progressive, and how to deinterlace."""
+@pytest.mark.parametrize(("codec", "ext", "params", "kept"), [
+    ("h264", ".mkv", "tff=1", "tt"), ("prores_hq", ".mov", "bff=1", "bb"), ("h265", ".mkv", "tff=1", None)])
+def test_an_interlaced_source_comes_back_interlaced(tiny_env, frames, tmp_path: Path, codec: str, ext: str,
+                                                    params: str, kept: str | None):
+    """A 1080i-style master (x264 interlaced): the output keeps its field order where the codec can (H.264, ProRes:
+    through the mux, every frame coded interlaced) and the run says the face is rendered from whole frames; H.265 is
+    written progressive and the run says how to deinterlace."""
     config, models = tiny_env
     import av
 
     video = tmp_path / "i.mp4"
-    with av.open(str(video), "w") as c:  # interlaced-coded H.264, top field first
-        s = c.add_stream("libx264", rate=25, options={"x264-params": "tff=1"})
+    with av.open(str(video), "w") as c:  # interlaced-coded H.264
+        s = c.add_stream("libx264", rate=25, options={"x264-params": params})
         s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         for i, rgb in enumerate(frames[:3]):
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             f.pts = i
             c.mux(s.encode(f))
         c.mux(s.encode())
-    assert probe(video).video.field_order == "tt"  # type: ignore[union-attr]
-    res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), tmp_path / "out.mkv", config, networks=models)
+    order = probe(video).video.field_order  # type: ignore[union-attr]
+    assert order == params[:1] * 2
+    config = with_sets(config, f"output.codec={codec}", "output.matte=false")
+    out = tmp_path / f"out{ext}"
+    res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), out, config, networks=models)
     said = [w for w in res.warnings if "interlaced" in w]
-    assert len(said) == 1 and "top field first" in said[0] and "bwdif" in said[0]
+    assert len(said) == 1 and ("top" if order == "tt" else "bottom") + " field first" in said[0]
+    assert ("keeps the field order" in said[0]) == (kept is not None) and ("bwdif" in said[0]) == (kept is None)
+    assert probe(out).video.field_order in ((kept,) if kept else (None, "progressive"))  # type: ignore[union-attr]
+    with av.open(str(out)) as c:
+        assert [f.interlaced_frame for f in c.decode(video=0)] == [kept is not None] * 3
 
 
 def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):

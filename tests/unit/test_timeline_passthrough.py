@@ -181,3 +181,30 @@ def test_a_wrong_media_edl_event_stays_black(tmp_path: Path) -> None:
     src = media_frames(tmp_path / "cam_a.mkv", 0, 10)
     assert len(got) == 20 and all(np.array_equal(g, s) for g, s in zip(got[:10], src, strict=True))
     assert all(not g.any() for g in got[10:])
+
+
+def test_an_interlaced_edit_is_conformed_interlaced(media: Path, tmp_path: Path) -> None:
+    """Sources of one field order (a 1080i50 master's, top field first): the plan knows it (it is part of a shot's
+    render key) and the conform keeps it, each shown frame still its source's own samples."""
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.reader import VideoReader
+    from lipsyncctl.media.writer import VideoWriter
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for name in ("cam_a.mkv", "cam_b.mkv"):
+        src = media / name
+        with VideoReader(src) as reader, VideoWriter(folder / name, FILM, codec="ffv1", pix_fmt="yuv420p",
+                                                     field_order="tt") as writer:
+            for frame in reader:
+                writer.write(frame.av_frame)
+        assert probe(folder / name).video.field_order == "tt"  # type: ignore[union-attr]
+    plan = plan_timeline(read_timeline(build_edit(folder)), MediaResolver(folder))
+    assert {s.media_fields for s in plan.segments} == {"tt"}
+    got = _conform(plan, {}, tmp_path, pix_fmt="yuv420p")
+    assert probe(tmp_path / "edit.conform.mkv").video.field_order == "tt"  # type: ignore[union-attr]
+    cam_a = _luma(media / "cam_a.mkv")
+    for t, frame in zip(range(42, 50), cam_a[26:34], strict=True):
+        assert np.array_equal(got[t], frame), t
+    progressive = plan_timeline(read_timeline(build_edit(media)), MediaResolver(media))
+    assert {s.media_fields for s in progressive.segments} == {None}
