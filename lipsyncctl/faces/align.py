@@ -231,6 +231,22 @@ class FaceAligner:
         """
         return self._paste(frame, delta, matrix, roi, delta=True)
 
+    def paste_bounds(self, frame_hw: tuple[int, int], matrix: np.ndarray, inv=None) -> tuple[int, int, int, int]:
+        """The box ``(x0, y0, x1, y1)`` of a ``frame_hw`` frame that a paste-back by ``matrix`` (frame -> crop) may
+        change (:meth:`restore`, :meth:`restore_delta`): every pixel outside it stays the frame's. ``inv``: the
+        inverse matrix when the caller has it (a ``(2, 3)`` float32 tensor)."""
+        from lipsyncctl.faces import warp
+
+        if inv is None:
+            import torch
+
+            inv = warp.invert_affine(torch.from_numpy(np.asarray(matrix, dtype=np.float32)))
+        w, h = self.crop_wh
+        height, width = frame_hw
+        # Margin: erosion + blur radius stay inside the box (w_edge <= sqrt(area)/20).
+        reach = int((w * h * float(abs(np.linalg.det(inv[:, :2].numpy())))) ** 0.5) // 20
+        return warp.warped_bounds(inv.numpy(), (w, h), (width, height), margin=4 * reach + 4)
+
     def _paste(self, frame: np.ndarray, face, matrix: np.ndarray, roi: bool, delta: bool) -> np.ndarray:
         import torch
 
@@ -242,13 +258,9 @@ class FaceAligner:
         m = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
         inv = warp.invert_affine(m)
         height, width = frame.shape[:2]
-        x0, y0, x1, y1 = 0, 0, width, height
-        if roi:
-            # Margin: erosion + blur radius stay inside the box (w_edge <= sqrt(area)/20).
-            reach = int((w * h * float(abs(np.linalg.det(inv[:, :2].numpy())))) ** 0.5) // 20
-            x0, y0, x1, y1 = warp.warped_bounds(inv.numpy(), (w, h), (width, height), margin=4 * reach + 4)
-            if x1 <= x0 or y1 <= y0:
-                return frame.copy()
+        x0, y0, x1, y1 = self.paste_bounds((height, width), matrix, inv) if roi else (0, 0, width, height)
+        if x1 <= x0 or y1 <= y0:
+            return frame.copy()
         out = frame.copy()
         box = (x0, y0, x1, y1)
         restore_box = self._delta_box if delta else self._restore_box

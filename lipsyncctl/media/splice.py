@@ -135,7 +135,10 @@ class Splicer:
         """The writer's format can be spliced at all (else every :meth:`frame` is None)."""
         return self.layout is not None
 
-    def frame(self, source: Frame, before: np.ndarray | None = None, after: np.ndarray | None = None) -> Any:
+    def frame(self, source: Frame, before: np.ndarray | None = None, after: np.ndarray | None = None,
+              within: tuple[int, int, int, int] | None = None) -> Any:
+        """``within``: a box ``(x0, y0, x1, y1)`` of the image outside which ``after`` is known to equal ``before``
+        (the paste-back's, :meth:`~lipsyncctl.faces.align.FaceAligner.paste_bounds`): only it is compared."""
         layout = self.layout
         src = source.av_frame
         if layout is None or not _source_ok(src.format.name):
@@ -154,30 +157,34 @@ class Splicer:
         if turns:
             planes = [np.ascontiguousarray(np.rot90(p, turns)) for p in planes]
         if before is not None and after is not None:
-            self._replace(planes, src, rng, before, after)
+            self._replace(planes, src, rng, before, after, within)
         return frame_of(planes, self.pix_fmt, src)
 
-    def _replace(self, planes: list[np.ndarray], src: Any, rng: str, before: np.ndarray, after: np.ndarray) -> None:
+    def _replace(self, planes: list[np.ndarray], src: Any, rng: str, before: np.ndarray, after: np.ndarray,
+                 within: tuple[int, int, int, int] | None = None) -> None:
         """Put the changed pixels of ``after`` into ``planes`` (upright, the writer's format)."""
         import av
 
         layout = self.layout
         assert layout is not None
         height, width = before.shape[:2]
-        differ = before != after  # (H, W, 3); reduced by rows first (numpy is slow along a 3-wide last axis)
-        rows = np.flatnonzero(differ.reshape(height, -1).any(axis=1))
+        wx0, wy0, wx1, wy1 = within if within is not None else (0, 0, width, height)
+        # (h, w, 3) over the box; reduced by rows first (numpy is slow along a 3-wide last axis)
+        differ = before[wy0:wy1, wx0:wx1] != after[wy0:wy1, wx0:wx1]
+        rows = np.flatnonzero(differ.reshape(differ.shape[0], -1).any(axis=1))
         if not len(rows):
             return
-        r0, r1 = int(rows[0]), int(rows[-1]) + 1
-        band = differ[r0:r1]
-        band = band[..., 0] | band[..., 1] | band[..., 2]  # (r1 - r0, W): the pixels that changed
+        band = differ[rows[0]:rows[-1] + 1]
+        band = band[..., 0] | band[..., 1] | band[..., 2]  # the pixels that changed, in the box's columns
+        r0, r1 = wy0 + int(rows[0]), wy0 + int(rows[-1]) + 1
         cols = np.flatnonzero(band.any(axis=0))
-        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        c0, c1 = wx0 + int(cols[0]), wx0 + int(cols[-1]) + 1
+        band = band[:, c0 - wx0:c1 - wx0]  # (r1 - r0, c1 - c0)
         gx, gy = layout.step
         y0, x0 = max(0, r0 - MARGIN) // gy * gy, max(0, c0 - MARGIN) // gx * gx
         y1, x1 = min(height, -(-(r1 + MARGIN) // gy) * gy), min(width, -(-(c1 + MARGIN) // gx) * gx)
         mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        mask[r0 - y0:r1 - y0, c0 - x0:c1 - x0] = band[:, c0:c1]
+        mask[r0 - y0:r1 - y0, c0 - x0:c1 - x0] = band
         box = av.VideoFrame.from_ndarray(np.ascontiguousarray(after[y0:y1, x0:x1]), format="rgb24")
         # The inverse of the decode (Frame.image: the source frame's own matrix and range).
         spec = int(src.colorspace)

@@ -263,7 +263,8 @@ class Renderer:
                     blend = frame.astype(np.float32) + w * (pasted.astype(np.float32) - frame)
                     pasted = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
                 if win.sources is not None:
-                    spliced = self.splicer.frame(win.sources[k], frame, pasted)
+                    box = self.aligner.paste_bounds(frame.shape[:2], mat)  # the pixels outside it are the frame's
+                    spliced = self.splicer.frame(win.sources[k], frame, pasted, within=box)
                     win.frames[k] = pasted if spliced is None else spliced
                     win.sources[k] = None
                 else:

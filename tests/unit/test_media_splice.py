@@ -91,6 +91,30 @@ def test_only_the_changed_pixels_move(tmp_path: Path, faces, pix_fmt: str) -> No
     assert err.mean() < 2.5 and err.max() <= 12
 
 
+def test_a_box_around_the_change_gives_the_same_frame(tmp_path: Path, faces) -> None:
+    """``within`` (the paste-back's bounds) only limits where the images are compared: any box holding the change,
+    odd edges included, gives the very frame of the whole comparison; the paste-back's own bounds hold every pixel
+    its restore changed."""
+    import torch
+
+    from lipsyncctl.faces.align import FaceAligner
+
+    src, image = _first(_source(tmp_path, faces, "yuv420p"))
+    after = image.copy()
+    after[101:171, 63:150] = 255 - after[101:171, 63:150]
+    whole = _planes(Splicer("yuv420p").frame(src, image, after))
+    for box in ((63, 101, 150, 171), (10, 57, 201, 203), (0, 0, image.shape[1], image.shape[0])):
+        assert all(np.array_equal(a, b) for a, b in zip(_planes(Splicer("yuv420p").frame(src, image, after, within=box)),
+                                                        whole, strict=True)), box
+    aligner = FaceAligner(256)
+    matrix = np.array([[1.1, 0.05, -40.0], [-0.05, 1.1, -60.0]], np.float32)  # a face about 230 px wide, tilted
+    pasted = aligner.restore(image, torch.full((3, 256, 256), 0.7), matrix)
+    x0, y0, x1, y1 = aligner.paste_bounds(image.shape[:2], matrix)
+    changed = np.argwhere(np.any(pasted != image, axis=2))
+    assert len(changed) > 1000
+    assert changed[:, 0].min() >= y0 and changed[:, 0].max() < y1 and changed[:, 1].min() >= x0 and changed[:, 1].max() < x1
+
+
 def test_another_output_format_keeps_range_and_values(tmp_path: Path, faces) -> None:
     """A full-range (yuvj420p) source written as yuv420p keeps its values (no squeeze into the limited range: the
     file keeps the source's full-range tag); an 8-bit source written as 10-bit 4:2:2 (ProRes) keeps its luma
