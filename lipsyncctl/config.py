@@ -246,6 +246,9 @@ class PrepOptions(_Strict):
     max_size: int | None = Field(
         None, ge=16, le=16384, description="downscale so the long side is at most this"
     )
+    deinterlace: Literal["auto", "off"] = Field(
+        "auto", description="an interlaced source (1080i, SD) made progressive with FFmpeg's bwdif, one frame per "
+        "frame (auto), or its two fields kept in each frame (off)")
 
     @field_validator("fps", mode="before")
     @classmethod

@@ -62,6 +62,9 @@ def prep_cmd(
     allow_no_audio: bool | None = typer.Option(
         None, "--allow-no-audio/--require-audio", help="Files without audio give video-only output instead of failing."),
     max_size: int | None = typer.Option(None, "--max-size", help="Downscale so the long side is at most this."),
+    deinterlace: str | None = typer.Option(
+        None, "--deinterlace", help="Interlaced sources: auto (bwdif, one frame per frame; default) or off (keep "
+        "the fields) (prep.deinterlace)."),
     scale: str | None = typer.Option(None, "--scale", help="Scale factor (0.5) or WxH (1280x720; -1x720 keeps aspect)."),
     start: float = typer.Option(0.0, "--start", min=0, callback=finite_number,
                                 help="Seconds to skip at the start of each clip."),
@@ -75,7 +78,7 @@ def prep_cmd(
         "prep.fps": fps, "prep.codec": codec, "prep.crf": crf, "prep.encoder_preset": encoder_preset,
         "prep.pix_fmt": pix_fmt, "prep.audio_rate": audio_rate, "prep.audio_channels": audio_channels,
         "prep.sidecar_wav": wav, "prep.mux_audio": mux, "prep.allow_no_audio": allow_no_audio,
-        "prep.max_size": max_size,
+        "prep.max_size": max_size, "prep.deinterlace": deinterlace,
     }
     config = opt.resolve(preset, sets, flags, print_config)
     from lipsyncctl import api

@@ -67,6 +67,7 @@ class PrepItem:
     height: int | None = None
     source_fps: Fraction | None = None
     source_vfr: bool | None = None
+    source_fields: str | None = None  # the source's field order (VideoInfo.field_order)
     rotation: int | None = None
     has_audio: bool | None = None
     seconds: float = 0.0
@@ -80,7 +81,8 @@ class PrepItem:
             "input": str(self.input), "output": str(self.output), "wav": str(self.wav) if self.wav else None,
             "manifest": str(self.manifest), "status": self.status, "reason": self.reason, "hint": self.hint, "frames": self.frames,
             "fps": fr(self.fps), "duration": self.duration, "width": self.width, "height": self.height,
-            "source_fps": fr(self.source_fps), "source_vfr": self.source_vfr, "rotation": self.rotation,
+            "source_fps": fr(self.source_fps), "source_vfr": self.source_vfr, "source_fields": self.source_fields,
+            "rotation": self.rotation,
             "has_audio": self.has_audio, "seconds": round(self.seconds, 3), "warnings": list(self.warnings),
         }
 
@@ -187,7 +189,27 @@ def _pix_fmt_for(codec: str, wanted: str) -> str:
 
 
 def _options_key(options: PrepOptions, extra: dict[str, Any]) -> dict[str, Any]:
-    return {"version": MANIFEST_VERSION, **options.model_dump(mode="json"), **extra}
+    """What a clip's outputs depend on, for every clip: ``deinterlace`` is not in it (it matters only to an
+    interlaced source: :func:`_up_to_date` checks it there, so progressive outputs stay up to date)."""
+    return {"version": MANIFEST_VERSION, **options.model_dump(mode="json", exclude={"deinterlace"}), **extra}
+
+
+def _fields_done(item: PrepItem, summary: dict[str, Any], deinterlace: str) -> bool:
+    """Whether outputs made with ``summary`` are what ``deinterlace`` makes of ``item``'s source: a progressive
+    source's always are; an interlaced one's when made with the same setting (a manifest from before the
+    setting: its source is probed to tell)."""
+    if "field_order" in summary:
+        fields = summary["field_order"]
+    else:
+        from lipsyncctl.media.probe import probe
+
+        try:
+            fields = probe(item.input).video.field_order  # type: ignore[union-attr]
+        except (LipsyncError, AttributeError):
+            return False
+    if fields in (None, "progressive"):
+        return True
+    return summary.get("deinterlace", "off") == deinterlace
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,7 +222,7 @@ def _input_stamp(src: Path) -> dict[str, Any]:
             "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
 
 
-def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any]) -> bool:
+def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], deinterlace: str) -> bool:
     try:
         manifest = json.loads(item.manifest.read_text())
     except (OSError, ValueError):
@@ -215,6 +237,8 @@ def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any]) -> b
         if not p.is_file() or p.stat().st_size != size:
             return False
     summary = manifest.get("summary", {})
+    if not _fields_done(item, summary, deinterlace):
+        return False
     for name in ("frames", "duration", "width", "height", "has_audio"):
         setattr(item, name, summary.get(name))
     if summary.get("fps"):
@@ -224,7 +248,8 @@ def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any]) -> b
     return True
 
 
-def _write_manifest(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], outputs: list[Path]) -> None:
+def _write_manifest(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], outputs: list[Path],
+                    deinterlace: str) -> None:
     from lipsyncctl.media.atomic import atomic_output
 
     data = {
@@ -232,7 +257,8 @@ def _write_manifest(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], 
         "outputs": {str(p.resolve()): p.stat().st_size for p in outputs},
         "summary": {"frames": item.frames, "fps": f"{item.fps.numerator}/{item.fps.denominator}" if item.fps else None,
                     "duration": item.duration, "width": item.width, "height": item.height,
-                    "has_audio": item.has_audio},
+                    "has_audio": item.has_audio, "field_order": item.source_fields,
+                    "deinterlace": deinterlace},
     }
     with atomic_output(item.manifest) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -260,7 +286,7 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     v = info.video
     if v is None:
         raise MediaError(f"{item.input}: no video stream (an audio-only file?)")
-    item.source_fps, item.source_vfr, item.rotation = v.fps, v.is_vfr, v.rotation
+    item.source_fps, item.source_vfr, item.rotation, item.source_fields = v.fps, v.is_vfr, v.rotation, v.field_order
     item.has_audio = info.has_audio
     if not info.has_audio and not job.options.allow_no_audio:
         raise MediaError(f"{item.input}: no audio stream",
@@ -287,17 +313,20 @@ def _plan(item: PrepItem, job: _Job) -> Any:
         item.warnings.append(f"{dw}x{dh} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")
     if v.is_vfr:
         item.warnings.append(f"variable frame rate (mean {float(v.fps):.3f} fps) conformed to {float(fps):.3f}")
-    if v.interlaced:
+    if v.interlaced and job.options.deinterlace == "auto":
+        item.warnings.append(f"the source is {v.fields}: deinterlaced (bwdif, one frame per frame; "
+                             "prep.deinterlace=off keeps the fields)")
+    elif v.interlaced:
         item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
-                             "things move); deinterlace it first for the model (e.g. ffmpeg -vf bwdif)")
+                             "things move; prep.deinterlace=auto makes them progressive)")
     if job.duration is not None and job.duration > available + 1e-6:
         item.warnings.append(f"only {available:.3f} s available after --start")
     return info
 
 
 def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
-    """Decode, conform to CFR, rotate/scale, encode to ``dest`` (video only)."""
-    from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, rotate
+    """Decode (deinterlace), conform to CFR, rotate/scale, encode to ``dest`` (video only)."""
+    from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, deinterlace, rotate
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.output import OUTPUT_CODECS
 
@@ -321,7 +350,8 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
             reader.seek(time=max(Fraction(v.start_time).limit_denominator(10**6), start - SEEK_MARGIN))
         last_src: Any = None
         last_out: Any = None
-        for _, frame in conform_cfr(reader, item.fps, start=start, count=item.frames):
+        frames = deinterlace(reader) if v.interlaced and opts.deinterlace == "auto" else reader
+        for _, frame in conform_cfr(frames, item.fps, start=start, count=item.frames):
             if job.cancel.is_set():
                 raise Interrupted("prep interrupted")
             if frame is not last_src:  # repeated slots reuse the converted frame
@@ -408,7 +438,7 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
             written.append(item.wav)
         elif item.wav is not None and not opts.sidecar_wav:
             item.wav = None
-    _write_manifest(item, stamp, key, written)
+    _write_manifest(item, stamp, key, written, job.options.deinterlace)
     item.status = "done"
 
 
@@ -421,7 +451,7 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
             stamp = _input_stamp(item.input)
         except OSError:
             stamp = {}
-        if not force and stamp and _up_to_date(item, stamp, key):
+        if not force and stamp and _up_to_date(item, stamp, key, job.options.deinterlace):
             item.status = "skipped"
             item.reason = "up to date"
         elif dry_run:

@@ -198,11 +198,76 @@ def test_an_all_intra_source_does_not_make_an_all_intra_output(tmp_path: Path) -
     assert len(keys) == 12 and keys[0] and sum(keys) == 1
 
 
-def test_an_interlaced_source_is_said(tmp_path: Path) -> None:
+def _combed(path: Path, frames: int, order: str) -> Path:
+    """A 1080i-like clip: a bar moving right, the bottom field 6 px further on than the top (combing), FFV1."""
+    from lipsyncctl.media.writer import VideoWriter
+
+    with VideoWriter(path, 25, codec="ffv1", pix_fmt="yuv420p", field_order=order) as writer:
+        for i in range(frames):
+            image = np.zeros((96, 128, 3), np.uint8)
+            image[:, 8 * i:8 * i + 24] = 255
+            image[1::2] = np.roll(image[1::2], 6, axis=1)
+            writer.write(image)
+    assert probe(path).video.field_order == order  # type: ignore[union-attr]
+    return path
+
+
+def _comb(image: np.ndarray) -> float:
+    """Mean difference between neighbouring rows: large where the two fields of a frame disagree."""
+    return float(np.abs(np.diff(image.astype(np.int16), axis=0)).mean())
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_an_interlaced_source_is_deinterlaced_for_the_model(tmp_path: Path, mode: str) -> None:
+    """``auto`` (the default): bwdif, one progressive frame per frame, same count and times; ``off``: the fields
+    kept whole (combed), and said either way."""
+    src = _combed(tmp_path / "i.mkv", 8, "tt")
+    options = PrepOptions(encoder_preset="ultrafast", fps="source", deinterlace=mode,  # type: ignore[arg-type]
+                          allow_no_audio=True)
+    item = prep([src], tmp_path / "out", options).items[0]
+    assert item.status == "done", item.reason
+    said = [w for w in item.warnings if "interlaced, top field first" in w]
+    assert len(said) == 1 and ("deinterlaced (bwdif" in said[0]) == (mode == "auto")
+    with VideoReader(item.output) as reader:
+        frames = [f.image for f in reader]
+    with VideoReader(src) as reader:
+        source = [f.image for f in reader]
+    assert len(frames) == len(source) == 8
+    combs = [_comb(f) for f in frames]
+    assert min(_comb(f) for f in source) > 20
+    assert (max(combs) < 5) if mode == "auto" else (min(combs) > 20), combs
+    assert probe(item.output).video.field_order in (None, "progressive")  # type: ignore[union-attr]
+
+
+def test_the_deinterlace_setting_redoes_interlaced_outputs_only(tmp_path: Path) -> None:
+    """Changing prep.deinterlace redoes the outputs of interlaced sources and leaves progressive ones up to date;
+    a manifest written before the setting existed counts as ``off`` for an interlaced source (probed to tell)."""
+    _combed(tmp_path / "in" / "i.mkv", 4, "bb")
+    mg.make_clip(tmp_path / "in" / "p.mp4", frames=4)
+    out = tmp_path / "out"
+
+    def run(mode: str) -> dict[str, str]:
+        options = PrepOptions(encoder_preset="ultrafast", deinterlace=mode, allow_no_audio=True)  # type: ignore[arg-type]
+        return {i.input.name: i.status for i in prep([tmp_path / "in"], out, options).items}
+
+    assert run("auto") == {"i.mkv": "done", "p.mp4": "done"}
+    assert run("auto") == {"i.mkv": "skipped", "p.mp4": "skipped"}
+    assert run("off") == {"i.mkv": "done", "p.mp4": "skipped"}
+    for name in ("i", "p"):  # as an older version wrote them: no field order, no setting
+        manifest = out / f"{name}.prep.json"
+        data = json.loads(manifest.read_text())
+        del data["summary"]["field_order"], data["summary"]["deinterlace"]
+        manifest.write_text(json.dumps(data))
+    assert run("off") == {"i.mkv": "skipped", "p.mp4": "skipped"}  # the manifests stay as they were
+    assert run("auto") == {"i.mkv": "done", "p.mp4": "skipped"}
+
+
+def test_a_bff_source_is_deinterlaced_too(tmp_path: Path) -> None:
     src = mg.make_clip(tmp_path / "i.mp4", frames=4, options={"x264-params": "bff=1"})
     item = prep([src], tmp_path / "out", FAST).items[0]
     assert item.status == "done", item.reason
-    assert any("interlaced, bottom field first" in w and "bwdif" in w for w in item.warnings)
+    assert any("interlaced, bottom field first" in w and "deinterlaced" in w for w in item.warnings)
+    assert len(list(VideoReader(item.output))) == 4
 
 
 def test_prep_prores_alias(tmp_path: Path) -> None:
