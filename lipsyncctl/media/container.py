@@ -120,3 +120,18 @@ def video_stream(container: Any, path: str | Path) -> Any:
         if not (stream.disposition & 0x400):  # AV_DISPOSITION_ATTACHED_PIC
             return stream
     raise MediaError(f"{path}: no video stream")
+
+
+def frame_filter(frame: Any, name: str, args: str, time_base: Fraction) -> Any:
+    """A configured FFmpeg filter graph ``buffer -> name=args -> buffersink`` for frames like ``frame`` (its size
+    and pixel format); ``push`` frames, ``pull`` the results (PyAV raises ``BlockingIOError`` while the filter
+    waits for more, ``EOFError`` once flushed with ``push(None)``)."""
+    import av.filter
+
+    graph = av.filter.Graph()
+    source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=time_base)
+    step = graph.add(name, args)
+    source.link_to(step)
+    step.link_to(graph.add("buffersink"))
+    graph.configure()
+    return graph

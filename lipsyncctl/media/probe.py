@@ -96,7 +96,7 @@ class VideoInfo:
     @property
     def interlaced(self) -> bool:
         """The frames hold two fields (1080i, PAL/NTSC SD)."""
-        return self.field_order not in (None, "progressive")
+        return is_interlaced(self.field_order)
 
     @property
     def fields(self) -> str:
@@ -296,6 +296,11 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
 
 #: AVFieldOrder codes -> VideoInfo.field_order
 FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def is_interlaced(field_order: str | None) -> bool:
+    """Whether a :attr:`VideoInfo.field_order` says the frames hold two fields (an order, or just ``interlaced``)."""
+    return field_order not in (None, "progressive")
 
 
 def _field_order(ctx: Any, first: Any) -> str | None:

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl.errors import DecodeError, MediaError
-from lipsyncctl.media.container import DEFAULT_SEQUENCE_FPS, ffmpeg_reason, open_input, video_stream
+from lipsyncctl.media.container import (
+    DEFAULT_SEQUENCE_FPS,
+    ffmpeg_reason,
+    frame_filter,
+    open_input,
+    video_stream,
+)
 from lipsyncctl.media.probe import MediaInfo, probe
 
 
@@ -234,8 +240,6 @@ def deinterlace(frames: Iterable[Frame]) -> Iterator[Frame]:
     """``frames`` (decoded in order, two fields each) made progressive by FFmpeg's ``bwdif`` filter, one frame per
     frame (``mode=send_frame``: the first field's time, the same count and timestamps; the field order from each
     frame's flags). Streams: the filter holds a frame or two, flushed at the end."""
-    import av.filter
-
     graph: Any = None
     waiting: list[Frame] = []  # in order; bwdif gives frame i once it has seen frame i + 1
 
@@ -243,27 +247,17 @@ def deinterlace(frames: Iterable[Frame]) -> Iterator[Frame]:
         while True:
             try:
                 out = graph.pull()
-            except (BlockingIOError, EOFError):
+            except (BlockingIOError, EOFError):  # it needs the next frame; or it is flushed
                 return
-            except av.error.FFmpegError as exc:
-                if getattr(exc, "errno", None) in (11, 35):  # EAGAIN: needs the next frame
-                    return
-                raise
             frame = waiting.pop(0)
             yield Frame(frame.index, frame.time, out, frame.rotation, frame.apply_rotation)
 
     for frame in frames:
-        src = frame.av_frame
         if graph is None:
-            graph = av.filter.Graph()
-            source = graph.add_buffer(width=src.width, height=src.height, format=src.format.name,
-                                      time_base=src.time_base or Fraction(1, 1000))
-            bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=all")
-            source.link_to(bwdif)
-            bwdif.link_to(graph.add("buffersink"))
-            graph.configure()
+            graph = frame_filter(frame.av_frame, "bwdif", "mode=send_frame:parity=auto:deint=all",
+                                 frame.av_frame.time_base or Fraction(1, 1000))
         waiting.append(frame)
-        graph.push(src)
+        graph.push(frame.av_frame)
         yield from ready()
     if graph is not None:
         graph.push(None)

@@ -24,8 +24,8 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
-from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason
-from lipsyncctl.media.probe import COLOR_CODES, FIELD_ORDERS, ColorInfo
+from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason, frame_filter
+from lipsyncctl.media.probe import COLOR_CODES, FIELD_ORDERS, ColorInfo, is_interlaced
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def keeps_fields(codec: str, field_order: str | None) -> bool:
     """Whether a ``codec`` output of a source in ``field_order`` is written interlaced in that order: H.264
     (x264's interlaced coding), ProRes (interlaced frames), FFV1 (whole frames, the order in the container). H.265
     and DNxHR stay progressive (:data:`_FIELD_CODING`)."""
-    return field_order in ("tt", "bb", "tb", "bt") and codec_spec(codec).encoder in _FIELD_CODING
+    return is_interlaced(field_order) and field_order in _FIELD_CODES and codec_spec(codec).encoder in _FIELD_CODING
 
 
 def _top_first(field_order: str) -> bool:
@@ -256,17 +256,9 @@ class VideoWriter:
     def _flag_fields(self, frame: Any) -> Any:
         """``frame`` flagged interlaced in :attr:`field_order` (PyAV cannot set a frame's flags: FFmpeg's
         ``setfield`` filter does, without touching its pixels)."""
-        import av.filter
-
         if self._fields is None:
-            graph = av.filter.Graph()
-            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                                      time_base=1 / self.fps)
-            flag = graph.add("setfield", "mode=" + ("tff" if _top_first(self.field_order or "") else "bff"))
-            source.link_to(flag)
-            flag.link_to(graph.add("buffersink"))
-            graph.configure()
-            self._fields = graph
+            mode = "mode=" + ("tff" if _top_first(self.field_order or "") else "bff")
+            self._fields = frame_filter(frame, "setfield", mode, 1 / self.fps)
         frame.pts, frame.time_base = self.frames_written, 1 / self.fps
         self._fields.push(frame)
         return self._fields.pull()

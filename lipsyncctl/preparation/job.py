@@ -194,22 +194,26 @@ def _options_key(options: PrepOptions, extra: dict[str, Any]) -> dict[str, Any]:
     return {"version": MANIFEST_VERSION, **options.model_dump(mode="json", exclude={"deinterlace"}), **extra}
 
 
-def _fields_done(item: PrepItem, summary: dict[str, Any], deinterlace: str) -> bool:
-    """Whether outputs made with ``summary`` are what ``deinterlace`` makes of ``item``'s source: a progressive
-    source's always are; an interlaced one's when made with the same setting (a manifest from before the
-    setting: its source is probed to tell)."""
-    if "field_order" in summary:
-        fields = summary["field_order"]
-    else:
+def _fields_done(item: PrepItem, manifest: dict[str, Any], deinterlace: str, keep: bool) -> bool:
+    """Whether outputs of ``manifest`` are what ``deinterlace`` makes of ``item``'s source: a progressive source's
+    always are; an interlaced one's when made with the same setting. A manifest from before the setting (made
+    as ``off``) has its source probed, and with ``keep`` (not a dry run) the answer kept in it for later runs."""
+    from lipsyncctl.media.probe import is_interlaced
+
+    summary = manifest.setdefault("summary", {})
+    if "field_order" not in summary:
+        from lipsyncctl.media.atomic import atomic_output
         from lipsyncctl.media.probe import probe
 
         try:
-            fields = probe(item.input).video.field_order  # type: ignore[union-attr]
+            summary["field_order"] = probe(item.input).video.field_order  # type: ignore[union-attr]
         except (LipsyncError, AttributeError):
             return False
-    if fields in (None, "progressive"):
-        return True
-    return summary.get("deinterlace", "off") == deinterlace
+        summary["deinterlace"] = "off"
+        if keep:  # where it cannot be written (a read-only output), the next run probes again
+            with contextlib.suppress(OSError, LipsyncError), atomic_output(item.manifest) as tmp:
+                tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    return not is_interlaced(summary["field_order"]) or summary.get("deinterlace", "off") == deinterlace
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,7 +226,8 @@ def _input_stamp(src: Path) -> dict[str, Any]:
             "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
 
 
-def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], deinterlace: str) -> bool:
+def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], deinterlace: str,
+                keep: bool = True) -> bool:
     try:
         manifest = json.loads(item.manifest.read_text())
     except (OSError, ValueError):
@@ -236,9 +241,9 @@ def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], dein
         p = Path(path)
         if not p.is_file() or p.stat().st_size != size:
             return False
-    summary = manifest.get("summary", {})
-    if not _fields_done(item, summary, deinterlace):
+    if not _fields_done(item, manifest, deinterlace, keep):
         return False
+    summary = manifest["summary"]
     for name in ("frames", "duration", "width", "height", "has_audio"):
         setattr(item, name, summary.get(name))
     if summary.get("fps"):
@@ -451,7 +456,7 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
             stamp = _input_stamp(item.input)
         except OSError:
             stamp = {}
-        if not force and stamp and _up_to_date(item, stamp, key, job.options.deinterlace):
+        if not force and stamp and _up_to_date(item, stamp, key, job.options.deinterlace, keep=not dry_run):
             item.status = "skipped"
             item.reason = "up to date"
         elif dry_run:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl.errors import MediaError
+from lipsyncctl.media.probe import is_interlaced
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.shots import ShotOptions, shot_options
 from lipsyncctl.timeline.source import MediaFacts, MediaResolver, is_drop_frame_timeline, probe_media
@@ -422,7 +423,7 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
                   source_start=first, source_frames=count, options=options, speed=speed,
                   media_drop=tb.is_drop_frame(facts.start_timecode, mfps),
-                  media_fields=facts.field_order if facts.field_order not in (None, "progressive") else None)
+                  media_fields=facts.field_order if is_interlaced(facts.field_order) else None)
     if passing is not None:
         seg.index = -1  # numbered -1, -2... by plan_timeline
         item = skip(passing)

@@ -258,7 +258,14 @@ def test_the_deinterlace_setting_redoes_interlaced_outputs_only(tmp_path: Path) 
         data = json.loads(manifest.read_text())
         del data["summary"]["field_order"], data["summary"]["deinterlace"]
         manifest.write_text(json.dumps(data))
-    assert run("off") == {"i.mkv": "skipped", "p.mp4": "skipped"}  # the manifests stay as they were
+    older = {name: (out / f"{name}.prep.json").read_text() for name in ("i", "p")}
+    options = PrepOptions(encoder_preset="ultrafast", deinterlace="off", allow_no_audio=True)
+    assert [i.status for i in prep([tmp_path / "in"], out, options, dry_run=True).items] == ["skipped", "skipped"]
+    assert {name: (out / f"{name}.prep.json").read_text() for name in ("i", "p")} == older  # a dry run writes nothing
+    assert run("off") == {"i.mkv": "skipped", "p.mp4": "skipped"}
+    # ... and the answer of the probe is kept, so a later run reads it instead of probing every clip again
+    assert {name: json.loads((out / f"{name}.prep.json").read_text())["summary"]["field_order"]
+            for name in ("i", "p")} == {"i": "bb", "p": "progressive"}
     assert run("auto") == {"i.mkv": "done", "p.mp4": "skipped"}
 
 
