@@ -218,6 +218,11 @@ class FaceOptions(_Strict):
         return self
 
 
+def _off(v: Any) -> Any:
+    """YAML reads ``off`` (``--set prep.deinterlace=off``, a preset's ``deinterlace: off``) as False: the word meant."""
+    return "off" if v is False else v
+
+
 class SyncOptions(_Strict):
     length_policy: Literal["loop", "pingpong", "cut", "freeze", "silence"] = Field(
         "pingpong", description="what to do when audio and picture lengths differ (pingpong is official)"
@@ -225,6 +230,11 @@ class SyncOptions(_Strict):
     fps: str = Field(
         "source", description="'source' keeps the clip's rate; a number conforms like the official 25"
     )
+    deinterlace: Literal["auto", "off"] = Field(
+        "auto", description="an interlaced source: its faces found and rendered from progressive pictures (FFmpeg's "
+        "bwdif, one per frame) and pasted onto the source's own frames (auto), or from both fields at once (off)")
+
+    _deinterlace = field_validator("deinterlace", mode="before")(_off)
 
     @field_validator("fps", mode="before")
     @classmethod
@@ -249,6 +259,8 @@ class PrepOptions(_Strict):
     deinterlace: Literal["auto", "off"] = Field(
         "auto", description="an interlaced source (1080i, SD) made progressive with FFmpeg's bwdif, one frame per "
         "frame (auto), or its two fields kept in each frame (off)")
+
+    _deinterlace = field_validator("deinterlace", mode="before")(_off)
 
     @field_validator("fps", mode="before")
     @classmethod

@@ -83,6 +83,9 @@ FLAGS: tuple[Flag, ...] = (
          "(sync.fps).", key="sync.fps", modes=CLIP),
     Flag("length_policy", ("--length-policy",), str | None,
          "pingpong, loop, freeze, cut or silence (sync.length_policy).", key="sync.length_policy"),
+    Flag("deinterlace", ("--deinterlace",), str | None, "Interlaced sources: auto (faces found and rendered from "
+         "deinterlaced pictures, pasted onto the source's own frames; default) or off (from both fields at once) "
+         "(sync.deinterlace).", key="sync.deinterlace"),
     Flag("codec", ("--codec",), str | None, f"{_codecs()} (output.codec; same names as prep --codec).",
          key="output.codec"),
     Flag("crf", ("--crf",), int | None, "H.264/H.265 quality, lower = better (output.crf).", key="output.crf"),

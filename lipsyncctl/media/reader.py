@@ -35,17 +35,34 @@ def rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
 @dataclass
 class Frame:
     """A decoded frame. ``time`` is in seconds; ``image`` is ``(H, W, 3)`` uint8 RGB (rotation applied
-    if the reader was asked to); ``av_frame`` is the decoder's frame (stored pixels, no rotation)."""
+    if the reader was asked to); ``av_frame`` is the decoder's frame (stored pixels, no rotation), or the
+    progressive picture made of it (:func:`deinterlace`), which then keeps the decoder's frame as ``stored``."""
 
     index: int
     time: Fraction
     av_frame: Any
     rotation: int = 0
     apply_rotation: bool = True
+    #: the decoder's own frame where ``av_frame`` is a filtered copy of it (deinterlaced), else None
+    stored: Any = None
 
     @property
     def image(self) -> np.ndarray:
-        rgb = self.av_frame.to_ndarray(format="rgb24")
+        return self._rgb(self.av_frame)
+
+    @property
+    def source(self) -> Any:
+        """The decoder's frame, both fields as stored (what an output keeps: :mod:`lipsyncctl.media.splice`)."""
+        return self.av_frame if self.stored is None else self.stored
+
+    def source_image(self, image: np.ndarray | None = None) -> np.ndarray:
+        """:attr:`source` as RGB: ``image`` (:attr:`image`, already converted) when that is the same picture."""
+        if self.stored is None:
+            return self.image if image is None else image
+        return self._rgb(self.stored)
+
+    def _rgb(self, av_frame: Any) -> np.ndarray:
+        rgb = av_frame.to_ndarray(format="rgb24")
         return rotate(rgb, self.rotation) if self.apply_rotation else rgb
 
 
@@ -239,7 +256,10 @@ def conform_cfr(frames: Iterable[Frame], fps: Fraction, *, start: float | Fracti
 def deinterlace(frames: Iterable[Frame]) -> Iterator[Frame]:
     """``frames`` (decoded in order, two fields each) made progressive by FFmpeg's ``bwdif`` filter, one frame per
     frame (``mode=send_frame``: the first field's time, the same count and timestamps; the field order from each
-    frame's flags). Streams: the filter holds a frame or two, flushed at the end."""
+    frame's flags). Each picture depends on its frame and the frames either side of it only, so reads that
+    start a little before the frames they want (:data:`SEEK_MARGIN`) give the pictures of a read from the start.
+    Each :class:`Frame` keeps the decoder's frame as :attr:`Frame.stored`. Streams: the filter holds a frame
+    or two, flushed at the end."""
     graph: Any = None
     waiting: list[Frame] = []  # in order; bwdif gives frame i once it has seen frame i + 1
 
@@ -250,7 +270,7 @@ def deinterlace(frames: Iterable[Frame]) -> Iterator[Frame]:
             except (BlockingIOError, EOFError):  # it needs the next frame; or it is flushed
                 return
             frame = waiting.pop(0)
-            yield Frame(frame.index, frame.time, out, frame.rotation, frame.apply_rotation)
+            yield Frame(frame.index, frame.time, out, frame.rotation, frame.apply_rotation, stored=frame.source)
 
     for frame in frames:
         if graph is None:
@@ -302,11 +322,15 @@ class IndexedReader:
         info: a :func:`probe` result to reuse.
         apply_rotation: turn pixels upright by the file's rotation tag (default True).
         max_gap: frames that may be decoded and dropped instead of seeking.
+        deinterlaced: images made progressive (:func:`deinterlace`; for an interlaced source), each
+            :class:`Frame` keeping the decoder's frame (:attr:`Frame.stored`). A frame's picture is the same
+            whichever way it was reached (in sequence, after a seek).
     """
 
     def __init__(self, path: str | Path, fps: Fraction | None = None, *, info: MediaInfo | None = None,
-                 apply_rotation: bool = True, max_gap: int = 48) -> None:
+                 apply_rotation: bool = True, max_gap: int = 48, deinterlaced: bool = False) -> None:
         self._reader = VideoReader(path, info=info, apply_rotation=apply_rotation)
+        self.deinterlaced = deinterlaced
         self.path = self._reader.path
         self.video = self._reader.video
         self.fps = Fraction(fps) if fps is not None else self.video.nominal_fps
@@ -383,7 +407,8 @@ class IndexedReader:
         elif self._used:
             self._reader.seek(time=self._origin)
         self._used = True
-        self._slots = conform_cfr(self._reader, self.fps, start=start)
+        frames = deinterlace(self._reader) if self.deinterlaced else self._reader
+        self._slots = conform_cfr(frames, self.fps, start=start)
         self._base = self._pos = index
         self._prev = None
 

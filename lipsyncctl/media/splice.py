@@ -118,8 +118,8 @@ class Splicer:
     """Output frames in ``pix_fmt`` (the writer's) from source frames and the render's RGB images.
 
     ``frame(source)``: the source frame itself (upright, in ``pix_fmt``); ``frame(source, before, after)``: the
-    same with the pixels where ``after`` (the render's image) differs from ``before`` (the source's image as
-    the render saw it, :attr:`Frame.image <lipsyncctl.media.reader.Frame.image>`) replaced. None where the
+    same with the pixels where ``after`` (the render's image) differs from ``before`` (the source's image,
+    :meth:`Frame.source_image <lipsyncctl.media.reader.Frame.source_image>`) replaced. None where the
     splice does not apply (module doc): write ``after`` as RGB then.
     """
 
@@ -140,7 +140,7 @@ class Splicer:
         """``within``: a box ``(x0, y0, x1, y1)`` of the image outside which ``after`` is known to equal ``before``
         (the paste-back's, :meth:`~lipsyncctl.faces.align.FaceAligner.paste_bounds`): only it is compared."""
         layout = self.layout
-        src = source.av_frame
+        src = source.source  # the decoder's frame (a deinterlaced read keeps it): its fields stay as stored
         if layout is None or not _source_ok(src.format.name):
             return None
         turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0

@@ -236,12 +236,14 @@ def sync_clip(
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
     if vinfo.interlaced:
-        warnings.append(interlace_warning(config.output, vinfo.fields, vinfo.field_order))
+        warnings.append(interlace_warning(config.output, vinfo.fields, vinfo.field_order, config.sync.deinterlace))
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
     face_frames = min(plan.source_frames, plan.shown_source_frames() + config.faces.crossfade_frames + 1)
-    with IndexedReader(video, grid, info=info) as reader:
+    # an interlaced source's faces are found and rendered from progressive pictures, pasted onto its own frames
+    deinterlaced = vinfo.interlaced and config.sync.deinterlace == "auto"
+    with IndexedReader(video, grid, info=info, deinterlaced=deinterlaced) as reader:
         # 2. Faces over the selected source frames, before any network loads (fail fast). Pipelined, the pass
         # runs beside the networks and the render (FaceStream) once it has found a face.
         with clock("faces"):

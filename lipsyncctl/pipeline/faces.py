@@ -202,7 +202,7 @@ class FaceStream:
 
     def __init__(self, video: Path, info: Any, first: int, count: int, fps: Fraction, options: FaceOptions,
                  resolution: int, device: str = "cpu", cache: tuple[Path, dict[str, Any]] | None = None,
-                 keep: int = 0) -> None:
+                 keep: int = 0, deinterlaced: bool = False) -> None:
         import threading
         import time
 
@@ -211,6 +211,7 @@ class FaceStream:
         self.detector_name: str = self._detector.name
         self.video, self.info, self.first, self.count, self.fps = Path(video), info, first, count, fps
         self.options, self.resolution, self.device = options, resolution, device
+        self.deinterlaced = deinterlaced  # the pass reads progressive pictures of an interlaced source
         #: ``(path, key)``: the finished pass is written there once (:func:`save_face_plan`)
         self.cache = cache
         self._matrices: list[np.ndarray | None] = []
@@ -247,7 +248,7 @@ class FaceStream:
         from lipsyncctl.media.reader import IndexedReader
 
         try:
-            with IndexedReader(self.video, self.fps, info=self.info) as reader:
+            with IndexedReader(self.video, self.fps, info=self.info, deinterlaced=self.deinterlaced) as reader:
                 aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing,
                                       pixel_aspect=float(reader.video.sample_aspect))
                 tracker = _tracker(self._detector, self.fps, self.options, reader.video.sample_aspect)
@@ -457,11 +458,12 @@ _SELECTIONS = ("largest", "id", "point", "speaker")
 
 
 def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: FaceOptions, resolution: int,
-                   audio_16k: np.ndarray | None = None) -> dict[str, Any]:
+                   audio_16k: np.ndarray | None = None, deinterlaced: bool = False) -> dict[str, Any]:
     """What a :class:`FacePlan` depends on: the source file (fingerprint: size, mtime, first and last MiB;
     :func:`lipsyncctl.runner.store.file_fingerprint`), the frames ``first .. first + count - 1`` on the grid
-    ``fps``, the ``faces`` section and the crop ``resolution``. Not the dub, except for ``select: speaker``,
-    which listens to it: then the sha256 of ``audio_16k`` (mono 16 kHz float32) too."""
+    ``fps``, the ``faces`` section and the crop ``resolution``, and whether the frames were deinterlaced (only
+    then: the keys of before stay). Not the dub, except for ``select: speaker``, which listens to it: then the
+    sha256 of ``audio_16k`` (mono 16 kHz float32) too."""
     import hashlib
 
     from lipsyncctl.runner.store import file_fingerprint
@@ -471,7 +473,8 @@ def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: 
         audio = hashlib.sha256(np.ascontiguousarray(audio_16k, dtype=np.float32).tobytes()).hexdigest()
     return {"v": FACE_CACHE_VERSION, "media": file_fingerprint(Path(video)), "first": int(first),
             "frames": int(count), "fps": f"{fps.numerator}/{fps.denominator}",
-            "faces": options.model_dump(mode="json"), "resolution": int(resolution), "audio": audio}
+            "faces": options.model_dump(mode="json"), "resolution": int(resolution), "audio": audio,
+            **({"deinterlaced": True} if deinterlaced else {})}
 
 
 def save_face_plan(path: Path, plan: FacePlan, key: dict[str, Any]) -> bool:
@@ -559,7 +562,7 @@ def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReade
     key = None
     if face_cache is not None:
         face_cache = Path(face_cache)
-        key = face_cache_key(video, first, count, fps, options, resolution, audio_16k)
+        key = face_cache_key(video, first, count, fps, options, resolution, audio_16k, reader.deinterlaced)
         plan = load_face_plan(face_cache, key)
         if plan is not None:
             progress.message(f"faces: reused {face_cache.name}")
@@ -568,7 +571,8 @@ def cached_clip_faces(face_cache: Path | None, video: Path, reader: IndexedReade
             progress.message(f"faces: {face_cache} is unreadable or not for these frames; tracking again")
     cache = (face_cache, key) if face_cache is not None and key is not None else None
     if concurrent and streams(options):
-        stream = FaceStream(video, info, first, count, fps, options, resolution, device=device, cache=cache, keep=keep)
+        stream = FaceStream(video, info, first, count, fps, options, resolution, device=device, cache=cache, keep=keep,
+                            deinterlaced=reader.deinterlaced)
         return stream.start(), False
     plan = track_clip_faces(reader, first, count, fps, options, resolution, device=device, audio_16k=audio_16k)
     if cache is not None:

@@ -126,12 +126,17 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
             "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
 
 
-def interlace_warning(options: OutputOptions, fields: str, field_order: str | None) -> str:
-    """What a sync does with an interlaced source (``fields``: its order in words): the face is rendered from whole
-    frames, and the output keeps the field order where ``options.codec`` can (else it is progressive)."""
+def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto") -> str:
+    """What a sync does with an interlaced source (``fields``: its order in words): the face is found and rendered
+    from deinterlaced pictures (``deinterlace`` auto, ``sync.deinterlace``) or from whole frames (off), and the
+    output keeps the field order where ``options.codec`` can (else it is progressive)."""
     from lipsyncctl.media.writer import keeps_fields
 
-    said = f"the source is {fields}: the face is rendered from whole frames (both fields at once); "
+    if deinterlace == "auto":
+        said = (f"the source is {fields}: the face is found and rendered from deinterlaced pictures (bwdif) and "
+                "pasted onto the source's own frames; ")
+    else:
+        said = f"the source is {fields}: the face is rendered from whole frames (both fields at once); "
     if keeps_fields(OUTPUT_CODECS[options.codec].writer_codec, field_order):
         return said + "the output keeps the field order, with the source's own fields outside the face"
     kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_fields(c.writer_codec, "tt"))

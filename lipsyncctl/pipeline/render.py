@@ -166,9 +166,10 @@ class Renderer:
         records = [self.faces.at(i - base) for i in src]  # a FaceStream waits here for the face pass
         mats = [m for m, _ in records]
         weights = [w for _, w in records]
+        decoded = [got[i][1] for i in src]
         win = Window(s, e, src, [got[i][0] for i in src], mats, weights,
                      [k for k, m in enumerate(mats) if m is not None and weights[k] > 0],
-                     sources=[got[i][1] for i in src] if self.splicer is not None else None)
+                     sources=list(decoded) if self.splicer is not None else None)
         del got
         if win.sources is not None:  # a frame without a face is the source's own now (its RGB image is not kept)
             with clock("decode"):  # this thread's stage (a clock's stage is timed by one thread)
@@ -187,6 +188,13 @@ class Renderer:
                 win.ref, win.masked, win.masks = prepare_masked_images(faces_u8, self.mask)
                 if self.networks.device.type == "cuda":
                     win.pin()
+        if any(f.stored is not None for f in decoded):
+            # A deinterlaced read: the faces were found and aligned on progressive pictures; the output is
+            # made of the source's own (both fields as stored), the faces pasted onto it.
+            with clock("decode"):
+                for k, f in enumerate(decoded):
+                    if isinstance(win.frames[k], np.ndarray):  # not already the source's spliced frame
+                        win.frames[k] = f.source_image()
         return win
 
     def generate(self, wins: list[Window]) -> list[Window]:

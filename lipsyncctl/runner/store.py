@@ -52,9 +52,10 @@ def _file_fingerprint(path_str: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-#: resolved-config keys that do not change the rendered pixels
+#: resolved-config keys that do not change the rendered pixels (``sync.deinterlace``: not of a progressive source; a
+#: key of interlaced media counts it in a field of its own)
 _NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "pipelined"),
-            ("inference", "cuda_graphs"))
+            ("inference", "cuda_graphs"), ("sync", "deinterlace"))
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -302,8 +302,10 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         "mode": mode,
         "speech": speech if mode != "render" else None, "models": models_fp, "ext": ext,
         "timecode": seg.render_timecode,
-        # an interlaced source's render keeps its field order (since timeline-4; progressive keys are unchanged)
+        # an interlaced source's render keeps its field order (since timeline-4; progressive keys are unchanged),
+        # its faces rendered from deinterlaced pictures unless sync.deinterlace=off (the renders of before)
         **({"fields": seg.media_fields} if seg.media_fields else {}),
+        **({"deinterlaced": True} if seg.media_fields and seg_config.sync.deinterlace == "auto" else {}),
     })
     output = job.output / ".lipsyncctl" / "renders" / f"{key}.{ext}"  # the cache; deliveries link to it
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)

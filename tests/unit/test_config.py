@@ -248,3 +248,13 @@ def test_a_preset_or_segments_file_that_is_not_utf8_is_said(tmp_path) -> None:
         read_preset(str(bad))
     with pytest.raises(UsageError, match="--segments .*not UTF-8 text"):
         load_segments(bad)
+
+
+def test_off_is_the_word_not_yamls_false() -> None:
+    """YAML reads ``off`` as False: ``--set sync.deinterlace=off`` (and a preset's ``deinterlace: off``) means the
+    setting ``off``; ``true`` is still refused."""
+    config = cfg.resolve("tiny", ["sync.deinterlace=off", "prep.deinterlace=off"])
+    assert (config.sync.deinterlace, config.prep.deinterlace) == ("off", "off")
+    assert cfg.resolve("tiny").sync.deinterlace == "auto"
+    with pytest.raises(ConfigError, match="sync.deinterlace"):
+        cfg.resolve("tiny", ["sync.deinterlace=true"])

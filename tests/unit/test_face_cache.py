@@ -111,6 +111,10 @@ def test_sync_clip_with_the_cache_is_the_same_bytes(tiny_env, tmp_path: Path, mo
     speaker = with_sets(config, "faces.select=speaker").faces
     keys = [face_pass.face_cache_key(video, 0, 4, Fraction(25), speaker, 256, a) for a in (noise, noise * 0.5)]
     assert keys[0] != keys[1] and keys[0]["audio"] is not None
+    # the faces of deinterlaced pictures (an interlaced source, sync.deinterlace auto) are others; a progressive
+    # source's key (and an interlaced one's with deinterlace off) is the key of before
+    deinterlaced = face_pass.face_cache_key(video, 0, 4, Fraction(25), config.faces, 256, None, True)
+    assert deinterlaced != key and deinterlaced == {**key, "deinterlaced": True}
 
 
 def test_a_render_that_fails_after_the_face_pass_keeps_its_faces(tiny_env, tmp_path: Path,

@@ -125,3 +125,37 @@ def test_mux_pads_audio_with_silence_and_audio_length(gen: Path) -> None:
     # without pad the audio is only cut, never lengthened
     cut = mux_audio(video, wav, gen / "cut.mkv", codec="pcm", duration=1.0)
     assert audio_length(cut)[0] == 28800
+
+
+def test_a_deinterlaced_read_gives_each_frame_one_picture_and_keeps_the_stored_frame(gen: Path) -> None:
+    """``IndexedReader(deinterlaced=True)``: each image is bwdif's progressive picture of its frame, the same
+    whether the frame was reached in sequence, after a seek forward or after a seek back (a picture depends on its
+    frame and the frames beside it, and a read starts a second before its frame); ``Frame.source`` and
+    ``source_image()`` are the decoder's frame, both fields as stored. A progressive read has no second picture."""
+    path = gen / "fields.mkv"
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)
+    with VideoWriter(path, 25, codec="h264", preset="ultrafast", pix_fmt="yuv420p", field_order="tt",
+                     options={"g": "10"}) as writer:  # a keyframe every 10 frames: reads seek
+        for i in range(60):  # a textured picture moving right, the bottom field 3 px ahead of the top
+            image = np.roll(base, 2 * i, axis=1)
+            image[1::2] = np.roll(image[1::2], 3, axis=1)
+            writer.write(image)
+    with IndexedReader(path, deinterlaced=True) as reader:
+        in_order = {i: (rgb, frame) for i, rgb, frame in reader.pictures(0, 60)}
+    with IndexedReader(path) as plain:
+        stored = dict(plain.range(0, 60))
+    for i, (rgb, frame) in in_order.items():
+        assert frame.stored is not None and np.array_equal(frame.source_image(), stored[i])
+        assert not np.array_equal(rgb, stored[i])
+    comb = [float(np.abs(np.diff(img.astype(np.int16), axis=0)).mean()) for img in (in_order[30][0], stored[30])]
+    assert comb[0] < 0.8 * comb[1]
+    with IndexedReader(path, deinterlaced=True) as reader:
+        for wanted in ([41, 42], [57], [12, 13, 14], [0, 1], [59]):  # forward seeks, back, the first, the last
+            got = reader.read_sources(wanted)
+            for i in wanted:
+                assert np.array_equal(got[i][0], in_order[i][0]), i
+                assert np.array_equal(got[i][1].source_image(), stored[i]), i
+    with IndexedReader(path) as plain:
+        _, rgb, frame = next(plain.pictures(5, 6))
+        assert frame.stored is None and frame.source is frame.av_frame and frame.source_image(rgb) is rgb

@@ -213,10 +213,57 @@ def test_an_interlaced_source_comes_back_interlaced(tiny_env, frames, tmp_path: 
     res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), out, config, networks=models)
     said = [w for w in res.warnings if "interlaced" in w]
     assert len(said) == 1 and ("top" if order == "tt" else "bottom") + " field first" in said[0]
-    assert ("keeps the field order" in said[0]) == (kept is not None) and ("bwdif" in said[0]) == (kept is None)
+    assert "rendered from deinterlaced pictures" in said[0]
+    assert ("keeps the field order" in said[0]) == (kept is not None)
+    assert ("deinterlace it first" in said[0]) == (kept is None)
     assert probe(out).video.field_order in ((kept,) if kept else (None, "progressive"))  # type: ignore[union-attr]
     with av.open(str(out)) as c:
         assert [f.interlaced_frame for f in c.decode(video=0)] == [kept is not None] * 3
+
+
+def _comb(images: list[np.ndarray]) -> float:
+    """Mean difference between neighbouring rows: large where the two fields of a frame disagree."""
+    return float(np.mean([np.abs(np.diff(i.astype(np.int16), axis=0)).mean() for i in images]))
+
+
+@pytest.mark.parametrize(("mode", "pipelined", "pix_fmt", "shift"), [
+    ("auto", "true", "yuv444p", 4), ("auto", "false", None, 4), ("off", "true", None, 1)])
+def test_an_interlaced_face_is_rendered_from_deinterlaced_pictures(tiny_env, frames, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, mode: str,
+                                                                   pipelined: str, pix_fmt: str | None, shift: int):
+    """``sync.deinterlace`` auto (the default): the faces of an interlaced source are found and aligned on bwdif's
+    progressive pictures (the model sees no combing), and pasted onto the source's own frames, both fields kept
+    wherever the render changed nothing (an RGB output; a YUV one, spliced); ``off``: the combed frames as they are
+    (with fields 4 px apart dlib finds the face in none of them: ``off`` is tried with 1 px)."""
+    from lipsyncctl.faces.align import FaceAligner
+    from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.writer import VideoWriter
+
+    config, models = tiny_env
+    video = tmp_path / "i.mkv"
+    with VideoWriter(video, 25, codec="ffv1", pix_fmt="yuv444p", field_order="tt") as writer:  # lossless
+        for rgb in frames[:4]:  # the bottom field further right than the top: motion between the fields
+            woven = rgb.copy()
+            woven[1::2] = np.roll(rgb[1::2], shift, axis=1)
+            writer.write(woven)
+    seen: list[np.ndarray] = []
+    warp_crop = FaceAligner.warp_crop
+    monkeypatch.setattr(FaceAligner, "warp_crop", lambda self, image, matrix, roi=True: (
+        seen.append(image.copy()), warp_crop(self, image, matrix, roi))[1])
+    sets = [f"sync.deinterlace={mode}", f"inference.pipelined={pipelined}", "faces.detect_every=1"]
+    res = sync_clip(video, write_wav(tmp_path / "a.wav", 4 / 25), tmp_path / "out.mkv",
+                    with_sets(config, *sets, *([f"output.pix_fmt={pix_fmt}"] if pix_fmt else [])), networks=models)
+    assert res.frames == 4 and res.faces_found == 4
+    source = decode_rgb(video)
+    with IndexedReader(video, deinterlaced=True) as reader:
+        pictures = [reader.read([i])[i] for i in range(4)]
+    assert _comb(pictures) < (0.7 if shift > 1 else 1.0) * _comb(source)
+    expected = pictures if mode == "auto" else source
+    assert len(seen) == 4 and all(np.array_equal(a, b) for a, b in zip(seen, expected, strict=True))
+    assert probe(res.output).video.field_order == "tt"  # type: ignore[union-attr]
+    _assert_outside_equal(res, source)
+    said = [w for w in res.warnings if "interlaced" in w]
+    assert len(said) == 1 and ("deinterlaced pictures" in said[0]) == (mode == "auto")
 
 
 def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):
