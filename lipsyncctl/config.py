@@ -328,6 +328,11 @@ class CurateOptions(_Strict):
     segments: Literal["exact", "official"] = Field(
         "exact", description="exact frame spans, or the official key-frame stream-copy lengths (comparison)"
     )
+    deinterlace: Literal["auto", "off"] = Field(
+        "auto", description="an interlaced source's shots found and faces aligned on progressive pictures (FFmpeg's "
+        "bwdif, one per frame) (auto), or on its frames with both fields (off)")
+
+    _deinterlace = field_validator("deinterlace", mode="before")(_off)
     min_sync_frames: int = Field(
         50, ge=10, le=1000, description="pieces shorter than this cannot be sync-scored (official min track: 50)"
     )

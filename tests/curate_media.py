@@ -12,15 +12,16 @@ from tests.mediagen import _encode_audio, tone
 
 
 def write_talking_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: np.ndarray | None = None,
-                       sample_aspect: Fraction | None = None) -> Path:
+                       sample_aspect: Fraction | None = None, x264_params: str | None = None) -> Path:
     """``frames`` (RGB uint8, one size) as H.264 at ``fps`` with mono 16 kHz AAC: ``audio`` (float32 samples)
-    or a tone exactly as long as the picture. ``sample_aspect``: an anamorphic pixel aspect to store."""
+    or a tone exactly as long as the picture. ``sample_aspect``: an anamorphic pixel aspect to store;
+    ``x264_params`` e.g. ``tff=1`` (interlaced coding)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=fps)
+        vs = c.add_stream("libx264", rate=fps, options={"x264-params": x264_params} if x264_params else None)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         if sample_aspect is not None:
             vs.codec_context.sample_aspect_ratio = sample_aspect

@@ -35,8 +35,8 @@ class SourceFrames:
     one again). Opened at the first use; :meth:`close` at the end of the source.
     """
 
-    def __init__(self, path: Path, fps: int) -> None:
-        self.path, self.fps = path, fps
+    def __init__(self, path: Path, fps: int, deinterlace: bool = False) -> None:
+        self.path, self.fps, self.deinterlace = path, fps, deinterlace
         self._reader: Any = None
 
     @property
@@ -54,7 +54,7 @@ class SourceFrames:
 
             from lipsyncctl.media.reader import IndexedReader
 
-            self._reader = IndexedReader(self.path, Fraction(self.fps))
+            self._reader = IndexedReader(self.path, Fraction(self.fps), deinterlace=self.deinterlace)
         return self._reader
 
     def close(self) -> None:

@@ -318,7 +318,8 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     fresh: set[str] = set()  # clips whose align the one pass just computed
     aligned: list[tuple[int, int]] = []
     for stage in STAGES[: last + 1]:
-        key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0)
+        key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
+                                deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, task.options))
         forced = forced or str(stage) in task.force
         old = rec.result(stage)
         if old is not None and old.key == key and not forced and _reusable(stage, old):
@@ -344,7 +345,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     # The clip stages, per span kept so far (their keys chain on the segments' key).
     clip_stages = CLIP_STAGES[: [s.name for s in CLIP_STAGES].index(task.until) + 1]
     audio = Path(rec.stages[str(Stage.NORMALIZE)].data["audio"])
-    frames = SourceFrames(path, task.options.fps)  # one decode of the source for all its clips, in span order
+    frames = SourceFrames(path, task.options.fps, deinterlace=task.options.deinterlace == "auto")  # one decode of the source for all its clips, in span order
     try:
         for span in sorted(decide_clips(rec, task.options), key=lambda s: s.first):
             if span.decision.verdict != "kept":
@@ -392,11 +393,24 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
     return computed
 
 
-def _source_stage_key(key: str, stage: Stage, options: CurateOptions, origin: float = 0.0) -> str:
+def _source_stage_key(key: str, stage: Stage, options: CurateOptions, origin: float = 0.0,
+                      deinterlaced: bool = False) -> str:
     """A source stage's content key: the previous stage's (or the file's fingerprint), the stage, its settings
-    (normalize: and the picture's start time when it is not 0, the time of the audio's first sample)."""
-    settings = _settings(stage, options) | ({"origin": origin} if origin else {})
+    (normalize: and the picture's start time when it is not 0, the time of the audio's first sample; shots:
+    and whether the pictures are deinterlaced, only when they are, so a progressive source's keys stay)."""
+    settings = _settings(stage, options) | ({"origin": origin} if origin else {}) | (
+        {"deinterlaced": True} if deinterlaced else {})
     return stage_key(key, str(stage), STAGE_VERSION[stage], settings)
+
+
+def _deinterlaced(rec: SourceRecord, options: CurateOptions) -> bool:
+    """The stages from shots on see deinterlaced pictures: the probe found the source interlaced and
+    ``curate.deinterlace`` is auto (the readers decide the same from the file: IndexedReader's ``deinterlace``)."""
+    from lipsyncctl.media.probe import is_interlaced
+
+    probe = rec.result(Stage.PROBE)
+    fields = probe.data.get("field_order") if probe is not None and probe.error is None else None
+    return options.deinterlace == "auto" and is_interlaced(fields)
 
 
 def _origin(rec: SourceRecord) -> float:
@@ -545,10 +559,10 @@ def _reusable(stage: Stage, res: StageResult) -> bool:
     """A stored result with a current key is reused unless it is a failure (retried: a full disk, a missing
     detector or a GPU error may be gone; a probe's error is the file's own, a rejection, and its key is the
     file's fingerprint), its audio file is gone, or it is a probe written before probes recorded the
-    picture's start time (probed again: cheap, and the key stays the same)."""
+    picture's start time or field order (probed again: cheap, and the key stays the same)."""
     if res.error is not None:
         return stage is Stage.PROBE
-    if stage is Stage.PROBE and not res.data.get("problem") and "start_time" not in res.data:
+    if stage is Stage.PROBE and not res.data.get("problem") and not {"start_time", "field_order"} <= res.data.keys():
         return False
     audio = res.data.get("audio")
     return not audio or Path(audio).is_file()

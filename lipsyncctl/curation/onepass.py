@@ -257,7 +257,7 @@ def shots_and_align(path: Path, frames: int, options: CurateOptions, *, source_i
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.runner.pipelined import run_stages
 
-    with IndexedReader(path, Fraction(options.fps)) as reader, \
+    with IndexedReader(path, Fraction(options.fps), deinterlace=options.deinterlace == "auto") as reader, \
             progress.Task(f"shots + align ({detector.name})", total=frames) as task:
         shots = stages.ShotCuts(reader.size, options)
         aspect = float(reader.video.sample_aspect)  # anamorphic: faces found, aligned and measured as shown

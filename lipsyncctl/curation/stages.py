@@ -49,6 +49,7 @@ def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
     fps = Fraction(options.fps)
     frames = grid_frames(v.frame_count, Fraction(v.duration).limit_denominator(10**6), v.nominal_fps, v.is_vfr, fps)
     facts |= {"width": v.display_size[0], "height": v.display_size[1], "codec": v.codec, "start_time": v.start_time,
+              "field_order": v.field_order,
               "fps": f"{v.fps.numerator}/{v.fps.denominator}", "vfr": v.is_vfr, "grid_frames": frames,
               "conform": "none" if (v.fps == fps and not v.is_vfr) else f"{options.fps} fps grid"}
     if info.has_audio:
@@ -132,7 +133,7 @@ def detect_shots(path: Path, frames: int, options: CurateOptions) -> dict[str, A
     from lipsyncctl.media.reader import IndexedReader
 
     cuts: list[int] = []
-    with IndexedReader(path, Fraction(options.fps)) as reader:
+    with IndexedReader(path, Fraction(options.fps), deinterlace=options.deinterlace == "auto") as reader:
         shots = ShotCuts(reader.size, options)
         try:
             for i, rgb in progress.track(reader.range(0, frames), "shots", total=frames):

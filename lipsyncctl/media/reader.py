@@ -322,15 +322,16 @@ class IndexedReader:
         info: a :func:`probe` result to reuse.
         apply_rotation: turn pixels upright by the file's rotation tag (default True).
         max_gap: frames that may be decoded and dropped instead of seeking.
-        deinterlaced: images made progressive (:func:`deinterlace`; for an interlaced source), each
-            :class:`Frame` keeping the decoder's frame (:attr:`Frame.stored`). A frame's picture is the same
-            whichever way it was reached (in sequence, after a seek).
+        deinterlace: an interlaced source's images made progressive (:func:`deinterlace`; a progressive
+            source is read as it is), each :class:`Frame` keeping the decoder's frame (:attr:`Frame.stored`).
+            A frame's picture is the same whichever way it was reached (in sequence, after a seek).
     """
 
     def __init__(self, path: str | Path, fps: Fraction | None = None, *, info: MediaInfo | None = None,
-                 apply_rotation: bool = True, max_gap: int = 48, deinterlaced: bool = False) -> None:
+                 apply_rotation: bool = True, max_gap: int = 48, deinterlace: bool = False) -> None:
         self._reader = VideoReader(path, info=info, apply_rotation=apply_rotation)
-        self.deinterlaced = deinterlaced
+        #: the images are deinterlaced pictures (asked for, and the source is interlaced)
+        self.deinterlaced = deinterlace and self._reader.video.interlaced
         self.path = self._reader.path
         self.video = self._reader.video
         self.fps = Fraction(fps) if fps is not None else self.video.nominal_fps

@@ -248,7 +248,7 @@ class FaceStream:
         from lipsyncctl.media.reader import IndexedReader
 
         try:
-            with IndexedReader(self.video, self.fps, info=self.info, deinterlaced=self.deinterlaced) as reader:
+            with IndexedReader(self.video, self.fps, info=self.info, deinterlace=self.deinterlaced) as reader:
                 aligner = FaceAligner(resolution=self.resolution, smooth=self.options.smoothing,
                                       pixel_aspect=float(reader.video.sample_aspect))
                 tracker = _tracker(self._detector, self.fps, self.options, reader.video.sample_aspect)

@@ -127,8 +127,8 @@ def test_mux_pads_audio_with_silence_and_audio_length(gen: Path) -> None:
     assert audio_length(cut)[0] == 28800
 
 
-def test_a_deinterlaced_read_gives_each_frame_one_picture_and_keeps_the_stored_frame(gen: Path) -> None:
-    """``IndexedReader(deinterlaced=True)``: each image is bwdif's progressive picture of its frame, the same
+def test_a_deinterlaced_read_gives_each_frame_one_picture_and_keeps_the_stored_frame(gen: Path, clip: Path) -> None:
+    """``IndexedReader(deinterlace=True)``: each image is bwdif's progressive picture of its frame, the same
     whether the frame was reached in sequence, after a seek forward or after a seek back (a picture depends on its
     frame and the frames beside it, and a read starts a second before its frame); ``Frame.source`` and
     ``source_image()`` are the decoder's frame, both fields as stored. A progressive read has no second picture."""
@@ -141,7 +141,7 @@ def test_a_deinterlaced_read_gives_each_frame_one_picture_and_keeps_the_stored_f
             image = np.roll(base, 2 * i, axis=1)
             image[1::2] = np.roll(image[1::2], 3, axis=1)
             writer.write(image)
-    with IndexedReader(path, deinterlaced=True) as reader:
+    with IndexedReader(path, deinterlace=True) as reader:
         in_order = {i: (rgb, frame) for i, rgb, frame in reader.pictures(0, 60)}
     with IndexedReader(path) as plain:
         stored = dict(plain.range(0, 60))
@@ -150,12 +150,14 @@ def test_a_deinterlaced_read_gives_each_frame_one_picture_and_keeps_the_stored_f
         assert not np.array_equal(rgb, stored[i])
     comb = [float(np.abs(np.diff(img.astype(np.int16), axis=0)).mean()) for img in (in_order[30][0], stored[30])]
     assert comb[0] < 0.8 * comb[1]
-    with IndexedReader(path, deinterlaced=True) as reader:
+    with IndexedReader(path, deinterlace=True) as reader:
         for wanted in ([41, 42], [57], [12, 13, 14], [0, 1], [59]):  # forward seeks, back, the first, the last
             got = reader.read_sources(wanted)
             for i in wanted:
                 assert np.array_equal(got[i][0], in_order[i][0]), i
                 assert np.array_equal(got[i][1].source_image(), stored[i]), i
-    with IndexedReader(path) as plain:
-        _, rgb, frame = next(plain.pictures(5, 6))
-        assert frame.stored is None and frame.source is frame.av_frame and frame.source_image(rgb) is rgb
+    for plain in (IndexedReader(path), IndexedReader(clip, deinterlace=True)):  # a progressive source: as it is
+        with plain:
+            _, rgb, frame = next(plain.pictures(5, 6))
+            assert not plain.deinterlaced
+            assert frame.stored is None and frame.source is frame.av_frame and frame.source_image(rgb) is rgb

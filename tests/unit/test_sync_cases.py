@@ -255,7 +255,7 @@ def test_an_interlaced_face_is_rendered_from_deinterlaced_pictures(tiny_env, fra
                     with_sets(config, *sets, *([f"output.pix_fmt={pix_fmt}"] if pix_fmt else [])), networks=models)
     assert res.frames == 4 and res.faces_found == 4
     source = decode_rgb(video)
-    with IndexedReader(video, deinterlaced=True) as reader:
+    with IndexedReader(video, deinterlace=True) as reader:
         pictures = [reader.read([i])[i] for i in range(4)]
     assert _comb(pictures) < (0.7 if shift > 1 else 1.0) * _comb(source)
     expected = pictures if mode == "auto" else source
