@@ -28,6 +28,7 @@ CONFIG_FLAGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "--deepcache": (None, {"inference.deepcache": True}),
     "--fps": ("25", {"sync.fps": "25"}),
     "--length-policy": ("loop", {"sync.length_policy": "loop"}),
+    "--deinterlace": ("off", {"sync.deinterlace": "off"}),
     "--codec": ("ffv1", {"output.codec": "ffv1"}),
     "--crf": ("20", {"output.crf": 20}),
     "--matte": (None, {"output.matte": True}),
