@@ -183,9 +183,10 @@ def test_a_wrong_media_edl_event_stays_black(tmp_path: Path) -> None:
     assert all(not g.any() for g in got[10:])
 
 
-def test_an_interlaced_edit_is_conformed_interlaced(media: Path, tmp_path: Path) -> None:
+def test_an_interlaced_edit_is_conformed_interlaced(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sources of one field order (a 1080i50 master's, top field first): the plan knows it (it is part of a shot's
-    render key) and the conform keeps it, each shown frame still its source's own samples."""
+    render key, as is sync.deinterlace for such media only) and the conform keeps it, each shown frame still its
+    source's own samples."""
     from lipsyncctl.media.probe import probe
     from lipsyncctl.media.reader import VideoReader
     from lipsyncctl.media.writer import VideoWriter
@@ -208,3 +209,23 @@ def test_an_interlaced_edit_is_conformed_interlaced(media: Path, tmp_path: Path)
         assert np.array_equal(got[t], frame), t
     progressive = plan_timeline(read_timeline(build_edit(media)), MediaResolver(media))
     assert {s.media_fields for s in progressive.segments} == {None}
+    keys = {(where.name, mode): _shot_keys(where, tmp_path / f"{where.name}-{mode}", monkeypatch, mode)
+            for where in (folder, media) for mode in ("auto", "off")}
+    assert keys[folder.name, "auto"] != keys[folder.name, "off"]  # the faces come from other pictures
+    assert not set(keys[folder.name, "auto"]) & set(keys[folder.name, "off"])
+    assert keys[media.name, "auto"] == keys[media.name, "off"]  # a progressive source's renders stay
+
+
+def _shot_keys(folder: Path, out: Path, monkeypatch: pytest.MonkeyPatch, deinterlace: str) -> list[str]:
+    """The render keys of a dry run of the edit over ``folder``'s media."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.timeline.job import run_timeline
+    from lipsyncctl.timeline.types import TimelineJob
+    from tests.mediagen import make_wav
+
+    out.mkdir()
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(out.parent / "models"))  # one set: their fingerprints are in the keys
+    dub = make_wav(out / "de.wav", 3.0, rate=16000, channels=1)
+    res = run_timeline(TimelineJob(timeline=build_edit(folder), output=out / "out", audio=[("de", dub)],
+                                   dry_run=True), cfg.resolve("tiny", [f"sync.deinterlace={deinterlace}"]))
+    return [s["key"] for s in res.to_dict()["languages"]["de"]["shots"]]
