@@ -322,6 +322,12 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
                                 deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, task.options))
         forced = forced or str(stage) in task.force
         old = rec.result(stage)
+        if stage is Stage.PROBE and old is not None and old.key == key and not forced and _probe_lacks_facts(old):
+            refreshed = _refresh_probe(old, rec, task, key)
+            if refreshed is not None:  # the same file, the facts it had unchanged: the later stages stand
+                rec.stages[str(stage)] = old = refreshed
+                store.save("sources", task.id, rec.to_dict())
+                computed.append(str(stage))
         if old is not None and old.key == key and not forced and _reusable(stage, old):
             if _stops_here(stage, old, task.options):
                 complete = False
@@ -558,14 +564,34 @@ def _stops_here(stage: Stage, res: StageResult, options: CurateOptions) -> bool:
 def _reusable(stage: Stage, res: StageResult) -> bool:
     """A stored result with a current key is reused unless it is a failure (retried: a full disk, a missing
     detector or a GPU error may be gone; a probe's error is the file's own, a rejection, and its key is the
-    file's fingerprint), its audio file is gone, or it is a probe written before probes recorded the
-    picture's start time or field order (probed again: cheap, and the key stays the same)."""
+    file's fingerprint), its audio file is gone, or it is a probe that lacks a fact later stages read
+    (:func:`_probe_lacks_facts`; :func:`_refresh_probe` adds it where it can)."""
     if res.error is not None:
         return stage is Stage.PROBE
-    if stage is Stage.PROBE and not res.data.get("problem") and not {"start_time", "field_order"} <= res.data.keys():
+    if stage is Stage.PROBE and _probe_lacks_facts(res):
         return False
     audio = res.data.get("audio")
     return not audio or Path(audio).is_file()
+
+
+#: facts of a usable source that probes record since a version that did not (the picture's start time, its field order)
+_LATER_FACTS = ("start_time", "field_order")
+
+
+def _probe_lacks_facts(res: StageResult) -> bool:
+    """A stored probe of a usable source written before probes recorded every one of :data:`_LATER_FACTS`."""
+    return res.error is None and not res.data.get("problem") and not set(_LATER_FACTS) <= res.data.keys()
+
+
+def _refresh_probe(old: StageResult, rec: SourceRecord, task: CurateTask, key: str) -> StageResult | None:
+    """``old`` probed again for the facts it lacks (cheap; its key, the file's fingerprint, is the same), or None
+    when the new probe disagrees with a fact ``old`` had (then every later stage is computed again). A dataset
+    curated by an older version is not decoded again for a new fact: only the stages whose keys it changes
+    run (an interlaced source's shots, which now see deinterlaced pictures)."""
+    new = _run_stage(Stage.PROBE, rec, task, key)
+    if new.error is not None or any(new.data.get(k) != v for k, v in old.data.items()):
+        return None
+    return new
 
 
 def _run_stage(stage: Stage, rec: SourceRecord, task: CurateTask, key: str) -> StageResult:

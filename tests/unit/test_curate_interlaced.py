@@ -77,3 +77,14 @@ def test_an_interlaced_source_is_aligned_from_deinterlaced_pictures(raw: Path, t
     off_frames = _aligned(data)
     assert len(off_frames) == len(auto) == 30
     assert np.mean([_comb(f) for f in off_frames]) > 1.5 * np.mean([_comb(f) for f in auto])
+    # records of a version whose probes did not record the field order (it read both fields, as off does): the
+    # sources are probed again for it, and nothing else is computed (no dataset is decoded again on an upgrade)
+    records = list((data / ".lipsyncctl" / "records" / "sources").glob("*.json"))
+    for record in records:
+        raw_record = json.loads(record.read_text())
+        del raw_record["stages"]["probe"]["data"]["field_order"]
+        record.write_text(json.dumps(raw_record))
+    older = run_curation([raw], data, cfg.resolve("tiny", [*SETS, "curate.deinterlace=off"]), until="align")
+    assert {Path(s.path).name: s.computed for s in older.sources} == {"i.mp4": ["probe"], "p.mp4": ["probe"]}
+    assert all("field_order" in json.loads(r.read_text())["stages"]["probe"]["data"] for r in records)
+    assert all(np.array_equal(a, b) for a, b in zip(_aligned(data), off_frames, strict=True))
