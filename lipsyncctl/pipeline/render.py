@@ -194,7 +194,7 @@ class Renderer:
             with clock("decode"):
                 for k, f in enumerate(decoded):
                     if isinstance(win.frames[k], np.ndarray):  # not already the source's spliced frame
-                        win.frames[k] = f.source_image()
+                        win.frames[k] = f.source_image(win.frames[k])
         return win
 
     def generate(self, wins: list[Window]) -> list[Window]:
