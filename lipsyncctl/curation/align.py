@@ -134,7 +134,9 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         writer = clip_writer(video_only, options)
         try:
             shared = ctx.source_frames
-            with (contextlib.nullcontext(shared) if shared is not None else IndexedReader(ctx.source, fps, deinterlace=options.deinterlace == "auto")) as reader, \
+            own = None if shared is not None else IndexedReader(ctx.source, fps,
+                                                                 deinterlace=options.deinterlace == "auto")
+            with (contextlib.nullcontext(shared) if own is None else own) as reader, \
                     progress.Task(f"align ({detector.name})", total=ctx.frames) as task:
                 # anamorphic footage (stored pixels not square; normalize keeps a 25 fps source as it is): the
                 # face is aligned as shown, as sync does

@@ -351,7 +351,8 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     # The clip stages, per span kept so far (their keys chain on the segments' key).
     clip_stages = CLIP_STAGES[: [s.name for s in CLIP_STAGES].index(task.until) + 1]
     audio = Path(rec.stages[str(Stage.NORMALIZE)].data["audio"])
-    frames = SourceFrames(path, task.options.fps, deinterlace=task.options.deinterlace == "auto")  # one decode of the source for all its clips, in span order
+    # one decode of the source for all its clips, in span order
+    frames = SourceFrames(path, task.options.fps, deinterlace=task.options.deinterlace == "auto")
     try:
         for span in sorted(decide_clips(rec, task.options), key=lambda s: s.first):
             if span.decision.verdict != "kept":
