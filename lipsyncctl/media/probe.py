@@ -50,12 +50,19 @@ COLOR_CODES: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class ColorInfo:
-    """Colour tags with ffmpeg's names (``"bt709"``, ``"smpte2084"``, range ``"tv"``/``"pc"``); None = untagged."""
+    """Colour tags with ffmpeg's names (``"bt709"``, ``"smpte2084"``, range ``"tv"``/``"pc"``); None = untagged.
+
+    ``mastering`` and ``light_level``: HDR10 static metadata, None when not given. The mastering display (SMPTE
+    ST 2086) in the notation of x265 and ffmpeg's ``-master_display``, ``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)``
+    (chromaticities in units of 0.00002, luminance in 0.0001 cd/m2); the content light level ``MaxCLL,MaxFALL``
+    (cd/m2). Read from the first decoded frame (a HEVC stream's SEI, or a MOV/MKV box the decoder passes on)."""
 
     primaries: str | None = None
     transfer: str | None = None
     matrix: str | None = None
     range: str | None = None
+    mastering: str | None = None
+    light_level: str | None = None
 
     @classmethod
     def from_codes(cls, primaries: int, transfer: int, matrix: int, range_: int) -> ColorInfo:
@@ -65,7 +72,37 @@ class ColorInfo:
     def or_(self, other: ColorInfo) -> ColorInfo:
         """Fill untagged fields from ``other``."""
         return ColorInfo(self.primaries or other.primaries, self.transfer or other.transfer,
-                         self.matrix or other.matrix, self.range or other.range)
+                         self.matrix or other.matrix, self.range or other.range,
+                         self.mastering or other.mastering, self.light_level or other.light_level)
+
+    @property
+    def hdr10(self) -> bool:
+        """HDR10 static metadata is given (a mastering display or a content light level)."""
+        return bool(self.mastering or self.light_level)
+
+
+def hdr10_metadata(frame: Any) -> ColorInfo:
+    """The HDR10 static metadata a decoded frame carries (its side data), as a :class:`ColorInfo` of only those
+    fields. A mastering display is taken when it gives both primaries and luminance (x265's notation needs both)."""
+    import struct
+
+    found: dict[str, str] = {}
+    for data in frame.side_data:
+        kind = getattr(data.type, "name", str(data.type))
+        raw = bytes(data)
+        if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
+            # AVMasteringDisplayMetadata: primaries R, G, B (x, y), white point (x, y), min and max luminance, each
+            # an AVRational (num, den); then has_primaries, has_luminance
+            v = struct.unpack("=22i", raw[:88])
+            if v[20] and v[21]:
+                q = [round(num * (50000 if k < 8 else 10000) / den) if den else 0
+                     for k, (num, den) in enumerate(zip(v[0:20:2], v[1:20:2], strict=True))]
+                rx, ry, gx, gy, bx, by, wx, wy, lo, hi = q
+                found["mastering"] = f"G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({hi},{lo})"
+        elif kind == "CONTENT_LIGHT_LEVEL" and len(raw) >= 8:
+            max_cll, max_fall = struct.unpack("=2I", raw[:8])
+            found["light_level"] = f"{max_cll},{max_fall}"
+    return ColorInfo(**found)
 
 
 @dataclass(frozen=True)
@@ -275,7 +312,7 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
     color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
     first = _first_frame(container, stream, path)
     color = color.or_(ColorInfo.from_codes(first.color_primaries, first.color_trc, first.colorspace,
-                                           first.color_range))
+                                           first.color_range)).or_(hdr10_metadata(first))
     start = _seconds(stream.start_time, tb) or 0.0
     duration = _seconds(stream.duration, tb)
     if not duration and vfr is False and frame_count:

@@ -67,6 +67,11 @@ _INTERLACED_FLAGS = (1 << 18) | (1 << 29)
 #: codes each field as a picture of its own) and DNxHR (FFmpeg's encoder codes DNxHR progressive only, and MOV/MXF
 #: then say progressive).
 _FIELD_CODING = {"libx264": "x264-params", "prores_ks": "flags", "ffv1": "container"}
+#: how an encoder writes HDR10 static metadata (:attr:`ColorInfo.mastering`, :attr:`ColorInfo.light_level`) into its
+#: bitstream (SEI): its parameter option and the two parameters. Not here: ProRes, DNxHR and FFV1 (theirs lives in
+#: MOV/MKV boxes, made from stream side data PyAV cannot set).
+_HDR_PARAMS = {"libx264": ("x264-params", "mastering-display", "cll"),
+               "libx265": ("x265-params", "master-display", "max-cll")}
 #: Tags for RGB frames when the caller gives none: HD video is BT.709, limited range.
 DEFAULT_COLOR = ColorInfo("bt709", "bt709", "bt709", "tv")
 
@@ -93,6 +98,16 @@ def keeps_fields(codec: str, field_order: str | None) -> bool:
     (x264's interlaced coding), ProRes (interlaced frames), FFV1 (whole frames, the order in the container). H.265
     and DNxHR stay progressive (:data:`_FIELD_CODING`)."""
     return is_interlaced(field_order) and field_order in _FIELD_CODES and codec_spec(codec).encoder in _FIELD_CODING
+
+
+def keeps_hdr10(codec: str) -> bool:
+    """Whether a ``codec`` output carries a source's HDR10 static metadata (H.264, H.265: :data:`_HDR_PARAMS`)."""
+    return codec_spec(codec).encoder in _HDR_PARAMS
+
+
+def _merge_params(opts: dict[str, str], key: str, *params: str) -> None:
+    """Append ``params`` to the colon-separated encoder parameters ``opts[key]`` (``x264-params``...)."""
+    opts[key] = ":".join(p for p in (opts.get(key, ""), *params) if p)
 
 
 def _top_first(field_order: str) -> bool:
@@ -172,8 +187,12 @@ class VideoWriter:
             opts["profile"] = chosen
         opts.update({k: str(v) for k, v in extra.items()})
         if self.field_order and _FIELD_CODING.get(self.spec.encoder) == "x264-params":
-            said = opts.get("x264-params", "")
-            opts["x264-params"] = ":".join(p for p in (said, "tff=1" if _top_first(self.field_order) else "bff=1") if p)
+            _merge_params(opts, "x264-params", "tff=1" if _top_first(self.field_order) else "bff=1")
+        hdr = _HDR_PARAMS.get(self.spec.encoder)
+        if hdr is not None and self.color is not None and self.color.hdr10:
+            key, mastering, light = hdr
+            _merge_params(opts, key, *([f"{mastering}={self.color.mastering}"] if self.color.mastering else []),
+                          *([f"{light}={self.color.light_level}"] if self.color.light_level else []))
         return opts
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from lipsyncctl.pipeline.plan import (
 )
 
 if TYPE_CHECKING:
-    from lipsyncctl.config import Config, FaceSelect
+    from lipsyncctl.config import Config, FaceSelect, OutputOptions
     from lipsyncctl.media.probe import MediaInfo, VideoInfo
     from lipsyncctl.pipeline.faces import FacePlan, FaceStream
     from lipsyncctl.pipeline.networks import Networks
@@ -139,6 +139,7 @@ def sync_clip(
     networks: Networks | None = None,
     overwrite: bool = False,
     face_cache: Path | None = None,
+    delivery: OutputOptions | None = None,
 ) -> SyncResult:
     """Re-render the speaker's mouth in ``video`` to match ``audio``; write ``output``.
 
@@ -154,6 +155,9 @@ def sync_clip(
             the same audio), they are read instead of tracked again (``SyncResult.faces_reused``); otherwise
             the faces are tracked and written there (atomically). A corrupt or stale file is ignored and
             replaced, never trusted. The output is the same bytes either way. None (default): no cache.
+        delivery: the output settings the picture is finally delivered in, when ``output`` is an intermediate
+            that the caller re-encodes (the timeline's shots: a lossless render, then the run's codec): what the
+            run says of the source's fields and HDR10 metadata speaks of those. None: ``config.output``.
 
     Raises:
         MediaError: missing/unreadable inputs, no video stream, no audio stream.
@@ -172,6 +176,7 @@ def sync_clip(
         audio_rate_warning,
         check_frame_size,
         check_output,
+        hdr10_warning,
         interlace_warning,
     )
 
@@ -235,8 +240,12 @@ def sync_clip(
     if vinfo.is_vfr:
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
+    delivered = delivery or config.output
     if vinfo.interlaced:
-        warnings.append(interlace_warning(config.output, vinfo.fields, vinfo.field_order, config.sync.deinterlace))
+        warnings.append(interlace_warning(delivered, vinfo.fields, vinfo.field_order, config.sync.deinterlace))
+    hdr10 = hdr10_warning(delivered, vinfo.color)
+    if hdr10:
+        warnings.append(hdr10)
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).

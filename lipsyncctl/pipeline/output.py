@@ -126,6 +126,18 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
             "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
 
 
+def hdr10_warning(options: OutputOptions, color: ColorInfo | None) -> str | None:
+    """What becomes of a source's HDR10 static metadata (:attr:`ColorInfo.hdr10`): H.264 and H.265 outputs carry it
+    (their SEI); said when ``options.codec`` writes the file without it."""
+    from lipsyncctl.media.writer import keeps_hdr10
+
+    if color is None or not color.hdr10 or keeps_hdr10(OUTPUT_CODECS[options.codec].writer_codec):
+        return None
+    kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.writer_codec))
+    return (f"the source carries HDR10 metadata (mastering display, content light level): {options.codec} is written "
+            f"with its colour tags but without that metadata here ({kept} carry it)")
+
+
 def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto") -> str:
     """What a sync does with an interlaced source (``fields``: its order in words): the face is found and rendered
     from deinterlaced pictures (``deinterlace`` auto, ``sync.deinterlace``) or from whole frames (off), and the

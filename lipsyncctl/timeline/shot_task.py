@@ -103,7 +103,7 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
                 raw = Path(tmp) / "render.mkv"
                 raw_config = config.with_overrides({"output.codec": "ffv1", "output.matte": False})
                 res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,
-                                frames=frames, networks=networks, face_cache=face_cache)
+                                frames=frames, networks=networks, face_cache=face_cache, delivery=config.output)
                 _finish(task, raw, output, config)
     except NoFaceError as exc:
         return outcome(ShotStatus.NO_FACE, error=str(exc))

@@ -437,3 +437,28 @@ def test_flagged_fields_keep_every_sample_and_merge_with_x264_parameters(gen: Pa
     writer = VideoWriter(gen / "x.mp4", 25, field_order="bb", options={"x264-params": "keyint=5"})
     assert writer._options["x264-params"] == "keyint=5:bff=1"
     writer.abort()
+
+
+HDR10 = ColorInfo("bt2020", "smpte2084", "bt2020nc", "tv",
+                  "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)", "1000,400")
+
+
+@pytest.mark.parametrize(("codec", "ext", "options", "kept"), [
+    ("h264", ".mp4", None, True), ("h265", ".mkv", None, True), ("h265", ".mov", {"x265-params": "aq-mode=1"}, True),
+    ("prores", ".mov", None, False), ("ffv1", ".mkv", None, False)])
+def test_hdr10_metadata_is_written_where_the_codec_can(gen: Path, codec: str, ext: str,
+                                                       options: dict[str, str] | None, kept: bool) -> None:
+    """A HDR10 source's mastering display and content light level come back in an H.264/H.265 output (their SEI,
+    beside any parameters of the caller's own), with its colour tags; ProRes and FFV1 keep the tags only (their
+    metadata would be MOV/MKV boxes, made from stream side data PyAV cannot set)."""
+    from lipsyncctl.media.writer import keeps_hdr10
+
+    path = gen / f"hdr10_{codec}{ext}"
+    pix_fmt = "yuv420p10le" if codec in ("h264", "h265") else None
+    with VideoWriter(path, 25, codec=codec, pix_fmt=pix_fmt, color=HDR10, preset="ultrafast", options=options) as w:
+        for i in range(3):
+            w.write(np.full((64, 64, 3), 60 * i, np.uint8))
+    color = probe(path).video.color  # type: ignore[union-attr]
+    assert keeps_hdr10(codec) == kept
+    assert (color.primaries, color.transfer) == ("bt2020", "smpte2084")
+    assert (color.mastering, color.light_level) == ((HDR10.mastering, HDR10.light_level) if kept else (None, None))

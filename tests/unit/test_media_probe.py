@@ -82,6 +82,35 @@ def test_field_order(gen: Path, params: str | None, order: str, words: str) -> N
     assert v is not None and (v.field_order, v.interlaced, v.fields) == (order, order != "progressive", words)
 
 
+#: an HDR10 grade's static metadata, as x265 and ffmpeg's -master_display write it (P3-D65 display, 1000 nits)
+MASTERING = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
+
+
+@pytest.mark.parametrize(("encoder", "params"), [
+    ("libx265", f"master-display={MASTERING}:max-cll=1000,400:log-level=error"),
+    ("libx264", f"mastering-display={MASTERING}:cll=1000,400")])
+def test_hdr10_static_metadata(gen: Path, encoder: str, params: str) -> None:
+    """A HDR10 master's mastering display and content light level (its SEI, as an encoder other than ours wrote it)
+    are read in x265's notation, the numbers as written; a file without them has none."""
+    import av
+    import numpy as np
+
+    path = gen / f"hdr_{encoder}.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(encoder, rate=25, options={f"{encoder[3:]}-params": params})
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p10le"
+        for i in range(2):
+            f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 60 * i, np.uint8), format="rgb24")
+            f = f.reformat(format="yuv420p10le")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    color = probe(path).video.color  # type: ignore[union-attr]
+    assert (color.mastering, color.light_level, color.hdr10) == (MASTERING, "1000,400", True)
+    plain = probe(mg.make_clip(gen / "sdr.mp4", frames=2)).video.color  # type: ignore[union-attr]
+    assert (plain.mastering, plain.light_level, plain.hdr10) == (None, None, False)
+
+
 def test_codecs_and_containers(gen: Path) -> None:
     prores = probe(mg.make_clip(gen / "p.mov", codec="prores_ks", pix_fmt="yuv422p10le", audio_codec="pcm_s16le",
                                 frames=5, audio_rate=48000))

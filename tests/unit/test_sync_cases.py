@@ -266,6 +266,35 @@ def test_an_interlaced_face_is_rendered_from_deinterlaced_pictures(tiny_env, fra
     assert len(said) == 1 and ("deinterlaced pictures" in said[0]) == (mode == "auto")
 
 
+@pytest.mark.parametrize(("codec", "ext", "kept"), [("h265", ".mov", True), ("h264", ".mkv", True),
+                                                    ("prores_hq", ".mov", False)])
+def test_hdr10_metadata_is_carried_or_said(tiny_env, frames, tmp_path: Path, codec: str, ext: str, kept: bool):
+    """A HDR10 master (10-bit HEVC, PQ, its mastering display and content light level): an H.264/H.265 output
+    carries the metadata with the colour tags; a ProRes one keeps the tags and the run says the metadata is not
+    written. A timeline's shot (a lossless intermediate, then the run's codec) speaks of the delivery's codec."""
+    from lipsyncctl.media.writer import VideoWriter
+
+    config, models = tiny_env
+    hdr = ColorInfo("bt2020", "smpte2084", "bt2020nc", "tv",
+                    "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)", "1000,400")
+    video = tmp_path / "hdr.mkv"
+    with VideoWriter(video, 25, codec="h265", pix_fmt="yuv420p10le", color=hdr, preset="ultrafast") as writer:
+        for rgb in frames[:3]:
+            writer.write(rgb)
+    assert probe(video).video.color == hdr  # type: ignore[union-attr]
+    config = with_sets(config, f"output.codec={codec}", "output.matte=false")
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    res = sync_clip(video, audio, tmp_path / f"out{ext}", config, networks=models)
+    color = probe(res.output).video.color  # type: ignore[union-attr]
+    assert (color.primaries, color.transfer, color.matrix) == ("bt2020", "smpte2084", "bt2020nc")
+    assert color.hdr10 == kept and (not kept or (color.mastering, color.light_level) == (hdr.mastering, "1000,400"))
+    said = [w for w in res.warnings if "HDR10" in w]
+    assert len(said) == (0 if kept else 1) and (kept or "prores_hq is written with its colour tags" in said[0])
+    raw = sync_clip(video, audio, tmp_path / "raw.mkv", with_sets(config, "output.codec=ffv1"), networks=models,
+                    delivery=config.output)
+    assert [w for w in raw.warnings if "HDR10" in w] == said
+
+
 def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):
     """AAC holds at most 96 kHz: the run says so up front and writes 96 kHz (it failed after the whole render,
     naming a hidden temporary file); the output's sound lasts the plan's exact samples."""
