@@ -126,12 +126,19 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
             "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
 
 
-def hdr10_warning(options: OutputOptions, color: ColorInfo | None) -> str | None:
-    """What becomes of a source's HDR10 static metadata (:attr:`ColorInfo.hdr10`): H.264 and H.265 outputs carry it
-    (their SEI); said when ``options.codec`` writes the file without it."""
+def carries_hdr10(options: OutputOptions) -> bool:
+    """Whether ``options.codec`` writes a source's HDR10 static metadata (H.264, H.265: their SEI)."""
     from lipsyncctl.media.writer import keeps_hdr10
 
-    if color is None or not color.hdr10 or keeps_hdr10(OUTPUT_CODECS[options.codec].writer_codec):
+    return keeps_hdr10(OUTPUT_CODECS[options.codec].writer_codec)
+
+
+def hdr10_warning(options: OutputOptions, color: ColorInfo | None) -> str | None:
+    """What becomes of a source's HDR10 static metadata (:attr:`ColorInfo.hdr10`): said when ``options.codec``
+    writes the file without it (:func:`carries_hdr10`)."""
+    from lipsyncctl.media.writer import keeps_hdr10
+
+    if color is None or not color.hdr10 or carries_hdr10(options):
         return None
     kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.writer_codec))
     return (f"the source carries HDR10 metadata (mastering display, content light level): {options.codec} is written "

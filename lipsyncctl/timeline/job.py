@@ -285,6 +285,8 @@ def _model_fingerprints(config: Config, *, plan_only: bool = False) -> tuple[dic
 
 def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: TimelineJob,
           models_fp: dict[str, str], store: JobStore) -> ShotState:
+    from lipsyncctl.pipeline.output import carries_hdr10
+
     tl = config.timeline
     overrides = seg.options.overrides()
     if seg.options.length_policy is None:
@@ -306,6 +308,9 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         # its faces rendered from deinterlaced pictures unless sync.deinterlace=off (the renders of before)
         **({"fields": seg.media_fields} if seg.media_fields else {}),
         **({"deinterlaced": True} if seg.media_fields and seg_config.sync.deinterlace == "auto" else {}),
+        # an HDR10 source's render carries its mastering display and light level where the codec can (since
+        # HDR10 was carried; other keys are unchanged)
+        **({"hdr10": True} if seg.media_hdr10 and carries_hdr10(seg_config.output) else {}),
     })
     output = job.output / ".lipsyncctl" / "renders" / f"{key}.{ext}"  # the cache; deliveries link to it
     shot = ShotState(seg, d.language, fps, key, output, speech, coverage)

@@ -74,6 +74,7 @@ class Segment:
     speed: Fraction = Fraction(1)
     media_drop: bool = False       # the media's timecode tag counts drop frame (``;``)
     media_fields: str | None = None  # the media's field order when it is interlaced ("tt", "bb"...), else None
+    media_hdr10: bool = False  # the media carries HDR10 static metadata (mastering display, light level)
 
     @property
     def render_start(self) -> int:
@@ -423,7 +424,8 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
                   source_start=first, source_frames=count, options=options, speed=speed,
                   media_drop=tb.is_drop_frame(facts.start_timecode, mfps),
-                  media_fields=facts.field_order if is_interlaced(facts.field_order) else None)
+                  media_fields=facts.field_order if is_interlaced(facts.field_order) else None,
+                  media_hdr10=facts.hdr10)
     if passing is not None:
         seg.index = -1  # numbered -1, -2... by plan_timeline
         item = skip(passing)

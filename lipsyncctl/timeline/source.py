@@ -530,6 +530,7 @@ class MediaFacts:
     start_timecode: str | None  # the file's own timecode tag, e.g. "01:00:00:00"
     reel: str | None = None     # the file's reel (tape) name tag, e.g. "A001C003"
     field_order: str | None = None  # VideoInfo.field_order: "tt", "bb"... for an interlaced master
+    hdr10: bool = False  # the file carries HDR10 static metadata (ColorInfo.hdr10)
 
 
 def probe_media(path: Path) -> MediaFacts:
@@ -541,4 +542,4 @@ def probe_media(path: Path) -> MediaFacts:
         raise MediaError(f"{path}: no video stream")
     return MediaFacts(path=path, fps=info.video.nominal_fps, frames=info.video.frame_count,
                       width=info.video.width, height=info.video.height, start_timecode=info.timecode, reel=info.reel,
-                      field_order=info.video.field_order)
+                      field_order=info.video.field_order, hdr10=info.video.color.hdr10)

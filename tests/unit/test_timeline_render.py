@@ -242,6 +242,34 @@ def test_a_delivered_shot_keeps_the_sources_samples(env, capsys: pytest.CaptureF
     assert max(moved) < 0.25  # the face, never the picture
 
 
+def test_an_hdr10_edit_is_delivered_with_its_metadata(env, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    """A HDR10 camera file (10-bit HEVC, PQ, mastering display and light level): the delivered shot (rendered
+    lossless, then re-encoded in the run's codec) and the conform carry the metadata in H.265, and the shot says
+    nothing of it (its lossless intermediate could not carry it, the delivery does)."""
+    from lipsyncctl.media.probe import ColorInfo, probe
+    from lipsyncctl.media.reader import VideoReader
+    from lipsyncctl.media.writer import VideoWriter
+
+    hdr = ColorInfo("bt2020", "smpte2084", "bt2020nc", "tv",
+                    "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)", "1000,400")
+    cam = tmp_path / "media" / "cam_hdr.mkv"
+    cam.parent.mkdir()
+    with VideoReader(env["root"] / "cam_a.mkv") as reader, \
+            VideoWriter(cam, FILM, codec="h265", pix_fmt="yuv420p10le", color=hdr, preset="ultrafast") as writer:
+        for frame in reader:
+            writer.write(frame.image)
+    edit = write_edit(tmp_path / "hdr.otio", [clip("A1", str(cam), 4, 12, available=(0, 40))], name="hdr")
+    rc, res = _run(["--timeline", str(edit), *BASE, "--codec", "h265", "--handles", "0", "--non-dialogue",
+                    "passthrough", "--conform", "--audio", f"de={env['de']}", "-o", str(tmp_path / "h")], capsys)
+    assert rc == 0, res
+    (shot,) = res["languages"]["de"]["shots"]
+    assert not [w for w in shot["warnings"] if "HDR10" in w]
+    for delivered in (shot["output"], res["languages"]["de"]["conform"]):
+        color = probe(delivered).video.color  # type: ignore[union-attr]
+        assert (color.transfer, color.mastering, color.light_level) == ("smpte2084", hdr.mastering, "1000,400")
+
+
 def test_non_dialogue_passthrough_and_close(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A1 (record 0-12 + 2 handles) hears the dub's first 0.6 s: silence, then speech from 0.45 s."""
