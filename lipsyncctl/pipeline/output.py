@@ -40,7 +40,7 @@ from lipsyncctl.errors import ConfigError, MediaError, UsageError
 ENCODER_THREADS = 4
 
 if TYPE_CHECKING:
-    from lipsyncctl.config import Config, OutputOptions
+    from lipsyncctl.config import Config, OutputOptions, PrepOptions
     from lipsyncctl.media.probe import ColorInfo
     from lipsyncctl.media.writer import VideoWriter
 
@@ -126,14 +126,14 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
             "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
 
 
-def carries_hdr10(options: OutputOptions) -> bool:
+def carries_hdr10(options: OutputOptions | PrepOptions) -> bool:
     """Whether ``options.codec`` writes a source's HDR10 static metadata (H.264, H.265: their SEI)."""
     from lipsyncctl.media.writer import keeps_hdr10
 
     return keeps_hdr10(OUTPUT_CODECS[options.codec].writer_codec)
 
 
-def hdr10_warning(options: OutputOptions, color: ColorInfo | None) -> str | None:
+def hdr10_warning(options: OutputOptions | PrepOptions, color: ColorInfo | None) -> str | None:
     """What becomes of a source's HDR10 static metadata (:attr:`ColorInfo.hdr10`): said when ``options.codec``
     writes the file without it (:func:`carries_hdr10`)."""
     from lipsyncctl.media.writer import keeps_hdr10

@@ -286,6 +286,7 @@ class _Job:
 def _plan(item: PrepItem, job: _Job) -> Any:
     """Probe the input and fill the plan fields of ``item``; returns the MediaInfo."""
     from lipsyncctl.media.probe import probe
+    from lipsyncctl.pipeline.output import hdr10_warning
 
     info = probe(item.input)
     v = info.video
@@ -324,6 +325,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     elif v.interlaced:
         item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
                              "things move; prep.deinterlace=auto makes them progressive)")
+    hdr10 = hdr10_warning(job.options, v.color)
+    if hdr10:
+        item.warnings.append(hdr10)
     if job.duration is not None and job.duration > available + 1e-6:
         item.warnings.append(f"only {available:.3f} s available after --start")
     return info

@@ -277,6 +277,28 @@ def test_a_bff_source_is_deinterlaced_too(tmp_path: Path) -> None:
     assert len(list(VideoReader(item.output))) == 4
 
 
+@pytest.mark.parametrize(("codec", "pix_fmt", "kept"), [("h265", "yuv420p10le", True), ("prores_hq", "yuv422p10le", False)])
+def test_hdr10_metadata_is_carried_or_said(tmp_path: Path, codec: str, pix_fmt: str, kept: bool) -> None:
+    """prep of a HDR10 master: an H.265 (or H.264) output carries its mastering display and light level beside the
+    colour tags; a ProRes one keeps the tags, and prep says the metadata is not written."""
+    from lipsyncctl.media.probe import ColorInfo
+    from lipsyncctl.media.writer import VideoWriter
+
+    hdr = ColorInfo("bt2020", "smpte2084", "bt2020nc", "tv",
+                    "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)", "1000,400")
+    src = tmp_path / "hdr.mkv"
+    with VideoWriter(src, 25, codec="h265", pix_fmt="yuv420p10le", color=hdr, preset="ultrafast") as writer:
+        for i in range(3):
+            writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    options = PrepOptions(codec=codec, pix_fmt=pix_fmt, encoder_preset="ultrafast", allow_no_audio=True)
+    item = prep([src], tmp_path / "out", options).items[0]
+    assert item.status == "done", item.reason
+    color = probe(item.output).video.color  # type: ignore[union-attr]
+    assert (color.transfer, color.hdr10) == ("smpte2084", kept)
+    assert kept == (color.mastering == hdr.mastering and color.light_level == hdr.light_level)
+    assert len([w for w in item.warnings if "HDR10" in w]) == (0 if kept else 1)
+
+
 def test_prep_prores_alias(tmp_path: Path) -> None:
     src = mg.make_clip(tmp_path / "in.mp4", frames=3, size=(96, 64))
     options = PrepOptions(codec="prores", encoder_preset="ultrafast")  # the name prep used to take
