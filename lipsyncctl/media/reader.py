@@ -440,13 +440,14 @@ class IndexedReader:
 
 
 def read_range(path: str | Path, first: int, count: int, fps: Fraction | None = None, *,
-               sources: bool = False) -> Iterator[Any]:
+               sources: bool = False, deinterlace: bool = False) -> Iterator[Any]:
     """RGB frames ``first .. first + count - 1`` of ``path`` on its ``fps`` grid (None: the nominal rate),
     streamed: past the end the last frame is held, so exactly ``count`` frames come out (none for
     ``count <= 0``). ``functools.partial(read_range, path, first, count)`` is a replayable frame source
-    (:data:`lipsyncctl.scoring.lse.FrameSource`). ``sources``: ``(image, Frame)`` pairs (:meth:`IndexedReader.pictures`)."""
+    (:data:`lipsyncctl.scoring.lse.FrameSource`). ``sources``: ``(image, Frame)`` pairs (:meth:`IndexedReader.pictures`).
+    ``deinterlace``: an interlaced file's progressive pictures (:class:`IndexedReader`)."""
     if count <= 0:
         return
-    with IndexedReader(path, fps) as reader:
+    with IndexedReader(path, fps, deinterlace=deinterlace) as reader:
         for _, rgb, frame in reader.pictures(first, first + count):
             yield (rgb, frame) if sources else rgb

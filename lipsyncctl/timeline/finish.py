@@ -182,6 +182,9 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
             raise
         detector = None
     scale = None if syncnet is None else SCALE_OFFICIAL if scorer is not None else SCALE_APPROXIMATE
+    # interlaced media are measured on progressive pictures, as their faces were found and rendered (a combed face
+    # can go unfound: no score, a false --min-sync failure)
+    deinterlace = config.sync.deinterlace == "auto"
     strips: dict[str, qc.MouthStrips] = {}
     notes: dict[str, str] = {}
     for s, row in progress.track(list(zip(shots, rows, strict=True)), "QC"):
@@ -189,7 +192,8 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         rendered = row.status == ShotStatus.DONE and bool(row.output)
         speech = [(lo - seg.handle_in, hi - seg.handle_in) for lo, hi in s.speech]  # visible-frame indices
         strips[seg.id] = qc.mouth_strips(seg.media, seg.source_start, Path(row.output) if rendered else None,
-                                         seg.handle_in, qc.sample_frames(seg.source_frames, speech), detector)
+                                         seg.handle_in, qc.sample_frames(seg.source_frames, speech), detector,
+                                         deinterlace=deinterlace)
         if not rendered:
             notes[seg.id] = f"no render ({row.status.value})"
             continue
@@ -204,7 +208,7 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         sides = (("before", seg.media, seg.source_start), ("after", Path(row.output), seg.handle_in))
         reasons = []
         for when, path, first in sides:
-            frames = functools.partial(read_frames, path, first, n)
+            frames = functools.partial(read_frames, path, first, n, deinterlace=deinterlace)
             if scorer is not None:
                 result = scorer.score(frames, audio16, seg.media_fps, count=n)
             else:

@@ -51,14 +51,15 @@ def _own_rate(path: Path) -> int:
     return int(info.audio[0].sample_rate)
 
 
-def read_frames(path: Path, first: int, count: int) -> Iterator[np.ndarray]:
+def read_frames(path: Path, first: int, count: int, deinterlace: bool = False) -> Iterator[np.ndarray]:
     """RGB frames ``first .. first + count - 1`` of ``path`` on its nominal-rate grid, streamed (past the
     end the last frame is held, so exactly ``count`` frames come out). The clip pipeline reads the same
     way (:class:`~lipsyncctl.media.reader.IndexedReader`), so a shot's frame ``i`` means the same picture
-    in the render, the QC and the conform."""
+    in the render, the QC and the conform. ``deinterlace``: an interlaced file's progressive pictures (the QC's
+    measurements)."""
     from lipsyncctl.media.reader import read_range
 
-    return read_range(path, first, count)
+    return read_range(path, first, count, deinterlace=deinterlace)
 
 
 def read_pictures(path: Path, first: int, count: int) -> Iterator[tuple[np.ndarray, Any]]:

@@ -201,3 +201,24 @@ def test_mouth_strip_follows_the_face_the_render_changed(tmp_path: Path) -> None
     none = qc.mouth_strips(src, 0, None, 0, [0, 6], None, size=40)
     assert none.after is None and none.found == 0 and "no face" in (none.note or "")
     assert none.before.shape == (40, 2 * 60 + qc.GUTTER, 3)
+
+
+def test_an_interlaced_shot_is_judged_on_progressive_pictures(tmp_path: Path) -> None:
+    """A shot of an interlaced master whose fields are 4 px apart (a face in motion): dlib finds no face in the
+    combed frames, so the QC found none (whole frames shown, and the sync scores read the same pictures); with
+    ``sync.deinterlace`` auto (what the render saw) it reads bwdif's pictures and finds the face in each."""
+    from lipsyncctl.faces.detect import create_detector
+    from tests.curate_media import write_talking_clip
+    from tests.sync_media import sample_frames
+
+    combed = []
+    for rgb in sample_frames(10, scale=0.6):
+        woven = rgb.copy()
+        woven[1::2] = np.roll(rgb[1::2], 4, axis=1)
+        combed.append(woven)
+    src = write_talking_clip(tmp_path / "i.mp4", combed, x264_params="tff=1")
+    detector = create_detector("dlib")
+    whole = qc.mouth_strips(src, 0, src, 0, [1, 5, 8], detector, size=48)
+    found = qc.mouth_strips(src, 0, src, 0, [1, 5, 8], detector, size=48, deinterlace=True)
+    assert (whole.found, found.found) == (0, 3)
+    assert "no face" in (whole.note or "") and found.note is None
