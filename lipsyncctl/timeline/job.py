@@ -308,8 +308,8 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
         # its faces rendered from deinterlaced pictures unless sync.deinterlace=off (the renders of before)
         **({"fields": seg.media_fields} if seg.media_fields else {}),
         **({"deinterlaced": True} if seg.media_fields and seg_config.sync.deinterlace == "auto" else {}),
-        # an HDR10 source's render carries its mastering display and light level where the codec can (since
-        # HDR10 was carried; other keys are unchanged)
+        # an HDR10 source's render carries its mastering display and light level where the codec can (a render
+        # made before that did not: made again once; other keys are unchanged)
         **({"hdr10": True} if seg.media_hdr10 and carries_hdr10(seg_config.output) else {}),
     })
     output = job.output / ".lipsyncctl" / "renders" / f"{key}.{ext}"  # the cache; deliveries link to it
