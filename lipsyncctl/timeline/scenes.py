@@ -123,9 +123,11 @@ def ranges_timeline(media: Path, url: str, ranges: Sequence[SceneRange], *, fps:
 
 
 def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames: int,
-                     inputs: Iterable[Path] = ()) -> SceneEdit:
+                     inputs: Iterable[Path] = (), deinterlace: bool = False) -> SceneEdit:
     """Detect the scenes of ``master`` and write their edit to ``folder/scenes.otio`` (atomically), or reuse
-    the edit there when it was made from the same master (fingerprint) with the same settings.
+    the edit there when it was made from the same master (fingerprint) with the same settings. ``deinterlace``
+    (``sync.deinterlace`` auto): an interlaced master's cuts are found on progressive pictures (part of the
+    settings for such a master only).
 
     Raises:
         MediaError: ``master`` is not a readable video (exit 5).
@@ -133,6 +135,7 @@ def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames
     import opentimelineio as otio
 
     from lipsyncctl.media.atomic import atomic_output
+    from lipsyncctl.media.probe import is_interlaced
     from lipsyncctl.runner.store import file_fingerprint
     from lipsyncctl.timeline.mediaio import read_frames
     from lipsyncctl.timeline.source import adapter_for, probe_media
@@ -146,15 +149,17 @@ def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames
     if facts.frames <= 0:
         raise MediaError(f"--split-scenes: {master}: no frames to split")
     fps = Fraction(facts.fps)
+    deinterlaced = deinterlace and is_interlaced(facts.field_order)
     settings = {"master": str(master.resolve()), "fingerprint": file_fingerprint(master.resolve()),
-                "detector": "content", "threshold": threshold, "min_scene_len": min_frames}
+                "detector": "content", "threshold": threshold, "min_scene_len": min_frames,
+                **({"deinterlaced": True} if deinterlaced else {})}
     path = folder / SCENES_NAME
     if (old := _earlier_edit(path, settings)) is not None:
         progress.message(f"{path}: the scenes of {master.name} from an earlier run ({len(old)} shots)")
         return SceneEdit(path=path, scenes=old, fps=fps, reused=True)
     with progress.Task(f"split scenes of {master.name}", total=facts.frames) as bar:
         def frames() -> Iterator[np.ndarray]:
-            for rgb in read_frames(master, 0, facts.frames):
+            for rgb in read_frames(master, 0, facts.frames, deinterlace=deinterlaced):
                 yield rgb
                 bar.advance()
 
@@ -176,8 +181,8 @@ def _earlier_edit(path: Path, settings: dict[str, Any]) -> list[tuple[int, int]]
         stored = json.loads(path.read_text())["metadata"]["lipsyncctl"]["scenes"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if any(stored.get(k) != v for k, v in settings.items()):
-        return None
+    if any(stored.get(k) != v for k, v in settings.items()) or "deinterlaced" in stored.keys() - settings.keys():
+        return None  # (an edit made on deinterlaced pictures is not one of the frames as stored)
     return [(int(a), int(b)) for a, b in stored.get("shots", [])]
 
 
@@ -201,7 +206,8 @@ def scene_job(job: TimelineJob, config: Config) -> Iterator[TimelineJob]:
         inputs = [p for _, p in job.audio]
         if job.split_scenes:
             path = write_scene_edit(job.timeline, folder, threshold=opts.scene_threshold,
-                                    min_frames=opts.scene_min_frames, inputs=inputs).path
+                                    min_frames=opts.scene_min_frames, inputs=inputs,
+                                    deinterlace=config.sync.deinterlace == "auto").path
         else:
             assert job.segments is not None
             path = write_clip_edit(job.timeline, folder, job.segments, inputs=inputs)

@@ -166,3 +166,30 @@ def test_split_scenes_usage_errors(media: dict[str, Path], tmp_path: Path,
     rc = main(["sync", "--video", str(media["cuts"]), "--audio", dub, "-o", str(tmp_path / "o.mp4"), "--face", "1",
                "--split-scenes"])
     assert rc == 2 and "--face" in capsys.readouterr().err
+
+
+def test_an_interlaced_masters_cuts_are_found_on_progressive_pictures(media: dict[str, Path], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With sync.deinterlace auto an interlaced master's frames reach the cut detector as bwdif's pictures; the
+    edit records it, so one made the other way is not reused. A progressive master's edit is the same either way."""
+    from lipsyncctl.media.reader import VideoReader
+    from lipsyncctl.media.writer import VideoWriter
+    from lipsyncctl.timeline import mediaio
+    from lipsyncctl.timeline.scenes import write_scene_edit
+
+    interlaced = tmp_path / "i.mkv"
+    with VideoReader(media["programme"]) as reader, \
+            VideoWriter(interlaced, FILM, codec="ffv1", pix_fmt="yuv420p", field_order="tt") as writer:
+        for frame in reader:
+            writer.write(frame.image)
+    asked: list[bool] = []
+    read = mediaio.read_frames
+    monkeypatch.setattr(mediaio, "read_frames", lambda *a, **k: (asked.append(k.get("deinterlace", False)),
+                                                                 read(*a, **k))[1])
+    made = write_scene_edit(interlaced, tmp_path / "a", threshold=27, min_frames=4, deinterlace=True)
+    assert asked == [True] and made.scenes == [(0, 12), (12, 20), (20, 32)]
+    assert not write_scene_edit(interlaced, tmp_path / "a", threshold=27, min_frames=4).reused  # off: again
+    assert asked == [True, False]
+    plain = write_scene_edit(media["programme"], tmp_path / "p", threshold=27, min_frames=4)
+    again = write_scene_edit(media["programme"], tmp_path / "p", threshold=27, min_frames=4, deinterlace=True)
+    assert again.reused and again.scenes == plain.scenes and asked == [True, False, False]
