@@ -21,7 +21,9 @@ from lipsyncctl.media.writer import BITEXACT
 #: samples, as libavcodec takes it).
 AUDIO_CODECS = {"aac": ("aac", "fltp"), "pcm": ("pcm_s16le", "s16"), "pcm24": ("pcm_s24le", "s32")}
 #: Containers that hold PCM audio (``codec="pcm"``/``"pcm24"``); .mp4 does not.
-PCM_CONTAINERS = (".mov", ".mkv", ".avi", ".wav")
+PCM_CONTAINERS = (".mov", ".mkv", ".avi", ".wav", ".mxf")
+#: Containers whose sound must be PCM at one rate (FFmpeg's MXF writer: 48 kHz, no AAC): container -> its rate.
+FIXED_AUDIO = {".mxf": 48000}
 #: Video codecs delivered with PCM sound (mastering/intermediate codecs): ``codec="auto"`` gives them 24-bit PCM.
 PCM_VIDEO_CODECS = ("prores", "dnxhd")
 
@@ -34,11 +36,15 @@ def auto_audio_codec(video_codec: str, out: str | Path) -> str:
 _SAMPLE_DTYPES = {"flt": np.float32, "s16": np.int16, "s32": np.int32, "dbl": np.float64, "u8": np.uint8}
 
 
-def encodable_rate(encoder: str, rate: int) -> int:
+def encodable_rate(encoder: str, rate: int, out: str | Path | None = None) -> int:
     """``rate`` if the audio ``encoder`` takes it, else the nearest rate above it that it takes (its highest where
-    none is: AAC holds at most 96 kHz, so a 192 kHz dub is encoded at 96 kHz)."""
+    none is: AAC holds at most 96 kHz, so a 192 kHz dub is encoded at 96 kHz); in a container of one rate
+    (:data:`FIXED_AUDIO`: ``out`` an .mxf) that rate."""
     import av
 
+    fixed = FIXED_AUDIO.get(Path(out).suffix.lower()) if out is not None else None
+    if fixed is not None:
+        return fixed
     rates = av.codec.Codec(encoder, "w").audio_rates
     if not rates or rate in rates:
         return rate
@@ -156,7 +162,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
         pad: with ``duration``, also pad a shorter audio with silence to exactly that length.
 
     A rate the encoder cannot hold (AAC above 96 kHz, or an odd rate) is resampled to the nearest one it can
-    (:func:`encodable_rate`); PCM keeps every rate.
+    (:func:`encodable_rate`); PCM keeps every rate, except in an MXF (48 kHz only: resampled to it).
         timecode, reel: the start timecode and reel name to write (:func:`tag_timecode`).
     """
     import av
@@ -169,6 +175,8 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
         raise MediaError(f"unknown audio codec {codec!r}", hint=f"choose one of {', '.join(AUDIO_CODECS)}")
     if codec.startswith("pcm") and out.suffix.lower() not in PCM_CONTAINERS:
         raise MediaError(f"{out}: PCM audio needs one of {', '.join(PCM_CONTAINERS)}")
+    if not codec.startswith("pcm") and out.suffix.lower() in FIXED_AUDIO:
+        raise MediaError(f"{out}: {out.suffix.lower()[1:].upper()} holds PCM audio only", hint="use pcm or pcm24")
     encoder, fmt = AUDIO_CODECS[codec]
     protect = [video, *inputs] + ([audio] if isinstance(audio, (str, Path)) else [])
     with atomic_output(out, inputs=protect) as tmp, opened(video) as src:
@@ -176,12 +184,14 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
         try:
             with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
                 vout = dst.add_stream_from_template(vin)
+                if out.suffix.lower() == ".mxf":  # MXF's muxer takes its edit rate from the stream's frame rate
+                    vout.codec_context.framerate = vin.average_rate or vin.guessed_rate
                 tag_timecode(dst, vout, timecode, reel)
                 if not isinstance(audio, (str, Path)):
                     if not rate:
                         raise ValueError("rate= is required when audio is samples")
                     channels, chunks = _sample_chunks(audio)
-                    out_rate = encodable_rate(encoder, rate)
+                    out_rate = encodable_rate(encoder, rate, out)
                     aout = _add_audio(dst, encoder, out_rate, channels, bit_rate)
                     frames = _array_frames(chunks, channels, rate, fmt, aout.codec_context.frame_size or 1024,
                                            out_rate)
@@ -189,7 +199,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
                 else:
                     with opened(audio) as asrc:
                         ain = _audio_stream(asrc, Path(audio), None)
-                        a_rate = encodable_rate(encoder, int(ain.codec_context.sample_rate))
+                        a_rate = encodable_rate(encoder, int(ain.codec_context.sample_rate), out)
                         channels = int(ain.codec_context.layout.nb_channels)
                         aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)
                         frames = (f for _, f in iter_audio_frames(

@@ -137,10 +137,12 @@ class VideoInfo:
 
     @property
     def fields(self) -> str:
-        """:attr:`field_order` in words, e.g. ``interlaced, top field first``."""
+        """:attr:`field_order` in words, e.g. ``interlaced, top field first``: the field shown first. FFmpeg's
+        ``tb`` is top coded first, bottom shown first (MOV ``fiel`` 9, "swapped"; its decoders flag such frames
+        bottom field first), ``bt`` the other way round; the writer codes them so (:mod:`lipsyncctl.media.writer`)."""
         return {"progressive": "progressive", "tt": "interlaced, top field first",
-                "bb": "interlaced, bottom field first", "tb": "interlaced, top field first (coded bottom first)",
-                "bt": "interlaced, bottom field first (coded top first)"}.get(
+                "bb": "interlaced, bottom field first", "tb": "interlaced, bottom field first (coded top first)",
+                "bt": "interlaced, top field first (coded bottom first)"}.get(
             self.field_order or "", "interlaced" if self.interlaced else "progressive or not said")
 
     @property

@@ -102,26 +102,33 @@ def check_output(output: Path, options: OutputOptions) -> None:
     if ext not in allowed:
         raise ConfigError(f"{output}: output.codec {options.codec} cannot be stored in a '{ext or '(none)'}' file",
                           hint=f"use one of {', '.join(allowed)} for {options.codec}, or choose --codec")
-    from lipsyncctl.media.mux import PCM_CONTAINERS
+    from lipsyncctl.media.mux import FIXED_AUDIO, PCM_CONTAINERS
 
     pcm_ok = [e for e in allowed if e in PCM_CONTAINERS]
     if options.audio_codec in ("pcm", "pcm24") and ext not in pcm_ok:
         raise ConfigError(f"{output}: PCM audio (output.audio_codec) cannot be stored in a '{ext or '(none)'}' file",
                           hint=f"use output.audio_codec=aac, or one of {', '.join(pcm_ok)} for {options.codec} with PCM")
+    if options.audio_codec == "aac" and ext in FIXED_AUDIO:
+        raise ConfigError(f"{output}: AAC audio (output.audio_codec) cannot be stored in a '{ext}' file (PCM only)",
+                          hint="use output.audio_codec=pcm24 (or auto), or a .mov for AAC")
 
 
 def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str | None:
     """A warning when the dub's sample ``rate`` is more (or other) than the output's audio codec holds (AAC: at
-    most 96 kHz): its sound is resampled (:func:`~lipsyncctl.media.mux.encodable_rate`); else None."""
-    from lipsyncctl.media.mux import AUDIO_CODECS, auto_audio_codec, encodable_rate
+    most 96 kHz) or its container (MXF: 48 kHz): its sound is resampled (:func:`~lipsyncctl.media.mux.encodable_rate`);
+    else None."""
+    from lipsyncctl.media.mux import AUDIO_CODECS, FIXED_AUDIO, auto_audio_codec, encodable_rate
 
     codec = options.audio_codec
     if codec == "auto":
         writer = OUTPUT_CODECS[options.codec].writer_codec
         codec = auto_audio_codec("dnxhd" if writer == "dnxhr" else writer, output)  # the stream's codec name
-    kept = encodable_rate(AUDIO_CODECS[codec][0], rate)
+    kept = encodable_rate(AUDIO_CODECS[codec][0], rate, output)
     if kept == rate:
         return None
+    if output.suffix.lower() in FIXED_AUDIO:
+        return (f"the dub's {rate} Hz: {output.suffix.lower()[1:].upper()} holds {kept} Hz sound only, the output's "
+                f"sound is resampled to {kept} Hz (a .mov keeps the dub's rate)")
     return (f"the dub's {rate} Hz is more than {codec.upper()} holds: the output's sound is resampled to {kept} Hz "
             "(output.audio_codec=pcm24 in a .mov or .mkv keeps it)")
 

@@ -260,6 +260,27 @@ def test_mux_array_and_file(gen: Path) -> None:
         mux_audio(video, wav, video)
 
 
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_an_mxf_gets_48_khz_pcm_and_its_edit_rate(gen: Path, rate: int) -> None:
+    """DNxHR in MXF (OP1a): FFmpeg's MXF writer takes its edit rate from the copied stream's frame rate (it refused
+    the copy: "Unsupported frame rate 0/0") and holds PCM at 48 kHz only (any other rate failed, "Operation not
+    permitted"): a 44.1 kHz dub is resampled to 48 kHz, its length kept; AAC is refused by name."""
+    video = gen / f"dnxhr_{rate}.mxf"
+    with VideoWriter(video, 25, codec="dnxhr") as writer:
+        for i in range(10):
+            writer.write(mg.frame_image(i, 256, 144))
+    wav = mg.make_wav(gen / f"w{rate}.wav", 0.4, rate=rate, channels=2)
+    out = mux_audio(video, wav, gen / f"muxed_{rate}.mxf", codec="pcm24", timecode="10:00:00:00")
+    info = probe(out)
+    assert info.format_name == "mxf" and info.video is not None and info.video.frame_count == 10
+    assert (info.video.nominal_fps, info.timecode) == (25, "10:00:00:00")
+    (a,) = info.audio
+    assert (a.codec, a.sample_rate, a.channels) == ("pcm_s24le", 48000, 2)
+    assert a.duration == pytest.approx(0.4, abs=1e-3)
+    with pytest.raises(MediaError, match="MXF holds PCM audio only"):
+        mux_audio(video, wav, gen / "aac.mxf", codec="aac")
+
+
 def test_streamed_audio_equals_the_whole_read(gen: Path) -> None:
     """iter_audio's chunks (a decoder frame each) join to read_audio's samples, from a start, cut to a duration or
     padded; spool_audio maps the same samples from an unnamed file; write_wav and mux_audio take the chunks
@@ -395,6 +416,7 @@ def test_the_same_frames_give_the_same_prores_bytes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("codec", "ext", "order", "kept"), [
     ("h264", ".mp4", "tt", "tt"), ("h264", ".mov", "bb", "bb"), ("h264", ".mkv", "tt", "tt"),
     ("prores", ".mov", "tt", "tt"), ("prores", ".mov", "bb", "bb"), ("prores", ".mkv", "bb", "bb"),
+    ("prores", ".mov", "tb", "tb"), ("prores", ".mov", "bt", "bt"),
     ("ffv1", ".mkv", "bb", "bb"),
     ("h265", ".mp4", "tt", None), ("dnxhr", ".mov", "tt", None), ("h264", ".mp4", "interlaced", None),
     ("h264", ".mp4", "progressive", None)])
@@ -421,7 +443,10 @@ def test_an_interlaced_order_is_written_where_the_codec_can(gen: Path, codec: st
     if codec == "prores":  # the bitstream's own frame header: 1 top field first, 2 bottom field first
         with av.open(str(path)) as c:
             header = bytes(next(c.demux(video=0)))
-        assert header[4:8] == b"icpf" and (header[20] >> 2) & 3 == {"tt": 1, "bb": 2}[order]
+        assert header[4:8] == b"icpf" and (header[20] >> 2) & 3 == {"tt": 1, "bb": 2, "tb": 2, "bt": 1}[order]
+        # the words a run says: the field shown first (tb: top coded first, bottom shown first, as FFmpeg flags it)
+        shown = {"tt": "top", "bb": "bottom", "tb": "bottom", "bt": "top"}[order]
+        assert v.fields.startswith(f"interlaced, {shown} field first")
 
 
 def test_flagged_fields_keep_every_sample_and_merge_with_x264_parameters(gen: Path) -> None:

@@ -308,6 +308,27 @@ def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path:
     assert a.sample_rate == 96000
 
 
+def test_dnxhr_in_mxf_with_a_44_1_khz_dub(tiny_env, frames, tmp_path: Path):
+    """An Avid delivery (DNxHR HQ in MXF): the dub (44.1 kHz here) is written as 24-bit PCM at the 48 kHz MXF holds,
+    said up front, as long as the picture; AAC into MXF is refused before any work (exit 3). Before, every .mxf
+    output failed at the mux, after the whole render, naming a hidden temporary file."""
+    from lipsyncctl.errors import ConfigError
+
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:5], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.2, rate=44100)
+    config = with_sets(config, "output.codec=dnxhr_hq", "output.audio_codec=auto", "output.matte=false")
+    res = sync_clip(video, audio, tmp_path / "out.mxf", config, networks=models)
+    info = probe(res.output)
+    assert info.format_name == "mxf" and info.video is not None and info.video.profile == "DNXHR HQ"
+    (a,) = info.audio
+    assert (a.codec, a.sample_rate) == ("pcm_s24le", 48000) and a.duration == pytest.approx(0.2, abs=1e-3)
+    assert any("MXF holds 48000 Hz sound only" in w for w in res.warnings)
+    with pytest.raises(ConfigError, match="AAC audio"):
+        sync_clip(video, audio, tmp_path / "aac.mxf", with_sets(config, "output.audio_codec=aac"), networks=models)
+    assert not (tmp_path / "aac.mxf").exists()
+
+
 def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):
     """``--fps 25`` (the official conform): frame j shows source frame floor(j * 29.97 / 25)."""
     config, models = tiny_env
