@@ -17,6 +17,8 @@ STANDARD_RATES: tuple[Fraction, ...] = (
     Fraction(48000, 1001), Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(90),
     Fraction(100), Fraction(120000, 1001), Fraction(120), Fraction(240),
 )
+#: Rates an MXF holds (FFmpeg's MXF writer, SMPTE content-package rates): the standard ones up to 120, and 72, 96.
+MXF_RATES: frozenset[Fraction] = frozenset({*(r for r in STANDARD_RATES if r <= 120), Fraction(72), Fraction(96)})
 #: Relative distance within which a rate snaps to a standard one. 0.1 % takes ``23.98`` and ``29.97``
 #: to the NTSC rates, while 24 and 24000/1001 (0.1 % apart) each stay themselves: the nearest one wins.
 SNAP_TOLERANCE = 0.001

@@ -55,6 +55,24 @@ CODECS: dict[str, CodecSpec] = {
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
+def check_container_rate(path: str | Path, fps: Fraction) -> None:
+    """Fail fast when ``path``'s container cannot hold frames at ``fps`` (an .mxf: :data:`~lipsyncctl.media.rates.MXF_RATES`;
+    12, 15 or 240 fps failed at the first frame written).
+
+    Raises:
+        MediaError: naming the rate and the rates it holds.
+    """
+    from lipsyncctl.media.rates import MXF_RATES
+
+    def words(rate: Fraction) -> str:
+        return f"{float(rate):.3f}".rstrip("0").rstrip(".")
+
+    if Path(path).suffix.lower() == ".mxf" and Fraction(fps) not in MXF_RATES:
+        held = ", ".join(words(r) for r in sorted(MXF_RATES))
+        raise MediaError(f"{path}: an MXF cannot hold {words(Fraction(fps))} frames per second (it holds {held})",
+                         hint="write a .mov, or conform the rate first (sync --fps 25)")
+
+
 #: container options of every file written: no random IDs, no library version strings
 BITEXACT = {"fflags": "+bitexact"}
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
@@ -156,6 +174,7 @@ class VideoWriter:
         if self.fps <= 0:
             raise MediaError(f"{path}: frame rate must be positive, got {fps}")
         self.spec = codec_spec(codec)
+        check_container_rate(self.path, self.fps)
         self.codec = codec
         self.pix_fmt = pix_fmt or self.spec.pix_fmt
         self.color = color

@@ -171,6 +171,7 @@ def sync_clip(
     from lipsyncctl.media.audio import read_audio_and_length
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
+    from lipsyncctl.media.writer import check_container_rate
     from lipsyncctl.pipeline import faces as face_pass
     from lipsyncctl.pipeline.output import (
         audio_rate_warning,
@@ -231,6 +232,7 @@ def sync_clip(
     out_fps = None if config.sync.fps == "source" else parse_rate(config.sync.fps)  # 29.97: 30000/1001
     plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
                      first_frame=first)
+    check_container_rate(output, plan.fps)  # an MXF holds the SMPTE rates only: said before any work
     mismatch = length_mismatch_warning(plan, start, end) if frames is None else None  # an edit's range: exact
     if mismatch:
         warnings.append(mismatch)

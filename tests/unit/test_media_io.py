@@ -487,3 +487,20 @@ def test_hdr10_metadata_is_written_where_the_codec_can(gen: Path, codec: str, ex
     assert keeps_hdr10(codec) == kept
     assert (color.primaries, color.transfer) == ("bt2020", "smpte2084")
     assert (color.mastering, color.light_level) == ((HDR10.mastering, HDR10.light_level) if kept else (None, None))
+
+
+def test_the_mxf_rate_table_is_the_muxers(gen: Path) -> None:
+    """Every rate of MXF_RATES is written by FFmpeg's MXF writer; one outside it (12, 15, 240 fps failed at the first
+    frame, "Invalid argument") is refused when the writer is made, before any file exists."""
+    from lipsyncctl.media.rates import MXF_RATES, STANDARD_RATES
+
+    for fps in sorted(MXF_RATES):
+        path = gen / f"rate_{fps.numerator}_{fps.denominator}.mxf"
+        with VideoWriter(path, fps, codec="dnxhr") as writer:
+            writer.write(mg.frame_image(0, 256, 144))
+        assert probe(path).video.nominal_fps == fps  # type: ignore[union-attr]
+    assert set(STANDARD_RATES) - MXF_RATES == {Fraction(240)}
+    for fps in (Fraction(15), Fraction(240)):
+        with pytest.raises(MediaError, match="an MXF cannot hold"):
+            VideoWriter(gen / "odd.mxf", fps, codec="dnxhr")
+    assert not list(gen.glob("*odd*"))

@@ -17,7 +17,7 @@ import pytest
 
 from lipsyncctl import config as cfg
 from lipsyncctl import progress
-from lipsyncctl.errors import NoFaceError
+from lipsyncctl.errors import MediaError, NoFaceError
 from lipsyncctl.media.probe import ColorInfo, probe
 from lipsyncctl.pipeline.clip import sync_clip
 from tests import mediagen as mg
@@ -327,6 +327,11 @@ def test_dnxhr_in_mxf_with_a_44_1_khz_dub(tiny_env, frames, tmp_path: Path):
     with pytest.raises(ConfigError, match="AAC audio"):
         sync_clip(video, audio, tmp_path / "aac.mxf", with_sets(config, "output.audio_codec=aac"), networks=models)
     assert not (tmp_path / "aac.mxf").exists()
+    # a rate an MXF cannot hold is said before the face pass (it failed at the first frame of the render)
+    odd = write_clip(tmp_path / "v15.mkv", frames[:3], Fraction(15))
+    with pytest.raises(MediaError, match="an MXF cannot hold 15 frames per second"):
+        sync_clip(odd, audio, tmp_path / "odd.mxf", config, networks=models)
+    assert not (tmp_path / "odd.mxf").exists()
 
 
 def test_fps_25_conform_from_2997(tiny_env, frames, tmp_path: Path):
