@@ -137,13 +137,14 @@ class VideoInfo:
 
     @property
     def fields(self) -> str:
-        """:attr:`field_order` in words, e.g. ``interlaced, top field first``: the field shown first. FFmpeg's
-        ``tb`` is top coded first, bottom shown first (MOV ``fiel`` 9, "swapped"; its decoders flag such frames
-        bottom field first), ``bt`` the other way round; the writer codes them so (:mod:`lipsyncctl.media.writer`)."""
-        return {"progressive": "progressive", "tt": "interlaced, top field first",
-                "bb": "interlaced, bottom field first", "tb": "interlaced, bottom field first (coded top first)",
-                "bt": "interlaced, top field first (coded bottom first)"}.get(
-            self.field_order or "", "interlaced" if self.interlaced else "progressive or not said")
+        """:attr:`field_order` in words, e.g. ``interlaced, top field first``: the field shown first
+        (:data:`SHOWN_FIRST`), and the one coded first where that is the other."""
+        shown = SHOWN_FIRST.get(self.field_order or "")
+        if shown is None:
+            return "progressive" if self.field_order == "progressive" else (
+                "interlaced" if self.interlaced else "progressive or not said")
+        coded = "top" if (self.field_order or "").startswith("t") else "bottom"
+        return f"interlaced, {shown} field first" + (f" (coded {coded} first)" if coded != shown else "")
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -333,8 +334,11 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
     )
 
 
-#: AVFieldOrder codes -> VideoInfo.field_order
+#: AVFieldOrder codes -> VideoInfo.field_order (the first letter: the field coded first)
 FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+#: an interlaced order -> the field shown first. FFmpeg's ``tb`` is top coded first, bottom shown first (MOV
+#: ``fiel`` 9, "swapped"; its decoders flag such frames bottom field first), ``bt`` the other way round
+SHOWN_FIRST = {"tt": "top", "bb": "bottom", "tb": "bottom", "bt": "top"}
 
 
 def is_interlaced(field_order: str | None) -> bool:

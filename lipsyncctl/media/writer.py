@@ -25,7 +25,7 @@ import numpy as np
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
 from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason, frame_filter
-from lipsyncctl.media.probe import COLOR_CODES, FIELD_ORDERS, ColorInfo, is_interlaced
+from lipsyncctl.media.probe import COLOR_CODES, FIELD_ORDERS, SHOWN_FIRST, ColorInfo, is_interlaced
 
 
 @dataclass(frozen=True)
@@ -55,24 +55,6 @@ CODECS: dict[str, CodecSpec] = {
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
-def check_container_rate(path: str | Path, fps: Fraction) -> None:
-    """Fail fast when ``path``'s container cannot hold frames at ``fps`` (an .mxf: :data:`~lipsyncctl.media.rates.MXF_RATES`;
-    12, 15 or 240 fps failed at the first frame written).
-
-    Raises:
-        MediaError: naming the rate and the rates it holds.
-    """
-    from lipsyncctl.media.rates import MXF_RATES
-
-    def words(rate: Fraction) -> str:
-        return f"{float(rate):.3f}".rstrip("0").rstrip(".")
-
-    if Path(path).suffix.lower() == ".mxf" and Fraction(fps) not in MXF_RATES:
-        held = ", ".join(words(r) for r in sorted(MXF_RATES))
-        raise MediaError(f"{path}: an MXF cannot hold {words(Fraction(fps))} frames per second (it holds {held})",
-                         hint="write a .mov, or conform the rate first (sync --fps 25)")
-
-
 #: container options of every file written: no random IDs, no library version strings
 BITEXACT = {"fflags": "+bitexact"}
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
@@ -123,14 +105,32 @@ def keeps_hdr10(codec: str) -> bool:
     return codec_spec(codec).encoder in _HDR_PARAMS
 
 
+def check_container_rate(path: str | Path, fps: Fraction) -> None:
+    """Fail fast when ``path``'s container cannot hold frames at ``fps`` (an .mxf: :data:`~lipsyncctl.media.rates.MXF_RATES`;
+    12, 15 or 240 fps failed at the first frame written).
+
+    Raises:
+        MediaError: naming the rate and the rates it holds.
+    """
+    from lipsyncctl.media.rates import MXF_RATES
+
+    def words(rate: Fraction) -> str:
+        return f"{float(rate):.3f}".rstrip("0").rstrip(".")
+
+    if Path(path).suffix.lower() == ".mxf" and Fraction(fps) not in MXF_RATES:
+        held = ", ".join(words(r) for r in sorted(MXF_RATES))
+        raise MediaError(f"{path}: an MXF cannot hold {words(Fraction(fps))} frames per second (it holds {held})",
+                         hint="write a .mov, or conform the rate first (sync --fps 25)")
+
+
 def _merge_params(opts: dict[str, str], key: str, *params: str) -> None:
     """Append ``params`` to the colon-separated encoder parameters ``opts[key]`` (``x264-params``...)."""
     opts[key] = ":".join(p for p in (opts.get(key, ""), *params) if p)
 
 
 def _top_first(field_order: str) -> bool:
-    """Whether the top field is shown first (``tb``: top coded first, bottom shown first)."""
-    return field_order in ("tt", "bt")
+    """Whether the top field is shown first (:data:`~lipsyncctl.media.probe.SHOWN_FIRST`)."""
+    return SHOWN_FIRST.get(field_order) == "top"
 
 
 def output_extension(codec: str) -> str:

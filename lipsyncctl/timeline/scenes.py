@@ -181,8 +181,8 @@ def _earlier_edit(path: Path, settings: dict[str, Any]) -> list[tuple[int, int]]
         stored = json.loads(path.read_text())["metadata"]["lipsyncctl"]["scenes"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if any(stored.get(k) != v for k, v in settings.items()) or "deinterlaced" in stored.keys() - settings.keys():
-        return None  # (an edit made on deinterlaced pictures is not one of the frames as stored)
+    if {k: v for k, v in stored.items() if k != "shots"} != settings:  # a setting more or less is another edit
+        return None
     return [(int(a), int(b)) for a, b in stored.get("shots", [])]
 
 
