@@ -118,6 +118,10 @@ def feature_chunks(
     return gathered.reshape(n_frames, -1, features.shape[-1])
 
 
+#: The fewest 16 kHz samples :func:`audio_features` takes: two mel frames, one feature row (0.02 s; more than
+#: the STFT's reflect padding of ``N_FFT // 2``).
+MIN_SAMPLES = 2 * HOP_LENGTH
+
 #: Feature rows (50 per second) above which :func:`audio_features` keeps them on disk when given a folder:
 #: 10 minutes, 230 MB of float32.
 SPILL_ROWS = 50 * 600
@@ -149,11 +153,11 @@ def audio_features(
     from lipsyncctl import progress
 
     samples = as_float_audio(audio_16k)
+    if samples.numel() < MIN_SAMPLES:
+        raise ValueError(f"audio too short for whisper features: {samples.numel()} samples (at least {MIN_SAMPLES})")
     mel = log_mel_spectrogram(samples)  # (80, T), normalised over the whole clip
     window = 2 * encoder.n_ctx  # 3000 mel frames = 30 s
     total = mel.shape[-1]
-    if total < 2:
-        raise ValueError(f"audio too short for whisper features: {samples.numel()} samples")
     starts = list(range(0, total, window))
     param = next(encoder.parameters())
     rows = sum(min(window, total - s) // 2 for s in starts)

@@ -122,8 +122,9 @@ def log_mel_spectrogram(audio_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
     import torch
 
     samples = as_float_audio(audio_16k)
-    if samples.numel() == 0:
-        raise ValueError("cannot compute a log-mel spectrogram of empty audio")
+    if samples.numel() <= N_FFT // 2:  # the reflect padding needs more samples than it pads on each side
+        raise ValueError(f"audio too short for a log-mel spectrogram: {samples.numel()} samples "
+                         f"(at least {N_FFT // 2 + 1})")
     window = torch.hann_window(N_FFT)
     filters = torch.from_numpy(np.array(mel_filters()))
     half = N_FFT // 2

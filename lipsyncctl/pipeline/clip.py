@@ -470,14 +470,17 @@ def _probe_inputs(video: Path, audio: Path) -> Any:
 
 def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder: Path | None) -> Any:
     """Whisper features ``(L, 5, 384)`` of the new audio (16 kHz mono ``(n,)``); with the ``silence``
-    policy padded with silence so every output frame (plus the 2-frame context) has real features. Those of
-    a long audio are kept on disk in ``folder`` (the output's: :func:`~lipsyncctl.audio.features.audio_features`)."""
-    from lipsyncctl.audio.features import audio_features
+    policy padded with silence so every output frame (plus the 2-frame context) has real features, and a dub
+    shorter than the features' minimum (:data:`~lipsyncctl.audio.features.MIN_SAMPLES`, 0.02 s: its one output
+    frame) padded to it. Those of a long audio are kept on disk in ``folder`` (the output's:
+    :func:`~lipsyncctl.audio.features.audio_features`)."""
+    from lipsyncctl.audio.features import MIN_SAMPLES, audio_features
 
+    need = MIN_SAMPLES
     if plan.policy == "silence":
-        need = int(round((plan.num_frames + 3) / plan.fps * 16000))
-        if len(mono) < need:
-            mono = np.concatenate([mono, np.zeros(need - len(mono), dtype=mono.dtype)])
+        need = max(need, int(round((plan.num_frames + 3) / plan.fps * 16000)))
+    if len(mono) < need:
+        mono = np.concatenate([mono, np.zeros(need - len(mono), dtype=mono.dtype)])
     return audio_features(networks.whisper, mono, folder=folder)
 
 

@@ -209,7 +209,8 @@ def length_mismatch_warning(plan: ClipPlan, start: float | None = None, end: flo
     what = (_LONGER if audio > picture else _SHORTER)[plan.policy]
     return (f"the audio ({plan.audio_seconds:.3f} s) is {'longer' if audio > picture else 'shorter'} than "
             f"{selection} ({float(picture / plan.fps):.3f} s, {picture} frames): {what} (length policy "
-            f"{plan.policy}); the output has {plan.num_frames} frames ({plan.duration:.3f} s)")
+            f"{plan.policy}); the output has {plan.num_frames} frame{'s' if plan.num_frames != 1 else ''} "
+            f"({plan.duration:.3f} s)")
 
 
 def plan_clip(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lipsyncctl.audio.features import (
+    MIN_SAMPLES,
     audio_features,
     chunk_indices,
     feature_chunks,
@@ -144,6 +145,19 @@ def test_multiwindow_features_keep_frame_count():
     feats = audio_features(enc, audio, batch_size=1)
     assert feats.shape == (1500 + 51, 2, 64)
     assert num_features_for_samples(audio.numel()) == feats.shape[0]
+
+
+def test_audio_shorter_than_the_minimum_is_a_clear_error():
+    """Fewer than MIN_SAMPLES (two mel frames) is a ValueError naming the minimum, also below the STFT's reflect
+    padding (torch's own error there); MIN_SAMPLES itself gives its one feature row."""
+    dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 1}
+    enc = encoder_from_dims(dims)
+    for n in (1, 160, MIN_SAMPLES - 1):
+        with pytest.raises(ValueError, match=f"at least {MIN_SAMPLES}"):
+            audio_features(enc, torch.full((n,), 0.1))
+    with pytest.raises(ValueError, match="too short for a log-mel"):
+        log_mel_spectrogram(torch.full((200,), 0.1))
+    assert audio_features(enc, torch.full((MIN_SAMPLES,), 0.1)).shape == (1, 2, 64)
 
 
 def test_long_audio_features_are_kept_on_disk_and_the_same(tmp_path, monkeypatch: pytest.MonkeyPatch):

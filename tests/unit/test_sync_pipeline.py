@@ -119,6 +119,19 @@ def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path:
     assert samples == 8 * 16000 // 25  # padded with silence to the picture, PCM is exact
 
 
+def test_a_dub_shorter_than_the_features_minimum_gives_its_one_frame(tiny_env, frames, tmp_path: Path):
+    """A 0.01 s dub (160 samples: less than the STFT's reflect padding) is one output frame, its audio padded to
+    the features' minimum: it failed as an internal error (a traceback's last line, exit 1)."""
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:4], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.01, rate=16000)
+    out = tmp_path / "o.mkv"
+    res = sync_clip(video, audio, out, with_sets(config, "output.codec=ffv1", "output.audio_codec=pcm"),
+                    networks=models)
+    assert res.frames == 1 and len(decode_rgb(out)) == 1 and res.faces_found == 1
+    assert audio_info(out)[2] == 16000 // 25  # the muxed audio lasts the one frame
+
+
 def test_no_face_anywhere_is_an_error_without_output(tiny_env, tmp_path: Path):
     config, models = tiny_env
     grey = [np.full((128, 96, 3), 100, np.uint8)] * 4
