@@ -41,11 +41,39 @@ def test_same_inputs_and_seed_give_the_same_file(name: str, clip, models_dir: Pa
                    "--preset", "tiny", "--seed", "7", "--steps", "2", "--length-policy", "cut", *codec])
         assert rc == 0, capsys.readouterr().err
         outputs.append(out)
-    assert _digest(outputs[0]) == _digest(outputs[1])
+    if _digest(outputs[0]) != _digest(outputs[1]):
+        pytest.fail(_difference(*outputs))
     import yaml
 
     threads = yaml.safe_load(outputs[0].with_name("out.run.yaml").read_text())["threads"]
     assert threads["encoder"] == 4 and threads["torch"] >= 1  # what the bytes depend on is on record
+
+
+def _difference(a: Path, b: Path) -> str:
+    """What differs between two outputs that should be the same file: the decoded frames (which, by how much) and
+    the audio packets; both files are copied to a folder outside pytest's rotation of its temporary folders, so a
+    rare failure can be studied after later runs."""
+    import shutil
+    import tempfile
+
+    import av
+    import numpy as np
+
+    from tests.sync_media import decode_rgb
+
+    keep = Path(tempfile.mkdtemp(prefix="lipsyncctl-determinism-"))
+    for run, path in (("a", a), ("b", b)):
+        shutil.copytree(path.parent, keep / run)
+    fa, fb = decode_rgb(a), decode_rgb(b)
+    frames = [i for i, (x, y) in enumerate(zip(fa, fb, strict=False)) if not np.array_equal(x, y)]
+    worst = max((int(np.abs(fa[i].astype(int) - fb[i].astype(int)).max()) for i in frames), default=0)
+
+    def audio(path: Path) -> list[bytes]:
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(audio=0) if p.size]
+
+    return (f"the two renders differ: frames {len(fa)} vs {len(fb)}, differing frames {frames} (largest "
+            f"difference {worst}), audio {'the same' if audio(a) == audio(b) else 'different'}; both kept in {keep}")
 
 
 ENCODE = """
