@@ -112,6 +112,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+@pytest.mark.slow  # 16 s (a process with two spawned workers); SIGTERM of one sync: test_cli_outputs
 def test_sigterm_stops_worker_processes_within_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 14.3: SIGTERM to a ``--jobs 2`` run (its pid only, as a scheduler's time limit sends it) ends the
     run and both workers within a few seconds (exit 130), and leaves no half-written shot or temporary."""

@@ -163,6 +163,7 @@ def test_two_languages_end_to_end(env, capsys: pytest.CaptureFixture[str]) -> No
     env["report_html"] = res["languages"]["de"]["report_html"]
 
 
+@pytest.mark.slow  # 12 s, a second render of the edit; shard locking and planning stay in the default suite
 def test_shards_running_at_the_same_time_deliver(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Shard 1 of an array job finishes while shard 0 renders (after shard 0 looked up what was done, before
