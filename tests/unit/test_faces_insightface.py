@@ -1,7 +1,7 @@
 """The insightface backend (the official detector: SCRFD ``det_10g`` + ``2d106det`` of ``buffalo_l``) run through
 the real InsightFace package on a tiny pack in its own ONNX formats (:mod:`tests.insightface_models`: hand-set
-weights, so what it finds is known): routing, the official RGB quirk, the official size filter, refits, and a
-sync with ``faces.backend=insightface``."""
+weights, so what it finds is known): routing, the official RGB quirk, the official size filter, refits, a sync
+with ``faces.backend=insightface`` and curate's align stage with ``curate.detector=insightface``."""
 
 from __future__ import annotations
 
@@ -96,3 +96,26 @@ def test_a_sync_with_the_official_detector(pack: Path, tmp_path: Path) -> None:
     assert res.frames == 6 and res.faces_found == 6 and res.no_face_frames == 0 and res.detector == "insightface"
     assert len(decode_rgb(out)) == 6
     assert yaml.safe_load(out.with_name("o.run.yaml").read_text())["faces"]["detector"] == "insightface"
+
+
+def test_curate_aligns_with_the_official_detector_and_says_so(pack: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """curate's align stage with ``curate.detector=insightface``: the face shot is kept, aligned from the 106-point
+    layout, with the detector on record as the official one; the faceless shot after the cut is rejected."""
+    import json
+
+    from lipsyncctl import config as cfg
+    from lipsyncctl.curation.job import run_curation
+    from tests.curate_media import write_talking_clip
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(pack))
+    face = [_frame(512, (5 + (i // 10) % 2, 4)) for i in range(60)]
+    write_talking_clip(tmp_path / "raw" / "cut.mp4", face + [np.full_like(face[0], 128)] * 55)
+    res = run_curation([tmp_path / "raw"], tmp_path / "data", cfg.resolve("tiny", ["curate.detector=insightface"]),
+                       until="align")
+    kept, faceless = res.clips
+    assert (kept.first, kept.stop, kept.decision.verdict) == (0, 60, "kept")
+    assert kept.summary["detector"] == "insightface" and kept.summary["detector_official"] is True
+    assert faceless.decision.verdict == "rejected" and faceless.summary["no_face_frame"] == 0
+    line = json.loads((tmp_path / "data" / "manifest.jsonl").read_text().splitlines()[0])
+    assert line["detector"] == "insightface" and Path(line["aligned"]).is_file()
