@@ -94,7 +94,8 @@ def fetch_model(
     mdir = models_dir if models_dir is not None else paths.models_dir()
     state = LocalState.load(mdir)
     result = FetchResult(entry.name, entry.folder(mdir))
-    created = missing_folders(result.folder, *(entry.local_path(f, mdir).parent for f in entry.files))
+    archives = [_archives(entry, mdir)] if any(f.archive is not None for f in entry.files) else []
+    created = missing_folders(result.folder, *(entry.local_path(f, mdir).parent for f in entry.files), *archives)
     hf_meta = result.folder / ".cache"
     hf_meta_new = not hf_meta.exists()
     try:

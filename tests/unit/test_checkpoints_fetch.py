@@ -387,3 +387,9 @@ def test_an_archive_without_the_member_is_a_clear_error(hub_env, tmp_path: Path)
     with pytest.raises(CheckpointError, match="buffalo_l.zip from .* has no file det_10g.onnx"):
         fetch_model(entry, models_dir=mdir)
     assert not list((mdir / "insightface" / "models").rglob("*.onnx*"))  # nothing half-written under a name
+    # offline, nothing downloaded: no empty folder is left behind (the archives' folder included)
+    offline = tmp_path / "offline"
+    entry = load_registry(_insightface_registry(tmp_path, "http://127.0.0.1:9/buffalo_l.zip")).get("insightface")
+    with pytest.raises(MissingModelError):
+        fetch_model(entry, models_dir=offline)
+    assert not (offline / "insightface").exists()
