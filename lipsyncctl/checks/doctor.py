@@ -466,6 +466,24 @@ def check_preset_models(config: Config, models_dir: Path) -> list[Check]:
                   data={"installed": have, "missing": missing, "models_dir": str(models_dir)})]
 
 
+def check_face_detector(config: Config, models_dir: Path) -> list[Check]:
+    """The face detector the preset's ``faces.backend`` stands for is usable (``auto``: the first usable one, in
+    the order of :data:`~lipsyncctl.faces.detect.BACKENDS`), and why each other one is not."""
+    from lipsyncctl.faces.detect import OFFICIAL_BACKEND, available_backends, usable_backend
+
+    setting = config.faces.backend
+    reasons = available_backends(models_dir)
+    others = "; ".join(f"{k}: {v}" for k, v in reasons.items() if v is not None)
+    data: dict[str, Any] = {"setting": setting, "backends": reasons}
+    try:
+        chosen = usable_backend(setting, models_dir)
+    except LipsyncError as exc:
+        return [Check("face detector", "fail", exc.message, exc.hint, data=data)]
+    official = "the official one" if chosen == OFFICIAL_BACKEND else f"not the official {OFFICIAL_BACKEND}"
+    detail = f"{chosen} ({'auto' if setting == 'auto' else 'set'}; {official})" + (f"; {others}" if others else "")
+    return [Check("face detector", "ok", detail, data={**data, "backend": chosen})]
+
+
 def check_train_preset(config: TrainConfig, probe: gpu_mod.GpuProbe) -> list[Check]:
     """The training VRAM estimate (:func:`lipsyncctl.training.memory.estimate_training_memory`) against the
     GPU with the most free memory; informative only (a training run is not what doctor gates)."""
@@ -514,6 +532,7 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     if preset is not None:
         checks += check_preset(preset, probe)
         checks += check_preset_models(preset, models_dir)
+        checks += check_face_detector(preset, models_dir)
         need = vram.estimate_vram(preset)
     if train_config is not None:
         checks += check_train_preset(train_config, probe)

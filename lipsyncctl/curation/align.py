@@ -48,6 +48,7 @@ from lipsyncctl import progress
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.records import Decision
 from lipsyncctl.curation.stages import span_pcm
+from lipsyncctl.faces.detect import OFFICIAL_BACKEND
 
 if TYPE_CHECKING:
     from lipsyncctl.curation.clipstages import ClipContext
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
 NAME = "align"
 #: bump when the stage computes something different from the same inputs and settings
 VERSION = 1
-#: samples of 16 kHz audio per 25 fps frame
-#: the official detector (InsightFace SCRFD + 2d106, LATENTSYNC.md §1.5)
-OFFICIAL_DETECTOR = "insightface"
 
 
 def settings(options: CurateOptions) -> dict[str, Any]:
@@ -236,7 +234,7 @@ def count_frame(data: dict[str, Any], faces: int, side: float | None) -> bool:
 def new_data(frames: int, options: CurateOptions, detector: str) -> dict[str, Any]:
     """A clip's measurements before its first frame."""
     return {"frames": frames, "resolution": options.resolution, "detector": detector,
-            "detector_official": detector == OFFICIAL_DETECTOR, "frames_with_face": 0, "no_face_frame": None,
+            "detector_official": detector == OFFICIAL_BACKEND, "frames_with_face": 0, "no_face_frame": None,
             "max_faces": 0, "min_face_size": None, "aligned": None, "matrices": None}
 
 

@@ -159,6 +159,8 @@ def filter_faces(
 
 # name -> (module, availability check). Order = preference of "auto".
 BACKENDS: tuple[str, ...] = ("insightface", "face-alignment", "dlib")
+#: the official LatentSync detector (InsightFace SCRFD + 2d106, LATENTSYNC.md §1.5)
+OFFICIAL_BACKEND = "insightface"
 
 
 def _backend_module(name: str):

@@ -166,6 +166,25 @@ def test_missing_weights_fail_preset_models(models_dir: Path) -> None:
 # The VRAM estimate and the arch check
 
 
+def test_the_face_detector_row(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync needs a face detector: the row says which one the preset's ``faces.backend`` stands for, whether it is
+    the official one and why each other one is not usable; a backend set but not usable fails with its hint."""
+    from lipsyncctl.faces import detect
+
+    reasons = {"insightface": "det_10g.onnx not in X", "face-alignment": "not installed", "dlib": None}
+    monkeypatch.setattr(detect, "available_backends", lambda models_dir=None: reasons)
+    monkeypatch.setattr(detect, "backend_status", lambda name, models_dir=None: reasons[name])
+    (row,) = checks.check_face_detector(cfg.resolve("tiny"), models_dir)
+    assert row.status == "ok" and row.data["backend"] == "dlib"
+    assert row.detail.startswith("dlib (auto; not the official insightface)") and "det_10g.onnx not in X" in row.detail
+    (row,) = checks.check_face_detector(cfg.resolve("tiny", ["faces.backend=insightface"]), models_dir)
+    assert row.status == "fail" and row.failed and "'insightface' is not usable" in row.detail
+    assert "models fetch insightface" in row.hint
+    reasons["dlib"] = "the dlib package is not installed"
+    (row,) = checks.check_face_detector(cfg.resolve("tiny"), models_dir)
+    assert row.status == "fail" and "no face detector is usable" in row.detail
+
+
 def test_estimate_vram_follows_the_documented_formula() -> None:
     base = cfg.resolve("latentsync-1.5")
     est = vram.estimate_vram

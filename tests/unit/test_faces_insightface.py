@@ -49,8 +49,13 @@ def test_the_pack_makes_the_backend_usable_and_finds_the_designed_face(pack: Pat
     # the anchor is the cell's corner (160, 128); the box reaches 2 strides of 32 px from it on each side
     assert face.box.tolist() == [96.0, 64.0, 224.0, 192.0] and face.score > 0.999
     _on_circle(face.landmarks, face.box)
-    # "auto" prefers the official detector once it is usable
+    # "auto" prefers the official detector once it is usable, and doctor says so
     assert create_detector("auto", models_dir=pack).name == "insightface"
+    from lipsyncctl import config as cfg
+    from lipsyncctl.checks.doctor import check_face_detector
+
+    (row,) = check_face_detector(cfg.resolve("tiny"), pack)
+    assert row.status == "ok" and row.detail.startswith("insightface (auto; the official one)")
 
 
 def test_frames_go_in_as_rgb_like_the_official_code(pack: Path) -> None:
