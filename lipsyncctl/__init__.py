@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 #: the names ``import lipsyncctl`` gives, each resolved from :mod:`lipsyncctl.api` on first use
-__all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config", "sync", "sync_timeline",
-           "timeline_job"]
+__all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config", "sync", "sync_batch",
+           "sync_timeline", "timeline_job"]
 
 if TYPE_CHECKING:
     from lipsyncctl.api import (
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         prep,
         resolve_config,
         sync,
+        sync_batch,
         sync_timeline,
         timeline_job,
     )

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from lipsyncctl.checks.doctor import DoctorResult
     from lipsyncctl.config import Config, PrepOptions
     from lipsyncctl.curation.job import CurateResult
+    from lipsyncctl.pipeline.batch import BatchResult
     from lipsyncctl.pipeline.clip import SyncResult
     from lipsyncctl.pipeline.lipsync import LipSyncPipeline
     from lipsyncctl.pipeline.networks import Networks
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
-    "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_timeline",
+    "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_batch", "sync_timeline",
     "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
 ]
 
@@ -109,6 +110,24 @@ def sync(
     _not_empty(video=video, audio=audio, output=output)
     return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
                      frames=frames, networks=networks, overwrite=overwrite, **kwargs)
+
+
+def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite: bool = False,
+               networks: Networks | None = None) -> BatchResult:
+    """Lip-sync every clip of a CSV list (``video,audio,output[,start,end]``, paths relative to the list; see
+    :mod:`lipsyncctl.pipeline.batch`) with the networks loaded once. A clip whose output exists is skipped unless
+    ``overwrite``; a clip's failure is its item's ``reason`` and the others go on (``result.ok`` is False).
+
+    Raises:
+        UsageError: a bad list (names the line); MissingModelError: a model, the face detector or the device.
+    """
+    from lipsyncctl.config import Config as _Config
+    from lipsyncctl.pipeline.batch import read_batch
+    from lipsyncctl.pipeline.batch import sync_batch as _sync_batch
+
+    _reproducible_math()
+    rows = read_batch(list_file)
+    return _sync_batch(rows, config or _Config(), list_file=Path(list_file), overwrite=overwrite, networks=networks)
 
 
 def load_pipeline(preset: str | Path = "latentsync-1.5", *, sets: Iterable[str] = (), device: str | None = None,

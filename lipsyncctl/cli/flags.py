@@ -32,7 +32,7 @@ class Flag:
     annotation: Any
     help: str
     key: str | None = None
-    modes: frozenset[str] = frozenset({"clip", "timeline"})
+    modes: frozenset[str] = frozenset({"clip", "timeline", "batch"})
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None

@@ -20,6 +20,7 @@ Examples:
   lipsyncctl sync --video in.mp4 --audio new.wav -o out.mp4 --preset latentsync-1.5
   lipsyncctl sync --video in.mov --audio de.wav -o out.mov --preset broadcast --start 12.5 --end 20
   lipsyncctl sync --video in.mp4 --audio new.wav -o check.mkv --preset tiny --codec ffv1   # offline demo
+  lipsyncctl sync --batch dubs.csv --preset latentsync-1.5   # many clips (CSV: video,audio,output[,start,end])
 
 \b
 The output keeps the source resolution and frame rate (unless --fps), carries the new audio at its own
@@ -33,6 +34,7 @@ partial is left).
 
 
 CLIP, TIMELINE, BOTH = frozenset({"clip"}), frozenset({"timeline"}), frozenset({"clip", "timeline"})
+BATCH, CLIPS = frozenset({"batch"}), frozenset({"clip", "batch"})  # --batch: many clips, each row a clip
 
 
 def _face_at(value: str | None) -> list[float] | None:
@@ -61,11 +63,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("video", ("--video", "-i"), Path | None, "The clip whose mouth is re-rendered (not with --timeline).",
          modes=CLIP),
     Flag("audio", ("--audio", "-a"), list[str] | None, "The new dialogue (WAV, FLAC, AAC, or a file with sound). "
-         "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame."),
+         "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame.", modes=BOTH),
     Flag("output", ("--output", "-o"), Path | None, "Output file; its extension picks the container. "
-         "With --timeline: the output folder."),
+         "With --timeline: the output folder.", modes=BOTH),
     Flag("overwrite", ("--overwrite", "-y"), bool, "Replace OUT if it exists (otherwise an existing OUT is a "
-         "usage error).", modes=CLIP, default=False),
+         "usage error; with --batch that clip is skipped).", modes=CLIPS, default=False),
     Flag("preset", ("--preset", "-p"), str | None, opt.PresetOpt.help),
     Flag("sets", ("--set",), list[str] | None, opt.SetOpt.help),
     Flag("print_config", ("--print-config",), bool, opt.PrintConfigOpt.help + " Needs no input or output.",
@@ -80,7 +82,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("deepcache", ("--deepcache/--no-deepcache",), bool | None,
          "Reuse deep UNet features between steps (inference.deepcache).", key="inference.deepcache"),
     Flag("fps", ("--fps",), str | None, "Output rate; 'source' (default) or e.g. 25 for the official conform "
-         "(sync.fps).", key="sync.fps", modes=CLIP),
+         "(sync.fps).", key="sync.fps", modes=CLIPS),
     Flag("length_policy", ("--length-policy",), str | None,
          "pingpong, loop, freeze, cut or silence (sync.length_policy).", key="sync.length_policy"),
     Flag("deinterlace", ("--deinterlace",), str | None, "Interlaced sources: auto (faces found and rendered from "
@@ -98,11 +100,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("start", ("--start",), float | None, "First second of the video to use.", modes=CLIP, minimum=0),
     Flag("end", ("--end",), float | None, "Last second of the video to use.", modes=CLIP, minimum=0),
     Flag("face", ("--face",), int | None, "Follow this face track id (faces.select=id, faces.track_id).",
-         key="faces.track_id", modes=CLIP),
+         key="faces.track_id", modes=CLIPS),
     Flag("face_at", ("--face-at",), str | None, "Follow the face at pixel X,Y (faces.select=point, faces.point).",
-         key="faces.point", modes=CLIP),
+         key="faces.point", modes=CLIPS),
     Flag("timeline", ("--timeline", "-t"), Path | None, "Dub an edit (OTIO, EDL, FCP XML) instead of one clip.",
          modes=TIMELINE),
+    Flag("batch", ("--batch",), Path | None, "Sync every clip of a CSV list with a header row: video,audio,output "
+         "and optionally start,end (seconds); paths relative to the list. The networks load once; a clip whose "
+         "output exists is skipped (unless -y), a failed one does not stop the others (exit 1 at the end).",
+         modes=BATCH),
     Flag("split_scenes", ("--split-scenes",), bool, "Cut the --video master into shots (PySceneDetect) and dub "
          "them as an edit: -o is a folder as with --timeline; OUT/scenes.otio is the detected edit.",
          modes=TIMELINE, default=False),
@@ -161,13 +167,16 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
     run.yaml records whose mouth was rendered)."""
     as_edit = values.get("split_scenes") or values.get("segments") is not None  # --video: the edit's picture
     bad = [b for b in misplaced(FLAGS, values, mode) if not (b == "--video" and as_edit)]
+    if bad and mode == "batch":
+        raise UsageError(f"{', '.join(bad)}: not with --batch",
+                         hint="each clip's video, audio, output, start and end are columns of the list")
     if bad and mode == "clip":
         raise UsageError(f"{', '.join(bad)}: only with --timeline")
     if bad:
         raise UsageError(f"{', '.join(bad)}: not with --timeline",
                          hint="per-shot options go in the clip's metadata: {'lipsync': {'face': 1}}")
     flags = config_flags(FLAGS, {**values, "face_at": _face_at(values.get("face_at"))}, mode)
-    if mode == "clip":
+    if mode in ("clip", "batch"):
         if values["face"] is not None and values["face_at"] is not None:
             raise UsageError("give either --face ID or --face-at X,Y, not both")
         flags["faces.select"] = ("id" if values["face"] is not None
@@ -178,9 +187,11 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
 def sync_cmd(**values: Any) -> None:
     # a master cut into scenes, or a clip cut at --segments ranges, is dubbed as an edit
     as_edit = values["timeline"] is not None or values["split_scenes"] or values["segments"] is not None
-    mode = "timeline" if as_edit else "clip"
+    mode = "batch" if values["batch"] is not None else "timeline" if as_edit else "clip"
     flags = resolve_flags(values, mode)
     config = opt.resolve(values["preset"], values["sets"], flags, values["print_config"])  # --print-config exits
+    if mode == "batch":
+        return _run_batch(values["batch"], config, values["overwrite"])
     if values["output"] is None:
         raise UsageError("Missing option '--output' / '-o'")
     if mode == "timeline":
@@ -213,6 +224,37 @@ def sync_cmd(**values: Any) -> None:
         console.print(st.kv_table("seconds per stage", d["stage_seconds"]))
 
     st.result(result.to_dict(), human)
+
+
+def _run_batch(list_file: Path, config: Any, overwrite: bool) -> None:
+    from lipsyncctl import api
+    from lipsyncctl.errors import JobFailedError
+
+    result = api.sync_batch(list_file, config, overwrite=overwrite)
+    for w in dict.fromkeys(w for item in result.items for w in item.warnings):
+        st.warn(w)
+
+    def human(console) -> None:  # type: ignore[no-untyped-def]
+        from rich.table import Table
+
+        table = Table(title=f"sync --batch {list_file}")
+        for column in ("line", "video", "output", "status", "frames", "seconds", "reason"):
+            table.add_column(column)
+        for item in result.items:
+            d = item.to_dict()
+            table.add_row(str(d["line"]), d["video"], d["output"], d["status"], str(d["frames"] or ""),
+                          f"{d['seconds']:.1f}", d["reason"])
+        console.print(table)
+        console.print(", ".join(f"{n} {s}" for s, n in result.counts().items()))
+
+    st.result(result.to_dict(), human, ok=result.ok)
+    failed = result.failed
+    if failed:
+        raise JobFailedError(
+            f"{len(failed)} of {len(result.items)} clip(s) failed: "
+            + "; ".join(f"line {i.row.line}" for i in failed[:5]) + (" ..." if len(failed) > 5 else ""),
+            hint="the table (or --json) gives each reason; fix those rows and rerun (finished outputs are skipped)",
+        )
 
 
 # Typer reads the options from the signature: the table above, in its order.

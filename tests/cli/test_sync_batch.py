@@ -1,0 +1,97 @@
+"""`lipsyncctl sync --batch LIST.csv`: many clips, each with its own dub, the networks loaded once; a failed clip
+does not stop the others; a rerun skips the finished ones; a bad list is a usage error naming its line."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.cli.main import main
+from tests.sync_media import decode_rgb, sample_frames, write_clip, write_wav
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Two clips of a real face and their dubs under ``tmp_path/in``; the list goes beside them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = sample_frames(6, scale=0.75)
+    write_clip(src / "a.mkv", frames, Fraction(25))
+    write_clip(src / "b clip.mkv", frames[::-1], Fraction(25))
+    write_wav(src / "a.wav", 0.24)
+    write_wav(src / "b.wav", 0.16)
+    return src
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    rc = main(["--json", "sync", *args])
+    out, err = capsys.readouterr()
+    return rc, json.loads(out), err
+
+
+def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
+        folder: Path, models_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.pipeline import networks
+
+    loads = []
+    real = networks.load_networks
+    monkeypatch.setattr(networks, "load_networks", lambda *a, **k: loads.append(1) or real(*a, **k))
+    (folder / "list.csv").write_text(
+        "video,audio,output,start,end\n"
+        "a.mkv,a.wav,out/a.mkv,,\n"
+        "# a comment line\n"
+        "missing.mkv,a.wav,out/missing.mkv,,\n"
+        '"b clip.mkv",b.wav,out/b.mkv,0.04,\n')
+    args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
+    rc, res, err = _run(capsys, *args)
+    assert rc == 1 and res["ok"] is False and res["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    a, missing, b = res["items"]
+    assert (a["line"], a["status"], a["frames"]) == (2, "done", 6)
+    assert (missing["line"], missing["status"]) == (4, "failed") and "not found" in missing["reason"]
+    assert (b["status"], b["frames"], b["start"]) == ("done", 4, 0.04)  # 0.16 s of dub from the clip's 2nd frame
+    assert len(decode_rgb(folder / "out" / "a.mkv")) == 6 and len(decode_rgb(folder / "out" / "b.mkv")) == 4
+    assert (folder / "out" / "a.run.yaml").is_file() and not (folder / "out" / "missing.mkv").exists()
+    assert len(loads) == 1  # once for the batch, not once a clip
+    assert "1 of 3 clip(s) failed: line 4" in err and "[3/3] b clip.mkv" in err
+    # a rerun does only what is left; -y redoes the rest too
+    rc, res, _ = _run(capsys, *args)
+    assert rc == 1 and res["counts"] == {"done": 0, "skipped": 2, "failed": 1}
+    rc, res, _ = _run(capsys, *args, "-y")
+    assert rc == 1 and res["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("video,audio\na.mkv,a.wav\n", "no output column (line 1)"),
+    ("video,audio,output,speed\n", "unknown column 'speed'"),
+    ("video,audio,output\n", "no clips under the header"),
+    ("video,audio,output\na.mkv,,o.mkv\n", "line 2: no audio"),
+    ("video,audio,output,start,end\na.mkv,a.wav,o.mkv,2,1\n", "line 2: end 1 is not after start 2"),
+    ("video,audio,output,start\na.mkv,a.wav,o.mkv,soon\n", "line 2: start 'soon' is not a number"),
+    ("video,audio,output\na.mkv,a.wav,o.mkv\nb.mkv,b.wav,./o.mkv\n", "lines 2 and 3 write the same output"),
+])
+def test_a_bad_list_is_a_usage_error_naming_its_line(folder: Path, text: str, message: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text(text)
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
+    assert rc == 2 and message in res["error"]["message"], err
+    assert not (folder / "o.mkv").exists()
+
+
+def test_per_clip_flags_are_columns_of_the_list(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,o.mkv\n")
+    for extra in (["--video", "a.mkv"], ["--start", "1"], ["-o", "x.mkv"], ["--timeline", "e.otio"]):
+        rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", *extra)
+        assert rc == 2 and "not with --batch" in res["error"]["message"], extra
+
+
+def test_the_python_api(folder: Path, models_dir: Path) -> None:
+    """The README's Python API line: ``lipsyncctl.sync_batch("dubs.csv", config)``."""
+    import lipsyncctl
+
+    (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,out/a.mkv\n")
+    config = lipsyncctl.resolve_config("tiny", ["output.codec=ffv1"])
+    result = lipsyncctl.sync_batch(folder / "list.csv", config)
+    assert result.ok and [i.status for i in result.items] == ["done"] and result.items[0].frames == 6
