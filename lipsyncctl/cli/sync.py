@@ -231,8 +231,11 @@ def _run_batch(list_file: Path, config: Any, overwrite: bool) -> None:
     from lipsyncctl.errors import JobFailedError
 
     result = api.sync_batch(list_file, config, overwrite=overwrite)
-    for w in dict.fromkeys(w for item in result.items for w in item.warnings):
-        st.warn(w)
+    done = [i for i in result.items if i.status == "done"]
+    for w in dict.fromkeys(w for item in done for w in item.warnings):  # each text once, with the rows it is about
+        lines = [i.row.line for i in done if w in i.warnings]
+        st.warn(w if len(lines) == len(done) else f"line{'s' if len(lines) > 1 else ''} "
+                f"{', '.join(map(str, lines))}: {w}")
 
     def human(console) -> None:  # type: ignore[no-untyped-def]
         from rich.table import Table

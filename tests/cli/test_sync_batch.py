@@ -22,7 +22,7 @@ def folder(tmp_path: Path) -> Path:
     write_clip(src / "a.mkv", frames, Fraction(25))
     write_clip(src / "b clip.mkv", frames[::-1], Fraction(25))
     write_wav(src / "a.wav", 0.24)
-    write_wav(src / "b.wav", 0.16)
+    write_wav(src / "b.wav", 0.08)
     return src
 
 
@@ -51,11 +51,13 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     a, missing, b = res["items"]
     assert (a["line"], a["status"], a["frames"]) == (2, "done", 6)
     assert (missing["line"], missing["status"]) == (4, "failed") and "not found" in missing["reason"]
-    assert (b["status"], b["frames"], b["start"]) == ("done", 4, 0.04)  # 0.16 s of dub from the clip's 2nd frame
-    assert len(decode_rgb(folder / "out" / "a.mkv")) == 6 and len(decode_rgb(folder / "out" / "b.mkv")) == 4
+    assert (b["status"], b["frames"], b["start"]) == ("done", 2, 0.04)  # 0.08 s of dub from the clip's 2nd frame
+    assert len(decode_rgb(folder / "out" / "a.mkv")) == 6 and len(decode_rgb(folder / "out" / "b.mkv")) == 2
     assert (folder / "out" / "a.run.yaml").is_file() and not (folder / "out" / "missing.mkv").exists()
     assert len(loads) == 1  # once for the batch, not once a clip
     assert "1 of 3 clip(s) failed: line 4" in err and "[3/3] b clip.mkv" in err
+    assert "warning: line 5: the audio (0.080 s) is shorter" in err  # a row's warning names its row
+    assert err.count("NOT lip-synced") == 1  # one for the whole batch
     # a rerun does only what is left; -y redoes the rest too
     rc, res, _ = _run(capsys, *args)
     assert rc == 1 and res["counts"] == {"done": 0, "skipped": 2, "failed": 1}
