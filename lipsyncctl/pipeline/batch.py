@@ -118,8 +118,10 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     header = [c.strip().lower() for c in lines[0][1]]
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
-    if missing or unknown:
-        what = f"no {', '.join(missing)} column" if missing else f"unknown column {unknown[0]!r}"
+    twice = [c for c in dict.fromkeys(header) if header.count(c) > 1]
+    if missing or unknown or twice:
+        what = (f"no {', '.join(missing)} column" if missing else f"unknown column {unknown[0]!r}" if unknown
+                else f"column {twice[0]!r} twice")
         raise UsageError(f"--batch {path}: {what} (line {lines[0][0]})",
                          hint=f"the first row names the columns: {', '.join(REQUIRED)} and optionally "
                               f"{', '.join(OPTIONAL)}")

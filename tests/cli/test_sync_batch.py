@@ -68,6 +68,7 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
 @pytest.mark.parametrize(("text", "message"), [
     ("video,audio\na.mkv,a.wav\n", "no output column (line 1)"),
     ("video,audio,output,speed\n", "unknown column 'speed'"),
+    ("video,audio,output,Video\n", "column 'video' twice"),
     ("video,audio,output\n", "no clips under the header"),
     ("video,audio,output\na.mkv,,o.mkv\n", "line 2: no audio"),
     ("video,audio,output,start,end\na.mkv,a.wav,o.mkv,2,1\n", "line 2: end 1 is not after start 2"),
