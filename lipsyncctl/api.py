@@ -113,10 +113,11 @@ def sync(
 
 
 def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite: bool = False,
-               networks: Networks | None = None) -> BatchResult:
+               networks: Networks | None = None, dry_run: bool = False) -> BatchResult:
     """Lip-sync every clip of a CSV list (``video,audio,output[,start,end]``, paths relative to the list; see
     :mod:`lipsyncctl.pipeline.batch`) with the networks loaded once. A clip whose output exists is skipped unless
     ``overwrite``; a clip's failure is its item's ``reason`` and the others go on (``result.ok`` is False).
+    ``dry_run``: each row ``planned`` (its inputs probed), ``skipped`` or ``failed``; nothing loaded or written.
 
     Raises:
         UsageError: a bad list (names the line); MissingModelError: a model, the face detector or the device.
@@ -127,7 +128,8 @@ def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite
 
     _reproducible_math()
     rows = read_batch(list_file)
-    return _sync_batch(rows, config or _Config(), list_file=Path(list_file), overwrite=overwrite, networks=networks)
+    return _sync_batch(rows, config or _Config(), list_file=Path(list_file), overwrite=overwrite, networks=networks,
+                       dry_run=dry_run)
 
 
 def load_pipeline(preset: str | Path = "latentsync-1.5", *, sets: Iterable[str] = (), device: str | None = None,

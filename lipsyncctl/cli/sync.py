@@ -155,8 +155,9 @@ FLAGS: tuple[Flag, ...] = (
          "SLURM_ARRAY_TASK_ID/COUNT.", modes=TIMELINE),
     Flag("backend", ("--backend",), str | None, "Timeline: local (default) or ray (Ray: the optional extra named "
          "ray).", modes=TIMELINE),
-    Flag("dry_run", ("--dry-run",), bool, "Timeline: print the plan (shots, frames, languages, work) and stop.",
-         modes=TIMELINE, default=False),
+    Flag("dry_run", ("--dry-run",), bool, "Timeline: print the plan (shots, frames, languages, work) and stop; "
+         "--batch: each clip planned (its inputs probed), skipped or failed, nothing loaded or written.",
+         modes=TIMELINE | BATCH, default=False),
     Flag("wait", ("--wait",), bool, "Timeline: when another run is writing to OUT, wait for it to finish "
          "(otherwise exit 6 naming it).", modes=TIMELINE, default=False),
 )
@@ -191,7 +192,7 @@ def sync_cmd(**values: Any) -> None:
     flags = resolve_flags(values, mode)
     config = opt.resolve(values["preset"], values["sets"], flags, values["print_config"])  # --print-config exits
     if mode == "batch":
-        return _run_batch(values["batch"], config, values["overwrite"])
+        return _run_batch(values["batch"], config, values["overwrite"], values["dry_run"])
     if values["output"] is None:
         raise UsageError("Missing option '--output' / '-o'")
     if mode == "timeline":
@@ -226,11 +227,11 @@ def sync_cmd(**values: Any) -> None:
     st.result(result.to_dict(), human)
 
 
-def _run_batch(list_file: Path, config: Any, overwrite: bool) -> None:
+def _run_batch(list_file: Path, config: Any, overwrite: bool, dry_run: bool) -> None:
     from lipsyncctl import api
     from lipsyncctl.errors import JobFailedError
 
-    result = api.sync_batch(list_file, config, overwrite=overwrite)
+    result = api.sync_batch(list_file, config, overwrite=overwrite, dry_run=dry_run)
     done = [i for i in result.items if i.status == "done"]
     for w in dict.fromkeys(w for item in done for w in item.warnings):  # each text once, with the rows it is about
         lines = [i.row.line for i in done if w in i.warnings]
@@ -240,7 +241,7 @@ def _run_batch(list_file: Path, config: Any, overwrite: bool) -> None:
     def human(console) -> None:  # type: ignore[no-untyped-def]
         from rich.table import Table
 
-        table = Table(title=f"sync --batch {list_file}")
+        table = Table(title=f"sync --batch {list_file}" + (" (dry run)" if dry_run else ""))
         for column in ("line", "video", "output", "status", "frames", "seconds", "reason"):
             table.add_column(column)
         for item in result.items:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 #: the list's columns: the required ones, then the optional ones
 REQUIRED, OPTIONAL = ("video", "audio", "output"), ("start", "end")
+#: what can become of a row (``planned``: a dry run's row that would be rendered)
+STATUSES = ("done", "planned", "skipped", "failed")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class BatchRow:
 
 @dataclass
 class BatchItem:
-    """What became of one row: ``status`` done, skipped or failed (``reason`` and ``hint`` say why)."""
+    """What became of one row: ``status`` one of :data:`STATUSES` (``reason`` and ``hint`` say why)."""
 
     row: BatchRow
     status: str
@@ -79,7 +81,7 @@ class BatchResult:
         return not self.failed
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(i.status == s for i in self.items) for s in ("done", "skipped", "failed")}
+        return {s: sum(i.status == s for i in self.items) for s in STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
         return {"batch": str(self.list_file), "counts": self.counts(), "items": [i.to_dict() for i in self.items]}
@@ -154,13 +156,14 @@ def read_batch(path: str | Path) -> list[BatchRow]:
 
 
 def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwrite: bool = False,
-               networks: Networks | None = None) -> BatchResult:
+               networks: Networks | None = None, dry_run: bool = False) -> BatchResult:
     """Sync every row (module doc), the networks loaded once, before the first clip to render (``networks``:
     already loaded). Raises what stops every row (:class:`MissingModelError`, an interrupt); a row's own failure is
-    its item's ``reason``."""
+    its item's ``reason``. ``dry_run``: nothing is loaded or written; a row is ``planned`` when its inputs are
+    usable media (probed), else ``failed``, or ``skipped``."""
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
-    from lipsyncctl.pipeline.clip import sync_clip
+    from lipsyncctl.pipeline.clip import probe_inputs, sync_clip
 
     usable_backend(config.faces.backend)  # a missing detector would fail every row: say so before any work
     items: list[BatchItem] = []
@@ -169,6 +172,14 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         if row.output.exists() and not overwrite:
             items.append(BatchItem(row, "skipped", "the output exists", "pass --overwrite/-y to replace it"))
             progress.message(f"{label}: skipped (exists)")
+            continue
+        if dry_run:
+            try:
+                probe_inputs(row.video, row.audio)
+            except LipsyncError as exc:
+                items.append(BatchItem(row, "failed", exc.message, exc.hint))
+                continue
+            items.append(BatchItem(row, "planned"))
             continue
         progress.message(label)
         t0 = time.perf_counter()

@@ -214,7 +214,7 @@ def sync_clip(
 
         check_tuning(networks, config.inference)
     with clock("probe"):
-        info = _probe_inputs(video, audio)
+        info = probe_inputs(video, audio)
         # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the
         # output streams the original from the file at the mux (never held at its own rate).
         mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1)
@@ -450,7 +450,7 @@ def _detector_device(config: Config, networks: Networks | None) -> str:
     return str(device) if device.type == "cuda" else "cpu"
 
 
-def _probe_inputs(video: Path, audio: Path) -> Any:
+def probe_inputs(video: Path, audio: Path) -> Any:
     """The video's MediaInfo, once both inputs are found usable (else MediaError)."""
     from lipsyncctl.media.probe import probe
 

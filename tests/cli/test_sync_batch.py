@@ -47,7 +47,7 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
         '"b clip.mkv",b.wav,out/b.mkv,0.04,\n')
     args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
     rc, res, err = _run(capsys, *args)
-    assert rc == 1 and res["ok"] is False and res["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert rc == 1 and res["ok"] is False and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}
     a, missing, b = res["items"]
     assert (a["line"], a["status"], a["frames"]) == (2, "done", 6)
     assert (missing["line"], missing["status"]) == (4, "failed") and "not found" in missing["reason"]
@@ -60,9 +60,24 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     assert err.count("NOT lip-synced") == 1  # one for the whole batch
     # a rerun does only what is left; -y redoes the rest too
     rc, res, _ = _run(capsys, *args)
-    assert rc == 1 and res["counts"] == {"done": 0, "skipped": 2, "failed": 1}
+    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 1}
     rc, res, _ = _run(capsys, *args, "-y")
-    assert rc == 1 and res["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}
+
+
+def test_a_dry_run_probes_the_inputs_and_writes_nothing(folder: Path, models_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.pipeline import networks
+
+    monkeypatch.setattr(networks, "load_networks", lambda *a, **k: pytest.fail("a dry run loads no networks"))
+    (folder / "done.mkv").write_bytes(b"an earlier output")
+    (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,out/a.mkv\na.wav,a.wav,out/x.mkv\n"
+                                     "a.mkv,b.wav,done.mkv\n")
+    rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--dry-run")
+    assert rc == 1 and [i["status"] for i in res["items"]] == ["planned", "failed", "skipped"]
+    assert "no video stream" in res["items"][1]["reason"]
+    assert not (folder / "out").exists() and (folder / "done.mkv").read_bytes() == b"an earlier output"
 
 
 @pytest.mark.parametrize(("text", "message"), [
