@@ -120,7 +120,8 @@ def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite
     ``dry_run``: each row ``planned`` (its inputs probed), ``skipped`` or ``failed``; nothing loaded or written.
 
     Raises:
-        UsageError: a bad list (names the line); MissingModelError: a model, the face detector or the device.
+        MediaError: no such list; UsageError: a bad list (names the line); MissingModelError: a model, the face
+            detector or the device.
     """
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.pipeline.batch import read_batch

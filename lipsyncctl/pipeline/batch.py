@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import LipsyncError, MissingModelError, UsageError
+from lipsyncctl.errors import LipsyncError, MediaError, MissingModelError, UsageError
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -104,7 +104,8 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     """The rows of the list file ``path`` (module doc).
 
     Raises:
-        UsageError: the file cannot be read, lacks a required column, has an unknown column, a row without a
+        MediaError: the file is missing or cannot be read.
+        UsageError: it is not a UTF-8 CSV, lacks a required column, has an unknown or repeated column, a row without a
             video, audio or output, a bad time, ``end`` not after ``start``, no rows, or two rows with one output.
     """
     path = Path(path)
@@ -112,9 +113,14 @@ def read_batch(path: str | Path) -> list[BatchRow]:
         with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's UTF-8 export starts with a BOM
             lines = [(n, row) for n, row in enumerate(csv.reader(fh), 1)
                      if any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"--batch {path}: cannot read the list: {exc}",
-                         hint="a CSV file with a header row: video,audio,output[,start,end]") from None
+    except FileNotFoundError:
+        raise MediaError(f"--batch {path}: no such file", hint="check the path given to --batch") from None
+    except OSError as exc:  # a folder, no permission: exit 5 like a timeline or --segments file that cannot be read
+        raise MediaError(f"--batch {path}: cannot read the list: {exc.strerror or exc}",
+                         hint="check the path given to --batch") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"--batch {path}: not a CSV list: {exc}",
+                         hint="a UTF-8 CSV file with a header row: video,audio,output[,start,end]") from None
     if not lines:
         raise UsageError(f"--batch {path}: the list is empty", hint="a header row video,audio,output, then a row a clip")
     header = [c.strip().lower() for c in lines[0][1]]

@@ -98,6 +98,14 @@ def test_a_bad_list_is_a_usage_error_naming_its_line(folder: Path, text: str, me
     assert not (folder / "o.mkv").exists()
 
 
+def test_a_missing_list_is_exit_5_like_a_missing_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, res, _ = _run(capsys, "--batch", str(tmp_path / "none.csv"), "--preset", "tiny")
+    assert rc == 5 and "no such file" in res["error"]["message"]
+    (tmp_path / "bin.csv").write_bytes(b"video,audio,output\n\xff\xfe\x00bad\n")
+    rc, res, _ = _run(capsys, "--batch", str(tmp_path / "bin.csv"), "--preset", "tiny")
+    assert rc == 2 and "not a CSV list" in res["error"]["message"]
+
+
 def test_per_clip_flags_are_columns_of_the_list(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,o.mkv\n")
     for extra in (["--video", "a.mkv"], ["--start", "1"], ["-o", "x.mkv"], ["--timeline", "e.otio"]):
