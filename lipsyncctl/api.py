@@ -113,24 +113,32 @@ def sync(
 
 
 def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite: bool = False,
-               networks: Networks | None = None, dry_run: bool = False) -> BatchResult:
+               networks: Networks | None = None, dry_run: bool = False, jobs: int = 1,
+               gpus: str | Sequence[str] | None = None, shard: str | tuple[int, int] | None = None,
+               backend: str = "local") -> BatchResult:
     """Lip-sync every clip of a CSV list (``video,audio,output[,start,end]``, paths relative to the list; see
     :mod:`lipsyncctl.pipeline.batch`) with the networks loaded once. A clip whose output exists is skipped unless
     ``overwrite``; a clip's failure is its item's ``reason`` and the others go on (``result.ok`` is False).
     ``dry_run``: each row ``planned`` (its inputs probed), ``skipped`` or ``failed``; nothing loaded or written.
+    ``jobs``, ``gpus`` (``"0,1"``), ``backend`` (``"ray"``): the rows on worker processes, one set of networks
+    each, as for a timeline's shots; ``shard`` (``"I/N"`` or ``"auto"``): only that part of the rows.
 
     Raises:
-        MediaError: no such list; UsageError: a bad list (names the line); MissingModelError: a model, the face
-            detector or the device.
+        MediaError: no such list; UsageError: a bad list (names the line), a bad ``gpus``, ``shard`` or
+            ``backend``; MissingModelError: a model, the face detector or the device.
     """
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.pipeline.batch import read_batch
     from lipsyncctl.pipeline.batch import sync_batch as _sync_batch
+    from lipsyncctl.runner.devices import parse_gpus
+    from lipsyncctl.runner.shards import parse_shard
 
     _reproducible_math()
+    part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     rows = read_batch(list_file)
     return _sync_batch(rows, config or _Config(), list_file=Path(list_file), overwrite=overwrite, networks=networks,
-                       dry_run=dry_run)
+                       dry_run=dry_run, jobs=jobs, gpus=devices, shard=part, backend=backend)
 
 
 def load_pipeline(preset: str | Path = "latentsync-1.5", *, sets: Iterable[str] = (), device: str | None = None,

@@ -148,13 +148,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag("unchecked_gates", ("--unchecked-gates",), str | None, "Timeline: fail (default) or warn when a QC gate "
          "cannot be evaluated: --min-sync without syncnet-v2, a shot too short to score "
          "(timeline.unchecked_gates).", key="timeline.unchecked_gates", modes=TIMELINE),
-    Flag("jobs", ("--jobs", "-j"), int | None, "Timeline: shots rendered at once by local worker processes (default 1).",
-         modes=TIMELINE, minimum=1, maximum=256),
-    Flag("gpus", ("--gpus",), str | None, "Timeline: one worker per listed GPU, e.g. 0,1.", modes=TIMELINE),
-    Flag("shard", ("--shard",), str | None, "Timeline: render only part I/N of the shots (0-based), or 'auto' from "
-         "SLURM_ARRAY_TASK_ID/COUNT.", modes=TIMELINE),
-    Flag("backend", ("--backend",), str | None, "Timeline: local (default) or ray (Ray: the optional extra named "
-         "ray).", modes=TIMELINE),
+    Flag("jobs", ("--jobs", "-j"), int | None, "Timeline, --batch: shots or clips rendered at once by local worker "
+         "processes, each with its own networks (default 1).", modes=TIMELINE | BATCH, minimum=1, maximum=256),
+    Flag("gpus", ("--gpus",), str | None, "Timeline, --batch: one worker per listed GPU, e.g. 0,1.",
+         modes=TIMELINE | BATCH),
+    Flag("shard", ("--shard",), str | None, "Timeline, --batch: render only part I/N of the shots or rows (0-based), "
+         "or 'auto' from SLURM_ARRAY_TASK_ID/COUNT.", modes=TIMELINE | BATCH),
+    Flag("backend", ("--backend",), str | None, "Timeline, --batch: local (default) or ray (Ray: the optional extra "
+         "named ray).", modes=TIMELINE | BATCH),
     Flag("dry_run", ("--dry-run",), bool, "Timeline: print the plan (shots, frames, languages, work) and stop; "
          "--batch: each clip planned (its inputs probed), skipped or failed, nothing loaded or written.",
          modes=TIMELINE | BATCH, default=False),
@@ -192,7 +193,7 @@ def sync_cmd(**values: Any) -> None:
     flags = resolve_flags(values, mode)
     config = opt.resolve(values["preset"], values["sets"], flags, values["print_config"])  # --print-config exits
     if mode == "batch":
-        return _run_batch(values["batch"], config, values["overwrite"], values["dry_run"])
+        return _run_batch(values, config)
     if values["output"] is None:
         raise UsageError("Missing option '--output' / '-o'")
     if mode == "timeline":
@@ -227,11 +228,14 @@ def sync_cmd(**values: Any) -> None:
     st.result(result.to_dict(), human)
 
 
-def _run_batch(list_file: Path, config: Any, overwrite: bool, dry_run: bool) -> None:
+def _run_batch(values: dict[str, Any], config: Any) -> None:
     from lipsyncctl import api
     from lipsyncctl.errors import JobFailedError
 
-    result = api.sync_batch(list_file, config, overwrite=overwrite, dry_run=dry_run)
+    list_file, dry_run = values["batch"], values["dry_run"]
+    result = api.sync_batch(list_file, config, overwrite=values["overwrite"], dry_run=dry_run,
+                            jobs=values["jobs"] or 1, gpus=values["gpus"], shard=values["shard"],
+                            backend=values["backend"] or "local")
     done = [i for i in result.items if i.status == "done"]
     for w in dict.fromkeys(w for item in done for w in item.warnings):  # each text once, with the rows it is about
         lines = [i.row.line for i in done if w in i.warnings]
@@ -241,7 +245,9 @@ def _run_batch(list_file: Path, config: Any, overwrite: bool, dry_run: bool) -> 
     def human(console) -> None:  # type: ignore[no-untyped-def]
         from rich.table import Table
 
-        table = Table(title=f"sync --batch {list_file}" + (" (dry run)" if dry_run else ""))
+        i, n = result.shard
+        table = Table(title=f"sync --batch {list_file}" + (f" (shard {i}/{n})" if n > 1 else "")
+                      + (" (dry run)" if dry_run else ""))
         for column in ("line", "video", "output", "status", "frames", "seconds", "reason"):
             table.add_column(column)
         for item in result.items:

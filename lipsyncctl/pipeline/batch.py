@@ -1,5 +1,7 @@
-"""Many clips, each with its own dub, in one process (``sync --batch LIST.csv``): the networks are loaded once and
-the face detector kept from clip to clip, where a shell loop over ``lipsyncctl sync`` pays both for every clip.
+"""Many clips, each with its own dub (``sync --batch LIST.csv``): the networks are loaded once and the face detector
+kept from clip to clip, where a shell loop over ``lipsyncctl sync`` pays both for every clip. The rows run in this
+process, or on the runner's workers (``--jobs``, ``--gpus``, ``--backend ray``: one set of networks a worker), and
+an array job's ``--shard i/n`` takes its part of the list (:mod:`lipsyncctl.runner`, as a timeline's shots do).
 
 The list is a CSV file with a header row naming its columns: ``video``, ``audio`` and ``output`` (required) and
 ``start``, ``end`` (optional: seconds of the video, empty for the whole clip). Relative paths are relative to the
@@ -16,8 +18,10 @@ or device, an interrupt.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +75,7 @@ class BatchResult:
 
     list_file: Path
     items: list[BatchItem]
+    shard: tuple[int, int] = (0, 1)
 
     @property
     def failed(self) -> list[BatchItem]:
@@ -84,7 +89,8 @@ class BatchResult:
         return {s: sum(i.status == s for i in self.items) for s in STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batch": str(self.list_file), "counts": self.counts(), "items": [i.to_dict() for i in self.items]}
+        return {"batch": str(self.list_file), "shard": list(self.shard), "counts": self.counts(),
+                "items": [i.to_dict() for i in self.items]}
 
 
 def _seconds(value: str, column: str, where: str) -> float | None:
@@ -161,47 +167,112 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class BatchTask:
+    """One row to render, as a worker gets it (picklable plain data: :mod:`lipsyncctl.runner.workers`);
+    ``number`` is its place in this run's rows (``[3/12]`` in messages)."""
+
+    row: BatchRow
+    config: Config
+    overwrite: bool
+    number: int
+    total: int
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What :func:`execute_row` hands back: the row's item, or what stops the whole batch (a model, the device:
+    message and hint, re-raised as :class:`MissingModelError` in the process that runs the batch)."""
+
+    item: BatchItem
+    stop: tuple[str, str] | None = None
+
+
+def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _Outcome:
+    """The runner's executor: :func:`~lipsyncctl.pipeline.clip.sync_clip` of one row with the networks of
+    ``cache``, loaded on first use for this device (so a worker loads them once). Never raises for a row that
+    fails (its item says why), except on an interrupt."""
+    from lipsyncctl.pipeline.clip import sync_clip
+    from lipsyncctl.pipeline.networks import load_networks, network_settings
+
+    row, t0 = task.row, time.perf_counter()
+    config = task.config.with_overrides({"inference.device": device}) if device else task.config
+    try:
+        key = json.dumps(network_settings(config), sort_keys=True)
+        if key not in cache:
+            cache[key] = load_networks(config)
+        res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
+                        networks=cache[key], overwrite=task.overwrite)
+    except MissingModelError as exc:  # a model, ffmpeg or a device: no row could run
+        return _Outcome(BatchItem(row, "failed", exc.message, exc.hint), stop=(exc.message, exc.hint))
+    except LipsyncError as exc:
+        return _Outcome(BatchItem(row, "failed", exc.message, exc.hint, seconds=time.perf_counter() - t0))
+    except Exception as exc:  # noqa: BLE001 - a GPU out of memory, a decoder's error...: this row fails, the others
+        # go on and the table says why (Ctrl-C and SIGTERM, BaseExceptions, still stop the batch)
+        return _Outcome(BatchItem(row, "failed", f"{type(exc).__name__}: {exc}", "an internal error: please "
+                                  "report it with the row's media", seconds=time.perf_counter() - t0))
+    return _Outcome(BatchItem(row, "done", frames=res.frames, seconds=time.perf_counter() - t0,
+                              warnings=list(res.warnings)))
+
+
 def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwrite: bool = False,
-               networks: Networks | None = None, dry_run: bool = False) -> BatchResult:
-    """Sync every row (module doc), the networks loaded once, before the first clip to render (``networks``:
-    already loaded). Raises what stops every row (:class:`MissingModelError`, an interrupt); a row's own failure is
-    its item's ``reason``. ``dry_run``: nothing is loaded or written; a row is ``planned`` when its inputs are
-    usable media (probed), else ``failed``, or ``skipped``."""
+               networks: Networks | None = None, dry_run: bool = False, jobs: int = 1, gpus: Sequence[str] = (),
+               shard: tuple[int, int] = (0, 1), backend: str = "local") -> BatchResult:
+    """Sync every row (module doc). ``shard`` ``(i, n)``: only part ``i`` of ``n`` of the rows (the same rows
+    for every run of the list, finished or not). Rows run in this process, the networks loaded once, before the
+    first row to render (``networks``: already loaded), or with ``jobs``/``gpus``/``backend`` on worker
+    processes or Ray, one set of networks a worker (:func:`~lipsyncctl.runner.workers.run_tasks`).
+
+    Raises what stops every row (:class:`MissingModelError`, an interrupt: the rows finished by then are kept and
+    a rerun skips them); a row's own failure is its item's ``reason``. ``dry_run``: nothing is loaded or
+    written; a row is ``planned`` when its inputs are usable media (probed), else ``failed``, or ``skipped``."""
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
-    from lipsyncctl.pipeline.clip import probe_inputs, sync_clip
+    from lipsyncctl.pipeline.clip import probe_inputs
+    from lipsyncctl.runner.shards import take_shard
+    from lipsyncctl.runner.workers import check_backend, run_tasks
 
+    check_backend(backend)
     usable_backend(config.faces.backend)  # a missing detector would fail every row: say so before any work
-    items: list[BatchItem] = []
-    for k, row in enumerate(rows, 1):
-        label = f"[{k}/{len(rows)}] {row.video.name} -> {row.output}"
+    mine = take_shard(rows, shard)
+    items: dict[int, BatchItem] = {}
+    tasks: list[BatchTask] = []
+    for k, row in enumerate(mine, 1):
         if row.output.exists() and not overwrite:
-            items.append(BatchItem(row, "skipped", "the output exists", "pass --overwrite/-y to replace it"))
-            progress.message(f"{label}: skipped (exists)")
-            continue
-        if dry_run:
+            items[row.line] = BatchItem(row, "skipped", "the output exists", "pass --overwrite/-y to replace it")
+            progress.message(f"[{k}/{len(mine)}] {row.video.name} -> {row.output}: skipped (exists)")
+        elif dry_run:
             try:
                 probe_inputs(row.video, row.audio)
             except LipsyncError as exc:
-                items.append(BatchItem(row, "failed", exc.message, exc.hint))
-                continue
-            items.append(BatchItem(row, "planned"))
-            continue
-        progress.message(label)
-        t0 = time.perf_counter()
-        try:
-            if networks is None:
-                from lipsyncctl.pipeline.networks import load_networks
+                items[row.line] = BatchItem(row, "failed", exc.message, exc.hint)
+            else:
+                items[row.line] = BatchItem(row, "planned")
+        else:
+            tasks.append(BatchTask(row, config, overwrite, k, len(mine)))
+    if tasks and (jobs > 1 or len(gpus) > 1 or backend != "local"):
+        from lipsyncctl.pipeline.networks import resolve_files
 
-                networks = load_networks(config)
-            res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
-                            networks=networks, overwrite=overwrite)
-        except MissingModelError:  # a model, ffmpeg or a device: no row could run
-            raise
-        except LipsyncError as exc:
-            items.append(BatchItem(row, "failed", exc.message, exc.hint, seconds=time.perf_counter() - t0))
-            progress.message(f"{label}: failed: {exc.message}")
-            continue
-        items.append(BatchItem(row, "done", frames=res.frames, seconds=time.perf_counter() - t0,
-                               warnings=list(res.warnings)))
-    return BatchResult(list_file, items)
+        resolve_files(config.model)  # a missing model: exit 4 before any worker starts
+
+    def on_done(task: BatchTask, outcome: _Outcome) -> None:
+        if outcome.stop is not None:
+            raise MissingModelError(*outcome.stop)
+        item = items[task.row.line] = outcome.item
+        said = (f"done, {item.frames} frame{'s' * (item.frames != 1)} in {item.seconds:.1f} s"
+                if item.status == "done" else f"failed: {item.reason}")
+        progress.message(f"[{task.number}/{task.total}] {task.row.video.name} -> {task.row.output}: {said}")
+
+    cache: dict[str, Any] = {}
+    if networks is not None:  # passed in: used for every row of this process
+        from lipsyncctl.pipeline.networks import network_settings
+
+        cache[json.dumps(network_settings(config), sort_keys=True)] = networks
+    try:
+        run_tasks(tasks, execute_row, on_done, jobs=jobs, gpus=gpus, backend=backend, label="clips", cache=cache)
+    except KeyboardInterrupt:
+        done = sum(i.status == "done" for i in items.values())
+        progress.message(f"interrupted: {done} of {len(tasks)} clip(s) finished (kept); the same "
+                         "command renders the rest (finished outputs are skipped)")
+        raise
+    return BatchResult(list_file, [items[r.line] for r in mine if r.line in items], shard=shard)

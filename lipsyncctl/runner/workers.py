@@ -70,10 +70,12 @@ def check_backend(backend: str) -> str:
 
 
 def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], None], *, jobs: int = 1,
-              gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks") -> None:
+              gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks",
+              cache: dict[str, Any] | None = None) -> None:
     """Run every task with ``execute``, calling ``on_done(task, outcome)`` in this process as each one
     finishes (in completion order: ``on_done`` is where a caller reports a finished task, whichever
-    process ran it). A progress task named ``label`` counts them."""
+    process ran it). A progress task named ``label`` counts them. ``cache``: the executor's cache when the
+    tasks run in this process (what the caller has loaded already); workers start with their own."""
     check_backend(backend)
     if not tasks:
         return
@@ -85,13 +87,13 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
         if backend == "ray":
             _run_ray(tasks, execute, done, gpus)
         elif jobs <= 1 and len(gpus) <= 1:
-            _run_here(tasks, execute, done, gpus[0] if gpus else None)
+            _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache)
         else:
             _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus)
 
 
-def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None) -> None:
-    cache: dict[str, Any] = {}
+def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None,
+              cache: dict[str, Any]) -> None:
     for task in tasks:
         done(task, execute(task, cache, device))
 

@@ -7,6 +7,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lipsyncctl.cli.main import main
@@ -121,3 +122,89 @@ def test_the_python_api(folder: Path, models_dir: Path) -> None:
     config = lipsyncctl.resolve_config("tiny", ["output.codec=ffv1"])
     result = lipsyncctl.sync_batch(folder / "list.csv", config)
     assert result.ok and [i.status for i in result.items] == ["done"] and result.items[0].frames == 6
+
+
+_THREE = ("video,audio,output\n"
+          "a.mkv,a.wav,out/a.mkv\n"
+          "missing.mkv,a.wav,out/missing.mkv\n"
+          '"b clip.mkv",b.wav,out/b.mkv\n')
+
+
+def test_two_worker_processes_render_what_one_process_renders(folder: Path, models_dir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text(_THREE)
+    args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
+    rc, res, err = _run(capsys, *args, "--jobs", "2")
+    assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}, err
+    assert [i["status"] for i in res["items"]] == ["done", "failed", "done"]  # the list's order, not the finish order
+    assert "starting 2 worker processes" in err and "[3/3] b clip.mkv -> " in err
+    assert "not found" in res["items"][1]["reason"]
+    pooled = {n: decode_rgb(folder / "out" / n) for n in ("a.mkv", "b.mkv")}
+    rc, res, _ = _run(capsys, *args, "-y")  # the same rows in this process
+    assert res["counts"]["done"] == 2
+    for name, frames in pooled.items():  # a worker has 1 torch thread of the 2 cores: a rare pixel moves by one level
+        here = decode_rgb(folder / "out" / name)  # (README, reproducible renders)
+        assert len(here) == len(frames) and all(np.abs(x.astype(int) - y).max() <= 1 for x, y in zip(frames, here, strict=True))
+
+
+def test_shards_split_the_rows_between_array_jobs(folder: Path, models_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text(_THREE)
+    lines = []
+    for i in range(2):
+        rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--dry-run",
+                          "--shard", f"{i}/2")
+        assert res["shard"] == [i, 2]
+        lines.append([item["line"] for item in res["items"]])
+    assert sorted(lines[0] + lines[1]) == [2, 3, 4] and not set(lines[0]) & set(lines[1])
+    rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--shard", "2/2")
+    assert rc == 2 and "--shard" in res["error"]["message"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_missing_model_stops_the_batch_before_any_clip(folder: Path, models_dir: Path, jobs: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text(_THREE)
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--jobs", jobs,
+                        "--set", f"model.checkpoint={folder / 'none.pt'}")
+    assert rc == 4 and "none.pt" in res["error"]["message"], err
+    assert "starting 2 worker" not in err and not (folder / "out").exists()
+
+
+def test_an_interrupt_keeps_the_finished_clips_and_a_rerun_does_the_rest(
+        folder: Path, models_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.pipeline import clip
+
+    real = clip.sync_clip
+
+    def interrupted_on_b(video: Path, *args: object, **kwargs: object) -> object:
+        if video.name.startswith("b"):
+            raise KeyboardInterrupt
+        return real(video, *args, **kwargs)
+
+    monkeypatch.setattr(clip, "sync_clip", interrupted_on_b)
+    (folder / "list.csv").write_text(_THREE)
+    args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
+    rc = main(["sync", *args])
+    err = capsys.readouterr().err
+    assert rc == 130 and "interrupted: 1 of 3 clip(s) finished (kept)" in err
+    assert (folder / "out" / "a.mkv").is_file() and not (folder / "out" / "b.mkv").exists()
+    monkeypatch.setattr(clip, "sync_clip", real)
+    rc, res, _ = _run(capsys, *args)
+    assert [i["status"] for i in res["items"]] == ["skipped", "failed", "done"]
+
+
+@pytest.mark.slow  # opt-in (-m slow): a local Ray instance takes ~20 s to start on 2 cores
+def test_the_rows_on_a_local_ray_instance(folder: Path, models_dir: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    (folder / "list.csv").write_text(_THREE)
+    try:
+        rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1",
+                            "--length-policy", "cut", "--backend", "ray")
+    finally:
+        ray.shutdown()
+    assert rc == 1 and [i["status"] for i in res["items"]] == ["done", "failed", "done"], err
+    assert len(decode_rgb(folder / "out" / "a.mkv")) == 6 and len(decode_rgb(folder / "out" / "b.mkv")) == 2
