@@ -13,7 +13,8 @@ from lipsyncctl.cli import state as st
 from lipsyncctl.cli.flags import Flag, config_flags, misplaced, signature
 from lipsyncctl.errors import UsageError
 
-HELP = """Lip-sync one clip: the mouth in VIDEO is re-rendered to match AUDIO; everything else is unchanged.
+HELP = """Lip-sync a clip, a list of clips (--batch) or an edit (--timeline): the mouth is re-rendered to match the new
+audio; everything else is unchanged.
 
 \b
 Examples:
