@@ -104,7 +104,7 @@ FLAGS: tuple[Flag, ...] = (
          key="faces.track_id", modes=CLIPS),
     Flag("face_at", ("--face-at",), str | None, "Follow the face at pixel X,Y (faces.select=point, faces.point).",
          key="faces.point", modes=CLIPS),
-    Flag("timeline", ("--timeline", "-t"), Path | None, "Dub an edit (OTIO, EDL, FCP XML) instead of one clip.",
+    Flag("timeline", ("--timeline", "-t"), Path | None, "Dub an edit (OTIO, EDL, FCP XML, AAF) instead of one clip.",
          modes=TIMELINE),
     Flag("batch", ("--batch",), Path | None, "Sync every clip of a CSV list with a header row: video,audio,output "
          "and optionally start,end (seconds); paths relative to the list. The networks load once; a clip whose "

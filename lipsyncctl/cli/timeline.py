@@ -14,7 +14,7 @@ from lipsyncctl.errors import JobFailedError, UsageError
 HELP = """
 
 \b
-Timeline mode (dubbing an edit; OpenTimelineIO: .otio/.otioz/.otiod, EDL and FCP XML with the adapters):
+Timeline mode (dubbing an edit; OpenTimelineIO: .otio/.otioz/.otiod, EDL, FCP XML and AAF with the adapters):
   lipsyncctl sync --timeline edit.otio --audio de=de.wav --audio fr=fr.wav -o out/ --preset latentsync-1.5
   lipsyncctl sync --timeline cut.edl --audio de.wav --audio-offset 01:00:00:00 -o out/ --dry-run --json
   lipsyncctl sync --timeline edit.otio --audio-track "DE dub" -o out/ --jobs 2 --gpus 0,1

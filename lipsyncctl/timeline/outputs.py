@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.dub import DubTrack
 
 DEFAULT_KEY = "DEFAULT_MEDIA"
+#: options of an adapter's writer: the AAF writer makes a new mob ID for a clip whose metadata names none
+ADAPTER_OPTIONS: dict[str, dict[str, Any]] = {"AAF": {"use_empty_mob_ids": True}}
+#: formats whose readers take every media path as a ``file://`` URL (FCP 7 XML ``pathurl``, AAF locators)
+ABSOLUTE_URLS = ("fcp_xml", "AAF")
 
 
 def child_at(timeline: Any, path: tuple[int, ...]) -> Any:
@@ -232,7 +236,7 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                         tmp.write_text(_edl_counting(otio.adapters.write_to_string(out, adapter_name=name), timeline),
                                        encoding="utf-8")
                     else:
-                        otio.adapters.write_to_file(out, str(tmp), adapter_name=name)
+                        otio.adapters.write_to_file(out, str(tmp), adapter_name=name, **ADAPTER_OPTIONS.get(name, {}))
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - adapters raise anything; the .otio is the one that must exist
             if name == "otio_json":
@@ -246,7 +250,7 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
     """A copy of ``timeline`` whose URLs are right from ``folder``, where it is written: the renders and
     dub marked relative relative to ``folder``, the input's own relative URLs (relative to ``base``, the
     input's folder; None for a bundle input, whose URLs stay as they are) re-based onto ``folder``. For
-    FCP XML every local path becomes a ``file://`` URL."""
+    the formats of :data:`ABSOLUTE_URLS` every local path becomes a ``file://`` URL."""
     import opentimelineio as otio
 
     out = timeline.deepcopy()
@@ -259,7 +263,7 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
         form = _url_form(url)
         if mine is not None:
             ref.metadata["lipsyncctl"].pop(_RELATIVE, None)
-        if adapter == "fcp_xml":
+        if adapter in ABSOLUTE_URLS:
             if form != "url":
                 local = Path(url) if form == "absolute" else (base / url if base is not None else None)
                 if local is not None:
@@ -300,10 +304,22 @@ def _edl_counting(text: str, timeline: Any) -> str:
 def _for_adapter(timeline: Any, adapter: str) -> Any:
     """``timeline`` as ``adapter`` needs it. The CMX 3600 writer counts record timecode from each track's
     own time and ignores ``global_start_time``: a copy whose tracks start at minus the global start
-    (as OTIO's EDL reader makes them) keeps an edit at 01:00:00:00 there."""
+    (as OTIO's EDL reader makes them) keeps an edit at 01:00:00:00 there. The AAF writer names each clip's
+    media by the mob ID the AAF reader left in its metadata: a clip that now plays one of our files (a render,
+    the dub) loses the source's ID, so that it gets a master mob of its own instead of one that claims the
+    camera file's ID with a locator to the render (:data:`ADAPTER_OPTIONS`: new IDs where none is left)."""
+    import opentimelineio as otio
+
+    if adapter == "AAF":
+        out = timeline.deepcopy()
+        for clip in out.find_clips():
+            if clip.active_media_reference_key != DEFAULT_KEY or "lipsyncctl" in clip.media_reference.metadata:
+                for meta in (clip.metadata, clip.media_reference.metadata):
+                    for key in ("MobID", "SourceID"):
+                        (meta.get("AAF") or {}).pop(key, None)
+        return out
     if adapter != "cmx_3600" or timeline.global_start_time is None:
         return timeline
-    import opentimelineio as otio
 
     out = timeline.deepcopy()
     start = out.global_start_time

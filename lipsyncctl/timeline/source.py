@@ -1,7 +1,9 @@
 """Reading an edit with OpenTimelineIO and finding its media on this machine.
 
 Any format an installed OTIO adapter reads works: ``.otio``, ``.otioz``/``.otiod`` built in, CMX 3600
-EDL (``otio-cmx3600-adapter``, extra ``edl``), FCP 7 XML (``otio-fcp-adapter``, extra ``fcp``).
+EDL (``otio-cmx3600-adapter``, extra ``edl``), FCP 7 XML (``otio-fcp-adapter``, extra ``fcp``), Avid AAF
+(``otio-aaf-adapter``, extra ``aaf``: a clip's media is the network locator of its file source mob, as an AMA link
+writes it; a clip without one, Avid-managed media, is missing media).
 Media paths are resolved, in order, through a ``--relink OLD=NEW`` prefix map, against the timeline's
 folder (for a bundle: the bundle's root, where its ``media/`` are; see :mod:`~lipsyncctl.timeline.bundle`),
 and against ``--media-root`` (by relative path, then by file name).
@@ -41,10 +43,11 @@ from lipsyncctl.media.rates import STANDARD_RATES, parse_rate
 #: file suffix -> OTIO adapter name (for writing an output timeline in the input's format)
 ADAPTERS_BY_SUFFIX: dict[str, str] = {
     ".otio": "otio_json", ".otioz": "otioz", ".otiod": "otiod", ".edl": "cmx_3600", ".xml": "fcp_xml",
+    ".aaf": "AAF",
 }
 #: adapter -> the pip package that provides it (for the error hint)
 ADAPTER_PACKAGES: dict[str, str] = {"cmx_3600": "otio-cmx3600-adapter", "fcp_xml": "otio-fcp-adapter",
-                                    "fcpx_xml": "otio-fcpx-xml-adapter"}
+                                    "fcpx_xml": "otio-fcpx-xml-adapter", "AAF": "otio-aaf-adapter"}
 
 
 def installed_adapters() -> list[str]:

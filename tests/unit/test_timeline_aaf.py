@@ -1,0 +1,88 @@
+"""`sync --timeline` over an Avid AAF composition (OTIO's AAF adapter, extra ``aaf``): the edit Media Composer
+writes for AMA-linked QuickTime files (pyaaf2 builds it here) is planned at its record timecode with each source
+frame found through the tape mob's timecode, rendered, and handed back as a relinked AAF whose clips play the
+renders from ``file://`` locators under master mobs of their own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.cli.main import main
+from lipsyncctl.timeline import source
+from lipsyncctl.timeline.segments import plan_timeline
+from lipsyncctl.timeline.source import MediaResolver, read_timeline
+from tests.conftest import shared_path
+from tests.sync_media import write_clip
+from tests.timeline_media import FILM, fixture_frames, write_aaf
+
+#: name -> (record start, frames, source start in file frames); cam_c has no locator (Avid-managed media)
+CUTS = {"cam_a": (0, 12, 4), "cam_b": (12, 10, 8), "cam_c": (22, 6, 0)}
+
+
+@pytest.fixture(scope="module")
+def cut(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if "AAF" not in source.installed_adapters():
+        pytest.skip("otio-aaf-adapter is not installed (extra 'aaf')")
+    folder = tmp_path_factory.mktemp("aaf")
+    fixture = shared_path("fixtures", "demo1_video.mp4")
+    a = write_clip(folder / "cam_a.mov", fixture_frames(fixture, 0, 30), FILM, codec="libx264")
+    b = write_clip(folder / "cam_b.mov", fixture_frames(fixture, 120, 30, mirror=True), FILM, codec="libx264",
+                   tags={"timecode": "01:00:00:00"})
+    return write_aaf(folder / "cut.aaf", {"cam_a": a, "cam_b": b, "cam_c": a},
+                     [(name, src, frames) for name, (_, frames, src) in CUTS.items()],
+                     tape_timecode={"cam_b": 86400}, unlinked=("cam_c",))
+
+
+def test_an_avid_composition_is_planned_at_its_record_timecode(cut: Path) -> None:
+    timeline = read_timeline(cut)
+    plan = plan_timeline(timeline, MediaResolver(cut.parent), handles=0)
+    assert plan.fps == FILM and plan.global_start == 86400  # the composition's timecode track: 01:00:00:00
+    got = {s.name: (s.record_start, s.record_frames, s.source_start) for s in plan.segments}
+    assert got == {k: v for k, v in CUTS.items() if k != "cam_c"}  # cam_b: 01:00:00:08 on its tape = its frame 8
+    assert [s.media for s in plan.segments] == [cut.parent / "cam_a.mov", cut.parent / "cam_b.mov"]
+    assert [(s.name, s.reason) for s in plan.skipped] == [("cam_c", "missing media (no media reference)")]
+
+
+def test_the_relinked_aaf_plays_the_renders_at_the_same_record_times(cut: Path, tmp_path: Path, models_dir: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import opentimelineio as otio
+
+    out = tmp_path / "out"
+    rc = main(["--json", "sync", "--timeline", str(cut), "--audio", f"de={shared_path('fixtures', 'demo1_audio.wav')}",
+               "-o", str(out), "--preset", "tiny", "--steps", "1", "--handles", "0"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["counts"]["rendered"] == 2, res
+    de = res["languages"]["de"]
+    assert [Path(t).name for t in de["timelines"]] == ["cut.otio", "cut.aaf"]
+    assert not [w for w in de["warnings"] if "could not write" in w]
+    source_ids = {c.name: c.metadata["AAF"]["MobID"] for c in read_timeline(cut).find_clips()}
+    relinked = otio.adapters.read_from_file(str(out / "de" / "current" / "cut.aaf"))
+    assert relinked.global_start_time.to_frames() == 86400
+    picture = {c.name: c for c in relinked.video_tracks()[0].find_clips()}
+    shots = {s["name"]: s for s in de["shots"]}
+    for name in ("cam_a", "cam_b"):
+        clip, (record, frames, src) = picture[name], CUTS[name]
+        assert clip.range_in_parent().start_time.to_frames() == record and clip.duration().to_frames() == frames
+        assert clip.source_range.start_time.to_frames() == src + (86400 if name == "cam_b" else 0)  # its timecode
+        url = clip.media_reference.target_url
+        assert url.startswith("file://") and Path(otio.url_utils.filepath_from_url(url)).resolve() == \
+            Path(shots[name]["output"]).resolve()
+        # the render starts at the source frame's timecode: the clip's source time is where it plays from
+        avail = clip.media_reference.available_range
+        assert clip.source_range.start_time.to_frames() - avail.start_time.to_frames() == 0
+        assert clip.metadata["AAF"]["MobID"] != source_ids[name]  # its own master mob, not the camera file's
+    assert isinstance(picture["cam_c"].media_reference, otio.schema.MissingReference)
+    assert [t.name for t in relinked.audio_tracks()] == ["Dub de"]
+
+
+def test_without_the_adapter_an_aaf_is_exit_4_naming_the_package(cut: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source, "installed_adapters", lambda: ["otio_json"])
+    rc = main(["--json", "sync", "--timeline", str(cut), "--audio", "de=x.wav", "-o", str(tmp_path / "o"),
+               "--preset", "tiny", "--dry-run"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 4 and "otio-aaf-adapter" in res["error"]["hint"]
