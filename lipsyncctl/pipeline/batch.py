@@ -4,7 +4,8 @@ process, or on the runner's workers (``--jobs``, ``--gpus``, ``--backend ray``: 
 an array job's ``--shard i/n`` takes its part of the list (:mod:`lipsyncctl.runner`, as a timeline's shots do).
 
 The list is a CSV file with a header row naming its columns: ``video``, ``audio`` and ``output`` (required) and
-``start``, ``end`` (optional: seconds of the video, empty for the whole clip). Relative paths are relative to the
+``start``, ``end`` (optional: seconds of the video, empty for the whole clip), separated by commas, semicolons or
+tabs (:data:`DELIMITERS`: the header row tells which). Relative paths are relative to the
 list's folder; rows whose first cell starts with ``#`` are comments. Every other setting (preset, ``--set``,
 flags) applies to every row.
 
@@ -96,14 +97,37 @@ class BatchResult:
 def _seconds(value: str, column: str, where: str) -> float | None:
     if not value.strip():
         return None
+    text = value.strip()
+    if text.count(",") == 1 and "." not in text:  # 12,5: a decimal comma (a semicolon list from a spreadsheet)
+        text = text.replace(",", ".")
     try:
-        number = float(value)
+        number = float(text)
     except ValueError:
         number = math.nan
     if not math.isfinite(number) or number < 0:
         raise UsageError(f"{where}: {column} {value.strip()!r} is not a number of seconds >= 0",
                          hint="leave it empty for the whole clip")
     return number
+
+
+#: what separates the cells: commas, or semicolons (a spreadsheet's CSV export where the decimal mark is a comma),
+#: or tabs; the header row tells which
+DELIMITERS = ",;\t"
+
+
+def _delimiter(fh: Any) -> str:
+    """The separator of the list open in ``fh``: the one of :data:`DELIMITERS` its header row (the first line that
+    is not blank or a comment) holds the most of, a comma when it holds none (a one-column row); ``fh`` is
+    rewound."""
+    header = ""
+    for line in fh:
+        if line.strip() and not line.lstrip().startswith("#"):
+            header = line
+            break
+    fh.seek(0)
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 def read_batch(path: str | Path) -> list[BatchRow]:
@@ -117,7 +141,7 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's UTF-8 export starts with a BOM
-            lines = [(n, row) for n, row in enumerate(csv.reader(fh), 1)
+            lines = [(n, row) for n, row in enumerate(csv.reader(fh, delimiter=_delimiter(fh)), 1)
                      if any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
     except FileNotFoundError:
         raise MediaError(f"--batch {path}: no such file", hint="check the path given to --batch") from None

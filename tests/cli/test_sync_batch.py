@@ -208,3 +208,19 @@ def test_the_rows_on_a_local_ray_instance(folder: Path, models_dir: Path, capsys
         ray.shutdown()
     assert rc == 1 and [i["status"] for i in res["items"]] == ["done", "failed", "done"], err
     assert len(decode_rgb(folder / "out" / "a.mkv")) == 6 and len(decode_rgb(folder / "out" / "b.mkv")) == 2
+
+
+@pytest.mark.parametrize("text", [
+    'video,audio,output,start,end\na.mkv,a.wav,out/a.mkv,0.5,\n"b, take 2.mkv",b.wav,out/b.mkv,,12\n',
+    "# from a spreadsheet set to German\nVideo;Audio;Output;Start;End\na.mkv;a.wav;out/a.mkv;0,5;\n"
+    "b, take 2.mkv;b.wav;out/b.mkv;;12\n",
+    "video\taudio\toutput\tstart\tend\na.mkv\ta.wav\tout/a.mkv\t0.5\t\nb, take 2.mkv\tb.wav\tout/b.mkv\t\t12\n",
+])
+def test_commas_semicolons_or_tabs_separate_the_cells(tmp_path: Path, text: str) -> None:
+    """A spreadsheet where the decimal mark is a comma exports ``;`` between cells and ``0,5`` for a half second."""
+    from lipsyncctl.pipeline.batch import read_batch
+
+    (tmp_path / "list.csv").write_text(text, encoding="utf-8")
+    rows = read_batch(tmp_path / "list.csv")
+    assert [(r.video.name, r.audio.name, r.output.name, r.start, r.end) for r in rows] == [
+        ("a.mkv", "a.wav", "a.mkv", 0.5, None), ("b, take 2.mkv", "b.wav", "b.mkv", None, 12.0)]
