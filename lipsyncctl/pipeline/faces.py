@@ -123,8 +123,14 @@ def _detector(options: FaceOptions, device: str) -> Any:
     from lipsyncctl.faces.detect import take_detector
 
     detector = take_detector(options.backend, device)
-    progress.message(f"face detector: {detector.name}")
+    if _said.get("detector") != detector.name:  # a batch's or a worker's next clip: said once (its result has it)
+        progress.message(f"face detector: {detector.name}")
+        _said["detector"] = detector.name
     return detector
+
+
+#: what this process has said already (the last face detector's name)
+_said: dict[str, str] = {}
 
 
 def _release(options: FaceOptions, device: str, detector: Any) -> None:
