@@ -387,9 +387,11 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return SkippedItem(clip.name, reason, piece.lo, piece.hi - piece.lo, piece.path)
 
     ref = clip.media_reference
-    if isinstance(ref, otio.schema.MissingReference) and clip.name and resolver.resolve(clip.name):
-        # EDLs name the source file in "* FROM CLIP NAME:" only: link by that name (relink/media-root apply)
-        ref = otio.schema.ExternalReference(target_url=clip.name)
+    named = resolver.resolve_name(clip.name) if isinstance(ref, otio.schema.MissingReference) and clip.name else None
+    if named is not None:
+        # EDLs name the source file in "* FROM CLIP NAME:" only, an AAF master mob without a locator its file's
+        # stem: link by that name (relink/media-root apply)
+        ref = otio.schema.ExternalReference(target_url=clip.name if resolver.resolve(clip.name) else str(named))
     if isinstance(ref, otio.schema.GeneratorReference):
         return skip(f"generator ({ref.generator_kind or 'unknown'})")
     if not isinstance(ref, otio.schema.ExternalReference):

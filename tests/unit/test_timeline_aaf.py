@@ -86,3 +86,21 @@ def test_without_the_adapter_an_aaf_is_exit_4_naming_the_package(cut: Path, tmp_
                "--preset", "tiny", "--dry-run"])
     res = json.loads(capsys.readouterr().out)
     assert rc == 4 and "otio-aaf-adapter" in res["error"]["hint"]
+
+
+def test_a_clip_without_a_locator_is_found_by_its_files_stem_under_media_root(cut: Path, tmp_path: Path) -> None:
+    """Avid names a master mob after its file's stem: ``--media-root`` finds ``cam_c.mov`` for ``cam_c``, unless two
+    media files share the stem (which one is not known: still missing)."""
+    import shutil
+
+    root = tmp_path / "originals"
+    root.mkdir()
+    shutil.copy(cut.parent / "cam_a.mov", root / "cam_c.mov")
+    (root / "cam_c.wav").write_bytes(b"not a video")  # not a media extension of a picture: ignored
+    timeline = read_timeline(cut)
+    plan = plan_timeline(timeline, MediaResolver(cut.parent, media_root=root), handles=0)
+    got = {s.name: (s.media, s.record_start, s.source_start) for s in plan.segments}
+    assert got["cam_c"] == ((root / "cam_c.mov").resolve(), 22, 0) and not plan.skipped
+    shutil.copy(root / "cam_c.mov", root / "cam_c.mxf")
+    plan = plan_timeline(timeline, MediaResolver(cut.parent, media_root=root), handles=0)
+    assert [(s.name, s.reason) for s in plan.skipped] == [("cam_c", "missing media (no media reference)")]
