@@ -319,6 +319,28 @@ def check_presets() -> list[Check]:
     return [Check("presets", "ok", f"{len(names)} valid: {' '.join(names)}", data={"presets": names})]
 
 
+def check_timeline_formats() -> list[Check]:
+    """The edit formats ``sync --timeline`` reads here: OTIO's own, and those whose adapter is installed (EDL, FCP 7
+    XML, AAF: the extras of :data:`~lipsyncctl.timeline.source.ADAPTER_EXTRAS`). Optional: a missing one is a
+    warning naming its package and extra."""
+    from lipsyncctl.timeline.source import (
+        ADAPTER_EXTRAS,
+        ADAPTER_PACKAGES,
+        ADAPTERS_BY_SUFFIX,
+        installed_adapters,
+    )
+
+    have = set(installed_adapters())
+    suffixes = sorted(s for s, a in ADAPTERS_BY_SUFFIX.items() if a in have or a not in ADAPTER_PACKAGES)
+    missing = {s: a for s, a in ADAPTERS_BY_SUFFIX.items() if a in ADAPTER_EXTRAS and a not in have}
+    detail = "reads " + " ".join(suffixes) + (f"; not {' '.join(missing)}" if missing else "")
+    hint = ("pip install " + " ".join(sorted({ADAPTER_PACKAGES[a] for a in missing.values()}))
+            + f" (or the extra{'s' * (len(missing) > 1)} {', '.join(sorted({ADAPTER_EXTRAS[a] for a in missing.values()}))})"
+            ) if missing else ""
+    return [Check("timeline formats", "warn" if missing else "ok", detail, hint, required=False,
+                  data={"reads": suffixes, "missing": sorted(missing)})]
+
+
 def check_models_dir(models_dir: Path) -> list[Check]:
     source = paths.models_dir_source()
     exists = models_dir.is_dir()
@@ -527,6 +549,7 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     checks += check_ffmpeg()
     checks += check_pyav()
     checks += check_presets()
+    checks += check_timeline_formats()
     checks += check_models_dir(models_dir)
     need = None
     if preset is not None:

@@ -44,11 +44,13 @@ from lipsyncctl.media.rates import STANDARD_RATES, parse_rate
 #: file suffix -> OTIO adapter name (for writing an output timeline in the input's format)
 ADAPTERS_BY_SUFFIX: dict[str, str] = {
     ".otio": "otio_json", ".otioz": "otioz", ".otiod": "otiod", ".edl": "cmx_3600", ".xml": "fcp_xml",
-    ".aaf": "AAF",
+    ".aaf": "AAF", ".fcpxml": "fcpx_xml",
 }
 #: adapter -> the pip package that provides it (for the error hint)
 ADAPTER_PACKAGES: dict[str, str] = {"cmx_3600": "otio-cmx3600-adapter", "fcp_xml": "otio-fcp-adapter",
                                     "fcpx_xml": "otio-fcpx-xml-adapter", "AAF": "otio-aaf-adapter"}
+#: adapter -> the extra of lipsyncctl that installs it (pyproject.toml); fcpx_xml has none (see _check_fcpx)
+ADAPTER_EXTRAS: dict[str, str] = {"cmx_3600": "edl", "fcp_xml": "fcp", "AAF": "aaf"}
 
 
 def installed_adapters() -> list[str]:
@@ -59,10 +61,7 @@ def installed_adapters() -> list[str]:
 
 def adapter_for(path: Path) -> str | None:
     """The OTIO adapter that reads/writes ``path`` by its suffix (None = let OTIO decide)."""
-    name = ADAPTERS_BY_SUFFIX.get(path.suffix.lower())
-    if path.suffix.lower() == ".fcpxml":
-        name = "fcpx_xml"
-    return name
+    return ADAPTERS_BY_SUFFIX.get(path.suffix.lower())
 
 
 def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Path | None = None,
@@ -91,10 +90,13 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
         what = "OTIO bundle folder (with content.otio)" if folder else "timeline"
         raise MediaError(f"{what} not found: {path}", hint="check the path given to --timeline")
     adapter = adapter_for(path)
+    if adapter == "fcpx_xml":
+        _check_fcpx(path)
     if adapter is not None and adapter not in installed_adapters():
         pkg = ADAPTER_PACKAGES.get(adapter, f"an OTIO adapter for {path.suffix}")
+        extra = ADAPTER_EXTRAS.get(adapter)
         raise MissingToolError(f"{path}: no OpenTimelineIO adapter for {path.suffix} is installed",
-                               hint=f"pip install {pkg} (or lipsyncctl[edl] / lipsyncctl[fcp])")
+                               hint=f"pip install {pkg}" + (f" (or 'lipsyncctl[{extra}]')" if extra else ""))
     if adapter == "cmx_3600":
         return _read_edl(path, rate, resolver or MediaResolver(path.resolve().parent))
     try:
@@ -109,6 +111,35 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
                          hint=f"check that it is a complete {path.suffix or 'OTIO'} export "
                               f"(read with OTIO's {adapter or 'default'} adapter)") from exc
     return _one_timeline(path, result)
+
+
+def _check_fcpx(path: Path) -> None:
+    """Final Cut Pro X XML is read by ``otio-fcpx-xml-adapter`` (1.0), which counts every rate as a whole number of
+    frames a second: 23.976 as 23, 29.97 as 29, so each shot would start on the wrong frame. Such a file is refused
+    before it is read; whole rates (24, 25, 30...) read right.
+
+    Raises:
+        MissingToolError: a ``<format>`` of the file has a fractional rate (no installed reader counts it right).
+        MediaError: the file is not XML.
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise MediaError(f"{path}: cannot read the timeline ({exc})",
+                         hint="check that it is a complete FCPXML export") from None
+    for fmt in root.iter("format"):
+        duration = (fmt.get("frameDuration") or "").removesuffix("s")
+        try:
+            rate = 1 / Fraction(duration)
+        except (ValueError, ZeroDivisionError):
+            continue
+        if rate.denominator != 1:
+            raise MissingToolError(
+                f"{path}: FCPXML at {float(rate):.3f} fps: OpenTimelineIO's FCPXML adapter counts it as "
+                f"{int(rate)} fps, so every shot would start on the wrong frame",
+                hint="export the project as FCP 7 XML (.xml) or OTIO with a converter, or as an EDL (--edl-rate)")
 
 
 def is_drop_frame_timeline(timeline: Any, fps: Fraction) -> bool:

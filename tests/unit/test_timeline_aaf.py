@@ -104,3 +104,42 @@ def test_a_clip_without_a_locator_is_found_by_its_files_stem_under_media_root(cu
     shutil.copy(root / "cam_c.mov", root / "cam_c.mxf")
     plan = plan_timeline(timeline, MediaResolver(cut.parent, media_root=root), handles=0)
     assert [(s.name, s.reason) for s in plan.skipped] == [("cam_c", "missing media (no media reference)")]
+
+
+FCPX_2398 = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE fcpxml>
+<fcpxml version="1.8">
+  <resources>
+    <format id="r1" frameDuration="1001/24000s" width="360" height="640"/>
+    <asset id="r2" name="cam_a" src="file:///media/cam_a.mov" start="0s" duration="30030/24000s" hasVideo="1"
+           format="r1"/>
+  </resources>
+  <library><event name="e"><project name="cut">
+    <sequence format="r1" tcStart="3600s" tcFormat="NDF" duration="12012/24000s">
+      <spine><asset-clip name="cam_a" ref="r2" offset="3600s" start="4004/24000s" duration="12012/24000s"/></spine>
+    </sequence>
+  </project></event></library>
+</fcpxml>
+"""
+
+
+def test_final_cut_pro_x_xml_at_23976_is_refused_before_it_is_read(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """otio-fcpx-xml-adapter 1.0 reads 1001/24000 s frames as 23 fps: shot 'start 4' would come out as frame 3."""
+    (tmp_path / "cut.fcpxml").write_text(FCPX_2398, encoding="utf-8")
+    rc = main(["--json", "sync", "--timeline", str(tmp_path / "cut.fcpxml"), "--audio", "de=x.wav", "-o",
+               str(tmp_path / "o"), "--preset", "tiny", "--dry-run"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 4 and "23.976 fps" in res["error"]["message"] and "counts it as 23 fps" in res["error"]["message"]
+    assert "FCP 7 XML" in res["error"]["hint"] and not (tmp_path / "o").exists()
+
+
+def test_doctor_names_the_missing_adapters_package_and_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.checks.doctor import check_timeline_formats
+
+    (row,) = check_timeline_formats()
+    assert row.status == "ok" and ".aaf" in row.detail and ".edl" in row.detail and ".xml" in row.detail
+    monkeypatch.setattr(source, "installed_adapters", lambda: ["cmx_3600", "fcp_xml", "otio_json"])
+    (row,) = check_timeline_formats()
+    assert (row.status, row.required) == ("warn", False) and "not .aaf" in row.detail
+    assert row.hint == "pip install otio-aaf-adapter (or the extra aaf)"
