@@ -10,7 +10,7 @@ and every numeric limit is declared once, here, in the field definitions.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -418,6 +418,17 @@ class Config(_Strict):
             _assign(tree, dotted.split("."), value)
             changed = True
         return validate(tree, source=source) if changed else self
+
+
+def face_overrides(track_id: int | None = None, point: Sequence[float] | None = None) -> dict[str, Any]:
+    """The overrides that follow face track ``track_id`` or the face at pixel ``point`` (``faces.select`` with
+    ``faces.track_id`` or ``faces.point``; the id wins when both are given), or none: a shot's or a batch row's face
+    choice."""
+    if track_id is not None:
+        return {"faces.select": "id", "faces.track_id": track_id}
+    if point is not None:
+        return {"faces.select": "point", "faces.point": [float(v) for v in point]}
+    return {}
 
 
 def overrides_from_sets(sets: Iterable[str]) -> dict[str, Any]:

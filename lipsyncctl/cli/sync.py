@@ -107,8 +107,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("timeline", ("--timeline", "-t"), Path | None, "Dub an edit (OTIO, EDL, FCP XML, AAF) instead of one clip.",
          modes=TIMELINE),
     Flag("batch", ("--batch",), Path | None, "Sync every clip of a CSV list with a header row: video,audio,output "
-         "and optionally start,end (seconds; commas, semicolons or tabs between cells); paths relative to the list. The "
-         "networks load once; a clip whose "
+         "and optionally start,end (seconds), face, face_at, set (a row's own --face, --face-at, --set items); commas, "
+         "semicolons or tabs between cells; paths relative to the list. The networks load once; a clip whose "
          "output exists is skipped (unless -y), a failed one does not stop the others (exit 1 at the end).",
          modes=BATCH),
     Flag("split_scenes", ("--split-scenes",), bool, "Cut the --video master into shots (PySceneDetect) and dub "

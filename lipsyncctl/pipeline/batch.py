@@ -4,10 +4,11 @@ process, or on the runner's workers (``--jobs``, ``--gpus``, ``--backend ray``: 
 an array job's ``--shard i/n`` takes its part of the list (:mod:`lipsyncctl.runner`, as a timeline's shots do).
 
 The list is a CSV file with a header row naming its columns: ``video``, ``audio`` and ``output`` (required) and
-``start``, ``end`` (optional: seconds of the video, empty for the whole clip), separated by commas, semicolons or
-tabs (:data:`DELIMITERS`: the header row tells which). Relative paths are relative to the
-list's folder; rows whose first cell starts with ``#`` are comments. Every other setting (preset, ``--set``,
-flags) applies to every row.
+``start``, ``end`` (optional: seconds of the video, empty for the whole clip), ``face`` (a face track id),
+``face_at`` (``X,Y`` in pixels) and ``set`` (``KEY=VALUE`` items separated by spaces: this row's own settings, like a
+timeline shot's options), separated by commas, semicolons or tabs (:data:`DELIMITERS`: the header row tells which).
+Relative paths are relative to the list's folder; rows whose first cell starts with ``#`` are comments. Every other
+setting (preset, ``--set``, flags) applies to every row; a row's ``face``, ``face_at`` and ``set`` win for it.
 
 Each row is one :func:`~lipsyncctl.pipeline.clip.sync_clip` (written under a temporary name, then renamed): ``done``,
 ``skipped`` (its output exists and ``overwrite`` is off: a rerun after a failure or an interrupt does only what is
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
     from lipsyncctl.config import Config
     from lipsyncctl.pipeline.networks import Networks
 
-#: the list's columns: the required ones, then the optional ones
-REQUIRED, OPTIONAL = ("video", "audio", "output"), ("start", "end")
+#: the list's columns: the required ones, then the optional ones (``face``, ``face_at``, ``set``: this row's face
+#: choice and ``--set`` items, as a timeline shot's options)
+REQUIRED, OPTIONAL = ("video", "audio", "output"), ("start", "end", "face", "face_at", "set")
 #: what can become of a row (``planned``: a dry run's row that would be rendered)
 STATUSES = ("done", "planned", "skipped", "failed")
 
@@ -49,6 +52,8 @@ class BatchRow:
     output: Path
     start: float | None = None
     end: float | None = None
+    #: this row's overrides of the run's configuration (dotted key -> value): its face choice and ``set`` items
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,7 +71,7 @@ class BatchItem:
     def to_dict(self) -> dict[str, Any]:
         r = self.row
         return {"line": r.line, "video": str(r.video), "audio": str(r.audio), "output": str(r.output),
-                "start": r.start, "end": r.end, "status": self.status, "reason": self.reason, "hint": self.hint,
+                "start": r.start, "end": r.end, "options": r.options, "status": self.status, "reason": self.reason, "hint": self.hint,
                 "frames": self.frames, "seconds": round(self.seconds, 3), "warnings": self.warnings}
 
 
@@ -130,6 +135,30 @@ def _delimiter(fh: Any) -> str:
     return best if counts[best] else ","
 
 
+def _options(values: dict[str, str], where: str) -> dict[str, Any]:
+    """A row's overrides from its ``face`` (a track id), ``face_at`` (``X,Y`` or ``X Y`` in pixels) and ``set``
+    (``KEY=VALUE`` items separated by spaces) cells; checked against the schema when the batch starts."""
+    from lipsyncctl.config import face_overrides, overrides_from_sets
+
+    face, face_at, sets = (values.get(c, "") for c in ("face", "face_at", "set"))
+    if face and face_at:
+        raise UsageError(f"{where}: give either face or face_at, not both", hint="face: a track id; face_at: X,Y")
+    track = point = None
+    if face:
+        if not face.isdigit():
+            raise UsageError(f"{where}: face {face!r} is not a face track id", hint="a whole number >= 0, e.g. 1")
+        track = int(face)
+    if face_at:
+        parts = [p for p in re.split(r"[,\s]+", face_at) if p]
+        try:
+            point = [float(p) for p in parts]
+        except ValueError:
+            point = []
+        if len(point) != 2 or not all(math.isfinite(v) for v in point):
+            raise UsageError(f"{where}: face_at {face_at!r} is not X,Y in pixels", hint='e.g. "640,360" or 640 360')
+    return overrides_from_sets(sets.split()) | face_overrides(track, point)
+
+
 def read_batch(path: str | Path) -> list[BatchRow]:
     """The rows of the list file ``path`` (module doc).
 
@@ -174,11 +203,11 @@ def read_batch(path: str | Path) -> list[BatchRow]:
         empty = [c for c in REQUIRED if not values[c]]
         if empty:
             raise UsageError(f"{where}: no {', '.join(empty)}", hint="every row names its video, audio and output")
-        start, end = (_seconds(values.get(c, ""), c, where) for c in OPTIONAL)
+        start, end = (_seconds(values.get(c, ""), c, where) for c in ("start", "end"))
         if start is not None and end is not None and end <= start:
             raise UsageError(f"{where}: end {end:g} is not after start {start:g}", hint="both are seconds of the video")
         video, audio, output = (base / Path(values[c]).expanduser() for c in REQUIRED)
-        rows.append(BatchRow(n, video, audio, output, start, end))
+        rows.append(BatchRow(n, video, audio, output, start, end, _options(values, where)))
     if not rows:
         raise UsageError(f"--batch {path}: no clips under the header", hint="one row a clip: video,audio,output")
     seen: dict[Path, int] = {}
@@ -247,6 +276,9 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     first row to render (``networks``: already loaded), or with ``jobs``/``gpus``/``backend`` on worker
     processes or Ray, one set of networks a worker (:func:`~lipsyncctl.runner.workers.run_tasks`).
 
+    A row's ``options`` (its face choice, its ``set`` items) apply to it alone, each row's configuration checked
+    before any work (:class:`ConfigError` naming the line).
+
     Raises what stops every row (:class:`MissingModelError`, an interrupt: the rows finished by then are kept and
     a rerun skips them); a row's own failure is its item's ``reason``. ``dry_run``: nothing is loaded or
     written; a row is ``planned`` when its inputs are usable media (probed), else ``failed``, or ``skipped``."""
@@ -257,8 +289,11 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl.runner.workers import check_backend, run_tasks
 
     check_backend(backend)
-    usable_backend(config.faces.backend)  # a missing detector would fail every row: say so before any work
     mine = take_shard(rows, shard)
+    # each row's configuration, checked before any work (ConfigError, exit 3, naming the line)
+    configs = {r.line: config.with_overrides(r.options, source=f"--batch {list_file}, line {r.line}") for r in mine}
+    for name in dict.fromkeys([config.faces.backend, *(c.faces.backend for c in configs.values())]):
+        usable_backend(name)  # a missing detector would fail every row: say so before any work
     items: dict[int, BatchItem] = {}
     tasks: list[BatchTask] = []
     for k, row in enumerate(mine, 1):
@@ -273,11 +308,13 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
             else:
                 items[row.line] = BatchItem(row, "planned")
         else:
-            tasks.append(BatchTask(row, config, overwrite, k, len(mine)))
+            tasks.append(BatchTask(row, configs[row.line], overwrite, k, len(mine)))
     if tasks and (jobs > 1 or len(gpus) > 1 or backend != "local"):
         from lipsyncctl.pipeline.networks import resolve_files
 
-        resolve_files(config.model)  # a missing model: exit 4 before any worker starts
+        for model in {json.dumps(t.config.model.model_dump(mode="json"), sort_keys=True): t.config.model
+                      for t in tasks}.values():
+            resolve_files(model)  # a missing model: exit 4 before any worker starts
 
     def on_done(task: BatchTask, outcome: _Outcome) -> None:
         if outcome.stop is not None:

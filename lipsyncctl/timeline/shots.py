@@ -46,7 +46,7 @@ class ShotOptions:
         """The options as overrides of the run configuration (dotted key -> value), for
         :meth:`~lipsyncctl.config.Config.with_overrides`: the clip's ``set`` list first, then the named
         options. The face choice goes through ``faces.*`` like everywhere else."""
-        from lipsyncctl.config import overrides_from_sets
+        from lipsyncctl.config import face_overrides, overrides_from_sets
 
         out = overrides_from_sets(self.sets)
         if self.guidance is not None:
@@ -55,11 +55,7 @@ class ShotOptions:
             out["inference.steps"] = self.steps
         if self.length_policy is not None:
             out["sync.length_policy"] = self.length_policy
-        if self.face_id is not None:
-            out |= {"faces.select": "id", "faces.track_id": self.face_id}
-        elif self.face_at is not None:
-            out |= {"faces.select": "point", "faces.point": list(self.face_at)}
-        return out
+        return out | face_overrides(self.face_id, self.face_at)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}

@@ -224,3 +224,39 @@ def test_commas_semicolons_or_tabs_separate_the_cells(tmp_path: Path, text: str)
     rows = read_batch(tmp_path / "list.csv")
     assert [(r.video.name, r.audio.name, r.output.name, r.start, r.end) for r in rows] == [
         ("a.mkv", "a.wav", "a.mkv", 0.5, None), ("b, take 2.mkv", "b.wav", "b.mkv", None, 12.0)]
+
+
+def test_a_rows_face_and_set_columns_apply_to_that_row_only(folder: Path, models_dir: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    (folder / "list.csv").write_text('video,audio,output,face,face_at,set\n'
+                                     'a.mkv,a.wav,out/a.mkv,0,,inference.steps=2 faces.blend=multiband\n'
+                                     'a.mkv,a.wav,out/b.mkv,,"200, 300",\n'
+                                     'a.mkv,a.wav,out/c.mkv,,,\n')
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1",
+                        "--length-policy", "cut")
+    assert rc == 0 and res["counts"]["done"] == 3, err
+    assert res["items"][0]["options"] == {"inference.steps": 2, "faces.blend": "multiband", "faces.select": "id",
+                                          "faces.track_id": 0}
+    run = {n: yaml.safe_load((folder / "out" / f"{n}.run.yaml").read_text())["config"] for n in "abc"}
+    assert (run["a"]["inference"]["steps"], run["a"]["faces"]["blend"], run["a"]["faces"]["select"]) == (
+        2, "multiband", "id")
+    assert (run["b"]["faces"]["select"], run["b"]["faces"]["point"]) == ("point", [200.0, 300.0])
+    assert (run["c"]["inference"]["steps"], run["c"]["faces"]["select"]) == (
+        run["b"]["inference"]["steps"], "largest")  # the run's own settings
+
+
+@pytest.mark.parametrize(("cells", "code", "message"), [
+    ("0,1 2,", 2, "line 2: give either face or face_at"),
+    ("one,,", 2, "line 2: face 'one' is not a face track id"),
+    (',"1,2,3",', 2, "line 2: face_at '1,2,3' is not X,Y"),
+    (",,inference.steps=0", 3, "line 2"),
+    (",,no.such=1", 3, "line 2"),
+])
+def test_a_bad_face_or_set_cell_stops_the_batch_before_any_work(folder: Path, cells: str, code: int, message: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text(f"video,audio,output,face,face_at,set\na.mkv,a.wav,out/a.mkv,{cells}\n")
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
+    assert rc == code and message in res["error"]["message"], err
+    assert not (folder / "out").exists()
