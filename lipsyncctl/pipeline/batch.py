@@ -165,7 +165,8 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     Raises:
         MediaError: the file is missing or cannot be read.
         UsageError: it is not a UTF-8 CSV, lacks a required column, has an unknown or repeated column, a row without a
-            video, audio or output, a bad time, ``end`` not after ``start``, no rows, or two rows with one output.
+            video, audio or output, a bad time or face cell, ``end`` not after ``start``, no rows, two rows with one
+            output, or an output that is a row's input.
     """
     path = Path(path)
     try:
@@ -217,6 +218,11 @@ def read_batch(path: str | Path) -> list[BatchRow]:
             raise UsageError(f"--batch {path}: lines {seen[key]} and {r.line} write the same output {r.output}",
                              hint="give every clip its own output")
         seen[key] = r.line
+    read = {f.resolve(): (r.line, kind) for r in rows for kind, f in (("audio", r.audio), ("video", r.video))}
+    for r in rows:  # an output that is an input of the batch would be replaced (-y) or read half-written (--jobs)
+        if (hit := read.get(r.output.resolve())) is not None:
+            raise UsageError(f"--batch {path}: line {r.line} writes {r.output}, which line {hit[0]} reads as its "
+                             f"{hit[1]}", hint="write the outputs to other files: the inputs are never replaced")
     return rows
 
 
