@@ -108,7 +108,8 @@ FLAGS: tuple[Flag, ...] = (
          modes=TIMELINE),
     Flag("batch", ("--batch",), Path | None, "Sync every clip of a CSV list with a header row: video,audio,output "
          "and optionally start,end (seconds), face, face_at, set (a row's own --face, --face-at, --set items); commas, "
-         "semicolons or tabs between cells; paths relative to the list. The networks load once; a clip whose "
+         "semicolons or tabs between cells; paths relative to the list ('-': the list on standard input, paths "
+         "relative to the working folder). The networks load once; a clip whose "
          "output exists is skipped (unless -y), a failed one does not stop the others (exit 1 at the end).",
          modes=BATCH),
     Flag("split_scenes", ("--split-scenes",), bool, "Cut the --video master into shots (PySceneDetect) and dub "

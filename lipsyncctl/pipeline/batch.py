@@ -20,6 +20,7 @@ or device, an interrupt.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -159,8 +160,13 @@ def _options(values: dict[str, str], where: str) -> dict[str, Any]:
     return overrides_from_sets(sets.split()) | face_overrides(track, point)
 
 
+#: the list file name that reads the list from standard input (``sync --batch -``)
+STDIN = "-"
+
+
 def read_batch(path: str | Path) -> list[BatchRow]:
-    """The rows of the list file ``path`` (module doc).
+    """The rows of the list file ``path`` (module doc); :data:`STDIN` reads standard input, relative paths then being
+    relative to the working folder.
 
     Raises:
         MediaError: the file is missing or cannot be read.
@@ -170,9 +176,15 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's UTF-8 export starts with a BOM
-            lines = [(n, row) for n, row in enumerate(csv.reader(fh, delimiter=_delimiter(fh)), 1)
-                     if any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
+        if str(path) == STDIN:  # a list made by the script that runs us: paths relative to the working folder
+            import sys
+
+            text, base = sys.stdin.read().removeprefix("\ufeff"), Path.cwd()
+        else:  # a spreadsheet's UTF-8 export starts with a BOM; bytes, so that quoted line breaks stay as written
+            text, base = path.read_bytes().decode("utf-8-sig"), path.parent
+        fh = io.StringIO(text, newline="")
+        lines = [(n, row) for n, row in enumerate(csv.reader(fh, delimiter=_delimiter(fh)), 1)
+                 if any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
     except FileNotFoundError:
         raise MediaError(f"--batch {path}: no such file", hint="check the path given to --batch") from None
     except OSError as exc:  # a folder, no permission: exit 5 like a timeline or --segments file that cannot be read
@@ -193,7 +205,6 @@ def read_batch(path: str | Path) -> list[BatchRow]:
         raise UsageError(f"--batch {path}: {what} (line {lines[0][0]})",
                          hint=f"the first row names the columns: {', '.join(REQUIRED)} and optionally "
                               f"{', '.join(OPTIONAL)}")
-    base = path.parent
     rows: list[BatchRow] = []
     for n, cells in lines[1:]:
         where = f"--batch {path}, line {n}"

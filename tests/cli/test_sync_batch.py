@@ -262,3 +262,15 @@ def test_a_bad_face_or_set_cell_stops_the_batch_before_any_work(folder: Path, ce
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
     assert rc == code and message in res["error"]["message"], err
     assert not (folder / "out").exists()
+
+
+def test_a_list_on_standard_input(folder: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``generate-list | lipsyncctl sync --batch -``: paths relative to the working folder."""
+    import io
+
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr("sys.stdin", io.StringIO("video,audio,output\na.mkv,a.wav,out/a.mkv\nnone.mkv,a.wav,o.mkv\n"))
+    rc, res, _ = _run(capsys, "--batch", "-", "--preset", "tiny", "--dry-run")
+    assert rc == 1 and res["batch"] == "-" and [i["status"] for i in res["items"]] == ["planned", "failed"]
+    assert Path(res["items"][0]["video"]) == folder / "a.mkv" and not (folder / "out").exists()
