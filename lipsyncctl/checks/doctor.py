@@ -334,9 +334,9 @@ def check_timeline_formats() -> list[Check]:
     suffixes = sorted(s for s, a in ADAPTERS_BY_SUFFIX.items() if a in have or a not in ADAPTER_PACKAGES)
     missing = {s: a for s, a in ADAPTERS_BY_SUFFIX.items() if a in ADAPTER_EXTRAS and a not in have}
     detail = "reads " + " ".join(suffixes) + (f"; not {' '.join(missing)}" if missing else "")
-    hint = ("pip install " + " ".join(sorted({ADAPTER_PACKAGES[a] for a in missing.values()}))
-            + f" (or the extra{'s' * (len(missing) > 1)} {', '.join(sorted({ADAPTER_EXTRAS[a] for a in missing.values()}))})"
-            ) if missing else ""
+    extras = sorted({ADAPTER_EXTRAS[a] for a in missing.values()})
+    hint = (f"pip install {' '.join(sorted({ADAPTER_PACKAGES[a] for a in missing.values()}))} "
+            f"(or the extra{'s' * (len(extras) > 1)} {', '.join(extras)})") if missing else ""
     return [Check("timeline formats", "warn" if missing else "ok", detail, hint, required=False,
                   data={"reads": suffixes, "missing": sorted(missing)})]
 

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import LipsyncError, MediaError, MissingModelError, UsageError
+from lipsyncctl.errors import (
+    CheckpointError,
+    DeviceError,
+    LipsyncError,
+    MediaError,
+    MissingModelError,
+    MissingToolError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -72,7 +80,8 @@ class BatchItem:
     def to_dict(self) -> dict[str, Any]:
         r = self.row
         return {"line": r.line, "video": str(r.video), "audio": str(r.audio), "output": str(r.output),
-                "start": r.start, "end": r.end, "options": r.options, "status": self.status, "reason": self.reason, "hint": self.hint,
+                "start": r.start, "end": r.end, "options": r.options, "status": self.status, "reason": self.reason,
+                "hint": self.hint,
                 "frames": self.frames, "seconds": round(self.seconds, 3), "warnings": self.warnings}
 
 
@@ -249,13 +258,23 @@ class BatchTask:
     total: int
 
 
+#: errors that no row could get past (a model or its file, ffmpeg, the device): the batch stops with them
+STOPS: tuple[type[LipsyncError], ...] = (MissingModelError, MissingToolError, DeviceError, CheckpointError)
+
+
 @dataclass(frozen=True)
 class _Outcome:
-    """What :func:`execute_row` hands back: the row's item, or what stops the whole batch (a model, the device:
-    message and hint, re-raised as :class:`MissingModelError` in the process that runs the batch)."""
+    """What :func:`execute_row` hands back: the row's item, or what stops the whole batch (one of :data:`STOPS`, as
+    its class name, message and hint: re-raised in the process that runs the batch, whichever process ran the
+    row)."""
 
     item: BatchItem
-    stop: tuple[str, str] | None = None
+    stop: tuple[str, str, str] | None = None
+
+    def raise_stop(self) -> None:
+        if self.stop is not None:
+            name, message, hint = self.stop
+            raise {c.__name__: c for c in STOPS}[name](message, hint)
 
 
 def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _Outcome:
@@ -273,8 +292,9 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
             cache[key] = load_networks(config)
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
                         networks=cache[key], overwrite=task.overwrite)
-    except MissingModelError as exc:  # a model, ffmpeg or a device: no row could run
-        return _Outcome(BatchItem(row, "failed", exc.message, exc.hint), stop=(exc.message, exc.hint))
+    except STOPS as exc:  # a model, ffmpeg or a device: no row could run
+        return _Outcome(BatchItem(row, "failed", exc.message, exc.hint),
+                        stop=(type(exc).__name__, exc.message, exc.hint))
     except LipsyncError as exc:
         return _Outcome(BatchItem(row, "failed", exc.message, exc.hint, seconds=time.perf_counter() - t0))
     except Exception as exc:  # noqa: BLE001 - a GPU out of memory, a decoder's error...: this row fails, the others
@@ -296,8 +316,8 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     A row's ``options`` (its face choice, its ``set`` items) apply to it alone, each row's configuration checked
     before any work (:class:`ConfigError` naming the line).
 
-    Raises what stops every row (:class:`MissingModelError`, an interrupt: the rows finished by then are kept and
-    a rerun skips them); a row's own failure is its item's ``reason``. ``dry_run``: nothing is loaded or
+    Raises what stops every row (:data:`STOPS`: a model, ffmpeg, the device; an interrupt: the rows finished by then
+    are kept and a rerun skips them); a row's own failure is its item's ``reason``. ``dry_run``: nothing is loaded or
     written; a row is ``planned`` when its inputs are usable media (probed), else ``failed``, or ``skipped``."""
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
@@ -334,8 +354,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
             resolve_files(model)  # a missing model: exit 4 before any worker starts
 
     def on_done(task: BatchTask, outcome: _Outcome) -> None:
-        if outcome.stop is not None:
-            raise MissingModelError(*outcome.stop)
+        outcome.raise_stop()
         item = items[task.row.line] = outcome.item
         said = (f"done, {item.frames} frame{'s' * (item.frames != 1)} in {item.seconds:.1f} s"
                 if item.status == "done" else f"failed: {item.reason}")

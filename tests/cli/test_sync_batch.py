@@ -274,3 +274,15 @@ def test_a_list_on_standard_input(folder: Path, capsys: pytest.CaptureFixture[st
     rc, res, _ = _run(capsys, "--batch", "-", "--preset", "tiny", "--dry-run")
     assert rc == 1 and res["batch"] == "-" and [i["status"] for i in res["items"]] == ["planned", "failed"]
     assert Path(res["items"][0]["video"]) == folder / "a.mkv" and not (folder / "out").exists()
+
+
+def test_a_missing_device_stops_the_batch_at_its_first_clip(folder: Path, models_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has the GPU the test asks for")
+    (folder / "list.csv").write_text(_THREE)
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--gpus", "0")
+    assert rc == 4 and "CUDA is not available" in res["error"]["message"], err
+    assert "[2/3]" not in err and not (folder / "out" / "b.mkv").exists()  # not once a row
