@@ -149,13 +149,14 @@ def assert_dissolve(got: list[np.ndarray], a_frames: list[np.ndarray], b_frames:
 
 def write_aaf(path: Path, media: dict[str, Path], cuts: list[tuple[str, int, int]], *, rate: Fraction = FILM,
               record_start: int = 86400, tape_timecode: dict[str, int] | None = None,
-              unlinked: tuple[str, ...] = ()) -> Path:
+              unlinked: tuple[str, ...] = (), dub: tuple[str, Path, int] | None = None) -> Path:
     """An AAF composition as Avid Media Composer writes one for AMA-linked files (pyaaf2): for each ``media``
     name a master mob -> file source mob (a network locator to the file) -> tape mob chain, the tape mob with a
     timecode track starting at ``tape_timecode[name]`` where given (a file with a timecode tag); a composition
     mob with a primary timecode track at ``record_start`` and one picture track ``V1`` of source clips
     ``(name, start, frames)`` (start: the file's frame, from 0; a reader adds the tape's timecode). ``unlinked`` names get no
-    locator (Avid-managed media that this machine cannot see)."""
+    locator (Avid-managed media that this machine cannot see). ``dub``: ``(track name, WAV file, frames)``, a sound
+track of one clip from the record start, the WAV AMA-linked (its master mob counts samples)."""
     import aaf2
     import av
 
@@ -170,6 +171,15 @@ def write_aaf(path: Path, media: dict[str, Path], cuts: list[tuple[str, int, int
                     "streams": [{"codec_type": "video", "codec_name": s.codec_context.name, "width": s.width,
                                  "height": s.height, "pix_fmt": s.codec_context.pix_fmt, "nb_frames": str(frames),
                                  "avg_frame_rate": f"{rate.numerator}/{rate.denominator}"}]}
+
+    def wav(file: Path) -> dict:  # type: ignore[type-arg]
+        with av.open(str(file)) as c:
+            s = c.streams.audio[0]
+            samples = sum(frame.samples for frame in c.decode(audio=0))
+            return {"format": {"format_name": "wav", "format_long_name": "WAV / WAVE (Waveform Audio)"},
+                    "streams": [{"codec_type": "audio", "codec_name": "pcm_s16le", "sample_rate": str(s.rate),
+                                 "channels": s.channels, "duration_ts": str(samples), "sample_fmt": "s16",
+                                 "bit_rate": str(s.rate * 16 * s.channels)}]}
 
     with aaf2.open(str(path), "w") as f:
         masters = {}
@@ -197,4 +207,12 @@ def write_aaf(path: Path, media: dict[str, Path], cuts: list[tuple[str, int, int
         slot.segment = sequence
         for name, start, frames in cuts:
             sequence.components.append(masters[name].create_source_clip(slot_id=1, start=start, length=frames))
+        if dub is not None:
+            track, file, frames = dub
+            master = f.content.create_ama_link(str(file), wav(file))[0]
+            sound = f.create.Sequence(media_kind="sound")
+            slot = comp.create_timeline_slot(edit_rate)
+            slot.name = track
+            slot.segment = sound
+            sound.components.append(master.create_source_clip(slot_id=1, start=0, length=frames))
     return path

@@ -312,11 +312,17 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
 
     if adapter == "AAF":
         out = timeline.deepcopy()
+        rate = (out.global_start_time or out.duration()).rate
         for clip in out.find_clips():
             if clip.active_media_reference_key != DEFAULT_KEY or "lipsyncctl" in clip.media_reference.metadata:
                 for meta in (clip.metadata, clip.media_reference.metadata):
                     for key in ("MobID", "SourceID"):
                         (meta.get("AAF") or {}).pop(key, None)
+            # The writer takes every range at the edit's rate: an audio clip read at its samples' rate (16000)
+            # is restated in frames (the same times; AAF counts a sound slot in the composition's edit units too)
+            clip.source_range = _at_rate(clip.source_range, rate)
+            for ref in clip.media_references().values():
+                ref.available_range = _at_rate(ref.available_range, rate)
         return out
     if adapter != "cmx_3600" or timeline.global_start_time is None:
         return timeline
@@ -328,6 +334,15 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
         track.source_range = otio.opentime.TimeRange(
             otio.opentime.RationalTime(0, length.rate) - start.rescaled_to(length.rate), length)
     return out
+
+
+def _at_rate(span: Any, rate: float) -> Any:
+    """``span`` (an OTIO TimeRange, or None) with its start and duration at ``rate``."""
+    if span is None or (span.start_time.rate == rate and span.duration.rate == rate):
+        return span
+    import opentimelineio as otio
+
+    return otio.opentime.TimeRange(span.start_time.rescaled_to(rate), span.duration.rescaled_to(rate))
 
 
 def shot_extension(config: Any) -> str:

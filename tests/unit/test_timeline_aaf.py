@@ -31,9 +31,11 @@ def cut(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a = write_clip(folder / "cam_a.mov", fixture_frames(fixture, 0, 30), FILM, codec="libx264")
     b = write_clip(folder / "cam_b.mov", fixture_frames(fixture, 120, 30, mirror=True), FILM, codec="libx264",
                    tags={"timecode": "01:00:00:00"})
+    dub = folder / "de.wav"
+    dub.write_bytes(shared_path("fixtures", "demo1_audio.wav").read_bytes())
     return write_aaf(folder / "cut.aaf", {"cam_a": a, "cam_b": b, "cam_c": a},
                      [(name, src, frames) for name, (_, frames, src) in CUTS.items()],
-                     tape_timecode={"cam_b": 86400}, unlinked=("cam_c",))
+                     tape_timecode={"cam_b": 86400}, unlinked=("cam_c",), dub=("A2 DE dub", dub, 28))
 
 
 def test_an_avid_composition_is_planned_at_its_record_timecode(cut: Path) -> None:
@@ -75,7 +77,25 @@ def test_the_relinked_aaf_plays_the_renders_at_the_same_record_times(cut: Path, 
         assert clip.source_range.start_time.to_frames() - avail.start_time.to_frames() == 0
         assert clip.metadata["AAF"]["MobID"] != source_ids[name]  # its own master mob, not the camera file's
     assert isinstance(picture["cam_c"].media_reference, otio.schema.MissingReference)
-    assert [t.name for t in relinked.audio_tracks()] == ["Dub de"]
+    assert [t.name for t in relinked.audio_tracks()] == ["A2 DE dub", "Dub de"]
+
+
+def test_an_aaf_sound_track_is_a_dub_and_is_written_back_at_the_edit_rate(cut: Path, tmp_path: Path) -> None:
+    """The AAF reader states a WAV's clip in samples (16000/s); the writer takes frames only: the relinked AAF
+    restates it, same times."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    timeline = read_timeline(cut)
+    (sound,) = timeline.audio_tracks()
+    assert sound.name == "A2 DE dub" and sound.find_clips()[0].source_range.start_time.rate == 16000
+    written, warnings = write_timelines(timeline, cut, tmp_path / "out")
+    assert [p.name for p in written] == ["cut.otio", "cut.aaf"] and not warnings
+    back = otio.adapters.read_from_file(str(tmp_path / "out" / "cut.aaf"))
+    (clip,) = back.audio_tracks()[0].find_clips()
+    assert clip.range_in_parent().start_time.to_frames() == 0 and clip.duration().to_frames() == 28
+    assert Path(otio.url_utils.filepath_from_url(clip.media_reference.target_url)) == cut.parent / "de.wav"
 
 
 def test_without_the_adapter_an_aaf_is_exit_4_naming_the_package(cut: Path, tmp_path: Path,
