@@ -157,8 +157,9 @@ def test_final_cut_pro_x_xml_at_23976_is_refused_before_it_is_read(tmp_path: Pat
 def test_doctor_names_the_missing_adapters_package_and_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from lipsyncctl.checks.doctor import check_timeline_formats
 
+    monkeypatch.setattr(source, "installed_adapters", lambda: ["AAF", "cmx_3600", "fcp_xml", "otio_json"])
     (row,) = check_timeline_formats()
-    assert row.status == "ok" and ".aaf" in row.detail and ".edl" in row.detail and ".xml" in row.detail
+    assert row.status == "ok" and row.detail == "reads .aaf .edl .otio .otiod .otioz .xml"
     monkeypatch.setattr(source, "installed_adapters", lambda: ["cmx_3600", "fcp_xml", "otio_json"])
     (row,) = check_timeline_formats()
     assert (row.status, row.required) == ("warn", False) and "not .aaf" in row.detail
