@@ -257,6 +257,10 @@ class BatchTask:
     number: int
     total: int
 
+    @property
+    def label(self) -> str:
+        return f"[{self.number}/{self.total}] {self.row.video.name} -> {self.row.output}"
+
 
 #: errors that no row could get past (a model or its file, ffmpeg, the device): the batch stops with them
 STOPS: tuple[type[LipsyncError], ...] = (MissingModelError, MissingToolError, DeviceError, CheckpointError)
@@ -281,10 +285,12 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     """The runner's executor: :func:`~lipsyncctl.pipeline.clip.sync_clip` of one row with the networks of
     ``cache``, loaded on first use for this device (so a worker loads them once). Never raises for a row that
     fails (its item says why), except on an interrupt."""
+    from lipsyncctl import progress
     from lipsyncctl.pipeline.clip import sync_clip
     from lipsyncctl.pipeline.networks import load_networks, network_settings
 
     row, t0 = task.row, time.perf_counter()
+    progress.message(f"{task.label}: rendering")  # in this process: which clip the stage bars are about
     config = task.config.with_overrides({"inference.device": device}) if device else task.config
     try:
         key = json.dumps(network_settings(config), sort_keys=True)
@@ -358,7 +364,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         item = items[task.row.line] = outcome.item
         said = (f"done, {item.frames} frame{'s' * (item.frames != 1)} in {item.seconds:.1f} s"
                 if item.status == "done" else f"failed: {item.reason}")
-        progress.message(f"[{task.number}/{task.total}] {task.row.video.name} -> {task.row.output}: {said}")
+        progress.message(f"{task.label}: {said}")
 
     cache: dict[str, Any] = {}
     if networks is not None:  # passed in: used for every row of this process
