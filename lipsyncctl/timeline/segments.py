@@ -270,6 +270,7 @@ def plan_timeline(
         shown.append((seg_or_skip, piece))
     for i, seg in enumerate(segments):
         seg.index = i
+        warnings += [f"{seg.name}: {w}" for w in seg.warnings if w.startswith("effect")]  # said, not only reported
         if by_clip[seg.clip_path] > 1:
             seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
@@ -443,7 +444,20 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         seg.warnings.append(f"the transition after needs {need_out} handle frames, the media has {seg.handle_out}")
     if mfps != fps:
         seg.warnings.append(f"media at {float(mfps):.3f} fps on a {float(fps):.3f} fps timeline")
+    if effects := _other_effects(clip):
+        seg.warnings.append(f"effect{'s' * (len(effects) > 1)} {', '.join(effects)} not rendered: the render is the "
+                            "media as it is, the relinked timeline keeps the effect for the NLE, the conform shows the "
+                            "shot without it")
     return seg
+
+
+def _other_effects(clip: Any) -> list[str]:
+    """The names of ``clip``'s effects that are not time warps (a resize, a flop, a colour correction from the
+    NLE): the render does not apply them."""
+    import opentimelineio as otio
+
+    return [e.effect_name or e.name or type(e).__name__ for e in clip.effects
+            if not isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame)]
 
 
 def _time_warp(clip: Any) -> tuple[Fraction, str] | None:

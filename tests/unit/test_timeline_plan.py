@@ -118,6 +118,24 @@ def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
     assert len({s.id for s in plan.segments}) == 3
 
 
+def test_an_effect_the_render_does_not_apply_is_said(media: Path) -> None:
+    """A flop or a resize from the NLE stays in the relinked timeline for the NLE to apply; the plan says so."""
+    import opentimelineio as otio
+
+    tl = otio.schema.Timeline(name="t")
+    track = otio.schema.Track(name="V1")
+    flopped, warped = clip("F", "cam_a.mkv", 0, 10, available=(0, 40)), clip("W", "cam_a.mkv", 10, 10)
+    flopped.effects.append(otio.schema.Effect(name="flop", effect_name="Flop"))
+    warped.effects.append(otio.schema.LinearTimeWarp(time_scalar=1.0))  # a 1x time warp: nothing to say
+    track.extend([flopped, warped])
+    tl.tracks.append(track)
+    plan = plan_timeline(tl, MediaResolver(media))
+    f, w = plan.segments
+    assert f.warnings == ["effect Flop not rendered: the render is the media as it is, the relinked timeline keeps "
+                          "the effect for the NLE, the conform shows the shot without it"] and not w.warnings
+    assert [x for x in plan.warnings if "Flop" in x] == [f"F: {f.warnings[0]}"]
+
+
 def test_shot_ids_are_stable_when_a_shot_is_skipped(media: Path) -> None:
     import opentimelineio as otio
 
