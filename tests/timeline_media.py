@@ -149,14 +149,17 @@ def assert_dissolve(got: list[np.ndarray], a_frames: list[np.ndarray], b_frames:
 
 def write_aaf(path: Path, media: dict[str, Path], cuts: list[tuple[str, int, int]], *, rate: Fraction = FILM,
               record_start: int = 86400, tape_timecode: dict[str, int] | None = None,
-              unlinked: tuple[str, ...] = (), dub: tuple[str, Path, int] | None = None) -> Path:
+              unlinked: tuple[str, ...] = (), dub: tuple[str, Path, int] | None = None,
+              dissolves: dict[int, tuple[int, int]] | None = None) -> Path:
     """An AAF composition as Avid Media Composer writes one for AMA-linked files (pyaaf2): for each ``media``
     name a master mob -> file source mob (a network locator to the file) -> tape mob chain, the tape mob with a
     timecode track starting at ``tape_timecode[name]`` where given (a file with a timecode tag); a composition
     mob with a primary timecode track at ``record_start`` and one picture track ``V1`` of source clips
     ``(name, start, frames)`` (start: the file's frame, from 0; a reader adds the tape's timecode). ``unlinked`` names get no
     locator (Avid-managed media that this machine cannot see). ``dub``: ``(track name, WAV file, frames)``, a sound
-track of one clip from the record start, the WAV AMA-linked (its master mob counts samples)."""
+track of one clip from the record start, the WAV AMA-linked (its master mob counts samples). ``dissolves``: cut
+index -> ``(frames, cut point)``, an Avid dissolve (VideoDissolve_2 with its Level ramp) after that cut, which
+overlaps both clips as AAF transitions do (the sequence is that much shorter)."""
     import aaf2
     import av
 
@@ -205,8 +208,10 @@ track of one clip from the record start, the WAV AMA-linked (its master mob coun
         slot = comp.create_timeline_slot(edit_rate)
         slot.name = "V1"
         slot.segment = sequence
-        for name, start, frames in cuts:
+        for k, (name, start, frames) in enumerate(cuts):
             sequence.components.append(masters[name].create_source_clip(slot_id=1, start=start, length=frames))
+            if dissolves and k in dissolves:
+                sequence.components.append(_aaf_dissolve(f, *dissolves[k]))
         if dub is not None:
             track, file, frames = dub
             master = f.content.create_ama_link(str(file), wav(file))[0]
@@ -216,3 +221,42 @@ track of one clip from the record start, the WAV AMA-linked (its master mob coun
             slot.segment = sound
             sound.components.append(master.create_source_clip(slot_id=1, start=0, length=frames))
     return path
+
+
+def _aaf_dissolve(f, frames: int, cut_point: int):  # type: ignore[no-untyped-def]
+    """A picture Transition as Media Composer writes a dissolve: an OperationGroup of the standard VideoDissolve_2
+    definition with a linear Level ramp from 0 to 1 (pyaaf2 objects of the open file ``f``)."""
+    import uuid
+    from fractions import Fraction
+
+    import aaf2
+
+    try:
+        opdef = f.dictionary.lookup_operationdef("VideoDissolve_2")
+    except Exception:  # noqa: BLE001 - pyaaf2 raises its own lookup errors: not defined yet in this file
+        opdef = f.create.OperationDef(uuid.UUID("0c3bea41-fc05-11d2-8a29-0050040ef7d2"), "VideoDissolve_2", "")
+        f.dictionary.register_def(opdef)
+        opdef.media_kind = "picture"
+        opdef["NumberInputs"].value = 2
+        opdef["IsTimeWarp"].value = False
+        opdef["Bypass"].value = 1
+        opdef["OperationCategory"].value = "OperationCategory_Effect"
+        level = f.create.ParameterDef(uuid.UUID("e4962320-2267-11d3-8a4c-0050040ef7d2"), "Level", "",
+                                      f.dictionary.lookup_typedef("Rational"))
+        f.dictionary.register_def(level)
+        opdef["ParametersDefined"].extend([level])
+        f.dictionary.register_def(f.create.InterpolationDef(aaf2.misc.LinearInterp, "LinearInterp", "Linear"))
+    ramp = f.create.VaryingValue()
+    ramp.parameterdef = f.dictionary.lookup_parameterdef("Level")
+    ramp["Interpolation"].value = f.dictionary.lookup_interperlationdef("LinearInterp")
+    for t in (0, 1):
+        point = f.create.ControlPoint()
+        point["EditHint"].value = "Proportional"
+        point.value, point.time = Fraction(t), Fraction(t)
+        ramp["PointList"].append(point)
+    group = f.create.OperationGroup(opdef, frames)
+    group["Parameters"].append(ramp)
+    transition = f.create.Transition("picture", frames)
+    transition["OperationGroup"].value = group
+    transition["CutPoint"].value = cut_point
+    return transition

@@ -164,3 +164,28 @@ def test_doctor_names_the_missing_adapters_package_and_extra(monkeypatch: pytest
     (row,) = check_timeline_formats()
     assert (row.status, row.required) == ("warn", False) and "not .aaf" in row.detail
     assert row.hint == "pip install otio-aaf-adapter (or the extra aaf)"
+
+
+def test_an_avid_dissolve_gets_its_handles_and_is_written_back(cut: Path, tmp_path: Path) -> None:
+    """A 4-frame dissolve cut at 2 between cam_a (14 frames from 4) and cam_b (12 from 8 on its tape): AAF overlaps
+    it with both clips; the plan cuts at record frame 12 with 2 handle frames each side, and the relinked AAF keeps
+    it."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    media = {"cam_a": cut.parent / "cam_a.mov", "cam_b": cut.parent / "cam_b.mov"}
+    path = write_aaf(tmp_path / "diss.aaf", media, [("cam_a", 4, 14), ("cam_b", 6, 12)],
+                     tape_timecode={"cam_b": 86400}, dissolves={0: (4, 2)})
+    timeline = read_timeline(path)
+    plan = plan_timeline(timeline, MediaResolver(cut.parent), handles=0)
+    got = [(s.name, s.record_start, s.record_frames, s.source_start, s.handle_in, s.handle_out) for s in plan.segments]
+    assert got == [("cam_a", 0, 12, 4, 0, 2), ("cam_b", 12, 10, 8, 2, 0)]
+    (span,) = plan.transitions
+    assert (span.cut, span.before, span.after, span.kind) == (12, 2, 2, "SMPTE_Dissolve")
+    written, warnings = write_timelines(timeline, path, tmp_path / "out")
+    assert [p.name for p in written] == ["diss.otio", "diss.aaf"] and not warnings
+    back = otio.adapters.read_from_file(str(tmp_path / "out" / "diss.aaf")).video_tracks()[0]
+    assert [type(c).__name__ for c in back] == ["Clip", "Transition", "Clip"]
+    assert (back[1].in_offset.to_frames(), back[1].out_offset.to_frames()) == (2, 2)
+    assert [c.range_in_parent().start_time.to_frames() for c in back.find_clips()] == [0, 12]
