@@ -121,7 +121,8 @@ def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite
     ``overwrite``; a clip's failure is its item's ``reason`` and the others go on (``result.ok`` is False).
     ``dry_run``: each row ``planned`` (its inputs probed), ``skipped`` or ``failed``; nothing loaded or written.
     ``jobs``, ``gpus`` (``"0,1"``), ``backend`` (``"ray"``): the rows on worker processes, one set of networks
-    each, as for a timeline's shots; ``shard`` (``"I/N"`` or ``"auto"``): only that part of the rows.
+    each, as for a timeline's shots (``networks`` serve the rows of this process only); ``shard`` (``"I/N"`` or
+    ``"auto"``): only that part of the rows. ``list_file`` ``"-"`` reads the list from standard input.
 
     Raises:
         MediaError: no such list; UsageError: a bad list (names the line), a bad ``gpus``, ``shard`` or
