@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import (
     CheckpointError,
+    ConfigError,
     DeviceError,
     LipsyncError,
     MediaError,
@@ -328,6 +329,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
     from lipsyncctl.pipeline.clip import probe_inputs
+    from lipsyncctl.pipeline.output import check_output
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import check_backend, run_tasks
 
@@ -335,6 +337,11 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     mine = take_shard(rows, shard)
     # each row's configuration, checked before any work (ConfigError, exit 3, naming the line)
     configs = {r.line: config.with_overrides(r.options, source=f"--batch {list_file}, line {r.line}") for r in mine}
+    for r in mine:  # an output whose container cannot hold the codec would fail at its turn: say so now
+        try:
+            check_output(r.output, configs[r.line].output)
+        except (ConfigError, UsageError) as exc:
+            raise type(exc)(f"--batch {list_file}, line {r.line}: {exc.message}", exc.hint) from None
     for name in dict.fromkeys([config.faces.backend, *(c.faces.backend for c in configs.values())]):
         usable_backend(name)  # a missing detector would fail every row: say so before any work
     items: dict[int, BatchItem] = {}

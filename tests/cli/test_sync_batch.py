@@ -286,3 +286,12 @@ def test_a_missing_device_stops_the_batch_at_its_first_clip(folder: Path, models
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--gpus", "0")
     assert rc == 4 and "CUDA is not available" in res["error"]["message"], err
     assert "[2/3]" not in err and not (folder / "out" / "b.mkv").exists()  # not once a row
+
+
+def test_an_output_that_cannot_hold_the_codec_stops_the_batch_before_any_clip(folder: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "list.csv").write_text("video,audio,output,set\na.mkv,a.wav,out/a.mkv,\n"
+                                     "a.mkv,a.wav,out/b.mp4,output.codec=prores\n")
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
+    assert rc == 3 and "line 3: " in res["error"]["message"] and "'.mp4'" in res["error"]["message"], err
+    assert not (folder / "out").exists()  # not even the first row, which could have been written
