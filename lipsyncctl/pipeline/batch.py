@@ -131,16 +131,10 @@ def _seconds(value: str, column: str, where: str) -> float | None:
 DELIMITERS = ",;\t"
 
 
-def _delimiter(fh: Any) -> str:
-    """The separator of the list open in ``fh``: the one of :data:`DELIMITERS` its header row (the first line that
-    is not blank or a comment) holds the most of, a comma when it holds none (a one-column row); ``fh`` is
-    rewound."""
-    header = ""
-    for line in fh:
-        if line.strip() and not line.lstrip().startswith("#"):
-            header = line
-            break
-    fh.seek(0)
+def _delimiter(text: str) -> str:
+    """The separator of the list ``text``: the one of :data:`DELIMITERS` its header row (the first line that is not
+    blank or a comment) holds the most of, a comma when it holds none (a one-column row)."""
+    header = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -192,8 +186,8 @@ def read_batch(path: str | Path) -> list[BatchRow]:
             text, base = sys.stdin.read().removeprefix("\ufeff"), Path.cwd()
         else:  # a spreadsheet's UTF-8 export starts with a BOM; bytes, so that quoted line breaks stay as written
             text, base = path.read_bytes().decode("utf-8-sig"), path.parent
-        fh = io.StringIO(text, newline="")
-        lines = [(n, row) for n, row in enumerate(csv.reader(fh, delimiter=_delimiter(fh)), 1)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+        lines = [(n, row) for n, row in enumerate(reader, 1)
                  if any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
     except FileNotFoundError:
         raise MediaError(f"--batch {path}: no such file", hint="check the path given to --batch") from None
@@ -288,17 +282,14 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     fails (its item says why), except on an interrupt."""
     from lipsyncctl import progress
     from lipsyncctl.pipeline.clip import sync_clip
-    from lipsyncctl.pipeline.networks import load_networks, network_settings
+    from lipsyncctl.pipeline.networks import cached_networks
 
     row, t0 = task.row, time.perf_counter()
     progress.message(f"{task.label}: rendering")  # in this process: which clip the stage bars are about
     config = task.config.with_overrides({"inference.device": device}) if device else task.config
     try:
-        key = json.dumps(network_settings(config), sort_keys=True)
-        if key not in cache:
-            cache[key] = load_networks(config)
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
-                        networks=cache[key], overwrite=task.overwrite)
+                        networks=cached_networks(cache, config), overwrite=task.overwrite)
     except STOPS as exc:  # a model, ffmpeg or a device: no row could run
         return _Outcome(BatchItem(row, "failed", exc.message, exc.hint),
                         stop=(type(exc).__name__, exc.message, exc.hint))
@@ -375,9 +366,9 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
 
     cache: dict[str, Any] = {}
     if networks is not None:  # passed in: used for every row of this process
-        from lipsyncctl.pipeline.networks import network_settings
+        from lipsyncctl.pipeline.networks import networks_key
 
-        cache[json.dumps(network_settings(config), sort_keys=True)] = networks
+        cache[networks_key(config)] = networks
     try:
         run_tasks(tasks, execute_row, on_done, jobs=jobs, gpus=gpus, backend=backend, label="clips", cache=cache)
     except KeyboardInterrupt:

@@ -62,6 +62,22 @@ def network_settings(config: Config, device: str | None = None) -> dict[str, Any
             "inference.dtype": inf.dtype, **{f"inference.{k}": bool(getattr(inf, k)) for k in TUNING_OPTIONS}}
 
 
+def networks_key(config: Config) -> str:
+    """The key of ``config``'s networks in a worker's cache (:func:`network_settings`, as text)."""
+    import json
+
+    return json.dumps(network_settings(config), sort_keys=True)
+
+
+def cached_networks(cache: dict[str, Any], config: Config) -> Networks:
+    """``config``'s networks from ``cache`` (a runner worker's, or a batch's), loaded on first use: a worker
+    loads each set once, and a task asking for other files, device, dtype or tuning gets its own."""
+    key = networks_key(config)
+    if key not in cache:
+        cache[key] = load_networks(config)
+    return cache[key]
+
+
 def tuning_of(inference: InferenceOptions) -> dict[str, bool]:
     """The options of :data:`TUNING_OPTIONS` that ``inference`` switches on (off ones are left out, so an
     untuned :class:`Networks` has ``{}``)."""

@@ -266,11 +266,13 @@ def plan_timeline(
                 shown.append((seg_or_skip.source, piece))
             continue
         by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
+        if note := _effects_note(piece.clip):  # in the shot's report, and said
+            seg_or_skip.warnings.append(note)
+            warnings.append(f"{piece.clip.name}: {note}")
         segments.append(seg_or_skip)
         shown.append((seg_or_skip, piece))
     for i, seg in enumerate(segments):
         seg.index = i
-        warnings += [f"{seg.name}: {w}" for w in seg.warnings if w.startswith("effect")]  # said, not only reported
         if by_clip[seg.clip_path] > 1:
             seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
@@ -388,11 +390,13 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return SkippedItem(clip.name, reason, piece.lo, piece.hi - piece.lo, piece.path)
 
     ref = clip.media_reference
-    named = resolver.resolve_name(clip.name) if isinstance(ref, otio.schema.MissingReference) and clip.name else None
-    if named is not None:
+    if isinstance(ref, otio.schema.MissingReference) and clip.name:
         # EDLs name the source file in "* FROM CLIP NAME:" only, an AAF master mob without a locator its file's
         # stem: link by that name (relink/media-root apply)
-        ref = otio.schema.ExternalReference(target_url=clip.name if resolver.resolve(clip.name) else str(named))
+        if resolver.resolve(clip.name):
+            ref = otio.schema.ExternalReference(target_url=clip.name)
+        elif (named := resolver.resolve_stem(clip.name)) is not None:
+            ref = otio.schema.ExternalReference(target_url=str(named))
     if isinstance(ref, otio.schema.GeneratorReference):
         return skip(f"generator ({ref.generator_kind or 'unknown'})")
     if not isinstance(ref, otio.schema.ExternalReference):
@@ -444,20 +448,20 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         seg.warnings.append(f"the transition after needs {need_out} handle frames, the media has {seg.handle_out}")
     if mfps != fps:
         seg.warnings.append(f"media at {float(mfps):.3f} fps on a {float(fps):.3f} fps timeline")
-    if effects := _other_effects(clip):
-        seg.warnings.append(f"effect{'s' * (len(effects) > 1)} {', '.join(effects)} not rendered: the render is the "
-                            "media as it is, the relinked timeline keeps the effect for the NLE, the conform shows the "
-                            "shot without it")
     return seg
 
 
-def _other_effects(clip: Any) -> list[str]:
-    """The names of ``clip``'s effects that are not time warps (a resize, a flop, a colour correction from the
-    NLE): the render does not apply them."""
+def _effects_note(clip: Any) -> str | None:
+    """What to say of ``clip``'s effects that are not time warps (a resize, a flop, a colour correction from the
+    NLE): the render does not apply them. None when it has none."""
     import opentimelineio as otio
 
-    return [e.effect_name or e.name or type(e).__name__ for e in clip.effects
-            if not isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame)]
+    effects = [e.effect_name or e.name or type(e).__name__ for e in clip.effects
+               if not isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame)]
+    if not effects:
+        return None
+    return (f"effect{'s' * (len(effects) > 1)} {', '.join(effects)} not rendered: the render is the media as it is, "
+            "the relinked timeline keeps the effect for the NLE, the conform shows the shot without it")
 
 
 def _time_warp(clip: Any) -> tuple[Fraction, str] | None:

@@ -13,7 +13,6 @@ Non-dialogue handling (``timeline.non_dialogue``):
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,16 +54,14 @@ def execute_shot(task: ShotTask, cache: dict[str, Any], device: str | None) -> S
     ``cache``, loaded on first use for this model set, device, dtype and GPU tuning (so a worker loads them
     once; a shot whose options ask for other tuning, e.g. ``inference.channels_last`` by a range, gets its
     own copy instead of networks tuned for another shot)."""
-    from lipsyncctl.pipeline.networks import load_networks, network_settings
+    from lipsyncctl.pipeline.networks import cached_networks
 
-    key = json.dumps(network_settings(task.config, device), sort_keys=True)
-    if key not in cache:
-        try:
-            cache[key] = load_networks(task.config.with_overrides({"inference.device": device}))
-        except LipsyncError as exc:
-            return ShotOutcome(ShotStatus.FAILED, task.key, language=task.language, segment=task.segment_id,
-                               error=f"{type(exc).__name__}: {exc}", seconds=0.0)
-    return render_shot(task, networks=cache[key], device=device)
+    try:
+        networks = cached_networks(cache, task.config.with_overrides({"inference.device": device}))
+    except LipsyncError as exc:
+        return ShotOutcome(ShotStatus.FAILED, task.key, language=task.language, segment=task.segment_id,
+                           error=f"{type(exc).__name__}: {exc}", seconds=0.0)
+    return render_shot(task, networks=networks, device=device)
 
 
 def render_shot(task: ShotTask, networks: Any = None, device: str | None = None) -> ShotOutcome:

@@ -552,16 +552,15 @@ class MediaResolver:
                 return cand.resolve()
         return None
 
-    def resolve_name(self, name: str) -> Path | None:
-        """The media of a clip known by its name only (an EDL's clip name, an AAF master mob without a locator):
-        the file of that name, or when the name has no media extension (Avid names a clip after its file's
-        stem, ``A001C003_250101_R1AB``) the one media file of that stem in the timeline's folder or
-        ``--media-root``. None when there is none, or several (``x.mov`` and ``x.mxf``: which one is not known)."""
+    def resolve_stem(self, name: str) -> Path | None:
+        """The media of a clip known by a name without its extension (Avid names a clip, an AAF master mob without
+        a locator, after its file's stem: ``A001C003_250101_R1AB``): the one media file of that stem in the
+        timeline's folder or ``--media-root``. None when there is none, or several (``x.mov`` and ``x.mxf``: which
+        one is not known), or when ``name`` has a media extension or a folder (:meth:`resolve` looks for those)."""
         from lipsyncctl.media.container import MEDIA_EXTS
 
-        found = self.resolve(name)
-        if found is not None or not name or Path(name).suffix.lower() in MEDIA_EXTS or "/" in name:
-            return found
+        if not name or Path(name).suffix.lower() in MEDIA_EXTS or "/" in name:
+            return None
         matches = {p.resolve() for folder in (self.base, self.media_root) if folder is not None and folder.is_dir()
                    for p in folder.glob(f"{glob.escape(name)}.*") if p.suffix.lower() in MEDIA_EXTS and p.is_file()}
         return matches.pop() if len(matches) == 1 else None
