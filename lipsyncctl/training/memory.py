@@ -640,12 +640,7 @@ def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_d
     from lipsyncctl.checkpoints.loaders import SD_VAE_FT_MSE_CONFIG
     from lipsyncctl.checkpoints.tiny import TINY_VAE_CONFIG
     from lipsyncctl.nets.unet import UNet3DConditionModel
-    from lipsyncctl.training.networks import TrainNetworks, enable_gradient_checkpointing
-
-    def frozen(m: nn.Module) -> nn.Module:
-        m = m.to(dtype=weight_dtype).eval()
-        m.requires_grad_(False)
-        return m
+    from lipsyncctl.training.networks import TrainNetworks, enable_gradient_checkpointing, freeze
 
     with torch.device(device):
         unet = UNet3DConditionModel(archs.load_unet_config(cfg.model.unet_config))
@@ -670,8 +665,8 @@ def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_d
     from lipsyncctl.training.trainable import select_trainable
 
     select_trainable(unet, tuple(cfg.model.trainable))
-    vae = frozen(vae)
-    aux = {k: frozen(v) for k, v in aux.items()}
+    vae = freeze(vae, None, weight_dtype)
+    aux = {k: freeze(v, None, weight_dtype) for k, v in aux.items()}
     nets = TrainNetworks(unet, vae=vae, aux=aux, arch=unet.config, arch_name=cfg.model.unet_config)
     enable_gradient_checkpointing(nets, cfg)
     return nets

@@ -176,8 +176,15 @@ def enable_gradient_checkpointing(nets: TrainNetworks, cfg: TrainConfig) -> None
         nets.aux["videomae"].gradient_checkpointing = True
 
 
-def _frozen(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    module = module.to(device=device, dtype=dtype).eval()
+def freeze(module: nn.Module, device: torch.device | str | None, dtype: torch.dtype) -> nn.Module:
+    """``module`` on ``device`` in ``dtype``, in eval mode, without gradients (a frozen network of the run).
+
+    The cast is torch's ``Module.to``: diffusers' ``ModelMixin.to`` warns "modules that should be kept in float32:
+    []" on every dtype cast (its check is true for an empty list), a false alarm in every run's log; none of these
+    networks keeps a module in float32."""
+    from torch import nn
+
+    module = nn.Module.to(module, device=device, dtype=dtype).eval()
     module.requires_grad_(False)
     return module
 
@@ -207,7 +214,7 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
         if cfg.data.latent_space:  # official: the frozen sd-vae-ft-mse in fp16 encodes the frames
             vae_path = resolve_file(cfg.model.vae, "vae")
             files["vae"] = str(vae_path)
-            vae = _frozen(load_vae(vae_path), device, weight_dtype)
+            vae = freeze(load_vae(vae_path), device, weight_dtype)
         return TrainNetworks(model.to(device).train(), vae=vae, init_report=report, files=files, arch=arch,
                              arch_name=cfg.model.syncnet_config)
     model, arch, report, source = build_unet(cfg, seed)
@@ -215,24 +222,24 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
     files = {"init": source}
     vae_path = resolve_file(cfg.model.vae, "vae")
     files["vae"] = str(vae_path)
-    vae = _frozen(load_vae(vae_path), device, weight_dtype)
+    vae = freeze(load_vae(vae_path), device, weight_dtype)
     aux: dict[str, nn.Module] = {}
     if cfg.pixel_supervision and cfg.loss.lpips:
         from lipsyncctl.checkpoints.aux_train import load_lpips
 
         vgg, lin = _need(cfg.model.vgg, "vgg16", "lpips"), _need(cfg.model.lpips, "lpips", "lpips")
-        aux["lpips"] = _frozen(load_lpips(vgg, lin), device, weight_dtype)
+        aux["lpips"] = freeze(load_lpips(vgg, lin), device, weight_dtype)
         files.update(vgg=str(vgg), lpips=str(lin))
     if cfg.pixel_supervision and cfg.loss.sync:
         path = _need(cfg.model.syncnet, "stable-syncnet", "sync")
-        aux["syncnet"] = _frozen(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config), path),
+        aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config), path),
                                  device, weight_dtype)
         files["syncnet"] = str(path)
     if cfg.pixel_supervision and cfg.loss.trepa:
         from lipsyncctl.checkpoints.aux_train import load_videomae
 
         path = _need(cfg.model.videomae, "videomae", "trepa")
-        aux["videomae"] = _frozen(load_videomae(path, cfg.model.videomae_config), device, weight_dtype)
+        aux["videomae"] = freeze(load_videomae(path, cfg.model.videomae_config), device, weight_dtype)
         files["videomae"] = str(path)
     return TrainNetworks(model.to(device).train(), vae=vae, aux=aux, init_report=report, files=files,
                          arch=arch, arch_name=cfg.model.unet_config)

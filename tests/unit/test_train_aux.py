@@ -268,3 +268,31 @@ def test_registry_entries_and_roles() -> None:
     assert vit.path == vit.hub.filename and vit.sha256 is None
     assert math.isclose(videomae_config().mlp_ratio, 48 / 11) and videomae_config().mlp_hidden_dim == 6144
     assert tuple(lin_heads().lin4.model[1].weight.shape) == (1, 512, 1, 1)
+
+
+def test_freezing_the_vae_casts_it_without_a_false_warning() -> None:
+    """diffusers' ModelMixin.to warns "modules that should be kept in float32: []" on every dtype cast; a frozen
+    network of a train run is cast without it (it was in every run's log), and is frozen in eval mode."""
+    import logging
+
+    from diffusers import AutoencoderKL
+    from diffusers.utils import logging as dlogging
+
+    from lipsyncctl.checkpoints.tiny import TINY_VAE_CONFIG
+    from lipsyncctl.training.networks import freeze
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    root = dlogging.get_logger("diffusers")
+    root.addHandler(handler)
+    try:
+        AutoencoderKL(**TINY_VAE_CONFIG).to(dtype=torch.float16)  # the library's own cast still warns
+        assert any("kept in float32" in r.getMessage() for r in records)
+        records.clear()
+        vae = freeze(AutoencoderKL(**TINY_VAE_CONFIG).train(), "cpu", torch.float16)
+    finally:
+        root.removeHandler(handler)
+    assert not records
+    assert not vae.training and {p.dtype for p in vae.parameters()} == {torch.float16}
+    assert not any(p.requires_grad for p in vae.parameters())
