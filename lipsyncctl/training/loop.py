@@ -240,8 +240,11 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
         (out / "train.yaml").write_text(yaml.safe_dump(
             {**cfg.to_dict(), "stream_hash": cfg.stream_hash(), "data": {**cfg.to_dict()["data"],
                                                                           "path": str(data)}}, sort_keys=False))
-        for line in nets.init_report:
-            progress.message(line)
+        if resume_from is not None:  # the init's weights were replaced by the checkpoint's: said as such
+            progress.message(f"resume: {resume_from} (step {start_step}: weights, optimizer, RNG, data position)")
+        else:
+            for line in nets.init_report:
+                progress.message(line)
         progress.message(f"trainable: {counts.tensors} tensors, {counts.params:,} parameters "
                          f"(frozen {counts.frozen_tensors} / {counts.frozen_params:,})")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lipsyncctl import api
+from lipsyncctl import api, progress
 from lipsyncctl.training import loop
 from tests.train_media import Curated, curated_folder
 
@@ -50,9 +51,13 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     straight = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=4", "run.save_every=2")
     assert straight.steps == 4 and straight.trainable["tensors"] > 0 and len(losses(tmp_path / "a")) == 4
     run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=2", "run.save_every=2", "data.workers=2")
-    resumed = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=4", "run.save_every=2",
-                        "data.workers=2", resume="latest")
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        resumed = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=4", "run.save_every=2",
+                            "data.workers=2", resume="latest")
     assert resumed.start_step == 2 and resumed.steps == 2
+    said = [e[1] for e in sink.events if e[0] == "message"]  # where it continues, not the init it replaced
+    assert any(m.startswith("resume: ") and "step-000002 (step 2:" in m for m in said), said
+    assert not any(m.startswith("init: ") for m in said)
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
     assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     # the export is what sync loads: official layout and our safetensors, through the strict loader
@@ -177,6 +182,9 @@ def test_cli_kill_9_then_resume_equals_uninterrupted(curated: Curated, tmp_path:
     again = subprocess.run(_cli(*base, "-o", str(tmp_path / "b"), "--resume", "latest"), env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
+    # it says where it continues from, not the init file whose weights the checkpoint replaced
+    assert re.search(r"^resume: .*step-00000[23] \(step [23]:", again.stderr, re.M), again.stderr
+    assert "init: " not in again.stderr
     assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert losses(tmp_path / "b")[-2:] == losses(tmp_path / "a")[-2:]
     occupied = subprocess.run(_cli(*base, "-o", str(tmp_path / "b")), env=env, capture_output=True, text=True)
