@@ -10,7 +10,8 @@ file inside a zip archive at such a URL (``archive:``, InsightFace's packs) is t
 downloaded once into the model's ``.archives/`` folder and removed when every file of the model is in place.
 After a download the file is hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved
 aside to ``*.corrupt`` and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
-A fetch that fails (or is interrupted) removes the folders it created while they are still empty.
+A fetch that fails (or is interrupted) removes the folders it created while they are still empty. A server whose
+name does not resolve (offline, without a proxy) fails at once, before the hub client's retries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -260,8 +263,25 @@ class _ProgressBridge:
         return cls.cls
 
 
+def check_resolves(url: str, what: str | None = None) -> None:
+    """Fail at once when ``url``'s host name does not resolve (``what``: the file named in the error, default ``url``): offline, the hub client would retry for about 25 s
+    (5 tries, a line each) before the same error. Skipped behind a proxy (it resolves the names, not this machine).
+
+    Raises:
+        MissingModelError: the name does not resolve.
+    """
+    host = urllib.parse.urlsplit(url).hostname
+    if not host or urllib.request.getproxies():
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise MissingModelError(f"cannot download {what or url}: {host} does not resolve ({exc.strerror}): offline?",
+                                hint=_OFFLINE_HINT) from exc
+
+
 def _download_hub(entry: ModelEntry, f: ModelFile, mdir: Path, *, endpoint: str | None, force: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         LocalEntryNotFoundError,
@@ -272,6 +292,8 @@ def _download_hub(entry: ModelEntry, f: ModelFile, mdir: Path, *, endpoint: str 
 
     assert f.hub is not None
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    if not constants.HF_HUB_OFFLINE:  # offline mode has its own error, below
+        check_resolves(endpoint or constants.ENDPOINT, f.source)
     try:
         path = hf_hub_download(
             f.hub.repo,
@@ -378,6 +400,7 @@ def _download_url(url: str, dest: Path, *, description: str, timeout: float = 60
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
+    check_resolves(url)
     request = urllib.request.Request(url, headers={"User-Agent": "lipsyncctl"})
     if have:
         request.add_header("Range", f"bytes={have}-")

@@ -393,3 +393,50 @@ def test_an_archive_without_the_member_is_a_clear_error(hub_env, tmp_path: Path)
     with pytest.raises(MissingModelError):
         fetch_model(entry, models_dir=offline)
     assert not (offline / "insightface").exists()
+
+
+def test_a_server_name_that_does_not_resolve_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, the hub client retried a name that does not resolve for ~25 s, a line per try; the fetch now
+    fails before any request (hub and plain URLs), naming the file and the host; behind a proxy it does not
+    look the name up (the proxy does)."""
+    import socket
+
+    import huggingface_hub
+
+    import lipsyncctl.checkpoints.fetch as fetch_mod
+
+    looked_up: list[str] = []
+
+    def no_dns(host: str, *args: object, **kwargs: object) -> list:
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a request was made")
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(fetch_mod.socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_request)
+    monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", no_request)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")
+    reg = load_registry(_registry(tmp_path, {
+        "h": {"kind": "x", "description": "t", "files": [
+            {"path": "a.bin", "role": "unet", "hub": {"repo": "Org/Model", "filename": "a.bin"}}]},
+        "u": {"kind": "x", "description": "t", "files": [
+            {"path": "w.pt", "role": "whisper", "url": "https://files.example.net/w.pt"}]}}))
+    with pytest.raises(MissingModelError, match=r"hf://Org/Model/a\.bin: hub\.example\.org does not resolve") as err:
+        fetch_model(reg.get("h"), models_dir=tmp_path / "models")
+    assert "online" in err.value.hint
+    with pytest.raises(MissingModelError, match=r"https://files\.example\.net/w\.pt: files\.example\.net does not"):
+        fetch_model(reg.get("u"), models_dir=tmp_path / "models")
+    assert looked_up == ["hub.example.org", "files.example.net"]
+    assert not (tmp_path / "models" / "h").exists() and not (tmp_path / "models" / "u").exists()
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")  # the proxy resolves: straight to the request
+    with pytest.raises(AssertionError, match="a request was made"):
+        fetch_model(reg.get("u"), models_dir=tmp_path / "models")
+    assert looked_up == ["hub.example.org", "files.example.net"]
