@@ -14,6 +14,7 @@ free of torch, diffusers and PyAV)::
 
     job = lipsyncctl.timeline_job("edit.otio", "out/", audio=["de=de.wav"])
     lipsyncctl.sync_timeline(job, config)                                        # -> TimelineResult
+    lipsyncctl.score(["out.mp4"]).clips[0].lse_c                                  # LSE-C of a clip (syncnet-v2)
     lipsyncctl.prep(["raw/"], "prepped/")                                        # -> PrepResult
     lipsyncctl.doctor(config)                                                    # -> DoctorResult
 
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 #: the names ``import lipsyncctl`` gives, each resolved from :mod:`lipsyncctl.api` on first use
-__all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config", "sync", "sync_batch",
+__all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config", "score", "sync", "sync_batch",
            "sync_timeline", "timeline_job"]
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         load_pipeline,
         prep,
         resolve_config,
+        score,
         sync,
         sync_batch,
         sync_timeline,

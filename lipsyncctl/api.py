@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from lipsyncctl.pipeline.clip import SyncResult
     from lipsyncctl.pipeline.lipsync import LipSyncPipeline
     from lipsyncctl.pipeline.networks import Networks
+    from lipsyncctl.pipeline.score import ScoreResult
     from lipsyncctl.preparation.job import PrepResult
     from lipsyncctl.timeline.prune import PruneResult
     from lipsyncctl.timeline.types import TimelineJob, TimelineResult
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
-    "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "sync", "sync_batch", "sync_timeline",
+    "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
     "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
 ]
 
@@ -140,6 +141,40 @@ def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite
     rows = read_batch(list_file)
     return _sync_batch(rows, config or _Config(), list_file=Path(list_file), overwrite=overwrite, networks=networks,
                        dry_run=dry_run, jobs=jobs, gpus=devices, shard=part, backend=backend)
+
+
+def score(videos: str | Path | Sequence[str | Path], config: Config | None = None, *, audio: str | Path | None = None,
+          start: float | None = None, end: float | None = None, min_sync: float | None = None) -> ScoreResult:
+    """How well the mouth of each clip matches a sound track: LSE-C / LSE-D (``lipsyncctl score``).
+
+    Args:
+        videos: one clip or several (a sync's output, a source picture...).
+        config: a resolved configuration: ``inference.device``, ``faces.backend`` (the approximate scale's face
+            detector) and ``sync.deinterlace`` are used; None = the built-in defaults.
+        audio: the sound to measure against, for every clip; None = each clip's own sound.
+        start, end: seconds of each clip to measure (the sound from ``start`` too).
+        min_sync: a clip whose LSE-C is under it, or that cannot be measured, does not pass (``result.failed``).
+
+    Returns:
+        :class:`~lipsyncctl.pipeline.score.ScoreResult`: per clip its status (ok, under_min_sync, unmeasured,
+        failed), LSE-C, LSE-D, offset and face tracks; the scale (official with ``sfd-face`` installed, else
+        approximate) and the evaluation SyncNet's provenance.
+
+    Raises:
+        MissingModelError: ``syncnet-v2`` is not installed (``lipsyncctl models fetch syncnet-v2 sfd-face``).
+        MediaError: a clip or ``audio`` that is not there.
+    """
+    from lipsyncctl.config import Config as _Config
+    from lipsyncctl.errors import UsageError
+    from lipsyncctl.pipeline.score import score_clips
+
+    paths = [videos] if isinstance(videos, (str, Path)) else list(videos)
+    if not paths:
+        raise UsageError("no clip to score", hint="give one clip or more")
+    _not_empty(**{f"video {i + 1}": p for i, p in enumerate(paths)}, **({"audio": audio} if audio is not None else {}))
+    _reproducible_math()
+    return score_clips([Path(p) for p in paths], config or _Config(), audio=Path(audio) if audio is not None else None,
+                       start=start, end=end, min_sync=min_sync)
 
 
 def load_pipeline(preset: str | Path = "latentsync-1.5", *, sets: Iterable[str] = (), device: str | None = None,

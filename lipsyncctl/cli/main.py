@@ -24,7 +24,7 @@ from lipsyncctl.errors import LipsyncError
 #: Command modules, in --help order; each has ``register(app)``. Importing them must stay cheap (no torch at
 #: import). Only modules that exist are listed: a listed module that does not import is an error, never a
 #: silently missing command.
-COMMAND_MODULES = ("prep", "sync", "curate", "train", "prune", "doctor", "models", "presets")
+COMMAND_MODULES = ("prep", "sync", "score", "curate", "train", "prune", "doctor", "models", "presets")
 
 app = typer.Typer(
     name="lipsyncctl",

@@ -224,9 +224,9 @@ def sync_clip(
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     _check_point(config, vinfo.display_size)
     grid = vinfo.nominal_fps
-    grid_frames = _grid_frames(vinfo)
-    first, stop = select_range(grid_frames, grid, start, end) if frames is None else select_frames(grid_frames, *frames)
-    clamped = end_clamp_warning(grid_frames, grid, end)
+    total = grid_frames(vinfo)
+    first, stop = select_range(total, grid, start, end) if frames is None else select_frames(total, *frames)
+    clamped = end_clamp_warning(total, grid, end)
     if clamped:
         warnings.append(clamped)
     out_fps = None if config.sync.fps == "source" else parse_rate(config.sync.fps)  # 29.97: 30000/1001
@@ -431,7 +431,7 @@ def _output_timecode(info: MediaInfo, plan: ClipPlan, output: Path) -> tuple[str
     return tb.timecode(frames, plan.fps, tb.is_drop_frame(info.timecode, plan.fps)), info.reel
 
 
-def _grid_frames(vinfo: VideoInfo) -> int:
+def grid_frames(vinfo: VideoInfo) -> int:
     """Frames of the source on its constant-rate grid: the frame count for CFR input, the duration at
     the nominal rate for VFR input (what :class:`~lipsyncctl.media.reader.IndexedReader` yields)."""
     if not vinfo.is_vfr:

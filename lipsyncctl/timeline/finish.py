@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
 from lipsyncctl.media.thumbnails import thumbnail_uri
-from lipsyncctl.scoring.crops import approximate_sync
 from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
-from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, load_official_scorer
+from lipsyncctl.scoring.meter import SyncMeter
+from lipsyncctl.scoring.official import SCALE_APPROXIMATE, load_official_scorer
 from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.delivery import Delivery, building
@@ -181,7 +181,8 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         if syncnet is not None and scorer is None:
             raise
         detector = None
-    scale = None if syncnet is None else SCALE_OFFICIAL if scorer is not None else SCALE_APPROXIMATE
+    meter = SyncMeter(syncnet, scorer, detector) if syncnet is not None else None
+    scale = meter.scale if meter is not None else None
     # interlaced media are measured on progressive pictures, as their faces were found and rendered (a combed face
     # can go unfound: no score, a false --min-sync failure)
     deinterlace = config.sync.deinterlace == "auto"
@@ -197,7 +198,7 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         if not rendered:
             notes[seg.id] = f"no render ({row.status.value})"
             continue
-        if syncnet is None:
+        if meter is None:
             notes[seg.id] = "the evaluation SyncNet (syncnet-v2) is not installed: lipsyncctl models fetch syncnet-v2"
             continue
         from lipsyncctl.timeline.dub import record_cut, to_vad_rate
@@ -209,10 +210,7 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         reasons = []
         for when, path, first in sides:
             frames = functools.partial(read_frames, path, first, n, deinterlace=deinterlace)
-            if scorer is not None:
-                result = scorer.score(frames, audio16, seg.media_fps, count=n)
-            else:
-                result = approximate_sync(syncnet.model, frames, audio16, seg.media_fps, detector, count=n)
+            result = meter.score(frames, audio16, seg.media_fps, count=n)
             if result.measured:
                 setattr(row, f"sync_{when}", round(result.lse_c, 4))
                 setattr(row, f"lse_d_{when}", round(result.lse_d, 4))

@@ -1,0 +1,151 @@
+"""`lipsyncctl score`: LSE-C / LSE-D of clips through the same measurement as the timeline QC.
+
+A random evaluation SyncNet (the official flat state dict, loaded through the strict loader) is installed in an
+isolated models dir: its numbers mean nothing, so the tests check the wiring (the scores equal the measurement
+of the same frames and sound made directly), the gate, the scales and every failure's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl.cli.main import main
+from tests.conftest import shared_path
+from tests.unit.test_timeline_qc import install_random_sfd_face, install_random_syncnet
+
+CLIP = Path(__file__).resolve().parents[2] / "lipsyncctl" / "data" / "sample.mp4"  # 4 s, 25 fps, a real face
+DUB = CLIP.with_name("sample_dub.wav")
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:
+    """(exit code, the --json document, stderr)."""
+    capsys.readouterr()
+    rc = main(["--json", "-q", "score", *args])
+    cap = capsys.readouterr()
+    return rc, json.loads(cap.out) if cap.out.strip() else {}, cap.err
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("score") / "models"
+    install_random_syncnet(folder)
+    return folder
+
+
+@pytest.fixture()
+def installed(models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(models))
+    return models
+
+
+def test_without_the_evaluation_syncnet_exit_4_before_any_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "none"))
+    rc, doc, err = _run([str(CLIP)], capsys)
+    assert rc == 4 and doc["ok"] is False and "syncnet-v2" in doc["error"]["message"]
+    assert "models fetch syncnet-v2" in doc["error"]["hint"] and "Traceback" not in err
+
+
+def test_scores_equal_the_qc_measurement_of_the_same_frames(installed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The clip against the dub over 1-3 s: the approximate scale (no sfd-face), the numbers of the timeline QC's
+    meter on the same frames and sound, the SyncNet's provenance said; the clip's own sound is the default."""
+    import functools
+    from fractions import Fraction
+
+    from lipsyncctl.faces.detect import create_detector
+    from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.reader import read_range
+    from lipsyncctl.scoring.evaluator import load_eval_syncnet
+    from lipsyncctl.scoring.meter import SyncMeter
+
+    rc, doc, err = _run([str(CLIP), "--audio", str(DUB), "--start", "1", "--end", "3"], capsys)
+    assert rc == 0 and doc["ok"] is True, err
+    assert doc["scale"] == "approximate (not official)" and doc["model"]["verified"] is False
+    (clip,) = doc["clips"]
+    assert clip["status"] == "ok" and clip["first_frame"] == 25 and clip["frames"] == 50 and clip["fps"] == "25/1"
+    meter = SyncMeter(load_eval_syncnet(), None, create_detector("auto"))
+    frames = functools.partial(read_range, CLIP, 25, 50)
+    direct = meter.score(frames, read_audio(DUB, 16000, 1, start=1.0, duration=2.0), Fraction(25), count=50)
+    assert clip["lse_c"] == round(direct.lse_c, 4) and clip["lse_d"] == round(direct.lse_d, 4)
+    assert clip["offset"] == direct.offset and len(clip["tracks"]) == 1
+
+    rc, own, _ = _run([str(CLIP), "--start", "1", "--end", "3"], capsys)  # its own sound: another measurement
+    assert rc == 0 and own["clips"][0]["audio"] == str(CLIP) and own["clips"][0]["lse_d"] != clip["lse_d"]
+
+
+def test_min_sync_gate_and_unmeasured_clips(installed: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from lipsyncctl.scoring import meter
+    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult
+
+    args = [str(CLIP), "--audio", str(DUB), "--end", "2"]
+    rc, doc, err = _run([*args, "--min-sync", "20"], capsys)  # over any confidence: under the gate
+    assert rc == 1 and doc["ok"] is False and doc["counts"]["under_min_sync"] == 1
+    assert "is under --min-sync 20" in doc["clips"][0]["reason"] and "1 of 1 clip(s) did not pass" in err
+    rc, doc, _ = _run([*args, "--min-sync", "0"], capsys)
+    assert rc == 0 and doc["clips"][0]["status"] == "ok"
+    rc, _, err = _run([*args, "--min-sync", "21"], capsys)  # the schema's bound of timeline.min_sync
+    assert rc == 2 and "--min-sync" in err
+
+    monkeypatch.setattr(meter, "approximate_sync", lambda *a, **k: SyncResult(SCALE_APPROXIMATE, reason="too short"))
+    rc, doc, _ = _run(args, capsys)  # not measured: said, not a failure without a gate
+    assert rc == 0 and doc["clips"][0]["status"] == "unmeasured" and "too short" in doc["clips"][0]["reason"]
+    assert doc["clips"][0]["lse_c"] is None
+    rc, doc, _ = _run([*args, "--min-sync", "1"], capsys)  # the gate cannot be passed
+    assert rc == 1 and doc["ok"] is False
+
+
+def test_bad_clips(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing clip or sound: exit 5 before any work. One unreadable clip: its own exit code (5); among others it
+    fails alone (exit 1) and the others are scored. A clip without sound and no --audio: said, with the hint."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(CLIP.read_bytes()[:4000])
+    silent = tmp_path / "silent.mp4"
+    from tests.sync_media import sample_frames, write_clip
+
+    write_clip(silent, iter(sample_frames(10)), 25)
+    rc, doc, _ = _run([str(tmp_path / "nope.mp4")], capsys)
+    assert rc == 5 and "nope.mp4" in doc["error"]["message"]
+    rc, doc, _ = _run([str(CLIP), "--audio", str(tmp_path / "nope.wav")], capsys)
+    assert rc == 5 and "nope.wav" in doc["error"]["message"]
+    rc, doc, _ = _run([str(broken)], capsys)
+    assert rc == 5 and "broken.mp4" in doc["error"]["message"]
+    rc, doc, _ = _run([str(silent)], capsys)
+    assert rc == 5 and "no audio stream" in doc["error"]["message"] and "--audio" in doc["error"]["hint"]
+    rc, doc, err = _run([str(broken), str(CLIP), "--end", "2"], capsys)
+    assert rc == 1 and [c["status"] for c in doc["clips"]] == ["failed", "ok"] and doc["clips"][0]["reason"]
+    assert "1 of 2 clip(s) did not pass" in err and broken.stat().st_size == 4000  # the input untouched
+
+
+def test_official_scale_with_sfd_face(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """With sfd-face installed the official measurement runs (S3FD tracks: a fixed face box stands in for the random
+    detector; a track needs more than 50 frames, the official minimum: the clip's first 2.2 s)."""
+    import numpy as np
+
+    from lipsyncctl.faces.detect_sfd import SfdFaceDetector
+
+    local = tmp_path / "models"
+    shutil.copytree(models, local)
+    install_random_sfd_face(local)
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(local))
+    monkeypatch.setattr(SfdFaceDetector, "detect_faces",
+                        lambda self, rgb: np.array([[150.0, 250.0, 400.0, 500.0, 0.99]]))
+    rc, doc, err = _run([str(CLIP), "--audio", str(DUB), "--end", "2.2"], capsys)
+    assert rc == 0 and doc["scale"] == "official", err
+    (track,) = doc["clips"][0]["tracks"]
+    assert track["first"] == 0 and track["frames"] == 55 and doc["clips"][0]["lse_c"] == round(track["lse_c"], 4)
+    rc, doc, _ = _run([str(CLIP), "--audio", str(DUB), "--end", "1.5"], capsys)  # shorter than a track can be
+    assert rc == 0 and doc["clips"][0]["status"] == "unmeasured" and "50 frames" in doc["clips"][0]["reason"]
+
+
+def test_the_python_api(installed: Path) -> None:
+    import lipsyncctl
+
+    result = lipsyncctl.score(CLIP, audio=DUB, end=2)
+    assert result.ok and result.clips[0].lse_c is not None and result.to_dict()["counts"]["ok"] == 1
+    assert shared_path("fixtures").is_dir()  # the suite's shared folder is beside the checkout (CI has it too)
