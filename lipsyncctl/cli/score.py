@@ -73,7 +73,8 @@ def _render(console: Console, result: ScoreResult) -> None:
         return "-" if value is None else format(value, fmt)
 
     rows = [(str(c.video), str(c.audio) if c.audio != c.video else "(its own)", c.status, num(c.lse_c, ".2f"),
-             num(c.lse_d, ".2f"), num(c.offset, "+d"), str(c.frames), c.reason or "-") for c in result.clips]
+             num(c.lse_d, ".2f"), num(c.offset, "+d"), str(c.frames), "; ".join(filter(None, [c.reason, *c.warnings])) or "-")
+            for c in result.clips]
     console.print(st.table(f"sync scores ({result.scale} scale)", ["clip", "sound", "status", "LSE-C", "LSE-D",
                                                                   "offset", "frames", "note"], rows))
     if not result.model.get("verified"):

@@ -50,13 +50,14 @@ class ClipScore:
     reason: str = ""
     hint: str = ""
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
     error: LipsyncError | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"video": str(self.video), "audio": str(self.audio), "status": self.status,
                 "first_frame": self.first_frame, "frames": self.frames, "fps": self.fps, "lse_c": self.lse_c,
                 "lse_d": self.lse_d, "offset": self.offset, "tracks": self.tracks, "reason": self.reason,
-                "hint": self.hint, "seconds": round(self.seconds, 3)}
+                "hint": self.hint, "seconds": round(self.seconds, 3), "warnings": self.warnings}
 
 
 @dataclass
@@ -135,6 +136,9 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         return ClipScore(video, audio, "failed", reason=exc.message, hint=exc.hint, error=exc,
                          seconds=time.perf_counter() - t0)
     score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0)
+    if len(sound) < round(n / fps * 16000) - 160:  # the measure stops with the shorter (official): said, not hidden
+        score.warnings.append(f"the sound ({len(sound) / 16000:.2f} s from the span's start) is shorter than the "
+                              f"picture ({float(n / fps):.2f} s): measured over the sound's length only")
     if not result.measured:
         score.status, score.reason = "unmeasured", f"not measured on the {result.scale} scale: {result.reason}"
         return score

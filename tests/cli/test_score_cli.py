@@ -120,6 +120,14 @@ def test_bad_clips(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 1 and [c["status"] for c in doc["clips"]] == ["failed", "ok"] and doc["clips"][0]["reason"]
     assert "1 of 2 clip(s) did not pass" in err and broken.stat().st_size == 4000  # the input untouched
 
+    from tests.sync_media import write_wav
+
+    write_wav(tmp_path / "short.wav", 1.0)  # shorter than the 2 s measured: the measure stops with it, said
+    rc, doc, _ = _run([str(CLIP), "--audio", str(tmp_path / "short.wav"), "--end", "2"], capsys)
+    assert rc == 0 and doc["clips"][0]["status"] == "ok"
+    assert doc["clips"][0]["warnings"] == ["the sound (1.00 s from the span's start) is shorter than the picture "
+                                           "(2.00 s): measured over the sound's length only"]
+
 
 def test_official_scale_with_sfd_face(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
