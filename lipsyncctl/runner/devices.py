@@ -50,6 +50,18 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, _DTYPES[name])
 
 
+def check_gpu_count(count: int, option: str) -> None:
+    """DeviceError (exit 4) unless ``count`` CUDA GPUs are visible (``CUDA_VISIBLE_DEVICES`` counts): a group
+    asked to run on GPUs would otherwise run on the CPU, hours slower, without a word. ``option``: what asked."""
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible < count:
+        raise DeviceError(f"{option}: this machine has {visible} CUDA GPU(s) visible",
+                          hint="--nproc N runs N processes on the CPU; check CUDA_VISIBLE_DEVICES and "
+                               "`lipsyncctl doctor`")
+
+
 def parse_gpus(value: str | None) -> list[str]:
     """``"0,1"`` -> ``["cuda:0", "cuda:1"]``."""
     if not value:

@@ -126,7 +126,12 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
         ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts).
         LipsyncError: the error a rank stopped with (its class, message and hint: exit 2 for a bad --data,
             4 for a missing model...), read from :data:`~lipsyncctl.errors.RANK_ERROR_FILE_ENV`."""
-    file = read_accelerate_config(accelerate_config, cpu=cpu)[0] if accelerate_config is not None else None
+    file, settings = read_accelerate_config(accelerate_config, cpu=cpu) if accelerate_config is not None else (None, None)
+    if not cpu and not (settings is not None and settings.use_cpu):  # a GPU group: its GPUs, or exit 4 now
+        from lipsyncctl.runner.devices import check_gpu_count
+
+        wanted = processes or (settings.num_processes if settings is not None else None) or 1
+        check_gpu_count(wanted, f"--gpus {wanted}")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
     if cpu:

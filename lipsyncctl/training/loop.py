@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,6 +155,13 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
     return None
 
 
+#: DDP compares a gradient's strides with its bucket's exactly, while torch ignores the strides of size-1 dimensions:
+#: a 1x1 convolution's weight gradient ([C, C, 1, 1] with strides [C, 1, C, C]) draws "Grad strides do not match
+#: bucket view strides ... may impair performance" once per rank about a layout that is the same (no parameter of
+#: the run is channels-last). Not shown: it was the only line of a CPU `train --nproc 2` run's log.
+_DDP_SIZE_1_STRIDES = "Grad strides do not match bucket view strides"
+
+
 def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None, overwrite: bool = False,
           cpu: bool | None = None) -> TrainResult:
     """Train ``cfg.kind`` on the curated ``data`` into the run folder ``out`` (see module docstring)."""
@@ -277,7 +285,9 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                 with sync_ctx:
                     loss, values = _micro_step(cfg, nets, model, batch, alphas, device, acc)
                     finite &= bool(torch.isfinite(loss.detach()))
-                    acc.backward(loss / accum)
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=_DDP_SIZE_1_STRIDES, category=UserWarning)
+                        acc.backward(loss / accum)
                 for k, v in values.items():
                     terms[k] = terms.get(k, 0.0) + v / accum
             # every rank takes the same decision: a non-finite loss anywhere skips the step everywhere

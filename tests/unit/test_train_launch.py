@@ -197,3 +197,27 @@ def test_an_interrupted_launch_stops_the_group(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(KeyboardInterrupt):
         launch.launch(ARGS, 1, cpu=True)
     assert len(stopped) == 1 and stopped[0].returncode is not None
+
+
+def test_gpus_without_that_many_gpus_is_exit_4_before_any_process(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --gpus 2` on a machine with fewer CUDA GPUs visible used to run two CPU processes, hours slower,
+    without a word; it is a missing device now (exit 4, naming --nproc), and nothing is started."""
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.errors import DeviceError
+
+    def no_start(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(launch.subprocess, "Popen", no_start)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceError, match=r"--gpus 2: this machine has 1 CUDA GPU\(s\) visible") as err:
+        launch.launch(ARGS, 2)
+    assert "--nproc" in err.value.hint
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = main(["--json", "train", "--preset", "tiny", "--data", "d", "-o", "r", "--gpus", "1"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 4 and "0 CUDA GPU(s) visible" in doc["error"]["message"]
+    with pytest.raises(AssertionError, match="a process was started"):  # --nproc: the CPU, no GPU needed
+        launch.launch(ARGS, 2, cpu=True)

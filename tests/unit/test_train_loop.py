@@ -157,6 +157,7 @@ def test_two_gloo_processes_match_one_at_twice_the_batch(curated: Curated, tmp_p
                               str(tmp_path / "two"), "--max-steps", "2", "--batch-size", "1", "--nproc", "2"),
                          env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert "Grad strides" not in two.stderr  # DDP's false alarm about 1x1 kernels is not shown
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5)
