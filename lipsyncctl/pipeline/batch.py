@@ -12,7 +12,7 @@ setting (preset, ``--set``, flags) applies to every row; a row's ``face``, ``fac
 
 Each row is one :func:`~lipsyncctl.pipeline.clip.sync_clip` (written under a temporary name, then renamed): ``done``,
 ``skipped`` (its output exists and ``overwrite`` is off: a rerun after a failure or an interrupt does only what is
-left) or ``failed`` with the reason and hint of its error (bad media, no face, an output that cannot hold the
+left; an output its ``OUT.run.yaml`` says was made from other inputs or settings is named as such) or ``failed`` with the reason and hint of its error (bad media, no face, an output that cannot hold the
 codec...). What stops every row stops the batch: a missing model, face detector (checked before the first clip)
 or device, an interrupt.
 """
@@ -303,6 +303,46 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
                               warnings=list(res.warnings)))
 
 
+def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
+    """Why a row whose output exists is skipped, and the hint: the output's ``OUT.run.yaml`` names the inputs and the
+    settings that made it; when they are not this row's, the first few differences are said (a rerun with new
+    settings would otherwise keep the old outputs in silence)."""
+    import yaml
+
+    from lipsyncctl.pipeline.output import run_yaml_path
+
+    try:
+        made = yaml.safe_load(run_yaml_path(row.output).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        made = None
+    if not isinstance(made, dict):
+        return "the output exists", "pass --overwrite/-y to replace it"
+    inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
+    changes = [f"{name} {inputs.get(name)} (this row: {path})" for name, path in (("video", row.video),
+               ("audio", row.audio)) if inputs.get(name) != str(path)]
+    old, new = _dotted(made.get("config")), _dotted(config.to_dict())
+    changes += [f"{key} {old.get(key)!r} (this run: {new.get(key)!r})" for key in sorted(old.keys() | new.keys())
+                if key != "description" and old.get(key) != new.get(key)]
+    if not changes:
+        return "the output exists", "pass --overwrite/-y to replace it"
+    listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+    return f"the output exists, made with other inputs or settings: {listed}", \
+        "pass --overwrite/-y to render it again with this run's"
+
+
+def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}`` (anything else: empty)."""
+    if not isinstance(tree, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwrite: bool = False,
                networks: Networks | None = None, dry_run: bool = False, jobs: int = 1, gpus: Sequence[str] = (),
                shard: tuple[int, int] = (0, 1), backend: str = "local") -> BatchResult:
@@ -339,8 +379,9 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     tasks: list[BatchTask] = []
     for k, row in enumerate(mine, 1):
         if row.output.exists() and not overwrite:
-            items[row.line] = BatchItem(row, "skipped", "the output exists", "pass --overwrite/-y to replace it")
-            progress.message(f"[{k}/{len(mine)}] {row.video.name} -> {row.output}: skipped (exists)")
+            reason, hint = _skip_reason(row, configs[row.line])
+            items[row.line] = BatchItem(row, "skipped", reason, hint)
+            progress.message(f"[{k}/{len(mine)}] {row.video.name} -> {row.output}: skipped ({reason})")
         elif dry_run:
             try:
                 probe_inputs(row.video, row.audio)

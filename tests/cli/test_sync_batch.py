@@ -62,6 +62,17 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     # a rerun does only what is left; -y redoes the rest too
     rc, res, _ = _run(capsys, *args)
     assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 1}
+    assert res["items"][0]["reason"] == "the output exists"  # made by these inputs and settings
+    # other settings: still skipped, and said (the output's run.yaml names what made it)
+    rc, res, err = _run(capsys, *args, "--steps", "3")
+    assert rc == 1 and res["counts"]["skipped"] == 2
+    assert res["items"][0]["reason"] == ("the output exists, made with other inputs or settings: inference.steps 2 "
+                                         "(this run: 3)") and "-y" in res["items"][0]["hint"]
+    assert "skipped (the output exists, made with other inputs or settings: inference.steps 2" in err
+    (folder / "other.csv").write_text("video,audio,output\na.mkv,b.wav,out/a.mkv\n")  # another dub, same output
+    rc, res, _ = _run(capsys, "--batch", str(folder / "other.csv"), *args[2:])
+    assert rc == 0 and res["items"][0]["reason"] == (f"the output exists, made with other inputs or settings: audio "
+                                                     f"{folder / 'a.wav'} (this row: {folder / 'b.wav'})")
     rc, res, _ = _run(capsys, *args, "-y")
     assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}
 
