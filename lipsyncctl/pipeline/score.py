@@ -97,6 +97,8 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
     from lipsyncctl.scoring.meter import close_meter, open_meter
 
     for path in (*videos, *([audio] if audio is not None else [])):
+        if path.is_dir():
+            raise MediaError(f"{path}: a folder, not a clip", hint=f"give its clips, e.g. {path / '*.mp4'}")
         if not path.is_file():
             raise MediaError(f"{path}: file not found", hint="check the path")
     meter = open_meter(resolve_device(config.inference.device), config.faces.backend)

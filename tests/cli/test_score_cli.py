@@ -110,6 +110,8 @@ def test_bad_clips(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     write_clip(silent, iter(sample_frames(10)), 25)
     rc, doc, _ = _run([str(tmp_path / "nope.mp4")], capsys)
     assert rc == 5 and "nope.mp4" in doc["error"]["message"]
+    rc, doc, _ = _run([str(tmp_path)], capsys)
+    assert rc == 5 and "a folder, not a clip" in doc["error"]["message"] and "*.mp4" in doc["error"]["hint"]
     rc, doc, _ = _run([str(CLIP), "--audio", str(tmp_path / "nope.wav")], capsys)
     assert rc == 5 and "nope.wav" in doc["error"]["message"]
     rc, doc, _ = _run([str(broken)], capsys)
@@ -157,3 +159,25 @@ def test_the_python_api(installed: Path) -> None:
     result = lipsyncctl.score(CLIP, audio=DUB, end=2)
     assert result.ok and result.clips[0].lse_c is not None and result.to_dict()["counts"]["ok"] == 1
     assert shared_path("fixtures").is_dir()  # the suite's shared folder is beside the checkout (CI has it too)
+
+
+def test_the_cli_passes_its_options_to_the_library(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A thin command: its arguments reach ``api.score`` as they are, the flags through the configuration."""
+    from lipsyncctl import api
+    from lipsyncctl.pipeline.score import ScoreResult
+
+    calls: list[tuple] = []
+
+    def fake(videos, config, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((videos, config, kwargs))
+        return ScoreResult([], "official", {"verified": True})
+
+    monkeypatch.setattr(api, "score", fake)
+    rc = main(["--json", "score", "a.mp4", "b.mov", "-a", "dub.wav", "--start", "1.5", "--end", "4", "--min-sync", "3",
+               "--device", "cpu", "--detector", "dlib", "--set", "sync.deinterlace=off"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["ok"] is True
+    ((videos, config, kwargs),) = calls
+    assert videos == [Path("a.mp4"), Path("b.mov")]
+    assert kwargs == {"audio": Path("dub.wav"), "start": 1.5, "end": 4.0, "min_sync": 3.0}
+    assert (config.inference.device, config.faces.backend, config.sync.deinterlace) == ("cpu", "dlib", "off")
