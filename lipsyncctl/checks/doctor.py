@@ -358,6 +358,26 @@ def check_models_dir(models_dir: Path) -> list[Check]:
     return [Check("models dir", status, detail, hint or error or "", required=False, data=data)]
 
 
+def check_sync_scoring(models_dir: Path) -> list[Check]:
+    """Which sync measurement ``score``, the timeline QC and ``--min-sync`` get here: the official scale
+    (``syncnet-v2`` + ``sfd-face``), the approximate one (``syncnet-v2`` alone), or none (``score`` and
+    ``--min-sync`` exit 4, the QC report has no scores). Optional: a missing model warns with its fetch."""
+    from lipsyncctl.scoring.evaluator import EVAL_MODEL
+    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, SFD_MODEL
+
+    installed, _ = installed_models(models_dir)
+    have = {name for name, ok in (installed or {}).items() if ok}
+    if EVAL_MODEL in have and SFD_MODEL in have:
+        return [Check("sync scoring", "ok", f"{SCALE_OFFICIAL} scale ({EVAL_MODEL} + {SFD_MODEL}): score, the "
+                      "timeline QC, --min-sync", required=False, data={"scale": SCALE_OFFICIAL})]
+    if EVAL_MODEL in have:
+        return [Check("sync scoring", "warn", f"{SCALE_APPROXIMATE} scale only ({SFD_MODEL} is not installed)",
+                      f"lipsyncctl models fetch {SFD_MODEL}", required=False, data={"scale": SCALE_APPROXIMATE})]
+    return [Check("sync scoring", "warn", f"not available ({EVAL_MODEL} is not installed): score and --min-sync "
+                  "exit 4, the timeline QC reports no scores", f"lipsyncctl models fetch {EVAL_MODEL} {SFD_MODEL}",
+                  required=False, data={"scale": None})]
+
+
 def installed_models(models_dir: Path) -> tuple[dict[str, bool] | None, str | None]:
     """``({registry name: every file present}, None)``, or ``(None, why)`` without a usable registry."""
     try:
@@ -551,6 +571,7 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     checks += check_presets()
     checks += check_timeline_formats()
     checks += check_models_dir(models_dir)
+    checks += check_sync_scoring(models_dir)
     need = None
     if preset is not None:
         checks += check_preset(preset, probe)

@@ -50,7 +50,7 @@ def test_this_machine_passes_on_cpu(tmp_path: Path, models_dir: Path, no_gpu: No
     rows = _by_name(res)
     assert res.ok, [(c.name, c.detail) for c in res.failures]
     for name in ("python", "torch", "gpu", "cpu", "ram", "disk outputs", "disk models", "ffmpeg",
-                 "ffmpeg encoders", "pyav", "pyav encoders", "presets", "models dir"):
+                 "ffmpeg encoders", "pyav", "pyav encoders", "presets", "models dir", "sync scoring"):
         assert name in rows, name
     assert rows["gpu"].detail.startswith("no CUDA GPU: CPU only")
     assert rows["gpu"].status == "warn" and not rows["gpu"].required
@@ -367,3 +367,19 @@ def test_print_config_prints_and_runs_no_check(monkeypatch: pytest.MonkeyPatch,
     assert json.loads(capsys.readouterr().out) == Config().to_dict()
     assert main(["--json", "doctor", "--preset", "stage2", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out) == api.resolve_train_config("stage2").to_dict()
+
+
+def test_the_sync_scoring_row_says_which_scale_score_gets(tmp_path: Path) -> None:
+    """None installed, syncnet-v2 alone (approximate scale), syncnet-v2 + sfd-face (official): optional rows."""
+    from tests.unit.test_timeline_qc import install_random_sfd_face, install_random_syncnet
+
+    models = tmp_path / "models"
+    (row,) = checks.check_sync_scoring(models)
+    assert (row.status, row.required, row.data["scale"]) == ("warn", False, None)
+    assert "score and --min-sync exit 4" in row.detail and row.hint == "lipsyncctl models fetch syncnet-v2 sfd-face"
+    install_random_syncnet(models)
+    (row,) = checks.check_sync_scoring(models)
+    assert (row.status, row.data["scale"]) == ("warn", "approximate (not official)") and "sfd-face" in row.hint
+    install_random_sfd_face(models)
+    (row,) = checks.check_sync_scoring(models)
+    assert (row.status, row.data["scale"], row.hint) == ("ok", "official", "")
