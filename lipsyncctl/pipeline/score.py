@@ -7,7 +7,8 @@ with ``sync.deinterlace: auto``), twice and never held (memory flat in the clip'
 own, or ``audio``) is read at 16 kHz mono over the same span. The measurement is
 :class:`~lipsyncctl.scoring.meter.SyncMeter`'s: the official scale when ``sfd-face`` is installed, else the
 labelled approximate scale. A clip under ``min_sync`` (LSE-C on that scale), or not measured when ``min_sync`` is
-given (the gate cannot be passed), does not pass; a clip that cannot be read fails, the others are still scored.
+given (the gate cannot be passed), does not pass; a clip that cannot be read, or that ``start`` is past the end of,
+fails, and the others are still scored.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
-from lipsyncctl.errors import LipsyncError, MediaError
+from lipsyncctl.errors import LipsyncError, MediaError, UsageError
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config
@@ -134,7 +135,7 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps))
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
-    except MediaError as exc:
+    except (MediaError, UsageError) as exc:  # unreadable, or --start past this clip's end: this clip alone
         return ClipScore(video, audio, "failed", reason=exc.message, hint=exc.hint, error=exc,
                          seconds=time.perf_counter() - t0)
     score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0)

@@ -118,6 +118,8 @@ def test_bad_clips(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 5 and "broken.mp4" in doc["error"]["message"]
     rc, doc, _ = _run([str(silent)], capsys)
     assert rc == 5 and "no audio stream" in doc["error"]["message"] and "--audio" in doc["error"]["hint"]
+    rc, doc, _ = _run([str(CLIP), "--start", "5"], capsys)  # past the end of the clip: a usage error
+    assert rc == 2 and "select no frames" in doc["error"]["message"]
     rc, doc, err = _run([str(broken), str(CLIP), "--end", "2"], capsys)
     assert rc == 1 and [c["status"] for c in doc["clips"]] == ["failed", "ok"] and doc["clips"][0]["reason"]
     assert "1 of 2 clip(s) did not pass" in err and broken.stat().st_size == 4000  # the input untouched
