@@ -175,8 +175,9 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
     if bad and mode == "batch":
         raise UsageError(f"{', '.join(bad)}: not with --batch",
                          hint="each clip's video, audio, output, start and end are columns of the list")
-    if bad and mode == "clip":
-        raise UsageError(f"{', '.join(bad)}: only with --timeline")
+    if bad and mode == "clip":  # each flag says the modes that take it (--gpus: --timeline or --batch)
+        where = {f.label: " or ".join(f"--{m}" for m in sorted(f.modes, reverse=True)) for f in FLAGS}
+        raise UsageError("; ".join(f"{label}: only with {where.get(label, '--timeline')}" for label in bad))
     if bad:
         raise UsageError(f"{', '.join(bad)}: not with --timeline",
                          hint="per-shot options go in the clip's metadata: {'lipsync': {'face': 1}}")

@@ -147,6 +147,15 @@ def test_timeline_only_flags_are_refused_for_a_clip(flag: str, tmp_path: Path, c
     assert not captured
 
 
+@pytest.mark.parametrize("flag", [f.label for f in FLAGS if f.modes == {"timeline", "batch"}])
+def test_timeline_and_batch_flags_say_both_modes_for_a_clip(flag: str, tmp_path: Path, captured: _Captured,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--gpus, --jobs, --shard... belong to --timeline and --batch: a clip's refusal names both."""
+    assert main(_clip(tmp_path, *_argv(flag))) == 2
+    assert f"{flag}: only with --timeline or --batch" in capsys.readouterr().err
+    assert not captured
+
+
 def test_clip_arguments_reach_the_library(tmp_path: Path, captured: _Captured) -> None:
     assert main(_clip(tmp_path, "--start", "1.5", "--end", "3")) == 0
     assert captured["video"] == Path("v.mp4") and captured["audio"] == Path("a.wav")
