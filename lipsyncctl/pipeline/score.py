@@ -117,18 +117,13 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
                min_sync: float | None) -> ClipScore:
     """One clip's :class:`ClipScore`; a clip that cannot be read is a ``failed`` one (the error kept)."""
     from lipsyncctl.media.audio import read_audio
-    from lipsyncctl.media.probe import probe
     from lipsyncctl.media.reader import read_range
-    from lipsyncctl.pipeline.clip import grid_frames
+    from lipsyncctl.pipeline.clip import grid_frames, probe_inputs
     from lipsyncctl.pipeline.plan import select_range
 
     t0 = time.perf_counter()
     try:
-        info = probe(video)
-        if info.video is None or info.video.frame_count <= 0:
-            raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="score a clip with a picture")
-        if not (info if audio == video else probe(audio)).audio:
-            raise MediaError(f"{audio}: no audio stream", hint="give the sound to measure against with --audio")
+        info = probe_inputs(video, audio)  # a picture with frames, a sound: as sync asks of its inputs
         fps = info.video.nominal_fps
         first, stop = select_range(grid_frames(info.video), fps, start, end)
         n = stop - first
