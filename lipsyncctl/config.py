@@ -234,6 +234,10 @@ class SyncOptions(_Strict):
         "auto", description="an interlaced source: its faces found and rendered from progressive pictures (FFmpeg's "
         "bwdif, one per frame) and pasted onto the source's own frames (auto), or from both fields at once (off)")
 
+    audio_stream: int = Field(
+        0, ge=0, le=63, description="which audio stream of --audio is the dub: 0 the first, 1 the second (ffmpeg's "
+        "a:N); it is synced to and carried into the output (one clip and --batch; a timeline picks --audio-track)")
+
     _deinterlace = field_validator("deinterlace", mode="before")(_off)
 
     @field_validator("fps", mode="before")

@@ -120,11 +120,13 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
             native[:] = [decoded if end is None else min(decoded, max(0, round((end - (t0 or 0)) * own))), own]
 
 
-def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1) -> tuple[np.ndarray, int, int]:
+def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1, *,
+                          stream_index: int | None = None) -> tuple[np.ndarray, int, int]:
     """``(read_audio(path, rate, channels), *audio_length(path))`` from one decode of the file: the samples
-    at ``rate``, and how many samples the audio has at its own rate, and that rate."""
+    at ``rate``, and how many samples the audio has at its own rate, and that rate. ``stream_index``: the
+    container's index of the audio stream to read (None: the first)."""
     native: list[int] = []
-    samples = read_audio(path, rate, channels, native=native)
+    samples = read_audio(path, rate, channels, native=native, stream_index=stream_index)
     return samples, native[0], native[1]
 
 

@@ -144,7 +144,7 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
 def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.ndarray], out: str | Path, *, rate: int | None = None,
               codec: str = "aac", bit_rate: int | None = None, duration: float | Fraction | None = None,
               pad: bool = False, inputs: tuple | list = (), timecode: str | None = None,
-              reel: str | None = None) -> Path:
+              reel: str | None = None, audio_stream: int | None = None) -> Path:
     """Write ``out``: the video stream of ``video`` copied as is, plus ``audio`` encoded as ``codec``.
 
     Args:
@@ -164,6 +164,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
     A rate the encoder cannot hold (AAC above 96 kHz, or an odd rate) is resampled to the nearest one it can
     (:func:`encodable_rate`); PCM keeps every rate, except in an MXF (48 kHz only: resampled to it).
         timecode, reel: the start timecode and reel name to write (:func:`tag_timecode`).
+        audio_stream: the container's index of the audio stream of a file ``audio`` (None: its first).
     """
     import av
 
@@ -198,7 +199,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
                     _interleave(src, vin, dst, vout, aout, frames, out_rate, duration, pad)
                 else:
                     with opened(audio) as asrc:
-                        ain = _audio_stream(asrc, Path(audio), None)
+                        ain = _audio_stream(asrc, Path(audio), audio_stream)
                         a_rate = encodable_rate(encoder, int(ain.codec_context.sample_rate), out)
                         channels = int(ain.codec_context.layout.nb_channels)
                         aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)

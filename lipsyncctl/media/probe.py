@@ -170,6 +170,13 @@ class AudioInfo:
     duration: float       # seconds
     start_time: float     # seconds
     bit_rate: int | None = None
+    language: str | None = None  # the stream's language tag (ISO 639-2, "deu"), when the file states it
+    title: str | None = None     # its title tag ("DX stem"), when the file states it
+
+    def describe(self) -> str:
+        """``2 ch 48000 Hz pcm_s24le, deu, "DX stem"``: how a message names the stream."""
+        tags = [t for t in (self.language, f'"{self.title}"' if self.title else None) if t]
+        return ", ".join([f"{self.channels} ch {self.sample_rate} Hz {self.codec}", *tags])
 
 
 @dataclass(frozen=True)
@@ -404,8 +411,15 @@ def _probe_audio(stream: Any, container: Any, scan: _Scan | None) -> AudioInfo:
         index=stream.index, codec=ctx.name, sample_rate=int(ctx.sample_rate), channels=int(ctx.layout.nb_channels),
         layout=layout, sample_format=ctx.format.name if ctx.format is not None else None,
         duration=float(duration or 0.0), start_time=max(_seconds(stream.start_time, tb) or 0.0, 0.0),
-        bit_rate=ctx.bit_rate or None,
+        bit_rate=ctx.bit_rate or None, language=_stream_tag(stream, "language"),
+        title=_stream_tag(stream, "title"),
     )
+
+
+def _stream_tag(stream: Any, key: str) -> str | None:
+    """A stream's metadata tag, None when absent or ``und`` (undetermined)."""
+    value = (stream.metadata or {}).get(key)
+    return value if value and value != "und" else None
 
 
 def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) -> MediaInfo:

@@ -321,8 +321,9 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     changes = [f"{name} {inputs.get(name)} (this row: {path})" for name, path in (("video", row.video),
                ("audio", row.audio)) if inputs.get(name) != str(path)]
     old, new = _dotted(made.get("config")), _dotted(config.to_dict())
-    changes += [f"{key} {old.get(key)!r} (this run: {new.get(key)!r})" for key in sorted(old.keys() | new.keys())
-                if key != "description" and old.get(key) != new.get(key)]
+    # keys one side lacks are a version's new or retired settings, not a choice of the user
+    changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
+                if key != "description" and old[key] != new[key]]
     if not changes:
         return "the output exists", "pass --overwrite/-y to replace it"
     listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")

@@ -217,7 +217,10 @@ def sync_clip(
         info = probe_inputs(video, audio)
         # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the
         # output streams the original from the file at the mux (never held at its own rate).
-        mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1)
+        audio_stream, several = pick_audio_stream(audio, config.sync.audio_stream)
+        if several:
+            warnings.append(several)
+        mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty")
     vinfo = info.video
@@ -302,7 +305,8 @@ def sync_clip(
                     stale_matte.unlink(missing_ok=True)
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
-                              matte_out, settle, timecode=_output_timecode(info, plan, output))
+                              matte_out, settle, timecode=_output_timecode(info, plan, output),
+                              audio_stream=audio_stream)
         finally:
             if stream is not None:
                 stream.close()
@@ -352,7 +356,7 @@ def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[st
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None, settle: Callable[[], None],
-                      timecode: tuple[str, str | None] | None = None) -> None:
+                      timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
     ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
@@ -386,7 +390,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                                       codec=config.output.audio_codec, pad=True,
                                       duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
                                       inputs=[video], timecode=timecode[0] if timecode else None,
-                                      reel=timecode[1] if timecode else None)
+                                      reel=timecode[1] if timecode else None, audio_stream=audio_stream)
             except WriteError as exc:
                 done = writer.packets_written if writer is not None else 0
                 needed.append(_space_needed(exc, video_only, done, plan.num_frames))
@@ -448,6 +452,26 @@ def _detector_device(config: Config, networks: Networks | None) -> str:
 
         device = resolve_device(config.inference.device)
     return str(device) if device.type == "cuda" else "cpu"
+
+
+def pick_audio_stream(audio: Path, n: int) -> tuple[int, str | None]:
+    """The container index of the ``n``-th audio stream of ``audio`` (``sync.audio_stream``), and a warning when
+    the file has several (which one is the dub is a guess the user should see), else None.
+
+    Raises:
+        MediaError: the file has no ``n``-th audio stream (its streams listed).
+    """
+    from lipsyncctl.media.probe import probe
+
+    streams = probe(audio).audio
+    listed = "; ".join(f"{k}: {s.describe()}" for k, s in enumerate(streams))
+    if n >= len(streams):
+        raise MediaError(f"{audio}: sync.audio_stream {n}: the file has {len(streams)} audio stream(s) ({listed})",
+                         hint="--set sync.audio_stream=N picks the dub among them (0 = the first)")
+    if len(streams) == 1:
+        return streams[0].index, None
+    return streams[n].index, (f"{audio} has {len(streams)} audio streams ({listed}): stream {n} is the dub "
+                              "(--set sync.audio_stream=N picks another)")
 
 
 def probe_inputs(video: Path, audio: Path) -> Any:

@@ -118,22 +118,24 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
     """One clip's :class:`ClipScore`; a clip that cannot be read is a ``failed`` one (the error kept)."""
     from lipsyncctl.media.audio import read_audio
     from lipsyncctl.media.reader import read_range
-    from lipsyncctl.pipeline.clip import grid_frames, probe_inputs
+    from lipsyncctl.pipeline.clip import grid_frames, pick_audio_stream, probe_inputs
     from lipsyncctl.pipeline.plan import select_range
 
     t0 = time.perf_counter()
     try:
         info = probe_inputs(video, audio)  # a picture with frames, a sound: as sync asks of its inputs
+        stream, several = pick_audio_stream(audio, config.sync.audio_stream)  # the dub of a multi-stream file
         fps = info.video.nominal_fps
         first, stop = select_range(grid_frames(info.video), fps, start, end)
         n = stop - first
-        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps))
+        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps), stream_index=stream)
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
     except (MediaError, UsageError) as exc:  # unreadable, or --start past this clip's end: this clip alone
         return ClipScore(video, audio, "failed", reason=exc.message, hint=exc.hint, error=exc,
                          seconds=time.perf_counter() - t0)
-    score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0)
+    score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0,
+                      warnings=[several] if several else [])
     if len(sound) < round(n / fps * 16000) - 160:  # the measure stops with the shorter (official): said, not hidden
         score.warnings.append(f"the sound ({len(sound) / 16000:.2f} s from the span's start) is shorter than the "
                               f"picture ({float(n / fps):.2f} s): measured over the sound's length only")

@@ -53,9 +53,9 @@ def _file_fingerprint(path_str: str, size: int, mtime_ns: int) -> str:
 
 
 #: resolved-config keys that do not change the rendered pixels (``sync.deinterlace``: not of a progressive source; a
-#: key of interlaced media counts it in a field of its own)
+#: key of interlaced media counts it in a field of its own; ``sync.audio_stream``: a shot's dub is its own file)
 _NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "pipelined"),
-            ("inference", "cuda_graphs"), ("sync", "deinterlace"))
+            ("inference", "cuda_graphs"), ("sync", "deinterlace"), ("sync", "audio_stream"))
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any
 
 from lipsyncctl import progress
 from lipsyncctl.config import Config
-from lipsyncctl.errors import UsageError
+from lipsyncctl.errors import ConfigError, UsageError
 from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
@@ -76,6 +76,10 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     # 0. -o is a folder that can be written: checked before anything is read (a run failing after
     #    minutes of work, on a hidden temporary name, is what this prevents).
     early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
+    if config.sync.audio_stream:  # a dub is a file per language or a track of the edit: not a stream of a file
+        raise ConfigError("sync.audio_stream picks the dub among the streams of one clip's --audio; a timeline's "
+                          "dub is a file per language or one of its tracks", hint="give the dub as its own file, "
+                          "or the edit's track with --audio-track NAME")
     shot_extension(config)  # the renders' container holds the codec (each shot's options are checked too)
     if not job.dry_run and job.backend != "ray":  # Ray's workers have devices of their own
         _check_devices(job, config)

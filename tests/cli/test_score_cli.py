@@ -183,3 +183,24 @@ def test_the_cli_passes_its_options_to_the_library(monkeypatch: pytest.MonkeyPat
     assert videos == [Path("a.mp4"), Path("b.mov")]
     assert kwargs == {"audio": Path("dub.wav"), "start": 1.5, "end": 4.0, "min_sync": 3.0}
     assert (config.inference.device, config.faces.backend, config.sync.deinterlace) == ("cpu", "dlib", "off")
+
+
+def test_the_dub_among_several_streams(installed: Path, tmp_path: Path) -> None:
+    """``sync.audio_stream`` picks the sound of a multi-stream file, as for sync: the dub as stream 1 of a file
+    scores as the dub on its own, and the file's streams are said."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    import lipsyncctl
+    from tests.sync_media import write_wav
+
+    stems = tmp_path / "stems.mkv"
+    write_wav(tmp_path / "tone.wav", 4.0, freq=440.0)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "tone.wav"), "-i", str(DUB),
+                    "-map", "0:a", "-map", "1:a", "-c:a", "pcm_s16le", str(stems)], check=True)
+    config = lipsyncctl.resolve_config(None, ["sync.audio_stream=1"])
+    picked = lipsyncctl.score(CLIP, config, audio=stems, end=2).clips[0]
+    alone = lipsyncctl.score(CLIP, audio=DUB, end=2).clips[0]
+    assert (picked.lse_c, picked.lse_d, picked.offset) == (alone.lse_c, alone.lse_d, alone.offset)
+    assert picked.warnings and "has 2 audio streams" in picked.warnings[0] and not alone.warnings
