@@ -250,6 +250,8 @@ class PrepOptions(_Strict):
     fps: str = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
     audio_rate: int = Field(16000, ge=8000, le=192000)
     audio_channels: int = Field(1, ge=1, le=8)
+    audio_stream: int = Field(0, ge=0, le=63, description="which audio stream of an input is kept: 0 the first, 1 the "
+                              "second (ffmpeg's a:N); an input with several says which")
     codec: VideoCodec = Field("h264", description="video codec (the same names as output.codec)")
     crf: int = Field(18, ge=0, le=51)
     encoder_preset: EncoderPreset = Field("medium", description="x264/x265 speed preset")

@@ -422,6 +422,24 @@ def _stream_tag(stream: Any, key: str) -> str | None:
     return value if value and value != "und" else None
 
 
+def pick_audio_stream(path: str | Path, info: MediaInfo, n: int, key: str) -> tuple[AudioInfo, str | None]:
+    """The ``n``-th audio stream of ``path`` (``info``: its probe), and a warning when the file has several (which
+    one is the dub, or the sound to keep, is a guess the user should see), else None. ``key``: the setting that
+    picks it (``sync.audio_stream``), named in the messages.
+
+    Raises:
+        MediaError: the file has no ``n``-th audio stream (its streams listed).
+    """
+    streams = info.audio
+    listed = "; ".join(f"{k}: {s.describe()}" for k, s in enumerate(streams))
+    if n >= len(streams):
+        raise MediaError(f"{path}: {key} {n}: the file has {len(streams)} audio stream(s) ({listed})",
+                         hint=f"--set {key}=N picks one of them (0 = the first)")
+    if len(streams) == 1:
+        return streams[0], None
+    return streams[n], f"{path} has {len(streams)} audio streams ({listed}): stream {n} is used (--set {key}=N picks another)"
+
+
 def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) -> MediaInfo:
     """Describe the media file (or ``image2`` pattern) at ``path``.
 

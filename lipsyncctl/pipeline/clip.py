@@ -169,6 +169,7 @@ def sync_clip(
     """
     from lipsyncctl.media.atomic import check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio_and_length
+    from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import check_container_rate
@@ -217,7 +218,8 @@ def sync_clip(
         info = probe_inputs(video, audio)
         # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the
         # output streams the original from the file at the mux (never held at its own rate).
-        audio_stream, several = pick_audio_stream(audio, config.sync.audio_stream)
+        dub, several = pick_audio_stream(audio, probe(audio), config.sync.audio_stream, "sync.audio_stream")
+        audio_stream = dub.index
         if several:
             warnings.append(several)
         mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream)
@@ -452,26 +454,6 @@ def _detector_device(config: Config, networks: Networks | None) -> str:
 
         device = resolve_device(config.inference.device)
     return str(device) if device.type == "cuda" else "cpu"
-
-
-def pick_audio_stream(audio: Path, n: int) -> tuple[int, str | None]:
-    """The container index of the ``n``-th audio stream of ``audio`` (``sync.audio_stream``), and a warning when
-    the file has several (which one is the dub is a guess the user should see), else None.
-
-    Raises:
-        MediaError: the file has no ``n``-th audio stream (its streams listed).
-    """
-    from lipsyncctl.media.probe import probe
-
-    streams = probe(audio).audio
-    listed = "; ".join(f"{k}: {s.describe()}" for k, s in enumerate(streams))
-    if n >= len(streams):
-        raise MediaError(f"{audio}: sync.audio_stream {n}: the file has {len(streams)} audio stream(s) ({listed})",
-                         hint="--set sync.audio_stream=N picks the dub among them (0 = the first)")
-    if len(streams) == 1:
-        return streams[0].index, None
-    return streams[n].index, (f"{audio} has {len(streams)} audio streams ({listed}): stream {n} is the dub "
-                              "(--set sync.audio_stream=N picks another)")
 
 
 def probe_inputs(video: Path, audio: Path) -> Any:

@@ -117,18 +117,20 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
                min_sync: float | None) -> ClipScore:
     """One clip's :class:`ClipScore`; a clip that cannot be read is a ``failed`` one (the error kept)."""
     from lipsyncctl.media.audio import read_audio
+    from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.media.reader import read_range
-    from lipsyncctl.pipeline.clip import grid_frames, pick_audio_stream, probe_inputs
+    from lipsyncctl.pipeline.clip import grid_frames, probe_inputs
     from lipsyncctl.pipeline.plan import select_range
 
     t0 = time.perf_counter()
     try:
         info = probe_inputs(video, audio)  # a picture with frames, a sound: as sync asks of its inputs
-        stream, several = pick_audio_stream(audio, config.sync.audio_stream)  # the dub of a multi-stream file
+        stream, several = pick_audio_stream(audio, info if audio == video else probe(audio), config.sync.audio_stream,
+                                            "sync.audio_stream")  # the dub of a multi-stream file
         fps = info.video.nominal_fps
         first, stop = select_range(grid_frames(info.video), fps, start, end)
         n = stop - first
-        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps), stream_index=stream)
+        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps), stream_index=stream.index)
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
     except (MediaError, UsageError) as exc:  # unreadable, or --start past this clip's end: this clip alone

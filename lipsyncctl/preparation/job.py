@@ -190,8 +190,11 @@ def _pix_fmt_for(codec: str, wanted: str) -> str:
 
 def _options_key(options: PrepOptions, extra: dict[str, Any]) -> dict[str, Any]:
     """What a clip's outputs depend on, for every clip: ``deinterlace`` is not in it (it matters only to an
-    interlaced source: :func:`_up_to_date` checks it there, so progressive outputs stay up to date)."""
-    return {"version": MANIFEST_VERSION, **options.model_dump(mode="json", exclude={"deinterlace"}), **extra}
+    interlaced source: :func:`_up_to_date` checks it there, so progressive outputs stay up to date), nor
+    ``audio_stream`` at its default (the first stream, what outputs made before the setting hold: they stay up to
+    date)."""
+    exclude = {"deinterlace"} | ({"audio_stream"} if options.audio_stream == 0 else set())
+    return {"version": MANIFEST_VERSION, **options.model_dump(mode="json", exclude=exclude), **extra}
 
 
 def _fields_done(item: PrepItem, manifest: dict[str, Any], deinterlace: str, keep: bool) -> bool:
@@ -381,18 +384,22 @@ def _audio(item: PrepItem, info: Any, job: _Job) -> Iterator[Any]:
     (:func:`~lipsyncctl.media.audio.iter_audio`: an hour of sound is never held). Notes audio longer or shorter
     than the picture in ``item.warnings``."""
     from lipsyncctl.media.audio import iter_audio
+    from lipsyncctl.media.probe import pick_audio_stream
 
     opts = job.options
     v = info.video
     start = float(v.start_time) + job.start
     assert item.duration is not None
-    a = info.audio[0]
+    a, several = pick_audio_stream(item.input, info, opts.audio_stream, "prep.audio_stream")
+    if several:
+        item.warnings.append(several)
     longer = (a.start_time + a.duration) - (start + item.duration)  # sound past the picture's (or --duration's) end
     if longer > 0.05 and job.duration is None:
         item.warnings.append(f"audio {longer:.3f} s longer than the picture: cut at the picture's end")
     elif -longer > 0.05:
         item.warnings.append(f"audio {-longer:.3f} s shorter than the picture: padded with silence")
-    return iter_audio(item.input, opts.audio_rate, opts.audio_channels, start=start, duration=item.duration, pad=True)
+    return iter_audio(item.input, opts.audio_rate, opts.audio_channels, start=start, duration=item.duration, pad=True,
+                      stream_index=a.index)
 
 
 def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:

@@ -56,7 +56,7 @@ def test_the_chosen_stream_is_synced_and_carried(media: dict[str, Path], tmp_pat
     assert rc == 0, err
     said = [w for w in res["warnings"] if "audio streams" in w]  # which stream is the dub is said, not guessed
     assert said == [f"{media['stems']} has 2 audio streams (0: 2 ch 16000 Hz pcm_s16le; 1: 1 ch 16000 Hz pcm_s16le, "
-                    'deu, "DX"): stream 0 is the dub (--set sync.audio_stream=N picks another)']
+                    'deu, "DX"): stream 0 is used (--set sync.audio_stream=N picks another)']
     assert res["frames"] == 6 and _audio(tmp_path / "first.mkv") == (2, 0.24)  # stream 0's length and channels
 
     rc, res, err = _sync(capsys, *base, "-o", str(tmp_path / "dx.mkv"), "--set", "sync.audio_stream=1")
@@ -81,3 +81,32 @@ def test_a_timeline_refuses_the_key(tmp_path: Path, models_dir: Path, capsys: py
                "-o", str(tmp_path / "out"), "--preset", "tiny", "--set", "sync.audio_stream=1"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 3 and "sync.audio_stream" in doc["error"]["message"] and "--audio-track" in doc["error"]["hint"]
+
+
+def test_prep_keeps_the_chosen_stream(media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """prep's sound is the first stream (said when there are several) or ``prep.audio_stream``'s; an output made
+    with the first stays up to date (the key at its default is not in the outputs' settings)."""
+    import numpy as np
+
+    from lipsyncctl.media.audio import read_audio
+
+    clip = tmp_path / "in.mkv"
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(media["clip"]), "-i", str(media["stems"]),
+                    "-map", "0:v", "-map", "1:a", "-c", "copy", str(clip)], check=True)  # picture + both streams
+
+    def pitch(wav: Path) -> float:
+        sound = read_audio(wav, 16000, 1)
+        return float(np.argmax(np.abs(np.fft.rfft(sound))) * 16000 / len(sound))
+
+    args = ["--json", "prep", str(clip), "--codec", "ffv1"]
+    assert main([*args, "-o", str(tmp_path / "first")]) == 0
+    (item,) = json.loads(capsys.readouterr().out)["items"]
+    assert any("has 2 audio streams" in w and "stream 0 is used" in w for w in item["warnings"])
+    assert abs(pitch(tmp_path / "first" / "in.wav") - 440) < 10  # stream 0: the 440 Hz one
+    assert main([*args, "-o", str(tmp_path / "first")]) == 0  # a rerun: up to date
+    assert json.loads(capsys.readouterr().out)["items"][0]["status"] == "skipped"
+    assert main([*args, "-o", str(tmp_path / "dx"), "--set", "prep.audio_stream=1"]) == 0
+    capsys.readouterr()
+    assert abs(pitch(tmp_path / "dx" / "in.wav") - 220) < 10  # stream 1: the 220 Hz dialogue
