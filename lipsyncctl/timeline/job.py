@@ -76,10 +76,7 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     # 0. -o is a folder that can be written: checked before anything is read (a run failing after
     #    minutes of work, on a hidden temporary name, is what this prevents).
     early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
-    if config.sync.audio_stream:  # a dub is a file per language or a track of the edit: not a stream of a file
-        raise ConfigError("sync.audio_stream picks the dub among the streams of one clip's --audio; a timeline's "
-                          "dub is a file per language or one of its tracks", hint="give the dub as its own file, "
-                          "or the edit's track with --audio-track NAME")
+    _no_audio_stream(config, "the run's settings")
     shot_extension(config)  # the renders' container holds the codec (each shot's options are checked too)
     if not job.dry_run and job.backend != "ray":  # Ray's workers have devices of their own
         _check_devices(job, config)
@@ -93,6 +90,15 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     lock = contextlib.nullcontext() if job.dry_run else folder_lock(job.output, shard=job.shard, wait=job.wait)
     with lock:
         return _read_and_run(job, config, work, scratch, early_warnings)
+
+
+def _no_audio_stream(config: Config, where: str) -> None:
+    """A dub is a file per language or a track of the edit: ``sync.audio_stream`` (the dub among the streams of one
+    clip's ``--audio``) has nothing to pick here, and a shot's render would look for it in its own cut of the dub."""
+    if config.sync.audio_stream:
+        raise ConfigError(f"{where}: sync.audio_stream picks the dub among the streams of one clip's --audio; a "
+                          "timeline's dub is a file per language or one of its tracks",
+                          hint="give the dub as its own file, or the edit's track with --audio-track NAME")
 
 
 def _check_devices(job: TimelineJob, config: Config) -> None:
@@ -296,6 +302,7 @@ def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: Ti
     if seg.options.length_policy is None:
         overrides["sync.length_policy"] = "silence"  # the cut is exactly as long as the picture
     seg_config = config.with_overrides(overrides, source=f"shot {seg.id} options")
+    _no_audio_stream(seg_config, f"shot {seg.id} options")
     speech, coverage = dubs.speech_frames(d, seg, fps, tl.speech_pad_frames)
     mode = tl.non_dialogue
     cut = dubs.render_cut(d, seg, fps)

@@ -77,10 +77,22 @@ def test_the_chosen_stream_is_synced_and_carried(media: dict[str, Path], tmp_pat
 
 
 def test_a_timeline_refuses_the_key(tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """For the run (before anything is read) and in a shot's options (its render would look for the stream in its
+    own cut of the dub): exit 3 naming where."""
+    from tests.conftest import shared_path
+    from tests.timeline_media import clip, write_edit, write_sources
+
     rc = main(["--json", "sync", "--timeline", str(tmp_path / "edit.otio"), "--audio", str(tmp_path / "de.wav"),
                "-o", str(tmp_path / "out"), "--preset", "tiny", "--set", "sync.audio_stream=1"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 3 and "sync.audio_stream" in doc["error"]["message"] and "--audio-track" in doc["error"]["hint"]
+    write_sources(tmp_path, shared_path("fixtures", "demo1_video.mp4"))
+    edit = write_edit(tmp_path / "shot.otio", [clip("A1", "cam_a.mkv", 0, 8, available=(0, 40),
+                                                    lipsync={"set": ["sync.audio_stream=1"]})])
+    rc = main(["--json", "sync", "--timeline", str(edit), "--audio", str(shared_path("fixtures", "demo1_audio.wav")),
+               "-o", str(tmp_path / "out"), "--preset", "tiny", "--dry-run"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 3 and doc["error"]["message"].startswith("shot ") and "sync.audio_stream" in doc["error"]["message"]
 
 
 def test_prep_keeps_the_chosen_stream(media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
