@@ -93,12 +93,15 @@ TIMECODE_CONTAINERS = (".mov", ".mp4", ".m4v", ".mxf", ".mkv")
 _TIMECODE = re.compile(r"^\d{2}:\d{2}:\d{2}[:;]\d{2}$")
 
 
-def tag_timecode(dst: Any, vout: Any, timecode: str | None, reel: str | None = None) -> None:
+def tag_timecode(dst: Any, vout: Any, timecode: str | None, reel: str | None = None, *,
+                 rate: Fraction | None = None) -> None:
     """Give the output ``dst`` (opened for writing, header not yet written) the start timecode ``timecode``
     (``HH:MM:SS:FF``, ``;`` before the frames for drop frame) of its video stream ``vout``, and the reel
     (tape) name ``reel``. libavformat's muxers turn these tags into a MOV/MP4 ``tmcd`` track (holding the
     reel name in a MOV), an MXF timecode, Matroska tags; other containers keep none (see
-    :data:`TIMECODE_CONTAINERS`).
+    :data:`TIMECODE_CONTAINERS`). ``rate``: the video's frame rate, which the MOV muxer counts the timecode in:
+    a stream copied from a template has none, and without it the MOV muxer dropped the ``tmcd`` track of a ProRes
+    stream without a word (an H.264 one kept it).
 
     Raises:
         MediaError: ``timecode`` is not ``HH:MM:SS:FF``.
@@ -108,6 +111,8 @@ def tag_timecode(dst: Any, vout: Any, timecode: str | None, reel: str | None = N
             raise MediaError(f"timecode {timecode!r}: expected HH:MM:SS:FF")
         dst.metadata["timecode"] = timecode
         vout.metadata["timecode"] = timecode
+        if rate:
+            vout.codec_context.framerate = rate
     if reel:
         vout.metadata["reel_name"] = reel
 
@@ -128,7 +133,7 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
                 streams = [s for s in src.streams if s.type in ("video", "audio")]
                 outs = {s.index: dst.add_stream_from_template(s) for s in streams}
                 vin = video_stream(src, path)
-                tag_timecode(dst, outs[vin.index], timecode, reel)
+                tag_timecode(dst, outs[vin.index], timecode, reel, rate=vin.average_rate or vin.guessed_rate)
                 for packet in src.demux(streams):
                     if packet.size == 0 or packet.dts is None and packet.pts is None:
                         continue
@@ -187,7 +192,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
                 vout = dst.add_stream_from_template(vin)
                 if out.suffix.lower() == ".mxf":  # MXF's muxer takes its edit rate from the stream's frame rate
                     vout.codec_context.framerate = vin.average_rate or vin.guessed_rate
-                tag_timecode(dst, vout, timecode, reel)
+                tag_timecode(dst, vout, timecode, reel, rate=vin.average_rate or vin.guessed_rate)
                 if not isinstance(audio, (str, Path)):
                     if not rate:
                         raise ValueError("rate= is required when audio is samples")

@@ -168,16 +168,19 @@ def test_an_anamorphic_face_is_found_in_every_frame(tiny_env, tmp_path: Path):
 @pytest.mark.parametrize(("fps", "tag", "start", "out", "expected"), [
     (Fraction(25), "10:00:00:00", 0.2, "out.mov", "10:00:00:05"),       # --start moves it by the frames skipped
     (NTSC, "00:00:59;28", 4 * 1001 / 30000, "out.mp4", "00:01:00;04"),  # drop frame counts as such (;00, ;01 skipped)
+    (Fraction(25), "10:00:00:00", 0.0, "prores.mov", "10:00:00:00"),    # ProRes: the MOV muxer needs the stream's rate
     (Fraction(25), "10:00:00:00", 0.0, "out.avi", None),                # an AVI holds none
 ])
 def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Path, fps: Fraction, tag: str,
                                                   start: float, out: str, expected: str | None):
     """A single clip comes back with the source timecode of its first frame and the source's reel name, so the
-    editor's NLE relinks the dub as it did the source (the timeline's renders do the same)."""
+    editor's NLE relinks the dub as it did the source (the timeline's renders do the same). A ProRes MOV lost its
+    timecode track (the muxer counts it at the stream's frame rate, which a copied stream lacked)."""
     config, models = tiny_env
     video = write_clip(tmp_path / "tc.mov", frames[:8], fps, codec="libx264", tags={"timecode": tag, "reel_name": "A001"})
     assert (probe(video).timecode, probe(video).reel) == (tag, "A001")
-    codec = ["output.codec=h264", "output.audio_codec=aac"] if out != "out.avi" else ["output.audio_codec=pcm"]
+    codec = (["output.audio_codec=pcm"] if out == "out.avi" else ["output.codec=prores_hq"] if out == "prores.mov"
+             else ["output.codec=h264", "output.audio_codec=aac"])
     res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), tmp_path / out,
                     with_sets(config, *codec, "output.matte=false"), networks=models, start=start)
     info = probe(res.output)
