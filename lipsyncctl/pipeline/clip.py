@@ -426,15 +426,10 @@ def _output_timecode(info: MediaInfo, plan: ClipPlan, output: Path) -> tuple[str
     from lipsyncctl.media.mux import TIMECODE_CONTAINERS
     from lipsyncctl.timeline import timebase as tb
 
-    if info.timecode is None or info.video is None or output.suffix.lower() not in TIMECODE_CONTAINERS:
+    if info.video is None or output.suffix.lower() not in TIMECODE_CONTAINERS:
         return None
-    grid = info.video.nominal_fps
-    try:
-        start = tb.timecode_frames(info.timecode, grid) + plan.first_frame
-    except ValueError:
-        return None
-    frames = start if plan.fps == grid else round(Fraction(start) * plan.fps / grid)
-    return tb.timecode(frames, plan.fps, tb.is_drop_frame(info.timecode, plan.fps)), info.reel
+    tc = tb.start_timecode(info.timecode, info.video.nominal_fps, plan.first_frame, plan.fps)
+    return (tc, info.reel) if tc is not None else None
 
 
 def grid_frames(vinfo: VideoInfo) -> int:

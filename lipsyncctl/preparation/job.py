@@ -428,7 +428,7 @@ def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
 def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
     from lipsyncctl.media.atomic import atomic_output, sweep_temps, temp_prefix
     from lipsyncctl.media.audio import write_wav
-    from lipsyncctl.media.mux import mux_audio
+    from lipsyncctl.media.mux import mux_audio, stamp_timecode
 
     info = _plan(item, job)  # the outputs were checked against the inputs before any work (_check_outputs)
     opts = job.options
@@ -440,13 +440,17 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
         sidecar = audio is not None and opts.sidecar_wav and item.wav is not None
         if sidecar:  # decoded once: the WAV is written first (hidden) and the mux reads it
             audio = write_wav(Path(tmpdir) / "audio.wav", audio, opts.audio_rate)
+        tc = _timecode(item, info, job)  # the source's, at the output's first frame and rate
         if audio is not None and opts.mux_audio:
             video_only = Path(tmpdir) / f"video{item.output.suffix}"
             _encode_video(item, info, job, video_only)
             with atomic_output(item.output, inputs=job.all_inputs) as tmp:
-                mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac", inputs=job.all_inputs)
+                mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac", inputs=job.all_inputs,
+                          timecode=tc, reel=info.reel if tc else None)
         else:
             _encode_video(item, info, job, item.output)
+            if tc is not None:
+                stamp_timecode(item.output, tc, reel=info.reel, inputs=job.all_inputs)
         written.append(item.output)
         if sidecar:
             assert item.wav is not None
@@ -456,6 +460,20 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
             item.wav = None
     _write_manifest(item, stamp, key, written, job.options.deinterlace)
     item.status = "done"
+
+
+def _timecode(item: PrepItem, info: Any, job: _Job) -> str | None:
+    """The output's start timecode: the source's tag plus the frames ``--start`` skips, at the output's rate (so an
+    editor relinks the prepped clip by timecode, as sync's outputs); None without a tag or in a container that
+    holds none."""
+    from lipsyncctl.media.mux import TIMECODE_CONTAINERS
+    from lipsyncctl.timeline.timebase import start_timecode
+
+    v = info.video
+    if item.fps is None or item.output.suffix.lower() not in TIMECODE_CONTAINERS:
+        return None
+    skipped = round(Fraction(job.start).limit_denominator(10**6) * v.nominal_fps)
+    return start_timecode(info.timecode, v.nominal_fps, skipped, item.fps)
 
 
 def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_run: bool) -> PrepItem:

@@ -92,6 +92,20 @@ def timecode(frames: int, fps: Fraction, drop: bool = False) -> str:
     return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}:{ff:02d}"
 
 
+def start_timecode(tag: str | None, source_fps: Fraction, first_frame: int, fps: Fraction) -> str | None:
+    """The timecode of an output that starts at source frame ``first_frame`` (of a file tagged ``tag``, counted at
+    ``source_fps``) and runs at ``fps``: the tag plus the frames skipped, converted to ``fps`` (drop frame where the
+    tag is and ``fps`` has it). None without a tag, or for one that does not parse at ``source_fps``."""
+    if tag is None:
+        return None
+    try:
+        start = timecode_frames(tag, source_fps) + first_frame
+    except ValueError:
+        return None
+    frames = start if fps == source_fps else round(Fraction(start) * fps / source_fps)
+    return timecode(frames, fps, is_drop_frame(tag, fps))
+
+
 def samples_at(frames: int, fps: Fraction, rate: int) -> int:
     """The first audio sample (at ``rate`` Hz) of frame ``frames``: ``floor(frames * rate / fps)``.
 

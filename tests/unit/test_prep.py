@@ -476,3 +476,24 @@ def test_anamorphic_footage_comes_out_in_square_pixels(tmp_path: Path) -> None:
     with VideoReader(item.output) as reader:  # squeezed back to the stored grid, each frame reads its index
         assert [mg.read_index(cv2.resize(f.image, (72, 64), interpolation=cv2.INTER_AREA)) for f in reader] == \
             list(range(10))
+
+
+@pytest.mark.parametrize(("start", "fps", "codec", "audio", "expected"), [
+    (0.0, "source", "prores_hq", True, "10:00:00:00"),   # ProRes MOV, muxed with its sound
+    (0.4, "30", "h264", True, "10:00:00:12"),            # --start skips 10 frames at 25 fps: 12 at 30 fps
+    (0.0, "source", "h264", False, "10:00:00:00"),       # video only: the timecode is stamped on the file
+])
+def test_the_source_timecode_and_reel_are_carried(tmp_path: Path, start: float, fps: str, codec: str, audio: bool,
+                                                  expected: str) -> None:
+    """A prepped clip keeps the source's timecode (at its first frame and the output's rate) and reel name, as
+    sync's outputs do, so an editor can relink it; it was dropped."""
+    from lipsyncctl.media.mux import stamp_timecode
+
+    src = stamp_timecode(mg.make_clip(tmp_path / "tc.mov", frames=25, audio_rate=48000 if audio else None),
+                         "10:00:00:00", reel="A001")
+    options = FAST.model_copy(update={"fps": fps, "codec": codec, "allow_no_audio": not audio})
+    (item,) = prep([src], tmp_path / "out", options, start=start).items
+    assert item.status == "done", item.reason
+    info = probe(item.output)
+    assert (info.timecode, info.reel, bool(info.audio)) == (expected, "A001" if item.output.suffix == ".mov" else None,
+                                                             audio)
