@@ -426,6 +426,19 @@ class Config(_Strict):
         return validate(tree, source=source) if changed else self
 
 
+def parse_point(text: str) -> list[float] | None:
+    """A pixel ``X,Y`` (or ``X Y``: a spreadsheet cell, a shell word) as ``[x, y]``; None when it is not two finite
+    numbers (the caller says where it was given)."""
+    import math
+    import re
+
+    try:
+        point = [float(p) for p in re.split(r"[,\s]+", text.strip()) if p]
+    except ValueError:
+        return None
+    return point if len(point) == 2 and all(math.isfinite(v) for v in point) else None
+
+
 def face_overrides(track_id: int | None = None, point: Sequence[float] | None = None) -> dict[str, Any]:
     """The overrides that follow face track ``track_id`` or the face at pixel ``point`` (``faces.select`` with
     ``faces.track_id`` or ``faces.point``; the id wins when both are given), or none: a shot's or a batch row's face

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from lipsyncctl import config as cfg
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
 from lipsyncctl.cli.flags import Flag, config_flags, misplaced, signature
@@ -41,13 +41,10 @@ BATCH, CLIPS = frozenset({"batch"}), frozenset({"clip", "batch"})  # --batch: ma
 def _face_at(value: str | None) -> list[float] | None:
     if value is None:
         return None
-    try:
-        x, y = (float(v) for v in value.split(","))
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise ValueError(value)
-    except ValueError:
-        raise UsageError(f"--face-at {value!r}: expected X,Y in pixels, e.g. --face-at 640,360") from None
-    return [x, y]
+    point = cfg.parse_point(value)
+    if point is None:
+        raise UsageError(f"--face-at {value!r}: expected X,Y in pixels, e.g. --face-at 640,360")
+    return point
 
 
 def _codecs() -> str:

@@ -12,8 +12,8 @@ setting (preset, ``--set``, flags) applies to every row; a row's ``face``, ``fac
 
 Each row is one :func:`~lipsyncctl.pipeline.clip.sync_clip` (written under a temporary name, then renamed): ``done``,
 ``skipped`` (its output exists and ``overwrite`` is off: a rerun after a failure or an interrupt does only what is
-left; an output its ``OUT.run.yaml`` says was made from other inputs or settings is named as such) or ``failed`` with the reason and hint of its error (bad media, no face, an output that cannot hold the
-codec...). What stops every row stops the batch: a missing model, face detector (checked before the first clip)
+left; an output its ``OUT.run.yaml`` says was made from other inputs or settings is named as such) or ``failed``
+with the reason and hint of its error (bad media, no face, an output that cannot hold the codec...). What stops every row stops the batch: a missing model, face detector (checked before the first clip)
 or device, an interrupt.
 """
 
@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,7 +142,7 @@ def _delimiter(text: str) -> str:
 def _options(values: dict[str, str], where: str) -> dict[str, Any]:
     """A row's overrides from its ``face`` (a track id), ``face_at`` (``X,Y`` or ``X Y`` in pixels) and ``set``
     (``KEY=VALUE`` items separated by spaces) cells; checked against the schema when the batch starts."""
-    from lipsyncctl.config import face_overrides, overrides_from_sets
+    from lipsyncctl.config import face_overrides, overrides_from_sets, parse_point
 
     face, face_at, sets = (values.get(c, "") for c in ("face", "face_at", "set"))
     if face and face_at:
@@ -153,14 +152,8 @@ def _options(values: dict[str, str], where: str) -> dict[str, Any]:
         if not face.isdigit():
             raise UsageError(f"{where}: face {face!r} is not a face track id", hint="a whole number >= 0, e.g. 1")
         track = int(face)
-    if face_at:
-        parts = [p for p in re.split(r"[,\s]+", face_at) if p]
-        try:
-            point = [float(p) for p in parts]
-        except ValueError:
-            point = []
-        if len(point) != 2 or not all(math.isfinite(v) for v in point):
-            raise UsageError(f"{where}: face_at {face_at!r} is not X,Y in pixels", hint='e.g. "640,360" or 640 360')
+    if face_at and (point := parse_point(face_at)) is None:
+        raise UsageError(f"{where}: face_at {face_at!r} is not X,Y in pixels", hint='e.g. "640,360" or 640 360')
     return overrides_from_sets(sets.split()) | face_overrides(track, point)
 
 
@@ -254,7 +247,12 @@ class BatchTask:
 
     @property
     def label(self) -> str:
-        return f"[{self.number}/{self.total}] {self.row.video.name} -> {self.row.output}"
+        return _label(self.number, self.total, self.row)
+
+
+def _label(number: int, total: int, row: BatchRow) -> str:
+    """How the progress lines name row ``number`` of ``total``: ``[2/5] a.mov -> out/a.mov``."""
+    return f"[{number}/{total}] {row.video.name} -> {row.output}"
 
 
 #: errors that no row could get past (a model or its file, ffmpeg, the device): the batch stops with them
@@ -382,10 +380,10 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         if row.output.exists() and not overwrite:
             reason, hint = _skip_reason(row, configs[row.line])
             items[row.line] = BatchItem(row, "skipped", reason, hint)
-            progress.message(f"[{k}/{len(mine)}] {row.video.name} -> {row.output}: skipped ({reason})")
+            progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
         elif dry_run:
             try:
-                probe_inputs(row.video, row.audio)
+                probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream)
             except LipsyncError as exc:
                 items[row.line] = BatchItem(row, "failed", exc.message, exc.hint)
             else:

@@ -55,7 +55,7 @@ from lipsyncctl.pipeline.plan import (
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config, FaceSelect, OutputOptions
-    from lipsyncctl.media.probe import MediaInfo, VideoInfo
+    from lipsyncctl.media.probe import AudioInfo, MediaInfo, VideoInfo
     from lipsyncctl.pipeline.faces import FacePlan, FaceStream
     from lipsyncctl.pipeline.networks import Networks
 
@@ -169,7 +169,6 @@ def sync_clip(
     """
     from lipsyncctl.media.atomic import check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio_and_length
-    from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import check_container_rate
@@ -215,13 +214,12 @@ def sync_clip(
 
         check_tuning(networks, config.inference)
     with clock("probe"):
-        info = probe_inputs(video, audio)
+        inputs = probe_inputs(video, audio, config.sync.audio_stream)
+        info, audio_stream = inputs.info, inputs.dub.index
+        if inputs.several:
+            warnings.append(inputs.several)
         # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the
         # output streams the original from the file at the mux (never held at its own rate).
-        dub, several = pick_audio_stream(audio, probe(audio), config.sync.audio_stream, "sync.audio_stream")
-        audio_stream = dub.index
-        if several:
-            warnings.append(several)
         mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty")
@@ -451,9 +449,20 @@ def _detector_device(config: Config, networks: Networks | None) -> str:
     return str(device) if device.type == "cuda" else "cpu"
 
 
-def probe_inputs(video: Path, audio: Path) -> Any:
-    """The video's MediaInfo, once both inputs are found usable (else MediaError)."""
-    from lipsyncctl.media.probe import probe
+@dataclass(frozen=True)
+class Inputs:
+    """A clip's inputs, probed once: the video's :class:`MediaInfo`, the dub's sound stream (``sync.audio_stream`` of
+    the audio file) and, when that file has several, the warning that says which one is used."""
+
+    info: MediaInfo
+    dub: AudioInfo
+    several: str | None = None
+
+
+def probe_inputs(video: Path, audio: Path, audio_stream: int = 0) -> Inputs:
+    """Both inputs, found usable (else MediaError): a picture with frames, and a sound (its ``audio_stream``-th
+    stream); the file is probed once when the clip is its own sound."""
+    from lipsyncctl.media.probe import pick_audio_stream, probe
 
     for p, what in ((video, "video"), (audio, "audio")):
         if not p.exists():
@@ -463,10 +472,12 @@ def probe_inputs(video: Path, audio: Path) -> Any:
         raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give the picture with --video")
     if info.video.frame_count <= 0:
         raise MediaError(f"{video}: the video stream has no frames")
-    if not probe(audio).audio:
+    sound = info if audio == video else probe(audio)
+    if not sound.audio:
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
-    return info
+    dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
+    return Inputs(info, dub, several)
 
 
 def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder: Path | None) -> Any:

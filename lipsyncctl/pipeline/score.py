@@ -117,27 +117,26 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
                min_sync: float | None) -> ClipScore:
     """One clip's :class:`ClipScore`; a clip that cannot be read is a ``failed`` one (the error kept)."""
     from lipsyncctl.media.audio import read_audio
-    from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.media.reader import read_range
     from lipsyncctl.pipeline.clip import grid_frames, probe_inputs
     from lipsyncctl.pipeline.plan import select_range
 
     t0 = time.perf_counter()
     try:
-        info = probe_inputs(video, audio)  # a picture with frames, a sound: as sync asks of its inputs
-        stream, several = pick_audio_stream(audio, info if audio == video else probe(audio), config.sync.audio_stream,
-                                            "sync.audio_stream")  # the dub of a multi-stream file
-        fps = info.video.nominal_fps
-        first, stop = select_range(grid_frames(info.video), fps, start, end)
+        # a picture with frames, a sound (the dub of a multi-stream file): as sync asks of its inputs
+        inputs = probe_inputs(video, audio, config.sync.audio_stream)
+        vinfo = inputs.info.video
+        fps = vinfo.nominal_fps
+        first, stop = select_range(grid_frames(vinfo), fps, start, end)
         n = stop - first
-        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps), stream_index=stream.index)
+        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps), stream_index=inputs.dub.index)
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
     except (MediaError, UsageError) as exc:  # unreadable, or --start past this clip's end: this clip alone
         return ClipScore(video, audio, "failed", reason=exc.message, hint=exc.hint, error=exc,
                          seconds=time.perf_counter() - t0)
     score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0,
-                      warnings=[several] if several else [])
+                      warnings=[inputs.several] if inputs.several else [])
     if len(sound) < round(n / fps * 16000) - 160:  # the measure stops with the shorter (official): said, not hidden
         score.warnings.append(f"the sound ({len(sound) / 16000:.2f} s from the span's start) is shorter than the "
                               f"picture ({float(n / fps):.2f} s): measured over the sound's length only")
