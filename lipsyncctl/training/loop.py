@@ -272,7 +272,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
 
     # 5. the loop: accumulate micro-batches, guard, clip, step, log, save ---------------------------------
     t_loop, samples_done = time.monotonic(), 0
-    with progress.Task(f"train {cfg.name}", total=cfg.run.max_steps - start_step) as task:
+    with warnings.catch_warnings(), progress.Task(f"train {cfg.name}", total=cfg.run.max_steps - start_step) as task:
+        warnings.filterwarnings("ignore", message=_DDP_SIZE_1_STRIDES, category=UserWarning)  # the loop's only
         for step in range(start_step, cfg.run.max_steps):
             model.train()
             terms: dict[str, float] = {}
@@ -285,9 +286,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                 with sync_ctx:
                     loss, values = _micro_step(cfg, nets, model, batch, alphas, device, acc)
                     finite &= bool(torch.isfinite(loss.detach()))
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message=_DDP_SIZE_1_STRIDES, category=UserWarning)
-                        acc.backward(loss / accum)
+                    acc.backward(loss / accum)
                 for k, v in values.items():
                     terms[k] = terms.get(k, 0.0) + v / accum
             # every rank takes the same decision: a non-finite loss anywhere skips the step everywhere
