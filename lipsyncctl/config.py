@@ -172,6 +172,12 @@ class InferenceOptions(_Strict):
         False, description="torch.compile the UNet and the VAE's encoder and decoder (a GPU option: the first "
         "window waits for the compilation; needs a C compiler)"
     )
+    gpu_paste: bool = Field(
+        False, description="paste the faces back on the networks' device with torch (a GPU option: the generated "
+        "faces stay on the GPU, each frame's face box travels; torch's blur and erosion as the official kornia code, "
+        "where the default uses OpenCV's on the CPU: a level apart at a few pixels, not the default's bytes; on a CPU "
+        "device the same torch arithmetic, slower than the default)"
+    )
     cuda_graphs: bool = Field(
         False, description="replay the UNet's denoising call from a CUDA graph (a GPU option: at 256 px the eager "
         "UNet is bound by kernel launches; the same output bytes; DeepCache's passes too; with compile: its "

@@ -52,7 +52,7 @@ run() {
   # graphs, DeepCache); no compile rows here (each compiles for about 2 minutes; gpu_unet_profile.py measured them)
   timeout 170 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model --dtypes fp16 --windows 2 \
     --variants default,cuda_graphs,deepcache,deepcache_cuda_graphs,batch_windows2,batch_windows2_cuda_graphs > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
-  timeout 100 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
+  timeout 130 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
     --clip "$fx/demo1_video.mp4" --audio "$fx/demo1_audio.wav" --seconds 4 \
     > "$out/sync_e2e.log" 2>&1 || echo "sync e2e rows: exit $?" >> "$out/machine.txt"
   # the project's graph wrapper against the eager UNet (difference and time)

@@ -14,7 +14,8 @@ Two kinds of rows, each measured after a warm-up and recorded with the GPU's nam
   <= 6 GiB at 256 in fp16).
 - ``e2e``: the whole ``sync_clip`` of ``--seconds`` of ``--clip`` (the 1080x1920 fixture) with the same
   networks at 256 fp16, pipelined and serial (their output sha256 must be equal), and with
-  ``inference.cuda_graphs`` (its sha256 should equal the default's: a graph replays the same kernels); frames/s end to end
+  ``inference.cuda_graphs`` (its sha256 should equal the default's: a graph replays the same kernels), and with it
+  ``inference.gpu_paste`` (the paste-back on the GPU: its ``paste`` stage against the CPU's); frames/s end to end
   (goal: >= 25) and per stage. This needs the media stack (PyAV) and a face detector backend, or ``--faces
   FILE``: the clip's face plan tracked beforehand on another machine (``--save-faces FILE`` there, with the
   same ``--clip`` and ``--seconds``), used instead of tracking (the row says ``faces: precomputed``: the face
@@ -73,15 +74,18 @@ MODEL_ROWS = [("latentsync-1.5", "fp16", "default"), ("latentsync-1.5", "fp16", 
               ("latentsync-1.6", "fp16", "cuda_graphs"), ("latentsync-1.6", "fp16", "deepcache"),
               ("latentsync-1.6", "bf16", "default"),
               ("latentsync-1.5", "fp16", "compile"), ("latentsync-1.5", "fp16", "compile_cuda_graphs")]
-#: e2e rows (at 256 fp16): the default (also run serially: same bytes) and the CUDA-graph option
-E2E_VARIANTS = ["default", "cuda_graphs"]
+#: e2e rows (at 256 fp16): the default (also run serially: same bytes), the CUDA-graph option, and with it the
+#: paste-back on the GPU (its ``paste`` stage seconds against the others')
+E2E_VARIANTS = ["default", "cuda_graphs", "cuda_graphs_gpu_paste"]
 VARIANT_SETS = {"default": [], "channels_last": ["inference.channels_last=true"],
                 "compile": ["inference.compile=true"], "deepcache": ["inference.deepcache=true"],
                 "cuda_graphs": ["inference.cuda_graphs=true"],
                 "deepcache_cuda_graphs": ["inference.deepcache=true", "inference.cuda_graphs=true"],
                 "batch_windows2": ["inference.batch_windows=2"],
                 "batch_windows2_cuda_graphs": ["inference.batch_windows=2", "inference.cuda_graphs=true"],
-                "compile_cuda_graphs": ["inference.compile=true", "inference.cuda_graphs=true"]}
+                "compile_cuda_graphs": ["inference.compile=true", "inference.cuda_graphs=true"],
+                "gpu_paste": ["inference.gpu_paste=true"],
+                "cuda_graphs_gpu_paste": ["inference.cuda_graphs=true", "inference.gpu_paste=true"]}
 
 
 def random_networks(config: cfg.Config, device: torch.device, dtype: torch.dtype) -> Networks:
@@ -257,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtypes:
         plan = [row for row in plan if row[2] in args.dtypes.split(",")]
     if args.smoke:  # the tiny preset in fp32 stands in for every preset; two variants of each kind
-        plan = [(kind, "tiny", "fp32", variant) for kind in ("model", "e2e") if kind in kinds
-                for variant in ("default", "channels_last")][:3]
+        plan = [(kind, "tiny", "fp32", variant) for kind, variant in
+                (("model", "default"), ("model", "channels_last"), ("e2e", "default"), ("e2e", "gpu_paste"))
+                if kind in kinds]
     failed = False
     for kind, preset, dtype, variant in plan:
         row: dict[str, Any] = {"kind": kind, "preset": preset, "dtype": dtype, "variant": variant, "error": None}

@@ -134,12 +134,18 @@ class FaceAligner:
     :meth:`reset` at a cut). ``smooth=False`` disables the bias smoothing (the bias itself is still
     added, as upstream does on every frame). ``pixel_aspect``: the frame's stored pixel width / height
     (anamorphic footage): the similarity is found for the face as shown (square pixels) and the matrix takes
-    stored pixels, so the crop is the face at its true shape and the paste squeezes it back.
+    stored pixels, so the crop is the face at its true shape and the paste squeezes it back. ``device``: where the
+    paste-back (:meth:`restore`, :meth:`restore_delta`) computes: ``None`` (default) on the CPU with OpenCV's
+    erosion and blur of the feather (the fast path); a torch device (``"cuda"``, also ``"cpu"``) runs all of it
+    with torch ops on that device, as the official kornia code does on the GPU: only the face's box of each frame
+    travels there and back, and a face already on that device stays there. Both follow the golden restore; they
+    can differ by one level where a float32 sum's last bit decides the truncation.
     """
 
     resolution: int = 256
     smooth: bool = True
     pixel_aspect: float = 1.0
+    device: str | None = None
     _prev_bias: np.ndarray | None = field(default=None, init=False, repr=False)
     #: per-thread scratch of :meth:`warp_crop` (a float frame; the pipelined renderer aligns in its own thread)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
@@ -254,7 +260,7 @@ class FaceAligner:
 
         w, h = self.crop_wh
         face_t = torch.as_tensor(np.asarray(face) if not isinstance(face, torch.Tensor) else face)
-        face_t = warp.resize_bicubic_antialias(face_t.to(torch.float32).cpu(), (h, w))
+        face_t = warp.resize_bicubic_antialias(face_t.to(self.device or "cpu", torch.float32), (h, w))
         m = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
         inv = warp.invert_affine(m)
         height, width = frame.shape[:2]
@@ -276,22 +282,29 @@ class FaceAligner:
         ``tight``: blur only ``sub``, the eroded mask's non-zero rows and columns grown by twice the blur
         radius (clipped to the box): every output within one radius of the non-zero pixels reads the same
         inputs as on the whole box, reflected borders included (what lies between one and two radii out is
-        zeros either way), and everything further out is a sum of zeros. ``False``: blur the whole box."""
+        zeros either way), and everything further out is a sum of zeros. ``False``: blur the whole box.
+
+        With a :attr:`device`, everything is torch's on that device and the whole box is blurred (no sync to find
+        ``sub``: on a GPU the blur of the box costs less than the round trip)."""
         import cv2
         import torch
 
         from lipsyncctl.faces import warp
 
         w, h = self.crop_wh
-        grid = warp.sampling_grid(inv, (h, w), full_hw, box)  # same grid for the face and its mask
-        coverage = warp.sample(torch.ones((), dtype=torch.float32).expand(1, 1, h, w), grid)
+        grid = warp.sampling_grid(inv, (h, w), full_hw, box, device=self.device)  # same for the face and its mask
+        coverage = warp.sample(torch.ones((), dtype=torch.float32, device=grid.device).expand(1, 1, h, w), grid)
         inv_mask = warp.erode_2x2(coverage)
         w_edge = int(torch.sum(inv_mask).item() ** 0.5) // 20
+        k = 2 * w_edge + 1
+        sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+        if self.device is not None:
+            center_t = warp.erode_rect(inv_mask, 2 * w_edge) if w_edge > 0 else inv_mask
+            bh, bw = center_t.shape[-2:]
+            return grid, coverage, inv_mask, warp.gaussian_blur(center_t, k, sigma, exact=True)[0], (0, 0, bw, bh)
         center = inv_mask[0, 0].numpy()
         if w_edge > 0:
             center = cv2.erode(center, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
-        k = 2 * w_edge + 1
-        sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
         bh, bw = center.shape
         sub = (0, 0, bw, bh)
         if tight:
@@ -323,9 +336,9 @@ class FaceAligner:
                                coverage=coverage[:, :, part[0], part[1]])[0]
         inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
         pasted = inv_mask[0][:, part[0], part[1]] * inv_face
-        src = torch.from_numpy(np.ascontiguousarray(out[part])).permute(2, 0, 1).to(torch.float32)
+        src = _planes(out[part], grid.device)
         blended = soft * pasted + (1 - soft) * src
-        out[part] = blended.permute(1, 2, 0).to(torch.uint8).numpy()
+        out[part] = blended.permute(1, 2, 0).to(torch.uint8).cpu().numpy()
         return out
 
     def _delta_box(self, frame, delta_t, inv, box: tuple[int, int, int, int], tight: bool = True) -> np.ndarray:
@@ -342,7 +355,15 @@ class FaceAligner:
             return out
         part = (slice(sy0, sy1), slice(sx0, sx1))
         inv_delta = warp.sample(delta_t[None], grid[:, part[0], part[1]])[0] * 127.5  # zero outside the crop
-        src = torch.from_numpy(np.ascontiguousarray(out[part])).permute(2, 0, 1).to(torch.float32)
+        src = _planes(out[part], grid.device)
         res = src + (soft * inv_mask[0][:, part[0], part[1]]) * inv_delta
-        out[part] = res.round().clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+        out[part] = res.round().clamp(0, 255).permute(1, 2, 0).to(torch.uint8).cpu().numpy()
         return out
+
+
+def _planes(image: np.ndarray, device):
+    """(h, w, 3) uint8 -> (3, h, w) float32 on ``device`` (the bytes travel, converted there)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).to(
+        torch.float32)

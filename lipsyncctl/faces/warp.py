@@ -45,6 +45,7 @@ def sampling_grid(
     src_hw: tuple[int, int],
     dst_hw: tuple[int, int],
     box: tuple[int, int, int, int] | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The ``grid_sample`` grid ``(1, h, w, 2)`` for warping a ``src_hw`` image by ``matrix``.
 
@@ -53,17 +54,19 @@ def sampling_grid(
     homography to both images' ``[-1, 1]`` frames in float32, invert it, multiply the base grid.
     ``box = (x0, y0, x1, y1)`` returns only that part of the destination, with exactly the values
     the full grid has there (so a cropped warp equals the crop of the full warp bit for bit).
+    ``device``: where the grid is built (the 3x3 algebra stays on the CPU; a GPU's float32 product may
+    differ from the CPU's in the last bit).
     """
     src_h, src_w = src_hw
     dst_h, dst_w = dst_hw
     m3 = to_homogeneous(matrix.to(torch.float32))
     src_pix_from_norm = torch.linalg.inv(_pixel_to_normalised(src_h, src_w))
     dst_norm_from_src_norm = _pixel_to_normalised(dst_h, dst_w) @ (m3 @ src_pix_from_norm)
-    theta = torch.linalg.inv(dst_norm_from_src_norm)[None, :2, :]
+    theta = torch.linalg.inv(dst_norm_from_src_norm)[None, :2, :].to(device)
     x0, y0, x1, y1 = box if box is not None else (0, 0, dst_w, dst_h)
-    xs = torch.linspace(-1, 1, dst_w, dtype=torch.float32)[x0:x1]
-    ys = torch.linspace(-1, 1, dst_h, dtype=torch.float32)[y0:y1]
-    base = torch.empty((1, y1 - y0, x1 - x0, 3), dtype=torch.float32)
+    xs = torch.linspace(-1, 1, dst_w, dtype=torch.float32, device=device)[x0:x1]
+    ys = torch.linspace(-1, 1, dst_h, dtype=torch.float32, device=device)[y0:y1]
+    base = torch.empty((1, y1 - y0, x1 - x0, 3), dtype=torch.float32, device=device)
     base[..., 0] = xs
     base[..., 1] = ys[:, None]
     base[..., 2] = 1.0
@@ -120,6 +123,18 @@ def erode_2x2(mask: torch.Tensor) -> torch.Tensor:
     rows = out.clone()
     torch.minimum(out[..., :, 1:], rows[..., :, :-1], out=out[..., :, 1:])
     return out
+
+
+def erode_rect(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """OpenCV's ``erode`` with a ``size x size`` kernel of ones (its default anchor, the kernel's centre
+    ``size // 2``, so taps ``-(size // 2) .. size - 1 - size // 2``; taps outside the image ignored) in torch,
+    on the tensor's device: the minimum over rows, then over columns (a minimum rounds nothing: equal to
+    OpenCV's bit for bit). ``mask`` (B, C, H, W) float."""
+    if size <= 1:
+        return mask
+    before, after = size // 2, size - 1 - size // 2
+    out = -F.max_pool2d(F.pad(-mask, (before, after, 0, 0), value=-math.inf), (1, size), stride=1)
+    return -F.max_pool2d(F.pad(-out, (0, 0, before, after), value=-math.inf), (size, 1), stride=1)
 
 
 def gaussian_kernel1d(size: int, sigma: float) -> torch.Tensor:

@@ -80,6 +80,7 @@ class Window:
     decoded: Any = None
     mattes: list[np.ndarray] | None = None
     sources: list[Any] | None = None
+    ready: Any = None  # with inference.gpu_paste on CUDA: the event recorded after the window's decode
 
     def pin(self) -> None:
         """Page-lock the faces' tensors (on CUDA their copies to the GPU then run without blocking)."""
@@ -104,7 +105,13 @@ class Renderer:
         self.features = features
         self.clock = clock
         self.res = config.model.resolution
-        self.aligner = FaceAligner(resolution=self.res, smooth=False)  # matrices are precomputed
+        # matrices are precomputed; inference.gpu_paste pastes on the networks' device
+        self.aligner = FaceAligner(resolution=self.res, smooth=False,
+                                   device=str(networks.device) if config.inference.gpu_paste else None)
+        # On CUDA the paste runs on a stream of its own: on the default one its kernels would wait behind the
+        # next window's UNet (each window's paste first waits for the event its decode recorded).
+        self.paste_stream = (torch.cuda.Stream(networks.device) if config.inference.gpu_paste
+                             and networks.device.type == "cuda" else None)
         self.mask = mouth_mask(self.res)
         self.generator = torch.Generator(device=networks.device).manual_seed(config.inference.seed)
         from lipsyncctl.pipeline.denoise import prepare_initial_latents
@@ -247,18 +254,30 @@ class Renderer:
         # e. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
         with clock("vae decode"):
             for win, lat in zip(todo, latents, strict=True):
-                decoded = vae_io.decode(networks.vae, lat.permute(1, 0, 2, 3), inf.vae_batch)
-                win.decoded = decoded * (1 - win.masks) + win.ref * win.masks
+                decoded = vae_io.decode(networks.vae, lat.permute(1, 0, 2, 3), inf.vae_batch, on_device=inf.gpu_paste)
+                masks, ref = (t.to(decoded.device, non_blocking=True) for t in (win.masks, win.ref))
+                win.decoded = decoded * (1 - masks) + ref * masks
                 win.masked = None
+                if self.paste_stream is not None:
+                    win.ready = torch.cuda.Event()
+                    win.ready.record()
         return wins
 
     def paste(self, win: Window, mattes: bool = False) -> Window:
         """Stage 3 (e): paste the generated faces back and cross-fade (``win.frames`` become the output
         frames: spliced into the source's own pixels where :attr:`splicer` applies, :mod:`lipsyncctl.media.splice`),
         and with ``mattes`` the matte's frames (``win.mattes``)."""
+        import contextlib
+
         from lipsyncctl.faces.blend import paste_face
 
-        with self.clock("paste"):
+        on_stream = contextlib.nullcontext()
+        if self.paste_stream is not None and win.ready is not None:
+            import torch
+
+            self.paste_stream.wait_event(win.ready)
+            on_stream = torch.cuda.stream(self.paste_stream)
+        with self.clock("paste"), on_stream:
             if mattes:
                 win.mattes = [self._matte(f, win.matrices[k], win.weights[k]) if k in win.faces
                               else np.zeros((f.height, f.width, 3), np.uint8) if hasattr(f, "planes")
@@ -277,7 +296,7 @@ class Renderer:
                     win.sources[k] = None
                 else:
                     win.frames[k] = pasted
-        win.decoded = win.ref = win.masks = win.sources = None
+        win.decoded = win.ref = win.masks = win.sources = win.ready = None
         return win
 
     def encode(self, win: Window, writer: VideoWriter, matte: VideoWriter | None) -> None:

@@ -48,8 +48,10 @@ def decode(
     batch: int = 16,
     scaling: float = SCALING_FACTOR,
     shift: float = SHIFT_FACTOR,
+    on_device: bool = False,
 ) -> torch.Tensor:
-    """Scaled latents ``(N, 4, h, w)`` -> images ``(N, 3, 8h, 8w)`` in [-1, 1] (float32, CPU).
+    """Scaled latents ``(N, 4, h, w)`` -> images ``(N, 3, 8h, 8w)`` in [-1, 1] (float32, CPU; ``on_device``: left on
+    the VAE's device).
 
     Values are clamped to [-1, 1] (the official restore clamps after ``/2 + 0.5``; same result).
     """
@@ -61,5 +63,6 @@ def decode(
         for i in range(0, latents.shape[0], batch):
             z = latents[i : i + batch].to(device=param.device, dtype=param.dtype) / scaling + shift
             img = vae.decode(z).sample  # type: ignore[attr-defined]
-            out.append(img.float().clamp_(-1, 1).cpu())
+            img = img.float().clamp_(-1, 1)
+            out.append(img if on_device else img.cpu())
     return torch.cat(out)

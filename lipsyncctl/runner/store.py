@@ -58,10 +58,18 @@ _NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "
             ("inference", "cuda_graphs"), ("sync", "deinterlace"), ("sync", "audio_stream"))
 
 
+#: keys that change the pixels but came after content keys were first written: left out at their default, so what
+#: was rendered before them is still found (a non-default value is in the key as any other)
+_ADDED = {("inference", "gpu_paste"): False}
+
+
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(config))
     for section, key in _NEUTRAL:
         out.get(section, {}).pop(key, None)
+    for (section, key), default in _ADDED.items():
+        if out.get(section, {}).get(key, default) == default:
+            out.get(section, {}).pop(key, None)
     for section in ("name", "description", "timeline", "prep", "curate"):  # job-level settings: in the key's own fields
         out.pop(section, None)
     return out

@@ -45,8 +45,9 @@ def _render_threads() -> list[threading.Thread]:
 
 
 @pytest.mark.parametrize("sets", [pytest.param((), marks=pytest.mark.slow),  # h264 opt-in (12 s): determinism covers its bytes
-                                  ("output.codec=ffv1", "output.matte=true", "faces.blend=multiband")],
-                         ids=["h264", "ffv1-matte-multiband"])
+                                  ("output.codec=ffv1", "output.matte=true", "faces.blend=multiband"),
+                                  ("output.codec=ffv1", "inference.gpu_paste=true")],
+                         ids=["h264", "ffv1-matte-multiband", "ffv1-gpu-paste"])
 def test_pipelined_output_is_the_serial_one_byte_for_byte(tiny_env, clip, tmp_path: Path, sets) -> None:
     config, models = tiny_env
     ext = ".mkv" if sets else ".mp4"
@@ -58,7 +59,7 @@ def test_pipelined_output_is_the_serial_one_byte_for_byte(tiny_env, clip, tmp_pa
         assert res.frames == 14 and res.no_face_frames == 2
         outs[mode] = out
     assert _digest(outs["true"]) == _digest(outs["false"])
-    if sets:
+    if "output.matte=true" in sets:
         assert _digest(outs["true"].with_name("o.matte.mkv")) == _digest(outs["false"].with_name("o.matte.mkv"))
     assert not _render_threads()
 
