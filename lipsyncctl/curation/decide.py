@@ -56,7 +56,7 @@ def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
             return Decision.failed(stage, res.error)
         if stage is Stage.PROBE:
             if res.data.get("problem"):
-                return Decision.rejected(stage, res.data["problem"])
+                return Decision.rejected(stage, res.data["problem"], res.data.get("value"))
             if res.data["duration"] < options.min_seconds:
                 return Decision.rejected(stage, "too-short", round(res.data["duration"], 3))
         if stage is Stage.SHOTS and res.data.get("problem"):

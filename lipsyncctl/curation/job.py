@@ -284,7 +284,7 @@ def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: s
     """Every stored source and span of ``data``, decided from its measurements and ``config.curate``."""
     options = config.curate
     store = RecordStore(data / ".lipsyncctl" / "records")
-    sources, clips = [], []
+    sources, clips, several = [], [], []
     for rid in store.ids("sources"):
         raw = store.load("sources", rid)
         if raw is None:
@@ -294,7 +294,16 @@ def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: s
         clips += spans
         sources.append(SourceOutcome(rec.id, rec.path, decide_source(rec, options), done.get(rec.id, []),
                                      len(spans), sum(c.decision.verdict == "kept" for c in spans)))
-    return CurateResult(data, sources, clips, until, shard, fps=options.fps)
+        probe = rec.result(Stage.PROBE)
+        if probe is not None and probe.error is None and probe.data.get("audio_streams"):
+            several.append(f"{Path(rec.path).name} ({probe.data['audio_streams']}, stream {probe.data['audio_stream']})")
+    result = CurateResult(data, sources, clips, until, shard, fps=options.fps)
+    if several:  # which stream is the speech is a guess the user should see (a dub's M&E first, say)
+        more = f" and {len(several) - 5} more" if len(several) > 5 else ""
+        result.warnings.append(f"{len(several)} source(s) have several audio streams; the one used is given: "
+                               f"{', '.join(several[:5])}{more} (--set curate.audio_stream=N picks another)")
+        progress.warning(result.warnings[-1])
+    return result
 
 
 def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
@@ -548,7 +557,9 @@ def _settings(stage: Stage, options: CurateOptions) -> dict[str, Any]:
         return {"threshold": options.shot_threshold, "min_scene": options.min_scene_seconds, "fps": options.fps}
     if stage is Stage.SEGMENTS:
         return {"seconds": options.segment_seconds, "mode": options.segments}
-    return {"fps": options.fps, "rate": options.audio_rate}
+    # curate.audio_stream only when it is not the first (the keys of sources curated before it stand)
+    return {"fps": options.fps, "rate": options.audio_rate} | (
+        {"audio_stream": options.audio_stream} if options.audio_stream else {})
 
 
 def _stops_here(stage: Stage, res: StageResult, options: CurateOptions) -> bool:
@@ -604,7 +615,8 @@ def _run_stage(stage: Stage, rec: SourceRecord, task: CurateTask, key: str) -> S
             data = stages.probe_source(path, options)
         elif stage is Stage.NORMALIZE:
             data = stages.normalize_audio(path, Path(task.data) / "audio" / f"{task.id}.wav", options,
-                                          start=_origin(rec))
+                                          start=_origin(rec),
+                                          stream_index=rec.stages[str(Stage.PROBE)].data.get("audio_index"))
         elif stage is Stage.SHOTS:
             data = stages.detect_shots(path, _frames(rec), options)
         else:

@@ -36,7 +36,9 @@ def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
     The rest of the picture is decoded once, by the shots stage, which is the decode check of every
     later frame (:func:`detect_shots`): checking the last frame here would decode a file with one key
     frame a second time. Returns the facts later stages need; ``problem`` names what makes the source
-    unusable (``no-video``, ``no-audio``) or is None. Raises MediaError when the file cannot be read.
+    unusable (``no-video``, ``no-audio``) or is None; a source with several audio streams records how many and
+    which one is its sound (``curate.audio_stream``; ``no-audio`` when it lacks that stream). Raises MediaError when
+    the file cannot be read.
     """
     from lipsyncctl.media.probe import probe
 
@@ -53,8 +55,15 @@ def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
               "fps": f"{v.fps.numerator}/{v.fps.denominator}", "vfr": v.is_vfr, "grid_frames": frames,
               "conform": "none" if (v.fps == fps and not v.is_vfr) else f"{options.fps} fps grid"}
     if info.has_audio:
-        a = info.audio[0]
+        from lipsyncctl.media.probe import pick_audio_stream
+
+        if options.audio_stream >= len(info.audio):  # the file's own fact under this setting: a rejection
+            return {**facts, "problem": "no-audio",
+                    "value": f"no stream {options.audio_stream} (curate.audio_stream): {len(info.audio)} audio stream(s)"}
+        a, several = pick_audio_stream(path, info, options.audio_stream, "curate.audio_stream")
         facts |= {"audio_codec": a.codec, "audio_rate": a.sample_rate, "audio_channels": a.channels}
+        if several:  # which one is the speech is a guess: the run lists these sources (its warnings)
+            facts |= {"audio_streams": len(info.audio), "audio_stream": options.audio_stream, "audio_index": a.index}
     if frames < 1:
         return {**facts, "problem": "no-video"}
     return {**facts, "problem": None if info.has_audio else "no-audio"}
@@ -68,17 +77,19 @@ def grid_frames(frame_count: int, duration: Fraction, nominal_fps: Fraction, is_
     return max(0, round(duration * fps))
 
 
-def normalize_audio(path: Path, dest: Path, options: CurateOptions, start: float = 0.0) -> dict[str, Any]:
+def normalize_audio(path: Path, dest: Path, options: CurateOptions, start: float = 0.0,
+                    stream_index: int | None = None) -> dict[str, Any]:
     """Stage 2: the 16 kHz mono audio every later stage uses, written once (``dest``, 16-bit WAV). Its
     sample 0 is the sound at ``start`` seconds of the file's timeline: the picture's start time, where grid
-    frame 0 is (prep's rule; MPEG-TS sources start at about 1.4 s)."""
+    frame 0 is (prep's rule; MPEG-TS sources start at about 1.4 s). ``stream_index``: the container's index of
+    the audio stream to read (the probe's ``audio_index``; None: the first audio stream)."""
     from lipsyncctl.media.audio import iter_audio, write_wav
 
     count = 0
 
     def counted() -> Iterator[np.ndarray]:  # streamed: an hour-long source is never held
         nonlocal count
-        for chunk in iter_audio(path, options.audio_rate, 1, start=start):
+        for chunk in iter_audio(path, options.audio_rate, 1, start=start, stream_index=stream_index):
             count += len(chunk)
             yield chunk
 

@@ -485,3 +485,43 @@ def test_the_ray_backend_gives_the_same_manifest(corpus: Path, first_run, tmp_pa
     finally:
         ray.shutdown()
     assert _manifest(remote) == _manifest(local)
+
+
+def test_a_source_with_several_audio_streams_uses_the_chosen_one_and_says_so(tmp_path: Path) -> None:
+    """The first stream by default (the keys of sources curated before the setting stand), ``curate.audio_stream``
+    another (its probe, normalize and every later stage again); the run lists such sources; a source without that
+    stream is rejected alone (no-audio)."""
+    import imageio_ffmpeg
+    import numpy as np
+
+    from lipsyncctl.media.audio import read_audio
+    from tests.sync_media import write_wav
+
+    picture = make_clip(tmp_path / "p.mkv", fps=25, frames=75, audio_rate=None)
+    me, dx = write_wav(tmp_path / "me.wav", 3.0, channels=2, freq=440.0), write_wav(tmp_path / "dx.wav", 3.0)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(picture), "-i", str(me), "-i", str(dx),
+                    "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c", "copy", str(raw / "stems.mkv")], check=True)
+    make_clip(raw / "plain.mp4", fps=25, frames=75)
+
+    def pitch(res) -> float:  # type: ignore[no-untyped-def]
+        (sid,) = [s.id for s in res.sources if s.path.endswith("stems.mkv")]
+        sound = read_audio(res.data / "audio" / f"{sid}.wav", 16000, 1)
+        return float(np.argmax(np.abs(np.fft.rfft(sound))) * 16000 / len(sound))
+
+    data = tmp_path / "d"
+    first = run_curation([raw], data, cfg.resolve("tiny"), until="normalize")
+    assert first.ok and abs(pitch(first) - 440) < 5
+    assert [w for w in first.warnings if "audio streams" in w] == [
+        "1 source(s) have several audio streams; the one used is given: stems.mkv (2, stream 0) "
+        "(--set curate.audio_stream=N picks another)"]
+    again = run_curation([raw], data, cfg.resolve("tiny", ["curate.audio_stream=0"]), until="normalize")
+    assert [s.computed for s in again.sources] == [[], []]  # the default's keys: nothing redone
+    dialogue = run_curation([raw], data, cfg.resolve("tiny", ["curate.audio_stream=1"]), until="normalize")
+    by_name = {Path(s.path).name: s for s in dialogue.sources}
+    assert by_name["stems.mkv"].computed == ["probe", "normalize"] and abs(pitch(dialogue) - 220) < 5
+    rejected = by_name["plain.mp4"].decision  # one stream only: no stream 1 (the file's own fact)
+    assert (rejected.verdict, rejected.reason, rejected.value) == (
+        "rejected", "no-audio", "no stream 1 (curate.audio_stream): 1 audio stream(s)")
+    assert "stems.mkv (2, stream 1)" in " ".join(dialogue.warnings)
