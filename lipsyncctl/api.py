@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from lipsyncctl.checkpoints.manage import ModelsListing
     from lipsyncctl.checkpoints.verify import ModelCheck
     from lipsyncctl.checks.doctor import DoctorResult
-    from lipsyncctl.config import Config, PrepOptions
+    from lipsyncctl.config import Config, KeyInfo, PrepOptions
     from lipsyncctl.curation.job import CurateResult
     from lipsyncctl.pipeline.batch import BatchResult
     from lipsyncctl.pipeline.clip import SyncResult
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
-    "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
+    "config_keys", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
     "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
 ]
 
@@ -52,6 +52,22 @@ def resolve_config(preset: str | Path | Mapping[str, Any] | None = None, sets: I
     config = resolve(str(preset) if isinstance(preset, Path) else preset, sets, flags)
     _refuse_unused_crf(config, flags or {})
     return config
+
+
+def config_keys(section: str | None = None, *, train: bool = False) -> list[KeyInfo]:
+    """Every key of the run configuration (``train``: of the training configuration), or of one ``section``, with
+    its type, default, bounds and description, from the schema that validates presets and ``--set``.
+
+    Raises:
+        UsageError: no such section (exit 2; the sections are listed).
+    """
+    from lipsyncctl.config import describe_keys
+
+    if train:
+        from lipsyncctl.training.config import TrainConfig
+
+        return describe_keys(TrainConfig, section)
+    return describe_keys(None, section)
 
 
 def _refuse_unused_crf(config: Config, flags: Mapping[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -197,9 +198,11 @@ FaceSelect = Literal["largest", "id", "point", "speaker"]
 
 
 class FaceOptions(_Strict):
-    backend: Literal["auto", "dlib", "face-alignment", "insightface"] = "auto"
+    backend: Literal["auto", "dlib", "face-alignment", "insightface"] = Field(
+        "auto", description="face detector and landmarks (auto: the best one installed; --detector)")
     detect_every: int = Field(5, ge=1, le=250, description="run the detector every k frames, track between")
-    smoothing: bool = True
+    smoothing: bool = Field(True, description="smooth the landmarks between frames and the alignment's offset "
+                            "(the official 0.2/0.8 bias smoothing)")
     select: FaceSelect = Field(
         "largest", description="whose mouth: largest face (official), track id, face at a point, active speaker"
     )
@@ -254,17 +257,18 @@ class SyncOptions(_Strict):
 
 class PrepOptions(_Strict):
     fps: str = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
-    audio_rate: int = Field(16000, ge=8000, le=192000)
-    audio_channels: int = Field(1, ge=1, le=8)
+    audio_rate: int = Field(16000, ge=8000, le=192000, description="sample rate of the output's sound (Hz)")
+    audio_channels: int = Field(1, ge=1, le=8, description="channels of the output's sound (1: mono, as training)")
     audio_stream: int = Field(0, ge=0, le=63, description="which audio stream of an input is kept: 0 the first, 1 the "
                               "second (ffmpeg's a:N); an input with several says which")
     codec: VideoCodec = Field("h264", description="video codec (the same names as output.codec)")
-    crf: int = Field(18, ge=0, le=51)
+    crf: int = Field(18, ge=0, le=51, description="x264/x265 constant rate factor (lower: better, larger)")
     encoder_preset: EncoderPreset = Field("medium", description="x264/x265 speed preset")
-    pix_fmt: Annotated[str, AfterValidator(pixel_format)] = "yuv420p"
-    sidecar_wav: bool = True
-    mux_audio: bool = True
-    allow_no_audio: bool = False
+    pix_fmt: Annotated[str, AfterValidator(pixel_format)] = Field("yuv420p", description="the output's pixel format")
+    sidecar_wav: bool = Field(True, description="also write the sound as OUT.wav beside the video")
+    mux_audio: bool = Field(True, description="carry the sound in the output video (AAC)")
+    allow_no_audio: bool = Field(False, description="an input without sound gives a video-only output instead of "
+                                 "failing (--allow-no-audio)")
     max_size: int | None = Field(
         None, ge=16, le=16384, description="downscale so the long side is at most this"
     )
@@ -282,8 +286,8 @@ class PrepOptions(_Strict):
 
 class OutputOptions(_Strict):
     codec: VideoCodec = Field("h264", description="video codec (the same names as prep.codec)")
-    crf: int = Field(18, ge=0, le=51)
-    encoder_preset: EncoderPreset = "medium"
+    crf: int = Field(18, ge=0, le=51, description="x264/x265 constant rate factor (lower: better, larger)")
+    encoder_preset: EncoderPreset = Field("medium", description="x264/x265 speed preset")
     pix_fmt: Annotated[str | None, AfterValidator(pixel_format)] = Field(
         None, description="None = the codec's default closest to the source")
     matte: bool = Field(False, description="also write a matte of the changed region")
@@ -407,8 +411,8 @@ class CurateOptions(_Strict):
 class Config(_Strict):
     """A resolved run configuration (what ``--print-config`` shows and ``run.yaml`` stores)."""
 
-    name: str = "defaults"
-    description: str = ""
+    name: str = Field("defaults", description="the preset's name")
+    description: str = Field("", description="what the preset is for")
     model: ModelOptions = ModelOptions()
     inference: InferenceOptions = InferenceOptions()
     faces: FaceOptions = FaceOptions()
@@ -631,6 +635,93 @@ def resolve(
         # the tree was valid before the flags: a bad flag value is a bad argument (exit 2), as when Click refuses
         # a number out of its bounds, not a bad preset (3)
         raise UsageError(exc.message, hint=exc.hint) from None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One configuration key as its schema declares it (``lipsyncctl presets keys``)."""
+
+    key: str          # dotted: "inference.steps"
+    type: str         # "int", "bool", "float", "str", "auto | cpu", "int or null"...
+    default: Any      # the built-in default (JSON value)
+    bounds: str       # "", ">= 1, <= 1000"
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "type": self.type, "default": self.default, "bounds": self.bounds,
+                "description": self.description}
+
+
+def field_bounds(field: Any) -> tuple[tuple[float | None, bool], tuple[float | None, bool]]:
+    """A pydantic field's numeric limits as declared (``Field(ge=..., gt=..., le=..., lt=...)``):
+    ``((low, inclusive), (high, inclusive))``, None where there is none."""
+    low: tuple[float | None, bool] = (None, True)
+    high: tuple[float | None, bool] = (None, True)
+    for m in field.metadata:
+        for name, side, inclusive in (("ge", 0, True), ("gt", 0, False), ("le", 1, True), ("lt", 1, False)):
+            value = getattr(m, name, None)
+            if value is not None:
+                if side == 0:
+                    low = (value, inclusive)
+                else:
+                    high = (value, inclusive)
+    return low, high
+
+
+def _type_name(annotation: Any) -> str:
+    import types
+    from typing import Union, get_origin
+
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _type_name(get_args(annotation)[0])
+    if origin is Literal:
+        return " | ".join(str(a) for a in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        args = get_args(annotation)
+        named = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return named + (" or null" if type(None) in args else "")
+    if origin in (list, tuple, Sequence):
+        inner = [a for a in get_args(annotation) if a is not Ellipsis]
+        return f"list of {_type_name(inner[0])}" if inner else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe_keys(schema: type[BaseModel] | None = None, section: str | None = None) -> list[KeyInfo]:
+    """Every key of ``schema`` (the run :class:`Config`; ``TrainConfig`` for training), or of one ``section``, in
+    declaration order: its type, built-in default, declared bounds and description, read from the schema that
+    validates presets and ``--set`` (nothing restated).
+
+    Raises:
+        UsageError: ``section`` is not one of the schema's sections (they are listed).
+    """
+    schema = schema or Config
+    defaults = schema().model_dump(mode="json")
+    sections = [name for name, f in schema.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)]
+    if section is not None and section not in sections:
+        raise UsageError(f"no configuration section {section!r}", hint=f"sections: {', '.join(sections)}")
+    out: list[KeyInfo] = []
+
+    def walk(model: type[BaseModel], prefix: str, values: Mapping[str, Any]) -> None:
+        for name, f in model.model_fields.items():
+            key = f"{prefix}{name}"
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                walk(f.annotation, f"{key}.", values[name])
+                continue
+            (low, low_in), (high, high_in) = field_bounds(f)
+            bounds = [f"{'>=' if low_in else '>'} {low}" for _ in [0] if low is not None]
+            bounds += [f"{'<=' if high_in else '<'} {high}" for _ in [0] if high is not None]
+            out.append(KeyInfo(key, _type_name(f.annotation), values.get(name), ", ".join(bounds),
+                               " ".join((f.description or "").split())))
+
+    if section is None:
+        walk(schema, "", defaults)
+    else:
+        walk(schema.model_fields[section].annotation, f"{section}.", defaults[section])  # type: ignore[arg-type]
+    return out
 
 
 def dump_yaml(config: Config) -> str:

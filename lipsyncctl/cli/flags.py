@@ -67,13 +67,11 @@ def finite_number(value: Any) -> Any:
 
 def schema_bounds(key: str) -> tuple[float | None, float | None]:
     """The ``ge``/``le`` limits of a config key (``"inference.steps"`` -> ``(1, 1000)``)."""
-    from lipsyncctl.config import Config
+    from lipsyncctl.config import Config, field_bounds
 
     section, name = key.split(".", 1)
     section_model = Config.model_fields[section].annotation
-    field = section_model.model_fields[name]  # type: ignore[union-attr]
-    low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
-    high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    (low, _), (high, _) = field_bounds(section_model.model_fields[name])  # type: ignore[union-attr]
     return low, high
 
 

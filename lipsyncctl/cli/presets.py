@@ -1,10 +1,11 @@
-"""`lipsyncctl presets list|show`."""
+"""`lipsyncctl presets list|show|keys`."""
 
 from __future__ import annotations
 
 import typer
 import yaml
 
+from lipsyncctl import api
 from lipsyncctl import config as cfg
 from lipsyncctl.cli import state as st
 
@@ -48,6 +49,28 @@ def show_cmd(
     data = cfg.resolve(name).to_dict() if resolved else cfg.read_preset(name)
     st.result({"preset": name, "resolved": resolved, "config": data},
               lambda c: typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False))
+
+
+@presets_app.command("keys")
+def keys_cmd(
+    section: str | None = typer.Argument(None, help="Only this section's keys (inference, faces, output...)."),
+    train: bool = typer.Option(False, "--train", help="The training configuration's keys (train --preset/--set)."),
+) -> None:
+    """List every configuration key: its type or choices, default, bounds and meaning.
+
+    These are the keys of presets and of --set SECTION.KEY=VALUE, read from the schema that validates them.
+    With --json: {"ok": true, "keys": [{"key", "type", "default", "bounds", "description"}, ...]}.
+    """
+    keys = api.config_keys(section, train=train)
+    rows = [k.to_dict() for k in keys]
+
+    def human(c) -> None:  # type: ignore[no-untyped-def]
+        c.print(st.table(f"{'training ' if train else ''}configuration keys{f' ({section})' if section else ''}",
+                         ["key", "type", "default", "bounds", "description"],
+                         [(k.key, k.type, yaml.safe_dump(k.default, default_flow_style=True).strip().removesuffix("...").strip(),
+                           k.bounds, k.description) for k in keys]))
+
+    st.result({"keys": rows}, human)
 
 
 def register(app: typer.Typer) -> None:

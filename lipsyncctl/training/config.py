@@ -141,8 +141,8 @@ class TrainConfig(_Strict):
     #: the command that lists its keys and values (configuration errors' hints)
     SHOW_COMMAND: ClassVar[str] = "lipsyncctl train --preset NAME --print-config"
 
-    name: str = "defaults"
-    description: str = ""
+    name: str = Field("defaults", description="the preset's name")
+    description: str = Field("", description="what the preset is for")
     kind: Literal["unet", "syncnet"] = Field("unet", description="the network trained")
     model: TrainModel = TrainModel()
     data: TrainData = TrainData()

@@ -43,7 +43,8 @@ def _state_after(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
 
 def test_every_command_is_covered() -> None:
     flat = {" ".join(p) for p in COMMAND_PATHS}
-    assert {"doctor", "sync", "prep", "models", "models list", "presets", "presets list", "presets show"} <= flat
+    assert {"doctor", "sync", "prep", "models", "models list", "presets", "presets list", "presets show",
+                    "presets keys"} <= flat
 
 
 @pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
@@ -110,6 +111,43 @@ def test_presets_list_is_an_object(capsys: pytest.CaptureFixture[str]) -> None:
 def test_presets_show(capsys: pytest.CaptureFixture[str]) -> None:
     doc = _json(["presets", "show", "tiny", "--json"], 0, capsys)
     assert doc["ok"] is True and doc["preset"] == "tiny" and doc["config"]["name"] == "tiny"
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:  # type: ignore[type-arg]
+    out = {}
+    for k, v in tree.items():
+        out |= _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def test_presets_keys_lists_every_key_with_its_default_bounds_and_meaning(capsys: pytest.CaptureFixture[str]) -> None:
+    """The keys of presets and --set, from the schema that validates them: every leaf of the resolved defaults once,
+    with that default, its declared limits and a description; a section alone; the training configuration's with
+    --train; an unknown section is a usage error listing the sections."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.training.config import resolve_train_config
+
+    doc = _json(["presets", "keys", "--json"], 0, capsys)
+    rows = {r["key"]: r for r in doc["keys"]}
+    assert len(rows) == len(doc["keys"]) and {k: r["default"] for k, r in rows.items()} == _leaves(cfg.Config().to_dict())
+    assert rows["inference.steps"] == {"key": "inference.steps", "type": "int", "default": 20, "bounds": ">= 1, <= 1000",
+                                       "description": "DDIM inference steps"}
+    assert rows["curate.shot_threshold"]["bounds"] == "> 0, <= 255"  # gt: exclusive
+    assert rows["faces.select"]["type"] == "largest | id | point | speaker"
+    assert rows["output.pix_fmt"]["type"] == "str or null" and rows["faces.point"]["type"] == "list of float or null"
+    assert all(r["description"] for r in rows.values())  # every key says what it does
+    section = _json(["presets", "keys", "output", "--json"], 0, capsys)["keys"]
+    assert [r["key"] for r in section] == [k for k in rows if k.startswith("output.")]
+    train = {r["key"]: r for r in _json(["presets", "keys", "--train", "--json"], 0, capsys)["keys"]}
+    assert {k: r["default"] for k, r in train.items()} == _leaves(resolve_train_config(None).to_dict()) | {
+        "name": "defaults", "description": ""}
+    assert all(r["description"] for r in train.values())
+    err = _json(["presets", "keys", "bogus", "--json"], 2, capsys)["error"]
+    assert err["message"] == "no configuration section 'bogus'" and "inference" in err["hint"]
+    assert main(["presets", "keys", "inference"]) == 0
+    human = capsys.readouterr().out  # piped: one line per key (grep finds a key with its default and meaning)
+    line = next(ln for ln in human.splitlines() if "inference.gpu_paste" in ln)
+    assert "bool" in line and "false" in line and "GPU option" in line
 
 
 def test_models_list_installed_is_a_boolean(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
