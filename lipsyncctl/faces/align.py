@@ -285,7 +285,8 @@ class FaceAligner:
         zeros either way), and everything further out is a sum of zeros. ``False``: blur the whole box.
 
         With a :attr:`device`, everything is torch's on that device and the whole box is blurred (no sync to find
-        ``sub``: on a GPU the blur of the box costs less than the round trip)."""
+        ``sub``: on a GPU the blur of the box costs less than the round trip), in float64 (the same float32 weights
+        summed exactly enough that no TF32 convolution or order of sums shows)."""
         import cv2
         import torch
 
@@ -301,7 +302,9 @@ class FaceAligner:
         if self.device is not None:
             center_t = warp.erode_rect(inv_mask, 2 * w_edge) if w_edge > 0 else inv_mask
             bh, bw = center_t.shape[-2:]
-            return grid, coverage, inv_mask, warp.gaussian_blur(center_t, k, sigma, exact=True)[0], (0, 0, bw, bh)
+            # in float64: a GPU's float32 convolution may run in TF32 (cuDNN's default), 10 mantissa bits
+            soft = warp.gaussian_blur(center_t.double(), k, sigma, exact=True)[0].float()
+            return grid, coverage, inv_mask, soft, (0, 0, bw, bh)
         center = inv_mask[0, 0].numpy()
         if w_edge > 0:
             center = cv2.erode(center, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
