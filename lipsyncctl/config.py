@@ -548,13 +548,14 @@ def validate(data: Mapping[str, Any], source: str = "config", schema: type[Any] 
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        show = getattr(schema, "SHOW_COMMAND", "lipsyncctl presets show NAME")  # the command listing its keys
+        keys = getattr(schema, "KEYS_COMMAND", "lipsyncctl presets keys")  # the command listing its keys
+        section = f" {loc.split('.')[0]}" if "." in loc else ""
         if err["type"] == "extra_forbidden":
             msg = f"{source}: unknown key '{loc}'"
-            hint = f"check the spelling; `{show}` lists every valid key"
+            hint = f"check the spelling; `{keys}{section}` lists the valid keys"
         else:
             msg = f"{source}: invalid value for '{loc}': {err['msg']}"
-            hint = f"see the limits in `{show.replace('NAME', 'tiny')}` and the README's preset section"
+            hint = f"`{keys}{section}` gives each key's type, limits and meaning"
         raise ConfigError(msg, hint=hint) from None
 
 

@@ -138,8 +138,8 @@ class TrainRun(_Strict):
 class TrainConfig(_Strict):
     """A resolved training configuration (what ``train --print-config`` shows and checkpoints store)."""
 
-    #: the command that lists its keys and values (configuration errors' hints)
-    SHOW_COMMAND: ClassVar[str] = "lipsyncctl train --preset NAME --print-config"
+    #: the command that lists its keys, types, limits and meanings (configuration errors' hints)
+    KEYS_COMMAND: ClassVar[str] = "lipsyncctl presets keys --train"
 
     name: str = Field("defaults", description="the preset's name")
     description: str = Field("", description="what the preset is for")
