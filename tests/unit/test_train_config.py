@@ -127,7 +127,7 @@ def test_a_bad_device_is_a_usage_error_and_a_gpu_precision_on_the_cpu_a_configur
 
     args = ["train", "--preset", "tiny", "--data", str(tmp_path), "-o", str(tmp_path / "run")]
     assert main([*args, "--device", "foo"]) == 2
-    assert "`lipsyncctl train --preset tiny --print-config`" in capsys.readouterr().err
+    assert "`lipsyncctl presets keys --train run`" in capsys.readouterr().err
     assert main([*args, "--device", "cpu", "--mixed-precision", "fp16"]) == 3
     assert "run.mixed_precision fp16 needs a GPU" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
