@@ -16,7 +16,7 @@ PresetOpt = typer.Option(
     None, "--preset", "-p", help="Preset name (see `lipsyncctl presets list`) or a YAML file."
 )
 SetOpt = typer.Option(
-    None, "--set", help="Override one preset key, e.g. --set inference.steps=10 (repeatable)."
+    None, "--set", help="Override one preset key, e.g. --set inference.steps=10 (repeatable; `lipsyncctl presets keys` lists them)."
 )
 PrintConfigOpt = typer.Option(
     False, "--print-config", help="Print the resolved configuration as YAML and exit."

@@ -51,7 +51,7 @@ def train_cmd(
     data: Path | None = typer.Option(None, "--data", "-d", help="A curated dataset folder (or its train.txt)."),
     out: Path | None = typer.Option(None, "--output", "-o", help="The run folder (created if needed)."),
     preset: str | None = typer.Option(None, "--preset", "-p", help="Training preset (`--list-presets`) or a YAML file."),
-    sets: list[str] | None = typer.Option(None, "--set", help="Override one key, e.g. --set loss.trepa=0 (repeatable)."),
+    sets: list[str] | None = typer.Option(None, "--set", help="Override one key, e.g. --set loss.trepa=0 (repeatable; `lipsyncctl presets keys --train` lists them)."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the training presets and exit."),
     init: str | None = typer.Option(None, "--init", help="Start weights: official, none, PATH or stage1:PATH."),
