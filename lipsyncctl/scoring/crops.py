@@ -15,20 +15,18 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError
-from lipsyncctl.scoring.lse import FrameSource, lse_scores, replayable
+from lipsyncctl.scoring.lse import FrameSource, SyncStream, eval_frame_indices, picked, replayable
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult, TrackSync
 
 CROP_SCALE = 1.3
 
 
-def face_crops(frames: FrameSource, detector: Any, min_found: float = 0.5, *,
-               count: int | None = None) -> list[np.ndarray]:
-    """224x224 BGR crops of the largest face, one per frame (frames without a detection use the nearest
-    earlier box, or the first box before any detection, so crop ``i`` stays aligned with frame ``i``);
-    empty when fewer than ``min_found`` of the frames have a face. ``frames``: a sequence or a callable
-    source of ``count`` frames (:data:`~lipsyncctl.scoring.lse.FrameSource`), read twice, never held."""
-    import cv2
-
+def face_boxes(frames: FrameSource, detector: Any, min_found: float = 0.5, *,
+               count: int | None = None) -> list[Any] | None:
+    """The detector's box of the largest face in each frame (a frame without a detection takes the nearest earlier
+    box, or the first box before any detection, so box ``i`` stays frame ``i``'s); None when fewer than
+    ``min_found`` of the frames have a face. ``frames``: a sequence or a callable source of ``count`` frames
+    (:data:`~lipsyncctl.scoring.lse.FrameSource`), read once here, never held."""
     open_frames, n = replayable(frames, count)
     boxes: list[Any] = []
     found = 0
@@ -38,32 +36,42 @@ def face_crops(frames: FrameSource, detector: Any, min_found: float = 0.5, *,
         boxes.append(max(faces, key=lambda f: f.area).box if faces else (boxes[-1] if boxes else None))
     first = next((b for b in boxes if b is not None), None)
     if first is None or found < n * min_found:
-        return []
-    crops = []
-    for rgb, box in zip(open_frames(), boxes, strict=True):
-        box = first if box is None else box
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        half = max(box[2] - box[0], box[3] - box[1]) * CROP_SCALE / 2
-        h, w = rgb.shape[:2]
-        x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
-        x1, y1 = int(min(cx + half, w)), int(min(cy + half, h))
-        crop = cv2.resize(rgb[y0:y1, x0:x1], (224, 224), interpolation=cv2.INTER_LINEAR)
-        crops.append(crop[..., ::-1].copy())
-    return crops
+        return None
+    return [first if b is None else b for b in boxes]
+
+
+def face_crop(rgb: np.ndarray, box: Any) -> np.ndarray:
+    """The 224x224 BGR crop of ``rgb`` around ``box``: squared, enlarged by :data:`CROP_SCALE`, clipped to the
+    frame, resized bilinearly (syncnet_python's crop size and channel order)."""
+    import cv2
+
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = max(box[2] - box[0], box[3] - box[1]) * CROP_SCALE / 2
+    h, w = rgb.shape[:2]
+    x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
+    x1, y1 = int(min(cx + half, w)), int(min(cy + half, h))
+    crop = cv2.resize(rgb[y0:y1, x0:x1], (224, 224), interpolation=cv2.INTER_LINEAR)
+    return crop[..., ::-1].copy()
 
 
 def sync_scores(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction,
                 detector: Any, *, count: int | None = None) -> Any | None:
     """:class:`~lipsyncctl.scoring.LseScores` (LSE-D, LSE-C, offset) of ``frames`` (RGB; a sequence or a
     callable source of ``count`` frames) against mono 16 kHz ``audio_16k`` aligned with frame 0; None when too
-    short or without a face in half the frames."""
-    crops = face_crops(frames, detector, count=count)
-    if not crops:
+    short or without a face in half the frames. The frames are read twice (boxes, then crops at 25 fps, each
+    measured as it is made: :class:`~lipsyncctl.scoring.lse.SyncStream`), never held."""
+    open_frames, n = replayable(frames, count)
+    boxes = face_boxes(open_frames, detector, count=n)
+    if boxes is None:
         return None
+    index = eval_frame_indices(n, fps)
     try:
-        return lse_scores(model, crops, audio_16k, fps)
+        stream = SyncStream(model, audio_16k, len(index))
     except MediaError:
         return None
+    for rgb, box in picked(zip(open_frames(), boxes, strict=True), index):
+        stream.feed(face_crop(rgb, box))
+    return stream.finish().scores
 
 
 def approximate_sync(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction,

@@ -51,17 +51,9 @@ class LseScores(NamedTuple):
     offset: int
 
 
-@dataclass(frozen=True)
-class SyncDistances:
-    """Everything the official evaluation computes for one track (tensors on the CPU, float32).
+class _OffsetScores:
+    """The scores read from the per-offset mean distances ``mean_dists`` ``(2 * vshift + 1,)``."""
 
-    ``im_feat``/``cc_feat``: ``(N, 1024)`` lip and audio embeddings of the ``N`` windows;
-    ``dists``: ``(N, 2 * vshift + 1)``; ``mean_dists``: ``(2 * vshift + 1,)``.
-    """
-
-    im_feat: torch.Tensor
-    cc_feat: torch.Tensor
-    dists: torch.Tensor
     mean_dists: torch.Tensor
     vshift: int
 
@@ -80,6 +72,29 @@ class SyncDistances:
     @property
     def scores(self) -> LseScores:
         return LseScores(lse_d=self.min_dist, lse_c=self.conf, offset=self.offset)
+
+
+@dataclass(frozen=True)
+class SyncDistances(_OffsetScores):
+    """Everything the official evaluation computes for one track (tensors on the CPU, float32).
+
+    ``im_feat``/``cc_feat``: ``(N, 1024)`` lip and audio embeddings of the ``N`` windows;
+    ``dists``: ``(N, 2 * vshift + 1)``; ``mean_dists``: ``(2 * vshift + 1,)``.
+    """
+
+    im_feat: torch.Tensor
+    cc_feat: torch.Tensor
+    dists: torch.Tensor
+    mean_dists: torch.Tensor
+    vshift: int
+
+
+@dataclass(frozen=True)
+class MeanDistances(_OffsetScores):
+    """What :class:`SyncStream` keeps of a track: the per-offset mean distances (float32 ``(2 * vshift + 1,)``)."""
+
+    mean_dists: torch.Tensor
+    vshift: int
 
 
 def distance_table(im_feat: torch.Tensor, cc_feat: torch.Tensor, vshift: int = 15) -> torch.Tensor:
@@ -148,13 +163,7 @@ def sync_distances(
 
     samples = _pcm16_values(audio_16k)
     num_frames = len(frames_bgr)
-    min_length = min(num_frames, samples.size // (SAMPLE_RATE // int(EVAL_FPS)))
-    last_frame = min_length - WINDOW_FRAMES
-    if last_frame <= 0:
-        raise MediaError(
-            f"clip too short to score sync: {num_frames} frames, {samples.size} samples "
-            f"(need at least {WINDOW_FRAMES + 1} frames at 25 fps of both)"
-        )
+    last_frame = _windows(num_frames, samples)
     cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE).T.copy()).float()  # (13, T_mfcc)
     param = next(model.parameters())
     model.eval()
@@ -179,6 +188,104 @@ def sync_distances(
     cc_feat = torch.cat(cc_feats)
     dists = distance_table(im_feat, cc_feat, vshift)
     return SyncDistances(im_feat, cc_feat, dists, dists.mean(dim=0), vshift)
+
+
+def _windows(num_frames: int, samples: np.ndarray) -> int:
+    """The number of 5-frame windows scored (step 3): ``min(frames, samples // 640) - 5``.
+
+    Raises:
+        MediaError: none (video or audio shorter than 0.24 s).
+    """
+    last_frame = min(num_frames, samples.size // (SAMPLE_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
+    if last_frame <= 0:
+        raise MediaError(
+            f"clip too short to score sync: {num_frames} frames, {samples.size} samples "
+            f"(need at least {WINDOW_FRAMES + 1} frames at 25 fps of both)"
+        )
+    return last_frame
+
+
+class SyncStream:
+    """:func:`sync_distances` of one track fed a crop at a time (:meth:`feed`, 25 fps BGR crops in order), so a
+    track of any length is measured in flat memory: at most ``batch_size + 4`` crops and ``batch_size + 2 vshift``
+    audio embeddings are held, and the distances are summed per offset as they come (a film's worth of crops,
+    150 kB each, was held before). The windows go through the network in the official batches, so the embeddings
+    and each window's distances are :func:`sync_distances`' own; only the mean's float32 sum order differs
+    (it is summed in float64 here).
+
+    Raises:
+        MediaError: at construction, when ``num_frames`` crops and the sound have no window to score.
+    """
+
+    def __init__(self, model: SyncNetEval, audio_16k: np.ndarray | torch.Tensor, num_frames: int, *,
+                 vshift: int = 15, batch_size: int = 20) -> None:
+        import torch
+
+        from lipsyncctl.audio.mfcc import mfcc
+
+        samples = _pcm16_values(audio_16k)
+        self.last = _windows(num_frames, samples)
+        self.cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE).T.copy()).float()  # (13, T_mfcc): 5 kB a second
+        self.model, self.vshift, self.batch_size = model, vshift, batch_size
+        self.param = next(model.parameters())
+        model.eval()
+        self.pending: list[np.ndarray] = []  # the crops of frames self.start ...
+        self.start = 0  # the first window of the next batch
+        self.audio: dict[int, torch.Tensor] = {}  # audio embeddings still needed, by window
+        self.audio_done = 0  # windows whose audio embeddings are computed
+        self.sums = torch.zeros(2 * vshift + 1, dtype=torch.float64)
+
+    def feed(self, crop_bgr: np.ndarray) -> None:
+        """The next frame's crop (frames past the last window's are not needed and not kept)."""
+        if self.start >= self.last:
+            return
+        self.pending.append(crop_bgr)
+        end = min(self.last, self.start + self.batch_size)
+        if len(self.pending) == end - self.start + WINDOW_FRAMES - 1:
+            self._batch(end)
+
+    def finish(self) -> MeanDistances:
+        """The track's per-offset mean distances.
+
+        Raises:
+            MediaError: fewer crops were fed than the windows need.
+        """
+        if self.start < self.last:
+            raise MediaError(f"the face track ended early: {self.start + len(self.pending)} crops of the "
+                             f"{self.last + WINDOW_FRAMES - 1} its sound and length call for")
+        return MeanDistances((self.sums / self.last).float(), self.vshift)
+
+    def _batch(self, end: int) -> None:
+        import torch
+
+        n, win = end - self.start, 2 * self.vshift + 1
+        with torch.inference_mode():
+            video = torch.from_numpy(_crop_batch(self.pending, range(len(self.pending))))
+            video = video.to(device=self.param.device, dtype=self.param.dtype).permute(3, 0, 1, 2)
+            lip = torch.stack([video[:, j : j + WINDOW_FRAMES] for j in range(n)])
+            im = self.model.forward_lip(lip).float().cpu()
+            while self.audio_done < min(self.last, end + self.vshift):  # the windows these pair with
+                self._audio_batch()
+            zero = torch.zeros(im.shape[1])
+            rows = torch.stack([self.audio.get(j, zero) for j in range(self.start - self.vshift, end + self.vshift)])
+            windows = rows.unfold(0, win, 1).transpose(1, 2)  # (n, win, D), zeros beyond both ends as upstream
+            self.sums += (im[:, None, :] - windows + 1e-6).norm(p=2, dim=-1).sum(0, dtype=torch.float64)
+        for j in [j for j in self.audio if j < end - self.vshift]:
+            del self.audio[j]
+        self.pending = self.pending[n:]
+        self.start = end
+
+    def _audio_batch(self) -> None:
+        """The audio embeddings of the next official batch of windows."""
+        import torch
+
+        s = self.audio_done
+        e = min(self.last, s + self.batch_size)
+        aud = torch.stack([self.cc[:, MFCC_STEPS_PER_FRAME * v : MFCC_STEPS_PER_FRAME * v + MFCC_WINDOW]
+                           for v in range(s, e)])[:, None].to(device=self.param.device, dtype=self.param.dtype)
+        feats = self.model.forward_aud(aud).float().cpu()
+        self.audio.update({v: feats[k] for k, v in enumerate(range(s, e))})
+        self.audio_done = e
 
 
 def eval_frame_indices(num_frames: int, fps: Fraction | int | float) -> list[int]:

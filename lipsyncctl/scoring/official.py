@@ -13,7 +13,8 @@ Numbered as the official run:
    110; the window rows ``[cy - s, cy + 1.8 s)`` and columns ``[cx - 1.4 s, cx + 1.4 s)`` (a 2.8 s square
    whose top is the box centre minus ``s``: crop_scale 0.4), resized to 224x224 (bilinear).
 5. The track's audio (``first / 25 .. (last + 1) / 25`` s) and crops through the evaluation SyncNet
-   (:func:`~lipsyncctl.scoring.lse.sync_distances`).
+   (:func:`~lipsyncctl.scoring.lse.sync_distances`'s arithmetic, fed crop by crop:
+   :class:`~lipsyncctl.scoring.lse.SyncStream`).
 6. Per clip: ``offset = int(mean of the tracks' offsets)`` (truncated toward 0), ``LSE-C = mean of the
    confidences``, ``LSE-D = mean of the minimum distances``.
 
@@ -24,7 +25,7 @@ and track choices this module pins, but the numbers are not bit-identical to an 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from statistics import fmean
@@ -38,10 +39,10 @@ from lipsyncctl.scoring.lse import (
     EVAL_FPS,
     SAMPLE_RATE,
     FrameSource,
+    SyncStream,
     eval_frame_indices,
     picked,
     replayable,
-    sync_distances,
 )
 
 if TYPE_CHECKING:
@@ -160,19 +161,19 @@ def crop_frame(image: np.ndarray, windows: CropWindows, i: int, crop_scale: floa
     return cv2.resize(padded[r0:r1, c0:c1], (CROP_SIZE, CROP_SIZE))
 
 
-def crop_tracks(frames: Iterable[np.ndarray], tracks: Sequence[FaceTrack]) -> list[list[np.ndarray]]:
-    """Every track's crops from one pass over the 25 fps ``frames`` (a stream: only the crops are kept)."""
+def crop_tracks(frames: Iterable[np.ndarray], tracks: Sequence[FaceTrack],
+                sinks: Sequence[Callable[[np.ndarray], None]]) -> None:
+    """Every track's crops from one pass over the 25 fps ``frames`` (a stream), each handed to its track's sink
+    as it is made (:meth:`~lipsyncctl.scoring.lse.SyncStream.feed`: nothing is kept here)."""
     windows = [smooth_track(t.boxes) for t in tracks]
     at = [{int(f): i for i, f in enumerate(t.frames)} for t in tracks]
-    crops: list[list[np.ndarray]] = [[] for _ in tracks]
     last = max((int(t.frames[-1]) for t in tracks), default=-1)
     for k, image in enumerate(frames):
         if k > last:
             break
         for t, where in enumerate(at):
             if k in where:
-                crops[t].append(crop_frame(image, windows[t], where[k]))
-    return crops
+                sinks[t](crop_frame(image, windows[t], where[k]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,13 +220,16 @@ class OfficialScorer:
             why = ("every shot is shorter than 50 frames (2 s), which the official evaluation skips"
                    if len(skipped) == len(shots) else "no face track (S3FD score > 0.9, > 50 frames, > 100 px)")
             return SyncResult(SCALE_OFFICIAL, reason=why, skipped_shots=tuple(skipped))
-        # 4. SyncNet consumes BGR (cv2.imread of the crops); one more pass keeps only the tracks' crops
-        all_crops = crop_tracks((f[..., ::-1] for f in at25()), tracks)
+        # 4. SyncNet consumes BGR (cv2.imread of the crops); one more pass measures every track as its crops come
+        # (5.: SyncStream holds a batch of them, never the track's)
         spf = SAMPLE_RATE // int(EVAL_FPS)
+        streams = [SyncStream(self.syncnet, np.asarray(audio_16k)[t.first * spf: (t.first + len(t)) * spf], len(t))
+                   for t in tracks]
+        frames_bgr = (f[..., ::-1] for f in progress.track(at25(), "sync score", total=len(index)))
+        crop_tracks(frames_bgr, tracks, [s.feed for s in streams])
         scores = []
-        for track, crops in zip(tracks, all_crops, strict=True):  # 5.
-            audio = np.asarray(audio_16k)[track.first * spf: (track.first + len(track)) * spf]
-            d = sync_distances(self.syncnet, crops, audio)
+        for track, stream in zip(tracks, streams, strict=True):
+            d = stream.finish()
             scores.append(TrackSync(track.first, len(track), d.min_dist, d.conf, d.offset))
         return SyncResult(SCALE_OFFICIAL, tuple(scores), skipped_shots=tuple(skipped))  # 6.
 

@@ -93,6 +93,34 @@ def test_mfcc_matches_python_speech_features(samples, outputs):
     np.testing.assert_allclose(ours, outputs["mfcc"].numpy(), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch_size", [20, 7])
+def test_the_streamed_measurement_is_the_golden_one(model, frames, samples, outputs, batch_size):
+    """SyncStream, fed a crop at a time (a track of any length in flat memory): the same windows through the network
+    in the same batches, so the mean distances are sync_distances' up to the float32 order of their sum, and the
+    golden scores come out; it holds at most a batch of crops and the audio embeddings its windows pair with."""
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.scoring.lse import SyncStream
+
+    full = sync_distances(model, frames, samples, batch_size=batch_size)
+    stream = SyncStream(model, samples, len(frames), batch_size=batch_size)
+    held = 0
+    for crop in frames:
+        stream.feed(crop)
+        held = max(held, len(stream.pending), len(stream.audio) // 2)
+    got = stream.finish()
+    torch.testing.assert_close(got.mean_dists, full.mean_dists, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.mean_dists, outputs["mean_dists"], atol=1e-4, rtol=0)
+    assert got.offset == full.offset == 0
+    assert got.min_dist == pytest.approx(float(outputs["min_dist"]), abs=1e-4)
+    assert got.conf == pytest.approx(float(outputs["conf"]), abs=1e-4)
+    assert held <= batch_size + 15 and len(stream.pending) < batch_size + 4
+    short = SyncStream(model, samples, len(frames), batch_size=batch_size)
+    for crop in frames[:30]:
+        short.feed(crop)
+    with pytest.raises(MediaError, match="the face track ended early: 30 crops of the 74"):
+        short.finish()
+
+
 def test_golden_sync_distances(model, frames, samples, outputs):
     result = sync_distances(model, frames, samples)
     assert result.im_feat.shape == result.cc_feat.shape == (70, 1024)
