@@ -8,7 +8,7 @@
 #   scripts/gpu_session.sh prepare   # HERE: wheels the device lacks -> .gpu/whl (cp312, the versions of .venv),
 #                                    # the fixture -> .gpu/fixtures, its face plan -> .gpu/faces.npz (dlib, CPU)
 #   device run: command "bash scripts/gpu_session.sh run", carry [".gpu"], timeout_s 480 (the checks' own
-#   limits add up to about 7 minutes: with the machine's start that leaves a few minutes of the 15)
+#   limits add up to 7.5 minutes: with the machine's start that leaves a few minutes of the 15)
 #   scripts/gpu_session.sh run       # THERE: installs the wheels into /tmp/site and runs each check under its
 #                                    # own time limit; JSON and logs under $OUT (8 files at most come back)
 #
@@ -52,7 +52,7 @@ run() {
   # graphs, DeepCache); no compile rows here (each compiles for about 2 minutes; gpu_unet_profile.py measured them)
   timeout 170 python3 scripts/gpu_sync_bench.py -o "$out/sync_model.json" --rows model --dtypes fp16 --windows 2 \
     --variants default,cuda_graphs,deepcache,deepcache_cuda_graphs,batch_windows2,batch_windows2_cuda_graphs > "$out/sync_model.log" 2>&1 || echo "sync model rows: exit $?" >> "$out/machine.txt"
-  timeout 130 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
+  timeout 120 python3 scripts/gpu_sync_bench.py -o "$out/sync_e2e.json" --rows e2e --faces .gpu/faces.npz \
     --clip "$fx/demo1_video.mp4" --audio "$fx/demo1_audio.wav" --seconds 4 \
     > "$out/sync_e2e.log" 2>&1 || echo "sync e2e rows: exit $?" >> "$out/machine.txt"
   # the project's graph wrapper against the eager UNet (difference and time)
