@@ -368,5 +368,4 @@ def _planes(image: np.ndarray, device):
     """(h, w, 3) uint8 -> (3, h, w) float32 on ``device`` (the bytes travel, converted there)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).to(
-        torch.float32)
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).to(torch.float32)
