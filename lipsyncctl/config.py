@@ -693,12 +693,19 @@ def _type_name(annotation: Any) -> str:
 def describe_keys(schema: type[BaseModel] | None = None, section: str | None = None) -> list[KeyInfo]:
     """Every key of ``schema`` (the run :class:`Config`; ``TrainConfig`` for training), or of one ``section``, in
     declaration order: its type, built-in default, declared bounds and description, read from the schema that
-    validates presets and ``--set`` (nothing restated).
+    validates presets and ``--set`` (nothing restated). A dotted ``section`` (``"output.crf"``) gives that key.
 
     Raises:
-        UsageError: ``section`` is not one of the schema's sections (they are listed).
+        UsageError: ``section`` is not one of the schema's sections (they are listed), or not one of its keys.
     """
     schema = schema or Config
+    if section is not None and "." in section:
+        head = section.split(".", 1)[0]
+        found = [k for k in describe_keys(schema, head) if k.key == section]
+        if not found:
+            keys = getattr(schema, "KEYS_COMMAND", "lipsyncctl presets keys")
+            raise UsageError(f"no configuration key {section!r}", hint=f"`{keys} {head}` lists that section's keys")
+        return found
     defaults = schema().model_dump(mode="json")
     sections = [name for name, f in schema.model_fields.items()
                 if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)]

@@ -53,7 +53,8 @@ def show_cmd(
 
 @presets_app.command("keys")
 def keys_cmd(
-    section: str | None = typer.Argument(None, help="Only this section's keys (inference, faces, output...)."),
+    section: str | None = typer.Argument(None, help="Only this section's keys (inference, faces, output...), or one "
+                                         "key (output.crf)."),
     train: bool = typer.Option(False, "--train", help="The training configuration's keys (train --preset/--set)."),
 ) -> None:
     """List every configuration key: its type or choices, default, bounds and meaning.
