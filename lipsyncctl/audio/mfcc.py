@@ -71,28 +71,48 @@ def num_mfcc_frames(num_samples: int) -> int:
     return 1 + math.ceil((num_samples - WINLEN_SAMPLES) / WINSTEP_SAMPLES)
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
-    """``python_speech_features.mfcc(signal, sample_rate)`` with its defaults.
+#: MFCC frames computed together (60 s): the work arrays of a block (its frames and power spectra, about 30 MB)
+#: bound the memory whatever the sound's length
+BLOCK_FRAMES = 6000
+
+
+def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
+         block: int = BLOCK_FRAMES) -> np.ndarray:
+    """``python_speech_features.mfcc(signal * scale, sample_rate)`` with its defaults.
 
     Args:
-        signal: mono samples ``(n,)``; syncnet feeds raw int16 values (not divided by 32768).
+        signal: mono samples ``(n,)``; syncnet feeds raw int16 values (not divided by 32768): ``scale`` 32768
+            takes float samples in ``[-1, 1]`` there, block by block (no float64 copy of the whole sound).
         sample_rate: only 16 kHz is what SyncNet was trained on; the window sizes are fixed in samples
             for 16 kHz (25 ms / 10 ms).
+        block: frames computed together; every frame's value is the same whatever the blocks (a frame reads
+            its 400 samples and the one before them, for the pre-emphasis).
 
     Returns:
         float64 ``(num_frames, 13)``, rows are 10 ms steps (transpose for the ``(13, T)`` SyncNet layout).
     """
     if sample_rate != 16_000:
         raise ValueError(f"the SyncNet MFCC is defined at 16 kHz, got {sample_rate} Hz")
-    x = np.asarray(signal, dtype=np.float64)
+    x = np.asarray(signal)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"expected non-empty mono samples (n,), got shape {x.shape}")
-    emphasised = np.concatenate([x[:1], x[1:] - PREEMPH * x[:-1]])
     n_frames = num_mfcc_frames(x.size)
-    padded_len = (n_frames - 1) * WINSTEP_SAMPLES + WINLEN_SAMPLES
-    padded = np.concatenate([emphasised, np.zeros(padded_len - x.size)])
-    idx = np.arange(WINLEN_SAMPLES)[None, :] + WINSTEP_SAMPLES * np.arange(n_frames)[:, None]
-    frames = padded[idx]
+    out = np.empty((n_frames, NUMCEP))
+    for f0 in range(0, n_frames, block):
+        f1 = min(n_frames, f0 + block)
+        first = f0 * WINSTEP_SAMPLES
+        seg = x[max(first - 1, 0): min((f1 - 1) * WINSTEP_SAMPLES + WINLEN_SAMPLES, x.size)].astype(np.float64) * scale
+        # pre-emphasis: y[0] = x[0], y[n] = x[n] - 0.97 x[n-1] (a later block starts one sample early for x[n-1])
+        emphasised = np.concatenate([seg[:1], seg[1:] - PREEMPH * seg[:-1]]) if first == 0 else seg[1:] - PREEMPH * seg[:-1]
+        padded_len = (f1 - 1 - f0) * WINSTEP_SAMPLES + WINLEN_SAMPLES
+        padded = np.concatenate([emphasised, np.zeros(padded_len - emphasised.size)])  # the last frames: zeros
+        idx = np.arange(WINLEN_SAMPLES)[None, :] + WINSTEP_SAMPLES * np.arange(f1 - f0)[:, None]
+        out[f0:f1] = _cepstra(padded[idx], sample_rate)
+    return out
+
+
+def _cepstra(frames: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``(F, 400)`` pre-emphasised frames -> ``(F, 13)`` liftered cepstra with the log energy as coefficient 0."""
     power = np.abs(np.fft.rfft(frames, NFFT)) ** 2 / NFFT
     eps = np.finfo(float).eps
     energy = power.sum(axis=1)

@@ -109,14 +109,13 @@ def distance_table(im_feat: torch.Tensor, cc_feat: torch.Tensor, vshift: int = 1
     return (im_feat[:, None, :] - windows + 1e-6).norm(p=2, dim=-1)
 
 
-def _pcm16_values(audio_16k: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Samples as float64 on the int16 scale (what the official MFCC receives)."""
+def _pcm16_scale(audio_16k: np.ndarray | torch.Tensor) -> tuple[np.ndarray, float]:
+    """The samples and the factor that puts them on the int16 scale the official MFCC receives (1 for integers,
+    32768 for floats in [-1, 1]); :func:`~lipsyncctl.audio.mfcc.mfcc` applies it block by block."""
     array = audio_16k.detach().cpu().numpy() if hasattr(audio_16k, "detach") else np.asarray(audio_16k)
     if array.ndim != 1:
         raise MediaError(f"expected mono 16 kHz audio of shape (samples,), got {array.shape}")
-    if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float64)
-    return array.astype(np.float64) * 32768.0  # float in [-1, 1] -> int16 scale
+    return array, 1.0 if np.issubdtype(array.dtype, np.integer) else 32768.0
 
 
 def _crop_batch(frames: Sequence | np.ndarray | torch.Tensor, index: Sequence[int]) -> np.ndarray:
@@ -161,10 +160,10 @@ def sync_distances(
     from lipsyncctl import progress
     from lipsyncctl.audio.mfcc import mfcc
 
-    samples = _pcm16_values(audio_16k)
+    samples, scale = _pcm16_scale(audio_16k)
     num_frames = len(frames_bgr)
-    last_frame = _windows(num_frames, samples)
-    cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE).T.copy()).float()  # (13, T_mfcc)
+    last_frame = _windows(num_frames, samples.size)
+    cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE, scale=scale).T.copy()).float()  # (13, T_mfcc)
     param = next(model.parameters())
     model.eval()
     im_feats: list[torch.Tensor] = []
@@ -190,16 +189,16 @@ def sync_distances(
     return SyncDistances(im_feat, cc_feat, dists, dists.mean(dim=0), vshift)
 
 
-def _windows(num_frames: int, samples: np.ndarray) -> int:
+def _windows(num_frames: int, num_samples: int) -> int:
     """The number of 5-frame windows scored (step 3): ``min(frames, samples // 640) - 5``.
 
     Raises:
         MediaError: none (video or audio shorter than 0.24 s).
     """
-    last_frame = min(num_frames, samples.size // (SAMPLE_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
+    last_frame = min(num_frames, num_samples // (SAMPLE_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
     if last_frame <= 0:
         raise MediaError(
-            f"clip too short to score sync: {num_frames} frames, {samples.size} samples "
+            f"clip too short to score sync: {num_frames} frames, {num_samples} samples "
             f"(need at least {WINDOW_FRAMES + 1} frames at 25 fps of both)"
         )
     return last_frame
@@ -223,9 +222,10 @@ class SyncStream:
 
         from lipsyncctl.audio.mfcc import mfcc
 
-        samples = _pcm16_values(audio_16k)
-        self.last = _windows(num_frames, samples)
-        self.cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE).T.copy()).float()  # (13, T_mfcc): 5 kB a second
+        samples, scale = _pcm16_scale(audio_16k)
+        self.last = _windows(num_frames, samples.size)
+        # (13, T_mfcc): 5 kB a second; computed in blocks (no float64 copy of the sound)
+        self.cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE, scale=scale).T.copy()).float()
         self.model, self.vshift, self.batch_size = model, vshift, batch_size
         self.param = next(model.parameters())
         model.eval()

@@ -121,6 +121,18 @@ def test_the_streamed_measurement_is_the_golden_one(model, frames, samples, outp
         short.finish()
 
 
+@pytest.mark.parametrize("block", [1, 7, 100])
+def test_the_mfcc_in_blocks_is_the_whole_signals(samples, outputs, block):
+    """The MFCC is computed in blocks of frames (bounded work arrays for an hour of sound): each frame reads its own
+    samples and the one before, so any blocking gives the whole signal's values (up to the matrix products' order of
+    sums), and float samples scaled block by block give the int16 ones'."""
+    whole = mfcc(samples, block=10**9)
+    np.testing.assert_allclose(mfcc(samples, block=block), whole, rtol=0, atol=1e-9)
+    as_float = samples.astype(np.float32) / 32768.0
+    np.testing.assert_allclose(mfcc(as_float, scale=32768.0, block=block), whole, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(whole.T, outputs["mfcc"].numpy(), rtol=0, atol=1e-6)
+
+
 def test_golden_sync_distances(model, frames, samples, outputs):
     result = sync_distances(model, frames, samples)
     assert result.im_feat.shape == result.cc_feat.shape == (70, 1024)
