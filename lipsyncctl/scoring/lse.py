@@ -103,9 +103,13 @@ def distance_table(im_feat: torch.Tensor, cc_feat: torch.Tensor, vshift: int = 1
     ``F.pairwise_distance``."""
     import torch.nn.functional as F
 
-    win = 2 * vshift + 1
-    padded = F.pad(cc_feat, (0, 0, vshift, vshift))  # (N + 2 vshift, D)
-    windows = padded.unfold(0, win, 1).transpose(1, 2)  # (N, win, D)
+    return _distances(im_feat, F.pad(cc_feat, (0, 0, vshift, vshift)), vshift)
+
+
+def _distances(im_feat: torch.Tensor, padded: torch.Tensor, vshift: int) -> torch.Tensor:
+    """:func:`distance_table` of ``n`` video windows against the audio windows ``i - vshift .. i + vshift`` of each:
+    ``padded`` holds those ``n + 2 vshift`` audio embeddings (zeros where there is none)."""
+    windows = padded.unfold(0, 2 * vshift + 1, 1).transpose(1, 2)  # (n, win, D)
     return (im_feat[:, None, :] - windows + 1e-6).norm(p=2, dim=-1)
 
 
@@ -155,38 +159,15 @@ def sync_distances(
     Raises:
         MediaError: fewer than 6 usable frames (video or audio shorter than 0.24 s).
     """
-    import torch
-
     from lipsyncctl import progress
-    from lipsyncctl.audio.mfcc import mfcc
 
-    samples, scale = _pcm16_scale(audio_16k)
-    num_frames = len(frames_bgr)
-    last_frame = _windows(num_frames, samples.size)
-    cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE, scale=scale).T.copy()).float()  # (13, T_mfcc)
-    param = next(model.parameters())
-    model.eval()
-    im_feats: list[torch.Tensor] = []
-    cc_feats: list[torch.Tensor] = []
-    starts = range(0, last_frame, batch_size)
-    with torch.inference_mode(), progress.Task("sync score", total=last_frame) as task:
-        for start in starts:
-            batch = range(start, min(last_frame, start + batch_size))
-            # frames start .. end + 4 once, then the 5-frame windows as views
-            crops = _crop_batch(frames_bgr, range(batch[0], batch[-1] + WINDOW_FRAMES))
-            video = torch.from_numpy(crops).to(device=param.device, dtype=param.dtype)
-            video = video.permute(3, 0, 1, 2)  # (3, n + 4, 224, 224)
-            lip = torch.stack([video[:, j : j + WINDOW_FRAMES] for j in range(len(batch))])
-            aud = torch.stack(
-                [cc[:, MFCC_STEPS_PER_FRAME * v : MFCC_STEPS_PER_FRAME * v + MFCC_WINDOW] for v in batch]
-            )[:, None].to(device=param.device, dtype=param.dtype)
-            im_feats.append(model.forward_lip(lip).float().cpu())
-            cc_feats.append(model.forward_aud(aud).float().cpu())
-            task.advance(len(batch))
-    im_feat = torch.cat(im_feats)
-    cc_feat = torch.cat(cc_feats)
-    dists = distance_table(im_feat, cc_feat, vshift)
-    return SyncDistances(im_feat, cc_feat, dists, dists.mean(dim=0), vshift)
+    stream = SyncStream(model, audio_16k, len(frames_bgr), vshift=vshift, batch_size=batch_size, keep=True)
+    with progress.Task("sync score", total=stream.last) as task:
+        for i in range(stream.last + WINDOW_FRAMES - 1):  # the frames the windows read
+            stream.feed(frames_bgr[i])
+            if i >= WINDOW_FRAMES - 1:
+                task.advance(1)
+    return stream.distances()
 
 
 def _windows(num_frames: int, num_samples: int) -> int:
@@ -212,12 +193,15 @@ class SyncStream:
     and each window's distances are :func:`sync_distances`' own; only the mean's float32 sum order differs
     (it is summed in float64 here).
 
+    ``keep``: also keep every window's embeddings and distances (:meth:`distances`: what :func:`sync_distances`
+    returns; memory then grows with the track).
+
     Raises:
         MediaError: at construction, when ``num_frames`` crops and the sound have no window to score.
     """
 
     def __init__(self, model: SyncNetEval, audio_16k: np.ndarray | torch.Tensor, num_frames: int, *,
-                 vshift: int = 15, batch_size: int = 20) -> None:
+                 vshift: int = 15, batch_size: int = 20, keep: bool = False) -> None:
         import torch
 
         from lipsyncctl.audio.mfcc import mfcc
@@ -234,6 +218,7 @@ class SyncStream:
         self.audio: dict[int, torch.Tensor] = {}  # audio embeddings still needed, by window
         self.audio_done = 0  # windows whose audio embeddings are computed
         self.sums = torch.zeros(2 * vshift + 1, dtype=torch.float64)
+        self.kept: dict[str, list[torch.Tensor]] | None = {"im": [], "cc": [], "dists": []} if keep else None
 
     def feed(self, crop_bgr: np.ndarray) -> None:
         """The next frame's crop (frames past the last window's are not needed and not kept)."""
@@ -255,10 +240,24 @@ class SyncStream:
                              f"{self.last + WINDOW_FRAMES - 1} its sound and length call for")
         return MeanDistances((self.sums / self.last).float(), self.vshift)
 
+    def distances(self) -> SyncDistances:
+        """Everything the official evaluation computes (a stream made with ``keep``), its mean as upstream's
+        (``dists.mean(0)`` in float32).
+
+        Raises:
+            MediaError: fewer crops were fed than the windows need.
+        """
+        import torch
+
+        self.finish()
+        assert self.kept is not None, "SyncStream(keep=True) keeps the embeddings"
+        im, cc, dists = (torch.cat(self.kept[k]) for k in ("im", "cc", "dists"))
+        return SyncDistances(im, cc, dists, dists.mean(dim=0), self.vshift)
+
     def _batch(self, end: int) -> None:
         import torch
 
-        n, win = end - self.start, 2 * self.vshift + 1
+        n = end - self.start
         with torch.inference_mode():
             video = torch.from_numpy(_crop_batch(self.pending, range(len(self.pending))))
             video = video.to(device=self.param.device, dtype=self.param.dtype).permute(3, 0, 1, 2)
@@ -268,8 +267,11 @@ class SyncStream:
                 self._audio_batch()
             zero = torch.zeros(im.shape[1])
             rows = torch.stack([self.audio.get(j, zero) for j in range(self.start - self.vshift, end + self.vshift)])
-            windows = rows.unfold(0, win, 1).transpose(1, 2)  # (n, win, D), zeros beyond both ends as upstream
-            self.sums += (im[:, None, :] - windows + 1e-6).norm(p=2, dim=-1).sum(0, dtype=torch.float64)
+            dists = _distances(im, rows, self.vshift)  # zeros beyond both ends, as upstream's padding
+            self.sums += dists.sum(0, dtype=torch.float64)
+        if self.kept is not None:
+            self.kept["im"].append(im)
+            self.kept["dists"].append(dists)
         for j in [j for j in self.audio if j < end - self.vshift]:
             del self.audio[j]
         self.pending = self.pending[n:]
@@ -285,6 +287,8 @@ class SyncStream:
                            for v in range(s, e)])[:, None].to(device=self.param.device, dtype=self.param.dtype)
         feats = self.model.forward_aud(aud).float().cpu()
         self.audio.update({v: feats[k] for k, v in enumerate(range(s, e))})
+        if self.kept is not None:
+            self.kept["cc"].append(feats)
         self.audio_done = e
 
 
