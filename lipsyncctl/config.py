@@ -548,7 +548,7 @@ def validate(data: Mapping[str, Any], source: str = "config", schema: type[Any] 
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        keys = getattr(schema, "KEYS_COMMAND", "lipsyncctl presets keys")  # the command listing its keys
+        keys = keys_command(schema)
         section = f" {loc.split('.')[0]}" if "." in loc else ""
         if err["type"] == "extra_forbidden":
             msg = f"{source}: unknown key '{loc}'"
@@ -653,19 +653,26 @@ class KeyInfo:
                 "description": self.description}
 
 
+def keys_command(schema: type[Any] | None = None) -> str:
+    """The command that lists ``schema``'s keys (configuration errors' hints): ``presets keys``, with ``--train`` for
+    the training configuration (its ``KEYS_COMMAND``)."""
+    return getattr(schema, "KEYS_COMMAND", "lipsyncctl presets keys")
+
+
 def field_bounds(field: Any) -> tuple[tuple[float | None, bool], tuple[float | None, bool]]:
     """A pydantic field's numeric limits as declared (``Field(ge=..., gt=..., le=..., lt=...)``):
     ``((low, inclusive), (high, inclusive))``, None where there is none."""
     low: tuple[float | None, bool] = (None, True)
     high: tuple[float | None, bool] = (None, True)
     for m in field.metadata:
-        for name, side, inclusive in (("ge", 0, True), ("gt", 0, False), ("le", 1, True), ("lt", 1, False)):
-            value = getattr(m, name, None)
-            if value is not None:
-                if side == 0:
-                    low = (value, inclusive)
-                else:
-                    high = (value, inclusive)
+        if getattr(m, "ge", None) is not None:
+            low = (m.ge, True)
+        if getattr(m, "gt", None) is not None:
+            low = (m.gt, False)
+        if getattr(m, "le", None) is not None:
+            high = (m.le, True)
+        if getattr(m, "lt", None) is not None:
+            high = (m.lt, False)
     return low, high
 
 
@@ -703,8 +710,8 @@ def describe_keys(schema: type[BaseModel] | None = None, section: str | None = N
         head = section.split(".", 1)[0]
         found = [k for k in describe_keys(schema, head) if k.key == section]
         if not found:
-            keys = getattr(schema, "KEYS_COMMAND", "lipsyncctl presets keys")
-            raise UsageError(f"no configuration key {section!r}", hint=f"`{keys} {head}` lists that section's keys")
+            raise UsageError(f"no configuration key {section!r}",
+                             hint=f"`{keys_command(schema)} {head}` lists that section's keys")
         return found
     defaults = schema().model_dump(mode="json")
     sections = [name for name, f in schema.model_fields.items()
@@ -720,8 +727,11 @@ def describe_keys(schema: type[BaseModel] | None = None, section: str | None = N
                 walk(f.annotation, f"{key}.", values[name])
                 continue
             (low, low_in), (high, high_in) = field_bounds(f)
-            bounds = [f"{'>=' if low_in else '>'} {low}" for _ in [0] if low is not None]
-            bounds += [f"{'<=' if high_in else '<'} {high}" for _ in [0] if high is not None]
+            bounds = []
+            if low is not None:
+                bounds.append(f"{'>=' if low_in else '>'} {low}")
+            if high is not None:
+                bounds.append(f"{'<=' if high_in else '<'} {high}")
             out.append(KeyInfo(key, _type_name(f.annotation), values.get(name), ", ".join(bounds),
                                " ".join((f.description or "").split())))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 import yaml
 
@@ -68,7 +70,7 @@ def keys_cmd(
     def human(c) -> None:  # type: ignore[no-untyped-def]
         c.print(st.table(f"{'training ' if train else ''}configuration keys{f' ({section})' if section else ''}",
                          ["key", "type", "default", "bounds", "description"],
-                         [(k.key, k.type, yaml.safe_dump(k.default, default_flow_style=True).strip().removesuffix("...").strip(),
+                         [(k.key, k.type, k.default if isinstance(k.default, str) else json.dumps(k.default),
                            k.bounds, k.description) for k in keys]))
 
     st.result({"keys": rows}, human)

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 #: Width of a console that is not a terminal (a pipe, a log file): wide enough that a table never cuts a
 #: path or a timecode with ``…``; a table takes only the width its values need.
@@ -120,11 +121,13 @@ def result(data: Mapping[str, Any], human: Callable[[Console], None], *, ok: boo
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    t = Table(title=title, title_justify="left", show_lines=False)
+    """A table of plain text: a cell (or the title) is never read as Rich markup, so a path ``take[2].mov`` or a
+    description ``pixel [x, y]`` shows as written (a :class:`~rich.text.Text` cell keeps its style)."""
+    t = Table(title=None if title is None else Text(title), title_justify="left", show_lines=False)
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in row))
     return t
 
 

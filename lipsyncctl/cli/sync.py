@@ -244,18 +244,13 @@ def _run_batch(values: dict[str, Any], config: Any) -> None:
                 f"{', '.join(map(str, lines))}: {w}")
 
     def human(console) -> None:  # type: ignore[no-untyped-def]
-        from rich.table import Table
 
         i, n = result.shard
-        table = Table(title=f"sync --batch {list_file}" + (f" (shard {i}/{n})" if n > 1 else "")
-                      + (" (dry run)" if dry_run else ""))
-        for column in ("line", "video", "output", "status", "frames", "seconds", "reason"):
-            table.add_column(column)
-        for item in result.items:
-            d = item.to_dict()
-            table.add_row(str(d["line"]), d["video"], d["output"], d["status"], str(d["frames"] or ""),
-                          f"{d['seconds']:.1f}", d["reason"])
-        console.print(table)
+        rows = [(d["line"], d["video"], d["output"], d["status"], d["frames"] or "", f"{d['seconds']:.1f}", d["reason"])
+                for d in (item.to_dict() for item in result.items)]
+        console.print(st.table(f"sync --batch {list_file}" + (f" (shard {i}/{n})" if n > 1 else "")
+                               + (" (dry run)" if dry_run else ""),
+                               ("line", "video", "output", "status", "frames", "seconds", "reason"), rows))
         console.print(", ".join(f"{n} {s}" for s, n in result.counts().items()))
 
     st.result(result.to_dict(), human, ok=result.ok)

@@ -153,6 +153,8 @@ def test_presets_keys_lists_every_key_with_its_default_bounds_and_meaning(capsys
     human = capsys.readouterr().out  # piped: one line per key (grep finds a key with its default and meaning)
     line = next(ln for ln in human.splitlines() if "inference.gpu_paste" in ln)
     assert "bool" in line and "false" in line and "GPU option" in line
+    assert main(["presets", "keys", "faces.point"]) == 0  # a cell is text, not Rich markup: "[x, y]" stays
+    assert "pixel [x, y] inside the face" in capsys.readouterr().out
 
 
 def test_models_list_installed_is_a_boolean(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
