@@ -300,7 +300,7 @@ class FaceAligner:
         k = 2 * w_edge + 1
         sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
         if self.device is not None:
-            center_t = warp.erode_rect(inv_mask, 2 * w_edge) if w_edge > 0 else inv_mask
+            center_t = warp.erode_rect(inv_mask, 2 * w_edge)  # the mask itself at w_edge 0, as below
             bh, bw = center_t.shape[-2:]
             # in float64: a GPU's float32 convolution may run in TF32 (cuDNN's default), 10 mantissa bits
             soft = warp.gaussian_blur(center_t.double(), k, sigma, exact=True)[0].float()

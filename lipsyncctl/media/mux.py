@@ -190,9 +190,10 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
         try:
             with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
                 vout = dst.add_stream_from_template(vin)
+                frame_rate = vin.average_rate or vin.guessed_rate
                 if out.suffix.lower() == ".mxf":  # MXF's muxer takes its edit rate from the stream's frame rate
-                    vout.codec_context.framerate = vin.average_rate or vin.guessed_rate
-                tag_timecode(dst, vout, timecode, reel, rate=vin.average_rate or vin.guessed_rate)
+                    vout.codec_context.framerate = frame_rate
+                tag_timecode(dst, vout, timecode, reel, rate=frame_rate)
                 if not isinstance(audio, (str, Path)):
                     if not rate:
                         raise ValueError("rate= is required when audio is samples")
