@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -649,8 +649,7 @@ class KeyInfo:
     description: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "type": self.type, "default": self.default, "bounds": self.bounds,
-                "description": self.description}
+        return asdict(self)
 
 
 def keys_command(schema: type[Any] | None = None) -> str:
