@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lipsyncctl.audio.mel import HOP_LENGTH, as_float_audio, log_mel_spectrogram
+from lipsyncctl.audio.mel import HOP_LENGTH, LogMel
 
 if TYPE_CHECKING:
     import torch
@@ -133,17 +133,21 @@ def audio_features(
     batch_size: int = 4,
     *,
     folder: str | Path | None = None,
+    length: int | None = None,
 ) -> torch.Tensor:
     """Whisper features of a whole clip, exactly as the official ``audio2feat``.
 
     Args:
         encoder: a :class:`~lipsyncctl.nets.whisper.WhisperFeatureEncoder` (its device and dtype are
             used for the encoder pass; the log-mel is computed on the CPU in float32).
-        audio_16k: mono samples at 16 kHz, ``(n,)`` float in ``[-1, 1]`` or PCM16 integers.
+        audio_16k: mono samples at 16 kHz, ``(n,)`` float in ``[-1, 1]`` or PCM16 integers; a sound mapped
+            from a file is read a window at a time (:class:`~lipsyncctl.audio.mel.LogMel`), never held whole.
         batch_size: 30 s windows encoded per forward pass.
         folder: where features of more than :data:`SPILL_ROWS` rows are kept, in an unnamed file mapped into
             memory (:func:`~lipsyncctl.media.audio.scratch_samples`: an hour of audio's 1.4 GB costs disk,
             not memory); None keeps them in memory.
+        length: the clip's length in samples when it is longer than ``audio_16k``: silence after it (the
+            features of ``audio_16k`` padded with zeros to ``length``).
 
     Returns:
         float32 CPU tensor ``(L, 5, 384)``, ``L = num_features_for_samples(n)`` (50 per second).
@@ -152,12 +156,12 @@ def audio_features(
 
     from lipsyncctl import progress
 
-    samples = as_float_audio(audio_16k)
-    if samples.numel() < MIN_SAMPLES:
-        raise ValueError(f"audio too short for whisper features: {samples.numel()} samples (at least {MIN_SAMPLES})")
-    mel = log_mel_spectrogram(samples)  # (80, T), normalised over the whole clip
+    total_samples = max(len(audio_16k), length or 0)
+    if total_samples < MIN_SAMPLES:
+        raise ValueError(f"audio too short for whisper features: {total_samples} samples (at least {MIN_SAMPLES})")
+    mel = LogMel(audio_16k, length=length)  # normalised over the whole clip
     window = 2 * encoder.n_ctx  # 3000 mel frames = 30 s
-    total = mel.shape[-1]
+    total = mel.frames
     starts = list(range(0, total, window))
     param = next(encoder.parameters())
     rows = sum(min(window, total - s) // 2 for s in starts)
@@ -174,7 +178,7 @@ def audio_features(
             batch_starts = starts[b : b + batch_size]
             segs = []
             for s in batch_starts:
-                seg = mel[:, s : s + window]
+                seg = mel(s, min(s + window, total))
                 segs.append(torch.nn.functional.pad(seg, (0, window - seg.shape[-1])))
             batch = torch.stack(segs).to(device=param.device, dtype=param.dtype)
             states = encoder(batch)  # (B, 5, n_ctx, D)

@@ -85,61 +85,130 @@ def mel_filters(
     return out
 
 
-def as_float_audio(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Mono samples as a float32 CPU tensor ``(n,)``; integer input is PCM16 and divided by 32768."""
+def _float32(array: np.ndarray) -> np.ndarray:
+    """Samples as float32; integers are PCM16, scaled like the official loader (int16 / 32768)."""
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32) / 32768.0
+    return array.astype(np.float32, copy=False)
+
+
+class LogMel:
+    """The official whisper log-mel of a whole clip (:func:`log_mel_spectrogram`), read a range of frames at a
+    time, so a film's sound (a file mapped from disk: :func:`lipsyncctl.media.audio.read_audio`) is never held
+    whole, in any form.
+
+    The spectrum is taken :data:`STFT_BLOCK` frames at a time from the reflect-padded signal (what
+    ``torch.stft(center=True)`` pads it to), only that block's samples gathered. The ``max - 8`` clamp needs the
+    whole clip's maximum: a clip of more than one block is passed over once for it, then each block is computed
+    again when a range in it is read (the last block kept). Up to one block (10 minutes) that is the official
+    computation bit for bit; past it the blocks' sums may differ from one whole-clip product in the last bit of a
+    float32 (every block's values are the same whatever is read when).
+
+    Args:
+        audio_16k: mono samples at 16 kHz, ``(n,)``; float in ``[-1, 1]`` or integer PCM16 (divided by 32768
+            like the official ``load_audio``); a torch tensor is taken as float.
+        length: the clip's length in samples when it is longer than ``audio_16k``: silence after it.
+    """
+
+    def __init__(self, audio_16k: np.ndarray | torch.Tensor, *, length: int | None = None) -> None:
+        import torch
+
+        if isinstance(audio_16k, torch.Tensor):
+            audio_16k = audio_16k.detach().cpu().to(torch.float32).numpy()
+        self.samples = np.asarray(audio_16k)
+        if self.samples.ndim != 1:
+            raise ValueError(f"expected mono audio of shape (samples,), got shape {self.samples.shape}")
+        self.length = max(self.samples.size, length or 0)
+        if self.length <= N_FFT // 2:  # the reflect padding needs more samples than it pads on each side
+            raise ValueError(f"audio too short for a log-mel spectrogram: {self.length} samples "
+                             f"(at least {N_FFT // 2 + 1})")
+        self.frames = self.length // HOP_LENGTH  # the last frame of torch.stft is dropped, as in openai-whisper
+        self._held: tuple[int, torch.Tensor] | None = None  # (block, its log10 spectrum)
+        self._peak: torch.Tensor | None = None
+
+    def __call__(self, first: int, stop: int) -> torch.Tensor:
+        """The normalised log-mel of frames ``first .. stop - 1``: float32 ``(80, stop - first)``."""
+        import torch
+
+        if not 0 <= first <= stop <= self.frames:
+            raise ValueError(f"frames {first}..{stop} outside 0..{self.frames}")
+        peak = self.peak()
+        parts = []
+        for k in range(first // STFT_BLOCK, -(-stop // STFT_BLOCK)):
+            spec = self._block(k)
+            a = max(first - k * STFT_BLOCK, 0)
+            parts.append(spec[:, a : min(stop - k * STFT_BLOCK, spec.shape[1])])
+        log_spec = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        log_spec = torch.maximum(log_spec, peak - 8.0)
+        return (log_spec + 4.0) / 4.0
+
+    def peak(self) -> torch.Tensor:
+        """The clip's largest log10 mel power (a float32 scalar)."""
+        if self._peak is None:
+            blocks = -(-self.frames // STFT_BLOCK)
+            self._peak = max((self._block(k).max() for k in range(blocks)), key=float)
+        return self._peak
+
+    def _block(self, k: int) -> torch.Tensor:
+        """``log10(max(mel power, 1e-10))`` of block ``k``'s frames."""
+        import torch
+
+        if self._held is not None and self._held[0] == k:
+            return self._held[1]
+        a, b = k * STFT_BLOCK, min((k + 1) * STFT_BLOCK, self.frames)
+        piece = torch.from_numpy(self._padded(a * HOP_LENGTH, (b - 1) * HOP_LENGTH + N_FFT))
+        stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=_hann(), center=False, return_complex=True)
+        spec = torch.clamp(_filters() @ (stft.abs() ** 2), min=1e-10).log10()
+        self._held = (k, spec)
+        return spec
+
+    def _padded(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``lo .. hi - 1`` of the reflect-padded clip (``N_FFT // 2`` samples reflected at each end),
+        float32."""
+        half, n, length = N_FFT // 2, self.samples.size, self.length
+        lo, hi = lo - half, hi - half  # in the clip's own samples
+        out = np.zeros(hi - lo, np.float32)
+        a, b = max(lo, 0), min(hi, n)
+        if a < b:
+            out[a - lo : b - lo] = _float32(self.samples[a:b])
+        edges = np.concatenate([np.arange(lo, min(hi, 0)), np.arange(max(length, lo), hi)])
+        if edges.size:  # reflected: -i before the start, 2 (length - 1) - i after the end
+            source = np.where(edges < 0, -edges, 2 * (length - 1) - edges)
+            real = source < n
+            out[edges[real] - lo] = _float32(self.samples[source[real]])
+        return out
+
+
+@functools.cache
+def _hann() -> torch.Tensor:
     import torch
 
-    if isinstance(audio, torch.Tensor):
-        tensor = audio.detach().cpu()
-    else:
-        array = np.asarray(audio)
-        if np.issubdtype(array.dtype, np.integer):
-            # PCM16 samples, scaled like the official loader (int16 / 32768).
-            array = array.astype(np.float32) / 32768.0
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if tensor.ndim != 1:
-        raise ValueError(f"expected mono audio of shape (samples,), got shape {tuple(tensor.shape)}")
-    return tensor.to(torch.float32)
+    return torch.hann_window(N_FFT)
 
 
-def log_mel_spectrogram(audio_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
+@functools.cache
+def _filters() -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.array(mel_filters()))
+
+
+def log_mel_spectrogram(audio_16k: np.ndarray | torch.Tensor, *, length: int | None = None) -> torch.Tensor:
     """Official whisper log-mel of a whole clip.
 
     Args:
         audio_16k: mono samples at 16 kHz, shape ``(n,)``; float in ``[-1, 1]`` or integer PCM16
             (divided by 32768 like the official ``load_audio``).
+        length: see :class:`LogMel`.
 
     Returns:
         float32 CPU tensor ``(80, n // 160)``: normalised log-mel, 100 frames per second. The
-        ``max - 8`` clamp uses the maximum of this whole clip, so computing it per window differs.
-
-    The spectrum is taken :data:`STFT_BLOCK` frames at a time from the reflect-padded signal (what
-    ``torch.stft(center=True)`` pads it to), without the whole clip's complex spectrum in memory at once
-    (10 MB per minute of audio, where the log-mel itself is 2 MB). Up to one block (10 minutes) that is the
-    official computation bit for bit; past it the blocks' sums may differ from one whole-clip product in the
-    last bit of a float32.
+        ``max - 8`` clamp uses the maximum of this whole clip, so computing it per window differs
+        (:class:`LogMel` reads it a window at a time, the same values).
     """
-    import torch
-
-    samples = as_float_audio(audio_16k)
-    if samples.numel() <= N_FFT // 2:  # the reflect padding needs more samples than it pads on each side
-        raise ValueError(f"audio too short for a log-mel spectrogram: {samples.numel()} samples "
-                         f"(at least {N_FFT // 2 + 1})")
-    window = torch.hann_window(N_FFT)
-    filters = torch.from_numpy(np.array(mel_filters()))
-    half = N_FFT // 2
-    padded = torch.nn.functional.pad(samples[None, None], (half, half), mode="reflect")[0, 0]
-    frames = samples.numel() // HOP_LENGTH  # the last frame of torch.stft is dropped, as in openai-whisper
-    log_spec = torch.empty((N_MELS, frames), dtype=torch.float32)
-    for a in range(0, frames, STFT_BLOCK):
-        b = min(a + STFT_BLOCK, frames)
-        piece = padded[a * HOP_LENGTH : (b - 1) * HOP_LENGTH + N_FFT]
-        stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
-        log_spec[:, a:b] = torch.clamp(filters @ (stft.abs() ** 2), min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return (log_spec + 4.0) / 4.0
+    mel = LogMel(audio_16k, length=length)
+    return mel(0, mel.frames)
 
 
-#: Spectrum frames computed at a time by :func:`log_mel_spectrogram` (10 minutes of audio: about 150 MB of
-#: work arrays).
+#: Spectrum frames computed at a time by :class:`LogMel` (10 minutes of audio: about 150 MB of work arrays).
 STFT_BLOCK = 60000

@@ -77,7 +77,7 @@ BLOCK_FRAMES = 6000
 
 
 def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
-         block: int = BLOCK_FRAMES) -> np.ndarray:
+         block: int = BLOCK_FRAMES, frames: tuple[int, int] | None = None) -> np.ndarray:
     """``python_speech_features.mfcc(signal * scale, sample_rate)`` with its defaults.
 
     Args:
@@ -86,10 +86,14 @@ def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
         sample_rate: only 16 kHz is what SyncNet was trained on; the window sizes are fixed in samples
             for 16 kHz (25 ms / 10 ms).
         block: frames computed together; every frame's value is the same whatever the blocks (a frame reads
-            its 400 samples and the one before them, for the pre-emphasis).
+            its 400 samples and the one before them, for the pre-emphasis), up to the last bits of the FFT's
+            and the products' sums (the same blocks give the same bits).
+        frames: only frames ``first .. stop - 1`` (None: all), in blocks from ``first``: a sound read a block
+            at a time (``first`` a multiple of ``block`` gives the whole signal's blocks).
 
     Returns:
-        float64 ``(num_frames, 13)``, rows are 10 ms steps (transpose for the ``(13, T)`` SyncNet layout).
+        float64 ``(num_frames, 13)`` (``(stop - first, 13)`` with ``frames``), rows are 10 ms steps (transpose
+        for the ``(13, T)`` SyncNet layout).
     """
     if sample_rate != 16_000:
         raise ValueError(f"the SyncNet MFCC is defined at 16 kHz, got {sample_rate} Hz")
@@ -97,9 +101,12 @@ def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"expected non-empty mono samples (n,), got shape {x.shape}")
     n_frames = num_mfcc_frames(x.size)
-    out = np.empty((n_frames, NUMCEP))
-    for f0 in range(0, n_frames, block):
-        f1 = min(n_frames, f0 + block)
+    lo, hi = frames if frames is not None else (0, n_frames)
+    if not 0 <= lo <= hi <= n_frames:
+        raise ValueError(f"frames {lo}..{hi} outside 0..{n_frames}")
+    out = np.empty((hi - lo, NUMCEP))
+    for f0 in range(lo, hi, block):
+        f1 = min(hi, f0 + block)
         first = f0 * WINSTEP_SAMPLES
         seg = x[max(first - 1, 0): min((f1 - 1) * WINSTEP_SAMPLES + WINLEN_SAMPLES, x.size)].astype(np.float64) * scale
         # pre-emphasis: y[0] = x[0], y[n] = x[n] - 0.97 x[n-1] (a later block starts one sample early for x[n-1])
@@ -107,7 +114,7 @@ def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
         padded_len = (f1 - 1 - f0) * WINSTEP_SAMPLES + WINLEN_SAMPLES
         padded = np.concatenate([emphasised, np.zeros(padded_len - emphasised.size)])  # the last frames: zeros
         idx = np.arange(WINLEN_SAMPLES)[None, :] + WINSTEP_SAMPLES * np.arange(f1 - f0)[:, None]
-        out[f0:f1] = _cepstra(padded[idx], sample_rate)
+        out[f0 - lo : f1 - lo] = _cepstra(padded[idx], sample_rate)
     return out
 
 

@@ -121,29 +121,71 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
 
 
 def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1, *,
-                          stream_index: int | None = None) -> tuple[np.ndarray, int, int]:
+                          stream_index: int | None = None, folder: str | Path | None = None
+                          ) -> tuple[np.ndarray, int, int]:
     """``(read_audio(path, rate, channels), *audio_length(path))`` from one decode of the file: the samples
     at ``rate``, and how many samples the audio has at its own rate, and that rate. ``stream_index``: the
-    container's index of the audio stream to read (None: the first)."""
+    container's index of the audio stream to read (None: the first); ``folder``: see :func:`read_audio`."""
     native: list[int] = []
-    samples = read_audio(path, rate, channels, native=native, stream_index=stream_index)
+    samples = read_audio(path, rate, channels, native=native, stream_index=stream_index, folder=folder)
     return samples, native[0], native[1]
+
+
+#: Samples :func:`read_audio` keeps in memory when it is given a folder: more go to a file mapped from there
+#: (10 minutes at 16 kHz, 38 MB of float32 mono).
+SPILL_SAMPLES = 16000 * 600
 
 
 def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
                start: float = 0.0, duration: float | None = None, stream_index: int | None = None,
-               native: list[int] | None = None) -> np.ndarray:
+               native: list[int] | None = None, folder: str | Path | None = None) -> np.ndarray:
     """Decode the audio of ``path`` to float32, resampled to ``rate`` Hz and ``channels`` channels, whole:
-    :func:`iter_audio`'s chunks joined (for a clip's length of sound; :func:`spool_audio` keeps a long one
-    on disk).
+    :func:`iter_audio`'s chunks joined.
+
+    ``folder``: a sound of more than :data:`SPILL_SAMPLES` samples (a film's) goes on, as it is decoded, into an
+    unnamed file there, mapped read-only (:func:`gather_samples`): memory then does not grow with its length.
+    None holds it in memory.
 
     Returns ``(n,)`` for mono, ``(n, channels)`` otherwise. Raises :class:`MediaError` if the file has no
     audio stream or cannot be decoded.
     """
-    chunks = list(iter_audio(path, rate, channels, start=start, duration=duration, stream_index=stream_index,
-                             native=native))
-    samples = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
-    return samples[:, 0].copy() if samples.shape[1] == 1 else samples
+    chunks = iter_audio(path, rate, channels, start=start, duration=duration, stream_index=stream_index,
+                        native=native)
+    samples = gather_samples(chunks, folder=folder, keep=SPILL_SAMPLES if folder is not None else None)
+    return samples[:, 0] if samples.shape[1] == 1 else samples
+
+
+def gather_samples(chunks: Iterable[np.ndarray], *, folder: str | Path | None = None,
+                   keep: int | None = None) -> np.ndarray:
+    """``(n, channels)`` float32 ``chunks`` joined into one array: in memory while there are at most ``keep``
+    samples (None: always), past that in an unnamed temporary file in ``folder`` (None: the system's temporary
+    folder), written as they come and mapped read-only: an hour of 48 kHz stereo costs disk, not 1.4 GB of
+    memory. The file has no name from the start, so nothing is left behind, whatever happens. An empty
+    stream gives ``(0, channels)``."""
+    held: list[np.ndarray] = []
+    have = 0
+    raw = None
+    try:
+        for chunk in chunks:
+            if raw is None and (keep is None or have + len(chunk) <= keep):
+                held.append(chunk)
+            else:
+                if raw is None:
+                    raw = _unnamed_file(folder)
+                    for block in held:
+                        raw.write(np.ascontiguousarray(block, np.float32).tobytes())
+                    held = []
+                raw.write(np.ascontiguousarray(chunk, np.float32).tobytes())
+            have += len(chunk)
+        if raw is None:
+            if not held:
+                return np.zeros((0, 1), np.float32)
+            return np.concatenate(held) if len(held) != 1 else np.ascontiguousarray(held[0])
+        raw.flush()
+        return np.memmap(raw, dtype=np.float32, mode="r", shape=(have, chunk.shape[1]))
+    finally:
+        if raw is not None:
+            raw.close()  # the mapping outlives the closed file
 
 
 def iter_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
@@ -231,22 +273,14 @@ def spool_audio(path: str | Path, rate: int | None = None, channels: int | None 
                 folder: str | Path | None = None) -> tuple[np.ndarray, int]:
     """``(samples, rate)``: the whole audio of ``path`` (from time 0, as :func:`read_audio` gives it) decoded
     once into an unnamed temporary file in ``folder`` (None: the system's temporary folder) and mapped
-    read-only, ``(n, channels)`` float32: random access to an hour of 48 kHz stereo without 1.4 GB of memory.
-    The file has no name from the start, so nothing is left behind, whatever happens."""
+    read-only, ``(n, channels)`` float32 (:func:`gather_samples`): random access to an hour of 48 kHz stereo
+    without 1.4 GB of memory."""
 
     if rate is None or channels is None:
         with opened(path) as container:
             ctx = _audio_stream(container, Path(path), None).codec_context
             rate, channels = int(rate or ctx.sample_rate), int(channels or ctx.layout.nb_channels)
-    with _unnamed_file(folder) as raw:
-        n = 0
-        for chunk in iter_audio(path, rate, channels):
-            raw.write(chunk.tobytes())
-            n += len(chunk)
-        raw.flush()
-        if n == 0:
-            return np.zeros((0, channels), np.float32), rate
-        return np.memmap(raw, dtype=np.float32, mode="r", shape=(n, channels)), rate
+    return gather_samples(iter_audio(path, rate, channels), folder=folder, keep=0), rate
 
 
 def scratch_samples(samples: int, channels: int, *, folder: str | Path | None = None) -> np.ndarray:

@@ -218,9 +218,10 @@ def sync_clip(
         info, audio_stream = inputs.info, inputs.dub.index
         if inputs.several:
             warnings.append(inputs.several)
-        # One decode of the dub: the model's 16 kHz copy and its length at its own rate (the plan's); the
-        # output streams the original from the file at the mux (never held at its own rate).
-        mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream)
+        # One decode of the dub: the model's 16 kHz copy (a long one mapped from a file beside the output) and its
+        # length at its own rate (the plan's); the output streams the original from the file at the mux.
+        mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream,
+                                                                 folder=_scratch_folder(output))
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty")
     vinfo = info.video
@@ -285,7 +286,7 @@ def sync_clip(
 
             # 4. Audio features, once for the whole audio (padded with silence to the output length).
             with clock("audio features"):
-                features = _audio_features(networks, mono, plan, output.parent if output.parent.is_dir() else None)
+                features = _audio_features(networks, mono, plan, _scratch_folder(output))
             del mono
 
             # 5-6. Render, encode, mux; the face pass's end and the run's record; rename into place.
@@ -480,6 +481,12 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0) -> Inputs:
     return Inputs(info, dub, several)
 
 
+def _scratch_folder(output: Path) -> Path | None:
+    """Where a long dub's 16 kHz sound and its features are kept on disk (unnamed files): the output's folder
+    (None, the system's temporary folder, if it is not there yet)."""
+    return output.parent if output.parent.is_dir() else None
+
+
 def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder: Path | None) -> Any:
     """Whisper features ``(L, 5, 384)`` of the new audio (16 kHz mono ``(n,)``); with the ``silence``
     policy padded with silence so every output frame (plus the 2-frame context) has real features, and a dub
@@ -491,9 +498,7 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder
     need = MIN_SAMPLES
     if plan.policy == "silence":
         need = max(need, int(round((plan.num_frames + 3) / plan.fps * 16000)))
-    if len(mono) < need:
-        mono = np.concatenate([mono, np.zeros(need - len(mono), dtype=mono.dtype)])
-    return audio_features(networks.whisper, mono, folder=folder)
+    return audio_features(networks.whisper, mono, folder=folder, length=need)
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,

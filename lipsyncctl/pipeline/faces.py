@@ -476,7 +476,10 @@ def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: 
 
     audio = None
     if options.select == "speaker" and audio_16k is not None:
-        audio = hashlib.sha256(np.ascontiguousarray(audio_16k, dtype=np.float32).tobytes()).hexdigest()
+        digest = hashlib.sha256()
+        for at in range(0, len(audio_16k), 1 << 20):  # a block at a time: a film's sound may be mapped from disk
+            digest.update(np.ascontiguousarray(audio_16k[at : at + (1 << 20)], dtype=np.float32).tobytes())
+        audio = digest.hexdigest()
     return {"v": FACE_CACHE_VERSION, "media": file_fingerprint(Path(video)), "first": int(first),
             "frames": int(count), "fps": f"{fps.numerator}/{fps.denominator}",
             "faces": options.model_dump(mode="json"), "resolution": int(resolution), "audio": audio,

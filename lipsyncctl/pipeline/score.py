@@ -4,7 +4,8 @@ new dub (the score before a sync).
 
 Each clip is read on its nominal-rate grid (the frames ``sync`` reads; an interlaced one as progressive pictures
 with ``sync.deinterlace: auto``), twice and never held (memory flat in the clip's length); its sound (the clip's
-own, or ``audio``) is read at 16 kHz mono over the same span. The measurement is
+own, or ``audio``) is read at 16 kHz mono over the same span, a long one into an unnamed file in the system's
+temporary folder, mapped and read as the measure reaches it. The measurement is
 :class:`~lipsyncctl.scoring.meter.SyncMeter`'s: the official scale when ``sfd-face`` is installed, else the
 labelled approximate scale. A clip under ``min_sync`` (LSE-C on that scale), or not measured when ``min_sync`` is
 given (the gate cannot be passed), does not pass; a clip that cannot be read, or that ``start`` is past the end of,
@@ -14,6 +15,7 @@ fails, and the others are still scored.
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,7 +131,8 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         fps = vinfo.nominal_fps
         first, stop = select_range(grid_frames(vinfo), fps, start, end)
         n = stop - first
-        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps), stream_index=inputs.dub.index)
+        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps),
+                           stream_index=inputs.dub.index, folder=tempfile.gettempdir())  # a film's: mapped
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
     except (MediaError, UsageError) as exc:  # unreadable, or --start past this clip's end: this clip alone

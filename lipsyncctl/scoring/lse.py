@@ -187,9 +187,10 @@ def _windows(num_frames: int, num_samples: int) -> int:
 
 class SyncStream:
     """:func:`sync_distances` of one track fed a crop at a time (:meth:`feed`, 25 fps BGR crops in order), so a
-    track of any length is measured in flat memory: at most ``batch_size + 4`` crops and ``batch_size + 2 vshift``
-    audio embeddings are held, and the distances are summed per offset as they come (a film's worth of crops,
-    150 kB each, was held before). The windows go through the network in the official batches, so the embeddings
+    track of any length is measured in flat memory: at most ``batch_size + 4`` crops, ``batch_size + 2 vshift``
+    audio embeddings and two 60 s blocks of MFCC are held, the sound is read as the windows reach it (it may be
+    mapped from a file), and the distances are summed per offset as they come (a film's worth of crops, 150 kB
+    each, was held before). The windows go through the network in the official batches, so the embeddings
     and each window's distances are :func:`sync_distances`' own; only the mean's float32 sum order differs
     (it is summed in float64 here).
 
@@ -204,12 +205,9 @@ class SyncStream:
                  vshift: int = 15, batch_size: int = 20, keep: bool = False) -> None:
         import torch
 
-        from lipsyncctl.audio.mfcc import mfcc
-
-        samples, scale = _pcm16_scale(audio_16k)
-        self.last = _windows(num_frames, samples.size)
-        # (13, T_mfcc): 5 kB a second; computed in blocks (no float64 copy of the sound)
-        self.cc = torch.from_numpy(mfcc(samples, SAMPLE_RATE, scale=scale).T.copy()).float()
+        self.samples, self.scale = _pcm16_scale(audio_16k)
+        self.last = _windows(num_frames, self.samples.size)
+        self.cc: dict[int, torch.Tensor] = {}  # (13, BLOCK_FRAMES) MFCC blocks: the last two read
         self.model, self.vshift, self.batch_size = model, vshift, batch_size
         self.param = next(model.parameters())
         model.eval()
@@ -277,13 +275,35 @@ class SyncStream:
         self.pending = self.pending[n:]
         self.start = end
 
+    def _mfcc(self, first: int, stop: int) -> torch.Tensor:
+        """MFCC frames ``first .. stop - 1``, float32 ``(13, n)``, from the whole sound's blocks of
+        :data:`~lipsyncctl.audio.mfcc.BLOCK_FRAMES` (so the values of one whole-sound MFCC), computed as the
+        windows reach them: a film's MFCC (5 kB a second) is not held, nor its sound read ahead."""
+        import torch
+
+        from lipsyncctl.audio.mfcc import BLOCK_FRAMES, mfcc, num_mfcc_frames
+
+        parts = []
+        for k in range(first // BLOCK_FRAMES, -(-stop // BLOCK_FRAMES)):
+            if k not in self.cc:
+                a = k * BLOCK_FRAMES
+                b = min(a + BLOCK_FRAMES, num_mfcc_frames(self.samples.size))
+                block = mfcc(self.samples, SAMPLE_RATE, scale=self.scale, frames=(a, b))
+                self.cc = {j: v for j, v in self.cc.items() if j == k - 1}
+                self.cc[k] = torch.from_numpy(block.T.copy()).float()
+            at = k * BLOCK_FRAMES
+            parts.append(self.cc[k][:, max(first - at, 0) : stop - at])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
     def _audio_batch(self) -> None:
         """The audio embeddings of the next official batch of windows."""
         import torch
 
         s = self.audio_done
         e = min(self.last, s + self.batch_size)
-        aud = torch.stack([self.cc[:, MFCC_STEPS_PER_FRAME * v : MFCC_STEPS_PER_FRAME * v + MFCC_WINDOW]
+        f0 = MFCC_STEPS_PER_FRAME * s
+        cc = self._mfcc(f0, MFCC_STEPS_PER_FRAME * (e - 1) + MFCC_WINDOW)
+        aud = torch.stack([cc[:, MFCC_STEPS_PER_FRAME * v - f0 : MFCC_STEPS_PER_FRAME * v - f0 + MFCC_WINDOW]
                            for v in range(s, e)])[:, None].to(device=self.param.device, dtype=self.param.dtype)
         feats = self.model.forward_aud(aud).float().cpu()
         self.audio.update({v: feats[k] for k, v in enumerate(range(s, e))})

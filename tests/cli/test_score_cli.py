@@ -77,6 +77,35 @@ def test_scores_equal_the_qc_measurement_of_the_same_frames(installed: Path, cap
     assert rc == 0 and own["clips"][0]["audio"] == str(CLIP) and own["clips"][0]["lse_d"] != clip["lse_d"]
 
 
+def test_a_long_sound_is_read_from_disk_with_the_same_scores(installed: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Past SPILL_SAMPLES the span's 16 kHz sound goes to an unnamed file in the temporary folder, and the MFCC is
+    read a block at a time as the windows reach it (a film is scored without its sound in memory): the same
+    scores as with the sound in memory."""
+    import tempfile
+
+    from lipsyncctl.audio import mfcc as mfcc_mod
+    from lipsyncctl.media import audio as audio_mod
+
+    rc, memory, _ = _run([str(CLIP), "--audio", str(DUB)], capsys)
+    assert rc == 0
+    spilled: list[object] = []
+    real = audio_mod.gather_samples
+
+    def recorded(chunks, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(chunks, **kwargs)
+        spilled.append((kwargs.get("folder"), type(out).__name__))
+        return out
+
+    monkeypatch.setattr(audio_mod, "SPILL_SAMPLES", 4000)
+    monkeypatch.setattr(audio_mod, "gather_samples", recorded)
+    monkeypatch.setattr(mfcc_mod, "BLOCK_FRAMES", 60)
+    rc, disk, _ = _run([str(CLIP), "--audio", str(DUB)], capsys)
+    assert rc == 0 and spilled == [(tempfile.gettempdir(), "memmap")]
+    assert abs(disk["clips"][0]["lse_c"] - memory["clips"][0]["lse_c"]) < 1e-3
+    assert disk["clips"][0]["offset"] == memory["clips"][0]["offset"]
+
+
 def test_min_sync_gate_and_unmeasured_clips(installed: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     from lipsyncctl.scoring import meter

@@ -504,3 +504,38 @@ def test_the_mxf_rate_table_is_the_muxers(gen: Path) -> None:
         with pytest.raises(MediaError, match="an MXF cannot hold"):
             VideoWriter(gen / "odd.mxf", fps, codec="dnxhr")
     assert not list(gen.glob("*odd*"))
+
+
+def test_a_long_sound_read_with_a_folder_is_mapped_from_it(gen: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_audio with a folder holds up to SPILL_SAMPLES samples in memory and moves a longer sound, as it is
+    decoded, into an unnamed file there, mapped: the same samples (a span, mono or stereo), nothing left in the
+    folder, and Python-side allocations far below the sound's size (a film's dub for sync, a film for score)."""
+    import tracemalloc
+
+    from lipsyncctl.media import audio as audio_module
+    from lipsyncctl.media.audio import gather_samples, read_audio_and_length
+
+    src = mg.make_clip(gen / "speech.mkv", frames=50, audio_rate=44100, audio_channels=2)
+    spool = gen / "spool"
+    short = read_audio(src, 16000, 1, folder=spool)  # under SPILL_SAMPLES: in memory as before
+    assert not isinstance(short, np.memmap) and np.array_equal(short, read_audio(src, 16000, 1))
+    monkeypatch.setattr(audio_module, "SPILL_SAMPLES", 3000)
+    for channels, kw in ((1, {}), (2, {"start": 0.3, "duration": 1.2})):
+        mapped = read_audio(src, 16000, channels, folder=spool, **kw)
+        assert isinstance(mapped, np.memmap)
+        assert np.array_equal(mapped, read_audio(src, 16000, channels, **kw)) and not any(spool.iterdir())
+        assert mapped.ndim == (1 if channels == 1 else 2) and not mapped.flags.writeable
+    samples, native, rate = read_audio_and_length(src, folder=spool)
+    assert (native, rate) == audio_module.audio_length(src) and np.array_equal(samples, short)
+    assert gather_samples(iter([]), keep=0).shape == (0, 1)
+
+    wav = write_wav(gen / "minute.wav", (mg.tone(2.0, 16000, 1) for _ in range(30)), 16000)
+    monkeypatch.setattr(audio_module, "SPILL_SAMPLES", 16000)
+    tracemalloc.start()
+    try:
+        long = read_audio(wav, 16000, 1, folder=spool)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    size = 60 * 16000 * 4
+    assert len(long) == 60 * 16000 and peak < size / 5, f"{peak / 1e6:.1f} MB for {size / 1e6:.1f} MB of sound"

@@ -54,3 +54,30 @@ def test_sync_decodes_the_dub_once_before_the_mux(tmp_path: Path, monkeypatch: p
         res = sync_clip(video, dub, tmp_path / "o.mp4", config, networks=models)
     assert res.frames == 6
     assert decodes.count("dub.wav") == 2  # the 16 kHz copy with its length, then the mux (streamed)
+
+
+def test_a_long_dub_is_kept_on_disk_beside_the_output_and_gives_the_same_sync(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SPILL_SAMPLES the dub's 16 kHz copy goes to an unnamed file in the output's folder (a film's dub is not
+    held in memory, nor its log-mel: audio.mel.LogMel): the output is the same, byte for byte, as with the copy in
+    memory, and nothing is left in the folder."""
+    from lipsyncctl.pipeline.clip import sync_clip
+
+    dub = write_wav(tmp_path / "dub.wav", 0.5, rate=48000, channels=2)  # longer than the picture: cut at 0.24 s
+    video = write_clip(tmp_path / "v.mkv", sample_frames(6, scale=0.75), Fraction(25))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    folders: list[object] = []
+    real_read = audio_mod.read_audio
+
+    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        folders.append(kwargs.get("folder"))
+        return real_read(*args, **kwargs)
+
+    with tiny_models(tmp_path / "models") as (config, models):
+        memory = sync_clip(video, dub, tmp_path / "memory.mp4", config, networks=models)
+        monkeypatch.setattr(audio_mod, "SPILL_SAMPLES", 1000)
+        monkeypatch.setattr(audio_mod, "read_audio", recorded)
+        disk = sync_clip(video, dub, out_dir / "disk.mp4", config, networks=models)
+    assert folders == [out_dir] and sorted(p.name for p in out_dir.iterdir()) == ["disk.mp4", "disk.run.yaml"]
+    assert disk.output.read_bytes() == memory.output.read_bytes()
