@@ -123,8 +123,8 @@ def feature_chunks(
 MIN_SAMPLES = 2 * HOP_LENGTH
 
 #: Feature rows (50 per second) above which :func:`audio_features` keeps them on disk when given a folder:
-#: 10 minutes, 230 MB of float32.
-SPILL_ROWS = 50 * 600
+#: 2 minutes, 46 MB of float32.
+SPILL_ROWS = 50 * 120
 
 
 def audio_features(

@@ -100,7 +100,7 @@ class LogMel:
     The spectrum is taken :data:`STFT_BLOCK` frames at a time from the reflect-padded signal (what
     ``torch.stft(center=True)`` pads it to), only that block's samples gathered. The ``max - 8`` clamp needs the
     whole clip's maximum: a clip of more than one block is passed over once for it, then each block is computed
-    again when a range in it is read (the last block kept). Up to one block (10 minutes) that is the official
+    again when a range in it is read (the last block kept). Up to one block (1 minute) that is the official
     computation bit for bit; past it the blocks' sums may differ from one whole-clip product in the last bit of a
     float32 (every block's values are the same whatever is read when).
 
@@ -210,5 +210,6 @@ def log_mel_spectrogram(audio_16k: np.ndarray | torch.Tensor, *, length: int | N
     return mel(0, mel.frames)
 
 
-#: Spectrum frames computed at a time by :class:`LogMel` (10 minutes of audio: about 150 MB of work arrays).
-STFT_BLOCK = 60000
+#: Spectrum frames computed at a time by :class:`LogMel` (1 minute of audio: about 15 MB of work arrays; a longer
+#: clip's spectrum is computed twice, a small part of its whisper features' time).
+STFT_BLOCK = 6000

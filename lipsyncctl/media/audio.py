@@ -132,8 +132,8 @@ def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1
 
 
 #: Samples :func:`read_audio` keeps in memory when it is given a folder: more go to a file mapped from there
-#: (10 minutes at 16 kHz, 38 MB of float32 mono).
-SPILL_SAMPLES = 16000 * 600
+#: (2 minutes at 16 kHz, 7.7 MB of float32 mono).
+SPILL_SAMPLES = 16000 * 120
 
 
 def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,

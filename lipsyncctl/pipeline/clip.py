@@ -5,8 +5,8 @@ frames (``inference.window``, 16 officially) are held at a time. With ``inferenc
 largest`` the clip is decoded once (the render reads the frames the face pass decoded, kept until it has read
 past them); otherwise twice (once for the faces, once for rendering).
 What is kept for the whole clip: one face record per source frame, the new audio at 16 kHz mono (64 kB per
-second) and its whisper features (50 x 5 x 384 floats per second of audio: past 10 minutes in an unnamed file
-beside the output, mapped, not in memory). The new audio at its own rate is streamed from its file into the
+second) and its whisper features (50 x 5 x 384 floats per second of audio), both past 2 minutes in unnamed files
+beside the output, mapped, not in memory (the log-mel between them is taken a window at a time). The new audio at its own rate is streamed from its file into the
 output, never held.
 
 1. Probe the inputs, check the output, plan the output frames (:mod:`lipsyncctl.pipeline.plan`).

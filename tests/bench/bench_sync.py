@@ -139,18 +139,28 @@ write_wav(tmp / "a.wav", {seconds})
 """
 
 _SYNC = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from lipsyncctl import config as cfg
 from lipsyncctl.pipeline.clip import sync_clip
+{skip}
+anon = [0]
+def _sample():  # peak RssAnon: ru_maxrss also counts the pages of the files mapped for a long dub
+    while True:
+        with open("/proc/self/status") as status:
+            kb = next((int(line.split()[1]) for line in status if line.startswith("RssAnon:")), 0)
+        anon[0] = max(anon[0], kb)
+        time.sleep(0.05)
+threading.Thread(target=_sample, daemon=True).start()
 tmp = Path({tmp!r})
 config = cfg.resolve("tiny", ["model.resolution={res}", "inference.steps={steps}", "faces.detect_every=5"])
 t0 = time.perf_counter()
 r = sync_clip(tmp / "v.mp4", tmp / "a.wav", tmp / "o.mp4", config)
 wall = time.perf_counter() - t0
 print(json.dumps({{"frames": r.frames, "wall": wall, "stages": r.stage_seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_anon_mb": anon[0] / 1024}}))
 """
 
 _UNET = r"""
@@ -204,21 +214,24 @@ with IndexedReader(video, v.nominal_fps, info=info) as r, \
 print(json.dumps({{"decode": decode, "both": time.perf_counter() - t0}}))
 """
 
+#: leaves the networks out of a child's sync: the renderer's ``generate`` gives each face back as it came in
+_UNCHANGED = r"""
+from lipsyncctl.pipeline import render
+def _unchanged(self, wins):
+    for win in wins:
+        if win.faces:
+            win.decoded, win.masked = win.ref, None
+    return wins
+render.Renderer.generate = _unchanged
+"""
+
 _SYNC_FIXTURE = r"""
 import hashlib, json, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from lipsyncctl import config as cfg
 from lipsyncctl.pipeline.clip import sync_clip
-if {skip_networks}:  # measure everything but the networks: the face comes back as it went in
-    from lipsyncctl.pipeline import render
-    def _unchanged(self, wins):
-        for win in wins:
-            if win.faces:
-                win.decoded, win.masked = win.ref, None
-        return wins
-    render.Renderer.generate = _unchanged
-out = Path({out!r})
+{skip}out = Path({out!r})
 config = cfg.resolve("tiny", ["inference.steps=2", "output.encoder_preset={preset}", "sync.length_policy=cut",
                               "inference.pipelined={pipelined}"])
 nets = None
@@ -243,12 +256,15 @@ def _python(code: str, env: dict[str, str] | None = None) -> str:
     return lines[-1] if lines else ""
 
 
-def run_sync(seconds: float, res: int, steps: int) -> dict:
-    """Generate a clip of ``seconds`` and sync it in a fresh process; that process's stage times and peak RSS."""
+def run_sync(seconds: float, res: int, steps: int, skip_networks: bool = False) -> dict:
+    """Generate a clip of ``seconds`` and sync it in a fresh process; that process's stage times and peak RSS.
+    ``skip_networks``: the faces come back unchanged (the memory that could grow with the clip is the frames',
+    the faces' and the sound's; the networks' does not)."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, LIPSYNCCTL_MODELS=str(Path(tmp) / "models"))
         _python(_MAKE_CLIP.format(repo=str(REPO), tmp=tmp, seconds=seconds))
-        return json.loads(_python(_SYNC.format(repo=str(REPO), tmp=tmp, res=res, steps=steps), env))
+        skip = _UNCHANGED if skip_networks else ""
+        return json.loads(_python(_SYNC.format(repo=str(REPO), tmp=tmp, res=res, steps=steps, skip=skip), env))
 
 
 def run_unet(name: str, latent: int) -> dict:
@@ -287,7 +303,7 @@ def run_floor(seconds: float, sizes: list[int], presets: list[str], repeat: int 
                                                 (True, "true", 1), (True, "true", 2)):
                     code = _SYNC_FIXTURE.format(
                         repo=str(REPO), video=str(video), audio=str(FIXTURE_AUDIO), frames=frames,
-                        preset=preset, pipelined=pipelined, skip_networks=skip, runs=n_runs,
+                        preset=preset, pipelined=pipelined, skip=_UNCHANGED if skip else "", runs=n_runs,
                         out=str(Path(tmp) / f"o-{pipelined}-{skip}.mp4"))
                     runs[skip, pipelined, n_runs] = _fastest(repeat, lambda c=code: json.loads(_python(c, env)), "wall")
                 rows.append({"size": size, "preset": preset, "frames": frames, "floor": floor,
@@ -369,11 +385,14 @@ def stage_table(rows: list[tuple[float, int, dict]], steps: int) -> str:
     return "\n".join(lines)
 
 
-def rss_table(rows: list[tuple[float, int, dict]]) -> str:
-    lines = ["peak RSS vs clip length (one process per run)",
-             f"{'clip':>6} {'res':>4} {'frames':>6} {'wall s':>8} {'peak MB':>8}"]
+def rss_table(rows: list[tuple[float, int, dict]], without_networks: bool = False) -> str:
+    lines = ["peak RSS vs clip length (one process per run" + ("; faces given back unchanged, no networks run)"
+                                                            if without_networks else ")"),
+             "(peak MB: ru_maxrss; anon MB: the peak of RssAnon, without the pages of files mapped for a long dub)",
+             f"{'clip':>6} {'res':>4} {'frames':>6} {'wall s':>8} {'peak MB':>8} {'anon MB':>8}"]
     for seconds, res, r in rows:
-        lines.append(f"{seconds:>5g}s {res:>4} {r['frames']:>6} {r['wall']:>8.1f} {r['peak_rss_mb']:>8.0f}")
+        lines.append(f"{seconds:>5g}s {res:>4} {r['frames']:>6} {r['wall']:>8.1f} {r['peak_rss_mb']:>8.0f}"
+                     f" {r['peak_anon_mb']:>8.0f}")
     if len(rows) >= 2:
         lines.append(f"ratio longest/shortest: {rows[-1][2]['peak_rss_mb'] / rows[0][2]['peak_rss_mb']:.2f}")
     return "\n".join(lines)
@@ -399,6 +418,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--unet", default="stage2", help="UNet config for the full-size row")
     ap.add_argument("--unet-latent", type=int, default=32, help="latent side (32 = 256 px, 64 = 512 px)")
     ap.add_argument("--no-unet", action="store_true")
+    ap.add_argument("--rss-without-networks", action="store_true",
+                    help="the RSS table's syncs with the faces given back unchanged (long clips in minutes)")
     ap.add_argument("--floor", action="store_true", help="only the non-model stages vs the floor (issue 12)")
     ap.add_argument("--floor-seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=1, help="--floor: each run this many times, the fastest kept")
@@ -413,12 +434,12 @@ def main(argv: list[str] | None = None) -> str:
     runs: dict[tuple[float, int], dict] = {}
     for res in args.resolutions:
         runs[(short, res)] = run_sync(short, res, args.steps)
-    for seconds in sorted(args.seconds):
-        if (seconds, args.resolutions[0]) not in runs:
-            runs[(seconds, args.resolutions[0])] = run_sync(seconds, args.resolutions[0], args.steps)
+    res0, bare = args.resolutions[0], args.rss_without_networks
+    rss = {s: run_sync(s, res0, args.steps, skip_networks=True) if bare else runs.get((s, res0))
+           or run_sync(s, res0, args.steps) for s in sorted(args.seconds)}
     parts = [
         stage_table([(short, res, runs[(short, res)]) for res in args.resolutions], args.steps),
-        rss_table([(s, args.resolutions[0], runs[(s, args.resolutions[0])]) for s in sorted(args.seconds)]),
+        rss_table([(s, res0, rss[s]) for s in sorted(args.seconds)], without_networks=bare),
     ]
     if not args.no_unet:
         parts.append(unet_table(args.unet, args.unet_latent, run_unet(args.unet, args.unet_latent)))

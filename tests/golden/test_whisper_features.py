@@ -161,7 +161,7 @@ def test_audio_shorter_than_the_minimum_is_a_clear_error():
 
 
 def test_long_audio_features_are_kept_on_disk_and_the_same(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    """Past SPILL_ROWS rows (10 minutes) the features go to an unnamed mapped file in the given folder: the same
+    """Past SPILL_ROWS rows (2 minutes) the features go to an unnamed mapped file in the given folder: the same
     values as in memory; the log-mel is taken STFT_BLOCK frames at a time, the same bit for bit up to one block
     and within a float32 rounding past it."""
     from lipsyncctl.audio import features as feats_module
