@@ -189,11 +189,14 @@ def human_bytes(n: int) -> str:
     return f"{size:.1f} TiB"  # pragma: no cover - the loop returns
 
 
-def write_error(path: str | Path, exc: BaseException, *, written: int = 0, needed: int | None = None) -> WriteError:
+def write_error(path: str | Path, exc: BaseException, *, written: int = 0, needed: int | None = None,
+                what: str = "it", hint: str | None = None) -> WriteError:
     """The :class:`~lipsyncctl.errors.WriteError` for output ``path`` that failed with ``exc`` (a write
     failure, see :func:`write_failure`; or a WriteError about one of its temporary files, which is re-told
     for ``path``). When space ran out the message gives the free space there and ``needed`` (about what
-    the whole output needs; unknown: what had been written when it failed)."""
+    the whole output needs; unknown: what had been written when it failed). ``what``: what could not be
+    written, when it is not ``path`` itself (a scratch file in that folder); ``hint``: the hint when space ran
+    out (None: :class:`~lipsyncctl.errors.WriteError`'s)."""
     if isinstance(exc, WriteError):
         code, written = exc.errno, max(written, exc.written)
         needed = needed if needed is not None else exc.needed
@@ -202,8 +205,7 @@ def write_error(path: str | Path, exc: BaseException, *, written: int = 0, neede
         code = failure.errno if failure is not None and failure.errno else errno.EIO
     reason = os.strerror(code)
     free = free_space(path)
-    message = f"{path}: cannot write it: {reason}"
-    hint = None
+    message = f"{path}: cannot write {what}: {reason}"
     if code in _NO_SPACE:
         space = f"{human_bytes(free)} free there" if free is not None else "free space unknown"
         need = (f"it needs about {human_bytes(needed)}" if needed

@@ -5,6 +5,7 @@ Sample arrays are float32 in [-1, 1]; mono is ``(n,)``, multi-channel is ``(n, c
 
 from __future__ import annotations
 
+import os
 import wave
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -173,9 +174,9 @@ def gather_samples(chunks: Iterable[np.ndarray], *, folder: str | Path | None = 
                 if raw is None:
                     raw = _unnamed_file(folder)
                     for block in held:
-                        raw.write(np.ascontiguousarray(block, np.float32).tobytes())
+                        _write_scratch(raw, block, folder)
                     held = []
-                raw.write(np.ascontiguousarray(chunk, np.float32).tobytes())
+                _write_scratch(raw, chunk, folder)
             have += len(chunk)
         if raw is None:
             if not held:
@@ -186,6 +187,30 @@ def gather_samples(chunks: Iterable[np.ndarray], *, folder: str | Path | None = 
     finally:
         if raw is not None:
             raw.close()  # the mapping outlives the closed file
+
+
+def _write_scratch(raw: Any, samples: np.ndarray, folder: str | Path | None) -> None:
+    try:
+        raw.write(np.ascontiguousarray(samples, np.float32).tobytes())
+    except OSError as exc:
+        raise _scratch_error(folder, exc, written=raw.tell()) from exc
+
+
+def _scratch_error(folder: str | Path | None, exc: OSError, *, written: int = 0,
+                   needed: int | None = None) -> Exception:
+    """A full disk (or another write failure) under a scratch file of ``folder``: a
+    :class:`~lipsyncctl.errors.WriteError` naming the folder; other errors as they are."""
+    import tempfile
+
+    from lipsyncctl.media.atomic import WRITE_ERRNOS, write_error
+
+    if exc.errno not in WRITE_ERRNOS:
+        return exc
+    where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    hint = ("free some space there (or write the output elsewhere) and rerun" if folder is not None
+            else "free some space there, or point TMPDIR at a folder with room, and rerun")
+    return write_error(where, exc, written=written, needed=needed, hint=hint,
+                       what="a scratch file of a long sound (unnamed)")
 
 
 def iter_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
@@ -285,13 +310,24 @@ def spool_audio(path: str | Path, rate: int | None = None, channels: int | None 
 
 def scratch_samples(samples: int, channels: int, *, folder: str | Path | None = None) -> np.ndarray:
     """A writable float32 ``(samples, channels)`` array of zeros backed by an unnamed temporary file in
-    ``folder`` (sparse: it takes no disk until written): a long mix built in place without holding it in
-    memory."""
+    ``folder``: a long mix, or a film's whisper features, built in place without holding it in memory. Its room is
+    reserved on the disk first (without writing it, where the file system can): a full disk is then a
+    :class:`~lipsyncctl.errors.WriteError` here, not a crash (SIGBUS) when the mapping is written.
+
+    Raises:
+        WriteError: no room for it in ``folder`` (or another write failure there)."""
 
     if samples <= 0:
         return np.zeros((0, channels), np.float32)
+    size = samples * channels * 4
     with _unnamed_file(folder) as raw:
-        raw.truncate(samples * channels * 4)
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(raw.fileno(), 0, size)
+            else:  # pragma: no cover - not Linux: a sparse file
+                raw.truncate(size)
+        except OSError as exc:
+            raise _scratch_error(folder, exc, needed=size) from exc
         return np.memmap(raw, dtype=np.float32, mode="r+", shape=(samples, channels))
 
 

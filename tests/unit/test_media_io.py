@@ -539,3 +539,43 @@ def test_a_long_sound_read_with_a_folder_is_mapped_from_it(gen: Path, monkeypatc
         tracemalloc.stop()
     size = 60 * 16000 * 4
     assert len(long) == 60 * 16000 and peak < size / 5, f"{peak / 1e6:.1f} MB for {size / 1e6:.1f} MB of sound"
+
+
+def test_a_full_disk_under_a_scratch_file_is_a_write_error(gen: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room for a long sound's unnamed file: a WriteError (exit 1) naming the folder and the free space, not an
+    OSError; scratch_samples reserves its room first (a mapping written on a full disk would crash with SIGBUS)."""
+    import errno
+    import os
+
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media import audio as audio_module
+    from lipsyncctl.media.audio import gather_samples, scratch_samples
+
+    class Full:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def tell(self) -> int:
+            return 8192
+
+        def close(self) -> None:
+            pass
+
+    chunks = [np.zeros((1000, 1), np.float32)] * 3
+    monkeypatch.setattr(audio_module, "_unnamed_file", lambda folder: Full())
+    with pytest.raises(WriteError, match=f"{gen}: cannot write a scratch file of a long sound .*No space left.* "
+                                         r"free there; 8.0 KiB had been written") as info:
+        gather_samples(iter(chunks), folder=gen, keep=1500)
+    assert info.value.exit_code == 1 and "or write the output elsewhere" in info.value.hint
+    monkeypatch.undo()
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(WriteError, match=r"it needs about 3.7 MiB") as info:
+        scratch_samples(480000, 2, folder=None)
+    assert "TMPDIR" in info.value.hint
+    monkeypatch.undo()
+    mix = scratch_samples(1000, 2, folder=gen / "scratch")
+    assert mix.shape == (1000, 2) and not mix.any() and not any((gen / "scratch").iterdir())
