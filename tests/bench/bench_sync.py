@@ -1,10 +1,16 @@
-"""Sync pipeline benchmark on CPU: frames/s per stage (tiny model, 256 and 512), peak RSS for a 10 s and
+"""Sync pipeline benchmark on CPU: frames/s per stage (tiny model, 256 and 512), peak memory for a 10 s and
 a 60 s clip (streaming: about equal), and the full-size UNet time per 16-frame window.
 
 On demand only::
 
     .venv/bin/python tests/bench/bench_sync.py [--seconds 10 60] [--resolutions 256 512] [--steps 2]
                                                [--unet stage2] [--unet-latent 32] [--no-unet]
+                                               [--rss-without-networks]
+
+The memory table gives ``ru_maxrss`` and the peak of ``RssAnon``: past 2 minutes the dub's 16 kHz copy and its
+whisper features are files mapped from beside the output, whose pages ``ru_maxrss`` counts as they are touched
+(page cache the kernel can take back). ``--rss-without-networks`` runs the memory table's syncs with the faces given
+back unchanged, so that clips of several minutes take minutes (the networks' memory does not depend on the length).
     .venv/bin/python -m pytest -m bench tests/bench/bench_sync.py -s
 
 Every sync runs in a fresh process (so ``ru_maxrss`` is that run's peak; the clip is generated in
