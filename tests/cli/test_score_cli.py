@@ -87,7 +87,7 @@ def test_a_long_sound_is_read_from_disk_with_the_same_scores(installed: Path, mo
     from lipsyncctl.audio import mfcc as mfcc_mod
     from lipsyncctl.media import audio as audio_mod
 
-    rc, memory, _ = _run([str(CLIP), "--audio", str(DUB)], capsys)
+    rc, memory, _ = _run([str(CLIP), "--audio", str(DUB), "--end", "2"], capsys)
     assert rc == 0
     spilled: list[object] = []
     real = audio_mod.gather_samples
@@ -100,7 +100,7 @@ def test_a_long_sound_is_read_from_disk_with_the_same_scores(installed: Path, mo
     monkeypatch.setattr(audio_mod, "SPILL_SAMPLES", 4000)
     monkeypatch.setattr(audio_mod, "gather_samples", recorded)
     monkeypatch.setattr(mfcc_mod, "BLOCK_FRAMES", 60)
-    rc, disk, _ = _run([str(CLIP), "--audio", str(DUB)], capsys)
+    rc, disk, _ = _run([str(CLIP), "--audio", str(DUB), "--end", "2"], capsys)
     assert rc == 0 and spilled == [(tempfile.gettempdir(), "memmap")]
     assert abs(disk["clips"][0]["lse_c"] - memory["clips"][0]["lse_c"]) < 1e-3
     assert disk["clips"][0]["offset"] == memory["clips"][0]["offset"]
