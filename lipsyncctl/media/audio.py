@@ -10,7 +10,7 @@ import wave
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -193,24 +193,25 @@ def _write_scratch(raw: Any, samples: np.ndarray, folder: str | Path | None) -> 
     try:
         raw.write(np.ascontiguousarray(samples, np.float32).tobytes())
     except OSError as exc:
-        raise _scratch_error(folder, exc, written=raw.tell()) from exc
+        _scratch_failed(folder, exc, written=raw.tell())
 
 
-def _scratch_error(folder: str | Path | None, exc: OSError, *, written: int = 0,
-                   needed: int | None = None) -> Exception:
-    """A full disk (or another write failure) under a scratch file of ``folder``: a
-    :class:`~lipsyncctl.errors.WriteError` naming the folder; other errors as they are."""
+def _scratch_failed(folder: str | Path | None, exc: OSError, *, written: int = 0, needed: int | None = None) -> NoReturn:
+    """Raise for a write failure under a scratch file of ``folder`` (None: the system's temporary folder): a full
+    disk, a read-only or failing one as a :class:`~lipsyncctl.errors.WriteError` naming the folder and its free
+    space; anything else as it is."""
     import tempfile
 
     from lipsyncctl.media.atomic import WRITE_ERRNOS, write_error
 
     if exc.errno not in WRITE_ERRNOS:
-        return exc
-    where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
-    hint = ("free some space there (or write the output elsewhere) and rerun" if folder is not None
-            else "free some space there, or point TMPDIR at a folder with room, and rerun")
-    return write_error(where, exc, written=written, needed=needed, hint=hint,
-                       what="a scratch file of a long sound (unnamed)")
+        raise exc
+    temporary = Path(tempfile.gettempdir())
+    where = Path(folder) if folder is not None else temporary
+    hint = ("free some space there, or point TMPDIR at a folder with room, and rerun" if where == temporary
+            else "free some space there (or write the output elsewhere) and rerun")
+    raise write_error(where, exc, written=written, needed=needed, hint=hint,
+                      what="a scratch file of a long sound (unnamed)") from exc
 
 
 def iter_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
@@ -327,7 +328,7 @@ def scratch_samples(samples: int, channels: int, *, folder: str | Path | None = 
             else:  # pragma: no cover - not Linux: a sparse file
                 raw.truncate(size)
         except OSError as exc:
-            raise _scratch_error(folder, exc, needed=size) from exc
+            _scratch_failed(folder, exc, needed=size)
         return np.memmap(raw, dtype=np.float32, mode="r+", shape=(samples, channels))
 
 

@@ -481,10 +481,12 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0) -> Inputs:
     return Inputs(info, dub, several)
 
 
-def _scratch_folder(output: Path) -> Path | None:
-    """Where a long dub's 16 kHz sound and its features are kept on disk (unnamed files): the output's folder
-    (None, the system's temporary folder, if it is not there yet)."""
-    return output.parent if output.parent.is_dir() else None
+def _scratch_folder(output: Path) -> Path:
+    """Where a long dub's 16 kHz sound and its features are kept on disk (unnamed files): the output's folder, or
+    the system's temporary folder while the output's is not made yet."""
+    import tempfile
+
+    return output.parent if output.parent.is_dir() else Path(tempfile.gettempdir())
 
 
 def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder: Path | None) -> Any:
