@@ -94,6 +94,19 @@ def chunk_indices(
     return (centres[:, None] + offsets[None, :]).clamp_(0, num_features - 1)
 
 
+def rows_for_frames(
+    n_frames: int,
+    fps: Fraction | int | float = Fraction(25),
+    feat_length: tuple[int, int] = DEFAULT_FEAT_LENGTH,
+) -> int:
+    """Feature rows that video frames ``0 .. n_frames - 1`` read (:func:`chunk_indices` before its clamp): the
+    last frame's centre plus its right context. With at least these rows, or all ``L`` when there are fewer,
+    their chunks are the same as with all ``L`` rows (the clamp to ``L - 1`` only moves indices past them)."""
+    if n_frames <= 0:
+        return 0
+    return int(chunk_indices(1 << 62, 1, fps, feat_length, start=n_frames - 1).max()) + 1
+
+
 def feature_chunks(
     features: torch.Tensor,
     n_frames: int,
@@ -134,6 +147,7 @@ def audio_features(
     *,
     folder: str | Path | None = None,
     length: int | None = None,
+    rows: int | None = None,
 ) -> torch.Tensor:
     """Whisper features of a whole clip, exactly as the official ``audio2feat``.
 
@@ -148,9 +162,13 @@ def audio_features(
             not memory); None keeps them in memory.
         length: the clip's length in samples when it is longer than ``audio_16k``: silence after it (the
             features of ``audio_16k`` padded with zeros to ``length``).
+        rows: only the first ``rows`` feature rows (:func:`rows_for_frames`: what a picture shorter than the
+            sound reads). Only the 30 s windows that hold them are encoded, each whole, and the log-mel keeps the
+            whole clip's clamp: the rows are the first ones of the whole computation, bit for bit.
 
     Returns:
-        float32 CPU tensor ``(L, 5, 384)``, ``L = num_features_for_samples(n)`` (50 per second).
+        float32 CPU tensor ``(L, 5, 384)``, ``L = num_features_for_samples(n)`` (50 per second), or
+        ``min(L, rows)`` rows.
     """
     import torch
 
@@ -163,8 +181,12 @@ def audio_features(
     window = 2 * encoder.n_ctx  # 3000 mel frames = 30 s
     total = mel.frames
     starts = list(range(0, total, window))
+    if rows is not None:
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
+        starts = starts[: -(-rows // (window // 2))]  # a window's rows start at its start / 2
     param = next(encoder.parameters())
-    rows = sum(min(window, total - s) // 2 for s in starts)
+    rows = min(sum(min(window, total - s) // 2 for s in starts), rows or total)
     out: torch.Tensor | None = None
     if folder is not None and rows > SPILL_ROWS:
         from lipsyncctl.media.audio import scratch_samples
@@ -183,7 +205,7 @@ def audio_features(
             batch = torch.stack(segs).to(device=param.device, dtype=param.dtype)
             states = encoder(batch)  # (B, 5, n_ctx, D)
             for j, s in enumerate(batch_starts):
-                keep = min(window, total - s) // 2
+                keep = min(min(window, total - s) // 2, rows - at)
                 piece = states[j, :, :keep].transpose(0, 1).to("cpu", torch.float32)
                 if out is None:
                     pieces.append(piece)

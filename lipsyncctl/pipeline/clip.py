@@ -18,7 +18,7 @@ output, never held.
    run beside it, the render waiting for each frame's record (the same records, so the same output bytes)
    and reading the frames the pass decoded (:meth:`~lipsyncctl.pipeline.faces.FaceStream.reader`).
 3. Load the networks (:mod:`lipsyncctl.pipeline.networks`).
-4. Audio features: whisper over the whole new audio, once.
+4. Audio features: whisper over the new audio up to the last output frame's context, once.
 5. Render, window by window: read frames -> align -> VAE encode -> denoise -> decode -> paste back ->
    encode (:mod:`lipsyncctl.pipeline.render`). Frames without a face are written unchanged.
 6. Mux the new audio (its own rate and channels, cut or padded with silence to the picture), then
@@ -284,7 +284,7 @@ def sync_clip(
                 progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
                 warnings.append(NOT_LIP_SYNCED)
 
-            # 4. Audio features, once for the whole audio (padded with silence to the output length).
+            # 4. Audio features, once, up to the last output frame (padded with silence to the output length).
             with clock("audio features"):
                 features = _audio_features(networks, mono, plan, _scratch_folder(output))
             del mono
@@ -493,14 +493,16 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder
     """Whisper features ``(L, 5, 384)`` of the new audio (16 kHz mono ``(n,)``); with the ``silence``
     policy padded with silence so every output frame (plus the 2-frame context) has real features, and a dub
     shorter than the features' minimum (:data:`~lipsyncctl.audio.features.MIN_SAMPLES`, 0.02 s: its one output
-    frame) padded to it. Those of a long audio are kept on disk in ``folder`` (the output's:
-    :func:`~lipsyncctl.audio.features.audio_features`)."""
-    from lipsyncctl.audio.features import MIN_SAMPLES, audio_features
+    frame) padded to it. Only the rows the output's frames read are computed (a long dub on a short picture, cut:
+    the encoder runs over the windows those frames read, not over the whole dub). Those of a long audio are kept
+    on disk in ``folder`` (the output's: :func:`~lipsyncctl.audio.features.audio_features`)."""
+    from lipsyncctl.audio.features import MIN_SAMPLES, audio_features, rows_for_frames
 
     need = MIN_SAMPLES
     if plan.policy == "silence":
         need = max(need, int(round((plan.num_frames + 3) / plan.fps * 16000)))
-    return audio_features(networks.whisper, mono, folder=folder, length=need)
+    return audio_features(networks.whisper, mono, folder=folder, length=need,
+                          rows=rows_for_frames(plan.num_frames, plan.fps))
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,

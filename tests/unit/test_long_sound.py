@@ -4,6 +4,7 @@ the whole-clip computation; the official parity of those is pinned by tests/gold
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 from lipsyncctl.audio import mel as mel_module
 from lipsyncctl.audio import mfcc as mfcc_module
-from lipsyncctl.audio.features import audio_features
+from lipsyncctl.audio.features import audio_features, chunk_indices, rows_for_frames
 from lipsyncctl.audio.mel import LogMel, log_mel_spectrogram
 from lipsyncctl.audio.mfcc import mfcc, num_mfcc_frames
 from lipsyncctl.checkpoints.whisper import encoder_from_dims
@@ -79,6 +80,14 @@ def test_the_features_of_a_mapped_sound_of_several_blocks(tmp_path: Path, monkey
     in_memory = audio_features(enc, x, batch_size=2)
     assert in_memory.shape[0] == 1500 * 2 + (len(x) // 160 - 6000) // 2
     assert torch.equal(audio_features(enc, _mapped(x, tmp_path), batch_size=2), in_memory)
+    # Only the rows a picture reads: the windows that hold them, encoded whole (a smaller last batch too).
+    windows: list[int] = []
+    enc.register_forward_pre_hook(lambda _m, args: windows.append(args[0].shape[0]))
+    for rows, encoded in ((1, 1), (1500, 1), (1501, 2), (3001, 3), (10**6, 3)):
+        windows.clear()
+        assert torch.equal(audio_features(enc, x, batch_size=2, rows=rows), in_memory[:rows]), rows
+        assert sum(windows) == encoded, rows
+
 
 
 def test_the_mfcc_of_a_range_is_the_whole_signals() -> None:
@@ -122,3 +131,13 @@ def test_the_score_reads_the_sound_as_its_windows_reach_it(tmp_path: Path, monke
     blocked, most = measure(_mapped(x, tmp_path))
     torch.testing.assert_close(blocked, reference, rtol=0, atol=1e-5)
     assert most == 2
+
+def test_rows_for_frames_covers_every_chunk() -> None:
+    """rows_for_frames is one past the largest index the frames' chunks read before the clamp, at 25 fps (the
+    official 2 i) and at 30000/1001."""
+    for fps, frames in ((Fraction(25), 1), (Fraction(25), 75), (Fraction(30000, 1001), 91)):
+        rows = rows_for_frames(frames, fps)
+        assert int(chunk_indices(10**9, frames, fps).max()) + 1 == rows
+        assert torch.equal(chunk_indices(rows, frames, fps), chunk_indices(10**9, frames, fps))
+    assert rows_for_frames(75, Fraction(25)) == 2 * 74 + 6
+    assert rows_for_frames(0) == 0

@@ -107,6 +107,30 @@ def test_film_rate_audio_shorter_cut_h264(tiny_env, frames, tmp_path: Path):
         assert res.stage_seconds[stage] > 0
 
 
+def test_a_long_dub_cut_to_a_short_picture_encodes_only_the_windows_it_reads(tiny_env, frames, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    """A 65 s dub cut to 4 frames: whisper encodes its first 30 s window only, and the output is the one made from
+    all the dub's features, byte for byte (lossless FFV1)."""
+    from lipsyncctl.audio import features as features_module
+
+    config, models = tiny_env
+    config = with_sets(config, "sync.length_policy=cut", "output.codec=ffv1")
+    video = write_clip(tmp_path / "v.mkv", frames[:4], Fraction(25))
+    audio = write_wav(tmp_path / "long.wav", 65.0)
+    windows: list[int] = []
+    hook = models.whisper.register_forward_pre_hook(lambda _m, args: windows.append(args[0].shape[0]))
+    try:
+        res = sync_clip(video, audio, tmp_path / "short.mkv", config, networks=models)
+        assert res.frames == 4 and windows == [1]
+        windows.clear()
+        monkeypatch.setattr(features_module, "rows_for_frames", lambda *_a, **_k: 10**9)  # every row
+        sync_clip(video, audio, tmp_path / "whole.mkv", config, networks=models)
+        assert sum(windows) == 3
+    finally:
+        hook.remove()
+    assert (tmp_path / "short.mkv").read_bytes() == (tmp_path / "whole.mkv").read_bytes()
+
+
 def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path: Path):
     config, models = tiny_env
     video = write_clip(tmp_path / "v.mkv", frames[:8], Fraction(25))
