@@ -372,6 +372,7 @@ def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
     timeline = _one_timeline(path, result)
     _keep_record_start(timeline, found.rate)
     _link_incoming_clips(timeline)
+    _keep_motion_effects(timeline, text, found.rate)
     timeline.metadata.setdefault("lipsyncctl", {})["edl_rate"] = found.to_dict()
     timeline.metadata["lipsyncctl"]["drop_frame"] = _timecode_frames([line.strip() for line in text.splitlines()])[1]
     if found.assumed:
@@ -432,6 +433,68 @@ def _link_incoming_clips(timeline: Any) -> None:
                 linked = Path(MediaResolver.url_path(ref.target_url))
                 if child.name not in (linked.name, linked.stem):
                     child.media_reference = otio.schema.MissingReference()
+
+
+#: An event line: number, reel, channels, transition (and its duration), source in/out, record in/out.
+_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+(\S{11})\s+(\S{11})\s+(\S{11})\s*$")
+#: ``M2   REEL   SPEED   SOURCE-IN`` (speed in frames a second; negative: reverse; 0: a still).
+_M2 = re.compile(r"^M2\s+(\S+)\s+(-?[0-9.]+)\s+(\S{11})\s*$")
+_FREEZE = re.compile(r"^\*\s*FREEZE FRAME", re.IGNORECASE)
+
+
+def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
+    """Give each clip the speed its event's ``M2`` line (or ``* FREEZE FRAME``) states where OTIO's reader lost it.
+
+    The reader takes a motion effect only from an event whose source duration differs from its record duration
+    (the source out written at the effect's speed); editors that write the source out as at normal speed (the
+    record duration) and state the speed in the ``M2`` line alone get a clip at normal speed, which would be
+    rendered and relinked in place of the edit's 2x or reversed shot. Such a clip (found by reel, source in and
+    record in) gets the ``LinearTimeWarp`` (or ``FreezeFrame``) the reader gives the other form, so it is planned
+    as the edit plays it (``segments._time_warp``)."""
+    import opentimelineio as otio
+
+    fps = float(rate)
+
+    def frames(tc: str) -> int:
+        return round(otio.opentime.from_timecode(tc, fps).value)
+
+    stated: dict[tuple[str, int, int], Fraction | None] = {}  # (reel, source in, record in) -> speed; None: a still
+    event: list[re.Match[str]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if (m := _EVENT.match(line)) is not None:
+            event = [e for e in event if e.group(1) == m.group(1)] + [m]  # a dissolve's two lines are one event
+            continue
+        motion, freeze = _M2.match(line), _FREEZE.match(line)
+        if not event or (motion is None and freeze is None):
+            continue
+        if motion is not None:  # the line of this event with the M2's reel and source in, else its last line
+            reel, speed, src = motion.group(1), Fraction(motion.group(2)) / rate, frames(motion.group(3))
+            ev = next((e for e in reversed(event) if e.group(2) == reel and frames(e.group(5)) == src), event[-1])
+        else:
+            ev, speed = event[-1], None
+        reel = None if ev.group(2) == "AX" else ev.group(2)  # as the reader keeps it: AX is no reel
+        try:
+            stated[(reel, frames(ev.group(5)), frames(ev.group(7)))] = speed
+        except ValueError:  # a timecode OTIO's reader read differently or not at all: its clip is not found
+            continue
+    if not stated:
+        return
+    start = round(timeline.global_start_time.value) if timeline.global_start_time is not None else 0
+    for clip in timeline.find_clips():
+        if clip.source_range is None or any(isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame)
+                                            for e in clip.effects):
+            continue
+        reel = (clip.metadata.get("cmx_3600") or {}).get("reel")
+        key = (reel, round(clip.source_range.start_time.rescaled_to(fps).value),
+               start + round(clip.range_in_parent().start_time.rescaled_to(fps).value))
+        if key not in stated:
+            continue
+        speed = stated[key]
+        if speed is None:
+            clip.effects.append(otio.schema.FreezeFrame())
+        elif speed != 1:
+            clip.effects.append(otio.schema.LinearTimeWarp(time_scalar=float(speed)))
 
 
 def _events_only(text: str) -> str:

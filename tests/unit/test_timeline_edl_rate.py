@@ -273,3 +273,37 @@ def test_media_at_two_rates_do_not_decide(media: Path) -> None:
     with pytest.raises(UsageError) as info:
         read_timeline(edl)
     assert "its media run at 25 (cam_a.mkv) and 29.97 (cam_ntsc.mkv)" in info.value.message
+
+
+def test_the_speed_of_an_m2_line_is_kept_whichever_source_out_the_editor_wrote(media: Path) -> None:
+    """OTIO's reader takes an M2 speed only when the event's source out is written at that speed; an editor that
+    writes it at normal speed (the record's duration) got a clip at normal speed, rendered in place of the edit's
+    2x or reversed shot. Both forms now plan as time warps (passed through at their speed); a 1x M2 changes
+    nothing, the reader's own warp is not doubled, and a same-reel event without an M2 stays as it is."""
+    m2 = "M2   AX       {speed}                {tc}\n"
+    edl = media / "speeds.edl"
+    edl.write_text(_edl(
+        _event(1, "00:00:00:04", "00:00:00:14", "01:00:00:00", "01:00:00:10"),
+        _event(2, "01:00:00:10", "01:00:00:20", "01:00:00:10", "01:00:00:20", "cam_b.mkv")   # as at normal speed
+        + m2.format(speed="050.0", tc="01:00:00:10"),
+        _event(3, "00:00:00:20", "00:00:01:00", "01:00:00:20", "01:00:01:00")                # reverse, 1x
+        + m2.format(speed="-025.0", tc="00:00:00:20"),
+        _event(4, "00:00:00:20", "00:00:01:00", "01:00:01:00", "01:00:01:05"),               # same source, no M2
+        _event(5, "00:00:00:00", "00:00:00:10", "01:00:01:05", "01:00:01:10")                # written at 2x
+        + m2.format(speed="050.0", tc="00:00:00:00"),
+        _event(6, "00:00:01:05", "00:00:01:10", "01:00:01:10", "01:00:01:15")                # 1x: nothing
+        + m2.format(speed="025.0", tc="00:00:01:05"),
+        _event(7, "00:00:00:10", "00:00:00:15", "01:00:01:15", "01:00:01:20") + "* FREEZE FRAME\n"),
+        encoding="utf-8")
+    timeline = read_timeline(edl)
+    warps = [[(type(e).__name__, getattr(e, "time_scalar", None)) for e in c.effects] for c in timeline.find_clips()]
+    assert warps == [[], [("LinearTimeWarp", 2.0)], [("LinearTimeWarp", -1.0)], [], [("LinearTimeWarp", 2.0)], [],
+                     [("FreezeFrame", 0.0)]]
+    plan = plan_timeline(timeline, MediaResolver(media), handles=0)
+    assert [(s.record_start, s.source_start, s.source_frames) for s in plan.segments] == [
+        (0, 4, 10), (25, 20, 5), (35, 30, 5)]
+    assert [(k.reason, k.source.speed, k.source.source_start, k.source.source_frames) for k in plan.skipped] == [
+        ("time warp: speed 2x (not supported)", 2, 10, 19),      # cam_b's frames 10, 12 .. 28
+        ("time warp: speed -1x (not supported)", 0, 20, 1),      # a reverse plays as a still (the conform reads forward)
+        ("time warp: speed 2x (not supported)", 2, 0, 9),
+        ("time warp: freeze frame (not supported)", 0, 10, 1)]
