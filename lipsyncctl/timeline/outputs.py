@@ -233,8 +233,8 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                 with atomic_output(path, inputs=protected) as tmp:
                     out = _for_adapter(_with_urls(timeline, at or folder, base, name), name)
                     if name == "cmx_3600":
-                        tmp.write_text(_edl_counting(otio.adapters.write_to_string(out, adapter_name=name), timeline),
-                                       encoding="utf-8")
+                        text = _edl_speeds(otio.adapters.write_to_string(out, adapter_name=name), timeline)
+                        tmp.write_text(_edl_counting(text, timeline), encoding="utf-8")
                     else:
                         otio.adapters.write_to_file(out, str(tmp), adapter_name=name, **ADAPTER_OPTIONS.get(name, {}))
             written.append(path)
@@ -276,6 +276,34 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
 
 
 _EDL_TIMECODE = re.compile(r"\b\d{2}:\d{2}:\d{2}[:;]\d{2}\b")
+
+
+def _edl_speeds(text: str, timeline: Any) -> str:
+    """An EDL written by OTIO's CMX 3600 writer, its speed-changed events as an EDL states them. That writer
+    wrote a ``LinearTimeWarp`` event's source out as the record duration *divided* by the speed (a 2x shot of 10
+    frames: 5 source frames, a reverse one an out point before its in point) and named the clip, not the reel, on
+    its ``M2`` line. The source out becomes the in point plus the record duration times the speed's size (the
+    form OTIO's reader and NLEs read back as that speed) and the ``M2`` line names the event's reel."""
+    from lipsyncctl.timeline.source import EDL_EVENT
+
+    rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        event = EDL_EVENT.match(line.strip())
+        m2 = re.match(r"^M2\s+.*?\s(-?[0-9.]+)\s+(\S{11})\s*$", lines[i + 1])
+        if event is None or m2 is None:
+            continue
+        speed = Fraction(m2.group(1)) / rate
+        src_in, src_out = event.start(5), event.end(6)
+        first = tb.timecode_frames(event.group(5), rate)
+        frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
+        drop = ";" in event.group(5)
+        stop = first + (1 if speed == 0 else round(frames * abs(speed)))
+        stated = f"{event.group(5)} {tb.timecode(stop, rate, drop)}"
+        head = line[: len(line) - len(line.lstrip())]
+        lines[i] = head + line.strip()[:src_in] + stated + line.strip()[src_out:]
+        lines[i + 1] = f"M2   {event.group(2):<8} {m2.group(1):>6}                {m2.group(2)}"
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
 def _edl_counting(text: str, timeline: Any) -> str:
@@ -324,12 +352,21 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
             for ref in clip.media_references().values():
                 ref.available_range = _at_rate(ref.available_range, rate)
         return out
-    if adapter != "cmx_3600" or timeline.global_start_time is None:
+    if adapter != "cmx_3600":
+        return timeline
+    stills = [c for c in timeline.find_clips() for e in c.effects
+              if isinstance(e, otio.schema.LinearTimeWarp) and not isinstance(e, otio.schema.FreezeFrame)
+              and e.time_scalar == 0]
+    if timeline.global_start_time is None and not stills:
         return timeline
 
     out = timeline.deepcopy()
+    for clip in out.find_clips():  # speed 0 (an M2 of 000.0) is a still, which the writer divided by
+        clip.effects[:] = [otio.schema.FreezeFrame() if isinstance(e, otio.schema.LinearTimeWarp)
+                           and not isinstance(e, otio.schema.FreezeFrame) and e.time_scalar == 0 else e
+                           for e in clip.effects]
     start = out.global_start_time
-    for track in out.tracks:
+    for track in out.tracks if start is not None else ():
         length = track.available_range().duration
         track.source_range = otio.opentime.TimeRange(
             otio.opentime.RationalTime(0, length.rate) - start.rescaled_to(length.rate), length)

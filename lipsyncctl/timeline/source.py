@@ -436,7 +436,7 @@ def _link_incoming_clips(timeline: Any) -> None:
 
 
 #: An event line: number, reel, channels, transition (and its duration), source in/out, record in/out.
-_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+(\S{11})\s+(\S{11})\s+(\S{11})\s*$")
+EDL_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+(\S{11})\s+(\S{11})\s+(\S{11})\s*$")
 #: ``M2   REEL   SPEED   SOURCE-IN`` (speed in frames a second; negative: reverse; 0: a still).
 _M2 = re.compile(r"^M2\s+(\S+)\s+(-?[0-9.]+)\s+(\S{11})\s*$")
 _FREEZE = re.compile(r"^\*\s*FREEZE FRAME", re.IGNORECASE)
@@ -462,7 +462,7 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
     event: list[re.Match[str]] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if (m := _EVENT.match(line)) is not None:
+        if (m := EDL_EVENT.match(line)) is not None:
             event = [e for e in event if e.group(1) == m.group(1)] + [m]  # a dissolve's two lines are one event
             continue
         motion, freeze = _M2.match(line), _FREEZE.match(line)

@@ -275,11 +275,8 @@ def test_media_at_two_rates_do_not_decide(media: Path) -> None:
     assert "its media run at 25 (cam_a.mkv) and 29.97 (cam_ntsc.mkv)" in info.value.message
 
 
-def test_the_speed_of_an_m2_line_is_kept_whichever_source_out_the_editor_wrote(media: Path) -> None:
-    """OTIO's reader takes an M2 speed only when the event's source out is written at that speed; an editor that
-    writes it at normal speed (the record's duration) got a clip at normal speed, rendered in place of the edit's
-    2x or reversed shot. Both forms now plan as time warps (passed through at their speed); a 1x M2 changes
-    nothing, the reader's own warp is not doubled, and a same-reel event without an M2 stays as it is."""
+def _speeds_edl(media: Path) -> Path:
+    """Eight events at 25 fps, with speeds stated both ways (see the test below)."""
     m2 = "M2   AX       {speed}                {tc}\n"
     edl = media / "speeds.edl"
     edl.write_text(_edl(
@@ -293,12 +290,22 @@ def test_the_speed_of_an_m2_line_is_kept_whichever_source_out_the_editor_wrote(m
         + m2.format(speed="050.0", tc="00:00:00:00"),
         _event(6, "00:00:01:05", "00:00:01:10", "01:00:01:10", "01:00:01:15")                # 1x: nothing
         + m2.format(speed="025.0", tc="00:00:01:05"),
-        _event(7, "00:00:00:10", "00:00:00:15", "01:00:01:15", "01:00:01:20") + "* FREEZE FRAME\n"),
+        _event(7, "00:00:00:10", "00:00:00:15", "01:00:01:15", "01:00:01:20") + "* FREEZE FRAME\n",
+        _event(8, "00:00:00:12", "00:00:00:17", "01:00:01:20", "01:00:02:00")                # a still by M2
+        + m2.format(speed="000.0", tc="00:00:00:12")),
         encoding="utf-8")
-    timeline = read_timeline(edl)
+    return edl
+
+
+def test_the_speed_of_an_m2_line_is_kept_whichever_source_out_the_editor_wrote(media: Path) -> None:
+    """OTIO's reader takes an M2 speed only when the event's source out is written at that speed; an editor that
+    writes it at normal speed (the record's duration) got a clip at normal speed, rendered in place of the edit's
+    2x or reversed shot. Both forms now plan as time warps (passed through at their speed); a 1x M2 changes
+    nothing, the reader's own warp is not doubled, and a same-reel event without an M2 stays as it is."""
+    timeline = read_timeline(_speeds_edl(media))
     warps = [[(type(e).__name__, getattr(e, "time_scalar", None)) for e in c.effects] for c in timeline.find_clips()]
     assert warps == [[], [("LinearTimeWarp", 2.0)], [("LinearTimeWarp", -1.0)], [], [("LinearTimeWarp", 2.0)], [],
-                     [("FreezeFrame", 0.0)]]
+                     [("FreezeFrame", 0.0)], [("LinearTimeWarp", 0.0)]]
     plan = plan_timeline(timeline, MediaResolver(media), handles=0)
     assert [(s.record_start, s.source_start, s.source_frames) for s in plan.segments] == [
         (0, 4, 10), (25, 20, 5), (35, 30, 5)]
@@ -306,4 +313,29 @@ def test_the_speed_of_an_m2_line_is_kept_whichever_source_out_the_editor_wrote(m
         ("time warp: speed 2x (not supported)", 2, 10, 19),      # cam_b's frames 10, 12 .. 28
         ("time warp: speed -1x (not supported)", 0, 20, 1),      # a reverse plays as a still (the conform reads forward)
         ("time warp: speed 2x (not supported)", 2, 0, 9),
-        ("time warp: freeze frame (not supported)", 0, 10, 1)]
+        ("time warp: freeze frame (not supported)", 0, 10, 1),
+        ("time warp: speed 0x (not supported)", 0, 12, 1)]
+
+
+def test_the_relinked_edl_states_each_speed_as_the_edit_does(media: Path, tmp_path: Path) -> None:
+    """OTIO's CMX 3600 writer divided by the speed (a 2x event of 10 frames got 5 source frames, a reverse one an out
+    point before its in point, an M2 of 000.0 stopped the EDL with ZeroDivisionError) and named the clip on the M2
+    line: the relinked EDL now states each event's source out at its speed and the reel on its M2 line, and reads
+    back with the same speeds and ranges."""
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    edl = _speeds_edl(media)
+    timeline = read_timeline(edl)
+    written, warnings = write_timelines(timeline, edl, tmp_path)
+    assert [p.name for p in written] == ["speeds.otio", "speeds.edl"] and warnings == []
+    text = (tmp_path / "speeds.edl").read_text()
+    events = [line.split() for line in text.splitlines() if line[:3].isdigit()]
+    assert [e[5] for e in events] == ["00:00:00:14", "01:00:01:05", "00:00:01:00", "00:00:01:00", "00:00:00:10",
+                                      "00:00:01:10", "00:00:00:11", "00:00:00:13"]  # 2x: 20 frames; stills: 1
+    assert [line.split()[1] for line in text.splitlines() if line.startswith("M2")] == [e[1] for e in events
+                                                                                       if e[0] in "002 003 005 007 008"]
+    back = read_timeline(tmp_path / "speeds.edl", rate=25)
+    assert [[(type(e).__name__, getattr(e, "time_scalar", None)) for e in c.effects] for c in back.find_clips()] == [
+        [(type(e).__name__, getattr(e, "time_scalar", None)) for e in c.effects] for c in timeline.find_clips()
+    ][:7] + [[("FreezeFrame", 0.0)]]  # a speed of 0 is written as the still it is
+    assert [c.source_range for c in back.find_clips()] == [c.source_range for c in timeline.find_clips()]
