@@ -457,7 +457,7 @@ def _effects_note(clip: Any) -> str | None:
     import opentimelineio as otio
 
     effects = [e.effect_name or e.name or type(e).__name__ for e in clip.effects
-               if not isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame)]
+               if not isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame) and _time_remap(e) is None]
     if not effects:
         return None
     return (f"effect{'s' * (len(effects) > 1)} {', '.join(effects)} not rendered: the render is the media as it is, "
@@ -470,17 +470,45 @@ def _time_warp(clip: Any) -> tuple[Fraction, str] | None:
 
     Linear time warps multiply (OTIO: record time ``t`` of the clip shows source time ``start + t * s``).
     A freeze frame, and a reverse (negative) speed, which the conform cannot stream (it reads forward,
-    one frame held), play as a still of the clip's first source frame (speed 0). Other effects are ignored."""
+    one frame held), play as a still of the clip's first source frame (speed 0); so does a variable speed (an
+    FCP XML time remap's keyframed graph). FCP XML's time remap filter, which OTIO's reader keeps as a plain
+    effect, counts as the speed it states (:func:`_time_remap`). Other effects are ignored."""
     import opentimelineio as otio
 
     speed, said = Fraction(1), []
     for effect in clip.effects:
+        remap = _time_remap(effect)
         if isinstance(effect, otio.schema.FreezeFrame):
             speed, said = Fraction(0), [*said, "freeze frame"]
         elif isinstance(effect, otio.schema.LinearTimeWarp) and effect.time_scalar != 1:
             scalar = Fraction(effect.time_scalar).limit_denominator(10000)
             speed, said = speed * max(scalar, Fraction(0)), [*said, f"speed {effect.time_scalar:g}x"]
+        elif remap is None or remap == 1:
+            continue
+        elif remap == "variable":
+            speed, said = Fraction(0), [*said, "variable speed"]
+        else:
+            speed, said = speed * max(remap, Fraction(0)), [*said, f"speed {float(remap):g}x"]
     return (speed, f"time warp: {', '.join(said)} (not supported)") if said else None
+
+
+def _time_remap(effect: Any) -> Fraction | str | None:
+    """The speed an FCP 7 XML time remap filter states (``effectid`` ``timeremap``, which OTIO's FCP reader keeps
+    as a plain effect with its parameters): ``speed`` percent, negative when ``reverse`` is on; ``"variable"``
+    for a keyframed speed (``variablespeed``, or a speed that is not a number); None for any other effect."""
+    fcp = (effect.metadata.get("fcp_xml") or {}) if effect.metadata else {}
+    if str(fcp.get("effectid", "")).lower() != "timeremap":
+        return None
+    params = fcp.get("parameter") or []
+    params = [params] if hasattr(params, "get") else list(params)  # one parameter, or a list (OTIO's AnyVector)
+    values = {str(p.get("parameterid", "")).lower(): p.get("value") for p in params if hasattr(p, "get")}
+    if str(values.get("variablespeed", "0")).strip().upper() in ("1", "TRUE"):
+        return "variable"
+    try:
+        speed = Fraction(str(values.get("speed", "100")).strip()) / 100
+    except (ValueError, ZeroDivisionError):
+        return "variable"
+    return -speed if str(values.get("reverse", "FALSE")).strip().upper() in ("1", "TRUE") else speed
 
 
 def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:

@@ -229,3 +229,39 @@ def _shot_keys(folder: Path, out: Path, monkeypatch: pytest.MonkeyPatch, deinter
     res = run_timeline(TimelineJob(timeline=build_edit(folder), output=out / "out", audio=[("de", dub)],
                                    dry_run=True), cfg.resolve("tiny", [f"sync.deinterlace={deinterlace}"]))
     return [s["key"] for s in res.to_dict()["languages"]["de"]["shots"]]
+
+
+def test_an_fcp_xml_time_remap_is_a_time_warp(media: Path, tmp_path: Path) -> None:
+    """FCP 7 XML states a clip's speed in a time remap filter, which OTIO's reader keeps as a plain effect: a 200 %
+    clip was rendered at 1x (and its render relinked under the filter). Now 200 % is a 2x time warp, a reverse
+    or keyframed (variable) speed plays as a still, and a 100 % filter (Premiere writes one on most clips) is no
+    warp and no "effect not rendered" note."""
+    from lipsyncctl.timeline.source import installed_adapters
+
+    if "fcp_xml" not in installed_adapters():
+        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
+    rate = "<rate><timebase>24</timebase><ntsc>TRUE</ntsc></rate>"
+
+    def item(n: int, speed: str, reverse: str = "FALSE", variable: str = "0") -> str:
+        remap = "".join(f"<parameter><parameterid>{k}</parameterid><name>{k}</name><value>{v}</value></parameter>"
+                        for k, v in (("variablespeed", variable), ("speed", speed), ("reverse", reverse)))
+        file = (f'<file id="f1"><name>cam_a.mkv</name><pathurl>{(media / "cam_a.mkv").as_uri()}</pathurl>{rate}'
+                "<duration>40</duration></file>" if n == 0 else '<file id="f1"/>')
+        return (f'<clipitem id="c{n}"><name>S{n}</name><duration>40</duration>{rate}<start>{8 * n}</start>'
+                f"<end>{8 * n + 8}</end><in>{2 + n}</in><out>{10 + n}</out>{file}<filter><effect><name>Time Remap"
+                "</name><effectid>timeremap</effectid><effectcategory>motion</effectcategory><effecttype>motion"
+                f"</effecttype><mediatype>video</mediatype>{remap}</effect></filter></clipitem>")
+
+    xml = tmp_path / "speeds.xml"
+    xml.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>\n<xmeml version="4"><sequence id="s">'
+                   f"<name>seq</name><duration>32</duration>{rate}<media><video><track>"
+                   + item(0, "100") + item(1, "200") + item(2, "100", reverse="TRUE") + item(3, "100", variable="1")
+                   + "</track></video></media></sequence></xmeml>\n", encoding="utf-8")
+    plan = plan_timeline(read_timeline(xml), MediaResolver(tmp_path))
+    (shot,) = plan.segments
+    assert (shot.name, shot.source_start, shot.source_frames, shot.warnings) == ("S0", 2, 8, [])
+    assert [(k.name, k.reason, k.source.speed, k.source.source_start, k.source.source_frames)
+            for k in plan.skipped] == [
+        ("S1", "time warp: speed 2x (not supported)", 2, 3, 15),
+        ("S2", "time warp: speed -1x (not supported)", 0, 4, 1),
+        ("S3", "time warp: variable speed (not supported)", 0, 5, 1)]
