@@ -246,6 +246,9 @@ class SyncOptions(_Strict):
     audio_stream: int = Field(
         0, ge=0, le=63, description="which audio stream of --audio is the dub: 0 the first, 1 the second (ffmpeg's "
         "a:N); it is synced to and carried into the output (one clip and --batch; a timeline picks --audio-track)")
+    sequence_fps: str = Field(
+        "25", description="the rate of an image-sequence --video (an ffmpeg pattern such as 'shot/%04d.png', whose "
+        "files state none): a number or fraction (24, 30000/1001); sync.fps then keeps or conforms it")
 
     _deinterlace = field_validator("deinterlace", mode="before")(_off)
 
@@ -253,6 +256,13 @@ class SyncOptions(_Strict):
     @classmethod
     def _fps(cls, v: Any) -> str:
         return _check_fps(v)  # a number (25, 29.97: YAML's) or a string
+
+    @field_validator("sequence_fps", mode="before")
+    @classmethod
+    def _sequence_fps(cls, v: Any) -> str:
+        if str(v).strip() == "source":
+            raise ValueError("an image sequence states no rate: give a number or a fraction like 24000/1001")
+        return _check_fps(v)
 
 
 class PrepOptions(_Strict):

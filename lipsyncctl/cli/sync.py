@@ -58,7 +58,8 @@ def _codecs() -> str:
 #: Every flag of `sync`, once: the config key it sets, the modes that take it (a flag of the other mode is a
 #: usage error) and its bounds (config keys: from the schema in lipsyncctl/config.py).
 FLAGS: tuple[Flag, ...] = (
-    Flag("video", ("--video", "-i"), Path | None, "The clip whose mouth is re-rendered (not with --timeline).",
+    Flag("video", ("--video", "-i"), Path | None, "The clip whose mouth is re-rendered (not with --timeline); an "
+         "image sequence is an ffmpeg pattern ('shot/%04d.png') at sync.sequence_fps (25).",
          modes=CLIP),
     Flag("audio", ("--audio", "-a"), list[str] | None, "The new dialogue (WAV, FLAC, AAC, or a file with sound). "
          "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame.", modes=BOTH),

@@ -20,6 +20,7 @@ from lipsyncctl.media.container import (
     DEFAULT_SEQUENCE_FPS,
     ffmpeg_reason,
     frame_filter,
+    is_image_sequence,
     open_input,
     video_stream,
 )
@@ -77,11 +78,16 @@ class VideoReader:
         apply_rotation: rotate pixels by the file's rotation metadata (default True).
         info: a :func:`probe` result to reuse (probed if not given).
         thread_type: PyAV decoder threading (``"AUTO"`` = frame + slice threads).
+        sequence_fps: the rate of an image sequence (its files state none); default: the rate ``info`` was
+            probed at, else :data:`~lipsyncctl.media.container.DEFAULT_SEQUENCE_FPS`.
     """
 
     def __init__(self, path: str | Path, *, apply_rotation: bool = True, info: MediaInfo | None = None,
-                 thread_type: str = "AUTO", sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) -> None:
+                 thread_type: str = "AUTO", sequence_fps: Fraction | None = None) -> None:
         self.path = Path(path)
+        if sequence_fps is None:  # an image sequence plays at the rate it was probed at (its files state none)
+            probed = info is not None and info.video is not None and is_image_sequence(self.path)
+            sequence_fps = info.video.fps if probed else DEFAULT_SEQUENCE_FPS  # type: ignore[union-attr]
         self.info = info or probe(self.path, sequence_fps=sequence_fps)
         if self.info.video is None:
             raise MediaError(f"{self.path}: no video stream")

@@ -383,7 +383,8 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
             progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
         elif dry_run:
             try:
-                probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream)
+                probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream,
+                             configs[row.line].sync.sequence_fps)
             except LipsyncError as exc:
                 items[row.line] = BatchItem(row, "failed", exc.message, exc.hint)
             else:

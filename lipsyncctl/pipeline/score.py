@@ -126,7 +126,7 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
     t0 = time.perf_counter()
     try:
         # a picture with frames, a sound (the dub of a multi-stream file): as sync asks of its inputs
-        inputs = probe_inputs(video, audio, config.sync.audio_stream)
+        inputs = probe_inputs(video, audio, config.sync.audio_stream, config.sync.sequence_fps)
         vinfo = inputs.info.video
         fps = vinfo.nominal_fps
         first, stop = select_range(grid_frames(vinfo), fps, start, end)

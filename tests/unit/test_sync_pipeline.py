@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lipsyncctl import progress
-from lipsyncctl.errors import NoFaceError
+from lipsyncctl.errors import ConfigError, NoFaceError
 from lipsyncctl.pipeline.clip import sync_clip
 from tests.sync_media import (
     audio_info,
@@ -129,6 +129,30 @@ def test_a_long_dub_cut_to_a_short_picture_encodes_only_the_windows_it_reads(tin
     finally:
         hook.remove()
     assert (tmp_path / "short.mkv").read_bytes() == (tmp_path / "whole.mkv").read_bytes()
+
+
+def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_path: Path):
+    """A PNG sequence numbered from 1001 (``%04d``) at ``sync.sequence_fps=24``: its frames at 24 fps, the same
+    output as the same pictures in a lossless 24 fps file (RGB FFV1); the sequence is left as it was."""
+    from PIL import Image
+
+    config, models = tiny_env
+    config = with_sets(config, "sync.length_policy=cut", "output.codec=ffv1", "sync.sequence_fps=24")
+    folder = tmp_path / "shot"
+    folder.mkdir()
+    for k, rgb in enumerate(frames[:6]):
+        Image.fromarray(rgb).save(folder / f"shot.{1001 + k:04d}.png")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    audio = write_wav(tmp_path / "dub.wav", 1.0)
+    res = sync_clip(folder / "shot.%04d.png", audio, tmp_path / "seq.mkv", config, networks=models)
+    assert (res.frames, res.fps) == (6, 24) and video_rate(tmp_path / "seq.mkv") == 24
+    clip = write_clip(tmp_path / "clip.mkv", frames[:6], Fraction(24), pix_fmt="bgr0")
+    sync_clip(clip, audio, tmp_path / "clip_out.mkv", config, networks=models)
+    assert all(np.array_equal(a, b) for a, b in zip(decode_rgb(tmp_path / "seq.mkv"),
+                                                     decode_rgb(tmp_path / "clip_out.mkv"), strict=True))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    with pytest.raises(ConfigError, match="states no rate"):
+        with_sets(config, "sync.sequence_fps=source")
 
 
 def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path: Path):
