@@ -227,6 +227,12 @@ class FaceOptions(_Strict):
         return self
 
 
+def _check_sequence_fps(v: Any) -> str:
+    if str(v).strip() == "source":
+        raise ValueError("an image sequence states no rate: give a number or a fraction like 24000/1001")
+    return _check_fps(v)
+
+
 def _off(v: Any) -> Any:
     """YAML reads ``off`` (``--set prep.deinterlace=off``, a preset's ``deinterlace: off``) as False: the word meant."""
     return "off" if v is False else v
@@ -249,6 +255,7 @@ class SyncOptions(_Strict):
     sequence_fps: str = Field(
         "25", description="the rate of an image-sequence --video (an ffmpeg pattern such as 'shot/%04d.png', whose "
         "files state none): a number or fraction (24, 30000/1001); sync.fps then keeps or conforms it")
+    _sequence_fps = field_validator("sequence_fps", mode="before")(_check_sequence_fps)
 
     _deinterlace = field_validator("deinterlace", mode="before")(_off)
 
@@ -256,13 +263,6 @@ class SyncOptions(_Strict):
     @classmethod
     def _fps(cls, v: Any) -> str:
         return _check_fps(v)  # a number (25, 29.97: YAML's) or a string
-
-    @field_validator("sequence_fps", mode="before")
-    @classmethod
-    def _sequence_fps(cls, v: Any) -> str:
-        if str(v).strip() == "source":
-            raise ValueError("an image sequence states no rate: give a number or a fraction like 24000/1001")
-        return _check_fps(v)
 
 
 class PrepOptions(_Strict):
@@ -285,6 +285,10 @@ class PrepOptions(_Strict):
     deinterlace: Literal["auto", "off"] = Field(
         "auto", description="an interlaced source (1080i, SD) made progressive with FFmpeg's bwdif, one frame per "
         "frame (auto), or its two fields kept in each frame (off)")
+    sequence_fps: str = Field(
+        "25", description="the rate of an image-sequence input (an ffmpeg pattern such as 'shot/%04d.png', whose "
+        "files state none): a number or fraction (24, 30000/1001); prep.fps then keeps or conforms it")
+    _sequence_fps = field_validator("sequence_fps", mode="before")(_check_sequence_fps)
 
     _deinterlace = field_validator("deinterlace", mode="before")(_off)
 

@@ -25,7 +25,8 @@ Examples:
   lipsyncctl prep raw/ 'shots/*.mov' take3.mp4 -o prepped/     # 25 fps CFR + 16 kHz mono
   lipsyncctl prep raw/ -o prepped/ --fps source                  # keep the rate, make it constant
   lipsyncctl prep raw/ -o prepped/ --fps 30000/1001 --codec h265 --crf 20 --jobs 2
-  lipsyncctl prep 'frames/%04d.png' -o prepped/ --allow-no-audio # an image sequence (25 fps)
+  lipsyncctl prep 'frames/%04d.png' -o prepped/ --allow-no-audio # an image sequence (read at 25 fps;
+                                       # --set prep.sequence_fps=24 --fps source keeps it at 24)
   lipsyncctl prep raw/ -o prepped/ --dry-run --json              # the plan, for scripts
 
 \b

@@ -192,8 +192,8 @@ def _options_key(options: PrepOptions, extra: dict[str, Any]) -> dict[str, Any]:
     """What a clip's outputs depend on, for every clip: ``deinterlace`` is not in it (it matters only to an
     interlaced source: :func:`_up_to_date` checks it there, so progressive outputs stay up to date), nor
     ``audio_stream`` at its default (the first stream, what outputs made before the setting hold: they stay up to
-    date)."""
-    exclude = {"deinterlace"} | ({"audio_stream"} if options.audio_stream == 0 else set())
+    date), nor ``sequence_fps`` (an image sequence's stamp has it: :func:`_input_stamp`)."""
+    exclude = {"deinterlace", "sequence_fps"} | ({"audio_stream"} if options.audio_stream == 0 else set())
     return {"version": MANIFEST_VERSION, **options.model_dump(mode="json", exclude=exclude), **extra}
 
 
@@ -222,11 +222,13 @@ def _fields_done(item: PrepItem, manifest: dict[str, Any], deinterlace: str, kee
 # ------------------------------------------------------------------------------------------------
 # Manifest (idempotence)
 
-def _input_stamp(src: Path) -> dict[str, Any]:
+def _input_stamp(src: Path, sequence_fps: str) -> dict[str, Any]:
+    """What an input's outputs were made from: its file(s); an image sequence's also the rate it is read at."""
     files = sequence_files(src) if is_image_sequence(src) else [src]
     stats = [f.stat() for f in files]
-    return {"path": str(src.resolve()), "size": sum(s.st_size for s in stats),
-            "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
+    stamp = {"path": str(src.resolve()), "size": sum(s.st_size for s in stats),
+             "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
+    return {**stamp, "sequence_fps": sequence_fps} if is_image_sequence(src) and sequence_fps != "25" else stamp
 
 
 def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], deinterlace: str,
@@ -289,9 +291,10 @@ class _Job:
 def _plan(item: PrepItem, job: _Job) -> Any:
     """Probe the input and fill the plan fields of ``item``; returns the MediaInfo."""
     from lipsyncctl.media.probe import probe
+    from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.pipeline.output import hdr10_warning
 
-    info = probe(item.input)
+    info = probe(item.input, sequence_fps=parse_rate(job.options.sequence_fps))
     v = info.video
     if v is None:
         raise MediaError(f"{item.input}: no video stream (an audio-only file?)")
@@ -482,7 +485,7 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
         if job.cancel.is_set():
             raise Interrupted("prep interrupted")
         try:
-            stamp = _input_stamp(item.input)
+            stamp = _input_stamp(item.input, job.options.sequence_fps)
         except OSError:
             stamp = {}
         if not force and stamp and _up_to_date(item, stamp, key, job.options.deinterlace, keep=not dry_run):

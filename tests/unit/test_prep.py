@@ -444,6 +444,15 @@ def test_image_sequence_video_only(tmp_path: Path) -> None:
     assert item.status == "done", item.reason
     assert item.output == tmp_path / "out" / "img.mp4"
     _check_output(item.output, Fraction(25), 8, (96, 64), audio=False)
+    # its stated rate: kept with --fps source; changing it redoes the output, the same rate finds it up to date
+    at24 = FAST.model_copy(update={"allow_no_audio": True, "sequence_fps": "24", "fps": "source"})
+    item = prep([pattern], tmp_path / "out24", at24).items[0]
+    assert item.status == "done", item.reason
+    _check_output(item.output, Fraction(24), 8, (96, 64), audio=False)
+    assert prep([pattern], tmp_path / "out24", at24).items[0].status == "skipped"
+    again = prep([pattern], tmp_path / "out24", at24.model_copy(update={"sequence_fps": "30"})).items[0]
+    assert again.status == "done"
+    _check_output(again.output, Fraction(30), 8, (96, 64), audio=False)
 
 
 @pytest.mark.parametrize("fps_opt", ["source", "25"])
