@@ -177,6 +177,7 @@ def sync_clip(
         audio_rate_warning,
         check_frame_size,
         check_output,
+        float_picture_warning,
         hdr10_warning,
         interlace_warning,
     )
@@ -252,6 +253,8 @@ def sync_clip(
     hdr10 = hdr10_warning(delivered, vinfo.color)
     if hdr10:
         warnings.append(hdr10)
+    if floating := float_picture_warning(vinfo.pix_fmt):
+        warnings.append(floating)
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).

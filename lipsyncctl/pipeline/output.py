@@ -152,6 +152,16 @@ def hdr10_warning(options: OutputOptions | PrepOptions, color: ColorInfo | None)
             f"with its colour tags but without that metadata here ({kept} carry it)")
 
 
+def float_picture_warning(pix_fmt: str | None) -> str | None:
+    """What becomes of floating-point pictures (an EXR plate, ``gbrpf32le``): they are read as display values in
+    0..1, clipped outside it, and written at the output codec's integer depth; said for such a source only."""
+    if pix_fmt is None or not any(tag in pix_fmt for tag in ("f32", "f16")):
+        return None
+    return (f"the pictures are floating point ({pix_fmt}, as EXR): they are read as display values in 0-1 (values "
+            "outside are clipped, no colour transform is applied) and written at the output codec's integer depth; "
+            "convert a linear-light plate to its display transform first")
+
+
 def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto") -> str:
     """What a sync does with an interlaced source (``fields``: its order in words): the face is found and rendered
     from deinterlaced pictures (``deinterlace`` auto, ``sync.deinterlace``) or from whole frames (off), and the

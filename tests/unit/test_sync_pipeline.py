@@ -155,6 +155,29 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
         with_sets(config, "sync.sequence_fps=source")
 
 
+def test_floating_point_pictures_are_said_to_be_read_as_display_values(tmp_path: Path) -> None:
+    """An EXR sequence probes as floating point (gbrpf32le): sync says its pictures are read as 0-1 display values
+    (clipped, no colour transform); integer pictures say nothing."""
+    import av
+
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.pipeline.output import float_picture_warning
+
+    with av.open(str(tmp_path / "plate.%04d.exr"), "w", format="image2") as c:
+        s = c.add_stream("exr", rate=25)
+        s.width, s.height, s.pix_fmt = 16, 16, "gbrpf32le"
+        for k in range(2):
+            rgb = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 60 * k, np.uint8), format="rgb24")
+            for packet in s.encode(rgb.reformat(format="gbrpf32le")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    pix_fmt = probe(tmp_path / "plate.%04d.exr").video.pix_fmt  # type: ignore[union-attr]
+    said = float_picture_warning(pix_fmt)
+    assert pix_fmt == "gbrpf32le" and said is not None and "display values in 0-1" in said
+    assert float_picture_warning("yuv420p10le") is None and float_picture_warning("rgb48le") is None
+
+
 def test_silence_policy_keeps_picture_and_pads_audio(tiny_env, frames, tmp_path: Path):
     config, models = tiny_env
     video = write_clip(tmp_path / "v.mkv", frames[:8], Fraction(25))
