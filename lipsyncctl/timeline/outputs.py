@@ -293,10 +293,13 @@ def _edl_speeds(text: str, timeline: Any) -> str:
         m2 = re.match(r"^M2\s+.*?\s(-?[0-9.]+)\s+(\S{11})\s*$", lines[i + 1])
         if event is None or m2 is None:
             continue
-        speed = Fraction(m2.group(1)) / rate
+        try:
+            speed = Fraction(m2.group(1)) / rate
+            first = tb.timecode_frames(event.group(5), rate)
+            frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
+        except ValueError:  # nothing the writer makes; left as written
+            continue
         src_in, src_out = event.start(5), event.end(6)
-        first = tb.timecode_frames(event.group(5), rate)
-        frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
         drop = ";" in event.group(5)
         stop = first + (1 if speed == 0 else round(frames * abs(speed)))
         stated = f"{event.group(5)} {tb.timecode(stop, rate, drop)}"

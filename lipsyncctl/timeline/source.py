@@ -468,15 +468,15 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         motion, freeze = _M2.match(line), _FREEZE.match(line)
         if not event or (motion is None and freeze is None):
             continue
-        if motion is not None:  # the line of this event with the M2's reel and source in, else its last line
-            reel, speed, src = motion.group(1), Fraction(motion.group(2)) / rate, frames(motion.group(3))
-            ev = next((e for e in reversed(event) if e.group(2) == reel and frames(e.group(5)) == src), event[-1])
-        else:
-            ev, speed = event[-1], None
-        reel = None if ev.group(2) == "AX" else ev.group(2)  # as the reader keeps it: AX is no reel
         try:
+            if motion is not None:  # the line of this event with the M2's reel and source in, else its last line
+                reel, speed, src = motion.group(1), Fraction(motion.group(2)) / rate, frames(motion.group(3))
+                ev = next((e for e in reversed(event) if e.group(2) == reel and frames(e.group(5)) == src), event[-1])
+            else:
+                ev, speed = event[-1], None
+            reel = None if ev.group(2) == "AX" else ev.group(2)  # as the reader keeps it: AX is no reel
             stated[(reel, frames(ev.group(5)), frames(ev.group(7)))] = speed
-        except ValueError:  # a timecode OTIO's reader read differently or not at all: its clip is not found
+        except (ValueError, ZeroDivisionError):  # a timecode or speed OTIO's reader does not read: no clip to find
             continue
     if not stated:
         return
