@@ -110,7 +110,22 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
         raise MediaError(f"{path}: cannot read the timeline ({type(exc).__name__}: {exc})",
                          hint=f"check that it is a complete {path.suffix or 'OTIO'} export "
                               f"(read with OTIO's {adapter or 'default'} adapter)") from exc
-    return _one_timeline(path, result)
+    timeline = _one_timeline(path, result)
+    if adapter == "fcp_xml":
+        _keep_disabled(timeline)
+    return timeline
+
+
+def _keep_disabled(timeline: Any) -> None:
+    """Disable the clips and tracks an FCP 7 XML turns off (``<enabled>FALSE</enabled>``: a clip made invisible,
+    a track's eye off), which OTIO's reader keeps only in their metadata: read as enabled, such a clip was
+    lip-synced and shown in the conform where the edit shows what is under it. Its writer puts the element back
+    from that metadata, so a relinked timeline keeps them off."""
+    items = [*timeline.tracks, *timeline.find_children()]
+    for item in items:
+        fcp = item.metadata.get("fcp_xml") if item.metadata else None
+        if hasattr(fcp, "get") and str(fcp.get("enabled", "")).strip().upper() == "FALSE":
+            item.enabled = False
 
 
 def _check_fcpx(path: Path) -> None:

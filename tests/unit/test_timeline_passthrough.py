@@ -231,32 +231,46 @@ def _shot_keys(folder: Path, out: Path, monkeypatch: pytest.MonkeyPatch, deinter
     return [s["key"] for s in res.to_dict()["languages"]["de"]["shots"]]
 
 
+_FCP_RATE = "<rate><timebase>24</timebase><ntsc>TRUE</ntsc></rate>"
+
+
+def _fcp_item(media: Path, n: int, *, speed: str | None = None, reverse: str = "FALSE", variable: str = "0",
+              at: int | None = None, enabled: bool = True) -> str:
+    """An FCP 7 XML clipitem ``S{n}`` of 8 frames of cam_a from frame ``2 + n``, at record frame ``at`` (``8 n``),
+    with a time remap filter when ``speed`` is given, turned off when not ``enabled``."""
+    remap = "".join(f"<parameter><parameterid>{k}</parameterid><name>{k}</name><value>{v}</value></parameter>"
+                    for k, v in (("variablespeed", variable), ("speed", speed), ("reverse", reverse)))
+    filt = ("<filter><effect><name>Time Remap</name><effectid>timeremap</effectid><effectcategory>motion"
+            f"</effectcategory><effecttype>motion</effecttype><mediatype>video</mediatype>{remap}</effect></filter>"
+            if speed is not None else "")
+    file = (f'<file id="f1"><name>cam_a.mkv</name><pathurl>{(media / "cam_a.mkv").as_uri()}</pathurl>{_FCP_RATE}'
+            "<duration>40</duration></file>" if n == 0 else '<file id="f1"/>')
+    at = 8 * n if at is None else at
+    return (f'<clipitem id="c{n}"><name>S{n}</name>{"" if enabled else "<enabled>FALSE</enabled>"}<duration>40'
+            f"</duration>{_FCP_RATE}<start>{at}</start><end>{at + 8}</end><in>{2 + n}</in><out>{10 + n}</out>"
+            f"{file}{filt}</clipitem>")
+
+
+def _fcp_xml(path: Path, *tracks: str) -> Path:
+    """An FCP 7 XML sequence of 24000/1001 fps with these ``<track>`` elements, bottom first."""
+    from lipsyncctl.timeline.source import installed_adapters
+
+    if "fcp_xml" not in installed_adapters():
+        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>\n<xmeml version="4"><sequence id="s">'
+                    f"<name>seq</name><duration>32</duration>{_FCP_RATE}<media><video>{''.join(tracks)}</video>"
+                    "</media></sequence></xmeml>\n", encoding="utf-8")
+    return path
+
+
 def test_an_fcp_xml_time_remap_is_a_time_warp(media: Path, tmp_path: Path) -> None:
     """FCP 7 XML states a clip's speed in a time remap filter, which OTIO's reader keeps as a plain effect: a 200 %
     clip was rendered at 1x (and its render relinked under the filter). Now 200 % is a 2x time warp, a reverse
     or keyframed (variable) speed plays as a still, and a 100 % filter (Premiere writes one on most clips) is no
     warp and no "effect not rendered" note."""
-    from lipsyncctl.timeline.source import installed_adapters
-
-    if "fcp_xml" not in installed_adapters():
-        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
-    rate = "<rate><timebase>24</timebase><ntsc>TRUE</ntsc></rate>"
-
-    def item(n: int, speed: str, reverse: str = "FALSE", variable: str = "0") -> str:
-        remap = "".join(f"<parameter><parameterid>{k}</parameterid><name>{k}</name><value>{v}</value></parameter>"
-                        for k, v in (("variablespeed", variable), ("speed", speed), ("reverse", reverse)))
-        file = (f'<file id="f1"><name>cam_a.mkv</name><pathurl>{(media / "cam_a.mkv").as_uri()}</pathurl>{rate}'
-                "<duration>40</duration></file>" if n == 0 else '<file id="f1"/>')
-        return (f'<clipitem id="c{n}"><name>S{n}</name><duration>40</duration>{rate}<start>{8 * n}</start>'
-                f"<end>{8 * n + 8}</end><in>{2 + n}</in><out>{10 + n}</out>{file}<filter><effect><name>Time Remap"
-                "</name><effectid>timeremap</effectid><effectcategory>motion</effectcategory><effecttype>motion"
-                f"</effecttype><mediatype>video</mediatype>{remap}</effect></filter></clipitem>")
-
-    xml = tmp_path / "speeds.xml"
-    xml.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>\n<xmeml version="4"><sequence id="s">'
-                   f"<name>seq</name><duration>32</duration>{rate}<media><video><track>"
-                   + item(0, "100") + item(1, "200") + item(2, "100", reverse="TRUE") + item(3, "100", variable="1")
-                   + "</track></video></media></sequence></xmeml>\n", encoding="utf-8")
+    xml = _fcp_xml(tmp_path / "speeds.xml", "<track>" + _fcp_item(media, 0, speed="100") + _fcp_item(media, 1, speed="200")
+                   + _fcp_item(media, 2, speed="100", reverse="TRUE") + _fcp_item(media, 3, speed="100", variable="1")
+                   + "</track>")
     plan = plan_timeline(read_timeline(xml), MediaResolver(tmp_path))
     (shot,) = plan.segments
     assert (shot.name, shot.source_start, shot.source_frames, shot.warnings) == ("S0", 2, 8, [])
@@ -265,3 +279,24 @@ def test_an_fcp_xml_time_remap_is_a_time_warp(media: Path, tmp_path: Path) -> No
         ("S1", "time warp: speed 2x (not supported)", 2, 3, 15),
         ("S2", "time warp: speed -1x (not supported)", 0, 4, 1),
         ("S3", "time warp: variable speed (not supported)", 0, 5, 1)]
+
+
+def test_fcp_xml_clips_and_tracks_turned_off_stay_off(media: Path, tmp_path: Path) -> None:
+    """``<enabled>FALSE</enabled>`` on a clipitem or a track, which OTIO's reader kept only in metadata (the clip was
+    lip-synced and shown over what the edit shows): the clip is disabled, the track transparent, and the relinked
+    XML keeps both off."""
+    import xml.etree.ElementTree as ET
+
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    xml = _fcp_xml(tmp_path / "off.xml",
+                   "<track>" + _fcp_item(media, 0) + _fcp_item(media, 1, enabled=False) + "</track>",
+                   "<track><enabled>FALSE</enabled>" + _fcp_item(media, 5, at=0) + "</track>")  # over S0, eye off
+    timeline = read_timeline(xml)
+    plan = plan_timeline(timeline, MediaResolver(tmp_path))
+    assert [(s.name, s.record_start, s.source_start) for s in plan.segments] == [("S0", 0, 2)]
+    assert [(k.name, k.reason) for k in plan.skipped] == [("S1", "disabled")]
+    written, _ = write_timelines(timeline, xml, tmp_path / "out")
+    root = ET.parse(tmp_path / "out" / "off.xml").getroot()
+    off = {c.findtext("name") for c in root.iter("clipitem") if c.findtext("enabled") == "FALSE"}
+    assert off == {"S1"} and [t.findtext("enabled") for t in root.iter("track")] == [None, "FALSE"]
