@@ -472,7 +472,7 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
     from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.media.rates import parse_rate
 
-    for p, what in ((video, "video"), (audio, "audio")):
+    for p, what in ((video, "video"), *(((audio, "audio"),) if audio != video else ())):
         if not p.exists() and not (what == "video" and is_image_sequence(p)):  # a pattern: the probe says
             raise MediaError(f"{what} file not found: {p}", hint="check the path")
     info = probe(video, sequence_fps=parse_rate(sequence_fps))

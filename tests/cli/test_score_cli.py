@@ -233,3 +233,18 @@ def test_the_dub_among_several_streams(installed: Path, tmp_path: Path) -> None:
     alone = lipsyncctl.score(CLIP, audio=DUB, end=2).clips[0]
     assert (picked.lse_c, picked.lse_d, picked.offset) == (alone.lse_c, alone.lse_d, alone.offset)
     assert picked.warnings and "has 2 audio streams" in picked.warnings[0] and not alone.warnings
+
+
+def test_an_image_sequence_is_a_clip(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A PNG sequence (an ffmpeg pattern, read at sync.sequence_fps like sync's) is probed as a clip: without --audio
+    it is a clip without sound (exit 5, as a silent file); a pattern that matches nothing is exit 5 too. (Its
+    readers are sync's, whose sequence output equals the same pictures' in a file: test_sync_pipeline.)"""
+    import numpy as np
+    from PIL import Image
+
+    for k in range(3):
+        Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)).save(tmp_path / f"f{k:04d}.png")
+    rc, doc, _ = _run([str(tmp_path / "f%04d.png")], capsys)
+    assert rc == 5 and "no audio stream" in doc["error"]["message"], doc
+    rc, doc, _ = _run([str(tmp_path / "g%04d.png"), "--audio", str(DUB)], capsys)
+    assert rc == 5 and "no image matches" in doc["error"]["message"]
