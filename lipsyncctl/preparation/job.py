@@ -228,7 +228,11 @@ def _input_stamp(src: Path, sequence_fps: str) -> dict[str, Any]:
     stats = [f.stat() for f in files]
     stamp = {"path": str(src.resolve()), "size": sum(s.st_size for s in stats),
              "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
-    return {**stamp, "sequence_fps": sequence_fps} if is_image_sequence(src) and sequence_fps != "25" else stamp
+    from lipsyncctl.media.rates import parse_rate
+
+    rate = parse_rate(sequence_fps)  # "25.0" is 25, "23.976" is 24000/1001
+    return {**stamp, "sequence_fps": f"{rate.numerator}/{rate.denominator}"} if is_image_sequence(src) and rate != 25 \
+        else stamp
 
 
 def _up_to_date(item: PrepItem, stamp: dict[str, Any], key: dict[str, Any], deinterlace: str,

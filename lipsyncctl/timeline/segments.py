@@ -508,7 +508,7 @@ def _time_remap(effect: Any) -> Fraction | str | None:
         speed = Fraction(str(values.get("speed", "100")).strip()) / 100
     except (ValueError, ZeroDivisionError):
         return "variable"
-    return -speed if str(values.get("reverse", "FALSE")).strip().upper() in ("1", "TRUE") else speed
+    return -abs(speed) if str(values.get("reverse", "FALSE")).strip().upper() in ("1", "TRUE") else speed
 
 
 def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:

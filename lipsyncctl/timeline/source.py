@@ -480,12 +480,16 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         if (m := EDL_EVENT.match(line)) is not None:
             event = [e for e in event if e.group(1) == m.group(1)] + [m]  # a dissolve's two lines are one event
             continue
+        if line[:1].isdigit():  # an event this reading does not parse: its M2 is not given to the one before
+            event = []
+            continue
         motion, freeze = _M2.match(line), _FREEZE.match(line)
         if not event or (motion is None and freeze is None):
             continue
         try:
             if motion is not None:  # the line of this event with the M2's reel and source in, else its last line
-                reel, speed, src = motion.group(1), Fraction(motion.group(2)) / rate, frames(motion.group(3))
+                reel, src = motion.group(1), frames(motion.group(3))
+                speed = (Fraction(motion.group(2)) / rate).limit_denominator(100)  # 029.97 at 29.97 is 1x
                 ev = next((e for e in reversed(event) if e.group(2) == reel and frames(e.group(5)) == src), event[-1])
             else:
                 ev, speed = event[-1], None

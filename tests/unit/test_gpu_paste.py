@@ -113,6 +113,7 @@ def test_gpu_paste_keeps_the_renders_made_before_it() -> None:
     off, on = (cfg.resolve("latentsync-1.5", [f"inference.gpu_paste={v}"]).to_dict() for v in ("false", "true"))
     assert "gpu_paste" not in config_for_key(off)["inference"]
     assert config_for_key(on)["inference"]["gpu_paste"] is True
+    assert "sequence_fps" not in config_for_key(off)["sync"]  # a later key a shot's file never reads
 
 
 @pytest.mark.gpu

@@ -317,6 +317,18 @@ def test_the_speed_of_an_m2_line_is_kept_whichever_source_out_the_editor_wrote(m
         ("time warp: speed 0x (not supported)", 0, 12, 1)]
 
 
+def test_an_ntsc_m2_of_normal_speed_is_no_time_warp(media: Path) -> None:
+    """At 29.97 an M2 of 029.97 (or 029.9, as some editors round) is 1x, and 059.94 is 2x, not 1.9987x."""
+    edl = media / "ntsc_m2.edl"
+    edl.write_text(_edl(
+        _event(1, "00:00:00:02", "00:00:00:12", "00:00:00:00", "00:00:00:10", "cam_ntsc.mkv")
+        + "M2   AX       029.97                00:00:00:02\n",
+        _event(2, "00:00:00:12", "00:00:00:22", "00:00:00:10", "00:00:00:20", "cam_ntsc.mkv")
+        + "M2   AX       059.94                00:00:00:12\n"), encoding="utf-8")
+    timeline = read_timeline(edl, rate=29.97)
+    assert [[getattr(e, "time_scalar", None) for e in c.effects] for c in timeline.find_clips()] == [[], [2.0]]
+
+
 def test_the_relinked_edl_states_each_speed_as_the_edit_does(media: Path, tmp_path: Path) -> None:
     """OTIO's CMX 3600 writer divided by the speed (a 2x event of 10 frames got 5 source frames, a reverse one an out
     point before its in point, an M2 of 000.0 stopped the EDL with ZeroDivisionError) and named the clip on the M2
