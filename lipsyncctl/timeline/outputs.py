@@ -284,17 +284,17 @@ def _edl_speeds(text: str, timeline: Any) -> str:
     frames: 5 source frames, a reverse one an out point before its in point) and named the clip, not the reel, on
     its ``M2`` line. The source out becomes the in point plus the record duration times the speed's size (the
     form OTIO's reader and NLEs read back as that speed) and the ``M2`` line names the event's reel."""
-    from lipsyncctl.timeline.source import EDL_EVENT
+    from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2
 
     rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
     lines = text.splitlines()
     for i, line in enumerate(lines[:-1]):
         event = EDL_EVENT.match(line.strip())
-        m2 = re.match(r"^M2\s+.*?\s(-?[0-9.]+)\s+(\S{11})\s*$", lines[i + 1])
+        m2 = EDL_M2.match(lines[i + 1].strip())
         if event is None or m2 is None:
             continue
         try:
-            speed = Fraction(m2.group(1)) / rate
+            speed = Fraction(m2.group(2)) / rate
             first = tb.timecode_frames(event.group(5), rate)
             frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
         except ValueError:  # nothing the writer makes; left as written
@@ -305,7 +305,7 @@ def _edl_speeds(text: str, timeline: Any) -> str:
         stated = f"{event.group(5)} {tb.timecode(stop, rate, drop)}"
         head = line[: len(line) - len(line.lstrip())]
         lines[i] = head + line.strip()[:src_in] + stated + line.strip()[src_out:]
-        lines[i + 1] = f"M2   {event.group(2):<8} {m2.group(1):>6}                {m2.group(2)}"
+        lines[i + 1] = f"M2   {event.group(2):<8} {m2.group(2):>6}                {m2.group(3)}"
     return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
@@ -357,17 +357,16 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
         return out
     if adapter != "cmx_3600":
         return timeline
-    stills = [c for c in timeline.find_clips() for e in c.effects
-              if isinstance(e, otio.schema.LinearTimeWarp) and not isinstance(e, otio.schema.FreezeFrame)
-              and e.time_scalar == 0]
-    if timeline.global_start_time is None and not stills:
+
+    def still(effect: Any) -> bool:  # speed 0 (an M2 of 000.0): a still, which the writer divided by
+        return type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar == 0
+
+    if timeline.global_start_time is None and not any(still(e) for c in timeline.find_clips() for e in c.effects):
         return timeline
 
     out = timeline.deepcopy()
-    for clip in out.find_clips():  # speed 0 (an M2 of 000.0) is a still, which the writer divided by
-        clip.effects[:] = [otio.schema.FreezeFrame() if isinstance(e, otio.schema.LinearTimeWarp)
-                           and not isinstance(e, otio.schema.FreezeFrame) and e.time_scalar == 0 else e
-                           for e in clip.effects]
+    for clip in out.find_clips():
+        clip.effects[:] = [otio.schema.FreezeFrame() if still(e) else e for e in clip.effects]
     start = out.global_start_time
     for track in out.tracks if start is not None else ():
         length = track.available_range().duration

@@ -452,8 +452,9 @@ def _link_incoming_clips(timeline: Any) -> None:
 
 #: An event line: number, reel, channels, transition (and its duration), source in/out, record in/out.
 EDL_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+(\S{11})\s+(\S{11})\s+(\S{11})\s*$")
-#: ``M2   REEL   SPEED   SOURCE-IN`` (speed in frames a second; negative: reverse; 0: a still).
-_M2 = re.compile(r"^M2\s+(\S+)\s+(-?[0-9.]+)\s+(\S{11})\s*$")
+#: ``M2   REEL   SPEED   SOURCE-IN`` (speed in frames a second; negative: reverse; 0: a still); OTIO's writer puts
+#: the clip's name, which may hold spaces, where the reel goes.
+EDL_M2 = re.compile(r"^M2\s+(.+?)\s+(-?[0-9.]+)\s+(\S{11})\s*$")
 _FREEZE = re.compile(r"^\*\s*FREEZE FRAME", re.IGNORECASE)
 
 
@@ -468,10 +469,12 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
     as the edit plays it (``segments._time_warp``)."""
     import opentimelineio as otio
 
+    from lipsyncctl.timeline import timebase as tb
+
     fps = float(rate)
 
     def frames(tc: str) -> int:
-        return round(otio.opentime.from_timecode(tc, fps).value)
+        return tb.timecode_frames(tc, rate)
 
     stated: dict[tuple[str, int, int], Fraction | None] = {}  # (reel, source in, record in) -> speed; None: a still
     event: list[re.Match[str]] = []
@@ -483,7 +486,7 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         if line[:1].isdigit():  # an event this reading does not parse: its M2 is not given to the one before
             event = []
             continue
-        motion, freeze = _M2.match(line), _FREEZE.match(line)
+        motion, freeze = EDL_M2.match(line), _FREEZE.match(line)
         if not event or (motion is None and freeze is None):
             continue
         try:
