@@ -96,7 +96,7 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
         MediaError: a clip or ``audio`` that is not there (before any work).
         MissingModelError: the evaluation SyncNet is not installed (before any clip is read).
     """
-    from lipsyncctl.media.container import is_image_sequence, sequence_files
+    from lipsyncctl.media.container import check_readable, is_image_sequence
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.scoring.meter import close_meter, open_meter
 
@@ -104,8 +104,7 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
         if path.is_dir():
             raise MediaError(f"{path}: a folder, not a clip", hint=f"give its clips, e.g. {path / '*.mp4'}")
         if path in videos and is_image_sequence(path) and not path.exists():  # a pattern: at sync.sequence_fps
-            if not sequence_files(path):
-                raise MediaError(f"{path}: no image matches this sequence pattern", hint="check the path")
+            check_readable(path)  # no image matches it: MediaError
         elif not path.is_file():
             raise MediaError(f"{path}: file not found", hint="check the path")
     meter = open_meter(resolve_device(config.inference.device), config.faces.backend)
