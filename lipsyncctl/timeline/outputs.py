@@ -281,32 +281,68 @@ _EDL_TIMECODE = re.compile(r"\b\d{2}:\d{2}:\d{2}[:;]\d{2}\b")
 def _edl_speeds(text: str, timeline: Any) -> str:
     """An EDL written by OTIO's CMX 3600 writer, its speed-changed events as an EDL states them. That writer
     wrote a ``LinearTimeWarp`` event's source out as the record duration *divided* by the speed (a 2x shot of 10
-    frames: 5 source frames, a reverse one an out point before its in point) and named the clip, not the reel, on
-    its ``M2`` line. The source out becomes the in point plus the record duration times the speed's size (the
-    form OTIO's reader and NLEs read back as that speed) and the ``M2`` line names the event's reel."""
+    frames: 5 source frames, a reverse one an out point before its in point), named the clip, not the reel, on
+    its ``M2`` line, and wrote a dissolve's ``M2`` lines (the outgoing clip's, then the incoming one's) under
+    its two event lines, its cut line at the outgoing clip's divided out point. Each source out becomes the in
+    point plus the record duration times the speed's size, up to a whole frame (the form OTIO's reader and NLEs
+    read back as that speed; the span holds every frame the event shows); an ``M2`` line names the reel and source in of its event line (a dissolve's ``FROM`` side: the cut
+    line, which starts where the outgoing event now ends) and states the speed in frames a second as NLEs write
+    it (``050.0``, ``-025.0``). A reverse is written forward by :func:`_for_adapter` (the writer raised on a
+    source out before 00:00:00:00) and turned back here: its ``M2`` line is the one with the reversed clip's
+    name, source in and speed."""
+    import opentimelineio as otio
+
     from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2
 
     rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
+    reverse = {(clip.name, round(clip.source_range.start_time.rescaled_to(float(rate)).value),
+                abs(Fraction(effect.time_scalar).limit_denominator(100)))
+               for clip in timeline.find_clips() if clip.source_range is not None
+               for effect in clip.effects if type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar < 0}
     lines = text.splitlines()
-    for i, line in enumerate(lines[:-1]):
-        event = EDL_EVENT.match(line.strip())
-        m2 = EDL_M2.match(lines[i + 1].strip())
-        if event is None or m2 is None:
+    block: list[tuple[int, re.Match[str]]] = []  # this event's lines (a dissolve: its cut line and its D line)
+    moved: tuple[str, str, str] | None = None  # the last rewritten line: reel, source out as written, as it is now
+    for i, line in enumerate(lines):
+        if (event := EDL_EVENT.match(line.strip())) is not None:
+            block = [*block, (i, event)] if block and block[0][1].group(1) == event.group(1) else [(i, event)]
+            if (moved is not None and event.group(2) == moved[0] and event.group(5) == event.group(6) == moved[1]
+                    and event.group(7) == event.group(8)):  # a dissolve's cut line, at the outgoing clip's out
+                lines[i] = _with_source(line, event, moved[2], moved[2])
+                block[-1] = (i, EDL_EVENT.match(lines[i].strip()))
             continue
+        m2 = EDL_M2.match(line.strip())
+        if m2 is None or not block:
+            continue
+        incoming = i + 1 < len(lines) and lines[i + 1].startswith("* TO")
+        at, event = block[-1] if incoming else block[0]
         try:
-            speed = Fraction(m2.group(2)) / rate
+            speed = (Fraction(m2.group(2)) / rate).limit_denominator(100)
             first = tb.timecode_frames(event.group(5), rate)
             frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
+            if (m2.group(1), tb.timecode_frames(m2.group(3), rate), abs(speed)) in reverse:
+                speed = -abs(speed)
         except ValueError:  # nothing the writer makes; left as written
             continue
-        src_in, src_out = event.start(5), event.end(6)
-        drop = ";" in event.group(5)
-        stop = first + (1 if speed == 0 else round(frames * abs(speed)))
-        stated = f"{event.group(5)} {tb.timecode(stop, rate, drop)}"
-        head = line[: len(line) - len(line.lstrip())]
-        lines[i] = head + line.strip()[:src_in] + stated + line.strip()[src_out:]
-        lines[i + 1] = f"M2   {event.group(2):<8} {m2.group(2):>6}                {m2.group(3)}"
+        stop = tb.timecode(first + (1 if speed == 0 else math.ceil(frames * abs(speed))), rate, ";" in event.group(5))
+        lines[at] = _with_source(lines[at], event, event.group(5), stop)
+        block = [(j, EDL_EVENT.match(lines[j].strip()) if j == at else e) for j, e in block]
+        moved = (event.group(2), event.group(6), stop)
+        lines[i] = f"M2   {event.group(2):<8} {_m2_speed(speed * rate):>6}                {event.group(5)}"
     return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def _with_source(line: str, event: re.Match[str], src_in: str, src_out: str) -> str:
+    """The event line ``line`` (matched as ``event``) with the source in and out given."""
+    body = line.strip()
+    head = line[: len(line) - len(line.lstrip())]
+    return head + body[: event.start(5)] + f"{src_in} {src_out}" + body[event.end(6):]
+
+
+def _m2_speed(fps: Fraction) -> str:
+    """An ``M2`` line's speed, in frames a second as NLEs write it: three digits and a tenth (``050.0``, ``-025.0``,
+    ``000.0``), a hundredth where a tenth is not the speed (``059.94``: 2x at 29.97)."""
+    digits = 1 if abs(fps * 10 - round(fps * 10)) * 100 < 1 else 2
+    return ("-" if fps < 0 else "") + f"{float(abs(fps)):0{4 + digits}.{digits}f}"
 
 
 def _edl_counting(text: str, timeline: Any) -> str:
@@ -358,15 +394,17 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
     if adapter != "cmx_3600":
         return timeline
 
-    def still(effect: Any) -> bool:  # speed 0 (an M2 of 000.0): a still, which the writer divided by
-        return type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar == 0
+    def divided(effect: Any) -> bool:  # speed 0 (an M2 of 000.0), which the writer divided by, or a reverse, for
+        # which it wrote a source out before the in point (and raised below 00:00:00:00): _edl_speeds writes both
+        return type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar <= 0
 
-    if timeline.global_start_time is None and not any(still(e) for c in timeline.find_clips() for e in c.effects):
+    if timeline.global_start_time is None and not any(divided(e) for c in timeline.find_clips() for e in c.effects):
         return timeline
 
     out = timeline.deepcopy()
     for clip in out.find_clips():
-        clip.effects[:] = [otio.schema.FreezeFrame() if still(e) else e for e in clip.effects]
+        clip.effects[:] = [e if not divided(e) else otio.schema.FreezeFrame() if e.time_scalar == 0
+                           else otio.schema.LinearTimeWarp(time_scalar=-e.time_scalar) for e in clip.effects]
     start = out.global_start_time
     for track in out.tracks if start is not None else ():
         length = track.available_range().duration

@@ -490,10 +490,12 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         if not event or (motion is None and freeze is None):
             continue
         try:
-            if motion is not None:  # the line of this event with the M2's reel and source in, else its last line
+            if motion is not None:  # the line of this event with the M2's reel (and source in, where a dissolve's
+                # two sides are one reel), else its last line: a dissolve's outgoing clip's M2 is not the incoming one's
                 reel, src = motion.group(1), frames(motion.group(3))
                 speed = (Fraction(motion.group(2)) / rate).limit_denominator(100)  # 029.97 at 29.97 is 1x
-                ev = next((e for e in reversed(event) if e.group(2) == reel and frames(e.group(5)) == src), event[-1])
+                same = [e for e in reversed(event) if e.group(2) == reel] or event[-1:]
+                ev = next((e for e in same if frames(e.group(5)) == src), same[0])
             else:
                 ev, speed = event[-1], None
             reel = None if ev.group(2) == "AX" else ev.group(2)  # as the reader keeps it: AX is no reel

@@ -351,3 +351,81 @@ def test_the_relinked_edl_states_each_speed_as_the_edit_does(media: Path, tmp_pa
         [(type(e).__name__, getattr(e, "time_scalar", None)) for e in c.effects] for c in timeline.find_clips()
     ][:7] + [[("FreezeFrame", 0.0)]]  # a speed of 0 is written as the still it is
     assert [c.source_range for c in back.find_clips()] == [c.source_range for c in timeline.find_clips()]
+
+
+def test_the_relinked_edl_keeps_a_dissolves_speeds_apart_and_writes_any_reverse(tmp_path: Path) -> None:
+    """OTIO's CMX writer put a dissolve's outgoing M2 under its incoming event (read back, a 1x incoming clip took
+    the outgoing clip's 2x), left the dissolve's cut line at the outgoing clip's divided out point, and raised on
+    a reverse whose source in is below its length (no EDL delivered). Each speed now reads back on its own clip,
+    the cut line starts where the outgoing event ends, and the reverse is written."""
+    import opentimelineio as otio
+    from opentimelineio.opentime import RationalTime as RT
+    from opentimelineio.opentime import TimeRange as TR
+
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+
+    def clip(name: str, reel: str, start: int, speed: float | None = None) -> otio.schema.Clip:
+        out = otio.schema.Clip(name, media_reference=otio.schema.ExternalReference(
+            target_url=f"/m/{name}.mov", available_range=TR(RT(0, 25), RT(10000, 25))),
+            source_range=TR(RT(start, 25), RT(50, 25)), metadata={"cmx_3600": {"reel": reel}})
+        if speed is not None:
+            out.effects.append(otio.schema.LinearTimeWarp(time_scalar=speed))
+        return out
+
+    def dissolve() -> otio.schema.Transition:
+        return otio.schema.Transition(in_offset=RT(5, 25), out_offset=RT(5, 25),
+                                      transition_type=otio.schema.TransitionTypes.SMPTE_Dissolve)
+
+    timeline = otio.schema.Timeline("speeds")
+    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
+    timeline.tracks.append(track)
+    for item in (clip("a", "A", 100, 2.0), dissolve(), clip("b", "B", 200),     # 2x into 1x
+                 clip("c", "C", 10, -1.0),                                     # reverse from frame 10 (raised)
+                 clip("e", "A", 300, 0.5), dissolve(), clip("f", "A", 400)):   # one reel on both sides
+        track.append(item)
+    source = tmp_path / "speeds.edl"
+    source.write_text("TITLE: speeds\n", encoding="utf-8")
+    written, warnings = write_timelines(timeline, source, tmp_path / "out")
+    assert [p.name for p in written] == ["speeds.otio", "speeds.edl"] and warnings == []
+    text = (tmp_path / "out" / "speeds.edl").read_text()
+    events = [line.split() for line in text.splitlines() if line[:3].isdigit()]
+    assert [e[:2] + e[-4:] for e in events] == [
+        ["001", "A", "00:00:04:00", "00:00:07:15", "00:00:00:00", "00:00:01:20"],    # 45 frames at 2x: 90
+        ["002", "A", "00:00:07:15", "00:00:07:15", "00:00:01:20", "00:00:01:20"],    # the cut: at a's out
+        ["002", "B", "00:00:07:20", "00:00:10:00", "00:00:01:20", "00:00:04:00"],
+        ["003", "C", "00:00:00:10", "00:00:02:10", "00:00:04:00", "00:00:06:00"],
+        ["004", "A", "00:00:12:00", "00:00:12:23", "00:00:06:00", "00:00:07:20"],    # 45 frames at 0.5x: 23
+        ["005", "A", "00:00:12:23", "00:00:12:23", "00:00:07:20", "00:00:07:20"],
+        ["005", "A", "00:00:15:20", "00:00:18:00", "00:00:07:20", "00:00:10:00"]]
+    assert [line.split()[1:] for line in text.splitlines() if line.startswith("M2")] == [
+        ["A", "050.0", "00:00:04:00"], ["A", "050.0", "00:00:07:15"], ["C", "-025.0", "00:00:00:10"],
+        ["A", "012.5", "00:00:12:00"], ["A", "012.5", "00:00:12:23"]]
+    back = read_timeline(tmp_path / "out" / "speeds.edl", rate=25)
+    assert [(c.name, [getattr(e, "time_scalar", None) for e in c.effects]) for c in back.find_clips()] == [
+        ("a", [2.0]), ("b", []), ("c", [-1.0]), ("e", [0.5]), ("f", [])]
+
+
+def test_an_m2_speed_is_written_as_nles_write_it() -> None:
+    from lipsyncctl.timeline.outputs import _m2_speed
+
+    assert [_m2_speed(Fraction(v)) for v in (50, -25, 0, Fraction(25, 2), 100)] == [
+        "050.0", "-025.0", "000.0", "012.5", "100.0"]
+    assert _m2_speed(2 * Fraction(30000, 1001)) == "059.94"
+
+
+def test_a_dissolves_outgoing_m2_is_not_read_as_the_incoming_clips_speed(media: Path) -> None:
+    """An M2 under a dissolve names the outgoing reel at its own source in (as OTIO's writer and some NLEs write it):
+    it matched neither line's source in and went to the incoming clip, a 1x shot then planned at 2x."""
+    edl = media / "dissolve_m2.edl"
+    edl.write_text(_edl(
+        "001  A001     V     C        00:00:00:04 00:00:00:24 01:00:00:00 01:00:00:10\n"
+        "M2   A001      050.0                00:00:00:04\n",
+        "002  A001     V     C        00:00:00:24 00:00:00:24 01:00:00:10 01:00:00:10\n"
+        "002  B001     V     D 004    00:00:01:00 00:00:01:10 01:00:00:10 01:00:00:20\n"
+        "M2   A001      050.0                00:00:00:04\n"), encoding="utf-8")
+    timeline = read_timeline(edl, rate=25)
+    assert [((c.metadata.get("cmx_3600") or {}).get("reel"), [getattr(e, "time_scalar", None) for e in c.effects])
+            for c in timeline.find_clips()] == [("A001", [2.0]), ("B001", [])]
