@@ -43,6 +43,11 @@ def sequence_files(pattern: str | Path) -> list[Path]:
     return [p for _, p in _sequence_entries(pattern)]
 
 
+def sequence_numbers(pattern: str | Path) -> list[int]:
+    """The frame numbers of the files an ``image2`` pattern matches, sorted (frame 0 of a reader is the first)."""
+    return [n for n, _ in _sequence_entries(pattern)]
+
+
 def _sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
     pattern = Path(pattern)
     width = _PATTERN.search(pattern.name)

@@ -324,7 +324,8 @@ class IndexedReader:
 
     Args:
         path: the video.
-        fps: the grid rate (None = the probed nominal rate).
+        fps: the grid rate (None = the probed nominal rate); an image sequence without ``info`` is read at it
+            (its files state no rate).
         info: a :func:`probe` result to reuse.
         apply_rotation: turn pixels upright by the file's rotation tag (default True).
         max_gap: frames that may be decoded and dropped instead of seeking.
@@ -335,7 +336,8 @@ class IndexedReader:
 
     def __init__(self, path: str | Path, fps: Fraction | None = None, *, info: MediaInfo | None = None,
                  apply_rotation: bool = True, max_gap: int = 48, deinterlace: bool = False) -> None:
-        self._reader = VideoReader(path, info=info, apply_rotation=apply_rotation)
+        rate = Fraction(fps) if fps is not None and info is None and is_image_sequence(path) else None
+        self._reader = VideoReader(path, info=info, apply_rotation=apply_rotation, sequence_fps=rate)
         #: the images are deinterlaced pictures (asked for, and the source is interlaced)
         self.deinterlaced = deinterlace and self._reader.video.interlaced
         self.path = self._reader.path

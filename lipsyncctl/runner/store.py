@@ -29,8 +29,21 @@ def file_fingerprint(path: Path) -> str:
     """Cheap stable identity of a file: size + mtime + sha256 of its first and last MiB.
 
     Memoised on (path, size, mtime), so one source used by many shots and languages is read once; a
-    changed file gets a new entry. A folder (diffusers-style VAE) hashes its files' fingerprints.
+    changed file gets a new entry. A folder (diffusers-style VAE) hashes its files' fingerprints; an image sequence
+    (``shot.%04d.exr``) the name, size and mtime of each of its frames and the fingerprints of its first and last
+    (a thousand 4K frames are not read for a cache key).
     """
+    from lipsyncctl.media.container import is_image_sequence, sequence_files
+
+    if is_image_sequence(path) and not path.exists():
+        files = sequence_files(path)
+        h = hashlib.sha256()
+        for p in files:
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        for p in files[:1] + files[-1:]:
+            h.update(file_fingerprint(p).encode())
+        return h.hexdigest()
     if path.is_dir():  # not memoised: a file rewritten inside it does not change the folder's mtime
         h = hashlib.sha256()
         for p in sorted(path.rglob("*")):

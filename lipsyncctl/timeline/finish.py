@@ -194,7 +194,7 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         speech = [(lo - seg.handle_in, hi - seg.handle_in) for lo, hi in s.speech]  # visible-frame indices
         strips[seg.id] = qc.mouth_strips(seg.media, seg.source_start, Path(row.output) if rendered else None,
                                          seg.handle_in, qc.sample_frames(seg.source_frames, speech), detector,
-                                         deinterlace=deinterlace)
+                                         deinterlace=deinterlace, source_fps=seg.media_fps)
         if not rendered:
             notes[seg.id] = f"no render ({row.status.value})"
             continue
@@ -206,10 +206,10 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
         cut = record_cut(dub, seg, plan.fps)  # what the render was synced to (a shot's audio_offset applied)
         audio16 = to_vad_rate(cut, dub.rate)
         n = seg.source_frames  # each side is decoded twice, never held: memory flat in the shot's length
-        sides = (("before", seg.media, seg.source_start), ("after", Path(row.output), seg.handle_in))
+        sides = (("before", seg.media, seg.source_start, seg.media_fps), ("after", Path(row.output), seg.handle_in, None))
         reasons = []
-        for when, path, first in sides:
-            frames = functools.partial(read_frames, path, first, n, deinterlace=deinterlace)
+        for when, path, first, rate in sides:
+            frames = functools.partial(read_frames, path, first, n, deinterlace=deinterlace, fps=rate)
             result = meter.score(frames, audio16, seg.media_fps, count=n)
             if result.measured:
                 setattr(row, f"sync_{when}", round(result.lse_c, 4))

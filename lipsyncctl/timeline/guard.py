@@ -25,10 +25,20 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.types import ShotState, TimelineJob
 
 def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> list[Path]:
-    """The timeline file, the media of every clip that resolves to a local file, and the ``--audio`` files."""
+    """The timeline file, the media of every clip that resolves to a local file (each file of an image
+    sequence), and the ``--audio`` files."""
+    import opentimelineio as otio
+
+    from lipsyncctl.media.container import sequence_files
+    from lipsyncctl.timeline.segments import sequence_url
+
     out = [Path(job.timeline)] + [Path(p) for _, p in job.audio]
     for clip in timeline.find_clips():
         for ref in clip.media_references().values():
+            if isinstance(ref, otio.schema.ImageSequenceReference):
+                path = resolver.resolve(sequence_url(ref))
+                out.extend(sequence_files(path) if path is not None else [])
+                continue
             url = getattr(ref, "target_url", None)
             path = resolver.resolve(url) if url else None
             if path is not None:

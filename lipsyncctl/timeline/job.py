@@ -295,12 +295,15 @@ def _model_fingerprints(config: Config, *, plan_only: bool = False) -> tuple[dic
 
 def _shot(seg: Segment, d: dubs.DubTrack, fps: Fraction, config: Config, job: TimelineJob,
           models_fp: dict[str, str], store: JobStore) -> ShotState:
+    from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.pipeline.output import carries_hdr10
 
     tl = config.timeline
     overrides = seg.options.overrides()
     if seg.options.length_policy is None:
         overrides["sync.length_policy"] = "silence"  # the cut is exactly as long as the picture
+    if is_image_sequence(seg.media):  # its files state no rate: the timeline's reference does (neutral in keys)
+        overrides["sync.sequence_fps"] = tb.fraction_str(seg.media_fps)
     seg_config = config.with_overrides(overrides, source=f"shot {seg.id} options")
     _no_audio_stream(seg_config, f"shot {seg.id} options")
     speech, coverage = dubs.speech_frames(d, seg, fps, tl.speech_pad_frames)

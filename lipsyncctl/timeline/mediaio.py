@@ -51,23 +51,25 @@ def _own_rate(path: Path) -> int:
     return int(info.audio[0].sample_rate)
 
 
-def read_frames(path: Path, first: int, count: int, deinterlace: bool = False) -> Iterator[np.ndarray]:
+def read_frames(path: Path, first: int, count: int, deinterlace: bool = False,
+                fps: Fraction | None = None) -> Iterator[np.ndarray]:
     """RGB frames ``first .. first + count - 1`` of ``path`` on its nominal-rate grid, streamed (past the
     end the last frame is held, so exactly ``count`` frames come out). The clip pipeline reads the same
     way (:class:`~lipsyncctl.media.reader.IndexedReader`), so a shot's frame ``i`` means the same picture
     in the render, the QC and the conform. ``deinterlace``: an interlaced file's progressive pictures (the QC's
-    measurements)."""
+    measurements). ``fps``: the grid (default the nominal rate; an image sequence's rate, which its files do not
+    state: :attr:`~lipsyncctl.timeline.segments.Segment.media_fps`)."""
     from lipsyncctl.media.reader import read_range
 
-    return read_range(path, first, count, deinterlace=deinterlace)
+    return read_range(path, first, count, fps, deinterlace=deinterlace)
 
 
-def read_pictures(path: Path, first: int, count: int) -> Iterator[tuple[np.ndarray, Any]]:
+def read_pictures(path: Path, first: int, count: int, fps: Fraction | None = None) -> Iterator[tuple[np.ndarray, Any]]:
     """As :func:`read_frames`, each RGB frame with the decoded :class:`~lipsyncctl.media.reader.Frame` it came from
     (its stored samples: :mod:`lipsyncctl.media.splice`)."""
     from lipsyncctl.media.reader import read_range
 
-    return read_range(path, first, count, sources=True)
+    return read_range(path, first, count, fps, sources=True)
 
 
 def video_writer(path: Path, fps: Fraction, config: Any, *, color: Any = None,

@@ -250,28 +250,32 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
     """A copy of ``timeline`` whose URLs are right from ``folder``, where it is written: the renders and
     dub marked relative relative to ``folder``, the input's own relative URLs (relative to ``base``, the
     input's folder; None for a bundle input, whose URLs stay as they are) re-based onto ``folder``. For
-    the formats of :data:`ABSOLUTE_URLS` every local path becomes a ``file://`` URL."""
+    the formats of :data:`ABSOLUTE_URLS` every local path becomes a ``file://`` URL. An image sequence's folder
+    (``target_url_base``) is moved as the input's own URLs are."""
     import opentimelineio as otio
+
+    def moved(url: str, mine: bool | None) -> str:
+        form = _url_form(url)
+        if adapter in ABSOLUTE_URLS:
+            local = Path(url) if form == "absolute" else (base / url if base is not None and form == "relative" else None)
+            return local.resolve().as_uri() if local is not None else url
+        if mine:
+            return Path(os.path.relpath(url, folder.resolve())).as_posix()
+        if mine is None and form == "relative" and base is not None:
+            return Path(os.path.relpath(base / url, folder.resolve())).as_posix()
+        return url
 
     out = timeline.deepcopy()
     refs = [ref for clip in out.find_clips() for ref in clip.media_references().values()]
     for ref in refs:
+        if isinstance(ref, otio.schema.ImageSequenceReference) and ref.target_url_base:
+            ref.target_url_base = moved(ref.target_url_base.rstrip("/") or ".", None).rstrip("/") + "/"
         if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
             continue
-        url = ref.target_url
         mine = (ref.metadata.get("lipsyncctl") or {}).get(_RELATIVE)
-        form = _url_form(url)
         if mine is not None:
             ref.metadata["lipsyncctl"].pop(_RELATIVE, None)
-        if adapter in ABSOLUTE_URLS:
-            if form != "url":
-                local = Path(url) if form == "absolute" else (base / url if base is not None else None)
-                if local is not None:
-                    ref.target_url = local.resolve().as_uri()
-        elif mine:
-            ref.target_url = Path(os.path.relpath(url, folder.resolve())).as_posix()
-        elif mine is None and form == "relative" and base is not None:
-            ref.target_url = Path(os.path.relpath(base / url, folder.resolve())).as_posix()
+        ref.target_url = moved(ref.target_url, mine)
     return out
 
 
@@ -513,7 +517,7 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
             return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), None
         return picture
 
-    first = _video_facts(shots[0].media) if shots else None
+    first = _video_facts(shots[0].media, shots[0].media_fps) if shots else None
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmp:
         video_only = Path(tmp) / f"video{output.suffix}"
@@ -546,14 +550,14 @@ def conform(plan: TimelinePlan, outcomes: dict[str, ShotOutcome], dub: Any, outp
     return output
 
 
-def _video_facts(media: Path) -> Any:
+def _video_facts(media: Path, fps: Fraction) -> Any:
     """The video stream of ``media`` (:class:`~lipsyncctl.media.probe.VideoInfo`: the conform's frame is its first
     shot's: its pixel aspect, colour tags, pixel format and field order); None when it cannot be read (the plan already said why)."""
     from lipsyncctl.errors import MediaError
     from lipsyncctl.media.probe import probe
 
     try:
-        return probe(media).video
+        return probe(media, sequence_fps=fps).video  # (the rate is an image sequence's; a file states its own)
     except MediaError:
         return None
 
@@ -648,7 +652,7 @@ def _segment_frames(seg: Segment, outcome: ShotOutcome | None, fps: Fraction, lo
             picks.append((seg.media, max(seg.source_start + j, 0)))  # past its end the last frame is held
     for path, run in itertools.groupby(picks, key=lambda p: p[0]):
         wanted = [i for _, i in run]
-        stream = read_pictures(path, wanted[0], wanted[-1] + 1 - wanted[0])
+        stream = read_pictures(path, wanted[0], wanted[-1] + 1 - wanted[0], seg.media_fps if path == seg.media else None)
         with contextlib.closing(stream):
             cur_idx, cur = wanted[0], next(stream)
             for idx in wanted:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,14 +131,16 @@ class MouthStrips:
 
 
 def mouth_strips(source: Path, source_first: int, render: Path | None, render_first: int, frames: list[int],
-                 detector: FaceDetector | None, size: int = CROP, deinterlace: bool = False) -> MouthStrips:
+                 detector: FaceDetector | None, size: int = CROP, deinterlace: bool = False,
+                 source_fps: Fraction | None = None) -> MouthStrips:
     """Strips of the visible frames ``frames`` (indices from ``source_first`` in ``source`` and from
     ``render_first`` in ``render``), cropped around the mouth found on the source frames (module doc).
 
     Frames are read a pair at a time and cropped at once; only a frame without a face is kept whole until
     the nearest found square crops it (all of them, shown whole and scaled, when no frame has a face or
     ``detector`` is None: no face detector is usable here). ``deinterlace``: an interlaced file's frames are
-    read as progressive pictures (``sync.deinterlace``; a progressive file is read as it is)."""
+    read as progressive pictures (``sync.deinterlace``; a progressive file is read as it is). ``source_fps``: the
+    source's rate where its files state none (an image sequence: the segment's ``media_fps``)."""
     import contextlib
 
     import cv2
@@ -151,7 +154,7 @@ def mouth_strips(source: Path, source_first: int, render: Path | None, render_fi
     scores: list[float] = []
     with contextlib.ExitStack() as stack:
         # interlaced media (deinterlace): faces found and shown on progressive pictures, as the render found them
-        src = stack.enter_context(IndexedReader(source, deinterlace=deinterlace))
+        src = stack.enter_context(IndexedReader(source, source_fps, deinterlace=deinterlace))
         out = stack.enter_context(IndexedReader(render, deinterlace=deinterlace)) if render is not None else None
         if detector is not None:  # anamorphic footage: faces are searched as shown (the crops stay stored pixels)
             detector = shown(detector, float(src.video.sample_aspect))

@@ -231,14 +231,15 @@ def plan_timeline(
     resolver: MediaResolver,
     *,
     handles: int = 0,
-    probe: Callable[[Path], MediaFacts] = probe_media,
+    probe: Callable[..., MediaFacts] = probe_media,
 ) -> TimelinePlan:
     """Plan the segments of ``timeline`` (an ``otio.schema.Timeline``).
 
     Args:
         resolver: finds each media reference's file.
         handles: extra source frames to render before and after each segment where the media has them.
-        probe: reads a media file's rate/frame count (cached per file).
+        probe: reads a media file's rate/frame count (cached per file); an image sequence's rate, from its
+            reference, comes second.
     """
     import opentimelineio as otio
 
@@ -377,7 +378,7 @@ def _transitions(segments: list[Segment], pieces: list[_Piece], fps: Fraction,
 
 
 def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int,
-             probe: Callable[[Path], MediaFacts], probed: dict[Path, MediaFacts],
+             probe: Callable[..., MediaFacts], probed: dict[Path, MediaFacts],
              check_names: bool = False) -> Segment | SkippedItem:
     import opentimelineio as otio
 
@@ -399,17 +400,22 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
             ref = otio.schema.ExternalReference(target_url=str(named))
     if isinstance(ref, otio.schema.GeneratorReference):
         return skip(f"generator ({ref.generator_kind or 'unknown'})")
-    if not isinstance(ref, otio.schema.ExternalReference):
+    sequence = isinstance(ref, otio.schema.ImageSequenceReference)
+    if not isinstance(ref, otio.schema.ExternalReference) and not sequence:
         return skip("missing media (no media reference)" if isinstance(ref, otio.schema.MissingReference)
                     else f"unsupported media reference {type(ref).__name__}")
-    media = resolver.resolve(ref.target_url)
+    url = sequence_url(ref) if sequence else ref.target_url
+    media = resolver.resolve(url)
     if media is None:
-        return skip(f"missing media: {ref.target_url}")
+        return skip(f"missing media: {url}")
+    if sequence and (gap := _sequence_gap(ref, media)):
+        return skip(gap)
     options = shot_options(clip)
     off = options.enabled is False  # left alone: planned without handles only for the conform's picture
     passing = warp[1] if warp else "lipsync: false" if off else None  # a pass-through shot: why
     try:
-        facts = probed[media] if media in probed else probed.setdefault(media, probe(media))
+        facts = probed[media] if media in probed else probed.setdefault(
+            media, probe(media, tb.exact_rate(ref.rate)) if sequence else probe(media))
     except MediaError as exc:
         return skip("lipsync: false" if off else f"unreadable media: {exc}")
     if check_names and (mismatch := name_mismatch(clip, facts)):
@@ -427,7 +433,7 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return skip("lipsync: false" if off else
                     f"source range {first}..{first + count} outside the media's {facts.frames} frames")
     seg = Segment(index=0, id="", name=clip.name or media.stem, clip_path=piece.path, track=piece.track,
-                  media=media, media_url=ref.target_url, media_fps=mfps, media_size=(facts.width, facts.height),
+                  media=media, media_url=url, media_fps=mfps, media_size=(facts.width, facts.height),
                   media_start=media_start, record_start=piece.lo, record_frames=piece.hi - piece.lo,
                   source_start=first, source_frames=count, options=options, speed=speed,
                   media_drop=tb.is_drop_frame(facts.start_timecode, mfps),
@@ -512,10 +518,42 @@ def _time_remap(effect: Any) -> Fraction | str | None:
 
 
 def _media_start(ref: Any, facts: MediaFacts, mfps: Fraction) -> int:
-    """The media's first frame as a timecode frame count: its available range, else its timecode tag."""
+    """The media's first frame as a timecode frame count: its available range, else its timecode tag. An image
+    sequence's: the time of the first file on disk, the reference's ``start_frame`` being the file shown at the
+    start of its available range (at time 0 without one), one file a frame."""
+    import opentimelineio as otio
+
+    if isinstance(ref, otio.schema.ImageSequenceReference):
+        from lipsyncctl.media.container import sequence_numbers
+
+        base = tb.to_frames(ref.available_range.start_time, mfps) if ref.available_range is not None else 0
+        return base - ref.start_frame + sequence_numbers(facts.path)[0]
     if ref.available_range is not None:
         return tb.to_frames(ref.available_range.start_time, mfps)
     return tb.tag_frames(facts.start_timecode, mfps)
+
+
+def sequence_url(ref: Any) -> str:
+    """An OTIO ``ImageSequenceReference``'s files as an ffmpeg ``image2`` pattern URL (``.../shot.%04d.exr``),
+    which the readers take (:func:`lipsyncctl.media.container.is_image_sequence`)."""
+    pad = ref.frame_zero_padding
+    return ref.abstract_target_url(f"%0{pad}d" if pad else "%d")
+
+
+def _sequence_gap(ref: Any, pattern: Path) -> str | None:
+    """Why the image sequence ``pattern`` (of ``ref``) cannot be read as one picture a file, or None: a frame step
+    other than 1, or a number missing between its first and last file (the reader stops there)."""
+    from lipsyncctl.media.container import sequence_numbers
+
+    if ref.frame_step != 1:
+        return f"unsupported media reference: image sequence with a frame step of {ref.frame_step}"
+    numbers = sequence_numbers(pattern)
+    missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+    if missing:
+        hole = next(n + 1 for n, m in zip(numbers, numbers[1:], strict=False) if m != n + 1)
+        return (f"missing media: {missing} frame{'s' * (missing > 1)} of the image sequence {pattern.name} "
+                f"(from frame {hole})")
+    return None
 
 
 def _norm(name: str) -> str:

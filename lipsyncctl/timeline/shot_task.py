@@ -133,7 +133,7 @@ def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
     from lipsyncctl.media.splice import Splicer
     from lipsyncctl.timeline.mediaio import mux, read_audio, read_frames, video_writer
 
-    vinfo = probe(Path(task.video)).video
+    vinfo = probe(Path(task.video), sequence_fps=Fraction(task.fps)).video  # (an image sequence's rate)
     keep = [False] * task.frames
     for lo, hi in task.keep_source:
         for i in range(max(lo, 0), min(hi, task.frames)):
@@ -143,7 +143,7 @@ def _finish(task: ShotTask, raw: Path, output: Path, config: Any) -> None:
         with video_writer(video_only, Fraction(task.fps), config, color=vinfo.color,
                           source_pix_fmt=vinfo.pix_fmt, sample_aspect=vinfo.sample_aspect,
                           field_order=vinfo.field_order) as writer, \
-                IndexedReader(Path(task.video)) as reader:  # the grid of read_frames
+                IndexedReader(Path(task.video), Fraction(task.fps)) as reader:  # the grid of read_frames
             splicer = Splicer(writer.pix_fmt)
             source = reader.pictures(task.first, task.first + task.frames)
             for i, rgb in enumerate(read_frames(raw, 0, task.frames)):

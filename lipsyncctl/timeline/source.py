@@ -631,11 +631,14 @@ class MediaResolver:
         return cands
 
     def resolve(self, url: str) -> Path | None:
-        """The first candidate that exists, or None."""
+        """The first candidate that exists (an image sequence's pattern, ``shot.%04d.exr``: where a file matches
+        it), or None."""
+        from lipsyncctl.media.container import is_image_sequence, sequence_files
+
         if not url:
             return None
         for cand in self.candidates(url):
-            if cand.is_file():
+            if cand.is_file() or (is_image_sequence(cand) and sequence_files(cand)):
                 return cand.resolve()
         return None
 
@@ -668,11 +671,13 @@ class MediaFacts:
     hdr10: bool = False  # the file carries HDR10 static metadata (ColorInfo.hdr10)
 
 
-def probe_media(path: Path) -> MediaFacts:
-    """Probe one video file (PyAV) for its exact rate, frame count, size, timecode tag and field order."""
+def probe_media(path: Path, sequence_fps: Fraction | None = None) -> MediaFacts:
+    """Probe one video file (PyAV) for its exact rate, frame count, size, timecode tag and field order.
+    ``sequence_fps``: the rate of an image sequence (``shot.%04d.exr``; its files state none; default 25)."""
+    from lipsyncctl.media.container import DEFAULT_SEQUENCE_FPS
     from lipsyncctl.media.probe import probe
 
-    info = probe(path)
+    info = probe(path, sequence_fps=sequence_fps or DEFAULT_SEQUENCE_FPS)
     if info.video is None:
         raise MediaError(f"{path}: no video stream")
     return MediaFacts(path=path, fps=info.video.nominal_fps, frames=info.video.frame_count,
