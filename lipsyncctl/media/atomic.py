@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lipsyncctl.errors import MediaError, UsageError, WriteError
+from lipsyncctl.media.container import is_image_sequence, sequence_entries, sequence_file, sequence_files
 
 #: errno values that mean an output could not be written (the destination's fault, not the inputs')
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
@@ -42,9 +43,13 @@ def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
     """Raise :class:`UsageError` if ``path`` is one of ``inputs`` (we never overwrite an input).
 
     The one rule for every command: an output that names an input is a mistake in the arguments (exit 2),
-    not bad media."""
-    for src in inputs:
-        if same_file(path, src):
+    not bad media. An image sequence's pattern (output or input) stands for its files: an output
+    ``shot.%d.png`` whose names an input ``shot.%04d.png``'s files are is refused too."""
+    sequence = is_image_sequence(path)
+    mine = {p.resolve() for p in sequence_files(path)} if sequence else {Path(path).resolve()}
+    for src in inputs:  # a file output and a file input: same_file (links too); a sequence's files by name
+        theirs = sequence_files(src) if is_image_sequence(src) else [Path(src)] if sequence else []
+        if same_file(path, src) or any(p.resolve() in mine for p in theirs):
             raise UsageError(f"{path}: refusing to overwrite an input file",
                              hint="choose a different output path or directory (-o)")
 
@@ -82,8 +87,13 @@ def host_tag() -> str:
 
 def temp_prefix(path: str | Path, label: str = "") -> str:
     """The start of a temporary name beside ``path``: ``.STEM[.LABEL].~HOST-PID-`` (add 8 random characters,
-    e.g. as ``tempfile``'s ``prefix``, which does)."""
-    return f".{Path(path).stem}{'.' + label if label else ''}.~{host_tag()}-{os.getpid()}-"
+    e.g. as ``tempfile``'s ``prefix``, which does). An image sequence's ``%04d`` loses its ``%``: FFmpeg reads a
+    ``%`` anywhere in a path it writes a sequence to as the frame number's place."""
+    return f".{_stem(path)}{'.' + label if label else ''}.~{host_tag()}-{os.getpid()}-"
+
+
+def _stem(path: str | Path) -> str:
+    return Path(path).stem.replace("%", "")
 
 
 def temp_path(path: str | Path, *, keep_suffix: bool = True) -> Path:
@@ -91,7 +101,8 @@ def temp_path(path: str | Path, *, keep_suffix: bool = True) -> Path:
     ``keep_suffix`` keeps the extension (PyAV and ffmpeg pick the container from it); without it the name
     ends in ``.part``, so a ``*.json`` glob never sees it."""
     path = Path(path)
-    return path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}")
+    name = f"{temp_prefix(path)}{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}"
+    return path.with_name(name)
 
 
 def pid_alive(pid: int) -> bool:
@@ -133,7 +144,7 @@ def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: boo
             if depth > 0 and entry.is_dir(follow_symlinks=False):
                 removed += sweep_temps(entry.path, stem=stem, other_hosts=other_hosts, depth=depth - 1)
             continue
-        if stem is not None and not entry.name.startswith(f".{stem}."):
+        if stem is not None and not entry.name.startswith(f".{_stem(stem + '.x')}."):
             continue
         mine = match["host"] == me
         if (mine and pid_alive(int(match["pid"]))) or (not mine and not other_hosts):
@@ -254,10 +265,16 @@ def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Ite
     temporary file is removed and the exception propagates (a write failure, such as a full disk, as
     :class:`~lipsyncctl.errors.WriteError` naming ``path``); an existing ``path`` is left as it was.
     ``inputs`` are files that must never be overwritten (raises :class:`UsageError` before writing).
+    An image sequence (``shot.%04d.png``) is written as the same pattern in a hidden folder beside it, its files
+    moved into place at the end (:func:`replace_sequence`).
     """
     path = Path(path)
     check_not_input(path, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if is_image_sequence(path):
+        with _atomic_sequence(path) as tmp:
+            yield tmp
+        return
     tmp = _create_temp(path)
     try:
         yield tmp
@@ -271,3 +288,47 @@ def atomic_output(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Ite
         if not isinstance(exc, WriteError) and write_failure(exc) is not None:
             raise write_error(path, exc, written=written) from exc
         raise
+
+
+@contextlib.contextmanager
+def _atomic_sequence(path: Path) -> Iterator[Path]:
+    """:func:`atomic_output` for the image sequence ``path``: its pattern in a new hidden folder beside it."""
+    for _ in range(100):
+        folder = temp_path(path, keep_suffix=False)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise MediaError(f"{path}: cannot create a temporary folder beside it")
+    tmp = folder / path.name
+    try:
+        yield tmp
+        if not sequence_files(tmp):
+            raise MediaError(f"{path}: nothing was written")
+        replace_sequence(tmp, path)
+    except BaseException as exc:
+        written = sum(file_size(p) for p in sequence_files(tmp))
+        if not isinstance(exc, WriteError) and write_failure(exc) is not None:
+            raise write_error(path, exc, written=written) from exc
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def replace_sequence(src: str | Path, dst: str | Path) -> list[Path]:
+    """Move the files of the image sequence ``src`` (a pattern, ``.../shot.%04d.png``) to the names of the pattern
+    ``dst``, number for number (each move a rename), then remove the files of ``dst`` no new file replaced (the
+    last frames of a longer take it overwrites), so ``dst`` is exactly the new take. Returns the new files."""
+    src, dst = Path(src), Path(dst)
+    old = set(sequence_files(dst))
+    moved = []
+    for number, file in sequence_entries(src):
+        target = sequence_file(dst, number)
+        os.replace(file, target)
+        moved.append(target)
+    for stale in old - set(moved):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return moved

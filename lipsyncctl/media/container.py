@@ -40,15 +40,33 @@ def is_image_sequence(path: str | Path) -> bool:
 
 def sequence_files(pattern: str | Path) -> list[Path]:
     """The files an ``image2`` pattern matches, sorted by frame number."""
-    return [p for _, p in _sequence_entries(pattern)]
+    return [p for _, p in sequence_entries(pattern)]
+
+
+def sequence_file(pattern: str | Path, number: int) -> Path:
+    """The file of frame ``number`` of an ``image2`` pattern (``shot.%04d.png``, 1001 -> ``shot.1001.png``)."""
+    pattern = Path(pattern)
+    return pattern.with_name(_PATTERN.sub(lambda m: f"{number:0{m.group(1) or 1}d}", pattern.name, count=1))
+
+
+def sequence_stem(pattern: str | Path) -> str:
+    """A file's stem without an image sequence's frame number: ``shot.%04d.png`` -> ``shot``, ``%04d.png`` -> ``""``
+    (``out.mp4`` -> ``out``)."""
+    return re.sub(r"[._-]?" + _PATTERN.pattern, "", Path(pattern).stem, count=1)
+
+
+def exists(path: str | Path) -> bool:
+    """Whether ``path`` is there: for an image sequence's pattern, whether any file matches it."""
+    return bool(sequence_files(path)) if is_image_sequence(path) else Path(path).exists()
 
 
 def sequence_numbers(pattern: str | Path) -> list[int]:
     """The frame numbers of the files an ``image2`` pattern matches, sorted (frame 0 of a reader is the first)."""
-    return [n for n, _ in _sequence_entries(pattern)]
+    return [n for n, _ in sequence_entries(pattern)]
 
 
-def _sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
+def sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
+    """``(number, file)`` of each file an ``image2`` pattern matches, sorted by number."""
     pattern = Path(pattern)
     width = _PATTERN.search(pattern.name)
     assert width is not None
@@ -95,7 +113,7 @@ def open_input(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FP
     path = check_readable(path)
     kwargs: dict[str, Any] = {}
     if is_image_sequence(path):
-        number = _sequence_entries(path)[0][0]
+        number = sequence_entries(path)[0][0]
         kwargs = {
             "format": "image2",
             "options": {"framerate": f"{sequence_fps.numerator}/{sequence_fps.denominator}",

@@ -87,7 +87,11 @@ def hdr10_metadata(frame: Any) -> ColorInfo:
     import struct
 
     found: dict[str, str] = {}
-    for data in frame.side_data:
+    try:
+        side_data = list(frame.side_data)
+    except ValueError:  # a kind of side data PyAV's enum does not know (FFmpeg 8's, on a TIFF): none of ours
+        return ColorInfo()
+    for data in side_data:
         kind = getattr(data.type, "name", str(data.type))
         raw = bytes(data)
         if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:

@@ -24,7 +24,7 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
-from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason, frame_filter
+from lipsyncctl.media.container import SWS_THREADS, ffmpeg_reason, frame_filter, is_image_sequence
 from lipsyncctl.media.probe import COLOR_CODES, FIELD_ORDERS, SHOWN_FIRST, ColorInfo, is_interlaced
 
 
@@ -55,6 +55,11 @@ CODECS: dict[str, CodecSpec] = {
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
+#: The image formats an image sequence (``-o 'shot.%04d.png'``) is written in, by extension: the encoder and its
+#: pixel format (8-bit RGB, as the render makes its pictures; DPX in the 10-bit RGB plates usually are). EXR is not
+#: written: its pictures are scene-linear floats, and ours are display values (``float_picture_warning``).
+SEQUENCE_FORMATS: dict[str, tuple[str, str]] = {".png": ("png", "rgb24"), ".tif": ("tiff", "rgb24"),
+                                                 ".tiff": ("tiff", "rgb24"), ".dpx": ("dpx", "gbrp10le")}
 #: container options of every file written: no random IDs, no library version strings
 BITEXACT = {"fflags": "+bitexact"}
 _PRORES_PROFILES = {"proxy": "0", "lt": "1", "standard": "2", "hq": "3", "4444": "4", "4444xq": "5"}
@@ -91,6 +96,21 @@ def codec_spec(codec: str) -> CodecSpec:
 
 #: VideoInfo.field_order -> AVFieldOrder code
 _FIELD_CODES = {name: code for code, name in FIELD_ORDERS.items()}
+
+
+def sequence_format(path: str | Path) -> tuple[str, str]:
+    """The encoder and pixel format of the image sequence ``path`` (:data:`SEQUENCE_FORMATS`).
+
+    Raises:
+        MediaError: an extension that is not written (EXR, JPEG...), naming those that are.
+    """
+    ext = Path(path).suffix.lower()
+    if ext in SEQUENCE_FORMATS:
+        return SEQUENCE_FORMATS[ext]
+    why = (" (EXR holds scene-linear floats; the render's pictures are display values)" if ext == ".exr" else
+           " (a lossy image format)" if ext in (".jpg", ".jpeg") else "")
+    raise MediaError(f"{path}: an image sequence is not written as '{ext or '(none)'}'{why}",
+                     hint=f"name one of {', '.join(SEQUENCE_FORMATS)} (e.g. -o 'shot.%04d.dpx'), or a video file")
 
 
 def keeps_fields(codec: str, field_order: str | None) -> bool:
@@ -160,6 +180,9 @@ class VideoWriter:
         field_order: the source's :attr:`~lipsyncctl.media.probe.VideoInfo.field_order`: an interlaced order
             (``tt``, ``bb``, ``tb``, ``bt``) writes interlaced-coded frames in that order where the codec can
             (:func:`keeps_fields`), so a 1080i master comes back as one; anything else, progressive.
+        start_number: the first frame's number when ``path`` is an image sequence (``shot.%04d.png``: one
+            image a frame, in the format of its extension, :data:`SEQUENCE_FORMATS`; ``codec``, ``crf``,
+            ``preset`` and ``profile`` are not used then).
 
     Use as a context manager: on an exception the temporary file is deleted and nothing is renamed.
     """
@@ -168,12 +191,19 @@ class VideoWriter:
                  preset: str = "medium", profile: str | None = None, pix_fmt: str | None = None,
                  color: ColorInfo | None = None, rotation: int = 0, inputs: tuple[str | Path, ...] | list = (),
                  options: dict[str, str] | None = None, threads: int | None = None,
-                 sample_aspect: Fraction | None = None, field_order: str | None = None) -> None:
+                 sample_aspect: Fraction | None = None, field_order: str | None = None,
+                 start_number: int = 1) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps)
         if self.fps <= 0:
             raise MediaError(f"{path}: frame rate must be positive, got {fps}")
-        self.spec = codec_spec(codec)
+        self.start_number = start_number
+        self.sequence = is_image_sequence(self.path)
+        if self.sequence:
+            encoder, default_pix = sequence_format(self.path)
+            self.spec, codec, profile, field_order = CodecSpec(encoder, default_pix, (self.path.suffix,)), encoder, None, None
+        else:
+            self.spec = codec_spec(codec)
         check_container_rate(self.path, self.fps)
         self.codec = codec
         self.pix_fmt = pix_fmt or self.spec.pix_fmt
@@ -231,7 +261,11 @@ class VideoWriter:
             raise MediaError(f"{self.path}: {width}x{height} has an odd side, which {self.pix_fmt} cannot store",
                              hint="scale to even dimensions (prep does this with --scale/--max-size)")
         try:
-            self._container = av.open(str(self._tmp), "w", container_options=BITEXACT)
+            if self.sequence:  # image2: one file a frame, numbered from start_number
+                self._container = av.open(str(self._tmp), "w", format="image2",
+                                          container_options={**BITEXACT, "start_number": str(self.start_number)})
+            else:
+                self._container = av.open(str(self._tmp), "w", container_options=BITEXACT)
             stream = self._container.add_stream(self.spec.encoder, rate=self.fps, options=self._options)
             stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
             stream.codec_context.time_base = 1 / self.fps

@@ -358,6 +358,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     written; a row is ``planned`` when its inputs are usable media (probed), else ``failed``, or ``skipped``."""
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
+    from lipsyncctl.media.container import exists
     from lipsyncctl.pipeline.clip import probe_inputs
     from lipsyncctl.pipeline.output import check_output
     from lipsyncctl.runner.shards import take_shard
@@ -377,7 +378,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     items: dict[int, BatchItem] = {}
     tasks: list[BatchTask] = []
     for k, row in enumerate(mine, 1):
-        if row.output.exists() and not overwrite:
+        if exists(row.output) and not overwrite:  # (an image sequence's: any of its files)
             reason, hint = _skip_reason(row, configs[row.line])
             items[row.line] = BatchItem(row, "skipped", reason, hint)
             progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")

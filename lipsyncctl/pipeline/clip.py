@@ -43,6 +43,7 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
+from lipsyncctl.media.container import exists, is_image_sequence, sequence_files
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
 from lipsyncctl.pipeline.plan import (
     ClipPlan,
@@ -180,6 +181,7 @@ def sync_clip(
         float_picture_warning,
         hdr10_warning,
         interlace_warning,
+        sound_warning,
     )
 
     clock = _Clock()
@@ -197,13 +199,13 @@ def sync_clip(
             check_not_input(path, [video, audio])
     check_output(output, config.output)
     for path in (output, matte_out):
-        if path is not None and path.exists() and not overwrite:
+        if path is not None and exists(path) and not overwrite:
             from lipsyncctl.errors import UsageError
 
             raise UsageError(f"{path}: exists; refusing to replace it",
                              hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
     check_writable(output)  # a read-only destination fails now, not after the render
-    stale_matte = matte_path(output) if overwrite and matte_out is None and output.exists() else None
+    stale_matte = matte_path(output) if overwrite and matte_out is None and exists(output) else None
     files = None
     if networks is None:  # missing weights, a refused device or dtype fail here, before minutes of face tracking
         from lipsyncctl.pipeline.networks import check_inference, resolve_files
@@ -255,6 +257,8 @@ def sync_clip(
         warnings.append(hdr10)
     if floating := float_picture_warning(vinfo.pix_fmt):
         warnings.append(floating)
+    if silent := sound_warning(output):
+        warnings.append(silent)
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
@@ -306,11 +310,12 @@ def sync_clip(
                 warnings[said_at:said_at] = said
                 done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole)])
                 if stale_matte is not None:  # the matte of the take this one replaces no longer matches it
-                    stale_matte.unlink(missing_ok=True)
+                    for stale in sequence_files(stale_matte) if is_image_sequence(stale_matte) else [stale_matte]:
+                        stale.unlink(missing_ok=True)
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
-                              audio_stream=audio_stream)
+                              audio_stream=audio_stream, start_number=_first_number(video, plan))
         finally:
             if stream is not None:
                 stream.close()
@@ -360,13 +365,16 @@ def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[st
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None, settle: Callable[[], None],
-                      timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None) -> None:
+                      timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None,
+                      start_number: int = 1) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
     ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
-    :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs."""
+    :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs. An image
+    sequence ``output`` (numbered from ``start_number``) gets no sound; its files are moved into place last
+    (:func:`~lipsyncctl.media.atomic.replace_sequence`: those of a longer take it replaces are removed)."""
     from lipsyncctl.errors import WriteError
-    from lipsyncctl.media.atomic import output_folder, sweep_temps, temp_prefix, write_error
+    from lipsyncctl.media.atomic import output_folder, replace_sequence, sweep_temps, temp_prefix, write_error
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.pipeline.output import open_writer
     from lipsyncctl.pipeline.render import Renderer
@@ -379,18 +387,19 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
         with output_folder(output), \
                 tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmpdir:
             tmp = Path(tmpdir)
-            video_only = tmp / f"video{output.suffix}"
-            matte_tmp = tmp / f"matte{output.suffix}" if matte_out is not None else None
+            sequence = is_image_sequence(output)
+            video_only = tmp / (output.name if sequence else f"video{output.suffix}")
+            matte_tmp = (tmp / (matte_out.name if sequence else f"matte{output.suffix}")) if matte_out is not None else None
             try:
-                like_source = {"color": vinfo.color, "source_pix_fmt": vinfo.pix_fmt,
+                like_source = {"color": vinfo.color, "source_pix_fmt": vinfo.pix_fmt, "start_number": start_number,
                                "sample_aspect": vinfo.sample_aspect, "field_order": vinfo.field_order}
                 with open_writer(video_only, plan.fps, config.output, **like_source) as writer, \
                         (open_writer(matte_tmp, plan.fps, config.output, **like_source) if matte_tmp
                          else contextlib.nullcontext()) as matte:
                     renderer.render(reader, writer, matte)
                 # The new audio at its own rate and channels, cut or padded with silence to the picture.
-                with clock("mux"):
-                    final = mux_audio(video_only, audio, tmp / f"final{output.suffix}",
+                with clock("mux") if not sequence else contextlib.nullcontext():
+                    final = video_only if sequence else mux_audio(video_only, audio, tmp / f"final{output.suffix}",
                                       codec=config.output.audio_codec, pad=True,
                                       duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
                                       inputs=[video], timecode=timecode[0] if timecode else None,
@@ -400,11 +409,21 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                 needed.append(_space_needed(exc, video_only, done, plan.num_frames))
                 raise
             settle()
+            place = replace_sequence if sequence else os.replace
             if matte_out is not None and matte_tmp is not None:
-                os.replace(matte_tmp, matte_out)
-            os.replace(final, output)
+                place(matte_tmp, matte_out)
+            place(final, output)
     except WriteError as exc:  # a file of the hidden folder: name the output, and what the render needs
         raise write_error(output, exc, needed=needed[0] if needed else None) from exc
+
+
+def _first_number(video: Path, plan: ClipPlan) -> int:
+    """The number of an image-sequence output's first file: the source sequence's own number of the frame it starts
+    at (an edit of plate ``shot.1001..`` from ``--start`` comes back under the same numbers); 1 for a video source
+    (FFmpeg's first number)."""
+    from lipsyncctl.media.container import sequence_numbers
+
+    return sequence_numbers(video)[0] + plan.first_frame if is_image_sequence(video) else 1
 
 
 def _space_needed(exc: Any, video_only: Path, frames_written: int, frames: int) -> int:

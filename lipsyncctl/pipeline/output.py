@@ -94,9 +94,19 @@ def check_output(output: Path, options: OutputOptions) -> None:
         UsageError: ``output`` is an existing folder.
         ConfigError: e.g. ProRes into .mp4, FFV1 into .mov, PCM audio into .mp4.
     """
+    from lipsyncctl.media.container import is_image_sequence
+
     if output.is_dir():
         raise UsageError(f"{output}: is a folder; sync writes one file",
                          hint=f"give a file name, e.g. -o {output / 'out.mp4'}")
+    if is_image_sequence(output):  # one image a frame, in its extension's format (output.codec is a video's)
+        from lipsyncctl.media.writer import sequence_format
+
+        try:
+            sequence_format(output)
+        except MediaError as exc:
+            raise UsageError(exc.message, hint=exc.hint) from None
+        return
     allowed = containers(options.codec)
     ext = output.suffix.lower()
     if ext not in allowed:
@@ -117,8 +127,11 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
     """A warning when the dub's sample ``rate`` is more (or other) than the output's audio codec holds (AAC: at
     most 96 kHz) or its container (MXF: 48 kHz): its sound is resampled (:func:`~lipsyncctl.media.mux.encodable_rate`);
     else None."""
+    from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.mux import AUDIO_CODECS, FIXED_AUDIO, auto_audio_codec, encodable_rate
 
+    if is_image_sequence(output):  # no sound written (sound_warning)
+        return None
     codec = options.audio_codec
     if codec == "auto":
         writer = OUTPUT_CODECS[options.codec].writer_codec
@@ -188,8 +201,11 @@ def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str |
     Raises:
         MediaError: e.g. a 539x959 RGB or 4:4:4 source into the default 4:2:0 H.264.
     """
+    from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.writer import CODECS
 
+    if is_image_sequence(output):  # RGB, any size
+        return
     pix_fmt = output_pix_fmt(options, source_pix_fmt) or CODECS[OUTPUT_CODECS[options.codec].writer_codec].pix_fmt
     width, height = size
     if pix_fmt.startswith(("yuv420", "yuvj420", "nv12")) and (width % 2 or height % 2):
@@ -210,27 +226,52 @@ def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | 
 
 def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: ColorInfo | None = None,
                 source_pix_fmt: str | None = None, inputs: tuple | list = (),
-                sample_aspect: Fraction | None = None, field_order: str | None = None) -> VideoWriter:
+                sample_aspect: Fraction | None = None, field_order: str | None = None,
+                start_number: int = 1) -> VideoWriter:
     """A :class:`~lipsyncctl.media.writer.VideoWriter` for ``output.*`` (written under a temporary name,
     renamed on ``close()``; use it as a context manager so an exception leaves nothing). ``color``,
     ``sample_aspect`` and ``field_order``: the source's, so that the output looks and plays like it (an interlaced
-    source's fields kept where the codec can: :func:`~lipsyncctl.media.writer.keeps_fields`)."""
+    source's fields kept where the codec can: :func:`~lipsyncctl.media.writer.keeps_fields`). An image sequence
+    ``path`` (``shot.%04d.png``) is written in its extension's format from frame ``start_number``, in
+    ``output.pix_fmt`` where set."""
+    from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.writer import VideoWriter
 
     codec = OUTPUT_CODECS[options.codec]
+    pix_fmt = options.pix_fmt if is_image_sequence(path) else output_pix_fmt(options, source_pix_fmt)
     return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
-                       profile=codec.profile, pix_fmt=output_pix_fmt(options, source_pix_fmt), color=color,
-                       inputs=inputs, threads=ENCODER_THREADS, sample_aspect=sample_aspect, field_order=field_order)
+                       profile=codec.profile, pix_fmt=pix_fmt, color=color, inputs=inputs, threads=ENCODER_THREADS,
+                       sample_aspect=sample_aspect, field_order=field_order, start_number=start_number)
+
+
+def sound_warning(output: Path) -> str | None:
+    """Said when ``output`` is an image sequence: it holds no sound (the dub is ``--audio``, from its first frame)."""
+    from lipsyncctl.media.container import is_image_sequence
+
+    if not is_image_sequence(output):
+        return None
+    return "an image sequence holds no sound: the dub is not written with it (it plays from the first image)"
 
 
 def matte_path(output: Path) -> Path:
-    """``out.mp4`` -> ``out.matte.mp4`` (the changed region, white = generated)."""
+    """``out.mp4`` -> ``out.matte.mp4`` (the changed region, white = generated); ``shot.%04d.png`` ->
+    ``shot.matte.%04d.png``."""
+    import re
+
+    from lipsyncctl.media.container import is_image_sequence
+
+    if is_image_sequence(output):
+        return output.with_name(re.sub(r"(%0?\d*d)", r"matte.\1", output.name, count=1))
     return output.with_name(f"{output.stem}.matte{output.suffix}")
 
 
 def run_yaml_path(output: Path) -> Path:
-    """``out.mp4`` -> ``out.run.yaml`` (the resolved configuration of the run)."""
-    return output.with_name(f"{output.stem}.run.yaml")
+    """``out.mp4`` -> ``out.run.yaml`` (the resolved configuration of the run); ``shot.%04d.png`` ->
+    ``shot.run.yaml``."""
+    from lipsyncctl.media.container import sequence_stem
+
+    stem = sequence_stem(output)
+    return output.with_name(f"{stem}.run.yaml" if stem else "run.yaml")
 
 
 def write_run_yaml(output: Path, config: Config, plan: dict[str, Any], inputs: dict[str, str],

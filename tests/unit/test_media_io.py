@@ -579,3 +579,56 @@ def test_a_full_disk_under_a_scratch_file_is_a_write_error(gen: Path, monkeypatc
     monkeypatch.undo()
     mix = scratch_samples(1000, 2, folder=gen / "scratch")
     assert mix.shape == (1000, 2) and not mix.any() and not any((gen / "scratch").iterdir())
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "dpx"])
+def test_an_image_sequence_is_written_frame_for_frame_and_reads_back(tmp_path: Path, ext: str) -> None:
+    """``shot.%04d.EXT`` is one image a frame from ``start_number``, moved into place only when complete (a hidden
+    folder meanwhile, with no ``%`` in its name: FFmpeg reads one anywhere in the path as the frame's place); 8-bit
+    RGB comes back exactly (DPX: 10-bit RGB, the 8-bit values scaled and back). TIFF read back is the check of a
+    TIFF input too (its side data crashed the probe)."""
+    from lipsyncctl.media.container import sequence_files
+    from lipsyncctl.media.reader import read_range
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (20, 14, 3), dtype=np.uint8) for _ in range(3)]
+    out = tmp_path / f"shot.%04d.{ext}"
+    with VideoWriter(out, Fraction(24), start_number=1001) as writer:
+        for k, rgb in enumerate(frames):
+            writer.write(rgb)
+            assert not sequence_files(out) and (k == 0 or len(list(tmp_path.iterdir())) == 1)
+    assert [p.name for p in sequence_files(out)] == [f"shot.{n}.{ext}" for n in (1001, 1002, 1003)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"shot.{n}.{ext}" for n in (1001, 1002, 1003)]
+    assert all(np.array_equal(a, b) for a, b in zip(read_range(out, 0, 3, Fraction(24)), frames, strict=True))
+
+
+def test_a_failed_image_sequence_leaves_nothing_and_a_bad_format_is_refused(tmp_path: Path) -> None:
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.output import check_output
+
+    (tmp_path / "shot.0001.png").write_bytes(b"an older take")
+    with pytest.raises(KeyboardInterrupt), VideoWriter(tmp_path / "shot.%04d.png", Fraction(25)) as writer:
+        writer.write(np.zeros((8, 8, 3), np.uint8))
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["shot.0001.png"]
+    assert (tmp_path / "shot.0001.png").read_bytes() == b"an older take"
+    options = cfg.resolve("tiny").output
+    for name, said in (("plate.%04d.exr", "scene-linear"), ("plate.%04d.jpg", "lossy"), ("plate.%04d.mp4", "")):
+        with pytest.raises(UsageError, match=f"not written as .*{said}") as info:
+            check_output(tmp_path / name, options)
+        assert ".png, .tif, .tiff, .dpx" in info.value.hint
+    check_output(tmp_path / "plate.%04d.dpx", options)  # h264 is the video codec: an image sequence is its format's
+
+
+def test_an_image_sequence_output_that_names_an_inputs_files_is_refused(tmp_path: Path) -> None:
+    from lipsyncctl.media.atomic import check_not_input
+
+    for n in (1001, 1002):
+        (tmp_path / f"shot.{n}.png").write_bytes(b"plate")
+    for output in ("shot.%04d.png", "shot.%d.png"):
+        with pytest.raises(UsageError, match="refusing to overwrite an input"):
+            check_not_input(tmp_path / output, [tmp_path / "shot.%04d.png"])
+    with pytest.raises(UsageError):
+        check_not_input(tmp_path / "shot.%d.png", [tmp_path / "shot.1002.png"])
+    check_not_input(tmp_path / "out.%04d.png", [tmp_path / "shot.%04d.png"])
+    check_not_input(tmp_path / "out.mov", [tmp_path / "shot.%04d.png"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lipsyncctl import progress
-from lipsyncctl.errors import ConfigError, NoFaceError
+from lipsyncctl.errors import ConfigError, NoFaceError, UsageError
 from lipsyncctl.pipeline.clip import sync_clip
 from tests.sync_media import (
     audio_info,
@@ -153,6 +153,22 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
     with pytest.raises(ConfigError, match="states no rate"):
         with_sets(config, "sync.sequence_fps=source")
+
+    # an image sequence out: the same pictures, numbered as the source's frames, with its matte; no sound
+    out = tmp_path / "out" / "shot.%04d.png"
+    res = sync_clip(folder / "shot.%04d.png", audio, out, with_sets(config, "output.matte=true"), networks=models)
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == [f"shot.{n}.png" for n in range(1001, 1007)] + [f"shot.matte.{n}.png" for n in range(1001, 1007)] \
+        + ["shot.run.yaml"]
+    assert all(np.array_equal(np.asarray(Image.open(out.parent / f"shot.{1001 + k}.png")), want)
+               for k, want in enumerate(decode_rgb(tmp_path / "seq.mkv")))
+    assert res.matte == out.parent / "shot.matte.%04d.png" and any("holds no sound" in w for w in res.warnings)
+    with pytest.raises(UsageError, match="exists"):
+        sync_clip(folder / "shot.%04d.png", audio, out, config, networks=models)
+    # replaced by a shorter take from frame 2: its numbers are the source's (1003, 1004); the longer take's other
+    # frames and its matte are gone, nothing hidden is left
+    sync_clip(folder / "shot.%04d.png", audio, out, config, networks=models, frames=(2, 4), overwrite=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["shot.1003.png", "shot.1004.png", "shot.run.yaml"]
 
 
 def test_floating_point_pictures_are_said_to_be_read_as_display_values(tmp_path: Path) -> None:
