@@ -305,6 +305,9 @@ class OutputOptions(_Strict):
     pix_fmt: Annotated[str | None, AfterValidator(pixel_format)] = Field(
         None, description="None = the codec's default closest to the source")
     matte: bool = Field(False, description="also write a matte of the changed region")
+    first_number: int | None = Field(
+        None, ge=0, le=99_999_999,
+        description="an image-sequence output's first file number (None: the source sequence's, 1 for a video)")
     audio_codec: Literal["auto", "aac", "pcm", "pcm24"] = Field(
         "auto", description="auto: 24-bit PCM beside ProRes/DNxHR in a .mov/.mkv (as deliveries carry them), else AAC"
     )

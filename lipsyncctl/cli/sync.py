@@ -65,7 +65,7 @@ FLAGS: tuple[Flag, ...] = (
          "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame.", modes=BOTH),
     Flag("output", ("--output", "-o"), Path | None, "Output file; its extension picks the container. An image "
          "sequence pattern ('out/shot.%04d.dpx': .png, .tif, .dpx) writes one image a frame, numbered as the source "
-         "sequence's frames (from 1 for a video), without sound. With --timeline: the output folder.", modes=BOTH),
+         "sequence's frames (from 1 for a video; output.first_number), without sound. With --timeline: the output folder.", modes=BOTH),
     Flag("overwrite", ("--overwrite", "-y"), bool, "Replace OUT if it exists (otherwise an existing OUT is a "
          "usage error; with --batch that clip is skipped).", modes=CLIPS, default=False),
     Flag("preset", ("--preset", "-p"), str | None, opt.PresetOpt.help),

@@ -315,7 +315,7 @@ def sync_clip(
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
-                              audio_stream=audio_stream, start_number=_first_number(video, plan))
+                              audio_stream=audio_stream, start_number=_first_number(video, plan, config))
         finally:
             if stream is not None:
                 stream.close()
@@ -417,12 +417,14 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
         raise write_error(output, exc, needed=needed[0] if needed else None) from exc
 
 
-def _first_number(video: Path, plan: ClipPlan) -> int:
-    """The number of an image-sequence output's first file: the source sequence's own number of the frame it starts
-    at (an edit of plate ``shot.1001..`` from ``--start`` comes back under the same numbers); 1 for a video source
-    (FFmpeg's first number)."""
+def _first_number(video: Path, plan: ClipPlan, config: Config) -> int:
+    """The number of an image-sequence output's first file: ``output.first_number`` where set (1001, as VFX counts),
+    else the source sequence's own number of the frame it starts at (an edit of plate ``shot.1001..`` from
+    ``--start`` comes back under the same numbers), else 1 (a video source: FFmpeg's first number)."""
     from lipsyncctl.media.container import sequence_numbers
 
+    if config.output.first_number is not None:
+        return config.output.first_number
     return sequence_numbers(video)[0] + plan.first_frame if is_image_sequence(video) else 1
 
 

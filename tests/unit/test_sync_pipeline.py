@@ -169,6 +169,9 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
     # frames and its matte are gone, nothing hidden is left
     sync_clip(folder / "shot.%04d.png", audio, out, config, networks=models, frames=(2, 4), overwrite=True)
     assert sorted(p.name for p in out.parent.iterdir()) == ["shot.1003.png", "shot.1004.png", "shot.run.yaml"]
+    sync_clip(clip, audio, out, with_sets(config, "output.first_number=0"), networks=models, frames=(0, 1),
+              overwrite=True)  # a video source, numbered as asked
+    assert sorted(p.name for p in out.parent.iterdir()) == ["shot.0000.png", "shot.run.yaml"]
 
 
 def test_floating_point_pictures_are_said_to_be_read_as_display_values(tmp_path: Path) -> None:
