@@ -66,17 +66,19 @@ def sequence_numbers(pattern: str | Path) -> list[int]:
 
 
 def sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
-    """``(number, file)`` of each file an ``image2`` pattern matches, sorted by number."""
+    """``(number, file)`` of each file an ``image2`` pattern matches, sorted by number: the names FFmpeg gives those
+    numbers (``%04d``: ``0007``, ``1001``, ``10000``, not ``00007``; ``%d``: no leading zero), so a sequence past
+    9999 is whole and ``shot.%d.png`` is not ``shot.0001.png``."""
     pattern = Path(pattern)
     width = _PATTERN.search(pattern.name)
     assert width is not None
-    digits = f"[0-9]{{{width.group(1)}}}" if width.group(1) else "[0-9]+"
-    regex = re.compile(re.escape(pattern.name[: width.start()]) + f"({digits})" + re.escape(pattern.name[width.end():]) + "$")
+    pad = int(width.group(1) or 0)
+    regex = re.compile(re.escape(pattern.name[: width.start()]) + "([0-9]+)" + re.escape(pattern.name[width.end():]) + "$")
     glob_name = _PATTERN.sub("*", pattern.name)
     found = []
     for name in glob.glob(glob.escape(str(pattern.parent)) + "/" + glob_name):
         m = regex.match(Path(name).name)
-        if m:
+        if m and str(int(m.group(1))).zfill(pad) == m.group(1):
             found.append((int(m.group(1)), Path(name)))
     return sorted(found)
 

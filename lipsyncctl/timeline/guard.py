@@ -36,7 +36,7 @@ def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> lis
     for clip in timeline.find_clips():
         for ref in clip.media_references().values():
             if isinstance(ref, otio.schema.ImageSequenceReference):
-                path = resolver.resolve(sequence_url(ref))
+                path = resolver.resolve(sequence_url(ref), sequence=True)
                 out.extend(sequence_files(path) if path is not None else [])
                 continue
             url = getattr(ref, "target_url", None)

@@ -268,8 +268,9 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
     out = timeline.deepcopy()
     refs = [ref for clip in out.find_clips() for ref in clip.media_references().values()]
     for ref in refs:
-        if isinstance(ref, otio.schema.ImageSequenceReference) and ref.target_url_base:
-            ref.target_url_base = moved(ref.target_url_base.rstrip("/") or ".", None).rstrip("/") + "/"
+        if isinstance(ref, otio.schema.ImageSequenceReference):  # a folder URL ("" is the timeline's own folder)
+            ref.target_url_base = moved(ref.target_url_base.rstrip("/") or ("/" if ref.target_url_base else "."),
+                                        None).rstrip("/") + "/"
         if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
             continue
         mine = (ref.metadata.get("lipsyncctl") or {}).get(_RELATIVE)
@@ -292,21 +293,18 @@ def _edl_speeds(text: str, timeline: Any) -> str:
     read back as that speed; the span holds every frame the event shows); an ``M2`` line names the reel and source in of its event line (a dissolve's ``FROM`` side: the cut
     line, which starts where the outgoing event now ends) and states the speed in frames a second as NLEs write
     it (``050.0``, ``-025.0``). A reverse is written forward by :func:`_for_adapter` (the writer raised on a
-    source out before 00:00:00:00) and turned back here: its ``M2`` line is the one with the reversed clip's
-    name, source in and speed."""
-    import opentimelineio as otio
-
+    source out before 00:00:00:00), its clip's name marked (:data:`_REVERSE`), and turned back here. An event line
+    that does not parse is left as written, its ``M2`` lines too."""
     from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2
 
     rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
-    reverse = {(clip.name, round(clip.source_range.start_time.rescaled_to(float(rate)).value),
-                abs(Fraction(effect.time_scalar).limit_denominator(100)))
-               for clip in timeline.find_clips() if clip.source_range is not None
-               for effect in clip.effects if type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar < 0}
     lines = text.splitlines()
     block: list[tuple[int, re.Match[str]]] = []  # this event's lines (a dissolve: its cut line and its D line)
     moved: tuple[str, str, str] | None = None  # the last rewritten line: reel, source out as written, as it is now
     for i, line in enumerate(lines):
+        if line.strip()[:1].isdigit() and EDL_EVENT.match(line.strip()) is None:
+            block, moved = [], None  # its M2 lines are not the event's before
+            continue
         if (event := EDL_EVENT.match(line.strip())) is not None:
             block = [*block, (i, event)] if block and block[0][1].group(1) == event.group(1) else [(i, event)]
             if (moved is not None and event.group(2) == moved[0] and event.group(5) == event.group(6) == moved[1]
@@ -323,16 +321,22 @@ def _edl_speeds(text: str, timeline: Any) -> str:
             speed = (Fraction(m2.group(2)) / rate).limit_denominator(100)
             first = tb.timecode_frames(event.group(5), rate)
             frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
-            if (m2.group(1), tb.timecode_frames(m2.group(3), rate), abs(speed)) in reverse:
-                speed = -abs(speed)
         except ValueError:  # nothing the writer makes; left as written
             continue
+        if m2.group(1).endswith(_REVERSE):
+            speed = -abs(speed)
         stop = tb.timecode(first + (1 if speed == 0 else math.ceil(frames * abs(speed))), rate, ";" in event.group(5))
         lines[at] = _with_source(lines[at], event, event.group(5), stop)
         block = [(j, EDL_EVENT.match(lines[j].strip()) if j == at else e) for j, e in block]
         moved = (event.group(2), event.group(6), stop)
         lines[i] = f"M2   {event.group(2):<8} {_m2_speed(speed * rate):>6}                {event.group(5)}"
+    lines = [line.replace(_REVERSE, "") for line in lines]
     return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+#: the mark :func:`_for_adapter` puts on the name of a clip it gives OTIO's CMX writer forward for a reverse (the
+#: writer writes the name on the clip's ``M2`` line): :func:`_edl_speeds` makes that speed negative, then drops it
+_REVERSE = " ~reverse~"
 
 
 def _with_source(line: str, event: re.Match[str], src_in: str, src_out: str) -> str:
@@ -402,13 +406,16 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
         # which it wrote a source out before the in point (and raised below 00:00:00:00): _edl_speeds writes both
         return type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar <= 0
 
-    if timeline.global_start_time is None and not any(divided(e) for c in timeline.find_clips() for e in c.effects):
-        return timeline
-
     out = timeline.deepcopy()
     for clip in out.find_clips():
-        clip.effects[:] = [e if not divided(e) else otio.schema.FreezeFrame() if e.time_scalar == 0
-                           else otio.schema.LinearTimeWarp(time_scalar=-e.time_scalar) for e in clip.effects]
+        cmx = clip.metadata.setdefault("cmx_3600", {})
+        if not cmx.get("reel"):  # the reader's AX (no reel): as the input said, not a reel the writer makes of the
+            cmx["reel"] = "AX"   # clip's or file's name (with spaces, which no EDL reader parses)
+        if any(divided(e) for e in clip.effects):
+            clip.effects[:] = [e if not divided(e) else otio.schema.FreezeFrame() if e.time_scalar == 0
+                               else otio.schema.LinearTimeWarp(time_scalar=-e.time_scalar) for e in clip.effects]
+            if any(type(e) is otio.schema.LinearTimeWarp for e in clip.effects):
+                clip.name = f"{clip.name}{_REVERSE}"
     start = out.global_start_time
     for track in out.tracks if start is not None else ():
         length = track.available_range().duration

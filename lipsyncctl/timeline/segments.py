@@ -251,7 +251,7 @@ def plan_timeline(
             _walk_track(track, (k,), (k,), 0, None, fps, pieces)
     duration = tb.to_frames(timeline.duration(), fps)
     visible = _flatten(pieces)
-    probed: dict[Path, MediaFacts] = {}
+    probed: dict[tuple[Path, Fraction | None], MediaFacts] = {}
     segments: list[Segment] = []
     skipped: list[SkippedItem] = []
     warnings: list[str] = []
@@ -378,7 +378,7 @@ def _transitions(segments: list[Segment], pieces: list[_Piece], fps: Fraction,
 
 
 def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int,
-             probe: Callable[..., MediaFacts], probed: dict[Path, MediaFacts],
+             probe: Callable[..., MediaFacts], probed: dict[tuple[Path, Fraction | None], MediaFacts],
              check_names: bool = False) -> Segment | SkippedItem:
     import opentimelineio as otio
 
@@ -405,17 +405,21 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return skip("missing media (no media reference)" if isinstance(ref, otio.schema.MissingReference)
                     else f"unsupported media reference {type(ref).__name__}")
     url = sequence_url(ref) if sequence else ref.target_url
-    media = resolver.resolve(url)
+    media = resolver.resolve(url, sequence=sequence)
     if media is None:
         return skip(f"missing media: {url}")
-    if sequence and (gap := _sequence_gap(ref, media)):
-        return skip(gap)
+    rate = _sequence_rate(ref, clip) if sequence else None
+    if sequence:
+        gap = _sequence_gap(ref, media) if rate else "unsupported media reference: an image sequence stating no rate"
+        if gap:
+            return skip(gap)
     options = shot_options(clip)
     off = options.enabled is False  # left alone: planned without handles only for the conform's picture
     passing = warp[1] if warp else "lipsync: false" if off else None  # a pass-through shot: why
+    known = (media, rate)  # (a sequence is probed at its reference's rate: two references, two rates)
     try:
-        facts = probed[media] if media in probed else probed.setdefault(
-            media, probe(media, tb.exact_rate(ref.rate)) if sequence else probe(media))
+        facts = probed[known] if known in probed else probed.setdefault(
+            known, probe(media, rate) if rate else probe(media))
     except MediaError as exc:
         return skip("lipsync: false" if off else f"unreadable media: {exc}")
     if check_names and (mismatch := name_mismatch(clip, facts)):
@@ -538,6 +542,16 @@ def sequence_url(ref: Any) -> str:
     which the readers take (:func:`lipsyncctl.media.container.is_image_sequence`)."""
     pad = ref.frame_zero_padding
     return ref.abstract_target_url(f"%0{pad}d" if pad else "%d")
+
+
+def _sequence_rate(ref: Any, clip: Any) -> Fraction | None:
+    """An ``ImageSequenceReference``'s rate: its own, else (OTIO's default of 1 left) its available range's or the
+    clip's; None when none says more than 1."""
+    spans = (ref.available_range, clip.source_range)
+    for rate in (ref.rate, *(span.duration.rate for span in spans if span is not None)):
+        if rate and rate > 1:
+            return tb.exact_rate(rate)
+    return None
 
 
 def _sequence_gap(ref: Any, pattern: Path) -> str | None:

@@ -478,7 +478,8 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
 
     stated: dict[tuple[str, int, int], Fraction | None] = {}  # (reel, source in, record in) -> speed; None: a still
     event: list[re.Match[str]] = []
-    for raw in text.splitlines():
+    lines = text.splitlines()
+    for i, raw in enumerate(lines):
         line = raw.strip()
         if (m := EDL_EVENT.match(line)) is not None:
             event = [e for e in event if e.group(1) == m.group(1)] + [m]  # a dissolve's two lines are one event
@@ -490,12 +491,14 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         if not event or (motion is None and freeze is None):
             continue
         try:
-            if motion is not None:  # the line of this event with the M2's reel (and source in, where a dissolve's
-                # two sides are one reel), else its last line: a dissolve's outgoing clip's M2 is not the incoming one's
+            if motion is not None:  # the line of this event with the M2's reel, else its last line; where a dissolve's
+                # two sides are one reel, the one at the M2's source in, else the side its next comment names (* TO:
+                # the incoming clip), else the outgoing clip's (OTIO's writer states that one at the clip's own in)
                 reel, src = motion.group(1), frames(motion.group(3))
                 speed = (Fraction(motion.group(2)) / rate).limit_denominator(100)  # 029.97 at 29.97 is 1x
-                same = [e for e in reversed(event) if e.group(2) == reel] or event[-1:]
-                ev = next((e for e in same if frames(e.group(5)) == src), same[0])
+                same = [e for e in event if e.group(2) == reel] or event[-1:]
+                incoming = i + 1 < len(lines) and lines[i + 1].strip().upper().startswith("* TO")
+                ev = next((e for e in same if frames(e.group(5)) == src), same[-1] if incoming else same[0])
             else:
                 ev, speed = event[-1], None
             reel = None if ev.group(2) == "AX" else ev.group(2)  # as the reader keeps it: AX is no reel
@@ -630,15 +633,16 @@ class MediaResolver:
             cands += [self.media_root / rel, self.media_root / p.name]
         return cands
 
-    def resolve(self, url: str) -> Path | None:
-        """The first candidate that exists (an image sequence's pattern, ``shot.%04d.exr``: where a file matches
-        it), or None."""
+    def resolve(self, url: str, *, sequence: bool = False) -> Path | None:
+        """The first candidate that exists, or None. ``sequence``: ``url`` is an image sequence's pattern
+        (``shot.%04d.exr``, an OTIO ``ImageSequenceReference``'s), there where a file matches it; a file's URL
+        that looks like one is a file name like any other."""
         from lipsyncctl.media.container import is_image_sequence, sequence_files
 
         if not url:
             return None
         for cand in self.candidates(url):
-            if cand.is_file() or (is_image_sequence(cand) and sequence_files(cand)):
+            if (sequence and is_image_sequence(cand) and sequence_files(cand)) or (not sequence and cand.is_file()):
                 return cand.resolve()
         return None
 

@@ -81,7 +81,13 @@ def tag_frames(start_timecode: str | None, fps: Fraction) -> int:
 def timecode(frames: int, fps: Fraction, drop: bool = False) -> str:
     """SMPTE timecode of a frame count at ``fps``: non-drop frame ``HH:MM:SS:FF``, or with ``drop`` at 29.97 and
     59.94 (:data:`DROP_FRAME_RATES`) drop frame ``HH:MM:SS;FF``, as an NLE shows a drop-frame timeline (the
-    same frame: ``01:00:00;00`` is frame 107892 at 29.97, which non-drop counts as ``00:59:56:12``)."""
+    same frame: ``01:00:00;00`` is frame 107892 at 29.97, which non-drop counts as ``00:59:56:12``). A count below 0
+    (a handle before a source's first timecode) wraps past midnight, as SMPTE timecode does: -2 is ``23:59:59:23``
+    at 25."""
+    if frames < 0:
+        nominal = math.ceil(fps)
+        dropped = 2 * (nominal // 30) * (1440 - 144) if drop and fps in DROP_FRAME_RATES else 0  # a day's skipped numbers
+        frames %= nominal * 86400 - dropped
     if drop and fps in DROP_FRAME_RATES:
         import opentimelineio as otio
 

@@ -632,3 +632,25 @@ def test_an_image_sequence_output_that_names_an_inputs_files_is_refused(tmp_path
         check_not_input(tmp_path / "shot.%d.png", [tmp_path / "shot.1002.png"])
     check_not_input(tmp_path / "out.%04d.png", [tmp_path / "shot.%04d.png"])
     check_not_input(tmp_path / "out.mov", [tmp_path / "shot.%04d.png"])
+
+
+def test_an_image_sequence_runs_past_9999_and_a_plain_number_is_not_a_padded_one(tmp_path: Path) -> None:
+    """``%04d`` numbers past 9999 have five digits (FFmpeg's names: they were left in the hidden folder and lost);
+    ``shot.%d.png`` is not ``shot.0001.png``, so replacing a ``%d`` take never removes a padded sequence's files."""
+    from lipsyncctl.media.atomic import replace_sequence
+    from lipsyncctl.media.container import sequence_numbers
+
+    out = tmp_path / "a" / "shot.%04d.png"
+    with VideoWriter(out, Fraction(25), start_number=9998) as writer:
+        for _ in range(4):
+            writer.write(np.zeros((8, 8, 3), np.uint8))
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"shot.{n}.png" for n in (10000, 10001, 9998, 9999)]
+    assert sequence_numbers(out) == [9998, 9999, 10000, 10001]
+    padded = [tmp_path / "b" / f"shot.000{n}.png" for n in (1, 2)]
+    padded[0].parent.mkdir()
+    for p in padded:
+        p.write_bytes(b"another take")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "shot.1.png").write_bytes(b"new")
+    replace_sequence(tmp_path / "new" / "shot.%d.png", tmp_path / "b" / "shot.%d.png")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["shot.0001.png", "shot.0002.png", "shot.1.png"]

@@ -408,6 +408,43 @@ def test_the_relinked_edl_keeps_a_dissolves_speeds_apart_and_writes_any_reverse(
         ("a", [2.0]), ("b", []), ("c", [-1.0]), ("e", [0.5]), ("f", [])]
 
 
+def test_the_relinked_edl_writes_reverses_into_a_dissolve_and_clips_without_a_reel(tmp_path: Path) -> None:
+    """A reverse on a dissolve's incoming side (the writer states it at the in point less the transition) keeps its
+    sign; a clip without a reel (an EDL's AX event, named with a space) is written AX, not as a reel with a space
+    that no EDL reader parses (its M2 then went to the event before)."""
+    import opentimelineio as otio
+    from opentimelineio.opentime import RationalTime as RT
+    from opentimelineio.opentime import TimeRange as TR
+
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+
+    def clip(name: str, reel: str | None, start: int, speed: float) -> otio.schema.Clip:
+        return otio.schema.Clip(name, media_reference=otio.schema.ExternalReference(target_url=f"/m/{name}.mov"),
+                                source_range=TR(RT(start, 25), RT(50, 25)),
+                                metadata={"cmx_3600": {"reel": reel}} if reel else None,
+                                effects=[otio.schema.LinearTimeWarp(time_scalar=speed)])
+
+    timeline = otio.schema.Timeline("rev")
+    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
+    timeline.tracks.append(track)
+    for item in (clip("a", "A", 100, -1.0), otio.schema.Transition(in_offset=RT(5, 25), out_offset=RT(5, 25)),
+                 clip("b", "B", 200, -2.0), clip("shot one", None, 300, 2.0)):
+        track.append(item)
+    source = tmp_path / "rev.edl"
+    source.write_text("TITLE: rev\n", encoding="utf-8")
+    written, warnings = write_timelines(timeline, source, tmp_path / "out")
+    assert [p.name for p in written] == ["rev.otio", "rev.edl"] and warnings == []
+    text = (tmp_path / "out" / "rev.edl").read_text()
+    assert "~" not in text and [line.split()[1] for line in text.splitlines() if line[:3].isdigit()] == [
+        "A", "A", "B", "AX"]
+    back = read_timeline(tmp_path / "out" / "rev.edl", rate=25)
+    assert [(c.name, [getattr(e, "time_scalar", None) for e in c.effects]) for c in back.find_clips()] == [
+        ("a", [-1.0]), ("b", [-2.0]), ("shot one", [2.0])]
+
+
 def test_an_m2_speed_is_written_as_nles_write_it() -> None:
     from lipsyncctl.timeline.outputs import _m2_speed
 
@@ -429,3 +466,14 @@ def test_a_dissolves_outgoing_m2_is_not_read_as_the_incoming_clips_speed(media: 
     timeline = read_timeline(edl, rate=25)
     assert [((c.metadata.get("cmx_3600") or {}).get("reel"), [getattr(e, "time_scalar", None) for e in c.effects])
             for c in timeline.find_clips()] == [("A001", [2.0]), ("B001", [])]
+    # a dissolve within one reel: an M2 at neither line's source in is the outgoing clip's, unless a "* TO" comment
+    # follows it
+    for to, speeds in (("", [[2.0], []]), ("* TO CLIP NAME: b\n", [[2.0], [2.0]])):
+        edl.write_text(_edl(
+            "001  A001     V     C        00:00:00:04 00:00:00:24 01:00:00:00 01:00:00:10\n"
+            "M2   A001      050.0                00:00:00:04\n",
+            "002  A001     V     C        00:00:00:24 00:00:00:24 01:00:00:10 01:00:00:10\n"
+            "002  A001     V     D 004    00:00:01:00 00:00:01:10 01:00:00:10 01:00:00:20\n"
+            "M2   A001      050.0                00:00:00:04\n" + to), encoding="utf-8")
+        assert [[getattr(e, "time_scalar", None) for e in c.effects]
+                for c in read_timeline(edl, rate=25).find_clips()] == speeds

@@ -53,22 +53,36 @@ def _clip(name: str, ref, start: int, duration: int, **metadata):  # type: ignor
 
 
 def test_a_plate_is_planned_at_its_rate_from_its_start_frame(plates: Path) -> None:
+    import opentimelineio as otio
+
+    unrated = _plate(start_frame=1003, available=False)
+    unrated.rate = 1.0  # OTIO's default: the clip's range says 24
+    no_rate = _plate(available=False)
+    no_rate.rate = 1.0
     edit = write_edit(plates / "edit.otio", [
         _clip("P1", _plate(), 4, 10),                                 # time 4 = frame 1005 = file index 5
         _clip("P2", _plate(start_frame=1000, available=False), 2, 6),  # time 2 = frame 1002 = index 2
         _clip("P3", _plate("holed"), 0, 4),
         _clip("P4", _plate(step=2), 0, 4),
-        _clip("P5", _plate("nowhere"), 0, 4)])
-    plan = plan_timeline(read_timeline(edit), MediaResolver(plates))
+        _clip("P5", _plate("nowhere"), 0, 4),
+        _clip("P6", otio.schema.ExternalReference(target_url="plates/shot.%04d.png"), 0, 4),  # a file's name
+        _clip("P7", unrated, 0, 4),            # time 0 = frame 1003 = index 3, the files before it its handles
+        otio.schema.Clip(name="P8", media_reference=no_rate, source_range=tr(0, 4, Fraction(1)))])
+    plan = plan_timeline(read_timeline(edit), MediaResolver(plates), handles=5)
     assert [(s.name, s.media.name, s.media_fps, s.source_start, s.source_frames, s.media_url)
             for s in plan.segments] == [
         ("P1", "shot.%04d.png", RATE, 5, 10, "plates/shot.%04d.png"),
-        ("P2", "shot.%04d.png", RATE, 2, 6, "plates/shot.%04d.png")]
+        ("P2", "shot.%04d.png", RATE, 2, 6, "plates/shot.%04d.png"),
+        ("P7", "shot.%04d.png", RATE, 3, 4, "plates/shot.%04d.png")]
     assert plan.segments[0].media_size == (360, 640)
+    # P7's render starts 3 frames before its timecode 00:00:00:00: counted past midnight, as SMPTE does
+    assert (plan.segments[2].handle_in, plan.segments[2].render_timecode) == (3, "23:59:59:21")
     assert [(k.name, k.reason) for k in plan.skipped] == [
         ("P3", "missing media: 1 frame of the image sequence shot.%04d.png (from frame 1010)"),
         ("P4", "unsupported media reference: image sequence with a frame step of 2"),
-        ("P5", "missing media: nowhere/shot.%04d.png")]
+        ("P5", "missing media: nowhere/shot.%04d.png"),
+        ("P6", "missing media: plates/shot.%04d.png"),
+        ("P8", "unsupported media reference: an image sequence stating no rate")]
     assert all("24.000 fps on a 23.976 fps timeline" in " ".join(s.warnings) for s in plan.segments)
 
 
@@ -112,3 +126,22 @@ def test_a_plate_is_rendered_and_kept_in_the_relinked_timeline(plates: Path, tmp
     base = (out / "de" / "current").resolve() / plate.target_url_base
     assert base.resolve() == (plates / "plates").resolve()  # re-based from the delivery folder
     assert clip.media_reference.target_url.endswith(render.name)
+
+
+def test_a_plates_folder_is_re_based_from_where_the_timeline_is_written(tmp_path: Path) -> None:
+    """``target_url_base`` relative to the input timeline's folder (``""``: that folder itself) is re-based onto the
+    folder the relinked timeline is written to; a ``file://`` folder stays as it is."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import _with_urls
+
+    timeline = otio.schema.Timeline("t")
+    track = otio.schema.Track()
+    timeline.tracks.append(track)
+    for base in ("", "plates/", "file:///mnt/plates/"):
+        ref = _plate()
+        ref.target_url_base = base
+        track.append(_clip("P", ref, 0, 4))
+    out = _with_urls(timeline, tmp_path / "out" / "de" / "v001", tmp_path, "otio_json")
+    assert [c.media_reference.target_url_base for c in out.find_clips()] == [
+        "../../../", "../../../plates/", "file:///mnt/plates/"]
