@@ -353,6 +353,26 @@ def test_the_relinked_edl_states_each_speed_as_the_edit_does(media: Path, tmp_pa
     assert [c.source_range for c in back.find_clips()] == [c.source_range for c in timeline.find_clips()]
 
 
+def _written_edl(tmp_path: Path, name: str, items: list) -> str:  # type: ignore[type-arg]
+    """The relinked EDL of a one-track 25 fps edit of ``items``, as ``write_timelines`` writes it (no warning)."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import write_timelines
+
+    if "cmx_3600" not in installed_adapters():
+        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
+    timeline = otio.schema.Timeline(name)
+    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
+    timeline.tracks.append(track)
+    for item in items:
+        track.append(item)
+    source = tmp_path / f"{name}.edl"
+    source.write_text(f"TITLE: {name}\n", encoding="utf-8")
+    written, warnings = write_timelines(timeline, source, tmp_path / "out")
+    assert [p.name for p in written] == [f"{name}.otio", f"{name}.edl"] and warnings == []
+    return (tmp_path / "out" / f"{name}.edl").read_text()
+
+
 def test_the_relinked_edl_keeps_a_dissolves_speeds_apart_and_writes_any_reverse(tmp_path: Path) -> None:
     """OTIO's CMX writer put a dissolve's outgoing M2 under its incoming event (read back, a 1x incoming clip took
     the outgoing clip's 2x), left the dissolve's cut line at the outgoing clip's divided out point, and raised on
@@ -362,10 +382,6 @@ def test_the_relinked_edl_keeps_a_dissolves_speeds_apart_and_writes_any_reverse(
     from opentimelineio.opentime import RationalTime as RT
     from opentimelineio.opentime import TimeRange as TR
 
-    from lipsyncctl.timeline.outputs import write_timelines
-
-    if "cmx_3600" not in installed_adapters():
-        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
 
     def clip(name: str, reel: str, start: int, speed: float | None = None) -> otio.schema.Clip:
         out = otio.schema.Clip(name, media_reference=otio.schema.ExternalReference(
@@ -379,18 +395,9 @@ def test_the_relinked_edl_keeps_a_dissolves_speeds_apart_and_writes_any_reverse(
         return otio.schema.Transition(in_offset=RT(5, 25), out_offset=RT(5, 25),
                                       transition_type=otio.schema.TransitionTypes.SMPTE_Dissolve)
 
-    timeline = otio.schema.Timeline("speeds")
-    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
-    timeline.tracks.append(track)
-    for item in (clip("a", "A", 100, 2.0), dissolve(), clip("b", "B", 200),     # 2x into 1x
-                 clip("c", "C", 10, -1.0),                                     # reverse from frame 10 (raised)
-                 clip("e", "A", 300, 0.5), dissolve(), clip("f", "A", 400)):   # one reel on both sides
-        track.append(item)
-    source = tmp_path / "speeds.edl"
-    source.write_text("TITLE: speeds\n", encoding="utf-8")
-    written, warnings = write_timelines(timeline, source, tmp_path / "out")
-    assert [p.name for p in written] == ["speeds.otio", "speeds.edl"] and warnings == []
-    text = (tmp_path / "out" / "speeds.edl").read_text()
+    text = _written_edl(tmp_path, "speeds", [clip("a", "A", 100, 2.0), dissolve(), clip("b", "B", 200),  # 2x into 1x
+                                             clip("c", "C", 10, -1.0),               # reverse from frame 10 (raised)
+                                             clip("e", "A", 300, 0.5), dissolve(), clip("f", "A", 400)])  # one reel
     events = [line.split() for line in text.splitlines() if line[:3].isdigit()]
     assert [e[:2] + e[-4:] for e in events] == [
         ["001", "A", "00:00:04:00", "00:00:07:15", "00:00:00:00", "00:00:01:20"],    # 45 frames at 2x: 90
@@ -416,10 +423,6 @@ def test_the_relinked_edl_writes_reverses_into_a_dissolve_and_clips_without_a_re
     from opentimelineio.opentime import RationalTime as RT
     from opentimelineio.opentime import TimeRange as TR
 
-    from lipsyncctl.timeline.outputs import write_timelines
-
-    if "cmx_3600" not in installed_adapters():
-        pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
 
     def clip(name: str, reel: str | None, start: int, speed: float) -> otio.schema.Clip:
         return otio.schema.Clip(name, media_reference=otio.schema.ExternalReference(target_url=f"/m/{name}.mov"),
@@ -427,17 +430,9 @@ def test_the_relinked_edl_writes_reverses_into_a_dissolve_and_clips_without_a_re
                                 metadata={"cmx_3600": {"reel": reel}} if reel else None,
                                 effects=[otio.schema.LinearTimeWarp(time_scalar=speed)])
 
-    timeline = otio.schema.Timeline("rev")
-    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
-    timeline.tracks.append(track)
-    for item in (clip("a", "A", 100, -1.0), otio.schema.Transition(in_offset=RT(5, 25), out_offset=RT(5, 25)),
-                 clip("b", "B", 200, -2.0), clip("shot one", None, 300, 2.0)):
-        track.append(item)
-    source = tmp_path / "rev.edl"
-    source.write_text("TITLE: rev\n", encoding="utf-8")
-    written, warnings = write_timelines(timeline, source, tmp_path / "out")
-    assert [p.name for p in written] == ["rev.otio", "rev.edl"] and warnings == []
-    text = (tmp_path / "out" / "rev.edl").read_text()
+    text = _written_edl(tmp_path, "rev", [clip("a", "A", 100, -1.0),
+                                          otio.schema.Transition(in_offset=RT(5, 25), out_offset=RT(5, 25)),
+                                          clip("b", "B", 200, -2.0), clip("shot one", None, 300, 2.0)])
     assert "~" not in text and [line.split()[1] for line in text.splitlines() if line[:3].isdigit()] == [
         "A", "A", "B", "AX"]
     back = read_timeline(tmp_path / "out" / "rev.edl", rate=25)
