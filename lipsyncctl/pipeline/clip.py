@@ -181,7 +181,7 @@ def sync_clip(
         float_picture_warning,
         hdr10_warning,
         interlace_warning,
-        sound_warning,
+        sequence_warnings,
     )
 
     clock = _Clock()
@@ -257,8 +257,7 @@ def sync_clip(
         warnings.append(hdr10)
     if floating := float_picture_warning(vinfo.pix_fmt):
         warnings.append(floating)
-    if silent := sound_warning(output):
-        warnings.append(silent)
+    warnings.extend(sequence_warnings(output, config.output))
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).

@@ -130,7 +130,7 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
     from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.mux import AUDIO_CODECS, FIXED_AUDIO, auto_audio_codec, encodable_rate
 
-    if is_image_sequence(output):  # no sound written (sound_warning)
+    if is_image_sequence(output):  # no sound written (sequence_warnings)
         return None
     codec = options.audio_codec
     if codec == "auto":
@@ -244,13 +244,21 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
                        sample_aspect=sample_aspect, field_order=field_order, start_number=start_number)
 
 
-def sound_warning(output: Path) -> str | None:
-    """Said when ``output`` is an image sequence: it holds no sound (the dub is ``--audio``, from its first frame)."""
+def sequence_warnings(output: Path, options: OutputOptions) -> list[str]:
+    """What is said when ``output`` is an image sequence: it holds no sound (the dub is ``--audio``, from its first
+    frame), and an ``output.codec`` other than the default is not used (the extension's format is)."""
+    from lipsyncctl.config import OutputOptions
     from lipsyncctl.media.container import is_image_sequence
+    from lipsyncctl.media.writer import sequence_format
 
     if not is_image_sequence(output):
-        return None
-    return "an image sequence holds no sound: the dub is not written with it (it plays from the first image)"
+        return []
+    said = ["an image sequence holds no sound: the dub is not written with it (it plays from the first image)"]
+    if options.codec != OutputOptions.model_fields["codec"].default:
+        encoder, pix_fmt = sequence_format(output)
+        said.append(f"output.codec {options.codec} is not used: the image sequence is written as its extension's "
+                    f"format ({encoder}, {pix_fmt})")
+    return said
 
 
 def matte_path(output: Path) -> Path:
