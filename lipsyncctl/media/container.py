@@ -60,6 +60,18 @@ def exists(path: str | Path) -> bool:
     return bool(sequence_files(path)) if is_image_sequence(path) else Path(path).exists()
 
 
+def sequence_gap(pattern: str | Path) -> str | None:
+    """What is missing between the first and last file of the image sequence ``pattern`` (FFmpeg's reader stops at
+    the first missing number, so the frames after it would be read as the last one held), or None."""
+    numbers = sequence_numbers(pattern)
+    missing = numbers[-1] - numbers[0] + 1 - len(numbers) if numbers else 0
+    if not missing:
+        return None
+    hole = next(n + 1 for n, m in zip(numbers, numbers[1:], strict=False) if m != n + 1)
+    return (f"{missing} frame{'s' * (missing > 1)} missing from the image sequence {Path(pattern).name} "
+            f"(the first: {hole})")
+
+
 def sequence_numbers(pattern: str | Path) -> list[int]:
     """The frame numbers of the files an ``image2`` pattern matches, sorted (frame 0 of a reader is the first)."""
     return [n for n, _ in sequence_entries(pattern)]

@@ -23,6 +23,7 @@ from lipsyncctl.media.container import (
     is_image_sequence,
     opened,
     sequence_files,
+    sequence_gap,
     video_stream,
 )
 from lipsyncctl.media.rates import STANDARD_RATES as STANDARD_RATES  # the one table lives in media.rates
@@ -315,6 +316,9 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
         _check_index_complete(stream, size, path)
     tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
     if is_image_sequence(path):
+        if gap := sequence_gap(path):
+            raise MediaError(f"{path}: {gap}", hint="the reader stops at a missing number: render or copy the "
+                             "missing frames, or renumber the files")
         fps, nominal, vfr = sequence_fps, sequence_fps, False
         frame_count = len(sequence_files(path))
     else:

@@ -556,18 +556,13 @@ def _sequence_rate(ref: Any, clip: Any) -> Fraction | None:
 
 def _sequence_gap(ref: Any, pattern: Path) -> str | None:
     """Why the image sequence ``pattern`` (of ``ref``) cannot be read as one picture a file, or None: a frame step
-    other than 1, or a number missing between its first and last file (the reader stops there)."""
-    from lipsyncctl.media.container import sequence_numbers
+    other than 1, or a number missing between its first and last file (:func:`~lipsyncctl.media.container.sequence_gap`)."""
+    from lipsyncctl.media.container import sequence_gap
 
     if ref.frame_step != 1:
         return f"unsupported media reference: image sequence with a frame step of {ref.frame_step}"
-    numbers = sequence_numbers(pattern)
-    missing = numbers[-1] - numbers[0] + 1 - len(numbers)
-    if missing:
-        hole = next(n + 1 for n, m in zip(numbers, numbers[1:], strict=False) if m != n + 1)
-        return (f"missing media: {missing} frame{'s' * (missing > 1)} of the image sequence {pattern.name} "
-                f"(from frame {hole})")
-    return None
+    gap = sequence_gap(pattern)
+    return f"missing media: {gap}" if gap else None
 
 
 def _norm(name: str) -> str:

@@ -146,6 +146,12 @@ def test_image_sequence(gen: Path) -> None:
     assert info.is_image_sequence and info.video is not None
     assert info.video.frame_count == 7 and info.video.fps == Fraction(24000, 1001)
     assert (info.video.width, info.video.height) == (96, 64)
+    # a missing number: FFmpeg's reader stops there, and the frames after it came back as the last one held
+    holed = sorted(Path(pattern).parent.iterdir())
+    holed[3].unlink()
+    with pytest.raises(MediaError, match=r"1 frame missing from the image sequence .* \(the first: ") as info_:
+        probe(pattern)
+    assert "renumber" in info_.value.hint
 
 
 def test_audio_only(gen: Path) -> None:

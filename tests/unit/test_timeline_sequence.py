@@ -78,7 +78,7 @@ def test_a_plate_is_planned_at_its_rate_from_its_start_frame(plates: Path) -> No
     # P7's render starts 3 frames before its timecode 00:00:00:00: counted past midnight, as SMPTE does
     assert (plan.segments[2].handle_in, plan.segments[2].render_timecode) == (3, "23:59:59:21")
     assert [(k.name, k.reason) for k in plan.skipped] == [
-        ("P3", "missing media: 1 frame of the image sequence shot.%04d.png (from frame 1010)"),
+        ("P3", "missing media: 1 frame missing from the image sequence shot.%04d.png (the first: 1010)"),
         ("P4", "unsupported media reference: image sequence with a frame step of 2"),
         ("P5", "missing media: nowhere/shot.%04d.png"),
         ("P6", "missing media: plates/shot.%04d.png"),
