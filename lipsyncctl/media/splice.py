@@ -12,9 +12,12 @@ inverse of the conversion that decoded it (the source frame's matrix and range, 
 the pixels it covers did.
 
 It applies when the writer stores planar YUV (:func:`splice_layout`: 4:2:0, 4:2:2, 4:4:4, 8 to 16 bits) and the
-source is YUV (or grey); for an RGB output (FFV1 ``bgr0``, lossless RGB already), an RGB or palette source, or a
-quarter-turned source written in a format whose chroma is not subsampled alike both ways (4:2:2), :meth:`Splicer.frame`
-returns None and the caller writes the RGB image as before.
+source is YUV (or grey), and when the writer stores RGB deeper than 8 bits (:func:`deep_rgb`: a 10-bit DPX, a 16-bit
+PNG or TIFF) and the source is RGB: its stored values converted RGB to RGB (exact in its own format), the render's
+changed pixels put in (a 10-bit plate stays 10-bit outside the face). For an 8-bit RGB output (FFV1 ``bgr0``, PNG:
+lossless RGB already), a palette source, a YUV source into RGB, or a quarter-turned source written in a format whose
+chroma is not subsampled alike both ways (4:2:2), :meth:`Splicer.frame` returns None and the caller writes the RGB
+image as before.
 """
 
 from __future__ import annotations
@@ -78,6 +81,20 @@ def splice_layout(pix_fmt: str) -> Layout | None:
     return Layout(dtype, shifts)
 
 
+@cache
+def deep_rgb(pix_fmt: str) -> bool:
+    """``pix_fmt`` stores three RGB components, no alpha, of 9 to 16 bits (``gbrp10le``, ``rgb48be``...)."""
+    import av
+
+    try:
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+    except (ValueError, TypeError):
+        return False
+    comps = fmt.components
+    return bool(fmt.is_rgb and len(comps) == 3 and not any(c.is_alpha for c in comps)
+                and all(8 < c.bits <= 16 for c in comps))
+
+
 def _source_ok(pix_fmt: str) -> bool:
     """A decoder format whose values the splice may keep: YUV or grey (RGB and palette sources are exact in the
     render's RGB image already)."""
@@ -126,6 +143,7 @@ class Splicer:
     def __init__(self, pix_fmt: str, color: ColorInfo | None = None) -> None:
         self.pix_fmt = pix_fmt
         self.layout = splice_layout(pix_fmt)
+        self.rgb = deep_rgb(pix_fmt)
         #: with it, only source frames of this matrix and range are spliced (a file that mixes sources, the
         #: timeline's conform, tags them all as its first; another's frames go through RGB and its conversion)
         self.color = color
@@ -133,12 +151,14 @@ class Splicer:
     @property
     def active(self) -> bool:
         """The writer's format can be spliced at all (else every :meth:`frame` is None)."""
-        return self.layout is not None
+        return self.layout is not None or self.rgb
 
     def frame(self, source: Frame, before: np.ndarray | None = None, after: np.ndarray | None = None,
               within: tuple[int, int, int, int] | None = None) -> Any:
         """``within``: a box ``(x0, y0, x1, y1)`` of the image outside which ``after`` is known to equal ``before``
         (the paste-back's, :meth:`~lipsyncctl.faces.align.FaceAligner.paste_bounds`): only it is compared."""
+        if self.rgb:
+            return self._rgb_frame(source, before, after, within)
         layout = self.layout
         src = source.source  # the decoder's frame (a deinterlaced read keeps it): its fields stay as stored
         if layout is None or not _source_ok(src.format.name):
@@ -159,6 +179,33 @@ class Splicer:
         if before is not None and after is not None:
             self._replace(planes, src, rng, before, after, within)
         return frame_of(planes, self.pix_fmt, src)
+
+    def _rgb_frame(self, source: Frame, before: np.ndarray | None, after: np.ndarray | None,
+                   within: tuple[int, int, int, int] | None) -> Any:
+        """:meth:`frame` into a deep RGB format (:func:`deep_rgb`) from an RGB source: its values converted RGB to
+        RGB, the pixels where ``after`` differs from ``before`` the render's (8-bit values at the writer's depth)."""
+        import av
+
+        from lipsyncctl.media.writer import is_rgb
+
+        src = source.source
+        if not is_rgb(src.format.name):
+            return None
+        turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
+        conv = src if src.format.name == self.pix_fmt else src.reformat(format=self.pix_fmt, threads=SWS_THREADS)
+        values = conv.to_ndarray()
+        values = np.ascontiguousarray(np.rot90(values, turns)) if turns else values.copy()
+        if before is not None and after is not None:
+            height, width = before.shape[:2]
+            x0, y0, x1, y1 = within if within is not None else (0, 0, width, height)
+            changed = (before[y0:y1, x0:x1] != after[y0:y1, x0:x1]).any(axis=2)
+            if changed.any():
+                box = av.VideoFrame.from_ndarray(np.ascontiguousarray(after[y0:y1, x0:x1]), format="rgb24")
+                deep = box.reformat(format=self.pix_fmt, threads=SWS_THREADS).to_ndarray()
+                values[y0:y1, x0:x1][changed] = deep[changed]
+        out = av.VideoFrame.from_ndarray(values, format=self.pix_fmt)
+        out.colorspace, out.color_range = src.colorspace, src.color_range
+        return out
 
     def _replace(self, planes: list[np.ndarray], src: Any, rng: str, before: np.ndarray, after: np.ndarray,
                  within: tuple[int, int, int, int] | None = None) -> None:

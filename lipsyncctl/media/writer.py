@@ -56,7 +56,8 @@ CODECS: dict[str, CodecSpec] = {
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
 #: The image formats an image sequence (``-o 'shot.%04d.png'``) is written in, by extension: the encoder and its
-#: pixel format (8-bit RGB, as the render makes its pictures; DPX in the 10-bit RGB plates usually are). EXR is not
+#: pixel format (8-bit RGB, as the render makes its pictures; DPX in the 10-bit RGB plates usually are; an RGB
+#: source's own format where the encoder takes it: :func:`sequence_pix_fmt`). EXR is not
 #: written: its pictures are scene-linear floats, and ours are display values (``float_picture_warning``).
 SEQUENCE_FORMATS: dict[str, tuple[str, str]] = {".png": ("png", "rgb24"), ".tif": ("tiff", "rgb24"),
                                                  ".tiff": ("tiff", "rgb24"), ".dpx": ("dpx", "gbrp10le")}
@@ -111,6 +112,19 @@ def sequence_format(path: str | Path) -> tuple[str, str]:
            " (a lossy image format)" if ext in (".jpg", ".jpeg") else "")
     raise MediaError(f"{path}: an image sequence is not written as '{ext or '(none)'}'{why}",
                      hint=f"name one of {', '.join(SEQUENCE_FORMATS)} (e.g. -o 'shot.%04d.dpx'), or a video file")
+
+
+def sequence_pix_fmt(path: str | Path, source_pix_fmt: str | None) -> str:
+    """The pixel format an image sequence ``path`` is written in: an RGB source's own where the format's encoder
+    stores it (a 16-bit PNG, a 10-bit DPX plate come back at their depth: :mod:`lipsyncctl.media.splice`), else the
+    format's (:data:`SEQUENCE_FORMATS`)."""
+    import av
+
+    encoder, default = sequence_format(path)
+    if source_pix_fmt and is_rgb(source_pix_fmt) and "a" not in source_pix_fmt.replace("rgb", "").replace("gbr", ""):
+        if source_pix_fmt in {f.name for f in av.Codec(encoder, "w").video_formats or ()}:
+            return source_pix_fmt
+    return default
 
 
 def keeps_fields(codec: str, field_order: str | None) -> bool:

@@ -176,6 +176,40 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
     assert sorted(p.name for p in out.parent.iterdir()) == ["shot.0000.png", "shot.run.yaml"]
 
 
+@pytest.mark.parametrize(("ext", "fmt"), [("png", "rgb48be"), ("dpx", "gbrp10le")])
+def test_a_deep_rgb_plate_keeps_its_depth_outside_the_face(tiny_env, frames, tmp_path: Path, ext: str,
+                                                           fmt: str) -> None:
+    """A 16-bit PNG (a 10-bit DPX) plate comes back in its own format, every pixel the render did not change the
+    plate's own value, low bits included (they were cut to 8 bits, then scaled back, over the whole picture)."""
+    import av
+
+    config, models = tiny_env
+    plate = tmp_path / f"plate.%04d.{ext}"
+    with av.open(str(plate), "w", format="image2", container_options={"start_number": "1001"}) as c:
+        stream = c.add_stream(ext, rate=24)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], fmt
+        for k, rgb in enumerate(frames[:4]):
+            deep = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt).to_ndarray() + k + 1
+            for packet in stream.encode(av.VideoFrame.from_ndarray(deep, format=fmt)):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    out = tmp_path / "out" / f"shot.%04d.{ext}"
+    sync_clip(plate, write_wav(tmp_path / "dub.wav", 1.0), out,
+              with_sets(config, "sync.length_policy=cut", "sync.sequence_fps=24", "output.matte=true"), networks=models)
+
+    def picture(path: Path) -> av.VideoFrame:
+        with av.open(str(path)) as c:
+            return next(c.decode(video=0))
+
+    for n in range(1001, 1005):
+        src, got = picture(tmp_path / f"plate.{n}.{ext}"), picture(out.parent / f"shot.{n}.{ext}")
+        matte = picture(out.parent / f"shot.matte.{n}.{ext}").to_ndarray().max(axis=2)
+        assert got.format.name == fmt
+        same = (src.to_ndarray() == got.to_ndarray()).all(axis=2)
+        assert same[matte == 0].all() and (~same).sum() > 100  # the face changed, nothing else did
+
+
 def test_floating_point_pictures_are_said_to_be_read_as_display_values(tmp_path: Path) -> None:
     """An EXR sequence probes as floating point (gbrpf32le): sync says its pictures are read as 0-1 display values
     (clipped, no colour transform); integer pictures say nothing."""
