@@ -12,12 +12,12 @@ inverse of the conversion that decoded it (the source frame's matrix and range, 
 the pixels it covers did.
 
 It applies when the writer stores planar YUV (:func:`splice_layout`: 4:2:0, 4:2:2, 4:4:4, 8 to 16 bits) and the
-source is YUV (or grey), and when the writer stores RGB deeper than 8 bits (:func:`deep_rgb`: a 10-bit DPX, a 16-bit
-PNG or TIFF) and the source is RGB: its stored values converted RGB to RGB (exact in its own format), the render's
-changed pixels put in (a 10-bit plate stays 10-bit outside the face). For an 8-bit RGB output (FFV1 ``bgr0``, PNG:
-lossless RGB already), a palette source, a YUV source into RGB, or a quarter-turned source written in a format whose
-chroma is not subsampled alike both ways (4:2:2), :meth:`Splicer.frame` returns None and the caller writes the RGB
-image as before.
+source is YUV (or grey); and when the writer stores RGB deeper than 8 bits (:func:`deep_rgb`: a 10-bit DPX, a 16-bit
+PNG or TIFF): the source's values converted to it (an RGB plate's exactly: a 10-bit plate stays 10-bit outside the
+face; a 10-bit YUV source at that depth, not through the render's 8 bits), the render's changed pixels put in. For
+an 8-bit RGB output (FFV1 ``bgr0``, PNG: lossless RGB already), a palette source, or a quarter-turned source written
+in a YUV format whose chroma is not subsampled alike both ways (4:2:2), :meth:`Splicer.frame` returns None and the
+caller writes the RGB image as before.
 """
 
 from __future__ import annotations
@@ -182,14 +182,13 @@ class Splicer:
 
     def _rgb_frame(self, source: Frame, before: np.ndarray | None, after: np.ndarray | None,
                    within: tuple[int, int, int, int] | None) -> Any:
-        """:meth:`frame` into a deep RGB format (:func:`deep_rgb`) from an RGB source: its values converted RGB to
-        RGB, the pixels where ``after`` differs from ``before`` the render's (8-bit values at the writer's depth)."""
+        """:meth:`frame` into a deep RGB format (:func:`deep_rgb`): the source's values converted to it (RGB to RGB:
+        exact; YUV: as the render's image was converted, at the writer's depth instead of 8 bits), the pixels where
+        ``after`` differs from ``before`` the render's (8-bit values at the writer's depth)."""
         import av
 
-        from lipsyncctl.media.writer import is_rgb
-
         src = source.source
-        if not is_rgb(src.format.name):
+        if src.format.name.startswith(("pal", "bayer", "xyz", "monob", "monow")):
             return None
         turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
         conv = src if src.format.name == self.pix_fmt else src.reformat(format=self.pix_fmt, threads=SWS_THREADS)
@@ -203,9 +202,7 @@ class Splicer:
                 box = av.VideoFrame.from_ndarray(np.ascontiguousarray(after[y0:y1, x0:x1]), format="rgb24")
                 deep = box.reformat(format=self.pix_fmt, threads=SWS_THREADS).to_ndarray()
                 values[y0:y1, x0:x1][changed] = deep[changed]
-        out = av.VideoFrame.from_ndarray(values, format=self.pix_fmt)
-        out.colorspace, out.color_range = src.colorspace, src.color_range
-        return out
+        return av.VideoFrame.from_ndarray(values, format=self.pix_fmt)
 
     def _replace(self, planes: list[np.ndarray], src: Any, rng: str, before: np.ndarray, after: np.ndarray,
                  within: tuple[int, int, int, int] | None = None) -> None:
