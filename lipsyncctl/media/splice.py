@@ -22,6 +22,7 @@ caller writes the RGB image as before.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -81,18 +82,14 @@ def splice_layout(pix_fmt: str) -> Layout | None:
     return Layout(dtype, shifts)
 
 
-@cache
-def deep_rgb(pix_fmt: str) -> bool:
-    """``pix_fmt`` stores three RGB components, no alpha, of 9 to 16 bits (``gbrp10le``, ``rgb48be``...)."""
-    import av
+#: integer RGB of 9 to 16 bits, no alpha, in layouts PyAV converts to arrays: planar ``gbrp10le``..., packed
+#: ``rgb48``/``bgr48`` (not float, not the 10-bit packed ``x2rgb10``, not ``msb`` layouts)
+_DEEP_RGB = re.compile(r"^(gbrp(9|10|12|14|16)|rgb48|bgr48)(le|be)$")
 
-    try:
-        fmt = av.VideoFormat(pix_fmt, 64, 64)
-    except (ValueError, TypeError):
-        return False
-    comps = fmt.components
-    return bool(fmt.is_rgb and len(comps) == 3 and not any(c.is_alpha for c in comps)
-                and all(8 < c.bits <= 16 for c in comps))
+
+def deep_rgb(pix_fmt: str) -> bool:
+    """``pix_fmt`` stores integer RGB deeper than 8 bits that the splice handles (``gbrp10le``, ``rgb48be``...)."""
+    return _DEEP_RGB.match(pix_fmt) is not None
 
 
 def _source_ok(pix_fmt: str) -> bool:
@@ -187,11 +184,17 @@ class Splicer:
         ``after`` differs from ``before`` the render's (8-bit values at the writer's depth)."""
         import av
 
+        from lipsyncctl.media.writer import is_rgb
+
         src = source.source
         if src.format.name.startswith(("pal", "bayer", "xyz", "monob", "monow")):
             return None
         turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
-        conv = src if src.format.name == self.pix_fmt else src.reformat(format=self.pix_fmt, threads=SWS_THREADS)
+        conv = src
+        if not is_rgb(src.format.name):  # YUV: to packed RGB as the render's image was made (its chroma upsampling;
+            conv = src.reformat(format="rgb48le", threads=SWS_THREADS)  # a planar RGB target filters it otherwise)
+        if conv.format.name != self.pix_fmt:
+            conv = conv.reformat(format=self.pix_fmt, threads=SWS_THREADS)
         values = conv.to_ndarray()
         values = np.ascontiguousarray(np.rot90(values, turns)) if turns else values.copy()
         if before is not None and after is not None:

@@ -114,17 +114,29 @@ def sequence_format(path: str | Path) -> tuple[str, str]:
                      hint=f"name one of {', '.join(SEQUENCE_FORMATS)} (e.g. -o 'shot.%04d.dpx'), or a video file")
 
 
+#: the 16-bit RGB an image format stores a deep plate in when it does not take the plate's own format
+_DEEP_FORMAT = {"png": "rgb48be", "tiff": "rgb48le", "dpx": "rgb48le"}
+
+
 def sequence_pix_fmt(path: str | Path, source_pix_fmt: str | None) -> str:
-    """The pixel format an image sequence ``path`` is written in: an RGB source's own where the format's encoder
-    stores it (a 16-bit PNG, a 10-bit DPX plate come back at their depth: :mod:`lipsyncctl.media.splice`), else the
-    format's (:data:`SEQUENCE_FORMATS`)."""
+    """The pixel format an image sequence ``path`` is written in: a deep RGB source's own (more than 8 bits,
+    :func:`~lipsyncctl.media.splice.deep_rgb`) where the format's encoder stores it, else that format's 16-bit RGB
+    (a 16-bit PNG or TIFF, a 10-bit DPX plate come back at their depth: :mod:`lipsyncctl.media.splice`); a deep YUV
+    source (10-bit ProRes) the format's deep RGB; any other the format's own (:data:`SEQUENCE_FORMATS`: 8-bit
+    PNG/TIFF, 10-bit DPX)."""
     import av
 
+    from lipsyncctl.media.splice import deep_rgb
+
     encoder, default = sequence_format(path)
-    if source_pix_fmt and is_rgb(source_pix_fmt) and "a" not in source_pix_fmt.replace("rgb", "").replace("gbr", ""):
-        if source_pix_fmt in {f.name for f in av.Codec(encoder, "w").video_formats or ()}:
-            return source_pix_fmt
-    return default
+    if source_pix_fmt is not None and deep_rgb(source_pix_fmt):
+        takes = {f.name for f in av.Codec(encoder, "w").video_formats or ()}
+        return source_pix_fmt if source_pix_fmt in takes else _DEEP_FORMAT[encoder]
+    try:
+        deep = source_pix_fmt is not None and max(c.bits for c in av.VideoFormat(source_pix_fmt).components) > 8
+    except (ValueError, TypeError):
+        deep = False
+    return _DEEP_FORMAT[encoder] if deep and not deep_rgb(default) else default
 
 
 def keeps_fields(codec: str, field_order: str | None) -> bool:

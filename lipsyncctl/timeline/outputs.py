@@ -331,12 +331,14 @@ def _edl_speeds(text: str, timeline: Any) -> str:
         moved = (event.group(2), event.group(6), stop)
         lines[i] = f"M2   {event.group(2):<8} {_m2_speed(speed * rate):>6}                {event.group(5)}"
     lines = [line.replace(_REVERSE, "") for line in lines]
+    lines = [line for line in lines if not _NO_NAME.match(line)]  # a nameless clip's, named by the mark alone
     return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
 #: the mark :func:`_for_adapter` puts on the name of a clip it gives OTIO's CMX writer forward for a reverse (the
 #: writer writes the name on the clip's ``M2`` line): :func:`_edl_speeds` makes that speed negative, then drops it
-_REVERSE = " ~reverse~"
+_REVERSE = "~reverse~"
+_NO_NAME = re.compile(r"^\* (FROM|TO) CLIP NAME:\s*$")
 
 
 def _with_source(line: str, event: re.Match[str], src_in: str, src_out: str) -> str:

@@ -654,3 +654,19 @@ def test_an_image_sequence_runs_past_9999_and_a_plain_number_is_not_a_padded_one
     (tmp_path / "new" / "shot.1.png").write_bytes(b"new")
     replace_sequence(tmp_path / "new" / "shot.%d.png", tmp_path / "b" / "shot.%d.png")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["shot.0001.png", "shot.0002.png", "shot.1.png"]
+
+
+def test_the_deep_rgb_formats_and_what_an_image_sequence_is_written_in() -> None:
+    """Deep RGB (more than 8 bits, integer, no alpha) is what the splice keeps; an image sequence is written in a deep
+    plate's own format where its encoder takes it, else that format's 16-bit RGB; 8-bit sources as the format's own
+    (a PNG into DPX stays 10-bit)."""
+    from lipsyncctl.media.splice import deep_rgb
+    from lipsyncctl.media.writer import sequence_pix_fmt
+
+    assert [deep_rgb(f) for f in ("gbrp10le", "gbrp12be", "rgb48be", "bgr48le", "gbrp", "bgr0", "rgb24", "x2rgb10le",
+                                   "gbrpf16le", "gbrap16le", "gbrp10msble")] == [True] * 4 + [False] * 7
+    table = {src: [sequence_pix_fmt(f"x.%04d.{ext}", src) for ext in ("png", "tif", "dpx")]
+             for src in ("rgb24", "rgb48be", "gbrp12le", "yuv422p10le", None)}
+    assert table == {"rgb24": ["rgb24", "rgb24", "gbrp10le"], "rgb48be": ["rgb48be", "rgb48le", "rgb48be"],
+                     "gbrp12le": ["rgb48be", "rgb48le", "gbrp12le"], "yuv422p10le": ["rgb48be", "rgb48le", "gbrp10le"],
+                     None: ["rgb24", "rgb24", "gbrp10le"]}

@@ -432,12 +432,14 @@ def test_the_relinked_edl_writes_reverses_into_a_dissolve_and_clips_without_a_re
 
     text = _written_edl(tmp_path, "rev", [clip("a", "A", 100, -1.0),
                                           otio.schema.Transition(in_offset=RT(5, 25), out_offset=RT(5, 25)),
-                                          clip("b", "B", 200, -2.0), clip("shot one", None, 300, 2.0)])
+                                          clip("b", "B", 200, -2.0), clip("shot one", None, 300, 2.0),
+                                          clip("", "D", 400, -1.0)])  # no name: the mark alone
     assert "~" not in text and [line.split()[1] for line in text.splitlines() if line[:3].isdigit()] == [
-        "A", "A", "B", "AX"]
+        "A", "A", "B", "AX", "D"]
+    assert not any(line.rstrip().endswith("CLIP NAME:") for line in text.splitlines())
     back = read_timeline(tmp_path / "out" / "rev.edl", rate=25)
     assert [(c.name, [getattr(e, "time_scalar", None) for e in c.effects]) for c in back.find_clips()] == [
-        ("a", [-1.0]), ("b", [-2.0]), ("shot one", [2.0])]
+        ("a", [-1.0]), ("b", [-2.0]), ("shot one", [2.0]), (back.find_clips()[3].name, [-1.0])]
 
 
 def test_an_m2_speed_is_written_as_nles_write_it() -> None:
