@@ -86,7 +86,7 @@ def sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
     assert width is not None
     pad = int(width.group(1) or 0)
     regex = re.compile(re.escape(pattern.name[: width.start()]) + "([0-9]+)" + re.escape(pattern.name[width.end():]) + "$")
-    glob_name = _PATTERN.sub("*", pattern.name)
+    glob_name = glob.escape(pattern.name[: width.start()]) + "*" + glob.escape(pattern.name[width.end():])
     found = []
     for name in glob.glob(glob.escape(str(pattern.parent)) + "/" + glob_name):
         m = regex.match(Path(name).name)

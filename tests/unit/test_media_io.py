@@ -670,3 +670,11 @@ def test_the_deep_rgb_formats_and_what_an_image_sequence_is_written_in() -> None
     assert table == {"rgb24": ["rgb24", "rgb24", "gbrp10le"], "rgb48be": ["rgb48be", "rgb48le", "rgb48be"],
                      "gbrp12le": ["rgb48be", "rgb48le", "gbrp12le"], "yuv422p10le": ["rgb48be", "rgb48le", "gbrp10le"],
                      None: ["rgb24", "rgb24", "gbrp10le"]}
+
+
+def test_an_image_sequence_whose_name_holds_glob_characters_is_found(tmp_path: Path) -> None:
+    from lipsyncctl.media.container import sequence_numbers
+
+    for n in (1, 2):
+        (tmp_path / f"shot[v2]*.{n:04d}.png").write_bytes(b"x")
+    assert sequence_numbers(tmp_path / "shot[v2]*.%04d.png") == [1, 2]
