@@ -175,10 +175,12 @@ def float_picture_warning(pix_fmt: str | None) -> str | None:
             "convert a linear-light plate to its display transform first")
 
 
-def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto") -> str:
+def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto",
+                      sequence: bool = False) -> str:
     """What a sync does with an interlaced source (``fields``: its order in words): the face is found and rendered
     from deinterlaced pictures (``deinterlace`` auto, ``sync.deinterlace``) or from whole frames (off), and the
-    output keeps the field order where ``options.codec`` can (else it is progressive)."""
+    output keeps the field order where ``options.codec`` can (else it is progressive; an image ``sequence`` always
+    is: each image holds both fields, untagged)."""
     from lipsyncctl.media.writer import keeps_fields
 
     if deinterlace == "auto":
@@ -186,6 +188,8 @@ def interlace_warning(options: OutputOptions, fields: str, field_order: str | No
                 "pasted onto the source's own frames; ")
     else:
         said = f"the source is {fields}: the face is rendered from whole frames (both fields at once); "
+    if sequence:
+        return said + "an image sequence stores no field order: each image holds both fields, as a progressive picture"
     if keeps_fields(OUTPUT_CODECS[options.codec].writer_codec, field_order):
         return said + "the output keeps the field order, with the source's own fields outside the face"
     kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_fields(c.writer_codec, "tt"))
@@ -246,12 +250,13 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
                        sample_aspect=sample_aspect, field_order=field_order, start_number=start_number)
 
 
-def sequence_warnings(output: Path, options: OutputOptions) -> list[str]:
+def sequence_warnings(output: Path, options: OutputOptions, color: ColorInfo | None = None) -> list[str]:
     """What is said when ``output`` is an image sequence: it holds no sound (the dub is ``--audio``, from its first
-    frame), and an ``output.codec`` other than the default is not used (the extension's format is)."""
+    frame), an ``output.codec`` other than the default is not used (the extension's format is), and a source's
+    HDR10 static metadata (``color``) is not carried (:func:`hdr10_warning` speaks of video codecs)."""
     from lipsyncctl.config import OutputOptions
     from lipsyncctl.media.container import is_image_sequence
-    from lipsyncctl.media.writer import sequence_format
+    from lipsyncctl.media.writer import keeps_hdr10, sequence_format
 
     if not is_image_sequence(output):
         return []
@@ -260,6 +265,10 @@ def sequence_warnings(output: Path, options: OutputOptions) -> list[str]:
         encoder, pix_fmt = sequence_format(output)
         said.append(f"output.codec {options.codec} is not used: the image sequence is written as its extension's "
                     f"format ({encoder}, {pix_fmt})")
+    if color is not None and color.hdr10:
+        kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.writer_codec))
+        said.append("the source carries HDR10 metadata (mastering display, content light level): an image sequence is "
+                    f"written without it, its pictures the source's values as decoded ({kept} in a video file carry it)")
     return said
 
 

@@ -678,3 +678,13 @@ def test_an_image_sequence_whose_name_holds_glob_characters_is_found(tmp_path: P
     for n in (1, 2):
         (tmp_path / f"shot[v2]*.{n:04d}.png").write_bytes(b"x")
     assert sequence_numbers(tmp_path / "shot[v2]*.%04d.png") == [1, 2]
+
+
+def test_an_image_sequence_output_of_an_interlaced_source_is_said_to_be_progressive() -> None:
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.output import interlace_warning
+
+    options = cfg.resolve("tiny").output  # h264, which keeps the fields in a video file
+    assert "keeps the field order" in interlace_warning(options, "interlaced (top field first)", "tt")
+    said = interlace_warning(options, "interlaced (top field first)", "tt", sequence=True)
+    assert "an image sequence stores no field order" in said and "keeps the field order" not in said

@@ -296,6 +296,10 @@ def test_hdr10_metadata_is_carried_or_said(tiny_env, frames, tmp_path: Path, cod
     raw = sync_clip(video, audio, tmp_path / "raw.mkv", with_sets(config, "output.codec=ffv1"), networks=models,
                     delivery=config.output)
     assert [w for w in raw.warnings if "HDR10" in w] == said
+    if codec == "h264":  # an image sequence carries none, whatever output.codec says (h264 would)
+        seq = sync_clip(video, audio, tmp_path / "seq" / "out.%04d.png", config, networks=models)
+        said = [w for w in seq.warnings if "HDR10" in w]
+        assert len(said) == 1 and "an image sequence is written without it" in said[0]
 
 
 def test_a_192_khz_dub_is_said_and_resampled_for_aac(tiny_env, frames, tmp_path: Path):
