@@ -112,7 +112,8 @@ def test_a_plate_is_rendered_and_kept_in_the_relinked_timeline(plates: Path, tmp
     out = tmp_path / "out"
     capsys.readouterr()
     rc = main(["--json", "-q", "sync", "--timeline", str(edit), "--audio", f"de={shared_path('fixtures', 'demo1_audio.wav')}",
-               "-o", str(out), "--preset", "tiny", "--steps", "1", "--handles", "1", "--set", "faces.detect_every=4"])
+               "-o", str(out), "--preset", "tiny", "--steps", "1", "--handles", "1", "--set", "faces.detect_every=4",
+               "--conform"])
     res = json.loads(capsys.readouterr().out)
     assert rc == 0, res
     (shot,) = res["languages"]["de"]["shots"]
@@ -126,6 +127,8 @@ def test_a_plate_is_rendered_and_kept_in_the_relinked_timeline(plates: Path, tmp
     base = (out / "de" / "current").resolve() / plate.target_url_base
     assert base.resolve() == (plates / "plates").resolve()  # re-based from the delivery folder
     assert clip.media_reference.target_url.endswith(render.name)
+    conformed = decode_rgb(Path(res["languages"]["de"]["conform"]))  # the render, its QC strips read from the plate
+    assert len(conformed) == 8 and Path(res["languages"]["de"]["report_html"]).is_file()
 
 
 def test_a_plates_folder_is_re_based_from_where_the_timeline_is_written(tmp_path: Path) -> None:
