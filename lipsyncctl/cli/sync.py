@@ -221,7 +221,8 @@ def sync_cmd(**values: Any) -> None:
     def human(console) -> None:  # type: ignore[no-untyped-def]
         d = result.to_dict()
         console.print(st.kv_table("sync", {
-            "output": d["output"], "frames": f"{d['frames']} at {float(result.fps):.3f} fps ({d['duration']} s)",
+            "output": d["output"] + (f" ({Path(d['files'][0]).name} .. {Path(d['files'][1]).name})" if "files" in d else ""),
+            "frames": f"{d['frames']} at {float(result.fps):.3f} fps ({d['duration']} s)",
             "faces found": d["faces_found"], "no-face frames": d["no_face_frames"], "detector": d["detector"],
             "face": d["face_select"] + (f" (track {d['face_track']})" if d["face_track"] is not None else ""),
             "run.yaml": d["run_yaml"], **({"matte": d["matte"]} if d["matte"] else {}),

@@ -43,7 +43,7 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
-from lipsyncctl.media.container import exists, is_image_sequence, sequence_files
+from lipsyncctl.media.container import exists, is_image_sequence, sequence_file, sequence_files
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
 from lipsyncctl.pipeline.plan import (
     ClipPlan,
@@ -86,6 +86,8 @@ class SyncResult:
     face_select: FaceSelect = "largest"  # the faces.select word that chose the face (FacePlan.selection)
     face_track: int | None = None
     faces_reused: bool = False  # the face pass was read from ``face_cache`` instead of tracked
+    #: an image-sequence output's files: its first and last (``shot.1001.png``, ``shot.1240.png``); None for a video
+    files: tuple[Path, Path] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class SyncResult:
             "face_select": self.face_select,
             "face_track": self.face_track,
             "faces_reused": self.faces_reused,
+            **({"files": [str(p) for p in self.files]} if self.files else {}),
         }
 
 
@@ -240,6 +243,7 @@ def sync_clip(
     plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
                      first_frame=first)
     check_container_rate(output, plan.fps)  # an MXF holds the SMPTE rates only: said before any work
+    number = _first_number(video, plan, config)  # an image-sequence output's first file
     mismatch = length_mismatch_warning(plan, start, end) if frames is None else None  # an edit's range: exact
     if mismatch:
         warnings.append(mismatch)
@@ -315,7 +319,7 @@ def sync_clip(
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
-                              audio_stream=audio_stream, start_number=_first_number(video, plan, config))
+                              audio_stream=audio_stream, start_number=number)
         finally:
             if stream is not None:
                 stream.close()
@@ -328,6 +332,8 @@ def sync_clip(
         detector=faces.detector, stage_seconds=dict(clock.seconds), run_yaml=run_yaml, matte=matte_out,
         warnings=warnings, models=dict(networks.files), face_select=faces.selection, face_track=faces.track_id,
         faces_reused=faces_reused,
+        files=(sequence_file(output, number), sequence_file(output, number + plan.num_frames - 1))
+        if is_image_sequence(output) else None,
     )
 
 

@@ -163,6 +163,7 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
     assert all(np.array_equal(np.asarray(Image.open(out.parent / f"shot.{1001 + k}.png")), want)
                for k, want in enumerate(decode_rgb(tmp_path / "seq.mkv")))
     assert res.matte == out.parent / "shot.matte.%04d.png" and any("holds no sound" in w for w in res.warnings)
+    assert res.to_dict()["files"] == [str(out.parent / "shot.1001.png"), str(out.parent / "shot.1006.png")]
     assert "output.codec ffv1 is not used: the image sequence is written as its extension's format (png, rgb24)" \
         in res.warnings
     with pytest.raises(UsageError, match="exists"):
