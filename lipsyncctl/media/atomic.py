@@ -23,7 +23,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lipsyncctl.errors import MediaError, UsageError, WriteError
-from lipsyncctl.media.container import is_image_sequence, sequence_entries, sequence_file, sequence_files
+from lipsyncctl.media.container import (
+    is_image_sequence,
+    sequence_entries,
+    sequence_file,
+    sequence_files,
+    sequence_number,
+)
 
 #: errno values that mean an output could not be written (the destination's fault, not the inputs')
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
@@ -45,13 +51,28 @@ def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
     The one rule for every command: an output that names an input is a mistake in the arguments (exit 2),
     not bad media. An image sequence's pattern (output or input) stands for its files: an output
     ``shot.%d.png`` whose names an input ``shot.%04d.png``'s files are is refused too."""
-    sequence = is_image_sequence(path)
-    mine = {p.resolve() for p in sequence_files(path)} if sequence else {Path(path).resolve()}
-    for src in inputs:  # a file output and a file input: same_file (links too); a sequence's files by name
-        theirs = sequence_files(src) if is_image_sequence(src) else [Path(src)] if sequence else []
-        if same_file(path, src) or any(p.resolve() in mine for p in theirs):
+    path = Path(path)
+    for src in inputs:  # a file against a file: same_file (links too); against a sequence: by its names, no listing
+        if same_file(path, src) or _names_an_input(path, Path(src)):
             raise UsageError(f"{path}: refusing to overwrite an input file",
                              hint="choose a different output path or directory (-o)")
+
+
+def _names_an_input(path: Path, src: Path) -> bool:
+    """Whether the output ``path`` would write an existing file of the input ``src``, either being an image
+    sequence's pattern (a file output: one of the input sequence's names; a sequence output: a name of its own
+    that an input file, or a file of the input sequence, has)."""
+    out_seq, in_seq = is_image_sequence(path), is_image_sequence(src)
+    if not (out_seq or in_seq):
+        return False
+    theirs = sequence_files(src) if in_seq and out_seq else [src] if out_seq else [path]
+    pattern, folder = (path, path.parent) if out_seq else (src, src.parent)
+    try:
+        folder = folder.resolve()
+        return any(p.parent.resolve() == folder and sequence_number(pattern, p) is not None and (folder / p.name).exists()
+                   for p in theirs)
+    except OSError:
+        return False
 
 
 def check_writable(path: str | Path) -> None:

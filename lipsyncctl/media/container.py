@@ -84,15 +84,25 @@ def sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
     pattern = Path(pattern)
     width = _PATTERN.search(pattern.name)
     assert width is not None
-    pad = int(width.group(1) or 0)
-    regex = re.compile(re.escape(pattern.name[: width.start()]) + "([0-9]+)" + re.escape(pattern.name[width.end():]) + "$")
     glob_name = glob.escape(pattern.name[: width.start()]) + "*" + glob.escape(pattern.name[width.end():])
     found = []
     for name in glob.glob(glob.escape(str(pattern.parent)) + "/" + glob_name):
-        m = regex.match(Path(name).name)
-        if m and str(int(m.group(1))).zfill(pad) == m.group(1):
-            found.append((int(m.group(1)), Path(name)))
+        if (number := sequence_number(pattern, name)) is not None:
+            found.append((number, Path(name)))
     return sorted(found)
+
+
+def sequence_number(pattern: str | Path, file: str | Path) -> int | None:
+    """The frame number of ``file``'s name when it is one the ``image2`` pattern's names (as FFmpeg names frames:
+    :func:`sequence_entries`), else None. Names only: the folders are the caller's to compare."""
+    name = Path(pattern).name
+    width = _PATTERN.search(name)
+    if width is None:
+        return None
+    m = re.fullmatch(re.escape(name[: width.start()]) + "([0-9]+)" + re.escape(name[width.end():]), Path(file).name)
+    if m is None or str(int(m.group(1))).zfill(int(width.group(1) or 0)) != m.group(1):
+        return None
+    return int(m.group(1))
 
 
 def ffmpeg_reason(exc: BaseException) -> str:

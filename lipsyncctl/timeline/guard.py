@@ -12,12 +12,13 @@ then rename), so a failure never leaves a half-written file under a real name.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import UsageError
-from lipsyncctl.media.atomic import check_writable, same_file
+from lipsyncctl.media.atomic import check_writable
 from lipsyncctl.media.container import MEDIA_EXTS
 
 if TYPE_CHECKING:
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.types import ShotState, TimelineJob
 
 def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> list[Path]:
-    """The timeline file, the media of every clip that resolves to a local file (each file of an image
-    sequence), and the ``--audio`` files."""
+    """The timeline file, the media of every clip that resolves to a local file (an image sequence as its pattern,
+    which :func:`check_outputs` and :func:`~lipsyncctl.media.atomic.check_not_input` read as its files), and the
+    ``--audio`` files, each once."""
     import opentimelineio as otio
 
-    from lipsyncctl.media.container import sequence_files
     from lipsyncctl.timeline.segments import sequence_url
 
     out = [Path(job.timeline)] + [Path(p) for _, p in job.audio]
@@ -37,13 +38,12 @@ def input_files(job: TimelineJob, timeline: Any, resolver: MediaResolver) -> lis
         for ref in clip.media_references().values():
             if isinstance(ref, otio.schema.ImageSequenceReference):
                 path = resolver.resolve(sequence_url(ref), sequence=True)
-                out.extend(sequence_files(path) if path is not None else [])
-                continue
-            url = getattr(ref, "target_url", None)
-            path = resolver.resolve(url) if url else None
+            else:
+                url = getattr(ref, "target_url", None)
+                path = resolver.resolve(url) if url else None
             if path is not None:
                 out.append(path)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def output_files(job: TimelineJob, languages: Iterable[str], shots: Iterable[ShotState]) -> Iterator[Path]:
@@ -92,14 +92,31 @@ def check_outputs(job: TimelineJob, inputs: Iterable[Path], languages: Iterable[
     Raises:
         UsageError: an output path is one of ``inputs`` (names both), or ``-o`` is inside an input folder
             (refusing to overwrite an input is a usage error, like in every command: exit 2).
+
+    Each input is looked at once (its path and its file's identity, so a link to it counts): the frames of an image
+    sequence are thousands of inputs, against every output of the run.
     """
-    existing = [p for p in inputs if p.exists()]
-    for src in existing:  # an .otiod input is a folder: nothing of the run goes inside it
-        if src.is_dir() and job.output.resolve().is_relative_to(src.resolve()):
+    from lipsyncctl.media.container import is_image_sequence, sequence_files
+
+    by_path: dict[Path, Path] = {}
+    by_file: dict[tuple[int, int], Path] = {}
+    files = (file for src in dict.fromkeys(inputs) for file in (sequence_files(src) if is_image_sequence(src) else [src]))
+    for src in files:
+        try:
+            st = src.stat()
+        except OSError:  # not there: nothing to overwrite
+            continue
+        if src.is_dir() and job.output.resolve().is_relative_to(src.resolve()):  # an .otiod input: nothing goes in
             raise UsageError(f"-o {job.output}: inside the input bundle {src}; refusing to write into an input",
                              hint="choose an output folder outside the bundle")
+        by_path.setdefault(src.resolve(), src)
+        by_file.setdefault((st.st_dev, st.st_ino), src)
     for out in output_files(job, languages, shots):
-        for src in existing:
-            if same_file(out, src):
-                raise UsageError(f"{out}: refusing to overwrite an input of this run ({src})",
-                                 hint="choose another output folder (-o) or move the input out of it")
+        src = by_path.get(out.resolve())
+        if src is None:
+            with contextlib.suppress(OSError):
+                st = out.stat()
+                src = by_file.get((st.st_dev, st.st_ino))
+        if src is not None:
+            raise UsageError(f"{out}: refusing to overwrite an input of this run ({src})",
+                             hint="choose another output folder (-o) or move the input out of it")

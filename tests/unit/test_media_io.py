@@ -632,6 +632,9 @@ def test_an_image_sequence_output_that_names_an_inputs_files_is_refused(tmp_path
         check_not_input(tmp_path / "shot.%d.png", [tmp_path / "shot.1002.png"])
     check_not_input(tmp_path / "out.%04d.png", [tmp_path / "shot.%04d.png"])
     check_not_input(tmp_path / "out.mov", [tmp_path / "shot.%04d.png"])
+    with pytest.raises(UsageError):  # a file output that is a frame of an input sequence (found by name, no listing)
+        check_not_input(tmp_path / "sub" / ".." / "shot.1001.png", [tmp_path / "shot.%04d.png"])
+    check_not_input(tmp_path / "shot.1003.png", [tmp_path / "shot.%04d.png"])  # no such frame: nothing overwritten
 
 
 def test_an_image_sequence_runs_past_9999_and_a_plain_number_is_not_a_padded_one(tmp_path: Path) -> None:
