@@ -403,13 +403,14 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                         (open_writer(matte_tmp, plan.fps, config.output, **like_source) if matte_tmp
                          else contextlib.nullcontext()) as matte:
                     renderer.render(reader, writer, matte)
-                # The new audio at its own rate and channels, cut or padded with silence to the picture.
-                with clock("mux") if not sequence else contextlib.nullcontext():
-                    final = video_only if sequence else mux_audio(video_only, audio, tmp / f"final{output.suffix}",
-                                      codec=config.output.audio_codec, pad=True,
-                                      duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
-                                      inputs=[video], timecode=timecode[0] if timecode else None,
-                                      reel=timecode[1] if timecode else None, audio_stream=audio_stream)
+                final = video_only  # an image sequence holds no sound
+                if not sequence:  # the new audio at its own rate and channels, cut or padded with silence to the picture
+                    with clock("mux"):
+                        final = mux_audio(video_only, audio, tmp / f"final{output.suffix}",
+                                          codec=config.output.audio_codec, pad=True,
+                                          duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
+                                          inputs=[video], timecode=timecode[0] if timecode else None,
+                                          reel=timecode[1] if timecode else None, audio_stream=audio_stream)
             except WriteError as exc:
                 done = writer.packets_written if writer is not None else 0
                 needed.append(_space_needed(exc, video_only, done, plan.num_frames))
