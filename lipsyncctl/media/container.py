@@ -7,6 +7,7 @@ frame rate is not stored in the files, so it comes from the caller (default 25).
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import re
 from collections.abc import Iterator
@@ -49,6 +50,13 @@ def sequence_file(pattern: str | Path, number: int) -> Path:
     return pattern.with_name(_PATTERN.sub(lambda m: f"{number:0{m.group(1) or 1}d}", pattern.name, count=1))
 
 
+def sequence_tagged(pattern: str | Path, tag: str) -> Path:
+    """An image sequence's pattern with ``tag`` before its frame number: ``shot.%04d.png``, ``matte`` ->
+    ``shot.matte.%04d.png`` (a pattern of its own, whose names are not the first one's)."""
+    pattern = Path(pattern)
+    return pattern.with_name(_PATTERN.sub(lambda m: f"{tag}.{m.group(0)}", pattern.name, count=1))
+
+
 def sequence_stem(pattern: str | Path) -> str:
     """A file's stem without an image sequence's frame number: ``shot.%04d.png`` -> ``shot``, ``%04d.png`` -> ``""``
     (``out.mp4`` -> ``out``)."""
@@ -60,10 +68,11 @@ def exists(path: str | Path) -> bool:
     return bool(sequence_files(path)) if is_image_sequence(path) else Path(path).exists()
 
 
-def sequence_gap(pattern: str | Path) -> str | None:
+def sequence_gap(pattern: str | Path, numbers: list[int] | None = None) -> str | None:
     """What is missing between the first and last file of the image sequence ``pattern`` (FFmpeg's reader stops at
-    the first missing number, so the frames after it would be read as the last one held), or None."""
-    numbers = sequence_numbers(pattern)
+    the first missing number, so the frames after it would be read as the last one held), or None. ``numbers``:
+    its :func:`sequence_numbers` where the caller has them (the folder is not listed again)."""
+    numbers = sequence_numbers(pattern) if numbers is None else numbers
     missing = numbers[-1] - numbers[0] + 1 - len(numbers) if numbers else 0
     if not missing:
         return None
@@ -95,14 +104,24 @@ def sequence_entries(pattern: str | Path) -> list[tuple[int, Path]]:
 def sequence_number(pattern: str | Path, file: str | Path) -> int | None:
     """The frame number of ``file``'s name when it is one the ``image2`` pattern's names (as FFmpeg names frames:
     :func:`sequence_entries`), else None. Names only: the folders are the caller's to compare."""
-    name = Path(pattern).name
+    matcher = _frame_names(Path(pattern).name)
+    if matcher is None:
+        return None
+    regex, pad = matcher
+    m = regex.fullmatch(Path(file).name)
+    if m is None or str(int(m.group(1))).zfill(pad) != m.group(1):
+        return None
+    return int(m.group(1))
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_names(name: str) -> tuple[re.Pattern[str], int] | None:
+    """The regex of an ``image2`` pattern's file names (its number captured) and its zero padding; None when
+    ``name`` is no pattern. Compiled once per pattern (a sequence's every file is matched against it)."""
     width = _PATTERN.search(name)
     if width is None:
         return None
-    m = re.fullmatch(re.escape(name[: width.start()]) + "([0-9]+)" + re.escape(name[width.end():]), Path(file).name)
-    if m is None or str(int(m.group(1))).zfill(int(width.group(1) or 0)) != m.group(1):
-        return None
-    return int(m.group(1))
+    return re.compile(re.escape(name[: width.start()]) + "([0-9]+)" + re.escape(name[width.end():])), int(width.group(1) or 0)
 
 
 def ffmpeg_reason(exc: BaseException) -> str:

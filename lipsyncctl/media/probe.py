@@ -24,6 +24,7 @@ from lipsyncctl.media.container import (
     opened,
     sequence_files,
     sequence_gap,
+    sequence_numbers,
     video_stream,
 )
 from lipsyncctl.media.rates import STANDARD_RATES as STANDARD_RATES  # the one table lives in media.rates
@@ -316,11 +317,12 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
         _check_index_complete(stream, size, path)
     tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
     if is_image_sequence(path):
-        if gap := sequence_gap(path):
+        numbers = sequence_numbers(path)
+        if gap := sequence_gap(path, numbers):
             raise MediaError(f"{path}: {gap}", hint="the reader stops at a missing number: render or copy the "
                              "missing frames, or renumber the files")
         fps, nominal, vfr = sequence_fps, sequence_fps, False
-        frame_count = len(sequence_files(path))
+        frame_count = len(numbers)
     else:
         stamps = _timestamps(container, stream)
         fps, nominal, vfr = _rate_and_vfr(stamps, stream)

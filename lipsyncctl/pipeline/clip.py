@@ -254,15 +254,15 @@ def sync_clip(
         warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
                         f"{float(grid):.3f} fps")
     delivered = delivery or config.output
+    sequence = is_image_sequence(output)
     if vinfo.interlaced:
         warnings.append(interlace_warning(delivered, vinfo.fields, vinfo.field_order, config.sync.deinterlace,
-                                          sequence=is_image_sequence(output)))
-    hdr10 = hdr10_warning(delivered, vinfo.color) if not is_image_sequence(output) else None  # (sequence_warnings)
-    if hdr10:
+                                          sequence=sequence))
+    if hdr10 := hdr10_warning(delivered, vinfo.color, sequence=sequence):
         warnings.append(hdr10)
     if floating := float_picture_warning(vinfo.pix_fmt):
         warnings.append(floating)
-    warnings.extend(sequence_warnings(output, config.output, vinfo.color))
+    warnings.extend(sequence_warnings(output, config.output))
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).

@@ -153,14 +153,17 @@ def carries_hdr10(options: OutputOptions | PrepOptions) -> bool:
     return keeps_hdr10(OUTPUT_CODECS[options.codec].writer_codec)
 
 
-def hdr10_warning(options: OutputOptions | PrepOptions, color: ColorInfo | None) -> str | None:
+def hdr10_warning(options: OutputOptions | PrepOptions, color: ColorInfo | None, sequence: bool = False) -> str | None:
     """What becomes of a source's HDR10 static metadata (:attr:`ColorInfo.hdr10`): said when ``options.codec``
-    writes the file without it (:func:`carries_hdr10`)."""
+    writes the file without it (:func:`carries_hdr10`), and always for an image ``sequence`` (whatever the codec)."""
     from lipsyncctl.media.writer import keeps_hdr10
 
-    if color is None or not color.hdr10 or carries_hdr10(options):
+    if color is None or not color.hdr10 or (carries_hdr10(options) and not sequence):
         return None
     kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.writer_codec))
+    if sequence:
+        return ("the source carries HDR10 metadata (mastering display, content light level): an image sequence is "
+                f"written without it, its pictures the source's values as decoded ({kept} in a video file carry it)")
     return (f"the source carries HDR10 metadata (mastering display, content light level): {options.codec} is written "
             f"with its colour tags but without that metadata here ({kept} carry it)")
 
@@ -250,13 +253,13 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
                        sample_aspect=sample_aspect, field_order=field_order, start_number=start_number)
 
 
-def sequence_warnings(output: Path, options: OutputOptions, color: ColorInfo | None = None) -> list[str]:
+def sequence_warnings(output: Path, options: OutputOptions) -> list[str]:
     """What is said when ``output`` is an image sequence: it holds no sound (the dub is ``--audio``, from its first
-    frame), an ``output.codec`` other than the default is not used (the extension's format is), and a source's
-    HDR10 static metadata (``color``) is not carried (:func:`hdr10_warning` speaks of video codecs)."""
+    frame), and an ``output.codec`` other than the default is not used (the extension's format is). (Its HDR10 and
+    field order: :func:`hdr10_warning`, :func:`interlace_warning`.)"""
     from lipsyncctl.config import OutputOptions
     from lipsyncctl.media.container import is_image_sequence
-    from lipsyncctl.media.writer import keeps_hdr10, sequence_format
+    from lipsyncctl.media.writer import sequence_format
 
     if not is_image_sequence(output):
         return []
@@ -265,22 +268,16 @@ def sequence_warnings(output: Path, options: OutputOptions, color: ColorInfo | N
         encoder, pix_fmt = sequence_format(output)
         said.append(f"output.codec {options.codec} is not used: the image sequence is written as its extension's "
                     f"format ({encoder}, {pix_fmt})")
-    if color is not None and color.hdr10:
-        kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.writer_codec))
-        said.append("the source carries HDR10 metadata (mastering display, content light level): an image sequence is "
-                    f"written without it, its pictures the source's values as decoded ({kept} in a video file carry it)")
     return said
 
 
 def matte_path(output: Path) -> Path:
     """``out.mp4`` -> ``out.matte.mp4`` (the changed region, white = generated); ``shot.%04d.png`` ->
     ``shot.matte.%04d.png``."""
-    import re
-
-    from lipsyncctl.media.container import is_image_sequence
+    from lipsyncctl.media.container import is_image_sequence, sequence_tagged
 
     if is_image_sequence(output):
-        return output.with_name(re.sub(r"(%0?\d*d)", r"matte.\1", output.name, count=1))
+        return sequence_tagged(output, "matte")
     return output.with_name(f"{output.stem}.matte{output.suffix}")
 
 

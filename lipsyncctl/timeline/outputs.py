@@ -290,9 +290,9 @@ def _edl_speeds(text: str, timeline: Any) -> str:
     its ``M2`` line, and wrote a dissolve's ``M2`` lines (the outgoing clip's, then the incoming one's) under
     its two event lines, its cut line at the outgoing clip's divided out point. Each source out becomes the in
     point plus the record duration times the speed's size, up to a whole frame (the form OTIO's reader and NLEs
-    read back as that speed; the span holds every frame the event shows); an ``M2`` line names the reel and source in of its event line (a dissolve's ``FROM`` side: the cut
-    line, which starts where the outgoing event now ends) and states the speed in frames a second as NLEs write
-    it (``050.0``, ``-025.0``). A reverse is written forward by :func:`_for_adapter` (the writer raised on a
+    read back as that speed; the span holds every frame the event shows); an ``M2`` line names the reel and source
+    in of its event line (a dissolve's ``FROM`` side: the cut line, which starts where the outgoing event now ends)
+    and states the speed in frames a second as NLEs write it (``050.0``, ``-025.0``). A reverse is written forward by :func:`_for_adapter` (the writer raised on a
     source out before 00:00:00:00), its clip's name marked (:data:`_REVERSE`), and turned back here. An event line
     that does not parse is left as written, its ``M2`` lines too."""
     from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2

@@ -637,12 +637,12 @@ class MediaResolver:
         """The first candidate that exists, or None. ``sequence``: ``url`` is an image sequence's pattern
         (``shot.%04d.exr``, an OTIO ``ImageSequenceReference``'s), there where a file matches it; a file's URL
         that looks like one is a file name like any other."""
-        from lipsyncctl.media.container import is_image_sequence, sequence_files
+        from lipsyncctl.media.container import exists, is_image_sequence
 
         if not url:
             return None
         for cand in self.candidates(url):
-            if (sequence and is_image_sequence(cand) and sequence_files(cand)) or (not sequence and cand.is_file()):
+            if (sequence and is_image_sequence(cand) and exists(cand)) or (not sequence and cand.is_file()):
                 return cand.resolve()
         return None
 
