@@ -110,11 +110,12 @@ def temp_prefix(path: str | Path, label: str = "") -> str:
     """The start of a temporary name beside ``path``: ``.STEM[.LABEL].~HOST-PID-`` (add 8 random characters,
     e.g. as ``tempfile``'s ``prefix``, which does). An image sequence's ``%04d`` loses its ``%``: FFmpeg reads a
     ``%`` anywhere in a path it writes a sequence to as the frame number's place."""
-    return f".{_stem(path)}{'.' + label if label else ''}.~{host_tag()}-{os.getpid()}-"
+    return f".{_stem_tag(Path(path).stem)}{'.' + label if label else ''}.~{host_tag()}-{os.getpid()}-"
 
 
-def _stem(path: str | Path) -> str:
-    return Path(path).stem.replace("%", "")
+def _stem_tag(stem: str) -> str:
+    """An output's stem as its temporaries carry it (:func:`temp_prefix`): without ``%``."""
+    return stem.replace("%", "")
 
 
 def temp_path(path: str | Path, *, keep_suffix: bool = True) -> Path:
@@ -122,8 +123,7 @@ def temp_path(path: str | Path, *, keep_suffix: bool = True) -> Path:
     ``keep_suffix`` keeps the extension (PyAV and ffmpeg pick the container from it); without it the name
     ends in ``.part``, so a ``*.json`` glob never sees it."""
     path = Path(path)
-    name = f"{temp_prefix(path)}{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}"
-    return path.with_name(name)
+    return path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -165,7 +165,7 @@ def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: boo
             if depth > 0 and entry.is_dir(follow_symlinks=False):
                 removed += sweep_temps(entry.path, stem=stem, other_hosts=other_hosts, depth=depth - 1)
             continue
-        if stem is not None and not entry.name.startswith(f".{_stem(stem + '.x')}."):
+        if stem is not None and not entry.name.startswith(f".{_stem_tag(stem)}."):
             continue
         mine = match["host"] == me
         if (mine and pid_alive(int(match["pid"]))) or (not mine and not other_hosts):

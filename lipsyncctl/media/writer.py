@@ -225,9 +225,10 @@ class VideoWriter:
             raise MediaError(f"{path}: frame rate must be positive, got {fps}")
         self.start_number = start_number
         self.sequence = is_image_sequence(self.path)
-        if self.sequence:
+        if self.sequence:  # its extension's image format: the codec, profile and field order are a video's
             encoder, default_pix = sequence_format(self.path)
-            self.spec, codec, profile, field_order = CodecSpec(encoder, default_pix, (self.path.suffix,)), encoder, None, None
+            self.spec = CodecSpec(encoder, default_pix, (self.path.suffix,))
+            codec, profile, field_order = encoder, None, None
         else:
             self.spec = codec_spec(codec)
         check_container_rate(self.path, self.fps)
