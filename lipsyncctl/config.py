@@ -229,8 +229,8 @@ class FaceOptions(_Strict):
 
 def _check_sequence_fps(v: Any) -> str:
     if str(v).strip() == "source":
-        raise ValueError("an image sequence states no rate: give a number or a fraction like 24000/1001")
-    return _check_fps(v)
+        raise ValueError("an image sequence states no rate: give 'auto', a number or a fraction like 24000/1001")
+    return "auto" if str(v).strip() == "auto" else _check_fps(v)
 
 
 def _off(v: Any) -> Any:
@@ -253,8 +253,9 @@ class SyncOptions(_Strict):
         0, ge=0, le=63, description="which audio stream of --audio is the dub: 0 the first, 1 the second (ffmpeg's "
         "a:N); it is synced to and carried into the output (one clip and --batch; a timeline picks --audio-track)")
     sequence_fps: str = Field(
-        "25", description="the rate of an image-sequence --video (an ffmpeg pattern such as 'shot/%04d.png', whose "
-        "files state none): a number or fraction (24, 30000/1001); sync.fps then keeps or conforms it")
+        "auto", description="the rate of an image-sequence --video (an ffmpeg pattern such as 'shot/%04d.png', whose "
+        "files state none): a number or fraction (24, 30000/1001), or auto: the rate its STEM.run.yaml records when "
+        "lipsyncctl wrote it, else 25; sync.fps then keeps or conforms it")
     _sequence_fps = field_validator("sequence_fps", mode="before")(_check_sequence_fps)
 
     _deinterlace = field_validator("deinterlace", mode="before")(_off)
@@ -286,8 +287,9 @@ class PrepOptions(_Strict):
         "auto", description="an interlaced source (1080i, SD) made progressive with FFmpeg's bwdif, one frame per "
         "frame (auto), or its two fields kept in each frame (off)")
     sequence_fps: str = Field(
-        "25", description="the rate of an image-sequence input (an ffmpeg pattern such as 'shot/%04d.png', whose "
-        "files state none): a number or fraction (24, 30000/1001); prep.fps then keeps or conforms it")
+        "auto", description="the rate of an image-sequence input (an ffmpeg pattern such as 'shot/%04d.png', whose "
+        "files state none): a number or fraction (24, 30000/1001), or auto: the rate its STEM.run.yaml records when "
+        "lipsyncctl wrote it, else 25; prep.fps then keeps or conforms it")
     _sequence_fps = field_validator("sequence_fps", mode="before")(_check_sequence_fps)
 
     _deinterlace = field_validator("deinterlace", mode="before")(_off)

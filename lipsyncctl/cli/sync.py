@@ -59,8 +59,8 @@ def _codecs() -> str:
 #: usage error) and its bounds (config keys: from the schema in lipsyncctl/config.py).
 FLAGS: tuple[Flag, ...] = (
     Flag("video", ("--video", "-i"), Path | None, "The clip whose mouth is re-rendered (not with --timeline); an "
-         "image sequence is an ffmpeg pattern ('shot/%04d.png') at sync.sequence_fps (25).",
-         modes=CLIP),
+         "image sequence is an ffmpeg pattern ('shot/%04d.png') at sync.sequence_fps (auto: the rate its run.yaml "
+         "records when lipsyncctl wrote it, else 25).", modes=CLIP),
     Flag("audio", ("--audio", "-a"), list[str] | None, "The new dialogue (WAV, FLAC, AAC, or a file with sound). "
          "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame.", modes=BOTH),
     Flag("output", ("--output", "-o"), Path | None, "Output file; its extension picks the container. An image "

@@ -491,19 +491,19 @@ class Inputs:
     several: str | None = None
 
 
-def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: str = "25") -> Inputs:
+def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: str = "auto") -> Inputs:
     """Both inputs, found usable (else MediaError): a picture with frames, and a sound (its ``audio_stream``-th
     stream); the file is probed once when the clip is its own sound. The picture may be an image sequence (an
-    ffmpeg pattern, ``shot/%04d.png``) at ``sequence_fps`` (``sync.sequence_fps``): the readers made with its
-    probe read it at that rate."""
+    ffmpeg pattern, ``shot/%04d.png``) at ``sequence_fps`` (``sync.sequence_fps``, see
+    :func:`~lipsyncctl.pipeline.output.sequence_rate`): the readers made with its probe read it at that rate."""
     from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.probe import pick_audio_stream, probe
-    from lipsyncctl.media.rates import parse_rate
+    from lipsyncctl.pipeline.output import sequence_rate
 
     for p, what in ((video, "video"), *(((audio, "audio"),) if audio != video else ())):
         if not p.exists() and not (what == "video" and is_image_sequence(p)):  # a pattern: the probe says
             raise MediaError(f"{what} file not found: {p}", hint="check the path")
-    info = probe(video, sequence_fps=parse_rate(sequence_fps))
+    info = probe(video, sequence_fps=sequence_rate(video, sequence_fps))
     if info.video is None:
         raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give the picture with --video")
     if info.video.frame_count <= 0:

@@ -290,6 +290,30 @@ def run_yaml_path(output: Path) -> Path:
     return output.with_name(f"{stem}.run.yaml" if stem else "run.yaml")
 
 
+def sequence_rate(video: Path, setting: str) -> Fraction:
+    """The rate an image-sequence input plays at (its files state none): ``setting`` (``sync.sequence_fps``,
+    ``prep.sequence_fps``) when it is a number; ``auto``: the output rate its ``STEM.run.yaml`` records when a
+    lipsyncctl run wrote this pattern, else 25 (FFmpeg's default). Unused for a video file (it states its own)."""
+    import yaml
+
+    from lipsyncctl.media.container import DEFAULT_SEQUENCE_FPS, is_image_sequence
+    from lipsyncctl.media.rates import parse_rate
+
+    if setting != "auto":
+        return parse_rate(setting)
+    if not is_image_sequence(video):
+        return DEFAULT_SEQUENCE_FPS
+    try:
+        made = yaml.safe_load(run_yaml_path(video).read_text(encoding="utf-8"))
+        if Path(str(made["output"])).name == video.name:  # the record is this pattern's (not shot.%04d.dpx's)
+            rate = parse_rate(made["plan"]["fps"])
+            if rate > 0:
+                return rate
+    except (OSError, UnicodeError, yaml.YAMLError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        pass  # no record, or not one of ours: FFmpeg's default
+    return DEFAULT_SEQUENCE_FPS
+
+
 def write_run_yaml(output: Path, config: Config, plan: dict[str, Any], inputs: dict[str, str],
                    models: dict[str, str], extra: dict[str, Any] | None = None) -> Path:
     """Write ``OUT.run.yaml`` (version, inputs, output, frame plan, model files, resolved config) atomically."""

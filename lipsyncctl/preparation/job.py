@@ -228,9 +228,9 @@ def _input_stamp(src: Path, sequence_fps: str) -> dict[str, Any]:
     stats = [f.stat() for f in files]
     stamp = {"path": str(src.resolve()), "size": sum(s.st_size for s in stats),
              "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
-    from lipsyncctl.media.rates import parse_rate
+    from lipsyncctl.pipeline.output import sequence_rate
 
-    rate = parse_rate(sequence_fps)  # "25.0" is 25, "23.976" is 24000/1001
+    rate = sequence_rate(src, sequence_fps)  # "25.0" is 25, "23.976" is 24000/1001, auto: its run.yaml's
     return {**stamp, "sequence_fps": f"{rate.numerator}/{rate.denominator}"} if is_image_sequence(src) and rate != 25 \
         else stamp
 
@@ -295,10 +295,9 @@ class _Job:
 def _plan(item: PrepItem, job: _Job) -> Any:
     """Probe the input and fill the plan fields of ``item``; returns the MediaInfo."""
     from lipsyncctl.media.probe import probe
-    from lipsyncctl.media.rates import parse_rate
-    from lipsyncctl.pipeline.output import hdr10_warning
+    from lipsyncctl.pipeline.output import hdr10_warning, sequence_rate
 
-    info = probe(item.input, sequence_fps=parse_rate(job.options.sequence_fps))
+    info = probe(item.input, sequence_fps=sequence_rate(item.input, job.options.sequence_fps))
     v = info.video
     if v is None:
         raise MediaError(f"{item.input}: no video stream (an audio-only file?)")

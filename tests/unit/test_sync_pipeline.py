@@ -13,7 +13,7 @@ import pytest
 
 from lipsyncctl import progress
 from lipsyncctl.errors import ConfigError, NoFaceError, UsageError
-from lipsyncctl.pipeline.clip import sync_clip
+from lipsyncctl.pipeline.clip import probe_inputs, sync_clip
 from tests.sync_media import (
     audio_info,
     decode_rgb,
@@ -166,6 +166,9 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
     assert res.to_dict()["files"] == [str(out.parent / "shot.1001.png"), str(out.parent / "shot.1006.png")]
     assert "output.codec ffv1 is not used: the image sequence is written as its extension's format (png, rgb24)" \
         in res.warnings
+    # read back (score, a second pass) at the rate its run.yaml records, unless a rate is given
+    assert probe_inputs(out, audio).info.video.fps == 24
+    assert probe_inputs(out, audio, sequence_fps="30").info.video.fps == 30
     with pytest.raises(UsageError, match="exists"):
         sync_clip(folder / "shot.%04d.png", audio, out, config, networks=models)
     # replaced by a shorter take from frame 2: its numbers are the source's (1003, 1004); the longer take's other
@@ -175,6 +178,24 @@ def test_an_image_sequence_is_synced_at_its_stated_rate(tiny_env, frames, tmp_pa
     sync_clip(clip, audio, out, with_sets(config, "output.first_number=0"), networks=models, frames=(0, 1),
               overwrite=True)  # a video source, numbered as asked
     assert sorted(p.name for p in out.parent.iterdir()) == ["shot.0000.png", "shot.run.yaml"]
+
+
+def test_an_image_sequence_s_auto_rate_is_the_one_its_run_yaml_records(tmp_path: Path) -> None:
+    """``sequence_fps: auto``: the output rate a lipsyncctl run recorded for this very pattern (not for another
+    format's pattern sharing its run.yaml), else 25; a rate given is taken as it is; a video file states its own."""
+    from lipsyncctl.pipeline.output import sequence_rate
+
+    shot = tmp_path / "shot.%04d.png"
+    assert sequence_rate(shot, "auto") == 25 and sequence_rate(shot, "23.976") == Fraction(24000, 1001)
+    record = tmp_path / "shot.run.yaml"
+    record.write_text(f"output: {tmp_path / 'shot.%04d.png'}\nplan:\n  fps: 24000/1001\n", encoding="utf-8")
+    assert sequence_rate(shot, "auto") == Fraction(24000, 1001) and sequence_rate(shot, "30") == 30
+    assert sequence_rate(tmp_path / "shot.%04d.dpx", "auto") == 25  # the record is the PNGs'
+    assert sequence_rate(tmp_path / "shot.mov", "auto") == 25
+    for text in ("output: [unclosed", "output: shot.%04d.png\nplan:\n  fps: 0\n", "output: shot.%04d.png\n",
+                 "just text", "output: shot.%04d.png\nplan:\n  fps: fast\n"):
+        record.write_text(text, encoding="utf-8")
+        assert sequence_rate(shot, "auto") == 25, text
 
 
 @pytest.mark.parametrize(("ext", "fmt"), [("png", "rgb48be"), ("dpx", "gbrp10le")])
