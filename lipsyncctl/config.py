@@ -310,6 +310,10 @@ class OutputOptions(_Strict):
     first_number: int | None = Field(
         None, ge=0, le=99_999_999,
         description="an image-sequence output's first file number (None: the source sequence's, 1 for a video)")
+    png_level: int = Field(
+        4, ge=0, le=9, description="zlib level of a PNG image-sequence output (-o 'shot.%04d.png') and its matte: 0 "
+        "stores, 9 is smallest; 4 writes real 1080p pictures about four times as fast as 6 (libpng's default) for "
+        "files about 9% larger")
     audio_codec: Literal["auto", "aac", "pcm", "pcm24"] = Field(
         "auto", description="auto: 24-bit PCM beside ProRes/DNxHR in a .mov/.mkv (as deliveries carry them), else AAC"
     )

@@ -241,16 +241,19 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
     source's fields kept where the codec can: :func:`~lipsyncctl.media.writer.keeps_fields`). An image sequence
     ``path`` (``shot.%04d.png``) is written in its extension's format from frame ``start_number``, in
     ``output.pix_fmt`` where set, else an RGB source's own format where it can be
-    (:func:`~lipsyncctl.media.writer.sequence_pix_fmt`)."""
+    (:func:`~lipsyncctl.media.writer.sequence_pix_fmt`), a PNG at zlib level ``output.png_level``."""
     from lipsyncctl.media.container import is_image_sequence
-    from lipsyncctl.media.writer import VideoWriter, sequence_pix_fmt
+    from lipsyncctl.media.writer import VideoWriter, sequence_format, sequence_pix_fmt
 
     codec = OUTPUT_CODECS[options.codec]
-    pix_fmt = ((options.pix_fmt or sequence_pix_fmt(path, source_pix_fmt)) if is_image_sequence(path)
-               else output_pix_fmt(options, source_pix_fmt))
+    sequence = is_image_sequence(path)
+    pix_fmt = (options.pix_fmt or sequence_pix_fmt(path, source_pix_fmt)) if sequence \
+        else output_pix_fmt(options, source_pix_fmt)
+    png = sequence and sequence_format(path)[0] == "png"
     return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
                        profile=codec.profile, pix_fmt=pix_fmt, color=color, inputs=inputs, threads=ENCODER_THREADS,
-                       sample_aspect=sample_aspect, field_order=field_order, start_number=start_number)
+                       sample_aspect=sample_aspect, field_order=field_order, start_number=start_number,
+                       options={"compression_level": str(options.png_level)} if png else None)
 
 
 def sequence_warnings(output: Path, options: OutputOptions) -> list[str]:

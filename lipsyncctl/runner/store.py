@@ -67,11 +67,11 @@ def _file_fingerprint(path_str: str, size: int, mtime_ns: int) -> str:
 
 #: resolved-config keys that do not change the rendered pixels (``sync.deinterlace``: not of a progressive source; a
 #: key of interlaced media counts it in a field of its own; ``sync.audio_stream``: a shot's dub is its own file;
-#: ``sync.sequence_fps``: an image sequence's rate is the key's own ``fps``; ``output.first_number``: a shot's render
-#: is a video file, never an image sequence)
+#: ``sync.sequence_fps``: an image sequence's rate is the key's own ``fps``; ``output.first_number`` and
+#: ``output.png_level``: a shot's render is a video file, never an image sequence)
 _NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "pipelined"),
             ("inference", "cuda_graphs"), ("sync", "deinterlace"), ("sync", "audio_stream"), ("sync", "sequence_fps"),
-            ("output", "first_number"))
+            ("output", "first_number"), ("output", "png_level"))
 
 
 #: keys that change the pixels but came after content keys were first written: left out at their default, so what

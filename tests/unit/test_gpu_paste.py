@@ -115,6 +115,7 @@ def test_gpu_paste_keeps_the_renders_made_before_it() -> None:
     assert config_for_key(on)["inference"]["gpu_paste"] is True
     assert "sequence_fps" not in config_for_key(off)["sync"]  # a later key a shot's file never reads
     assert "first_number" not in config_for_key(off)["output"]  # nor a shot's render (a video file)
+    assert "png_level" not in config_for_key(off)["output"]
 
 
 @pytest.mark.gpu

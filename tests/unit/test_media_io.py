@@ -691,3 +691,28 @@ def test_an_image_sequence_output_of_an_interlaced_source_is_said_to_be_progress
     assert "keeps the field order" in interlace_warning(options, "interlaced (top field first)", "tt")
     said = interlace_warning(options, "interlaced (top field first)", "tt", sequence=True)
     assert "an image sequence stores no field order" in said and "keeps the field order" not in said
+
+
+def test_a_png_sequence_is_written_at_the_png_level_asked(tmp_path: Path) -> None:
+    """``output.png_level``: the zlib level of a PNG image sequence (0 stores, 9 smallest): the same pixels at every
+    level, the files smaller as the level rises (FFmpeg's own default, 6 through PyAV, is several times slower than 4
+    on camera footage for files about 9% smaller)."""
+    from PIL import Image
+
+    from lipsyncctl.config import OutputOptions
+    from lipsyncctl.pipeline.output import open_writer
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    ramp = (100 + 60 * np.sin(x / 7.0) * np.cos(y / 11.0)).astype(np.uint8)[..., None].repeat(3, axis=2)
+    picture = ramp + rng.integers(0, 4, ramp.shape, dtype=np.uint8)  # a fine grain on a smooth picture
+    sizes, pixels = {}, {}
+    for level in (0, 1, 4, 9):
+        out = tmp_path / str(level) / "shot.%04d.png"
+        with open_writer(out, Fraction(24), OutputOptions(png_level=level)) as writer:
+            writer.write(picture)
+        written = out.parent / "shot.0001.png"
+        sizes[level], pixels[level] = written.stat().st_size, np.asarray(Image.open(written).convert("RGB"))
+    assert all(np.array_equal(p, picture) for p in pixels.values())
+    assert sizes[0] > sizes[1] > sizes[4] and sizes[1] > sizes[9], sizes
+    assert sizes[0] >= picture.size  # stored
