@@ -227,6 +227,21 @@ class FaceOptions(_Strict):
         return self
 
 
+def _check_fps(v: str) -> str:
+    from fractions import Fraction
+
+    v = str(v).strip()
+    if v == "source":
+        return v
+    try:
+        f = Fraction(v)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError("must be 'source', a number or a fraction like 30000/1001") from None
+    if not 1 <= f <= 240:
+        raise ValueError("must be between 1 and 240")
+    return v
+
+
 def _check_sequence_fps(v: Any) -> str:
     if str(v).strip() == "source":
         raise ValueError("an image sequence states no rate: give 'auto', a number or a fraction like 24000/1001")
@@ -238,36 +253,40 @@ def _off(v: Any) -> Any:
     return "off" if v is False else v
 
 
+#: a frame rate setting: 'source', a number (25, 29.97: YAML's) or a fraction string
+FrameRate = Annotated[str, BeforeValidator(_check_fps)]
+#: an image sequence's rate setting: 'auto' (:func:`lipsyncctl.pipeline.output.sequence_rate`) or a rate
+SequenceRate = Annotated[str, BeforeValidator(_check_sequence_fps)]
+#: how an interlaced source is read (``off`` also as YAML's False)
+Deinterlace = Annotated[Literal["auto", "off"], BeforeValidator(_off)]
+
+
+def _sequence_fps(what: str, fps_key: str) -> Any:
+    """The ``sequence_fps`` field of the options that read ``what`` (sync's --video, prep's inputs)."""
+    return Field("auto", description=f"the rate of an image-sequence {what} (an ffmpeg pattern such as "
+                 "'shot/%04d.png', whose files state none): a number or fraction (24, 30000/1001), or auto: the rate "
+                 f"its STEM.run.yaml records when lipsyncctl wrote it, else 25; {fps_key} then keeps or conforms it")
+
+
 class SyncOptions(_Strict):
     length_policy: Literal["loop", "pingpong", "cut", "freeze", "silence"] = Field(
         "pingpong", description="what to do when audio and picture lengths differ (pingpong is official)"
     )
-    fps: str = Field(
+    fps: FrameRate = Field(
         "source", description="'source' keeps the clip's rate; a number conforms like the official 25"
     )
-    deinterlace: Literal["auto", "off"] = Field(
+    deinterlace: Deinterlace = Field(
         "auto", description="an interlaced source: its faces found and rendered from progressive pictures (FFmpeg's "
         "bwdif, one per frame) and pasted onto the source's own frames (auto), or from both fields at once (off)")
 
     audio_stream: int = Field(
         0, ge=0, le=63, description="which audio stream of --audio is the dub: 0 the first, 1 the second (ffmpeg's "
         "a:N); it is synced to and carried into the output (one clip and --batch; a timeline picks --audio-track)")
-    sequence_fps: str = Field(
-        "auto", description="the rate of an image-sequence --video (an ffmpeg pattern such as 'shot/%04d.png', whose "
-        "files state none): a number or fraction (24, 30000/1001), or auto: the rate its STEM.run.yaml records when "
-        "lipsyncctl wrote it, else 25; sync.fps then keeps or conforms it")
-    _sequence_fps = field_validator("sequence_fps", mode="before")(_check_sequence_fps)
-
-    _deinterlace = field_validator("deinterlace", mode="before")(_off)
-
-    @field_validator("fps", mode="before")
-    @classmethod
-    def _fps(cls, v: Any) -> str:
-        return _check_fps(v)  # a number (25, 29.97: YAML's) or a string
+    sequence_fps: SequenceRate = _sequence_fps("--video", "sync.fps")
 
 
 class PrepOptions(_Strict):
-    fps: str = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
+    fps: FrameRate = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
     audio_rate: int = Field(16000, ge=8000, le=192000, description="sample rate of the output's sound (Hz)")
     audio_channels: int = Field(1, ge=1, le=8, description="channels of the output's sound (1: mono, as training)")
     audio_stream: int = Field(0, ge=0, le=63, description="which audio stream of an input is kept: 0 the first, 1 the "
@@ -283,21 +302,10 @@ class PrepOptions(_Strict):
     max_size: int | None = Field(
         None, ge=16, le=16384, description="downscale so the long side is at most this"
     )
-    deinterlace: Literal["auto", "off"] = Field(
+    deinterlace: Deinterlace = Field(
         "auto", description="an interlaced source (1080i, SD) made progressive with FFmpeg's bwdif, one frame per "
         "frame (auto), or its two fields kept in each frame (off)")
-    sequence_fps: str = Field(
-        "auto", description="the rate of an image-sequence input (an ffmpeg pattern such as 'shot/%04d.png', whose "
-        "files state none): a number or fraction (24, 30000/1001), or auto: the rate its STEM.run.yaml records when "
-        "lipsyncctl wrote it, else 25; prep.fps then keeps or conforms it")
-    _sequence_fps = field_validator("sequence_fps", mode="before")(_check_sequence_fps)
-
-    _deinterlace = field_validator("deinterlace", mode="before")(_off)
-
-    @field_validator("fps", mode="before")
-    @classmethod
-    def _fps(cls, v: Any) -> str:
-        return _check_fps(v)  # a number (25, 29.97: YAML's) or a string
+    sequence_fps: SequenceRate = _sequence_fps("input", "prep.fps")
 
 
 class OutputOptions(_Strict):
@@ -370,11 +378,9 @@ class CurateOptions(_Strict):
     segments: Literal["exact", "official"] = Field(
         "exact", description="exact frame spans, or the official key-frame stream-copy lengths (comparison)"
     )
-    deinterlace: Literal["auto", "off"] = Field(
+    deinterlace: Deinterlace = Field(
         "auto", description="an interlaced source's shots found and faces aligned on progressive pictures (FFmpeg's "
         "bwdif, one per frame) (auto), or on its frames with both fields (off)")
-
-    _deinterlace = field_validator("deinterlace", mode="before")(_off)
     min_sync_frames: int = Field(
         50, ge=10, le=1000, description="pieces shorter than this cannot be sync-scored (official min track: 50)"
     )
@@ -493,21 +499,6 @@ def overrides_from_sets(sets: Iterable[str]) -> dict[str, Any]:
         keys, value = parse_set(item)
         out[".".join(keys)] = value
     return out
-
-
-def _check_fps(v: str) -> str:
-    from fractions import Fraction
-
-    v = str(v).strip()
-    if v == "source":
-        return v
-    try:
-        f = Fraction(v)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError("must be 'source', a number or a fraction like 30000/1001") from None
-    if not 1 <= f <= 240:
-        raise ValueError("must be between 1 and 240")
-    return v
 
 
 # ----------------------------------------------------------------------------------------------
