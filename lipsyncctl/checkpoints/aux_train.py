@@ -27,7 +27,6 @@ heads (non-negative, as LPIPS' learned ones), and the golden vectors' tiny Video
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -310,13 +309,8 @@ def ensure_tiny_aux(models_dir: Path | None = None, seed: int = TINY_AUX_SEED) -
     file loads with ``load_videomae(path, "tiny")``."""
     root = (models_dir or paths.models_dir()) / TINY_AUX_DIR
     files = {role: root / name for role, name in TINY_FILES.items()}
-    marker = root / "tiny.json"
-    try:
-        if all(p.is_file() for p in files.values()) and json.loads(marker.read_text()) == _marker(seed):
-            return files
-    except (OSError, json.JSONDecodeError):
-        pass
-    from lipsyncctl.checkpoints.tiny import write_folder
+    from lipsyncctl.checkpoints.tiny import is_current, write_folder
 
-    write_folder(root, _marker(seed), lambda tmp: write_tiny_aux(tmp, seed))
+    if not is_current(root, files.values(), _marker(seed)):
+        write_folder(root, _marker(seed), lambda tmp: write_tiny_aux(tmp, seed))
     return files

@@ -12,7 +12,6 @@ image scores about 50 (above the official threshold 40), so tiny runs keep their
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -97,13 +96,11 @@ def ensure_tiny_hyperiqa(models_dir: Path | None = None, seed: int = TINY_HYPERI
     Returns ``<models dir>/tiny-hyperiqa/koniq_pretrained.pkl``."""
     import torch
 
+    from lipsyncctl.checkpoints.tiny import is_current, write_folder
+
     root = (models_dir or paths.models_dir()) / TINY_HYPERIQA_DIR
-    path, marker = root / OFFICIAL_FILENAME, root / "tiny.json"
-    try:
-        if path.is_file() and json.loads(marker.read_text()) == _marker(seed):
-            return path
-    except (OSError, json.JSONDecodeError):
-        pass
-    save_official(tiny_state_dict(torch.Generator().manual_seed(seed)), path)
-    marker.write_text(json.dumps(_marker(seed), indent=1) + "\n")
+    path = root / OFFICIAL_FILENAME
+    if not is_current(root, [path], _marker(seed)):  # made in a folder beside it, renamed into place
+        write_folder(root, _marker(seed),
+                     lambda tmp: save_official(tiny_state_dict(torch.Generator().manual_seed(seed)), tmp / path.name))
     return path

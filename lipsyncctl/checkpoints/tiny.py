@@ -105,15 +105,18 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
     """
     root = tiny_root(models_dir)
     out = _paths(root)
-    marker = root / "tiny.json"
-    if marker.is_file() and out.unet.is_file() and out.whisper.is_file() and (out.vae / "config.json").is_file():
-        try:
-            if json.loads(marker.read_text()) == _manifest(seed):
-                return out
-        except (OSError, json.JSONDecodeError):
-            pass
-    write_folder(root, _manifest(seed), lambda tmp: write_tiny_models(tmp, seed))
+    if not is_current(root, (out.unet, out.whisper, out.vae / "config.json"), _manifest(seed)):
+        write_folder(root, _manifest(seed), lambda tmp: write_tiny_models(tmp, seed))
     return out
+
+
+def is_current(root: Path, files: Iterable[Path], marker: dict[str, Any]) -> bool:
+    """Whether the generated folder ``root`` (:func:`write_folder`) holds each of ``files`` and was made as
+    ``marker`` says (its ``tiny.json``: the version and seed of the files)."""
+    try:
+        return all(Path(p).is_file() for p in files) and json.loads((root / "tiny.json").read_text()) == marker
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def write_folder(root: Path, marker: dict[str, Any], write: Any) -> None:

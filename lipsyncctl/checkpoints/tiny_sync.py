@@ -20,7 +20,6 @@ curate run measures no sync track for any clip, and the ``sync`` stage keeps the
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,19 +105,18 @@ def ensure_tiny_sync(models_dir: Path | None = None, seed: int = TINY_SYNC_SEED)
     import torch
 
     from lipsyncctl.checkpoints.hyperiqa import save_official as save_flat  # atomic flat torch.save
+    from lipsyncctl.checkpoints.tiny import is_current, write_folder
 
     root = (models_dir or paths.models_dir()) / TINY_SYNC_DIR
     files = {name: root / filename for name, filename in FILES.items()}
-    marker = root / "tiny.json"
-    try:
-        if all(p.is_file() for p in files.values()) and json.loads(marker.read_text()) == _marker(seed):
-            return files
-    except (OSError, json.JSONDecodeError):
-        pass
-    gen = torch.Generator().manual_seed(seed)
-    save_flat(tiny_syncnet_state_dict(gen), files["syncnet-v2"])
-    save_flat(tiny_sfd_state_dict(gen), files["sfd-face"])
-    marker.write_text(json.dumps(_marker(seed), indent=1) + "\n")
+
+    def write(tmp: Path) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        save_flat(tiny_syncnet_state_dict(gen), tmp / FILES["syncnet-v2"])
+        save_flat(tiny_sfd_state_dict(gen), tmp / FILES["sfd-face"])
+
+    if not is_current(root, files.values(), _marker(seed)):  # made in a folder beside it, renamed into place
+        write_folder(root, _marker(seed), write)
     return files
 
 

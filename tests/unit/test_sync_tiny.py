@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import torch
 
 from lipsyncctl import config as cfg
@@ -47,3 +48,23 @@ def test_tiny_preset_loads_real_architectures(models_dir: Path):
         z = bundle.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
     assert out.shape == (1, 4, 2, 32, 32) and torch.isfinite(out).all()
     assert z.shape == (1, 4, 8, 8)
+
+
+@pytest.mark.parametrize("which", ["sync", "hyperiqa"])
+def test_the_tiny_scoring_files_are_made_once_and_remade_whole(tmp_path: Path, which: str) -> None:
+    """The tiny SyncNet/S3FD and hyperIQA files: made on first use in a folder beside theirs and renamed into place
+    (nothing half-written where a concurrent run looks), kept while their marker says the same version and seed,
+    remade with the same bytes when the marker is not theirs."""
+    from lipsyncctl.checkpoints.hyperiqa import ensure_tiny_hyperiqa
+    from lipsyncctl.checkpoints.tiny_sync import ensure_tiny_sync
+
+    def ensure() -> list[Path]:
+        return list(ensure_tiny_sync(tmp_path).values()) if which == "sync" else [ensure_tiny_hyperiqa(tmp_path)]
+
+    files = ensure()
+    first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    assert ensure() == files and {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == first
+    marker = files[0].parent / "tiny.json"
+    marker.write_text("{}")
+    assert ensure() == files and all(p.read_bytes() == first[p][0] for p in files)
+    assert marker.read_text() != "{}" and sorted(p.name for p in tmp_path.iterdir()) == [files[0].parent.name]
