@@ -92,7 +92,7 @@ def _marker(seed: int) -> dict[str, Any]:
 
 
 def ensure_tiny_hyperiqa(models_dir: Path | None = None, seed: int = TINY_HYPERIQA_SEED) -> Path:
-    """The tiny preset's hyperIQA file, generated on first use (seeded: the same bytes every time).
+    """The tiny preset's hyperIQA file, generated on first use (seeded: the same values every time).
     Returns ``<models dir>/tiny-hyperiqa/koniq_pretrained.pkl``."""
     import torch
 
