@@ -1,6 +1,6 @@
 """Global options anywhere on the command line: ``lipsyncctl doctor --json`` = ``lipsyncctl --json doctor``.
 
-The global options (``--json``, ``-q/--quiet``, ``-v/--verbose``) are declared once, on the root callback
+The global options (``--json``, ``-q/--quiet``, ``-v/--verbose``, ``--progress FORMAT``) are declared once, on the root callback
 in ``lipsyncctl/cli/main.py``. Click only accepts a group's options before the subcommand name, so
 :func:`hoist_global_options` moves every global option it finds (before ``--``) to the front of argv
 before Click parses it. It walks the command tree as Click will, so the value of an option that takes one
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 #: Parameter names of the root callback that are global options (may follow the command name).
-GLOBAL_PARAMS = ("verbose", "quiet", "json_out")
+GLOBAL_PARAMS = ("verbose", "quiet", "json_out", "progress_format")
 
 
 def global_flags(root: Any) -> dict[str, str]:
@@ -42,6 +42,7 @@ def _is_global(token: str, flags: dict[str, str]) -> bool:
 def hoist_global_options(root: Any, args: list[str]) -> list[str]:
     """``args`` with the global options moved before the first command name (order otherwise kept)."""
     flags = global_flags(root)
+    global_values = _value_options(root) & set(flags)  # --progress FORMAT
     front: list[str] = []
     rest: list[str] = []
     command = root
@@ -52,7 +53,10 @@ def hoist_global_options(root: Any, args: list[str]) -> list[str]:
         if token == "--":
             rest.extend(args[i:])
             break
-        if _is_global(token, flags):
+        if token in global_values and i + 1 < len(args):
+            front.extend(args[i:i + 2])  # the option and its value, whatever it looks like
+            i += 1
+        elif _is_global(token.split("=", 1)[0] if token.startswith("--") else token, flags):
             front.append(token)
         elif token.startswith("-") and token != "-":
             rest.append(token)

@@ -17,7 +17,7 @@ from typer.exceptions import TyperException
 
 from lipsyncctl import __version__, progress
 from lipsyncctl.cli.argv import hoist_global_options
-from lipsyncctl.cli.progress import RichSink
+from lipsyncctl.cli.progress import PROGRESS_FORMATS, LineSink, RichSink
 from lipsyncctl.cli.state import CliState, emit_json, envelope, set_state, state
 from lipsyncctl.errors import LipsyncError
 
@@ -43,6 +43,12 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def _progress_format(value: str) -> str:
+    if value not in PROGRESS_FORMATS:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(PROGRESS_FORMATS)}")
+    return value
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -57,6 +63,12 @@ def root(
         False, "--json", help="Print the result as one JSON object on stdout, with \"ok\": true or false. "
         "Like -q and -v, it may also follow the command name (lipsyncctl doctor --json).",
     ),
+    progress_format: str = typer.Option(
+        "auto", "--progress", callback=_progress_format, metavar="FORMAT",
+        help="How progress is shown on stderr: auto (bars on a terminal, none otherwise), lines (a line a step: "
+        "'progress: denoise 120/240 (50.0%) 12.3 s, eta 12.1 s', for logs and render-farm managers), json (one "
+        "object a line: event, task, done, total, percent, elapsed, eta) or off. lines and json also with -q.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -65,9 +77,14 @@ def root(
     invocation = CliState(verbose=verbose, quiet=quiet, json=json_out, argv=state().argv)
     ctx.obj = invocation
     set_state(invocation)
-    # Library progress -> Rich bars on stderr for the duration of the command (off when -q or not a TTY;
-    # library notes still reach stderr unless -q).
-    sink = RichSink(invocation.stderr, enabled=invocation.progress_enabled, show_messages=not quiet)
+    # Library progress -> Rich bars on stderr for the duration of the command (auto: off when -q or not a TTY;
+    # library notes still reach stderr unless -q), or lines/JSON lines on stderr whatever it is (--progress).
+    sink: RichSink | LineSink
+    if progress_format in ("lines", "json"):
+        sink = LineSink(sys.stderr, progress_format, show_messages=not quiet)
+    else:
+        sink = RichSink(invocation.stderr, enabled=progress_format == "auto" and invocation.progress_enabled,
+                        show_messages=not quiet)
     ctx.with_resource(sink)
     ctx.with_resource(progress.use_sink(sink))
 

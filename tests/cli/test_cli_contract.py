@@ -69,7 +69,8 @@ def test_no_command_declares_a_global_option_of_its_own(path: list[str]) -> None
 
 def test_global_options_are_declared_once_on_the_root() -> None:
     root = {p.name: set(p.opts) for p in ROOT.params if p.name in GLOBAL_PARAMS}
-    assert root == {"verbose": {"--verbose", "-v"}, "quiet": {"--quiet", "-q"}, "json_out": {"--json"}}
+    assert root == {"verbose": {"--verbose", "-v"}, "quiet": {"--quiet", "-q"}, "json_out": {"--json"},
+                    "progress_format": {"--progress"}}
 
 
 @pytest.mark.parametrize(("argv", "hoisted"), [
@@ -78,6 +79,10 @@ def test_global_options_are_declared_once_on_the_root() -> None:
     # option values stay with their option, whatever they look like
     (["sync", "--set", "-v", "-o", "-q", "--json"], ["--json", "sync", "--set", "-v", "-o", "-q"]),
     (["sync", "--set=-v", "-v"], ["-v", "sync", "--set=-v"]),
+    # a global option's value goes with it; `--progress=json` is one token
+    (["prep", "a.mp4", "--progress", "json", "-o", "o"], ["--progress", "json", "prep", "a.mp4", "-o", "o"]),
+    (["prep", "a.mp4", "--progress=lines"], ["--progress=lines", "prep", "a.mp4"]),
+    (["sync", "-o", "--progress", "--json"], ["--json", "sync", "-o", "--progress"]),
     # after `--` nothing is an option
     (["prep", "-o", "out", "--", "-v"], ["prep", "-o", "out", "--", "-v"]),
     # bundles of non-global short flags are the command's own

@@ -1,0 +1,89 @@
+"""``--progress lines|json``: progress as lines on stderr for logs and render-farm managers, whatever stderr is."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from lipsyncctl import progress
+from lipsyncctl.cli.main import main
+from lipsyncctl.cli.progress import LineSink
+from tests import mediagen as mg
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lines_say_each_task_at_most_once_a_second_and_at_its_total() -> None:
+    clock, out = Clock(), io.StringIO()
+    with progress.use_sink(LineSink(out, "lines", interval=1.0, clock=clock)):
+        with progress.Task("render", total=4) as task:
+            for _ in range(4):
+                clock.now += 0.6  # every other step crosses a second
+                task.advance()
+            clock.now += 0.5
+        with progress.Task("tiny models"):
+            pass
+        progress.message("face detector: dlib")
+    assert out.getvalue().splitlines() == [
+        "progress: render 0/4 (0.0%) 0.0 s",
+        "progress: render 2/4 (50.0%) 1.2 s, eta 1.2 s",
+        "progress: render 4/4 (100.0%) 2.4 s, eta 0.0 s",
+        "done: render 4 in 2.9 s",
+        "start: tiny models",
+        "done: tiny models in 0.0 s",
+        "face detector: dlib",
+    ]
+
+
+def test_json_lines_carry_the_task_tree_and_a_warning_once(capsys: pytest.CaptureFixture[str]) -> None:
+    clock, out = Clock(), io.StringIO()
+    with progress.use_sink(LineSink(out, "json", interval=1.0, clock=clock)):
+        with progress.Task("shots", total=2) as shots:
+            with progress.Task("denoise", total=3) as step:
+                clock.now += 2
+                step.advance(3)
+            shots.advance()
+            progress.warning("tiny preset")
+            progress.warning("tiny preset")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e.get("task")) for e in events] == [
+        ("start", "shots"), ("start", "denoise"), ("progress", "denoise"), ("finish", "denoise"),
+        ("progress", "shots"), ("warning", None), ("finish", "shots")]
+    shots_id = events[0]["id"]
+    assert events[1]["parent"] == shots_id and events[0]["parent"] is None
+    assert events[2] | {"id": 0} == {"event": "progress", "id": 0, "parent": shots_id, "task": "denoise", "done": 3,
+                                     "total": 3, "percent": 100.0, "elapsed": 2.0, "eta": 0.0}
+    assert events[4]["done"] == 1 and events[4]["percent"] == 50.0 and events[4]["eta"] == 2.0
+    assert events[5] == {"event": "warning", "text": "tiny preset"}
+
+
+def test_prep_reports_progress_as_json_lines_even_with_quiet(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """After the command name too (hoisted with its value), with -q; stdout keeps the one JSON result."""
+    clip = mg.make_clip(tmp_path / "a.mp4", frames=12)
+    code = main(["prep", str(clip), "-o", str(tmp_path / "out"), "--progress", "json", "-q", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["ok"] is True
+    events = [json.loads(line) for line in captured.err.splitlines()]
+    clip_events = [e for e in events if e.get("task") == "prep a.mp4"]
+    assert clip_events[0]["event"] == "start" and clip_events[0]["total"] == 12
+    assert clip_events[-1]["event"] == "finish" and clip_events[-1]["done"] == 12
+    code = main(["--progress=lines", "prep", str(clip), "-o", str(tmp_path / "again")])
+    err = capsys.readouterr().err
+    assert code == 0 and "progress: prep a.mp4 12/12 (100.0%)" in err and "done: prep a.mp4 12 in" in err
+    assert main(["prep", str(clip), "-o", str(tmp_path / "off"), "--progress", "off"]) == 0
+    assert "progress" not in capsys.readouterr().err
+
+
+def test_an_unknown_progress_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--progress", "bars", "doctor"]) == 2
+    assert "'bars' is not one of auto, lines, json, off" in capsys.readouterr().err
