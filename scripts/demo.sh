@@ -10,7 +10,8 @@
 #        full-size UNet finishes in minutes;
 #      - otherwise the tiny preset (random tiny networks: every stage runs, the output is NOT lip-synced,
 #        and the command says so loudly).
-# Usage: scripts/demo.sh [OUT_DIR]   (default out/demo; `make demo` calls it). Extra sync flags: SYNC_ARGS="...".
+# Usage: scripts/demo.sh [OUT_DIR]   (default out/demo; `make demo` calls it; a rerun replaces its own output). Extra
+# sync flags: SYNC_ARGS="...".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-out/demo}"
@@ -45,6 +46,6 @@ else
   echo "demo: using the tiny preset: random networks, the output is NOT lip-synced"
 fi
 # shellcheck disable=SC2086  # SYNC_ARGS is a list of flags
-"$LS" sync --video "$SAMPLE" --audio "$DUB" -o "$OUT/sample_synced.mp4" --preset "$preset" "${extra[@]}" ${SYNC_ARGS:-}
+"$LS" sync --video "$SAMPLE" --audio "$DUB" -o "$OUT/sample_synced.mp4" -y --preset "$preset" "${extra[@]}" ${SYNC_ARGS:-}
 
 echo "demo outputs in $OUT: prep/, sample_synced.mp4, sample_synced.run.yaml ($(( $(date +%s) - start )) s, preset $preset)"
