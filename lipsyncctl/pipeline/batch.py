@@ -317,7 +317,7 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
         return "the output exists", "pass --overwrite/-y to replace it"
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
     changes = [f"{name} {inputs.get(name)} (this row: {path})" for name, path in (("video", row.video),
-               ("audio", row.audio)) if inputs.get(name) != str(path)]
+               ("audio", row.audio)) if not _same_input(inputs.get(name), path)]
     old, new = _dotted(made.get("config")), _dotted(config.to_dict())
     # keys one side lacks are a version's new or retired settings, not a choice of the user
     changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
@@ -327,6 +327,20 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
     return f"the output exists, made with other inputs or settings: {listed}", \
         "pass --overwrite/-y to render it again with this run's"
+
+
+def _same_input(recorded: Any, path: Path) -> bool:
+    """Whether the input a run.yaml records is the file ``path`` names (a path recorded from another working folder,
+    or given another way, names the same file: the same absolute path, or the same file on disk)."""
+    if recorded is None:
+        return False
+    made = Path(str(recorded))
+    if made == path:
+        return True
+    try:
+        return made.resolve() == path.resolve() or (made.exists() and path.exists() and made.samefile(path))
+    except (OSError, RuntimeError):  # unreadable, a symlink loop
+        return False
 
 
 def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:

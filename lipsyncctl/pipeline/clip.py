@@ -547,7 +547,8 @@ def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, a
     from lipsyncctl.pipeline.output import ENCODER_THREADS, write_run_yaml
 
     # The thread counts: torch's numerics depend on its own (the encoder's is fixed), see pipeline.output.
-    return write_run_yaml(output, config, plan.to_dict(), {"video": str(video), "audio": str(audio)},
+    # the inputs' absolute paths: the record names the files whatever folder a later run starts from (--batch)
+    return write_run_yaml(output, config, plan.to_dict(), {"video": os.path.abspath(video), "audio": os.path.abspath(audio)},
                           dict(networks.files),
                           {"faces": {"detector": faces.detector, "select": faces.selection,
                                      "track_id": faces.track_id, "found": faces.found},

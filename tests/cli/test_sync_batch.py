@@ -306,3 +306,39 @@ def test_an_output_that_cannot_hold_the_codec_stops_the_batch_before_any_clip(fo
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
     assert rc == 3 and "line 3: " in res["error"]["message"] and "'.mp4'" in res["error"]["message"], err
     assert not (folder / "out").exists()  # not even the first row, which could have been written
+
+
+def test_a_recorded_input_is_the_same_file_from_any_working_folder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row whose output's run.yaml names its inputs from another working folder (relative there), or by their
+    absolute paths (as sync records them now), is the same row: "the output exists", not "made with other inputs"."""
+    import yaml
+
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.batch import BatchRow, _skip_reason
+
+    config = cfg.resolve("tiny")
+    (tmp_path / "b dir").mkdir()
+    for name in ("clip é.mp4", "dub.wav", "other.wav"):
+        (tmp_path / "b dir" / name).write_bytes(b"media")
+    out = tmp_path / "b dir" / "out.mp4"
+    out.write_bytes(b"an output")
+
+    def recorded(video: str, audio: str) -> tuple[str, str]:
+        (tmp_path / "b dir" / "out.run.yaml").write_text(yaml.safe_dump(
+            {"inputs": {"video": video, "audio": audio}, "config": config.to_dict()}), encoding="utf-8")
+        row = BatchRow(2, Path("b dir/clip é.mp4"), Path("b dir/dub.wav"), Path("b dir/out.mp4"))
+        return _skip_reason(row, config)
+
+    monkeypatch.chdir(tmp_path)
+    assert recorded(str(tmp_path / "b dir" / "clip é.mp4"), str(tmp_path / "b dir" / "dub.wav"))[0] == \
+        "the output exists"
+    other = str(tmp_path / "b dir" / "other.wav")
+    assert recorded(str(tmp_path / "b dir" / "clip é.mp4"), other)[0] == \
+        f"the output exists, made with other inputs or settings: audio {other} (this row: b dir/dub.wav)"
+    monkeypatch.chdir(tmp_path / "b dir")  # the same files named from the folder a run started in
+    row = BatchRow(2, Path("clip é.mp4"), Path("dub.wav"), Path("out.mp4"))
+    assert _skip_reason(row, config)[0] == "the output exists, made with other inputs or settings: audio " \
+        f"{other} (this row: dub.wav)"
+    recorded(str(tmp_path / "b dir" / "clip é.mp4"), str(tmp_path / "b dir" / "dub.wav"))
+    assert _skip_reason(row, config)[0] == "the output exists"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lipsyncctl.cli.main import main
 from lipsyncctl.media.probe import probe
@@ -27,7 +28,7 @@ def test_demo1_short_cut_json(models_dir: Path, tmp_path: Path, capsys: pytest.C
     video = shared_path("fixtures", "demo1_video.mp4")
     audio = shared_path("fixtures", "demo1_audio.wav")
     out = tmp_path / "demo1_sync.mkv"
-    rc, stdout, err = _run(capsys, "--json", "sync", "--video", str(video), "--audio", str(audio), "-o", str(out),
+    rc, stdout, err = _run(capsys, "--json", "sync", "--video", os.path.relpath(video), "--audio", str(audio), "-o", str(out),
                            "--preset", "tiny", "--set", "inference.guidance=1.0", "--length-policy", "cut",
                            "--codec", "ffv1", "--start", "2.0", "--end", "2.32")
     assert rc == 0, err
@@ -40,7 +41,8 @@ def test_demo1_short_cut_json(models_dir: Path, tmp_path: Path, capsys: pytest.C
     rate, channels, samples = audio_info(out)  # the dub at its own rate/channels, as long as the picture
     assert (rate, channels) == (probe(audio).audio[0].sample_rate, probe(audio).audio[0].channels)
     assert abs(samples / rate - 8 / 25) < 1024 / rate + 1e-3  # AAC frame padding
-    assert (tmp_path / "demo1_sync.run.yaml").is_file()
+    made = yaml.safe_load((tmp_path / "demo1_sync.run.yaml").read_text(encoding="utf-8"))
+    assert made["inputs"]["video"] == os.path.abspath(video)  # given relative: recorded as from any folder
     assert set(result["stage_seconds"]) >= {"faces", "denoise", "encode"}
 
 
