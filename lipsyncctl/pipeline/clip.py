@@ -197,6 +197,7 @@ def sync_clip(
     matte_out = matte_path(output) if config.output.matte else None
 
     # 1. Probe, check the output, plan.
+    check_found(video, audio)
     for path in (output, matte_out, run_yaml_path(output)):
         if path is not None:
             check_not_input(path, [video, audio])
@@ -491,18 +492,25 @@ class Inputs:
     several: str | None = None
 
 
+def check_found(video: Path, audio: Path) -> None:
+    """MediaError (exit 5) when ``video`` or ``audio`` is not there: before anything else is looked at (a missing
+    model is said after a mistyped path, not before it). An image sequence's pattern: its probe says."""
+    from lipsyncctl.media.container import is_image_sequence
+
+    for p, what in ((video, "video"), *(((audio, "audio"),) if audio != video else ())):
+        if not p.exists() and not (what == "video" and is_image_sequence(p)):
+            raise MediaError(f"{what} file not found: {p}", hint="check the path")
+
+
 def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: str = "auto") -> Inputs:
     """Both inputs, found usable (else MediaError): a picture with frames, and a sound (its ``audio_stream``-th
     stream); the file is probed once when the clip is its own sound. The picture may be an image sequence (an
     ffmpeg pattern, ``shot/%04d.png``) at ``sequence_fps`` (``sync.sequence_fps``, see
     :func:`~lipsyncctl.pipeline.output.sequence_rate`): the readers made with its probe read it at that rate."""
-    from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.pipeline.output import sequence_rate
 
-    for p, what in ((video, "video"), *(((audio, "audio"),) if audio != video else ())):
-        if not p.exists() and not (what == "video" and is_image_sequence(p)):  # a pattern: the probe says
-            raise MediaError(f"{what} file not found: {p}", hint="check the path")
+    check_found(video, audio)
     info = probe(video, sequence_fps=sequence_rate(video, sequence_fps))
     if info.video is None:
         raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give the picture with --video")

@@ -54,3 +54,15 @@ def test_a_whisper_of_another_width_than_the_unet_reads_stops_at_load(tmp_path: 
     with pytest.raises(CheckpointError, match="whisper features of width 64, the UNet .* reads 384") as err:
         load_networks(cfg.resolve("tiny", [f"model.whisper={path}"]))
     assert err.value.exit_code == 4
+
+
+def test_a_mistyped_input_is_said_before_missing_weights(models_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing --video or --audio is bad media (5), said before the preset's missing weights (4): a user would
+    otherwise fetch gigabytes before learning the path was mistyped."""
+    for video, audio, missing in ((tmp_path / "nope.mp4", DATA_DIR / "sample_dub.wav", "video"),
+                                  (DATA_DIR / "sample.mp4", tmp_path / "nope.wav", "audio")):
+        code = main(["sync", "--video", str(video), "--audio", str(audio), "-o", str(tmp_path / "o.mp4"),
+                     "--preset", "latentsync-1.5"])
+        err = capsys.readouterr().err
+        assert code == 5 and f"{missing} file not found" in err and "not installed" not in err, err
