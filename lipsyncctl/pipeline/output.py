@@ -91,7 +91,7 @@ def check_output(output: Path, options: OutputOptions) -> None:
     """Fail fast (before any work) when the container of ``output`` cannot hold the chosen codecs.
 
     Raises:
-        UsageError: ``output`` is an existing folder.
+        UsageError: ``output`` is an existing folder, or has no extension or one no codec is written in.
         ConfigError: e.g. ProRes into .mp4, FFV1 into .mov, PCM audio into .mp4.
     """
     from lipsyncctl.media.container import is_image_sequence
@@ -109,6 +109,15 @@ def check_output(output: Path, options: OutputOptions) -> None:
         return
     allowed = containers(options.codec)
     ext = output.suffix.lower()
+    written = {e for codec in OUTPUT_CODECS for e in containers(codec)}
+    if ext not in written:  # no extension (a folder meant, -o newdir/), or one no codec goes in: the name's fault
+        from lipsyncctl.media.writer import SEQUENCE_FORMATS
+
+        what = f"'{ext}' is not a video file extension written" if ext else "no file extension (it picks the container)"
+        named = output.with_suffix(allowed[0]) if ext else f"{output.with_suffix(allowed[0])} or {output / 'out'}{allowed[0]}"
+        raise UsageError(f"{output}: {what}", hint=f"name a file such as {named} (video: {', '.join(sorted(written))}; "
+                         f"image sequences: 'shot.%04d{next(iter(SEQUENCE_FORMATS))}' and "
+                         f"{', '.join(list(SEQUENCE_FORMATS)[1:])})")
     if ext not in allowed:
         raise ConfigError(f"{output}: output.codec {options.codec} cannot be stored in a '{ext or '(none)'}' file",
                           hint=f"use one of {', '.join(allowed)} for {options.codec}, or choose --codec")

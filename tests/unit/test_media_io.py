@@ -620,6 +620,24 @@ def test_a_failed_image_sequence_leaves_nothing_and_a_bad_format_is_refused(tmp_
     check_output(tmp_path / "plate.%04d.dpx", options)  # h264 is the video codec: an image sequence is its format's
 
 
+def test_an_output_without_a_video_extension_is_a_usage_error(tmp_path: Path) -> None:
+    """``-o newdir/`` (a folder meant: Path drops the slash), ``-o out`` or ``-o x.txt``: the name is wrong (2), not
+    the configuration (3, kept for a codec its container cannot hold)."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.errors import ConfigError
+    from lipsyncctl.pipeline.output import check_output
+
+    options = cfg.resolve("tiny").output
+    with pytest.raises(UsageError, match="newdir: no file extension") as info:
+        check_output(tmp_path / "newdir", options)
+    assert f"{tmp_path / 'newdir.mp4'} or {tmp_path / 'newdir' / 'out.mp4'}" in info.value.hint
+    with pytest.raises(UsageError, match="'.txt' is not a video file extension written") as info:
+        check_output(tmp_path / "x.txt", options)
+    assert ".mov, .mp4" in info.value.hint and "'shot.%04d.png'" in info.value.hint
+    with pytest.raises(ConfigError, match="h264 cannot be stored in a '.mxf' file"):
+        check_output(tmp_path / "x.mxf", options)
+
+
 def test_an_image_sequence_output_that_names_an_inputs_files_is_refused(tmp_path: Path) -> None:
     from lipsyncctl.media.atomic import check_not_input
 
