@@ -145,14 +145,16 @@ class ClipPlan:
 def select_range(
     total_frames: int, fps: Fraction, start: float | None = None, end: float | None = None
 ) -> tuple[int, int]:
-    """Source frames ``[first, stop)`` for ``--start``/``--end`` in seconds (frame = round(t * fps)).
+    """Source frames ``[first, stop)`` for ``--start``/``--end`` in seconds: from the frame on screen at ``start`` (as
+    ``prep --start``) up to the last one on screen before ``end`` (a time on a frame's boundary is that frame's
+    start; times are read exactly, as fractions).
 
     Raises:
         UsageError: empty selection (start at or past the end of the clip, or ``end <= start``): the
             arguments are wrong, not the media (exit 2, like ``sync --segments`` ranges that leave the picture).
     """
-    first = 0 if start is None else round(Fraction(start).limit_denominator(10**6) * fps)
-    stop = total_frames if end is None else round(Fraction(end).limit_denominator(10**6) * fps)
+    first = 0 if start is None else math.floor(Fraction(start).limit_denominator(10**6) * fps)
+    stop = total_frames if end is None else _end_frame(end, fps)
     first = max(0, min(first, total_frames))
     stop = max(0, min(stop, total_frames))
     if stop <= first:
@@ -162,6 +164,11 @@ def select_range(
             hint="give times in seconds inside the clip, with end after start",
         )
     return first, stop
+
+
+def _end_frame(end: float, fps: Fraction) -> int:
+    """The frame after the last one on screen before ``end`` seconds."""
+    return math.ceil(Fraction(end).limit_denominator(10**6) * fps)
 
 
 def select_frames(total_frames: int, first: int, stop: int) -> tuple[int, int]:
@@ -181,7 +188,7 @@ def select_frames(total_frames: int, first: int, stop: int) -> tuple[int, int]:
 
 def end_clamp_warning(total_frames: int, fps: Fraction, end: float | None) -> str | None:
     """The warning for an ``--end`` past the clip, which :func:`select_range` clamps; None when inside."""
-    if end is None or round(Fraction(end).limit_denominator(10**6) * fps) <= total_frames:
+    if end is None or _end_frame(end, fps) <= total_frames:
         return None
     duration = float(total_frames / Fraction(fps))
     return (f"--end {end:g} s is past the end of the clip: clamped to the clip's duration "

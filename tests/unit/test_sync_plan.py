@@ -89,6 +89,18 @@ def test_start_end_selection_offsets_source_index():
     assert err.value.exit_code == 2
 
 
+def test_a_start_between_frames_starts_on_the_frame_then_on_screen() -> None:
+    """As ``prep --start``: 0.19 s at 24 fps falls in frame 4 (0.1667-0.2083 s), which starts the selection (it was
+    rounded to frame 5, half a frame late against the dub); an end between frames keeps the frame on screen then; a
+    time on a boundary (exactly, also at 30000/1001) is that frame's start."""
+    assert select_range(100, Fraction(24), start=0.19, end=0.4) == (4, 10)  # 0.4 s: frame 9 (0.375-0.4167)
+    assert select_range(100, Fraction(24), start=0.2, end=0.375) == (4, 9)
+    assert select_range(100, Fraction(25), start=0.2, end=0.4) == (5, 10)
+    ntsc = Fraction(30000, 1001)
+    assert select_range(100, ntsc, start=1.001, end=2.002) == (30, 60)
+    assert select_range(100, ntsc, start=1.0, end=1.9) == (29, 57)  # 29.97 and 56.94 frames in
+
+
 def test_bad_inputs():
     with pytest.raises(MediaError):
         _plan(0, 1.0, "loop")
