@@ -248,6 +248,19 @@ def write_error(path: str | Path, exc: BaseException, *, written: int = 0, neede
     return WriteError(message, hint, path=str(path), errno=code, written=written, needed=needed, free=free)
 
 
+def space_needed(exc: WriteError, video_only: Path | None, frames_written: int, frames: int, *,
+                 copies: int = 2) -> int:
+    """About the bytes a video output needs beside it when ``exc`` stopped it: the encoded picture ``video_only``
+    (None: written straight to the output), then its muxed copy (``copies``: both in the hidden folder until the
+    rename), from the picture's size when the mux ran out of space, or extrapolated from the ``frames_written`` of
+    ``frames`` the encoder had stored."""
+    if video_only is not None and video_only.is_file():
+        picture = file_size(video_only)
+    else:
+        picture = exc.written * frames // max(frames_written, 1)
+    return copies * max(picture, exc.written)
+
+
 @contextlib.contextmanager
 def output_folder(path: str | Path) -> Iterator[Path]:
     """Create the missing folders above ``path`` and yield its folder; if the block fails (Ctrl-C

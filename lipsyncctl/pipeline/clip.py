@@ -381,7 +381,14 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
     sequence ``output`` (numbered from ``start_number``) gets no sound; its files are moved into place last
     (:func:`~lipsyncctl.media.atomic.replace_sequence`: those of a longer take it replaces are removed)."""
     from lipsyncctl.errors import WriteError
-    from lipsyncctl.media.atomic import output_folder, replace_sequence, sweep_temps, temp_prefix, write_error
+    from lipsyncctl.media.atomic import (
+        output_folder,
+        replace_sequence,
+        space_needed,
+        sweep_temps,
+        temp_prefix,
+        write_error,
+    )
     from lipsyncctl.media.mux import mux_audio
     from lipsyncctl.pipeline.output import open_writer
     from lipsyncctl.pipeline.render import Renderer
@@ -414,7 +421,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                                           reel=timecode[1] if timecode else None, audio_stream=audio_stream)
             except WriteError as exc:
                 done = writer.packets_written if writer is not None else 0
-                needed.append(_space_needed(exc, video_only, done, plan.num_frames))
+                needed.append(space_needed(exc, video_only, done, plan.num_frames))
                 raise
             settle()
             place = replace_sequence if sequence else os.replace
@@ -434,19 +441,6 @@ def _first_number(video: Path, plan: ClipPlan, config: Config) -> int:
     if config.output.first_number is not None:
         return config.output.first_number
     return sequence_numbers(video)[0] + plan.first_frame if is_image_sequence(video) else 1
-
-
-def _space_needed(exc: Any, video_only: Path, frames_written: int, frames: int) -> int:
-    """About the bytes a render needs beside its output: the encoded picture, then its muxed copy (both in the
-    hidden folder until the rename), from the picture's size when the mux ran out of space, or extrapolated
-    from the frames the encoder had stored when it did."""
-    from lipsyncctl.media.atomic import file_size
-
-    if video_only.is_file():
-        picture = file_size(video_only)
-    else:
-        picture = exc.written * frames // max(frames_written, 1)
-    return 2 * max(picture, exc.written)
 
 
 def _output_timecode(info: MediaInfo, plan: ClipPlan, output: Path) -> tuple[str, str | None] | None:

@@ -342,8 +342,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     return info
 
 
-def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
-    """Decode (deinterlace), conform to CFR, rotate/scale, encode to ``dest`` (video only)."""
+def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: list[int]) -> None:
+    """Decode (deinterlace), conform to CFR, rotate/scale, encode to ``dest`` (video only); ``encoded`` gets the
+    frames the file holds when the writer stops (by a write failure too)."""
     from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, deinterlace, rotate
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.output import OUTPUT_CODECS
@@ -362,27 +363,30 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path) -> None:
             VideoWriter(dest, item.fps, codec=codec.writer_codec, crf=opts.crf, preset=opts.encoder_preset,
                         profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
             progress.Task(f"prep {item.input.name}", total=item.frames) as task:
-        if job.start > 0:
-            # Resume decoding before the cut: the frame on screen at --start began before it (an
-            # off-grid --start or VFR input), and conform_cfr picks it from there.
-            reader.seek(time=max(Fraction(v.start_time).limit_denominator(10**6), start - SEEK_MARGIN))
-        last_src: Any = None
-        last_out: Any = None
-        frames = deinterlace(reader) if v.interlaced and opts.deinterlace == "auto" else reader
-        for _, frame in conform_cfr(frames, item.fps, start=start, count=item.frames):
-            if job.cancel.is_set():
-                raise Interrupted("prep interrupted")
-            if frame is not last_src:  # repeated slots reuse the converted frame
-                last_src = frame
-                av_frame = frame.av_frame
-                if resize:
-                    av_frame = av_frame.reformat(width=stored[0], height=stored[1], interpolation="AREA",
-                                                 threads=SWS_THREADS)
-                if rot:
-                    av_frame = rotate(av_frame.to_ndarray(format="rgb24"), rot)
-                last_out = av_frame
-            writer.write(last_out)
-            task.advance(1)
+        try:
+            if job.start > 0:
+                # Resume decoding before the cut: the frame on screen at --start began before it (an
+                # off-grid --start or VFR input), and conform_cfr picks it from there.
+                reader.seek(time=max(Fraction(v.start_time).limit_denominator(10**6), start - SEEK_MARGIN))
+            last_src: Any = None
+            last_out: Any = None
+            frames = deinterlace(reader) if v.interlaced and opts.deinterlace == "auto" else reader
+            for _, frame in conform_cfr(frames, item.fps, start=start, count=item.frames):
+                if job.cancel.is_set():
+                    raise Interrupted("prep interrupted")
+                if frame is not last_src:  # repeated slots reuse the converted frame
+                    last_src = frame
+                    av_frame = frame.av_frame
+                    if resize:
+                        av_frame = av_frame.reformat(width=stored[0], height=stored[1], interpolation="AREA",
+                                                     threads=SWS_THREADS)
+                    if rot:
+                        av_frame = rotate(av_frame.to_ndarray(format="rgb24"), rot)
+                    last_out = av_frame
+                writer.write(last_out)
+                task.advance(1)
+        finally:
+            encoded[:] = [writer.packets_written]
 
 
 def _audio(item: PrepItem, info: Any, job: _Job) -> Iterator[Any]:
@@ -432,13 +436,27 @@ def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
 
 
 def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
-    from lipsyncctl.media.atomic import atomic_output, sweep_temps, temp_prefix
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media.atomic import write_error
+
+    info = _plan(item, job)  # the outputs were checked against the inputs before any work (_check_outputs)
+    item.output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written = _write_outputs(item, info, job)
+    except WriteError as exc:  # a file of the hidden folder (removed now): name the output, and what it needs
+        raise write_error(item.output, exc) from exc
+    _write_manifest(item, stamp, key, written, job.options.deinterlace)
+    item.status = "done"
+
+
+def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:
+    """Write ``item``'s video (and WAV) through a hidden folder beside them; the files written."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media.atomic import atomic_output, space_needed, sweep_temps, temp_prefix
     from lipsyncctl.media.audio import write_wav
     from lipsyncctl.media.mux import mux_audio, stamp_timecode
 
-    info = _plan(item, job)  # the outputs were checked against the inputs before any work (_check_outputs)
     opts = job.options
-    item.output.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     sweep_temps(item.output.parent, stem=item.output.stem)  # left by a killed run
     with tempfile.TemporaryDirectory(dir=item.output.parent, prefix=temp_prefix(item.output, "prep")) as tmpdir:
@@ -447,16 +465,21 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
         if sidecar:  # decoded once: the WAV is written first (hidden) and the mux reads it
             audio = write_wav(Path(tmpdir) / "audio.wav", audio, opts.audio_rate)
         tc = _timecode(item, info, job)  # the source's, at the output's first frame and rate
-        if audio is not None and opts.mux_audio:
-            video_only = Path(tmpdir) / f"video{item.output.suffix}"
-            _encode_video(item, info, job, video_only)
-            with atomic_output(item.output, inputs=job.all_inputs) as tmp:
-                mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac", inputs=job.all_inputs,
-                          timecode=tc, reel=info.reel if tc else None)
-        else:
-            _encode_video(item, info, job, item.output)
-            if tc is not None:
+        muxed = audio is not None and opts.mux_audio
+        video_only = Path(tmpdir) / f"video{item.output.suffix}" if muxed else item.output
+        encoded: list[int] = []  # the frames the file holds when the encoder stops (the estimate of what it needs)
+        try:
+            _encode_video(item, info, job, video_only, encoded)
+            if muxed:
+                with atomic_output(item.output, inputs=job.all_inputs) as tmp:
+                    mux_audio(video_only, audio, tmp, rate=opts.audio_rate, codec="aac", inputs=job.all_inputs,
+                              timecode=tc, reel=info.reel if tc else None)
+            elif tc is not None:
                 stamp_timecode(item.output, tc, reel=info.reel, inputs=job.all_inputs)
+        except WriteError as exc:
+            exc.needed = space_needed(exc, video_only if muxed else None, encoded[0] if encoded else 0,
+                                      item.frames or 0, copies=2 if muxed else 1)
+            raise
         written.append(item.output)
         if sidecar:
             assert item.wav is not None
@@ -464,8 +487,7 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
             written.append(item.wav)
         elif item.wav is not None and not opts.sidecar_wav:
             item.wav = None
-    _write_manifest(item, stamp, key, written, job.options.deinterlace)
-    item.status = "done"
+    return written
 
 
 def _timecode(item: PrepItem, info: Any, job: _Job) -> str | None:

@@ -125,3 +125,26 @@ def test_a_skipped_clip_without_audio_reports_no_wav_and_longer_audio_is_said(
     rc, out, _ = _run(["--json", "prep", str(long_sound), "-o", str(tmp_path / "o")], capsys)
     (item,) = json.loads(out)["items"]
     assert rc == 0 and any("longer than the picture: cut" in w for w in item["warnings"])
+
+
+def test_disk_full_names_the_output_and_what_it_needs(clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Out of space while encoding: the file fails naming its output (not the hidden folder's video.mp4), the space
+    free there and about what it needs; nothing is left."""
+    from lipsyncctl.media.writer import VideoWriter
+    from tests.cli.test_sync_cli import _FullDisk
+
+    opened = VideoWriter._open
+
+    def _open(self, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
+        opened(self, width, height)
+        self._container = _FullDisk(self._container, 1)
+
+    monkeypatch.setattr(VideoWriter, "_open", _open)
+    out = tmp_path / "o"
+    code, stdout, err = _run(["--json", "prep", str(clips / "a.mp4"), "-o", str(out)], capsys)
+    item = json.loads(stdout)["items"][0]
+    assert code == 1 and item["status"] == "failed", item
+    assert item["reason"].startswith(f"{out / 'a.mp4'}: cannot write it: No space left on device (")
+    assert "free there; it needs about" in item["reason"] and ".prep.~" not in item["reason"]
+    assert sorted(p.name for p in out.rglob("*")) == []
