@@ -248,17 +248,24 @@ def write_error(path: str | Path, exc: BaseException, *, written: int = 0, neede
     return WriteError(message, hint, path=str(path), errno=code, written=written, needed=needed, free=free)
 
 
-def space_needed(exc: WriteError, video_only: Path | None, frames_written: int, frames: int, *,
+def space_needed(exc: WriteError, video_only: Path | None, stored: tuple[int, int], frames: int, *,
                  copies: int = 2) -> int:
     """About the bytes a video output needs beside it when ``exc`` stopped it: the encoded picture ``video_only``
     (None: written straight to the output), then its muxed copy (``copies``: both in the hidden folder until the
-    rename), from the picture's size when the mux ran out of space, or extrapolated from the ``frames_written`` of
-    ``frames`` the encoder had stored."""
+    rename), from the picture's size when the mux ran out of space, or extrapolated from what the encoder had
+    stored of ``frames``: ``stored`` = (its packets in the file, the frames given to it). Per packet while few are
+    in the file, the first (a key frame, several times a later one's size) would count for all: per frame given
+    then, as the encoder holds back its lookahead (an estimate on the low side rather than tenfold)."""
     if video_only is not None and video_only.is_file():
         picture = file_size(video_only)
     else:
-        picture = exc.written * frames // max(frames_written, 1)
+        packets, given = stored
+        picture = exc.written * frames // max(packets if packets >= _STEADY_PACKETS else given, 1)
     return copies * max(picture, exc.written)
+
+
+#: packets in a file from which its mean size per packet stands for the rest (one second or so)
+_STEADY_PACKETS = 25
 
 
 @contextlib.contextmanager

@@ -420,8 +420,8 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                                           inputs=[video], timecode=timecode[0] if timecode else None,
                                           reel=timecode[1] if timecode else None, audio_stream=audio_stream)
             except WriteError as exc:
-                done = writer.packets_written if writer is not None else 0
-                needed.append(space_needed(exc, video_only, done, plan.num_frames))
+                stored = (writer.packets_written, writer.frames_written) if writer is not None else (0, 0)
+                needed.append(space_needed(exc, video_only, stored, plan.num_frames))
                 raise
             settle()
             place = replace_sequence if sequence else os.replace

@@ -342,9 +342,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     return info
 
 
-def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: list[int]) -> None:
+def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: list[tuple[int, int]]) -> None:
     """Decode (deinterlace), conform to CFR, rotate/scale, encode to ``dest`` (video only); ``encoded`` gets the
-    frames the file holds when the writer stops (by a write failure too)."""
+    packets the file holds and the frames given to the encoder when the writer stops (by a write failure too)."""
     from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, deinterlace, rotate
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.output import OUTPUT_CODECS
@@ -386,7 +386,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
                 writer.write(last_out)
                 task.advance(1)
         finally:
-            encoded[:] = [writer.packets_written]
+            encoded[:] = [(writer.packets_written, writer.frames_written)]
 
 
 def _audio(item: PrepItem, info: Any, job: _Job) -> Iterator[Any]:
@@ -467,7 +467,7 @@ def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:
         tc = _timecode(item, info, job)  # the source's, at the output's first frame and rate
         muxed = audio is not None and opts.mux_audio
         video_only = Path(tmpdir) / f"video{item.output.suffix}" if muxed else item.output
-        encoded: list[int] = []  # the frames the file holds when the encoder stops (the estimate of what it needs)
+        encoded: list[tuple[int, int]] = []  # (packets stored, frames given) when the encoder stops: what it needs
         try:
             _encode_video(item, info, job, video_only, encoded)
             if muxed:
@@ -477,7 +477,7 @@ def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:
             elif tc is not None:
                 stamp_timecode(item.output, tc, reel=info.reel, inputs=job.all_inputs)
         except WriteError as exc:
-            exc.needed = space_needed(exc, video_only if muxed else None, encoded[0] if encoded else 0,
+            exc.needed = space_needed(exc, video_only if muxed else None, encoded[0] if encoded else (0, 0),
                                       item.frames or 0, copies=2 if muxed else 1)
             raise
         written.append(item.output)

@@ -734,3 +734,18 @@ def test_a_png_sequence_is_written_at_the_png_level_asked(tmp_path: Path) -> Non
     assert all(np.array_equal(p, picture) for p in pixels.values())
     assert sizes[0] > sizes[1] > sizes[4] and sizes[1] > sizes[9], sizes
     assert sizes[0] >= picture.size  # stored
+
+
+def test_the_space_an_output_needs_is_not_extrapolated_from_its_key_frame(tmp_path: Path) -> None:
+    """A disk that fills within the first packets (a key frame, several times a later one): the estimate goes by the
+    frames given to the encoder, not tenfold by the packets stored; from a second of packets on, by those; from the
+    picture's own size once it is whole (the mux ran out)."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.media.atomic import space_needed
+
+    exc = WriteError("full", written=160_000)
+    assert space_needed(exc, None, (1, 30), 30) == 2 * 160_000  # was 2 * 160_000 * 30
+    assert space_needed(exc, None, (50, 93), 300, copies=1) == 160_000 * 300 // 50
+    picture = tmp_path / "video.mp4"
+    picture.write_bytes(b"x" * 244_000)
+    assert space_needed(exc, picture, (30, 30), 30) == 2 * 244_000
