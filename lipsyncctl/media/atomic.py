@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -75,13 +76,15 @@ def _names_an_input(path: Path, src: Path) -> bool:
         return False
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, *, probe: bool = True) -> None:
     """Fail fast when ``path`` could not be written: the nearest existing folder above it (the folders
-    still missing would be created there) must be a writable folder.
+    still missing would be created there) must be a writable folder. With ``probe`` (not in a dry run, which writes
+    nothing) a hidden file is created there and removed: permission bits do not tell an immutable folder
+    (``chattr +i``), one of a pseudo file system (``/proc``) or a full quota, nor anything to root.
 
     Raises:
-        OSError: ``EROFS`` (read-only file system), ``EACCES`` (no permission) or ``ENOTDIR`` (a file
-            where a folder is needed), naming that folder.
+        OSError: ``EROFS`` (read-only file system), ``EACCES``/``EPERM`` (no permission), ``ENOTDIR`` (a file
+            where a folder is needed) or what creating a file there raised, naming that folder.
     """
     folder = Path(os.path.abspath(path)).parent
     while not os.path.lexists(folder) and folder != folder.parent:  # a dangling link is in the way, not absent
@@ -90,9 +93,19 @@ def check_writable(path: str | Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "a link to nothing is in the way of the output folder", str(folder))
     if not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", str(folder))
+    code = 0
     if not os.access(folder, os.W_OK | os.X_OK):
-        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-        code = errno.EROFS if read_only else errno.EACCES
+        code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+    elif probe:
+        try:
+            fd, name = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path, "probe"))
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            code = exc.errno or errno.EACCES
+    if code == errno.ENOENT:  # (not FileNotFoundError: an output's folder is not a missing input, exit 5)
+        raise PermissionError(errno.EPERM, "cannot write the output here (no file can be created there)", str(folder))
+    if code:
         raise OSError(code, f"cannot write the output here ({os.strerror(code).lower()})", str(folder))
 
 

@@ -3,6 +3,7 @@ created itself when the run fails or is interrupted. Every bad destination fails
 
 from __future__ import annotations
 
+import errno
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -62,6 +63,33 @@ def test_unwritable_folder_fails_before_the_face_pass(media, models_dir: Path, t
     err = capsys.readouterr().err
     assert f"cannot write the output here (permission denied): {locked}" in err
     assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize(("code", "said"), [(errno.EPERM, "operation not permitted"),
+                                             (errno.ENOENT, "no file can be created there")])
+def test_a_folder_that_takes_no_file_fails_before_any_work(media, models_dir: Path, tmp_path: Path,
+                                                           no_face_pass: None, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], code: int,
+                                                           said: str) -> None:
+    """Permission bits say yes, creating a file says no (an immutable folder, /proc, root's view of either): exit 1
+    naming the folder, at once (it failed after the render, on the hidden temporary's name, exit 5 for /proc)."""
+    import tempfile
+
+    locked = tmp_path / "immutable"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # type: ignore[no-untyped-def]
+        if dir is not None and Path(dir) == locked:
+            raise OSError(code, os.strerror(code), str(Path(dir) / "probe"))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert main(_sync(media, locked / "o.mp4")) == 1
+    assert f"error: cannot write the output here ({said}): {locked}" in capsys.readouterr().err
+    check_writable(locked / "o.mp4", probe=False)  # a dry run writes nothing, not even a probe
+    check_writable(tmp_path / "o.mp4")
+    assert not [p for p in (*tmp_path.iterdir(), *locked.iterdir()) if p.name.startswith(".")]  # no probe left
 
 
 def test_check_writable_accepts_new_nested_folders(tmp_path: Path) -> None:
