@@ -59,7 +59,7 @@ def config_keys(section: str | None = None, *, train: bool = False) -> list[KeyI
     its type, default, bounds and description, from the schema that validates presets and ``--set``.
 
     Raises:
-        UsageError: no such section (exit 2; the sections are listed).
+        ConfigError: no such section or key (exit 3, an unknown key as in --set; the sections are listed).
     """
     from lipsyncctl.config import describe_keys
 

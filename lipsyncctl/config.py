@@ -716,21 +716,22 @@ def describe_keys(schema: type[BaseModel] | None = None, section: str | None = N
     validates presets and ``--set`` (nothing restated). A dotted ``section`` (``"output.crf"``) gives that key.
 
     Raises:
-        UsageError: ``section`` is not one of the schema's sections (they are listed), or not one of its keys.
+        ConfigError: ``section`` is not one of the schema's sections (they are listed), or not one of its keys
+            (an unknown key, exit 3, as in a preset or ``--set``).
     """
     schema = schema or Config
     if section is not None and "." in section:
         head = section.split(".", 1)[0]
         found = [k for k in describe_keys(schema, head) if k.key == section]
         if not found:
-            raise UsageError(f"no configuration key {section!r}",
-                             hint=f"`{keys_command(schema)} {head}` lists that section's keys")
+            raise ConfigError(f"no configuration key {section!r}",
+                              hint=f"`{keys_command(schema)} {head}` lists that section's keys")
         return found
     defaults = schema().model_dump(mode="json")
     sections = [name for name, f in schema.model_fields.items()
                 if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)]
     if section is not None and section not in sections:
-        raise UsageError(f"no configuration section {section!r}", hint=f"sections: {', '.join(sections)}")
+        raise ConfigError(f"no configuration section {section!r}", hint=f"sections: {', '.join(sections)}")
     out: list[KeyInfo] = []
 
     def walk(model: type[BaseModel], prefix: str, values: Mapping[str, Any]) -> None:

@@ -112,7 +112,7 @@ class MediaError(LipsyncError):
     """An input file is missing, unreadable, corrupt, or lacks the stream we need."""
 
     exit_code = 5
-    default_hint = "check the file with `lipsyncctl prep --dry-run FILE` or re-export it from your editor"
+    default_hint = "check the path, or that the file plays (ffprobe FILE); re-export it from your editor if not"
 
 
 class DecodeError(MediaError):

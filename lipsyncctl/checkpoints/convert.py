@@ -82,6 +82,9 @@ def convert_checkpoint(
     if dst.suffix != ".safetensors":
         raise UsageError(f"output must be a .safetensors file, got {dst.name}")
 
+    if kind is not None and kind not in CONVERTIBLE:  # the user's word, not a detection: a bad argument (2)
+        raise UsageError(f"--kind {kind}: not a kind converted", hint=f"one of {', '.join(CONVERTIBLE)}")
+
     with progress.Task("convert: read", total=None):
         ck = read_checkpoint(src)
     kind = kind or (ck.lipsyncctl_header or {}).get("kind") or detect_kind(ck.state_dict)

@@ -105,6 +105,11 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
         return "safetensors"
     if head[:1] == b"\x80":  # pickle protocol marker of a legacy torch.save file
         return "torch-legacy"
+    from lipsyncctl.media.container import MEDIA_EXTS
+
+    if p.suffix.lower() in MEDIA_EXTS:  # a clip given where weights go: no fetch will mend it
+        raise CheckpointError(f"{p} is a media file, not model weights",
+                              hint="give a checkpoint (.pt, .pth, .ckpt, .safetensors) or a model name")
     raise CheckpointError(
         f"{p} is not a PyTorch checkpoint, a safetensors file or a diffusers folder", hint=_CORRUPT_HINT
     )

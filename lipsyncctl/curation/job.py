@@ -256,7 +256,8 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
     if not data.is_dir():  # a missing input: exit 5, as in every command
         from lipsyncctl.errors import MediaError
 
-        raise MediaError(f"{data}: no such folder", hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
+        raise MediaError(f"{data}: {'a file, not a folder' if data.exists() else 'no such folder'}",
+                         hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
     if not RecordStore(data / ".lipsyncctl" / "records").ids("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):

@@ -88,7 +88,8 @@ def prune_output(folder: str | Path, *, keep: int = 1, renders: bool = False, dr
     if keep < 1:
         raise UsageError(f"keep {keep}: at least 1 version is kept", hint="--keep 1 keeps the newest (and current)")
     if not out.is_dir():
-        raise MediaError(f"{out}: no such folder", hint="give the -o folder of a `sync --timeline` run")
+        raise MediaError(f"{out}: {'a file, not a folder' if out.exists() else 'no such folder'}",
+                         hint="give the -o folder of a `sync --timeline` run")
     languages = _languages(out)
     if not languages and not (out / LOCK_FOLDER / RENDERS).is_dir():
         raise UsageError(f"{out}: not an output folder of `sync --timeline` (no versions, no render cache)",

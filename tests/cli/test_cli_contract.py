@@ -147,12 +147,12 @@ def test_presets_keys_lists_every_key_with_its_default_bounds_and_meaning(capsys
     assert {k: r["default"] for k, r in train.items()} == _leaves(resolve_train_config(None).to_dict()) | {
         "name": "defaults", "description": ""}
     assert all(r["description"] for r in train.values())
-    err = _json(["presets", "keys", "bogus", "--json"], 2, capsys)["error"]
+    err = _json(["presets", "keys", "bogus", "--json"], 3, capsys)["error"]  # an unknown key: 3, as in --set
     assert err["message"] == "no configuration section 'bogus'" and "inference" in err["hint"]
     assert _json(["presets", "keys", "output.crf", "--json"], 0, capsys)["keys"] == [rows["output.crf"]]
-    err = _json(["presets", "keys", "output.crff", "--json"], 2, capsys)["error"]
+    err = _json(["presets", "keys", "output.crff", "--json"], 3, capsys)["error"]
     assert err["message"] == "no configuration key 'output.crff'" and "`lipsyncctl presets keys output`" in err["hint"]
-    err = _json(["presets", "keys", "--train", "loss.x", "--json"], 2, capsys)["error"]
+    err = _json(["presets", "keys", "--train", "loss.x", "--json"], 3, capsys)["error"]
     assert "`lipsyncctl presets keys --train loss`" in err["hint"]
     assert main(["presets", "keys", "inference"]) == 0
     human = capsys.readouterr().out  # piped: one line per key (grep finds a key with its default and meaning)

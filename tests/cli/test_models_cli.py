@@ -155,3 +155,20 @@ def test_verify_checks_the_architecture_a_file_names_and_a_damaged_archive(model
     rc, out, err = run(capsys, "--json", "models", "verify", "latentsync-1.5", "--no-hash")
     row = next(f for f in json.loads(out)["models"][0]["files"] if f["path"] == "whisper/tiny.pt")
     assert rc == 4 and "damaged archive: member" in row["detail"]
+
+
+def test_a_wrong_kind_or_a_clip_given_as_weights_is_said_as_such(models_dir: Path, capsys, tmp_path: Path) -> None:
+    """``models convert --kind nosuch`` is a bad argument (2; it said "detected: nosuch", exit 4, after reading the
+    file); a video given to ``models info`` is a media file, not a damaged checkpoint to fetch again."""
+    from lipsyncctl.paths import DATA_DIR
+
+    weights = tmp_path / "w.pt"
+    torch.save({"x": torch.zeros(2)}, weights)
+    assert main(["models", "convert", str(weights), str(tmp_path / "o.safetensors"), "--kind", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "--kind nosuch: not a kind converted" in err and "unet" in err and "detected" not in err
+    assert main(["models", "info", str(DATA_DIR / "sample.mp4")]) == 4
+    err = capsys.readouterr().err
+    assert "sample.mp4 is a media file, not model weights" in err and "fetch it again" not in err
+    assert main(["prune", str(DATA_DIR / "sample.mp4")]) == 5
+    assert "sample.mp4: a file, not a folder" in capsys.readouterr().err
