@@ -373,7 +373,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
     from lipsyncctl.media.container import exists
-    from lipsyncctl.pipeline.clip import probe_inputs
+    from lipsyncctl.pipeline.clip import check_point, probe_inputs
     from lipsyncctl.pipeline.output import check_output
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import check_backend, run_tasks
@@ -398,8 +398,9 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
             progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
         elif dry_run:
             try:
-                probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream,
-                             configs[row.line].sync.sequence_fps)
+                inputs = probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream,
+                                      configs[row.line].sync.sequence_fps)
+                check_point(configs[row.line], inputs.info.video.display_size)  # a run would refuse it at once
             except LipsyncError as exc:
                 items[row.line] = BatchItem(row, "failed", exc.message, exc.hint)
             else:

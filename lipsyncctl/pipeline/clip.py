@@ -233,7 +233,7 @@ def sync_clip(
             raise MediaError(f"{audio}: the audio stream is empty")
     vinfo = info.video
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
-    _check_point(config, vinfo.display_size)
+    check_point(config, vinfo.display_size)
     grid = vinfo.nominal_fps
     total = grid_frames(vinfo)
     first, stop = select_range(total, grid, start, end) if frames is None else select_frames(total, *frames)
@@ -338,7 +338,7 @@ def sync_clip(
     )
 
 
-def _check_point(config: Config, size: tuple[int, int]) -> None:
+def check_point(config: Config, size: tuple[int, int]) -> None:
     """``faces.select: point`` (``--face-at X,Y``) inside the picture: a point outside it is a wrong argument, said
     before the face pass (which could only find no face there)."""
     from lipsyncctl.errors import UsageError
