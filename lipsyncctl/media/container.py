@@ -50,17 +50,26 @@ def sequence_file(pattern: str | Path, number: int) -> Path:
     return pattern.with_name(_PATTERN.sub(lambda m: f"{number:0{m.group(1) or 1}d}", pattern.name, count=1))
 
 
+#: what may stand between a sequence's name and its frame number (``shot.%04d``, ``shot_%04d``, ``shot %04d``)
+_SEPARATOR = "[._ -]"
+
+
 def sequence_tagged(pattern: str | Path, tag: str) -> Path:
-    """An image sequence's pattern with ``tag`` before its frame number: ``shot.%04d.png``, ``matte`` ->
-    ``shot.matte.%04d.png`` (a pattern of its own, whose names are not the first one's)."""
+    """An image sequence's pattern with ``tag`` before its frame number, after the same separator: ``shot.%04d.png``,
+    ``matte`` -> ``shot.matte.%04d.png``, ``shot %04d.tif`` -> ``shot matte %04d.tif`` (a pattern of its own, whose
+    names are not the first one's)."""
     pattern = Path(pattern)
-    return pattern.with_name(_PATTERN.sub(lambda m: f"{tag}.{m.group(0)}", pattern.name, count=1))
+
+    def tagged(m: re.Match[str]) -> str:
+        return f"{m.group(1) or ''}{tag}{m.group(1) or '.'}{m.group(2)}"
+
+    return pattern.with_name(re.sub(f"({_SEPARATOR})?({_PATTERN.pattern})", tagged, pattern.name, count=1))
 
 
 def sequence_stem(pattern: str | Path) -> str:
-    """A file's stem without an image sequence's frame number: ``shot.%04d.png`` -> ``shot``, ``%04d.png`` -> ``""``
-    (``out.mp4`` -> ``out``)."""
-    return re.sub(r"[._-]?" + _PATTERN.pattern, "", Path(pattern).stem, count=1)
+    """A file's stem without an image sequence's frame number and the separator before it: ``shot.%04d.png`` ->
+    ``shot``, ``shot %04d.tif`` -> ``shot``, ``%04d.png`` -> ``""`` (``out.mp4`` -> ``out``)."""
+    return re.sub(f"{_SEPARATOR}?" + _PATTERN.pattern, "", Path(pattern).stem, count=1)
 
 
 def exists(path: str | Path) -> bool:

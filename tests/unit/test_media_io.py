@@ -749,3 +749,19 @@ def test_the_space_an_output_needs_is_not_extrapolated_from_its_key_frame(tmp_pa
     picture = tmp_path / "video.mp4"
     picture.write_bytes(b"x" * 244_000)
     assert space_needed(exc, picture, (30, 30), 30) == 2 * 244_000
+
+
+@pytest.mark.parametrize(("pattern", "stem", "matte"), [
+    ("shot.%04d.png", "shot", "shot.matte.%04d.png"),
+    ("shot %04d.tif", "shot", "shot matte %04d.tif"),  # was "shot " (shot .run.yaml) and "shot matte.%04d.tif"
+    ("shot_%04d.dpx", "shot", "shot_matte_%04d.dpx"),
+    ("%04d.png", "", "matte.%04d.png"),
+    ("a.b-%d.png", "a.b", "a.b-matte-%d.png"),
+])
+def test_an_image_sequence_s_record_and_matte_keep_its_separator(pattern: str, stem: str, matte: str) -> None:
+    from lipsyncctl.media.container import sequence_stem, sequence_tagged
+    from lipsyncctl.pipeline.output import matte_path, run_yaml_path
+
+    assert sequence_stem(pattern) == stem and sequence_tagged(pattern, "matte") == Path(matte)
+    assert matte_path(Path(pattern)) == Path(matte)
+    assert run_yaml_path(Path(pattern)) == Path(f"{stem}.run.yaml" if stem else "run.yaml")
