@@ -177,9 +177,11 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
     if bad and mode == "clip":  # each flag says the modes that take it (--gpus: --timeline or --batch)
         where = {f.label: " or ".join(f"--{m}" for m in sorted(f.modes, reverse=True)) for f in FLAGS}
         raise UsageError("; ".join(f"{label}: only with {where.get(label, '--timeline')}" for label in bad))
-    if bad:
-        raise UsageError(f"{', '.join(bad)}: not with --timeline",
-                         hint="per-shot options go in the clip's metadata: {'lipsync': {'face': 1}}")
+    if bad:  # the edit decides each shot's picture, span and rate; a shot's own options are in the edit
+        per_shot = [b for b in bad if b in ("--face", "--face-at")]
+        hint = ("a shot's face goes in its clip's metadata ({'lipsync': {'face': 1}}) or a --segments range"
+                if per_shot else "the edit gives each shot's media, span and rate; see `lipsyncctl sync --help`")
+        raise UsageError(f"{', '.join(bad)}: not with --timeline", hint=hint)
     flags = config_flags(FLAGS, {**values, "face_at": _face_at(values.get("face_at"))}, mode)
     if mode in ("clip", "batch"):
         if values["face"] is not None and values["face_at"] is not None:
