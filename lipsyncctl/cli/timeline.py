@@ -27,7 +27,7 @@ Each visible clip of the picture is a shot, rendered with --handles extra frames
 a language delivers a new version, OUT/LANG/v001/, v002/...: the renders (shots/), the relinked timeline
 (.otio, plus the input's format where an adapter writes it), the QC report (report.json, report.html)
 and with --conform the full-length video, renamed into place when complete (OUT/LANG/current points at
-the newest; an interrupted run leaves none; `lipsyncctl prune OUT` removes old ones). Finished shots are kept by
+the newest; an interrupted run, or one whose every render failed, leaves none; `lipsyncctl prune OUT` removes old ones). Finished shots are kept by
 content key in OUT/.lipsyncctl/: rerun the same command after a crash to render only what is missing
 or changed. One run writes to OUT at a time: a second one exits 6 naming it, or waits with --wait
 (shards of one job share OUT). Clip metadata or markers `lipsync: false` leave a shot alone. Exit 1 when a shot failed or
@@ -58,8 +58,26 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
         st.warn(w)
     st.result(result.to_dict(), lambda console: _human(console, result), ok=not result.failed)
     if result.failed:
-        raise JobFailedError(f"{len(result.failed)} shot(s) failed or are under --min-sync: "
-                             f"{', '.join(result.failed[:8])}", hint="see OUT/LANG/report.html")
+        raise _failure(result, config.timeline.min_sync)
+
+
+def _failure(result: Any, min_sync: float | None) -> JobFailedError:
+    """The exit-1 error of a run with failed shots: what happened to them, and the reports written (or why a
+    language has none: every render failed, so no version was delivered)."""
+    from lipsyncctl.timeline.types import ShotStatus
+
+    shots = [(lang, s) for lang, info in result.languages.items() for s in info.shots if s.status.is_failure]
+    failed = [s for _, s in shots if s.status == ShotStatus.FAILED]
+    parts = [f"{len(failed)} shot(s) failed"] if failed else []
+    if under := len(shots) - len(failed):
+        parts.append(f"{under} {'are' if failed else 'shot(s)'} under --min-sync {min_sync:g} or not measured")
+    names = ", ".join(f"{lang}/{s.id}" for lang, s in shots[:8]) + (", ..." if len(shots) > 8 else "")
+    reports = [info.report_html for info in result.languages.values() if info.report_html]
+    hints = [f"see {', '.join(reports)}"] if reports else []
+    hints += [f"{lang}: {info.not_delivered}" for lang, info in result.languages.items() if info.not_delivered]
+    if failed and failed[0].error:
+        hints.append(f"first error: {failed[0].error.splitlines()[0]}")
+    return JobFailedError(f"{' and '.join(parts)}: {names}", hint="; ".join(hints))
 
 
 def _human(console: Any, result: Any) -> None:

@@ -4,7 +4,9 @@ Outputs are written only when every shot of the language is settled (rendered, r
 left alone for a reason), so shards of an array job never write a half-finished timeline: the shard
 that settles the last shot writes them (and a plain rerun, which renders nothing new, does too).
 They are written as one new version, ``OUT/<lang>/vNNN/``, renamed into place when complete
-(:mod:`~lipsyncctl.timeline.delivery`).
+(:mod:`~lipsyncctl.timeline.delivery`). A language with failed shots is delivered with them reported,
+as long as one shot has a render; one whose every render failed (a full disk, a broken model) is a failed
+run: no version, and ``current`` stays on the last good one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from lipsyncctl.scoring.meter import SyncMeter
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, load_official_scorer
 from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
-from lipsyncctl.timeline.delivery import Delivery, building
+from lipsyncctl.timeline.delivery import CURRENT, Delivery, building, current_version
 from lipsyncctl.timeline.mediaio import read_frames
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, shot_extension, write_timelines
 from lipsyncctl.timeline.report import relative_href, write_html, write_json
@@ -77,11 +79,17 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         reused=sum(1 for s in shots if s.reused),
         failed=count(ShotStatus.FAILED), no_face=count(ShotStatus.NO_FACE), no_dialogue=count(ShotStatus.NO_DIALOGUE),
         pending=count(ShotStatus.PENDING),
-        to_render=sum(1 for s in mine if s.language == dub.language and s.task is not None),
+        # what is left: a dry run's whole part, none once this run rendered its part
+        to_render=sum(1 for s in mine if s.language == dub.language and s.task is not None and not s.rendered),
         done=count(ShotStatus.DONE), skipped=len(plan.skipped),
     )
     result = LanguageResult(dub=dub.source, counts=counts, shots=rows)
     if job.dry_run or counts.pending:
+        return result
+    if counts.failed and not counts.done:  # a failed run: no version, `current` stays on the last good one
+        last = current_version(job.output / dub.language)
+        kept = f"{job.output / dub.language / CURRENT} still names {last}" if last else "no earlier version"
+        result.not_delivered = f"no version delivered: no shot was lip-synced, {counts.failed} failed; {kept}"
         return result
     with building(job.output / dub.language) as delivery:  # OUT/<lang>/vNNN/, renamed into place when complete
         return _write_outputs(job, config, timeline, resolver, plan, dub, shots, rows, counts, result, warnings,

@@ -33,7 +33,7 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.timeline import timebase as tb
-from lipsyncctl.timeline.segments import Segment, TimelinePlan
+from lipsyncctl.timeline.segments import TRUNCATED_REEL, Segment, TimelinePlan
 from lipsyncctl.timeline.source import MediaResolver, adapter_for
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 
@@ -116,6 +116,8 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
         if cmx.get("reel"):
             clip.metadata["lipsyncctl"]["source_reel"] = cmx["reel"]
         cmx["reel"] = render_reel(oc.key)
+        if cmx.get("comments"):  # OTIO's note of the file the source's reel was made from: not this reel's
+            cmx["comments"] = [c for c in cmx["comments"] if not TRUNCATED_REEL.match(str(c))]
     if dub is not None and not dub.source.startswith("track:"):
         urls = bool(plan.segments) and _url_form(plan.segments[0].media_url) == "url"
         out.tracks.append(dub_track(dub, plan, "url" if urls else "absolute"))  # given on the command line

@@ -123,11 +123,12 @@ def ranges_timeline(media: Path, url: str, ranges: Sequence[SceneRange], *, fps:
 
 
 def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames: int,
-                     inputs: Iterable[Path] = (), deinterlace: bool = False) -> SceneEdit:
+                     inputs: Iterable[Path] = (), deinterlace: bool = False, dry_run_for: Path | None = None) -> SceneEdit:
     """Detect the scenes of ``master`` and write their edit to ``folder/scenes.otio`` (atomically), or reuse
     the edit there when it was made from the same master (fingerprint) with the same settings. ``deinterlace``
     (``sync.deinterlace`` auto): an interlaced master's cuts are found on progressive pictures (part of the
-    settings for such a master only).
+    settings for such a master only). ``dry_run_for``: a dry run's output folder (``folder`` is then a temporary
+    one): the message names where a run writes the edit, not the temporary file.
 
     Raises:
         MediaError: ``master`` is not a readable video (exit 5).
@@ -171,7 +172,11 @@ def write_scene_edit(master: Path, folder: Path, *, threshold: float, min_frames
                                metadata={"scenes": {**settings, "shots": [list(s) for s in scenes]}})
     with atomic_output(path, inputs=[master, *inputs]) as tmp:
         otio.adapters.write_to_file(timeline, str(tmp), adapter_name="otio_json")
-    progress.message(f"{master.name}: {len(scenes)} shot(s), edit written to {path}")
+    if dry_run_for is None:
+        progress.message(f"{master.name}: {len(scenes)} shot(s), edit written to {path}")
+    else:
+        progress.message(f"{master.name}: {len(scenes)} shot(s) (dry run: the edit is not written; a run writes it "
+                         f"to {dry_run_for / SCENES_NAME})")
     return SceneEdit(path=path, scenes=scenes, fps=fps)
 
 
@@ -207,7 +212,8 @@ def scene_job(job: TimelineJob, config: Config) -> Iterator[TimelineJob]:
         if job.split_scenes:
             path = write_scene_edit(job.timeline, folder, threshold=opts.scene_threshold,
                                     min_frames=opts.scene_min_frames, inputs=inputs,
-                                    deinterlace=config.sync.deinterlace == "auto").path
+                                    deinterlace=config.sync.deinterlace == "auto",
+                                    dry_run_for=job.output if job.dry_run else None).path
         else:
             assert job.segments is not None
             path = write_clip_edit(job.timeline, folder, job.segments, inputs=inputs)

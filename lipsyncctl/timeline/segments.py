@@ -24,9 +24,10 @@ Rules:
 - Each segment's id (its render file's name, its report row) is its clip name and record-in timecode,
   ``sh020_01-00-04-12``: stable when other shots are skipped or added.
 - All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
-- An EDL names each event's source by its clip name and reel only: the file found for it must carry
-  that name (file name or stem) or that reel (the file's reel tag, or its stem truncated as EDL reels
-  are); a file that matches neither is not rendered (skipped, with a warning saying what was compared).
+- An EDL names each event's source by its clip name and reel, and a path where it states one: the file
+  found for it must carry that name (file name or stem) or that reel (the file's reel tag, or its name
+  truncated as EDL reels are), or be the file its path or OTIO's truncated-reel comment names; a file that
+  matches none is not rendered (skipped, with a warning saying what was compared).
 """
 
 from __future__ import annotations
@@ -406,8 +407,9 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
                     else f"unsupported media reference {type(ref).__name__}")
     url = sequence_url(ref) if sequence else ref.target_url
     media = resolver.resolve(url, sequence=sequence)
-    if media is None:
-        return skip(f"missing media: {url}")
+    if media is None:  # where it was looked for: the timeline's folder (a relative URL), --relink, --media-root
+        looked = ", ".join(dict.fromkeys(str(c) for c in resolver.candidates(url)))
+        return skip(f"missing media: {url}" + (f" (looked for {looked})" if looked else ""))
     rate = _sequence_rate(ref, clip) if sequence else None
     if sequence:
         gap = _sequence_gap(ref, media) if rate else "unsupported media reference: an image sequence stating no rate"
@@ -569,22 +571,40 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", name.lower())
 
 
+#: the comment OTIO's CMX 3600 writer adds where it made the reel up from the file's name (``clip.mp4`` ->
+#: ``clipmp4``); its reader keeps it among the clip's ``cmx_3600`` ``comments``
+TRUNCATED_REEL = re.compile(r"^\*?\s*OTIO TRUNCATED REEL NAME FROM:\s*(.+)$", re.IGNORECASE)
+
+
 def name_mismatch(clip: Any, facts: MediaFacts) -> str | None:
     """Why the file ``facts`` is not the source an EDL event names (None: it is, or nothing to tell by).
 
     The event's clip name must be the file's name or stem, or its reel the file's reel tag or the start
-    of its stem (EDL reels are file names cut to 8 letters and digits). A clip name that is only the event
-    number (OTIO's reader names unnamed events so) and the reels ``AX``/``BL`` name nothing."""
+    of its stem or name (EDL reels are file names cut to 8 letters and digits; OTIO's writer keeps an
+    extension holding a digit: ``clipmp4``), or the file its ``* OTIO TRUNCATED REEL NAME FROM:`` comment
+    says the reel was made from, or the file its ``* FROM CLIP:`` path names, unless its clip name is
+    another media file's name (a dissolve's event names the outgoing file's path). A clip name that is
+    only the event number (OTIO's reader names unnamed events so) and the reels ``AX``/``BL`` name nothing."""
+    from lipsyncctl.media.container import MEDIA_EXTS
+
     name = clip.name or ""
     names = [] if not name or name.isdigit() else [name]
-    reel = (clip.metadata.get("cmx_3600", {}) or {}).get("reel") or ""
+    meta = clip.metadata.get("cmx_3600", {}) or {}
+    reel = meta.get("reel") or ""
     reels = [reel] if reel and reel.upper() not in ("AX", "BL", "BLACK") else []
     if not names and not reels:
         return None
-    stem = _norm(facts.path.stem)
-    if any(_norm(n) in (_norm(facts.path.name), stem) for n in names):
+    stem, file_name = _norm(facts.path.stem), _norm(facts.path.name)
+    if any(_norm(n) in (file_name, stem) for n in names):
         return None
-    if any(_norm(r) and (stem.startswith(_norm(r)) or _norm(r) == _norm(facts.reel or "")) for r in reels):
+    if any(_norm(r) and (stem.startswith(_norm(r)) or file_name.startswith(_norm(r))
+                         or _norm(r) == _norm(facts.reel or "")) for r in reels):
+        return None
+    made_from = [m[1].strip() for c in meta.get("comments", []) or [] if (m := TRUNCATED_REEL.match(str(c)))]
+    stated = getattr(clip.media_reference, "target_url", None)  # * FROM CLIP: (an ExternalReference's)
+    named = [Path(MediaResolver.url_path(u)).name for u in (*made_from, *([stated] if stated else []))]
+    other_file = any(Path(n).suffix.lower() in MEDIA_EXTS for n in names)  # checked above: not this one
+    if facts.path.name in named and not other_file:
         return None
     said = " and ".join([f"clip name {n!r}" for n in names] + [f"reel {r!r}" for r in reels])
     own = f" (reel {facts.reel!r})" if facts.reel else ""

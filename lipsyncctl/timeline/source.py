@@ -64,6 +64,17 @@ def adapter_for(path: Path) -> str | None:
     return ADAPTERS_BY_SUFFIX.get(path.suffix.lower())
 
 
+def _other_adapter(path: Path) -> bool:
+    """An installed OTIO adapter, other than those of :data:`ADAPTERS_BY_SUFFIX`, claims ``path``'s suffix."""
+    import opentimelineio as otio
+
+    try:
+        otio.adapters.from_filepath(str(path))
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        return False
+    return True
+
+
 def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Path | None = None,
                   resolver: MediaResolver | None = None) -> Any:
     """Read ``path`` into an ``otio.schema.Timeline`` (a ``.otiod`` bundle is a folder).
@@ -86,10 +97,17 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
     path = Path(path)
     folder = path.suffix.lower() == ".otiod"
     found = (path / "content.otio").is_file() if folder else path.is_file()
+    formats = ", ".join(ADAPTERS_BY_SUFFIX)
+    if not found and not folder and path.is_dir():
+        raise MediaError(f"{path} is a folder, not a timeline file",
+                         hint=f"give the edit's file to --timeline (one of {formats}; a .otiod bundle is a folder)")
     if not found:
         what = "OTIO bundle folder (with content.otio)" if folder else "timeline"
         raise MediaError(f"{what} not found: {path}", hint="check the path given to --timeline")
     adapter = adapter_for(path)
+    if adapter is None and not _other_adapter(path):
+        raise MediaError(f"{path}: {path.suffix or 'a file without an extension'} is not a timeline format read here",
+                         hint=f"export the edit as one of {formats}")
     if adapter == "fcpx_xml":
         _check_fcpx(path)
     if adapter is not None and adapter not in installed_adapters():

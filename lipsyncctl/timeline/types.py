@@ -191,6 +191,7 @@ class LanguageResult:
     warnings: list[str] | None = None  # this language's own warnings, once its outputs are written
     version: str | None = None         # the delivery these outputs are in ("v001"), once written
     folder: str | None = None          # its folder, OUT/<lang>/<version>
+    not_delivered: str | None = None   # why a settled language has no version (every render failed)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dub": self.dub, "counts": self.counts.to_dict(),
@@ -199,6 +200,8 @@ class LanguageResult:
                                "version": self.version, "folder": self.folder}
         if self.warnings is not None:
             out["warnings"] = list(self.warnings)
+        if self.not_delivered is not None:
+            out["not_delivered"] = self.not_delivered
         return out
 
 

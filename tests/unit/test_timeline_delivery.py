@@ -42,6 +42,14 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict
     return rc, json.loads(out) if out.strip() else {}
 
 
+def _run_err(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:
+    """:func:`_run`, with what it wrote on stderr (the error and its hint)."""
+    capsys.readouterr()
+    rc = main(["--json", "-q", "sync", *args])
+    out, err = capsys.readouterr()
+    return rc, json.loads(out) if out.strip() else {}, err
+
+
 def _hashes(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -143,6 +151,59 @@ def test_interrupted_run_keeps_the_last_delivery(env, first, capsys: pytest.Capt
     assert report["conform"] is not None and os.readlink(lang / "current") == version.name
     assert {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink() and p != version} \
         == versions and not _temporaries(env["out"])
+
+
+def test_run_whose_every_render_fails_delivers_no_version(env, first,  # type: ignore[no-untyped-def]
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (here: every render raises WriteError) fails every shot: no version, ``current`` unchanged,
+    and the error says what happened (no --min-sync was given) without a placeholder path."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.pipeline import clip as clip_module
+
+    lang = env["out"] / "de"
+    before = {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink()}
+    current = os.readlink(lang / "current")
+
+    def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise WriteError("shot.mp4: no space left on device (12 KB free)")
+
+    monkeypatch.setattr(clip_module, "sync_clip", disk_full)
+    rc, res, err = _run_err([*env["args"], "--seed", "5"], capsys)
+    assert rc == 1 and res["counts"]["failed"] == 2, res
+    assert res["languages"]["de"]["version"] is None and "no version delivered" in res["languages"]["de"]["not_delivered"]
+    assert {p.name: _hashes(p) for p in lang.iterdir() if p.is_dir() and not p.is_symlink()} == before
+    assert os.readlink(lang / "current") == current and not _temporaries(env["out"])
+    assert "2 shot(s) failed: de/" in err and "min-sync" not in err and "OUT/LANG" not in err, err
+    assert f"still names {current}" in err and "no space left on device" in err, err
+
+
+def test_run_with_a_failed_shot_delivers_it_reported(env, first,  # type: ignore[no-untyped-def]
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """One shot of two fails: the version is delivered with the failure in its report, and the error's hint
+    names that report."""
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.pipeline import clip as clip_module
+
+    calls = {"n": 0}
+    real = clip_module.sync_clip
+
+    def first_fails(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise WriteError("shot.mp4: no space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clip_module, "sync_clip", first_fails)
+    rc, res, err = _run_err([*env["args"], "--seed", "11"], capsys)
+    info = res["languages"]["de"]
+    assert rc == 1 and res["counts"]["failed"] == 1 and info["version"] is not None, res
+    assert os.readlink(env["out"] / "de" / "current") == info["version"]
+    report = json.loads(Path(info["report"]).read_text())
+    assert report["files"] == sorted(_hashes(Path(info["folder"]))) and report["summary"]["failed"] == 1 and report["verdict"] == "failed"
+    assert "1 shot(s) failed: de/" in err and f"see {info['report_html']}" in err and "min-sync" not in err, err
+    assert res["counts"]["to_render"] == 0 and res["counts"]["rendered"] == 1  # what is left: nothing
 
 
 def test_interrupted_delivery_leaves_no_version(env, first, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]

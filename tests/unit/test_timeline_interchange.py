@@ -90,6 +90,74 @@ def test_a_file_that_is_not_the_named_source_is_not_rendered(media: Path) -> Non
     assert any(w.startswith("cam_b.mkv: skipped (wrong media?") for w in plan.warnings)
 
 
+def test_an_edl_written_by_otio_links_the_file_it_names(media: Path, tmp_path: Path) -> None:
+    """OTIO's CMX writer makes the reel up from the file's name (``clip.mp4`` -> ``clipmp4``: an extension holding
+    a digit is kept) and says so in a comment: the event names its file and is planned, not "wrong media?"; the
+    relinked EDL drops that comment beside the render's reel."""
+    import opentimelineio as otio
+
+    (tmp_path / "in").mkdir()
+    source = write_clip(tmp_path / "in" / "clip.mp4", [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(40)],
+                        Fraction(25), codec="mpeg4")
+    tl = otio.schema.Timeline(name="walk")
+    track = otio.schema.Track(name="V1")
+    span = otio.opentime.TimeRange(otio.opentime.RationalTime(2, 25), otio.opentime.RationalTime(15, 25))
+    track.append(otio.schema.Clip(name="sh010", source_range=span,
+                                  media_reference=otio.schema.ExternalReference(target_url=str(source))))
+    tl.tracks.append(track)
+    edl = tmp_path / "tl" / "edit.edl"
+    edl.parent.mkdir()
+    otio.adapters.write_to_file(tl, str(edl))
+    text = edl.read_text()
+    assert "clipmp4" in text and "* OTIO TRUNCATED REEL NAME FROM: clip.mp4" in text, text  # what OTIO writes
+    timeline = read_timeline(edl, rate=25)
+    plan = plan_timeline(timeline, MediaResolver(edl.parent), handles=0)
+    assert not plan.skipped and [(s.name, s.media) for s in plan.segments] == [("sh010", source.resolve())]
+    seg = plan.segments[0]
+    outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "abcdef0123", language="de", segment=seg.id,
+                                    output=str(source))}
+    relinked, _ = relinked_timeline(timeline, plan, outcomes, "de")
+    write_timelines(relinked, edl, tmp_path / "out", inputs=[source])
+    out = (tmp_path / "out" / "edit.edl").read_text()
+    assert "LSABCDEF" in out and "TRUNCATED" not in out, out
+
+
+NAMED_EDL = """TITLE: names
+FCM: NON-DROP FRAME
+
+001  TAPE01   V     C        00:00:00:00 00:00:00:10 01:00:00:00 01:00:00:10
+* FROM CLIP NAME:  sh010
+* OTIO TRUNCATED REEL NAME FROM: clip.mp4
+002  TAPE01   V     C        00:00:00:00 00:00:00:10 01:00:00:10 01:00:00:20
+* FROM CLIP NAME:  sh020
+* FROM CLIP: /mnt/edit/in/clip.mp4
+003  clipmp4  V     C        00:00:00:00 00:00:00:10 01:00:00:20 01:00:01:05
+* FROM CLIP NAME:  sh030
+004  TAPE01   V     C        00:00:00:00 00:00:00:10 01:00:01:05 01:00:01:15
+* FROM CLIP NAME:  sh040
+* FROM CLIP: /mnt/edit/in/other.mp4
+005  TAPE01   V     C        00:00:00:00 00:00:00:10 01:00:01:15 01:00:02:00
+* FROM CLIP NAME:  other.mp4
+* FROM CLIP: /mnt/edit/in/clip.mp4
+"""
+
+
+def test_the_name_check_takes_the_events_path_and_otios_reel_comment(media: Path) -> None:
+    """clip.mp4 is the file an event names by OTIO's truncated-reel comment, by its ``FROM CLIP`` path or by a reel
+    cut from its whole name; not when the path names another file, nor when the clip name is another file's."""
+    from lipsyncctl.timeline.segments import name_mismatch
+    from lipsyncctl.timeline.source import MediaFacts
+
+    edl = media / "names.edl"
+    edl.write_text(NAMED_EDL, encoding="utf-8")
+    clips = list(read_timeline(edl, rate=25).find_clips())
+    facts = MediaFacts(Path("/data/in/clip.mp4"), Fraction(25), 40, 32, 32, None, None)
+    found = {c.name: name_mismatch(c, facts) for c in clips}
+    assert [n for n, why in found.items() if why is None] == ["sh010", "sh020", "sh030"], found
+    assert "clip name 'sh040' and reel 'TAPE01'" in str(found["sh040"])
+    assert "clip name 'other.mp4'" in str(found["other.mp4"])
+
+
 def test_relinked_edl_and_otio_keep_the_record_start(media: Path, tmp_path: Path) -> None:
     import opentimelineio as otio
 

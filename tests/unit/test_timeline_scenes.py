@@ -104,6 +104,11 @@ def test_split_scenes_dry_run(media: dict[str, Path], tmp_path: Path, monkeypatc
     assert [(s["name"], s["record"]["start"], s["record"]["frames"]) for s in plan] == [
         ("scene_001", 0, 12), ("scene_002", 12, 8), ("scene_003", 20, 12)]
     assert dry["counts"]["to_render"] == 3
+    # what it says names no temporary file (deleted on exit): where a run writes the edit
+    capsys.readouterr()
+    assert main(["--json", "sync", *_scene_args(media, out), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert f"the edit is not written; a run writes it to {out / 'scenes.otio'}" in err and "edit written" not in err, err
 
 
 def test_split_scenes_waits_for_the_folder_lock_before_writing_its_edit(

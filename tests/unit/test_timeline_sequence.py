@@ -80,8 +80,8 @@ def test_a_plate_is_planned_at_its_rate_from_its_start_frame(plates: Path) -> No
     assert [(k.name, k.reason) for k in plan.skipped] == [
         ("P3", "missing media: 1 frame missing from the image sequence shot.%04d.png (the first: 1010)"),
         ("P4", "unsupported media reference: image sequence with a frame step of 2"),
-        ("P5", "missing media: nowhere/shot.%04d.png"),
-        ("P6", "missing media: plates/shot.%04d.png"),
+        ("P5", f"missing media: nowhere/shot.%04d.png (looked for {plates / 'nowhere/shot.%04d.png'})"),
+        ("P6", f"missing media: plates/shot.%04d.png (looked for {plates / 'plates/shot.%04d.png'})"),
         ("P8", "unsupported media reference: an image sequence stating no rate")]
     assert all("24.000 fps on a 23.976 fps timeline" in " ".join(s.warnings) for s in plan.segments)
 
