@@ -411,6 +411,11 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
         return type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar <= 0
 
     out = timeline.deepcopy()
+    # the writer writes the picture's events only, and refuses a third audio track: an EDL with A and A2 events
+    # plus our dub's track was not delivered (the .otio, FCP XML and AAF carry the dub)
+    for k in reversed(range(len(out.tracks))):
+        if "dub" in out.tracks[k].metadata.get("lipsyncctl", {}):
+            del out.tracks[k]
     for clip in out.find_clips():
         cmx = clip.metadata.setdefault("cmx_3600", {})
         if not cmx.get("reel"):  # the reader's AX (no reel): as the input said, not a reel the writer makes of the

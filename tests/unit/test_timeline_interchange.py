@@ -399,3 +399,26 @@ def test_the_renders_and_the_conform_share_one_container_checked_before_any_work
     job = api.timeline_job(tmp_path / "missing.otio", tmp_path / "out", audio=["de.wav"])
     with pytest.raises(ConfigError):  # before the (missing) timeline is read
         api.sync_timeline(job, clash)
+
+
+def test_an_edl_with_two_audio_tracks_is_written_with_the_dub_left_to_the_otio() -> None:
+    """OTIO's CMX writer refuses a third audio track: an input EDL with A and A2 events plus the relinked Dub track
+    was not delivered as .edl (a warning only). The EDL gets the picture events; the dub track stays in the .otio."""
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import _for_adapter
+
+    rate = 25
+    span = otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(50, rate))
+    tl = otio.schema.Timeline(name="two audio")
+    for kind, name in ((otio.schema.TrackKind.Video, "V"), (otio.schema.TrackKind.Audio, "A1"),
+                       (otio.schema.TrackKind.Audio, "A2"), (otio.schema.TrackKind.Audio, "Dub de")):
+        track = otio.schema.Track(name=name, kind=kind, metadata={"lipsyncctl": {"language": "de", "dub": "de.wav"}}
+                                  if name.startswith("Dub") else {})
+        track.append(otio.schema.Clip(name="c", source_range=span, media_reference=otio.schema.ExternalReference(
+            target_url="/m/c.mov", available_range=span), metadata={"cmx_3600": {"reel": "C001"}}))
+        tl.tracks.append(track)
+    with pytest.raises(otio.exceptions.NotSupportedError):
+        otio.adapters.write_to_string(tl, "cmx_3600")
+    edl = otio.adapters.write_to_string(_for_adapter(tl, "cmx_3600"), "cmx_3600")
+    assert "C001" in edl and len(tl.tracks) == 4  # the relinked timeline itself keeps its dub
