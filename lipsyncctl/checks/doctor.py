@@ -220,12 +220,19 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
-def check_disk(label: str, path: Path) -> list[Check]:
+def check_disk(label: str, path: Path, *, writable: bool = False) -> list[Check]:
+    """Free space at ``path`` (its nearest existing folder); ``writable``: also that the commands could write
+    their outputs there (:func:`lipsyncctl.media.atomic.check_writable`, their own check before any work)."""
+    from lipsyncctl.media.atomic import check_writable
+
     where = _existing_ancestor(path)
     try:
         free = shutil.disk_usage(where).free
+        if writable:
+            check_writable(path.expanduser() / "probe")  # the folder itself, or the nearest one above it
     except OSError as exc:
-        return [Check(f"disk {label}", "fail", f"{path}: {exc}", "check the path and permissions")]
+        detail = f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        return [Check(f"disk {label}", "fail", detail, "check the path and permissions, or choose another location")]
     status: Status = "ok" if free >= DISK_WARN_BYTES else "warn" if free >= DISK_FAIL_BYTES else "fail"
     hint = {
         "ok": "",
@@ -549,6 +556,50 @@ def check_train_preset(config: TrainConfig, probe: gpu_mod.GpuProbe) -> list[Che
                   required=False, data={**data, "gpu": best.index, "free_bytes": free})]
 
 
+def check_train_models(config: TrainConfig) -> list[Check]:
+    """Every file ``train`` loads for the training preset is there: the networks' files
+    (:func:`lipsyncctl.training.networks.needed_files`, found by the run's own
+    :func:`~lipsyncctl.training.networks.resolve_needed`) and, with sync validation on, its scorer's
+    (:func:`lipsyncctl.training.validation.model_files`). Required: a missing one stops the run (exit 4;
+    5 for a ``--init`` path). The ``tiny`` files are generated on first use, so they are not looked for."""
+    from lipsyncctl.training import networks, validation
+
+    installed, _ = installed_models(paths.models_dir())  # registry names (the run resolves in paths.models_dir())
+    known = set(installed or ())
+    have, missing, fetch, hints = [], [], [], []
+    terms: dict[str, list[str]] = {}
+    for need in networks.needed_files(config):
+        label = f"{need.key} {need.name}"
+        if need.name == networks.TINY:
+            have.append(label)
+            continue
+        try:
+            networks.resolve_needed(need)
+        except LipsyncError as exc:
+            missing.append(label)
+            if need.given or need.name not in known:  # a path or unknown name: its own hint (check the path...)
+                hints.append(f"{'--init' if need.given else need.key} {need.name}: {exc.hint}")
+                continue
+            fetch.append(need.name)  # registry models: one fetch line for all, the terms' --set after it
+            if need.term:
+                terms.setdefault(need.term, []).append(need.name)
+        else:
+            have.append(label)
+    if validation.enabled(config):
+        try:
+            have += [f"validation {name}" for name in validation.model_files(config)]
+        except LipsyncError as exc:
+            missing.append("validation scorer")
+            hints.append(exc.hint)
+    detail = (f"found: {', '.join(have) or 'none'}" if have or missing else "no files (a seeded random start)") + \
+        (f"; missing: {', '.join(missing)}" if missing else "")
+    if fetch:
+        hints[:0] = [f"run `lipsyncctl models fetch {' '.join(dict.fromkeys(fetch))}` on a machine that is online",
+                     *(f"or --set loss.{term}=0 (drops {', '.join(names)})" for term, names in terms.items())]
+    return [Check("train models", "fail" if missing else "ok", detail, "; ".join(dict.fromkeys(hints)),
+                  data={"found": have, "missing": missing})]
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -564,7 +615,7 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     checks += check_gpus(probe)
     checks += check_torch_arch(probe)
     checks += check_cpu_ram()
-    checks += check_disk("outputs", outputs_dir)
+    checks += check_disk("outputs", outputs_dir, writable=True)
     checks += check_disk("models", models_dir)
     checks += check_ffmpeg()
     checks += check_pyav()
@@ -581,5 +632,6 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     if train_config is not None:
         checks += check_train_preset(train_config, probe)
         need = checks[-1].data["vram_needed_bytes"]
+        checks += check_train_models(train_config)
     name = preset.name if preset else train_config.name if train_config else None
     return DoctorResult(checks=checks, gpus=list(probe.gpus), preset=name, vram_needed_bytes=need)

@@ -24,7 +24,7 @@ def doctor(
     sets: list[str] | None = options.SetOpt,
     print_config: bool = options.PrintConfigOpt,
     outputs: Path = typer.Option(
-        Path("."), "--outputs", "-o", help="Where outputs will be written (free disk space is checked there)."
+        Path("."), "--outputs", "-o", help="Where outputs will be written (checked: it can be written, and its free space)."
     ),
 ) -> None:
     """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with --preset, its VRAM needs.

@@ -40,10 +40,10 @@ clip rendered through `sync` with the current weights, scored LSE-C/D on the off
 syncnet-v2 + sfd-face, or --set run.val_sync=false). Samples, noise and timesteps are functions of (seed,
 step): the stream does not depend on the worker count, and a resume continues it exactly.
 Exit codes: 0 done, 1 the run diverged (non-finite steps) or a rank failed, 2 usage (e.g. RUN holds a
-run: --resume or -y), 3 bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss
-term or the sync validation needs is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 /
-run.val_sync=false), 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last
-checkpoint).
+checkpointed run: --resume or -y; a run stopped before its first checkpoint restarts with the same command), 3
+bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss term or the sync validation needs
+is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 / run.val_sync=false), 5 a --init file that
+is not there, 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last checkpoint).
 """
 
 

@@ -126,8 +126,18 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
                          "or DATA changed since)", hint=f"resume on the same data, or {fresh}")
 
 
-def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool) -> Path | None:
-    """Check ``RUN/`` against ``--resume`` / ``-y`` and return the checkpoint to resume from (or None)."""
+def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
+                       data: Path | None = None) -> Path | None:
+    """Check ``RUN/`` against ``--resume`` / ``-y`` and return the checkpoint to resume from (or None).
+
+    A folder that holds a run needs ``--resume`` or ``-y``, except a run stopped before its first checkpoint
+    (Ctrl-C, a crash) rerun with the same configuration and data: nothing of it can be resumed and nothing is
+    lost, so it starts again (the logs of the stopped attempt are replaced).
+
+    Raises:
+        UsageError: the folder holds a run (checkpoints, exports, or another configuration) and neither
+            ``resume`` nor ``overwrite`` is given; ``resume`` names no usable checkpoint or another configuration.
+    """
     import yaml
 
     from lipsyncctl.training import state
@@ -143,9 +153,16 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
                                  "start a new run folder (--init PATH starts from its weights)")
         return folder
     if saved.is_file() or state.list_checkpoints(run):
-        if not overwrite:
+        if not overwrite and not _stopped_before_first_checkpoint(run):
             raise UsageError(f"{run} already holds a training run", hint="continue it with --resume latest, "
                              "start over with --overwrite/-y, or give another -o")
+        if not overwrite and not _same_run(run, cfg, data):
+            raise UsageError(f"{run} holds a run stopped before its first checkpoint, with another configuration "
+                             "or data", hint="start over with --overwrite/-y (nothing was checkpointed), rerun "
+                             "with its preset, --set values and --data, or give another -o")
+        if not overwrite:
+            progress.message(f"{run}: the run stopped before its first checkpoint; starting it again "
+                             "(the logs of the stopped attempt are replaced)")
         import shutil
 
         for sub in ("checkpoints", "export", "export-ema", "validation", "tb"):
@@ -153,6 +170,29 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
         for f in ("train.yaml", "metrics.csv"):
             (run / f).unlink(missing_ok=True)
     return None
+
+
+def _stopped_before_first_checkpoint(run: Path) -> bool:
+    """Nothing in ``run`` to resume or keep: no complete checkpoint, no export (only train.yaml and logs)."""
+    from lipsyncctl.training import state
+
+    return not state.list_checkpoints(run) and not any((run / name).exists() for name in ("export", "export-ema"))
+
+
+def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
+    """``run/train.yaml`` has this run's configuration (:meth:`TrainConfig.stream_hash`: the changes a resume
+    accepts are the same run) and data: the same command, rerun."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run / "train.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(saved, dict) or saved.get("stream_hash") != cfg.stream_hash():
+        return False
+    section = saved.get("data")
+    path = section.get("path") if isinstance(section, dict) else None
+    return data is None or path is None or path == str(data)
 
 
 #: DDP compares a gradient's strides with its bucket's exactly, while torch ignores the strides of size-1 dimensions:
@@ -170,18 +210,21 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
+    from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.runner import devices
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
     from lipsyncctl.training import noise, sampling, state, trainable, validation
-    from lipsyncctl.training.networks import enable_gradient_checkpointing, load_train_networks
+    from lipsyncctl.training.networks import enable_gradient_checkpointing, load_train_networks, resolve_files
 
     t_start = time.monotonic()
-    # 1. processes, device, precision ------------------------------------------------------------------
+    # 1. device, precision; before any work: RUN can be written, every file the networks load is there; processes
     device = resolve_device(cfg.run.device) if cpu is None else torch.device("cpu" if cpu else "cuda")
     precision = resolve_precision(cfg.run.mixed_precision, device)
     if device.type == "cuda" and device.index is not None and "WORLD_SIZE" not in os.environ:
         torch.cuda.set_device(device)  # accelerate's one process takes the current GPU: --device cuda:N's
+    check_writable(out / "train.yaml")  # OSError naming the folder (exit 1), as every command's -o
+    resolve_files(cfg)  # a missing --init file (exit 5) or model (exit 4), before the data is read
     import datetime
 
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,
@@ -196,7 +239,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                          f"bits from another process's (set MKL_CBWR={devices.MKL_CBWR} in the environment for a run "
                          "that repeats bit for bit)")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-    resume_from = prepare_run_folder(out, cfg, resume, overwrite) if is_main else None
+    resume_from = prepare_run_folder(out, cfg, resume, overwrite, data) if is_main else None
     acc.wait_for_everyone()
     if not is_main and resume is not None:
         resume_from = state.find_resume(out, resume)

@@ -6,6 +6,7 @@ Start weights (``model.init``, separate from ``--resume``, which restores a whol
   512), strictly; for a SyncNet run, ``stable-syncnet``;
 - ``none``: the architecture's own initialisation, drawn under the run's seed (reproducible);
 - ``PATH``: any file the strict loaders read (official ``{"state_dict"}`` layout or our safetensors), strictly;
+  a missing file is bad input (exit 5), a bare name that is not a file a registry model (exit 4 if not installed);
 - ``stage1:PATH``: stage-1 weights into a stage-2 UNet: the motion modules are missing there and start
   fresh (their output projection is zero, so the first forward equals the stage-1 model's); any other
   difference is an error. The tolerated mismatches are reported (:attr:`TrainNetworks.init_report`).
@@ -13,6 +14,8 @@ Start weights (``model.init``, separate from ``--resume``, which restores a whol
 
 Frozen helpers load only for the loss terms that have a weight: a weighted term whose weights are not
 installed is a :class:`~lipsyncctl.errors.MissingModelError` (exit 4) naming the ``--set`` that disables it.
+:func:`needed_files` lists every file a run loads and :func:`resolve_needed` finds one (``train`` checks them all
+before any work; ``doctor --preset TRAIN_PRESET`` reports them).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import CheckpointError, ConfigError, MissingModelError
+from lipsyncctl.errors import CheckpointError, ConfigError, MediaError, MissingModelError
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +53,94 @@ def resolve_file(name: str, role: str) -> Path:
     from lipsyncctl.pipeline.networks import resolve_model_file
 
     return resolve_model_file(name, role) if name != TINY else _tiny_file(role)
+
+
+@dataclass(frozen=True)
+class NeededFile:
+    """One file a training run loads: ``key`` (``init``, ``vae``, ``vgg``, ``lpips``, ``syncnet``, ``videomae``),
+    ``name`` as the config gives it (a registry name, a path or ``tiny``), the loader's ``role``, the loss
+    ``term`` that needs it (its ``--set loss.TERM=0`` drops it; None: the run itself) and ``given``: a
+    ``--init PATH`` (``stage1:PATH``) value, a path first."""
+
+    key: str
+    name: str
+    role: str
+    term: str | None = None
+    given: bool = False
+
+
+def needed_files(cfg: TrainConfig) -> list[NeededFile]:
+    """Every file :func:`load_train_networks` loads for ``cfg``, in load order (what ``doctor`` checks)."""
+    init, files = cfg.model.init, []
+    role = "stable-syncnet" if cfg.kind == "syncnet" else "unet"
+    if init == "official":
+        files.append(NeededFile("init", cfg.model.syncnet if cfg.kind == "syncnet" else
+                                OFFICIAL_UNET[cfg.model.resolution], role))
+    elif init == TINY:
+        files.append(NeededFile("init", TINY, role))
+    elif init != "none":
+        files.append(NeededFile("init", init.removeprefix("stage1:"), role, given=True))
+    if cfg.kind == "syncnet":
+        if cfg.data.latent_space:  # official: the frozen sd-vae-ft-mse encodes the frames
+            files.append(NeededFile("vae", cfg.model.vae, "vae"))
+        return files
+    files.append(NeededFile("vae", cfg.model.vae, "vae"))
+    if cfg.pixel_supervision and cfg.loss.lpips:
+        files += [NeededFile("vgg", cfg.model.vgg, "vgg16", "lpips"), NeededFile("lpips", cfg.model.lpips, "lpips", "lpips")]
+    if cfg.pixel_supervision and cfg.loss.sync:
+        files.append(NeededFile("syncnet", cfg.model.syncnet, "stable-syncnet", "sync"))
+    if cfg.pixel_supervision and cfg.loss.trepa:
+        files.append(NeededFile("videomae", cfg.model.videomae, "videomae", "trepa"))
+    return files
+
+
+def resolve_needed(need: NeededFile) -> Path:
+    """The file of ``need`` (``tiny``: generated on first use). Never downloads.
+
+    Raises:
+        MediaError: a ``--init`` path (with a folder or an extension) that is not there (exit 5, like every
+            missing input).
+        MissingModelError: a model not installed (the hint names ``lipsyncctl models fetch``; for a loss
+            network also the ``--set`` that disables its term).
+    """
+    if need.given:
+        return init_file(need.name, need.role)
+    if need.term is not None:
+        return _need(need.name, need.role, need.term)
+    return resolve_file(need.name, need.role)
+
+
+def resolve_files(cfg: TrainConfig) -> dict[str, Path]:
+    """``{key: file}`` of :func:`needed_files`, raising at the first one missing (see :func:`resolve_needed`)."""
+    return {need.key: resolve_needed(need) for need in needed_files(cfg)}
+
+
+def init_file(name: str, role: str) -> Path:
+    """The file of ``--init PATH`` (``stage1:`` removed): an existing path, else a registry name.
+
+    Raises:
+        MediaError: ``name`` names a file (a folder in it, or an extension) that is not there: a typo.
+        MissingModelError: a bare name that is no file and no installed model."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    try:
+        return resolve_file(name, role)
+    except MissingModelError as e:
+        if _names_a_file(name):
+            raise MediaError(f"--init {name}: file not found", hint="check the path") from None
+        raise MissingModelError(f"--init {name}: {e.message}", hint=e.hint) from None
+
+
+def _names_a_file(name: str) -> bool:
+    """``runs/s1/unet.pt``, ``~/w.safetensors``, ``nosuch.pt``: a path, not a registry name (whose dots, as in
+    ``latentsync-1.5``, are no extension)."""
+    from lipsyncctl.checkpoints.registry import load_registry
+
+    if name in load_registry().names():
+        return False
+    path = Path(name)
+    return len(path.parts) > 1 or name.startswith(("~", ".")) or bool(path.suffix)
 
 
 def _tiny_file(role: str) -> Path:
@@ -83,15 +174,8 @@ def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], 
     init = cfg.model.init
     if init == "none":
         return model, arch, ["init: none (random, seeded)"], "none"
-    tolerate = ()
-    if init.startswith("stage1:"):
-        path, tolerate = Path(init.removeprefix("stage1:")), ("*motion_modules.*",)
-    elif init == "official":
-        path = resolve_file(OFFICIAL_UNET[cfg.model.resolution], "unet")
-    elif init == TINY:
-        path = resolve_file(TINY, "unet")
-    else:
-        path = Path(init).expanduser()
+    tolerate = ("*motion_modules.*",) if init.startswith("stage1:") else ()
+    path = resolve_needed(needed_files(cfg)[0])
     ck = read_checkpoint(path)
     weights, dropped = dict(ck.state_dict), []
     if not arch.use_motion_module:  # stage 1 from a stage-2 file (official): its motion modules are unused
@@ -151,8 +235,7 @@ def build_syncnet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return StableSyncNet(arch), arch, ["init: none (random, seeded)"], "none"
-    name = cfg.model.syncnet if cfg.model.init == "official" else cfg.model.init
-    path = resolve_file(name, "stable-syncnet") if name in (TINY,) or cfg.model.init == "official" else Path(name)
+    path = resolve_needed(needed_files(cfg)[0])
     model = load_stable_syncnet(arch, path)
     for p in model.parameters():
         p.data = p.data.float()
@@ -208,38 +291,30 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
 
     seed = cfg.run.seed
     check_input_channels(cfg)
+    found = resolve_files(cfg)  # every file first: a missing one stops the run before anything loads
     if cfg.kind == "syncnet":
         model, arch, report, source = build_syncnet(cfg, seed)
         files, vae = {"init": source}, None
         if cfg.data.latent_space:  # official: the frozen sd-vae-ft-mse in fp16 encodes the frames
-            vae_path = resolve_file(cfg.model.vae, "vae")
-            files["vae"] = str(vae_path)
-            vae = freeze(load_vae(vae_path), device, weight_dtype)
+            files["vae"] = str(found["vae"])
+            vae = freeze(load_vae(found["vae"]), device, weight_dtype)
         return TrainNetworks(model.to(device).train(), vae=vae, init_report=report, files=files, arch=arch,
                              arch_name=cfg.model.syncnet_config)
     model, arch, report, source = build_unet(cfg, seed)
 
-    files = {"init": source}
-    vae_path = resolve_file(cfg.model.vae, "vae")
-    files["vae"] = str(vae_path)
-    vae = freeze(load_vae(vae_path), device, weight_dtype)
+    files = {"init": source, **{k: str(v) for k, v in found.items() if k != "init"}}
+    vae = freeze(load_vae(found["vae"]), device, weight_dtype)
     aux: dict[str, nn.Module] = {}
-    if cfg.pixel_supervision and cfg.loss.lpips:
+    if "lpips" in found:
         from lipsyncctl.checkpoints.aux_train import load_lpips
 
-        vgg, lin = _need(cfg.model.vgg, "vgg16", "lpips"), _need(cfg.model.lpips, "lpips", "lpips")
-        aux["lpips"] = freeze(load_lpips(vgg, lin), device, weight_dtype)
-        files.update(vgg=str(vgg), lpips=str(lin))
-    if cfg.pixel_supervision and cfg.loss.sync:
-        path = _need(cfg.model.syncnet, "stable-syncnet", "sync")
-        aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config), path),
-                                 device, weight_dtype)
-        files["syncnet"] = str(path)
-    if cfg.pixel_supervision and cfg.loss.trepa:
+        aux["lpips"] = freeze(load_lpips(found["vgg"], found["lpips"]), device, weight_dtype)
+    if "syncnet" in found:
+        aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config),
+                                                    found["syncnet"]), device, weight_dtype)
+    if "videomae" in found:
         from lipsyncctl.checkpoints.aux_train import load_videomae
 
-        path = _need(cfg.model.videomae, "videomae", "trepa")
-        aux["videomae"] = freeze(load_videomae(path, cfg.model.videomae_config), device, weight_dtype)
-        files["videomae"] = str(path)
+        aux["videomae"] = freeze(load_videomae(found["videomae"], cfg.model.videomae_config), device, weight_dtype)
     return TrainNetworks(model.to(device).train(), vae=vae, aux=aux, init_report=report, files=files,
                          arch=arch, arch_name=cfg.model.unet_config)

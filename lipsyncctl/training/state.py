@@ -65,9 +65,13 @@ def find_resume(run: Path, resume: str) -> Path:
     """The checkpoint folder ``--resume latest|PATH`` names."""
     if resume == "latest":
         found = list_checkpoints(run)
+        if not found and (run / "train.yaml").is_file():  # stopped before its first checkpoint
+            raise UsageError(f"--resume latest: no complete checkpoint under {run / 'checkpoints'}: the run "
+                             "stopped before its first one, so there is nothing to resume",
+                             hint="rerun the same command without --resume: it starts the run again")
         if not found:
-            raise UsageError(f"--resume latest: no complete checkpoint under {run / 'checkpoints'}",
-                             hint="start without --resume, or give a checkpoint folder")
+            raise UsageError(f"--resume latest: no training run in {run} (no complete checkpoint under "
+                             f"{run / 'checkpoints'})", hint="check -o, or start without --resume")
         return found[-1][1]
     p = Path(resume).expanduser()
     if p.is_file() and p.name == "state.pt":

@@ -55,7 +55,7 @@ def enabled(cfg: TrainConfig) -> bool:
     return cfg.kind == "unet" and bool(cfg.run.validate_every) and cfg.run.val_sync
 
 
-def render_config(cfg: TrainConfig, device: torch.device) -> Config:
+def render_config(cfg: TrainConfig, device: torch.device | str) -> Config:
     """The run config of the validation render (module docstring, step 3)."""
     from lipsyncctl import config as run_config
 
@@ -97,20 +97,42 @@ def prepare(cfg: TrainConfig, data: Path, device: torch.device) -> SyncValidatio
         UsageError: no held-out clip."""
     if not enabled(cfg):
         return None
-    from lipsyncctl.curation.sync import FETCH
-    from lipsyncctl.curation.sync import models as scorer_models
-    from lipsyncctl.pipeline.networks import resolve_model_file
-
     video = held_out_clip(cfg, data)
     config = render_config(cfg, device)
-    off = "or --set run.val_sync=false (held-out loss only)"
+    return SyncValidation(video, cfg.run.val_seconds, config, _scorer_files(config))
+
+
+def model_files(cfg: TrainConfig) -> dict[str, Path]:
+    """The files sync validation loads besides the run's own networks: the scorer's (``syncnet-v2``,
+    ``sfd-face``) and the render's whisper; ``{}`` when it is off (what ``doctor`` checks for a training preset).
+
+    Raises:
+        MissingModelError: as :func:`prepare`."""
+    if not enabled(cfg):
+        return {}
+    config = render_config(cfg, "cpu")  # the models do not depend on the device
+    return {**_scorer_files(config), "whisper": _whisper(config)}
+
+
+def _whisper(config: Config) -> Path:
+    from lipsyncctl.pipeline.networks import resolve_model_file
+
+    return resolve_model_file(config.model.whisper, "whisper")
+
+
+def _scorer_files(config: Config) -> dict[str, Path]:
+    """The scorer's files of the render ``config`` (its whisper checked too)."""
+    from lipsyncctl.curation.sync import FETCH
+    from lipsyncctl.curation.sync import models as scorer_models
+
     try:
         files = scorer_models(config.model)
-        resolve_model_file(config.model.whisper, "whisper")
+        _whisper(config)
     except MissingModelError as e:
         raise MissingModelError(f"validation through sync needs its scorer and whisper: {e.message}",
-                                hint=f"run `{FETCH} {config.model.whisper}`, {off}") from None
-    return SyncValidation(video, cfg.run.val_seconds, config, files)
+                                hint=f"run `{FETCH} {config.model.whisper}`, or --set run.val_sync=false "
+                                     "(held-out loss only)") from None
+    return files
 
 
 def render_and_score(job: SyncValidation, weights: dict[str, torch.Tensor], *, run: Path, step: int, arch: Any,

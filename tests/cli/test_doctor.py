@@ -383,3 +383,46 @@ def test_the_sync_scoring_row_says_which_scale_score_gets(tmp_path: Path) -> Non
     install_random_sfd_face(models)
     (row,) = checks.check_sync_scoring(models)
     assert (row.status, row.data["scale"], row.hint) == ("ok", "official", "")
+
+
+def test_a_training_preset_checks_the_files_train_loads(tmp_path: Path, models_dir: Path, no_gpu: None,
+                                                        bundled_ffmpeg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor --preset stage2 passed with no weights installed, then train stopped (exit 4): the files train
+    would load (its own resolution: --init official, the VAE, the weighted loss terms' networks) are checked."""
+    from lipsyncctl.training.config import resolve_train_config
+
+    assert main(["--json", "doctor", "--preset", "stage2", "-o", str(tmp_path)]) == 4
+    data = json.loads(capsys.readouterr().out)
+    row = next(c for c in data["checks"] if c["name"] == "train models")
+    assert data["ok"] is False and row["status"] == "fail" and row["required"]
+    assert row["data"]["missing"] == ["init latentsync-1.5", "vae sd-vae-ft-mse", "vgg vgg16-imagenet",
+                                      "lpips lpips-vgg", "syncnet stable-syncnet", "videomae videomae-v2-g"]
+    assert "lipsyncctl models fetch latentsync-1.5 sd-vae-ft-mse" in row["hint"] and "loss.trepa=0" in row["hint"]
+    # what a run with the terms off and its own start needs: the VAE only
+    (row,) = checks.check_train_models(resolve_train_config(
+        "stage2", ["loss.lpips=0", "loss.sync=0", "loss.trepa=0", "model.init=none"]))
+    assert row.data["missing"] == ["vae sd-vae-ft-mse"]
+    (row,) = checks.check_train_models(resolve_train_config("tiny", ["model.init=runs/s1/unet.pt"]))
+    assert row.status == "fail" and row.hint == "--init runs/s1/unet.pt: check the path"
+    (row,) = checks.check_train_models(resolve_train_config("tiny"))  # tiny files: generated on first use
+    assert row.status == "ok" and not row.data["missing"] and not list(models_dir.iterdir())
+
+
+def test_an_outputs_folder_that_cannot_be_written_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor --outputs DIR said "ok, 71.9 GiB free" for an immutable folder: it checks it can be written, with
+    the commands' own check (os.access says no for chattr +i, a read-only mount, a 0o555 folder)."""
+    import os
+
+    locked = tmp_path / "imm"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw))
+    (row,) = checks.check_disk("outputs", locked, writable=True)
+    assert row.status == "fail" and row.required
+    assert row.detail == f"{locked}: cannot write the output here (permission denied): {locked}"
+    (row,) = checks.check_disk("outputs", locked / "new" / "sub", writable=True)  # created there: the same
+    assert row.status == "fail" and row.detail.endswith(f": {locked}")
+    (row,) = checks.check_disk("outputs", tmp_path / "new", writable=True)
+    assert row.status != "fail"
+    rows = _by_name(checks.run_checks(None, outputs_dir=locked, models_dir=tmp_path))
+    assert rows["disk outputs"].status == "fail"

@@ -103,11 +103,103 @@ def test_run_folder_rules(tmp_path: Path) -> None:
     assert prepare_run_folder(run, cfg, None, False) is None
     run.mkdir()
     (run / "train.yaml").write_text(f"stream_hash: {cfg.stream_hash()}\n")
+    (run / "checkpoints" / "step-000003").mkdir(parents=True)  # complete: state.pt + model.safetensors
+    for name in ("state.pt", "model.safetensors"):
+        (run / "checkpoints" / "step-000003" / name).write_bytes(b"x")
     with pytest.raises(UsageError, match="already holds a training run"):
         prepare_run_folder(run, cfg, None, False)
-    with pytest.raises(UsageError, match="no complete checkpoint"):
-        prepare_run_folder(run, cfg, "latest", False)
     assert prepare_run_folder(run, cfg, None, True) is None and not (run / "train.yaml").exists()
+    assert not (run / "checkpoints").exists()
+
+
+def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: str = "data") -> None:
+    """What Ctrl-C before the first save leaves: train.yaml (as the loop writes it), logs, no checkpoint."""
+    import yaml
+
+    (run / "tb").mkdir(parents=True)
+    (run / "tb" / "events.out").write_text("x")
+    (run / "metrics.csv").write_text("step,name,value\n1,loss,0.5\n")
+    (run / "checkpoints" / ".step-000003.tmp").mkdir(parents=True)  # a save cut short: not a checkpoint
+    (run / "train.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash(),
+                                                    "data": {**cfg.to_dict()["data"], "path": data}}))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path: Path) -> None:
+    """Ctrl-C before the first checkpoint: the same command starts the run again (nothing to resume or lose),
+    --resume latest says so; another configuration or data, or an export there, still needs -y."""
+    from lipsyncctl import progress
+    from lipsyncctl.training.loop import prepare_run_folder
+
+    cfg, run = tc.resolve_train_config("tiny"), tmp_path / "run"
+    _stopped_before_its_first_checkpoint(run, cfg)
+    with pytest.raises(UsageError, match="stopped before its first one") as e:
+        prepare_run_folder(run, cfg, "latest", False, Path("data"))
+    assert "without --resume" in (e.value.hint or "")
+    other = "stopped before its first checkpoint, with another configuration or data"
+    with pytest.raises(UsageError, match=other) as e:
+        prepare_run_folder(run, tc.resolve_train_config("tiny", ["optim.lr=0.1"]), None, False, Path("data"))
+    assert "--overwrite/-y" in (e.value.hint or "") and "--resume" not in (e.value.hint or "")
+    with pytest.raises(UsageError, match=other):
+        prepare_run_folder(run, cfg, None, False, Path("other"))
+    (run / "export").mkdir()
+    with pytest.raises(UsageError, match="already holds a training run"):  # exported weights: never dropped
+        prepare_run_folder(run, cfg, None, False, Path("data"))
+    (run / "export").rmdir()
+    # a change a resume would accept too (run.max_steps) is the same run
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        assert prepare_run_folder(run, tc.resolve_train_config("tiny", ["run.max_steps=9"]), None, False,
+                                  Path("data")) is None
+    assert any("starting it again" in e[1] for e in sink.events if e[0] == "message")
+    assert not any((run / name).exists() for name in ("train.yaml", "metrics.csv", "tb", "checkpoints"))
+    # no run there at all: --resume latest says so
+    with pytest.raises(UsageError, match="no training run in"):
+        prepare_run_folder(tmp_path / "none", cfg, "latest", False)
+
+
+@pytest.mark.parametrize("init", ["nosuch.pt", "runs/s1/unet.safetensors", "stage1:runs/s1/export"])
+def test_a_missing_init_path_is_bad_input(init: str, models_dir: Path) -> None:
+    """--init PATH that is not there: a typo in a path (exit 5, check the path), not a model to fetch."""
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.training.networks import build_unet
+
+    with pytest.raises(MediaError, match="file not found") as e:
+        build_unet(tc.resolve_train_config("tiny", [f"model.init={init}"]), seed=5)
+    assert e.value.exit_code == 5 and e.value.hint == "check the path"
+    assert init.removeprefix("stage1:") in e.value.message
+
+
+@pytest.mark.parametrize("init", ["nosuchmodel", "latentsync-1.5"])
+def test_a_bare_init_name_is_a_model_to_fetch(init: str, models_dir: Path) -> None:
+    from lipsyncctl.training.networks import build_unet
+
+    with pytest.raises(MissingModelError) as e:
+        build_unet(tc.resolve_train_config("tiny", [f"model.init={init}"]), seed=5)
+    assert e.value.exit_code == 4 and "lipsyncctl models" in (e.value.hint or "")
+
+
+def test_an_unwritable_run_folder_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """-o that cannot be written (read-only mount, chattr +i: os.access says so) fails first, naming the folder,
+    as sync/prep/curate do (exit 1), before the data or a network is read."""
+    import os
+
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.training import data as train_data
+    from lipsyncctl.training import loop, networks
+
+    locked = tmp_path / "imm"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw))
+    for work in (train_data, networks):  # reaching either is too late
+        monkeypatch.setattr(work, "read_clips" if work is train_data else "load_train_networks",
+                            lambda *a, **k: pytest.fail("work started before -o was checked"))
+    with pytest.raises(PermissionError, match="cannot write the output here") as e:
+        loop.train(tc.resolve_train_config("tiny"), data=tmp_path / "data", out=locked / "run")
+    assert e.value.filename == str(locked)
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path), "-o", str(locked / "r")]) == 1
+    assert f"error: cannot write the output here (permission denied): {locked}" in capsys.readouterr().err
+    assert not (locked / "r").exists()
 
 
 def test_launch_command_runs_torch_elastic_with_the_same_arguments() -> None:
