@@ -58,26 +58,7 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
         st.warn(w)
     st.result(result.to_dict(), lambda console: _human(console, result), ok=not result.failed)
     if result.failed:
-        raise _failure(result, config.timeline.min_sync)
-
-
-def _failure(result: Any, min_sync: float | None) -> JobFailedError:
-    """The exit-1 error of a run with failed shots: what happened to them, and the reports written (or why a
-    language has none: every render failed, so no version was delivered)."""
-    from lipsyncctl.timeline.types import ShotStatus
-
-    shots = [(lang, s) for lang, info in result.languages.items() for s in info.shots if s.status.is_failure]
-    failed = [s for _, s in shots if s.status == ShotStatus.FAILED]
-    parts = [f"{len(failed)} shot(s) failed"] if failed else []
-    if under := len(shots) - len(failed):
-        parts.append(f"{under} {'are' if failed else 'shot(s)'} under --min-sync {min_sync:g} or not measured")
-    names = ", ".join(f"{lang}/{s.id}" for lang, s in shots[:8]) + (", ..." if len(shots) > 8 else "")
-    reports = [info.report_html for info in result.languages.values() if info.report_html]
-    hints = [f"see {', '.join(reports)}"] if reports else []
-    hints += [f"{lang}: {info.not_delivered}" for lang, info in result.languages.items() if info.not_delivered]
-    if failed and failed[0].error:
-        hints.append(f"first error: {failed[0].error.splitlines()[0]}")
-    return JobFailedError(f"{' and '.join(parts)}: {names}", hint="; ".join(hints))
+        raise JobFailedError(*result.failure(config.timeline.min_sync))
 
 
 def _human(console: Any, result: Any) -> None:

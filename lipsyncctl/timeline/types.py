@@ -227,6 +227,23 @@ class TimelineResult:
         """``lang/shot`` of every failed shot (or under ``timeline.min_sync``)."""
         return [f"{lang}/{s.id}" for lang, d in self.languages.items() for s in d.shots if s.status.is_failure]
 
+    def failure(self, min_sync: float | None) -> tuple[str, str]:
+        """``(message, hint)`` of a run with failed shots (exit 1): what happened to them (under ``min_sync``
+        only where that happened), and the reports written, or why a language has none (every render failed: no
+        version was delivered) with the first error."""
+        shots = [(lang, s) for lang, d in self.languages.items() for s in d.shots if s.status.is_failure]
+        failed = [s for _, s in shots if s.status == ShotStatus.FAILED]
+        parts = [f"{len(failed)} shot(s) failed"] if failed else []
+        if under := len(shots) - len(failed):
+            parts.append(f"{under} {'are' if failed else 'shot(s)'} under --min-sync {min_sync:g} or not measured")
+        names = ", ".join(f"{lang}/{s.id}" for lang, s in shots[:8]) + (", ..." if len(shots) > 8 else "")
+        reports = [d.report_html for d in self.languages.values() if d.report_html]
+        hints = [f"see {', '.join(reports)}"] if reports else []
+        hints += [f"{lang}: {d.not_delivered}" for lang, d in self.languages.items() if d.not_delivered]
+        if failed and failed[0].error:
+            hints.append(f"first error: {failed[0].error.splitlines()[0]}")
+        return f"{' and '.join(parts)}: {names}", "; ".join(hints)
+
     def counts(self) -> dict[str, int]:
         return {k: sum(getattr(d.counts, k) for d in self.languages.values()) for k in TOTALS}
 

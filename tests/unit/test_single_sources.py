@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lipsyncctl import config as cfg
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ConfigError, UsageError
 from lipsyncctl.media.writer import CODECS, output_extension
 from lipsyncctl.pipeline import output
 from lipsyncctl.runner import vram
@@ -75,7 +75,11 @@ def test_check_output_follows_the_table(codec: str, tmp_path: Path) -> None:
     options = cfg.OutputOptions(codec=codec)
     for ext in output.containers(codec):
         output.check_output(tmp_path / f"out{ext.upper()}", options)  # case-insensitive
-    with pytest.raises(ConfigError, match=codec):
+    written = {e for c in output.OUTPUT_CODECS for e in output.containers(c)}
+    for ext in sorted(written - set(output.containers(codec))):  # another codec's container: the settings clash (3)
+        with pytest.raises(ConfigError, match=codec):
+            output.check_output(tmp_path / f"out{ext}", options)
+    with pytest.raises(UsageError, match="not a video file extension written"):  # no codec's: the name is wrong (2)
         output.check_output(tmp_path / "out.webm", options)
 
 
