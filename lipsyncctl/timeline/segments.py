@@ -26,8 +26,8 @@ Rules:
 - All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
 - An EDL names each event's source by its clip name and reel, and a path where it states one: the file
   found for it must carry that name (file name or stem) or that reel (the file's reel tag, or its name
-  truncated as EDL reels are), or be the file its path or OTIO's truncated-reel comment names; a file that
-  matches none is not rendered (skipped, with a warning saying what was compared).
+  truncated as EDL reels are), or be the file OTIO's truncated-reel comment names; a file that matches none
+  is not rendered (skipped, with a warning saying what was compared).
 """
 
 from __future__ import annotations
@@ -582,11 +582,10 @@ def name_mismatch(clip: Any, facts: MediaFacts) -> str | None:
     The event's clip name must be the file's name or stem, or its reel the file's reel tag or the start
     of its stem or name (EDL reels are file names cut to 8 letters and digits; OTIO's writer keeps an
     extension holding a digit: ``clipmp4``), or the file its ``* OTIO TRUNCATED REEL NAME FROM:`` comment
-    says the reel was made from, or the file its ``* FROM CLIP:`` path names, unless its clip name is
-    another media file's name (a dissolve's event names the outgoing file's path). A clip name that is
-    only the event number (OTIO's reader names unnamed events so) and the reels ``AX``/``BL`` name nothing."""
-    from lipsyncctl.media.container import MEDIA_EXTS
-
+    says the reel was made from. (Not the file its ``* FROM CLIP:`` path names: that path is how the file was
+    found, so it would pass every event; a comment attached to the wrong event is what this check is for.) A clip
+    name that is only the event number (OTIO's reader names unnamed events so) and the reels ``AX``/``BL`` name
+    nothing."""
     name = clip.name or ""
     names = [] if not name or name.isdigit() else [name]
     meta = clip.metadata.get("cmx_3600", {}) or {}
@@ -601,10 +600,7 @@ def name_mismatch(clip: Any, facts: MediaFacts) -> str | None:
                          or _norm(r) == _norm(facts.reel or "")) for r in reels):
         return None
     made_from = [m[1].strip() for c in meta.get("comments", []) or [] if (m := TRUNCATED_REEL.match(str(c)))]
-    stated = getattr(clip.media_reference, "target_url", None)  # * FROM CLIP: (an ExternalReference's)
-    named = [Path(MediaResolver.url_path(u)).name for u in (*made_from, *([stated] if stated else []))]
-    other_file = any(Path(n).suffix.lower() in MEDIA_EXTS for n in names)  # checked above: not this one
-    if facts.path.name in named and not other_file:
+    if facts.path.name in (Path(MediaResolver.url_path(u)).name for u in made_from):
         return None
     said = " and ".join([f"clip name {n!r}" for n in names] + [f"reel {r!r}" for r in reels])
     own = f" (reel {facts.reel!r})" if facts.reel else ""
