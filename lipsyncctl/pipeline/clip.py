@@ -396,7 +396,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
     renderer = Renderer(networks, config, plan, faces, features, clock)
     writer = None
     needed: list[int] = []  # measured in the hidden folder; told once it is removed (its files freed)
-    sweep_temps(output.parent)  # the hidden folders of killed runs there (this host's dead pids: of any output)
+    sweep_temps(output.parent, stem=output.stem)  # the hidden folders of runs of OUT that were killed
     try:
         with output_folder(output), \
                 tempfile.TemporaryDirectory(dir=output.parent, prefix=temp_prefix(output)) as tmpdir:

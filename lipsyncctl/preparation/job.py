@@ -458,7 +458,7 @@ def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:
 
     opts = job.options
     written: list[Path] = []
-    sweep_temps(item.output.parent)  # left by killed runs (this host's dead pids)
+    sweep_temps(item.output.parent, stem=item.output.stem)  # left by a killed run
     with tempfile.TemporaryDirectory(dir=item.output.parent, prefix=temp_prefix(item.output, "prep")) as tmpdir:
         audio: Any = _audio(item, info, job) if item.has_audio else None
         sidecar = audio is not None and opts.sidecar_wav and item.wav is not None

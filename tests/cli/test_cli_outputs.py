@@ -320,22 +320,3 @@ def test_timeline_worker_turns_sigterm_into_an_interrupt(tmp_path: Path) -> None
         assert isinstance(exc, BrokenProcessPool), exc
         assert isinstance(second.exception(timeout=60), BrokenProcessPool)
     assert marker.read_text() == "cleaned up\n"  # the first task cleaned up; the second never started
-
-
-def test_a_run_removes_the_temporaries_of_killed_runs_beside_its_output(media, models_dir: Path, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """A ``kill -9`` leaves ``.c.~HOST-PID-...``: the next sync into that folder removes it whatever its output
-    (it was left until ``-o c.mp4`` itself ran again); a live run's and another host's are kept."""
-    from lipsyncctl.media.atomic import host_tag
-    from tests.unit.test_temps import _dead_pid
-
-    out = tmp_path / "k9"
-    out.mkdir()
-    dead = out / f".c.~{host_tag()}-{_dead_pid()}-abcd_123"
-    live = out / f".e.~{host_tag()}-{os.getpid()}-abcd_123"
-    other = out / f".f.~{'0000' if host_tag() != '0000' else '0001'}-{_dead_pid()}-abcd_123"
-    for folder in (dead, live, other):
-        folder.mkdir()
-        (folder / "video.mp4").write_bytes(b"half a render")
-    assert main(_sync(media, out / "d.mp4")) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, other.name, "d.mp4", "d.run.yaml"])
