@@ -318,10 +318,15 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
     changes = [f"{name} {inputs.get(name)} (this row: {path})" for name, path in (("video", row.video),
                ("audio", row.audio)) if not _same_input(inputs.get(name), path)]
-    old, new = _dotted(made.get("config")), _dotted(config.to_dict())
-    # keys one side lacks are a version's new or retired settings, not a choice of the user
+    from lipsyncctl.runner.store import config_for_key
+
+    made_config = made.get("config") if isinstance(made.get("config"), dict) else {}
+    # the settings that change an output's pixels (the render cache's: not the device, nor another command's
+    # section, nor a default a version changed for what it does not touch); keys one side lacks are a version's
+    # new or retired settings, not a choice of the user
+    old, new = _dotted(config_for_key(made_config)), _dotted(config_for_key(config.to_dict()))
     changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
-                if key != "description" and old[key] != new[key]]
+                if old[key] != new[key]]
     if not changes:
         return "the output exists", "pass --overwrite/-y to replace it"
     listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")

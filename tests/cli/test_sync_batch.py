@@ -343,3 +343,28 @@ def test_a_recorded_input_is_the_same_file_from_any_working_folder(tmp_path: Pat
         f"{other} (this row: dub.wav)"
     recorded(str(tmp_path / "b dir" / "clip é.mp4"), str(tmp_path / "b dir" / "dub.wav"))
     assert _skip_reason(row, config)[0] == "the output exists"
+
+
+def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path: Path) -> None:
+    """An output made before a default that does not touch it changed (sync.sequence_fps 25 -> auto for a video
+    input), or on another device, or with another prep/curate section, is the same output; the steps are not."""
+    import yaml
+
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.batch import BatchRow, _skip_reason
+
+    config = cfg.resolve("tiny")
+    for name in ("v.mp4", "a.wav", "o.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    row = BatchRow(2, tmp_path / "v.mp4", tmp_path / "a.wav", tmp_path / "o.mp4")
+
+    def made_with(*sets: str) -> str:
+        made = cfg.resolve("tiny", list(sets)).to_dict()
+        (tmp_path / "o.run.yaml").write_text(yaml.safe_dump(
+            {"inputs": {"video": str(row.video), "audio": str(row.audio)}, "config": made}), encoding="utf-8")
+        return _skip_reason(row, config)[0]
+
+    assert made_with("sync.sequence_fps=25", "inference.device=cpu", "prep.crf=30", "curate.min_seconds=3") == \
+        "the output exists"
+    assert made_with("inference.steps=3") == \
+        "the output exists, made with other inputs or settings: inference.steps 3 (this run: 2)"
