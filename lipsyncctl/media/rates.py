@@ -9,6 +9,7 @@ nine hours, so it must not be used as is.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 #: Rates video is shot, cut and delivered at (NTSC rates as exact fractions), slowest first.
@@ -49,3 +50,22 @@ def parse_rate(text: str | int | float | Fraction) -> Fraction:
     """
     rate = Fraction(str(text))
     return snap_rate(rate) if rate.denominator != 1 else rate
+
+
+def time_tolerance(fps: Fraction | int) -> Fraction:
+    """How far a frame's time may stand past a time and still count as at it: 1 ms (timestamps stored in a
+    millisecond time base: 29.97 fps is 33, 33, 34 ms apart), less than a quarter frame at any rate."""
+    return min(Fraction(1, 1000), 1 / (4 * Fraction(fps)))
+
+
+def frame_on_screen(seconds: float | Fraction, fps: Fraction | int) -> int:
+    """The frame of a constant-rate picture on screen at ``seconds`` (``--start``): the last one starting at or
+    before it, within :func:`time_tolerance` (``1.0`` s at 30000/1001 is frame 30, which starts at 1.001 s)."""
+    t = Fraction(seconds).limit_denominator(10**6) if not isinstance(seconds, Fraction) else seconds
+    return math.floor((t + time_tolerance(fps)) * Fraction(fps))
+
+
+def frames_before(seconds: float | Fraction, fps: Fraction | int) -> int:
+    """How many frames of a constant-rate picture start before ``seconds`` (``--end``; the same tolerance)."""
+    t = Fraction(seconds).limit_denominator(10**6) if not isinstance(seconds, Fraction) else seconds
+    return max(0, math.ceil((t - time_tolerance(fps)) * Fraction(fps)))

@@ -25,6 +25,7 @@ from lipsyncctl.media.container import (
     video_stream,
 )
 from lipsyncctl.media.probe import MediaInfo, probe
+from lipsyncctl.media.rates import time_tolerance
 
 
 def rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -228,7 +229,7 @@ def conform_cfr(frames: Iterable[Frame], fps: Fraction, *, start: float | Fracti
     """
     fps = Fraction(fps)
     start = Fraction(start)
-    tol = Fraction(tolerance) if tolerance is not None else min(Fraction(1, 1000), 1 / (4 * fps))
+    tol = Fraction(tolerance) if tolerance is not None else time_tolerance(fps)
     step = 1 / fps
     k = 0
     current: Frame | None = None

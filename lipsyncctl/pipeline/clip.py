@@ -148,7 +148,8 @@ def sync_clip(
     """Re-render the speaker's mouth in ``video`` to match ``audio``; write ``output``.
 
     Args:
-        start, end: seconds of ``video`` to use (frame = round(t * fps)); the new audio starts at ``start``.
+        start, end: seconds of ``video`` to use (from the frame on screen at ``start``:
+            :func:`~lipsyncctl.pipeline.plan.select_range`); the new audio starts at ``start``.
         frames: or exactly the source frames ``[first, stop)`` on the clip's constant-rate grid (what an
             edit list says; not with ``start``/``end``).
         The face to follow is ``config.faces`` (``select``, ``track_id``, ``point``), recorded in run.yaml.

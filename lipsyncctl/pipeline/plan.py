@@ -44,6 +44,7 @@ from fractions import Fraction
 from typing import Literal
 
 from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.media.rates import frame_on_screen, frames_before
 
 LengthPolicy = Literal["loop", "pingpong", "cut", "freeze", "silence"]
 LENGTH_POLICIES: tuple[str, ...] = ("pingpong", "loop", "cut", "freeze", "silence")
@@ -146,15 +147,16 @@ def select_range(
     total_frames: int, fps: Fraction, start: float | None = None, end: float | None = None
 ) -> tuple[int, int]:
     """Source frames ``[first, stop)`` for ``--start``/``--end`` in seconds: from the frame on screen at ``start`` (as
-    ``prep --start``) up to the last one on screen before ``end`` (a time on a frame's boundary is that frame's
-    start; times are read exactly, as fractions).
+    ``prep --start``) up to the last one on screen before ``end`` (:func:`~lipsyncctl.media.rates.frame_on_screen`,
+    :func:`~lipsyncctl.media.rates.frames_before`: a time on a frame's boundary, within a millisecond, is that
+    frame's start).
 
     Raises:
         UsageError: empty selection (start at or past the end of the clip, or ``end <= start``): the
             arguments are wrong, not the media (exit 2, like ``sync --segments`` ranges that leave the picture).
     """
-    first = 0 if start is None else math.floor(Fraction(start).limit_denominator(10**6) * fps)
-    stop = total_frames if end is None else _end_frame(end, fps)
+    first = 0 if start is None else frame_on_screen(start, fps)
+    stop = total_frames if end is None else frames_before(end, fps)
     first = max(0, min(first, total_frames))
     stop = max(0, min(stop, total_frames))
     if stop <= first:
@@ -164,11 +166,6 @@ def select_range(
             hint="give times in seconds inside the clip, with end after start",
         )
     return first, stop
-
-
-def _end_frame(end: float, fps: Fraction) -> int:
-    """The frame after the last one on screen before ``end`` seconds."""
-    return math.ceil(Fraction(end).limit_denominator(10**6) * fps)
 
 
 def select_frames(total_frames: int, first: int, stop: int) -> tuple[int, int]:
@@ -188,7 +185,7 @@ def select_frames(total_frames: int, first: int, stop: int) -> tuple[int, int]:
 
 def end_clamp_warning(total_frames: int, fps: Fraction, end: float | None) -> str | None:
     """The warning for an ``--end`` past the clip, which :func:`select_range` clamps; None when inside."""
-    if end is None or _end_frame(end, fps) <= total_frames:
+    if end is None or frames_before(end, fps) <= total_frames:
         return None
     duration = float(total_frames / Fraction(fps))
     return (f"--end {end:g} s is past the end of the clip: clamped to the clip's duration "

@@ -495,12 +495,13 @@ def _timecode(item: PrepItem, info: Any, job: _Job) -> str | None:
     editor relinks the prepped clip by timecode, as sync's outputs); None without a tag or in a container that
     holds none."""
     from lipsyncctl.media.mux import TIMECODE_CONTAINERS
+    from lipsyncctl.media.rates import frame_on_screen
     from lipsyncctl.timeline.timebase import start_timecode
 
     v = info.video
     if item.fps is None or item.output.suffix.lower() not in TIMECODE_CONTAINERS:
         return None
-    skipped = round(Fraction(job.start).limit_denominator(10**6) * v.nominal_fps)
+    skipped = frame_on_screen(job.start, v.nominal_fps)  # the frame prep starts on (conform_cfr's)
     return start_timecode(info.timecode, v.nominal_fps, skipped, item.fps)
 
 

@@ -98,7 +98,21 @@ def test_a_start_between_frames_starts_on_the_frame_then_on_screen() -> None:
     assert select_range(100, Fraction(25), start=0.2, end=0.4) == (5, 10)
     ntsc = Fraction(30000, 1001)
     assert select_range(100, ntsc, start=1.001, end=2.002) == (30, 60)
-    assert select_range(100, ntsc, start=1.0, end=1.9) == (29, 57)  # 29.97 and 56.94 frames in
+    assert select_range(100, ntsc, start=1.0, end=1.9) == (30, 57)  # frame 30 starts at 1.001 s: within 1 ms
+    assert select_range(100, ntsc, start=0.99, end=1.9) == (29, 57)
+
+
+def test_prep_and_sync_start_on_the_same_frame() -> None:
+    """One rule for a time's frame: sync's --start, prep's --start (conform_cfr picks the frame on screen with the
+    same tolerance) and prep's output timecode (it stamped round(t * fps): a frame off for --start 0.03 at 25)."""
+    from lipsyncctl.media.rates import frame_on_screen
+    from lipsyncctl.media.reader import Frame, conform_cfr
+
+    for fps in (Fraction(25), Fraction(24), Fraction(30000, 1001)):
+        frames = [Frame(index=k, time=Fraction(k) / fps, av_frame=None) for k in range(80)]  # type: ignore[arg-type]
+        for t in (0.0, 0.03, 0.19, 0.5, 1.0, 1.001, 2.02):
+            (_, picked), = list(conform_cfr(iter(frames), fps, start=Fraction(t).limit_denominator(10**6), count=1))
+            assert picked.index == frame_on_screen(t, fps) == select_range(80, fps, start=t)[0], (fps, t)
 
 
 def test_bad_inputs():
