@@ -173,10 +173,22 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
 
 
 def _stopped_before_first_checkpoint(run: Path) -> bool:
-    """Nothing in ``run`` to resume or keep: no complete checkpoint, no export (only train.yaml and logs)."""
+    """Nothing in ``run`` to resume or keep: no complete checkpoint, no export (only train.yaml and logs), and the
+    run that wrote it is gone (a run still going before its first checkpoint looks the same: a second launch of the
+    same command must not take its folder)."""
+    import yaml
+
+    from lipsyncctl.media.atomic import host_tag, pid_alive
     from lipsyncctl.training import state
 
-    return not state.list_checkpoints(run) and not any((run / name).exists() for name in ("export", "export-ema"))
+    if state.list_checkpoints(run) or any((run / name).exists() for name in ("export", "export-ema")):
+        return False
+    try:
+        writer = (yaml.safe_load((run / "train.yaml").read_text()) or {}).get("writer") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        writer = {}
+    live = writer.get("host") == host_tag() and pid_alive(int(writer.get("pid") or 0))
+    return not live and writer.get("host") in (host_tag(), None)  # (another host's: its process cannot be seen)
 
 
 def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
@@ -192,7 +204,7 @@ def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
         return False
     section = saved.get("data")
     path = section.get("path") if isinstance(section, dict) else None
-    return data is None or path is None or path == str(data)
+    return data is None or path is None or Path(path).resolve() == Path(data).resolve()  # (recorded absolute)
 
 
 #: DDP compares a gradient's strides with its bucket's exactly, while torch ignores the strides of size-1 dimensions:
@@ -210,7 +222,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from lipsyncctl.media.atomic import check_writable
+    from lipsyncctl.media.atomic import check_writable, host_tag
     from lipsyncctl.runner import devices
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
@@ -290,7 +302,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.yaml").write_text(yaml.safe_dump(
             {**cfg.to_dict(), "stream_hash": cfg.stream_hash(), "data": {**cfg.to_dict()["data"],
-                                                                          "path": str(data)}}, sort_keys=False))
+                                                                          "path": os.path.abspath(data)},
+             "writer": {"host": host_tag(), "pid": os.getpid()}}, sort_keys=False))  # (a rerun: is it gone?)
         if resume_from is not None:  # the init's weights were replaced by the checkpoint's: said as such
             progress.message(f"resume: {resume_from} (step {start_step}: weights, optimizer, RNG, data position)")
         else:

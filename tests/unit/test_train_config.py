@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -112,16 +113,22 @@ def test_run_folder_rules(tmp_path: Path) -> None:
     assert not (run / "checkpoints").exists()
 
 
-def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: str = "data") -> None:
-    """What Ctrl-C before the first save leaves: train.yaml (as the loop writes it), logs, no checkpoint."""
+def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: str = "data",
+                                         pid: int | None = None) -> None:
+    """What Ctrl-C before the first save leaves: train.yaml (as the loop writes it, by a process now gone), logs,
+    no checkpoint. ``pid``: the process that wrote it (a run still going)."""
     import yaml
+
+    from lipsyncctl.media.atomic import host_tag
+    from tests.unit.test_temps import _dead_pid
 
     (run / "tb").mkdir(parents=True)
     (run / "tb" / "events.out").write_text("x")
     (run / "metrics.csv").write_text("step,name,value\n1,loss,0.5\n")
     (run / "checkpoints" / ".step-000003.tmp").mkdir(parents=True)  # a save cut short: not a checkpoint
     (run / "train.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash(),
-                                                    "data": {**cfg.to_dict()["data"], "path": data}}))
+                                                    "data": {**cfg.to_dict()["data"], "path": data},
+                                                    "writer": {"host": host_tag(), "pid": pid or _dead_pid()}}))
 
 
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path: Path) -> None:
@@ -145,6 +152,11 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     with pytest.raises(UsageError, match="already holds a training run"):  # exported weights: never dropped
         prepare_run_folder(run, cfg, None, False, Path("data"))
     (run / "export").rmdir()
+    live = tmp_path / "live"  # the same command launched twice: the first is still before its first checkpoint
+    _stopped_before_its_first_checkpoint(live, cfg, pid=os.getpid())
+    with pytest.raises(UsageError, match="already holds a training run"):
+        prepare_run_folder(live, cfg, None, False, Path("data"))
+    assert (live / "train.yaml").is_file() and (live / "tb" / "events.out").is_file()
     # a change a resume would accept too (run.max_steps) is the same run
     with progress.use_sink(progress.RecordingSink()) as sink:
         assert prepare_run_folder(run, tc.resolve_train_config("tiny", ["run.max_steps=9"]), None, False,
