@@ -19,6 +19,7 @@ Generation takes about a second and happens on first use (:func:`ensure_tiny_mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -113,10 +114,15 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
 def is_current(root: Path, files: Iterable[Path], marker: dict[str, Any]) -> bool:
     """Whether the generated folder ``root`` (:func:`write_folder`) holds each of ``files`` and was made as
     ``marker`` says (its ``tiny.json``: the version and seed of the files)."""
+    return all(Path(p).is_file() for p in files) and _marker_of(root) == marker
+
+
+def _marker_of(root: Path) -> Any:
+    """The ``tiny.json`` of the generated folder ``root`` (None: none, or unreadable)."""
     try:
-        return all(Path(p).is_file() for p in files) and json.loads((root / "tiny.json").read_text()) == marker
+        return json.loads((root / "tiny.json").read_text())
     except (OSError, json.JSONDecodeError):
-        return False
+        return None
 
 
 def write_folder(root: Path, marker: dict[str, Any], write: Any) -> None:
@@ -128,9 +134,12 @@ def write_folder(root: Path, marker: dict[str, Any], write: Any) -> None:
     try:
         write(tmp)
         (tmp / "tiny.json").write_text(json.dumps(marker, indent=1) + "\n")
+        if _marker_of(root) == marker and all((root / p.relative_to(tmp)).exists() for p in tmp.rglob("*")):
+            return  # a concurrent run put the same whole set in place meanwhile: keep it (a reader may use it)
         if root.exists():
             old = root.with_name(f".{root.name}-old-{os.getpid()}")
-            os.replace(root, old)
+            with contextlib.suppress(FileNotFoundError):  # moved away by a concurrent run meanwhile
+                os.replace(root, old)
             shutil.rmtree(old, ignore_errors=True)
         try:
             os.replace(tmp, root)

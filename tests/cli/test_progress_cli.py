@@ -80,8 +80,27 @@ def test_prep_reports_progress_as_json_lines_even_with_quiet(tmp_path: Path,
     code = main(["--progress=lines", "prep", str(clip), "-o", str(tmp_path / "again")])
     err = capsys.readouterr().err
     assert code == 0 and "progress: prep a.mp4 12/12 (100.0%)" in err and "done: prep a.mp4 12 in" in err
-    assert main(["prep", str(clip), "-o", str(tmp_path / "off"), "--progress", "off"]) == 0
-    assert "progress" not in capsys.readouterr().err
+
+
+def test_off_shows_no_bars_on_a_terminal_and_auto_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """On a terminal ``auto`` draws bars and ``off`` does not (a pipe shows none either way, so the terminal is
+    what tells them apart)."""
+    from lipsyncctl.cli import main as cli_main
+    from lipsyncctl.cli import state
+
+    monkeypatch.setattr(state.CliState, "progress_enabled", property(lambda self: True))
+    made: list[bool] = []
+    real = cli_main.RichSink
+
+    def recording(*args, enabled: bool = True, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(enabled)
+        return real(*args, enabled=False, **kwargs)  # (nothing drawn into the captured stderr)
+
+    monkeypatch.setattr(cli_main, "RichSink", recording)
+    for fmt in ("auto", "off"):
+        assert main(["--progress", fmt, "presets", "list"]) == 0
+    assert made == [True, False]
 
 
 def test_an_unknown_progress_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

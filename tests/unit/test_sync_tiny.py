@@ -78,3 +78,22 @@ def test_the_tiny_scoring_files_are_made_once_and_remade_whole(tmp_path: Path, w
         tensors = {k: v for k, v in before.items() if isinstance(v, torch.Tensor)}
         assert tensors and all(torch.equal(v, after[k]) for k, v in tensors.items()), p.name
     assert marker.read_text() != "{}" and sorted(p.name for p in tmp_path.iterdir()) == [files[0].parent.name]
+
+
+def test_a_set_put_in_place_meanwhile_is_kept_and_a_broken_one_remade(tmp_path: Path) -> None:
+    """Two runs that both found the set stale: the second keeps the whole set the first put in place (a reader may
+    be using it); a set whose marker is right but a file is gone is made again."""
+    from lipsyncctl.checkpoints.tiny import write_folder
+
+    root, marker = tmp_path / "set", {"version": 1}
+
+    def write(folder: Path) -> None:
+        (folder / "a.bin").write_bytes(b"a")
+
+    write_folder(root, marker, write)
+    first = (root / "a.bin").stat().st_ino
+    write_folder(root, marker, write)  # (what the second run does once its temporary set is built)
+    assert (root / "a.bin").stat().st_ino == first
+    (root / "a.bin").unlink()
+    write_folder(root, marker, write)
+    assert (root / "a.bin").read_bytes() == b"a" and sorted(p.name for p in tmp_path.iterdir()) == ["set"]
