@@ -421,15 +421,16 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     return _prep(inputs, out_dir, options, **kwargs)
 
 
-def doctor(config: Config | None = None, *, outputs_dir: str | Path = ".",
+def doctor(config: Config | None = None, *, outputs_dir: str | Path | None = None,
            models_dir: str | Path | None = None, train_config: TrainConfig | None = None) -> DoctorResult:
     """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with ``config``, whether this
     machine can run it (device, VRAM estimate against free memory, model files); with ``train_config``, the
-    training VRAM estimate against free memory."""
+    training VRAM estimate against free memory. ``outputs_dir``: where outputs go, which must be writable (None:
+    the current folder, where a failed write check only warns)."""
     from lipsyncctl.checks.doctor import run_checks
 
-    return run_checks(config, Path(outputs_dir), Path(models_dir) if models_dir is not None else None,
-                      train_config=train_config)
+    return run_checks(config, Path(outputs_dir) if outputs_dir is not None else None,
+                      Path(models_dir) if models_dir is not None else None, train_config=train_config)
 
 
 # ---- models ------------------------------------------------------------------------------------

@@ -220,9 +220,10 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
-def check_disk(label: str, path: Path, *, writable: bool = False) -> list[Check]:
+def check_disk(label: str, path: Path, *, writable: bool = False, required: bool = True) -> list[Check]:
     """Free space at ``path`` (its nearest existing folder); ``writable``: also that the commands could write
-    their outputs there (:func:`lipsyncctl.media.atomic.check_writable`, their own check before any work)."""
+    their outputs there (:func:`lipsyncctl.media.atomic.check_writable`, their own check before any work): a
+    failure, or a warning when not ``required`` (the current folder, which doctor was not asked about)."""
     from lipsyncctl.media.atomic import check_writable
 
     where = _existing_ancestor(path)
@@ -232,7 +233,9 @@ def check_disk(label: str, path: Path, *, writable: bool = False) -> list[Check]
             check_writable(path.expanduser() / "probe")  # the folder itself, or the nearest one above it
     except OSError as exc:
         detail = f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-        return [Check(f"disk {label}", "fail", detail, "check the path and permissions, or choose another location")]
+        return [Check(f"disk {label}", "fail" if required else "warn", detail,
+                      "check the path and permissions, or choose another location"
+                      + ("" if required else " (--outputs DIR checks the folder the outputs go to)"))]
     status: Status = "ok" if free >= DISK_WARN_BYTES else "warn" if free >= DISK_FAIL_BYTES else "fail"
     hint = {
         "ok": "",
@@ -603,10 +606,10 @@ def check_train_models(config: TrainConfig) -> list[Check]:
 # ----------------------------------------------------------------------------------------------
 
 
-def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None = None,
+def run_checks(preset: Config | None, outputs_dir: Path | None, models_dir: Path | None = None,
                train_config: TrainConfig | None = None) -> DoctorResult:
     """Run every check (and the preset's device/VRAM check when ``preset`` is given; the training VRAM
-    estimate when ``train_config`` is)."""
+    estimate when ``train_config`` is). ``outputs_dir`` None: the current folder, whose write access only warns."""
     models_dir = models_dir if models_dir is not None else paths.models_dir()
     probe = gpu_mod.list_gpus()
     checks: list[Check] = []
@@ -615,7 +618,7 @@ def run_checks(preset: Config | None, outputs_dir: Path, models_dir: Path | None
     checks += check_gpus(probe)
     checks += check_torch_arch(probe)
     checks += check_cpu_ram()
-    checks += check_disk("outputs", outputs_dir, writable=True)
+    checks += check_disk("outputs", outputs_dir or Path("."), writable=True, required=outputs_dir is not None)
     checks += check_disk("models", models_dir)
     checks += check_ffmpeg()
     checks += check_pyav()

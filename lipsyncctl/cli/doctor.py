@@ -23,8 +23,9 @@ def doctor(
     preset: str | None = options.PresetOpt,
     sets: list[str] | None = options.SetOpt,
     print_config: bool = options.PrintConfigOpt,
-    outputs: Path = typer.Option(
-        Path("."), "--outputs", "-o", help="Where outputs will be written (checked: it can be written, and its free space)."
+    outputs: Path | None = typer.Option(
+        None, "--outputs", "-o", help="Where outputs will be written (checked: it can be written, and its free "
+        "space). Default: the current folder, whose write access only warns.", show_default=False,
     ),
 ) -> None:
     """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with --preset, its VRAM needs.

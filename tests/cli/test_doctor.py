@@ -426,3 +426,6 @@ def test_an_outputs_folder_that_cannot_be_written_fails(tmp_path: Path, monkeypa
     assert row.status != "fail"
     rows = _by_name(checks.run_checks(None, outputs_dir=locked, models_dir=tmp_path))
     assert rows["disk outputs"].status == "fail"
+    monkeypatch.chdir(locked)  # not asked about (--outputs not given): the current folder, a warning only
+    rows = _by_name(checks.run_checks(None, outputs_dir=None, models_dir=tmp_path))
+    assert rows["disk outputs"].status == "warn" and "--outputs DIR" in rows["disk outputs"].hint
