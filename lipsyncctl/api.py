@@ -426,7 +426,8 @@ def doctor(config: Config | None = None, *, outputs_dir: str | Path | None = Non
     """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with ``config``, whether this
     machine can run it (device, VRAM estimate against free memory, model files); with ``train_config``, the
     training VRAM estimate against free memory. ``outputs_dir``: where outputs go, which must be writable (None:
-    the current folder, where a failed write check only warns)."""
+    the current folder, where a failed write check only warns). ``models_dir``: where the inference checks look;
+    a training preset's files are looked for where ``train`` looks (``LIPSYNCCTL_MODELS`` or the default)."""
     from lipsyncctl.checks.doctor import run_checks
 
     return run_checks(config, Path(outputs_dir) if outputs_dir is not None else None,
