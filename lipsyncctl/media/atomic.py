@@ -79,8 +79,8 @@ def _names_an_input(path: Path, src: Path) -> bool:
 def check_writable(path: str | Path, *, probe: bool = True) -> None:
     """Fail fast when ``path`` could not be written: the nearest existing folder above it (the folders
     still missing would be created there) must be a writable folder. With ``probe`` (not in a dry run, which writes
-    nothing) a hidden file is created there and removed: permission bits do not tell an immutable folder
-    (``chattr +i``), one of a pseudo file system (``/proc``) or a full quota, nor anything to root.
+    nothing) a hidden file is created there and removed: permission bits do not tell a pseudo file system
+    (``/proc``), a full quota, nor a folder root may not write (they always say yes to root).
 
     Raises:
         OSError: ``EROFS`` (read-only file system), ``EACCES``/``EPERM`` (no permission), ``ENOTDIR`` (a file
