@@ -33,6 +33,7 @@ Rules:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -408,7 +409,7 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
     url = sequence_url(ref) if sequence else ref.target_url
     media = resolver.resolve(url, sequence=sequence)
     if media is None:  # where it was looked for: the timeline's folder (a relative URL), --relink, --media-root
-        looked = ", ".join(dict.fromkeys(str(c) for c in resolver.candidates(url)))
+        looked = ", ".join(dict.fromkeys(os.path.normpath(c) for c in resolver.candidates(url)))  # (tl/../in: in)
         return skip(f"missing media: {url}" + (f" (looked for {looked})" if looked else ""))
     rate = _sequence_rate(ref, clip) if sequence else None
     if sequence:

@@ -50,3 +50,11 @@ def test_missing_media_says_where_it_was_looked_for(tmp_path: Path) -> None:
     (skip,) = plan.skipped
     looked = [edit.parent / "in" / "clip.mp4", tmp_path / "media" / "in" / "clip.mp4", tmp_path / "media" / "clip.mp4"]
     assert skip.reason == f"missing media: in/clip.mp4 (looked for {', '.join(map(str, looked))})"
+
+
+def test_a_missing_media_path_with_dot_dot_is_said_normalised(tmp_path: Path) -> None:
+    from lipsyncctl.timeline.segments import plan_timeline
+
+    edit = write_edit(tmp_path / "tl" / "edit.otio", [clip("sh010", "../in/missing.mp4", 0, 8)])
+    (skip,) = plan_timeline(read_timeline(edit), MediaResolver(edit.parent)).skipped
+    assert skip.reason == f"missing media: ../in/missing.mp4 (looked for {tmp_path / 'in' / 'missing.mp4'})"
