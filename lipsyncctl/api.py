@@ -388,11 +388,20 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     """Train a UNet (stage 1/2) or a StableSyncNet on a curated dataset into the run folder ``out``
     (``lipsyncctl train``). ``resume``: ``"latest"`` or a checkpoint folder (the whole training state);
     ``overwrite``: start over in a folder that holds a run. Under ``torchrun``/``accelerate launch`` every
-    process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`."""
-    from lipsyncctl.training.loop import train as _train
+    process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`.
 
-    # (the loop sets MKL's reproducible mode itself, and says when it is too late)
-    return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
+    Raises:
+        Interrupted: Ctrl-C or SIGTERM stopped it (exit 130); its hint says how to go on (``--resume latest`` from
+            the last checkpoint, or the same command when there is none).
+    """
+    from lipsyncctl.errors import Interrupted
+    from lipsyncctl.training.loop import train as _train
+    from lipsyncctl.training.state import interrupted_hint
+
+    try:  # (the loop sets MKL's reproducible mode itself, and says when it is too late)
+        return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted", hint=interrupted_hint(Path(out))) from None
 
 
 def launch_train(argv: Sequence[str], processes: int | None, *, cpu: bool = False,

@@ -61,6 +61,15 @@ def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def interrupted_hint(run: Path) -> str:
+    """What to do after a run into ``run`` was stopped (Ctrl-C, SIGTERM): resume from its last checkpoint, or, with
+    none, rerun the same command, which starts it again."""
+    found = list_checkpoints(run)
+    if found:
+        return f"continue it: the same command with --resume latest (from its checkpoint at step {found[-1][0]})"
+    return "rerun the same command: nothing was checkpointed, so it starts the run again"
+
+
 def find_resume(run: Path, resume: str) -> Path:
     """The checkpoint folder ``--resume latest|PATH`` names."""
     if resume == "latest":

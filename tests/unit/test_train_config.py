@@ -260,3 +260,27 @@ def test_device_cuda_n_becomes_the_current_gpu_before_accelerate_starts(tmp_path
     assert cfg.run.mixed_precision == "no"
     with pytest.raises(Current, match="cuda:1"):
         loop.train(cfg, data=tmp_path, out=tmp_path / "run")
+
+
+def test_an_interrupted_train_says_how_to_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C/SIGTERM: exit 130 with the way on for this run folder (the global "rerun the same command to resume"
+    was refused after a checkpoint: a run folder that holds one needs --resume latest)."""
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.training import loop
+
+    def stopped(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", stopped)
+    run, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    args = ["train", "--preset", "tiny", "--data", str(data), "-o", str(run)]
+    assert main(args) == 130
+    assert "rerun the same command: nothing was checkpointed" in capsys.readouterr().err
+    step = run / "checkpoints" / "step-000003"
+    step.mkdir(parents=True)
+    (step / "state.pt").write_bytes(b"x")
+    (step / "model.safetensors").write_bytes(b"x")
+    assert main(args) == 130
+    assert "--resume latest (from its checkpoint at step 3)" in capsys.readouterr().err
