@@ -105,10 +105,17 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
     leave a half-written set. Returns their paths.
     """
     root = tiny_root(models_dir)
-    out = _paths(root)
-    if not is_current(root, (out.unet, out.whisper, out.vae / "config.json"), _manifest(seed)):
+    if not tiny_models_current(models_dir, seed):
         write_folder(root, _manifest(seed), lambda tmp: write_tiny_models(tmp, seed))
-    return out
+    return _paths(root)
+
+
+def tiny_models_current(models_dir: Path | None = None, seed: int = TINY_SEED) -> bool:
+    """Whether the tiny files are there, made as this version makes them (:func:`ensure_tiny_models` has nothing
+    to write)."""
+    root = tiny_root(models_dir)
+    out = _paths(root)
+    return is_current(root, (out.unet, out.whisper, out.vae / "config.json"), _manifest(seed))
 
 
 def is_current(root: Path, files: Iterable[Path], marker: dict[str, Any]) -> bool:

@@ -158,6 +158,8 @@ def _tiny_models() -> TinyModelPaths:
     """The tiny files, generated on first use (seeded: the same files every time)."""
     from lipsyncctl.checkpoints import tiny
 
+    if tiny.tiny_models_current():  # made before: nothing to say (a timeline's shots and languages each ask)
+        return tiny.ensure_tiny_models()
     with progress.Task("tiny models"):
         return tiny.ensure_tiny_models()
 

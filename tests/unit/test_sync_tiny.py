@@ -97,3 +97,16 @@ def test_a_set_put_in_place_meanwhile_is_kept_and_a_broken_one_remade(tmp_path: 
     (root / "a.bin").unlink()
     write_folder(root, marker, write)
     assert (root / "a.bin").read_bytes() == b"a" and sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_the_tiny_models_task_is_said_when_they_are_made_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeline asks for the networks once a shot and language: "tiny models" is a progress task when they are
+    made, not seven times over files already there."""
+    from lipsyncctl import progress
+    from lipsyncctl.pipeline.networks import _tiny_models
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path))
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        first = _tiny_models()
+        assert _tiny_models() == first and _tiny_models() == first
+    assert [e[2] for e in sink.events if e[0] == "start"] == ["tiny models"]
