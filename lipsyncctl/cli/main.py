@@ -74,7 +74,8 @@ def root(
     ),
 ) -> None:
     """Lip-sync dubbing from the command line."""
-    invocation = CliState(verbose=verbose, quiet=quiet, json=json_out, argv=state().argv)
+    invocation = CliState(verbose=verbose, quiet=quiet, json=json_out, argv=state().argv,
+                          progress_format=progress_format)
     ctx.obj = invocation
     set_state(invocation)
     # Library progress -> Rich bars on stderr for the duration of the command (auto: off when -q or not a TTY;

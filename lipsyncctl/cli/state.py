@@ -39,6 +39,7 @@ class CliState:
     warned: set[str] = field(default_factory=set)  # warning texts already shown by this invocation
     emitted: bool = False  # a JSON result went to stdout (an error then adds no second document)
     argv: tuple[str, ...] = ()  # this invocation's arguments, global options first (`train --nproc` passes them on)
+    progress_format: str = "auto"  # --progress: with json, notes and warnings are JSON lines on stderr too
 
     @property
     def progress_enabled(self) -> bool:
@@ -63,22 +64,33 @@ def state() -> CliState:
 
 
 def note(text: str, *, level: int = 0) -> None:
-    """A line on stderr (suppressed by -q; ``level`` 1 = only with -v)."""
+    """A line on stderr (suppressed by -q; ``level`` 1 = only with -v; ``--progress json``: a JSON line)."""
     st = state()
     if st.quiet or st.verbose < level:
         return
-    st.stderr.print(text, markup=False, highlight=False)
+    if not _json_line(st, "message", text):
+        st.stderr.print(text, markup=False, highlight=False)
 
 
 def warn(text: str) -> None:
     """``warning: TEXT`` on stderr, once per invocation (a warning the library showed while the job ran
-    comes back in the result's warnings; it is not repeated)."""
+    comes back in the result's warnings; it is not repeated); ``--progress json``: a JSON line."""
     st = state()
     if text in st.warned:
         return
     st.warned.add(text)
-    if not st.quiet:
+    if not st.quiet and not _json_line(st, "warning", text):
         st.stderr.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+
+
+def _json_line(st: CliState, event: str, text: str) -> bool:
+    """With ``--progress json``, ``{"event": EVENT, "text": TEXT}`` on stderr (every line of it parses; errors
+    stay ``error:`` lines) and True; else False."""
+    if st.progress_format != "json":
+        return False
+    sys.stderr.write(json.dumps({"event": event, "text": text}) + "\n")
+    sys.stderr.flush()
+    return True
 
 
 def emit_json(data: Any) -> None:

@@ -106,3 +106,20 @@ def test_off_shows_no_bars_on_a_terminal_and_auto_does(tmp_path: Path, monkeypat
 def test_an_unknown_progress_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--progress", "bars", "doctor"]) == 2
     assert "'bars' is not one of auto, lines, json, off" in capsys.readouterr().err
+
+
+def test_json_progress_makes_every_line_of_stderr_json_but_errors(tmp_path: Path, models_dir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The warnings a command says at its end (a result's, not sent through the progress sink while it ran: here
+    a dub shorter than the picture) are JSON lines too with --progress json: a log parser decodes every line."""
+    from fractions import Fraction
+
+    from tests.sync_media import sample_frames, write_clip, write_wav
+
+    video = write_clip(tmp_path / "v.mkv", sample_frames(6, scale=0.75), Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.08)
+    assert main(["sync", "--video", str(video), "--audio", str(audio), "-o", str(tmp_path / "o.mkv"),
+                 "--preset", "tiny", "--codec", "ffv1", "--progress", "json"]) == 0
+    events = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln]  # every line parses
+    warnings = [e["text"] for e in events if e["event"] == "warning"]
+    assert any("shorter than" in w for w in warnings) and any("NOT lip-synced" in w for w in warnings), warnings
