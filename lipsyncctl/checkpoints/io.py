@@ -115,7 +115,8 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-_CORRUPT_HINT = "the file may be truncated or corrupt: run `lipsyncctl models verify`, then fetch it again"
+_CORRUPT_HINT = ("the file may be truncated or corrupt, or not model weights; a downloaded model: run "
+                 "`lipsyncctl models verify`, then fetch it again")
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, mmap_ok: bool = True) -> Checkpoint:
