@@ -261,6 +261,10 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     clips_hash = _clips_hash(clips.clips)
     dataset = train_data.make_dataset(cfg, clips)
     sync_val = validation.prepare(cfg, data, device)  # every rank: a missing scorer stops them all
+    if cfg.run.validate_every and is_main and not train_data.read_clips(
+            data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames).clips:
+        progress.warning(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "
+                         "is logged (curate with a larger curate.val_fraction, or give a fileslist with val clips)")
 
     # 3. networks, the trained parameters, the optimizer -----------------------------------------------
     nets = load_train_networks(cfg, device, weight_dtype)

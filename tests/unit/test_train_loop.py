@@ -4,6 +4,7 @@ that ``sync`` loads, and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -260,3 +261,24 @@ def test_a_resume_after_a_kill_logs_each_step_once_and_overwrite_clears_every_ou
     cfg = api.resolve_train_config("tiny-stage1", ["run.max_steps=1"])
     api.train(curated.data, tmp_path / "b", cfg, overwrite=True)
     assert not (tmp_path / "b" / "export-ema").exists() and not (tmp_path / "b" / "validation").exists()
+
+
+def test_validation_without_val_clips_is_said(curated: Curated, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.validate_every on data whose val split is empty logged nothing and said nothing: a warning now."""
+    from lipsyncctl import progress
+    from lipsyncctl.training import data as train_data
+
+    real = train_data.read_clips
+
+    def no_val(data, *, split, **kw):  # type: ignore[no-untyped-def]
+        clips = real(data, split=split, **kw)
+        return dataclasses.replace(clips, clips=[]) if split == "val" else clips
+
+    monkeypatch.setattr(train_data, "read_clips", no_val)
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        result = run_train(curated, tmp_path / "o", "tiny-stage1", "run.max_steps=2", "run.save_every=2",
+                           "run.validate_every=2", "run.val_sync=false")
+    said = [e[1] for e in sink.events if e[0] == "message" and e[1].startswith(progress.WARNING_PREFIX)]
+    assert any("run.validate_every 2:" in w and "has no val clips" in w for w in said), said
+    assert result.validation == {}
