@@ -104,9 +104,13 @@ def convert_checkpoint(
 
             config = match_config(kind, ck.state_dict)
             if config is None:
+                from lipsyncctl.checkpoints.archs import UNET_CONFIG_NAMES
+
+                names = f" ({', '.join(UNET_CONFIG_NAMES)}, or a YAML)" if kind == "unet" else " (a YAML)"
                 raise ConfigError(
                     f"{src}: the tensors match none of the official {kind} configs",
-                    hint="pass --config with the architecture YAML the checkpoint was trained with",
+                    hint=f"pass --config with the architecture the checkpoint was trained with{names}; a `train "
+                    "--preset tiny` export: --config tiny",
                 )
     if isinstance(config, (str, os.PathLike)) and config_name is None:
         config_name = Path(config).stem

@@ -70,8 +70,9 @@ def test_convert_refusals(tiny_unet_file, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=".safetensors"):
         convert_checkpoint(src, tmp_path / "u.pt", config="tiny")
     # Tiny tensors match none of the official configs: no guessing.
-    with pytest.raises(ConfigError, match="none of the official unet configs"):
+    with pytest.raises(ConfigError, match="none of the official unet configs") as e:
         convert_checkpoint(src, tmp_path / "x.safetensors")
+    assert "--config tiny" in (e.value.hint or "") and "stage2_efficient" in (e.value.hint or "")  # the names taken
     # A strict mismatch writes nothing.
     from lipsyncctl.checkpoints.archs import load_unet_config
 
