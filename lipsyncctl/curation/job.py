@@ -270,7 +270,14 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
 
 def _warn_pending(result: CurateResult) -> None:
     """Say so when kept spans lack measurements (a loosened threshold keeps spans the later stages skipped,
-    or DATA holds an earlier run's ``--until``): they are kept so far, and ``train`` needs their features."""
+    or DATA holds an earlier run's ``--until``): they are kept so far, and ``train`` needs their features; and when
+    sources were decided but no span is kept (the thresholds reject everything: ``train`` would have nothing)."""
+    whole = result.scope is None or len(result.scope) >= len(result.sources)  # (a shard sees the others' so far)
+    if whole and result.sources and not any(c.decision.verdict == "kept" for c in result.clips):
+        result.warnings.append(f"no span of the {len(result.sources)} source(s) is kept: training has nothing to "
+                               "read (report.html says why each was rejected; loosen a threshold and rerun "
+                               "`lipsyncctl curate report`)")
+        progress.warning(result.warnings[-1])
     pending = result.pending
     if pending:
         stages = sorted({s for c in pending for s in c.summary["pending"]}, key=stage_names().index)

@@ -413,6 +413,11 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     assert doc["ok"] and doc["counts"]["rejected"]["shots/too-short"] == 1  # the cut clip's 3.2 s shot
     assert all(s["computed"] == [] for s in doc["sources"])
     assert sum(1 for line in _manifest(data) if line["decision"]["verdict"] == "rejected") == 1
+    assert not any("is kept" in w for w in doc["warnings"])
+    # thresholds that reject every span: said (it exited 0 in silence; training would find nothing)
+    assert main(["-q", "curate", "report", str(data), "--set", "curate.min_seconds=60", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert any(w.startswith("no span of the") and "is kept" in w for w in doc["warnings"]), doc["warnings"]
     assert main(["curate", "report", str(tmp_path / "nothing")]) == 5  # a missing DATA: bad input
     (tmp_path / "empty").mkdir()
     assert main(["curate", "report", str(tmp_path / "empty")]) == 2  # a folder without records: usage
