@@ -261,8 +261,10 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     clips_hash = _clips_hash(clips.clips)
     dataset = train_data.make_dataset(cfg, clips)
     sync_val = validation.prepare(cfg, data, device)  # every rank: a missing scorer stops them all
-    if cfg.run.validate_every and is_main and not train_data.read_clips(
-            data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames).clips:
+    # the held-out clips, read once (every validation draws the same samples from them)
+    val_clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames) \
+        if cfg.run.validate_every else None
+    if val_clips is not None and is_main and not val_clips.clips:
         progress.warning(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "
                          "is logged (curate with a larger curate.val_fraction, or give a fileslist with val clips)")
 
@@ -383,7 +385,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                                      "samples_per_s": samples_done / max(1e-9, time.monotonic() - t_loop),
                                      "peak_vram_gb": _peak_vram(device), "skipped": skipped})
             if cfg.run.validate_every and done % cfg.run.validate_every == 0:
-                result.validation = _validate(cfg, nets, model, data, alphas, device, acc, sharded=sharded)
+                result.validation = _validate(cfg, nets, model, val_clips, alphas, device, acc, sharded=sharded)
                 if validation.enabled(cfg):  # the render needs whole weights: FSDP gathers them (every rank)
                     full = acc.get_state_dict(model) if sharded else (
                         state.inference_state_dict(acc.unwrap_model(model)) if is_main else {})
@@ -487,16 +489,15 @@ def _micro_step(cfg: TrainConfig, nets: Any, model: Any, batch: dict[str, Any], 
         nets.model = trained
 
 
-def _validate(cfg: TrainConfig, nets: Any, model: Any, data: Path, alphas: Any, device: Any,
+def _validate(cfg: TrainConfig, nets: Any, model: Any, clips: Any, alphas: Any, device: Any,
               acc: Any, *, sharded: bool = False) -> dict[str, float]:
-    """Held-out loss on the val split (fixed samples and draws: comparable across steps); SyncNet runs also
-    report accuracy (``cos > 0.5``, as ``eval_syncnet_acc.py``)."""
+    """Held-out loss on the val split's ``clips`` (fixed samples and draws: comparable across steps); SyncNet runs
+    also report accuracy (``cos > 0.5``, as ``eval_syncnet_acc.py``)."""
     import torch
 
     from lipsyncctl.training import data as train_data
     from lipsyncctl.training.step import syncnet_micro_step, unet_micro_step
 
-    clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames)
     if not clips.clips:
         return {}
     dataset = train_data.make_dataset(cfg, clips)
