@@ -205,7 +205,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
             result = _decide_all(data, config, done, until, shard)
             result.scope = frozenset(t.id for t in mine)
             if until == names[-1]:
-                _warn_pending(result)
+                _warn_decisions(result)
             result.seconds = time.perf_counter() - t0
             _write_views(result, config, models)
     return result
@@ -262,17 +262,18 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
         result = _decide_all(data, config, {}, "report", (0, 1))
-        _warn_pending(result)
+        _warn_decisions(result)
         result.seconds = time.perf_counter() - t0
         _write_views(result, config)
     return result
 
 
-def _warn_pending(result: CurateResult) -> None:
-    """Say so when kept spans lack measurements (a loosened threshold keeps spans the later stages skipped,
-    or DATA holds an earlier run's ``--until``): they are kept so far, and ``train`` needs their features; and when
-    sources were decided but no span is kept (the thresholds reject everything: ``train`` would have nothing)."""
-    whole = result.scope is None or len(result.scope) >= len(result.sources)  # (a shard sees the others' so far)
+def _warn_decisions(result: CurateResult) -> None:
+    """What the decisions of a whole dataset leave ``train`` that it should know: no span kept at all (thresholds
+    that reject everything; a shard sees the others' sources unfinished, so not said there), or kept spans not
+    measured yet (a loosened threshold keeps spans the later stages skipped, or DATA holds an earlier run's
+    ``--until``): kept so far, and ``train`` needs their features."""
+    whole = result.scope is None or len(result.scope) >= len(result.sources)
     if whole and result.sources and not any(c.decision.verdict == "kept" for c in result.clips):
         result.warnings.append(f"no span of the {len(result.sources)} source(s) is kept: training has nothing to "
                                "read (report.html says why each was rejected; loosen a threshold and rerun "

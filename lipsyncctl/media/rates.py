@@ -61,11 +61,14 @@ def time_tolerance(fps: Fraction | int) -> Fraction:
 def frame_on_screen(seconds: float | Fraction, fps: Fraction | int) -> int:
     """The frame of a constant-rate picture on screen at ``seconds`` (``--start``): the last one starting at or
     before it, within :func:`time_tolerance` (``1.0`` s at 30000/1001 is frame 30, which starts at 1.001 s)."""
-    t = Fraction(seconds).limit_denominator(10**6) if not isinstance(seconds, Fraction) else seconds
-    return math.floor((t + time_tolerance(fps)) * Fraction(fps))
+    return math.floor((_exact(seconds) + time_tolerance(fps)) * Fraction(fps))
 
 
 def frames_before(seconds: float | Fraction, fps: Fraction | int) -> int:
     """How many frames of a constant-rate picture start before ``seconds`` (``--end``; the same tolerance)."""
-    t = Fraction(seconds).limit_denominator(10**6) if not isinstance(seconds, Fraction) else seconds
-    return max(0, math.ceil((t - time_tolerance(fps)) * Fraction(fps)))
+    return max(0, math.ceil((_exact(seconds) - time_tolerance(fps)) * Fraction(fps)))
+
+
+def _exact(seconds: float | Fraction) -> Fraction:
+    """Seconds a person typed (``0.19``, a float) as the fraction meant, not the binary float's expansion."""
+    return seconds if isinstance(seconds, Fraction) else Fraction(seconds).limit_denominator(10**6)

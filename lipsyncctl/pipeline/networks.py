@@ -8,6 +8,7 @@ the seeded tiny files first (:mod:`lipsyncctl.checkpoints.tiny`) and then loads 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,9 +159,8 @@ def _tiny_models() -> TinyModelPaths:
     """The tiny files, generated on first use (seeded: the same files every time)."""
     from lipsyncctl.checkpoints import tiny
 
-    if tiny.tiny_models_current():  # made before: nothing to say (a timeline's shots and languages each ask)
-        return tiny.ensure_tiny_models()
-    with progress.Task("tiny models"):
+    # a task only when they are made (a timeline's shots and languages each ask)
+    with contextlib.nullcontext() if tiny.tiny_models_current() else progress.Task("tiny models"):
         return tiny.ensure_tiny_models()
 
 
