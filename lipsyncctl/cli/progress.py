@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from lipsyncctl import progress
+from lipsyncctl.cli import state as st
 
 
 class RichSink:
@@ -89,8 +90,6 @@ class RichSink:
 
     def message(self, text: str) -> None:
         if text.startswith(progress.WARNING_PREFIX):  # lipsyncctl.progress.warning()
-            from lipsyncctl.cli import state as st
-
             st.warn(text[len(progress.WARNING_PREFIX):])
             return
         if self.show_messages:
@@ -134,7 +133,7 @@ class LineSink:
         import json
 
         if task is None:  # a note
-            line = json.dumps({"event": event, "text": text}) if self.json else str(text)
+            line = st.event_line(event, str(text)) if self.json else str(text)
         else:
             now = self._clock()
             elapsed, done, total = now - task["started"], task["done"], task["total"]
@@ -185,8 +184,6 @@ class LineSink:
 
     def message(self, text: str) -> None:
         if text.startswith(progress.WARNING_PREFIX):  # lipsyncctl.progress.warning(): shown once, as warnings are
-            from lipsyncctl.cli import state as st
-
             warning = text[len(progress.WARNING_PREFIX):]
             current = st.state()
             if not self.json:

@@ -88,9 +88,14 @@ def _json_line(st: CliState, event: str, text: str) -> bool:
     stay ``error:`` lines) and True; else False."""
     if st.progress_format != "json":
         return False
-    sys.stderr.write(json.dumps({"event": event, "text": text}) + "\n")
+    sys.stderr.write(event_line(event, text) + "\n")
     sys.stderr.flush()
     return True
+
+
+def event_line(event: str, text: str) -> str:
+    """A note or warning as ``--progress json`` writes it: ``{"event": "message"|"warning", "text": ...}``."""
+    return json.dumps({"event": event, "text": text})
 
 
 def emit_json(data: Any) -> None:
