@@ -332,8 +332,9 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     (array-job variables) or a tuple; ``until``: the last stage to run (default: every stage built,
     :func:`curate_stages`); ``gpus``: ``"0,1"`` or ``["cuda:0", "cuda:1"]``, one worker per GPU (its clip
     stages load their networks there); ``wait``: when another run is writing to ``data``, wait for it
-    instead of raising BusyError. Returns :class:`~lipsyncctl.curation.job.CurateResult`; raises
-    UsageError naming the option for a malformed value."""
+    instead of raising BusyError; ``dry_run``: run and write nothing, each source's ``to_compute`` the stages
+    a run would compute (missing weights a warning). Returns :class:`~lipsyncctl.curation.job.CurateResult`;
+    raises UsageError naming the option for a malformed value."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import run_curation
     from lipsyncctl.runner.devices import parse_gpus

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,8 @@ def curate_cmd(
     until: str | None = typer.Option(None, "--until", help="Last stage to run (default: all; see the stages above)."),
     force: list[str] | None = typer.Option(
         None, "--force", help="Recompute this stage (and every later one) even when stored (repeatable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List the sources and their state; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what a run would compute and decide, per "
+                                 "source; run and write nothing."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Sources processed at once."),
     shard: str | None = typer.Option(None, "--shard", help="Process only part I/N of the sources, or 'auto'."),
     backend: str = typer.Option("local", "--backend", help="local or ray (Ray: the optional extra named ray)."),
@@ -104,14 +106,24 @@ def curate_cmd(
                              hint="report.json (or --json) gives each error; fix them and rerun (finished stages are kept)")
 
 
+def _stages(names: list[str]) -> str:
+    """``align:0-125, sync:0-125, sync:125-250`` as ``align (1 span), sync (2 spans)``; source stages as named."""
+    counts: Counter[str] = Counter(n.split(":")[0] for n in names)
+    spans = {n.split(":")[0] for n in names if ":" in n}
+    return ", ".join(f"{n} ({c} span{'s' if c > 1 else ''})" if n in spans else n for n, c in counts.items()) or "-"
+
+
 def _render(console: Console, result: CurateResult) -> None:
     rows = []
     for s in sorted(result.sources, key=lambda s: s.path):
         d = s.decision
-        what = str(d.verdict) if d.verdict == "kept" else f"{d.verdict} at {d.stage}: {d.reason or d.error}"
-        rows.append((s.path, what, f"{s.kept}/{s.clips}", ", ".join(s.computed) or "-"))
-    title = f"curate -> {result.data}" + (" (dry run)" if result.dry_run else "")
-    console.print(st.table(title, ["source", "decision", "kept spans", "computed"], rows))
+        what = (str(d.verdict) if d.verdict == "kept" else f"to run from {d.stage} ({d.reason})"
+                if d.verdict == "pending" else f"{d.verdict} at {d.stage}: {d.reason or d.error}")
+        spans = "-" if d.verdict == "pending" else f"{s.kept}/{s.clips}"
+        rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
+    title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")
+    console.print(st.table(title, ["source", "decision", "kept spans",
+                                   "to compute" if result.dry_run else "computed"], rows))
     counts = result.counts()
     console.print(st.kv_table("counts", {
         "sources": ", ".join(f"{k} {v}" for k, v in counts["sources"].items()) or "-",

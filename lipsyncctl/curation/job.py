@@ -49,7 +49,7 @@ from lipsyncctl.curation.records import (
     source_id,
     stage_key,
 )
-from lipsyncctl.errors import LipsyncError, UsageError
+from lipsyncctl.errors import LipsyncError, MissingModelError, UsageError
 
 #: bump when a stage computes something different from the same inputs
 STAGE_VERSION = {Stage.PROBE: 1, Stage.NORMALIZE: 1, Stage.SHOTS: 1, Stage.SEGMENTS: 1}
@@ -76,10 +76,12 @@ class SourceOutcome:
     computed: list[str] = field(default_factory=list)   # stages run this time (the others were reused)
     clips: int = 0
     kept: int = 0
+    to_compute: list[str] | None = None  # a dry run: the stages a run would compute (``stage`` or ``stage:span``)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "computed": self.computed,
-                "clips": self.clips, "kept": self.kept}
+                "clips": self.clips, "kept": self.kept,
+                **({"to_compute": self.to_compute} if self.to_compute is not None else {})}
 
 
 @dataclass
@@ -102,6 +104,8 @@ class CurateResult:
 
     @property
     def failed(self) -> list[SourceOutcome]:
+        if self.dry_run:  # a dry run fails nothing: it lists a stored failure as a stage to retry
+            return []
         broken = {c.source for c in self.clips if c.decision.verdict == "failed"}
         return [s for s in self.sources if (self.scope is None or s.id in self.scope)
                 and (s.decision.verdict == "failed" or s.id in broken)]
@@ -185,15 +189,25 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
-    models = {} if dry_run else _clip_models(config, until)  # fail fast (exit 4) before any work
+    warnings: list[str] = []
+    try:
+        models = _clip_models(config, until)  # fail fast (exit 4) before any work
+    except MissingModelError as exc:
+        if not dry_run:
+            raise
+        models = {}  # the plan counts the clip stages as to run; the run itself would stop here
+        warnings.append(f"a run would stop (exit 4): {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+        progress.warning(warnings[-1])
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
     store = RecordStore(data / ".lipsyncctl" / "records")
     _check_ids(tasks, store, data)
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     if dry_run:
-        sources = [_planned(t, store) for t in mine]
-        return CurateResult(data, sources, [], until, shard, dry_run=True, seconds=time.perf_counter() - t0)
+        planned = [_planned(t, store) for t in mine]
+        return CurateResult(data, [s for s, _ in planned], [c for _, spans in planned for c in spans], until,
+                            shard, dry_run=True, seconds=time.perf_counter() - t0, fps=options.fps,
+                            warnings=warnings)
     with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}
@@ -346,7 +360,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
                 rec.stages[str(stage)] = old = refreshed
                 store.save("sources", task.id, rec.to_dict())
                 computed.append(str(stage))
-        if old is not None and old.key == key and not forced and _reusable(stage, old):
+        if _current(stage, old, key, forced):
             if _stops_here(stage, old, task.options):
                 complete = False
                 break
@@ -645,11 +659,65 @@ def _frames(rec: SourceRecord) -> int:
     return min(probe["grid_frames"], norm["audio_frames"])
 
 
-def _planned(task: CurateTask, store: RecordStore) -> SourceOutcome:
+def _current(stage: Stage, old: StageResult | None, key: str, forced: bool) -> bool:
+    """A source stage's stored result stands: its key is current, it is not forced, and it is reusable."""
+    return old is not None and old.key == key and not forced and _reusable(stage, old)
+
+
+def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[ClipSpan]]:
+    """What a run would do with one source, from its stored record alone (a dry run: nothing runs or is
+    written): the stages it would compute, as :func:`execute_source` decides them, and the decision and spans
+    the stored measurements give with the current thresholds. A source with a source stage to run is
+    ``pending`` (its spans are not known yet: every clip stage is listed by name)."""
+    from lipsyncctl.curation.decide import decide_clip
+    from lipsyncctl.runner.store import file_fingerprint
+
+    path = Path(task.path)
+    fingerprint = file_fingerprint(path) if path.is_file() else "missing"
     raw = store.load("sources", task.id)
-    rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, task.path, "")
-    decision = decide_source(rec, task.options) if raw else Decision.kept()
-    return SourceOutcome(task.id, task.path, decision, [])
+    rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, task.path, fingerprint)
+    names = [str(s) for s in STAGES]
+    last = names.index(task.until) if task.until in names else len(names) - 1
+    clip_names = [] if task.until in names else [s.name for s in CLIP_STAGES][
+        : [s.name for s in CLIP_STAGES].index(task.until) + 1]
+    key, forced = fingerprint, False
+    for i, stage in enumerate(STAGES[: last + 1]):
+        key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
+                                deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, task.options))
+        forced = forced or str(stage) in task.force
+        old = rec.result(stage)
+        if _current(stage, old, key, forced):
+            if _stops_here(stage, old, task.options):
+                return SourceOutcome(task.id, task.path, decide_source(rec, task.options), to_compute=[]), []
+            continue
+        why = ("new" if raw is None else "the file changed" if rec.fingerprint != fingerprint
+               else "--force" if forced else "not measured" if old is None
+               else "a failure, retried" if old.error is not None
+               else "an older record" if old.key == key and stage is Stage.PROBE else "settings changed")
+        todo = names[i: last + 1] + clip_names
+        return SourceOutcome(task.id, task.path, Decision.pending(str(stage), why), to_compute=todo), []
+    decision = decide_source(rec, task.options)
+    spans = decide_clips(rec, task.options, _clip_records(store, rec.id))
+    todo = []
+    if clip_names and decision.verdict == "kept":
+        stages = CLIP_STAGES[: len(clip_names)]
+        for span in decide_clips(rec, task.options):  # as execute_source: the spans the source stages keep
+            if span.decision.verdict != "kept":
+                continue
+            clip_raw = store.load(f"clips/{span.source}", span.id)
+            clip = ClipRecord.from_dict(clip_raw) if clip_raw else ClipRecord(span.id, span.source, span.first,
+                                                                               span.stop)
+            ckey, cforced = _span_key(key, span.first, span.stop), forced
+            for j, stage in enumerate(stages):
+                ckey = _clip_stage_key(ckey, stage, task)
+                cforced = cforced or stage.name in task.force
+                if _stale(clip.stages.get(stage.name), ckey, cforced, stage):
+                    todo += [f"{s.name}:{span.first}-{span.stop}" for s in stages[j:]]
+                    break
+                if decide_clip(clip, task.options)[0].verdict != "kept":
+                    break
+    return (SourceOutcome(task.id, task.path, decision, clips=len(spans),
+                          kept=sum(c.decision.verdict == "kept" for c in spans), to_compute=todo), spans)
 
 
 def _write_views(result: CurateResult, config: Config, models: dict[str, dict[str, str]] | None = None) -> None:

@@ -37,6 +37,7 @@ class Verdict(StrEnum):
     KEPT = "kept"
     REJECTED = "rejected"
     FAILED = "failed"
+    PENDING = "pending"  # a dry run's source whose stages are to run: not decided yet
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class Decision:
     @classmethod
     def failed(cls, stage: str, error: str) -> Decision:
         return cls(Verdict.FAILED, str(stage), error=error)
+
+    @classmethod
+    def pending(cls, stage: str, reason: str) -> Decision:
+        """Not decided: a dry run found ``stage`` (and the later ones) to run, for ``reason``."""
+        return cls(Verdict.PENDING, str(stage), reason)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"verdict": str(self.verdict)}

@@ -1,0 +1,131 @@
+"""`lipsyncctl curate --dry-run`: the plan it prints is what the next run computes (stage by stage and span by
+span), its decisions and spans are those the stored measurements give with the current thresholds, and it
+writes nothing; missing weights are a warning there (the run itself stops with exit 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl import config as cfg
+from lipsyncctl.cli.main import main
+from lipsyncctl.curation.job import CurateResult, run_curation
+from tests.curate_media import flat_frames, write_talking_clip
+
+SOURCE_STAGES = ["probe", "normalize", "shots", "segments"]
+
+
+def _clip(path: Path, frames: int, seed: int) -> Path:
+    """A 64x64 25 fps clip with ``frames`` frames and seeded noise bursts as its sound."""
+    rng = np.random.default_rng(seed)
+    n = frames * 640
+    envelope = np.repeat(rng.uniform(0.0, 1.0, n // 1600 + 1), 1600)[:n]
+    return write_talking_clip(path, flat_frames(frames), audio=(0.3 * envelope * rng.standard_normal(n)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
+    """Two sources (6 s and 12 s: one span, then two of 5 and 7 s) and the features stage as the only clip stage (the
+    others are tested on their own; the plan walks whichever stages there are)."""
+    from lipsyncctl.curation import clipstages, job
+
+    root = tmp_path_factory.mktemp("dry")
+    raw = root / "raw"
+    _clip(raw / "a.mp4", 150, seed=0)
+    _clip(raw / "b.mp4", 300, seed=1)
+    with pytest.MonkeyPatch.context() as mp:
+        (root / "models").mkdir()
+        mp.setenv("LIPSYNCCTL_MODELS", str(root / "models"))
+        stage = clipstages.clip_stage("features")
+        mp.setattr(clipstages, "CLIP_STAGES", (stage,))
+        mp.setattr(job, "CLIP_STAGES", (stage,))
+        yield {"raw": raw, "data": root / "data"}
+
+
+def _plan(result: CurateResult) -> dict[str, list[str]]:
+    return {Path(s.path).name: list(s.to_compute or []) for s in result.sources}
+
+
+def _done(result: CurateResult) -> dict[str, list[str]]:
+    return {Path(s.path).name: s.computed for s in result.sources}
+
+
+def _decisions(result: CurateResult) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    return ({Path(s.path).name: (s.decision.to_dict(), s.clips, s.kept) for s in result.sources},
+            {c.id: (c.first, c.stop, c.decision.to_dict()) for c in result.clips})
+
+
+def _plan_then_run(env: dict, *sets: str, **kw) -> tuple[CurateResult, CurateResult]:  # type: ignore[type-arg, no-untyped-def]
+    config = cfg.resolve("tiny", list(sets))
+    plan = run_curation([env["raw"]], env["data"], config, dry_run=True, **kw)
+    return plan, run_curation([env["raw"]], env["data"], config, **kw)
+
+
+def test_the_plan_of_every_state_is_what_the_run_then_computes(env) -> None:  # type: ignore[no-untyped-def]
+    data = env["data"]
+    # a new folder: every stage of every source, nothing decided yet, nothing written (not even the folder)
+    plan = run_curation([env["raw"]], data, cfg.resolve("tiny"), dry_run=True, until="segments")
+    assert not data.exists() and plan.dry_run and plan.ok and plan.clips == []
+    assert {s.decision.to_dict()["verdict"] for s in plan.sources} == {"pending"}
+    assert {(s.decision.stage, s.decision.reason) for s in plan.sources} == {("probe", "new")}
+    assert _plan(plan) == {"a.mp4": SOURCE_STAGES, "b.mp4": SOURCE_STAGES}
+    full = run_curation([env["raw"]], data, cfg.resolve("tiny"), dry_run=True)
+    assert _plan(full) == {"a.mp4": [*SOURCE_STAGES, "features"], "b.mp4": [*SOURCE_STAGES, "features"]}
+
+    # stop after the source stages, then plan the rest: the features of each span kept
+    plan, run = _plan_then_run(env, until="segments")
+    assert _plan(plan) == _done(run)
+    plan, run = _plan_then_run(env)
+    assert _plan(plan) == _done(run) == {"a.mp4": ["features:0-150"],
+                                         "b.mp4": ["features:0-125", "features:125-300"]}
+    assert _decisions(plan) == _decisions(run)  # the stored measurements, decided as the run decides them
+
+    # done: nothing to compute; the same decisions and counts as the run's
+    plan, run = _plan_then_run(env)
+    assert _plan(plan) == _done(run) == {"a.mp4": [], "b.mp4": []}
+    assert _decisions(plan) == _decisions(run) and plan.counts() == run.counts()
+
+    # --force segments: that stage and every later one, the reason said
+    plan, run = _plan_then_run(env, force=("segments",))
+    # (the spans are the segments' to find: the plan names the clip stages without them)
+    assert _plan(plan) == {"a.mp4": ["segments", "features"], "b.mp4": ["segments", "features"]}
+    assert _done(run) == {"a.mp4": ["segments", "features:0-150"],
+                          "b.mp4": ["segments", "features:0-125", "features:125-300"]}
+    assert {(s.decision.stage, s.decision.reason) for s in plan.sources} == {("segments", "--force")}
+
+    # a threshold decides from the stored scores: nothing to compute, the new decision shown
+    plan, run = _plan_then_run(env, "curate.min_seconds=8")
+    assert _plan(plan) == _done(run) == {"a.mp4": [], "b.mp4": []}
+    assert _decisions(plan) == _decisions(run)
+    assert plan.sources[0].decision.to_dict()["reason"] == "too-short"
+
+    # a changed source file: from the probe on
+    before = os.stat(env["raw"] / "a.mp4")
+    _clip(env["raw"] / "a.mp4", 175, seed=2)
+    plan, run = _plan_then_run(env)
+    assert next(s for s in plan.sources if s.path.endswith("a.mp4")).decision.reason == "the file changed"
+    assert _plan(plan)["a.mp4"] == [*SOURCE_STAGES, "features"] and _plan(plan)["b.mp4"] == []
+    assert _done(run)["a.mp4"] == [*SOURCE_STAGES, "features:0-175"] and before.st_size != 0
+
+
+def test_the_dry_run_names_stages_by_span_and_says_missing_weights(env, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    # missing weights: a warning (the run would stop with exit 4), the plan all the same, nothing written
+    code = main(["--json", "curate", str(env["raw"]), "-o", str(data), "--preset", "tiny",
+                 "--set", "model.whisper=whisper-tiny", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0 and not data.exists()
+    doc = json.loads(out)
+    assert doc["dry_run"] and [s["to_compute"] for s in doc["sources"]] == [[*SOURCE_STAGES, "features"]] * 2
+    assert "a run would stop (exit 4)" in doc["warnings"][0] and "models fetch whisper-tiny" in err
+    # the table: the decision to come and the stages a run computes, spans counted
+    run_curation([env["raw"]], data, cfg.resolve("tiny"), until="segments")
+    assert main(["curate", str(env["raw"]), "-o", str(data), "--preset", "tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing was run or written" in out and "to compute" in out
+    assert "features (2 spans)" in out and "features (1 span)" in out
