@@ -176,7 +176,7 @@ def outputs(data: Mapping[str, Any]) -> list[str]:
 
 def summary(data: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest's fields: ``lse_c``/``lse_d`` (the confirmed ones after a correction), ``offset`` (the
-    measured ``av_offset``), ``corrected``, ``sync_scale``; a corrected clip's ``aligned`` is the synced file
+    measured ``av_offset``), ``corrected``, ``sync_scale`` (``tiny`` for the random stand-ins); a corrected clip's ``aligned`` is the synced file
     (what training reads) and ``offset_after`` its re-scored offset."""
     from lipsyncctl.checkpoints.tiny_sync import TINY_NOTE
 
@@ -185,7 +185,7 @@ def summary(data: Mapping[str, Any]) -> dict[str, Any]:
     measured = data["measured"]
     final = data["confirmed"] if data["corrected"] else measured
     out: dict[str, Any] = {"lse_c": final["lse_c"], "lse_d": final["lse_d"], "offset": measured["offset"],
-                           "corrected": data["corrected"], "sync_scale": data["scale"]}
+                           "corrected": data["corrected"], "sync_scale": "tiny" if data.get("tiny") else data["scale"]}
     if data["corrected"]:
         out.update(aligned=data["synced"], offset_after=final["offset"],
                    audio_shift_samples=data["audio_shift_samples"])

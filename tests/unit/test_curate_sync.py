@@ -365,6 +365,7 @@ def test_tiny_preset_loads_random_official_files_measures_nothing_and_keeps_the_
     assert code == 0, capsys.readouterr().err
     (line,) = _manifest(env["data"])
     assert line["decision"]["verdict"] == "kept" and line["sync"] == "tiny: not measured"
+    assert line["sync_scale"] == "tiny"  # not "official": nothing was measured on any scale
     assert "RANDOM" in line["sync_note"] and "NOT MEASURED" in line["sync_note"] and line["corrected"] is False
     record = json.loads(next((env["data"] / ".lipsyncctl" / "records" / "clips").rglob("*.json")).read_text())
     measured = record["stages"]["sync"]["data"]["measured"]
