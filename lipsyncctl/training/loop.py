@@ -230,6 +230,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     from lipsyncctl.training.networks import enable_gradient_checkpointing, load_train_networks, resolve_files
 
     t_start = time.monotonic()
+    out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
     # 1. device, precision; before any work: RUN can be written, every file the networks load is there; processes
     device = resolve_device(cfg.run.device) if cpu is None else torch.device("cpu" if cpu else "cuda")
     precision = resolve_precision(cfg.run.mixed_precision, device)

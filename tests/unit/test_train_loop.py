@@ -87,13 +87,16 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
         loop._check_resumable({"world_size": 2}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1, "x")
 
 
-def test_accumulation_matches_the_larger_batch(curated: Curated, tmp_path: Path) -> None:
+def test_accumulation_matches_the_larger_batch(curated: Curated, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """2 micro-batches of 1 = a batch of 2: the same losses, and weights within 5 % of one AdamW step (lr) of each
     other. AdamW divides each gradient by its running size, so where a gradient is near 0 the float rounding of
     a sum in two parts moves the update by up to ~1.5 % of lr (measured: 1.5e-6 at lr 1e-4; a fixed 1e-6
     tolerance failed after a fresh install of the same pins); the first micro-batch alone moves it by 3e-4 (the control)."""
     a = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=2", "data.batch_size=2")
-    b = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=2", "optim.grad_accum=2")
+    monkeypatch.chdir(tmp_path)  # -o given relative: the result (and --json) names it absolute
+    b = run_train(curated, Path("b"), "tiny-stage1", "run.max_steps=2", "optim.grad_accum=2")
+    assert b.run == str(tmp_path / "b") and all(Path(p).is_absolute() for p in b.export.values())
     assert a.losses["loss"] == pytest.approx(b.losses["loss"], rel=1e-5)
     tolerance = 0.05 * api.resolve_train_config("tiny-stage1").optim.lr
     wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
