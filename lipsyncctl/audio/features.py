@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lipsyncctl.audio.mel import HOP_LENGTH, LogMel
+from lipsyncctl.media.rates import exact
 
 if TYPE_CHECKING:
     import torch
@@ -84,7 +85,7 @@ def chunk_indices(
     if n_frames < 0 or start < 0:
         raise ValueError(f"n_frames and start must be >= 0, got {n_frames}, {start}")
     left, right = (int(v) for v in feat_length)
-    rate = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1_000_000)
+    rate = exact(fps)
     if rate <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     step = Fraction(FEATURES_PER_SECOND) / rate  # feature frames per video frame

@@ -24,6 +24,7 @@ from lipsyncctl import progress
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
 from lipsyncctl.errors import DecodeError
+from lipsyncctl.media.rates import exact
 
 #: samples of 16 kHz audio per 25 fps frame (the one place: every stage's audio arithmetic uses it)
 SAMPLES_PER_FRAME = 640
@@ -49,7 +50,7 @@ def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:
         return {**facts, "problem": "no-video"}
     v = info.video
     fps = Fraction(options.fps)
-    frames = grid_frames(v.frame_count, Fraction(v.duration).limit_denominator(10**6), v.nominal_fps, v.is_vfr, fps)
+    frames = grid_frames(v.frame_count, exact(v.duration), v.nominal_fps, v.is_vfr, fps)
     facts |= {"width": v.display_size[0], "height": v.display_size[1], "codec": v.codec, "start_time": v.start_time,
               "field_order": v.field_order,
               "fps": f"{v.fps.numerator}/{v.fps.denominator}", "vfr": v.is_vfr, "grid_frames": frames,

@@ -61,14 +61,15 @@ def time_tolerance(fps: Fraction | int) -> Fraction:
 def frame_on_screen(seconds: float | Fraction, fps: Fraction | int) -> int:
     """The frame of a constant-rate picture on screen at ``seconds`` (``--start``): the last one starting at or
     before it, within :func:`time_tolerance` (``1.0`` s at 30000/1001 is frame 30, which starts at 1.001 s)."""
-    return math.floor((_exact(seconds) + time_tolerance(fps)) * Fraction(fps))
+    return math.floor((exact(seconds) + time_tolerance(fps)) * Fraction(fps))
 
 
 def frames_before(seconds: float | Fraction, fps: Fraction | int) -> int:
     """How many frames of a constant-rate picture start before ``seconds`` (``--end``; the same tolerance)."""
-    return max(0, math.ceil((_exact(seconds) - time_tolerance(fps)) * Fraction(fps)))
+    return max(0, math.ceil((exact(seconds) - time_tolerance(fps)) * Fraction(fps)))
 
 
-def _exact(seconds: float | Fraction) -> Fraction:
-    """Seconds a person typed (``0.19``, a float) as the fraction meant, not the binary float's expansion."""
-    return seconds if isinstance(seconds, Fraction) else Fraction(seconds).limit_denominator(10**6)
+def exact(value: float | int | Fraction) -> Fraction:
+    """A number a person typed or a float field holds (seconds ``0.19``, a start time, a rate ``29.97``) as
+    the fraction meant, not the binary float's expansion: the nearest with a denominator up to a million."""
+    return value if isinstance(value, Fraction) else Fraction(value).limit_denominator(10**6)

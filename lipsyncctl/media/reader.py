@@ -25,7 +25,7 @@ from lipsyncctl.media.container import (
     video_stream,
 )
 from lipsyncctl.media.probe import MediaInfo, probe
-from lipsyncctl.media.rates import time_tolerance
+from lipsyncctl.media.rates import exact, time_tolerance
 
 
 def rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -345,7 +345,7 @@ class IndexedReader:
         self.video = self._reader.video
         self.fps = Fraction(fps) if fps is not None else self.video.nominal_fps
         self.max_gap = max_gap
-        self._origin = Fraction(self.video.start_time).limit_denominator(10**6)
+        self._origin = exact(self.video.start_time)
         self._slots: Iterator[tuple[int, Frame]] | None = None
         self._base = 0       # grid index of slot 0 of the current stream
         self._pos = 0        # grid index of the next slot the stream yields

@@ -44,6 +44,7 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, NoFaceError
 from lipsyncctl.media.container import exists, is_image_sequence, sequence_file, sequence_files
+from lipsyncctl.media.rates import exact
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
 from lipsyncctl.pipeline.plan import (
     ClipPlan,
@@ -463,7 +464,7 @@ def grid_frames(vinfo: VideoInfo) -> int:
     the nominal rate for VFR input (what :class:`~lipsyncctl.media.reader.IndexedReader` yields)."""
     if not vinfo.is_vfr:
         return vinfo.frame_count
-    return max(1, round(Fraction(vinfo.duration).limit_denominator(10**6) * vinfo.nominal_fps))
+    return max(1, round(exact(vinfo.duration) * vinfo.nominal_fps))
 
 
 def _detector_device(config: Config, networks: Networks | None) -> str:

@@ -37,6 +37,7 @@ from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, SWS_THREADS, is_image_sequence, sequence_files
 from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
+from lipsyncctl.media.rates import exact
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".prep.json"
@@ -314,7 +315,7 @@ def _plan(item: PrepItem, job: _Job) -> Any:
         raise MediaError(f"{item.input}: --start {job.start} s is past the end ({v.duration:.3f} s)")
     seconds = available if job.duration is None else min(job.duration, available)
     item.fps = fps
-    item.frames = max(1, round(Fraction(seconds).limit_denominator(10**6) * fps))
+    item.frames = max(1, round(exact(seconds) * fps))
     item.duration = float(item.frames / fps)
     dw, dh = v.square_size  # anamorphic footage comes out in square pixels (the networks see faces as shown)
     if v.sample_aspect != 1:
@@ -358,7 +359,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
     # Scale in stored orientation, then rotate (cheaper than the other way round).
     stored = (item.height, item.width) if rot in (90, 270) else (item.width, item.height)
     resize = stored != (v.width, v.height)
-    start = Fraction(v.start_time).limit_denominator(10**6) + Fraction(job.start).limit_denominator(10**6)
+    start = exact(v.start_time) + exact(job.start)
     with VideoReader(item.input, info=info, apply_rotation=False) as reader, \
             VideoWriter(dest, item.fps, codec=codec.writer_codec, crf=opts.crf, preset=opts.encoder_preset,
                         profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
@@ -367,7 +368,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
             if job.start > 0:
                 # Resume decoding before the cut: the frame on screen at --start began before it (an
                 # off-grid --start or VFR input), and conform_cfr picks it from there.
-                reader.seek(time=max(Fraction(v.start_time).limit_denominator(10**6), start - SEEK_MARGIN))
+                reader.seek(time=max(exact(v.start_time), start - SEEK_MARGIN))
             last_src: Any = None
             last_out: Any = None
             frames = deinterlace(reader) if v.interlaced and opts.deinterlace == "auto" else reader

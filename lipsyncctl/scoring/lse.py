@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from lipsyncctl.errors import MediaError
+from lipsyncctl.media.rates import exact
 
 if TYPE_CHECKING:
     import torch
@@ -314,7 +315,7 @@ class SyncStream:
 
 def eval_frame_indices(num_frames: int, fps: Fraction | int | float) -> list[int]:
     """Source frame index for each 25 fps evaluation frame (nearest in time, ties rounded up)."""
-    rate = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1_000_000)
+    rate = exact(fps)
     if rate <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if rate == EVAL_FPS:

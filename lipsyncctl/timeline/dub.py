@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.media.rates import exact
 from lipsyncctl.timeline import timebase as tb
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fractio
             raise UsageError(f"--audio-offset {value!r}: not a timecode at {float(fps):.3f} fps ({exc})") from None
         return Fraction(frames - global_start) / fps
     try:
-        return Fraction(value).limit_denominator(10**6)
+        return exact(value)
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF") from None
 
@@ -242,7 +243,7 @@ def offset_samples(seg: Segment, rate: int) -> int:
     dub track (:func:`lipsyncctl.timeline.outputs.dub_track`) all shift by this one number, so they agree
     sample for sample."""
     off = seg.options.audio_offset
-    return round(Fraction(off).limit_denominator(10**6) * rate) if off else 0
+    return round(exact(off) * rate) if off else 0
 
 
 def shifted_spans(segments: list[Segment], fps: Fraction, rate: int) -> list[tuple[int, int, int, Segment]]:
@@ -290,8 +291,8 @@ def speech_frames(dub: DubTrack, seg: Segment, fps: Fraction, pad: int) -> tuple
     t0, _ = render_window(seg, fps, dub.rate)
     ranges: list[tuple[int, int]] = []
     for a, b in dub.speech:
-        lo = max(math.floor((Fraction(a).limit_denominator(10**6) - t0) * seg.media_fps) - pad, 0)
-        hi = min(math.ceil((Fraction(b).limit_denominator(10**6) - t0) * seg.media_fps) + pad, seg.render_frames)
+        lo = max(math.floor((exact(a) - t0) * seg.media_fps) - pad, 0)
+        hi = min(math.ceil((exact(b) - t0) * seg.media_fps) + pad, seg.render_frames)
         if hi > lo:
             if ranges and lo <= ranges[-1][1]:
                 ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))

@@ -297,7 +297,7 @@ def _edl_speeds(text: str, timeline: Any) -> str:
     and states the speed in frames a second as NLEs write it (``050.0``, ``-025.0``). A reverse is written forward by :func:`_for_adapter` (the writer raised on a
     source out before 00:00:00:00), its clip's name marked (:data:`_REVERSE`), and turned back here. An event line
     that does not parse is left as written, its ``M2`` lines too."""
-    from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2
+    from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2, m2_speed
 
     rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
     lines = text.splitlines()
@@ -320,7 +320,7 @@ def _edl_speeds(text: str, timeline: Any) -> str:
         incoming = i + 1 < len(lines) and lines[i + 1].startswith("* TO")
         at, event = block[-1] if incoming else block[0]
         try:
-            speed = (Fraction(m2.group(2)) / rate).limit_denominator(100)
+            speed = m2_speed(m2, rate)
             first = tb.timecode_frames(event.group(5), rate)
             frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
         except ValueError:  # nothing the writer makes; left as written

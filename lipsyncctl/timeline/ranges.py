@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import ConfigError, MediaError, UsageError
+from lipsyncctl.media.rates import exact
 from lipsyncctl.timeline import timebase as tb
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def parse_time(value: Any, fps: Fraction, start: int, where: str) -> int:
     if isinstance(value, bool):
         raise UsageError(f"{where} {value!r}: not a time", hint=_HINT)
     if isinstance(value, int | float):
-        return round(Fraction(value).limit_denominator(10**6) * fps)
+        return round(exact(value) * fps)
     text = str(value).strip()
     if _FRAMES.match(text):
         return int(text[:-1].strip())

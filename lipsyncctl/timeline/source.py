@@ -473,6 +473,16 @@ EDL_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+
 #: ``M2   REEL   SPEED   SOURCE-IN`` (speed in frames a second; negative: reverse; 0: a still); OTIO's writer puts
 #: the clip's name, which may hold spaces, where the reel goes.
 EDL_M2 = re.compile(r"^M2\s+(.+?)\s+(-?[0-9.]+)\s+(\S{11})\s*$")
+
+
+def m2_speed(m2: re.Match[str], rate: Fraction) -> Fraction:
+    """An :data:`EDL_M2` line's speed: its frames-per-second field over the edit's rate, to the hundredth
+    (``029.97`` at 29.97 is 1x, ``-25.0`` at 25 is reverse).
+
+    Raises:
+        ValueError: the field is not a number.
+    """
+    return (Fraction(m2.group(2)) / rate).limit_denominator(100)
 _FREEZE = re.compile(r"^\*\s*FREEZE FRAME", re.IGNORECASE)
 
 
@@ -513,7 +523,7 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
                 # two sides are one reel, the one at the M2's source in, else the side its next comment names (* TO:
                 # the incoming clip), else the outgoing clip's (OTIO's writer states that one at the clip's own in)
                 reel, src = motion.group(1), frames(motion.group(3))
-                speed = (Fraction(motion.group(2)) / rate).limit_denominator(100)  # 029.97 at 29.97 is 1x
+                speed = m2_speed(motion, rate)
                 same = [e for e in event if e.group(2) == reel] or event[-1:]
                 incoming = i + 1 < len(lines) and lines[i + 1].strip().upper().startswith("* TO")
                 ev = next((e for e in same if frames(e.group(5)) == src), same[-1] if incoming else same[0])
