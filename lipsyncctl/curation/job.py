@@ -183,8 +183,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     # 1. Sources, output checks, this shard's part.
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
-    if not dry_run:
-        check_writable(data / "curate.yaml")
+    check_writable(data / "curate.yaml", probe=not dry_run)  # a dry run reads the permission bits only
     pairs = collect_inputs(list(inputs), data)
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
