@@ -72,9 +72,9 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
     """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on,
     up to the end the container declares (:func:`declared_end`: no encoder padding).
 
-    ``native``: a list that receives ``[samples, rate]`` once the iteration ends: the samples decoded at the
-    stream's own rate up to the declared end (what :func:`audio_length` counts, for ``start`` 0 and read to
-    the end) and that rate.
+    ``native``: a list that receives ``[samples, rate, time]`` once the iteration ends: the samples decoded at
+    the stream's own rate up to the declared end (what :func:`audio_length` counts, for ``start`` 0 and read to
+    the end), that rate, and the time of the first one decoded (seconds of the file's timeline, a Fraction).
 
     Seeks near ``start`` first (a keyframe before it); callers trim by the reported time. Frames are in
     ``fmt``: packed (``flt``, ``s16``: ``frame.to_ndarray()`` is ``(1, n * channels)``, interleaved, so
@@ -118,18 +118,23 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
     finally:
         if native is not None:
             own = int(stream.codec_context.sample_rate)
-            native[:] = [decoded if end is None else min(decoded, max(0, round((end - (t0 or 0)) * own))), own]
+            native[:] = [decoded if end is None else min(decoded, max(0, round((end - (t0 or 0)) * own))), own,
+                         t0 or Fraction(0)]
 
 
 def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1, *,
-                          stream_index: int | None = None, folder: str | Path | None = None
-                          ) -> tuple[np.ndarray, int, int]:
-    """``(read_audio(path, rate, channels), *audio_length(path))`` from one decode of the file: the samples
-    at ``rate``, and how many samples the audio has at its own rate, and that rate. ``stream_index``: the
-    container's index of the audio stream to read (None: the first); ``folder``: see :func:`read_audio`."""
-    native: list[int] = []
-    samples = read_audio(path, rate, channels, native=native, stream_index=stream_index, folder=folder)
-    return samples, native[0], native[1]
+                          stream_index: int | None = None, folder: str | Path | None = None,
+                          start: Fraction | float = 0) -> tuple[np.ndarray, int, int]:
+    """``(read_audio(path, rate, channels, start=start), samples, own_rate)`` from one decode of the file: the
+    samples at ``rate`` from ``start`` seconds of the file's timeline on (silence first where the stream starts
+    later), and how many samples that sound has at the stream's own rate (:func:`audio_length`'s count, from
+    ``start``), and that rate. ``stream_index``: the container's index of the audio stream to read (None: the
+    first); ``folder``: see :func:`read_audio`."""
+    native: list[Any] = []
+    samples = read_audio(path, rate, channels, native=native, stream_index=stream_index, folder=folder,
+                         start=float(start))
+    decoded, own, first = native
+    return samples, max(0, decoded + round((first - Fraction(start)) * own)), own
 
 
 #: Samples :func:`read_audio` keeps in memory when it is given a folder: more go to a file mapped from there

@@ -13,7 +13,7 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.atomic import atomic_output, file_size, write_error, write_failure
-from lipsyncctl.media.audio import _audio_stream, iter_audio_frames, layout_name, truncate_frame
+from lipsyncctl.media.audio import _audio_stream, iter_audio, layout_name, truncate_frame
 from lipsyncctl.media.container import ffmpeg_reason, opened, video_stream
 from lipsyncctl.media.writer import BITEXACT
 
@@ -149,7 +149,7 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
 def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.ndarray], out: str | Path, *, rate: int | None = None,
               codec: str = "aac", bit_rate: int | None = None, duration: float | Fraction | None = None,
               pad: bool = False, inputs: tuple | list = (), timecode: str | None = None,
-              reel: str | None = None, audio_stream: int | None = None) -> Path:
+              reel: str | None = None, audio_stream: int | None = None, audio_start: Fraction | float = 0) -> Path:
     """Write ``out``: the video stream of ``video`` copied as is, plus ``audio`` encoded as ``codec``.
 
     Args:
@@ -170,6 +170,8 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
     (:func:`encodable_rate`); PCM keeps every rate, except in an MXF (48 kHz only: resampled to it).
         timecode, reel: the start timecode and reel name to write (:func:`tag_timecode`).
         audio_stream: the container's index of the audio stream of a file ``audio`` (None: its first).
+        audio_start: the time of a file ``audio``'s timeline whose sound is written first (the output's 0):
+            earlier samples are left out, a stream that starts later begins with silence (:func:`iter_audio`).
     """
     import av
 
@@ -206,13 +208,14 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
                 else:
                     with opened(audio) as asrc:
                         ain = _audio_stream(asrc, Path(audio), audio_stream)
-                        a_rate = encodable_rate(encoder, int(ain.codec_context.sample_rate), out)
+                        index, own = ain.index, int(ain.codec_context.sample_rate)
                         channels = int(ain.codec_context.layout.nb_channels)
-                        aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)
-                        frames = (f for _, f in iter_audio_frames(
-                            asrc, ain, rate=a_rate, channels=channels, fmt=fmt,
-                            frame_size=aout.codec_context.frame_size or 1024))
-                        _interleave(src, vin, dst, vout, aout, frames, a_rate, duration, pad)
+                    a_rate = encodable_rate(encoder, own, out)
+                    aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)
+                    # from audio_start on the file's timeline: cut there, or led by silence to where the sound starts
+                    chunks = iter_audio(audio, a_rate, channels, start=float(audio_start), stream_index=index)
+                    frames = _array_frames(chunks, channels, a_rate, fmt, aout.codec_context.frame_size or 1024)
+                    _interleave(src, vin, dst, vout, aout, frames, a_rate, duration, pad)
         except av.error.FFmpegError as exc:
             if write_failure(exc) is not None:  # disk full, I/O error: name the output, not its temporary file
                 raise write_error(out, exc, written=file_size(tmp)) from exc

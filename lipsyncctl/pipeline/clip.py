@@ -230,7 +230,8 @@ def sync_clip(
         # One decode of the dub: the model's 16 kHz copy (a long one mapped from a file beside the output) and its
         # length at its own rate (the plan's); the output streams the original from the file at the mux.
         mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream,
-                                                                 folder=_scratch_folder(output))
+                                                                 folder=_scratch_folder(output),
+                                                                 start=inputs.origin)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty")
     vinfo = info.video
@@ -322,7 +323,8 @@ def sync_clip(
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
-                              audio_stream=audio_stream, start_number=number)
+                              audio_stream=audio_stream, audio_start=inputs.origin, start_number=number,
+                              overwrite=overwrite)
         finally:
             if stream is not None:
                 stream.close()
@@ -375,19 +377,23 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
                       output: Path, matte_out: Path | None, settle: Callable[[], None],
                       timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None,
-                      start_number: int = 1) -> None:
+                      audio_start: Fraction = Fraction(0), start_number: int = 1, overwrite: bool = True) -> None:
     """Steps 5-6: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
     ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
     :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs. An image
     sequence ``output`` (numbered from ``start_number``) gets no sound; its files are moved into place last
-    (:func:`~lipsyncctl.media.atomic.replace_sequence`: those of a longer take it replaces are removed)."""
+    (:func:`~lipsyncctl.media.atomic.replace_sequence`: those of a longer take it replaces are removed). Without
+    ``overwrite``, an output another run put in place meanwhile (the same command twice at once) is not replaced:
+    :class:`UsageError`, as when it was there at the start (:func:`~lipsyncctl.media.atomic.move_new`)."""
     from lipsyncctl.errors import WriteError
     from lipsyncctl.media.atomic import (
+        move_new,
         output_folder,
         replace_sequence,
         space_needed,
         sweep_temps,
+        taken_error,
         temp_prefix,
         write_error,
     )
@@ -420,13 +426,18 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                                           codec=config.output.audio_codec, pad=True,
                                           duration=Fraction(plan.num_frames) / plan.fps,  # exact: the plan's samples
                                           inputs=[video], timecode=timecode[0] if timecode else None,
-                                          reel=timecode[1] if timecode else None, audio_stream=audio_stream)
+                                          reel=timecode[1] if timecode else None, audio_stream=audio_stream,
+                                          audio_start=audio_start)
             except WriteError as exc:
                 stored = (writer.packets_written, writer.frames_written) if writer is not None else (0, 0)
                 needed.append(space_needed(exc, video_only, stored, plan.num_frames))
                 raise
+            if not overwrite:  # another run of the same output finished while this one rendered: its take stays
+                for path in (output, matte_out):
+                    if path is not None and exists(path):
+                        raise taken_error(path)
             settle()
-            place = replace_sequence if sequence else os.replace
+            place = replace_sequence if sequence else os.replace if overwrite else move_new
             if matte_out is not None and matte_tmp is not None:
                 place(matte_tmp, matte_out)
             place(final, output)
@@ -486,6 +497,21 @@ class Inputs:
     info: MediaInfo
     dub: AudioInfo
     several: str | None = None
+    origin: Fraction = Fraction(0)  # the time of the audio file's timeline where the dub starts: see probe_inputs
+
+
+def dub_origin(info: MediaInfo, sound: MediaInfo, same: bool) -> Fraction:
+    """Where the dub starts on its file's timeline (its sample 0, placed at the output's first frame): the
+    clip's own sound (``same``) from the time of its first picture, as the file plays them together (as
+    ``prep`` cuts it); another file from its own start, the earliest of its streams (FFmpeg's zero: an MPEG-TS
+    starts at 1.4 s or any time). A stream that starts later than that begins with silence (a .mov whose
+    sound starts 0.5 s after its picture keeps that half second)."""
+    from lipsyncctl.media.rates import exact
+
+    if same and info.video is not None:
+        return exact(info.video.start_time)
+    starts = [a.start_time for a in sound.audio] + ([sound.video.start_time] if sound.video is not None else [])
+    return exact(max(0.0, min(starts))) if starts else Fraction(0)
 
 
 def check_found(video: Path, audio: Path) -> None:
@@ -503,6 +529,7 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
     stream); the file is probed once when the clip is its own sound. The picture may be an image sequence (an
     ffmpeg pattern, ``shot/%04d.png``) at ``sequence_fps`` (``sync.sequence_fps``, see
     :func:`~lipsyncctl.pipeline.output.sequence_rate`): the readers made with its probe read it at that rate."""
+    from lipsyncctl.media.atomic import same_file
     from lipsyncctl.media.probe import pick_audio_stream, probe
     from lipsyncctl.pipeline.output import sequence_rate
 
@@ -512,12 +539,13 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
         raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give the picture with --video")
     if info.video.frame_count <= 0:
         raise MediaError(f"{video}: the video stream has no frames")
-    sound = info if audio == video else probe(audio)
+    same = audio == video or same_file(audio, video)
+    sound = info if same else probe(audio)
     if not sound.audio:
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
-    return Inputs(info, dub, several)
+    return Inputs(info, dub, several, dub_origin(info, sound, same))
 
 
 def _scratch_folder(output: Path) -> Path:
