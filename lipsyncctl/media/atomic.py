@@ -371,6 +371,35 @@ def _atomic_sequence(path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def taken_error(path: str | Path) -> UsageError:
+    """The error of an output that another run put in place while this one worked (exit 2, as an output there at
+    the start): that run's take is left as it is."""
+    return UsageError(f"{path}: exists; another run wrote it while this one worked, and it is left as it is",
+                      hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
+
+
+def move_new(src: str | Path, dst: str | Path) -> None:
+    """Rename ``src`` to ``dst``, never replacing a ``dst`` that exists (another run's, made meanwhile): a hard link,
+    then ``src`` removed, so of two runs exactly one gets ``dst``; where the file system has no hard links (FAT,
+    some network shares), a look and a rename.
+
+    Raises:
+        UsageError: ``dst`` exists (:func:`taken_error`).
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise taken_error(dst) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(dst):
+            raise taken_error(dst) from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
 def replace_sequence(src: str | Path, dst: str | Path) -> list[Path]:
     """Move the files of the image sequence ``src`` (a pattern, ``.../shot.%04d.png``) to the names of the pattern
     ``dst``, number for number (each move a rename), then remove the files of ``dst`` no new file replaced (the
