@@ -300,10 +300,21 @@ def reblock(chunks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.concatenate(held) if len(held) > 1 else held[0]
 
 
+def own_start(path: str | Path) -> Fraction:
+    """Where the timeline of a file given as a sound of its own (a dub, not a clip's sound) starts: the earliest
+    start of its streams, FFmpeg's zero (an MPEG-TS starts at 1.4 s or any time; a WAV at 0), never before 0. A
+    stream of it that starts later begins, read from here (:func:`iter_audio`'s ``start``), with silence."""
+    from lipsyncctl.media.rates import exact
+
+    with opened(Path(path)) as container:
+        start = container.start_time
+    return exact(max(0, start) / 1_000_000) if start else Fraction(0)
+
+
 def spool_audio(path: str | Path, rate: int | None = None, channels: int | None = None, *,
-                folder: str | Path | None = None) -> tuple[np.ndarray, int]:
-    """``(samples, rate)``: the whole audio of ``path`` (from time 0, as :func:`read_audio` gives it) decoded
-    once into an unnamed temporary file in ``folder`` (None: the system's temporary folder) and mapped
+                folder: str | Path | None = None, start: Fraction | float = 0) -> tuple[np.ndarray, int]:
+    """``(samples, rate)``: the whole audio of ``path`` (from ``start`` of its timeline, as :func:`read_audio` gives
+    it) decoded once into an unnamed temporary file in ``folder`` (None: the system's temporary folder) and mapped
     read-only, ``(n, channels)`` float32 (:func:`gather_samples`): random access to an hour of 48 kHz stereo
     without 1.4 GB of memory."""
 
@@ -311,7 +322,7 @@ def spool_audio(path: str | Path, rate: int | None = None, channels: int | None 
         with opened(path) as container:
             ctx = _audio_stream(container, Path(path), None).codec_context
             rate, channels = int(rate or ctx.sample_rate), int(channels or ctx.layout.nb_channels)
-    return gather_samples(iter_audio(path, rate, channels), folder=folder, keep=0), rate
+    return gather_samples(iter_audio(path, rate, channels, start=float(start)), folder=folder, keep=0), rate
 
 
 def scratch_samples(samples: int, channels: int, *, folder: str | Path | None = None) -> np.ndarray:

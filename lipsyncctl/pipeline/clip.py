@@ -500,18 +500,18 @@ class Inputs:
     origin: Fraction = Fraction(0)  # the time of the audio file's timeline where the dub starts: see probe_inputs
 
 
-def dub_origin(info: MediaInfo, sound: MediaInfo, same: bool) -> Fraction:
+def dub_origin(info: MediaInfo, audio: Path, same: bool) -> Fraction:
     """Where the dub starts on its file's timeline (its sample 0, placed at the output's first frame): the
     clip's own sound (``same``) from the time of its first picture, as the file plays them together (as
-    ``prep`` cuts it); another file from its own start, the earliest of its streams (FFmpeg's zero: an MPEG-TS
+    ``prep`` cuts it); another file from its own start (:func:`~lipsyncctl.media.audio.own_start`: an MPEG-TS
     starts at 1.4 s or any time). A stream that starts later than that begins with silence (a .mov whose
     sound starts 0.5 s after its picture keeps that half second)."""
+    from lipsyncctl.media.audio import own_start
     from lipsyncctl.media.rates import exact
 
     if same and info.video is not None:
         return exact(info.video.start_time)
-    starts = [a.start_time for a in sound.audio] + ([sound.video.start_time] if sound.video is not None else [])
-    return exact(max(0.0, min(starts))) if starts else Fraction(0)
+    return own_start(audio)
 
 
 def check_found(video: Path, audio: Path) -> None:
@@ -545,7 +545,7 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
-    return Inputs(info, dub, several, dub_origin(info, sound, same))
+    return Inputs(info, dub, several, dub_origin(info, audio, same))
 
 
 def _scratch_folder(output: Path) -> Path:

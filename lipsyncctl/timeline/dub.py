@@ -124,13 +124,15 @@ def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fractio
 
 
 def load_dub_file(language: str, path: Path, start: Fraction = Fraction(0), *, folder: Path | None = None) -> DubTrack:
-    """Decode a dub file at its own rate and channels (PyAV), onto disk in ``folder``
+    """Decode a dub file at its own rate and channels (PyAV), from its own start (an MPEG-TS's first sample, not its
+    time 0: :func:`~lipsyncctl.media.audio.own_start`), onto disk in ``folder``
     (:func:`~lipsyncctl.timeline.mediaio.spool_audio`: memory does not grow with the dub's length)."""
+    from lipsyncctl.media.audio import own_start
     from lipsyncctl.timeline.mediaio import spool_audio
 
     if not path.is_file():
         raise MediaError(f"--audio {language}: file not found: {path}", hint="check the path")
-    samples, rate = spool_audio(path, folder=folder)
+    samples, rate = spool_audio(path, folder=folder, start=own_start(path))
     return DubTrack(language, samples, rate, start, str(path))
 
 

@@ -24,13 +24,13 @@ def read_audio(path: Path, rate: int | None = None, channels: int | None = None)
 
 
 def spool_audio(path: Path, rate: int | None = None, channels: int | None = None, *,
-                folder: Path | None = None) -> tuple[np.ndarray, int]:
-    """:func:`read_audio`'s ``(channels, n)`` for a whole dub or M&E: decoded once into an unnamed file in
-    ``folder`` and mapped (:func:`lipsyncctl.media.audio.spool_audio`), so a feature-length dub per language
-    costs disk, not memory."""
+                folder: Path | None = None, start: Fraction | float = 0) -> tuple[np.ndarray, int]:
+    """:func:`read_audio`'s ``(channels, n)`` for a whole dub or M&E (from ``start`` of its timeline): decoded once
+    into an unnamed file in ``folder`` and mapped (:func:`lipsyncctl.media.audio.spool_audio`), so a feature-length
+    dub per language costs disk, not memory."""
     from lipsyncctl.media.audio import spool_audio as _spool
 
-    samples, rate = _spool(path, rate or _own_rate(path), channels, folder=folder)
+    samples, rate = _spool(path, rate or _own_rate(path), channels, folder=folder, start=start)
     return samples.T, rate
 
 

@@ -142,7 +142,7 @@ def test_a_dub_that_starts_late_or_on_another_clock_is_heard_and_muxed_on_one_ti
 
     frames = sample_frames(10, scale=0.75)
     own = _write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", _burst_sound(0.2), audio_at=0.2, frames=frames)
-    ts = _write_sound(tmp_path / "dub.ts", "mpegts", "mp2", _burst_sound(0.4))
+    ts = _write_sound(tmp_path / "dub.ts", "mpegts", "mp2", _burst_sound(0.4), audio_at=1.4)  # as FFmpeg writes a TS
     video = write_clip(tmp_path / "v.mkv", frames, Fraction(25))
     with tiny_models(tmp_path / "models") as (config, models):
         for picture, dub, expected, slack in ((own, own, 0.2 + BURST[0], 0.001), (video, ts, BURST[0], 0.05)):
@@ -154,3 +154,15 @@ def test_a_dub_that_starts_late_or_on_another_clock_is_heard_and_muxed_on_one_ti
             # (MP2 in a TS delays its sound by its codec's 30 ms, which the file does not state; not 1.4 s)
             assert _burst_at(heard) == pytest.approx(expected, abs=slack), (dub.name, _burst_at(heard))
             assert _burst_at(written) == _burst_at(heard), dub.name  # the mux and the model agree to the sample
+
+
+def test_a_timeline_dub_in_mpeg_ts_starts_at_its_first_sample(tmp_path: Path) -> None:
+    """A timeline's dub file is read from its own start, as a clip's (``own_start``): an MPEG-TS's 1.4 s are not
+    silence before the dialogue; a WAV's start is 0."""
+    from lipsyncctl.media.audio import own_start
+    from lipsyncctl.timeline.dub import load_dub_file
+
+    ts = _write_sound(tmp_path / "de.ts", "mpegts", "mp2", _burst_sound(0.4), audio_at=1.4)  # as FFmpeg writes a TS
+    assert own_start(ts) > 1 and own_start(write_wav(tmp_path / "a.wav", 0.1)) == 0
+    dub = load_dub_file("de", ts, folder=tmp_path)
+    assert dub.rate == RATE and _burst_at(np.asarray(dub.samples[0])) == pytest.approx(BURST[0], abs=0.05)
