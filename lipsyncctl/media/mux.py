@@ -131,7 +131,7 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
         try:
             with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
                 streams = [s for s in src.streams if s.type in ("video", "audio")]
-                outs = {s.index: dst.add_stream_from_template(s) for s in streams}
+                outs = {s.index: _copy_stream(dst, s) for s in streams}
                 vin = video_stream(src, path)
                 tag_timecode(dst, outs[vin.index], timecode, reel, rate=vin.average_rate or vin.guessed_rate)
                 for packet in src.demux(streams):
@@ -191,7 +191,7 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
         vin = video_stream(src, video)
         try:
             with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
-                vout = dst.add_stream_from_template(vin)
+                vout = _copy_stream(dst, vin)
                 frame_rate = vin.average_rate or vin.guessed_rate
                 if out.suffix.lower() == ".mxf":  # MXF's muxer takes its edit rate from the stream's frame rate
                     vout.codec_context.framerate = frame_rate
@@ -220,6 +220,16 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
             if write_failure(exc) is not None:  # disk full, I/O error: name the output, not its temporary file
                 raise write_error(out, exc, written=file_size(tmp)) from exc
             raise MediaError(f"{out}: muxing failed ({ffmpeg_reason(exc)})") from exc
+    return out
+
+
+def _copy_stream(dst: Any, stream: Any) -> Any:
+    """A stream of ``dst`` for ``stream``'s packets as they are, with its pixel aspect: the template copies the codec
+    parameters, where a MOV reader does not put the aspect of its ``pasp`` box (a ProRes or DNxHR stream, whose
+    bitstream holds none, would come out square)."""
+    out = dst.add_stream_from_template(stream)
+    if stream.type == "video" and stream.sample_aspect_ratio:
+        out.codec_context.sample_aspect_ratio = stream.sample_aspect_ratio
     return out
 
 

@@ -15,8 +15,9 @@ conversions into 10-bit formats are not deterministic).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,38 @@ _FIELD_CODING = {"libx264": "x264-params", "prores_ks": "flags", "ffv1": "contai
 #: MOV/MKV boxes, made from stream side data PyAV cannot set).
 _HDR_PARAMS = {"libx264": ("x264-params", "mastering-display", "cll"),
                "libx265": ("x265-params", "master-display", "max-cll")}
-#: Tags for RGB frames when the caller gives none: HD video is BT.709, limited range.
+#: Tags for RGB frames when the caller gives none: HD video is BT.709, limited range. Also the matrix and range an
+#: RGB source (tagged ``gbr``: PNG, DPX) is converted with into a YUV output (:meth:`VideoWriter._tags`).
 DEFAULT_COLOR = ColorInfo("bt709", "bt709", "bt709", "tv")
+#: How an encoder's output keeps :attr:`VideoWriter.sample_aspect` (the pixel aspect). ``context``: from the codec
+#: context, in the bitstream (x264, x265: the VUI) or each image's header (PNG pHYs, TIFF resolution, DPX). ``frame``:
+#: FFV1 codes each frame's own in its slice headers and ignores the context's (PyAV sets no frame's aspect; FFmpeg's
+#: ``setsar`` filter does: :meth:`VideoWriter._stamp`). ``container``: ProRes and DNxHR code none; the MOV muxer's
+#: ``pasp`` box keeps it (written from the stream's codec parameters, which the context fills), not the containers of
+#: :data:`_STREAM_SAR_CONTAINERS`. A stream copied into another file (a mux) keeps the first two by itself; the
+#: third only if the copy is given the aspect again.
+_SAR_CODING = {"libx264": "context", "libx265": "context", "png": "context", "tiff": "context", "dpx": "context",
+               "ffv1": "frame", "prores_ks": "container", "dnxhd": "container"}
+#: containers whose muxer writes the pixel aspect from the AVStream's own ``sample_aspect_ratio`` (Matroska's
+#: DisplayWidth/DisplayHeight, MXF's descriptor), which PyAV 18 cannot set (``VideoStream.sample_aspect_ratio`` is a
+#: read-only guess; setting it sets the codec context's)
+_STREAM_SAR_CONTAINERS = (".mkv", ".mxf")
 
 
 def is_rgb(pix_fmt: str) -> bool:
     """True for RGB pixel formats (``rgb24``, ``bgr0``, ``gbrp``...): frames are stored without a YUV
     conversion, so RGB input round-trips bit for bit through a lossless codec such as FFV1."""
     return pix_fmt.startswith(("rgb", "bgr", "gbr", "0rgb", "0bgr", "argb", "abgr"))
+
+
+@cache
+def _is_yuv(pix_fmt: str) -> bool:
+    """True for YUV pixel formats (three components or more, not RGB: ``yuv420p``, ``nv12``, ``yuva444p``...);
+    False for RGB, grey (one or two components) and palette formats."""
+    import av
+
+    fmt = av.VideoFormat(pix_fmt)
+    return not fmt.is_rgb and len(fmt.components) >= 3
 
 
 def codec_spec(codec: str) -> CodecSpec:
@@ -146,6 +171,15 @@ def keeps_fields(codec: str, field_order: str | None) -> bool:
     return is_interlaced(field_order) and field_order in _FIELD_CODES and codec_spec(codec).encoder in _FIELD_CODING
 
 
+def keeps_sample_aspect(codec: str, path: str | Path) -> bool:
+    """Whether a ``codec`` output at ``path`` stores a pixel aspect other than 1 (:data:`_SAR_CODING`): not ProRes
+    in an .mkv, nor DNxHR in an .mxf. An image sequence does (in each image)."""
+    if is_image_sequence(path):
+        return True
+    coded = _SAR_CODING.get(codec_spec(codec).encoder)
+    return coded != "container" or Path(path).suffix.lower() not in _STREAM_SAR_CONTAINERS
+
+
 def keeps_hdr10(codec: str) -> bool:
     """Whether a ``codec`` output carries a source's HDR10 static metadata (H.264, H.265: :data:`_HDR_PARAMS`)."""
     return codec_spec(codec).encoder in _HDR_PARAMS
@@ -198,7 +232,8 @@ class VideoWriter:
         color: colour tags to write and, for RGB frames, the matrix/range used to convert them.
         rotation: display-matrix rotation tag to store (counter-clockwise degrees); 0 stores none.
         sample_aspect: the pixel aspect ratio to store (anamorphic footage: its source's, so that the file
-            plays at the same shape); 1 or None stores none (square).
+            plays at the same shape) where the codec or container holds one (:func:`keeps_sample_aspect`); 1 or
+            None stores none (square).
         inputs: files that must never be overwritten (:class:`MediaError` if ``path`` is one).
         options: extra encoder options (strings), merged over the codec's defaults.
         threads: the encoder's thread count; None lets it use every CPU the process may (faster where
@@ -240,7 +275,7 @@ class VideoWriter:
         self.threads = threads
         #: the interlaced order written (None: progressive)
         self.field_order = field_order if keeps_fields(codec, field_order) else None
-        self._fields: Any = None  # the filter graph that flags each frame's fields
+        self._stamps: list[Any] | None = None  # the filter graphs that set each frame's aspect and fields
         self.frames_written = 0
         self.packets_written = 0  # frames the file holds so far (the encoder keeps a few frames back)
         self._options = self._encoder_options(crf, preset, profile, options or {})
@@ -310,7 +345,7 @@ class VideoWriter:
                 ctx.color_range = COLOR_CODES["range"].get(color.range or "", 0)
             if self.rotation:
                 stream.set_display_rotation(self.rotation)
-            if self.sample_aspect != 1:
+            if self.sample_aspect != 1:  # the context's; FFV1 each frame's (:meth:`_stamp`): :data:`_SAR_CODING`
                 stream.codec_context.sample_aspect_ratio = self.sample_aspect
             if self.field_order:
                 stream.codec_context.field_order = _FIELD_CODES[self.field_order]
@@ -326,23 +361,10 @@ class VideoWriter:
         if isinstance(frame, np.ndarray):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {frame.shape} {frame.dtype}")
-            color = self.color or DEFAULT_COLOR
             if self.color is None:
                 self.color = DEFAULT_COLOR
-            src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            yuv = not is_rgb(self.pix_fmt)
-            # Convert with the matrix/range the file is tagged with (untagged: swscale's default, the
-            # same one a reader uses for untagged input, so a round trip keeps the colours).
-            out = src.reformat(
-                format=self.pix_fmt, threads=SWS_THREADS,
-                dst_colorspace=_SWS_MATRIX.get(color.matrix or "") if yuv else None,
-                dst_color_range=("JPEG" if color.range == "pc" else "MPEG") if yuv else None,
-            )
-        else:
-            out = frame.reformat(format=self.pix_fmt, threads=SWS_THREADS) if frame.format.name != self.pix_fmt \
-                else frame
-        if self.field_order:
-            out = self._flag_fields(out)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        out = self._stamp(self._convert(frame))
         tags = self._tags()
         if tags is not None:
             # Encoders such as prores_ks write the frame's tags into the bitstream.
@@ -352,22 +374,58 @@ class VideoWriter:
             out.color_range = COLOR_CODES["range"].get(tags.range or "", 0)
         return out
 
-    def _flag_fields(self, frame: Any) -> Any:
-        """``frame`` flagged interlaced in :attr:`field_order` (PyAV cannot set a frame's flags: FFmpeg's
-        ``setfield`` filter does, without touching its pixels)."""
-        if self._fields is None:
-            mode = "mode=" + ("tff" if _top_first(self.field_order or "") else "bff")
-            self._fields = frame_filter(frame, "setfield", mode, 1 / self.fps)
-        frame.pts, frame.time_base = self.frames_written, 1 / self.fps
-        self._fields.push(frame)
-        return self._fields.pull()
+    def _convert(self, frame: Any) -> Any:
+        """``frame`` in the output's pixel format. RGB (or grey, a palette) into YUV is converted with the matrix and
+        range the file is tagged with (:meth:`_tags`; untagged: swscale's default matrix, BT.601, and limited range,
+        as a reader takes an untagged file), so that a reader that follows the tags gets the colours back. A YUV
+        frame is read with its own matrix and range (swscale takes them from the frame: a YUV source's tags are
+        the file's), and RGB into RGB needs neither."""
+        name = frame.format.name
+        if name == self.pix_fmt:
+            return frame
+        if is_rgb(self.pix_fmt) or _is_yuv(name):
+            return frame.reformat(format=self.pix_fmt, threads=SWS_THREADS)
+        tags = self._tags() or ColorInfo()
+        return frame.reformat(format=self.pix_fmt, threads=SWS_THREADS,
+                              dst_colorspace=_SWS_MATRIX.get(tags.matrix or ""),
+                              dst_color_range="JPEG" if tags.range == "pc" else "MPEG")
+
+    def _stamp(self, frame: Any) -> Any:
+        """``frame`` given what an encoder reads from each frame rather than from its context: the pixel aspect
+        (FFV1 codes it in every slice header: :data:`_SAR_CODING`) and the interlaced order, flagged where
+        :attr:`field_order` is set. PyAV cannot set a frame's aspect or flags: FFmpeg's ``setsar`` and ``setfield``
+        filters do, without touching its pixels."""
+        if self._stamps is None:
+            steps = []
+            if self.sample_aspect != 1 and _SAR_CODING.get(self.spec.encoder) == "frame":
+                num, den = self.sample_aspect.numerator, self.sample_aspect.denominator
+                steps.append(("setsar", f"r={num}/{den}:max={max(num, den)}"))  # else terms of at most 100
+            if self.field_order:
+                steps.append(("setfield", "mode=" + ("tff" if _top_first(self.field_order) else "bff")))
+            self._stamps = [frame_filter(frame, name, args, 1 / self.fps) for name, args in steps]
+        for graph in self._stamps:
+            frame.pts, frame.time_base = self.frames_written, 1 / self.fps
+            graph.push(frame)
+            frame = graph.pull()
+        return frame
 
     def _tags(self) -> ColorInfo | None:
-        """The tags written: :attr:`color`, except that RGB pixel formats (``bgr0`` for a bit-exact FFV1,
-        ``gbrp``...) store no YUV matrix and full range (``gbr``/``pc``); primaries and transfer are kept."""
-        if self.color is None or not is_rgb(self.pix_fmt):
-            return self.color
-        return ColorInfo(self.color.primaries, self.color.transfer, "gbr", "pc")
+        """The tags written: :attr:`color`, except in two cases. An RGB pixel format (``bgr0`` for a bit-exact FFV1,
+        ``gbrp``...) stores no YUV matrix and full range (``gbr``/``pc``). A YUV format made from an RGB source
+        (tagged ``gbr``: PNG, DPX) states the matrix and range its pictures are converted with (:meth:`_convert`),
+        :data:`DEFAULT_COLOR`'s: H.264 and H.265 allow ``gbr`` (no matrix) only in 4:4:4, and players that honour
+        the tags showed such files in wrong colours. BT.709 and limited range at every size: the file says so, it
+        is how the render's own RGB frames are written, and ``yuvj`` full range is for sources that are; BT.601
+        would only be the better guess of a player that ignores the tags of a picture under 720 lines. Primaries
+        and transfer are kept."""
+        color = self.color
+        if color is None:
+            return None
+        if is_rgb(self.pix_fmt):
+            return ColorInfo(color.primaries, color.transfer, "gbr", "pc")
+        if color.matrix == "gbr":
+            return replace(color, matrix=DEFAULT_COLOR.matrix, range=DEFAULT_COLOR.range)
+        return color
 
     def write(self, frame: np.ndarray | Any) -> None:
         """Append one frame: ``(H, W, 3)`` uint8 RGB, or an ``av.VideoFrame`` (any pixel format)."""
