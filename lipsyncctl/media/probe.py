@@ -11,6 +11,7 @@ Rotation is the display-matrix angle in degrees counter-clockwise (ffmpeg's conv
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,8 +21,9 @@ from lipsyncctl.errors import MediaError
 from lipsyncctl.media.container import (
     DEFAULT_SEQUENCE_FPS,
     ffmpeg_reason,
+    frame_filter,
     is_image_sequence,
-    opened,
+    open_input,
     sequence_files,
     sequence_gap,
     sequence_numbers,
@@ -177,7 +179,10 @@ class AudioInfo:
     start_time: float     # seconds
     bit_rate: int | None = None
     language: str | None = None  # the stream's language tag (ISO 639-2, "deu"), when the file states it
-    title: str | None = None     # its title tag ("DX stem"), when the file states it
+    #: its title ("DX stem"): the title tag, a MOV track's ``name``, else the track name an editor set in its
+    #: ``handler_name`` ("M&E"; not a muxer's default such as "SoundHandler": :func:`is_default_handler`); None when
+    #: the file states none
+    title: str | None = None
 
     def describe(self) -> str:
         """``2 ch 48000 Hz pcm_s24le, deu, "DX stem"``: how a message names the stream."""
@@ -237,7 +242,6 @@ def _timestamps(container: Any, stream: Any) -> list[int]:
             stamps.append(packet.pts)
         if len(stamps) >= PTS_SAMPLE:
             break
-    container.seek(0)
     return sorted(stamps)
 
 
@@ -280,6 +284,49 @@ def _rotation(frame: Any, stream: Any) -> int:
     return int(round(angle / 90.0)) % 4 * 90
 
 
+#: demuxers that take ``seek(0)`` and then deliver no packet: FFmpeg's ``image2`` reading one file (a ``.jpg`` or
+#: ``.jpeg``; the other still images have demuxers of their own, ``png_pipe``, ``tiff_pipe``..., which rewind)
+NO_REWIND = frozenset({"image2"})
+
+
+class _Passes:
+    """The container probed, at its start for each pass over its packets (the count of the packets, the sample of
+    their timestamps, the decoding of the first frame): as opened for the first, then rewound by ``seek(0)``, or
+    opened again where its demuxer cannot seek back, because it refuses (an FLV without an index, a raw H.264 or HEVC
+    stream: ``EPERM``) or because it takes the seek and then delivers nothing (:data:`NO_REWIND`). A stream or frame
+    of a container opened again is that container's: streams are looked up again by index after :meth:`start`."""
+
+    def __init__(self, path: Path, sequence_fps: Fraction) -> None:
+        self.path, self.sequence_fps = path, sequence_fps
+        self.container = open_input(path, sequence_fps=sequence_fps)
+        self._read = False
+
+    def start(self) -> Any:
+        """The container at its start, for one more pass over its packets."""
+        import av
+
+        if self._read:
+            if self.container.format.name in NO_REWIND:
+                self._reopen()
+            else:
+                try:
+                    self.container.seek(0)
+                except av.error.FFmpegError:  # this demuxer cannot seek: read from the start of a new open
+                    self._reopen()
+        self._read = True
+        return self.container
+
+    def _reopen(self) -> None:
+        self.container.close()
+        self.container = open_input(self.path, sequence_fps=self.sequence_fps)
+
+    def __enter__(self) -> _Passes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+
 def _first_frame(container: Any, stream: Any, path: Path) -> Any:
     import av
 
@@ -311,11 +358,8 @@ def _check_scan_complete(scan: _Scan, container: Any, path: Path) -> None:
         raise MediaError(f"{path}: file is truncated (media ends at {last:.2f} s, its header says {header:.2f} s)")
 
 
-def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, scan: _Scan | None) -> VideoInfo:
-    stream = video_stream(container, path)
-    if not is_image_sequence(path):
-        _check_index_complete(stream, size, path)
-    tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+def _probe_video(passes: _Passes, path: Path, size: int, sequence_fps: Fraction, scan: _Scan | None) -> VideoInfo:
+    index = video_stream(passes.container, path).index
     if is_image_sequence(path):
         numbers = sequence_numbers(path)
         if gap := sequence_gap(path, numbers):
@@ -324,9 +368,15 @@ def _probe_video(container: Any, path: Path, size: int, sequence_fps: Fraction, 
         fps, nominal, vfr = sequence_fps, sequence_fps, False
         frame_count = len(numbers)
     else:
+        _check_index_complete(passes.container.streams[index], size, path)
+        container = passes.start()
+        stream = container.streams[index]
         stamps = _timestamps(container, stream)
         fps, nominal, vfr = _rate_and_vfr(stamps, stream)
-        frame_count = int(stream.frames or 0) or (scan.packets.get(stream.index, 0) if scan else 0)
+        frame_count = int(stream.frames or 0) or (scan.packets.get(index, 0) if scan else 0)
+    container = passes.start()
+    stream = container.streams[index]
+    tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
     ctx = stream.codec_context
     # Container tags first (read before decoding: a decoder may overwrite them with the bitstream's).
     color = ColorInfo.from_codes(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
@@ -364,11 +414,34 @@ def is_interlaced(field_order: str | None) -> bool:
 
 
 def _field_order(ctx: Any, first: Any) -> str | None:
-    """The stream's field order (the decoder's, after the first frame), else whether that frame is interlaced."""
+    """The stream's interlaced field order (the container's or the decoder's, after the first frame), else the first
+    frame's when it is interlaced (a DV file states no order, but its frames are flagged bottom field first), else
+    what the stream says (``progressive``, or None)."""
     order = FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0))
-    if order is not None:
+    if is_interlaced(order):
         return order
-    return "interlaced" if getattr(first, "interlaced_frame", False) else None
+    if getattr(first, "interlaced_frame", False):
+        return _frame_field_order(first)
+    return order
+
+
+def _frame_field_order(frame: Any) -> str:
+    """``tt`` or ``bb``: the field an interlaced decoded frame is flagged to show first (FFmpeg's top-field-first
+    frame flag, which PyAV does not expose: the ``select`` filter's ``interlace_type`` reads it); ``interlaced``
+    where the filter cannot take the frame. Frames flag the field shown first only, so ``tb``/``bt`` never come."""
+    import av
+
+    try:
+        graph = frame_filter(frame, "select", "eq(interlace_type,TOPFIRST)", Fraction(1, 25))
+        graph.push(frame)
+        graph.push(None)
+        try:
+            graph.pull()
+        except EOFError:  # the filter dropped the frame: not top field first, so bottom (it is interlaced)
+            return "bb"
+        return "tt"
+    except (av.error.FFmpegError, ValueError):
+        return "interlaced"
 
 
 def _sample_aspect(stream: Any) -> Fraction:
@@ -389,7 +462,6 @@ class _Scan:
 
 def _scan_packets(container: Any) -> _Scan:
     scan = _Scan()
-    container.seek(0)
     for packet in container.demux():
         if packet.size == 0 or packet.pts is None or packet.time_base is None:
             continue
@@ -397,7 +469,6 @@ def _scan_packets(container: Any) -> _Scan:
         scan.packets[i] = scan.packets.get(i, 0) + 1
         end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
         scan.end[i] = max(end, scan.end.get(i, end))
-    container.seek(0)
     return scan
 
 
@@ -422,7 +493,7 @@ def _probe_audio(stream: Any, container: Any, scan: _Scan | None) -> AudioInfo:
         layout=layout, sample_format=ctx.format.name if ctx.format is not None else None,
         duration=float(duration or 0.0), start_time=max(_seconds(stream.start_time, tb) or 0.0, 0.0),
         bit_rate=ctx.bit_rate or None, language=_stream_tag(stream, "language"),
-        title=_stream_tag(stream, "title"),
+        title=_track_name(stream),
     )
 
 
@@ -430,6 +501,36 @@ def _stream_tag(stream: Any, key: str) -> str | None:
     """A stream's metadata tag, None when absent or ``und`` (undetermined)."""
     value = (stream.metadata or {}).get(key)
     return value if value and value != "und" else None
+
+
+#: ``handler_name`` values that muxers write by default, as compared by :func:`is_default_handler` (lower case,
+#: spaces collapsed): Apple's AVFoundation (iPhone, QuickTime, Final Cut), GoPro, YouTube's MP4s (followed by a
+#: date). Names such as FFmpeg's "SoundHandler", GPAC's "GPAC ISO Audio Handler", L-SMASH's, Bento4's, Android's
+#: "SoundHandle" or QuickTime 7's "Apple Sound Media Handler" match :data:`_HANDLER_WORDS` instead.
+DEFAULT_HANDLERS = frozenset({
+    "core media audio", "core media video", "core media data", "core media metadata", "core media text",
+    "gopro aac", "gopro avc", "gopro h.265", "gopro met", "gopro tcd", "gopro sos",
+})
+_HANDLER_WORDS = re.compile(r"(sound|audio|video|data|text|subtitle|caption|time ?code|hint|meta ?data|alias|"
+                            r"media) ?(media ?)?(data ?)?handler?$")
+
+
+def is_default_handler(name: str) -> bool:
+    """Whether a MOV/MP4 track's ``handler_name`` is a muxer's default (it names the kind of track, "SoundHandler",
+    "Core Media Audio"), not a name someone gave the track ("DE dialog")."""
+    words = " ".join(name.lower().split())
+    return (words in DEFAULT_HANDLERS or words.startswith("iso media file produced by")
+            or _HANDLER_WORDS.search(words) is not None)
+
+
+def _track_name(stream: Any) -> str | None:
+    """A stream's title: its ``title`` tag; else ``name`` (where FFmpeg puts a MOV track's title, its ``udta`` name);
+    else its ``handler_name`` (MOV/MP4) where that names the track rather than its kind (:func:`is_default_handler`).
+    Tags in any case: an MKV remuxed from a MOV keeps them as ``NAME`` and ``HANDLER_NAME``."""
+    tags = {str(k).lower(): str(v).strip() for k, v in (stream.metadata or {}).items()}
+    handler = tags.get("handler_name", "")
+    return (tags.get("title") or tags.get("name")
+            or (handler if handler and not is_default_handler(handler) else None))
 
 
 def pick_audio_stream(path: str | Path, info: MediaInfo, n: int, key: str) -> tuple[AudioInfo, str | None]:
@@ -459,19 +560,21 @@ def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) ->
     import av
 
     path = Path(path)
-    with opened(path, sequence_fps=sequence_fps) as container:
+    with _Passes(path, sequence_fps) as passes:
+        container = passes.container
         size = sum(p.stat().st_size for p in sequence_files(path)) if is_image_sequence(path) else path.stat().st_size
         try:
             scan = None
             if not is_image_sequence(path) and _needs_scan(container):
-                scan = _scan_packets(container)
+                scan = _scan_packets(passes.start())
                 _check_scan_complete(scan, container, path)
             audio = tuple(_probe_audio(s, container, scan) for s in container.streams.audio
                           if s.codec_context.sample_rate)
             has_video = any(not (s.disposition & 0x400) for s in container.streams.video)
-            video = _probe_video(container, path, size, sequence_fps, scan) if has_video else None
+            video = _probe_video(passes, path, size, sequence_fps, scan) if has_video else None
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: cannot read ({ffmpeg_reason(exc)})") from exc
+        container = passes.container  # the video's passes may have opened the file again
         if video is None and not audio:
             raise MediaError(f"{path}: no audio or video stream")
         durations = [a.duration for a in audio] + ([video.duration] if video else [])

@@ -191,8 +191,8 @@ def interlace_warning(options: OutputOptions, fields: str, field_order: str | No
                       sequence: bool = False) -> str:
     """What a sync does with an interlaced source (``fields``: its order in words): the face is found and rendered
     from deinterlaced pictures (``deinterlace`` auto, ``sync.deinterlace``) or from whole frames (off), and the
-    output keeps the field order where ``options.codec`` can (else it is progressive; an image ``sequence`` always
-    is: each image holds both fields, untagged)."""
+    output keeps the field order where ``options.codec`` can and the source says which field comes first (else it
+    is progressive; an image ``sequence`` always is: each image holds both fields, untagged)."""
     from lipsyncctl.media.writer import keeps_fields
 
     if deinterlace == "auto":
@@ -202,8 +202,13 @@ def interlace_warning(options: OutputOptions, fields: str, field_order: str | No
         said = f"the source is {fields}: the face is rendered from whole frames (both fields at once); "
     if sequence:
         return said + "an image sequence stores no field order: each image holds both fields, as a progressive picture"
-    if keeps_fields(OUTPUT_CODECS[options.codec].writer_codec, field_order):
+    codec = OUTPUT_CODECS[options.codec].writer_codec
+    if keeps_fields(codec, field_order):
         return said + "the output keeps the field order, with the source's own fields outside the face"
+    if keeps_fields(codec, "tt"):  # the codec keeps fields, but the source does not say in which order
+        return (said + f"its field order is not known, so {options.codec} is written progressive here; "
+                "deinterlace it first (e.g. ffmpeg -vf bwdif) for a progressive delivery")
+    # (the codecs that keep fields are those that keep a known order: ``tt`` stands for any)
     kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_fields(c.writer_codec, "tt"))
     return (said + f"{options.codec} is written progressive here ({kept} keep the fields); deinterlace it first "
             "(e.g. ffmpeg -vf bwdif) for a progressive delivery")

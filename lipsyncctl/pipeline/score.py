@@ -139,7 +139,7 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
     except (MediaError, UsageError) as exc:  # unreadable, or --start past this clip's end: this clip alone
-        return ClipScore(video, audio, "failed", reason=exc.message, hint=exc.hint, error=exc,
+        return ClipScore(video, audio, "failed", reason=_reason(exc, video), hint=exc.hint, error=exc,
                          seconds=time.perf_counter() - t0)
     score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0,
                       warnings=[inputs.several] if inputs.several else [])
@@ -155,3 +155,10 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         score.status = "under_min_sync"
         score.reason = f"sync confidence {score.lse_c:.2f} ({result.scale} scale) is under --min-sync {min_sync:g}"
     return score
+
+
+def _reason(exc: LipsyncError, video: Path) -> str:
+    """Why ``video`` failed, without the clip's name that the error's message begins with (a clip's ``reason`` is
+    shown beside the clip: ``video_noaudio.mp4: no audio stream``, not the name twice). A message about another file
+    (the ``audio`` given) keeps that file's name."""
+    return exc.message.removeprefix(f"{video}: ") or exc.message

@@ -1,0 +1,298 @@
+"""media.probe on cases a user walkthrough found: a one-file still of each image format (a JPEG's demuxer cannot be
+rewound), demuxers that refuse to seek, truncated files, a MOV's named audio tracks, interlaced DV (its field order
+in the frames only); and what ``score`` and the interlace warning make of them."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsyncctl.errors import MediaError
+from lipsyncctl.media.container import IMAGE_EXTS, frame_filter
+from lipsyncctl.media.probe import is_default_handler, pick_audio_stream, probe
+from tests import mediagen as mg
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("probe_cases")
+
+
+def _ffmpeg(*args: str) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+# --- one-file stills --------------------------------------------------------------------------------------------
+
+#: extension -> (encoder, pixel format) of a still written by PyAV
+STILLS = {".jpg": ("mjpeg", "yuvj420p"), ".jpeg": ("mjpeg", "yuvj444p"), ".png": ("png", "rgb24"),
+          ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb48le"), ".bmp": ("bmp", "bgr24"),
+          ".webp": ("libwebp", "yuv420p"), ".dpx": ("dpx", "rgb48le"), ".exr": ("exr", "gbrpf32le")}
+
+
+def _write_still(path: Path, encoder: str, pix_fmt: str, size: tuple[int, int] = (96, 64)) -> Path:
+    """One picture in one file (FFmpeg's image2 muxer, as ``ffmpeg -i x -frames:v 1 still.jpg`` writes it). Noise,
+    so that a JPEG is larger than FFmpeg's first probe read and is opened by the ``image2`` demuxer, as a photo is."""
+    import av
+
+    w, h = size
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    with av.open(str(path), "w", format="image2", options={"update": "1"}) as c:
+        s = c.add_stream(encoder, rate=25)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        c.mux(s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)))
+        c.mux(s.encode())
+    return path
+
+
+def test_the_stills_cover_every_image_extension() -> None:
+    assert set(STILLS) == set(IMAGE_EXTS)
+
+
+@pytest.mark.parametrize("ext", sorted(STILLS))
+def test_a_one_file_still_probes_with_one_decodable_frame(gen: Path, ext: str) -> None:
+    """Each still image format the tool takes, as one file: one frame, its size. A JPEG was refused ("no decodable
+    frame"): FFmpeg's image2 demuxer takes ``seek(0)`` and then delivers nothing, so the file is opened again."""
+    import av
+
+    encoder, pix_fmt = STILLS[ext]
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this FFmpeg has no {encoder} encoder")
+    info = probe(_write_still(gen / f"still{ext}", encoder, pix_fmt))
+    v = info.video
+    assert v is not None and (v.frame_count, v.width, v.height) == (1, 96, 64)
+    assert not info.audio and v.field_order is None
+    if ext in (".jpg", ".jpeg"):
+        assert info.format_name == "image2"  # the demuxer that cannot be rewound
+
+
+def test_a_one_file_jpeg_is_read_as_a_clip_of_one_frame(gen: Path) -> None:
+    """What sync and prep read after the probe: the one picture."""
+    from lipsyncctl.media.reader import read_range
+
+    path = _write_still(gen / "read.jpg", "mjpeg", "yuvj420p")
+    frames = list(read_range(path, 0, 1))
+    assert len(frames) == 1 and frames[0].shape == (64, 96, 3)
+
+
+def test_a_demuxer_that_refuses_to_seek_is_read_from_a_new_open(gen: Path) -> None:
+    """An FLV with sound and without a keyframe index (as FFmpeg writes it) cannot seek: ``seek(0)`` raised EPERM, and
+    the probe failed with "cannot read (Operation not permitted)"."""
+    import av
+
+    path = mg.make_clip(gen / "c.flv", codec="flv", frames=10)
+    with av.open(str(path)) as c, pytest.raises(av.error.FFmpegError):
+        c.seek(0)
+    info = probe(path)
+    v = info.video
+    assert v is not None and (v.codec, v.frame_count, v.fps) == ("flv", 10, 25)
+    assert [(a.codec, a.sample_rate) for a in info.audio] == [("aac", 44100)]
+
+
+def _first_packet_at(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as c:
+        return next(p.pos for p in c.demux(video=0) if p.size)
+
+
+def test_truncated_files_are_still_reported(gen: Path) -> None:
+    """A file cut short is a MediaError naming it (exit 5), as before: cut after its header, before its first
+    frame's end, it has no decodable frame; cut half way, its header promises more than its packets hold; a PNG or
+    JPEG cut in its header does not decode."""
+    mkv = mg.make_clip(gen / "whole.mkv", frames=100)
+    cases = {
+        "header only": (mg.make_truncated(mkv, gen / "cut_header.mkv", (_first_packet_at(mkv) + 16) / mkv.stat().st_size),
+                        r"no decodable frame \(truncated or empty\?\)|cannot be decoded"),
+        "half": (mg.make_truncated(mkv, gen / "cut_half.mkv", 0.5), r"file is truncated \(media ends at"),
+        "png": (mg.make_truncated(_write_still(gen / "whole.png", "png", "rgb24"), gen / "cut.png", 0.5),
+                "cannot be decoded"),
+        "jpg": (mg.make_truncated(_write_still(gen / "whole.jpg", "mjpeg", "yuvj420p"), gen / "cut.jpg", 0.02),
+                "cannot be decoded"),
+    }
+    for what, (path, reason) in cases.items():
+        with pytest.raises(MediaError, match=reason) as info:
+            probe(path)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value), what
+        assert info.value.exit_code == 5
+
+
+# --- a MOV's named audio tracks ---------------------------------------------------------------------------------
+
+def test_a_movs_track_names_say_which_audio_stream_is_which(gen: Path) -> None:
+    """An editor's MOV names its tracks in ``handler_name`` ("M&E", "DE dialog"): the streams are listed with those
+    names, as an MKV's titles are; a title (which FFmpeg reads back from a MOV as ``name``) wins; a muxer's default
+    ("SoundHandler") names nothing. A MKV remuxed from the MOV keeps the names (as ``NAME``, ``HANDLER_NAME``)."""
+    base = mg.make_clip(gen / "base.mp4", frames=5)
+    mov = gen / "multi_audio.mov"
+    _ffmpeg("-i", str(base), "-i", str(base), "-i", str(base), "-map", "0:v", "-map", "0:a", "-map", "1:a",
+            "-map", "2:a", "-c", "copy", "-metadata:s:a:0", "handler_name=M&E", "-metadata:s:a:1",
+            "handler_name=DE dialog", "-metadata:s:a:1", "language=ger", "-metadata:s:a:2", "title=DX stem",
+            "-metadata:s:a:2", "handler_name=Other", str(mov))
+    info = probe(mov)
+    assert [(a.title, a.language) for a in info.audio] == [("M&E", None), ("DE dialog", "ger"), ("DX stem", None)]
+    _, said = pick_audio_stream(mov, info, 1, "sync.audio_stream")
+    assert said is not None and '0: 2 ch 44100 Hz aac, "M&E"; 1: 2 ch 44100 Hz aac, ger, "DE dialog"' in said
+    assert "stream 1 is used" in said
+
+    plain = gen / "plain.mov"  # ffmpeg's own handler names: SoundHandler, VideoHandler
+    _ffmpeg("-i", str(base), "-i", str(base), "-map", "0:v", "-map", "0:a", "-map", "1:a", "-c", "copy", str(plain))
+    assert [a.title for a in probe(plain).audio] == [None, None]
+
+    mka = gen / "remux.mkv"
+    _ffmpeg("-i", str(mov), "-map", "0", "-c", "copy", str(mka))
+    assert [a.title for a in probe(mka).audio] == ["M&E", "DE dialog", "DX stem"]
+
+
+@pytest.mark.parametrize(("name", "default"), [
+    ("SoundHandler", True), ("VideoHandler", True), ("SoundHandle", True), ("Core Media Audio", True),
+    ("Core Media Video", True), ("GPAC ISO Audio Handler", True), ("L-SMASH Audio Handler", True),
+    ("Apple Sound Media Handler", True), ("Apple Alias Data Handler", True), ("DataHandler", True),
+    ("Bento4 Sound Handler", True), ("MainConcept MP4 Sound Media Handler", True), ("TimeCodeHandler", True),
+    ("GoPro AAC  ", True), ("ISO Media file produced by Google Inc. Created on: 01/01/2020.", True),
+    ("M&E", False), ("DE dialog", False), ("Dialogue stem", False), ("Music", False), ("Commentary (EN)", False)])
+def test_default_handler_names(name: str, default: bool) -> None:
+    assert is_default_handler(name) is default
+
+
+# --- score: a failing clip's path once --------------------------------------------------------------------------
+
+def test_score_names_a_failing_clip_once(gen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A clip without sound among others: its reason is ``no audio stream ...`` beside its name, not the name
+    twice (``clip.mp4: clip.mp4: no audio stream``), in the table, --json and the error line. A reason about
+    another file (the --audio given) keeps that file's name."""
+    import json
+
+    from lipsyncctl.cli.main import main
+    from tests.unit.test_timeline_qc import install_random_syncnet
+
+    install_random_syncnet(tmp_path / "models")
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
+    silent = mg.make_clip(gen / "video_noaudio.mp4", frames=5, audio_rate=None)
+    other = mg.make_clip(gen / "other_noaudio.mp4", frames=5, audio_rate=None)
+
+    capsys.readouterr()
+    rc = main(["--json", "-q", "score", str(silent), str(other)])
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert rc == 1 and [c["status"] for c in doc["clips"]] == ["failed", "failed"]
+    assert [c["reason"] for c in doc["clips"]] == ["no audio stream (a video-only file?)"] * 2
+    assert cap.err.count(str(silent)) == 1 and cap.err.count(str(other)) == 1
+    assert f"{silent}: no audio stream" in cap.err
+
+    rc = main(["--json", "-q", "score", str(silent), str(other), "--audio", str(silent)])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1 and doc["clips"][1]["reason"] == f"{silent}: no audio stream (a video-only file?)"
+
+
+# --- interlaced DV ----------------------------------------------------------------------------------------------
+
+def _write_dv(path: Path, frames: list[np.ndarray], top_first: bool = False) -> Path:
+    """PAL DV (720x576, 25 fps, 4:2:0) as a camera writes it: the container states no field order, the frames are
+    flagged interlaced, bottom field first (``top_first``: flagged top field first, through FFmpeg's setfield)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("dvvideo", rate=25)
+        s.width, s.height, s.pix_fmt = 720, 576, "yuv420p"
+        fields = None
+        for i, rgb in enumerate(frames):
+            canvas = np.zeros((576, 720, 3), np.uint8)
+            h, w = rgb.shape[:2]
+            canvas[(576 - h) // 2:(576 - h) // 2 + h, (720 - w) // 2:(720 - w) // 2 + w] = rgb
+            f = av.VideoFrame.from_ndarray(canvas, format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            if top_first:
+                fields = fields or frame_filter(f, "setfield", "mode=tff", Fraction(1, 25))
+                fields.push(f)
+                f = fields.pull()
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    return path
+
+
+@pytest.mark.parametrize("ext", [".dv", ".avi", ".mov"])
+@pytest.mark.parametrize(("top_first", "order"), [(False, "bb"), (True, "tt")])
+def test_dv_field_order_is_read_from_its_frames(gen: Path, ext: str, top_first: bool, order: str) -> None:
+    """DV's container states no field order; its frames do (PAL DV: bottom field first). It was ``interlaced`` (no
+    order), and every output was progressive."""
+    import av
+
+    rng = np.random.default_rng(1)
+    path = _write_dv(gen / f"dv_{order}{ext}", [rng.integers(0, 256, (576, 720, 3), dtype=np.uint8)] * 2, top_first)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.field_order == 0  # "unknown": the frames alone say
+    v = probe(path).video
+    assert v is not None and v.codec == "dvvideo" and v.frame_count == 2
+    assert (v.field_order, v.interlaced) == (order, True)
+    assert v.fields == f"interlaced, {'top' if top_first else 'bottom'} field first"
+    assert v.sample_aspect == Fraction(16, 15)
+
+
+def test_a_progressive_tag_over_interlaced_frames_takes_the_frames_order(gen: Path) -> None:
+    """A MOV whose ``fiel`` box says progressive, over DV frames flagged interlaced bottom field first: the frames."""
+    import av
+
+    path = gen / "dv_tagged_progressive.mov"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("dvvideo", rate=25)
+        s.width, s.height, s.pix_fmt = 720, 576, "yuv420p"
+        s.codec_context.field_order = 1  # AV_FIELD_PROGRESSIVE
+        c.mux(s.encode(av.VideoFrame(720, 576, "yuv420p")))
+        c.mux(s.encode())
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.field_order == 1
+    assert probe(path).video.field_order == "bb"  # type: ignore[union-attr]
+
+
+def test_the_interlace_warning_never_names_the_codec_it_writes_progressive_among_those_keeping_fields() -> None:
+    """With an order, a codec that keeps fields keeps them; without one (``interlaced``: the frames said nothing
+    readable) no codec can, and the warning said "prores_hq is written progressive here (h264, prores_hq, ... keep
+    the fields)": it now says the order is not known."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.media.writer import keeps_fields
+    from lipsyncctl.pipeline.output import OUTPUT_CODECS, interlace_warning
+
+    for codec, spec in OUTPUT_CODECS.items():
+        options = cfg.resolve("tiny", [f"output.codec={codec}"]).output
+        for order in ("tt", "bb", "tb", "bt", "interlaced"):
+            said = interlace_warning(options, "interlaced", order)
+            progressive = f"{codec} is written progressive here"
+            if keeps_fields(spec.writer_codec, order):
+                assert "keeps the field order" in said and progressive not in said
+                continue
+            assert progressive in said, (codec, order)
+            kept = said.split(progressive, 1)[1]
+            assert f" {codec}," not in kept and f" {codec} keep" not in kept and f"({codec}," not in kept
+            if keeps_fields(spec.writer_codec, "tt"):
+                assert "field order is not known" in said, (codec, order)
+
+
+def test_a_dv_source_comes_back_interlaced_bottom_field_first(gen: Path, tmp_path: Path) -> None:
+    """End to end on the tiny preset: a PAL DV clip of a face, synced to ProRes HQ, comes back interlaced bottom
+    field first (it came back progressive, with a warning that contradicted itself)."""
+    import av
+
+    from lipsyncctl.pipeline.clip import sync_clip
+    from tests.sync_media import sample_frames, tiny_models, with_sets, write_wav
+
+    # the bundled sample's face, the middle 576 rows of its 540x960 frames, widened to 720 (dlib found no face in
+    # the whole frame made 576 high and padded: too small)
+    frames = [np.pad(rgb[192:768], ((0, 0), (90, 90), (0, 0)), mode="edge") for rgb in sample_frames(3, scale=1.0)]
+    video = _write_dv(gen / "face.dv", frames)
+    with tiny_models(tmp_path / "models", "output.matte=false") as (config, models):
+        out = tmp_path / "out.mov"
+        res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), out, with_sets(config, "output.codec=prores_hq"),
+                        networks=models)
+    said = [w for w in res.warnings if "interlaced" in w]
+    assert len(said) == 1 and "bottom field first" in said[0] and "keeps the field order" in said[0]
+    assert probe(out).video.field_order == "bb"  # type: ignore[union-attr]
+    with av.open(str(out)) as c:
+        assert [f.interlaced_frame for f in c.decode(video=0)] == [True] * 3
