@@ -479,11 +479,17 @@ def _needs_scan(container: Any) -> bool:
                for s in container.streams)
 
 
+#: formats whose streams' durations FFmpeg estimates (from the first and last timestamps it reads, or a bit rate): an
+#: MPEG-TS's AAC said 1.92 s for 2.11 s of packets. Their packet scan (made for their frame count) gives the sound's.
+ESTIMATED_DURATIONS = frozenset({"mpegts", "mpeg"})
+
+
 def _probe_audio(stream: Any, container: Any, scan: _Scan | None) -> AudioInfo:
     ctx = stream.codec_context
     tb = Fraction(stream.time_base) if stream.time_base else None
     duration = _seconds(stream.duration, tb)
-    if not duration and scan and stream.index in scan.end:
+    estimated = bool(ESTIMATED_DURATIONS & set(container.format.name.split(",")))
+    if (not duration or estimated) and scan and stream.index in scan.end:
         duration = scan.end[stream.index] - max(_seconds(stream.start_time, tb) or 0.0, 0.0)
     if not duration and container.duration:
         duration = container.duration / 1e6

@@ -296,3 +296,23 @@ def test_a_dv_source_comes_back_interlaced_bottom_field_first(gen: Path, tmp_pat
     assert probe(out).video.field_order == "bb"  # type: ignore[union-attr]
     with av.open(str(out)) as c:
         assert [f.interlaced_frame for f in c.decode(video=0)] == [True] * 3
+
+
+def test_an_mpeg_ts_sound_lasts_what_it_decodes_to_not_ffmpegs_estimate(tmp_path: Path) -> None:
+    """FFmpeg estimates an MPEG-TS stream's duration from timestamps (MP2: 2.052 s for 2.088 s of sound): the probe
+    takes the packets' span, which ``prep`` compares with the picture (it warned "audio 0.144 s shorter than the
+    picture: padded" of a TS whose sound was whole)."""
+    import av
+
+    from lipsyncctl.media.audio import audio_length
+    from tests.sync_media import sample_frames
+    from tests.unit.test_sync_dub_decode import _burst_sound, _write_sound
+
+    ts = _write_sound(tmp_path / "a.ts", "mpegts", "mp2", _burst_sound(2.0), audio_at=1.4,
+                      frames=sample_frames(50, scale=0.25))
+    with av.open(str(ts)) as c:
+        header = float(c.streams.audio[0].duration * c.streams.audio[0].time_base)
+    samples, rate = audio_length(ts)
+    sound = probe(ts).audio[0]
+    assert abs(header - samples / rate) > 0.02  # the estimate is off: what the test is about
+    assert sound.duration == pytest.approx(samples / rate, abs=0.001) and sound.start_time > 1
