@@ -203,6 +203,7 @@ class MediaInfo:
     is_image_sequence: bool = False
     timecode: str | None = None  # the file's start timecode tag, e.g. "01:00:00:00" ("01:00:00;00" drop frame)
     reel: str | None = None      # its reel (tape) name tag, e.g. "A001C003"
+    others: tuple[str, ...] = ()  # its streams that are not its picture or sound, in words (:func:`_other_streams`)
 
     @property
     def has_audio(self) -> bool:
@@ -589,7 +590,34 @@ def probe(path: str | Path, *, sequence_fps: Fraction = DEFAULT_SEQUENCE_FPS) ->
             duration = 0.0
         return MediaInfo(path=path, format_name=container.format.name, size_bytes=size, duration=duration,
                          video=video, audio=audio, is_image_sequence=is_image_sequence(path),
-                         timecode=_tag(container, "timecode"), reel=_tag(container, "reel_name", "reel", "tape"))
+                         timecode=_tag(container, "timecode"), reel=_tag(container, "reel_name", "reel", "tape"),
+                         others=_other_streams(container))
+
+
+def _other_streams(container: Any) -> tuple[str, ...]:
+    """The streams of ``container`` besides its first picture and its sounds, in words (``subtitles (mov_text,
+    eng)``, ``cover art (mjpeg)``, ``video (h264)``, ``data (gpmd)``): what a new file made of its picture and a
+    sound does not carry. A timecode track is not one (its timecode is carried: :attr:`MediaInfo.timecode`)."""
+    out, pictures = [], 0
+    for stream in container.streams:
+        context = getattr(stream, "codec_context", None)
+        codec = getattr(context, "name", None)
+        lang = stream.metadata.get("language")
+        what = f" ({', '.join(t for t in (codec, lang) if t and t != 'und')})" if codec or lang else ""
+        if stream.type == "video":
+            if stream.disposition & 0x400:  # AV_DISPOSITION_ATTACHED_PIC
+                out.append(f"cover art{what}")
+            else:
+                pictures += 1
+                if pictures > 1:
+                    out.append(f"video{what}")
+        elif stream.type == "subtitle":
+            out.append(f"subtitles{what}")
+        elif stream.type == "data" and "timecode" not in stream.metadata:
+            out.append(f"data{what}")
+        elif stream.type == "attachment":
+            out.append(f"attachment ({stream.metadata.get('filename', 'a file')})")
+    return tuple(out)
 
 
 def _tag(container: Any, *names: str) -> str | None:

@@ -180,9 +180,13 @@ def sync_clip(
     from lipsyncctl.media.writer import check_container_rate
     from lipsyncctl.pipeline import faces as face_pass
     from lipsyncctl.pipeline.output import (
+        alpha_warning,
+        aspect_warning,
         audio_rate_warning,
         check_frame_size,
         check_output,
+        clipping_warning,
+        dropped_streams_warning,
         float_picture_warning,
         hdr10_warning,
         interlace_warning,
@@ -234,6 +238,8 @@ def sync_clip(
                                                                  start=inputs.origin)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty")
+        if clipped := clipping_warning(inputs.dub.codec, _peak(mono)):
+            warnings.append(clipped)
     vinfo = info.video
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     check_point(config, vinfo.display_size)
@@ -266,6 +272,10 @@ def sync_clip(
         warnings.append(hdr10)
     if floating := float_picture_warning(vinfo.pix_fmt):
         warnings.append(floating)
+    for said in (alpha_warning(vinfo.pix_fmt), aspect_warning(output, delivered, vinfo.sample_aspect),
+                 dropped_streams_warning(info.others)):
+        if said:
+            warnings.append(said)
     warnings.extend(sequence_warnings(output, config.output))
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after
@@ -546,6 +556,12 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
     return Inputs(info, dub, several, dub_origin(info, audio, same))
+
+
+def _peak(samples: np.ndarray) -> float:
+    """The largest magnitude of ``samples``, a block at a time (a long dub is mapped from disk: no copy of it)."""
+    step = 1 << 20
+    return max((float(np.abs(samples[i:i + step]).max()) for i in range(0, len(samples), step)), default=0.0)
 
 
 def _scratch_folder(output: Path) -> Path:

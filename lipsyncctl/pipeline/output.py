@@ -187,6 +187,51 @@ def float_picture_warning(pix_fmt: str | None) -> str | None:
             "convert a linear-light plate to its display transform first")
 
 
+def dropped_streams_warning(others: tuple[str, ...]) -> str | None:
+    """The source's streams an output made of its picture and one sound does not hold (subtitles, a second picture,
+    cover art, data: :attr:`~lipsyncctl.media.probe.MediaInfo.others`); None when there are none."""
+    if not others:
+        return None
+    return (f"not carried into the output: {', '.join(others)} (it holds the picture, one sound and the timecode; "
+            "mux them back from the source, e.g. with ffmpeg -map, where they are needed)")
+
+
+def alpha_warning(pix_fmt: str | None) -> str | None:
+    """A source with an alpha channel (ProRes 4444 ``yuva444p12le``, PNG ``rgba``): the output is opaque."""
+    import av
+
+    try:
+        alpha = pix_fmt is not None and any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, TypeError):
+        return None
+    if not alpha:
+        return None
+    return f"the source's alpha channel ({pix_fmt}) is not carried: the output is opaque"
+
+
+def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction) -> str | None:
+    """An anamorphic source (pixels not square) written where its pixel aspect cannot be stored
+    (:func:`~lipsyncctl.media.writer.keeps_sample_aspect`: ProRes in .mkv, DNxHR in .mxf): it plays square."""
+    from lipsyncctl.media.writer import keeps_sample_aspect
+
+    if sample_aspect == 1 or keeps_sample_aspect(OUTPUT_CODECS[options.codec].writer_codec, output):
+        return None
+    return (f"{options.codec} in {output.suffix.lower()} stores no pixel aspect: the source's {sample_aspect} is "
+            f"lost and the output plays square (write a .mov, or h264/h265/ffv1, to keep it)")
+
+
+def clipping_warning(codec: str, peak: float) -> str | None:
+    """A floating-point dub (``codec`` ``pcm_f32le``...) whose sound goes above full scale (``peak``, of its 16 kHz
+    mono copy): the output's integer PCM, or a player of its AAC, clips it. Half a decibel over is needed (a
+    resampled sound of an exactly full-scale file may overshoot by less)."""
+    import math
+
+    if not codec.startswith("pcm_f") or not peak > 10 ** (0.5 / 20):
+        return None
+    return (f"the dub goes above full scale (peak +{20 * math.log10(peak):.1f} dBFS, a floating-point file): its loud "
+            "parts are clipped in the output; lower its level before the sync")
+
+
 def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto",
                       sequence: bool = False) -> str:
     """What a sync does with an interlaced source (``fields``: its order in words): the face is found and rendered

@@ -296,7 +296,12 @@ class _Job:
 def _plan(item: PrepItem, job: _Job) -> Any:
     """Probe the input and fill the plan fields of ``item``; returns the MediaInfo."""
     from lipsyncctl.media.probe import probe
-    from lipsyncctl.pipeline.output import hdr10_warning, sequence_rate
+    from lipsyncctl.pipeline.output import (
+        alpha_warning,
+        dropped_streams_warning,
+        hdr10_warning,
+        sequence_rate,
+    )
 
     info = probe(item.input, sequence_fps=sequence_rate(item.input, job.options.sequence_fps))
     v = info.video
@@ -335,9 +340,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     elif v.interlaced:
         item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
                              "things move; prep.deinterlace=auto makes them progressive)")
-    hdr10 = hdr10_warning(job.options, v.color)
-    if hdr10:
-        item.warnings.append(hdr10)
+    for said in (hdr10_warning(job.options, v.color), alpha_warning(v.pix_fmt), dropped_streams_warning(info.others)):
+        if said:
+            item.warnings.append(said)
     if job.duration is not None and job.duration > available + 1e-6:
         item.warnings.append(f"only {available:.3f} s available after --start")
     return info

@@ -316,3 +316,40 @@ def test_an_mpeg_ts_sound_lasts_what_it_decodes_to_not_ffmpegs_estimate(tmp_path
     sound = probe(ts).audio[0]
     assert abs(header - samples / rate) > 0.02  # the estimate is off: what the test is about
     assert sound.duration == pytest.approx(samples / rate, abs=0.001) and sound.start_time > 1
+
+
+# --- what an output does not carry ----------------------------------------------------------------------------------
+
+def test_streams_besides_the_picture_and_sound_are_named_and_said(gen: Path) -> None:
+    """Subtitles, a second picture and a data stream are listed (``MediaInfo.others``) and the sync/prep warning
+    names them; the timecode track is not one (its timecode is carried)."""
+    from lipsyncctl.pipeline.output import dropped_streams_warning
+
+    base = mg.make_clip(gen / "others_base.mp4", frames=10, audio_rate=16000)
+    (gen / "s.srt").write_text("1\n00:00:00,000 --> 00:00:00,300\nHallo\n")
+    subs = gen / "subs.mp4"
+    _ffmpeg("-i", str(base), "-i", str(gen / "s.srt"), "-map", "0", "-map", "1", "-c", "copy", "-c:s", "mov_text",
+            "-metadata:s:s:0", "language=ger", "-timecode", "01:00:00:00", str(subs))
+    two = gen / "two.mp4"
+    _ffmpeg("-i", str(base), "-map", "0:v", "-map", "0:v", "-map", "0:a", "-c", "copy", str(two))
+    info = probe(subs)
+    assert info.others == ("subtitles (mov_text, ger)",) and info.timecode == "01:00:00:00"
+    assert probe(two).others == ("video (h264)",)
+    assert probe(base).others == () and dropped_streams_warning(()) is None
+    said = dropped_streams_warning(info.others)
+    assert said is not None and "subtitles (mov_text, ger)" in said and "not carried" in said
+
+
+def test_alpha_a_lost_aspect_and_a_clipped_float_dub_are_said() -> None:
+    from lipsyncctl.config import OutputOptions
+    from lipsyncctl.pipeline.output import alpha_warning, aspect_warning, clipping_warning
+
+    assert "alpha" in (alpha_warning("yuva444p12le") or "") and "opaque" in (alpha_warning("rgba") or "")
+    assert alpha_warning("yuv420p") is None and alpha_warning(None) is None
+    hdv = Fraction(4, 3)
+    prores = OutputOptions(codec="prores_hq")
+    assert "plays square" in (aspect_warning(Path("o.mkv"), prores, hdv) or "")
+    assert aspect_warning(Path("o.mov"), prores, hdv) is None and aspect_warning(Path("o.mkv"), prores, Fraction(1)) is None
+    assert "+6.0 dBFS" in (clipping_warning("pcm_f32le", 2.0) or "")
+    # an integer or compressed source cannot be above full scale; a resampled full-scale file may overshoot a little
+    assert clipping_warning("pcm_s16le", 2.0) is None and clipping_warning("pcm_f32le", 1.03) is None

@@ -166,3 +166,32 @@ def test_a_timeline_dub_in_mpeg_ts_starts_at_its_first_sample(tmp_path: Path) ->
     assert own_start(ts) > 1 and own_start(write_wav(tmp_path / "a.wav", 0.1)) == 0
     dub = load_dub_file("de", ts, folder=tmp_path)
     assert dub.rate == RATE and _burst_at(np.asarray(dub.samples[0])) == pytest.approx(BURST[0], abs=0.05)
+
+
+def test_a_float_dub_above_full_scale_and_streams_left_out_are_said(tmp_path: Path) -> None:
+    """A float WAV dub peaking at +6 dB is clipped in the output: said (it was silent); subtitles of the picture's
+    file are not carried: said."""
+    import subprocess
+
+    import av
+    import imageio_ffmpeg
+
+    from lipsyncctl.pipeline.clip import sync_clip
+
+    hot = tmp_path / "hot.wav"
+    with av.open(str(hot), "w") as c:
+        s = c.add_stream("pcm_f32le", rate=RATE, layout="mono")
+        sound = 2.0 * np.sin(2 * np.pi * 220 * np.arange(3840) / RATE).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(sound.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate, frame.pts = RATE, 0
+        for packet in [*s.encode(frame), *s.encode(None)]:
+            c.mux(packet)
+    clip = write_clip(tmp_path / "v.mkv", sample_frames(6, scale=0.75), Fraction(25))
+    (tmp_path / "s.srt").write_text("1\n00:00:00,000 --> 00:00:00,200\nHallo\n")
+    subs = tmp_path / "subs.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clip), "-i", str(tmp_path / "s.srt"),
+                    "-map", "0", "-map", "1", "-c", "copy", str(subs)], check=True)
+    with tiny_models(tmp_path / "models") as (config, models):
+        res = sync_clip(subs, hot, tmp_path / "o.mov", config, networks=models)
+    said = " | ".join(res.warnings)
+    assert "above full scale (peak +6.0 dBFS" in said and "not carried into the output: subtitles (srt)" in said
