@@ -134,7 +134,8 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         fps = vinfo.nominal_fps
         first, stop = select_range(grid_frames(vinfo), fps, start, end)
         n = stop - first
-        sound = read_audio(audio, 16000, 1, start=float(first / fps), duration=float(n / fps),
+        # the sound that plays with frame ``first`` on (the dub's timeline as sync takes it: Inputs.origin)
+        sound = read_audio(audio, 16000, 1, start=float(inputs.origin + first / fps), duration=float(n / fps),
                            stream_index=inputs.dub.index, folder=tempfile.gettempdir())  # a film's: mapped
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)

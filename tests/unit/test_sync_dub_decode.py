@@ -91,9 +91,9 @@ def _burst_sound(seconds: float) -> np.ndarray:
 
 
 def _write_sound(path: Path, fmt: str, codec: str, sound: np.ndarray, *, audio_at: float = 0.0,
-                 frames: list[np.ndarray] | None = None) -> Path:
+                 frames: list[np.ndarray] | None = None, video_at: int = 0) -> Path:
     """``sound`` (mono, 16 kHz) as ``codec`` in a ``fmt`` file whose audio stream starts ``audio_at`` seconds into
-    the file's timeline; with ``frames``, a 25 fps picture from 0 beside it."""
+    the file's timeline; with ``frames``, a 25 fps picture beside it from frame time ``video_at`` (0: from 0)."""
     import av
 
     with av.open(str(path), "w", format=fmt) as c:
@@ -120,7 +120,7 @@ def _write_sound(path: Path, fmt: str, codec: str, sound: np.ndarray, *, audio_a
         if frames is not None:
             for i, rgb in enumerate(frames):
                 vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                vf.pts, vf.time_base = i, Fraction(1, 25)
+                vf.pts, vf.time_base = video_at + i, Fraction(1, 25)
                 for packet in vs.encode(vf):
                     c.mux(packet)
             for packet in vs.encode(None):
@@ -195,3 +195,25 @@ def test_a_float_dub_above_full_scale_and_streams_left_out_are_said(tmp_path: Pa
         res = sync_clip(subs, hot, tmp_path / "o.mov", config, networks=models)
     said = " | ".join(res.warnings)
     assert "above full scale (peak +6.0 dBFS" in said and "not carried into the output: subtitles (srt)" in said
+
+
+def test_score_hears_what_plays_with_its_frames(tmp_path: Path) -> None:
+    """``score`` reads the sound on sync's timeline: a clip whose picture starts at 0.12 s (3 frames) and its sound at
+    0.2 s is measured against the sound that plays with its frames (it was read from the file's time 0 on: 3 frames
+    early, an offset the measure would have reported as the clip's)."""
+    from types import SimpleNamespace
+
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.score import _score_one
+
+    frames = sample_frames(10, scale=0.5)
+    own = _write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", _burst_sound(0.2), audio_at=0.2, frames=frames,
+                       video_at=3)
+    heard: list[np.ndarray] = []
+
+    def measure(frames, sound, fps, count):  # type: ignore[no-untyped-def]
+        heard.append(np.asarray(sound))
+        return SimpleNamespace(measured=False, scale="official", reason="(a stand-in measure)")
+
+    score = _score_one(SimpleNamespace(score=measure), own, own, cfg.resolve("tiny"), None, None, None)
+    assert score.status == "unmeasured" and _burst_at(heard[0]) == pytest.approx(0.2 + BURST[0] - 0.12, abs=0.001)
