@@ -20,17 +20,19 @@ Generation takes about a second and happens on first use (:func:`ensure_tiny_mod
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import paths
+from lipsyncctl.errors import MissingModelError
 
 if TYPE_CHECKING:
     import torch
@@ -132,10 +134,34 @@ def _marker_of(root: Path) -> Any:
         return None
 
 
+class TinyNotMade(MissingModelError):
+    """A tiny set that is not made yet, asked for where nothing may be written (:func:`not_generated`)."""
+
+
+_READ_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("tiny_read_only", default=False)
+
+
+@contextlib.contextmanager
+def not_generated() -> Iterator[None]:
+    """Within the block, a tiny set that is not made yet (or not current) is not written: :func:`write_folder` raises
+    :class:`TinyNotMade` (a dry run writes nothing; a run makes the set)."""
+    token = _READ_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _READ_ONLY.reset(token)
+
+
 def write_folder(root: Path, marker: dict[str, Any], write: Any) -> None:
     """(Re)generate the folder ``root`` of seeded files: ``write(tmp)`` fills a temporary folder beside it,
     which gets ``tiny.json`` = ``marker`` and is renamed into place, so concurrent runs and crashes never leave
-    a half-written set (a concurrent writer that won the race is accepted)."""
+    a half-written set (a concurrent writer that won the race is accepted).
+
+    Raises:
+        TinyNotMade: within :func:`not_generated`.
+    """
+    if _READ_ONLY.get():
+        raise TinyNotMade(f"{root}: the tiny models are not made yet", hint="a run makes them")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:

@@ -49,7 +49,7 @@ from lipsyncctl.curation.records import (
     source_id,
     stage_key,
 )
-from lipsyncctl.errors import LipsyncError, MissingModelError, UsageError
+from lipsyncctl.errors import LipsyncError, UsageError
 
 #: bump when a stage computes something different from the same inputs
 STAGE_VERSION = {Stage.PROBE: 1, Stage.NORMALIZE: 1, Stage.SHOTS: 1, Stage.SEGMENTS: 1}
@@ -189,14 +189,10 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
     warnings: list[str] = []
-    try:
+    if dry_run:  # what is missing is said; nothing is made (not the tiny models either)
+        models = _planned_models(config, until, warnings)
+    else:
         models = _clip_models(config, until)  # fail fast (exit 4) before any work
-    except MissingModelError as exc:
-        if not dry_run:
-            raise
-        models = {}  # the plan counts the clip stages as to run; the run itself would stop here
-        warnings.append(f"a run would stop (exit 4): {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
-        progress.warning(warnings[-1])
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
     store = RecordStore(data / ".lipsyncctl" / "records")
@@ -567,6 +563,33 @@ def _clip_models(config: Config, until: str) -> dict[str, dict[str, str]]:
             if not s.skipped(config.curate)}
 
 
+def _planned_models(config: Config, until: str, warnings: list[str]) -> dict[str, dict[str, str]]:
+    """:func:`_clip_models` for a dry run: stage by stage, writing nothing (a tiny set not made yet is left to the
+    run); a stage whose files are not there is said in ``warnings`` (the run would stop there, exit 4) and left
+    out, so the plan counts its work as to compute."""
+    from lipsyncctl.checkpoints.tiny import TinyNotMade, not_generated
+    from lipsyncctl.curation import align
+    from lipsyncctl.faces.detect import usable_backend
+
+    names = [s.name for s in CLIP_STAGES]
+    models = {}
+    with not_generated():
+        for stage in CLIP_STAGES[: names.index(until) + 1] if until in names else ():
+            if stage.skipped(config.curate):
+                continue
+            try:
+                if stage.name == align.NAME:
+                    usable_backend(config.curate.detector)
+                models[stage.name] = {role: str(p) for role, p in stage.models(config.model).items()}
+            except TinyNotMade:
+                continue  # made by the run: its stages count as to compute
+            except LipsyncError as exc:
+                warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}"
+                                + (f" ({exc.hint})" if exc.hint else ""))
+                progress.warning(warnings[-1])
+    return models
+
+
 def _clip_records(store: RecordStore, source: str) -> dict[str, ClipRecord]:
     kind = f"clips/{source}"
     raws = (store.load(kind, rid) for rid in store.ids(kind))
@@ -667,7 +690,7 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
     """What a run would do with one source, from its stored record alone (a dry run: nothing runs or is
     written): the stages it would compute, as :func:`execute_source` decides them, and the decision and spans
     the stored measurements give with the current thresholds. A source with a source stage to run is
-    ``pending`` (its spans are not known yet: every clip stage is listed by name)."""
+    ``undecided`` (its spans are not known yet: every clip stage is listed by name)."""
     from lipsyncctl.curation.decide import decide_clip
     from lipsyncctl.runner.store import file_fingerprint
 
@@ -679,25 +702,31 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
     last = names.index(task.until) if task.until in names else len(names) - 1
     clip_names = [] if task.until in names else [s.name for s in CLIP_STAGES][
         : [s.name for s in CLIP_STAGES].index(task.until) + 1]
-    key, forced = fingerprint, False
+    key, forced, refreshed = fingerprint, False, []
     for i, stage in enumerate(STAGES[: last + 1]):
         key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
                                 deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, task.options))
         forced = forced or str(stage) in task.force
         old = rec.result(stage)
+        if stage is Stage.PROBE and old is not None and old.key == key and not forced and _probe_lacks_facts(old):
+            new = _refresh_probe(old, rec, task, key)  # as execute_source: a read of the file, kept in memory here
+            if new is not None:
+                rec.stages[str(stage)] = old = new
+                refreshed.append(str(stage))
         if _current(stage, old, key, forced):
             if _stops_here(stage, old, task.options):
-                return SourceOutcome(task.id, task.path, decide_source(rec, task.options), to_compute=[]), []
+                return SourceOutcome(task.id, task.path, decide_source(rec, task.options), to_compute=refreshed), []
             continue
         why = ("new" if raw is None else "the file changed" if rec.fingerprint != fingerprint
                else "--force" if forced else "not measured" if old is None
                else "a failure, retried" if old.error is not None
-               else "an older record" if old.key == key and stage is Stage.PROBE else "settings changed")
-        todo = names[i: last + 1] + clip_names
-        return SourceOutcome(task.id, task.path, Decision.pending(str(stage), why), to_compute=todo), []
+               else "an older record" if old.key == key and stage is Stage.PROBE
+               else "its audio file is gone" if old.key == key else "settings changed")
+        todo = refreshed + names[i: last + 1] + clip_names
+        return SourceOutcome(task.id, task.path, Decision.undecided(str(stage), why), to_compute=todo), []
     decision = decide_source(rec, task.options)
     spans = decide_clips(rec, task.options, _clip_records(store, rec.id))
-    todo = []
+    todo = list(refreshed)
     if clip_names and decision.verdict == "kept":
         stages = CLIP_STAGES[: len(clip_names)]
         for span in decide_clips(rec, task.options):  # as execute_source: the spans the source stages keep

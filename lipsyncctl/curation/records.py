@@ -37,7 +37,7 @@ class Verdict(StrEnum):
     KEPT = "kept"
     REJECTED = "rejected"
     FAILED = "failed"
-    PENDING = "pending"  # a dry run's source whose stages are to run: not decided yet
+    UNDECIDED = "undecided"  # a dry run's source whose stages are to run first
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,9 @@ class Decision:
         return cls(Verdict.FAILED, str(stage), error=error)
 
     @classmethod
-    def pending(cls, stage: str, reason: str) -> Decision:
+    def undecided(cls, stage: str, reason: str) -> Decision:
         """Not decided: a dry run found ``stage`` (and the later ones) to run, for ``reason``."""
-        return cls(Verdict.PENDING, str(stage), reason)
+        return cls(Verdict.UNDECIDED, str(stage), reason)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"verdict": str(self.verdict)}

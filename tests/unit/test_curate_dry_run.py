@@ -71,7 +71,7 @@ def test_the_plan_of_every_state_is_what_the_run_then_computes(env) -> None:  # 
     # a new folder: every stage of every source, nothing decided yet, nothing written (not even the folder)
     plan = run_curation([env["raw"]], data, cfg.resolve("tiny"), dry_run=True, until="segments")
     assert not data.exists() and plan.dry_run and plan.ok and plan.clips == []
-    assert {s.decision.to_dict()["verdict"] for s in plan.sources} == {"pending"}
+    assert {s.decision.to_dict()["verdict"] for s in plan.sources} == {"undecided"}
     assert {(s.decision.stage, s.decision.reason) for s in plan.sources} == {("probe", "new")}
     assert _plan(plan) == {"a.mp4": SOURCE_STAGES, "b.mp4": SOURCE_STAGES}
     full = run_curation([env["raw"]], data, cfg.resolve("tiny"), dry_run=True)
@@ -134,3 +134,32 @@ def test_the_dry_run_names_stages_by_span_and_says_missing_weights(env, tmp_path
     assert main(["curate", str(env["raw"]), "-o", str(tmp_path / "afile" / "data"), "--preset", "tiny",
                  "--dry-run"]) == 1
     assert "a file is in the way" in capsys.readouterr().err
+
+
+def test_a_dry_run_makes_no_tiny_models(env, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.curation import clipstages, job
+
+    # a stage whose tiny models are made on first use (the sync scorer's): a dry run leaves the folder as it was
+    models = tmp_path / "fresh-models"
+    models.mkdir()
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(models))
+    stage = next(s for s in clipstages._registered() if s.name == "sync")
+    monkeypatch.setattr(clipstages, "CLIP_STAGES", (stage,))
+    monkeypatch.setattr(job, "CLIP_STAGES", (stage,))
+    plan = run_curation([env["raw"]], tmp_path / "data", cfg.resolve("tiny"), dry_run=True)
+    assert list(models.iterdir()) == [] and _plan(plan) == {n: [*SOURCE_STAGES, "sync"] for n in ("a.mp4", "b.mp4")}
+    assert plan.warnings == []  # not missing: the run makes them
+
+
+def test_an_older_probe_record_is_planned_as_the_run_refreshes_it(env) -> None:  # type: ignore[no-untyped-def]
+    """A dataset curated before probes recorded the picture's start time: the run probes again (cheap) and keeps the
+    later stages; the plan says just that (it said every stage was to run)."""
+    run_curation([env["raw"]], env["data"], cfg.resolve("tiny"))
+    record = next((env["data"] / ".lipsyncctl" / "records" / "sources").glob("*.json"))
+    raw = json.loads(record.read_text())
+    del raw["stages"]["probe"]["data"]["start_time"]
+    record.write_text(json.dumps(raw))
+    plan, run = _plan_then_run(env)
+    name = Path(raw["path"]).name
+    assert _plan(plan)[name] == _done(run)[name] == ["probe"]
