@@ -380,8 +380,8 @@ def taken_error(path: str | Path) -> UsageError:
 
 def move_new(src: str | Path, dst: str | Path) -> None:
     """Rename ``src`` to ``dst``, never replacing a ``dst`` that exists (another run's, made meanwhile): a hard link,
-    then ``src`` removed, so of two runs exactly one gets ``dst``; where the file system has no hard links (FAT,
-    some network shares), a look and a rename.
+    then ``src`` removed, so of two runs exactly one gets ``dst``; where a hard link cannot be made (FAT, some
+    network shares; whatever the error: a real one shows in the rename), a look and a rename.
 
     Raises:
         UsageError: ``dst`` exists (:func:`taken_error`).
@@ -390,9 +390,7 @@ def move_new(src: str | Path, dst: str | Path) -> None:
         os.link(src, dst)
     except FileExistsError:
         raise taken_error(dst) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
+    except OSError:  # no hard links here (EPERM, ENOTSUP, EINVAL from SMB/FAT, EACCES from some FUSE mounts...)
         if os.path.lexists(dst):
             raise taken_error(dst) from None
         os.replace(src, dst)

@@ -415,13 +415,12 @@ def is_interlaced(field_order: str | None) -> bool:
 
 
 def _field_order(ctx: Any, first: Any) -> str | None:
-    """The stream's interlaced field order (the container's or the decoder's, after the first frame), else the first
-    frame's when it is interlaced (a DV file states no order, but its frames are flagged bottom field first), else
-    what the stream says (``progressive``, or None)."""
+    """The stream's field order (the container's or the decoder's, after the first frame), else, when it states
+    none, the first frame's if it is interlaced (a DV file states no order, but its frames are flagged bottom field
+    first). A stream that says ``progressive`` is taken at its word over its frames' flags (PsF, or x264's
+    fake-interlaced Blu-ray encodes: progressive pictures coded as fields)."""
     order = FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0))
-    if is_interlaced(order):
-        return order
-    if getattr(first, "interlaced_frame", False):
+    if order is None and getattr(first, "interlaced_frame", False):
         return _frame_field_order(first)
     return order
 

@@ -272,10 +272,10 @@ def sync_clip(
         warnings.append(hdr10)
     if floating := float_picture_warning(vinfo.pix_fmt):
         warnings.append(floating)
-    for said in (alpha_warning(vinfo.pix_fmt), aspect_warning(output, delivered, vinfo.sample_aspect),
-                 dropped_streams_warning(info.others)):
-        if said:
-            warnings.append(said)
+    lost = [alpha_warning(vinfo.pix_fmt)]
+    if delivery is None:  # an intermediate render (a timeline's shot): its delivery is not this file, nor a copy of it
+        lost += [aspect_warning(output, config.output, vinfo.sample_aspect), dropped_streams_warning(info.others)]
+    warnings.extend(w for w in lost if w)
     warnings.extend(sequence_warnings(output, config.output))
 
     # The faces of the source frames the output shows, and a cross-fade's look-ahead past them (the frames after

@@ -469,7 +469,7 @@ def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> 
     whatever the shot's status. The shifted window simply replaces that stretch, with hard cuts at the shot's
     boundaries and no crossfade, as the split clips of the relinked dub track (:func:`dub_track`) play in
     an NLE; the M&E is never shifted."""
-    from lipsyncctl.media.audio import BLOCK, iter_audio, reblock
+    from lipsyncctl.media.audio import BLOCK, iter_audio, own_start, reblock
     from lipsyncctl.timeline.dub import shifted_spans
 
     total = tb.samples_at(plan.duration, plan.fps, dub.rate)
@@ -477,7 +477,7 @@ def conform_audio(plan: TimelinePlan, dub: DubTrack, me: Path | None = None) -> 
     beds: Iterator[np.ndarray] = iter(())
     channels = dub.samples.shape[0]
     if me is not None:
-        chunks = iter_audio(me, dub.rate, None)
+        chunks = iter_audio(me, dub.rate, None, start=float(own_start(me)))  # from its own start, as the dub
         first = next(chunks)  # at least one, maybe empty: it tells the channel count
         beds = reblock(itertools.chain([first], chunks), BLOCK)
         channels = max(channels, first.shape[1])

@@ -424,3 +424,17 @@ def test_an_edl_with_two_audio_tracks_is_written_with_the_dub_left_to_the_otio()
         otio.adapters.write_to_string(tl, "cmx_3600")
     edl = otio.adapters.write_to_string(_for_adapter(tl, "cmx_3600"), "cmx_3600")
     assert "C001" in edl and len(tl.tracks) == 4  # the relinked timeline itself keeps its dub
+
+
+def test_an_me_file_in_mpeg_ts_is_mixed_from_its_first_sample(media: Path, tmp_path: Path) -> None:
+    """An M&E is read from its own start, as the dub (``own_start``): an MPEG-TS M&E's 1.4 s are not silence before
+    its first sound."""
+    from lipsyncctl.timeline.dub import DubTrack
+    from lipsyncctl.timeline.outputs import conform_audio
+    from tests.unit.test_sync_dub_decode import BURST, RATE, _burst_at, _burst_sound, _write_sound
+
+    _, _, plan, _, _ = _relinked(media, tmp_path)
+    me = _write_sound(tmp_path / "me.ts", "mpegts", "mp2", _burst_sound(1.0), audio_at=1.4)
+    dub = DubTrack("de", np.zeros((1, RATE), np.float32), RATE, Fraction(0), "de.wav")
+    mixed = np.concatenate(list(conform_audio(plan, dub, me)), axis=1)
+    assert _burst_at(mixed[0]) == pytest.approx(BURST[0], abs=0.05)  # MP2's own delay, not 1.4 s
