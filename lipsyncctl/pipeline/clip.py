@@ -231,21 +231,22 @@ def sync_clip(
         info, audio_stream = inputs.info, inputs.dub.index
         if inputs.several:
             warnings.append(inputs.several)
+        vinfo = info.video
+        grid = vinfo.nominal_fps
+        total = grid_frames(vinfo)
+        first, stop = select_range(total, grid, start, end) if frames is None else select_frames(total, *frames)
         # One decode of the dub: the model's 16 kHz copy (a long one mapped from a file beside the output) and its
-        # length at its own rate (the plan's); the output streams the original from the file at the mux.
+        # length at its own rate (the plan's); the output streams the original from the file at the mux. The
+        # clip's own sound from the first frame rendered (as it plays with it), a dub from its start.
+        dub_start = inputs.origin + (Fraction(first) / grid if inputs.same else 0)
         mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream,
-                                                                 folder=_scratch_folder(output),
-                                                                 start=inputs.origin)
+                                                                 folder=_scratch_folder(output), start=dub_start)
         if audio_samples <= 0:
-            raise MediaError(f"{audio}: the audio stream is empty")
+            raise MediaError(f"{audio}: the audio stream is empty" + (" from --start on" if first else ""))
         if clipped := clipping_warning(inputs.dub.codec, _peak(mono)):
             warnings.append(clipped)
-    vinfo = info.video
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     check_point(config, vinfo.display_size)
-    grid = vinfo.nominal_fps
-    total = grid_frames(vinfo)
-    first, stop = select_range(total, grid, start, end) if frames is None else select_frames(total, *frames)
     clamped = end_clamp_warning(total, grid, end)
     if clamped:
         warnings.append(clamped)
@@ -333,7 +334,7 @@ def sync_clip(
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
-                              audio_stream=audio_stream, audio_start=inputs.origin, start_number=number,
+                              audio_stream=audio_stream, audio_start=dub_start, start_number=number,
                               overwrite=overwrite)
         finally:
             if stream is not None:
@@ -507,13 +508,15 @@ class Inputs:
     info: MediaInfo
     dub: AudioInfo
     several: str | None = None
-    origin: Fraction = Fraction(0)  # the time of the audio file's timeline where the dub starts: see probe_inputs
+    origin: Fraction = Fraction(0)  # the time of the audio file's timeline where the dub starts: see dub_origin
+    same: bool = False  # the dub is the clip's own sound (the video's file)
 
 
 def dub_origin(info: MediaInfo, audio: Path, same: bool) -> Fraction:
     """Where the dub starts on its file's timeline (its sample 0, placed at the output's first frame): the
     clip's own sound (``same``) from the time of its first picture, as the file plays them together (as
-    ``prep`` cuts it); another file from its own start (:func:`~lipsyncctl.media.audio.own_start`: an MPEG-TS
+    ``prep`` cuts it; a range's first frame is counted from there: ``sync --start``, ``score``); another file from
+    its own start (:func:`~lipsyncctl.media.audio.own_start`: an MPEG-TS
     starts at 1.4 s or any time). A stream that starts later than that begins with silence (a .mov whose
     sound starts 0.5 s after its picture keeps that half second)."""
     from lipsyncctl.media.audio import own_start
@@ -555,7 +558,7 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
-    return Inputs(info, dub, several, dub_origin(info, audio, same))
+    return Inputs(info, dub, several, dub_origin(info, audio, same), same)
 
 
 def _peak(samples: np.ndarray) -> float:

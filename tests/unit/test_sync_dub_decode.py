@@ -154,6 +154,10 @@ def test_a_dub_that_starts_late_or_on_another_clock_is_heard_and_muxed_on_one_ti
             # (MP2 in a TS delays its sound by its codec's 30 ms, which the file does not state; not 1.4 s)
             assert _burst_at(heard) == pytest.approx(expected, abs=slack), (dub.name, _burst_at(heard))
             assert _burst_at(written) == _burst_at(heard), dub.name  # the mux and the model agree to the sample
+        # from frame 3 on (--start 0.12), the clip's own sound from there: what plays with those frames
+        out = tmp_path / "out-start.mov"
+        sync_clip(own, own, out, config, networks=models, start=0.12)
+        assert _burst_at(read_audio(out, RATE, 1)) == pytest.approx(0.2 + BURST[0] - 0.12, abs=0.001)
 
 
 def test_a_timeline_dub_in_mpeg_ts_starts_at_its_first_sample(tmp_path: Path) -> None:
