@@ -10,7 +10,7 @@ Exit codes (documented in the README and the man pages):
 3     bad config or preset
 4     missing model, ffmpeg, or device
 5     bad input media
-6     busy: another run is writing to the same output folder
+6     busy: another run is writing to the same output folder, or the same sync output file
 130   interrupted (Ctrl-C)
 ====  =========================================================
 """

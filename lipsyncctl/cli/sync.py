@@ -29,7 +29,7 @@ sample rate and channels, and is written under a temporary name, then renamed. O
 holds the resolved configuration. An existing OUT is never replaced unless --overwrite/-y. Length policy when audio and picture differ (--length-policy):
 pingpong (default, official), loop, freeze, cut (shortest), silence (pad the audio, keep the picture).
 Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/ffmpeg/device, 5 bad input media,
-6 busy (another run is writing to the same timeline output folder), 130 interrupted (Ctrl-C, SIGTERM: nothing
+6 busy (another run is writing to the same -o, or the same timeline output folder), 130 interrupted (Ctrl-C, SIGTERM: nothing
 partial is left).
 """
 

@@ -192,6 +192,7 @@ def sync_clip(
         interlace_warning,
         sequence_warnings,
     )
+    from lipsyncctl.runner.lock import output_lock
 
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
@@ -283,7 +284,8 @@ def sync_clip(
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
     face_frames = min(plan.source_frames, plan.shown_source_frames() + config.faces.crossfade_frames + 1)
     # an interlaced source's faces are found and rendered from progressive pictures, pasted onto its own frames
-    with IndexedReader(video, grid, info=info, deinterlace=config.sync.deinterlace == "auto") as reader:
+    with output_lock(output), \
+            IndexedReader(video, grid, info=info, deinterlace=config.sync.deinterlace == "auto") as reader:
         # 2. Faces over the selected source frames, before any network loads (fail fast). Pipelined, the pass
         # runs beside the networks and the render (FaceStream) once it has found a face.
         with clock("faces"):

@@ -58,3 +58,31 @@ def test_an_output_another_run_made_meanwhile_is_kept(tmp_path: Path, monkeypatc
         assert sorted(p.name for p in tmp_path.iterdir()) == ["dub.wav", "models", "o.mp4", "v.mkv"]
         res = sync_clip(video, dub, out, config, networks=models, overwrite=True)  # -y: replaced, as asked
     assert res.frames == 6 and out.stat().st_size > 100 and (tmp_path / "o.run.yaml").exists()
+
+
+def test_a_second_run_of_an_output_being_written_is_refused_at_once(tmp_path: Path) -> None:
+    """While a run writes OUT (it holds ``.OUT.lock``), another run of OUT exits 6 naming it, before any face or
+    network work; the lock file is gone once the first run ends, and a killed run's file blocks nobody."""
+    import subprocess
+    import sys
+
+    from lipsyncctl.errors import BusyError
+    from lipsyncctl.pipeline.clip import sync_clip
+    from lipsyncctl.runner.lock import output_lock
+
+    dub = write_wav(tmp_path / "dub.wav", 0.24, rate=16000)
+    video = write_clip(tmp_path / "v.mkv", sample_frames(6, scale=0.75), Fraction(25))
+    out = tmp_path / "o.mp4"
+    with tiny_models(tmp_path / "models") as (config, models):
+        with output_lock(out):  # the first run, writing
+            assert (tmp_path / ".o.mp4.lock").is_file()
+            with pytest.raises(BusyError, match="another run is writing this output"):
+                sync_clip(video, dub, out, config, networks=models)
+        assert not (tmp_path / ".o.mp4.lock").exists() and not out.exists()
+        # a run killed while it held the lock leaves its file; the kernel let go of the lock, so it blocks nothing
+        code = ("import os; from lipsyncctl.runner.lock import output_lock\n"
+                f"with output_lock({str(out)!r}): os._exit(9)")
+        subprocess.run([sys.executable, "-c", code], check=False)
+        assert (tmp_path / ".o.mp4.lock").is_file()
+        assert sync_clip(video, dub, out, config, networks=models).frames == 6
+    assert not (tmp_path / ".o.mp4.lock").exists()
