@@ -371,11 +371,15 @@ def _atomic_sequence(path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: what to do about an output that is there (exit 2): the same words for one there at the start and one made meanwhile
+OVERWRITE_HINT = "pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o"
+
+
 def taken_error(path: str | Path) -> UsageError:
     """The error of an output that another run put in place while this one worked (exit 2, as an output there at
     the start): that run's take is left as it is."""
     return UsageError(f"{path}: exists; another run wrote it while this one worked, and it is left as it is",
-                      hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
+                      hint=OVERWRITE_HINT)
 
 
 def move_new(src: str | Path, dst: str | Path) -> None:

@@ -68,7 +68,7 @@ def truncate_frame(frame: Any, samples: int) -> Any:
 
 def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, fmt: str = "flt",
                       frame_size: int | None = None, start: float = 0.0,
-                      native: list[int] | None = None) -> Iterator[tuple[Fraction, Any]]:
+                      native: list[Any] | None = None) -> Iterator[tuple[Fraction, Any]]:
     """Decode ``stream`` and yield ``(time_of_first_sample, resampled av.AudioFrame)`` from ``start`` on,
     up to the end the container declares (:func:`declared_end`: no encoder padding).
 
@@ -144,7 +144,7 @@ SPILL_SAMPLES = 16000 * 120
 
 def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
                start: float = 0.0, duration: float | None = None, stream_index: int | None = None,
-               native: list[int] | None = None, folder: str | Path | None = None) -> np.ndarray:
+               native: list[Any] | None = None, folder: str | Path | None = None) -> np.ndarray:
     """Decode the audio of ``path`` to float32, resampled to ``rate`` Hz and ``channels`` channels, whole:
     :func:`iter_audio`'s chunks joined.
 
@@ -221,7 +221,7 @@ def _scratch_failed(folder: str | Path | None, exc: OSError, *, written: int = 0
 
 def iter_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
                start: float = 0.0, duration: float | None = None, stream_index: int | None = None,
-               native: list[int] | None = None, pad: bool = False) -> Iterator[np.ndarray]:
+               native: list[Any] | None = None, pad: bool = False) -> Iterator[np.ndarray]:
     """The audio of ``path`` as float32 ``(n, channels)`` chunks at ``rate`` Hz, streamed (a decoder frame's
     worth at a time).
 
@@ -304,11 +304,9 @@ def own_start(path: str | Path) -> Fraction:
     """Where the timeline of a file given as a sound of its own (a dub, not a clip's sound) starts: the earliest
     start of its streams, FFmpeg's zero (an MPEG-TS starts at 1.4 s or any time; a WAV at 0), never before 0. A
     stream of it that starts later begins, read from here (:func:`iter_audio`'s ``start``), with silence."""
-    from lipsyncctl.media.rates import exact
-
     with opened(Path(path)) as container:
-        start = container.start_time
-    return exact(max(0, start) / 1_000_000) if start else Fraction(0)
+        start = container.start_time  # microseconds (AV_TIME_BASE)
+    return Fraction(max(0, start), 1_000_000) if start else Fraction(0)
 
 
 def spool_audio(path: str | Path, rate: int | None = None, channels: int | None = None, *,

@@ -474,9 +474,11 @@ def _scan_packets(container: Any) -> _Scan:
 
 def _needs_scan(container: Any) -> bool:
     """Containers without a per-stream duration (MKV/WebM, ...) or video frame count (MPEG-TS/M2TS: its
-    index entries fill in only as a decoder seeks, so they cannot count the frames) in the header."""
-    return any((s.type in ("video", "audio") and not s.duration) or (s.type == "video" and not s.frames)
-               for s in container.streams)
+    index entries fill in only as a decoder seeks, so they cannot count the frames) in the header, or whose
+    durations are estimates (:data:`ESTIMATED_DURATIONS`: an MPEG-TS holding sound alone)."""
+    return bool(ESTIMATED_DURATIONS & set(container.format.name.split(","))) or any(
+        (s.type in ("video", "audio") and not s.duration) or (s.type == "video" and not s.frames)
+        for s in container.streams)
 
 
 #: formats whose streams' durations FFmpeg estimates (from the first and last timestamps it reads, or a bit rate): an

@@ -69,7 +69,7 @@ def frames_before(seconds: float | Fraction, fps: Fraction | int) -> int:
     return max(0, math.ceil((exact(seconds) - time_tolerance(fps)) * Fraction(fps)))
 
 
-def exact(value: float | int | Fraction) -> Fraction:
+def exact(value: float | int | str | Fraction) -> Fraction:
     """A number a person typed or a float field holds (seconds ``0.19``, a start time, a rate ``29.97``) as
     the fraction meant, not the binary float's expansion: the nearest with a denominator up to a million."""
     return value if isinstance(value, Fraction) else Fraction(value).limit_denominator(10**6)

@@ -173,7 +173,7 @@ def sync_clip(
             is an input.
         MissingModelError / CheckpointError / DeviceError: see their docs.
     """
-    from lipsyncctl.media.atomic import check_not_input, check_writable
+    from lipsyncctl.media.atomic import OVERWRITE_HINT, check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio_and_length
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
@@ -214,7 +214,7 @@ def sync_clip(
             from lipsyncctl.errors import UsageError
 
             raise UsageError(f"{path}: exists; refusing to replace it",
-                             hint="pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o")
+                             hint=OVERWRITE_HINT)
     check_writable(output)  # a read-only destination fails now, not after the render
     stale_matte = matte_path(output) if overwrite and matte_out is None and exists(output) else None
     files = None

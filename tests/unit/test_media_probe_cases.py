@@ -317,6 +317,9 @@ def test_an_mpeg_ts_sound_lasts_what_it_decodes_to_not_ffmpegs_estimate(tmp_path
     sound = probe(ts).audio[0]
     assert abs(header - samples / rate) > 0.02  # the estimate is off: what the test is about
     assert sound.duration == pytest.approx(samples / rate, abs=0.001) and sound.start_time > 1
+    alone = _write_sound(tmp_path / "b.ts", "mpegts", "mp2", _burst_sound(2.0), audio_at=1.4)  # a dub: sound only
+    samples, rate = audio_length(alone)
+    assert probe(alone).audio[0].duration == pytest.approx(samples / rate, abs=0.001)
 
 
 # --- what an output does not carry ----------------------------------------------------------------------------------
