@@ -66,21 +66,10 @@ def _decoded(path: Path, color: ColorInfo) -> list[np.ndarray]:
 
 def _png_sequence(folder: Path, frames: int = 3) -> Path:
     """A PNG sequence of :func:`_patches` (FFmpeg's PNG reader tags it ``gbr``, full range)."""
-    import av
+    from tests.sync_media import write_clip
 
     folder.mkdir()
-    pattern = folder / "shot.%04d.png"
-    with av.open(str(pattern), "w", format="image2") as container:
-        stream = container.add_stream("png", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "rgb24"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(_patches(), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return pattern
+    return write_clip(folder / "shot.%04d.png", [_patches()] * frames, Fraction(25), codec="png", pix_fmt="rgb24")
 
 
 # -- pixel aspect -----------------------------------------------------------------------------------
