@@ -157,3 +157,56 @@ def audio_info(path: Path) -> tuple[int, int, int]:
         s = c.streams.audio[0]
         n = sum(f.samples for f in c.decode(s))
         return s.codec_context.sample_rate, s.codec_context.channels, n
+
+
+SOUND_RATE = 16000
+SOUND_BURST = (0.1, 0.16)  # a 1 kHz burst at this time of the dub's own sound (seconds from its first sample)
+
+
+def burst_sound(seconds: float) -> np.ndarray:
+    """``seconds`` of 16 kHz mono silence with a 1 kHz burst over :data:`SOUND_BURST` (a sound whose place is measured)."""
+    t = np.arange(int(seconds * SOUND_RATE)) / SOUND_RATE
+    return np.where((t >= SOUND_BURST[0]) & (t < SOUND_BURST[1]), 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0).astype(np.float32)
+
+
+def write_sound(path: Path, fmt: str, codec: str, sound: np.ndarray, *, audio_at: float = 0.0,
+                 frames: list[np.ndarray] | None = None, video_at: int = 0) -> Path:
+    """``sound`` (mono, 16 kHz) as ``codec`` in a ``fmt`` file whose audio stream starts ``audio_at`` seconds into
+    the file's timeline; with ``frames``, a 25 fps picture beside it from frame time ``video_at`` (0: from 0)."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as c:
+        if frames is not None:
+            vs = c.add_stream("mpeg4", rate=25)
+            vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        a = c.add_stream(codec, rate=SOUND_RATE, layout="mono")
+        size = a.codec_context.frame_size or 1024
+        fmt_name = a.codec_context.format.name
+        pts = round(audio_at * SOUND_RATE)
+        for i in range(0, len(sound), size):
+            part = sound[i:i + size]
+            if len(part) < size and a.codec_context.frame_size:
+                part = np.pad(part, (0, size - len(part)))
+            data = (part * 32767).astype(np.int16) if fmt_name.startswith("s16") else part
+            frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt_name.rstrip("p") if
+                                               not fmt_name.endswith("p") else fmt_name, layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = SOUND_RATE, pts, Fraction(1, SOUND_RATE)
+            pts += len(part)
+            for packet in a.encode(frame):
+                c.mux(packet)
+        for packet in a.encode(None):
+            c.mux(packet)
+        if frames is not None:
+            for i, rgb in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                vf.pts, vf.time_base = video_at + i, Fraction(1, 25)
+                for packet in vs.encode(vf):
+                    c.mux(packet)
+            for packet in vs.encode(None):
+                c.mux(packet)
+    return path
+
+
+def burst_at(samples: np.ndarray) -> float:
+    """Seconds from the start of ``samples`` (16 kHz mono) to the burst's first loud sample."""
+    return float(np.argmax(np.abs(samples) > 0.1)) / SOUND_RATE

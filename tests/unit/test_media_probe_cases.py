@@ -306,10 +306,9 @@ def test_an_mpeg_ts_sound_lasts_what_it_decodes_to_not_ffmpegs_estimate(tmp_path
     import av
 
     from lipsyncctl.media.audio import audio_length
-    from tests.sync_media import sample_frames
-    from tests.unit.test_sync_dub_decode import _burst_sound, _write_sound
+    from tests.sync_media import burst_sound, sample_frames, write_sound
 
-    ts = _write_sound(tmp_path / "a.ts", "mpegts", "mp2", _burst_sound(2.0), audio_at=1.4,
+    ts = write_sound(tmp_path / "a.ts", "mpegts", "mp2", burst_sound(2.0), audio_at=1.4,
                       frames=sample_frames(50, scale=0.25))
     with av.open(str(ts)) as c:
         header = float(c.streams.audio[0].duration * c.streams.audio[0].time_base)
@@ -317,7 +316,7 @@ def test_an_mpeg_ts_sound_lasts_what_it_decodes_to_not_ffmpegs_estimate(tmp_path
     sound = probe(ts).audio[0]
     assert abs(header - samples / rate) > 0.02  # the estimate is off: what the test is about
     assert sound.duration == pytest.approx(samples / rate, abs=0.001) and sound.start_time > 1
-    alone = _write_sound(tmp_path / "b.ts", "mpegts", "mp2", _burst_sound(2.0), audio_at=1.4)  # a dub: sound only
+    alone = write_sound(tmp_path / "b.ts", "mpegts", "mp2", burst_sound(2.0), audio_at=1.4)  # a dub: sound only
     samples, rate = audio_length(alone)
     assert probe(alone).audio[0].duration == pytest.approx(samples / rate, abs=0.001)
 

@@ -12,7 +12,17 @@ import pytest
 from lipsyncctl.media import audio as audio_mod
 from lipsyncctl.media.audio import audio_length, read_audio, read_audio_and_length
 from tests import mediagen as mg
-from tests.sync_media import sample_frames, tiny_models, write_clip, write_wav
+from tests.sync_media import (
+    SOUND_BURST,
+    SOUND_RATE,
+    burst_at,
+    burst_sound,
+    sample_frames,
+    tiny_models,
+    write_clip,
+    write_sound,
+    write_wav,
+)
 from tests.unit.test_media_io import _m4a
 
 
@@ -81,58 +91,6 @@ def test_a_long_dub_is_kept_on_disk_beside_the_output_and_gives_the_same_sync(tm
     assert disk.output.read_bytes() == memory.output.read_bytes()
 
 
-RATE = 16000
-BURST = (0.1, 0.16)  # a 1 kHz burst at this time of the dub's own sound (seconds from its first sample)
-
-
-def _burst_sound(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return np.where((t >= BURST[0]) & (t < BURST[1]), 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0).astype(np.float32)
-
-
-def _write_sound(path: Path, fmt: str, codec: str, sound: np.ndarray, *, audio_at: float = 0.0,
-                 frames: list[np.ndarray] | None = None, video_at: int = 0) -> Path:
-    """``sound`` (mono, 16 kHz) as ``codec`` in a ``fmt`` file whose audio stream starts ``audio_at`` seconds into
-    the file's timeline; with ``frames``, a 25 fps picture beside it from frame time ``video_at`` (0: from 0)."""
-    import av
-
-    with av.open(str(path), "w", format=fmt) as c:
-        if frames is not None:
-            vs = c.add_stream("mpeg4", rate=25)
-            vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        a = c.add_stream(codec, rate=RATE, layout="mono")
-        size = a.codec_context.frame_size or 1024
-        fmt_name = a.codec_context.format.name
-        pts = round(audio_at * RATE)
-        for i in range(0, len(sound), size):
-            part = sound[i:i + size]
-            if len(part) < size and a.codec_context.frame_size:
-                part = np.pad(part, (0, size - len(part)))
-            data = (part * 32767).astype(np.int16) if fmt_name.startswith("s16") else part
-            frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt_name.rstrip("p") if
-                                               not fmt_name.endswith("p") else fmt_name, layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = RATE, pts, Fraction(1, RATE)
-            pts += len(part)
-            for packet in a.encode(frame):
-                c.mux(packet)
-        for packet in a.encode(None):
-            c.mux(packet)
-        if frames is not None:
-            for i, rgb in enumerate(frames):
-                vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                vf.pts, vf.time_base = video_at + i, Fraction(1, 25)
-                for packet in vs.encode(vf):
-                    c.mux(packet)
-            for packet in vs.encode(None):
-                c.mux(packet)
-    return path
-
-
-def _burst_at(samples: np.ndarray) -> float:
-    """Seconds from the start of ``samples`` (16 kHz mono) to the burst's first loud sample."""
-    return float(np.argmax(np.abs(samples) > 0.1)) / RATE
-
-
 def test_a_dub_that_starts_late_or_on_another_clock_is_heard_and_muxed_on_one_timeline(tmp_path: Path) -> None:
     """A clip's own sound starting 0.2 s after its picture (a .mov as recorded or conformed) keeps that lead in the
     output, and the model hears the same timeline; an MPEG-TS dub, whose timestamps start at 1.4 s, starts at its
@@ -141,23 +99,23 @@ def test_a_dub_that_starts_late_or_on_another_clock_is_heard_and_muxed_on_one_ti
     from lipsyncctl.pipeline.clip import probe_inputs, sync_clip
 
     frames = sample_frames(10, scale=0.75)
-    own = _write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", _burst_sound(0.2), audio_at=0.2, frames=frames)
-    ts = _write_sound(tmp_path / "dub.ts", "mpegts", "mp2", _burst_sound(0.4), audio_at=1.4)  # as FFmpeg writes a TS
+    own = write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", burst_sound(0.2), audio_at=0.2, frames=frames)
+    ts = write_sound(tmp_path / "dub.ts", "mpegts", "mp2", burst_sound(0.4), audio_at=1.4)  # as FFmpeg writes a TS
     video = write_clip(tmp_path / "v.mkv", frames, Fraction(25))
     with tiny_models(tmp_path / "models") as (config, models):
-        for picture, dub, expected, slack in ((own, own, 0.2 + BURST[0], 0.001), (video, ts, BURST[0], 0.05)):
+        for picture, dub, expected, slack in ((own, own, 0.2 + SOUND_BURST[0], 0.001), (video, ts, SOUND_BURST[0], 0.05)):
             origin = probe_inputs(picture, dub).origin
-            heard, _, _ = read_audio_and_length(dub, RATE, 1, start=origin)  # what sync_clip gives the model
+            heard, _, _ = read_audio_and_length(dub, SOUND_RATE, 1, start=origin)  # what sync_clip gives the model
             out = tmp_path / f"out-{dub.stem}.mov"
             sync_clip(picture, dub, out, config, networks=models, overwrite=True)
-            written = read_audio(out, RATE, 1)
+            written = read_audio(out, SOUND_RATE, 1)
             # (MP2 in a TS delays its sound by its codec's 30 ms, which the file does not state; not 1.4 s)
-            assert _burst_at(heard) == pytest.approx(expected, abs=slack), (dub.name, _burst_at(heard))
-            assert _burst_at(written) == _burst_at(heard), dub.name  # the mux and the model agree to the sample
+            assert burst_at(heard) == pytest.approx(expected, abs=slack), (dub.name, burst_at(heard))
+            assert burst_at(written) == burst_at(heard), dub.name  # the mux and the model agree to the sample
         # from frame 3 on (--start 0.12), the clip's own sound from there: what plays with those frames
         out = tmp_path / "out-start.mov"
         sync_clip(own, own, out, config, networks=models, start=0.12)
-        assert _burst_at(read_audio(out, RATE, 1)) == pytest.approx(0.2 + BURST[0] - 0.12, abs=0.001)
+        assert burst_at(read_audio(out, SOUND_RATE, 1)) == pytest.approx(0.2 + SOUND_BURST[0] - 0.12, abs=0.001)
 
 
 def test_a_timeline_dub_in_mpeg_ts_starts_at_its_first_sample(tmp_path: Path) -> None:
@@ -166,10 +124,10 @@ def test_a_timeline_dub_in_mpeg_ts_starts_at_its_first_sample(tmp_path: Path) ->
     from lipsyncctl.media.audio import own_start
     from lipsyncctl.timeline.dub import load_dub_file
 
-    ts = _write_sound(tmp_path / "de.ts", "mpegts", "mp2", _burst_sound(0.4), audio_at=1.4)  # as FFmpeg writes a TS
+    ts = write_sound(tmp_path / "de.ts", "mpegts", "mp2", burst_sound(0.4), audio_at=1.4)  # as FFmpeg writes a TS
     assert own_start(ts) > 1 and own_start(write_wav(tmp_path / "a.wav", 0.1)) == 0
     dub = load_dub_file("de", ts, folder=tmp_path)
-    assert dub.rate == RATE and _burst_at(np.asarray(dub.samples[0])) == pytest.approx(BURST[0], abs=0.05)
+    assert dub.rate == SOUND_RATE and burst_at(np.asarray(dub.samples[0])) == pytest.approx(SOUND_BURST[0], abs=0.05)
 
 
 def test_a_float_dub_above_full_scale_and_streams_left_out_are_said(tmp_path: Path) -> None:
@@ -184,10 +142,10 @@ def test_a_float_dub_above_full_scale_and_streams_left_out_are_said(tmp_path: Pa
 
     hot = tmp_path / "hot.wav"
     with av.open(str(hot), "w") as c:
-        s = c.add_stream("pcm_f32le", rate=RATE, layout="mono")
-        sound = 2.0 * np.sin(2 * np.pi * 220 * np.arange(3840) / RATE).astype(np.float32)
+        s = c.add_stream("pcm_f32le", rate=SOUND_RATE, layout="mono")
+        sound = 2.0 * np.sin(2 * np.pi * 220 * np.arange(3840) / SOUND_RATE).astype(np.float32)
         frame = av.AudioFrame.from_ndarray(sound.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate, frame.pts = RATE, 0
+        frame.sample_rate, frame.pts = SOUND_RATE, 0
         for packet in [*s.encode(frame), *s.encode(None)]:
             c.mux(packet)
     clip = write_clip(tmp_path / "v.mkv", sample_frames(6, scale=0.75), Fraction(25))
@@ -211,7 +169,7 @@ def test_score_hears_what_plays_with_its_frames(tmp_path: Path) -> None:
     from lipsyncctl.pipeline.score import _score_one
 
     frames = sample_frames(10, scale=0.5)
-    own = _write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", _burst_sound(0.2), audio_at=0.2, frames=frames,
+    own = write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", burst_sound(0.2), audio_at=0.2, frames=frames,
                        video_at=3)
     heard: list[np.ndarray] = []
 
@@ -220,4 +178,4 @@ def test_score_hears_what_plays_with_its_frames(tmp_path: Path) -> None:
         return SimpleNamespace(measured=False, scale="official", reason="(a stand-in measure)")
 
     score = _score_one(SimpleNamespace(score=measure), own, own, cfg.resolve("tiny"), None, None, None)
-    assert score.status == "unmeasured" and _burst_at(heard[0]) == pytest.approx(0.2 + BURST[0] - 0.12, abs=0.001)
+    assert score.status == "unmeasured" and burst_at(heard[0]) == pytest.approx(0.2 + SOUND_BURST[0] - 0.12, abs=0.001)

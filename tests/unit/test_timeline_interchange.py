@@ -431,10 +431,10 @@ def test_an_me_file_in_mpeg_ts_is_mixed_from_its_first_sample(media: Path, tmp_p
     its first sound."""
     from lipsyncctl.timeline.dub import DubTrack
     from lipsyncctl.timeline.outputs import conform_audio
-    from tests.unit.test_sync_dub_decode import BURST, RATE, _burst_at, _burst_sound, _write_sound
+    from tests.sync_media import SOUND_BURST, SOUND_RATE, burst_at, burst_sound, write_sound
 
     _, _, plan, _, _ = _relinked(media, tmp_path)
-    me = _write_sound(tmp_path / "me.ts", "mpegts", "mp2", _burst_sound(1.0), audio_at=1.4)
-    dub = DubTrack("de", np.zeros((1, RATE), np.float32), RATE, Fraction(0), "de.wav")
+    me = write_sound(tmp_path / "me.ts", "mpegts", "mp2", burst_sound(1.0), audio_at=1.4)
+    dub = DubTrack("de", np.zeros((1, SOUND_RATE), np.float32), SOUND_RATE, Fraction(0), "de.wav")
     mixed = np.concatenate(list(conform_audio(plan, dub, me)), axis=1)
-    assert _burst_at(mixed[0]) == pytest.approx(BURST[0], abs=0.05)  # MP2's own delay, not 1.4 s
+    assert burst_at(mixed[0]) == pytest.approx(SOUND_BURST[0], abs=0.05)  # MP2's own delay, not 1.4 s
