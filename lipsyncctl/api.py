@@ -104,12 +104,13 @@ def sync(
 
     Args:
         video: the picture (any container/codec PyAV decodes).
-        audio: the new dialogue (WAV/FLAC/AAC..., or a file with an audio stream).
+        audio: the new dialogue (WAV/FLAC/AAC..., or a file with an audio stream), from its own start (an
+            MPEG-TS's first sample); ``video`` itself: its own sound as it plays with the frames rendered.
         output: the result; its extension picks the container. Never an input file.
         config: a resolved run configuration (:func:`resolve_config`); None = the built-in defaults.
             The face to follow is ``config.faces`` (``select``: largest, id, point or speaker;
             ``track_id``; ``point``), recorded in ``OUT.run.yaml``.
-        start, end: seconds of ``video`` to use (the audio starts at ``start``); or
+        start, end: seconds of ``video`` to use (the audio's first sample goes with the frame at ``start``); or
         frames: exactly the source frames ``[first, stop)``.
         networks: networks already loaded (:class:`LipSyncPipeline` holds them for a batch); None loads
             them, after the face pass (no face anywhere fails without loading).

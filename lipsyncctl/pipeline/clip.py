@@ -150,7 +150,8 @@ def sync_clip(
 
     Args:
         start, end: seconds of ``video`` to use (from the frame on screen at ``start``:
-            :func:`~lipsyncctl.pipeline.plan.select_range`); the new audio starts at ``start``.
+            :func:`~lipsyncctl.pipeline.plan.select_range`); the new audio's first sample goes with that frame
+            (:func:`dub_origin`: a dub from its own start, the clip's own sound from that frame's time).
         frames: or exactly the source frames ``[first, stop)`` on the clip's constant-rate grid (what an
             edit list says; not with ``start``/``end``).
         The face to follow is ``config.faces`` (``select``, ``track_id``, ``point``), recorded in run.yaml.
