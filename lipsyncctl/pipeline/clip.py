@@ -186,6 +186,7 @@ def sync_clip(
         audio_rate_warning,
         check_frame_size,
         check_output,
+        check_record,
         clipping_warning,
         dropped_streams_warning,
         float_picture_warning,
@@ -216,6 +217,7 @@ def sync_clip(
 
             raise UsageError(f"{path}: exists; refusing to replace it",
                              hint=OVERWRITE_HINT)
+    check_record(output)  # x.run.yaml of an x.mov beside this x.mkv stays x.mov's
     check_writable(output)  # a read-only destination fails now, not after the render
     stale_matte = matte_path(output) if overwrite and matte_out is None and exists(output) else None
     files = None
@@ -285,7 +287,7 @@ def sync_clip(
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
     face_frames = min(plan.source_frames, plan.shown_source_frames() + config.faces.crossfade_frames + 1)
     # an interlaced source's faces are found and rendered from progressive pictures, pasted onto its own frames
-    with output_lock(output), \
+    with output_lock(run_yaml_path(output), what=output), \
             IndexedReader(video, grid, info=info, deinterlace=config.sync.deinterlace == "auto") as reader:
         # 2. Faces over the selected source frames, before any network loads (fail fast). Pipelined, the pass
         # runs beside the networks and the render (FaceStream) once it has found a face.

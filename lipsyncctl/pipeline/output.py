@@ -222,14 +222,15 @@ def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction
 
 def clipping_warning(codec: str, peak: float) -> str | None:
     """A floating-point dub (``codec`` ``pcm_f32le``...) whose sound goes above full scale (``peak``, of its 16 kHz
-    mono copy): the output's integer PCM, or a player of its AAC, clips it. Half a decibel over is needed (a
+    mono copy): a PCM output clips it; AAC keeps it above full scale, which a player clips. Half a decibel over is needed (a
     resampled sound of an exactly full-scale file may overshoot by less)."""
     import math
 
     if not codec.startswith("pcm_f") or not peak > 10 ** (0.5 / 20):
         return None
-    return (f"the dub goes above full scale (peak +{20 * math.log10(peak):.1f} dBFS, a floating-point file): its loud "
-            "parts are clipped in the output; lower its level before the sync")
+    return (f"the dub goes above full scale (peak +{20 * math.log10(peak):.1f} dBFS, a floating-point file): a PCM "
+            "output clips its loud parts, and an AAC one keeps them above full scale, which players clip; lower its "
+            "level before the sync")
 
 
 def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto",
@@ -374,6 +375,31 @@ def sequence_rate(video: Path, setting: str) -> Fraction:
     except (OSError, UnicodeError, yaml.YAMLError, KeyError, TypeError, ValueError, ZeroDivisionError):
         pass  # no record, or not one of ours: FFmpeg's default
     return DEFAULT_SEQUENCE_FPS
+
+
+def check_record(output: Path) -> None:
+    """``OUT.run.yaml`` is this output's record or nobody's: ``x.mov`` and ``x.mkv`` share ``x.run.yaml``, and the
+    record of the other one, while it is there, is not replaced (that output would be left without its record).
+
+    Raises:
+        UsageError: the record names another output that exists (exit 2).
+    """
+    import yaml
+
+    from lipsyncctl.media.container import exists
+
+    path = run_yaml_path(output)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return
+    named = doc.get("output") if isinstance(doc, dict) else None
+    if not isinstance(named, str) or Path(named).name == output.name:
+        return
+    other = path.parent / Path(named).name
+    if exists(other):
+        raise UsageError(f"{path} is the record of {other}, another output of this name: it is not replaced",
+                         hint="write this output under another name (-o), or move that one away first")
 
 
 def write_run_yaml(output: Path, config: Config, plan: dict[str, Any], inputs: dict[str, str],

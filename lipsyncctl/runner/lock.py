@@ -292,8 +292,9 @@ def one_at_a_time(folder: str | Path, name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def output_lock(output: str | Path) -> Iterator[None]:
-    """One run per output file (``sync -o OUT``): a hidden ``.OUT.lock`` beside it, flock'd for the block (the kernel
+def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterator[None]:
+    """One run per output file (``sync -o OUT``; ``what`` names it where ``output`` is the file that stands for it, its
+    record ``OUT.run.yaml``, which ``x.mov`` and ``x.mkv`` share): a hidden ``.NAME.lock`` beside it, flock'd for the block (the kernel
     lets go when the run ends, however it ends), naming its holder. A second run of the same output is refused at
     once (:class:`~lipsyncctl.errors.BusyError`, exit 6) rather than rendering a take that would replace the first's
     or be refused at its end. Nothing is locked where the output's folder is not there yet, or where the file
@@ -309,7 +310,7 @@ def output_lock(output: str | Path) -> Iterator[None]:
         taken = output.parent.is_dir() and lock.take()
         if not taken and output.parent.is_dir():
             who = _held_by(lock.path) or UNNAMED
-            raise BusyError(f"{output}: another run is writing this output ({who})",
+            raise BusyError(f"{what or output}: another run is writing this output ({who})",
                             hint="wait for it to finish, or write another -o")
     except OSError as exc:
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):

@@ -61,28 +61,38 @@ def test_an_output_another_run_made_meanwhile_is_kept(tmp_path: Path, monkeypatc
 
 
 def test_a_second_run_of_an_output_being_written_is_refused_at_once(tmp_path: Path) -> None:
-    """While a run writes OUT (it holds ``.OUT.lock``), another run of OUT exits 6 naming it, before any face or
-    network work; the lock file is gone once the first run ends, and a killed run's file blocks nobody."""
+    """While a run writes OUT (it holds the lock of OUT's record, ``.o.run.yaml.lock``: ``o.mp4`` and ``o.mkv`` share
+    ``o.run.yaml``), another run of OUT, or of ``o.mkv``, exits 6 naming it, before any face or network work; the lock
+    file is gone once the first run ends, and a killed run's file blocks nobody."""
     import subprocess
     import sys
 
     from lipsyncctl.errors import BusyError
-    from lipsyncctl.pipeline.clip import sync_clip
+    from lipsyncctl.pipeline.clip import run_yaml_path, sync_clip
     from lipsyncctl.runner.lock import output_lock
 
     dub = write_wav(tmp_path / "dub.wav", 0.24, rate=16000)
     video = write_clip(tmp_path / "v.mkv", sample_frames(6, scale=0.75), Fraction(25))
     out = tmp_path / "o.mp4"
     with tiny_models(tmp_path / "models") as (config, models):
-        with output_lock(out):  # the first run, writing
-            assert (tmp_path / ".o.mp4.lock").is_file()
-            with pytest.raises(BusyError, match="another run is writing this output"):
-                sync_clip(video, dub, out, config, networks=models)
-        assert not (tmp_path / ".o.mp4.lock").exists() and not out.exists()
+        lock = tmp_path / ".o.run.yaml.lock"
+        with output_lock(run_yaml_path(out), what=out):  # the first run, writing
+            assert lock.is_file()
+            for other in (out, tmp_path / "o.mkv"):
+                with pytest.raises(BusyError, match="another run is writing this output"):
+                    sync_clip(video, dub, other, config, networks=models)
+        assert not lock.exists() and not out.exists()
         # a run killed while it held the lock leaves its file; the kernel let go of the lock, so it blocks nothing
         code = ("import os; from lipsyncctl.runner.lock import output_lock\n"
-                f"with output_lock({str(out)!r}): os._exit(9)")
+                f"with output_lock({str(run_yaml_path(out))!r}): os._exit(9)")
         subprocess.run([sys.executable, "-c", code], check=False)
-        assert (tmp_path / ".o.mp4.lock").is_file()
+        assert lock.is_file()
         assert sync_clip(video, dub, out, config, networks=models).frames == 6
-    assert not (tmp_path / ".o.mp4.lock").exists()
+        assert not lock.exists()
+        # o.mkv beside it would take o.mp4's record: refused, even with -y (-y replaces o.mkv, not o.mp4's record)
+        for overwrite in (False, True):
+            with pytest.raises(UsageError, match="is the record of .*o.mp4, another output of this name"):
+                sync_clip(video, dub, tmp_path / "o.mkv", config, networks=models, overwrite=overwrite)
+        assert "o.mp4" in (tmp_path / "o.run.yaml").read_text() and not (tmp_path / "o.mkv").exists()
+        out.unlink()  # that output gone: its record may be replaced
+        assert sync_clip(video, dub, tmp_path / "o.mkv", config, networks=models).frames == 6
