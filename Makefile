@@ -10,7 +10,7 @@ setup:
 	TORCH_SPEC="$(TORCH_SPEC)" EXTRAS="$(EXTRAS)" bash scripts/bootstrap.sh
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2
 
 demo: setup
 	bash scripts/demo.sh "$(DEMO_OUT)"

@@ -31,10 +31,6 @@ from tests.timeline_media import (
 from tests.unit.test_timeline_timecode import timecode_tracks
 
 BASE = ["--preset", "tiny", "--steps", "1", "--handles", "2", "--set", "faces.detect_every=3"]
-#: one worker runs the module (``make test``: ``-n 2 --dist loadgroup``): its tests share the module's ``env`` (built
-#: once, not once a worker), and the browser test reads the report the end-to-end test writes there (on two workers
-#: it found none and skipped)
-pytestmark = pytest.mark.xdist_group("timeline_render")
 
 
 @pytest.fixture(scope="module")
