@@ -26,6 +26,7 @@ never modified, moved or deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -189,10 +190,8 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
     warnings: list[str] = []
-    if dry_run:  # what is missing is said; nothing is made (not the tiny models either)
-        models = _planned_models(config, until, warnings)
-    else:
-        models = _clip_models(config, until)  # fail fast (exit 4) before any work
+    # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)
+    models = _clip_models(config, until, warnings if dry_run else None)
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
     store = RecordStore(data / ".lipsyncctl" / "records")
@@ -545,45 +544,35 @@ def _shots_and_align(rec: SourceRecord, task: CurateTask, key: str, forced: bool
     return StageResult(key, data), list(made.values())
 
 
-def _clip_models(config: Config, until: str) -> dict[str, dict[str, str]]:
-    """The network files of the clip stages up to ``until`` (:attr:`ClipStage.models`), resolved once.
+def _clip_models(config: Config, until: str, warnings: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """The network files of the clip stages up to ``until`` (:attr:`ClipStage.models`), resolved once, the face
+    detector checked with them. With ``warnings`` (a dry run): stage by stage and writing nothing (a tiny set not made
+    yet is left to the run); a stage whose files are not there is said in ``warnings`` and left out, so the plan counts
+    its work as to compute.
 
     Raises:
         MissingModelError: one is not installed, or the face detector cannot run here (exit 4, before any
-            source is touched).
+            source is touched); not with ``warnings``.
     """
-    from lipsyncctl.curation import align
-    from lipsyncctl.faces.detect import usable_backend
-
-    names = [s.name for s in CLIP_STAGES]
-    stages = CLIP_STAGES[: names.index(until) + 1] if until in names else ()
-    if any(s.name == align.NAME for s in stages):
-        usable_backend(config.curate.detector)  # the face detector too (its files are its backend's business)
-    return {s.name: {role: str(p) for role, p in s.models(config.model).items()} for s in stages
-            if not s.skipped(config.curate)}
-
-
-def _planned_models(config: Config, until: str, warnings: list[str]) -> dict[str, dict[str, str]]:
-    """:func:`_clip_models` for a dry run: stage by stage, writing nothing (a tiny set not made yet is left to the
-    run); a stage whose files are not there is said in ``warnings`` (the run would stop there, exit 4) and left
-    out, so the plan counts its work as to compute."""
     from lipsyncctl.checkpoints.tiny import TinyNotMade, not_generated
     from lipsyncctl.curation import align
     from lipsyncctl.faces.detect import usable_backend
 
     names = [s.name for s in CLIP_STAGES]
     models = {}
-    with not_generated():
+    with not_generated() if warnings is not None else contextlib.nullcontext():
         for stage in CLIP_STAGES[: names.index(until) + 1] if until in names else ():
             if stage.skipped(config.curate):
                 continue
             try:
                 if stage.name == align.NAME:
-                    usable_backend(config.curate.detector)
+                    usable_backend(config.curate.detector)  # its files are its backend's business
                 models[stage.name] = {role: str(p) for role, p in stage.models(config.model).items()}
             except TinyNotMade:
                 continue  # made by the run: its stages count as to compute
             except LipsyncError as exc:
+                if warnings is None:
+                    raise
                 warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}"
                                 + (f" ({exc.hint})" if exc.hint else ""))
                 progress.warning(warnings[-1])

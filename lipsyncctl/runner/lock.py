@@ -306,18 +306,15 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
     """
     output = Path(output)
     lock = _Flock(output.parent / f".{output.name}.lock", shared=False)
-    try:
-        taken = output.parent.is_dir() and lock.take()
-        if not taken and output.parent.is_dir():
-            who = _held_by(lock.path) or UNNAMED
-            raise BusyError(f"{what or output}: another run is writing this output ({who})",
-                            hint="wait for it to finish, or write another -o")
-    except OSError as exc:
-        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):
-            raise
-        taken = False
-    if taken:
-        lock.write(Holder.me())
+    if output.parent.is_dir():
+        try:
+            if not lock.take():
+                raise BusyError(f"{what or output}: another run is writing this output ({_held_by(lock.path) or UNNAMED})",
+                                hint="wait for it to finish, or write another -o")
+            lock.write(Holder.me())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):
+                raise
     try:
         yield
     finally:
