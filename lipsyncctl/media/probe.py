@@ -476,7 +476,7 @@ def _needs_scan(container: Any) -> bool:
     """Containers without a per-stream duration (MKV/WebM, ...) or video frame count (MPEG-TS/M2TS: its
     index entries fill in only as a decoder seeks, so they cannot count the frames) in the header, or whose
     durations are estimates (:data:`ESTIMATED_DURATIONS`: an MPEG-TS holding sound alone)."""
-    return bool(ESTIMATED_DURATIONS & set(container.format.name.split(","))) or any(
+    return _estimated(container) or any(
         (s.type in ("video", "audio") and not s.duration) or (s.type == "video" and not s.frames)
         for s in container.streams)
 
@@ -486,12 +486,16 @@ def _needs_scan(container: Any) -> bool:
 ESTIMATED_DURATIONS = frozenset({"mpegts", "mpeg"})
 
 
+def _estimated(container: Any) -> bool:
+    """Whether FFmpeg estimates the durations of ``container``'s streams (:data:`ESTIMATED_DURATIONS`)."""
+    return bool(ESTIMATED_DURATIONS & set(container.format.name.split(",")))
+
+
 def _probe_audio(stream: Any, container: Any, scan: _Scan | None) -> AudioInfo:
     ctx = stream.codec_context
     tb = Fraction(stream.time_base) if stream.time_base else None
     duration = _seconds(stream.duration, tb)
-    estimated = bool(ESTIMATED_DURATIONS & set(container.format.name.split(",")))
-    if (not duration or estimated) and scan and stream.index in scan.end:
+    if (not duration or _estimated(container)) and scan and stream.index in scan.end:
         duration = scan.end[stream.index] - max(_seconds(stream.start_time, tb) or 0.0, 0.0)
     if not duration and container.duration:
         duration = container.duration / 1e6
