@@ -247,7 +247,7 @@ def sync_clip(
                                                                  folder=_scratch_folder(output), start=dub_start)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty" + (" from --start on" if first else ""))
-        if clipped := clipping_warning(inputs.dub.codec, _peak(mono)):
+        if clipped := clipping_warning(inputs.dub.codec, mono):
             warnings.append(clipped)
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     check_point(config, vinfo.display_size)
@@ -525,7 +525,6 @@ def dub_origin(info: MediaInfo, audio: Path, same: bool) -> Fraction:
     starts at 1.4 s or any time). A stream that starts later than that begins with silence (a .mov whose
     sound starts 0.5 s after its picture keeps that half second)."""
     from lipsyncctl.media.audio import own_start
-    from lipsyncctl.media.rates import exact
 
     if same and info.video is not None:
         return exact(info.video.start_time)
@@ -564,12 +563,6 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
                          hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
     return Inputs(info, dub, several, dub_origin(info, audio, same), same)
-
-
-def _peak(samples: np.ndarray) -> float:
-    """The largest magnitude of ``samples``, a block at a time (a long dub is mapped from disk: no copy of it)."""
-    step = 1 << 20
-    return max((float(np.abs(samples[i:i + step]).max()) for i in range(0, len(samples), step)), default=0.0)
 
 
 def _scratch_folder(output: Path) -> Path:

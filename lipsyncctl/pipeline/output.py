@@ -33,6 +33,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lipsyncctl.errors import ConfigError, MediaError, UsageError
 
 #: encoder threads of every sync output (fixed: the bytes must not depend on the CPUs the process may use;
@@ -220,13 +222,18 @@ def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction
             f"lost and the output plays square (write a .mov, or h264/h265/ffv1, to keep it)")
 
 
-def clipping_warning(codec: str, peak: float) -> str | None:
-    """A floating-point dub (``codec`` ``pcm_f32le``...) whose sound goes above full scale (``peak``, of its 16 kHz
-    mono copy): a PCM output clips it; AAC keeps it above full scale, which a player clips. Half a decibel over is needed (a
-    resampled sound of an exactly full-scale file may overshoot by less)."""
+def clipping_warning(codec: str, samples: np.ndarray) -> str | None:
+    """A floating-point dub (``codec`` ``pcm_f32le``...) whose sound goes above full scale (``samples``: its 16 kHz
+    mono copy, read a block at a time: a long one is mapped from disk; only a float dub's is read): a PCM output
+    clips it; AAC keeps it above full scale, which a player clips. Half a decibel over is needed (a resampled sound
+    of an exactly full-scale file may overshoot by less)."""
     import math
 
-    if not codec.startswith("pcm_f") or not peak > 10 ** (0.5 / 20):
+    if not codec.startswith("pcm_f"):
+        return None
+    step = 1 << 20
+    peak = max((float(np.abs(samples[i:i + step]).max()) for i in range(0, len(samples), step)), default=0.0)
+    if not peak > 10 ** (0.5 / 20):
         return None
     return (f"the dub goes above full scale (peak +{20 * math.log10(peak):.1f} dBFS, a floating-point file): a PCM "
             "output clips its loud parts, and an AAC one keeps them above full scale, which players clip; lower its "

@@ -353,6 +353,7 @@ def test_alpha_a_lost_aspect_and_a_clipped_float_dub_are_said() -> None:
     prores = OutputOptions(codec="prores_hq")
     assert "plays square" in (aspect_warning(Path("o.mkv"), prores, hdv) or "")
     assert aspect_warning(Path("o.mov"), prores, hdv) is None and aspect_warning(Path("o.mkv"), prores, Fraction(1)) is None
-    assert "+6.0 dBFS" in (clipping_warning("pcm_f32le", 2.0) or "")
+    assert "+6.0 dBFS" in (clipping_warning("pcm_f32le", np.array([0.5, -2.0], np.float32)) or "")
     # an integer or compressed source cannot be above full scale; a resampled full-scale file may overshoot a little
-    assert clipping_warning("pcm_s16le", 2.0) is None and clipping_warning("pcm_f32le", 1.03) is None
+    assert clipping_warning("pcm_s16le", np.array([2.0])) is None
+    assert clipping_warning("pcm_f32le", np.array([1.03])) is None
