@@ -30,7 +30,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,36 +335,27 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     raw = store.load("sources", task.id)
     rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, str(path), fingerprint)
     rec.path, rec.fingerprint = str(path), fingerprint
-    computed: list[str] = []
-    key = fingerprint
-    forced = False
     names = [str(s) for s in STAGES]
     last = names.index(task.until) if task.until in names else len(names) - 1
-    complete = True
+    walk = _standing(task, rec, fingerprint, last)
+    computed: list[str] = []
+    if walk.refreshed:
+        store.save("sources", task.id, rec.to_dict())
+        computed.append(str(Stage.PROBE))
+    key, forced, complete = walk.key, walk.forced, not walk.stopped
     fresh: set[str] = set()  # clips whose align the one pass just computed
     aligned: list[tuple[int, int]] = []
-    for stage in STAGES[: last + 1]:
-        key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
-                                deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, task.options))
-        forced = forced or str(stage) in task.force
-        old = rec.result(stage)
-        if stage is Stage.PROBE and old is not None and old.key == key and not forced and _probe_lacks_facts(old):
-            refreshed = _refresh_probe(old, rec, task, key)
-            if refreshed is not None:  # the same file, the facts it had unchanged: the later stages stand
-                rec.stages[str(stage)] = old = refreshed
-                store.save("sources", task.id, rec.to_dict())
-                computed.append(str(stage))
-        if _current(stage, old, key, forced):
-            if _stops_here(stage, old, task.options):
-                complete = False
-                break
-            continue
+    for i in range(walk.next, last + 1) if complete else ():
+        stage = STAGES[i]
+        if i > walk.next:  # the walk gave the first one's key
+            key = _stage_key(key, stage, rec, task.options)
+            forced = forced or str(stage) in task.force
         if stage is Stage.SHOTS and _one_pass(task):  # shots and align in one decode
             rec.stages[str(stage)], aligned = _shots_and_align(rec, task, key, forced, store, cache, device)
             fresh.update(clip_id(task.id, a, b) for a, b in aligned)
         else:
             rec.stages[str(stage)] = _run_stage(stage, rec, task, key)
-        for later in STAGES[STAGES.index(stage) + 1:]:
+        for later in STAGES[i + 1:]:
             rec.stages.pop(str(later), None)  # computed from the old result: stale
         store.save("sources", task.id, rec.to_dict())
         computed.append(str(stage))
@@ -391,24 +382,20 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     return computed
 
 
-def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, forced: bool, task: CurateTask,
+def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], segments_key: str, forced: bool, task: CurateTask,
                      store: RecordStore, source: Path, audio: Path, cache: dict[str, Any],
                      device: str | None, frames: SourceFrames | None = None,
                      fresh: frozenset[str] | set[str] = frozenset()) -> list[str]:
     from lipsyncctl.curation.decide import decide_clip
 
-    raw = store.load(f"clips/{span.source}", span.id)
-    rec = ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
-    key = _span_key(key, span.first, span.stop)
+    rec = _clip_record(store, span)
     computed = []
-    for i, stage in enumerate(stages):
+    for i, stage, key, forcing in _clip_walk(span, stages, segments_key, forced, task):
         files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
-        key = _clip_stage_key(key, stage, task)
-        forced = forced or stage.name in task.force
         old = rec.stages.get(stage.name)
         # made by the one pass in this run (``--force shots`` would otherwise force it once more)
         just_made = stage.name == "align" and span.id in fresh and old is not None and old.key == key
-        if not just_made and _stale(old, key, forced, stage):
+        if not just_made and _stale(old, key, forcing, stage):
             previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
             ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
                               task.options, previous, cache, device, files, frames)
@@ -424,6 +411,61 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, fo
         if decide_clip(rec, task.options)[0].verdict != "kept":
             break  # rejected or failed here: the later stages do not run on it
     return computed
+
+
+def _clip_record(store: RecordStore, span: ClipSpan) -> ClipRecord:
+    """The stored record of ``span``'s clip, or a new one."""
+    raw = store.load(f"clips/{span.source}", span.id)
+    return ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
+
+
+def _clip_walk(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, forced: bool,
+               task: CurateTask) -> Iterator[tuple[int, ClipStage, str, bool]]:
+    """Each clip stage of ``span`` with its key and whether ``--force`` reaches it, chained as a run chains them
+    (on the segments' ``key``); a run and a dry run walk the clip stages through this."""
+    key = _span_key(key, span.first, span.stop)
+    for i, stage in enumerate(stages):
+        key = _clip_stage_key(key, stage, task)
+        forced = forced or stage.name in task.force
+        yield i, stage, key, forced
+
+
+@dataclass
+class _Standing:
+    """How far a source's stored stage results stand (:func:`_standing`)."""
+
+    next: int  # the first source stage to compute (one past ``until``'s when every one stands)
+    key: str  # that stage's key (the last standing one's when every one stands)
+    forced: bool  # ``--force`` reaches that stage
+    stopped: bool  # a standing result ends the source's stages (unusable, too short, undecodable, a failure)
+    refreshed: bool  # an older probe was read again for the facts it lacked (``rec`` holds the new one)
+
+
+def _standing(task: CurateTask, rec: SourceRecord, fingerprint: str, last: int) -> _Standing:
+    """The source stages up to index ``last`` whose stored results a run reuses, walked as a run and a dry run
+    both walk them: keys chained on the file's fingerprint, ``--force``, an older probe refreshed in ``rec``
+    (:func:`_refresh_probe`: a read of the file, nothing stored), and a standing result that stops the stages."""
+    key, forced, refreshed = fingerprint, False, False
+    for i, stage in enumerate(STAGES[: last + 1]):
+        key = _stage_key(key, stage, rec, task.options)
+        forced = forced or str(stage) in task.force
+        old = rec.result(stage)
+        if stage is Stage.PROBE and old is not None and old.key == key and not forced and _probe_lacks_facts(old):
+            new = _refresh_probe(old, rec, task, key)
+            if new is not None:  # the same file, the facts it had unchanged: the later stages stand
+                rec.stages[str(stage)] = old = new
+                refreshed = True
+        if not _current(stage, old, key, forced):
+            return _Standing(i, key, forced, False, refreshed)
+        if _stops_here(stage, old, task.options):
+            return _Standing(i, key, forced, True, refreshed)
+    return _Standing(last + 1, key, forced, False, refreshed)
+
+
+def _stage_key(key: str, stage: Stage, rec: SourceRecord, options: CurateOptions) -> str:
+    """``stage``'s key after the previous stage's ``key``, with the facts of ``rec`` it depends on."""
+    return _source_stage_key(key, stage, options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
+                             deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, options))
 
 
 def _source_stage_key(key: str, stage: Stage, options: CurateOptions, origin: float = 0.0,
@@ -691,27 +733,18 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
     last = names.index(task.until) if task.until in names else len(names) - 1
     clip_names = [] if task.until in names else [s.name for s in CLIP_STAGES][
         : [s.name for s in CLIP_STAGES].index(task.until) + 1]
-    key, forced, refreshed = fingerprint, False, []
-    for i, stage in enumerate(STAGES[: last + 1]):
-        key = _source_stage_key(key, stage, task.options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
-                                deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, task.options))
-        forced = forced or str(stage) in task.force
-        old = rec.result(stage)
-        if stage is Stage.PROBE and old is not None and old.key == key and not forced and _probe_lacks_facts(old):
-            new = _refresh_probe(old, rec, task, key)  # as execute_source: a read of the file, kept in memory here
-            if new is not None:
-                rec.stages[str(stage)] = old = new
-                refreshed.append(str(stage))
-        if _current(stage, old, key, forced):
-            if _stops_here(stage, old, task.options):
-                return SourceOutcome(task.id, task.path, decide_source(rec, task.options), to_compute=refreshed), []
-            continue
+    walk = _standing(task, rec, fingerprint, last)  # a refreshed probe is kept in memory here
+    refreshed = [str(Stage.PROBE)] if walk.refreshed else []
+    if walk.stopped:
+        return SourceOutcome(task.id, task.path, decide_source(rec, task.options), to_compute=refreshed), []
+    if walk.next <= last:
+        stage, forced, old = STAGES[walk.next], walk.forced, rec.result(STAGES[walk.next])
         why = ("new" if raw is None else "the file changed" if rec.fingerprint != fingerprint
                else "--force" if forced else "not measured" if old is None
                else "a failure, retried" if old.error is not None
-               else "an older record" if old.key == key and stage is Stage.PROBE
-               else "its audio file is gone" if old.key == key else "settings changed")
-        todo = refreshed + names[i: last + 1] + clip_names
+               else "an older record" if old.key == walk.key and stage is Stage.PROBE
+               else "its audio file is gone" if old.key == walk.key else "settings changed")
+        todo = refreshed + names[walk.next: last + 1] + clip_names
         return SourceOutcome(task.id, task.path, Decision.undecided(str(stage), why), to_compute=todo), []
     decision = decide_source(rec, task.options)
     spans = decide_clips(rec, task.options, _clip_records(store, rec.id))
@@ -721,13 +754,8 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
         for span in decide_clips(rec, task.options):  # as execute_source: the spans the source stages keep
             if span.decision.verdict != "kept":
                 continue
-            clip_raw = store.load(f"clips/{span.source}", span.id)
-            clip = ClipRecord.from_dict(clip_raw) if clip_raw else ClipRecord(span.id, span.source, span.first,
-                                                                               span.stop)
-            ckey, cforced = _span_key(key, span.first, span.stop), forced
-            for j, stage in enumerate(stages):
-                ckey = _clip_stage_key(ckey, stage, task)
-                cforced = cforced or stage.name in task.force
+            clip = _clip_record(store, span)
+            for j, stage, ckey, cforced in _clip_walk(span, stages, walk.key, walk.forced, task):
                 if _stale(clip.stages.get(stage.name), ckey, cforced, stage):
                     todo += [f"{s.name}:{span.first}-{span.stop}" for s in stages[j:]]
                     break
