@@ -2,7 +2,9 @@
 
 - :class:`FaceTracker` runs the detector on key frames (every ``detect_every`` frames, batched through
   :meth:`FaceDetector.detect_batch`) and, in between, refits the landmarks inside each track's box
-  (cheap for every backend) and moves the box with the landmarks. Key-frame detections are matched
+  (cheap for every backend) and moves the box with the landmarks. It also looks on any frame where a
+  refit loses a face (a cut, a face leaving) and on every frame while it follows none (a face entering
+  is found on the frame it is found, not at the next key frame). Key-frame detections are matched
   to tracks by IoU; a track unmatched for more than ``max_missed`` key frames ends. Each track has an
   id that stays stable while it lives.
 - Landmarks and boxes of each track go through a One-Euro filter (Casiry, Roussel, Vogel, CHI 2012),
@@ -152,13 +154,16 @@ class FaceTracker:
         """Faces of this frame with ``track_id`` set and smoothed landmarks/boxes.
 
         ``detections`` may be given for a key frame (precomputed in a batch); otherwise the detector
-        runs here when this is a key frame."""
-        if self.is_key_frame():
+        runs here when this is a key frame, when no face is followed, or when a refit loses one."""
+        if self.is_key_frame() or not self._tracks:  # no face to follow: look on every frame until one comes
             if detections is None:
                 detections = self.detector.detect(frame)
             self._associate(frame, detections)
         else:
+            following = len(self._tracks)
             self._refit(frame)
+            if len(self._tracks) < following:  # a face lost between key frames (a cut, a face leaving): look now
+                self._associate(frame, self.detector.detect(frame))
         self._index += 1
         return [self._smoothed(t) for t in self._tracks]
 

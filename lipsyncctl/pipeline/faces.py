@@ -458,7 +458,9 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
 # --- The face-track cache: one file per shot, shared by its languages and reruns (sync_clip(face_cache=)) ---
 
 #: bumped when what the face pass computes changes (an old cache file then no longer matches)
-FACE_CACHE_VERSION = 2  # 2: anamorphic frames are searched as shown (faces.detect.shown)
+#: 2: anamorphic frames are searched as shown (faces.detect.shown); 3: the tracker looks again on a frame where it
+#: loses a face and on every frame while it follows none (faces.track.FaceTracker.update)
+FACE_CACHE_VERSION = 3
 _CACHE_FILES = {"meta", "present", "matrices", "weights"}
 _SELECTIONS = ("largest", "id", "point", "speaker")
 

@@ -93,11 +93,34 @@ def test_no_face_stretch_passes_through_and_fades_back(frame0, detector):
     present = [s is not None for s in selected]
     assert present[:5] == [True] * 5
     assert present[5:11] == [False] * 6, present  # refits on the grey frames are rejected
-    assert all(present[12:]), present  # found again at the next key frame (12)
+    assert all(present[11:]), present  # found again on the first frame it is back (11), not the next key frame (12)
     weights = crossfade_weights(selected, fade_in=3, fade_out=2)
-    assert np.all(weights[5:12] == 0)
-    assert np.all(np.diff(weights[12:16]) > 0) and weights[15] == 1.0
+    assert np.all(weights[5:11] == 0)
+    assert np.all(np.diff(weights[11:15]) > 0) and weights[14] == 1.0
     assert weights[0] == 1.0 and weights[4] < 1.0  # fades out before the gap
+
+
+def test_a_cut_between_key_frames_is_followed_on_its_first_frame(frame0, detector):
+    """A cut to another face (elsewhere in the frame) between key frames: the refit loses the face on the cut's
+    frame and the tracker looks there at once (it passed frames 4 to 9 through, waiting for key frame 10)."""
+    face_img = frame0[400:1200, 200:900]
+    grey = np.full_like(face_img, 128)
+    before = np.concatenate([face_img, grey], axis=1)
+    after = np.concatenate([grey, face_img[:, ::-1]], axis=1)  # another face, on the right
+    clip = [before] * 4 + [after] * 8
+    faces = list(FaceTracker(detector, fps=25.0, options=TrackOptions(detect_every=10)).track(clip))
+    selected = select_speaker(faces)
+    assert all(s is not None for s in selected), [s is not None for s in selected]
+    assert all(s.center[0] < face_img.shape[1] for s in selected[:4])
+    assert all(s.center[0] > face_img.shape[1] for s in selected[4:])  # the new face from the cut's frame on
+
+
+def test_a_face_entering_is_found_on_the_first_frame_it_is_there(frame0, detector):
+    face_img = frame0[400:1200, 200:900]
+    grey = np.full_like(face_img, 128)
+    clip = [grey] * 3 + [face_img] * 6
+    faces = list(FaceTracker(detector, fps=25.0, options=TrackOptions(detect_every=5)).track(clip))
+    assert [bool(f) for f in faces] == [False] * 3 + [True] * 6  # not from key frame 5 only
 
 
 def test_two_faces_keep_their_ids_and_point_selects_one(frame0, detector):
