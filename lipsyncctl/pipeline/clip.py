@@ -187,11 +187,11 @@ def sync_clip(
         check_frame_size,
         check_output,
         check_record,
-        clipping_warning,
         dropped_streams_warning,
         float_picture_warning,
         hdr10_warning,
         interlace_warning,
+        level_warning,
         sequence_warnings,
     )
     from lipsyncctl.runner.lock import output_lock
@@ -247,8 +247,10 @@ def sync_clip(
                                                                  folder=_scratch_folder(output), start=dub_start)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty" + (" from --start on" if first else ""))
-        if clipped := clipping_warning(inputs.dub.codec, mono):
-            warnings.append(clipped)
+        # a timeline's shot (its output an intermediate render) may have no dialogue: its silence is no mistake
+        if level := level_warning(inputs.dub.codec, mono, several=inputs.several is not None,
+                                  silent=delivery is None):
+            warnings.append(level)
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     check_point(config, vinfo.display_size)
     clamped = end_clamp_warning(total, grid, end)

@@ -222,22 +222,32 @@ def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction
             f"lost and the output plays square (write a .mov, or h264/h265/ffv1, to keep it)")
 
 
-def clipping_warning(codec: str, samples: np.ndarray) -> str | None:
-    """A floating-point dub (``codec`` ``pcm_f32le``...) whose sound goes above full scale (``samples``: its 16 kHz
-    mono copy, read a block at a time: a long one is mapped from disk; only a float dub's is read): a PCM output
-    clips it; AAC keeps it above full scale, which a player clips. Half a decibel over is needed (a resampled sound
-    of an exactly full-scale file may overshoot by less)."""
+#: a dub whose loudest sample stays below this (dBFS) is taken for silence: the wrong file or stream, most likely
+SILENT_DBFS = -60.0
+
+
+def level_warning(codec: str, samples: np.ndarray, several: bool = False, silent: bool = True) -> str | None:
+    """What the dub's level tells (``samples``: its 16 kHz mono copy, read a block at a time: a long one is mapped
+    from disk; ``codec``: the dub's own; ``several``: its file has several sound streams): a silent dub (its peak
+    below :data:`SILENT_DBFS`: every mouth is rendered to silence; not with ``silent`` False: a timeline's shot
+    without dialogue is no mistake) or a floating-point one above full scale (a PCM
+    output clips it; AAC keeps it above full scale, which a player clips; half a decibel over is needed: a resampled
+    sound of an exactly full-scale file may overshoot by less)."""
     import math
 
-    if not codec.startswith("pcm_f"):
-        return None
     step = 1 << 20
     peak = max((float(np.abs(samples[i:i + step]).max()) for i in range(0, len(samples), step)), default=0.0)
-    if not peak > 10 ** (0.5 / 20):
-        return None
-    return (f"the dub goes above full scale (peak +{20 * math.log10(peak):.1f} dBFS, a floating-point file): a PCM "
-            "output clips its loud parts, and an AAC one keeps them above full scale, which players clip; lower its "
-            "level before the sync")
+    level = 20 * math.log10(peak) if peak > 0 else -math.inf
+    if level < SILENT_DBFS and silent:
+        said = "digital silence" if peak == 0 else f"peak {level:.0f} dBFS"
+        other = " or another of its sound streams (--set sync.audio_stream=N)" if several else ""
+        return (f"the dub is silent ({said}): every mouth is rendered to silence; check that it is the right file"
+                f"{other}")
+    if codec.startswith("pcm_f") and peak > 10 ** (0.5 / 20):
+        return (f"the dub goes above full scale (peak +{level:.1f} dBFS, a floating-point file): a PCM output clips "
+                "its loud parts, and an AAC one keeps them above full scale, which players clip; lower its level "
+                "before the sync")
+    return None
 
 
 def interlace_warning(options: OutputOptions, fields: str, field_order: str | None, deinterlace: str = "auto",

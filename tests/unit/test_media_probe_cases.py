@@ -345,7 +345,7 @@ def test_streams_besides_the_picture_and_sound_are_named_and_said(gen: Path) -> 
 
 def test_alpha_a_lost_aspect_and_a_clipped_float_dub_are_said() -> None:
     from lipsyncctl.config import OutputOptions
-    from lipsyncctl.pipeline.output import alpha_warning, aspect_warning, clipping_warning
+    from lipsyncctl.pipeline.output import alpha_warning, aspect_warning, level_warning
 
     assert "alpha" in (alpha_warning("yuva444p12le") or "") and "opaque" in (alpha_warning("rgba") or "")
     assert alpha_warning("yuv420p") is None and alpha_warning(None) is None
@@ -353,7 +353,13 @@ def test_alpha_a_lost_aspect_and_a_clipped_float_dub_are_said() -> None:
     prores = OutputOptions(codec="prores_hq")
     assert "plays square" in (aspect_warning(Path("o.mkv"), prores, hdv) or "")
     assert aspect_warning(Path("o.mov"), prores, hdv) is None and aspect_warning(Path("o.mkv"), prores, Fraction(1)) is None
-    assert "+6.0 dBFS" in (clipping_warning("pcm_f32le", np.array([0.5, -2.0], np.float32)) or "")
+    assert "+6.0 dBFS" in (level_warning("pcm_f32le", np.array([0.5, -2.0], np.float32)) or "")
     # an integer or compressed source cannot be above full scale; a resampled full-scale file may overshoot a little
-    assert clipping_warning("pcm_s16le", np.array([2.0])) is None
-    assert clipping_warning("pcm_f32le", np.array([1.03])) is None
+    assert level_warning("pcm_s16le", np.array([2.0])) is None
+    assert level_warning("pcm_f32le", np.array([1.03])) is None
+    # a silent dub (the wrong file or stream, most likely): said, with the stream option where the file has several
+    assert "digital silence" in (level_warning("pcm_s16le", np.zeros(1600, np.float32)) or "")
+    quiet = level_warning("aac", np.full(1600, 10 ** (-70 / 20), np.float32), several=True) or ""
+    assert "peak -70 dBFS" in quiet and "sync.audio_stream" in quiet
+    assert level_warning("aac", np.zeros(1600, np.float32), silent=False) is None  # a timeline shot without dialogue
+    assert level_warning("aac", np.full(1600, 0.01, np.float32)) is None  # -40 dBFS: quiet, not silent
