@@ -193,6 +193,7 @@ def sync_clip(
         interlace_warning,
         level_warning,
         sequence_warnings,
+        vfr_warning,
     )
     from lipsyncctl.runner.lock import output_lock
 
@@ -268,8 +269,7 @@ def sync_clip(
     if resampled:
         warnings.append(resampled)
     if vinfo.is_vfr:
-        warnings.append(f"variable frame rate (mean {float(vinfo.fps):.3f} fps) read at a constant "
-                        f"{float(grid):.3f} fps")
+        warnings.append(vfr_warning(vinfo.fps, grid))
     delivered = delivery or config.output
     sequence = is_image_sequence(output)
     if vinfo.interlaced:

@@ -226,6 +226,15 @@ def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction
 SILENT_DBFS = -60.0
 
 
+def vfr_warning(mean: Fraction, grid: Fraction) -> str:
+    """What a sync and a prep do with a variable-frame-rate source (``mean``: its mean rate): it is conformed to a
+    constant ``grid``, each output frame the source frame shown at that frame's time, so frames repeat or drop where
+    the source's spacing varies (not re-timed: the picture stays in step with its sound)."""
+    return (f"variable frame rate (mean {float(mean):.3f} fps) conformed to a constant {float(grid):.3f} fps: each "
+            "output frame is the source frame shown at its time (frames repeat or drop where the spacing varies; "
+            "the picture stays in step with the sound)")
+
+
 def level_warning(codec: str, samples: np.ndarray, several: bool = False, silent: bool = True) -> str | None:
     """What the dub's level tells (``samples``: its 16 kHz mono copy, read a block at a time: a long one is mapped
     from disk; ``codec``: the dub's own; ``several``: its file has several sound streams): a silent dub (its peak

@@ -301,6 +301,7 @@ def _plan(item: PrepItem, job: _Job) -> Any:
         dropped_streams_warning,
         hdr10_warning,
         sequence_rate,
+        vfr_warning,
     )
 
     info = probe(item.input, sequence_fps=sequence_rate(item.input, job.options.sequence_fps))
@@ -333,7 +334,7 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     if (item.width, item.height) != (dw, dh) and job.scale is None and job.options.max_size is None:
         item.warnings.append(f"{dw}x{dh} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")
     if v.is_vfr:
-        item.warnings.append(f"variable frame rate (mean {float(v.fps):.3f} fps) conformed to {float(fps):.3f}")
+        item.warnings.append(vfr_warning(v.fps, fps))
     if v.interlaced and job.options.deinterlace == "auto":
         item.warnings.append(f"the source is {v.fields}: deinterlaced (bwdif, one frame per frame; "
                              "prep.deinterlace=off keeps the fields)")
