@@ -50,6 +50,7 @@ from lipsyncctl.pipeline.plan import (
     ClipPlan,
     end_clamp_warning,
     length_mismatch_warning,
+    picture_samples,
     plan_clip,
     select_frames,
     select_range,
@@ -248,6 +249,12 @@ def sync_clip(
                                                                  folder=_scratch_folder(output), start=dub_start)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty" + (" from --start on" if first else ""))
+        if inputs.same:  # the clip's own sound ends with the frames rendered, as it plays with them
+            audio_samples, past = min(audio_samples, picture_samples(stop - first, grid, audio_rate)), audio_samples
+            if past - audio_samples > audio_rate / grid and stop == total and end is None:
+                warnings.append(f"the clip's own sound runs {(past - audio_samples) / audio_rate:.3f} s past its "
+                                "last frame: cut there (the length policy applies to a sound shorter than the "
+                                "picture)")
         # a timeline's shot (its output an intermediate render) may have no dialogue: its silence is no mistake
         if level := level_warning(inputs.dub.codec, mono, several=inputs.several is not None,
                                   silent=delivery is None):

@@ -217,6 +217,12 @@ def length_mismatch_warning(plan: ClipPlan, start: float | None = None, end: flo
             f"({plan.duration:.3f} s)")
 
 
+def picture_samples(frames: int, fps: Fraction, rate: int) -> int:
+    """Whole samples at ``rate`` that ``frames`` frames at ``fps`` last: a sound cut to these gives the same frame count
+    (``ceil(samples * fps / rate) == frames``)."""
+    return math.floor(Fraction(frames) / Fraction(fps) * rate)
+
+
 def plan_clip(
     source_frames: int,
     source_fps: Fraction,

@@ -118,6 +118,25 @@ def test_a_dub_that_starts_late_or_on_another_clock_is_heard_and_muxed_on_one_ti
         assert burst_at(read_audio(out, SOUND_RATE, 1)) == pytest.approx(0.2 + SOUND_BURST[0] - 0.12, abs=0.001)
 
 
+def test_a_clips_own_sound_ends_with_its_picture(tmp_path: Path) -> None:
+    """A clip's own sound that starts 0.2 s after its picture and runs 0.2 s past its last frame: the output has the
+    picture's frames, the sound cut there (it played the picture backwards for 5 frames: pingpong to the sound's
+    length), said; with ``--end``, the sound ends with the frames selected (no warning: asked for)."""
+    from lipsyncctl.media.probe import probe
+    from lipsyncctl.pipeline.clip import sync_clip
+
+    own = write_sound(tmp_path / "own.mov", "mov", "pcm_s16le", burst_sound(0.4), audio_at=0.2,
+                      frames=sample_frames(10, scale=0.75))
+    with tiny_models(tmp_path / "models") as (config, models):
+        res = sync_clip(own, own, tmp_path / "o.mov", config, networks=models)
+        part = sync_clip(own, own, tmp_path / "part.mov", config, networks=models, start=0.08, end=0.28)
+    assert res.frames == 10 and probe(res.output).video.frame_count == 10
+    assert len(read_audio(res.output, SOUND_RATE, 1)) == round(0.4 * SOUND_RATE)
+    assert any("own sound runs 0.200 s past its last frame: cut there" in w for w in res.warnings), res.warnings
+    assert part.frames == 5 and not any("past its last frame" in w or "length policy" in w for w in part.warnings)
+    assert len(read_audio(part.output, SOUND_RATE, 1)) == round(0.2 * SOUND_RATE)
+
+
 def test_a_timeline_dub_in_mpeg_ts_starts_at_its_first_sample(tmp_path: Path) -> None:
     """A timeline's dub file is read from its own start, as a clip's (``own_start``): an MPEG-TS's 1.4 s are not
     silence before the dialogue; a WAV's start is 0."""
