@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -104,20 +105,48 @@ def select_speaker(
     return out
 
 
+class TrackCensus:
+    """The tracks seen over a clip, a frame at a time (flat in the clip's length): each track's box in its first
+    frame and its frame count, and how many frames show more than one face (:attr:`crowded`)."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, tuple[Face, int]] = {}
+        self.crowded = 0
+        self.frames = 0
+
+    def add(self, faces: Sequence[Face]) -> None:
+        for f in faces:
+            if f.track_id is not None:
+                face, n = self.first.get(f.track_id, (f, 0))
+                self.first[f.track_id] = (face, n + 1)
+        self.crowded += len(faces) > 1
+        self.frames += 1
+
+    def __str__(self) -> str:
+        """``tracks found: 0 at (120,80)-(260,240) in 90 frames, 3 ...``, or ``no face found``."""
+        if not self.first:
+            return "no face found"
+        return "tracks found: " + ", ".join(
+            f"{tid} at ({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}) in {n} frames"
+            for tid, (f, n) in sorted(self.first.items()))
+
+    def several_warning(self, fps: float) -> str | None:
+        """Said when ``select: largest`` re-renders one face among others: more than one face in half a second of
+        frames or more, or in half the frames of a shorter clip (a stray detection in a frame or two is not worth a
+        word)."""
+        if self.crowded < max(1, min(round(fps / 2), math.ceil(self.frames / 2))):
+            return None
+        return (f"more than one face in {self.crowded} frames ({self}): the largest face in each frame is "
+                "re-rendered (the official rule); --face ID or --face-at X,Y follows one face")
+
+
 def _tracks_found(faces_per_frame: Sequence[list[Face]]) -> str:
     """``tracks found: 0 at (120,80)-(260,240) in 90 frames, 3 ...`` (each track's box in its first frame), or
     ``no face found``."""
-    first: dict[int, tuple[Face, int]] = {}
+    census = TrackCensus()
     for faces in faces_per_frame:
-        for f in faces:
-            if f.track_id is not None:
-                face, n = first.get(f.track_id, (f, 0))
-                first[f.track_id] = (face, n + 1)
-    if not first:
-        return "no face found"
-    return "tracks found: " + ", ".join(
-        f"{tid} at ({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}) in {n} frames"
-        for tid, (f, n) in sorted(first.items()))
+        census.add(faces)
+    return str(census)
 
 
 def _track_at(faces_per_frame: Sequence[list[Face]], point: tuple[float, float]) -> int:

@@ -212,6 +212,8 @@ class FaceStream:
         import threading
         import time
 
+        from lipsyncctl.faces.speaker import TrackCensus
+
         self._t0 = time.perf_counter()
         self._detector = _detector(options, device)  # a missing backend fails here, in the caller's thread
         self.detector_name: str = self._detector.name
@@ -221,6 +223,7 @@ class FaceStream:
         #: ``(path, key)``: the finished pass is written there once (:func:`save_face_plan`)
         self.cache = cache
         self._matrices: list[np.ndarray | None] = []
+        self._census = TrackCensus()  # the tracks seen: said when the largest of several faces is re-rendered
         self._found = 0  # frames with a face so far (first_face polls it under the lock)
         #: frames the pass may keep ahead of the render's reads (0: none, the render decodes on its own)
         self.keep = keep
@@ -264,6 +267,7 @@ class FaceStream:
                     for faces in tracked:
                         if self._stop.is_set():
                             break
+                        self._census.add(faces)
                         matrix = _matrix(aligner, select_speaker([faces], select="largest")[0])
                         with self._cond:
                             self._matrices.append(matrix)
@@ -373,6 +377,8 @@ class FaceStream:
     def _plan(self) -> FacePlan:
         """The whole pass (once it has every frame) as a :class:`FacePlan`, written to :attr:`cache` once."""
         plan = FacePlan(list(self._matrices), _weights(self._matrices, self.options), self.detector_name)
+        if several := self._census.several_warning(float(self.fps)):
+            plan.warnings.append(several)
         if self.cache is not None:
             _store(self.cache[0], plan, self.cache[1])
             self.cache = None
@@ -423,7 +429,7 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
     Raises:
         NoFaceError: the requested track id or point matches no face.
     """
-    from lipsyncctl.faces.speaker import active_speaker, select_speaker
+    from lipsyncctl.faces.speaker import TrackCensus, active_speaker, select_speaker
 
     if options.select == "id":
         result.selection, result.track_id = "id", options.track_id
@@ -452,6 +458,11 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
                 f"faces.select speaker: could not tell which of {len(tracks)} faces speaks (too few frames "
                 "with mouth landmarks); used the largest face")
     result.selection = "largest"
+    census = TrackCensus()
+    for faces in per_frame:
+        census.add(faces)
+    if several := census.several_warning(float(fps)):
+        result.warnings.append(several)
     return select_speaker(per_frame, select="largest")
 
 

@@ -102,6 +102,9 @@ def test_two_faces_largest_or_the_one_at_a_point(tiny_env, tmp_path: Path):
     assert changed[:, :, :split].any() and not changed[:, :, split:].any()
     assert largest.face_select == "largest"
     _assert_outside_equal(largest, decode_rgb(video))
+    # the other face is said, with where each is and how to follow one (it was not: a two-shot passed in silence)
+    said = [w for w in largest.warnings if w.startswith("more than one face in 3 frames (tracks found: 0 at")]
+    assert len(said) == 1 and "--face-at X,Y" in said[0], largest.warnings
 
     # --face-at through the CLI: the smaller face is re-rendered, and run.yaml records the choice
     out = tmp_path / "right.mkv"
