@@ -301,6 +301,12 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
                               warnings=list(res.warnings)))
 
 
+def _lost_row(task: BatchTask, why: str) -> _Outcome:
+    """The outcome of a row whose worker process died rendering it (the others go on): failed, saying so."""
+    return _Outcome(BatchItem(task.row, "failed", why, "a clip that needs more memory than the machine has: "
+                              "rerun it with fewer --jobs (check `dmesg` for the out-of-memory killer)"))
+
+
 def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     """Why a row whose output exists is skipped, and the hint: the output's ``OUT.run.yaml`` names the inputs and the
     settings that made it; when they are not this row's, the first few differences are said (a rerun with new
@@ -316,8 +322,13 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     if not isinstance(made, dict):
         return "the output exists", "pass --overwrite/-y to replace it"
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
-    changes = [f"{name} {inputs.get(name)} (this row: {path})" for name, path in (("video", row.video),
-               ("audio", row.audio)) if not _same_input(inputs.get(name), path)]
+    prints = made.get("fingerprints") if isinstance(made.get("fingerprints"), dict) else {}
+    changes = []
+    for name, path in (("video", row.video), ("audio", row.audio)):
+        if not _same_input(inputs.get(name), path):
+            changes.append(f"{name} {inputs.get(name)} (this row: {path})")
+        elif prints.get(name) and prints[name] != _fingerprint(path):  # (a record older than fingerprints: as before)
+            changes.append(f"{name} {path} changed since (another file under its name)")
     from lipsyncctl.runner.store import config_for_key
 
     made_config = made.get("config") if isinstance(made.get("config"), dict) else {}
@@ -332,6 +343,15 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
     return f"the output exists, made with other inputs or settings: {listed}", \
         "pass --overwrite/-y to render it again with this run's"
+
+
+def _fingerprint(path: Path) -> str | None:
+    from lipsyncctl.runner.store import file_fingerprint
+
+    try:
+        return file_fingerprint(path)
+    except OSError:  # gone: the row fails at its turn, if it runs
+        return None
 
 
 def _same_input(recorded: Any, path: Path) -> bool:
@@ -432,7 +452,8 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
 
         cache[networks_key(config)] = networks
     try:
-        run_tasks(tasks, execute_row, on_done, jobs=jobs, gpus=gpus, backend=backend, label="clips", cache=cache)
+        run_tasks(tasks, execute_row, on_done, jobs=jobs, gpus=gpus, backend=backend, label="clips", cache=cache,
+                  lost=_lost_row)
     except KeyboardInterrupt:
         done = sum(i.status == "done" for i in items.values())
         progress.message(f"interrupted: {done} of {len(tasks)} clip(s) finished (kept); the same "

@@ -71,11 +71,15 @@ def check_backend(backend: str) -> str:
 
 def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], None], *, jobs: int = 1,
               gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks",
-              cache: dict[str, Any] | None = None) -> None:
+              cache: dict[str, Any] | None = None, lost: Callable[[T, str], Any] | None = None) -> None:
     """Run every task with ``execute``, calling ``on_done(task, outcome)`` in this process as each one
     finishes (in completion order: ``on_done`` is where a caller reports a finished task, whichever
     process ran it). A progress task named ``label`` counts them. ``cache``: the executor's cache when the
-    tasks run in this process (what the caller has loaded already); workers start with their own."""
+    tasks run in this process (what the caller has loaded already); workers start with their own.
+
+    ``lost(task, why)``: the outcome of a task whose worker process died running it (killed from outside: the
+    out-of-memory killer, a ``kill -9``); the other tasks go on in fresh workers (those the death cut short are
+    run again). Without it such a death stops the job (:class:`~lipsyncctl.errors.JobFailedError`)."""
     check_backend(backend)
     if not tasks:
         return
@@ -89,7 +93,7 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
         elif jobs <= 1 and len(gpus) <= 1:
             _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache)
         else:
-            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus)
+            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus, lost)
 
 
 def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None,
@@ -100,29 +104,51 @@ def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 
 # ---- local worker processes -------------------------------------------------------------------
 
-_worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False}
+_worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False, "started": None}
 #: exit status of a worker that was interrupted (as the CLI's for Ctrl-C)
 _INTERRUPTED = 130
 
 
 def _terminated(signum: int, frame: Any) -> None:
     """SIGTERM/SIGINT in a worker: interrupt the task it runs (its cleanup runs, then :func:`_work` exits),
-    or exit at once when it runs none."""
+    or exit at once when it runs none. Once: a Ctrl-C reaches the whole process group and the parent's SIGTERM
+    follows it; a second interrupt inside the first one's cleanup would cut that short (and print "Exception
+    ignored" tracebacks among the progress lines)."""
     if not _worker["busy"]:
         os._exit(_INTERRUPTED)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _init_worker(devices: Any, threads: int) -> None:
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    """A worker's watchdog thread: when the process that started it is gone (``kill -9`` of the job, a crashed
+    parent: the worker is re-parented), the worker interrupts itself as the parent's SIGTERM would (its task's
+    temporary files are removed) and exits after :data:`STOP_GRACE` seconds at the latest, instead of rendering
+    on for nobody (its outputs unrecorded, its memory held)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE)
+    os._exit(_INTERRUPTED)
+
+
+def _init_worker(devices: Any, threads: int, started: Any = None) -> None:
     """Each spawned worker takes one device from the queue (None = the task's own setting) and its
-    share of the CPU cores.
+    share of the CPU cores; ``started``: a queue that hears ``(pid, task number)`` as each task starts (which
+    task a worker that dies was running).
 
     SIGTERM (from the parent when it is interrupted, ``timeout``, ``kill`` of the process group, a
     scheduler's time limit) and SIGINT (Ctrl-C in a terminal reaches the whole group) interrupt a worker's
-    task like Ctrl-C does, so it removes its temporary files; the worker then exits (:func:`_work`)."""
+    task like Ctrl-C does, so it removes its temporary files; the worker then exits (:func:`_work`). So does the
+    parent's death (:func:`_watch_parent`)."""
+    import threading
+
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _worker["device"] = devices.get() if devices is not None else None
+    _worker["started"] = started
     try:
         import torch
 
@@ -131,9 +157,11 @@ def _init_worker(devices: Any, threads: int) -> None:
         pass
 
 
-def _work(execute: Execute, task: Any) -> Any:
+def _work(execute: Execute, task: Any, number: int = -1) -> Any:
     _worker["busy"] = True
     try:
+        if _worker["started"] is not None:
+            _worker["started"].put((os.getpid(), number))
         return execute(task, _worker["cache"], _worker["device"])
     except KeyboardInterrupt:
         # The task's cleanup has run. Leave now: the pool would hand this worker its next queued task.
@@ -143,37 +171,83 @@ def _work(execute: Execute, task: Any) -> Any:
 
 
 def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], workers: int,
-              gpus: Sequence[str]) -> None:
+              gpus: Sequence[str], lost: Callable[[T, str], Any] | None = None) -> None:
+    """The tasks on ``workers`` spawned processes. A worker that dies breaks the pool (every worker ends): with
+    ``lost``, the task it was running is reported lost and the unfinished others run in a fresh pool."""
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or OpenMP state
+    threads = worker_threads(workers)
+    progress.message(f"starting {workers} worker processes ({threads} torch thread{'s' * (threads > 1)} each"
+                     + (f", GPUs {', '.join(gpus)})" if gpus else ")") + "; each task is reported as it finishes")
+    todo = list(range(len(tasks)))
+    while todo:
+        killed = _pool_round(ctx, tasks, todo, execute, done, workers, gpus, lost is not None)
+        if not killed:
+            return
+        assert lost is not None
+        for number in killed:
+            done(tasks[number], lost(tasks[number], "its worker process died running it (killed from outside, "
+                                                    "often for memory)"))
+        todo = [i for i in todo if i not in killed]
+        if todo:
+            progress.warning(f"a worker process died running {len(killed)} task(s); the {len(todo)} unfinished "
+                             "other(s) go on in fresh workers")
+
+
+def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute, done: Callable[[T, Any], None],
+                workers: int, gpus: Sequence[str], survive: bool) -> list[int]:
+    """``tasks[i]`` for each ``i`` of ``todo`` on a fresh pool, each finished one removed from ``todo``. Returns []
+    when every one finished; where a worker died (and ``survive``), the numbers of the tasks the dead ones ran."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     devices = None
     if gpus:
         devices = ctx.Manager().Queue()
         for i in range(workers):
             devices.put(gpus[i % len(gpus)])
-    threads = worker_threads(workers)
-    progress.message(f"starting {workers} worker processes ({threads} torch thread{'s' * (threads > 1)} each"
-                     + (f", GPUs {', '.join(gpus)})" if gpus else ")") + "; each task is reported as it finishes")
+    started = ctx.SimpleQueue() if survive else None
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(devices, threads))
-    from concurrent.futures.process import BrokenProcessPool
-
+                               initargs=(devices, worker_threads(workers), started))
+    processes: dict[int, Any] = {}
     try:
-        pending = {pool.submit(_work, execute, t): t for t in tasks}
+        pending = {pool.submit(_work, execute, tasks[i], i): i for i in todo}
         while pending:
+            processes.update(getattr(pool, "_processes", None) or {})  # the executor's own table
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 try:
                     result = fut.result()
                 except BrokenProcessPool:
-                    raise _worker_died(len(pending)) from None
-                done(pending.pop(fut), result)
+                    killed = _killed_tasks(processes, started, todo) if survive else []
+                    if not killed:
+                        raise _worker_died(len(pending)) from None
+                    pool.shutdown(wait=True)
+                    return killed
+                number = pending.pop(fut)
+                todo.remove(number)
+                done(tasks[number], result)
     except BaseException:
         _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
+    return []
+
+
+def _killed_tasks(processes: dict[int, Any], started: Any, unfinished: list[int]) -> list[int]:
+    """The tasks that the workers killed from outside were running: the last task each such worker started
+    (``started`` hears ``(pid, number)``), if it is ``unfinished`` (one that died between two tasks ran none). A
+    worker the pool itself ended (SIGTERM, or its interrupt's exit 130) is not one of them."""
+    last: dict[int, int] = {}
+    while not started.empty():
+        pid, number = started.get()
+        last[pid] = number
+    for proc in processes.values():
+        proc.join(STOP_GRACE)
+    dead = [pid for pid, proc in processes.items()
+            if proc.exitcode is not None and proc.exitcode not in (0, _INTERRUPTED, -signal.SIGTERM)]
+    return sorted({last[pid] for pid in dead if last.get(pid) in unfinished})
 
 
 def _worker_died(unfinished: int) -> JobFailedError:

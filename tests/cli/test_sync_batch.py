@@ -73,6 +73,11 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     rc, res, _ = _run(capsys, "--batch", str(folder / "other.csv"), *args[2:])
     assert rc == 0 and res["items"][0]["reason"] == (f"the output exists, made with other inputs or settings: audio "
                                                      f"{folder / 'a.wav'} (this row: {folder / 'b.wav'})")
+    # the same dub delivered again under its name: said (it was "the output exists", the old take kept in silence)
+    (folder / "a.wav").write_bytes((folder / "b.wav").read_bytes())
+    rc, res, _ = _run(capsys, *args)
+    assert res["items"][0]["reason"] == (f"the output exists, made with other inputs or settings: audio "
+                                         f"{folder / 'a.wav'} changed since (another file under its name)")
     rc, res, _ = _run(capsys, *args, "-y")
     assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}
 

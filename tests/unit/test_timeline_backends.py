@@ -178,3 +178,73 @@ def test_a_worker_killed_from_outside_fails_the_job_with_a_reason() -> None:
         run_tasks([0, 1, 2, 3], _killed_on_two, lambda t, o: done.append(o), jobs=2)
     assert "worker process died" in err.value.message and "--jobs" in err.value.hint
     assert err.value.exit_code == 1 and set(done) <= {0, 1, 3}
+
+
+def test_a_worker_killed_from_outside_loses_its_task_only_when_the_caller_says_how() -> None:
+    """With ``lost``, the task whose worker was killed is reported with the caller's failure outcome and every
+    other task still finishes in fresh workers (a batch went on without the other worker's clip: exit 1, 8 rows
+    unfinished)."""
+    from lipsyncctl.runner.workers import run_tasks
+
+    done: dict[int, object] = {}
+    run_tasks(list(range(6)), _killed_on_two, lambda t, o: done.__setitem__(t, o), jobs=2,
+              lost=lambda t, why: f"lost: {why}")
+    assert sorted(done) == list(range(6))
+    assert str(done[2]).startswith("lost: its worker process died running it")
+    assert all(done[t] == t for t in (0, 1, 3, 4, 5))
+
+
+def _parent_of_workers() -> None:  # pragma: no cover - runs in a child process
+    """A job whose two workers write their pids to ``$PIDS_FILE`` and sleep; it waits to be killed."""
+    import time
+
+    from lipsyncctl.runner.workers import run_tasks
+
+    run_tasks([0, 1], _write_pid_and_sleep, lambda t, o: None, jobs=2)
+    time.sleep(60)
+
+
+def _write_pid_and_sleep(task: int, cache: dict, device: str | None) -> int:
+    import os
+    import time
+
+    with open(os.environ["PIDS_FILE"], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(60)
+    return task
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the job: its workers end within seconds (they rendered on for nobody, their outputs unrecorded,
+    ~700 MB each held for good)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    pids = tmp_path / "pids"
+    code = "import sys; sys.path.insert(0, '.'); from tests.unit.test_timeline_backends import _parent_of_workers; " \
+        "_parent_of_workers()"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PIDS_FILE": str(pids)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = [int(p) for p in pids.read_text().split()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    try:
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "the workers outlived their killed parent"
+    finally:  # none left behind by a failure
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

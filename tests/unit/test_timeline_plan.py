@@ -255,6 +255,8 @@ def test_shard_auto_counts_the_tasks_of_a_stepped_array() -> None:
         parse_shard("auto", {**slurm, "SLURM_ARRAY_TASK_ID": "3"})
     with pytest.raises(UsageError, match="no array-job variables"):
         parse_shard("auto", {"SGE_TASK_ID": "undefined", "SGE_TASK_LAST": "undefined"})
+    with pytest.raises(UsageError, match="SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT"):
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "1"})  # an array started without its count
     assert parse_shard("auto", {"SGE_TASK_ID": "undefined", "LIPSYNCCTL_SHARD_INDEX": "1",
                                 "LIPSYNCCTL_SHARD_COUNT": "2"}) == (1, 2)
 
