@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 #: set by ``train --gpus/--nproc N`` for its ranks: a rank writes the error it stops with to this file (the
 #: first rank only), and the launching process reports it once, with the rank's exit code
@@ -145,8 +146,15 @@ class BusyError(LipsyncError):
 
 
 class Interrupted(LipsyncError):
+    """Ctrl-C or SIGTERM, said by a job that knows how far it got: ``partial`` is its result so far (a batch's
+    items and counts), which ``--json`` reports beside the error."""
+
     exit_code = 130
     default_hint = "rerun the same command to resume; finished outputs are kept"
+
+    def __init__(self, message: str, hint: str | None = None, partial: dict[str, Any] | None = None) -> None:
+        super().__init__(message, hint)
+        self.partial = partial
 
 
 def error_for_code(code: int, message: str, hint: str | None = None) -> LipsyncError:

@@ -11,6 +11,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 from typer.exceptions import TyperException
@@ -113,9 +114,10 @@ EXIT_CODES: dict[type[BaseException], int] = {
 INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
 
 
-def _emit_error(message: str, hint: str | None, code: int) -> None:
+def _emit_error(message: str, hint: str | None, code: int, partial: dict[str, Any] | None = None) -> None:
     """``error: ...`` / ``hint: ...`` on stderr; with ``--json`` also ``{"ok": false, "error": {...}}`` on
-    stdout when the command printed no result, so a script always reads one JSON document."""
+    stdout when the command printed no result, so a script always reads one JSON document (with ``partial``, an
+    interrupted job's result so far, beside the error: a batch's items and counts)."""
     message = " ".join(message.split())
     from lipsyncctl.errors import report_rank_error
 
@@ -127,7 +129,8 @@ def _emit_error(message: str, hint: str | None, code: int) -> None:
     sys.stderr.flush()
     current = state()
     if current.json and not current.emitted:
-        emit_json(envelope({"error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
+        emit_json(envelope({**(partial or {}), "error": {"message": message, "hint": hint or None, "exit_code": code}},
+                           ok=False))
 
 
 def _detail(exc: BaseException, debug: bool) -> None:
@@ -260,7 +263,7 @@ def _run(argv: list[str] | None) -> int:
         return exc.exit_code
     except LipsyncError as exc:
         _detail(exc, debug)
-        _emit_error(str(exc), exc.hint, exc.exit_code)
+        _emit_error(str(exc), exc.hint, exc.exit_code, getattr(exc, "partial", None))
         return exc.exit_code
     except TyperException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lipsyncctl` or a group without a subcommand

@@ -33,6 +33,7 @@ from lipsyncctl.errors import (
     CheckpointError,
     ConfigError,
     DeviceError,
+    Interrupted,
     LipsyncError,
     MediaError,
     MissingModelError,
@@ -456,7 +457,10 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
                   lost=_lost_row)
     except KeyboardInterrupt:
         done = sum(i.status == "done" for i in items.values())
-        progress.message(f"interrupted: {done} of {len(tasks)} clip(s) finished (kept); the same "
-                         "command renders the rest (finished outputs are skipped)")
-        raise
+        skipped = sum(i.status == "skipped" for i in items.values())
+        so_far = BatchResult(list_file, [items[r.line] for r in mine if r.line in items], shard=shard)
+        raise Interrupted(f"interrupted: {done} of {len(tasks)} clip(s) to render finished (kept)"
+                          + (f", {skipped} skipped as done before" if skipped else ""),
+                          "the same command renders the rest (finished outputs are skipped)",
+                          partial=so_far.to_dict()) from None
     return BatchResult(list_file, [items[r.line] for r in mine if r.line in items], shard=shard)

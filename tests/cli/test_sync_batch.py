@@ -204,13 +204,20 @@ def test_an_interrupt_keeps_the_finished_clips_and_a_rerun_does_the_rest(
     monkeypatch.setattr(clip, "sync_clip", interrupted_on_b)
     (folder / "list.csv").write_text(_THREE)
     args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
-    rc = main(["sync", *args])
-    err = capsys.readouterr().err
-    assert rc == 130 and "interrupted: 1 of 3 clip(s) finished (kept)" in err
+    rc, res, err = _run(capsys, *args)
+    assert rc == 130 and "error: interrupted: 1 of 3 clip(s) to render finished (kept)" in err
+    # --json: the rows so far beside the error (it was the error alone: a script could not tell what finished)
+    assert res["ok"] is False and res["error"]["exit_code"] == 130
+    assert res["counts"]["done"] == 1 and [i["status"] for i in res["items"]] == ["done", "failed"]
     assert (folder / "out" / "a.mkv").is_file() and not (folder / "out" / "b.mkv").exists()
     monkeypatch.setattr(clip, "sync_clip", real)
     rc, res, _ = _run(capsys, *args)
     assert [i["status"] for i in res["items"]] == ["skipped", "failed", "done"]
+    monkeypatch.setattr(clip, "sync_clip", interrupted_on_b)  # a row skipped as done is counted apart
+    for made in (folder / "out").glob("b.*"):
+        made.unlink()
+    rc, res, err = _run(capsys, *args)
+    assert rc == 130 and "0 of 2 clip(s) to render finished (kept), 1 skipped as done before" in err
 
 
 @pytest.mark.slow  # opt-in (-m slow): a local Ray instance takes ~20 s to start on 2 cores
