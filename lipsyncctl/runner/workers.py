@@ -288,8 +288,17 @@ def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None
         raise MissingToolError("--backend ray: Ray is not installed",
                                hint="pip install 'lipsyncctl[ray]' (or ray>=2.40)") from None
     if not ray.is_initialized():
+        import logging
+        import threading
+
+        # ray.init sets a SIGTERM handler of its own (sys.exit: exit 1, a crash dump, no cleanup): the CLI's, which
+        # interrupts like Ctrl-C (exit 130, temporaries removed), is put back
+        main = threading.current_thread() is threading.main_thread()
+        term = signal.getsignal(signal.SIGTERM) if main else None
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)
+                 log_to_driver=False, ignore_reinit_error=True, logging_level=logging.ERROR)
+        if main and term is not None:
+            signal.signal(signal.SIGTERM, term)
     remote = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_ray_work)
     refs = {remote.remote(execute, t, bool(gpus)): t for t in tasks}
     lost = tuple(getattr(ray.exceptions, name) for name in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError")
@@ -304,6 +313,8 @@ def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None
                     raise _worker_died(len(refs)) from None
                 done(refs.pop(ref), result)
     except BaseException:
+        # (a task cancelled without force was not interrupted in its worker within seconds, tried: its worker is
+        # killed, and its temporaries are left for the next run's sweep, lipsyncctl.media.atomic.sweep_temps)
         for ref in refs:
             ray.cancel(ref, force=True)
         raise
