@@ -76,6 +76,11 @@ class UsageError(LipsyncError):
     default_hint = "see --help"
 
 
+class TakenError(UsageError):
+    """An output that another run put in place while this one worked (exit 2, as an output there at the start):
+    that run's take is left as it is (:func:`lipsyncctl.media.atomic.move_new`)."""
+
+
 class ConfigError(LipsyncError):
     """Bad preset, bad ``--set`` override or invalid resolved configuration."""
 

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lipsyncctl.errors import MediaError, UsageError, WriteError
+from lipsyncctl.errors import MediaError, TakenError, UsageError, WriteError
 from lipsyncctl.media.container import (
     is_image_sequence,
     sequence_entries,
@@ -375,10 +375,10 @@ def _atomic_sequence(path: Path) -> Iterator[Path]:
 OVERWRITE_HINT = "pass --overwrite/-y (Python: overwrite=True) to replace it, or choose another -o"
 
 
-def taken_error(path: str | Path) -> UsageError:
+def taken_error(path: str | Path) -> TakenError:
     """The error of an output that another run put in place while this one worked (exit 2, as an output there at
     the start): that run's take is left as it is."""
-    return UsageError(f"{path}: exists; another run wrote it while this one worked, and it is left as it is",
+    return TakenError(f"{path}: exists; another run wrote it while this one worked, and it is left as it is",
                       hint=OVERWRITE_HINT)
 
 
@@ -388,7 +388,7 @@ def move_new(src: str | Path, dst: str | Path) -> None:
     network shares; whatever the error: a real one shows in the rename), a look and a rename.
 
     Raises:
-        UsageError: ``dst`` exists (:func:`taken_error`).
+        TakenError: ``dst`` exists (:func:`taken_error`).
     """
     try:
         os.link(src, dst)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import (
+    BusyError,
     CheckpointError,
     ConfigError,
     DeviceError,
@@ -38,6 +39,7 @@ from lipsyncctl.errors import (
     MediaError,
     MissingModelError,
     MissingToolError,
+    TakenError,
     UsageError,
 )
 
@@ -289,6 +291,11 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     try:
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
                         networks=cached_networks(cache, config), overwrite=task.overwrite)
+    except (BusyError, TakenError) as exc:  # another run of the list (a shard, an overlapping rerun) has this row
+        said = ("another run is rendering it now" if isinstance(exc, BusyError)
+                else "another run made it meanwhile (left as it is)")
+        return _Outcome(BatchItem(row, "skipped", said, "pass --overwrite/-y to replace it once that run is done",
+                                  seconds=time.perf_counter() - t0))
     except STOPS as exc:  # a model, ffmpeg or a device: no row could run
         return _Outcome(BatchItem(row, "failed", exc.message, exc.hint),
                         stop=(type(exc).__name__, exc.message, exc.hint))

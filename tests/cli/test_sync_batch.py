@@ -380,3 +380,26 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
         "the output exists"
     assert made_with("inference.steps=3") == \
         "the output exists, made with other inputs or settings: inference.steps 3 (this run: 2)"
+
+
+def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two overlapping runs of one list (a rerun started early, a shard on the same folder): a row the other run is
+    rendering (its lock) or made meanwhile (its take in place at the end) is skipped, saying so; both runs exited 1
+    calling those rows failed."""
+    from lipsyncctl.errors import BusyError
+    from lipsyncctl.media.atomic import taken_error
+    from lipsyncctl.pipeline import clip
+
+    def other_run(video: Path, audio: Path, output: Path, *args: object, **kwargs: object) -> object:
+        if video.name.startswith("a"):
+            raise BusyError(f"{output}: another run (pid 4242) is writing this output")
+        raise taken_error(output)
+
+    monkeypatch.setattr(clip, "sync_clip", other_run)
+    (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,out/a.mkv\n\"b clip.mkv\",b.wav,out/b.mkv\n")
+    rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
+    assert rc == 0 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 0}, err
+    assert [i["reason"] for i in res["items"]] == ["another run is rendering it now",
+                                                   "another run made it meanwhile (left as it is)"]
