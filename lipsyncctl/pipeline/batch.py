@@ -406,8 +406,9 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
     from lipsyncctl.media.container import exists
-    from lipsyncctl.pipeline.clip import check_point, probe_inputs
+    from lipsyncctl.pipeline.clip import check_point, grid_frames, probe_inputs
     from lipsyncctl.pipeline.output import check_output
+    from lipsyncctl.pipeline.plan import select_range
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import check_backend, run_tasks
 
@@ -434,6 +435,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
                 inputs = probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream,
                                       configs[row.line].sync.sequence_fps)
                 check_point(configs[row.line], inputs.info.video.display_size)  # a run would refuse it at once
+                select_range(grid_frames(inputs.info.video), inputs.info.video.nominal_fps, row.start, row.end)
             except LipsyncError as exc:
                 items[row.line] = BatchItem(row, "failed", exc.message, exc.hint)
             else:

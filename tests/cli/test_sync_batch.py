@@ -89,12 +89,14 @@ def test_a_dry_run_probes_the_inputs_and_writes_nothing(folder: Path, models_dir
 
     monkeypatch.setattr(networks, "load_networks", lambda *a, **k: pytest.fail("a dry run loads no networks"))
     (folder / "done.mkv").write_bytes(b"an earlier output")
-    (folder / "list.csv").write_text("video,audio,output,face_at\na.mkv,a.wav,out/a.mkv,\na.wav,a.wav,out/x.mkv,\n"
-                                     "a.mkv,b.wav,done.mkv,\na.mkv,a.wav,out/far.mkv,\"99999,5\"\n")
+    (folder / "list.csv").write_text("video,audio,output,face_at,start\na.mkv,a.wav,out/a.mkv,,\na.wav,a.wav,out/x.mkv,,\n"
+                                     "a.mkv,b.wav,done.mkv,,\na.mkv,a.wav,out/far.mkv,\"99999,5\",\n"
+                                     "a.mkv,a.wav,out/late.mkv,,9\n")
     rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--dry-run")
-    assert rc == 1 and [i["status"] for i in res["items"]] == ["planned", "failed", "skipped", "failed"]
+    assert rc == 1 and [i["status"] for i in res["items"]] == ["planned", "failed", "skipped", "failed", "failed"]
     assert "no video stream" in res["items"][1]["reason"]
     assert "--face-at 99999,5 is outside the" in res["items"][3]["reason"]  # as the run would say at once
+    assert "select no frames" in res["items"][4]["reason"]  # a start past the clip's end (it was "planned")
     assert not (folder / "out").exists() and (folder / "done.mkv").read_bytes() == b"an earlier output"
 
 
