@@ -200,7 +200,12 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
     twice = [c for c in dict.fromkeys(header) if header.count(c) > 1]
     if missing or unknown or twice:
-        what = (f"no {', '.join(missing)} column" if missing else f"unknown column {unknown[0]!r}" if unknown
+        import difflib
+
+        near = {c: difflib.get_close_matches(c, REQUIRED + OPTIONAL, n=1) for c in unknown}
+        meant = [f"{c!r} (did you mean {near[c][0]!r}?)" for c in unknown if near[c]]
+        what = (f"unknown column {meant[0]}" if meant  # a misspelt column first: it is the one missing too
+                else f"no {', '.join(missing)} column" if missing else f"unknown column {unknown[0]!r}" if unknown
                 else f"column {twice[0]!r} twice")
         raise UsageError(f"--batch {path}: {what} (line {lines[0][0]})",
                          hint=f"the first row names the columns: {', '.join(REQUIRED)} and optionally "

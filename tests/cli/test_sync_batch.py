@@ -103,6 +103,7 @@ def test_a_dry_run_probes_the_inputs_and_writes_nothing(folder: Path, models_dir
 @pytest.mark.parametrize(("text", "message"), [
     ("video,audio\na.mkv,a.wav\n", "no output column (line 1)"),
     ("video,audio,output,speed\n", "unknown column 'speed'"),
+    ("video,audio,outpt\n", "unknown column 'outpt' (did you mean 'output'?)"),
     ("video,audio,output,Video\n", "column 'video' twice"),
     ("video,audio,output\n", "no clips under the header"),
     ("video,audio,output\na.mkv,,o.mkv\n", "line 2: no audio"),
