@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from lipsyncctl import progress
 from lipsyncctl.config import PrepOptions
-from lipsyncctl.errors import Interrupted, LipsyncError, MediaError, UsageError
+from lipsyncctl.errors import BusyError, Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, SWS_THREADS, is_image_sequence, sequence_files
 from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
@@ -445,14 +445,16 @@ def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
 def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
     from lipsyncctl.errors import WriteError
     from lipsyncctl.media.atomic import write_error
+    from lipsyncctl.runner.lock import output_lock
 
     info = _plan(item, job)  # the outputs were checked against the inputs before any work (_check_outputs)
     item.output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        written = _write_outputs(item, info, job)
-    except WriteError as exc:  # a file of the hidden folder (removed now): name the output, and what it needs
-        raise write_error(item.output, exc) from exc
-    _write_manifest(item, stamp, key, written, job.options.deinterlace)
+    with output_lock(item.output):  # another prep of this output (BusyError): its item is skipped, said
+        try:
+            written = _write_outputs(item, info, job)
+        except WriteError as exc:  # a file of the hidden folder (removed now): name the output, and what it needs
+            raise write_error(item.output, exc) from exc
+        _write_manifest(item, stamp, key, written, job.options.deinterlace)
     item.status = "done"
 
 
@@ -534,6 +536,8 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
             _process(item, job, stamp, key)
     except Interrupted:
         raise
+    except BusyError as exc:  # another prep into this folder (two overlapping runs): its file, not a failure
+        item.status, item.reason = "skipped", f"another run is preparing it now ({exc.message})"
     except LipsyncError as exc:
         item.status, item.reason, item.hint = "failed", str(exc), exc.hint or None
     except (OSError, ValueError, RuntimeError) as exc:

@@ -308,6 +308,21 @@ def test_prep_prores_alias(tmp_path: Path) -> None:
     assert probe(item.output).video.profile == "HQ"  # type: ignore[union-attr]
 
 
+def test_a_file_another_prep_is_writing_is_skipped(tmp_path: Path) -> None:
+    """Two overlapping preps into one folder: a file the other is writing (its output's lock) is skipped, said;
+    both did every file and replaced each other's (exit 0)."""
+    from lipsyncctl.runner.lock import output_lock
+
+    src = mg.make_clip(tmp_path / "in.mp4", frames=3, size=(96, 64))
+    (tmp_path / "out").mkdir()
+    with output_lock(tmp_path / "out" / "in.mp4"):  # as the other run holds it
+        item = prep([src], tmp_path / "out", FAST).items[0]
+    assert item.status == "skipped" and "another run is preparing it now" in (item.reason or "")
+    assert not (tmp_path / "out" / "in.mp4").exists()
+    assert prep([src], tmp_path / "out", FAST).items[0].status == "done"  # once that run is gone
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in.mp4", "in.prep.json", "in.wav"]
+
+
 def test_no_audio_fails_unless_allowed(tmp_path: Path) -> None:
     src = mg.make_clip(tmp_path / "mute.mp4", frames=10, audio_rate=None)
     item = prep([src], tmp_path / "a", FAST).items[0]
