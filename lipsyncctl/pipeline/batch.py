@@ -287,13 +287,14 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     ``cache``, loaded on first use for this device (so a worker loads them once). Never raises for a row that
     fails (its item says why), except on an interrupt."""
     from lipsyncctl import progress
-    from lipsyncctl.pipeline.clip import sync_clip
+    from lipsyncctl.pipeline.clip import check_found, sync_clip
     from lipsyncctl.pipeline.networks import cached_networks
 
     row, t0 = task.row, time.perf_counter()
     progress.message(f"{task.label}: rendering")  # in this process: which clip the stage bars are about
     config = task.config.with_overrides({"inference.device": device}) if device else task.config
     try:
+        check_found(row.video, row.audio)  # a row whose file is missing fails before the networks load for it
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
                         networks=cached_networks(cache, config), overwrite=task.overwrite)
     except (BusyError, TakenError) as exc:  # another run of the list (a shard, an overlapping rerun) has this row
