@@ -29,7 +29,7 @@ class ProgressSink(Protocol):
 
     def advance(self, task_id: int, amount: float) -> None: ...
 
-    def finish(self, task_id: int) -> None: ...
+    def finish(self, task_id: int, stopped: bool = False) -> None: ...
 
     def message(self, text: str) -> None: ...
 
@@ -41,7 +41,7 @@ class NullSink:
     def advance(self, task_id: int, amount: float) -> None:
         pass
 
-    def finish(self, task_id: int) -> None:
+    def finish(self, task_id: int, stopped: bool = False) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -60,7 +60,7 @@ class RecordingSink:
     def advance(self, task_id: int, amount: float) -> None:
         self.events.append(("advance", task_id, amount))
 
-    def finish(self, task_id: int) -> None:
+    def finish(self, task_id: int, stopped: bool = False) -> None:
         self.events.append(("finish", task_id))
 
     def message(self, text: str) -> None:
@@ -111,15 +111,15 @@ class Task:
     def advance(self, amount: float = 1) -> None:
         self._sink.advance(self.id, amount)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.elapsed = time.perf_counter() - self.started
         try:
             if self._token is not None:
                 _parent.reset(self._token)
         except ValueError:  # left in another context than entered (a generator closed by the garbage
             pass            # collector after its thread ended): that context and its parent are gone
-        finally:
-            self._sink.finish(self.id)
+        finally:  # ended by an error or an interrupt: stopped, not done
+            self._sink.finish(self.id, stopped=exc_type is not None)
 
 
 def track(iterable: Iterable[T], description: str, total: float | None = None) -> Iterator[T]:

@@ -75,7 +75,7 @@ class RichSink:
             if rid is not None:
                 self._progress.advance(rid, amount)
 
-    def finish(self, task_id: int) -> None:
+    def finish(self, task_id: int, stopped: bool = False) -> None:
         with self._lock:
             rid = self._ids.pop(task_id, None)
             parent = self._parents.pop(task_id, None)
@@ -129,7 +129,8 @@ class LineSink:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def _write(self, event: str, task_id: int | None, task: dict[str, Any] | None, text: str | None = None) -> None:
+    def _write(self, event: str, task_id: int | None, task: dict[str, Any] | None, text: str | None = None,
+               stopped: bool = False) -> None:
         import json
 
         if task is None:  # a note
@@ -143,7 +144,11 @@ class LineSink:
                 line = json.dumps({"event": event, "id": task_id, "parent": task["parent"], "task": task["name"],
                                    "done": done, "total": total,
                                    "percent": None if percent is None else round(percent, 1),
-                                   "elapsed": round(elapsed, 3), "eta": None if eta is None else round(eta, 3)})
+                                   "elapsed": round(elapsed, 3), "eta": None if eta is None else round(eta, 3),
+                                   **({"stopped": True} if stopped else {})})
+            elif event == "finish" and stopped:  # an error or an interrupt ended it: a log reads no completion
+                of = f"/{_count(total)}" if total else ""
+                line = f"stopped: {task['name']} at {_count(done)}{of} after {elapsed:.1f} s"
             elif event == "finish":
                 line = f"done: {task['name']}{f' {_count(done)}' if total or done else ''} in {elapsed:.1f} s"
             elif event == "start" and not total:
@@ -176,11 +181,11 @@ class LineSink:
                 task["shown"] = now
                 self._write("progress", task_id, task)
 
-    def finish(self, task_id: int) -> None:
+    def finish(self, task_id: int, stopped: bool = False) -> None:
         with self._lock:
             task = self._tasks.pop(task_id, None)
             if task is not None:
-                self._write("finish", task_id, task)
+                self._write("finish", task_id, task, stopped=stopped)
 
     def message(self, text: str) -> None:
         if text.startswith(progress.WARNING_PREFIX):  # lipsyncctl.progress.warning(): shown once, as warnings are

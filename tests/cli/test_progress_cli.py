@@ -44,6 +44,25 @@ def test_lines_say_each_task_at_most_once_a_second_and_at_its_total() -> None:
     ]
 
 
+def test_a_task_an_interrupt_ends_is_stopped_not_done() -> None:
+    """A log parser reads ``done:`` as a completion: a task ended by an interrupt or an error says ``stopped:`` (and
+    its JSON ``finish`` carries ``"stopped": true``); interrupted runs printed ``done: render 0 in 3.8 s``."""
+    for form in ("lines", "json"):
+        clock, out = Clock(), io.StringIO()
+        with progress.use_sink(LineSink(out, form, interval=1.0, clock=clock)), pytest.raises(KeyboardInterrupt):
+            with progress.Task("render", total=4) as task:
+                task.advance()
+                clock.now += 1.5
+                raise KeyboardInterrupt
+        last = out.getvalue().splitlines()[-1]
+        if form == "lines":
+            assert last == "stopped: render at 1/4 after 1.5 s"
+        else:
+            assert json.loads(last) | {"id": 0} == {"event": "finish", "id": 0, "parent": None, "task": "render",
+                                                   "done": 1, "total": 4, "percent": 25.0, "elapsed": 1.5,
+                                                   "eta": None, "stopped": True}
+
+
 def test_json_lines_carry_the_task_tree_and_a_warning_once(capsys: pytest.CaptureFixture[str]) -> None:
     clock, out = Clock(), io.StringIO()
     with progress.use_sink(LineSink(out, "json", interval=1.0, clock=clock)):
