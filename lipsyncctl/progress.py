@@ -91,6 +91,17 @@ def current_sink() -> ProgressSink:
     return _sink.get() or _NULL
 
 
+def install_sink(sink: ProgressSink) -> None:
+    """Install ``sink`` in this context for good (a worker process's, for its whole life: :func:`use_sink` is for a
+    block)."""
+    _sink.set(sink)
+
+
+def new_task_id() -> int:
+    """A task id of this process (for a sink that shows another process's tasks)."""
+    return next(_counter)
+
+
 class Task:
     """A unit of progress. Use as a context manager; nested tasks record their parent."""
 

@@ -93,7 +93,7 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
         elif jobs <= 1 and len(gpus) <= 1:
             _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache)
         else:
-            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus, lost)
+            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus, lost, bar.id)
 
 
 def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None,
@@ -107,6 +107,56 @@ def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 _worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False, "started": None}
 #: exit status of a worker that was interrupted (as the CLI's for Ctrl-C)
 _INTERRUPTED = 130
+
+
+class _QueueSink:
+    """A worker's progress sink: each task's start, advance and finish go to the parent (:func:`_relay`), which shows
+    them under the job's task (a farm's log sees a clip's stages, not only the clips as they finish), and its notes
+    and warnings, as one process shows them."""
+
+    def __init__(self, events: Any) -> None:
+        self.events, self.pid = events, os.getpid()
+
+    def start(self, task_id: int, description: str, total: float | None, parent: int | None) -> None:
+        self.events.put(("start", self.pid, task_id, description, total, parent))
+
+    def advance(self, task_id: int, amount: float) -> None:
+        self.events.put(("advance", self.pid, task_id, amount))
+
+    def finish(self, task_id: int, stopped: bool = False) -> None:
+        self.events.put(("finish", self.pid, task_id, stopped))
+
+    def message(self, text: str) -> None:
+        self.events.put(("message", self.pid, 0, text))
+
+
+def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict[tuple[int, int], int]) -> None:
+    """The parent's thread that shows the workers' progress (:class:`_QueueSink`) in ``sink``: each worker task
+    under its own parent, a worker's outermost ones under ``root`` (the job's task), with ids of this process.
+    Runs until ``stop`` is set and the queue is drained; ``open_tasks`` keeps the tasks not finished yet."""
+    import queue
+
+    while True:
+        try:
+            event = events.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        except (EOFError, OSError):  # the queue is gone
+            return
+        kind, pid, task_id = event[:3]
+        if kind == "message":
+            sink.message(event[3])
+        elif kind == "start":
+            description, total, parent = event[3:]
+            new = progress.new_task_id()
+            open_tasks[(pid, task_id)] = new
+            sink.start(new, description, total, open_tasks.get((pid, parent), root))
+        elif kind == "advance" and (pid, task_id) in open_tasks:
+            sink.advance(open_tasks[(pid, task_id)], event[3])
+        elif kind == "finish" and (pid, task_id) in open_tasks:
+            sink.finish(open_tasks.pop((pid, task_id)), stopped=event[3])
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -133,10 +183,10 @@ def _watch_parent(parent: int, every: float = 1.0) -> None:
     os._exit(_INTERRUPTED)
 
 
-def _init_worker(devices: Any, threads: int, started: Any = None) -> None:
+def _init_worker(devices: Any, threads: int, started: Any = None, events: Any = None) -> None:
     """Each spawned worker takes one device from the queue (None = the task's own setting) and its
     share of the CPU cores; ``started``: a queue that hears ``(pid, task number)`` as each task starts (which
-    task a worker that dies was running).
+    task a worker that dies was running); ``events``: where its progress goes (:class:`_QueueSink`).
 
     SIGTERM (from the parent when it is interrupted, ``timeout``, ``kill`` of the process group, a
     scheduler's time limit) and SIGINT (Ctrl-C in a terminal reaches the whole group) interrupt a worker's
@@ -149,6 +199,8 @@ def _init_worker(devices: Any, threads: int, started: Any = None) -> None:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _worker["device"] = devices.get() if devices is not None else None
     _worker["started"] = started
+    if events is not None:
+        progress.install_sink(_QueueSink(events))  # the worker's own context: its tasks run in this thread
     try:
         import torch
 
@@ -171,7 +223,7 @@ def _work(execute: Execute, task: Any, number: int = -1) -> Any:
 
 
 def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], workers: int,
-              gpus: Sequence[str], lost: Callable[[T, str], Any] | None = None) -> None:
+              gpus: Sequence[str], lost: Callable[[T, str], Any] | None = None, root: int | None = None) -> None:
     """The tasks on ``workers`` spawned processes. A worker that dies breaks the pool (every worker ends): with
     ``lost``, the task it was running is reported lost and the unfinished others run in a fresh pool."""
     import multiprocessing as mp
@@ -182,7 +234,7 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
                      + (f", GPUs {', '.join(gpus)})" if gpus else ")") + "; each task is reported as it finishes")
     todo = list(range(len(tasks)))
     while todo:
-        killed = _pool_round(ctx, tasks, todo, execute, done, workers, gpus, lost is not None)
+        killed = _pool_round(ctx, tasks, todo, execute, done, workers, gpus, lost is not None, root)
         if not killed:
             return
         assert lost is not None
@@ -196,9 +248,10 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 
 
 def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute, done: Callable[[T, Any], None],
-                workers: int, gpus: Sequence[str], survive: bool) -> list[int]:
+                workers: int, gpus: Sequence[str], survive: bool, root: int | None) -> list[int]:
     """``tasks[i]`` for each ``i`` of ``todo`` on a fresh pool, each finished one removed from ``todo``. Returns []
-    when every one finished; where a worker died (and ``survive``), the numbers of the tasks the dead ones ran."""
+    when every one finished; where a worker died (and ``survive``), the numbers of the tasks the dead ones ran.
+    The workers' progress is shown under the task ``root`` (:func:`_relay`)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
@@ -207,9 +260,17 @@ def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute,
         devices = ctx.Manager().Queue()
         for i in range(workers):
             devices.put(gpus[i % len(gpus)])
+    import contextvars
+    import threading
+
     started = ctx.SimpleQueue() if survive else None
+    events, stop, open_tasks = ctx.Queue(), threading.Event(), {}
+    # in this context: the sink, and the command's state that shows a warning once
+    relay = threading.Thread(target=contextvars.copy_context().run, name="progress-relay", daemon=True,
+                             args=(_relay, events, progress.current_sink(), root, stop, open_tasks))
+    relay.start()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(devices, worker_threads(workers), started))
+                               initargs=(devices, worker_threads(workers), started, events))
     processes: dict[int, Any] = {}
     try:
         pending = {pool.submit(_work, execute, tasks[i], i): i for i in todo}
@@ -231,6 +292,11 @@ def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute,
     except BaseException:
         _stop_workers(pool)
         raise
+    finally:
+        stop.set()
+        relay.join(2.0)
+        for task_id in open_tasks.values():  # a worker that died or was stopped: its tasks did not finish
+            progress.current_sink().finish(task_id, stopped=True)
     pool.shutdown(wait=True)
     return []
 

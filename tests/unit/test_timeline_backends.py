@@ -248,3 +248,31 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
         for pid in workers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _staged(task: int, cache: dict, device: str | None) -> int:
+    """A task with a stage of its own (as a clip's faces, denoise, render)."""
+    from lipsyncctl import progress
+
+    with progress.Task(f"stage {task}", total=3) as stage:
+        stage.advance(2)
+        stage.advance(1)
+    return task
+
+
+def test_a_workers_progress_is_shown_under_the_jobs_task() -> None:
+    """With ``--jobs N`` each worker's stages reach the parent's progress (a farm's log saw only the clips as they
+    finished: 0 % for a whole clip), under the job's task, with this process's ids."""
+    from lipsyncctl import progress
+    from lipsyncctl.runner.workers import run_tasks
+
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        run_tasks([0, 1], _staged, lambda t, o: None, jobs=2, label="clips")
+    starts = {e[2]: e for e in sink.events if e[0] == "start"}
+    clips = starts["clips"][1]
+    for name in ("stage 0", "stage 1"):
+        _, task_id, _, total, parent = starts[name]
+        assert total == 3 and parent == clips and task_id != clips
+        assert sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == task_id) == 3
+        assert ("finish", task_id) in sink.events
