@@ -129,8 +129,9 @@ class Task:
                 _parent.reset(self._token)
         except ValueError:  # left in another context than entered (a generator closed by the garbage
             pass            # collector after its thread ended): that context and its parent are gone
-        finally:  # ended by an error or an interrupt: stopped, not done
-            self._sink.finish(self.id, stopped=exc_type is not None)
+        finally:  # ended by an error or an interrupt: stopped, not done (a loop that left a track() early is done)
+            stopped = isinstance(exc_type, type) and not issubclass(exc_type, GeneratorExit)
+            self._sink.finish(self.id, stopped=stopped)
 
 
 def track(iterable: Iterable[T], description: str, total: float | None = None) -> Iterator[T]:

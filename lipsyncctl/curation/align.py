@@ -62,12 +62,14 @@ VERSION = 1
 def settings(options: CurateOptions) -> dict[str, Any]:
     """What the stored result depends on (the filters ``single_face``/``min_face_size`` only decide).
     ``auto`` is resolved to the backend it picks now, so installing the official detector recomputes."""
+    from lipsyncctl.faces.track import TRACKER_VERSION
+
     encode = "ffv1-rgb" if options.lossless else f"{options.align_codec}-crf{options.align_crf}"
-    # tracker 2 (between key frames it looks again where it loses a face or follows none): only with detect_every
-    # > 1, where it changes the result (the keys of the official detection on every frame stay)
+    # the tracker's version only with detect_every > 1, where it changes the result (the keys of the official
+    # detection on every frame stay)
     return {"resolution": options.resolution, "detector": resolved_backend(options.detector),
             "detect_every": options.detect_every, "fps": options.fps, "encode": encode} | (
-                {"tracker": 2} if options.detect_every > 1 else {})
+                {"tracker": TRACKER_VERSION} if options.detect_every > 1 else {})
 
 
 def resolved_backend(name: str) -> str:

@@ -114,6 +114,14 @@ class TrackCensus:
         self.crowded = 0
         self.frames = 0
 
+    @classmethod
+    def of(cls, faces_per_frame: Sequence[Sequence[Face]]) -> TrackCensus:
+        """The census of a whole clip's faces."""
+        census = cls()
+        for faces in faces_per_frame:
+            census.add(faces)
+        return census
+
     def add(self, faces: Sequence[Face]) -> None:
         for f in faces:
             if f.track_id is not None:
@@ -143,10 +151,7 @@ class TrackCensus:
 def _tracks_found(faces_per_frame: Sequence[list[Face]]) -> str:
     """``tracks found: 0 at (120,80)-(260,240) in 90 frames, 3 ...`` (each track's box in its first frame), or
     ``no face found``."""
-    census = TrackCensus()
-    for faces in faces_per_frame:
-        census.add(faces)
-    return str(census)
+    return str(TrackCensus.of(faces_per_frame))
 
 
 def _track_at(faces_per_frame: Sequence[list[Face]], point: tuple[float, float]) -> int:

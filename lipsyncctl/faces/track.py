@@ -25,6 +25,10 @@ from lipsyncctl import progress
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.faces.detect import Face, FaceDetector
 
+#: what the tracker computes, in the keys of stored faces only where it changes them (``detect_every`` > 1: detection
+#: on every frame is the same): 2 looks again on a frame where it loses a face and on every frame while it follows none
+TRACKER_VERSION = 2
+
 
 @dataclass(frozen=True)
 class TrackOptions:

@@ -108,7 +108,7 @@ class BatchResult:
         return {s: sum(i.status == s for i in self.items) for s in STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batch": str(self.list_file), "shard": list(self.shard), "counts": self.counts(),
+        return {"batch": str(self.list_file), "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(),
                 "items": [i.to_dict() for i in self.items]}
 
 
@@ -202,7 +202,8 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     if missing or unknown or twice:
         import difflib
 
-        near = {c: difflib.get_close_matches(c, REQUIRED + OPTIONAL, n=1) for c in unknown}
+        near = {c: difflib.get_close_matches(c, [k for k in REQUIRED + OPTIONAL if k not in header], n=1)
+                for c in unknown}
         meant = [f"{c!r} (did you mean {near[c][0]!r}?)" for c in unknown if near[c]]
         what = (f"unknown column {meant[0]}" if meant  # a misspelt column first: it is the one missing too
                 else f"no {', '.join(missing)} column" if missing else f"unknown column {unknown[0]!r}" if unknown
@@ -287,18 +288,21 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     ``cache``, loaded on first use for this device (so a worker loads them once). Never raises for a row that
     fails (its item says why), except on an interrupt."""
     from lipsyncctl import progress
+    from lipsyncctl.media.container import exists
     from lipsyncctl.pipeline.clip import check_found, sync_clip
     from lipsyncctl.pipeline.networks import cached_networks
 
     row, t0 = task.row, time.perf_counter()
     progress.message(f"{task.label}: rendering")  # in this process: which clip the stage bars are about
     config = task.config.with_overrides({"inference.device": device}) if device else task.config
+    if not task.overwrite and exists(row.output):  # made since the rows were listed (another run of the list)
+        return _Outcome(BatchItem(row, "skipped", *_skip_reason(row, task.config)))
     try:
         check_found(row.video, row.audio)  # a row whose file is missing fails before the networks load for it
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
                         networks=cached_networks(cache, config), overwrite=task.overwrite)
     except (BusyError, TakenError) as exc:  # another run of the list (a shard, an overlapping rerun) has this row
-        said = ("another run is rendering it now" if isinstance(exc, BusyError)
+        said = (f"another run is rendering it now ({exc.message})" if isinstance(exc, BusyError)
                 else "another run made it meanwhile (left as it is)")
         return _Outcome(BatchItem(row, "skipped", said, "pass --overwrite/-y to replace it once that run is done",
                                   seconds=time.perf_counter() - t0))
@@ -328,6 +332,7 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     import yaml
 
     from lipsyncctl.pipeline.output import run_yaml_path
+    from lipsyncctl.runner.store import same_content
 
     try:
         made = yaml.safe_load(run_yaml_path(row.output).read_text(encoding="utf-8"))
@@ -336,12 +341,12 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     if not isinstance(made, dict):
         return "the output exists", "pass --overwrite/-y to replace it"
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
-    prints = made.get("fingerprints") if isinstance(made.get("fingerprints"), dict) else {}
+    contents = made.get("contents") if isinstance(made.get("contents"), dict) else {}
     changes = []
     for name, path in (("video", row.video), ("audio", row.audio)):
         if not _same_input(inputs.get(name), path):
             changes.append(f"{name} {inputs.get(name)} (this row: {path})")
-        elif prints.get(name) and prints[name] != _fingerprint(path):  # (a record older than fingerprints: as before)
+        elif same_content(contents.get(name), path) is False:  # (a record older than contents: as before)
             changes.append(f"{name} {path} changed since (another file under its name)")
     from lipsyncctl.runner.store import config_for_key
 
@@ -357,15 +362,6 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
     return f"the output exists, made with other inputs or settings: {listed}", \
         "pass --overwrite/-y to render it again with this run's"
-
-
-def _fingerprint(path: Path) -> str | None:
-    from lipsyncctl.runner.store import file_fingerprint
-
-    try:
-        return file_fingerprint(path)
-    except OSError:  # gone: the row fails at its turn, if it runs
-        return None
 
 
 def _same_input(recorded: Any, path: Path) -> bool:

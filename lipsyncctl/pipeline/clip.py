@@ -603,14 +603,14 @@ def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, a
     import torch
 
     from lipsyncctl.pipeline.output import ENCODER_THREADS, write_run_yaml
-    from lipsyncctl.runner.store import file_fingerprint
+    from lipsyncctl.runner.store import content_record
 
     # The thread counts: torch's numerics depend on its own (the encoder's is fixed), see pipeline.output.
     # the inputs' absolute paths: the record names the files whatever folder a later run starts from (--batch), and
-    # their fingerprints (size, mtime, first and last MiB) tell a file delivered again under the same name
+    # their contents (size, mtime, first and last MiB) tell a file delivered again under the same name
     return write_run_yaml(output, config, plan.to_dict(), {"video": os.path.abspath(video), "audio": os.path.abspath(audio)},
                           dict(networks.files),
-                          {"fingerprints": {"video": file_fingerprint(video), "audio": file_fingerprint(audio)},
+                          {"contents": {"video": content_record(video), "audio": content_record(audio)},
                            "faces": {"detector": faces.detector, "select": faces.selection,
                                      "track_id": faces.track_id, "found": faces.found},
                            "threads": {"torch": torch.get_num_threads(), "encoder": ENCODER_THREADS}})

@@ -458,10 +458,7 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
                 f"faces.select speaker: could not tell which of {len(tracks)} faces speaks (too few frames "
                 "with mouth landmarks); used the largest face")
     result.selection = "largest"
-    census = TrackCensus()
-    for faces in per_frame:
-        census.add(faces)
-    if several := census.several_warning(float(fps)):
+    if several := TrackCensus.of(per_frame).several_warning(float(fps)):
         result.warnings.append(several)
     return select_speaker(per_frame, select="largest")
 
@@ -469,9 +466,7 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
 # --- The face-track cache: one file per shot, shared by its languages and reruns (sync_clip(face_cache=)) ---
 
 #: bumped when what the face pass computes changes (an old cache file then no longer matches)
-#: 2: anamorphic frames are searched as shown (faces.detect.shown); 3: the tracker looks again on a frame where it
-#: loses a face and on every frame while it follows none (faces.track.FaceTracker.update)
-FACE_CACHE_VERSION = 3
+FACE_CACHE_VERSION = 2  # 2: anamorphic frames are searched as shown (faces.detect.shown)
 _CACHE_FILES = {"meta", "present", "matrices", "weights"}
 _SELECTIONS = ("largest", "id", "point", "speaker")
 
@@ -485,6 +480,7 @@ def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: 
     sha256 of ``audio_16k`` (mono 16 kHz float32) too."""
     import hashlib
 
+    from lipsyncctl.faces.track import TRACKER_VERSION
     from lipsyncctl.runner.store import file_fingerprint
 
     audio = None
@@ -496,7 +492,8 @@ def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: 
     return {"v": FACE_CACHE_VERSION, "media": file_fingerprint(Path(video)), "first": int(first),
             "frames": int(count), "fps": f"{fps.numerator}/{fps.denominator}",
             "faces": options.model_dump(mode="json"), "resolution": int(resolution), "audio": audio,
-            **({"deinterlaced": True} if deinterlaced else {})}
+            **({"deinterlaced": True} if deinterlaced else {}),
+            **({"tracker": TRACKER_VERSION} if options.detect_every > 1 else {})}  # faces.track
 
 
 def save_face_plan(path: Path, plan: FacePlan, key: dict[str, Any]) -> bool:

@@ -56,7 +56,38 @@ def file_fingerprint(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _file_fingerprint(path_str: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256(f"{size}:{mtime_ns}".encode())
+    return _head_and_tail(path_str, size, hashlib.sha256(f"{size}:{mtime_ns}".encode()))
+
+
+def content_record(path: Path) -> dict[str, Any]:
+    """What tells later whether ``path`` still holds the same content (:func:`same_content`): its size, its mtime and
+    the sha256 of its first and last MiB; for an image sequence or a folder, its :func:`file_fingerprint`."""
+    if not path.is_file():
+        return {"fingerprint": file_fingerprint(path)}
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _head_and_tail(str(path), st.st_size)}
+
+
+def same_content(record: Any, path: Path) -> bool | None:
+    """Whether ``path`` holds what :func:`content_record` recorded: the same size and mtime are taken as the same
+    file without reading it; another mtime (a copy, a touch) reads its first and last MiB. None when it cannot be told
+    (no record, an unreadable file)."""
+    try:
+        if not isinstance(record, dict):
+            return None
+        if "fingerprint" in record:
+            return record["fingerprint"] == file_fingerprint(path)
+        st = path.stat()
+        if st.st_size != record.get("size"):
+            return False
+        return st.st_mtime_ns == record.get("mtime_ns") or record.get("sha256") == _head_and_tail(str(path), st.st_size)
+    except OSError:
+        return None
+
+
+def _head_and_tail(path_str: str, size: int, h: Any = None) -> str:
+    """The hex digest of ``h`` (a new sha256 by default) fed the file's first and last MiB."""
+    h = hashlib.sha256() if h is None else h
     with open(path_str, "rb") as f:
         h.update(f.read(_CHUNK))
         if size > 2 * _CHUNK:

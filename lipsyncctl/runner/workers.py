@@ -104,7 +104,7 @@ def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 
 # ---- local worker processes -------------------------------------------------------------------
 
-_worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False, "started": None}
+_worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False, "events": None}
 #: exit status of a worker that was interrupted (as the CLI's for Ctrl-C)
 _INTERRUPTED = 130
 
@@ -130,10 +130,12 @@ class _QueueSink:
         self.events.put(("message", self.pid, 0, text))
 
 
-def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict[tuple[int, int], int]) -> None:
+def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict[tuple[int, int], int],
+           running: dict[int, int]) -> None:
     """The parent's thread that shows the workers' progress (:class:`_QueueSink`) in ``sink``: each worker task
-    under its own parent, a worker's outermost ones under ``root`` (the job's task), with ids of this process.
-    Runs until ``stop`` is set and the queue is drained; ``open_tasks`` keeps the tasks not finished yet."""
+    under its own parent, a worker's outermost ones under ``root`` (the job's task), with ids of this process; and
+    which task each worker started last (``running``: pid -> task number, for a worker that dies). Runs until
+    ``stop`` is set and the queue is drained; ``open_tasks`` keeps the tasks not finished yet."""
     import queue
 
     while True:
@@ -146,7 +148,9 @@ def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict
         except (EOFError, OSError):  # the queue is gone
             return
         kind, pid, task_id = event[:3]
-        if kind == "message":
+        if kind == "begin":
+            running[pid] = task_id
+        elif kind == "message":
             sink.message(event[3])
         elif kind == "start":
             description, total, parent = event[3:]
@@ -183,10 +187,10 @@ def _watch_parent(parent: int, every: float = 1.0) -> None:
     os._exit(_INTERRUPTED)
 
 
-def _init_worker(devices: Any, threads: int, started: Any = None, events: Any = None) -> None:
+def _init_worker(devices: Any, threads: int, events: Any = None) -> None:
     """Each spawned worker takes one device from the queue (None = the task's own setting) and its
-    share of the CPU cores; ``started``: a queue that hears ``(pid, task number)`` as each task starts (which
-    task a worker that dies was running); ``events``: where its progress goes (:class:`_QueueSink`).
+    share of the CPU cores; ``events``: where its progress goes (:class:`_QueueSink`), and which task it starts
+    (the one a worker that dies was running).
 
     SIGTERM (from the parent when it is interrupted, ``timeout``, ``kill`` of the process group, a
     scheduler's time limit) and SIGINT (Ctrl-C in a terminal reaches the whole group) interrupt a worker's
@@ -198,7 +202,7 @@ def _init_worker(devices: Any, threads: int, started: Any = None, events: Any = 
     signal.signal(signal.SIGINT, _terminated)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _worker["device"] = devices.get() if devices is not None else None
-    _worker["started"] = started
+    _worker["events"] = events
     if events is not None:
         progress.install_sink(_QueueSink(events))  # the worker's own context: its tasks run in this thread
     try:
@@ -212,8 +216,8 @@ def _init_worker(devices: Any, threads: int, started: Any = None, events: Any = 
 def _work(execute: Execute, task: Any, number: int = -1) -> Any:
     _worker["busy"] = True
     try:
-        if _worker["started"] is not None:
-            _worker["started"].put((os.getpid(), number))
+        if _worker["events"] is not None:
+            _worker["events"].put(("begin", os.getpid(), number))
         return execute(task, _worker["cache"], _worker["device"])
     except KeyboardInterrupt:
         # The task's cleanup has run. Leave now: the pool would hand this worker its next queued task.
@@ -225,7 +229,8 @@ def _work(execute: Execute, task: Any, number: int = -1) -> Any:
 def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], workers: int,
               gpus: Sequence[str], lost: Callable[[T, str], Any] | None = None, root: int | None = None) -> None:
     """The tasks on ``workers`` spawned processes. A worker that dies breaks the pool (every worker ends): with
-    ``lost``, the task it was running is reported lost and the unfinished others run in a fresh pool."""
+    ``lost``, the task it was running is reported lost and the unfinished others run in a fresh pool (a worker
+    killed between two tasks loses none); a round that finishes nothing and can blame nothing stops the job."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or OpenMP state
@@ -234,24 +239,30 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
                      + (f", GPUs {', '.join(gpus)})" if gpus else ")") + "; each task is reported as it finishes")
     todo = list(range(len(tasks)))
     while todo:
+        before = len(todo)
         killed = _pool_round(ctx, tasks, todo, execute, done, workers, gpus, lost is not None, root)
-        if not killed:
+        if killed is None:
             return
+        if not killed and len(todo) == before:  # nothing finished, nobody to blame: it would go round for ever
+            raise _worker_died(len(todo))
         assert lost is not None
         for number in killed:
             done(tasks[number], lost(tasks[number], "its worker process died running it (killed from outside, "
                                                     "often for memory)"))
         todo = [i for i in todo if i not in killed]
         if todo:
-            progress.warning(f"a worker process died running {len(killed)} task(s); the {len(todo)} unfinished "
-                             "other(s) go on in fresh workers")
+            progress.warning(f"a worker process died ({len(killed)} task(s) lost with it); the {len(todo)} "
+                             "unfinished other(s) go on in fresh workers")
 
 
 def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute, done: Callable[[T, Any], None],
-                workers: int, gpus: Sequence[str], survive: bool, root: int | None) -> list[int]:
-    """``tasks[i]`` for each ``i`` of ``todo`` on a fresh pool, each finished one removed from ``todo``. Returns []
-    when every one finished; where a worker died (and ``survive``), the numbers of the tasks the dead ones ran.
-    The workers' progress is shown under the task ``root`` (:func:`_relay`)."""
+                workers: int, gpus: Sequence[str], survive: bool, root: int | None) -> list[int] | None:
+    """``tasks[i]`` for each ``i`` of ``todo`` on a fresh pool, each finished one removed from ``todo``. Returns None
+    when every one finished; where a worker died (and ``survive``), the numbers of the tasks the dead ones were
+    running (none for one that died between two tasks). The workers' progress is shown under the task ``root``
+    (:func:`_relay`, which also hears which task each worker starts)."""
+    import contextvars
+    import threading
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
@@ -260,60 +271,64 @@ def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute,
         devices = ctx.Manager().Queue()
         for i in range(workers):
             devices.put(gpus[i % len(gpus)])
-    import contextvars
-    import threading
-
-    started = ctx.SimpleQueue() if survive else None
-    events, stop, open_tasks = ctx.Queue(), threading.Event(), {}
+    events, stop = ctx.Queue(), threading.Event()
+    open_tasks: dict[tuple[int, int], int] = {}
+    running: dict[int, int] = {}  # worker pid -> the task it started last
     # in this context: the sink, and the command's state that shows a warning once
     relay = threading.Thread(target=contextvars.copy_context().run, name="progress-relay", daemon=True,
-                             args=(_relay, events, progress.current_sink(), root, stop, open_tasks))
+                             args=(_relay, events, progress.current_sink(), root, stop, open_tasks, running))
     relay.start()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(devices, worker_threads(workers), started, events))
+                               initargs=(devices, worker_threads(workers), events))
     processes: dict[int, Any] = {}
     try:
         pending = {pool.submit(_work, execute, tasks[i], i): i for i in todo}
         while pending:
             processes.update(getattr(pool, "_processes", None) or {})  # the executor's own table
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
+            # results first: a task that finished beside a worker's death is reported, not run again
+            for fut in sorted(finished, key=lambda f: isinstance(f.exception(), BrokenProcessPool)):
                 try:
                     result = fut.result()
                 except BrokenProcessPool:
-                    killed = _killed_tasks(processes, started, todo) if survive else []
-                    if not killed:
+                    if not survive:
                         raise _worker_died(len(pending)) from None
                     pool.shutdown(wait=True)
-                    return killed
+                    _stop_relay(relay, stop, open_tasks)
+                    return _killed_tasks(processes, running, todo)
                 number = pending.pop(fut)
                 todo.remove(number)
                 done(tasks[number], result)
+        pool.shutdown(wait=True)  # the workers' last progress is in the queue before the relay stops
     except BaseException:
         _stop_workers(pool)
         raise
     finally:
-        stop.set()
-        relay.join(2.0)
-        for task_id in open_tasks.values():  # a worker that died or was stopped: its tasks did not finish
-            progress.current_sink().finish(task_id, stopped=True)
-    pool.shutdown(wait=True)
-    return []
+        _stop_relay(relay, stop, open_tasks)
+    return None
 
 
-def _killed_tasks(processes: dict[int, Any], started: Any, unfinished: list[int]) -> list[int]:
+def _stop_relay(relay: Any, stop: Any, open_tasks: dict[tuple[int, int], int]) -> None:
+    """End the progress relay (it drains the queue first) and say the tasks it saw start and not finish stopped (a
+    worker that died or was stopped). Once: a second call finds it ended."""
+    if not relay.is_alive() and stop.is_set():
+        return
+    stop.set()
+    relay.join(5.0)
+    sink = progress.current_sink()
+    while open_tasks:
+        sink.finish(open_tasks.pop(next(iter(open_tasks))), stopped=True)
+
+
+def _killed_tasks(processes: dict[int, Any], running: dict[int, int], unfinished: list[int]) -> list[int]:
     """The tasks that the workers killed from outside were running: the last task each such worker started
-    (``started`` hears ``(pid, number)``), if it is ``unfinished`` (one that died between two tasks ran none). A
-    worker the pool itself ended (SIGTERM, or its interrupt's exit 130) is not one of them."""
-    last: dict[int, int] = {}
-    while not started.empty():
-        pid, number = started.get()
-        last[pid] = number
+    (``running``), if it is ``unfinished`` (one that died between two tasks ran none). A worker the pool itself
+    ended (SIGTERM, or its interrupt's exit 130) is not one of them."""
     for proc in processes.values():
         proc.join(STOP_GRACE)
     dead = [pid for pid, proc in processes.items()
             if proc.exitcode is not None and proc.exitcode not in (0, _INTERRUPTED, -signal.SIGTERM)]
-    return sorted({last[pid] for pid in dead if last.get(pid) in unfinished})
+    return sorted({running[pid] for pid in dead if running.get(pid) in unfinished})
 
 
 def _worker_died(unfinished: int) -> JobFailedError:

@@ -73,7 +73,11 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     rc, res, _ = _run(capsys, "--batch", str(folder / "other.csv"), *args[2:])
     assert rc == 0 and res["items"][0]["reason"] == (f"the output exists, made with other inputs or settings: audio "
                                                      f"{folder / 'a.wav'} (this row: {folder / 'b.wav'})")
-    # the same dub delivered again under its name: said (it was "the output exists", the old take kept in silence)
+    # the same dub copied again (another mtime, the same bytes): the same input
+    (folder / "a.wav").write_bytes((folder / "a.wav").read_bytes())
+    rc, res, _ = _run(capsys, *args)
+    assert res["items"][0]["reason"] == "the output exists"
+    # another dub delivered under its name: said (it was "the output exists", the old take kept in silence)
     (folder / "a.wav").write_bytes((folder / "b.wav").read_bytes())
     rc, res, _ = _run(capsys, *args)
     assert res["items"][0]["reason"] == (f"the output exists, made with other inputs or settings: audio "
@@ -176,7 +180,7 @@ def test_shards_split_the_rows_between_array_jobs(folder: Path, models_dir: Path
     for i in range(2):
         rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--dry-run",
                           "--shard", f"{i}/2")
-        assert res["shard"] == [i, 2]
+        assert res["shard"] == f"{i}/2"  # as --shard is written, and as timeline and curate say it
         lines.append([item["line"] for item in res["items"]])
     assert sorted(lines[0] + lines[1]) == [2, 3, 4] and not set(lines[0]) & set(lines[1])
     rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--shard", "2/2")
@@ -404,5 +408,16 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,out/a.mkv\n\"b clip.mkv\",b.wav,out/b.mkv\n")
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
     assert rc == 0 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 0}, err
-    assert [i["reason"] for i in res["items"]] == ["another run is rendering it now",
-                                                   "another run made it meanwhile (left as it is)"]
+    assert res["items"][0]["reason"].startswith("another run is rendering it now (")
+    assert "pid 4242" in res["items"][0]["reason"]  # who holds it
+    assert res["items"][1]["reason"] == "another run made it meanwhile (left as it is)"
+    # made before this row's turn, after the rows were listed: skipped as an output there (it failed: exists)
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.batch import BatchTask, execute_row, read_batch
+
+    monkeypatch.setattr(clip, "sync_clip", lambda video, audio, output, *a, **k: pytest.fail("rendered"))
+    row = read_batch(folder / "list.csv")[0]
+    row.output.parent.mkdir(exist_ok=True)
+    row.output.write_bytes(b"the other run's take")
+    outcome = execute_row(BatchTask(row, cfg.resolve("tiny", []), False, 1, 2), {}, None)
+    assert outcome.item.status == "skipped" and outcome.item.reason.startswith("the output exists")

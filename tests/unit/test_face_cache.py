@@ -115,6 +115,10 @@ def test_sync_clip_with_the_cache_is_the_same_bytes(tiny_env, tmp_path: Path, mo
     # source's key (and an interlaced one's with deinterlace off) is the key of before
     deinterlaced = face_pass.face_cache_key(video, 0, 4, Fraction(25), config.faces, 256, None, True)
     assert deinterlaced != key and deinterlaced == {**key, "deinterlaced": True}
+    # the tracker's version where it changes the faces (between key frames), not for detection on every frame
+    every = {d: face_pass.face_cache_key(video, 0, 4, Fraction(25), with_sets(config, f"faces.detect_every={d}").faces,
+                                         256) for d in (1, 5)}
+    assert "tracker" not in every[1] and every[5]["tracker"] >= 2
 
 
 def test_a_render_that_fails_after_the_face_pass_keeps_its_faces(tiny_env, tmp_path: Path,

@@ -276,3 +276,44 @@ def test_a_workers_progress_is_shown_under_the_jobs_task() -> None:
         assert total == 3 and parent == clips and task_id != clips
         assert sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == task_id) == 3
         assert ("finish", task_id) in sink.events
+
+
+def _quick(task: int, cache: dict, device: str | None) -> int:
+    return task
+
+
+def _dies_idle_after_zero(task: int, cache: dict, device: str | None) -> int:
+    """Task 0 returns at once and its worker is killed half a second later, idle (no task left for it); task 1
+    runs on in the other worker meanwhile."""
+    import os
+    import signal
+    import threading
+    import time
+
+    if task == 0:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    else:
+        time.sleep(2.0)
+    return task
+
+
+def test_a_long_list_and_a_worker_killed_between_tasks_finish(tmp_path: Path) -> None:
+    """3000 tasks with ``lost`` (the batch's case) finish: the workers' start records once filled a pipe nobody read
+    and the job hung for good; a worker killed between two tasks loses none of them (the job stopped)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys; sys.path.insert(0, '.'); from lipsyncctl.runner.workers import run_tasks; "
+            "from tests.unit.test_timeline_backends import _quick; done = []; "
+            "run_tasks(list(range(3000)), _quick, lambda t, o: done.append(o), jobs=2, lost=lambda t, w: None); "
+            "assert sorted(done) == list(range(3000)), len(done)")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=180)
+
+    from lipsyncctl.runner.workers import run_tasks
+
+    done: dict[int, object] = {}
+    run_tasks([0, 1], _dies_idle_after_zero, lambda t, o: done.__setitem__(t, o), jobs=2,
+              lost=lambda t, why: f"lost: {why}")
+    assert done == {0: 0, 1: 1}  # task 1, cut short by the pool's end, ran again in a fresh worker
