@@ -167,7 +167,7 @@ class FaceTracker:
             following = len(self._tracks)
             self._refit(frame)
             if len(self._tracks) < following:  # a face lost between key frames (a cut, a face leaving): look now
-                self._associate(frame, self.detector.detect(frame))
+                self._associate(frame, self.detector.detect(frame), scheduled=False)
         self._index += 1
         return [self._smoothed(t) for t in self._tracks]
 
@@ -207,7 +207,10 @@ class FaceTracker:
         self._next_id += 1
         return track
 
-    def _associate(self, frame: np.ndarray, detections: list[Face]) -> None:
+    def _associate(self, frame: np.ndarray, detections: list[Face], scheduled: bool = True) -> None:
+        """Match ``detections`` to the tracks (IoU), start tracks for the others. A track no detection matches misses
+        a key frame (refitted, or ended past ``max_missed``); not on a look between key frames (``scheduled``
+        False), where the tracks left were refitted on this frame already."""
         pairs = sorted(
             (
                 (iou(t.face.box, d.box), ti, di)
@@ -229,7 +232,7 @@ class FaceTracker:
             self._tracks[ti].age += 1
         kept = []
         for ti, t in enumerate(self._tracks):
-            if ti in used_t:
+            if ti in used_t or not scheduled:
                 kept.append(t)
                 continue
             t.missed += 1
