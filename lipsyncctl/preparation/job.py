@@ -442,7 +442,7 @@ def _check_outputs(items: list[PrepItem], inputs: tuple[Path, ...]) -> None:
         seen[key] = item.input
 
 
-def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any]) -> None:
+def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, Any], force: bool = False) -> None:
     from lipsyncctl.errors import WriteError
     from lipsyncctl.media.atomic import write_error
     from lipsyncctl.runner.lock import output_lock
@@ -450,6 +450,9 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
     info = _plan(item, job)  # the outputs were checked against the inputs before any work (_check_outputs)
     item.output.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(item.output):  # another prep of this output (BusyError): its item is skipped, said
+        if not force and stamp and _up_to_date(item, stamp, key, job.options.deinterlace):
+            item.status, item.reason = "skipped", "up to date (another run made it meanwhile)"
+            return
         try:
             written = _write_outputs(item, info, job)
         except WriteError as exc:  # a file of the hidden folder (removed now): name the output, and what it needs
@@ -533,7 +536,7 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
             from lipsyncctl.media.container import check_readable
 
             check_readable(item.input)
-            _process(item, job, stamp, key)
+            _process(item, job, stamp, key, force)
     except Interrupted:
         raise
     except BusyError as exc:  # another prep into this folder (two overlapping runs): its file, not a failure

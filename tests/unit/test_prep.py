@@ -308,7 +308,7 @@ def test_prep_prores_alias(tmp_path: Path) -> None:
     assert probe(item.output).video.profile == "HQ"  # type: ignore[union-attr]
 
 
-def test_a_file_another_prep_is_writing_is_skipped(tmp_path: Path) -> None:
+def test_a_file_another_prep_is_writing_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two overlapping preps into one folder: a file the other is writing (its output's lock) is skipped, said;
     both did every file and replaced each other's (exit 0)."""
     from lipsyncctl.runner.lock import output_lock
@@ -320,6 +320,19 @@ def test_a_file_another_prep_is_writing_is_skipped(tmp_path: Path) -> None:
     assert item.status == "skipped" and "another run is preparing it now" in (item.reason or "")
     assert not (tmp_path / "out" / "in.mp4").exists()
     assert prep([src], tmp_path / "out", FAST).items[0].status == "done"  # once that run is gone
+    # a run that found it to do, then waited for the lock while the other made it: skipped, not done again
+    from lipsyncctl.preparation import job as prep_job
+
+    real = prep_job._up_to_date
+    looks: list[bool] = []
+
+    def first_says_to_do(*args: object, **kwargs: object) -> bool:  # the look before the lock, before the other ended
+        looks.append(True)
+        return len(looks) > 1 and real(*args, **kwargs)
+
+    monkeypatch.setattr(prep_job, "_up_to_date", first_says_to_do)
+    again = prep([src], tmp_path / "out", FAST).items[0]
+    assert again.status == "skipped" and "another run made it meanwhile" in (again.reason or "")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in.mp4", "in.prep.json", "in.wav"]
 
 
