@@ -283,21 +283,27 @@ def _quick(task: int, cache: dict, device: str | None) -> int:
 
 
 def _dies_idle_after_zero(task: int, cache: dict, device: str | None) -> int:
-    """Task 0 returns at once and its worker is killed half a second later, idle (no task left for it); task 1
+    """Task 0 waits until task 1 has started in the other worker (``$STARTED_FILE``; else its own worker could take
+    task 1 once free), returns, and its worker is killed half a second later, idle (no task left for it); task 1
     runs on in the other worker meanwhile."""
     import os
     import signal
     import threading
     import time
 
+    marker = os.environ["STARTED_FILE"]
     if task == 0:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.02)
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGKILL)).start()
     else:
+        open(marker, "w").close()
         time.sleep(2.0)
     return task
 
 
-def test_a_long_list_and_a_worker_killed_between_tasks_finish(tmp_path: Path) -> None:
+def test_a_long_list_and_a_worker_killed_between_tasks_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """3000 tasks with ``lost`` (the batch's case) finish: the workers' start records once filled a pipe nobody read
     and the job hung for good; a worker killed between two tasks loses none of them (the job stopped)."""
     import subprocess
@@ -313,6 +319,7 @@ def test_a_long_list_and_a_worker_killed_between_tasks_finish(tmp_path: Path) ->
 
     from lipsyncctl.runner.workers import run_tasks
 
+    monkeypatch.setenv("STARTED_FILE", str(tmp_path / "started"))
     done: dict[int, object] = {}
     run_tasks([0, 1], _dies_idle_after_zero, lambda t, o: done.__setitem__(t, o), jobs=2,
               lost=lambda t, why: f"lost: {why}")
