@@ -170,9 +170,15 @@ def _terminated(signum: int, frame: Any) -> None:
     ignored" tracebacks among the progress lines)."""
     if not _worker["busy"]:
         os._exit(_INTERRUPTED)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a handler that does nothing, not SIG_IGN: setting SIG_IGN while the other signal is pending makes Python print
+    # "OSError: Signal 15 ignored due to race condition" with a traceback (a re-walk saw it)
+    signal.signal(signal.SIGTERM, _ignored)
+    signal.signal(signal.SIGINT, _ignored)
     raise KeyboardInterrupt
+
+
+def _ignored(signum: int, frame: Any) -> None:
+    """A worker's handler of a second interrupt (see :func:`_terminated`)."""
 
 
 def _watch_parent(parent: int, every: float = 1.0) -> None:
