@@ -30,14 +30,14 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
-from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames, outputs_exist
+from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
 from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source
 from lipsyncctl.curation.records import (
     STAGES,
@@ -48,12 +48,21 @@ from lipsyncctl.curation.records import (
     Stage,
     StageResult,
     source_id,
-    stage_key,
+)
+from lipsyncctl.curation.reuse import (
+    STAGE_VERSION,
+    clip_stage_key,
+    clip_stage_stale,
+    clip_walk,
+    picture_origin,
+    probe_lacks_facts,
+    source_key_after,
+    source_stage_key,
+    span_key,
+    stands,
+    stops_here,
 )
 from lipsyncctl.errors import LipsyncError, UsageError
-
-#: bump when a stage computes something different from the same inputs
-STAGE_VERSION = {Stage.PROBE: 1, Stage.NORMALIZE: 1, Stage.SHOTS: 1, Stage.SEGMENTS: 1}
 
 
 @dataclass(frozen=True)
@@ -348,7 +357,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
     for i in range(walk.next, last + 1) if complete else ():
         stage = STAGES[i]
         if i > walk.next:  # the walk gave the first one's key
-            key = _stage_key(key, stage, rec, task.options)
+            key = source_key_after(key, stage, rec, task.options)
             forced = forced or str(stage) in task.force
         if stage is Stage.SHOTS and _one_pass(task):  # shots and align in one decode
             rec.stages[str(stage)], aligned = _shots_and_align(rec, task, key, forced, store, cache, device)
@@ -359,7 +368,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
             rec.stages.pop(str(later), None)  # computed from the old result: stale
         store.save("sources", task.id, rec.to_dict())
         computed.append(str(stage))
-        if rec.stages[str(stage)].error is not None or _stops_here(stage, rec.stages[str(stage)], task.options):
+        if rec.stages[str(stage)].error is not None or stops_here(stage, rec.stages[str(stage)], task.options):
             complete = False
             break
     computed += [f"align:{a}-{b}" for a, b in aligned]  # listed in stage order: after segments
@@ -390,12 +399,12 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], segments_key
 
     rec = _clip_record(store, span)
     computed = []
-    for i, stage, key, forcing in _clip_walk(span, stages, segments_key, forced, task):
+    for i, stage, key, forcing in clip_walk(span, stages, segments_key, forced, task):
         files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
         old = rec.stages.get(stage.name)
         # made by the one pass in this run (``--force shots`` would otherwise force it once more)
         just_made = stage.name == "align" and span.id in fresh and old is not None and old.key == key
-        if not just_made and _stale(old, key, forcing, stage):
+        if not just_made and clip_stage_stale(old, key, forcing, stage):
             previous = {s.name: rec.stages[s.name].data for s in stages[:i]}
             ctx = ClipContext(span.id, span.source, source, span.first, span.stop, audio, Path(task.data),
                               task.options, previous, cache, device, files, frames)
@@ -419,17 +428,6 @@ def _clip_record(store: RecordStore, span: ClipSpan) -> ClipRecord:
     return ClipRecord.from_dict(raw) if raw else ClipRecord(span.id, span.source, span.first, span.stop)
 
 
-def _clip_walk(span: ClipSpan, stages: tuple[ClipStage, ...], key: str, forced: bool,
-               task: CurateTask) -> Iterator[tuple[int, ClipStage, str, bool]]:
-    """Each clip stage of ``span`` with its key and whether ``--force`` reaches it, chained as a run chains them
-    (on the segments' ``key``); a run and a dry run walk the clip stages through this."""
-    key = _span_key(key, span.first, span.stop)
-    for i, stage in enumerate(stages):
-        key = _clip_stage_key(key, stage, task)
-        forced = forced or stage.name in task.force
-        yield i, stage, key, forced
-
-
 @dataclass
 class _Standing:
     """How far a source's stored stage results stand (:func:`_standing`)."""
@@ -447,72 +445,19 @@ def _standing(task: CurateTask, rec: SourceRecord, fingerprint: str, last: int) 
     (:func:`_refresh_probe`: a read of the file, nothing stored), and a standing result that stops the stages."""
     key, forced, refreshed = fingerprint, False, False
     for i, stage in enumerate(STAGES[: last + 1]):
-        key = _stage_key(key, stage, rec, task.options)
+        key = source_key_after(key, stage, rec, task.options)
         forced = forced or str(stage) in task.force
         old = rec.result(stage)
-        if stage is Stage.PROBE and old is not None and old.key == key and not forced and _probe_lacks_facts(old):
+        if stage is Stage.PROBE and old is not None and old.key == key and not forced and probe_lacks_facts(old):
             new = _refresh_probe(old, rec, task, key)
             if new is not None:  # the same file, the facts it had unchanged: the later stages stand
                 rec.stages[str(stage)] = old = new
                 refreshed = True
-        if not _current(stage, old, key, forced):
+        if not stands(stage, old, key, forced):
             return _Standing(i, key, forced, False, refreshed)
-        if _stops_here(stage, old, task.options):
+        if stops_here(stage, old, task.options):
             return _Standing(i, key, forced, True, refreshed)
     return _Standing(last + 1, key, forced, False, refreshed)
-
-
-def _stage_key(key: str, stage: Stage, rec: SourceRecord, options: CurateOptions) -> str:
-    """``stage``'s key after the previous stage's ``key``, with the facts of ``rec`` it depends on."""
-    return _source_stage_key(key, stage, options, _origin(rec) if stage is Stage.NORMALIZE else 0.0,
-                             deinterlaced=stage is Stage.SHOTS and _deinterlaced(rec, options))
-
-
-def _source_stage_key(key: str, stage: Stage, options: CurateOptions, origin: float = 0.0,
-                      deinterlaced: bool = False) -> str:
-    """A source stage's content key: the previous stage's (or the file's fingerprint), the stage, its settings
-    (normalize: and the picture's start time when it is not 0, the time of the audio's first sample; shots:
-    and whether the pictures are deinterlaced, only when they are, so a progressive source's keys stay)."""
-    settings = _settings(stage, options) | ({"origin": origin} if origin else {}) | (
-        {"deinterlaced": True} if deinterlaced else {})
-    return stage_key(key, str(stage), STAGE_VERSION[stage], settings)
-
-
-def _deinterlaced(rec: SourceRecord, options: CurateOptions) -> bool:
-    """The stages from shots on see deinterlaced pictures: the probe found the source interlaced and
-    ``curate.deinterlace`` is auto (the readers decide the same from the file: IndexedReader's ``deinterlace``)."""
-    from lipsyncctl.media.probe import is_interlaced
-
-    probe = rec.result(Stage.PROBE)
-    fields = probe.data.get("field_order") if probe is not None and probe.error is None else None
-    return options.deinterlace == "auto" and is_interlaced(fields)
-
-
-def _origin(rec: SourceRecord) -> float:
-    """Seconds on the source's timeline where its picture starts: grid frame 0, and audio sample 0."""
-    probe = rec.result(Stage.PROBE)
-    return float(probe.data.get("start_time") or 0.0) if probe is not None and probe.error is None else 0.0
-
-
-def _span_key(segments_key: str, first: int, stop: int) -> str:
-    """A span's key, on which its clip stages' keys chain."""
-    return stage_key(segments_key, first, stop)
-
-
-def _stale(old: StageResult | None, key: str, forced: bool, stage: ClipStage) -> bool:
-    """A clip stage must run: no stored result, another key, ``--force``, a stored error (a failure is
-    retried: a full disk, a missing detector or a GPU error may be gone), or its files are gone."""
-    return old is None or old.key != key or forced or old.error is not None or not outputs_exist(stage, old.data)
-
-
-def _clip_stage_key(key: str, stage: ClipStage, task: CurateTask) -> str:
-    """A clip stage's content key: the span's key (or the previous stage's), the stage, its settings and the
-    fingerprints of its network files."""
-    from lipsyncctl.runner.store import file_fingerprint
-
-    files = {role: Path(p) for role, p in task.models.get(stage.name, {}).items()}
-    return stage_key(key, stage.name, stage.version, stage.settings(task.options),
-                     *([{role: file_fingerprint(p) for role, p in sorted(files.items())}] if files else []))
 
 
 def _one_pass(task: CurateTask) -> bool:
@@ -538,20 +483,20 @@ def _shots_and_align(rec: SourceRecord, task: CurateTask, key: str, forced: bool
 
     options, path = task.options, Path(task.path)
     align = clip_stage("align")
-    seg_key = _source_stage_key(key, Stage.SEGMENTS, options)
+    seg_key = source_stage_key(key, Stage.SEGMENTS, options)
     shortest = round(options.min_seconds * options.fps)
     kind = f"clips/{task.id}"
     made: dict[str, tuple[int, int]] = {}
 
     def align_key(first: int, stop: int) -> str:
-        return _clip_stage_key(_span_key(seg_key, first, stop), align, task)
+        return clip_stage_key(span_key(seg_key, first, stop), align, task)
 
     def wanted(first: int, stop: int, shot_frames: int) -> bool:
         if shot_frames < shortest or stop - first < options.min_sync_frames:
             return False  # rejected at shots or segments (or not known yet: the clip stages align it later)
         raw = store.load(kind, clip_id(task.id, first, stop))
         old = ClipRecord.from_dict(raw).stages.get(align.name) if raw else None
-        return _stale(old, align_key(first, stop), forced, align)
+        return clip_stage_stale(old, align_key(first, stop), forced, align)
 
     def finished(first: int, stop: int, data: dict[str, Any]) -> None:
         sid = clip_id(task.id, first, stop)
@@ -627,50 +572,6 @@ def _clip_records(store: RecordStore, source: str) -> dict[str, ClipRecord]:
     return {raw["id"]: ClipRecord.from_dict(raw) for raw in raws if raw is not None}
 
 
-def _settings(stage: Stage, options: CurateOptions) -> dict[str, Any]:
-    """The settings a stage's result depends on (part of its key; thresholds that only decide are not)."""
-    if stage is Stage.SHOTS:
-        return {"threshold": options.shot_threshold, "min_scene": options.min_scene_seconds, "fps": options.fps}
-    if stage is Stage.SEGMENTS:
-        return {"seconds": options.segment_seconds, "mode": options.segments}
-    # curate.audio_stream only when it is not the first (the keys of sources curated before it stand)
-    return {"fps": options.fps, "rate": options.audio_rate} | (
-        {"audio_stream": options.audio_stream} if options.audio_stream else {})
-
-
-def _stops_here(stage: Stage, res: StageResult, options: CurateOptions) -> bool:
-    """A probe that found the source unusable, or too short for the current threshold, ends its stages
-    (the decision says why; a lower threshold on a later run continues from here); so does a shots pass
-    that could not decode the picture, and any stage's failure."""
-    if res.error is not None:
-        return True
-    if stage is Stage.SHOTS:
-        return bool(res.data.get("problem"))
-    return stage is Stage.PROBE and (bool(res.data.get("problem")) or res.data["duration"] < options.min_seconds)
-
-
-def _reusable(stage: Stage, res: StageResult) -> bool:
-    """A stored result with a current key is reused unless it is a failure (retried: a full disk, a missing
-    detector or a GPU error may be gone; a probe's error is the file's own, a rejection, and its key is the
-    file's fingerprint), its audio file is gone, or it is a probe that lacks a fact later stages read
-    (:func:`_probe_lacks_facts`; :func:`_refresh_probe` adds it where it can)."""
-    if res.error is not None:
-        return stage is Stage.PROBE
-    if stage is Stage.PROBE and _probe_lacks_facts(res):
-        return False
-    audio = res.data.get("audio")
-    return not audio or Path(audio).is_file()
-
-
-#: facts of a usable source that probes record since a version that did not (the picture's start time, its field order)
-_LATER_FACTS = ("start_time", "field_order")
-
-
-def _probe_lacks_facts(res: StageResult) -> bool:
-    """A stored probe of a usable source written before probes recorded every one of :data:`_LATER_FACTS`."""
-    return res.error is None and not res.data.get("problem") and not set(_LATER_FACTS) <= res.data.keys()
-
-
 def _refresh_probe(old: StageResult, rec: SourceRecord, task: CurateTask, key: str) -> StageResult | None:
     """``old`` probed again for the facts it lacks (cheap; its key, the file's fingerprint, is the same), or None
     when the new probe disagrees with a fact ``old`` had (then every later stage is computed again). A dataset
@@ -691,7 +592,7 @@ def _run_stage(stage: Stage, rec: SourceRecord, task: CurateTask, key: str) -> S
             data = stages.probe_source(path, options)
         elif stage is Stage.NORMALIZE:
             data = stages.normalize_audio(path, Path(task.data) / "audio" / f"{task.id}.wav", options,
-                                          start=_origin(rec),
+                                          start=picture_origin(rec),
                                           stream_index=rec.stages[str(Stage.PROBE)].data.get("audio_index"))
         elif stage is Stage.SHOTS:
             data = stages.detect_shots(path, _frames(rec), options)
@@ -710,11 +611,6 @@ def _frames(rec: SourceRecord) -> int:
     probe = rec.stages[str(Stage.PROBE)].data
     norm = rec.stages[str(Stage.NORMALIZE)].data
     return min(probe["grid_frames"], norm["audio_frames"])
-
-
-def _current(stage: Stage, old: StageResult | None, key: str, forced: bool) -> bool:
-    """A source stage's stored result stands: its key is current, it is not forced, and it is reusable."""
-    return old is not None and old.key == key and not forced and _reusable(stage, old)
 
 
 def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[ClipSpan]]:
@@ -755,8 +651,8 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
             if span.decision.verdict != "kept":
                 continue
             clip = _clip_record(store, span)
-            for j, stage, ckey, cforced in _clip_walk(span, stages, walk.key, walk.forced, task):
-                if _stale(clip.stages.get(stage.name), ckey, cforced, stage):
+            for j, stage, ckey, cforced in clip_walk(span, stages, walk.key, walk.forced, task):
+                if clip_stage_stale(clip.stages.get(stage.name), ckey, cforced, stage):
                     todo += [f"{s.name}:{span.first}-{span.stop}" for s in stages[j:]]
                     break
                 if decide_clip(clip, task.options)[0].verdict != "kept":
