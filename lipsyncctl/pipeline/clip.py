@@ -250,11 +250,12 @@ def sync_clip(
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty" + (" from --start on" if first else ""))
         if inputs.same:  # the clip's own sound ends with the frames rendered, as it plays with them
-            audio_samples, past = min(audio_samples, picture_samples(stop - first, grid, audio_rate)), audio_samples
-            if past - audio_samples > audio_rate / grid and stop == total and end is None:
-                warnings.append(f"the clip's own sound runs {(past - audio_samples) / audio_rate:.3f} s past its "
+            shown = picture_samples(stop - first, grid, audio_rate)
+            if audio_samples - shown > audio_rate / grid and stop == total and end is None:
+                warnings.append(f"the clip's own sound runs {(audio_samples - shown) / audio_rate:.3f} s past its "
                                 "last frame: cut there (the length policy applies to a sound shorter than the "
                                 "picture)")
+            audio_samples = min(audio_samples, shown)
         # a timeline's shot (its output an intermediate render) may have no dialogue: its silence is no mistake
         if level := level_warning(inputs.dub.codec, mono, several=inputs.several is not None,
                                   silent=delivery is None):
