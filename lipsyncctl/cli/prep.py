@@ -104,8 +104,8 @@ def _note(item) -> str:  # type: ignore[no-untyped-def]
     from lipsyncctl.errors import MediaError
 
     if item.status != "failed":
-        return "; ".join(item.warnings) or (item.reason or "")
-    reason = item.reason or ""
+        return "; ".join(item.warnings) or item.reason
+    reason = item.reason
     prefix = f"{item.input}: "
     if reason.startswith(prefix):  # the input column already names the file
         reason = reason[len(prefix):]

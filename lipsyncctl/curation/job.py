@@ -215,7 +215,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}
         run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
-                  jobs=jobs, gpus=list(gpus), backend=backend, label="sources")
+                  jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id)
         # 3. Decisions. 4. Views from every record in DATA (every shard's; one shard at a time, so the
         # shard finishing last, which sees every record, writes the views last).
         with one_at_a_time(data, "views"):

@@ -465,7 +465,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         cache[networks_key(config)] = networks
     try:
         run_tasks(tasks, execute_row, on_done, jobs=jobs, gpus=gpus, backend=backend, label="clips", cache=cache,
-                  lost=_lost_row)
+                  lost=_lost_row, name=lambda t: f"[{t.number}/{t.total}] {t.row.output.name}")
     except KeyboardInterrupt:
         done = sum(i.status == "done" for i in items.values())
         skipped = sum(i.status == "skipped" for i in items.values())

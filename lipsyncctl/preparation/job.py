@@ -59,8 +59,8 @@ class PrepItem:
     wav: Path | None
     manifest: Path
     status: Status = "planned"
-    reason: str | None = None
-    hint: str | None = None
+    reason: str = ""
+    hint: str = ""
     frames: int | None = None
     fps: Fraction | None = None
     duration: float | None = None
@@ -542,7 +542,7 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
     except BusyError as exc:  # another prep into this folder (two overlapping runs): its file, not a failure
         item.status, item.reason = "skipped", f"another run is preparing it now ({exc.message})"
     except LipsyncError as exc:
-        item.status, item.reason, item.hint = "failed", str(exc), exc.hint or None
+        item.status, item.reason, item.hint = "failed", str(exc), exc.hint or ""
     except (OSError, ValueError, RuntimeError) as exc:
         # ffmpeg errors PyAV raises outside our wrappers (FFmpegError derives from these), file system
         # errors: this file fails, the batch goes on.

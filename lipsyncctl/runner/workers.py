@@ -71,7 +71,8 @@ def check_backend(backend: str) -> str:
 
 def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], None], *, jobs: int = 1,
               gpus: Sequence[str] = (), backend: str = "local", label: str = "tasks",
-              cache: dict[str, Any] | None = None, lost: Callable[[T, str], Any] | None = None) -> None:
+              cache: dict[str, Any] | None = None, lost: Callable[[T, str], Any] | None = None,
+              name: Callable[[T], str] | None = None) -> None:
     """Run every task with ``execute``, calling ``on_done(task, outcome)`` in this process as each one
     finishes (in completion order: ``on_done`` is where a caller reports a finished task, whichever
     process ran it). A progress task named ``label`` counts them. ``cache``: the executor's cache when the
@@ -79,7 +80,10 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
 
     ``lost(task, why)``: the outcome of a task whose worker process died running it (killed from outside: the
     out-of-memory killer, a ``kill -9``); the other tasks go on in fresh workers (those the death cut short are
-    run again). Without it such a death stops the job (:class:`~lipsyncctl.errors.JobFailedError`)."""
+    run again). Without it such a death stops the job (:class:`~lipsyncctl.errors.JobFailedError`).
+
+    ``name(task)``: how progress names a task; with worker processes, each progress task of a worker is shown as
+    ``NAME: stage`` (two workers' stage lines interleave in a log)."""
     check_backend(backend)
     if not tasks:
         return
@@ -93,7 +97,8 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
         elif jobs <= 1 and len(gpus) <= 1:
             _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache)
         else:
-            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus, lost, bar.id)
+            names = [name(t) for t in tasks] if name is not None else None
+            _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus, lost, bar.id, names)
 
 
 def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None,
@@ -131,11 +136,12 @@ class _QueueSink:
 
 
 def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict[tuple[int, int], int],
-           running: dict[int, int]) -> None:
+           running: dict[int, int], names: Sequence[str] | None = None) -> None:
     """The parent's thread that shows the workers' progress (:class:`_QueueSink`) in ``sink``: each worker task
-    under its own parent, a worker's outermost ones under ``root`` (the job's task), with ids of this process; and
-    which task each worker started last (``running``: pid -> task number, for a worker that dies). Runs until
-    ``stop`` is set and the queue is drained; ``open_tasks`` keeps the tasks not finished yet."""
+    under its own parent, a worker's outermost ones under ``root`` (the job's task), with ids of this process,
+    named ``NAME: stage`` after the job's task the worker runs (``names``); and which task each worker started last
+    (``running``: pid -> task number, for a worker that dies). Runs until ``stop`` is set and the queue is drained;
+    ``open_tasks`` keeps the tasks not finished yet."""
     import queue
 
     while True:
@@ -154,6 +160,8 @@ def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict
             sink.message(event[3])
         elif kind == "start":
             description, total, parent = event[3:]
+            if names is not None and running.get(pid, -1) >= 0:
+                description = f"{names[running[pid]]}: {description}"
             new = progress.new_task_id()
             open_tasks[(pid, task_id)] = new
             sink.start(new, description, total, open_tasks.get((pid, parent), root))
@@ -233,7 +241,8 @@ def _work(execute: Execute, task: Any, number: int = -1) -> Any:
 
 
 def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], workers: int,
-              gpus: Sequence[str], lost: Callable[[T, str], Any] | None = None, root: int | None = None) -> None:
+              gpus: Sequence[str], lost: Callable[[T, str], Any] | None = None, root: int | None = None,
+              names: Sequence[str] | None = None) -> None:
     """The tasks on ``workers`` spawned processes. A worker that dies breaks the pool (every worker ends): with
     ``lost``, the task it was running is reported lost and the unfinished others run in a fresh pool (a worker
     killed between two tasks loses none); a round that finishes nothing and can blame nothing stops the job."""
@@ -246,7 +255,7 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
     todo = list(range(len(tasks)))
     while todo:
         before = len(todo)
-        killed = _pool_round(ctx, tasks, todo, execute, done, workers, gpus, lost is not None, root)
+        killed = _pool_round(ctx, tasks, todo, execute, done, workers, gpus, lost is not None, root, names)
         if killed is None:
             return
         if not killed and len(todo) == before:  # nothing finished, nobody to blame: it would go round for ever
@@ -262,7 +271,8 @@ def _run_pool(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 
 
 def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute, done: Callable[[T, Any], None],
-                workers: int, gpus: Sequence[str], survive: bool, root: int | None) -> list[int] | None:
+                workers: int, gpus: Sequence[str], survive: bool, root: int | None,
+                names: Sequence[str] | None = None) -> list[int] | None:
     """``tasks[i]`` for each ``i`` of ``todo`` on a fresh pool, each finished one removed from ``todo``. Returns None
     when every one finished; where a worker died (and ``survive``), the numbers of the tasks the dead ones were
     running (none for one that died between two tasks). The workers' progress is shown under the task ``root``
@@ -282,7 +292,7 @@ def _pool_round(ctx: Any, tasks: Sequence[T], todo: list[int], execute: Execute,
     running: dict[int, int] = {}  # worker pid -> the task it started last
     # in this context: the sink, and the command's state that shows a warning once
     relay = threading.Thread(target=contextvars.copy_context().run, name="progress-relay", daemon=True,
-                             args=(_relay, events, progress.current_sink(), root, stop, open_tasks, running))
+                             args=(_relay, events, progress.current_sink(), root, stop, open_tasks, running, names))
     relay.start()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(devices, worker_threads(workers), events))

@@ -262,16 +262,17 @@ def _staged(task: int, cache: dict, device: str | None) -> int:
 
 def test_a_workers_progress_is_shown_under_the_jobs_task() -> None:
     """With ``--jobs N`` each worker's stages reach the parent's progress (a farm's log saw only the clips as they
-    finished: 0 % for a whole clip), under the job's task, with this process's ids."""
+    finished: 0 % for a whole clip), under the job's task, with this process's ids, each named after the task its
+    worker runs (two workers' ``lines`` interleave in a log)."""
     from lipsyncctl import progress
     from lipsyncctl.runner.workers import run_tasks
 
     sink = progress.RecordingSink()
     with progress.use_sink(sink):
-        run_tasks([0, 1], _staged, lambda t, o: None, jobs=2, label="clips")
+        run_tasks([0, 1], _staged, lambda t, o: None, jobs=2, label="clips", name=lambda t: f"clip{t}.mov")
     starts = {e[2]: e for e in sink.events if e[0] == "start"}
     clips = starts["clips"][1]
-    for name in ("stage 0", "stage 1"):
+    for name in ("clip0.mov: stage 0", "clip1.mov: stage 1"):
         _, task_id, _, total, parent = starts[name]
         assert total == 3 and parent == clips and task_id != clips
         assert sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == task_id) == 3
