@@ -262,8 +262,9 @@ def outputs(data: Mapping[str, Any]) -> list[str]:
 
 
 def summary(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest's fields: the aligned clip, its matrices and how the faces were found."""
-    out = {"aligned": data.get("aligned"), "matrices": data.get("matrices"), "detector": data["detector"],
+    """The manifest's fields: the aligned clip, its size (px), its matrices and how the faces were found."""
+    out = {"aligned": data.get("aligned"), "resolution": data.get("resolution"), "matrices": data.get("matrices"),
+           "detector": data["detector"],
            "detector_official": data["detector_official"], "max_faces": data["max_faces"],
            "min_face_size": data["min_face_size"]}
     if data["no_face_frame"] is not None:

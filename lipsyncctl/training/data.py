@@ -79,6 +79,8 @@ class TrainClip:
     whisper_len: int
     mel_len: int
     fps: int = FPS
+    #: the aligned frames' side in px (the manifest's ``resolution``; None in a manifest written before it was)
+    size: int | None = None
 
     def last_start(self, num_frames: int) -> int:
         """The last audio-valid window start (module docstring), -1 when there is none."""
@@ -258,7 +260,9 @@ def _clip(entry: Mapping[str, Any], root: Path, manifest: Path) -> TrainClip:
         if video is None:
             raise MediaError(f"clip {cid}: {files['aligned']} has no video stream", hint=_RERUN)
         frames = video.frame_count
-    return TrainClip(cid, files["aligned"], files["features"], int(frames), whisper_len, mel_len)
+    size = entry.get("resolution")
+    return TrainClip(cid, files["aligned"], files["features"], int(frames), whisper_len, mel_len,
+                     size=int(size) if isinstance(size, int) else None)
 
 
 def _feature_lengths(entry: Mapping[str, Any], path: Path, cid: str) -> tuple[int, int]:
@@ -297,12 +301,35 @@ def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSampl
         raise UsageError(f"{clips.source}: no clip of the {clips.split} split is long enough for {clips.kind} "
                          f"samples of {clips.num_frames} frames ({len(clips.skipped)} skipped)",
                          hint="curate more or longer footage; the run's result lists the skipped clips and why")
+    _check_size(clips, cfg.model.resolution)
     if cfg.kind == "unet":
         return UNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
                            resolution=cfg.model.resolution)
     # latent-space runs crop the latents, not the pixels (official: the lower half after the VAE encode)
     return SyncNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
                           resolution=cfg.model.resolution, lower_half=cfg.data.lower_half and not cfg.data.latent_space)
+
+
+def _check_size(clips: ClipSet, resolution: int) -> None:
+    """Refuse clips aligned smaller than the training ``resolution``: scaled up, they would train a 512 px model on
+    blurred 256 px faces (the one thing LatentSync 1.6 changed) without a word. A clip whose manifest does not say
+    its size (curated before it did) is probed, the first one only (one curate run aligns every clip at one size)."""
+    sizes = {c.size for c in clips.clips}
+    if None in sizes:
+        from lipsyncctl.media.probe import probe
+
+        first = next(c for c in clips.clips if c.size is None)
+        video = probe(first.video).video
+        sizes.discard(None)
+        if video is not None:
+            sizes.add(min(video.width, video.height))
+    small = min((s for s in sizes if s is not None), default=None)
+    if small is not None and small < resolution:
+        raise UsageError(f"{clips.source}: clips aligned at {small} px, smaller than the training resolution "
+                         f"{resolution} px (scaled up, the model would learn blurred faces)",
+                         hint=f"curate at the training size (`lipsyncctl curate RAW... -o DATA --set "
+                         f"curate.resolution={resolution}`; the latentsync-1.6 preset does), or train at "
+                         f"--set model.resolution={small}")
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

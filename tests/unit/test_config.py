@@ -194,6 +194,9 @@ def test_expected_builtins_exist() -> None:
     assert {"latentsync-1.5", "latentsync-1.6", "fast", "low-vram", "broadcast", "tiny"} <= set(cfg.list_presets())
     assert cfg.resolve("latentsync-1.5").model.resolution == 256
     assert cfg.resolve("latentsync-1.6").model.resolution == 512
+    # its training data is aligned at 512 too (train refuses smaller clips: tests/unit/test_train_data.py)
+    assert cfg.resolve("latentsync-1.6").curate.resolution == 512 == cfg.resolve("latentsync-1.6").model.resolution
+    assert cfg.resolve("latentsync-1.5").curate.resolution == 256
     assert cfg.resolve("tiny").inference.device == "cpu"
 
 

@@ -322,6 +322,26 @@ def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
         td.make_dataset(cfg, td.read_clips(curated.data, kind="syncnet", num_frames=64))
 
 
+def test_clips_smaller_than_the_training_resolution_are_refused(curated: Curated) -> None:
+    """A 512 px run (LatentSync 1.6) on clips curated at 256 px trained on scaled-up, blurred faces without a word:
+    refused, naming both sizes and how to curate at the training size; the size is the manifest's (or, in a
+    manifest written before it said it, the first clip's probed frames)."""
+    import dataclasses
+
+    from lipsyncctl.training.config import resolve_train_config
+
+    clips = td.read_clips(curated.data, kind="unet")
+    assert {c.size for c in clips.clips} == {256}  # from the manifest
+    cfg = resolve_train_config("tiny", ["model.resolution=512"])
+    with pytest.raises(UsageError, match="aligned at 256 px, smaller than the training resolution 512") as err:
+        td.make_dataset(cfg, clips)
+    assert "curate.resolution=512" in (err.value.hint or "")
+    unsaid = dataclasses.replace(clips, clips=tuple(dataclasses.replace(c, size=None) for c in clips.clips))
+    with pytest.raises(UsageError, match="aligned at 256 px"):
+        td.make_dataset(cfg, unsaid)
+    assert td.make_dataset(resolve_train_config("tiny", ["model.resolution=256"]), unsaid).resolution == 256
+
+
 class _Broken(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __getitem__(self, index: int) -> dict:  # type: ignore[type-arg]
         from lipsyncctl.errors import MediaError
