@@ -115,7 +115,8 @@ class TrainRun(_Strict):
     )
     log_every: int = Field(10, ge=1, le=10**6, description="log lines every N steps")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        "auto", description="auto = bf16 where the GPU supports it, fp16 + GradScaler on other GPUs, no on CPU"
+        "auto", description="auto = fp16 autocast + GradScaler on a CUDA GPU (official), no elsewhere; bf16 when "
+        "asked"
     )
     grad_checkpointing: bool = Field(True, description="recompute activations in backward (UNet, VAE, SyncNet)")
     deterministic: bool = Field(False, description="deterministic algorithms (bit-exact resume; slower on GPU)")

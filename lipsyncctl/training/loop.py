@@ -86,16 +86,13 @@ class TrainResult:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that support it, fp16 (+ GradScaler, official) on other GPUs, none on the CPU."""
-    import torch
-
+    """``auto``: the official fp16 autocast + GradScaler on a CUDA GPU, none elsewhere (bf16 only when asked: it
+    needs no loss scaling but is not the recipe the official weights were trained with)."""
     if name != "auto":
         if name != "no" and device.type == "cpu":
             raise ConfigError(f"run.mixed_precision {name} needs a GPU", hint="use --mixed-precision no on the CPU")
         return name
-    if device.type != "cuda":
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp16" if device.type == "cuda" else "no"
 
 
 def _clips_hash(clips: Sequence[Any]) -> str:
@@ -104,10 +101,13 @@ def _clips_hash(clips: Sequence[Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str) -> None:
+def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str,
+                     precision: str) -> None:
     """A checkpoint continues only the run it was part of: the same configuration (:meth:`TrainConfig.stream_hash`;
     RUN/train.yaml is checked too, but a checkpoint may come from another folder), the same process count
-    (step k takes samples from k x batch x processes x accumulation on) and the same training clips.
+    (step k takes samples from k x batch x processes x accumulation on), the same training clips and the same
+    mixed precision as resolved (``auto`` on another machine may resolve otherwise; fp16's GradScaler state would be
+    dropped or missing).
 
     Raises:
         UsageError: saying which differs (checkpoints written before a key was stored are not checked on it).
@@ -124,6 +124,10 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
     if saved.get("clips") not in (None, clips_hash):
         raise UsageError(f"--resume: the training clips are not the ones {folder} was trained on (another --data, "
                          "or DATA changed since)", hint=f"resume on the same data, or {fresh}")
+    if saved.get("precision") not in (None, precision):
+        raise UsageError(f"--resume: {folder} was trained with mixed precision {saved['precision']}, this run would "
+                         f"use {precision}", hint=f"resume with --mixed-precision {saved['precision']} on a machine that "
+                         f"has it, or {fresh}")
 
 
 def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
@@ -288,7 +292,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     start_step, skipped, nan_streak = 0, 0, 0
     if resume_from is not None:
         weights, saved, rng = state.load_checkpoint(resume_from, rank)
-        _check_resumable(saved, resume_from, cfg, world, clips_hash)
+        _check_resumable(saved, resume_from, cfg, world, clips_hash, precision)
         nets.model.load_state_dict(weights, strict=True)
         if not sharded:  # FSDP: each rank's own shard of the AdamW moments, once FSDP wrapped the model (below)
             optimizer.load_state_dict(saved["optimizer"])
@@ -406,7 +410,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                     state={"optimizer": None if sharded else optimizer.state_dict(), "step": done, "skipped": skipped,
                            "nan_streak": nan_streak, "scaler": acc.scaler.state_dict() if acc.scaler else None,
                            "ema": ema, "config": cfg.to_dict(), "stream_hash": cfg.stream_hash(),
-                           "world_size": world, "clips": clips_hash})
+                           "world_size": world, "clips": clips_hash, "precision": precision})
                 if saved_to is not None:
                     result.checkpoints.append(str(saved_to))
             task.advance()

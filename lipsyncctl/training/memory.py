@@ -6,7 +6,7 @@
 - **weights**: the trained network's fp32 master weights (UNet or StableSyncNet; counted on the meta
   device from its config) + the frozen networks in the run's weight dtype (2 bytes in bf16/fp16, 4 in
   fp32): the VAE (83.65 M), and with pixel supervision the weighted loss networks: StableSyncNet (401.3 M),
-  LPIPS' VGG16 trunk (14.7 M) and VideoMAE-v2 ViT-g (1 011.9 M, counted from :mod:`lipsyncctl.nets.videomae`).
+  LPIPS' VGG16 trunk (14.7 M, always in fp32 and run outside autocast, as the official) and VideoMAE-v2 ViT-g (1 011.9 M, counted from :mod:`lipsyncctl.nets.videomae`).
 - **gradients**: fp32, trainable parameters only (674.8 M in stage 2, 284.7 M efficient, all in stage 1).
 - **optimizer**: AdamW's two fp32 moments per trainable parameter (+ one fp32 copy with ``run.ema_decay``).
 - **activations**: what the trained network keeps for backward (:func:`unet_activation_bytes`), modelled
@@ -47,15 +47,15 @@ checkpointing, ``estimate_training_memory(resolve_train_config(name)).total_gb``
 ================  ========  ========  =================================================================
 preset            official  estimate  why they differ
 ================  ========  ========  =================================================================
-stage2 (256)      30 GB     28.8 GiB  The official run holds what this one does not: a DDP copy of the
+stage2 (256)      30 GB     29.0 GiB  The official run holds what this one does not: a DDP copy of the
                                       gradients (torchrun wraps the UNet even on one GPU: +2.5 GiB), the
                                       validation-only networks (whisper tiny in fp32, SyncNet v2, S3FD:
-                                      +0.3 GiB), LPIPS in fp32 and the allocator's slack (nvidia-smi
-                                      figures). This one decodes the x0 under autocast (the VAE's group
+                                      +0.3 GiB) and the allocator's slack (nvidia-smi figures).
+                                      This one decodes the x0 under autocast (the VAE's group
                                       norms in fp32): +4.5 GiB over the official plain-fp16 decode.
-                                      Net: official minus its waste ~27.2 GiB vs 28.8 GiB.
-stage2_efficient  20 GB     21.7 GiB  The same terms (DDP gradients +1.1 GiB): ~18.7 vs 21.7 GiB.
-stage2_512        55 GB     67.2 GiB  The autocast decode grows with the pixels (+18 GiB at 512).
+                                      Net: official minus its waste ~27.2 GiB vs 29.0 GiB.
+stage2_efficient  20 GB     21.9 GiB  The same terms (DDP gradients +1.1 GiB): ~18.7 vs 21.9 GiB.
+stage2_512        55 GB     68.0 GiB  The autocast decode grows with the pixels (+18 GiB at 512).
 stage1 / _512     23 / 30   14.3/16.5 Full fine-tune: + DDP gradients (3.2 GiB) gives 17.5 / 19.7; without
                                       checkpointing 19.7 / 33.6 GiB. The rest of the gap is not explained
                                       by anything in the official script.
@@ -484,7 +484,8 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
         networks["lpips"] = _params("lpips", cfg.model.lpips)
     if pixel and cfg.loss.trepa:
         networks["videomae"] = _params("videomae", cfg.model.videomae_config)
-    weights = MASTER_BYTES * unet_params + half * sum(v for k, v in networks.items() if k != "unet")
+    weights = MASTER_BYTES * unet_params + sum(v * (4 if k == "lpips" else half) for k, v in networks.items()
+                                               if k != "unet")  # LPIPS in float32 (official)
     weights += MASTER_BYTES * trained if cfg.run.lora_rank else 0
     gradients = GRAD_BYTES * trained
     optimizer = (ADAM_BYTES + 4 * bool(cfg.run.ema_decay)) * trained
@@ -496,7 +497,7 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
         else NOTHING_KEPT
     losses = 0.0
     if "lpips" in networks:
-        losses += LPIPS_BYTES_PER_PIXEL[bits] * pixels / 2 * _tiny(cfg.model.lpips, "lpips")
+        losses += LPIPS_BYTES_PER_PIXEL[32] * pixels / 2 * _tiny(cfg.model.lpips, "lpips")  # in float32 always
     sync = _syncnet_activations(cfg, bits).at(b) if "syncnet" in networks else NOTHING_KEPT
     vmae = {k: v * b * _tiny(cfg.model.videomae_config, "videomae") for k, v in VIDEOMAE_BYTES[bits].items()} \
         if "videomae" in networks else NOTHING_KEPT
@@ -533,6 +534,8 @@ def _cuda_autocast_mode(half: torch.dtype | None) -> Any:
     import torch.nn.functional as F  # noqa: N812
     from torch.overrides import TorchFunctionMode
 
+    from lipsyncctl.training.perceptual import IN_FLOAT32
+
     to_half = {torch.conv1d, torch.conv2d, torch.conv3d, F.linear, torch.matmul, torch.mm, torch.bmm,
                torch.baddbmm, torch.addmm, torch.einsum, F.scaled_dot_product_attention, torch.Tensor.matmul,
                torch.Tensor.__matmul__}
@@ -564,7 +567,7 @@ def _cuda_autocast_mode(half: torch.dtype | None) -> Any:
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             kwargs = kwargs or {}
             target = half if func in to_half else torch.float32 if func in to_float else None
-            if half is not None and target is not None:
+            if half is not None and target is not None and not IN_FLOAT32.get():  # perceptual.in_float32: none
                 args, kwargs = cast(args, target), {k: cast(v, target) for k, v in kwargs.items()}
             if func is F.scaled_dot_product_attention and args[0].device.type == "meta":
                 q, k, v = args[:3]
@@ -632,7 +635,8 @@ def measure_saved_bytes_by(fn: Callable[[], Any], parts: Iterable[nn.Module], mo
 def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_dtype: torch.dtype) -> TrainNetworks:
     """The networks of a UNet run with random weights and no files (the ``meta`` device for counting, a GPU
     for ``scripts/gpu_train_check.py``): the trained UNet in fp32 with the rule applied, the VAE and the
-    weighted loss networks frozen in ``weight_dtype``, checkpointing as ``run.grad_checkpointing`` says."""
+    weighted loss networks frozen in ``weight_dtype`` (LPIPS in float32), checkpointing as
+    ``run.grad_checkpointing`` says."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -666,7 +670,8 @@ def random_train_networks(cfg: TrainConfig, device: torch.device | str, weight_d
 
     select_trainable(unet, tuple(cfg.model.trainable))
     vae = freeze(vae, None, weight_dtype)
-    aux = {k: freeze(v, None, weight_dtype) for k, v in aux.items()}
+    # as load_train_networks: LPIPS in float32 whatever the run's precision
+    aux = {k: freeze(v, None, torch.float32 if k == "lpips" else weight_dtype) for k, v in aux.items()}
     nets = TrainNetworks(unet, vae=vae, aux=aux, arch=unet.config, arch_name=cfg.model.unet_config)
     enable_gradient_checkpointing(nets, cfg)
     return nets

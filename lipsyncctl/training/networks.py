@@ -285,7 +285,9 @@ def _need(name: str, role: str, term: str) -> Path:
 
 def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> TrainNetworks:
     """Build the trained network (fp32, on ``device``) and load the frozen ones the loss terms need
-    (in ``weight_dtype``, official: fp16 on the GPU)."""
+    (in ``weight_dtype``, official: fp16 on the GPU; LPIPS in float32, as the official)."""
+    import torch
+
     from lipsyncctl.checkpoints import archs
     from lipsyncctl.checkpoints.loaders import load_stable_syncnet, load_vae
 
@@ -308,7 +310,8 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
     if "lpips" in found:
         from lipsyncctl.checkpoints.aux_train import load_lpips
 
-        aux["lpips"] = freeze(load_lpips(found["vgg"], found["lpips"]), device, weight_dtype)
+        # float32 whatever the run's precision (official: never cast; computed outside autocast)
+        aux["lpips"] = freeze(load_lpips(found["vgg"], found["lpips"]), device, torch.float32)
     if "syncnet" in found:
         aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config),
                                                     found["syncnet"]), device, weight_dtype)

@@ -6,11 +6,16 @@
 - :func:`trepa_loss` (weight 10 in stage 2, 0 in stage2_efficient): TREPA (``latentsync/trepa/loss.py``):
   VideoMAE-v2 features of both clips, L2-normalised, compared with an MSE.
 
-Both networks are frozen; gradients flow to the first argument (the decoded frames) only.
+Both networks are frozen; gradients flow to the first argument (the decoded frames) only. LPIPS runs in float32
+whatever the run's precision, outside autocast (official: ``lpips.LPIPS`` is never cast, and gets ``.float()``
+frames outside the UNet's autocast); VideoMAE in the run's weight dtype.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,24 +30,40 @@ def _dtype_of(model: torch.nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+#: True inside :func:`in_float32` (the memory estimate's autocast rules on the meta device read it too)
+IN_FLOAT32: contextvars.ContextVar[bool] = contextvars.ContextVar("lipsyncctl_in_float32", default=False)
+
+
+@contextlib.contextmanager
+def in_float32(device_type: str) -> Iterator[None]:
+    """A block computed in float32, outside any autocast of ``device_type``."""
+    token = IN_FLOAT32.set(True)
+    try:
+        with contextlib.nullcontext() if device_type == "meta" else torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        IN_FLOAT32.reset(token)
+
+
 def lower_half(frames: torch.Tensor) -> torch.Tensor:
     """Rows ``h//2:`` of ``(..., H, W)`` frames (the official ``x[:, :, x.shape[2] // 2:, :]``)."""
     return frames[..., frames.shape[-2] // 2 :, :]
 
 
 def lpips_loss(lpips: LPIPS, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """LPIPS on the lower halves, mean over images.
+    """LPIPS on the lower halves, mean over images, in float32 outside autocast (official).
 
     Args:
-        lpips: the frozen :class:`~lipsyncctl.nets.lpips.LPIPS` (its dtype decides the compute dtype).
+        lpips: the frozen :class:`~lipsyncctl.nets.lpips.LPIPS` (float32: the training networks load it so).
         fake: ``(N, 3, H, W)`` decoded frames in [-1, 1] (gradients flow through).
         real: ``(N, 3, H, W)`` ground-truth frames in [-1, 1].
 
     Returns:
-        A 0-dim tensor: ``mean_n LPIPS(fake[n, :, H//2:], real[n, :, H//2:])``.
+        A 0-dim float32 tensor: ``mean_n LPIPS(fake[n, :, H//2:], real[n, :, H//2:])``.
     """
     dtype = _dtype_of(lpips)
-    per_image = lpips(lower_half(fake).to(dtype), lower_half(real).to(dtype))  # (N, 1, 1, 1)
+    with in_float32(fake.device.type):
+        per_image = lpips(lower_half(fake).to(dtype), lower_half(real).to(dtype))  # (N, 1, 1, 1)
     return per_image.mean()
 
 

@@ -84,7 +84,24 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
         api.train(fewer, tmp_path / "c", api.resolve_train_config("tiny-stage1", ["run.max_steps=4"]), resume=checkpoint)
     fewer.unlink()
     with pytest.raises(UsageError, match="written by 2 process"):
-        loop._check_resumable({"world_size": 2}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1, "x")
+        loop._check_resumable({"world_size": 2}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1, "x",
+                              "no")
+    # the precision as resolved is the checkpoint's: `auto` resolving otherwise on another machine is refused
+    from lipsyncctl.training import state
+
+    assert state.load_checkpoint(Path(checkpoint), 0)[1]["precision"] == "no"
+    with pytest.raises(UsageError, match="trained with mixed precision fp16, this run would use bf16") as err:
+        loop._check_resumable({"precision": "fp16"}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1,
+                              "x", "bf16")
+    assert "--mixed-precision fp16" in (err.value.hint or "")
+
+
+def test_auto_precision_is_the_official_fp16_on_a_gpu() -> None:
+    """The official runs train in fp16 autocast + GradScaler (bf16 was `auto`'s choice on A100/H100: not the
+    recipe); bf16 only when asked; none on the CPU."""
+    assert loop.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert loop.resolve_precision("auto", torch.device("cpu")) == "no"
+    assert loop.resolve_precision("bf16", torch.device("cuda")) == "bf16"
 
 
 def test_accumulation_matches_the_larger_batch(curated: Curated, tmp_path: Path,
