@@ -110,6 +110,18 @@ def load_syncnet_config(path_or_name: str | Path) -> StableSyncNetConfig:
         raise ConfigError(f"{p}: {key}: {e}") from e
 
 
+def syncnet_input_view(path_or_name: str | Path) -> tuple[bool, int]:
+    """``(lower_half, resolution)`` a StableSyncNet was trained on: its config's ``data`` section (official:
+    ``data.lower_half`` decides the crop of the UNet's sync loss), ``(True, 256)`` where the file has none."""
+    p = config_path("syncnet", path_or_name)
+    data = load_config_yaml("syncnet", p).get("data")
+    data = data if isinstance(data, dict) else {}
+    lower, size = data.get("lower_half", True), data.get("resolution", 256)
+    if not isinstance(lower, bool) or not isinstance(size, int) or size < 16:
+        raise ConfigError(f"{p}: data: lower_half must be true or false and resolution a size in px")
+    return lower, size
+
+
 def _model_section(path: Path, doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(where, mapping)``: the ``model:`` section of an architecture YAML, else the whole document."""
     key = "model" if "model" in doc else "<top level>"

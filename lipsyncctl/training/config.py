@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from lipsyncctl import config as run_config
 from lipsyncctl import paths
 
+#: keys added after runs were written, and their defaults: at its default such a key is left out of
+#: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
+ADDED_LATER = {"loss.noise": "mixed"}
 #: keys a resume may change (they do not alter which samples, noise or weights a step sees)
 RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
                      "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
@@ -82,6 +85,9 @@ class TrainLoss(_Strict):
     sync: float = Field(0.05, ge=0, le=1000, description="StableSyncNet BCE (pixel supervision)")
     trepa: float = Field(10.0, ge=0, le=1000, description="TREPA: VideoMAE-v2 feature MSE (pixel supervision)")
     mixed_noise_alpha: float = Field(1.0, ge=0, le=100, description="mixed noise: shared/independent ratio; 0 = i.i.d.")
+    noise: Literal["mixed", "shared", "iid"] = Field(
+        "mixed", description="training noise over a sample's frames: mixed (official use_mixed_noise, "
+        "mixed_noise_alpha), shared (one draw repeated over the frames: the official fallback), iid (independent)")
 
 
 class TrainOptim(_Strict):
@@ -163,12 +169,13 @@ class TrainConfig(_Strict):
         """Hash of everything that decides the samples, noise and updates (not the keys of
         :data:`RESUMABLE_CHANGES`): a resume under a different one is refused."""
         tree = self.to_dict()
-        for dotted in RESUMABLE_CHANGES:
+        for dotted in (*RESUMABLE_CHANGES, *ADDED_LATER):
             node = tree
             *head, last = dotted.split(".")
             for k in head:
                 node = node[k]
-            node.pop(last, None)
+            if dotted not in ADDED_LATER or node.get(last) == ADDED_LATER[dotted]:
+                node.pop(last, None)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -44,15 +44,16 @@ def sync_bce(vision: Tensor, audio: Tensor, labels: Tensor) -> tuple[Tensor, Ten
     return per_sample.mean(), per_sample
 
 
-def syncnet_frames(frames: Tensor, *, lower_half: bool = True) -> Tensor:
-    """``(B, 3, F, H, W)`` frames in [-1, 1] -> the visual input ``(B, 3F, H', 256)`` (channel = 3·frame + rgb),
-    resized bicubically to 256 when ``H != 256`` (official step 8), lower half when ``lower_half``."""
+def syncnet_frames(frames: Tensor, *, lower_half: bool = True, size: int = SYNCNET_SIZE) -> Tensor:
+    """``(B, 3, F, H, W)`` frames in [-1, 1] -> the visual input ``(B, 3F, H', size)`` (channel = 3·frame + rgb),
+    resized bicubically to ``size`` (the SyncNet's, 256 in every official config) when ``H != size`` (official step
+    8), lower half when ``lower_half`` (the SyncNet config's ``data.lower_half``)."""
     b, c, f, h, w = frames.shape
     x = frames.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-    if h != SYNCNET_SIZE or w != SYNCNET_SIZE:
-        x = F.interpolate(x, size=(SYNCNET_SIZE, SYNCNET_SIZE), mode="bicubic", align_corners=False)
-    x = x.reshape(b, f * c, SYNCNET_SIZE, SYNCNET_SIZE)
-    return x[:, :, SYNCNET_SIZE // 2:] if lower_half else x
+    if h != size or w != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    x = x.reshape(b, f * c, size, size)
+    return x[:, :, size // 2:] if lower_half else x
 
 
 @dataclass
@@ -83,6 +84,7 @@ def unet_losses(
     gt_frames: Tensor | None = None,
     mel: Tensor | None = None,
     aux: Mapping[str, Any] | None = None,
+    sync_view: tuple[bool, int] = (True, SYNCNET_SIZE),
 ) -> UNetLosses:
     """Steps 5-9 of the official UNet step.
 
@@ -93,6 +95,7 @@ def unet_losses(
         gt_frames: ``(B, 3, F, H, W)`` the ground-truth frames in [-1, 1].
         mel: ``(B, 1, 80, 52)`` the Wav2Lip mel window of the sample.
         aux: the frozen networks: ``lpips``, ``syncnet``, ``videomae`` (those of the weighted terms).
+        sync_view: ``(lower_half, size)`` of the sync-loss SyncNet's input (its config's ``data`` section).
     """
     from lipsyncctl.training.perceptual import lpips_loss, trepa_loss
 
@@ -109,7 +112,8 @@ def unet_losses(
         out.total = out.total + out.lpips * weights.lpips
     if weights.sync:
         assert mel is not None
-        vision, audio = aux["syncnet"](syncnet_frames(decoded), mel.to(decoded.dtype))
+        vision, audio = aux["syncnet"](syncnet_frames(decoded, lower_half=sync_view[0], size=sync_view[1]),
+                                       mel.to(decoded.dtype))
         out.sync, _ = sync_bce(vision, audio, torch.ones(b, device=decoded.device))
         out.total = out.total + out.sync * weights.sync
     if weights.trepa:

@@ -46,6 +46,7 @@ class TrainNetworks:
     files: dict[str, str] = field(default_factory=dict)
     arch: Any = None                       # UNetConfig or StableSyncNetConfig of the trained network
     arch_name: str = ""
+    sync_view: tuple[bool, int] = (True, 256)  # the sync-loss SyncNet's input: (lower half, size), its config's
 
 
 def resolve_file(name: str, role: str) -> Path:
@@ -312,12 +313,14 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
 
         # float32 whatever the run's precision (official: never cast; computed outside autocast)
         aux["lpips"] = freeze(load_lpips(found["vgg"], found["lpips"]), device, torch.float32)
+    sync_view = (True, 256)
     if "syncnet" in found:
         aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config),
                                                     found["syncnet"]), device, weight_dtype)
+        sync_view = archs.syncnet_input_view(cfg.model.syncnet_config)
     if "videomae" in found:
         from lipsyncctl.checkpoints.aux_train import load_videomae
 
         aux["videomae"] = freeze(load_videomae(found["videomae"], cfg.model.videomae_config), device, weight_dtype)
     return TrainNetworks(model.to(device).train(), vae=vae, aux=aux, init_report=report, files=files,
-                         arch=arch, arch_name=cfg.model.unet_config)
+                         arch=arch, arch_name=cfg.model.unet_config, sync_view=sync_view)

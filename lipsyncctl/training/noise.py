@@ -49,11 +49,15 @@ def one_step_x0(pred_noise: Tensor, timesteps: Tensor, x_t: Tensor, alphas: Tens
 
 
 def mixed_noise(shape: tuple[int, ...], alpha: float, generator: torch.Generator,
-                dtype: torch.dtype = torch.float32) -> Tensor:
-    """Noise of one sample, ``shape = (C, F, h, w)``, from ``generator`` (CPU): shared part first, then the
-    independent part (two draws of the full shape, as the official code draws them)."""
+                dtype: torch.dtype = torch.float32, kind: str = "mixed") -> Tensor:
+    """Noise of one sample, ``shape = (C, F, h, w)``, from ``generator`` (CPU). ``kind`` ``mixed`` (official
+    ``use_mixed_noise``): shared part first, then the independent part (two draws of the full shape, as the
+    official code draws them; ``alpha`` 0: independent); ``shared`` (the official fallback): one draw, frame 0's
+    noise repeated over the frames; ``iid``: one draw."""
     c, f, h, w = shape
-    if alpha == 0:
+    if kind == "shared":
+        return torch.randn(shape, generator=generator, dtype=dtype)[:, 0:1].expand(c, f, h, w).contiguous()
+    if alpha == 0 or kind == "iid":
         return torch.randn(shape, generator=generator, dtype=dtype)
     shared = torch.randn(shape, generator=generator, dtype=dtype) * (alpha**2 / (1 + alpha**2)) ** 0.5
     shared = shared[:, 0:1].expand(c, f, h, w)

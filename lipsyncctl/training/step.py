@@ -36,7 +36,7 @@ class Draws:
 
 
 def sample_draws(indices: list[int], *, seed: int, frames: int, latent_hw: tuple[int, int],
-                 alpha: float) -> Draws:
+                 alpha: float, kind: str = "mixed") -> Draws:
     """The draws of the samples ``indices`` (global sample counters), each from its own generator."""
     from lipsyncctl.training.sampling import sample_generator
 
@@ -45,7 +45,7 @@ def sample_draws(indices: list[int], *, seed: int, frames: int, latent_hw: tuple
     for k in indices:
         g = sample_generator(seed, k, stream=DRAWS_STREAM)
         eps.append(torch.randn((3, frames, 4, h, w), generator=g))
-        noises.append(noise.mixed_noise((4, frames, h, w), alpha, g))
+        noises.append(noise.mixed_noise((4, frames, h, w), alpha, g, kind=kind))
         ts.append(noise.draw_timestep(g))
     return Draws(torch.stack(eps, 1), torch.stack(noises), torch.tensor(ts, dtype=torch.int64))
 
@@ -86,7 +86,7 @@ def unet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainCon
     hw = (res // 8, res // 8)
     if draws is None:
         draws = sample_draws([int(k) for k in batch["index"]], seed=cfg.run.seed, frames=frames, latent_hw=hw,
-                             alpha=cfg.loss.mixed_noise_alpha)
+                             alpha=cfg.loss.mixed_noise_alpha, kind=cfg.loss.noise)
     eps = draws.vae_eps
     # 1. latents of the target, the masked target and the reference frames; the mask at latent size
     gt = encode_latents(nets.vae, batch["gt"], eps[0])
@@ -111,7 +111,7 @@ def unet_micro_step(nets: TrainNetworks, batch: dict[str, Tensor], cfg: TrainCon
         gt_frames = batch["gt"].to(device).permute(0, 2, 1, 3, 4).to(decoded.dtype)
     # 5-9. recon MSE (+ LPIPS, sync, TREPA) and their weighted sum
     with autocast():
-        losses = unet_losses(pred_noise=pred, noise=target, weights=cfg.loss, decoded=decoded,
+        losses = unet_losses(pred_noise=pred, noise=target, weights=cfg.loss, decoded=decoded, sync_view=nets.sync_view,
                              gt_frames=gt_frames, mel=batch["mel"].to(device), aux=nets.aux)
     if keep:
         losses.tensors = {"gt_latents": gt, "masked_latents": masked, "ref_latents": ref, "latent_masks": mask,
