@@ -222,7 +222,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
             result = _decide_all(data, config, done, until, shard)
             result.scope = frozenset(t.id for t in mine)
             if until == names[-1]:
-                _warn_decisions(result)
+                _warn_decisions(result, config.curate)
             result.seconds = time.perf_counter() - t0
             _write_views(result, config, models)
     return result
@@ -279,23 +279,30 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
         result = _decide_all(data, config, {}, "report", (0, 1))
-        _warn_decisions(result)
+        _warn_decisions(result, config.curate)
         result.seconds = time.perf_counter() - t0
         _write_views(result, config)
     return result
 
 
-def _warn_decisions(result: CurateResult) -> None:
+def _warn_decisions(result: CurateResult, options: CurateOptions) -> None:
     """What the decisions of a whole dataset leave ``train`` that it should know: no span kept at all (thresholds
     that reject everything; a shard sees the others' sources unfinished, so not said there), or kept spans not
     measured yet (a loosened threshold keeps spans the later stages skipped, or DATA holds an earlier run's
-    ``--until``): kept so far, and ``train`` needs their features."""
+    ``--until``): kept so far, and ``train`` needs their features; a split per source of sources that share
+    folders (:func:`~lipsyncctl.curation.views.split_warning`)."""
+    from lipsyncctl.curation import views
+
     whole = result.scope is None or len(result.scope) >= len(result.sources)
     if whole and result.sources and not any(c.decision.verdict == "kept" for c in result.clips):
         result.warnings.append(f"no span of the {len(result.sources)} source(s) is kept: training has nothing to "
                                "read (report.html says why each was rejected; loosen a threshold and rerun "
                                "`lipsyncctl curate report`)")
         progress.warning(result.warnings[-1])
+    split = views.split_warning([s.path for s in result.sources], options) if whole else None
+    if split:
+        result.warnings.append(split)
+        progress.warning(split)
     pending = result.pending
     if pending:
         stages = sorted({s for c in pending for s in c.summary["pending"]}, key=stage_names().index)

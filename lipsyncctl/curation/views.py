@@ -22,6 +22,7 @@ import hashlib
 import html
 import itertools
 import json
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,22 @@ def split_group(source_id: str, source_path: str, options: CurateOptions) -> str
     up = {"parent": 1, "grandparent": 2}.get(options.split_by, 0)
     parents = Path(source_path).parents
     return (parents[up - 1].name if 0 < up <= len(parents) else "") or source_id
+
+
+def split_warning(source_paths: list[str], options: CurateOptions) -> str | None:
+    """Said when the split is by source and most sources share their folder with others (VoxCeleb2's
+    ``idNNNNN/VIDEO/00001.mp4``: each utterance a source): clips of one video or speaker then land in both train
+    and val, and the held-out loss flatters the model."""
+    if options.split_by != "source" or not options.val_fraction or len(source_paths) < 4:
+        return None
+    folders = Counter(str(Path(p).parent) for p in source_paths)
+    shared = sum(n for n in folders.values() if n > 1)
+    if shared * 2 < len(source_paths):
+        return None
+    return (f"{shared} of {len(source_paths)} sources share their folder with other sources, and the split is per "
+            "source: clips of one video or speaker can be in both train and val (a held-out loss that flatters); "
+            "--set curate.split_by=parent keeps a folder's sources on one side (grandparent: the folder above, "
+            "VoxCeleb2's speaker)")
 
 
 def write_atomic(path: Path, text: str) -> None:

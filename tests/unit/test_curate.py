@@ -393,6 +393,16 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     assert split_group("a-2", "/vox/id00017/y/00002.mp4", by_speaker) == "id00017"
     assert split_group("a-3", "clip.mp4", by_speaker) == "a-3"  # no such folder: the source
     assert split_group("a-1", "/vox/id00017/x/00001.mp4", options) == "a-1"
+    # a split per source of sources that share folders (VoxCeleb2's utterances) is said, with the way out
+    from lipsyncctl.curation.views import split_warning
+
+    vox = [f"/vox/id0001{s}/{v}/0000{u}.mp4" for s in range(2) for v in "xy" for u in range(3)]
+    said = split_warning(vox, options)
+    assert said is not None and said.startswith("12 of 12 sources share their folder") and "split_by=parent" in said
+    assert split_warning(vox, by_parent) is None and split_warning(vox, by_speaker) is None
+    assert split_warning([f"/raw/clip{i}.mp4" for i in range(3)] + [f"/other{i}/a.mp4" for i in range(5)],
+                         options) is None  # 3 of 8 share a folder: less than half
+    assert split_warning(vox, cfg.resolve("tiny", ["curate.val_fraction=0"]).curate) is None  # no val split
     lines = _manifest(first_run["data"])
     by_source: dict[str, set[str]] = {}
     for line in lines:
