@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,9 +109,38 @@ class ClipSet:
     split: str
     kind: str
     num_frames: int
+    #: how the usable clips were curated where it is not the official data pipeline: what -> how many clips
+    #: (:func:`curation_gaps`)
+    gaps: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def gaps_note(self) -> str | None:
+        """``data: 12 of 40 clips aligned by a non-official detector, ...`` or None (the official pipeline)."""
+        if not self.gaps:
+            return None
+        said = ", ".join(f"{n} {what}" for what, n in self.gaps.items())
+        return (f"data: of {len(self.clips)} {self.split} clips, {said}: not the official data pipeline "
+                "(curate.yaml and manifest.jsonl say how each was made)")
+
+
+def curation_gaps(entry: Mapping[str, Any]) -> list[str]:
+    """Where a manifest entry's clip was not made as the official data pipeline makes it: aligned by another
+    detector than insightface, sync not measured (skipped, or the tiny stand-in scorer), the quality filter skipped
+    or not official."""
+    gaps = []
+    if entry.get("detector_official") is False:
+        gaps.append(f"aligned by {entry.get('detector') or 'another detector'} (not insightface)")
+    if entry.get("sync") == "skipped":
+        gaps.append("without the sync filter (skipped)")
+    elif entry.get("sync_scale") == "tiny":
+        gaps.append("sync-filtered by the tiny stand-in scorer")
+    if entry.get("quality") == "skipped":
+        gaps.append("without the quality filter (skipped)")
+    elif entry.get("quality_official") is False:
+        gaps.append("quality-filtered not as the official")
+    return gaps
 
 
 def mel_columns(num_frames: int) -> int:
@@ -161,14 +190,17 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
     else:
         chosen = [e for e in entries if e.get("split") == split and _verdict(e) == "kept"]
     clips, skipped = [], []
+    gaps: dict[str, int] = {}
     for entry in sorted({e["id"]: e for e in chosen}.values(), key=lambda e: e["id"]):
         clip = _clip(entry, root, manifest)
         reason = _too_short(clip, kind, num_frames)
         if reason is None:
             clips.append(clip)
+            for gap in curation_gaps(entry):
+                gaps[gap] = gaps.get(gap, 0) + 1
         else:
             skipped.append(SkippedClip(clip.id, clip.frames, reason))
-    return ClipSet(tuple(clips), tuple(skipped), listed or root, split, kind, num_frames)
+    return ClipSet(tuple(clips), tuple(skipped), listed or root, split, kind, num_frames, gaps)
 
 
 def _read_manifest(manifest: Path) -> list[dict[str, Any]]:
@@ -240,17 +272,17 @@ def locate(text: str, root: Path) -> Path | None:
 def _clip(entry: Mapping[str, Any], root: Path, manifest: Path) -> TrainClip:
     cid = str(entry["id"])
     files: dict[str, Path] = {}
-    for field in ("aligned", "features"):
-        text = entry.get(field)
+    for key in ("aligned", "features"):
+        text = entry.get(key)
         if not text:
-            raise UsageError(f"{manifest}: clip {cid} has no {field} (the curate run stopped before that stage)",
+            raise UsageError(f"{manifest}: clip {cid} has no {key} (the curate run stopped before that stage)",
                              hint="finish the curate run: `lipsyncctl curate RAW... -o DATA` without --until "
                              "(it reuses what is done)")
         found = locate(str(text), root)
         if found is None:
-            what = "aligned clip" if field == "aligned" else "features file"
+            what = "aligned clip" if key == "aligned" else "features file"
             raise UsageError(f"clip {cid}: its {what} {text} is missing", hint=_RERUN)
-        files[field] = found
+        files[key] = found
     whisper_len, mel_len = _feature_lengths(entry, files["features"], cid)
     frames = entry.get("frames")
     if not isinstance(frames, int):
@@ -513,5 +545,5 @@ def to_pixels(frames: Tensor | np.ndarray) -> Tensor:
     return (torch.as_tensor(frames).to(torch.float32) / 255.0 - 0.5) / 0.5
 
 
-__all__ = ["ClipSet", "SkippedClip", "SyncNetSamples", "TrainClip", "UNetSamples", "collate", "locate",
+__all__ = ["ClipSet", "SkippedClip", "SyncNetSamples", "TrainClip", "UNetSamples", "collate", "curation_gaps", "locate",
            "make_dataset", "mel_columns", "read_clips", "resize_u8", "to_pixels"]

@@ -80,6 +80,8 @@ class TrainResult:
     samples_per_second: float = 0.0
     peak_vram_gb: float | None = None
     skipped_clips: int = 0
+    #: how the training clips were curated where not as the official pipeline: what -> clips (ClipSet.gaps)
+    data_gaps: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -320,6 +322,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
         else:
             for line in nets.init_report:
                 progress.message(line)
+        if clips.gaps_note():
+            progress.message(clips.gaps_note())
         progress.message(f"trainable: {counts.tensors} tensors, {counts.params:,} parameters "
                          f"(frozen {counts.frozen_tensors} / {counts.frozen_params:,})")
 
@@ -333,7 +337,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
                          max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
                          device=str(device), trainable=counts.to_dict(), init_report=nets.init_report,
-                         skipped_clips=len(clips.skipped))
+                         skipped_clips=len(clips.skipped), data_gaps=dict(clips.gaps))
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

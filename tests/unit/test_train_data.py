@@ -70,6 +70,18 @@ def test_read_clips_of_a_curated_folder(curated: Curated, unet_clips: td.ClipSet
     assert _ids(sync) == ["long", "mid", "short"] and [s.frames for s in sync.skipped] == [20]
     assert "32" in sync.skipped[0].reason
     assert _ids(td.read_clips(curated.data, "val")) == ["held"]
+    # what was not curated as the official pipeline is counted, and said at the run's start
+    assert unet_clips.gaps == {"aligned by stand-in (not insightface)": 2}
+    assert unet_clips.gaps_note() == ("data: of 2 train clips, 2 aligned by stand-in (not insightface): not the "
+                                      "official data pipeline (curate.yaml and manifest.jsonl say how each was made)")
+    assert td.curation_gaps({"detector_official": True, "sync_scale": "official", "quality": 55.0,
+                             "quality_official": True}) == []
+    assert td.curation_gaps({"detector": "dlib", "detector_official": False, "sync": "skipped",
+                             "quality": "skipped"}) == ["aligned by dlib (not insightface)",
+                                                        "without the sync filter (skipped)",
+                                                        "without the quality filter (skipped)"]
+    assert td.curation_gaps({"sync_scale": "tiny", "quality_official": False}) == [
+        "sync-filtered by the tiny stand-in scorer", "quality-filtered not as the official"]
 
 
 def test_read_clips_of_its_fileslist(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path) -> None:
