@@ -54,7 +54,7 @@ def train_cmd(
     sets: list[str] | None = typer.Option(None, "--set", help="Override one key, e.g. --set loss.trepa=0 (repeatable; `lipsyncctl presets keys --train` lists them)."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the training presets and exit."),
-    init: str | None = typer.Option(None, "--init", help="Start weights: official, none, PATH or stage1:PATH."),
+    init: str | None = typer.Option(None, "--init", help="Start weights: official, none, PATH, stage1:PATH or sd15:PATH."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a run: 'latest' or a checkpoint folder."),
     overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Start over in a run folder that holds a run."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps of the run."),

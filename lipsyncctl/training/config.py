@@ -57,7 +57,8 @@ class TrainModel(_Strict):
     videomae_config: Literal["giant", "tiny"] = Field("giant", description="VideoMAE-v2 architecture")
     init: str = Field(
         "official", description="UNet start weights: official (the registry UNet of this resolution), none "
-        "(random), PATH (weights), stage1:PATH (stage-1 weights, fresh motion modules); SyncNet: none or PATH"
+        "(random), PATH (weights), stage1:PATH (stage-1 weights, fresh motion modules), sd15:PATH (a Stable Diffusion 1.5 "
+        "image UNet, as the paper's stage 1: conv_in and attn2 k/v fresh); SyncNet: none or PATH"
     )
     trainable: tuple[str, ...] = Field(
         (), description="UNet parameters trained: names containing any of these; empty = all (stage 1)"

@@ -20,6 +20,7 @@ before any work; ``doctor --preset TRAIN_PRESET`` reports them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,7 @@ def needed_files(cfg: TrainConfig) -> list[NeededFile]:
     elif init == TINY:
         files.append(NeededFile("init", TINY, role))
     elif init != "none":
-        files.append(NeededFile("init", init.removeprefix("stage1:"), role, given=True))
+        files.append(NeededFile("init", init.removeprefix("stage1:").removeprefix("sd15:"), role, given=True))
     if cfg.kind == "syncnet":
         if cfg.data.latent_space:  # official: the frozen sd-vae-ft-mse encodes the frames
             files.append(NeededFile("vae", cfg.model.vae, "vae"))
@@ -175,6 +176,9 @@ def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], 
     init = cfg.model.init
     if init == "none":
         return model, arch, ["init: none (random, seeded)"], "none"
+    if init.startswith("sd15:"):
+        path = resolve_needed(needed_files(cfg)[0])
+        return model, arch, _load_image_unet(model, read_checkpoint(path).state_dict, path), str(path)
     tolerate = ("*motion_modules.*",) if init.startswith("stage1:") else ()
     path = resolve_needed(needed_files(cfg)[0])
     ck = read_checkpoint(path)
@@ -222,6 +226,42 @@ def check_input_channels(cfg: TrainConfig) -> None:
                           f"{want} ({frames} {what} frames x {want // frames})",
                           hint="match data.num_frames and data.latent_space to model.syncnet_config (presets "
                           "syncnet_16_pixel_attn, syncnet_16_pixel, syncnet_16_latent, syncnet_25_pixel)")
+
+
+def _load_image_unet(model: nn.Module, weights: Mapping[str, Any], path: Path) -> list[str]:
+    """Load a Stable Diffusion 1.5 image UNet (diffusers names, its own ``state_dict`` file or folder) into ``model``
+    as the official loader does for the paper's stage 1: ``conv_in`` (4 latent channels, here 13), ``conv_out`` and
+    every ``attn2.to_k/to_v`` (768-d text, here 384-d audio) whose shape does not fit keep their fresh values; what
+    the file lacks (motion modules) starts fresh; any other shape that does not fit is an error. Returns the report
+    lines."""
+    own = model.state_dict()
+    fresh, kept, unused = [], {}, []
+    for k, v in weights.items():
+        if k not in own:
+            unused.append(k)
+        elif tuple(v.shape) == tuple(own[k].shape):
+            kept[k] = v
+        elif k.startswith(("conv_in.", "conv_out.")) or ".attn2.to_k." in k or ".attn2.to_v." in k:
+            fresh.append(k)  # official: deleted before load_state_dict(strict=False)
+        else:
+            raise CheckpointError(f"{path}: {k} is {tuple(v.shape)}, this UNet's is {tuple(own[k].shape)} (an image "
+                                  "UNet of another size)",
+                                  hint="sd15:PATH takes the unet of Stable Diffusion 1.5 (diffusers), as the paper's "
+                                       "stage 1")
+    if not kept:
+        raise CheckpointError(f"{path}: no tensor of it fits this UNet (not a Stable Diffusion UNet?)",
+                              hint="sd15:PATH takes the unet folder or file of Stable Diffusion 1.5 (diffusers)")
+    model.load_state_dict({k: v.float() for k, v in kept.items()}, strict=False)
+    missing = [k for k in own if k not in kept]
+    lines = [f"init: {path} as a Stable Diffusion image UNet ({len(kept)} tensors loaded)",
+             f"init: {len(fresh)} tensors of other shapes start fresh, as the official loader leaves them: conv_in "
+             "(13 input channels), attn2 to_k/to_v (384-d audio instead of 768-d text)" if fresh else ""]
+    others = len(missing) - len(fresh)
+    if others:
+        lines.append(f"init: {others} tensors not in the file start fresh (motion modules, zero output projection)")
+    if unused:
+        lines.append(f"init: {len(unused)} tensors of the file are not part of this UNet (left out)")
+    return [line for line in lines if line]
 
 
 def build_syncnet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], str]:

@@ -96,6 +96,41 @@ def test_stage1_to_stage2_init_keeps_the_first_forward(tmp_path: Path, models_di
     assert load_unet_config("tiny_stage1").use_motion_module is False and arch1.use_motion_module is False
 
 
+def test_the_papers_stage_1_starts_from_a_stable_diffusion_image_unet(tmp_path: Path) -> None:
+    """``sd15:PATH``: an SD-1.5 UNet (diffusers names, 4 latent channels in, 768-d text cross-attention) seeds stage
+    1 as the official loader does: conv_in and every attn2 to_k/to_v keep their fresh values, the rest loads;
+    another shape is an error (the plain PATH init refuses all of it)."""
+    from safetensors.torch import save_file
+
+    from lipsyncctl.training.networks import build_unet
+
+    fresh, _, _, _ = build_unet(tc.resolve_train_config("tiny-stage1"), seed=3)
+    image = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(i)) for i, (k, v)
+             in enumerate(fresh.state_dict().items())}  # the image UNet's weights, another shape where SD's differ
+    image["conv_in.weight"] = torch.randn(image["conv_in.weight"].shape[0], 4, 3, 3)
+    kv = [k for k in image if ".attn2.to_k." in k or ".attn2.to_v." in k]
+    for k in kv:
+        image[k] = torch.randn(image[k].shape[0], 768)
+    image["text_only.weight"] = torch.ones(2)  # a tensor this UNet has not: left out
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file(image, str(path))
+    model, _, report, source = build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init=sd15:{path}"]), seed=3)
+    got = model.state_dict()
+    odd = {"conv_in.weight", *kv}
+    assert source == str(path) and kv
+    assert all(torch.equal(got[k], fresh.state_dict()[k]) for k in odd)  # fresh: the official loader drops them
+    assert all(torch.equal(got[k], image[k]) for k in got if k not in odd)
+    assert any(f"{len(odd)} tensors of other shapes start fresh" in line for line in report), report
+    assert any("1 tensors of the file are not part of this UNet" in line for line in report), report
+    with pytest.raises(CheckpointError, match="does not fit"):
+        build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init={path}"]), seed=3)
+    image["conv_out.bias"] = torch.zeros(1)  # conv_out fits or is dropped; another tensor of another size is refused
+    image["mid_block.resnets.0.conv1.bias"] = torch.zeros(3)
+    save_file(image, str(path))
+    with pytest.raises(CheckpointError, match="mid_block.resnets.0.conv1.bias is \\(3,\\)"):
+        build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init=sd15:{path}"]), seed=3)
+
+
 def test_run_folder_rules(tmp_path: Path) -> None:
     from lipsyncctl.training.loop import prepare_run_folder
 
