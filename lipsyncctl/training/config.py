@@ -24,7 +24,7 @@ from lipsyncctl import paths
 
 #: keys added after runs were written, and their defaults: at its default such a key is left out of
 #: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
-ADDED_LATER = {"loss.noise": "mixed"}
+ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0}
 #: keys a resume may change (they do not alter which samples, noise or weights a step sees)
 RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
                      "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
@@ -93,6 +93,8 @@ class TrainLoss(_Strict):
 
 class TrainOptim(_Strict):
     lr: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (constant, no warm-up: official)")
+    warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the learning rate over the first N "
+                              "optimizer steps (official: 0)")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (torch default 0.01)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     eps: float = Field(1e-8, gt=0, le=1, description="AdamW epsilon")

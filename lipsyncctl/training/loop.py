@@ -97,6 +97,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "no"
 
 
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): ``optim.lr``, ramped up linearly over the first
+    ``optim.warmup_steps`` (a function of the step, so a resume continues it)."""
+    warmup = cfg.optim.warmup_steps
+    return cfg.optim.lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+
+
 def _clips_hash(clips: Sequence[Any]) -> str:
     """What the sample stream draws from: the training clips (ids and frame counts), hashed."""
     blob = json.dumps(sorted((c.id, c.frames) for c in clips)).encode()
@@ -374,6 +381,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
                     raise DivergedError(f"{nan_streak} non-finite steps in a row at step {step + 1}: stopped",
                                         hint="the last checkpoint is intact; lower optim.lr or check the data")
             else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, step)
                 optimizer.step()  # with fp16 the GradScaler skips an overflowing step and lowers its scale
                 optimizer.zero_grad(set_to_none=True)
                 if _scaler_skipped(acc, step):
@@ -389,7 +398,7 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             result.steps, result.losses = done - start_step, {k: round(v, 8) for k, v in terms.items()}
             if done % cfg.run.log_every == 0 or done == cfg.run.max_steps:
                 terms = {k: float(acc.reduce(torch.tensor([v], device=device), "mean").item()) for k, v in terms.items()}
-                metrics.write(done, {**terms, "grad_norm": grad_norm, "lr": cfg.optim.lr,
+                metrics.write(done, {**terms, "grad_norm": grad_norm, "lr": lr_at(cfg, step),
                                      "loss_scale": acc.scaler.get_scale() if acc.scaler is not None else 1.0,
                                      "samples_per_s": samples_done / max(1e-9, time.monotonic() - t_loop),
                                      "peak_vram_gb": _peak_vram(device), "skipped": skipped})

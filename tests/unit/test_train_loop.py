@@ -96,6 +96,18 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     assert "--mixed-precision fp16" in (err.value.hint or "")
 
 
+def test_a_warm_up_ramps_the_lr_and_a_resume_continues_it(curated: Curated, tmp_path: Path) -> None:
+    sets = ("run.max_steps=4", "run.save_every=2", "optim.warmup_steps=4", "optim.lr=0.001")
+    run_train(curated, tmp_path / "a", "tiny-stage1", *sets)
+    rows = [line.split(",") for line in (tmp_path / "a" / "metrics.csv").read_text().splitlines()[1:]]
+    assert [float(v) for _, name, v in rows if name == "lr"] == pytest.approx([0.00025, 0.0005, 0.00075, 0.001])
+    run_train(curated, tmp_path / "b", "tiny-stage1", *sets[1:], "run.max_steps=2")
+    run_train(curated, tmp_path / "b", "tiny-stage1", *sets, resume="latest")
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and same(weights(tmp_path / "b"), weights(tmp_path / "a"))
+    cfg = api.resolve_train_config("tiny-stage1")
+    assert loop.lr_at(cfg, 0) == loop.lr_at(cfg, 10**6) == cfg.optim.lr  # official: constant, no warm-up
+
+
 def test_auto_precision_is_the_official_fp16_on_a_gpu() -> None:
     """The official runs train in fp16 autocast + GradScaler (bf16 was `auto`'s choice on A100/H100: not the
     recipe); bf16 only when asked; none on the CPU."""
