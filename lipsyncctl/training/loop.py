@@ -527,6 +527,7 @@ def _validate(cfg: TrainConfig, nets: Any, model: Any, clips: Any, alphas: Any, 
     busiest = math.ceil(n / acc.num_processes) if sharded else len(mine)
     batches = math.ceil(busiest / bs)
     total, correct, count = 0.0, 0.0, 0
+    recon_only = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"lpips": 0.0, "sync": 0.0, "trepa": 0.0})})
     model.eval()
     trained, nets.model = nets.model, model
     try:
@@ -534,8 +535,9 @@ def _validate(cfg: TrainConfig, nets: Any, model: Any, clips: Any, alphas: Any, 
             for i in range(batches):
                 chunk = mine[i * bs:(i + 1) * bs]
                 batch = train_data.collate([dataset[k] for k in chunk or [0]])
-                if cfg.kind == "unet":
-                    loss = unet_micro_step(nets, batch, cfg, alphas=alphas, device=device, autocast=acc.autocast).recon
+                if cfg.kind == "unet":  # the held-out loss is the recon MSE: no decode and pixel terms for it
+                    loss = unet_micro_step(nets, batch, recon_only, alphas=alphas, device=device,
+                                           autocast=acc.autocast).recon
                 else:
                     loss, cos = syncnet_micro_step(nets, batch, device=device, autocast=acc.autocast, cfg=cfg)
                     if chunk:

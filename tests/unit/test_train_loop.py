@@ -295,6 +295,24 @@ def test_a_resume_after_a_kill_logs_each_step_once_and_overwrite_clears_every_ou
     assert not (tmp_path / "b" / "export-ema").exists() and not (tmp_path / "b" / "validation").exists()
 
 
+def test_the_held_out_loss_decodes_nothing(curated: Curated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation's loss is the recon MSE: its forwards run without the decode and the pixel terms (they ran, and
+    were thrown away); training's run with them."""
+    from lipsyncctl.training import step
+
+    real, seen = step.unet_micro_step, []
+
+    def recording(nets, batch, cfg, **kw):  # type: ignore[no-untyped-def]
+        seen.append((torch.is_grad_enabled(), cfg.pixel_supervision))
+        return real(nets, batch, cfg, **kw)
+
+    monkeypatch.setattr(step, "unet_micro_step", recording)
+    result = run_train(curated, tmp_path / "o", "tiny", "run.max_steps=1", "run.save_every=1", "run.validate_every=1",
+                       "run.val_sync=false")
+    assert result.validation.get("loss") is not None, result.validation
+    assert (True, True) in seen and (False, False) in seen and (False, True) not in seen, seen
+
+
 def test_validation_without_val_clips_is_said(curated: Curated, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """run.validate_every on data whose val split is empty logged nothing and said nothing: a warning now."""
