@@ -425,6 +425,11 @@ class CurateOptions(_Strict):
         6, ge=0, le=15, description="keep a clip whose measured audio-video offset is at most this many 25 fps "
         "frames either way (official: 6); a kept clip's offset is corrected"
     )
+    sync_confirm: Literal["strict", "official"] = Field(
+        "strict", description="strict: a corrected clip is kept on its re-scored confidence, and rejected when the "
+        "re-scored offset is beyond 1 frame (sync-offset-unconfirmed); official: on the measured confidence, every "
+        "corrected clip kept (the official pipeline's rule)"
+    )
     skip_sync: bool = Field(
         False, description="do not run the sync stage (no syncnet-v2 / sfd-face weights needed); clips are kept "
         "unmeasured and uncorrected"

@@ -150,8 +150,9 @@ def run(ctx: ClipContext) -> dict[str, Any]:
 def decide(data: Mapping[str, Any], options: CurateOptions) -> Decision | None:
     """``no-sync-track`` (value: why), ``sync-offset`` (value: the measured offset), then on the confirmed
     measurement of a corrected clip (else the measured one): ``low-sync`` (value: LSE-C) and
-    ``sync-offset-unconfirmed`` (value: the re-scored offset, or why nothing was re-measured). A skipped
-    stage and the tiny preset keep the clip."""
+    ``sync-offset-unconfirmed`` (value: the re-scored offset, or why nothing was re-measured). With
+    ``sync_confirm: official``, the official rule: ``low-sync`` on the measured confidence and no confirmation. A
+    skipped stage and the tiny preset keep the clip."""
     if data.get("skipped") or data.get("tiny"):
         return None
     measured = data["measured"]
@@ -159,6 +160,10 @@ def decide(data: Mapping[str, Any], options: CurateOptions) -> Decision | None:
         return Decision.rejected(NAME, "no-sync-track", measured["reason"] or "no face track")
     if abs(measured["offset"]) > options.sync_max_offset:
         return Decision.rejected(NAME, "sync-offset", measured["offset"])
+    if options.sync_confirm == "official":
+        if measured["lse_c"] < options.sync_min_conf:
+            return Decision.rejected(NAME, "low-sync", round(float(measured["lse_c"]), 4))
+        return None
     final = data["confirmed"] if data["corrected"] else measured
     if final["offset"] is None:
         return Decision.rejected(NAME, "sync-offset-unconfirmed", final["reason"] or "no face track")

@@ -259,6 +259,11 @@ def test_the_confirmed_measurement_decides(tmp_path: Path, clip, monkeypatch) ->
         decision = sync.decide(data, options)
         assert (None if decision is None else (decision.reason, decision.value)) == expected
         assert sync.summary(data)["lse_c"] == confirmed.lse_c
+        # the official rule, for a reproduction: the measured confidence (5.0) decides, every correction is kept
+        assert sync.decide(data, cfg.CurateOptions(lossless=True, sync_confirm="official")) is None
+    low = {**data, "measured": {**data["measured"], "lse_c": 2.0}}
+    official = sync.decide(low, cfg.CurateOptions(sync_confirm="official"))
+    assert official is not None and (official.reason, official.value) == ("low-sync", 2.0)
 
 
 # ---------------------------------------------------------------------------------------------------
