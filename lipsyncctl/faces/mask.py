@@ -39,7 +39,8 @@ def _mask_u8(path: str, resolution: int) -> np.ndarray:
 
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise MissingModelError(f"cannot read mouth mask {path}")
+        raise MissingModelError(f"cannot read mouth mask {path} as an image",
+                                hint="give a PNG: white where the face is kept, black the mouth region regenerated")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     image = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_LANCZOS4)
     out = image[..., 0].copy()

@@ -114,9 +114,12 @@ class ModelFiles:
 
 
 def resolve_files(model: ModelOptions) -> ModelFiles:
-    """Paths of the three networks for ``model`` (registry names, paths, or ``tiny``). Never downloads."""
+    """Paths of the three networks for ``model`` (registry names, paths, or ``tiny``); the mouth mask is checked
+    too (exit 4 before any work, as a missing network). Never downloads."""
     from lipsyncctl.config import TINY
+    from lipsyncctl.faces.mask import mouth_mask_u8
 
+    mouth_mask_u8(model.resolution, model.mask)  # there and readable
     tiny = _tiny_models() if TINY in (model.checkpoint, model.whisper, model.vae) else None  # once for all
     return ModelFiles(
         unet=resolve_model_file(model.checkpoint, "unet", tiny),

@@ -112,7 +112,7 @@ class Renderer:
         # next window's UNet (each window's paste first waits for the event its decode recorded).
         self.paste_stream = (torch.cuda.Stream(networks.device) if config.inference.gpu_paste
                              and networks.device.type == "cuda" else None)
-        self.mask = mouth_mask(self.res)
+        self.mask = mouth_mask(self.res, config.model.mask)
         self.generator = torch.Generator(device=networks.device).manual_seed(config.inference.seed)
         from lipsyncctl.pipeline.denoise import prepare_initial_latents
 

@@ -107,7 +107,7 @@ _NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "
 
 #: keys that change the pixels but came after content keys were first written: left out at their default, so what
 #: was rendered before them is still found (a non-default value is in the key as any other)
-_ADDED = {("inference", "gpu_paste"): False}
+_ADDED = {("inference", "gpu_paste"): False, ("model", "mask"): "mask.png"}
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from lipsyncctl import paths
 
 #: keys added after runs were written, and their defaults: at its default such a key is left out of
 #: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
-ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0}
+ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0, "data.mask": "mask.png"}
 #: keys a resume may change (they do not alter which samples, noise or weights a step sees)
 RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
                      "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
@@ -70,6 +70,8 @@ class TrainData(_Strict):
     batch_size: int = Field(1, ge=1, le=4096, description="samples per GPU per micro-step")
     workers: int = Field(2, ge=0, le=64, description="data-loader worker processes (0 = in the main process)")
     lower_half: bool = Field(True, description="SyncNet sees the lower half of the face (official pixel configs)")
+    mask: str = Field("mask.png", description="UNet runs: the mouth mask (white = kept): the official mask.png, or a "
+                      "PNG path (official data.mask_image_path); sync must then use it too (model.mask)")
     latent_space: bool = Field(
         False, description="SyncNet runs: the network sees VAE latents (model.vae, posterior sample x 0.18215) of "
         "the frames, 4 channels per frame, instead of pixels (official syncnet_16_latent); kind syncnet only"

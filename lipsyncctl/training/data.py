@@ -336,7 +336,7 @@ def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSampl
     _check_size(clips, cfg.model.resolution)
     if cfg.kind == "unet":
         return UNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
-                           resolution=cfg.model.resolution)
+                           resolution=cfg.model.resolution, mask=cfg.data.mask)
     # latent-space runs crop the latents, not the pixels (official: the lower half after the VAE encode)
     return SyncNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,
                           resolution=cfg.model.resolution, lower_half=cfg.data.lower_half and not cfg.data.latent_space)

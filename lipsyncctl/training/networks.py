@@ -113,7 +113,12 @@ def resolve_needed(need: NeededFile) -> Path:
 
 
 def resolve_files(cfg: TrainConfig) -> dict[str, Path]:
-    """``{key: file}`` of :func:`needed_files`, raising at the first one missing (see :func:`resolve_needed`)."""
+    """``{key: file}`` of :func:`needed_files`, raising at the first one missing (see :func:`resolve_needed`); a UNet
+    run's mouth mask is checked too."""
+    if cfg.kind == "unet":
+        from lipsyncctl.faces.mask import mouth_mask_u8
+
+        mouth_mask_u8(cfg.model.resolution, cfg.data.mask)  # there and readable
     return {need.key: resolve_needed(need) for need in needed_files(cfg)}
 
 

@@ -61,7 +61,8 @@ def render_config(cfg: TrainConfig, device: torch.device | str) -> Config:
 
     preset = cfg.run.val_sync_preset or DEFAULT_PRESETS.get(cfg.model.resolution, "latentsync-1.5")
     sets = [f"model.unet_config={cfg.model.unet_config}", f"model.vae={cfg.model.vae}",
-            f"inference.device={device}", "sync.length_policy=cut"]  # the span's own audio: same length
+            f"inference.device={device}", "sync.length_policy=cut",  # the span's own audio: same length
+            f"model.mask={cfg.data.mask}"]
     if cfg.model.resolution in DEFAULT_PRESETS:
         sets.append(f"model.resolution={cfg.model.resolution}")
     return run_config.resolve(preset, sets)

@@ -305,6 +305,33 @@ def test_a_dub_shorter_than_the_features_minimum_gives_its_one_frame(tiny_env, f
     assert audio_info(out)[2] == 16000 // 25  # the muxed audio lasts the one frame
 
 
+def test_the_mouth_mask_is_the_models_own(tiny_env, frames, tmp_path: Path):
+    """``model.mask``: the mask a UNet was trained with (train's ``data.mask``). An all-white mask regenerates
+    nothing: the face comes back as it was but for the warp there and back, where the official mask's mouth is the
+    (random) tiny model's; a mask that is not there or not an image stops before any work (exit 4)."""
+    import cv2
+
+    from lipsyncctl.errors import MissingModelError
+
+    config, models = tiny_env
+    video = write_clip(tmp_path / "v.mkv", frames[:6], Fraction(25))
+    audio = write_wav(tmp_path / "a.wav", 0.24, rate=16000)
+    white = tmp_path / "keep_all.png"
+    cv2.imwrite(str(white), np.full((256, 256, 3), 255, np.uint8))
+    source = np.stack(decode_rgb(video)).astype(np.int16)
+    diffs = {}
+    for name, mask in (("official", "mask.png"), ("white", str(white))):
+        out = tmp_path / f"{name}.mkv"
+        sync_clip(video, audio, out, with_sets(config, "output.codec=ffv1", f"model.mask={mask}"), networks=models)
+        diffs[name] = float(np.abs(np.stack(decode_rgb(out)).astype(np.int16) - source).mean())
+    assert diffs["white"] < diffs["official"] / 4, diffs
+    (tmp_path / "not_an_image.png").write_text("no")
+    for bad in ("nosuch_mask.png", str(tmp_path / "not_an_image.png")):
+        with pytest.raises(MissingModelError, match="mouth mask"):
+            sync_clip(video, audio, tmp_path / "x.mkv", with_sets(config, f"model.mask={bad}"))
+        assert not (tmp_path / "x.mkv").exists()
+
+
 def test_no_face_anywhere_is_an_error_without_output(tiny_env, tmp_path: Path):
     config, models = tiny_env
     grey = [np.full((128, 96, 3), 100, np.uint8)] * 4

@@ -334,6 +334,32 @@ def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
         td.make_dataset(cfg, td.read_clips(curated.data, kind="syncnet", num_frames=64))
 
 
+def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> None:
+    """``data.mask`` (official data.mask_image_path): the samples' mask and masked frames follow it; a mask that is
+    not there stops the run before the data is read (exit 4)."""
+    import cv2
+
+    from lipsyncctl.errors import MissingModelError
+    from lipsyncctl.faces.mask import mouth_mask
+    from lipsyncctl.training.config import resolve_train_config
+    from lipsyncctl.training.networks import resolve_files
+
+    half = np.full((256, 256, 3), 255, np.uint8)
+    half[128:] = 0  # the whole lower half regenerated
+    path = tmp_path / "lower_half.png"
+    cv2.imwrite(str(path), half)
+    clips = td.read_clips(curated.data, kind="unet")
+    cfg = resolve_train_config("tiny", [f"data.mask={path}"])
+    item = td.make_dataset(cfg, clips)[0]
+    want = torch.from_numpy(mouth_mask(64, str(path))).float()
+    assert torch.equal(item["mask"][0], want) and float(want[40:].max()) == 0.0
+    assert torch.equal(item["masked"][:, :, 40:], torch.zeros_like(item["masked"][:, :, 40:]))
+    default = td.make_dataset(resolve_train_config("tiny"), clips)[0]
+    assert not torch.equal(default["mask"], item["mask"])
+    with pytest.raises(MissingModelError, match="mouth mask not found: nosuch.png"):
+        resolve_files(resolve_train_config("tiny", ["data.mask=nosuch.png", "model.init=none"]))
+
+
 def test_clips_smaller_than_the_training_resolution_are_refused(curated: Curated) -> None:
     """A 512 px run (LatentSync 1.6) on clips curated at 256 px trained on scaled-up, blurred faces without a word:
     refused, naming both sizes and how to curate at the training size; the size is the manifest's (or, in a

@@ -104,3 +104,7 @@ def test_the_default_held_out_clip_renders_with_a_face_in_every_frame(tmp_path: 
     out = sync_clip(aligned, aligned, tmp_path / "val.mp4", config, start=0.0, end=1.0)
     assert (out.width, out.height) == (256, 256) and out.frames == 25
     assert out.faces_found == 25 and out.no_face_frames == 0
+    # the render uses the run's own mouth mask (data.mask), as sync must for the weights it trained
+    assert config.model.mask == "mask.png"
+    assert validation.render_config(api.resolve_train_config("tiny", ["data.mask=/m/own.png"]), "cpu").model.mask \
+        == "/m/own.png"
