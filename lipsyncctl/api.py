@@ -386,13 +386,14 @@ def train_presets() -> dict[str, Path]:
 
 
 def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, wait: bool = False) -> TrainResult:
     """Train a UNet (stage 1/2) or a StableSyncNet on a curated dataset into the run folder ``out``
     (``lipsyncctl train``). ``resume``: ``"latest"`` or a checkpoint folder (the whole training state);
     ``overwrite``: start over in a folder that holds a run. Under ``torchrun``/``accelerate launch`` every
     process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`.
 
     Raises:
+        BusyError: another run is writing to ``out`` (exit 6; ``wait`` waits for it instead).
         Interrupted: Ctrl-C or SIGTERM stopped it (exit 130); its hint says how to go on (``--resume latest`` from
             the last checkpoint, or the same command when there is none).
     """
@@ -401,7 +402,7 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     from lipsyncctl.training.state import interrupted_hint
 
     try:  # (the loop sets MKL's reproducible mode itself, and says when it is too late)
-        return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite)
+        return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite, wait=wait)
     except KeyboardInterrupt:
         raise Interrupted("interrupted", hint=interrupted_hint(Path(out))) from None
 

@@ -43,7 +43,8 @@ Exit codes: 0 done, 1 the run diverged (non-finite steps) or a rank failed, 2 us
 checkpointed run: --resume or -y; a run stopped before its first checkpoint restarts with the same command), 3
 bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss term or the sync validation needs
 is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 / run.val_sync=false), 5 a --init file that
-is not there, 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last checkpoint).
+is not there, 6 another train is writing to RUN (a requeued job while the first still runs; --wait waits), 130
+interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last checkpoint).
 """
 
 
@@ -71,6 +72,8 @@ def train_cmd(
     accelerate_config: str | None = typer.Option(
         None, "--accelerate-config", help="Launch through `accelerate launch` with this accelerate config file "
         "(FSDP...; shipped: fsdp, deepspeed_zero2 [not supported yet]); --gpus/--nproc N set its process count."),
+    wait: bool = typer.Option(False, "--wait", help="When another run is writing to RUN, wait for it to finish "
+                              "(otherwise exit 6 naming it)."),
 ) -> None:
     from lipsyncctl import api
 
@@ -98,7 +101,7 @@ def train_cmd(
         if code:
             raise JobFailedError(f"a training process failed (exit {code})", hint="its error is printed above")
         return
-    result = api.train(data, out, config, resume=resume, overwrite=overwrite)
+    result = api.train(data, out, config, resume=resume, overwrite=overwrite, wait=wait)
     if int(os.environ.get("RANK", "0")) == 0:
         st.result(result.to_dict(), lambda console: _render(console, result))
 

@@ -228,14 +228,30 @@ _DDP_SIZE_1_STRIDES = "Grad strides do not match bucket view strides"
 
 
 def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None, overwrite: bool = False,
-          cpu: bool | None = None) -> TrainResult:
-    """Train ``cfg.kind`` on the curated ``data`` into the run folder ``out`` (see module docstring)."""
+          cpu: bool | None = None, wait: bool = False) -> TrainResult:
+    """Train ``cfg.kind`` on the curated ``data`` into the run folder ``out`` (see module docstring). One run
+    writes to ``out`` at a time: the first process (rank 0) holds its folder lock for the whole run, so a second
+    launch (a requeued job while the first still runs, ``--resume`` or ``-y`` into a live run) is refused
+    (:class:`~lipsyncctl.errors.BusyError`, exit 6, naming the holder) or, with ``wait``, waits for it."""
+    from lipsyncctl.media.atomic import check_writable
+    from lipsyncctl.runner.lock import folder_lock
+
+    out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
+    check_writable(out / "train.yaml")  # OSError naming the folder (exit 1), as every command's -o
+    if os.environ.get("RANK", "0") not in ("0", ""):  # another rank of a launched group: rank 0 holds the folder
+        return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+    with folder_lock(out, wait=wait):
+        return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+
+
+def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overwrite: bool,
+           cpu: bool | None) -> TrainResult:
     import torch
     import yaml
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from lipsyncctl.media.atomic import check_writable, host_tag
+    from lipsyncctl.media.atomic import host_tag
     from lipsyncctl.runner import devices
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
@@ -243,13 +259,11 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     from lipsyncctl.training.networks import enable_gradient_checkpointing, load_train_networks, resolve_files
 
     t_start = time.monotonic()
-    out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
     # 1. device, precision; before any work: RUN can be written, every file the networks load is there; processes
     device = resolve_device(cfg.run.device) if cpu is None else torch.device("cpu" if cpu else "cuda")
     precision = resolve_precision(cfg.run.mixed_precision, device)
     if device.type == "cuda" and device.index is not None and "WORLD_SIZE" not in os.environ:
         torch.cuda.set_device(device)  # accelerate's one process takes the current GPU: --device cuda:N's
-    check_writable(out / "train.yaml")  # OSError naming the folder (exit 1), as every command's -o
     resolve_files(cfg)  # a missing --init file (exit 5) or model (exit 4), before the data is read
     import datetime
 

@@ -108,6 +108,36 @@ def test_a_warm_up_ramps_the_lr_and_a_resume_continues_it(curated: Curated, tmp_
     assert loop.lr_at(cfg, 0) == loop.lr_at(cfg, 10**6) == cfg.optim.lr  # official: constant, no warm-up
 
 
+def test_a_second_train_into_a_live_run_folder_is_busy(curated: Curated, tmp_path: Path) -> None:
+    """A requeued job while the first still runs (``--resume latest``) or ``-y`` into a live run trained beside it
+    (both exit 0, the folder's checkpoints and metrics mixed, or wiped under the live run): the folder's lock refuses
+    it (exit 6) before it touches anything; the held run's files stay."""
+    import threading
+
+    from lipsyncctl.errors import BusyError
+    from lipsyncctl.runner.lock import folder_lock
+
+    out = tmp_path / "run"
+    run_train(curated, out, "tiny-stage1", "run.max_steps=2", "run.save_every=2")
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if ".lipsyncctl" not in p.parts)
+    with folder_lock(out):  # the live run
+        for extra in ({"resume": "latest"}, {"overwrite": True}):
+            cfg = api.resolve_train_config("tiny-stage1", ["run.max_steps=4", "run.save_every=2"])
+            with pytest.raises(BusyError) as err:
+                api.train(curated.data, out, cfg, **extra)
+            assert err.value.exit_code == 6
+        assert sorted(p.relative_to(out) for p in out.rglob("*") if ".lipsyncctl" not in p.parts) == before
+        # --wait: waits for the live run, then resumes
+        done: list[loop.TrainResult] = []
+        waiter = threading.Thread(target=lambda: done.append(api.train(curated.data, out, cfg, resume="latest",
+                                                                       wait=True)))
+        waiter.start()
+        waiter.join(1.5)
+        assert waiter.is_alive() and not done
+    waiter.join(120)
+    assert done and done[0].start_step == 2 and done[0].steps == 2
+
+
 def test_auto_precision_is_the_official_fp16_on_a_gpu() -> None:
     """The official runs train in fp16 autocast + GradScaler (bf16 was `auto`'s choice on A100/H100: not the
     recipe); bf16 only when asked; none on the CPU."""
