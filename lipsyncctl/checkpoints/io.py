@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -316,7 +317,14 @@ def write_safetensors(
     }
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except Exception as exc:  # safetensors' own error: "I/O error: No space left on device (os error 28)"
+            found = re.search(r"\(os error (\d+)\)", str(exc))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(tmp)) from exc  # a write failure, as Python's own
         os.replace(tmp, p)
     finally:
         if tmp.exists():

@@ -130,13 +130,19 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    _atomic_torch_save(rng, tmp / f"rng-rank{rank}.pt")
-    if rank_state is not None:
-        _atomic_torch_save(rank_state, tmp / f"state-rank{rank}.pt")
-    if is_main:
-        write_safetensors(tmp / "model.safetensors", model.state_dict() if weights is None else weights,
-                          weights_header(kind, arch, arch_name, step))
-        _atomic_torch_save({"version": STATE_VERSION, **state}, tmp / "state.pt")
+    try:
+        _atomic_torch_save(rng, tmp / f"rng-rank{rank}.pt")
+        if rank_state is not None:
+            _atomic_torch_save(rank_state, tmp / f"state-rank{rank}.pt")
+        if is_main:
+            write_safetensors(tmp / "model.safetensors", model.state_dict() if weights is None else weights,
+                              weights_header(kind, arch, arch_name, step))
+            _atomic_torch_save({"version": STATE_VERSION, **state}, tmp / "state.pt")
+    except BaseException as exc:  # nothing half-written left (a full disk: said as such, the earlier ones kept)
+        written = _folder_size(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_write_error(final, exc, written, _last_checkpoint_size(run))
+        raise
     barrier()
     if not is_main:
         return None
@@ -176,9 +182,35 @@ def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_na
     official, ours = EXPORT_NAMES[kind]
     state = {k: v.detach().cpu() for k, v in weights.items()} if weights is not None else \
         inference_state_dict(model)
-    _atomic_torch_save({"global_step": step, "state_dict": state}, folder / official)
-    write_safetensors(folder / ours, state, weights_header(kind, arch, arch_name, step))
+    try:
+        _atomic_torch_save({"global_step": step, "state_dict": state}, folder / official)
+        write_safetensors(folder / ours, state, weights_header(kind, arch, arch_name, step))
+    except BaseException as exc:
+        _raise_write_error(folder, exc, 0, 2 * sum(v.numel() * v.element_size() for v in state.values()))
+        raise
     return {"official": str(folder / official), "safetensors": str(folder / ours)}
+
+
+def _raise_write_error(path: Path, exc: BaseException, written: int, needed: int | None) -> None:
+    """Raise the :class:`~lipsyncctl.errors.WriteError` of ``path`` (exit 1: the space free there and about what it
+    needs) when ``exc`` is a failed write (torch's own writer says only "unexpected pos"; the OSError is its
+    context); else return (the caller re-raises ``exc``)."""
+    from lipsyncctl.media.atomic import write_error, write_failure
+
+    if write_failure(exc) is not None:
+        raise write_error(path, exc, written=written, needed=needed,
+                          hint="free some space (or keep fewer checkpoints: --keep) and resume with --resume "
+                               "latest: the checkpoints before this one are intact") from exc
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _last_checkpoint_size(run: Path) -> int | None:
+    """About what a checkpoint of this run needs: the size of its latest one (None before the first)."""
+    done = list_checkpoints(run)
+    return _folder_size(done[-1][1]) if done else None
 
 
 def inference_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -195,7 +227,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:  # through a Python file: a full disk is an OSError (torch's own writer raises
+            torch.save(obj, fh)     # a RuntimeError saying "unexpected pos"), the context of torch's error
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

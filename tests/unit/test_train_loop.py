@@ -138,6 +138,54 @@ def test_a_second_train_into_a_live_run_folder_is_busy(curated: Curated, tmp_pat
     assert done and done[0].start_step == 2 and done[0].steps == 2
 
 
+def test_a_full_disk_at_a_checkpoint_says_so_and_leaves_nothing_half_written(curated: Curated, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk in a checkpoint's save was "internal error: ... unexpected pos" (torch's writer) and left the
+    half-written checkpoint folder: a write error (exit 1) naming the checkpoint, the space free and about what it
+    needs, the temporary folder removed, the checkpoints before it intact."""
+    import errno
+
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.training import state
+
+    real = state._atomic_torch_save
+
+    def full_at_step_4(obj, path):  # type: ignore[no-untyped-def]
+        if path.name == "state.pt" and "step-000004" in path.parent.name:
+            path.with_name(".state.pt.partial").write_bytes(b"x" * 1000)
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5234496") from None
+        return real(obj, path)
+
+    monkeypatch.setattr(state, "_atomic_torch_save", full_at_step_4)
+    with pytest.raises(WriteError) as err:
+        run_train(curated, tmp_path / "run", "tiny-stage1", "run.max_steps=6", "run.save_every=2")
+    message = err.value.message
+    assert err.value.exit_code == 1 and "step-000004: cannot write it: No space left on device" in message, message
+    assert "free there; it needs about" in message and "--resume latest" in (err.value.hint or "")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["step-000002"]  # no temporary folder left
+    assert state.load_checkpoint(checkpoints / "step-000002", 0)[1]["step"] == 2
+
+
+def test_safetensors_write_failures_are_os_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """safetensors says a full disk in its own error type ("... (os error 28)"): an OSError with that errno, so
+    every writer of weights reports it as a write failure."""
+    import errno
+
+    from lipsyncctl.checkpoints import io
+
+    def full(*a, **k):  # type: ignore[no-untyped-def]
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(OSError) as err:
+        io.write_safetensors(tmp_path / "w.safetensors", {"a": torch.zeros(2)})
+    assert err.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
+
+
 def test_auto_precision_is_the_official_fp16_on_a_gpu() -> None:
     """The official runs train in fp16 autocast + GradScaler (bf16 was `auto`'s choice on A100/H100: not the
     recipe); bf16 only when asked; none on the CPU."""
