@@ -200,6 +200,13 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
                 gaps[gap] = gaps.get(gap, 0) + 1
         else:
             skipped.append(SkippedClip(clip.id, clip.frames, reason))
+    here = root.absolute()
+    outside = [f for c in clips for f in (c.video, c.features) if not f.is_relative_to(here)]
+    if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
+        from lipsyncctl import progress
+
+        progress.warning(f"{len(outside)} file(s) of the {split} clips read from outside {root} (the manifest's "
+                         f"paths; the copy here lacks them), e.g. {outside[0]}")
     return ClipSet(tuple(clips), tuple(skipped), listed or root, split, kind, num_frames, gaps)
 
 
@@ -255,18 +262,20 @@ def _listed_entries(listed: Path, entries: Sequence[dict[str, Any]], root: Path)
 
 
 def locate(text: str, root: Path) -> Path | None:
-    """The file a manifest or fileslist path names: as written when it exists (absolute), else the
-    longest tail of it found under ``root`` (curate writes paths under ``DATA``; a relative ``-o`` or a
-    moved folder leaves a prefix that no longer applies). None when nothing matches."""
+    """The file a manifest or fileslist path names, under ``root`` first: as written when it is there, else the
+    longest tail of it found under ``root`` (curate writes absolute paths under ``DATA``; a relative ``-o``, a moved
+    folder or a copy of ``DATA`` leaves a prefix that no longer applies: a copy's own files are read, not the
+    original's), else as written when it exists elsewhere. None when nothing matches."""
     p = Path(text)
-    if p.is_absolute() and p.is_file():
+    absolute = root.absolute()
+    if p.is_absolute() and p.is_relative_to(absolute) and p.is_file():
         return p
     parts = [q for q in p.parts if q != p.anchor]
     for i in range(len(parts)):
         candidate = root.joinpath(*parts[i:])
         if candidate.is_file():
             return candidate
-    return None
+    return p if p.is_absolute() and p.is_file() else None
 
 
 def _clip(entry: Mapping[str, Any], root: Path, manifest: Path) -> TrainClip:

@@ -110,6 +110,25 @@ def test_a_moved_data_folder_still_reads(curated: Curated, unet_clips: td.ClipSe
         assert all(c.video.is_relative_to(moved) and c.features.is_relative_to(moved) for c in clips.clips)
 
 
+def test_a_copied_data_folder_reads_its_own_files(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path) -> None:
+    """A copy of DATA (to local scratch, or edited) read the original's files while they were there (the manifest's
+    absolute paths won): its own are read; a file the copy lacks is read from the original, said."""
+    copy = tmp_path / "copy"
+    shutil.copytree(curated.data, copy, ignore=shutil.ignore_patterns(".lipsyncctl", "audio"))
+    clips = td.read_clips(copy)
+    assert [c.id for c in clips.clips] == [c.id for c in unet_clips.clips]
+    assert all(c.video.is_relative_to(copy) and c.features.is_relative_to(copy) for c in clips.clips)
+    assert all(c.video.is_relative_to(curated.data) for c in td.read_clips(curated.data).clips)  # the original's
+    Path(str(clips.clips[0].features)).unlink()
+    from lipsyncctl import progress
+
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        partial = td.read_clips(copy)
+    assert partial.clips[0].features.is_relative_to(curated.data) and partial.clips[1].features.is_relative_to(copy)
+    said = [e[1] for e in sink.events if e[0] == "message"]
+    assert any("1 file(s) of the train clips read from outside" in m and str(partial.clips[0].features) in m for m in said), said
+
+
 def _one_line(exc: pytest.ExceptionInfo[UsageError]) -> UsageError:
     assert "\n" not in exc.value.message and exc.value.hint
     return exc.value
