@@ -25,8 +25,9 @@ from lipsyncctl import paths
 #: keys added after runs were written, and their defaults: at its default such a key is left out of
 #: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
 ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0, "data.mask": "mask.png"}
-#: keys a resume may change (they do not alter which samples, noise or weights a step sees)
-RESUMABLE_CHANGES = ("run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
+#: keys a resume may change (they do not alter which samples, noise or weights a step sees; ``model.init``: a resume
+#: takes its weights from the checkpoint)
+RESUMABLE_CHANGES = ("model.init", "run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
                      "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
                      "run.val_sync_preset", "run.val_clip", "run.val_seconds", "run.process_group_timeout")
 
@@ -170,11 +171,14 @@ class TrainConfig(_Strict):
         """Official ``pixel_space_supervise``: decode the one-step x0 and apply the pixel losses."""
         return self.kind == "unet" and any((self.loss.lpips, self.loss.sync, self.loss.trepa))
 
-    def stream_hash(self) -> str:
+    def stream_hash(self, *, legacy: bool = False) -> str:
         """Hash of everything that decides the samples, noise and updates (not the keys of
-        :data:`RESUMABLE_CHANGES`): a resume under a different one is refused."""
+        :data:`RESUMABLE_CHANGES`): a resume under a different one is refused. ``legacy``: the hash runs written
+        before ``model.init`` was resumable have (with it)."""
         tree = self.to_dict()
         for dotted in (*RESUMABLE_CHANGES, *ADDED_LATER):
+            if legacy and dotted == "model.init":
+                continue
             node = tree
             *head, last = dotted.split(".")
             for k in head:
@@ -182,6 +186,32 @@ class TrainConfig(_Strict):
             if dotted not in ADDED_LATER or node.get(last) == ADDED_LATER[dotted]:
                 node.pop(last, None)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+    def continues(self, saved_hash: str | None) -> bool:
+        """Whether a run whose stream hash is ``saved_hash`` (None: not recorded) continues under this config."""
+        return saved_hash is None or saved_hash in (self.stream_hash(), self.stream_hash(legacy=True))
+
+    def changes_from(self, saved: Mapping[str, Any] | None, limit: int = 4) -> str:
+        """``optim.lr 1e-05 -> 0.1, ...``: the keys (not :data:`RESUMABLE_CHANGES`) whose values differ from the
+        ``saved`` configuration (a run's train.yaml or checkpoint), or "" when it cannot say."""
+        if not isinstance(saved, Mapping):
+            return ""
+
+        def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for k, v in tree.items():
+                if isinstance(v, Mapping):
+                    out.update(flat(v, f"{prefix}{k}."))
+                else:
+                    out[f"{prefix}{k}"] = v
+            return out
+
+        old, new = flat(saved), flat(self.to_dict())
+        skip = {*RESUMABLE_CHANGES, "stream_hash", "data.path"}
+        keys = [k for k in new if k not in skip and not k.startswith("writer.") and k in old
+                and json.dumps(old[k], default=str) != json.dumps(new[k], default=str)]
+        said = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys[:limit])
+        return said + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def presets_dir() -> Path:

@@ -122,10 +122,9 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
         UsageError: saying which differs (checkpoints written before a key was stored are not checked on it).
     """
     fresh = "start a new run folder from its weights instead (--init PATH)"
-    if saved.get("stream_hash") not in (None, cfg.stream_hash()):
-        raise UsageError(f"--resume: {folder} was trained with another configuration (data, model, losses or "
-                         "optimizer settings differ)", hint=f"resume with the preset and --set values it was "
-                         f"trained with, or {fresh}")
+    if not cfg.continues(saved.get("stream_hash")):
+        raise UsageError(f"--resume: {folder} was trained with another configuration ({_changes(cfg, saved.get('config'))})",
+                         hint=f"resume with the preset and --set values it was trained with, or {fresh}")
     if saved.get("world_size") not in (None, world):
         raise UsageError(f"--resume: {folder} was written by {saved['world_size']} process(es), this run has "
                          f"{world} (each step's samples, and so the data position, depend on it)",
@@ -137,6 +136,11 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
         raise UsageError(f"--resume: {folder} was trained with mixed precision {saved['precision']}, this run would "
                          f"use {precision}", hint=f"resume with --mixed-precision {saved['precision']} on a machine that "
                          f"has it, or {fresh}")
+
+
+def _changes(cfg: TrainConfig, saved: Any) -> str:
+    """What differs from the ``saved`` configuration, for a refusal's message."""
+    return cfg.changes_from(saved) or "data, model, losses or optimizer settings differ"
 
 
 def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
@@ -159,11 +163,11 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
     if resume is not None:
         folder = state.find_resume(run, resume)
         if saved.is_file():
-            old = yaml.safe_load(saved.read_text()).get("stream_hash")
-            if old and old != cfg.stream_hash():
-                raise UsageError(f"--resume: {run} was trained with another configuration (data, model, losses "
-                                 "or optimizer differ)", hint="resume with the same preset and --set values, or "
-                                 "start a new run folder (--init PATH starts from its weights)")
+            recorded = yaml.safe_load(saved.read_text()) or {}
+            if not cfg.continues(recorded.get("stream_hash")):
+                raise UsageError(f"--resume: {run} was trained with another configuration ({_changes(cfg, recorded)})",
+                                 hint="resume with the same preset and --set values, or start a new run folder "
+                                 "(--init PATH starts from its weights)")
         return folder
     if saved.is_file() or state.list_checkpoints(run):
         if not overwrite and not _stopped_before_first_checkpoint(run):
@@ -213,7 +217,7 @@ def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
         saved = yaml.safe_load((run / "train.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return False
-    if not isinstance(saved, dict) or saved.get("stream_hash") != cfg.stream_hash():
+    if not isinstance(saved, dict) or saved.get("stream_hash") is None or not cfg.continues(saved["stream_hash"]):
         return False
     section = saved.get("data")
     path = section.get("path") if isinstance(section, dict) else None

@@ -40,6 +40,21 @@ def test_stream_hash_ignores_only_resumable_keys() -> None:
     assert tc.resolve_train_config("tiny", ["run.seed=1"]).stream_hash() != base.stream_hash()
 
 
+def test_a_resume_needs_no_init_and_a_refusal_names_what_differs() -> None:
+    """A resume takes its weights from the checkpoint: ``--init`` need not be repeated (it was refused as "another
+    configuration" without saying which key); runs written before keep resuming (their hash had the init in it)."""
+    with_init = tc.resolve_train_config("tiny-stage1", ["model.init=/runs/s1/export/unet.safetensors"])
+    plain = tc.resolve_train_config("tiny-stage1")
+    assert with_init.stream_hash() == plain.stream_hash() and plain.continues(with_init.stream_hash())
+    assert plain.continues(plain.stream_hash(legacy=True))  # a run of before, resumed with its init
+    assert not plain.continues(with_init.stream_hash(legacy=True))  # ... and without it: as before
+    assert plain.continues(None)
+    other = tc.resolve_train_config("tiny-stage1", ["optim.lr=0.1", "run.max_steps=99"])
+    assert not other.continues(plain.stream_hash())
+    assert other.changes_from(plain.to_dict()) == "optim.lr 0.0001 -> 0.1"  # not the resumable max_steps
+    assert other.changes_from(None) == ""
+
+
 @pytest.mark.parametrize(("preset", "tensors", "params"), [
     ("stage1", 686, 849_962_244), ("stage2", 936, 674_792_320), ("stage2_efficient", 392, 284_660_480),
     ("stage2_512", 936, 674_792_320), ("stage1_512", 686, 849_962_244), ("tiny", 572, 735_680),

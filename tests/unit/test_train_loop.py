@@ -70,13 +70,13 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     # a resume under another stream is refused; an occupied run folder needs --resume or -y
     from lipsyncctl.errors import UsageError
 
-    with pytest.raises(UsageError, match="another configuration"):
+    with pytest.raises(UsageError, match=r"another configuration \(optim.lr 0.0001 -> 0.1\)"):
         run_train(curated, tmp_path / "b", "tiny-stage1", "optim.lr=0.1", resume="latest")
     with pytest.raises(UsageError, match="already holds"):
         run_train(curated, tmp_path / "b", "tiny-stage1")
     # the checkpoint itself says what it continues (resumed into another folder, RUN/train.yaml is not there)
     checkpoint = str(tmp_path / "b" / "checkpoints" / "step-000002")
-    with pytest.raises(UsageError, match="another configuration"):
+    with pytest.raises(UsageError, match=r"another configuration \(optim.lr 0.0001 -> 0.1\)"):
         run_train(curated, tmp_path / "c", "tiny-stage1", "optim.lr=0.1", resume=checkpoint)
     fewer = curated.data / "fewer.txt"  # other training clips: another sample stream
     fewer.write_text((curated.data / "train.txt").read_text().splitlines()[0] + "\n")

@@ -47,8 +47,7 @@ def _hashed_loss(cfg: tc.TrainConfig) -> dict:  # type: ignore[type-arg]
     import json
 
     tree = cfg.to_dict()
-    tree["loss"].pop("noise")
-    for dotted in tc.RESUMABLE_CHANGES:
+    for dotted in (*tc.RESUMABLE_CHANGES, *tc.ADDED_LATER):  # every key added later is at its default here
         node = tree
         *head, last = dotted.split(".")
         for k in head:
