@@ -119,13 +119,17 @@ def plan_unet(config: UNetConfig | Mapping[str, Any] | PathLike | None, checkpoi
     from lipsyncctl.nets.unet import UNet3DConditionModel
 
     ck = read_checkpoint(checkpoint)
-    if config is None:
+    header = ck.lipsyncctl_header or {}
+    carries = header.get("kind") == "unet" and isinstance(header.get("config"), Mapping)
+    if config is None or carries:  # a file that states its architecture (train's export) is built as it says
         from lipsyncctl.checkpoints import archs
 
         carried = _header_config(ck, "unet", "UNet",
                                  "pass the architecture config, e.g. stage2 (LatentSync 1.5) or stage2_512 (1.6)")
         cfg = archs.unet_config_from_dict(dict(carried), source=str(ck.path))
-        label = str((ck.lipsyncctl_header or {}).get("config_name") or "from file header")
+        label = str(header.get("config_name") or "from file header")
+        if config is not None and resolve_unet_config(config)[0] != cfg:
+            label += f", the file's own architecture, not {config if isinstance(config, (str, Path)) else 'the given'}"
     else:
         cfg, label = resolve_unet_config(config)
     _expect_container(ck, ("state_dict", "flat", "lipsyncctl"), "a UNet")

@@ -287,9 +287,15 @@ def _check_compiler(device: torch.device) -> None:
 
 
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> Any:
-    from lipsyncctl.checkpoints.loaders import load_unet
+    """The UNet of ``files``; a file that states its own architecture (``train``'s export) is built as it says,
+    whatever ``model.unet_config`` is (said when they differ)."""
+    from lipsyncctl.checkpoints.loaders import load_unet, resolve_unet_config
 
-    return load_unet(files.unet_config, files.unet, device=device, dtype=dtype)
+    unet = load_unet(files.unet_config, files.unet, device=device, dtype=dtype)
+    if unet.config != resolve_unet_config(files.unet_config)[0]:
+        progress.message(f"UNet: {files.unet} states its own architecture, not model.unet_config "
+                         f"{files.unet_config}: built as the file says")
+    return unet
 
 
 def _load_whisper(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
