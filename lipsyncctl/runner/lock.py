@@ -144,11 +144,13 @@ class FolderLock:
         shard: ``(index, count)`` of this run (``(0, 1)``: the whole job).
         wait: wait for the holder to finish instead of raising :class:`~lipsyncctl.errors.BusyError`.
         command: what the lock file says this run is (default: this process's command line).
+        hint: the busy error's hint (None: :class:`~lipsyncctl.errors.BusyError`'s, which names shards).
     """
 
     def __init__(self, folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
-                 command: str | None = None) -> None:
+                 command: str | None = None, hint: str | None = None) -> None:
         self.folder = Path(folder)
+        self.hint = hint
         self.shard = shard
         self.wait = wait
         self.command = command
@@ -199,7 +201,7 @@ class FolderLock:
                 return
             who = self.holder()
             if not self.wait:
-                raise BusyError(f"{self.folder}: another run is writing to this folder ({who})")
+                raise BusyError(f"{self.folder}: another run is writing to this folder ({who})", hint=self.hint)
             if not announced:
                 progress.message(f"waiting for the run writing to {self.folder} to finish ({who})")
                 announced = True
@@ -271,9 +273,9 @@ def _held_by(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
-                command: str | None = None) -> Iterator[FolderLock]:
+                command: str | None = None, hint: str | None = None) -> Iterator[FolderLock]:
     """``with folder_lock(OUT):`` hold ``OUT``'s lock for the block (see :class:`FolderLock`)."""
-    with FolderLock(folder, shard=shard, wait=wait, command=command) as lock:
+    with FolderLock(folder, shard=shard, wait=wait, command=command, hint=hint) as lock:
         yield lock
 
 

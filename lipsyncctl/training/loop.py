@@ -244,7 +244,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     check_writable(out / "train.yaml")  # OSError naming the folder (exit 1), as every command's -o
     if os.environ.get("RANK", "0") not in ("0", ""):  # another rank of a launched group: rank 0 holds the folder
         return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
-    with folder_lock(out, wait=wait):
+    with folder_lock(out, wait=wait, hint="wait for that run to finish (--wait starts this one when it does), or "
+                     "give another -o"):
         return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
 
 
