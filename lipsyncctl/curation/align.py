@@ -203,8 +203,12 @@ def finish_clip(video_only: Path, out: Path, matrices_path: Path, matrices: list
 
     samples = span_audio(audio, first, stop)
     _save_matrices(matrices_path, np.stack(matrices).astype(np.float32))
-    mux_audio(video_only, samples, out, rate=options.audio_rate, codec="pcm" if options.lossless else "aac",
-              duration=(stop - first) / options.fps, pad=True, inputs=(source,))
+    try:
+        mux_audio(video_only, samples, out, rate=options.audio_rate, codec="pcm" if options.lossless else "aac",
+                  duration=(stop - first) / options.fps, pad=True, inputs=(source,))
+    except BaseException:  # (a full disk): no matrices left without their clip
+        matrices_path.unlink(missing_ok=True)
+        raise
     return {"aligned": str(out), "matrices": str(matrices_path), "audio_samples": int(len(samples))}
 
 

@@ -271,3 +271,26 @@ def test_an_anamorphic_source_is_aligned_as_shown(tmp_path: Path) -> None:
         assert err < 0.5 * old, (one_pass, err, old)
         size = json.loads((data / "manifest.jsonl").read_text().splitlines()[0])["min_face_size"]
         assert abs(size - sq_size) < 0.1 * sq_size, one_pass
+
+
+def test_a_failed_mux_leaves_no_matrices_without_their_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the aligned clip's mux left its matrices (.npy) alone in DATA/aligned: removed with it."""
+    import errno
+
+    def full(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lipsyncctl.media.mux.mux_audio", full)
+    import wave
+
+    wav = tmp_path / "a.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.zeros(16000, np.int16).tobytes())
+    matrices = tmp_path / "clip.npy"
+    with pytest.raises(OSError):
+        align.finish_clip(tmp_path / "v.mkv", tmp_path / "clip.mkv", matrices, [np.eye(2, 3, dtype=np.float32)] * 4,
+                          wav, 0, 4, cfg.CurateOptions(), tmp_path / "src.mp4")
+    assert not matrices.exists() and not (tmp_path / "clip.mkv").exists()
