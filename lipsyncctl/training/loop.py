@@ -443,8 +443,9 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                            "nan_streak": nan_streak, "scaler": acc.scaler.state_dict() if acc.scaler else None,
                            "ema": ema, "config": cfg.to_dict(), "stream_hash": cfg.stream_hash(),
                            "world_size": world, "clips": clips_hash, "precision": precision})
-                if saved_to is not None:
-                    result.checkpoints.append(str(saved_to))
+                if saved_to is not None:  # the ones --keep leaves
+                    kept = {str(p) for _, p in state.list_checkpoints(out)}
+                    result.checkpoints = [c for c in [*result.checkpoints, str(saved_to)] if c in kept]
             task.advance()
     metrics.close()
 

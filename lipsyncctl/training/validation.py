@@ -72,11 +72,14 @@ def held_out_clip(cfg: TrainConfig, data: Path) -> Path:
     """``run.val_clip``, or the aligned clip of the first kept ``val`` clip of ``data``.
 
     Raises:
-        UsageError: no such file, or no val clip (the hint names the settings that fix it)."""
+        MediaError: no such file (exit 5, as every missing input).
+        UsageError: no val clip (the hint names the settings that fix it)."""
     if cfg.run.val_clip:
         p = Path(cfg.run.val_clip).expanduser()
         if not p.is_file():
-            raise UsageError(f"run.val_clip {p}: no such file",
+            from lipsyncctl.errors import MediaError
+
+            raise MediaError(f"run.val_clip {p}: no such file",
                              hint="give a video with a face and its audio, or --set run.val_sync=false")
         return p
     from lipsyncctl.training import data as train_data

@@ -49,8 +49,11 @@ def run_train(curated: Curated, out: Path, preset: str, *sets: str, resume: str 
 
 
 def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Path) -> None:
-    straight = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=4", "run.save_every=2")
+    straight = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=4", "run.save_every=1",
+                         "run.keep=2")
     assert straight.steps == 4 and straight.trainable["tensors"] > 0 and len(losses(tmp_path / "a")) == 4
+    # the result lists the checkpoints --keep left, not those it removed
+    assert [Path(c).name for c in straight.checkpoints] == ["step-000003", "step-000004"]
     run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=2", "run.save_every=2", "data.workers=2")
     with progress.use_sink(progress.RecordingSink()) as sink:
         resumed = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=4", "run.save_every=2",

@@ -83,6 +83,14 @@ def test_missing_scorer_is_exit_4_unless_sync_validation_is_off(curated: Curated
     default = api.resolve_train_config("tiny", ["run.validate_every=2", "run.val_sync_preset=tiny"])
     job = validation.prepare(default, curated.data, torch.device("cpu"))
     assert job is not None and job.video.name.startswith("held-")
+    # a run.val_clip that is not there is a missing input (exit 5), as in every command
+    from lipsyncctl.errors import MediaError
+
+    gone = api.resolve_train_config("tiny", ["run.validate_every=2", "run.val_sync_preset=tiny",
+                                             f"run.val_clip={tmp_path / 'nosuch.mp4'}"])
+    with pytest.raises(MediaError, match="no such file") as missing:
+        validation.held_out_clip(gone, curated.data)
+    assert missing.value.exit_code == 5
 
 
 def test_the_default_held_out_clip_renders_with_a_face_in_every_frame(tmp_path: Path) -> None:
