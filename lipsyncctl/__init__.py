@@ -28,21 +28,25 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 #: the names ``import lipsyncctl`` gives, each resolved from :mod:`lipsyncctl.api` on first use
-__all__ = ["LipSyncPipeline", "doctor", "load_pipeline", "prep", "resolve_config", "score", "sync", "sync_batch",
-           "sync_timeline", "timeline_job"]
+__all__ = ["LipSyncPipeline", "curate", "curate_report", "doctor", "load_pipeline", "prep", "resolve_config",
+           "resolve_train_config", "score", "sync", "sync_batch", "sync_timeline", "timeline_job", "train"]
 
 if TYPE_CHECKING:
     from lipsyncctl.api import (
         LipSyncPipeline,
+        curate,
+        curate_report,
         doctor,
         load_pipeline,
         prep,
         resolve_config,
+        resolve_train_config,
         score,
         sync,
         sync_batch,
         sync_timeline,
         timeline_job,
+        train,
     )
 
 

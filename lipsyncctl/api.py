@@ -397,12 +397,15 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
         Interrupted: Ctrl-C or SIGTERM stopped it (exit 130); its hint says how to go on (``--resume latest`` from
             the last checkpoint, or the same command when there is none).
     """
+    import torch
+
     from lipsyncctl.errors import Interrupted
     from lipsyncctl.training.loop import train as _train
     from lipsyncctl.training.state import interrupted_hint
 
     try:  # (the loop sets MKL's reproducible mode itself, and says when it is too late)
-        return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite, wait=wait)
+        with torch.random.fork_rng(devices=[]):  # the caller's global CPU RNG as it was (the run has its own)
+            return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite, wait=wait)
     except KeyboardInterrupt:
         raise Interrupted("interrupted", hint=interrupted_hint(Path(out))) from None
 

@@ -117,3 +117,15 @@ def test_an_empty_path_is_a_usage_error() -> None:
         lipsyncctl.sync("v.mp4", "a.wav", "")
     with pytest.raises(UsageError, match=r"inputs\[0\]: an empty path"):
         lipsyncctl.prep([""], "out")
+
+
+def test_the_root_api_names_every_job() -> None:
+    """``import lipsyncctl`` gives every job the CLI runs, training data and training included (the README's
+    Python API lists them), each the api function itself."""
+    import lipsyncctl
+    from lipsyncctl import api
+
+    for name in ("sync", "sync_batch", "sync_timeline", "score", "prep", "doctor", "curate", "curate_report", "train",
+                 "resolve_train_config", "resolve_config"):
+        assert getattr(lipsyncctl, name) is getattr(api, name), name
+    assert set(lipsyncctl.__all__) <= set(dir(lipsyncctl))

@@ -199,6 +199,13 @@ def test_safetensors_write_failures_are_os_errors(tmp_path: Path, monkeypatch: p
     assert err.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
 
 
+def test_train_leaves_the_callers_random_state_alone(curated: Curated, tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    run_train(curated, tmp_path / "o", "tiny-stage1", "run.max_steps=1", "run.save_every=1")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_auto_precision_is_the_official_fp16_on_a_gpu() -> None:
     """The official runs train in fp16 autocast + GradScaler (bf16 was `auto`'s choice on A100/H100: not the
     recipe); bf16 only when asked; none on the CPU."""
