@@ -293,6 +293,10 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames)
     clips_hash = _clips_hash(clips.clips)
     dataset = train_data.make_dataset(cfg, clips)
+    per_step = cfg.data.batch_size * cfg.optim.grad_accum * world
+    if is_main and per_step > len(clips.clips):
+        progress.message(f"note: a step draws {per_step} samples from {len(clips.clips)} training clip(s): clips "
+                         "repeat within a step (other windows of them)")
     sync_val = validation.prepare(cfg, data, device)  # every rank: a missing scorer stops them all
     # the held-out clips, read once (every validation draws the same samples from them)
     val_clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames) \

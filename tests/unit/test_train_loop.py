@@ -199,11 +199,15 @@ def test_safetensors_write_failures_are_os_errors(tmp_path: Path, monkeypatch: p
     assert err.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
 
 
-def test_train_leaves_the_callers_random_state_alone(curated: Curated, tmp_path: Path) -> None:
+def test_train_leaves_the_callers_random_state_alone_and_says_a_batch_larger_than_the_data(curated: Curated,
+                                                                                          tmp_path: Path) -> None:
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    run_train(curated, tmp_path / "o", "tiny-stage1", "run.max_steps=1", "run.save_every=1")
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        run_train(curated, tmp_path / "o", "tiny-stage1", "run.max_steps=1", "run.save_every=1", "data.batch_size=3")
     assert torch.equal(torch.get_rng_state(), before)
+    said = [e[1] for e in sink.events if e[0] == "message"]
+    assert any("a step draws 3 samples from 2 training clip(s)" in m for m in said), said
 
 
 def test_auto_precision_is_the_official_fp16_on_a_gpu() -> None:
