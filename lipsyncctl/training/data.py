@@ -201,7 +201,7 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
         else:
             skipped.append(SkippedClip(clip.id, clip.frames, reason))
     here = root.absolute()
-    outside = [f for c in clips for f in (c.video, c.features) if not f.is_relative_to(here)]
+    outside = [f for c in clips for f in (c.video, c.features) if not f.absolute().is_relative_to(here)]
     if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
         from lipsyncctl import progress
 

@@ -110,17 +110,24 @@ def test_a_moved_data_folder_still_reads(curated: Curated, unet_clips: td.ClipSe
         assert all(c.video.is_relative_to(moved) and c.features.is_relative_to(moved) for c in clips.clips)
 
 
-def test_a_copied_data_folder_reads_its_own_files(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path) -> None:
+def test_a_copied_data_folder_reads_its_own_files(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A copy of DATA (to local scratch, or edited) read the original's files while they were there (the manifest's
     absolute paths won): its own are read; a file the copy lacks is read from the original, said."""
+    from lipsyncctl import progress
+
     copy = tmp_path / "copy"
     shutil.copytree(curated.data, copy, ignore=shutil.ignore_patterns(".lipsyncctl", "audio"))
     clips = td.read_clips(copy)
     assert [c.id for c in clips.clips] == [c.id for c in unet_clips.clips]
     assert all(c.video.is_relative_to(copy) and c.features.is_relative_to(copy) for c in clips.clips)
     assert all(c.video.is_relative_to(curated.data) for c in td.read_clips(curated.data).clips)  # the original's
+    monkeypatch.chdir(tmp_path)  # a relative --data: its files are its own, nothing said
+    with progress.use_sink(progress.RecordingSink()) as quiet:
+        relative = td.read_clips(Path("copy"))
+    assert all(c.features.absolute().is_relative_to(copy) for c in relative.clips)
+    assert not [e for e in quiet.events if e[0] == "message"]
     Path(str(clips.clips[0].features)).unlink()
-    from lipsyncctl import progress
 
     with progress.use_sink(progress.RecordingSink()) as sink:
         partial = td.read_clips(copy)
