@@ -193,7 +193,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     dtype = resolve_dtype(inf.dtype, device)
     files = files or resolve_files(config.model)
     with progress.Task("load models", total=3) as task:
-        unet = _load_unet(files, device, dtype)
+        unet, unet_config = _load_unet(files, device, dtype)
         task.advance()
         whisper = _load_whisper(files.whisper, device, dtype)
         _check_audio_width(unet, whisper, files)
@@ -212,7 +212,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         dtype=dtype,
         resolution=config.model.resolution,
         is_tiny=files.is_tiny,
-        files={"unet": str(files.unet), "unet_config": files.unet_config, "whisper": str(files.whisper),
+        files={"unet": str(files.unet), "unet_config": unet_config, "whisper": str(files.whisper),
                "vae": str(files.vae)},
     ), inf)
 
@@ -286,16 +286,19 @@ def _check_compiler(device: torch.device) -> None:
         raise MissingToolError("inference.compile on the CPU needs a C++ compiler (g++ or clang++)", hint=hint)
 
 
-def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> Any:
-    """The UNet of ``files``; a file that states its own architecture (``train``'s export) is built as it says,
-    whatever ``model.unet_config`` is (said when they differ)."""
+def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> tuple[Any, str]:
+    """The UNet of ``files`` and the name of its architecture; a file that states its own (``train``'s export) is
+    built as it says, whatever ``model.unet_config`` is (said when they differ)."""
+    from lipsyncctl.checkpoints.io import read_checkpoint
     from lipsyncctl.checkpoints.loaders import load_unet, resolve_unet_config
 
     unet = load_unet(files.unet_config, files.unet, device=device, dtype=dtype)
-    if unet.config != resolve_unet_config(files.unet_config)[0]:
-        progress.message(f"UNet: {files.unet} states its own architecture, not model.unet_config "
-                         f"{files.unet_config}: built as the file says")
-    return unet
+    if unet.config == resolve_unet_config(files.unet_config)[0]:
+        return unet, files.unet_config
+    name = str((read_checkpoint(files.unet).lipsyncctl_header or {}).get("config_name") or "from the file's header")
+    progress.message(f"UNet: {files.unet} states its own architecture ({name}), not model.unet_config "
+                     f"{files.unet_config}: built as the file says")
+    return unet, name
 
 
 def _load_whisper(path: Path, device: torch.device, dtype: torch.dtype) -> Any:

@@ -76,9 +76,10 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     files = ModelFiles(unet=tmp_path / "a" / "export" / "unet.safetensors", unet_config="tiny", whisper=Path("-"),
                        vae=Path("-"), is_tiny=False)
     with progress.use_sink(progress.RecordingSink()) as sink:
-        unet = _load_unet(files, torch.device("cpu"), torch.float32)
+        unet, built = _load_unet(files, torch.device("cpu"), torch.float32)
     assert unet.config.use_motion_module is False and same(unet.state_dict(), weights(tmp_path / "a"))
-    assert any(e[0] == "message" and "states its own architecture, not model.unet_config tiny" in e[1]
+    assert built == "tiny_stage1"  # what --json's models say
+    assert any(e[0] == "message" and "states its own architecture (tiny_stage1), not model.unet_config tiny" in e[1]
                for e in sink.events)
     # a resume under another stream is refused; an occupied run folder needs --resume or -y
     from lipsyncctl.errors import UsageError
