@@ -475,6 +475,34 @@ class Config(_Strict):
         return validate(tree, source=source) if changed else self
 
 
+def dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}`` (anything else: empty)."""
+    if not isinstance(tree, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def drop_keys(tree: dict[str, Any], keys: Iterable[str], added: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``tree`` (changed in place, and returned) without the dotted ``keys``, and without each key of ``added``
+    (dotted key -> default) that is at its default: the one rule of content keys and hashes for settings that came
+    after keys were stored (left out at their default, so what was keyed before them is still found)."""
+    added = added or {}
+    for key in (*keys, *added):
+        *head, last = key.split(".")
+        node: Any = tree
+        for k in head:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and (key not in added or node.get(last, added[key]) == added[key]):
+            node.pop(last, None)
+    return tree
+
+
 def parse_point(text: str) -> list[float] | None:
     """A pixel ``X,Y`` (or ``X Y``: a spreadsheet cell, a shell word) as ``[x, y]``; None when it is not two finite
     numbers (the caller says where it was given)."""

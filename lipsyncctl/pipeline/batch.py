@@ -354,7 +354,9 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     # the settings that change an output's pixels (the render cache's: not the device, nor another command's
     # section, nor a default a version changed for what it does not touch); keys one side lacks are a version's
     # new or retired settings, not a choice of the user
-    old, new = _dotted(config_for_key(made_config)), _dotted(config_for_key(config.to_dict()))
+    from lipsyncctl.config import dotted
+
+    old, new = dotted(config_for_key(made_config)), dotted(config_for_key(config.to_dict()))
     changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
                 if old[key] != new[key]]
     if not changes:
@@ -376,19 +378,6 @@ def _same_input(recorded: Any, path: Path) -> bool:
         return made.resolve() == path.resolve() or (made.exists() and path.exists() and made.samefile(path))
     except (OSError, RuntimeError):  # unreadable, a symlink loop
         return False
-
-
-def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as ``{"section.key": value}`` (anything else: empty)."""
-    if not isinstance(tree, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwrite: bool = False,

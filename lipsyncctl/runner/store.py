@@ -100,26 +100,21 @@ def _head_and_tail(path_str: str, size: int, h: Any = None) -> str:
 #: key of interlaced media counts it in a field of its own; ``sync.audio_stream``: a shot's dub is its own file;
 #: ``sync.sequence_fps``: an image sequence's rate is the key's own ``fps``; ``output.first_number`` and
 #: ``output.png_level``: a shot's render is a video file, never an image sequence)
-_NEUTRAL = (("inference", "device"), ("inference", "vae_batch"), ("inference", "pipelined"),
-            ("inference", "cuda_graphs"), ("sync", "deinterlace"), ("sync", "audio_stream"), ("sync", "sequence_fps"),
-            ("output", "first_number"), ("output", "png_level"))
+_NEUTRAL = ("inference.device", "inference.vae_batch", "inference.pipelined", "inference.cuda_graphs",
+            "sync.deinterlace", "sync.audio_stream", "sync.sequence_fps", "output.first_number", "output.png_level")
 
 
 #: keys that change the pixels but came after content keys were first written: left out at their default, so what
 #: was rendered before them is still found (a non-default value is in the key as any other)
-_ADDED = {("inference", "gpu_paste"): False, ("model", "mask"): "mask.png"}
+_ADDED = {"inference.gpu_paste": False, "model.mask": "mask.png"}
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(config))
-    for section, key in _NEUTRAL:
-        out.get(section, {}).pop(key, None)
-    for (section, key), default in _ADDED.items():
-        if out.get(section, {}).get(key, default) == default:
-            out.get(section, {}).pop(key, None)
-    for section in ("name", "description", "timeline", "prep", "curate"):  # job-level settings: in the key's own fields
-        out.pop(section, None)
-    return out
+    from lipsyncctl.config import drop_keys
+
+    # job-level settings (name, timeline, prep, curate...) are in the key's own fields
+    return drop_keys(json.loads(json.dumps(config)),
+                     (*_NEUTRAL, "name", "description", "timeline", "prep", "curate"), _ADDED)
 
 
 def content_key(parts: dict[str, Any]) -> str:

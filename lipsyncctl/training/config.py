@@ -25,9 +25,11 @@ from lipsyncctl import paths
 #: keys added after runs were written, and their defaults: at its default such a key is left out of
 #: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
 ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0, "data.mask": "mask.png"}
-#: keys a resume may change (they do not alter which samples, noise or weights a step sees; ``model.init``: a resume
-#: takes its weights from the checkpoint)
-RESUMABLE_CHANGES = ("model.init", "run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
+#: keys made resumable after runs were written: their hashes hold them (``model.init``: a resume takes its weights
+#: from the checkpoint; ``run.mixed_precision``: the precision it resolves to is checked against the checkpoint's)
+MADE_RESUMABLE = ("model.init", "run.mixed_precision")
+#: keys a resume may change (they do not alter which samples, noise or weights a step sees)
+RESUMABLE_CHANGES = (*MADE_RESUMABLE, "run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
                      "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
                      "run.val_sync_preset", "run.val_clip", "run.val_seconds", "run.process_group_timeout")
 
@@ -171,42 +173,32 @@ class TrainConfig(_Strict):
         """Official ``pixel_space_supervise``: decode the one-step x0 and apply the pixel losses."""
         return self.kind == "unet" and any((self.loss.lpips, self.loss.sync, self.loss.trepa))
 
-    def stream_hash(self, *, legacy: bool = False) -> str:
+    def stream_hash(self, *, legacy: Mapping[str, Any] | None = None) -> str:
         """Hash of everything that decides the samples, noise and updates (not the keys of
         :data:`RESUMABLE_CHANGES`): a resume under a different one is refused. ``legacy``: the hash runs written
-        before ``model.init`` was resumable have (with it)."""
+        before the keys of :data:`MADE_RESUMABLE` were resumable have, with those keys' values from ``legacy`` (the
+        run's saved configuration; this one's where it has none)."""
         tree = self.to_dict()
-        for dotted in (*RESUMABLE_CHANGES, *ADDED_LATER):
-            if legacy and dotted == "model.init":
-                continue
-            node = tree
-            *head, last = dotted.split(".")
-            for k in head:
-                node = node[k]
-            if dotted not in ADDED_LATER or node.get(last) == ADDED_LATER[dotted]:
-                node.pop(last, None)
+        if legacy is not None:
+            saved = run_config.dotted(legacy)
+            for key in MADE_RESUMABLE:
+                section, name = key.split(".")
+                tree[section][name] = saved.get(key, tree[section][name])
+        kept = MADE_RESUMABLE if legacy is not None else ()
+        run_config.drop_keys(tree, [k for k in RESUMABLE_CHANGES if k not in kept], ADDED_LATER)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
-    def continues(self, saved_hash: str | None) -> bool:
-        """Whether a run whose stream hash is ``saved_hash`` (None: not recorded) continues under this config."""
-        return saved_hash is None or saved_hash in (self.stream_hash(), self.stream_hash(legacy=True))
+    def continues(self, saved_hash: str | None, saved_config: Mapping[str, Any] | None = None) -> bool:
+        """Whether a run whose stream hash is ``saved_hash`` (None: not recorded) and configuration ``saved_config``
+        (its train.yaml or checkpoint's) continues under this config."""
+        return saved_hash is None or saved_hash in (self.stream_hash(), self.stream_hash(legacy=saved_config or {}))
 
     def changes_from(self, saved: Mapping[str, Any] | None, limit: int = 4) -> str:
         """``optim.lr 1e-05 -> 0.1, ...``: the keys (not :data:`RESUMABLE_CHANGES`) whose values differ from the
         ``saved`` configuration (a run's train.yaml or checkpoint), or "" when it cannot say."""
         if not isinstance(saved, Mapping):
             return ""
-
-        def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for k, v in tree.items():
-                if isinstance(v, Mapping):
-                    out.update(flat(v, f"{prefix}{k}."))
-                else:
-                    out[f"{prefix}{k}"] = v
-            return out
-
-        old, new = flat(saved), flat(self.to_dict())
+        old, new = run_config.dotted(saved), run_config.dotted(self.to_dict())
         skip = {*RESUMABLE_CHANGES, "stream_hash", "data.path"}
         keys = [k for k in new if k not in skip and not k.startswith("writer.") and k in old
                 and json.dumps(old[k], default=str) != json.dumps(new[k], default=str)]

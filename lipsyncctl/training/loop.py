@@ -51,8 +51,10 @@ def _scaler_skipped(acc: Any, step: int) -> bool:
     scale = float(acc.scaler.get_scale())
     if scale < MIN_LOSS_SCALE:
         raise DivergedError(f"the fp16 loss scale fell to {scale:g} at step {step + 1}: the gradients are not "
-                            "finite at any scale; stopped", hint="the last checkpoint is intact; lower optim.lr, "
-                            "check the data, or train in bf16 (--mixed-precision bf16) where the GPU has it")
+                            "finite at any scale; stopped", hint="the last checkpoint is intact: resume it in bf16 "
+                            "(--resume latest --mixed-precision bf16) where the GPU has it, check the data, or start "
+                            "a new run from its weights with a lower optim.lr (--init RUN/checkpoints/step-N/"
+                            "model.safetensors)")
     return True
 
 
@@ -122,7 +124,7 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
         UsageError: saying which differs (checkpoints written before a key was stored are not checked on it).
     """
     fresh = "start a new run folder from its weights instead (--init PATH)"
-    if not cfg.continues(saved.get("stream_hash")):
+    if not cfg.continues(saved.get("stream_hash"), saved.get("config")):
         raise UsageError(f"--resume: {folder} was trained with another configuration ({_changes(cfg, saved.get('config'))})",
                          hint=f"resume with the preset and --set values it was trained with, or {fresh}")
     if saved.get("world_size") not in (None, world):
@@ -132,10 +134,18 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
     if saved.get("clips") not in (None, clips_hash):
         raise UsageError(f"--resume: the training clips are not the ones {folder} was trained on (another --data, "
                          "or DATA changed since)", hint=f"resume on the same data, or {fresh}")
-    if saved.get("precision") not in (None, precision):
-        raise UsageError(f"--resume: {folder} was trained with mixed precision {saved['precision']}, this run would "
-                         f"use {precision}", hint=f"resume with --mixed-precision {saved['precision']} on a machine that "
-                         f"has it, or {fresh}")
+    recorded = saved.get("precision")
+    if recorded is None and saved.get("scaler") is not None:  # written before the precision was recorded
+        recorded = "fp16"
+    if recorded is None and "scaler" in saved and precision == "fp16":
+        # no loss scaling then: bf16 (what auto chose on bf16 GPUs before it became the official fp16) or fp32
+        raise UsageError(f"--resume: {folder} was trained without fp16 loss scaling (in bf16, which auto chose on "
+                         "this GPU before, or fp32), this run would use fp16",
+                         hint=f"resume with --mixed-precision bf16 (or no), or {fresh}")
+    if recorded is not None and recorded != precision:
+        where = " on a GPU" if recorded != "no" else ""
+        raise UsageError(f"--resume: {folder} was trained with mixed precision {recorded}, this run would use "
+                         f"{precision}", hint=f"resume with --mixed-precision {recorded}{where}, or {fresh}")
 
 
 def _changes(cfg: TrainConfig, saved: Any) -> str:
@@ -164,7 +174,7 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
         folder = state.find_resume(run, resume)
         if saved.is_file():
             recorded = yaml.safe_load(saved.read_text()) or {}
-            if not cfg.continues(recorded.get("stream_hash")):
+            if not cfg.continues(recorded.get("stream_hash"), recorded):
                 raise UsageError(f"--resume: {run} was trained with another configuration ({_changes(cfg, recorded)})",
                                  hint="resume with the same preset and --set values, or start a new run folder "
                                  "(--init PATH starts from its weights)")
@@ -217,7 +227,7 @@ def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
         saved = yaml.safe_load((run / "train.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return False
-    if not isinstance(saved, dict) or saved.get("stream_hash") is None or not cfg.continues(saved["stream_hash"]):
+    if not isinstance(saved, dict) or saved.get("stream_hash") is None or not cfg.continues(saved["stream_hash"], saved):
         return False
     section = saved.get("data")
     path = section.get("path") if isinstance(section, dict) else None

@@ -40,14 +40,48 @@ def test_stream_hash_ignores_only_resumable_keys() -> None:
     assert tc.resolve_train_config("tiny", ["run.seed=1"]).stream_hash() != base.stream_hash()
 
 
+#: the stream hash of every shipped preset as lipsyncctl wrote it before model.init and run.mixed_precision were
+#: resumable and loss.noise, optim.warmup_steps and data.mask existed (computed by the code of cf437a5)
+HASHES_OF_BEFORE = {
+    "stage1": "03993ecec3e81371",
+    "stage1_512": "0b7d5dce0bdfee63",
+    "stage2-24gb": "55cb5f729b498be9",
+    "stage2": "6b52780adb72ab56",
+    "stage2_512-40gb": "25817e3cdc112f8c",
+    "stage2_512": "823ccc1182670a20",
+    "stage2_efficient": "b1d636f84905bb29",
+    "syncnet_16_latent": "d68765cd69aac0e5",
+    "syncnet_16_pixel": "ee961c8492927791",
+    "syncnet_16_pixel_attn": "280639d981ef89df",
+    "syncnet_25_pixel": "c4bb1ec59457897b",
+    "tiny-stage1": "1b72e554a993ce2a",
+    "tiny-syncnet-25": "0262fffcd0c556fa",
+    "tiny-syncnet-latent": "0167162ff1cb6849",
+    "tiny-syncnet": "bdce2901f2ad42ed",
+    "tiny": "8f0be98583c2fadf"
+}
+
+
+def test_runs_written_before_resume_under_the_same_settings() -> None:
+    assert set(HASHES_OF_BEFORE) == set(tc.list_train_presets())
+    for name, saved in HASHES_OF_BEFORE.items():
+        cfg = tc.resolve_train_config(name)
+        assert cfg.continues(saved, cfg.to_dict()) and cfg.continues(saved, {}), name
+        assert not tc.resolve_train_config(name, ["run.seed=7"]).continues(saved, cfg.to_dict()), name
+
+
 def test_a_resume_needs_no_init_and_a_refusal_names_what_differs() -> None:
     """A resume takes its weights from the checkpoint: ``--init`` need not be repeated (it was refused as "another
-    configuration" without saying which key); runs written before keep resuming (their hash had the init in it)."""
+    configuration" without saying which key), nor ``--mixed-precision`` (the precision it resolves to is checked);
+    runs written before, whose hashes hold both, resume with the values their saved configuration has."""
     with_init = tc.resolve_train_config("tiny-stage1", ["model.init=/runs/s1/export/unet.safetensors"])
     plain = tc.resolve_train_config("tiny-stage1")
     assert with_init.stream_hash() == plain.stream_hash() and plain.continues(with_init.stream_hash())
-    assert plain.continues(plain.stream_hash(legacy=True))  # a run of before, resumed with its init
-    assert not plain.continues(with_init.stream_hash(legacy=True))  # ... and without it: as before
+    old_run = with_init.stream_hash(legacy={})  # a run of before, started with --init
+    assert plain.continues(old_run, with_init.to_dict())  # resumed without it: its saved configuration says it
+    assert not plain.continues(old_run, plain.to_dict())  # (a saved configuration of another init: not that run)
+    bf16 = tc.resolve_train_config("tiny-stage1", ["run.mixed_precision=bf16"])
+    assert bf16.continues(plain.stream_hash(legacy={}), plain.to_dict())  # auto before, bf16 asked now
     assert plain.continues(None)
     other = tc.resolve_train_config("tiny-stage1", ["optim.lr=0.1", "run.max_steps=99"])
     assert not other.continues(plain.stream_hash())

@@ -107,7 +107,15 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     with pytest.raises(UsageError, match="trained with mixed precision fp16, this run would use bf16") as err:
         loop._check_resumable({"precision": "fp16"}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1,
                               "x", "bf16")
-    assert "--mixed-precision fp16" in (err.value.hint or "")
+    assert "--mixed-precision fp16 on a GPU" in (err.value.hint or "")
+    # checkpoints written before the precision was recorded: their GradScaler state says whether it was fp16
+    tiny = api.resolve_train_config("tiny-stage1")
+    with pytest.raises(UsageError, match="without fp16 loss scaling") as err:
+        loop._check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "fp16")  # bf16 auto of before
+    assert "--mixed-precision bf16" in (err.value.hint or "")
+    with pytest.raises(UsageError, match="mixed precision fp16, this run would use bf16"):
+        loop._check_resumable({"scaler": {"scale": 1024.0}}, Path(checkpoint), tiny, 1, "x", "bf16")
+    loop._check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "no")  # a CPU run of before
 
 
 def test_a_warm_up_ramps_the_lr_and_a_resume_continues_it(curated: Curated, tmp_path: Path) -> None:
