@@ -97,7 +97,8 @@ def train_cmd(
         if gpus and nproc:
             raise UsageError("--gpus and --nproc are exclusive", hint="--gpus N on GPUs, --nproc N on the CPU")
         argv = _without_launch_options(["lipsyncctl", *st.state().argv])
-        code = api.launch_train(argv, gpus or nproc, cpu=bool(nproc), accelerate_config=accelerate_config)
+        code = api.launch_train(argv, gpus or nproc, cpu=bool(nproc), accelerate_config=accelerate_config, run=out,
+                                wait=wait)
         if code:
             raise JobFailedError(f"a training process failed (exit {code})", hint="its error is printed above")
         return

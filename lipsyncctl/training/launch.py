@@ -118,9 +118,11 @@ def launch_command(argv: list[str], processes: int | None, *, port: int,
 
 
 def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
-           accelerate_config: str | Path | None = None) -> int:
+           accelerate_config: str | Path | None = None, run: Path | None = None, wait: bool = False) -> int:
     """Run the group and return its exit status (the first failing rank's, as the launcher reports).
-    Ctrl-C or SIGTERM here stops the group (:func:`stop_group`) before it propagates.
+    Ctrl-C or SIGTERM here stops the group (:func:`stop_group`) before it propagates. ``run``: the run folder,
+    locked here for the whole group (one run per folder; ``wait``: wait for the one holding it), before any rank
+    starts.
 
     Raises:
         ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts).
@@ -132,7 +134,20 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
 
         wanted = processes or (settings.num_processes if settings is not None else None) or 1
         check_gpu_count(wanted, f"--gpus {wanted}")
-    env = dict(os.environ)
+    if run is not None:
+        from lipsyncctl.media.atomic import check_writable
+        from lipsyncctl.runner.lock import folder_lock
+        from lipsyncctl.training.loop import BUSY_HINT, RUN_HELD_ENV
+
+        run = Path(run).absolute()
+        check_writable(run / "train.yaml")
+        with folder_lock(run, wait=wait, hint=BUSY_HINT):
+            return _launch(argv, processes, cpu, file, {RUN_HELD_ENV: str(run)})
+    return _launch(argv, processes, cpu, file, {})
+
+
+def _launch(argv: list[str], processes: int | None, cpu: bool, file: Path | None, extra: dict[str, str]) -> int:
+    env = {**os.environ, **extra}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""

@@ -241,21 +241,29 @@ def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
 _DDP_SIZE_1_STRIDES = "Grad strides do not match bucket view strides"
 
 
+#: set by :func:`lipsyncctl.training.launch.launch` for the ranks it starts: the run folder whose lock it holds
+RUN_HELD_ENV = "LIPSYNCCTL_TRAIN_RUN_HELD"
+#: the busy error's hint of a run folder
+BUSY_HINT = "wait for that run to finish (--wait starts this one when it does), or give another -o"
+
+
 def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None, overwrite: bool = False,
           cpu: bool | None = None, wait: bool = False) -> TrainResult:
     """Train ``cfg.kind`` on the curated ``data`` into the run folder ``out`` (see module docstring). One run
     writes to ``out`` at a time: the first process (rank 0) holds its folder lock for the whole run, so a second
     launch (a requeued job while the first still runs, ``--resume`` or ``-y`` into a live run) is refused
-    (:class:`~lipsyncctl.errors.BusyError`, exit 6, naming the holder) or, with ``wait``, waits for it."""
+    (:class:`~lipsyncctl.errors.BusyError`, exit 6, naming the holder) or, with ``wait``, waits for it. A group
+    started by ``train --gpus/--nproc`` has its lock taken by the launching process, before any rank starts (a rank
+    waiting alone would leave the others to time out)."""
     from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.runner.lock import folder_lock
 
     out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
     check_writable(out / "train.yaml")  # OSError naming the folder (exit 1), as every command's -o
-    if os.environ.get("RANK", "0") not in ("0", ""):  # another rank of a launched group: rank 0 holds the folder
+    held = os.environ.get(RUN_HELD_ENV) == str(out)  # the launching process holds it for the group
+    if held or os.environ.get("RANK", "0") not in ("0", ""):  # (a group of the user's own launcher: rank 0 does)
         return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
-    with folder_lock(out, wait=wait, hint="wait for that run to finish (--wait starts this one when it does), or "
-                     "give another -o"):
+    with folder_lock(out, wait=wait, hint=BUSY_HINT):
         return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
 
 

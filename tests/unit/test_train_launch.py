@@ -221,3 +221,23 @@ def test_gpus_without_that_many_gpus_is_exit_4_before_any_process(monkeypatch: p
     assert rc == 4 and "0 CUDA GPU(s) visible" in doc["error"]["message"]
     with pytest.raises(AssertionError, match="a process was started"):  # --nproc: the CPU, no GPU needed
         launch.launch(ARGS, 2, cpu=True)
+
+
+def test_a_launched_group_takes_its_run_folders_lock_before_any_rank_starts(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train --gpus N --wait``: rank 0 waited alone for the lock while the other ranks timed out at the process
+    group's barrier (30 min), failing the job; the launching process holds the folder for the group, its ranks are
+    told so, and a busy folder stops the launch before any rank starts (exit 6)."""
+    from lipsyncctl.errors import BusyError
+    from lipsyncctl.runner.lock import folder_lock
+    from lipsyncctl.training.loop import RUN_HELD_ENV
+
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(launch, "_launch", lambda argv, processes, cpu, file, extra: started.append(extra) or 0)
+    run = tmp_path / "run"
+    assert launch.launch(["--data", "d"], 2, cpu=True, run=run) == 0
+    assert started == [{RUN_HELD_ENV: str(run.absolute())}]
+    with folder_lock(run):  # a live run
+        with pytest.raises(BusyError) as err:
+            launch.launch(["--data", "d"], 2, cpu=True, run=run)
+    assert err.value.exit_code == 6 and "--wait" in (err.value.hint or "") and len(started) == 1

@@ -158,6 +158,15 @@ def test_a_second_train_into_a_live_run_folder_is_busy(curated: Curated, tmp_pat
         assert waiter.is_alive() and not done
     waiter.join(120)
     assert done and done[0].start_step == 2 and done[0].steps == 2
+    # a rank of a group whose launching process holds the folder (train --gpus N) does not wait for itself
+    from lipsyncctl.training.loop import RUN_HELD_ENV
+
+    with folder_lock(out), pytest.MonkeyPatch.context() as env:
+        env.setenv(RUN_HELD_ENV, str(out.absolute()))
+        more = api.train(curated.data, out, api.resolve_train_config("tiny-stage1", ["run.max_steps=5",
+                                                                                     "run.save_every=5"]),
+                         resume="latest")
+    assert more.start_step == 4 and more.steps == 1
 
 
 def test_a_full_disk_at_a_checkpoint_says_so_and_leaves_nothing_half_written(curated: Curated, tmp_path: Path,
