@@ -54,14 +54,16 @@ def split_group(source_id: str, source_path: str, options: CurateOptions) -> str
 
 
 def split_warning(source_paths: list[str], options: CurateOptions) -> str | None:
-    """Said when the split is by source and most sources share their folder with others (VoxCeleb2's
-    ``idNNNNN/VIDEO/00001.mp4``: each utterance a source): clips of one video or speaker then land in both train
-    and val, and the held-out loss flatters the model."""
+    """Said when the split is by source and most sources share their folder with others in a dataset of several
+    such folders (VoxCeleb2's ``idNNNNN/VIDEO/00001.mp4``: each utterance a source; a folder per speaker): clips of
+    one video or speaker then land in both train and val, and the held-out loss flatters the model. Not for one
+    flat folder of sources (HDTF, ``raw/*.mp4``): the folders say nothing there, and a split per folder would put
+    every clip on one side."""
     if options.split_by != "source" or not options.val_fraction or len(source_paths) < 4:
         return None
     folders = Counter(str(Path(p).parent) for p in source_paths)
     shared = sum(n for n in folders.values() if n > 1)
-    if shared * 2 < len(source_paths):
+    if shared * 2 < len(source_paths) or sum(n > 1 for n in folders.values()) < 2:
         return None
     return (f"{shared} of {len(source_paths)} sources share their folder with other sources, and the split is per "
             "source: clips of one video or speaker can be in both train and val (a held-out loss that flatters); "

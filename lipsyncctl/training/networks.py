@@ -240,14 +240,20 @@ def _load_image_unet(model: nn.Module, weights: Mapping[str, Any], path: Path) -
     the file lacks (motion modules) starts fresh; any other shape that does not fit is an error. Returns the report
     lines."""
     own = model.state_dict()
+
+    def fits(k: str) -> bool:
+        return k in weights and k in own and tuple(weights[k].shape) == tuple(own[k].shape)
+
+    # official: conv_in.* (and conv_out.*) deleted as a whole when its weight does not fit, each attn2 to_k/to_v
+    dropped_units = tuple(f"{unit}." for unit in ("conv_in", "conv_out") if not fits(f"{unit}.weight"))
     fresh, kept, unused = [], {}, []
     for k, v in weights.items():
         if k not in own:
             unused.append(k)
-        elif tuple(v.shape) == tuple(own[k].shape):
+        elif k.startswith(dropped_units) or ((".attn2.to_k." in k or ".attn2.to_v." in k) and not fits(k)):
+            fresh.append(k)  # deleted before load_state_dict(strict=False)
+        elif fits(k):
             kept[k] = v
-        elif k.startswith(("conv_in.", "conv_out.")) or ".attn2.to_k." in k or ".attn2.to_v." in k:
-            fresh.append(k)  # official: deleted before load_state_dict(strict=False)
         else:
             raise CheckpointError(f"{path}: {k} is {tuple(v.shape)}, this UNet's is {tuple(own[k].shape)} (an image "
                                   "UNet of another size)",

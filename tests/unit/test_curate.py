@@ -403,6 +403,7 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     assert split_warning([f"/raw/clip{i}.mp4" for i in range(3)] + [f"/other{i}/a.mp4" for i in range(5)],
                          options) is None  # 3 of 8 share a folder: less than half
     assert split_warning(vox, cfg.resolve("tiny", ["curate.val_fraction=0"]).curate) is None  # no val split
+    assert split_warning([f"/hdtf/WDA_{i}.mp4" for i in range(10)], options) is None  # one flat folder: nothing said
     lines = _manifest(first_run["data"])
     by_source: dict[str, set[str]] = {}
     for line in lines:

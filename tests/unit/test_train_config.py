@@ -165,7 +165,8 @@ def test_the_papers_stage_1_starts_from_a_stable_diffusion_image_unet(tmp_path: 
     save_file(image, str(path))
     model, _, report, source = build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init=sd15:{path}"]), seed=3)
     got = model.state_dict()
-    odd = {"conv_in.weight", *kv}
+    odd = {"conv_in.weight", "conv_in.bias", *kv}  # conv_in as a unit (its bias fits, and is the fresh zero)
+    assert float(got["conv_in.bias"].abs().max()) == 0.0
     assert source == str(path) and kv
     assert all(torch.equal(got[k], fresh.state_dict()[k]) for k in odd)  # fresh: the official loader drops them
     assert all(torch.equal(got[k], image[k]) for k in got if k not in odd)
@@ -173,8 +174,7 @@ def test_the_papers_stage_1_starts_from_a_stable_diffusion_image_unet(tmp_path: 
     assert any("1 tensors of the file are not part of this UNet" in line for line in report), report
     with pytest.raises(CheckpointError, match="does not fit"):
         build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init={path}"]), seed=3)
-    image["conv_out.bias"] = torch.zeros(1)  # conv_out fits or is dropped; another tensor of another size is refused
-    image["mid_block.resnets.0.conv1.bias"] = torch.zeros(3)
+    image["mid_block.resnets.0.conv1.bias"] = torch.zeros(3)  # another tensor of another size is refused
     save_file(image, str(path))
     with pytest.raises(CheckpointError, match="mid_block.resnets.0.conv1.bias is \\(3,\\)"):
         build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init=sd15:{path}"]), seed=3)
