@@ -8,6 +8,7 @@ pixels are 0 (mid-grey in [-1, 1]). At inference the reference image is the unma
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,13 +21,14 @@ DEFAULT_MASK = "mask.png"
 
 
 def mask_path(name: str | Path = DEFAULT_MASK) -> Path:
-    """A file path, or the name of a mask bundled in ``lipsyncctl/data`` (default: the official one)."""
+    """The name of a mask bundled in ``lipsyncctl/data`` (default: the official one), or a file path: a bare name
+    is the bundled file when there is one (a ``mask.png`` in the current folder is ``./mask.png``: never guessed)."""
     p = Path(name)
+    bundled = paths.DATA_DIR / p.name
+    if isinstance(name, str) and "/" not in name and os.sep not in name and bundled.is_file():
+        return bundled
     if p.is_file():
         return p
-    bundled = paths.DATA_DIR / str(name)
-    if bundled.is_file():
-        return bundled
     raise MissingModelError(
         f"mouth mask not found: {name}",
         hint=f"pass a PNG path or one of {sorted(q.name for q in paths.DATA_DIR.glob('mask*.png'))}",

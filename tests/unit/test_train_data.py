@@ -384,6 +384,15 @@ def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> N
     assert not torch.equal(default["mask"], item["mask"])
     with pytest.raises(MissingModelError, match="mouth mask not found: nosuch.png"):
         resolve_files(resolve_train_config("tiny", ["data.mask=nosuch.png", "model.init=none"]))
+    # the default name is the bundled official mask, whatever the current folder holds; ./mask.png is the path
+    from lipsyncctl import paths
+    from lipsyncctl.faces.mask import mask_path
+
+    cv2.imwrite(str(tmp_path / "mask.png"), half)
+    with pytest.MonkeyPatch.context() as cwd:
+        cwd.chdir(tmp_path)
+        assert mask_path("mask.png") == paths.DATA_DIR / "mask.png"
+        assert mask_path("./mask.png").resolve() == (tmp_path / "mask.png").resolve()
 
 
 def test_clips_smaller_than_the_training_resolution_are_refused(curated: Curated) -> None:
