@@ -140,7 +140,11 @@ def save_checkpoint(
             _atomic_torch_save({"version": STATE_VERSION, **state}, tmp / "state.pt")
     except BaseException as exc:  # nothing half-written left (a full disk: said as such, the earlier ones kept)
         written = _folder_size(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # its own files only: the folder is rank 0's, which may still be writing into it
+            for own in (f"rng-rank{rank}.pt", f"state-rank{rank}.pt"):
+                (tmp / own).unlink(missing_ok=True)
         _raise_write_error(final, exc, written, _last_checkpoint_size(run))
         raise
     barrier()
@@ -182,12 +186,18 @@ def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_na
     official, ours = EXPORT_NAMES[kind]
     state = {k: v.detach().cpu() for k, v in weights.items()} if weights is not None else \
         inference_state_dict(model)
+    # both written beside their names first, then renamed: a failure leaves the export of before whole
+    pending = [(folder / f".{name}.new", folder / name) for name in (official, ours)]
     try:
-        _atomic_torch_save({"global_step": step, "state_dict": state}, folder / official)
-        write_safetensors(folder / ours, state, weights_header(kind, arch, arch_name, step))
+        _atomic_torch_save({"global_step": step, "state_dict": state}, pending[0][0])
+        write_safetensors(pending[1][0], state, weights_header(kind, arch, arch_name, step))
     except BaseException as exc:
+        for new, _ in pending:
+            new.unlink(missing_ok=True)
         _raise_write_error(folder, exc, 0, 2 * sum(v.numel() * v.element_size() for v in state.values()))
         raise
+    for new, final in pending:
+        os.replace(new, final)
     return {"official": str(folder / official), "safetensors": str(folder / ours)}
 
 

@@ -201,6 +201,27 @@ def test_a_full_disk_at_a_checkpoint_says_so_and_leaves_nothing_half_written(cur
     assert state.load_checkpoint(checkpoints / "step-000002", 0)[1]["step"] == 2
 
 
+def test_a_failed_export_leaves_the_export_of_before_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.training import state
+
+    net = torch.nn.Linear(2, 2)
+    state.export_weights(tmp_path, model=net, kind="syncnet", arch={}, arch_name="x", step=1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "export").iterdir()}
+
+    def full(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lipsyncctl.checkpoints.io.write_safetensors", full)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    with pytest.raises(WriteError, match="No space left on device"):
+        state.export_weights(tmp_path, model=net, kind="syncnet", arch={}, arch_name="x", step=2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "export").iterdir()} == before  # step 1's pair, whole
+
+
 def test_safetensors_write_failures_are_os_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """safetensors says a full disk in its own error type ("... (os error 28)"): an OSError with that errno, so
     every writer of weights reports it as a write failure."""
