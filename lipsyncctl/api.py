@@ -404,7 +404,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     from lipsyncctl.training.state import interrupted_hint
 
     try:  # (the loop sets MKL's reproducible mode itself, and says when it is too late)
-        with torch.random.fork_rng(devices=[]):  # the caller's global CPU RNG as it was (the run has its own)
+        with torch.random.fork_rng(devices=[]):  # the caller's global CPU RNG as it was (the run has its own;
+            # a resume sets the CUDA generators to the checkpoint's)
             return _train(config, data=Path(data), out=Path(out), resume=resume, overwrite=overwrite, wait=wait)
     except KeyboardInterrupt:
         raise Interrupted("interrupted", hint=interrupted_hint(Path(out))) from None

@@ -109,7 +109,8 @@ class ModelOptions(_Strict):
         "latentsync-1.5", description="registry name or path of the UNet checkpoint, or 'tiny'"
     )
     unet_config: str = Field(
-        "stage2", description="architecture config name in models/configs/unet or a path"
+        "stage2", description="architecture config name in models/configs/unet or a path (a UNet file that states "
+        "its own, train's export, is built as it says)"
     )
     resolution: Literal[256, 512] = Field(
         256, description="face crop size fed to the VAE (256 for 1.5, 512 for 1.6)"

@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             print("no CUDA device: this script is for a GPU (--smoke runs it on the CPU)", file=sys.stderr)
             return 2
         device, presets, steps = torch.device("cuda", 0), args.presets.split(","), args.steps
-        name = args.dtype if args.dtype != "auto" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        from lipsyncctl.training.loop import resolve_precision
+
+        name = resolve_precision(args.dtype, device)  # auto: what train's auto resolves to (the official fp16)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
     precision = {None: "no", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
     doc: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -97,7 +97,8 @@ class TrainLoss(_Strict):
 
 
 class TrainOptim(_Strict):
-    lr: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (constant, no warm-up: official)")
+    lr: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (official: constant; optim.warmup_steps "
+                      "ramps it up)")
     warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the learning rate over the first N "
                               "optimizer steps (official: 0)")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (torch default 0.01)")
