@@ -291,6 +291,15 @@ def _model_fingerprints(config: Config, *, plan_only: bool = False) -> tuple[dic
             fingerprints[role] = f"missing:{name}"
             missing.append({"model": name, "role": role, "error": exc.message,
                             "fetch": f"lipsyncctl models fetch {name}" if "models fetch" in exc.hint else exc.hint})
+    if config.model.mask != "mask.png":  # a mask of one's own by its content (the official one: keys of before)
+        from lipsyncctl.faces.mask import mask_path
+
+        try:
+            fingerprints["mask"] = file_fingerprint(mask_path(config.model.mask))
+        except MissingModelError:
+            if not plan_only:
+                raise
+            fingerprints["mask"] = f"missing:{config.model.mask}"
     return fingerprints, missing
 
 

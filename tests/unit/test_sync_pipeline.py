@@ -325,6 +325,15 @@ def test_the_mouth_mask_is_the_models_own(tiny_env, frames, tmp_path: Path):
         sync_clip(video, audio, out, with_sets(config, "output.codec=ffv1", f"model.mask={mask}"), networks=models)
         diffs[name] = float(np.abs(np.stack(decode_rgb(out)).astype(np.int16) - source).mean())
     assert diffs["white"] < diffs["official"] / 4, diffs
+    # a timeline's render keys hold a mask of one's own by its content (edited in place: rendered again); the
+    # official one's keys are those of before
+    from lipsyncctl.timeline.job import _model_fingerprints
+
+    assert "mask" not in _model_fingerprints(config)[0]
+    own = with_sets(config, f"model.mask={white}")
+    first = _model_fingerprints(own)[0]["mask"]
+    cv2.imwrite(str(white), np.full((256, 256, 3), 254, np.uint8))
+    assert _model_fingerprints(own)[0]["mask"] != first
     (tmp_path / "not_an_image.png").write_text("no")
     for bad in ("nosuch_mask.png", str(tmp_path / "not_an_image.png")):
         with pytest.raises(MissingModelError, match="mouth mask"):
