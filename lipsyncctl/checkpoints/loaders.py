@@ -80,6 +80,7 @@ class LoadPlan:
     finish: Callable[[Any], Any] = field(default=lambda m: m)
     hint: str | None = None
     config: Any = None  # the architecture config used (UNetConfig, StableSyncNetConfig, dims, VAE dict)
+    config_name: str | None = None  # its name (a UNet file's header names the one it states)
 
     def execute(self, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Any:
         model = build_empty(self.build)
@@ -127,13 +128,15 @@ def plan_unet(config: UNetConfig | Mapping[str, Any] | PathLike | None, checkpoi
         carried = _header_config(ck, "unet", "UNet",
                                  "pass the architecture config, e.g. stage2 (LatentSync 1.5) or stage2_512 (1.6)")
         cfg = archs.unet_config_from_dict(dict(carried), source=str(ck.path))
-        label = str(header.get("config_name") or "from file header")
+        name = label = str(header.get("config_name") or "from file header")
         if config is not None and resolve_unet_config(config)[0] != cfg:
             label += f", the file's own architecture, not {config if isinstance(config, (str, Path)) else 'the given'}"
     else:
         cfg, label = resolve_unet_config(config)
+        name = label
     _expect_container(ck, ("state_dict", "flat", "lipsyncctl"), "a UNet")
-    return LoadPlan(f"UNet ({label})", ck.path, lambda: UNet3DConditionModel(cfg), ck.state_dict, config=cfg)
+    return LoadPlan(f"UNet ({label})", ck.path, lambda: UNet3DConditionModel(cfg), ck.state_dict, config=cfg,
+                    config_name=name)
 
 
 def load_unet(

@@ -289,13 +289,13 @@ def _check_compiler(device: torch.device) -> None:
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> tuple[Any, str]:
     """The UNet of ``files`` and the name of its architecture; a file that states its own (``train``'s export) is
     built as it says, whatever ``model.unet_config`` is (said when they differ)."""
-    from lipsyncctl.checkpoints.io import read_checkpoint
-    from lipsyncctl.checkpoints.loaders import load_unet, resolve_unet_config
+    from lipsyncctl.checkpoints.loaders import plan_unet, resolve_unet_config
 
-    unet = load_unet(files.unet_config, files.unet, device=device, dtype=dtype)
-    if unet.config == resolve_unet_config(files.unet_config)[0]:
+    plan = plan_unet(files.unet_config, files.unet)  # the file read once
+    unet = plan.execute(device, dtype)
+    if plan.config == resolve_unet_config(files.unet_config)[0]:
         return unet, files.unet_config
-    name = str((read_checkpoint(files.unet).lipsyncctl_header or {}).get("config_name") or "from the file's header")
+    name = plan.config_name or "from the file's header"
     progress.message(f"UNet: {files.unet} states its own architecture ({name}), not model.unet_config "
                      f"{files.unet_config}: built as the file says")
     return unet, name
