@@ -248,13 +248,13 @@ def new_data(frames: int, options: CurateOptions, detector: str) -> dict[str, An
 
 
 def decide(data: Mapping[str, Any], options: CurateOptions) -> Decision | None:
-    """``no-face`` (value: the first frame of the span without a face), then the official filters when
-    switched on: ``multiple-faces`` (value: most faces in a frame), ``small-face`` (value: the smallest
-    face box side in px, below ``resolution``)."""
-    if data["no_face_frame"] is not None:
-        return Decision.rejected(NAME, "no-face", data["no_face_frame"])
+    """The official filters when switched on, ``multiple-faces`` first (value: most faces in a frame: a two-shot
+    whose second face a frame misses is said as what it is), then ``no-face`` (value: the first frame of the span
+    without a face) and ``small-face`` (value: the smallest face box side in px, below ``resolution``)."""
     if options.single_face and data["max_faces"] > 1:
         return Decision.rejected(NAME, "multiple-faces", data["max_faces"])
+    if data["no_face_frame"] is not None:
+        return Decision.rejected(NAME, "no-face", data["no_face_frame"])
     if options.min_face_size and data["min_face_size"] < options.resolution:
         return Decision.rejected(NAME, "small-face", data["min_face_size"])
     return None

@@ -126,7 +126,12 @@ def test_the_official_filters_re_decide_without_running(raw: Path, first, monkey
     two = {"no_face_frame": None, "max_faces": 2, "min_face_size": 300.0}
     assert align.decide(two, options) == Decision.rejected("align", "multiple-faces", 2)
     assert align.decide(two, cfg.resolve("tiny").curate) is None
-    assert align.decide({**two, "no_face_frame": 7}, options) == Decision.rejected("align", "no-face", 7)
+    # a two-shot whose second face a frame misses is a two-shot, where single_face is asked
+    assert align.decide({**two, "no_face_frame": 7}, options) == Decision.rejected("align", "multiple-faces", 2)
+    one = {**two, "max_faces": 1, "no_face_frame": 7}
+    assert align.decide(one, options) == Decision.rejected("align", "no-face", 7)
+    assert align.decide({**two, "no_face_frame": 7}, cfg.resolve("tiny").curate) == Decision.rejected("align",
+                                                                                                     "no-face", 7)
     run_curation([raw], data, cfg.resolve("tiny"), until="align")  # back to the defaults for the next tests
 
 
