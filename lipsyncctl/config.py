@@ -119,7 +119,12 @@ class ModelOptions(_Strict):
                          "in the default checkpoint's repo, which `models fetch latentsync-1.5` installs)")
     vae: str = Field("sd-vae-ft-mse", description="registry name or path of the VAE (folder or safetensors)")
     mask: str = Field("mask.png", description="the mouth mask the UNet was trained with (white = kept): the official "
-                      "mask.png, or a PNG path (train's data.mask)")
+                      "mask.png, or a PNG path (train's data.mask; a relative one is made absolute)")
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, v: str) -> str:
+        return paths.setting_path(v)
 
     def tiny_roles(self) -> frozenset[str]:
         """The networks of this run that are the tiny ones (``unet``, ``whisper``, ``vae``); empty for a real run.

@@ -19,6 +19,22 @@ DATA_DIR = PACKAGE_DIR / "data"
 SHIPPED_MODELS_DIR = DATA_DIR / "models"
 
 
+def bundled(name: str | os.PathLike[str]) -> Path | None:
+    """The file of ``lipsyncctl/data`` that a bare ``name`` (no folder in it: ``mask.png``) names, else None (a path,
+    ``./mask.png`` included: the caller's file)."""
+    text = os.fspath(name)
+    if "/" in text or os.sep in text:
+        return None
+    found = DATA_DIR / text
+    return found if found.is_file() else None
+
+
+def setting_path(value: str) -> str:
+    """A file setting as stored (hashes, keys, run records): a bundled name as it is, a path made absolute (a relative
+    one means the folder it was given in, not the one a resume or a rerun starts from)."""
+    return value if not value or bundled(value) is not None else str(Path(value).expanduser().absolute())
+
+
 def home() -> Path:
     env = os.environ.get("LIPSYNCCTL_HOME")
     if env:

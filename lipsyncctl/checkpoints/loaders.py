@@ -81,6 +81,7 @@ class LoadPlan:
     hint: str | None = None
     config: Any = None  # the architecture config used (UNetConfig, StableSyncNetConfig, dims, VAE dict)
     config_name: str | None = None  # its name (a UNet file's header names the one it states)
+    header: dict[str, Any] = field(default_factory=dict)  # a lipsyncctl file's header (train's export: its mask)
 
     def execute(self, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Any:
         model = build_empty(self.build)
@@ -136,7 +137,7 @@ def plan_unet(config: UNetConfig | Mapping[str, Any] | PathLike | None, checkpoi
         name = label
     _expect_container(ck, ("state_dict", "flat", "lipsyncctl"), "a UNet")
     return LoadPlan(f"UNet ({label})", ck.path, lambda: UNet3DConditionModel(cfg), ck.state_dict, config=cfg,
-                    config_name=name)
+                    config_name=name, header=dict(header))
 
 
 def load_unet(

@@ -8,7 +8,6 @@ pixels are 0 (mid-grey in [-1, 1]). At inference the reference image is the unma
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,10 +22,10 @@ DEFAULT_MASK = "mask.png"
 def mask_path(name: str | Path = DEFAULT_MASK) -> Path:
     """The name of a mask bundled in ``lipsyncctl/data`` (default: the official one), or a file path: a bare name
     is the bundled file when there is one (a ``mask.png`` in the current folder is ``./mask.png``: never guessed)."""
+    found = paths.bundled(name) if isinstance(name, str) else None
+    if found is not None:
+        return found
     p = Path(name)
-    bundled = paths.DATA_DIR / p.name
-    if isinstance(name, str) and "/" not in name and os.sep not in name and bundled.is_file():
-        return bundled
     if p.is_file():
         return p
     raise MissingModelError(

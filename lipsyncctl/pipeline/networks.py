@@ -193,7 +193,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     dtype = resolve_dtype(inf.dtype, device)
     files = files or resolve_files(config.model)
     with progress.Task("load models", total=3) as task:
-        unet, unet_config = _load_unet(files, device, dtype)
+        unet, unet_config = _load_unet(files, device, dtype, config.model.mask)
         task.advance()
         whisper = _load_whisper(files.whisper, device, dtype)
         _check_audio_width(unet, whisper, files)
@@ -286,12 +286,18 @@ def _check_compiler(device: torch.device) -> None:
         raise MissingToolError("inference.compile on the CPU needs a C++ compiler (g++ or clang++)", hint=hint)
 
 
-def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> tuple[Any, str]:
+def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype,
+               mask: str = "mask.png") -> tuple[Any, str]:
     """The UNet of ``files`` and the name of its architecture; a file that states its own (``train``'s export) is
-    built as it says, whatever ``model.unet_config`` is (said when they differ)."""
+    built as it says, whatever ``model.unet_config`` is (said when they differ). A file trained with another mouth
+    mask than ``mask`` (its header says) is warned about."""
     from lipsyncctl.checkpoints.loaders import plan_unet, resolve_unet_config
 
     plan = plan_unet(files.unet_config, files.unet)  # the file read once
+    trained = plan.header.get("mask") or "mask.png"
+    if trained != mask:
+        progress.warning(f"{files.unet} was trained with the mouth mask {trained}; this render uses {mask} "
+                         f"(--set model.mask={trained})")
     unet = plan.execute(device, dtype)
     if plan.config == resolve_unet_config(files.unet_config)[0]:
         return unet, files.unet_config

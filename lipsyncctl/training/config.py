@@ -74,7 +74,13 @@ class TrainData(_Strict):
     workers: int = Field(2, ge=0, le=64, description="data-loader worker processes (0 = in the main process)")
     lower_half: bool = Field(True, description="SyncNet sees the lower half of the face (official pixel configs)")
     mask: str = Field("mask.png", description="UNet runs: the mouth mask (white = kept): the official mask.png, or a "
-                      "PNG path (official data.mask_image_path); sync must then use it too (model.mask)")
+                      "PNG path (official data.mask_image_path; a relative one is made absolute); sync must then use "
+                      "it too (model.mask)")
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, v: str) -> str:
+        return paths.setting_path(v)
     latent_space: bool = Field(
         False, description="SyncNet runs: the network sees VAE latents (model.vae, posterior sample x 0.18215) of "
         "the frames, 4 channels per frame, instead of pixels (official syncnet_16_latent); kind syncnet only"

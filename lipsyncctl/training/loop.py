@@ -476,14 +476,16 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     full = acc.get_state_dict(model) if sharded else None  # FSDP: gathered on rank 0 (every rank takes part)
     if is_main:
         unwrapped = acc.unwrap_model(model)
+        mask = cfg.data.mask if cfg.kind == "unet" else None  # the header says it: sync warns without it
         result.export = state.export_weights(out, model=unwrapped, kind=cfg.kind, arch=nets.arch,
-                                             arch_name=nets.arch_name, step=cfg.run.max_steps, weights=full)
+                                             arch_name=nets.arch_name, step=cfg.run.max_steps, weights=full, mask=mask)
         if ema is not None:
             with torch.no_grad():
                 for e, p in zip(ema, params, strict=True):
                     p.copy_(e)
             ema_files = state.export_weights(out, model=unwrapped, kind=cfg.kind, arch=nets.arch,
-                                             arch_name=nets.arch_name, step=cfg.run.max_steps, name="export-ema")
+                                             arch_name=nets.arch_name, step=cfg.run.max_steps, name="export-ema",
+                                             mask=mask)
             result.export.update({f"ema_{k}": v for k, v in ema_files.items()})
     acc.wait_for_everyone()
 

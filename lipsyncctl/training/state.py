@@ -103,13 +103,16 @@ def check_finite(model: nn.Module | Mapping[str, torch.Tensor]) -> None:
                                       "check the data")
 
 
-def weights_header(kind: str, arch: Any, arch_name: str, step: int) -> dict[str, Any]:
+def weights_header(kind: str, arch: Any, arch_name: str, step: int, mask: str | None = None) -> dict[str, Any]:
+    """The safetensors header of trained weights; ``mask``: a UNet's mouth mask when it is not the official one
+    (``sync`` says when it renders with another)."""
     from lipsyncctl.checkpoints.convert import FORMAT_VERSION
     from lipsyncctl.checkpoints.loaders import header_json
 
     return {"format_version": FORMAT_VERSION, "kind": "unet" if kind == "unet" else "stable-syncnet",
             "config": header_json(arch), "config_name": arch_name, "global_step": step,
-            "source": "lipsyncctl train", "written_by": f"lipsyncctl {__version__}"}
+            "source": "lipsyncctl train", "written_by": f"lipsyncctl {__version__}",
+            **({"mask": mask} if mask and mask != "mask.png" else {})}
 
 
 def save_checkpoint(
@@ -145,7 +148,7 @@ def save_checkpoint(
         else:  # its own files only: the folder is rank 0's, which may still be writing into it
             for own in (f"rng-rank{rank}.pt", f"state-rank{rank}.pt"):
                 (tmp / own).unlink(missing_ok=True)
-        _raise_write_error(final, exc, written, _last_checkpoint_size(run))
+        _raise_write_error(final, exc, written, _last_checkpoint_size(run), keep)
         raise
     barrier()
     if not is_main:
@@ -175,7 +178,8 @@ def load_checkpoint(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], d
 
 
 def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_name: str, step: int,
-                   name: str = "export", weights: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+                   name: str = "export", weights: dict[str, torch.Tensor] | None = None,
+                   mask: str | None = None) -> dict[str, str]:
     """The files ``sync`` (UNet) or the sync loss (SyncNet) load: the official layout and our safetensors
     (LoRA adapters merged into the official names). ``weights``: a gathered full state dict (FSDP)."""
     from lipsyncctl.checkpoints.io import write_safetensors
@@ -190,7 +194,7 @@ def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_na
     pending = [(folder / f".{name}.new", folder / name) for name in (official, ours)]
     try:
         _atomic_torch_save({"global_step": step, "state_dict": state}, pending[0][0])
-        write_safetensors(pending[1][0], state, weights_header(kind, arch, arch_name, step))
+        write_safetensors(pending[1][0], state, weights_header(kind, arch, arch_name, step, mask))
     except BaseException as exc:
         for new, _ in pending:
             new.unlink(missing_ok=True)
@@ -201,16 +205,18 @@ def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_na
     return {"official": str(folder / official), "safetensors": str(folder / ours)}
 
 
-def _raise_write_error(path: Path, exc: BaseException, written: int, needed: int | None) -> None:
+def _raise_write_error(path: Path, exc: BaseException, written: int, needed: int | None, keep: int = 1) -> None:
     """Raise the :class:`~lipsyncctl.errors.WriteError` of ``path`` (exit 1: the space free there and about what it
     needs) when ``exc`` is a failed write (torch's own writer says only "unexpected pos"; the OSError is its
-    context); else return (the caller re-raises ``exc``)."""
+    context); else return (the caller re-raises ``exc``). ``keep``: the run's ``--keep`` (a new checkpoint is
+    written before the oldest is removed: fewer kept frees space only from 2 on)."""
     from lipsyncctl.media.atomic import write_error, write_failure
 
     if write_failure(exc) is not None:
+        fewer = f" (or keep fewer checkpoints: --keep {keep - 1})" if keep > 1 else ""
         raise write_error(path, exc, written=written, needed=needed,
-                          hint="free some space (or keep fewer checkpoints: --keep) and resume with --resume "
-                               "latest: the checkpoints before this one are intact") from exc
+                          hint=f"free some space{fewer} and resume with --resume latest: the checkpoints before this "
+                               "one are intact") from exc
 
 
 def _folder_size(folder: Path) -> int:

@@ -382,7 +382,7 @@ def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> N
     assert torch.equal(item["masked"][:, :, 40:], torch.zeros_like(item["masked"][:, :, 40:]))
     default = td.make_dataset(resolve_train_config("tiny"), clips)[0]
     assert not torch.equal(default["mask"], item["mask"])
-    with pytest.raises(MissingModelError, match="mouth mask not found: nosuch.png"):
+    with pytest.raises(MissingModelError, match="mouth mask not found: /.*/nosuch.png"):  # relative: made absolute
         resolve_files(resolve_train_config("tiny", ["data.mask=nosuch.png", "model.init=none"]))
     # the default name is the bundled official mask, whatever the current folder holds; ./mask.png is the path
     from lipsyncctl import paths
@@ -393,6 +393,9 @@ def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> N
         cwd.chdir(tmp_path)
         assert mask_path("mask.png") == paths.DATA_DIR / "mask.png"
         assert mask_path("./mask.png").resolve() == (tmp_path / "mask.png").resolve()
+        # a relative setting is the file in the folder it was given in (a resume from elsewhere names the same file)
+        assert resolve_train_config("tiny", ["data.mask=mine.png"]).data.mask == str(tmp_path / "mine.png")
+        assert resolve_train_config("tiny", ["data.mask=mask.png"]).data.mask == "mask.png"  # the bundled name
 
 
 def test_clips_smaller_than_the_training_resolution_are_refused(curated: Curated) -> None:

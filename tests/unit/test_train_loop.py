@@ -79,6 +79,15 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
         unet, built = _load_unet(files, torch.device("cpu"), torch.float32)
     assert unet.config.use_motion_module is False and same(unet.state_dict(), weights(tmp_path / "a"))
     assert built == "tiny_stage1"  # what --json's models say
+    # the export's header says a mouth mask of its own; a render with another is warned about
+    from lipsyncctl.training.state import weights_header
+
+    assert weights_header("unet", unet.config, "x", 1, "/m/own.png")["mask"] == "/m/own.png"
+    assert "mask" not in weights_header("unet", unet.config, "x", 1, "mask.png")
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        _load_unet(files, torch.device("cpu"), torch.float32, "/m/own.png")
+    assert any("was trained with the mouth mask mask.png; this render uses /m/own.png" in e[1]
+               for e in sink.events if e[0] == "message")
     assert any(e[0] == "message" and "states its own architecture (tiny_stage1), not model.unet_config tiny" in e[1]
                for e in sink.events)
     # a resume under another stream is refused; an occupied run folder needs --resume or -y
@@ -196,6 +205,7 @@ def test_a_full_disk_at_a_checkpoint_says_so_and_leaves_nothing_half_written(cur
     message = err.value.message
     assert err.value.exit_code == 1 and "step-000004: cannot write it: No space left on device" in message, message
     assert "free there; it needs about" in message and "--resume latest" in (err.value.hint or "")
+    assert "--keep 1" in (err.value.hint or "")  # keep 2: one fewer frees space (with --keep 1 it would not)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert [p.name for p in checkpoints.iterdir()] == ["step-000002"]  # no temporary folder left
     assert state.load_checkpoint(checkpoints / "step-000002", 0)[1]["step"] == 2
