@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from lipsyncctl.checkpoints.manage import ModelsListing
     from lipsyncctl.checkpoints.verify import ModelCheck
     from lipsyncctl.checks.doctor import DoctorResult
-    from lipsyncctl.config import Config, KeyInfo, PrepOptions
+    from lipsyncctl.config import Config, PrepOptions
+    from lipsyncctl.config_keys import KeyInfo
     from lipsyncctl.curation.job import CurateResult
     from lipsyncctl.pipeline.batch import BatchResult
     from lipsyncctl.pipeline.clip import SyncResult
@@ -61,7 +62,7 @@ def config_keys(section: str | None = None, *, train: bool = False) -> list[KeyI
     Raises:
         ConfigError: no such section or key (exit 3, an unknown key as in --set; the sections are listed).
     """
-    from lipsyncctl.config import describe_keys
+    from lipsyncctl.config_keys import describe_keys
 
     if train:
         from lipsyncctl.training.config import TrainConfig

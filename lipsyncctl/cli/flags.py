@@ -67,7 +67,8 @@ def finite_number(value: Any) -> Any:
 
 def schema_bounds(key: str) -> tuple[float | None, float | None]:
     """The ``ge``/``le`` limits of a config key (``"inference.steps"`` -> ``(1, 1000)``)."""
-    from lipsyncctl.config import Config, field_bounds
+    from lipsyncctl.config import Config
+    from lipsyncctl.config_keys import field_bounds
 
     section, name = key.split(".", 1)
     section_model = Config.model_fields[section].annotation
