@@ -1,7 +1,7 @@
 """The package's layers and the direction of its imports (STYLE.md, "Layering").
 
     cli -> api -> jobs (pipeline, timeline, preparation, checks) -> parts (nets, audio, checkpoints,
-    faces, media, runner, scoring) -> leaves (config, errors, progress, paths, folders)
+    faces, media, runner, scoring) -> leaves (config, config_keys, errors, progress, paths, folders)
 
 Every import of the package is checked, those inside functions and ``TYPE_CHECKING`` blocks included:
 ``nets`` imports nothing of the package (torch alone), leaves import only leaves, parts import no job,
@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGE = REPO / "lipsyncctl"
-LEAVES = {"config", "errors", "progress", "paths", "folders"}
+LEAVES = {"config", "config_keys", "errors", "progress", "paths", "folders"}
 PARTS = {"nets", "audio", "checkpoints", "faces", "media", "runner", "scoring"}
 JOBS = {"pipeline", "timeline", "preparation", "checks", "curation", "training"}
 ENTRY = {"__init__", "__main__"}  # the root re-exports the api lazily; __main__ starts the cli
