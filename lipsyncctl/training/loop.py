@@ -10,6 +10,7 @@ holds the weights, AdamW moments, GradScaler, EMA, counters and every rank's RNG
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -263,7 +264,14 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     held = os.environ.get(RUN_HELD_ENV) == str(out)  # the launching process holds it for the group
     if held or os.environ.get("RANK", "0") not in ("0", ""):  # (a group of the user's own launcher: rank 0 does)
         return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
-    with folder_lock(out, wait=wait, hint=BUSY_HINT):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(out, wait=wait, hint=BUSY_HINT))
+        except KeyboardInterrupt:  # still waiting (--wait): the checkpoints there are the other run's
+            from lipsyncctl.errors import Interrupted
+
+            raise Interrupted(f"interrupted while waiting for the run writing to {out}",
+                              hint="nothing of this run had started: rerun the same command") from None
         return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
 
 

@@ -167,6 +167,18 @@ def test_a_second_train_into_a_live_run_folder_is_busy(curated: Curated, tmp_pat
         assert waiter.is_alive() and not done
     waiter.join(120)
     assert done and done[0].start_step == 2 and done[0].steps == 2
+    # Ctrl-C while waiting: nothing of this run started (the checkpoints there are the live run's)
+    from lipsyncctl.errors import Interrupted
+    from lipsyncctl.runner import lock as lock_mod
+
+    def interrupted(*a, **k):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    with folder_lock(out), pytest.MonkeyPatch.context() as sleep:
+        sleep.setattr(lock_mod.time, "sleep", interrupted)
+        with pytest.raises(Interrupted, match="while waiting for the run writing to") as stopped:
+            api.train(curated.data, out, cfg, resume="latest", wait=True)
+    assert "nothing of this run had started" in (stopped.value.hint or "")
     # a rank of a group whose launching process holds the folder (train --gpus N) does not wait for itself
     from lipsyncctl.training.loop import RUN_HELD_ENV
 
