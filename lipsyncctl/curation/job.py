@@ -303,6 +303,16 @@ def _warn_decisions(result: CurateResult, options: CurateOptions) -> None:
     if split:
         result.warnings.append(split)
         progress.warning(split)
+    kept = [c for c in result.clips if c.decision.verdict == "kept"]
+    paths = {s.id: s.path for s in result.sources}
+    groups = {views.split_group(c.source, paths.get(c.source, ""), options) for c in kept}
+    # said where val was to be expected (a group or more at val_fraction): a handful of sources often has none
+    if whole and len(groups) * options.val_fraction >= 1 and not any(
+            views.split_for(c.source, paths.get(c.source, ""), options) == "val" for c in kept):
+        result.warnings.append(f"no kept span is in val ({len(groups)} split groups at curate.val_fraction "
+                               f"{options.val_fraction:g}): train's held-out loss and validation have nothing "
+                               "(a larger val_fraction, another split_seed, or run.val_clip)")
+        progress.warning(result.warnings[-1])
     pending = result.pending
     if pending:
         stages = sorted({s for c in pending for s in c.summary["pending"]}, key=stage_names().index)
@@ -681,7 +691,7 @@ def _write_views(result: CurateResult, config: Config, models: dict[str, dict[st
     paths = {s.id: s.path for s in result.sources}
     lines, lists = [], {"train": [], "val": []}
     for clip in sorted(result.clips, key=lambda c: c.id):
-        split = views.split_of(views.split_group(clip.source, paths.get(clip.source, ""), options), options)
+        split = views.split_for(clip.source, paths.get(clip.source, ""), options)
         line = {**clip.to_dict(result.fps), "split": split}
         lines.append(line)
         if clip.decision.verdict == "kept" and line.get("aligned"):

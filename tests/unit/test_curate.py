@@ -541,3 +541,28 @@ def test_a_source_with_several_audio_streams_uses_the_chosen_one_and_says_so(tmp
     assert (rejected.verdict, rejected.reason, rejected.value) == (
         "rejected", "no-audio", "no stream 1 (curate.audio_stream): 1 audio stream(s)")
     assert "stems.mkv (2, stream 1)" in " ".join(dialogue.warnings)
+
+
+def test_a_dataset_whose_val_split_came_out_empty_is_said(tmp_path: Path) -> None:
+    """20 sources at val_fraction 0.05 whose groups all fell on train's side: train's held-out loss and validation
+    then have nothing, said with the ways out; a handful of sources (val not to be expected) says nothing."""
+    from lipsyncctl.curation import job
+    from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.records import Decision
+
+    def result(n: int) -> job.CurateResult:
+        sources = [job.SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept()) for i in range(n)]
+        clips = [ClipSpan(f"s{i}", 0, 125, Decision.kept()) for i in range(n)]
+        return job.CurateResult(tmp_path, sources, clips, "features", (0, 1))
+
+    none_in_val = cfg.resolve("tiny", ["curate.split_seed=1"]).curate  # s0..s19 all train with this seed
+    many = result(20)
+    job._warn_decisions(many, none_in_val)
+    assert any(w.startswith("no kept span is in val (20 split groups at curate.val_fraction 0.05)") for w in
+               many.warnings), many.warnings
+    few = result(6)
+    job._warn_decisions(few, none_in_val)
+    assert not [w for w in few.warnings if "in val" in w]
+    some_in_val = result(20)
+    job._warn_decisions(some_in_val, cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate)
+    assert not [w for w in some_in_val.warnings if "in val" in w]
