@@ -117,7 +117,7 @@ class ModelOptions(_Strict):
     whisper: str = Field("latentsync-1.5", description="registry name or path of the whisper tiny.pt (default: the one "
                          "in the default checkpoint's repo, which `models fetch latentsync-1.5` installs)")
     vae: str = Field("sd-vae-ft-mse", description="registry name or path of the VAE (folder or safetensors)")
-    mask: str = Field("mask.png", description="the mouth mask the UNet was trained with (white = kept): the official "
+    mask: str = Field(paths.OFFICIAL_MASK, description="the mouth mask the UNet was trained with (white = kept): the official "
                       "mask.png, or a PNG path (train's data.mask; a relative one is made absolute)")
 
     @field_validator("mask")

@@ -17,6 +17,8 @@ DATA_DIR = PACKAGE_DIR / "data"
 #: Architecture configs and the registry shipped with the package (a link to the top-level ``models/`` in a
 #: checkout; a copy of its ``configs/`` and ``registry.yaml`` in an installed wheel).
 SHIPPED_MODELS_DIR = DATA_DIR / "models"
+#: the official mouth mask's name (``DATA_DIR/mask.png``; a setting of another mask is a path)
+OFFICIAL_MASK = "mask.png"
 
 
 def bundled(name: str | os.PathLike[str]) -> Path | None:

@@ -16,7 +16,7 @@ import numpy as np
 from lipsyncctl import paths
 from lipsyncctl.errors import MissingModelError
 
-DEFAULT_MASK = "mask.png"
+DEFAULT_MASK = paths.OFFICIAL_MASK
 
 
 def mask_path(name: str | Path = DEFAULT_MASK) -> Path:

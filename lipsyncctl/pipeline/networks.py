@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl import progress
+from lipsyncctl import paths, progress
 from lipsyncctl.runner.devices import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -287,14 +287,14 @@ def _check_compiler(device: torch.device) -> None:
 
 
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype,
-               mask: str = "mask.png") -> tuple[Any, str]:
+               mask: str = paths.OFFICIAL_MASK) -> tuple[Any, str]:
     """The UNet of ``files`` and the name of its architecture; a file that states its own (``train``'s export) is
     built as it says, whatever ``model.unet_config`` is (said when they differ). A file trained with another mouth
     mask than ``mask`` (its header says) is warned about."""
     from lipsyncctl.checkpoints.loaders import plan_unet, resolve_unet_config
 
     plan = plan_unet(files.unet_config, files.unet)  # the file read once
-    trained = plan.header.get("mask") or "mask.png"
+    trained = plan.header.get("mask") or paths.OFFICIAL_MASK
     if trained != mask:
         progress.warning(f"{files.unet} was trained with the mouth mask {trained}; this render uses {mask} "
                          f"(--set model.mask={trained})")

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lipsyncctl import paths
 from lipsyncctl.media.atomic import temp_path
 
 _CHUNK = 1 << 20
@@ -106,7 +107,7 @@ _NEUTRAL = ("inference.device", "inference.vae_batch", "inference.pipelined", "i
 
 #: keys that change the pixels but came after content keys were first written: left out at their default, so what
 #: was rendered before them is still found (a non-default value is in the key as any other)
-_ADDED = {"inference.gpu_paste": False, "model.mask": "mask.png"}
+_ADDED = {"inference.gpu_paste": False, "model.mask": paths.OFFICIAL_MASK}
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from lipsyncctl import progress
+from lipsyncctl import paths, progress
 from lipsyncctl.config import Config
 from lipsyncctl.errors import ConfigError, UsageError
 from lipsyncctl.runner.shards import take_shard
@@ -291,7 +291,7 @@ def _model_fingerprints(config: Config, *, plan_only: bool = False) -> tuple[dic
             fingerprints[role] = f"missing:{name}"
             missing.append({"model": name, "role": role, "error": exc.message,
                             "fetch": f"lipsyncctl models fetch {name}" if "models fetch" in exc.hint else exc.hint})
-    if config.model.mask != "mask.png":  # a mask of one's own by its content (the official one: keys of before)
+    if config.model.mask != paths.OFFICIAL_MASK:  # a mask of one's own by its content (the official one: keys of before)
         from lipsyncctl.faces.mask import mask_path
 
         try:

@@ -24,7 +24,7 @@ from lipsyncctl import paths
 
 #: keys added after runs were written, and their defaults: at its default such a key is left out of
 #: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
-ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0, "data.mask": "mask.png"}
+ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0, "data.mask": paths.OFFICIAL_MASK}
 #: keys made resumable after runs were written: their hashes hold them (``model.init``: a resume takes its weights
 #: from the checkpoint; ``run.mixed_precision``: the precision it resolves to is checked against the checkpoint's)
 MADE_RESUMABLE = ("model.init", "run.mixed_precision")
@@ -73,7 +73,7 @@ class TrainData(_Strict):
     batch_size: int = Field(1, ge=1, le=4096, description="samples per GPU per micro-step")
     workers: int = Field(2, ge=0, le=64, description="data-loader worker processes (0 = in the main process)")
     lower_half: bool = Field(True, description="SyncNet sees the lower half of the face (official pixel configs)")
-    mask: str = Field("mask.png", description="UNet runs: the mouth mask (white = kept): the official mask.png, or a "
+    mask: str = Field(paths.OFFICIAL_MASK, description="UNet runs: the mouth mask (white = kept): the official mask.png, or a "
                       "PNG path (official data.mask_image_path; a relative one is made absolute); sync must then use "
                       "it too (model.mask)")
 

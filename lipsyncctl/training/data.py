@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lipsyncctl import paths
 from lipsyncctl.audio.features import chunk_indices
 from lipsyncctl.audio.wav2lip_mel import window_start
 from lipsyncctl.errors import MediaError, UsageError
@@ -463,7 +464,7 @@ class UNetSamples(_ClipSamples):
     kind = "unet"
 
     def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int = 16, resolution: int = 256,
-                 mask: str = "mask.png") -> None:
+                 mask: str = paths.OFFICIAL_MASK) -> None:
         super().__init__(clips, seed=seed, num_frames=num_frames, resolution=resolution)
         self.mask = mask
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: the StableSyncNet's input face size (official: decoded frames are resized to it when res != 256)
 SYNCNET_SIZE = 256
+#: how the sync loss shows the decoded frames to its SyncNet, ``(lower_half, size)``: every official SyncNet's
+SYNC_VIEW = (True, SYNCNET_SIZE)
 
 
 def sync_bce(vision: Tensor, audio: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,7 +86,7 @@ def unet_losses(
     gt_frames: Tensor | None = None,
     mel: Tensor | None = None,
     aux: Mapping[str, Any] | None = None,
-    sync_view: tuple[bool, int] = (True, SYNCNET_SIZE),
+    sync_view: tuple[bool, int] | None = None,
 ) -> UNetLosses:
     """Steps 5-9 of the official UNet step.
 
@@ -95,7 +97,8 @@ def unet_losses(
         gt_frames: ``(B, 3, F, H, W)`` the ground-truth frames in [-1, 1].
         mel: ``(B, 1, 80, 52)`` the Wav2Lip mel window of the sample.
         aux: the frozen networks: ``lpips``, ``syncnet``, ``videomae`` (those of the weighted terms).
-        sync_view: ``(lower_half, size)`` of the sync-loss SyncNet's input (its config's ``data`` section).
+        sync_view: ``(lower_half, size)`` of the sync-loss SyncNet's input (its config's ``data`` section; None:
+            :data:`SYNC_VIEW`, the official SyncNets').
     """
     from lipsyncctl.training.perceptual import lpips_loss, trepa_loss
 
@@ -112,8 +115,8 @@ def unet_losses(
         out.total = out.total + out.lpips * weights.lpips
     if weights.sync:
         assert mel is not None
-        vision, audio = aux["syncnet"](syncnet_frames(decoded, lower_half=sync_view[0], size=sync_view[1]),
-                                       mel.to(decoded.dtype))
+        lower_half, size = sync_view or SYNC_VIEW
+        vision, audio = aux["syncnet"](syncnet_frames(decoded, lower_half=lower_half, size=size), mel.to(decoded.dtype))
         out.sync, _ = sync_bce(vision, audio, torch.ones(b, device=decoded.device))
         out.total = out.total + out.sync * weights.sync
     if weights.trepa:

@@ -47,7 +47,8 @@ class TrainNetworks:
     files: dict[str, str] = field(default_factory=dict)
     arch: Any = None                       # UNetConfig or StableSyncNetConfig of the trained network
     arch_name: str = ""
-    sync_view: tuple[bool, int] = (True, 256)  # the sync-loss SyncNet's input: (lower half, size), its config's
+    sync_view: tuple[bool, int] | None = None  # the sync-loss SyncNet's input (lower half, size), its config's
+    #                                             (None: the official one, losses.SYNC_VIEW)
 
 
 def resolve_file(name: str, role: str) -> Path:
@@ -181,12 +182,11 @@ def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], 
     init = cfg.model.init
     if init == "none":
         return model, arch, ["init: none (random, seeded)"], "none"
-    if init.startswith("sd15:"):
-        path = resolve_needed(needed_files(cfg)[0])
-        return model, arch, _load_image_unet(model, read_checkpoint(path).state_dict, path), str(path)
-    tolerate = ("*motion_modules.*",) if init.startswith("stage1:") else ()
     path = resolve_needed(needed_files(cfg)[0])
     ck = read_checkpoint(path)
+    if init.startswith("sd15:"):
+        return model, arch, _load_image_unet(model, ck.state_dict, path), str(path)
+    tolerate = ("*motion_modules.*",) if init.startswith("stage1:") else ()
     weights, dropped = dict(ck.state_dict), []
     if not arch.use_motion_module:  # stage 1 from a stage-2 file (official): its motion modules are unused
         dropped = [k for k in weights if "motion_modules." in k]
@@ -264,15 +264,16 @@ def _load_image_unet(model: nn.Module, weights: Mapping[str, Any], path: Path) -
                               hint="sd15:PATH takes the unet folder or file of Stable Diffusion 1.5 (diffusers)")
     model.load_state_dict({k: v.float() for k, v in kept.items()}, strict=False)
     missing = [k for k in own if k not in kept]
-    lines = [f"init: {path} as a Stable Diffusion image UNet ({len(kept)} tensors loaded)",
-             f"init: {len(fresh)} tensors of other shapes start fresh, as the official loader leaves them: conv_in "
-             "(13 input channels), attn2 to_k/to_v (384-d audio instead of 768-d text)" if fresh else ""]
+    lines = [f"init: {path} as a Stable Diffusion image UNet ({len(kept)} tensors loaded)"]
+    if fresh:
+        lines.append(f"init: {len(fresh)} tensors of other shapes start fresh, as the official loader leaves them: "
+                     "conv_in (13 input channels), attn2 to_k/to_v (384-d audio instead of 768-d text)")
     others = len(missing) - len(fresh)
     if others:
         lines.append(f"init: {others} tensors not in the file start fresh (motion modules, zero output projection)")
     if unused:
         lines.append(f"init: {len(unused)} tensors of the file are not part of this UNet (left out)")
-    return [line for line in lines if line]
+    return lines
 
 
 def build_syncnet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], str]:
@@ -364,7 +365,7 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
 
         # float32 whatever the run's precision (official: never cast; computed outside autocast)
         aux["lpips"] = freeze(load_lpips(found["vgg"], found["lpips"]), device, torch.float32)
-    sync_view = (True, 256)
+    sync_view = None
     if "syncnet" in found:
         aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config),
                                                     found["syncnet"]), device, weight_dtype)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl import __version__
+from lipsyncctl import __version__, paths
 from lipsyncctl.errors import JobFailedError, UsageError
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def weights_header(kind: str, arch: Any, arch_name: str, step: int, mask: str | 
     return {"format_version": FORMAT_VERSION, "kind": "unet" if kind == "unet" else "stable-syncnet",
             "config": header_json(arch), "config_name": arch_name, "global_step": step,
             "source": "lipsyncctl train", "written_by": f"lipsyncctl {__version__}",
-            **({"mask": mask} if mask and mask != "mask.png" else {})}
+            **({"mask": mask} if mask and mask != paths.OFFICIAL_MASK else {})}
 
 
 def save_checkpoint(
