@@ -303,12 +303,11 @@ def _warn_decisions(result: CurateResult, options: CurateOptions) -> None:
     if split:
         result.warnings.append(split)
         progress.warning(split)
-    kept = [c for c in result.clips if c.decision.verdict == "kept"]
     paths = {s.id: s.path for s in result.sources}
-    groups = {views.split_group(c.source, paths.get(c.source, ""), options) for c in kept}
+    groups = {views.split_group(c.source, paths.get(c.source, ""), options)
+              for c in result.clips if c.decision.verdict == "kept"}
     # said where val was to be expected (a group or more at val_fraction): a handful of sources often has none
-    if whole and len(groups) * options.val_fraction >= 1 and not any(
-            views.split_for(c.source, paths.get(c.source, ""), options) == "val" for c in kept):
+    if whole and len(groups) * options.val_fraction >= 1 and "val" not in {views.split_of(g, options) for g in groups}:
         result.warnings.append(f"no kept span is in val ({len(groups)} split groups at curate.val_fraction "
                                f"{options.val_fraction:g}): train's held-out loss and validation have nothing "
                                "(a larger val_fraction, another split_seed, or run.val_clip)")

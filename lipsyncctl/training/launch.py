@@ -135,13 +135,10 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
         wanted = processes or (settings.num_processes if settings is not None else None) or 1
         check_gpu_count(wanted, f"--gpus {wanted}")
     if run is not None:
-        from lipsyncctl.media.atomic import check_writable
-        from lipsyncctl.runner.lock import folder_lock
-        from lipsyncctl.training.loop import BUSY_HINT, RUN_HELD_ENV
+        from lipsyncctl.training.loop import RUN_HELD_ENV, run_folder
 
         run = Path(run).absolute()
-        check_writable(run / "train.yaml")
-        with folder_lock(run, wait=wait, hint=BUSY_HINT):
+        with run_folder(run, wait=wait):
             return _launch(argv, processes, cpu, file, {RUN_HELD_ENV: str(run)})
     return _launch(argv, processes, cpu, file, {})
 

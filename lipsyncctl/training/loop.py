@@ -18,7 +18,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,23 +256,30 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     (:class:`~lipsyncctl.errors.BusyError`, exit 6, naming the holder) or, with ``wait``, waits for it. A group
     started by ``train --gpus/--nproc`` has its lock taken by the launching process, before any rank starts (a rank
     waiting alone would leave the others to time out)."""
+    out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
+    held = os.environ.get(RUN_HELD_ENV) == str(out)  # the launching process holds it for the group
+    mine = not held and os.environ.get("RANK", "0") in ("0", "")  # (a group of the user's own launcher: rank 0)
+    with run_folder(out, wait=wait) if mine else contextlib.nullcontext():
+        return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the run folder ``out`` for the block (one run per folder): checked for write access first (an OSError
+    naming it, exit 1, as every command's -o), busy (exit 6, naming the holder) or, with ``wait``, waited for; an
+    interrupt while waiting says that nothing of this run had started (the checkpoints there are the other's)."""
+    from lipsyncctl.errors import Interrupted
     from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.runner.lock import folder_lock
 
-    out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
-    check_writable(out / "train.yaml")  # OSError naming the folder (exit 1), as every command's -o
-    held = os.environ.get(RUN_HELD_ENV) == str(out)  # the launching process holds it for the group
-    if held or os.environ.get("RANK", "0") not in ("0", ""):  # (a group of the user's own launcher: rank 0 does)
-        return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+    check_writable(out / "train.yaml")
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(folder_lock(out, wait=wait, hint=BUSY_HINT))
-        except KeyboardInterrupt:  # still waiting (--wait): the checkpoints there are the other run's
-            from lipsyncctl.errors import Interrupted
-
+        except KeyboardInterrupt:
             raise Interrupted(f"interrupted while waiting for the run writing to {out}",
                               hint="nothing of this run had started: rerun the same command") from None
-        return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+        yield
 
 
 def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overwrite: bool,
