@@ -444,7 +444,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         outcome.raise_stop()
         item = items[task.row.line] = outcome.item
         said = (f"done, {item.frames} frame{'s' * (item.frames != 1)} in {item.seconds:.1f} s"
-                if item.status == "done" else f"failed: {item.reason}")
+                if item.status == "done" else f"{item.status}: {item.reason}")  # (skipped: busy or made meanwhile)
         progress.message(f"{task.label}: {said}")
 
     cache: dict[str, Any] = {}

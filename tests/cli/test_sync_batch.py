@@ -411,6 +411,7 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     assert res["items"][0]["reason"].startswith("another run is rendering it now (")
     assert "pid 4242" in res["items"][0]["reason"]  # who holds it
     assert res["items"][1]["reason"] == "another run made it meanwhile (left as it is)"
+    assert "skipped: another run is rendering it now" in err and "failed:" not in err  # each row's line says so
     # made before this row's turn, after the rows were listed: skipped as an output there (it failed: exists)
     from lipsyncctl import config as cfg
     from lipsyncctl.pipeline.batch import BatchTask, execute_row, read_batch
