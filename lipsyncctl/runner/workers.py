@@ -114,21 +114,51 @@ _worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False, "events":
 _INTERRUPTED = 130
 
 
+#: seconds between two of a worker task's advances sent to the parent (the steps between are added up: a pickle and a
+#: pipe write per frame for a line a sink shows at most once a second)
+ADVANCE_EVERY = 0.2
+
+
 class _QueueSink:
     """A worker's progress sink: each task's start, advance and finish go to the parent (:func:`_relay`), which shows
     them under the job's task (a farm's log sees a clip's stages, not only the clips as they finish), and its notes
-    and warnings, as one process shows them."""
+    and warnings, as one process shows them. A task's advances go at most every :data:`ADVANCE_EVERY` seconds (and
+    when it reaches its total), the rest before its finish. Thread-safe (a worker's pipelined stages share it)."""
 
     def __init__(self, events: Any) -> None:
+        import threading
+
         self.events, self.pid = events, os.getpid()
+        self._lock = threading.Lock()
+        self._tasks: dict[int, list[float | None]] = {}  # id -> [amount not sent, total, done, time last sent]
 
     def start(self, task_id: int, description: str, total: float | None, parent: int | None) -> None:
+        import time
+
+        with self._lock:
+            self._tasks[task_id] = [0.0, total, 0.0, time.monotonic()]
         self.events.put(("start", self.pid, task_id, description, total, parent))
 
     def advance(self, task_id: int, amount: float) -> None:
-        self.events.put(("advance", self.pid, task_id, amount))
+        import time
+
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                return
+            pending, total, done, sent = task
+            pending, done, now = pending + amount, done + amount, time.monotonic()
+            task[0], task[2] = pending, done
+            if now - sent < ADVANCE_EVERY and not (total and done >= total):
+                return
+            task[0], task[3] = 0.0, now
+        self.events.put(("advance", self.pid, task_id, pending))
 
     def finish(self, task_id: int, stopped: bool = False) -> None:
+        with self._lock:
+            task = self._tasks.pop(task_id, None)
+        if task is not None and task[0]:
+            self.events.put(("advance", self.pid, task_id, task[0]))
         self.events.put(("finish", self.pid, task_id, stopped))
 
     def message(self, text: str) -> None:

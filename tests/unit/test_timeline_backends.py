@@ -325,3 +325,29 @@ def test_a_long_list_and_a_worker_killed_between_tasks_finish(tmp_path: Path, mo
     run_tasks([0, 1], _dies_idle_after_zero, lambda t, o: done.__setitem__(t, o), jobs=2,
               lost=lambda t, why: f"lost: {why}")
     assert done == {0: 0, 1: 1}  # task 1, cut short by the pool's end, ran again in a fresh worker
+
+
+def test_a_workers_advances_are_added_up_between_sends() -> None:
+    """A worker sent one queue message (a pickle and a pipe write) per frame for a line shown at most once a second:
+    its advances go at most every ADVANCE_EVERY seconds and when the task reaches its total, the rest before its
+    finish; the parent sees the same count."""
+    from lipsyncctl.runner.workers import _QueueSink
+
+    class Events(list):  # type: ignore[type-arg]
+        def put(self, event: tuple) -> None:  # type: ignore[type-arg]
+            self.append(event)
+
+    events = Events()
+    sink = _QueueSink(events)
+    sink.start(1, "faces", 100, None)
+    for _ in range(100):
+        sink.advance(1, 1)
+    sink.start(2, "count", None, None)
+    for _ in range(7):
+        sink.advance(2, 1)
+    sink.finish(2)
+    sink.finish(1)
+    advances = {k: [e[3] for e in events if e[0] == "advance" and e[2] == k] for k in (1, 2)}
+    assert sum(advances[1]) == 100 and len(advances[1]) < 10  # the total's step is sent at once
+    assert sum(advances[2]) == 7 and len(advances[2]) <= 2  # the rest before its finish
+    assert [e[0] for e in events if e[2] == 2][-1] == "finish"
