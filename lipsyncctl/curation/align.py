@@ -62,14 +62,12 @@ VERSION = 1
 def settings(options: CurateOptions) -> dict[str, Any]:
     """What the stored result depends on (the filters ``single_face``/``min_face_size`` only decide).
     ``auto`` is resolved to the backend it picks now, so installing the official detector recomputes."""
-    from lipsyncctl.faces.track import TRACKER_VERSION
+    from lipsyncctl.faces.track import tracker_key
 
     encode = "ffv1-rgb" if options.lossless else f"{options.align_codec}-crf{options.align_crf}"
-    # the tracker's version only with detect_every > 1, where it changes the result (the keys of the official
-    # detection on every frame stay)
     return {"resolution": options.resolution, "detector": resolved_backend(options.detector),
-            "detect_every": options.detect_every, "fps": options.fps, "encode": encode} | (
-                {"tracker": TRACKER_VERSION} if options.detect_every > 1 else {})
+            "detect_every": options.detect_every, "fps": options.fps, "encode": encode} | tracker_key(
+                options.detect_every)
 
 
 def resolved_backend(name: str) -> str:

@@ -30,6 +30,12 @@ from lipsyncctl.faces.detect import Face, FaceDetector
 TRACKER_VERSION = 2
 
 
+def tracker_key(detect_every: int) -> dict[str, int]:
+    """The tracker's part of a stored-faces key: its version where it changes the result (``detect_every`` > 1),
+    nothing for detection on every frame (the keys of before stand)."""
+    return {"tracker": TRACKER_VERSION} if detect_every > 1 else {}
+
+
 @dataclass(frozen=True)
 class TrackOptions:
     """Tracking and smoothing settings.

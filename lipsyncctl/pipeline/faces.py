@@ -480,7 +480,7 @@ def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: 
     sha256 of ``audio_16k`` (mono 16 kHz float32) too."""
     import hashlib
 
-    from lipsyncctl.faces.track import TRACKER_VERSION
+    from lipsyncctl.faces.track import tracker_key
     from lipsyncctl.runner.store import file_fingerprint
 
     audio = None
@@ -493,7 +493,7 @@ def face_cache_key(video: Path, first: int, count: int, fps: Fraction, options: 
             "frames": int(count), "fps": f"{fps.numerator}/{fps.denominator}",
             "faces": options.model_dump(mode="json"), "resolution": int(resolution), "audio": audio,
             **({"deinterlaced": True} if deinterlaced else {}),
-            **({"tracker": TRACKER_VERSION} if options.detect_every > 1 else {})}  # faces.track
+            **tracker_key(options.detect_every)}
 
 
 def save_face_plan(path: Path, plan: FacePlan, key: dict[str, Any]) -> bool:
