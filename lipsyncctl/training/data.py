@@ -5,7 +5,9 @@ Clips (:func:`read_clips`): the kept spans of ``DATA/manifest.jsonl`` (``lipsync
 or the clips of an official fileslist (``train.txt``: one aligned clip per line) looked up in the manifest
 beside it, which names each clip's features file (``whisper`` ``(L, 5, 384)`` float32 and the Wav2Lip ``mel``
 ``(80, T)`` float64 of the clip's audio; :mod:`lipsyncctl.curation.features`). Sorted by id; clips too
-short for the kind of training are returned in :attr:`ClipSet.skipped` with the reason.
+short for the kind of training are returned in :attr:`ClipSet.skipped` with the reason. The manifest is read a
+line at a time and the clips are held as columns (:class:`~lipsyncctl.training.clips.ClipTable`): the host memory
+of a million-clip dataset is about 200 MB, shared by the data-loader workers, not a copy per worker.
 
 Samples: item ``k`` of a dataset is a function of ``(seed, k)`` only (:mod:`lipsyncctl.training.sampling`):
 its clip comes from the epoch permutation, its windows from :func:`~.sampling.sample_generator`. The rules
@@ -40,7 +42,7 @@ on the official uint8 frames), ``(u / 255 - 0.5) / 0.5`` float32.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -56,42 +58,17 @@ from lipsyncctl.audio.features import chunk_indices
 from lipsyncctl.audio.wav2lip_mel import window_start
 from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.faces.mask import mouth_mask, prepare_masked_images
+from lipsyncctl.training.clips import ClipTable, TrainClip, mel_columns
 from lipsyncctl.training.sampling import ClipOrder, sample_generator
 
 if TYPE_CHECKING:
     from lipsyncctl.training.config import TrainConfig
 
-FPS = 25
 MANIFEST = "manifest.jsonl"
 #: clips shorter than this many windows of ``num_frames`` are skipped (official: 3 x 16 = 48 for the UNet,
 #: 2 x 16 = 32 for SyncNet)
 MIN_WINDOWS = {"unet": 3, "syncnet": 2}
 _RERUN = "rerun `lipsyncctl curate RAW... -o DATA`: it recomputes missing clips and features"
-
-@dataclass(frozen=True)
-class TrainClip:
-    """One aligned 25 fps face clip and its audio features. ``whisper_len``: ``L`` of the whisper features
-    (50/s), ``mel_len``: columns ``T`` of the mel (80/s)."""
-
-    id: str
-    video: Path
-    features: Path
-    frames: int
-    whisper_len: int
-    mel_len: int
-    fps: int = FPS
-    #: the aligned frames' side in px (the manifest's ``resolution``; None in a manifest written before it was)
-    size: int | None = None
-
-    def last_start(self, num_frames: int) -> int:
-        """The last audio-valid window start (module docstring), -1 when there is none."""
-        columns = mel_columns(num_frames)
-        s = self.frames - num_frames
-        while s >= 0 and (_centre(s + num_frames - 1, self.fps) > self.whisper_len - 1
-                          or window_start(s, self.fps) + columns > self.mel_len):
-            s -= 1
-        return s
-
 
 @dataclass(frozen=True)
 class SkippedClip:
@@ -104,7 +81,7 @@ class SkippedClip:
 class ClipSet:
     """The usable clips of one split (sorted by id) and the ones skipped, with reasons."""
 
-    clips: tuple[TrainClip, ...]
+    clips: Sequence[TrainClip]  # a ClipTable from read_clips: columns, not a Python object per clip
     skipped: tuple[SkippedClip, ...]
     source: Path
     split: str
@@ -144,16 +121,6 @@ def curation_gaps(entry: Mapping[str, Any]) -> list[str]:
     return gaps
 
 
-def mel_columns(num_frames: int) -> int:
-    """Mel columns of a ``num_frames`` window: ``ceil(3.2 F)`` (official 52 for 16 frames, 16 for 5)."""
-    return -(-16 * num_frames // 5)
-
-
-def _centre(frame: int, fps: int) -> int:
-    """The whisper feature at the time of ``frame`` (:func:`lipsyncctl.audio.features.chunk_indices`)."""
-    return int(frame * Fraction(50, fps) + Fraction(1, 2))
-
-
 # ---- the clips ---------------------------------------------------------------------------------------
 
 def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", num_frames: int = 16) -> ClipSet:
@@ -185,45 +152,58 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
         where = f"{path}: no {MANIFEST} here" if listed is None else f"{path}: no curated {MANIFEST} beside it"
         raise UsageError(f"{where} (training reads each clip's features from it)",
                          hint="run `lipsyncctl curate RAW... -o DATA` first, and train on DATA or DATA/train.txt")
-    entries = _read_manifest(manifest)
     if listed is not None and split == "train":
-        chosen = _listed_entries(listed, entries, root)
+        chosen = _listed_entries(listed, manifest, root)
     else:
-        chosen = [e for e in entries if e.get("split") == split and _verdict(e) == "kept"]
-    clips, skipped = [], []
+        chosen = _last_of_each_id(manifest, lambda e: e.get("split") == split and _verdict(e) == "kept")
+    rows, skipped = [], []
     gaps: dict[str, int] = {}
-    for entry in sorted({e["id"]: e for e in chosen}.values(), key=lambda e: e["id"]):
+    for entry in _entries_at(manifest, chosen):  # one manifest line in memory at a time
         clip = _clip(entry, root, manifest)
         reason = _too_short(clip, kind, num_frames)
         if reason is None:
-            clips.append(clip)
+            rows.append(clip)
             for gap in curation_gaps(entry):
                 gaps[gap] = gaps.get(gap, 0) + 1
         else:
             skipped.append(SkippedClip(clip.id, clip.frames, reason))
     here = root.absolute()
-    outside = [f for c in clips for f in (c.video, c.features) if not f.absolute().is_relative_to(here)]
+    outside = [f for c in rows for f in (c.video, c.features) if not f.absolute().is_relative_to(here)]
     if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
         from lipsyncctl import progress
 
         progress.warning(f"{len(outside)} file(s) of the {split} clips read from outside {root} (the manifest's "
                          f"paths; the copy here lacks them), e.g. {outside[0]}")
-    return ClipSet(tuple(clips), tuple(skipped), listed or root, split, kind, num_frames, gaps)
+    rows.sort(key=lambda c: c.id)
+    clips = ClipTable(rows)
+    skipped.sort(key=lambda c: c.id)
+    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps)
 
 
-def _read_manifest(manifest: Path) -> list[dict[str, Any]]:
-    entries = []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{manifest}:{n}: not a JSON line ({exc.msg})", hint=_RERUN) from exc
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise UsageError(f"{manifest}:{n}: not a manifest line (no id)", hint=_RERUN)
-        entries.append(entry)
-    return entries
+def _manifest_lines(manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, entry)`` of each line of the manifest, read one line at a time."""
+    with manifest.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{manifest}:{n}: not a JSON line ({exc.msg})", hint=_RERUN) from exc
+            if not isinstance(entry, dict) or "id" not in entry:
+                raise UsageError(f"{manifest}:{n}: not a manifest line (no id)", hint=_RERUN)
+            yield n, entry
+
+
+def _last_of_each_id(manifest: Path, wanted: Callable[[dict[str, Any]], bool]) -> set[int]:
+    """The line numbers of the wanted entries, the last one of an id written twice."""
+    last = {str(e["id"]): n for n, e in _manifest_lines(manifest) if wanted(e)}
+    return set(last.values())
+
+
+def _entries_at(manifest: Path, lines: set[int]) -> Iterator[dict[str, Any]]:
+    """The manifest's entries at ``lines``, in the file's order (a second pass: nothing else is held)."""
+    return (e for n, e in _manifest_lines(manifest) if n in lines)
 
 
 def _verdict(entry: Mapping[str, Any]) -> str:
@@ -231,35 +211,39 @@ def _verdict(entry: Mapping[str, Any]) -> str:
     return str(decision.get("verdict", "")) if isinstance(decision, Mapping) else ""
 
 
-def _listed_entries(listed: Path, entries: Sequence[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
-    """The manifest entries of a fileslist's lines, matched by the path as written, the file it points to,
-    or the clip id (the aligned file's stem), so a moved DATA folder still reads."""
-    by_text: dict[str, dict[str, Any]] = {}
-    by_file: dict[Path, dict[str, Any]] = {}
-    by_id = {e["id"]: e for e in entries}
-    for e in entries:
+def _listed_entries(listed: Path, manifest: Path, root: Path) -> set[int]:
+    """The manifest lines of a fileslist's clips, matched by the path as written, the file it points to, or the
+    clip id (the aligned file's stem), so a moved DATA folder still reads; the last line of an id written twice."""
+    by_text: dict[str, int] = {}
+    by_file: dict[Path, int] = {}
+    by_id: dict[str, int] = {}
+    said: dict[int, tuple[str, str]] = {}  # line -> (id, verdict)
+    for n, e in _manifest_lines(manifest):
+        cid = str(e["id"])
+        by_id[cid], said[n] = n, (cid, _verdict(e))
         if e.get("aligned"):
-            by_text[str(e["aligned"])] = e
+            by_text[str(e["aligned"])] = n
             found = locate(str(e["aligned"]), root)
             if found is not None:
-                by_file[found.resolve()] = e
-    out = []
-    for n, line in enumerate(listed.read_text(encoding="utf-8").splitlines(), 1):
+                by_file[found.resolve()] = n
+    chosen: dict[str, int] = {}
+    for k, line in enumerate(listed.read_text(encoding="utf-8").splitlines(), 1):
         text = line.strip()
         if not text:
             continue
         found = locate(text, root)
-        entry = by_text.get(text) or (by_file.get(found.resolve()) if found is not None else None) \
+        n = by_text.get(text) or (by_file.get(found.resolve()) if found is not None else None) \
             or by_id.get(Path(text).stem)
-        if entry is None:
-            raise UsageError(f"{listed}:{n}: {text} is not a clip of {root / MANIFEST}",
+        if n is None:
+            raise UsageError(f"{listed}:{k}: {text} is not a clip of {manifest}",
                              hint="run `lipsyncctl curate` first: training needs each clip's features, which "
                              "the manifest beside the fileslist names; list only clips of that DATA folder")
-        if _verdict(entry) != "kept":
-            raise UsageError(f"{listed}:{n}: clip {entry['id']} was {_verdict(entry) or 'not decided'} by curate",
+        cid, verdict = said[n]
+        if verdict != "kept":
+            raise UsageError(f"{listed}:{k}: clip {cid} was {verdict or 'not decided'} by curate",
                              hint="train on DATA/train.txt as curate wrote it, or remove the line")
-        out.append(entry)
-    return out
+        chosen[cid] = n
+    return set(chosen.values())
 
 
 def locate(text: str, root: Path) -> Path | None:
@@ -356,11 +340,12 @@ def _check_size(clips: ClipSet, resolution: int) -> None:
     """Refuse clips aligned smaller than the training ``resolution``: scaled up, they would train a 512 px model on
     blurred 256 px faces (the one thing LatentSync 1.6 changed) without a word. A clip whose manifest does not say
     its size (curated before it did) is probed, the first one only (one curate run aligns every clip at one size)."""
-    sizes = {c.size for c in clips.clips}
+    table = clips.clips if isinstance(clips.clips, ClipTable) else ClipTable(clips.clips)
+    sizes = set(table.sizes)
     if None in sizes:
         from lipsyncctl.media.probe import probe
 
-        first = next(c for c in clips.clips if c.size is None)
+        first = next(c for c in table if c.size is None)
         video = probe(first.video).video
         sizes.discard(None)
         if video is not None:
@@ -390,17 +375,21 @@ class _ClipSamples(Dataset[dict[str, Any]]):
     kind = "unet"
 
     def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int, resolution: int) -> None:
-        self.clips = tuple(sorted(clips, key=lambda c: c.id))
+        if not (isinstance(clips, ClipTable) and clips.by_id()):
+            clips = ClipTable(sorted(clips, key=lambda c: c.id))
+        self.clips: ClipTable = clips
         if not self.clips:
             raise UsageError("no clip is long enough to train on",
                              hint="curate more or longer footage (see the skipped clips of the run's result)")
-        for clip in self.clips:
+        last_starts = np.empty(len(self.clips), dtype=np.int64)  # a column, as the table's (module clips)
+        for pos, clip in enumerate(self.clips):
             reason = _too_short(clip, self.kind, num_frames)
             if reason is not None:
                 raise ValueError(f"clip {clip.id}: {reason} (read_clips skips such clips)")
+            last_starts[pos] = clip.last_start(num_frames)
         self.seed, self.num_frames, self.resolution = int(seed), int(num_frames), int(resolution)
         self.order = ClipOrder(self.seed, len(self.clips))
-        self.last_starts = tuple(c.last_start(self.num_frames) for c in self.clips)
+        self.last_starts = last_starts
 
     @property
     def n_clips(self) -> int:
@@ -555,5 +544,5 @@ def to_pixels(frames: Tensor | np.ndarray) -> Tensor:
     return (torch.as_tensor(frames).to(torch.float32) / 255.0 - 0.5) / 0.5
 
 
-__all__ = ["ClipSet", "SkippedClip", "SyncNetSamples", "TrainClip", "UNetSamples", "collate", "curation_gaps", "locate",
+__all__ = ["ClipSet", "ClipTable", "SkippedClip", "SyncNetSamples", "TrainClip", "UNetSamples", "collate", "curation_gaps", "locate",
            "make_dataset", "mel_columns", "read_clips", "resize_u8", "to_pixels"]

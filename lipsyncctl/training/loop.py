@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
-import json
 import math
 import os
 import time
@@ -108,9 +106,11 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _clips_hash(clips: Sequence[Any]) -> str:
-    """What the sample stream draws from: the training clips (ids and frame counts), hashed."""
-    blob = json.dumps(sorted((c.id, c.frames) for c in clips)).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """What the sample stream draws from: the training clips (ids and frame counts), hashed
+    (:meth:`ClipTable.ids_frames_hash`)."""
+    from lipsyncctl.training.clips import ClipTable
+
+    return (clips if isinstance(clips, ClipTable) else ClipTable(clips)).ids_frames_hash()
 
 
 def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str,

@@ -99,7 +99,8 @@ class ClipOrder:
             raise ValueError(f"sample index must be >= 0, got {index}")
         epoch = epoch_of(index, self.n_clips)
         if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, epoch_permutation(self.seed, epoch, self.n_clips).tolist())
+            # an int64 array (8 bytes a clip), not a list of Python ints (about 36): a worker holds one per epoch
+            self._cached = (epoch, epoch_permutation(self.seed, epoch, self.n_clips).numpy())
         return int(self._cached[1][index % self.n_clips])
 
 

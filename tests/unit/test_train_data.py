@@ -435,3 +435,46 @@ def test_a_clip_that_cannot_be_read_keeps_its_message_and_hint_from_any_worker(w
     error = item.error()
     assert (type(error).__name__, str(error), error.hint) == (
         "MediaError", "clip c0: its aligned clip is unreadable", "rerun curate on its source")
+
+
+def _clip_row(k: int) -> td.TrainClip:
+    size = None if k % 7 == 3 else 256
+    return td.TrainClip(f"vox-{k:07d}-é", Path(f"/data/vox2/aligned/id{k:05d}/clip-{k:07d}.mp4"),
+                        Path(f"/data/vox2/features/id{k:05d}/clip-{k:07d}.safetensors"), 48 + k % 90, 2 * (48 + k),
+                        1 + 16 * (48 + k) // 5, size=size)
+
+
+def test_clip_table_holds_the_same_clips_in_columns() -> None:
+    from lipsyncctl.training.clips import ClipTable
+
+    rows = [_clip_row(k) for k in range(300)]
+    table = ClipTable(rows)
+    assert len(table) == 300 and list(table) == rows and table[-1] == rows[-1] and table[5] == rows[5]
+    assert table[10:13] == ClipTable(rows[10:13]) and table != ClipTable(rows[:-1])
+    assert table.id(7) == rows[7].id and table.sizes == [256, None] and table.frames.tolist() == [c.frames for c in rows]
+    with pytest.raises(IndexError):
+        table[300]
+    with pytest.raises(ValueError):  # a read-only view: the workers' shared pages are never written
+        table.frames[0] = 1
+    # about 200 bytes a clip with VoxCeleb-like paths, not the ~1.3 KB of a Python object per clip
+    assert table.nbytes < 200 * len(table), table.nbytes
+    assert pickle.loads(pickle.dumps(table)) == table  # a spawned loader worker gets it in one pickle
+    # the hash a resume compares is the one runs of before saved: sorted (id, frames) pairs as JSON
+    import hashlib
+
+    shuffled = [rows[k] for k in np.random.default_rng(0).permutation(300)]
+    before = hashlib.sha256(json.dumps(sorted((c.id, c.frames) for c in rows)).encode()).hexdigest()[:16]
+    assert table.by_id() and not ClipTable(shuffled).by_id()
+    assert table.ids_frames_hash() == ClipTable(shuffled).ids_frames_hash() == before
+
+
+def test_a_dataset_over_a_table_draws_as_over_the_clips(unet_clips: td.ClipSet) -> None:
+    from lipsyncctl.training.clips import ClipTable
+
+    assert isinstance(unet_clips.clips, ClipTable)
+    rows = [_clip_row(k) for k in range(40)]
+    a = td.UNetSamples(ClipTable(rows[::-1]), seed=5, num_frames=F, resolution=64)  # sorted by id on the way in
+    b = td.UNetSamples(rows, seed=5, num_frames=F, resolution=64)
+    assert a.clips == b.clips and a.clips.by_id()
+    assert [a.windows(k) for k in range(200)] == [b.windows(k) for k in range(200)]
+    assert all(isinstance(v, int) for v in a.windows(3))

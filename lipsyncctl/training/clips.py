@@ -1,0 +1,170 @@
+"""The training clips: one clip (:class:`TrainClip`) and the clips of a split held as columns (:class:`ClipTable`).
+
+A dataset of VoxCeleb2's size has about a million clips. Held as a tuple of Python objects (about 1.3 KB
+each), they would cost every data-loader worker its own copy: a forked worker shares its parent's pages only
+until it touches them, and reading a Python object writes its reference count, so an epoch of random samples
+copies the whole list page by page into each worker. :class:`ClipTable` holds the same facts in a handful of
+numpy arrays (the ids and paths as UTF-8 bytes in one buffer with offsets, the counts as integers: about 200
+bytes per clip), whose pages a worker reads without writing, so they stay shared; a spawned worker gets them in
+one pickle of a few arrays. ``table[i]`` makes the :class:`TrainClip` of row ``i`` when it is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+
+from lipsyncctl.audio.wav2lip_mel import window_start
+
+FPS = 25
+
+
+def mel_columns(num_frames: int) -> int:
+    """Mel columns of a ``num_frames`` window: ``ceil(3.2 F)`` (official 52 for 16 frames, 16 for 5)."""
+    return -(-16 * num_frames // 5)
+
+
+def _centre(frame: int, fps: int) -> int:
+    """The whisper feature at the time of ``frame`` (:func:`lipsyncctl.audio.features.chunk_indices`)."""
+    return int(frame * Fraction(50, fps) + Fraction(1, 2))
+
+
+@dataclass(frozen=True)
+class TrainClip:
+    """One aligned 25 fps face clip and its audio features. ``whisper_len``: ``L`` of the whisper features
+    (50/s), ``mel_len``: columns ``T`` of the mel (80/s)."""
+
+    id: str
+    video: Path
+    features: Path
+    frames: int
+    whisper_len: int
+    mel_len: int
+    fps: int = FPS
+    #: the aligned frames' side in px (the manifest's ``resolution``; None in a manifest written before it was)
+    size: int | None = None
+
+    def last_start(self, num_frames: int) -> int:
+        """The last audio-valid window start (:mod:`lipsyncctl.training.data`), -1 when there is none."""
+        columns = mel_columns(num_frames)
+        s = self.frames - num_frames
+        while s >= 0 and (_centre(s + num_frames - 1, self.fps) > self.whisper_len - 1
+                          or window_start(s, self.fps) + columns > self.mel_len):
+            s -= 1
+        return s
+
+
+class _Strings:
+    """Strings as one UTF-8 buffer and the offsets of each (``uint8`` and ``int64`` arrays)."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        encoded = [t.encode("utf-8") for t in texts]
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
+        self.buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+
+    def __getitem__(self, i: int) -> str:
+        return self.buffer[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8")
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.buffer.nbytes + self.offsets.nbytes)
+
+
+#: a size the manifest does not say (a clip curated before it did)
+_NO_SIZE = -1
+
+
+class ClipTable(Sequence[TrainClip]):
+    """The clips of a split as columns, in the order given (:func:`~lipsyncctl.training.data.read_clips`: by id).
+    A read-only :class:`~collections.abc.Sequence` of :class:`TrainClip`; equal to another table of the same clips.
+    ``frames`` and ``sizes`` are the columns a whole-split check reads without making a clip per row."""
+
+    def __init__(self, clips: Iterable[TrainClip]) -> None:
+        rows = list(clips)
+        self._ids = _Strings([c.id for c in rows])
+        self._videos = _Strings([str(c.video) for c in rows])
+        self._features = _Strings([str(c.features) for c in rows])
+        # frames, whisper_len, mel_len, fps, size: one int64 row per clip
+        self._numbers = np.array([(c.frames, c.whisper_len, c.mel_len, c.fps, _NO_SIZE if c.size is None else c.size)
+                                  for c in rows], dtype=np.int64).reshape(len(rows), 5)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    @overload
+    def __getitem__(self, i: int) -> TrainClip: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ClipTable: ...
+
+    def __getitem__(self, i: int | slice) -> TrainClip | ClipTable:
+        if isinstance(i, slice):
+            return ClipTable(self[k] for k in range(*i.indices(len(self))))
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"clip {i} of {n}")
+        i = int(i) % n
+        frames, whisper_len, mel_len, fps, size = (int(v) for v in self._numbers[i])
+        return TrainClip(self._ids[i], Path(self._videos[i]), Path(self._features[i]), frames, whisper_len, mel_len,
+                         fps=fps, size=None if size == _NO_SIZE else size)
+
+    def __iter__(self) -> Iterator[TrainClip]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ClipTable):
+            return all(np.array_equal(a, b) for a, b in zip(self._columns(), other._columns(), strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ClipTable({len(self)} clips, {self.nbytes} bytes)"
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return (self._numbers, *(a for s in (self._ids, self._videos, self._features) for a in (s.buffer, s.offsets)))
+
+    @property
+    def frames(self) -> np.ndarray:
+        """Each clip's frame count (``int64``, read-only view)."""
+        view = self._numbers[:, 0]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def sizes(self) -> list[int | None]:
+        """The distinct sizes the manifest gives (None: a clip without one), sorted with None last."""
+        values = {int(v) for v in np.unique(self._numbers[:, 4])}
+        return sorted(v for v in values if v != _NO_SIZE) + ([None] if _NO_SIZE in values else [])
+
+    def by_id(self) -> bool:
+        """Whether the rows are in the order of their ids, each id once (as :func:`read_clips` makes them)."""
+        return all(self._ids[i - 1] < self._ids[i] for i in range(1, len(self)))
+
+    def id(self, i: int) -> str:
+        """The id of row ``i`` (no clip made)."""
+        return self._ids[i]
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the table holds (its arrays)."""
+        return int(self._numbers.nbytes + self._ids.nbytes + self._videos.nbytes + self._features.nbytes)
+
+    def ids_frames_hash(self) -> str:
+        """sha256 (16 hex digits) of the clips' ids and frame counts, sorted, as JSON (``[["id", frames], ...]``):
+        what a sample stream draws from (a resume checks it). Streamed: no list of the pairs is made."""
+        order: Iterable[int] = range(len(self)) if self.by_id() else \
+            sorted(range(len(self)), key=lambda i: (self._ids[i], int(self._numbers[i, 0])))
+        h = hashlib.sha256(b"[")
+        for k, i in enumerate(order):
+            h.update((", " if k else "").encode() + json.dumps([self._ids[i], int(self._numbers[i, 0])]).encode())
+        h.update(b"]")
+        return h.hexdigest()[:16]
