@@ -25,10 +25,14 @@ from lipsyncctl import paths
 #: keys added after runs were written, and their defaults: at its default such a key is left out of
 #: :meth:`TrainConfig.stream_hash`, so those runs' checkpoints still resume
 ADDED_LATER = {"loss.noise": "mixed", "optim.warmup_steps": 0, "data.mask": paths.OFFICIAL_MASK}
-#: keys made resumable after runs were written: their hashes hold them (``model.init``: a resume takes its weights
-#: from the checkpoint; ``run.mixed_precision``: the precision it resolves to is checked against the checkpoint's)
-MADE_RESUMABLE = ("model.init", "run.mixed_precision")
-#: keys a resume may change (they do not alter which samples, noise or weights a step sees)
+#: keys made resumable after runs were written, group by group in the order they were: a run's hash holds the keys of
+#: the groups made resumable after it was written (runs of before the first group hold all). ``model.init``: a resume
+#: takes its weights from the checkpoint; ``run.mixed_precision``: the precision it resolves to is checked against
+#: the checkpoint's; ``optim.lr``: a deliberate change of the schedule from the resume on (said at the resume, and
+#: each step's lr is in metrics.csv)
+MADE_RESUMABLE_GROUPS = (("model.init", "run.mixed_precision"), ("optim.lr",))
+MADE_RESUMABLE = tuple(k for group in MADE_RESUMABLE_GROUPS for k in group)
+#: keys a resume may change (they do not alter which samples or noise a step sees)
 RESUMABLE_CHANGES = (*MADE_RESUMABLE, "run.max_steps", "run.save_every", "run.keep", "run.validate_every", "run.log_every",
                      "data.workers", "run.nan_abort_after", "name", "description", "run.val_sync",
                      "run.val_sync_preset", "run.val_clip", "run.val_seconds", "run.process_group_timeout")
@@ -180,34 +184,44 @@ class TrainConfig(_Strict):
         """Official ``pixel_space_supervise``: decode the one-step x0 and apply the pixel losses."""
         return self.kind == "unet" and any((self.loss.lpips, self.loss.sync, self.loss.trepa))
 
-    def stream_hash(self, *, legacy: Mapping[str, Any] | None = None) -> str:
+    def stream_hash(self, *, legacy: Mapping[str, Any] | None = None, generation: int = 0) -> str:
         """Hash of everything that decides the samples, noise and updates (not the keys of
-        :data:`RESUMABLE_CHANGES`): a resume under a different one is refused. ``legacy``: the hash runs written
-        before the keys of :data:`MADE_RESUMABLE` were resumable have, with those keys' values from ``legacy`` (the
-        run's saved configuration; this one's where it has none)."""
+        :data:`RESUMABLE_CHANGES`): a resume under a different one is refused. ``legacy``: the hash a run written
+        before a group of :data:`MADE_RESUMABLE_GROUPS` was resumable has: the keys of the groups from ``generation``
+        on, with their values from ``legacy`` (the run's saved configuration; this one's where it has none)."""
         tree = self.to_dict()
+        kept: tuple[str, ...] = ()
         if legacy is not None:
+            kept = tuple(k for group in MADE_RESUMABLE_GROUPS[generation:] for k in group)
             saved = run_config.dotted(legacy)
-            for key in MADE_RESUMABLE:
+            for key in kept:
                 section, name = key.split(".")
                 tree[section][name] = saved.get(key, tree[section][name])
-        kept = MADE_RESUMABLE if legacy is not None else ()
         run_config.drop_keys(tree, [k for k in RESUMABLE_CHANGES if k not in kept], ADDED_LATER)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
     def continues(self, saved_hash: str | None, saved_config: Mapping[str, Any] | None = None) -> bool:
         """Whether a run whose stream hash is ``saved_hash`` (None: not recorded) and configuration ``saved_config``
-        (its train.yaml or checkpoint's) continues under this config."""
-        return saved_hash is None or saved_hash in (self.stream_hash(), self.stream_hash(legacy=saved_config or {}))
+        (its train.yaml or checkpoint's) continues under this config: the hash of now, or of a run written before
+        a group of keys was made resumable."""
+        if saved_hash is None or saved_hash == self.stream_hash():
+            return True
+        return any(saved_hash == self.stream_hash(legacy=saved_config or {}, generation=g)
+                   for g in range(len(MADE_RESUMABLE_GROUPS)))
 
-    def changes_from(self, saved: Mapping[str, Any] | None, limit: int = 4) -> str:
-        """``optim.lr 1e-05 -> 0.1, ...``: the keys (not :data:`RESUMABLE_CHANGES`) whose values differ from the
-        ``saved`` configuration (a run's train.yaml or checkpoint), or "" when it cannot say."""
+    def changes_from(self, saved: Mapping[str, Any] | None, limit: int = 4, *,
+                     only: Iterable[str] | None = None) -> str:
+        """``optim.warmup_steps 0 -> 100, ...``: the keys (not :data:`RESUMABLE_CHANGES`; or those of ``only``)
+        whose values differ from the ``saved`` configuration (a run's train.yaml or checkpoint), or "" when it
+        cannot say or none differs."""
         if not isinstance(saved, Mapping):
             return ""
         old, new = run_config.dotted(saved), run_config.dotted(self.to_dict())
         skip = {*RESUMABLE_CHANGES, "stream_hash", "data.path"}
-        keys = [k for k in new if k not in skip and not k.startswith("writer.") and k in old
+        chosen = set(only) if only is not None else None
+        wanted = (lambda k: k in chosen) if chosen is not None else \
+            (lambda k: k not in skip and not k.startswith("writer."))
+        keys = [k for k in new if wanted(k) and k in old
                 and json.dumps(old[k], default=str) != json.dumps(new[k], default=str)]
         said = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys[:limit])
         return said + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -382,6 +382,9 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
              "writer": {"host": host_tag(), "pid": os.getpid()}}, sort_keys=False))  # (a rerun: is it gone?)
         if resume_from is not None:  # the init's weights were replaced by the checkpoint's: said as such
             progress.message(f"resume: {resume_from} (step {start_step}: weights, optimizer, RNG, data position)")
+            changed = cfg.changes_from(saved.get("config"), only=("optim.lr",))
+            if changed:  # a schedule changed on purpose: said, and each step's lr is in metrics.csv
+                progress.message(f"resume: {changed} from step {start_step} on")
         else:
             for line in nets.init_report:
                 progress.message(line)

@@ -35,8 +35,8 @@ def test_presets_resolve_and_precedence() -> None:
 
 def test_stream_hash_ignores_only_resumable_keys() -> None:
     base = tc.resolve_train_config("tiny")
-    assert tc.resolve_train_config("tiny", ["run.max_steps=100", "data.workers=2"]).stream_hash() == base.stream_hash()
-    assert tc.resolve_train_config("tiny", ["optim.lr=0.5"]).stream_hash() != base.stream_hash()
+    assert tc.resolve_train_config("tiny", ["run.max_steps=100", "data.workers=2", "optim.lr=0.5"]).stream_hash() == base.stream_hash()
+    assert tc.resolve_train_config("tiny", ["optim.weight_decay=0.5"]).stream_hash() != base.stream_hash()
     assert tc.resolve_train_config("tiny", ["run.seed=1"]).stream_hash() != base.stream_hash()
 
 
@@ -62,12 +62,48 @@ HASHES_OF_BEFORE = {
 }
 
 
-def test_runs_written_before_resume_under_the_same_settings() -> None:
-    assert set(HASHES_OF_BEFORE) == set(tc.list_train_presets())
-    for name, saved in HASHES_OF_BEFORE.items():
+#: the same, as lipsyncctl wrote them once model.init and run.mixed_precision were resumable and before optim.lr
+#: was (computed by the code of facb5c0)
+HASHES_BEFORE_LR = {
+    "stage1": "e31f0e1686ba1325",
+    "stage1_512": "b7d4ebf7d28e1324",
+    "stage2": "10f4a2fd82be6fd9",
+    "stage2-24gb": "810b56166eea3584",
+    "stage2_512": "7882fb3f90b45481",
+    "stage2_512-40gb": "aa23b95d02251058",
+    "stage2_efficient": "6896f5b4c9b5821f",
+    "syncnet_16_latent": "8ed6358e62863a76",
+    "syncnet_16_pixel": "7d722cc3b46fc32e",
+    "syncnet_16_pixel_attn": "2e108f1eeb44a8b3",
+    "syncnet_25_pixel": "f5f6a79db8ee99cf",
+    "tiny": "5ef640b43b2495bd",
+    "tiny-stage1": "a8d3b069242a7a96",
+    "tiny-syncnet": "4b0fdd5ce86059f2",
+    "tiny-syncnet-25": "9cf5134b0ed4104c",
+    "tiny-syncnet-latent": "8ec46263bfe0897f",
+}
+
+
+@pytest.mark.parametrize("written", [HASHES_OF_BEFORE, HASHES_BEFORE_LR], ids=["cf437a5", "facb5c0"])
+def test_runs_written_before_resume_under_the_same_settings(written: dict[str, str]) -> None:
+    assert set(written) == set(tc.list_train_presets())
+    for name, saved in written.items():
         cfg = tc.resolve_train_config(name)
         assert cfg.continues(saved, cfg.to_dict()) and cfg.continues(saved, {}), name
         assert not tc.resolve_train_config(name, ["run.seed=7"]).continues(saved, cfg.to_dict()), name
+        lower = tc.resolve_train_config(name, [f"optim.lr={cfg.optim.lr / 2}"])  # the lr is resumable now
+        assert lower.continues(saved, cfg.to_dict()) and not lower.continues(saved, lower.to_dict()), name
+
+
+def test_the_learning_rate_may_change_on_resume_and_is_said() -> None:
+    plain = tc.resolve_train_config("tiny-stage1")
+    lower = tc.resolve_train_config("tiny-stage1", ["optim.lr=5e-05"])
+    assert lower.stream_hash() == plain.stream_hash() and lower.continues(plain.stream_hash(), plain.to_dict())
+    # a run of facb5c0 started with --init and lr 3e-4 (its hash: that code's), resumed without --init at 1e-4
+    assert plain.continues("9abd96ec14d80a43", tc.resolve_train_config(
+        "tiny-stage1", ["model.init=/runs/s1/export/unet.safetensors", "optim.lr=0.0003"]).to_dict())
+    assert lower.changes_from(plain.to_dict(), only=("optim.lr",)) == "optim.lr 0.0001 -> 5e-05"
+    assert lower.changes_from(plain.to_dict()) == "" and plain.changes_from(plain.to_dict(), only=("optim.lr",)) == ""
 
 
 def test_a_resume_needs_no_init_and_a_refusal_names_what_differs() -> None:
@@ -83,9 +119,9 @@ def test_a_resume_needs_no_init_and_a_refusal_names_what_differs() -> None:
     bf16 = tc.resolve_train_config("tiny-stage1", ["run.mixed_precision=bf16"])
     assert bf16.continues(plain.stream_hash(legacy={}), plain.to_dict())  # auto before, bf16 asked now
     assert plain.continues(None)
-    other = tc.resolve_train_config("tiny-stage1", ["optim.lr=0.1", "run.max_steps=99"])
+    other = tc.resolve_train_config("tiny-stage1", ["optim.weight_decay=0.1", "run.max_steps=99"])
     assert not other.continues(plain.stream_hash())
-    assert other.changes_from(plain.to_dict()) == "optim.lr 0.0001 -> 0.1"  # not the resumable max_steps
+    assert other.changes_from(plain.to_dict()) == "optim.weight_decay 0.01 -> 0.1"  # not the resumable max_steps
     assert other.changes_from(None) == ""
 
 
@@ -228,7 +264,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     assert "without --resume" in (e.value.hint or "")
     other = "stopped before its first checkpoint, with another configuration or data"
     with pytest.raises(UsageError, match=other) as e:
-        prepare_run_folder(run, tc.resolve_train_config("tiny", ["optim.lr=0.1"]), None, False, Path("data"))
+        prepare_run_folder(run, tc.resolve_train_config("tiny", ["optim.weight_decay=0.1"]), None, False, Path("data"))
     assert "--overwrite/-y" in (e.value.hint or "") and "--resume" not in (e.value.hint or "")
     with pytest.raises(UsageError, match=other):
         prepare_run_folder(run, cfg, None, False, Path("other"))

@@ -93,14 +93,14 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     # a resume under another stream is refused; an occupied run folder needs --resume or -y
     from lipsyncctl.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"another configuration \(optim.lr 0.0001 -> 0.1\)"):
-        run_train(curated, tmp_path / "b", "tiny-stage1", "optim.lr=0.1", resume="latest")
+    with pytest.raises(UsageError, match=r"another configuration \(optim.weight_decay 0.01 -> 0.1\)"):
+        run_train(curated, tmp_path / "b", "tiny-stage1", "optim.weight_decay=0.1", resume="latest")
     with pytest.raises(UsageError, match="already holds"):
         run_train(curated, tmp_path / "b", "tiny-stage1")
     # the checkpoint itself says what it continues (resumed into another folder, RUN/train.yaml is not there)
     checkpoint = str(tmp_path / "b" / "checkpoints" / "step-000002")
-    with pytest.raises(UsageError, match=r"another configuration \(optim.lr 0.0001 -> 0.1\)"):
-        run_train(curated, tmp_path / "c", "tiny-stage1", "optim.lr=0.1", resume=checkpoint)
+    with pytest.raises(UsageError, match=r"another configuration \(optim.weight_decay 0.01 -> 0.1\)"):
+        run_train(curated, tmp_path / "c", "tiny-stage1", "optim.weight_decay=0.1", resume=checkpoint)
     fewer = curated.data / "fewer.txt"  # other training clips: another sample stream
     fewer.write_text((curated.data / "train.txt").read_text().splitlines()[0] + "\n")
     with pytest.raises(UsageError, match="training clips are not the ones"):
@@ -137,6 +137,14 @@ def test_a_warm_up_ramps_the_lr_and_a_resume_continues_it(curated: Curated, tmp_
     assert losses(tmp_path / "b") == losses(tmp_path / "a") and same(weights(tmp_path / "b"), weights(tmp_path / "a"))
     cfg = api.resolve_train_config("tiny-stage1")
     assert loop.lr_at(cfg, 0) == loop.lr_at(cfg, 10**6) == cfg.optim.lr  # official: constant, no warm-up
+    # the lr may change on resume (a schedule changed on purpose): said, and each step's lr is in metrics.csv
+    run_train(curated, tmp_path / "c", "tiny-stage1", *sets[1:], "run.max_steps=2")
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        run_train(curated, tmp_path / "c", "tiny-stage1", *sets[:3], "optim.lr=0.002", resume="latest")
+    assert any(e[1] == "resume: optim.lr 0.001 -> 0.002 from step 2 on" for e in sink.events if e[0] == "message")
+    rows = [line.split(",") for line in (tmp_path / "c" / "metrics.csv").read_text().splitlines()[1:]]
+    assert [float(v) for _, name, v in rows if name == "lr"] == pytest.approx([0.00025, 0.0005, 0.0015, 0.002])
+    assert losses(tmp_path / "c")[:2] == losses(tmp_path / "a")[:2]
 
 
 def test_a_second_train_into_a_live_run_folder_is_busy(curated: Curated, tmp_path: Path) -> None:
