@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -688,16 +689,6 @@ def _write_views(result: CurateResult, config: Config, models: dict[str, dict[st
     data.mkdir(parents=True, exist_ok=True)
     progress.message(f"writing the manifest and the report ({len(result.clips)} spans)")
     paths = {s.id: s.path for s in result.sources}
-    lines, lists = [], {"train": [], "val": []}
-    for clip in sorted(result.clips, key=lambda c: c.id):
-        split = views.split_for(clip.source, paths.get(clip.source, ""), options)
-        line = {**clip.to_dict(result.fps), "split": split}
-        lines.append(line)
-        if clip.decision.verdict == "kept" and line.get("aligned"):
-            lists[split].append(str(line["aligned"]))
-    report = {"counts": result.counts(), "until": str(result.until),
-              "split": {k: len(v) for k, v in lists.items()}, "histograms": views.histograms(lines),
-              "sources": [s.to_dict() for s in sorted(result.sources, key=lambda s: s.id)]}
     doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
            "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
                               **{s.name: s.version for s in CLIP_STAGES}},
@@ -706,13 +697,29 @@ def _write_views(result: CurateResult, config: Config, models: dict[str, dict[st
            # first and last MiB: lipsyncctl.runner.store.file_fingerprint)
            "models": {stage: {role: {"path": path, "fingerprint": _fingerprint(path)} for role, path in files.items()}
                       for stage, files in (models or {}).items()}}
-    for name, text in (("manifest.jsonl", "".join(json.dumps(line) + "\n" for line in lines)),
-                       ("train.txt", "".join(p + "\n" for p in lists["train"])),
-                       ("val.txt", "".join(p + "\n" for p in lists["val"])),
-                       ("report.json", json.dumps(report, indent=1)),
-                       ("report.html", views.report_html(report, views.reject_thumbnails(lines, paths, result.fps))),
-                       ("curate.yaml", yaml.safe_dump(doc, sort_keys=False))):
-        views.write_atomic(data / name, text)
+    names = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
+    # a line at a time (a million spans make gigabytes of lines held whole); all six renamed together at the end
+    with views.text_files([data / n for n in names]) as (manifest, train, val, report_json, report_html, yaml_file):
+        lists, listed = {"train": train, "val": val}, {"train": 0, "val": 0}
+        values: dict[str, array[float]] = {}
+        rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
+        for clip in sorted(result.clips, key=lambda c: c.id):
+            split = views.split_for(clip.source, paths.get(clip.source, ""), options)
+            line = {**clip.to_dict(result.fps), "split": split}
+            manifest.write(json.dumps(line) + "\n")
+            if clip.decision.verdict == "kept" and line.get("aligned"):
+                lists[split].write(str(line["aligned"]) + "\n")
+                listed[split] += 1
+            elif clip.decision.verdict == "rejected" and len(rejected) < views.THUMBNAILS:
+                rejected.append(line)
+            for k, v in views.measured(line):
+                values.setdefault(k, array("d")).append(v)
+        report = {"counts": result.counts(), "until": str(result.until), "split": listed,
+                  "histograms": views.histograms(values),
+                  "sources": [s.to_dict() for s in sorted(result.sources, key=lambda s: s.id)]}
+        report_json.write(json.dumps(report, indent=1))
+        report_html.write(views.report_html(report, views.reject_thumbnails(rejected, paths, result.fps)))
+        yaml_file.write(yaml.safe_dump(doc, sort_keys=False))
 
 
 def _fingerprint(path: str) -> str | None:

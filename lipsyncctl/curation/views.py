@@ -18,14 +18,17 @@ way, a new source never moves an old one, and no speaker is in both sets.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import itertools
 import json
+from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.media.thumbnails import thumbnail_uri
@@ -76,27 +79,46 @@ def split_warning(source_paths: list[str], options: CurateOptions) -> str | None
             "VoxCeleb2's speaker)")
 
 
-def write_atomic(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def text_files(paths: Sequence[Path]) -> Iterator[list[TextIO]]:
+    """Text files written under temporary names beside ``paths`` (a line at a time, say), renamed into place
+    together when the block succeeds; on any exception (Ctrl-C included) the temporary files are removed and
+    the files of before stay as they were."""
     from lipsyncctl.media.atomic import temp_path
 
-    tmp = temp_path(path, keep_suffix=False)
+    temps = [temp_path(p, keep_suffix=False) for p in paths]
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        with contextlib.ExitStack() as stack:
+            yield [stack.enter_context(t.open("w", encoding="utf-8")) for t in temps]
+        for tmp, path in zip(temps, paths, strict=True):
+            tmp.replace(path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
 
 
-def histograms(lines: list[dict[str, Any]], bins: int = 10) -> dict[str, dict[str, Any]]:
-    """Per numeric manifest field of the clip stages (sync confidence, quality, ...): counts in ``bins``
-    equal bins between its minimum and maximum."""
-    skip = {"first", "stop", "frames", "start_seconds", "end_seconds"}
-    values: dict[str, list[float]] = {}
-    for line in lines:
-        for k, v in line.items():
-            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
-                values.setdefault(k, []).append(float(v))
+#: manifest fields that are positions, not measurements: no histogram
+_NOT_MEASURED = frozenset({"first", "stop", "frames", "start_seconds", "end_seconds"})
+
+
+def measured(line: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """The numeric fields of a manifest line that the clip stages measured (sync confidence, quality, ...)."""
+    for k, v in line.items():
+        if k not in _NOT_MEASURED and isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield k, float(v)
+
+
+def histograms(values: dict[str, Sequence[float]] | Iterable[dict[str, Any]],
+               bins: int = 10) -> dict[str, dict[str, Any]]:
+    """Per numeric manifest field of the clip stages (:func:`measured`): counts in ``bins`` equal bins between its
+    minimum and maximum. ``values``: field -> values (gathered while the lines were written), or the lines."""
+    if not isinstance(values, dict):
+        gathered: dict[str, array[float]] = {}
+        for line in values:
+            for k, v in measured(line):
+                gathered.setdefault(k, array("d")).append(v)
+        values = gathered
     out = {}
     for k, vs in sorted(values.items()):
         lo, hi = min(vs), max(vs)

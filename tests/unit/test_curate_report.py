@@ -125,3 +125,34 @@ def test_thumbnails_are_the_first_rejected_spans_by_id(curated: Path) -> None:
     rejected = [line["id"] for line in lines if line["decision"]["verdict"] == "rejected"]
     assert [t["id"] for t in views.reject_thumbnails(lines, paths, 25, limit=1)] == rejected[:1]
     assert views.reject_thumbnails(lines, {}, 25) == []  # no source known: no thumbnail, no error
+
+
+def test_the_views_are_written_a_line_at_a_time_and_replaced_together(curated: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The six views are streamed to temporary files and renamed together: a failure while the report is made
+    (after the manifest's lines were written) leaves every view of before as it was, and no temporary file."""
+    import json
+
+    from lipsyncctl.curation import job, views
+
+    data = tmp_path / "copy"
+    shutil.copytree(curated, data)
+    names = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
+    before = {n: (data / n).read_bytes() for n in names}
+    report = json.loads(before["report.json"])
+    lines = [json.loads(line) for line in before["manifest.jsonl"].decode().splitlines()]
+    assert report["histograms"] and report["histograms"] == views.histograms(lines)  # gathered while the lines were written: the same
+    assert report["split"] == {k: len(before[f"{k}.txt"].decode().splitlines()) for k in ("train", "val")}
+
+    def broken(*_: object, **__: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(views, "report_html", broken)
+    with pytest.raises(OSError, match="No space"):
+        job.report_curation(data, cfg.resolve("tiny"))
+    assert {n: (data / n).read_bytes() for n in names} == before
+    assert sorted(p.name for p in data.iterdir() if p.name.startswith(".") and p.is_file()) == []
+    monkeypatch.undo()
+    job.report_curation(data, cfg.resolve("tiny"))  # the same views again, from the records
+    assert (data / "manifest.jsonl").read_bytes() == before["manifest.jsonl"]
+    assert json.loads((data / "report.json").read_text())["histograms"] == report["histograms"]
