@@ -141,7 +141,10 @@ def test_the_views_are_written_a_line_at_a_time_and_replaced_together(curated: P
     before = {n: (data / n).read_bytes() for n in names}
     report = json.loads(before["report.json"])
     lines = [json.loads(line) for line in before["manifest.jsonl"].decode().splitlines()]
-    assert report["histograms"] and report["histograms"] == views.histograms(lines)  # gathered while the lines were written: the same
+    assert report["histograms"] == views.histograms(lines)  # gathered while the lines were written: the same
+    made = [{"id": "a", "first": 0, "lse_c": 7.5, "quality": 40}, {"id": "b", "first": 9, "lse_c": 2.5, "ok": True}]
+    assert views.histograms(made, bins=2) == views.histograms({"lse_c": [7.5, 2.5], "quality": [40.0]}, bins=2) == {
+        "lse_c": {"min": 2.5, "max": 7.5, "counts": [1, 1]}, "quality": {"min": 40.0, "max": 40.0, "counts": [1, 0]}}
     assert report["split"] == {k: len(before[f"{k}.txt"].decode().splitlines()) for k in ("train", "val")}
 
     def broken(*_: object, **__: object) -> str:
