@@ -41,6 +41,7 @@ on the official uint8 frames), ``(u / 255 - 0.5) / 0.5`` float32.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class ClipSet:
     #: how the usable clips were curated where it is not the official data pipeline: what -> how many clips
     #: (:func:`curation_gaps`)
     gaps: dict[str, int] = field(default_factory=dict)
+    #: what the clips' files hold (:func:`_content_hash`; "" when not computed): a resume compares it
+    content: str = ""
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -175,9 +178,24 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
         progress.warning(f"{len(outside)} file(s) of the {split} clips read from outside {root} (the manifest's "
                          f"paths; the copy here lacks them), e.g. {outside[0]}")
     rows.sort(key=lambda c: c.id)
+    content = _content_hash(rows)
     clips = ClipTable(rows)
     skipped.sort(key=lambda c: c.id)
-    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps)
+    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps, content)
+
+
+def _content_hash(clips: Sequence[TrainClip]) -> str:
+    """sha256 (16 hex digits) of what each clip is made of beyond its id and length: its features file's name (curate
+    names it by the sound's content) and its aligned video's size (a re-alignment writes other bytes), in id order.
+    A copy of DATA hashes the same; the same ids over re-curated footage do not."""
+    h = hashlib.sha256()
+    for c in clips:
+        try:
+            size = c.video.stat().st_size
+        except OSError:
+            size = -1
+        h.update(json.dumps([c.id, c.frames, c.features.name, size]).encode() + b"\n")
+    return h.hexdigest()[:16]
 
 
 def _manifest_lines(manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:

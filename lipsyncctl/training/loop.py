@@ -113,8 +113,20 @@ def _clips_hash(clips: Sequence[Any]) -> str:
     return (clips if isinstance(clips, ClipTable) else ClipTable(clips)).ids_frames_hash()
 
 
+def _data_content(cfg: TrainConfig, clips: Any) -> dict[str, Any]:
+    """What a checkpoint records of the data's content beyond the clips' ids and lengths: the clips' files
+    (:attr:`~lipsyncctl.training.data.ClipSet.content`) and, for the UNet, the mouth mask's file (size, mtime, sha256 of its bytes)."""
+    from lipsyncctl.faces.mask import mask_path
+    from lipsyncctl.runner.store import content_record
+
+    out: dict[str, Any] = {"clips_content": clips.content or None}
+    if cfg.kind == "unet":
+        out["mask_content"] = content_record(mask_path(cfg.data.mask))
+    return out
+
+
 def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str,
-                     precision: str) -> None:
+                     precision: str, content: Mapping[str, Any] | None = None) -> None:
     """A checkpoint continues only the run it was part of: the same configuration (:meth:`TrainConfig.stream_hash`;
     RUN/train.yaml is checked too, but a checkpoint may come from another folder), the same process count
     (step k takes samples from k x batch x processes x accumulation on), the same training clips and the same
@@ -135,6 +147,19 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
     if saved.get("clips") not in (None, clips_hash):
         raise UsageError(f"--resume: the training clips are not the ones {folder} was trained on (another --data, "
                          "or DATA changed since)", hint=f"resume on the same data, or {fresh}")
+    content = content or {}
+    if None not in (saved.get("clips_content"), content.get("clips_content")) \
+            and saved["clips_content"] != content["clips_content"]:
+        raise UsageError(f"--resume: the training clips' files are not the ones {folder} was trained on (the same "
+                         "clips and lengths, other content: DATA re-curated or replaced since)",
+                         hint=f"resume on the data it was trained on, or {fresh}")
+    if saved.get("mask_content") is not None and cfg.kind == "unet":
+        from lipsyncctl.faces.mask import mask_path
+        from lipsyncctl.runner.store import same_content
+
+        if same_content(saved["mask_content"], mask_path(cfg.data.mask)) is False:
+            raise UsageError(f"--resume: the mouth mask {cfg.data.mask} is not the file {folder} was trained with "
+                             "(it changed since)", hint=f"resume with the mask it was trained with, or {fresh}")
     recorded = saved.get("precision")
     if recorded is None and saved.get("scaler") is not None:  # written before the precision was recorded
         recorded = "fp16"
@@ -324,7 +349,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
 
     # 2. data: the clips and the index-driven dataset; the held-out clip and scorer of sync validation ----
     clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames)
-    clips_hash = _clips_hash(clips.clips)
+    clips_hash, content = _clips_hash(clips.clips), _data_content(cfg, clips)
     dataset = train_data.make_dataset(cfg, clips)
     per_step = cfg.data.batch_size * cfg.optim.grad_accum * world
     if is_main and per_step > len(clips.clips):
@@ -357,7 +382,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     start_step, skipped, nan_streak = 0, 0, 0
     if resume_from is not None:
         weights, saved, rng = state.load_checkpoint(resume_from, rank)
-        _check_resumable(saved, resume_from, cfg, world, clips_hash, precision)
+        _check_resumable(saved, resume_from, cfg, world, clips_hash, precision, content)
         nets.model.load_state_dict(weights, strict=True)
         if not sharded:  # FSDP: each rank's own shard of the AdamW moments, once FSDP wrapped the model (below)
             optimizer.load_state_dict(saved["optimizer"])
@@ -482,7 +507,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                     state={"optimizer": None if sharded else optimizer.state_dict(), "step": done, "skipped": skipped,
                            "nan_streak": nan_streak, "scaler": acc.scaler.state_dict() if acc.scaler else None,
                            "ema": ema, "config": cfg.to_dict(), "stream_hash": cfg.stream_hash(),
-                           "world_size": world, "clips": clips_hash, "precision": precision})
+                           "world_size": world, "clips": clips_hash, "precision": precision, **content})
                 if saved_to is not None:  # the ones --keep leaves
                     kept = {str(p) for _, p in state.list_checkpoints(out)}
                     result.checkpoints = [c for c in [*result.checkpoints, str(saved_to)] if c in kept]

@@ -127,6 +127,41 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     loop._check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "no")  # a CPU run of before
 
 
+def test_a_resume_refuses_clips_or_a_mask_whose_files_changed(curated: Curated, tmp_path: Path) -> None:
+    """The same clip ids and lengths over other files (DATA re-curated from replaced footage), or the mask PNG
+    edited in place, would continue a run on other data in silence: refused, naming which. A copy of DATA (other
+    paths and mtimes, the same files) resumes."""
+    import shutil
+
+    from lipsyncctl.errors import UsageError
+    from lipsyncctl.paths import DATA_DIR
+
+    data, mask = tmp_path / "data", tmp_path / "m" / "mine.png"
+    shutil.copytree(curated.data, data)
+    mask.parent.mkdir()
+    shutil.copy(DATA_DIR / "mask.png", mask)
+    sets = ("run.max_steps=2", "run.save_every=1", f"data.mask={mask}")
+    api.train(data, tmp_path / "run", api.resolve_train_config("tiny-stage1", sets))
+    more = api.resolve_train_config("tiny-stage1", [*sets, "run.max_steps=3"])
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    os.utime(mask, (1, 1))  # touched, the same bytes: resumes
+    assert api.train(copy, tmp_path / "run", more, resume="latest").steps == 1
+    more = api.resolve_train_config("tiny-stage1", [*sets, "run.max_steps=4"])
+    original = mask.read_bytes()
+    mask.write_bytes(original[:-12] + bytes(12))  # edited in place
+    with pytest.raises(UsageError, match=r"the mouth mask .*mine.png is not the file .* trained with"):
+        api.train(data, tmp_path / "run", more, resume="latest")
+    mask.write_bytes(original)
+    from lipsyncctl.training.data import read_clips
+
+    video = read_clips(data).clips[0].video
+    with video.open("ab") as f:  # another alignment of the same span: same id and length, other bytes
+        f.write(b"\0" * 64)
+    with pytest.raises(UsageError, match=r"the training clips' files are not the ones .* other content"):
+        api.train(data, tmp_path / "run", more, resume="latest")
+
+
 def test_a_warm_up_ramps_the_lr_and_a_resume_continues_it(curated: Curated, tmp_path: Path) -> None:
     sets = ("run.max_steps=4", "run.save_every=2", "optim.warmup_steps=4", "optim.lr=0.001")
     run_train(curated, tmp_path / "a", "tiny-stage1", *sets)
