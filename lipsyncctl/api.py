@@ -414,16 +414,17 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
 
 def launch_train(argv: Sequence[str], processes: int | None, *, cpu: bool = False,
                  accelerate_config: str | Path | None = None, run: str | Path | None = None,
-                 wait: bool = False) -> int:
+                 wait: bool = False, resume: str | None = None) -> int:
     """Run ``lipsyncctl train ARGV`` in ``processes`` processes on this machine (one per GPU, or gloo on the
     CPU) through torch's elastic launcher, or through ``accelerate launch`` with ``accelerate_config`` (an
     accelerate config file or a shipped name: ``fsdp``; ``processes`` None keeps the file's count); returns
     the exit status of the group. ``run``: the run folder, locked for the group (BusyError, exit 6, unless
-    ``wait``). Raises ConfigError for an unreadable or unsupported config file."""
+    ``wait``). ``resume``: the ``--resume`` of ARGV, whose checkpoint's process count is checked before any
+    process starts (UsageError). Raises ConfigError for an unreadable or unsupported config file."""
     from lipsyncctl.training.launch import launch
 
     return launch(list(argv), processes, cpu=cpu, accelerate_config=accelerate_config,
-                  run=Path(run) if run is not None else None, wait=wait)
+                  run=Path(run) if run is not None else None, wait=wait, resume=resume)
 
 
 # ---- prep, doctor ------------------------------------------------------------------------------

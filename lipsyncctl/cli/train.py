@@ -98,7 +98,7 @@ def train_cmd(
             raise UsageError("--gpus and --nproc are exclusive", hint="--gpus N on GPUs, --nproc N on the CPU")
         argv = _without_launch_options(["lipsyncctl", *st.state().argv])
         code = api.launch_train(argv, gpus or nproc, cpu=bool(nproc), accelerate_config=accelerate_config, run=out,
-                                wait=wait)
+                                wait=wait, resume=resume)
         if code:
             raise JobFailedError(f"a training process failed (exit {code})", hint="its error is printed above")
         return

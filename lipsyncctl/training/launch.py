@@ -118,11 +118,13 @@ def launch_command(argv: list[str], processes: int | None, *, port: int,
 
 
 def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
-           accelerate_config: str | Path | None = None, run: Path | None = None, wait: bool = False) -> int:
+           accelerate_config: str | Path | None = None, run: Path | None = None, wait: bool = False,
+           resume: str | None = None) -> int:
     """Run the group and return its exit status (the first failing rank's, as the launcher reports).
     Ctrl-C or SIGTERM here stops the group (:func:`stop_group`) before it propagates. ``run``: the run folder,
     locked here for the whole group (one run per folder; ``wait``: wait for the one holding it), before any rank
-    starts.
+    starts. ``resume``: ``latest`` or a checkpoint, whose process count must be the group's (checked before any rank
+    starts: each rank would load the checkpoint to refuse it).
 
     Raises:
         ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts).
@@ -139,8 +141,22 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
 
         run = Path(run).absolute()
         with run_folder(run, wait=wait):
+            if resume is not None:
+                _check_world(run, resume, processes or (settings.num_processes if settings is not None else None) or 1)
             return _launch(argv, processes, cpu, file, {RUN_HELD_ENV: str(run)})
     return _launch(argv, processes, cpu, file, {})
+
+
+def _check_world(run: Path, resume: str, processes: int) -> None:
+    """The checkpoint ``resume`` names was written by ``processes`` processes (its RNG files say how many), else the
+    refusal each rank would give (:func:`lipsyncctl.training.loop.world_mismatch`)."""
+    from lipsyncctl.training import state
+    from lipsyncctl.training.loop import world_mismatch
+
+    folder = state.find_resume(run, resume)
+    written = state.checkpoint_world(folder)
+    if written is not None and written != processes:
+        raise world_mismatch(folder, written, processes)
 
 
 def _launch(argv: list[str], processes: int | None, cpu: bool, file: Path | None, extra: dict[str, str]) -> int:

@@ -125,6 +125,10 @@ def _data_content(cfg: TrainConfig, clips: Any) -> dict[str, Any]:
     return out
 
 
+#: the way on from a checkpoint that cannot be resumed
+_FRESH = "start a new run folder from its weights instead (--init PATH)"
+
+
 def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str,
                      precision: str, content: Mapping[str, Any] | None = None) -> None:
     """A checkpoint continues only the run it was part of: the same configuration (:meth:`TrainConfig.stream_hash`;
@@ -136,30 +140,27 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
     Raises:
         UsageError: saying which differs (checkpoints written before a key was stored are not checked on it).
     """
-    fresh = "start a new run folder from its weights instead (--init PATH)"
     if not cfg.continues(saved.get("stream_hash"), saved.get("config")):
         raise UsageError(f"--resume: {folder} was trained with another configuration ({_changes(cfg, saved.get('config'))})",
-                         hint=f"resume with the preset and --set values it was trained with, or {fresh}")
+                         hint=f"resume with the preset and --set values it was trained with, or {_FRESH}")
     if saved.get("world_size") not in (None, world):
-        raise UsageError(f"--resume: {folder} was written by {saved['world_size']} process(es), this run has "
-                         f"{world} (each step's samples, and so the data position, depend on it)",
-                         hint=f"resume with {saved['world_size']} (--gpus/--nproc N), or {fresh}")
+        raise world_mismatch(folder, saved["world_size"], world)
     if saved.get("clips") not in (None, clips_hash):
         raise UsageError(f"--resume: the training clips are not the ones {folder} was trained on (another --data, "
-                         "or DATA changed since)", hint=f"resume on the same data, or {fresh}")
+                         "or DATA changed since)", hint=f"resume on the same data, or {_FRESH}")
     content = content or {}
     if None not in (saved.get("clips_content"), content.get("clips_content")) \
             and saved["clips_content"] != content["clips_content"]:
         raise UsageError(f"--resume: the training clips' files are not the ones {folder} was trained on (the same "
                          "clips and lengths, other content: DATA re-curated or replaced since)",
-                         hint=f"resume on the data it was trained on, or {fresh}")
+                         hint=f"resume on the data it was trained on, or {_FRESH}")
     if saved.get("mask_content") is not None and cfg.kind == "unet":
         from lipsyncctl.faces.mask import mask_path
         from lipsyncctl.runner.store import same_content
 
         if same_content(saved["mask_content"], mask_path(cfg.data.mask)) is False:
             raise UsageError(f"--resume: the mouth mask {cfg.data.mask} is not the file {folder} was trained with "
-                             "(it changed since)", hint=f"resume with the mask it was trained with, or {fresh}")
+                             "(it changed since)", hint=f"resume with the mask it was trained with, or {_FRESH}")
     recorded = saved.get("precision")
     if recorded is None and saved.get("scaler") is not None:  # written before the precision was recorded
         recorded = "fp16"
@@ -167,11 +168,18 @@ def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, w
         # no loss scaling then: bf16 (what auto chose on bf16 GPUs before it became the official fp16) or fp32
         raise UsageError(f"--resume: {folder} was trained without fp16 loss scaling (in bf16, which auto chose on "
                          "this GPU before, or fp32), this run would use fp16",
-                         hint=f"resume with --mixed-precision bf16 (or no), or {fresh}")
+                         hint=f"resume with --mixed-precision bf16 (or no), or {_FRESH}")
     if recorded is not None and recorded != precision:
         where = " on a GPU" if recorded != "no" else ""
         raise UsageError(f"--resume: {folder} was trained with mixed precision {recorded}, this run would use "
-                         f"{precision}", hint=f"resume with --mixed-precision {recorded}{where}, or {fresh}")
+                         f"{precision}", hint=f"resume with --mixed-precision {recorded}{where}, or {_FRESH}")
+
+
+def world_mismatch(folder: Path, written: int, world: int) -> UsageError:
+    """The refusal of a checkpoint written by another number of processes than this run's."""
+    return UsageError(f"--resume: {folder} was written by {written} process(es), this run has {world} (each step's "
+                      "samples, and so the data position, depend on it)",
+                      hint=f"resume with {written} (--gpus/--nproc N), or {_FRESH}")
 
 
 def _changes(cfg: TrainConfig, saved: Any) -> str:

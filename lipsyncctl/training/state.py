@@ -91,6 +91,12 @@ def find_resume(run: Path, resume: str) -> Path:
     return p
 
 
+def checkpoint_world(folder: Path) -> int | None:
+    """How many processes wrote a checkpoint (one RNG file each), read without loading it; None when it has none."""
+    ranks = len(list(folder.glob("rng-rank*.pt")))
+    return ranks or None
+
+
 def check_finite(model: nn.Module | Mapping[str, torch.Tensor]) -> None:
     """A module's parameters or a state dict's tensors are all finite, else :class:`NonFiniteError`."""
     import torch

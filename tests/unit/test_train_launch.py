@@ -241,3 +241,31 @@ def test_a_launched_group_takes_its_run_folders_lock_before_any_rank_starts(tmp_
         with pytest.raises(BusyError) as err:
             launch.launch(["--data", "d"], 2, cpu=True, run=run)
     assert err.value.exit_code == 6 and "--wait" in (err.value.hint or "") and len(started) == 1
+
+
+def test_a_resume_under_another_process_count_is_refused_before_any_rank_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``train --resume latest --nproc 2`` of a one-process run started both ranks, each loading the checkpoint to
+    refuse it, with torch elastic's own failure in stderr: the checkpoint's RNG files say how many processes wrote
+    it, read before the launch (exit 2, the ranks' own message)."""
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.errors import UsageError
+    from lipsyncctl.training import state
+
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(launch, "_launch", lambda argv, processes, cpu, file, extra: started.append(extra) or 0)
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-000002"
+    step.mkdir(parents=True)
+    for name in ("state.pt", "model.safetensors", "rng-rank0.pt"):
+        (step / name).write_bytes(b"x")
+    assert state.checkpoint_world(step) == 1
+    with pytest.raises(UsageError, match=r"step-000002 was written by 1 process\(es\), this run has 2") as err:
+        launch.launch(["--data", "d"], 2, cpu=True, run=run, resume="latest")
+    assert "resume with 1 (--gpus/--nproc N)" in (err.value.hint or "") and not started
+    (step / "rng-rank1.pt").write_bytes(b"x")  # written by two: a group of two resumes it
+    assert launch.launch(["--data", "d"], 2, cpu=True, run=run, resume=str(step)) == 0 and len(started) == 1
+    rc = main(["--json", "train", "--preset", "tiny", "--data", "d", "-o", str(run), "--nproc", "3",
+               "--resume", "latest"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 2 and "written by 2 process(es), this run has 3" in doc["error"]["message"] and len(started) == 1
