@@ -177,7 +177,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         BusyError: another run is writing to ``data`` (not with ``wait``).
     """
     from lipsyncctl.media.atomic import check_writable
-    from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
+    from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs, skipped_note
     from lipsyncctl.runner.lock import folder_lock, one_at_a_time
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import run_tasks
@@ -195,11 +195,14 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
     check_writable(data / "curate.yaml", probe=not dry_run)  # a dry run reads the permission bits only
-    pairs = collect_inputs(list(inputs), data)
+    others: list[Path] = []
+    pairs = collect_inputs(list(inputs), data, others=others)
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
-    warnings: list[str] = []
+    warnings: list[str] = [skipped_note(others)] if others else []
+    if warnings:
+        progress.warning(warnings[0])
     # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)
     models = _clip_models(config, until, warnings if dry_run else None)
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
@@ -222,6 +225,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         with one_at_a_time(data, "views"):
             result = _decide_all(data, config, done, until, shard)
             result.scope = frozenset(t.id for t in mine)
+            result.warnings[:0] = warnings  # said at the start (files skipped): in --json too
             if until == names[-1]:
                 _warn_decisions(result, config.curate)
             result.seconds = time.perf_counter() - t0

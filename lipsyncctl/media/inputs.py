@@ -23,14 +23,30 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
-def _walk(root: Path, skip: Path) -> Iterable[Path]:
+def _walk(root: Path, skip: Path, others: list[Path] | None = None) -> Iterable[Path]:
+    """The media files under ``root`` (not under ``skip``, not hidden), sorted; the other files are added to
+    ``others``."""
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and not _inside(here / d, skip))
         for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_EXTS:
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in MEDIA_EXTS:
                 yield here / name
+            elif others is not None:
+                others.append(here / name)
+
+
+def skipped_note(others: Sequence[Path]) -> str | None:
+    """What a folder walk left out, for a warning: ``3 file(s) in the folders given are not media (by extension),
+    skipped: notes.txt, ...``; None when nothing was."""
+    if not others:
+        return None
+    names = ", ".join(p.name for p in others[:3]) + (", ..." if len(others) > 3 else "")
+    return (f"{len(others)} file(s) in the folders given are not media (by extension: "
+            f"{' '.join(sorted(MEDIA_EXTS))}), skipped: {names}")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -49,7 +65,7 @@ def _sequence_stem(pattern: Path) -> str:
 
 
 def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   unique_stems: bool = False) -> list[tuple[Path, Path]]:
+                   unique_stems: bool = False, others: list[Path] | None = None) -> list[tuple[Path, Path]]:
     """Expand files, directories (recursive; media extensions only, hidden files skipped) and glob
     patterns (``**`` recurses) into ``(source, relative_stem)`` pairs, in a stable order.
 
@@ -59,7 +75,8 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
     ``prep . -o prepped`` does not eat its own output. A missing file is returned as is (and fails
     later with a per-item reason); a pattern that matches nothing raises :class:`UsageError`.
     ``unique_stems``: two inputs that differ only by extension (``a.mov``, ``a.mp4``) keep it in their
-    stems (``a_mov``, ``a_mp4``), so their outputs do not collide.
+    stems (``a_mov``, ``a_mp4``), so their outputs do not collide. ``others``: the files a folder walk left out
+    (not media by extension: :func:`skipped_note`) are added to it.
     """
     out_dir = Path(out_dir)
     found: list[tuple[Path, Path]] = []
@@ -75,13 +92,13 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             files = [m for m in matches if m.is_file() and not _inside(m, out_dir)]
             for d in (m for m in matches if m.is_dir()):
-                files.extend(f for f in _walk(d, out_dir))
+                files.extend(f for f in _walk(d, out_dir, others))
             if not files:
                 raise UsageError(f"{text}: the pattern matches no file")
             for f in files:
                 found.append((f, f.relative_to(base).with_suffix("")))
         elif path.is_dir():
-            for f in _walk(path, out_dir):
+            for f in _walk(path, out_dir, others):
                 found.append((f, f.relative_to(path).with_suffix("")))
         else:
             found.append((path, Path(path.name).with_suffix("")))

@@ -36,7 +36,7 @@ from lipsyncctl.config import PrepOptions
 from lipsyncctl.errors import BusyError, Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, SWS_THREADS, is_image_sequence, sequence_files
-from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs
+from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs, skipped_note
 from lipsyncctl.media.rates import exact
 
 MANIFEST_VERSION = 1
@@ -96,6 +96,8 @@ class PrepResult:
     items: list[PrepItem]
     dry_run: bool = False
     seconds: float = 0.0
+    #: the run's own warnings (each item has its own): files a folder walk left out
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[PrepItem]:
@@ -113,7 +115,8 @@ class PrepResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
-                "seconds": round(self.seconds, 3), "items": [i.to_dict() for i in self.items]}
+                "seconds": round(self.seconds, 3), "warnings": list(self.warnings),
+                "items": [i.to_dict() for i in self.items]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -591,10 +594,13 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     parse_scale(scale)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    pairs = collect_inputs(inputs, out_dir, unique_stems=True)
+    others: list[Path] = []
+    pairs = collect_inputs(inputs, out_dir, unique_stems=True, others=others)
     if not pairs:
         raise UsageError("no media files in the inputs given",
                          hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
+    if others:
+        progress.warning(str(skipped_note(others)))
     check_inputs_exist([src for src, _ in pairs])
     if out_dir.exists() and not out_dir.is_dir():  # a dry run says what the run would
         raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
@@ -616,7 +622,8 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
         _run_all(items, job, key, force, dry_run, jobs)
     finally:
         remove_empty(created)
-    return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0)
+    return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0,
+                      warnings=[n for n in (skipped_note(others),) if n])
 
 
 def _run_all(items: list[PrepItem], job: _Job, key: dict[str, Any], force: bool, dry_run: bool,

@@ -163,3 +163,17 @@ def test_an_older_probe_record_is_planned_as_the_run_refreshes_it(env) -> None: 
     plan, run = _plan_then_run(env)
     name = Path(raw["path"]).name
     assert _plan(plan)[name] == _done(run)[name] == ["probe"]
+
+
+def test_files_the_folder_walk_leaves_out_are_said(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """VoxCeleb-style trees hold other files (lists, metadata): counted and named once, in --json's warnings too."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(env["raw"], raw)
+    (raw / "a.txt").write_text("utterance metadata")
+    for dry in (True, False):
+        result = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), dry_run=dry, until="probe")
+        assert [w for w in result.warnings if "not media" in w] == [
+            next(w for w in result.to_dict()["warnings"] if w.startswith("1 file(s) in the folders given are not "
+                                                                        "media") and w.endswith("skipped: a.txt"))]

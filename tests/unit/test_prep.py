@@ -402,6 +402,31 @@ def test_dry_run_writes_nothing_and_globs(tmp_path: Path) -> None:
         prep([str(shots / "*.webm")], tmp_path / "out", FAST)
 
 
+
+def test_files_a_folder_walk_leaves_out_are_said(tmp_path: Path) -> None:
+    """A folder's files without a media extension were skipped without a word (a camera card's .MXF sidecars, a
+    notes file, a format the table lacks): one warning counts and names them; hidden files stay unsaid."""
+    from lipsyncctl import progress
+    from lipsyncctl.media.inputs import collect_inputs, skipped_note
+
+    shots = tmp_path / "shots"
+    (shots / "b").mkdir(parents=True)
+    mg.make_clip(shots / "s1.mov", frames=5)
+    for name in ("notes.txt", "b/take.xyz", ".DS_Store"):
+        (shots / name).write_text("x")
+    others: list[Path] = []
+    assert [p.name for p, _ in collect_inputs([shots], tmp_path / "out", others=others)] == ["s1.mov"]
+    assert [p.name for p in others] == ["notes.txt", "take.xyz"]
+    note = skipped_note(others)
+    assert note is not None and note.startswith("2 file(s) in the folders given are not media") \
+        and note.endswith("skipped: notes.txt, take.xyz") and ".mov" in note
+    assert skipped_note([]) is None
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        result = prep([shots], tmp_path / "out", FAST, dry_run=True)
+    assert [e[1] for e in sink.events if e[0] == "message"] == [progress.WARNING_PREFIX + note]
+    assert result.warnings == [note] and result.to_dict()["warnings"] == [note]
+
+
 def test_name_collisions_and_never_in_place(tmp_path: Path) -> None:
     d = tmp_path / "clips"
     d.mkdir()
