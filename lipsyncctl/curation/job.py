@@ -226,8 +226,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
             result = _decide_all(data, config, done, until, shard)
             result.scope = frozenset(t.id for t in mine)
             result.warnings[:0] = warnings  # said at the start (files skipped): in --json too
-            if until == names[-1]:
-                _warn_decisions(result, config.curate)
+            _warn_decisions(result, config.curate, complete=until == names[-1])
             result.seconds = time.perf_counter() - t0
             _write_views(result, config, models)
     return result
@@ -290,24 +289,27 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
     return result
 
 
-def _warn_decisions(result: CurateResult, options: CurateOptions) -> None:
+def _warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bool = True) -> None:
     """What the decisions of a whole dataset leave ``train`` that it should know: no span kept at all (thresholds
     that reject everything; a shard sees the others' sources unfinished, so not said there), or kept spans not
     measured yet (a loosened threshold keeps spans the later stages skipped, or DATA holds an earlier run's
     ``--until``): kept so far, and ``train`` needs their features; a split per source of sources that share
-    folders (:func:`~lipsyncctl.curation.views.split_warning`)."""
+    folders (:func:`~lipsyncctl.curation.views.split_warning`). A run stopped early (``--until``; not ``complete``)
+    gets the split warning only: the rest is not decided yet."""
     from lipsyncctl.curation import views
 
     whole = result.scope is None or len(result.scope) >= len(result.sources)
+    split = views.split_warning([s.path for s in result.sources], options) if whole else None
+    if split:
+        result.warnings.append(split)
+        progress.warning(split)
+    if not complete:
+        return
     if whole and result.sources and not any(c.decision.verdict == "kept" for c in result.clips):
         result.warnings.append(f"no span of the {len(result.sources)} source(s) is kept: training has nothing to "
                                "read (report.html says why each was rejected; loosen a threshold and rerun "
                                "`lipsyncctl curate report`)")
         progress.warning(result.warnings[-1])
-    split = views.split_warning([s.path for s in result.sources], options) if whole else None
-    if split:
-        result.warnings.append(split)
-        progress.warning(split)
     paths = {s.id: s.path for s in result.sources}
     groups = {views.split_group(c.source, paths.get(c.source, ""), options)
               for c in result.clips if c.decision.verdict == "kept"}

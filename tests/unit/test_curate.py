@@ -404,6 +404,15 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
                          options) is None  # 3 of 8 share a folder: less than half
     assert split_warning(vox, cfg.resolve("tiny", ["curate.val_fraction=0"]).curate) is None  # no val split
     assert split_warning([f"/hdtf/WDA_{i}.mp4" for i in range(10)], options) is None  # one flat folder: nothing said
+    # said by a run stopped early too (`--until segments`: the split is known), without the warnings of decisions
+    # still to come (no span kept yet)
+    from lipsyncctl.curation.job import CurateResult, SourceOutcome, _warn_decisions
+    from lipsyncctl.curation.records import Decision
+
+    early = CurateResult(Path("d"), [SourceOutcome(f"s{i}", p, Decision.kept()) for i, p in enumerate(vox)], [],
+                         "segments", (0, 1))
+    _warn_decisions(early, options, complete=False)
+    assert early.warnings == [said]
     lines = _manifest(first_run["data"])
     by_source: dict[str, set[str]] = {}
     for line in lines:
