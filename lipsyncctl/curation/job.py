@@ -358,7 +358,17 @@ def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: s
 def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
     """The runner's executor: every stage of one source up to ``task.until``, then the clip stages of
     each span kept so far; returns the stages computed. Errors of a stage are stored in the record (a
-    rejection or a failure), never raised (Ctrl-C is)."""
+    rejection or a failure), never raised (Ctrl-C is). The source's folder of aligned clips is removed when it
+    holds none (each span rejected at align: no face, several faces); no other run writes there (one source is
+    one task, of one shard)."""
+    try:
+        return _execute_source(task, cache, device)
+    finally:
+        with contextlib.suppress(OSError):  # not empty (clips, an interrupted writer's temporaries) or not made
+            (Path(task.data) / "aligned" / task.id).rmdir()
+
+
+def _execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
     from lipsyncctl.runner.store import file_fingerprint
 
     store = RecordStore(Path(task.data) / ".lipsyncctl" / "records")

@@ -299,3 +299,25 @@ def test_a_failed_mux_leaves_no_matrices_without_their_clip(tmp_path: Path, monk
         align.finish_clip(tmp_path / "v.mkv", tmp_path / "clip.mkv", matrices, [np.eye(2, 3, dtype=np.float32)] * 4,
                           wav, 0, 4, cfg.CurateOptions(), tmp_path / "src.mp4")
     assert not matrices.exists() and not (tmp_path / "clip.mkv").exists()
+
+
+def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: Path) -> None:
+    """Every span of a faceless source is rejected at align: its DATA/aligned/<source>/ folder is not left behind
+    empty (a folder per rejected source in a tree of thousands); a source with a clip keeps its folder."""
+    src = tmp_path / "raw"
+    src.mkdir()
+    faces = sample_frames(8, scale=0.75)
+    write_talking_clip(src / "grey.mp4", grey_frames(faces[0], GREY + 20))
+    data = tmp_path / "data"
+    result = run_curation([src, raw / "cut.mp4"], data, cfg.resolve("tiny"), until="align")
+    grey = next(s for s in result.sources if Path(s.path).name == "grey.mp4")
+    assert grey.clips >= 1 and grey.kept == 0
+    assert {c.decision.reason for c in result.clips if c.source == grey.id} == {"no-face"}
+    kept = [s.id for s in result.sources if s.id != grey.id]
+    assert sorted(p.name for p in (data / "aligned").iterdir()) == kept
+    # an align that opened the clip's writer before its span was rejected (a face lost at frame k, several faces)
+    # left the folder behind empty; a rerun, which computes nothing, removes such a folder too
+    (data / "aligned" / grey.id).mkdir()
+    again = run_curation([src, raw / "cut.mp4"], data, cfg.resolve("tiny"), until="align")
+    assert all(s.computed == [] for s in again.sources)
+    assert sorted(p.name for p in (data / "aligned").iterdir()) == kept
