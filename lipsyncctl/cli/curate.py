@@ -117,8 +117,9 @@ def _render(console: Console, result: CurateResult) -> None:
     rows = []
     for s in sorted(result.sources, key=lambda s: s.path):
         d = s.decision
-        what = (str(d.verdict) if d.verdict == "kept" else f"to run from {d.stage} ({d.reason})"
-                if d.verdict == "undecided" else f"{d.verdict} at {d.stage}: {d.reason or d.error}")
+        what = (("kept" if s.kept or not s.clips else "kept, every span rejected") if d.verdict == "kept"
+                else f"to run from {d.stage} ({d.reason})" if d.verdict == "undecided"
+                else f"{d.verdict} at {d.stage}: {d.reason or d.error}")
         spans = "-" if d.verdict == "undecided" else f"{s.kept}/{s.clips}"
         rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
     title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")

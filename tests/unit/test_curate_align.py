@@ -301,7 +301,8 @@ def test_a_failed_mux_leaves_no_matrices_without_their_clip(tmp_path: Path, monk
     assert not matrices.exists() and not (tmp_path / "clip.mkv").exists()
 
 
-def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: Path) -> None:
+def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Every span of a faceless source is rejected at align: its DATA/aligned/<source>/ folder is not left behind
     empty (a folder per rejected source in a tree of thousands); a source with a clip keeps its folder."""
     src = tmp_path / "raw"
@@ -321,3 +322,9 @@ def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: 
     again = run_curation([src, raw / "cut.mp4"], data, cfg.resolve("tiny"), until="align")
     assert all(s.computed == [] for s in again.sources)
     assert sorted(p.name for p in (data / "aligned").iterdir()) == kept
+    # the table says a source kept whose every span was rejected as such (it said "kept" beside "0/1")
+    from lipsyncctl.cli.main import main
+
+    assert main(["curate", str(src), str(raw / "cut.mp4"), "-o", str(data), "--until", "align", "--preset", "tiny"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "kept, every span rejected" in out and out.count("every span rejected") == 1
