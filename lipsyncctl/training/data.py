@@ -93,6 +93,8 @@ class ClipSet:
     gaps: dict[str, int] = field(default_factory=dict)
     #: what the clips' files hold (:func:`_content_hash`; "" when not computed): a resume compares it
     content: str = ""
+    #: what reading them said as a warning (files read from outside the folder)
+    warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -172,16 +174,18 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
             skipped.append(SkippedClip(clip.id, clip.frames, reason))
     here = root.absolute()
     outside = [f for c in rows for f in (c.video, c.features) if not f.absolute().is_relative_to(here)]
+    warnings = []
     if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
         from lipsyncctl import progress
 
-        progress.warning(f"{len(outside)} file(s) of the {split} clips read from outside {root} (the manifest's "
-                         f"paths; the copy here lacks them), e.g. {outside[0]}")
+        warnings.append(f"{len(outside)} file(s) of the {split} clips read from outside {root} (the manifest's "
+                        f"paths; the copy here lacks them), e.g. {outside[0]}")
+        progress.warning(warnings[-1])
     rows.sort(key=lambda c: c.id)
     content = _content_hash(rows)
     clips = ClipTable(rows)
     skipped.sort(key=lambda c: c.id)
-    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps, content)
+    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps, content, tuple(warnings))
 
 
 def _content_hash(clips: Sequence[TrainClip]) -> str:

@@ -83,6 +83,8 @@ class TrainResult:
     skipped_clips: int = 0
     #: how the training clips were curated where not as the official pipeline: what -> clips (ClipSet.gaps)
     data_gaps: dict[str, int] = field(default_factory=dict)
+    #: what was said as a warning about the data (files read from outside DATA, no val clips)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -367,9 +369,11 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     # the held-out clips, read once (every validation draws the same samples from them)
     val_clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames) \
         if cfg.run.validate_every else None
+    said = [*clips.warnings, *(val_clips.warnings if val_clips is not None else ())]  # warned as they were read
     if val_clips is not None and is_main and not val_clips.clips:
-        progress.warning(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "
-                         "is logged (curate with a larger curate.val_fraction, or give a fileslist with val clips)")
+        said.append(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "
+                        "is logged (curate with a larger curate.val_fraction, or give a fileslist with val clips)")
+        progress.warning(said[-1])
 
     # 3. networks, the trained parameters, the optimizer -----------------------------------------------
     nets = load_train_networks(cfg, device, weight_dtype)
@@ -436,7 +440,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
                          max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
                          device=str(device), trainable=counts.to_dict(), init_report=nets.init_report,
-                         skipped_clips=len(clips.skipped), data_gaps=dict(clips.gaps))
+                         skipped_clips=len(clips.skipped), data_gaps=dict(clips.gaps), warnings=said)
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

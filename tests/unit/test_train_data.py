@@ -134,6 +134,8 @@ def test_a_copied_data_folder_reads_its_own_files(curated: Curated, unet_clips: 
     assert partial.clips[0].features.is_relative_to(curated.data) and partial.clips[1].features.is_relative_to(copy)
     said = [e[1] for e in sink.events if e[0] == "message"]
     assert any("1 file(s) of the train clips read from outside" in m and str(partial.clips[0].features) in m for m in said), said
+    assert len(partial.warnings) == 1 and progress.WARNING_PREFIX + partial.warnings[0] in said  # for --json too
+    assert relative.warnings == ()
 
 
 def _one_line(exc: pytest.ExceptionInfo[UsageError]) -> UsageError:
