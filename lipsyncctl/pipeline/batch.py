@@ -348,7 +348,7 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
             changes.append(f"{name} {inputs.get(name)} (this row: {path})")
         elif same_content(contents.get(name), path) is False:  # (a record older than contents: as before)
             changes.append(f"{name} {path} changed since (another file under its name)")
-    from lipsyncctl.runner.store import config_for_key
+    from lipsyncctl.runner.store import ADDED_KEYS, config_for_key
 
     made_config = made.get("config") if isinstance(made.get("config"), dict) else {}
     # the settings that change an output's pixels (the render cache's: not the device, nor another command's
@@ -357,6 +357,7 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     from lipsyncctl.config import dotted
 
     old, new = dotted(config_for_key(made_config)), dotted(config_for_key(config.to_dict()))
+    old = {**ADDED_KEYS, **old}  # a setting that came later was at its default in an output of before
     changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
                 if old[key] != new[key]]
     if not changes:

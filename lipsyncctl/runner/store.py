@@ -107,7 +107,7 @@ _NEUTRAL = ("inference.device", "inference.vae_batch", "inference.pipelined", "i
 
 #: keys that change the pixels but came after content keys were first written: left out at their default, so what
 #: was rendered before them is still found (a non-default value is in the key as any other)
-_ADDED = {"inference.gpu_paste": False, "model.mask": paths.OFFICIAL_MASK}
+ADDED_KEYS = {"inference.gpu_paste": False, "model.mask": paths.OFFICIAL_MASK}
 
 
 def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def config_for_key(config: dict[str, Any]) -> dict[str, Any]:
 
     # job-level settings (name, timeline, prep, curate...) are in the key's own fields
     return drop_keys(json.loads(json.dumps(config)),
-                     (*_NEUTRAL, "name", "description", "timeline", "prep", "curate"), _ADDED)
+                     (*_NEUTRAL, "name", "description", "timeline", "prep", "curate"), ADDED_KEYS)
 
 
 def content_key(parts: dict[str, Any]) -> str:

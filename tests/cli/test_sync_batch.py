@@ -387,6 +387,17 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
         "the output exists"
     assert made_with("inference.steps=3") == \
         "the output exists, made with other inputs or settings: inference.steps 3 (this run: 2)"
+    # a setting that came later (the mouth mask): an output of before, whose run.yaml lacks it, was made at its
+    # default; this run's other mask is said (it said only "the output exists")
+    before = cfg.resolve("tiny").to_dict()
+    del before["model"]["mask"]
+    (tmp_path / "o.run.yaml").write_text(yaml.safe_dump(
+        {"inputs": {"video": str(row.video), "audio": str(row.audio)}, "config": before}), encoding="utf-8")
+    assert _skip_reason(row, config)[0] == "the output exists"
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"png")
+    assert _skip_reason(row, cfg.resolve("tiny", [f"model.mask={mine}"]))[0] == \
+        f"the output exists, made with other inputs or settings: model.mask 'mask.png' (this run: '{mine}')"
 
 
 def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: Path,
