@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from lipsyncctl.api import ModelCheck
 
 models_app = typer.Typer(
-    help="Known checkpoints: list, fetch (the only command that downloads), verify, convert, inspect.",
+    help="Known checkpoints: list, fetch (the only command that downloads), verify, convert, info, path.",
     no_args_is_help=True,
 )
 

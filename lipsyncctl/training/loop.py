@@ -694,8 +694,10 @@ class _Metrics:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(tb_dir))
-        except ImportError:  # the `train` extra is not installed: CSV only
+        except ImportError:  # the `train` extra is not installed: CSV only, said
             self.tb = None
+            progress.message(f"note: no TensorBoard events in {tb_dir} (the tensorboard package is not installed: "
+                             "pip install 'lipsyncctl[train]'); metrics.csv has every logged value")
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:

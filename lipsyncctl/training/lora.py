@@ -38,7 +38,15 @@ def add_lora(model: nn.Module, rank: int, rule: Sequence[str], alpha: float | No
     the first forward is the base model's; A's random start comes from ``seed`` alone, not from whatever
     drew from the global generator before)."""
     import torch
-    from peft import LoraConfig, inject_adapter_in_model
+
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        from lipsyncctl.errors import MissingToolError
+
+        raise MissingToolError("run.lora_rank needs the peft package, which is not installed",
+                               hint="pip install 'lipsyncctl[train]' (or peft>=0.13), or train without LoRA "
+                               "(run.lora_rank=0)") from None
 
     from lipsyncctl.training.sampling import LORA_STREAM, stable_seed
 

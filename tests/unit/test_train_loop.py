@@ -539,3 +539,21 @@ def test_validation_without_val_clips_is_said(curated: Curated, tmp_path: Path,
     said = [e[1] for e in sink.events if e[0] == "message" and e[1].startswith(progress.WARNING_PREFIX)]
     assert any("run.validate_every 2:" in w and "has no val clips" in w for w in said), said
     assert result.validation == {}
+
+
+def test_without_the_train_extra_lora_is_exit_4_and_tensorboard_is_said(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lean install (no `train` extra): run.lora_rank was a ModuleNotFoundError traceback, and the TensorBoard
+    events were left out without a word."""
+    from lipsyncctl.errors import MissingToolError
+    from lipsyncctl.training.lora import add_lora
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
+    with pytest.raises(MissingToolError, match="run.lora_rank needs the peft package") as err:
+        add_lora(torch.nn.Linear(2, 2), 4, ())
+    assert err.value.exit_code == 4 and "lipsyncctl[train]" in (err.value.hint or "")
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        metrics = loop._Metrics(tmp_path / "metrics.csv", tmp_path / "tb", enabled=True, append=False)
+    assert metrics.tb is None
+    assert any("no TensorBoard events" in e[1] and "lipsyncctl[train]" in e[1] for e in sink.events if e[0] == "message")
