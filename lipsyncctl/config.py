@@ -155,7 +155,7 @@ class InferenceOptions(_Strict):
         1247, ge=0, le=2**63 - 1, description="seed of the torch.Generator for the initial noise"
     )
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto = fp16 on CUDA, fp32 on CPU"
+        "auto", description="auto = fp16 on CUDA GPUs of compute capability 8 or more, else fp32 (CPU, MPS, older GPUs)"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     window: int = Field(16, ge=1, le=24, description="frames per denoising window (the motion modules allow 24)")

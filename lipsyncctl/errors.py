@@ -1,18 +1,5 @@
-"""One exception family for the whole library; the CLI maps each class to an exit code.
-
-Exit codes (documented in the README and the man pages):
-
-====  =========================================================
-0     ok
-1     failed (a job ran and did not succeed, or some batch items failed; an output could not be
-      written: disk full, quota, I/O error)
-2     usage (bad command-line arguments)
-3     bad config or preset
-4     missing model, ffmpeg, or device
-5     bad input media
-6     busy: another run is writing to the same output folder, or the same sync output file
-130   interrupted (Ctrl-C)
-====  =========================================================
+"""One exception family for the whole library; the CLI maps each class to an exit code (:data:`EXIT_STATUS`: the
+codes and their meanings, which the man pages print; the README's table says more of each).
 """
 
 from __future__ import annotations
@@ -22,6 +9,19 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+#: every exit code and what it means, in order
+EXIT_STATUS: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (1, "failed: a job or some items of a batch failed; an output could not be written (disk full, quota, I/O)"),
+    (2, "usage: bad command-line arguments; an output that would overwrite an input"),
+    (3, "bad configuration or preset (unknown key, value out of range)"),
+    (4, "missing model, ffmpeg, package or device (a failed doctor check; --min-sync without syncnet-v2)"),
+    (5, "bad input media (missing, unreadable, corrupt, no usable stream, no shot in an edit)"),
+    (6, "busy: another run is writing to the same output folder (sync --timeline, curate, train, prune) or the "
+        "same sync -o file; --wait waits"),
+    (130, "interrupted (Ctrl-C, SIGTERM); finished outputs are kept, partial ones removed"),
+)
 
 #: set by ``train --gpus/--nproc N`` for its ranks: a rank writes the error it stops with to this file (the
 #: first rank only), and the launching process reports it once, with the rank's exit code
@@ -96,7 +96,7 @@ class MissingModelError(LipsyncError):
 
 
 class MissingToolError(LipsyncError):
-    """ffmpeg (or another external binary) was not found."""
+    """ffmpeg (or another external binary), or an optional package a setting needs, was not found."""
 
     exit_code = 4
     default_hint = "install ffmpeg, or set LIPSYNCCTL_FFMPEG to its path (imageio-ffmpeg provides one)"

@@ -28,17 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 MAN_DIR = REPO / "man"
 PROG = "lipsyncctl"
 
-EXIT_STATUS = (
-    ("0", "success"),
-    ("1", "failed: a job or some items of a batch failed; an output could not be written (disk full, I/O)"),
-    ("2", "usage: bad command-line arguments"),
-    ("3", "bad configuration or preset (unknown key, value out of range)"),
-    ("4", "missing model, ffmpeg or device (a failed doctor check; --min-sync without syncnet-v2)"),
-    ("5", "bad input media (missing, unreadable, corrupt, no usable stream, no shot in an edit)"),
-    ("6", "busy: another run is writing to the same output folder (sync --timeline, curate; --wait waits)"),
-    ("130", "interrupted (Ctrl-C); finished outputs are kept, partial ones removed"),
-)
-
 ENVIRONMENT = (
     ("LIPSYNCCTL_MODELS", "The models directory. Default: models/ of a source checkout (the folder holding "
      "registry.yaml), otherwise $LIPSYNCCTL_HOME/models."),
@@ -121,8 +110,32 @@ def help_paragraphs(text: str | None) -> list[str]:
     return [p for p in out if p.strip()]
 
 
-def short_help(node: Node) -> str:
-    return node.command.get_short_help_str(limit=120).rstrip(".") or node.title
+def short_help(node: Node, limit: int = 120) -> str:
+    """The NAME line's summary: the command's own short help, else the first sentence of its help (up to ". " or
+    "; "), cut when longer than ``limit`` at the last clause boundary (", ", ": ", " (") outside parentheses, never
+    mid-word or inside a parenthesis (click's cut left "(LatentSync" open)."""
+    if node.command.short_help:
+        return node.command.short_help.rstrip(".")
+    paragraphs = help_paragraphs(node.command.help)
+    if not paragraphs:
+        return node.title
+    text, depth, end = paragraphs[0], 0, len(paragraphs[0])
+    for i, ch in enumerate(text):  # the first ". " or "; " outside parentheses
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and ch in ".;" and (i + 1 == len(text) or text[i + 1].isspace()):
+            end = i
+            break
+    sentence = text[:end]
+    if len(sentence) <= limit:
+        return sentence
+    depth, cut = 0, 0
+    for i, ch in enumerate(sentence[:limit]):
+        if ch == "(" and depth == 0 and i and sentence[i - 1] == " ":
+            cut = i - 1
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and sentence[i:i + 2] in (", ", ": "):
+            cut = i
+    return sentence[:cut] if cut else sentence[:limit].rsplit(" ", 1)[0]
 
 
 def _param_entries(node: Node, kind: str) -> list[tuple[str, str]]:
@@ -193,7 +206,11 @@ def render(node: Node, nodes: list[Node]) -> str:
             for header, text in entries:
                 out += [".TP", _option_header(header) if kind == "option" else f"\\fI{esc(header)}\\fR",
                         esc(" ".join(text.split())) or "."]
-    out += [".SH EXIT STATUS", ".TS", "l l.", *(f"{code}\t{esc(text)}" for code, text in EXIT_STATUS), ".TE"]
+    from lipsyncctl.errors import EXIT_STATUS
+
+    # text blocks (T{ T}) in an expanding column: a long meaning wraps within the line width
+    out += [".SH EXIT STATUS", ".TS", "l lx.", *(f"{code}\tT{{\n{esc(text)}\nT}}" for code, text in EXIT_STATUS),
+            ".TE"]
     out.append(".SH ENVIRONMENT")
     for name, text in ENVIRONMENT:
         out += [".TP", f"\\fB{esc(name)}\\fR", esc(text)]

@@ -22,7 +22,8 @@ resumable and without its defects).
 
 \b
 Examples:
-  lipsyncctl curate raw/ -o data/ --preset latentsync-1.5      # needs its whisper (models fetch latentsync-1.5)
+  lipsyncctl models fetch latentsync-1.5 syncnet-v2 sfd-face hyperiqa   # what a full run needs
+  lipsyncctl curate raw/ -o data/ --preset latentsync-1.5      # every stage (whisper, SyncNet, hyperIQA)
   lipsyncctl curate raw/ 'more/**/*.mp4' -o data/ --jobs 2
   lipsyncctl curate raw/ -o data/ --set curate.min_seconds=3    # re-decides from stored measurements
   lipsyncctl curate raw/ -o data/ --until segments             # only the per-source stages

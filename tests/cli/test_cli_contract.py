@@ -311,3 +311,20 @@ def test_every_help_has_no_prose_line_broken_in_the_source(path: list[str]) -> N
         if "│" in a or "│" in b or not a.strip() or not b[:1].islower():
             continue  # the options' table, a paragraph's end, a line that starts a sentence or is indented
         assert len(a.rstrip()) > 150 or a.rstrip().endswith((":", ",", ";")), (path, a.rstrip(), b.rstrip())
+
+
+def test_exit_codes_are_one_table() -> None:
+    """Every error class's exit code (and the CLI's own) is in errors.EXIT_STATUS, which the man pages print, and the
+    README's table has exactly those codes."""
+    import re
+
+    from lipsyncctl import errors
+    from lipsyncctl.cli.main import EXIT_CODES
+
+    codes = [code for code, _ in errors.EXIT_STATUS]
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.LipsyncError)]
+    assert {c.exit_code for c in classes} | set(EXIT_CODES.values()) <= set(codes)
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Exit codes and `--json`"):]
+    table = table[:table.index("\n\n", table.index("| code |"))]
+    assert [int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.M)] == codes
