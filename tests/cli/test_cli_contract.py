@@ -328,3 +328,13 @@ def test_exit_codes_are_one_table() -> None:
     table = readme[readme.index("## Exit codes and `--json`"):]
     table = table[:table.index("\n\n", table.index("| code |"))]
     assert [int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.M)] == codes
+
+
+def test_the_readme_names_every_known_model() -> None:
+    """The Models section names each model of the registry (it listed 8 of 13)."""
+    from lipsyncctl.checkpoints.registry import load_registry
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Models"):readme.index("## Python API")]
+    missing = [name for name in load_registry().models if f"`{name}`" not in section]
+    assert not missing, missing

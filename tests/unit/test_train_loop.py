@@ -557,3 +557,12 @@ def test_without_the_train_extra_lora_is_exit_4_and_tensorboard_is_said(tmp_path
         metrics = loop._Metrics(tmp_path / "metrics.csv", tmp_path / "tb", enabled=True, append=False)
     assert metrics.tb is None
     assert any("no TensorBoard events" in e[1] and "lipsyncctl[train]" in e[1] for e in sink.events if e[0] == "message")
+
+
+def test_a_trained_syncnet_is_a_unet_runs_sync_loss(curated: Curated, tmp_path: Path) -> None:
+    """What the README says of a SyncNet run's export: its official-layout file is the sync loss of a UNet run."""
+    sn = run_train(curated, tmp_path / "sn", "tiny-syncnet", "run.max_steps=2", "run.save_every=2")
+    assert sorted(Path(p).name for p in sn.export.values()) == ["stable_syncnet.pt", "syncnet.safetensors"]
+    unet = run_train(curated, tmp_path / "u", "tiny", "run.max_steps=1", "run.validate_every=0",
+                     f"model.syncnet={sn.export['official']}")  # (by hand, 2026-12-07: the safetensors, the same loss)
+    assert unet.losses["sync"] > 0
