@@ -172,8 +172,12 @@ def resolve_flags(values: dict[str, Any], mode: str) -> dict[str, Any]:
     as_edit = values.get("split_scenes") or values.get("segments") is not None  # --video: the edit's picture
     bad = [b for b in misplaced(FLAGS, values, mode) if not (b == "--video" and as_edit)]
     if bad and mode == "batch":
-        raise UsageError(f"{', '.join(bad)}: not with --batch",
-                         hint="each clip's video, audio, output, start and end are columns of the list")
+        columns = [b for b in bad if b in ("--video", "--audio", "--output", "-o", "--start", "--end")]
+        hint = ("each clip's video, audio, output, start and end are columns of the list" if columns else
+                "--batch (a list of clips) and --timeline (an edit) are two modes: give one" if "--timeline" in bad
+                else f"{bad[0]} is a --timeline option" + ("; check the outputs with `lipsyncctl score OUT... "
+                                                           "--min-sync N`" if "--min-sync" in bad else ""))
+        raise UsageError(f"{', '.join(bad)}: not with --batch", hint=hint)
     if bad and mode == "clip":  # each flag says the modes that take it (--gpus: --timeline or --batch)
         where = {f.label: " or ".join(f"--{m}" for m in sorted(f.modes, reverse=True)) for f in FLAGS}
         raise UsageError("; ".join(f"{label}: only with {where.get(label, '--timeline')}" for label in bad))

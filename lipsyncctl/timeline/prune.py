@@ -30,7 +30,7 @@ from typing import Any
 
 from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.media.atomic import temp_prefix
-from lipsyncctl.runner.lock import LOCK_FOLDER, FolderLock
+from lipsyncctl.runner.lock import LOCK_FOLDER, MAIN, FolderLock
 from lipsyncctl.timeline.delivery import VERSION, current_version
 
 #: the render cache and the job store under ``OUT/.lipsyncctl`` (:mod:`~lipsyncctl.timeline.job`)
@@ -90,12 +90,16 @@ def prune_output(folder: str | Path, *, keep: int = 1, renders: bool = False, dr
     if not out.is_dir():
         raise MediaError(f"{out}: {'a file, not a folder' if out.exists() else 'no such folder'}",
                          hint="give the -o folder of a `sync --timeline` run")
-    languages = _languages(out)
-    if not languages and not (out / LOCK_FOLDER / RENDERS).is_dir():
-        raise UsageError(f"{out}: not an output folder of `sync --timeline` (no versions, no render cache)",
-                         hint="give the -o folder of a `sync --timeline` run")
+    not_output = UsageError(f"{out}: not an output folder of `sync --timeline` (no versions, no render cache)",
+                            hint="give the -o folder of a `sync --timeline` run")
+    # a folder whose first run is still writing has only its lock: busy (exit 6, or --wait), not "not an output"
+    if not _languages(out) and not (out / LOCK_FOLDER / RENDERS).is_dir() and not (out / LOCK_FOLDER / MAIN).is_file():
+        raise not_output
     result = PruneResult(out, keep, dry_run)
     with FolderLock(out, wait=wait, command="lipsyncctl prune"):
+        languages = _languages(out)  # read under the lock: a run that held it may have made a version
+        if not languages and not (out / LOCK_FOLDER / RENDERS).is_dir():
+            raise not_output
         folders: list[Path] = []  # version folders that go
         for lang in languages:
             plan = _plan_language(lang, keep)

@@ -138,6 +138,12 @@ def test_per_clip_flags_are_columns_of_the_list(folder: Path, capsys: pytest.Cap
     for extra in (["--video", "a.mkv"], ["--start", "1"], ["-o", "x.mkv"], ["--timeline", "e.otio"]):
         rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", *extra)
         assert rc == 2 and "not with --batch" in res["error"]["message"], extra
+        assert ("columns of the list" in res["error"]["hint"]) == (extra[0] != "--timeline"), extra
+    # the timeline's own flags are not columns: their hint says whose they are
+    for extra, hint in ((["--handles", "2"], "--handles is a --timeline option"), (["--timeline", "e.otio"], "two modes"),
+                        (["--min-sync", "3"], "lipsyncctl score OUT... --min-sync N")):
+        rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", *extra)
+        assert rc == 2 and hint in res["error"]["hint"], (extra, res)
 
 
 def test_the_python_api(folder: Path, models_dir: Path) -> None:

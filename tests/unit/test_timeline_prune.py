@@ -167,6 +167,12 @@ def test_cli_codes_table_and_json(out: Path, tmp_path: Path, capsys: pytest.Capt
     with FolderLock(out, command="a run"):
         assert main(["prune", str(out)]) == 6
     capsys.readouterr()
+    first = tmp_path / "first"  # a first run still writing: only its lock is there yet, busy (it was exit 2)
+    first.mkdir()
+    with FolderLock(first, command="a run"):
+        assert main(["prune", str(first)]) == 6
+    assert main(["prune", str(first), "--wait"]) == 2  # it ended without a version: said once it is free
+    assert "not an output folder" in capsys.readouterr().err
     assert main(["prune", str(out), "--dry-run", "--keep", "2"]) == 0
     text = capsys.readouterr().out
     assert "would remove" in text and "v001" in text and "would free" in text
