@@ -230,7 +230,7 @@ def check_disk(label: str, path: Path, *, writable: bool = False, required: bool
     try:
         free = shutil.disk_usage(where).free
         if writable:
-            check_writable(path.expanduser() / "probe")  # the folder itself, or the nearest one above it
+            check_writable(path.expanduser() / "probe", name=path)  # the folder, or the nearest one above it
     except OSError as exc:
         detail = f"{path}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
         return [Check(f"disk {label}", "fail" if required else "warn", detail,

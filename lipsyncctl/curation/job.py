@@ -194,7 +194,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     # 1. Sources, output checks, this shard's part.
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
-    check_writable(data / "curate.yaml", probe=not dry_run)  # a dry run reads the permission bits only
+    check_writable(data / "curate.yaml", probe=not dry_run, name=data)  # a dry run reads the permission bits only
     others: list[Path] = []
     pairs = collect_inputs(list(inputs), data, others=others)
     if not pairs:

@@ -76,7 +76,7 @@ def _names_an_input(path: Path, src: Path) -> bool:
         return False
 
 
-def check_writable(path: str | Path, *, probe: bool = True) -> None:
+def check_writable(path: str | Path, *, probe: bool = True, name: str | Path | None = None) -> None:
     """Fail fast when ``path`` could not be written: the nearest existing folder above it (the folders
     still missing would be created there) must be a writable folder. With ``probe`` (not in a dry run, which writes
     nothing) a hidden file is created there and removed: permission bits do not tell a pseudo file system
@@ -84,11 +84,15 @@ def check_writable(path: str | Path, *, probe: bool = True) -> None:
 
     Raises:
         OSError: ``EROFS`` (read-only file system), ``EACCES``/``EPERM`` (no permission), ``ENOTDIR`` (a file
-            where a folder is needed) or what creating a file there raised, naming that folder.
+            where a folder is needed) or what creating a file there raised, naming that folder; where it is not the
+            output's own folder (folders to create), naming the output too (``name``: how to call it, default
+            ``path``).
     """
-    folder = Path(os.path.abspath(path)).parent
+    own = Path(os.path.abspath(path)).parent
+    folder = own
     while not os.path.lexists(folder) and folder != folder.parent:  # a dangling link is in the way, not absent
         folder = folder.parent
+    what = "the output" if folder == own else f"the folders of {name if name is not None else path}"
     if os.path.islink(folder) and not folder.exists():
         raise NotADirectoryError(errno.ENOTDIR, "a link to nothing is in the way of the output folder", str(folder))
     if not folder.is_dir():
@@ -103,10 +107,11 @@ def check_writable(path: str | Path, *, probe: bool = True) -> None:
             os.unlink(name)
         except OSError as exc:
             code = exc.errno or errno.EACCES
+    verb = "write" if folder == own else "create"
     if code == errno.ENOENT:  # (not FileNotFoundError: an output's folder is not a missing input, exit 5)
-        raise PermissionError(errno.EPERM, "cannot write the output here (no file can be created there)", str(folder))
+        raise PermissionError(errno.EPERM, f"cannot {verb} {what} here (no file can be created there)", str(folder))
     if code:
-        raise OSError(code, f"cannot write the output here ({os.strerror(code).lower()})", str(folder))
+        raise OSError(code, f"cannot {verb} {what} here ({os.strerror(code).lower()})", str(folder))
 
 
 #: a temporary name of :func:`temp_prefix`: the writer's host (4 hex digits) and pid, then 8 random

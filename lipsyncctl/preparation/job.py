@@ -607,7 +607,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     if not dry_run:  # a destination that cannot take the outputs fails once, not once per file
         from lipsyncctl.media.atomic import check_writable
 
-        check_writable(out_dir / "probe")
+        check_writable(out_dir / "probe", name=out_dir)
     ext = default_extension(options.codec)
     items = [PrepItem(input=src, output=out_dir / rel.parent / (rel.name + ext),
                       wav=out_dir / rel.parent / (rel.name + ".wav") if options.sidecar_wav else None,

@@ -77,7 +77,7 @@ def check_output_folder(output: Path, *, dry_run: bool = False) -> list[str]:
         raise UsageError(f"-o {output}: with --timeline the output is a folder (one per language inside), "
                          "not a media file", hint=f"{hint}; each language is delivered under OUT/LANG/vNNN/")
     try:
-        check_writable(output / ".lipsyncctl", probe=not dry_run)  # the nearest existing folder at or above OUT
+        check_writable(output / ".lipsyncctl", probe=not dry_run, name=output)  # the nearest existing folder at or above OUT
     except OSError as exc:
         if not dry_run:
             raise OSError(exc.errno, f"-o {output}: {exc.strerror}", exc.filename) from None

@@ -307,7 +307,7 @@ def run_folder(out: Path, *, wait: bool = False) -> Iterator[None]:
     from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.runner.lock import folder_lock
 
-    check_writable(out / "train.yaml")
+    check_writable(out / "train.yaml", name=out)
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(folder_lock(out, wait=wait, hint=BUSY_HINT))

@@ -61,7 +61,8 @@ def test_unwritable_folder_fails_before_the_face_pass(media, models_dir: Path, t
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
     assert main(_sync(media, locked / "new" / "o.mp4")) == 1
     err = capsys.readouterr().err
-    assert f"cannot write the output here (permission denied): {locked}" in err
+    # the folders to create are said with the output they are for (it named only the folder above them)
+    assert f"cannot create the folders of {locked / 'new' / 'o.mp4'} here (permission denied): {locked}" in err
     assert list(locked.iterdir()) == []
 
 
@@ -150,7 +151,8 @@ def test_prep_unwritable_output_folder(media, tmp_path: Path, monkeypatch: pytes
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
     assert main(["prep", str(media[0]), "-o", str(locked / "prepped")]) == 1
-    assert f"cannot write the output here (permission denied): {locked}" in capsys.readouterr().err
+    assert f"cannot create the folders of {locked / 'prepped'} here (permission denied): {locked}" in \
+        capsys.readouterr().err
     assert main(["prep", str(media[0]), "-o", str(locked / "prepped"), "--dry-run",
                  "--allow-no-audio"]) == 0  # a dry run writes nothing
 
