@@ -91,6 +91,23 @@ def _sample_chunks(audio: np.ndarray | Iterable[np.ndarray]) -> tuple[int, Itera
 #: timecode; Matroska: a ``TIMECODE`` tag), as ``ffmpeg -timecode`` writes them.
 TIMECODE_CONTAINERS = (".mov", ".mp4", ".m4v", ".mxf", ".mkv")
 _TIMECODE = re.compile(r"^\d{2}:\d{2}:\d{2}[:;]\d{2}$")
+#: Containers whose video stream keeps a reel (tape) name as libavformat writes it (MOV: in the ``tmcd`` track;
+#: Matroska: a tag); MP4/M4V and MXF write none (measured with ffmpeg 7: ``-metadata:s:v reel_name=...``)
+REEL_CONTAINERS = (".mov", ".mkv")
+
+
+def tags_not_carried(output: str | Path, timecode: str | None, reel: str | None) -> str | None:
+    """A warning when the source's start ``timecode`` or ``reel`` name cannot be written into ``output``'s container
+    (an NLE relinks by them); None when both are carried or there are none."""
+    ext = Path(output).suffix.lower()
+    lost = ([f"start timecode {timecode}"] if timecode and ext not in TIMECODE_CONTAINERS else []) + \
+        ([f"reel name {reel}"] if reel and ext not in REEL_CONTAINERS else [])
+    if not lost:
+        return None
+    keeps = ", ".join(REEL_CONTAINERS if reel else TIMECODE_CONTAINERS)
+    return (f"the source's {' and '.join(lost)} {'are' if len(lost) > 1 else 'is'} not carried: "
+            f"{ext or 'this output'} cannot hold "
+            f"{'them' if len(lost) > 1 else 'it'} ({keeps} can; an NLE relinks by them)")
 
 
 def tag_timecode(dst: Any, vout: Any, timecode: str | None, reel: str | None = None, *,

@@ -177,6 +177,7 @@ def sync_clip(
     """
     from lipsyncctl.media.atomic import OVERWRITE_HINT, check_not_input, check_writable
     from lipsyncctl.media.audio import read_audio_and_length
+    from lipsyncctl.media.mux import tags_not_carried
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
     from lipsyncctl.media.writer import check_container_rate
@@ -289,7 +290,8 @@ def sync_clip(
         warnings.append(floating)
     lost = [alpha_warning(vinfo.pix_fmt)]
     if delivery is None:  # an intermediate render (a timeline's shot): its delivery is not this file, nor a copy of it
-        lost += [aspect_warning(output, config.output, vinfo.sample_aspect), dropped_streams_warning(info.others)]
+        lost += [aspect_warning(output, config.output, vinfo.sample_aspect), dropped_streams_warning(info.others),
+                 None if sequence else tags_not_carried(output, info.timecode, info.reel)]
     warnings.extend(w for w in lost if w)
     warnings.extend(sequence_warnings(output, config.output))
 

@@ -344,7 +344,10 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     elif v.interlaced:
         item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
                              "things move; prep.deinterlace=auto makes them progressive)")
-    for said in (hdr10_warning(job.options, v.color), alpha_warning(v.pix_fmt), dropped_streams_warning(info.others)):
+    from lipsyncctl.media.mux import tags_not_carried
+
+    for said in (hdr10_warning(job.options, v.color), alpha_warning(v.pix_fmt), dropped_streams_warning(info.others),
+                 tags_not_carried(item.output, info.timecode, info.reel)):
         if said:
             item.warnings.append(said)
     if job.duration is not None and job.duration > available + 1e-6:

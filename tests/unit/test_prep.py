@@ -559,3 +559,6 @@ def test_the_source_timecode_and_reel_are_carried(tmp_path: Path, start: float, 
     info = probe(item.output)
     assert (info.timecode, info.reel, bool(info.audio)) == (expected, "A001" if item.output.suffix == ".mov" else None,
                                                              audio)
+    # an .mp4 cannot hold the reel name: said (it was dropped without a word)
+    lost = [w for w in item.warnings if "reel name A001 is not carried" in w]
+    assert len(lost) == (item.output.suffix != ".mov") and all(".mov, .mkv can" in w for w in lost)

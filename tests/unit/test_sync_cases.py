@@ -191,6 +191,12 @@ def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Pa
     if expected is not None:
         assert info.reel == ("A001" if out.endswith(".mov") else None)  # MP4's timecode track has no reel name
         assert info.video is not None and info.video.nominal_fps == fps
+    # what the container cannot hold is said (the reel of an MP4, both in an AVI); it went without a word
+    said = [w for w in res.warnings if "not carried: " in w and "source's" in w]
+    assert said == ([] if out.endswith(".mov") else ["the source's reel name A001 is not carried: .mp4 cannot hold it "
+                                                     "(.mov, .mkv can; an NLE relinks by them)"] if out == "out.mp4"
+                    else [f"the source's start timecode {tag} and reel name A001 are not carried: .avi cannot hold them "
+                          "(.mov, .mkv can; an NLE relinks by them)"]), said
 
 
 @pytest.mark.parametrize(("codec", "ext", "params", "kept"), [
