@@ -88,8 +88,9 @@ def _sample_chunks(audio: np.ndarray | Iterable[np.ndarray]) -> tuple[int, Itera
 
 
 #: Containers a start timecode can be written to (MOV/MP4: a ``tmcd`` track; MXF: the material package's
-#: timecode; Matroska: a ``TIMECODE`` tag), as ``ffmpeg -timecode`` writes them.
-TIMECODE_CONTAINERS = (".mov", ".mp4", ".m4v", ".mxf", ".mkv")
+#: timecode; Matroska: a ``TIMECODE`` tag), as ``ffmpeg -timecode`` writes them. Not .m4v: libavformat writes it
+#: with its ``ipod`` muxer, which writes no ``tmcd`` track (measured: the timecode was lost in silence).
+TIMECODE_CONTAINERS = (".mov", ".mp4", ".mxf", ".mkv")
 _TIMECODE = re.compile(r"^\d{2}:\d{2}:\d{2}[:;]\d{2}$")
 #: Containers whose video stream keeps a reel (tape) name as libavformat writes it (MOV: in the ``tmcd`` track;
 #: Matroska: a tag); MP4/M4V and MXF write none (measured with ffmpeg 7: ``-metadata:s:v reel_name=...``)

@@ -173,6 +173,7 @@ def test_an_anamorphic_face_is_found_in_every_frame(tiny_env, tmp_path: Path):
     (NTSC, "00:00:59;28", 4 * 1001 / 30000, "out.mp4", "00:01:00;04"),  # drop frame counts as such (;00, ;01 skipped)
     (Fraction(25), "10:00:00:00", 0.0, "prores.mov", "10:00:00:00"),    # ProRes: the MOV muxer needs the stream's rate
     (Fraction(25), "10:00:00:00", 0.0, "out.avi", None),                # an AVI holds none
+    (Fraction(25), "10:00:00:00", 0.0, "out.m4v", None),                # nor an M4V as libavformat writes it
 ])
 def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Path, fps: Fraction, tag: str,
                                                   start: float, out: str, expected: str | None):
@@ -182,7 +183,7 @@ def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Pa
     config, models = tiny_env
     video = write_clip(tmp_path / "tc.mov", frames[:8], fps, codec="libx264", tags={"timecode": tag, "reel_name": "A001"})
     assert (probe(video).timecode, probe(video).reel) == (tag, "A001")
-    codec = (["output.audio_codec=pcm"] if out == "out.avi" else ["output.codec=prores_hq"] if out == "prores.mov"
+    codec = (["output.audio_codec=pcm"] if out == "out.avi" else ["output.codec=h264", "output.audio_codec=aac"] if out == "out.m4v" else ["output.codec=prores_hq"] if out == "prores.mov"
              else ["output.codec=h264", "output.audio_codec=aac"])
     res = sync_clip(video, write_wav(tmp_path / "a.wav", 0.12), tmp_path / out,
                     with_sets(config, *codec, "output.matte=false"), networks=models, start=start)
@@ -195,8 +196,8 @@ def test_the_source_timecode_and_reel_are_carried(tiny_env, frames, tmp_path: Pa
     said = [w for w in res.warnings if "not carried: " in w and "source's" in w]
     assert said == ([] if out.endswith(".mov") else ["the source's reel name A001 is not carried: .mp4 cannot hold it "
                                                      "(.mov, .mkv can; an NLE relinks by them)"] if out == "out.mp4"
-                    else [f"the source's start timecode {tag} and reel name A001 are not carried: .avi cannot hold them "
-                          "(.mov, .mkv can; an NLE relinks by them)"]), said
+                    else [f"the source's start timecode {tag} and reel name A001 are not carried: {out[3:]} cannot hold "
+                          "them (.mov, .mkv can; an NLE relinks by them)"]), said
 
 
 @pytest.mark.parametrize(("codec", "ext", "params", "kept"), [
