@@ -453,7 +453,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
             terms: dict[str, float] = {}
             finite = True
             for micro in range(accum):
-                batch = next(batches)
+                batch = _next_batch(batches, cfg)
                 if isinstance(batch, sampling.ItemError):  # a clip that cannot be read, from any loader worker
                     raise batch.error()
                 sync_ctx = acc.no_sync(model) if micro < accum - 1 else _nullcontext()
@@ -551,6 +551,22 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     result.peak_vram_gb = _peak_vram(device)
     acc.end_training()
     return result
+
+
+def _next_batch(batches: Iterator[Any], cfg: TrainConfig) -> Any:
+    """The loader's next batch; a worker process that died (killed from outside: the out-of-memory killer, most
+    often, with an official preset's batch on a small machine) is said as such (it was an "internal error")."""
+    try:
+        return next(batches)
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc) or "exited unexpectedly" not in str(exc):
+            raise
+        raise JobFailedError(f"a data-loader worker process died ({exc}): killed from outside, most often by the "
+                             "out-of-memory killer",
+                             hint=f"check `dmesg`; use less memory: --batch-size below {cfg.data.batch_size} "
+                             f"(--grad-accum keeps the effective batch), --workers below {cfg.data.workers}, or a "
+                             "tiny-* preset on a laptop; then rerun the same command (--resume latest after a "
+                             "checkpoint)") from exc
 
 
 def _sharded(acc: Any, cfg: TrainConfig) -> bool:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -566,3 +567,25 @@ def test_a_trained_syncnet_is_a_unet_runs_sync_loss(curated: Curated, tmp_path: 
     unet = run_train(curated, tmp_path / "u", "tiny", "run.max_steps=1", "run.validate_every=0",
                      f"model.syncnet={sn.export['official']}")  # (by hand, 2026-12-07: the safetensors, the same loss)
     assert unet.losses["sync"] > 0
+
+
+def test_a_data_loader_worker_killed_from_outside_is_said_as_such() -> None:
+    """An official preset's batch on a small machine: the OOM killer took a loader worker and the run ended in
+    "internal error ... report the traceback"; it says what happened and how to use less memory (exit 1)."""
+    from lipsyncctl.errors import JobFailedError
+
+    def dead() -> Iterator[int]:
+        raise RuntimeError("DataLoader worker (pid(s) 12918) exited unexpectedly")
+        yield 0
+
+    cfg = api.resolve_train_config("syncnet_16_pixel_attn")
+    with pytest.raises(JobFailedError, match="data-loader worker process died .*out-of-memory killer") as err:
+        loop._next_batch(dead(), cfg)
+    assert err.value.exit_code == 1 and f"--batch-size below {cfg.data.batch_size}" in (err.value.hint or "")
+
+    def other() -> Iterator[int]:
+        raise RuntimeError("CUDA error")
+        yield 0
+
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        loop._next_batch(other(), cfg)
