@@ -118,7 +118,8 @@ class MediaError(LipsyncError):
     """An input file is missing, unreadable, corrupt, or lacks the stream we need."""
 
     exit_code = 5
-    default_hint = "check the path, or that the file plays (ffprobe FILE); re-export it from your editor if not"
+    default_hint = ("check the path, or that the file plays (in a player, or `ffmpeg -i FILE` with the ffmpeg "
+                    "`lipsyncctl doctor` names); re-export it from your editor if not")
 
 
 class DecodeError(MediaError):

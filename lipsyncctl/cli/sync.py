@@ -62,7 +62,8 @@ FLAGS: tuple[Flag, ...] = (
          "image sequence is an ffmpeg pattern ('shot/%04d.png') at sync.sequence_fps (auto: the rate its run.yaml "
          "records when lipsyncctl wrote it, else 25).", modes=CLIP),
     Flag("audio", ("--audio", "-a"), list[str] | None, "The new dialogue (WAV, FLAC, AAC, or a file with sound). "
-         "With --timeline: FILE or LANG=FILE, repeatable, aligned to the timeline's first frame.", modes=BOTH),
+         "With --timeline: LANG=FILE (FILE alone: its stem is the language), repeatable, aligned to the timeline's "
+         "first frame.", modes=BOTH),
     Flag("output", ("--output", "-o"), Path | None, "Output file; its extension picks the container. An image "
          "sequence pattern ('out/shot.%04d.dpx': .png, .tif, .dpx) writes one image a frame, numbered as the source "
          "sequence's frames (from 1 for a video; output.first_number), without sound. With --timeline: the output folder.", modes=BOTH),
