@@ -91,12 +91,19 @@ def curate_cmd(
         if bad:
             raise UsageError(f"{name} {bad[0]!r}: not a stage", hint=f"stages: {', '.join(stages)}")
     config = opt.resolve(preset, sets, {}, print_config)
-    if inputs[0] == "report" and not Path("report").exists():  # `curate report DATA`: re-decide, rebuild views
+    # `curate report DATA`: re-decide, rebuild views; a path named report here is an input only with -o (curating
+    # ./report into DATA), or when what follows is not a curated folder
+    here = Path("report").exists()
+    curated = len(inputs) == 2 and ((Path(inputs[1]) / ".lipsyncctl" / "records").is_dir()
+                                    or (Path(inputs[1]) / "manifest.jsonl").is_file())
+    if inputs[0] == "report" and (not here or (data is None and curated)):
         if len(inputs) != 2 or data is not None:
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
         result = api.curate_report(inputs[1], config, wait=wait)
     elif data is None:
-        raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA")
+        raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA" + (
+            " (a path named report is here, so `report` was read as an input; `curate report DATA` takes a "
+            "curated DATA folder)" if inputs[0] == "report" and here else ""))
     else:
         result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run,
                             jobs=jobs or 1, shard=shard, backend=backend, gpus=gpus, wait=wait)

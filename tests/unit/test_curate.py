@@ -425,7 +425,8 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
 
 
 def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "copy"
     shutil.copytree(first_run["data"], data)
     assert main(["-q", "curate", "report", str(data), "--set", "curate.min_seconds=3.5", "--json"]) == 0
@@ -442,6 +443,16 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     (tmp_path / "empty").mkdir()
     assert main(["curate", "report", str(tmp_path / "empty")]) == 2  # a folder without records: usage
     assert main(["curate", str(corpus / "short.mp4")]) == 2  # -o is required outside `report`
+    # a folder named report where the command runs: `curate report DATA` of a curated DATA is still the report verb
+    # (it became a curate run of ./report that wanted -o); of another path, the error says why
+    here = tmp_path / "here"
+    (here / "report").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    capsys.readouterr()
+    assert main(["-q", "curate", "report", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"]
+    assert main(["curate", "report", str(tmp_path / "empty")]) == 2
+    assert "a path named report is here" in capsys.readouterr().err
 
 
 def test_gpus_reach_the_runner_and_a_bad_list_is_a_usage_error(corpus: Path, tmp_path: Path,
