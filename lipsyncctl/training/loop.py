@@ -295,7 +295,12 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     held = os.environ.get(RUN_HELD_ENV) == str(out)  # the launching process holds it for the group
     mine = not held and os.environ.get("RANK", "0") in ("0", "")  # (a group of the user's own launcher: rank 0)
     with run_folder(out, wait=wait) if mine else contextlib.nullcontext():
-        return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+        try:
+            return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
+        except RuntimeError as exc:  # raised by torch wherever the loop is when it notices (its SIGCHLD handler)
+            if _loader_worker_died(exc):
+                raise _worker_died_error(exc, cfg) from exc
+            raise
 
 
 @contextlib.contextmanager
@@ -453,7 +458,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
             terms: dict[str, float] = {}
             finite = True
             for micro in range(accum):
-                batch = _next_batch(batches, cfg)
+                batch = next(batches)
                 if isinstance(batch, sampling.ItemError):  # a clip that cannot be read, from any loader worker
                     raise batch.error()
                 sync_ctx = acc.no_sync(model) if micro < accum - 1 else _nullcontext()
@@ -553,20 +558,23 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     return result
 
 
-def _next_batch(batches: Iterator[Any], cfg: TrainConfig) -> Any:
-    """The loader's next batch; a worker process that died (killed from outside: the out-of-memory killer, most
-    often, with an official preset's batch on a small machine) is said as such (it was an "internal error")."""
-    try:
-        return next(batches)
-    except RuntimeError as exc:
-        if "DataLoader worker" not in str(exc) or "exited unexpectedly" not in str(exc):
-            raise
-        raise JobFailedError(f"a data-loader worker process died ({exc}): killed from outside, most often by the "
-                             "out-of-memory killer",
-                             hint=f"check `dmesg`; use less memory: --batch-size below {cfg.data.batch_size} "
-                             f"(--grad-accum keeps the effective batch), --workers below {cfg.data.workers}, or a "
-                             "tiny-* preset on a laptop; then rerun the same command (--resume latest after a "
-                             "checkpoint)") from exc
+def _loader_worker_died(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's report of a data-loader worker process that died: "DataLoader worker (pid(s) N)
+    exited unexpectedly" (seen when a batch is awaited) or "DataLoader worker (pid N) is killed by signal: Killed."
+    (its SIGCHLD handler, wherever the loop then is)."""
+    text = str(exc)
+    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text)
+
+
+def _worker_died_error(exc: BaseException, cfg: TrainConfig) -> JobFailedError:
+    """A data-loader worker killed from outside (the out-of-memory killer, most often, with an official preset's
+    batch on a small machine) said as such (it was an "internal error ... report the traceback")."""
+    return JobFailedError(f"a data-loader worker process died ({exc}): killed from outside, most often by the "
+                          "out-of-memory killer",
+                          hint=f"check `dmesg`; use less memory: --batch-size below {cfg.data.batch_size} "
+                          f"(--grad-accum keeps the effective batch), --workers below {max(1, cfg.data.workers)}, "
+                          "or a tiny-* preset on a laptop; then rerun the same command (--resume latest after a "
+                          "checkpoint)")
 
 
 def _sharded(acc: Any, cfg: TrainConfig) -> bool:
