@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -53,25 +55,30 @@ class TrainClip:
 
     def last_start(self, num_frames: int) -> int:
         """The last audio-valid window start (:mod:`lipsyncctl.training.data`), -1 when there is none."""
-        columns = mel_columns(num_frames)
-        s = self.frames - num_frames
-        while s >= 0 and (_centre(s + num_frames - 1, self.fps) > self.whisper_len - 1
-                          or window_start(s, self.fps) + columns > self.mel_len):
-            s -= 1
-        return s
+        return last_start(self.frames, self.whisper_len, self.mel_len, self.fps, num_frames)
+
+
+def last_start(frames: int, whisper_len: int, mel_len: int, fps: int, num_frames: int) -> int:
+    """The last audio-valid start of a ``num_frames`` window in a clip of these counts, -1 when there is none."""
+    columns = mel_columns(num_frames)
+    s = frames - num_frames
+    while s >= 0 and (_centre(s + num_frames - 1, fps) > whisper_len - 1 or window_start(s, fps) + columns > mel_len):
+        s -= 1
+    return s
+
+
+#: the strings' encoding: UTF-8, with lone surrogates kept (a path the OS gave as undecodable bytes, ids made of it)
+_ERRORS = "surrogatepass"
 
 
 class _Strings:
     """Strings as one UTF-8 buffer and the offsets of each (``uint8`` and ``int64`` arrays)."""
 
-    def __init__(self, texts: Sequence[str]) -> None:
-        encoded = [t.encode("utf-8") for t in texts]
-        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
-        self.buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    def __init__(self, buffer: np.ndarray, offsets: np.ndarray) -> None:
+        self.buffer, self.offsets = buffer, offsets
 
     def __getitem__(self, i: int) -> str:
-        return self.buffer[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8")
+        return self.buffer[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8", _ERRORS)
 
     @property
     def nbytes(self) -> int:
@@ -82,19 +89,59 @@ class _Strings:
 _NO_SIZE = -1
 
 
+class ClipTableBuilder:
+    """Rows appended one at a time into growing buffers (no Python object kept per clip), then :meth:`build`."""
+
+    def __init__(self) -> None:
+        self._numbers = array("q")
+        self._text = [bytearray(), bytearray(), bytearray()]  # ids, videos, features
+        self._ends: list[array[int]] = [array("q"), array("q"), array("q")]
+
+    def append(self, clip: TrainClip) -> None:
+        self._numbers.extend((clip.frames, clip.whisper_len, clip.mel_len, clip.fps,
+                              _NO_SIZE if clip.size is None else clip.size))
+        for text, ends, value in zip(self._text, self._ends, (clip.id, str(clip.video), str(clip.features)),
+                                     strict=True):
+            text += value.encode("utf-8", _ERRORS)
+            ends.append(len(text))
+
+    def build(self) -> ClipTable:
+        """The table of the rows appended, in their order (the builder is emptied)."""
+        numbers = np.frombuffer(self._numbers, dtype=np.int64).reshape(-1, 5).copy()
+        strings = [_Strings(np.frombuffer(bytes(text), dtype=np.uint8).copy(),
+                            np.concatenate([[0], np.frombuffer(ends, dtype=np.int64)]).astype(np.int64))
+                   for text, ends in zip(self._text, self._ends, strict=True)]
+        self.__init__()  # type: ignore[misc]  # the buffers go now, not with the builder
+        return ClipTable._from_columns(numbers, *strings)
+
+
 class ClipTable(Sequence[TrainClip]):
     """The clips of a split as columns, in the order given (:func:`~lipsyncctl.training.data.read_clips`: by id).
     A read-only :class:`~collections.abc.Sequence` of :class:`TrainClip`; equal to another table of the same clips.
-    ``frames`` and ``sizes`` are the columns a whole-split check reads without making a clip per row."""
+    ``frames``, ``counts`` and ``sizes`` are columns a whole-split check reads without making a clip per row."""
 
-    def __init__(self, clips: Iterable[TrainClip]) -> None:
-        rows = list(clips)
-        self._ids = _Strings([c.id for c in rows])
-        self._videos = _Strings([str(c.video) for c in rows])
-        self._features = _Strings([str(c.features) for c in rows])
-        # frames, whisper_len, mel_len, fps, size: one int64 row per clip
-        self._numbers = np.array([(c.frames, c.whisper_len, c.mel_len, c.fps, _NO_SIZE if c.size is None else c.size)
-                                  for c in rows], dtype=np.int64).reshape(len(rows), 5)
+    def __init__(self, clips: Iterable[TrainClip] = ()) -> None:
+        builder = ClipTableBuilder()
+        for clip in clips:
+            builder.append(clip)
+        built = builder.build()
+        self._numbers, self._ids, self._videos, self._features = \
+            built._numbers, built._ids, built._videos, built._features
+
+    @classmethod
+    def _from_columns(cls, numbers: np.ndarray, ids: _Strings, videos: _Strings, features: _Strings) -> ClipTable:
+        table = cls.__new__(cls)
+        table._numbers, table._ids, table._videos, table._features = numbers, ids, videos, features
+        return table
+
+    def sorted_by_id(self) -> ClipTable:
+        """This table with its rows in the order of their ids (itself when they are)."""
+        if self.by_id():
+            return self
+        builder = ClipTableBuilder()
+        for i in sorted(range(len(self)), key=self._ids.__getitem__):
+            builder.append(self[i])
+        return builder.build()
 
     def __len__(self) -> int:
         return len(self._numbers)
@@ -107,7 +154,7 @@ class ClipTable(Sequence[TrainClip]):
 
     def __getitem__(self, i: int | slice) -> TrainClip | ClipTable:
         if isinstance(i, slice):
-            return ClipTable(self[k] for k in range(*i.indices(len(self))))
+            return ClipTable(self[k] for k in range(*i.indices(len(self))))  # (a copy: rare)
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"clip {i} of {n}")
@@ -140,6 +187,14 @@ class ClipTable(Sequence[TrainClip]):
         return view
 
     @property
+    def counts(self) -> np.ndarray:
+        """``(frames, whisper_len, mel_len, fps, size)`` of each clip (``int64 (N, 5)``, read-only view; size -1: not
+        said)."""
+        view = self._numbers.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def sizes(self) -> list[int | None]:
         """The distinct sizes the manifest gives (None: a clip without one), sorted with None last."""
         values = {int(v) for v in np.unique(self._numbers[:, 4])}
@@ -152,6 +207,21 @@ class ClipTable(Sequence[TrainClip]):
     def id(self, i: int) -> str:
         """The id of row ``i`` (no clip made)."""
         return self._ids[i]
+
+    def content_hash(self) -> str:
+        """sha256 (16 hex digits) of what each clip is made of beyond its id and length: its features file's name
+        (curate names it by the sound's content) and its aligned video's size now (a re-alignment writes other
+        bytes), in row order. A copy of DATA hashes the same; the same ids over re-curated footage do not. One stat
+        a clip, no clip object made."""
+        h = hashlib.sha256()
+        for i in range(len(self)):
+            try:
+                size = os.stat(self._videos[i]).st_size
+            except OSError:
+                size = -1
+            h.update(json.dumps([self._ids[i], int(self._numbers[i, 0]), Path(self._features[i]).name, size]).encode()
+                     + b"\n")
+        return h.hexdigest()[:16]
 
     @property
     def nbytes(self) -> int:

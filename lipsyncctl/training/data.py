@@ -41,13 +41,12 @@ on the official uint8 frames), ``(u / 255 - 0.5) / 0.5`` float32.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import torch
@@ -59,7 +58,7 @@ from lipsyncctl.audio.features import chunk_indices
 from lipsyncctl.audio.wav2lip_mel import window_start
 from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.faces.mask import mouth_mask, prepare_masked_images
-from lipsyncctl.training.clips import ClipTable, TrainClip, mel_columns
+from lipsyncctl.training.clips import ClipTable, ClipTableBuilder, TrainClip, last_start, mel_columns
 from lipsyncctl.training.sampling import ClipOrder, sample_generator
 
 if TYPE_CHECKING:
@@ -91,13 +90,15 @@ class ClipSet:
     #: how the usable clips were curated where it is not the official data pipeline: what -> how many clips
     #: (:func:`curation_gaps`)
     gaps: dict[str, int] = field(default_factory=dict)
-    #: what the clips' files hold (:func:`_content_hash`; "" when not computed): a resume compares it
-    content: str = ""
     #: what reading them said as a warning (files read from outside the folder)
     warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def content_hash(self) -> str:
+        """What the clips' files hold (:meth:`ClipTable.content_hash`): a resume compares it."""
+        return (self.clips if isinstance(self.clips, ClipTable) else ClipTable(self.clips)).content_hash()
 
     def gaps_note(self) -> str | None:
         """``data: 12 of 40 clips aligned by a non-official detector, ...`` or None (the official pipeline)."""
@@ -157,75 +158,60 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
         where = f"{path}: no {MANIFEST} here" if listed is None else f"{path}: no curated {MANIFEST} beside it"
         raise UsageError(f"{where} (training reads each clip's features from it)",
                          hint="run `lipsyncctl curate RAW... -o DATA` first, and train on DATA or DATA/train.txt")
-    if listed is not None and split == "train":
-        chosen = _listed_entries(listed, manifest, root)
-    else:
-        chosen = _last_of_each_id(manifest, lambda e: e.get("split") == split and _verdict(e) == "kept")
-    rows, skipped = [], []
+    builder, skipped = ClipTableBuilder(), []
     gaps: dict[str, int] = {}
-    for entry in _entries_at(manifest, chosen):  # one manifest line in memory at a time
-        clip = _clip(entry, root, manifest)
-        reason = _too_short(clip, kind, num_frames)
-        if reason is None:
-            rows.append(clip)
+    here, outside, first_outside = root.absolute(), 0, None
+    with manifest.open(encoding="utf-8") as f:  # one open file for both passes: a curate renaming a new manifest
+        chosen = _listed_entries(listed, f, manifest, root) if listed is not None and split == "train" else \
+            _last_of_each_id(f, manifest, lambda e: e.get("split") == split and _verdict(e) == "kept")
+        for entry in _entries_at(f, manifest, chosen):  # in place meanwhile is not read half old, half new
+            clip = _clip(entry, root, manifest)
+            reason = _too_short(clip, kind, num_frames)
+            if reason is not None:
+                skipped.append(SkippedClip(clip.id, clip.frames, reason))
+                continue
+            builder.append(clip)  # one manifest line and one clip in memory at a time
             for gap in curation_gaps(entry):
                 gaps[gap] = gaps.get(gap, 0) + 1
-        else:
-            skipped.append(SkippedClip(clip.id, clip.frames, reason))
-    here = root.absolute()
-    outside = [f for c in rows for f in (c.video, c.features) if not f.absolute().is_relative_to(here)]
+            for file in (clip.video, clip.features):
+                if not file.absolute().is_relative_to(here):
+                    outside, first_outside = outside + 1, first_outside or file
     warnings = []
     if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
         from lipsyncctl import progress
 
-        warnings.append(f"{len(outside)} file(s) of the {split} clips read from outside {root} (the manifest's "
-                        f"paths; the copy here lacks them), e.g. {outside[0]}")
+        warnings.append(f"{outside} file(s) of the {split} clips read from outside {root} (the manifest's "
+                        f"paths; the copy here lacks them), e.g. {first_outside}")
         progress.warning(warnings[-1])
-    rows.sort(key=lambda c: c.id)
-    content = _content_hash(rows)
-    clips = ClipTable(rows)
+    clips = builder.build().sorted_by_id()
     skipped.sort(key=lambda c: c.id)
-    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps, content, tuple(warnings))
+    return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps, tuple(warnings))
 
 
-def _content_hash(clips: Sequence[TrainClip]) -> str:
-    """sha256 (16 hex digits) of what each clip is made of beyond its id and length: its features file's name (curate
-    names it by the sound's content) and its aligned video's size (a re-alignment writes other bytes), in id order.
-    A copy of DATA hashes the same; the same ids over re-curated footage do not."""
-    h = hashlib.sha256()
-    for c in clips:
+def _manifest_lines(f: TextIO, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, entry)`` of each line of the open manifest ``f``, from its start, a line at a time."""
+    f.seek(0)
+    for n, line in enumerate(f, 1):
+        if not line.strip():
+            continue
         try:
-            size = c.video.stat().st_size
-        except OSError:
-            size = -1
-        h.update(json.dumps([c.id, c.frames, c.features.name, size]).encode() + b"\n")
-    return h.hexdigest()[:16]
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{manifest}:{n}: not a JSON line ({exc.msg})", hint=_RERUN) from exc
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise UsageError(f"{manifest}:{n}: not a manifest line (no id)", hint=_RERUN)
+        yield n, entry
 
 
-def _manifest_lines(manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, entry)`` of each line of the manifest, read one line at a time."""
-    with manifest.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{manifest}:{n}: not a JSON line ({exc.msg})", hint=_RERUN) from exc
-            if not isinstance(entry, dict) or "id" not in entry:
-                raise UsageError(f"{manifest}:{n}: not a manifest line (no id)", hint=_RERUN)
-            yield n, entry
-
-
-def _last_of_each_id(manifest: Path, wanted: Callable[[dict[str, Any]], bool]) -> set[int]:
+def _last_of_each_id(f: TextIO, manifest: Path, wanted: Callable[[dict[str, Any]], bool]) -> set[int]:
     """The line numbers of the wanted entries, the last one of an id written twice."""
-    last = {str(e["id"]): n for n, e in _manifest_lines(manifest) if wanted(e)}
+    last = {str(e["id"]): n for n, e in _manifest_lines(f, manifest) if wanted(e)}
     return set(last.values())
 
 
-def _entries_at(manifest: Path, lines: set[int]) -> Iterator[dict[str, Any]]:
-    """The manifest's entries at ``lines``, in the file's order (a second pass: nothing else is held)."""
-    return (e for n, e in _manifest_lines(manifest) if n in lines)
+def _entries_at(f: TextIO, manifest: Path, lines: set[int]) -> Iterator[dict[str, Any]]:
+    """The manifest's entries at ``lines``, in the file's order (a second pass of the same open file)."""
+    return (e for n, e in _manifest_lines(f, manifest) if n in lines)
 
 
 def _verdict(entry: Mapping[str, Any]) -> str:
@@ -233,14 +219,14 @@ def _verdict(entry: Mapping[str, Any]) -> str:
     return str(decision.get("verdict", "")) if isinstance(decision, Mapping) else ""
 
 
-def _listed_entries(listed: Path, manifest: Path, root: Path) -> set[int]:
+def _listed_entries(listed: Path, f: TextIO, manifest: Path, root: Path) -> set[int]:
     """The manifest lines of a fileslist's clips, matched by the path as written, the file it points to, or the
     clip id (the aligned file's stem), so a moved DATA folder still reads; the last line of an id written twice."""
     by_text: dict[str, int] = {}
     by_file: dict[Path, int] = {}
     by_id: dict[str, int] = {}
     said: dict[int, tuple[str, str]] = {}  # line -> (id, verdict)
-    for n, e in _manifest_lines(manifest):
+    for n, e in _manifest_lines(f, manifest):
         cid = str(e["id"])
         by_id[cid], said[n] = n, (cid, _verdict(e))
         if e.get("aligned"):
@@ -397,18 +383,18 @@ class _ClipSamples(Dataset[dict[str, Any]]):
     kind = "unet"
 
     def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int, resolution: int) -> None:
-        if not (isinstance(clips, ClipTable) and clips.by_id()):
-            clips = ClipTable(sorted(clips, key=lambda c: c.id))
-        self.clips: ClipTable = clips
+        self.clips: ClipTable = (clips if isinstance(clips, ClipTable) else ClipTable(clips)).sorted_by_id()
         if not self.clips:
             raise UsageError("no clip is long enough to train on",
                              hint="curate more or longer footage (see the skipped clips of the run's result)")
         last_starts = np.empty(len(self.clips), dtype=np.int64)  # a column, as the table's (module clips)
-        for pos, clip in enumerate(self.clips):
-            reason = _too_short(clip, self.kind, num_frames)
-            if reason is not None:
-                raise ValueError(f"clip {clip.id}: {reason} (read_clips skips such clips)")
-            last_starts[pos] = clip.last_start(num_frames)
+        need = MIN_WINDOWS[self.kind] * num_frames
+        for pos, (frames, whisper_len, mel_len, fps, _) in enumerate(self.clips.counts.tolist()):
+            last_starts[pos] = last_start(frames, whisper_len, mel_len, fps, num_frames)  # no clip object made
+            if frames < need or last_starts[pos] < 0:
+                clip = self.clips[pos]
+                raise ValueError(f"clip {clip.id}: {_too_short(clip, self.kind, num_frames)} (read_clips skips such "
+                                 "clips)")
         self.seed, self.num_frames, self.resolution = int(seed), int(num_frames), int(resolution)
         self.order = ClipOrder(self.seed, len(self.clips))
         self.last_starts = last_starts

@@ -117,11 +117,11 @@ def _clips_hash(clips: Sequence[Any]) -> str:
 
 def _data_content(cfg: TrainConfig, clips: Any) -> dict[str, Any]:
     """What a checkpoint records of the data's content beyond the clips' ids and lengths: the clips' files
-    (:attr:`~lipsyncctl.training.data.ClipSet.content`) and, for the UNet, the mouth mask's file (size, mtime, sha256 of its bytes)."""
+    (:meth:`~lipsyncctl.training.data.ClipSet.content_hash`) and, for the UNet, the mouth mask's file (size, mtime, sha256 of its bytes)."""
     from lipsyncctl.faces.mask import mask_path
     from lipsyncctl.runner.store import content_record
 
-    out: dict[str, Any] = {"clips_content": clips.content or None}
+    out: dict[str, Any] = {"clips_content": clips.content_hash()}
     if cfg.kind == "unet":
         out["mask_content"] = content_record(mask_path(cfg.data.mask))
     return out

@@ -480,3 +480,45 @@ def test_a_dataset_over_a_table_draws_as_over_the_clips(unet_clips: td.ClipSet) 
     assert a.clips == b.clips and a.clips.by_id()
     assert [a.windows(k) for k in range(200)] == [b.windows(k) for k in range(200)]
     assert all(isinstance(v, int) for v in a.windows(3))
+
+
+def test_a_table_keeps_undecodable_names_and_a_builder_holds_no_clip_objects() -> None:
+    """A path the OS gave as undecodable bytes (a Latin-1 folder name: lone surrogates in Python) round-trips (it
+    raised UnicodeEncodeError: an internal error of train); rows appended one at a time build the same table."""
+    from lipsyncctl.training.clips import ClipTable, ClipTableBuilder
+
+    odd = td.TrainClip("caf\udce9-000000-000100", Path("/data/caf\udce9/a.mp4"), Path("/data/f.safetensors"), 100, 200,
+                       321)
+    rows = [_clip_row(1), odd, _clip_row(0)]
+    builder = ClipTableBuilder()
+    for row in rows:
+        builder.append(row)
+    table = builder.build()
+    assert list(table) == rows and table == ClipTable(rows) and len(ClipTableBuilder().build()) == 0
+    ordered = table.sorted_by_id()
+    assert ordered.by_id() and [c.id for c in ordered] == sorted(c.id for c in rows) and ordered.sorted_by_id() is ordered
+    assert table.counts.tolist()[1] == [100, 200, 321, 25, -1] and not table.counts.flags.writeable
+
+
+def test_a_manifest_replaced_while_it_is_read_is_read_as_it_was(curated: Curated, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_clips reads the manifest twice (the lines to take, then those lines): a curate renaming a new manifest
+    into place between the two passes made the second read other entries at those line numbers. Both passes read
+    the one file opened."""
+    import os
+
+    data = tmp_path / "data"
+    shutil.copytree(curated.data, data)
+    before = td.read_clips(data)
+    lines = (data / "manifest.jsonl").read_text().splitlines()
+    real, swapped = td._verdict, []
+
+    def verdict(entry: dict) -> str:  # type: ignore[type-arg]
+        if not swapped:  # during the first pass: another curate's views land
+            swapped.append(True)
+            (data / "manifest.new").write_text("".join(line + "\n" for line in reversed(lines)))
+            os.replace(data / "manifest.new", data / "manifest.jsonl")
+        return real(entry)
+
+    monkeypatch.setattr(td, "_verdict", verdict)
+    assert td.read_clips(data).clips == before.clips and swapped
