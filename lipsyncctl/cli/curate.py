@@ -125,7 +125,7 @@ def _render(console: Console, result: CurateResult) -> None:
     rows = []
     for s in sorted(result.sources, key=lambda s: s.path):
         d = s.decision
-        what = (("kept" if s.kept or not s.clips else "kept, every span rejected") if d.verdict == "kept"
+        what = (("kept" if s.kept or not s.clips else "kept, no span kept") if d.verdict == "kept"
                 else f"to run from {d.stage} ({d.reason})" if d.verdict == "undecided"
                 else f"{d.verdict} at {d.stage}: {d.reason or d.error}")
         spans = "-" if d.verdict == "undecided" else f"{s.kept}/{s.clips}"

@@ -177,7 +177,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         BusyError: another run is writing to ``data`` (not with ``wait``).
     """
     from lipsyncctl.media.atomic import check_writable
-    from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs, skipped_note
+    from lipsyncctl.media.inputs import LeftOut, check_inputs_exist, collect_inputs
     from lipsyncctl.runner.lock import folder_lock, one_at_a_time
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import run_tasks
@@ -195,12 +195,12 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
     check_writable(data / "curate.yaml", probe=not dry_run, name=data)  # a dry run reads the permission bits only
-    others: list[Path] = []
+    others = LeftOut()
     pairs = collect_inputs(list(inputs), data, others=others)
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
-    warnings: list[str] = [skipped_note(others)] if others else []
+    warnings: list[str] = [n for n in (others.note(),) if n]
     if warnings:
         progress.warning(warnings[0])
     # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipsyncctl.errors import MediaError, UsageError
@@ -23,8 +24,31 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
-def _walk(root: Path, skip: Path, others: list[Path] | None = None) -> Iterable[Path]:
-    """The media files under ``root`` (not under ``skip``, not hidden), sorted; the other files are added to
+@dataclass
+class LeftOut:
+    """The files folder walks left out (not media by extension): how many, and the first few (a VoxCeleb2 tree has
+    a million metadata files: a count, not a list)."""
+
+    count: int = 0
+    first: list[Path] = field(default_factory=list)
+
+    def add(self, path: Path) -> None:
+        self.count += 1
+        if len(self.first) < 3:
+            self.first.append(path)
+
+    def note(self) -> str | None:
+        """``3 file(s) in the folders given are not media (by extension: ...), skipped: notes.txt, ...``; None when
+        nothing was left out."""
+        if not self.count:
+            return None
+        names = ", ".join(p.name for p in self.first) + (", ..." if self.count > len(self.first) else "")
+        return (f"{self.count} file(s) in the folders given are not media (by extension: "
+                f"{' '.join(sorted(MEDIA_EXTS))}), skipped: {names}")
+
+
+def _walk(root: Path, skip: Path, others: LeftOut | None = None) -> Iterable[Path]:
+    """The media files under ``root`` (not under ``skip``, not hidden), sorted; the other files are counted in
     ``others``."""
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -36,17 +60,7 @@ def _walk(root: Path, skip: Path, others: list[Path] | None = None) -> Iterable[
             if Path(name).suffix.lower() in MEDIA_EXTS:
                 yield here / name
             elif others is not None:
-                others.append(here / name)
-
-
-def skipped_note(others: Sequence[Path]) -> str | None:
-    """What a folder walk left out, for a warning: ``3 file(s) in the folders given are not media (by extension),
-    skipped: notes.txt, ...``; None when nothing was."""
-    if not others:
-        return None
-    names = ", ".join(p.name for p in others[:3]) + (", ..." if len(others) > 3 else "")
-    return (f"{len(others)} file(s) in the folders given are not media (by extension: "
-            f"{' '.join(sorted(MEDIA_EXTS))}), skipped: {names}")
+                others.add(here / name)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -65,7 +79,7 @@ def _sequence_stem(pattern: Path) -> str:
 
 
 def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   unique_stems: bool = False, others: list[Path] | None = None) -> list[tuple[Path, Path]]:
+                   unique_stems: bool = False, others: LeftOut | None = None) -> list[tuple[Path, Path]]:
     """Expand files, directories (recursive; media extensions only, hidden files skipped) and glob
     patterns (``**`` recurses) into ``(source, relative_stem)`` pairs, in a stable order.
 
@@ -76,7 +90,7 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
     later with a per-item reason); a pattern that matches nothing raises :class:`UsageError`.
     ``unique_stems``: two inputs that differ only by extension (``a.mov``, ``a.mp4``) keep it in their
     stems (``a_mov``, ``a_mp4``), so their outputs do not collide. ``others``: the files a folder walk left out
-    (not media by extension: :func:`skipped_note`) are added to it.
+    (not media by extension) are counted in it (:class:`LeftOut`).
     """
     out_dir = Path(out_dir)
     found: list[tuple[Path, Path]] = []

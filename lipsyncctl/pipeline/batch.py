@@ -357,7 +357,8 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     from lipsyncctl.config import dotted
 
     old, new = dotted(config_for_key(made_config)), dotted(config_for_key(config.to_dict()))
-    old = {**ADDED_KEYS, **old}  # a setting that came later was at its default in an output of before
+    # a setting that came later is at its default where a record lacks it (config_for_key drops it there too)
+    old, new = {**ADDED_KEYS, **old}, {**ADDED_KEYS, **new}
     changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
                 if old[key] != new[key]]
     if not changes:

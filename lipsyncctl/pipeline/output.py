@@ -344,9 +344,9 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
 
 def sequence_warnings(output: Path, options: OutputOptions) -> list[str]:
     """What is said when ``output`` is an image sequence: it holds no sound (the dub is ``--audio``, from its first
-    frame), and an ``output.codec`` or ``output.crf`` other than the default is not used (the extension's format is,
-whole). (Its HDR10 and
-    field order: :func:`hdr10_warning`, :func:`interlace_warning`.)"""
+    frame), and an ``output.codec`` other than the default is not used (the extension's format is; ``output.crf``
+    is not used either, not said: presets set their own, and the frames are written whole). (Its HDR10 and field
+    order: :func:`hdr10_warning`, :func:`interlace_warning`.)"""
     from lipsyncctl.config import OutputOptions
     from lipsyncctl.media.container import is_image_sequence
     from lipsyncctl.media.writer import sequence_format
@@ -358,8 +358,6 @@ whole). (Its HDR10 and
         encoder, pix_fmt = sequence_format(output)
         said.append(f"output.codec {options.codec} is not used: the image sequence is written as its extension's "
                     f"format ({encoder}, {pix_fmt})")
-    if options.crf != OutputOptions.model_fields["crf"].default:
-        said.append(f"output.crf {options.crf} is not used: an image sequence's frames are written without loss")
     return said
 
 

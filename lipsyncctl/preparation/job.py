@@ -36,7 +36,7 @@ from lipsyncctl.config import PrepOptions
 from lipsyncctl.errors import BusyError, Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, SWS_THREADS, is_image_sequence, sequence_files
-from lipsyncctl.media.inputs import check_inputs_exist, collect_inputs, skipped_note
+from lipsyncctl.media.inputs import LeftOut, check_inputs_exist, collect_inputs
 from lipsyncctl.media.rates import exact
 
 MANIFEST_VERSION = 1
@@ -597,13 +597,13 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     parse_scale(scale)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    others: list[Path] = []
+    others = LeftOut()
     pairs = collect_inputs(inputs, out_dir, unique_stems=True, others=others)
     if not pairs:
         raise UsageError("no media files in the inputs given",
                          hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
-    if others:
-        progress.warning(str(skipped_note(others)))
+    if others.note():
+        progress.warning(str(others.note()))
     check_inputs_exist([src for src, _ in pairs])
     if out_dir.exists() and not out_dir.is_dir():  # a dry run says what the run would
         raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
@@ -626,7 +626,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     finally:
         remove_empty(created)
     return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0,
-                      warnings=[n for n in (skipped_note(others),) if n])
+                      warnings=[n for n in (others.note(),) if n])
 
 
 def _run_all(items: list[PrepItem], job: _Job, key: dict[str, Any], force: bool, dry_run: bool,

@@ -404,6 +404,9 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
     mine.write_bytes(b"png")
     assert _skip_reason(row, cfg.resolve("tiny", [f"model.mask={mine}"]))[0] == \
         f"the output exists, made with other inputs or settings: model.mask 'mask.png' (this run: '{mine}')"
+    made_with(f"model.mask={mine}")  # the other way round: made with a mask, rerun at the default
+    assert _skip_reason(row, config)[0] == \
+        f"the output exists, made with other inputs or settings: model.mask '{mine}' (this run: 'mask.png')"
 
 
 def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: Path,

@@ -407,20 +407,24 @@ def test_files_a_folder_walk_leaves_out_are_said(tmp_path: Path) -> None:
     """A folder's files without a media extension were skipped without a word (a camera card's .MXF sidecars, a
     notes file, a format the table lacks): one warning counts and names them; hidden files stay unsaid."""
     from lipsyncctl import progress
-    from lipsyncctl.media.inputs import collect_inputs, skipped_note
+    from lipsyncctl.media.inputs import LeftOut, collect_inputs
 
     shots = tmp_path / "shots"
     (shots / "b").mkdir(parents=True)
     mg.make_clip(shots / "s1.mov", frames=5)
     for name in ("notes.txt", "b/take.xyz", ".DS_Store"):
         (shots / name).write_text("x")
-    others: list[Path] = []
+    others = LeftOut()
     assert [p.name for p, _ in collect_inputs([shots], tmp_path / "out", others=others)] == ["s1.mov"]
-    assert [p.name for p in others] == ["notes.txt", "take.xyz"]
-    note = skipped_note(others)
+    assert others.count == 2 and [p.name for p in others.first] == ["notes.txt", "take.xyz"]
+    note = others.note()
     assert note is not None and note.startswith("2 file(s) in the folders given are not media") \
         and note.endswith("skipped: notes.txt, take.xyz") and ".mov" in note
-    assert skipped_note([]) is None
+    assert LeftOut().note() is None
+    many = LeftOut()
+    for k in range(1000):  # a count and the first names, not a list of every file
+        many.add(Path(f"meta{k}.txt"))
+    assert len(many.first) == 3 and str(many.note()).startswith("1000 file(s)") and str(many.note()).endswith(", ...")
     with progress.use_sink(progress.RecordingSink()) as sink:
         result = prep([shots], tmp_path / "out", FAST, dry_run=True)
     assert [e[1] for e in sink.events if e[0] == "message"] == [progress.WARNING_PREFIX + note]
