@@ -4,7 +4,7 @@ A dataset of VoxCeleb2's size has about a million clips. Held as a tuple of Pyth
 each), they would cost every data-loader worker its own copy: a forked worker shares its parent's pages only
 until it touches them, and reading a Python object writes its reference count, so an epoch of random samples
 copies the whole list page by page into each worker. :class:`ClipTable` holds the same facts in a handful of
-numpy arrays (the ids and paths as UTF-8 bytes in one buffer with offsets, the counts as integers: about 200
+numpy arrays (the ids and paths as UTF-8 bytes in one buffer with offsets, the counts as integers: about 250
 bytes per clip), whose pages a worker reads without writing, so they stay shared; a spawned worker gets them in
 one pickle of a few arrays. ``table[i]`` makes the :class:`TrainClip` of row ``i`` when it is needed.
 """

@@ -6,8 +6,9 @@ or the clips of an official fileslist (``train.txt``: one aligned clip per line)
 beside it, which names each clip's features file (``whisper`` ``(L, 5, 384)`` float32 and the Wav2Lip ``mel``
 ``(80, T)`` float64 of the clip's audio; :mod:`lipsyncctl.curation.features`). Sorted by id; clips too
 short for the kind of training are returned in :attr:`ClipSet.skipped` with the reason. The manifest is read a
-line at a time and the clips are held as columns (:class:`~lipsyncctl.training.clips.ClipTable`): the host memory
-of a million-clip dataset is about 200 MB, shared by the data-loader workers, not a copy per worker.
+line at a time (twice, from one open file) and the clips are appended to columns as they are read
+(:class:`~lipsyncctl.training.clips.ClipTable`): the host memory of a million-clip dataset is about 250 MB, shared
+by the data-loader workers, not a copy per worker.
 
 Samples: item ``k`` of a dataset is a function of ``(seed, k)`` only (:mod:`lipsyncctl.training.sampling`):
 its clip comes from the epoch permutation, its windows from :func:`~.sampling.sample_generator`. The rules
