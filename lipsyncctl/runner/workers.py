@@ -215,6 +215,15 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupt_handlers() -> None:
+    """A worker's SIGTERM and SIGINT interrupt its task (:func:`_terminated`); a SIGINT the worker was started
+    ignoring stays ignored: the parent ignores it too (a job started with ``&`` from a script, where a group
+    SIGINT used to stop the workers and leave the parent to report them dead, exit 1, while it went on)."""
+    signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (ignored dispositions survive the spawn's exec)
+        signal.signal(signal.SIGINT, _terminated)
+
+
 def _ignored(signum: int, frame: Any) -> None:
     """A worker's handler of a second interrupt (see :func:`_terminated`)."""
 
@@ -242,8 +251,7 @@ def _init_worker(devices: Any, threads: int, events: Any = None) -> None:
     parent's death (:func:`_watch_parent`)."""
     import threading
 
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, _terminated)
+    _interrupt_handlers()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _worker["device"] = devices.get() if devices is not None else None
     _worker["events"] = events

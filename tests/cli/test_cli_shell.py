@@ -212,3 +212,18 @@ def test_layering_scan_catches_violations() -> None:
         "lipsyncctl/bad.py:3 calls print()",
         "lipsyncctl/bad.py:4 calls sys.exit()",
     ]
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_worker_ignores_sigint_when_its_parent_does(ignored: bool) -> None:
+    """A job started with `&` from a script ignores SIGINT (so does every process it spawns); a group SIGINT
+    stopped its workers anyway and the parent, going on, reported them dead (exit 1). A worker keeps an inherited
+    ignore; otherwise SIGINT interrupts its task like SIGTERM."""
+    code = ("import signal\n"
+            + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignored else "")
+            + "from lipsyncctl.runner import workers\n"
+            "workers._interrupt_handlers()\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is "
+            "workers._terminated, signal.getsignal(signal.SIGINT) is workers._terminated)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.split() == (["True", "True", "False"] if ignored else ["False", "True", "True"])
