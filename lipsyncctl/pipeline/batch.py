@@ -338,8 +338,9 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
         made = yaml.safe_load(run_yaml_path(row.output).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         made = None
-    if not isinstance(made, dict):
-        return "the output exists", "pass --overwrite/-y to replace it"
+    if not isinstance(made, dict):  # a foreign or truncated file there would pass for a finished dub: said
+        return (f"the output exists, without the {run_yaml_path(row.output).name} record a render writes beside it "
+                "(not made by lipsyncctl?)"), "check it, or pass --overwrite/-y to render it"
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
     contents = made.get("contents") if isinstance(made.get("contents"), dict) else {}
     changes = []

@@ -95,11 +95,43 @@ def current_version(folder: Path) -> str | None:
     return latest.read_text(encoding="utf-8").strip() or None
 
 
+class Deliveries:
+    """Versions built and not yet delivered: :func:`delivering` renames them into place together, once every one is
+    complete, so an interrupted multi-language run delivers no language (it delivered the languages written before
+    the interrupt and moved their ``current``)."""
+
+    def __init__(self) -> None:
+        self.built: list[Delivery] = []
+
+    def deliver(self) -> None:
+        """Rename each built version into place and point its ``current`` at it, one after the other."""
+        while self.built:
+            _deliver(self.built.pop(0))
+
+    def discard(self) -> None:
+        for delivery in self.built:
+            shutil.rmtree(delivery.tmp, ignore_errors=True)
+        self.built.clear()
+
+
 @contextlib.contextmanager
-def building(folder: Path) -> Iterator[Delivery]:
+def delivering() -> Iterator[Deliveries]:
+    """Collect the versions :func:`building` makes in the block (``together=``) and deliver them at its end; on any
+    exception (Ctrl-C included) none is delivered and their temporary folders are removed."""
+    pending = Deliveries()
+    try:
+        yield pending
+        pending.deliver()
+    except BaseException:
+        pending.discard()
+        raise
+
+
+@contextlib.contextmanager
+def building(folder: Path, *, together: Deliveries | None = None) -> Iterator[Delivery]:
     """Yield a new :class:`Delivery` of ``folder`` (``OUT/<lang>``); when the block succeeds, rename it into
-    place and point ``current`` at it. On any exception (Ctrl-C included) the temporary folder is removed
-    and nothing else changes.
+    place and point ``current`` at it (with ``together``: when :func:`delivering`'s block ends, beside the other
+    languages). On any exception (Ctrl-C included) the temporary folder is removed and nothing else changes.
 
     Raises:
         BusyError: another run (a shard of the same job) delivered the same version number meanwhile (exit 6;
@@ -111,15 +143,24 @@ def building(folder: Path) -> Iterator[Delivery]:
     delivery = Delivery(folder, version, tmp)
     try:
         yield delivery
-        try:
-            os.rename(tmp, delivery.final)  # fails on an existing non-empty folder: never merges two runs
-        except OSError as exc:
-            raise BusyError(f"{delivery.final}: could not deliver this version ({exc.strerror})",
-                             hint="another run delivered it at the same time; rerun") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    point_current(folder, version)
+    if together is not None:
+        together.built.append(delivery)
+    else:
+        _deliver(delivery)
+
+
+def _deliver(delivery: Delivery) -> None:
+    """Rename a complete version into place (never merging two runs) and point ``current`` at it."""
+    try:
+        os.rename(delivery.tmp, delivery.final)  # fails on an existing non-empty folder: never merges two runs
+    except OSError as exc:
+        shutil.rmtree(delivery.tmp, ignore_errors=True)
+        raise BusyError(f"{delivery.final}: could not deliver this version ({exc.strerror})",
+                        hint="another run delivered it at the same time; rerun") from exc
+    point_current(delivery.folder, delivery.version)
 
 
 def point_current(folder: Path, version: str) -> Path:

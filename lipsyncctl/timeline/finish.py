@@ -25,7 +25,7 @@ from lipsyncctl.scoring.meter import SyncMeter
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, load_official_scorer
 from lipsyncctl.timeline import gates, qc
 from lipsyncctl.timeline import timebase as tb
-from lipsyncctl.timeline.delivery import CURRENT, Delivery, building, current_version
+from lipsyncctl.timeline.delivery import CURRENT, Deliveries, Delivery, building, current_version
 from lipsyncctl.timeline.mediaio import read_frames
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, shot_extension, write_timelines
 from lipsyncctl.timeline.report import relative_href, write_html, write_json
@@ -67,9 +67,10 @@ def shot_row(s: ShotState, plan: TimelinePlan) -> ShotResult:
 
 def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolver, plan: TimelinePlan,
                     dub: DubTrack, shots: list[ShotState], mine: list[ShotState],
-                    warnings: list[str]) -> LanguageResult:
+                    warnings: list[str], together: Deliveries | None = None) -> LanguageResult:
     """Settle one language: rows, counts and, once no shot is pending, its timelines, conform and QC report
-    (``resolver`` finds the input's media, for the files a bundle output embeds)."""
+    (``resolver`` finds the input's media, for the files a bundle output embeds); ``together``: its version is
+    delivered with the other languages' (:func:`~lipsyncctl.timeline.delivery.delivering`)."""
     rows = [shot_row(s, plan) for s in shots]
 
     def count(status: ShotStatus) -> int:
@@ -93,7 +94,7 @@ def finish_language(job: TimelineJob, config: Config, timeline: Any, resolver: M
         kept = f"{job.output / dub.language / CURRENT} still names {last}" if last else "no earlier version"
         result.not_delivered = f"no version delivered: no shot was lip-synced, {counts.failed} failed; {kept}"
         return result
-    with building(job.output / dub.language) as delivery:  # OUT/<lang>/vNNN/, renamed into place when complete
+    with building(job.output / dub.language, together=together) as delivery:  # OUT/<lang>/vNNN/, when complete
         return _write_outputs(job, config, timeline, resolver, plan, dub, shots, rows, counts, result, warnings,
                               delivery)
 

@@ -191,6 +191,7 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
     # 5. Outputs per language. The shards of one job take this step one at a time, each after a last look at
     # what the others finished while it rendered: the one finishing last sees every shot settled and delivers.
     from lipsyncctl.runner.lock import one_at_a_time
+    from lipsyncctl.timeline.delivery import delivering
     from lipsyncctl.timeline.finish import finish_language
 
     sharded = not job.dry_run and job.shard[1] > 1
@@ -199,10 +200,11 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
             ours = {id(s) for s in mine}
             _reuse_finished([s for s in shots if id(s) not in ours], store, inputs)
         languages: dict[str, LanguageResult] = {}
-        for d in dub_tracks:
-            lang_shots = [s for s in shots if s.language == d.language]
-            languages[d.language] = finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
-                                                    warnings)
+        with delivering() as together:  # every language's version delivered at the end, or none (an interrupt)
+            for d in dub_tracks:
+                lang_shots = [s for s in shots if s.language == d.language]
+                languages[d.language] = finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
+                                                        warnings, together)
     return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work, missing_models)
 
 

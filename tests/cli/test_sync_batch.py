@@ -407,6 +407,10 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
     made_with(f"model.mask={mine}")  # the other way round: made with a mask, rerun at the default
     assert _skip_reason(row, config)[0] == \
         f"the output exists, made with other inputs or settings: model.mask '{mine}' (this run: 'mask.png')"
+    (tmp_path / "o.run.yaml").unlink()  # a file at the output that no render made (a foreign or truncated one)
+    assert _skip_reason(row, config) == ("the output exists, without the o.run.yaml record a render writes beside "
+                                         "it (not made by lipsyncctl?)",
+                                         "check it, or pass --overwrite/-y to render it")
 
 
 def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: Path,

@@ -241,3 +241,27 @@ def test_next_version_and_pointer_without_symlinks(tmp_path: Path, monkeypatch: 
     assert delivery.point_current(tmp_path, "v002") == tmp_path / "LATEST"
     assert delivery.current_version(tmp_path) == "v002"
     assert not list(tmp_path.glob(".current*")) and not list(tmp_path.glob(".LATEST*"))
+
+
+def test_the_languages_of_a_run_are_delivered_together(tmp_path: Path) -> None:
+    """An interrupt while the second language was written left the first one delivered, its `current` moved, with
+    exit 130 (a farm treating 130 as "nothing changed" was wrong about it): every language's version is renamed into
+    place at the end, or none."""
+    from lipsyncctl.timeline import delivery
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with delivery.delivering() as together:
+            with delivery.building(out / "de", together=together) as de:
+                (de.tmp / "edit.otio").write_text("de")
+            assert not (out / "de" / "v001").exists() and delivery.current_version(out / "de") is None
+            with delivery.building(out / "fr", together=together) as fr:
+                (fr.tmp / "edit.otio").write_text("fr")
+                raise KeyboardInterrupt  # while the second language is written
+    assert sorted(p.name for p in out.rglob("*")) == ["de", "fr"]  # no version, no pointer, no temporary
+    with delivery.delivering() as together:
+        for lang in ("de", "fr"):
+            with delivery.building(out / lang, together=together) as d:
+                (d.tmp / "edit.otio").write_text(lang)
+        assert not any((out / lang / "v001").exists() for lang in ("de", "fr"))
+    assert all((out / lang / "current" / "edit.otio").read_text() == lang for lang in ("de", "fr"))
