@@ -259,6 +259,7 @@ def _add_qc(report: dict[str, Any], shots: list[ShotState], strips: dict[str, qc
             after = strip.after
             uris[sid] = (thumbnail_uri(strip.before, height=strip.before.shape[0], quality=88),
                          thumbnail_uri(after, height=after.shape[0], quality=88) if after is not None else "")
-    report["review"] = [s["id"] for s in report["shots"] if s["review"]]
+    # the shots flagged, then the clips whose media is missing (black in the conform: they were in no list)
+    report["review"] = [s["id"] for s in report["shots"] if s["review"]] + qc.media_holes(report)
     report["verdict"] = qc.verdict(report)
     return uris

@@ -251,13 +251,25 @@ def review_flags(shot: dict[str, Any], *, lip_synced: bool, scale: str | None,
     return flags
 
 
+#: reasons of a skipped clip whose picture the conform cannot show (black there): a hole in the delivery to review
+MEDIA_HOLES = ("missing media", "unreadable media", "wrong media")
+
+
+def media_holes(report: dict[str, Any]) -> list[str]:
+    """The names of the edit's clips the conform shows black for want of their media (missing, unreadable, the wrong
+    file): not shots, but holes in what is delivered."""
+    return [k["name"] for k in report.get("skipped") or []
+            if k.get("conform") == "black" and str(k.get("reason", "")).startswith(MEDIA_HOLES)]
+
+
 def verdict(report: dict[str, Any]) -> str:
     """The whole language in one word: ``failed`` (a shot failed or is under ``--min-sync``), ``not
-    lip-synced`` (random tiny networks), ``review`` (some shot is flagged) or ``ok``."""
+    lip-synced`` (random tiny networks), ``review`` (some shot is flagged, or a clip's media is missing: black in the
+    conform) or ``ok``."""
     if not report["ok"]:
         return "failed"
     if not report.get("lip_synced", True):
         return "not lip-synced"
-    if any(s.get("review") for s in report["shots"]):
+    if any(s.get("review") for s in report["shots"]) or media_holes(report):
         return "review"
     return "ok"

@@ -158,6 +158,13 @@ def test_review_flags_and_verdict() -> None:
     assert qc.verdict(report) == "review"
     assert qc.verdict({**report, "lip_synced": False}) == "not lip-synced"
     assert qc.verdict({**report, "ok": False, "lip_synced": False}) == "failed"
+    # a clip whose media is missing is black in the conform: the language is to review (it was "ok"), by its name
+    clean = {**report, "shots": [{**_shot(), "review": []}]}
+    holes = [{"name": "sh020", "reason": "missing media: gone.mp4", "conform": "black"},
+             {"name": "bars", "reason": "generator (SMPTEBars)", "conform": "black"},
+             {"name": "sh040", "reason": "lipsync: false", "conform": "source"}]
+    assert qc.media_holes({**clean, "skipped": holes}) == ["sh020"]
+    assert qc.verdict({**clean, "skipped": holes}) == "review" and qc.verdict({**clean, "skipped": holes[1:]}) == "ok"
 
 
 def test_relative_href(tmp_path: Path) -> None:
