@@ -446,3 +446,26 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     row.output.write_bytes(b"the other run's take")
     outcome = execute_row(BatchTask(row, cfg.resolve("tiny", []), False, 1, 2), {}, None)
     assert outcome.item.status == "skipped" and outcome.item.reason.startswith("the output exists")
+
+
+def test_a_row_whose_worker_died_leaves_no_partial_output(tmp_path: Path) -> None:
+    """A worker killed from outside (the OOM killer) left its row's hidden partial output until a later run; the
+    parent, which reports the row lost, removes it (the temporaries of a pid that is gone), and nothing else."""
+    import subprocess
+    import sys
+
+    from lipsyncctl.pipeline.batch import BatchRow, BatchTask, _lost_row
+    from tests.conftest import REPO
+
+    out = tmp_path / "out" / "x2.mp4"
+    out.parent.mkdir()
+    code = (f"from lipsyncctl.media.atomic import temp_path; p = temp_path({str(out)!r}); p.write_text('partial'); "
+            "print(p)")
+    partial = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                  cwd=REPO).stdout.strip())  # written by a process that is gone now
+    other = out.parent / "x3.mp4"
+    other.write_text("a finished render of another row")
+    assert partial.exists() and partial.name.startswith(".")
+    task = BatchTask(BatchRow(3, tmp_path / "v.mp4", tmp_path / "a.wav", out), None, False, 3, 3)  # type: ignore[arg-type]
+    outcome = _lost_row(task, "its worker process died running it")
+    assert outcome.item.status == "failed" and not partial.exists() and other.exists()
