@@ -295,6 +295,22 @@ def _run(argv: list[str] | None) -> int:
         return 1
 
 
+def _exit_on_sigterm(code: int) -> None:
+    """Once the command is done and its result printed, a SIGTERM (a scheduler's late stop) ends the process with the
+    command's own exit code: the default action killed it during the interpreter's teardown (exit 143) while stdout
+    already said ``"ok": true``."""
+    def done(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, done)
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    _exit_on_sigterm(code)
+    sys.exit(code)

@@ -227,3 +227,12 @@ def test_a_worker_ignores_sigint_when_its_parent_does(ignored: bool) -> None:
             "workers._terminated, signal.getsignal(signal.SIGINT) is workers._terminated)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.split() == (["True", "True", "False"] if ignored else ["False", "True", "True"])
+
+
+def test_a_sigterm_after_the_result_ends_with_the_commands_code() -> None:
+    """A SIGTERM in the interpreter's teardown, after the result was printed (`"ok": true`), killed the process (exit
+    143, an undocumented code); it ends with the command's own code."""
+    code = ("import os, signal, time\nfrom lipsyncctl.cli.main import _exit_on_sigterm\n_exit_on_sigterm(0)\n"
+            "print('{\"ok\": true}')\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\nraise SystemExit(9)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == '{"ok": true}'
