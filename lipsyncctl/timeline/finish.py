@@ -3,8 +3,8 @@
 Outputs are written only when every shot of the language is settled (rendered, reused, failed, or
 left alone for a reason), so shards of an array job never write a half-finished timeline: the shard
 that settles the last shot writes them (and a plain rerun, which renders nothing new, does too).
-They are written as one new version, ``OUT/<lang>/vNNN/``, renamed into place when complete
-(:mod:`~lipsyncctl.timeline.delivery`). A language with failed shots is delivered with them reported,
+They are written as one new version, ``OUT/<lang>/vNNN/``, renamed into place when every language of the run is
+complete (:mod:`~lipsyncctl.timeline.delivery`). A language with failed shots is delivered with them reported,
 as long as one shot has a render; one whose every render failed (a full disk, a broken model) is a failed
 run: no version, and ``current`` stays on the last good one. (Only a shard's own failures are known to it: the
 job store records finished shots, so another shard's failed shot is pending here, and the language waits for
