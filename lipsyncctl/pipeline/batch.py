@@ -321,11 +321,14 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
 
 def _lost_row(task: BatchTask, why: str) -> _Outcome:
     """The outcome of a row whose worker process died rendering it (the others go on): failed, saying so. Its
-    partial output (hidden temporaries of a pid now gone) is removed now, not by the next run: a farm that does not
-    rerun a failed list would ship a folder holding it."""
+    partial output (hidden temporaries of a pid now gone) and its lock file are removed now, not by the next run: a
+    farm that does not rerun a failed list would ship a folder holding them."""
     from lipsyncctl.media.atomic import sweep_temps
+    from lipsyncctl.pipeline.output import run_yaml_path
+    from lipsyncctl.runner.lock import clear_output_lock
 
     sweep_temps(task.row.output.parent, stem=task.row.output.stem)
+    clear_output_lock(run_yaml_path(task.row.output))  # (the lock the dead worker held, released by the kernel)
     return _Outcome(BatchItem(task.row, "failed", why, "a clip that needs more memory than the machine has: "
                               "rerun it with fewer --jobs (check `dmesg` for the out-of-memory killer)"))
 

@@ -293,6 +293,21 @@ def one_at_a_time(folder: str | Path, name: str) -> Iterator[None]:
         lock.drop()
 
 
+def clear_output_lock(output: str | Path) -> bool:
+    """Remove the lock file :func:`output_lock` left for ``output`` when nobody holds it (its holder was killed:
+    the kernel let go of the lock, the file stayed); True when one was removed."""
+    lock = _Flock(Path(output).parent / f".{Path(output).name}.lock", shared=False)
+    if not lock.path.exists():
+        return False
+    try:
+        if not lock.take():
+            return False  # a live run holds it
+    except OSError:
+        return False
+    lock.drop()
+    return True
+
+
 @contextlib.contextmanager
 def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterator[None]:
     """One run per output file (``sync -o OUT``; ``what`` names it where ``output`` is the file that stands for it, its

@@ -465,7 +465,13 @@ def test_a_row_whose_worker_died_leaves_no_partial_output(tmp_path: Path) -> Non
                                   cwd=REPO).stdout.strip())  # written by a process that is gone now
     other = out.parent / "x3.mp4"
     other.write_text("a finished render of another row")
+    lock = out.parent / ".x2.run.yaml.lock"  # the dead worker's lock file: released by the kernel, left behind
+    lock.write_text("{}")
     assert partial.exists() and partial.name.startswith(".")
     task = BatchTask(BatchRow(3, tmp_path / "v.mp4", tmp_path / "a.wav", out), None, False, 3, 3)  # type: ignore[arg-type]
     outcome = _lost_row(task, "its worker process died running it")
-    assert outcome.item.status == "failed" and not partial.exists() and other.exists()
+    assert outcome.item.status == "failed" and not partial.exists() and not lock.exists() and other.exists()
+    from lipsyncctl.runner.lock import clear_output_lock, output_lock
+
+    with output_lock(out.parent / "x3.run.yaml"):  # a live run's lock stays
+        assert not clear_output_lock(out.parent / "x3.run.yaml") and (out.parent / ".x3.run.yaml.lock").exists()
