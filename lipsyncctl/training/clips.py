@@ -118,7 +118,7 @@ class ClipTableBuilder:
 class ClipTable(Sequence[TrainClip]):
     """The clips of a split as columns, in the order given (:func:`~lipsyncctl.training.data.read_clips`: by id).
     A read-only :class:`~collections.abc.Sequence` of :class:`TrainClip`; equal to another table of the same clips.
-    ``frames``, ``counts`` and ``sizes`` are columns a whole-split check reads without making a clip per row."""
+    ``counts`` and ``sizes`` are columns a whole-split check reads without making a clip per row."""
 
     def __init__(self, clips: Iterable[TrainClip] = ()) -> None:
         builder = ClipTableBuilder()
@@ -127,6 +127,11 @@ class ClipTable(Sequence[TrainClip]):
         built = builder.build()
         self._numbers, self._ids, self._videos, self._features = \
             built._numbers, built._ids, built._videos, built._features
+
+    @classmethod
+    def of(cls, clips: Iterable[TrainClip]) -> ClipTable:
+        """``clips`` as a table: itself when it is one."""
+        return clips if isinstance(clips, ClipTable) else cls(clips)
 
     @classmethod
     def _from_columns(cls, numbers: np.ndarray, ids: _Strings, videos: _Strings, features: _Strings) -> ClipTable:
@@ -180,13 +185,6 @@ class ClipTable(Sequence[TrainClip]):
         return (self._numbers, *(a for s in (self._ids, self._videos, self._features) for a in (s.buffer, s.offsets)))
 
     @property
-    def frames(self) -> np.ndarray:
-        """Each clip's frame count (``int64``, read-only view)."""
-        view = self._numbers[:, 0]
-        view.flags.writeable = False
-        return view
-
-    @property
     def counts(self) -> np.ndarray:
         """``(frames, whisper_len, mel_len, fps, size)`` of each clip (``int64 (N, 5)``, read-only view; size -1: not
         said)."""
@@ -203,10 +201,6 @@ class ClipTable(Sequence[TrainClip]):
     def by_id(self) -> bool:
         """Whether the rows are in the order of their ids, each id once (as :func:`read_clips` makes them)."""
         return all(self._ids[i - 1] < self._ids[i] for i in range(1, len(self)))
-
-    def id(self, i: int) -> str:
-        """The id of row ``i`` (no clip made)."""
-        return self._ids[i]
 
     def content_hash(self) -> str:
         """sha256 (16 hex digits) of what each clip is made of beyond its id and length: its features file's name

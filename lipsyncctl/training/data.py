@@ -99,7 +99,7 @@ class ClipSet:
 
     def content_hash(self) -> str:
         """What the clips' files hold (:meth:`ClipTable.content_hash`): a resume compares it."""
-        return (self.clips if isinstance(self.clips, ClipTable) else ClipTable(self.clips)).content_hash()
+        return ClipTable.of(self.clips).content_hash()
 
     def gaps_note(self) -> str | None:
         """``data: 12 of 40 clips aligned by a non-official detector, ...`` or None (the official pipeline)."""
@@ -167,7 +167,7 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
             _last_of_each_id(f, manifest, lambda e: e.get("split") == split and _verdict(e) == "kept")
         for entry in _entries_at(f, manifest, chosen):  # in place meanwhile is not read half old, half new
             clip = _clip(entry, root, manifest)
-            reason = _too_short(clip, kind, num_frames)
+            reason = _too_short(clip.frames, clip.whisper_len, clip.mel_len, clip.fps, kind, num_frames)
             if reason is not None:
                 skipped.append(SkippedClip(clip.id, clip.frames, reason))
                 continue
@@ -314,13 +314,16 @@ def _feature_lengths(entry: Mapping[str, Any], path: Path, cid: str) -> tuple[in
         raise UsageError(f"clip {cid}: features file {path} is unreadable ({exc})", hint=_RERUN) from exc
 
 
-def _too_short(clip: TrainClip, kind: str, num_frames: int) -> str | None:
+def _too_short(frames: int, whisper_len: int, mel_len: int, fps: int, kind: str, num_frames: int,
+               last: int | None = None) -> str | None:
+    """Why a clip of these counts gives no ``kind`` sample of ``num_frames`` frames, or None (``last``: its last
+    audio-valid start, when already known)."""
     need = MIN_WINDOWS[kind] * num_frames
-    if clip.frames < need:
-        return (f"too short: {clip.frames} frames, {kind} samples need {need} "
+    if frames < need:
+        return (f"too short: {frames} frames, {kind} samples need {need} "
                 f"({MIN_WINDOWS[kind]} x {num_frames} frames, official)")
-    if clip.last_start(num_frames) < 0:
-        return (f"no audio window: its features (whisper {clip.whisper_len}, mel {clip.mel_len} columns) "
+    if (last if last is not None else last_start(frames, whisper_len, mel_len, fps, num_frames)) < 0:
+        return (f"no audio window: its features (whisper {whisper_len}, mel {mel_len} columns) "
                 f"cover no {num_frames}-frame window")
     return None
 
@@ -349,7 +352,7 @@ def _check_size(clips: ClipSet, resolution: int) -> None:
     """Refuse clips aligned smaller than the training ``resolution``: scaled up, they would train a 512 px model on
     blurred 256 px faces (the one thing LatentSync 1.6 changed) without a word. A clip whose manifest does not say
     its size (curated before it did) is probed, the first one only (one curate run aligns every clip at one size)."""
-    table = clips.clips if isinstance(clips.clips, ClipTable) else ClipTable(clips.clips)
+    table = ClipTable.of(clips.clips)
     sizes = set(table.sizes)
     if None in sizes:
         from lipsyncctl.media.probe import probe
@@ -384,18 +387,16 @@ class _ClipSamples(Dataset[dict[str, Any]]):
     kind = "unet"
 
     def __init__(self, clips: Iterable[TrainClip], *, seed: int, num_frames: int, resolution: int) -> None:
-        self.clips: ClipTable = (clips if isinstance(clips, ClipTable) else ClipTable(clips)).sorted_by_id()
+        self.clips: ClipTable = ClipTable.of(clips).sorted_by_id()
         if not self.clips:
             raise UsageError("no clip is long enough to train on",
                              hint="curate more or longer footage (see the skipped clips of the run's result)")
         last_starts = np.empty(len(self.clips), dtype=np.int64)  # a column, as the table's (module clips)
-        need = MIN_WINDOWS[self.kind] * num_frames
         for pos, (frames, whisper_len, mel_len, fps, _) in enumerate(self.clips.counts.tolist()):
             last_starts[pos] = last_start(frames, whisper_len, mel_len, fps, num_frames)  # no clip object made
-            if frames < need or last_starts[pos] < 0:
-                clip = self.clips[pos]
-                raise ValueError(f"clip {clip.id}: {_too_short(clip, self.kind, num_frames)} (read_clips skips such "
-                                 "clips)")
+            reason = _too_short(frames, whisper_len, mel_len, fps, self.kind, num_frames, last=int(last_starts[pos]))
+            if reason is not None:
+                raise ValueError(f"clip {self.clips[pos].id}: {reason} (read_clips skips such clips)")
         self.seed, self.num_frames, self.resolution = int(seed), int(num_frames), int(resolution)
         self.order = ClipOrder(self.seed, len(self.clips))
         self.last_starts = last_starts

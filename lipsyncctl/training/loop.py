@@ -112,7 +112,7 @@ def _clips_hash(clips: Sequence[Any]) -> str:
     (:meth:`ClipTable.ids_frames_hash`)."""
     from lipsyncctl.training.clips import ClipTable
 
-    return (clips if isinstance(clips, ClipTable) else ClipTable(clips)).ids_frames_hash()
+    return ClipTable.of(clips).ids_frames_hash()
 
 
 def _data_content(cfg: TrainConfig, clips: Any) -> dict[str, Any]:

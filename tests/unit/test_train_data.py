@@ -453,11 +453,11 @@ def test_clip_table_holds_the_same_clips_in_columns() -> None:
     table = ClipTable(rows)
     assert len(table) == 300 and list(table) == rows and table[-1] == rows[-1] and table[5] == rows[5]
     assert table[10:13] == ClipTable(rows[10:13]) and table != ClipTable(rows[:-1])
-    assert table.id(7) == rows[7].id and table.sizes == [256, None] and table.frames.tolist() == [c.frames for c in rows]
+    assert table[7].id == rows[7].id and table.sizes == [256, None] and table.counts[:, 0].tolist() == [c.frames for c in rows]
     with pytest.raises(IndexError):
         table[300]
     with pytest.raises(ValueError):  # a read-only view: the workers' shared pages are never written
-        table.frames[0] = 1
+        table.counts[0, 0] = 1
     # about 200 bytes a clip with VoxCeleb-like paths, not the ~1.3 KB of a Python object per clip
     assert table.nbytes < 200 * len(table), table.nbytes
     assert pickle.loads(pickle.dumps(table)) == table  # a spawned loader worker gets it in one pickle
