@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from lipsyncctl.training.loop import TrainResult
 
 __all__ = [
-    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "doctor", "fetch_models", "inspect_checkpoint",
+    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "is_curated", "doctor", "fetch_models", "inspect_checkpoint",
     "config_keys", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
     "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
 ]
@@ -359,6 +359,13 @@ def curate_report(data: str | Path, config: Config | None = None, *, wait: bool 
     from lipsyncctl.curation.job import report_curation
 
     return report_curation(data, config or _Config(), wait=wait)
+
+
+def is_curated(data: str | Path) -> bool:
+    """Whether ``data`` holds curate's records of a source or more (what ``curate_report`` re-decides)."""
+    from lipsyncctl.curation.records import RecordStore
+
+    return Path(data).is_dir() and bool(RecordStore.of(data).ids("sources"))
 
 
 def curate_stages() -> list[str]:

@@ -94,8 +94,7 @@ def curate_cmd(
     # `curate report DATA`: re-decide, rebuild views; a path named report here is an input only with -o (curating
     # ./report into DATA), or when what follows is not a curated folder
     here = Path("report").exists()
-    curated = len(inputs) == 2 and ((Path(inputs[1]) / ".lipsyncctl" / "records").is_dir()
-                                    or (Path(inputs[1]) / "manifest.jsonl").is_file())
+    curated = len(inputs) == 2 and api.is_curated(inputs[1])
     if inputs[0] == "report" and (not here or (data is None and curated)):
         if len(inputs) != 2 or data is not None:
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")

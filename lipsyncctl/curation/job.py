@@ -207,7 +207,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     models = _clip_models(config, until, warnings if dry_run else None)
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
-    store = RecordStore(data / ".lipsyncctl" / "records")
+    store = RecordStore.of(data)
     _check_ids(tasks, store, data)
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     if dry_run:
@@ -279,7 +279,7 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
 
         raise MediaError(f"{data}: {'a file, not a folder' if data.exists() else 'no such folder'}",
                          hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
-    if not RecordStore(data / ".lipsyncctl" / "records").ids("sources"):
+    if not RecordStore.of(data).ids("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
         result = _decide_all(data, config, {}, "report", (0, 1))
@@ -332,7 +332,7 @@ def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: s
                 shard: tuple[int, int]) -> CurateResult:
     """Every stored source and span of ``data``, decided from its measurements and ``config.curate``."""
     options = config.curate
-    store = RecordStore(data / ".lipsyncctl" / "records")
+    store = RecordStore.of(data)
     sources, clips, several = [], [], []
     for rid in store.ids("sources"):
         raw = store.load("sources", rid)
@@ -371,7 +371,7 @@ def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) 
 def _execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
     from lipsyncctl.runner.store import file_fingerprint
 
-    store = RecordStore(Path(task.data) / ".lipsyncctl" / "records")
+    store = RecordStore.of(task.data)
     path = Path(task.path)
     fingerprint = file_fingerprint(path) if path.is_file() else "missing"
     raw = store.load("sources", task.id)

@@ -130,6 +130,11 @@ class RecordStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def of(cls, data: str | Path) -> RecordStore:
+        """The records of the curated folder ``data`` (``DATA/.lipsyncctl/records``)."""
+        return cls(Path(data) / ".lipsyncctl" / "records")
+
     def _path(self, kind: str, rid: str) -> Path:
         return self.root / kind / f"{rid}.json"
 
