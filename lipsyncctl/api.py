@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lipsyncctl.checks.doctor import DoctorResult
     from lipsyncctl.config import Config, PrepOptions
     from lipsyncctl.config_keys import KeyInfo
-    from lipsyncctl.curation.job import CurateResult
+    from lipsyncctl.curation.outcome import CurateResult
     from lipsyncctl.pipeline.batch import BatchResult
     from lipsyncctl.pipeline.clip import SyncResult
     from lipsyncctl.pipeline.lipsync import LipSyncPipeline
@@ -335,7 +335,7 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     :func:`curate_stages`); ``gpus``: ``"0,1"`` or ``["cuda:0", "cuda:1"]``, one worker per GPU (its clip
     stages load their networks there); ``wait``: when another run is writing to ``data``, wait for it
     instead of raising BusyError; ``dry_run``: run and write nothing, each source's ``to_compute`` the stages
-    a run would compute (missing weights a warning). Returns :class:`~lipsyncctl.curation.job.CurateResult`;
+    a run would compute (missing weights a warning). Returns :class:`~lipsyncctl.curation.outcome.CurateResult`;
     raises UsageError naming the option for a malformed value."""
     from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import run_curation

@@ -27,10 +27,7 @@ never modified, moved or deleted.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from array import array
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +35,11 @@ from typing import Any
 
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
+from lipsyncctl.curation import views
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
 from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source
+from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+from lipsyncctl.curation.rebuild import rebuild, stage_names
 from lipsyncctl.curation.records import (
     STAGES,
     ClipRecord,
@@ -51,7 +51,6 @@ from lipsyncctl.curation.records import (
     source_id,
 )
 from lipsyncctl.curation.reuse import (
-    STAGE_VERSION,
     clip_stage_key,
     clip_stage_stale,
     clip_walk,
@@ -77,89 +76,6 @@ class CurateTask:
     until: str
     force: tuple[str, ...] = ()
     models: dict[str, dict[str, str]] = field(default_factory=dict)  # clip stage -> role -> file (resolved)
-
-
-@dataclass
-class SourceOutcome:
-    id: str
-    path: str
-    decision: Decision
-    computed: list[str] = field(default_factory=list)   # stages run this time (the others were reused)
-    clips: int = 0
-    kept: int = 0
-    to_compute: list[str] | None = None  # a dry run: the stages a run would compute (``stage`` or ``stage:span``)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "computed": self.computed,
-                "clips": self.clips, "kept": self.kept,
-                **({"to_compute": self.to_compute} if self.to_compute is not None else {})}
-
-
-@dataclass
-class CurateResult:
-    """What ``curate`` did (``--json`` prints :meth:`to_dict`). ``failed``: sources that could not be
-    processed, or some of whose spans could not be (exit 1); rejections are normal outcomes. ``sources``
-    and ``clips`` are every record in DATA (all shards, earlier inputs); ``scope`` is the ids of the sources
-    this run was given (its shard; None: all, as ``curate report``), whose failures set the exit code."""
-
-    data: Path
-    sources: list[SourceOutcome]
-    clips: list[ClipSpan]
-    until: str
-    shard: tuple[int, int]
-    dry_run: bool = False
-    seconds: float = 0.0
-    fps: int = 25
-    warnings: list[str] = field(default_factory=list)
-    scope: frozenset[str] | None = None
-
-    @property
-    def failed(self) -> list[SourceOutcome]:
-        if self.dry_run:  # a dry run fails nothing: it lists a stored failure as a stage to retry
-            return []
-        broken = {c.source for c in self.clips if c.decision.verdict == "failed"}
-        return [s for s in self.sources if (self.scope is None or s.id in self.scope)
-                and (s.decision.verdict == "failed" or s.id in broken)]
-
-    @property
-    def pending(self) -> list[ClipSpan]:
-        """Spans kept so far whose later clip stages have not measured them (``--until``, or a loosened
-        threshold keeping a span those stages skipped): a full run measures them."""
-        return [c for c in self.clips if c.decision.verdict == "kept" and c.summary.get("pending")]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def counts(self) -> dict[str, Any]:
-        """Sources and spans per verdict, rejections per ``stage/reason``, failures per stage, kept spans
-        not measured by every clip stage yet."""
-        reasons: Counter[str] = Counter()
-        failures: Counter[str] = Counter()
-        for d in [s.decision for s in self.sources] + [c.decision for c in self.clips]:
-            if d.verdict == "rejected":
-                reasons[f"{d.stage}/{d.reason}"] += 1
-            elif d.verdict == "failed":
-                failures[str(d.stage)] += 1
-        return {
-            "sources": dict(Counter(str(s.decision.verdict) for s in self.sources)),
-            "clips": dict(Counter(str(c.decision.verdict) for c in self.clips)),
-            "rejected": dict(sorted(reasons.items())),
-            "failed": dict(sorted(failures.items())),
-            "pending": len(self.pending),
-            "kept_seconds": round(sum(c.frames for c in self.clips if c.decision.verdict == "kept") / self.fps, 3),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"data": str(self.data), "until": str(self.until), "shard": f"{self.shard[0]}/{self.shard[1]}",
-                "dry_run": self.dry_run, "ok": self.ok, "seconds": round(self.seconds, 3),
-                "counts": self.counts(), "sources": [s.to_dict() for s in self.sources],
-                "clips": [c.to_dict(self.fps) for c in self.clips], "warnings": list(self.warnings)}
-
-
-def stage_names() -> list[str]:
-    """Every stage in order: the per-source ones, then the clip stages built so far."""
-    return [str(s) for s in STAGES] + [s.name for s in CLIP_STAGES]
 
 
 def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, until: str | None = None,
@@ -212,23 +128,24 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     if dry_run:
         planned = [_planned(t, store) for t in mine]
-        return CurateResult(data, [s for s, _ in planned], [c for _, spans in planned for c in spans], until,
-                            shard, dry_run=True, seconds=time.perf_counter() - t0, fps=options.fps,
-                            warnings=warnings)
+        tally = Tally(options.fps)
+        for source, spans in planned:
+            tally.add(source, spans, views.split_group(source.id, source.path, options))
+        return CurateResult(data, [s for s, _ in planned], tally, until, shard, dry_run=True,
+                            seconds=time.perf_counter() - t0, warnings=warnings,
+                            planned=[c for _, spans in planned for c in spans])
     with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}
         run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
                   jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id)
         # 3. Decisions. 4. Views from every record in DATA (every shard's; one shard at a time, so the
-        # shard finishing last, which sees every record, writes the views last).
+        # shard finishing last, which sees every record, writes the views last). The warnings said at the start
+        # (files skipped) are in --json too.
         with one_at_a_time(data, "views"):
-            result = _decide_all(data, config, done, until, shard)
-            result.scope = frozenset(t.id for t in mine)
-            result.warnings[:0] = warnings  # said at the start (files skipped): in --json too
-            _warn_decisions(result, config.curate, complete=until == names[-1])
-            result.seconds = time.perf_counter() - t0
-            _write_views(result, config, models)
+            result = rebuild(data, config, until=until, shard=shard, done=done, scope=frozenset(t.id for t in mine),
+                             complete=until == names[-1], warnings=warnings, models=models)
+    result.seconds = time.perf_counter() - t0
     return result
 
 
@@ -282,76 +199,8 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
     if not RecordStore.of(data).ids("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
-        result = _decide_all(data, config, {}, "report", (0, 1))
-        _warn_decisions(result, config.curate)
-        result.seconds = time.perf_counter() - t0
-        _write_views(result, config)
-    return result
-
-
-def _warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bool = True) -> None:
-    """What the decisions of a whole dataset leave ``train`` that it should know: no span kept at all (thresholds
-    that reject everything; a shard sees the others' sources unfinished, so not said there), or kept spans not
-    measured yet (a loosened threshold keeps spans the later stages skipped, or DATA holds an earlier run's
-    ``--until``): kept so far, and ``train`` needs their features; a split per source of sources that share
-    folders (:func:`~lipsyncctl.curation.views.split_warning`). A run stopped early (``--until``; not ``complete``)
-    gets the split warning only: the rest is not decided yet."""
-    from lipsyncctl.curation import views
-
-    whole = result.scope is None or len(result.scope) >= len(result.sources)
-    split = views.split_warning([s.path for s in result.sources], options) if whole else None
-    if split:
-        result.warnings.append(split)
-        progress.warning(split)
-    if not complete:
-        return
-    if whole and result.sources and not any(c.decision.verdict == "kept" for c in result.clips):
-        result.warnings.append(f"no span of the {len(result.sources)} source(s) is kept: training has nothing to "
-                               "read (report.html says why each was rejected; loosen a threshold and rerun "
-                               "`lipsyncctl curate report`)")
-        progress.warning(result.warnings[-1])
-    paths = {s.id: s.path for s in result.sources}
-    groups = {views.split_group(c.source, paths.get(c.source, ""), options)
-              for c in result.clips if c.decision.verdict == "kept"}
-    # said where val was to be expected (a group or more at val_fraction): a handful of sources often has none
-    if whole and len(groups) * options.val_fraction >= 1 and "val" not in {views.split_of(g, options) for g in groups}:
-        result.warnings.append(f"no kept span is in val ({len(groups)} split groups at curate.val_fraction "
-                               f"{options.val_fraction:g}): train's held-out loss and validation have nothing "
-                               "(a larger val_fraction, another split_seed, or run.val_clip)")
-        progress.warning(result.warnings[-1])
-    pending = result.pending
-    if pending:
-        stages = sorted({s for c in pending for s in c.summary["pending"]}, key=stage_names().index)
-        result.warnings.append(
-            f"{len(pending)} kept span(s) are not measured by {', '.join(stages)} yet: run `lipsyncctl curate` "
-            "on their sources again (without --until) to measure them; training needs their features")
-        progress.warning(result.warnings[-1])
-
-
-def _decide_all(data: Path, config: Config, done: dict[str, list[str]], until: str,
-                shard: tuple[int, int]) -> CurateResult:
-    """Every stored source and span of ``data``, decided from its measurements and ``config.curate``."""
-    options = config.curate
-    store = RecordStore.of(data)
-    sources, clips, several = [], [], []
-    for rid in store.ids("sources"):
-        raw = store.load("sources", rid)
-        if raw is None:
-            continue
-        rec = SourceRecord.from_dict(raw)
-        spans = decide_clips(rec, options, _clip_records(store, rec.id))
-        clips += spans
-        sources.append(SourceOutcome(rec.id, rec.path, decide_source(rec, options), done.get(rec.id, []),
-                                     len(spans), sum(c.decision.verdict == "kept" for c in spans)))
-        probe = rec.result(Stage.PROBE)
-        if probe is not None and probe.error is None and probe.data.get("audio_streams"):
-            several.append(f"{Path(rec.path).name} ({probe.data['audio_streams']}, stream {probe.data['audio_stream']})")
-    result = CurateResult(data, sources, clips, until, shard, fps=options.fps)
-    if several:  # which stream is the speech is a guess the user should see (a dub's M&E first, say)
-        more = f" and {len(several) - 5} more" if len(several) > 5 else ""
-        result.warnings.append(f"{len(several)} source(s) have several audio streams; the one used is given: "
-                               f"{', '.join(several[:5])}{more} (--set curate.audio_stream=N picks another)")
-        progress.warning(result.warnings[-1])
+        result = rebuild(data, config, until="report")
+    result.seconds = time.perf_counter() - t0
     return result
 
 
@@ -599,12 +448,6 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
     return models
 
 
-def _clip_records(store: RecordStore, source: str) -> dict[str, ClipRecord]:
-    kind = f"clips/{source}"
-    raws = (store.load(kind, rid) for rid in store.ids(kind))
-    return {raw["id"]: ClipRecord.from_dict(raw) for raw in raws if raw is not None}
-
-
 def _refresh_probe(old: StageResult, rec: SourceRecord, task: CurateTask, key: str) -> StageResult | None:
     """``old`` probed again for the facts it lacks (cheap; its key, the file's fingerprint, is the same), or None
     when the new probe disagrees with a fact ``old`` had (then every later stage is computed again). A dataset
@@ -676,7 +519,7 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
         todo = refreshed + names[walk.next: last + 1] + clip_names
         return SourceOutcome(task.id, task.path, Decision.undecided(str(stage), why), to_compute=todo), []
     decision = decide_source(rec, task.options)
-    spans = decide_clips(rec, task.options, _clip_records(store, rec.id))
+    spans = decide_clips(rec, task.options, store.clip_records(rec.id))
     todo = list(refreshed)
     if clip_names and decision.verdict == "kept":
         stages = CLIP_STAGES[: len(clip_names)]
@@ -692,53 +535,3 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
                     break
     return (SourceOutcome(task.id, task.path, decision, clips=len(spans),
                           kept=sum(c.decision.verdict == "kept" for c in spans), to_compute=todo), spans)
-
-
-def _write_views(result: CurateResult, config: Config, models: dict[str, dict[str, str]] | None = None) -> None:
-    """The dataset's views (:mod:`lipsyncctl.curation.views`), each written atomically."""
-    import yaml
-
-    from lipsyncctl import __version__
-    from lipsyncctl.curation import views
-
-    data, options = result.data, config.curate
-    data.mkdir(parents=True, exist_ok=True)
-    progress.message(f"writing the manifest and the report ({len(result.clips)} spans)")
-    paths = {s.id: s.path for s in result.sources}
-    doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
-           "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
-                              **{s.name: s.version for s in CLIP_STAGES}},
-           "curate": options.model_dump(),
-           # the network files of this run's clip stages and their fingerprints (size, mtime, sha256 of the
-           # first and last MiB: lipsyncctl.runner.store.file_fingerprint)
-           "models": {stage: {role: {"path": path, "fingerprint": _fingerprint(path)} for role, path in files.items()}
-                      for stage, files in (models or {}).items()}}
-    names = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
-    # a line at a time (a million spans make gigabytes of lines held whole); all six renamed together at the end
-    with views.text_files([data / n for n in names]) as (manifest, train, val, report_json, report_html, yaml_file):
-        lists, listed = {"train": train, "val": val}, {"train": 0, "val": 0}
-        values: dict[str, array[float]] = {}
-        rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
-        for clip in sorted(result.clips, key=lambda c: c.id):
-            split = views.split_for(clip.source, paths.get(clip.source, ""), options)
-            line = {**clip.to_dict(result.fps), "split": split}
-            manifest.write(json.dumps(line) + "\n")
-            if clip.decision.verdict == "kept" and line.get("aligned"):
-                lists[split].write(str(line["aligned"]) + "\n")
-                listed[split] += 1
-            elif clip.decision.verdict == "rejected" and len(rejected) < views.THUMBNAILS:
-                rejected.append(line)
-            for k, v in views.measured(line):
-                values.setdefault(k, array("d")).append(v)
-        report = {"counts": result.counts(), "until": str(result.until), "split": listed,
-                  "histograms": views.histograms(values),
-                  "sources": [s.to_dict() for s in sorted(result.sources, key=lambda s: s.id)]}
-        report_json.write(json.dumps(report, indent=1))
-        report_html.write(views.report_html(report, views.reject_thumbnails(rejected, paths, result.fps)))
-        yaml_file.write(yaml.safe_dump(doc, sort_keys=False))
-
-
-def _fingerprint(path: str) -> str | None:
-    from lipsyncctl.runner.store import file_fingerprint
-
-    return file_fingerprint(Path(path)) if Path(path).exists() else None

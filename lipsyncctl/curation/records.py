@@ -164,6 +164,12 @@ class RecordStore:
         folder = self.root / kind
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
+    def clip_records(self, source: str) -> dict[str, ClipRecord]:
+        """The clip records of one source, by clip id (those left half-written are missing)."""
+        kind = f"clips/{source}"
+        raws = (self.load(kind, rid) for rid in self.ids(kind))
+        return {raw["id"]: ClipRecord.from_dict(raw) for raw in raws if raw is not None}
+
 
 @dataclass
 class ClipRecord:

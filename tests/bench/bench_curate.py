@@ -147,7 +147,7 @@ def _ours(out: Path, align: bool) -> dict:  # type: ignore[type-arg]
     t = time.perf_counter()
     job = run_curation([FIXTURE], out / "job", config, until="segments")
     times["job --until segments"] = time.perf_counter() - t
-    result["job_spans"] = [[c.first, c.stop] for c in job.clips]
+    result["job_spans"] = [[c.first, c.stop] for c in job.spans()]
     return result
 
 

@@ -78,7 +78,8 @@ def first_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: 
     before = _hashes(corpus)
     data = tmp_path_factory.mktemp("data") / "data"
     result = run_curation([corpus], data, cfg.resolve("tiny"))
-    return {"data": data, "result": result, "before": before}
+    # its spans as it wrote them (the result reads them from the manifest, which later tests' runs rewrite)
+    return {"data": data, "result": result, "spans": list(result.spans()), "before": before}
 
 
 def _by_name(result) -> dict:  # type: ignore[no-untyped-def,type-arg]
@@ -104,7 +105,7 @@ def test_every_source_has_its_decision_and_reason(corpus: Path, first_run) -> No
 
 def test_shots_and_segments_are_frame_exact(first_run) -> None:  # type: ignore[no-untyped-def]
     spans = {}
-    for c in first_run["result"].clips:
+    for c in first_run["spans"]:
         name = c.source.rsplit("-", 1)[0]
         spans.setdefault(name, []).append((c.first, c.stop, c.decision.verdict))
     assert spans["cut"] == [(0, CUT, "kept"), (CUT, 180, "kept")]        # the cut at exactly frame 100
@@ -122,10 +123,10 @@ def test_a_rerun_computes_nothing_and_a_threshold_re_decides(corpus: Path, first
     again = run_curation([corpus], first_run["data"], cfg.resolve("tiny"))
     assert all(s.computed == [] for s in again.sources)
     assert [{k: v for k, v in line.items() if k != "split"} for line in _manifest(first_run["data"])] == [
-        c.to_dict(25) for c in sorted(first_run["result"].clips, key=lambda c: c.id)]
+        c.to_dict(25) for c in sorted(first_run["spans"], key=lambda c: c.id)]
     stricter = run_curation([corpus], first_run["data"], cfg.resolve("tiny", ["curate.min_seconds=3.5"]))
     assert all(s.computed == [] for s in stricter.sources)  # decided from stored measurements
-    cut = [c for c in stricter.clips if c.source.startswith("cut-")]
+    cut = [c for c in stricter.spans() if c.source.startswith("cut-")]
     assert [(c.decision.verdict, c.decision.stage, c.decision.reason, c.decision.value) for c in cut] == [
         ("kept", None, None, None), ("rejected", "shots", "too-short", 3.2)]
     run_curation([corpus], first_run["data"], cfg.resolve("tiny"))  # back to the defaults for later tests
@@ -180,6 +181,8 @@ def test_cli_exit_codes_and_json(corpus: Path, tmp_path: Path, capsys: pytest.Ca
     assert main(["curate", str(corpus / "short.mp4"), "-o", str(tmp_path / "d"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["sources"][0]["decision"]["reason"] == "too-short"
+    # the spans are the manifest's lines, not listed (a million of them would be one document of gigabytes)
+    assert doc["manifest"] == str(tmp_path / "d" / "manifest.jsonl") and "clips" not in doc
     assert main(["curate", str(corpus), "-o", str(tmp_path / "d"), "--until", "faces"]) == 2
     (tmp_path / "file").write_text("x")
     assert main(["curate", str(corpus), "-o", str(tmp_path / "file")]) == 2
@@ -226,7 +229,7 @@ def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Pat
     data = tmp_path / "d"
     res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"))
     assert sorted(calls) == ["cut-378bfce5_000000-000100", "cut-378bfce5_000100-000180"]
-    verdicts = [(c.first, c.decision.verdict, c.decision.reason) for c in res.clips]
+    verdicts = [(c.first, c.decision.verdict, c.decision.reason) for c in res.spans()]
     assert verdicts == [(0, "kept", None), (100, "rejected", "too-dark")]  # the flat grey shot is dark
     import yaml
 
@@ -240,7 +243,7 @@ def test_clip_stages_plug_in_store_resume_and_decide(corpus: Path, tmp_path: Pat
     run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"), force=("brightness",))
     assert len(calls) == 2
     assert [c.decision.verdict for c in run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny"),
-                                                     until="segments").clips] == ["kept", "rejected"]
+                                                     until="segments").spans()] == ["kept", "rejected"]
 
 
 def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_says_what_is_pending(
@@ -285,10 +288,10 @@ def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_say
     full_disk[0] = False
     res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny", strict))
     assert sorted(calls) == [("brightness", 0), ("second", 0)]  # the failure retried, nothing else redone
-    assert res.ok and [c.decision.verdict for c in res.clips] == ["kept", "rejected"] and not res.warnings
+    assert res.ok and [c.decision.verdict for c in res.spans()] == ["kept", "rejected"] and not res.warnings
     loose = report_curation(data, cfg.resolve("tiny", ["curate.quality_min=10"]))
-    assert [c.decision.verdict for c in loose.clips] == ["kept", "kept"]
-    assert loose.counts()["pending"] == 1 and loose.clips[1].summary["pending"] == ["second"]
+    assert [c.decision.verdict for c in loose.spans()] == ["kept", "kept"]
+    assert loose.counts()["pending"] == 1 and list(loose.spans())[1].summary["pending"] == ["second"]
     assert "1 kept span(s) are not measured by second yet" in loose.warnings[0]
     assert _manifest(data)[1]["pending"] == ["second"] and "pending" not in _manifest(data)[0]
     calls.clear()
@@ -306,7 +309,9 @@ def test_failures_of_sources_outside_the_run_do_not_set_its_exit_code(first_run)
     res = first_run["result"]
     kept = next(s for s in res.sources if s.decision.verdict == "kept")
     broken = ClipSpan(kept.id, 0, 50, Decision.failed("align", "no space left on device"))
-    everything = dataclasses.replace(res, clips=[*res.clips, broken])
+    tally = dataclasses.replace(res.tally, broken=set(res.tally.broken))
+    tally.add(dataclasses.replace(kept, decision=Decision.kept()), [broken], kept.id)
+    everything = dataclasses.replace(res, tally=tally)
     assert [s.id for s in everything.failed] == [kept.id] and not everything.ok
     assert dataclasses.replace(everything, scope=frozenset({kept.id})).failed
     assert dataclasses.replace(everything, scope=frozenset(s.id for s in res.sources if s.id != kept.id)).ok
@@ -319,6 +324,7 @@ def test_an_unusable_face_detector_stops_the_run_before_any_work(corpus: Path, t
     from lipsyncctl.faces import detect_dlib
 
     stage = clipstages.ClipStage(align.NAME, 1, lambda ctx: {}, lambda data, o: None)
+    monkeypatch.setattr(clipstages, "CLIP_STAGES", (stage,))
     monkeypatch.setattr(job, "CLIP_STAGES", (stage,))
     monkeypatch.setattr(detect_dlib, "unavailable_reason", lambda models_dir=None: "not installed here")
     with pytest.raises(MissingModelError, match="face detector 'dlib' is not usable: not installed here"):
@@ -406,12 +412,13 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     assert split_warning([f"/hdtf/WDA_{i}.mp4" for i in range(10)], options) is None  # one flat folder: nothing said
     # said by a run stopped early too (`--until segments`: the split is known), without the warnings of decisions
     # still to come (no span kept yet)
-    from lipsyncctl.curation.job import CurateResult, SourceOutcome, _warn_decisions
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+    from lipsyncctl.curation.rebuild import warn_decisions
     from lipsyncctl.curation.records import Decision
 
-    early = CurateResult(Path("d"), [SourceOutcome(f"s{i}", p, Decision.kept()) for i, p in enumerate(vox)], [],
+    early = CurateResult(Path("d"), [SourceOutcome(f"s{i}", p, Decision.kept()) for i, p in enumerate(vox)], Tally(),
                          "segments", (0, 1))
-    _warn_decisions(early, options, complete=False)
+    warn_decisions(early, options, complete=False)
     assert early.warnings == [said]
     lines = _manifest(first_run["data"])
     by_source: dict[str, set[str]] = {}
@@ -566,23 +573,26 @@ def test_a_source_with_several_audio_streams_uses_the_chosen_one_and_says_so(tmp
 def test_a_dataset_whose_val_split_came_out_empty_is_said(tmp_path: Path) -> None:
     """20 sources at val_fraction 0.05 whose groups all fell on train's side: train's held-out loss and validation
     then have nothing, said with the ways out; a handful of sources (val not to be expected) says nothing."""
-    from lipsyncctl.curation import job
+    from lipsyncctl.curation import rebuild
     from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
     from lipsyncctl.curation.records import Decision
 
-    def result(n: int) -> job.CurateResult:
-        sources = [job.SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept()) for i in range(n)]
-        clips = [ClipSpan(f"s{i}", 0, 125, Decision.kept()) for i in range(n)]
-        return job.CurateResult(tmp_path, sources, clips, "features", (0, 1))
+    def result(n: int) -> CurateResult:
+        sources = [SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept()) for i in range(n)]
+        tally = Tally()
+        for s in sources:
+            tally.add(s, [ClipSpan(s.id, 0, 125, Decision.kept())], s.id)
+        return CurateResult(tmp_path, sources, tally, "features", (0, 1))
 
     none_in_val = cfg.resolve("tiny", ["curate.split_seed=1"]).curate  # s0..s19 all train with this seed
     many = result(20)
-    job._warn_decisions(many, none_in_val)
+    rebuild.warn_decisions(many, none_in_val)
     assert any(w.startswith("no kept span is in val (20 split groups at curate.val_fraction 0.05)") for w in
                many.warnings), many.warnings
     few = result(6)
-    job._warn_decisions(few, none_in_val)
+    rebuild.warn_decisions(few, none_in_val)
     assert not [w for w in few.warnings if "in val" in w]
     some_in_val = result(20)
-    job._warn_decisions(some_in_val, cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate)
+    rebuild.warn_decisions(some_in_val, cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate)
     assert not [w for w in some_in_val.warnings if "in val" in w]

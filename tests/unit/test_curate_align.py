@@ -38,7 +38,8 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first(raw: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     data = tmp_path_factory.mktemp("data") / "data"
-    return {"data": data, "result": run_curation([raw], data, cfg.resolve("tiny"), until="align")}
+    result = run_curation([raw], data, cfg.resolve("tiny"), until="align")
+    return {"data": data, "result": result, "spans": list(result.spans())}  # as it wrote them (later runs rewrite)
 
 
 def _manifest(data: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -68,9 +69,9 @@ def test_the_face_span_is_aligned_with_its_audio_and_matrices(first) -> None:  #
     from lipsyncctl.curation.clipstages import CLIP_STAGES
 
     assert CLIP_STAGES[0].name == "align"
-    res = first["result"]
-    assert [(c.first, c.stop) for c in res.clips] == [(0, FACE), (FACE, FACE + GREY)]  # the cut is exact
-    kept = res.clips[0]
+    spans = first["spans"]
+    assert [(c.first, c.stop) for c in spans] == [(0, FACE), (FACE, FACE + GREY)]  # the cut is exact
+    kept = spans[0]
     assert kept.decision.verdict == "kept"
     path = Path(kept.summary["aligned"])
     assert path.is_file() and path.suffix == ".mp4" and path.parent.parent.name == "aligned"
@@ -94,18 +95,18 @@ def test_the_face_span_is_aligned_with_its_audio_and_matrices(first) -> None:  #
 
 
 def test_the_faceless_shot_is_rejected_at_its_first_frame_without_a_file(first) -> None:  # type: ignore[no-untyped-def]
-    res = first["result"]
-    faceless = res.clips[1]
+    spans = first["spans"]
+    faceless = spans[1]
     d = faceless.decision
     assert (d.verdict, d.stage, d.reason, d.value) == ("rejected", "align", "no-face", 0)
     assert faceless.summary["aligned"] is None and faceless.summary["no_face_frame"] == 0
     assert _manifest(first["data"])[1]["decision"] == {"verdict": "rejected", "stage": "align",
                                                        "reason": "no-face", "value": 0}
-    folder = Path(res.clips[0].summary["aligned"]).parent
-    assert sorted(p.name for p in folder.iterdir()) == [f"{res.clips[0].id}.mp4", f"{res.clips[0].id}.npy"]
+    folder = Path(spans[0].summary["aligned"]).parent
+    assert sorted(p.name for p in folder.iterdir()) == [f"{spans[0].id}.mp4", f"{spans[0].id}.npy"]
     report = json.loads((first["data"] / "report.json").read_text())
     assert report["counts"]["rejected"] == {"align/no-face": 1}
-    assert res.sources[0].computed == ["probe", "normalize", "shots", "segments", f"align:0-{FACE}",
+    assert first["result"].sources[0].computed == ["probe", "normalize", "shots", "segments", f"align:0-{FACE}",
                                        f"align:{FACE}-{FACE + GREY}"]
 
 
@@ -114,12 +115,12 @@ def test_the_official_filters_re_decide_without_running(raw: Path, first, monkey
     data = first["data"]
     plain = run_curation([raw], data, cfg.resolve("tiny"), until="align")
     assert calls == [] and plain.sources[0].computed == []  # a rerun computes nothing
-    size = plain.clips[0].summary["min_face_size"]
+    size = list(plain.spans())[0].summary["min_face_size"]
     small = run_curation([raw], data, cfg.resolve("tiny", ["curate.min_face_size=true"]), until="align")
-    d = small.clips[0].decision
+    d = list(small.spans())[0].decision
     assert (d.verdict, d.stage, d.reason, d.value) == ("rejected", "align", "small-face", size)  # ~80 px < 256
     single = run_curation([raw], data, cfg.resolve("tiny", ["curate.single_face=true"]), until="align")
-    assert single.clips[0].decision.verdict == "kept"  # one face in every frame
+    assert list(single.spans())[0].decision.verdict == "kept"  # one face in every frame
     assert calls == []
     # the switches on stored measurements of a two-face clip
     options = cfg.resolve("tiny", ["curate.single_face=true"]).curate
@@ -137,11 +138,11 @@ def test_the_official_filters_re_decide_without_running(raw: Path, first, monkey
 
 def test_a_deleted_output_recomputes_that_clip_only(raw: Path, first, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     calls = _count_runs(monkeypatch)
-    kept = first["result"].clips[0]
+    kept = first["spans"][0]
     Path(kept.summary["aligned"]).unlink()
     again = run_curation([raw], first["data"], cfg.resolve("tiny"), until="align")
     assert calls == [kept.id] and again.sources[0].computed == [f"align:0-{FACE}"]
-    assert Path(kept.summary["aligned"]).is_file() and again.clips[0].decision.verdict == "kept"
+    assert Path(kept.summary["aligned"]).is_file() and list(again.spans())[0].decision.verdict == "kept"
     assert not list(first["data"].rglob(".*.part*"))  # nothing half-written left
 
 
@@ -155,7 +156,7 @@ def test_lossless_clip_holds_the_official_alignment_bit_exactly(raw: Path, tmp_p
 
     res = run_curation([raw / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny", ["curate.lossless=true"]),
                        until="align")
-    kept = res.clips[0]
+    kept = list(res.spans())[0]
     path = Path(kept.summary["aligned"])
     assert kept.decision.verdict == "kept" and path.suffix == ".mkv"
     with av.open(str(path)) as c:
@@ -187,12 +188,12 @@ def test_a_real_two_face_clip_is_rejected_by_the_single_face_filter(tmp_path: Pa
     source = write_talking_clip(tmp_path / "two faces.mp4", two_face_frames(60))
     data = tmp_path / "data"
     res = run_curation([source], data, cfg.resolve("tiny", ["curate.min_sync_frames=50"]), until="align")
-    assert [(c.frames, c.decision.verdict) for c in res.clips] == [(60, "kept")]
+    assert [(c.frames, c.decision.verdict) for c in res.spans()] == [(60, "kept")]
     line = json.loads((data / "manifest.jsonl").read_text().splitlines()[0])
     assert line["max_faces"] == 2
     strict = run_curation([source], data, cfg.resolve("tiny", ["curate.single_face=true"]), until="align")
     assert all(s.computed == [] for s in strict.sources)
-    assert [(c.decision.reason, c.decision.value) for c in strict.clips] == [("multiple-faces", 2)]
+    assert [(c.decision.reason, c.decision.value) for c in strict.spans()] == [("multiple-faces", 2)]
 
 
 def test_the_clips_of_a_source_share_one_decode(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,7 +223,7 @@ def test_the_clips_of_a_source_share_one_decode(raw: Path, tmp_path: Path, monke
     monkeypatch.setattr(SourceFrames, "range", shared_range)
     res = run_curation([raw / "cut.mp4"], tmp_path / "d", cfg.resolve("tiny", ["curate.one_pass=false"]),
                        until="align")
-    spans = [(c.first, c.stop, c.decision.verdict, c.decision.reason, c.decision.value) for c in res.clips]
+    spans = [(c.first, c.stop, c.decision.verdict, c.decision.reason, c.decision.value) for c in res.spans()]
     assert spans == [(0, FACE, "kept", None, None), (FACE, FACE + GREY, "rejected", "no-face", 0)]
     assert len(readers) == 2 and readers[0] is readers[1]  # both clips through one reader
     assert [index for reader, index in restarts if reader is readers[0]] == [0]  # started once, never seeked
@@ -262,13 +263,13 @@ def test_an_anamorphic_source_is_aligned_as_shown(tmp_path: Path) -> None:
     # it looks like the square-pixel source's aligned face, much more than the old (square-pixel) reading
     plain_source = write_talking_clip(tmp_path / "raw" / "square.mp4", faces)
     sq = tmp_path / "sq"
-    reference = aligned(run_curation([plain_source], sq, cfg.resolve("tiny", sets), until="align").clips[0])
+    reference = aligned(list(run_curation([plain_source], sq, cfg.resolve("tiny", sets), until="align").spans())[0])
     sq_size = json.loads((sq / "manifest.jsonl").read_text().splitlines()[0])["min_face_size"]
     old = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(stretched, reference, strict=True)])
     for one_pass in ("true", "false"):
         data = tmp_path / f"d-{one_pass}"
         (kept,) = run_curation([source], data, cfg.resolve("tiny", [*sets, f"curate.one_pass={one_pass}"]),
-                               until="align").clips
+                               until="align").spans()
         pictures = aligned(kept)
         for i, (got, want) in enumerate(zip(pictures, expected, strict=True)):
             assert np.array_equal(got, want), (one_pass, i)  # as shown, frame by frame
@@ -313,7 +314,7 @@ def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: 
     result = run_curation([src, raw / "cut.mp4"], data, cfg.resolve("tiny"), until="align")
     grey = next(s for s in result.sources if Path(s.path).name == "grey.mp4")
     assert grey.clips >= 1 and grey.kept == 0
-    assert {c.decision.reason for c in result.clips if c.source == grey.id} == {"no-face"}
+    assert {c.decision.reason for c in result.spans() if c.source == grey.id} == {"no-face"}
     kept = [s.id for s in result.sources if s.id != grey.id]
     assert sorted(p.name for p in (data / "aligned").iterdir()) == kept
     # an align that opened the clip's writer before its span was rejected (a face lost at frame k, several faces)

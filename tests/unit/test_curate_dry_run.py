@@ -57,7 +57,7 @@ def _done(result: CurateResult) -> dict[str, list[str]]:
 
 def _decisions(result: CurateResult) -> tuple[dict, dict]:  # type: ignore[type-arg]
     return ({Path(s.path).name: (s.decision.to_dict(), s.clips, s.kept) for s in result.sources},
-            {c.id: (c.first, c.stop, c.decision.to_dict()) for c in result.clips})
+            {c.id: (c.first, c.stop, c.decision.to_dict()) for c in result.spans()})
 
 
 def _plan_then_run(env: dict, *sets: str, **kw) -> tuple[CurateResult, CurateResult]:  # type: ignore[type-arg, no-untyped-def]
@@ -70,7 +70,7 @@ def test_the_plan_of_every_state_is_what_the_run_then_computes(env) -> None:  # 
     data = env["data"]
     # a new folder: every stage of every source, nothing decided yet, nothing written (not even the folder)
     plan = run_curation([env["raw"]], data, cfg.resolve("tiny"), dry_run=True, until="segments")
-    assert not data.exists() and plan.dry_run and plan.ok and plan.clips == []
+    assert not data.exists() and plan.dry_run and plan.ok and list(plan.spans()) == []
     assert {s.decision.to_dict()["verdict"] for s in plan.sources} == {"undecided"}
     assert {(s.decision.stage, s.decision.reason) for s in plan.sources} == {("probe", "new")}
     assert _plan(plan) == {"a.mp4": SOURCE_STAGES, "b.mp4": SOURCE_STAGES}
@@ -122,6 +122,7 @@ def test_the_dry_run_names_stages_by_span_and_says_missing_weights(env, tmp_path
     assert code == 0 and not data.exists()
     doc = json.loads(out)
     assert doc["dry_run"] and [s["to_compute"] for s in doc["sources"]] == [[*SOURCE_STAGES, "features"]] * 2
+    assert doc["clips"] == [] and "manifest" not in doc  # the plan's spans (none known before the source stages)
     assert "a run would stop (exit 4)" in doc["warnings"][0] and "models fetch whisper-tiny" in err
     # the table: the decision to come and the stages a run computes, spans counted
     run_curation([env["raw"]], data, cfg.resolve("tiny"), until="segments")

@@ -59,7 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ig
 @pytest.fixture(scope="module")
 def first(env):  # type: ignore[no-untyped-def]
     result = run_curation([env["raw"]], env["data"], cfg.resolve("tiny"))
-    return {"result": result, "calls": list(env["calls"])}
+    return {"result": result, "spans": list(result.spans()), "calls": list(env["calls"])}  # as it wrote them
 
 
 def _records(data: Path) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -70,12 +70,12 @@ def _records(data: Path) -> dict[str, dict]:  # type: ignore[type-arg]
 
 
 def test_the_cache_is_keyed_by_audio_content(env, first) -> None:  # type: ignore[no-untyped-def]
-    result = first["result"]
-    assert result.ok and len(result.clips) == 4 and all(c.decision.verdict == "kept" for c in result.clips)
+    result, spans = first["result"], first["spans"]
+    assert result.ok and len(spans) == 4 and all(c.decision.verdict == "kept" for c in spans)
     recs = _records(env["data"])
     folder = {s.id: Path(s.path).parent.name for s in result.sources}
     by_source: dict[str, list[dict]] = {}  # type: ignore[type-arg]
-    for clip in sorted(result.clips, key=lambda c: c.first):
+    for clip in sorted(spans, key=lambda c: c.first):
         by_source.setdefault(folder[clip.source], []).append(recs[clip.id])
     x, y, z = by_source["x"], by_source["y"], by_source["z"]
     assert len(x) == len(y) == 1 and len(z) == 2
@@ -100,7 +100,7 @@ def test_shapes_alignment_and_values(env, first) -> None:  # type: ignore[no-unt
 
     recs = _records(env["data"])
     lines = {line["id"]: line for line in _manifest(env["data"])}
-    for clip in first["result"].clips:
+    for clip in first["spans"]:
         n = clip.frames
         data = recs[clip.id]
         assert data["whisper_shape"] == [2 * n, 5, 384]              # feature 2 f = frame f of the span
@@ -109,7 +109,7 @@ def test_shapes_alignment_and_values(env, first) -> None:  # type: ignore[no-unt
         assert lines[clip.id]["whisper_shape"] == data["whisper_shape"]
         assert lines[clip.id]["mel_shape"] == data["mel_shape"]
     # the stored tensors are the functions of the span's samples (z's second span: frames 125..250)
-    clip = max(first["result"].clips, key=lambda c: c.first)
+    clip = max(first["spans"], key=lambda c: c.first)
     assert (clip.first, clip.stop) == (125, 250)
     audio = env["data"] / "audio" / f"{clip.source}.wav"
     pcm = span_pcm(audio, clip.first, clip.stop)
@@ -125,7 +125,7 @@ def test_a_rerun_computes_nothing_and_a_deleted_file_is_recomputed(env, first) -
     env["calls"].clear()
     again = run_curation([env["raw"]], env["data"], cfg.resolve("tiny"))
     assert all(s.computed == [] for s in again.sources) and env["calls"] == []
-    shared = _records(env["data"])[next(c.id for c in first["result"].clips if c.frames == 150)]["features"]
+    shared = _records(env["data"])[next(c.id for c in first["spans"] if c.frames == 150)]["features"]
     Path(shared).unlink()
     again = run_curation([env["raw"]], env["data"], cfg.resolve("tiny"))
     redone = sorted(s.computed for s in again.sources)

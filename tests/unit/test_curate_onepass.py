@@ -91,7 +91,7 @@ def test_one_pass_makes_what_two_passes_make(runs) -> None:  # type: ignore[no-u
         if "aligned" in line else line for line in _manifest(two["data"])]
     assert _files(one["data"]) == _files(two["data"]) and _files(one["data"])
     spans = [(c.source.split("-")[0], c.first, c.stop, c.decision.verdict, c.decision.reason, c.decision.value)
-             for c in one["result"].clips]
+             for c in one["result"].spans()]
     assert spans == [
         ("cut", 0, 25, "kept", None, None),
         ("cut", 25, 60, "kept", None, None),              # the remainder 50-60 merged: a 35-frame clip

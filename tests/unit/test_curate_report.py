@@ -159,3 +159,58 @@ def test_the_views_are_written_a_line_at_a_time_and_replaced_together(curated: P
     job.report_curation(data, cfg.resolve("tiny"))  # the same views again, from the records
     assert (data / "manifest.jsonl").read_bytes() == before["manifest.jsonl"]
     assert json.loads((data / "report.json").read_text())["histograms"] == report["histograms"]
+
+
+def test_the_views_of_a_dataset_take_memory_flat_in_its_spans(curated: Path, tmp_path: Path) -> None:
+    """Steps 3 and 4 decide, write and count a source's spans, then drop them: rebuilding the views of 10 times as
+    many spans (more sources of the same length) takes a few dozen bytes more per span (its histogram value, a
+    share of its source's outcome), where holding the spans took ~1.6 KB each; every span is in the views."""
+    import json
+    import tracemalloc
+
+    from lipsyncctl.curation.decide import clip_id
+    from lipsyncctl.curation.job import report_curation
+    from lipsyncctl.curation.records import RecordStore
+
+    store = RecordStore.of(curated)
+    (cut,) = [store.load("sources", s) for s in store.ids("sources") if s.startswith("cut-")]
+    assert cut is not None
+    kept = next(c for c in store.clip_records(cut["id"]).values() if c.first == 0).to_dict()
+    per_source = 20
+
+    def dataset(sources: int) -> Path:
+        data = tmp_path / f"d{sources}"
+        out = RecordStore.of(data)
+        for i in range(sources):
+            sid = f"s{i:05d}"
+            pieces = [[k * 125, (k + 1) * 125, 0, per_source * 125] for k in range(per_source)]
+            rec = {**cut, "id": sid, "path": str(tmp_path / "gone" / f"{sid}.mp4")}
+            rec["stages"] = {**cut["stages"], "segments": {**cut["stages"]["segments"],
+                                                           "data": {**cut["stages"]["segments"]["data"], "pieces": pieces}}}
+            out.save("sources", sid, rec)
+            for a, b, *_ in pieces:
+                cid = clip_id(sid, a, b)
+                out.save(f"clips/{sid}", cid, {**kept, "id": cid, "source": sid, "first": a, "stop": b})
+        return data
+
+    def peak(data: Path) -> int:
+        tracemalloc.start()
+        try:
+            result = report_curation(data, cfg.resolve("tiny"))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert result.counts()["clips"] == {"kept": len(RecordStore.of(data).ids("sources")) * per_source}
+
+    small, large = dataset(10), dataset(100)
+    # imports, first-call caches and tables that only grow (Python 3.11's pathlib interns each path part: the
+    # interpreter's table of interned strings doubles, once, at a size that depends on the process's past) at
+    # their size before the measure
+    report_curation(large, cfg.resolve("tiny"))
+    growth = (peak(large) - peak(small)) / (90 * per_source)
+    assert growth < 250, f"{growth:.0f} B a span"
+    lines = (large / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 2000 and [json.loads(line)["id"] for line in lines] == sorted(
+        clip_id(f"s{i:05d}", k * 125, (k + 1) * 125) for i in range(100) for k in range(per_source))
+    report = json.loads((large / "report.json").read_text())
+    assert len(report["sources"]) == 100 and report["counts"]["kept_seconds"] == 2000 * 5

@@ -118,7 +118,7 @@ def test_curate_aligns_with_the_official_detector_and_says_so(pack: Path, tmp_pa
     write_talking_clip(tmp_path / "raw" / "cut.mp4", face + [np.full_like(face[0], 128)] * 55)
     res = run_curation([tmp_path / "raw"], tmp_path / "data", cfg.resolve("tiny", ["curate.detector=insightface"]),
                        until="align")
-    kept, faceless = res.clips
+    kept, faceless = list(res.spans())
     assert (kept.first, kept.stop, kept.decision.verdict) == (0, 60, "kept")
     assert kept.summary["detector"] == "insightface" and kept.summary["detector_official"] is True
     assert faceless.decision.verdict == "rejected" and faceless.summary["no_face_frame"] == 0

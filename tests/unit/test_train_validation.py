@@ -106,7 +106,7 @@ def test_the_default_held_out_clip_renders_with_a_face_in_every_frame(tmp_path: 
     write_talking_clip(tmp_path / "raw" / "face.mp4", sample_frames(52, scale=0.75))
     res = run_curation([tmp_path / "raw"], tmp_path / "data", cfg.resolve("tiny", ["curate.detect_every=5"]),
                        until="align")
-    (clip,) = [c for c in res.clips if c.decision.verdict == "kept"]
+    (clip,) = [c for c in res.spans() if c.decision.verdict == "kept"]
     aligned = Path(clip.summary["aligned"])
     config = validation.render_config(api.resolve_train_config("tiny", ["run.val_sync_preset=tiny"]), "cpu")
     out = sync_clip(aligned, aligned, tmp_path / "val.mp4", config, start=0.0, end=1.0)

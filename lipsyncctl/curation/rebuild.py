@@ -1,0 +1,157 @@
+"""Steps 3 and 4 of the curation job: every stored source and span of DATA decided from its measurements and
+``config.curate``, and the views (:mod:`lipsyncctl.curation.views`) rebuilt, a source at a time.
+
+A source's spans are decided, written to the manifest and the split lists, and counted
+(:class:`~lipsyncctl.curation.outcome.Tally`), then dropped: memory holds one source's spans, a source outcome
+per source and 8 bytes per measured value for the histograms, whatever the number of spans. The six views are
+written under temporary names and renamed together at the end (:func:`~lipsyncctl.curation.views.text_files`).
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lipsyncctl import progress
+from lipsyncctl.config import Config, CurateOptions
+from lipsyncctl.curation import views
+from lipsyncctl.curation.decide import decide_clips, decide_source
+from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+from lipsyncctl.curation.records import RecordStore, SourceRecord, Stage, Verdict
+
+VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
+
+
+def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = (0, 1),
+            done: dict[str, list[str]] | None = None, scope: frozenset[str] | None = None, complete: bool = True,
+            warnings: Sequence[str] = (), models: dict[str, dict[str, str]] | None = None) -> CurateResult:
+    """Decide every source and span stored in ``data`` and write its views; the result's warnings are
+    ``warnings`` (said before) and what the decisions leave ``train`` to know (:func:`warn_decisions`).
+    ``done``: the stages each source computed this run; ``scope``: the sources this run was given;
+    ``complete``: the run went through every stage; ``models``: the clip stages' network files (curate.yaml)."""
+    import yaml
+
+    from lipsyncctl import __version__
+    from lipsyncctl.curation.clipstages import CLIP_STAGES
+    from lipsyncctl.curation.reuse import STAGE_VERSION
+
+    options, fps = config.curate, config.curate.fps
+    store = RecordStore.of(data)
+    # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
+    ids = sorted(store.ids("sources"), key=lambda rid: rid + "_")
+    tally, sources, several, streams = Tally(fps), [], [], 0
+    data.mkdir(parents=True, exist_ok=True)
+    progress.message(f"writing the manifest and the report ({len(ids)} sources)")
+    with views.text_files([data / n for n in VIEWS]) as (manifest, train, val, report_json, report_html, yaml_file):
+        lists, listed = {"train": train, "val": val}, {"train": 0, "val": 0}
+        values: dict[str, array[float]] = {}
+        rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
+        paths: dict[str, str] = {}           # of their sources
+        for rid in ids:
+            raw = store.load("sources", rid)
+            if raw is None:
+                continue
+            rec = SourceRecord.from_dict(raw)
+            spans = decide_clips(rec, options, store.clip_records(rec.id))  # by first frame: by id
+            outcome = SourceOutcome(rec.id, rec.path, decide_source(rec, options), (done or {}).get(rec.id, []),
+                                    len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans))
+            sources.append(outcome)
+            group = views.split_group(rec.id, rec.path, options)
+            tally.add(outcome, spans, group)
+            split = views.split_of(group, options)
+            for clip in spans:
+                line = {**clip.to_dict(fps), "split": split}
+                manifest.write(json.dumps(line) + "\n")
+                if clip.decision.verdict == Verdict.KEPT and line.get("aligned"):
+                    lists[split].write(str(line["aligned"]) + "\n")
+                    listed[split] += 1
+                elif clip.decision.verdict == Verdict.REJECTED and len(rejected) < views.THUMBNAILS:
+                    rejected.append(line)
+                    paths[rec.id] = rec.path
+                for k, v in views.measured(line):
+                    values.setdefault(k, array("d")).append(v)
+            probe = rec.result(Stage.PROBE)
+            if probe is not None and probe.error is None and probe.data.get("audio_streams"):
+                streams += 1
+                if len(several) < 5:
+                    several.append(f"{Path(rec.path).name} ({probe.data['audio_streams']}, stream "
+                                   f"{probe.data['audio_stream']})")
+        result = CurateResult(data, sources, tally, until, shard, warnings=list(warnings), scope=scope)
+        if several:  # which stream is the speech is a guess the user should see (a dub's M&E first, say)
+            more = f" and {streams - 5} more" if streams > 5 else ""
+            _warn(result, f"{streams} source(s) have several audio streams; the one used is given: "
+                          f"{', '.join(several[:5])}{more} (--set curate.audio_stream=N picks another)")
+        warn_decisions(result, options, complete=complete)
+        report = {"counts": result.counts(), "until": str(until), "split": listed,
+                  "histograms": views.histograms(values)}
+        # the sources a line each (a VoxCeleb2-size dataset has a million: not held as one text); the page lists
+        # those not kept
+        report_json.write(json.dumps(report, indent=1).removesuffix("\n}") + ',\n "sources": [')
+        for i, source in enumerate(sorted(sources, key=lambda s: s.id)):
+            report_json.write(("," if i else "") + "\n  " + json.dumps(source.to_dict()))
+        report_json.write("\n ]\n}\n")
+        others = [s.to_dict() for s in sources if s.decision.verdict != Verdict.KEPT]
+        report_html.write(views.report_html({**report, "sources": sorted(others, key=lambda s: s["id"])},
+                                            views.reject_thumbnails(rejected, paths, fps)))
+        doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
+               "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
+                                  **{s.name: s.version for s in CLIP_STAGES}},
+               "curate": options.model_dump(),
+               # the network files of this run's clip stages and their fingerprints (size, mtime, sha256 of the
+               # first and last MiB: lipsyncctl.runner.store.file_fingerprint)
+               "models": {stage: {role: {"path": path, "fingerprint": _fingerprint(path)}
+                                  for role, path in files.items()} for stage, files in (models or {}).items()}}
+        yaml_file.write(yaml.safe_dump(doc, sort_keys=False))
+    return result
+
+
+def stage_names() -> list[str]:
+    """Every stage in order: the per-source ones, then the clip stages built so far."""
+    from lipsyncctl.curation.clipstages import CLIP_STAGES
+    from lipsyncctl.curation.records import STAGES
+
+    return [str(s) for s in STAGES] + [s.name for s in CLIP_STAGES]
+
+
+def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bool = True) -> None:
+    """What the decisions of a whole dataset leave ``train`` that it should know: no span kept at all (thresholds
+    that reject everything; a shard sees the others' sources unfinished, so not said there), or kept spans not
+    measured yet (a loosened threshold keeps spans the later stages skipped, or DATA holds an earlier run's
+    ``--until``): kept so far, and ``train`` needs their features; a split per source of sources that share
+    folders (:func:`~lipsyncctl.curation.views.split_warning`). A run stopped early (``--until``; not ``complete``)
+    gets the split warning only: the rest is not decided yet."""
+    tally = result.tally
+    whole = result.scope is None or len(result.scope) >= len(result.sources)
+    split = views.split_warning([s.path for s in result.sources], options) if whole else None
+    if split:
+        _warn(result, split)
+    if not complete:
+        return
+    if whole and result.sources and not tally.clips.get(str(Verdict.KEPT)):
+        _warn(result, f"no span of the {len(result.sources)} source(s) is kept: training has nothing to read "
+                      "(report.html says why each was rejected; loosen a threshold and rerun `lipsyncctl curate "
+                      "report`)")
+    groups = tally.kept_groups
+    # said where val was to be expected (a group or more at val_fraction): a handful of sources often has none
+    if whole and len(groups) * options.val_fraction >= 1 and "val" not in {views.split_of(g, options) for g in groups}:
+        _warn(result, f"no kept span is in val ({len(groups)} split groups at curate.val_fraction "
+                      f"{options.val_fraction:g}): train's held-out loss and validation have nothing (a larger "
+                      "val_fraction, another split_seed, or run.val_clip)")
+    if tally.pending:
+        stages = sorted(tally.pending_stages, key=stage_names().index)
+        _warn(result, f"{tally.pending} kept span(s) are not measured by {', '.join(stages)} yet: run `lipsyncctl "
+                      "curate` on their sources again (without --until) to measure them; training needs their features")
+
+
+def _warn(result: CurateResult, text: str) -> None:
+    result.warnings.append(text)
+    progress.warning(text)
+
+
+def _fingerprint(path: str) -> str | None:
+    from lipsyncctl.runner.store import file_fingerprint
+
+    return file_fingerprint(Path(path)) if Path(path).exists() else None
