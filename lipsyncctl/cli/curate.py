@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,9 +121,17 @@ def _stages(names: list[str]) -> str:
     return ", ".join(f"{n} ({c} span{'s' if c > 1 else ''})" if n in spans else n for n, c in counts.items()) or "-"
 
 
+#: sources listed in the table: a VoxCeleb2-size run has a million (report.json and --json list every one)
+TABLE_ROWS = 200
+_RANK = {"failed": 0, "rejected": 1, "undecided": 1}  # over TABLE_ROWS, these first (then kept), each by path
+
+
 def _render(console: Console, result: CurateResult) -> None:
     rows = []
-    for s in sorted(result.sources, key=lambda s: s.path):
+    many = len(result.sources) > TABLE_ROWS
+    listed = (heapq.nsmallest(TABLE_ROWS, result.sources, key=lambda s: (_RANK.get(s.decision.verdict, 2), s.path))
+              if many else sorted(result.sources, key=lambda s: s.path))
+    for s in listed:
         d = s.decision
         what = (("kept" if s.kept or not s.clips else "kept, no span kept") if d.verdict == "kept"
                 else f"to run from {d.stage} ({d.reason})" if d.verdict == "undecided"
@@ -130,6 +139,9 @@ def _render(console: Console, result: CurateResult) -> None:
         spans = "-" if d.verdict == "undecided" else f"{s.kept}/{s.clips}"
         rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
     title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")
+    if many:
+        title += (f" ({TABLE_ROWS} of {len(result.sources)} sources: failed first, then not kept; "
+                  f"{'--json' if result.dry_run else 'report.json'} lists every one)")
     console.print(st.table(title, ["source", "decision", "kept spans",
                                    "to compute" if result.dry_run else "computed"], rows))
     counts = result.counts()

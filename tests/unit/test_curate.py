@@ -431,6 +431,26 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     assert (first_run["data"] / "train.txt").exists() and (first_run["data"] / "val.txt").exists()
 
 
+def test_a_table_of_many_sources_lists_the_failed_and_the_not_kept_first(first_run, monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Over ``TABLE_ROWS`` sources (a VoxCeleb2 run has a million: rendering them took minutes), the table lists that
+    many, the failed and the not kept first, each by path, and says how many there are and where all are."""
+    from lipsyncctl.cli import curate as cli_curate
+
+    monkeypatch.setattr(cli_curate, "TABLE_ROWS", 4)
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["curate", "report", str(first_run["data"])]) == 0
+    out = capsys.readouterr().out
+    assert "(4 of 8 sources: failed first, then not kept; report.json lists every one)" in out
+    listed = [name for name in ("empty.mp4", "notes.mov", "short.mp4", "silent.mp4", "truncated.mp4", "cut.mp4",
+                                "retimed.mp4", "talk ü one.mp4") if name in out]
+    assert listed == ["empty.mp4", "notes.mov", "short.mp4", "silent.mp4"]  # rejected ones, by path
+    monkeypatch.setattr(cli_curate, "TABLE_ROWS", 8)
+    assert main(["curate", "report", str(first_run["data"])]) == 0
+    out = capsys.readouterr().out
+    assert "sources:" not in out and all(name in out for name in ("cut.mp4", "talk ü one.mp4", "truncated.mp4"))
+
+
 def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
