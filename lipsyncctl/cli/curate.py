@@ -107,7 +107,7 @@ def curate_cmd(
     else:
         result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run,
                             jobs=jobs or 1, shard=shard, backend=backend, gpus=gpus, wait=wait)
-    st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
+    st.result(result.to_dict, lambda console: _render(console, result), ok=result.ok)
     if result.failed:
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")
         raise JobFailedError(f"{len(result.failed)} source(s) failed, or some of their spans: {names}",

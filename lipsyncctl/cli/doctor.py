@@ -42,7 +42,7 @@ def doctor(
     else:  # --print-config alone prints the defaults (it ran every check instead)
         config = options.resolve(preset, sets, {}, print_config) if (preset or sets or print_config) else None
     res = api.doctor(config, outputs_dir=outputs, train_config=train_config)
-    st.result(res.to_dict(), lambda c: _render(c, res), ok=res.ok)
+    st.result(res.to_dict, lambda c: _render(c, res), ok=res.ok)
     if not res.ok:
         names = ", ".join(c.name for c in res.failures)
         stderr = st.state().stderr

@@ -112,7 +112,7 @@ def convert_cmd(
     from lipsyncctl import api
 
     res = api.convert_checkpoint(source, output, kind=kind, config=config, fp16=fp16, overwrite=overwrite)
-    st.result(res.to_dict(), lambda c: c.print(
+    st.result(res.to_dict, lambda c: c.print(
         f"wrote {res.output} ({res.kind}, config {res.config_name or '-'}, {res.num_tensors} tensors, "
         f"{res.dtype}, {st.human_size(res.size_bytes)})", markup=False, highlight=False))
 

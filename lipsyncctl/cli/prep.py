@@ -86,7 +86,7 @@ def prep_cmd(
 
     result = api.prep(inputs, out_dir, config.prep, force=force, dry_run=dry_run, jobs=jobs, start=start,
                   duration=duration, scale=scale)
-    st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
+    st.result(result.to_dict, lambda console: _render(console, result), ok=result.ok)
     failed = result.failed
     if failed:
         raise JobFailedError(

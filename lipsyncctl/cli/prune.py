@@ -42,7 +42,7 @@ def prune(
     from lipsyncctl import api
 
     res = api.prune(folder, keep=keep, renders=renders, dry_run=dry_run, wait=wait)
-    st.result(res.to_dict(), lambda console: _render(console, res))
+    st.result(res.to_dict, lambda console: _render(console, res))
 
 
 def _render(console: Console, res: PruneResult) -> None:

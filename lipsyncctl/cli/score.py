@@ -61,7 +61,7 @@ def score_cmd(
     failed = result.failed
     if len(result.clips) == 1 and failed and failed[0].error is not None:
         raise failed[0].error  # one clip that cannot be read: its own exit code (5: bad media)
-    st.result(result.to_dict(), lambda console: _render(console, result), ok=result.ok)
+    st.result(result.to_dict, lambda console: _render(console, result), ok=result.ok)
     if failed:
         names = "; ".join(f"{c.video}: {c.reason}" for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
         raise JobFailedError(f"{len(failed)} of {len(result.clips)} clip(s) did not pass: {names}",

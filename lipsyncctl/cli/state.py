@@ -127,12 +127,15 @@ def envelope(data: Mapping[str, Any], *, ok: bool = True) -> dict[str, Any]:
     return {"ok": ok, **{k: v for k, v in data.items() if k != "ok"}}
 
 
-def result(data: Mapping[str, Any], human: Callable[[Console], None], *, ok: bool = True) -> None:
+def result(data: Mapping[str, Any] | Callable[[], Mapping[str, Any]], human: Callable[[Console], None], *,
+           ok: bool = True) -> None:
     """Print a command's result: with ``--json`` the :func:`envelope` of ``data`` (``ok`` false when the
-    command then fails, e.g. a batch with failed items), else the human rendering on stdout."""
+    command then fails, e.g. a batch with failed items), else the human rendering on stdout. ``data`` may be the
+    function that makes it (a result's ``to_dict``: a curate of a million sources is not turned into dicts for a
+    table)."""
     st = state()
     if st.json:
-        emit_json(envelope(data, ok=ok))
+        emit_json(envelope(data() if callable(data) else data, ok=ok))
     else:
         human(st.stdout)
 

@@ -236,7 +236,7 @@ def sync_cmd(**values: Any) -> None:
         }))
         console.print(st.kv_table("seconds per stage", d["stage_seconds"]))
 
-    st.result(result.to_dict(), human)
+    st.result(result.to_dict, human)
 
 
 def _run_batch(values: dict[str, Any], config: Any) -> None:
@@ -263,7 +263,7 @@ def _run_batch(values: dict[str, Any], config: Any) -> None:
                                ("line", "video", "output", "status", "frames", "seconds", "reason"), rows))
         console.print(", ".join(f"{n} {s}" for s, n in result.counts().items()))
 
-    st.result(result.to_dict(), human, ok=result.ok)
+    st.result(result.to_dict, human, ok=result.ok)
     failed = result.failed
     if failed:
         raise JobFailedError(

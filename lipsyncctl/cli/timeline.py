@@ -56,7 +56,7 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
     result = api.sync_timeline(job, config)
     for w in result.warnings:
         st.warn(w)
-    st.result(result.to_dict(), lambda console: _human(console, result), ok=not result.failed)
+    st.result(result.to_dict, lambda console: _human(console, result), ok=not result.failed)
     if result.failed:
         raise JobFailedError(*result.failure(config.timeline.min_sync))
 

@@ -104,7 +104,7 @@ def train_cmd(
         return
     result = api.train(data, out, config, resume=resume, overwrite=overwrite, wait=wait)
     if int(os.environ.get("RANK", "0")) == 0:
-        st.result(result.to_dict(), lambda console: _render(console, result))
+        st.result(result.to_dict, lambda console: _render(console, result))
 
 
 _LAUNCH_OPTIONS = ("--gpus", "--nproc", "--accelerate-config")

@@ -106,9 +106,10 @@ class ClipTableBuilder:
             ends.append(len(text))
 
     def build(self) -> ClipTable:
-        """The table of the rows appended, in their order (the builder is emptied)."""
-        numbers = np.frombuffer(self._numbers, dtype=np.int64).reshape(-1, 5).copy()
-        strings = [_Strings(np.frombuffer(bytes(text), dtype=np.uint8).copy(),
+        """The table of the rows appended, in their order (the builder is emptied). The columns are the builder's
+        buffers, not copies (a copy made the peak twice the table)."""
+        numbers = np.frombuffer(self._numbers, dtype=np.int64).reshape(-1, 5)
+        strings = [_Strings(np.frombuffer(text, dtype=np.uint8),
                             np.concatenate([[0], np.frombuffer(ends, dtype=np.int64)]).astype(np.int64))
                    for text, ends in zip(self._text, self._ends, strict=True)]
         self.__init__()  # type: ignore[misc]  # the buffers go now, not with the builder

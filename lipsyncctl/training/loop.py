@@ -370,10 +370,11 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     if is_main and per_step > len(clips.clips):
         progress.message(f"note: a step draws {per_step} samples from {len(clips.clips)} training clip(s): clips "
                          "repeat within a step (other windows of them)")
-    sync_val = validation.prepare(cfg, data, device)  # every rank: a missing scorer stops them all
-    # the held-out clips, read once (every validation draws the same samples from them)
+    # the held-out clips, read once (every validation draws the same samples from them; the sync validation renders
+    # the first)
     val_clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames) \
         if cfg.run.validate_every else None
+    sync_val = validation.prepare(cfg, data, device, val_clips=val_clips)  # every rank: a missing scorer stops them all
     said = [*clips.warnings, *(val_clips.warnings if val_clips is not None else ())]  # warned as they were read
     if val_clips is not None and is_main and not val_clips.clips:
         said.append(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "

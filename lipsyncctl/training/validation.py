@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from lipsyncctl.config import Config
     from lipsyncctl.training.config import TrainConfig
+    from lipsyncctl.training.data import ClipSet
 
 #: the render preset per training resolution when ``run.val_sync_preset`` is empty
 DEFAULT_PRESETS = {256: "latentsync-1.5", 512: "latentsync-1.6"}
@@ -68,8 +69,9 @@ def render_config(cfg: TrainConfig, device: torch.device | str) -> Config:
     return run_config.resolve(preset, sets)
 
 
-def held_out_clip(cfg: TrainConfig, data: Path) -> Path:
-    """``run.val_clip``, or the aligned clip of the first kept ``val`` clip of ``data``.
+def held_out_clip(cfg: TrainConfig, data: Path, val_clips: ClipSet | None = None) -> Path:
+    """``run.val_clip``, or the aligned clip of the first kept ``val`` clip of ``data`` (``val_clips``: those clips,
+    when the caller has read them).
 
     Raises:
         MediaError: no such file (exit 5, as every missing input).
@@ -84,7 +86,8 @@ def held_out_clip(cfg: TrainConfig, data: Path) -> Path:
         return p
     from lipsyncctl.training import data as train_data
 
-    clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames)
+    clips = val_clips if val_clips is not None else \
+        train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames)
     if not clips.clips:
         raise UsageError(f"{data}: no held-out (val) clip to render for the sync validation",
                          hint="curate with a val split (curate.val_fraction), give --set run.val_clip=VIDEO, "
@@ -92,8 +95,10 @@ def held_out_clip(cfg: TrainConfig, data: Path) -> Path:
     return clips.clips[0].video
 
 
-def prepare(cfg: TrainConfig, data: Path, device: torch.device) -> SyncValidation | None:
-    """Resolve the clip, the render config and the scorer's files (None when sync validation is off).
+def prepare(cfg: TrainConfig, data: Path, device: torch.device, *,
+            val_clips: ClipSet | None = None) -> SyncValidation | None:
+    """Resolve the clip (:func:`held_out_clip`), the render config and the scorer's files (None when sync validation
+    is off).
 
     Raises:
         MissingModelError: ``syncnet-v2`` / ``sfd-face`` (or a network of the render) not installed; the hint
@@ -101,7 +106,7 @@ def prepare(cfg: TrainConfig, data: Path, device: torch.device) -> SyncValidatio
         UsageError: no held-out clip."""
     if not enabled(cfg):
         return None
-    video = held_out_clip(cfg, data)
+    video = held_out_clip(cfg, data, val_clips)
     config = render_config(cfg, device)
     return SyncValidation(video, cfg.run.val_seconds, config, _scorer_files(config))
 

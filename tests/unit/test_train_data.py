@@ -522,3 +522,25 @@ def test_a_manifest_replaced_while_it_is_read_is_read_as_it_was(curated: Curated
 
     monkeypatch.setattr(td, "_verdict", verdict)
     assert td.read_clips(data).clips == before.clips and swapped
+
+
+def test_an_id_written_twice_is_read_once_as_its_last_line_in_any_order(curated: Curated, unet_clips: td.ClipSet,
+                                                                       tmp_path: Path) -> None:
+    """Curate writes the manifest by id, so read_clips keeps one id in memory and a line number a clip (it kept every
+    id); an id written twice takes its last line, adjacent or not, and a manifest in another order reads the same."""
+    data = tmp_path / "data"
+    shutil.copytree(curated.data, data)
+    lines = (data / "manifest.jsonl").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["id"].startswith("long"))
+    again = json.dumps({**json.loads(lines[at]), "frames": 90})
+
+    def frames(manifest: list[str]) -> dict[str, int]:
+        (data / "manifest.jsonl").write_text("\n".join(manifest) + "\n")
+        return {c.id: c.frames for c in td.read_clips(data).clips}
+
+    before = {c.id: c.frames for c in unet_clips.clips}
+    assert frames(lines) == before
+    twice = {**before, json.loads(lines[at])["id"]: 90}
+    assert frames([*lines[:at + 1], again, *lines[at + 1:]]) == twice  # adjacent: the later line
+    assert frames([*lines, again]) == twice                           # not adjacent: read in the other way
+    assert frames(lines[::-1]) == before                              # another order: the same clips

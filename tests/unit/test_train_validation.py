@@ -83,6 +83,14 @@ def test_missing_scorer_is_exit_4_unless_sync_validation_is_off(curated: Curated
     default = api.resolve_train_config("tiny", ["run.validate_every=2", "run.val_sync_preset=tiny"])
     job = validation.prepare(default, curated.data, torch.device("cpu"))
     assert job is not None and job.video.name.startswith("held-")
+    # given the val clips the run has read, it reads the manifest no more (a train start read it up to six times)
+    from lipsyncctl.training import data as train_data
+
+    val = train_data.read_clips(curated.data, split="val", kind="unet", num_frames=default.data.num_frames)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_data, "read_clips", lambda *a, **k: pytest.fail("the manifest read again"))
+        given = validation.prepare(default, curated.data, torch.device("cpu"), val_clips=val)
+    assert given is not None and given.video == job.video
     # a run.val_clip that is not there is a missing input (exit 5), as in every command
     from lipsyncctl.errors import MediaError
 
