@@ -139,6 +139,8 @@ def _render(console: Console, result: CurateResult) -> None:
         spans = "-" if d.verdict == "undecided" else f"{s.kept}/{s.clips}"
         rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
     title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")
+    if not result.views_written:
+        title += " (this shard's sources: the views were rebuilt by another shard since its stages ended)"
     if many:
         title += (f" ({TABLE_ROWS} of {len(result.sources)} sources: failed first, then not kept; "
                   f"{'--json' if result.dry_run else 'report.json'} lists every one)")

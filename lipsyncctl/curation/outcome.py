@@ -98,6 +98,7 @@ class CurateResult:
     warnings: list[str] = field(default_factory=list)
     scope: frozenset[str] | None = None
     planned: list[ClipSpan] = field(default_factory=list)
+    views_written: bool = True  # False: a shard whose views another rebuilt (``sources`` and counts: this shard's)
 
     @property
     def fps(self) -> int:
@@ -142,7 +143,7 @@ class CurateResult:
         return {"data": str(self.data), "until": str(self.until), "shard": f"{self.shard[0]}/{self.shard[1]}",
                 "dry_run": self.dry_run, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "counts": self.counts(), "sources": [s.to_dict() for s in self.sources], **spans,
-                "warnings": list(self.warnings)}
+                "views_written": self.views_written, "warnings": list(self.warnings)}
 
 
 def span_of(line: dict[str, Any]) -> ClipSpan:

@@ -9,6 +9,7 @@ written under temporary names and renamed together at the end (:func:`~lipsyncct
 
 from __future__ import annotations
 
+import contextlib
 import json
 from array import array
 from collections.abc import Sequence
@@ -27,11 +28,14 @@ VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html",
 
 def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = (0, 1),
             done: dict[str, list[str]] | None = None, scope: frozenset[str] | None = None, complete: bool = True,
-            warnings: Sequence[str] = (), models: dict[str, dict[str, str]] | None = None) -> CurateResult:
+            warnings: Sequence[str] = (), models: dict[str, dict[str, str]] | None = None,
+            write: bool = True) -> CurateResult:
     """Decide every source and span stored in ``data`` and write its views; the result's warnings are
     ``warnings`` (said before) and what the decisions leave ``train`` to know (:func:`warn_decisions`).
     ``done``: the stages each source computed this run; ``scope``: the sources this run was given;
-    ``complete``: the run went through every stage; ``models``: the clip stages' network files (curate.yaml)."""
+    ``complete``: the run went through every stage; ``models``: the clip stages' network files (curate.yaml).
+    Not ``write``: the sources of ``scope`` only, decided and counted, nothing written (a shard whose records a
+    later rebuild has read: :func:`views_generation`)."""
     import yaml
 
     from lipsyncctl import __version__
@@ -41,11 +45,15 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     options, fps = config.curate, config.curate.fps
     store = RecordStore.of(data)
     # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
-    ids = sorted(store.ids("sources"), key=lambda rid: rid + "_")
+    ids = sorted(store.ids("sources") if write or scope is None else scope, key=lambda rid: rid + "_")
     tally, sources, several, streams = Tally(fps), [], [], 0
-    data.mkdir(parents=True, exist_ok=True)
-    progress.message(f"writing the manifest and the report ({len(ids)} sources)")
-    with views.text_files([data / n for n in VIEWS]) as (manifest, train, val, report_json, report_html, yaml_file):
+    if write:
+        data.mkdir(parents=True, exist_ok=True)
+        progress.message(f"writing the manifest and the report ({len(ids)} sources)")
+        files = views.text_files([data / n for n in VIEWS])
+    else:
+        files = contextlib.nullcontext([_Nowhere()] * len(VIEWS))
+    with files as (manifest, train, val, report_json, report_html, yaml_file):
         lists, listed = {"train": train, "val": val}, {"train": 0, "val": 0}
         values: dict[str, array[float]] = {}
         rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
@@ -79,11 +87,14 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
                 if len(several) < 5:
                     several.append(f"{Path(rec.path).name} ({probe.data['audio_streams']}, stream "
                                    f"{probe.data['audio_stream']})")
-        result = CurateResult(data, sources, tally, until, shard, warnings=list(warnings), scope=scope)
+        result = CurateResult(data, sources, tally, until, shard, warnings=list(warnings), scope=scope,
+                              views_written=write)
         if several:  # which stream is the speech is a guess the user should see (a dub's M&E first, say)
             more = f" and {streams - 5} more" if streams > 5 else ""
             _warn(result, f"{streams} source(s) have several audio streams; the one used is given: "
                           f"{', '.join(several[:5])}{more} (--set curate.audio_stream=N picks another)")
+        if not write:
+            return result
         warn_decisions(result, options, complete=complete)
         report = {"counts": result.counts(), "until": str(until), "split": listed,
                   "histograms": views.histograms(values)}
@@ -106,6 +117,39 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
                                   for role, path in files.items()} for stage, files in (models or {}).items()}}
         yaml_file.write(yaml.safe_dump(doc, sort_keys=False))
     return result
+
+
+class _Nowhere:
+    """A text file that keeps nothing (the views of a rebuild that writes none)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def views_generation(data: Path) -> tuple[int, int]:
+    """``(started, finished)``: how many rebuilds of ``data``'s views have started and the number of the last one
+    that finished (``DATA/.lipsyncctl/views.json``; (0, 0) before the first)."""
+    try:
+        doc = json.loads((data / ".lipsyncctl" / "views.json").read_text(encoding="utf-8"))
+        return int(doc["started"]), int(doc["finished"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0
+
+
+def set_views_generation(data: Path, started: int, finished: int) -> None:
+    """Record a rebuild's start (its number) or its end (call while holding the ``views`` step of
+    :func:`~lipsyncctl.runner.lock.one_at_a_time`)."""
+    from lipsyncctl.media.atomic import temp_path
+
+    path = data / ".lipsyncctl" / "views.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, keep_suffix=False)
+    try:
+        tmp.write_text(json.dumps({"started": started, "finished": finished}), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def stage_names() -> list[str]:

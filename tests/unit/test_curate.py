@@ -616,3 +616,38 @@ def test_a_dataset_whose_val_split_came_out_empty_is_said(tmp_path: Path) -> Non
     some_in_val = result(20)
     rebuild.warn_decisions(some_in_val, cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate)
     assert not [w for w in some_in_val.warnings if "in val" in w]
+
+
+def test_a_shard_whose_records_a_later_rebuild_read_does_not_rebuild_the_views(corpus: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each shard rebuilt the views of the whole DATA, one after another (a hundred shards ending together: a hundred
+    rebuilds of minutes each at a million sources). A rebuild numbered above the one running when a shard's stages
+    ended read its records: that shard decides its own sources and leaves the views as they are."""
+    import contextlib
+
+    from lipsyncctl.curation.rebuild import set_views_generation, views_generation
+    from lipsyncctl.runner import lock
+
+    data = tmp_path / "d"
+    first = run_curation([corpus], data, cfg.resolve("tiny"), shard=(0, 2))
+    assert first.views_written and views_generation(data) == (1, 1)
+    manifest = (data / "manifest.jsonl").read_bytes()
+    steps = lock.one_at_a_time
+
+    @contextlib.contextmanager
+    def another_shard_rebuilt_meanwhile(folder, name):  # type: ignore[no-untyped-def]
+        with steps(folder, name):
+            started, _ = views_generation(data)
+            set_views_generation(data, started + 1, started + 1)  # (its views: those written above)
+            yield
+
+    monkeypatch.setattr(lock, "one_at_a_time", another_shard_rebuilt_meanwhile)
+    second = run_curation([corpus], data, cfg.resolve("tiny"), shard=(1, 2))
+    assert not second.views_written and second.ok and views_generation(data) == (2, 2)
+    assert (data / "manifest.jsonl").read_bytes() == manifest  # not rebuilt
+    assert {s.id for s in second.sources} == second.scope and len(second.sources) == sum(second.counts()["sources"].values())
+    assert 0 < len(second.sources) < 8 and second.to_dict()["views_written"] is False
+    monkeypatch.undo()
+    third = run_curation([corpus], data, cfg.resolve("tiny"), shard=(1, 2))  # nobody rebuilt since: it does
+    assert third.views_written and views_generation(data) == (3, 3) and len(third.sources) == 8
+    assert len((data / "manifest.jsonl").read_bytes()) > len(manifest)  # now with the second shard's spans
