@@ -544,3 +544,21 @@ def test_an_id_written_twice_is_read_once_as_its_last_line_in_any_order(curated:
     assert frames([*lines[:at + 1], again, *lines[at + 1:]]) == twice  # adjacent: the later line
     assert frames([*lines, again]) == twice                           # not adjacent: read in the other way
     assert frames(lines[::-1]) == before                              # another order: the same clips
+
+
+def test_a_fileslist_line_naming_a_clip_under_another_name_is_matched_by_its_file(curated: Curated,
+                                                                                   unet_clips: td.ClipSet,
+                                                                                   tmp_path: Path) -> None:
+    """A line that is neither a path of the manifest nor named by a clip id (a link of another name) is matched by
+    the file it points to: the manifest's aligned files are resolved for such lines only."""
+    data = tmp_path / "data"
+    shutil.copytree(curated.data, data, symlinks=True)
+    long = next(c for c in unet_clips.clips if c.id.startswith("long"))
+    (data / "links").mkdir()
+    (data / "links" / "first take.mp4").symlink_to(data / Path(long.video).relative_to(curated.data))
+    others = [str(c.video) for c in unet_clips.clips if c is not long]
+    (data / "mine.txt").write_text("\n".join(["links/first take.mp4", *others]) + "\n")
+    assert [c.id for c in td.read_clips(data / "mine.txt").clips] == [c.id for c in unet_clips.clips]
+    (data / "nothing.txt").write_text("links/none.mp4\n")
+    with pytest.raises(UsageError, match=r"nothing.txt:1: links/none.mp4 is not a clip of"):
+        td.read_clips(data / "nothing.txt")
