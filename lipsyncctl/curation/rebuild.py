@@ -10,6 +10,7 @@ written under temporary names and renamed together at the end (:func:`~lipsyncct
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 from array import array
 from collections.abc import Sequence
@@ -104,9 +105,10 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
         for i, source in enumerate(sorted(sources, key=lambda s: s.id)):
             report_json.write(("," if i else "") + "\n  " + json.dumps(source.to_dict()))
         report_json.write("\n ]\n}\n")
-        others = [s.to_dict() for s in sources if s.decision.verdict != Verdict.KEPT]
-        report_html.write(views.report_html({**report, "sources": sorted(others, key=lambda s: s["id"])},
-                                            views.reject_thumbnails(rejected, paths, fps)))
+        others = [s for s in sources if s.decision.verdict != Verdict.KEPT]
+        shown = [s.to_dict() for s in heapq.nsmallest(views.SOURCE_ROWS, others, key=lambda s: s.id)]
+        report_html.write(views.report_html({**report, "sources": shown}, views.reject_thumbnails(rejected, paths, fps),
+                                            sources_not_kept=len(others)))
         doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
                "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
                                   **{s.name: s.version for s in CLIP_STAGES}},

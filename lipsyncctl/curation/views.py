@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 THUMBNAILS = 24
 #: longer side of a thumbnail, px
 THUMBNAIL_SIDE = 160
+#: sources not kept listed in ``report.html`` (the first by id; report.json lists every one)
+SOURCE_ROWS = 200
 
 
 def split_of(group: str, options: CurateOptions) -> str:
@@ -159,9 +161,11 @@ def reject_thumbnails(lines: list[dict[str, Any]], paths: dict[str, str], fps: i
     return out
 
 
-def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None = None) -> str:
+def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None = None, *,
+                sources_not_kept: int | None = None) -> str:
     """A self-contained page (inline style, images as data URIs, no external files). ``thumbnails``:
-    :func:`reject_thumbnails`."""
+    :func:`reject_thumbnails`; ``sources_not_kept``: how many there are, when ``report["sources"]`` lists the first
+    ones only."""
     counts = report["counts"]
     esc = html.escape
 
@@ -188,6 +192,8 @@ def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None 
         return (f'<figure><img src="{t["image"]}" alt="{esc(t["id"])}">'
                 f"<figcaption><b>{esc(what)}</b><br><code>{esc(t['id'])}</code></figcaption></figure>")
 
+    more = (f" ({len(rejected_sources)} shown of {sources_not_kept}, by id; report.json lists every one)"
+            if sources_not_kept is not None and sources_not_kept > len(rejected_sources) else "")
     rejected_spans = counts["clips"].get("rejected", 0)
     thumbs = (f"<h2>Rejected spans ({len(thumbnails)} shown of {rejected_spans}, by id)</h2>"
               f'<div class="thumbs">{"".join(figure(t) for t in thumbnails)}</div>' if thumbnails else "")
@@ -206,6 +212,6 @@ figure img{{display:block;max-width:100%}}code{{word-break:break-all}}</style></
 {table("Rejected, by stage/reason", counts["rejected"])}{table("Failed, by stage", counts.get("failed", {}))}
 <h2>Scores</h2>{''.join(bars(k, h) for k, h in report.get('histograms', {}).items()) or '<p>none measured yet</p>'}
 {thumbs}
-<h2>Sources not kept</h2><table><tr><td>source</td><td>verdict</td><td>stage</td><td>reason</td></tr>{src_rows}</table>
+<h2>Sources not kept{esc(more)}</h2><table><tr><td>source</td><td>verdict</td><td>stage</td><td>reason</td></tr>{src_rows}</table>
 </body></html>
 """

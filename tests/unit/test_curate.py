@@ -445,6 +445,15 @@ def test_a_table_of_many_sources_lists_the_failed_and_the_not_kept_first(first_r
     listed = [name for name in ("empty.mp4", "notes.mov", "short.mp4", "silent.mp4", "truncated.mp4", "cut.mp4",
                                 "retimed.mp4", "talk ü one.mp4") if name in out]
     assert listed == ["empty.mp4", "notes.mov", "short.mp4", "silent.mp4"]  # rejected ones, by path
+    # report.html too lists the first sources not kept (by id), saying how many there are
+    from lipsyncctl.curation import views
+
+    monkeypatch.setattr(views, "SOURCE_ROWS", 2)
+    assert main(["-q", "curate", "report", str(first_run["data"])]) == 0
+    page = (first_run["data"] / "report.html").read_text()
+    assert "Sources not kept (2 shown of 5, by id; report.json lists every one)" in page
+    assert page.split("Sources not kept")[1].count("<td>rejected</td>") == 2
+    capsys.readouterr()
     monkeypatch.setattr(cli_curate, "TABLE_ROWS", 8)
     assert main(["curate", "report", str(first_run["data"])]) == 0
     out = capsys.readouterr().out
