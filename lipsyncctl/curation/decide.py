@@ -20,7 +20,7 @@ def clip_id(source: str, first: int, stop: int) -> str:
     return f"{source}_{first:06d}-{stop:06d}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClipSpan:
     """One span of a source on the 25 fps grid and its decision so far."""
 

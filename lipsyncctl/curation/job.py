@@ -127,13 +127,14 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     _check_ids(tasks, store, data)
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     if dry_run:
-        planned = [_planned(t, store) for t in mine]
-        tally = Tally(options.fps)
-        for source, spans in planned:
+        tally, sources, planned = Tally(options.fps), [], []
+        for task in mine:  # the plan's spans kept without their stages' outputs (~1.7 KB a span with them)
+            source, spans = _planned(task, store)
             tally.add(source, spans, views.split_group(source.id, source.path, options))
-        return CurateResult(data, [s for s, _ in planned], tally, until, shard, dry_run=True,
-                            seconds=time.perf_counter() - t0, warnings=warnings,
-                            planned=[c for _, spans in planned for c in spans])
+            sources.append(source)
+            planned += [ClipSpan(c.source, c.first, c.stop, c.decision) for c in spans]
+        return CurateResult(data, sources, tally, until, shard, dry_run=True, seconds=time.perf_counter() - t0,
+                            warnings=warnings, planned=planned)
     with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}

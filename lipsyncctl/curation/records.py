@@ -40,7 +40,7 @@ class Verdict(StrEnum):
     UNDECIDED = "undecided"  # a dry run's source whose stages are to run first
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """``kept``; ``rejected`` at ``stage`` for ``reason`` (with the measured ``value``); or ``failed`` at
     ``stage`` with ``error`` (the item could not be processed: exit 1)."""
