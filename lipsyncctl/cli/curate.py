@@ -137,6 +137,8 @@ def _render(console: Console, result: CurateResult) -> None:
                 else f"to run from {d.stage} ({d.reason})" if d.verdict == "undecided"
                 else f"{d.verdict} at {d.stage}: {d.reason or d.error}")
         spans = "-" if d.verdict == "undecided" else f"{s.kept}/{s.clips}"
+        if result.dry_run and any(":" in n for n in s.to_compute or []):
+            spans += " so far"  # clip stages still to measure some: a run may reject them
         rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
     title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")
     if not result.views_written:

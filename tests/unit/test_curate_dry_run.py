@@ -130,6 +130,7 @@ def test_the_dry_run_names_stages_by_span_and_says_missing_weights(env, tmp_path
     out = capsys.readouterr().out
     assert "dry run: nothing was run or written" in out and "to compute" in out
     assert "features (2 spans)" in out and "features (1 span)" in out
+    assert "2/2 so far" in out and "1/1 so far" in out  # kept so far: the features stage may still reject them
     # an output the run could not write (a file in the way): said by the dry run too, exit 1 as the run
     (tmp_path / "afile").write_text("x")
     assert main(["curate", str(env["raw"]), "-o", str(tmp_path / "afile" / "data"), "--preset", "tiny",
