@@ -49,6 +49,8 @@ STOP_GRACE = 3.0
 #: tasks submitted to the worker pool at a time, per worker (a million submitted at once made each wait for the next
 #: completion walk them all: hours of the parent's time for a VoxCeleb2-size curate)
 IN_FLIGHT = 4
+#: tasks submitted to Ray at a time, at least (IN_FLIGHT a slot of the cluster where that is more)
+RAY_IN_FLIGHT = 256
 
 
 def default_jobs(gpus: Sequence[str] = (), cpu_count: int | None = None) -> int:
@@ -351,14 +353,17 @@ def _pool_round(ctx: Any, tasks: Sequence[T], todo: dict[int, None], execute: Ex
             _stop_relay(relay, stop, open_tasks)
             return _killed_tasks(processes, running, todo)
 
+        refill = True
         while True:
             try:
-                for i in itertools.islice(queue, max(0, workers * IN_FLIGHT - len(pending))):
+                for i in itertools.islice(queue, max(0, workers * IN_FLIGHT - len(pending)) if refill else 0):
                     pending[pool.submit(_work, execute, tasks[i], i)] = i
-            except BrokenProcessPool:  # a worker died since the last wait (the tasks not submitted stay in todo)
-                processes.update(getattr(pool, "_processes", None) or {})
-                return broken()
+            except BrokenProcessPool:  # a worker died since the last wait: the tasks not submitted stay in todo, and
+                refill = False         # those submitted are collected below (a result first: not run again)
             if not pending:
+                if not refill:
+                    processes.update(getattr(pool, "_processes", None) or {})
+                    return broken()
                 break
             processes.update(getattr(pool, "_processes", None) or {})  # the executor's own table
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -455,12 +460,14 @@ def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None
     remote = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_ray_work)
     lost = tuple(getattr(ray.exceptions, name) for name in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError")
                  if hasattr(ray.exceptions, name))
-    # the cluster's slots, IN_FLIGHT tasks each, submitted at a time (as the local pool: a wait walks those only)
-    slots = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)) or 1
-    queue, refs, finished = iter(tasks), {}, 0
+    # IN_FLIGHT tasks a slot of the cluster submitted at a time, at least RAY_IN_FLIGHT (an autoscaler sees them as
+    # the demand to grow for; a head of no CPUs has no slot), the slots read again as nodes come and go
+    queue, refs, finished, window = iter(tasks), {}, 0, RAY_IN_FLIGHT
     try:
         while True:
-            for t in itertools.islice(queue, max(0, slots * IN_FLIGHT - len(refs))):
+            if finished % 64 == 0:
+                window = max(RAY_IN_FLIGHT, IN_FLIGHT * int(ray.cluster_resources().get("GPU" if gpus else "CPU", 0)))
+            for t in itertools.islice(queue, max(0, window - len(refs))):
                 refs[remote.remote(execute, t, bool(gpus))] = t
             if not refs:
                 break

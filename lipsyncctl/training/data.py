@@ -248,10 +248,11 @@ def _verdict(entry: Mapping[str, Any]) -> str:
 
 
 def _listed_entries(listed: Path, f: TextIO, manifest: Path, root: Path) -> list[int]:
-    """The manifest lines of a fileslist's clips, matched by the path as written or the clip id (the aligned file's
-    stem), else by the file it points to, so a moved DATA folder still reads; the last line of an id written twice.
+    """The manifest lines of a fileslist's clips, matched by the path as written, else the file it points to, else
+    the clip id (the aligned file's stem), so a moved DATA folder still reads; the last line of an id written twice.
     The manifest's lines are kept only where they match (it kept four maps of every line, each path resolved:
-    ~1.5 KB and 90 us a line); paths are resolved only for listed lines matched neither way."""
+    ~1.5 KB and 90 us a line); its aligned paths are resolved only where their file name is that of a file a listed
+    line not matched as written points to (curate's own names: a link of another name in the manifest is not)."""
     texts = [(k, line.strip()) for k, line in enumerate(listed.read_text(encoding="utf-8").splitlines(), 1)
              if line.strip()]
     wanted_texts, wanted_ids = {t for _, t in texts}, {Path(t).stem for _, t in texts}
@@ -262,22 +263,24 @@ def _listed_entries(listed: Path, f: TextIO, manifest: Path, root: Path) -> list
         cid, aligned = str(e["id"]), str(e.get("aligned") or "")
         if aligned and aligned in wanted_texts:
             by_text[aligned], said[n] = n, (cid, _verdict(e))
-        elif cid in wanted_ids:
+        if cid in wanted_ids:
             by_id[cid], said[n] = n, (cid, _verdict(e))
+    files: dict[str, Path] = {}  # listed text -> the file it points to (the lines not matched as written)
+    for _, t in texts:
+        if t not in by_text and (found := locate(t, root)) is not None:
+            files[t] = found.resolve()
     by_file: dict[Path, int] = {}
-    unmatched = [t for _, t in texts if t not in by_text and Path(t).stem not in by_id]
-    files = {found.resolve() for t in unmatched if (found := locate(t, root)) is not None}
-    if files:  # the file a line points to, under another name: the manifest's aligned files resolved
+    if files:
+        names = {p.name for p in files.values()}
+        targets = set(files.values())
         for n, e in _manifest_lines(f, manifest):
-            found = locate(str(e["aligned"]), root) if e.get("aligned") else None
-            if found is not None and found.resolve() in files:
+            aligned = str(e.get("aligned") or "")
+            if aligned and Path(aligned).name in names and (found := locate(aligned, root)) is not None \
+                    and found.resolve() in targets:
                 by_file[found.resolve()], said[n] = n, (str(e["id"]), _verdict(e))
     chosen: dict[str, int] = {}
     for k, text in texts:
-        n = by_text.get(text) or by_id.get(Path(text).stem)
-        if n is None and by_file:
-            found = locate(text, root)
-            n = by_file.get(found.resolve()) if found is not None else None
+        n = by_text.get(text) or (by_file.get(files[text]) if text in files else None) or by_id.get(Path(text).stem)
         if n is None:
             raise UsageError(f"{listed}:{k}: {text} is not a clip of {manifest}",
                              hint="run `lipsyncctl curate` first: training needs each clip's features, which "

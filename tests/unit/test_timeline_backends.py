@@ -376,3 +376,58 @@ def test_the_pool_holds_a_few_tasks_a_worker_in_flight_and_runs_every_one() -> N
         workers.run_tasks(list(range(300)), _quick, lambda t, o: done.append(o), jobs=2)
     assert sorted(done) == list(range(300)) and sorted(submitted) == list(range(300))
     assert max(in_flight) == 2 * workers.IN_FLIGHT  # the window is full, never more
+
+
+def _logged_and_two_dies(task: int, cache: dict, device: str | None) -> int:
+    """Each run of a task is logged in ``$RUNS_FILE``; task 2's worker is killed 0.7 s into it."""
+    import os
+    import signal
+    import time
+
+    with open(os.environ["RUNS_FILE"], "a") as f:
+        f.write(f"{task}\n")
+    if task == 2:
+        time.sleep(0.7)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task
+
+
+def test_tasks_finished_beside_a_worker_death_found_at_submit_are_not_run_again(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent busy reporting a task (``on_done``) while a worker dies finds the pool broken when it submits the
+    next: the tasks that finished meanwhile are collected first, reported once and not run again (a batch row
+    rendered twice, or reported 'skipped' as if made by another run); the dead worker's task is lost, the rest run."""
+    import time
+
+    from lipsyncctl.runner.workers import run_tasks
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("RUNS_FILE", str(runs))
+    done: list[object] = []
+
+    def on_done(task: int, outcome: object) -> None:
+        if task == 0:
+            time.sleep(2.0)  # the worker running task 2 dies meanwhile, the other finishes what it was given
+        done.append(outcome)
+
+    run_tasks(list(range(20)), _logged_and_two_dies, on_done, jobs=2, lost=lambda t, why: f"lost {t}")
+    assert sorted(int(n) for n in runs.read_text().split()) == list(range(20))  # each run once
+    assert sorted(str(o) for o in done) == sorted([*(str(t) for t in range(20) if t != 2), "lost 2"])
+
+
+@pytest.mark.slow  # opt-in (-m slow): a Ray instance of its own
+def test_ray_gets_a_window_of_tasks_and_runs_each_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More tasks than Ray's window (IN_FLIGHT a CPU of the cluster, at least RAY_IN_FLIGHT): each runs once, each
+    outcome reported once."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
+    from lipsyncctl.runner import workers
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(workers, "RAY_IN_FLIGHT", 2)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        done: list[int] = []
+        workers.run_tasks(list(range(23)), _quick, lambda t, o: done.append(o), backend="ray")
+    finally:
+        ray.shutdown()
+    assert sorted(done) == list(range(23))

@@ -562,3 +562,11 @@ def test_a_fileslist_line_naming_a_clip_under_another_name_is_matched_by_its_fil
     (data / "nothing.txt").write_text("links/none.mp4\n")
     with pytest.raises(UsageError, match=r"nothing.txt:1: links/none.mp4 is not a clip of"):
         td.read_clips(data / "nothing.txt")
+    # the file a line points to comes before the name it has: a link named as another clip reads the clip it is
+    mid = next(c for c in unet_clips.clips if c.id.startswith("mid"))
+    (data / "links" / f"{mid.id}.mp4").symlink_to(data / Path(long.video).relative_to(curated.data))
+    (data / "named.txt").write_text(f"links/{mid.id}.mp4\n")
+    assert [c.id for c in td.read_clips(data / "named.txt").clips] == [long.id]
+    # one clip listed as written and again by a path that is gone: the second is its id, read once
+    (data / "twice.txt").write_text(f"{long.video}\n/elsewhere/gone/{long.id}.mp4\n")
+    assert [c.id for c in td.read_clips(data / "twice.txt").clips] == [long.id]
