@@ -129,7 +129,9 @@ _RANK = {"failed": 0, "rejected": 1, "undecided": 1}  # over TABLE_ROWS, these f
 def _render(console: Console, result: CurateResult) -> None:
     rows = []
     many = len(result.sources) > TABLE_ROWS
-    listed = (heapq.nsmallest(TABLE_ROWS, result.sources, key=lambda s: (_RANK.get(s.decision.verdict, 2), s.path))
+    failed = {s.id for s in result.failed}  # (a kept source with a failed span too)
+    listed = (heapq.nsmallest(TABLE_ROWS, result.sources,
+                              key=lambda s: (0 if s.id in failed else _RANK.get(s.decision.verdict, 2), s.path))
               if many else sorted(result.sources, key=lambda s: s.path))
     for s in listed:
         d = s.decision

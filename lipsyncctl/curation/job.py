@@ -27,6 +27,7 @@ never modified, moved or deleted.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -146,9 +147,10 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         # A shard skips its rebuild when one that started after its stages ended has finished (it read this shard's
         # records): a hundred shards ending together queued a hundred rebuilds of the whole DATA (minutes each at a
         # million sources); now one or two.
-        seen = views_generation(data)[0]
+        before = views_generation(data)  # (unreadable: a rebuild, whatever it says later)
+        seen = before[0] if before is not None else sys.maxsize
         with one_at_a_time(data, "views"):
-            started, finished = views_generation(data)
+            started, finished = views_generation(data) or (0, 0)
             scope = frozenset(t.id for t in mine)
             if shard[1] > 1 and finished > seen:
                 progress.message("the views were rebuilt since this shard's stages ended, by another shard (with this "
@@ -214,7 +216,10 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
     if not RecordStore.of(data).ids("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
+        started, _ = views_generation(data) or (0, 0)  # numbered as a shard's (DATA is held alone here)
+        set_views_generation(data, started + 1, started)
         result = rebuild(data, config, until="report")
+        set_views_generation(data, started + 1, started + 1)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class Tally:
     broken: set[str] = field(default_factory=set)      # sources with a failed span
     kept_groups: set[str] = field(default_factory=set)  # split groups (views.split_group) with a kept span
 
-    def add(self, source: SourceOutcome, spans: Iterable[ClipSpan], group: str) -> None:
+    def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], group: str) -> None:
         """One source's outcome and its spans; ``group``: its split group."""
         for d in [source.decision, *(c.decision for c in spans)]:
             if d.verdict == Verdict.REJECTED:
@@ -84,9 +84,11 @@ class Tally:
 class CurateResult:
     """What ``curate`` did (``--json`` prints :meth:`to_dict`). ``failed``: sources that could not be
     processed, or some of whose spans could not be (exit 1); rejections are normal outcomes. ``sources`` and
-    ``tally`` cover every record in DATA (all shards, earlier inputs); the spans are in DATA's manifest
-    (:meth:`spans`). ``scope`` is the ids of the sources this run was given (its shard; None: all, as ``curate
-    report``), whose failures set the exit code. ``planned``: a dry run's spans (it writes no manifest)."""
+    ``tally`` cover every record in DATA (all shards, earlier inputs), or the shard's own sources where
+    ``views_written`` is false (another shard rebuilt the views); the spans are in DATA's manifest (:meth:`spans`).
+    ``scope`` is the ids of the sources this run was given (its shard; None: all, as ``curate report``), whose
+    failures set the exit code. ``planned``: a dry run's spans (it writes no manifest), without their stages'
+    outputs."""
 
     data: Path
     sources: list[SourceOutcome]
@@ -125,9 +127,9 @@ class CurateResult:
         return self.tally.counts()
 
     def spans(self) -> Iterator[ClipSpan]:
-        """Every span with its decision and its clip stages' outputs (``summary``), in the manifest's order (by
-        id): read from ``manifest.jsonl`` a line at a time (as this run wrote it: a later run rewrites it); a dry
-        run's are its plan."""
+        """Every span of DATA with its decision and its clip stages' outputs (``summary``), in the manifest's order
+        (by source id, then frame: by span id), read from ``manifest.jsonl`` a line at a time (as the last rebuild
+        wrote it: a later run rewrites it); a dry run's are its plan, without the outputs."""
         if self.dry_run:
             yield from self.planned
             return

@@ -128,30 +128,20 @@ class _Nowhere:
         return len(text)
 
 
-def views_generation(data: Path) -> tuple[int, int]:
+def views_generation(data: Path) -> tuple[int, int] | None:
     """``(started, finished)``: how many rebuilds of ``data``'s views have started and the number of the last one
-    that finished (``DATA/.lipsyncctl/views.json``; (0, 0) before the first)."""
-    try:
-        doc = json.loads((data / ".lipsyncctl" / "views.json").read_text(encoding="utf-8"))
-        return int(doc["started"]), int(doc["finished"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0, 0
+    that finished ((0, 0) before the first; None when its record is there but cannot be read)."""
+    store = RecordStore.of(data)
+    doc = store.load("views", "generation")
+    if doc is None:
+        return None if store.exists("views", "generation") else (0, 0)
+    return int(doc.get("started", 0)), int(doc.get("finished", 0))
 
 
 def set_views_generation(data: Path, started: int, finished: int) -> None:
     """Record a rebuild's start (its number) or its end (call while holding the ``views`` step of
     :func:`~lipsyncctl.runner.lock.one_at_a_time`)."""
-    from lipsyncctl.media.atomic import temp_path
-
-    path = data / ".lipsyncctl" / "views.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, keep_suffix=False)
-    try:
-        tmp.write_text(json.dumps({"started": started, "finished": finished}), encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    RecordStore.of(data).save("views", "generation", {"started": started, "finished": finished})
 
 
 def stage_names() -> list[str]:

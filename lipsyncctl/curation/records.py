@@ -157,6 +157,9 @@ class RecordStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def exists(self, kind: str, rid: str) -> bool:
+        return self._path(kind, rid).exists()
+
     def delete(self, kind: str, rid: str) -> None:
         self._path(kind, rid).unlink(missing_ok=True)
 

@@ -58,11 +58,6 @@ def split_group(source_id: str, source_path: str, options: CurateOptions) -> str
     return (parents[up - 1].name if 0 < up <= len(parents) else "") or source_id
 
 
-def split_for(source_id: str, source_path: str, options: CurateOptions) -> str:
-    """The split (``train``/``val``) of a source's spans: its group's (:func:`split_group`, :func:`split_of`)."""
-    return split_of(split_group(source_id, source_path, options), options)
-
-
 def split_warning(source_paths: list[str], options: CurateOptions) -> str | None:
     """Said when the split is by source and most sources share their folder with others in a dataset of several
     such folders (VoxCeleb2's ``idNNNNN/VIDEO/00001.mp4``: each utterance a source; a folder per speaker): clips of

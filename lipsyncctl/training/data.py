@@ -6,7 +6,8 @@ or the clips of an official fileslist (``train.txt``: one aligned clip per line)
 beside it, which names each clip's features file (``whisper`` ``(L, 5, 384)`` float32 and the Wav2Lip ``mel``
 ``(80, T)`` float64 of the clip's audio; :mod:`lipsyncctl.curation.features`). Sorted by id; clips too
 short for the kind of training are returned in :attr:`ClipSet.skipped` with the reason. The manifest is read a
-line at a time (twice, from one open file) and the clips are appended to columns as they are read
+line at a time (twice, from one open file; more where a fileslist line is matched by its file or the manifest is
+not by id) and the clips are appended to columns as they are read
 (:class:`~lipsyncctl.training.clips.ClipTable`): the host memory of a million-clip dataset is about 250 MB (~300 MB
 while it is read: 40k clips measured at 237 and 290 B a clip), shared by the data-loader workers, not a copy per
 worker.

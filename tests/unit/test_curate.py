@@ -432,7 +432,8 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
 
 
 def test_a_table_of_many_sources_lists_the_failed_and_the_not_kept_first(first_run, monkeypatch: pytest.MonkeyPatch,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         tmp_path: Path) -> None:
     """Over ``TABLE_ROWS`` sources (a VoxCeleb2 run has a million: rendering them took minutes), the table lists that
     many, the failed and the not kept first, each by path, and says how many there are and where all are."""
     from lipsyncctl.cli import curate as cli_curate
@@ -445,6 +446,23 @@ def test_a_table_of_many_sources_lists_the_failed_and_the_not_kept_first(first_r
     listed = [name for name in ("empty.mp4", "notes.mov", "short.mp4", "silent.mp4", "truncated.mp4", "cut.mp4",
                                 "retimed.mp4", "talk ü one.mp4") if name in out]
     assert listed == ["empty.mp4", "notes.mov", "short.mp4", "silent.mp4"]  # rejected ones, by path
+    # a kept source with a failed span (exit 1) is among the failed, first
+    import io
+
+    from rich.console import Console
+
+    from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+    from lipsyncctl.curation.records import Decision
+
+    sources = [SourceOutcome(f"s{i}", f"/raw/{'z' if i == 3 else 'a'}{i}.mp4", Decision.kept()) for i in range(6)]
+    tally = Tally()
+    for s in sources:
+        tally.add(s, [ClipSpan(s.id, 0, 125, Decision.failed("align", "disk full") if s.id == "s3" else
+                               Decision.kept())], s.id)
+    console = Console(file=io.StringIO(), width=200)
+    cli_curate._render(console, CurateResult(tmp_path, sources, tally, "features", (0, 1)))
+    assert "/raw/z3.mp4" in console.file.getvalue() and "/raw/a5.mp4" not in console.file.getvalue()
     # report.html too lists the first sources not kept (by id), saying how many there are
     from lipsyncctl.curation import views
 
