@@ -22,7 +22,7 @@ from lipsyncctl.curation.records import Decision, Verdict
 _PLACE = frozenset({"id", "source", "first", "stop", "frames", "start_seconds", "end_seconds", "decision", "split"})
 
 
-@dataclass
+@dataclass(slots=True)
 class SourceOutcome:
     id: str
     path: str

@@ -53,7 +53,7 @@ class Decision:
 
     @classmethod
     def kept(cls) -> Decision:
-        return cls(Verdict.KEPT)
+        return _KEPT  # one object (frozen): a million sources and spans need no copy each
 
     @classmethod
     def rejected(cls, stage: str, reason: str, value: Any = None) -> Decision:
@@ -76,6 +76,9 @@ class Decision:
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d
+
+
+_KEPT = Decision(Verdict.KEPT)
 
 
 @dataclass
