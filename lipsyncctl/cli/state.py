@@ -99,8 +99,18 @@ def event_line(event: str, text: str) -> str:
 
 
 def emit_json(data: Any) -> None:
+    import shutil
+    import tempfile
+
     state().emitted = True
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    # encoded into a file that spills to disk past 16 MB (a curate of a million sources makes hundreds of MB of
+    # text, never held whole), then written: a value that fails to encode leaves nothing half-written on stdout
+    with tempfile.SpooledTemporaryFile(max_size=16 << 20, mode="w+", encoding="utf-8") as text:
+        for chunk in json.JSONEncoder(indent=2, sort_keys=False, default=_json_default).iterencode(data):
+            text.write(chunk)
+        text.write("\n")
+        text.seek(0)
+        shutil.copyfileobj(text, sys.stdout)
     sys.stdout.flush()
 
 
