@@ -51,10 +51,10 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     if write:
         data.mkdir(parents=True, exist_ok=True)
         progress.message(f"writing the manifest and the report ({len(ids)} sources)")
-        files = views.text_files([data / n for n in VIEWS])
+        sinks = views.text_files([data / n for n in VIEWS])
     else:
-        files = contextlib.nullcontext([_Nowhere()] * len(VIEWS))
-    with files as (manifest, train, val, report_json, report_html, yaml_file):
+        sinks = contextlib.nullcontext([_Nowhere()] * len(VIEWS))
+    with sinks as (manifest, train, val, report_json, report_html, yaml_file):
         lists, listed = {"train": train, "val": val}, {"train": 0, "val": 0}
         values: dict[str, array[float]] = {}
         rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
