@@ -271,6 +271,44 @@ def _held_by(path: Path) -> str | None:
         os.close(fd)
 
 
+def check_free(folder: str | Path, *, wait: bool = False, hint: str | None = None) -> None:
+    """For a run that only reads ``folder`` (a dry run: it writes nothing there, not even a lock file, and leaves a
+    stale lock and temporaries to the next run): raise :class:`~lipsyncctl.errors.BusyError` naming the run that is
+    writing to it, or with ``wait`` wait for it to finish; nothing is taken, so a run may start right after.
+
+    Raises:
+        BusyError: a run (or a shard of one) holds the folder (not with ``wait``).
+    """
+    folder = Path(folder)
+    path = folder / LOCK_FOLDER / MAIN
+    announced = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # no lock file: nobody holds the folder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails beside any holder, shards' shared ones too
+            return
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return  # a file system without locks: as FolderLock, nothing to check
+            raise
+        finally:
+            os.close(fd)  # (drops the lock if it was taken)
+        holder = read_holder(path)
+        who = next((h for h in map(_held_by, sorted(path.parent.glob("run.shard-*.lock"))) if h is not None),
+                   holder.describe() if holder is not None else UNNAMED)
+        if not wait:
+            raise BusyError(f"{folder}: another run is writing to this folder ({who})", hint=hint)
+        if not announced:
+            progress.message(f"waiting for the run writing to {folder} to finish ({who})")
+            announced = True
+        time.sleep(POLL_SECONDS)
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
                 command: str | None = None, hint: str | None = None) -> Iterator[FolderLock]:

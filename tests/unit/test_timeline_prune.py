@@ -173,10 +173,25 @@ def test_cli_codes_table_and_json(out: Path, tmp_path: Path, capsys: pytest.Capt
         assert main(["prune", str(first)]) == 6
     assert main(["prune", str(first), "--wait"]) == 2  # it ended without a version: said once it is free
     assert "not an output folder" in capsys.readouterr().err
+    # a dry run writes nothing: a killed run's lock file and temporary stay as they were (the next run's to sweep);
+    # beside a run (a shard's shared hold too) it is busy, as a run
+    stale = out / ".lipsyncctl" / "run.lock"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text('{"pid": 999999, "host": "gone", "started": "2026-12-01T00:00:00", "command": "killed"}\n')
+    from lipsyncctl.media.atomic import TEMP_NAME, host_tag
+
+    left = out / "de" / f".v009.~{host_tag()}-999999-abcdef01"  # a temporary of a process that is gone
+    assert TEMP_NAME.match(left.name)
+    left.mkdir()
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*")), stale.read_bytes()
     assert main(["prune", str(out), "--dry-run", "--keep", "2"]) == 0
     text = capsys.readouterr().out
     assert "would remove" in text and "v001" in text and "would free" in text
-    assert (out / "de" / "v001").is_dir()
+    assert (sorted(str(p.relative_to(out)) for p in out.rglob("*")), stale.read_bytes()) == before
+    left.rmdir()
+    with FolderLock(out, shard=(0, 2), command="a shard"):
+        assert main(["prune", str(out), "--dry-run"]) == 6
+    assert "a shard" in capsys.readouterr().err
     assert main(["--json", "prune", str(out), "--renders"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] and doc["languages"][0]["removed"] == ["v001", "v002"] and len(doc["renders"]) == 4
