@@ -408,7 +408,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl import progress
     from lipsyncctl.faces.detect import usable_backend
     from lipsyncctl.media.container import exists
-    from lipsyncctl.pipeline.clip import check_point, grid_frames, probe_inputs
+    from lipsyncctl.pipeline.clip import check_found, check_point, grid_frames, probe_inputs
     from lipsyncctl.pipeline.output import check_output
     from lipsyncctl.pipeline.plan import select_range
     from lipsyncctl.runner.shards import take_shard
@@ -443,6 +443,12 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
             else:
                 items[row.line] = BatchItem(row, "planned")
         else:
+            try:  # a missing file fails here: a rerun of rows that all do starts no worker processes (9.5 s vs 2 s)
+                check_found(row.video, row.audio)
+            except LipsyncError as exc:
+                items[row.line] = BatchItem(row, "failed", exc.message, exc.hint)
+                progress.message(f"{_label(k, len(mine), row)}: failed: {exc.message}")
+                continue
             tasks.append(BatchTask(row, configs[row.line], overwrite, k, len(mine)))
     if tasks and (jobs > 1 or len(gpus) > 1 or backend != "local"):
         from lipsyncctl.pipeline.networks import resolve_files

@@ -177,6 +177,10 @@ def test_two_worker_processes_render_what_one_process_renders(folder: Path, mode
     for name, frames in pooled.items():  # a worker has 1 torch thread of the 2 cores: a rare pixel moves by one level
         here = decode_rgb(folder / "out" / name)  # (README, reproducible renders)
         assert len(here) == len(frames) and all(np.abs(x.astype(int) - y).max() <= 1 for x, y in zip(frames, here, strict=True))
+    # a rerun whose rows left to do all miss a file starts no worker (it took 9.5 s to say so, not 2)
+    rc, res, err = _run(capsys, *args, "--jobs", "2")
+    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 1}, err
+    assert "starting 2 worker processes" not in err and "[2/3] missing.mkv -> " in err and "not found" in err
 
 
 def test_shards_split_the_rows_between_array_jobs(folder: Path, models_dir: Path,
