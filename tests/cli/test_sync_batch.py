@@ -222,7 +222,8 @@ def test_an_interrupt_keeps_the_finished_clips_and_a_rerun_does_the_rest(
     (folder / "list.csv").write_text(_THREE)
     args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
     rc, res, err = _run(capsys, *args)
-    assert rc == 130 and "error: interrupted: 1 of 3 clip(s) to render finished (kept)" in err
+    assert rc == 130 and "error: interrupted: 1 of 2 clip(s) to render finished (kept)" in err  # (the missing one
+    # failed before any render)
     # --json: the rows so far beside the error (it was the error alone: a script could not tell what finished)
     assert res["ok"] is False and res["error"]["exit_code"] == 130
     assert res["counts"]["done"] == 1 and [i["status"] for i in res["items"]] == ["done", "failed"]
@@ -234,7 +235,7 @@ def test_an_interrupt_keeps_the_finished_clips_and_a_rerun_does_the_rest(
     for made in (folder / "out").glob("b.*"):
         made.unlink()
     rc, res, err = _run(capsys, *args)
-    assert rc == 130 and "0 of 2 clip(s) to render finished (kept), 1 skipped as done before" in err
+    assert rc == 130 and "0 of 1 clip(s) to render finished (kept), 1 skipped as done before" in err
 
 
 @pytest.mark.slow  # opt-in (-m slow): a local Ray instance takes ~20 s to start on 2 cores
@@ -326,7 +327,8 @@ def test_a_missing_device_stops_the_batch_at_its_first_clip(folder: Path, models
     (folder / "list.csv").write_text(_THREE)
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--gpus", "0")
     assert rc == 4 and "CUDA is not available" in res["error"]["message"], err
-    assert "[2/3]" not in err and not (folder / "out" / "b.mkv").exists()  # not once a row
+    assert "[3/3]" not in err and not (folder / "out" / "b.mkv").exists()  # not once a row (the missing file of
+    assert "[2/3] missing.mkv" in err and "not found" in err  # row 2 is said before any render)
 
 
 def test_an_output_that_cannot_hold_the_codec_stops_the_batch_before_any_clip(folder: Path,
