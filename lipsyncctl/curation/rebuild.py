@@ -50,7 +50,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     tally, sources, several, streams = Tally(fps), [], [], 0
     if write:
         data.mkdir(parents=True, exist_ok=True)
-        progress.message(f"writing the manifest and the report ({len(ids)} sources)")
+        progress.message(f"writing the manifest and the report ({len(ids)} source{'s' * (len(ids) != 1)})")
         sinks = views.text_files([data / n for n in VIEWS])
     else:
         sinks = contextlib.nullcontext([_Nowhere()] * len(VIEWS))
