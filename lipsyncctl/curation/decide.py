@@ -39,9 +39,20 @@ class ClipSpan:
         return self.stop - self.first
 
     def to_dict(self, fps: int) -> dict[str, Any]:
+        """Its manifest line (:data:`PLACE` and the clip stages' ``summary``; the views add its ``split``)."""
         return {"id": self.id, "source": self.source, "first": self.first, "stop": self.stop,
                 "frames": self.frames, "start_seconds": self.first / fps, "end_seconds": self.stop / fps,
                 "decision": self.decision.to_dict(), **self.summary}
+
+    @classmethod
+    def from_dict(cls, line: dict[str, Any]) -> ClipSpan:
+        """The span a manifest line (:meth:`to_dict`) was written from."""
+        return cls(line["source"], line["first"], line["stop"], Decision.from_dict(line["decision"]),
+                   {k: v for k, v in line.items() if k not in PLACE})
+
+
+#: a manifest line's fields that are the span's place and decision, not a clip stage's output
+PLACE = frozenset({"id", "source", "first", "stop", "frames", "start_seconds", "end_seconds", "decision", "split"})
 
 
 def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:

@@ -18,9 +18,6 @@ from typing import Any
 from lipsyncctl.curation.decide import ClipSpan
 from lipsyncctl.curation.records import Decision, Verdict
 
-#: the manifest line's fields that are the span's place, not a clip stage's output (:meth:`ClipSpan.to_dict`)
-_PLACE = frozenset({"id", "source", "first", "stop", "frames", "start_seconds", "end_seconds", "decision", "split"})
-
 
 @dataclass(slots=True)
 class SourceOutcome:
@@ -135,7 +132,7 @@ class CurateResult:
             return
         with self.manifest.open(encoding="utf-8") as f:
             for text in f:
-                yield span_of(json.loads(text))
+                yield ClipSpan.from_dict(json.loads(text))
 
     def to_dict(self) -> dict[str, Any]:
         """The counts, every source's outcome and the warnings; the spans are the manifest's lines (its path is
@@ -147,10 +144,3 @@ class CurateResult:
                 "counts": self.counts(), "sources": [s.to_dict() for s in self.sources], **spans,
                 "views_written": self.views_written, "warnings": list(self.warnings)}
 
-
-def span_of(line: dict[str, Any]) -> ClipSpan:
-    """A manifest line (:meth:`ClipSpan.to_dict` and its ``split``) as the span it was written from."""
-    d = line["decision"]
-    decision = Decision(Verdict(d["verdict"]), d.get("stage"), d.get("reason"), d.get("value"), d.get("error"))
-    return ClipSpan(line["source"], line["first"], line["stop"], decision,
-                    {k: v for k, v in line.items() if k not in _PLACE})

@@ -68,6 +68,11 @@ class Decision:
         """Not decided: a dry run found ``stage`` (and the later ones) to run, for ``reason``."""
         return cls(Verdict.UNDECIDED, str(stage), reason)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Decision:
+        """The decision :meth:`to_dict` wrote."""
+        return cls(Verdict(d["verdict"]), d.get("stage"), d.get("reason"), d.get("value"), d.get("error"))
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"verdict": str(self.verdict)}
         if self.stage is not None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from lipsyncctl.config import CurateOptions
+from lipsyncctl.curation.decide import PLACE
 from lipsyncctl.media.thumbnails import thumbnail_uri
 
 if TYPE_CHECKING:
@@ -95,14 +96,10 @@ def text_files(paths: Sequence[Path]) -> Iterator[list[TextIO]]:
         raise
 
 
-#: manifest fields that are positions, not measurements: no histogram
-_NOT_MEASURED = frozenset({"first", "stop", "frames", "start_seconds", "end_seconds"})
-
-
 def measured(line: dict[str, Any]) -> Iterator[tuple[str, float]]:
     """The numeric fields of a manifest line that the clip stages measured (sync confidence, quality, ...)."""
     for k, v in line.items():
-        if k not in _NOT_MEASURED and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if k not in PLACE and isinstance(v, (int, float)) and not isinstance(v, bool):
             yield k, float(v)
 
 

@@ -602,8 +602,9 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     if not pairs:
         raise UsageError("no media files in the inputs given",
                          hint=f"directories are searched for {', '.join(sorted(MEDIA_EXTS))}")
-    if others.note():
-        progress.warning(str(others.note()))
+    skipped = others.note()
+    if skipped:
+        progress.warning(skipped)
     check_inputs_exist([src for src, _ in pairs])
     if out_dir.exists() and not out_dir.is_dir():  # a dry run says what the run would
         raise UsageError(f"-o {out_dir}: is a file, not a folder", hint="give the folder for the outputs")
@@ -626,7 +627,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     finally:
         remove_empty(created)
     return PrepResult(out_dir=out_dir, items=items, dry_run=dry_run, seconds=time.perf_counter() - t0,
-                      warnings=[n for n in (others.note(),) if n])
+                      warnings=[skipped] if skipped else [])
 
 
 def _run_all(items: list[PrepItem], job: _Job, key: dict[str, Any], force: bool, dry_run: bool,

@@ -199,13 +199,7 @@ class FolderLock:
                 progress.warning(f"{self.folder}: this file system cannot lock files ({exc.strerror}); "
                                  "make sure no other run writes to this folder")
                 return
-            who = self.holder()
-            if not self.wait:
-                raise BusyError(f"{self.folder}: another run is writing to this folder ({who})", hint=self.hint)
-            if not announced:
-                progress.message(f"waiting for the run writing to {self.folder} to finish ({who})")
-                announced = True
-            time.sleep(POLL_SECONDS)
+            announced = self._refused(announced)
         if self._own is None:  # held exclusively: no shard can hold its file now, so any left is stale
             for path in self.lock_dir.glob("run.shard-*.lock"):
                 with contextlib.suppress(OSError):
@@ -219,6 +213,29 @@ class FolderLock:
         if self.swept:
             progress.message(f"removed {len(self.swept)} temporary file(s)/folder(s) left in {self.folder} by runs "
                              "that are gone")
+
+    def check_free(self) -> None:
+        """For a run that only reads the folder (a dry run: it writes nothing there, not even a lock file, and
+        leaves a stale lock and temporaries to the next run): refuse or wait as :meth:`acquire` while a run (or a
+        shard of one) holds it; nothing is taken, so a run may start right after.
+
+        Raises:
+            BusyError: a run holds the folder (not with ``wait``).
+        """
+        announced = False
+        while not _free(self._main.path):
+            announced = self._refused(announced)
+
+    def _refused(self, announced: bool) -> bool:
+        """The folder is held: raise :class:`~lipsyncctl.errors.BusyError` naming the holder, or (``wait``) say once
+        that this run waits for it and pause; returns that it was said."""
+        who = self.holder()
+        if not self.wait:
+            raise BusyError(f"{self.folder}: another run is writing to this folder ({who})", hint=self.hint)
+        if not announced:
+            progress.message(f"waiting for the run writing to {self.folder} to finish ({who})")
+        time.sleep(POLL_SECONDS)
+        return True
 
     def _try(self) -> bool:
         if not self._main.take():
@@ -253,6 +270,26 @@ class FolderLock:
 UNNAMED = "another run (it has not written its name yet)"
 
 
+def _free(path: Path) -> bool:
+    """Whether no run holds the folder lock file ``path`` (none there, or nobody holds it, shards' shared holds
+    included; a file system without locks counts as free, as :meth:`FolderLock.acquire` goes on there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped with the descriptor
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            return True
+        raise
+    finally:
+        os.close(fd)
+
+
 def _held_by(path: Path) -> str | None:
     """Who holds lock file ``path`` if a live run holds it now (a file nobody holds is stale: None)."""
     try:
@@ -269,44 +306,6 @@ def _held_by(path: Path) -> str | None:
         return None
     finally:
         os.close(fd)
-
-
-def check_free(folder: str | Path, *, wait: bool = False, hint: str | None = None) -> None:
-    """For a run that only reads ``folder`` (a dry run: it writes nothing there, not even a lock file, and leaves a
-    stale lock and temporaries to the next run): raise :class:`~lipsyncctl.errors.BusyError` naming the run that is
-    writing to it, or with ``wait`` wait for it to finish; nothing is taken, so a run may start right after.
-
-    Raises:
-        BusyError: a run (or a shard of one) holds the folder (not with ``wait``).
-    """
-    folder = Path(folder)
-    path = folder / LOCK_FOLDER / MAIN
-    announced = False
-    while True:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return  # no lock file: nobody holds the folder
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails beside any holder, shards' shared ones too
-            return
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                return  # a file system without locks: as FolderLock, nothing to check
-            raise
-        finally:
-            os.close(fd)  # (drops the lock if it was taken)
-        holder = read_holder(path)
-        who = next((h for h in map(_held_by, sorted(path.parent.glob("run.shard-*.lock"))) if h is not None),
-                   holder.describe() if holder is not None else UNNAMED)
-        if not wait:
-            raise BusyError(f"{folder}: another run is writing to this folder ({who})", hint=hint)
-        if not announced:
-            progress.message(f"waiting for the run writing to {folder} to finish ({who})")
-            announced = True
-        time.sleep(POLL_SECONDS)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from typing import Any
 
 from lipsyncctl.errors import MediaError, UsageError
 from lipsyncctl.media.atomic import temp_prefix
-from lipsyncctl.runner.lock import LOCK_FOLDER, MAIN, FolderLock, check_free
+from lipsyncctl.runner.lock import LOCK_FOLDER, MAIN, FolderLock
 from lipsyncctl.timeline.delivery import VERSION, current_version
 
 #: the render cache and the job store under ``OUT/.lipsyncctl`` (:mod:`~lipsyncctl.timeline.job`)
@@ -96,9 +96,10 @@ def prune_output(folder: str | Path, *, keep: int = 1, renders: bool = False, dr
     if not _languages(out) and not (out / LOCK_FOLDER / RENDERS).is_dir() and not (out / LOCK_FOLDER / MAIN).is_file():
         raise not_output
     result = PruneResult(out, keep, dry_run)
+    lock = FolderLock(out, wait=wait, command="lipsyncctl prune")
     if dry_run:  # it writes nothing, not even a lock file (a stale one and old temporaries stay for the next run)
-        check_free(out, wait=wait)
-    with contextlib.nullcontext() if dry_run else FolderLock(out, wait=wait, command="lipsyncctl prune"):
+        lock.check_free()
+    with contextlib.nullcontext() if dry_run else lock:
         languages = _languages(out)  # read under the lock: a run that held it may have made a version
         if not languages and not (out / LOCK_FOLDER / RENDERS).is_dir():
             raise not_output
