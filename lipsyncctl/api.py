@@ -365,7 +365,7 @@ def is_curated(data: str | Path) -> bool:
     """Whether ``data`` holds curate's records of a source or more (what ``curate_report`` re-decides)."""
     from lipsyncctl.curation.records import RecordStore
 
-    return Path(data).is_dir() and bool(RecordStore.of(data).ids("sources"))
+    return Path(data).is_dir() and RecordStore.of(data).any("sources")
 
 
 def curate_stages() -> list[str]:

@@ -107,10 +107,10 @@ def curate_cmd(
     else:
         result = api.curate(inputs, data, config, until=until, force=force or [], dry_run=dry_run,
                             jobs=jobs or 1, shard=shard, backend=backend, gpus=gpus, wait=wait)
-    st.result(result.to_dict, lambda console: _render(console, result), ok=result.ok)
-    if result.failed:
-        names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if len(result.failed) > 3 else "")
-        raise JobFailedError(f"{len(result.failed)} source(s) failed, or some of their spans: {names}",
+    st.result(lambda: result.to_dict(lazy=True), lambda console: _render(console, result), ok=result.ok)
+    if result.failures:
+        names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if result.failures > 3 else "")
+        raise JobFailedError(f"{result.failures} source(s) failed, or some of their spans: {names}",
                              hint="report.json (or --json) gives each error; fix them and rerun (finished stages are kept)")
 
 
@@ -129,9 +129,9 @@ _RANK = {"failed": 0, "rejected": 1, "undecided": 1}  # over TABLE_ROWS, these f
 def _render(console: Console, result: CurateResult) -> None:
     rows = []
     many = len(result.sources) > TABLE_ROWS
-    failed = {s.id for s in result.failed}  # (a kept source with a failed span too)
+    # (failed: a kept source with a failed span too; the sources are read back from disk, TABLE_ROWS held)
     listed = (heapq.nsmallest(TABLE_ROWS, result.sources,
-                              key=lambda s: (0 if s.id in failed else _RANK.get(s.decision.verdict, 2), s.path))
+                              key=lambda s: (0 if s.failed else _RANK.get(s.decision.verdict, 2), s.path))
               if many else sorted(result.sources, key=lambda s: s.path))
     for s in listed:
         d = s.decision

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextvars
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,12 +106,32 @@ def emit_json(data: Any) -> None:
     # encoded into a file that spills to disk past 16 MB (a curate of a million sources makes hundreds of MB of
     # text, never held whole), then written: a value that fails to encode leaves nothing half-written on stdout
     with tempfile.SpooledTemporaryFile(max_size=16 << 20, mode="w+", encoding="utf-8") as text:
-        for chunk in json.JSONEncoder(indent=2, sort_keys=False, default=_json_default).iterencode(data):
+        for chunk in _chunks(data):
             text.write(chunk)
         text.write("\n")
         text.seek(0)
         shutil.copyfileobj(text, sys.stdout)
     sys.stdout.flush()
+
+
+def _chunks(data: Any) -> Iterator[str]:
+    """``data`` as JSON text (indented by 2), in pieces; an iterator among a mapping's values is written as a list,
+    an item at a time as it is consumed (a curate result's sources, read back from disk: never all held)."""
+    encoder = json.JSONEncoder(indent=2, sort_keys=False, default=_json_default)
+    if not (isinstance(data, Mapping) and any(isinstance(v, Iterator) for v in data.values())):
+        yield from encoder.iterencode(data)
+        return
+    # indented as json.dumps(indent=2) would: encoded JSON has no newline inside a string, so nesting is a replace
+    for i, (key, value) in enumerate(data.items()):
+        yield ("{" if i == 0 else ",") + "\n  " + json.dumps(key) + ": "
+        if not isinstance(value, Iterator):
+            yield encoder.encode(value).replace("\n", "\n  ")
+            continue
+        n = 0
+        for n, item in enumerate(value, 1):
+            yield ("[" if n == 1 else ",") + "\n    " + encoder.encode(item).replace("\n", "\n    ")
+        yield "\n  ]" if n else "[]"
+    yield "\n}"
 
 
 def _json_default(obj: Any) -> Any:

@@ -36,7 +36,6 @@ from typing import Any
 
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
-from lipsyncctl.curation import views
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
 from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
@@ -125,17 +124,14 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
     store = RecordStore.of(data)
-    _check_ids(tasks, store, data)
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
+    _check_ids(tasks, mine, store, data)
     if dry_run:
-        tally, sources, planned = Tally(options.fps), [], []
-        for task in mine:  # the plan's spans kept without their stages' outputs (~1.7 KB a span with them)
-            source, spans = _planned(task, store)
-            tally.add(source, spans, views.split_group(source.id, source.path, options))
-            sources.append(source)
-            planned += [ClipSpan(c.source, c.first, c.stop, c.decision) for c in spans]
-        return CurateResult(data, sources, tally, until, shard, dry_run=True, seconds=time.perf_counter() - t0,
-                            warnings=warnings, planned=planned)
+        plan = CurateResult(data, until, shard, Tally(options.fps), dry_run=True, warnings=warnings)
+        for task in mine:
+            plan.add(*_planned(task, store), options)
+        plan.seconds = time.perf_counter() - t0
+        return plan
     with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}
@@ -166,11 +162,12 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     return result
 
 
-def _check_ids(tasks: list[CurateTask], store: RecordStore, data: Path) -> None:
+def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordStore, data: Path) -> None:
     """A source's id comes from its path inside the folder given (so a moved tree keeps its ids): refuse two
     inputs with one id (files of different folders given one by one, as a shell expands ``raw/*/*.mp4``),
-    and a file that DATA already holds under another id (an earlier run was given another folder), which
-    would make a second copy of its clips.
+    and a file of this shard's (``mine``) that DATA already holds under another id (an earlier run was given another
+    folder), which would make a second copy of its clips. A source whose own record names its file is known; DATA's
+    other records are read only when some source is not (a new file, or a moved one), and only its path is held.
 
     Raises:
         UsageError: naming the files.
@@ -182,15 +179,16 @@ def _check_ids(tasks: list[CurateTask], store: RecordStore, data: Path) -> None:
                              hint="give the folder that holds them (e.g. raw/, or the pattern in quotes: "
                              "'raw/*/*.mp4'), so each source is named by its path inside it")
         by_id[t.id] = t.path
-    known: dict[str, str] = {}
-    for rid in store.ids("sources"):
+    unknown: dict[str, str] = {}  # path -> id, of the sources whose record is not theirs yet
+    for t in mine:
+        raw = store.load("sources", t.id)
+        if raw is None or str(Path(raw["path"]).absolute()) != t.path:
+            unknown[t.path] = t.id
+    for rid in store.ids("sources") if unknown else ():
         raw = store.load("sources", rid)
-        if raw is not None:
-            known[str(Path(raw["path"]).absolute())] = rid
-    for t in tasks:
-        old = known.get(t.path)
-        if old is not None and old != t.id:
-            raise UsageError(f"{t.path} is in {data} already, as source {old} (an earlier run was given another "
+        path = str(Path(raw["path"]).absolute()) if raw is not None else None
+        if path in unknown and unknown[path] != rid:
+            raise UsageError(f"{path} is in {data} already, as source {rid} (an earlier run was given another "
                              "folder holding it)", hint="give the inputs as the earlier runs did (the same "
                              "folders), or curate into another folder")
 
@@ -213,7 +211,7 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
 
         raise MediaError(f"{data}: {'a file, not a folder' if data.exists() else 'no such folder'}",
                          hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
-    if not RecordStore.of(data).ids("sources"):
+    if not RecordStore.of(data).any("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
     with folder_lock(data, wait=wait):
         started, _ = views_generation(data) or (0, 0)  # numbered as a shard's (DATA is held alone here)

@@ -1,22 +1,33 @@
 """What a curate run returns: per source its outcome, and the dataset's tallies gathered a source at a time.
 
-A run's spans are not held (a million of them took ~1.6 GB as objects): they are written to
-``manifest.jsonl`` as they are decided and counted in a :class:`Tally`; :meth:`CurateResult.spans` reads
-them back from the manifest, one line at a time. A dry run writes nothing, so its result holds its plan's
-spans (of the sources given to it).
+Nothing in it grows with the dataset but the tallies' keys: a run's spans are written to ``manifest.jsonl`` as
+they are decided (:meth:`CurateResult.spans` reads them back a line at a time), its sources' outcomes go to a
+temporary file (:class:`Spool`; a million of them took ~0.8 GB as objects) read back each time they are iterated,
+and the counts and warnings a dataset needs are added up in a :class:`Tally`. A dry run writes nothing to DATA:
+its plan's spans are spooled too.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.decide import ClipSpan
 from lipsyncctl.curation.records import Decision, Verdict
+
+T = TypeVar("T")
+
+#: a spool's bytes held in memory before it moves to a temporary file on disk (a small run makes no file)
+SPOOL_MEMORY = 1 << 20
+#: failed sources a result lists (``CurateResult.failed``; ``failures`` counts them all)
+FAILED_LISTED = 100
 
 
 @dataclass(slots=True)
@@ -28,18 +39,65 @@ class SourceOutcome:
     clips: int = 0
     kept: int = 0
     to_compute: list[str] | None = None  # a dry run: the stages a run would compute (``stage`` or ``stage:span``)
+    failed_spans: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """It could not be processed, or some of its spans could not be (a run's exit 1)."""
+        return self.decision.verdict == Verdict.FAILED or self.failed_spans > 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "computed": self.computed,
-                "clips": self.clips, "kept": self.kept,
+                "clips": self.clips, "kept": self.kept, "failed_spans": self.failed_spans,
                 **({"to_compute": self.to_compute} if self.to_compute is not None else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourceOutcome:
+        return cls(d["id"], d["path"], Decision.from_dict(d["decision"]), d["computed"], d["clips"], d["kept"],
+                   d.get("to_compute"), d.get("failed_spans", 0))
+
+
+class Spool(Generic[T]):
+    """Items kept as JSON lines in a temporary file (in memory up to :data:`SPOOL_MEMORY`, then on disk, removed
+    when the spool goes) and read back, one at a time, each time it is iterated (two iterations may interleave)."""
+
+    def __init__(self, encode: Callable[[T], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, mode="w+b")  # noqa: SIM115 (kept open)
+        self._encode, self._decode, self._count = encode, decode, 0
+
+    def append(self, item: T) -> None:
+        self._file.seek(0, 2)
+        self._file.write(json.dumps(self._encode(item)).encode() + b"\n")
+        self._count += 1
+
+    def lines(self) -> Iterator[str]:
+        """Each item's JSON text (without its newline), as written."""
+        pos, rest = 0, b""
+        while True:
+            self._file.seek(pos)
+            chunk = self._file.read(1 << 16)
+            if not chunk:
+                return
+            pos += len(chunk)
+            *whole, rest = (rest + chunk).split(b"\n")
+            for line in whole:
+                yield line.decode()
+
+    def __iter__(self) -> Iterator[T]:
+        for line in self.lines():
+            yield self._decode(json.loads(line))
+
+    def __len__(self) -> int:
+        return self._count
 
 
 @dataclass
 class Tally:
     """Sources and spans per verdict, rejections per ``stage/reason``, failures per stage, kept frames, kept
-    spans some clip stage has not measured yet (``pending``) and the split groups holding a kept span: what the
-    counts and warnings of a dataset need, added a source at a time (:meth:`add`) so no span is kept."""
+    spans some clip stage has not measured yet (``pending``), the sources per folder where the split is per source
+    (:func:`~lipsyncctl.curation.views.split_warning`) and the split groups holding a kept span until one of them is
+    in val (``kept_in_val``; then no longer kept): what the counts and warnings of a dataset need, added a source at a
+    time (:meth:`add`) so no span is kept."""
 
     fps: int = 25
     sources: Counter[str] = field(default_factory=Counter)
@@ -49,24 +107,32 @@ class Tally:
     kept_frames: int = 0
     pending: int = 0
     pending_stages: set[str] = field(default_factory=set)
-    broken: set[str] = field(default_factory=set)      # sources with a failed span
-    kept_groups: set[str] = field(default_factory=set)  # split groups (views.split_group) with a kept span
+    folders: Counter[int] = field(default_factory=Counter)  # sources per folder (by the hash of its name)
+    kept_groups: set[str] = field(default_factory=set)
+    kept_in_val: bool = False
 
-    def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], group: str) -> None:
-        """One source's outcome and its spans; ``group``: its split group."""
+    def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], *, group: str, split: str,
+            folder: int | None = None) -> None:
+        """One source's outcome and its spans; ``group`` and ``split``: its split group and side; ``folder``: its
+        folder, where the split is per source."""
         for d in [source.decision, *(c.decision for c in spans)]:
             if d.verdict == Verdict.REJECTED:
                 self.rejected[f"{d.stage}/{d.reason}"] += 1
             elif d.verdict == Verdict.FAILED:
                 self.failed[str(d.stage)] += 1
         self.sources[str(source.decision.verdict)] += 1
+        if folder is not None:
+            self.folders[folder] += 1
         for c in spans:
             self.clips[str(c.decision.verdict)] += 1
-            if c.decision.verdict == Verdict.FAILED:
-                self.broken.add(c.source)
-            elif c.decision.verdict == Verdict.KEPT:
+            if c.decision.verdict == Verdict.KEPT:
                 self.kept_frames += c.frames
-                self.kept_groups.add(group)
+                if self.kept_in_val:
+                    pass
+                elif split == "val":  # the "no kept span in val" warning cannot be said: the groups are let go
+                    self.kept_in_val, self.kept_groups = True, set()
+                else:
+                    self.kept_groups.add(group)
                 if c.summary.get("pending"):
                     self.pending += 1
                     self.pending_stages.update(c.summary["pending"])
@@ -77,27 +143,58 @@ class Tally:
                 "kept_seconds": round(self.kept_frames / self.fps, 3)}
 
 
+def _spool_sources() -> Spool[SourceOutcome]:
+    return Spool(SourceOutcome.to_dict, SourceOutcome.from_dict)
+
+
 @dataclass
 class CurateResult:
-    """What ``curate`` did (``--json`` prints :meth:`to_dict`). ``failed``: sources that could not be
-    processed, or some of whose spans could not be (exit 1); rejections are normal outcomes. ``sources`` and
-    ``tally`` cover every record in DATA (all shards, earlier inputs), or the shard's own sources where
-    ``views_written`` is false (another shard rebuilt the views); the spans are in DATA's manifest (:meth:`spans`).
-    ``scope`` is the ids of the sources this run was given (its shard; None: all, as ``curate report``), whose
-    failures set the exit code. ``planned``: a dry run's spans (it writes no manifest), without their stages'
-    outputs."""
+    """What ``curate`` did (``--json`` prints :meth:`to_dict`). ``sources`` and ``tally`` cover every record in
+    DATA (all shards, earlier inputs), or the shard's own sources where ``views_written`` is false (another shard
+    rebuilt the views); the spans are in DATA's manifest (:meth:`spans`). ``sources`` is read back from a temporary
+    file each time it is iterated (:class:`Spool`). ``scope`` is the ids of the sources this run was given (its
+    shard; None: all, as ``curate report``), whose failures set the exit code: ``failures`` counts them (sources
+    that could not be processed, or some of whose spans could not be; rejections are normal outcomes) and
+    ``failed`` lists the first :data:`FAILED_LISTED`. A dry run fails nothing (it lists a stored failure as a stage
+    to retry); ``planned`` holds its spans (it writes no manifest), without their stages' outputs. Sources are
+    added with :meth:`add`."""
 
     data: Path
-    sources: list[SourceOutcome]
-    tally: Tally
     until: str
     shard: tuple[int, int]
+    tally: Tally = field(default_factory=Tally)
     dry_run: bool = False
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     scope: frozenset[str] | None = None
-    planned: list[ClipSpan] = field(default_factory=list)
     views_written: bool = True  # False: a shard whose views another rebuilt (``sources`` and counts: this shard's)
+    sources: Spool[SourceOutcome] = field(default_factory=_spool_sources)
+    planned: list[ClipSpan] | Spool[ClipSpan] = field(default_factory=list)
+    failed: list[SourceOutcome] = field(default_factory=list)
+    failures: int = 0
+
+    def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], options: CurateOptions) -> str:
+        """Count one source and its spans (its ``failed_spans`` set from them), keep its outcome (and a dry run's
+        spans); returns its split (``train`` or ``val``)."""
+        from lipsyncctl.curation import views
+
+        source.failed_spans = sum(c.decision.verdict == Verdict.FAILED for c in spans)
+        group = views.split_group(source.id, source.path, options)
+        split = views.split_of(group, options)
+        # (counted by its hash: a number, not the folder's name, a source)
+        folder = hash(os.path.dirname(source.path)) if options.split_by == "source" and options.val_fraction else None
+        self.tally.add(source, spans, group=group, split=split, folder=folder)
+        self.sources.append(source)
+        if self.dry_run:
+            if isinstance(self.planned, list):
+                self.planned = Spool(lambda c: c.to_dict(self.fps), ClipSpan.from_dict)
+            for c in spans:  # without their stages' outputs (~1.7 KB a span with them)
+                self.planned.append(ClipSpan(c.source, c.first, c.stop, c.decision))
+        elif source.failed and (self.scope is None or source.id in self.scope):
+            self.failures += 1
+            if len(self.failed) < FAILED_LISTED:
+                self.failed.append(source)
+        return split
 
     @property
     def fps(self) -> int:
@@ -108,15 +205,8 @@ class CurateResult:
         return self.data / "manifest.jsonl"
 
     @property
-    def failed(self) -> list[SourceOutcome]:
-        if self.dry_run:  # a dry run fails nothing: it lists a stored failure as a stage to retry
-            return []
-        return [s for s in self.sources if (self.scope is None or s.id in self.scope)
-                and (s.decision.verdict == Verdict.FAILED or s.id in self.tally.broken)]
-
-    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failures
 
     def counts(self) -> dict[str, Any]:
         """Sources and spans per verdict, rejections per ``stage/reason``, failures per stage, kept spans
@@ -134,13 +224,18 @@ class CurateResult:
             for text in f:
                 yield ClipSpan.from_dict(json.loads(text))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, lazy: bool = False) -> dict[str, Any]:
         """The counts, every source's outcome and the warnings; the spans are the manifest's lines (its path is
-        given), a dry run's plan is listed (``clips``)."""
-        spans = ({"clips": [c.to_dict(self.fps) for c in self.planned]} if self.dry_run
+        given), a dry run's plan is listed (``clips``). ``lazy``: the sources and the plan are iterators of their
+        dicts, read as they are consumed (a writer that streams them, as ``--json`` does), not lists."""
+        def each(items: Any, encode: Callable[[Any], dict[str, Any]]) -> Any:
+            it = (encode(x) for x in items)
+            return it if lazy else list(it)
+
+        spans = ({"clips": each(self.planned, lambda c: c.to_dict(self.fps))} if self.dry_run
                  else {"manifest": str(self.manifest)})
         return {"data": str(self.data), "until": str(self.until), "shard": f"{self.shard[0]}/{self.shard[1]}",
                 "dry_run": self.dry_run, "ok": self.ok, "seconds": round(self.seconds, 3),
-                "counts": self.counts(), "sources": [s.to_dict() for s in self.sources], **spans,
+                "counts": self.counts(), "failures": self.failures,
+                "sources": each(self.sources, SourceOutcome.to_dict), **spans,
                 "views_written": self.views_written, "warnings": list(self.warnings)}
-

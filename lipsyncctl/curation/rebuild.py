@@ -3,14 +3,15 @@
 
 A source's spans are decided, written to the manifest and the split lists, and counted
 (:class:`~lipsyncctl.curation.outcome.Tally`), then dropped: memory holds one source's spans, a source outcome
-per source and 8 bytes per measured value for the histograms, whatever the number of spans. The six views are
-written under temporary names and renamed together at the end (:func:`~lipsyncctl.curation.views.text_files`).
+is kept, its outcome spooled to a temporary file (:class:`~lipsyncctl.curation.outcome.Spool`): memory holds one
+source's spans, the tallies and 8 bytes per measured value for the histograms, whatever the number of sources and
+spans. The six views are written under temporary names and renamed together at the end
+(:func:`~lipsyncctl.curation.views.text_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 from array import array
 from collections.abc import Sequence
@@ -46,8 +47,10 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     options, fps = config.curate, config.curate.fps
     store = RecordStore.of(data)
     # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
-    ids = sorted(store.ids("sources") if write or scope is None else scope, key=lambda rid: rid + "_")
-    tally, sources, several, streams = Tally(fps), [], [], 0
+    ids = store.ids("sources") if write or scope is None else list(scope)
+    ids.sort(key=lambda rid: rid + "_")
+    result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write)
+    several, streams = [], 0
     if write:
         data.mkdir(parents=True, exist_ok=True)
         progress.message(f"writing the manifest and the report ({len(ids)} source{'s' * (len(ids) != 1)})")
@@ -59,6 +62,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
         values: dict[str, array[float]] = {}
         rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
         paths: dict[str, str] = {}           # of their sources
+        shown: list[SourceOutcome] = []      # the first sources not kept, for the report's page
         for rid in ids:
             raw = store.load("sources", rid)
             if raw is None:
@@ -67,10 +71,9 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             spans = decide_clips(rec, options, store.clip_records(rec.id))  # by first frame: by id
             outcome = SourceOutcome(rec.id, rec.path, decide_source(rec, options), (done or {}).get(rec.id, []),
                                     len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans))
-            sources.append(outcome)
-            group = views.split_group(rec.id, rec.path, options)
-            tally.add(outcome, spans, group)
-            split = views.split_of(group, options)
+            split = result.add(outcome, spans, options)
+            if outcome.decision.verdict != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:
+                shown.append(outcome)
             for clip in spans:
                 line = {**clip.to_dict(fps), "split": split}
                 manifest.write(json.dumps(line) + "\n")
@@ -88,8 +91,6 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
                 if len(several) < 5:
                     several.append(f"{Path(rec.path).name} ({probe.data['audio_streams']}, stream "
                                    f"{probe.data['audio_stream']})")
-        result = CurateResult(data, sources, tally, until, shard, warnings=list(warnings), scope=scope,
-                              views_written=write)
         if several:  # which stream is the speech is a guess the user should see (a dub's M&E first, say)
             more = f" and {streams - 5} more" if streams > 5 else ""
             _warn(result, f"{streams} source(s) have several audio streams; the one used is given: "
@@ -99,16 +100,15 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
         warn_decisions(result, options, complete=complete)
         report = {"counts": result.counts(), "until": str(until), "split": listed,
                   "histograms": views.histograms(values)}
-        # the sources a line each (a VoxCeleb2-size dataset has a million: not held as one text); the page lists
-        # those not kept
+        # the sources a line each, in the manifest's order (a VoxCeleb2-size dataset has a million: not held as
+        # one text, read back from the spool); the page lists the first of those not kept
         report_json.write(json.dumps(report, indent=1).removesuffix("\n}") + ',\n "sources": [')
-        for i, source in enumerate(sorted(sources, key=lambda s: s.id)):
-            report_json.write(("," if i else "") + "\n  " + json.dumps(source.to_dict()))
+        for i, line in enumerate(result.sources.lines()):
+            report_json.write(("," if i else "") + "\n  " + line)
         report_json.write("\n ]\n}\n")
-        others = [s for s in sources if s.decision.verdict != Verdict.KEPT]
-        shown = [s.to_dict() for s in heapq.nsmallest(views.SOURCE_ROWS, others, key=lambda s: s.id)]
-        report_html.write(views.report_html({**report, "sources": shown}, views.reject_thumbnails(rejected, paths, fps),
-                                            sources_not_kept=len(others)))
+        not_kept = sum(result.tally.sources.values()) - result.tally.sources[str(Verdict.KEPT)]
+        report_html.write(views.report_html({**report, "sources": [s.to_dict() for s in shown]},
+                                            views.reject_thumbnails(rejected, paths, fps), sources_not_kept=not_kept))
         doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
                "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
                                   **{s.name: s.version for s in CLIP_STAGES}},
@@ -161,7 +161,7 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
     gets the split warning only: the rest is not decided yet."""
     tally = result.tally
     whole = result.scope is None or len(result.scope) >= len(result.sources)
-    split = views.split_warning([s.path for s in result.sources], options) if whole else None
+    split = views.split_warning(tally.folders, options) if whole else None
     if split:
         _warn(result, split)
     if not complete:
@@ -172,7 +172,7 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
                       "report`)")
     groups = tally.kept_groups
     # said where val was to be expected (a group or more at val_fraction): a handful of sources often has none
-    if whole and len(groups) * options.val_fraction >= 1 and "val" not in {views.split_of(g, options) for g in groups}:
+    if whole and not tally.kept_in_val and len(groups) * options.val_fraction >= 1:
         _warn(result, f"no kept span is in val ({len(groups)} split groups at curate.val_fraction "
                       f"{options.val_fraction:g}): train's held-out loss and validation have nothing (a larger "
                       "val_fraction, another split_seed, or run.val_clip)")

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -147,8 +149,10 @@ class RecordStore:
         return self.root / kind / f"{rid}.json"
 
     def load(self, kind: str, rid: str) -> dict[str, Any] | None:
+        # the name as a string: a path object interns its parts, and a rebuild reads a million records
         try:
-            return json.loads(self._path(kind, rid).read_text(encoding="utf-8"))
+            with open(os.path.join(self.root, kind, f"{rid}.json"), encoding="utf-8") as f:
+                return json.loads(f.read())
         except (OSError, ValueError):
             return None  # missing, or left half-written by an older tool: recomputed
 
@@ -172,8 +176,20 @@ class RecordStore:
         self._path(kind, rid).unlink(missing_ok=True)
 
     def ids(self, kind: str) -> list[str]:
-        folder = self.root / kind
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        """The ids of ``kind``'s records, sorted; the folder is read a name at a time (a glob made a path object of
+        every file at once: ~0.5 KB a record at a million)."""
+        return sorted(self._names(kind))
+
+    def any(self, kind: str) -> bool:
+        """Some record of ``kind`` is stored."""
+        return next(self._names(kind), None) is not None
+
+    def _names(self, kind: str) -> Iterator[str]:
+        try:
+            with os.scandir(os.path.join(self.root, kind)) as entries:
+                yield from (e.name[:-5] for e in entries if e.name.endswith(".json"))
+        except (FileNotFoundError, NotADirectoryError):
+            return
 
     def clip_records(self, source: str) -> dict[str, ClipRecord]:
         """The clip records of one source, by clip id (those left half-written are missing)."""

@@ -174,26 +174,27 @@ def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: boo
     removed: list[Path] = []
     me = host_tag()
     try:
-        entries = list(os.scandir(folder))
+        entries = os.scandir(folder)  # read a name at a time (a dataset's records folder holds a million)
     except OSError:
         return removed
-    for entry in entries:
-        match = TEMP_NAME.match(entry.name)
-        if match is None:
-            if depth > 0 and entry.is_dir(follow_symlinks=False):
-                removed += sweep_temps(entry.path, stem=stem, other_hosts=other_hosts, depth=depth - 1)
-            continue
-        if stem is not None and not entry.name.startswith(f".{_stem_tag(stem)}."):
-            continue
-        mine = match["host"] == me
-        if (mine and pid_alive(int(match["pid"]))) or (not mine and not other_hosts):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-        removed.append(Path(entry.path))
+    with entries:
+        for entry in entries:
+            match = TEMP_NAME.match(entry.name)
+            if match is None:
+                if depth > 0 and entry.is_dir(follow_symlinks=False):
+                    removed += sweep_temps(entry.path, stem=stem, other_hosts=other_hosts, depth=depth - 1)
+                continue
+            if stem is not None and not entry.name.startswith(f".{_stem_tag(stem)}."):
+                continue
+            mine = match["host"] == me
+            if (mine and pid_alive(int(match["pid"]))) or (not mine and not other_hosts):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            removed.append(Path(entry.path))
     return removed
 
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -301,20 +302,28 @@ def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_say
 
 def test_failures_of_sources_outside_the_run_do_not_set_its_exit_code(first_run) -> None:  # type: ignore[no-untyped-def]
     """Shards share DATA: a run's exit code counts only the sources it was given (``scope``)."""
-    import dataclasses
 
     from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.outcome import CurateResult
     from lipsyncctl.curation.records import Decision
 
     res = first_run["result"]
+    assert res.ok and res.failures == 0
     kept = next(s for s in res.sources if s.decision.verdict == "kept")
     broken = ClipSpan(kept.id, 0, 50, Decision.failed("align", "no space left on device"))
-    tally = dataclasses.replace(res.tally, broken=set(res.tally.broken))
-    tally.add(dataclasses.replace(kept, decision=Decision.kept()), [broken], kept.id)
-    everything = dataclasses.replace(res, tally=tally)
-    assert [s.id for s in everything.failed] == [kept.id] and not everything.ok
-    assert dataclasses.replace(everything, scope=frozenset({kept.id})).failed
-    assert dataclasses.replace(everything, scope=frozenset(s.id for s in res.sources if s.id != kept.id)).ok
+    options = cfg.resolve("tiny").curate
+
+    def run(scope: frozenset[str] | None) -> CurateResult:
+        out = CurateResult(res.data, res.until, res.shard, scope=scope)
+        for s in res.sources:
+            out.add(s, [broken] if s.id == kept.id else [], options)
+        return out
+
+    everything = run(None)
+    assert [s.id for s in everything.failed] == [kept.id] and everything.failures == 1 and not everything.ok
+    assert [*everything.sources][[s.id for s in res.sources].index(kept.id)].failed_spans == 1
+    assert not run(frozenset({kept.id})).ok
+    assert run(frozenset(s.id for s in res.sources if s.id != kept.id)).ok
 
 
 def test_an_unusable_face_detector_stops_the_run_before_any_work(corpus: Path, tmp_path: Path,
@@ -349,7 +358,7 @@ def test_the_audio_starts_where_the_picture_starts(tmp_path: Path) -> None:
     res = run_curation([source], data, cfg.resolve("tiny"), until="normalize")
     record = json.loads(next((data / ".lipsyncctl" / "records" / "sources").glob("*.json")).read_text())
     assert record["stages"]["probe"]["data"]["start_time"] == start and res.ok
-    wav = read_audio(data / "audio" / f"{res.sources[0].id}.wav", 16000, 1)
+    wav = read_audio(data / "audio" / f"{[*res.sources][0].id}.wav", 16000, 1)
     expected = read_audio(source, 16000, 1, start=start)
     assert len(wav) == pytest.approx(len(expected), abs=1)
     n = min(len(wav), len(expected))
@@ -377,6 +386,27 @@ def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_reco
     with pytest.raises(MediaError, match="gone.mp4: file not found") as missing:
         run_curation([".", "gone.mp4"], "d", cfg.resolve("tiny"), until="normalize")
     assert missing.value.exit_code == 5
+    # sources whose own records name them are known: DATA's other records are not read for the check (a million
+    # of them on every rerun and in every shard); a shard checks its own sources
+    from lipsyncctl.curation import job
+    from lipsyncctl.curation.records import RecordStore
+
+    listed: list[str] = []
+    ids = RecordStore.ids
+    monkeypatch.setattr(RecordStore, "ids", lambda self, kind: listed.append(kind) or ids(self, kind))  # type: ignore[func-returns-value]
+    import dataclasses
+
+    tasks = [job.CurateTask(s.path, s.id, str(first.data), cfg.resolve("tiny").curate, "normalize")
+             for s in first.sources]
+    store = RecordStore.of(first.data)
+    job._check_ids(tasks, tasks, store, first.data)
+    assert listed == []
+    moved = dataclasses.replace(tasks[0], id="00001-other")  # the file of another id's record: DATA is read
+    with pytest.raises(UsageError, match="as source"):
+        job._check_ids([moved], [moved], store, first.data)
+    assert listed == ["sources"]
+    job._check_ids([moved, tasks[1]], [tasks[1]], store, first.data)  # another shard's source: its own check
+    monkeypatch.undo()
     monkeypatch.chdir(tmp_path / "a")  # another working folder, the same DATA and sources
     again = run_curation([".."], "../d", cfg.resolve("tiny"), until="normalize")
     assert [s.computed for s in again.sources] == [[], []]
@@ -402,22 +432,26 @@ def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_
     # a split per source of sources that share folders (VoxCeleb2's utterances) is said, with the way out
     from lipsyncctl.curation.views import split_warning
 
+    def folders(paths: list[str]) -> Counter[str]:
+        return Counter(str(Path(p).parent) for p in paths)
+
     vox = [f"/vox/id0001{s}/{v}/0000{u}.mp4" for s in range(2) for v in "xy" for u in range(3)]
-    said = split_warning(vox, options)
+    said = split_warning(folders(vox), options)
     assert said is not None and said.startswith("12 of 12 sources share their folder") and "split_by=parent" in said
-    assert split_warning(vox, by_parent) is None and split_warning(vox, by_speaker) is None
-    assert split_warning([f"/raw/clip{i}.mp4" for i in range(3)] + [f"/other{i}/a.mp4" for i in range(5)],
+    assert split_warning(folders(vox), by_parent) is None and split_warning(folders(vox), by_speaker) is None
+    assert split_warning(folders([f"/raw/clip{i}.mp4" for i in range(3)] + [f"/other{i}/a.mp4" for i in range(5)]),
                          options) is None  # 3 of 8 share a folder: less than half
-    assert split_warning(vox, cfg.resolve("tiny", ["curate.val_fraction=0"]).curate) is None  # no val split
-    assert split_warning([f"/hdtf/WDA_{i}.mp4" for i in range(10)], options) is None  # one flat folder: nothing said
+    assert split_warning(folders(vox), cfg.resolve("tiny", ["curate.val_fraction=0"]).curate) is None  # no val split
+    assert split_warning(folders([f"/hdtf/WDA_{i}.mp4" for i in range(10)]), options) is None  # one flat folder
     # said by a run stopped early too (`--until segments`: the split is known), without the warnings of decisions
     # still to come (no span kept yet)
-    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome
     from lipsyncctl.curation.rebuild import warn_decisions
     from lipsyncctl.curation.records import Decision
 
-    early = CurateResult(Path("d"), [SourceOutcome(f"s{i}", p, Decision.kept()) for i, p in enumerate(vox)], Tally(),
-                         "segments", (0, 1))
+    early = CurateResult(Path("d"), "segments", (0, 1))
+    for i, p in enumerate(vox):
+        early.add(SourceOutcome(f"s{i}", p, Decision.kept()), [], options)
     warn_decisions(early, options, complete=False)
     assert early.warnings == [said]
     lines = _manifest(first_run["data"])
@@ -452,16 +486,16 @@ def test_a_table_of_many_sources_lists_the_failed_and_the_not_kept_first(first_r
     from rich.console import Console
 
     from lipsyncctl.curation.decide import ClipSpan
-    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome
     from lipsyncctl.curation.records import Decision
 
-    sources = [SourceOutcome(f"s{i}", f"/raw/{'z' if i == 3 else 'a'}{i}.mp4", Decision.kept()) for i in range(6)]
-    tally = Tally()
-    for s in sources:
-        tally.add(s, [ClipSpan(s.id, 0, 125, Decision.failed("align", "disk full") if s.id == "s3" else
-                               Decision.kept())], s.id)
+    result = CurateResult(tmp_path, "features", (0, 1))
+    for i in range(6):
+        result.add(SourceOutcome(f"s{i}", f"/raw/{'z' if i == 3 else 'a'}{i}.mp4", Decision.kept()),
+                   [ClipSpan(f"s{i}", 0, 125, Decision.failed("align", "disk full") if i == 3 else Decision.kept())],
+                   cfg.resolve("tiny").curate)
     console = Console(file=io.StringIO(), width=200)
-    cli_curate._render(console, CurateResult(tmp_path, sources, tally, "features", (0, 1)))
+    cli_curate._render(console, result)
     assert "/raw/z3.mp4" in console.file.getvalue() and "/raw/a5.mp4" not in console.file.getvalue()
     # report.html too lists the first sources not kept (by id), saying how many there are
     from lipsyncctl.curation import views
@@ -622,17 +656,18 @@ def test_a_dataset_whose_val_split_came_out_empty_is_said(tmp_path: Path) -> Non
     then have nothing, said with the ways out; a handful of sources (val not to be expected) says nothing."""
     from lipsyncctl.curation import rebuild
     from lipsyncctl.curation.decide import ClipSpan
-    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome
     from lipsyncctl.curation.records import Decision
 
-    def result(n: int) -> CurateResult:
-        sources = [SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept()) for i in range(n)]
-        tally = Tally()
-        for s in sources:
-            tally.add(s, [ClipSpan(s.id, 0, 125, Decision.kept())], s.id)
-        return CurateResult(tmp_path, sources, tally, "features", (0, 1))
-
     none_in_val = cfg.resolve("tiny", ["curate.split_seed=1"]).curate  # s0..s19 all train with this seed
+
+    def result(n: int, options: cfg.CurateOptions = none_in_val) -> CurateResult:
+        out = CurateResult(tmp_path, "features", (0, 1))
+        for i in range(n):
+            out.add(SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept()),
+                    [ClipSpan(f"s{i}", 0, 125, Decision.kept())], options)
+        return out
+
     many = result(20)
     rebuild.warn_decisions(many, none_in_val)
     assert any(w.startswith("no kept span is in val (20 split groups at curate.val_fraction 0.05)") for w in
@@ -640,8 +675,10 @@ def test_a_dataset_whose_val_split_came_out_empty_is_said(tmp_path: Path) -> Non
     few = result(6)
     rebuild.warn_decisions(few, none_in_val)
     assert not [w for w in few.warnings if "in val" in w]
-    some_in_val = result(20)
-    rebuild.warn_decisions(some_in_val, cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate)
+    half = cfg.resolve("tiny", ["curate.val_fraction=0.5"]).curate
+    some_in_val = result(20, half)
+    assert some_in_val.tally.kept_in_val and not some_in_val.tally.kept_groups  # the groups let go
+    rebuild.warn_decisions(some_in_val, half)
     assert not [w for w in some_in_val.warnings if "in val" in w]
 
 

@@ -106,7 +106,7 @@ def test_the_faceless_shot_is_rejected_at_its_first_frame_without_a_file(first) 
     assert sorted(p.name for p in folder.iterdir()) == [f"{spans[0].id}.mp4", f"{spans[0].id}.npy"]
     report = json.loads((first["data"] / "report.json").read_text())
     assert report["counts"]["rejected"] == {"align/no-face": 1}
-    assert first["result"].sources[0].computed == ["probe", "normalize", "shots", "segments", f"align:0-{FACE}",
+    assert [*first["result"].sources][0].computed == ["probe", "normalize", "shots", "segments", f"align:0-{FACE}",
                                        f"align:{FACE}-{FACE + GREY}"]
 
 
@@ -114,7 +114,7 @@ def test_the_official_filters_re_decide_without_running(raw: Path, first, monkey
     calls = _count_runs(monkeypatch)
     data = first["data"]
     plain = run_curation([raw], data, cfg.resolve("tiny"), until="align")
-    assert calls == [] and plain.sources[0].computed == []  # a rerun computes nothing
+    assert calls == [] and [*plain.sources][0].computed == []  # a rerun computes nothing
     size = list(plain.spans())[0].summary["min_face_size"]
     small = run_curation([raw], data, cfg.resolve("tiny", ["curate.min_face_size=true"]), until="align")
     d = list(small.spans())[0].decision
@@ -141,7 +141,7 @@ def test_a_deleted_output_recomputes_that_clip_only(raw: Path, first, monkeypatc
     kept = first["spans"][0]
     Path(kept.summary["aligned"]).unlink()
     again = run_curation([raw], first["data"], cfg.resolve("tiny"), until="align")
-    assert calls == [kept.id] and again.sources[0].computed == [f"align:0-{FACE}"]
+    assert calls == [kept.id] and [*again.sources][0].computed == [f"align:0-{FACE}"]
     assert Path(kept.summary["aligned"]).is_file() and list(again.spans())[0].decision.verdict == "kept"
     assert not list(first["data"].rglob(".*.part*"))  # nothing half-written left
 

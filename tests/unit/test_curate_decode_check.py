@@ -74,4 +74,4 @@ def test_a_source_that_stops_decoding_is_rejected_at_shots(corrupt: Path, tmp_pa
     assert "segments" not in source.computed  # the source's stages end there
     assert hashlib.sha256(corrupt.read_bytes()).hexdigest() == before
     again = run_curation([corrupt], tmp_path / "data", cfg.resolve("tiny"))
-    assert again.sources[0].computed == [] and again.sources[0].decision == d  # stored, not re-decoded
+    assert [*again.sources][0].computed == [] and [*again.sources][0].decision == d  # stored, not re-decoded

@@ -155,5 +155,5 @@ def test_an_inconsistency_falls_back_to_two_passes(raw: Path, runs, tmp_path: Pa
             for line in _manifest(two) if line["source"].startswith("long")]
     assert _manifest(data) == want
     assert _files(data) == {k: v for k, v in _files(two).items() if "/long-" in k}
-    assert result.sources[0].computed == ["probe", "normalize", "shots", "segments", "align:0-25", "align:25-50",
+    assert [*result.sources][0].computed == ["probe", "normalize", "shots", "segments", "align:0-25", "align:25-50",
                                           "align:50-90"]

@@ -161,56 +161,129 @@ def test_the_views_are_written_a_line_at_a_time_and_replaced_together(curated: P
     assert json.loads((data / "report.json").read_text())["histograms"] == report["histograms"]
 
 
-def test_the_views_of_a_dataset_take_memory_flat_in_its_spans(curated: Path, tmp_path: Path) -> None:
-    """Steps 3 and 4 decide, write and count a source's spans, then drop them: rebuilding the views of 10 times as
-    many spans (more sources of the same length) takes a few dozen bytes more per span (its histogram value, a
-    share of its source's outcome), where holding the spans took ~1.6 KB each; every span is in the views."""
-    import json
-    import tracemalloc
-
+def _dataset(curated: Path, data: Path, sources: int, per_source: int) -> Path:
+    """``sources`` copies of the fixture's ``cut`` source record under ``data``, each with ``per_source`` kept 5 s
+    spans (copies of its first clip record); the source files are gone."""
     from lipsyncctl.curation.decide import clip_id
-    from lipsyncctl.curation.job import report_curation
     from lipsyncctl.curation.records import RecordStore
 
     store = RecordStore.of(curated)
     (cut,) = [store.load("sources", s) for s in store.ids("sources") if s.startswith("cut-")]
     assert cut is not None
     kept = next(c for c in store.clip_records(cut["id"]).values() if c.first == 0).to_dict()
+    out = RecordStore.of(data)
+    for i in range(sources):
+        sid = f"s{i:05d}"
+        pieces = [[k * 125, (k + 1) * 125, 0, per_source * 125] for k in range(per_source)]
+        rec = {**cut, "id": sid, "path": str(data.parent / "gone" / f"{sid}.mp4")}
+        rec["stages"] = {**cut["stages"], "segments": {**cut["stages"]["segments"],
+                                                       "data": {**cut["stages"]["segments"]["data"], "pieces": pieces}}}
+        out.save("sources", sid, rec)
+        for a, b, *_ in pieces:
+            cid = clip_id(sid, a, b)
+            out.save(f"clips/{sid}", cid, {**kept, "id": cid, "source": sid, "first": a, "stop": b})
+    return data
+
+
+def _peak(data: Path) -> int:
+    """The traced peak of ``curate report`` of ``data``, whose spans are all kept."""
+    import tracemalloc
+
+    from lipsyncctl.curation.job import report_curation
+    from lipsyncctl.curation.records import RecordStore
+
+    tracemalloc.start()
+    try:
+        result = report_curation(data, cfg.resolve("tiny"))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        store = RecordStore.of(data)
+        assert result.counts()["clips"] == {"kept": sum(len(store.ids(f"clips/{s}")) for s in store.ids("sources"))}
+
+
+def test_the_views_of_a_dataset_take_memory_flat_in_its_spans(curated: Path, tmp_path: Path) -> None:
+    """Steps 3 and 4 decide, write and count a source's spans, then drop them: rebuilding the views of 10 times as
+    many spans (more sources of the same length) takes a few dozen bytes more per span (its histogram value, a
+    share of its source's id), where holding the spans took ~1.6 KB each; every span is in the views."""
+    import json
+
+    from lipsyncctl.curation.decide import clip_id
+    from lipsyncctl.curation.job import report_curation
+
     per_source = 20
-
-    def dataset(sources: int) -> Path:
-        data = tmp_path / f"d{sources}"
-        out = RecordStore.of(data)
-        for i in range(sources):
-            sid = f"s{i:05d}"
-            pieces = [[k * 125, (k + 1) * 125, 0, per_source * 125] for k in range(per_source)]
-            rec = {**cut, "id": sid, "path": str(tmp_path / "gone" / f"{sid}.mp4")}
-            rec["stages"] = {**cut["stages"], "segments": {**cut["stages"]["segments"],
-                                                           "data": {**cut["stages"]["segments"]["data"], "pieces": pieces}}}
-            out.save("sources", sid, rec)
-            for a, b, *_ in pieces:
-                cid = clip_id(sid, a, b)
-                out.save(f"clips/{sid}", cid, {**kept, "id": cid, "source": sid, "first": a, "stop": b})
-        return data
-
-    def peak(data: Path) -> int:
-        tracemalloc.start()
-        try:
-            result = report_curation(data, cfg.resolve("tiny"))
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-            assert result.counts()["clips"] == {"kept": len(RecordStore.of(data).ids("sources")) * per_source}
-
-    small, large = dataset(10), dataset(100)
+    small = _dataset(curated, tmp_path / "d10", 10, per_source)
+    large = _dataset(curated, tmp_path / "d100", 100, per_source)
     # imports, first-call caches and tables that only grow (Python 3.11's pathlib interns each path part: the
     # interpreter's table of interned strings doubles, once, at a size that depends on the process's past) at
     # their size before the measure
     report_curation(large, cfg.resolve("tiny"))
-    growth = (peak(large) - peak(small)) / (90 * per_source)
+    growth = (_peak(large) - _peak(small)) / (90 * per_source)
     assert growth < 250, f"{growth:.0f} B a span"
     lines = (large / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 2000 and [json.loads(line)["id"] for line in lines] == sorted(
         clip_id(f"s{i:05d}", k * 125, (k + 1) * 125) for i in range(100) for k in range(per_source))
     report = json.loads((large / "report.json").read_text())
     assert len(report["sources"]) == 100 and report["counts"]["kept_seconds"] == 2000 * 5
+
+
+def test_the_views_of_a_dataset_take_memory_flat_in_its_sources(curated: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source's outcome is spooled to a temporary file, not held (~0.8 KB a source before: a million sources
+    took ~0.8 GB at the end of a run): 10 times as many sources of one span each take a few dozen bytes more a
+    source (its id, listed and sorted, its histogram values); report.json and the result still list every one."""
+    import json
+
+    from lipsyncctl.curation.job import report_curation
+
+    small, large = _dataset(curated, tmp_path / "d100", 100, 1), _dataset(curated, tmp_path / "d1000", 1000, 1)
+    from lipsyncctl.curation import outcome
+
+    monkeypatch.setattr(outcome, "SPOOL_MEMORY", 1)  # on disk from the first (a spool holds 1 MiB in memory)
+    report_curation(large, cfg.resolve("tiny"))  # (see the test above)
+    growth = (_peak(large) - _peak(small)) / 900
+    assert growth < 300, f"{growth:.0f} B a source"
+    result = report_curation(large, cfg.resolve("tiny"))
+    assert len(result.sources) == 1000 and [s.id for s in result.sources] == [f"s{i:05d}" for i in range(1000)]
+    report = json.loads((large / "report.json").read_text())
+    assert [s["id"] for s in report["sources"]] == [f"s{i:05d}" for i in range(1000)]
+    assert report["sources"][0] == [*result.sources][0].to_dict()
+
+
+def test_json_of_a_curate_lists_every_source_read_back_from_disk(curated: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--json`` writes the sources as it reads them back from their spool (on disk past its memory share): the
+    text is json.dumps(indent=2)'s, byte for byte, of the same result made into lists."""
+    import json
+
+    from lipsyncctl.cli.state import _chunks
+    from lipsyncctl.curation import outcome
+    from lipsyncctl.curation.job import report_curation
+
+    monkeypatch.setattr(outcome, "SPOOL_MEMORY", 4096)
+    data = _dataset(curated, tmp_path / "d", 60, 1)
+    assert main(["curate", "report", str(data), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["id"] for s in doc["sources"]] == [f"s{i:05d}" for i in range(60)] and doc["failures"] == 0
+    result = report_curation(data, cfg.resolve("tiny"))
+    assert "".join(_chunks(result.to_dict(lazy=True))) == json.dumps(result.to_dict(), indent=2)
+    odd = {"a": iter([{"é": [1, {"b\n": None}]}, []]), "none": iter([]), "n": {"deep": [1, [2, {}]]}, "s": "x\ny"}
+    assert "".join(_chunks(odd)) == json.dumps({**odd, "a": [{"é": [1, {"b\n": None}]}, []], "none": []}, indent=2)
+
+
+def test_a_spool_reads_back_what_it_holds_in_memory_and_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items past its memory share go to a temporary file; each iteration reads from the first, two may interleave,
+    and an item appended after an iteration is read by the next."""
+    from lipsyncctl.curation import outcome
+
+    monkeypatch.setattr(outcome, "SPOOL_MEMORY", 100)
+    spool: outcome.Spool[int] = outcome.Spool(lambda n: {"n": n, "pad": "é" * (n % 7)}, lambda d: d["n"])
+    assert len(spool) == 0 and list(spool) == []
+    for n in range(5000):
+        spool.append(n)
+    assert spool._file._rolled and len(spool) == 5000  # type: ignore[attr-defined]
+    one, two = iter(spool), iter(spool)
+    assert [next(one) for _ in range(3)] == [0, 1, 2] and list(two) == list(range(5000)) and next(one) == 3
+    spool.append(5000)
+    assert list(spool)[-2:] == [4999, 5000] and sum(1 for _ in spool.lines()) == 5001
