@@ -121,6 +121,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         progress.warning(warnings[0])
     # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)
     models = _clip_models(config, until, warnings if dry_run else None)
+    _check_gpus(gpus, warnings if dry_run else None)
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
              for src, stem in pairs]
     store = RecordStore.of(data)
@@ -464,6 +465,24 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
                                 + (f" ({exc.hint})" if exc.hint else ""))
                 progress.warning(warnings[-1])
     return models
+
+
+def _check_gpus(gpus: Sequence[str], warnings: list[str] | None) -> None:
+    """Every ``gpus`` device exists here (:func:`~lipsyncctl.runner.devices.check_gpus`), before any work; with
+    ``warnings`` (a dry run, perhaps on another machine than the run's) said there instead.
+
+    Raises:
+        DeviceError: one is missing (exit 4); not with ``warnings``.
+    """
+    from lipsyncctl.runner.devices import check_gpus
+
+    try:
+        check_gpus(gpus)
+    except LipsyncError as exc:
+        if warnings is None:
+            raise
+        warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}")
+        progress.warning(warnings[-1])
 
 
 def _refresh_probe(old: StageResult, rec: SourceRecord, task: CurateTask, key: str) -> StageResult | None:

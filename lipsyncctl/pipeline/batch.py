@@ -411,10 +411,13 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl.pipeline.clip import check_found, check_point, grid_frames, probe_inputs
     from lipsyncctl.pipeline.output import check_output
     from lipsyncctl.pipeline.plan import select_range
+    from lipsyncctl.runner.devices import check_gpus
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.workers import check_backend, run_tasks
 
     check_backend(backend)
+    if not dry_run:
+        check_gpus(gpus)  # exit 4 before any row
     mine = take_shard(rows, shard)
     # each row's configuration, checked before any work (ConfigError, exit 3, naming the line)
     configs = {r.line: config.with_overrides(r.options, source=f"--batch {list_file}, line {r.line}") for r in mine}

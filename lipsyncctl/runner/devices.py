@@ -6,6 +6,7 @@ torch is imported inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lipsyncctl.errors import ConfigError, DeviceError, UsageError
@@ -60,6 +61,26 @@ def check_gpu_count(count: int, option: str) -> None:
         raise DeviceError(f"{option}: this machine has {visible} CUDA GPU(s) visible",
                           hint="--nproc N runs N processes on the CPU; check CUDA_VISIBLE_DEVICES and "
                                "`lipsyncctl doctor`")
+
+
+def check_gpus(devices: Sequence[str]) -> None:
+    """Every device of a ``--gpus`` list (``cuda:N``, :func:`parse_gpus`) exists here, checked before any work: a
+    worker's first network load failed on it after the CPU stages had run (curate: an internal error).
+
+    Raises:
+        DeviceError: naming the first missing one (exit 4).
+    """
+    if not devices:
+        return
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for device in devices:
+        index = torch.device(device).index or 0
+        if index >= visible:
+            raise DeviceError(f"--gpus {index}: this machine has {visible} CUDA GPU(s) visible",
+                              hint="leave --gpus out to run on the CPU (--jobs N: N worker processes); check "
+                                   "CUDA_VISIBLE_DEVICES and `lipsyncctl doctor`")
 
 
 def parse_gpus(value: str | None) -> list[str]:

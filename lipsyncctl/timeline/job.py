@@ -105,11 +105,10 @@ def _check_devices(job: TimelineJob, config: Config) -> None:
     """``--device``/``--dtype``/GPU options and every ``--gpus`` index exist here, before any shot (a wrong one
     failed every shot and published a version that needed attention)."""
     from lipsyncctl.pipeline.networks import check_inference
-    from lipsyncctl.runner.devices import resolve_device
+    from lipsyncctl.runner.devices import check_gpus
 
     check_inference(config.inference)
-    for gpu in job.gpus:
-        resolve_device(gpu)
+    check_gpus(job.gpus)
 
 
 def _read_and_run(job: TimelineJob, config: Config, work: Path, scratch: Path | None,

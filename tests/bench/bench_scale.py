@@ -71,9 +71,8 @@ def _dataset(root: Path, sources: int, spans: int = 2) -> Path:
 
 def views_rows(sizes: list[int], root: Path) -> list[tuple[str, int, float, float]]:
     from lipsyncctl import config as cfg
-    from lipsyncctl.curation.job import report_curation
-
     from lipsyncctl.curation import outcome
+    from lipsyncctl.curation.job import report_curation
 
     outcome.SPOOL_MEMORY = 1  # the outcomes' spool on disk from the first (its first MiB in memory is bounded)
     rows = []

@@ -318,17 +318,19 @@ def test_a_list_on_standard_input(folder: Path, capsys: pytest.CaptureFixture[st
     assert Path(res["items"][0]["video"]) == folder / "a.mkv" and not (folder / "out").exists()
 
 
-def test_a_missing_device_stops_the_batch_at_its_first_clip(folder: Path, models_dir: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_device_stops_the_batch_before_any_row(folder: Path, models_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--gpus on a machine without them: exit 4 before a row is looked at (it stopped at the first render)."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has the GPU the test asks for")
     (folder / "list.csv").write_text(_THREE)
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--gpus", "0")
-    assert rc == 4 and "CUDA is not available" in res["error"]["message"], err
-    assert "[3/3]" not in err and not (folder / "out" / "b.mkv").exists()  # not once a row (the missing file of
-    assert "[2/3] missing.mkv" in err and "not found" in err  # row 2 is said before any render)
+    assert rc == 4 and res["error"]["message"] == "--gpus 0: this machine has 0 CUDA GPU(s) visible", err
+    assert "[1/3]" not in err and not (folder / "out").exists()
+    # a dry run (perhaps on another machine than the run's) plans the rows (exit 1: row 2's file is missing)
+    assert _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", "--gpus", "0", "--dry-run")[0] == 1
 
 
 def test_an_output_that_cannot_hold_the_codec_stops_the_batch_before_any_clip(folder: Path,

@@ -343,6 +343,25 @@ def test_an_unusable_face_detector_stops_the_run_before_any_work(corpus: Path, t
                  until="segments")  # no face needed before align
 
 
+def test_gpus_this_machine_lacks_are_exit_4_before_any_work(corpus: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``--gpus`` on a machine without them ran the CPU stages in the workers, then the sync stage's network load
+    failed as an internal error (exit 1); now exit 4 before any source is touched, and a dry run says it."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    rc = main(["curate", str(corpus / "cut.mp4"), "-o", str(tmp_path / "d"), "--preset", "tiny", "--gpus", "0,1",
+               "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 4 and doc["error"]["message"] == "--gpus 0: this machine has 0 CUDA GPU(s) visible"
+    assert "leave --gpus out" in doc["error"]["hint"] and not (tmp_path / "d").exists()
+    assert main(["curate", str(corpus / "cut.mp4"), "-o", str(tmp_path / "d"), "--preset", "tiny", "--gpus", "0",
+                 "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert "a run would stop (exit 4): --gpus 0: this machine has 0 CUDA GPU(s) visible" in plan["warnings"]
+
+
 def test_the_audio_starts_where_the_picture_starts(tmp_path: Path) -> None:
     """Grid frame 0 is the picture's first frame at its start time (MPEG-TS: late); the normalized audio's
     sample 0 is the sound at that time too (prep's rule), and the probe records it."""

@@ -80,7 +80,7 @@ def test_edit_without_clips_and_all_left_alone_are_exit_5(media: Path, tmp_path:
 
 # ---- a gate that cannot be evaluated fails ------------------------------------------------------
 
-@pytest.mark.parametrize(("flags", "words"), [(["--gpus", "0"], "'cuda:0' requested but CUDA is not available"),
+@pytest.mark.parametrize(("flags", "words"), [(["--gpus", "0"], "--gpus 0: this machine has 0 CUDA GPU(s) visible"),
                                             (["--device", "cuda"], "'cuda' requested but CUDA is not available")])
 def test_a_device_this_machine_lacks_is_exit_4_before_any_shot(media: Path, tmp_path: Path, models_dir: Path,
                                                               monkeypatch: pytest.MonkeyPatch, flags: list[str],
