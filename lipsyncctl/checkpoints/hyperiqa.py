@@ -74,12 +74,15 @@ def save_official(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[s
     atomically (a temporary file renamed into place)."""
     import torch
 
+    from lipsyncctl.media.atomic import output_mode
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+        output_mode(tmp)  # (mkstemp makes 0600 files)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -301,6 +301,8 @@ def write_safetensors(
     """
     from safetensors.torch import save_file
 
+    from lipsyncctl.media.atomic import output_mode
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     meta = {LIPSYNCCTL_META_KEY: json.dumps(dict(header), sort_keys=True)} if header is not None else None
@@ -325,6 +327,7 @@ def write_safetensors(
                 raise
             code = int(found.group(1))
             raise OSError(code, os.strerror(code), str(tmp)) from exc  # a write failure, as Python's own
+        output_mode(tmp)  # (safetensors writes 0600)
         os.replace(tmp, p)
     finally:
         if tmp.exists():

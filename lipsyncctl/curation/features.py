@@ -138,13 +138,14 @@ def _save_atomic(tensors: dict[str, Any], meta: dict[str, str], path: Path) -> N
 
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from lipsyncctl.media.atomic import temp_prefix
+    from lipsyncctl.media.atomic import output_mode, temp_prefix
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        output_mode(tmp)  # (mkstemp and safetensors make 0600 files)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

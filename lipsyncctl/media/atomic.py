@@ -303,6 +303,26 @@ def output_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def output_mode(path: str | Path) -> None:
+    """Give a file that a library wrote private (safetensors' writer and ``tempfile.mkstemp`` make 0600 files) the
+    mode of any output, ``0o666`` minus the umask, before it is renamed into place: a run folder or a dataset shared
+    by a team stays readable by it."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:  # read, not set (setting it to read it races with other threads' new files)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _create_temp(path: Path) -> Path:
     """A new empty hidden file beside ``path``, created with mode ``0o666`` minus the umask like any
     output (``tempfile.mkstemp`` makes 0600 files, which the rename would carry into the result)."""

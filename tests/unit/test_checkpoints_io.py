@@ -222,3 +222,26 @@ def test_manifest_shapes_round_trip_through_key_check() -> None:
     assert keys.compare_state_dict(tensors, fake).ok
     del fake[next(iter(fake))]
     assert len(keys.compare_state_dict(tensors, fake).missing) == 1
+
+
+def test_written_weights_have_the_mode_of_any_output(tmp_path: Path) -> None:
+    """safetensors (and tempfile.mkstemp) make 0600 files: a run's exports, converted weights and a dataset's
+    features were unreadable by the rest of a team sharing the folder. They get 0o666 minus the umask, as any output."""
+    import os
+
+    import torch
+
+    from lipsyncctl.checkpoints.hyperiqa import save_official
+    from lipsyncctl.checkpoints.io import write_safetensors
+    from lipsyncctl.curation.features import _save_atomic
+
+    old = os.umask(0o002)
+    try:
+        _save_atomic({"w": torch.zeros(2)}, {}, tmp_path / "features" / "c.safetensors")
+        written = [write_safetensors(tmp_path / "a.safetensors", {"w": torch.zeros(2)}),
+                   save_official({"w": torch.zeros(2)}, tmp_path / "b.pth"), tmp_path / "features" / "c.safetensors"]
+        assert [oct(p.stat().st_mode & 0o777) for p in written] == ["0o664"] * 3
+        os.umask(0o077)  # a user who keeps files private still does
+        assert write_safetensors(tmp_path / "c.safetensors", {"w": torch.zeros(2)}).stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
