@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl.config import CurateOptions, ModelOptions
-from lipsyncctl.curation.clipstages import ClipContext
 from lipsyncctl.curation.records import Decision
 from lipsyncctl.curation.stages import span_pcm
 
 if TYPE_CHECKING:
+    from lipsyncctl.curation.clipstages import ClipContext
     from lipsyncctl.nets.whisper import WhisperFeatureEncoder
 
 NAME = "features"
