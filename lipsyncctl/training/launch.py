@@ -87,6 +87,8 @@ def read_accelerate_config(path: str | Path, *, cpu: bool = False) -> tuple[Path
 
     shipped = accelerate_configs()
     file = shipped[str(path)] if str(path) in shipped else Path(path).expanduser()
+    if not file.is_file() and str(path) == file.name and file.suffix == ".yaml" and file.stem in shipped:
+        file = shipped[file.stem]  # a shipped file by its file name (fsdp.yaml), none of that name here
     if not file.is_file():
         raise ConfigError(f"--accelerate-config {path}: no such file",
                           hint=f"give a file written by `accelerate config`, or one of {sorted(shipped)}")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--preset", "tiny", "--data", "d", "-o", "r"]
 
 
-def test_shipped_configs_parse_with_accelerates_loader() -> None:
+def test_shipped_configs_parse_with_accelerates_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
     from accelerate.utils import DistributedType
 
@@ -37,6 +37,11 @@ def test_shipped_configs_parse_with_accelerates_loader() -> None:
     file, config = launch.read_accelerate_config("fsdp")
     assert file == shipped["fsdp"] and config.distributed_type == DistributedType.FSDP
     assert launch.read_accelerate_config(str(shipped["fsdp"]))[0] == shipped["fsdp"]
+    # by its file name too, as the README and the folder name it, unless a file of that name is here
+    monkeypatch.chdir(tmp_path)
+    assert launch.read_accelerate_config("fsdp.yaml")[0] == shipped["fsdp"]
+    (tmp_path / "fsdp.yaml").write_text((shipped["fsdp"]).read_text().replace("FULL_SHARD", "SHARD_GRAD_OP"))
+    assert launch.read_accelerate_config("fsdp.yaml")[0] == Path("fsdp.yaml")
 
 
 def test_deepspeed_and_bad_files_are_refused_before_launch(tmp_path: Path) -> None:
