@@ -374,6 +374,10 @@ def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSampl
 
     Raises:
         UsageError: no usable clip."""
+    if not clips.clips and not clips.skipped:  # (a too-short clip would be skipped: there is none at all)
+        raise UsageError(f"{clips.source}: no kept clip in the {clips.split} split",
+                         hint="curate's report.html says why each span was rejected: loosen a threshold and rerun "
+                              "`lipsyncctl curate report DATA`, or curate more footage")
     if not clips.clips:
         raise UsageError(f"{clips.source}: no clip of the {clips.split} split is long enough for {clips.kind} "
                          f"samples of {clips.num_frames} frames ({len(clips.skipped)} skipped)",

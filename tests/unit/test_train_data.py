@@ -8,6 +8,7 @@ stand-in face alignment that writes frames whose red level is their source frame
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -358,8 +359,13 @@ def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
     cfg = resolve_train_config("tiny-syncnet")
     ds = td.make_dataset(cfg, td.read_clips(curated.data, kind=cfg.kind))
     assert isinstance(ds, td.SyncNetSamples) and (ds.seed, ds.resolution, ds.lower_half) == (42, 256, True)
-    with pytest.raises(UsageError, match="no clip"):
+    with pytest.raises(UsageError, match="no clip of the train split is long enough"):
         td.make_dataset(cfg, td.read_clips(curated.data, kind="syncnet", num_frames=64))
+    # a split with no kept clip at all is said as such (it was said as "not long enough (0 skipped)")
+    empty = dataclasses.replace(td.read_clips(curated.data, kind=cfg.kind), clips=(), skipped=())
+    with pytest.raises(UsageError, match="no kept clip in the train split") as err:
+        td.make_dataset(cfg, empty)
+    assert "curate report" in (err.value.hint or "")
 
 
 def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> None:
