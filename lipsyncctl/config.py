@@ -566,6 +566,14 @@ def preset_path(name_or_path: str, folder: Path | None = None) -> Path:
                 f"preset file not found: {p}", hint="give a built-in name or an existing YAML file"
             )
         return p
+    train = paths.PRESETS_DIR / "train"
+    if folder is None and name_or_path in list_presets(train):
+        raise ConfigError(f"unknown preset {name_or_path!r}: it is a training preset",
+                          hint=f"`lipsyncctl train --preset {name_or_path} --print-config` shows it; "
+                               "`lipsyncctl train --list-presets` lists them")
+    if folder == train and name_or_path in list_presets():
+        raise ConfigError(f"unknown training preset {name_or_path!r}: it is a preset of sync, prep, score and curate",
+                          hint=f"training presets: {', '.join(presets)}; or give a path to a YAML file")
     raise ConfigError(
         f"unknown preset {name_or_path!r}",
         hint=f"built-in presets: {', '.join(presets) or '(none)'}; or give a path to a YAML file",

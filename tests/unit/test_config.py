@@ -167,6 +167,14 @@ def test_bad_yaml_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown preset 'nope'") as info:
         cfg.resolve("nope")
     assert "tiny" in info.value.hint  # lists the built-in names
+    # a preset of the other kind says which command takes it
+    with pytest.raises(ConfigError, match="unknown preset 'stage2': it is a training preset") as info:
+        cfg.resolve("stage2")
+    assert "train --preset stage2 --print-config" in info.value.hint
+    from lipsyncctl.training.config import resolve_train_config
+
+    with pytest.raises(ConfigError, match="'latentsync-1.5': it is a preset of sync, prep, score and curate"):
+        resolve_train_config("latentsync-1.5")
 
 
 def test_empty_preset_file_is_the_defaults(tmp_path: Path) -> None:
