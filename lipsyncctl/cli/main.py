@@ -112,6 +112,19 @@ EXIT_CODES: dict[type[BaseException], int] = {
 
 
 INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
+#: commands that write no file: their interrupt has nothing to resume
+READ_ONLY = frozenset({"score", "doctor", "presets"})
+
+
+def _interrupt_hint(command: object, args: list[str]) -> str:
+    """The hint of an interrupt of the command ``args`` name (after the global options and their values)."""
+    names = getattr(command, "commands", {})
+    words = [a for a in map(str, args) if not a.startswith("-")]
+    first = next((i for i, w in enumerate(words) if w in names), None)
+    said = words[first:first + 2] if first is not None else []
+    if said[:1] and (said[0] in READ_ONLY or said in (["models", "list"], ["models", "path"], ["models", "verify"])):
+        return "nothing was written: rerun the same command"
+    return INTERRUPT_HINT
 
 
 def _emit_error(message: str, hint: str | None, code: int, partial: dict[str, Any] | None = None) -> None:
@@ -257,7 +270,7 @@ def _run(argv: list[str] | None) -> int:
         rv = command.main(args=args, prog_name="lipsyncctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0
         if code == 130:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error
-            _emit_error("interrupted", INTERRUPT_HINT, code)
+            _emit_error("interrupted", _interrupt_hint(command, args), code)
         return code
     except typer.Exit as exc:
         return exc.exit_code
@@ -274,7 +287,7 @@ def _run(argv: list[str] | None) -> int:
         _emit_error(exc.format_message(), "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`", code)
         return code
     except (typer.Abort, KeyboardInterrupt):
-        _emit_error("interrupted", INTERRUPT_HINT, 130)
+        _emit_error("interrupted", _interrupt_hint(command, args), 130)
         return 130
     except OSError as exc:
         _detail(exc, debug)

@@ -129,7 +129,14 @@ def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: p
 
     monkeypatch.setattr(cfg, "resolve", interrupt)
     assert main(["presets", "show", "tiny"]) == 130
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    # a command that writes nothing has nothing to resume (score said "rerun ... to resume; finished outputs ...")
+    assert "hint: nothing was written: rerun the same command" in err
+    assert main(["--progress", "json", "score", "x.mp4"]) == 130
+    assert "hint: nothing was written" in capsys.readouterr().err
+    assert main(["prep", "x.mp4", "-o", "y"]) == 130
+    assert "hint: rerun the same command to resume; finished outputs are kept" in capsys.readouterr().err
 
 
 def test_unexpected_exception_is_one_line_unless_debug(
