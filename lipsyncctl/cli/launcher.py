@@ -27,8 +27,20 @@ def _failed_rank_status(exc: BaseException) -> int | None:
     return None
 
 
+def _quiet_notices() -> None:
+    """The elastic agent's notices of a stop ("Received 15 death signal, shutting down workers", "Sending process N
+    closing signal SIGTERM", a line a rank) are warnings: an interrupt is said once, as every command says it.
+    ``LOGLEVEL=WARNING`` (torch's variable) shows them."""
+    import logging
+    import os
+
+    os.environ.setdefault("LOGLEVEL", "ERROR")  # the level of torch's elastic loggers (get_logger reads it)
+    logging.getLogger("torch.distributed.elastic").setLevel(os.environ["LOGLEVEL"])  # and of their plain ones
+
+
 def main(argv: list[str]) -> int:
     kind, args = argv[0], argv[1:]
+    _quiet_notices()
     try:
         if kind == "torch":
             from torch.distributed.run import main as run

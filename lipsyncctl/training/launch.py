@@ -173,6 +173,11 @@ def _launch(argv: list[str], processes: int | None, cpu: bool, file: Path | None
                                 start_new_session=True)  # a terminal's Ctrl-C reaches this process only
         try:
             code = proc.wait()
+        except KeyboardInterrupt:
+            stop_group(proc)
+            if error_file.is_file():  # the ranks' own interrupt: how far they got (a checkpoint to resume, or none)
+                raise rank_error(error_file) from None
+            raise
         except BaseException:
             stop_group(proc)
             raise

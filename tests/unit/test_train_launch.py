@@ -174,7 +174,8 @@ def test_stopping_a_group_stops_its_ranks(tmp_path: Path) -> None:
     script.write_text(SLEEPER)
     proc = subprocess.Popen([sys.executable, "-m", launch.LAUNCHER, "torch", "--nproc-per-node", "1",
                              "--master-port", str(launch.free_port()), str(script), str(pid_file)],
-                            cwd=REPO, start_new_session=True)
+                            cwd=REPO, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "LOGLEVEL"})
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -183,6 +184,8 @@ def test_stopping_a_group_stops_its_ranks(tmp_path: Path) -> None:
     launch.stop_group(proc, grace=20)
     assert proc.returncode is not None
     assert (tmp_path / "rank.pid.cleaned").read_text() == "yes"
+    # the launcher's notices of the stop (a line a rank: "Sending process N closing signal SIGTERM") are not said
+    assert proc.stderr is not None and "signal" not in proc.stderr.read()
     with pytest.raises(ProcessLookupError):
         os.kill(rank, 0)
 
@@ -202,6 +205,27 @@ def test_an_interrupted_launch_stops_the_group(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(KeyboardInterrupt):
         launch.launch(ARGS, 1, cpu=True)
     assert len(stopped) == 1 and stopped[0].returncode is not None
+
+
+def test_an_interrupted_group_says_how_far_its_ranks_got(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ranks' own interrupt error (a checkpoint to resume, or none) is the command's, not a bare interrupt
+    (whose hint said to resume a run that had no checkpoint)."""
+    from lipsyncctl.errors import RANK_ERROR_FILE_ENV, Interrupted
+
+    class Stopped(subprocess.Popen):  # type: ignore[type-arg]
+        def wait(self, timeout=None):  # type: ignore[no-untyped-def]
+            if timeout is None:
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    rank = ("import json, os; json.dump({'message': 'interrupted', 'hint': 'nothing was checkpointed', "
+            f"'exit_code': 130, 'rank': 1}}, open(os.environ['{RANK_ERROR_FILE_ENV}'], 'w'))")
+    monkeypatch.setattr(launch, "launch_command", lambda *a, **k: [sys.executable, "-c", rank])
+    monkeypatch.setattr(launch.subprocess, "Popen", Stopped)
+    monkeypatch.setattr(launch, "stop_group", lambda proc: proc.wait(60))
+    with pytest.raises(Interrupted, match="rank 1: interrupted") as err:
+        launch.launch(ARGS, 2, cpu=True)
+    assert err.value.hint == "nothing was checkpointed" and err.value.exit_code == 130
 
 
 def test_gpus_without_that_many_gpus_is_exit_4_before_any_process(monkeypatch: pytest.MonkeyPatch,
