@@ -447,7 +447,7 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
     from lipsyncctl.faces.detect import usable_backend
 
     names = [s.name for s in CLIP_STAGES]
-    models = {}
+    models, missing = {}, []
     with not_generated() if warnings is not None else contextlib.nullcontext():
         for stage in CLIP_STAGES[: names.index(until) + 1] if until in names else ():
             if stage.skipped(config.curate):
@@ -459,11 +459,17 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
             except TinyNotMade:
                 continue  # made by the run: its stages count as to compute
             except LipsyncError as exc:
-                if warnings is None:
-                    raise
-                warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}"
-                                + (f" ({exc.hint})" if exc.hint else ""))
-                progress.warning(warnings[-1])
+                missing.append((stage.name, exc))
+                if warnings is not None:
+                    warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}"
+                                    + (f" ({exc.hint})" if exc.hint else ""))
+                    progress.warning(warnings[-1])
+    if missing and warnings is None:  # the first, and the stages after it that miss theirs (one rerun, not three)
+        (_, first), *others = missing
+        if others:
+            first.message += (f" (the {', '.join(name for name, _ in others)} stage{'s' * (len(others) > 1)} "
+                              "need models not installed either: --dry-run lists every one)")
+        raise first
     return models
 
 

@@ -346,6 +346,11 @@ def test_without_the_weights_the_job_stops_with_exit_4_naming_models_fetch(env, 
     with pytest.raises(MissingModelError, match="syncnet-v2, sfd-face"):
         job._clip_models(cfg.resolve(None), "sync")
     assert job._clip_models(cfg.resolve(None), "align") == {"align": {}}  # --until align needs no weights
+    # every stage that misses its models is named (a user learnt them one rerun at a time)
+    env["monkeypatch"].setattr(job, "CLIP_STAGES", tuple(clipstages._registered()))
+    with pytest.raises(MissingModelError, match=r"syncnet-v2, sfd-face not installed \(the quality, features stages "
+                                                r"need models not installed either: --dry-run lists every one\)"):
+        job._clip_models(cfg.resolve(None), "features")
 
 
 def test_skip_sync_runs_without_the_weights_keeps_the_clip_and_says_so(env, capsys) -> None:  # type: ignore[no-untyped-def]
