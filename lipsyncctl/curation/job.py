@@ -65,9 +65,9 @@ from lipsyncctl.curation.reuse import (
 from lipsyncctl.errors import LipsyncError, UsageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CurateTask:
-    """One source for a worker (picklable)."""
+    """One source for a worker (picklable; a run holds one a source: slotted, its settings shared)."""
 
     path: str
     id: str
@@ -122,8 +122,10 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)
     models = _clip_models(config, until, warnings if dry_run else None)
     _check_gpus(gpus, warnings if dry_run else None)
-    tasks = [CurateTask(str(src.absolute()), source_id(src, stem), str(data), options, until, forced, models)
+    folder = str(data)
+    tasks = [CurateTask(str(src.absolute()), source_id(src, stem), folder, options, until, forced, models)
              for src, stem in pairs]
+    del pairs
     store = RecordStore.of(data)
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     _check_ids(tasks, mine, store, data)

@@ -50,25 +50,56 @@ class LeftOut:
 def _walk(root: Path, skip: Path, others: LeftOut | None = None) -> Iterable[Path]:
     """The media files under ``root`` (not under ``skip``, not hidden), sorted; the other files are counted in
     ``others``."""
+    under = _Under(skip)
+    all_inside = under.contains(root)  # (its own files are taken; none of its folders)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not _inside(here / d, skip))
+                             and not all_inside and not under.is_it(os.path.join(dirpath, d)))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            if Path(name).suffix.lower() in MEDIA_EXTS:
+            if os.path.splitext(name)[1].lower() in MEDIA_EXTS:
                 yield here / name
             elif others is not None:
                 others.add(here / name)
 
 
-def _inside(path: Path, folder: Path) -> bool:
+class _Under:
+    """Whether a path is ``folder`` or inside it, ``folder`` resolved once (a walk of a million files resolved it,
+    and each folder it met, component by component)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.real = os.path.realpath(folder)
+        try:
+            st = os.stat(folder)
+            self.id: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            self.id = None  # not made yet: nothing is in it
+
+    def contains(self, path: str | Path) -> bool:
+        real = os.path.realpath(path)
+        return real == self.real or real.startswith(self.real.rstrip(os.sep) + os.sep)
+
+    def is_it(self, folder: str) -> bool:
+        """``folder`` is this one (a walk that does not descend into it meets nothing inside it: one stat)."""
+        if self.id is None:
+            return False
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.id
+
+
+def _file_id(path: Path) -> tuple[int, int] | str:
+    """What names one file however it is reached (a link, another spelling): its device and inode; a path that is
+    not there, as written."""
     try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+        st = os.stat(path)
+    except OSError:
+        return str(path)
+    return st.st_dev, st.st_ino
 
 
 def _sequence_stem(pattern: Path) -> str:
@@ -104,7 +135,8 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
         elif glob.has_magic(text):
             base = _glob_base(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
-            files = [m for m in matches if m.is_file() and not _inside(m, out_dir)]
+            under = _Under(out_dir)
+            files = [m for m in matches if m.is_file() and not under.contains(m)]
             for d in (m for m in matches if m.is_dir()):
                 files.extend(f for f in _walk(d, out_dir, others))
             if not files:
@@ -117,10 +149,10 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
         else:
             found.append((path, Path(path.name).with_suffix("")))
     # Drop exact duplicates (a file given twice), keep order.
-    seen: set[Path] = set()
+    seen: set[tuple[int, int] | str] = set()
     unique = []
     for src, rel in found:
-        key = src.resolve() if src.exists() else src
+        key = _file_id(src)
         if key not in seen:
             seen.add(key)
             unique.append((src, rel))
