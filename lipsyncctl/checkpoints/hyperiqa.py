@@ -74,11 +74,12 @@ def save_official(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[s
     atomically (a temporary file renamed into place)."""
     import torch
 
-    from lipsyncctl.media.atomic import output_mode
+    from lipsyncctl.media.atomic import output_mode, temp_prefix
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # (a name the folder sweeps know: a killed writer's file is removed by the next run)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)

@@ -28,14 +28,20 @@ def _failed_rank_status(exc: BaseException) -> int | None:
 
 
 def _quiet_notices() -> None:
-    """The elastic agent's notices of a stop ("Received 15 death signal, shutting down workers", "Sending process N
-    closing signal SIGTERM", a line a rank) are warnings: an interrupt is said once, as every command says it.
-    ``LOGLEVEL=WARNING`` (torch's variable) shows them."""
+    """The elastic agent's warnings (a stop's "Received 15 death signal, shutting down workers" and "Sending process
+    N closing signal SIGTERM", a line a rank) are not said: an interrupt is said once, as every command says it, and
+    a rank's error by the launching process. Its errors are. ``LOGLEVEL=WARNING`` (torch's variable) shows them."""
     import logging
     import os
 
-    os.environ.setdefault("LOGLEVEL", "ERROR")  # the level of torch's elastic loggers (get_logger reads it)
-    logging.getLogger("torch.distributed.elastic").setLevel(os.environ["LOGLEVEL"])  # and of their plain ones
+    given = os.environ.get("LOGLEVEL")
+    os.environ["LOGLEVEL"] = given or "ERROR"  # the level of the agent's loggers, made as their modules load
+    try:
+        import torch.distributed.run  # noqa: F401
+    finally:
+        if given is None:
+            del os.environ["LOGLEVEL"]  # (the ranks' own logging stays theirs)
+    logging.getLogger("torch.distributed.elastic").setLevel(given or "ERROR")  # and of its plain loggers
 
 
 def main(argv: list[str]) -> int:

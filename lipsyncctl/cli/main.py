@@ -122,7 +122,8 @@ def _interrupt_hint(command: object, args: list[str]) -> str:
     words = [a for a in map(str, args) if not a.startswith("-")]
     first = next((i for i, w in enumerate(words) if w in names), None)
     said = words[first:first + 2] if first is not None else []
-    if said[:1] and (said[0] in READ_ONLY or said in (["models", "list"], ["models", "path"], ["models", "verify"])):
+    dry = "--dry-run" in args or ("-n" in args and said[:1] in (["curate"], ["prep"], ["prune"]))
+    if said[:1] and (dry or said[0] in READ_ONLY or said in [["models", m] for m in ("list", "info", "path", "verify")]):
         return "nothing was written: rerun the same command"
     return INTERRUPT_HINT
 

@@ -121,7 +121,8 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         progress.warning(warnings[0])
     # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)
     models = _clip_models(config, until, warnings if dry_run else None)
-    _check_gpus(gpus, warnings if dry_run else None)
+    if backend != "ray":  # Ray's workers have devices of their own (--gpus asks it for a GPU a task)
+        _check_gpus(gpus, warnings if dry_run else None)
     folder = str(data)
     tasks = [CurateTask(str(src.absolute()), source_id(src, stem), folder, options, until, forced, models)
              for src, stem in pairs]
@@ -140,6 +141,8 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         done: dict[str, list[str]] = {}
         run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
                   jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id)
+        scope = frozenset(t.id for t in mine)
+        del tasks, mine  # (~0.4 KB a source, not needed by the rebuild)
         # 3. Decisions. 4. Views from every record in DATA (every shard's; one shard at a time, so the
         # shard finishing last, which sees every record, writes the views last). The warnings said at the start
         # (files skipped) are in --json too.
@@ -150,7 +153,6 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         seen = before[0] if before is not None else sys.maxsize
         with one_at_a_time(data, "views"):
             started, finished = views_generation(data) or (0, 0)
-            scope = frozenset(t.id for t in mine)
             if shard[1] > 1 and finished > seen:
                 progress.message("the views were rebuilt since this shard's stages ended, by another shard (with this "
                                  "shard's spans): not again; the counts here are this shard's sources")
@@ -170,7 +172,8 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
     inputs with one id (files of different folders given one by one, as a shell expands ``raw/*/*.mp4``),
     and a file of this shard's (``mine``) that DATA already holds under another id (an earlier run was given another
     folder), which would make a second copy of its clips. A source whose own record names its file is known; DATA's
-    other records are read only when some source is not (a new file, or a moved one), and only its path is held.
+    other records are read only when some source is not (a new file, or a moved one), and only their paths are held
+    (a DATA that holds one file under two ids already, from a version without this check, is not looked for).
 
     Raises:
         UsageError: naming the files.
@@ -450,10 +453,11 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
 
     names = [s.name for s in CLIP_STAGES]
     models, missing = {}, []
-    with not_generated() if warnings is not None else contextlib.nullcontext():
-        for stage in CLIP_STAGES[: names.index(until) + 1] if until in names else ():
-            if stage.skipped(config.curate):
-                continue
+    for stage in CLIP_STAGES[: names.index(until) + 1] if until in names else ():
+        if stage.skipped(config.curate):
+            continue
+        # a dry run makes nothing (not even tiny models), nor does a run past a missing model (it stops)
+        with not_generated() if warnings is not None or missing else contextlib.nullcontext():
             try:
                 if stage.name == align.NAME:
                     usable_backend(config.curate.detector)  # its files are its backend's business
@@ -469,8 +473,9 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
     if missing and warnings is None:  # the first, and the stages after it that miss theirs (one rerun, not three)
         (_, first), *others = missing
         if others:
-            first.message += (f" (the {', '.join(name for name, _ in others)} stage{'s' * (len(others) > 1)} "
-                              "need models not installed either: --dry-run lists every one)")
+            names_ = ", ".join(name for name, _ in others)
+            first.message += (f" (the {names_} stage{'s need' if len(others) > 1 else ' needs'} models not "
+                              "installed either: --dry-run lists every one)")
         raise first
     return models
 

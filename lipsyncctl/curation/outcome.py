@@ -1,14 +1,16 @@
 """What a curate run returns: per source its outcome, and the dataset's tallies gathered a source at a time.
 
-Nothing in it grows with the dataset but the tallies' keys: a run's spans are written to ``manifest.jsonl`` as
-they are decided (:meth:`CurateResult.spans` reads them back a line at a time), its sources' outcomes go to a
-temporary file (:class:`Spool`; a million of them took ~0.8 GB as objects) read back each time they are iterated,
-and the counts and warnings a dataset needs are added up in a :class:`Tally`. A dry run writes nothing to DATA:
-its plan's spans are spooled too.
+A run's spans are written to ``manifest.jsonl`` as they are decided (:meth:`CurateResult.spans` reads them back a
+line at a time), its sources' outcomes go to a temporary file (:class:`Spool`; a million of them took ~0.8 GB as
+objects) read back each time they are iterated, and the counts and warnings a dataset needs are added up in a
+:class:`Tally`, whose only parts that grow with the dataset are the sources per folder where the split is per
+source (~65 B a folder) and the split groups holding a kept span until one of them is in val. A dry run writes
+nothing to DATA: its plan's spans are spooled too (in the system's temporary folder).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -58,16 +60,20 @@ class SourceOutcome:
 
 
 class Spool(Generic[T]):
-    """Items kept as JSON lines in a temporary file (in memory up to :data:`SPOOL_MEMORY`, then on disk, removed
-    when the spool goes) and read back, one at a time, each time it is iterated (two iterations may interleave)."""
+    """Items kept as JSON lines in a temporary file (in memory up to :data:`SPOOL_MEMORY`, then on disk in
+    ``folder``, default the system's temporary folder; a file without a name, gone with the spool or the process)
+    and read back, one at a time, each time it is iterated (two iterations may interleave). ``encode`` and
+    ``decode`` turn an item into a JSON-able dict and back; a pickled spool carries its lines."""
 
-    def __init__(self, encode: Callable[[T], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, mode="w+b")  # noqa: SIM115 (kept open)
-        self._encode, self._decode, self._count = encode, decode, 0
+    def __init__(self, encode: Callable[[T], dict[str, Any]], decode: Callable[[dict[str, Any]], T],
+                 folder: Path | None = None) -> None:
+        self._encode, self._decode, self._folder, self._count = encode, decode, folder, 0
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, mode="w+b",  # noqa: SIM115 (kept open)
+                                                   dir=folder if folder is not None and folder.is_dir() else None)
 
     def append(self, item: T) -> None:
         self._file.seek(0, 2)
-        self._file.write(json.dumps(self._encode(item)).encode() + b"\n")
+        self._file.write(json.dumps(self._encode(item), default=str).encode() + b"\n")
         self._count += 1
 
     def lines(self) -> Iterator[str]:
@@ -90,6 +96,15 @@ class Spool(Generic[T]):
     def __len__(self) -> int:
         return self._count
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"encode": self._encode, "decode": self._decode, "lines": list(self.lines())}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["encode"], state["decode"])  # type: ignore[misc]
+        for line in state["lines"]:
+            self._file.write(line.encode() + b"\n")
+        self._count = len(state["lines"])
+
 
 @dataclass
 class Tally:
@@ -111,10 +126,10 @@ class Tally:
     kept_groups: set[str] = field(default_factory=set)
     kept_in_val: bool = False
 
-    def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], *, group: str, split: str,
+    def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], *, group: str | None, split: str,
             folder: int | None = None) -> None:
-        """One source's outcome and its spans; ``group`` and ``split``: its split group and side; ``folder``: its
-        folder, where the split is per source."""
+        """One source's outcome and its spans; ``group`` and ``split``: its split group (None: not kept, there is no
+        val split to miss) and side; ``folder``: its folder, where the split is per source."""
         for d in [source.decision, *(c.decision for c in spans)]:
             if d.verdict == Verdict.REJECTED:
                 self.rejected[f"{d.stage}/{d.reason}"] += 1
@@ -127,7 +142,7 @@ class Tally:
             self.clips[str(c.decision.verdict)] += 1
             if c.decision.verdict == Verdict.KEPT:
                 self.kept_frames += c.frames
-                if self.kept_in_val:
+                if self.kept_in_val or group is None:
                     pass
                 elif split == "val":  # the "no kept span in val" warning cannot be said: the groups are let go
                     self.kept_in_val, self.kept_groups = True, set()
@@ -143,8 +158,9 @@ class Tally:
                 "kept_seconds": round(self.kept_frames / self.fps, 3)}
 
 
-def _spool_sources() -> Spool[SourceOutcome]:
-    return Spool(SourceOutcome.to_dict, SourceOutcome.from_dict)
+def spool_sources(folder: Path | None = None) -> Spool[SourceOutcome]:
+    """A spool of source outcomes (on disk in ``folder`` past its memory share)."""
+    return Spool(SourceOutcome.to_dict, SourceOutcome.from_dict, folder)
 
 
 @dataclass
@@ -168,7 +184,7 @@ class CurateResult:
     warnings: list[str] = field(default_factory=list)
     scope: frozenset[str] | None = None
     views_written: bool = True  # False: a shard whose views another rebuilt (``sources`` and counts: this shard's)
-    sources: Spool[SourceOutcome] = field(default_factory=_spool_sources)
+    sources: Spool[SourceOutcome] = field(default_factory=spool_sources)
     planned: list[ClipSpan] | Spool[ClipSpan] = field(default_factory=list)
     failed: list[SourceOutcome] = field(default_factory=list)
     failures: int = 0
@@ -183,11 +199,11 @@ class CurateResult:
         split = views.split_of(group, options)
         # (counted by its hash: a number, not the folder's name, a source)
         folder = hash(os.path.dirname(source.path)) if options.split_by == "source" and options.val_fraction else None
-        self.tally.add(source, spans, group=group, split=split, folder=folder)
+        self.tally.add(source, spans, group=group if options.val_fraction else None, split=split, folder=folder)
         self.sources.append(source)
         if self.dry_run:
             if isinstance(self.planned, list):
-                self.planned = Spool(lambda c: c.to_dict(self.fps), ClipSpan.from_dict)
+                self.planned = Spool(functools.partial(ClipSpan.to_dict, fps=self.fps), ClipSpan.from_dict)
             for c in spans:  # without their stages' outputs (~1.7 KB a span with them)
                 self.planned.append(ClipSpan(c.source, c.first, c.stop, c.decision))
         elif source.failed and (self.scope is None or source.id in self.scope):

@@ -2,10 +2,9 @@
 ``config.curate``, and the views (:mod:`lipsyncctl.curation.views`) rebuilt, a source at a time.
 
 A source's spans are decided, written to the manifest and the split lists, and counted
-(:class:`~lipsyncctl.curation.outcome.Tally`), then dropped: memory holds one source's spans, a source outcome
-is kept, its outcome spooled to a temporary file (:class:`~lipsyncctl.curation.outcome.Spool`): memory holds one
-source's spans, the tallies and 8 bytes per measured value for the histograms, whatever the number of sources and
-spans. The six views are written under temporary names and renamed together at the end
+(:class:`~lipsyncctl.curation.outcome.Tally`), then dropped, and its outcome is spooled to a temporary file on
+DATA's disk (:class:`~lipsyncctl.curation.outcome.Spool`): memory holds one source's spans, the sorted list of the
+source ids (~80 B a source), the tallies and 8 bytes per measured value for the histograms. The six views are written under temporary names and renamed together at the end
 (:func:`~lipsyncctl.curation.views.text_files`).
 """
 
@@ -22,7 +21,7 @@ from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation import views
 from lipsyncctl.curation.decide import decide_clips, decide_source
-from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
+from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally, spool_sources
 from lipsyncctl.curation.records import RecordStore, SourceRecord, Stage, Verdict
 
 VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
@@ -49,7 +48,9 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
     ids = store.ids("sources") if write or scope is None else list(scope)
     ids.sort(key=lambda rid: rid + "_")
-    result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write)
+    # (the outcomes spooled on DATA's disk: the system's temporary folder may be small, or memory)
+    result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write,
+                          sources=spool_sources(data / ".lipsyncctl"))
     several, streams = [], 0
     if write:
         data.mkdir(parents=True, exist_ok=True)

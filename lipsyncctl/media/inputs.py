@@ -93,8 +93,8 @@ class _Under:
 
 
 def _file_id(path: Path) -> tuple[int, int] | str:
-    """What names one file however it is reached (a link, another spelling): its device and inode; a path that is
-    not there, as written."""
+    """Its device and inode (the same for a symbolic link to it, another spelling of its path, a hard link); a path
+    that is not there, as written."""
     try:
         st = os.stat(path)
     except OSError:
@@ -148,14 +148,23 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
                 found.append((f, f.relative_to(path).with_suffix("")))
         else:
             found.append((path, Path(path.name).with_suffix("")))
-    # Drop exact duplicates (a file given twice), keep order.
-    seen: set[tuple[int, int] | str] = set()
+    # Drop exact duplicates (a file given twice: by a folder and by name, through a link), keep order. A file is
+    # known by its device and inode (one stat); the same inode under another resolved path (a hard link) is another
+    # input, so only then are the paths resolved.
+    first: dict[tuple[int, int] | str, int] = {}
+    linked: dict[tuple[int, int] | str, list[str]] = {}  # the resolved paths of an inode met more than once
     unique = []
     for src, rel in found:
         key = _file_id(src)
-        if key not in seen:
-            seen.add(key)
-            unique.append((src, rel))
+        if key in first:
+            names = linked.setdefault(key, [os.path.realpath(unique[first[key]][0])])
+            real = os.path.realpath(src)
+            if real in names:
+                continue
+            names.append(real)
+        else:
+            first[key] = len(unique)
+        unique.append((src, rel))
     return _disambiguate(unique) if unique_stems else unique
 
 

@@ -416,7 +416,7 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     from lipsyncctl.runner.workers import check_backend, run_tasks
 
     check_backend(backend)
-    if not dry_run:
+    if not dry_run and backend != "ray":  # (Ray's workers have devices of their own)
         check_gpus(gpus)  # exit 4 before any row
     mine = take_shard(rows, shard)
     # each row's configuration, checked before any work (ConfigError, exit 3, naming the line)

@@ -54,9 +54,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def check_gpu_count(count: int, option: str) -> None:
     """DeviceError (exit 4) unless ``count`` CUDA GPUs are visible (``CUDA_VISIBLE_DEVICES`` counts): a group
     asked to run on GPUs would otherwise run on the CPU, hours slower, without a word. ``option``: what asked."""
-    import torch
-
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = _visible_gpus()
     if visible < count:
         raise DeviceError(f"{option}: this machine has {visible} CUDA GPU(s) visible",
                           hint="--nproc N runs N processes on the CPU; check CUDA_VISIBLE_DEVICES and "
@@ -74,13 +72,20 @@ def check_gpus(devices: Sequence[str]) -> None:
         return
     import torch
 
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = _visible_gpus()
     for device in devices:
         index = torch.device(device).index or 0
         if index >= visible:
             raise DeviceError(f"--gpus {index}: this machine has {visible} CUDA GPU(s) visible",
                               hint="leave --gpus out to run on the CPU (--jobs N: N worker processes); check "
                                    "CUDA_VISIBLE_DEVICES and `lipsyncctl doctor`")
+
+
+def _visible_gpus() -> int:
+    """CUDA GPUs visible here (``CUDA_VISIBLE_DEVICES`` counts)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def parse_gpus(value: str | None) -> list[str]:

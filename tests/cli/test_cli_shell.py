@@ -137,6 +137,8 @@ def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert "hint: nothing was written" in capsys.readouterr().err
     assert main(["prep", "x.mp4", "-o", "y"]) == 130
     assert "hint: rerun the same command to resume; finished outputs are kept" in capsys.readouterr().err
+    assert main(["prep", "x.mp4", "-o", "y", "-n"]) == 130
+    assert "hint: nothing was written" in capsys.readouterr().err
 
 
 def test_unexpected_exception_is_one_line_unless_debug(

@@ -344,7 +344,8 @@ def test_an_unusable_face_detector_stops_the_run_before_any_work(corpus: Path, t
 
 
 def test_gpus_this_machine_lacks_are_exit_4_before_any_work(corpus: Path, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """``--gpus`` on a machine without them ran the CPU stages in the workers, then the sync stage's network load
     failed as an internal error (exit 1); now exit 4 before any source is touched, and a dry run says it."""
     import torch
@@ -360,6 +361,13 @@ def test_gpus_this_machine_lacks_are_exit_4_before_any_work(corpus: Path, tmp_pa
                  "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert "a run would stop (exit 4): --gpus 0: this machine has 0 CUDA GPU(s) visible" in plan["warnings"]
+    # Ray's workers have GPUs of their own (--gpus asks Ray for one a task): not checked here
+    from lipsyncctl.runner import workers
+
+    calls: list[dict] = []  # type: ignore[type-arg]
+    monkeypatch.setattr(workers, "run_tasks", lambda tasks, execute, done, **kw: calls.append(kw))
+    run_curation([corpus / "cut.mp4"], tmp_path / "r", cfg.resolve("tiny"), backend="ray", gpus=["cuda:0"])
+    assert calls[-1]["backend"] == "ray" and calls[-1]["gpus"] == ["cuda:0"]
 
 
 def test_the_audio_starts_where_the_picture_starts(tmp_path: Path) -> None:

@@ -287,3 +287,24 @@ def test_a_spool_reads_back_what_it_holds_in_memory_and_on_disk(monkeypatch: pyt
     assert [next(one) for _ in range(3)] == [0, 1, 2] and list(two) == list(range(5000)) and next(one) == 3
     spool.append(5000)
     assert list(spool)[-2:] == [4999, 5000] and sum(1 for _ in spool.lines()) == 5001
+
+
+def test_a_curate_result_pickles_with_its_spools(corpus: Path, curated: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result's sources (and a dry run's plan) are in temporary files: pickled (a result returned from a worker
+    process, a deep copy) they travel as their lines."""
+    import copy
+    import pickle
+
+    from lipsyncctl.curation import outcome
+    from lipsyncctl.curation.job import report_curation, run_curation
+
+    monkeypatch.setattr(outcome, "SPOOL_MEMORY", 100)  # on disk
+    result = report_curation(_dataset(curated, tmp_path / "d", 30, 2), cfg.resolve("tiny"))
+    again, copied = pickle.loads(pickle.dumps(result)), copy.deepcopy(result)
+    assert [s.to_dict() for s in again.sources] == [s.to_dict() for s in result.sources] == [
+        s.to_dict() for s in copied.sources] and len(again.sources) == 30
+    assert again.counts() == result.counts()
+    plan = run_curation([corpus], curated, cfg.resolve("tiny"), dry_run=True)  # its spans: a spool too
+    assert len(list(plan.spans())) > 2
+    assert [c.id for c in pickle.loads(pickle.dumps(plan)).spans()] == [c.id for c in plan.spans()]

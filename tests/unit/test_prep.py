@@ -583,14 +583,16 @@ def test_a_walk_skips_the_output_folder_and_takes_a_file_once(tmp_path: Path) ->
     for name in ("a/1.mp4", "2.mp4", "out/3.mp4", "out/x/4.mp4"):
         (raw / name).write_bytes(b"")
     (raw / "link.mp4").symlink_to(raw / "2.mp4")
+    os.link(raw / "2.mp4", raw / "a" / "hard.mp4")  # a hard link is a file of its own name: another input
 
     def names(inputs: list[str | Path], out: Path) -> list[str]:
         return [str(p.relative_to(tmp_path)) if p.is_absolute() else str(p) for p, _ in collect_inputs(inputs, out)]
 
-    assert names([raw], raw / "out") == ["raw/2.mp4", "raw/a/1.mp4"]  # link.mp4 is 2.mp4 again
+    assert names([raw], raw / "out") == ["raw/2.mp4", "raw/a/1.mp4", "raw/a/hard.mp4"]  # link.mp4 is 2.mp4 again
     os.symlink(raw / "out", tmp_path / "o")  # -o given as a link to the folder
-    assert names([raw], tmp_path / "o") == ["raw/2.mp4", "raw/a/1.mp4"]
-    assert names([raw, raw / "a" / "1.mp4", raw / "a" / ".." / "2.mp4", "gone.mp4"], tmp_path / "new") == [
-        "raw/2.mp4", "raw/a/1.mp4", "raw/out/3.mp4", "raw/out/x/4.mp4", "gone.mp4"]
-    assert names([str(raw / "**" / "*.mp4")], raw / "out") == ["raw/2.mp4", "raw/a/1.mp4"]
+    assert names([raw], tmp_path / "o") == ["raw/2.mp4", "raw/a/1.mp4", "raw/a/hard.mp4"]
+    assert names([raw, raw / "a" / "1.mp4", raw / "a" / ".." / "2.mp4", raw / "a" / "hard.mp4", "gone.mp4"],
+                 tmp_path / "new") == ["raw/2.mp4", "raw/a/1.mp4", "raw/a/hard.mp4", "raw/out/3.mp4",
+                                       "raw/out/x/4.mp4", "gone.mp4"]
+    assert names([str(raw / "**" / "*.mp4")], raw / "out") == ["raw/2.mp4", "raw/a/1.mp4", "raw/a/hard.mp4"]
     assert names([raw / "out"], raw / "out") == ["raw/out/3.mp4"]  # inside it: its own files, none of its folders
