@@ -459,12 +459,29 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
         if not force and stamp and _up_to_date(item, stamp, key, job.options.deinterlace):
             item.status, item.reason = "skipped", "up to date (another run made it meanwhile)"
             return
+        if not force:
+            _check_ours(item)
         try:
             written = _write_outputs(item, info, job)
         except WriteError as exc:  # a file of the hidden folder (removed now): name the output, and what it needs
             raise write_error(item.output, exc) from exc
         _write_manifest(item, stamp, key, written, job.options.deinterlace)
     item.status = "done"
+
+
+def _check_ours(item: PrepItem) -> None:
+    """An output file already there is replaced only when prep made it (its ``NAME.prep.json`` is beside it): a
+    user's own file of that name is not (sync's rule for an output without its record).
+
+    Raises:
+        UsageError: naming the file (the item fails; ``--force`` replaces it).
+    """
+    if item.manifest.exists():
+        return
+    for out in (item.output, item.wav):
+        if out is not None and (out.exists() or out.is_symlink()):
+            raise UsageError(f"{out}: exists, and prep did not make it (no {item.manifest.name} beside it)",
+                             hint="--force replaces it; or prepare into another -o folder")
 
 
 def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:
@@ -537,6 +554,8 @@ def _run_item(item: PrepItem, job: _Job, key: dict[str, Any], force: bool, dry_r
             item.reason = "up to date"
         elif dry_run:
             _plan(item, job)
+            if not force:
+                _check_ours(item)
             item.status = "planned"
         else:
             from lipsyncctl.media.container import check_readable

@@ -336,6 +336,23 @@ def test_a_file_another_prep_is_writing_is_skipped(tmp_path: Path, monkeypatch: 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in.mp4", "in.prep.json", "in.wav"]
 
 
+def test_a_file_prep_did_not_make_is_not_replaced_without_force(tmp_path: Path) -> None:
+    """A user's own file with an output's name (no NAME.prep.json beside it) was replaced, exit 0: that item fails
+    now, naming it (a dry run says so too); --force replaces it; prep's own outputs are redone as before."""
+    src = mg.make_clip(tmp_path / "a.mp4", frames=3, size=(96, 64))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.wav").write_bytes(b"my own recording")
+    for dry in (True, False):
+        item = prep([src], out, FAST, dry_run=dry).items[0]
+        assert item.status == "failed" and item.reason == f"{out / 'a.wav'}: exists, and prep did not make it (no " \
+            "a.prep.json beside it)" and "--force" in item.hint
+    assert (out / "a.wav").read_bytes() == b"my own recording" and not (out / "a.mp4").exists()
+    assert prep([src], out, FAST, force=True).items[0].status == "done"
+    assert (out / "a.wav").read_bytes() != b"my own recording" and (out / "a.prep.json").exists()
+    assert prep([src], out, PrepOptions(encoder_preset="ultrafast", crf=30)).items[0].status == "done"  # its own
+
+
 def test_no_audio_fails_unless_allowed(tmp_path: Path) -> None:
     src = mg.make_clip(tmp_path / "mute.mp4", frames=10, audio_rate=None)
     item = prep([src], tmp_path / "a", FAST).items[0]
