@@ -162,8 +162,12 @@ def dub_coverage_warning(dub: DubTrack, plan: TimelinePlan) -> str | None:
     def tc(frame: int) -> str:
         return plan.timecode(min(max(frame, 0), plan.duration))
 
-    def at(frame: int) -> str:
-        return f"{tc(frame)} ({float(min(max(frame, 0), plan.duration) / fps):.3f} s)"
+    def at(frame: int) -> str:  # where the dub's sound starts or ends, even outside the edit (an offset's)
+        if frame < 0 and plan.global_start + frame < 0:
+            return f"{float(-frame / fps):.3f} s before the edit's start"
+        where = (" (after the edit's end)" if frame > plan.duration
+                 else " (before the edit's start)" if frame < 0 else "")
+        return f"{plan.timecode(frame)} ({float(frame / fps):.3f} s){where}"
 
     parts = []
     if first > 0:

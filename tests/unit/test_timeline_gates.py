@@ -206,3 +206,8 @@ def test_short_dub_warns_naming_the_silent_shots(media: Path, tmp_path: Path, mo
     assert "it starts at 01:00:01:00 (1.001 s)" in w and "it ends" not in w
     silent, partly = w.split("silent shots: ")[1].split(";")[0], w.split("partly silent: ")[1]
     assert "A1_" in silent and "B1_" in silent and "B3_" in partly and "A3_" not in w
+    # one starting after the edit's end says where (it said the edit's end, clamped)
+    rc, doc, _ = _run(["--timeline", str(edit), "--audio", f"de={whole}", "--audio-offset", "02:00:00:00",
+                       "-o", str(tmp_path / "out"), *BASE, "--dry-run"], capsys)
+    (w,) = [w for w in doc["warnings"] if w.startswith("dub de")]
+    assert "it starts at 02:00:00:00 (3603.600 s) (after the edit's end)" in w, w  # (23.976 fps: 1 h of TC)
