@@ -328,24 +328,31 @@ def edl_rate_candidates(text: str) -> list[Fraction]:
     return out
 
 
+def _parsed(events: str, rate: Fraction) -> Any:
+    """The EDL's events read at ``rate``, or None where they do not read (at a wrong rate source and record
+    durations disagree)."""
+    import opentimelineio as otio
+
+    try:
+        return otio.adapters.read_from_string(events, adapter_name="cmx_3600", rate=float(rate))
+    except Exception:  # noqa: BLE001 - adapters raise anything
+        return None
+
+
+def _rates_that_read(text: str) -> list[Fraction]:
+    """The standard rates (:func:`edl_rate_candidates`) at which the EDL's events read."""
+    events = _events_only(text)
+    return [r for r in edl_rate_candidates(text) if _parsed(events, r) is not None]
+
+
 def _rate_from_media(path: Path, text: str, guess: EdlRate, resolver: MediaResolver) -> EdlRate:
     """Settle an assumed EDL rate by the media its events link to: they must all run at one rate its
     timecodes fit (and at which its source and record durations agree). Else raise a :class:`UsageError`
     asking for ``--edl-rate`` (exit 2)."""
-    import opentimelineio as otio
-
-    events = _events_only(text)
-
-    def parsed(r: Fraction) -> Any:
-        try:
-            return otio.adapters.read_from_string(events, adapter_name="cmx_3600", rate=float(r))
-        except Exception:  # noqa: BLE001 - at a wrong rate source and record durations disagree
-            return None
-
-    fits = [r for r in edl_rate_candidates(text) if parsed(r) is not None]
+    fits = _rates_that_read(text)
     if not fits:
         return guess  # no rate reads it: the read names the line
-    timeline = _one_timeline(path, parsed(fits[0]))
+    timeline = _one_timeline(path, _parsed(_events_only(text), fits[0]))
     rates: dict[Fraction, str] = {}
     for clip in timeline.find_clips():
         media = _edl_media(clip, resolver)
@@ -399,9 +406,16 @@ def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
         result = otio.adapters.read_from_string(_events_only(text), adapter_name="cmx_3600",
                                                 rate=float(found.rate))
     except Exception as exc:  # noqa: BLE001 - adapters raise anything; report it as bad input media
+        fits = _rates_that_read(text) if rate is not None else []
+        if fits:  # the rate given is the wrong one: a usage error naming those that read it
+            rates = ", ".join(EdlRate(r, "").fps for r in fits)
+            raise UsageError(f"{path}: cannot read the EDL at {found.fps} fps, {found.how} ({type(exc).__name__}: "
+                             f"{exc}); its timecodes read at {rates} fps",
+                             hint="pass the rate the edit was cut at, or leave --edl-rate out to detect it") from exc
         raise MediaError(f"{path}: cannot read the EDL at {found.fps} fps, {found.how} "
                          f"({type(exc).__name__}: {exc})",
-                         hint="if the rate is wrong pass --edl-rate; otherwise fix the line named above") from exc
+                         hint="fix the line named above" if rate is not None
+                         else "if the rate is wrong pass --edl-rate; otherwise fix the line named above") from exc
     timeline = _one_timeline(path, result)
     _keep_record_start(timeline, found.rate)
     _link_incoming_clips(timeline)

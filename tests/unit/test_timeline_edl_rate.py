@@ -169,6 +169,20 @@ def test_an_edl_rate_below_its_timecodes_is_a_usage_error(media: Path) -> None:
     assert "--edl-rate" in info.value.hint
 
 
+def test_an_edl_rate_its_events_do_not_read_at_is_a_usage_error_naming_those_they_do(media: Path) -> None:
+    """--edl-rate 24 on an edit cut at 25 (its source and record durations agree at 25 only): exit 2 naming the rate
+    it reads at; it was exit 5 with a hint to pass --edl-rate, which the user had."""
+    edl = media / "cut25_given_24.edl"
+    edl.write_text(_edl(_event(1, "00:00:00:05", "00:00:02:00", "01:00:00:00", "01:00:01:20")), encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        read_timeline(edl, rate=24)
+    assert "cannot read the EDL at 24 fps, given with --edl-rate" in info.value.message
+    assert info.value.message.endswith("its timecodes read at 25 fps") and info.value.exit_code == 2
+    assert "leave --edl-rate out" in info.value.hint
+    timeline = read_timeline(edl, rate=25)  # (held: OTIO frees the metadata of a dropped timeline)
+    assert timeline.metadata["lipsyncctl"]["edl_rate"]["rate"] == "25/1"
+
+
 def test_an_undecidable_edl_fails_naming_edl_rate(tmp_path: Path) -> None:
     if "cmx_3600" not in installed_adapters():
         pytest.skip("otio-cmx3600-adapter is not installed (extra 'edl')")
