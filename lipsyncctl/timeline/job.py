@@ -40,7 +40,7 @@ from typing import Any
 
 from lipsyncctl import paths, progress
 from lipsyncctl.config import Config
-from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.errors import ConfigError, LipsyncError, UsageError
 from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
@@ -77,6 +77,7 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     #    minutes of work, on a hidden temporary name, is what this prevents).
     early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
     _no_audio_stream(config, "the run's settings")
+    config = edl_renders_in_mov(job, config)
     shot_extension(config)  # the renders' container holds the codec (each shot's options are checked too)
     if not job.dry_run and job.backend != "ray":  # Ray's workers have devices of their own
         _check_devices(job, config)
@@ -99,6 +100,21 @@ def _no_audio_stream(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: sync.audio_stream picks the dub among the streams of one clip's --audio; a "
                           "timeline's dub is a file per language or one of its tracks",
                           hint="give the dub as its own file, or the edit's track with --audio-track NAME")
+
+
+def edl_renders_in_mov(job: TimelineJob, config: Config) -> Config:
+    """An EDL is relinked by reel and timecode: with ``timeline.shot_container: auto`` its renders go in MOV, which
+    holds their reel name (MP4 holds the timecode only: an NLE found no reel on them), where MOV holds the codec
+    (not FFV1)."""
+    from lipsyncctl.pipeline.output import check_output
+
+    if config.timeline.shot_container != "auto" or Path(job.timeline).suffix.lower() != ".edl":
+        return config
+    try:
+        check_output(Path("shot.mov"), config.output)
+    except LipsyncError:
+        return config
+    return config.model_copy(update={"timeline": config.timeline.model_copy(update={"shot_container": "mov"})})
 
 
 def _check_devices(job: TimelineJob, config: Config) -> None:

@@ -438,3 +438,22 @@ def test_an_me_file_in_mpeg_ts_is_mixed_from_its_first_sample(media: Path, tmp_p
     dub = DubTrack("de", np.zeros((1, SOUND_RATE), np.float32), SOUND_RATE, Fraction(0), "de.wav")
     mixed = np.concatenate(list(conform_audio(plan, dub, me)), axis=1)
     assert burst_at(mixed[0]) == pytest.approx(SOUND_BURST[0], abs=0.05)  # MP2's own delay, not 1.4 s
+
+
+def test_the_renders_of_an_edl_are_mov_which_holds_their_reel(tmp_path: Path) -> None:
+    """An EDL is relinked by reel and timecode, and MP4 holds no reel name: with shot_container auto its renders are
+    MOV (an NLE found no reel on the .mp4 renders the relinked EDL named); not where MOV cannot hold the codec, nor
+    for other formats or a container chosen."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.timeline.job import edl_renders_in_mov
+    from lipsyncctl.timeline.outputs import shot_extension
+    from lipsyncctl.timeline.types import TimelineJob
+
+    def ext(timeline: str, *sets: str) -> str:
+        return shot_extension(edl_renders_in_mov(TimelineJob(tmp_path / timeline, tmp_path / "out"),
+                                                 cfg.resolve("tiny", list(sets))))
+
+    assert ext("cut.edl") == "mov" and ext("CUT.EDL", "output.codec=h265") == "mov"
+    assert ext("cut.otio") == "mp4" and ext("cut.xml") == "mp4"
+    assert ext("cut.edl", "output.codec=ffv1") == "mkv"
+    assert ext("cut.edl", "timeline.shot_container=mp4") == "mp4"
