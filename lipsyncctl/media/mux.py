@@ -248,7 +248,13 @@ def _copy_stream(dst: Any, stream: Any) -> Any:
     out = dst.add_stream_from_template(stream)
     if stream.type == "video" and stream.sample_aspect_ratio:
         out.codec_context.sample_aspect_ratio = stream.sample_aspect_ratio
+    if stream.type == "video" and stream.codec_context.name == "hevc" and dst.format.name in _HVC1_FORMATS:
+        out.codec_tag = "hvc1"  # the template drops the writer's tag: the muxer wrote hev1, which Apple's players refuse
     return out
+
+
+#: muxers (MP4, MOV, M4V) whose H.265 is tagged ``hvc1`` (:data:`lipsyncctl.media.writer.CODECS`' h265)
+_HVC1_FORMATS = frozenset({"mp4", "mov", "ipod"})
 
 
 def _add_audio(dst: Any, encoder: str, rate: int, channels: int, bit_rate: int | None) -> Any:

@@ -47,7 +47,8 @@ _MP4_FAMILY = (".mp4", ".mov", ".mkv", ".m4v")
 #: the extension chosen when the caller names none: ``prep``'s files, the timeline's shots).
 CODECS: dict[str, CodecSpec] = {
     "h264": CodecSpec("libx264", "yuv420p", _MP4_FAMILY, crf=18),
-    "h265": CodecSpec("libx265", "yuv420p", _MP4_FAMILY, crf=22, options={"x265-params": "log-level=error"},
+    # (not .m4v: FFmpeg's M4V muxer takes no H.265, a run failed at its first frame)
+    "h265": CodecSpec("libx265", "yuv420p", _MP4_FAMILY[:3], crf=22, options={"x265-params": "log-level=error"},
                       codec_tag="hvc1"),  # hvc1: QuickTime/Apple players refuse hev1-tagged mp4
     # prores_ks profiles: proxy lt standard hq 4444 4444xq
     "prores": CodecSpec("prores_ks", "yuv422p10le", (".mov", ".mkv"), profile="hq", options={"vendor": "apl0"}),

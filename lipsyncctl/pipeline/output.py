@@ -11,7 +11,7 @@ name             encoder       pixel format                containers
 ``h264``         libx264 CRF   the source's if x264 keeps  .mp4 .mov .mkv .m4v
                                it (4:2:0/4:2:2/4:4:4, 8 or
                                10 bit), else yuv420p
-``h265``         libx265 CRF   as h264                     .mp4 .mov .mkv .m4v
+``h265``         libx265 CRF   as h264                     .mp4 .mov .mkv
 ``prores_hq``    prores_ks hq  yuv422p10le                 .mov .mkv
 ``prores_4444``  prores_ks     yuv444p10le                 .mov .mkv
 ``dnxhr_hq``     dnxhd         yuv422p                     .mov .mxf

@@ -107,6 +107,36 @@ def test_the_mux_and_the_timecode_stamp_keep_the_pixel_aspect(tmp_path: Path, co
     assert probe(out).video.sample_aspect == HDV  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("name", ["a.mp4", "a.mov"])
+def test_h265_stays_tagged_hvc1_through_the_mux_and_the_timecode_stamp(tmp_path: Path, name: str) -> None:
+    """Apple's players and editors open H.265 in MP4/MOV only as ``hvc1``: the writer tags it so, and the copies of
+    the sound's mux and a timecode's rewrite kept it (their template dropped it: hev1)."""
+    import av
+
+    from lipsyncctl.media.mux import mux_audio, stamp_timecode
+
+    video = tmp_path / f"v{Path(name).suffix}"
+    with VideoWriter(video, Fraction(25), codec="h265", preset="ultrafast") as writer:
+        for _ in range(3):
+            writer.write(np.full((64, 64, 3), 90, np.uint8))
+
+    def tag(path: Path) -> str:
+        with av.open(str(path)) as c:
+            return str(c.streams.video[0].codec_tag)
+
+    assert tag(video) == "hvc1"
+    out = mux_audio(video, np.zeros(1920, np.float32), tmp_path / name, rate=16000, duration=Fraction(3, 25), pad=True)
+    assert tag(out) == "hvc1"
+    stamp_timecode(out, "01:00:00:00")
+    assert tag(out) == "hvc1"
+    # M4V's muxer takes no H.265: refused before any work (it was an internal error at the first frame)
+    from lipsyncctl.errors import ConfigError
+    from lipsyncctl.pipeline.output import check_output
+
+    with pytest.raises(ConfigError, match="cannot be stored in a '.m4v' file"):
+        check_output(tmp_path / "a.m4v", OutputOptions(codec="h265"))
+
+
 @pytest.mark.parametrize("name", ["a.mkv", "a.avi"])
 def test_ffv1_codes_the_pixel_aspect_in_each_frame(tmp_path: Path, name: str) -> None:
     """FFV1 takes the aspect from each frame, not from the codec context (which Matroska cannot store either): the
