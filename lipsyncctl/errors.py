@@ -76,6 +76,11 @@ class UsageError(LipsyncError):
     default_hint = "see --help"
 
 
+class OutputExistsError(UsageError):
+    """An output is there already and replacing it was not asked for (exit 2). A batch's row meets it when another
+    run of the list made the output while this one loaded its networks: that row is skipped, not failed."""
+
+
 class TakenError(UsageError):
     """An output that another run put in place while this one worked (exit 2, as an output there at the start):
     that run's take is left as it is (:func:`lipsyncctl.media.atomic.move_new`)."""

@@ -216,10 +216,9 @@ def sync_clip(
     check_output(output, config.output)
     for path in (output, matte_out):
         if path is not None and exists(path) and not overwrite:
-            from lipsyncctl.errors import UsageError
+            from lipsyncctl.errors import OutputExistsError
 
-            raise UsageError(f"{path}: exists; refusing to replace it",
-                             hint=OVERWRITE_HINT)
+            raise OutputExistsError(f"{path}: exists; refusing to replace it", hint=OVERWRITE_HINT)
     check_record(output)  # x.run.yaml of an x.mov beside this x.mkv stays x.mov's
     check_writable(output)  # a read-only destination fails now, not after the render
     stale_matte = matte_path(output) if overwrite and matte_out is None and exists(output) else None

@@ -431,6 +431,8 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     from lipsyncctl.media.atomic import taken_error
     from lipsyncctl.pipeline import clip
 
+    real_sync_clip = clip.sync_clip
+
     def other_run(video: Path, audio: Path, output: Path, *args: object, **kwargs: object) -> object:
         if video.name.startswith("a"):
             raise BusyError(f"{output}: another run (pid 4242) is writing this output")
@@ -454,6 +456,15 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     row.output.write_bytes(b"the other run's take")
     outcome = execute_row(BatchTask(row, cfg.resolve("tiny", []), False, 1, 2), {}, None)
     assert outcome.item.status == "skipped" and outcome.item.reason.startswith("the output exists")
+    # made while this row's networks loaded (after the look above): skipped too (it failed: "exists; refusing")
+    from lipsyncctl.pipeline import networks
+
+    row.output.unlink()
+    monkeypatch.setattr(clip, "sync_clip", real_sync_clip)
+    monkeypatch.setattr(networks, "cached_networks", lambda cache, config: row.output.write_bytes(b"its take"))
+    outcome = execute_row(BatchTask(row, cfg.resolve("tiny", []), False, 1, 2), {}, None)
+    assert outcome.item.status == "skipped" and outcome.item.reason.startswith("the output exists"), outcome.item
+    assert row.output.read_bytes() == b"its take"
 
 
 def test_a_row_whose_worker_died_leaves_no_partial_output(tmp_path: Path) -> None:
