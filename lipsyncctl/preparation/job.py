@@ -372,9 +372,12 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
     stored = (item.height, item.width) if rot in (90, 270) else (item.width, item.height)
     resize = stored != (v.width, v.height)
     start = exact(v.start_time) + exact(job.start)
+    # fields kept (--deinterlace off) and not scaled (which blends them): coded and tagged interlaced, as sync does
+    fields = v.field_order if v.interlaced and opts.deinterlace == "off" and not resize and not rot else None
     with VideoReader(item.input, info=info, apply_rotation=False) as reader, \
             VideoWriter(dest, item.fps, codec=codec.writer_codec, crf=opts.crf, preset=opts.encoder_preset,
-                        profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs) as writer, \
+                        profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs,
+                        field_order=fields) as writer, \
             progress.Task(f"prep {item.input.name}", total=item.frames) as task:
         try:
             if job.start > 0:
