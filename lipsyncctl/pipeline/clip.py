@@ -343,7 +343,8 @@ def sync_clip(
                 assert not isinstance(whole, face_pass.FaceStream)
                 said, no_face = _face_warnings(whole, plan, first)
                 warnings[said_at:said_at] = said
-                done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole)])
+                done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole,
+                                                             plan.num_frames - no_face)])
                 if stale_matte is not None:  # the matte of the take this one replaces no longer matches it
                     for stale in sequence_files(stale_matte) if is_image_sequence(stale_matte) else [stale_matte]:
                         stale.unlink(missing_ok=True)
@@ -601,7 +602,9 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,
-                    networks: Networks, faces: FacePlan) -> Path:
+                    networks: Networks, faces: FacePlan, found: int) -> Path:
+    """``found``: the output's frames with a face (``--json``'s ``faces_found``; the pass also read frames past the
+    cut, which the output does not have)."""
     import torch
 
     from lipsyncctl.pipeline.output import ENCODER_THREADS, write_run_yaml
@@ -614,5 +617,5 @@ def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, a
                           dict(networks.files),
                           {"contents": {"video": content_record(video), "audio": content_record(audio)},
                            "faces": {"detector": faces.detector, "select": faces.selection,
-                                     "track_id": faces.track_id, "found": faces.found},
+                                     "track_id": faces.track_id, "found": found},
                            "threads": {"torch": torch.get_num_threads(), "encoder": ENCODER_THREADS}})

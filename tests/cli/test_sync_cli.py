@@ -143,6 +143,11 @@ def test_end_overridden_by_the_audio_warns(media, models_dir: Path, tmp_path: Pa
     assert w == ("the audio (0.200 s) is longer than the picture selected by --end (0.080 s, 2 frames): the picture "
                  "plays forward then backward to fill it (length policy pingpong); the output has 5 frames (0.200 s)")
     assert result["frames"] == 5 and "selected by --end" in err
+    # the record counts the faces of the output's frames, as --json does (it counted those the pass read too)
+    import yaml
+
+    record = yaml.safe_load((tmp_path / "o.run.yaml").read_text())
+    assert record["faces"]["found"] == result["faces_found"] <= result["frames"]
 
 
 class _FullDisk:
