@@ -253,8 +253,8 @@ def _copy_stream(dst: Any, stream: Any) -> Any:
     return out
 
 
-#: muxers (MP4, MOV, M4V) whose H.265 is tagged ``hvc1`` (:data:`lipsyncctl.media.writer.CODECS`' h265)
-_HVC1_FORMATS = frozenset({"mp4", "mov", "ipod"})
+#: muxers (MP4, MOV) whose H.265 is tagged ``hvc1`` (:data:`lipsyncctl.media.writer.CODECS`' h265; M4V holds none)
+_HVC1_FORMATS = frozenset({"mp4", "mov"})
 
 
 def _add_audio(dst: Any, encoder: str, rate: int, channels: int, bit_rate: int | None) -> Any:

@@ -307,8 +307,12 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
                 else "another run made it meanwhile (left as it is)")
         return _Outcome(BatchItem(row, "skipped", said, "pass --overwrite/-y to replace it once that run is done",
                                   seconds=time.perf_counter() - t0))
-    except OutputExistsError:  # made by another run of the list while the networks loaded for this row
-        return _Outcome(BatchItem(row, "skipped", *_skip_reason(row, task.config), seconds=time.perf_counter() - t0))
+    except OutputExistsError as exc:
+        if exists(row.output):  # made by another run of the list while the networks loaded for this row
+            return _Outcome(BatchItem(row, "skipped", *_skip_reason(row, task.config),
+                                      seconds=time.perf_counter() - t0))
+        # its matte alone (a run killed between the two renames): a failure to look at, not a row done
+        return _Outcome(BatchItem(row, "failed", exc.message, exc.hint, seconds=time.perf_counter() - t0))
     except STOPS as exc:  # a model, ffmpeg or a device: no row could run
         return _Outcome(BatchItem(row, "failed", exc.message, exc.hint),
                         stop=(type(exc).__name__, exc.message, exc.hint))

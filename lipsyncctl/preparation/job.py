@@ -342,8 +342,13 @@ def _plan(item: PrepItem, job: _Job) -> Any:
         item.warnings.append(f"the source is {v.fields}: deinterlaced (bwdif, one frame per frame; "
                              "prep.deinterlace=off keeps the fields)")
     elif v.interlaced:
+        from lipsyncctl.media.writer import keeps_fields
+        from lipsyncctl.pipeline.output import OUTPUT_CODECS
+
+        coded = ("" if keeps_fields(OUTPUT_CODECS[job.options.codec].writer_codec, v.field_order)
+                 else f"; {job.options.codec} codes them progressive, so its fields are not tagged")
         item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
-                             "things move; prep.deinterlace=auto makes them progressive)")
+                             f"things move; prep.deinterlace=auto makes them progressive){coded}")
     from lipsyncctl.media.mux import tags_not_carried
 
     for said in (hdr10_warning(job.options, v.color), alpha_warning(v.pix_fmt), dropped_streams_warning(info.others),
@@ -464,27 +469,48 @@ def _process(item: PrepItem, job: _Job, stamp: dict[str, Any], key: dict[str, An
             return
         if not force:
             _check_ours(item)
+        _write_pending(item)  # a run killed before its manifest leaves the outputs still its own (a rerun redoes them)
         try:
             written = _write_outputs(item, info, job)
-        except WriteError as exc:  # a file of the hidden folder (removed now): name the output, and what it needs
-            raise write_error(item.output, exc) from exc
+        except BaseException as exc:
+            if not any(out is not None and out.exists() for out in (item.output, item.wav)):
+                item.manifest.unlink(missing_ok=True)  # nothing of it in place: no manifest left either
+            if isinstance(exc, WriteError):  # a file of the hidden folder (removed now): name the output, and what
+                raise write_error(item.output, exc) from exc  # it needs
+            raise
         _write_manifest(item, stamp, key, written, job.options.deinterlace)
     item.status = "done"
 
 
 def _check_ours(item: PrepItem) -> None:
-    """An output file already there is replaced only when prep made it (its ``NAME.prep.json`` is beside it): a
-    user's own file of that name is not (sync's rule for an output without its record).
+    """An output file already there is replaced only when prep made it: its ``NAME.prep.json`` beside it lists a file
+    of its name, or says a run was writing it (:func:`_write_pending`). A user's own file of that name is not (sync's
+    rule for an output without its record).
 
     Raises:
         UsageError: naming the file (the item fails; ``--force`` replaces it).
     """
-    if item.manifest.exists():
+    try:
+        manifest = json.loads(item.manifest.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if not isinstance(manifest, dict) or manifest.get("pending"):
         return
+    listed = {Path(p).name for p in manifest.get("outputs", {})}  # (by name: a prepped folder may have moved)
     for out in (item.output, item.wav):
-        if out is not None and (out.exists() or out.is_symlink()):
-            raise UsageError(f"{out}: exists, and prep did not make it (no {item.manifest.name} beside it)",
+        if out is not None and (out.exists() or out.is_symlink()) and out.name not in listed:
+            why = f"{item.manifest.name} beside it lists no such file" if manifest else f"no {item.manifest.name} beside it"
+            raise UsageError(f"{out}: exists, and prep did not make it ({why})",
                              hint="--force replaces it; or prepare into another -o folder")
+
+
+def _write_pending(item: PrepItem) -> None:
+    """Say in ``NAME.prep.json`` that a run is writing the item's outputs (no run reads it as up to date): a run killed
+    after renaming them into place, before its manifest, leaves them prep's own for the rerun to redo."""
+    from lipsyncctl.media.atomic import atomic_output
+
+    with atomic_output(item.manifest) as tmp:
+        tmp.write_text(json.dumps({"pending": True}) + "\n")
 
 
 def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:

@@ -465,6 +465,18 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     outcome = execute_row(BatchTask(row, cfg.resolve("tiny", []), False, 1, 2), {}, None)
     assert outcome.item.status == "skipped" and outcome.item.reason.startswith("the output exists"), outcome.item
     assert row.output.read_bytes() == b"its take"
+    # its matte alone (a run killed between the two renames) is no output made: the row fails, naming it
+    import dataclasses
+
+    from lipsyncctl.pipeline.output import matte_path
+
+    row.output.unlink()
+    matted = cfg.resolve("tiny", ["output.matte=true", "output.codec=ffv1"])
+    row = dataclasses.replace(row, output=row.output.with_suffix(".mkv"))
+    matte_path(row.output).write_bytes(b"a matte")
+    monkeypatch.setattr(networks, "cached_networks", lambda cache, config: None)
+    outcome = execute_row(BatchTask(row, matted, False, 1, 2), {}, None)
+    assert outcome.item.status == "failed" and "exists; refusing to replace it" in outcome.item.reason, outcome.item
 
 
 def test_a_row_whose_worker_died_leaves_no_partial_output(tmp_path: Path) -> None:

@@ -238,6 +238,10 @@ def test_an_interlaced_source_is_deinterlaced_for_the_model(tmp_path: Path, mode
     assert (max(combs) < 5) if mode == "auto" else (min(combs) > 20), combs
     # off: coded and tagged interlaced in the source's order, as sync writes it (it was tagged progressive)
     assert probe(item.output).video.field_order in ((None, "progressive") if mode == "auto" else ("tt",))  # type: ignore[union-attr]
+    if mode == "off":  # a codec that codes no fields says so
+        h265 = prep([src], tmp_path / "h265", options.model_copy(update={"codec": "h265"})).items[0]
+        assert any("h265 codes them progressive, so its fields are not tagged" in w for w in h265.warnings)
+        assert probe(h265.output).video.field_order in (None, "progressive")  # type: ignore[union-attr]
 
 
 def test_the_deinterlace_setting_redoes_interlaced_outputs_only(tmp_path: Path) -> None:
@@ -352,6 +356,45 @@ def test_a_file_prep_did_not_make_is_not_replaced_without_force(tmp_path: Path) 
     assert prep([src], out, FAST, force=True).items[0].status == "done"
     assert (out / "a.wav").read_bytes() != b"my own recording" and (out / "a.prep.json").exists()
     assert prep([src], out, PrepOptions(encoder_preset="ultrafast", crf=30)).items[0].status == "done"  # its own
+
+
+def test_a_prep_killed_before_its_manifest_leaves_outputs_its_rerun_redoes(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its outputs were renamed into place, before NAME.prep.json: the rerun redoes them (a manifest
+    saying a run was writing them was put first), not "prep did not make it"; a failure with nothing in place leaves
+    no manifest; a manifest that lists other files does not make a user's file prep's."""
+    import json
+
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.preparation import job as prep_job
+
+    src = mg.make_clip(tmp_path / "a.mp4", frames=3, size=(96, 64))
+    out = tmp_path / "out"
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(prep_job, "_write_manifest", killed)
+        with pytest.raises(KeyboardInterrupt):
+            prep([src], out, FAST)
+    assert (out / "a.mp4").exists() and json.loads((out / "a.prep.json").read_text()) == {"pending": True}
+    assert prep([src], out, FAST).items[0].status == "done"
+    # a failure before anything is in place leaves nothing
+    other = mg.make_clip(tmp_path / "b.mp4", frames=3, size=(96, 64))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MediaError("b.mp4: decoding failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(prep_job, "_write_outputs", broken)
+        assert prep([other], out, FAST).items[0].status == "failed"
+    assert not (out / "b.prep.json").exists() and not (out / "b.mp4").exists()
+    # a manifest beside a user's file, listing other files: the file is still not prep's
+    (out / "c.wav").write_bytes(b"mine")
+    (out / "c.prep.json").write_text(json.dumps({"outputs": {str(out / "c.mp4"): 1}}))
+    item = prep([mg.make_clip(tmp_path / "c.mp4", frames=3, size=(96, 64))], out, FAST).items[0]
+    assert item.status == "failed" and "c.prep.json beside it lists no such file" in item.reason
 
 
 def test_no_audio_fails_unless_allowed(tmp_path: Path) -> None:
