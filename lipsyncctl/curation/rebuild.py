@@ -4,8 +4,8 @@
 A source's spans are decided, written to the manifest and the split lists, and counted
 (:class:`~lipsyncctl.curation.outcome.Tally`), then dropped, and its outcome is spooled to a temporary file on
 DATA's disk (:class:`~lipsyncctl.curation.outcome.Spool`): memory holds one source's spans, the sorted list of the
-source ids (~80 B a source), the tallies and 8 bytes per measured value for the histograms. The six views are written under temporary names and renamed together at the end
-(:func:`~lipsyncctl.curation.views.text_files`).
+source ids (~80 B a source), the tallies and 8 bytes per measured value for the histograms. The six views are
+written under temporary names and renamed together at the end (:func:`~lipsyncctl.curation.views.text_files`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     ids.sort(key=lambda rid: rid + "_")
     # (the outcomes spooled on DATA's disk: the system's temporary folder may be small, or memory)
     result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write,
-                          sources=spool_sources(data / ".lipsyncctl"))
+                          sources=spool_sources(store.root.parent))
     several, streams = [], 0
     if write:
         data.mkdir(parents=True, exist_ok=True)
