@@ -301,7 +301,6 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], segments_key
                      store: RecordStore, source: Path, audio: Path, cache: dict[str, Any],
                      device: str | None, frames: SourceFrames | None = None,
                      fresh: frozenset[str] | set[str] = frozenset()) -> list[str]:
-    from lipsyncctl.curation.decide import decide_clip
 
     rec = _clip_record(store, span)
     computed = []
@@ -323,9 +322,17 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], segments_key
                 rec.stages.pop(later.name, None)
             store.save(f"clips/{span.source}", span.id, rec.to_dict())
             computed.append(stage.name)
-        if decide_clip(rec, task.options)[0].verdict != "kept":
+        if _ends_at(rec, stage, task.options):
             break  # rejected or failed here: the later stages do not run on it
     return computed
+
+
+def _ends_at(rec: ClipRecord, stage: ClipStage, options: CurateOptions) -> bool:
+    """A span's clip stages end at ``stage``: its result is a failure or a rejection. Only this stage's: a later
+    stage's stored failure is a stage to retry (the whole record's decision stopped the walk before it, so a failed
+    span was never computed again, even with ``--force`` of that stage)."""
+    res = rec.stages.get(stage.name)
+    return res is not None and (res.error is not None or stage.decide(res.data, options) is not None)
 
 
 def _clip_record(store: RecordStore, span: ClipSpan) -> ClipRecord:
@@ -544,7 +551,6 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
     written): the stages it would compute, as :func:`execute_source` decides them, and the decision and spans
     the stored measurements give with the current thresholds. A source with a source stage to run is
     ``undecided`` (its spans are not known yet: every clip stage is listed by name)."""
-    from lipsyncctl.curation.decide import decide_clip
     from lipsyncctl.runner.store import file_fingerprint
 
     path = Path(task.path)
@@ -581,7 +587,7 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
                 if clip_stage_stale(clip.stages.get(stage.name), ckey, cforced, stage):
                     todo += [f"{s.name}:{span.first}-{span.stop}" for s in stages[j:]]
                     break
-                if decide_clip(clip, task.options)[0].verdict != "kept":
+                if _ends_at(clip, stage, task.options):
                     break
     return (SourceOutcome(task.id, task.path, decision, clips=len(spans),
                           kept=sum(c.decision.verdict == "kept" for c in spans), to_compute=todo), spans)

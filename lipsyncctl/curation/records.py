@@ -125,7 +125,8 @@ def source_id(path: Path, relative: str | Path) -> str:
     so the basename alone would collide)."""
     rel = Path(relative).as_posix()
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:48] or "source"
-    return f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}"
+    # (the name's own bytes: a name that is not UTF-8, read with surrogates, is still one source)
+    return f"{stem}-{hashlib.sha256(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def stage_key(*parts: Any) -> str:

@@ -89,7 +89,8 @@ def text_files(paths: Sequence[Path]) -> Iterator[list[TextIO]]:
     temps = [temp_path(p, keep_suffix=False) for p in paths]
     try:
         with contextlib.ExitStack() as stack:
-            yield [stack.enter_context(t.open("w", encoding="utf-8")) for t in temps]
+            # (a source's name that is not UTF-8 is written as its own bytes)
+            yield [stack.enter_context(t.open("w", encoding="utf-8", errors="surrogateescape")) for t in temps]
         for tmp, path in zip(temps, paths, strict=True):
             tmp.replace(path)
     except BaseException:

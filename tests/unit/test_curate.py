@@ -269,8 +269,12 @@ def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_say
         with IndexedReader(ctx.source, Fraction(25)) as reader:
             return {"brightness": float(reader.read([ctx.first])[ctx.first].mean())}
 
+    second_fails = [False]
+
     def second(ctx: clipstages.ClipContext) -> dict:  # type: ignore[type-arg]
         calls.append(("second", ctx.first))
+        if second_fails[0]:
+            raise WriteError("no space left on device", "free some space")
         return {}
 
     stages = (clipstages.ClipStage(  # the threshold: curate.quality_min stands in for one here
@@ -298,6 +302,19 @@ def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_say
     calls.clear()
     res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny", ["curate.quality_min=10"]))
     assert calls == [("second", 100)] and res.counts()["pending"] == 0 and not res.warnings
+    # a later stage's failure is retried too (the walk stopped at the first stage, reading the whole record's
+    # decision: the span failed for good, even with --force of that stage); a dry run lists it
+    calls.clear()
+    second_fails[0] = True
+    loose = cfg.resolve("tiny", ["curate.quality_min=10"])
+    assert not run_curation([corpus / "cut.mp4"], data, loose, force=("second",)).ok
+    assert sorted(calls) == [("second", 0), ("second", 100)]
+    plan = run_curation([corpus / "cut.mp4"], data, loose, dry_run=True)
+    assert [s.to_compute for s in plan.sources] == [["second:0-100", "second:100-180"]]
+    calls.clear()
+    second_fails[0] = False
+    res = run_curation([corpus / "cut.mp4"], data, loose)
+    assert sorted(calls) == [("second", 0), ("second", 100)] and res.ok
 
 
 def test_failures_of_sources_outside_the_run_do_not_set_its_exit_code(first_run) -> None:  # type: ignore[no-untyped-def]
@@ -524,6 +541,7 @@ def test_a_table_of_many_sources_lists_the_failed_and_the_not_kept_first(first_r
     console = Console(file=io.StringIO(), width=200)
     cli_curate._render(console, result)
     assert "/raw/z3.mp4" in console.file.getvalue() and "/raw/a5.mp4" not in console.file.getvalue()
+    assert "kept, 1 span failed" in console.file.getvalue()  # (it read "kept, no span kept")
     # report.html too lists the first sources not kept (by id), saying how many there are
     from lipsyncctl.curation import views
 
@@ -743,3 +761,21 @@ def test_a_shard_whose_records_a_later_rebuild_read_does_not_rebuild_the_views(c
     third = run_curation([corpus], data, cfg.resolve("tiny"), shard=(1, 2))  # nobody rebuilt since: it does
     assert third.views_written and views_generation(data) == (3, 3) and len(third.sources) == 8
     assert len((data / "manifest.jsonl").read_bytes()) > len(manifest)  # now with the second shard's spans
+
+
+def test_a_source_whose_name_is_not_utf8_is_curated(corpus: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A file name that is not UTF-8 (read with surrogates) stopped the whole run with an internal error (its id's
+    hash, then report.html): it is a source like the others, its name written as its own bytes."""
+    import os
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    odd = os.fsdecode(os.path.join(os.fsencode(raw), b"bad\xff.mp4"))
+    shutil.copy(corpus / "short.mp4", odd)
+    shutil.copy(corpus / "short.mp4", raw / "ok.mp4")
+    assert main(["curate", str(raw), "-o", str(tmp_path / "d"), "--preset", "tiny", "--until", "segments",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(s["path"] for s in doc["sources"]) == sorted([odd, str(raw / "ok.mp4")])
+    assert b"bad\xff.mp4" in (tmp_path / "d" / "report.html").read_bytes()
