@@ -144,7 +144,7 @@ def _render(console: Console, result: CurateResult) -> None:
             spans += " so far"  # clip stages still to measure some: a run may reject them
         rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
     title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")
-    if not result.views_written:
+    if not result.views_written and not result.dry_run:
         title += " (this shard's sources: the views were rebuilt by another shard since its stages ended)"
     if many:
         title += (f" ({TABLE_ROWS} of {len(result.sources)} sources: failed first, then not kept; "

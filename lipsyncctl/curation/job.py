@@ -131,7 +131,8 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     _check_ids(tasks, mine, store, data)
     if dry_run:
-        plan = CurateResult(data, until, shard, Tally(options.fps), dry_run=True, warnings=warnings)
+        plan = CurateResult(data, until, shard, Tally(options.fps), dry_run=True, warnings=warnings,
+                            views_written=False)  # (a dry run writes nothing)
         for task in mine:
             plan.add(*_planned(task, store), options)
         plan.seconds = time.perf_counter() - t0

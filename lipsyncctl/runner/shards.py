@@ -60,7 +60,10 @@ def _number(env: Mapping[str, str], name: str | None) -> int | None:
 
 
 def _check_shard(i: int, n: int, value: str) -> tuple[int, int]:
-    if n < 1 or not 0 <= i < n:
+    if n < 1:
+        raise UsageError(f"--shard {value!r}: the number of shards must be at least 1",
+                         hint="--shard I/N takes part I of N (I from 0 to N-1)")
+    if not 0 <= i < n:
         raise UsageError(f"--shard {value!r}: index {i} out of range for {n} shard(s) (0..{n - 1})")
     return i, n
 

@@ -103,6 +103,7 @@ def test_the_plan_of_every_state_is_what_the_run_then_computes(env) -> None:  # 
     assert _plan(plan) == _done(run) == {"a.mp4": [], "b.mp4": []}
     assert _decisions(plan) == _decisions(run)
     assert [*plan.sources][0].decision.to_dict()["reason"] == "too-short"
+    assert plan.to_dict()["views_written"] is False  # (a dry run writes nothing; it said true)
 
     # a changed source file: from the probe on
     before = os.stat(env["raw"] / "a.mp4")

@@ -240,6 +240,8 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
             parse_shard(bad)
     with pytest.raises(UsageError):
         parse_shard("auto", {})
+    with pytest.raises(UsageError, match="the number of shards must be at least 1"):  # (it said "0..-1")
+        parse_shard("1/0")
     assert parse_gpus("0,1") == ["cuda:0", "cuda:1"]
 
 
