@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.config import CurateOptions
-from lipsyncctl.curation.records import ClipRecord, Decision, SourceRecord, Stage
+from lipsyncctl.curation.records import ClipRecord, Decision, SourceRecord, Stage, StageResult
+
+if TYPE_CHECKING:
+    from lipsyncctl.curation.clipstages import ClipStage
 
 
 def clip_id(source: str, first: int, stop: int) -> str:
@@ -116,13 +119,21 @@ def decide_clip(rec: ClipRecord, options: CurateOptions) -> tuple[Decision, dict
             # loosened after they were skipped for a rejection): the manifest says which
             summary["pending"] = [s.name for s in CLIP_STAGES[i:]]
             break
-        if res.error is not None:
-            return Decision.failed(stage.name, res.error), summary
+        ended = stage_end(stage, res, options)
+        if ended is not None and ended.verdict == "failed":
+            return ended, summary
         summary.update(stage.summary(res.data))
-        rejected = stage.decide(res.data, options)
-        if rejected is not None:
-            return rejected, summary
+        if ended is not None:
+            return ended, summary
     return Decision.kept(), summary
+
+
+def stage_end(stage: ClipStage, res: StageResult, options: CurateOptions) -> Decision | None:
+    """The decision that ends a span's clip stages at ``stage``, from its result alone: its failure or its
+    rejection; None: kept so far (the later stages go on)."""
+    if res.error is not None:
+        return Decision.failed(stage.name, res.error)
+    return stage.decide(res.data, options)
 
 
 def _decide_clip_stages(span: ClipSpan, rec: ClipRecord, options: CurateOptions) -> ClipSpan:

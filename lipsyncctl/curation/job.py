@@ -37,7 +37,7 @@ from typing import Any
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
-from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source
+from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source, stage_end
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
 from lipsyncctl.curation.rebuild import rebuild, set_views_generation, stage_names, views_generation
 from lipsyncctl.curation.records import (
@@ -329,11 +329,11 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], segments_key
 
 
 def _ends_at(rec: ClipRecord, stage: ClipStage, options: CurateOptions) -> bool:
-    """A span's clip stages end at ``stage``: its result is a failure or a rejection. Only this stage's: a later
-    stage's stored failure is a stage to retry (the whole record's decision stopped the walk before it, so a failed
-    span was never computed again, even with ``--force`` of that stage)."""
+    """A span's clip stages end at ``stage``: its result is a failure or a rejection (:func:`.decide.stage_end`).
+    Only this stage's: a later stage's stored failure is a stage to retry (the whole record's decision stopped the
+    walk before it, so a failed span was never computed again, even with ``--force`` of that stage)."""
     res = rec.stages.get(stage.name)
-    return res is not None and (res.error is not None or stage.decide(res.data, options) is not None)
+    return res is not None and stage_end(stage, res, options) is not None
 
 
 def _clip_record(store: RecordStore, span: ClipSpan) -> ClipRecord:
@@ -475,9 +475,7 @@ def _clip_models(config: Config, until: str, warnings: list[str] | None = None) 
             except LipsyncError as exc:
                 missing.append((stage.name, exc))
                 if warnings is not None:
-                    warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}"
-                                    + (f" ({exc.hint})" if exc.hint else ""))
-                    progress.warning(warnings[-1])
+                    _would_stop(warnings, exc)
     if missing and warnings is None:  # the first, and the stages after it that miss theirs (one rerun, not three)
         (_, first), *others = missing
         if others:
@@ -502,8 +500,13 @@ def _check_gpus(gpus: Sequence[str], warnings: list[str] | None) -> None:
     except LipsyncError as exc:
         if warnings is None:
             raise
-        warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}")
-        progress.warning(warnings[-1])
+        _would_stop(warnings, exc)
+
+
+def _would_stop(warnings: list[str], exc: LipsyncError) -> None:
+    """A dry run's note of what would stop the run (exit code, message and hint), said and kept in ``warnings``."""
+    warnings.append(f"a run would stop (exit {exc.exit_code}): {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+    progress.warning(warnings[-1])
 
 
 def _refresh_probe(old: StageResult, rec: SourceRecord, task: CurateTask, key: str) -> StageResult | None:

@@ -146,13 +146,16 @@ class RecordStore:
         """The records of the curated folder ``data`` (``DATA/.lipsyncctl/records``)."""
         return cls(Path(data) / ".lipsyncctl" / "records")
 
+    def _file(self, kind: str, rid: str) -> str:
+        """A record's file name, as a string: a path object interns its parts, and a rebuild reads a million."""
+        return os.path.join(self.root, kind, f"{rid}.json")
+
     def _path(self, kind: str, rid: str) -> Path:
-        return self.root / kind / f"{rid}.json"
+        return Path(self._file(kind, rid))
 
     def load(self, kind: str, rid: str) -> dict[str, Any] | None:
-        # the name as a string: a path object interns its parts, and a rebuild reads a million records
         try:
-            with open(os.path.join(self.root, kind, f"{rid}.json"), encoding="utf-8") as f:
+            with open(self._file(kind, rid), encoding="utf-8") as f:
                 return json.loads(f.read())
         except (OSError, ValueError):
             return None  # missing, or left half-written by an older tool: recomputed

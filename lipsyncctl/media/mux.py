@@ -249,7 +249,10 @@ def _copy_stream(dst: Any, stream: Any) -> Any:
     if stream.type == "video" and stream.sample_aspect_ratio:
         out.codec_context.sample_aspect_ratio = stream.sample_aspect_ratio
     if stream.type == "video" and stream.codec_context.name == "hevc" and dst.format.name in _HVC1_FORMATS:
-        out.codec_tag = "hvc1"  # the template drops the writer's tag: the muxer wrote hev1, which Apple's players refuse
+        from lipsyncctl.media.writer import codec_spec
+
+        # the template drops the writer's tag: the muxer wrote hev1, which Apple's players refuse
+        out.codec_tag = codec_spec("h265").codec_tag
     return out
 
 

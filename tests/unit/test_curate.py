@@ -377,7 +377,9 @@ def test_gpus_this_machine_lacks_are_exit_4_before_any_work(corpus: Path, tmp_pa
     assert main(["curate", str(corpus / "cut.mp4"), "-o", str(tmp_path / "d"), "--preset", "tiny", "--gpus", "0",
                  "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert "a run would stop (exit 4): --gpus 0: this machine has 0 CUDA GPU(s) visible" in plan["warnings"]
+    assert ("a run would stop (exit 4): --gpus 0: this machine has 0 CUDA GPU(s) visible (leave --gpus out to run "
+            "on the CPU (--jobs N: N worker processes); check CUDA_VISIBLE_DEVICES and `lipsyncctl doctor`)"
+            in plan["warnings"])  # (with its hint, as the dry run says a missing model)
     # Ray's workers have GPUs of their own (--gpus asks Ray for one a task): not checked here
     from lipsyncctl.runner import workers
 
