@@ -393,6 +393,21 @@ def train_presets() -> dict[str, Path]:
     return list_train_presets()
 
 
+def presets(*, train: bool = False) -> list[dict[str, str]]:
+    """The built-in presets of sync, prep, score and curate (``train``: of train), each ``{"name", "description",
+    "path"}``, the description read from its file (validated: a preset that does not load raises its ConfigError)."""
+    from lipsyncctl.config import list_presets, read_preset
+
+    if train:
+        from lipsyncctl.training.config import TrainConfig, list_train_presets, presets_dir
+
+        found, kw = list_train_presets(), {"schema": TrainConfig, "folder": presets_dir()}
+    else:
+        found, kw = list_presets(), {}
+    return [{"name": name, "description": " ".join(str(read_preset(str(path), **kw).get("description", "")).split()),
+             "path": str(path)} for name, path in found.items()]
+
+
 def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,
           overwrite: bool = False, wait: bool = False) -> TrainResult:
     """Train a UNet (stage 1/2) or a StableSyncNet on a curated dataset into the run folder ``out``

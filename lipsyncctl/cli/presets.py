@@ -17,24 +17,22 @@ presets_app = typer.Typer(
 
 
 @presets_app.command("list")
-def list_cmd() -> None:
-    """List the built-in presets."""
-    rows = []
-    for name, path in cfg.list_presets().items():
-        data = cfg.read_preset(str(path))
-        rows.append(
-            {
-                "name": name,
-                "description": " ".join(str(data.get("description", "")).split()),
-                "path": str(path),
-            }
-        )
-    st.result(
-        {"presets": rows},
-        lambda c: c.print(
-            st.table("presets", ["name", "description"], [(r["name"], r["description"]) for r in rows])
-        ),
-    )
+def list_cmd(
+    train: bool = typer.Option(False, "--train", help="The training presets (train --preset) instead."),
+) -> None:
+    """List the built-in presets: those of sync, prep, score and curate, or with --train those of train.
+
+    With --json: {"ok": true, "presets": [{"name", "description", "path"}, ...]}.
+    """
+    rows = api.presets(train=train)
+
+    def human(c) -> None:  # type: ignore[no-untyped-def]
+        c.print(st.table("training presets" if train else "presets (sync, prep, score, curate)",
+                         ["name", "description"], [(r["name"], r["description"]) for r in rows]))
+        if not train:
+            c.print("training presets: lipsyncctl presets list --train")
+
+    st.result({"presets": rows}, human)
 
 
 @presets_app.command("show")
@@ -43,12 +41,19 @@ def show_cmd(
     resolved: bool = typer.Option(
         True, "--resolved/--raw", help="Show it merged over the defaults (default) or as written."
     ),
+    train: bool = typer.Option(False, "--train", help="A training preset (train --preset; `tiny` is both kinds)."),
 ) -> None:
     """Show a preset (validated), merged over the defaults unless --raw.
 
     With --json: {"ok": true, "preset": NAME, "resolved": BOOL, "config": {...}}.
     """
-    data = cfg.resolve(name).to_dict() if resolved else cfg.read_preset(name)
+    if train:
+        from lipsyncctl.training.config import TrainConfig, presets_dir
+
+        data = (api.resolve_train_config(name).to_dict() if resolved
+                else cfg.read_preset(name, schema=TrainConfig, folder=presets_dir()))
+    else:
+        data = cfg.resolve(name).to_dict() if resolved else cfg.read_preset(name)
     st.result({"preset": name, "resolved": resolved, "config": data},
               lambda c: typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False))
 

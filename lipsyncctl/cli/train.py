@@ -78,9 +78,10 @@ def train_cmd(
     from lipsyncctl import api
 
     if list_presets:
-        presets = api.train_presets()
-        st.result({"presets": {k: str(v) for k, v in presets.items()}},
-                  lambda c: c.print(st.table("training presets", ["name", "file"], presets.items())))
+        rows = api.presets(train=True)
+        st.result({"presets": {r["name"]: r["path"] for r in rows}},
+                  lambda c: c.print(st.table("training presets", ["name", "description"],
+                                             [(r["name"], r["description"]) for r in rows])))
         return
     flags: dict[str, Any] = {
         "model.init": init, "run.max_steps": max_steps, "data.batch_size": batch_size,

@@ -82,6 +82,29 @@ def test_json_presets_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(Path(r["path"]).is_file() for r in rows)
 
 
+def test_presets_of_train_listed_and_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """`presets list --train` and `presets show --train NAME` (as `presets keys --train`): the training presets, with
+    their descriptions; `tiny` is a preset of both kinds, told apart by the flag."""
+    from lipsyncctl.training.config import list_train_presets
+
+    assert main(["--json", "presets", "list", "--train"]) == 0
+    rows = json.loads(capsys.readouterr().out)["presets"]
+    assert [r["name"] for r in rows] == list(list_train_presets())
+    assert all(r["description"] and Path(r["path"]).is_file() for r in rows)
+    assert main(["presets", "list"]) == 0
+    assert "presets list --train" in capsys.readouterr().out  # the plain list says where the others are
+    assert main(["--json", "presets", "show", "--train", "tiny"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["model"]["unet_config"] == "tiny"  # the training one
+    assert main(["--json", "presets", "show", "tiny"]) == 0
+    assert "inference" in json.loads(capsys.readouterr().out)["config"]  # the run one
+    assert main(["--json", "presets", "show", "--train", "--raw", "stage2"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["name"] == "stage2"
+    assert main(["presets", "show", "--train", "latentsync-1.5"]) == 3
+    assert "a preset of sync" in capsys.readouterr().err
+    assert main(["--json", "train", "--list-presets"]) == 0
+    assert json.loads(capsys.readouterr().out)["presets"] == {r["name"]: r["path"] for r in rows}
+
+
 @pytest.mark.parametrize(
     "exc",
     [
