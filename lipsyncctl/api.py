@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "is_curated", "doctor", "fetch_models", "inspect_checkpoint",
     "config_keys", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
-    "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "launch_train",
+    "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "presets", "launch_train",
 ]
 
 
@@ -92,7 +92,7 @@ def sync(
     video: str | Path,
     audio: str | Path,
     output: str | Path,
-    config: Config | None = None,
+    config: Config | str | Path | None = None,
     *,
     start: float | None = None,
     end: float | None = None,
@@ -108,7 +108,8 @@ def sync(
         audio: the new dialogue (WAV/FLAC/AAC..., or a file with an audio stream), from its own start (an
             MPEG-TS's first sample); ``video`` itself: its own sound as it plays with the frames rendered.
         output: the result; its extension picks the container. Never an input file.
-        config: a resolved run configuration (:func:`resolve_config`); None = the built-in defaults.
+        config: a resolved run configuration (:func:`resolve_config`), or a preset's name or file; None = the
+            built-in defaults.
             The face to follow is ``config.faces`` (``select``: largest, id, point or speaker;
             ``track_id``; ``point``), recorded in ``OUT.run.yaml``.
         start, end: seconds of ``video`` to use (the audio's first sample goes with the frame at ``start``); or
@@ -122,16 +123,15 @@ def sync(
         :class:`~lipsyncctl.pipeline.clip.SyncResult` (frames, faces found, no-face frames, time per
         stage, warnings such as the tiny model's "not lip-synced").
     """
-    from lipsyncctl.config import Config as _Config
     from lipsyncctl.pipeline.clip import sync_clip
 
     _reproducible_math()
     _not_empty(video=video, audio=audio, output=output)
-    return sync_clip(Path(video), Path(audio), Path(output), config or _Config(), start=start, end=end,
+    return sync_clip(Path(video), Path(audio), Path(output), _as_config(config), start=start, end=end,
                      frames=frames, networks=networks, overwrite=overwrite, **kwargs)
 
 
-def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite: bool = False,
+def sync_batch(list_file: str | Path, config: Config | str | Path | None = None, *, overwrite: bool = False,
                networks: Networks | None = None, dry_run: bool = False, jobs: int = 1,
                gpus: str | Sequence[str] | None = None, shard: str | tuple[int, int] | None = None,
                backend: str = "local") -> BatchResult:
@@ -147,7 +147,6 @@ def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite
         MediaError: no such list; UsageError: a bad list (names the line), a bad ``gpus``, ``shard`` or
             ``backend``; MissingModelError: a model, the face detector or the device.
     """
-    from lipsyncctl.config import Config as _Config
     from lipsyncctl.pipeline.batch import read_batch
     from lipsyncctl.pipeline.batch import sync_batch as _sync_batch
     from lipsyncctl.runner.devices import parse_gpus
@@ -157,11 +156,11 @@ def sync_batch(list_file: str | Path, config: Config | None = None, *, overwrite
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     rows = read_batch(list_file)
-    return _sync_batch(rows, config or _Config(), list_file=Path(list_file), overwrite=overwrite, networks=networks,
+    return _sync_batch(rows, _as_config(config), list_file=Path(list_file), overwrite=overwrite, networks=networks,
                        dry_run=dry_run, jobs=jobs, gpus=devices, shard=part, backend=backend)
 
 
-def score(videos: str | Path | Sequence[str | Path], config: Config | None = None, *, audio: str | Path | None = None,
+def score(videos: str | Path | Sequence[str | Path], config: Config | str | Path | None = None, *, audio: str | Path | None = None,
           start: float | None = None, end: float | None = None, min_sync: float | None = None) -> ScoreResult:
     """How well the mouth of each clip matches a sound track: LSE-C / LSE-D (``lipsyncctl score``).
 
@@ -182,7 +181,6 @@ def score(videos: str | Path | Sequence[str | Path], config: Config | None = Non
         MissingModelError: ``syncnet-v2`` is not installed (``lipsyncctl models fetch syncnet-v2 sfd-face``).
         MediaError: a clip or ``audio`` that is not there.
     """
-    from lipsyncctl.config import Config as _Config
     from lipsyncctl.errors import UsageError
     from lipsyncctl.pipeline.score import score_clips
 
@@ -191,7 +189,7 @@ def score(videos: str | Path | Sequence[str | Path], config: Config | None = Non
         raise UsageError("no clip to score", hint="give one clip or more")
     _not_empty(**{f"video {i + 1}": p for i, p in enumerate(paths)}, **({"audio": audio} if audio is not None else {}))
     _reproducible_math()
-    return score_clips([Path(p) for p in paths], config or _Config(), audio=Path(audio) if audio is not None else None,
+    return score_clips([Path(p) for p in paths], _as_config(config), audio=Path(audio) if audio is not None else None,
                        start=start, end=end, min_sync=min_sync)
 
 
@@ -255,6 +253,26 @@ def timeline_job(
     )
 
 
+def _as_config(config: Config | str | Path | None) -> Config:
+    """A function's ``config`` argument: a resolved :class:`~lipsyncctl.config.Config`; None, the defaults; a preset
+    name or YAML file (``"tiny"``), that preset (:func:`resolve_config`).
+
+    Raises:
+        UsageError: anything else (a training configuration, a dict: named with the call that makes one)."""
+    from lipsyncctl.config import Config as _Config
+
+    if config is None:
+        return _Config()
+    if isinstance(config, str | Path):
+        return resolve_config(config)
+    if not isinstance(config, _Config):
+        from lipsyncctl.errors import UsageError
+
+        raise UsageError(f"config: a {type(config).__name__}, not a run configuration",
+                         hint="give lipsyncctl.resolve_config(preset, sets) or a preset name")
+    return config
+
+
 def _reproducible_math() -> None:
     """MKL's alignment-independent mode for this process, before the first matrix product (the face alignment's
     SVD, the networks): the same inputs give the same bits in every process
@@ -293,7 +311,7 @@ def _existing(path: str | Path | None, option: str) -> Path | None:
     return Path(path)
 
 
-def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineResult:
+def sync_timeline(job: TimelineJob, config: Config | str | Path | None = None) -> TimelineResult:
     """Lip-sync every shot of an edit for each dub language (``lipsyncctl sync --timeline``).
 
     Args:
@@ -304,11 +322,10 @@ def sync_timeline(job: TimelineJob, config: Config | None = None) -> TimelineRes
     Returns:
         :class:`~lipsyncctl.timeline.job.TimelineResult`; failed shots do not raise (see ``.failed``).
     """
-    from lipsyncctl.config import Config as _Config
     from lipsyncctl.timeline.job import run_timeline
 
     _reproducible_math()
-    return run_timeline(job, config or _Config())
+    return run_timeline(job, _as_config(config))
 
 
 def prune(folder: str | Path, *, keep: int = 1, renders: bool = False, dry_run: bool = False,
@@ -325,7 +342,7 @@ def prune(folder: str | Path, *, keep: int = 1, renders: bool = False, dry_run: 
 
 # ---- curate ----------------------------------------------------------------------------------
 
-def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None = None, *,
+def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | str | Path | None = None, *,
            until: str | None = None, force: Sequence[str] = (), dry_run: bool = False, jobs: int = 1,
            shard: str | tuple[int, int] | None = None, backend: str = "local",
            gpus: str | Sequence[str] | None = None, wait: bool = False) -> CurateResult:
@@ -337,7 +354,6 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     instead of raising BusyError; ``dry_run``: run and write nothing, each source's ``to_compute`` the stages
     a run would compute (missing weights a warning). Returns :class:`~lipsyncctl.curation.outcome.CurateResult`;
     raises UsageError naming the option for a malformed value."""
-    from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import run_curation
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
@@ -346,19 +362,18 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | None
     _reproducible_math()
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
-    return run_curation(list(inputs), data, config or _Config(), until=until, force=tuple(force),
+    return run_curation(list(inputs), data, _as_config(config), until=until, force=tuple(force),
                         dry_run=dry_run, jobs=jobs, shard=part, backend=check_backend(backend), gpus=devices,
                         wait=wait)
 
 
-def curate_report(data: str | Path, config: Config | None = None, *, wait: bool = False) -> CurateResult:
+def curate_report(data: str | Path, config: Config | str | Path | None = None, *, wait: bool = False) -> CurateResult:
     """Re-decide a curated dataset with ``config.curate``'s thresholds and rebuild its manifest, lists and
     report from the stored measurements (no stage runs; sources still there give the report's thumbnails of
     rejected spans): ``lipsyncctl curate report``."""
-    from lipsyncctl.config import Config as _Config
     from lipsyncctl.curation.job import report_curation
 
-    return report_curation(data, config or _Config(), wait=wait)
+    return report_curation(data, _as_config(config), wait=wait)
 
 
 def is_curated(data: str | Path) -> bool:
@@ -464,7 +479,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     return _prep(inputs, out_dir, options, **kwargs)
 
 
-def doctor(config: Config | None = None, *, outputs_dir: str | Path | None = None,
+def doctor(config: Config | str | Path | None = None, *, outputs_dir: str | Path | None = None,
            models_dir: str | Path | None = None, train_config: TrainConfig | None = None) -> DoctorResult:
     """Check Python, torch, GPUs, ffmpeg, PyAV, presets, disk and models; with ``config``, whether this
     machine can run it (device, VRAM estimate against free memory, model files); with ``train_config``, the
@@ -473,7 +488,7 @@ def doctor(config: Config | None = None, *, outputs_dir: str | Path | None = Non
     a training preset's files are looked for where ``train`` looks (``LIPSYNCCTL_MODELS`` or the default)."""
     from lipsyncctl.checks.doctor import run_checks
 
-    return run_checks(config, Path(outputs_dir) if outputs_dir is not None else None,
+    return run_checks(None if config is None else _as_config(config), Path(outputs_dir) if outputs_dir is not None else None,
                       Path(models_dir) if models_dir is not None else None, train_config=train_config)
 
 

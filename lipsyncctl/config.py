@@ -535,7 +535,7 @@ def face_overrides(track_id: int | None = None, point: Sequence[float] | None = 
 def overrides_from_sets(sets: Iterable[str]) -> dict[str, Any]:
     """``--set``-style ``KEY=VALUE`` strings as an overrides mapping for :meth:`Config.with_overrides`."""
     out: dict[str, Any] = {}
-    for item in sets:
+    for item in set_items(sets):
         keys, value = parse_set(item)
         out[".".join(keys)] = value
     return out
@@ -657,6 +657,12 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def set_items(sets: Iterable[str] | str) -> list[str]:
+    """``--set``-style items as a list: one ``"KEY=VALUE"`` string given alone is that one item (a caller's
+    ``sets="inference.steps=3"`` was read a letter at a time)."""
+    return [sets] if isinstance(sets, str) else list(sets)
+
+
 def resolve(
     preset: str | Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
@@ -683,7 +689,7 @@ def resolve(
             data = read_preset(preset, schema=schema, folder=folder)
             source = str(preset_path(preset, folder))
         tree = _merge(tree, data)
-    for item in sets:
+    for item in set_items(sets):
         keys, value = parse_set(item)
         _assign(tree, keys, value)
         source = "--set"

@@ -206,6 +206,7 @@ def sync_clip(
 
         raise UsageError("give a frame range or start/end seconds, not both")
     warnings: list[str] = []
+    check_output(output, config.output)  # first: `-o .` or `-o /` has no name to make the matte's or record's of
     matte_out = matte_path(output) if config.output.matte else None
 
     # 1. Probe, check the output, plan.
@@ -213,7 +214,6 @@ def sync_clip(
     for path in (output, matte_out, run_yaml_path(output)):
         if path is not None:
             check_not_input(path, [video, audio])
-    check_output(output, config.output)
     for path in (output, matte_out):
         if path is not None and exists(path) and not overwrite:
             from lipsyncctl.errors import OutputExistsError
@@ -228,10 +228,10 @@ def sync_clip(
 
         files = resolve_files(config.model)
         check_inference(config.inference)
-    else:  # loaded with other GPU options than this run's: said now, not ignored
-        from lipsyncctl.pipeline.networks import check_tuning
+    else:  # loaded for another model, resolution, dtype or GPU options than this run's: said now, not ignored
+        from lipsyncctl.pipeline.networks import check_loaded
 
-        check_tuning(networks, config.inference)
+        check_loaded(networks, config)
     with clock("probe"):
         inputs = probe_inputs(video, audio, config.sync.audio_stream, config.sync.sequence_fps)
         info, audio_stream = inputs.info, inputs.dub.index

@@ -41,7 +41,9 @@ class LipSyncPipeline:
         """Load the networks ``config.model`` names (never downloads: a missing file is a
         :class:`~lipsyncctl.errors.MissingModelError` with the ``models fetch`` command)."""
         from lipsyncctl.pipeline.networks import load_networks
+        from lipsyncctl.runner.devices import reproducible_cpu_math
 
+        reproducible_cpu_math()  # before the first matrix product: the same bytes as the CLI and lipsyncctl.sync
         return cls(config, load_networks(config))
 
     @classmethod
@@ -50,22 +52,22 @@ class LipSyncPipeline:
         """A preset (name or YAML path) with ``--set``-style overrides, e.g. ``sets=["inference.steps=10"]``."""
         from lipsyncctl import config as cfg
 
-        return cls.from_config(cfg.resolve(str(preset), list(sets),
+        return cls.from_config(cfg.resolve(str(preset), cfg.set_items(sets),
                                            {"inference.device": device, "inference.dtype": dtype}))
 
     @classmethod
     def from_registry(cls, name: str, *, sets: Iterable[str] = (), device: str | None = None,
                       dtype: str | None = None) -> LipSyncPipeline:
-        """The model ``name`` of the registry (``latentsync-1.5``, ``latentsync-1.6``, or ``tiny``) with
-        its official settings: the preset of the same name where there is one, else the defaults with
-        ``model.checkpoint = name``."""
+        """The model ``name`` of the registry (``latentsync-1.5``, ``latentsync-1.6``; or ``tiny``, the tiny random
+        networks' preset) with its official settings: the preset of the same name where there is one, else the
+        defaults with ``model.checkpoint = name``."""
         from lipsyncctl import config as cfg
         from lipsyncctl.checkpoints.registry import load_registry
 
         if name in cfg.list_presets():
             return cls.from_preset(name, sets=sets, device=device, dtype=dtype)
         load_registry().get(name)  # unknown -> MissingModelError listing the known models
-        return cls.from_config(cfg.resolve(None, [f"model.checkpoint={name}", *sets],
+        return cls.from_config(cfg.resolve(None, [f"model.checkpoint={name}", *cfg.set_items(sets)],
                                            {"inference.device": device, "inference.dtype": dtype}))
 
     def __call__(self, video: str | Path, audio: str | Path, output: str | Path, *,
@@ -87,7 +89,7 @@ class LipSyncPipeline:
         """This pipeline's configuration with per-call overrides (not of the networks' settings)."""
         from lipsyncctl import config as cfg
 
-        sets = list(sets)
+        sets = cfg.set_items(sets)
         if not sets:
             return self.config
         from lipsyncctl.pipeline.networks import network_settings

@@ -36,6 +36,7 @@ class Networks:
         is_tiny: some network is the tiny random one (``ModelOptions.tiny_roles``; output not lip-synced).
         files: the files loaded, by role (for the run record).
         tuning: the GPU options :func:`tune_networks` applied (:func:`tuning_of`); empty: none.
+        settings: the settings they were loaded with (:func:`loaded_settings`); empty: not known (made by hand).
     """
 
     unet: Any
@@ -48,6 +49,7 @@ class Networks:
     is_tiny: bool = False
     files: dict[str, str] = field(default_factory=dict)
     tuning: dict[str, bool] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 #: the ``inference`` options that change the loaded networks themselves (:func:`tune_networks`), not a run
@@ -61,6 +63,35 @@ def network_settings(config: Config, device: str | None = None) -> dict[str, Any
     inf = config.inference
     return {"model": config.model.model_dump(mode="json"), "inference.device": device or inf.device,
             "inference.dtype": inf.dtype, **{f"inference.{k}": bool(getattr(inf, k)) for k in TUNING_OPTIONS}}
+
+
+def loaded_settings(config: Config) -> dict[str, Any]:
+    """What of :func:`network_settings` a run given loaded networks must share with them (the model files, the
+    resolution, the dtype; not the device, which a worker or a pipeline chooses): :func:`check_loaded`."""
+    return {k: v for k, v in network_settings(config).items() if k in ("model", "inference.dtype")}
+
+
+def check_loaded(networks: Networks, config: Config) -> None:
+    """Networks passed to a run (a pipeline's, a batch's, a caller's) must be those ``config`` names: other ones
+    would render with the wrong model while its record names ``config``'s, or fail at the first window.
+
+    Raises:
+        ConfigError: another model, resolution or dtype (the first few settings named); other GPU tuning
+            (:func:`check_tuning`)."""
+    if networks.settings:
+        from lipsyncctl.config import dotted
+
+        have, want = dotted(networks.settings), dotted(loaded_settings(config))
+        differ = [f"{k} {have.get(k)!r} (this run: {want.get(k)!r})" for k in sorted(have.keys() | want.keys())
+                  if have.get(k) != want.get(k)]
+        if differ:
+            from lipsyncctl.errors import ConfigError
+
+            raise ConfigError("the networks passed in were loaded with other settings: " + "; ".join(differ[:3])
+                              + (f" and {len(differ) - 3} more" if len(differ) > 3 else ""),
+                              hint="load them with this run's configuration (LipSyncPipeline.from_config(config)), "
+                                   "or run with the configuration they were loaded with (pipe.config)")
+    check_tuning(networks, config.inference)
 
 
 def networks_key(config: Config) -> str:
@@ -214,6 +245,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         is_tiny=files.is_tiny,
         files={"unet": str(files.unet), "unet_config": unet_config, "whisper": str(files.whisper),
                "vae": str(files.vae)},
+        settings=loaded_settings(config),
     ), inf)
 
 

@@ -153,8 +153,13 @@ def select_range(
 
     Raises:
         UsageError: empty selection (start at or past the end of the clip, or ``end <= start``): the
-            arguments are wrong, not the media (exit 2, like ``sync --segments`` ranges that leave the picture).
+            arguments are wrong, not the media (exit 2, like ``sync --segments`` ranges that leave the picture);
+            a negative time (the CLI's bounds refuse it; a caller of the library gets the same).
     """
+    for name, value in (("--start", start), ("--end", end)):
+        if value is not None and value < 0:
+            raise UsageError(f"{name} {value:g}: a time before the clip's first frame",
+                             hint="give seconds from the clip's start, 0 or more")
     first = 0 if start is None else frame_on_screen(start, fps)
     stop = total_frames if end is None else frames_before(end, fps)
     first = max(0, min(first, total_frames))
@@ -172,10 +177,11 @@ def select_frames(total_frames: int, first: int, stop: int) -> tuple[int, int]:
     """Source frames ``[first, stop)`` given exactly (an edit's source range), checked against the clip.
 
     Raises:
-        MediaError: an empty range, or one that reaches past the clip's ``total_frames``.
+        UsageError: an empty or negative range (the caller's arguments, not the media).
+        MediaError: a range that reaches past the clip's ``total_frames``.
     """
     if not 0 <= first < stop:
-        raise MediaError(f"frame range [{first}, {stop}) is empty or negative",
+        raise UsageError(f"frame range [{first}, {stop}) is empty or negative",
                          hint="give the first frame and the frame after the last, first < stop")
     if stop > total_frames:
         raise MediaError(f"frame range [{first}, {stop}) reaches past the clip's {total_frames} frames",

@@ -95,6 +95,12 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     res = lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "d.mkv", config,
                           networks=pipe.networks)
     assert res.frames > 0
+    # networks of another model, resolution or dtype than the run's: refused before any work (the record would
+    # name the config's model while the tiny networks rendered)
+    other = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "model.resolution=512"])
+    with pytest.raises(ConfigError, match=r"loaded with other settings: model.resolution 256 \(this run: 512\)"):
+        lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "g.mkv", other, networks=pipe.networks)
+    assert not (tmp_path / "g.mkv").exists()
     # GPU tuning changes the networks themselves: not per call, and networks loaded without it are refused
     # by a run that asks for it (said before any work; nothing written), not silently used untuned
     with pytest.raises(ConfigError, match="inference.channels_last.*per call"):
@@ -129,3 +135,43 @@ def test_the_root_api_names_every_job() -> None:
                  "resolve_train_config", "resolve_config"):
         assert getattr(lipsyncctl, name) is getattr(api, name), name
     assert set(lipsyncctl.__all__) <= set(dir(lipsyncctl))
+
+
+def test_the_api_takes_its_arguments_as_the_cli_does(tmp_path: Path, monkeypatch) -> None:
+    """A caller's mistakes are usage errors, as the CLI's (not bad media, nor a silent clamp, nor an AttributeError);
+    a preset's name stands for its configuration, one ``--set`` string for one item."""
+    import lipsyncctl
+    from lipsyncctl.errors import UsageError
+    from lipsyncctl.runner import devices
+
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "models"))
+    from fractions import Fraction as F
+
+    from tests.sync_media import sample_frames, write_clip
+
+    video, dub = write_clip(tmp_path / "in.mkv", sample_frames(4, scale=0.75), F(25)), DATA_DIR / "sample_dub.wav"
+    config = lipsyncctl.resolve_config("tiny", "inference.steps=3")  # one item, not a letter at a time
+    assert config.inference.steps == 3
+    with pytest.raises(UsageError, match="--start -1: a time before the clip's first frame"):
+        lipsyncctl.sync(video, dub, tmp_path / "a.mkv", config, start=-1)
+    with pytest.raises(UsageError, match=r"frame range \[3, 1\) is empty"):
+        lipsyncctl.sync(video, dub, tmp_path / "a.mkv", config, frames=(3, 1))
+    for out in (".", "/", tmp_path):  # a folder: no name to make the matte's or the record's of (a ValueError)
+        with pytest.raises(UsageError, match="is a folder; sync writes one file"):
+            lipsyncctl.sync(video, dub, out, config)
+    with pytest.raises(UsageError, match="config: a dict, not a run configuration"):
+        lipsyncctl.sync(video, dub, tmp_path / "a.mkv", {"inference": {}})
+    import wave
+
+    with wave.open(str(tmp_path / "short.wav"), "wb") as w:  # 0.12 s: three frames at 25 fps
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(1920) / 9.0) * 3000).astype("<i2").tobytes())
+    res = lipsyncctl.sync(video, tmp_path / "short.wav", tmp_path / "a.mkv", "tiny")  # a preset's name
+    assert res.frames == 3 and res.output.exists()
+    # a pipeline sets the reproducible CPU maths itself, as sync and load_pipeline do (its bytes were another
+    # process's otherwise: the CLI's only when lipsyncctl.sync had run before in the same process)
+    calls = []
+    monkeypatch.setattr(devices, "reproducible_cpu_math", lambda: calls.append(1) or True)
+    pipe = lipsyncctl.LipSyncPipeline.from_registry("tiny", sets="inference.steps=1")
+    assert calls and pipe.config.inference.steps == 1
+    assert pipe.configured("faces.smoothing=false").faces.smoothing is False
