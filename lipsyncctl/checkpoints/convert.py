@@ -116,6 +116,13 @@ def convert_checkpoint(
         config_name = Path(config).stem
 
     with progress.Task("convert: check", total=None):
+        from lipsyncctl.checkpoints.io import damaged_member
+
+        # a damaged archive loads (torch does not check its CRCs): its garbage would be written into a file that has
+        # none, which no later verify could tell from good weights
+        if src.is_file() and (damaged := damaged_member(src)) is not None:
+            raise CheckpointError(f"{src}: damaged archive: member {damaged} fails its CRC check",
+                                  hint="fetch or copy the file again; nothing was written")
         plan = plan_for_role(kind, src, config)
         report = plan.check()
     if not report.ok:

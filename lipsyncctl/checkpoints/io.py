@@ -148,6 +148,18 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap_ok: bool = True) -> Ch
     return Checkpoint(p, fmt, container, state_dict, metadata)
 
 
+def damaged_member(path: Path) -> str | None:
+    """The first member of the torch zip archive ``path`` whose data fails its CRC check (a file damaged with no
+    hash to compare: torch's reader does not check them, and loads the damaged weights), else None (a sound
+    archive, or no zip). Reads the whole file."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        return archive.testzip()
+
+
 def torch_load(path: Path, *, mmap_ok: bool = True) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, memory-mapped when possible.
 

@@ -150,7 +150,10 @@ def load_unet(
 
     Args:
         config: ``stage2`` / ``stage2_512`` / ... (``models/configs/unet/``), a YAML path, a ``model:``
-            mapping or a :class:`UNetConfig`; None for a converted file that carries its config.
+            mapping or a :class:`UNetConfig`; None for a converted file that carries its config. A file that
+            carries one (``models convert``, a training run's export) is built as it states whatever ``config``
+            says (``model.unet_config``'s default names no trained variant), strictly against its own tensors;
+            :func:`plan_unet`'s label names both when they differ, and the run's record names the file's.
         checkpoint: ``latentsync_unet.pt`` (``{"state_dict": ...}``, a ``module.`` prefix is stripped)
             or a file written by :func:`lipsyncctl.checkpoints.convert.convert_checkpoint`.
         device: where the weights go.

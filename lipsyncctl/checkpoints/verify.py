@@ -148,11 +148,10 @@ def _load_problem(entry: ModelEntry, f: ModelFile, p: Path) -> str:
 
             kind = detect_kind(read_checkpoint(p).state_dict)
             return "" if kind == "s3fd" else f"not an S3FD state dict (looks like: {kind})"
-        if zipfile.is_zipfile(p):  # a torch zip archive: its members' CRCs find a damaged file with no hash
-            with zipfile.ZipFile(p) as archive:
-                damaged = archive.testzip()
-            if damaged is not None:
-                return f"damaged archive: member {damaged} fails its CRC check"
+        from lipsyncctl.checkpoints.io import damaged_member
+
+        if (damaged := damaged_member(p)) is not None:  # a torch archive's CRCs find a damaged file with no hash
+            return f"damaged archive: member {damaged} fails its CRC check"
         config = entry.unet_config if f.role == "unet" else entry.syncnet_config
         target = p.parent if f.role == "vae" else p
         plan = plan_for_role(f.role, target, config)

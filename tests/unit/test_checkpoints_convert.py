@@ -80,6 +80,15 @@ def test_convert_refusals(tiny_unet_file, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nothing was written|unexpected"):
         convert_checkpoint(src, tmp_path / "y.safetensors", config=stage1)
     assert not (tmp_path / "y.safetensors").exists()
+    # A damaged archive (bit rot in a tensor's data: torch loads it, its CRC fails) is refused, as verify refuses it:
+    # converted, its garbage would sit in a file with no CRC
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(b ^ 0xFF for b in data[middle:middle + 4096])
+    (tmp_path / "rot.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged archive: member .* fails its CRC check"):
+        convert_checkpoint(tmp_path / "rot.pt", tmp_path / "rot.safetensors", config="tiny")
+    assert not (tmp_path / "rot.safetensors").exists()
     torch.save({"state_dict": {"foo.weight": torch.zeros(2)}}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="cannot tell"):
         convert_checkpoint(tmp_path / "odd.pt", tmp_path / "z.safetensors")
