@@ -82,6 +82,9 @@ def convert_checkpoint(
     if dst.suffix != ".safetensors":
         raise UsageError(f"output must be a .safetensors file, got {dst.name}")
 
+    from lipsyncctl.media.atomic import check_writable
+
+    check_writable(dst)  # a read-only destination fails now, naming it (not the hidden file of a finished read)
     if kind is not None and kind not in CONVERTIBLE:  # the user's word, not a detection: a bad argument (2)
         raise UsageError(f"--kind {kind}: not a kind converted", hint=f"one of {', '.join(CONVERTIBLE)}")
 

@@ -97,6 +97,10 @@ def fetch_model(
     mdir = models_dir if models_dir is not None else paths.models_dir()
     state = LocalState.load(mdir)
     result = FetchResult(entry.name, entry.folder(mdir))
+    if force or not all(entry.local_path(f, mdir).exists() for f in entry.files):  # something to write: a place
+        from lipsyncctl.checkpoints.io import check_models_writable
+
+        check_models_writable(result.folder, entry.name, made="models are fetched")
     archives = [_archives(entry, mdir)] if any(f.archive is not None for f in entry.files) else []
     created = missing_folders(result.folder, *(entry.local_path(f, mdir).parent for f in entry.files), *archives)
     hf_meta = result.folder / ".cache"

@@ -148,6 +148,32 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap_ok: bool = True) -> Ch
     return Checkpoint(p, fmt, container, state_dict, metadata)
 
 
+def check_models_writable(folder: Path, what: str, *, made: str) -> None:
+    """Files can be written in ``folder`` of the models folder (``what``: the models to write there; ``made``: when
+    they are, for the hint).
+
+    Raises:
+        MissingModelError: a read-only or unwritable folder, a file in the way: naming the models folder and the
+            rule that chose it (not the hidden temporary a write would have failed on)."""
+    from lipsyncctl import paths
+    from lipsyncctl.media.atomic import check_writable
+
+    try:
+        check_writable(folder / ".probe", name=folder)
+    except OSError as exc:
+        where = folder.parent
+        if where.exists() and not where.is_dir():
+            why = "it is a file, not a folder"
+        elif exc.errno:
+            why = os.strerror(exc.errno).lower() + (f" at {exc.filename}" if exc.filename and
+                                                     Path(exc.filename) not in (where, folder) else "")
+        else:
+            why = str(exc)
+        raise MissingModelError(f"{what} cannot be written in {where}: {why}",
+                                hint=f"{made} in the models folder (chosen by {paths.models_dir_source()}): make it "
+                                     "writable, or set LIPSYNCCTL_MODELS to a writable folder") from None
+
+
 def damaged_member(path: Path) -> str | None:
     """The first member of the torch zip archive ``path`` whose data fails its CRC check (a file damaged with no
     hash to compare: torch's reader does not check them, and loads the damaged weights), else None (a sound

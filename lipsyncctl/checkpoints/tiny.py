@@ -108,8 +108,19 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
     """
     root = tiny_root(models_dir)
     if not tiny_models_current(models_dir, seed):
+        check_can_make(root)
         write_folder(root, _manifest(seed), lambda tmp: write_tiny_models(tmp, seed))
     return _paths(root)
+
+
+def check_can_make(root: Path) -> None:
+    """The tiny files can be written at ``root`` (their folder, made on first use: :func:`ensure_tiny_models`).
+
+    Raises:
+        MissingModelError: :func:`~lipsyncctl.checkpoints.io.check_models_writable`."""
+    from lipsyncctl.checkpoints.io import check_models_writable
+
+    check_models_writable(root, "the tiny models", made="they are made on first use")
 
 
 def tiny_models_current(models_dir: Path | None = None, seed: int = TINY_SEED) -> bool:

@@ -364,6 +364,9 @@ def check_models_dir(models_dir: Path) -> list[Check]:
     elif error:
         detail += f"; registry unreadable: {error}"
     hint = "" if exists else "it is created by `lipsyncctl models fetch`; set LIPSYNCCTL_MODELS to move it"
+    if not exists and models_dir.exists():  # a file of that name: nothing can be fetched or made there
+        detail = f"{models_dir} (chosen by {source}) is a file, not a folder"
+        hint = "set LIPSYNCCTL_MODELS to a folder"
     status: Status = "ok" if exists and not error else "warn"
     return [Check("models dir", status, detail, hint or error or "", required=False, data=data)]
 
@@ -482,6 +485,14 @@ def check_preset_models(config: Config, models_dir: Path) -> list[Check]:
     """Every model the preset names (and what they require) is installed, or is an existing path."""
     names = [config.model.checkpoint, config.model.whisper, config.model.vae]
     if all(n == "tiny" for n in names):
+        from lipsyncctl.checkpoints import tiny
+
+        if not tiny.tiny_models_current(models_dir):  # made on first use: there must be a place to write them
+            try:
+                tiny.check_can_make(tiny.tiny_root(models_dir))
+            except LipsyncError as exc:
+                return [Check("preset models", "fail", exc.message, exc.hint)]
+            return [Check("preset models", "ok", "tiny random model: no weights needed (made on first use)")]
         return [Check("preset models", "ok", "tiny random model: no weights needed")]
     try:
         from lipsyncctl.checkpoints import registry

@@ -129,6 +129,25 @@ def test_cpu_preset_passes_without_gpu(tmp_path: Path, models_dir: Path, no_gpu:
     assert res.vram_needed_bytes == vram.estimate_vram(cfg.resolve("tiny"))
 
 
+def test_tiny_models_with_nowhere_to_be_made(tmp_path: Path, no_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny models are made on first use: a models folder that cannot hold them fails doctor's preset check and
+    the run, naming that folder (doctor passed; the run failed naming a hidden temporary folder, exit 1)."""
+    import lipsyncctl
+    from lipsyncctl.errors import MissingModelError
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("LIPSYNCCTL_MODELS", str(tmp_path / "afile"))
+    res = checks.run_checks(cfg.resolve("tiny"), outputs_dir=tmp_path, models_dir=tmp_path / "afile")
+    rows = _by_name(res)
+    assert not res.ok and rows["preset models"].status == "fail"
+    assert "tiny models cannot be written in" in rows["preset models"].detail
+    assert rows["models dir"].detail.endswith("is a file, not a folder")
+    with pytest.raises(MissingModelError, match="it is a file, not a folder") as err:
+        lipsyncctl.load_pipeline("tiny")
+    assert "LIPSYNCCTL_MODELS" in (err.value.hint or "")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_explicit_cuda_without_gpu_fails(tmp_path: Path, models_dir: Path, no_gpu: None) -> None:
     config = cfg.resolve("tiny", ["inference.device=cuda"])
     res = checks.run_checks(config, outputs_dir=tmp_path, models_dir=models_dir)

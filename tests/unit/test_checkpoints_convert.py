@@ -89,6 +89,11 @@ def test_convert_refusals(tiny_unet_file, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="damaged archive: member .* fails its CRC check"):
         convert_checkpoint(tmp_path / "rot.pt", tmp_path / "rot.safetensors", config="tiny")
     assert not (tmp_path / "rot.safetensors").exists()
+    # a destination that cannot be written fails before the source is read, naming it (not a hidden temporary)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError) as err:
+        convert_checkpoint(src, tmp_path / "afile" / "x.safetensors", config="tiny")
+    assert err.value.filename == str(tmp_path / "afile")
     torch.save({"state_dict": {"foo.weight": torch.zeros(2)}}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="cannot tell"):
         convert_checkpoint(tmp_path / "odd.pt", tmp_path / "z.safetensors")

@@ -108,6 +108,12 @@ def test_fetch_hub_missing_file_and_offline(hub_env, tmp_path: Path, monkeypatch
         fetch_model(reg.get("m"), models_dir=tmp_path / "models")
     assert "online" in err.value.hint
     assert not (tmp_path / "models" / "m" / "nope.bin").exists()
+    # a models folder nothing can be written in is said before any download, naming it and the rule that chose it
+    # (a read-only one named the hidden file of a finished download)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(MissingModelError, match=r"m cannot be written in .*afile: it is a file, not a folder") as err:
+        fetch_model(reg.get("m"), models_dir=tmp_path / "afile")
+    assert "LIPSYNCCTL_MODELS" in err.value.hint
 
 
 def test_fetch_plain_url_resumes_partial_file_and_checks_prefix(hub_env, tmp_path: Path) -> None:
