@@ -63,6 +63,15 @@ def test_vfr_detected(gen: Path) -> None:
     assert v.nominal_fps in (Fraction(30), Fraction(30000, 1001))  # ...and the rate the camera aimed at
 
 
+def test_a_cadence_of_two_spacings_is_read_at_the_shorter(gen: Path) -> None:
+    """40 and 80 ms alternating (a 25 fps camera dropping every third frame): the nominal rate is 25, not the median
+    spacing's 12.5, which dropped a source frame in three."""
+    times = [i / 25 for i in range(45) if i % 3 != 1]
+    v = probe(mg.make_clip(gen / "cadence.mp4", fps=25, times=times)).video
+    assert v is not None and v.is_vfr and v.nominal_fps == 25
+    assert float(v.fps) == pytest.approx((len(times) - 1) / times[-1], rel=0.01)  # the mean rate
+
+
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotation_tag(gen: Path, rotation: int) -> None:
     v = probe(mg.make_clip(gen / f"rot{rotation}.mp4", rotation=rotation, size=(96, 64), frames=3)).video
