@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -75,6 +76,17 @@ _parent: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "lipsyncctl_progress_parent", default=None
 )
 _counter = iter(range(1, 1 << 62))
+#: set by the CLI when Ctrl-C or SIGTERM arrives (:func:`interrupted`): a track() loop closed after it (its consumer
+#: unwound by the interrupt, the generator closed later) ended stopped, not done
+_interrupt = threading.Event()
+
+
+def interrupted(value: bool | None = None) -> bool:
+    """Whether an interrupt is stopping this process's work (``value``: say so, or clear it for the next command of
+    the process). Only the CLI sets it (the library raises, and a caller's ``break`` out of a track() is done)."""
+    if value is not None:
+        _interrupt.set() if value else _interrupt.clear()
+    return _interrupt.is_set()
 
 
 @contextlib.contextmanager
@@ -129,8 +141,9 @@ class Task:
                 _parent.reset(self._token)
         except ValueError:  # left in another context than entered (a generator closed by the garbage
             pass            # collector after its thread ended): that context and its parent are gone
-        finally:  # ended by an error or an interrupt: stopped, not done (a loop that left a track() early is done)
-            stopped = isinstance(exc_type, type) and not issubclass(exc_type, GeneratorExit)
+        finally:  # ended by an error or an interrupt: stopped, not done (a loop that left a track() early is done,
+            # unless an interrupt made it leave: the track's generator is closed after its consumer unwound)
+            stopped = isinstance(exc_type, type) and (not issubclass(exc_type, GeneratorExit) or _interrupt.is_set())
             self._sink.finish(self.id, stopped=stopped)
 
 

@@ -125,6 +125,8 @@ def _interrupt_hint(command: object, args: list[str]) -> str:
     dry = "--dry-run" in args or ("-n" in args and said[:1] in (["curate"], ["prep"], ["prune"]))
     if said[:1] and (dry or said[0] in READ_ONLY or said in [["models", m] for m in ("list", "info", "path", "verify")]):
         return "nothing was written: rerun the same command"
+    if said[:1] == ["sync"] and not any(a.split("=")[0] in ("--batch", "--timeline") for a in map(str, args)):
+        return "the output was not written (one already there is as it was): rerun the same command"  # one clip
     return INTERRUPT_HINT
 
 
@@ -199,6 +201,9 @@ def _json_requested(args: list[str]) -> bool:
 
 
 def _terminated(signum: int, frame: object) -> None:
+    from lipsyncctl import progress
+
+    progress.interrupted(True)  # the tasks it ends are stopped, those closed while it unwinds too
     raise KeyboardInterrupt  # SIGTERM (kill, timeout, a scheduler's time limit) cleans up like Ctrl-C
 
 
@@ -209,11 +214,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    from lipsyncctl import progress
+
+    progress.interrupted(False)
     previous = signal.signal(signal.SIGTERM, _terminated)
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.default_int_handler:  # (not where the caller ignores Ctrl-C or handles it)
+        signal.signal(signal.SIGINT, _terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if interrupt is signal.default_int_handler:
+            signal.signal(signal.SIGINT, interrupt)
+        progress.interrupted(False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,6 +162,13 @@ def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert "hint: rerun the same command to resume; finished outputs are kept" in capsys.readouterr().err
     assert main(["prep", "x.mp4", "-o", "y", "-n"]) == 130
     assert "hint: nothing was written" in capsys.readouterr().err
+    # one clip has nothing to resume; a batch or a timeline has
+    monkeypatch.setattr("lipsyncctl.api.sync", interrupt)
+    monkeypatch.setattr("lipsyncctl.api.sync_batch", interrupt)
+    assert main(["sync", "-i", "x.mp4", "-a", "x.wav", "-o", "y.mp4", "--preset", "tiny"]) == 130
+    assert "hint: the output was not written (one already there is as it was)" in capsys.readouterr().err
+    assert main(["sync", "--batch=rows.csv", "--preset", "tiny"]) == 130
+    assert "hint: rerun the same command to resume" in capsys.readouterr().err
 
 
 def test_unexpected_exception_is_one_line_unless_debug(

@@ -63,6 +63,38 @@ def test_a_task_an_interrupt_ends_is_stopped_not_done() -> None:
                                                    "eta": None, "stopped": True}
 
 
+def test_a_track_loop_an_interrupt_unwinds_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A track() whose loop an interrupt unwinds has its generator closed afterwards (GeneratorExit, as a ``break``):
+    with the CLI's interrupt said (its SIGTERM/SIGINT handler), it is stopped too (`windows` and `denoise` said
+    ``done`` at 3/5 after a SIGTERM); a loop left by a ``break`` stays done."""
+    import gc
+
+    from lipsyncctl.cli import main as cli_main
+
+    def run(interrupt: bool) -> str:
+        out = io.StringIO()
+        with progress.use_sink(LineSink(out, "lines", interval=1.0, clock=Clock())):
+            def body() -> None:
+                for i in progress.track(range(5), "windows"):
+                    if i == 2:
+                        if interrupt:
+                            cli_main._terminated(15, None)  # as the signal would (sets the flag, raises)
+                        break
+            try:
+                body()
+            except KeyboardInterrupt:
+                pass
+            gc.collect()
+        return out.getvalue().splitlines()[-1]
+
+    try:
+        assert run(False).startswith("done: windows")
+        assert run(True).startswith("stopped: windows at 2/5")
+    finally:
+        progress.interrupted(False)
+    assert not progress.interrupted()
+
+
 def test_json_lines_carry_the_task_tree_and_a_warning_once(capsys: pytest.CaptureFixture[str]) -> None:
     clock, out = Clock(), io.StringIO()
     with progress.use_sink(LineSink(out, "json", interval=1.0, clock=clock)):
