@@ -191,7 +191,44 @@ def _changes(cfg: TrainConfig, saved: Any) -> str:
 
 def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
                        data: Path | None = None) -> Path | None:
-    """Check ``RUN/`` against ``--resume`` / ``-y`` and return the checkpoint to resume from (or None).
+    """:func:`check_run_folder`, then the run it replaces removed (:func:`clear_run`) at once; returns the
+    checkpoint to resume from (or None). ``train`` itself removes it only once every check of the run has passed."""
+    folder, replace = check_run_folder(run, cfg, resume, overwrite, data)
+    if replace:
+        clear_run(run)
+    return folder
+
+
+def clear_run(run: Path) -> None:
+    """Remove the run in ``run`` that a new one replaces (its checkpoints, exports, logs and train.yaml)."""
+    import shutil
+
+    for sub in ("checkpoints", "export", "export-ema", "validation", "tb"):
+        shutil.rmtree(run / sub, ignore_errors=True)
+    for f in ("train.yaml", "metrics.csv"):
+        (run / f).unlink(missing_ok=True)
+
+
+def set_aside_later(run: Path, step: int) -> list[int]:
+    """A resume from an earlier checkpoint of ``run`` (step ``step``: to change the learning rate from there, say)
+    starts another branch: the checkpoints past it are moved to ``RUN/set-aside/step-K-TIME/`` (kept, not removed),
+    so that ``--resume latest`` never takes the abandoned branch's. Returns their steps."""
+    from lipsyncctl.training import state
+
+    later = [(n, p) for n, p in state.list_checkpoints(run) if n > step]
+    if later:
+        aside = run / "set-aside" / f"from-step-{step:06d}-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir(parents=True, exist_ok=True)
+        for _, p in later:
+            os.replace(p, aside / p.name)
+    return [n for n, _ in later]
+
+
+def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
+                     data: Path | None = None) -> tuple[Path | None, bool]:
+    """Check ``RUN/`` against ``--resume`` / ``-y``: the checkpoint to resume from (or None), and whether the run
+    there is to be replaced (:func:`clear_run`, by the caller once nothing else can refuse the run: a ``-y`` with a
+    wrong ``--data`` removed a finished run, then stopped).
 
     A folder that holds a run needs ``--resume`` or ``-y``, except a run stopped before its first checkpoint
     (Ctrl-C, a crash) rerun with the same configuration and data: nothing of it can be resumed and nothing is
@@ -208,13 +245,16 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
     saved = run / "train.yaml"
     if resume is not None:
         folder = state.find_resume(run, resume)
+        if overwrite:
+            raise UsageError("--resume and --overwrite/-y: continue the run, or replace it, not both",
+                             hint="drop -y to continue it (--resume), or --resume to start over (-y)")
         if saved.is_file():
             recorded = yaml.safe_load(saved.read_text()) or {}
             if not cfg.continues(recorded.get("stream_hash"), recorded):
                 raise UsageError(f"--resume: {run} was trained with another configuration ({_changes(cfg, recorded)})",
                                  hint="resume with the same preset and --set values, or start a new run folder "
-                                 "(--init PATH starts from its weights)")
-        return folder
+                                 "(--init RUN/checkpoints/step-N/model.safetensors starts from its weights)")
+        return folder, False
     if saved.is_file() or state.list_checkpoints(run):
         if not overwrite and not _stopped_before_first_checkpoint(run):
             raise UsageError(f"{run} already holds a training run", hint="continue it with --resume latest, "
@@ -226,13 +266,8 @@ def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrit
         if not overwrite:
             progress.message(f"{run}: the run stopped before its first checkpoint; starting it again "
                              "(the logs of the stopped attempt are replaced)")
-        import shutil
-
-        for sub in ("checkpoints", "export", "export-ema", "validation", "tb"):
-            shutil.rmtree(run / sub, ignore_errors=True)
-        for f in ("train.yaml", "metrics.csv"):
-            (run / f).unlink(missing_ok=True)
-    return None
+        return None, True
+    return None, False
 
 
 def _stopped_before_first_checkpoint(run: Path) -> bool:
@@ -298,6 +333,8 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
         try:
             return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
         except RuntimeError as exc:  # raised by torch wherever the loop is when it notices (its SIGCHLD handler)
+            if _loader_worker_died(exc) and ("signal: Terminated" in str(exc) or "signal: Interrupt" in str(exc)):
+                raise KeyboardInterrupt from exc  # stopped as the run is (a process group's SIGTERM): exit 130
             if _loader_worker_died(exc):
                 raise _worker_died_error(exc, cfg) from exc
             raise
@@ -357,7 +394,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                          f"bits from another process's (set MKL_CBWR={devices.MKL_CBWR} in the environment for a run "
                          "that repeats bit for bit)")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-    resume_from = prepare_run_folder(out, cfg, resume, overwrite, data) if is_main else None
+    resume_from, replace = check_run_folder(out, cfg, resume, overwrite, data) if is_main else (None, False)
     acc.wait_for_everyone()
     if not is_main and resume is not None:
         resume_from = state.find_resume(out, resume)
@@ -418,6 +455,9 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     if resume_from is not None and acc.scaler is not None and saved.get("scaler"):
         acc.scaler.load_state_dict(saved["scaler"])
     if is_main:
+        if replace:  # every check has passed (data, validation, networks, the resume's): the old run goes now
+            clear_run(out)
+        set_aside = set_aside_later(out, start_step) if resume_from is not None else []
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.yaml").write_text(yaml.safe_dump(
             {**cfg.to_dict(), "stream_hash": cfg.stream_hash(), "data": {**cfg.to_dict()["data"],
@@ -425,6 +465,10 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
              "writer": {"host": host_tag(), "pid": os.getpid()}}, sort_keys=False))  # (a rerun: is it gone?)
         if resume_from is not None:  # the init's weights were replaced by the checkpoint's: said as such
             progress.message(f"resume: {resume_from} (step {start_step}: weights, optimizer, RNG, data position)")
+            if set_aside:
+                progress.message(f"resume: the later checkpoints of the run before (step "
+                                 f"{', '.join(map(str, set_aside))}) moved to {out / 'set-aside'} (another branch "
+                                 "now: --resume latest would have taken them)")
             changed = cfg.changes_from(saved.get("config"), only=("optim.lr",))
             if changed:  # a schedule changed on purpose: said, and each step's lr is in metrics.csv
                 progress.message(f"resume: {changed} from step {start_step} on")
@@ -435,6 +479,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
             progress.message(clips.gaps_note())
         progress.message(f"trainable: {counts.tensors} tensors, {counts.params:,} parameters "
                          f"(frozen {counts.frozen_tensors} / {counts.frozen_params:,})")
+    acc.wait_for_everyone()  # (a run replaced or set aside by rank 0 before any rank writes there)
 
     alphas = noise.alphas_cumprod().to(device)
     batch_size, accum = cfg.data.batch_size, cfg.optim.grad_accum
@@ -572,8 +617,10 @@ def _worker_died_error(exc: BaseException, cfg: TrainConfig) -> JobFailedError:
     batch on a small machine) said as such (it was an "internal error ... report the traceback")."""
     return JobFailedError(f"a data-loader worker process died ({exc}): killed from outside, most often by the "
                           "out-of-memory killer",
-                          hint=f"check `dmesg`; use less memory: --batch-size below {cfg.data.batch_size} "
-                          f"(--grad-accum keeps the effective batch), --workers below {max(1, cfg.data.workers)}, "
+                          hint="check `dmesg`; use less memory: "
+                          + (f"--batch-size below {cfg.data.batch_size} (--grad-accum keeps the effective batch), "
+                             if cfg.data.batch_size > 1 else "")
+                          + f"--workers below {max(1, cfg.data.workers)}, "
                           "or a tiny-* preset on a laptop; then rerun the same command (--resume latest after a "
                           "checkpoint)")
 

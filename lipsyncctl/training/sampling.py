@@ -178,5 +178,15 @@ def _collate(items: Sequence[Any]) -> Any:
 
 
 def _one_thread(worker_id: int) -> None:
-    """Worker processes decode and resize with one intra-op thread each (no oversubscription)."""
+    """Worker processes decode and resize with one intra-op thread each (no oversubscription); SIGTERM ends a
+    worker as Ctrl-C does (torch's worker loop leaves quietly on KeyboardInterrupt): a scheduler's or `timeout`'s
+    SIGTERM to the whole process group killed the workers first, and the run ended as a worker killed from outside
+    (exit 1, blaming memory) instead of interrupted (130)."""
+    import signal
+
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -575,7 +575,7 @@ def test_a_data_loader_worker_killed_from_outside_is_said_as_such(curated: Curat
     of torch's two messages it comes as and wherever the loop was (torch raises it from its SIGCHLD handler)."""
     from lipsyncctl.errors import JobFailedError
 
-    cfg = api.resolve_train_config("tiny-stage1", ["run.max_steps=2"])
+    cfg = api.resolve_train_config("tiny-stage1", ["run.max_steps=2", "data.batch_size=2"])
     for said in ("DataLoader worker (pid(s) 12918) exited unexpectedly",
                  "DataLoader worker (pid 12918) is killed by signal: Killed. "):
         def killed(*args: object, said: str = said, **kwargs: object) -> None:
@@ -585,6 +585,66 @@ def test_a_data_loader_worker_killed_from_outside_is_said_as_such(curated: Curat
         with pytest.raises(JobFailedError, match="data-loader worker process died .*out-of-memory killer") as err:
             loop.train(cfg, data=curated.data, out=tmp_path / "run", overwrite=True)
         assert err.value.exit_code == 1 and f"--batch-size below {cfg.data.batch_size}" in (err.value.hint or "")
+    one = api.resolve_train_config("tiny-stage1", ["run.max_steps=2"])  # a batch of 1: no smaller one to offer
+    with pytest.raises(JobFailedError) as err:
+        loop.train(one, data=curated.data, out=tmp_path / "run", overwrite=True)
+    assert "--batch-size" not in (err.value.hint or "") and "--workers below 1" in (err.value.hint or "")
+    # a worker a SIGTERM (or SIGINT) ended was stopped as the run is (a process group's signal: `timeout`, a
+    # scheduler): an interrupt, exit 130, with the way on (it was exit 1, blaming memory)
+    from lipsyncctl.errors import Interrupted
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("DataLoader worker (pid 8413) is killed by signal: Terminated. ")
+
+    monkeypatch.setattr(loop, "_micro_step", stopped)
+    with pytest.raises(Interrupted) as err:
+        api.train(curated.data, tmp_path / "run", cfg, overwrite=True)
+    assert err.value.exit_code == 130 and "rerun the same command" in (err.value.hint or "")
     monkeypatch.setattr(loop, "_micro_step", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA error")))
     with pytest.raises(RuntimeError, match="CUDA error"):
         loop.train(cfg, data=curated.data, out=tmp_path / "run", overwrite=True)
+
+
+def test_a_refused_overwrite_keeps_the_run_and_a_resume_from_before_sets_later_checkpoints_aside(
+        curated: Curated, tmp_path: Path) -> None:
+    """-y replaces a run only once every check of the new one has passed (a wrong --data removed a finished run,
+    then stopped with exit 5); -y with --resume is refused (it was ignored); a resume from an earlier checkpoint
+    moves the later ones aside (--resume latest took the abandoned branch's step after an interrupt)."""
+    from lipsyncctl.errors import MediaError, UsageError
+    from lipsyncctl.training import state
+
+    run = tmp_path / "a"
+    run_train(curated, run, "tiny-stage1", "run.max_steps=4", "run.save_every=2", "run.keep=5")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    cfg = api.resolve_train_config("tiny-stage1", ["run.max_steps=1"])
+    with pytest.raises(MediaError):
+        api.train(tmp_path / "nodata", run, cfg, overwrite=True)
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(UsageError, match="--resume and --overwrite/-y"):
+        api.train(curated.data, run, cfg, resume="latest", overwrite=True)
+    with progress.use_sink(progress.RecordingSink()) as sink:
+        run_train(curated, run, "tiny-stage1", "run.max_steps=3", "run.save_every=2", "run.keep=5",
+                  "optim.lr=0.00005", resume=str(run / "checkpoints" / "step-000002"))
+    assert 4 not in [n for n, _ in state.list_checkpoints(run)]
+    assert [p.name for p in (run / "set-aside").glob("*/step-*")] == ["step-000004"]
+    assert any("later checkpoints of the run before (step 4) moved to" in str(e[1]) for e in sink.events
+               if e[0] == "message")
+
+
+@pytest.mark.slow  # opt-in (-m slow)
+def test_sigterm_to_the_process_group_with_loader_workers_is_an_interrupt(curated: Curated, tmp_path: Path) -> None:
+    """`timeout` or a scheduler signals the whole group: the loader workers get SIGTERM too, and leave as on Ctrl-C;
+    the run ends interrupted (130), not as a worker killed from outside (1)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(_cli("--progress", "lines", "train", "--preset", "tiny-stage1", "--data", str(curated.data),
+                                 "-o", str(tmp_path / "r"), "--max-steps", "400", "--workers", "2"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "r" / "metrics.csv").is_file() or "loss" not in (tmp_path / "r" / "metrics.csv").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "out-of-memory" not in err
