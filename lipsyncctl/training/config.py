@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -47,6 +48,24 @@ class _Strict(BaseModel):
         return run_config.numbers_not_booleans(cls, info.field_name, v)
 
 
+#: the ``model`` keys that name a file or folder (or a registry name, a built-in config): a path given relative is
+#: stored absolute (a resume from another working folder found no file there, and refused the same file's absolute
+#: path as another configuration)
+PATH_KEYS_OF_MODEL = ("unet_config", "syncnet_config", "vae", "syncnet", "lpips", "vgg", "videomae", "init")
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".yaml", ".yml", ".json", ".model"})
+
+
+def model_reference(value: str) -> str:
+    """A ``model`` setting as stored: a registry or built-in name as it is (``stable-syncnet``, ``stage2``, ``none``),
+    a path (a separator, a leading ``.`` or ``~``, or a weights or config file's extension) made absolute, also after
+    ``stage1:`` / ``sd15:``."""
+    prefix, _, rest = value.partition(":") if value.startswith(("stage1:", "sd15:")) else ("", "", value)
+    if rest and (os.sep in rest or "/" in rest or rest.startswith((".", "~"))
+                 or Path(rest).suffix.lower() in _WEIGHT_SUFFIXES):
+        rest = str(Path(rest).expanduser().absolute())
+    return f"{prefix}:{rest}" if prefix else rest
+
+
 class TrainModel(_Strict):
     """The network trained and the frozen ones it needs."""
 
@@ -70,6 +89,11 @@ class TrainModel(_Strict):
     trainable: tuple[str, ...] = Field(
         (), description="UNet parameters trained: names containing any of these; empty = all (stage 1)"
     )
+
+    @field_validator(*PATH_KEYS_OF_MODEL)
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return model_reference(v)
 
 
 class TrainData(_Strict):
@@ -184,12 +208,15 @@ class TrainConfig(_Strict):
         """Official ``pixel_space_supervise``: decode the one-step x0 and apply the pixel losses."""
         return self.kind == "unet" and any((self.loss.lpips, self.loss.sync, self.loss.trepa))
 
-    def stream_hash(self, *, legacy: Mapping[str, Any] | None = None, generation: int = 0) -> str:
+    def stream_hash(self, *, legacy: Mapping[str, Any] | None = None, generation: int = 0,
+                    model: Mapping[str, Any] | None = None) -> str:
         """Hash of everything that decides the samples, noise and updates (not the keys of
         :data:`RESUMABLE_CHANGES`): a resume under a different one is refused. ``legacy``: the hash a run written
         before a group of :data:`MADE_RESUMABLE_GROUPS` was resumable has: the keys of the groups from ``generation``
-        on, with their values from ``legacy`` (the run's saved configuration; this one's where it has none)."""
+        on, with their values from ``legacy`` (the run's saved configuration; this one's where it has none).
+        ``model``: these ``model`` values in place of this one's (a run recorded with a relative path)."""
         tree = self.to_dict()
+        tree["model"].update(model or {})
         kept: tuple[str, ...] = ()
         if legacy is not None:
             kept = tuple(k for group in MADE_RESUMABLE_GROUPS[generation:] for k in group)
@@ -206,6 +233,13 @@ class TrainConfig(_Strict):
         a group of keys was made resumable."""
         if saved_hash is None or saved_hash == self.stream_hash():
             return True
+        saved_model = (saved_config or {}).get("model")
+        if isinstance(saved_model, Mapping):  # a run recorded before its relative paths were stored absolute
+            mine = self.to_dict()["model"]
+            relative = {k: saved_model[k] for k in PATH_KEYS_OF_MODEL if isinstance(saved_model.get(k), str)
+                        and saved_model[k] != mine[k] and model_reference(saved_model[k]) == mine[k]}
+            if relative and saved_hash == self.stream_hash(model=relative):
+                return True
         return any(saved_hash == self.stream_hash(legacy=saved_config or {}, generation=g)
                    for g in range(len(MADE_RESUMABLE_GROUPS)))
 

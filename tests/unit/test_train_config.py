@@ -405,3 +405,26 @@ def test_an_interrupted_train_says_how_to_go_on(tmp_path: Path, monkeypatch: pyt
     (step / "model.safetensors").write_bytes(b"x")
     assert main(args) == 130
     assert "--resume latest (from its checkpoint at step 3)" in capsys.readouterr().err
+
+
+def test_model_paths_are_stored_absolute_and_older_relative_runs_still_resume(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model file given relative (--set model.syncnet=runs/sn/export/syncnet.safetensors) is stored absolute, as
+    data.mask: a resume from another working folder found no file, and refused the absolute path as another
+    configuration. Registry and built-in names stay names; a run recorded relative before still continues."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tc.resolve_train_config("tiny", ["model.syncnet=runs/sn/syncnet.safetensors", "model.init=stage1:u.pt",
+                                           "model.vae=tiny", "model.unet_config=tiny"])
+    assert cfg.model.syncnet == str(tmp_path / "runs/sn/syncnet.safetensors")
+    assert cfg.model.init == f"stage1:{tmp_path / 'u.pt'}"
+    assert (cfg.model.vae, cfg.model.unet_config) == ("tiny", "tiny")
+    assert tc.model_reference("stable-syncnet") == "stable-syncnet" and tc.model_reference("none") == "none"
+    assert tc.model_reference("./w") == str(tmp_path / "w") and tc.model_reference("sd15:~/x.bin").startswith("sd15:/")
+    # a train.yaml written before: the relative value in its model section, the hash of that
+    old = cfg.to_dict()
+    old["model"]["syncnet"] = "runs/sn/syncnet.safetensors"
+    legacy = cfg.stream_hash(model={"syncnet": "runs/sn/syncnet.safetensors"})
+    assert legacy != cfg.stream_hash()
+    assert cfg.continues(legacy, old)
+    other = tc.resolve_train_config("tiny", ["model.syncnet=elsewhere/syncnet.safetensors"])
+    assert not other.continues(legacy, old)
