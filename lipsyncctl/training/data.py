@@ -165,11 +165,14 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
     builder, skipped = ClipTableBuilder(), []
     gaps: dict[str, int] = {}
     here, outside, first_outside = root.absolute(), 0, None
+    held_out: list[str] = []  # a fileslist's clips of the val split (trained on: no longer held out)
     with manifest.open(encoding="utf-8") as f:  # one open file for both passes: a curate renaming a new manifest
         chosen = _listed_entries(listed, f, manifest, root) if listed is not None and split == "train" else \
             _last_of_each_id(f, manifest, lambda e: e.get("split") == split and _verdict(e) == "kept")
         for entry in _entries_at(f, manifest, chosen):  # in place meanwhile is not read half old, half new
             clip = _clip(entry, root, manifest)
+            if listed is not None and split == "train" and entry.get("split") == "val":
+                held_out.append(clip.id)
             reason = _too_short(clip.frames, clip.whisper_len, clip.mel_len, clip.fps, kind, num_frames)
             if reason is not None:
                 skipped.append(SkippedClip(clip.id, clip.frames, reason))
@@ -181,9 +184,14 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
                 if not file.absolute().is_relative_to(here):
                     outside, first_outside = outside + 1, first_outside or file
     warnings = []
-    if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
-        from lipsyncctl import progress
+    from lipsyncctl import progress
 
+    if held_out:  # the held-out loss and the sync validation would measure clips the model trains on
+        warnings.append(f"{listed}: {len(held_out)} clip(s) of the val split (e.g. {held_out[0]}) are listed to train "
+                        "on: they are no longer held out, and a validation measures clips the model has seen (list "
+                        "DATA/train.txt's clips only, or curate with another curate.val_fraction)")
+        progress.warning(warnings[-1])
+    if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
         warnings.append(f"{outside} file(s) of the {split} clips read from outside {root} (the manifest's "
                         f"paths; the copy here lacks them), e.g. {first_outside}")
         progress.warning(warnings[-1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -95,9 +96,17 @@ def test_read_clips_of_its_fileslist(curated: Curated, unet_clips: td.ClipSet, t
     lines = [str(Path(e["aligned"]).relative_to(curated.data)) for e in curated.manifest if e["split"] == "train"]
     rel.write_text("\n".join([*lines, lines[0], ""]))
     try:
-        assert td.read_clips(rel).clips == unet_clips.clips
+        assert td.read_clips(rel).clips == unet_clips.clips and not td.read_clips(rel).warnings
     finally:
         rel.unlink()
+    # a val clip listed to train on is no longer held out: said (it was trained on and validated on in silence)
+    mixed = curated.data / "mixed.txt"
+    mixed.write_text((curated.data / "train.txt").read_text() + (curated.data / "val.txt").read_text())
+    try:
+        said = td.read_clips(mixed).warnings
+        assert len(said) == 1 and re.search(r"1 clip\(s\) of the val split \(e.g. held-\S+\) are listed to train on", said[0])
+    finally:
+        mixed.unlink()
 
 
 def test_a_moved_data_folder_still_reads(curated: Curated, unet_clips: td.ClipSet, tmp_path: Path) -> None:
