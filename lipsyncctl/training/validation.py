@@ -108,7 +108,17 @@ def prepare(cfg: TrainConfig, data: Path, device: torch.device, *,
         return None
     video = held_out_clip(cfg, data, val_clips)
     config = render_config(cfg, device)
-    return SyncValidation(video, cfg.run.val_seconds, config, _scorer_files(config))
+    files = _scorer_files(config)
+    from lipsyncctl.errors import LipsyncError
+    from lipsyncctl.pipeline.clip import probe_inputs
+
+    try:  # a file of the user's that is not a video with sound failed at the first validation, after the steps
+        if cfg.run.val_clip:  # before it (curate's aligned clips are its own: a video and the span's sound)
+            probe_inputs(video, video, config.sync.audio_stream, config.sync.sequence_fps)
+    except LipsyncError as exc:
+        raise type(exc)(f"run.val_clip {exc.message}", hint="give a video with a face and its sound, or "
+                        "--set run.val_sync=false") from None
+    return SyncValidation(video, cfg.run.val_seconds, config, files)
 
 
 def model_files(cfg: TrainConfig) -> dict[str, Path]:

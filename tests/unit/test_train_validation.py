@@ -99,6 +99,16 @@ def test_missing_scorer_is_exit_4_unless_sync_validation_is_off(curated: Curated
     with pytest.raises(MediaError, match="no such file") as missing:
         validation.held_out_clip(gone, curated.data)
     assert missing.value.exit_code == 5
+    # one that is there but no video with sound is said before the first step (it stopped the first validation,
+    # after the training steps before it)
+    (tmp_path / "afile").write_text("hi")
+    text = api.resolve_train_config("tiny", ["run.validate_every=2", f"run.val_clip={tmp_path / 'afile'}"])
+    with pytest.raises(MediaError, match="^run.val_clip ") as bad:
+        validation.prepare(text, curated.data, torch.device("cpu"))
+    assert "run.val_sync=false" in (bad.value.hint or "")
+    # the tiny preset validates with the tiny pipeline out of the box (it asked for latentsync-1.5's scorer)
+    tiny = api.resolve_train_config("tiny", ["run.validate_every=2"])
+    assert tiny.run.val_sync_preset == "tiny" and validation.prepare(tiny, curated.data, torch.device("cpu"))
 
 
 def test_the_default_held_out_clip_renders_with_a_face_in_every_frame(tmp_path: Path) -> None:
