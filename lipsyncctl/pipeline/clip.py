@@ -325,6 +325,7 @@ def sync_clip(
 
                 progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
                 warnings.append(NOT_LIP_SYNCED)
+            warnings.extend(networks.warnings)  # (said as they loaded)
 
             # 4. Audio features, once, up to the last output frame (padded with silence to the output length).
             with clock("audio features"):

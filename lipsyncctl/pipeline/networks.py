@@ -37,6 +37,7 @@ class Networks:
         files: the files loaded, by role (for the run record).
         tuning: the GPU options :func:`tune_networks` applied (:func:`tuning_of`); empty: none.
         settings: the settings they were loaded with (:func:`loaded_settings`); empty: not known (made by hand).
+        warnings: what loading them warned of (a UNet trained with another mouth mask): every run's result lists it.
     """
 
     unet: Any
@@ -50,6 +51,7 @@ class Networks:
     files: dict[str, str] = field(default_factory=dict)
     tuning: dict[str, bool] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 #: the ``inference`` options that change the loaded networks themselves (:func:`tune_networks`), not a run
@@ -224,7 +226,8 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     dtype = resolve_dtype(inf.dtype, device)
     files = files or resolve_files(config.model)
     with progress.Task("load models", total=3) as task:
-        unet, unet_config = _load_unet(files, device, dtype, config.model.mask)
+        said: list[str] = []
+        unet, unet_config = _load_unet(files, device, dtype, config.model.mask, said)
         task.advance()
         whisper = _load_whisper(files.whisper, device, dtype)
         _check_audio_width(unet, whisper, files)
@@ -246,6 +249,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         files={"unet": str(files.unet), "unet_config": unet_config, "whisper": str(files.whisper),
                "vae": str(files.vae)},
         settings=loaded_settings(config),
+        warnings=tuple(said),
     ), inf)
 
 
@@ -319,17 +323,21 @@ def _check_compiler(device: torch.device) -> None:
 
 
 def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype,
-               mask: str = paths.OFFICIAL_MASK) -> tuple[Any, str]:
+               mask: str = paths.OFFICIAL_MASK, warnings: list[str] | None = None) -> tuple[Any, str]:
     """The UNet of ``files`` and the name of its architecture; a file that states its own (``train``'s export) is
     built as it says, whatever ``model.unet_config`` is (said when they differ). A file trained with another mouth
-    mask than ``mask`` (its header says) is warned about."""
+    mask than ``mask`` (its header says) is warned about (and the warning added to ``warnings``: each run's result
+    lists it)."""
     from lipsyncctl.checkpoints.loaders import plan_unet, resolve_unet_config
 
     plan = plan_unet(files.unet_config, files.unet)  # the file read once
     trained = plan.header.get("mask") or paths.OFFICIAL_MASK
     if trained != mask:
-        progress.warning(f"{files.unet} was trained with the mouth mask {trained}; this render uses {mask} "
-                         f"(--set model.mask={trained})")
+        said = f"{files.unet} was trained with the mouth mask {trained}; this render uses {mask} " \
+               f"(--set model.mask={trained})"
+        progress.warning(said)
+        if warnings is not None:
+            warnings.append(said)
     unet = plan.execute(device, dtype)
     if plan.config == resolve_unet_config(files.unet_config)[0]:
         return unet, files.unet_config

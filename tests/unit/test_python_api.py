@@ -92,9 +92,12 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     with pytest.raises(ConfigError, match="model.*per call"):
         pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "c.mkv", sets=["model.resolution=512"])
     config = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "sync.length_policy=cut"])
-    res = lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "d.mkv", config,
-                          networks=pipe.networks)
+    import dataclasses
+
+    warned = dataclasses.replace(pipe.networks, warnings=("trained with the mouth mask m.png",))
+    res = lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "d.mkv", config, networks=warned)
     assert res.frames > 0
+    assert "trained with the mouth mask m.png" in res.warnings  # what loading them warned of: in every result
     # networks of another model, resolution or dtype than the run's: refused before any work (the record would
     # name the config's model while the tiny networks rendered)
     other = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "model.resolution=512"])

@@ -84,10 +84,13 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
 
     assert weights_header("unet", unet.config, "x", 1, "/m/own.png")["mask"] == "/m/own.png"
     assert "mask" not in weights_header("unet", unet.config, "x", 1, "mask.png")
+    said: list[str] = []
     with progress.use_sink(progress.RecordingSink()) as sink:
-        _load_unet(files, torch.device("cpu"), torch.float32, "/m/own.png")
+        _load_unet(files, torch.device("cpu"), torch.float32, "/m/own.png", said)
     assert any("was trained with the mouth mask mask.png; this render uses /m/own.png" in e[1]
                for e in sink.events if e[0] == "message")
+    # and kept for the run's result (--json's warnings lacked it: only stderr said it)
+    assert len(said) == 1 and "was trained with the mouth mask mask.png" in said[0]
     assert any(e[0] == "message" and "states its own architecture (tiny_stage1), not model.unet_config tiny" in e[1]
                for e in sink.events)
     # a resume under another stream is refused; an occupied run folder needs --resume or -y
