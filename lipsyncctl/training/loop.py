@@ -545,10 +545,12 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
             result.steps, result.losses = done - start_step, {k: round(v, 8) for k, v in terms.items()}
             if done % cfg.run.log_every == 0 or done == cfg.run.max_steps:
                 terms = {k: float(acc.reduce(torch.tensor([v], device=device), "mean").item()) for k, v in terms.items()}
+                rate = samples_done / max(1e-9, time.monotonic() - t_loop)
                 metrics.write(done, {**terms, "grad_norm": grad_norm, "lr": lr_at(cfg, step),
                                      "loss_scale": acc.scaler.get_scale() if acc.scaler is not None else 1.0,
-                                     "samples_per_s": samples_done / max(1e-9, time.monotonic() - t_loop),
-                                     "peak_vram_gb": _peak_vram(device), "skipped": skipped})
+                                     "samples_per_s": rate, "peak_vram_gb": _peak_vram(device), "skipped": skipped})
+                if is_main:  # the log's line (a cluster job's log has no metrics.csv to tail)
+                    progress.message(step_line(done, cfg.run.max_steps, terms, lr_at(cfg, step), rate))
             if cfg.run.validate_every and done % cfg.run.validate_every == 0:
                 result.validation = _validate(cfg, nets, model, val_clips, alphas, device, acc, sharded=sharded)
                 if validation.enabled(cfg):  # the render needs whole weights: FSDP gathers them (every rank)
@@ -602,6 +604,16 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     result.peak_vram_gb = _peak_vram(device)
     acc.end_training()
     return result
+
+
+def step_line(done: int, total: int, terms: Mapping[str, float], lr: float, samples_per_s: float) -> str:
+    """``step 40/1000: loss 0.1234 (recon 0.1, lpips 0.02), lr 1e-05, 3.2 samples/s``: the loss terms of a logged
+    step (every ``run.log_every``), as metrics.csv has them."""
+    parts = [f"{k} {v:.4g}" for k, v in terms.items() if k != "loss"]
+    parts = parts if len(parts) > 1 or "loss" not in terms else []  # (one term is the loss itself: stage 1)
+    loss = f"loss {terms['loss']:.4g}" if "loss" in terms else ""
+    return (f"step {done}/{total}: {loss}" + (f" ({', '.join(parts)})" if parts and loss else ", ".join(parts))
+            + f", lr {lr:.3g}, {samples_per_s:.3g} samples/s")
 
 
 def _loader_worker_died(exc: BaseException) -> bool:

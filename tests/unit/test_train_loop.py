@@ -632,6 +632,11 @@ def test_a_refused_overwrite_keeps_the_run_and_a_resume_from_before_sets_later_c
     assert [p.name for p in (run / "set-aside").glob("*/step-*")] == ["step-000004"]
     assert any("later checkpoints of the run before (step 4) moved to" in str(e[1]) for e in sink.events
                if e[0] == "message")
+    # each logged step is a line of the log with its loss (only metrics.csv and TensorBoard had it)
+    lines = [str(e[1]) for e in sink.events if e[0] == "message" and str(e[1]).startswith("step ")]
+    assert len(lines) == 1 and re.match(r"step 3/3: loss [0-9.e+-]+, lr 5e-05, [0-9.e+-]+ samples/s$", lines[0])
+    assert loop.step_line(4, 9, {"loss": 1.5, "recon": 1.25, "sync": 0.5}, 1e-4, 2.0) == \
+        "step 4/9: loss 1.5 (recon 1.25, sync 0.5), lr 0.0001, 2 samples/s"
 
 
 @pytest.mark.slow  # opt-in (-m slow)
