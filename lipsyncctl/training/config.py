@@ -275,9 +275,32 @@ def resolve_train_config(
     sets: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """defaults < training preset < ``--set`` < flags (the run presets' one precedence function)."""
+    """defaults < training preset < ``--set`` < flags (the run presets' one precedence function). A run's own
+    ``RUN/train.yaml`` is a preset too (its record's keys dropped: the stream hash, the writer, the data path,
+    which ``--data`` gives): a run started again, or a new one, as that run was configured."""
+    if isinstance(preset, str) and preset not in list_train_presets() and Path(preset).expanduser().is_file():
+        record = run_record(Path(preset).expanduser())
+        if record is not None:
+            preset = record
     cfg: TrainConfig = run_config.resolve(preset, sets, flags, schema=TrainConfig, folder=presets_dir())
     return cfg
+
+
+def run_record(path: Path) -> dict[str, Any] | None:
+    """A run's ``train.yaml`` (it has a ``stream_hash``) as a preset: without the record's own keys; None for any
+    other file (read as a preset, its errors naming it)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict) or "stream_hash" not in data:
+        return None
+    data = {k: v for k, v in data.items() if k not in ("stream_hash", "writer")}
+    if isinstance(data.get("data"), dict):
+        data["data"] = {k: v for k, v in data["data"].items() if k != "path"}
+    return data
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -428,3 +428,21 @@ def test_model_paths_are_stored_absolute_and_older_relative_runs_still_resume(tm
     assert cfg.continues(legacy, old)
     other = tc.resolve_train_config("tiny", ["model.syncnet=elsewhere/syncnet.safetensors"])
     assert not other.continues(legacy, old)
+
+
+def test_a_runs_train_yaml_is_a_preset(tmp_path: Path) -> None:
+    """RUN/train.yaml (the resolved configuration a run records) starts a run configured as that one: its record's
+    own keys (stream hash, writer, data path) are dropped (unknown key 'data.path', exit 3)."""
+    import yaml
+
+    cfg = tc.resolve_train_config("tiny", ["optim.lr=0.0003", "run.max_steps=5"])
+    record = {**cfg.to_dict(), "stream_hash": cfg.stream_hash(),
+              "data": {**cfg.to_dict()["data"], "path": str(tmp_path / "data")}, "writer": {"host": "ab12", "pid": 1}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    again = tc.resolve_train_config(str(tmp_path / "train.yaml"), ["run.max_steps=7"])
+    assert again.stream_hash() == cfg.stream_hash() and again.optim.lr == 0.0003 and again.run.max_steps == 7
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"data": {"path": "x"}}))  # not a record: strict as ever
+    from lipsyncctl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.path"):
+        tc.resolve_train_config(str(tmp_path / "other.yaml"))
