@@ -621,14 +621,18 @@ def validate(data: Mapping[str, Any], source: str = "config", schema: type[Any] 
         raise ConfigError(msg, hint=hint) from None
 
 
+#: the hint of a malformed ``--set`` (sync's keys and train's differ)
+SET_EXAMPLE = "e.g. --set inference.steps=10 (sync, prep, curate) or --set optim.lr=5e-5 (train)"
+
+
 def parse_set(item: str) -> tuple[list[str], Any]:
     """Parse one ``--set a.b=value``; the value is read as YAML (so 1.5, true, null, [1,2] work)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set inference.steps=10")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint=SET_EXAMPLE)
     key, _, raw = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {item!r}: empty key", hint="e.g. --set inference.steps=10")
+        raise ConfigError(f"--set {item!r}: empty key", hint=SET_EXAMPLE)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

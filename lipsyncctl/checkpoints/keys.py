@@ -156,7 +156,7 @@ def guess_hint(report: KeyReport) -> str:
     if mm and len(mm) == len(report.missing) and not report.unexpected:
         return (
             "the checkpoint has no (or fewer) motion modules than the config: use config stage1 for a "
-            "v1.0/stage-1 UNet, stage2_efficient when only the decoder has them"
+            "v1.0/stage-1 UNet (tiny_stage1 for a tiny one), stage2_efficient when only the decoder has them"
         )
     if um and len(um) == len(report.unexpected) and not report.missing:
         return "the checkpoint has motion modules the config lacks: use config stage2 (v1.5) or stage2_512 (v1.6)"

@@ -387,9 +387,11 @@ def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSampl
                          hint="curate's report.html says why each span was rejected: loosen a threshold and rerun "
                               "`lipsyncctl curate report DATA`, or curate more footage")
     if not clips.clips:
+        first = clips.skipped[0]
         raise UsageError(f"{clips.source}: no clip of the {clips.split} split is long enough for {clips.kind} "
-                         f"samples of {clips.num_frames} frames ({len(clips.skipped)} skipped)",
-                         hint="curate more or longer footage; the run's result lists the skipped clips and why")
+                         f"samples of {clips.num_frames} frames ({len(clips.skipped)} skipped; e.g. {first.id}, "
+                         f"{first.frames} frames: {first.reason})",
+                         hint="fewer frames a sample (--set data.num_frames=N), or curate longer footage")
     _check_size(clips, cfg.model.resolution)
     if cfg.kind == "unet":
         return UNetSamples(clips.clips, seed=cfg.run.seed, num_frames=cfg.data.num_frames,

@@ -154,7 +154,7 @@ def save_checkpoint(
         else:  # its own files only: the folder is rank 0's, which may still be writing into it
             for own in (f"rng-rank{rank}.pt", f"state-rank{rank}.pt"):
                 (tmp / own).unlink(missing_ok=True)
-        _raise_write_error(final, exc, written, _last_checkpoint_size(run), keep)
+        _raise_write_error(final, exc, written, _last_checkpoint_size(run), keep, first=not list_checkpoints(run))
         raise
     barrier()
     if not is_main:
@@ -211,18 +211,23 @@ def export_weights(run: Path, *, model: nn.Module, kind: str, arch: Any, arch_na
     return {"official": str(folder / official), "safetensors": str(folder / ours)}
 
 
-def _raise_write_error(path: Path, exc: BaseException, written: int, needed: int | None, keep: int = 1) -> None:
+def _raise_write_error(path: Path, exc: BaseException, written: int, needed: int | None, keep: int = 1,
+                       first: bool = False) -> None:
     """Raise the :class:`~lipsyncctl.errors.WriteError` of ``path`` (exit 1: the space free there and about what it
     needs) when ``exc`` is a failed write (torch's own writer says only "unexpected pos"; the OSError is its
     context); else return (the caller re-raises ``exc``). ``keep``: the run's ``--keep`` (a new checkpoint is
-    written before the oldest is removed: fewer kept frees space only from 2 on)."""
+    written before the oldest is removed: fewer kept frees space only from 2 on). ``first``: the run's first
+    checkpoint (none to resume from: the same command starts the run again)."""
     from lipsyncctl.media.atomic import write_error, write_failure
 
     if write_failure(exc) is not None:
-        fewer = f" (or keep fewer checkpoints: --keep {keep - 1})" if keep > 1 else ""
-        raise write_error(path, exc, written=written, needed=needed,
-                          hint=f"free some space{fewer} and resume with --resume latest: the checkpoints before this "
-                               "one are intact") from exc
+        if first:
+            hint = "free some space and rerun the same command: nothing was checkpointed yet, so it starts again"
+        else:
+            fewer = f" (or keep fewer checkpoints: --keep {keep - 1})" if keep > 1 else ""
+            hint = (f"free some space{fewer} and resume with --resume latest: the checkpoints before this one are "
+                    "intact")
+        raise write_error(path, exc, written=written, needed=needed, hint=hint) from exc
 
 
 def _folder_size(folder: Path) -> int:

@@ -368,8 +368,10 @@ def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
     cfg = resolve_train_config("tiny-syncnet")
     ds = td.make_dataset(cfg, td.read_clips(curated.data, kind=cfg.kind))
     assert isinstance(ds, td.SyncNetSamples) and (ds.seed, ds.resolution, ds.lower_half) == (42, 256, True)
-    with pytest.raises(UsageError, match="no clip of the train split is long enough"):
+    with pytest.raises(UsageError, match="no clip of the train split is long enough") as err:
         td.make_dataset(cfg, td.read_clips(curated.data, kind="syncnet", num_frames=64))
+    assert re.search(r"skipped; e.g. \S+, \d+ frames: ", err.value.message)  # why, not "the result lists it"
+    assert "data.num_frames" in (err.value.hint or "")
     # a split with no kept clip at all is said as such (it was said as "not long enough (0 skipped)")
     empty = dataclasses.replace(td.read_clips(curated.data, kind=cfg.kind), clips=(), skipped=())
     with pytest.raises(UsageError, match="no kept clip in the train split") as err:

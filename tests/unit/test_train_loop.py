@@ -268,6 +268,11 @@ def test_a_full_disk_at_a_checkpoint_says_so_and_leaves_nothing_half_written(cur
     checkpoints = tmp_path / "run" / "checkpoints"
     assert [p.name for p in checkpoints.iterdir()] == ["step-000002"]  # no temporary folder left
     assert state.load_checkpoint(checkpoints / "step-000002", 0)[1]["step"] == 2
+    # full at the first checkpoint: nothing to resume from, the same command starts again (it said --resume latest)
+    with pytest.raises(WriteError) as err:
+        run_train(curated, tmp_path / "first", "tiny-stage1", "run.max_steps=6", "run.save_every=4")
+    assert "rerun the same command: nothing was checkpointed yet" in (err.value.hint or "")
+    assert "--resume" not in (err.value.hint or "")
 
 
 def test_a_failed_export_leaves_the_export_of_before_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
