@@ -491,7 +491,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                        after=start_step)
     result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
                          max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
-                         device=str(device), trainable=counts.to_dict(), init_report=nets.init_report,
+                         device=str(device), trainable=counts.to_dict(), init_report=nets.init_report if resume_from is None else [f"resume: {resume_from} (step {start_step})"],
                          skipped_clips=len(clips.skipped), data_gaps=dict(clips.gaps), warnings=said)
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -778,7 +778,9 @@ class _Metrics:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(tb_dir))
+            # a resumed run's events past ``after`` (logged by the killed run, run again now) are purged, as its
+            # CSV rows are: TensorBoard showed those steps twice
+            self.tb = SummaryWriter(str(tb_dir), purge_step=after + 1 if append else None)
         except ImportError:  # the `train` extra is not installed: CSV only, said
             self.tb = None
             progress.message(f"note: no TensorBoard events in {tb_dir} (the tensorboard package is not installed: "

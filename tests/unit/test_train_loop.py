@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,30 @@ def run_train(curated: Curated, out: Path, preset: str, *sets: str, resume: str 
     return api.train(curated.data, out, cfg, resume=resume)
 
 
+def resumed_tb_purge(run: Path) -> int | None:
+    """The purge step a resume's TensorBoard writer of ``run`` gets (resumed from step 2: 3), read from a stand-in
+    writer (the tensorboard package is the `train` extra's)."""
+    import types
+
+    class Writer:
+        def __init__(self, folder: str, purge_step: int | None = None) -> None:
+            self.purge_step = purge_step
+
+        def close(self) -> None:
+            pass
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+        probe = run.parent / "probe"
+        probe.mkdir(exist_ok=True)
+        shutil.copy(run / "metrics.csv", probe / "metrics.csv")  # (its rows past step 2 are dropped, as on resume)
+        metrics = loop._Metrics(probe / "metrics.csv", probe / "tb", enabled=True, append=True, after=2)
+    try:
+        return metrics.tb.purge_step
+    finally:
+        metrics.close()
+
+
 def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Path) -> None:
     straight = run_train(curated, tmp_path / "a", "tiny-stage1", "run.max_steps=4", "run.save_every=1",
                          "run.keep=2")
@@ -62,6 +87,8 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     said = [e[1] for e in sink.events if e[0] == "message"]  # where it continues, not the init it replaced
     assert any(m.startswith("resume: ") and "step-000002 (step 2:" in m for m in said), said
     assert not any(m.startswith("init: ") for m in said)
+    assert resumed.init_report == [f"resume: {tmp_path / 'b' / 'checkpoints' / 'step-000002'} (step 2)"]  # (--json)
+    assert resumed_tb_purge(tmp_path / "b") == 3  # TensorBoard drops what a killed run logged past step 2, as the CSV
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
     assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     # the export is what sync loads: official layout and our safetensors, through the strict loader
