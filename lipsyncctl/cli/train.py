@@ -39,11 +39,12 @@ loads either), metrics.csv and tb/ (TensorBoard), validation/ (UNet runs with --
 clip rendered through `sync` with the current weights, scored LSE-C/D on the official scale; needs
 syncnet-v2 + sfd-face, or --set run.val_sync=false). Samples, noise and timesteps are functions of (seed,
 step): the stream does not depend on the worker count, and a resume continues it exactly.
-Exit codes: 0 done, 1 the run diverged (non-finite steps) or a rank failed, 2 usage (e.g. RUN holds a
+Exit codes: 0 done, 1 the run diverged (non-finite steps), a rank or a data-loader worker failed, or RUN cannot be
+written (read-only, full), 2 usage (e.g. RUN holds a
 checkpointed run: --resume or -y; a run stopped before its first checkpoint restarts with the same command), 3
 bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss term or the sync validation needs
-is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 / run.val_sync=false), 5 a --init file or
-run.val_clip that is not there, 6 another train is writing to RUN (a requeued job while the first still runs;
+is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 / run.val_sync=false), 5 a --data, --init file or
+run.val_clip that is not there (or not media), 6 another train is writing to RUN (a requeued job while the first still runs;
 --wait waits), 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last checkpoint).
 """
 
