@@ -114,13 +114,35 @@ def resolve_needed(need: NeededFile) -> Path:
 
 
 def resolve_files(cfg: TrainConfig) -> dict[str, Path]:
-    """``{key: file}`` of :func:`needed_files`, raising at the first one missing (see :func:`resolve_needed`); a UNet
-    run's mouth mask is checked too."""
+    """``{key: file}`` of :func:`needed_files` (see :func:`resolve_needed`); a UNet run's mouth mask is checked too.
+
+    Raises:
+        MediaError: at the first ``--init`` path that is not there.
+        MissingModelError: naming every model not installed, in one error (one rerun each before)."""
     if cfg.kind == "unet":
         from lipsyncctl.faces.mask import mouth_mask_u8
 
         mouth_mask_u8(cfg.model.resolution, cfg.data.mask)  # there and readable
-    return {need.key: resolve_needed(need) for need in needed_files(cfg)}
+    found: dict[str, Path] = {}
+    missing: list[tuple[NeededFile, MissingModelError]] = []
+    for need in needed_files(cfg):
+        try:
+            found[need.key] = resolve_needed(need)
+        except MissingModelError as exc:
+            missing.append((need, exc))
+    if len(missing) == 1:
+        raise missing[0][1]
+    if missing:
+        from lipsyncctl import paths
+
+        names = [f"{n.name} ({'loss.' + n.term if n.term else n.key})" for n, _ in missing]
+        terms = list(dict.fromkeys(f"loss.{n.term}=0" for n, _ in missing if n.term))
+        raise MissingModelError(f"{len(missing)} models the run needs are not installed: {', '.join(names)}",
+                                hint=f"run `lipsyncctl models fetch {' '.join(dict.fromkeys(n.name for n, _ in missing))}`"
+                                     f" on a machine that is online (models dir: {paths.models_dir()})"
+                                     + (f"; or --set {' --set '.join(terms)} to train without those terms"
+                                        if terms else ""))
+    return found
 
 
 def init_file(name: str, role: str) -> Path:

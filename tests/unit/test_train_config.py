@@ -151,6 +151,17 @@ def test_missing_loss_network_is_exit_4_naming_the_set(models_dir: Path) -> None
     with pytest.raises(MissingModelError) as e:
         load_train_networks(cfg, torch.device("cpu"), torch.float32)
     assert e.value.exit_code == 4 and "loss.trepa" in e.value.message and "--set loss.trepa=0" in (e.value.hint or "")
+    # several missing: named in one error, with one fetch and the terms to switch off (one rerun each before)
+    from lipsyncctl.training.networks import resolve_files
+
+    both = tc.resolve_train_config("tiny", ["model.videomae=videomae-v2-g", "model.videomae_config=giant",
+                                            "model.lpips=lpips-vgg"])
+    with pytest.raises(MissingModelError) as e:
+        resolve_files(both)
+    assert "2 models the run needs are not installed: lpips-vgg (loss.lpips), videomae-v2-g (loss.trepa)" \
+        in e.value.message
+    assert "models fetch lpips-vgg videomae-v2-g" in (e.value.hint or "")
+    assert "--set loss.lpips=0 --set loss.trepa=0" in (e.value.hint or "")
     # the term switched off on purpose: no VideoMAE needed
     cfg = tc.resolve_train_config("tiny", ["model.videomae=videomae-v2-g", "loss.trepa=0"])
     nets = load_train_networks(cfg, torch.device("cpu"), torch.float32)
