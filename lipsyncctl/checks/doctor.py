@@ -580,8 +580,7 @@ def check_train_models(config: TrainConfig) -> list[Check]:
 
     installed, _ = installed_models(paths.models_dir())  # registry names (the run resolves in paths.models_dir())
     known = set(installed or ())
-    have, missing, fetch, hints = [], [], [], []
-    terms: dict[str, list[str]] = {}
+    have, missing, failed, hints = [], [], [], []
     for need in networks.needed_files(config):
         label = f"{need.key} {need.name}"
         if need.name == networks.TINY:
@@ -591,14 +590,11 @@ def check_train_models(config: TrainConfig) -> list[Check]:
             networks.resolve_needed(need)
         except LipsyncError as exc:
             missing.append(label)
-            if need.given or need.name not in known:  # a path or unknown name: its own hint (check the path...)
-                hints.append(f"{'--init' if need.given else need.key} {need.name}: {exc.hint}")
-                continue
-            fetch.append(need.name)  # registry models: one fetch line for all, the terms' --set after it
-            if need.term:
-                terms.setdefault(need.term, []).append(need.name)
+            failed.append((need, exc))
         else:
             have.append(label)
+    if failed:  # registry models: one fetch line for all, the terms' --set after it; a path: its own hint
+        hints.append(networks.missing_hint(failed, known))
     if validation.enabled(config):
         try:
             have += [f"validation {name}" for name in validation.model_files(config)]
@@ -607,9 +603,6 @@ def check_train_models(config: TrainConfig) -> list[Check]:
             hints.append(exc.hint)
     detail = (f"found: {', '.join(have) or 'none'}" if have or missing else "no files (a seeded random start)") + \
         (f"; missing: {', '.join(missing)}" if missing else "")
-    if fetch:
-        hints[:0] = [f"run `lipsyncctl models fetch {' '.join(dict.fromkeys(fetch))}` on a machine that is online",
-                     *(f"or --set loss.{term}=0 (drops {', '.join(names)})" for term, names in terms.items())]
     return [Check("train models", "fail" if missing else "ok", detail, "; ".join(dict.fromkeys(hints)),
                   data={"found": have, "missing": missing})]
 

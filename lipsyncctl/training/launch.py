@@ -139,7 +139,7 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
         wanted = processes or (settings.num_processes if settings is not None else None) or 1
         check_gpu_count(wanted, f"--gpus {wanted}")
     if run is not None:
-        from lipsyncctl.training.loop import RUN_HELD_ENV, run_folder
+        from lipsyncctl.training.runfolder import RUN_HELD_ENV, run_folder
 
         run = Path(run).absolute()
         with run_folder(run, wait=wait):
@@ -151,9 +151,9 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
 
 def _check_world(run: Path, resume: str, processes: int) -> None:
     """The checkpoint ``resume`` names was written by ``processes`` processes (its RNG files say how many), else the
-    refusal each rank would give (:func:`lipsyncctl.training.loop.world_mismatch`)."""
+    refusal each rank would give (:func:`lipsyncctl.training.runfolder.world_mismatch`)."""
     from lipsyncctl.training import state
-    from lipsyncctl.training.loop import world_mismatch
+    from lipsyncctl.training.runfolder import world_mismatch
 
     folder = state.find_resume(run, resume)
     written = state.checkpoint_world(folder)

@@ -16,13 +16,21 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
 from lipsyncctl.errors import ConfigError, JobFailedError, UsageError
+from lipsyncctl.training.runfolder import (
+    RUN_HELD_ENV,
+    check_resumable,
+    check_run_folder,
+    clear_run,
+    run_folder,
+    set_aside_later,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -127,195 +135,11 @@ def _data_content(cfg: TrainConfig, clips: Any) -> dict[str, Any]:
     return out
 
 
-#: the way on from a checkpoint that cannot be resumed
-_FRESH = "start a new run folder from its weights instead (--init PATH)"
-
-
-def _check_resumable(saved: Mapping[str, Any], folder: Path, cfg: TrainConfig, world: int, clips_hash: str,
-                     precision: str, content: Mapping[str, Any] | None = None) -> None:
-    """A checkpoint continues only the run it was part of: the same configuration (:meth:`TrainConfig.stream_hash`;
-    RUN/train.yaml is checked too, but a checkpoint may come from another folder), the same process count
-    (step k takes samples from k x batch x processes x accumulation on), the same training clips and the same
-    mixed precision as resolved (``auto`` on another machine may resolve otherwise; fp16's GradScaler state would be
-    dropped or missing).
-
-    Raises:
-        UsageError: saying which differs (checkpoints written before a key was stored are not checked on it).
-    """
-    if not cfg.continues(saved.get("stream_hash"), saved.get("config")):
-        raise UsageError(f"--resume: {folder} was trained with another configuration ({_changes(cfg, saved.get('config'))})",
-                         hint=f"resume with the preset and --set values it was trained with, or {_FRESH}")
-    if saved.get("world_size") not in (None, world):
-        raise world_mismatch(folder, saved["world_size"], world)
-    if saved.get("clips") not in (None, clips_hash):
-        raise UsageError(f"--resume: the training clips are not the ones {folder} was trained on (another --data, "
-                         "or DATA changed since)", hint=f"resume on the same data, or {_FRESH}")
-    content = content or {}
-    if None not in (saved.get("clips_content"), content.get("clips_content")) \
-            and saved["clips_content"] != content["clips_content"]:
-        raise UsageError(f"--resume: the training clips' files are not the ones {folder} was trained on (the same "
-                         "clips and lengths, other content: DATA re-curated or replaced since)",
-                         hint=f"resume on the data it was trained on, or {_FRESH}")
-    if saved.get("mask_content") is not None and cfg.kind == "unet":
-        from lipsyncctl.faces.mask import mask_path
-        from lipsyncctl.runner.store import same_content
-
-        if same_content(saved["mask_content"], mask_path(cfg.data.mask)) is False:
-            raise UsageError(f"--resume: the mouth mask {cfg.data.mask} is not the file {folder} was trained with "
-                             "(it changed since)", hint=f"resume with the mask it was trained with, or {_FRESH}")
-    recorded = saved.get("precision")
-    if recorded is None and saved.get("scaler") is not None:  # written before the precision was recorded
-        recorded = "fp16"
-    if recorded is None and "scaler" in saved and precision == "fp16":
-        # no loss scaling then: bf16 (what auto chose on bf16 GPUs before it became the official fp16) or fp32
-        raise UsageError(f"--resume: {folder} was trained without fp16 loss scaling (in bf16, which auto chose on "
-                         "this GPU before, or fp32), this run would use fp16",
-                         hint=f"resume with --mixed-precision bf16 (or no), or {_FRESH}")
-    if recorded is not None and recorded != precision:
-        where = " on a GPU" if recorded != "no" else ""
-        raise UsageError(f"--resume: {folder} was trained with mixed precision {recorded}, this run would use "
-                         f"{precision}", hint=f"resume with --mixed-precision {recorded}{where}, or {_FRESH}")
-
-
-def world_mismatch(folder: Path, written: int, world: int) -> UsageError:
-    """The refusal of a checkpoint written by another number of processes than this run's."""
-    return UsageError(f"--resume: {folder} was written by {written} process(es), this run has {world} (each step's "
-                      "samples, and so the data position, depend on it)",
-                      hint=f"resume with {written} (--gpus/--nproc N), or {_FRESH}")
-
-
-def _changes(cfg: TrainConfig, saved: Any) -> str:
-    """What differs from the ``saved`` configuration, for a refusal's message."""
-    return cfg.changes_from(saved) or "data, model, losses or optimizer settings differ"
-
-
-def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
-                       data: Path | None = None) -> Path | None:
-    """:func:`check_run_folder`, then the run it replaces removed (:func:`clear_run`) at once; returns the
-    checkpoint to resume from (or None). ``train`` itself removes it only once every check of the run has passed."""
-    folder, replace = check_run_folder(run, cfg, resume, overwrite, data)
-    if replace:
-        clear_run(run)
-    return folder
-
-
-def clear_run(run: Path) -> None:
-    """Remove the run in ``run`` that a new one replaces (its checkpoints, exports, logs and train.yaml)."""
-    import shutil
-
-    for sub in ("checkpoints", "export", "export-ema", "validation", "tb"):
-        shutil.rmtree(run / sub, ignore_errors=True)
-    for f in ("train.yaml", "metrics.csv"):
-        (run / f).unlink(missing_ok=True)
-
-
-def set_aside_later(run: Path, step: int) -> list[int]:
-    """A resume from an earlier checkpoint of ``run`` (step ``step``: to change the learning rate from there, say)
-    starts another branch: the checkpoints past it are moved to ``RUN/set-aside/step-K-TIME/`` (kept, not removed),
-    so that ``--resume latest`` never takes the abandoned branch's. Returns their steps."""
-    from lipsyncctl.training import state
-
-    later = [(n, p) for n, p in state.list_checkpoints(run) if n > step]
-    if later:
-        aside = run / "set-aside" / f"from-step-{step:06d}-{time.strftime('%Y%m%d-%H%M%S')}"
-        aside.mkdir(parents=True, exist_ok=True)
-        for _, p in later:
-            os.replace(p, aside / p.name)
-    return [n for n, _ in later]
-
-
-def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
-                     data: Path | None = None) -> tuple[Path | None, bool]:
-    """Check ``RUN/`` against ``--resume`` / ``-y``: the checkpoint to resume from (or None), and whether the run
-    there is to be replaced (:func:`clear_run`, by the caller once nothing else can refuse the run: a ``-y`` with a
-    wrong ``--data`` removed a finished run, then stopped).
-
-    A folder that holds a run needs ``--resume`` or ``-y``, except a run stopped before its first checkpoint
-    (Ctrl-C, a crash) rerun with the same configuration and data: nothing of it can be resumed and nothing is
-    lost, so it starts again (the logs of the stopped attempt are replaced).
-
-    Raises:
-        UsageError: the folder holds a run (checkpoints, exports, or another configuration) and neither
-            ``resume`` nor ``overwrite`` is given; ``resume`` names no usable checkpoint or another configuration.
-    """
-    import yaml
-
-    from lipsyncctl.training import state
-
-    saved = run / "train.yaml"
-    if resume is not None:
-        folder = state.find_resume(run, resume)
-        if overwrite:
-            raise UsageError("--resume and --overwrite/-y: continue the run, or replace it, not both",
-                             hint="drop -y to continue it (--resume), or --resume to start over (-y)")
-        if saved.is_file():
-            recorded = yaml.safe_load(saved.read_text()) or {}
-            if not cfg.continues(recorded.get("stream_hash"), recorded):
-                raise UsageError(f"--resume: {run} was trained with another configuration ({_changes(cfg, recorded)})",
-                                 hint="resume with the same preset and --set values, or start a new run folder "
-                                 "(--init RUN/checkpoints/step-N/model.safetensors starts from its weights)")
-        return folder, False
-    if saved.is_file() or state.list_checkpoints(run):
-        if not overwrite and not _stopped_before_first_checkpoint(run):
-            raise UsageError(f"{run} already holds a training run", hint="continue it with --resume latest, "
-                             "start over with --overwrite/-y, or give another -o")
-        if not overwrite and not _same_run(run, cfg, data):
-            raise UsageError(f"{run} holds a run stopped before its first checkpoint, with another configuration "
-                             "or data", hint="start over with --overwrite/-y (nothing was checkpointed), rerun "
-                             "with its preset, --set values and --data, or give another -o")
-        if not overwrite:
-            progress.message(f"{run}: the run stopped before its first checkpoint; starting it again "
-                             "(the logs of the stopped attempt are replaced)")
-        return None, True
-    return None, False
-
-
-def _stopped_before_first_checkpoint(run: Path) -> bool:
-    """Nothing in ``run`` to resume or keep: no complete checkpoint, no export (only train.yaml and logs), and the
-    run that wrote it is gone (a run still going before its first checkpoint looks the same: a second launch of the
-    same command must not take its folder)."""
-    import yaml
-
-    from lipsyncctl.media.atomic import host_tag, pid_alive
-    from lipsyncctl.training import state
-
-    if state.list_checkpoints(run) or any((run / name).exists() for name in ("export", "export-ema")):
-        return False
-    try:
-        writer = (yaml.safe_load((run / "train.yaml").read_text()) or {}).get("writer") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        writer = {}
-    live = writer.get("host") == host_tag() and pid_alive(int(writer.get("pid") or 0))
-    return not live and writer.get("host") in (host_tag(), None)  # (another host's: its process cannot be seen)
-
-
-def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:
-    """``run/train.yaml`` has this run's configuration (:meth:`TrainConfig.stream_hash`: the changes a resume
-    accepts are the same run) and data: the same command, rerun."""
-    import yaml
-
-    try:
-        saved = yaml.safe_load((run / "train.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    if not isinstance(saved, dict) or saved.get("stream_hash") is None or not cfg.continues(saved["stream_hash"], saved):
-        return False
-    section = saved.get("data")
-    path = section.get("path") if isinstance(section, dict) else None
-    return data is None or path is None or Path(path).resolve() == Path(data).resolve()  # (recorded absolute)
-
-
 #: DDP compares a gradient's strides with its bucket's exactly, while torch ignores the strides of size-1 dimensions:
 #: a 1x1 convolution's weight gradient ([C, C, 1, 1] with strides [C, 1, C, C]) draws "Grad strides do not match
 #: bucket view strides ... may impair performance" once per rank about a layout that is the same (no parameter of
 #: the run is channels-last). Not shown: it was the only line of a CPU `train --nproc 2` run's log.
 _DDP_SIZE_1_STRIDES = "Grad strides do not match bucket view strides"
-
-
-#: set by :func:`lipsyncctl.training.launch.launch` for the ranks it starts: the run folder whose lock it holds
-RUN_HELD_ENV = "LIPSYNCCTL_TRAIN_RUN_HELD"
-#: the busy error's hint of a run folder
-BUSY_HINT = "wait for that run to finish (--wait starts this one when it does), or give another -o"
 
 
 def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None, overwrite: bool = False,
@@ -338,25 +162,6 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             if _loader_worker_died(exc):
                 raise _worker_died_error(exc, cfg) from exc
             raise
-
-
-@contextlib.contextmanager
-def run_folder(out: Path, *, wait: bool = False) -> Iterator[None]:
-    """Hold the run folder ``out`` for the block (one run per folder): checked for write access first (an OSError
-    naming it, exit 1, as every command's -o), busy (exit 6, naming the holder) or, with ``wait``, waited for; an
-    interrupt while waiting says that nothing of this run had started (the checkpoints there are the other's)."""
-    from lipsyncctl.errors import Interrupted
-    from lipsyncctl.media.atomic import check_writable
-    from lipsyncctl.runner.lock import folder_lock
-
-    check_writable(out / "train.yaml", name=out)
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(folder_lock(out, wait=wait, hint=BUSY_HINT))
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted while waiting for the run writing to {out}",
-                              hint="nothing of this run had started: rerun the same command") from None
-        yield
 
 
 def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overwrite: bool,
@@ -438,7 +243,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     start_step, skipped, nan_streak = 0, 0, 0
     if resume_from is not None:
         weights, saved, rng = state.load_checkpoint(resume_from, rank)
-        _check_resumable(saved, resume_from, cfg, world, clips_hash, precision, content)
+        check_resumable(saved, resume_from, cfg, world, clips_hash, precision, content)
         nets.model.load_state_dict(weights, strict=True)
         if not sharded:  # FSDP: each rank's own shard of the AdamW moments, once FSDP wrapped the model (below)
             optimizer.load_state_dict(saved["optimizer"])
@@ -491,7 +296,9 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                        after=start_step)
     result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
                          max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
-                         device=str(device), trainable=counts.to_dict(), init_report=nets.init_report if resume_from is None else [f"resume: {resume_from} (step {start_step})"],
+                         device=str(device), trainable=counts.to_dict(),
+                         init_report=[f"resume: {resume_from} (step {start_step})"] if resume_from is not None
+                         else nets.init_report,
                          skipped_clips=len(clips.skipped), data_gaps=dict(clips.gaps), warnings=said)
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -611,10 +418,11 @@ def step_line(done: int, total: int, terms: Mapping[str, float], lr: float, samp
     """``step 40/1000: loss 0.1234 (recon 0.1, lpips 0.02), lr 1e-05, 3.2 samples/s``: the loss terms of a logged
     step (every ``run.log_every``), as metrics.csv has them."""
     parts = [f"{k} {v:.4g}" for k, v in terms.items() if k != "loss"]
-    parts = parts if len(parts) > 1 or "loss" not in terms else []  # (one term is the loss itself: stage 1)
-    loss = f"loss {terms['loss']:.4g}" if "loss" in terms else ""
-    return (f"step {done}/{total}: {loss}" + (f" ({', '.join(parts)})" if parts and loss else ", ".join(parts))
-            + f", lr {lr:.3g}, {samples_per_s:.3g} samples/s")
+    if "loss" in terms:  # its terms beside it, unless one term is the loss itself (stage 1)
+        said = f"loss {terms['loss']:.4g}" + (f" ({', '.join(parts)})" if len(parts) > 1 else "")
+    else:
+        said = ", ".join(parts)
+    return f"step {done}/{total}: {said}, lr {lr:.3g}, {samples_per_s:.3g} samples/s"
 
 
 def _loader_worker_died(exc: BaseException) -> bool:

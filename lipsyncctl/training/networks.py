@@ -20,12 +20,12 @@ before any work; ``doctor --preset TRAIN_PRESET`` reports them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import CheckpointError, ConfigError, MediaError, MissingModelError
+from lipsyncctl.errors import CheckpointError, ConfigError, LipsyncError, MediaError, MissingModelError
 
 if TYPE_CHECKING:
     import torch
@@ -133,16 +133,30 @@ def resolve_files(cfg: TrainConfig) -> dict[str, Path]:
     if len(missing) == 1:
         raise missing[0][1]
     if missing:
-        from lipsyncctl import paths
+        from lipsyncctl.checkpoints.registry import load_registry
 
         names = [f"{n.name} ({'loss.' + n.term if n.term else n.key})" for n, _ in missing]
-        terms = list(dict.fromkeys(f"loss.{n.term}=0" for n, _ in missing if n.term))
         raise MissingModelError(f"{len(missing)} models the run needs are not installed: {', '.join(names)}",
-                                hint=f"run `lipsyncctl models fetch {' '.join(dict.fromkeys(n.name for n, _ in missing))}`"
-                                     f" on a machine that is online (models dir: {paths.models_dir()})"
-                                     + (f"; or --set {' --set '.join(terms)} to train without those terms"
-                                        if terms else ""))
+                                hint=missing_hint(missing, set(load_registry().names())))
     return found
+
+
+def missing_hint(missing: Sequence[tuple[NeededFile, LipsyncError]], known: set[str]) -> str:
+    """What to do about the files of ``missing`` (each with its error): one ``models fetch`` line for the registry
+    models (``known``: the registry's names), the ``--set loss.TERM=0`` that drops a loss term's, a path's own hint
+    (``train`` and ``doctor --preset`` say the same)."""
+    hints, fetch, terms = [], [], {}
+    for need, exc in missing:
+        if need.given or need.name not in known:  # a path or an unknown name: its own hint (check the path...)
+            hints.append(f"{'--init' if need.given else need.key} {need.name}: {exc.hint}")
+            continue
+        fetch.append(need.name)
+        if need.term:
+            terms.setdefault(need.term, []).append(need.name)
+    if fetch:
+        hints[:0] = [f"run `lipsyncctl models fetch {' '.join(dict.fromkeys(fetch))}` on a machine that is online",
+                     *(f"or --set loss.{term}=0 (drops {', '.join(names)})" for term, names in terms.items())]
+    return "; ".join(dict.fromkeys(hints))
 
 
 def init_file(name: str, role: str) -> Path:

@@ -422,7 +422,7 @@ def test_a_training_preset_checks_the_files_train_loads(tmp_path: Path, models_d
         "stage2", ["loss.lpips=0", "loss.sync=0", "loss.trepa=0", "model.init=none"]))
     assert row.data["missing"] == ["vae sd-vae-ft-mse"]
     (row,) = checks.check_train_models(resolve_train_config("tiny", ["model.init=runs/s1/unet.pt"]))
-    assert row.status == "fail" and row.hint == "--init runs/s1/unet.pt: check the path"
+    assert row.status == "fail" and row.hint == f"--init {Path('runs/s1/unet.pt').absolute()}: check the path"
     (row,) = checks.check_train_models(resolve_train_config("tiny"))  # tiny files: generated on first use
     assert row.status == "ok" and not row.data["missing"] and not list(models_dir.iterdir())
 

@@ -161,7 +161,7 @@ def test_missing_loss_network_is_exit_4_naming_the_set(models_dir: Path) -> None
     assert "2 models the run needs are not installed: lpips-vgg (loss.lpips), videomae-v2-g (loss.trepa)" \
         in e.value.message
     assert "models fetch lpips-vgg videomae-v2-g" in (e.value.hint or "")
-    assert "--set loss.lpips=0 --set loss.trepa=0" in (e.value.hint or "")
+    assert "or --set loss.lpips=0 (drops lpips-vgg); or --set loss.trepa=0 (drops videomae-v2-g)" in (e.value.hint or "")
     # the term switched off on purpose: no VideoMAE needed
     cfg = tc.resolve_train_config("tiny", ["model.videomae=videomae-v2-g", "loss.trepa=0"])
     nets = load_train_networks(cfg, torch.device("cpu"), torch.float32)
@@ -228,7 +228,7 @@ def test_the_papers_stage_1_starts_from_a_stable_diffusion_image_unet(tmp_path: 
 
 
 def test_run_folder_rules(tmp_path: Path) -> None:
-    from lipsyncctl.training.loop import prepare_run_folder
+    from lipsyncctl.training.runfolder import prepare_run_folder
 
     cfg = tc.resolve_train_config("tiny")
     run = tmp_path / "run"
@@ -266,7 +266,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     """Ctrl-C before the first checkpoint: the same command starts the run again (nothing to resume or lose),
     --resume latest says so; another configuration or data, or an export there, still needs -y."""
     from lipsyncctl import progress
-    from lipsyncctl.training.loop import prepare_run_folder
+    from lipsyncctl.training.runfolder import prepare_run_folder
 
     cfg, run = tc.resolve_train_config("tiny"), tmp_path / "run"
     _stopped_before_its_first_checkpoint(run, cfg)

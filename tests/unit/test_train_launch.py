@@ -259,7 +259,7 @@ def test_a_launched_group_takes_its_run_folders_lock_before_any_rank_starts(tmp_
     told so, and a busy folder stops the launch before any rank starts (exit 6)."""
     from lipsyncctl.errors import BusyError
     from lipsyncctl.runner.lock import folder_lock
-    from lipsyncctl.training.loop import RUN_HELD_ENV
+    from lipsyncctl.training.runfolder import RUN_HELD_ENV
 
     started: list[dict[str, str]] = []
     monkeypatch.setattr(launch, "_launch", lambda argv, processes, cpu, file, extra: started.append(extra) or 0)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from lipsyncctl import api, progress
-from lipsyncctl.training import loop
+from lipsyncctl.training import loop, runfolder
 from tests.train_media import Curated, curated_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,24 +137,24 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
         api.train(fewer, tmp_path / "c", api.resolve_train_config("tiny-stage1", ["run.max_steps=4"]), resume=checkpoint)
     fewer.unlink()
     with pytest.raises(UsageError, match="written by 2 process"):
-        loop._check_resumable({"world_size": 2}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1, "x",
+        runfolder.check_resumable({"world_size": 2}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1, "x",
                               "no")
     # the precision as resolved is the checkpoint's: `auto` resolving otherwise on another machine is refused
     from lipsyncctl.training import state
 
     assert state.load_checkpoint(Path(checkpoint), 0)[1]["precision"] == "no"
     with pytest.raises(UsageError, match="trained with mixed precision fp16, this run would use bf16") as err:
-        loop._check_resumable({"precision": "fp16"}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1,
+        runfolder.check_resumable({"precision": "fp16"}, Path(checkpoint), api.resolve_train_config("tiny-stage1"), 1,
                               "x", "bf16")
     assert "--mixed-precision fp16 on a GPU" in (err.value.hint or "")
     # checkpoints written before the precision was recorded: their GradScaler state says whether it was fp16
     tiny = api.resolve_train_config("tiny-stage1")
     with pytest.raises(UsageError, match="without fp16 loss scaling") as err:
-        loop._check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "fp16")  # bf16 auto of before
+        runfolder.check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "fp16")  # bf16 auto of before
     assert "--mixed-precision bf16" in (err.value.hint or "")
     with pytest.raises(UsageError, match="mixed precision fp16, this run would use bf16"):
-        loop._check_resumable({"scaler": {"scale": 1024.0}}, Path(checkpoint), tiny, 1, "x", "bf16")
-    loop._check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "no")  # a CPU run of before
+        runfolder.check_resumable({"scaler": {"scale": 1024.0}}, Path(checkpoint), tiny, 1, "x", "bf16")
+    runfolder.check_resumable({"scaler": None}, Path(checkpoint), tiny, 1, "x", "no")  # a CPU run of before
 
 
 def test_a_resume_refuses_clips_or_a_mask_whose_files_changed(curated: Curated, tmp_path: Path) -> None:
@@ -254,7 +254,7 @@ def test_a_second_train_into_a_live_run_folder_is_busy(curated: Curated, tmp_pat
             api.train(curated.data, out, cfg, resume="latest", wait=True)
     assert "nothing of this run had started" in (stopped.value.hint or "")
     # a rank of a group whose launching process holds the folder (train --gpus N) does not wait for itself
-    from lipsyncctl.training.loop import RUN_HELD_ENV
+    from lipsyncctl.training.runfolder import RUN_HELD_ENV
 
     with folder_lock(out), pytest.MonkeyPatch.context() as env:
         env.setenv(RUN_HELD_ENV, str(out.absolute()))
