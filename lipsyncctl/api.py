@@ -160,7 +160,8 @@ def sync_batch(list_file: str | Path, config: Config | str | Path | None = None,
                        dry_run=dry_run, jobs=jobs, gpus=devices, shard=part, backend=backend)
 
 
-def score(videos: str | Path | Sequence[str | Path], config: Config | str | Path | None = None, *, audio: str | Path | None = None,
+def score(videos: str | Path | Sequence[str | Path], config: Config | str | Path | None = None, *,
+          audio: str | Path | None = None,
           start: float | None = None, end: float | None = None, min_sync: float | None = None) -> ScoreResult:
     """How well the mouth of each clip matches a sound track: LSE-C / LSE-D (``lipsyncctl score``).
 
@@ -488,8 +489,8 @@ def doctor(config: Config | str | Path | None = None, *, outputs_dir: str | Path
     a training preset's files are looked for where ``train`` looks (``LIPSYNCCTL_MODELS`` or the default)."""
     from lipsyncctl.checks.doctor import run_checks
 
-    return run_checks(None if config is None else _as_config(config), Path(outputs_dir) if outputs_dir is not None else None,
-                      Path(models_dir) if models_dir is not None else None, train_config=train_config)
+    return run_checks(None if config is None else _as_config(config),
+                      Path(outputs_dir) if outputs_dir is not None else None, Path(models_dir) if models_dir is not None else None, train_config=train_config)
 
 
 # ---- models ------------------------------------------------------------------------------------

@@ -43,9 +43,9 @@ Exit codes: 0 done, 1 the run diverged (non-finite steps), a rank or a data-load
 written (read-only, full), 2 usage (e.g. RUN holds a
 checkpointed run: --resume or -y; a run stopped before its first checkpoint restarts with the same command), 3
 bad config/preset (also DeepSpeed, FSDP on the CPU), 4 a network a weighted loss term or the sync validation needs
-is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 / run.val_sync=false), 5 a --data, --init file or
-run.val_clip that is not there (or not media), 6 another train is writing to RUN (a requeued job while the first still runs;
---wait waits), 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last checkpoint).
+is not installed (`lipsyncctl models fetch ...`, or --set loss.TERM=0 / run.val_sync=false), 5 a --data, --init
+file or run.val_clip that is not there (or not media), 6 another train is writing to RUN (a requeued job while the
+first still runs; --wait waits), 130 interrupted (Ctrl-C, SIGTERM: every rank stops, --resume continues from the last checkpoint).
 """
 
 

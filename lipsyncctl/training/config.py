@@ -162,8 +162,8 @@ class TrainRun(_Strict):
         1800, ge=60, le=86400, description="seconds a rank waits for the others (a validation runs on rank 0 "
         "while they wait: keep it above one validation)"
     )
-    log_every: int = Field(10, ge=1, le=10**6, description="every N steps: a line with the loss terms in the log, a row of "
-                           "metrics.csv and TensorBoard")
+    log_every: int = Field(10, ge=1, le=10**6, description="every N steps: a line with the loss terms in the log, "
+                           "a row of metrics.csv and TensorBoard")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto = fp16 autocast + GradScaler on a CUDA GPU (official), no elsewhere; bf16 when "
         "asked"
