@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "is_curated", "doctor", "fetch_models", "inspect_checkpoint",
     "config_keys", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
-    "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "presets", "launch_train",
+    "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "presets", "preset",
+    "launch_train",
 ]
 
 
@@ -422,6 +423,22 @@ def presets(*, train: bool = False) -> list[dict[str, str]]:
         found, kw = list_presets(), {}
     return [{"name": name, "description": " ".join(str(read_preset(str(path), **kw).get("description", "")).split()),
              "path": str(path)} for name, path in found.items()]
+
+
+def preset(name: str | Path, *, train: bool = False, resolved: bool = True) -> dict[str, Any]:
+    """A preset (a built-in name or a YAML file; ``train``: a training preset) validated: merged over the defaults,
+    or as written (not ``resolved``).
+
+    Raises:
+        ConfigError: no such preset, or one that does not validate (naming its file and key)."""
+    from lipsyncctl import config as cfg
+
+    if not train:
+        return cfg.resolve(str(name)).to_dict() if resolved else cfg.read_preset(str(name))
+    from lipsyncctl.training.config import TrainConfig, presets_dir
+
+    return resolve_train_config(name).to_dict() if resolved else \
+        cfg.read_preset(str(name), schema=TrainConfig, folder=presets_dir())
 
 
 def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,

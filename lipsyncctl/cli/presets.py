@@ -8,7 +8,6 @@ import typer
 import yaml
 
 from lipsyncctl import api
-from lipsyncctl import config as cfg
 from lipsyncctl.cli import state as st
 
 presets_app = typer.Typer(
@@ -47,13 +46,7 @@ def show_cmd(
 
     With --json: {"ok": true, "preset": NAME, "resolved": BOOL, "config": {...}}.
     """
-    if train:
-        from lipsyncctl.training.config import TrainConfig, presets_dir
-
-        data = (api.resolve_train_config(name).to_dict() if resolved
-                else cfg.read_preset(name, schema=TrainConfig, folder=presets_dir()))
-    else:
-        data = cfg.resolve(name).to_dict() if resolved else cfg.read_preset(name)
+    data = api.preset(name, train=train, resolved=resolved)
     st.result({"preset": name, "resolved": resolved, "config": data},
               lambda c: typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False))
 

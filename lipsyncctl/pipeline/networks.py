@@ -69,8 +69,11 @@ def network_settings(config: Config, device: str | None = None) -> dict[str, Any
 
 def loaded_settings(config: Config) -> dict[str, Any]:
     """What of :func:`network_settings` a run given loaded networks must share with them (the model files, the
-    resolution, the dtype; not the device, which a worker or a pipeline chooses): :func:`check_loaded`."""
-    return {k: v for k, v in network_settings(config).items() if k in ("model", "inference.dtype")}
+    resolution, the dtype; not the device, which a worker or a pipeline chooses, nor the mouth mask, which the render
+    applies, not the networks): :func:`check_loaded`."""
+    settings = {k: v for k, v in network_settings(config).items() if k in ("model", "inference.dtype")}
+    settings["model"] = {k: v for k, v in settings["model"].items() if k != "mask"}
+    return settings
 
 
 def check_loaded(networks: Networks, config: Config) -> None:
