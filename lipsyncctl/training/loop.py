@@ -351,6 +351,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
             samples_done += batch_size * world * accum
             done = step + 1
             result.steps, result.losses = done - start_step, {k: round(v, 8) for k, v in terms.items()}
+            task.advance()  # the step is done (a validation or a checkpoint after it is not the next step's)
             if done % cfg.run.log_every == 0 or done == cfg.run.max_steps:
                 terms = {k: float(acc.reduce(torch.tensor([v], device=device), "mean").item()) for k, v in terms.items()}
                 rate = samples_done / max(1e-9, time.monotonic() - t_loop)
@@ -384,7 +385,6 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                 if saved_to is not None:  # the ones --keep leaves
                     kept = {str(p) for _, p in state.list_checkpoints(out)}
                     result.checkpoints = [c for c in [*result.checkpoints, str(saved_to)] if c in kept]
-            task.advance()
     metrics.close()
 
     # 6. export the weights sync loads (and the EMA weights beside them) ---------------------------------
