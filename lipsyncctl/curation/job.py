@@ -191,7 +191,7 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
         raw = store.load("sources", t.id)
         if raw is None or str(Path(raw["path"]).absolute()) != t.path:
             unknown[t.path] = t.id
-    for rid in store.ids("sources") if unknown else ():
+    for rid in store.each_id("sources") if unknown else ():  # (no order needed: not a million ids sorted)
         raw = store.load("sources", rid)
         path = str(Path(raw["path"]).absolute()) if raw is not None else None
         if path in unknown and unknown[path] != rid:

@@ -182,13 +182,15 @@ class RecordStore:
     def ids(self, kind: str) -> list[str]:
         """The ids of ``kind``'s records, sorted; the folder is read a name at a time (a glob made a path object of
         every file at once: ~0.5 KB a record at a million)."""
-        return sorted(self._names(kind))
+        return sorted(self.each_id(kind))
 
     def any(self, kind: str) -> bool:
         """Some record of ``kind`` is stored."""
-        return next(self._names(kind), None) is not None
+        return next(self.each_id(kind), None) is not None
 
-    def _names(self, kind: str) -> Iterator[str]:
+    def each_id(self, kind: str) -> Iterator[str]:
+        """The ids of ``kind``'s records in the folder's order, a name at a time (nothing held: a scan of every
+        record that needs no order)."""
         try:
             with os.scandir(os.path.join(self.root, kind)) as entries:
                 yield from (e.name[:-5] for e in entries if e.name.endswith(".json"))
