@@ -265,20 +265,33 @@ def _rate_and_vfr(stamps: list[int], stream: Any) -> tuple[Fraction, Fraction, b
     measured = Fraction(len(deltas)) / ((stamps[-1] - stamps[0]) * tb)
     typical = Fraction(1) / (median * tb)
     if vfr:
-        # The mean rate, and the rate the camera aimed at: the usual spacing among the shortest quarter of the frames
-        # and those within a quarter of it (the median of that group, snapped). The median of all took the longer of
-        # two spacings that alternate (40 and 80 ms: a 25 fps camera dropping every third frame): read at 12.5 fps,
-        # a source frame in three was dropped.
-        short = ordered[len(ordered) // 4] * Fraction(5, 4)
-        group = [d for d in ordered if d <= short]
-        aimed = Fraction(1) / (group[len(group) // 2] * tb)
-        return measured.limit_denominator(1001), snap_rate(aimed, tolerance=0.03), True
+        return measured.limit_denominator(1001), snap_rate(_aimed_rate(ordered, tb, measured), tolerance=0.03), True
     for candidate in [typical, *header]:
         if abs(float(candidate) - float(measured)) / float(measured) <= 0.005:
             rate = snap_rate(candidate)
             return rate, rate, False
     rate = snap_rate(measured)
     return rate, rate, False
+
+
+def _aimed_rate(ordered: list[int], tb: Fraction, measured: Fraction) -> Fraction:
+    """The rate a variable-rate clip's camera aimed at, from its sorted frame spacings ``ordered`` (in ``tb`` units)
+    and its mean rate ``measured``: the median spacing ``m`` beside the usual spacing ``s`` of the shortest quarter
+    of the frames (and those within a quarter of it).
+
+    - ``m`` close to ``s`` (under 1.25 times): jitter around one rate, ``m``'s (a phone's timestamps);
+    - ``m`` a whole multiple of ``s`` (2, 3, ... within 0.1): dropped frames, ``s``'s (a 25 fps camera dropping every
+      third frame alternates 40 and 80 ms: the median alone read 12.5 fps and dropped a source frame in three);
+    - otherwise a cadence (soft 3:2 pulldown's 33/50 ms is 23.976 content) or bunched stamps: the mean rate."""
+    m = ordered[len(ordered) // 2]
+    group = [d for d in ordered if d <= ordered[len(ordered) // 4] * Fraction(5, 4)]
+    s = group[len(group) // 2]
+    ratio = Fraction(m, s)
+    if ratio < Fraction(5, 4):
+        return Fraction(1) / (m * tb)
+    if round(ratio) >= 2 and abs(ratio - round(ratio)) <= Fraction(1, 10):
+        return Fraction(1) / (s * tb)
+    return measured
 
 
 def _rotation(frame: Any, stream: Any) -> int:

@@ -72,6 +72,36 @@ def test_a_cadence_of_two_spacings_is_read_at_the_shorter(gen: Path) -> None:
     assert float(v.fps) == pytest.approx((len(times) - 1) / times[-1], rel=0.01)  # the mean rate
 
 
+def _nominal(deltas_s: list[float], tb: int = 90000) -> Fraction:
+    """The nominal rate :func:`_rate_and_vfr` reads from frame spacings in seconds (a stream of no header rate)."""
+    import types
+
+    from lipsyncctl.media.probe import _rate_and_vfr
+
+    stamps = [0]
+    for d in deltas_s:
+        stamps.append(stamps[-1] + round(d * tb))
+    stream = types.SimpleNamespace(base_rate=None, average_rate=None, guessed_rate=None, time_base=Fraction(1, tb))
+    return _rate_and_vfr(stamps, stream)[1]
+
+
+def test_the_nominal_rate_of_variable_rate_cadences() -> None:
+    """Jitter around one rate reads that rate (the median spacing); dropped frames read the camera's rate (the
+    shortest usual spacing, not the median's 12.5 fps of 40/80 ms); a cadence that is neither (soft 3:2 pulldown)
+    its mean rate. A rule of the shortest spacings alone read jittery 30 fps footage at 31-42 fps."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for sd, want in ((0.005, {Fraction(30), Fraction(30000, 1001)}), (0.008, {Fraction(30), Fraction(30000, 1001)})):
+        jitter = list(np.clip(1 / 30 + rng.normal(0, sd, 600), 0.004, None))
+        assert _nominal(jitter) in want, sd
+    assert _nominal([1 / 25, 2 / 25] * 300) == 25  # a 25 fps camera dropping every third frame
+    assert _nominal([1001 / 30000, 1001 / 20000] * 300) == Fraction(24000, 1001)  # soft pulldown: 23.976 content
+    drops = [1 / 30 * (2 if k % 10 == 0 else 1) for k in range(600)]  # one frame in ten dropped
+    assert _nominal(drops) == 30
+    assert _nominal(list(np.clip(1001 / 30000 + rng.normal(0, 0.003, 600), 0.004, None))) == Fraction(30000, 1001)
+
+
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotation_tag(gen: Path, rotation: int) -> None:
     v = probe(mg.make_clip(gen / f"rot{rotation}.mp4", rotation=rotation, size=(96, 64), frames=3)).video
