@@ -234,15 +234,22 @@ class TrainConfig(_Strict):
         a group of keys was made resumable."""
         if saved_hash is None or saved_hash == self.stream_hash():
             return True
-        saved_model = (saved_config or {}).get("model")
-        if isinstance(saved_model, Mapping):  # a run recorded before its relative paths were stored absolute
-            mine = self.to_dict()["model"]
-            relative = {k: saved_model[k] for k in PATH_KEYS_OF_MODEL if isinstance(saved_model.get(k), str)
-                        and saved_model[k] != mine[k] and model_reference(saved_model[k]) == mine[k]}
-            if relative and saved_hash == self.stream_hash(model=relative):
-                return True
-        return any(saved_hash == self.stream_hash(legacy=saved_config or {}, generation=g)
-                   for g in range(len(MADE_RESUMABLE_GROUPS)))
+        # a run recorded before its relative model paths were stored absolute: those values as it wrote them
+        relative = self._relative_paths(saved_config)
+        if relative and saved_hash == self.stream_hash(model=relative):
+            return True
+        return any(saved_hash == self.stream_hash(legacy=saved_config or {}, generation=g, model=model)
+                   for g in range(len(MADE_RESUMABLE_GROUPS)) for model in ({}, relative))
+
+    def _relative_paths(self, saved: Mapping[str, Any] | None) -> dict[str, str]:
+        """The ``model`` paths the ``saved`` configuration gives relative where this one has them absolute (the same
+        files, named from the working folder, as runs recorded them before :func:`model_reference`)."""
+        saved_model = (saved or {}).get("model")
+        if not isinstance(saved_model, Mapping):
+            return {}
+        mine = self.to_dict()["model"]
+        return {k: saved_model[k] for k in PATH_KEYS_OF_MODEL if isinstance(saved_model.get(k), str)
+                and saved_model[k] != mine[k] and model_reference(saved_model[k]) == mine[k]}
 
     def changes_from(self, saved: Mapping[str, Any] | None, limit: int = 4, *,
                      only: Iterable[str] | None = None) -> str:
@@ -252,6 +259,7 @@ class TrainConfig(_Strict):
         if not isinstance(saved, Mapping):
             return ""
         old, new = run_config.dotted(saved), run_config.dotted(self.to_dict())
+        old.update({f"model.{k}": new[f"model.{k}"] for k in self._relative_paths(saved)})  # (the same files)
         skip = {*RESUMABLE_CHANGES, "stream_hash", "data.path"}
         chosen = set(only) if only is not None else None
         wanted = (lambda k: k in chosen) if chosen is not None else \

@@ -431,14 +431,18 @@ def test_model_paths_are_stored_absolute_and_older_relative_runs_still_resume(tm
     assert (cfg.model.vae, cfg.model.unet_config) == ("tiny", "tiny")
     assert tc.model_reference("stable-syncnet") == "stable-syncnet" and tc.model_reference("none") == "none"
     assert tc.model_reference("./w") == str(tmp_path / "w") and tc.model_reference("sd15:~/x.bin").startswith("sd15:/")
-    # a train.yaml written before: the relative value in its model section, the hash of that
-    old = cfg.to_dict()
-    old["model"]["syncnet"] = "runs/sn/syncnet.safetensors"
-    legacy = cfg.stream_hash(model={"syncnet": "runs/sn/syncnet.safetensors"})
-    assert legacy != cfg.stream_hash()
-    assert cfg.continues(legacy, old)
-    other = tc.resolve_train_config("tiny", ["model.syncnet=elsewhere/syncnet.safetensors"])
-    assert not other.continues(legacy, old)
+    # a train.yaml written by the code before (2f79960: the relative value in its model section, its hash pinned)
+    before = tc.resolve_train_config("tiny", ["model.syncnet=weights/sync.safetensors"])
+    old = before.to_dict()
+    old["model"]["syncnet"] = "weights/sync.safetensors"
+    assert before.stream_hash() != "7dfed5c8c6d93448" and before.continues("7dfed5c8c6d93448", old)
+    assert "model.syncnet" not in before.changes_from(old)  # the same file, not a change to name
+    other = tc.resolve_train_config("tiny", ["model.syncnet=elsewhere/sync.safetensors"])
+    assert not other.continues("7dfed5c8c6d93448", old)
+    # and one older still (before optim.lr could change on a resume): both rules at once
+    older = {**old, "optim": {**old["optim"], "lr": 0.0003}}
+    legacy = before.stream_hash(legacy=older, generation=1, model={"syncnet": "weights/sync.safetensors"})
+    assert legacy != before.stream_hash(legacy=older, generation=1) and before.continues(legacy, older)
 
 
 def test_a_runs_train_yaml_is_a_preset(tmp_path: Path) -> None:
