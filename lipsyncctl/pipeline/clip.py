@@ -325,7 +325,11 @@ def sync_clip(
 
                 progress.warning(NOT_LIP_SYNCED)  # now, before minutes of work; the CLI does not repeat it
                 warnings.append(NOT_LIP_SYNCED)
-            warnings.extend(networks.warnings)  # (said as they loaded)
+            from lipsyncctl.pipeline.networks import mask_warning
+
+            if said := mask_warning(networks, config.model.mask):  # (this run's mask: loaded networks serve many)
+                progress.warning(said)
+                warnings.append(said)
 
             # 4. Audio features, once, up to the last output frame (padded with silence to the output length).
             with clock("audio features"):

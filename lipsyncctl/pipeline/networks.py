@@ -37,7 +37,8 @@ class Networks:
         files: the files loaded, by role (for the run record).
         tuning: the GPU options :func:`tune_networks` applied (:func:`tuning_of`); empty: none.
         settings: the settings they were loaded with (:func:`loaded_settings`); empty: not known (made by hand).
-        warnings: what loading them warned of (a UNet trained with another mouth mask): every run's result lists it.
+        trained_mask: the mouth mask the UNet was trained with (its file's header; the official one otherwise): a
+            run that renders with another is warned (:func:`mask_warning`).
     """
 
     unet: Any
@@ -51,29 +52,32 @@ class Networks:
     files: dict[str, str] = field(default_factory=dict)
     tuning: dict[str, bool] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    trained_mask: str = paths.OFFICIAL_MASK
 
 
 #: the ``inference`` options that change the loaded networks themselves (:func:`tune_networks`), not a run
 TUNING_OPTIONS = ("channels_last", "compile", "cuda_graphs")
 
 
+#: ``model`` settings the render applies, not the networks: runs that differ only in them share loaded networks
+RENDER_MODEL_KEYS = ("mask",)
+
+
 def network_settings(config: Config, device: str | None = None) -> dict[str, Any]:
     """What decides the loaded networks, by dotted setting name: the model files, the device (``device``
     overrides the config's), the dtype and the GPU tuning (:data:`TUNING_OPTIONS`). Two runs with equal
-    settings can share one :class:`Networks` (a worker's cache key, a pipeline's per-call check)."""
+    settings can share one :class:`Networks` (a worker's cache key, a pipeline's per-call check); not the
+    :data:`RENDER_MODEL_KEYS`."""
     inf = config.inference
-    return {"model": config.model.model_dump(mode="json"), "inference.device": device or inf.device,
+    model = {k: v for k, v in config.model.model_dump(mode="json").items() if k not in RENDER_MODEL_KEYS}
+    return {"model": model, "inference.device": device or inf.device,
             "inference.dtype": inf.dtype, **{f"inference.{k}": bool(getattr(inf, k)) for k in TUNING_OPTIONS}}
 
 
 def loaded_settings(config: Config) -> dict[str, Any]:
     """What of :func:`network_settings` a run given loaded networks must share with them (the model files, the
-    resolution, the dtype; not the device, which a worker or a pipeline chooses, nor the mouth mask, which the render
-    applies, not the networks): :func:`check_loaded`."""
-    settings = {k: v for k, v in network_settings(config).items() if k in ("model", "inference.dtype")}
-    settings["model"] = {k: v for k, v in settings["model"].items() if k != "mask"}
-    return settings
+    resolution, the dtype; not the device, which a worker or a pipeline chooses): :func:`check_loaded`."""
+    return {k: v for k, v in network_settings(config).items() if k in ("model", "inference.dtype")}
 
 
 def check_loaded(networks: Networks, config: Config) -> None:
@@ -229,8 +233,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
     dtype = resolve_dtype(inf.dtype, device)
     files = files or resolve_files(config.model)
     with progress.Task("load models", total=3) as task:
-        said: list[str] = []
-        unet, unet_config = _load_unet(files, device, dtype, config.model.mask, said)
+        unet, unet_config, trained_mask = _load_unet(files, device, dtype)
         task.advance()
         whisper = _load_whisper(files.whisper, device, dtype)
         _check_audio_width(unet, whisper, files)
@@ -252,7 +255,7 @@ def load_networks(config: Config, files: ModelFiles | None = None) -> Networks:
         files={"unet": str(files.unet), "unet_config": unet_config, "whisper": str(files.whisper),
                "vae": str(files.vae)},
         settings=loaded_settings(config),
-        warnings=tuple(said),
+        trained_mask=trained_mask,
     ), inf)
 
 
@@ -325,29 +328,30 @@ def _check_compiler(device: torch.device) -> None:
         raise MissingToolError("inference.compile on the CPU needs a C++ compiler (g++ or clang++)", hint=hint)
 
 
-def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype,
-               mask: str = paths.OFFICIAL_MASK, warnings: list[str] | None = None) -> tuple[Any, str]:
-    """The UNet of ``files`` and the name of its architecture; a file that states its own (``train``'s export) is
-    built as it says, whatever ``model.unet_config`` is (said when they differ). A file trained with another mouth
-    mask than ``mask`` (its header says) is warned about (and the warning added to ``warnings``: each run's result
-    lists it)."""
+def _load_unet(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> tuple[Any, str, str]:
+    """The UNet of ``files``, the name of its architecture and the mouth mask it was trained with (its header's; the
+    official one otherwise); a file that states its own architecture (``train``'s export) is built as it says,
+    whatever ``model.unet_config`` is (said when they differ)."""
     from lipsyncctl.checkpoints.loaders import plan_unet, resolve_unet_config
 
     plan = plan_unet(files.unet_config, files.unet)  # the file read once
     trained = plan.header.get("mask") or paths.OFFICIAL_MASK
-    if trained != mask:
-        said = f"{files.unet} was trained with the mouth mask {trained}; this render uses {mask} " \
-               f"(--set model.mask={trained})"
-        progress.warning(said)
-        if warnings is not None:
-            warnings.append(said)
     unet = plan.execute(device, dtype)
     if plan.config == resolve_unet_config(files.unet_config)[0]:
-        return unet, files.unet_config
+        return unet, files.unet_config, trained
     name = plan.config_name or "from the file's header"
     progress.message(f"UNet: {files.unet} states its own architecture ({name}), not model.unet_config "
                      f"{files.unet_config}: built as the file says")
-    return unet, name
+    return unet, name, trained
+
+
+def mask_warning(networks: Networks, mask: str) -> str | None:
+    """The warning of a run rendering with the mouth mask ``mask`` through a UNet trained with another (each run:
+    networks loaded once serve runs of other masks), else None."""
+    if networks.trained_mask == mask:
+        return None
+    return (f"{networks.files.get('unet', 'the UNet')} was trained with the mouth mask {networks.trained_mask}; "
+            f"this render uses {mask} (--set model.mask={networks.trained_mask})")
 
 
 def _load_whisper(path: Path, device: torch.device, dtype: torch.dtype) -> Any:

@@ -103,21 +103,21 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     files = ModelFiles(unet=tmp_path / "a" / "export" / "unet.safetensors", unet_config="tiny", whisper=Path("-"),
                        vae=Path("-"), is_tiny=False)
     with progress.use_sink(progress.RecordingSink()) as sink:
-        unet, built = _load_unet(files, torch.device("cpu"), torch.float32)
+        unet, built, trained_mask = _load_unet(files, torch.device("cpu"), torch.float32)
     assert unet.config.use_motion_module is False and same(unet.state_dict(), weights(tmp_path / "a"))
-    assert built == "tiny_stage1"  # what --json's models say
+    assert built == "tiny_stage1" and trained_mask == "mask.png"  # what --json's models say; the header's mask
     # the export's header says a mouth mask of its own; a render with another is warned about
     from lipsyncctl.training.state import weights_header
 
     assert weights_header("unet", unet.config, "x", 1, "/m/own.png")["mask"] == "/m/own.png"
     assert "mask" not in weights_header("unet", unet.config, "x", 1, "mask.png")
-    said: list[str] = []
-    with progress.use_sink(progress.RecordingSink()) as sink:
-        _load_unet(files, torch.device("cpu"), torch.float32, "/m/own.png", said)
-    assert any("was trained with the mouth mask mask.png; this render uses /m/own.png" in e[1]
-               for e in sink.events if e[0] == "message")
-    # and kept for the run's result (--json's warnings lacked it: only stderr said it)
-    assert len(said) == 1 and "was trained with the mouth mask mask.png" in said[0]
+    from lipsyncctl.pipeline.networks import Networks, mask_warning
+
+    nets = Networks(None, None, None, None, torch.device("cpu"), torch.float32, 64, files={"unet": "u.safetensors"},
+                    trained_mask="mask.png")
+    assert mask_warning(nets, "mask.png") is None
+    assert mask_warning(nets, "/m/own.png") == ("u.safetensors was trained with the mouth mask mask.png; this render "
+                                                "uses /m/own.png (--set model.mask=mask.png)")
     assert any(e[0] == "message" and "states its own architecture (tiny_stage1), not model.unet_config tiny" in e[1]
                for e in sink.events)
     # a resume under another stream is refused; an occupied run folder needs --resume or -y
