@@ -108,7 +108,6 @@ def ensure_tiny_models(models_dir: Path | None = None, seed: int = TINY_SEED) ->
     """
     root = tiny_root(models_dir)
     if not tiny_models_current(models_dir, seed):
-        check_can_make(root)
         write_folder(root, _manifest(seed), lambda tmp: write_tiny_models(tmp, seed))
     return _paths(root)
 
@@ -170,9 +169,11 @@ def write_folder(root: Path, marker: dict[str, Any], write: Any) -> None:
 
     Raises:
         TinyNotMade: within :func:`not_generated`.
+        MissingModelError: ``root`` cannot be written (:func:`check_can_make`).
     """
     if _READ_ONLY.get():
         raise TinyNotMade(f"{root}: the tiny models are not made yet", hint="a run makes them")
+    check_can_make(root)  # a read-only models folder, a file in the way: said naming it (not a temporary's name)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:

@@ -145,6 +145,12 @@ def test_tiny_models_with_nowhere_to_be_made(tmp_path: Path, no_gpu: None, monke
     with pytest.raises(MissingModelError, match="it is a file, not a folder") as err:
         lipsyncctl.load_pipeline("tiny")
     assert "LIPSYNCCTL_MODELS" in (err.value.hint or "")
+    from lipsyncctl.checkpoints.aux_train import ensure_tiny_aux
+    from lipsyncctl.checkpoints.tiny_sync import ensure_tiny_sync
+
+    for make in (ensure_tiny_sync, ensure_tiny_aux):  # every tiny set (a bare FileNotFoundError for these)
+        with pytest.raises(MissingModelError, match="it is a file, not a folder"):
+            make()
     assert (tmp_path / "afile").read_text() == "x"
 
 
