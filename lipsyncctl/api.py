@@ -270,8 +270,10 @@ def _as_config(config: Config | str | Path | None) -> Config:
     if not isinstance(config, _Config):
         from lipsyncctl.errors import UsageError
 
+        train = type(config).__name__ == "TrainConfig"
         raise UsageError(f"config: a {type(config).__name__}, not a run configuration",
-                         hint="give lipsyncctl.resolve_config(preset, sets) or a preset name")
+                         hint="a training configuration goes to train(), or doctor(train_config=...)" if train
+                         else "give lipsyncctl.resolve_config(preset, sets) or a preset name")
     return config
 
 
@@ -435,10 +437,12 @@ def preset(name: str | Path, *, train: bool = False, resolved: bool = True) -> d
 
     if not train:
         return cfg.resolve(str(name)).to_dict() if resolved else cfg.read_preset(str(name))
-    from lipsyncctl.training.config import TrainConfig, presets_dir
+    from lipsyncctl.training.config import TrainConfig, presets_dir, run_record
 
-    return resolve_train_config(name).to_dict() if resolved else \
-        cfg.read_preset(str(name), schema=TrainConfig, folder=presets_dir())
+    if resolved:
+        return resolve_train_config(name).to_dict()
+    record = run_record(Path(name).expanduser()) if Path(name).expanduser().is_file() else None
+    return record if record is not None else cfg.read_preset(str(name), schema=TrainConfig, folder=presets_dir())
 
 
 def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,

@@ -112,6 +112,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
 
 
 INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
+#: sync's options of a run of many outputs (a batch, an edit: finished ones are kept, a rerun resumes); `-t` too
+SYNC_MODES = ("--batch", "--timeline", "-t")
 #: commands that write no file: their interrupt has nothing to resume
 READ_ONLY = frozenset({"score", "doctor", "presets"})
 
@@ -125,8 +127,8 @@ def _interrupt_hint(command: object, args: list[str]) -> str:
     dry = "--dry-run" in args or ("-n" in args and said[:1] in (["curate"], ["prep"], ["prune"]))
     if said[:1] and (dry or said[0] in READ_ONLY or said in [["models", m] for m in ("list", "info", "path", "verify")]):
         return "nothing was written: rerun the same command"
-    if said[:1] == ["sync"] and not any(a.split("=")[0] in ("--batch", "--timeline") for a in map(str, args)):
-        return "the output was not written (one already there is as it was): rerun the same command"  # one clip
+    if said[:1] == ["sync"] and not any(a.split("=")[0] in SYNC_MODES or a[:2] == "-t" for a in map(str, args)):
+        return "rerun the same command: an output not finished was not written (one already there is as it was)"
     return INTERRUPT_HINT
 
 

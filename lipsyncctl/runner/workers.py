@@ -218,6 +218,9 @@ def _terminated(signum: int, frame: Any) -> None:
     # "OSError: Signal 15 ignored due to race condition" with a traceback (a re-walk saw it)
     signal.signal(signal.SIGTERM, _ignored)
     signal.signal(signal.SIGINT, _ignored)
+    from lipsyncctl import progress
+
+    progress.interrupted(True)  # its tasks, a track() closed while unwinding too, are relayed stopped, not done
     raise KeyboardInterrupt
 
 

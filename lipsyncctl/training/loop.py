@@ -150,6 +150,9 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
     (:class:`~lipsyncctl.errors.BusyError`, exit 6, naming the holder) or, with ``wait``, waits for it. A group
     started by ``train --gpus/--nproc`` has its lock taken by the launching process, before any rank starts (a rank
     waiting alone would leave the others to time out)."""
+    if resume is not None and overwrite:  # (every rank, before any work)
+        raise UsageError("--resume and --overwrite/-y: continue the run, or replace it, not both",
+                         hint="drop -y to continue it (--resume), or --resume to start over (-y)")
     out = Path(out).absolute()  # the result's paths (and --json's) are absolute, as curate's
     held = os.environ.get(RUN_HELD_ENV) == str(out)  # the launching process holds it for the group
     mine = not held and os.environ.get("RANK", "0") in ("0", "")  # (a group of the user's own launcher: rank 0)
@@ -158,7 +161,12 @@ def train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None = None,
             return _train(cfg, data=data, out=out, resume=resume, overwrite=overwrite, cpu=cpu)
         except RuntimeError as exc:  # raised by torch wherever the loop is when it notices (its SIGCHLD handler)
             if _loader_worker_died(exc) and ("signal: Terminated" in str(exc) or "signal: Interrupt" in str(exc)):
-                raise KeyboardInterrupt from exc  # stopped as the run is (a process group's SIGTERM): exit 130
+                from lipsyncctl.errors import (
+                    Interrupted,  # stopped as the run is (a process group's SIGTERM): 130
+                )
+                from lipsyncctl.training.state import interrupted_hint
+
+                raise Interrupted("interrupted (a data-loader worker was stopped)", hint=interrupted_hint(out)) from exc
             if _loader_worker_died(exc):
                 raise _worker_died_error(exc, cfg) from exc
             raise
@@ -260,6 +268,8 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
         optimizer.load_state_dict(saved["optimizer_shards"])
     if resume_from is not None and acc.scaler is not None and saved.get("scaler"):
         acc.scaler.load_state_dict(saved["scaler"])
+    resumed_from = f"resume: {resume_from} (step {start_step}"  # (the log's line and the result's init report)
+    acc.wait_for_everyone()  # every rank has passed its checks (a rank that failed stops the group here)
     if is_main:
         if replace:  # every check has passed (data, validation, networks, the resume's): the old run goes now
             clear_run(out)
@@ -270,7 +280,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                                                                           "path": os.path.abspath(data)},
              "writer": {"host": host_tag(), "pid": os.getpid()}}, sort_keys=False))  # (a rerun: is it gone?)
         if resume_from is not None:  # the init's weights were replaced by the checkpoint's: said as such
-            progress.message(f"resume: {resume_from} (step {start_step}: weights, optimizer, RNG, data position)")
+            progress.message(f"{resumed_from}: weights, optimizer, RNG, data position)")
             if set_aside:
                 progress.message(f"resume: the later checkpoints of the run before (step "
                                  f"{', '.join(map(str, set_aside))}) moved to {out / 'set-aside'} (another branch "
@@ -297,8 +307,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     result = TrainResult(run=str(out), kind=cfg.kind, preset=cfg.name, start_step=start_step, steps=0,
                          max_steps=cfg.run.max_steps, world_size=world, mixed_precision=precision,
                          device=str(device), trainable=counts.to_dict(),
-                         init_report=[f"resume: {resume_from} (step {start_step})"] if resume_from is not None
-                         else nets.init_report,
+                         init_report=[f"{resumed_from})"] if resume_from is not None else nets.init_report,
                          skipped_clips=len(clips.skipped), data_gaps=dict(clips.gaps), warnings=said)
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -93,7 +93,7 @@ def clear_run(run: Path) -> None:
     """Remove the run in ``run`` that a new one replaces (its checkpoints, exports, logs and train.yaml)."""
     import shutil
 
-    for sub in ("checkpoints", "export", "export-ema", "validation", "tb"):
+    for sub in ("checkpoints", "export", "export-ema", "validation", "tb", "set-aside"):
         shutil.rmtree(run / sub, ignore_errors=True)
     for f in ("train.yaml", "metrics.csv"):
         (run / f).unlink(missing_ok=True)
@@ -101,7 +101,7 @@ def clear_run(run: Path) -> None:
 
 def set_aside_later(run: Path, step: int) -> list[int]:
     """A resume from an earlier checkpoint of ``run`` (step ``step``: to change the learning rate from there, say)
-    starts another branch: the checkpoints past it are moved to ``RUN/set-aside/step-K-TIME/`` (kept, not removed),
+    starts another branch: the checkpoints past it are moved to ``RUN/set-aside/from-step-K-TIME/step-N`` (kept),
     so that ``--resume latest`` never takes the abandoned branch's. Returns their steps."""
     from lipsyncctl.training import state
 
@@ -135,9 +135,6 @@ def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite:
     saved = run / "train.yaml"
     if resume is not None:
         folder = state.find_resume(run, resume)
-        if overwrite:
-            raise UsageError("--resume and --overwrite/-y: continue the run, or replace it, not both",
-                             hint="drop -y to continue it (--resume), or --resume to start over (-y)")
         if saved.is_file():
             recorded = yaml.safe_load(saved.read_text()) or {}
             if not cfg.continues(recorded.get("stream_hash"), recorded):

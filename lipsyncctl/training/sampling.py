@@ -20,6 +20,7 @@ Epochs: sample ``k`` belongs to epoch ``e = k // n`` (``n`` clips) and takes cli
 from __future__ import annotations
 
 import hashlib
+import signal
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -182,11 +183,10 @@ def _one_thread(worker_id: int) -> None:
     worker as Ctrl-C does (torch's worker loop leaves quietly on KeyboardInterrupt): a scheduler's or `timeout`'s
     SIGTERM to the whole process group killed the workers first, and the run ended as a worker killed from outside
     (exit 1, blaming memory) instead of interrupted (130)."""
-    import signal
-
     torch.set_num_threads(1)
     signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM (a worker stuck in C code) ends it at once
     raise KeyboardInterrupt

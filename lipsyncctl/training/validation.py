@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipsyncctl.errors import MissingModelError, UsageError
+from lipsyncctl.errors import MediaError, MissingModelError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -79,8 +79,6 @@ def held_out_clip(cfg: TrainConfig, data: Path, val_clips: ClipSet | None = None
     if cfg.run.val_clip:
         p = Path(cfg.run.val_clip).expanduser()
         if not p.is_file():
-            from lipsyncctl.errors import MediaError
-
             raise MediaError(f"run.val_clip {p}: no such file",
                              hint="give a video with a face and its audio, or --set run.val_sync=false")
         return p
@@ -116,8 +114,8 @@ def prepare(cfg: TrainConfig, data: Path, device: torch.device, *,
         if cfg.run.val_clip:  # before it (curate's aligned clips are its own: a video and the span's sound)
             probe_inputs(video, video, config.sync.audio_stream, config.sync.sequence_fps)
     except LipsyncError as exc:
-        raise type(exc)(f"run.val_clip {exc.message}", hint="give a video with a face and its sound, or "
-                        "--set run.val_sync=false") from None
+        raise MediaError(f"run.val_clip {exc.message}", hint=f"{exc.hint + '; ' if exc.hint else ''}give a video "
+                         "with a face and its sound, or --set run.val_sync=false") from None
     return SyncValidation(video, cfg.run.val_seconds, config, files)
 
 

@@ -99,6 +99,21 @@ def test_presets_of_train_listed_and_shown(capsys: pytest.CaptureFixture[str]) -
     assert "inference" in json.loads(capsys.readouterr().out)["config"]  # the run one
     assert main(["--json", "presets", "show", "--train", "--raw", "stage2"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["name"] == "stage2"
+    # a run's train.yaml is a training preset, raw too (its record's own keys dropped)
+    import tempfile
+
+    import yaml
+
+    from lipsyncctl.training.config import resolve_train_config
+
+    cfg = resolve_train_config("tiny")
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "train.yaml"
+        record.write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash(),
+                                          "data": {**cfg.to_dict()["data"], "path": tmp}}))
+        assert main(["--json", "presets", "show", "--train", "--raw", str(record)]) == 0
+        shown = json.loads(capsys.readouterr().out)["config"]
+    assert "stream_hash" not in shown and "path" not in shown["data"] and shown["name"] == "tiny"
     assert main(["presets", "show", "--train", "latentsync-1.5"]) == 3
     assert "a preset of sync" in capsys.readouterr().err
     assert main(["--json", "train", "--list-presets"]) == 0
@@ -166,9 +181,13 @@ def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: p
     monkeypatch.setattr("lipsyncctl.api.sync", interrupt)
     monkeypatch.setattr("lipsyncctl.api.sync_batch", interrupt)
     assert main(["sync", "-i", "x.mp4", "-a", "x.wav", "-o", "y.mp4", "--preset", "tiny"]) == 130
-    assert "hint: the output was not written (one already there is as it was)" in capsys.readouterr().err
+    assert "an output not finished was not written (one already there is as it was)" in capsys.readouterr().err
     assert main(["sync", "--batch=rows.csv", "--preset", "tiny"]) == 130
     assert "hint: rerun the same command to resume" in capsys.readouterr().err
+    monkeypatch.setattr("lipsyncctl.api.timeline_job", interrupt)
+    for flag in ("-t", "--timeline"):  # an edit's finished shots are kept: it resumes
+        assert main(["sync", flag, "edit.otio", "-a", "de=x.wav", "-o", "out", "--preset", "tiny"]) == 130
+        assert "hint: rerun the same command to resume" in capsys.readouterr().err
 
 
 def test_unexpected_exception_is_one_line_unless_debug(

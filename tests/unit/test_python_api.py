@@ -165,6 +165,9 @@ def test_the_api_takes_its_arguments_as_the_cli_does(tmp_path: Path, monkeypatch
             lipsyncctl.sync(video, dub, out, config)
     with pytest.raises(UsageError, match="config: a dict, not a run configuration"):
         lipsyncctl.sync(video, dub, tmp_path / "a.mkv", {"inference": {}})
+    with pytest.raises(UsageError, match="config: a TrainConfig") as err:
+        lipsyncctl.doctor(lipsyncctl.resolve_train_config("tiny"))
+    assert "doctor(train_config=...)" in (err.value.hint or "")
     import wave
 
     with wave.open(str(tmp_path / "short.wav"), "wb") as w:  # 0.12 s: three frames at 25 fps

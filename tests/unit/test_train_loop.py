@@ -628,7 +628,7 @@ def test_a_data_loader_worker_killed_from_outside_is_said_as_such(curated: Curat
     # scheduler): an interrupt, exit 130, with the way on (it was exit 1, blaming memory)
     from lipsyncctl.errors import Interrupted
 
-    def stopped(*args: object, **kwargs: object) -> None:
+    def stopped(*args: object, **kwargs: object) -> None:  # (a worker killed before its handler was in place)
         raise RuntimeError("DataLoader worker (pid 8413) is killed by signal: Terminated. ")
 
     monkeypatch.setattr(loop, "_micro_step", stopped)
@@ -688,3 +688,21 @@ def test_sigterm_to_the_process_group_with_loader_workers_is_an_interrupt(curate
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "out-of-memory" not in err
+
+
+def test_a_loader_workers_sigterm_ends_it_as_ctrl_c_and_a_second_one_at_once(tmp_path: Path) -> None:
+    """A data-loader worker (its init: sampling._one_thread) leaves on SIGTERM as on Ctrl-C (torch's worker loop
+    ends quietly, the run says interrupted, 130), and a second SIGTERM, to one stuck in C code, ends it at once."""
+    code = ("import os, signal, time\n"
+            "from lipsyncctl.training import sampling\n"
+            "sampling._one_thread(0)\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "interrupted True" and done.returncode == -signal.SIGTERM, done.stderr
