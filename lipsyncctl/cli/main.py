@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import inspect
@@ -326,9 +327,11 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _exit_on_sigterm(code: int) -> None:
-    """Once the command is done and its result printed, a SIGTERM (a scheduler's late stop) ends the process with the
-    command's own exit code: the default action killed it during the interpreter's teardown (exit 143) while stdout
-    already said ``"ok": true``."""
+    """Once the command is done and its result printed, a SIGTERM or SIGINT (a scheduler's late stop, a Ctrl-C)
+    ends the process with the command's own exit code: the default action killed it during the interpreter's
+    teardown (exit 143, or 130 with no error line) while stdout already said ``"ok": true``. While Python still runs
+    its teardown a handler exits with the code; after the last exit hook (:func:`_ignore_late_signals`), when Python
+    puts the default actions back, the signals are ignored for the last moments of the exit."""
     def done(signum: int, frame: object) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -336,7 +339,25 @@ def _exit_on_sigterm(code: int) -> None:
         os._exit(code)
 
     if threading.current_thread() is threading.main_thread():
+        _finished["code"] = code
         signal.signal(signal.SIGTERM, done)
+        signal.signal(signal.SIGINT, done)
+
+
+#: the exit code of a command that has finished (None while it runs): :func:`_ignore_late_signals` reads it
+_finished: dict[str, int | None] = {"code": None}
+
+
+def _ignore_late_signals() -> None:
+    """An exit hook of a finished command, registered when the CLI is imported (before the libraries a command loads,
+    so it runs after their hooks: torch's, multiprocessing's): SIGTERM and SIGINT ignored from here to the exit
+    (Python resets its own handlers to the default actions after the exit hooks, not an ignored signal)."""
+    if _finished["code"] is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+atexit.register(_ignore_late_signals)
 
 
 def run() -> None:

@@ -294,3 +294,13 @@ def test_a_sigterm_after_the_result_ends_with_the_commands_code() -> None:
             "print('{\"ok\": true}')\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\nraise SystemExit(9)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == '{"ok": true}'
+    # a SIGINT too (130 with no error line); and after the last exit hook, when Python puts the default actions back
+    # for its own handlers, both are ignored (the signal landed there: 143 with "ok": true printed)
+    code = ("import os, signal, time\nfrom lipsyncctl.cli import main\nmain._exit_on_sigterm(3)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\nraise SystemExit(9)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 3, done.stderr
+    code = ("import signal\nfrom lipsyncctl.cli import main\nmain._exit_on_sigterm(0)\nmain._ignore_late_signals()\n"
+            "print(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.stdout.split() == ["True", "True"], done.stderr
