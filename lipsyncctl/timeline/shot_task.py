@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl.config import Config
-from lipsyncctl.errors import LipsyncError, NoFaceError
+from lipsyncctl.errors import FaceChoiceError, LipsyncError, NoFaceError
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 
 
@@ -102,6 +102,8 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
                 res = sync_clip(Path(task.video), Path(task.model_audio or task.audio), raw, raw_config,
                                 frames=frames, networks=networks, face_cache=face_cache, delivery=config.output)
                 _finish(task, raw, output, config)
+    except FaceChoiceError as exc:  # the edit's face choice (lipsync: {face: 7}) names no face there: a shot to fix,
+        return outcome(ShotStatus.FAILED, error=f"{type(exc).__name__}: {exc}")  # not one without a face (exit 1)
     except NoFaceError as exc:
         return outcome(ShotStatus.NO_FACE, error=str(exc))
     except LipsyncError as exc:

@@ -61,3 +61,22 @@ def test_an_unexpected_error_fails_its_shot_not_the_run(monkeypatch: pytest.Monk
     monkeypatch.setattr(clip, "sync_clip", interrupted)
     with pytest.raises(KeyboardInterrupt):
         shot_task.render_shot(_task([]))
+
+
+def test_a_face_choice_matching_no_face_fails_its_shot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edit's face choice (lipsync: {face: 7}) that names no face of the shot fails it (exit 1, to fix), as
+    `sync --face 7` is exit 2; it was `no_face` (exit 0, "no usable face", the source picture delivered) though
+    the shot's face was there. A shot with no face at all stays no_face."""
+    from lipsyncctl.errors import FaceChoiceError, NoFaceError
+    from lipsyncctl.pipeline import clip
+    from lipsyncctl.timeline.types import ShotStatus
+
+    for raised, status in ((FaceChoiceError("no face with track id 7 in this clip (tracks found: 0)"),
+                            ShotStatus.FAILED), (NoFaceError("no usable face"), ShotStatus.NO_FACE)):
+        def fail(*args: Any, exc: Exception = raised, **kwargs: Any) -> Any:
+            raise exc
+
+        monkeypatch.setattr(clip, "sync_clip", fail)
+        outcome = shot_task.render_shot(_task([]))
+        assert outcome.status == status, raised
+    assert outcome.error == "no usable face"
