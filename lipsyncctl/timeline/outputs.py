@@ -116,8 +116,10 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
         if cmx.get("reel"):
             clip.metadata["lipsyncctl"]["source_reel"] = cmx["reel"]
         cmx["reel"] = render_reel(oc.key)
-        if cmx.get("comments"):  # OTIO's note of the file the source's reel was made from: not this reel's
-            cmx["comments"] = [c for c in cmx["comments"] if not TRUNCATED_REEL.match(str(c))]
+        if cmx.get("comments"):  # OTIO's note of the file the source's reel was made from, the source's own
+            # FROM/TO CLIP (the writer states the render's): not this reel's, not this file's
+            cmx["comments"] = [c for c in cmx["comments"] if not TRUNCATED_REEL.match(str(c))
+                               and not SOURCE_FILE_NOTE.match(str(c))]
     if dub is not None and not dub.source.startswith("track:"):
         urls = bool(plan.segments) and _url_form(plan.segments[0].media_url) == "url"
         out.tracks.append(dub_track(dub, plan, "url" if urls else "absolute"))  # given on the command line
@@ -129,6 +131,10 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
                             f"{dub.source[len('track:'):]!r} (the dub) is kept as it is, so an NLE plays it "
                             "unshifted there; the renders and the conform carry the shift")
     return out, warnings
+
+
+#: an EDL comment naming an event's file (``* TO CLIP: cam_b.mov``; not ``* TO CLIP NAME:``)
+SOURCE_FILE_NOTE = re.compile(r"^\*?\s*(FROM|TO)\s+(CLIP|FILE)\s*:", re.IGNORECASE)
 
 
 def dub_track(dub: DubTrack, plan: TimelinePlan, form: str) -> Any:

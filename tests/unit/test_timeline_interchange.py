@@ -4,6 +4,8 @@ does not carry its clip name or reel refused instead of rendered from the wrong 
 
 from __future__ import annotations
 
+import re
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -114,12 +116,20 @@ def test_an_edl_written_by_otio_links_the_file_it_names(media: Path, tmp_path: P
     plan = plan_timeline(timeline, MediaResolver(edl.parent), handles=0)
     assert not plan.skipped and [(s.name, s.media) for s in plan.segments] == [("sh010", source.resolve())]
     seg = plan.segments[0]
+    render = tmp_path / "render.mp4"
+    shutil.copy(source, render)
+    # the source's own note of its file (an EDL as an NLE or OTIO writes it) goes too: the relinked event named the
+    # render and the camera file, two TO/FROM CLIP lines
+    cmx = timeline.tracks[0][0].metadata.setdefault("cmx_3600", {})
+    cmx["comments"] = [*cmx.get("comments", []), f"FROM CLIP: {source}", "FROM CLIP NAME: sh010"]
     outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "abcdef0123", language="de", segment=seg.id,
-                                    output=str(source))}
+                                    output=str(render))}
     relinked, _ = relinked_timeline(timeline, plan, outcomes, "de")
     write_timelines(relinked, edl, tmp_path / "out", inputs=[source])
     out = (tmp_path / "out" / "edit.edl").read_text()
     assert "LSABCDEF" in out and "TRUNCATED" not in out, out
+    files = [line for line in out.splitlines() if re.match(r"\*\s*(FROM|TO) CLIP:", line)]
+    assert len(files) == 1 and files[0].endswith("render.mp4"), out
 
 
 NAMED_EDL = """TITLE: names
