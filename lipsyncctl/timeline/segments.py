@@ -451,14 +451,16 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         item = skip(passing)
         item.source = seg
         return item
-    need_in = max(handles, round(Fraction(piece.need_in) * mfps / fps))
-    need_out = max(handles, round(Fraction(piece.need_out) * mfps / fps))
-    seg.handle_in = min(need_in, first)
-    seg.handle_out = min(need_out, facts.frames - first - count)
-    if piece.need_in and seg.handle_in < need_in:
-        seg.warnings.append(f"the transition before needs {need_in} handle frames, the media has {seg.handle_in}")
-    if piece.need_out and seg.handle_out < need_out:
-        seg.warnings.append(f"the transition after needs {need_out} handle frames, the media has {seg.handle_out}")
+    # the transitions' own need (a 2+2 dissolve's 2 frames), then --handles' more where the media has them
+    dissolve_in = round(Fraction(piece.need_in) * mfps / fps)
+    dissolve_out = round(Fraction(piece.need_out) * mfps / fps)
+    seg.handle_in = min(max(handles, dissolve_in), first)
+    seg.handle_out = min(max(handles, dissolve_out), facts.frames - first - count)
+    if seg.handle_in < dissolve_in:  # (short of --handles alone is no fault: the render takes what there is)
+        seg.warnings.append(f"the transition before needs {dissolve_in} handle frames, the media has {seg.handle_in}")
+    if seg.handle_out < dissolve_out:
+        seg.warnings.append(f"the transition after needs {dissolve_out} handle frames, the media has "
+                            f"{seg.handle_out}")
     if mfps != fps:
         seg.warnings.append(f"media at {float(mfps):.3f} fps on a {float(fps):.3f} fps timeline")
     return seg

@@ -57,6 +57,12 @@ def test_the_plan_knows_the_dissolve(media: Path) -> None:
     a, b = plan.segments
     assert (a.handle_out, b.handle_in) == (2, 3)  # the handles the dissolve needs are rendered
     assert plan.to_dict()["transitions"][0]["before"] == 3 and not plan.warnings
+    # --handles 12 where B's media has 8 frames before its cut: no fault of the dissolve, which needs 3 (it warned
+    # "needs 12 handle frames, the media has 8"); a dissolve that needs 10 does
+    a, b = plan_timeline(_edit(), MediaResolver(media), handles=12).segments
+    assert b.handle_in == 8 and not b.warnings
+    (_, b) = plan_timeline(_edit(before=10), MediaResolver(media), handles=12).segments
+    assert b.warnings == ["the transition before needs 10 handle frames, the media has 8"]
     wipe = plan_timeline(_edit(kind="SMPTE_Wipe"), MediaResolver(media))
     assert len(wipe.transitions) == 1 and "SMPTE_Wipe is played as a dissolve" in wipe.warnings[0]
     assert plan_timeline(_edit(gap=True), MediaResolver(media)).transitions == []  # beside a gap: a cut
