@@ -78,6 +78,9 @@ def parse_audio_specs(items: list[str]) -> list[tuple[str, Path]]:
         label, sep, rest = item.partition("=")
         if sep and _LANG.match(label) and not Path(item).exists():
             out.append((label, Path(rest)))
+        elif sep and not Path(item).exists():  # a label that is none (`../esc=de.wav`: "file not found" before)
+            raise UsageError(f"--audio {item}: {label!r} is not a language label (letters, digits, - and _)",
+                             hint="label each file: --audio de=de.wav (or give a file without a label)")
         else:
             out.append((Path(item).stem, Path(item)))
     labels = [lang for lang, _ in out]

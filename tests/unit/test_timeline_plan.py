@@ -221,6 +221,11 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     assert dubs.parse_audio_specs(["de=de.wav", "fr.wav"]) == [("de", Path("de.wav")), ("fr", Path("fr.wav"))]
     with pytest.raises(UsageError):
         dubs.parse_audio_specs(["de=a.wav", "de=b.wav"])
+    for bad in ("../esc=de.wav", "=de.wav", "de fr=de.wav"):  # not a label: said (it was "file not found")
+        with pytest.raises(UsageError, match="is not a language label"):
+            dubs.parse_audio_specs([bad])
+    (tmp_path / "a=b.wav").write_bytes(b"")  # a file whose name holds '=' is that file
+    assert dubs.parse_audio_specs([str(tmp_path / "a=b.wav")]) == [("a=b", tmp_path / "a=b.wav")]
     assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
     assert dubs.parse_offset("-0.5", FILM, 0) == Fraction(-1, 2)
     # drop frame at 29.97, as the timeline's start is read (a DF edit at 01:00:00;00 starts at frame 107892):
