@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
+from lipsyncctl.errors import LipsyncError
 from lipsyncctl.media.thumbnails import thumbnail_uri
 from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
 from lipsyncctl.scoring.meter import SyncMeter
@@ -42,6 +43,28 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.segments import TimelinePlan
     from lipsyncctl.timeline.source import MediaResolver
     from lipsyncctl.timeline.types import ShotState, TimelineJob
+
+
+def me_warning(me: Path, plan: TimelinePlan, dub: DubTrack) -> str | None:
+    """What to say of the conform's M&E ``me``: shorter than the edit (silent past its end: the dub's shortness is
+    said, the bed's was not), or mixed at the dub's lower rate (what is above its Nyquist frequency is lost)."""
+    from lipsyncctl.media.probe import probe
+
+    try:
+        streams = probe(me).audio
+    except LipsyncError:
+        return None
+    if not streams:
+        return None
+    audio = streams[0]  # (the conform mixes the first)
+    said = []
+    edit = float(plan.duration / plan.fps)
+    if audio.duration is not None and audio.duration + 1 / float(plan.fps) < edit:
+        said.append(f"it ends at {audio.duration:.2f} s of the {edit:.2f} s edit (silent after)")
+    if audio.sample_rate > dub.rate:
+        said.append(f"it is mixed at the dub's {dub.rate} Hz (the M&E is {audio.sample_rate} Hz: its sound above "
+                    f"{dub.rate // 2} Hz is lost; give a dub at {audio.sample_rate} Hz to keep it)")
+    return f"--conform-me {me.name}: " + "; ".join(said) if said else None
 
 
 def shot_row(s: ShotState, plan: TimelinePlan) -> ShotResult:
@@ -134,6 +157,8 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
         out = conform(plan, outcomes, dub, folder / f"{job.timeline.stem}.conform{ext}", config, inputs,
                       me=job.conform_me)
         result.conform = str(delivery.final_path(out))
+        if job.conform_me is not None and (short := me_warning(job.conform_me, plan, dub)):
+            lang_warnings.append(short)
     # QC: mouth strips, sync scores, min-sync
     strips, notes, syncnet, scale = _qc(shots, rows, dub, plan, config, lang_warnings)
     for r in rows:  # the QC read the cache's files; the report names their copies in the version

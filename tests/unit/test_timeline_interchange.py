@@ -467,3 +467,18 @@ def test_the_renders_of_an_edl_are_mov_which_holds_their_reel(tmp_path: Path) ->
     assert ext("cut.otio") == "mp4" and ext("cut.xml") == "mp4"
     assert ext("cut.edl", "output.codec=ffv1") == "mkv"
     assert ext("cut.edl", "timeline.shot_container=mp4") == "mp4"
+
+
+def test_a_short_or_finer_m_and_e_is_said(tmp_path: Path) -> None:
+    """The conform's M&E shorter than the edit (silent after its end) or at a higher rate than the dub (mixed at the
+    dub's: its top lost) is said; a short dub was, the bed was not."""
+    from types import SimpleNamespace
+
+    from lipsyncctl.timeline.finish import me_warning
+    from tests import mediagen as mg
+
+    plan, dub = SimpleNamespace(duration=70, fps=Fraction(25)), SimpleNamespace(rate=16000)  # a 2.8 s edit
+    said = me_warning(mg.make_wav(tmp_path / "me.wav", 2.0, rate=48000), plan, dub)
+    assert said is not None and said.startswith("--conform-me me.wav: it ends at 2.00 s of the 2.80 s edit")
+    assert "mixed at the dub's 16000 Hz (the M&E is 48000 Hz" in said
+    assert me_warning(mg.make_wav(tmp_path / "fine.wav", 3.0, rate=16000), plan, dub) is None
