@@ -438,8 +438,8 @@ def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_reco
     from lipsyncctl.curation.records import RecordStore
 
     listed: list[str] = []
-    ids = RecordStore.ids
-    monkeypatch.setattr(RecordStore, "ids", lambda self, kind: listed.append(kind) or ids(self, kind))  # type: ignore[func-returns-value]
+    each_id = RecordStore.each_id  # (DATA's record ids, walked in folder order)
+    monkeypatch.setattr(RecordStore, "each_id", lambda self, kind: listed.append(kind) or each_id(self, kind))  # type: ignore[func-returns-value]
     import dataclasses
 
     tasks = [job.CurateTask(s.path, s.id, str(first.data), cfg.resolve("tiny").curate, "normalize")
