@@ -113,8 +113,6 @@ EXIT_CODES: dict[type[BaseException], int] = {
 
 
 INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
-#: sync's options of a run of many outputs (a batch, an edit: finished ones are kept, a rerun resumes); `-t` too
-SYNC_MODES = ("--batch", "--timeline", "-t")
 #: commands that write no file: their interrupt has nothing to resume
 READ_ONLY = frozenset({"score", "doctor", "presets"})
 
@@ -128,9 +126,19 @@ def _interrupt_hint(command: object, args: list[str]) -> str:
     dry = "--dry-run" in args or ("-n" in args and said[:1] in (["curate"], ["prep"], ["prune"]))
     if said[:1] and (dry or said[0] in READ_ONLY or said in [["models", m] for m in ("list", "info", "path", "verify")]):
         return "nothing was written: rerun the same command"
-    if said[:1] == ["sync"] and not any(a.split("=")[0] in SYNC_MODES or a[:2] == "-t" for a in map(str, args)):
+    if said[:1] == ["sync"] and not _many_outputs(args):
         return "rerun the same command: an output not finished was not written (one already there is as it was)"
     return INTERRUPT_HINT
+
+
+def _many_outputs(args: list[str]) -> bool:
+    """Whether ``args`` run sync in a mode of many outputs (``--batch``, ``--timeline``/``-t``, as its flag table
+    declares them: finished ones are kept and a rerun resumes), not one clip."""
+    from lipsyncctl.cli.sync import FLAGS
+
+    decls = [d for f in FLAGS if f.name in ("batch", "timeline") for d in f.decls]
+    return any(a.split("=")[0] in decls or (d[:2] == a[:2] and not d.startswith("--"))
+               for a in map(str, args) for d in decls)
 
 
 def _emit_error(message: str, hint: str | None, code: int, partial: dict[str, Any] | None = None) -> None:

@@ -165,14 +165,14 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
     builder, skipped = ClipTableBuilder(), []
     gaps: dict[str, int] = {}
     here, outside, first_outside = root.absolute(), 0, None
-    held_out: list[str] = []  # a fileslist's clips of the val split (trained on: no longer held out)
+    held_out, first_held = 0, ""  # a fileslist's clips of the val split (trained on: no longer held out)
     with manifest.open(encoding="utf-8") as f:  # one open file for both passes: a curate renaming a new manifest
         chosen = _listed_entries(listed, f, manifest, root) if listed is not None and split == "train" else \
             _last_of_each_id(f, manifest, lambda e: e.get("split") == split and _verdict(e) == "kept")
         for entry in _entries_at(f, manifest, chosen):  # in place meanwhile is not read half old, half new
             clip = _clip(entry, root, manifest)
             if listed is not None and split == "train" and entry.get("split") == "val":
-                held_out.append(clip.id)
+                held_out, first_held = held_out + 1, first_held or clip.id
             reason = _too_short(clip.frames, clip.whisper_len, clip.mel_len, clip.fps, kind, num_frames)
             if reason is not None:
                 skipped.append(SkippedClip(clip.id, clip.frames, reason))
@@ -187,7 +187,7 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
     from lipsyncctl import progress
 
     if held_out:  # the held-out loss and the sync validation would measure clips the model trains on
-        warnings.append(f"{listed}: {len(held_out)} clip(s) of the val split (e.g. {held_out[0]}) are listed to train "
+        warnings.append(f"{listed}: {held_out} clip(s) of the val split (e.g. {first_held}) are listed to train "
                         "on: they are no longer held out, and a validation measures clips the model has seen (list "
                         "DATA/train.txt's clips only, or curate with another curate.val_fraction)")
         progress.warning(warnings[-1])

@@ -79,16 +79,6 @@ def _changes(cfg: TrainConfig, saved: Any) -> str:
     return cfg.changes_from(saved) or "data, model, losses or optimizer settings differ"
 
 
-def prepare_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite: bool,
-                       data: Path | None = None) -> Path | None:
-    """:func:`check_run_folder`, then the run it replaces removed (:func:`clear_run`) at once; returns the
-    checkpoint to resume from (or None). ``train`` itself removes it only once every check of the run has passed."""
-    folder, replace = check_run_folder(run, cfg, resume, overwrite, data)
-    if replace:
-        clear_run(run)
-    return folder
-
-
 def clear_run(run: Path) -> None:
     """Remove the run in ``run`` that a new one replaces (its checkpoints, exports, logs and train.yaml)."""
     import shutil

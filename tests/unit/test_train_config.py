@@ -227,8 +227,18 @@ def test_the_papers_stage_1_starts_from_a_stable_diffusion_image_unet(tmp_path: 
         build_unet(tc.resolve_train_config("tiny-stage1", [f"model.init=sd15:{path}"]), seed=3)
 
 
+def prepare_run_folder(run: Path, cfg: tc.TrainConfig, resume: str | None, overwrite: bool,
+                       data: Path | None = None) -> Path | None:
+    """What train does with its run folder: the check, then the run it replaces removed."""
+    from lipsyncctl.training.runfolder import check_run_folder, clear_run
+
+    folder, replace = check_run_folder(run, cfg, resume, overwrite, data)
+    if replace:
+        clear_run(run)
+    return folder
+
+
 def test_run_folder_rules(tmp_path: Path) -> None:
-    from lipsyncctl.training.runfolder import prepare_run_folder
 
     cfg = tc.resolve_train_config("tiny")
     run = tmp_path / "run"
@@ -266,7 +276,6 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     """Ctrl-C before the first checkpoint: the same command starts the run again (nothing to resume or lose),
     --resume latest says so; another configuration or data, or an export there, still needs -y."""
     from lipsyncctl import progress
-    from lipsyncctl.training.runfolder import prepare_run_folder
 
     cfg, run = tc.resolve_train_config("tiny"), tmp_path / "run"
     _stopped_before_its_first_checkpoint(run, cfg)
