@@ -437,12 +437,12 @@ def preset(name: str | Path, *, train: bool = False, resolved: bool = True) -> d
 
     if not train:
         return cfg.resolve(str(name)).to_dict() if resolved else cfg.read_preset(str(name))
-    from lipsyncctl.training.config import TrainConfig, presets_dir, run_record
+    from lipsyncctl.training.config import TrainConfig, preset_source, presets_dir
 
     if resolved:
         return resolve_train_config(name).to_dict()
-    record = run_record(Path(name).expanduser()) if Path(name).expanduser().is_file() else None
-    return record if record is not None else cfg.read_preset(str(name), schema=TrainConfig, folder=presets_dir())
+    source = preset_source(str(name))
+    return source if isinstance(source, dict) else cfg.read_preset(source, schema=TrainConfig, folder=presets_dir())
 
 
 def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,

@@ -286,12 +286,18 @@ def resolve_train_config(
     """defaults < training preset < ``--set`` < flags (the run presets' one precedence function). A run's own
     ``RUN/train.yaml`` is a preset too (its record's keys dropped: the stream hash, the writer, the data path,
     which ``--data`` gives): a run started again, or a new one, as that run was configured."""
+    cfg: TrainConfig = run_config.resolve(preset_source(preset), sets, flags, schema=TrainConfig, folder=presets_dir())
+    return cfg
+
+
+def preset_source(preset: Any) -> Any:
+    """A training preset as given (a name, a path, a mapping), or a run's ``train.yaml`` it names as its mapping
+    (:func:`run_record`): what resolving and showing it read."""
     if isinstance(preset, str) and preset not in list_train_presets() and Path(preset).expanduser().is_file():
         record = run_record(Path(preset).expanduser())
         if record is not None:
-            preset = record
-    cfg: TrainConfig = run_config.resolve(preset, sets, flags, schema=TrainConfig, folder=presets_dir())
-    return cfg
+            return record
+    return preset
 
 
 def run_record(path: Path) -> dict[str, Any] | None:
