@@ -134,7 +134,7 @@ FLAGS: tuple[Flag, ...] = (
          "OLD in any form an NLE writes: /D:/x, D:\\x, file://localhost/D%3a/x).",
          modes=TIMELINE),
     Flag("edl_rate", ("--edl-rate",), float | None, "Timeline: frame rate of an EDL, e.g. 23.976 (default: detected from its comments, timecodes "
-         "and media; exit 2 when they cannot tell).",
+         "and media; exit 2 when they cannot tell). Other formats carry their own rates: ignored, with a warning.",
          modes=TIMELINE),
     Flag("handles", ("--handles",), int | None, "Timeline: extra frames rendered before/after each shot "
          "(timeline.handles).", key="timeline.handles", modes=TIMELINE),

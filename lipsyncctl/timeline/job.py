@@ -52,7 +52,7 @@ from lipsyncctl.timeline.ranges import apply_ranges
 from lipsyncctl.timeline.scenes import scene_job
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
 from lipsyncctl.timeline.shot_task import ShotTask
-from lipsyncctl.timeline.source import MediaResolver, opened_timeline
+from lipsyncctl.timeline.source import ADAPTERS_BY_SUFFIX, MediaResolver, opened_timeline
 from lipsyncctl.timeline.types import (
     LanguageResult,
     ShotOutcome,
@@ -135,6 +135,9 @@ def _read_and_run(job: TimelineJob, config: Config, work: Path, scratch: Path | 
                 job.timeline, rate=job.edl_rate, scratch=scratch, media_root=job.media_root,
                 relink=job.relink) as (timeline, base):
             resolver = MediaResolver(base, job.media_root, job.relink)
+            if job.edl_rate is not None and ADAPTERS_BY_SUFFIX.get(Path(job.timeline).suffix.lower()) != "cmx_3600":
+                early_warnings.append(f"--edl-rate {job.edl_rate:g} ignored: {Path(job.timeline).name} is not an "
+                                      "EDL (its own rates are used)")
             if job.segments is not None:  # --segments: each range's options as a marker on the shots it covers
                 early_warnings += apply_ranges(timeline, resolver, job.segments, handles=config.timeline.handles)
             result = _run(job, config, timeline, resolver)

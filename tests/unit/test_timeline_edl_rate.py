@@ -488,3 +488,22 @@ def test_a_dissolves_outgoing_m2_is_not_read_as_the_incoming_clips_speed(media: 
             "M2   A001      050.0                00:00:00:04\n" + to), encoding="utf-8")
         assert [[getattr(e, "time_scalar", None) for e in c.effects]
                 for c in read_timeline(edl, rate=25).find_clips()] == speeds
+
+
+def test_an_edl_rate_given_with_another_format_is_warned_about(media: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An .otio carries its own rates: --edl-rate with it is said to be ignored (it was, in silence)."""
+    import opentimelineio as otio
+
+    edl = media / "cut25_for_otio.edl"
+    edl.write_text(EDL_25, encoding="utf-8")
+    timeline = read_timeline(edl)
+    for clip in timeline.find_clips():
+        clip.media_reference = otio.schema.ExternalReference(target_url=str(media / clip.name))
+    cut = tmp_path / "cut.otio"
+    otio.adapters.write_to_file(timeline, str(cut))
+    res = _dry_run(cut, tmp_path, monkeypatch, edl_rate=23.976)
+    assert res.plan.fps == 25
+    assert "--edl-rate 23.976 ignored: cut.otio is not an EDL (its own rates are used)" in res.warnings
+    (tmp_path / "e").mkdir()
+    assert not any("--edl-rate" in w for w in _dry_run(edl, tmp_path / "e", monkeypatch, edl_rate=25).warnings)
