@@ -75,6 +75,8 @@ _sink: contextvars.ContextVar[ProgressSink | None] = contextvars.ContextVar(
 _parent: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "lipsyncctl_progress_parent", default=None
 )
+#: what the work of this context is about (a timeline's ``de/shot_003``): :func:`message` lines start with it
+_label: contextvars.ContextVar[str | None] = contextvars.ContextVar("lipsyncctl_progress_label", default=None)
 _counter = iter(range(1, 1 << 62))
 #: set by the CLI when Ctrl-C or SIGTERM arrives (:func:`interrupted`): a track() loop closed after it (its consumer
 #: unwound by the interrupt, the generator closed later) ended stopped, not done
@@ -101,6 +103,17 @@ def use_sink(sink: ProgressSink) -> Iterator[ProgressSink]:
 
 def current_sink() -> ProgressSink:
     return _sink.get() or _NULL
+
+
+@contextlib.contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Start every :func:`message` of the block with ``label`` (``de/shot_003: faces: reused ...``): one shot of many
+    says which it is. Warnings are left as they are (each text is shown once per command)."""
+    token = _label.set(label)
+    try:
+        yield
+    finally:
+        _label.reset(token)
 
 
 def install_sink(sink: ProgressSink) -> None:
@@ -162,8 +175,9 @@ WARNING_PREFIX = "WARNING: "
 
 
 def message(text: str) -> None:
-    """A one-line note for the user."""
-    current_sink().message(text)
+    """A one-line note for the user (after the block's label: :func:`labelled`)."""
+    label = _label.get()
+    current_sink().message(f"{label}: {text}" if label else text)
 
 
 def warning(text: str) -> None:

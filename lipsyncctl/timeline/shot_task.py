@@ -71,7 +71,16 @@ def render_shot(task: ShotTask, networks: Any = None, device: str | None = None)
     Args:
         networks: a loaded :class:`~lipsyncctl.pipeline.networks.Networks` to reuse (None = load).
         device: run on this device (``cuda:1``) whatever the task's configuration says.
+
+    Its messages start with the shot's ``language/segment`` (``de/shot_003: faces: reused ...``).
     """
+    from lipsyncctl import progress
+
+    with progress.labelled(f"{task.language}/{task.segment_id}"):
+        return _render(task, networks, device)
+
+
+def _render(task: ShotTask, networks: Any, device: str | None) -> ShotOutcome:
     from lipsyncctl.pipeline.clip import sync_clip
 
     t0 = time.perf_counter()

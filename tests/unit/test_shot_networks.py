@@ -80,3 +80,23 @@ def test_a_face_choice_matching_no_face_fails_its_shot(monkeypatch: pytest.Monke
         outcome = shot_task.render_shot(_task([]))
         assert outcome.status == status, raised
     assert outcome.error == "no usable face"
+
+
+def test_a_shots_messages_name_the_shot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Among many shots' notes (`faces: reused 3f...npz`, the active speaker), each says whose it is; warnings stay as
+    they are (each text shown once per command), and the label ends with the shot."""
+    from lipsyncctl import progress
+    from lipsyncctl.pipeline import clip
+
+    def noisy(*args: Any, **kwargs: Any) -> Any:
+        progress.message("faces: reused 3f.npz")
+        progress.warning("tiny preset: the output is NOT lip-synced")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(clip, "sync_clip", noisy)
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        shot_task.render_shot(_task([]))
+        progress.message("after")
+    said = [e[1] for e in sink.events if e[0] == "message"]
+    assert said == ["de/s: faces: reused 3f.npz", "WARNING: tiny preset: the output is NOT lip-synced", "after"]
