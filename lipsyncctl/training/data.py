@@ -133,11 +133,13 @@ def curation_gaps(entry: Mapping[str, Any]) -> list[str]:
 
 # ---- the clips ---------------------------------------------------------------------------------------
 
-def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", num_frames: int = 16) -> ClipSet:
+def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", num_frames: int = 16,
+               warn: bool = True) -> ClipSet:
     """The clips of a curated ``DATA`` folder (the kept spans of ``split``) or of a fileslist ``.txt``
     inside one (its clips for ``split="train"``; another ``split`` reads that split of the manifest beside
     it, the held-out clips of the same dataset). ``kind`` (``unet``/``syncnet``) and ``num_frames`` decide
-    which clips are too short (:data:`MIN_WINDOWS`).
+    which clips are too short (:data:`MIN_WINDOWS`). Its warnings are in the result; ``warn`` also shows them as they
+    are found (a training group's main process does, its other ranks read the same clips in silence).
 
     Raises:
         UsageError: no curated manifest; a listed clip not in it or not kept; a clip without its aligned
@@ -190,11 +192,13 @@ def read_clips(data: str | Path, split: str = "train", *, kind: str = "unet", nu
         warnings.append(f"{listed}: {held_out} clip(s) of the val split (e.g. {first_held}) are listed to train "
                         "on: they are no longer held out, and a validation measures clips the model has seen (list "
                         "DATA/train.txt's clips only, or curate with another curate.val_fraction)")
-        progress.warning(warnings[-1])
+        if warn:
+            progress.warning(warnings[-1])
     if outside:  # a copy of DATA that lacks some of its files reads the original's: said, not silent
         warnings.append(f"{outside} file(s) of the {split} clips read from outside {root} (the manifest's "
                         f"paths; the copy here lacks them), e.g. {first_outside}")
-        progress.warning(warnings[-1])
+        if warn:
+            progress.warning(warnings[-1])
     clips = builder.build().sorted_by_id()
     skipped.sort(key=lambda c: c.id)
     return ClipSet(clips, tuple(skipped), listed or root, split, kind, num_frames, gaps, tuple(warnings))

@@ -213,7 +213,8 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
         resume_from = state.find_resume(out, resume)
 
     # 2. data: the clips and the index-driven dataset; the held-out clip and scorer of sync validation ----
-    clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames)
+    clips = train_data.read_clips(data, split="train", kind=cfg.kind, num_frames=cfg.data.num_frames,
+                                  warn=is_main)
     clips_hash, content = _clips_hash(clips.clips), _data_content(cfg, clips)
     dataset = train_data.make_dataset(cfg, clips)
     per_step = cfg.data.batch_size * cfg.optim.grad_accum * world
@@ -222,7 +223,8 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                          "repeat within a step (other windows of them)")
     # the held-out clips, read once (every validation draws the same samples from them; the sync validation renders
     # the first)
-    val_clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames) \
+    val_clips = train_data.read_clips(data, split="val", kind=cfg.kind, num_frames=cfg.data.num_frames,
+                                      warn=is_main) \
         if cfg.run.validate_every else None
     sync_val = validation.prepare(cfg, data, device, val_clips=val_clips)  # every rank: a missing scorer stops them all
     said = [*clips.warnings, *(val_clips.warnings if val_clips is not None else ())]  # warned as they were read

@@ -146,6 +146,9 @@ def test_a_copied_data_folder_reads_its_own_files(curated: Curated, unet_clips: 
     assert any("1 file(s) of the train clips read from outside" in m and str(partial.clips[0].features) in m for m in said), said
     assert len(partial.warnings) == 1 and progress.WARNING_PREFIX + partial.warnings[0] in said  # for --json too
     assert relative.warnings == ()
+    with progress.use_sink(progress.RecordingSink()) as rank:  # another rank of a group: the result has it, unsaid
+        assert td.read_clips(copy, warn=False).warnings == partial.warnings
+    assert not [e for e in rank.events if e[0] == "message"]
 
 
 def _one_line(exc: pytest.ExceptionInfo[UsageError]) -> UsageError:
