@@ -371,13 +371,14 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | str 
                         wait=wait)
 
 
-def curate_report(data: str | Path, config: Config | str | Path | None = None, *, wait: bool = False) -> CurateResult:
+def curate_report(data: str | Path, config: Config | str | Path | None = None, *, wait: bool = False,
+                  dry_run: bool = False) -> CurateResult:
     """Re-decide a curated dataset with ``config.curate``'s thresholds and rebuild its manifest, lists and
     report from the stored measurements (no stage runs; sources still there give the report's thumbnails of
-    rejected spans): ``lipsyncctl curate report``."""
+    rejected spans): ``lipsyncctl curate report``. ``dry_run``: decide and count only, write nothing."""
     from lipsyncctl.curation.job import report_curation
 
-    return report_curation(data, _as_config(config), wait=wait)
+    return report_curation(data, _as_config(config), wait=wait, dry_run=dry_run)
 
 
 def is_curated(data: str | Path) -> bool:

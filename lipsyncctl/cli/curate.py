@@ -32,6 +32,10 @@ Examples:
   lipsyncctl curate raw/ -o data/ --gpus 0,1                   # one worker per GPU
   lipsyncctl curate raw/ -o data/ --preset tiny                # tiny random networks: a CPU demo, not data
   lipsyncctl curate report data/ --set curate.quality_min=50    # re-decide stored scores, rebuild the views
+  lipsyncctl curate report data/ --set curate.quality_min=50 -n # the same decisions, nothing written
+
+\b
+`curate report DATA` runs no stage: it takes --preset, --set, --dry-run, --wait (and the global --json).
 
 \b
 Stages (each idempotent; its measurements are stored and reused while its inputs and settings are unchanged; a rerun after a crash or kill continues where it stopped):
@@ -99,7 +103,14 @@ def curate_cmd(
     if inputs[0] == "report" and (not here or (data is None and curated)):
         if len(inputs) != 2 or data is not None:
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
-        result = api.curate_report(inputs[1], config, wait=wait)
+        given = {"--until": until, "--force": force, "--jobs": jobs, "--shard": shard, "--gpus": gpus,
+                 "--backend": backend if backend != "local" else None}
+        for name, value in given.items():
+            if value:  # (they were accepted and ignored: `--until align` looked like it did something)
+                raise UsageError(f"{name} does not apply to `curate report`, which runs no stage",
+                                 hint="curate report DATA [--set KEY=VALUE] [--preset P] [--dry-run] [--wait]; run "
+                                      f"the stages with `lipsyncctl curate RAW... -o DATA {name} ...`")
+        result = api.curate_report(inputs[1], config, wait=wait, dry_run=dry_run)
     elif data is None:
         raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA" + (
             " (a path named report is here, so `report` was read as an input; `curate report DATA` takes a "

@@ -200,10 +200,11 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
                              "folders), or curate into another folder")
 
 
-def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> CurateResult:
+def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry_run: bool = False) -> CurateResult:
     """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
     ``config.curate``'s thresholds and rebuild the views without running a stage (the sources are only
-    read for the report's thumbnails of rejected spans, and may be gone).
+    read for the report's thumbnails of rejected spans, and may be gone). ``dry_run``: the decisions alone (the
+    result lists the spans as a plan), nothing written and no lock taken (thresholds tried on the data as it is).
 
     Raises:
         UsageError: ``data`` holds no curate records.
@@ -220,6 +221,10 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False) -> 
                          hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
     if not RecordStore.of(data).any("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
+    if dry_run:
+        result = rebuild(data, config, until="report", write=False, dry_run=True)
+        result.seconds = time.perf_counter() - t0
+        return result
     with folder_lock(data, wait=wait):
         started, _ = views_generation(data) or (0, 0)  # numbered as a shard's (DATA is held alone here)
         set_views_generation(data, started + 1, started)

@@ -30,13 +30,15 @@ VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html",
 def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = (0, 1),
             done: dict[str, list[str]] | None = None, scope: frozenset[str] | None = None, complete: bool = True,
             warnings: Sequence[str] = (), models: dict[str, dict[str, str]] | None = None,
-            write: bool = True) -> CurateResult:
+            write: bool = True, dry_run: bool = False) -> CurateResult:
     """Decide every source and span stored in ``data`` and write its views; the result's warnings are
     ``warnings`` (said before) and what the decisions leave ``train`` to know (:func:`warn_decisions`).
     ``done``: the stages each source computed this run; ``scope``: the sources this run was given;
     ``complete``: the run went through every stage; ``models``: the clip stages' network files (curate.yaml).
     Not ``write``: the sources of ``scope`` only, decided and counted, nothing written (a shard whose records a
-    later rebuild has read: :func:`views_generation`)."""
+    later rebuild has read: :func:`views_generation`); with ``dry_run`` too, every source decided, the spans listed as
+    a dry run's plan and the decisions' warnings given (``curate report --dry-run``: thresholds tried, nothing
+    written)."""
     import yaml
 
     from lipsyncctl import __version__
@@ -50,7 +52,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     ids.sort(key=lambda rid: rid + "_")
     # (the outcomes spooled on DATA's disk: the system's temporary folder may be small, or memory)
     result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write,
-                          sources=spool_sources(store.root.parent))
+                          sources=spool_sources(store.root.parent), dry_run=dry_run and not write)
     several, streams = [], 0
     if write:
         data.mkdir(parents=True, exist_ok=True)
@@ -97,6 +99,8 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             _warn(result, f"{streams} source(s) have several audio streams; the one used is given: "
                           f"{', '.join(several[:5])}{more} (--set curate.audio_stream=N picks another)")
         if not write:
+            if result.dry_run:
+                warn_decisions(result, options, complete=complete)
             return result
         warn_decisions(result, options, complete=complete)
         report = {"counts": result.counts(), "until": str(until), "split": listed,

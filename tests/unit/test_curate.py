@@ -565,7 +565,7 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     data = tmp_path / "copy"
     shutil.copytree(first_run["data"], data)
     assert main(["-q", "curate", "report", str(data), "--set", "curate.min_seconds=3.5", "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+    doc = decided = json.loads(capsys.readouterr().out)
     assert doc["ok"] and doc["counts"]["rejected"]["shots/too-short"] == 1  # the cut clip's 3.2 s shot
     assert all(s["computed"] == [] for s in doc["sources"])
     assert sum(1 for line in _manifest(data) if line["decision"]["verdict"] == "rejected") == 1
@@ -574,6 +574,19 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     assert main(["-q", "curate", "report", str(data), "--set", "curate.min_seconds=60", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert any(w.startswith("no span of the") and "is kept" in w for w in doc["warnings"]), doc["warnings"]
+    # --dry-run tries thresholds: the same decisions and counts, every span listed, nothing written (it was ignored
+    # and the views rebuilt: train.txt emptied by a threshold being tried); the stages' options are refused
+    views = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+    assert main(["-q", "curate", "report", str(data), "--set", "curate.min_seconds=3.5", "--json", "--dry-run"]) == 0
+    tried = json.loads(capsys.readouterr().out)
+    assert tried["dry_run"] and tried["counts"] == decided["counts"] and tried["warnings"] == decided["warnings"]
+    assert sum(c["decision"]["verdict"] == "rejected" for c in tried["clips"]) == 1 and len(tried["clips"]) == 5
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == views
+    for flag in (["--until", "segments"], ["--force", "shots"], ["--jobs", "2"], ["--shard", "1/2"], ["--gpus", "0"],
+                 ["--backend", "ray"]):
+        assert main(["curate", "report", str(data), *flag]) == 2, flag
+        assert f"{flag[0]} does not apply to `curate report`" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == views
     assert main(["curate", "report", str(tmp_path / "nothing")]) == 5  # a missing DATA: bad input
     (tmp_path / "empty").mkdir()
     assert main(["curate", "report", str(tmp_path / "empty")]) == 2  # a folder without records: usage
