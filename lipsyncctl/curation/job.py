@@ -112,13 +112,20 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
     check_writable(data / "curate.yaml", probe=not dry_run, name=data)  # a dry run reads the permission bits only
     others = LeftOut()
-    pairs = collect_inputs(list(inputs), data, others=others)
+    # another curated dataset inside the inputs (a 512 px curation beside the 256 px one, an earlier -o RAW): its
+    # aligned clips are not sources (faces of faces, the same speakers under new ids on both sides of the split)
+    pairs = collect_inputs(list(inputs), data, others=others,
+                           closed=lambda folder: RecordStore.of(folder).root.is_dir())
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
     warnings: list[str] = [n for n in (others.note(),) if n]
-    if warnings:
-        progress.warning(warnings[0])
+    if others.closed:
+        names = ", ".join(map(str, others.closed[:3])) + (" ..." if len(others.closed) > 3 else "")
+        warnings.append(f"{len(others.closed)} curated dataset folder(s) in the inputs: their subfolders (aligned "
+                        f"clips) are not taken as sources, their own media files are: {names}")
+    for text in warnings:
+        progress.warning(text)
     # fail fast (exit 4) before any work; a dry run says what is missing and makes nothing (not the tiny models)
     models = _clip_models(config, until, warnings if dry_run else None)
     if backend != "ray":  # Ray's workers have devices of their own (--gpus asks it for a GPU a task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ class LeftOut:
 
     count: int = 0
     first: list[Path] = field(default_factory=list)
+    closed: list[Path] = field(default_factory=list)  # folders whose subfolders were not walked (``closed``)
 
     def add(self, path: Path) -> None:
         self.count += 1
@@ -47,14 +48,19 @@ class LeftOut:
                 f"{' '.join(sorted(MEDIA_EXTS))}), skipped: {names}")
 
 
-def _walk(root: Path, skip: Path, others: LeftOut | None = None) -> Iterable[Path]:
+def _walk(root: Path, skip: Path, others: LeftOut | None = None,
+          closed: Callable[[str], bool] | None = None) -> Iterable[Path]:
     """The media files under ``root`` (not under ``skip``, not hidden), sorted; the other files are counted in
-    ``others``."""
+    ``others``. A folder ``closed`` says yes to (a curated dataset: its clips are not sources) gives its own files,
+    not its folders' (listed in ``others.closed``)."""
     under = _Under(skip)
     all_inside = under.contains(root)  # (its own files are taken; none of its folders)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+        shut = closed is not None and bool(dirnames) and closed(dirpath)
+        if shut and others is not None and not all_inside:
+            others.closed.append(here)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not shut
                              and not all_inside and not under.is_it(os.path.join(dirpath, d)))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -109,8 +115,8 @@ def _sequence_stem(pattern: Path) -> str:
     return stem or pattern.parent.name or "sequence"
 
 
-def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   unique_stems: bool = False, others: LeftOut | None = None) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *, unique_stems: bool = False,
+                   others: LeftOut | None = None, closed: Callable[[str], bool] | None = None) -> list[tuple[Path, Path]]:
     """Expand files, directories (recursive; media extensions only, hidden files skipped) and glob
     patterns (``**`` recurses) into ``(source, relative_stem)`` pairs, in a stable order.
 
@@ -121,7 +127,8 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
     later with a per-item reason); a pattern that matches nothing raises :class:`UsageError`.
     ``unique_stems``: two inputs that differ only by extension (``a.mov``, ``a.mp4``) keep it in their
     stems (``a_mov``, ``a_mp4``), so their outputs do not collide. ``others``: the files a folder walk left out
-    (not media by extension) are counted in it (:class:`LeftOut`).
+    (not media by extension) are counted in it (:class:`LeftOut`). ``closed``: folders whose subfolders a walk
+    leaves out (their own files are taken), listed in ``others.closed``.
     """
     out_dir = Path(out_dir)
     found: list[tuple[Path, Path]] = []
@@ -138,13 +145,13 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *,
             under = _Under(out_dir)
             files = [m for m in matches if m.is_file() and not under.contains(m)]
             for d in (m for m in matches if m.is_dir()):
-                files.extend(f for f in _walk(d, out_dir, others))
+                files.extend(f for f in _walk(d, out_dir, others, closed))
             if not files:
                 raise UsageError(f"{text}: the pattern matches no file")
             for f in files:
                 found.append((f, f.relative_to(base).with_suffix("")))
         elif path.is_dir():
-            for f in _walk(path, out_dir, others):
+            for f in _walk(path, out_dir, others, closed):
                 found.append((f, f.relative_to(path).with_suffix("")))
         else:
             found.append((path, Path(path.name).with_suffix("")))

@@ -180,3 +180,27 @@ def test_files_the_folder_walk_leaves_out_are_said(env, tmp_path: Path) -> None:
         assert [w for w in result.warnings if "not media" in w] == [
             next(w for w in result.to_dict()["warnings"] if w.startswith("1 file(s) in the folders given are not "
                                                                         "media") and w.endswith("skipped: a.txt"))]
+
+
+def test_a_curated_dataset_in_the_inputs_gives_no_sources(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A dataset curated earlier inside RAW (`-o RAW/data256`, or `-o RAW` itself): its aligned clips were curated as
+    new sources by the next run into another DATA (faces of faces, the same speakers on both sides of the split); a
+    folder that holds curate records gives its own files only, and is named."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(env["raw"], raw)
+    run_curation([raw], raw / "data256", cfg.resolve("tiny"), until="probe")
+    aligned = raw / "data256" / "aligned" / "a-1"
+    aligned.mkdir(parents=True)
+    shutil.copy(raw / "a.mp4", aligned / "a-1_000000-000125.mp4")  # as an aligned clip lies there
+    (raw / "speaker").mkdir()
+    shutil.copy(raw / "b.mp4", raw / "speaker" / "c.mp4")
+    run_curation([raw / "speaker"], raw / "speaker", cfg.resolve("tiny"), until="probe")  # -o RAW/speaker itself
+    (raw / "speaker" / "aligned").mkdir()
+    shutil.copy(raw / "b.mp4", raw / "speaker" / "aligned" / "c-1_000000-000125.mp4")
+    result = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), dry_run=True, until="probe")
+    assert sorted(Path(s.path).relative_to(raw).as_posix() for s in result.sources) == [
+        "a.mp4", "b.mp4", "speaker/c.mp4"]
+    said = [w for w in result.warnings if "curated dataset" in w]
+    assert len(said) == 1 and said[0].startswith("2 curated dataset folder(s) in the inputs: their subfolders") and "data256" in said[0]
