@@ -135,6 +135,19 @@ def tag_timecode(dst: Any, vout: Any, timecode: str | None, reel: str | None = N
         vout.metadata["reel_name"] = reel
 
 
+#: containers whose edit lists are counted in the movie's timescale (FFmpeg's MOV/MP4 writer: 1000 by default)
+EDIT_LIST_CONTAINERS = (".mp4", ".mov", ".m4v")
+
+
+def container_options(out: str | Path, audio_rate: int | None) -> dict[str, str]:
+    """The options an output is opened with: bit-exact, and for an MP4/MOV with sound, the sound's rate as the movie's
+    timescale. Its edit lists (an AAC encoder's priming and end padding cut off) are counted in it: in milliseconds,
+    a 59.94 fps output's sound decoded up to a millisecond short or long of frames / fps (44 samples)."""
+    if audio_rate and Path(out).suffix.lower() in EDIT_LIST_CONTAINERS:
+        return {**BITEXACT, "movie_timescale": str(int(audio_rate))}
+    return dict(BITEXACT)
+
+
 def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, inputs: tuple | list = ()) -> Path:
     """Rewrite ``path`` (atomically, every stream copied, nothing re-encoded) with the start timecode
     ``timecode`` and reel name ``reel`` (:func:`tag_timecode`). ``path`` must be one of
@@ -147,7 +160,9 @@ def stamp_timecode(path: str | Path, timecode: str, *, reel: str | None = None, 
                          hint=f"write one of {', '.join(TIMECODE_CONTAINERS)}")
     with atomic_output(path, inputs=inputs) as tmp, opened(path) as src:
         try:
-            with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
+            sound = next((s for s in src.streams if s.type == "audio"), None)
+            rate = int(sound.codec_context.sample_rate) if sound is not None else None
+            with av.open(str(tmp), "w", container_options=container_options(path, rate)) as dst:
                 streams = [s for s in src.streams if s.type in ("video", "audio")]
                 outs = {s.index: _copy_stream(dst, s) for s in streams}
                 vin = video_stream(src, path)
@@ -207,28 +222,30 @@ def mux_audio(video: str | Path, audio: str | Path | np.ndarray | Iterable[np.nd
     protect = [video, *inputs] + ([audio] if isinstance(audio, (str, Path)) else [])
     with atomic_output(out, inputs=protect) as tmp, opened(video) as src:
         vin = video_stream(src, video)
+        if not isinstance(audio, (str, Path)):
+            if not rate:
+                raise ValueError("rate= is required when audio is samples")
+            out_rate = encodable_rate(encoder, rate, out)
+        else:
+            with opened(audio) as asrc:
+                ain = _audio_stream(asrc, Path(audio), audio_stream)
+                index, own = ain.index, int(ain.codec_context.sample_rate)
+                channels = int(ain.codec_context.layout.nb_channels)
+            a_rate = out_rate = encodable_rate(encoder, own, out)
         try:
-            with av.open(str(tmp), "w", container_options=BITEXACT) as dst:
+            with av.open(str(tmp), "w", container_options=container_options(out, out_rate)) as dst:
                 vout = _copy_stream(dst, vin)
                 frame_rate = vin.average_rate or vin.guessed_rate
                 if out.suffix.lower() == ".mxf":  # MXF's muxer takes its edit rate from the stream's frame rate
                     vout.codec_context.framerate = frame_rate
                 tag_timecode(dst, vout, timecode, reel, rate=frame_rate)
                 if not isinstance(audio, (str, Path)):
-                    if not rate:
-                        raise ValueError("rate= is required when audio is samples")
                     channels, chunks = _sample_chunks(audio)
-                    out_rate = encodable_rate(encoder, rate, out)
                     aout = _add_audio(dst, encoder, out_rate, channels, bit_rate)
                     frames = _array_frames(chunks, channels, rate, fmt, aout.codec_context.frame_size or 1024,
                                            out_rate)
                     _interleave(src, vin, dst, vout, aout, frames, out_rate, duration, pad)
                 else:
-                    with opened(audio) as asrc:
-                        ain = _audio_stream(asrc, Path(audio), audio_stream)
-                        index, own = ain.index, int(ain.codec_context.sample_rate)
-                        channels = int(ain.codec_context.layout.nb_channels)
-                    a_rate = encodable_rate(encoder, own, out)
                     aout = _add_audio(dst, encoder, a_rate, channels, bit_rate)
                     # from audio_start on the file's timeline: cut there, or led by silence to where the sound starts
                     chunks = iter_audio(audio, a_rate, channels, start=float(audio_start), stream_index=index)

@@ -225,6 +225,28 @@ def test_aac_m4a_length_is_exact(gen: Path, rate: int) -> None:
     muxed = mux_audio(video, m4a, gen / f"muxed_{rate}.mp4")
     assert audio_length(muxed)[0] == 2 * rate  # the padding is not carried into an output either
 
+@pytest.mark.parametrize("rate", [44100, 48000])
+@pytest.mark.parametrize("ext", [".mp4", ".mov"])
+def test_aac_in_mp4_and_mov_lasts_frames_over_fps_at_ntsc_rates(gen: Path, rate: int, ext: str) -> None:
+    """83 frames at 59.94 fps: the sound decoded 61034 samples at 44.1 kHz (32 short of frames / fps) and 66480 at 48
+    kHz (14 long), the edit lists counted in milliseconds; in the sound's rate they are exact, also once the file is
+    rewritten with a timecode (a timeline's shot)."""
+    from lipsyncctl.media.audio import audio_length
+    from lipsyncctl.media.mux import stamp_timecode
+
+    ntsc = Fraction(60000, 1001)
+    video = mg.make_clip(gen / "ntsc5994.mp4", frames=83, fps=ntsc, audio_rate=None)
+    out = mux_audio(video, mg.tone(1.5, rate, 2), gen / f"ntsc_{rate}{ext}", rate=rate,
+                    duration=Fraction(83) / ntsc, pad=True)
+    exact = round(Fraction(83) / ntsc * rate)
+    assert audio_length(out) == (exact, rate)
+    assert audio_length(stamp_timecode(out, "01:00:00;00")) == (exact, rate)
+    import av
+
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 83
+
+
 def test_read_audio_without_audio_stream(gen: Path) -> None:
     with pytest.raises(MediaError, match="no audio stream"):
         read_audio(mg.make_clip(gen / "silent.mp4", audio_rate=None, frames=3))
