@@ -147,7 +147,7 @@ def _render(console: Console, result: CurateResult) -> None:
     for s in listed:
         d = s.decision
         what = ((f"kept, {s.failed_spans} span{'s' * (s.failed_spans > 1)} failed" if s.failed_spans
-                 else "kept" if s.kept or not s.clips else "kept, no span kept") if d.verdict == "kept"
+                 else s.standing) if d.verdict == "kept"
                 else f"to run from {d.stage} ({d.reason})" if d.verdict == "undecided"
                 else f"{d.verdict} at {d.stage}: {d.reason or d.error}")
         spans = "-" if d.verdict == "undecided" else f"{s.kept}/{s.clips}"

@@ -32,6 +32,15 @@ SPOOL_MEMORY = 1 << 20
 FAILED_LISTED = 100
 
 
+#: the standing of a kept source none of whose spans is kept (:attr:`SourceOutcome.standing`)
+NO_SPAN_KEPT = "no span kept"
+
+
+def no_span_kept(verdict: str, clips: int, kept: int) -> bool:
+    """A source kept by the source stages whose spans are all rejected or failed."""
+    return verdict == Verdict.KEPT and clips > 0 and kept == 0
+
+
 @dataclass(slots=True)
 class SourceOutcome:
     id: str
@@ -42,6 +51,12 @@ class SourceOutcome:
     kept: int = 0
     to_compute: list[str] | None = None  # a dry run: the stages a run would compute (``stage`` or ``stage:span``)
     failed_spans: int = 0
+
+    @property
+    def standing(self) -> str:
+        """Its verdict, or ``no span kept`` for a kept source whose every span was rejected or failed (it gives the
+        dataset nothing: counted apart from the kept ones, listed among the sources not kept)."""
+        return NO_SPAN_KEPT if no_span_kept(self.decision.verdict, self.clips, self.kept) else str(self.decision.verdict)
 
     @property
     def failed(self) -> bool:
@@ -135,7 +150,7 @@ class Tally:
                 self.rejected[f"{d.stage}/{d.reason}"] += 1
             elif d.verdict == Verdict.FAILED:
                 self.failed[str(d.stage)] += 1
-        self.sources[str(source.decision.verdict)] += 1
+        self.sources[source.standing] += 1
         if folder is not None:
             self.folders[folder] += 1
         for c in spans:

@@ -75,7 +75,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             outcome = SourceOutcome(rec.id, rec.path, decide_source(rec, options), (done or {}).get(rec.id, []),
                                     len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans))
             split = result.add(outcome, spans, options)
-            if outcome.decision.verdict != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:
+            if outcome.standing != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:
                 shown.append(outcome)
             for clip in spans:
                 line = {**clip.to_dict(fps), "split": split}

@@ -328,4 +328,13 @@ def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: 
 
     assert main(["curate", str(src), str(raw / "cut.mp4"), "-o", str(data), "--until", "align", "--preset", "tiny"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "kept, no span kept" in out and out.count("no span kept") == 1
+    assert "grey.mp4 │ no span kept │ 0/" in out
+    # it gives the dataset nothing: counted apart from the kept sources (report.json, --json, the page's table, which
+    # lists it among the sources not kept), not as kept
+    sources = again.counts()["sources"]
+    assert sources["no span kept"] == 1 and sources["kept"] == len(kept)
+    report = json.loads((data / "report.json").read_text())
+    assert report["counts"]["sources"] == sources
+    page = (data / "report.html").read_text()
+    not_kept = page[page.index("Sources not kept"):]
+    assert "grey.mp4</td><td>no span kept" in not_kept and "cut.mp4" not in not_kept
