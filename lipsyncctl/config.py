@@ -178,7 +178,7 @@ class InferenceOptions(_Strict):
     )
     compile: bool = Field(
         False, description="torch.compile the UNet and the VAE's encoder and decoder (a GPU option: the first "
-        "window waits for the compilation; needs a C compiler)"
+        "window waits for the compilation; needs Triton on a GPU, a C++ compiler on the CPU)"
     )
     gpu_paste: bool = Field(
         False, description="paste the faces back on the networks' device with torch (a GPU option: the generated "

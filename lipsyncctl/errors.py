@@ -101,10 +101,11 @@ class MissingModelError(LipsyncError):
 
 
 class MissingToolError(LipsyncError):
-    """ffmpeg (or another external binary), or an optional package a setting needs, was not found."""
+    """An optional package a setting needs (peft, Ray, an OTIO adapter), or the ffmpeg binary doctor and the
+    benchmarks run, was not found. Each raise gives its own hint."""
 
     exit_code = 4
-    default_hint = "install ffmpeg, or set LIPSYNCCTL_FFMPEG to its path (imageio-ffmpeg provides one)"
+    default_hint = "run `lipsyncctl doctor` to see what is missing"
 
 
 class DeviceError(LipsyncError):

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
+TORCH_CHOSEN="${TORCH_SPEC:-}${TORCH_INDEX_URL:-}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 EXTRAS="${EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
@@ -21,6 +22,9 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   else
     "$PY" -m pip install -q "$TORCH_SPEC"
   fi
+elif [ -n "$TORCH_CHOSEN" ]; then  # a build asked for is installed only into a .venv without torch: said, not skipped in silence
+  echo "note: $VENV already has torch $("$PY" -c 'import torch; print(torch.__version__)'); TORCH_SPEC/TORCH_INDEX_URL" \
+       "choose the build of a new $VENV only (rm -rf $VENV, then run this again to switch)" >&2
 fi
 "$PY" -m pip install -q -e ".[${EXTRAS}]"
 "$PY" -m pip check

@@ -28,7 +28,7 @@ The output keeps the source resolution and frame rate (unless --fps), carries th
 sample rate and channels, and is written under a temporary name, then renamed. OUT.run.yaml beside it
 holds the resolved configuration. An existing OUT is never replaced unless --overwrite/-y. Length policy when audio and picture differ (--length-policy):
 pingpong (default, official), loop, freeze, cut (shortest), silence (pad the audio, keep the picture).
-Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/ffmpeg/device, 5 bad input media,
+Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/package/device, 5 bad input media,
 6 busy (another run is writing to the same -o, or the same timeline output folder), 130 interrupted (Ctrl-C, SIGTERM: nothing
 partial is left).
 """
@@ -156,7 +156,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("gpus", ("--gpus",), str | None, "Timeline, --batch: one worker per listed GPU, e.g. 0,1.",
          modes=TIMELINE | BATCH),
     Flag("shard", ("--shard",), str | None, "Timeline, --batch: render only part I/N of the shots or rows (0-based), "
-         "or 'auto' from SLURM_ARRAY_TASK_ID/COUNT.", modes=TIMELINE | BATCH),
+         "or 'auto' from the array job's variables (SLURM, SGE, Kubernetes indexed jobs, or LIPSYNCCTL_SHARD_INDEX/COUNT).", modes=TIMELINE | BATCH),
     Flag("backend", ("--backend",), str | None, "Timeline, --batch: local (default) or ray (Ray: the optional extra "
          "named ray).", modes=TIMELINE | BATCH),
     Flag("dry_run", ("--dry-run",), bool, "Timeline: print the plan (shots, frames, languages, work) and stop; "

@@ -200,7 +200,8 @@ def usable_backend(name: str = "auto", models_dir: Path | None = None) -> str:
                 return candidate
         raise MissingModelError(
             "no face detector is usable: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()),
-            hint="pip install 'lipsyncctl[faces]' (dlib works offline) or `lipsyncctl models fetch face-alignment`",
+            hint="pip install 'lipsyncctl[faces]' (dlib works offline), or pip install face-alignment and "
+                 "`lipsyncctl models fetch face-alignment` (its weights)",
         )
     module = _backend_module(name)
     reason = module.unavailable_reason(models_dir)

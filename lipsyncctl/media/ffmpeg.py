@@ -54,7 +54,8 @@ def find_ffmpeg() -> tuple[Path, str]:
         return Path(imageio_ffmpeg.get_ffmpeg_exe()), "imageio-ffmpeg"
     except (ImportError, RuntimeError) as exc:
         raise MissingToolError(
-            f"ffmpeg not found (not in LIPSYNCCTL_FFMPEG, PATH or imageio-ffmpeg: {exc})"
+            f"ffmpeg not found (not in LIPSYNCCTL_FFMPEG, PATH or imageio-ffmpeg: {exc})",
+            hint="install ffmpeg, or set LIPSYNCCTL_FFMPEG to its path (imageio-ffmpeg provides one)",
         ) from exc
 
 
@@ -69,7 +70,8 @@ def _run_text(exe: Path, *args: str) -> str:
             [str(exe), "-hide_banner", *args], capture_output=True, text=True, timeout=30, check=False
         )
     except OSError as exc:
-        raise MissingToolError(f"cannot run ffmpeg at {exe}: {exc}") from exc
+        raise MissingToolError(f"cannot run ffmpeg at {exe}: {exc}",
+                               hint="install ffmpeg, or set LIPSYNCCTL_FFMPEG to its path") from exc
     return proc.stdout + proc.stderr
 
 
