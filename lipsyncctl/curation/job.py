@@ -27,6 +27,7 @@ never modified, moved or deleted.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -181,7 +182,10 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
     and a file of this shard's (``mine``) that DATA already holds under another id (an earlier run was given another
     folder), which would make a second copy of its clips. A source whose own record names its file is known; DATA's
     other records are read only when some source is not (a new file, or a moved one), and only their paths are held
-    (a DATA that holds one file under two ids already, from a version without this check, is not looked for).
+    (a DATA that holds one file under two ids already, from a version without this check, is not looked for). A new
+    file that holds what a source whose file is gone held (the same fingerprint: a file renamed or moved into another
+    folder, ``mv`` keeping its time) is refused too: its clips would be in DATA twice, under two ids, possibly on both
+    sides of the split (the new files' fingerprints are read only when some stored source's file is gone).
 
     Raises:
         UsageError: naming the files.
@@ -198,6 +202,7 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
         raw = store.load("sources", t.id)
         if raw is None or str(Path(raw["path"]).absolute()) != t.path:
             unknown[t.path] = t.id
+    gone: dict[str, tuple[str, str]] = {}  # fingerprint -> (id, path) of the stored sources whose file is gone
     for rid in store.each_id("sources") if unknown else ():  # (no order needed: not a million ids sorted)
         raw = store.load("sources", rid)
         path = str(Path(raw["path"]).absolute()) if raw is not None else None
@@ -205,6 +210,19 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
             raise UsageError(f"{path} is in {data} already, as source {rid} (an earlier run was given another "
                              "folder holding it)", hint="give the inputs as the earlier runs did (the same "
                              "folders), or curate into another folder")
+        if raw is not None and path not in unknown and not os.path.lexists(raw["path"]):
+            gone[raw["fingerprint"]] = (rid, raw["path"])
+    if gone:
+        from lipsyncctl.runner.store import file_fingerprint
+
+        moved = [(path, *gone[fp]) for path in unknown
+                 if os.path.isfile(path) and (fp := file_fingerprint(Path(path))) in gone]
+        if moved:
+            path, rid, old = moved[0]
+            more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+            raise UsageError(f"{path} holds what source {rid} of {data} held, whose file {old} is gone (moved or "
+                             f"renamed){more}: its clips would be in DATA twice, under two ids",
+                             hint="put the files back where they were, or curate the new tree into another folder")
 
 
 def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry_run: bool = False) -> CurateResult:

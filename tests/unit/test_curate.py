@@ -456,6 +456,18 @@ def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_reco
     monkeypatch.chdir(tmp_path / "a")  # another working folder, the same DATA and sources
     again = run_curation([".."], "../d", cfg.resolve("tiny"), until="normalize")
     assert [s.computed for s in again.sources] == [[], []]
+    # a file renamed (or moved into another folder) was curated again under a new id: its clips twice in DATA, maybe
+    # on both sides of the split; it is refused (what a source whose file is gone held); a file deleted beside a new one
+    # (raw footage let go after curation) is not
+    os.rename(tmp_path / "a" / "00001.mp4", tmp_path / "a" / "take1.mp4")
+    with pytest.raises(UsageError, match=r"a/take1.mp4 holds what source 00001-\w+ of .*d held, whose file "
+                                         r".*a/00001.mp4 is gone \(moved or renamed\)") as err:
+        run_curation([tmp_path], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
+    assert "put the files back" in err.value.hint
+    os.remove(tmp_path / "a" / "take1.mp4")
+    shutil.copy(corpus / "cut.mp4", tmp_path / "b" / "00002.mp4")
+    added = run_curation([tmp_path], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
+    assert sorted(Path(s.path).name for s in added.sources if s.computed) == ["00002.mp4"]
 
 
 def test_split_is_deterministic_by_group_and_the_report_is_self_contained(first_run) -> None:  # type: ignore[no-untyped-def]
