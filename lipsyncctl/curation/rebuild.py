@@ -183,8 +183,14 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
                       "val_fraction, another split_seed, or run.val_clip)")
     if tally.pending:
         stages = sorted(tally.pending_stages, key=stage_names().index)
-        _warn(result, f"{tally.pending} kept span(s) are not measured by {', '.join(stages)} yet: run `lipsyncctl "
-                      "curate` on their sources again (without --until) to measure them; training needs their features")
+        what = f"{tally.pending} kept span(s) are not measured by {', '.join(stages)} yet"
+        if result.shard[1] > 1:  # the other shards' spans may still be being measured: their views come later
+            _warn(result, f"{what}: the other shards' sources among them are measured by their shards, which rebuild "
+                          "the views when they end; any that stay unmeasured: run `lipsyncctl curate` on their "
+                          "sources again (without --until)")
+        else:
+            _warn(result, f"{what}: run `lipsyncctl curate` on their sources again (without --until) to measure them; "
+                          "training needs their features")
 
 
 def _warn(result: CurateResult, text: str) -> None:

@@ -298,6 +298,12 @@ def test_a_failed_span_fails_the_run_and_is_retried_and_a_loosened_threshold_say
     assert [c.decision.verdict for c in loose.spans()] == ["kept", "kept"]
     assert loose.counts()["pending"] == 1 and list(loose.spans())[1].summary["pending"] == ["second"]
     assert "1 kept span(s) are not measured by second yet" in loose.warnings[0]
+    # a shard that ends first sees another shard's spans unmeasured yet: not told to rerun them as if they were lost
+    from lipsyncctl.curation.rebuild import warn_decisions
+
+    loose.shard, loose.warnings = (0, 2), []
+    warn_decisions(loose, cfg.resolve("tiny").curate)
+    assert "the other shards' sources among them are measured by their shards" in loose.warnings[-1]
     assert _manifest(data)[1]["pending"] == ["second"] and "pending" not in _manifest(data)[0]
     calls.clear()
     res = run_curation([corpus / "cut.mp4"], data, cfg.resolve("tiny", ["curate.quality_min=10"]))
