@@ -54,6 +54,57 @@ def declared_end(container: Any, stream: Any) -> Fraction | None:
     return (Fraction(stream.start_time or 0) + stream.duration) * Fraction(stream.time_base)
 
 
+def check_not_cut_short(container: Any, stream: Any, decoded: int) -> None:
+    """Raise :class:`MediaError` (exit 5) when a file holds less sound than its header says it has: a WAV whose data
+    chunk runs past the end of the file, a FLAC whose STREAMINFO counts more samples than ``decoded`` (a copy or a
+    transfer cut off; FFmpeg decodes what is there and says nothing). Other formats state no exact total."""
+    name = str(container.name)
+    rate = int(stream.codec_context.sample_rate) or 1
+    declared: int | None = None
+    fmt = set(container.format.name.split(","))
+    if "wav" in fmt:
+        declared = _wav_declared_samples(name)
+    elif "flac" in fmt and stream.duration and Fraction(stream.time_base) == Fraction(1, rate):
+        declared = int(stream.duration)
+    if declared is not None and declared - decoded > rate // 1000:
+        raise MediaError(f"{name}: the file is cut short: its sound ends at {decoded / rate:.3f} s, its header "
+                         f"says {declared / rate:.3f} s", hint="copy or export the file again (an interrupted "
+                         "transfer leaves a file like this)")
+
+
+def _wav_declared_samples(path: str) -> int | None:
+    """The samples a RIFF WAV's header says its data chunk holds, when the file is shorter than that chunk (None: it
+    is not, or the header states no size, or it is an RF64)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"fmt ":
+                    fmt = f.read(min(length, 16))
+                    block = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+                    f.seek(length - len(fmt) + (length & 1), os.SEEK_CUR)
+                elif kind == b"data":
+                    # (a writer that could not seek back states 0, or a large placeholder: 0x7FFFF000 SoX, 0x7FFFFFFF
+                    # arecord, 0xFFFFFFFF others: no size stated)
+                    if not block or not 0 < length < 0x7FFF0000 or f.tell() + length <= size:
+                        return None
+                    return length // block
+                else:
+                    f.seek(length + (length & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 def truncate_frame(frame: Any, samples: int) -> Any:
     """The first ``samples`` samples of audio ``frame`` (a new frame of the same format, layout and rate)."""
     import av
@@ -115,6 +166,8 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
             if limit is not None and produced >= limit:
                 return  # the resampler lags its input: everything up to the declared end is decoded
         yield from resampled(None)
+        if start <= 0:  # the whole sound was decoded: as much as its header promised?
+            check_not_cut_short(container, stream, decoded)
     finally:
         if native is not None:
             own = int(stream.codec_context.sample_rate)

@@ -247,6 +247,37 @@ def test_aac_in_mp4_and_mov_lasts_frames_over_fps_at_ntsc_rates(gen: Path, rate:
         assert sum(1 for _ in c.decode(video=0)) == 83
 
 
+def test_a_dub_cut_short_is_bad_media_not_a_shorter_dub(gen: Path, tmp_path: Path) -> None:
+    """A WAV or FLAC whose copy was cut off decoded what was there, in silence: the clip was rendered to the shorter
+    sound, exit 0. Its header says how long it is: exit 5 naming both lengths. A WAV written to a pipe (no size stated)
+    and whole files read as before."""
+    import av
+
+    wav = write_wav(tmp_path / "whole.wav", mg.tone(2.0, 16000, 1)[:, 0], 16000)
+    flac = tmp_path / "whole.flac"
+    with av.open(str(wav)) as src, av.open(str(flac), "w") as dst:
+        out = dst.add_stream("flac", rate=16000, layout="mono")
+        for frame in src.decode(audio=0):
+            frame.pts = None
+            for packet in out.encode(frame):
+                dst.mux(packet)
+        for packet in out.encode(None):
+            dst.mux(packet)
+    for whole in (wav, flac):
+        assert len(read_audio(whole, None, None)) == 32000
+        cut = tmp_path / f"cut{whole.suffix}"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+        with pytest.raises(MediaError, match=r"cut\.\w+: the file is cut short: its sound ends at \d\.\d+ s, its "
+                                             r"header says 2\.000 s") as err:
+            read_audio(cut)
+        assert err.value.exit_code == 5 and "copy or export the file again" in err.value.hint
+    piped = bytearray(wav.read_bytes())
+    at = piped.index(b"data") + 4
+    piped[at:at + 4] = b"\xff\xff\xff\xff"  # what a writer that cannot seek back states
+    (tmp_path / "piped.wav").write_bytes(piped)
+    assert len(read_audio(tmp_path / "piped.wav", None, None)) == 32000
+
+
 def test_read_audio_without_audio_stream(gen: Path) -> None:
     with pytest.raises(MediaError, match="no audio stream"):
         read_audio(mg.make_clip(gen / "silent.mp4", audio_rate=None, frames=3))
