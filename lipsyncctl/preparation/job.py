@@ -154,7 +154,8 @@ def parse_scale(value: str | None) -> tuple[float | None, tuple[int, int] | None
 def output_size(width: int, height: int, *, max_size: int | None = None, scale: str | None = None,
                 even: bool = True) -> tuple[int, int]:
     """The output ``(width, height)`` for a displayed ``width x height`` picture: ``scale`` first, then
-    ``max_size`` caps the long side (aspect kept); rounded to even sides when ``even`` (4:2:0 video)."""
+    ``max_size`` caps the long side (aspect kept); rounded to even sides when ``even`` (4:2:0 video), down where
+    rounding up would pass ``max_size`` (an odd cap: ``201`` gives at most 200)."""
     factor, box = parse_scale(scale)
     w, h = float(width), float(height)
     if factor is not None:
@@ -170,9 +171,12 @@ def output_size(width: int, height: int, *, max_size: int | None = None, scale: 
     if max_size is not None and max(w, h) > max_size:
         k = max_size / max(w, h)
         w, h = w * k, h * k
-    if even:
-        return max(2, int(w / 2 + 0.5) * 2), max(2, int(h / 2 + 0.5) * 2)  # halves round up
-    return max(1, int(w + 0.5)), max(1, int(h + 0.5))
+    step = 2 if even else 1
+    cap = max_size - max_size % step if max_size is not None else None
+    sides = [max(step, int(v / step + 0.5) * step) for v in (w, h)]  # halves round up
+    if cap is not None and cap >= step:
+        sides = [min(v, cap) for v in sides]
+    return sides[0], sides[1]
 
 
 def _pix_fmt_for(codec: str, wanted: str) -> str:
@@ -334,8 +338,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     pix_fmt = _pix_fmt_for(job.options.codec, job.options.pix_fmt)
     item.width, item.height = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale,
                                           even=pix_fmt.startswith(("yuv420", "yuvj420", "yuv422", "nv12")))
-    if (item.width, item.height) != (dw, dh) and job.scale is None and job.options.max_size is None:
-        item.warnings.append(f"{dw}x{dh} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")
+    asked = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale, even=False)
+    if (item.width, item.height) != asked:  # a size asked for (or the source's) that 4:2:0 cannot store
+        item.warnings.append(f"{asked[0]}x{asked[1]} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")
     if v.is_vfr:
         item.warnings.append(vfr_warning(v.fps, fps))
     if v.interlaced and job.options.deinterlace == "auto":

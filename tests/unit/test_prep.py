@@ -152,6 +152,14 @@ def test_scale_max_size_and_prores(tmp_path: Path) -> None:
     assert probe(pr.output).video.pix_fmt == "yuv422p10le"  # type: ignore[union-attr]
     assert output_size(1080, 1920, scale="-1x720") == (406, 720)  # 405 rounds up to even
     assert output_size(1920, 1080, max_size=1280) == (1280, 720)
+    # an odd cap is never passed by rounding up to even (201 gave 202), and what 4:2:0 changes of a size asked for is
+    # said (only a source's own odd size was)
+    assert output_size(256, 256, max_size=201) == (200, 200) and output_size(320, 240, max_size=201) == (200, 150)
+    assert output_size(256, 256, max_size=201, even=False) == (201, 201)
+    odd = prep([src], tmp_path / "odd", FAST.model_copy(update={"max_size": 201})).items[0]
+    _check_output(odd.output, Fraction(25), 5, (200, 114))
+    assert "201x113 rounded to 200x114 (even sides for yuv420p)" in odd.warnings
+    assert not any("rounded" in w for w in capped.warnings + half.warnings)
     with pytest.raises(UsageError):
         prep([src], tmp_path / "bad", FAST, scale="huge")
 
