@@ -62,7 +62,7 @@ def prep_cmd(
     mux: bool | None = typer.Option(None, "--mux-audio/--no-mux-audio", help="Mux the audio into the video (default on)."),
     allow_no_audio: bool | None = typer.Option(
         None, "--allow-no-audio/--require-audio", help="Files without audio give video-only output instead of failing."),
-    max_size: int | None = typer.Option(None, "--max-size", help="Downscale so the long side is at most this."),
+    max_size: int | None = typer.Option(None, "--max-size", help="Downscale so the long side is at most this (even sides: an odd cap gives one less)."),
     deinterlace: str | None = typer.Option(
         None, "--deinterlace", help="Interlaced sources: auto (bwdif, one frame per frame; default) or off (keep "
         "the fields) (prep.deinterlace)."),

@@ -1,6 +1,8 @@
-"""The README's "Python API" section, executed: every documented call runs with tiny models.
+"""The README's "Python API" section, mirrored with tiny models: its calls run here with tiny networks and files (the
+parts, resolve_config, sync, LipSyncPipeline; of the other jobs, their names are checked), and the official files its
+parts example loads are where an install puts them (the registry's paths).
 
-If this test changes, the README section must change with it (they are the same code).
+If this test changes, the README section must change with it.
 """
 
 from __future__ import annotations
@@ -182,3 +184,20 @@ def test_the_api_takes_its_arguments_as_the_cli_does(tmp_path: Path, monkeypatch
     pipe = lipsyncctl.LipSyncPipeline.from_registry("tiny", sets="inference.steps=1")
     assert calls and pipe.config.inference.steps == 1
     assert pipe.configured("faces.smoothing=false").faces.smoothing is False
+
+
+def test_the_readme_parts_example_names_the_files_an_install_has() -> None:
+    """Its example loaded `models/syncnet-v2/syncnet_v2.model` and `models/latentsync-1.6/stable_syncnet.pt`, where
+    no install puts them (`models/<model>/<path in the registry>`): every such path of the README is a registry file."""
+    import re
+
+    from lipsyncctl.checkpoints.registry import load_registry
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    registry = load_registry()
+    named = re.findall(r'"models/([\w.-]+)/([^"]+)"', readme)
+    assert len(named) >= 4, named
+    for model, path in named:
+        assert model in registry, model
+        paths = [f.path for f in registry.models[model].files]
+        assert path in paths or any(p.startswith(path.rstrip("/") + "/") for p in paths), (model, path, paths)
