@@ -374,7 +374,7 @@ class CurateOptions(_Strict):
     audio_rate: Literal[16000] = Field(16000, description="the training audio rate (official: 16 kHz mono)")
     audio_stream: int = Field(
         0, ge=0, le=63, description="which audio stream of each source is its sound: 0 the first, 1 the second "
-        "(ffmpeg's a:N); the sources with several are listed in the run's warnings; one without that stream fails")
+        "(ffmpeg's a:N); the sources with several are listed in the run's warnings; one without that stream is rejected, no-audio")
     min_seconds: float = Field(
         2.0, ge=0.5, le=60, description="sources and shots shorter than this are rejected ('too-short')"
     )

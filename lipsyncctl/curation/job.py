@@ -40,7 +40,7 @@ from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
 from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source, stage_end
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
-from lipsyncctl.curation.rebuild import rebuild, set_views_generation, stage_names, views_generation
+from lipsyncctl.curation.rebuild import VIEWS, rebuild, set_views_generation, stage_names, views_generation
 from lipsyncctl.curation.records import (
     STAGES,
     ClipRecord,
@@ -111,11 +111,18 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     # 1. Sources, output checks, this shard's part.
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
+    if data.is_dir() and not RecordStore.of(data).root.is_dir():  # not curate's: its files of those names are not ours
+        theirs = [name for name in VIEWS if os.path.lexists(data / name)]
+        if theirs:
+            raise UsageError(f"-o {data}: holds {', '.join(theirs)} that curate did not write (it is no curated "
+                             "dataset); curate would replace them", hint="give a new folder (or a dataset curate "
+                             "made) for -o")
     check_writable(data / "curate.yaml", probe=not dry_run, name=data)  # a dry run reads the permission bits only
     others = LeftOut()
     # another curated dataset inside the inputs (a 512 px curation beside the 256 px one, an earlier -o RAW): its
     # aligned clips are not sources (faces of faces, the same speakers under new ids on both sides of the split)
-    pairs = collect_inputs(list(inputs), data, others=others,
+    # (two files that differ only by their extension, a clip and its re-export, keep it in their ids: x_mp4, x_mov)
+    pairs = collect_inputs(list(inputs), data, others=others, unique_stems=True,
                            closed=lambda folder: RecordStore.of(folder).root.is_dir())
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")

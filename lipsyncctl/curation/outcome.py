@@ -140,6 +140,7 @@ class Tally:
     folders: Counter[int] = field(default_factory=Counter)  # sources per folder (by the hash of its name)
     kept_groups: set[str] = field(default_factory=set)
     kept_in_val: bool = False
+    kept_in_train: bool = False
 
     def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], *, group: str | None, split: str,
             folder: int | None = None) -> None:
@@ -157,6 +158,7 @@ class Tally:
             self.clips[str(c.decision.verdict)] += 1
             if c.decision.verdict == Verdict.KEPT:
                 self.kept_frames += c.frames
+                self.kept_in_train = self.kept_in_train or split == "train"
                 if self.kept_in_val or group is None:
                     pass
                 elif split == "val":  # the "no kept span in val" warning cannot be said: the groups are let go

@@ -175,6 +175,10 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
         _warn(result, f"no span of the {len(result.sources)} source(s) is kept: training has nothing to read "
                       "(report.html says why each was rejected; loosen a threshold and rerun `lipsyncctl curate "
                       "report`)")
+    if whole and tally.clips.get(str(Verdict.KEPT)) and not tally.kept_in_train:
+        _warn(result, f"every kept span is in val (curate.val_fraction {options.val_fraction:g}, split by "
+                      f"{options.split_by}): train has nothing to read (a smaller val_fraction, another split_seed, "
+                      "or curate.split_by=source where the sources share one folder)")
     groups = tally.kept_groups
     # said where val was to be expected (a group or more at val_fraction): a handful of sources often has none
     if whole and not tally.kept_in_val and len(groups) * options.val_fraction >= 1:

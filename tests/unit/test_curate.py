@@ -812,3 +812,22 @@ def test_a_source_whose_name_is_not_utf8_is_curated(corpus: Path, tmp_path: Path
     doc = json.loads(capsys.readouterr().out)
     assert sorted(s["path"] for s in doc["sources"]) == sorted([odd, str(raw / "ok.mp4")])
     assert b"bad\xff.mp4" in (tmp_path / "d" / "report.html").read_bytes()
+
+
+def test_a_split_that_leaves_train_empty_is_said(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Split by a folder every source shares (grandparent of a flat folder) puts the whole dataset on one side: when
+    that is val, train had nothing and nothing said so (an empty val was warned about)."""
+    from lipsyncctl.curation.job import report_curation
+
+    data = tmp_path / "copy"
+    shutil.copytree(first_run["data"], data)
+    said = {}
+    for seed in range(40):
+        res = report_curation(data, cfg.resolve("tiny", ["curate.val_fraction=0.5", "curate.split_by=grandparent",
+                                                         f"curate.split_seed={seed}"]))
+        kept = [line["split"] for line in _manifest(data) if line["decision"]["verdict"] == "kept"]
+        empty = bool(kept) and "train" not in kept
+        said[empty] = [w for w in res.warnings if w.startswith("every kept span is in val")]
+        if len(said) == 2:
+            break
+    assert said[True] and "split by grandparent" in said[True][0] and said[False] == []

@@ -204,3 +204,38 @@ def test_a_curated_dataset_in_the_inputs_gives_no_sources(env, tmp_path: Path) -
         "a.mp4", "b.mp4", "speaker/c.mp4"]
     said = [w for w in result.warnings if "curated dataset" in w]
     assert len(said) == 1 and said[0].startswith("2 curated dataset folder(s) in the inputs: their subfolders") and "data256" in said[0]
+
+
+def test_an_output_folder_holding_files_curate_did_not_write_is_refused(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`-o` a LatentSync data root of one's own (its train.txt, curate did not write): the run replaced train.txt,
+    report.json and curate.yaml without a word. Refused before any work, the files untouched; a folder holding other
+    files only, and a dataset curate made, are written as before."""
+    from lipsyncctl.errors import UsageError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.txt").write_text("/my/fileslist.mp4\n")
+    (mine / "notes.md").write_text("x")
+    for dry in (True, False):
+        with pytest.raises(UsageError, match=r"holds train.txt that curate did not write") as err:
+            run_curation([env["raw"] / "a.mp4"], mine, cfg.resolve("tiny"), until="probe", dry_run=dry)
+        assert err.value.exit_code == 2
+    assert (mine / "train.txt").read_text() == "/my/fileslist.mp4\n" and not (mine / ".lipsyncctl").exists()
+    (mine / "train.txt").unlink()
+    assert run_curation([env["raw"] / "a.mp4"], mine, cfg.resolve("tiny"), until="probe").ok
+    assert run_curation([env["raw"] / "a.mp4"], mine, cfg.resolve("tiny"), until="probe").ok  # its own views now
+
+
+def test_two_files_differing_by_extension_are_two_sources(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`x.mp4` beside `x.mov` (a clip and its re-export) stopped the whole run: "one source id", with a hint to give the
+    folder that holds them, which was given. Each keeps its extension in its id."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(env["raw"] / "a.mp4", raw / "x.mp4")
+    shutil.copy(env["raw"] / "a.mp4", raw / "x.mov")
+    shutil.copy(env["raw"] / "b.mp4", raw / "y.mp4")
+    result = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe", dry_run=True)
+    assert sorted(Path(s.path).name for s in result.sources) == ["x.mov", "x.mp4", "y.mp4"]
+    assert len({s.id for s in result.sources}) == 3
