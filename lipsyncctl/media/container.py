@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import os
 import re
 from collections.abc import Iterator
 from fractions import Fraction
@@ -18,7 +19,9 @@ from typing import Any
 from lipsyncctl.errors import MediaError
 
 #: Extensions treated as single images (an image sequence is a pattern over these).
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".dpx", ".webp"})
+#: the extensions of an image sequence's files (FFmpeg's image2 formats a VFX pipeline hands over)
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".dpx", ".webp", ".tga", ".jp2",
+                        ".j2k", ".ppm", ".pgm", ".sgi", ".hdr", ".jxl"})
 #: Extensions ``prep`` picks up when walking a directory.
 MEDIA_EXTS = frozenset(
     {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
@@ -35,8 +38,16 @@ _PATTERN = re.compile(r"%0?(\d*)d")
 
 
 def is_image_sequence(path: str | Path) -> bool:
-    """True for an ffmpeg ``image2`` pattern (``%04d`` / ``%d`` in the file name)."""
-    return bool(_PATTERN.search(Path(path).name))
+    """True for an ffmpeg ``image2`` pattern (``%04d`` / ``%d`` in the file name) of images (:data:`IMAGE_EXTS`): a
+    video named ``shot%03d.mp4`` (or its ``shot%03d.prep.json``) is that file, and so is an image of that very name."""
+    name = Path(path).name
+    return bool(_PATTERN.search(name)) and Path(name).suffix.lower() in IMAGE_EXTS and not os.path.isfile(path)
+
+
+def names_a_sequence(path: str | Path) -> bool:
+    """Whether the name holds an ``image2`` pattern (``%04d``) whatever its extension (an output ``plate.%04d.mp4``
+    asks for a sequence in a format not written; :func:`is_image_sequence` reads it as a video's name)."""
+    return bool(_PATTERN.search(Path(path).name)) and not os.path.isfile(path)
 
 
 def sequence_files(pattern: str | Path) -> list[Path]:

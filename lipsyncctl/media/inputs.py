@@ -139,7 +139,7 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *, unique_
             if not sequence_files(path):
                 raise UsageError(f"{text}: no image matches this sequence pattern")
             found.append((path, Path(_sequence_stem(path))))
-        elif glob.has_magic(text):
+        elif glob.has_magic(text) and not os.path.lexists(text):  # (a file named `take[1].mov` is that file)
             base = _glob_base(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             under = _Under(out_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -665,3 +666,25 @@ def test_a_walk_skips_the_output_folder_and_takes_a_file_once(tmp_path: Path) ->
                                        "raw/out/x/4.mp4", "gone.mp4"]
     assert names([str(raw / "**" / "*.mp4")], raw / "out") == ["raw/2.mp4", "raw/a/1.mp4", "raw/a/hard.mp4"]
     assert names([raw / "out"], raw / "out") == ["raw/out/3.mp4"]  # inside it: its own files, none of its folders
+
+
+def test_a_file_whose_name_reads_as_a_pattern_is_that_file(tmp_path: Path) -> None:
+    """Editors' names: `take[1].mp4` was read as a glob class ("the pattern matches no file", exit 2, the whole run
+    stopped) and `shot%03d.mp4` as an image sequence ("no image matches"): a path that exists is that file; a pattern
+    that is no file still expands."""
+    from lipsyncctl.media.container import is_image_sequence
+    from lipsyncctl.media.inputs import collect_inputs
+
+    src = mg.make_clip(tmp_path / "base.mp4", frames=3)
+    (tmp_path / "in").mkdir()
+    for name in ("take[1].mp4", "shot%03d.mp4"):
+        shutil.copy(src, tmp_path / "in" / name)
+    (tmp_path / "in" / "take1.mp4").write_bytes(src.read_bytes())
+    for name in ("take[1].mp4", "shot%03d.mp4"):
+        path = tmp_path / "in" / name
+        assert collect_inputs([str(path)], tmp_path / "out") == [(path, Path(name).with_suffix(""))]
+    assert not is_image_sequence(tmp_path / "in" / "shot%03d.mp4") and is_image_sequence(tmp_path / "in" / "f%03d.png")
+    assert [p.name for p, _ in collect_inputs([str(tmp_path / "in" / "take[1]*.mp4")], tmp_path / "out")] == [
+        "take1.mp4"]  # a pattern that is no file: a glob, as before
+    done = prep([tmp_path / "in" / "take[1].mp4", tmp_path / "in" / "shot%03d.mp4"], tmp_path / "out", FAST)
+    assert [i.status for i in done.items] == ["done", "done"], [i.reason for i in done.items]
