@@ -209,6 +209,12 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
         raw = store.load("sources", t.id)
         if raw is None or str(Path(raw["path"]).absolute()) != t.path:
             unknown[t.path] = t.id
+        if raw is not None and raw["path"] != t.path and _another_file(raw["path"], t.path):
+            # another folder's file of the same name inside it (batch1/x.mp4, now batch2/x.mp4): its clips were
+            # replaced by this one's, in silence (a moved tree, whose old path is gone, keeps its ids)
+            raise UsageError(f"{t.path} and {raw['path']} (in {data} from an earlier run): one source id, the same "
+                             "name inside the folders given", hint="rename one of them, or curate this folder into "
+                             "another DATA (a source's id is its path inside the folder given)")
     gone: dict[str, tuple[str, str]] = {}  # fingerprint -> (id, path) of the stored sources whose file is gone
     for rid in store.each_id("sources") if unknown else ():  # (no order needed: not a million ids sorted)
         raw = store.load("sources", rid)
@@ -230,6 +236,14 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
             raise UsageError(f"{path} holds what source {rid} of {data} held, whose file {old} is gone (moved or "
                              f"renamed){more}: its clips would be in DATA twice, under two ids",
                              hint="put the files back where they were, or curate the new tree into another folder")
+
+
+def _another_file(recorded: str, given: str) -> bool:
+    """Whether ``recorded`` (a stored source's path) is still there as a file other than ``given``."""
+    try:
+        return os.path.isfile(recorded) and not os.path.samefile(recorded, given)
+    except OSError:
+        return False
 
 
 def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry_run: bool = False) -> CurateResult:

@@ -470,7 +470,15 @@ def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_reco
                                          r".*a/00001.mp4 is gone \(moved or renamed\)") as err:
         run_curation([tmp_path], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
     assert "put the files back" in err.value.hint
-    os.remove(tmp_path / "a" / "take1.mp4")
+    # another batch's file of the same name inside its folder (a/00001.mp4 and, a run later, b/00001.mp4 given as
+    # b/): one id, and b's replaced a's clips in silence; refused while a's file is there
+    os.rename(tmp_path / "a" / "take1.mp4", tmp_path / "a" / "00001.mp4")
+    run_curation([tmp_path / "a"], tmp_path / "batches", cfg.resolve("tiny"), until="probe")
+    with pytest.raises(UsageError, match=r"b/00001.mp4 and .*a/00001.mp4 \(in .*batches from an earlier run\): one "
+                                         r"source id") as err:
+        run_curation([tmp_path / "b"], tmp_path / "batches", cfg.resolve("tiny"), until="probe")
+    assert "rename one of them" in err.value.hint
+    os.remove(tmp_path / "a" / "00001.mp4")
     shutil.copy(corpus / "cut.mp4", tmp_path / "b" / "00002.mp4")
     added = run_curation([tmp_path], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
     assert sorted(Path(s.path).name for s in added.sources if s.computed) == ["00002.mp4"]
