@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -92,6 +93,22 @@ def test_the_face_span_is_aligned_with_its_audio_and_matrices(first) -> None:  #
     assert line["aligned"] == str(path) and line["detector"] == detector
     assert (first["data"] / "train.txt").read_text().splitlines() + (first["data"] / "val.txt").read_text(
     ).splitlines() == [str(path)]
+
+
+def test_a_moved_or_copied_dataset_lists_its_own_files(first, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """DATA moved (or copied) and its views rebuilt: train.txt and the manifest named the files at the old place (its
+    records hold the paths they were written at): gone after a move, the original's after a copy."""
+    import shutil
+
+    from lipsyncctl.curation.job import report_curation
+
+    moved = tmp_path / "moved"
+    shutil.copytree(first["data"], moved)
+    report_curation(moved, cfg.resolve("tiny"))
+    listed = (moved / "train.txt").read_text().splitlines() + (moved / "val.txt").read_text().splitlines()
+    assert listed and all(line.startswith(f"{moved}{os.sep}") and Path(line).is_file() for line in listed)
+    text = (moved / "manifest.jsonl").read_text()
+    assert f'"{first["data"]}{os.sep}' not in text and f'"{moved}{os.sep}aligned{os.sep}' in text
 
 
 def test_the_faceless_shot_is_rejected_at_its_first_frame_without_a_file(first) -> None:  # type: ignore[no-untyped-def]
