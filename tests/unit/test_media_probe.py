@@ -100,6 +100,10 @@ def test_the_nominal_rate_of_variable_rate_cadences() -> None:
     drops = [1 / 30 * (2 if k % 10 == 0 else 1) for k in range(600)]  # one frame in ten dropped
     assert _nominal(drops) == 30
     assert _nominal(list(np.clip(1001 / 30000 + rng.normal(0, 0.003, 600), 0.004, None))) == Fraction(30000, 1001)
+    # near-duplicate frames a tick apart (a third of the spacings) are no rate: they read 90000 fps, and a 2 s clip
+    # was planned as 180,000 frames
+    assert _nominal([1 / 25, 1 / 25, 1 / 90000] * 200) == 25
+    assert _nominal([1 / 90000] * 300 + [1 / 25]) <= 240
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
