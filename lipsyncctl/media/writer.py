@@ -40,6 +40,15 @@ class CodecSpec:
     profile: str | None = None      # default profile (ProRes / DNxHR)
     options: dict[str, str] = field(default_factory=dict)
     codec_tag: str | None = None
+    min_size: tuple[int, int] | None = None  # the smallest picture (width, height) the encoder codes
+
+
+def size_refused(codec: str, width: int, height: int) -> str | None:
+    """Why the ``CODECS`` codec ``codec`` cannot code a ``width x height`` picture (DNxHR: under 256x120), or None."""
+    least = CODECS[codec].min_size
+    if least is not None and (width < least[0] or height < least[1]):
+        return f"{codec} codes pictures of at least {least[0]}x{least[1]}, not {width}x{height}"
+    return None
 
 
 _MP4_FAMILY = (".mp4", ".mov", ".mkv", ".m4v")
@@ -52,8 +61,8 @@ CODECS: dict[str, CodecSpec] = {
                       codec_tag="hvc1"),  # hvc1: QuickTime/Apple players refuse hev1-tagged mp4
     # prores_ks profiles: proxy lt standard hq 4444 4444xq
     "prores": CodecSpec("prores_ks", "yuv422p10le", (".mov", ".mkv"), profile="hq", options={"vendor": "apl0"}),
-    # DNxHR: lb sq hq (8-bit 4:2:2), hqx (10-bit), 444; needs at least 256x120 pixels
-    "dnxhr": CodecSpec("dnxhd", "yuv422p", (".mov", ".mxf"), profile="dnxhr_hq"),
+    # DNxHR: lb sq hq (8-bit 4:2:2), hqx (10-bit), 444
+    "dnxhr": CodecSpec("dnxhd", "yuv422p", (".mov", ".mxf"), profile="dnxhr_hq", min_size=(256, 120)),
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
@@ -323,6 +332,8 @@ class VideoWriter:
         if self.pix_fmt.startswith(("yuv420", "yuvj420", "nv12")) and (width % 2 or height % 2):
             raise MediaError(f"{self.path}: {width}x{height} has an odd side, which {self.pix_fmt} cannot store",
                              hint="scale to even dimensions (prep does this with --scale/--max-size)")
+        if not self.sequence and (why := size_refused(self.codec, width, height)):
+            raise MediaError(f"{self.path}: {why}", hint="choose another codec (prores, ffv1), or scale the picture")
         try:
             if self.sequence:  # image2: one file a frame, numbered from start_number
                 self._container = av.open(str(self._tmp), "w", format="image2",

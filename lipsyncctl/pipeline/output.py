@@ -289,19 +289,23 @@ def interlace_warning(options: OutputOptions, fields: str, field_order: str | No
 
 def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str | None,
                      size: tuple[int, int]) -> None:
-    """Fail fast (before any work) when the pixel format written cannot store ``size`` (width, height):
-    4:2:0 needs even sides, and an odd-sized source keeps its size (nothing is cropped or scaled).
+    """Fail fast (before any work) when the pixel format written cannot store ``size`` (width, height): 4:2:0 needs
+    even sides, and an odd-sized source keeps its size (nothing is cropped or scaled); or the encoder cannot code it
+    (DNxHR under 256x120).
 
     Raises:
         MediaError: e.g. a 539x959 RGB or 4:4:4 source into the default 4:2:0 H.264.
     """
     from lipsyncctl.media.container import is_image_sequence
-    from lipsyncctl.media.writer import CODECS
+    from lipsyncctl.media.writer import CODECS, size_refused
 
     if is_image_sequence(output):  # RGB, any size
         return
     pix_fmt = output_pix_fmt(options, source_pix_fmt) or CODECS[OUTPUT_CODECS[options.codec].writer_codec].pix_fmt
     width, height = size
+    if why := size_refused(OUTPUT_CODECS[options.codec].writer_codec, width, height):
+        raise MediaError(f"{output}: the picture is {width}x{height}; {why}",
+                         hint="use --codec prores_hq or ffv1 for it (or scale it up first: `lipsyncctl prep --scale`)")
     if pix_fmt.startswith(("yuv420", "yuvj420", "nv12")) and (width % 2 or height % 2):
         raise MediaError(f"{output}: the picture is {width}x{height}; {options.codec} in {pix_fmt} cannot store an odd side",
                          hint="use --set output.pix_fmt=yuv444p or --codec ffv1, or make the sides even first "

@@ -338,6 +338,12 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     pix_fmt = _pix_fmt_for(job.options.codec, job.options.pix_fmt)
     item.width, item.height = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale,
                                           even=pix_fmt.startswith(("yuv420", "yuvj420", "yuv422", "nv12")))
+    from lipsyncctl.media.writer import size_refused
+    from lipsyncctl.pipeline.output import OUTPUT_CODECS
+
+    if why := size_refused(OUTPUT_CODECS[job.options.codec].writer_codec, item.width, item.height):
+        raise MediaError(f"{item.input}: prepared at {item.width}x{item.height}; {why}",
+                         hint="prepare it with another --codec (prores_hq, ffv1, h264), or a larger --scale")
     asked = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale, even=False)
     if (item.width, item.height) != asked:  # a size asked for (or the source's) that 4:2:0 cannot store
         item.warnings.append(f"{asked[0]}x{asked[1]} rounded to {item.width}x{item.height} (even sides for {pix_fmt})")

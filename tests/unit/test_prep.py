@@ -688,3 +688,20 @@ def test_a_file_whose_name_reads_as_a_pattern_is_that_file(tmp_path: Path) -> No
         "take1.mp4"]  # a pattern that is no file: a glob, as before
     done = prep([tmp_path / "in" / "take[1].mp4", tmp_path / "in" / "shot%03d.mp4"], tmp_path / "out", FAST)
     assert [i.status for i in done.items] == ["done", "done"], [i.reason for i in done.items]
+
+
+def test_a_picture_dnxhr_cannot_code_fails_before_any_work_naming_why(tmp_path: Path) -> None:
+    """DNxHR codes pictures of at least 256x120: a smaller one failed at its first encoded frame, naming a hidden
+    temporary file and blaming the input (sync: after the networks had loaded and a window was rendered)."""
+    from lipsyncctl import config as cfg
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.pipeline.output import check_frame_size
+
+    src = mg.make_clip(tmp_path / "small.mp4", frames=3, size=(240, 240))
+    item = prep([src], tmp_path / "out", FAST.model_copy(update={"codec": "dnxhr_hq"})).items[0]
+    assert item.status == "failed" and "prepared at 240x240; dnxhr codes pictures of at least 256x120" in item.reason
+    assert ".~" not in item.reason
+    options = cfg.resolve("tiny", ["output.codec=dnxhr_hq"]).output
+    with pytest.raises(MediaError, match=r"out.mov: the picture is 240x240; dnxhr codes pictures of at least 256x120"):
+        check_frame_size(tmp_path / "out.mov", options, "yuv420p", (240, 240))
+    check_frame_size(tmp_path / "out.mov", options, "yuv420p", (257, 120))  # (no parity rule: 257 is coded)
