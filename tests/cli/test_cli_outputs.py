@@ -322,3 +322,14 @@ def test_timeline_worker_turns_sigterm_into_an_interrupt(tmp_path: Path) -> None
         assert isinstance(exc, BrokenProcessPool), exc
         assert isinstance(second.exception(timeout=60), BrokenProcessPool)
     assert marker.read_text() == "cleaned up\n"  # the first task cleaned up; the second never started
+
+
+def test_an_output_name_held_by_a_link_to_nothing_is_there(media, models_dir: Path, tmp_path: Path,
+                                                           no_face_pass: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stale symbolic link in a delivery folder: the start's check followed it (nothing there), the whole clip was
+    rendered, then the rename found the name taken ("another run wrote it", exit 2). It is there from the start."""
+    out = tmp_path / "dangling.mp4"
+    out.symlink_to(tmp_path / "nowhere" / "x.mp4")
+    assert main(_sync(media, out)) == 2
+    assert "dangling.mp4: exists; refusing to replace it" in capsys.readouterr().err
+    assert out.is_symlink() and not out.exists()
