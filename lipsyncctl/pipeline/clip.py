@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl import progress
-from lipsyncctl.errors import MediaError, NoFaceError
+from lipsyncctl.errors import MediaError, NoFaceError, UsageError
 from lipsyncctl.media.container import exists, is_image_sequence, sequence_file, sequence_files
 from lipsyncctl.media.rates import exact
 from lipsyncctl.pipeline.output import matte_path, run_yaml_path
@@ -202,8 +202,6 @@ def sync_clip(
     clock = _Clock()
     video, audio, output = Path(video), Path(audio), Path(output)
     if frames is not None and (start is not None or end is not None):
-        from lipsyncctl.errors import UsageError
-
         raise UsageError("give a frame range or start/end seconds, not both")
     warnings: list[str] = []
     check_output(output, config.output)  # first: `-o .` or `-o /` has no name to make the matte's or record's of
@@ -268,7 +266,12 @@ def sync_clip(
     out_fps = None if config.sync.fps == "source" else parse_rate(config.sync.fps)  # 29.97: 30000/1001
     plan = plan_clip(stop - first, grid, audio_samples, audio_rate, config.sync.length_policy, fps=out_fps,
                      first_frame=first)
-    check_container_rate(output, plan.fps)  # an MXF holds the SMPTE rates only: said before any work
+    try:  # an MXF holds the SMPTE rates only: said before any work; the source's rate is its media's (5), a rate
+        check_container_rate(output, plan.fps)  # asked for (--fps) the user's choice (2)
+    except MediaError as exc:
+        if out_fps is None:
+            raise
+        raise UsageError(f"--fps {config.sync.fps}: {exc.message}", hint=exc.hint) from None
     number = _first_number(video, plan, config)  # an image-sequence output's first file
     mismatch = length_mismatch_warning(plan, start, end) if frames is None else None  # an edit's range: exact
     if mismatch:
