@@ -135,7 +135,7 @@ class TrackCensus:
         if not self.first:
             return "no face found"
         return "tracks found: " + ", ".join(
-            f"{tid} at ({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}) in {n} frames"
+            f"{tid} at ({f.box[0]:.0f},{f.box[1]:.0f})-({f.box[2]:.0f},{f.box[3]:.0f}) in {n} frame{'s' * (n != 1)}"
             for tid, (f, n) in sorted(self.first.items()))
 
     def several_warning(self, fps: float) -> str | None:

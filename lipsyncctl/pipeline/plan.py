@@ -195,7 +195,7 @@ def end_clamp_warning(total_frames: int, fps: Fraction, end: float | None) -> st
         return None
     duration = float(total_frames / Fraction(fps))
     return (f"--end {end:g} s is past the end of the clip: clamped to the clip's duration "
-            f"({duration:.3f} s, {total_frames} frames)")
+            f"({duration:.3f} s, {total_frames} frame{'s' * (total_frames != 1)})")
 
 
 #: what each length policy does with the picture when the audio is longer / shorter (module docstring)
@@ -218,7 +218,7 @@ def length_mismatch_warning(plan: ClipPlan, start: float | None = None, end: flo
     selection = f"the picture selected by {given}" if given else "the clip"
     what = (_LONGER if audio > picture else _SHORTER)[plan.policy]
     return (f"the audio ({plan.audio_seconds:.3f} s) is {'longer' if audio > picture else 'shorter'} than "
-            f"{selection} ({float(picture / plan.fps):.3f} s, {picture} frames): {what} (length policy "
+            f"{selection} ({float(picture / plan.fps):.3f} s, {picture} frame{'s' * (picture != 1)}): {what} (length policy "
             f"{plan.policy}); the output has {plan.num_frames} frame{'s' if plan.num_frames != 1 else ''} "
             f"({plan.duration:.3f} s)")
 

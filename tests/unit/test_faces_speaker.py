@@ -43,7 +43,7 @@ def test_a_face_choice_matching_nothing_is_a_wrong_argument_naming_the_tracks():
         select_speaker(frames, select="id", track_id=7)
     assert err.value.exit_code == 2 and isinstance(err.value, NoFaceError)  # a timeline shot: still "no face"
     assert "no face with track id 7" in err.value.message
-    assert "tracks found: 0 at (0,0)-(100,120) in 2 frames, 3 at (200,0)-(300,120) in 1 frames" in err.value.message
+    assert "tracks found: 0 at (0,0)-(100,120) in 2 frames, 3 at (200,0)-(300,120) in 1 frame" in err.value.message
     with pytest.raises(FaceChoiceError, match=r"no face covers the point \(500, 50\).*tracks found: 0 at"):
         select_speaker(frames, select="point", point=(500, 50))
     assert [f.track_id for f in select_speaker(frames, select="point", point=(250, 50)) if f] == [3]
