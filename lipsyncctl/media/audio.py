@@ -190,6 +190,16 @@ def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1
     return samples, max(0, decoded + round((first - Fraction(start)) * own)), own
 
 
+def loudest_channel(path: str | Path, *, stream_index: int | None = None, start: Fraction | float = 0) -> float:
+    """The peak (0..1) of the loudest channel of ``path``'s sound from ``start`` on, each channel on its own (at 16 kHz;
+    streamed)."""
+    peak = 0.0
+    for chunk in iter_audio(path, 16000, None, start=float(start), stream_index=stream_index):
+        if len(chunk):
+            peak = max(peak, float(np.abs(chunk).max()))
+    return peak
+
+
 #: Samples :func:`read_audio` keeps in memory when it is given a folder: more go to a file mapped from there
 #: (2 minutes at 16 kHz, 7.7 MB of float32 mono).
 SPILL_SAMPLES = 16000 * 120

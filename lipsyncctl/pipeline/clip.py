@@ -176,7 +176,7 @@ def sync_clip(
         MissingModelError / CheckpointError / DeviceError: see their docs.
     """
     from lipsyncctl.media.atomic import OVERWRITE_HINT, check_not_input, check_writable
-    from lipsyncctl.media.audio import read_audio_and_length
+    from lipsyncctl.media.audio import loudest_channel, read_audio_and_length
     from lipsyncctl.media.mux import tags_not_carried
     from lipsyncctl.media.rates import parse_rate
     from lipsyncctl.media.reader import IndexedReader
@@ -256,7 +256,9 @@ def sync_clip(
             audio_samples = min(audio_samples, shown)
         # a timeline's shot (its output an intermediate render) may have no dialogue: its silence is no mistake
         if level := level_warning(inputs.dub.codec, mono, several=inputs.several is not None,
-                                  silent=delivery is None):
+                                  silent=delivery is None,
+                                  channel_peak=lambda: loudest_channel(audio, stream_index=audio_stream,
+                                                                       start=dub_start)):
             warnings.append(level)
     check_frame_size(output, config.output, vinfo.pix_fmt, vinfo.display_size)
     check_point(config, vinfo.display_size)

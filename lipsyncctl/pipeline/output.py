@@ -28,6 +28,7 @@ moved by one level between 1 and 2 threads on the tiny model), so run.yaml recor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -236,19 +237,26 @@ def vfr_warning(mean: Fraction, grid: Fraction) -> str:
             "the picture stays in step with the sound)")
 
 
-def level_warning(codec: str, samples: np.ndarray, several: bool = False, silent: bool = True) -> str | None:
+def level_warning(codec: str, samples: np.ndarray, several: bool = False, silent: bool = True,
+                  channel_peak: Callable[[], float] | None = None) -> str | None:
     """What the dub's level tells (``samples``: its 16 kHz mono copy, read a block at a time: a long one is mapped
     from disk; ``codec``: the dub's own; ``several``: its file has several sound streams): a silent dub (its peak
     below :data:`SILENT_DBFS`: every mouth is rendered to silence; not with ``silent`` False: a timeline's shot
     without dialogue is no mistake) or a floating-point one above full scale (a PCM
     output clips it; AAC keeps it above full scale, which a player clips; half a decibel over is needed: a resampled
-    sound of an exactly full-scale file may overshoot by less)."""
+    sound of an exactly full-scale file may overshoot by less). ``channel_peak``: the peak of the dub's loudest
+    channel on its own, asked for when the mono mix is silent (channels that cancel in the mix: one polarity-inverted)."""
     import math
 
     step = 1 << 20
     peak = max((float(np.abs(samples[i:i + step]).max()) for i in range(0, len(samples), step)), default=0.0)
     level = 20 * math.log10(peak) if peak > 0 else -math.inf
     if level < SILENT_DBFS and silent:
+        own = channel_peak() if channel_peak is not None else 0.0
+        if own > 0 and 20 * math.log10(own) >= SILENT_DBFS:  # the file plays: only the mix the model hears is silent
+            return (f"the dub's channels cancel in the mono mix the model hears (one is polarity-inverted? each peaks "
+                    f"at {20 * math.log10(own):.0f} dBFS on its own): every mouth is rendered to silence; give a mono "
+                    "file of one channel (ffmpeg -i DUB -af 'pan=mono|c0=c0' dub_mono.wav)")
         said = "digital silence" if peak == 0 else f"peak {level:.0f} dBFS"
         other = " or another of its sound streams (--set sync.audio_stream=N)" if several else ""
         return (f"the dub is silent ({said}): every mouth is rendered to silence; check that it is the right file"

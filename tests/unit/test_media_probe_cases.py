@@ -363,3 +363,20 @@ def test_alpha_a_lost_aspect_and_a_clipped_float_dub_are_said() -> None:
     assert "peak -70 dBFS" in quiet and "sync.audio_stream" in quiet
     assert level_warning("aac", np.zeros(1600, np.float32), silent=False) is None  # a timeline shot without dialogue
     assert level_warning("aac", np.full(1600, 0.01, np.float32)) is None  # -40 dBFS: quiet, not silent
+
+
+def test_a_dub_whose_channels_cancel_in_the_mono_mix_is_said_so(tmp_path: Path) -> None:
+    """One channel polarity-inverted: the file plays at full level, the mono mix the model hears is silence. It was
+    called "silent (digital silence): check that it is the right file", which it is."""
+    from lipsyncctl.media.audio import loudest_channel, read_audio, write_wav
+    from lipsyncctl.pipeline.output import level_warning
+
+    tone = 0.5 * np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000).astype(np.float32)
+    dub = write_wav(tmp_path / "inverted.wav", np.stack([tone, -tone], axis=1), 16000)
+    mono = read_audio(dub, 16000, 1)
+    said = level_warning("pcm_s16le", mono, channel_peak=lambda: loudest_channel(dub)) or ""
+    assert "the dub's channels cancel in the mono mix the model hears" in said and "-6 dBFS" in said, said
+    assert "pan=mono|c0=c0" in said
+    silent = write_wav(tmp_path / "silent.wav", np.zeros((1600, 2), np.float32), 16000)
+    assert "digital silence" in (level_warning("pcm_s16le", read_audio(silent, 16000, 1),
+                                               channel_peak=lambda: loudest_channel(silent)) or "")
