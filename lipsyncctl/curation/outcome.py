@@ -141,6 +141,8 @@ class Tally:
     kept_groups: set[str] = field(default_factory=set)
     kept_in_val: bool = False
     kept_in_train: bool = False
+    tiny_measured: int = 0  # kept spans a clip stage measured with the tiny preset's random networks
+    resolutions: Counter[int] = field(default_factory=Counter)  # kept spans by their aligned resolution
 
     def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], *, group: str | None, split: str,
             folder: int | None = None) -> None:
@@ -159,6 +161,10 @@ class Tally:
             if c.decision.verdict == Verdict.KEPT:
                 self.kept_frames += c.frames
                 self.kept_in_train = self.kept_in_train or split == "train"
+                self.tiny_measured += any(str(c.summary.get(k, "")).startswith("tiny preset")
+                                          for k in ("sync_note", "quality_note"))
+                if isinstance(c.summary.get("resolution"), int):
+                    self.resolutions[c.summary["resolution"]] += 1
                 if self.kept_in_val or group is None:
                     pass
                 elif split == "val":  # the "no kept span in val" warning cannot be said: the groups are let go

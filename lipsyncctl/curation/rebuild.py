@@ -106,7 +106,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             return result
         warn_decisions(result, options, complete=complete)
         report = {"counts": result.counts(), "until": str(until), "split": listed,
-                  "histograms": views.histograms(values)}
+                  "histograms": views.histograms(values), "warnings": list(result.warnings)}
         # the sources a line each, in the manifest's order (a VoxCeleb2-size dataset has a million: not held as
         # one text, read back from the spool); the page lists the first of those not kept
         report_json.write(json.dumps(report, indent=1).removesuffix("\n}") + ',\n "sources": [')
@@ -195,9 +195,11 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
     if not complete:
         return
     if whole and result.sources and not tally.clips.get(str(Verdict.KEPT)):
-        _warn(result, f"no span of the {len(result.sources)} source(s) is kept: training has nothing to read "
-                      "(report.html says why each was rejected; loosen a threshold and rerun `lipsyncctl curate "
-                      "report`)")
+        failed = sum(tally.failed.values())
+        why = (f"{failed} failed (report.json gives each error: fix it and rerun `lipsyncctl curate`, which retries "
+               "them)" if failed else "report.html says why each was rejected; loosen a threshold and rerun "
+               "`lipsyncctl curate report`")
+        _warn(result, f"no span of the {len(result.sources)} source(s) is kept: training has nothing to read ({why})")
     if whole and tally.clips.get(str(Verdict.KEPT)) and not tally.kept_in_train:
         _warn(result, f"every kept span is in val (curate.val_fraction {options.val_fraction:g}, split by "
                       f"{options.split_by}): train has nothing to read (a smaller val_fraction, another split_seed, "
@@ -208,6 +210,16 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
         _warn(result, f"no kept span is in val ({len(groups)} split groups at curate.val_fraction "
                       f"{options.val_fraction:g}): train's held-out loss and validation have nothing (a larger "
                       "val_fraction, another split_seed, or run.val_clip)")
+    if tally.tiny_measured:  # (a demo's dataset, or a demo's clips kept beside real ones: train cannot tell them)
+        _warn(result, f"{tally.tiny_measured} kept span(s) were measured by the tiny preset's random networks (sync "
+                      "not measured, quality scores meaning nothing): their decisions are a demo's; curate them with "
+                      "the real models (`lipsyncctl models fetch syncnet-v2 sfd-face hyperiqa`, then rerun curate "
+                      "on their sources: their measurements are redone)")
+    other = {r: n for r, n in tally.resolutions.items() if r != options.resolution}
+    if other:
+        _warn(result, f"{sum(other.values())} kept span(s) are aligned at another resolution than curate.resolution "
+                      f"{options.resolution} ({', '.join(f'{n} at {r}' for r, n in sorted(other.items()))}): "
+                      "train reads one resolution; rerun curate on their sources")
     if tally.pending:
         stages = sorted(tally.pending_stages, key=stage_names().index)
         what = f"{tally.pending} kept span(s) are not measured by {', '.join(stages)} yet"

@@ -197,14 +197,15 @@ def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None 
     thumbs = (f"<h2>Rejected spans ({len(thumbnails)} shown of {rejected_spans}, by id)</h2>"
               f'<div class="thumbs">{"".join(figure(t) for t in thumbnails)}</div>' if thumbnails else "")
     pending = f" ({counts['pending']} not measured by every stage yet)" if counts.get("pending") else ""
+    warned = "".join(f'<p class="warning"><b>Warning:</b> {esc(w)}</p>' for w in report.get("warnings", []))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lipsyncctl curate report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0}}
 td{{border:1px solid #ccc;padding:3px 8px}}.hist rect{{fill:#3b6ea5}}h2{{margin-top:1.5em}}
 .thumbs{{display:flex;flex-wrap:wrap;gap:10px}}figure{{margin:0;width:{THUMBNAIL_SIDE}px;font-size:12px}}
-figure img{{display:block;max-width:100%}}code{{word-break:break-all}}</style></head>
+figure img{{display:block;max-width:100%}}code{{word-break:break-all}}.warning{{background:#fff3cd;padding:4px 8px}}</style></head>
 <body><h1>Curated dataset</h1>
-<p>Kept: <b id="kept-hours">{counts['kept_seconds'] / 3600:.3f} h</b> ({counts['kept_seconds']:.1f} s) in
+{warned}<p>Kept: <b id="kept-hours">{counts['kept_seconds'] / 3600:.3f} h</b> ({counts['kept_seconds']:.1f} s) in
 {counts['clips'].get('kept', 0)} clips{pending}; split {esc(json.dumps(report.get('split', {})))}. Stages run: up to
 <code>{esc(report['until'])}</code>.</p>
 {table("Sources", counts["sources"])}{table("Spans", counts["clips"])}

@@ -308,3 +308,56 @@ def test_a_curate_result_pickles_with_its_spools(corpus: Path, curated: Path, tm
     plan = run_curation([corpus], curated, cfg.resolve("tiny"), dry_run=True)  # its spans: a spool too
     assert len(list(plan.spans())) > 2
     assert [c.id for c in pickle.loads(pickle.dumps(plan)).spans()] == [c.id for c in plan.spans()]
+
+
+def test_kept_spans_a_demo_measured_or_of_another_resolution_are_said(tmp_path: Path) -> None:
+    """A dataset whose kept spans the tiny preset's random networks "measured" (sync not measured, quality
+    meaningless), or that holds spans aligned at another resolution (a 256 px run beside a 512 px one): the views
+    listed them beside real ones without a word. Said in the run's warnings, report.json and the page."""
+    from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome
+    from lipsyncctl.curation.rebuild import warn_decisions
+    from lipsyncctl.curation.records import Decision
+    from lipsyncctl.curation.views import report_html
+
+    options = cfg.resolve("tiny").curate
+    result = CurateResult(tmp_path, "report", (0, 1))
+    tiny = {"sync_note": "tiny preset: syncnet-v2 and sfd-face have seeded RANDOM weights", "resolution": 256}
+    for i, summary in enumerate((tiny, {"resolution": 512}, {"resolution": 256})):
+        spans = [ClipSpan(f"s{i}", 0, 125, Decision.kept(), summary)]
+        result.add(SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept(), clips=1, kept=1), spans, options)
+    warn_decisions(result, options)
+    said = " | ".join(result.warnings)
+    assert "1 kept span(s) were measured by the tiny preset's random networks" in said
+    assert "1 kept span(s) are aligned at another resolution than curate.resolution 256 (1 at 512)" in said
+    page = report_html({"counts": result.counts(), "until": "report", "sources": [], "warnings": result.warnings})
+    assert page.count('<p class="warning"><b>Warning:</b>') == len(result.warnings) >= 2
+
+
+def test_report_json_and_the_page_hold_the_runs_warnings(curated: Path, tmp_path: Path) -> None:
+    """The warnings a run gives (here: thresholds that keep nothing) were on the console and in --json only."""
+    import json
+
+    from lipsyncctl.curation.job import report_curation
+
+    data = tmp_path / "copy"
+    shutil.copytree(curated, data)
+    result = report_curation(data, cfg.resolve("tiny", ["curate.min_seconds=60"]))
+    assert any(w.startswith("no span of the") for w in result.warnings)
+    assert json.loads((data / "report.json").read_text())["warnings"] == result.warnings
+    assert (data / "report.html").read_text().count('<p class="warning">') == len(result.warnings)
+
+
+def test_nothing_kept_because_spans_failed_says_so_not_loosen_a_threshold(tmp_path: Path) -> None:
+    from lipsyncctl.curation.decide import ClipSpan
+    from lipsyncctl.curation.outcome import CurateResult, SourceOutcome
+    from lipsyncctl.curation.rebuild import warn_decisions
+    from lipsyncctl.curation.records import Decision
+
+    options = cfg.resolve("tiny").curate
+    result = CurateResult(tmp_path, "report", (0, 1))
+    spans = [ClipSpan("s", 0, 125, Decision.failed("quality", "cannot read checkpoint"))]
+    result.add(SourceOutcome("s", "/raw/s.mp4", Decision.kept(), clips=1, kept=0), spans, options)
+    warn_decisions(result, options)
+    (said,) = [w for w in result.warnings if w.startswith("no span of the")]
+    assert "1 failed (report.json gives each error" in said and "loosen a threshold" not in said
