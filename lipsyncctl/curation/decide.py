@@ -54,12 +54,19 @@ class ClipSpan:
                    {k: v for k, v in line.items() if k not in PLACE})
 
 
+#: the fingerprint of a source whose file was not there when the run reached it
+MISSING = "missing"
+
 #: a manifest line's fields that are the span's place and decision, not a clip stage's output
 PLACE = frozenset({"id", "source", "first", "stop", "frames", "start_seconds", "end_seconds", "decision", "split"})
 
 
 def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
-    """The source's own decision (its clips are decided by :func:`decide_clips`)."""
+    """The source's own decision (its clips are decided by :func:`decide_clips`). A file gone when its turn came (a
+    network mount's hiccup, moved by a colleague: the run had listed it) failed, to be retried, and is no property of
+    the media to reject it for."""
+    if record.fingerprint == MISSING:
+        return Decision.failed(Stage.PROBE, f"{record.path}: the file was gone when its turn came (listed at the start)")
     for stage in (Stage.PROBE, Stage.NORMALIZE, Stage.SHOTS, Stage.SEGMENTS):
         res = record.result(stage)
         if res is None:

@@ -38,7 +38,7 @@ from typing import Any
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
-from lipsyncctl.curation.decide import ClipSpan, clip_id, decide_clips, decide_source, stage_end
+from lipsyncctl.curation.decide import MISSING, ClipSpan, clip_id, decide_clips, decide_source, stage_end
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
 from lipsyncctl.curation.rebuild import VIEWS, rebuild, set_views_generation, stage_names, views_generation
 from lipsyncctl.curation.records import (
@@ -298,7 +298,7 @@ def _execute_source(task: CurateTask, cache: dict[str, Any], device: str | None)
 
     store = RecordStore.of(task.data)
     path = Path(task.path)
-    fingerprint = file_fingerprint(path) if path.is_file() else "missing"
+    fingerprint = file_fingerprint(path) if path.is_file() else MISSING
     raw = store.load("sources", task.id)
     rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, str(path), fingerprint)
     rec.path, rec.fingerprint = str(path), fingerprint
@@ -609,7 +609,7 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
     from lipsyncctl.runner.store import file_fingerprint
 
     path = Path(task.path)
-    fingerprint = file_fingerprint(path) if path.is_file() else "missing"
+    fingerprint = file_fingerprint(path) if path.is_file() else MISSING
     raw = store.load("sources", task.id)
     rec = SourceRecord.from_dict(raw) if raw else SourceRecord(task.id, task.path, fingerprint)
     names = [str(s) for s in STAGES]

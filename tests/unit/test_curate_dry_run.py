@@ -239,3 +239,31 @@ def test_two_files_differing_by_extension_are_two_sources(env, tmp_path: Path) -
     result = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe", dry_run=True)
     assert sorted(Path(s.path).name for s in result.sources) == ["x.mov", "x.mp4", "y.mp4"]
     assert len({s.id for s in result.sources}) == 3
+
+
+def test_a_source_gone_when_its_turn_comes_failed_not_rejected(env, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file listed at the start and gone when its turn came (a mount's hiccup) was rejected `unreadable`, exit 0: no
+    property of its media. It failed (exit 1, retried by the next run, which curates it when it is back)."""
+    import shutil
+
+    from lipsyncctl.curation import job
+
+    raw = tmp_path / "raw"
+    shutil.copytree(env["raw"], raw)
+    real = job.execute_source
+
+    def vanishing(task, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if task.path.endswith("b.mp4"):
+            shutil.move(task.path, tmp_path / "away.mp4")
+        return real(task, *args, **kwargs)
+
+    monkeypatch.setattr(job, "execute_source", vanishing)
+    gone = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe")
+    b = next(s for s in gone.sources if s.path.endswith("b.mp4"))
+    assert b.decision.verdict == "failed" and "the file was gone when its turn came" in (b.decision.error or "")
+    assert gone.failures == 1 and not gone.ok
+    monkeypatch.undo()
+    shutil.move(tmp_path / "away.mp4", raw / "b.mp4")
+    back = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe")
+    assert back.ok and next(s for s in back.sources if s.path.endswith("b.mp4")).decision.verdict == "kept"
