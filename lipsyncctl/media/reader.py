@@ -18,6 +18,7 @@ import numpy as np
 from lipsyncctl.errors import DecodeError, MediaError
 from lipsyncctl.media.container import (
     DEFAULT_SEQUENCE_FPS,
+    SWS_THREADS,
     ffmpeg_reason,
     frame_filter,
     is_image_sequence,
@@ -64,8 +65,21 @@ class Frame:
         return self._rgb(self.stored)
 
     def _rgb(self, av_frame: Any) -> np.ndarray:
-        rgb = av_frame.to_ndarray(format="rgb24")
+        rgb = to_rgb24(av_frame)
         return rotate(rgb, self.rotation) if self.apply_rotation else rgb
+
+
+def to_rgb24(av_frame: Any) -> np.ndarray:
+    """``av_frame`` as ``(H, W, 3)`` uint8 RGB (its own matrix and range). A chroma-subsampled frame deeper than 8 bits
+    (10-bit 4:2:2 ProRes, 4:2:0 HEVC) has its chroma upsampled to 16-bit 4:4:4 first: swscale's direct conversion
+    of those to 8-bit RGB comes out about two levels dark (128 grey read 126; 4:4:4 and RGB sources convert exactly),
+    which the networks saw and a picture written back from RGB (a quarter-turned 4:2:2 source) kept on every pixel."""
+    parts = av_frame.format.components
+    if len(parts) >= 3 and parts[0].bits > 8 and (parts[1].width, parts[1].height) != (parts[0].width, parts[0].height):
+        full = av_frame.reformat(format="yuv444p16le", threads=SWS_THREADS)
+        full.colorspace, full.color_range = av_frame.colorspace, av_frame.color_range  # read with its own
+        return full.to_ndarray(format="rgb24")
+    return av_frame.to_ndarray(format="rgb24")
 
 
 class VideoReader:

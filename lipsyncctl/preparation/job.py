@@ -374,7 +374,7 @@ def _plan(item: PrepItem, job: _Job) -> Any:
 def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: list[tuple[int, int]]) -> None:
     """Decode (deinterlace), conform to CFR, rotate/scale, encode to ``dest`` (video only); ``encoded`` gets the
     packets the file holds and the frames given to the encoder when the writer stops (by a write failure too)."""
-    from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, deinterlace, rotate
+    from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, deinterlace, rotate, to_rgb24
     from lipsyncctl.media.writer import VideoWriter
     from lipsyncctl.pipeline.output import OUTPUT_CODECS
 
@@ -413,7 +413,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
                         av_frame = av_frame.reformat(width=stored[0], height=stored[1], interpolation="AREA",
                                                      threads=SWS_THREADS)
                     if rot:
-                        av_frame = rotate(av_frame.to_ndarray(format="rgb24"), rot)
+                        av_frame = rotate(to_rgb24(av_frame), rot)
                     last_out = av_frame
                 writer.write(last_out)
                 task.advance(1)

@@ -818,3 +818,24 @@ def test_an_image_sequence_s_record_and_matte_keep_its_separator(pattern: str, s
     assert sequence_stem(pattern) == stem and sequence_tagged(pattern, "matte") == Path(matte)
     assert matte_path(Path(pattern)) == Path(matte)
     assert run_yaml_path(Path(pattern)) == Path(f"{stem}.run.yaml" if stem else "run.yaml")
+
+
+@pytest.mark.parametrize("fmt", ["yuv422p10le", "yuv420p10le", "yuv444p10le", "yuv422p12le"])
+def test_a_deep_frame_reads_as_its_8_bit_picture_not_two_levels_dark(fmt: str) -> None:
+    """swscale's direct conversion of 10/12-bit 4:2:2 and 4:2:0 to 8-bit RGB read about two levels dark (every pixel:
+    the networks' input, and the whole picture of an output written back from RGB, a quarter-turned iPhone ProRes
+    clip); through 16-bit 4:4:4 it is unbiased, exact where the chroma subsampling keeps a pixel."""
+    import av
+
+    from lipsyncctl.media.reader import to_rgb24
+    from tests.conftest import SHARED
+
+    with av.open(str(SHARED / "fixtures" / "demo1_video.mp4")) as c:
+        frame = next(c.decode(video=0))
+    rgb = frame.to_ndarray(format="rgb24")
+    assert np.array_equal(to_rgb24(frame), rgb)  # 8-bit: as swscale converts it
+    deep = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt, dst_colorspace="itu709",
+                                                                     dst_color_range="MPEG")
+    deep.colorspace, deep.color_range = 1, 1
+    back = to_rgb24(deep).astype(int)
+    assert abs((back - rgb).mean()) < 0.05 and (back == rgb).mean() > 0.85
