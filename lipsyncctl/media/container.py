@@ -19,9 +19,7 @@ from typing import Any
 from lipsyncctl.errors import MediaError
 
 #: Extensions treated as single images (an image sequence is a pattern over these).
-#: the extensions of an image sequence's files (FFmpeg's image2 formats a VFX pipeline hands over)
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".dpx", ".webp", ".tga", ".jp2",
-                        ".j2k", ".ppm", ".pgm", ".sgi", ".hdr", ".jxl"})
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".dpx", ".webp"})
 #: Extensions ``prep`` picks up when walking a directory.
 MEDIA_EXTS = frozenset(
     {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
@@ -37,16 +35,21 @@ SWS_THREADS = 1
 _PATTERN = re.compile(r"%0?(\d*)d")
 
 
+#: extensions of files that are never pictures of a sequence (a video, a sound, the records beside an output): a name
+#: of these holding ``%03d`` is that file's (``shot%03d.mp4``, its ``shot%03d.prep.json``), not an image2 pattern
+NOT_PICTURES = MEDIA_EXTS | {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".json", ".yaml", ".yml",
+                             ".txt", ".npz", ".npy"}
+
+
 def is_image_sequence(path: str | Path) -> bool:
-    """True for an ffmpeg ``image2`` pattern (``%04d`` / ``%d`` in the file name) of images (:data:`IMAGE_EXTS`): a
-    video named ``shot%03d.mp4`` (or its ``shot%03d.prep.json``) is that file, and so is an image of that very name."""
-    name = Path(path).name
-    return bool(_PATTERN.search(name)) and Path(name).suffix.lower() in IMAGE_EXTS and not os.path.isfile(path)
+    """True for an ffmpeg ``image2`` pattern (``%04d`` / ``%d`` in the file name), unless the name is a video's, a
+    sound's or a record's (:data:`NOT_PICTURES`) or a file of that very name exists (then it is that file)."""
+    return names_a_sequence(path) and Path(path).suffix.lower() not in NOT_PICTURES
 
 
 def names_a_sequence(path: str | Path) -> bool:
-    """Whether the name holds an ``image2`` pattern (``%04d``) whatever its extension (an output ``plate.%04d.mp4``
-    asks for a sequence in a format not written; :func:`is_image_sequence` reads it as a video's name)."""
+    """Whether the name holds an ``image2`` pattern (``%04d``) and is no existing file, whatever its extension (an
+    output ``plate.%04d.mp4`` asks for a sequence in a format not written)."""
     return bool(_PATTERN.search(Path(path).name)) and not os.path.isfile(path)
 
 

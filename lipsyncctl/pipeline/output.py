@@ -97,13 +97,13 @@ def check_output(output: Path, options: OutputOptions) -> None:
         UsageError: ``output`` is an existing folder, or has no extension or one no codec is written in.
         ConfigError: e.g. ProRes into .mp4, FFV1 into .mov, PCM audio into .mp4.
     """
-    from lipsyncctl.media.container import is_image_sequence, names_a_sequence
+    from lipsyncctl.media.container import names_a_sequence
 
     if output.is_dir():
         raise UsageError(f"{output}: is a folder; sync writes one file",
                          hint=f"give a file name, e.g. -o {output / 'out.mp4'}")
     # one image a frame, in its extension's format (output.codec is a video's); `plate.%04d.mp4` refused
-    if is_image_sequence(output) or names_a_sequence(output):
+    if names_a_sequence(output):
         from lipsyncctl.media.writer import sequence_format
 
         try:
