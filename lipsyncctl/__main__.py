@@ -1,23 +1,25 @@
-"""``python -m lipsyncctl`` and the ``lipsyncctl`` console script: the CLI, started so that a Ctrl-C while it imports
-(a second or so) ends it as any interrupt does, exit 130 and one line, not a traceback from inside an import."""
+"""``python -m lipsyncctl`` and the ``lipsyncctl`` console script: the CLI, started so that a Ctrl-C or SIGTERM while it
+imports (a second or so) ends it as any interrupt does (exit 130, one line, or one JSON document with ``--json``), not
+with a traceback from inside an import. A signal the caller ignores (``&`` from a script ignores SIGINT) or handles
+itself is left to it."""
 
 from __future__ import annotations
 
 import signal
-import sys
 
 
 def entry() -> None:
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = {sig: h for sig, h in held.items() if h in (signal.default_int_handler, signal.SIG_DFL)}
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         from lipsyncctl.cli.main import run
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:  # held until the imports were done (raised inside one, it could leave a class half made)
-        sys.stderr.write("error: interrupted\n")
-        sys.exit(130)
-    run()
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+    run(interrupted=bool(caught))  # (held until the imports were done: raised inside one, a class was half made)
 
 
 if __name__ == "__main__":

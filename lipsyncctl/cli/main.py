@@ -241,21 +241,22 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         progress.interrupted(False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, interrupted: bool = False) -> int:
     """Run the CLI and return the exit code (never raises, except SystemExit from Typer internals).
-    Ctrl-C and SIGTERM both end it with 130 after removing partial outputs."""
+    Ctrl-C and SIGTERM both end it with 130 after removing partial outputs. ``interrupted``: one came while the CLI
+    was being imported (:func:`lipsyncctl.__main__.entry`): reported as such, nothing run."""
     with _sigterm_as_interrupt():
-        return _main(argv)
+        return _main(argv, interrupted)
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, interrupted: bool = False) -> int:
     if sys.stderr is None:  # started with `2>&-`: notes and errors go nowhere, as with 2>/dev/null
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
     if sys.stdout is None:  # started with `>&-`: nowhere to put the result
         sys.stderr.write("error: standard output is closed\nhint: redirect it instead: > FILE or > /dev/null\n")
         return 2
     # (a reader that stops early, `| head`: Click and Rich stop writing and exit 1 silently; README's table)
-    return _run(argv)
+    return _run(argv, interrupted)
 
 
 def reflow(text: str) -> str:
@@ -282,13 +283,15 @@ def _reflowed(command: object) -> object:
     return command
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, interrupted: bool = False) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     command = _reflowed(typer.main.get_command(app))
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
     set_state(CliState(json=_json_requested(args), argv=tuple(args)))
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         _refuse_empty(args)
         if state().json and _no_command(command, args):  # stdout stays one JSON document, not the help
             _emit_error("no command given", "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`", 2)
@@ -368,8 +371,9 @@ def _ignore_late_signals() -> None:
 atexit.register(_ignore_late_signals)
 
 
-def run() -> None:
-    """Console-script entry point."""
-    code = main()
+def run(*, interrupted: bool = False) -> None:
+    """The CLI as a process (:func:`lipsyncctl.__main__.entry` starts it), ending with the command's exit code, a late
+    signal included (:func:`_exit_on_sigterm`). ``interrupted``: see :func:`main`."""
+    code = main(interrupted=interrupted)
     _exit_on_sigterm(code)
     sys.exit(code)

@@ -306,26 +306,40 @@ def test_a_sigterm_after_the_result_ends_with_the_commands_code() -> None:
     assert done.stdout.split() == ["True", "True"], done.stderr
 
 
-def test_ctrl_c_while_the_cli_imports_is_an_interrupt_not_a_traceback() -> None:
+@pytest.mark.parametrize("case", ["int", "term", "json", "ignored"])
+def test_ctrl_c_while_the_cli_imports_is_an_interrupt_not_a_traceback(case: str) -> None:
     """A Ctrl-C right after Enter lands while the CLI imports (~0.2 s): it printed a KeyboardInterrupt traceback from
-    inside an import (once a RuntimeError from a class half made, exit 1). The console script's entry holds it until
-    the imports are done: exit 130, one line. (The interrupt is sent as the CLI imports rich, to land there each time.)"""
+    inside an import (once a RuntimeError from a class half made, exit 1). The entry holds it (and a SIGTERM) until the
+    imports are done, then reports it as any interrupt: exit 130, the error line, or the JSON document with --json. A
+    SIGINT the caller ignores (a script's `&`) stays ignored. (The signal is sent as the CLI imports rich, to land
+    there each time; `python -m lipsyncctl` and the console script both start at the entry.)"""
     import os
 
-    code = """
+    sig = "SIGTERM" if case == "term" else "SIGINT"
+    code = f"""
 import importlib.abc, os, signal, sys
+{"signal.signal(signal.SIGINT, signal.SIG_IGN)" if case == "ignored" else ""}
 class Hit(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "rich":
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.{sig})
         return None
 sys.meta_path.insert(0, Hit())
-sys.argv = ["lipsyncctl", "--version"]
+sys.argv = ["lipsyncctl", {'"--json", ' if case == "json" else ""}"--version"]
 from lipsyncctl.__main__ import entry
 entry()
 """
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120)
-    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
+    if case == "ignored":
+        assert (proc.returncode, proc.stdout.split()[0]) == (0, "lipsyncctl"), proc.stderr
+        return
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    if case == "json":
+        doc = json.loads(proc.stdout)
+        assert doc["ok"] is False and doc["error"]["message"] == "interrupted"
+    else:
+        assert proc.stderr.startswith("error: interrupted\n") and proc.stdout == ""
     scripts = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert 'lipsyncctl = "lipsyncctl.__main__:entry"' in scripts
+    assert "entry()" in (REPO / "lipsyncctl" / "__main__.py").read_text(encoding="utf-8")
