@@ -192,7 +192,8 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
     (a DATA that holds one file under two ids already, from a version without this check, is not looked for). A new
     file that holds what a source whose file is gone held (the same fingerprint: a file renamed or moved into another
     folder, ``mv`` keeping its time) is refused too: its clips would be in DATA twice, under two ids, possibly on both
-    sides of the split (the new files' fingerprints are read only when some stored source's file is gone).
+    sides of the split (the fingerprints of the files whose ids are new are read only when a stored source of no
+    task here has lost its file; a moved tree keeps its ids and is no such case).
 
     Raises:
         UsageError: naming the files.
@@ -205,17 +206,21 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
                              "'raw/*/*.mp4'), so each source is named by its path inside it")
         by_id[t.id] = t.path
     unknown: dict[str, str] = {}  # path -> id, of the sources whose record is not theirs yet
+    new: dict[str, str] = {}      # path -> id, of those whose id has no record at all (a new file, or a renamed one)
     for t in mine:
         raw = store.load("sources", t.id)
         if raw is None or str(Path(raw["path"]).absolute()) != t.path:
             unknown[t.path] = t.id
+        if raw is None:
+            new[t.path] = t.id
         if raw is not None and raw["path"] != t.path and _another_file(raw["path"], t.path):
             # another folder's file of the same name inside it (batch1/x.mp4, now batch2/x.mp4): its clips were
             # replaced by this one's, in silence (a moved tree, whose old path is gone, keeps its ids)
             raise UsageError(f"{t.path} and {raw['path']} (in {data} from an earlier run): one source id, the same "
                              "name inside the folders given", hint="rename one of them, or curate this folder into "
                              "another DATA (a source's id is its path inside the folder given)")
-    gone: dict[str, tuple[str, str]] = {}  # fingerprint -> (id, path) of the stored sources whose file is gone
+    ids = {t.id for t in tasks}
+    some_gone = False  # a stored source of no task here whose file is gone: a new file may be it, renamed
     for rid in store.each_id("sources") if unknown else ():  # (no order needed: not a million ids sorted)
         raw = store.load("sources", rid)
         path = str(Path(raw["path"]).absolute()) if raw is not None else None
@@ -223,19 +228,18 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
             raise UsageError(f"{path} is in {data} already, as source {rid} (an earlier run was given another "
                              "folder holding it)", hint="give the inputs as the earlier runs did (the same "
                              "folders), or curate into another folder")
-        if raw is not None and path not in unknown and not os.path.lexists(raw["path"]):
-            gone[raw["fingerprint"]] = (rid, raw["path"])
-    if gone:
+        some_gone = some_gone or (raw is not None and rid not in ids and not os.path.lexists(raw["path"]))
+    if new and some_gone:  # (the new files' fingerprints, then the records again: nothing held a record)
         from lipsyncctl.runner.store import file_fingerprint
 
-        moved = [(path, *gone[fp]) for path in unknown
-                 if os.path.isfile(path) and (fp := file_fingerprint(Path(path))) in gone]
-        if moved:
-            path, rid, old = moved[0]
-            more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
-            raise UsageError(f"{path} holds what source {rid} of {data} held, whose file {old} is gone (moved or "
-                             f"renamed){more}: its clips would be in DATA twice, under two ids",
-                             hint="put the files back where they were, or curate the new tree into another folder")
+        prints = {file_fingerprint(Path(path)): path for path in new if os.path.isfile(path)}
+        for rid in store.each_id("sources"):
+            raw = store.load("sources", rid)
+            path = prints.get(raw["fingerprint"]) if raw is not None and rid not in ids else None
+            if path is not None and not os.path.lexists(raw["path"]):
+                raise UsageError(f"{path} holds what source {rid} of {data} held, whose file {raw['path']} is gone "
+                                 "(moved or renamed): its clips would be in DATA twice, under two ids",
+                                 hint="put the file back where it was, or curate the new tree into another folder")
 
 
 def _another_file(recorded: str, given: str) -> bool:

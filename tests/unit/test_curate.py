@@ -469,7 +469,7 @@ def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_reco
     with pytest.raises(UsageError, match=r"a/take1.mp4 holds what source 00001-\w+ of .*d held, whose file "
                                          r".*a/00001.mp4 is gone \(moved or renamed\)") as err:
         run_curation([tmp_path], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
-    assert "put the files back" in err.value.hint
+    assert "put the file back" in err.value.hint
     # another batch's file of the same name inside its folder (a/00001.mp4 and, a run later, b/00001.mp4 given as
     # b/): one id, and b's replaced a's clips in silence; refused while a's file is there
     os.rename(tmp_path / "a" / "take1.mp4", tmp_path / "a" / "00001.mp4")
@@ -839,3 +839,18 @@ def test_a_split_that_leaves_train_empty_is_said(first_run, tmp_path: Path) -> N
         if len(said) == 2:
             break
     assert said[True] and "split by grandparent" in said[True][0] and said[False] == []
+
+
+def test_a_moved_tree_keeps_its_ids_and_is_not_taken_for_renamed_files(corpus: Path, tmp_path: Path) -> None:
+    """`mv raw /mnt/big/raw`, then curate the new place into the same DATA: each source keeps its id (its path inside
+    the folder given) and nothing is recomputed; the check for renamed files (a new id holding a gone source's
+    content) took each moved file for a rename of itself and refused the run."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(corpus / "retimed.mp4", raw / "00001.mp4")
+    shutil.copy(corpus / "cut.mp4", raw / "00002.mp4")
+    first = run_curation([raw], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
+    os.rename(raw, tmp_path / "moved")
+    again = run_curation([tmp_path / "moved"], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
+    assert sorted(s.id for s in again.sources) == sorted(s.id for s in first.sources)
+    assert [s.computed for s in again.sources] == [[], []]
