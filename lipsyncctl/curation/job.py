@@ -121,9 +121,9 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     others = LeftOut()
     # another curated dataset inside the inputs (a 512 px curation beside the 256 px one, an earlier -o RAW): its
     # aligned clips are not sources (faces of faces, the same speakers under new ids on both sides of the split)
-    # (two files that differ only by their extension, a clip and its re-export, keep it in their ids: x_mp4, x_mov)
-    pairs = collect_inputs(list(inputs), data, others=others, unique_stems=True,
-                           closed=lambda folder: RecordStore.of(folder).root.is_dir())
+    pairs = _distinct_stems(collect_inputs(list(inputs), data, others=others,
+                                           closed=lambda folder: RecordStore.of(folder).root.is_dir()),
+                            RecordStore.of(data))
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
@@ -240,6 +240,27 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
                 raise UsageError(f"{path} holds what source {rid} of {data} held, whose file {raw['path']} is gone "
                                  "(moved or renamed): its clips would be in DATA twice, under two ids",
                                  hint="put the file back where it was, or curate the new tree into another folder")
+
+
+def _distinct_stems(pairs: list[tuple[Path, Path]], store: RecordStore) -> list[tuple[Path, Path]]:
+    """Two files that differ only by their extension (a clip and its re-export, ``x.mp4`` and ``x.mov``) would have
+    one id: each keeps its extension in its stem (``x_mp4``, ``x_mov``), except the one DATA already holds under the
+    plain stem's id, which keeps it (a re-export dropped beside a curated clip changed the clip's id)."""
+    from lipsyncctl.media.inputs import extension_stem
+
+    by_stem: dict[Path, list[int]] = {}
+    for i, (_, rel) in enumerate(pairs):
+        by_stem.setdefault(rel, []).append(i)
+    out = list(pairs)
+    for rel, members in by_stem.items():
+        if len(members) < 2 or len({pairs[i][0].suffix for i in members}) < len(members):
+            continue  # one file, or the same name in two folders given one by one (_check_ids refuses those)
+        for i in members:
+            src = pairs[i][0]
+            raw = store.load("sources", source_id(src, rel))
+            if raw is None or os.path.abspath(raw["path"]) != os.path.abspath(src):
+                out[i] = (src, extension_stem(src, rel))
+    return out
 
 
 def _another_file(recorded: str, given: str) -> bool:

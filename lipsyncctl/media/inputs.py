@@ -71,6 +71,30 @@ def _walk(root: Path, skip: Path, others: LeftOut | None = None,
                 others.add(here / name)
 
 
+class _Closed:
+    """Whether a file a glob matched lies in a subfolder of a folder ``closed`` says yes to (below the glob's fixed
+    part ``base``; each folder asked once), as a walk would have left it out (named in ``others.closed``)."""
+
+    def __init__(self, closed: Callable[[str], bool] | None, base: Path, others: LeftOut | None) -> None:
+        self.closed, self.base, self.others = closed, base, others
+        self.memo: dict[Path, bool] = {}
+
+    def holds(self, path: Path) -> bool:
+        if self.closed is None:
+            return False
+        # the folders above the file's own, up to the glob's base (a closed folder's own files are taken)
+        for folder in list(path.parents)[1:]:
+            if folder not in self.memo:
+                self.memo[folder] = self.closed(str(folder))
+                if self.memo[folder] and self.others is not None:
+                    self.others.closed.append(folder)
+            if self.memo[folder]:
+                return True
+            if folder == self.base:
+                return False
+        return False
+
+
 class _Under:
     """Whether a path is ``folder`` or inside it, ``folder`` resolved once (a walk of a million files resolved it,
     and each folder it met, component by component)."""
@@ -143,7 +167,8 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *, unique_
             base = _glob_base(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             under = _Under(out_dir)
-            files = [m for m in matches if m.is_file() and not under.contains(m)]
+            shut = _Closed(closed, base, others)
+            files = [m for m in matches if m.is_file() and not under.contains(m) and not shut.holds(m)]
             for d in (m for m in matches if m.is_dir()):
                 files.extend(f for f in _walk(d, out_dir, others, closed))
             if not files:
@@ -193,5 +218,10 @@ def _disambiguate(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     stems: dict[Path, int] = {}
     for _, rel in pairs:
         stems[rel] = stems.get(rel, 0) + 1
-    return [(src, rel.with_name(f"{rel.name}_{src.suffix.lstrip('.')}") if stems[rel] > 1 and src.suffix else rel)
-            for src, rel in pairs]
+    return [(src, extension_stem(src, rel) if stems[rel] > 1 and src.suffix else rel) for src, rel in pairs]
+
+
+def extension_stem(src: Path, rel: Path) -> Path:
+    """``rel`` with ``src``'s extension kept in it (``take`` of ``take.mov``: ``take_mov``): the stem of one of two
+    inputs that differ only by it."""
+    return rel.with_name(f"{rel.name}_{src.suffix.lstrip('.')}")

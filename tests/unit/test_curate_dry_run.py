@@ -199,11 +199,13 @@ def test_a_curated_dataset_in_the_inputs_gives_no_sources(env, tmp_path: Path) -
     run_curation([raw / "speaker"], raw / "speaker", cfg.resolve("tiny"), until="probe")  # -o RAW/speaker itself
     (raw / "speaker" / "aligned").mkdir()
     shutil.copy(raw / "b.mp4", raw / "speaker" / "aligned" / "c-1_000000-000125.mp4")
-    result = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), dry_run=True, until="probe")
-    assert sorted(Path(s.path).relative_to(raw).as_posix() for s in result.sources) == [
-        "a.mp4", "b.mp4", "speaker/c.mp4"]
-    said = [w for w in result.warnings if "curated dataset" in w]
-    assert len(said) == 1 and said[0].startswith("2 curated dataset folder(s) in the inputs: their subfolders") and "data256" in said[0]
+    for given in ([raw], [f"{raw}/**/*.mp4"]):  # a folder, and a pattern (its matches inside one were taken)
+        result = run_curation(given, tmp_path / "data", cfg.resolve("tiny"), dry_run=True, until="probe")
+        assert sorted(Path(s.path).relative_to(raw).as_posix() for s in result.sources) == [
+            "a.mp4", "b.mp4", "speaker/c.mp4"], given
+        said = [w for w in result.warnings if "curated dataset" in w]
+        assert len(said) == 1 and said[0].startswith("2 curated dataset folder(s) in the inputs: their subfolders")
+        assert "data256" in said[0]
 
 
 def test_an_output_folder_holding_files_curate_did_not_write_is_refused(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -239,6 +241,14 @@ def test_two_files_differing_by_extension_are_two_sources(env, tmp_path: Path) -
     result = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe", dry_run=True)
     assert sorted(Path(s.path).name for s in result.sources) == ["x.mov", "x.mp4", "y.mp4"]
     assert len({s.id for s in result.sources}) == 3
+    # a re-export dropped beside a curated clip: the clip keeps its id (it changed, and the run was refused)
+    (raw / "x.mov").unlink()
+    done = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe")
+    x_id = next(s.id for s in done.sources if s.path.endswith("x.mp4"))
+    shutil.copy(env["raw"] / "a.mp4", raw / "x.mov")
+    again = run_curation([raw], tmp_path / "data", cfg.resolve("tiny"), until="probe")
+    ids = {Path(s.path).name: (s.id, s.computed) for s in again.sources}
+    assert ids["x.mp4"] == (x_id, []) and ids["x.mov"][0] != x_id and ids["x.mov"][1] == ["probe"]
 
 
 def test_a_source_gone_when_its_turn_comes_failed_not_rejected(env, tmp_path: Path,  # type: ignore[no-untyped-def]
