@@ -64,8 +64,8 @@ class SourceOutcome:
         return self.decision.verdict == Verdict.FAILED or self.failed_spans > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "computed": self.computed,
-                "clips": self.clips, "kept": self.kept, "failed_spans": self.failed_spans,
+        return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "standing": self.standing,
+                "computed": self.computed, "clips": self.clips, "kept": self.kept, "failed_spans": self.failed_spans,
                 **({"to_compute": self.to_compute} if self.to_compute is not None else {})}
 
     @classmethod
@@ -161,8 +161,7 @@ class Tally:
             if c.decision.verdict == Verdict.KEPT:
                 self.kept_frames += c.frames
                 self.kept_in_train = self.kept_in_train or split == "train"
-                self.tiny_measured += any(str(c.summary.get(k, "")).startswith("tiny preset")
-                                          for k in ("sync_note", "quality_note"))
+                self.tiny_measured += "tiny" in (c.summary.get("sync_scale"), c.summary.get("quality_scale"))
                 if isinstance(c.summary.get("resolution"), int):
                     self.resolutions[c.summary["resolution"]] += 1
                 if self.kept_in_val or group is None:

@@ -122,7 +122,7 @@ def summary(data: Mapping[str, Any]) -> dict[str, Any]:
     if data["crop"] != "official":
         notes.append(RESIZE_NOTE)
     out: dict[str, Any] = {"quality": data["score"], "quality_frames": data["frame_scores"],
-                           "quality_official": not notes}
+                           "quality_official": not notes, **({"quality_scale": "tiny"} if data.get("tiny") else {})}
     if notes:
         out["quality_note"] = "; ".join(notes)
     return out

@@ -51,9 +51,11 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
     ids = store.ids("sources") if write or scope is None else list(scope)
     ids.sort(key=lambda rid: rid + "_")
-    # (the outcomes spooled on DATA's disk: the system's temporary folder may be small, or memory)
+    # (the outcomes spooled on DATA's disk: the system's temporary folder may be small, or memory; a dry run's in the
+    # system's: it writes nothing in DATA, which may be a colleague's, read-only)
+    spool = spool_sources(None if dry_run else store.root.parent)
     result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write,
-                          sources=spool_sources(store.root.parent), dry_run=dry_run and not write)
+                          sources=spool, dry_run=dry_run and not write)
     several, streams = [], 0
     if write:
         data.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.decide import PLACE
-from lipsyncctl.curation.outcome import NO_SPAN_KEPT, no_span_kept
 from lipsyncctl.media.thumbnails import thumbnail_uri
 
 if TYPE_CHECKING:
@@ -176,12 +175,9 @@ def report_html(report: dict[str, Any], thumbnails: list[dict[str, Any]] | None 
         return (f"<h3>{esc(name)} ({h['min']:.3g} .. {h['max']:.3g})</h3>"
                 f'<svg width="{22 * len(h["counts"])}" height="60" class="hist">{rects}</svg>')
 
-    def standing(s: dict[str, Any]) -> str:  # (SourceOutcome.standing of the source's dict)
-        return NO_SPAN_KEPT if no_span_kept(s["decision"]["verdict"], s["clips"], s["kept"]) else s["decision"]["verdict"]
-
-    rejected_sources = [s for s in report["sources"] if standing(s) != "kept"]
+    rejected_sources = [s for s in report["sources"] if s["standing"] != "kept"]
     src_rows = "".join(
-        f"<tr><td>{esc(s['path'])}</td><td>{esc(standing(s))}</td>"
+        f"<tr><td>{esc(s['path'])}</td><td>{esc(s['standing'])}</td>"
         f"<td>{esc(str(s['decision'].get('stage', '')))}</td>"
         f"<td>{esc(str(s['decision'].get('reason') or s['decision'].get('error') or ''))}</td></tr>"
         for s in rejected_sources)

@@ -87,9 +87,8 @@ def sequence_stem(pattern: str | Path) -> str:
 
 
 def exists(path: str | Path) -> bool:
-    """Whether ``path`` is there: for an image sequence's pattern, whether any file matches it; a symbolic link to
-    nothing is there too (an output's name it holds cannot be taken without replacing it)."""
-    return bool(sequence_files(path)) if is_image_sequence(path) else os.path.lexists(path)
+    """Whether ``path`` is there: for an image sequence's pattern, whether any file matches it."""
+    return bool(sequence_files(path)) if is_image_sequence(path) else Path(path).exists()
 
 
 def sequence_gap(pattern: str | Path, numbers: list[int] | None = None) -> str | None:

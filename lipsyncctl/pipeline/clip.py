@@ -213,10 +213,12 @@ def sync_clip(
         if path is not None:
             check_not_input(path, [video, audio])
     for path in (output, matte_out):
-        if path is not None and exists(path) and not overwrite:
+        if path is not None and not overwrite and (exists(path) or os.path.islink(path)):
             from lipsyncctl.errors import OutputExistsError
 
-            raise OutputExistsError(f"{path}: exists; refusing to replace it", hint=OVERWRITE_HINT)
+            # (a stale link holds the name too: the render's rename would find it taken after the whole clip)
+            what = "exists" if exists(path) else f"a symbolic link to nothing (-> {os.readlink(path)}) holds the name"
+            raise OutputExistsError(f"{path}: {what}; refusing to replace it", hint=OVERWRITE_HINT)
     check_record(output)  # x.run.yaml of an x.mov beside this x.mkv stays x.mov's
     check_writable(output)  # a read-only destination fails now, not after the render
     stale_matte = matte_path(output) if overwrite and matte_out is None and exists(output) else None
@@ -273,7 +275,7 @@ def sync_clip(
     except MediaError as exc:
         if out_fps is None:
             raise
-        raise UsageError(f"--fps {config.sync.fps}: {exc.message}", hint=exc.hint) from None
+        raise UsageError(f"sync.fps {config.sync.fps} (--fps): {exc.message}", hint=exc.hint) from None
     number = _first_number(video, plan, config)  # an image-sequence output's first file
     mismatch = length_mismatch_warning(plan, start, end) if frames is None else None  # an edit's range: exact
     if mismatch:

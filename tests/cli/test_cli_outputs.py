@@ -331,5 +331,5 @@ def test_an_output_name_held_by_a_link_to_nothing_is_there(media, models_dir: Pa
     out = tmp_path / "dangling.mp4"
     out.symlink_to(tmp_path / "nowhere" / "x.mp4")
     assert main(_sync(media, out)) == 2
-    assert "dangling.mp4: exists; refusing to replace it" in capsys.readouterr().err
+    assert "dangling.mp4: a symbolic link to nothing (-> " in capsys.readouterr().err
     assert out.is_symlink() and not out.exists()

@@ -608,6 +608,17 @@ def test_curate_report_re_decides_without_the_sources(corpus: Path, first_run, t
     assert tried["dry_run"] and tried["counts"] == decided["counts"] and tried["warnings"] == decided["warnings"]
     assert sum(c["decision"]["verdict"] == "rejected" for c in tried["clips"]) == 1 and len(tried["clips"]) == 5
     assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == views
+    from lipsyncctl.curation import (
+        rebuild as rebuild_mod,  # its outcomes spool outside DATA (a colleague's, read-only)
+    )
+
+    folders: list[object] = []
+    real_spool = rebuild_mod.spool_sources
+    monkeypatch.setattr(rebuild_mod, "spool_sources", lambda folder=None: folders.append(folder) or real_spool(folder))
+    assert main(["-q", "curate", "report", str(data), "--dry-run", "--json"]) == 0
+    assert folders == [None]
+    capsys.readouterr()
+    monkeypatch.undo()
     for flag in (["--until", "segments"], ["--force", "shots"], ["--jobs", "2"], ["--shard", "1/2"], ["--gpus", "0"],
                  ["--backend", "ray"]):
         assert main(["curate", "report", str(data), *flag]) == 2, flag

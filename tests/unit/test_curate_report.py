@@ -322,7 +322,7 @@ def test_kept_spans_a_demo_measured_or_of_another_resolution_are_said(tmp_path: 
 
     options = cfg.resolve("tiny").curate
     result = CurateResult(tmp_path, "report", (0, 1))
-    tiny = {"sync_note": "tiny preset: syncnet-v2 and sfd-face have seeded RANDOM weights", "resolution": 256}
+    tiny = {"sync_scale": "tiny", "resolution": 256}
     for i, summary in enumerate((tiny, {"resolution": 512}, {"resolution": 256})):
         spans = [ClipSpan(f"s{i}", 0, 125, Decision.kept(), summary)]
         result.add(SourceOutcome(f"s{i}", f"/raw/s{i}.mp4", Decision.kept(), clips=1, kept=1), spans, options)

@@ -350,7 +350,7 @@ def test_dnxhr_in_mxf_with_a_44_1_khz_dub(tiny_env, frames, tmp_path: Path):
         sync_clip(odd, audio, tmp_path / "odd.mxf", config, networks=models)
     assert not (tmp_path / "odd.mxf").exists()
     # a rate asked for (--fps 12) is the user's choice, not bad media: usage (it was exit 5)
-    with pytest.raises(UsageError, match="--fps 12: .*an MXF cannot hold 12 frames per second") as err:
+    with pytest.raises(UsageError, match=r"sync.fps 12 \(--fps\): .*an MXF cannot hold 12 frames per second") as err:
         sync_clip(video, audio, tmp_path / "twelve.mxf", with_sets(config, "sync.fps=12"), networks=models)
     assert err.value.exit_code == 2 and not (tmp_path / "twelve.mxf").exists()
 
