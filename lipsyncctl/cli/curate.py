@@ -69,6 +69,7 @@ share DATA), 130 interrupted (finished clips are kept: the next run resumes).
 
 
 def curate_cmd(
+    ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="Files, directories and glob patterns.", show_default=False),
     data: Path | None = typer.Option(None, "--output", "-o", help="The dataset folder (created if needed)."),
     preset: str | None = opt.PresetOpt,
@@ -103,13 +104,7 @@ def curate_cmd(
     if inputs[0] == "report" and (not here or (data is None and curated)):
         if len(inputs) != 2 or data is not None:
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
-        given = {"--until": until, "--force": force, "--jobs": jobs, "--shard": shard, "--gpus": gpus,
-                 "--backend": backend if backend != "local" else None}
-        for name, value in given.items():
-            if value:  # (they were accepted and ignored: `--until align` looked like it did something)
-                raise UsageError(f"{name} does not apply to `curate report`, which runs no stage",
-                                 hint="curate report DATA [--set KEY=VALUE] [--preset P] [--dry-run] [--wait]; run "
-                                      f"the stages with `lipsyncctl curate RAW... -o DATA {name} ...`")
+        _refuse_stage_options(ctx)
         result = api.curate_report(inputs[1], config, wait=wait, dry_run=dry_run)
     elif data is None:
         raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA" + (
@@ -123,6 +118,23 @@ def curate_cmd(
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if result.failures > 3 else "")
         raise JobFailedError(f"{result.failures} source(s) failed, or some of their spans: {names}",
                              hint="report.json (or --json) gives each error; fix them and rerun (finished stages are kept)")
+
+
+#: the options `curate report DATA` takes; every other one given is refused (they were accepted and ignored:
+#: `--until align` looked like it did something)
+REPORT_OPTIONS = ("inputs", "preset", "sets", "print_config", "dry_run", "wait")
+
+
+def _refuse_stage_options(ctx: typer.Context) -> None:
+    from lipsyncctl.errors import UsageError
+
+    for param in ctx.command.params:  # (the source's enum by name: Typer may bring a Click of its own)
+        source = getattr(ctx.get_parameter_source(param.name or ""), "name", "DEFAULT")
+        if param.name not in REPORT_OPTIONS and source != "DEFAULT":
+            flag = param.opts[0]
+            raise UsageError(f"{flag} does not apply to `curate report`, which runs no stage",
+                             hint="curate report DATA [--set KEY=VALUE] [--preset P] [--dry-run] [--wait]; run "
+                                  f"the stages with `lipsyncctl curate RAW... -o DATA {flag} ...`")
 
 
 def _stages(names: list[str]) -> str:
