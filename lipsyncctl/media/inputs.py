@@ -159,7 +159,8 @@ def collect_inputs(inputs: Sequence[str | Path], out_dir: str | Path, *, unique_
     for raw in inputs:
         text = str(raw)
         path = Path(text)
-        if is_image_sequence(path) and not glob.has_magic(text):
+        # (a sequence in a folder whose name reads as a glob, `shots[v2]/f_%04d.png`, is that sequence)
+        if is_image_sequence(path) and (not glob.has_magic(text) or sequence_files(path)):
             if not sequence_files(path):
                 raise UsageError(f"{text}: no image matches this sequence pattern")
             found.append((path, Path(_sequence_stem(path))))

@@ -686,6 +686,13 @@ def test_a_file_whose_name_reads_as_a_pattern_is_that_file(tmp_path: Path) -> No
     assert not is_image_sequence(tmp_path / "in" / "shot%03d.mp4") and is_image_sequence(tmp_path / "in" / "f%03d.png")
     assert [p.name for p, _ in collect_inputs([str(tmp_path / "in" / "take[1]*.mp4")], tmp_path / "out")] == [
         "take1.mp4"]  # a pattern that is no file: a glob, as before
+    shots = tmp_path / "shots[v2]"  # a folder, and a sequence in it, whose names read as globs
+    shots.mkdir()
+    shutil.copy(src, shots / "take.mp4")
+    for k in (1, 2):
+        (shots / f"f_{k:04d}.png").write_bytes(b"")
+    assert [p.name for p, _ in collect_inputs([str(shots)], tmp_path / "out")] == ["take.mp4"]
+    assert collect_inputs([str(shots / "f_%04d.png")], tmp_path / "out") == [(shots / "f_%04d.png", Path("f"))]
     done = prep([tmp_path / "in" / "take[1].mp4", tmp_path / "in" / "shot%03d.mp4"], tmp_path / "out", FAST)
     assert [i.status for i in done.items] == ["done", "done"], [i.reason for i in done.items]
 
