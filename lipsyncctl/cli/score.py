@@ -32,7 +32,8 @@ LSE-C >= 3); otherwise on a labelled approximate scale (a crop around the faces 
 comparable with published numbers. The offset is in 25 fps frames (positive: the sound is early). A clip
 without a face track of 50 frames (2 s) is not measured on the official scale. Exit codes: 0 ok, 1 a clip
 failed, or was under --min-sync or not measured with --min-sync (one clip: a bad file is exit 5), 2 usage,
-3 bad config, 4 syncnet-v2 or the face detector missing, 5 a clip or --audio not found, 130 interrupted.
+3 bad config, 4 syncnet-v2 or the face detector missing, 5 --audio or the one clip given not found (of several
+clips, a missing one fails alone: 1), 130 interrupted.
 """
 
 _MIN_SYNC_LOW, _MIN_SYNC_HIGH = schema_bounds("timeline.min_sync")

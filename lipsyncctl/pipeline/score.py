@@ -93,29 +93,48 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
     """Score each of ``videos`` against ``audio`` (None: each clip's own sound) over ``start``..``end`` seconds.
 
     Raises:
-        MediaError: a clip or ``audio`` that is not there (before any work).
+        MediaError: ``audio``, or the one clip given, that is not there (before any work); of several clips, one that
+            is not there fails alone (a batch's QC over its outputs, one of which a failed row never wrote).
         MissingModelError: the evaluation SyncNet is not installed (before any clip is read).
     """
-    from lipsyncctl.media.container import check_readable, is_image_sequence
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.scoring.meter import close_meter, open_meter
 
+    missing: dict[Path, MediaError] = {}
     for path in (*videos, *([audio] if audio is not None else [])):
-        if path.is_dir():
-            raise MediaError(f"{path}: a folder, not a clip", hint=f"give its clips, e.g. {path / '*.mp4'}")
-        if path in videos and is_image_sequence(path) and not path.exists():  # a pattern: at sync.sequence_fps
-            check_readable(path)  # no image matches it: MediaError
-        elif not path.is_file():
-            raise MediaError(f"{path}: file not found", hint="check the path")
+        try:
+            _check_there(path, is_clip=path in videos)
+        except MediaError as exc:
+            if path == audio or len(videos) == 1:
+                raise
+            missing[path] = exc
     meter = open_meter(resolve_device(config.inference.device), config.faces.backend)
     try:
         clips = []
         for video in videos:
+            if video in missing:
+                exc = missing[video]
+                clips.append(ClipScore(video, audio or video, "failed", reason=_reason(exc, video), hint=exc.hint,
+                                       error=exc))
+                continue
             progress.message(f"scoring {video}")
             clips.append(_score_one(meter, video, audio or video, config, start, end, min_sync))
     finally:
         close_meter(meter, config.faces.backend)
     return ScoreResult(clips, meter.scale, meter.syncnet.to_dict(), min_sync)
+
+
+def _check_there(path: Path, *, is_clip: bool) -> None:
+    """Raise :class:`MediaError` when ``path`` is a folder or not there (a clip's image-sequence pattern: when no image
+    matches it)."""
+    from lipsyncctl.media.container import check_readable, is_image_sequence
+
+    if path.is_dir():
+        raise MediaError(f"{path}: a folder, not a clip", hint=f"give its clips, e.g. {path / '*.mp4'}")
+    if is_clip and is_image_sequence(path) and not path.exists():  # a pattern: at sync.sequence_fps
+        check_readable(path)  # no image matches it: MediaError
+    elif not path.is_file():
+        raise MediaError(f"{path}: file not found", hint="check the path")
 
 
 def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start: float | None, end: float | None,

@@ -129,8 +129,8 @@ def test_min_sync_gate_and_unmeasured_clips(installed: Path, monkeypatch: pytest
 
 
 def test_bad_clips(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing clip or sound: exit 5 before any work. One unreadable clip: its own exit code (5); among others it
-    fails alone (exit 1) and the others are scored. A clip without sound and no --audio: said, with the hint."""
+    """A missing sound, or the one clip given missing: exit 5 before any work. One unreadable clip: its own exit code
+    (5); among others it fails alone (exit 1) and the others are scored, and so does a missing one. A clip without sound and no --audio: said, with the hint."""
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(CLIP.read_bytes()[:4000])
     silent = tmp_path / "silent.mp4"
@@ -152,6 +152,11 @@ def test_bad_clips(installed: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     rc, doc, err = _run([str(broken), str(CLIP), "--end", "2"], capsys)
     assert rc == 1 and [c["status"] for c in doc["clips"]] == ["failed", "ok"] and doc["clips"][0]["reason"]
     assert "1 of 2 clip(s) did not pass" in err and broken.stat().st_size == 4000  # the input untouched
+    # a batch's QC over its outputs, one of which a failed row never wrote: that clip fails alone (it stopped the
+    # whole gate with exit 5 and no score)
+    rc, doc, _ = _run([str(tmp_path / "never.mp4"), str(CLIP), "--end", "2"], capsys)
+    assert rc == 1 and [c["status"] for c in doc["clips"]] == ["failed", "ok"]
+    assert doc["clips"][0]["reason"] == "file not found"
 
     from tests.sync_media import write_wav
 
