@@ -229,13 +229,23 @@ def read_batch(path: str | Path) -> list[BatchRow]:
         rows.append(BatchRow(n, video, audio, output, start, end, _options(values, where)))
     if not rows:
         raise UsageError(f"--batch {path}: no clips under the header", hint="one row a clip: video,audio,output")
+    from lipsyncctl.pipeline.output import run_yaml_path
+
     seen: dict[Path, int] = {}
+    records: dict[Path, tuple[int, Path]] = {}  # an output's record (x.mp4 and x.mkv share x.run.yaml)
     for r in rows:
         key = r.output.resolve()
         if key in seen:
             raise UsageError(f"--batch {path}: lines {seen[key]} and {r.line} write the same output {r.output}",
                              hint="give every clip its own output")
         seen[key] = r.line
+        record = run_yaml_path(key)
+        if record in records:
+            line, other = records[record]
+            raise UsageError(f"--batch {path}: lines {line} and {r.line} write {other} and {r.output}, which share "
+                             f"one record ({record.name}): the second would fail after the first",
+                             hint="give them different names (x_proxy.mp4, x_master.mov)")
+        records[record] = (r.line, r.output)
     read = {f.resolve(): (r.line, kind) for r in rows for kind, f in (("audio", r.audio), ("video", r.video))}
     for r in rows:  # an output that is an input of the batch would be replaced (-y) or read half-written (--jobs)
         if (hit := read.get(r.output.resolve())) is not None:

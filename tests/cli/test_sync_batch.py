@@ -114,6 +114,8 @@ def test_a_dry_run_probes_the_inputs_and_writes_nothing(folder: Path, models_dir
     ("video,audio,output,start,end\na.mkv,a.wav,o.mkv,2,1\n", "line 2: end 1 is not after start 2"),
     ("video,audio,output,start\na.mkv,a.wav,o.mkv,soon\n", "line 2: start 'soon' is not a number"),
     ("video,audio,output\na.mkv,a.wav,o.mkv\nb.mkv,b.wav,./o.mkv\n", "lines 2 and 3 write the same output"),
+    # a proxy and a master of one shot: they share o.run.yaml, and the second failed after the first rendered
+    ("video,audio,output\na.mkv,a.wav,o.mp4\nb.mkv,b.wav,o.mkv\n", "which share one record (o.run.yaml)"),
     ("video,audio,output\na.mkv,a.wav,o.mkv\no.mkv,b.wav,p.mkv\n", "o.mkv, which line 3 reads as its video"),
     ("video,audio,output\na.mkv,a.wav,a.mkv\n", "a.mkv, which line 2 reads as its video"),
 ])
