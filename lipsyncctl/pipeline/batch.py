@@ -350,6 +350,17 @@ def _lost_row(task: BatchTask, why: str) -> _Outcome:
                               "rerun it with fewer --jobs (check `dmesg` for the out-of-memory killer)"))
 
 
+def _unwritable(output: Path, *, probe: bool) -> str | None:
+    """Why ``output`` cannot be written (:func:`~lipsyncctl.media.atomic.check_writable`), or None."""
+    from lipsyncctl.media.atomic import check_writable
+
+    try:
+        check_writable(output, probe=probe)
+    except OSError as exc:
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
 def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     """Why a row whose output exists is skipped, and the hint: the output's ``OUT.run.yaml`` names the inputs and the
     settings that made it; when they are not this row's, the first few differences are said (a rerun with new
@@ -452,6 +463,9 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
             reason, hint = _skip_reason(row, configs[row.line])
             items[row.line] = BatchItem(row, "skipped", reason, hint)
             progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
+        elif (unwritable := _unwritable(row.output, probe=not dry_run)) is not None:  # (a read-only mount: each row
+            items[row.line] = BatchItem(row, "failed", unwritable, "check the path and permissions")  # failed after
+            progress.message(f"{_label(k, len(mine), row)}: failed: {unwritable}")  # its networks loaded, "internal")
         elif dry_run:
             try:
                 inputs = probe_inputs(row.video, row.audio, configs[row.line].sync.audio_stream,

@@ -508,3 +508,22 @@ def test_a_row_whose_worker_died_leaves_no_partial_output(tmp_path: Path) -> Non
 
     with output_lock(out.parent / "x3.run.yaml"):  # a live run's lock stays
         assert not clear_output_lock(out.parent / "x3.run.yaml") and (out.parent / ".x3.run.yaml.lock").exists()
+
+
+def test_a_row_whose_output_cannot_be_written_fails_before_any_work(folder: Path, models_dir: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An output under a read-only mount (here: a file where its folder should be) failed as "an internal error:
+    please report it", after its networks had loaded, and the dry run planned it. It fails at once, as `sync -o` does,
+    with the path and permissions hint, in the dry run too."""
+    from lipsyncctl.pipeline import networks
+
+    (folder / "blocker").write_text("a file, not a folder")
+    (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,blocker/x.mp4\n")
+    monkeypatch.setattr(networks, "load_networks", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    for dry in (["--dry-run"], []):
+        rc, res, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny", *dry)
+        (item,) = res["items"]
+        assert rc == 1 and item["status"] == "failed", res
+        assert "a file is in the way of the output folder" in item["reason"]
+        assert item["hint"] == "check the path and permissions"
