@@ -109,8 +109,8 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
                 raise
             missing[path] = exc
     meter = open_meter(resolve_device(config.inference.device), config.faces.backend)
+    clips: list[ClipScore] = []
     try:
-        clips = []
         for video in videos:
             if video in missing:
                 exc = missing[video]
@@ -119,6 +119,12 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
                 continue
             progress.message(f"scoring {video}")
             clips.append(_score_one(meter, video, audio or video, config, start, end, min_sync))
+    except KeyboardInterrupt:  # the clips scored so far are the result's (hours of QC over long clips)
+        from lipsyncctl.errors import Interrupted
+
+        so_far = ScoreResult(clips, meter.scale, meter.syncnet.to_dict(), min_sync).to_dict()
+        raise Interrupted(f"interrupted after {len(clips)} of {len(videos)} clip(s) scored",
+                          hint="rerun it for the clips not scored (--json lists those scored)", partial=so_far) from None
     finally:
         close_meter(meter, config.faces.backend)
     return ScoreResult(clips, meter.scale, meter.syncnet.to_dict(), min_sync)

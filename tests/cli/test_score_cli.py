@@ -253,3 +253,23 @@ def test_an_image_sequence_is_a_clip(installed: Path, tmp_path: Path, capsys: py
     assert rc == 5 and "no audio stream" in doc["error"]["message"], doc
     rc, doc, _ = _run([str(tmp_path / "g%04d.png"), "--audio", str(DUB)], capsys)
     assert rc == 5 and "no image matches" in doc["error"]["message"]
+
+
+def test_an_interrupt_keeps_the_clips_scored_so_far(installed: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduler's SIGTERM during the third of many long clips dropped the two already scored: --json gives them
+    beside the error (exit 130), as sync --batch gives its rows."""
+    from lipsyncctl.pipeline import score
+
+    real, calls = score._score_one, []
+
+    def stopping(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score, "_score_one", stopping)
+    rc, doc, _ = _run([str(CLIP), str(CLIP), str(CLIP), "--end", "2"], capsys)
+    assert rc == 130 and doc["ok"] is False and doc["error"]["message"] == "interrupted after 1 of 3 clip(s) scored"
+    assert [c["status"] for c in doc["clips"]] == ["ok"] and doc["counts"]["ok"] == 1
