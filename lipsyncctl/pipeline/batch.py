@@ -336,16 +336,22 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
                               warnings=list(res.warnings)))
 
 
-def _lost_row(task: BatchTask, why: str) -> _Outcome:
-    """The outcome of a row whose worker process died rendering it (the others go on): failed, saying so. Its
-    partial output (hidden temporaries of a pid now gone) and its lock file are removed now, not by the next run: a
-    farm that does not rerun a failed list would ship a folder holding them."""
+def _clear_dead(output: Path) -> None:
+    """Remove what a dead run left of ``output``: its hidden temporaries (of a pid now gone) and its lock file (the
+    kernel let go of the lock; a live run's are kept)."""
     from lipsyncctl.media.atomic import sweep_temps
     from lipsyncctl.pipeline.output import run_yaml_path
     from lipsyncctl.runner.lock import clear_output_lock
 
-    sweep_temps(task.row.output.parent, stem=task.row.output.stem)
-    clear_output_lock(run_yaml_path(task.row.output))  # (the lock the dead worker held, released by the kernel)
+    sweep_temps(output.parent, stem=output.stem)
+    clear_output_lock(run_yaml_path(output))
+
+
+def _lost_row(task: BatchTask, why: str) -> _Outcome:
+    """The outcome of a row whose worker process died rendering it (the others go on): failed, saying so. Its
+    partial output (hidden temporaries of a pid now gone) and its lock file are removed now, not by the next run: a
+    farm that does not rerun a failed list would ship a folder holding them."""
+    _clear_dead(task.row.output)
     return _Outcome(BatchItem(task.row, "failed", why, "a clip that needs more memory than the machine has: "
                               "rerun it with fewer --jobs (check `dmesg` for the out-of-memory killer)"))
 
@@ -462,6 +468,8 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         if exists(row.output) and not overwrite:  # (an image sequence's: any of its files)
             reason, hint = _skip_reason(row, configs[row.line])
             items[row.line] = BatchItem(row, "skipped", reason, hint)
+            if not dry_run:  # a killed re-render's leftovers went with the folder to delivery (rows rendered swept)
+                _clear_dead(row.output)
             progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
         elif (unwritable := _unwritable(row.output, probe=not dry_run)) is not None:  # (a read-only mount: each row
             items[row.line] = BatchItem(row, "failed", unwritable, "check the path and permissions")  # failed after

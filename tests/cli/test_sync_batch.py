@@ -59,9 +59,16 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     assert "1 of 3 clip(s) failed: line 4" in err and "[3/3] b clip.mkv" in err
     assert "warning: line 5: the audio (0.080 s) is shorter" in err  # a row's warning names its row
     assert err.count("NOT lip-synced") == 1  # one for the whole batch
-    # a rerun does only what is left; -y redoes the rest too
+    # a rerun does only what is left; -y redoes the rest too; what a killed re-render of a row left beside its
+    # output (a dead pid's hidden temporary, its lock file) goes with the rerun that skips the row (it went to delivery)
+    from lipsyncctl.media.atomic import host_tag
+
+    dead = folder / "out" / f".a.~{host_tag()}-999999999-deadbeef.part.mkv"
+    dead.write_bytes(b"half a render")
+    (folder / "out" / ".a.run.yaml.lock").write_text("")
     rc, res, _ = _run(capsys, *args)
     assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 1}
+    assert not dead.exists() and not (folder / "out" / ".a.run.yaml.lock").exists()
     assert res["items"][0]["reason"] == "the output exists"  # made by these inputs and settings
     # other settings: still skipped, and said (the output's run.yaml names what made it)
     rc, res, err = _run(capsys, *args, "--steps", "3")
