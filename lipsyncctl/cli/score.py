@@ -78,8 +78,8 @@ def _render(console: Console, result: ScoreResult) -> None:
             for c in result.clips]
     console.print(st.table(f"sync scores ({result.scale} scale)", ["clip", "sound", "status", "LSE-C", "LSE-D",
                                                                   "offset", "frames", "note"], rows))
-    if not result.model.get("verified"):
-        console.print(result.model.get("note", ""))
+    if not result.model.get("verified") and result.model.get("note"):  # a note: stderr (-q drops it; --json has it)
+        st.note(result.model["note"])
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,13 @@ def test_scores_equal_the_qc_measurement_of_the_same_frames(installed: Path, cap
 
     rc, own, _ = _run([str(CLIP), "--start", "1", "--end", "3"], capsys)  # its own sound: another measurement
     assert rc == 0 and own["clips"][0]["audio"] == str(CLIP) and own["clips"][0]["lse_d"] != clip["lse_d"]
+    # the table on stdout, the weights' note on stderr (a script captured a prose line after the table), -q: none
+    capsys.readouterr()
+    assert main(["score", str(CLIP), "--start", "1", "--end", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "NOT verified" not in out and "NOT verified" in err and "LSE-C" in out
+    assert main(["-q", "score", str(CLIP), "--start", "1", "--end", "2"]) == 0
+    assert "NOT verified" not in capsys.readouterr().err
 
 
 def test_a_long_sound_is_read_from_disk_with_the_same_scores(installed: Path, monkeypatch: pytest.MonkeyPatch,
