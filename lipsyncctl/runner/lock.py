@@ -351,15 +351,21 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
     record ``OUT.run.yaml``, which ``x.mov`` and ``x.mkv`` share): a hidden ``.NAME.lock`` beside it, flock'd for the block (the kernel
     lets go when the run ends, however it ends), naming its holder. A second run of the same output is refused at
     once (:class:`~lipsyncctl.errors.BusyError`, exit 6) rather than rendering a take that would replace the first's
-    or be refused at its end. Nothing is locked where the output's folder is not there yet, or where the file
-    system cannot lock (a take another run put in place meanwhile is still refused at the end:
-    :func:`lipsyncctl.media.atomic.move_new`).
+    or be refused at its end. The output's folders still missing are made first, so a first run into a new folder
+    locks too (two runs of one list rendered every row twice), and removed again if the block fails and leaves them
+    empty. Nothing is locked where the file system cannot lock (a take another run put in place meanwhile is still
+    refused at the end: :func:`lipsyncctl.media.atomic.move_new`).
 
     Raises:
         BusyError: another run is writing ``output``.
     """
     output = Path(output)
     lock = _Flock(output.parent / f".{output.name}.lock", shared=False)
+    made = [p for p in [output.parent, *output.parent.parents] if not os.path.lexists(p)]  # deepest first
+    if made:
+        with contextlib.suppress(OSError):  # (an unwritable place: the run's own check names it)
+            output.parent.mkdir(parents=True, exist_ok=True)
+    ok = False
     if output.parent.is_dir():
         try:
             if not lock.take():
@@ -371,5 +377,9 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
                 raise
     try:
         yield
+        ok = True
     finally:
         lock.drop()
+        for folder in made if not ok else ():
+            with contextlib.suppress(OSError):  # (not empty: another run's, or a file the block left)
+                folder.rmdir()

@@ -154,3 +154,21 @@ def test_shards_take_a_step_one_at_a_time(tmp_path: Path) -> None:
     t.join()
     assert order == ["first in", "first out", "second in"]
     assert not (tmp_path / ".lipsyncctl" / "views.lock").exists()  # removed by the last holder
+
+
+def test_an_output_lock_in_a_folder_not_made_yet_locks_and_tidies(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two runs of one list into a new folder rendered every row twice: the first took no lock (its folder was not
+    there yet). The folder is made to lock in, and removed again when the block fails and leaves it empty."""
+    import pytest
+
+    from lipsyncctl.errors import BusyError
+    from lipsyncctl.runner.lock import output_lock
+
+    out = tmp_path / "ep01" / "shots" / "x.run.yaml"
+    with output_lock(out):
+        assert out.parent.is_dir()
+        with pytest.raises(BusyError, match="another run is writing this output"), output_lock(out):
+            pass
+    with pytest.raises(RuntimeError), output_lock(tmp_path / "ep02" / "shots" / "y.run.yaml"):
+        raise RuntimeError("the render failed")
+    assert not (tmp_path / "ep02").exists()
