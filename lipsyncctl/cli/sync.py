@@ -29,7 +29,8 @@ sample rate and channels, and is written under a temporary name, then renamed. O
 holds the resolved configuration. An existing OUT is never replaced unless --overwrite/-y. Length policy when audio and picture differ (--length-policy):
 pingpong (default, official), loop, freeze, cut (shortest), silence (pad the audio, keep the picture).
 Exit codes: 0 ok, 1 failed, 2 usage, 3 bad config/preset, 4 missing model/package/device, 5 bad input media,
-6 busy (another run is writing to the same -o, or the same timeline output folder), 130 interrupted (Ctrl-C, SIGTERM: nothing
+6 busy (another run is writing to the same -o, or the same timeline output folder, or still renders rows of
+the --batch list), 130 interrupted (Ctrl-C, SIGTERM: nothing
 partial is left).
 """
 
@@ -264,13 +265,19 @@ def _run_batch(values: dict[str, Any], config: Any) -> None:
         console.print(", ".join(f"{n} {s}" for s, n in result.counts().items()))
 
     st.result(result.to_dict, human, ok=result.ok)
-    failed = result.failed
+    failed, busy = result.failed, result.busy
     if failed:
         raise JobFailedError(
             f"{len(failed)} of {len(result.items)} clip(s) failed: "
             + "; ".join(f"line {i.row.line}" for i in failed[:5]) + (" ..." if len(failed) > 5 else ""),
             hint="the table (or --json) gives each reason; fix those rows and rerun (finished outputs are skipped)",
         )
+    if busy:  # (their outputs are not there yet: a script must not deliver the list's outputs now)
+        from lipsyncctl.errors import BusyError
+
+        raise BusyError(f"{len(busy)} of {len(result.items)} clip(s) another run is still rendering: "
+                        + "; ".join(f"line {i.row.line}" for i in busy[:5]) + (" ..." if len(busy) > 5 else ""),
+                        hint="wait for that run to end; a rerun of the list then skips what is done")
 
 
 # Typer reads the options from the signature: the table above, in its order.

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 #: choice and ``--set`` items, as a timeline shot's options)
 REQUIRED, OPTIONAL = ("video", "audio", "output"), ("start", "end", "face", "face_at", "set")
 #: what can become of a row (``planned``: a dry run's row that would be rendered)
-STATUSES = ("done", "planned", "skipped", "failed")
+STATUSES = ("done", "planned", "skipped", "busy", "failed")
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,13 @@ class BatchResult:
         return [i for i in self.items if i.status == "failed"]
 
     @property
+    def busy(self) -> list[BatchItem]:
+        """Rows another run was still rendering: their outputs are not there yet."""
+        return [i for i in self.items if i.status == "busy"]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.busy
 
     def counts(self) -> dict[str, int]:
         return {s: sum(i.status == s for i in self.items) for s in STATUSES}
@@ -312,11 +317,14 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
         check_found(row.video, row.audio)  # a row whose file is missing fails before the networks load for it
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
                         networks=cached_networks(cache, config), overwrite=task.overwrite)
-    except (BusyError, TakenError) as exc:  # another run of the list (a shard, an overlapping rerun) has this row
-        said = (f"another run is rendering it now ({exc.message})" if isinstance(exc, BusyError)
-                else "another run made it meanwhile (left as it is)")
-        return _Outcome(BatchItem(row, "skipped", said, "pass --overwrite/-y to replace it once that run is done",
-                                  seconds=time.perf_counter() - t0))
+    except (BusyError, TakenError) as exc:  # another run of the list (a shard, an overlapping rerun) has this row:
+        # made meanwhile, skipped; still being rendered, busy (its output is not there yet: the run is not ok)
+        busy = isinstance(exc, BusyError)
+        said = f"another run is rendering it now ({exc.message})" if busy else \
+            "another run made it meanwhile (left as it is)"
+        return _Outcome(BatchItem(row, "busy" if busy else "skipped", said,
+                                  "wait for that run to end (a rerun then skips it), or pass --overwrite/-y to replace "
+                                  "it once that run is done", seconds=time.perf_counter() - t0))
     except OutputExistsError as exc:
         if exists(row.output):  # made by another run of the list while the networks loaded for this row
             return _Outcome(BatchItem(row, "skipped", *_skip_reason(row, task.config),

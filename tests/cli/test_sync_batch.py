@@ -48,7 +48,7 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
         '"b clip.mkv",b.wav,out/b.mkv,0.04,\n')
     args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
     rc, res, err = _run(capsys, *args)
-    assert rc == 1 and res["ok"] is False and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}
+    assert rc == 1 and res["ok"] is False and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "busy": 0, "failed": 1}
     a, missing, b = res["items"]
     assert (a["line"], a["status"], a["frames"]) == (2, "done", 6)
     assert (missing["line"], missing["status"]) == (4, "failed") and "not found" in missing["reason"]
@@ -67,7 +67,7 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     dead.write_bytes(b"half a render")
     (folder / "out" / ".a.run.yaml.lock").write_text("")
     rc, res, _ = _run(capsys, *args)
-    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 1}
+    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "busy": 0, "failed": 1}
     assert not dead.exists() and not (folder / "out" / ".a.run.yaml.lock").exists()
     assert res["items"][0]["reason"] == "the output exists"  # made by these inputs and settings
     # other settings: still skipped, and said (the output's run.yaml names what made it)
@@ -90,7 +90,7 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     assert res["items"][0]["reason"] == (f"the output exists, made with other inputs or settings: audio "
                                          f"{folder / 'a.wav'} changed since (another file under its name)")
     rc, res, _ = _run(capsys, *args, "-y")
-    assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}
+    assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "busy": 0, "failed": 1}
 
 
 def test_a_dry_run_probes_the_inputs_and_writes_nothing(folder: Path, models_dir: Path,
@@ -176,7 +176,7 @@ def test_two_worker_processes_render_what_one_process_renders(folder: Path, mode
     (folder / "list.csv").write_text(_THREE)
     args = ["--batch", str(folder / "list.csv"), "--preset", "tiny", "--codec", "ffv1", "--length-policy", "cut"]
     rc, res, err = _run(capsys, *args, "--jobs", "2")
-    assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "failed": 1}, err
+    assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "busy": 0, "failed": 1}, err
     assert [i["status"] for i in res["items"]] == ["done", "failed", "done"]  # the list's order, not the finish order
     assert "starting 2 worker processes" in err and "[3/3] b clip.mkv -> " in err
     assert "not found" in res["items"][1]["reason"]
@@ -188,7 +188,7 @@ def test_two_worker_processes_render_what_one_process_renders(folder: Path, mode
         assert len(here) == len(frames) and all(np.abs(x.astype(int) - y).max() <= 1 for x, y in zip(frames, here, strict=True))
     # a rerun whose rows left to do all miss a file starts no worker (it took 9.5 s to say so, not 2)
     rc, res, err = _run(capsys, *args, "--jobs", "2")
-    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 1}, err
+    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "busy": 0, "failed": 1}, err
     assert "starting 2 worker processes" not in err and "[2/3] missing.mkv -> " in err and "not found" in err
 
 
@@ -430,12 +430,13 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
                                          "check it, or pass --overwrite/-y to render it")
 
 
-def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: Path,
-                                                     capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two overlapping runs of one list (a rerun started early, a shard on the same folder): a row the other run is
-    rendering (its lock) or made meanwhile (its take in place at the end) is skipped, saying so; both runs exited 1
-    calling those rows failed."""
+def test_rows_another_run_has_are_busy_or_skipped_not_failed(folder: Path, models_dir: Path,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two overlapping runs of one list (a rerun started early, a shard on the same folder): a row the other run made
+    meanwhile (its take in place at the end) is skipped, saying so; one it is still rendering (its lock) is busy, and
+    the run ends busy (exit 6, "ok": false): its output is not there yet (it was skipped, exit 0, and a script went on
+    to deliver missing files). Both runs exited 1 calling those rows failed before."""
     from lipsyncctl.errors import BusyError
     from lipsyncctl.media.atomic import taken_error
     from lipsyncctl.pipeline import clip
@@ -450,11 +451,13 @@ def test_rows_another_run_has_are_skipped_not_failed(folder: Path, models_dir: P
     monkeypatch.setattr(clip, "sync_clip", other_run)
     (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,out/a.mkv\n\"b clip.mkv\",b.wav,out/b.mkv\n")
     rc, res, err = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
-    assert rc == 0 and res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "failed": 0}, err
+    assert rc == 6 and res["ok"] is False, err
+    assert res["counts"] == {"done": 0, "planned": 0, "skipped": 1, "busy": 1, "failed": 0}, err
     assert res["items"][0]["reason"].startswith("another run is rendering it now (")
     assert "pid 4242" in res["items"][0]["reason"]  # who holds it
     assert res["items"][1]["reason"] == "another run made it meanwhile (left as it is)"
-    assert "skipped: another run is rendering it now" in err and "failed:" not in err  # each row's line says so
+    assert "busy: another run is rendering it now" in err and "failed:" not in err  # each row's line says so
+    assert "1 of 2 clip(s) another run is still rendering: line 2" in err
     # made before this row's turn, after the rows were listed: skipped as an output there (it failed: exists)
     from lipsyncctl import config as cfg
     from lipsyncctl.pipeline.batch import BatchTask, execute_row, read_batch
