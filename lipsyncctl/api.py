@@ -138,7 +138,8 @@ def sync_batch(list_file: str | Path, config: Config | str | Path | None = None,
                backend: str = "local") -> BatchResult:
     """Lip-sync every clip of a CSV list (``video,audio,output[,start,end]``, paths relative to the list; see
     :mod:`lipsyncctl.pipeline.batch`) with the networks loaded once. A clip whose output exists is skipped unless
-    ``overwrite``; a clip's failure is its item's ``reason`` and the others go on (``result.ok`` is False).
+    ``overwrite``; a clip's failure is its item's ``reason`` and the others go on (``result.ok`` is False, as with a
+    row another run is still rendering: ``busy``).
     ``dry_run``: each row ``planned`` (its inputs probed), ``skipped`` or ``failed``; nothing loaded or written.
     ``jobs``, ``gpus`` (``"0,1"``), ``backend`` (``"ray"``): the rows on worker processes, one set of networks
     each, as for a timeline's shots (``networks`` serve the rows of this process only); ``shard`` (``"I/N"`` or

@@ -12,7 +12,8 @@ setting (preset, ``--set``, flags) applies to every row; a row's ``face``, ``fac
 
 Each row is one :func:`~lipsyncctl.pipeline.clip.sync_clip` (written under a temporary name, then renamed): ``done``,
 ``skipped`` (its output exists and ``overwrite`` is off: a rerun after a failure or an interrupt does only what is
-left; an output its ``OUT.run.yaml`` says was made from other inputs or settings is named as such) or ``failed``
+left; an output its ``OUT.run.yaml`` says was made from other inputs or settings is named as such), ``busy`` (another
+run of the list is still rendering it: the result is not ok, its output is not there yet) or ``failed``
 with the reason and hint of its error (bad media, no face, an output that cannot hold the codec...). What stops every row stops the batch: a missing model, face detector (checked before the first clip)
 or device, an interrupt.
 """
