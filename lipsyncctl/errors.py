@@ -101,8 +101,9 @@ class MissingModelError(LipsyncError):
 
 
 class MissingToolError(LipsyncError):
-    """An optional package a setting needs (peft, Ray, an OTIO adapter), or the ffmpeg binary doctor and the
-    benchmarks run, was not found. Each raise gives its own hint."""
+    """Something a setting or an input needs that this installation lacks: an optional package (peft, Ray, an OTIO
+    adapter; one that cannot read a file right, as FCPXML at a fractional rate), CUDA for ``inference.cuda_graphs``,
+    or the ffmpeg binary doctor and the benchmarks run. Each raise gives its own hint."""
 
     exit_code = 4
     default_hint = "run `lipsyncctl doctor` to see what is missing"
