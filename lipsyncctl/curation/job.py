@@ -139,7 +139,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     if backend != "ray":  # Ray's workers have devices of their own (--gpus asks it for a GPU a task)
         _check_gpus(gpus, warnings if dry_run else None)
     folder = str(data)
-    tasks = [CurateTask(str(src.absolute()), source_id(src, stem), folder, options, until, forced, models)
+    tasks = [CurateTask(os.path.abspath(src), source_id(src, stem), folder, options, until, forced, models)
              for src, stem in pairs]
     del pairs
     store = RecordStore.of(data)
@@ -209,7 +209,7 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
     new: dict[str, str] = {}      # path -> id, of those whose id has no record at all (a new file, or a renamed one)
     for t in mine:
         raw = store.load("sources", t.id)
-        if raw is None or str(Path(raw["path"]).absolute()) != t.path:
+        if raw is None or os.path.abspath(raw["path"]) != t.path:
             unknown[t.path] = t.id
         if raw is None:
             new[t.path] = t.id
@@ -223,7 +223,7 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
     some_gone = False  # a stored source of no task here whose file is gone: a new file may be it, renamed
     for rid in store.each_id("sources") if unknown else ():  # (no order needed: not a million ids sorted)
         raw = store.load("sources", rid)
-        path = str(Path(raw["path"]).absolute()) if raw is not None else None
+        path = os.path.abspath(raw["path"]) if raw is not None else None
         if path in unknown and unknown[path] != rid:
             raise UsageError(f"{path} is in {data} already, as source {rid} (an earlier run was given another "
                              "folder holding it)", hint="give the inputs as the earlier runs did (the same "

@@ -460,8 +460,14 @@ def test_inputs_name_each_source_once_and_a_rerun_from_elsewhere_reuses_the_reco
     job._check_ids([moved, tasks[1]], [tasks[1]], store, first.data)  # another shard's source: its own check
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path / "a")  # another working folder, the same DATA and sources
+    given: list[str] = []  # another spelling of the same paths (`..`): the tasks name them as the records do, so
+    real_check = job._check_ids  # DATA's records are not all read for the check
+    monkeypatch.setattr(job, "_check_ids", lambda tasks, mine, store, data: given.extend(t.path for t in tasks)
+                        or real_check(tasks, mine, store, data))
     again = run_curation([".."], "../d", cfg.resolve("tiny"), until="normalize")
     assert [s.computed for s in again.sources] == [[], []]
+    assert given and not any(".." in p for p in given), given
+    monkeypatch.undo()
     # a file renamed (or moved into another folder) was curated again under a new id: its clips twice in DATA, maybe
     # on both sides of the split; it is refused (what a source whose file is gone held); a file deleted beside a new one
     # (raw footage let go after curation) is not
