@@ -284,12 +284,12 @@ def _aimed_rate(ordered: list[int], tb: Fraction, measured: Fraction) -> Fractio
       third frame alternates 40 and 80 ms: the median alone read 12.5 fps and dropped a source frame in three);
     - otherwise a cadence (soft 3:2 pulldown's 33/50 ms is 23.976 content) or bunched stamps: the mean rate.
 
-    Spacings shorter than a frame at the fastest standard rate (240 fps) are left out: frames a tick apart are
-    near-duplicates, not a rate (a third of them read 90000 fps, and a 2 s clip became 180,000 frames)."""
+    Spacings shorter than a frame at the fastest standard rate (240 fps) are left out, from the mean too: frames a
+    tick apart are near-duplicates, not a rate (a third of them read 90000 fps, and a 2 s clip became 180,000
+    frames); where every spacing is that short (a high-speed capture), they are its rate."""
     plausible = [d for d in ordered if d * tb * STANDARD_RATES[-1] >= 1]
-    if len(plausible) < 2:
-        return min(measured, STANDARD_RATES[-1])
-    ordered = plausible
+    if len(plausible) >= 2:
+        ordered, measured = plausible, Fraction(len(plausible)) / (sum(plausible) * tb)
     m = ordered[len(ordered) // 2]
     group = [d for d in ordered if d <= ordered[len(ordered) // 4] * Fraction(5, 4)]
     s = group[len(group) // 2]
