@@ -387,7 +387,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
     # Scale in stored orientation, then rotate (cheaper than the other way round).
     stored = (item.height, item.width) if rot in (90, 270) else (item.width, item.height)
     resize = stored != (v.width, v.height)
-    start = exact(v.start_time) + exact(job.start)
+    start = _origin(v, job, item.fps)
     # fields kept (--deinterlace off) and not scaled (which blends them): coded and tagged interlaced, as sync does
     fields = v.field_order if v.interlaced and opts.deinterlace == "off" and not resize and not rot else None
     with VideoReader(item.input, info=info, apply_rotation=False) as reader, \
@@ -430,7 +430,7 @@ def _audio(item: PrepItem, info: Any, job: _Job) -> Iterator[Any]:
 
     opts = job.options
     v = info.video
-    start = float(v.start_time) + job.start
+    start = float(_origin(v, job, item.fps))
     assert item.duration is not None
     a, several = pick_audio_stream(item.input, info, opts.audio_stream, "prep.audio_stream")
     if several:
@@ -563,6 +563,19 @@ def _write_outputs(item: PrepItem, info: Any, job: _Job) -> list[Path]:
         elif item.wav is not None and not opts.sidecar_wav:
             item.wav = None
     return written
+
+
+def _origin(v: Any, job: _Job, fps: Fraction | None) -> Fraction:
+    """Where the output starts on the source's timeline (its first frame and its sound): ``--start``, or, for a
+    constant-rate source kept at its rate (``fps``), the start of the frame on screen then (the picture starts on that
+    frame; the sound started at ``--start`` ran up to a frame ahead of it, 30 ms at 25 fps; sync's own sound starts
+    there too). A conform to another rate keeps ``--start``: output frame k is what is on screen at start + k/fps."""
+    from lipsyncctl.media.rates import frame_on_screen
+
+    first = exact(v.start_time)
+    if job.start <= 0 or v.is_vfr or fps != v.nominal_fps:
+        return first + exact(job.start)
+    return first + Fraction(frame_on_screen(job.start, v.nominal_fps)) / v.nominal_fps
 
 
 def _timecode(item: PrepItem, info: Any, job: _Job) -> str | None:

@@ -596,6 +596,21 @@ def test_start_between_frames_shows_the_frame_on_screen(tmp_path: Path, fps_opt:
     assert shown == expected and shown[:3] == [1, 2, 3]
 
 
+def test_start_between_frames_starts_the_sound_with_the_frame_kept_at_its_rate(tmp_path: Path) -> None:
+    """--start 0.05 on 30 fps footage kept at 30: the picture starts on frame 1 (on screen from 1/30 s), and so does
+    the sound now (it started at 0.05 s, 17 ms ahead of its picture; sync's own sound starts with the frame)."""
+    src = mg.make_clip(tmp_path / "a30.mp4", fps=30, frames=30, audio_rate=16000, audio_channels=1)
+    item = prep([src], tmp_path / "out", FAST.model_copy(update={"fps": "source"}), start=0.05).items[0]
+    assert item.status == "done", item.reason
+    got = read_audio(item.wav, 16000, 1)[:4000]
+
+    def match(at: float) -> float:
+        want = read_audio(src, 16000, 1, start=at)[:4000]
+        return float(np.corrcoef(got, want)[0, 1])
+
+    assert match(1 / 30) > 0.99 > match(0.05)
+
+
 def test_anamorphic_footage_comes_out_in_square_pixels(tmp_path: Path) -> None:
     """72x64 stored pixels of aspect 4:3 are a 96x64 picture: prep resamples it to 96x64 square pixels (said in a
     warning), every frame kept."""
