@@ -146,15 +146,15 @@ def _stages(names: list[str]) -> str:
 
 #: sources listed in the table: a VoxCeleb2-size run has a million (report.json and --json list every one)
 TABLE_ROWS = 200
-_RANK = {"failed": 0, "rejected": 1, "undecided": 1, "no span kept": 1}  # over TABLE_ROWS, these first (then kept)
 
 
 def _render(console: Console, result: CurateResult) -> None:
     rows = []
     many = len(result.sources) > TABLE_ROWS
-    # (failed: a kept source with a failed span too; the sources are read back from disk, TABLE_ROWS held)
+    # failed first (a kept source with a failed span too), then not kept (rejected, undecided, no span kept), then
+    # kept, each by path (the sources are read back from disk, TABLE_ROWS held)
     listed = (heapq.nsmallest(TABLE_ROWS, result.sources,
-                              key=lambda s: (0 if s.failed else _RANK.get(s.standing, 2), s.path))
+                              key=lambda s: (0 if s.failed else 1 if s.standing != "kept" else 2, s.path))
               if many else sorted(result.sources, key=lambda s: s.path))
     for s in listed:
         d = s.decision

@@ -111,7 +111,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     # 1. Sources, output checks, this shard's part.
     if data.exists() and not data.is_dir():
         raise UsageError(f"-o {data}: is a file; curate writes a folder", hint="give a folder name for -o")
-    if data.is_dir() and not RecordStore.of(data).root.is_dir():  # not curate's: its files of those names are not ours
+    if data.is_dir() and not RecordStore.held_by(data):  # not curate's: its files of those names are not ours
         theirs = [name for name in VIEWS if os.path.lexists(data / name)]
         if theirs:
             raise UsageError(f"-o {data}: holds {', '.join(theirs)} that curate did not write (it is no curated "
@@ -121,9 +121,8 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     others = LeftOut()
     # another curated dataset inside the inputs (a 512 px curation beside the 256 px one, an earlier -o RAW): its
     # aligned clips are not sources (faces of faces, the same speakers under new ids on both sides of the split)
-    pairs = _distinct_stems(collect_inputs(list(inputs), data, others=others,
-                                           closed=lambda folder: RecordStore.of(folder).root.is_dir()),
-                            RecordStore.of(data))
+    store = RecordStore.of(data)
+    pairs = _distinct_stems(collect_inputs(list(inputs), data, others=others, closed=RecordStore.held_by), store)
     if not pairs:
         raise UsageError("no media files in the inputs given", hint="give files, folders or glob patterns")
     check_inputs_exist([src for src, _ in pairs])  # exit 5 before any work, as in every command
@@ -142,7 +141,6 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     tasks = [CurateTask(os.path.abspath(src), source_id(src, stem), folder, options, until, forced, models)
              for src, stem in pairs]
     del pairs
-    store = RecordStore.of(data)
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     _check_ids(tasks, mine, store, data)
     if dry_run:
@@ -209,11 +207,12 @@ def _check_ids(tasks: list[CurateTask], mine: list[CurateTask], store: RecordSto
     new: dict[str, str] = {}      # path -> id, of those whose id has no record at all (a new file, or a renamed one)
     for t in mine:
         raw = store.load("sources", t.id)
-        if raw is None or os.path.abspath(raw["path"]) != t.path:
+        recorded = os.path.abspath(raw["path"]) if raw is not None else None
+        if recorded != t.path:
             unknown[t.path] = t.id
         if raw is None:
             new[t.path] = t.id
-        if raw is not None and raw["path"] != t.path and _another_file(raw["path"], t.path):
+        elif recorded != t.path and _another_file(recorded, t.path):
             # another folder's file of the same name inside it (batch1/x.mp4, now batch2/x.mp4): its clips were
             # replaced by this one's, in silence (a moved tree, whose old path is gone, keeps its ids)
             raise UsageError(f"{t.path} and {raw['path']} (in {data} from an earlier run): one source id, the same "

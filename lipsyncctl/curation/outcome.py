@@ -36,11 +36,6 @@ FAILED_LISTED = 100
 NO_SPAN_KEPT = "no span kept"
 
 
-def no_span_kept(verdict: str, clips: int, kept: int) -> bool:
-    """A source kept by the source stages whose spans are all rejected or failed."""
-    return verdict == Verdict.KEPT and clips > 0 and kept == 0
-
-
 @dataclass(slots=True)
 class SourceOutcome:
     id: str
@@ -56,7 +51,9 @@ class SourceOutcome:
     def standing(self) -> str:
         """Its verdict, or ``no span kept`` for a kept source whose every span was rejected or failed (it gives the
         dataset nothing: counted apart from the kept ones, listed among the sources not kept)."""
-        return NO_SPAN_KEPT if no_span_kept(self.decision.verdict, self.clips, self.kept) else str(self.decision.verdict)
+        if self.decision.verdict == Verdict.KEPT and self.clips and not self.kept:
+            return NO_SPAN_KEPT
+        return str(self.decision.verdict)
 
     @property
     def failed(self) -> bool:

@@ -102,11 +102,10 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             more = f" and {streams - 5} more" if streams > 5 else ""
             _warn(result, f"{streams} source(s) have several audio streams; the one used is given: "
                           f"{', '.join(several[:5])}{more} (--set curate.audio_stream=N picks another)")
+        if write or result.dry_run:
+            warn_decisions(result, options, complete=complete)
         if not write:
-            if result.dry_run:
-                warn_decisions(result, options, complete=complete)
             return result
-        warn_decisions(result, options, complete=complete)
         report = {"counts": result.counts(), "until": str(until), "split": listed,
                   "histograms": views.histograms(values), "warnings": list(result.warnings)}
         # the sources a line each, in the manifest's order (a VoxCeleb2-size dataset has a million: not held as
@@ -146,8 +145,7 @@ def _rebased(line: dict[str, Any], old: str | None, data: Path) -> dict[str, Any
     train.txt named the old place; a copy's, the original's files)."""
     if old is None:
         return line
-    prefix = old.rstrip(os.sep) + os.sep
-    return {k: str(data) + v[len(old.rstrip(os.sep)):] if isinstance(v, str) and v.startswith(prefix) else v
+    return {k: str(data / v[len(old) + 1:]) if isinstance(v, str) and v.startswith(old + os.sep) else v
             for k, v in line.items()}
 
 

@@ -146,6 +146,11 @@ class RecordStore:
         """The records of the curated folder ``data`` (``DATA/.lipsyncctl/records``)."""
         return cls(Path(data) / ".lipsyncctl" / "records")
 
+    @classmethod
+    def held_by(cls, folder: str | Path) -> bool:
+        """Whether ``folder`` is a dataset curate made (it holds curate's records folder: one stat)."""
+        return cls.of(folder).root.is_dir()
+
     def _file(self, kind: str, rid: str) -> str:
         """A record's file name, as a string: a path object interns its parts, and a rebuild reads a million."""
         return os.path.join(self.root, kind, f"{rid}.json")

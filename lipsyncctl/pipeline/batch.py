@@ -345,14 +345,19 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
                               warnings=list(res.warnings)))
 
 
-def _clear_dead(output: Path) -> None:
+def _clear_dead(output: Path, *, swept: set[Path] | None = None) -> None:
     """Remove what a dead run left of ``output``: its hidden temporaries (of a pid now gone) and its lock file (the
-    kernel let go of the lock; a live run's are kept)."""
+    kernel let go of the lock; a live run's are kept). ``swept``: folders swept already (every dead temporary of a
+    folder goes at once: a rerun skipping a thousand rows of one folder listed it a thousand times)."""
     from lipsyncctl.media.atomic import sweep_temps
     from lipsyncctl.pipeline.output import run_yaml_path
     from lipsyncctl.runner.lock import clear_output_lock
 
-    sweep_temps(output.parent, stem=output.stem)
+    if swept is None:
+        sweep_temps(output.parent, stem=output.stem)
+    elif output.parent not in swept:
+        swept.add(output.parent)
+        sweep_temps(output.parent)
     clear_output_lock(run_yaml_path(output))
 
 
@@ -365,15 +370,18 @@ def _lost_row(task: BatchTask, why: str) -> _Outcome:
                               "rerun it with fewer --jobs (check `dmesg` for the out-of-memory killer)"))
 
 
-def _unwritable(output: Path, *, probe: bool) -> str | None:
-    """Why ``output`` cannot be written (:func:`~lipsyncctl.media.atomic.check_writable`), or None."""
+def _unwritable(output: Path, *, probe: bool, seen: dict[Path, str | None]) -> str | None:
+    """Why ``output`` cannot be written (:func:`~lipsyncctl.media.atomic.check_writable`), or None; asked once a folder
+    (``seen``: a probe file is made and removed there)."""
     from lipsyncctl.media.atomic import check_writable
 
-    try:
-        check_writable(output, probe=probe)
-    except OSError as exc:
-        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    return None
+    if output.parent not in seen:
+        try:
+            check_writable(output, probe=probe)
+            seen[output.parent] = None
+        except OSError as exc:
+            seen[output.parent] = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return seen[output.parent]
 
 
 def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
@@ -473,14 +481,16 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         usable_backend(name)  # a missing detector would fail every row: say so before any work
     items: dict[int, BatchItem] = {}
     tasks: list[BatchTask] = []
+    swept: set[Path] = set()  # output folders swept of a dead run's temporaries
+    writable: dict[Path, str | None] = {}  # output folders checked: why not writable, or None
     for k, row in enumerate(mine, 1):
         if exists(row.output) and not overwrite:  # (an image sequence's: any of its files)
             reason, hint = _skip_reason(row, configs[row.line])
             items[row.line] = BatchItem(row, "skipped", reason, hint)
             if not dry_run:  # a killed re-render's leftovers went with the folder to delivery (rows rendered swept)
-                _clear_dead(row.output)
+                _clear_dead(row.output, swept=swept)
             progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
-        elif (unwritable := _unwritable(row.output, probe=not dry_run)) is not None:  # (a read-only mount: each row
+        elif (unwritable := _unwritable(row.output, probe=not dry_run, seen=writable)) is not None:  # (a read-only mount: each row
             items[row.line] = BatchItem(row, "failed", unwritable, "check the path and permissions")  # failed after
             progress.message(f"{_label(k, len(mine), row)}: failed: {unwritable}")  # its networks loaded, "internal")
         elif dry_run:

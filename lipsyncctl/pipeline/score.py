@@ -100,23 +100,12 @@ def score_clips(videos: Sequence[Path], config: Config, *, audio: Path | None = 
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.scoring.meter import close_meter, open_meter
 
-    missing: dict[Path, MediaError] = {}
-    for path in (*videos, *([audio] if audio is not None else [])):
-        try:
-            _check_there(path, is_clip=path in videos)
-        except MediaError as exc:
-            if path == audio or len(videos) == 1:
-                raise
-            missing[path] = exc
+    for path in ([audio] if audio is not None else []) + (list(videos) if len(videos) == 1 else []):
+        _check_there(path, is_clip=path in videos)  # (of several clips, one not there fails alone: _score_one)
     meter = open_meter(resolve_device(config.inference.device), config.faces.backend)
     clips: list[ClipScore] = []
     try:
         for video in videos:
-            if video in missing:
-                exc = missing[video]
-                clips.append(ClipScore(video, audio or video, "failed", reason=_reason(exc, video), hint=exc.hint,
-                                       error=exc))
-                continue
             progress.message(f"scoring {video}")
             clips.append(_score_one(meter, video, audio or video, config, start, end, min_sync))
     except KeyboardInterrupt:  # the clips scored so far are the result's (hours of QC over long clips)
@@ -153,6 +142,7 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
 
     t0 = time.perf_counter()
     try:
+        _check_there(video, is_clip=True)
         # a picture with frames, a sound (the dub of a multi-stream file): as sync asks of its inputs
         inputs = probe_inputs(video, audio, config.sync.audio_stream, config.sync.sequence_fps)
         vinfo = inputs.info.video

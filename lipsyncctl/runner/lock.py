@@ -361,7 +361,11 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
     """
     output = Path(output)
     lock = _Flock(output.parent / f".{output.name}.lock", shared=False)
-    made = [p for p in [output.parent, *output.parent.parents] if not os.path.lexists(p)]  # deepest first
+    made: list[Path] = []  # the folders still missing, deepest first
+    for folder in (output.parent, *output.parent.parents):
+        if os.path.lexists(folder):
+            break
+        made.append(folder)
     if made:
         with contextlib.suppress(OSError):  # (an unwritable place: the run's own check names it)
             output.parent.mkdir(parents=True, exist_ok=True)
