@@ -116,8 +116,9 @@ def curate_cmd(
     st.result(lambda: result.to_dict(lazy=True), lambda console: _render(console, result), ok=result.ok)
     if result.failures:
         names = ", ".join(s.path for s in result.failed[:3]) + (" ..." if result.failures > 3 else "")
-        raise JobFailedError(f"{result.failures} source(s) failed, or some of their spans: {names}",
-                             hint="report.json (or --json) gives each error; fix them and rerun (finished stages are kept)")
+        raise JobFailedError(f"{result.failures} source(s) failed, or some of their spans: {names}; the first: "
+                             f"{result.first_error}", hint="the sources' errors are in report.json, the spans' in "
+                             "manifest.jsonl; fix them and rerun (finished stages are kept)")
 
 
 #: the options `curate report DATA` takes; every other one given is refused (they were accepted and ignored:

@@ -63,7 +63,7 @@ from lipsyncctl.curation.reuse import (
     stands,
     stops_here,
 )
-from lipsyncctl.errors import LipsyncError, UsageError
+from lipsyncctl.errors import CheckpointError, LipsyncError, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +307,8 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry
 def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:
     """The runner's executor: every stage of one source up to ``task.until``, then the clip stages of
     each span kept so far; returns the stages computed. Errors of a stage are stored in the record (a
-    rejection or a failure), never raised (Ctrl-C is). The source's folder of aligned clips is removed when it
+    rejection or a failure), never raised, except Ctrl-C and a model file that does not load (a
+    :class:`~lipsyncctl.errors.CheckpointError`: every span would fail the same way, so the job stops). The source's folder of aligned clips is removed when it
     holds none (each span rejected at align: no face, several faces); no other run writes there (one source is
     one task, of one shard)."""
     try:
@@ -391,6 +392,8 @@ def _run_clip_stages(span: ClipSpan, stages: tuple[ClipStage, ...], segments_key
                               task.options, previous, cache, device, files, frames)
             try:
                 result = StageResult(key, stage.run(ctx))
+            except CheckpointError:
+                raise  # a model file that does not load fails every span: the run stops (exit 4), nothing stored
             except LipsyncError as exc:
                 result = StageResult(key, error=str(exc))
             rec.stages[stage.name] = result

@@ -177,6 +177,16 @@ class Tally:
                 "kept_seconds": round(self.kept_frames / self.fps, 3)}
 
 
+def _failure(source: SourceOutcome, spans: Sequence[ClipSpan]) -> str:
+    """Where ``source`` (a failed one) failed, and why: its own decision's, or its first failed span's."""
+    if source.decision.verdict == Verdict.FAILED:
+        where, decision = source.path, source.decision
+    else:
+        span = next(c for c in spans if c.decision.verdict == Verdict.FAILED)
+        where, decision = f"{source.path} span {span.first}-{span.stop}", span.decision
+    return f"{where} at {decision.stage}: {decision.error}"
+
+
 def spool_sources(folder: Path | None = None) -> Spool[SourceOutcome]:
     """A spool of source outcomes (on disk in ``folder`` past its memory share)."""
     return Spool(SourceOutcome.to_dict, SourceOutcome.from_dict, folder)
@@ -207,6 +217,7 @@ class CurateResult:
     planned: list[ClipSpan] | Spool[ClipSpan] = field(default_factory=list)
     failed: list[SourceOutcome] = field(default_factory=list)
     failures: int = 0
+    first_error: str | None = None  # the first failure's place and error (``PATH``, or ``PATH span A-B``, at stage)
 
     def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], options: CurateOptions) -> str:
         """Count one source and its spans (its ``failed_spans`` set from them), keep its outcome (and a dry run's
@@ -227,6 +238,8 @@ class CurateResult:
                 self.planned.append(ClipSpan(c.source, c.first, c.stop, c.decision))
         elif source.failed and (self.scope is None or source.id in self.scope):
             self.failures += 1
+            if self.first_error is None:
+                self.first_error = _failure(source, spans)
             if len(self.failed) < FAILED_LISTED:
                 self.failed.append(source)
         return split

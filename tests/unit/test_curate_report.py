@@ -360,4 +360,4 @@ def test_nothing_kept_because_spans_failed_says_so_not_loosen_a_threshold(tmp_pa
     result.add(SourceOutcome("s", "/raw/s.mp4", Decision.kept(), clips=1, kept=0), spans, options)
     warn_decisions(result, options)
     (said,) = [w for w in result.warnings if w.startswith("no span of the")]
-    assert "1 failed (report.json gives each error" in said and "loosen a threshold" not in said
+    assert "1 failed (manifest.jsonl gives each span's error, report.json each source's" in said and "loosen a threshold" not in said

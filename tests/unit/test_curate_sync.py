@@ -445,3 +445,50 @@ def test_through_the_job_the_corrected_clip_is_trained_on_and_thresholds_re_deci
     (line,) = _manifest(env["data"])
     assert line["decision"]["verdict"] == "kept" and line["features"]
     assert len(scorers[0].calls) == 2 and len(FAKE_ALIGN_CALLS) == 1
+
+
+def _stand_in_models(env: dict[str, Any]) -> None:
+    """The sync stage's files present (so the job starts), holding 8 bytes that are no checkpoint."""
+    files = {name: env["models"] / name for name in sync.MODELS}
+    for p in files.values():
+        p.write_bytes(b"stand-in")
+    env["monkeypatch"].setattr(sync, "models", lambda model: files)
+    registered = {s.name: s for s in clipstages._registered()}
+    stages = (FAKE_ALIGN, dataclasses.replace(registered["sync"], models=sync.models))
+    env["monkeypatch"].setattr(clipstages, "CLIP_STAGES", stages)
+    env["monkeypatch"].setattr(job, "CLIP_STAGES", stages)
+
+
+def test_a_model_file_that_does_not_load_stops_the_run_with_exit_4_not_every_span_failing(
+        env, capsys) -> None:  # type: ignore[no-untyped-def]
+    # a corrupt (truncated) SyncNet failed each span one by one, exit 1 after the whole dataset, each span's error
+    # the same; the run now stops at the first load with the models hint, and stores no failure to retry
+    _stand_in_models(env)
+    second = _source(env["raw"].parent / "second.mp4", 60, seed=1)
+    code = main(["curate", str(env["raw"]), str(second), "-o", str(env["data"])])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert f"{env['models'] / 'syncnet-v2'} is not a PyTorch checkpoint" in err and "models verify" in err
+    assert len(FAKE_ALIGN_CALLS) == 1  # the first span's align ran, nothing after the failed load
+    records = [json.loads(p.read_text()) for p in (env["data"] / ".lipsyncctl" / "records" / "clips").rglob("*.json")]
+    assert [sorted(r["stages"]) for r in records] == [["align"]]  # no sync failure stored: a rerun computes it
+
+
+def test_a_failed_span_is_named_with_its_error_in_the_runs_message(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    # the message said "report.json (or --json) gives each error", and neither has a span's error (the manifest has)
+    from lipsyncctl.errors import MediaError
+
+    _stand_in_models(env)
+
+    def scorer(ctx: ClipContext) -> TruthScorer:
+        raise MediaError("the span's audio is unreadable here")
+
+    env["monkeypatch"].setattr(sync, "_scorer", scorer)
+    code = main(["curate", str(env["raw"]), "-o", str(env["data"])])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert (f"1 source(s) failed, or some of their spans: {env['raw']}; the first: {env['raw']} span 0-60 at sync: "
+            "the span's audio is unreadable here") in err
+    assert "the spans' in manifest.jsonl" in err
+    (line,) = _manifest(env["data"])
+    assert line["decision"] == {"verdict": "failed", "stage": "sync", "error": "the span's audio is unreadable here"}
