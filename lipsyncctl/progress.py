@@ -77,6 +77,8 @@ _parent: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 #: what the work of this context is about (a timeline's ``de/shot_003``): :func:`message` lines start with it
 _label: contextvars.ContextVar[str | None] = contextvars.ContextVar("lipsyncctl_progress_label", default=None)
+#: which of a job's tasks the work of this context is (a batch's ``[2/9] out.mp4``): task descriptions start with it
+_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("lipsyncctl_progress_name", default=None)
 _counter = iter(range(1, 1 << 62))
 #: set by the CLI when Ctrl-C or SIGTERM arrives (:func:`interrupted`): a track() loop closed after it (its consumer
 #: unwound by the interrupt, the generator closed later) ended stopped, not done
@@ -116,6 +118,18 @@ def labelled(label: str) -> Iterator[None]:
         _label.reset(token)
 
 
+@contextlib.contextmanager
+def named(name: str) -> Iterator[None]:
+    """Start the description of every :class:`Task` begun in the block with ``name`` (``[2/9] out.mp4: faces``): the
+    work of one of a job's tasks run in this process says which it is, as a worker process's does (its tasks are named
+    by the parent that shows them)."""
+    token = _name.set(name)
+    try:
+        yield
+    finally:
+        _name.reset(token)
+
+
 def install_sink(sink: ProgressSink) -> None:
     """Install ``sink`` in this context for good (a worker process's, for its whole life: :func:`use_sink` is for a
     block)."""
@@ -132,7 +146,8 @@ class Task:
 
     def __init__(self, description: str, total: float | None = None) -> None:
         self.id = next(_counter)
-        self.description = description
+        name = _name.get()
+        self.description = f"{name}: {description}" if name else description
         self.total = total
         self.started = time.perf_counter()
         self.elapsed = 0.0

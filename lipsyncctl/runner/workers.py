@@ -88,8 +88,8 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
     out-of-memory killer, a ``kill -9``); the other tasks go on in fresh workers (those the death cut short are
     run again). Without it such a death stops the job (:class:`~lipsyncctl.errors.JobFailedError`).
 
-    ``name(task)``: how progress names a task; with worker processes, each progress task of a worker is shown as
-    ``NAME: stage`` (two workers' stage lines interleave in a log)."""
+    ``name(task)``: how progress names a task: each progress task a task's work starts is shown as ``NAME: stage``
+    (two workers' stage lines interleave in a log; a long list's lines in one process say which row they are)."""
     check_backend(backend)
     if not tasks:
         return
@@ -101,16 +101,21 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
         if backend == "ray":
             _run_ray(tasks, execute, done, gpus)
         elif jobs <= 1 and len(gpus) <= 1:
-            _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache)
+            _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache, name)
         else:
             names = [name(t) for t in tasks] if name is not None else None
             _run_pool(tasks, execute, done, max(jobs, len(gpus)), gpus, lost, bar.id, names)
 
 
 def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None,
-              cache: dict[str, Any]) -> None:
+              cache: dict[str, Any], name: Callable[[T], str] | None = None) -> None:
+    """Each task in turn in this process, its progress tasks named ``NAME: stage`` as a worker's are."""
+    import contextlib
+
     for task in tasks:
-        done(task, execute(task, cache, device))
+        with progress.named(name(task)) if name is not None else contextlib.nullcontext():
+            outcome = execute(task, cache, device)
+        done(task, outcome)
 
 
 # ---- local worker processes -------------------------------------------------------------------

@@ -279,6 +279,24 @@ def test_a_workers_progress_is_shown_under_the_jobs_task() -> None:
         assert ("finish", task_id) in sink.events
 
 
+def test_in_this_process_each_tasks_stages_are_named_as_a_workers_are() -> None:
+    # one process (the default --jobs 1) showed `faces 40/90` for every row of a 500-row batch: which row, a farm's
+    # log could not say (workers' lines said `[2/9] out.mp4: faces`)
+    from lipsyncctl import progress
+    from lipsyncctl.runner.workers import run_tasks
+
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        run_tasks([0, 1], _staged, lambda t, o: progress.message(f"done {t}"), label="clips",
+                  name=lambda t: f"clip{t}.mov")
+        with progress.Task("after") as after:  # outside a task's work: as it was
+            pass
+    starts = {e[2]: e for e in sink.events if e[0] == "start"}
+    assert set(starts) == {"clips", "clip0.mov: stage 0", "clip1.mov: stage 1", "after"} and after.description == "after"
+    assert starts["clip1.mov: stage 1"][4] == starts["clips"][1]  # under the job's task
+    assert [e[1] for e in sink.events if e[0] == "message"] == ["done 0", "done 1"]  # the caller's own: unnamed
+
+
 def _quick(task: int, cache: dict, device: str | None) -> int:
     return task
 
