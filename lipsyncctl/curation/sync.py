@@ -44,7 +44,8 @@ here). The networks are loaded once per worker (``ClipContext.cache``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,11 +130,13 @@ def run(ctx: ClipContext) -> dict[str, Any]:
                                 hint=f"run `{FETCH}`, or set curate.skip_sync=true")
     tiny = any(is_tiny(Path(p)) for p in weights.values() if p is not None)
     aligned = Path(ctx.previous["align"]["aligned"])
-    frames = read_frames(aligned)
+    # a pass over the clip each time the scorer reads it, never held (a 120 s piece at 512 px is 2.4 GB of frames)
+    n = ctx.frames
+    frames = functools.partial(span_frames, aligned, n)
     scorer = _scorer(ctx)
     pcm = span_pcm(ctx.audio, ctx.first, ctx.stop)                                   # 1.
-    measured = scorer.score(frames, pcm, FPS)                                        # 2.
-    data: dict[str, Any] = {"skipped": False, "tiny": tiny, "scale": measured.scale, "frames": len(frames),
+    measured = scorer.score(frames, pcm, FPS, count=n)                               # 2.
+    data: dict[str, Any] = {"skipped": False, "tiny": tiny, "scale": measured.scale, "frames": n,
                             "measured": measured.to_dict(), "corrected": False, "audio_shift_samples": 0,
                             "synced": None, "confirmed": None}
     if tiny or not measured.measured or not measured.offset:
@@ -142,7 +145,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     shift = audio_shift_samples(measured.offset)                                     # 3.
     shifted = span_pcm(ctx.audio, ctx.first, ctx.stop, shift=shift)
     synced = write_corrected(ctx, aligned, shifted)
-    confirmed = scorer.score(frames, shifted, FPS)                                   # 4.
+    confirmed = scorer.score(frames, shifted, FPS, count=n)                          # 4.
     return {**data, "corrected": True, "audio_shift_samples": shift, "synced": str(synced),
             "confirmed": confirmed.to_dict()}
 
@@ -226,16 +229,25 @@ def write_corrected(ctx: ClipContext, aligned: Path, pcm: np.ndarray) -> Path:
                      pad=True, inputs=(ctx.source,))
 
 
-def read_frames(path: Path) -> list[np.ndarray]:
-    """Every frame of the video ``path`` as RGB uint8 ``(H, W, 3)``."""
+def span_frames(path: Path, count: int) -> Iterator[np.ndarray]:
+    """The ``count`` frames of the aligned clip ``path``, RGB uint8 ``(H, W, 3)``, one at a time.
+
+    Raises:
+        MediaError: it holds fewer.
+    """
     from lipsyncctl.errors import MediaError
     from lipsyncctl.media.reader import VideoReader
 
+    got = 0
     with VideoReader(path) as reader:
-        frames = [frame.image for frame in reader]
-    if not frames:
-        raise MediaError(f"{path}: no decodable frame")
-    return frames
+        for frame in reader:
+            if got == count:
+                return
+            yield frame.image
+            got += 1
+    if got < count:
+        raise MediaError(f"{path}: {got} decodable frame(s) of the span's {count}",
+                         hint="rerun with --force align to write the clip again")
 
 
 def _scorer(ctx: ClipContext) -> OfficialScorer:

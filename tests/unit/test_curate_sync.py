@@ -24,6 +24,7 @@ from lipsyncctl.cli.main import main
 from lipsyncctl.curation import clipstages, features, job, sync
 from lipsyncctl.curation.clipstages import ClipContext, ClipStage
 from lipsyncctl.errors import MissingModelError
+from lipsyncctl.scoring.lse import FrameSource, replayable
 from lipsyncctl.scoring.official import SCALE_OFFICIAL, SyncResult, TrackSync
 from tests.curate_media import flat_frames, write_lossless_rgb, write_talking_clip
 
@@ -95,16 +96,18 @@ class TruthScorer:
         self.raw, self.first, self.k, self.conf = raw, first, k, conf
         self.calls: list[dict[str, Any]] = []
 
-    def score(self, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> SyncResult:
-        assert fps == 25 and audio.dtype == np.int16 and len(audio) == len(frames) * SPF
+    def score(self, frames: FrameSource, audio: np.ndarray, fps: int, *, count: int | None = None) -> SyncResult:
+        open_frames, n = replayable(frames, count)
+        assert callable(frames) and sum(1 for _ in open_frames()) == n  # a pass, never a held list
+        assert fps == 25 and audio.dtype == np.int16 and len(audio) == n * SPF
         for d in range(-20 * SPF, 20 * SPF + 1, SPF):
             if np.array_equal(audio, _window(self.raw, self.first * SPF - d, len(audio))):
                 break
         else:
             raise AssertionError("the scorer got audio that is not a whole-frame shift of the span")
-        self.calls.append({"frames": len(frames), "delay": d})
+        self.calls.append({"frames": n, "delay": d})
         conf = self.conf[min(len(self.calls) - 1, len(self.conf) - 1)]
-        return _result(conf, self.k - d // SPF, len(frames))
+        return _result(conf, self.k - d // SPF, n)
 
 
 class ScriptedScorer:
@@ -112,7 +115,7 @@ class ScriptedScorer:
         self.results = list(results)
         self.calls = 0
 
-    def score(self, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> SyncResult:
+    def score(self, frames: FrameSource, audio: np.ndarray, fps: int, *, count: int | None = None) -> SyncResult:
         self.calls += 1
         return self.results.pop(0)
 
@@ -492,3 +495,15 @@ def test_a_failed_span_is_named_with_its_error_in_the_runs_message(env, capsys) 
     assert "the spans' in manifest.jsonl" in err
     (line,) = _manifest(env["data"])
     assert line["decision"] == {"verdict": "failed", "stage": "sync", "error": "the span's audio is unreadable here"}
+
+
+def test_the_clip_is_read_a_frame_at_a_time_and_a_short_one_is_bad_media(clip) -> None:  # type: ignore[no-untyped-def]
+    # the stage held every frame of the clip in a list (2.4 GB for a 120 s piece at 512 px): a pass now, per reading
+    from lipsyncctl.errors import MediaError
+
+    frames = sync.span_frames(clip["aligned"], 60)
+    first = next(frames)
+    assert first.shape[2] == 3 and first.dtype == np.uint8 and sum(1 for _ in frames) == 59
+    assert sum(1 for _ in sync.span_frames(clip["aligned"], 10)) == 10
+    with pytest.raises(MediaError, match=r"60 decodable frame\(s\) of the span.s 61"):
+        list(sync.span_frames(clip["aligned"], 61))
