@@ -90,7 +90,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
         raise MissingModelError("the quality stage needs hyperIQA's koniq_pretrained.pkl",
                                 hint=f"run `lipsyncctl models fetch {MODEL}`, or set curate.skip_quality=true")
     aligned = Path(ctx.previous["align"]["aligned"])
-    indices, frames = read_frames(aligned)
+    indices, frames = pick_frames(aligned)
     batch = preprocess(frames, options.quality_crop)
     scores = score(_network(ctx, Path(weights)), batch)
     return {"skipped": False, "score": mean_score(scores), "frame_scores": scores,
@@ -139,7 +139,7 @@ def frame_indices(n: int) -> list[int]:
     return [0, n // 2, n - 1]
 
 
-def read_frames(path: Path) -> tuple[list[int], np.ndarray]:
+def pick_frames(path: Path) -> tuple[list[int], np.ndarray]:
     """``(indices, (3, H, W, 3) uint8 RGB)``: frames ``0, n // 2, n - 1`` of the video ``path`` (``n``: the
     decoded frame count, as decord's ``len(vr)``). Two forward decodes: one counts, one picks."""
     from lipsyncctl.errors import MediaError

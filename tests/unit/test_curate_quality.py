@@ -45,7 +45,7 @@ def _ctx(tmp_path: Path, aligned: Path, options: cfg.CurateOptions, models: dict
 def test_frames_0_middle_and_last_of_the_aligned_clip_are_read_exactly(tmp_path: Path, n: int,
                                                                        expected: list[int]) -> None:
     frames = _frames(n, 64, seed=n)
-    indices, picked = quality.read_frames(write_lossless_rgb(tmp_path / "a.mkv", frames))
+    indices, picked = quality.pick_frames(write_lossless_rgb(tmp_path / "a.mkv", frames))
     assert indices == expected == quality.frame_indices(n)
     assert picked.dtype == np.uint8 and picked.shape == (3, 64, 64, 3)
     np.testing.assert_array_equal(picked, frames[expected])
