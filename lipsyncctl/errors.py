@@ -93,6 +93,27 @@ class ConfigError(LipsyncError):
     default_hint = "run `lipsyncctl presets list` and `lipsyncctl presets show NAME`"
 
 
+class RegistryError(ConfigError):
+    """The model registry (``models/registry.yaml``) or a models folder's ``local.yaml`` is malformed."""
+
+    default_hint = "fix the entry named (the format is described at the top of models/registry.yaml)"
+
+
+class ArchConfigError(ConfigError):
+    """An architecture config (a UNet, SyncNet, VAE, VideoMAE or scheduler config, from a file or a checkpoint's
+    header) is malformed or unknown."""
+
+    default_hint = ("fix the config named (`lipsyncctl models info FILE` names the official config a checkpoint's "
+                    "tensors match)")
+
+
+class EditOptionError(ConfigError):
+    """A clip's ``lipsync`` metadata or marker in an edit, or a ``--segments`` range's options, is malformed."""
+
+    default_hint = ("fix the lipsync options in the edit (README: sync --timeline, a clip's `lipsync` metadata or "
+                    "markers)")
+
+
 class MissingModelError(LipsyncError):
     exit_code = 4
     default_hint = (

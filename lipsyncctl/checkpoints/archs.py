@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import paths
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ArchConfigError
 
 if TYPE_CHECKING:
     from lipsyncctl.nets.syncnet import StableSyncNetConfig
@@ -48,7 +48,7 @@ def find_config_file(relative: str) -> Path:
             return p
     kind = Path(relative).parent
     known = sorted({f.stem for d in config_dirs() for f in (d / kind).glob("*.yaml")})
-    raise ConfigError(
+    raise ArchConfigError(
         f"architecture config {relative!r} not found (looked in: {', '.join(str(p.parent) for p in tried)})",
         hint=f"known {kind} configs: {', '.join(known) or '(none)'}; or pass a path to a YAML file",
     )
@@ -60,7 +60,7 @@ def config_path(kind: str, path_or_name: str | Path) -> Path:
     p = Path(path_or_name)
     if p.suffix in (".yaml", ".yml", ".json") or p.is_file():
         if not p.is_file():
-            raise ConfigError(f"{kind} config file not found: {p}")
+            raise ArchConfigError(f"{kind} config file not found: {p}")
         return p
     return find_config_file(f"{kind}/{path_or_name}.yaml")
 
@@ -94,7 +94,7 @@ def load_unet_config(path_or_name: str | Path) -> UNetConfig:
     try:
         return UNetConfig.from_dict(section)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{p}: {key}: {e}") from e
+        raise ArchConfigError(f"{p}: {key}: {e}") from e
 
 
 def load_syncnet_config(path_or_name: str | Path) -> StableSyncNetConfig:
@@ -107,7 +107,7 @@ def load_syncnet_config(path_or_name: str | Path) -> StableSyncNetConfig:
     try:
         return StableSyncNetConfig.from_dict(section)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{p}: {key}: {e}") from e
+        raise ArchConfigError(f"{p}: {key}: {e}") from e
 
 
 def syncnet_input_view(path_or_name: str | Path) -> tuple[bool, int]:
@@ -118,7 +118,7 @@ def syncnet_input_view(path_or_name: str | Path) -> tuple[bool, int]:
     data = data if isinstance(data, dict) else {}
     lower, size = data.get("lower_half", True), data.get("resolution", 256)
     if not isinstance(lower, bool) or not isinstance(size, int) or size < 16:
-        raise ConfigError(f"{p}: data: lower_half must be true or false and resolution a size in px")
+        raise ArchConfigError(f"{p}: data: lower_half must be true or false and resolution a size in px")
     return lower, size
 
 
@@ -127,7 +127,7 @@ def _model_section(path: Path, doc: dict[str, Any]) -> tuple[str, dict[str, Any]
     key = "model" if "model" in doc else "<top level>"
     section = doc["model"] if "model" in doc else doc
     if not isinstance(section, dict):
-        raise ConfigError(f"{path}: {key}: expected a mapping")
+        raise ArchConfigError(f"{path}: {key}: expected a mapping")
     return key, section
 
 
@@ -138,7 +138,7 @@ def unet_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> UNetConf
     try:
         return UNetConfig.from_dict(d)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: UNet config: {e}") from e
+        raise ArchConfigError(f"{source}: UNet config: {e}") from e
 
 
 def official_scheduler_config() -> dict[str, Any]:
@@ -159,7 +159,7 @@ def _read_mapping(p: Path, parse: Any, parse_error: type[Exception], what: str) 
         with open(p, encoding="utf-8") as fh:
             doc = parse(fh)
     except (OSError, parse_error) as e:
-        raise ConfigError(f"{p}: cannot read {what}: {e}") from e
+        raise ArchConfigError(f"{p}: cannot read {what}: {e}") from e
     if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
+        raise ArchConfigError(f"{p}: expected a mapping at the top level")
     return doc

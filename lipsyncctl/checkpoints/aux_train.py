@@ -38,7 +38,7 @@ from lipsyncctl.checkpoints.io import read_checkpoint, sniff_format, torch_load,
 from lipsyncctl.checkpoints.keys import check_state_dict
 from lipsyncctl.checkpoints.loaders import LoadPlan
 from lipsyncctl.checkpoints.materialize import build_empty, load_into
-from lipsyncctl.errors import CheckpointError, ConfigError
+from lipsyncctl.errors import ArchConfigError, CheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -93,12 +93,12 @@ def videomae_config(config: VideoMAEConfig | Mapping[str, Any] | str | None = No
     if config is None or isinstance(config, str):
         name = config or "giant"
         if name not in VIDEOMAE_CONFIGS:
-            raise ConfigError(f"unknown VideoMAE config {name!r}", hint=f"use one of {', '.join(VIDEOMAE_CONFIGS)}")
+            raise ArchConfigError(f"unknown VideoMAE config {name!r}", hint=f"use one of {', '.join(VIDEOMAE_CONFIGS)}")
         config = VIDEOMAE_CONFIGS[name]
     try:
         return VideoMAEConfig.from_dict(config)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"VideoMAE config: {exc}") from exc
+        raise ArchConfigError(f"VideoMAE config: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------------

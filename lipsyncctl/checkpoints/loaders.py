@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from lipsyncctl.checkpoints.io import Checkpoint, read_checkpoint
 from lipsyncctl.checkpoints.keys import KeyReport, compare_state_dict
 from lipsyncctl.checkpoints.materialize import build_empty, load_into
-from lipsyncctl.errors import CheckpointError, ConfigError
+from lipsyncctl.errors import ArchConfigError, CheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -228,7 +228,7 @@ def _vae_init_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     accepted = set(inspect.signature(AutoencoderKL.__init__).parameters) - {"self"}
     unknown = sorted(k for k in config if not k.startswith("_") and k not in accepted)
     if unknown:
-        raise ConfigError(f"VAE config: unknown key {unknown[0]!r} for diffusers AutoencoderKL")
+        raise ArchConfigError(f"VAE config: unknown key {unknown[0]!r} for diffusers AutoencoderKL")
     return {k: v for k, v in config.items() if k in accepted}
 
 
@@ -286,7 +286,7 @@ def resolve_syncnet_config(config: StableSyncNetConfig | Mapping[str, Any] | Pat
     try:
         return StableSyncNetConfig.from_dict(section), "config mapping"
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"syncnet config (config mapping): {exc}") from exc
+        raise ArchConfigError(f"syncnet config (config mapping): {exc}") from exc
 
 
 def plan_stable_syncnet(config: StableSyncNetConfig | Mapping[str, Any] | PathLike | None, path: PathLike) -> LoadPlan:
@@ -410,7 +410,7 @@ def _header_config(ck: Checkpoint, kind: str, what: str, hint: str) -> Mapping[s
     """
     header = ck.lipsyncctl_header
     if header is None or header.get("kind") != kind or not isinstance(header.get("config"), Mapping):
-        raise ConfigError(f"{ck.path}: no {what} config given and the file carries none", hint=hint)
+        raise ArchConfigError(f"{ck.path}: no {what} config given and the file carries none", hint=hint)
     return header["config"]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl import paths
-from lipsyncctl.errors import ConfigError, MissingModelError, UsageError
+from lipsyncctl.errors import MissingModelError, RegistryError, UsageError
 
 REGISTRY_FILE = "registry.yaml"
 LOCAL_STATE_FILE = "local.yaml"
@@ -195,11 +195,11 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     try:
         data = yaml.safe_load(p.read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read the model registry {p}: {exc}") from exc
+        raise RegistryError(f"cannot read the model registry {p}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+        raise RegistryError(f"{p}: invalid YAML: {exc}") from exc
     if not isinstance(data, Mapping) or not isinstance(data.get("models"), Mapping):
-        raise ConfigError(f"{p}: expected a mapping with a 'models' key")
+        raise RegistryError(f"{p}: expected a mapping with a 'models' key")
     models = {str(name): _parse_entry(str(name), spec, p) for name, spec in data["models"].items()}
     return Registry(models, p)
 
@@ -214,16 +214,16 @@ _REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
 
 def _parse_entry(name: str, spec: Any, where: Path) -> ModelEntry:
     if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: models.{name} must be a mapping")
+        raise RegistryError(f"{where}: models.{name} must be a mapping")
     unknown = set(spec) - _ENTRY_KEYS
     if unknown:
-        raise ConfigError(f"{where}: models.{name}: unknown key {sorted(unknown)[0]!r}")
+        raise RegistryError(f"{where}: models.{name}: unknown key {sorted(unknown)[0]!r}")
     for key in ("kind", "description", "files"):
         if key not in spec:
-            raise ConfigError(f"{where}: models.{name}: missing key {key!r}")
+            raise RegistryError(f"{where}: models.{name}: missing key {key!r}")
     files = tuple(_parse_file(f"models.{name}.files[{i}]", f, where) for i, f in enumerate(spec["files"]))
     if not files:
-        raise ConfigError(f"{where}: models.{name}.files is empty")
+        raise RegistryError(f"{where}: models.{name}.files is empty")
     return ModelEntry(
         name=name,
         kind=str(spec["kind"]),
@@ -241,47 +241,47 @@ def _parse_entry(name: str, spec: Any, where: Path) -> ModelEntry:
 
 def _parse_file(key: str, spec: Any, where: Path) -> ModelFile:
     if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: {key} must be a mapping")
+        raise RegistryError(f"{where}: {key} must be a mapping")
     unknown = set(spec) - _FILE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: {key}: unknown key {sorted(unknown)[0]!r}")
+        raise RegistryError(f"{where}: {key}: unknown key {sorted(unknown)[0]!r}")
     if spec.get("role") not in ROLES:
-        raise ConfigError(f"{where}: {key}.role must be one of {', '.join(ROLES)}")
+        raise RegistryError(f"{where}: {key}.role must be one of {', '.join(ROLES)}")
     path = str(spec.get("path") or "")
     if not path or Path(path).is_absolute() or ".." in Path(path).parts:
-        raise ConfigError(f"{where}: {key}.path must be a relative path inside the model folder")
+        raise RegistryError(f"{where}: {key}.path must be a relative path inside the model folder")
     hub = spec.get("hub")
     url = spec.get("url")
     wheel = spec.get("wheel")
     archive = spec.get("archive")
     if sum(x is not None for x in (hub, url, wheel, archive)) != 1:
-        raise ConfigError(f"{where}: {key}: give exactly one of 'hub', 'url', 'wheel' or 'archive'")
+        raise RegistryError(f"{where}: {key}: give exactly one of 'hub', 'url', 'wheel' or 'archive'")
     archive_src = None
     if archive is not None:
         if not isinstance(archive, Mapping) or not archive.get("url") or not archive.get("member"):
-            raise ConfigError(f"{where}: {key}.archive needs 'url' (of a zip file) and 'member'")
+            raise RegistryError(f"{where}: {key}.archive needs 'url' (of a zip file) and 'member'")
         archive_src = ArchiveSource(str(archive["url"]), str(archive["member"]))
     wheel_src = None
     if wheel is not None:
         if not isinstance(wheel, Mapping) or not wheel.get("requirement") or not wheel.get("member"):
-            raise ConfigError(f"{where}: {key}.wheel needs 'requirement' (name==version) and 'member'")
+            raise RegistryError(f"{where}: {key}.wheel needs 'requirement' (name==version) and 'member'")
         if not _REQUIREMENT.match(str(wheel["requirement"])):
-            raise ConfigError(f"{where}: {key}.wheel.requirement must pin one release (name==version), "
+            raise RegistryError(f"{where}: {key}.wheel.requirement must pin one release (name==version), "
                               f"got {wheel['requirement']!r}")
         wheel_src = WheelSource(str(wheel["requirement"]), str(wheel["member"]))
     hub_src = None
     if hub is not None:
         if not isinstance(hub, Mapping) or not hub.get("repo") or not hub.get("filename"):
-            raise ConfigError(f"{where}: {key}.hub needs 'repo' and 'filename'")
+            raise RegistryError(f"{where}: {key}.hub needs 'repo' and 'filename'")
         hub_src = HubSource(str(hub["repo"]), str(hub["filename"]), str(hub.get("revision") or "main"))
         if hub_src.filename != path:
-            raise ConfigError(f"{where}: {key}: a hub file keeps its hub path ({hub_src.filename!r} != {path!r})")
+            raise RegistryError(f"{where}: {key}: a hub file keeps its hub path ({hub_src.filename!r} != {path!r})")
     sha = spec.get("sha256")
     if sha is not None and not _HEX64.match(str(sha)):
-        raise ConfigError(f"{where}: {key}.sha256 must be 64 lowercase hex digits or null")
+        raise RegistryError(f"{where}: {key}.sha256 must be 64 lowercase hex digits or null")
     size = spec.get("size")
     if size is not None and (not isinstance(size, int) or size <= 0):
-        raise ConfigError(f"{where}: {key}.size must be a positive integer or null")
+        raise RegistryError(f"{where}: {key}.size must be a positive integer or null")
     return ModelFile(
         path=path, role=str(spec["role"]), hub=hub_src, url=url, wheel=wheel_src, archive=archive_src, size=size,
         sha256=str(sha) if sha else None,
@@ -323,7 +323,7 @@ class LocalState:
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: cannot read the local model record: {exc}",
+            raise RegistryError(f"{p}: cannot read the local model record: {exc}",
                               hint="fix or remove the file; `lipsyncctl models fetch` recreates it") from exc
         files = {}
         for key, rec in (data.get("files") or {}).items():
@@ -331,7 +331,7 @@ class LocalState:
                 files[str(key)] = LocalRecord(str(rec["sha256"]), int(rec["size"]), str(rec.get("source", "")),
                                               str(rec.get("recorded", "")))
             except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{p}: files.{key}: bad record ({exc})") from exc
+                raise RegistryError(f"{p}: files.{key}: bad record ({exc})") from exc
         return cls(p, files)
 
     def get(self, model: str, file_path: str) -> LocalRecord | None:

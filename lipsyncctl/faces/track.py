@@ -60,11 +60,12 @@ class TrackOptions:
     min_similarity: float = 0.5
     batch_size: int = 8
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # (a run's faces.detect_every is checked by the config schema)
         if self.detect_every < 1:
-            raise ConfigError(f"faces.detect_every must be >= 1, got {self.detect_every}")
+            raise ConfigError(f"TrackOptions.detect_every must be >= 1, got {self.detect_every}",
+                              hint="a run's faces.detect_every: 1 to 250")
         if not 0 <= self.iou_match <= 1:
-            raise ConfigError(f"faces.iou_match must be in [0, 1], got {self.iou_match}")
+            raise ConfigError(f"TrackOptions.iou_match must be in [0, 1], got {self.iou_match}", hint="")
 
 
 class OneEuroFilter:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import ArchConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +62,7 @@ def make_scheduler(config: Mapping[str, Any] | None = None) -> DDIMScheduler:
         if key in _IGNORED_SCHEDULER_KEYS:
             continue
         if key not in allowed:
-            raise ConfigError(f"scheduler config: unknown key {key!r} (DDIMScheduler takes: {', '.join(sorted(allowed))})")
+            raise ArchConfigError(f"scheduler config: unknown key {key!r} (DDIMScheduler takes: {', '.join(sorted(allowed))})")
         merged[key] = value
     merged["steps_offset"] = 1
     merged["clip_sample"] = False

@@ -53,6 +53,8 @@ _TIMECODE = re.compile(r"^\d{1,2}:\d{2}:\d{2}[:;.]\d{2,3}$")
 _FRAMES = re.compile(r"^\d+\s*f$", re.IGNORECASE)
 _SECONDS = re.compile(r"^\d+(\.\d*)?\s*s?$|^\.\d+\s*s?$", re.IGNORECASE)
 _HINT = "times are HH:MM:SS:FF, seconds (3.5) or frames (150f); end is the first frame after the range"
+#: a range's options (`lipsync`, `face`, `set`...)
+_OPTIONS_HINT = "see `lipsyncctl sync --help` (--segments) for a range's options and their values"
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,10 @@ def _check_options(where: str, options: dict[str, Any]) -> None:
     from lipsyncctl.config import overrides_from_sets
 
     def bad(key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{where}: {key} {options[key]!r}: expected {expected}")
+        return ConfigError(f"{where}: {key} {options[key]!r}: expected {expected}", hint=_OPTIONS_HINT)
 
     if "enabled" in options and not isinstance(options["enabled"], bool):
-        raise ConfigError(f"{where}: lipsync {options['enabled']!r}: expected true or false")
+        raise ConfigError(f"{where}: lipsync {options['enabled']!r}: expected true or false", hint=_OPTIONS_HINT)
     if "face" in options and (isinstance(options["face"], bool) or not isinstance(options["face"], int)
                               or options["face"] < 0):
         raise bad("face", "a face track id (0, 1, ...)")
@@ -169,7 +171,7 @@ def _check_options(where: str, options: dict[str, Any]) -> None:
         try:
             overrides_from_sets(sets)
         except (ConfigError, ValueError) as exc:
-            raise ConfigError(f"{where}: set: {exc}") from None
+            raise ConfigError(f"{where}: set: {exc}", hint=_OPTIONS_HINT) from None
         options["set"] = sets
 
 

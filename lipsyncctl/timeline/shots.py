@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lipsyncctl.errors import ConfigError
+from lipsyncctl.errors import EditOptionError
 
 _OFF = ("false", "off", "no", "0", "skip")
 _ON = ("true", "on", "yes", "1")
@@ -76,15 +76,15 @@ def _merge(base: dict[str, Any], value: Any, where: str) -> None:
         if v in _OFF or v in _ON:
             base["enabled"] = v in _ON
         else:
-            raise ConfigError(f"{where}: lipsync {value!r}: expected true/false or a mapping of options")
+            raise EditOptionError(f"{where}: lipsync {value!r}: expected true/false or a mapping of options")
     elif isinstance(value, dict) or hasattr(value, "items"):
         for k, v in dict(value).items():
             if k not in _KEYS:
-                raise ConfigError(f"{where}: unknown lipsync option {k!r}",
+                raise EditOptionError(f"{where}: unknown lipsync option {k!r}",
                                   hint=f"known options: {', '.join(sorted(_KEYS))}")
             base[k] = v
     elif value is not None:
-        raise ConfigError(f"{where}: lipsync metadata must be true/false or a mapping, got {value!r}")
+        raise EditOptionError(f"{where}: lipsync metadata must be true/false or a mapping, got {value!r}")
 
 
 def shot_options(item: Any) -> ShotOptions:
@@ -115,4 +115,4 @@ def shot_options(item: Any) -> ShotOptions:
             audio_offset=None if raw.get("audio_offset") is None else float(raw["audio_offset"]),
         )
     except (TypeError, ValueError, IndexError) as exc:
-        raise ConfigError(f"{where}: bad lipsync option ({exc})") from None
+        raise EditOptionError(f"{where}: bad lipsync option ({exc})") from None

@@ -31,8 +31,9 @@ def test_names_and_paths_resolve_to_the_same_document(tmp_path) -> None:
     assert resolve_syncnet_config(path)[1] == resolve_syncnet_config("syncnet_16_latent")[1] == "syncnet_16_latent"
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
-    with pytest.raises(ConfigError, match="expected a mapping"):
+    with pytest.raises(ConfigError, match="expected a mapping") as err:
         load_config_yaml("syncnet", bad)
+    assert "models info" in err.value.hint and "presets" not in err.value.hint  # not a preset's hint
     with pytest.raises(ConfigError, match="config file not found"):
         config_path("unet", tmp_path / "missing.yaml")
 

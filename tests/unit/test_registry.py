@@ -92,6 +92,8 @@ def test_registry_validation_names_the_key(tmp_path: Path, change: dict, message
     with pytest.raises(ConfigError, match=message) as err:
         load_registry(_write(tmp_path, {"m": spec}))
     assert "models.m" in str(err.value)
+    # its own hint (a ConfigError's is about presets, which a registry entry is not)
+    assert err.value.exit_code == 3 and "models/registry.yaml" in err.value.hint and "presets" not in err.value.hint
 
 
 def test_resolve_status_and_local_state(tmp_path: Path) -> None:

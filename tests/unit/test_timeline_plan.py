@@ -200,6 +200,9 @@ def test_shot_options_from_metadata_and_markers() -> None:
     assert shot_options(c).enabled is False
     with pytest.raises(ConfigError, match="unknown lipsync option"):
         shot_options(clip("y", "a.mkv", 0, 5, lipsync={"fase": 1}))
+    with pytest.raises(ConfigError, match="expected true/false") as err:  # the edit's options: not a preset's
+        shot_options(clip("y", "a.mkv", 0, 5, lipsync="maybe"))
+    assert "lipsync options in the edit" in err.value.hint and "presets" not in err.value.hint
 
 
 def test_dub_cuts_tile_sample_accurately() -> None:
