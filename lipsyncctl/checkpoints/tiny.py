@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import paths
+from lipsyncctl.checkpoints.loaders import VAE_SCALING_FACTOR
 from lipsyncctl.errors import MissingModelError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ TINY_VAE_CONFIG: dict[str, Any] = {
     "latent_channels": 4,
     "norm_num_groups": 8,
     "sample_size": 256,
-    "scaling_factor": 0.18215,
+    "scaling_factor": VAE_SCALING_FACTOR,
 }
 
 NOT_LIP_SYNCED = (

@@ -307,12 +307,13 @@ def vae_decoder_maxima(vae: nn.Module, size: int, dtype: torch.dtype, device: to
     (encoded in fp32), and the decoded images. Run with ``dtype=float16`` to see an overflow as inf."""
     import torch
 
-    from lipsyncctl.pipeline.vae import SCALING_FACTOR, encode
+    from lipsyncctl.checkpoints.loaders import VAE_SCALING_FACTOR
+    from lipsyncctl.pipeline.vae import encode
 
     gen = _generator(seed)
     images = smooth_images(gen, 1, size)
     vae32 = vae.to(device, torch.float32)
-    latents = encode(vae32, images, generator=torch.Generator(device).manual_seed(seed)) / SCALING_FACTOR
+    latents = encode(vae32, images, generator=torch.Generator(device).manual_seed(seed)) / VAE_SCALING_FACTOR
     model = vae32.to(device, dtype)
     out: list[torch.Tensor] = []
     maxima = activation_maxima(model.decoder,

@@ -20,6 +20,8 @@ STANDARD_RATES: tuple[Fraction, ...] = (
 )
 #: Rates an MXF holds (FFmpeg's MXF writer, SMPTE content-package rates): the standard ones up to 120, and 72, 96.
 MXF_RATES: frozenset[Fraction] = frozenset({*(r for r in STANDARD_RATES if r <= 120), Fraction(72), Fraction(96)})
+#: The rates whose timecodes may count drop frame (``HH:MM:SS;FF``): the NTSC 29.97 and 59.94 (SMPTE ST 12-1).
+DROP_FRAME_RATES: tuple[Fraction, ...] = (Fraction(30000, 1001), Fraction(60000, 1001))
 #: Relative distance within which a rate snaps to a standard one. 0.1 % takes ``23.98`` and ``29.97``
 #: to the NTSC rates, while 24 and 24000/1001 (0.1 % apart) each stay themselves: the nearest one wins.
 SNAP_TOLERANCE = 0.001

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lipsyncctl.checkpoints.loaders import VAE_SCALING_FACTOR, VAE_SHIFT_FACTOR
+
 if TYPE_CHECKING:
     import torch
 
-SCALING_FACTOR = 0.18215
-SHIFT_FACTOR = 0.0
 
 
 def encode(
@@ -22,8 +22,8 @@ def encode(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
     batch: int = 16,
-    scaling: float = SCALING_FACTOR,
-    shift: float = SHIFT_FACTOR,
+    scaling: float = VAE_SCALING_FACTOR,
+    shift: float = VAE_SHIFT_FACTOR,
 ) -> torch.Tensor:
     """Images ``(N, 3, H, W)`` in [-1, 1] -> scaled latents ``(N, 4, H/8, W/8)`` (VAE dtype/device).
 
@@ -46,8 +46,8 @@ def decode(
     vae: object,
     latents: torch.Tensor,
     batch: int = 16,
-    scaling: float = SCALING_FACTOR,
-    shift: float = SHIFT_FACTOR,
+    scaling: float = VAE_SCALING_FACTOR,
+    shift: float = VAE_SHIFT_FACTOR,
     on_device: bool = False,
 ) -> torch.Tensor:
     """Scaled latents ``(N, 4, h, w)`` -> images ``(N, 3, 8h, 8w)`` in [-1, 1] (float32, CPU; ``on_device``: left on

@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlparse
 
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, MissingToolError, UsageError
-from lipsyncctl.media.rates import STANDARD_RATES, parse_rate
+from lipsyncctl.media.rates import DROP_FRAME_RATES, STANDARD_RATES, parse_rate
 
 #: file suffix -> OTIO adapter name (for writing an output timeline in the input's format)
 ADAPTERS_BY_SUFFIX: dict[str, str] = {
@@ -179,7 +179,6 @@ def is_drop_frame_timeline(timeline: Any, fps: Fraction) -> bool:
     """Whether ``timeline`` counts its timecode drop frame (only at 29.97 and 59.94): an EDL's ``FCM: DROP FRAME``
     or ``;`` (kept by :func:`read_timeline`), an FCP XML sequence's ``<displayformat>DF``; else (OTIO files
     state none) non-drop."""
-    from lipsyncctl.timeline.timebase import DROP_FRAME_RATES
 
     if fps not in DROP_FRAME_RATES:
         return False
@@ -209,8 +208,6 @@ def _one_timeline(path: Path, result: Any) -> Any:
 #: Timecode rates an EDL counts at when nothing says it is drop frame, in the order they are preferred
 #: (48 fps timecode is too rare to guess).
 EDL_RATES: tuple[Fraction, ...] = (Fraction(24), Fraction(25), Fraction(30), Fraction(50), Fraction(60))
-#: Drop-frame timecode exists only at the NTSC rates 29.97 and 59.94 (SMPTE ST 12-1).
-EDL_DROP_RATES: tuple[Fraction, ...] = (Fraction(30000, 1001), Fraction(60000, 1001))
 #: A comment that states the rate and nothing else: ``* FPS: 25``, ``* FRAME RATE: 23.976``, ``EDIT RATE=24``.
 _STATED_RATE = re.compile(
     r"^\*?\s*(?:FPS|FRAME[ _]?RATE|EDIT[ _]RATE|TIMECODE[ _]RATE)\s*[:=]\s*(\d+(?:[./]\d+)?)\s*(?:FPS)?\s*$",
@@ -256,7 +253,7 @@ def detect_edl_rate(text: str, where: str = "EDL") -> EdlRate:
 
     1. A comment stating it (:data:`_STATED_RATE`); ``FCM: DROP FRAME`` makes a stated 30 or 60 NTSC.
     2. Else the largest frame field ``F`` of its timecodes (events and ``LOC`` comments): the rate must
-       exceed ``F``, and the first of :data:`EDL_RATES` (or :data:`EDL_DROP_RATES` for drop frame) that
+       exceed ``F``, and the first of :data:`EDL_RATES` (or :data:`DROP_FRAME_RATES` for drop frame) that
        does is taken. ``F <= 23`` fits every rate: 24 is assumed (OTIO's default, what was always read).
 
     Raises:
@@ -276,14 +273,14 @@ def detect_edl_rate(text: str, where: str = "EDL") -> EdlRate:
     if stated:
         line, rate = next(iter(stated.items()))
         if drop:
-            ntsc = [r for r in EDL_DROP_RATES if math.ceil(r) == math.ceil(rate)]
+            ntsc = [r for r in DROP_FRAME_RATES if math.ceil(r) == math.ceil(rate)]
             if not ntsc:
                 raise fail(f"{line!r} but its timecode is drop frame (only 29.97 and 59.94 have it)")
             rate = ntsc[0]
         if top is not None and top >= math.ceil(rate):
             raise fail(f"{line!r} but a timecode counts frame {top}")
         return EdlRate(rate, f"stated in the file: {line!r}")
-    ladder = EDL_DROP_RATES if drop else EDL_RATES
+    ladder = DROP_FRAME_RATES if drop else EDL_RATES
     kind = "drop-frame " if drop else ""
     if top is None:
         return EdlRate(ladder[0], f"no timecodes to tell it by; {float(ladder[0]):g} is the default",
@@ -315,11 +312,11 @@ def _timecode_frames(lines: list[str]) -> tuple[int | None, bool]:
 
 def edl_rate_candidates(text: str) -> list[Fraction]:
     """The standard rates an EDL's timecodes can count at (:func:`_timecode_frames`), likeliest first: the
-    rates of :data:`EDL_RATES` (or :data:`EDL_DROP_RATES`) above its largest frame field, each followed by
+    rates of :data:`EDL_RATES` (or :data:`DROP_FRAME_RATES`) above its largest frame field, each followed by
     its NTSC twin that counts alike (23.976 after 24, 29.97 NDF after 30)."""
     top, drop = _timecode_frames([line.strip() for line in text.splitlines()])
     out: list[Fraction] = []
-    for r in EDL_DROP_RATES if drop else EDL_RATES:
+    for r in DROP_FRAME_RATES if drop else EDL_RATES:
         if top is None or math.ceil(r) > top:
             out.append(r)
             twin = r * Fraction(1000, 1001)

@@ -13,7 +13,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
-from lipsyncctl.media.rates import snap_rate
+from lipsyncctl.media.rates import DROP_FRAME_RATES, snap_rate
 
 
 def exact_rate(rate: float | Fraction) -> Fraction:
@@ -48,8 +48,6 @@ def time_range(start: int, duration: int, fps: Fraction) -> Any:
     return otio.opentime.TimeRange(rational(start, fps), rational(duration, fps))
 
 
-#: the rates whose timecodes may count drop frame (``HH:MM:SS;FF``): 29.97 and 59.94
-DROP_FRAME_RATES = (Fraction(30000, 1001), Fraction(60000, 1001))
 
 
 def timecode_frames(text: str, fps: Fraction) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from lipsyncctl.checkpoints.loaders import VAE_SCALING_FACTOR
 from lipsyncctl.training import noise
 from lipsyncctl.training.losses import UNetLosses, sync_bce, unet_losses
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from lipsyncctl.training.config import TrainConfig
     from lipsyncctl.training.networks import TrainNetworks
 
-#: SD VAE latent scaling (official: ``(z - 0) * 0.18215``)
-LATENT_SCALE = 0.18215
 #: a separate stream of the per-sample generator for the step's draws (the dataset uses stream 0)
 DRAWS_STREAM = 1
 
@@ -58,14 +57,14 @@ def encode_latents(vae: Any, frames: Tensor, eps: Tensor) -> Tensor:
     with torch.no_grad():
         dist = vae.encode(frames.flatten(0, 1).to(device=param.device, dtype=param.dtype)).latent_dist
         z = dist.mean + dist.std * eps.flatten(0, 1).to(device=param.device, dtype=param.dtype)
-    return (z * LATENT_SCALE).unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).float()
+    return (z * VAE_SCALING_FACTOR).unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).float()
 
 
 def decode_frames(vae: Any, latents: Tensor) -> Tensor:
     """Decode ``(B, 4, F, h, w)`` latents with gradients -> frames ``(B, 3, F, H, W)`` (not clamped)."""
     b, _, f = latents.shape[:3]
     param = next(vae.parameters())
-    z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1).to(param.dtype) / LATENT_SCALE
+    z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1).to(param.dtype) / VAE_SCALING_FACTOR
     x = vae.decode(z).sample
     return x.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4)
 

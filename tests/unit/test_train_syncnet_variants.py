@@ -14,12 +14,12 @@ import torch
 
 from lipsyncctl import api
 from lipsyncctl.checkpoints import archs
+from lipsyncctl.checkpoints.loaders import VAE_SCALING_FACTOR
 from lipsyncctl.errors import ConfigError
 from lipsyncctl.training import config as tc
 from lipsyncctl.training import data as td
 from lipsyncctl.training.networks import check_input_channels, load_train_networks
 from lipsyncctl.training.step import (
-    LATENT_SCALE,
     syncnet_latent_draws,
     syncnet_micro_step,
     syncnet_visual_input,
@@ -72,8 +72,8 @@ def test_latent_input_is_the_scaled_posterior_sample_per_sample(curated: Curated
     eps = syncnet_latent_draws([6], seed=cfg.run.seed, frames=16, latent_hw=(32, 32))[0, 3]
     with torch.no_grad():
         dist = nets.vae.encode(frame3).latent_dist
-    torch.testing.assert_close(x[1, 12:16], ((dist.mean + dist.std * eps) * LATENT_SCALE)[0], rtol=1e-5, atol=1e-6)
-    assert not torch.equal(x[1, 12:16], (dist.mean * LATENT_SCALE)[0])  # a sample, not the mode
+    torch.testing.assert_close(x[1, 12:16], ((dist.mean + dist.std * eps) * VAE_SCALING_FACTOR)[0], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(x[1, 12:16], (dist.mean * VAE_SCALING_FACTOR)[0])  # a sample, not the mode
     # lower_half crops the latents after the encode (official order)
     half = tc.resolve_train_config("tiny-syncnet-latent", ["data.lower_half=true"])
     torch.testing.assert_close(syncnet_visual_input(nets, batch, half, torch.device("cpu")), x[:, :, 16:])
