@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 NAME = "sync"
 #: bump when the stage computes something different from the same inputs and settings
 VERSION = 1
-FPS = 25
 #: registry name -> role of the two networks (`lipsyncctl models fetch syncnet-v2 sfd-face`)
 MODELS = {"syncnet-v2": "syncnet-eval", "sfd-face": "sfd-face"}
 FETCH = "lipsyncctl models fetch syncnet-v2 sfd-face"
@@ -135,7 +134,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     frames = functools.partial(span_frames, aligned, n)
     scorer = _scorer(ctx)
     pcm = span_pcm(ctx.audio, ctx.first, ctx.stop)                                   # 1.
-    measured = scorer.score(frames, pcm, FPS, count=n)                               # 2.
+    measured = scorer.score(frames, pcm, options.fps, count=n)                       # 2.
     data: dict[str, Any] = {"skipped": False, "tiny": tiny, "scale": measured.scale, "frames": n,
                             "measured": measured.to_dict(), "corrected": False, "audio_shift_samples": 0,
                             "synced": None, "confirmed": None}
@@ -145,7 +144,7 @@ def run(ctx: ClipContext) -> dict[str, Any]:
     shift = audio_shift_samples(measured.offset)                                     # 3.
     shifted = span_pcm(ctx.audio, ctx.first, ctx.stop, shift=shift)
     synced = write_corrected(ctx, aligned, shifted)
-    confirmed = scorer.score(frames, shifted, FPS, count=n)                          # 4.
+    confirmed = scorer.score(frames, shifted, options.fps, count=n)                  # 4.
     return {**data, "corrected": True, "audio_shift_samples": shift, "synced": str(synced),
             "confirmed": confirmed.to_dict()}
 

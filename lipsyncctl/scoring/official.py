@@ -36,6 +36,7 @@ import numpy as np
 from lipsyncctl import progress
 from lipsyncctl.scoring.facetrack import Detection, FaceTrack, scene_spans, shot_tracks
 from lipsyncctl.scoring.lse import (
+    CROP_SIZE,
     EVAL_FPS,
     SAMPLE_RATE,
     FrameSource,
@@ -55,7 +56,6 @@ SCALE_APPROXIMATE = "approximate (not official)"
 CROP_SCALE = 0.4
 PAD_VALUE = 110
 MEDIAN_KERNEL = 13
-CROP_SIZE = 224
 SFD_MODEL = "sfd-face"
 
 
