@@ -92,7 +92,10 @@ def numbers_not_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
     return value
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A settings model that refuses unknown keys and booleans for numbers, and cannot be changed once made (every
+    run settings schema of the package derives from it)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
@@ -101,7 +104,7 @@ class _Strict(BaseModel):
         return numbers_not_booleans(cls, info.field_name, v)
 
 
-class ModelOptions(_Strict):
+class ModelOptions(StrictModel):
     """Which networks to use."""
 
     checkpoint: str = Field(
@@ -146,7 +149,7 @@ class ModelOptions(_Strict):
                          if TINY in names)
 
 
-class InferenceOptions(_Strict):
+class InferenceOptions(StrictModel):
     """Diffusion sampling settings."""
 
     steps: int = Field(20, ge=1, le=1000, description="DDIM inference steps")
@@ -204,7 +207,7 @@ class InferenceOptions(_Strict):
 FaceSelect = Literal["largest", "id", "point", "speaker"]
 
 
-class FaceOptions(_Strict):
+class FaceOptions(StrictModel):
     backend: Literal["auto", "dlib", "face-alignment", "insightface"] = Field(
         "auto", description="face detector and landmarks (auto: the best one installed; --detector)")
     detect_every: int = Field(5, ge=1, le=250, description="run the detector every k frames, track between")
@@ -275,7 +278,7 @@ def _sequence_fps(what: str, fps_key: str) -> Any:
                  f"its STEM.run.yaml records when lipsyncctl wrote it, else 25; {fps_key} then keeps or conforms it")
 
 
-class SyncOptions(_Strict):
+class SyncOptions(StrictModel):
     length_policy: Literal["loop", "pingpong", "cut", "freeze", "silence"] = Field(
         "pingpong", description="what to do when audio and picture lengths differ (pingpong is official)"
     )
@@ -292,7 +295,7 @@ class SyncOptions(_Strict):
     sequence_fps: SequenceRate = _sequence_fps("--video", "sync.fps")
 
 
-class PrepOptions(_Strict):
+class PrepOptions(StrictModel):
     fps: FrameRate = Field("25", description="output frame rate: a number/fraction (25, 30000/1001) or 'source'")
     audio_rate: int = Field(16000, ge=8000, le=192000, description="sample rate of the output's sound (Hz)")
     audio_channels: int = Field(1, ge=1, le=8, description="channels of the output's sound (1: mono, as training)")
@@ -315,7 +318,7 @@ class PrepOptions(_Strict):
     sequence_fps: SequenceRate = _sequence_fps("input", "prep.fps")
 
 
-class OutputOptions(_Strict):
+class OutputOptions(StrictModel):
     codec: VideoCodec = Field("h264", description="video codec (the same names as prep.codec)")
     crf: int = Field(18, ge=0, le=51, description="x264/x265 constant rate factor (lower: better, larger)")
     encoder_preset: EncoderPreset = Field("medium", description="x264/x265 speed preset")
@@ -334,7 +337,7 @@ class OutputOptions(_Strict):
     )
 
 
-class TimelineOptions(_Strict):
+class TimelineOptions(StrictModel):
     """The timeline (dubbing) job: ``lipsyncctl sync --timeline``."""
 
     handles: int = Field(12, ge=0, le=1000, description="extra source frames rendered before and after each shot")
@@ -364,7 +367,7 @@ class TimelineOptions(_Strict):
     )
 
 
-class CurateOptions(_Strict):
+class CurateOptions(StrictModel):
     """The training-data job: ``lipsyncctl curate`` (LATENTSYNC.md §4, the official data pipeline).
 
     Scores are stored per clip and decisions derived from them, so changing a threshold here re-decides
@@ -449,7 +452,7 @@ class CurateOptions(_Strict):
     )
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """A resolved run configuration (what ``--print-config`` shows and ``run.yaml`` stores)."""
 
     name: str = Field("defaults", description="the preset's name")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from lipsyncctl import config as run_config
 from lipsyncctl import paths
@@ -39,15 +39,6 @@ RESUMABLE_CHANGES = (*MADE_RESUMABLE, "run.max_steps", "run.save_every", "run.ke
                      "run.val_sync_preset", "run.val_clip", "run.val_seconds", "run.process_group_timeout")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers(cls, v: Any, info: ValidationInfo) -> Any:
-        return run_config.numbers_not_booleans(cls, info.field_name, v)
-
-
 #: the ``model`` keys that name a file or folder (or a registry name, a built-in config): a path given relative is
 #: stored absolute (a resume from another working folder found no file there, and refused the same file's absolute
 #: path as another configuration)
@@ -66,7 +57,7 @@ def model_reference(value: str) -> str:
     return f"{prefix}:{rest}" if prefix else rest
 
 
-class TrainModel(_Strict):
+class TrainModel(run_config.StrictModel):
     """The network trained and the frozen ones it needs."""
 
     unet_config: str = Field("stage2", description="UNet architecture (configs/unet name or path); kind unet")
@@ -96,7 +87,7 @@ class TrainModel(_Strict):
         return model_reference(v)
 
 
-class TrainData(_Strict):
+class TrainData(run_config.StrictModel):
     num_frames: int = Field(16, ge=2, le=64, description="frames per sample (official: 16)")
     batch_size: int = Field(1, ge=1, le=4096, description="samples per GPU per micro-step")
     workers: int = Field(2, ge=0, le=64, description="data-loader worker processes (0 = in the main process)")
@@ -116,7 +107,7 @@ class TrainData(_Strict):
     val_samples: int = Field(2048, ge=0, le=1_000_000, description="SyncNet validation samples (official: 2048)")
 
 
-class TrainLoss(_Strict):
+class TrainLoss(run_config.StrictModel):
     """Weights of the UNet loss terms (0 disables a term on purpose; a weighted term whose network is
     missing is an error, never silently dropped)."""
 
@@ -130,7 +121,7 @@ class TrainLoss(_Strict):
         "mixed_noise_alpha), shared (one draw repeated over the frames: the official fallback), iid (independent)")
 
 
-class TrainOptim(_Strict):
+class TrainOptim(run_config.StrictModel):
     lr: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (official: constant; optim.warmup_steps "
                       "ramps it up)")
     warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the learning rate over the first N "
@@ -142,7 +133,7 @@ class TrainOptim(_Strict):
     grad_accum: int = Field(1, ge=1, le=1024, description="micro-steps per optimizer step")
 
 
-class TrainRun(_Strict):
+class TrainRun(run_config.StrictModel):
     seed: int = Field(1247, ge=0, le=2**62, description="seed of samples, noise and timesteps (official: 1247)")
     max_steps: int = Field(10_000, ge=1, le=10**9, description="optimizer steps of the run")
     save_every: int = Field(10_000, ge=1, le=10**9, description="full checkpoint every N steps (and at the end)")
@@ -186,7 +177,7 @@ class TrainRun(_Strict):
         return "no" if v is False else v  # `--set run.mixed_precision=no`: YAML reads a bare no as false
 
 
-class TrainConfig(_Strict):
+class TrainConfig(run_config.StrictModel):
     """A resolved training configuration (what ``train --print-config`` shows and checkpoints store)."""
 
     #: the command that lists its keys, types, limits and meanings (configuration errors' hints)
