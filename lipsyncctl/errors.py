@@ -184,7 +184,7 @@ class Interrupted(LipsyncError):
     items and counts), which ``--json`` reports beside the error."""
 
     exit_code = 130
-    default_hint = "rerun the same command to resume; finished outputs are kept"
+    default_hint = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
 
     def __init__(self, message: str, hint: str | None = None, partial: dict[str, Any] | None = None) -> None:
         super().__init__(message, hint)

@@ -21,7 +21,7 @@ from lipsyncctl import __version__, progress
 from lipsyncctl.cli.argv import hoist_global_options
 from lipsyncctl.cli.progress import PROGRESS_FORMATS, LineSink, RichSink
 from lipsyncctl.cli.state import CliState, emit_json, envelope, set_state, state
-from lipsyncctl.errors import LipsyncError
+from lipsyncctl.errors import Interrupted, JobFailedError, LipsyncError, MediaError, UsageError
 
 #: Command modules, in --help order; each has ``register(app)``. Importing them must stay cheap (no torch at
 #: import). Only modules that exist are listed: a listed module that does not import is an error, never a
@@ -100,19 +100,19 @@ def register_commands(target: typer.Typer, modules: tuple[str, ...] = COMMAND_MO
 
 register_commands(app)
 
-#: Exceptions that do not come from the library, and their exit codes. Library errors carry their own
-#: ``exit_code`` (see lipsyncctl.errors: 1 failed, 2 usage, 3 config, 4 missing model/tool/device,
-#: 5 bad media, 130 interrupted).
+#: Exceptions that do not come from the library, and their exit codes (as the library's own errors': lipsyncctl.errors,
+#: whose ``EXIT_STATUS`` names each code).
 EXIT_CODES: dict[type[BaseException], int] = {
-    TyperException: 2,  # click-style usage errors (their own exit_code: 2 for usage, 1 otherwise)
-    typer.Abort: 130,
-    KeyboardInterrupt: 130,
-    FileNotFoundError: 5,
-    OSError: 1,
+    TyperException: UsageError.exit_code,  # click-style usage errors (their own exit_code: 2 for usage, 1 otherwise)
+    typer.Abort: Interrupted.exit_code,
+    KeyboardInterrupt: Interrupted.exit_code,
+    FileNotFoundError: MediaError.exit_code,
+    OSError: JobFailedError.exit_code,
 }
-
-
-INTERRUPT_HINT = "rerun the same command to resume; finished outputs are kept, partial ones were removed"
+USAGE = EXIT_CODES[TyperException]
+INTERRUPT = EXIT_CODES[KeyboardInterrupt]
+USAGE_HINT = "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`"
+INTERRUPT_HINT = Interrupted.default_hint
 #: commands that write no file: their interrupt has nothing to resume
 READ_ONLY = frozenset({"score", "doctor", "presets"})
 
@@ -294,11 +294,11 @@ def _run(argv: list[str] | None, interrupted: bool = False) -> int:
             raise KeyboardInterrupt
         _refuse_empty(args)
         if state().json and _no_command(command, args):  # stdout stays one JSON document, not the help
-            _emit_error("no command given", "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`", 2)
-            return 2
+            _emit_error("no command given", USAGE_HINT, USAGE)
+            return USAGE
         rv = command.main(args=args, prog_name="lipsyncctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0
-        if code == 130:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error
+        if code == INTERRUPT:  # Typer turns Ctrl-C into Exit(130) itself; say so like every other error
             _emit_error("interrupted", _interrupt_hint(command, args), code)
         return code
     except typer.Exit as exc:
@@ -310,14 +310,14 @@ def _run(argv: list[str] | None, interrupted: bool = False) -> int:
     except TyperException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lipsyncctl` or a group without a subcommand
             sys.stdout.write(exc.format_message() + "\n")
-            return 2
+            return USAGE
         # usage errors: "No such option", "Missing argument", ...
-        code = getattr(exc, "exit_code", 2)
-        _emit_error(exc.format_message(), "see `lipsyncctl --help` or `lipsyncctl COMMAND --help`", code)
+        code = getattr(exc, "exit_code", USAGE)
+        _emit_error(exc.format_message(), USAGE_HINT, code)
         return code
     except (typer.Abort, KeyboardInterrupt):
-        _emit_error("interrupted", _interrupt_hint(command, args), 130)
-        return 130
+        _emit_error("interrupted", _interrupt_hint(command, args), INTERRUPT)
+        return INTERRUPT
     except OSError as exc:
         _detail(exc, debug)
         code = next(c for t, c in EXIT_CODES.items() if isinstance(exc, t))

@@ -35,7 +35,7 @@ from collections.abc import Callable, Container, Sequence
 from typing import Any, TypeVar
 
 from lipsyncctl import progress
-from lipsyncctl.errors import JobFailedError, MissingToolError, UsageError
+from lipsyncctl.errors import Interrupted, JobFailedError, MissingToolError, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -122,7 +122,7 @@ def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
 
 _worker: dict[str, Any] = {"device": None, "cache": {}, "busy": False, "events": None}
 #: exit status of a worker that was interrupted (as the CLI's for Ctrl-C)
-_INTERRUPTED = 130
+_INTERRUPTED = Interrupted.exit_code
 
 
 #: seconds between two of a worker task's advances sent to the parent (the steps between are added up: a pickle and a
