@@ -29,7 +29,6 @@ SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 80
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 
 
 def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:

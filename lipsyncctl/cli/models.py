@@ -19,9 +19,6 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_STATUS_STYLE = {"ok": "green", "missing": "yellow", "partial": "yellow"}
-
-
 @models_app.command("list")
 def list_cmd() -> None:
     """Show the known models, whether they are installed, and where."""

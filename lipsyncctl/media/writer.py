@@ -223,11 +223,6 @@ def _top_first(field_order: str) -> bool:
     return SHOWN_FIRST.get(field_order) == "top"
 
 
-def output_extension(codec: str) -> str:
-    """The container extension used for ``codec`` when none is given (``.mp4``, ``.mov`` or ``.mkv``)."""
-    return codec_spec(codec).containers[0]
-
-
 class VideoWriter:
     """Write frames to ``path`` at exactly ``fps`` (a Fraction).
 

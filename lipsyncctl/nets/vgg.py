@@ -34,7 +34,6 @@ _CONVS_PER_STAGE = (2, 2, 3, 3, 3)
 CONV_INDICES: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 #: ``features`` indices of the five LPIPS taps (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3).
 TAP_INDICES: tuple[int, ...] = (3, 8, 15, 22, 29)
-TAP_NAMES: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 #: the conv index that starts each stage (its weight's first dimension is the stage width).
 _STAGE_FIRST_CONV = (0, 5, 10, 17, 24)
 

@@ -53,14 +53,6 @@ IN_FLIGHT = 4
 RAY_IN_FLIGHT = 256
 
 
-def default_jobs(gpus: Sequence[str] = (), cpu_count: int | None = None) -> int:
-    """How many local workers to start when none is asked for: one per listed GPU; on the CPU one,
-    since a single render already uses every core (torch's intra-op threads), so more processes only
-    compete for them."""
-    del cpu_count  # a CPU worker uses all cores: the count does not change the answer
-    return max(1, len(gpus))
-
-
 def worker_threads(workers: int, cpu_count: int | None = None) -> int:
     """Intra-op threads per worker process so that ``workers`` processes share the cores instead of
     each starting one thread per core (which oversubscribes the CPU and slows every render down)."""

@@ -38,9 +38,6 @@ class ShotStatus(StrEnum):
         return self in (ShotStatus.FAILED, ShotStatus.UNDER_MIN_SYNC)
 
 
-#: statuses a render settles a shot with (``no_dialogue`` is settled without one)
-SETTLED = (ShotStatus.DONE, ShotStatus.NO_FACE, ShotStatus.NO_DIALOGUE, ShotStatus.FAILED)
-
 
 @dataclass
 class ShotOutcome:

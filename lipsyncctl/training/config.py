@@ -307,8 +307,3 @@ def run_record(path: Path) -> dict[str, Any] | None:
         data["data"] = {k: v for k, v in data["data"].items() if k != "path"}
     return data
 
-
-def dump_yaml(cfg: TrainConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -326,7 +326,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
                 batch = next(batches)
                 if isinstance(batch, sampling.ItemError):  # a clip that cannot be read, from any loader worker
                     raise batch.error()
-                sync_ctx = acc.no_sync(model) if micro < accum - 1 else _nullcontext()
+                sync_ctx = acc.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
                 with sync_ctx:
                     loss, values = _micro_step(cfg, nets, model, batch, alphas, device, acc)
                     finite &= bool(torch.isfinite(loss.detach()))
@@ -563,14 +563,6 @@ def _peak_vram(device: Any) -> float | None:
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _Metrics:

@@ -15,7 +15,7 @@ import pytest
 
 from lipsyncctl import config as cfg
 from lipsyncctl.errors import ConfigError, UsageError
-from lipsyncctl.media.writer import CODECS, output_extension
+from lipsyncctl.media.writer import CODECS
 from lipsyncctl.pipeline import output
 from lipsyncctl.runner import vram
 
@@ -31,7 +31,7 @@ def test_every_schema_codec_has_containers_in_the_one_table() -> None:
     assert set(output.OUTPUT_CODECS) == _schema_codecs(cfg.OutputOptions)
     for name, oc in output.OUTPUT_CODECS.items():
         assert output.containers(name) == CODECS[oc.writer_codec].containers
-        assert output.default_extension(name) == output_extension(oc.writer_codec)
+        assert output.default_extension(name) == CODECS[oc.writer_codec].containers[0]
     for spec in CODECS.values():
         assert spec.containers and all(e.startswith(".") and e == e.lower() for e in spec.containers)
 
