@@ -125,29 +125,47 @@ def content_key(parts: dict[str, Any]) -> str:
 
 
 class JobStore:
-    """Finished segments by content key, under ``root`` (``OUT/.lipsyncctl/jobs``)."""
+    """Finished segments by content key, under ``root`` (``OUT/.lipsyncctl/jobs``). A record's ``output`` inside
+    ``OUT`` (the folder above ``.lipsyncctl``) is stored relative to it and read back under the ``OUT`` the store
+    was opened with: a rerun from another working folder, or naming OUT by another path (absolute, through a
+    link), reuses what an earlier run finished (records of cwd-relative paths re-rendered every shot)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.base = self.root.parent.parent
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The record of ``key`` if it is finished and its output still exists (else None)."""
+        """The record of ``key`` if it is finished and its output still exists (else None); its ``output`` a path
+        as this store's ``OUT`` is named."""
         p = self._path(key)
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        out = rec.get("output")
-        if out and not Path(out).is_file():
+        out = rec.pop("output_in_out", None) and rec.get("output")
+        if out:
+            rec["output"] = str(self.base / out)
+        elif rec.get("output"):  # an older record: the path as that run's working folder named it
+            stored = Path(rec["output"])
+            cached = self.base / ".lipsyncctl" / "renders" / stored.name  # (its render, named from another folder)
+            rec["output"] = str(stored if stored.is_file() or not cached.is_file() else cached)
+        if rec.get("output") and not Path(rec["output"]).is_file():
             return None
         return rec
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         p = self._path(key)
+        record = dict(record)
+        if record.get("output"):
+            out, base = os.path.abspath(record["output"]), os.path.abspath(self.base)
+            inside = os.path.commonpath([out, base]) == base
+            record["output"] = os.path.relpath(out, base) if inside else out
+            if inside:
+                record["output_in_out"] = True
         tmp = temp_path(p, keep_suffix=False)  # not *.json: keys() never sees it
         try:
             tmp.write_text(json.dumps({"key": key, **record}, indent=1, default=str), encoding="utf-8")

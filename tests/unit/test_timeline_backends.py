@@ -89,6 +89,29 @@ def test_outcome_round_trips_through_the_store_and_pickle(tmp_path: Path) -> Non
     assert ShotStatus.UNDER_MIN_SYNC.is_failure and not ShotStatus.NO_FACE.is_failure
 
 
+def test_a_records_render_is_found_under_out_whatever_the_working_folder(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from lipsyncctl.runner.store import JobStore
+
+    out = tmp_path / "show" / "out"
+    render = out / ".lipsyncctl" / "renders" / "k.mov"
+    render.parent.mkdir(parents=True)
+    render.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path / "show")
+    JobStore(Path("out/.lipsyncctl/jobs")).put("k", {"status": "done", "output": "out/.lipsyncctl/renders/k.mov"})
+    assert json.loads((out / ".lipsyncctl" / "jobs" / "k.json").read_text())["output"] == ".lipsyncctl/renders/k.mov"
+    monkeypatch.chdir(tmp_path)
+    assert JobStore(Path("show/out/.lipsyncctl/jobs")).get("k")["output"] == "show/out/.lipsyncctl/renders/k.mov"
+    assert JobStore(out / ".lipsyncctl" / "jobs").get("k")["output"] == str(render)
+    # a record an earlier version wrote (the path as its run's working folder named it) finds its render too
+    (out / ".lipsyncctl" / "jobs" / "old.json").write_text(json.dumps({"status": "done", "output": "out/x/k.mov"}))
+    assert JobStore(out / ".lipsyncctl" / "jobs").get("old")["output"] == str(render)
+    render.unlink()
+    assert JobStore(out / ".lipsyncctl" / "jobs").get("k") is None  # its render gone: not finished
+
+
 def _children(pid: int) -> dict[int, str]:
     """``{pid: command line}`` of the live (not zombie) child processes of ``pid`` (Linux /proc)."""
     found = {}

@@ -116,6 +116,28 @@ def test_rerun_without_conform_renders_nothing_and_has_no_conform(env, first,  #
     assert os.readlink(lang / "current") == version.name and _hashes(v1) == delivered
 
 
+def test_a_rerun_from_another_folder_or_by_a_relative_path_reuses_the_renders(  # type: ignore[no-untyped-def]
+        env, first, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # the job records held each render's path as the run's working folder named it (`out/.lipsyncctl/...`): the
+    # same command from another folder (a farm's job, a script's cd), or OUT by its absolute path, rendered every
+    # shot again
+    root = env["root"]
+
+    def args(here: Path) -> list[str]:
+        return ["--timeline", os.path.relpath(env["args"][1], here), "--audio", env["args"][3],
+                "-o", os.path.relpath(env["out"], here), *BASE, "--seed", "13"]
+
+    monkeypatch.chdir(root)
+    rc, made = _run(args(root), capsys)  # a new seed: renders both, recorded from `out`
+    assert rc == 0 and made["counts"]["rendered"] == 2
+    for folder, given in ((root.parent, args(root.parent)), (root, [*env["args"], "--seed", "13"])):
+        monkeypatch.chdir(folder)
+        rc, again = _run(given, capsys)
+        assert rc == 0 and (again["counts"]["rendered"], again["counts"]["reused"]) == (0, 2), folder
+    records = [json.loads(p.read_text()) for p in (env["out"] / ".lipsyncctl" / "jobs").glob("*.json")]
+    assert all(r["output"].startswith(".lipsyncctl/renders/") and r["output_in_out"] for r in records)
+
+
 def test_interrupted_run_keeps_the_last_delivery(env, first, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Another seed re-renders both shots: Ctrl-C in the second one's render, after the first finished."""
