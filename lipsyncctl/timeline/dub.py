@@ -81,13 +81,18 @@ def parse_audio_specs(items: list[str]) -> list[tuple[str, Path]]:
         elif sep and not Path(item).exists():  # a label that is none (`../esc=de.wav`: "file not found" before)
             raise UsageError(f"--audio {item}: {label!r} is not a language label (letters, digits, - and _)",
                              hint="label each file: --audio de=de.wav (or give a file without a label)")
-        else:
+        elif _LANG.match(Path(item).stem):
             out.append((Path(item).stem, Path(item)))
-    labels = [lang for lang, _ in out]
-    dup = {x for x in labels if labels.count(x) > 1}
+        else:  # its name is the language folder: `...wav` delivered to OUT/../v001, `DE dub.wav` to `OUT/DE dub`
+            raise UsageError(f"--audio {item}: its name {Path(item).stem!r} is not a language label (letters, "
+                             "digits, - and _), and it names the language's folder",
+                             hint=f"label it: --audio de={item}")
+    # (`de` and `DE` are one folder on a case-insensitive volume: macOS, SMB and NTFS shares)
+    labels = [lang.casefold() for lang, _ in out]
+    dup = {lang for lang, _ in out if labels.count(lang.casefold()) > 1}
     if dup:
-        raise UsageError(f"--audio: language {sorted(dup)[0]!r} given twice",
-                         hint="label each file: --audio de=de.wav --audio fr=fr.wav")
+        raise UsageError(f"--audio: language {sorted(dup)[0]!r} given twice (languages differing in case only are "
+                         "one folder on many volumes)", hint="label each file: --audio de=de.wav --audio fr=fr.wav")
     return out
 
 

@@ -227,8 +227,18 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     for bad in ("../esc=de.wav", "=de.wav", "de fr=de.wav"):  # not a label: said (it was "file not found")
         with pytest.raises(UsageError, match="is not a language label"):
             dubs.parse_audio_specs([bad])
-    (tmp_path / "a=b.wav").write_bytes(b"")  # a file whose name holds '=' is that file
-    assert dubs.parse_audio_specs([str(tmp_path / "a=b.wav")]) == [("a=b", tmp_path / "a=b.wav")]
+    (tmp_path / "a=b.wav").write_bytes(b"")  # a file whose name holds '=' is that file (labelled: its name is none)
+    with pytest.raises(UsageError, match=r"a=b.wav: its name 'a=b' is not a language label"):
+        dubs.parse_audio_specs([str(tmp_path / "a=b.wav")])
+    assert dubs.parse_audio_specs([f"de={tmp_path / 'a=b.wav'}"]) == [("de", tmp_path / "a=b.wav")]
+    # an unlabelled file's name is its language's folder: one that is no label is refused (`...wav` delivered its
+    # version to OUT/../v001, beside the inputs; `DE dub.wav` made `OUT/DE dub`)
+    for name in ("...wav", "..wav", "DE dub.wav", "de.final.wav"):
+        with pytest.raises(UsageError, match="is not a language label") as err:
+            dubs.parse_audio_specs([name])
+        assert err.value.hint == f"label it: --audio de={name}"
+    with pytest.raises(UsageError, match="'DE' given twice"):  # one folder on a case-insensitive volume
+        dubs.parse_audio_specs(["de=a.wav", "DE=b.wav"])
     assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
     assert dubs.parse_offset("-0.5", FILM, 0) == Fraction(-1, 2)
     # drop frame at 29.97, as the timeline's start is read (a DF edit at 01:00:00;00 starts at frame 107892):
