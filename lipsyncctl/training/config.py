@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -121,13 +121,17 @@ class TrainLoss(run_config.StrictModel):
         "mixed_noise_alpha), shared (one draw repeated over the frames: the official fallback), iid (independent)")
 
 
+#: an AdamW beta (torch refuses one outside [0, 1) when the optimizer is made: after the networks loaded)
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
 class TrainOptim(run_config.StrictModel):
     lr: float = Field(1e-5, gt=0, le=1, description="AdamW learning rate (official: constant; optim.warmup_steps "
                       "ramps it up)")
     warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the learning rate over the first N "
                               "optimizer steps (official: 0)")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (torch default 0.01)")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1)")
     eps: float = Field(1e-8, gt=0, le=1, description="AdamW epsilon")
     max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="gradient clipping norm")
     grad_accum: int = Field(1, ge=1, le=1024, description="micro-steps per optimizer step")

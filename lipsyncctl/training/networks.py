@@ -258,6 +258,12 @@ def check_input_channels(cfg: TrainConfig) -> None:
                           "syncnet_16_latent")
     if cfg.kind == "unet" and not (cfg.pixel_supervision and cfg.loss.sync):
         return
+    if cfg.kind == "syncnet":  # (a UNet's sync loss resizes its frames to the SyncNet's view, as the official does)
+        size = archs.syncnet_input_view(cfg.model.syncnet_config)[1]
+        if cfg.model.resolution != size:  # (smaller faces run out of pixels in its downsampling: a crash mid-step)
+            raise ConfigError(f"model.resolution {cfg.model.resolution}: StableSyncNet {cfg.model.syncnet_config} "
+                              f"takes {size} px faces", hint=f"--set model.resolution={size}, or a SyncNet config "
+                              f"made for {cfg.model.resolution} px (its data.resolution)")
     frames = cfg.data.num_frames
     want = (4 if cfg.data.latent_space else 3) * frames
     have = archs.load_syncnet_config(cfg.model.syncnet_config).visual_encoder.in_channels

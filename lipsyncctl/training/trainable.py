@@ -36,12 +36,25 @@ def is_trainable(name: str, rule: Sequence[str]) -> bool:
 
 
 def select_trainable(model: nn.Module, rule: Sequence[str]) -> list[tuple[str, nn.Parameter]]:
-    """Set ``requires_grad`` by ``rule`` and return the trained ``(name, parameter)`` pairs in model order."""
-    out = []
+    """Set ``requires_grad`` by ``rule`` and return the trained ``(name, parameter)`` pairs in model order.
+
+    Raises:
+        ConfigError: a part of ``rule`` matches no parameter (a typo trained nothing it named: or, alone, nothing
+            at all, an "empty parameter list" deep in the optimizer).
+    """
+    out, used = [], set()
     for name, p in model.named_parameters():
         p.requires_grad_(is_trainable(name, rule))
         if p.requires_grad:
             out.append((name, p))
+            used.update(part for part in rule if part in name)
+    unused = [part for part in rule if part not in used]
+    if unused:
+        from lipsyncctl.errors import ConfigError
+
+        raise ConfigError(f"model.trainable: {', '.join(map(repr, unused))} match{'es' if len(unused) == 1 else ''} "
+                          "no parameter of the model", hint="parts of parameter names, such as motion_modules. and "
+                          "attentions. (the stage-2 presets' model.trainable); [] trains every parameter")
     return out
 
 

@@ -144,6 +144,24 @@ def test_select_trainable_sets_requires_grad() -> None:
     assert not net["resnets"].weight.requires_grad
 
 
+def test_a_trainable_part_matching_no_parameter_is_a_configuration_error() -> None:
+    # `model.trainable=[nomatch]` ended in the optimizer's "empty parameter list", an internal error (exit 1);
+    # a typo beside a good part trained less than asked, unsaid
+    net = torch.nn.ModuleDict({"attentions": torch.nn.Linear(2, 2), "resnets": torch.nn.Linear(2, 2)})
+    for rule, unused in ((("nomatch",), "'nomatch' matches"), (("attentions.", "motion_module."), "'motion_module.'")):
+        with pytest.raises(ConfigError, match=f"model.trainable: {unused}") as err:
+            trainable.select_trainable(net, rule)
+        assert err.value.exit_code == 3 and "motion_modules." in err.value.hint
+
+
+def test_adamw_betas_outside_0_to_1_are_refused_by_the_schema() -> None:
+    # torch refused `optim.betas=[0.9,2]` when the optimizer was made, after the networks loaded: exit 1, internal
+    for bad in ("[0.9,2]", "[-0.1,0.999]", "[0.9,1]"):
+        with pytest.raises(ConfigError, match="optim.betas"):
+            tc.resolve_train_config("tiny", [f"optim.betas={bad}"])
+    assert tc.resolve_train_config("tiny", ["optim.betas=[0,0.5]"]).optim.betas == (0.0, 0.5)
+
+
 def test_missing_loss_network_is_exit_4_naming_the_set(models_dir: Path) -> None:
     from lipsyncctl.training.networks import load_train_networks
 

@@ -52,6 +52,11 @@ def test_frames_that_do_not_fit_the_network_are_config_errors() -> None:
     assert e.value.exit_code == 3 and "syncnet_25_pixel" in (e.value.hint or "")
     with pytest.raises(ConfigError, match="takes 64 visual channels, the run feeds 48"):
         check_input_channels(tc.resolve_train_config("syncnet_16_latent", ["data.latent_space=false"]))
+    # faces smaller than the SyncNet's view ran out of pixels in its downsampling: an internal error mid-step
+    for preset, size in (("tiny-syncnet", 64), ("tiny-syncnet", 128), ("tiny-syncnet-latent", 128)):
+        with pytest.raises(ConfigError, match=f"model.resolution {size}: StableSyncNet .* takes 256 px faces") as e:
+            check_input_channels(tc.resolve_train_config(preset, [f"model.resolution={size}"]))
+        assert e.value.exit_code == 3 and "--set model.resolution=256" in e.value.hint
     with pytest.raises(ConfigError, match="SyncNet runs"):
         check_input_channels(tc.resolve_train_config("tiny", ["data.latent_space=true"]))
 
