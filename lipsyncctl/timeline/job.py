@@ -47,7 +47,7 @@ from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import gates
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
-from lipsyncctl.timeline.outputs import render_reel, shot_extension
+from lipsyncctl.timeline.outputs import is_render, render_reel, shot_extension, use_original_media
 from lipsyncctl.timeline.ranges import apply_ranges
 from lipsyncctl.timeline.scenes import scene_job
 from lipsyncctl.timeline.segments import Segment, TimelinePlan, plan_timeline
@@ -138,6 +138,7 @@ def _read_and_run(job: TimelineJob, config: Config, work: Path, scratch: Path | 
             if job.edl_rate is not None and ADAPTERS_BY_SUFFIX.get(Path(job.timeline).suffix.lower()) != "cmx_3600":
                 early_warnings.append(f"--edl-rate {job.edl_rate:g} ignored: {Path(job.timeline).name} is not an "
                                       "EDL (its own rates are used)")
+            early_warnings += use_original_media(timeline)
             if job.segments is not None:  # --segments: each range's options as a marker on the shots it covers
                 early_warnings += apply_ranges(timeline, resolver, job.segments, handles=config.timeline.handles)
             result = _run(job, config, timeline, resolver)
@@ -152,6 +153,10 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     """Steps 1-5 of :func:`run_timeline` once the timeline is read (its media resolve through ``resolver``)."""
     plan = plan_timeline(timeline, resolver, handles=config.timeline.handles)
     warnings = list(plan.warnings)
+    if over := [seg.id for seg in plan.segments if is_render(seg.media)]:
+        warnings.append(f"{len(over)} shot(s) of the edit have lipsyncctl renders as their media ({', '.join(over[:3])}"
+                        f"{' ...' if len(over) > 3 else ''}): the dub is lip-synced over the earlier lip-sync "
+                        "(give the edit with the original media, or the relinked .otio, which keeps them)")
     edl_rate = timeline.metadata.get("lipsyncctl", {}).get("edl_rate")  # an EDL read without --edl-rate
     if edl_rate and edl_rate["assumed"]:
         warnings.append(edl_rate["note"])

@@ -61,6 +61,39 @@ def render_reel(key: str) -> str:
     return f"LS{key[:6].upper()}"
 
 
+def use_original_media(timeline: Any) -> list[str]:
+    """Make each clip of a timeline this tool relinked (``lipsync_<lang>`` active, the original kept as
+    ``DEFAULT_MEDIA``) point at its original media again: a relinked edit fed back in (as it comes back from the
+    NLE) rendered the new dub over the earlier lip-sync, and named that render as the next version's "original".
+    Returns the warning saying so (none when no clip was relinked)."""
+    moved: dict[str, int] = {}
+    for clip in timeline.find_clips():
+        key, refs = clip.active_media_reference_key, clip.media_references()
+        if key.startswith("lipsync_") and DEFAULT_KEY in refs:
+            # the renders go (no input of this run: one is the very file a reused render's cache entry is) and the
+            # source's reel comes back
+            clip.set_media_references({DEFAULT_KEY: refs[DEFAULT_KEY]}, DEFAULT_KEY)
+            ours = clip.metadata.get("lipsyncctl") or {}
+            if ours.get("source_reel") and "cmx_3600" in clip.metadata:
+                clip.metadata["cmx_3600"]["reel"] = ours["source_reel"]
+            moved[key[len("lipsync_"):]] = moved.get(key[len("lipsync_"):], 0) + 1
+    if not moved:
+        return []
+    said = ", ".join(f"{n} of {lang}" for lang, n in moved.items())
+    return [f"the edit's clips point at lipsyncctl renders ({said}): each is rendered from its original media "
+            f"({DEFAULT_KEY}), not over the earlier lip-sync"]
+
+
+def is_render(path: Path) -> bool:
+    """Whether ``path`` is a render this tool delivered or cached (``OUT/LANG/vNNN/shots/...``, whose version folder
+    holds its report, or ``OUT/.lipsyncctl/renders/...``): a shot whose media is one is lip-synced over a lip-sync."""
+    parent = path.parent
+    if parent.name == "renders" and parent.parent.name == ".lipsyncctl":
+        return True
+    return parent.name == "shots" and (parent.parent / "report.json").is_file() and \
+        (parent.parent.parent.parent / ".lipsyncctl").is_dir()
+
+
 #: metadata key of a reference whose URL is written relative to the output timeline's folder
 _RELATIVE = "relative_url"
 

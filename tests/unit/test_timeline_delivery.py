@@ -116,6 +116,28 @@ def test_rerun_without_conform_renders_nothing_and_has_no_conform(env, first,  #
     assert os.readlink(lang / "current") == version.name and _hashes(v1) == delivered
 
 
+def test_a_relinked_edit_fed_back_is_rendered_from_its_original_media(env, first,  # type: ignore[no-untyped-def]
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # the relinked .otio (as it comes back from the NLE) was rendered over its own renders, and the next version
+    # named v001's renders as its "original media" (which `prune` then removed)
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import DEFAULT_KEY, is_render
+
+    _, v1, delivered = first
+    rc, again = _run([*env["args"][2:], "--timeline", str(v1 / "edit.otio")], capsys)
+    assert rc == 0 and (again["counts"]["rendered"], again["counts"]["reused"]) == (0, 2)  # the first run's keys
+    assert any("point at lipsyncctl renders (2 of de)" in w for w in again["warnings"]), again["warnings"]
+    version = Path(again["languages"]["de"]["folder"])
+    for item in otio.adapters.read_from_file(str(version / "edit.otio")).find_clips():
+        if item.name in ("A1", "A2"):
+            original = Path(item.media_references()[DEFAULT_KEY].target_url)
+            assert original.name == "cam_a.mkv" and "v001" not in original.parts
+    assert is_render(next((v1 / "shots").iterdir())) and not is_render(env["root"] / "cam_a.mkv")
+    assert is_render(next((env["out"] / ".lipsyncctl" / "renders").iterdir()))
+    assert _hashes(v1) == delivered
+
+
 def test_a_rerun_from_another_folder_or_by_a_relative_path_reuses_the_renders(  # type: ignore[no-untyped-def]
         env, first, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # the job records held each render's path as the run's working folder named it (`out/.lipsyncctl/...`): the
