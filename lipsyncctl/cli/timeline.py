@@ -54,7 +54,7 @@ def run_timeline(values: dict[str, Any], config: Any) -> None:
                            gpus=values["gpus"], shard=values["shard"], dry_run=values["dry_run"],
                            wait=values["wait"], **given)
     result = api.sync_timeline(job, config)
-    for w in result.warnings:
+    for w in result.all_warnings():
         st.warn(w)
     st.result(result.to_dict, lambda console: _human(console, result), ok=not result.failed)
     if result.failed:

@@ -269,9 +269,8 @@ def plan_timeline(
                 shown.append((seg_or_skip.source, piece))
             continue
         by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
-        if note := _effects_note(piece.clip):  # in the shot's report, and said
+        if note := _effects_note(piece.clip):  # in the shot's report, and said (below)
             seg_or_skip.warnings.append(note)
-            warnings.append(f"{piece.clip.name}: {note}")
         segments.append(seg_or_skip)
         shown.append((seg_or_skip, piece))
     for i, seg in enumerate(segments):
@@ -280,6 +279,9 @@ def plan_timeline(
             seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
     _name_segments(segments, fps, gstart)
+    # a shot's own warnings (effects, short handles for a dissolve, another rate) are said by the run too, not only in
+    # its row of the report
+    warnings += [f"{seg.id}: {w}" for seg in segments for w in seg.warnings]
     transitions = _transitions([s for s, _ in shown], [p for _, p in shown], fps, warnings)
     for item in skipped:
         warnings.append(f"{item.name}: skipped ({item.reason})")

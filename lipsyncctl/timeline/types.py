@@ -244,8 +244,13 @@ class TimelineResult:
     def counts(self) -> dict[str, int]:
         return {k: sum(getattr(d.counts, k) for d in self.languages.values()) for k in TOTALS}
 
+    def all_warnings(self) -> list[str]:
+        """The run's warnings, then each language's own (``de: ...``: a clip the relinked timeline could not point
+        at its render, QC notes), as the CLI says them and ``--json``'s ``warnings`` lists them."""
+        return [*self.warnings, *(f"{lang}: {w}" for lang, d in self.languages.items() for w in d.warnings or ())]
+
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict(), "dry_run": self.dry_run,
                 "shard": f"{self.shard[0]}/{self.shard[1]}", "counts": self.counts(), "work": dict(self.work),
                 "failed": self.failed, "languages": {k: v.to_dict() for k, v in self.languages.items()},
-                "warnings": list(self.warnings), "missing_models": [dict(m) for m in self.missing_models]}
+                "warnings": self.all_warnings(), "missing_models": [dict(m) for m in self.missing_models]}

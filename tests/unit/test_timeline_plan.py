@@ -116,6 +116,23 @@ def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
     assert [(s.name, s.record_start, s.record_frames, s.source_start, s.whole_clip) for s in plan.segments] == [
         ("long", 0, 10, 0, False), ("top", 10, 5, 0, True), ("long", 15, 15, 15, False)]
     assert len({s.id for s in plan.segments}) == 3
+    # said by the run, not only in each shot's row of the report (a real run printed nothing of it)
+    split = "the clip is split by a clip on a higher track; each visible part is its own shot"
+    assert [w for w in plan.warnings if split in w] == [f"{s.id}: {split}" for s in plan.segments if s.name == "long"]
+
+
+def test_a_languages_own_warnings_are_said_with_the_runs() -> None:
+    # a clip the relinked timeline keeps on its original media (partly covered) was said only in report.json
+    from lipsyncctl.timeline.segments import TimelinePlan
+    from lipsyncctl.timeline.types import LanguageCounts, LanguageResult, TimelineResult
+
+    plan = TimelinePlan(name="t", fps=Fraction(25), global_start=0, duration=10, segments=[], skipped=[],
+                        warnings=[], transitions=[])
+    de = LanguageResult(dub="de.wav", counts=LanguageCounts(), shots=[], warnings=["long_01: only part is visible"])
+    result = TimelineResult(plan, {"de": de, "fr": LanguageResult(dub="fr.wav", counts=LanguageCounts(), shots=[])},
+                            (0, 1), False, ["the run's"])
+    assert result.all_warnings() == ["the run's", "de: long_01: only part is visible"]
+    assert result.to_dict()["warnings"] == result.all_warnings()
 
 
 def test_an_effect_the_render_does_not_apply_is_said(media: Path) -> None:
@@ -133,7 +150,7 @@ def test_an_effect_the_render_does_not_apply_is_said(media: Path) -> None:
     f, w = plan.segments
     assert f.warnings == ["effect Flop not rendered: the render is the media as it is, the relinked timeline keeps "
                           "the effect for the NLE, the conform shows the shot without it"] and not w.warnings
-    assert [x for x in plan.warnings if "Flop" in x] == [f"F: {f.warnings[0]}"]
+    assert [x for x in plan.warnings if "Flop" in x] == [f"{f.id}: {f.warnings[0]}"]  # (the shot id, as reports name it)
 
 
 def test_shot_ids_are_stable_when_a_shot_is_skipped(media: Path) -> None:
