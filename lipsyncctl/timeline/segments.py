@@ -228,6 +228,29 @@ def timeline_rate(timeline: Any) -> Fraction:
     return Fraction(24)
 
 
+def _whole_media(timeline: Any, resolver: MediaResolver, probe: Callable[..., MediaFacts]) -> None:
+    """Give a clip that states no range (neither a source range nor its media's available range: valid OTIO, the
+    clip is its whole media, as simple scripts and some exporters write) its media's range, probed: start timecode
+    and frames at the media's rate.
+
+    Raises:
+        MediaError: such a clip's media is not found (its length, and so the edit's, cannot be known).
+    """
+
+    for clip in timeline.find_clips():
+        ref = clip.media_reference
+        if clip.source_range is not None or getattr(ref, "available_range", None) is not None:
+            continue
+        url = getattr(ref, "target_url", None)
+        path = resolver.resolve(url) if url else None
+        if path is None:
+            raise MediaError(f"clip {clip.name!r}: no source range, and its media ({url or 'none'}) is not found to "
+                             "take its whole length", hint="find the media (--media-root DIR, --relink OLD=NEW), or "
+                             "give the clip a source range in the edit")
+        facts = probe(path)
+        ref.available_range = tb.time_range(tb.tag_frames(facts.start_timecode, facts.fps), facts.frames, facts.fps)
+
+
 def plan_timeline(
     timeline: Any,
     resolver: MediaResolver,
@@ -245,6 +268,7 @@ def plan_timeline(
     """
     import opentimelineio as otio
 
+    _whole_media(timeline, resolver, probe)
     fps = timeline_rate(timeline)
     gstart = tb.to_frames(timeline.global_start_time, fps) if timeline.global_start_time is not None else 0
     pieces: list[_Piece] = []

@@ -104,6 +104,27 @@ def test_fcp_xml_round_trip(media: Path) -> None:
         (0, 12, 4), (12, 10, 8), (27, 6, 30)]
 
 
+def test_a_clip_stating_no_range_is_its_whole_media(media: Path) -> None:
+    # valid OTIO (no source range, no available range: the whole file) was an internal error, exit 1
+    import opentimelineio as otio
+
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.timeline.source import probe_media
+
+    def bare(url: str) -> otio.schema.Timeline:
+        tl, track = otio.schema.Timeline(name="t"), otio.schema.Track(name="V1")
+        track.append(otio.schema.Clip(name="whole", media_reference=otio.schema.ExternalReference(target_url=url)))
+        tl.tracks.append(track)
+        return tl
+
+    facts = probe_media(media / "cam_a.mkv")
+    (seg,) = plan_timeline(bare("cam_a.mkv"), MediaResolver(media)).segments
+    assert (seg.source_start, seg.source_frames, seg.record_frames, seg.media_fps) == (0, facts.frames, facts.frames,
+                                                                                      facts.fps)
+    with pytest.raises(MediaError, match="clip 'whole': no source range, and its media \\(gone.mkv\\) is not found"):
+        plan_timeline(bare("gone.mkv"), MediaResolver(media))
+
+
 def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
     import opentimelineio as otio
 
