@@ -162,18 +162,20 @@ def dub_coverage_warning(dub: DubTrack, plan: TimelinePlan) -> str | None:
     def tc(frame: int) -> str:
         return plan.timecode(min(max(frame, 0), plan.duration))
 
-    def at(frame: int) -> str:  # where the dub's sound starts or ends, even outside the edit (an offset's)
+    def at(frame: int, time: Fraction, which: str) -> str:  # where the dub's sound starts or ends, even outside the
+        # edit: its exact time, and its first (or last) frame's timecode (an offset of 0.5 s at 23.976 is in frame
+        # 11, which starts at 0.459 s: that time was said as the offset's)
         if frame < 0 and plan.global_start + frame < 0:
-            return f"{float(-frame / fps):.3f} s before the edit's start"
+            return f"{float(-time):.3f} s before the edit's start"
         where = (" (after the edit's end)" if frame > plan.duration
                  else " (before the edit's start)" if frame < 0 else "")
-        return f"{plan.timecode(frame)} ({float(frame / fps):.3f} s){where}"
+        return f"{float(time):.3f} s ({which} frame {plan.timecode(frame)}){where}"
 
     parts = []
     if first > 0:
-        parts.append(f"it starts at {at(first)}")
+        parts.append(f"it starts at {at(first, dub.start, 'first')}")
     if end < plan.duration:
-        parts.append(f"it ends at {at(end)}")
+        parts.append(f"it ends at {at(end - 1, dub.start + length, 'last')}")
     if not parts:
         parts.append("an audio_offset moves a shot's window past its ends")
     shots = "; ".join(([f"silent shots: {', '.join(silent_ids)}"] if silent_ids else [])

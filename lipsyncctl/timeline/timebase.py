@@ -10,6 +10,7 @@ for (the one table of :mod:`lipsyncctl.media.rates`), so a time ``value`` at rat
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -63,6 +64,18 @@ def is_drop_frame(text: str | None, fps: Fraction) -> bool:
     """Whether a timecode (a file's tag, an EDL's) counts drop frame: a ``;`` (or ``,``) before its frames, at a
     rate that has drop frame."""
     return bool(text) and fps in DROP_FRAME_RATES and any(sep in text[-4:] for sep in ";,")  # type: ignore[index]
+
+
+def dropped_per_minute(fps: Fraction) -> int:
+    """Frame labels drop-frame timecode skips at each minute but every tenth: 2 at 29.97, 4 at 59.94."""
+    return 2 * math.ceil(fps) // 30
+
+
+def drop_frame_label_exists(text: str, fps: Fraction) -> bool:
+    """Whether the drop-frame timecode ``HH:MM:SS;FF`` names a frame: not one of the labels skipped at a minute that
+    is no tenth (``01:01:00;00``, ``;01``)."""
+    minutes, seconds, frames = (int(p) for p in re.split(r"[:;,.]", text)[1:4])
+    return not (seconds == 0 and minutes % 10 and frames < dropped_per_minute(fps))
 
 
 def tag_frames(start_timecode: str | None, fps: Fraction) -> int:

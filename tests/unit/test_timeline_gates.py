@@ -190,7 +190,7 @@ def test_short_dub_warns_naming_the_silent_shots(media: Path, tmp_path: Path, mo
     assert rc == 0, err
     (w,) = [w for w in doc["warnings"] if w.startswith("dub de")]
     assert "dub de (1.000 s) does not cover the edit (01:00:00:00-01:00:02:14, 2.586 s)" in w
-    assert "it ends at 01:00:01:00 (1.001 s)" in w
+    assert "it ends at 1.000 s (last frame 01:00:00:23)" in w
     silent = w.split("silent shots: ")[1].split(";")[0]
     partly = w.split("partly silent: ")[1]
     assert "A3_" in silent and "B3_" in partly and "A1_" not in w and "B1_" not in w
@@ -203,11 +203,16 @@ def test_short_dub_warns_naming_the_silent_shots(media: Path, tmp_path: Path, mo
     rc, doc, _ = _run(["--timeline", str(edit), "--audio", f"de={whole}", "--audio-offset", "01:00:01:00",
                        "-o", str(tmp_path / "out"), *BASE, "--dry-run"], capsys)
     (w,) = [w for w in doc["warnings"] if w.startswith("dub de")]
-    assert "it starts at 01:00:01:00 (1.001 s)" in w and "it ends" not in w
+    assert "it starts at 1.001 s (first frame 01:00:01:00)" in w and "it ends" not in w
     silent, partly = w.split("silent shots: ")[1].split(";")[0], w.split("partly silent: ")[1]
     assert "A1_" in silent and "B1_" in silent and "B3_" in partly and "A3_" not in w
     # one starting after the edit's end says where (it said the edit's end, clamped)
     rc, doc, _ = _run(["--timeline", str(edit), "--audio", f"de={whole}", "--audio-offset", "02:00:00:00",
                        "-o", str(tmp_path / "out"), *BASE, "--dry-run"], capsys)
     (w,) = [w for w in doc["warnings"] if w.startswith("dub de")]
-    assert "it starts at 02:00:00:00 (3603.600 s) (after the edit's end)" in w, w  # (23.976 fps: 1 h of TC)
+    assert "it starts at 3603.600 s (first frame 02:00:00:00) (after the edit's end)" in w, w  # (23.976: 1 h of TC)
+    # an offset in seconds is said as given, with the frame it falls in (it said 0.459 s, that frame's start)
+    rc, doc, _ = _run(["--timeline", str(edit), "--audio", f"de={whole}", "--audio-offset", "0.5",
+                       "-o", str(tmp_path / "out"), *BASE, "--dry-run"], capsys)
+    (w,) = [w for w in doc["warnings"] if w.startswith("dub de")]
+    assert "it starts at 0.500 s (first frame 01:00:00:11)" in w, w

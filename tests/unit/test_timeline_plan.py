@@ -279,6 +279,16 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
         dubs.parse_audio_specs(["de=a.wav", "DE=b.wav"])
     assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
     assert dubs.parse_offset("-0.5", FILM, 0) == Fraction(-1, 2)
+    # a drop-frame label that names no frame (skipped at a minute that is no tenth) is refused: it was placed on the
+    # frame before (01:01:00;00 at 01:00:59;28)
+    ntsc = Fraction(30000, 1001)
+    for label in ("01:01:00;00", "01:01:00;01"):
+        with pytest.raises(UsageError, match="no such drop-frame timecode"):
+            dubs.parse_offset(label, ntsc, 0)
+    assert dubs.parse_offset("01:01:00;02", ntsc, 0) * ntsc == 107892 + 1800  # the minute's first frame
+    assert dubs.parse_offset("01:10:00;00", ntsc, 0) * ntsc == 107892 + 17982  # a tenth minute keeps ;00
+    with pytest.raises(UsageError, match=r"frames 00, 01, 02, 03 are skipped"):
+        dubs.parse_offset("00:01:00;03", Fraction(60000, 1001), 0)
     # drop frame at 29.97, as the timeline's start is read (a DF edit at 01:00:00;00 starts at frame 107892):
     # the dub starts at the edit's first frame, not 108 frames (3.6 s) later
     ntsc = Fraction(30000, 1001)
