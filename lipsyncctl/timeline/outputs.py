@@ -400,19 +400,19 @@ def _edl_counting(text: str, timeline: Any) -> str:
     """An EDL written by OTIO's CMX 3600 writer, counting its timecodes as the edit does. At 29.97/59.94 that
     writer always writes drop frame (``;``) and no ``FCM`` line: a non-drop edit's ``01:00:00:00`` came back
     as ``01:00:03;18`` (the same frame, other digits). The timecodes are rewritten in the edit's count
-    (:func:`~lipsyncctl.timeline.source.is_drop_frame_timeline`) and its ``FCM`` line added; other rates are
-    left as written."""
+    (:func:`~lipsyncctl.timeline.source.is_drop_frame_timeline`); other rates' are left as written. Every EDL gets
+    its ``FCM`` line (an input's ``FCM: NON-DROP FRAME`` was dropped at 23.976: some conform tools want one)."""
     from lipsyncctl.timeline.source import is_drop_frame_timeline
 
     rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
-    if rate not in tb.DROP_FRAME_RATES:
-        return text
-    drop = is_drop_frame_timeline(timeline, rate)
+    drop = rate in tb.DROP_FRAME_RATES and is_drop_frame_timeline(timeline, rate)
 
     def recount(m: re.Match[str]) -> str:
         return tb.timecode(tb.timecode_frames(m.group(0), rate), rate, drop)
 
-    lines = [line if line.startswith("*") else _EDL_TIMECODE.sub(recount, line) for line in text.splitlines()]
+    lines = text.splitlines()
+    if rate in tb.DROP_FRAME_RATES:
+        lines = [line if line.startswith("*") else _EDL_TIMECODE.sub(recount, line) for line in lines]
     fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}"
     lines = [line for line in lines if not line.upper().startswith("FCM")]
     at = 1 if lines and lines[0].upper().startswith("TITLE") else 0

@@ -189,6 +189,7 @@ def test_relinked_edl_and_otio_keep_the_record_start(media: Path, tmp_path: Path
     text = (tmp_path / "out" / "diss.edl").read_text()
     events = [line.split() for line in text.splitlines() if line[:1].isdigit()]
     assert events[0][-2:] == ["01:00:00:00", "01:00:01:00"]
+    assert text.splitlines()[1] == "FCM: NON-DROP FRAME"  # as the input's (dropped at rates without drop frame)
     again = read_timeline(tmp_path / "out" / "diss.edl", rate=25)
     assert otio.opentime.to_timecode(again.global_start_time, 25) == "01:00:00:00"
     clips = list(again.find_clips())
