@@ -95,6 +95,27 @@ def current_version(folder: Path) -> str | None:
     return latest.read_text(encoding="utf-8").strip() or None
 
 
+def other_edit(folder: Path, timeline: Path) -> str | None:
+    """The warning for a language folder whose current version was made from another edit file than ``timeline``
+    (its report's ``timeline`` has another name): this run's version joins that edit's in one version sequence, which
+    ``current`` and ``prune --keep`` count together (a reel's deliveries pruned as old versions of the next reel's).
+    None when it has no version, or the same edit's."""
+    import json
+
+    version = current_version(folder)
+    if version is None:
+        return None
+    try:
+        made_from = json.loads((folder / version / "report.json").read_text(encoding="utf-8")).get("timeline")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not made_from or Path(made_from).name == timeline.name:
+        return None
+    return (f"{folder}: its current version ({version}) was made from {Path(made_from).name}, this run's edit is "
+            f"{timeline.name}; the new version follows it in one sequence, which `current` and `prune --keep` count "
+            "together (give each edit its own -o)")
+
+
 class Deliveries:
     """Versions built and not yet delivered: :func:`delivering` renames them into place together, once every one is
     complete, so an interrupted multi-language run delivers no language (it delivered the languages written before

@@ -46,6 +46,7 @@ from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import gates
 from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.delivery import other_edit
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
 from lipsyncctl.timeline.outputs import is_render, render_reel, shot_extension, use_original_media
 from lipsyncctl.timeline.ranges import apply_ranges
@@ -167,6 +168,7 @@ def _run(job: TimelineJob, config: Config, timeline: Any, resolver: MediaResolve
     warnings += gate_warnings
     # 2. Dubs and speech.
     dub_tracks = _load_dubs(job, timeline, resolver, plan)
+    warnings += [w for d in dub_tracks if (w := other_edit(job.output / d.language, Path(job.timeline)))]
     warnings += [w for d in dub_tracks if (w := gates.dub_coverage_warning(d, plan))]
     with progress.Task("find speech in the dubs", total=len(dub_tracks)) as bar:
         for d in dub_tracks:

@@ -138,6 +138,18 @@ def test_a_relinked_edit_fed_back_is_rendered_from_its_original_media(env, first
     assert _hashes(v1) == delivered
 
 
+def test_another_edit_into_the_same_output_is_said(env, first, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    # reel 2 into reel 1's -o became reel 1's next version, unsaid: `prune --keep 1` then removed reel 1's deliveries
+    import shutil
+
+    other = shutil.copy(env["args"][1], env["root"] / "reel2.otio")
+    rc, doc = _run(["--timeline", str(other), *env["args"][2:], "--dry-run"], capsys)
+    assert rc == 0
+    assert any("was made from edit.otio, this run's edit is reel2.otio" in w for w in doc["warnings"]), doc["warnings"]
+    rc, doc = _run([*env["args"], "--dry-run"], capsys)
+    assert rc == 0 and not any("was made from" in w for w in doc["warnings"])
+
+
 def test_a_rerun_from_another_folder_or_by_a_relative_path_reuses_the_renders(  # type: ignore[no-untyped-def]
         env, first, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # the job records held each render's path as the run's working folder named it (`out/.lipsyncctl/...`): the
