@@ -42,7 +42,13 @@ def sync_bce(vision: Tensor, audio: Tensor, labels: Tensor) -> tuple[Tensor, Ten
     off = nullcontext() if vision.device.type == "meta" else torch.autocast(vision.device.type, enabled=False)
     with off:
         cos = sync_cosine(vision, audio)
-        per_sample = F.binary_cross_entropy(cos, labels.reshape(-1).to(cos.dtype), reduction="none")
+        # a non-finite cosine (a diverged step: NaN frames) is the loss itself, NaN, for the run's NaN/Inf guard to
+        # skip the step: binary_cross_entropy raises on it (on a GPU a device-side assert that kills every rank).
+        # The finite ones are computed as they were, bit for bit, without a sync.
+        finite = torch.isfinite(cos)
+        safe = torch.where(finite, cos, torch.zeros_like(cos))
+        per_sample = F.binary_cross_entropy(safe, labels.reshape(-1).to(cos.dtype), reduction="none")
+        per_sample = torch.where(finite, per_sample, cos)
     return per_sample.mean(), per_sample
 
 

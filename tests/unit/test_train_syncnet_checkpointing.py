@@ -76,3 +76,23 @@ def test_the_run_setting_reaches_the_trained_and_the_frozen_syncnet() -> None:
     frozen = random_train_networks(unet_cfg, "cpu", torch.float32)
     assert frozen.aux["syncnet"].visual_encoder.gradient_checkpointing
     assert frozen.aux["videomae"].gradient_checkpointing
+
+
+def test_a_non_finite_embedding_gives_a_nan_loss_for_the_guard_not_an_error() -> None:
+    # NaN frames of a diverged step made binary_cross_entropy raise (a device-side assert on a GPU): the run's
+    # NaN/Inf guard never saw the step, and the stage-2 recipe (sync loss on) died as an internal error
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    vision, audio = torch.rand((3, 8), generator=g).requires_grad_(True), torch.rand((3, 8), generator=g)
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    loss, per_sample = sync_bce(vision, audio, labels)
+    expected = F.binary_cross_entropy(sync_cosine(vision, audio), labels, reduction="none")
+    assert torch.equal(per_sample, expected) and torch.equal(loss, expected.mean())  # finite: bit for bit
+    poisoned = vision.detach().clone()
+    poisoned[1] = float("nan")
+    loss, per_sample = sync_bce(poisoned.requires_grad_(True), audio, labels)
+    assert torch.isnan(loss) and torch.isnan(per_sample[1]) and torch.equal(per_sample[[0, 2]], expected[[0, 2]])
+    poisoned = vision.detach().clone()
+    poisoned[0] = float("inf")
+    assert not torch.isfinite(sync_bce(poisoned, audio, labels)[0])
