@@ -155,9 +155,10 @@ def _emit_error(message: str, hint: str | None, code: int, partial: dict[str, An
         sys.stderr.write(f"hint: {hint}\n")
     sys.stderr.flush()
     current = state()
-    if current.json and not current.emitted:
-        emit_json(envelope({**(partial or {}), "error": {"message": message, "hint": hint or None, "exit_code": code}},
-                           ok=False))
+    if current.json and not current.emitted:  # (with the warnings shown before it: a train's skipped steps)
+        said = {"warnings": list(current.warned)} if current.warned else {}
+        emit_json(envelope({**said, **(partial or {}),
+                            "error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
 
 
 def _detail(exc: BaseException, debug: bool) -> None:

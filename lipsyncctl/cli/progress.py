@@ -194,7 +194,7 @@ class LineSink:
             if not self.json:
                 st.warn(warning)
             elif warning not in current.warned and not current.quiet:  # a JSON line too (not repeated at the end)
-                current.warned.add(warning)
+                current.warned[warning] = None
                 with self._lock:
                     self._write("warning", None, None, warning)
             return

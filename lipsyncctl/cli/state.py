@@ -36,7 +36,7 @@ class CliState:
     json: bool = False
     stdout: Console = field(default_factory=console)
     stderr: Console = field(default_factory=lambda: console(stderr=True))
-    warned: set[str] = field(default_factory=set)  # warning texts already shown by this invocation
+    warned: dict[str, None] = field(default_factory=dict)  # warning texts shown by this invocation, in order
     emitted: bool = False  # a JSON result went to stdout (an error then adds no second document)
     argv: tuple[str, ...] = ()  # this invocation's arguments, global options first (`train --nproc` passes them on)
     progress_format: str = "auto"  # --progress: with json, notes and warnings are JSON lines on stderr too
@@ -78,7 +78,7 @@ def warn(text: str) -> None:
     st = state()
     if text in st.warned:
         return
-    st.warned.add(text)
+    st.warned[text] = None
     if not st.quiet and not _json_line(st, "warning", text):
         st.stderr.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
 
@@ -165,9 +165,20 @@ def result(data: Mapping[str, Any] | Callable[[], Mapping[str, Any]], human: Cal
     table)."""
     st = state()
     if st.json:
-        emit_json(envelope(data() if callable(data) else data, ok=ok))
+        emit_json(envelope(with_warnings(data() if callable(data) else data), ok=ok))
     else:
         human(st.stdout)
+
+
+def with_warnings(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` whose ``warnings`` (where it has that list) also hold the warnings this invocation showed while the job
+    ran that its result does not list (a validation render's tiny-preset note, a skipped non-finite step of a train):
+    ``--json`` lists every warning stderr showed."""
+    listed = data.get("warnings")
+    said = [w for w in state().warned if not isinstance(listed, list) or w not in listed]
+    if not isinstance(listed, list) or not said:
+        return data
+    return {**data, "warnings": [*listed, *said]}
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

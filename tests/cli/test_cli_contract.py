@@ -338,3 +338,27 @@ def test_the_readme_names_every_known_model() -> None:
     section = readme[readme.index("## Models"):readme.index("## Python API")]
     missing = [name for name in load_registry().models if f"`{name}`" not in section]
     assert not missing, missing
+
+
+def test_json_lists_the_warnings_shown_while_the_job_ran(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # a train's validation render said "tiny preset: NOT lip-synced" on stderr, and its --json had "warnings": [];
+    # an error document left out the non-finite steps skipped before the run stopped
+    from lipsyncctl import api, progress
+    from lipsyncctl.errors import MissingModelError
+
+    st.set_state(st.CliState(json=True))
+    st.warn("said while it ran")
+    assert st.with_warnings({"warnings": ["its own"], "n": 1}) == {"warnings": ["its own", "said while it ran"],
+                                                                   "n": 1}
+    assert st.with_warnings({"warnings": ["said while it ran"]}) == {"warnings": ["said while it ran"]}
+    assert st.with_warnings({"n": 1}) == {"n": 1}  # a result without warnings keeps its shape
+
+    def failing() -> None:
+        progress.warning("step 1: non-finite loss; skipped")
+        raise MissingModelError("gone")
+
+    monkeypatch.setattr(api, "list_models", failing)
+    assert main(["--json", "models", "list"]) == 4
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["warnings"] == ["step 1: non-finite loss; skipped"] and doc["error"]["message"] == "gone"

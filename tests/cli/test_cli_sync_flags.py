@@ -75,6 +75,9 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> _Captured:
         def to_dict(self) -> dict[str, Any]:
             return {}
 
+        def all_warnings(self) -> list[str]:
+            return []
+
     def fake_sync(video, audio, output, config, **kwargs):  # type: ignore[no-untyped-def]
         seen.update(mode="clip", video=video, audio=audio, output=output, config=config, kwargs=kwargs)
         return Result()
