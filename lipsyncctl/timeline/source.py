@@ -342,6 +342,35 @@ def _rates_that_read(text: str) -> list[Fraction]:
     return [r for r in edl_rate_candidates(text) if _parsed(events, r) is not None]
 
 
+def _media_rates(timeline: Any, resolver: MediaResolver) -> dict[Fraction, str]:
+    """The rates of the media an EDL's events link to (those found and readable), each with a file's name."""
+    rates: dict[Fraction, str] = {}
+    seen: set[Path] = set()
+    for clip in timeline.find_clips():
+        media = _edl_media(clip, resolver)
+        if media is not None and media not in seen:  # (each file probed once)
+            seen.add(media)
+            with contextlib.suppress(MediaError):
+                rates.setdefault(probe_media(media).fps, media.name)
+    return rates
+
+
+def _check_given_rate(path: Path, timeline: Any, rate: float, found: EdlRate, resolver: MediaResolver) -> None:
+    """An ``--edl-rate`` of 24, 30 or 60 for an EDL whose media all run at the NTSC rate beside it (or the other way
+    round): their timecodes count alike, but every source time lands 0.1 % off (3.6 s an hour of timecode: "outside
+    the media's frames"), so it is asked again.
+
+    Raises:
+        UsageError: so (exit 2), naming the rate the media run at.
+    """
+    rates = _media_rates(timeline, resolver)
+    if len(rates) == 1 and (media := next(iter(rates))) != found.rate and math.ceil(media) == math.ceil(found.rate):
+        shown = EdlRate(media, "").fps
+        raise UsageError(f"--edl-rate {rate:g}: {path.name}'s media ({rates[media]}...) run at {shown} fps, whose "
+                         f"timecodes count as {rate:g}'s do, but each source time would land 0.1 % off",
+                         hint=f"--edl-rate {shown} (or leave --edl-rate out: it is detected from the media)")
+
+
 def _rate_from_media(path: Path, text: str, guess: EdlRate, resolver: MediaResolver) -> EdlRate:
     """Settle an assumed EDL rate by the media its events link to: they must all run at one rate its
     timecodes fit (and at which its source and record durations agree). Else raise a :class:`UsageError`
@@ -349,13 +378,7 @@ def _rate_from_media(path: Path, text: str, guess: EdlRate, resolver: MediaResol
     fits = _rates_that_read(text)
     if not fits:
         return guess  # no rate reads it: the read names the line
-    timeline = _one_timeline(path, _parsed(_events_only(text), fits[0]))
-    rates: dict[Fraction, str] = {}
-    for clip in timeline.find_clips():
-        media = _edl_media(clip, resolver)
-        if media is not None and media not in rates.values():
-            with contextlib.suppress(MediaError):
-                rates.setdefault(probe_media(media).fps, media.name)
+    rates = _media_rates(_one_timeline(path, _parsed(_events_only(text), fits[0])), resolver)
     fps_list = ", ".join(EdlRate(r, "").fps for r in fits) or "no standard rate"
     if len(rates) == 1 and next(iter(rates)) in fits:
         rate, name = next(iter(rates.items()))
@@ -414,6 +437,8 @@ def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
                          hint="fix the line named above" if rate is not None
                          else "if the rate is wrong pass --edl-rate; otherwise fix the line named above") from exc
     timeline = _one_timeline(path, result)
+    if rate is not None:
+        _check_given_rate(path, timeline, rate, found, resolver)
     _keep_record_start(timeline, found.rate)
     _link_incoming_clips(timeline)
     _keep_motion_effects(timeline, text, found.rate)

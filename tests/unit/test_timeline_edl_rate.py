@@ -160,6 +160,23 @@ def test_an_explicit_edl_rate_wins(media: Path) -> None:
     assert timeline.metadata["lipsyncctl"]["edl_rate"]["how"] == "given with --edl-rate"
 
 
+def test_a_whole_rate_given_for_media_at_the_ntsc_rate_beside_it_is_asked_again(media: Path) -> None:
+    # `--edl-rate 24` for a 23.976 show (its timecodes count alike): every shot "outside the media's frames", exit 5
+    # with a hint about finding the media
+    edl = media / "ntsc_given_30.edl"
+    edl.write_text(_edl(_event(1, "00:00:00:04", "00:00:01:04", "01:00:00:00", "01:00:01:00", "cam_ntsc.mkv")),
+                   encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        read_timeline(edl, rate=30)
+    assert info.value.message.startswith("--edl-rate 30: ntsc_given_30.edl's media (cam_ntsc.mkv...) run at 29.97 fps")
+    assert info.value.hint.startswith("--edl-rate 29.97")
+    timeline = read_timeline(edl, rate=29.97)  # the media's rate reads, and so do media at the rate given:
+    assert timeline.metadata["lipsyncctl"]["edl_rate"]["rate"] == "30000/1001"
+    edl.write_text(_edl(_event(1, "00:00:00:04", "00:00:01:04", "01:00:00:00", "01:00:01:00")), encoding="utf-8")
+    at25 = read_timeline(edl, rate=25)  # (held: OTIO frees the metadata of a dropped timeline)
+    assert at25.metadata["lipsyncctl"]["edl_rate"]["rate"] == "25/1"  # (cam_a: 25 fps)
+
+
 def test_an_edl_rate_below_its_timecodes_is_a_usage_error(media: Path) -> None:
     edl = media / "cut25_at_24.edl"
     edl.write_text(EDL_25, encoding="utf-8")
