@@ -419,12 +419,14 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return SkippedItem(clip.name, reason, piece.lo, piece.hi - piece.lo, piece.path)
 
     ref = clip.media_reference
-    if isinstance(ref, otio.schema.MissingReference) and clip.name:
-        # EDLs name the source file in "* FROM CLIP NAME:" only, an AAF master mob without a locator its file's
-        # stem: link by that name (relink/media-root apply)
-        if resolver.resolve(clip.name):
-            ref = otio.schema.ExternalReference(target_url=clip.name)
-        elif (named := resolver.resolve_stem(clip.name)) is not None:
+    # EDLs name the source file in "* FROM CLIP NAME:" only (a list of reels alone names none: its event's reel is the
+    # file's stem, as tape-based and camera-card lists are cut), an AAF master mob without a locator its file's stem:
+    # link by that name (relink/media-root apply)
+    reel = (clip.metadata.get("cmx_3600") or {}).get("reel") if hasattr(clip.metadata, "get") else None
+    for name in dict.fromkeys(n for n in (clip.name, reel) if n and isinstance(ref, otio.schema.MissingReference)):
+        if resolver.resolve(name):
+            ref = otio.schema.ExternalReference(target_url=name)
+        elif (named := resolver.resolve_stem(name)) is not None:
             ref = otio.schema.ExternalReference(target_url=str(named))
     if isinstance(ref, otio.schema.GeneratorReference):
         return skip(f"generator ({ref.generator_kind or 'unknown'})")

@@ -391,13 +391,15 @@ def _rate_from_media(path: Path, text: str, guess: EdlRate, resolver: MediaResol
 
 
 def _edl_media(clip: Any, resolver: MediaResolver) -> Path | None:
-    """The file an EDL clip links to: its ``FROM CLIP`` path, else its clip name (as the planner links it)."""
+    """The file an EDL clip links to: its ``FROM CLIP`` path, else its clip name or reel (as the planner links it)."""
     import opentimelineio as otio
 
     ref = clip.media_reference
     if isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
         return resolver.resolve(ref.target_url)
-    return resolver.resolve(clip.name) if clip.name else None
+    reel = (clip.metadata.get("cmx_3600") or {}).get("reel")
+    return next((p for name in (clip.name, reel) if name
+                 and (p := resolver.resolve(name) or resolver.resolve_stem(name)) is not None), None)
 
 
 def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:

@@ -177,6 +177,22 @@ def test_a_whole_rate_given_for_media_at_the_ntsc_rate_beside_it_is_asked_again(
     assert at25.metadata["lipsyncctl"]["edl_rate"]["rate"] == "25/1"  # (cam_a: 25 fps)
 
 
+def test_a_list_of_reels_alone_links_each_event_by_its_reel(media: Path) -> None:
+    # tape-style lists name no file (no `* FROM CLIP` comment): every event was "missing media", and --media-root,
+    # which the hint named, did not help
+    edl = media / "reels" / "reels.edl"
+    edl.parent.mkdir(exist_ok=True)
+    edl.write_text("TITLE: reels\nFCM: NON-DROP FRAME\n\n"
+                   "001  cam_a    V     C        00:00:00:04 00:00:00:16 01:00:00:00 01:00:00:12\n"
+                   "002  cam_b    V     C        01:00:00:10 01:00:00:20 01:00:00:12 01:00:00:22\n", encoding="utf-8")
+    timeline = read_timeline(edl, rate=25)
+    plan = plan_timeline(timeline, MediaResolver(edl.parent, media_root=media), handles=0)
+    assert [(s.media.name, s.source_start, s.source_frames) for s in plan.segments] == [
+        ("cam_a.mkv", 4, 12), ("cam_b.mkv", 10, 10)]
+    alone = plan_timeline(timeline, MediaResolver(edl.parent), handles=0)  # not beside the list: missing, said so
+    assert not alone.segments and all("missing media" in k.reason for k in alone.skipped)
+
+
 def test_an_edl_rate_below_its_timecodes_is_a_usage_error(media: Path) -> None:
     edl = media / "cut25_at_24.edl"
     edl.write_text(EDL_25, encoding="utf-8")
