@@ -160,11 +160,15 @@ def load_dub_track(language: str, timeline: Any, name: str, resolver: Any, fps: 
 
     from lipsyncctl.timeline.mediaio import scratch_mix, spool_audio
 
-    tracks = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio and t.name == name]
+    audio_tracks = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio]
+    tracks = [t for t in audio_tracks if t.name == name]
+    if not tracks and (number := re.fullmatch(r"[Aa](\d+)", name)) and 1 <= int(number[1]) <= len(audio_tracks):
+        tracks = [audio_tracks[int(number[1]) - 1]]  # A2: the second audio track, as an NLE numbers them (FCP XML
+        # and EDL tracks carry no name)
     if not tracks:
-        names = [t.name for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio]
-        raise UsageError(f"--audio-track {name!r}: no audio track of that name",
-                         hint=f"audio tracks in the timeline: {', '.join(map(repr, names)) or '(none)'}")
+        names = [f"A{i} {t.name!r}" for i, t in enumerate(audio_tracks, 1)]
+        raise UsageError(f"--audio-track {name!r}: no audio track of that name (or number, A1...)",
+                         hint=f"audio tracks in the timeline: {', '.join(names) or '(none)'}")
     total = tb.samples_at(tb.to_frames(timeline.duration(), fps), fps, rate)
     mix = scratch_mix(2, total, folder)
     cache: dict[Path, np.ndarray] = {}

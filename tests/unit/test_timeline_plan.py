@@ -467,3 +467,28 @@ def test_unwritable_output_fails_at_once_naming_o(media: Path, tmp_path: Path, m
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real_access(p, mode, **kw))
     rc, out = _timeline_cli(media, ro / "out", capsys, "--dry-run", json_out=True)
     assert rc == 0 and any("a run would fail there" in w for w in json.loads(out)["warnings"])
+
+
+def test_an_audio_track_without_a_name_is_taken_by_its_number(tmp_path: Path) -> None:
+    # FCP XML and EDL audio tracks carry no name: --audio-track could not address one ("audio tracks: '', ''")
+    import opentimelineio as otio
+
+    from lipsyncctl.media.audio import write_wav
+
+    rate = 48000
+    tl = otio.schema.Timeline(name="t")
+    video = otio.schema.Track(name="V1")
+    video.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(25, 25))))
+    tl.tracks.append(video)
+    for k in (1, 2):
+        write_wav(tmp_path / f"a{k}.wav", np.full((rate, 2), 0.1 * k, np.float32), rate)
+        track = otio.schema.Track(kind=otio.schema.TrackKind.Audio)
+        track.append(otio.schema.Clip(name=f"a{k}", media_reference=otio.schema.ExternalReference(
+            target_url=f"a{k}.wav", available_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(25, 25))),
+            source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(25, 25))))
+        tl.tracks.append(track)
+    second = dubs.load_dub_track("de", tl, "A2", MediaResolver(tmp_path), Fraction(25), folder=tmp_path)
+    assert second.source == "track:A2" and np.allclose(np.asarray(second.samples), 0.2, atol=1e-4)
+    with pytest.raises(UsageError, match=r"'A3': no audio track of that name \(or number, A1...\)") as err:
+        dubs.load_dub_track("de", tl, "A3", MediaResolver(tmp_path), Fraction(25), folder=tmp_path)
+    assert err.value.hint == "audio tracks in the timeline: A1 '', A2 ''"
