@@ -141,7 +141,11 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
             available_range=tb.time_range(seg.media_start + seg.render_start, seg.render_frames, seg.media_fps),
             metadata={"lipsyncctl": {"language": language, "handles": [seg.handle_in, seg.handle_out],
                                      "source": seg.media_url, "timecode": seg.render_timecode,
-                                     "reel": render_reel(oc.key), _RELATIVE: form == "relative"}},
+                                     "reel": render_reel(oc.key), _RELATIVE: form == "relative"},
+                      # the FCP XML writer labels a file's timecode non-drop unless its reference says DF: a
+                      # drop-frame render (as its source) was listed at another timecode (01:00:55:12 NDF for
+                      # 01:00:59;00 DF, the same frame)
+                      **({"fcp_xml": {"timecode": {"displayformat": "DF"}}} if seg.media_drop else {})},
         )
         key = f"lipsync_{language}"
         clip.set_media_references({DEFAULT_KEY: original.deepcopy(), key: rendered}, key)

@@ -106,6 +106,35 @@ def test_a_drop_frame_edit_shows_drop_frame_timecode(media: Path) -> None:
     assert not plain.drop_frame and plain.to_dict()["start"] == "01:00:00:00" and plain.global_start == 108000
 
 
+def test_an_fcp_xml_lists_a_drop_frame_render_at_its_drop_frame_timecode(media: Path, tmp_path: Path) -> None:
+    # the FCP XML writer labelled every file's timecode non-drop: a drop-frame render (01:00:00;00 in its tmcd, as
+    # its source) was listed as 00:59:56:12 NDF, a timecode the file does not carry
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from lipsyncctl.timeline.outputs import relinked_timeline, write_timelines
+    from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+
+    if "fcp_xml" not in installed_adapters():
+        pytest.skip("otio-fcp-adapter is not installed (extra 'fcp')")
+    edl = media / "df_xml.edl"
+    edl.write_text(_edl(_event(1, "01:00:00;02", "01:00:01;12", "01:00:00;00", "01:00:01;10", "cam_df.mkv"),
+                        fcm="DROP FRAME"), encoding="utf-8")
+    timeline = read_timeline(edl)
+    plan = plan_timeline(timeline, MediaResolver(media), handles=2)
+    (seg,) = plan.segments
+    render = Path(shutil.copy(media / "cam_df.mkv", tmp_path / "render.mkv"))
+    outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "k", language="de", segment=seg.id, output=str(render))}
+    relinked, _ = relinked_timeline(timeline, plan, outcomes, "de")
+    written, warnings = write_timelines(relinked, media / "cut.xml", tmp_path / "out", inputs=[media / "cam_df.mkv"])
+    assert tmp_path / "out" / "cut.xml" in written, warnings
+    files = {f.findtext("pathurl"): f for f in ET.parse(tmp_path / "out" / "cut.xml").getroot().iter("file")
+             if f.findtext("pathurl")}
+    mine = files[render.resolve().as_uri()]
+    assert (mine.findtext("timecode/string"), mine.findtext("timecode/displayformat")) == (seg.render_timecode, "DF")
+    assert seg.render_timecode == "01:00:00;00"
+
+
 @pytest.mark.parametrize("drop", [True, False])
 def test_the_written_edl_counts_its_timecodes_as_the_edit_did(media: Path, tmp_path: Path, drop: bool) -> None:
     """OTIO's EDL writer writes drop frame at 29.97 whatever the edit counts: the EDL handed back has the
