@@ -245,7 +245,8 @@ def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], 
 
 
 def check_input_channels(cfg: TrainConfig) -> None:
-    """The run's frames fit the StableSyncNet it trains (kind syncnet) or scores with (the sync loss).
+    """The run's frames fit its networks: the UNet's motion modules, the StableSyncNet it trains (kind syncnet) or
+    scores with (the sync loss).
 
     Raises:
         ConfigError: ``data.latent_space`` on a UNet run, or the architecture's visual ``in_channels`` differ
@@ -256,6 +257,12 @@ def check_input_channels(cfg: TrainConfig) -> None:
         raise ConfigError("data.latent_space is for SyncNet runs (kind syncnet) only",
                           hint="drop --set data.latent_space=true, or train a SyncNet preset such as "
                           "syncnet_16_latent")
+    if cfg.kind == "unet":  # (more frames than the motion modules' position encoding: an internal error mid-step)
+        limit = archs.load_unet_config(cfg.model.unet_config).num_frames_max
+        if limit is not None and cfg.data.num_frames > limit:
+            raise ConfigError(f"data.num_frames {cfg.data.num_frames}: UNet {cfg.model.unet_config}'s motion modules "
+                              f"take at most {limit} frames", hint=f"--set data.num_frames={min(16, limit)} (official: "
+                              "16)")
     if cfg.kind == "unet" and not (cfg.pixel_supervision and cfg.loss.sync):
         return
     if cfg.kind == "syncnet":  # (a UNet's sync loss resizes its frames to the SyncNet's view, as the official does)

@@ -116,12 +116,17 @@ def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite:
 
     Raises:
         UsageError: the folder holds a run (checkpoints, exports, or another configuration) and neither
-            ``resume`` nor ``overwrite`` is given; ``resume`` names no usable checkpoint or another configuration.
+            ``resume`` nor ``overwrite`` is given; ``resume`` names no usable checkpoint or another configuration;
+            the folder is ``data`` or inside it.
     """
     import yaml
 
     from lipsyncctl.training import state
 
+    inside = Path(os.path.abspath(run))
+    if data is not None and Path(os.path.abspath(data)) in (inside, *inside.parents):
+        raise UsageError(f"-o {run}: inside the dataset it trains on ({data}): the run's checkpoints and logs would "
+                         "be mixed into the curated data", hint="give a folder outside --data for -o")
     saved = run / "train.yaml"
     if resume is not None:
         folder = state.find_resume(run, resume)

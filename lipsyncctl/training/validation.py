@@ -114,8 +114,9 @@ def prepare(cfg: TrainConfig, data: Path, device: torch.device, *,
         if cfg.run.val_clip:  # before it (curate's aligned clips are its own: a video and the span's sound)
             probe_inputs(video, video, config.sync.audio_stream, config.sync.sequence_fps)
     except LipsyncError as exc:
-        raise MediaError(f"run.val_clip {exc.message}", hint=f"{exc.hint + '; ' if exc.hint else ''}give a video "
-                         "with a face and its sound, or --set run.val_sync=false") from None
+        # (the probe's own hint names sync's --audio/--video, which train has not)
+        raise MediaError(f"run.val_clip {exc.message}", hint="give a video with a face and its sound "
+                         "(--set run.val_clip=VIDEO), or --set run.val_sync=false") from None
     return SyncValidation(video, cfg.run.val_seconds, config, files)
 
 

@@ -270,6 +270,12 @@ def test_run_folder_rules(tmp_path: Path) -> None:
         prepare_run_folder(run, cfg, None, False)
     assert prepare_run_folder(run, cfg, None, True) is None and not (run / "train.yaml").exists()
     assert not (run / "checkpoints").exists()
+    # a run folder that is the dataset or inside it (DATA/features, even with -y): mixed into the curated data
+    data = tmp_path / "data"
+    for inside in (data, data / "features", data / "runs" / "r1"):
+        with pytest.raises(UsageError, match="inside the dataset it trains on"):
+            prepare_run_folder(inside, cfg, None, True, data)
+    assert prepare_run_folder(tmp_path / "data-runs", cfg, None, False, data) is None  # beside it: fine
 
 
 def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: str = "data",

@@ -52,6 +52,10 @@ def test_frames_that_do_not_fit_the_network_are_config_errors() -> None:
     assert e.value.exit_code == 3 and "syncnet_25_pixel" in (e.value.hint or "")
     with pytest.raises(ConfigError, match="takes 64 visual channels, the run feeds 48"):
         check_input_channels(tc.resolve_train_config("syncnet_16_latent", ["data.latent_space=false"]))
+    # more frames than the motion modules' position encoding holds (24): an internal error mid-step
+    with pytest.raises(ConfigError, match="data.num_frames 40: UNet tiny's motion modules take at most 24 frames"):
+        check_input_channels(tc.resolve_train_config("tiny", ["data.num_frames=40"]))
+    check_input_channels(tc.resolve_train_config("tiny-stage1", ["data.num_frames=40"]))  # (no motion modules)
     # faces smaller than the SyncNet's view ran out of pixels in its downsampling: an internal error mid-step
     for preset, size in (("tiny-syncnet", 64), ("tiny-syncnet", 128), ("tiny-syncnet-latent", 128)):
         with pytest.raises(ConfigError, match=f"model.resolution {size}: StableSyncNet .* takes 256 px faces") as e:

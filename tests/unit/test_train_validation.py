@@ -106,6 +106,7 @@ def test_missing_scorer_is_exit_4_unless_sync_validation_is_off(curated: Curated
     with pytest.raises(MediaError, match="^run.val_clip ") as bad:
         validation.prepare(text, curated.data, torch.device("cpu"))
     assert "run.val_sync=false" in (bad.value.hint or "")
+    assert "--audio" not in bad.value.hint and "--video" not in bad.value.hint  # sync's flags: train has none
     # the tiny preset validates with the tiny pipeline out of the box (it asked for latentsync-1.5's scorer)
     tiny = api.resolve_train_config("tiny", ["run.validate_every=2"])
     assert tiny.run.val_sync_preset == "tiny" and validation.prepare(tiny, curated.data, torch.device("cpu"))
