@@ -244,6 +244,20 @@ def build_unet(cfg: TrainConfig, seed: int) -> tuple[nn.Module, Any, list[str], 
     return model, arch, lines, str(path)
 
 
+def _name_header_config(exc: CheckpointError, path: Path, given: str) -> None:
+    """A StableSyncNet file that does not fit ``model.syncnet_config``: where the file's header names the config it
+    was exported with (a SyncNet run's export), the hint says to set that one (it was a list of mismatched tensors and
+    the official configs)."""
+    from lipsyncctl.checkpoints.io import read_checkpoint
+
+    try:
+        header = read_checkpoint(path).lipsyncctl_header or {}
+    except LipsyncError:
+        return
+    if (named := header.get("config_name")) and str(named) != str(given):
+        exc.hint = f"its header names the config it was trained with: --set model.syncnet_config={named}"
+
+
 def check_input_channels(cfg: TrainConfig) -> None:
     """The run's frames fit its networks: the UNet's motion modules, the StableSyncNet it trains (kind syncnet) or
     scores with (the sync loss).
@@ -416,8 +430,12 @@ def load_train_networks(cfg: TrainConfig, device: torch.device, weight_dtype: to
         aux["lpips"] = freeze(load_lpips(found["vgg"], found["lpips"]), device, torch.float32)
     sync_view = None
     if "syncnet" in found:
-        aux["syncnet"] = freeze(load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config),
-                                                    found["syncnet"]), device, weight_dtype)
+        try:
+            syncnet = load_stable_syncnet(archs.load_syncnet_config(cfg.model.syncnet_config), found["syncnet"])
+        except CheckpointError as exc:
+            _name_header_config(exc, found["syncnet"], cfg.model.syncnet_config)
+            raise
+        aux["syncnet"] = freeze(syncnet, device, weight_dtype)
         sync_view = archs.syncnet_input_view(cfg.model.syncnet_config)
     if "videomae" in found:
         from lipsyncctl.checkpoints.aux_train import load_videomae

@@ -162,6 +162,25 @@ def test_adamw_betas_outside_0_to_1_are_refused_by_the_schema() -> None:
     assert tc.resolve_train_config("tiny", ["optim.betas=[0,0.5]"]).optim.betas == (0.0, 0.5)
 
 
+def test_a_syncnet_export_of_another_config_is_named_by_its_header(models_dir: Path, tmp_path: Path) -> None:
+    # a SyncNet run's export for the UNet's sync loss under another model.syncnet_config: a list of mismatched
+    # tensors and the official configs, though the file's header names the config it was trained with
+    from lipsyncctl.checkpoints import archs
+    from lipsyncctl.checkpoints.io import write_safetensors
+    from lipsyncctl.nets.syncnet import StableSyncNet
+    from lipsyncctl.training.networks import load_train_networks
+    from lipsyncctl.training.state import weights_header
+
+    arch = archs.load_syncnet_config("tiny_25_pixel")
+    path = tmp_path / "syncnet.safetensors"
+    write_safetensors(path, StableSyncNet(arch).state_dict(), header=weights_header("syncnet", arch, "tiny_25_pixel", 3))
+    cfg = tc.resolve_train_config("tiny", [f"model.syncnet={path}", "loss.trepa=0", "loss.lpips=0"])
+    with pytest.raises(CheckpointError) as e:
+        load_train_networks(cfg, torch.device("cpu"), torch.float32)
+    assert e.value.exit_code == 4 and e.value.hint == ("its header names the config it was trained with: --set "
+                                                       "model.syncnet_config=tiny_25_pixel")
+
+
 def test_missing_loss_network_is_exit_4_naming_the_set(models_dir: Path) -> None:
     from lipsyncctl.training.networks import load_train_networks
 
