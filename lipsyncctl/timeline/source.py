@@ -575,8 +575,7 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         return
     start = round(timeline.global_start_time.value) if timeline.global_start_time is not None else 0
     for clip in timeline.find_clips():
-        if clip.source_range is None or any(isinstance(e, otio.schema.LinearTimeWarp | otio.schema.FreezeFrame)
-                                            for e in clip.effects):
+        if clip.source_range is None or any(isinstance(e, otio.schema.FreezeFrame) for e in clip.effects):
             continue
         reel = (clip.metadata.get("cmx_3600") or {}).get("reel")
         key = (reel, round(clip.source_range.start_time.rescaled_to(fps).value),
@@ -584,6 +583,11 @@ def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
         if key not in stated:
             continue
         speed = stated[key]
+        warps = [e for e in clip.effects if isinstance(e, otio.schema.LinearTimeWarp)]
+        if warps:  # the reader's own: its speed, the M2's frames over the exact NTSC rate (048.0 at 23.976: 2.002x,
+            if speed is not None and len(warps) == 1:  # a frame off every ~500), is the stated one (2x)
+                warps[0].time_scalar = float(speed)
+            continue
         if speed is None:
             clip.effects.append(otio.schema.FreezeFrame())
         elif speed != 1:

@@ -400,9 +400,13 @@ def test_an_ntsc_m2_of_normal_speed_is_no_time_warp(media: Path) -> None:
         _event(1, "00:00:00:02", "00:00:00:12", "00:00:00:00", "00:00:00:10", "cam_ntsc.mkv")
         + "M2   AX       029.97                00:00:00:02\n",
         _event(2, "00:00:00:12", "00:00:00:22", "00:00:00:10", "00:00:00:20", "cam_ntsc.mkv")
-        + "M2   AX       059.94                00:00:00:12\n"), encoding="utf-8")
+        + "M2   AX       059.94                00:00:00:12\n",
+        # the source out written at the speed: OTIO's reader makes the warp itself, 060.0 / 29.97 = 2.002x (a frame
+        # off every ~500); it is the M2's stated 2x
+        _event(3, "00:00:00:22", "00:00:01:12", "00:00:00:20", "00:00:01:00", "cam_ntsc.mkv")
+        + "M2   AX       060.0                00:00:00:22\n"), encoding="utf-8")
     timeline = read_timeline(edl, rate=29.97)
-    assert [[getattr(e, "time_scalar", None) for e in c.effects] for c in timeline.find_clips()] == [[], [2.0]]
+    assert [[getattr(e, "time_scalar", None) for e in c.effects] for c in timeline.find_clips()] == [[], [2.0], [2.0]]
 
 
 def test_the_relinked_edl_states_each_speed_as_the_edit_does(media: Path, tmp_path: Path) -> None:
