@@ -184,7 +184,8 @@ def _write_outputs(job: TimelineJob, config: Config, timeline: Any, resolver: Me
         "skipped": [k.to_dict() for k in plan.skipped], "warnings": warnings + lang_warnings,
         "timelines": result.timelines, "conform": result.conform,
     }
-    thumbs = _add_qc(report, shots, strips, notes, delivery.final, config)  # provenance, links, flags, verdict
+    thumbs = _add_qc(report, shots, strips, notes, delivery.final, config,
+                     zipped=job.timeline if job.timeline.suffix.lower() == ".otioz" else None)  # provenance, links, flags, verdict
     report["version"], report["files"] = delivery.version, sorted([*delivery.files(), "report.json", "report.html"])
     result.report = str(delivery.final_path(write_json(report, folder / "report.json")))
     result.report_html = str(delivery.final_path(write_html(report, thumbs, folder / "report.html")))
@@ -262,20 +263,23 @@ def _qc(shots: list[ShotState], rows: list[ShotResult], dub: DubTrack, plan: Tim
 
 
 def _add_qc(report: dict[str, Any], shots: list[ShotState], strips: dict[str, qc.MouthStrips], notes: dict[str, str],
-            here: Path, config: Config) -> dict[str, tuple[str, str]]:
+            here: Path, config: Config, zipped: Path | None = None) -> dict[str, tuple[str, str]]:
     """Complete ``report`` with what judging the lip sync needs: the run's provenance (:func:`qc.run_info`:
     preset, version, model fingerprints, ``lip_synced``), per shot links to the render and the source
     relative to the report's folder ``here``, its mouth strip's frames, why a score is missing
     (``sync_note``) and its ``review`` flags (:func:`qc.review_flags`); then the ids to review and the
-    ``verdict``. Returns the strips as data URIs for the page: shot id -> (source, render)."""
+    ``verdict``. Returns the strips as data URIs for the page: shot id -> (source, render). ``zipped``: the
+    ``.otioz`` the sources came from (extracted for the run only): a source is named inside it, without a link (it
+    linked into the run's extraction folder, removed at its end)."""
     report.update(qc.run_info(config))
     media = {s.segment.id: s.segment.media for s in shots}
+    urls = {s.segment.id: s.segment.media_url for s in shots}
     uris: dict[str, tuple[str, str]] = {}
     for shot in report["shots"]:
         sid, strip = shot["id"], strips.get(shot["id"])
         shot["render_href"] = relative_href(Path(shot["output"]), here) if shot.get("output") else None
-        shot["source"] = str(media[sid])
-        shot["source_href"] = relative_href(media[sid], here)
+        shot["source"] = str(media[sid]) if zipped is None else f"{zipped}: {urls[sid]}"
+        shot["source_href"] = relative_href(media[sid], here) if zipped is None else None
         shot["mouth_strip"] = strip.to_dict() if strip is not None else None
         shot["sync_note"] = notes.get(sid)
         shot["review"] = qc.review_flags(shot, lip_synced=report["lip_synced"], scale=report["sync_scale"],

@@ -144,6 +144,13 @@ def test_bundle_render_writes_a_self_contained_bundle(bundles, kind: str, capsys
         else:
             assert c.active_media_reference_key == "DEFAULT_MEDIA" and c.media_reference.target_url == "media/other.mkv"
     assert _snapshot(bundle) == before  # the input bundle is untouched
+    # the report's sources: an .otioz's are named inside it, not linked into the run's extraction (removed)
+    report = json.loads((out / "de" / "v001" / "report.json").read_text())
+    for shot in (s for s in report["shots"] if s["name"] in SHOTS):
+        if kind == "otioz":
+            assert shot["source"] == f"{bundle}: media/cam.mkv" and shot["source_href"] is None
+        else:
+            assert (out / "de" / "v001" / shot["source_href"]).resolve().is_file()
 
     # rerun: the shots are reused (stable media fingerprints, also through an .otioz extraction) and the
     # output bundle is replaced by a new one
