@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.errors import Interrupted, MediaError, UsageError
 from lipsyncctl.media.atomic import temp_prefix
 from lipsyncctl.runner.lock import LOCK_FOLDER, MAIN, FolderLock
 from lipsyncctl.timeline.delivery import VERSION, current_version
@@ -117,11 +117,20 @@ def prune_output(folder: str | Path, *, keep: int = 1, renders: bool = False, dr
             cached = unused + records
         result.freed_bytes = _freed([f for folder in folders for f in _files(folder)] + cached)
         if not dry_run:
-            for path in folders:
-                _remove_folder(path)
-            for path in cached:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            gone: list[Path] = []
+            try:
+                for path in folders:
+                    _remove_folder(path)
+                    gone.append(path)
+                for path in cached:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            except KeyboardInterrupt:  # which versions went, said (--json: `partial`); the one in progress is gone
+                # from sight (renamed) and swept by the next run or prune
+                raise Interrupted(f"prune interrupted: {len(gone)} of {len(folders)} version(s) removed"
+                                  + (f" ({', '.join(f'{p.parent.name}/{p.name}' for p in gone)})" if gone else ""),
+                                  hint="rerun the same prune to finish", partial={"removed": [str(p) for p in gone]}
+                                  ) from None
     return result
 
 

@@ -144,14 +144,23 @@ def test_an_interrupted_removal_leaves_a_hidden_temporary_not_a_half_version(out
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from lipsyncctl.timeline import prune
 
-    def interrupted(path: str | Path) -> None:
-        raise KeyboardInterrupt
+    real, calls = prune.shutil.rmtree, []
+
+    def interrupted(path: str | Path) -> None:  # the second version's removal is interrupted
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        real(path)
 
     monkeypatch.setattr(prune.shutil, "rmtree", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    from lipsyncctl.errors import Interrupted
+
+    with pytest.raises(Interrupted) as err:  # (exit 130) saying what went: --json's `partial`
         api.prune(out)
+    assert err.value.exit_code == 130 and err.value.message == "prune interrupted: 1 of 2 version(s) removed (de/v001)"
+    assert err.value.partial == {"removed": [str(out / "de" / "v001")]}
     names = sorted(p.name for p in (out / "de").iterdir())
-    assert "v001" not in names and "v003" in names
+    assert "v001" not in names and "v002" not in names and "v003" in names
     (hidden,) = [n for n in names if n.startswith(".")]
     assert TEMP_NAME.match(hidden)  # swept by the next run once this process is gone
 
