@@ -125,6 +125,9 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
         else:
             result = otio.adapters.read_from_file(str(path), adapter_name=adapter)
     except Exception as exc:  # noqa: BLE001 - adapters raise anything; report it as bad input media
+        if adapter == "otio_json" and not _starts_like_json(path):  # (OTIO said "The document is empty" of a video)
+            raise MediaError(f"{path}: not an OTIO file (OTIO is JSON text; this is not)",
+                             hint="give the edit's .otio (a video goes to --video)") from exc
         raise MediaError(f"{path}: cannot read the timeline ({type(exc).__name__}: {exc})",
                          hint=f"check that it is a complete {path.suffix or 'OTIO'} export "
                               f"(read with OTIO's {adapter or 'default'} adapter)") from exc
@@ -132,6 +135,16 @@ def read_timeline(path: str | Path, *, rate: float | None = None, extract_to: Pa
     if adapter == "fcp_xml":
         _keep_disabled(timeline)
     return timeline
+
+
+def _starts_like_json(path: Path) -> bool:
+    """Whether the file begins (after white space and a BOM) with ``{``, as every OTIO JSON document does."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # (the read's own error is the one to say)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
 
 
 def _keep_disabled(timeline: Any) -> None:

@@ -492,3 +492,18 @@ def test_an_audio_track_without_a_name_is_taken_by_its_number(tmp_path: Path) ->
     with pytest.raises(UsageError, match=r"'A3': no audio track of that name \(or number, A1...\)") as err:
         dubs.load_dub_track("de", tl, "A3", MediaResolver(tmp_path), Fraction(25), folder=tmp_path)
     assert err.value.hint == "audio tracks in the timeline: A1 '', A2 ''"
+
+
+def test_a_file_that_is_no_json_named_otio_is_said_to_be_none(media: Path, tmp_path: Path) -> None:
+    # a video named .otio got OTIO's "JSON parse error ... The document is empty"
+    import shutil
+
+    from lipsyncctl.errors import MediaError
+
+    fake = Path(shutil.copy(media / "cam_a.mkv", tmp_path / "cut.otio"))
+    with pytest.raises(MediaError, match="cut.otio: not an OTIO file") as err:
+        read_timeline(fake)
+    assert err.value.exit_code == 5 and "--video" in err.value.hint
+    (tmp_path / "half.otio").write_text('{"OTIO_SCHEMA": "Timeline.1", ')  # JSON cut short: the parser's own words
+    with pytest.raises(MediaError, match="half.otio: cannot read the timeline .*JSON parse error"):
+        read_timeline(tmp_path / "half.otio")
