@@ -307,8 +307,10 @@ def plan_timeline(
     # its row of the report
     warnings += [f"{seg.id}: {w}" for seg in segments for w in seg.warnings]
     transitions = _transitions([s for s, _ in shown], [p for _, p in shown], fps, warnings)
-    for item in skipped:
-        warnings.append(f"{item.name}: skipped ({item.reason})")
+    for item in skipped:  # (a generator, black or bars, is no picture to lip-sync: in the plan's skipped list only,
+        # not a warning every run of an EDL with BL events repeats)
+        if not item.reason.startswith("generator ("):
+            warnings.append(f"{item.name}: skipped ({item.reason})")
     skipped.extend(_disabled(timeline, fps))
     return TimelinePlan(name=timeline.name or "timeline", fps=fps, global_start=gstart, duration=duration,
                         segments=segments, skipped=skipped, warnings=warnings, transitions=transitions,

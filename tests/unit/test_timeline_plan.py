@@ -507,3 +507,17 @@ def test_a_file_that_is_no_json_named_otio_is_said_to_be_none(media: Path, tmp_p
     (tmp_path / "half.otio").write_text('{"OTIO_SCHEMA": "Timeline.1", ')  # JSON cut short: the parser's own words
     with pytest.raises(MediaError, match="half.otio: cannot read the timeline .*JSON parse error"):
         read_timeline(tmp_path / "half.otio")
+
+
+def test_a_generator_is_skipped_without_a_warning(media: Path) -> None:
+    # an EDL's BL (black) events were "skipped (generator (black))" warnings on every run
+    import opentimelineio as otio
+
+    tl, track = otio.schema.Timeline(name="t"), otio.schema.Track(name="V1")
+    black = otio.schema.Clip(name="BL", media_reference=otio.schema.GeneratorReference(generator_kind="black"),
+                             source_range=tr(0, 5))
+    track.extend([black, clip("A", "cam_a.mkv", 0, 10, available=(0, 40))])
+    tl.tracks.append(track)
+    plan = plan_timeline(tl, MediaResolver(media))
+    assert [(k.name, k.reason) for k in plan.skipped] == [("BL", "generator (black)")]
+    assert not [w for w in plan.warnings if "generator" in w] and len(plan.segments) == 1
