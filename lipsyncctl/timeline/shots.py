@@ -98,8 +98,10 @@ def shot_options(item: Any) -> ShotOptions:
     _merge(raw, item.metadata.get("lipsync"), where)
     for marker in getattr(item, "markers", []):
         name = (marker.name or "").strip()
-        if name.lower().startswith("lipsync:"):
-            _merge(raw, name.split(":", 1)[1], f"{where}, marker {name!r}")
+        for text in (name, (getattr(marker, "comment", "") or "").strip()):  # an NLE's marker name or its comment
+            if text.lower().startswith("lipsync:"):
+                _merge(raw, text.split(":", 1)[1], f"{where}, marker {text!r}")
+                break
         if "lipsync" in marker.metadata:
             _merge(raw, marker.metadata["lipsync"], f"{where}, marker {name!r}")
     try:

@@ -236,6 +236,10 @@ def test_shot_options_from_metadata_and_markers() -> None:
                              "faces.track_id": 1}
     c.markers.append(otio.schema.Marker(name="lipsync: off"))
     assert shot_options(c).enabled is False
+    # a marker's comment says it too (Premiere and Resolve put a marker's text there; the name was read alone)
+    commented = clip("z", "a.mkv", 0, 5)
+    commented.markers.append(otio.schema.Marker(name="note", comment="lipsync: false"))
+    assert shot_options(commented).enabled is False
     with pytest.raises(ConfigError, match="unknown lipsync option"):
         shot_options(clip("y", "a.mkv", 0, 5, lipsync={"fase": 1}))
     with pytest.raises(ConfigError, match="expected true/false") as err:  # the edit's options: not a preset's
