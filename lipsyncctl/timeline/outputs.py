@@ -117,46 +117,39 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
     ``outcomes`` maps segment id -> the shot's outcome (a segment without one is pending). ``dub``: the
     language's dub, added on an audio track (:func:`dub_track`) when it comes from a file.
     """
-    import opentimelineio as otio
 
     out = timeline.deepcopy()
     out.name = f"{timeline.name or 'timeline'} [lipsync {language}]"
-    warnings = []
+    warnings: list[str] = []
+    clips = {seg.id: child_at(out, seg.clip_path) for seg in plan.segments}  # (before any clip is split)
+    parts: dict[tuple[int, ...], list[Segment]] = {}  # a clip a higher track splits: its visible parts
     for seg in plan.segments:
         oc = outcomes.get(seg.id)
-        clip = child_at(out, seg.clip_path)
-        clip.metadata["lipsyncctl"] = {"language": language,
-                                       "status": (oc.status if oc else ShotStatus.PENDING).value,
-                                       "key": oc.key if oc else None}
-        if not oc or oc.status != ShotStatus.DONE or not oc.output:
-            continue
         if not seg.whole_clip:
-            warnings.append(f"{seg.id}: only part of the clip is visible; the timeline keeps the original media "
-                            f"(the render is {oc.output})")
+            parts.setdefault(seg.clip_path, []).append(seg)
             continue
-        original = clip.media_reference
-        form = _url_form(seg.media_url)
-        rendered = otio.schema.ExternalReference(
-            target_url=_url_like(form, Path(oc.output).resolve()),
-            available_range=tb.time_range(seg.media_start + seg.render_start, seg.render_frames, seg.media_fps),
-            metadata={"lipsyncctl": {"language": language, "handles": [seg.handle_in, seg.handle_out],
-                                     "source": seg.media_url, "timecode": seg.render_timecode,
-                                     "reel": render_reel(oc.key), _RELATIVE: form == "relative"},
-                      # the FCP XML writer labels a file's timecode non-drop unless its reference says DF: a
-                      # drop-frame render (as its source) was listed at another timecode (01:00:55:12 NDF for
-                      # 01:00:59;00 DF, the same frame)
-                      **({"fcp_xml": {"timecode": {"displayformat": "DF"}}} if seg.media_drop else {})},
-        )
-        key = f"lipsync_{language}"
-        clip.set_media_references({DEFAULT_KEY: original.deepcopy(), key: rendered}, key)
-        cmx = clip.metadata.setdefault("cmx_3600", {})
-        if cmx.get("reel"):
-            clip.metadata["lipsyncctl"]["source_reel"] = cmx["reel"]
-        cmx["reel"] = render_reel(oc.key)
-        if cmx.get("comments"):  # OTIO's note of the file the source's reel was made from, the source's own
-            # FROM/TO CLIP (the writer states the render's): not this reel's, not this file's
-            cmx["comments"] = [c for c in cmx["comments"] if not TRUNCATED_REEL.match(str(c))
-                               and not SOURCE_FILE_NOTE.match(str(c))]
+        clip = clips[seg.id]
+        _mark(clip, oc, language)
+        if oc is not None and oc.status == ShotStatus.DONE and oc.output:
+            _point_at_render(clip, seg, oc, language)
+    for segs in parts.values():
+        clip = clips[segs[0].id]
+        pieces = _split(clip, segs, plan.fps)
+        if pieces is None:  # (its parts do not tile its range in whole frames: left as it was, said)
+            done = [s.id for s in segs if (o := outcomes.get(s.id)) is not None and o.status == ShotStatus.DONE]
+            if done:
+                warnings.append(f"{', '.join(done)}: only part of the clip is visible; the timeline keeps its "
+                                "original media there")
+            _mark(clip, None, language)
+            continue
+        parent, at = clip.parent(), clip.parent().index(clip)
+        del parent[at]
+        for k, (piece, seg) in enumerate(pieces):
+            oc = outcomes.get(seg.id) if seg is not None else None
+            _mark(piece, oc, language)
+            if seg is not None and oc is not None and oc.status == ShotStatus.DONE and oc.output:
+                _point_at_render(piece, seg, oc, language)
+            parent.insert(at + k, piece)
     if dub is not None and not dub.source.startswith("track:"):
         urls = bool(plan.segments) and _url_form(plan.segments[0].media_url) == "url"
         out.tracks.append(dub_track(dub, plan, "url" if urls else "absolute"))  # given on the command line
@@ -168,6 +161,77 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
                             f"{dub.source[len('track:'):]!r} (the dub) is kept as it is, so an NLE plays it "
                             "unshifted there; the renders and the conform carry the shift")
     return out, warnings
+
+
+def _mark(clip: Any, oc: ShotOutcome | None, language: str) -> None:
+    """The clip's ``lipsyncctl`` metadata: the language, its shot's status (pending without an outcome) and key."""
+    clip.metadata["lipsyncctl"] = {"language": language, "status": (oc.status if oc else ShotStatus.PENDING).value,
+                                   "key": oc.key if oc else None}
+
+
+def _point_at_render(clip: Any, seg: Segment, oc: ShotOutcome, language: str) -> None:
+    """Make ``lipsync_<language>``, a reference to the shot's render (its handles in its available range), the
+    clip's active media, the original kept as ``DEFAULT_MEDIA``; its EDL reel is the render's."""
+    import opentimelineio as otio
+
+    original = clip.media_reference
+    form = _url_form(seg.media_url)
+    rendered = otio.schema.ExternalReference(
+        target_url=_url_like(form, Path(oc.output).resolve()),
+        available_range=tb.time_range(seg.media_start + seg.render_start, seg.render_frames, seg.media_fps),
+        metadata={"lipsyncctl": {"language": language, "handles": [seg.handle_in, seg.handle_out],
+                                 "source": seg.media_url, "timecode": seg.render_timecode,
+                                 "reel": render_reel(oc.key), _RELATIVE: form == "relative"},
+                  # the FCP XML writer labels a file's timecode non-drop unless its reference says DF: a
+                  # drop-frame render (as its source) was listed at another timecode (01:00:55:12 NDF for
+                  # 01:00:59;00 DF, the same frame)
+                  **({"fcp_xml": {"timecode": {"displayformat": "DF"}}} if seg.media_drop else {})},
+    )
+    key = f"lipsync_{language}"
+    clip.set_media_references({DEFAULT_KEY: original.deepcopy(), key: rendered}, key)
+    cmx = clip.metadata.setdefault("cmx_3600", {})
+    if cmx.get("reel"):
+        clip.metadata["lipsyncctl"]["source_reel"] = cmx["reel"]
+    cmx["reel"] = render_reel(oc.key)
+    if cmx.get("comments"):  # OTIO's note of the file the source's reel was made from, the source's own
+        # FROM/TO CLIP (the writer states the render's): not this reel's, not this file's
+        cmx["comments"] = [c for c in cmx["comments"] if not TRUNCATED_REEL.match(str(c))
+                           and not SOURCE_FILE_NOTE.match(str(c))]
+
+
+def _split(clip: Any, segs: list[Segment], fps: Fraction) -> list[tuple[Any, Segment | None]] | None:
+    """A clip a higher track splits into visible parts (``segs``, each a shot), as consecutive copies of it: each
+    visible part with its shot, the hidden spans between (and at its ends) with None, their source ranges tiling the
+    clip's. So each part can point at its own render, as an NLE sees the clip (it kept the original media for the
+    whole clip: the visible parts played un-dubbed). None where the parts do not tile the clip's range in whole
+    frames at its rate."""
+    import opentimelineio as otio
+
+    whole = clip.source_range or clip.trimmed_range()
+    rate = whole.start_time.rate
+    first, total = round(whole.start_time.value), round(whole.duration.value)
+    spans: list[tuple[int, int, Segment | None]] = []
+    cursor = first
+    for seg in sorted(segs, key=lambda s: s.record_start):
+        start = Fraction(seg.media_start + seg.source_start) / seg.media_fps * Fraction(rate).limit_denominator(1001)
+        length = Fraction(seg.record_frames) / fps * Fraction(rate).limit_denominator(1001)
+        if start.denominator != 1 or length.denominator != 1 or start < cursor:
+            return None
+        if start > cursor:
+            spans.append((cursor, int(start) - cursor, None))
+        spans.append((int(start), int(length), seg))
+        cursor = int(start + length)
+    if cursor > first + total:
+        return None
+    if cursor < first + total:
+        spans.append((cursor, first + total - cursor, None))
+    pieces = []
+    for begin, frames, seg in spans:
+        piece = clip.deepcopy()
+        piece.source_range = otio.opentime.TimeRange(otio.opentime.RationalTime(begin, rate),
+                                                     otio.opentime.RationalTime(frames, rate))
+        pieces.append((piece, seg))
+    return pieces
 
 
 #: an EDL comment naming an event's file (``* TO CLIP: cam_b.mov``; not ``* TO CLIP NAME:``)

@@ -525,3 +525,39 @@ def test_a_generator_is_skipped_without_a_warning(media: Path) -> None:
     plan = plan_timeline(tl, MediaResolver(media))
     assert [(k.name, k.reason) for k in plan.skipped] == [("BL", "generator (black)")]
     assert not [w for w in plan.warnings if "generator" in w] and len(plan.segments) == 1
+
+
+def test_a_clip_a_higher_track_splits_points_each_visible_part_at_its_render(media: Path, tmp_path: Path) -> None:
+    # the relinked timeline kept the original media for the whole clip: its visible parts played un-dubbed in the
+    # NLE (only report.json said so); now the clip is cut where the cover starts and ends, each part on its render
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import DEFAULT_KEY, relinked_timeline
+    from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+
+    tl = otio.schema.Timeline(name="t")
+    low, high = otio.schema.Track(name="V1"), otio.schema.Track(name="V2")
+    low.append(clip("long", "cam_a.mkv", 2, 30, available=(0, 40)))
+    high.extend([otio.schema.Gap(source_range=tr(0, 10)), clip("top", "cam_b.mkv", 86400, 5, available=(86400, 30))])
+    tl.tracks.extend([low, high])
+    plan = plan_timeline(tl, MediaResolver(media), handles=2)
+    first, top, last = plan.segments
+    outcomes = {}
+    for seg in (first, last):
+        render = tmp_path / f"{seg.id}.mkv"
+        render.write_bytes(b"r")
+        outcomes[seg.id] = ShotOutcome(ShotStatus.DONE, f"k{seg.id}", language="de", segment=seg.id,
+                                       output=str(render))
+    relinked, warnings = relinked_timeline(tl, plan, outcomes, "de")
+    assert not warnings
+    pieces = list(relinked.tracks[0])
+    assert [(p.source_range.start_time.value, p.source_range.duration.value) for p in pieces] == [
+        (2, 10), (12, 5), (17, 15)]  # the hidden span between keeps the original
+    assert [p.active_media_reference_key for p in pieces] == ["lipsync_de", DEFAULT_KEY, "lipsync_de"]
+    assert [Path(p.media_reference.target_url).name for p in pieces] == [f"{first.id}.mkv", "cam_a.mkv",
+                                                                        f"{last.id}.mkv"]
+    assert [p.metadata["lipsyncctl"]["status"] for p in pieces] == ["done", "pending", "done"]
+    assert relinked.tracks[0].duration() == tl.tracks[0].duration()
+    assert [p.range_in_parent().start_time.value for p in pieces] == [0, 10, 15]
+    # the top clip (whole) is untouched by the split; the input timeline too
+    assert len(list(tl.tracks[0])) == 1 and tl.tracks[0][0].active_media_reference_key == DEFAULT_KEY
