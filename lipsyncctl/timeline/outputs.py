@@ -312,8 +312,8 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
 
     For an ``.otioz``/``.otiod`` input the second one is a self-contained bundle with the renders and the
     original media embedded (:func:`lipsyncctl.timeline.bundle.write_bundle`); ``resolver`` finds the
-    input's media (default: relative to ``source_path``'s folder). The ``.otio`` keeps the original URLs
-    as the input wrote them (for a bundle: relative to the input bundle's root).
+    input's media (default: relative to ``source_path``'s folder). The ``.otio``'s URLs reach the input's media from
+    ``folder`` (an ``.otioz``'s, inside the zip, stay relative to the bundle's root).
 
     Args:
         inputs: files besides ``source_path`` that must never be overwritten.
@@ -328,7 +328,11 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
     folder.mkdir(parents=True, exist_ok=True)
     written, warnings = [], []
     protected = [source_path, *inputs]
-    base = None if is_bundle(source_path) else (resolver.base if resolver else source_path.resolve().parent)
+    # the input's relative URLs are re-based from its folder (an .otiod's: the bundle folder, which lasts); an .otioz's
+    # media are inside the zip only: its URLs stay relative to the bundle's root
+    zipped = source_path.suffix.lower() == ".otioz"
+    base = None if zipped else (resolver.base if resolver else
+                                source_path.resolve() if is_bundle(source_path) else source_path.resolve().parent)
     targets = [(folder / f"{source_path.stem}.otio", "otio_json")]
     adapter = adapter_for(source_path)
     if source_path.suffix.lower() != ".otio" and adapter is not None:

@@ -151,6 +151,15 @@ def test_bundle_render_writes_a_self_contained_bundle(bundles, kind: str, capsys
             assert shot["source"] == f"{bundle}: media/cam.mkv" and shot["source_href"] is None
         else:
             assert (out / "de" / "v001" / shot["source_href"]).resolve().is_file()
+    # the loose .otio beside the bundle: an .otiod's originals are reached from the version folder (they were named
+    # relative to the bundle's root: offline there); an .otioz's stay named inside it
+    loose = otio.adapters.read_from_file(str(out / "de" / "v001" / "edit.otio"))
+    for c in (c for t in loose.video_tracks() for c in t.find_clips()):
+        url = c.media_references()["DEFAULT_MEDIA"].target_url
+        if kind == "otiod":
+            assert (out / "de" / "v001" / url).resolve().is_file(), url
+        else:
+            assert url.startswith("media/")
 
     # rerun: the shots are reused (stable media fingerprints, also through an .otioz extraction) and the
     # output bundle is replaced by a new one
