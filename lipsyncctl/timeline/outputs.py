@@ -115,9 +115,9 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
     """A copy of ``timeline`` whose finished shots point at their renders. Returns ``(timeline, warnings)``.
 
     ``outcomes`` maps segment id -> the shot's outcome (a segment without one is pending). ``dub``: the
-    language's dub, added on an audio track (:func:`dub_track`) when it comes from a file.
+    language's dub, added on an audio track (:func:`dub_track`) when it comes from a file. A clip a higher track
+    splits into visible parts is cut there (:func:`_split`), each part on its own render.
     """
-
     out = timeline.deepcopy()
     out.name = f"{timeline.name or 'timeline'} [lipsync {language}]"
     warnings: list[str] = []
