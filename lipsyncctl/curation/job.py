@@ -153,8 +153,14 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}
+        lost: dict[str, tuple[str, str]] = {}  # a source whose worker died (out of memory): failed, the others go on
+
+        def gone(task: CurateTask, why: str) -> list[str]:
+            lost[task.id] = (task.path, why)
+            return []
+
         run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
-                  jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id)
+                  jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id, lost=gone)
         scope = frozenset(t.id for t in mine)
         del tasks, mine  # (~0.4 KB a source, not needed by the rebuild)
         # 3. Decisions. 4. Views from every record in DATA (every shard's; one shard at a time, so the
@@ -171,10 +177,10 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
                 progress.message("the views were rebuilt since this shard's stages ended, by another shard (with this "
                                  "shard's spans): not again; the counts here are this shard's sources")
                 result = rebuild(data, config, until=until, shard=shard, done=done, scope=scope, warnings=warnings,
-                                 write=False)
+                                 lost=lost, write=False)
             else:
                 set_views_generation(data, started + 1, finished)
-                result = rebuild(data, config, until=until, shard=shard, done=done, scope=scope,
+                result = rebuild(data, config, until=until, shard=shard, done=done, scope=scope, lost=lost,
                                  complete=until == names[-1], warnings=warnings, models=models)
                 set_views_generation(data, started + 1, started + 1)
     result.seconds = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation import views
 from lipsyncctl.curation.decide import decide_clips, decide_source
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally, spool_sources
-from lipsyncctl.curation.records import RecordStore, SourceRecord, Stage, Verdict
+from lipsyncctl.curation.records import Decision, RecordStore, SourceRecord, Stage, Verdict
 
 VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
 
@@ -31,7 +31,7 @@ VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html",
 def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = (0, 1),
             done: dict[str, list[str]] | None = None, scope: frozenset[str] | None = None, complete: bool = True,
             warnings: Sequence[str] = (), models: dict[str, dict[str, str]] | None = None,
-            write: bool = True, dry_run: bool = False) -> CurateResult:
+            write: bool = True, dry_run: bool = False, lost: dict[str, tuple[str, str]] | None = None) -> CurateResult:
     """Decide every source and span stored in ``data`` and write its views; the result's warnings are
     ``warnings`` (said before) and what the decisions leave ``train`` to know (:func:`warn_decisions`).
     ``done``: the stages each source computed this run; ``scope``: the sources this run was given;
@@ -39,7 +39,8 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     Not ``write``: the sources of ``scope`` only, decided and counted, nothing written (a shard whose records a
     later rebuild has read: :func:`views_generation`); with ``dry_run`` too, every source decided, the spans listed as
     a dry run's plan and the decisions' warnings given (``curate report --dry-run``: thresholds tried, nothing
-    written)."""
+    written). ``lost``: id -> (path, why) of the sources whose worker process died on them (killed for memory): each
+    failed in this result, saying so (nothing stored: the next run computes what it did not finish)."""
     import yaml
 
     from lipsyncctl import __version__
@@ -69,14 +70,19 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
         rejected: list[dict[str, Any]] = []  # the first ones, for the report's thumbnails
         paths: dict[str, str] = {}           # of their sources
         shown: list[SourceOutcome] = []      # the first sources not kept, for the report's page
-        for rid in ids:
+        lost = lost or {}
+        for rid in sorted({*ids, *lost}, key=lambda rid: rid + "_") if lost else ids:
             raw = store.load("sources", rid)
+            if raw is None and rid in lost:  # (died before its first record)
+                raw = SourceRecord(rid, lost[rid][0], "").to_dict()
             if raw is None:
                 continue
             rec = SourceRecord.from_dict(raw)
             moved = _written_in(rec, data)
             spans = decide_clips(rec, options, store.clip_records(rec.id))  # by first frame: by id
-            outcome = SourceOutcome(rec.id, rec.path, decide_source(rec, options), (done or {}).get(rec.id, []),
+            decision = decide_source(rec, options) if rid not in lost else \
+                Decision.failed("worker", f"{lost[rid][1]}; the next run retries it")
+            outcome = SourceOutcome(rec.id, rec.path, decision, (done or {}).get(rec.id, []),
                                     len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans))
             split = result.add(outcome, spans, options)
             if outcome.standing != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:

@@ -177,6 +177,37 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_manifest(corpus: Path, first_
     assert not list(data.rglob(".*.part"))  # no half-written record left behind after the rerun
 
 
+def test_a_source_whose_worker_died_fails_alone_naming_it_and_the_others_go_on(  # type: ignore[no-untyped-def]
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # a worker killed for memory stopped the whole --jobs run (the other worker's nearly finished source lost too),
+    # and which source killed it was said nowhere
+    from lipsyncctl.runner import workers
+
+    real = workers.run_tasks
+
+    def one_dies(tasks, execute, on_done, **kwargs):  # type: ignore[no-untyped-def]
+        first, *rest = tasks
+        on_done(first, kwargs["lost"](first, "its worker process died (killed from outside, often for memory)"))
+        kwargs.pop("lost")
+        real(rest, execute, on_done, **kwargs)
+
+    monkeypatch.setattr(workers, "run_tasks", one_dies)
+    sources = [corpus / "short.mp4", corpus / "silent.mp4"]
+    code = main(["curate", *map(str, sources), "-o", str(tmp_path / "d"), "--json"])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert code == 1 and doc["failures"] == 1
+    assert f"the first: {corpus / 'short.mp4'} at worker: its worker process died" in err
+    died, other = sorted(doc["sources"], key=lambda s: s["path"])
+    assert died["decision"] == {"verdict": "failed", "stage": "worker", "error": "its worker process died (killed "
+                                "from outside, often for memory); the next run retries it"}
+    assert other["decision"]["verdict"] == "rejected"  # (silent.mp4: no audio) decided as ever
+    monkeypatch.setattr(workers, "run_tasks", real)  # the rerun computes the one that died
+    assert main(["curate", *map(str, sources), "-o", str(tmp_path / "d"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(s["decision"]["reason"] for s in doc["sources"]) == ["no-audio", "too-short"]
+
+
 def test_cli_exit_codes_and_json(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["curate", str(corpus / "short.mp4"), "-o", str(tmp_path / "d"), "--json"]) == 0
