@@ -101,11 +101,13 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
 
 def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], device: str | None,
               cache: dict[str, Any], name: Callable[[T], str] | None = None) -> None:
-    """Each task in turn in this process, its progress tasks named ``NAME: stage`` as a worker's are."""
+    """Each task in turn in this process, its progress tasks and notes named ``NAME: ...`` as a worker's are."""
     import contextlib
 
     for task in tasks:
-        with progress.named(name(task)) if name is not None else contextlib.nullcontext():
+        label = name(task) if name is not None else None
+        with progress.named(label) if label else contextlib.nullcontext(), \
+                progress.labelled(label) if label else contextlib.nullcontext():
             outcome = execute(task, cache, device)
         done(task, outcome)
 
@@ -189,8 +191,13 @@ def _relay(events: Any, sink: Any, root: int | None, stop: Any, open_tasks: dict
         kind, pid, task_id = event[:3]
         if kind == "begin":
             running[pid] = task_id
-        elif kind == "message":
-            sink.message(event[3])
+        elif kind == "message":  # a note names the task its worker runs, as its progress tasks do (a warning is
+            # said once whichever task says it: not named)
+            text = event[3]
+            named = f"{names[running[pid]]}: " if names is not None and running.get(pid, -1) >= 0 else ""
+            if named and not text.startswith((progress.WARNING_PREFIX, named)):  # (a task's own labelled note)
+                text = named + text
+            sink.message(text)
         elif kind == "start":
             description, total, parent = event[3:]
             if names is not None and running.get(pid, -1) >= 0:

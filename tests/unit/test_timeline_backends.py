@@ -274,12 +274,14 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
 
 
 def _staged(task: int, cache: dict, device: str | None) -> int:
-    """A task with a stage of its own (as a clip's faces, denoise, render)."""
+    """A task with a stage of its own (as a clip's faces, denoise, render) and a note."""
     from lipsyncctl import progress
 
     with progress.Task(f"stage {task}", total=3) as stage:
         stage.advance(2)
         stage.advance(1)
+    progress.message("face detector: dlib")
+    progress.warning("said once")
     return task
 
 
@@ -300,6 +302,8 @@ def test_a_workers_progress_is_shown_under_the_jobs_task() -> None:
         assert total == 3 and parent == clips and task_id != clips
         assert sum(e[2] for e in sink.events if e[0] == "advance" and e[1] == task_id) == 3
         assert ("finish", task_id) in sink.events
+    notes = sorted(e[1] for e in sink.events if e[0] == "message" and "dlib" in e[1])
+    assert notes == ["clip0.mov: face detector: dlib", "clip1.mov: face detector: dlib"]
 
 
 def test_in_this_process_each_tasks_stages_are_named_as_a_workers_are() -> None:
@@ -317,7 +321,11 @@ def test_in_this_process_each_tasks_stages_are_named_as_a_workers_are() -> None:
     starts = {e[2]: e for e in sink.events if e[0] == "start"}
     assert set(starts) == {"clips", "clip0.mov: stage 0", "clip1.mov: stage 1", "after"} and after.description == "after"
     assert starts["clip1.mov: stage 1"][4] == starts["clips"][1]  # under the job's task
-    assert [e[1] for e in sink.events if e[0] == "message"] == ["done 0", "done 1"]  # the caller's own: unnamed
+    said = [e[1] for e in sink.events if e[0] == "message"]
+    assert [m for m in said if "done" in m] == ["done 0", "done 1"]  # the caller's own: unnamed
+    # a task's notes name it (two workers' "face detector: dlib" could not be told apart); warnings are said once
+    assert [m for m in said if "dlib" in m] == ["clip0.mov: face detector: dlib", "clip1.mov: face detector: dlib"]
+    assert [m for m in said if "said once" in m] == [progress.WARNING_PREFIX + "said once"] * 2
 
 
 def _quick(task: int, cache: dict, device: str | None) -> int:
