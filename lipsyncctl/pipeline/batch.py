@@ -164,7 +164,11 @@ def _options(values: dict[str, str], where: str) -> dict[str, Any]:
         track = int(face)
     if face_at and (point := parse_point(face_at)) is None:
         raise UsageError(f"{where}: face_at {face_at!r} is not X,Y in pixels", hint='e.g. "640,360" or 640 360')
-    return overrides_from_sets(sets.split()) | face_overrides(track, point)
+    try:
+        overrides = overrides_from_sets(sets.split())
+    except ConfigError as exc:  # (a `set` cell without '=': the error named no line of the list)
+        raise ConfigError(f"{where}: set: {exc.message}", hint=exc.hint) from None
+    return overrides | face_overrides(track, point)
 
 
 #: the list file name that reads the list from standard input (``sync --batch -``)

@@ -306,6 +306,7 @@ def test_a_rows_face_and_set_columns_apply_to_that_row_only(folder: Path, models
     (',"1,2,3",', 2, "line 2: face_at '1,2,3' is not X,Y"),
     (",,inference.steps=0", 3, "line 2"),
     (",,no.such=1", 3, "line 2"),
+    (",,inference.steps", 3, "line 2: set: --set 'inference.steps': expected KEY=VALUE"),  # (named no line)
 ])
 def test_a_bad_face_or_set_cell_stops_the_batch_before_any_work(folder: Path, cells: str, code: int, message: str,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
