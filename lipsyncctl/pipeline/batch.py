@@ -171,6 +171,18 @@ def _options(values: dict[str, str], where: str) -> dict[str, Any]:
     return overrides | face_overrides(track, point)
 
 
+def _decoded(raw: bytes) -> str:
+    """A list file's text: UTF-16 where it starts with that byte-order mark (Excel's "Unicode text"), else UTF-8
+    (with or without its mark).
+
+    Raises:
+        UnicodeDecodeError: neither.
+    """
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8-sig")
+
+
 #: the list file name that reads the list from standard input (``sync --batch -``)
 STDIN = "-"
 
@@ -192,7 +204,7 @@ def read_batch(path: str | Path) -> list[BatchRow]:
 
             text, base = sys.stdin.read().removeprefix("\ufeff"), Path.cwd()
         else:  # a spreadsheet's UTF-8 export starts with a BOM; bytes, so that quoted line breaks stay as written
-            text, base = path.read_bytes().decode("utf-8-sig"), path.parent
+            text, base = _decoded(path.read_bytes()), path.parent
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
         lines = [(n, row) for n, row in enumerate(reader, 1)
                  if any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
@@ -201,7 +213,12 @@ def read_batch(path: str | Path) -> list[BatchRow]:
     except OSError as exc:  # a folder, no permission: exit 5 like a timeline or --segments file that cannot be read
         raise MediaError(f"--batch {path}: cannot read the list: {exc.strerror or exc}",
                          hint="check the path given to --batch") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:  # (a byte offset means nothing to a user: the line does)
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise UsageError(f"--batch {path}: not UTF-8 text (line {line}: byte {exc.object[exc.start]:#04x}; a "
+                         "spreadsheet's 'CSV' in the system's code page, such as Windows-1252?)",
+                         hint="save the list as 'CSV UTF-8' (or UTF-16 Unicode text)") from None
+    except csv.Error as exc:
         raise UsageError(f"--batch {path}: not a CSV list: {exc}",
                          hint="a UTF-8 CSV file with a header row: video,audio,output[,start,end]") from None
     if not lines:

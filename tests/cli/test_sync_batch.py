@@ -139,7 +139,21 @@ def test_a_missing_list_is_exit_5_like_a_missing_timeline(tmp_path: Path, capsys
     assert rc == 5 and "no such file" in res["error"]["message"]
     (tmp_path / "bin.csv").write_bytes(b"video,audio,output\n\xff\xfe\x00bad\n")
     rc, res, _ = _run(capsys, "--batch", str(tmp_path / "bin.csv"), "--preset", "tiny")
-    assert rc == 2 and "not a CSV list" in res["error"]["message"]
+    assert rc == 2 and "not UTF-8 text (line 2: byte 0xff" in res["error"]["message"]
+
+
+def test_a_list_in_utf_16_is_read_and_one_in_a_code_page_names_its_line(folder: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Excel's "Unicode text" (UTF-16 with its mark) failed as "not a CSV list: 'utf-8' codec can't decode byte 0xff
+    # in position 0", and its "CSV" in Windows-1252 with a byte offset
+    text = "video,audio,output\na.mkv,a.wav,out/é.mkv\n"
+    (folder / "u16.csv").write_bytes(text.encode("utf-16"))
+    rc, res, err = _run(capsys, "--batch", str(folder / "u16.csv"), "--preset", "tiny", "--dry-run")
+    assert rc == 0 and [Path(i["output"]).name for i in res["items"]] == ["é.mkv"], err
+    (folder / "cp.csv").write_bytes(text.encode("cp1252"))
+    rc, res, _ = _run(capsys, "--batch", str(folder / "cp.csv"), "--preset", "tiny")
+    assert rc == 2 and "not UTF-8 text (line 2: byte 0xe9; a spreadsheet's 'CSV' in the system's code page" \
+        in res["error"]["message"] and "CSV UTF-8" in res["error"]["hint"]
 
 
 def test_per_clip_flags_are_columns_of_the_list(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
