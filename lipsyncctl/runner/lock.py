@@ -161,6 +161,7 @@ class FolderLock:
         self._own = _Flock(own, shared=False) if own is not None else None
         self._created: list[Path] = []
         self.swept: list[Path] = []  # temporaries of runs that are gone, removed when the lock was taken
+        self._other_job: str | None = None  # the last try found shards of another split holding the folder
 
     @property
     def path(self) -> Path:
@@ -229,7 +230,14 @@ class FolderLock:
     def _refused(self, announced: bool) -> bool:
         """The folder is held: raise :class:`~lipsyncctl.errors.BusyError` naming the holder, or (``wait``) say once
         that this run waits for it and pause; returns that it was said."""
-        who = self.holder()
+        if self._other_job is not None:
+            if not self.wait:
+                raise BusyError(f"{self.folder}: shards of another split are writing to this folder: "
+                                f"{self._other_job}; this run is a shard of {self.shard[1]}",
+                                hint="the shards of one job share one --shard I/N count (or wait with --wait)")
+            who = self._other_job
+        else:
+            who = self.holder()
         if not self.wait:
             raise BusyError(f"{self.folder}: another run is writing to this folder ({who})", hint=self.hint)
         if not announced:
@@ -238,12 +246,27 @@ class FolderLock:
         return True
 
     def _try(self) -> bool:
+        self._other_job = None
         if not self._main.take():
             return False
         if self._own is not None and not self._own.take():
             self._main.drop()
             return False
+        if self._own is not None and (other := self._other_shards()) is not None:
+            # shards of another split (0/2 beside 0/3) would compute the same items twice and never cover the set
+            self._other_job = other
+            self._own.drop()
+            self._main.drop()
+            return False
         return True
+
+    def _other_shards(self) -> str | None:
+        """A live shard of another split of the work (``I/M``, M not this run's count) holding the folder: who."""
+        for path in self.lock_dir.glob("run.shard-*-of-*.lock"):
+            count = path.stem.rsplit("-of-", 1)[-1]
+            if count.isdigit() and int(count) != self.shard[1] and (who := _held_by(path)) is not None:
+                return f"a shard of {count} ({who})"
+        return None
 
     def holder(self) -> str:
         """Who holds the folder now, as far as its lock files say (for the refusal message)."""

@@ -56,8 +56,17 @@ RAY_IN_FLIGHT = 256
 def worker_threads(workers: int, cpu_count: int | None = None) -> int:
     """Intra-op threads per worker process so that ``workers`` processes share the cores instead of
     each starting one thread per core (which oversubscribes the CPU and slows every render down)."""
-    cores = cpu_count or os.cpu_count() or 1
+    cores = cpu_count or available_cores()
     return max(1, cores // max(1, workers))
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity (a SLURM task's or a container's cpuset), not the
+    machine's count (workers sized by that oversubscribed a node's share: several times slower)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # (no affinity on this system)
+        return os.cpu_count() or 1
 
 
 def check_backend(backend: str) -> str:

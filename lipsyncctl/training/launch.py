@@ -162,8 +162,10 @@ def _check_world(run: Path, resume: str, processes: int) -> None:
 
 
 def _launch(argv: list[str], processes: int | None, cpu: bool, file: Path | None, extra: dict[str, str]) -> int:
+    from lipsyncctl.runner.workers import worker_threads
+
     env = {**os.environ, **extra}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes or 1))))
+    env.setdefault("OMP_NUM_THREADS", str(worker_threads(processes or 1)))  # (each rank its share of the cores)
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     with tempfile.TemporaryDirectory(prefix="lipsyncctl-launch-") as tmp:

@@ -102,6 +102,23 @@ def test_shards_share_the_folder_but_not_a_shard(tmp_path: Path, holders) -> Non
     assert list((out / ".lipsyncctl").iterdir()) == []
 
 
+def test_shards_of_another_split_are_kept_out(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
+    # 0/2 and 0/3 side by side computed the same items twice, and never covered the set together
+    out = tmp_path / "out"
+    holders.append(first := _hold(out, (0, 2)))
+    with pytest.raises(BusyError) as err:
+        FolderLock(out, shard=(0, 3)).acquire()
+    assert f"shards of another split are writing to this folder: a shard of 2 (pid {first.pid}" in err.value.message
+    assert "this run is a shard of 3" in err.value.message and "--shard I/N" in err.value.hint
+    assert not (out / ".lipsyncctl" / "run.shard-0-of-3.lock").exists()  # took nothing
+    with FolderLock(out, shard=(1, 2)):  # its own job's shard: beside it, as ever
+        pass
+    first.kill()
+    first.wait()
+    with FolderLock(out, shard=(0, 3)):  # that job gone: another split may start
+        pass
+
+
 def test_a_whole_run_keeps_shards_out(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     holders.append(whole := _hold(out))

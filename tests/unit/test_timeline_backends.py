@@ -480,3 +480,14 @@ def test_ray_gets_a_window_of_tasks_and_runs_each_once(tmp_path: Path, monkeypat
     finally:
         ray.shutdown()
     assert sorted(done) == list(range(23))
+
+
+def test_workers_share_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a SLURM task's or container's cpuset: workers sized by the machine's core count oversubscribed it
+    import os
+
+    from lipsyncctl.runner import workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert workers.available_cores() == 4 and workers.worker_threads(2) == 2 and workers.worker_threads(8) == 1
