@@ -97,6 +97,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     from lipsyncctl.media.inputs import LeftOut, check_inputs_exist, collect_inputs
     from lipsyncctl.runner.lock import folder_lock, one_at_a_time
     from lipsyncctl.runner.shards import take_shard
+    from lipsyncctl.runner.store import content_key
     from lipsyncctl.runner.workers import run_tasks
 
     t0 = time.perf_counter()
@@ -150,7 +151,10 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
             plan.add(*_planned(task, store), options)
         plan.seconds = time.perf_counter() - t0
         return plan
-    with folder_lock(data, shard=shard, wait=wait):  # one run per DATA (shards of one job share it)
+    # one run per DATA; the shards of one job share it (the same settings: a shard deciding with other thresholds
+    # would rebuild the views by its own)
+    job = content_key({"curate": options.model_dump(mode="json"), "until": until})[:12]
+    with folder_lock(data, shard=shard, wait=wait, job=job):
         # 2. The stages, per source.
         done: dict[str, list[str]] = {}
         lost: dict[str, tuple[str, str]] = {}  # a source whose worker died (out of memory): failed, the others go on

@@ -145,11 +145,14 @@ class FolderLock:
         wait: wait for the holder to finish instead of raising :class:`~lipsyncctl.errors.BusyError`.
         command: what the lock file says this run is (default: this process's command line).
         hint: the busy error's hint (None: :class:`~lipsyncctl.errors.BusyError`'s, which names shards).
+        job: a shard's job, as its caller keys it (the settings every shard of one job shares): a live shard of
+            another job (another count, other settings) keeps this one out, as a whole run does.
     """
 
     def __init__(self, folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
-                 command: str | None = None, hint: str | None = None) -> None:
+                 command: str | None = None, hint: str | None = None, job: str | None = None) -> None:
         self.folder = Path(folder)
+        self.job = job
         self.hint = hint
         self.shard = shard
         self.wait = wait
@@ -157,11 +160,12 @@ class FolderLock:
         self.lock_dir = self.folder / LOCK_FOLDER
         sharded = shard[1] > 1
         self._main = _Flock(self.lock_dir / MAIN, shared=sharded)
-        own = self.lock_dir / f"run.shard-{shard[0]}-of-{shard[1]}.lock" if sharded else None
+        # (a shard's file names its job, the settings its caller keys it by: shards of other settings are another job)
+        own = self.lock_dir / f"run.shard-{shard[0]}-of-{shard[1]}{f'.{job}' if job else ''}.lock" if sharded else None
         self._own = _Flock(own, shared=False) if own is not None else None
         self._created: list[Path] = []
         self.swept: list[Path] = []  # temporaries of runs that are gone, removed when the lock was taken
-        self._other_job: str | None = None  # the last try found shards of another split holding the folder
+        self._other_job: str | None = None  # the last try found shards of another job holding the folder
 
     @property
     def path(self) -> Path:
@@ -232,9 +236,10 @@ class FolderLock:
         that this run waits for it and pause; returns that it was said."""
         if self._other_job is not None:
             if not self.wait:
-                raise BusyError(f"{self.folder}: shards of another split are writing to this folder: "
+                raise BusyError(f"{self.folder}: shards of another job are writing to this folder: "
                                 f"{self._other_job}; this run is a shard of {self.shard[1]}",
-                                hint="the shards of one job share one --shard I/N count (or wait with --wait)")
+                                hint="the shards of one job share one --shard I/N count and its settings (or wait "
+                                "with --wait)")
             who = self._other_job
         else:
             who = self.holder()
@@ -261,11 +266,15 @@ class FolderLock:
         return True
 
     def _other_shards(self) -> str | None:
-        """A live shard of another split of the work (``I/M``, M not this run's count) holding the folder: who."""
+        """A live shard of another job holding the folder (another split of the work, ``I/M`` with M not this run's
+        count, or other settings: ``job``): who."""
         for path in self.lock_dir.glob("run.shard-*-of-*.lock"):
-            count = path.stem.rsplit("-of-", 1)[-1]
-            if count.isdigit() and int(count) != self.shard[1] and (who := _held_by(path)) is not None:
-                return f"a shard of {count} ({who})"
+            count, _, job = path.stem.rsplit("-of-", 1)[-1].partition(".")
+            if not count.isdigit() or (int(count), job or None) == (self.shard[1], self.job):
+                continue
+            if (who := _held_by(path)) is not None:
+                what = f"a shard of {count}" if int(count) != self.shard[1] else "a shard of other settings"
+                return f"{what} ({who})"
         return None
 
     def holder(self) -> str:
@@ -333,9 +342,9 @@ def _held_by(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, *, shard: tuple[int, int] = (0, 1), wait: bool = False,
-                command: str | None = None, hint: str | None = None) -> Iterator[FolderLock]:
+                command: str | None = None, hint: str | None = None, job: str | None = None) -> Iterator[FolderLock]:
     """``with folder_lock(OUT):`` hold ``OUT``'s lock for the block (see :class:`FolderLock`)."""
-    with FolderLock(folder, shard=shard, wait=wait, command=command, hint=hint) as lock:
+    with FolderLock(folder, shard=shard, wait=wait, command=command, hint=hint, job=job) as lock:
         yield lock
 
 

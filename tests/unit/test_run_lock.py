@@ -108,7 +108,7 @@ def test_shards_of_another_split_are_kept_out(tmp_path: Path, holders) -> None: 
     holders.append(first := _hold(out, (0, 2)))
     with pytest.raises(BusyError) as err:
         FolderLock(out, shard=(0, 3)).acquire()
-    assert f"shards of another split are writing to this folder: a shard of 2 (pid {first.pid}" in err.value.message
+    assert f"shards of another job are writing to this folder: a shard of 2 (pid {first.pid}" in err.value.message
     assert "this run is a shard of 3" in err.value.message and "--shard I/N" in err.value.hint
     assert not (out / ".lipsyncctl" / "run.shard-0-of-3.lock").exists()  # took nothing
     with FolderLock(out, shard=(1, 2)):  # its own job's shard: beside it, as ever
@@ -117,6 +117,14 @@ def test_shards_of_another_split_are_kept_out(tmp_path: Path, holders) -> None: 
     first.wait()
     with FolderLock(out, shard=(0, 3)):  # that job gone: another split may start
         pass
+    # shards of one count but other settings (their caller's job key) are another job too
+    with FolderLock(out, shard=(0, 2), job="aaaa"):
+        with pytest.raises(BusyError, match="a shard of other settings"):
+            FolderLock(out, shard=(1, 2), job="bbbb").acquire()
+        with pytest.raises(BusyError, match="a shard of other settings"):
+            FolderLock(out, shard=(0, 2), job="bbbb").acquire()  # the same shard, other settings
+        with FolderLock(out, shard=(1, 2), job="aaaa"):
+            pass
 
 
 def test_a_whole_run_keeps_shards_out(tmp_path: Path, holders) -> None:  # type: ignore[no-untyped-def]
