@@ -128,8 +128,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("audio_offset", ("--audio-offset",), str | None, "Timeline: where the --audio files start: seconds after "
          "the first frame, or a timecode HH:MM:SS:FF (HH:MM:SS;FF: drop frame at 29.97/59.94).", modes=TIMELINE),
     Flag("audio_track", ("--audio-track",), list[str] | None, "Timeline: use the timeline's audio track NAME (or "
-         "LANG=NAME; A2 is the second audio track, for formats whose tracks have no name: FCP XML, EDL) as a dub "
-         "(repeatable).", modes=TIMELINE),
+         "LANG=NAME; A2 is the second audio track where none has that name, for tracks without one: FCP XML's) as a "
+         "dub (repeatable).", modes=TIMELINE),
     Flag("media_root", ("--media-root",), Path | None, "Timeline: folder to find media that is not where the edit "
          "says.", modes=TIMELINE),
     Flag("relink", ("--relink",), list[str] | None, "Timeline: replace a media path prefix, OLD=NEW (repeatable; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from lipsyncctl.timeline.segments import Segment
 
 _LANG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+#: :data:`_LANG` as an error says it
+LABEL_RULE = "a letter, then up to 31 letters, digits, - and _"
 VAD_RATE = 16000
 
 
@@ -79,14 +82,13 @@ def parse_audio_specs(items: list[str]) -> list[tuple[str, Path]]:
         if sep and _LANG.match(label) and not Path(item).exists():
             out.append((label, Path(rest)))
         elif sep and not Path(item).exists():  # a label that is none (`../esc=de.wav`: "file not found" before)
-            raise UsageError(f"--audio {item}: {label!r} is not a language label (letters, digits, - and _)",
+            raise UsageError(f"--audio {item}: {label!r} is not a language label ({LABEL_RULE})",
                              hint="label each file: --audio de=de.wav (or give a file without a label)")
         elif _LANG.match(Path(item).stem):
             out.append((Path(item).stem, Path(item)))
         else:  # its name is the language folder: `...wav` delivered to OUT/../v001, `DE dub.wav` to `OUT/DE dub`
-            raise UsageError(f"--audio {item}: its name {Path(item).stem!r} is not a language label (letters, "
-                             "digits, - and _), and it names the language's folder",
-                             hint=f"label it: --audio de={item}")
+            raise UsageError(f"--audio {item}: its name {Path(item).stem!r} is not a language label ({LABEL_RULE}), "
+                             "and it names the language's folder", hint=f"label it: --audio {shlex.quote('de=' + item)}")
     # (`de` and `DE` are one folder on a case-insensitive volume: macOS, SMB and NTFS shares)
     labels = [lang.casefold() for lang, _ in out]
     dup = {lang for lang, _ in out if labels.count(lang.casefold()) > 1}

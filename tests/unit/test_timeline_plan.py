@@ -4,6 +4,7 @@ per-shot options, shard/GPU/relink parsing."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -262,6 +263,12 @@ def test_dub_cuts_tile_sample_accurately() -> None:
     assert d.cut(10, 1, FILM).shape[1] in (2002, 2003)  # 48000 * 1001 / 24000 = 2002.0
 
 
+def _hint_of(name: str) -> str | None:
+    with pytest.raises(UsageError) as err:
+        dubs.parse_audio_specs([name])
+    return err.value.hint
+
+
 def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     assert dubs.parse_audio_specs(["de=de.wav", "fr.wav"]) == [("de", Path("de.wav")), ("fr", Path("fr.wav"))]
     with pytest.raises(UsageError):
@@ -278,7 +285,8 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     for name in ("...wav", "..wav", "DE dub.wav", "de.final.wav"):
         with pytest.raises(UsageError, match="is not a language label") as err:
             dubs.parse_audio_specs([name])
-        assert err.value.hint == f"label it: --audio de={name}"
+        assert err.value.hint == f"label it: --audio {shlex.quote('de=' + name)}"  # (pasted into a shell: one word)
+    assert _hint_of("DE dub.wav") == "label it: --audio 'de=DE dub.wav'"
     with pytest.raises(UsageError, match="'DE' given twice"):  # one folder on a case-insensitive volume
         dubs.parse_audio_specs(["de=a.wav", "DE=b.wav"])
     assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
