@@ -1,5 +1,6 @@
 # lipsyncctl — developer entry points. `make demo` and `make test` are the README's two set-up commands.
-TORCH_SPEC ?= torch==2.13.0
+# empty: scripts/bootstrap.sh's default (torch==2.13.0); set it (or TORCH_INDEX_URL) to choose a new .venv's build
+TORCH_SPEC ?=
 EXTRAS ?= dev
 PY := .venv/bin/python
 DEMO_OUT ?= out/demo
