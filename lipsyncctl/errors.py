@@ -16,7 +16,8 @@ EXIT_STATUS: tuple[tuple[int, str], ...] = (
     (1, "failed: a job or some items of a batch failed; an output could not be written (disk full, quota, I/O)"),
     (2, "usage: bad command-line arguments; an output that would overwrite an input"),
     (3, "bad configuration or preset (unknown key, value out of range)"),
-    (4, "missing model, ffmpeg, package or device (a failed doctor check; --min-sync without syncnet-v2)"),
+    (4, "missing model (or one that does not load), package or device (a failed doctor check; --min-sync without "
+        "syncnet-v2)"),
     (5, "bad input media (missing, unreadable, corrupt, no usable stream, no shot in an edit)"),
     (6, "busy: another run is writing to the same output folder (sync --timeline, curate, train, prune) or the "
         "same sync -o file; --wait waits"),
