@@ -147,6 +147,8 @@ def relinked_timeline(timeline: Any, plan: TimelinePlan, outcomes: dict[str, Sho
         for k, (piece, seg) in enumerate(pieces):
             oc = outcomes.get(seg.id) if seg is not None else None
             _mark(piece, oc, language)
+            if seg is None:  # no shot: the covered span
+                piece.metadata["lipsyncctl"]["status"] = "covered"
             if seg is not None and oc is not None and oc.status == ShotStatus.DONE and oc.output:
                 _point_at_render(piece, seg, oc, language)
             parent.insert(at + k, piece)
@@ -204,17 +206,20 @@ def _split(clip: Any, segs: list[Segment], fps: Fraction) -> list[tuple[Any, Seg
     visible part with its shot, the hidden spans between (and at its ends) with None, their source ranges tiling the
     clip's. So each part can point at its own render, as an NLE sees the clip (it kept the original media for the
     whole clip: the visible parts played un-dubbed). None where the parts do not tile the clip's range in whole
-    frames at its rate."""
+    frames at its rate. A marker stays on the piece its time is in; a hidden piece is marked ``covered``."""
     import opentimelineio as otio
 
     whole = clip.source_range or clip.trimmed_range()
     rate = whole.start_time.rate
     first, total = round(whole.start_time.value), round(whole.duration.value)
+    per_frame = tb.exact_rate(rate) / fps  # clip frames a timeline frame (23.976 stored rounded: 24000/1001)
     spans: list[tuple[int, int, Segment | None]] = []
     cursor = first
     for seg in sorted(segs, key=lambda s: s.record_start):
-        start = Fraction(seg.media_start + seg.source_start) / seg.media_fps * Fraction(rate).limit_denominator(1001)
-        length = Fraction(seg.record_frames) / fps * Fraction(rate).limit_denominator(1001)
+        # a clip's source range moves with its record frames (a time warp maps them to the media after): where the
+        # part is in the clip, not which media frames it shows
+        start = first + seg.clip_offset * per_frame
+        length = seg.record_frames * per_frame
         if start.denominator != 1 or length.denominator != 1 or start < cursor:
             return None
         if start > cursor:
@@ -230,6 +235,8 @@ def _split(clip: Any, segs: list[Segment], fps: Fraction) -> list[tuple[Any, Seg
         piece = clip.deepcopy()
         piece.source_range = otio.opentime.TimeRange(otio.opentime.RationalTime(begin, rate),
                                                      otio.opentime.RationalTime(frames, rate))
+        kept = [m for m in piece.markers if piece.source_range.contains(m.marked_range.start_time)]
+        piece.markers[:] = kept  # (each marker once in the edit, not on every piece)
         pieces.append((piece, seg))
     return pieces
 

@@ -69,6 +69,7 @@ class Segment:
     handle_in: int = 0
     handle_out: int = 0
     whole_clip: bool = True        # the segment is the clip's full range (nothing hides part of it)
+    clip_offset: int = 0           # timeline frames from the clip's record start to the segment's
     options: ShotOptions = field(default_factory=ShotOptions)
     warnings: list[str] = field(default_factory=list)
     #: media frames per record frame relative to the plain rate conversion: a pass-through shot's time
@@ -293,6 +294,8 @@ def plan_timeline(
                 shown.append((seg_or_skip.source, piece))
             continue
         by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
+        seg_or_skip.clip_offset = piece.lo - piece.clip_lo
+        seg_or_skip.whole_clip = (piece.lo, piece.hi) == (piece.clip_lo, piece.clip_hi)  # (a covered head or tail too)
         if note := _effects_note(piece.clip):  # in the shot's report, and said (below)
             seg_or_skip.warnings.append(note)
         segments.append(seg_or_skip)
@@ -300,7 +303,6 @@ def plan_timeline(
     for i, seg in enumerate(segments):
         seg.index = i
         if by_clip[seg.clip_path] > 1:
-            seg.whole_clip = False
             seg.warnings.append("the clip is split by a clip on a higher track; each visible part is its own shot")
     _name_segments(segments, fps, gstart)
     # a shot's own warnings (effects, short handles for a dissolve, another rate) are said by the run too, not only in

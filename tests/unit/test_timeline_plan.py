@@ -564,8 +564,42 @@ def test_a_clip_a_higher_track_splits_points_each_visible_part_at_its_render(med
     assert [p.active_media_reference_key for p in pieces] == ["lipsync_de", DEFAULT_KEY, "lipsync_de"]
     assert [Path(p.media_reference.target_url).name for p in pieces] == [f"{first.id}.mkv", "cam_a.mkv",
                                                                         f"{last.id}.mkv"]
-    assert [p.metadata["lipsyncctl"]["status"] for p in pieces] == ["done", "pending", "done"]
+    assert [p.metadata["lipsyncctl"]["status"] for p in pieces] == ["done", "covered", "done"]
     assert relinked.tracks[0].duration() == tl.tracks[0].duration()
     assert [p.range_in_parent().start_time.value for p in pieces] == [0, 10, 15]
     # the top clip (whole) is untouched by the split; the input timeline too
     assert len(list(tl.tracks[0])) == 1 and tl.tracks[0][0].active_media_reference_key == DEFAULT_KEY
+
+
+@pytest.mark.parametrize("rate", [float(FILM), 23.976])  # an exact float, and the rounded one many exports carry
+def test_a_clip_covered_at_its_head_or_at_a_rounded_rate_is_cut_too(media: Path, tmp_path: Path, rate: float) -> None:
+    # a clip covered only at its head pointed its whole range at a render of the visible part (8 frames past the
+    # render's end); one stored at 23.976 (2997/125, not 24000/1001) was never cut (the whole clip on its original)
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.outputs import DEFAULT_KEY, relinked_timeline
+    from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
+
+    def at(start: int, duration: int) -> otio.opentime.TimeRange:
+        return otio.opentime.TimeRange(otio.opentime.RationalTime(start, rate), otio.opentime.RationalTime(duration, rate))
+
+    long = otio.schema.Clip(name="long", source_range=at(2, 30), media_reference=otio.schema.ExternalReference(
+        target_url="cam_a.mkv", available_range=at(0, 40)))
+    long.markers.append(otio.schema.Marker(name="late note", marked_range=at(25, 1)))
+    low, high = otio.schema.Track(name="V1", children=[long]), otio.schema.Track(name="V2")
+    high.append(otio.schema.Clip(name="top", source_range=at(86400, 6), media_reference=otio.schema.ExternalReference(
+        target_url="cam_b.mkv", available_range=at(86400, 30))))
+    tl = otio.schema.Timeline(name="t", tracks=[low, high])
+    plan = plan_timeline(tl, MediaResolver(media), handles=2)
+    seg = next(s for s in plan.segments if s.name == "long")
+    assert not seg.whole_clip and seg.clip_offset == 6
+    render = tmp_path / "r.mkv"
+    render.write_bytes(b"r")
+    outcomes = {seg.id: ShotOutcome(ShotStatus.DONE, "k", language="de", segment=seg.id, output=str(render))}
+    relinked, warnings = relinked_timeline(tl, plan, outcomes, "de")
+    pieces = list(relinked.tracks[0])
+    assert not warnings and [(round(p.source_range.start_time.value), round(p.source_range.duration.value))
+                             for p in pieces] == [(2, 6), (8, 24)]
+    assert [p.active_media_reference_key for p in pieces] == [DEFAULT_KEY, "lipsync_de"]
+    assert [p.metadata["lipsyncctl"]["status"] for p in pieces] == ["covered", "done"]
+    assert [[m.name for m in p.markers] for p in pieces] == [[], ["late note"]]  # each marker once
