@@ -45,7 +45,13 @@ from lipsyncctl.errors import MediaError
 from lipsyncctl.media.probe import is_interlaced
 from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.shots import ShotOptions, shot_options
-from lipsyncctl.timeline.source import MediaFacts, MediaResolver, is_drop_frame_timeline, probe_media
+from lipsyncctl.timeline.source import (
+    MediaFacts,
+    MediaResolver,
+    is_drop_frame_timeline,
+    link_by_name,
+    probe_media,
+)
 
 
 @dataclass
@@ -423,15 +429,8 @@ def _segment(piece: _Piece, resolver: MediaResolver, fps: Fraction, handles: int
         return SkippedItem(clip.name, reason, piece.lo, piece.hi - piece.lo, piece.path)
 
     ref = clip.media_reference
-    # EDLs name the source file in "* FROM CLIP NAME:" only (a list of reels alone names none: its event's reel is the
-    # file's stem, as tape-based and camera-card lists are cut), an AAF master mob without a locator its file's stem:
-    # link by that name (relink/media-root apply)
-    reel = (clip.metadata.get("cmx_3600") or {}).get("reel") if hasattr(clip.metadata, "get") else None
-    for name in dict.fromkeys(n for n in (clip.name, reel) if n and isinstance(ref, otio.schema.MissingReference)):
-        if resolver.resolve(name):
-            ref = otio.schema.ExternalReference(target_url=name)
-        elif (named := resolver.resolve_stem(name)) is not None:
-            ref = otio.schema.ExternalReference(target_url=str(named))
+    if isinstance(ref, otio.schema.MissingReference) and (linked := link_by_name(clip, resolver)) is not None:
+        ref = otio.schema.ExternalReference(target_url=linked)
     if isinstance(ref, otio.schema.GeneratorReference):
         return skip(f"generator ({ref.generator_kind or 'unknown'})")
     sequence = isinstance(ref, otio.schema.ImageSequenceReference)

@@ -404,15 +404,28 @@ def _rate_from_media(path: Path, text: str, guess: EdlRate, resolver: MediaResol
 
 
 def _edl_media(clip: Any, resolver: MediaResolver) -> Path | None:
-    """The file an EDL clip links to: its ``FROM CLIP`` path, else its clip name or reel (as the planner links it)."""
+    """The file an EDL clip links to: its ``FROM CLIP`` path, else :func:`link_by_name` (as the planner links it)."""
     import opentimelineio as otio
 
     ref = clip.media_reference
     if isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
         return resolver.resolve(ref.target_url)
-    reel = (clip.metadata.get("cmx_3600") or {}).get("reel")
-    return next((p for name in (clip.name, reel) if name
-                 and (p := resolver.resolve(name) or resolver.resolve_stem(name)) is not None), None)
+    linked = link_by_name(clip, resolver)
+    return resolver.resolve(linked) if linked is not None else None
+
+
+def link_by_name(clip: Any, resolver: MediaResolver) -> str | None:
+    """The URL of the media a clip without a media reference plays, found by name: EDLs name the source file in ``*
+    FROM CLIP NAME:`` only, a list of reels alone by its event's reel (the file's stem, as tape-based and camera-card
+    lists are cut), an AAF master mob without a locator by its file's stem. Its clip name first (as a file, then as a
+    stem), then its reel; None when none is found (relink and media root apply)."""
+    reel = (clip.metadata.get("cmx_3600") or {}).get("reel") if hasattr(clip.metadata, "get") else None
+    for name in dict.fromkeys(n for n in (clip.name, reel) if n):
+        if resolver.resolve(name):
+            return name
+        if (named := resolver.resolve_stem(name)) is not None:
+            return str(named)
+    return None
 
 
 def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:

@@ -220,6 +220,18 @@ def test_a_list_of_reels_alone_links_each_event_by_its_reel(media: Path) -> None
         ("cam_a.mkv", 4, 12), ("cam_b.mkv", 10, 10)]
     alone = plan_timeline(timeline, MediaResolver(edl.parent), handles=0)  # not beside the list: missing, said so
     assert not alone.segments and all("missing media" in k.reason for k in alone.skipped)
+    # an event that names its file and a reel that is another file's stem: the file it names (the reel won)
+    from lipsyncctl.timeline.source import link_by_name
+
+    named = edl.parent / "named.edl"
+    named.write_text("TITLE: named\nFCM: NON-DROP FRAME\n\n"
+                     "001  cam_b    V     C        00:00:00:04 00:00:00:16 01:00:00:00 01:00:00:12\n"
+                     "* FROM CLIP NAME: cam_a.mkv\n", encoding="utf-8")
+    held = read_timeline(named, rate=25)  # (held: OTIO frees the metadata of a dropped timeline)
+    (event,) = held.find_clips()
+    assert link_by_name(event, MediaResolver(edl.parent, media_root=media)) == "cam_a.mkv"
+    (seg,) = plan_timeline(held, MediaResolver(edl.parent, media_root=media), handles=0).segments
+    assert seg.media.name == "cam_a.mkv"
 
 
 def test_an_edl_rate_below_its_timecodes_is_a_usage_error(media: Path) -> None:
