@@ -244,18 +244,30 @@ def _whole_media(timeline: Any, resolver: MediaResolver, probe: Callable[..., Me
         MediaError: such a clip's media is not found (its length, and so the edit's, cannot be known).
     """
 
-    for clip in timeline.find_clips():
-        ref = clip.media_reference
-        if clip.source_range is not None or getattr(ref, "available_range", None) is not None:
-            continue
-        url = getattr(ref, "target_url", None)
-        path = resolver.resolve(url) if url else None
-        if path is None:
-            raise MediaError(f"clip {clip.name!r}: no source range, and its media ({url or 'none'}) is not found to "
-                             "take its whole length", hint="find the media (--media-root DIR, --relink OLD=NEW), or "
-                             "give the clip a source range in the edit")
-        facts = probe(path)
-        ref.available_range = tb.time_range(tb.tag_frames(facts.start_timecode, facts.fps), facts.frames, facts.fps)
+    import opentimelineio as otio
+
+    from lipsyncctl.media.audio import audio_length
+
+    for track in timeline.tracks:
+        sound = track.kind == otio.schema.TrackKind.Audio
+        for clip in track.find_clips():
+            ref = clip.media_reference
+            if clip.source_range is not None or getattr(ref, "available_range", None) is not None:
+                continue
+            url = getattr(ref, "target_url", None)
+            path = resolver.resolve(url) if url else None
+            if path is None:
+                raise MediaError(f"clip {clip.name!r}{' (sound)' if sound else ''}: no source range, and its media "
+                                 f"({url or 'none'}) is not found to take its whole length", hint="find the media "
+                                 "(--media-root DIR, --relink OLD=NEW), or give the clip a source range in the edit")
+            if sound:  # (a sound file: its samples at its rate)
+                samples, rate = audio_length(path)
+                ref.available_range = otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
+                                                              otio.opentime.RationalTime(samples, rate))
+                continue
+            facts = probe(path)
+            ref.available_range = tb.time_range(tb.tag_frames(facts.start_timecode, facts.fps), facts.frames,
+                                                facts.fps)
 
 
 def plan_timeline(

@@ -105,7 +105,7 @@ def test_fcp_xml_round_trip(media: Path) -> None:
         (0, 12, 4), (12, 10, 8), (27, 6, 30)]
 
 
-def test_a_clip_stating_no_range_is_its_whole_media(media: Path) -> None:
+def test_a_clip_stating_no_range_is_its_whole_media(media: Path, tmp_path: Path) -> None:
     # valid OTIO (no source range, no available range: the whole file) was an internal error, exit 1
     import opentimelineio as otio
 
@@ -124,6 +124,19 @@ def test_a_clip_stating_no_range_is_its_whole_media(media: Path) -> None:
                                                                                       facts.fps)
     with pytest.raises(MediaError, match="clip 'whole': no source range, and its media \\(gone.mkv\\) is not found"):
         plan_timeline(bare("gone.mkv"), MediaResolver(media))
+    # a sound clip stating no range is its sound file's length (it was probed as a video: "no video stream")
+    import numpy as np
+
+    from lipsyncctl.media.audio import write_wav
+
+    write_wav(tmp_path / "bed.wav", np.zeros((48000, 1), np.float32), 48000)
+    tl = bare("cam_a.mkv")
+    sound = otio.schema.Track(name="A1", kind=otio.schema.TrackKind.Audio)
+    sound.append(otio.schema.Clip(name="bed", media_reference=otio.schema.ExternalReference(
+        target_url=str(tmp_path / "bed.wav"))))
+    tl.tracks.append(sound)
+    plan_timeline(tl, MediaResolver(media))
+    assert sound[0].trimmed_range().duration.to_seconds() == 1.0
 
 
 def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
