@@ -244,9 +244,11 @@ def timeline_job(
     from lipsyncctl.timeline.source import parse_relink
     from lipsyncctl.timeline.types import TimelineJob
 
+    files, tracks = dubs.parse_audio_specs(list(audio)), dubs.parse_track_specs(list(audio_tracks))
+    dubs.check_languages([lang for lang, _ in (*files, *tracks)])  # (before any dub is decoded)
     return TimelineJob(
-        timeline=Path(timeline), output=Path(output), audio=dubs.parse_audio_specs(list(audio)),
-        audio_tracks=dubs.parse_track_specs(list(audio_tracks)), audio_offset=audio_offset,
+        timeline=Path(timeline), output=Path(output), audio=files,
+        audio_tracks=tracks, audio_offset=audio_offset,
         media_root=Path(media_root) if media_root is not None else None, relink=parse_relink(list(relink)),
         edl_rate=edl_rate, jobs=jobs,
         gpus=parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus),

@@ -89,25 +89,41 @@ def parse_audio_specs(items: list[str]) -> list[tuple[str, Path]]:
         else:  # its name is the language folder: `...wav` delivered to OUT/../v001, `DE dub.wav` to `OUT/DE dub`
             raise UsageError(f"--audio {item}: its name {Path(item).stem!r} is not a language label ({LABEL_RULE}), "
                              "and it names the language's folder", hint=f"label it: --audio {shlex.quote('de=' + item)}")
-    # (`de` and `DE` are one folder on a case-insensitive volume: macOS, SMB and NTFS shares)
-    labels = [lang.casefold() for lang, _ in out]
-    dup = {lang for lang, _ in out if labels.count(lang.casefold()) > 1}
-    if dup:
-        raise UsageError(f"--audio: language {sorted(dup)[0]!r} given twice (languages differing in case only are "
-                         "one folder on many volumes)", hint="label each file: --audio de=de.wav --audio fr=fr.wav")
+    check_languages([lang for lang, _ in out])
     return out
 
 
 def parse_track_specs(items: list[str]) -> list[tuple[str, str]]:
-    """``["de=German", "Dub FR"]`` -> ``[("de", "German"), ("Dub_FR", "Dub FR")]``."""
+    """``["de=German", "Dub FR"]`` -> ``[("de", "German"), ("Dub_FR", "Dub FR")]``.
+
+    Raises:
+        UsageError: an unlabelled track whose name gives no label (``..``, ``1 st``: a label starts with a letter).
+    """
     out = []
     for item in items:
         label, sep, rest = item.partition("=")
         if sep and _LANG.match(label):
             out.append((label, rest))
-        else:
-            out.append((re.sub(r"[^A-Za-z0-9_-]+", "_", item) or "dub", item))
+            continue
+        named = re.sub(r"[^A-Za-z0-9_-]+", "_", item)
+        if not _LANG.match(named):
+            raise UsageError(f"--audio-track {item!r}: its name gives no language label ({LABEL_RULE}), and the "
+                             "label names the language's folder", hint=f"label it: --audio-track {shlex.quote('de=' + item)}")
+        out.append((named, item))
     return out
+
+
+def check_languages(labels: list[str]) -> None:
+    """The languages of a run (``--audio`` and ``--audio-track`` together) are distinct, also in case: ``de`` and
+    ``DE`` are one folder on a case-insensitive volume (macOS, SMB and NTFS shares).
+
+    Raises:
+        UsageError: one is given twice.
+    """
+    folded = [label.casefold() for label in labels]
+    if dup := sorted({label for label in labels if folded.count(label.casefold()) > 1}):
+        raise UsageError(f"--audio: language {dup[0]!r} given twice (languages differing in case only are one folder "
+                         "on many volumes)", hint="label each dub: --audio de=de.wav --audio-track fr=A2")
 
 
 def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fraction:

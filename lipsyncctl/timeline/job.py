@@ -281,14 +281,12 @@ def _render(job: TimelineJob, store: JobStore, mine: list[ShotState], dub_tracks
 def _load_dubs(job: TimelineJob, timeline: Any, resolver: MediaResolver, plan: TimelinePlan) -> list[dubs.DubTrack]:
     if not job.audio and not job.audio_tracks:
         raise UsageError("--timeline needs dub audio: --audio FILE, --audio LANG=FILE or --audio-track NAME")
+    dubs.check_languages([lang for lang, _ in (*job.audio, *job.audio_tracks)])  # (a job made by hand: before decoding)
     start = dubs.parse_offset(job.audio_offset, plan.fps, plan.global_start)
     spool = job.output / ".lipsyncctl" / "work" if not job.dry_run else None  # decoded dubs: unnamed files there
     out = [dubs.load_dub_file(lang, path, start, folder=spool) for lang, path in job.audio]
     out += [dubs.load_dub_track(lang, timeline, name, resolver, plan.fps, folder=spool)
             for lang, name in job.audio_tracks]
-    langs = [d.language for d in out]
-    if len(set(langs)) != len(langs):
-        raise UsageError(f"two dubs are labelled the same: {langs}", hint="label them: --audio de=... --audio fr=...")
     return out
 
 

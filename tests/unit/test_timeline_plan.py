@@ -302,6 +302,16 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     assert _hint_of("DE dub.wav") == "label it: --audio 'de=DE dub.wav'"
     with pytest.raises(UsageError, match="'DE' given twice"):  # one folder on a case-insensitive volume
         dubs.parse_audio_specs(["de=a.wav", "DE=b.wav"])
+    # a file and a track of one language (in case), before any dub is decoded
+    from lipsyncctl import api
+
+    with pytest.raises(UsageError, match="'DE' given twice"):
+        api.timeline_job("edit.otio", tmp_path / "out", audio=["de=a.wav"], audio_tracks=["DE=A2"])
+    # an unlabelled track whose name gives no label (its folder's name)
+    for name in ("..", "1 st"):
+        with pytest.raises(UsageError, match="its name gives no language label"):
+            dubs.parse_track_specs([name])
+    assert dubs.parse_track_specs(["Dub FR", "de=A2"]) == [("Dub_FR", "Dub FR"), ("de", "A2")]
     assert dubs.parse_offset("01:00:01:00", FILM, 86400) == Fraction(24, FILM)
     assert dubs.parse_offset("-0.5", FILM, 0) == Fraction(-1, 2)
     # a drop-frame label that names no frame (skipped at a minute that is no tenth) is refused: it was placed on the
