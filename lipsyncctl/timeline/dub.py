@@ -138,10 +138,11 @@ def parse_offset(value: str | None, fps: Fraction, global_start: int) -> Fractio
             raise UsageError(f"--audio-offset {value!r}: expected seconds or HH:MM:SS:FF")
         # drop frame only where it exists: --audio-offset always took ';' for ':' at other rates
         text = value if fps in tb.DROP_FRAME_RATES else value.replace(";", ":")
-        if tb.is_drop_frame(text, fps) and not tb.drop_frame_label_exists(text, fps):
-            raise UsageError(f"--audio-offset {value!r}: no such drop-frame timecode (frames "
-                             f"{', '.join(f'{k:02d}' for k in range(tb.dropped_per_minute(fps)))} are skipped at each "
-                             "minute but every tenth)", hint="give the timecode the edit shows, or seconds")
+        try:
+            tb.check_drop_label(text, fps)
+        except ValueError as exc:
+            raise UsageError(f"--audio-offset {value!r}: {exc}", hint="give the timecode the edit shows, or seconds") \
+                from None
         try:
             frames = tb.timecode_frames(text, fps)
         except ValueError as exc:

@@ -190,6 +190,7 @@ def parse_time(value: Any, fps: Fraction, start: int, where: str) -> int:
         return round(Fraction(text.rstrip("sS").strip()) * fps)
     if _TIMECODE.match(text):
         try:
+            tb.check_drop_label(text, fps)  # (01:01:00;00 was read as 01:00:59;28)
             frames = tb.timecode_frames(text, fps)
         except ValueError as exc:
             raise UsageError(f"{where} {text!r}: bad timecode at {float(fps):.3f} fps ({exc})", hint=_HINT) from None

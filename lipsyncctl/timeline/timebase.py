@@ -71,6 +71,17 @@ def dropped_per_minute(fps: Fraction) -> int:
     return 2 * math.ceil(fps) // 30
 
 
+def check_drop_label(text: str, fps: Fraction) -> None:
+    """A timecode a person typed: a drop-frame one must name a frame (:func:`drop_frame_label_exists`).
+
+    Raises:
+        ValueError: it names a label drop frame skips (``01:01:00;00`` at 29.97), saying which are skipped.
+    """
+    if is_drop_frame(text, fps) and not drop_frame_label_exists(text, fps):
+        skipped = ", ".join(f"{k:02d}" for k in range(dropped_per_minute(fps)))
+        raise ValueError(f"no such drop-frame timecode (frames {skipped} are skipped at each minute but every tenth)")
+
+
 def drop_frame_label_exists(text: str, fps: Fraction) -> bool:
     """Whether the drop-frame timecode ``HH:MM:SS;FF`` names a frame: not one of the labels skipped at a minute that
     is no tenth (``01:01:00;00``, ``;01``)."""
@@ -97,7 +108,7 @@ def timecode(frames: int, fps: Fraction, drop: bool = False) -> str:
     at 25."""
     if frames < 0:
         nominal = math.ceil(fps)
-        dropped = 2 * (nominal // 30) * (1440 - 144) if drop and fps in DROP_FRAME_RATES else 0  # a day's skipped numbers
+        dropped = dropped_per_minute(fps) * (1440 - 144) if drop and fps in DROP_FRAME_RATES else 0  # a day's skipped
         frames %= nominal * 86400 - dropped
     if drop and fps in DROP_FRAME_RATES:
         import opentimelineio as otio

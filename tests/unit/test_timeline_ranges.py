@@ -42,6 +42,8 @@ def test_times_timecode_seconds_frames() -> None:
     ntsc = Fraction(30000, 1001)
     start = tb.tag_frames("01:00:00;00", ntsc)
     assert start == 107892 and parse_time("01:10:00;00", ntsc, start, "x") == 17982  # ten DF minutes
+    with pytest.raises(UsageError, match="no such drop-frame timecode"):  # skipped at minute 1: read as ;28 before
+        parse_time("01:01:00;00", ntsc, start, "x")
     assert parse_time("01:00:01.00", ntsc, start, "x") == parse_time("01:00:01:00", ntsc, start, "x")
 
 
