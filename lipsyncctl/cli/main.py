@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 from lipsyncctl import __version__, progress
 from lipsyncctl.cli.argv import hoist_global_options
 from lipsyncctl.cli.progress import PROGRESS_FORMATS, LineSink, RichSink
-from lipsyncctl.cli.state import CliState, emit_json, envelope, set_state, state
+from lipsyncctl.cli.state import CliState, emit_json, envelope, set_state, state, with_warnings
 from lipsyncctl.errors import Interrupted, JobFailedError, LipsyncError, MediaError, UsageError
 
 #: Command modules, in --help order; each has ``register(app)``. Importing them must stay cheap (no torch at
@@ -156,9 +156,10 @@ def _emit_error(message: str, hint: str | None, code: int, partial: dict[str, An
     sys.stderr.flush()
     current = state()
     if current.json and not current.emitted:  # (with the warnings shown before it: a train's skipped steps)
-        said = {"warnings": list(current.warned)} if current.warned else {}
-        emit_json(envelope({**said, **(partial or {}),
-                            "error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
+        doc = dict(partial or {})
+        if current.warned:
+            doc = dict(with_warnings({**doc, "warnings": list(doc.get("warnings") or [])}))
+        emit_json(envelope({**doc, "error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
 
 
 def _detail(exc: BaseException, debug: bool) -> None:

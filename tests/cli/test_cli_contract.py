@@ -362,3 +362,14 @@ def test_json_lists_the_warnings_shown_while_the_job_ran(capsys: pytest.CaptureF
     assert main(["--json", "models", "list"]) == 4
     doc = json.loads(capsys.readouterr().out)
     assert doc["warnings"] == ["step 1: non-finite loss; skipped"] and doc["error"]["message"] == "gone"
+    # an interrupted job's partial result keeps its own warnings, and those shown besides are added
+    from lipsyncctl.errors import Interrupted
+
+    def interrupted() -> None:
+        progress.warning("shown while it ran")
+        raise Interrupted("interrupted", partial={"warnings": ["its own"], "done": 1})
+
+    monkeypatch.setattr(api, "list_models", interrupted)
+    assert main(["--json", "models", "list"]) == 130
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["warnings"] == ["its own", "shown while it ran"] and doc["done"] == 1
