@@ -100,7 +100,7 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
             bar.advance(1)
 
         if backend == "ray":
-            _run_ray(tasks, execute, done, gpus)
+            _run_ray(tasks, execute, done, gpus, lost)
         elif jobs <= 1 and len(gpus) <= 1:
             _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache, name)
         else:
@@ -455,7 +455,8 @@ def _ray_work(execute: Execute, task: Any, use_gpu: bool) -> Any:
     return execute(task, _worker["cache"], "cuda" if use_gpu else None)
 
 
-def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], gpus: Sequence[str]) -> None:
+def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], gpus: Sequence[str],
+             lost_task: Callable[[T, str], Any] | None = None) -> None:
     try:
         import ray
     except ImportError:
@@ -491,8 +492,10 @@ def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None
             for ref in ready:
                 try:
                     result = ray.get(ref)
-                except lost:
-                    raise _worker_died(len(tasks) - finished) from None
+                except lost as exc:  # its worker (or node) died on it, as a local worker's death: that task alone
+                    if lost_task is None:
+                        raise _worker_died(len(tasks) - finished) from None
+                    result = lost_task(refs[ref], f"its Ray worker died ({type(exc).__name__}: often out of memory)")
                 done(refs.pop(ref), result)
                 finished += 1
     except BaseException:

@@ -5,6 +5,7 @@ without the ``ray`` extra)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -477,9 +478,23 @@ def test_ray_gets_a_window_of_tasks_and_runs_each_once(tmp_path: Path, monkeypat
     try:
         done: list[int] = []
         workers.run_tasks(list(range(23)), _quick, lambda t, o: done.append(o), backend="ray")
+        # a task whose Ray worker dies (killed for memory) is lost alone where the caller says how, as with --jobs
+        # (it stopped the whole job: a curate's other sources too)
+        outcomes: list[Any] = []
+        workers.run_tasks([0, 1, 2], _dies_on_one, lambda t, o: outcomes.append(o), backend="ray",
+                          lost=lambda t, why: ("lost", t, "Ray worker died" in why))
     finally:
         ray.shutdown()
     assert sorted(done) == list(range(23))
+    assert sorted(outcomes, key=str) == sorted([0, 2, ("lost", 1, True)], key=str)
+
+
+def _dies_on_one(task: int, cache: dict, device: str | None) -> int:
+    import os
+
+    if task == 1:
+        os._exit(1)  # (as the out-of-memory killer ends a worker)
+    return task
 
 
 def test_workers_share_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
