@@ -25,7 +25,6 @@ to the outgoing clip's ``* FROM CLIP:`` path the adapter hands it.
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 import re
@@ -683,6 +682,9 @@ class MediaResolver:
     base: Path
     media_root: Path | None = None
     relink: dict[str, str] = field(default_factory=dict)
+    #: media files by lower-case stem, per folder, listed once (a list of reels alone looked each event's up by a scan
+    #: of both folders, twice)
+    _stems: dict[Path, dict[str, list[Path]]] = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
     def url_path(url: str) -> str:
@@ -751,9 +753,23 @@ class MediaResolver:
 
         if not name or Path(name).suffix.lower() in MEDIA_EXTS or "/" in name:
             return None
-        matches = {p.resolve() for folder in (self.base, self.media_root) if folder is not None and folder.is_dir()
-                   for p in folder.glob(f"{glob.escape(name)}.*") if p.suffix.lower() in MEDIA_EXTS and p.is_file()}
+        matches = {p for folder in (self.base, self.media_root) if folder is not None
+                   for p in self._media_by_stem(folder).get(name, [])}
         return matches.pop() if len(matches) == 1 else None
+
+    def _media_by_stem(self, folder: Path) -> dict[str, list[Path]]:
+        """The media files of ``folder`` (not its subfolders) by stem, read once."""
+        from lipsyncctl.media.container import MEDIA_EXTS
+
+        if folder not in self._stems:
+            found: dict[str, list[Path]] = {}
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    path = Path(entry.path)
+                    if path.suffix.lower() in MEDIA_EXTS and entry.is_file():
+                        found.setdefault(path.stem, []).append(path.resolve())
+            self._stems[folder] = found
+        return self._stems[folder]
 
 
 @dataclass(frozen=True)
