@@ -214,9 +214,11 @@ def read_batch(path: str | Path) -> list[BatchRow]:
         raise MediaError(f"--batch {path}: cannot read the list: {exc.strerror or exc}",
                          hint="check the path given to --batch") from None
     except UnicodeDecodeError as exc:  # (a byte offset means nothing to a user: the line does)
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise UsageError(f"--batch {path}: not UTF-8 text (line {line}: byte {exc.object[exc.start]:#04x}; a "
-                         "spreadsheet's 'CSV' in the system's code page, such as Windows-1252?)",
+        wide = exc.encoding.startswith("utf-16")
+        line = exc.object[: exc.start].decode(exc.encoding, "replace").count("\n") + 1
+        raise UsageError(f"--batch {path}: not {'UTF-16' if wide else 'UTF-8'} text (line {line}: byte "
+                         f"{exc.object[exc.start]:#04x}" + ("; cut short?)" if wide else "; a spreadsheet's 'CSV' in "
+                         "the system's code page, such as Windows-1252?)"),
                          hint="save the list as 'CSV UTF-8' (or UTF-16 Unicode text)") from None
     except csv.Error as exc:
         raise UsageError(f"--batch {path}: not a CSV list: {exc}",

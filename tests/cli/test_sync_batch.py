@@ -150,6 +150,9 @@ def test_a_list_in_utf_16_is_read_and_one_in_a_code_page_names_its_line(folder: 
     (folder / "u16.csv").write_bytes(text.encode("utf-16"))
     rc, res, err = _run(capsys, "--batch", str(folder / "u16.csv"), "--preset", "tiny", "--dry-run")
     assert rc == 0 and [Path(i["output"]).name for i in res["items"]] == ["é.mkv"], err
+    (folder / "cut.csv").write_bytes(text.encode("utf-16") + b"\x00")  # cut short: said as UTF-16, its line
+    rc, res, _ = _run(capsys, "--batch", str(folder / "cut.csv"), "--preset", "tiny")
+    assert rc == 2 and "not UTF-16 text (line 3: " in res["error"]["message"]
     (folder / "cp.csv").write_bytes(text.encode("cp1252"))
     rc, res, _ = _run(capsys, "--batch", str(folder / "cp.csv"), "--preset", "tiny")
     assert rc == 2 and "not UTF-8 text (line 2: byte 0xe9; a spreadsheet's 'CSV' in the system's code page" \
