@@ -87,6 +87,13 @@ def decide_source(record: SourceRecord, options: CurateOptions) -> Decision:
     return Decision.kept()
 
 
+def source_stages_left(record: SourceRecord) -> list[str]:
+    """The source stages its record does not hold yet (an interrupted run's, or one with ``--until``): a kept source
+    with some left has no spans yet to give."""
+    return [str(stage) for stage in (Stage.PROBE, Stage.NORMALIZE, Stage.SHOTS, Stage.SEGMENTS)
+            if record.result(stage) is None]
+
+
 def decide_clips(record: SourceRecord, options: CurateOptions,
                  clips: Mapping[str, ClipRecord] | None = None) -> list[ClipSpan]:
     """Every span of a kept source: pieces of shots shorter than ``min_seconds`` rejected at ``shots``

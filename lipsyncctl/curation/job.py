@@ -63,7 +63,7 @@ from lipsyncctl.curation.reuse import (
     stands,
     stops_here,
 )
-from lipsyncctl.errors import CheckpointError, LipsyncError, UsageError
+from lipsyncctl.errors import CheckpointError, Interrupted, LipsyncError, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +163,18 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
             lost[task.id] = (task.path, why)
             return []
 
-        run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
-                  jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id, lost=gone)
+        try:
+            run_tasks(mine, execute_source, lambda task, computed: done.__setitem__(task.id, computed),
+                      jobs=jobs, gpus=list(gpus), backend=backend, label="sources", name=lambda t: t.id, lost=gone)
+        except KeyboardInterrupt:  # the views are the last rebuild's: a source this run changed (new settings) may
+            # have new clips under the names the views list (another resolution, other scores)
+            changed = sum(1 for computed in done.values() if computed)
+            raise Interrupted(f"curate interrupted: {len(done)} of {len(mine)} source(s) finished"
+                              + (f", {changed} with stages computed" if changed else ""),
+                              hint="rerun the same command to resume (finished stages are kept); until then DATA's "
+                              "views (train.txt, val.txt, manifest.jsonl) are the last finished run's: `lipsyncctl "
+                              "curate report DATA` rebuilds them from what is stored",
+                              partial={"finished": len(done), "sources": len(mine)}) from None
         scope = frozenset(t.id for t in mine)
         del tasks, mine  # (~0.4 KB a source, not needed by the rebuild)
         # 3. Decisions. 4. Views from every record in DATA (every shard's; one shard at a time, so the

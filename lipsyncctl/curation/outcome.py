@@ -34,6 +34,8 @@ FAILED_LISTED = 100
 
 #: the standing of a kept source none of whose spans is kept (:attr:`SourceOutcome.standing`)
 NO_SPAN_KEPT = "no span kept"
+#: the standing of a kept source whose record lacks source stages (an interrupted shard's, ``--until``): no spans yet
+STAGES_LEFT = "stages left"
 
 
 @dataclass(slots=True)
@@ -46,11 +48,16 @@ class SourceOutcome:
     kept: int = 0
     to_compute: list[str] | None = None  # a dry run: the stages a run would compute (``stage`` or ``stage:span``)
     failed_spans: int = 0
+    stages_left: list[str] = field(default_factory=list)  # source stages its record lacks (interrupted, --until)
 
     @property
     def standing(self) -> str:
-        """Its verdict, or ``no span kept`` for a kept source whose every span was rejected or failed (it gives the
-        dataset nothing: counted apart from the kept ones, listed among the sources not kept)."""
+        """Its verdict; ``stages left`` for a kept source whose record lacks source stages (an interrupted run's or
+        shard's, or one ``--until`` stopped: no spans yet), ``no span kept`` for a kept source whose every span was
+        rejected or failed (either gives the dataset nothing: counted apart from the kept ones, listed among the
+        sources not kept)."""
+        if self.decision.verdict == Verdict.KEPT and self.stages_left and not self.clips:
+            return STAGES_LEFT
         if self.decision.verdict == Verdict.KEPT and self.clips and not self.kept:
             return NO_SPAN_KEPT
         return str(self.decision.verdict)
@@ -63,12 +70,13 @@ class SourceOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "standing": self.standing,
                 "computed": self.computed, "clips": self.clips, "kept": self.kept, "failed_spans": self.failed_spans,
+                **({"stages_left": self.stages_left} if self.stages_left else {}),
                 **({"to_compute": self.to_compute} if self.to_compute is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SourceOutcome:
         return cls(d["id"], d["path"], Decision.from_dict(d["decision"]), d["computed"], d["clips"], d["kept"],
-                   d.get("to_compute"), d.get("failed_spans", 0))
+                   d.get("to_compute"), d.get("failed_spans", 0), list(d.get("stages_left", [])))
 
 
 class Spool(Generic[T]):

@@ -21,8 +21,8 @@ from typing import Any
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation import views
-from lipsyncctl.curation.decide import decide_clips, decide_source
-from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally, spool_sources
+from lipsyncctl.curation.decide import decide_clips, decide_source, source_stages_left
+from lipsyncctl.curation.outcome import STAGES_LEFT, CurateResult, SourceOutcome, Tally, spool_sources
 from lipsyncctl.curation.records import Decision, RecordStore, SourceRecord, Stage, Verdict
 
 VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html", "curate.yaml")
@@ -83,7 +83,8 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             decision = decide_source(rec, options) if rid not in lost else \
                 Decision.failed("worker", f"{lost[rid][1]}; the next run retries it")
             outcome = SourceOutcome(rec.id, rec.path, decision, (done or {}).get(rec.id, []),
-                                    len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans))
+                                    len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans),
+                                    stages_left=source_stages_left(rec))
             split = result.add(outcome, spans, options)
             if outcome.standing != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:
                 shown.append(outcome)
@@ -198,6 +199,21 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
     split = views.split_warning(tally.folders, options) if whole else None
     if split:
         _warn(result, split)
+    if tally.pending:
+        stages = sorted(tally.pending_stages, key=stage_names().index)
+        what = f"{tally.pending} kept span(s) are not measured by {', '.join(stages)} yet"
+        if result.shard[1] > 1:  # the other shards' spans may still be being measured: their views come later
+            _warn(result, f"{what}: the other shards' sources among them are measured by their shards, which rebuild "
+                          "the views when they end; any that stay unmeasured: run `lipsyncctl curate` on their "
+                          "sources again (without --until)")
+        else:
+            _warn(result, f"{what}: run `lipsyncctl curate` on their sources again (without --until) to measure them; "
+                          "training needs their features")
+    if left := tally.sources.get(STAGES_LEFT, 0):  # (said by an --until run too: its views list no span of them)
+        what = f"{left} source(s) have source stages left (an interrupted run or shard, or --until): they give no span yet"
+        _warn(result, f"{what}; the other shards' sources among them are computed by their shards, and any left after: "
+                      "run `lipsyncctl curate` on them again" if result.shard[1] > 1 else
+                      f"{what}; run `lipsyncctl curate` on them again" + (" (without --until)" if not complete else ""))
     if not complete:
         return
     if whole and result.sources and not tally.clips.get(str(Verdict.KEPT)):
@@ -226,18 +242,6 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
         _warn(result, f"{sum(other.values())} kept span(s) are aligned at another resolution than curate.resolution "
                       f"{options.resolution} ({', '.join(f'{n} at {r}' for r, n in sorted(other.items()))}): "
                       "train reads one resolution; rerun curate on their sources")
-    if tally.pending:
-        stages = sorted(tally.pending_stages, key=stage_names().index)
-        what = f"{tally.pending} kept span(s) are not measured by {', '.join(stages)} yet"
-        if result.shard[1] > 1:  # the other shards' spans may still be being measured: their views come later
-            _warn(result, f"{what}: the other shards' sources among them are measured by their shards, which rebuild "
-                          "the views when they end; any that stay unmeasured: run `lipsyncctl curate` on their "
-                          "sources again (without --until)")
-        else:
-            _warn(result, f"{what}: run `lipsyncctl curate` on their sources again (without --until) to measure them; "
-                          "training needs their features")
-
-
 def _warn(result: CurateResult, text: str) -> None:
     result.warnings.append(text)
     progress.warning(text)

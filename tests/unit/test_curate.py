@@ -208,6 +208,42 @@ def test_a_source_whose_worker_died_fails_alone_naming_it_and_the_others_go_on( 
     assert sorted(s["decision"]["reason"] for s in doc["sources"]) == ["no-audio", "too-short"]
 
 
+def test_a_source_with_source_stages_left_stands_apart_and_is_said(corpus: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # a source an interrupted shard (or --until) left before its shots counted as kept with no span, no warning
+    code = main(["curate", str(corpus / "retimed.mp4"), "-o", str(tmp_path / "d"), "--until", "normalize", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    (source,) = doc["sources"]
+    assert code == 0 and source["standing"] == "stages left" and source["stages_left"] == ["shots", "segments"]
+    assert doc["counts"]["sources"] == {"stages left": 1}
+    assert any("1 source(s) have source stages left" in w and "without --until" in w for w in doc["warnings"])
+    assert main(["curate", str(corpus / "retimed.mp4"), "-o", str(tmp_path / "d"), "--json"]) == 0  # the rest
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["sources"][0]["standing"] == "kept" and not any("stages left" in w for w in doc["warnings"])
+
+
+def test_an_interrupted_run_says_how_far_it_got_and_that_the_views_are_the_last_runs(  # type: ignore[no-untyped-def]
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # an interrupted rerun with new settings left views listing clips it had rewritten; nothing said so
+    from lipsyncctl.runner import workers
+
+    real = workers.run_tasks
+
+    def stopped(tasks, execute, on_done, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.pop("lost")
+        real(tasks[:1], execute, on_done, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workers, "run_tasks", stopped)
+    sources = [corpus / "short.mp4", corpus / "silent.mp4"]
+    code = main(["curate", *map(str, sources), "-o", str(tmp_path / "d"), "--json"])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert code == 130 and doc["error"]["message"] == "curate interrupted: 1 of 2 source(s) finished, 1 with stages " \
+        "computed" and doc["finished"] == 1
+    assert "lipsyncctl curate report DATA" in doc["error"]["hint"]
+
+
 def test_cli_exit_codes_and_json(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["curate", str(corpus / "short.mp4"), "-o", str(tmp_path / "d"), "--json"]) == 0
