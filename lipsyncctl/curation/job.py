@@ -95,7 +95,7 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     """
     from lipsyncctl.media.atomic import check_writable
     from lipsyncctl.media.inputs import LeftOut, check_inputs_exist, collect_inputs
-    from lipsyncctl.runner.lock import folder_lock, one_at_a_time
+    from lipsyncctl.runner.lock import FolderLock, folder_lock, one_at_a_time
     from lipsyncctl.runner.shards import take_shard
     from lipsyncctl.runner.store import content_key
     from lipsyncctl.runner.workers import run_tasks
@@ -145,6 +145,8 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
     _check_ids(tasks, mine, store, data)
     if dry_run:
+        if data.is_dir():  # (a plan of a DATA a run is writing would be a snapshot telling to rerun what it measures)
+            FolderLock(data, wait=wait, command="lipsyncctl curate --dry-run").check_free()
         plan = CurateResult(data, until, shard, Tally(options.fps), dry_run=True, warnings=warnings,
                             views_written=False)  # (a dry run writes nothing)
         for task in mine:
@@ -294,13 +296,14 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry
     """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
     ``config.curate``'s thresholds and rebuild the views without running a stage (the sources are only
     read for the report's thumbnails of rejected spans, and may be gone). ``dry_run``: the decisions alone (the
-    result lists the spans as a plan), nothing written and no lock taken (thresholds tried on the data as it is).
+    result lists the spans as a plan), nothing written and no lock taken (thresholds tried on the data as it is),
+    once no run writes DATA (refused, or ``wait``).
 
     Raises:
         UsageError: ``data`` holds no curate records.
         BusyError: another run is writing to ``data`` (not with ``wait``).
     """
-    from lipsyncctl.runner.lock import folder_lock
+    from lipsyncctl.runner.lock import FolderLock, folder_lock
 
     t0 = time.perf_counter()
     data = Path(data).absolute()
@@ -311,7 +314,9 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry
                          hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
     if not RecordStore.of(data).any("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
-    if dry_run:
+    if dry_run:  # it writes nothing, not even a lock file; a run writing DATA is waited for or refused (its plan would
+        # tell to rerun for spans being measured)
+        FolderLock(data, wait=wait, command="lipsyncctl curate report --dry-run").check_free()
         result = rebuild(data, config, until="report", write=False, dry_run=True)
         result.seconds = time.perf_counter() - t0
         return result

@@ -154,6 +154,9 @@ def test_timeline_and_curate_refuse_a_held_folder(tmp_path: Path, holders, model
 
     rc = main(["-q", "curate", str(tmp_path / "cam_a.mkv"), "-o", str(out), "--until", "probe"])
     assert rc == 6 and f"pid {holder.pid}" in capsys.readouterr().err
+    # a dry run too (its plan would be a snapshot telling to rerun what the run is measuring; --wait waits)
+    rc = main(["-q", "curate", str(tmp_path / "cam_a.mkv"), "-o", str(out), "--dry-run"])
+    assert rc == 6 and f"pid {holder.pid}" in capsys.readouterr().err
 
 
 def test_shards_take_a_step_one_at_a_time(tmp_path: Path) -> None:
