@@ -455,6 +455,30 @@ def _ray_work(execute: Execute, task: Any, use_gpu: bool) -> Any:
     return execute(task, _worker["cache"], "cuda" if use_gpu else None)
 
 
+#: seconds a Ray cluster's address has to answer before ``ray.init`` is let try it (it retried for minutes, printing
+#: its own log lines, while a SIGTERM ended it with exit 15 and no JSON: its handler, not the CLI's, runs then)
+RAY_CONNECT_SECONDS = 10.0
+
+
+def _check_ray_address(address: str) -> None:
+    """A ``RAY_ADDRESS`` of ``host:port`` (or ``ray://host:port``) answers a TCP connection.
+
+    Raises:
+        MissingToolError: it does not (exit 4), naming it.
+    """
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto", "local", unset: Ray's own rules
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise MissingToolError(f"--backend ray: the Ray cluster at RAY_ADDRESS={address} does not answer "
+                               f"({exc.strerror or exc})", hint="start the cluster (ray start --head), or fix or unset "
+                               "RAY_ADDRESS (unset: a local Ray instance)") from None
+
+
 def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None], gpus: Sequence[str],
              lost_task: Callable[[T, str], Any] | None = None) -> None:
     try:
@@ -470,6 +494,7 @@ def _run_ray(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], None
         # interrupts like Ctrl-C (exit 130, temporaries removed), is put back
         main = threading.current_thread() is threading.main_thread()
         term = signal.getsignal(signal.SIGTERM) if main else None
+        _check_ray_address(os.environ.get("RAY_ADDRESS") or "")
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True, logging_level=logging.ERROR)
         if main and term is not None:

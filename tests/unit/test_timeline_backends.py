@@ -506,3 +506,21 @@ def test_workers_share_the_cores_this_process_may_use(monkeypatch: pytest.Monkey
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert workers.available_cores() == 4 and workers.worker_threads(2) == 2 and workers.worker_threads(8) == 1
+
+
+def test_a_ray_address_that_does_not_answer_is_said_before_ray_tries_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ray.init retried an unreachable RAY_ADDRESS for minutes with its own log lines; a SIGTERM then (its handler's,
+    # not the CLI's) ended the run with exit 15 and no JSON
+    import socket
+
+    from lipsyncctl.errors import MissingToolError
+    from lipsyncctl.runner import workers
+
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(MissingToolError, match=f"RAY_ADDRESS=127.0.0.1:{port} does not answer") as err:
+        workers._check_ray_address(f"127.0.0.1:{port}")
+    assert err.value.exit_code == 4 and "ray start --head" in err.value.hint
+    for left_to_ray in ("", "auto", "local"):
+        workers._check_ray_address(left_to_ray)
