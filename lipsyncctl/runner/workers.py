@@ -99,8 +99,9 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
             on_done(task, outcome)
             bar.advance(1)
 
-        if backend == "ray":
-            _run_ray(tasks, execute, done, gpus, lost)
+        if backend == "ray":  # (Ray's tasks send no progress of their own: each one says it has finished)
+            said = done if name is None else lambda t, o: (progress.message(f"{name(t)}: finished"), done(t, o))
+            _run_ray(tasks, execute, said, gpus, lost)
         elif jobs <= 1 and len(gpus) <= 1:
             _run_here(tasks, execute, done, gpus[0] if gpus else None, {} if cache is None else cache, name)
         else:
