@@ -481,8 +481,15 @@ def test_ray_gets_a_window_of_tasks_and_runs_each_once(tmp_path: Path, monkeypat
         # a task whose Ray worker dies (killed for memory) is lost alone where the caller says how, as with --jobs
         # (it stopped the whole job: a curate's other sources too)
         outcomes: list[Any] = []
-        workers.run_tasks([0, 1, 2], _dies_on_one, lambda t, o: outcomes.append(o), backend="ray",
-                          lost=lambda t, why: ("lost", t, "Ray worker died" in why))
+        from lipsyncctl import progress
+
+        sink = progress.RecordingSink()
+        with progress.use_sink(sink):
+            workers.run_tasks([0, 1, 2], _dies_on_one, lambda t, o: outcomes.append(o), backend="ray",
+                              lost=lambda t, why: ("lost", t, "Ray worker died" in why), name=lambda t: f"task{t}")
+        # each says it has finished, by name (a Ray run's progress was the count alone)
+        assert sorted(e[1] for e in sink.events if e[0] == "message" and "finished" in e[1]) == [
+            "task0: finished", "task1: finished", "task2: finished"]
     finally:
         ray.shutdown()
     assert sorted(done) == list(range(23))
