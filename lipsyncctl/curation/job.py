@@ -143,6 +143,10 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
              for src, stem in pairs]
     del pairs
     mine = take_shard(sorted(tasks, key=lambda t: t.id), shard)
+    if not mine:  # (more shards than sources: said, not a silent success)
+        warnings.append(f"shard {shard[0]}/{shard[1]} has no source: the {len(tasks)} source(s) go to the first "
+                        f"{len(tasks)} shard(s)")
+        progress.warning(warnings[-1])
     _check_ids(tasks, mine, store, data)
     if dry_run:
         if data.is_dir():  # (a plan of a DATA a run is writing would be a snapshot telling to rerun what it measures)

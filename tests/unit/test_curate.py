@@ -938,3 +938,9 @@ def test_a_moved_tree_keeps_its_ids_and_is_not_taken_for_renamed_files(corpus: P
     again = run_curation([tmp_path / "moved"], tmp_path / "d", cfg.resolve("tiny"), until="normalize")
     assert sorted(s.id for s in again.sources) == sorted(s.id for s in first.sources)
     assert [s.computed for s in again.sources] == [[], []]
+
+
+def test_a_shard_with_no_source_says_so(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["curate", str(corpus / "short.mp4"), "-o", str(tmp_path / "d"), "--shard", "5/8", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and "shard 5/8 has no source: the 1 source(s) go to the first 1 shard(s)" in doc["warnings"]
