@@ -74,7 +74,7 @@ class Segment:
     source_frames: int             # visible frames at media_fps
     handle_in: int = 0
     handle_out: int = 0
-    whole_clip: bool = True        # the segment is the clip's full range (nothing hides part of it)
+    whole_clip: bool = True        # no higher track hides part of what the clip shows here
     clip_offset: int = 0           # timeline frames from the clip's record start to the segment's
     options: ShotOptions = field(default_factory=ShotOptions)
     warnings: list[str] = field(default_factory=list)
@@ -224,6 +224,7 @@ class _Piece:
     need_out: int = 0
     trans_in: Any = None       # the OTIO transition before / after the clip (kept on the visible part at its edge)
     trans_out: Any = None
+    covered: bool = False      # a higher track hides some of what its clip shows here (_flatten)
 
 
 def timeline_rate(timeline: Any) -> Fraction:
@@ -313,7 +314,9 @@ def plan_timeline(
             continue
         by_clip[piece.path] = by_clip.get(piece.path, 0) + 1
         seg_or_skip.clip_offset = piece.lo - piece.clip_lo
-        seg_or_skip.whole_clip = (piece.lo, piece.hi) == (piece.clip_lo, piece.clip_hi)  # (a covered head or tail too)
+        # a higher track hides part of it (its head or tail too; a nested stack's trim is not a cover: the clip stays
+        # whole in the relinked edit)
+        seg_or_skip.whole_clip = not piece.covered
         if note := _effects_note(piece.clip):  # in the shot's report, and said (below)
             seg_or_skip.warnings.append(note)
         segments.append(seg_or_skip)
@@ -394,7 +397,8 @@ def _flatten(pieces: list[_Piece]) -> list[_Piece]:
             head, tail = lo == p.clip_lo, hi == p.clip_hi
             visible.append(_Piece(p.priority, lo, hi, p.clip, p.path, p.track, p.clip_lo, p.clip_hi,
                                   p.need_in if head else 0, p.need_out if tail else 0,
-                                  p.trans_in if head else None, p.trans_out if tail else None))
+                                  p.trans_in if head else None, p.trans_out if tail else None,
+                                  covered=(lo, hi) != (p.lo, p.hi)))
         covered.append((p.lo, p.hi))
     return sorted(visible, key=lambda q: q.lo)
 
