@@ -38,7 +38,15 @@ from typing import Any
 from lipsyncctl import progress
 from lipsyncctl.config import Config, CurateOptions
 from lipsyncctl.curation.clipstages import CLIP_STAGES, ClipContext, ClipStage, SourceFrames
-from lipsyncctl.curation.decide import MISSING, ClipSpan, clip_id, decide_clips, decide_source, stage_end
+from lipsyncctl.curation.decide import (
+    MISSING,
+    ClipSpan,
+    clip_id,
+    decide_clips,
+    decide_source,
+    source_stages_left,
+    stage_end,
+)
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
 from lipsyncctl.curation.rebuild import VIEWS, rebuild, set_views_generation, stage_names, views_generation
 from lipsyncctl.curation.records import (
@@ -701,4 +709,5 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
                 if _ends_at(clip, stage, task.options):
                     break
     return (SourceOutcome(task.id, task.path, decision, clips=len(spans),
-                          kept=sum(c.decision.verdict == "kept" for c in spans), to_compute=todo), spans)
+                          kept=sum(c.decision.verdict == "kept" for c in spans), to_compute=todo,
+                          stages_left=source_stages_left(rec) if decision.verdict == "kept" else []), spans)

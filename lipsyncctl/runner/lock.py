@@ -228,7 +228,7 @@ class FolderLock:
             BusyError: a run holds the folder (not with ``wait``).
         """
         announced = False
-        while not _free(self._main.path):
+        while not _free(self._main.path) or any(_held_by(p) is not None for p in self.lock_dir.glob("run.shard-*.lock")):
             announced = self._refused(announced)
 
     def _refused(self, announced: bool) -> bool:
@@ -303,19 +303,21 @@ UNNAMED = "another run (it has not written its name yet)"
 
 
 def _free(path: Path) -> bool:
-    """Whether no run holds the folder lock file ``path`` (none there, or nobody holds it, shards' shared holds
-    included; a file system without locks counts as free, as :meth:`FolderLock.acquire` goes on there)."""
+    """Whether no whole run holds the folder lock file ``path`` (none there, or nobody holds it exclusively: a job's
+    shards hold it shared, and their own files say they run; a file system without locks counts as free, as
+    :meth:`FolderLock.acquire` goes on there). Asked with a shared lock on a read-only descriptor, which NFS grants
+    (an exclusive one there needs the file open for writing)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped with the descriptor
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # dropped with the descriptor
         return True
     except BlockingIOError:
         return False
     except OSError as exc:
-        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF):
             return True
         raise
     finally:

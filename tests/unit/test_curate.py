@@ -217,6 +217,9 @@ def test_a_source_with_source_stages_left_stands_apart_and_is_said(corpus: Path,
     assert code == 0 and source["standing"] == "stages left" and source["stages_left"] == ["shots", "segments"]
     assert doc["counts"]["sources"] == {"stages left": 1}
     assert any("1 source(s) have source stages left" in w and "without --until" in w for w in doc["warnings"])
+    dry = main(["curate", str(corpus / "retimed.mp4"), "-o", str(tmp_path / "d"), "--until", "normalize", "--dry-run",
+                "--json"])  # the plan says as the run does
+    assert dry == 0 and json.loads(capsys.readouterr().out)["sources"][0]["standing"] == "stages left"
     assert main(["curate", str(corpus / "retimed.mp4"), "-o", str(tmp_path / "d"), "--json"]) == 0  # the rest
     doc = json.loads(capsys.readouterr().out)
     assert doc["sources"][0]["standing"] == "kept" and not any("stages left" in w for w in doc["warnings"])
