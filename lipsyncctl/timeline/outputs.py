@@ -33,7 +33,9 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.timeline.edl_text import REVERSE, edl_counting, edl_speeds
 from lipsyncctl.timeline.segments import TRUNCATED_REEL, Segment, TimelinePlan
+from lipsyncctl.timeline.shots import is_option_marker
 from lipsyncctl.timeline.source import MediaResolver, adapter_for
 from lipsyncctl.timeline.types import ShotOutcome, ShotStatus
 
@@ -231,12 +233,16 @@ def _split(clip: Any, segs: list[Segment], fps: Fraction) -> list[tuple[Any, Seg
     if cursor < first + total:
         spans.append((cursor, first + total - cursor, None))
     pieces = []
-    for begin, frames, seg in spans:
+    for k, (begin, frames, seg) in enumerate(spans):
         piece = clip.deepcopy()
         piece.source_range = otio.opentime.TimeRange(otio.opentime.RationalTime(begin, rate),
                                                      otio.opentime.RationalTime(frames, rate))
-        kept = [m for m in piece.markers if piece.source_range.contains(m.marked_range.start_time)]
-        piece.markers[:] = kept  # (each marker once in the edit, not on every piece)
+        # a note once in the edit, on the piece its time is in (before the first: on it; at or past the end: on the
+        # last); a clip's lipsync options on every piece (they are the whole clip's: a piece fed back in keeps them)
+        at = [round(m.marked_range.start_time.rescaled_to(rate).value) for m in piece.markers]
+        piece.markers[:] = [m for m, t in zip(list(piece.markers), at, strict=True) if is_option_marker(m)
+                            or begin <= t < begin + frames or (k == 0 and t < begin)
+                            or (k == len(spans) - 1 and t >= begin + frames)]
         pieces.append((piece, seg))
     return pieces
 
@@ -353,8 +359,8 @@ def write_timelines(timeline: Any, source_path: Path, folder: Path, *, resolver:
                 with atomic_output(path, inputs=protected) as tmp:
                     out = _for_adapter(_with_urls(timeline, at or folder, base, name), name)
                     if name == "cmx_3600":
-                        text = _edl_speeds(otio.adapters.write_to_string(out, adapter_name=name), timeline)
-                        tmp.write_text(_edl_counting(text, timeline), encoding="utf-8")
+                        text = edl_speeds(otio.adapters.write_to_string(out, adapter_name=name), timeline)
+                        tmp.write_text(edl_counting(text, timeline), encoding="utf-8")
                     else:
                         otio.adapters.write_to_file(out, str(tmp), adapter_name=name, **ADAPTER_OPTIONS.get(name, {}))
             written.append(path)
@@ -400,104 +406,6 @@ def _with_urls(timeline: Any, folder: Path, base: Path | None, adapter: str) -> 
     return out
 
 
-_EDL_TIMECODE = re.compile(r"\b\d{2}:\d{2}:\d{2}[:;]\d{2}\b")
-
-
-def _edl_speeds(text: str, timeline: Any) -> str:
-    """An EDL written by OTIO's CMX 3600 writer, its speed-changed events as an EDL states them. That writer
-    wrote a ``LinearTimeWarp`` event's source out as the record duration *divided* by the speed (a 2x shot of 10
-    frames: 5 source frames, a reverse one an out point before its in point), named the clip, not the reel, on
-    its ``M2`` line, and wrote a dissolve's ``M2`` lines (the outgoing clip's, then the incoming one's) under
-    its two event lines, its cut line at the outgoing clip's divided out point. Each source out becomes the in
-    point plus the record duration times the speed's size, up to a whole frame (the form OTIO's reader and NLEs
-    read back as that speed; the span holds every frame the event shows); an ``M2`` line names the reel and source
-    in of its event line (a dissolve's ``FROM`` side: the cut line, which starts where the outgoing event now ends)
-    and states the speed in frames a second as NLEs write it (``050.0``, ``-025.0``). A reverse is written forward by :func:`_for_adapter` (the writer raised on a
-    source out before 00:00:00:00), its clip's name marked (:data:`_REVERSE`), and turned back here. An event line
-    that does not parse is left as written, its ``M2`` lines too."""
-    from lipsyncctl.timeline.source import EDL_EVENT, EDL_M2, m2_speed
-
-    rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
-    lines = text.splitlines()
-    block: list[tuple[int, re.Match[str]]] = []  # this event's lines (a dissolve: its cut line and its D line)
-    moved: tuple[str, str, str] | None = None  # the last rewritten line: reel, source out as written, as it is now
-    for i, line in enumerate(lines):
-        if line.strip()[:1].isdigit() and EDL_EVENT.match(line.strip()) is None:
-            block, moved = [], None  # its M2 lines are not the event's before
-            continue
-        if (event := EDL_EVENT.match(line.strip())) is not None:
-            block = [*block, (i, event)] if block and block[0][1].group(1) == event.group(1) else [(i, event)]
-            if (moved is not None and event.group(2) == moved[0] and event.group(5) == event.group(6) == moved[1]
-                    and event.group(7) == event.group(8)):  # a dissolve's cut line, at the outgoing clip's out
-                lines[i] = _with_source(line, event, moved[2], moved[2])
-                block[-1] = (i, EDL_EVENT.match(lines[i].strip()))
-            continue
-        m2 = EDL_M2.match(line.strip())
-        if m2 is None or not block:
-            continue
-        incoming = i + 1 < len(lines) and lines[i + 1].startswith("* TO")
-        at, event = block[-1] if incoming else block[0]
-        try:
-            speed = m2_speed(m2, rate)
-            first = tb.timecode_frames(event.group(5), rate)
-            frames = tb.timecode_frames(event.group(8), rate) - tb.timecode_frames(event.group(7), rate)
-        except ValueError:  # nothing the writer makes; left as written
-            continue
-        if m2.group(1).endswith(_REVERSE):
-            speed = -abs(speed)
-        stop = tb.timecode(first + (1 if speed == 0 else math.ceil(frames * abs(speed))), rate, ";" in event.group(5))
-        lines[at] = _with_source(lines[at], event, event.group(5), stop)
-        block = [(j, EDL_EVENT.match(lines[j].strip()) if j == at else e) for j, e in block]
-        moved = (event.group(2), event.group(6), stop)
-        lines[i] = f"M2   {event.group(2):<8} {_m2_speed(speed * rate):>6}                {event.group(5)}"
-    lines = [line.replace(_REVERSE, "") for line in lines]
-    lines = [line for line in lines if not _NO_NAME.match(line)]  # a nameless clip's, named by the mark alone
-    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
-
-
-#: the mark :func:`_for_adapter` puts on the name of a clip it gives OTIO's CMX writer forward for a reverse (the
-#: writer writes the name on the clip's ``M2`` line): :func:`_edl_speeds` makes that speed negative, then drops it
-_REVERSE = "~reverse~"
-_NO_NAME = re.compile(r"^\* (FROM|TO) CLIP NAME:\s*$")
-
-
-def _with_source(line: str, event: re.Match[str], src_in: str, src_out: str) -> str:
-    """The event line ``line`` (matched as ``event``) with the source in and out given."""
-    body = line.strip()
-    head = line[: len(line) - len(line.lstrip())]
-    return head + body[: event.start(5)] + f"{src_in} {src_out}" + body[event.end(6):]
-
-
-def _m2_speed(fps: Fraction) -> str:
-    """An ``M2`` line's speed, in frames a second as NLEs write it: three digits and a tenth (``050.0``, ``-025.0``,
-    ``000.0``), a hundredth where a tenth is not the speed (``059.94``: 2x at 29.97)."""
-    digits = 1 if abs(fps * 10 - round(fps * 10)) * 100 < 1 else 2
-    return ("-" if fps < 0 else "") + f"{float(abs(fps)):0{4 + digits}.{digits}f}"
-
-
-def _edl_counting(text: str, timeline: Any) -> str:
-    """An EDL written by OTIO's CMX 3600 writer, counting its timecodes as the edit does. At 29.97/59.94 that
-    writer always writes drop frame (``;``) and no ``FCM`` line: a non-drop edit's ``01:00:00:00`` came back
-    as ``01:00:03;18`` (the same frame, other digits). The timecodes are rewritten in the edit's count
-    (:func:`~lipsyncctl.timeline.source.is_drop_frame_timeline`); other rates' are left as written. Every EDL gets
-    its ``FCM`` line (an input's ``FCM: NON-DROP FRAME`` was dropped at 23.976: some conform tools want one)."""
-    from lipsyncctl.timeline.source import is_drop_frame_timeline
-
-    rate = tb.exact_rate((timeline.global_start_time or timeline.duration()).rate)
-    drop = rate in tb.DROP_FRAME_RATES and is_drop_frame_timeline(timeline, rate)
-
-    def recount(m: re.Match[str]) -> str:
-        return tb.timecode(tb.timecode_frames(m.group(0), rate), rate, drop)
-
-    lines = text.splitlines()
-    if rate in tb.DROP_FRAME_RATES:
-        lines = [line if line.startswith("*") else _EDL_TIMECODE.sub(recount, line) for line in lines]
-    fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}"
-    lines = [line for line in lines if not line.upper().startswith("FCM")]
-    at = 1 if lines and lines[0].upper().startswith("TITLE") else 0
-    return "\n".join([*lines[:at], fcm, *lines[at:]]) + "\n"
-
-
 def _for_adapter(timeline: Any, adapter: str) -> Any:
     """``timeline`` as ``adapter`` needs it. The CMX 3600 writer counts record timecode from each track's
     own time and ignores ``global_start_time``: a copy whose tracks start at minus the global start
@@ -525,7 +433,7 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
         return timeline
 
     def divided(effect: Any) -> bool:  # speed 0 (an M2 of 000.0), which the writer divided by, or a reverse, for
-        # which it wrote a source out before the in point (and raised below 00:00:00:00): _edl_speeds writes both
+        # which it wrote a source out before the in point (and raised below 00:00:00:00): edl_speeds writes both
         return type(effect) is otio.schema.LinearTimeWarp and effect.time_scalar <= 0
 
     out = timeline.deepcopy()
@@ -542,7 +450,7 @@ def _for_adapter(timeline: Any, adapter: str) -> Any:
             clip.effects[:] = [e if not divided(e) else otio.schema.FreezeFrame() if e.time_scalar == 0
                                else otio.schema.LinearTimeWarp(time_scalar=-e.time_scalar) for e in clip.effects]
             if any(type(e) is otio.schema.LinearTimeWarp for e in clip.effects):
-                clip.name = f"{clip.name}{_REVERSE}"
+                clip.name = f"{clip.name}{REVERSE}"
     start = out.global_start_time
     for track in out.tracks if start is not None else ():
         length = track.available_range().duration

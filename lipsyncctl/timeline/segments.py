@@ -244,31 +244,32 @@ def _whole_media(timeline: Any, resolver: MediaResolver, probe: Callable[..., Me
     Raises:
         MediaError: such a clip's media is not found (its length, and so the edit's, cannot be known).
     """
-
     import opentimelineio as otio
 
     from lipsyncctl.media.audio import audio_length
 
-    for track in timeline.tracks:
-        sound = track.kind == otio.schema.TrackKind.Audio
-        for clip in track.find_clips():
-            ref = clip.media_reference
-            if clip.source_range is not None or getattr(ref, "available_range", None) is not None:
-                continue
-            url = getattr(ref, "target_url", None)
-            path = resolver.resolve(url) if url else None
-            if path is None:
-                raise MediaError(f"clip {clip.name!r}{' (sound)' if sound else ''}: no source range, and its media "
-                                 f"({url or 'none'}) is not found to take its whole length", hint="find the media "
-                                 "(--media-root DIR, --relink OLD=NEW), or give the clip a source range in the edit")
-            if sound:  # (a sound file: its samples at its rate)
-                samples, rate = audio_length(path)
-                ref.available_range = otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
-                                                              otio.opentime.RationalTime(samples, rate))
-                continue
-            facts = probe(path)
-            ref.available_range = tb.time_range(tb.tag_frames(facts.start_timecode, facts.fps), facts.frames,
-                                                facts.fps)
+    for clip in timeline.find_clips():
+        track = clip.parent()
+        while track is not None and not isinstance(track, otio.schema.Track):  # (a clip in a nested stack)
+            track = track.parent()
+        sound = track is not None and track.kind == otio.schema.TrackKind.Audio
+        ref = clip.media_reference
+        if clip.source_range is not None or getattr(ref, "available_range", None) is not None:
+            continue
+        url = getattr(ref, "target_url", None)
+        path = resolver.resolve(url) if url else None
+        if path is None:
+            raise MediaError(f"clip {clip.name!r}{' (sound)' if sound else ''}: no source range, and its media "
+                             f"({url or 'none'}) is not found to take its whole length", hint="find the media "
+                             "(--media-root DIR, --relink OLD=NEW), or give the clip a source range in the edit")
+        if sound:  # (a sound file: its samples at its rate)
+            samples, rate = audio_length(path)
+            ref.available_range = otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
+                                                          otio.opentime.RationalTime(samples, rate))
+            continue
+        facts = probe(path)
+        ref.available_range = tb.time_range(tb.tag_frames(facts.start_timecode, facts.fps), facts.frames,
+                                            facts.fps)
 
 
 def plan_timeline(

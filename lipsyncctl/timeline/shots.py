@@ -87,6 +87,17 @@ def _merge(base: dict[str, Any], value: Any, where: str) -> None:
         raise EditOptionError(f"{where}: lipsync metadata must be true/false or a mapping, got {value!r}")
 
 
+def _option_texts(marker: Any) -> list[str]:
+    """A marker's texts that give lipsync options: its name or its comment (an NLE's marker text), ``lipsync: ...``."""
+    texts = ((marker.name or "").strip(), (getattr(marker, "comment", "") or "").strip())
+    return [t for t in texts if t.lower().startswith("lipsync:")][:1]
+
+
+def is_option_marker(marker: Any) -> bool:
+    """Whether a marker gives its clip lipsync options (by its name, its comment or its metadata)."""
+    return bool(_option_texts(marker)) or "lipsync" in (marker.metadata or {})
+
+
 def shot_options(item: Any) -> ShotOptions:
     """Read the ``lipsync`` metadata of an OTIO clip and its markers.
 
@@ -98,10 +109,8 @@ def shot_options(item: Any) -> ShotOptions:
     _merge(raw, item.metadata.get("lipsync"), where)
     for marker in getattr(item, "markers", []):
         name = (marker.name or "").strip()
-        for text in (name, (getattr(marker, "comment", "") or "").strip()):  # an NLE's marker name or its comment
-            if text.lower().startswith("lipsync:"):
-                _merge(raw, text.split(":", 1)[1], f"{where}, marker {text!r}")
-                break
+        for text in _option_texts(marker):  # an NLE's marker name or its comment
+            _merge(raw, text.split(":", 1)[1], f"{where}, marker {text!r}")
         if "lipsync" in marker.metadata:
             _merge(raw, marker.metadata["lipsync"], f"{where}, marker {name!r}")
     try:

@@ -535,7 +535,7 @@ def test_the_relinked_edl_writes_reverses_into_a_dissolve_and_clips_without_a_re
 
 
 def test_an_m2_speed_is_written_as_nles_write_it() -> None:
-    from lipsyncctl.timeline.outputs import _m2_speed
+    from lipsyncctl.timeline.edl_text import m2_speed_text as _m2_speed
 
     assert [_m2_speed(Fraction(v)) for v in (50, -25, 0, Fraction(25, 2), 100)] == [
         "050.0", "-025.0", "000.0", "012.5", "100.0"]

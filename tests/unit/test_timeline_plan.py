@@ -137,6 +137,14 @@ def test_a_clip_stating_no_range_is_its_whole_media(media: Path, tmp_path: Path)
     tl.tracks.append(sound)
     plan_timeline(tl, MediaResolver(media))
     assert sound[0].trimmed_range().duration.to_seconds() == 1.0
+    # in a nested stack too (it was probed as a video there: the kind came from the top track)
+    tl = bare("cam_a.mkv")
+    inner = otio.schema.Track(name="inner A", kind=otio.schema.TrackKind.Audio)
+    inner.append(otio.schema.Clip(name="bed", media_reference=otio.schema.ExternalReference(
+        target_url=str(tmp_path / "bed.wav"))))
+    tl.tracks[0].append(otio.schema.Stack(name="nest", children=[inner]))
+    plan_timeline(tl, MediaResolver(media))
+    assert inner[0].trimmed_range().duration.to_seconds() == 1.0
 
 
 def test_flattening_splits_a_partly_hidden_clip(media: Path) -> None:
@@ -609,6 +617,9 @@ def test_a_clip_covered_at_its_head_or_at_a_rounded_rate_is_cut_too(media: Path,
     long = otio.schema.Clip(name="long", source_range=at(2, 30), media_reference=otio.schema.ExternalReference(
         target_url="cam_a.mkv", available_range=at(0, 40)))
     long.markers.append(otio.schema.Marker(name="late note", marked_range=at(25, 1)))
+    long.markers.append(otio.schema.Marker(name="past the end", marked_range=at(32, 1)))
+    # the clip's options (as --segments writes them, at its first frame, in the covered head): the whole clip's
+    long.markers.append(otio.schema.Marker(name="opts", marked_range=at(2, 1), metadata={"lipsync": {"face": 1}}))
     low, high = otio.schema.Track(name="V1", children=[long]), otio.schema.Track(name="V2")
     high.append(otio.schema.Clip(name="top", source_range=at(86400, 6), media_reference=otio.schema.ExternalReference(
         target_url="cam_b.mkv", available_range=at(86400, 30))))
@@ -625,4 +636,7 @@ def test_a_clip_covered_at_its_head_or_at_a_rounded_rate_is_cut_too(media: Path,
                              for p in pieces] == [(2, 6), (8, 24)]
     assert [p.active_media_reference_key for p in pieces] == [DEFAULT_KEY, "lipsync_de"]
     assert [p.metadata["lipsyncctl"]["status"] for p in pieces] == ["covered", "done"]
-    assert [[m.name for m in p.markers] for p in pieces] == [[], ["late note"]]  # each marker once
+    assert [[m.name for m in p.markers] for p in pieces] == [["opts"], ["late note", "past the end", "opts"]]
+    from lipsyncctl.timeline.shots import shot_options
+
+    assert [shot_options(p).face_id for p in pieces] == [1, 1]  # fed back in, each piece keeps the clip's options
