@@ -158,7 +158,8 @@ def _emit_error(message: str, hint: str | None, code: int, partial: dict[str, An
     if current.json and not current.emitted:  # (with the warnings shown before it: a train's skipped steps)
         doc = dict(partial or {})
         if current.warned:
-            doc = dict(with_warnings({**doc, "warnings": list(doc.get("warnings") or [])}))
+            listed = doc.get("warnings")
+            doc = dict(with_warnings({**doc, "warnings": list(listed) if isinstance(listed, list) else []}))
         emit_json(envelope({**doc, "error": {"message": message, "hint": hint or None, "exit_code": code}}, ok=False))
 
 

@@ -469,6 +469,8 @@ def _check_ray_address(address: str) -> None:
     """
     import socket
 
+    if "://" in address.removeprefix("ray://"):
+        return  # another scheme (a dashboard's http://): Ray's own rules
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or not host:
         return  # "auto", "local", unset: Ray's own rules

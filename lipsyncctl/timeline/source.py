@@ -682,7 +682,7 @@ class MediaResolver:
     base: Path
     media_root: Path | None = None
     relink: dict[str, str] = field(default_factory=dict)
-    #: media files by lower-case stem, per folder, listed once (a list of reels alone looked each event's up by a scan
+    #: media files by stem (as written), per folder, listed once (a list of reels alone looked each event's up by a scan
     #: of both folders, twice)
     _stems: dict[Path, dict[str, list[Path]]] = field(default_factory=dict, repr=False, compare=False)
 

@@ -529,5 +529,5 @@ def test_a_ray_address_that_does_not_answer_is_said_before_ray_tries_it(monkeypa
     with pytest.raises(MissingToolError, match=f"RAY_ADDRESS=127.0.0.1:{port} does not answer") as err:
         workers._check_ray_address(f"127.0.0.1:{port}")
     assert err.value.exit_code == 4 and "ray start --head" in err.value.hint
-    for left_to_ray in ("", "auto", "local"):
+    for left_to_ray in ("", "auto", "local", "http://127.0.0.1:9"):  # (a dashboard's address: Ray's own rules)
         workers._check_ray_address(left_to_ray)
