@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlparse
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, MissingToolError, UsageError
 from lipsyncctl.media.rates import DROP_FRAME_RATES, STANDARD_RATES, parse_rate
+from lipsyncctl.timeline.edl_text import keep_motion_effects
 
 #: file suffix -> OTIO adapter name (for writing an output timeline in the input's format)
 ADAPTERS_BY_SUFFIX: dict[str, str] = {
@@ -468,7 +469,7 @@ def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
         _check_given_rate(path, timeline, rate, found, resolver)
     _keep_record_start(timeline, found.rate)
     _link_incoming_clips(timeline)
-    _keep_motion_effects(timeline, text, found.rate)
+    keep_motion_effects(timeline, text, found.rate)
     timeline.metadata.setdefault("lipsyncctl", {})["edl_rate"] = found.to_dict()
     timeline.metadata["lipsyncctl"]["drop_frame"] = _timecode_frames([line.strip() for line in text.splitlines()])[1]
     if found.assumed:
@@ -529,94 +530,6 @@ def _link_incoming_clips(timeline: Any) -> None:
                 linked = Path(MediaResolver.url_path(ref.target_url))
                 if child.name not in (linked.name, linked.stem):
                     child.media_reference = otio.schema.MissingReference()
-
-
-#: An event line: number, reel, channels, transition (and its duration), source in/out, record in/out.
-EDL_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+(\S{11})\s+(\S{11})\s+(\S{11})\s*$")
-#: ``M2   REEL   SPEED   SOURCE-IN`` (speed in frames a second; negative: reverse; 0: a still); OTIO's writer puts
-#: the clip's name, which may hold spaces, where the reel goes.
-EDL_M2 = re.compile(r"^M2\s+(.+?)\s+(-?[0-9.]+)\s+(\S{11})\s*$")
-
-
-def m2_speed(m2: re.Match[str], rate: Fraction) -> Fraction:
-    """An :data:`EDL_M2` line's speed: its frames-per-second field over the edit's rate, to the hundredth
-    (``029.97`` at 29.97 is 1x, ``-25.0`` at 25 is reverse).
-
-    Raises:
-        ValueError: the field is not a number.
-    """
-    return (Fraction(m2.group(2)) / rate).limit_denominator(100)
-_FREEZE = re.compile(r"^\*\s*FREEZE FRAME", re.IGNORECASE)
-
-
-def _keep_motion_effects(timeline: Any, text: str, rate: Fraction) -> None:
-    """Give each clip the speed its event's ``M2`` line (or ``* FREEZE FRAME``) states where OTIO's reader lost it.
-
-    The reader takes a motion effect only from an event whose source duration differs from its record duration
-    (the source out written at the effect's speed); editors that write the source out as at normal speed (the
-    record duration) and state the speed in the ``M2`` line alone get a clip at normal speed, which would be
-    rendered and relinked in place of the edit's 2x or reversed shot. Such a clip (found by reel, source in and
-    record in) gets the ``LinearTimeWarp`` (or ``FreezeFrame``) the reader gives the other form, so it is planned
-    as the edit plays it (``segments._time_warp``)."""
-    import opentimelineio as otio
-
-    from lipsyncctl.timeline import timebase as tb
-
-    fps = float(rate)
-
-    def frames(tc: str) -> int:
-        return tb.timecode_frames(tc, rate)
-
-    stated: dict[tuple[str, int, int], Fraction | None] = {}  # (reel, source in, record in) -> speed; None: a still
-    event: list[re.Match[str]] = []
-    lines = text.splitlines()
-    for i, raw in enumerate(lines):
-        line = raw.strip()
-        if (m := EDL_EVENT.match(line)) is not None:
-            event = [e for e in event if e.group(1) == m.group(1)] + [m]  # a dissolve's two lines are one event
-            continue
-        if line[:1].isdigit():  # an event this reading does not parse: its M2 is not given to the one before
-            event = []
-            continue
-        motion, freeze = EDL_M2.match(line), _FREEZE.match(line)
-        if not event or (motion is None and freeze is None):
-            continue
-        try:
-            if motion is not None:  # the line of this event with the M2's reel, else its last line; where a dissolve's
-                # two sides are one reel, the one at the M2's source in, else the side its next comment names (* TO:
-                # the incoming clip), else the outgoing clip's (OTIO's writer states that one at the clip's own in)
-                reel, src = motion.group(1), frames(motion.group(3))
-                speed = m2_speed(motion, rate)
-                same = [e for e in event if e.group(2) == reel] or event[-1:]
-                incoming = i + 1 < len(lines) and lines[i + 1].strip().upper().startswith("* TO")
-                ev = next((e for e in same if frames(e.group(5)) == src), same[-1] if incoming else same[0])
-            else:
-                ev, speed = event[-1], None
-            reel = None if ev.group(2) == "AX" else ev.group(2)  # as the reader keeps it: AX is no reel
-            stated[(reel, frames(ev.group(5)), frames(ev.group(7)))] = speed
-        except (ValueError, ZeroDivisionError):  # a timecode or speed OTIO's reader does not read: no clip to find
-            continue
-    if not stated:
-        return
-    start = round(timeline.global_start_time.value) if timeline.global_start_time is not None else 0
-    for clip in timeline.find_clips():
-        if clip.source_range is None or any(isinstance(e, otio.schema.FreezeFrame) for e in clip.effects):
-            continue
-        reel = (clip.metadata.get("cmx_3600") or {}).get("reel")
-        key = (reel, round(clip.source_range.start_time.rescaled_to(fps).value),
-               start + round(clip.range_in_parent().start_time.rescaled_to(fps).value))
-        if key not in stated:
-            continue
-        speed = stated[key]
-        warps = [e for e in clip.effects if isinstance(e, otio.schema.LinearTimeWarp)]
-        if warps:  # the reader's own: its speed, the M2's frames over the exact NTSC rate (048.0 at 23.976: 2.002x,
-            if speed is not None and len(warps) == 1:  # a frame off every ~500), is the stated one (2x)
-                warps[0].time_scalar = float(speed)
-            continue
-        if speed is None:
-            clip.effects.append(otio.schema.FreezeFrame())
-        elif speed != 1:
-            clip.effects.append(otio.schema.LinearTimeWarp(time_scalar=float(speed)))
 
 
 def _events_only(text: str) -> str:
