@@ -92,7 +92,9 @@ def hdr10_metadata(frame: Any) -> ColorInfo:
 
     found: dict[str, str] = {}
     try:
-        side_data = list(frame.side_data)
+        container = frame.side_data
+        # (PyAV 18.1.1 made it a mapping, whose iteration gives the kinds; before, the side data themselves)
+        side_data = [item if hasattr(item, "type") else container[item] for item in container]
     except ValueError:  # a kind of side data PyAV's enum does not know (FFmpeg 8's, on a TIFF): none of ours
         return ColorInfo()
     for data in side_data:
