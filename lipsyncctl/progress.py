@@ -120,12 +120,13 @@ def labelled(label: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def named(name: str) -> Iterator[None]:
-    """Start the description of every :class:`Task` begun in the block with ``name`` (``[2/9] out.mp4: faces``): the
-    work of one of a job's tasks run in this process says which it is, as a worker process's does (its tasks are named
-    by the parent that shows them)."""
+    """Start the description of every :class:`Task` begun in the block, and every :func:`message` (as
+    :func:`labelled`), with ``name`` (``[2/9] out.mp4: faces``): the work of one of a job's tasks run in this process
+    says which it is, as a worker process's does (its tasks and notes are named by the parent that shows them)."""
     token = _name.set(name)
     try:
-        yield
+        with labelled(name):
+            yield
     finally:
         _name.reset(token)
 

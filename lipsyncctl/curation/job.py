@@ -710,4 +710,4 @@ def _planned(task: CurateTask, store: RecordStore) -> tuple[SourceOutcome, list[
                     break
     return (SourceOutcome(task.id, task.path, decision, clips=len(spans),
                           kept=sum(c.decision.verdict == "kept" for c in spans), to_compute=todo,
-                          stages_left=source_stages_left(rec) if decision.verdict == "kept" else []), spans)
+                          stages_left=source_stages_left(rec)), spans)

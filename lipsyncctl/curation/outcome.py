@@ -48,7 +48,7 @@ class SourceOutcome:
     kept: int = 0
     to_compute: list[str] | None = None  # a dry run: the stages a run would compute (``stage`` or ``stage:span``)
     failed_spans: int = 0
-    stages_left: list[str] = field(default_factory=list)  # source stages its record lacks (interrupted, --until)
+    stages_left: list[str] = field(default_factory=list)  # source stages its record lacks (said of a kept one only)
 
     @property
     def standing(self) -> str:
@@ -70,7 +70,7 @@ class SourceOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "decision": self.decision.to_dict(), "standing": self.standing,
                 "computed": self.computed, "clips": self.clips, "kept": self.kept, "failed_spans": self.failed_spans,
-                **({"stages_left": self.stages_left} if self.stages_left else {}),
+                **({"stages_left": self.stages_left} if self.standing == STAGES_LEFT else {}),
                 **({"to_compute": self.to_compute} if self.to_compute is not None else {})}
 
     @classmethod

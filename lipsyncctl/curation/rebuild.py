@@ -84,7 +84,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
                 Decision.failed("worker", f"{lost[rid][1]}; the next run retries it")
             outcome = SourceOutcome(rec.id, rec.path, decision, (done or {}).get(rec.id, []),
                                     len(spans), sum(c.decision.verdict == Verdict.KEPT for c in spans),
-                                    stages_left=source_stages_left(rec) if decision.verdict == Verdict.KEPT else [])
+                                    stages_left=source_stages_left(rec))
             split = result.add(outcome, spans, options)
             if outcome.standing != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:
                 shown.append(outcome)

@@ -115,9 +115,7 @@ def _run_here(tasks: Sequence[T], execute: Execute, done: Callable[[T, Any], Non
     import contextlib
 
     for task in tasks:
-        label = name(task) if name is not None else None
-        with progress.named(label) if label else contextlib.nullcontext(), \
-                progress.labelled(label) if label else contextlib.nullcontext():
+        with progress.named(name(task)) if name is not None else contextlib.nullcontext():
             outcome = execute(task, cache, device)
         done(task, outcome)
 
