@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipsyncctl.audio import MODEL_FPS
 from lipsyncctl.audio.mel import HOP_LENGTH, LogMel
 from lipsyncctl.media.rates import exact
 
@@ -61,7 +62,7 @@ def num_features_for_samples(num_samples: int) -> int:
 def chunk_indices(
     num_features: int,
     n_frames: int,
-    fps: Fraction | int | float = Fraction(25),
+    fps: Fraction | int | float = MODEL_FPS,
     feat_length: tuple[int, int] = DEFAULT_FEAT_LENGTH,
     start: int = 0,
 ) -> torch.Tensor:
@@ -97,7 +98,7 @@ def chunk_indices(
 
 def rows_for_frames(
     n_frames: int,
-    fps: Fraction | int | float = Fraction(25),
+    fps: Fraction | int | float = MODEL_FPS,
     feat_length: tuple[int, int] = DEFAULT_FEAT_LENGTH,
 ) -> int:
     """Feature rows that video frames ``0 .. n_frames - 1`` read (:func:`chunk_indices` before its clamp): the
@@ -111,7 +112,7 @@ def rows_for_frames(
 def feature_chunks(
     features: torch.Tensor,
     n_frames: int,
-    fps: Fraction | int | float = Fraction(25),
+    fps: Fraction | int | float = MODEL_FPS,
     feat_length: tuple[int, int] = DEFAULT_FEAT_LENGTH,
     start: int = 0,
 ) -> torch.Tensor:

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipsyncctl.audio import MODEL_AUDIO_RATE
+
 if TYPE_CHECKING:
     import torch
 
-SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 80
@@ -58,7 +59,7 @@ def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
 def mel_filters(
     n_mels: int = N_MELS,
     n_fft: int = N_FFT,
-    sample_rate: int = SAMPLE_RATE,
+    sample_rate: int = MODEL_AUDIO_RATE,
     fmin: float = 0.0,
     fmax: float | None = None,
 ) -> np.ndarray:

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from lipsyncctl.audio import MODEL_AUDIO_RATE
+
 WINLEN_SAMPLES = 400
 WINSTEP_SAMPLES = 160
 NFFT = 512
@@ -76,7 +78,7 @@ def num_mfcc_frames(num_samples: int) -> int:
 BLOCK_FRAMES = 6000
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
+def mfcc(signal: np.ndarray, sample_rate: int = MODEL_AUDIO_RATE, *, scale: float = 1.0,
          block: int = BLOCK_FRAMES, frames: tuple[int, int] | None = None) -> np.ndarray:
     """``python_speech_features.mfcc(signal * scale, sample_rate)`` with its defaults.
 
@@ -95,7 +97,7 @@ def mfcc(signal: np.ndarray, sample_rate: int = 16_000, *, scale: float = 1.0,
         float64 ``(num_frames, 13)`` (``(stop - first, 13)`` with ``frames``), rows are 10 ms steps (transpose
         for the ``(13, T)`` SyncNet layout).
     """
-    if sample_rate != 16_000:
+    if sample_rate != MODEL_AUDIO_RATE:
         raise ValueError(f"the SyncNet MFCC is defined at 16 kHz, got {sample_rate} Hz")
     x = np.asarray(signal)
     if x.ndim != 1 or x.size == 0:

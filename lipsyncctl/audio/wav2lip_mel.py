@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipsyncctl.audio import MODEL_AUDIO_RATE
 from lipsyncctl.audio.mel import mel_filters
 
 if TYPE_CHECKING:
     import torch
 
-SAMPLE_RATE = 16_000
 N_FFT = 800
 HOP_LENGTH = 200
 WIN_LENGTH = 800
@@ -36,7 +36,7 @@ PREEMPHASIS = 0.97
 MIN_LEVEL_DB = -100.0
 REF_LEVEL_DB = 20.0
 MAX_ABS_VALUE = 4.0
-COLUMNS_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 80
+COLUMNS_PER_SECOND = MODEL_AUDIO_RATE // HOP_LENGTH  # 80
 #: columns of the window the official datasets cut for 16 video frames: ceil(16 / 5 * 16)
 WINDOW_COLUMNS = 52
 
@@ -72,7 +72,7 @@ def wav2lip_mel(audio_16k: np.ndarray | torch.Tensor) -> np.ndarray:
     padded = np.pad(y, (N_FFT // 2, N_FFT // 2))  # center=True, zero padding (librosa >= 0.10)
     n_cols = 1 + y.size // HOP_LENGTH
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)  # periodic Hann
-    basis = mel_filters(N_MELS, N_FFT, SAMPLE_RATE, FMIN, FMAX)  # float32, promoted like np.dot does
+    basis = mel_filters(N_MELS, N_FFT, MODEL_AUDIO_RATE, FMIN, FMAX)  # float32, promoted like np.dot does
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]  # (n_cols, 800) view
     mel = np.empty((N_MELS, n_cols), dtype=np.float64)
     for c in range(0, n_cols, _BLOCK):

@@ -243,16 +243,17 @@ def measure_whisper(dtype: str, device: torch.device, setup: str = "cpu", seed: 
     """Whisper features ``(L, 5, 384)`` of a seeded signal in ``dtype`` vs fp32."""
     import torch
 
+    from lipsyncctl.audio import MODEL_AUDIO_RATE
     from lipsyncctl.audio.features import audio_features
 
     s = SETUPS[setup]["whisper"]
     gen = _generator(seed)
     model = build_whisper(gen)
-    n = int(16000 * s["seconds"])
-    t = torch.arange(n) / 16000.0
+    n = int(MODEL_AUDIO_RATE * s["seconds"])
+    t = torch.arange(n) / MODEL_AUDIO_RATE
     # a voiced-like signal: a 120-220 Hz glide with harmonics under a syllable-rate envelope, plus noise
     f0 = 120 + 100 * t / max(s["seconds"], 1e-3)
-    phase = 2 * math.pi * torch.cumsum(f0, 0) / 16000.0
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / MODEL_AUDIO_RATE
     voice = sum(torch.sin(k * phase) / k for k in range(1, 8)) * (0.5 + 0.5 * torch.sin(2 * math.pi * 4 * t))
     audio = (0.3 * voice / 2 + 0.01 * torch.randn(n, generator=gen)).clamp(-1, 1)
 

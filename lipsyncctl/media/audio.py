@@ -175,7 +175,7 @@ def iter_audio_frames(container: Any, stream: Any, *, rate: int, channels: int, 
                          t0 or Fraction(0)]
 
 
-def read_audio_and_length(path: str | Path, rate: int = 16000, channels: int = 1, *,
+def read_audio_and_length(path: str | Path, rate: int, channels: int, *,
                           stream_index: int | None = None, folder: str | Path | None = None,
                           start: Fraction | float = 0) -> tuple[np.ndarray, int, int]:
     """``(read_audio(path, rate, channels, start=start), samples, own_rate)`` from one decode of the file: the
@@ -205,7 +205,7 @@ def loudest_channel(path: str | Path, *, stream_index: int | None = None, start:
 SPILL_SAMPLES = 16000 * 120
 
 
-def read_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
+def read_audio(path: str | Path, rate: int | None, channels: int | None, *,
                start: float = 0.0, duration: float | None = None, stream_index: int | None = None,
                native: list[Any] | None = None, folder: str | Path | None = None) -> np.ndarray:
     """Decode the audio of ``path`` to float32, resampled to ``rate`` Hz and ``channels`` channels, whole:
@@ -282,7 +282,7 @@ def _scratch_failed(folder: str | Path | None, exc: OSError, *, written: int = 0
                       what="a scratch file of a long sound (unnamed)") from exc
 
 
-def iter_audio(path: str | Path, rate: int | None = 16000, channels: int | None = 1, *,
+def iter_audio(path: str | Path, rate: int | None, channels: int | None, *,
                start: float = 0.0, duration: float | None = None, stream_index: int | None = None,
                native: list[Any] | None = None, pad: bool = False) -> Iterator[np.ndarray]:
     """The audio of ``path`` as float32 ``(n, channels)`` chunks at ``rate`` Hz, streamed (a decoder frame's

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl import progress
+from lipsyncctl.audio import MODEL_AUDIO_RATE
 from lipsyncctl.errors import MediaError, NoFaceError, UsageError
 from lipsyncctl.media.container import exists, is_image_sequence, sequence_file, sequence_files
 from lipsyncctl.media.rates import exact
@@ -245,7 +246,7 @@ def sync_clip(
         # length at its own rate (the plan's); the output streams the original from the file at the mux. The
         # clip's own sound from the first frame rendered (as it plays with it), a dub from its start.
         dub_start = inputs.origin + (Fraction(first) / grid if inputs.same else 0)
-        mono, audio_samples, audio_rate = read_audio_and_length(audio, 16000, 1, stream_index=audio_stream,
+        mono, audio_samples, audio_rate = read_audio_and_length(audio, MODEL_AUDIO_RATE, 1, stream_index=audio_stream,
                                                                  folder=_scratch_folder(output), start=dub_start)
         if audio_samples <= 0:
             raise MediaError(f"{audio}: the audio stream is empty" + (" from --start on" if first else ""))
@@ -608,7 +609,7 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder
 
     need = MIN_SAMPLES
     if plan.policy == "silence":
-        need = max(need, int(round((plan.num_frames + 3) / plan.fps * 16000)))
+        need = max(need, int(round((plan.num_frames + 3) / plan.fps * MODEL_AUDIO_RATE)))
     return audio_features(networks.whisper, mono, folder=folder, length=need,
                           rows=rows_for_frames(plan.num_frames, plan.fps))
 

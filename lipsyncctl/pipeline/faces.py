@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl import progress
+from lipsyncctl.audio import MODEL_AUDIO_RATE
 
 if TYPE_CHECKING:
     from lipsyncctl.config import FaceOptions, FaceSelect
@@ -445,7 +446,7 @@ def choose_faces(per_frame: list[list[Any]], options: FaceOptions, fps: Fraction
         if len(tracks) == 1:
             tid: int | None = tracks[0]
         elif tracks and audio_16k is not None:
-            energy = frame_energy(audio_16k, 16000, fps, len(per_frame))
+            energy = frame_energy(audio_16k, MODEL_AUDIO_RATE, fps, len(per_frame))
             tid = active_speaker(per_frame, energy)
         else:
             tid = None

@@ -135,6 +135,7 @@ def _check_there(path: Path, *, is_clip: bool) -> None:
 def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start: float | None, end: float | None,
                min_sync: float | None) -> ClipScore:
     """One clip's :class:`ClipScore`; a clip that cannot be read is a ``failed`` one (the error kept)."""
+    from lipsyncctl.audio import MODEL_AUDIO_RATE
     from lipsyncctl.media.audio import read_audio
     from lipsyncctl.media.reader import read_range
     from lipsyncctl.pipeline.clip import grid_frames, probe_inputs
@@ -150,7 +151,7 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
         first, stop = select_range(grid_frames(vinfo), fps, start, end)
         n = stop - first
         # the sound that plays with frame ``first`` on (the dub's timeline as sync takes it: Inputs.origin)
-        sound = read_audio(audio, 16000, 1, start=float(inputs.origin + first / fps), duration=float(n / fps),
+        sound = read_audio(audio, MODEL_AUDIO_RATE, 1, start=float(inputs.origin + first / fps), duration=float(n / fps),
                            stream_index=inputs.dub.index, folder=tempfile.gettempdir())  # a film's: mapped
         frames = functools.partial(read_range, video, first, n, deinterlace=config.sync.deinterlace == "auto")
         result = meter.score(frames, sound, fps, count=n)
@@ -159,8 +160,8 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
                          seconds=time.perf_counter() - t0)
     score = ClipScore(video, audio, "ok", first, n, f"{fps.numerator}/{fps.denominator}", seconds=time.perf_counter() - t0,
                       warnings=[inputs.several] if inputs.several else [])
-    if len(sound) < round(n / fps * 16000) - 160:  # the measure stops with the shorter (official): said, not hidden
-        score.warnings.append(f"the sound ({len(sound) / 16000:.2f} s from the span's start) is shorter than the "
+    if len(sound) < round(n / fps * MODEL_AUDIO_RATE) - 160:  # the measure stops with the shorter (official): said, not hidden
+        score.warnings.append(f"the sound ({len(sound) / MODEL_AUDIO_RATE:.2f} s from the span's start) is shorter than the "
                               f"picture ({float(n / fps):.2f} s): measured over the sound's length only")
     if not result.measured:
         score.status, score.reason = "unmeasured", f"not measured on the {result.scale} scale: {result.reason}"

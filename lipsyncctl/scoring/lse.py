@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from lipsyncctl.audio import MODEL_AUDIO_RATE, MODEL_FPS
 from lipsyncctl.errors import MediaError
 from lipsyncctl.media.rates import exact
 
@@ -36,8 +37,7 @@ if TYPE_CHECKING:
 
     from lipsyncctl.nets.syncnet_eval import SyncNetEval
 
-EVAL_FPS = Fraction(25)
-SAMPLE_RATE = 16_000
+EVAL_FPS = Fraction(MODEL_FPS)
 WINDOW_FRAMES = 5
 MFCC_STEPS_PER_FRAME = 4  # 100 MFCC steps/s at 25 fps
 MFCC_WINDOW = WINDOW_FRAMES * MFCC_STEPS_PER_FRAME  # 20
@@ -177,7 +177,7 @@ def _windows(num_frames: int, num_samples: int) -> int:
     Raises:
         MediaError: none (video or audio shorter than 0.24 s).
     """
-    last_frame = min(num_frames, num_samples // (SAMPLE_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
+    last_frame = min(num_frames, num_samples // (MODEL_AUDIO_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
     if last_frame <= 0:
         raise MediaError(
             f"clip too short to score sync: {num_frames} frames, {num_samples} samples "
@@ -289,7 +289,7 @@ class SyncStream:
             if k not in self.cc:
                 a = k * BLOCK_FRAMES
                 b = min(a + BLOCK_FRAMES, num_mfcc_frames(self.samples.size))
-                block = mfcc(self.samples, SAMPLE_RATE, scale=self.scale, frames=(a, b))
+                block = mfcc(self.samples, MODEL_AUDIO_RATE, scale=self.scale, frames=(a, b))
                 self.cc = {j: v for j, v in self.cc.items() if j == k - 1}
                 self.cc[k] = torch.from_numpy(block.T.copy()).float()
             at = k * BLOCK_FRAMES

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl import progress
+from lipsyncctl.audio import MODEL_AUDIO_RATE
 from lipsyncctl.scoring.facetrack import Detection, FaceTrack, scene_spans, shot_tracks
 from lipsyncctl.scoring.lse import (
     CROP_SIZE,
     EVAL_FPS,
-    SAMPLE_RATE,
     FrameSource,
     SyncStream,
     eval_frame_indices,
@@ -222,7 +222,7 @@ class OfficialScorer:
             return SyncResult(SCALE_OFFICIAL, reason=why, skipped_shots=tuple(skipped))
         # 4. SyncNet consumes BGR (cv2.imread of the crops); one more pass measures every track as its crops come
         # (5.: SyncStream holds a batch of them, never the track's)
-        spf = SAMPLE_RATE // int(EVAL_FPS)
+        spf = MODEL_AUDIO_RATE // int(EVAL_FPS)
         streams = [SyncStream(self.syncnet, np.asarray(audio_16k)[t.first * spf: (t.first + len(t)) * spf], len(t))
                    for t in tracks]
         frames_bgr = (f[..., ::-1] for f in progress.track(at25(), "sync score", total=len(index)))

@@ -23,9 +23,8 @@ from typing import overload
 
 import numpy as np
 
+from lipsyncctl.audio import MODEL_FPS
 from lipsyncctl.audio.wav2lip_mel import window_start
-
-FPS = 25
 
 
 def mel_columns(num_frames: int) -> int:
@@ -49,7 +48,7 @@ class TrainClip:
     frames: int
     whisper_len: int
     mel_len: int
-    fps: int = FPS
+    fps: int = MODEL_FPS
     #: the aligned frames' side in px (the manifest's ``resolution``; None in a manifest written before it was)
     size: int | None = None
 

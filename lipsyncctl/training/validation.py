@@ -188,6 +188,7 @@ def _score(job: SyncValidation, video: Path, device: str, frames: int) -> Any:
     """The official LSE scores of ``video`` (its ``frames`` frames, streamed) against its own audio."""
     import torch
 
+    from lipsyncctl.audio import MODEL_AUDIO_RATE
     from lipsyncctl.checkpoints.loaders import load_syncnet_eval
     from lipsyncctl.checkpoints.sfd import load_sfd_face
     from lipsyncctl.faces.detect_sfd import SfdFaceDetector
@@ -195,6 +196,7 @@ def _score(job: SyncValidation, video: Path, device: str, frames: int) -> Any:
     from lipsyncctl.media.probe import probe
     from lipsyncctl.media.reader import read_range
     from lipsyncctl.runner.devices import resolve_device
+    from lipsyncctl.scoring.lse import EVAL_FPS
     from lipsyncctl.scoring.official import OfficialScorer
 
     where = resolve_device(device)
@@ -204,4 +206,5 @@ def _score(job: SyncValidation, video: Path, device: str, frames: int) -> Any:
                                               dtype=torch.float32).eval(), sfd)
     info = probe(video).video
     source = functools.partial(read_range, video, 0, frames)  # read twice, never held
-    return scorer.score(source, read_audio(video, 16000, 1), info.nominal_fps if info else 25, count=frames)
+    return scorer.score(source, read_audio(video, MODEL_AUDIO_RATE, 1), info.nominal_fps if info else EVAL_FPS,
+                        count=frames)

@@ -269,7 +269,7 @@ def test_a_dub_cut_short_is_bad_media_not_a_shorter_dub(gen: Path, tmp_path: Pat
         cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
         with pytest.raises(MediaError, match=r"cut\.\w+: the file is cut short: its sound ends at \d\.\d+ s, its "
                                              r"header says 2\.000 s") as err:
-            read_audio(cut)
+            read_audio(cut, None, None)
         assert err.value.exit_code == 5 and "copy or export the file again" in err.value.hint
     piped = bytearray(wav.read_bytes())
     at = piped.index(b"data") + 4
@@ -280,7 +280,7 @@ def test_a_dub_cut_short_is_bad_media_not_a_shorter_dub(gen: Path, tmp_path: Pat
 
 def test_read_audio_without_audio_stream(gen: Path) -> None:
     with pytest.raises(MediaError, match="no audio stream"):
-        read_audio(mg.make_clip(gen / "silent.mp4", audio_rate=None, frames=3))
+        read_audio(mg.make_clip(gen / "silent.mp4", audio_rate=None, frames=3), 16000, 1)
 
 
 def test_write_wav_roundtrip(tmp_path: Path) -> None:
@@ -578,7 +578,7 @@ def test_a_long_sound_read_with_a_folder_is_mapped_from_it(gen: Path, monkeypatc
         assert isinstance(mapped, np.memmap)
         assert np.array_equal(mapped, read_audio(src, 16000, channels, **kw)) and not any(spool.iterdir())
         assert mapped.ndim == (1 if channels == 1 else 2) and not mapped.flags.writeable
-    samples, native, rate = read_audio_and_length(src, folder=spool)
+    samples, native, rate = read_audio_and_length(src, 16000, 1, folder=spool)
     assert (native, rate) == audio_module.audio_length(src) and np.array_equal(samples, short)
     assert gather_samples(iter([]), keep=0).shape == (0, 1)
 

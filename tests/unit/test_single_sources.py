@@ -229,3 +229,31 @@ def test_pcm_audio_containers_come_from_mux(codec: str, tmp_path: Path) -> None:
         else:
             with pytest.raises(ConfigError, match="PCM"):
                 output.check_output(tmp_path / f"out{ext}", options)
+
+
+# ----------------------------------------------------------------------------------------------
+# The networks' time base: 16 kHz sound, 25 fps pictures
+
+
+def test_the_model_rates_are_one_fact_each() -> None:
+    import ast
+
+    from lipsyncctl import audio
+    from lipsyncctl.scoring import lse
+    from lipsyncctl.training import clips
+
+    assert (audio.MODEL_AUDIO_RATE, audio.MODEL_FPS) == (16_000, 25)
+    assert lse.EVAL_FPS == audio.MODEL_FPS and clips.TrainClip.__dataclass_fields__["fps"].default == audio.MODEL_FPS
+    # the curate schema's rate has to be a literal for pydantic: it is the same fact
+    assert typing.get_args(cfg.CurateOptions.model_fields["fps"].annotation) == (audio.MODEL_FPS,)
+    assert typing.get_args(cfg.CurateOptions.model_fields["audio_rate"].annotation) == (audio.MODEL_AUDIO_RATE,)
+    assert cfg.PrepOptions.model_fields["audio_rate"].default == audio.MODEL_AUDIO_RATE  # prep makes model inputs
+    # No other module writes 16000 for the model's rate: the ones that do hold facts of their own (the schema's
+    # literals above; media/audio.py's peak-measuring rate and spill size; Silero VAD's input rate).
+    root = Path(audio.__file__).parents[1]
+    written = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value == 16000:
+                written.add(path.relative_to(root).as_posix())
+    assert written == {"audio/__init__.py", "config.py", "media/audio.py", "timeline/dub.py"}
