@@ -34,7 +34,7 @@ from lipsyncctl.errors import ConfigError, UsageError
 TINY = "tiny"
 
 #: The video codec names of ``prep.codec`` and ``output.codec``: one vocabulary for both commands. Each
-#: maps onto the writer's table in :data:`lipsyncctl.pipeline.output.OUTPUT_CODECS` (a test keeps them equal).
+#: maps onto the writer's table in :data:`lipsyncctl.media.writer.OUTPUT_CODECS` (a test keeps them equal).
 VideoCodecName = Literal["h264", "h265", "prores_hq", "prores_4444", "dnxhr_hq", "ffv1"]
 VIDEO_CODECS: tuple[str, ...] = get_args(VideoCodecName)
 #: Older names still accepted and stored as the name they stand for (``prep``'s first vocabulary said

@@ -22,6 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lipsyncctl import paths
 from lipsyncctl.errors import LipsyncError
+from lipsyncctl.media.ffmpeg import (  # fail when absent / warn when absent
+    OPTIONAL_ENCODERS,
+    REQUIRED_ENCODERS,
+)
 from lipsyncctl.runner import gpus as gpu_mod
 from lipsyncctl.runner import precision, vram
 
@@ -37,9 +41,6 @@ DISK_FAIL_BYTES = 1 * gpu_mod.GiB
 DISK_WARN_BYTES = 10 * gpu_mod.GiB
 #: Available RAM below this warns (decoding 4K footage and loading the models need headroom).
 RAM_WARN_BYTES = 8 * gpu_mod.GiB
-#: Encoders jobs need by default (fail when absent) and the finishing ones (warn when absent).
-REQUIRED_ENCODERS = ("libx264", "aac")
-OPTIONAL_ENCODERS = ("libx265", "prores_ks", "dnxhd")
 #: Decoders the media layer relies on for camera and editorial footage.
 WANTED_DECODERS = ("h264", "hevc", "prores", "mjpeg", "aac", "pcm_s16le")
 

@@ -32,7 +32,7 @@ Examples:
 \b
 INPUTS are files, directories (searched recursively for video files; hidden files skipped) and glob
 patterns ('**' recurses; quote them). Outputs mirror each input's path relative to the directory or
-glob prefix given: NAME.mp4 (.mov for prores, .mkv for ffv1) with the audio muxed, NAME.wav (the
+glob prefix given: NAME.mp4 (.mov for ProRes and DNxHR, .mkv for FFV1) with the audio muxed, NAME.wav (the
 sidecar audio) and NAME.prep.json (a manifest). Inputs are never modified or overwritten.
 Variable frame rate footage is conformed: output frame k shows the last source frame at or before
 time k/fps. Rotation metadata is applied to the pixels and cleared. Resolution is kept unless

@@ -185,11 +185,11 @@ def aligned_suffix(options: CurateOptions) -> str:
 
 def clip_writer(path: Path, options: CurateOptions) -> Any:
     """The aligned clip's video writer (the only lossy encode: ``align_codec`` at ``align_crf``, or FFV1)."""
-    from lipsyncctl.media.writer import VideoWriter
+    from lipsyncctl.media.writer import OUTPUT_CODECS, VideoWriter
 
     fps = Fraction(options.fps)
     if options.lossless:
-        return VideoWriter(path, fps, codec="ffv1", pix_fmt="bgr0")
+        return VideoWriter(path, fps, codec="ffv1", pix_fmt=OUTPUT_CODECS["ffv1"].pix_fmt)
     return VideoWriter(path, fps, codec=options.align_codec, crf=options.align_crf, preset="medium")
 
 

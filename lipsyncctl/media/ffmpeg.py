@@ -19,9 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipsyncctl.errors import MissingToolError
+from lipsyncctl.media.mux import AUDIO_CODECS
+from lipsyncctl.media.writer import CODECS, encoders
 
-#: Encoders ``doctor`` reports; the first two are what ``prep`` and ``sync`` need by default.
-WANTED_ENCODERS: tuple[str, ...] = ("libx264", "aac", "libx265", "prores_ks", "dnxhd")
+#: The encoders the default outputs need (``prep`` and ``sync`` write H.264 with AAC sound).
+REQUIRED_ENCODERS: tuple[str, ...] = (CODECS["h264"].encoder, AUDIO_CODECS["aac"][0])
+#: The other codecs' encoders (H.265, ProRes, DNxHR, FFV1): only outputs that name them need them.
+OPTIONAL_ENCODERS: tuple[str, ...] = tuple(e for e in encoders() if e not in REQUIRED_ENCODERS)
+#: Encoders ``doctor`` reports, the required ones first.
+WANTED_ENCODERS: tuple[str, ...] = REQUIRED_ENCODERS + OPTIONAL_ENCODERS
 
 
 @dataclass(frozen=True)

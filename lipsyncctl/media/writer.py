@@ -66,6 +66,58 @@ CODECS: dict[str, CodecSpec] = {
     # pix_fmt="bgr0" stores RGB frames bit-exactly (lossless verification output).
     "ffv1": CodecSpec("ffv1", "yuv420p", (".mkv", ".avi"), options={"level": "3", "slicecrc": "1"}),
 }
+
+@dataclass(frozen=True)
+class OutputCodec:
+    """A codec users name (``--codec``, ``output.codec``, ``prep.codec``): a :data:`CODECS` row and what differs from
+    its defaults."""
+
+    codec: str                   # the :data:`CODECS` row
+    profile: str | None = None   # None: the row's default (ProRes hq, DNxHR dnxhr_hq)
+    pix_fmt: str | None = None   # None: the row's default, or the source's where ``keeps_source``
+    keeps_source: bool = False   # the source's pixel format is written where the encoder codes it (:data:`KEEP_PIX`)
+
+
+#: The codecs users name, onto the rows of :data:`CODECS` (``config.VideoCodecName`` lists the same names for the
+#: schema; a test keeps them equal). FFV1 is written as RGB: lossless, every untouched pixel of the picture exact.
+OUTPUT_CODECS: dict[str, OutputCodec] = {
+    "h264": OutputCodec("h264", keeps_source=True),
+    "h265": OutputCodec("h265", keeps_source=True),
+    "prores_hq": OutputCodec("prores"),
+    "prores_4444": OutputCodec("prores", "4444", "yuv444p10le"),
+    "dnxhr_hq": OutputCodec("dnxhr"),
+    "ffv1": OutputCodec("ffv1", pix_fmt="bgr0"),
+}
+#: Source pixel formats x264/x265 keep (4:2:0, 4:2:2, 4:4:4 in 8 or 10 bit).
+KEEP_PIX = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"})
+
+
+def output_spec(name: str) -> tuple[OutputCodec, CodecSpec]:
+    """The :data:`OUTPUT_CODECS` row ``name`` and its :data:`CODECS` row."""
+    named = OUTPUT_CODECS[name]
+    return named, CODECS[named.codec]
+
+
+def codec_table() -> str:
+    """:data:`OUTPUT_CODECS` as a reStructuredText table (name, encoder and profile, pixel format, containers), for
+    the documentation that lists them (:mod:`lipsyncctl.pipeline.output`'s)."""
+    rows = [("name", "encoder", "pixel format", "containers")]
+    for name, (named, spec) in ((n, output_spec(n)) for n in OUTPUT_CODECS):
+        profile = named.profile or spec.profile
+        pix = named.pix_fmt or spec.pix_fmt
+        rows.append((f"``{name}``", spec.encoder + (f" {profile}" if profile else ""),
+                     f"the source's where kept, else {pix}" if named.keeps_source else pix, " ".join(spec.containers)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join([rule, lines[0], rule, *lines[1:], rule])
+
+
+def encoders() -> tuple[str, ...]:
+    """The encoders of every :data:`CODECS` row, the default codec's (H.264) first."""
+    return tuple(dict.fromkeys(spec.encoder for spec in CODECS.values()))
+
+
 #: The image formats an image sequence (``-o 'shot.%04d.png'``) is written in, by extension: the encoder and its
 #: pixel format (8-bit RGB, as the render makes its pictures; DPX in the 10-bit RGB plates usually are; an RGB
 #: source's own format where the encoder takes it: :func:`sequence_pix_fmt`). EXR is not

@@ -3,21 +3,13 @@
 The encoding itself is :class:`lipsyncctl.media.writer.VideoWriter` and muxing is
 :func:`lipsyncctl.media.mux.mux_audio`; this module only maps the run configuration onto them.
 
-Codecs (``output.codec``):
+Codecs (``output.codec``): :data:`lipsyncctl.media.writer.OUTPUT_CODECS`, the names users give, onto the
+writer's one table :data:`~lipsyncctl.media.writer.CODECS` (encoder, default pixel format and profile, the
+containers that hold it: the first is the extension written when the caller names none). H.264 and H.265 keep the
+source's pixel format where x264 codes it (4:2:0/4:2:2/4:4:4 in 8 or 10 bit), else 4:2:0; FFV1 is written as RGB
+(lossless: every untouched pixel is exact).
 
-===============  ============  ==========================  ==========================================
-name             encoder       pixel format                containers
-===============  ============  ==========================  ==========================================
-``h264``         libx264 CRF   the source's if x264 keeps  .mp4 .mov .mkv .m4v
-                               it (4:2:0/4:2:2/4:4:4, 8 or
-                               10 bit), else yuv420p
-``h265``         libx265 CRF   as h264                     .mp4 .mov .mkv
-``prores_hq``    prores_ks hq  yuv422p10le                 .mov .mkv
-``prores_4444``  prores_ks     yuv444p10le                 .mov .mkv
-``dnxhr_hq``     dnxhd         yuv422p                     .mov .mxf
-``ffv1``         ffv1          bgr0 (RGB, lossless: every  .mkv .avi
-                               untouched pixel is exact)
-===============  ============  ==========================  ==========================================
+{codecs}
 
 Reproducible: the same inputs, seed and settings give the same file, byte for byte. The encoder runs
 :data:`ENCODER_THREADS` threads whatever the machine (x264's output depends on its thread count, which
@@ -29,7 +21,6 @@ moved by one level between 1 and 2 threads on the tiny model), so run.yaml recor
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl.errors import ConfigError, MediaError, UsageError
+from lipsyncctl.media.writer import KEEP_PIX, OUTPUT_CODECS, codec_table, output_spec
+
+__doc__ = (__doc__ or "").format(codecs=codec_table())
 
 #: encoder threads of every sync output (fixed: the bytes must not depend on the CPUs the process may use;
 #: a render encodes far faster than it denoises, so more would not make it finish sooner)
@@ -48,41 +42,16 @@ if TYPE_CHECKING:
     from lipsyncctl.media.writer import VideoWriter
 
 
-@dataclass(frozen=True)
-class OutputCodec:
-    """How an ``output.codec`` name maps onto :class:`~lipsyncctl.media.writer.VideoWriter`."""
-
-    writer_codec: str
-    profile: str | None
-    pix_fmt: str | None  # None: the source's when the encoder keeps it, else the writer's default
-
-
-OUTPUT_CODECS: dict[str, OutputCodec] = {
-    "h264": OutputCodec("h264", None, None),
-    "h265": OutputCodec("h265", None, None),
-    "prores_hq": OutputCodec("prores", "hq", "yuv422p10le"),
-    "prores_4444": OutputCodec("prores", "4444", "yuv444p10le"),
-    "dnxhr_hq": OutputCodec("dnxhr", "dnxhr_hq", "yuv422p"),
-    "ffv1": OutputCodec("ffv1", None, "bgr0"),
-}
-#: Source pixel formats x264/x265 may keep (4:2:0, 4:2:2, 4:4:4 in 8 or 10 bit).
-_KEEP_PIX = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"})
-
-
 def containers(codec: str) -> tuple[str, ...]:
     """The extensions that can hold ``output.codec`` ``codec``, the default first (from the writer's
     one table, :data:`lipsyncctl.media.writer.CODECS`)."""
-    from lipsyncctl.media.writer import codec_spec
-
-    return codec_spec(OUTPUT_CODECS[codec].writer_codec).containers
+    return output_spec(codec)[1].containers
 
 
 def takes_crf(codec: str) -> bool:
     """Whether ``output.codec`` ``codec`` has a CRF (x264/x265); ProRes and DNxHR are sized by their profile,
     FFV1 is lossless (from the writer's one table)."""
-    from lipsyncctl.media.writer import codec_spec
-
-    return codec_spec(OUTPUT_CODECS[codec].writer_codec).crf is not None
+    return output_spec(codec)[1].crf is not None
 
 
 def default_extension(codec: str) -> str:
@@ -147,7 +116,7 @@ def audio_rate_warning(output: Path, options: OutputOptions, rate: int) -> str |
         return None
     codec = options.audio_codec
     if codec == "auto":
-        writer = OUTPUT_CODECS[options.codec].writer_codec
+        writer = OUTPUT_CODECS[options.codec].codec
         codec = auto_audio_codec("dnxhd" if writer == "dnxhr" else writer, output)  # the stream's codec name
     kept = encodable_rate(AUDIO_CODECS[codec][0], rate, output)
     if kept == rate:
@@ -163,7 +132,7 @@ def carries_hdr10(options: OutputOptions | PrepOptions) -> bool:
     """Whether ``options.codec`` writes a source's HDR10 static metadata (H.264, H.265: their SEI)."""
     from lipsyncctl.media.writer import keeps_hdr10
 
-    return keeps_hdr10(OUTPUT_CODECS[options.codec].writer_codec)
+    return keeps_hdr10(OUTPUT_CODECS[options.codec].codec)
 
 
 def hdr10_warning(options: OutputOptions | PrepOptions, color: ColorInfo | None, sequence: bool = False) -> str | None:
@@ -173,7 +142,7 @@ def hdr10_warning(options: OutputOptions | PrepOptions, color: ColorInfo | None,
 
     if color is None or not color.hdr10 or (carries_hdr10(options) and not sequence):
         return None
-    kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.writer_codec))
+    kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_hdr10(c.codec))
     if sequence:
         return ("the source carries HDR10 metadata (mastering display, content light level): an image sequence is "
                 f"written without it, its pictures the source's values as decoded ({kept} in a video file carry it)")
@@ -218,7 +187,7 @@ def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction
     (:func:`~lipsyncctl.media.writer.keeps_sample_aspect`: ProRes in .mkv, DNxHR in .mxf): it plays square."""
     from lipsyncctl.media.writer import keeps_sample_aspect
 
-    if sample_aspect == 1 or keeps_sample_aspect(OUTPUT_CODECS[options.codec].writer_codec, output):
+    if sample_aspect == 1 or keeps_sample_aspect(OUTPUT_CODECS[options.codec].codec, output):
         return None
     return (f"{options.codec} in {output.suffix.lower()} stores no pixel aspect: the source's {sample_aspect} is "
             f"lost and the output plays square (write a .mov, or h264/h265/ffv1, to keep it)")
@@ -283,14 +252,14 @@ def interlace_warning(options: OutputOptions, fields: str, field_order: str | No
         said = f"the source is {fields}: the face is rendered from whole frames (both fields at once); "
     if sequence:
         return said + "an image sequence stores no field order: each image holds both fields, as a progressive picture"
-    codec = OUTPUT_CODECS[options.codec].writer_codec
+    codec = OUTPUT_CODECS[options.codec].codec
     if keeps_fields(codec, field_order):
         return said + "the output keeps the field order, with the source's own fields outside the face"
     if keeps_fields(codec, "tt"):  # the codec keeps fields, but the source does not say in which order
         return (said + f"its field order is not known, so {options.codec} is written progressive here; "
                 "deinterlace it first (e.g. ffmpeg -vf bwdif) for a progressive delivery")
     # (the codecs that keep fields are those that keep a known order: ``tt`` stands for any)
-    kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_fields(c.writer_codec, "tt"))
+    kept = ", ".join(name for name, c in OUTPUT_CODECS.items() if keeps_fields(c.codec, "tt"))
     return (said + f"{options.codec} is written progressive here ({kept} keep the fields); deinterlace it first "
             "(e.g. ffmpeg -vf bwdif) for a progressive delivery")
 
@@ -305,13 +274,13 @@ def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str |
         MediaError: e.g. a 539x959 RGB or 4:4:4 source into the default 4:2:0 H.264.
     """
     from lipsyncctl.media.container import is_image_sequence
-    from lipsyncctl.media.writer import CODECS, size_refused
+    from lipsyncctl.media.writer import size_refused
 
     if is_image_sequence(output):  # RGB, any size
         return
-    pix_fmt = output_pix_fmt(options, source_pix_fmt) or CODECS[OUTPUT_CODECS[options.codec].writer_codec].pix_fmt
+    pix_fmt = output_pix_fmt(options, source_pix_fmt)
     width, height = size
-    if why := size_refused(OUTPUT_CODECS[options.codec].writer_codec, width, height):
+    if why := size_refused(OUTPUT_CODECS[options.codec].codec, width, height):
         raise MediaError(f"{output}: the picture is {width}x{height}; {why}",
                          hint="use --codec prores_hq or ffv1 for it (or scale it up first: `lipsyncctl prep --scale`)")
     if pix_fmt.startswith(("yuv420", "yuvj420", "nv12")) and (width % 2 or height % 2):
@@ -324,10 +293,10 @@ def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | 
     """The pixel format written: ``output.pix_fmt`` if set, else the codec's (see module doc)."""
     if options.pix_fmt:
         return options.pix_fmt
-    codec = OUTPUT_CODECS[options.codec]
-    if codec.pix_fmt is None and source_pix_fmt in _KEEP_PIX:
+    named, spec = output_spec(options.codec)
+    if named.keeps_source and source_pix_fmt in KEEP_PIX:
         return source_pix_fmt
-    return codec.pix_fmt
+    return named.pix_fmt or spec.pix_fmt
 
 
 def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: ColorInfo | None = None,
@@ -349,7 +318,7 @@ def open_writer(path: Path, fps: Fraction, options: OutputOptions, *, color: Col
     pix_fmt = (options.pix_fmt or sequence_pix_fmt(path, source_pix_fmt)) if sequence \
         else output_pix_fmt(options, source_pix_fmt)
     png = sequence and sequence_format(path)[0] == "png"
-    return VideoWriter(path, fps, codec=codec.writer_codec, crf=options.crf, preset=options.encoder_preset,
+    return VideoWriter(path, fps, codec=codec.codec, crf=options.crf, preset=options.encoder_preset,
                        profile=codec.profile, pix_fmt=pix_fmt, color=color, inputs=inputs, threads=ENCODER_THREADS,
                        sample_aspect=sample_aspect, field_order=field_order, start_number=start_number,
                        options={"compression_level": str(options.png_level)} if png else None)

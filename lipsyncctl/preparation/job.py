@@ -3,7 +3,7 @@
 For each input clip it writes, under the output directory and mirroring the input's relative path:
 
 - ``NAME.mp4`` (``.mov`` for ProRes and DNxHR, ``.mkv`` for FFV1; ``codec`` takes ``output.codec``'s names,
-  mapped through the same table, :data:`lipsyncctl.pipeline.output.OUTPUT_CODECS`): the picture at a
+  mapped through the same table, :data:`lipsyncctl.media.writer.OUTPUT_CODECS`): the picture at a
   constant rate (``fps``, or the source's nominal rate with ``fps="source"``), rotation metadata applied to
   the pixels and cleared, resolution kept unless ``max_size``/``scale`` ask otherwise, and the 16 kHz mono
   audio muxed;
@@ -184,11 +184,9 @@ def _pix_fmt_for(codec: str, wanted: str) -> str:
     and DNxHR cannot store yuv420p; ``prores_4444`` falls back to yuv444p10le, not 4:2:2)."""
     import av
 
-    from lipsyncctl.media.writer import codec_spec
-    from lipsyncctl.pipeline.output import OUTPUT_CODECS
+    from lipsyncctl.media.writer import output_spec
 
-    named = OUTPUT_CODECS[codec]
-    spec = codec_spec(named.writer_codec)
+    named, spec = output_spec(codec)
     try:
         formats = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
     except (ValueError, av.error.FFmpegError):
@@ -338,10 +336,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
     pix_fmt = _pix_fmt_for(job.options.codec, job.options.pix_fmt)
     item.width, item.height = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale,
                                           even=pix_fmt.startswith(("yuv420", "yuvj420", "yuv422", "nv12")))
-    from lipsyncctl.media.writer import size_refused
-    from lipsyncctl.pipeline.output import OUTPUT_CODECS
+    from lipsyncctl.media.writer import OUTPUT_CODECS, size_refused
 
-    if why := size_refused(OUTPUT_CODECS[job.options.codec].writer_codec, item.width, item.height):
+    if why := size_refused(OUTPUT_CODECS[job.options.codec].codec, item.width, item.height):
         raise MediaError(f"{item.input}: prepared at {item.width}x{item.height}; {why}",
                          hint="prepare it with another --codec (prores_hq, ffv1, h264), or a larger --scale")
     asked = output_size(dw, dh, max_size=job.options.max_size, scale=job.scale, even=False)
@@ -353,10 +350,9 @@ def _plan(item: PrepItem, job: _Job) -> Any:
         item.warnings.append(f"the source is {v.fields}: deinterlaced (bwdif, one frame per frame; "
                              "prep.deinterlace=off keeps the fields)")
     elif v.interlaced:
-        from lipsyncctl.media.writer import keeps_fields
-        from lipsyncctl.pipeline.output import OUTPUT_CODECS
+        from lipsyncctl.media.writer import OUTPUT_CODECS, keeps_fields
 
-        coded = ("" if keeps_fields(OUTPUT_CODECS[job.options.codec].writer_codec, v.field_order)
+        coded = ("" if keeps_fields(OUTPUT_CODECS[job.options.codec].codec, v.field_order)
                  else f"; {job.options.codec} codes them progressive, so its fields are not tagged")
         item.warnings.append(f"the source is {v.fields}: frames are kept whole (two fields each, combed where "
                              f"things move; prep.deinterlace=auto makes them progressive){coded}")
@@ -375,8 +371,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
     """Decode (deinterlace), conform to CFR, rotate/scale, encode to ``dest`` (video only); ``encoded`` gets the
     packets the file holds and the frames given to the encoder when the writer stops (by a write failure too)."""
     from lipsyncctl.media.reader import SEEK_MARGIN, VideoReader, conform_cfr, deinterlace, rotate, to_rgb24
-    from lipsyncctl.media.writer import VideoWriter
-    from lipsyncctl.pipeline.output import OUTPUT_CODECS
+    from lipsyncctl.media.writer import OUTPUT_CODECS, VideoWriter
 
     v = info.video
     opts = job.options
@@ -391,7 +386,7 @@ def _encode_video(item: PrepItem, info: Any, job: _Job, dest: Path, encoded: lis
     # fields kept (--deinterlace off) and not scaled (which blends them): coded and tagged interlaced, as sync does
     fields = v.field_order if v.interlaced and opts.deinterlace == "off" and not resize and not rot else None
     with VideoReader(item.input, info=info, apply_rotation=False) as reader, \
-            VideoWriter(dest, item.fps, codec=codec.writer_codec, crf=opts.crf, preset=opts.encoder_preset,
+            VideoWriter(dest, item.fps, codec=codec.codec, crf=opts.crf, preset=opts.encoder_preset,
                         profile=codec.profile, pix_fmt=pix_fmt, color=v.color, inputs=job.all_inputs,
                         field_order=fields) as writer, \
             progress.Task(f"prep {item.input.name}", total=item.frames) as task:

@@ -427,7 +427,7 @@ def test_find_ffmpeg_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert ffmpeg.find_ffmpeg() == (fake, "LIPSYNCCTL_FFMPEG")
     assert ffmpeg.ffmpeg_version(fake) == "9.9-fake"
     assert ffmpeg.list_encoders(fake) == {"libx264": True, "aac": True, "libx265": False, "prores_ks": False,
-                                          "dnxhd": False}
+                                          "dnxhd": False, "ffv1": False}
     monkeypatch.setenv("LIPSYNCCTL_FFMPEG", str(tmp_path / "nope"))
     with pytest.raises(MissingToolError):
         ffmpeg.find_ffmpeg()

@@ -258,21 +258,21 @@ def test_the_interlace_warning_never_names_the_codec_it_writes_progressive_among
     readable) no codec can, and the warning said "prores_hq is written progressive here (h264, prores_hq, ... keep
     the fields)": it now says the order is not known."""
     from lipsyncctl import config as cfg
-    from lipsyncctl.media.writer import keeps_fields
-    from lipsyncctl.pipeline.output import OUTPUT_CODECS, interlace_warning
+    from lipsyncctl.media.writer import OUTPUT_CODECS, keeps_fields
+    from lipsyncctl.pipeline.output import interlace_warning
 
     for codec, spec in OUTPUT_CODECS.items():
         options = cfg.resolve("tiny", [f"output.codec={codec}"]).output
         for order in ("tt", "bb", "tb", "bt", "interlaced"):
             said = interlace_warning(options, "interlaced", order)
             progressive = f"{codec} is written progressive here"
-            if keeps_fields(spec.writer_codec, order):
+            if keeps_fields(spec.codec, order):
                 assert "keeps the field order" in said and progressive not in said
                 continue
             assert progressive in said, (codec, order)
             kept = said.split(progressive, 1)[1]
             assert f" {codec}," not in kept and f" {codec} keep" not in kept and f"({codec}," not in kept
-            if keeps_fields(spec.writer_codec, "tt"):
+            if keeps_fields(spec.codec, "tt"):
                 assert "field order is not known" in said, (codec, order)
 
 

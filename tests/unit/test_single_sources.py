@@ -15,7 +15,7 @@ import pytest
 
 from lipsyncctl import config as cfg
 from lipsyncctl.errors import ConfigError, UsageError
-from lipsyncctl.media.writer import CODECS
+from lipsyncctl.media.writer import CODECS, OUTPUT_CODECS
 from lipsyncctl.pipeline import output
 from lipsyncctl.runner import vram
 
@@ -28,17 +28,34 @@ def _schema_codecs(options: type) -> set[str]:
 
 
 def test_every_schema_codec_has_containers_in_the_one_table() -> None:
-    assert set(output.OUTPUT_CODECS) == _schema_codecs(cfg.OutputOptions)
-    for name, oc in output.OUTPUT_CODECS.items():
-        assert output.containers(name) == CODECS[oc.writer_codec].containers
-        assert output.default_extension(name) == CODECS[oc.writer_codec].containers[0]
+    assert set(OUTPUT_CODECS) == _schema_codecs(cfg.OutputOptions)
+    for name, oc in OUTPUT_CODECS.items():
+        assert output.containers(name) == CODECS[oc.codec].containers
+        assert output.default_extension(name) == CODECS[oc.codec].containers[0]
     for spec in CODECS.values():
         assert spec.containers and all(e.startswith(".") and e == e.lower() for e in spec.containers)
 
 
+def test_the_named_codecs_restate_no_default_of_the_writers_table() -> None:
+    # a name differs from its CODECS row only where it must (a profile, an RGB FFV1): the rest is the row's
+    for name, oc in OUTPUT_CODECS.items():
+        spec = CODECS[oc.codec]
+        assert oc.profile in (None, *({oc.profile} - {spec.profile})) and oc.pix_fmt in (None, *({oc.pix_fmt} - {spec.pix_fmt})), name
+    assert {n: (oc.codec, oc.profile, oc.pix_fmt) for n, oc in OUTPUT_CODECS.items() if oc.profile or oc.pix_fmt} == {
+        "prores_4444": ("prores", "4444", "yuv444p10le"), "ffv1": ("ffv1", None, "bgr0")}
+
+
+def test_doctor_checks_the_encoders_of_the_one_table() -> None:
+    from lipsyncctl.checks import doctor
+    from lipsyncctl.media import ffmpeg
+
+    assert doctor.REQUIRED_ENCODERS == ("libx264", "aac")  # the default output: H.264 with AAC
+    assert set(ffmpeg.WANTED_ENCODERS) == {spec.encoder for spec in CODECS.values()} | {"aac"}
+
+
 def test_default_extensions_are_unchanged() -> None:
     # Shot file names (and the timeline's content keys) and prep's output names depend on these.
-    assert {c: output.default_extension(c) for c in output.OUTPUT_CODECS} == {
+    assert {c: output.default_extension(c) for c in OUTPUT_CODECS} == {
         "h264": ".mp4", "h265": ".mp4", "prores_hq": ".mov", "prores_4444": ".mov", "dnxhr_hq": ".mov",
         "ffv1": ".mkv"}
     # prep's names before they became sync's: the alias keeps prores at .mov
@@ -70,12 +87,12 @@ def test_codec_help_lists_the_schema_names() -> None:
     assert text.startswith(", ".join(cfg.VIDEO_CODECS)) and "prores = prores_hq" in text
 
 
-@pytest.mark.parametrize("codec", sorted(output.OUTPUT_CODECS))
+@pytest.mark.parametrize("codec", sorted(OUTPUT_CODECS))
 def test_check_output_follows_the_table(codec: str, tmp_path: Path) -> None:
     options = cfg.OutputOptions(codec=codec)
     for ext in output.containers(codec):
         output.check_output(tmp_path / f"out{ext.upper()}", options)  # case-insensitive
-    written = {e for c in output.OUTPUT_CODECS for e in output.containers(c)}
+    written = {e for c in OUTPUT_CODECS for e in output.containers(c)}
     for ext in sorted(written - set(output.containers(codec))):  # another codec's container: the settings clash (3)
         with pytest.raises(ConfigError, match=codec):
             output.check_output(tmp_path / f"out{ext}", options)
@@ -85,7 +102,7 @@ def test_check_output_follows_the_table(codec: str, tmp_path: Path) -> None:
 
 def test_module_doc_lists_the_table() -> None:
     lines = [ln.split() for ln in (output.__doc__ or "").splitlines()]
-    for codec in output.OUTPUT_CODECS:
+    for codec in OUTPUT_CODECS:
         (row,) = [ln for ln in lines if ln and ln[0] == f"``{codec}``"]
         assert tuple(w for w in row if w.startswith(".")) == output.containers(codec)
 
@@ -95,7 +112,7 @@ def test_timeline_shots_use_the_table() -> None:
     from lipsyncctl.timeline.outputs import shot_extension
 
     assert not hasattr(job, "_EXT")
-    for codec in output.OUTPUT_CODECS:  # the renders' (and the conform's) container: the table's default
+    for codec in OUTPUT_CODECS:  # the renders' (and the conform's) container: the table's default
         assert f".{shot_extension(cfg.resolve('tiny', [f'output.codec={codec}']))}" == output.default_extension(codec)
 
 
@@ -218,7 +235,7 @@ def test_audio_layouts(tmp_path: Path) -> None:
     np.testing.assert_array_equal(y, read_audio(path, rate, 2).T)
 
 
-@pytest.mark.parametrize("codec", sorted(output.OUTPUT_CODECS))
+@pytest.mark.parametrize("codec", sorted(OUTPUT_CODECS))
 def test_pcm_audio_containers_come_from_mux(codec: str, tmp_path: Path) -> None:
     from lipsyncctl.media.mux import PCM_CONTAINERS
 
