@@ -30,6 +30,21 @@ from pydantic import (
 from lipsyncctl import paths
 from lipsyncctl.errors import ConfigError, UsageError
 
+#: Bounds of the counts that are no config key, declared once: the CLI's options take them as their limits and the
+#: library checks them (:func:`check_count`). Worker processes of one run (``--jobs`` of sync, curate, prep):
+JOBS = (1, 256)
+#: Processes of one training launch (``train --gpus/--nproc``):
+LAUNCH_PROCESSES = (1, 64)
+
+
+def check_count(label: str, value: int, bounds: tuple[int, int]) -> None:
+    """Refuse ``value`` outside ``bounds`` (:data:`JOBS`, :data:`LAUNCH_PROCESSES`): :class:`UsageError` naming
+    ``label`` (``--jobs``), as the CLI's own range check words it."""
+    low, high = bounds
+    if not low <= value <= high:
+        raise UsageError(f"{label} {value}: not in the range {low}<=x<={high}", hint=f"give {label} between {low} and {high}")
+
+
 #: The name that stands for the seeded random tiny models in ``model.*`` (see :meth:`ModelOptions.tiny_roles`).
 TINY = "tiny"
 

@@ -12,6 +12,8 @@ from rich.console import Console
 
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
+from lipsyncctl.cli.flags import limits
+from lipsyncctl.config import JOBS
 from lipsyncctl.errors import JobFailedError
 
 if TYPE_CHECKING:
@@ -80,7 +82,7 @@ def curate_cmd(
         None, "--force", help="Recompute this stage (and every later one) even when stored (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what a run would compute and decide, per "
                                  "source; run and write nothing."),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Sources processed at once."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", **limits(bounds=JOBS), help="Sources processed at once."),
     shard: str | None = typer.Option(None, "--shard", help="Process only part I/N of the sources, or 'auto'."),
     backend: str = typer.Option("local", "--backend", help="local or ray (Ray: the optional extra named ray)."),
     gpus: str | None = typer.Option(None, "--gpus", help="One worker per listed GPU, e.g. 0,1 (its clip stages "

@@ -65,15 +65,29 @@ def finite_number(value: Any) -> Any:
     return value
 
 
-def schema_bounds(key: str) -> tuple[float | None, float | None]:
-    """The ``ge``/``le`` limits of a config key (``"inference.steps"`` -> ``(1, 1000)``)."""
+def schema_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | None]:
+    """The ``ge``/``le`` limits of a config key (``"inference.steps"`` -> ``(1, 1000)``); ``train``: a key of the
+    training schema (``"run.max_steps"``)."""
     from lipsyncctl.config import Config
     from lipsyncctl.config_keys import field_bounds
 
+    schema: Any = Config
+    if train:
+        from lipsyncctl.training.config import TrainConfig
+
+        schema = TrainConfig
     section, name = key.split(".", 1)
-    section_model = Config.model_fields[section].annotation
+    section_model = schema.model_fields[section].annotation
     (low, _), (high, _) = field_bounds(section_model.model_fields[name])  # type: ignore[union-attr]
     return low, high
+
+
+def limits(key: str | None = None, *, train: bool = False,
+           bounds: tuple[float, float] | None = None) -> dict[str, float]:
+    """A Typer option's ``min``/``max``: a config key's schema bounds (:func:`schema_bounds`), or ``bounds`` of a count
+    that is no key (:data:`lipsyncctl.config.JOBS`)."""
+    low, high = bounds if bounds is not None else schema_bounds(str(key), train=train)
+    return {k: v for k, v in (("min", low), ("max", high)) if v is not None}
 
 
 def signature(flags: Iterable[Flag]) -> inspect.Signature:

@@ -11,8 +11,8 @@ from rich.text import Text
 
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
-from lipsyncctl.cli.flags import finite_number
-from lipsyncctl.config import codec_help
+from lipsyncctl.cli.flags import finite_number, limits
+from lipsyncctl.config import JOBS, codec_help
 from lipsyncctl.errors import JobFailedError
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def prep_cmd(
                                           help="Seconds to keep from --start."),
     force: bool = typer.Option(False, "--force", "-f", help="Redo clips whose outputs are up to date."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Probe and plan only; write nothing."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Clips processed at once."),
+    jobs: int = typer.Option(1, "--jobs", "-j", **limits(bounds=JOBS), help="Clips processed at once."),
 ) -> None:
     flags = {
         "prep.fps": fps, "prep.codec": codec, "prep.crf": crf, "prep.encoder_preset": encoder_preset,

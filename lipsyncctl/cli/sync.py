@@ -154,7 +154,7 @@ FLAGS: tuple[Flag, ...] = (
          "cannot be evaluated: --min-sync without syncnet-v2, a shot too short to score "
          "(timeline.unchecked_gates).", key="timeline.unchecked_gates", modes=TIMELINE),
     Flag("jobs", ("--jobs", "-j"), int | None, "Timeline, --batch: shots or clips rendered at once by local worker "
-         "processes, each with its own networks (default 1).", modes=TIMELINE | BATCH, minimum=1, maximum=256),
+         "processes, each with its own networks (default 1).", modes=TIMELINE | BATCH, minimum=cfg.JOBS[0], maximum=cfg.JOBS[1]),
     Flag("gpus", ("--gpus",), str | None, "Timeline, --batch: one worker per listed GPU, e.g. 0,1.",
          modes=TIMELINE | BATCH),
     Flag("shard", ("--shard",), str | None, "Timeline, --batch: render only part I/N of the shots or rows (0-based), "

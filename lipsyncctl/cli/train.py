@@ -11,6 +11,8 @@ from rich.console import Console
 
 from lipsyncctl.cli import options
 from lipsyncctl.cli import state as st
+from lipsyncctl.cli.flags import limits
+from lipsyncctl.config import LAUNCH_PROCESSES
 from lipsyncctl.errors import JobFailedError, UsageError
 
 if TYPE_CHECKING:
@@ -59,17 +61,17 @@ def train_cmd(
     init: str | None = typer.Option(None, "--init", help="Start weights: official, none, PATH, stage1:PATH or sd15:PATH."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a run: 'latest' or a checkpoint folder."),
     overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Start over in a run folder that holds a run."),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps of the run."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Samples per GPU per micro-step."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", min=1, help="Micro-steps per optimizer step."),
+    max_steps: int | None = typer.Option(None, "--max-steps", **limits("run.max_steps", train=True), help="Optimizer steps of the run."),
+    batch_size: int | None = typer.Option(None, "--batch-size", **limits("data.batch_size", train=True), help="Samples per GPU per micro-step."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", **limits("optim.grad_accum", train=True), help="Micro-steps per optimizer step."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="auto, fp16, bf16 or no."),
-    save_every: int | None = typer.Option(None, "--save-every", min=1, help="Full checkpoint every N steps."),
-    keep: int | None = typer.Option(None, "--keep", min=1, help="Full checkpoints kept."),
-    validate_every: int | None = typer.Option(None, "--validate-every", min=0, help="Validation every N steps (0 off)."),
-    workers: int | None = typer.Option(None, "--workers", min=0, help="Data-loader worker processes."),
+    save_every: int | None = typer.Option(None, "--save-every", **limits("run.save_every", train=True), help="Full checkpoint every N steps."),
+    keep: int | None = typer.Option(None, "--keep", **limits("run.keep", train=True), help="Full checkpoints kept."),
+    validate_every: int | None = typer.Option(None, "--validate-every", **limits("run.validate_every", train=True), help="Validation every N steps (0 off)."),
+    workers: int | None = typer.Option(None, "--workers", **limits("data.workers", train=True), help="Data-loader worker processes."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (one process)."),
-    gpus: int | None = typer.Option(None, "--gpus", min=1, max=64, help="Launch N processes, one per GPU (DDP)."),
-    nproc: int | None = typer.Option(None, "--nproc", min=1, max=64, help="Launch N processes on the CPU (gloo)."),
+    gpus: int | None = typer.Option(None, "--gpus", **limits(bounds=LAUNCH_PROCESSES), help="Launch N processes, one per GPU (DDP)."),
+    nproc: int | None = typer.Option(None, "--nproc", **limits(bounds=LAUNCH_PROCESSES), help="Launch N processes on the CPU (gloo)."),
     accelerate_config: str | None = typer.Option(
         None, "--accelerate-config", help="Launch through `accelerate launch` with this accelerate config file "
         "(FSDP...; shipped: fsdp, deepspeed_zero2 [not supported yet]); --gpus/--nproc N set its process count."),

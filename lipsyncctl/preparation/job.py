@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lipsyncctl import progress
-from lipsyncctl.config import PrepOptions
+from lipsyncctl.config import JOBS, PrepOptions, check_count
 from lipsyncctl.errors import BusyError, Interrupted, LipsyncError, MediaError, UsageError
 from lipsyncctl.folders import missing_folders, remove_empty
 from lipsyncctl.media.container import MEDIA_EXTS, SWS_THREADS, is_image_sequence, sequence_files
@@ -657,8 +657,7 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     from lipsyncctl.pipeline.output import default_extension
 
     options = options or PrepOptions()
-    if jobs < 1:
-        raise UsageError(f"--jobs {jobs}: must be at least 1")
+    check_count("--jobs", jobs, JOBS)
     if start < 0 or (duration is not None and duration <= 0):
         raise UsageError("--start must be >= 0 and --duration > 0")
     parse_scale(scale)

@@ -91,7 +91,10 @@ def run_tasks(tasks: Sequence[T], execute: Execute, on_done: Callable[[T, Any], 
 
     ``name(task)``: how progress names a task: each progress task a task's work starts is shown as ``NAME: stage``
     (two workers' stage lines interleave in a log; a long list's lines in one process say which row they are)."""
+    from lipsyncctl.config import JOBS, check_count
+
     check_backend(backend)
+    check_count("--jobs", jobs, JOBS)
     if not tasks:
         return
     with progress.Task(label, total=len(tasks)) as bar:

@@ -132,6 +132,10 @@ def launch(argv: list[str], processes: int | None, *, cpu: bool = False,
         ConfigError: an unreadable or unsupported ``accelerate_config`` (before any process starts).
         LipsyncError: the error a rank stopped with (its class, message and hint: exit 2 for a bad --data,
             4 for a missing model...), read from :data:`~lipsyncctl.errors.RANK_ERROR_FILE_ENV`."""
+    from lipsyncctl.config import LAUNCH_PROCESSES, check_count
+
+    if processes is not None:
+        check_count("--nproc" if cpu else "--gpus", processes, LAUNCH_PROCESSES)
     file, settings = read_accelerate_config(accelerate_config, cpu=cpu) if accelerate_config is not None else (None, None)
     if not cpu and not (settings is not None and settings.use_cpu):  # a GPU group: its GPUs, or exit 4 now
         from lipsyncctl.runner.devices import check_gpu_count

@@ -274,3 +274,53 @@ def test_the_model_rates_are_one_fact_each() -> None:
             if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value == 16000:
                 written.add(path.relative_to(root).as_posix())
     assert written == {"audio/__init__.py", "config.py", "media/audio.py", "timeline/dub.py"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Option bounds: the schema's, or config's counts that are no key; the CLI and the library read the same
+
+
+def _option_limits(command: object, flag: str) -> tuple[object, object]:
+    import typer.main
+
+    group = typer.main.get_command(command)  # type: ignore[arg-type]
+    for param in group.params:
+        if flag in param.opts:
+            return param.min, param.max  # type: ignore[attr-defined]
+    raise AssertionError(flag)
+
+
+def test_count_options_take_their_bounds_from_one_place() -> None:
+    import typer
+
+    from lipsyncctl.cli.curate import curate_cmd
+    from lipsyncctl.cli.prep import prep_cmd
+    from lipsyncctl.cli.train import train_cmd
+    from lipsyncctl.training.config import TrainConfig
+
+    def app(cmd: object) -> typer.Typer:
+        a = typer.Typer()
+        a.command()(cmd)  # type: ignore[arg-type]
+        return a
+
+    assert _option_limits(app(prep_cmd), "--jobs") == _option_limits(app(curate_cmd), "--jobs") == cfg.JOBS
+    assert _option_limits(app(train_cmd), "--gpus") == _option_limits(app(train_cmd), "--nproc") == cfg.LAUNCH_PROCESSES
+    schema = TrainConfig.model_json_schema(mode="serialization")["$defs"]
+    for flag, (section, key) in {"--max-steps": ("TrainRun", "max_steps"), "--workers": ("TrainData", "workers"),
+                                 "--batch-size": ("TrainData", "batch_size")}.items():
+        field = schema[section]["properties"][key]
+        assert _option_limits(app(train_cmd), flag) == (field.get("minimum"), field.get("maximum")), flag
+
+
+def test_the_library_checks_the_counts_the_cli_bounds(tmp_path: Path) -> None:
+    from lipsyncctl.preparation.job import prep
+    from lipsyncctl.runner.workers import run_tasks
+    from lipsyncctl.training.launch import launch
+
+    with pytest.raises(UsageError, match=r"--jobs 0: not in the range 1<=x<=256"):
+        prep([str(tmp_path)], tmp_path / "out", jobs=0)
+    with pytest.raises(UsageError, match="--jobs 257"):
+        run_tasks([1], lambda t: t, lambda t, o: None, jobs=257)
+    with pytest.raises(UsageError, match="--nproc 65"):
+        launch(["lipsyncctl", "train"], 65, cpu=True)
+    assert not (tmp_path / "out").exists()
