@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from lipsyncctl.checkpoints.manage import ModelsListing
     from lipsyncctl.checkpoints.verify import ModelCheck
     from lipsyncctl.checks.doctor import DoctorResult
-    from lipsyncctl.config import Config, PrepOptions
+    from lipsyncctl.config import Config, OutputOptions, PrepOptions
     from lipsyncctl.config_keys import KeyInfo
     from lipsyncctl.curation.outcome import CurateResult
     from lipsyncctl.pipeline.batch import BatchResult
@@ -100,7 +100,8 @@ def sync(
     frames: tuple[int, int] | None = None,
     networks: Networks | None = None,
     overwrite: bool = False,
-    **kwargs: Any,
+    face_cache: str | Path | None = None,
+    delivery: OutputOptions | None = None,
 ) -> SyncResult:
     """Lip-sync one clip: re-render the mouth in ``video`` to match ``audio`` and write ``output``.
 
@@ -118,7 +119,10 @@ def sync(
         networks: networks already loaded (:class:`LipSyncPipeline` holds them for a batch); None loads
             them, after the face pass (no face anywhere fails without loading).
         overwrite: replace an existing ``output``; False (default) raises UsageError before any work.
-        kwargs: further options of :func:`lipsyncctl.pipeline.clip.sync_clip`.
+        face_cache: a ``.npz`` file the face pass is read from when it holds these frames' faces, else written
+            to (:func:`lipsyncctl.pipeline.clip.sync_clip`).
+        delivery: the output settings ``output`` is finally re-encoded in, when it is an intermediate (None:
+            ``config.output``).
 
     Returns:
         :class:`~lipsyncctl.pipeline.clip.SyncResult` (frames, faces found, no-face frames, time per
@@ -129,7 +133,8 @@ def sync(
     _reproducible_math()
     _not_empty(video=video, audio=audio, output=output)
     return sync_clip(Path(video), Path(audio), Path(output), _as_config(config), start=start, end=end,
-                     frames=frames, networks=networks, overwrite=overwrite, **kwargs)
+                     frames=frames, networks=networks, overwrite=overwrite,
+                     face_cache=Path(face_cache) if face_cache is not None else None, delivery=delivery)
 
 
 def sync_batch(list_file: str | Path, config: Config | str | Path | None = None, *, overwrite: bool = False,
@@ -492,17 +497,21 @@ def launch_train(argv: Sequence[str], processes: int | None, *, cpu: bool = Fals
 
 # ---- prep, doctor ------------------------------------------------------------------------------
 
-def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions | None = None,
-         **kwargs: Any) -> PrepResult:
+def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions | None = None, *,
+         force: bool = False, dry_run: bool = False, jobs: int = 1, start: float = 0.0,
+         duration: float | None = None, scale: str | None = None) -> PrepResult:
     """Normalise clips for the model (constant frame rate, 16 kHz mono audio) into ``out_dir``.
 
-    See :func:`lipsyncctl.preparation.job.prep` for the keyword arguments (``force``, ``dry_run``, ``jobs``,
-    ``start``, ``duration``, ``scale``) and :class:`lipsyncctl.preparation.job.PrepResult` for the result.
+    ``force``: redo clips whose outputs are up to date; ``dry_run``: plan only; ``jobs``: clips at once;
+    ``start``/``duration``: the seconds of each clip kept; ``scale``: ``"0.5"`` or ``"WxH"``. See
+    :func:`lipsyncctl.preparation.job.prep` for the details and :class:`lipsyncctl.preparation.job.PrepResult`
+    for the result.
     """
     from lipsyncctl.preparation.job import prep as _prep
 
     _not_empty(out_dir=out_dir, **{f"inputs[{i}]": p for i, p in enumerate(inputs)})
-    return _prep(inputs, out_dir, options, **kwargs)
+    return _prep(inputs, out_dir, options, force=force, dry_run=dry_run, jobs=jobs, start=start, duration=duration,
+                 scale=scale)
 
 
 def doctor(config: Config | str | Path | None = None, *, outputs_dir: str | Path | None = None,
@@ -550,13 +559,15 @@ def check_models(checks: Sequence[ModelCheck]) -> None:
     raise_for_checks(list(checks))
 
 
-def convert_checkpoint(source: str | Path, output: str | Path, **kwargs: Any) -> ConvertResult:
-    """An official checkpoint as safetensors with its config in the header (see
-    :func:`lipsyncctl.checkpoints.convert.convert_checkpoint` for ``kind``, ``config``, ``fp16``, ``overwrite``)."""
+def convert_checkpoint(source: str | Path, output: str | Path, *, kind: str | None = None, config: Any = None,
+                       fp16: bool = False, overwrite: bool = False) -> ConvertResult:
+    """An official checkpoint as safetensors with its config in the header: ``kind`` (None: told from its tensors),
+    its architecture ``config`` (None: the official one), ``fp16`` weights, ``overwrite`` an existing ``output`` (see
+    :func:`lipsyncctl.checkpoints.convert.convert_checkpoint`)."""
     from lipsyncctl.checkpoints.convert import convert_checkpoint as _convert
 
     _present(source)
-    return _convert(source, output, **kwargs)
+    return _convert(source, output, kind=kind, config=config, fp16=fp16, overwrite=overwrite)
 
 
 def inspect_checkpoint(path: str | Path, *, match: bool = True) -> CheckpointInfo:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lipsyncctl.errors import ConfigError
 
@@ -72,8 +72,8 @@ class LipSyncPipeline:
 
     def __call__(self, video: str | Path, audio: str | Path, output: str | Path, *,
                  start: float | None = None, end: float | None = None,
-                 frames: tuple[int, int] | None = None, sets: Iterable[str] = (),
-                 **kwargs: Any) -> SyncResult:
+                 frames: tuple[int, int] | None = None, sets: Iterable[str] = (), overwrite: bool = False,
+                 face_cache: str | Path | None = None) -> SyncResult:
         """Lip-sync one clip with the loaded networks (see :func:`lipsyncctl.api.sync` for the arguments).
 
         ``sets`` override settings for this call only (``["faces.select=id", "faces.track_id=2"]``);
@@ -83,7 +83,8 @@ class LipSyncPipeline:
 
         config = self.configured(sets)
         return sync_clip(Path(video), Path(audio), Path(output), config, start=start, end=end, frames=frames,
-                         networks=self.networks, **kwargs)
+                         networks=self.networks, overwrite=overwrite,
+                         face_cache=Path(face_cache) if face_cache is not None else None)
 
     def configured(self, sets: Iterable[str] = ()) -> Config:
         """This pipeline's configuration with per-call overrides (not of the networks' settings)."""

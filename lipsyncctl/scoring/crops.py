@@ -16,7 +16,7 @@ import numpy as np
 
 from lipsyncctl.errors import MediaError
 from lipsyncctl.scoring.lse import FrameSource, SyncStream, eval_frame_indices, picked, replayable
-from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult, TrackSync
+from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncScores, TrackSync
 
 CROP_SCALE = 1.3
 
@@ -75,12 +75,12 @@ def sync_scores(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps: Fra
 
 
 def approximate_sync(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction,
-                     detector: Any, *, count: int | None = None) -> SyncResult:
-    """:func:`sync_scores` as a :class:`~lipsyncctl.scoring.official.SyncResult` labelled
+                     detector: Any, *, count: int | None = None) -> SyncScores:
+    """:func:`sync_scores` as a :class:`~lipsyncctl.scoring.official.SyncScores` labelled
     ``scale="approximate (not official)"`` (one pseudo-track over the whole run of frames)."""
     _, n = replayable(frames, count)
     scores = sync_scores(model, frames, audio_16k, fps, detector, count=count)
     if scores is None:
-        return SyncResult(SCALE_APPROXIMATE, reason="too short or no face in half of the frames")
+        return SyncScores(SCALE_APPROXIMATE, reason="too short or no face in half of the frames")
     track = TrackSync(0, n, float(scores.lse_d), float(scores.lse_c), int(scores.offset))
-    return SyncResult(SCALE_APPROXIMATE, (track,))
+    return SyncScores(SCALE_APPROXIMATE, (track,))

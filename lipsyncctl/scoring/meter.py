@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl.scoring.crops import approximate_sync
-from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, SyncResult
+from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SCALE_OFFICIAL, SyncScores
 
 if TYPE_CHECKING:
     from lipsyncctl.scoring.evaluator import EvalSyncNet
@@ -40,7 +40,7 @@ class SyncMeter:
     def scale(self) -> str:
         return SCALE_OFFICIAL if self.official is not None else SCALE_APPROXIMATE
 
-    def score(self, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction, *, count: int | None = None) -> SyncResult:
+    def score(self, frames: FrameSource, audio_16k: np.ndarray, fps: Fraction, *, count: int | None = None) -> SyncScores:
         """LSE-C / LSE-D / offset of ``frames`` (RGB; a sequence, or a callable that opens a fresh pass over
         ``count`` frames: read twice, never held) against mono 16 kHz ``audio_16k`` aligned with frame 0."""
         if self.official is not None:

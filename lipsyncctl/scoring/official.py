@@ -76,7 +76,7 @@ class TrackSync:
 
 
 @dataclass(frozen=True)
-class SyncResult:
+class SyncScores:
     """Sync scores of one clip and the scale they are on.
 
     ``scale``: :data:`SCALE_OFFICIAL` (the official measurement) or :data:`SCALE_APPROXIMATE` (the
@@ -194,7 +194,7 @@ class OfficialScorer:
                 for b in self.detector.detect_faces(rgb)]
 
     def score(self, frames_rgb: FrameSource, audio_16k: np.ndarray, fps: Fraction | int | float = EVAL_FPS, *,
-              count: int | None = None) -> SyncResult:
+              count: int | None = None) -> SyncScores:
         """The official sync scores of a clip: ``frames_rgb`` (RGB uint8, at ``fps``; a sequence, or a callable
         that opens a fresh pass over ``count`` frames: :data:`~lipsyncctl.scoring.lse.FrameSource`) and its mono
         16 kHz audio aligned with frame 0. A callable source is read twice (faces and shots, then the crops)
@@ -202,7 +202,7 @@ class OfficialScorer:
         open_frames, n = replayable(frames_rgb, count)
         index = eval_frame_indices(n, fps)  # 1. 25 fps
         if not index:
-            return SyncResult(SCALE_OFFICIAL, reason="no frames")
+            return SyncScores(SCALE_OFFICIAL, reason="no frames")
 
         def at25() -> Iterator[np.ndarray]:
             return picked(open_frames(), index)
@@ -219,7 +219,7 @@ class OfficialScorer:
         if not tracks:
             why = ("every shot is shorter than 50 frames (2 s), which the official evaluation skips"
                    if len(skipped) == len(shots) else "no face track (S3FD score > 0.9, > 50 frames, > 100 px)")
-            return SyncResult(SCALE_OFFICIAL, reason=why, skipped_shots=tuple(skipped))
+            return SyncScores(SCALE_OFFICIAL, reason=why, skipped_shots=tuple(skipped))
         # 4. SyncNet consumes BGR (cv2.imread of the crops); one more pass measures every track as its crops come
         # (5.: SyncStream holds a batch of them, never the track's)
         spf = MODEL_AUDIO_RATE // int(EVAL_FPS)
@@ -231,7 +231,7 @@ class OfficialScorer:
         for track, stream in zip(tracks, streams, strict=True):
             d = stream.finish()
             scores.append(TrackSync(track.first, len(track), d.min_dist, d.conf, d.offset))
-        return SyncResult(SCALE_OFFICIAL, tuple(scores), skipped_shots=tuple(skipped))  # 6.
+        return SyncScores(SCALE_OFFICIAL, tuple(scores), skipped_shots=tuple(skipped))  # 6.
 
 
 def load_official_scorer(syncnet: Any, device: Any = "cpu", models_dir: Path | None = None) -> OfficialScorer | None:
@@ -250,6 +250,6 @@ def load_official_scorer(syncnet: Any, device: Any = "cpu", models_dir: Path | N
     return OfficialScorer(SfdFaceDetector(net), syncnet, path)
 
 
-def aggregate(tracks: Sequence[TrackSync], scale: str = SCALE_OFFICIAL) -> SyncResult:
+def aggregate(tracks: Sequence[TrackSync], scale: str = SCALE_OFFICIAL) -> SyncScores:
     """A clip's result from its tracks (the official per-clip aggregation)."""
-    return SyncResult(scale, tuple(tracks), reason=None if tracks else "no face track")
+    return SyncScores(scale, tuple(tracks), reason=None if tracks else "no face track")

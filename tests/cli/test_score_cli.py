@@ -116,7 +116,7 @@ def test_a_long_sound_is_read_from_disk_with_the_same_scores(installed: Path, mo
 def test_min_sync_gate_and_unmeasured_clips(installed: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     from lipsyncctl.scoring import meter
-    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult
+    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncScores
 
     args = [str(CLIP), "--audio", str(DUB), "--end", "2"]
     rc, doc, err = _run([*args, "--min-sync", "20"], capsys)  # over any confidence: under the gate
@@ -127,7 +127,7 @@ def test_min_sync_gate_and_unmeasured_clips(installed: Path, monkeypatch: pytest
     rc, _, err = _run([*args, "--min-sync", "21"], capsys)  # the schema's bound of timeline.min_sync
     assert rc == 2 and "--min-sync" in err
 
-    monkeypatch.setattr(meter, "approximate_sync", lambda *a, **k: SyncResult(SCALE_APPROXIMATE, reason="too short"))
+    monkeypatch.setattr(meter, "approximate_sync", lambda *a, **k: SyncScores(SCALE_APPROXIMATE, reason="too short"))
     rc, doc, _ = _run(args, capsys)  # not measured: said, not a failure without a gate
     assert rc == 0 and doc["clips"][0]["status"] == "unmeasured" and "too short" in doc["clips"][0]["reason"]
     assert doc["clips"][0]["lse_c"] is None

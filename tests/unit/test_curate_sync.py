@@ -25,7 +25,7 @@ from lipsyncctl.curation import clipstages, features, job, sync
 from lipsyncctl.curation.clipstages import ClipContext, ClipStage
 from lipsyncctl.errors import MissingModelError
 from lipsyncctl.scoring.lse import FrameSource, replayable
-from lipsyncctl.scoring.official import SCALE_OFFICIAL, SyncResult, TrackSync
+from lipsyncctl.scoring.official import SCALE_OFFICIAL, SyncScores, TrackSync
 from tests.curate_media import flat_frames, write_lossless_rgb, write_talking_clip
 
 SPF = 640  # 16 kHz samples per 25 fps frame
@@ -84,8 +84,8 @@ def _video_packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
 
 
-def _result(conf: float, offset: int, frames: int, dist: float = 7.0) -> SyncResult:
-    return SyncResult(SCALE_OFFICIAL, (TrackSync(0, frames, dist, conf, offset),))
+def _result(conf: float, offset: int, frames: int, dist: float = 7.0) -> SyncScores:
+    return SyncScores(SCALE_OFFICIAL, (TrackSync(0, frames, dist, conf, offset),))
 
 
 class TruthScorer:
@@ -96,7 +96,7 @@ class TruthScorer:
         self.raw, self.first, self.k, self.conf = raw, first, k, conf
         self.calls: list[dict[str, Any]] = []
 
-    def score(self, frames: FrameSource, audio: np.ndarray, fps: int, *, count: int | None = None) -> SyncResult:
+    def score(self, frames: FrameSource, audio: np.ndarray, fps: int, *, count: int | None = None) -> SyncScores:
         open_frames, n = replayable(frames, count)
         assert callable(frames) and sum(1 for _ in open_frames()) == n  # a pass, never a held list
         assert fps == 25 and audio.dtype == np.int16 and len(audio) == n * SPF
@@ -111,11 +111,11 @@ class TruthScorer:
 
 
 class ScriptedScorer:
-    def __init__(self, *results: SyncResult) -> None:
+    def __init__(self, *results: SyncScores) -> None:
         self.results = list(results)
         self.calls = 0
 
-    def score(self, frames: FrameSource, audio: np.ndarray, fps: int, *, count: int | None = None) -> SyncResult:
+    def score(self, frames: FrameSource, audio: np.ndarray, fps: int, *, count: int | None = None) -> SyncScores:
         self.calls += 1
         return self.results.pop(0)
 
@@ -192,7 +192,7 @@ def test_the_offset_gates_at_6_and_7_frames(tmp_path: Path, clip, monkeypatch, k
 
 def test_no_track_is_rejected_with_the_scorers_reason(tmp_path: Path, clip, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     why = "no face track (S3FD score > 0.9, > 50 frames, > 100 px)"
-    scorer = ScriptedScorer(SyncResult(SCALE_OFFICIAL, reason=why))
+    scorer = ScriptedScorer(SyncScores(SCALE_OFFICIAL, reason=why))
     _use(monkeypatch, scorer)
     stale = tmp_path / "data" / "synced" / "s" / "s_000100-000160.mkv"  # an earlier run's correction
     stale.parent.mkdir(parents=True)
@@ -252,7 +252,7 @@ def test_the_confirmed_measurement_decides(tmp_path: Path, clip, monkeypatch) ->
         (_result(5.0, 1, 60), None),                                  # re-scored within 1 frame: kept
         (_result(5.0, 3, 60), ("sync-offset-unconfirmed", 3)),        # the correction did not hold
         (_result(2.5, 0, 60), ("low-sync", 2.5)),                     # the corrected clip's conf is used
-        (SyncResult(SCALE_OFFICIAL, reason="gone"), ("sync-offset-unconfirmed", "gone")),
+        (SyncScores(SCALE_OFFICIAL, reason="gone"), ("sync-offset-unconfirmed", "gone")),
     ]
     for confirmed, expected in cases:
         scorer = ScriptedScorer(_result(5.0, 4, 60), confirmed)

@@ -201,3 +201,18 @@ def test_the_readme_parts_example_names_the_files_an_install_has() -> None:
         assert model in registry, model
         paths = [f.path for f in registry.models[model].files]
         assert path in paths or any(p.startswith(path.rstrip("/") + "/") for p in paths), (model, path, paths)
+
+
+def test_the_public_api_spells_its_keywords_out() -> None:
+    # typed options in: no public function hides its arguments behind **kwargs (api.prep and api.sync did)
+    import inspect
+
+    from lipsyncctl import api
+    from lipsyncctl.pipeline.lipsync import LipSyncPipeline
+
+    public = [f for n, f in vars(api).items() if inspect.isfunction(f) and not n.startswith("_")
+              and f.__module__ == api.__name__] + [LipSyncPipeline.__call__]
+    assert len(public) > 10
+    hidden = [f.__qualname__ for f in public
+              if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(f).parameters.values())]
+    assert hidden == []

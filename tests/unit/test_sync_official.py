@@ -12,7 +12,7 @@ from lipsyncctl.scoring.facetrack import Detection, box_iou, scene_spans, shot_t
 from lipsyncctl.scoring.official import (
     SCALE_APPROXIMATE,
     SCALE_OFFICIAL,
-    SyncResult,
+    SyncScores,
     TrackSync,
     aggregate,
     crop_frame,
@@ -124,7 +124,7 @@ def test_aggregation_is_the_official_one() -> None:
     assert aggregate([track(1, 1, 1), track(1, 1, 2), track(1, 1, -4)]).offset == 0  # int(-1/3)
     empty = aggregate([])
     assert not empty.measured and empty.lse_c is None and empty.offset is None and empty.reason
-    d = SyncResult(SCALE_APPROXIMATE, (track(2.0, 8.0, 1),)).to_dict()
+    d = SyncScores(SCALE_APPROXIMATE, (track(2.0, 8.0, 1),)).to_dict()
     assert d["scale"] == "approximate (not official)" and d["lse_c"] == 2.0 and len(d["tracks"]) == 1
 
 

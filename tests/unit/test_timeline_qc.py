@@ -294,10 +294,10 @@ def test_unmeasured_shot_fails_min_sync_unless_opted_out(qc_env, first_run, monk
     """A shot whose sync could not be measured (here: every score says "too short") under --min-sync: the gate
     cannot be evaluated, so the shot fails (exit 1), unless --unchecked-gates warn (exit 0, said per shot)."""
     from lipsyncctl.scoring import meter
-    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncResult
+    from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncScores
 
     assert first_run[0] == 0
-    monkeypatch.setattr(meter, "approximate_sync", lambda *a, **k: SyncResult(SCALE_APPROXIMATE, reason="too short"))
+    monkeypatch.setattr(meter, "approximate_sync", lambda *a, **k: SyncScores(SCALE_APPROXIMATE, reason="too short"))
     rc, res, _ = _run([*qc_env["args"], "--min-sync", "0.1"], capsys)
     assert rc == 1 and res["counts"]["rendered"] == 0
     (shot,) = res["languages"]["de"]["shots"]
