@@ -208,7 +208,7 @@ def sync_clip(
     check_output(output, config.output)  # first: `-o .` or `-o /` has no name to make the matte's or record's of
     matte_out = matte_path(output) if config.output.matte else None
 
-    # 1. Probe, check the output, plan.
+    # 1. Probe and plan (the steps are DESIGN §3's); check the output.
     check_found(video, audio)
     for path in (output, matte_out, run_yaml_path(output)):
         if path is not None:
@@ -308,7 +308,7 @@ def sync_clip(
     # an interlaced source's faces are found and rendered from progressive pictures, pasted onto its own frames
     with output_lock(run_yaml_path(output), what=output), \
             IndexedReader(video, grid, info=info, deinterlace=config.sync.deinterlace == "auto") as reader:
-        # 2. Faces over the selected source frames, before any network loads (fail fast). Pipelined, the pass
+        # 3. Faces over the selected source frames, first: before any network loads (fail fast). Pipelined, the pass
         # runs beside the networks and the render (FaceStream) once it has found a face.
         with clock("faces"):
             faces, faces_reused = face_pass.cached_clip_faces(
@@ -322,7 +322,7 @@ def sync_clip(
                                   hint="check --start/--end, or try another detector (--detector)")
             said_at = len(warnings)  # the face pass's warnings go here, once it has ended (a stream: after the render)
 
-            # 3. Models.
+            # The networks, once a face is found (a clip without one fails without loading them).
             if networks is None:
                 with clock("load models"):
                     from lipsyncctl.pipeline.networks import load_networks
@@ -339,12 +339,12 @@ def sync_clip(
                 progress.warning(said)
                 warnings.append(said)
 
-            # 4. Audio features, once, up to the last output frame (padded with silence to the output length).
+            # 2. Audio features, once, up to the last output frame (padded with silence to the output length).
             with clock("audio features"):
                 features = _audio_features(networks, mono, plan, _scratch_folder(output))
             del mono
 
-            # 5-6. Render, encode, mux; the face pass's end and the run's record; rename into place.
+            # 4-8. Align, condition, denoise, decode and paste, encode (render.py); mux; the face pass's end and the run's record; rename into place.
             source = stream.reader(reader) if stream is not None else reader  # one decode when the pass streams
             done: list[Any] = []  # (faces, no_face_out, run_yaml) from settle()
 
@@ -419,7 +419,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                       output: Path, matte_out: Path | None, settle: Callable[[], None],
                       timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None,
                       audio_start: Fraction = Fraction(0), start_number: int = 1, overwrite: bool = True) -> None:
-    """Steps 5-6: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
+    """Steps 4-8 and the mux: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
     ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
     :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs. An image

@@ -1,21 +1,21 @@
-"""Step 5 of the sync pipeline: render the output frames window by window.
+"""Steps 4-8 of the sync pipeline (DESIGN §3): render the output frames window by window.
 
 Per window of ``inference.window`` output frames (16 officially, LATENTSYNC.md §1.3 step 8):
-a. read the source frames it shows (:class:`~lipsyncctl.media.reader.IndexedReader`, seeking only
+4. read the source frames it shows (:class:`~lipsyncctl.media.reader.IndexedReader`, seeking only
    when the plan jumps: loop, ping-pong, conform; or those a face pass beside the render decoded,
-   :class:`~lipsyncctl.pipeline.faces.StreamFrames`);
-b. align the frames that have a face (the matrices come from step 2) and build reference, masked image
+   :class:`~lipsyncctl.pipeline.faces.StreamFrames`)
+   and align those that have a face (the matrices come from step 3, the faces); build reference, masked image
    and mask (official ``prepare_masks_and_masked_images``);
-c. VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
-d. guided DDIM on the window, starting from the clip's one shared noise image (``inference.batch_windows``
+5. condition: VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
+6. denoise: guided DDIM on the window, starting from the clip's one shared noise image (``inference.batch_windows``
    consecutive windows in one UNet batch);
-e. decode, keep generated pixels only inside the mouth mask, paste the face back with the official
+7. decode, keep generated pixels only inside the mouth mask, paste the face back with the official
    feathered restore (or ``faces.blend: multiband``, same support), blended by the cross-fade weight;
    frames without a face are the source frames;
-f. encode (and the matte, if asked).
+8. encode (and the matte, if asked).
 
-Four stages: :meth:`Renderer.prepare` (a-b), :meth:`Renderer.generate` (c-e, the networks),
-:meth:`Renderer.paste` (the rest of e) and :meth:`Renderer.encode` (f). With ``inference.pipelined``
+Four stages: :meth:`Renderer.prepare` (4), :meth:`Renderer.generate` (5-7, the networks),
+:meth:`Renderer.paste` (the rest of 7) and :meth:`Renderer.encode` (8). With ``inference.pipelined``
 (default) they run concurrently on consecutive windows: a thread decodes and aligns window ``i + 1``, one
 pastes window ``i - 1`` and one encodes window ``i - 2`` while the calling thread runs the networks on window
 ``i`` (two stages, since on a fast GPU with its options the networks outrun paste and encode together);
@@ -159,7 +159,7 @@ class Renderer:
 
     # ---------------------------------------------------------------------------------------------
     def prepare(self, reader: IndexedReader | StreamFrames, s: int, e: int) -> Window:
-        """Stage 1 (a-b): the source frames of output frames ``s .. e-1``, aligned faces and masked images."""
+        """Stage 1 (step 4): the source frames of output frames ``s .. e-1``, aligned faces and masked images."""
         import cv2
         import torch
 
@@ -205,7 +205,7 @@ class Renderer:
         return win
 
     def generate(self, wins: list[Window]) -> list[Window]:
-        """Stage 2 (c-e, the networks): the generated faces of ``wins`` (drawing from the run's generator).
+        """Stage 2 (steps 5-7, the networks): the generated faces of ``wins`` (drawing from the run's generator).
 
         The windows are VAE-encoded one after the other (the generator's draws are those of one window at a
         time) and denoised together, those with the same number of faces in one UNet batch
@@ -225,7 +225,7 @@ class Renderer:
         def video(x: torch.Tensor) -> torch.Tensor:  # f c h w -> 1 c f h w
             return x.permute(1, 0, 2, 3).unsqueeze(0)
 
-        # c. VAE encode (masked first, then reference, as upstream), window by window.
+        # 5. VAE encode (masked first, then reference, as upstream), window by window.
         cond: list[dict[str, torch.Tensor]] = []
         with clock("vae encode"):
             for win in todo:
@@ -235,7 +235,7 @@ class Renderer:
                     "ref_latents": video(vae_io.encode(networks.vae, win.ref, self.generator, inf.vae_batch)),
                     "mask_latents": video(latent_mask(win.masks).to(networks.device, networks.dtype,
                                                                     non_blocking=True))})
-        # d. Denoise: windows with as many faces in one batch (B, c, f, h, w).
+        # 6. Denoise: windows with as many faces in one batch (B, c, f, h, w).
         latents: list[torch.Tensor] = [torch.empty(0)] * len(todo)
         with clock("denoise"):
             for n in dict.fromkeys(len(win.faces) for win in todo):
@@ -251,7 +251,7 @@ class Renderer:
                                   cache_interval=inf.deepcache_interval if inf.deepcache else None)
                 for j, i in enumerate(batch):
                     latents[i] = out[j]
-        # e. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
+        # 7. Decode; generated pixels only inside the mouth mask (official paste_surrounding_pixels_back).
         with clock("vae decode"):
             for win, lat in zip(todo, latents, strict=True):
                 decoded = vae_io.decode(networks.vae, lat.permute(1, 0, 2, 3), inf.vae_batch, on_device=inf.gpu_paste)
@@ -264,7 +264,7 @@ class Renderer:
         return wins
 
     def paste(self, win: Window, mattes: bool = False) -> Window:
-        """Stage 3 (e): paste the generated faces back and cross-fade (``win.frames`` become the output
+        """Stage 3 (the rest of step 7): paste the generated faces back and cross-fade (``win.frames`` become the output
         frames: spliced into the source's own pixels where :attr:`splicer` applies, :mod:`lipsyncctl.media.splice`),
         and with ``mattes`` the matte's frames (``win.mattes``)."""
         import contextlib
@@ -300,7 +300,7 @@ class Renderer:
         return win
 
     def encode(self, win: Window, writer: VideoWriter, matte: VideoWriter | None) -> None:
-        """Stage 4 (f): encode the output frames (and the matte)."""
+        """Stage 4 (step 8): encode the output frames (and the matte)."""
         from lipsyncctl.pipeline.memory import trim_heap
 
         with self.clock("encode"):
