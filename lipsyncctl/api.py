@@ -72,6 +72,23 @@ def config_keys(section: str | None = None, *, train: bool = False) -> list[KeyI
     return describe_keys(None, section)
 
 
+def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | None]:
+    """The inclusive ``ge``/``le`` limits the schema declares for ``key`` (``"inference.steps"`` -> ``(1, 1000)``;
+    ``train``: a key of the training configuration), None where there is none: what a command's option for the key
+    takes as its range."""
+    from lipsyncctl.config import Config
+    from lipsyncctl.config_keys import field_bounds
+
+    schema: Any = Config
+    if train:
+        from lipsyncctl.training.config import TrainConfig
+
+        schema = TrainConfig
+    section, name = key.split(".", 1)
+    (low, _), (high, _) = field_bounds(schema.model_fields[section].annotation.model_fields[name])
+    return low, high
+
+
 def _refuse_unused_crf(config: Config, flags: Mapping[str, Any]) -> None:
     """A CRF given as a flag for a codec that has none (ProRes, DNxHR, FFV1) is a usage error: the encoder would
     ignore it and the user would believe the quality was set (from a preset or --set it is left alone: a

@@ -66,20 +66,10 @@ def finite_number(value: Any) -> Any:
 
 
 def schema_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | None]:
-    """The ``ge``/``le`` limits of a config key (``"inference.steps"`` -> ``(1, 1000)``); ``train``: a key of the
-    training schema (``"run.max_steps"``)."""
-    from lipsyncctl.config import Config
-    from lipsyncctl.config_keys import field_bounds
+    """The ``ge``/``le`` limits of a config key (``"inference.steps"`` -> ``(1, 1000)``; ``train``: a training key)."""
+    from lipsyncctl.api import key_bounds
 
-    schema: Any = Config
-    if train:
-        from lipsyncctl.training.config import TrainConfig
-
-        schema = TrainConfig
-    section, name = key.split(".", 1)
-    section_model = schema.model_fields[section].annotation
-    (low, _), (high, _) = field_bounds(section_model.model_fields[name])  # type: ignore[union-attr]
-    return low, high
+    return key_bounds(key, train=train)
 
 
 def limits(key: str | None = None, *, train: bool = False,
