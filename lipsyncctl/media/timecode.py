@@ -1,4 +1,4 @@
-"""Exact time on OpenTimelineIO values: rates as :class:`~fractions.Fraction`, times as whole frames.
+"""Exact media time and timecode: rates as :class:`~fractions.Fraction`, times as whole frames (OTIO, EDL, SMPTE).
 
 OTIO stores rates as floats (``23.976`` or ``23.976023976...``); an edit at 23.976 or 29.97 is really
 ``24000/1001`` or ``30000/1001``. :func:`exact_rate` snaps a float rate to the standard rate it stands

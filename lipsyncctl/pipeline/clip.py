@@ -502,8 +502,8 @@ def _output_timecode(info: MediaInfo, plan: ClipPlan, output: Path) -> tuple[str
     plus the frames before ``--start``, counted at the output's rate; drop frame where the tag is) and the source's
     reel name, so an editor's NLE relinks or conforms the dubbed clip by timecode as it did the source. None without
     a tag (or one that does not parse at the source's rate), or for a container that holds no timecode."""
+    from lipsyncctl.media import timecode as tb
     from lipsyncctl.media.mux import TIMECODE_CONTAINERS
-    from lipsyncctl.timeline import timebase as tb
 
     if info.video is None or output.suffix.lower() not in TIMECODE_CONTAINERS:
         return None

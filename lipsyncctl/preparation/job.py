@@ -579,7 +579,7 @@ def _timecode(item: PrepItem, info: Any, job: _Job) -> str | None:
     holds none."""
     from lipsyncctl.media.mux import TIMECODE_CONTAINERS
     from lipsyncctl.media.rates import frame_on_screen
-    from lipsyncctl.timeline.timebase import start_timecode
+    from lipsyncctl.media.timecode import start_timecode
 
     v = info.video
     if item.fps is None or item.output.suffix.lower() not in TIMECODE_CONTAINERS:

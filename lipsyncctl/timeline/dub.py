@@ -7,7 +7,7 @@ Sources (``--audio`` / ``--audio-track``):
 - ``--audio-track NAME`` (or ``de=NAME``): an audio track inside the timeline, mixed from its clips.
 
 A segment's audio is cut at its record range, sample accurate: frame ``f`` starts at sample
-``floor(f * rate / fps)`` (:func:`lipsyncctl.timeline.timebase.samples_at`); outside the dub it is silence.
+``floor(f * rate / fps)`` (:func:`lipsyncctl.media.timecode.samples_at`); outside the dub it is silence.
 Speech detection uses silero-vad (its model ships in the wheel) on a 16 kHz mono copy.
 """
 
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError, UsageError
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.media.rates import exact
-from lipsyncctl.timeline import timebase as tb
 
 if TYPE_CHECKING:
     from lipsyncctl.timeline.segments import Segment

@@ -11,7 +11,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.media import timecode as tb
 
 #: An event line: number, reel, channels, transition (and its duration), source in/out, record in/out.
 EDL_EVENT = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\d+)?\s+(\S{11})\s+(\S{11})\s+(\S{11})\s+(\S{11})\s*$")

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from lipsyncctl import progress
 from lipsyncctl.errors import LipsyncError
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.media.thumbnails import thumbnail_uri
 from lipsyncctl.scoring.evaluator import EvalSyncNet, load_eval_syncnet
 from lipsyncctl.scoring.meter import SyncMeter
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, load_official_scorer
 from lipsyncctl.timeline import gates, qc
-from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.delivery import CURRENT, Deliveries, Delivery, building, current_version
 from lipsyncctl.timeline.mediaio import read_frames
 from lipsyncctl.timeline.outputs import conform, relinked_timeline, shot_extension, write_timelines

@@ -41,11 +41,11 @@ from typing import Any
 from lipsyncctl import paths, progress
 from lipsyncctl.config import Config
 from lipsyncctl.errors import ConfigError, LipsyncError, UsageError
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.runner.shards import take_shard
 from lipsyncctl.runner.store import JobStore, config_for_key, content_key, file_fingerprint
 from lipsyncctl.timeline import dub as dubs
 from lipsyncctl.timeline import gates
-from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.delivery import other_edit
 from lipsyncctl.timeline.guard import check_output_folder, check_outputs, input_files
 from lipsyncctl.timeline.outputs import is_render, render_reel, shot_extension, use_original_media

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsyncctl import progress
-from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.timeline.edl_text import REVERSE, edl_counting, edl_speeds
 from lipsyncctl.timeline.segments import TRUNCATED_REEL, Segment, TimelinePlan
 from lipsyncctl.timeline.shots import is_option_marker

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lipsyncctl.errors import ConfigError, MediaError, UsageError
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.media.rates import exact
-from lipsyncctl.timeline import timebase as tb
 
 if TYPE_CHECKING:
     from lipsyncctl.timeline.scenes import SceneRange

@@ -29,7 +29,7 @@ import numpy as np
 
 from lipsyncctl import progress
 from lipsyncctl.errors import MediaError, UsageError
-from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.media import timecode as tb
 
 if TYPE_CHECKING:
     from lipsyncctl.config import Config

@@ -23,7 +23,7 @@ Rules:
   a clip without media) stays a cut there.
 - Each segment's id (its render file's name, its report row) is its clip name and record-in timecode,
   ``sh020_01-00-04-12``: stable when other shots are skipped or added.
-- All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.timeline.timebase`).
+- All arithmetic is on whole frames at exact rates (:mod:`lipsyncctl.media.timecode`).
 - An EDL names each event's source by its clip name and reel, and a path where it states one: the file
   found for it must carry that name (file name or stem) or that reel (the file's reel tag, or its name
   truncated as EDL reels are), or be the file OTIO's truncated-reel comment names; a file that matches none
@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from lipsyncctl.errors import MediaError
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.media.probe import is_interlaced
-from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.shots import ShotOptions, shot_options
 from lipsyncctl.timeline.source import (
     MediaFacts,

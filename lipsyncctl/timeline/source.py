@@ -443,7 +443,7 @@ def _read_edl(path: Path, rate: float | None, resolver: MediaResolver) -> Any:
         if found.assumed:
             found = _rate_from_media(path, text, found, resolver)
     else:
-        from lipsyncctl.timeline.timebase import exact_rate
+        from lipsyncctl.media.timecode import exact_rate
 
         found = EdlRate(exact_rate(rate), "given with --edl-rate")  # 23.976 -> 24000/1001, as OTIO needs
         top, _ = _timecode_frames([line.strip() for line in text.splitlines()])

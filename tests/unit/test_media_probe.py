@@ -260,7 +260,7 @@ def test_one_rate_table_for_media_and_timelines(rate: float, expected: Fraction)
     """Probing, typed rates and OTIO's float rates on a timeline snap through the same function."""
     from lipsyncctl.media import probe as probe_module
     from lipsyncctl.media import rates
-    from lipsyncctl.timeline import timebase
+    from lipsyncctl.media import timecode as timebase
 
     assert probe_module.STANDARD_RATES is rates.STANDARD_RATES and probe_module.snap_rate is rates.snap_rate
     assert rates.snap_rate(rate) == expected

@@ -82,7 +82,7 @@ def test_a_drop_frame_edit_shows_drop_frame_timecode(media: Path) -> None:
     NLE shows them (01:00:00;00 is frame 107892, which non-drop shows as 00:59:56:12); a source whose tag is
     drop frame gives its render's timecode so; shot ids stay non-drop (stable names); a non-drop edit at
     29.97 stays non-drop."""
-    from lipsyncctl.timeline import timebase as tb
+    from lipsyncctl.media import timecode as tb
 
     assert tb.timecode(107892, NTSC, True) == "01:00:00;00" and tb.timecode(107892, NTSC) == "00:59:56:12"
     assert tb.timecode(90000, Fraction(25), True) == "01:00:00:00"  # no drop frame at 25

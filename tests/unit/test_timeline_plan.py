@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from lipsyncctl.errors import ConfigError, UsageError
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.runner.devices import parse_gpus
 from lipsyncctl.runner.shards import parse_shard
 from lipsyncctl.timeline import dub as dubs
-from lipsyncctl.timeline import timebase as tb
 from lipsyncctl.timeline.segments import _name_segments, plan_timeline
 from lipsyncctl.timeline.source import MediaResolver, installed_adapters, parse_relink, read_timeline
 from tests.conftest import shared_path

@@ -13,7 +13,7 @@ import pytest
 
 from lipsyncctl.cli.main import main
 from lipsyncctl.errors import ConfigError, UsageError
-from lipsyncctl.timeline import timebase as tb
+from lipsyncctl.media import timecode as tb
 from lipsyncctl.timeline.ranges import SegmentsFile, clip_ranges, frame_ranges, load_segments, parse_time
 from tests.conftest import shared_path
 from tests.sync_media import decode_rgb, write_clip
