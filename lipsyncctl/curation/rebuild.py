@@ -58,6 +58,8 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     result = CurateResult(data, until, shard, Tally(fps), warnings=list(warnings), scope=scope, views_written=write,
                           sources=spool, dry_run=dry_run and not write)
     several, streams = [], 0
+    if (write or result.dry_run) and (changed := settings_changed(data / "curate.yaml", options)):
+        _warn(result, changed)
     if write:
         data.mkdir(parents=True, exist_ok=True)
         progress.message(f"writing the manifest and the report ({len(ids)} source{'s' * (len(ids) != 1)})")
@@ -242,6 +244,31 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
         _warn(result, f"{sum(other.values())} kept span(s) are aligned at another resolution than curate.resolution "
                       f"{options.resolution} ({', '.join(f'{n} at {r}' for r, n in sorted(other.items()))}): "
                       "train reads one resolution; rerun curate on their sources")
+def settings_changed(views_yaml: Path, options: CurateOptions) -> str | None:
+    """What is said when ``options`` differ from the ``curate`` settings the views were last written with (their
+    ``curate.yaml``): a plain ``curate report`` after ``report --set curate.quality_min=50`` decides with the preset's
+    thresholds again, which the user should hear of (with the ``--set`` that keeps the earlier ones). None when they
+    are the same, or there are no views yet."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(views_yaml.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    before = doc.get("curate") if isinstance(doc, dict) else None
+    if not isinstance(before, dict):
+        return None
+    now = options.model_dump(mode="json")
+    changed = [k for k in now if k in before and json.dumps(before[k], sort_keys=True) != json.dumps(now[k], sort_keys=True)]
+    if not changed:
+        return None
+    said = ", ".join(f"curate.{k} {json.dumps(before[k])} -> {json.dumps(now[k])}" for k in changed[:6])
+    more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+    keep = " ".join(f"--set curate.{k}={json.dumps(before[k], separators=(',', ':'))}" for k in changed[:3])
+    return (f"settings differ from those the views were last written with ({views_yaml.name}): {said}{more}; "
+            f"the views are decided anew with these (to keep the earlier ones: {keep})")
+
+
 def _warn(result: CurateResult, text: str) -> None:
     result.warnings.append(text)
     progress.warning(text)

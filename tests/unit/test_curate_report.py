@@ -361,3 +361,28 @@ def test_nothing_kept_because_spans_failed_says_so_not_loosen_a_threshold(tmp_pa
     warn_decisions(result, options)
     (said,) = [w for w in result.warnings if w.startswith("no span of the")]
     assert "1 failed (manifest.jsonl gives each span's error, report.json each source's" in said and "loosen a threshold" not in said
+
+
+def test_a_report_with_other_settings_than_the_views_says_which_and_how_to_keep_them(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    from lipsyncctl.curation.rebuild import settings_changed
+
+    options = cfg.resolve("tiny").curate
+    views_yaml = tmp_path / "curate.yaml"
+    assert settings_changed(views_yaml, options) is None  # no views yet
+    written = options.model_dump(mode="json")
+    views_yaml.write_text(yaml.safe_dump({"tool": "lipsyncctl", "curate": written}))
+    assert settings_changed(views_yaml, options) is None  # the same settings
+    views_yaml.write_text(yaml.safe_dump({"curate": {**written, "quality_min": 50.0, "split_by": "grandparent"}}))
+    said = settings_changed(views_yaml, options)
+    assert said is not None and said.startswith("settings differ from those the views were last written with "
+                                                "(curate.yaml): ")
+    assert f"curate.quality_min 50.0 -> {json.dumps(options.quality_min)}" in said
+    assert f'curate.split_by "grandparent" -> "{options.split_by}"' in said
+    assert said.endswith('(to keep the earlier ones: --set curate.split_by="grandparent" --set curate.quality_min=50.0)') \
+        or said.endswith('(to keep the earlier ones: --set curate.quality_min=50.0 --set curate.split_by="grandparent")')
+    views_yaml.write_text("curate: [not, a, mapping")  # unreadable views: nothing to compare
+    assert settings_changed(views_yaml, options) is None
