@@ -30,6 +30,9 @@ DEFAULT_SEQUENCE_FPS = Fraction(25)
 #: slices a conversion over all CPUs by default, and FFmpeg 8.1's sliced conversions into 10-bit formats are not
 #: deterministic: a few samples at slice edges come out wrong (by up to 124 of 1023), differently on every call, so
 #: ProRes written from the same frames differed run to run. One thread is exact and takes a few ms at 1080p.
+#: It is also what keeps a fork safe: PyAV >= 18.1.1 keeps one SwsContext per thread (18.1.0: per frame), and one that
+#: ran sliced owns a thread pool a fork does not copy, so the child's next conversion waits for it forever (the
+#: DataLoader workers forked after a 0-worker run in the same process hung). Every conversion of ours passes this.
 SWS_THREADS = 1
 
 _PATTERN = re.compile(r"%0?(\d*)d")

@@ -78,8 +78,8 @@ def to_rgb24(av_frame: Any) -> np.ndarray:
     if len(parts) >= 3 and parts[0].bits > 8 and (parts[1].width, parts[1].height) != (parts[0].width, parts[0].height):
         full = av_frame.reformat(format="yuv444p16le", threads=SWS_THREADS)
         full.colorspace, full.color_range = av_frame.colorspace, av_frame.color_range  # read with its own
-        return full.to_ndarray(format="rgb24")
-    return av_frame.to_ndarray(format="rgb24")
+        return full.to_ndarray(format="rgb24", threads=SWS_THREADS)
+    return av_frame.to_ndarray(format="rgb24", threads=SWS_THREADS)
 
 
 class VideoReader:
