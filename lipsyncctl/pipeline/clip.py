@@ -190,6 +190,7 @@ def sync_clip(
         check_frame_size,
         check_output,
         check_record,
+        depth_warning,
         dropped_streams_warning,
         float_picture_warning,
         hdr10_warning,
@@ -297,7 +298,8 @@ def sync_clip(
         warnings.append(floating)
     lost = [alpha_warning(vinfo.pix_fmt)]
     if delivery is None:  # an intermediate render (a timeline's shot): its delivery is not this file, nor a copy of it
-        lost += [aspect_warning(output, config.output, vinfo.sample_aspect), dropped_streams_warning(info.others),
+        lost += [None if sequence else depth_warning(config.output, vinfo.pix_fmt),
+                 aspect_warning(output, config.output, vinfo.sample_aspect), dropped_streams_warning(info.others),
                  None if sequence else tags_not_carried(output, info.timecode, info.reel)]
     warnings.extend(w for w in lost if w)
     warnings.extend(sequence_warnings(output, config.output))

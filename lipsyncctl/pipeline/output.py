@@ -182,6 +182,45 @@ def alpha_warning(pix_fmt: str | None) -> str | None:
     return f"the source's alpha channel ({pix_fmt}) is not carried: the output is opaque"
 
 
+def _depth(pix_fmt: str | None) -> int | None:
+    """The most bits of a component of ``pix_fmt`` (``yuv422p10le`` -> 10), None for a name FFmpeg does not know."""
+    import av
+
+    try:
+        return max(c.bits for c in av.VideoFormat(str(pix_fmt)).components)
+    except (ValueError, TypeError):
+        return None
+
+
+def depth_warning(options: OutputOptions, source_pix_fmt: str | None) -> str | None:
+    """A source deeper than the pixel format written (a 10-bit ProRes master into FFV1's 8-bit RGB or DNxHR HQ's
+    8-bit 4:2:2): the whole picture loses its low bits, outside the face too; said with a way to keep them."""
+    import av
+
+    from lipsyncctl.media.writer import output_spec
+
+    written = output_pix_fmt(options, source_pix_fmt)
+    source_bits, written_bits = _depth(source_pix_fmt), _depth(written)
+    if source_bits is None or written_bits is None or written_bits >= source_bits or source_bits <= 8:
+        return None
+    def takes(codec: str) -> set[str]:  # (a codec with a profile codes its format: DNxHR HQ is 8-bit whatever dnxhd takes)
+        spec = output_spec(codec)[1]
+        try:
+            return {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())} if spec.profile is None \
+                else set()
+        except (ValueError, av.error.FFmpegError):
+            return set()
+
+    if source_pix_fmt in takes(options.codec):
+        keep = f"--set output.pix_fmt={source_pix_fmt}, which {options.codec} codes,"
+    else:
+        ways = ["--codec prores_hq"] if source_bits <= 10 and options.codec != "prores_hq" else []
+        ways += [f"--codec ffv1 --set output.pix_fmt={source_pix_fmt}"] if source_pix_fmt in takes("ffv1") else []
+        keep = " or ".join(ways) or "another codec"
+    return (f"the output is {written_bits}-bit ({written}) and the source {source_bits}-bit ({source_pix_fmt}): the "
+            f"whole picture loses its low bits, outside the face too ({keep} keeps them)")
+
+
 def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction) -> str | None:
     """An anamorphic source (pixels not square) written where its pixel aspect cannot be stored
     (:func:`~lipsyncctl.media.writer.keeps_sample_aspect`: ProRes in .mkv, DNxHR in .mxf): it plays square."""

@@ -380,3 +380,24 @@ def test_a_dub_whose_channels_cancel_in_the_mono_mix_is_said_so(tmp_path: Path) 
     silent = write_wav(tmp_path / "silent.wav", np.zeros((1600, 2), np.float32), 16000)
     assert "digital silence" in (level_warning("pcm_s16le", read_audio(silent, 16000, 1),
                                                channel_peak=lambda: loudest_channel(silent)) or "")
+
+
+def test_a_source_deeper_than_the_output_is_said_with_the_way_to_keep_its_bits() -> None:
+    from lipsyncctl import config as cfg
+    from lipsyncctl.pipeline.output import depth_warning
+
+    def said(codec: str, source: str, *sets: str) -> str | None:
+        return depth_warning(cfg.resolve("tiny", [f"output.codec={codec}", *sets]).output, source)
+
+    ffv1 = said("ffv1", "yuv422p10le")  # FFV1 is written as 8-bit RGB: a 10-bit master lost 2 bits, unsaid
+    assert ffv1 is not None and ffv1.startswith("the output is 8-bit (bgr0) and the source 10-bit (yuv422p10le)")
+    assert "--set output.pix_fmt=yuv422p10le, which ffv1 codes" in ffv1
+    assert said("ffv1", "yuv422p10le", "output.pix_fmt=yuv422p10le") is None
+    dnxhr = said("dnxhr_hq", "yuv422p10le")
+    assert dnxhr is not None and "8-bit (yuv422p)" in dnxhr
+    assert "(--codec prores_hq or --codec ffv1 --set output.pix_fmt=yuv422p10le keeps them)" in dnxhr
+    assert said("prores_hq", "yuv422p10le") is None
+    twelve = said("prores_4444", "yuv444p12le")  # ProRes codes 10 bits: FFV1 keeps 12
+    assert twelve is not None and "(--codec ffv1 --set output.pix_fmt=yuv444p12le keeps them)" in twelve
+    assert said("h264", "yuv420p10le") is None  # x264 keeps the source's 10 bits
+    assert said("h264", "yuv420p") is None and said("ffv1", "rgb24") is None and said("ffv1", None) is None
