@@ -212,6 +212,8 @@ def score(videos: str | Path | Sequence[str | Path], config: Config | str | Path
     paths = [videos] if isinstance(videos, (str, Path)) else list(videos)
     if not paths:
         raise UsageError("no clip to score", hint="give one clip or more")
+    if start is not None and end is not None and end <= start:  # (before a model is looked for: exit 2, not 4)
+        raise UsageError(f"--end {end:g} is not after --start {start:g}", hint="both are seconds of each clip")
     _not_empty(**{f"video {i + 1}": p for i, p in enumerate(paths)}, **({"audio": audio} if audio is not None else {}))
     _reproducible_math()
     return score_clips([Path(p) for p in paths], _as_config(config), audio=Path(audio) if audio is not None else None,

@@ -580,14 +580,14 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
     check_found(video, audio)
     info = probe(video, sequence_fps=sequence_rate(video, sequence_fps))
     if info.video is None:
-        raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give the picture with --video")
+        raise MediaError(f"{video}: no video stream (an audio-only file?)", hint="give a file with a picture: a video, or an image sequence's pattern")
     if info.video.frame_count <= 0:
         raise MediaError(f"{video}: the video stream has no frames")
     same = audio == video or same_file(audio, video)
     sound = info if same else probe(audio)
     if not sound.audio:
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
-                         hint="give the new dialogue with --audio (WAV, FLAC, AAC, or a video with sound)")
+                         hint="give a sound: a WAV, FLAC or AAC file, or a video with sound")
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
     return Inputs(info, dub, several, dub_origin(info, audio, same), same)
 

@@ -407,8 +407,14 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
     if output.parent.is_dir():
         try:
             if not lock.take():
-                raise BusyError(f"{what or output}: another run is writing this output ({_held_by(lock.path) or UNNAMED})",
-                                hint="wait for it to finish, or write another -o")
+                holder = _held_by(lock.path) or UNNAMED
+                if what is None:
+                    raise BusyError(f"{output}: another run is writing this output ({holder})",
+                                    hint="wait for it to finish, or write another -o")
+                # (the record stands for every output of its stem: x.mp4 and x.mkv share x.run.yaml)
+                raise BusyError(f"{what}: another run is writing this output or another of its record {output.name} "
+                                f"({holder})", hint=f"wait for it to finish, or write another -o (outputs named "
+                                f"{Path(what).stem}.* share {output.name})")
             lock.write(Holder.me())
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):

@@ -401,3 +401,15 @@ def test_a_source_deeper_than_the_output_is_said_with_the_way_to_keep_its_bits()
     assert twelve is not None and "(--codec ffv1 --set output.pix_fmt=yuv444p12le keeps them)" in twelve
     assert said("h264", "yuv420p10le") is None  # x264 keeps the source's 10 bits
     assert said("h264", "yuv420p") is None and said("ffv1", "rgb24") is None and said("ffv1", None) is None
+
+
+def test_inputs_without_a_picture_or_a_sound_get_hints_every_command_can_follow(tmp_path: Path) -> None:
+    # probe_inputs serves sync, score, a batch's rows and train's validation clip: a hint naming sync's --video
+    # sent `score dub.wav` to an option it does not have
+    from lipsyncctl.pipeline.clip import probe_inputs
+
+    wav, video = Path(__file__).parents[2] / "lipsyncctl" / "data" / "sample_dub.wav", mg.make_clip(tmp_path / "mute.mp4", audio_rate=None, frames=3)
+    for args, said in (((wav, wav), "no video stream"), ((video, video), "no audio stream")):
+        with pytest.raises(MediaError, match=said) as err:
+            probe_inputs(*args)
+        assert err.value.hint and "--" not in err.value.hint, err.value.hint

@@ -79,8 +79,11 @@ def test_a_second_run_of_an_output_being_written_is_refused_at_once(tmp_path: Pa
         with output_lock(run_yaml_path(out), what=out):  # the first run, writing
             assert lock.is_file()
             for other in (out, tmp_path / "o.mkv"):
-                with pytest.raises(BusyError, match="another run is writing this output"):
+                with pytest.raises(BusyError, match="another run is writing this output") as busy:
                     sync_clip(video, dub, other, config, networks=models)
+                # o.mkv's refusal names what it shares with the run writing o.mp4 (it said o.mkv was being written)
+                assert f"{other}: another run is writing this output or another of its record o.run.yaml" in \
+                    busy.value.message and "outputs named o.* share o.run.yaml" in (busy.value.hint or "")
         assert not lock.exists() and not out.exists()
         # a run killed while it held the lock leaves its file; the kernel let go of the lock, so it blocks nothing
         code = ("import os; from lipsyncctl.runner.lock import output_lock\n"
