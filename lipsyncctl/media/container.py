@@ -18,7 +18,8 @@ from typing import Any
 
 from lipsyncctl.errors import MediaError
 
-#: Extensions treated as single images (an image sequence is a pattern over these).
+#: The still-image formats read as pictures and as sequences (the tests read each one); a sequence's pattern may name
+#: any extension but a sound's or a record's (:data:`NOT_PICTURES`: :func:`is_image_sequence`).
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".dpx", ".webp"})
 #: Extensions ``prep`` picks up when walking a directory.
 MEDIA_EXTS = frozenset(
