@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lipsyncctl.nets.unet_config import AT_LEAST_1, Bounds, normalize_fields
+from lipsyncctl.nets.arch_config import AT_LEAST_1, Bounds, normalize_fields
 
 Factor = int | tuple[int, int]
 

@@ -36,6 +36,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lipsyncctl.nets.arch_config import ABOVE_0, AT_LEAST_1, check_keys, normalize_fields
+
 
 @dataclass(frozen=True)
 class VideoMAEConfig:
@@ -59,6 +61,8 @@ class VideoMAEConfig:
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        normalize_fields(self, {**{f.name: AT_LEAST_1 for f in dataclasses.fields(self) if f.type == "int"},
+                                "mlp_ratio": ABOVE_0, "norm_eps": ABOVE_0})  # (the one checker of architecture configs)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not a multiple of num_heads {self.num_heads}")
         if self.img_size % self.patch_size or self.num_frames % self.tubelet_size:
@@ -79,9 +83,7 @@ class VideoMAEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VideoMAEConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown VideoMAE config keys: {sorted(unknown)}")
+        check_keys(dict(d), {f.name for f in dataclasses.fields(cls)}, "VideoMAE config")
         return cls(**d)
 
 

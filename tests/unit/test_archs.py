@@ -162,3 +162,15 @@ def test_a_numeric_string_in_a_syncnet_config_is_its_number(tmp_path: Path) -> N
     path.write_text(text.replace("dropout: 0.0", "dropout: '0.0'").replace("in_channels: 1\n", "in_channels: '1'\n"),
                     encoding="utf-8")
     assert archs.load_syncnet_config(path) == archs.load_syncnet_config("syncnet_16_latent")
+
+
+def test_every_architecture_config_is_held_to_the_one_checker() -> None:
+    # UNet, StableSyncNet and VideoMAE configs share nets/arch_config's checker (VideoMAE checked unknown keys only:
+    # a depth of 0, a boolean or a string width built a model or failed deep in torch)
+    from lipsyncctl.nets.videomae import VideoMAEConfig
+
+    assert VideoMAEConfig.from_dict({"depth": "2", "embed_dim": 32}).depth == 2  # a YAML 1.1 number string, as UNet's
+    for bad, said in (({"depth": 0}, "depth: must be >= 1, got 0"), ({"depth": True}, "depth: expected an integer"),
+                      ({"mlp_ratio": "x"}, "mlp_ratio: expected a number"), ({"nope": 1}, "unknown key 'nope' in VideoMAE")):
+        with pytest.raises(ValueError, match=said):
+            VideoMAEConfig.from_dict(bad)
