@@ -286,8 +286,17 @@ def _reflowed(command: object) -> object:
     return command
 
 
+#: The width help is drawn at when it goes to a pipe or a file (`--help | grep`) and no width is asked for: Rich's 80
+#: columns cut the options' help with an ellipsis where a long word (a config key: `(inference.steps=N)`) did not fit.
+PIPED_HELP_WIDTH = 120
+
+
 def _run(argv: list[str] | None, interrupted: bool = False) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
+    if not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():
+        import typer.rich_utils
+
+        typer.rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
     command = _reflowed(typer.main.get_command(app))
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).

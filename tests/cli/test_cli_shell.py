@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -343,3 +344,12 @@ entry()
     scripts = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert 'lipsyncctl = "lipsyncctl.__main__:entry"' in scripts
     assert "entry()" in (REPO / "lipsyncctl" / "__main__.py").read_text(encoding="utf-8")
+
+
+def test_help_into_a_pipe_keeps_every_word() -> None:
+    # `lipsyncctl sync --help | grep` drew at 80 columns and cut long words with an ellipsis: the config keys
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    for command in (["sync"], ["prep"]):
+        out = subprocess.run([sys.executable, "-m", "lipsyncctl", *command, "--help"], capture_output=True, text=True,
+                             env=env, check=True).stdout
+        assert "…" not in out and "inference.steps" in out, command
