@@ -294,9 +294,9 @@ PIPED_HELP_WIDTH = 120
 def _run(argv: list[str] | None, interrupted: bool = False) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     if not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():
-        import typer.rich_utils
+        from typer import rich_utils  # (`import typer.rich_utils` here would make `typer` a local name of _run)
 
-        typer.rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
+        rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
     command = _reflowed(typer.main.get_command(app))
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).

@@ -353,3 +353,7 @@ def test_help_into_a_pipe_keeps_every_word() -> None:
         out = subprocess.run([sys.executable, "-m", "lipsyncctl", *command, "--help"], capture_output=True, text=True,
                              env=env, check=True).stdout
         assert "…" not in out and "inference.steps" in out, command
+    # a width asked for is kept (and the CLI runs: an import in the width's branch once broke every command but help)
+    wide = subprocess.run([sys.executable, "-m", "lipsyncctl", "--version"], capture_output=True, text=True,
+                          env={**env, "COLUMNS": "100"}, check=False)
+    assert wide.returncode == 0 and wide.stdout.startswith("lipsyncctl "), wide.stderr
