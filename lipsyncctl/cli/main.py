@@ -294,7 +294,8 @@ PIPED_HELP_WIDTH = 120
 def _run(argv: list[str] | None, interrupted: bool = False) -> int:
     debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     if not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():
-        from typer import rich_utils  # (`import typer.rich_utils` here would make `typer` a local name of _run)
+        # (not `import typer.rich_utils`: that would make `typer` a local name of this function)
+        from typer import rich_utils
 
         rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
     command = _reflowed(typer.main.get_command(app))

@@ -568,9 +568,11 @@ def check_found(video: Path, audio: Path) -> None:
             raise MediaError(f"{what} file not found: {p}", hint="check the path")
 
 
-def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: str = "auto") -> Inputs:
+def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: str = "auto", *,
+                 no_sound_hint: str = "give a sound: a WAV, FLAC or AAC file, or a video with sound") -> Inputs:
     """Both inputs, found usable (else MediaError): a picture with frames, and a sound (its ``audio_stream``-th
-    stream); the file is probed once when the clip is its own sound. The picture may be an image sequence (an
+    stream; ``no_sound_hint``: the caller's way to give another, said when there is none); the file is probed once
+    when the clip is its own sound. The picture may be an image sequence (an
     ffmpeg pattern, ``shot/%04d.png``) at ``sequence_fps`` (``sync.sequence_fps``, see
     :func:`~lipsyncctl.pipeline.output.sequence_rate`): the readers made with its probe read it at that rate."""
     from lipsyncctl.media.atomic import same_file
@@ -587,7 +589,7 @@ def probe_inputs(video: Path, audio: Path, audio_stream: int = 0, sequence_fps: 
     sound = info if same else probe(audio)
     if not sound.audio:
         raise MediaError(f"{audio}: no audio stream (a video-only file?)",
-                         hint="give a sound: a WAV, FLAC or AAC file, or a video with sound")
+                         hint=no_sound_hint)
     dub, several = pick_audio_stream(audio, sound, audio_stream, "sync.audio_stream")
     return Inputs(info, dub, several, dub_origin(info, audio, same), same)
 

@@ -145,7 +145,8 @@ def _score_one(meter: SyncMeter, video: Path, audio: Path, config: Config, start
     try:
         _check_there(video, is_clip=True)
         # a picture with frames, a sound (the dub of a multi-stream file): as sync asks of its inputs
-        inputs = probe_inputs(video, audio, config.sync.audio_stream, config.sync.sequence_fps)
+        own = {"no_sound_hint": "measure it against a sound with --audio DUB"} if audio == video else {}
+        inputs = probe_inputs(video, audio, config.sync.audio_stream, config.sync.sequence_fps, **own)
         vinfo = inputs.info.video
         fps = vinfo.nominal_fps
         first, stop = select_range(grid_frames(vinfo), fps, start, end)
