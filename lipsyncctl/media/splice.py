@@ -92,6 +92,19 @@ def deep_rgb(pix_fmt: str) -> bool:
     return _DEEP_RGB.match(pix_fmt) is not None
 
 
+def keeps_samples(pix_fmt: str, source_pix_fmt: str, *, turned: bool = False) -> bool:
+    """Whether frames written in ``pix_fmt`` keep the samples of a ``source_pix_fmt`` source where the render left the
+    picture alone (:class:`Splicer`): deep integer RGB from any integer source, or planar YUV from a YUV or grey one
+    (``turned``, a quarter-turned source: only into a format subsampled alike both ways). Else the frames are
+    written from the render's 8-bit RGB image."""
+    if source_pix_fmt.startswith(("pal", "bayer", "xyz", "monob", "monow")):
+        return False
+    if deep_rgb(pix_fmt):
+        return True
+    layout = splice_layout(pix_fmt)
+    return layout is not None and _source_ok(source_pix_fmt) and not (turned and not layout.square)
+
+
 def _source_ok(pix_fmt: str) -> bool:
     """A decoder format whose values the splice may keep: YUV or grey (RGB and palette sources are exact in the
     render's RGB image already)."""

@@ -182,43 +182,46 @@ def alpha_warning(pix_fmt: str | None) -> str | None:
     return f"the source's alpha channel ({pix_fmt}) is not carried: the output is opaque"
 
 
-def _depth(pix_fmt: str | None) -> int | None:
-    """The most bits of a component of ``pix_fmt`` (``yuv422p10le`` -> 10), None for a name FFmpeg does not know."""
+def depth_warning(options: OutputOptions, source_pix_fmt: str | None, *, turned: bool = False) -> str | None:
+    """An integer source deeper than the picture written (a 10-bit ProRes master into FFV1's 8-bit RGB or DNxHR HQ's
+    8-bit 4:2:2): the whole picture loses its low bits, outside the face too; said with the settings that keep them
+    (those whose frames the splice writes from the source's own samples: :func:`~lipsyncctl.media.splice.keeps_samples`,
+    ``turned``: a quarter-turned source). A float source is :func:`float_picture_warning`'s."""
     import av
 
-    try:
-        return max(c.bits for c in av.VideoFormat(str(pix_fmt)).components)
-    except (ValueError, TypeError):
-        return None
-
-
-def depth_warning(options: OutputOptions, source_pix_fmt: str | None) -> str | None:
-    """A source deeper than the pixel format written (a 10-bit ProRes master into FFV1's 8-bit RGB or DNxHR HQ's
-    8-bit 4:2:2): the whole picture loses its low bits, outside the face too; said with a way to keep them."""
-    import av
-
+    from lipsyncctl.media.splice import keeps_samples
     from lipsyncctl.media.writer import output_spec
 
+    def bits(pix_fmt: str) -> int:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+
     written = output_pix_fmt(options, source_pix_fmt)
-    source_bits, written_bits = _depth(source_pix_fmt), _depth(written)
-    if source_bits is None or written_bits is None or written_bits >= source_bits or source_bits <= 8:
+    try:
+        if source_pix_fmt is None or float_picture_warning(source_pix_fmt) or bits(source_pix_fmt) <= bits(written):
+            return None
+    except (ValueError, TypeError):  # a format FFmpeg does not know
         return None
-    def takes(codec: str) -> set[str]:  # (a codec with a profile codes its format: DNxHR HQ is 8-bit whatever dnxhd takes)
+    if keeps_samples(written, source_pix_fmt, turned=turned) and bits(written) >= bits(source_pix_fmt):
+        return None
+
+    def keeps(codec: str, pix_fmt: str) -> bool:  # (a codec with a profile codes the profile's format: DNxHR HQ 8-bit)
         spec = output_spec(codec)[1]
         try:
-            return {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())} if spec.profile is None \
-                else set()
+            takes = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
         except (ValueError, av.error.FFmpegError):
-            return set()
+            return False
+        return (pix_fmt in takes and (spec.profile is None or pix_fmt == spec.pix_fmt)
+                and keeps_samples(pix_fmt, source_pix_fmt, turned=turned) and bits(pix_fmt) >= bits(source_pix_fmt))
 
-    if source_pix_fmt in takes(options.codec):
-        keep = f"--set output.pix_fmt={source_pix_fmt}, which {options.codec} codes,"
+    if keeps(options.codec, source_pix_fmt):
+        keep = f"--set output.pix_fmt={source_pix_fmt}, which {options.codec} codes, keeps them"
     else:
-        ways = ["--codec prores_hq"] if source_bits <= 10 and options.codec != "prores_hq" else []
-        ways += [f"--codec ffv1 --set output.pix_fmt={source_pix_fmt}"] if source_pix_fmt in takes("ffv1") else []
-        keep = " or ".join(ways) or "another codec"
-    return (f"the output is {written_bits}-bit ({written}) and the source {source_bits}-bit ({source_pix_fmt}): the "
-            f"whole picture loses its low bits, outside the face too ({keep} keeps them)")
+        ways = [f"--codec {c}" for c in ("prores_hq", "prores_4444")
+                if c != options.codec and keeps(c, output_spec(c)[0].pix_fmt or output_spec(c)[1].pix_fmt)]
+        ways += [f"--codec ffv1 --set output.pix_fmt={source_pix_fmt}"] if keeps("ffv1", source_pix_fmt) else []
+        keep = f"{' or '.join(ways[:2])} keeps them" if ways else "no output codec here keeps them"
+    return (f"the output is {bits(written)}-bit ({written}) and the source {bits(source_pix_fmt)}-bit ({source_pix_fmt}): "
+            f"the whole picture loses its low bits, outside the face too ({keep})")
 
 
 def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction) -> str | None:
@@ -328,7 +331,7 @@ def check_frame_size(output: Path, options: OutputOptions, source_pix_fmt: str |
                          "(`lipsyncctl prep` does)")
 
 
-def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str | None:
+def output_pix_fmt(options: OutputOptions, source_pix_fmt: str | None) -> str:
     """The pixel format written: ``output.pix_fmt`` if set, else the codec's (see module doc)."""
     if options.pix_fmt:
         return options.pix_fmt

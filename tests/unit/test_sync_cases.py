@@ -496,3 +496,43 @@ def test_recorded_selection_is_the_config_word(options: dict) -> None:
     expected = {"largest": ("largest", None), "id": ("id", 0), "point": ("point", 0),
                 "speaker": ("largest", None)}[options["select"]]  # speaker undecided: the largest, warned
     assert (result.selection, result.track_id) == expected
+
+
+def test_a_deeper_source_than_the_output_is_said_and_its_setting_keeps_the_bits(tiny_env, frames, tmp_path: Path):
+    """A 10-bit ProRes master into FFV1 (8-bit RGB by default) lost 2 bits of the whole picture unsaid: said, and
+    the setting it names writes the master's own samples (outside the face: exactly); a timeline's shot (a lossless
+    intermediate, then the delivery's codec) speaks of the delivery."""
+    import av
+
+    from lipsyncctl.media.writer import VideoWriter
+
+    config, models = tiny_env
+    video = tmp_path / "master.mov"
+    with VideoWriter(video, 25, codec="prores", pix_fmt="yuv422p10le") as writer:
+        for rgb in frames[:3]:
+            writer.write(rgb)
+    audio = write_wav(tmp_path / "a.wav", 0.12)
+    config = with_sets(config, "output.codec=ffv1", "output.matte=true")
+    res = sync_clip(video, audio, tmp_path / "out.mkv", config, networks=models)
+    said = [w for w in res.warnings if "low bits" in w]
+    assert len(said) == 1 and said[0].startswith("the output is 8-bit (bgr0) and the source 10-bit (yuv422p10le)")
+    assert "--set output.pix_fmt=yuv422p10le, which ffv1 codes, keeps them" in said[0]
+    kept = sync_clip(video, audio, tmp_path / "kept.mkv", with_sets(config, "output.pix_fmt=yuv422p10le"),
+                     networks=models)
+    assert not [w for w in kept.warnings if "low bits" in w]
+
+    def planes(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as c:
+            return [f.to_ndarray() for f in c.decode(video=0)]
+
+    for src, out, changed in zip(planes(video), planes(kept.output), _changed(kept), strict=True):
+        # (the 8-bit matte rounds the feather's faintest weights to 0: a few pixels at its edge moved by < 1 level)
+        near = np.zeros_like(changed)
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                near |= np.roll(changed, (dy, dx), axis=(0, 1))
+        assert out.dtype == np.uint16 and near.mean() < 0.5
+        assert np.array_equal(out[0][~near], src[0][~near])  # the master's own 10-bit luma outside the face
+    shot = sync_clip(video, audio, tmp_path / "shot.mkv", config, networks=models,
+                     delivery=with_sets(config, "output.codec=dnxhr_hq").output)
+    assert [w for w in shot.warnings if "low bits" in w][0].startswith("the output is 8-bit (yuv422p)")
