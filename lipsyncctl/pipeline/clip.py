@@ -9,22 +9,24 @@ second) and its whisper features (50 x 5 x 384 floats per second of audio), both
 beside the output, mapped, not in memory (the log-mel between them is taken a window at a time). The new audio at its own rate is streamed from its file into the
 output, never held.
 
+The steps, numbered as DESIGN §3 numbers them, in the order the code runs them (the faces first: a clip with no
+face fails before a network loads):
+
 1. Probe the inputs, check the output, plan the output frames (:mod:`lipsyncctl.pipeline.plan`).
-2. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
+3. Faces: detect + track + smooth over the selected source frames, choose the speaker, and compute
    the official alignment matrix per frame (no face -> the frame passes through;
    :mod:`lipsyncctl.pipeline.faces`). A clip with no face anywhere stops here, before any network loads.
    Pipelined with ``select: largest`` the pass goes on in a thread of its own once it has found a face
    (:class:`~lipsyncctl.pipeline.faces.FaceStream`): the networks load, the audio features and the render
    run beside it, the render waiting for each frame's record (the same records, so the same output bytes)
    and reading the frames the pass decoded (:meth:`~lipsyncctl.pipeline.faces.FaceStream.reader`).
-3. Load the networks (:mod:`lipsyncctl.pipeline.networks`).
-4. Audio features: whisper over the new audio up to the last output frame's context, once.
-5. Render, window by window: read frames -> align -> VAE encode -> denoise -> decode -> paste back ->
-   encode (:mod:`lipsyncctl.pipeline.render`). Frames without a face are written unchanged.
-6. Mux the new audio (its own rate and channels, cut or padded with silence to the picture), then
-   rename the output (and matte) into place and write ``run.yaml`` beside it
-   (:mod:`lipsyncctl.pipeline.output`). Until that rename everything lives in a hidden temporary
-   folder beside the output, removed on any failure or Ctrl-C.
+   Then the networks load (:mod:`lipsyncctl.pipeline.networks`).
+2. Audio features: whisper over the new audio up to the last output frame's context, once.
+4-8. Render, window by window: read frames -> align -> condition (masks, VAE encode) -> denoise -> decode and
+   paste back -> encode (:mod:`lipsyncctl.pipeline.render`). Frames without a face are written unchanged. Then
+   mux the new audio (its own rate and channels, cut or padded with silence to the picture), rename the output
+   (and matte) into place and write ``run.yaml`` beside it (:mod:`lipsyncctl.pipeline.output`). Until that rename
+   everything lives in a hidden temporary folder beside the output, removed on any failure or Ctrl-C.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Step 2 of the sync pipeline: the face pass over the selected source frames (before any network loads).
+"""Step 3 of the sync pipeline (DESIGN §3): the face pass over the selected source frames (before any network loads).
 
 Detect + track + smooth (:mod:`lipsyncctl.faces.track`), choose whose mouth to re-render
 (``faces.select``, :mod:`lipsyncctl.faces.speaker`), and compute the official alignment matrix per

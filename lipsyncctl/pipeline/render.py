@@ -4,9 +4,9 @@ Per window of ``inference.window`` output frames (16 officially, LATENTSYNC.md Â
 4. read the source frames it shows (:class:`~lipsyncctl.media.reader.IndexedReader`, seeking only
    when the plan jumps: loop, ping-pong, conform; or those a face pass beside the render decoded,
    :class:`~lipsyncctl.pipeline.faces.StreamFrames`)
-   and align those that have a face (the matrices come from step 3, the faces); build reference, masked image
-   and mask (official ``prepare_masks_and_masked_images``);
-5. condition: VAE-encode masked and reference images (``latent_dist.sample`` from the run's generator);
+   and align those that have a face (the matrices come from step 3, the faces);
+5. condition: build reference, masked image and mask (official ``prepare_masks_and_masked_images``), VAE-encode
+   masked and reference images (``latent_dist.sample`` from the run's generator);
 6. denoise: guided DDIM on the window, starting from the clip's one shared noise image (``inference.batch_windows``
    consecutive windows in one UNet batch);
 7. decode, keep generated pixels only inside the mouth mask, paste the face back with the official
@@ -14,7 +14,7 @@ Per window of ``inference.window`` output frames (16 officially, LATENTSYNC.md Â
    frames without a face are the source frames;
 8. encode (and the matte, if asked).
 
-Four stages: :meth:`Renderer.prepare` (4), :meth:`Renderer.generate` (5-7, the networks),
+Four stages: :meth:`Renderer.prepare` (4, and 5's masks), :meth:`Renderer.generate` (5-7, the networks),
 :meth:`Renderer.paste` (the rest of 7) and :meth:`Renderer.encode` (8). With ``inference.pipelined``
 (default) they run concurrently on consecutive windows: a thread decodes and aligns window ``i + 1``, one
 pastes window ``i - 1`` and one encodes window ``i - 2`` while the calling thread runs the networks on window
@@ -159,7 +159,8 @@ class Renderer:
 
     # ---------------------------------------------------------------------------------------------
     def prepare(self, reader: IndexedReader | StreamFrames, s: int, e: int) -> Window:
-        """Stage 1 (step 4): the source frames of output frames ``s .. e-1``, aligned faces and masked images."""
+        """Stage 1 (step 4 and the masks of 5): the source frames of output frames ``s .. e-1``, aligned faces and masked
+        images."""
         import cv2
         import torch
 
