@@ -48,7 +48,14 @@ from lipsyncctl.curation.decide import (
     stage_end,
 )
 from lipsyncctl.curation.outcome import CurateResult, SourceOutcome, Tally
-from lipsyncctl.curation.rebuild import VIEWS, rebuild, set_views_generation, stage_names, views_generation
+from lipsyncctl.curation.rebuild import (
+    VIEWS,
+    rebuild,
+    set_views_generation,
+    settings_changed,
+    stage_names,
+    views_generation,
+)
 from lipsyncctl.curation.records import (
     STAGES,
     ClipRecord,
@@ -159,6 +166,9 @@ def run_curation(inputs: list[str | Path], data: str | Path, config: Config, *, 
     if dry_run:
         if data.is_dir():  # (a plan of a DATA a run is writing would be a snapshot telling to rerun what it measures)
             FolderLock(data, wait=wait, command="lipsyncctl curate --dry-run").check_free()
+        if changed := settings_changed(data / "curate.yaml", options):  # (what the run would decide the views with)
+            warnings.append(changed)
+            progress.warning(changed)
         plan = CurateResult(data, until, shard, Tally(options.fps), dry_run=True, warnings=warnings,
                             views_written=False)  # (a dry run writes nothing)
         for task in mine:

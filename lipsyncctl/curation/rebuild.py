@@ -244,28 +244,33 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
         _warn(result, f"{sum(other.values())} kept span(s) are aligned at another resolution than curate.resolution "
                       f"{options.resolution} ({', '.join(f'{n} at {r}' for r, n in sorted(other.items()))}): "
                       "train reads one resolution; rerun curate on their sources")
+
+
 def settings_changed(views_yaml: Path, options: CurateOptions) -> str | None:
     """What is said when ``options`` differ from the ``curate`` settings the views were last written with (their
     ``curate.yaml``): a plain ``curate report`` after ``report --set curate.quality_min=50`` decides with the preset's
-    thresholds again, which the user should hear of (with the ``--set`` that keeps the earlier ones). None when they
-    are the same, or there are no views yet."""
+    thresholds again, which the user should hear of (with the ``--set`` that keeps the earlier ones). The settings
+    are compared as the schema reads them (``2`` and ``2.0`` are one value). None when they are the same, or there
+    are no views yet (or none this version reads)."""
     import yaml
+    from pydantic import ValidationError
 
     try:
         doc = yaml.safe_load(views_yaml.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        before = doc.get("curate") if isinstance(doc, dict) else None
+        if not isinstance(before, dict):
+            return None
+        now = options.model_dump(mode="json")
+        then = type(options).model_validate({**now, **{k: v for k, v in before.items() if k in now}}).model_dump(
+            mode="json")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
         return None
-    before = doc.get("curate") if isinstance(doc, dict) else None
-    if not isinstance(before, dict):
-        return None
-    now = options.model_dump(mode="json")
-    changed = [k for k in now if k in before and json.dumps(before[k], sort_keys=True) != json.dumps(now[k], sort_keys=True)]
+    changed = [k for k in now if then[k] != now[k]]
     if not changed:
         return None
-    said = ", ".join(f"curate.{k} {json.dumps(before[k])} -> {json.dumps(now[k])}" for k in changed[:6])
-    more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-    keep = " ".join(f"--set curate.{k}={json.dumps(before[k], separators=(',', ':'))}" for k in changed[:3])
-    return (f"settings differ from those the views were last written with ({views_yaml.name}): {said}{more}; "
+    said = ", ".join(f"curate.{k} {json.dumps(then[k])} -> {json.dumps(now[k])}" for k in changed)
+    keep = " ".join(f"--set curate.{k}={json.dumps(then[k], separators=(',', ':'))}" for k in changed)
+    return (f"settings differ from those the views were last written with ({views_yaml.name}): {said}; "
             f"the views are decided anew with these (to keep the earlier ones: {keep})")
 
 

@@ -104,6 +104,11 @@ def test_the_plan_of_every_state_is_what_the_run_then_computes(env) -> None:  # 
     assert _decisions(plan) == _decisions(run)
     assert [*plan.sources][0].decision.to_dict()["reason"] == "too-short"
     assert plan.to_dict()["views_written"] is False  # (a dry run writes nothing; it said true)
+    # the plan says its settings are not those the views were written with (as the run and `report` say it)
+    assert [w for w in plan.warnings if w.startswith("settings differ")] == [
+        w for w in run.warnings if w.startswith("settings differ")] != []
+    plan = run_curation([env["raw"]], env["data"], cfg.resolve("tiny", ["curate.min_seconds=8"]), dry_run=True)
+    assert not [w for w in plan.warnings if w.startswith("settings differ")]  # the views' own settings now
 
     # a changed source file: from the probe on
     before = os.stat(env["raw"] / "a.mp4")
