@@ -412,9 +412,10 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
                     raise BusyError(f"{output}: another run is writing this output ({holder})",
                                     hint="wait for it to finish, or write another -o")
                 # (the record stands for every output of its stem: x.mp4 and x.mkv share x.run.yaml)
+                stem = output.name[:-len(".run.yaml")] if output.name.endswith(".run.yaml") else ""
+                shared = f"the outputs named {stem} with any extension share it" if stem else "they share it"
                 raise BusyError(f"{what}: another run is writing this output or another of its record {output.name} "
-                                f"({holder})", hint=f"wait for it to finish, or write another -o (outputs named "
-                                f"{Path(what).stem}.* share {output.name})")
+                                f"({holder})", hint=f"wait for it to finish, or write another -o ({shared})")
             lock.write(Holder.me())
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):
