@@ -89,6 +89,22 @@ def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | 
     return low, high
 
 
+def _check_jobs(jobs: int) -> None:
+    """UsageError (exit 2) for a ``jobs`` outside :data:`lipsyncctl.config.JOBS`, before any input is read."""
+    from lipsyncctl.config import JOBS, check_count
+
+    check_count("--jobs", jobs, JOBS)
+
+
+def _check_seconds(start: float | None, end: float | None, of: str) -> None:
+    """UsageError (exit 2) when ``end`` is not after ``start`` (0 when not given): before anything is read or a model
+    looked for (it was exit 4 on a machine without the model, exit 2 on one with it)."""
+    from lipsyncctl.errors import UsageError
+
+    if end is not None and end <= (start or 0):
+        raise UsageError(f"--end {end:g} is not after --start {start or 0:g}", hint=f"both are seconds {of}")
+
+
 def _refuse_unused_crf(config: Config, flags: Mapping[str, Any]) -> None:
     """A CRF given as a flag for a codec that has none (ProRes, DNxHR, FFV1) is a usage error: the encoder would
     ignore it and the user would believe the quality was set (from a preset or --set it is left alone: a
@@ -147,6 +163,7 @@ def sync(
     """
     from lipsyncctl.pipeline.clip import sync_clip
 
+    _check_seconds(start, end, "of the video")
     _reproducible_math()
     _not_empty(video=video, audio=audio, output=output)
     return sync_clip(Path(video), Path(audio), Path(output), _as_config(config), start=start, end=end,
@@ -173,6 +190,8 @@ def sync_batch(list_file: str | Path, config: Config | str | Path | None = None,
     """
     from lipsyncctl.pipeline.batch import read_batch
     from lipsyncctl.pipeline.batch import sync_batch as _sync_batch
+
+    _check_jobs(jobs)
     from lipsyncctl.runner.devices import parse_gpus
     from lipsyncctl.runner.shards import parse_shard
 
@@ -212,8 +231,7 @@ def score(videos: str | Path | Sequence[str | Path], config: Config | str | Path
     paths = [videos] if isinstance(videos, (str, Path)) else list(videos)
     if not paths:
         raise UsageError("no clip to score", hint="give one clip or more")
-    if start is not None and end is not None and end <= start:  # (before a model is looked for: exit 2, not 4)
-        raise UsageError(f"--end {end:g} is not after --start {start:g}", hint="both are seconds of each clip")
+    _check_seconds(start, end, "of each clip")
     _not_empty(**{f"video {i + 1}": p for i, p in enumerate(paths)}, **({"audio": audio} if audio is not None else {}))
     _reproducible_math()
     return score_clips([Path(p) for p in paths], _as_config(config), audio=Path(audio) if audio is not None else None,
@@ -270,6 +288,7 @@ def timeline_job(
 
     files, tracks = dubs.parse_audio_specs(list(audio)), dubs.parse_track_specs(list(audio_tracks))
     dubs.check_languages([lang for lang, _ in (*files, *tracks)])  # (before any dub is decoded)
+    _check_jobs(jobs)
     return TimelineJob(
         timeline=Path(timeline), output=Path(output), audio=files,
         audio_tracks=tracks, audio_offset=audio_offset,
@@ -391,6 +410,7 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | str 
     from lipsyncctl.runner.workers import check_backend
 
     _reproducible_math()
+    _check_jobs(jobs)
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     return run_curation(list(inputs), data, _as_config(config), until=until, force=tuple(force),

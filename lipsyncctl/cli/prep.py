@@ -12,7 +12,7 @@ from rich.text import Text
 from lipsyncctl.cli import options as opt
 from lipsyncctl.cli import state as st
 from lipsyncctl.cli.flags import finite_number, limits
-from lipsyncctl.config import JOBS, codec_help
+from lipsyncctl.config import JOBS, PrepOptions, codec_help
 from lipsyncctl.errors import JobFailedError
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ get one output, an output on an input), 3 bad config/preset, 5 a missing input, 
 """
 
 
+def _default(name: str) -> object:
+    """The schema's default of ``prep.NAME`` (the help says it; the schema declares it)."""
+    return PrepOptions.model_fields[name].default
+
+
 def prep_cmd(
     inputs: list[str] = typer.Argument(..., help="Files, directories and glob patterns.", show_default=False),
     out_dir: Path = typer.Option(..., "--output", "-o", help="Output directory (created if needed)."),
@@ -51,13 +56,13 @@ def prep_cmd(
     sets: list[str] | None = opt.SetOpt,
     print_config: bool = opt.PrintConfigOpt,
     fps: str | None = typer.Option(None, "--fps", help="Output rate: 25 (default), 30000/1001, 29.97, or 'source'."),
-    codec: str | None = typer.Option(None, "--codec", help=f"{codec_help()}; default h264 (prep.codec)."),
-    crf: int | None = typer.Option(None, "--crf", help="H.264/H.265 quality, lower = better (prep.crf, default 18)."),
+    codec: str | None = typer.Option(None, "--codec", help=f"{codec_help()}; default {_default('codec')} (prep.codec)."),
+    crf: int | None = typer.Option(None, "--crf", help=f"H.264/H.265 quality, lower = better (prep.crf, default {_default('crf')})."),
     encoder_preset: str | None = typer.Option(
         None, "--encoder-preset", help="x264/x265 speed preset, e.g. veryfast (prep.encoder_preset)."),
-    pix_fmt: str | None = typer.Option(None, "--pix-fmt", help="Output pixel format (prep.pix_fmt, default yuv420p)."),
-    audio_rate: int | None = typer.Option(None, "--audio-rate", help="Audio sample rate in Hz (default 16000)."),
-    audio_channels: int | None = typer.Option(None, "--audio-channels", help="Audio channels (default 1)."),
+    pix_fmt: str | None = typer.Option(None, "--pix-fmt", help=f"Output pixel format (prep.pix_fmt, default {_default('pix_fmt')})."),
+    audio_rate: int | None = typer.Option(None, "--audio-rate", help=f"Audio sample rate in Hz (prep.audio_rate, default {_default('audio_rate')})."),
+    audio_channels: int | None = typer.Option(None, "--audio-channels", help=f"Audio channels (prep.audio_channels, default {_default('audio_channels')})."),
     wav: bool | None = typer.Option(None, "--wav/--no-wav", help="Write the NAME.wav sidecar (default on)."),
     mux: bool | None = typer.Option(None, "--mux-audio/--no-mux-audio", help="Mux the audio into the video (default on)."),
     allow_no_audio: bool | None = typer.Option(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from lipsyncctl.audio import MODEL_FPS
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.decide import ClipSpan
 from lipsyncctl.curation.records import Decision, Verdict
@@ -134,7 +135,7 @@ class Tally:
     in val (``kept_in_val``; then no longer kept): what the counts and warnings of a dataset need, added a source at a
     time (:meth:`add`) so no span is kept."""
 
-    fps: int = 25
+    fps: int = MODEL_FPS
     sources: Counter[str] = field(default_factory=Counter)
     clips: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)

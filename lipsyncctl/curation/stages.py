@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl import progress
+from lipsyncctl.audio import MODEL_AUDIO_RATE, MODEL_FPS
 from lipsyncctl.config import CurateOptions
 from lipsyncctl.curation.spans import exact_segments, official_segments, shot_spans
 from lipsyncctl.errors import DecodeError
 from lipsyncctl.media.rates import exact
 
-#: samples of 16 kHz audio per 25 fps frame (the one place: every stage's audio arithmetic uses it)
-SAMPLES_PER_FRAME = 640
+#: samples of the model's audio per frame of its rate (640: every stage's audio arithmetic uses it)
+SAMPLES_PER_FRAME = MODEL_AUDIO_RATE // MODEL_FPS
 
 
 def probe_source(path: Path, options: CurateOptions) -> dict[str, Any]:

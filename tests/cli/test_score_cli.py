@@ -51,6 +51,8 @@ def test_without_the_evaluation_syncnet_exit_4_before_any_clip(tmp_path: Path, m
     # a reversed range is the arguments' fault, said before a model is looked for (exit 4 told to fetch one)
     rc, doc, _ = _run([str(CLIP), "--start", "1", "--end", "0.5"], capsys)
     assert rc == 2 and doc["error"]["message"] == "--end 0.5 is not after --start 1"
+    rc, doc, _ = _run([str(CLIP), "--end", "0"], capsys)  # --start not given: 0
+    assert rc == 2 and doc["error"]["message"] == "--end 0 is not after --start 0"
 
 
 def test_scores_equal_the_qc_measurement_of_the_same_frames(installed: Path, capsys: pytest.CaptureFixture[str]) -> None:

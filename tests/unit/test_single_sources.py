@@ -324,3 +324,13 @@ def test_the_library_checks_the_counts_the_cli_bounds(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--nproc 65"):
         launch(["lipsyncctl", "train"], 65, cpu=True)
     assert not (tmp_path / "out").exists()
+    from lipsyncctl import api
+
+    # the library's jobs: refused before an input is read or a lock taken (a dry run accepted jobs=0)
+    with pytest.raises(UsageError, match="--jobs 0"):
+        api.curate([tmp_path / "none.mp4"], tmp_path / "data", "tiny", jobs=0, dry_run=True)
+    with pytest.raises(UsageError, match="--jobs 300"):
+        api.sync_batch(tmp_path / "none.csv", "tiny", jobs=300)
+    with pytest.raises(UsageError, match="--jobs 0"):
+        api.timeline_job(tmp_path / "none.otio", tmp_path / "out", audio=["de=none.wav"], jobs=0)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
