@@ -74,8 +74,8 @@ def config_keys(section: str | None = None, *, train: bool = False) -> list[KeyI
 
 def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | None]:
     """The inclusive ``ge``/``le`` limits the schema declares for ``key`` (``"inference.steps"`` -> ``(1, 1000)``;
-    ``train``: a key of the training configuration), None where there is none: what a command's option for the key
-    takes as its range."""
+    ``train``: a key of the training configuration), None where there is none or it is open (``gt``/``lt``: the
+    schema checks it): what a command's option for the key takes as its range."""
     from lipsyncctl.config import Config
     from lipsyncctl.config_keys import field_bounds
 
@@ -85,8 +85,8 @@ def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | 
 
         schema = TrainConfig
     section, name = key.split(".", 1)
-    (low, _), (high, _) = field_bounds(schema.model_fields[section].annotation.model_fields[name])
-    return low, high
+    (low, low_in), (high, high_in) = field_bounds(schema.model_fields[section].annotation.model_fields[name])
+    return low if low_in else None, high if high_in else None
 
 
 def _check_jobs(jobs: int) -> None:
