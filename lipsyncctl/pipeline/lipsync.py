@@ -74,7 +74,8 @@ class LipSyncPipeline:
                  start: float | None = None, end: float | None = None,
                  frames: tuple[int, int] | None = None, sets: Iterable[str] = (), overwrite: bool = False,
                  face_cache: str | Path | None = None) -> SyncResult:
-        """Lip-sync one clip with the loaded networks (see :func:`lipsyncctl.api.sync` for the arguments).
+        """Lip-sync one clip with the loaded networks (:func:`lipsyncctl.api.sync`'s arguments but ``networks``, which are
+        these, and ``delivery``, a timeline's).
 
         ``sets`` override settings for this call only (``["faces.select=id", "faces.track_id=2"]``);
         overriding the model, device or dtype raises :class:`ConfigError` (make another pipeline).
