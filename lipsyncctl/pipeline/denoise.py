@@ -141,41 +141,44 @@ def denoise(
     """
     import torch
 
-    b, _, f = latents.shape[:3]
-    audio = _flatten_audio(audio_embeds, b, f)
-    do_cfg = guidance_scale > 1.0
-    if do_cfg:
-        audio = torch.cat([torch.zeros_like(audio), audio])
-        cond = torch.cat([mask_latents, masked_image_latents, ref_latents], dim=1)
-        cond = torch.cat([cond, cond])
-    else:
-        cond = torch.cat([mask_latents, masked_image_latents, ref_latents], dim=1)
-    step_kwargs = {"eta": 0.0, **dict(extra_step_kwargs or {})}
-
-    unet_kwargs: dict[str, Any] = {}
-    cache = None
-    if cache_interval is not None:
-        if cache_interval < 1:
-            raise ValueError(f"cache_interval must be >= 1, got {cache_interval}")
-        from lipsyncctl.nets.unet import UNetFeatureCache
-
-        cache = UNetFeatureCache()
-        unet_kwargs["cache"] = cache
-
-    scheduler.set_timesteps(steps, device=latents.device)
-    timesteps = scheduler.timesteps
-    for i, t in enumerate(progress.track(timesteps, description, total=len(timesteps))):
-        if cache is not None:
-            cache.refresh = i % cache_interval == 0  # type: ignore[operator]
-        x = torch.cat([latents, latents]) if do_cfg else latents
-        x = scheduler.scale_model_input(x, t)
-        x = torch.cat([x, cond.to(x.dtype)], dim=1)
-        out = unet(x, t, encoder_hidden_states=audio, **unet_kwargs)
-        noise = getattr(out, "sample", out).to(latents.dtype)
+    # Sampling is never differentiated: without this a caller outside inference_mode (the README's parts) kept every
+    # step's graph, hundreds of MB a step.
+    with torch.no_grad():
+        b, _, f = latents.shape[:3]
+        audio = _flatten_audio(audio_embeds, b, f)
+        do_cfg = guidance_scale > 1.0
         if do_cfg:
-            uncond, cond_pred = noise.chunk(2)
-            noise = uncond + guidance_scale * (cond_pred - uncond)
-        latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
-        if callback is not None:
-            callback(i, int(t), latents)
-    return latents
+            audio = torch.cat([torch.zeros_like(audio), audio])
+            cond = torch.cat([mask_latents, masked_image_latents, ref_latents], dim=1)
+            cond = torch.cat([cond, cond])
+        else:
+            cond = torch.cat([mask_latents, masked_image_latents, ref_latents], dim=1)
+        step_kwargs = {"eta": 0.0, **dict(extra_step_kwargs or {})}
+
+        unet_kwargs: dict[str, Any] = {}
+        cache = None
+        if cache_interval is not None:
+            if cache_interval < 1:
+                raise ValueError(f"cache_interval must be >= 1, got {cache_interval}")
+            from lipsyncctl.nets.unet import UNetFeatureCache
+
+            cache = UNetFeatureCache()
+            unet_kwargs["cache"] = cache
+
+        scheduler.set_timesteps(steps, device=latents.device)
+        timesteps = scheduler.timesteps
+        for i, t in enumerate(progress.track(timesteps, description, total=len(timesteps))):
+            if cache is not None:
+                cache.refresh = i % cache_interval == 0  # type: ignore[operator]
+            x = torch.cat([latents, latents]) if do_cfg else latents
+            x = scheduler.scale_model_input(x, t)
+            x = torch.cat([x, cond.to(x.dtype)], dim=1)
+            out = unet(x, t, encoder_hidden_states=audio, **unet_kwargs)
+            noise = getattr(out, "sample", out).to(latents.dtype)
+            if do_cfg:
+                uncond, cond_pred = noise.chunk(2)
+                noise = uncond + guidance_scale * (cond_pred - uncond)
+            latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+            if callback is not None:
+                callback(i, int(t), latents)
+        return latents

@@ -216,3 +216,24 @@ def test_the_public_api_spells_its_keywords_out() -> None:
     hidden = [f.__qualname__ for f in public
               if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(f).parameters.values())]
     assert hidden == []
+
+
+def test_denoise_keeps_no_graph_outside_inference_mode() -> None:
+    # the README's parts call denoise without torch.inference_mode: every step's graph was kept (GBs at 4 steps)
+    import torch
+
+    from lipsyncctl.pipeline.denoise import denoise, make_scheduler
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))  # requires grad, as a loaded UNet's weights do
+
+        def forward(self, x: torch.Tensor, t: object, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+            return x[:, :4] * self.w
+
+    shape = (1, 4, 2, 4, 4)
+    out = denoise(Net(), make_scheduler(), latents=torch.randn(shape), mask_latents=torch.ones(1, 1, 2, 4, 4),
+                  masked_image_latents=torch.randn(shape), ref_latents=torch.randn(shape),
+                  audio_embeds=torch.randn(2, 50, 384), steps=2, guidance_scale=1.5)
+    assert out.shape == shape and not out.requires_grad and out.grad_fn is None
