@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "api":  # (`import lipsyncctl; lipsyncctl.api.list_models()`: the module docstring's promise)
+        import importlib
+
+        return importlib.import_module("lipsyncctl.api")
     if name in __all__:
         from lipsyncctl import api
 

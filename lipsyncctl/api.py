@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "is_curated", "doctor", "fetch_models", "inspect_checkpoint",
-    "config_keys", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
+    "config_keys", "key_bounds", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
     "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "presets", "preset",
     "launch_train",
 ]
@@ -84,9 +84,21 @@ def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | 
         from lipsyncctl.training.config import TrainConfig
 
         schema = TrainConfig
-    section, name = key.split(".", 1)
-    (low, low_in), (high, high_in) = field_bounds(schema.model_fields[section].annotation.model_fields[name])
+    section, _, name = key.partition(".")
+    fields = getattr(schema.model_fields[section].annotation, "model_fields", {}) if section in schema.model_fields \
+        else {}
+    if name not in fields:
+        from lipsyncctl.errors import ConfigError
+
+        raise ConfigError(f"no configuration key {key!r}", hint=f"`lipsyncctl presets keys{' --train' if train else ''}`"
+                          " lists them")
+    (low, low_in), (high, high_in) = field_bounds(fields[name])
     return low if low_in else None, high if high_in else None
+
+
+def _paths(inputs: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """A function's inputs: one path or several (one string was read a letter at a time: "m: file not found")."""
+    return [inputs] if isinstance(inputs, str | Path) else list(inputs)
 
 
 def _check_jobs(jobs: int) -> None:
@@ -228,7 +240,7 @@ def score(videos: str | Path | Sequence[str | Path], config: Config | str | Path
     from lipsyncctl.errors import UsageError
     from lipsyncctl.pipeline.score import score_clips
 
-    paths = [videos] if isinstance(videos, (str, Path)) else list(videos)
+    paths = _paths(videos)
     if not paths:
         raise UsageError("no clip to score", hint="give one clip or more")
     _check_seconds(start, end, "of each clip")
@@ -392,7 +404,7 @@ def prune(folder: str | Path, *, keep: int = 1, renders: bool = False, dry_run: 
 
 # ---- curate ----------------------------------------------------------------------------------
 
-def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | str | Path | None = None, *,
+def curate(inputs: str | Path | Sequence[str | Path], data: str | Path, config: Config | str | Path | None = None, *,
            until: str | None = None, force: Sequence[str] = (), dry_run: bool = False, jobs: int = 1,
            shard: str | tuple[int, int] | None = None, backend: str = "local",
            gpus: str | Sequence[str] | None = None, wait: bool = False) -> CurateResult:
@@ -411,6 +423,7 @@ def curate(inputs: Sequence[str | Path], data: str | Path, config: Config | str 
 
     _reproducible_math()
     _check_jobs(jobs)
+    inputs = _paths(inputs)
     part = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     devices = parse_gpus(gpus) if isinstance(gpus, str) or gpus is None else list(gpus)
     return run_curation(list(inputs), data, _as_config(config), until=until, force=tuple(force),
@@ -493,10 +506,11 @@ def preset(name: str | Path, *, train: bool = False, resolved: bool = True) -> d
     return source if isinstance(source, dict) else cfg.read_preset(source, schema=TrainConfig, folder=presets_dir())
 
 
-def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str | None = None,
+def train(data: str | Path, out: str | Path, config: TrainConfig | str | Path, *, resume: str | None = None,
           overwrite: bool = False, wait: bool = False) -> TrainResult:
     """Train a UNet (stage 1/2) or a StableSyncNet on a curated dataset into the run folder ``out``
-    (``lipsyncctl train``). ``resume``: ``"latest"`` or a checkpoint folder (the whole training state);
+    (``lipsyncctl train``). ``config``: :func:`resolve_train_config`'s, or a training preset's name or YAML file.
+    ``resume``: ``"latest"`` or a checkpoint folder (the whole training state);
     ``overwrite``: start over in a folder that holds a run. Under ``torchrun``/``accelerate launch`` every
     process calls this (DDP). Returns :class:`~lipsyncctl.training.loop.TrainResult`.
 
@@ -507,10 +521,17 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, resume: str
     """
     import torch
 
-    from lipsyncctl.errors import Interrupted
+    from lipsyncctl.errors import Interrupted, UsageError
+    from lipsyncctl.training.config import TrainConfig as _TrainConfig
     from lipsyncctl.training.loop import train as _train
     from lipsyncctl.training.state import interrupted_hint
 
+    if isinstance(config, str | Path):
+        config = resolve_train_config(config)
+    if not isinstance(config, _TrainConfig):
+        raise UsageError(f"config: a {type(config).__name__}, not a training configuration",
+                         hint="give lipsyncctl.api.resolve_train_config(preset, sets) or a training preset's name "
+                         "(a run configuration goes to sync, score, curate)")
     try:  # (the loop sets MKL's reproducible mode itself, and says when it is too late)
         with torch.random.fork_rng(devices=[]):  # the caller's global CPU RNG as it was (the run has its own;
             # a resume sets the CUDA generators to the checkpoint's)
@@ -536,7 +557,7 @@ def launch_train(argv: Sequence[str], processes: int | None, *, cpu: bool = Fals
 
 # ---- prep, doctor ------------------------------------------------------------------------------
 
-def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions | None = None, *,
+def prep(inputs: str | Path | Sequence[str | Path], out_dir: str | Path, options: PrepOptions | None = None, *,
          force: bool = False, dry_run: bool = False, jobs: int = 1, start: float = 0.0,
          duration: float | None = None, scale: str | None = None) -> PrepResult:
     """Normalise clips for the model (constant frame rate, 16 kHz mono audio) into ``out_dir``.
@@ -546,8 +567,14 @@ def prep(inputs: Sequence[str | Path], out_dir: str | Path, options: PrepOptions
     :func:`lipsyncctl.preparation.job.prep` for the details and :class:`lipsyncctl.preparation.job.PrepResult`
     for the result.
     """
+    from lipsyncctl.config import PrepOptions as _PrepOptions
+    from lipsyncctl.errors import UsageError
     from lipsyncctl.preparation.job import prep as _prep
 
+    inputs = _paths(inputs)
+    if options is not None and not isinstance(options, _PrepOptions):
+        raise UsageError(f"options: a {type(options).__name__}, not prep's options",
+                         hint="give resolve_config(preset, sets).prep, or None for the defaults")
     _not_empty(out_dir=out_dir, **{f"inputs[{i}]": p for i, p in enumerate(inputs)})
     return _prep(inputs, out_dir, options, force=force, dry_run=dry_run, jobs=jobs, start=start, duration=duration,
                  scale=scale)

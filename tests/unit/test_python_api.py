@@ -237,3 +237,33 @@ def test_denoise_keeps_no_graph_outside_inference_mode() -> None:
                   masked_image_latents=torch.randn(shape), ref_latents=torch.randn(shape),
                   audio_embeds=torch.randn(2, 50, 384), steps=2, guidance_scale=1.5)
     assert out.shape == shape and not out.requires_grad and out.grad_fn is None
+
+
+def test_api_mistakes_are_library_errors(tmp_path: Path) -> None:
+    # a research team's slips: each a LipsyncError naming the argument (AttributeError, KeyError or a letter-by-letter
+    # walk of a path before)
+    import subprocess
+    import sys
+
+    from lipsyncctl import api
+    from lipsyncctl.errors import ConfigError, MediaError, UsageError
+
+    fresh = subprocess.run([sys.executable, "-c", "import lipsyncctl; print(lipsyncctl.api.key_bounds('inference.steps'))"],
+                           capture_output=True, text=True, check=False)
+    assert fresh.returncode == 0 and fresh.stdout.strip() == "(1, 1000)", fresh.stderr  # lipsyncctl.api.<name>
+    assert "key_bounds" in api.__all__
+    for key in ("inference", "nope.steps", "inference.nope"):
+        with pytest.raises(ConfigError, match=f"no configuration key '{key}'"):
+            api.key_bounds(key)
+    missing = tmp_path / "clip.mp4"
+    for call in (lambda: api.prep(str(missing), tmp_path / "pp", dry_run=True),
+                 lambda: api.curate(str(missing), tmp_path / "data", "tiny", dry_run=True)):
+        with pytest.raises(MediaError, match="clip.mp4"):  # one path is one input ("c: file not found (and 7 more)")
+            call()
+    with pytest.raises(UsageError, match="options: a Config, not prep's options"):
+        api.prep([missing], tmp_path / "pp", api.resolve_config("tiny"), dry_run=True)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="config: a Config, not a training configuration"):
+        api.train(tmp_path, tmp_path / "run", api.resolve_config("tiny"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):  # a preset name is read as one (a run preset is not a training one)
+        api.train(tmp_path, tmp_path / "run", "no-such-preset")
+    assert not (tmp_path / "pp").exists() and not (tmp_path / "run").exists()
