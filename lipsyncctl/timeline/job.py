@@ -254,23 +254,35 @@ def _render(job: TimelineJob, store: JobStore, mine: list[ShotState], dub_tracks
 
     by_task = {id(s.task): s for s in mine}
     tasks = [s.task for s in mine if s.task is not None]
+    # Shots of one content key (two languages' byte-identical dubs, a placeholder dub) are one render: rendered once,
+    # the others given its outcome (two workers wrote the one cache file at once, and one of them failed as busy).
+    first: dict[str, ShotTask] = {}
+    twins: dict[str, list[ShotTask]] = {}
+    for t in tasks:
+        if t.key in first:
+            twins.setdefault(t.key, []).append(t)
+        else:
+            first[t.key] = t
 
     def on_done(task: ShotTask, outcome: ShotOutcome) -> None:
-        shot = by_task[id(task)]
-        shot.outcome, shot.rendered = outcome, True
         if outcome.status in (ShotStatus.DONE, ShotStatus.NO_FACE):
             store.put(task.key, outcome.to_dict())
-        _remove_work_files(task)  # a rerun writes them again if it renders the shot again
-        took = f" in {outcome.seconds:.1f} s" if outcome.seconds else ""
-        why = f": {outcome.error}" if outcome.error and outcome.status != ShotStatus.DONE else ""
-        progress.message(f"{task.language}/{shot.segment.id}: {outcome.status.value}{took}{why}")
+        for each in (task, *twins.get(task.key, ())):
+            shot = by_task[id(each)]
+            own = outcome if each is task else replace(outcome, language=each.language, segment=each.segment_id)
+            shot.outcome, shot.rendered = own, True
+            _remove_work_files(each)  # a rerun writes them again if it renders the shot again
+            took = f" in {outcome.seconds:.1f} s" if outcome.seconds and each is task else ""
+            same = f" (the render of {task.language}/{task.segment_id})" if each is not task else ""
+            why = f": {outcome.error}" if outcome.error and outcome.status != ShotStatus.DONE else ""
+            progress.message(f"{each.language}/{shot.segment.id}: {outcome.status.value}{took}{same}{why}")
 
     try:
         with progress.Task("write dub cuts", total=len(mine)) as bar:
             for shot in mine:
                 _write_task_audio(shot, dub_tracks)
                 bar.advance()
-        run_tasks(tasks, execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend, label="shots",
+        run_tasks(list(first.values()), execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend, label="shots",
                   name=lambda t: f"{t.language}/{t.segment_id}")
     finally:  # interrupted or not: no dub cuts left behind (the job store is what resume needs)
         for t in tasks:

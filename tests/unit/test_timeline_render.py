@@ -335,3 +335,29 @@ def test_report_in_headless_chromium(env, tmp_path: Path) -> None:  # type: igno
     dom = proc.stdout
     assert 'data-images="8"' in dom and 'data-images-ok="8"' in dom, proc.stderr[-2000:]
     assert dom.count('<tr data-status="done">') == 4 and "Lip-sync QC" in dom
+
+
+def test_languages_with_the_same_dub_share_one_render(env, capsys: pytest.CaptureFixture[str], tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two languages given byte-identical dubs (a placeholder) have shots of one content key: each is rendered once
+    and both languages deliver it (with --jobs 2 the two workers wrote the one cache file at once: one failed)."""
+    import shutil
+
+    from lipsyncctl.timeline import shot_task
+
+    rendered: list[str] = []
+    real = shot_task.execute_shot
+
+    def counted(task, cache, device):  # type: ignore[no-untyped-def]
+        rendered.append(f"{task.language}/{task.segment_id}")
+        return real(task, cache, device)
+
+    monkeypatch.setattr(shot_task, "execute_shot", counted)
+    same = shutil.copy(env["de"], tmp_path / "placeholder.wav")
+    out = tmp_path / "out"
+    rc, res = _run(["--timeline", str(env["edit"]), "--audio", f"de={env['de']}", "--audio", f"fr={same}",
+                    "-o", str(out), *BASE], capsys)
+    assert rc == 0 and res["ok"], res
+    assert len(rendered) == 4 and {r.split("/")[0] for r in rendered} == {"de"}  # one render a shot, not two
+    for lang in ("de", "fr"):
+        assert len(list((out / lang / "v001" / "shots").glob("*.mp4"))) == 4
