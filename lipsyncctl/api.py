@@ -166,8 +166,11 @@ def sync(
         overwrite: replace an existing ``output``; False (default) raises UsageError before any work.
         face_cache: a ``.npz`` file the face pass is read from when it holds these frames' faces, else written
             to (:func:`lipsyncctl.pipeline.clip.sync_clip`).
-        delivery: the output settings ``output`` is finally re-encoded in, when it is an intermediate (None:
-            ``config.output``).
+        delivery: for an intermediate ``output`` that the caller re-encodes itself (a timeline's shots: a lossless
+            render, then the run's codec), the settings of that final encode: what the run says of the source's
+            fields, HDR10 metadata and bit depth speaks of those, and the warnings of the final file (a silent dub,
+            aspect, dropped streams, tags) are the caller's to give. Nothing is re-encoded here. None: ``output`` is
+            the delivery, in ``config.output``.
 
     Returns:
         :class:`~lipsyncctl.pipeline.clip.SyncResult` (frames, faces found, no-face frames, time per
