@@ -292,12 +292,19 @@ PIPED_HELP_WIDTH = 120
 
 
 def _run(argv: list[str] | None, interrupted: bool = False) -> int:
-    debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
-    if not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():
-        # (not `import typer.rich_utils`: that would make `typer` a local name of this function)
-        from typer import rich_utils
+    from typer import rich_utils  # (not `import typer.rich_utils`: that would make `typer` a local name here)
 
+    width = rich_utils.MAX_WIDTH  # Typer's, from TERMINAL_WIDTH when set: put back after this invocation (in-process
+    if not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():  # callers)
         rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
+    try:
+        return _invoke(argv, interrupted)
+    finally:
+        rich_utils.MAX_WIDTH = width
+
+
+def _invoke(argv: list[str] | None, interrupted: bool = False) -> int:
+    debug = os.environ.get("LIPSYNCCTL_DEBUG") == "1"
     command = _reflowed(typer.main.get_command(app))
     args = hoist_global_options(command, sys.argv[1:] if argv is None else list(argv))
     # A fresh state per invocation (the root callback replaces it once the global options are parsed).
