@@ -204,12 +204,12 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
             missing_models: list[dict[str, str]], inputs: list[Path]) -> TimelineResult:
     """Steps 4-5 of :func:`run_timeline`: this shard's renders, then each language's outputs."""
     # 4. This shard's part; render it.
-    renderable = [s for s in shots if s.task is not None or s.reused]
-    mine = [s for s in take_shard(renderable, job.shard) if s.task is not None]
+    mine = shard_shots(shots, job.shard)
     for d in dub_tracks:
         _report_reuse(d.language, [s for s in shots if s.language == d.language], mine, job.dry_run)
-    work = {"shots": len(mine), "frames": sum(s.task.frames for s in mine if s.task is not None),
-            "frame_steps": sum(s.task.frames * s.task.config.inference.steps for s in mine if s.task is not None),
+    renders = [s for s in {s.key: s for s in mine}.values() if s.task is not None]  # (one key: one render)
+    work = {"shots": len(renders), "frames": sum(s.task.frames for s in renders if s.task is not None),
+            "frame_steps": sum(s.task.frames * s.task.config.inference.steps for s in renders if s.task is not None),
             "languages": len(dub_tracks)}
     if not job.dry_run and mine:
         _render(job, store, mine, dub_tracks)
@@ -231,6 +231,15 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
                 languages[d.language] = finish_language(job, config, timeline, resolver, plan, d, lang_shots, mine,
                                                         warnings, together)
     return TimelineResult(plan, languages, job.shard, job.dry_run, warnings, work, missing_models)
+
+
+def shard_shots(shots: list[ShotState], shard: tuple[int, int]) -> list[ShotState]:
+    """The shots ``shard`` renders: its part of the content keys of those rendered or reused (the reused ones count, so
+    that the shards' parts stay the same as a job goes on). The shots of one key (languages given one dub) are one
+    render, in one shard: split over two shards running at once, both wrote the one cache file."""
+    renderable = [s for s in shots if s.task is not None or s.reused]
+    keys = set(take_shard(list(dict.fromkeys(s.key for s in renderable)), shard))
+    return [s for s in renderable if s.key in keys and s.task is not None]
 
 
 def _report_reuse(language: str, shots: list[ShotState], mine: list[ShotState], dry_run: bool) -> None:

@@ -359,5 +359,22 @@ def test_languages_with_the_same_dub_share_one_render(env, capsys: pytest.Captur
                     "-o", str(out), *BASE], capsys)
     assert rc == 0 and res["ok"], res
     assert len(rendered) == 4 and {r.split("/")[0] for r in rendered} == {"de"}  # one render a shot, not two
+    assert res["work"]["shots"] == 4  # the work the run did (its estimate counted each language's render)
     for lang in ("de", "fr"):
         assert len(list((out / lang / "v001" / "shots").glob("*.mp4"))) == 4
+
+
+def test_the_shots_of_one_key_fall_in_one_shard() -> None:
+    # two languages of one dub: shot k of each is one render; by position, --shard i/2 split them when the edit had an
+    # odd number of shots, and the two shards wrote the one cache file at once
+    from types import SimpleNamespace
+
+    from lipsyncctl.timeline.job import shard_shots
+
+    shots = [SimpleNamespace(key=f"k{k}", task=object(), reused=False, language=lang) for lang in ("de", "fr")
+             for k in range(3)]
+    parts = [shard_shots(shots, (i, 2)) for i in range(2)]  # type: ignore[arg-type]
+    assert sorted(len(p) for p in parts) == [2, 4] and sum(len(p) for p in parts) == 6
+    for part in parts:
+        keys = {s.key for s in part}
+        assert all(s in part for s in shots if s.key in keys)  # every language of a key in the same shard
