@@ -85,6 +85,9 @@ def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | 
 
         schema = TrainConfig
     section, _, name = key.partition(".")
+    if not name and section in schema.model_fields and not hasattr(schema.model_fields[section].annotation,
+                                                                   "model_fields"):
+        return None, None  # a top-level key (``name``, ``description``): no bounds
     fields = getattr(schema.model_fields[section].annotation, "model_fields", {}) if section in schema.model_fields \
         else {}
     if name not in fields:
@@ -98,7 +101,10 @@ def key_bounds(key: str, *, train: bool = False) -> tuple[float | None, float | 
 
 def _paths(inputs: str | Path | Sequence[str | Path]) -> list[str | Path]:
     """A function's inputs: one path or several (one string was read a letter at a time: "m: file not found")."""
-    return [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    import os
+
+    one = isinstance(inputs, str | bytes | os.PathLike)
+    return [Path(os.fsdecode(p)) if isinstance(p, bytes | os.PathLike) else p for p in ([inputs] if one else inputs)]
 
 
 def _check_jobs(jobs: int) -> None:

@@ -49,13 +49,17 @@ def _default(name: str) -> object:
     return PrepOptions.model_fields[name].default
 
 
+def _on(name: str) -> str:
+    return "on" if _default(name) else "off"
+
+
 def prep_cmd(
     inputs: list[str] = typer.Argument(..., help="Files, directories and glob patterns.", show_default=False),
     out_dir: Path = typer.Option(..., "--output", "-o", help="Output directory (created if needed)."),
     preset: str | None = opt.PresetOpt,
     sets: list[str] | None = opt.SetOpt,
     print_config: bool = opt.PrintConfigOpt,
-    fps: str | None = typer.Option(None, "--fps", help="Output rate: 25 (default), 30000/1001, 29.97, or 'source'."),
+    fps: str | None = typer.Option(None, "--fps", help=f"Output rate: {_default('fps')} (default), 30000/1001, 29.97, or 'source' (prep.fps)."),
     codec: str | None = typer.Option(None, "--codec", help=f"{codec_help()}; default {_default('codec')} (prep.codec)."),
     crf: int | None = typer.Option(None, "--crf", help=f"H.264/H.265 quality, lower = better (prep.crf, default {_default('crf')})."),
     encoder_preset: str | None = typer.Option(
@@ -63,8 +67,8 @@ def prep_cmd(
     pix_fmt: str | None = typer.Option(None, "--pix-fmt", help=f"Output pixel format (prep.pix_fmt, default {_default('pix_fmt')})."),
     audio_rate: int | None = typer.Option(None, "--audio-rate", help=f"Audio sample rate in Hz (prep.audio_rate, default {_default('audio_rate')})."),
     audio_channels: int | None = typer.Option(None, "--audio-channels", help=f"Audio channels (prep.audio_channels, default {_default('audio_channels')})."),
-    wav: bool | None = typer.Option(None, "--wav/--no-wav", help="Write the NAME.wav sidecar (default on)."),
-    mux: bool | None = typer.Option(None, "--mux-audio/--no-mux-audio", help="Mux the audio into the video (default on)."),
+    wav: bool | None = typer.Option(None, "--wav/--no-wav", help=f"Write the NAME.wav sidecar (prep.sidecar_wav, default {_on('sidecar_wav')})."),
+    mux: bool | None = typer.Option(None, "--mux-audio/--no-mux-audio", help=f"Mux the audio into the video (prep.mux_audio, default {_on('mux_audio')})."),
     allow_no_audio: bool | None = typer.Option(
         None, "--allow-no-audio/--require-audio", help="Files without audio give video-only output instead of failing."),
     max_size: int | None = typer.Option(None, "--max-size", help="Downscale so the long side is at most this (even sides: an odd cap gives one less)."),

@@ -260,11 +260,15 @@ def settings_changed(views_yaml: Path, options: CurateOptions) -> str | None:
         before = doc.get("curate") if isinstance(doc, dict) else None
         if not isinstance(before, dict):
             return None
-        now = options.model_dump(mode="json")
-        then = type(options).model_validate({**now, **{k: v for k, v in before.items() if k in now}}).model_dump(
-            mode="json")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
+    now = options.model_dump(mode="json")
+    then = dict(now)
+    for k in (k for k in before if k in now):  # one key at a time: a value this version refuses hides no other
+        try:
+            then[k] = type(options).model_validate({**now, k: before[k]}).model_dump(mode="json")[k]
+        except ValidationError:
+            then[k] = before[k]
     changed = [k for k in now if then[k] != now[k]]
     if not changed:
         return None

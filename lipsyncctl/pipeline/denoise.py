@@ -117,7 +117,8 @@ def denoise(
     cache_interval: int | None = None,
     description: str = "denoise",
 ) -> torch.Tensor:
-    """Run the guided DDIM loop on one window and return the denoised latents ``(B, 4, F, h, w)``.
+    """Run the guided DDIM loop on one window and return the denoised latents ``(B, 4, F, h, w)``, under
+    ``torch.no_grad`` (sampling is not differentiated: the result and ``callback``'s latents carry no graph).
 
     The networks come positionally, every tensor by keyword (five same-shaped latents are easy to
     swap by position; the official channel order of the UNet input is fixed here, not by the caller).

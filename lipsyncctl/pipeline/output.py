@@ -197,31 +197,38 @@ def depth_warning(options: OutputOptions, source_pix_fmt: str | None, *, turned:
 
     written = output_pix_fmt(options, source_pix_fmt)
     try:
-        if source_pix_fmt is None or float_picture_warning(source_pix_fmt) or bits(source_pix_fmt) <= bits(written):
+        if source_pix_fmt is None or float_picture_warning(source_pix_fmt) or bits(source_pix_fmt) <= 8:
+            return None
+        if keeps_samples(written, source_pix_fmt, turned=turned) and bits(written) >= bits(source_pix_fmt):
             return None
     except (ValueError, TypeError):  # a format FFmpeg does not know
         return None
-    if keeps_samples(written, source_pix_fmt, turned=turned) and bits(written) >= bits(source_pix_fmt):
-        return None
 
     def keeps(codec: str, pix_fmt: str) -> bool:  # (a codec with a profile codes the profile's format: DNxHR HQ 8-bit)
-        spec = output_spec(codec)[1]
+        named, spec = output_spec(codec)
         try:
             takes = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
         except (ValueError, av.error.FFmpegError):
             return False
-        return (pix_fmt in takes and (spec.profile is None or pix_fmt == spec.pix_fmt)
+        fixed = named.profile or spec.profile
+        return (pix_fmt in takes and (fixed is None or pix_fmt == (named.pix_fmt or spec.pix_fmt))
                 and keeps_samples(pix_fmt, source_pix_fmt, turned=turned) and bits(pix_fmt) >= bits(source_pix_fmt))
 
+    depth = bits(source_pix_fmt)
     if keeps(options.codec, source_pix_fmt):
         keep = f"--set output.pix_fmt={source_pix_fmt}, which {options.codec} codes, keeps them"
     else:
         ways = [f"--codec {c}" for c in ("prores_hq", "prores_4444")
                 if c != options.codec and keeps(c, output_spec(c)[0].pix_fmt or output_spec(c)[1].pix_fmt)]
-        ways += [f"--codec ffv1 --set output.pix_fmt={source_pix_fmt}"] if keeps("ffv1", source_pix_fmt) else []
+        ways += [f"--codec ffv1 --set output.pix_fmt={f}" for f in dict.fromkeys(
+            (source_pix_fmt, f"gbrp{depth}le")) if keeps("ffv1", f)][:1]  # (deep RGB: any integer source)
         keep = f"{' or '.join(ways[:2])} keeps them" if ways else "no output codec here keeps them"
-    return (f"the output is {bits(written)}-bit ({written}) and the source {bits(source_pix_fmt)}-bit ({source_pix_fmt}): "
-            f"the whole picture loses its low bits, outside the face too ({keep})")
+    if bits(written) < depth:
+        return (f"the output is {bits(written)}-bit ({written}) and the source {depth}-bit ({source_pix_fmt}): the "
+                f"whole picture loses its low bits, outside the face too ({keep})")
+    return (f"the output ({written}) is written from the render's 8-bit picture, not from the source's {depth}-bit "
+            f"samples ({source_pix_fmt}{', turned' if turned else ''}): the whole picture loses its low bits, outside "
+            f"the face too ({keep})")
 
 
 def aspect_warning(output: Path, options: OutputOptions, sample_aspect: Fraction) -> str | None:

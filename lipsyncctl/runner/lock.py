@@ -413,7 +413,8 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
                                     hint="wait for it to finish, or write another -o")
                 # (the record stands for every output of its stem: x.mp4 and x.mkv share x.run.yaml)
                 stem = output.name[:-len(".run.yaml")] if output.name.endswith(".run.yaml") else ""
-                shared = f"the outputs named {stem} with any extension share it" if stem else "they share it"
+                shared = (f"the outputs named {stem} with any extension share it" if stem
+                          else "the outputs of this folder without a name before the frame number share it")
                 raise BusyError(f"{what}: another run is writing this output or another of its record {output.name} "
                                 f"({holder})", hint=f"wait for it to finish, or write another -o ({shared})")
             lock.write(Holder.me())

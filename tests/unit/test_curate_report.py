@@ -389,5 +389,9 @@ def test_a_report_with_other_settings_than_the_views_says_which_and_how_to_keep_
     assert f'curate.split_by "grandparent" -> "{options.split_by}"' in said
     keep = said[said.index("(to keep the earlier ones: "):]
     assert all(f"--set curate.{k}={json.dumps(v)}" in keep for k, v in earlier.items())  # every one, not three
+    # a value this version refuses (an older choice) is said as written and hides no other change
+    views_yaml.write_text(yaml.safe_dump({"curate": {**written, "quality_min": 50.0, "split_by": "old-choice"}}))
+    said = settings_changed(views_yaml, options)
+    assert said is not None and "curate.quality_min 50.0 ->" in said and 'curate.split_by "old-choice" ->' in said
     views_yaml.write_text("curate: [not, a, mapping")  # unreadable views: nothing to compare
     assert settings_changed(views_yaml, options) is None

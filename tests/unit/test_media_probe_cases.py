@@ -395,7 +395,15 @@ def test_a_source_deeper_than_the_output_is_said_with_the_way_to_keep_its_bits()
     assert said("ffv1", "yuv422p10le", "output.pix_fmt=yuv422p10le") is None
     dnxhr = said("dnxhr_hq", "yuv422p10le")
     assert dnxhr is not None and "8-bit (yuv422p)" in dnxhr
-    assert "(--codec prores_hq or --codec ffv1 --set output.pix_fmt=yuv422p10le keeps them)" in dnxhr
+    assert "(--codec prores_hq or --codec prores_4444 keeps them)" in dnxhr
+    # as deep, but written from the render's 8-bit picture (the splice keeps no RGB source's samples in YUV, nor a
+    # quarter-turned 4:2:0 one's in 4:2:2): said too
+    plate = said("prores_hq", "gbrp10le")
+    assert plate is not None and plate.startswith("the output (yuv422p10le) is written from the render's 8-bit picture")
+    assert "(--codec ffv1 --set output.pix_fmt=gbrp10le keeps them)" in plate
+    phone = depth_warning(cfg.resolve("tiny", ["output.codec=prores_hq"]).output, "yuv420p10le", turned=True)
+    assert phone is not None and "(yuv420p10le, turned)" in phone and "--codec prores_4444" in phone
+    assert depth_warning(cfg.resolve("tiny").output, "yuv420p10le", turned=True) is None  # H.264 4:2:0 keeps it
     assert said("prores_hq", "yuv422p10le") is None
     twelve = said("prores_4444", "yuv444p12le")  # ProRes codes 10 bits: FFV1 keeps 12
     assert twelve is not None and "(--codec ffv1 --set output.pix_fmt=yuv444p12le keeps them)" in twelve

@@ -256,7 +256,12 @@ def test_api_mistakes_are_library_errors(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=f"no configuration key '{key}'"):
             api.key_bounds(key)
     missing = tmp_path / "clip.mp4"
+    from pathlib import PurePosixPath
+
+    assert api.key_bounds("name") == (None, None)  # a top-level key `presets keys` lists: no bounds
     for call in (lambda: api.prep(str(missing), tmp_path / "pp", dry_run=True),
+                 lambda: api.prep(bytes(missing), tmp_path / "pp", dry_run=True),
+                 lambda: api.prep(PurePosixPath(missing), tmp_path / "pp", dry_run=True),
                  lambda: api.curate(str(missing), tmp_path / "data", "tiny", dry_run=True)):
         with pytest.raises(MediaError, match="clip.mp4"):  # one path is one input ("c: file not found (and 7 more)")
             call()
