@@ -89,10 +89,16 @@ def check_loaded(networks: Networks, config: Config) -> None:
             (:func:`check_tuning`)."""
     if networks.settings:
         from lipsyncctl.config import dotted
+        from lipsyncctl.runner.devices import resolve_dtype
 
-        have, want = dotted(networks.settings), dotted(loaded_settings(config))
+        # (the dtype as it resolves on the networks' device: `auto` and `fp32` are one on the CPU)
+        have, want = ({k: v for k, v in dotted(d).items() if k != "inference.dtype"}
+                      for d in (networks.settings, loaded_settings(config)))
         differ = [f"{k} {have.get(k)!r} (this run: {want.get(k)!r})" for k in sorted(have.keys() | want.keys())
                   if have.get(k) != want.get(k)]
+        if (dtype := resolve_dtype(config.inference.dtype, networks.device)) != networks.dtype:
+            differ.append(f"dtype {str(networks.dtype).removeprefix('torch.')} (this run: inference.dtype "
+                          f"{config.inference.dtype!r}, {str(dtype).removeprefix('torch.')} here)")
         if differ:
             from lipsyncctl.errors import ConfigError
 

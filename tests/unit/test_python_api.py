@@ -107,6 +107,16 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     with pytest.raises(ConfigError, match=r"loaded with other settings: model.resolution 256 \(this run: 512\)"):
         lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "g.mkv", other, networks=pipe.networks)
     assert not (tmp_path / "g.mkv").exists()
+    # the dtype as it resolves on the networks' device: `auto` and `fp32` are float32 on the CPU (one was refused as
+    # the other); bf16 is another
+    for dtype in ("auto", "fp32"):
+        same = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "sync.length_policy=cut",
+                                                  f"inference.dtype={dtype}"])
+        assert lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / f"{dtype}.mkv", same,
+                               networks=pipe.networks).frames > 0
+    bf16 = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "inference.dtype=bf16"])
+    with pytest.raises(ConfigError, match=r"dtype float32 \(this run: inference.dtype 'bf16', bfloat16 here\)"):
+        lipsyncctl.sync(video, DATA_DIR / "sample_dub.wav", tmp_path / "h.mkv", bf16, networks=pipe.networks)
     # GPU tuning changes the networks themselves: not per call, and networks loaded without it are refused
     # by a run that asks for it (said before any work; nothing written), not silently used untuned
     with pytest.raises(ConfigError, match="inference.channels_last.*per call"):
