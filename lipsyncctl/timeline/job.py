@@ -291,8 +291,8 @@ def _render(job: TimelineJob, store: JobStore, mine: list[ShotState], dub_tracks
             for shot in mine:
                 _write_task_audio(shot, dub_tracks)
                 bar.advance()
-        run_tasks(list(first.values()), execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend, label="shots",
-                  name=lambda t: f"{t.language}/{t.segment_id}")
+        run_tasks(list(first.values()), execute_shot, on_done, jobs=job.jobs, gpus=job.gpus, backend=job.backend,
+                  label="shots", name=lambda t: f"{t.language}/{t.segment_id}")
     finally:  # interrupted or not: no dub cuts left behind (the job store is what resume needs)
         for t in tasks:
             _remove_work_files(t)
