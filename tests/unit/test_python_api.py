@@ -93,6 +93,10 @@ def test_documented_root_api_runs_a_batch_with_networks_loaded_once(tmp_path: Pa
     assert loads == [1]  # one load for the whole batch
     with pytest.raises(ConfigError, match="model.*per call"):
         pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "c.mkv", sets=["model.resolution=512"])
+    # a per-call dtype the loaded networks are in (`auto` is float32 on the CPU, as the preset's fp32): accepted
+    assert pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "call_auto.mkv", sets=["inference.dtype=auto"]).frames > 0
+    with pytest.raises(ConfigError, match="inference.dtype cannot change per call"):
+        pipe(video, DATA_DIR / "sample_dub.wav", tmp_path / "bf16.mkv", sets=["inference.dtype=bf16"])
     config = lipsyncctl.resolve_config("tiny", ["inference.steps=1", "output.codec=ffv1", "sync.length_policy=cut"])
     import dataclasses
 
