@@ -113,6 +113,25 @@ def codec_table() -> str:
     return "\n".join([rule, lines[0], rule, *lines[1:], rule])
 
 
+@cache
+def encoder_formats(encoder: str) -> frozenset[str]:
+    """The pixel formats FFmpeg's ``encoder`` takes (empty when this build has no such encoder)."""
+    import av
+
+    try:
+        return frozenset(f.name for f in (av.Codec(encoder, "w").video_formats or ()))
+    except (ValueError, av.error.FFmpegError):
+        return frozenset()
+
+
+def pix_bits(pix_fmt: str) -> int:
+    """The most bits of a component of ``pix_fmt`` (``yuv422p10le`` -> 10). Raises ValueError for a name FFmpeg does
+    not know."""
+    import av
+
+    return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+
+
 def encoders() -> tuple[str, ...]:
     """The encoders of every :data:`CODECS` row, the default codec's (H.264) first."""
     return tuple(dict.fromkeys(spec.encoder for spec in CODECS.values()))
@@ -211,16 +230,13 @@ def sequence_pix_fmt(path: str | Path, source_pix_fmt: str | None) -> str:
     (a 16-bit PNG or TIFF, a 10-bit DPX plate come back at their depth: :mod:`lipsyncctl.media.splice`); a deep YUV
     source (10-bit ProRes) the format's deep RGB; any other the format's own (:data:`SEQUENCE_FORMATS`: 8-bit
     PNG/TIFF, 10-bit DPX)."""
-    import av
-
     from lipsyncctl.media.splice import deep_rgb
 
     encoder, default = sequence_format(path)
     if source_pix_fmt is not None and deep_rgb(source_pix_fmt):
-        takes = {f.name for f in av.Codec(encoder, "w").video_formats or ()}
-        return source_pix_fmt if source_pix_fmt in takes else _DEEP_FORMAT[encoder]
+        return source_pix_fmt if source_pix_fmt in encoder_formats(encoder) else _DEEP_FORMAT[encoder]
     try:
-        deep = source_pix_fmt is not None and max(c.bits for c in av.VideoFormat(source_pix_fmt).components) > 8
+        deep = source_pix_fmt is not None and pix_bits(source_pix_fmt) > 8
     except (ValueError, TypeError):
         deep = False
     return _DEEP_FORMAT[encoder] if deep and not deep_rgb(default) else default

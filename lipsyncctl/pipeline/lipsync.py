@@ -94,16 +94,12 @@ class LipSyncPipeline:
         sets = cfg.set_items(sets)
         if not sets:
             return self.config
-        from lipsyncctl.pipeline.networks import network_settings
+        from lipsyncctl.pipeline.networks import network_settings, same_dtype
 
         config = cfg.resolve(self.config.to_dict(), sets)
-        from lipsyncctl.runner.devices import resolve_dtype
-
         before, after = network_settings(self.config), network_settings(config)
         for name, value in before.items():
-            same_dtype = name == "inference.dtype" and resolve_dtype(after[name], self.networks.device) == \
-                self.networks.dtype  # (`auto` and `fp32` are one on the CPU)
-            if after[name] != value and not same_dtype:
+            if after[name] != value and not (name == "inference.dtype" and same_dtype(self.networks, after[name])):
                 raise ConfigError(f"{name} cannot change per call: this pipeline's networks are loaded",
                                   hint="make another pipeline (LipSyncPipeline.from_preset(..., sets=[...]))")
         return config

@@ -80,6 +80,14 @@ def loaded_settings(config: Config) -> dict[str, Any]:
     return {k: v for k, v in network_settings(config).items() if k in ("model", "inference.dtype")}
 
 
+def same_dtype(networks: Networks, setting: str) -> bool:
+    """Whether the ``inference.dtype`` ``setting`` resolves to ``networks``' dtype on their device (``auto`` and
+    ``fp32`` are one on the CPU: settings are compared by what they load, not as written)."""
+    from lipsyncctl.runner.devices import resolve_dtype
+
+    return resolve_dtype(setting, networks.device) == networks.dtype
+
+
 def check_loaded(networks: Networks, config: Config) -> None:
     """Networks passed to a run (a pipeline's, a batch's, a caller's) must be those ``config`` names: other ones
     would render with the wrong model while its record names ``config``'s, or fail at the first window.
@@ -89,14 +97,16 @@ def check_loaded(networks: Networks, config: Config) -> None:
             (:func:`check_tuning`)."""
     if networks.settings:
         from lipsyncctl.config import dotted
-        from lipsyncctl.runner.devices import resolve_dtype
 
-        # (the dtype as it resolves on the networks' device: `auto` and `fp32` are one on the CPU)
+        # (the dtype compared as it resolves: same_dtype)
         have, want = ({k: v for k, v in dotted(d).items() if k != "inference.dtype"}
                       for d in (networks.settings, loaded_settings(config)))
         differ = [f"{k} {have.get(k)!r} (this run: {want.get(k)!r})" for k in sorted(have.keys() | want.keys())
                   if have.get(k) != want.get(k)]
-        if (dtype := resolve_dtype(config.inference.dtype, networks.device)) != networks.dtype:
+        if not same_dtype(networks, config.inference.dtype):
+            from lipsyncctl.runner.devices import resolve_dtype
+
+            dtype = resolve_dtype(config.inference.dtype, networks.device)
             differ.append(f"dtype {str(networks.dtype).removeprefix('torch.')} (this run: inference.dtype "
                           f"{config.inference.dtype!r}, {str(dtype).removeprefix('torch.')} here)")
         if differ:

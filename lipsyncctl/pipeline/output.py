@@ -187,13 +187,9 @@ def depth_warning(options: OutputOptions, source_pix_fmt: str | None, *, turned:
     8-bit 4:2:2): the whole picture loses its low bits, outside the face too; said with the settings that keep them
     (those whose frames the splice writes from the source's own samples: :func:`~lipsyncctl.media.splice.keeps_samples`,
     ``turned``: a quarter-turned source). A float source is :func:`float_picture_warning`'s."""
-    import av
-
     from lipsyncctl.media.splice import keeps_samples
-    from lipsyncctl.media.writer import output_spec
-
-    def bits(pix_fmt: str) -> int:
-        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    from lipsyncctl.media.writer import encoder_formats
+    from lipsyncctl.media.writer import pix_bits as bits
 
     written = output_pix_fmt(options, source_pix_fmt)
     try:
@@ -206,12 +202,8 @@ def depth_warning(options: OutputOptions, source_pix_fmt: str | None, *, turned:
 
     def keeps(codec: str, pix_fmt: str) -> bool:  # (a codec with a profile codes the profile's format: DNxHR HQ 8-bit)
         named, spec = output_spec(codec)
-        try:
-            takes = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
-        except (ValueError, av.error.FFmpegError):
-            return False
         fixed = named.profile or spec.profile
-        return (pix_fmt in takes and (fixed is None or pix_fmt == (named.pix_fmt or spec.pix_fmt))
+        return (pix_fmt in encoder_formats(spec.encoder) and (fixed is None or pix_fmt == (named.pix_fmt or spec.pix_fmt))
                 and keeps_samples(pix_fmt, source_pix_fmt, turned=turned) and bits(pix_fmt) >= bits(source_pix_fmt))
 
     depth = bits(source_pix_fmt)

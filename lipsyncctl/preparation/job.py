@@ -182,15 +182,10 @@ def output_size(width: int, height: int, *, max_size: int | None = None, scale: 
 def _pix_fmt_for(codec: str, wanted: str) -> str:
     """``wanted`` if the encoder of ``prep.codec`` ``codec`` takes it, else that codec's own format (ProRes
     and DNxHR cannot store yuv420p; ``prores_4444`` falls back to yuv444p10le, not 4:2:2)."""
-    import av
-
-    from lipsyncctl.media.writer import output_spec
+    from lipsyncctl.media.writer import encoder_formats, output_spec
 
     named, spec = output_spec(codec)
-    try:
-        formats = {f.name for f in (av.codec.Codec(spec.encoder, "w").video_formats or ())}
-    except (ValueError, av.error.FFmpegError):
-        formats = set()
+    formats = encoder_formats(spec.encoder)
     return wanted if not formats or wanted in formats else named.pix_fmt or spec.pix_fmt
 
 
