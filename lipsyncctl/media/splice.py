@@ -92,12 +92,16 @@ def deep_rgb(pix_fmt: str) -> bool:
     return _DEEP_RGB.match(pix_fmt) is not None
 
 
+#: decoder formats whose values no splice keeps (palette, raw sensor, XYZ, 1-bit): written from the render's image
+_NOT_SPLICED = ("pal", "bayer", "xyz", "monob", "monow")
+
+
 def keeps_samples(pix_fmt: str, source_pix_fmt: str, *, turned: bool = False) -> bool:
     """Whether frames written in ``pix_fmt`` keep the samples of a ``source_pix_fmt`` source where the render left the
-    picture alone (:class:`Splicer`): deep integer RGB from any integer source, or planar YUV from a YUV or grey one
-    (``turned``, a quarter-turned source: only into a format subsampled alike both ways). Else the frames are
-    written from the render's 8-bit RGB image."""
-    if source_pix_fmt.startswith(("pal", "bayer", "xyz", "monob", "monow")):
+    picture alone (the gate of :meth:`Splicer.frame`): deep integer RGB from any integer source, or planar YUV from a
+    YUV or grey one (``turned``, a source turned by its rotation tag: only into a format subsampled alike both ways).
+    Else the frames are written from the render's 8-bit RGB image."""
+    if source_pix_fmt.startswith(_NOT_SPLICED):
         return False
     if deep_rgb(pix_fmt):
         return True
@@ -110,7 +114,7 @@ def _source_ok(pix_fmt: str) -> bool:
     render's RGB image already)."""
     from lipsyncctl.media.writer import is_rgb
 
-    return not is_rgb(pix_fmt) and not pix_fmt.startswith(("pal", "bayer", "xyz", "monob", "monow"))
+    return not is_rgb(pix_fmt) and not pix_fmt.startswith(_NOT_SPLICED)
 
 
 def _range(frame: Any) -> str:
@@ -167,15 +171,14 @@ class Splicer:
               within: tuple[int, int, int, int] | None = None) -> Any:
         """``within``: a box ``(x0, y0, x1, y1)`` of the image outside which ``after`` is known to equal ``before``
         (the paste-back's, :meth:`~lipsyncctl.faces.align.FaceAligner.paste_bounds`): only it is compared."""
+        src = source.source  # the decoder's frame (a deinterlaced read keeps it): its fields stay as stored
+        turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
+        if not keeps_samples(self.pix_fmt, src.format.name, turned=bool(turns)):
+            return None
         if self.rgb:
             return self._rgb_frame(source, before, after, within)
         layout = self.layout
-        src = source.source  # the decoder's frame (a deinterlaced read keeps it): its fields stay as stored
-        if layout is None or not _source_ok(src.format.name):
-            return None
-        turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
-        if turns and not layout.square:
-            return None
+        assert layout is not None  # (keeps_samples: a YUV writer's layout)
         rng = _range(src)
         if self.color is not None and (
                 int(src.colorspace) != COLOR_CODES["matrix"].get(self.color.matrix or "", 2)
@@ -200,8 +203,6 @@ class Splicer:
         from lipsyncctl.media.writer import is_rgb
 
         src = source.source
-        if src.format.name.startswith(("pal", "bayer", "xyz", "monob", "monow")):
-            return None
         turns = (int(source.rotation) // 90) % 4 if source.apply_rotation else 0
         conv = src
         if not is_rgb(src.format.name):  # YUV: to packed RGB as the render's image was made (its chroma upsampling;

@@ -300,7 +300,7 @@ def sync_clip(
         warnings.append(floating)
     # (a timeline's shot rendered to a lossless intermediate is re-encoded as delivered, through the same splice)
     lost = [alpha_warning(vinfo.pix_fmt),
-            None if sequence else depth_warning(delivered, vinfo.pix_fmt, turned=vinfo.rotation % 180 != 0)]
+            None if sequence else depth_warning(delivered, vinfo.pix_fmt, turned=vinfo.rotation % 360 != 0)]
     if delivery is None:  # the output is the delivery (an intermediate's final file, a timeline shot's, is the caller's)
         lost += [aspect_warning(output, config.output, vinfo.sample_aspect), dropped_streams_warning(info.others),
                  None if sequence else tags_not_carried(output, info.timecode, info.reel)]

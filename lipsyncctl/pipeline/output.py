@@ -186,7 +186,7 @@ def depth_warning(options: OutputOptions, source_pix_fmt: str | None, *, turned:
     """An integer source deeper than the picture written (a 10-bit ProRes master into FFV1's 8-bit RGB or DNxHR HQ's
     8-bit 4:2:2): the whole picture loses its low bits, outside the face too; said with the settings that keep them
     (those whose frames the splice writes from the source's own samples: :func:`~lipsyncctl.media.splice.keeps_samples`,
-    ``turned``: a quarter-turned source). A float source is :func:`float_picture_warning`'s."""
+    ``turned``: a source its rotation tag turns). A float source is :func:`float_picture_warning`'s."""
     from lipsyncctl.media.splice import keeps_samples
     from lipsyncctl.media.writer import encoder_formats
     from lipsyncctl.media.writer import pix_bits as bits

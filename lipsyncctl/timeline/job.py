@@ -207,7 +207,7 @@ def _settle(job: TimelineJob, config: Config, timeline: Any, resolver: MediaReso
     mine = shard_shots(shots, job.shard)
     for d in dub_tracks:
         _report_reuse(d.language, [s for s in shots if s.language == d.language], mine, job.dry_run)
-    renders = [s for s in {s.key: s for s in mine}.values() if s.task is not None]  # (one key: one render)
+    renders = list({s.key: s for s in mine}.values())  # (one key: one render)
     work = {"shots": len(renders), "frames": sum(s.task.frames for s in renders if s.task is not None),
             "frame_steps": sum(s.task.frames * s.task.config.inference.steps for s in renders if s.task is not None),
             "languages": len(dub_tracks)}
