@@ -48,7 +48,7 @@ from lipsyncctl.audio import MODEL_AUDIO_RATE
 from lipsyncctl.errors import MediaError, NoFaceError, UsageError
 from lipsyncctl.media.container import exists, is_image_sequence, sequence_file, sequence_files
 from lipsyncctl.media.rates import exact
-from lipsyncctl.pipeline.output import matte_path, run_yaml_path
+from lipsyncctl.pipeline.output import matte_path, record_sharers, run_yaml_path
 from lipsyncctl.pipeline.plan import (
     ClipPlan,
     end_clamp_warning,
@@ -311,7 +311,7 @@ def sync_clip(
     # a cut by a shorter dub are not tracked: minutes on a long clip, and a pass beside the render waited for them).
     face_frames = min(plan.source_frames, plan.shown_source_frames() + config.faces.crossfade_frames + 1)
     # an interlaced source's faces are found and rendered from progressive pictures, pasted onto its own frames
-    with output_lock(run_yaml_path(output), what=output), \
+    with output_lock(run_yaml_path(output), what=output, shared=record_sharers(output)), \
             IndexedReader(video, grid, info=info, deinterlace=config.sync.deinterlace == "auto") as reader:
         # 3. Faces over the selected source frames, first: before any network loads (fail fast). Pipelined, the pass
         # runs beside the networks and the render (FaceStream) once it has found a face.

@@ -394,6 +394,15 @@ def matte_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.matte{output.suffix}")
 
 
+def record_sharers(output: Path) -> str:
+    """Which outputs share ``output``'s record (:func:`run_yaml_path`), as a refusal's hint says it."""
+    from lipsyncctl.media.container import sequence_stem
+
+    stem = sequence_stem(output)
+    return (f"the outputs named {stem} with any extension share it" if stem
+            else "the outputs of this folder without a name before the frame number share it")
+
+
 def run_yaml_path(output: Path) -> Path:
     """``out.mp4`` -> ``out.run.yaml`` (the resolved configuration of the run); ``shot.%04d.png`` ->
     ``shot.run.yaml``."""

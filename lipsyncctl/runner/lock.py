@@ -380,9 +380,10 @@ def clear_output_lock(output: str | Path) -> bool:
 
 
 @contextlib.contextmanager
-def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterator[None]:
+def output_lock(output: str | Path, *, what: str | Path | None = None, shared: str | None = None) -> Iterator[None]:
     """One run per output file (``sync -o OUT``; ``what`` names it where ``output`` is the file that stands for it, its
-    record ``OUT.run.yaml``, which ``x.mov`` and ``x.mkv`` share): a hidden ``.NAME.lock`` beside it, flock'd for the block (the kernel
+    record ``OUT.run.yaml``, which ``x.mov`` and ``x.mkv`` share: ``shared`` says which outputs do, in the refusal's
+    hint): a hidden ``.NAME.lock`` beside it, flock'd for the block (the kernel
     lets go when the run ends, however it ends), naming its holder. A second run of the same output is refused at
     once (:class:`~lipsyncctl.errors.BusyError`, exit 6) rather than rendering a take that would replace the first's
     or be refused at its end. The output's folders still missing are made first, so a first run into a new folder
@@ -411,12 +412,9 @@ def output_lock(output: str | Path, *, what: str | Path | None = None) -> Iterat
                 if what is None:
                     raise BusyError(f"{output}: another run is writing this output ({holder})",
                                     hint="wait for it to finish, or write another -o")
-                # (the record stands for every output of its stem: x.mp4 and x.mkv share x.run.yaml)
-                stem = output.name[:-len(".run.yaml")] if output.name.endswith(".run.yaml") else ""
-                shared = (f"the outputs named {stem} with any extension share it" if stem
-                          else "the outputs of this folder without a name before the frame number share it")
                 raise BusyError(f"{what}: another run is writing this output or another of its record {output.name} "
-                                f"({holder})", hint=f"wait for it to finish, or write another -o ({shared})")
+                                f"({holder})", hint="wait for it to finish, or write another -o"
+                                + (f" ({shared})" if shared else ""))
             lock.write(Holder.me())
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):
