@@ -14,7 +14,8 @@ Each row is one :func:`~lipsyncctl.pipeline.clip.sync_clip` (written under a tem
 ``skipped`` (its output exists and ``overwrite`` is off: a rerun after a failure or an interrupt does only what is
 left; an output its ``OUT.run.yaml`` says was made from other inputs or settings is named as such), ``busy`` (another
 run of the list is still rendering it: the result is not ok, its output is not there yet) or ``failed``
-with the reason and hint of its error (bad media, no face, an output that cannot hold the codec...). What stops every row stops the batch: a missing model, face detector (checked before the first clip)
+with the reason and hint of its error (bad media, no face, an output that cannot hold the codec, an output that is
+not the file its record says its render wrote...). What stops every row stops the batch: a missing model, face detector (checked before the first clip)
 or device, an interrupt.
 """
 
@@ -336,7 +337,7 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     progress.message(f"{task.label}: rendering")  # in this process: which clip the stage bars are about
     config = task.config.with_overrides({"inference.device": device}) if device else task.config
     if not task.overwrite and exists(row.output):  # made since the rows were listed (another run of the list)
-        return _Outcome(BatchItem(row, "skipped", *_skip_reason(row, task.config)))
+        return _Outcome(BatchItem(row, *_skip_reason(row, task.config)))
     try:
         check_found(row.video, row.audio)  # a row whose file is missing fails before the networks load for it
         res = sync_clip(row.video, row.audio, row.output, config, start=row.start, end=row.end,
@@ -351,8 +352,7 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
                                   "it once that run is done", seconds=time.perf_counter() - t0))
     except OutputExistsError as exc:
         if exists(row.output):  # made by another run of the list while the networks loaded for this row
-            return _Outcome(BatchItem(row, "skipped", *_skip_reason(row, task.config),
-                                      seconds=time.perf_counter() - t0))
+            return _Outcome(BatchItem(row, *_skip_reason(row, task.config), seconds=time.perf_counter() - t0))
         # its matte alone (a run killed between the two renames): a failure to look at, not a row done
         return _Outcome(BatchItem(row, "failed", exc.message, exc.hint, seconds=time.perf_counter() - t0))
     except STOPS as exc:  # a model, ffmpeg or a device: no row could run
@@ -407,12 +407,15 @@ def _unwritable(output: Path, *, probe: bool, seen: dict[Path, str | None]) -> s
     return seen[output.parent]
 
 
-def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
-    """Why a row whose output exists is skipped, and the hint: the output's ``OUT.run.yaml`` names the inputs and the
-    settings that made it; when they are not this row's, the first few differences are said (a rerun with new
-    settings would otherwise keep the old outputs in silence)."""
+def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str, str]:
+    """The status of a row whose output exists, why, and the hint: ``skipped``, the output's ``OUT.run.yaml`` naming
+    the inputs and the settings that made it (when they are not this row's, the first few differences are said: a
+    rerun with new settings would otherwise keep the old outputs in silence); ``failed`` where the output is not the
+    file the record says its render wrote (emptied or cut short since, by a copy or a disk that filled: a script must
+    not take it for a finished dub)."""
     import yaml
 
+    from lipsyncctl.media.atomic import file_size, human_bytes
     from lipsyncctl.pipeline.output import run_yaml_path
     from lipsyncctl.runner.store import same_content
 
@@ -421,10 +424,14 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         made = None
     if not isinstance(made, dict):  # a foreign or truncated file there would pass for a finished dub: said
-        return (f"the output exists, without the {run_yaml_path(row.output).name} record a render writes beside it "
-                "(not made by lipsyncctl?)"), "check it, or pass --overwrite/-y to render it"
+        return "skipped", (f"the output exists, without the {run_yaml_path(row.output).name} record a render writes "
+                           "beside it (not made by lipsyncctl?)"), "check it, or pass --overwrite/-y to render it"
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}
     contents = made.get("contents") if isinstance(made.get("contents"), dict) else {}
+    if same_content(wrote := contents.get("output"), row.output) is False:  # (a record older than this: as before)
+        sizes = f"{human_bytes(file_size(row.output))}; the render wrote {human_bytes(int(wrote.get('size') or 0))}"
+        return "failed", f"the output is not the file its render wrote ({sizes}): emptied, cut short or replaced since", \
+            "pass --overwrite/-y to render it again, or move it away"
     changes = []
     for name, path in (("video", row.video), ("audio", row.audio)):
         if not _same_input(inputs.get(name), path):
@@ -445,9 +452,9 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str]:
     changes += [f"{key} {old[key]!r} (this run: {new[key]!r})" for key in sorted(old.keys() & new.keys())
                 if old[key] != new[key]]
     if not changes:
-        return "the output exists", "pass --overwrite/-y to replace it"
+        return "skipped", "the output exists", "pass --overwrite/-y to replace it"
     listed = "; ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
-    return f"the output exists, made with other inputs or settings: {listed}", \
+    return "skipped", f"the output exists, made with other inputs or settings: {listed}", \
         "pass --overwrite/-y to render it again with this run's"
 
 
@@ -508,11 +515,11 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
     writable: dict[Path, str | None] = {}  # output folders checked: why not writable, or None
     for k, row in enumerate(mine, 1):
         if exists(row.output) and not overwrite:  # (an image sequence's: any of its files)
-            reason, hint = _skip_reason(row, configs[row.line])
-            items[row.line] = BatchItem(row, "skipped", reason, hint)
+            status, reason, hint = _skip_reason(row, configs[row.line])
+            items[row.line] = BatchItem(row, status, reason, hint)
             if not dry_run:  # a killed re-render's leftovers went with the folder to delivery (rows rendered swept)
                 _clear_dead(row.output, swept=swept)
-            progress.message(f"{_label(k, len(mine), row)}: skipped ({reason})")
+            progress.message(f"{_label(k, len(mine), row)}: {status} ({reason})")
         elif (unwritable := _unwritable(row.output, probe=not dry_run, seen=writable)) is not None:  # (a read-only mount: each row
             items[row.line] = BatchItem(row, "failed", unwritable, "check the path and permissions")  # failed after
             progress.message(f"{_label(k, len(mine), row)}: failed: {unwritable}")  # its networks loaded, "internal")

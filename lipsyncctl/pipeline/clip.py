@@ -353,7 +353,7 @@ def sync_clip(
             source = stream.reader(reader) if stream is not None else reader  # one decode when the pass streams
             done: list[Any] = []  # (faces, no_face_out, run_yaml) from settle()
 
-            def settle() -> None:
+            def settle(final: Path) -> None:
                 whole = faces
                 if stream is not None:
                     whole = stream.result()  # done, or nearly: the render has asked for the frames it shows
@@ -362,7 +362,7 @@ def sync_clip(
                 said, no_face = _face_warnings(whole, plan, first)
                 warnings[said_at:said_at] = said
                 done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole,
-                                                             plan.num_frames - no_face)])
+                                                             plan.num_frames - no_face, final)])
                 if stale_matte is not None:  # the matte of the take this one replaces no longer matches it
                     for stale in sequence_files(stale_matte) if is_image_sequence(stale_matte) else [stale_matte]:
                         stale.unlink(missing_ok=True)
@@ -421,11 +421,11 @@ def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[st
 
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
-                      output: Path, matte_out: Path | None, settle: Callable[[], None],
+                      output: Path, matte_out: Path | None, settle: Callable[[Path], None],
                       timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None,
                       audio_start: Fraction = Fraction(0), start_number: int = 1, overwrite: bool = True) -> None:
     """Steps 4-8 and the mux: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
-    ``OUT.run.yaml``) runs, and only then is it renamed into place: a failure or Ctrl-C before leaves no
+    ``OUT.run.yaml``) runs, given the finished file, and only then is it renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
     :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs. An image
     sequence ``output`` (numbered from ``start_number``) gets no sound; its files are moved into place last
@@ -482,7 +482,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                 for path in (output, matte_out):
                     if path is not None and exists(path):
                         raise taken_error(path)
-            settle()
+            settle(final)
             place = replace_sequence if sequence else os.replace if overwrite else move_new
             if matte_out is not None and matte_tmp is not None:
                 place(matte_tmp, matte_out)
@@ -622,9 +622,11 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,
-                    networks: Networks, faces: FacePlan, found: int) -> Path:
+                    networks: Networks, faces: FacePlan, found: int, final: Path) -> Path:
     """``found``: the output's frames with a face (``--json``'s ``faces_found``; the pass also read frames past the
-    cut, which the output does not have)."""
+    cut, which the output does not have). ``final``: the finished output, about to be renamed into place: its
+    contents are recorded too (``--batch`` tells an output emptied or cut short since from a finished one; an image
+    sequence's files are not: its frames are the user's to replace one by one)."""
     import torch
 
     from lipsyncctl.pipeline.output import ENCODER_THREADS, write_run_yaml
@@ -635,7 +637,8 @@ def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, a
     # their contents (size, mtime, first and last MiB) tell a file delivered again under the same name
     return write_run_yaml(output, config, plan.to_dict(), {"video": os.path.abspath(video), "audio": os.path.abspath(audio)},
                           dict(networks.files),
-                          {"contents": {"video": content_record(video), "audio": content_record(audio)},
+                          {"contents": {"video": content_record(video), "audio": content_record(audio),
+                                        **({} if is_image_sequence(output) else {"output": content_record(final)})},
                            "faces": {"detector": faces.detector, "select": faces.selection,
                                      "track_id": faces.track_id, "found": found},
                            "threads": {"torch": torch.get_num_threads(), "encoder": ENCODER_THREADS}})

@@ -35,6 +35,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict, str
 
 def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
         folder: Path, models_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsyncctl.media.atomic import human_bytes
     from lipsyncctl.pipeline import networks
 
     loads = []
@@ -91,6 +92,23 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
                                          f"{folder / 'a.wav'} changed since (another file under its name)")
     rc, res, _ = _run(capsys, *args, "-y")
     assert rc == 1 and res["counts"] == {"done": 2, "planned": 0, "skipped": 0, "busy": 0, "failed": 1}
+    # an output emptied or cut short after its render (a copy that failed, a full disk) is no finished dub: the row
+    # fails, saying so (it was skipped as "the output exists", exit 0 where it was the only row); a touch is not a change
+    import os
+
+    os.utime(folder / "out" / "b.mkv")
+    rc, res, _ = _run(capsys, *args)
+    assert res["counts"] == {"done": 0, "planned": 0, "skipped": 2, "busy": 0, "failed": 1}
+    whole = (folder / "out" / "a.mkv").stat().st_size
+    (folder / "out" / "a.mkv").write_bytes(b"")
+    rc, res, err = _run(capsys, *args)
+    assert rc == 1 and res["counts"] == {"done": 0, "planned": 0, "skipped": 1, "busy": 0, "failed": 2}
+    assert res["items"][0]["status"] == "failed" and res["items"][0]["reason"] == (
+        f"the output is not the file its render wrote (0 B; the render wrote {human_bytes(whole)}): emptied, cut "
+        "short or replaced since") and "-y" in res["items"][0]["hint"]
+    assert "a.mkv: failed (the output is not the file its render wrote" in err
+    rc, res, _ = _run(capsys, *args, "-y")
+    assert res["items"][0]["status"] == "done" and (folder / "out" / "a.mkv").stat().st_size == whole
 
 
 def test_a_dry_run_probes_the_inputs_and_writes_nothing(folder: Path, models_dir: Path,
@@ -389,7 +407,7 @@ def test_a_recorded_input_is_the_same_file_from_any_working_folder(tmp_path: Pat
         (tmp_path / "b dir" / "out.run.yaml").write_text(yaml.safe_dump(
             {"inputs": {"video": video, "audio": audio}, "config": config.to_dict()}), encoding="utf-8")
         row = BatchRow(2, Path("b dir/clip é.mp4"), Path("b dir/dub.wav"), Path("b dir/out.mp4"))
-        return _skip_reason(row, config)
+        return _skip_reason(row, config)[1:]
 
     monkeypatch.chdir(tmp_path)
     assert recorded(str(tmp_path / "b dir" / "clip é.mp4"), str(tmp_path / "b dir" / "dub.wav"))[0] == \
@@ -399,10 +417,10 @@ def test_a_recorded_input_is_the_same_file_from_any_working_folder(tmp_path: Pat
         f"the output exists, made with other inputs or settings: audio {other} (this row: b dir/dub.wav)"
     monkeypatch.chdir(tmp_path / "b dir")  # the same files named from the folder a run started in
     row = BatchRow(2, Path("clip é.mp4"), Path("dub.wav"), Path("out.mp4"))
-    assert _skip_reason(row, config)[0] == "the output exists, made with other inputs or settings: audio " \
+    assert _skip_reason(row, config)[1] == "the output exists, made with other inputs or settings: audio " \
         f"{other} (this row: dub.wav)"
     recorded(str(tmp_path / "b dir" / "clip é.mp4"), str(tmp_path / "b dir" / "dub.wav"))
-    assert _skip_reason(row, config)[0] == "the output exists"
+    assert _skip_reason(row, config)[:2] == ("skipped", "the output exists")
 
 
 def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path: Path) -> None:
@@ -422,7 +440,7 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
         made = cfg.resolve("tiny", list(sets)).to_dict()
         (tmp_path / "o.run.yaml").write_text(yaml.safe_dump(
             {"inputs": {"video": str(row.video), "audio": str(row.audio)}, "config": made}), encoding="utf-8")
-        return _skip_reason(row, config)[0]
+        return _skip_reason(row, config)[1]
 
     assert made_with("sync.sequence_fps=25", "inference.device=cpu", "prep.crf=30", "curate.min_seconds=3") == \
         "the output exists"
@@ -434,16 +452,16 @@ def test_settings_that_do_not_change_the_output_are_not_other_settings(tmp_path:
     del before["model"]["mask"]
     (tmp_path / "o.run.yaml").write_text(yaml.safe_dump(
         {"inputs": {"video": str(row.video), "audio": str(row.audio)}, "config": before}), encoding="utf-8")
-    assert _skip_reason(row, config)[0] == "the output exists"
+    assert _skip_reason(row, config)[1] == "the output exists"
     mine = tmp_path / "mine.png"
     mine.write_bytes(b"png")
-    assert _skip_reason(row, cfg.resolve("tiny", [f"model.mask={mine}"]))[0] == \
+    assert _skip_reason(row, cfg.resolve("tiny", [f"model.mask={mine}"]))[1] == \
         f"the output exists, made with other inputs or settings: model.mask 'mask.png' (this run: '{mine}')"
     made_with(f"model.mask={mine}")  # the other way round: made with a mask, rerun at the default
-    assert _skip_reason(row, config)[0] == \
+    assert _skip_reason(row, config)[1] == \
         f"the output exists, made with other inputs or settings: model.mask '{mine}' (this run: 'mask.png')"
     (tmp_path / "o.run.yaml").unlink()  # a file at the output that no render made (a foreign or truncated one)
-    assert _skip_reason(row, config) == ("the output exists, without the o.run.yaml record a render writes beside "
+    assert _skip_reason(row, config) == ("skipped", "the output exists, without the o.run.yaml record a render writes beside "
                                          "it (not made by lipsyncctl?)",
                                          "check it, or pass --overwrite/-y to render it")
 
