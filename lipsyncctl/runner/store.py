@@ -8,15 +8,19 @@ twice), the rendered frame range and rate, the sha256 of its audio cut, the reso
 
 The store is one small JSON record per finished key under ``OUT/.lipsyncctl/jobs/``, written
 atomically *after* the segment's media was renamed into place: a run killed midway leaves no record
-for the segment it was rendering, and the rerun renders exactly the unfinished ones.
+for the segment it was rendering, and the rerun renders exactly the unfinished ones. A record keeps its render's
+size: a render emptied or cut short since (a delivered version links to it: a tool that rewrote that file in place)
+is rendered again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +142,9 @@ class JobStore:
         return self.root / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The record of ``key`` if it is finished and its output still exists (else None); its ``output`` a path
-        as this store's ``OUT`` is named."""
+        """The record of ``key`` if it is finished and its output still exists at the size it was written (else None:
+        a render emptied or cut short since, through a delivered version that links to it, is made again); its
+        ``output`` a path as this store's ``OUT`` is named."""
         p = self._path(key)
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
@@ -152,8 +157,14 @@ class JobStore:
             stored = Path(rec["output"])
             cached = self.base / ".lipsyncctl" / "renders" / stored.name  # (its render, named from another folder)
             rec["output"] = str(stored if stored.is_file() or not cached.is_file() else cached)
-        if rec.get("output") and not Path(rec["output"]).is_file():
-            return None
+        size = rec.pop("output_size", None)
+        if rec.get("output"):
+            try:
+                st = os.stat(rec["output"])
+            except OSError:
+                return None
+            if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
+                return None
         return rec
 
     def put(self, key: str, record: dict[str, Any]) -> None:
@@ -166,6 +177,8 @@ class JobStore:
             record["output"] = os.path.relpath(out, base) if inside else out
             if inside:
                 record["output_in_out"] = True
+            with contextlib.suppress(OSError):  # (what get() checks: the size it was written at)
+                record["output_size"] = os.stat(out).st_size
         tmp = temp_path(p, keep_suffix=False)  # not *.json: keys() never sees it
         try:
             tmp.write_text(json.dumps({"key": key, **record}, indent=1, default=str), encoding="utf-8")

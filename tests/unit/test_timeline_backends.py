@@ -4,6 +4,7 @@ without the ``ray`` extra)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,13 @@ def test_a_records_render_is_found_under_out_whatever_the_working_folder(tmp_pat
     # a record an earlier version wrote (the path as its run's working folder named it) finds its render too
     (out / ".lipsyncctl" / "jobs" / "old.json").write_text(json.dumps({"status": "done", "output": "out/x/k.mov"}))
     assert JobStore(out / ".lipsyncctl" / "jobs").get("old")["output"] == str(render)
+    # its render emptied or cut short since (a delivered version links to it, and a tool rewrote that file in place):
+    # not finished (it was reused, and every later version linked the empty file); a touch is no change
+    os.utime(render)
+    assert JobStore(out / ".lipsyncctl" / "jobs").get("k") is not None
+    render.write_bytes(b"")
+    assert JobStore(out / ".lipsyncctl" / "jobs").get("k") is None
+    assert JobStore(out / ".lipsyncctl" / "jobs").get("old")["output"] == str(render)  # (an older record: no size)
     render.unlink()
     assert JobStore(out / ".lipsyncctl" / "jobs").get("k") is None  # its render gone: not finished
 
