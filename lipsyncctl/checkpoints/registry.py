@@ -308,10 +308,13 @@ class LocalRecord:
 
 @dataclass
 class LocalState:
-    """``<models dir>/local.yaml``: hashes recorded by verified downloads, keyed by ``<model>/<path>``."""
+    """``<models dir>/local.yaml``: hashes recorded by verified downloads, keyed by ``<model>/<path>``; and
+    ``checked``, the size and modification time at which a file last passed its hash check (``models fetch``
+    hashes a present file again only when they changed: a hand copy, a damaged one put in its place)."""
 
     path: Path
     files: dict[str, LocalRecord] = field(default_factory=dict)
+    checked: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, models_dir: Path | None = None) -> LocalState:
@@ -332,10 +335,26 @@ class LocalState:
                                               str(rec.get("recorded", "")))
             except (KeyError, TypeError, ValueError) as exc:
                 raise RegistryError(f"{p}: files.{key}: bad record ({exc})") from exc
-        return cls(p, files)
+        checked = data.get("checked")  # (a cache of checks: anything unreadable there is a check to do again)
+        return cls(p, files, {str(k): v for k, v in checked.items() if isinstance(v, dict)}
+                   if isinstance(checked, dict) else {})
 
     def get(self, model: str, file_path: str) -> LocalRecord | None:
         return self.files.get(f"{model}/{file_path}")
+
+    def still_checked(self, model: str, file_path: str, path: Path, sha256: str) -> bool:
+        """Whether ``path`` passed its check against ``sha256`` at its present size and modification time."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return self.checked.get(f"{model}/{file_path}") == {"sha256": sha256, "size": st.st_size,
+                                                           "mtime_ns": st.st_mtime_ns}
+
+    def mark_checked(self, model: str, file_path: str, path: Path, sha256: str) -> None:
+        """``path`` (``model``'s ``file_path``) has just hashed to ``sha256``, the expected value."""
+        st = path.stat()
+        self.checked[f"{model}/{file_path}"] = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def record(self, model: str, file_path: str, sha256: str, size: int, source: str) -> LocalRecord:
         rec = LocalRecord(sha256, size, source, _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
@@ -347,7 +366,8 @@ class LocalState:
         import yaml
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"version": 1, "files": {k: v.to_dict() for k, v in sorted(self.files.items())}}
+        body = {"version": 1, "files": {k: v.to_dict() for k, v in sorted(self.files.items())},
+                **({"checked": dict(sorted(self.checked.items()))} if self.checked else {})}
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         tmp.write_text(
             "# Written by lipsyncctl: hashes of model files verified on this machine. Safe to delete.\n"

@@ -446,3 +446,42 @@ def test_a_server_name_that_does_not_resolve_fails_at_once(tmp_path: Path, monke
     with pytest.raises(AssertionError, match="a request was made"):
         fetch_model(reg.get("u"), models_dir=tmp_path / "models")
     assert looked_up == ["hub.example.org", "files.example.net"]
+
+
+def test_a_present_file_that_is_not_the_expected_one_is_downloaded_again(hub_env, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A present file of the right size that is not the expected file (a hand copy gone wrong, bit rot) was called
+    present, with the registry's hash shown as its own. Now a file not checked at its present size and time is
+    hashed: a good one is kept (and not hashed again while unchanged), a wrong one set aside and downloaded again."""
+    from lipsyncctl.checkpoints import fetch as fetch_mod
+
+    data = _payload(40_000, 9)
+    url = hub_env.add_plain_file("y.pt", data)
+    mdir = tmp_path / "models"
+    reg = load_registry(_registry(tmp_path, {"y": {"kind": "whisper", "description": "t", "files": [
+        {"path": "y.pt", "role": "whisper", "url": url, "sha256": hashlib.sha256(data).hexdigest(),
+         "size": len(data)}]}}))
+    dest = mdir / "y" / "y.pt"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)  # copied by hand: hashed once, then known
+    hashed = []
+    real = fetch_mod.sha256_file
+
+    def counting(path, description=None):  # type: ignore[no-untyped-def]
+        hashed.append(path)
+        return real(path, description)
+
+    monkeypatch.setattr(fetch_mod, "sha256_file", counting)
+    assert fetch_model(reg.get("y"), models_dir=mdir).files[0].status == "present" and len(hashed) == 1
+    assert fetch_model(reg.get("y"), models_dir=mdir).files[0].status == "present" and len(hashed) == 1
+    gets = sum(1 for e in hub_env.log if e[0] == "GET")
+    dest.write_bytes(bytes(len(data)))  # damaged in place, its size kept
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        got = fetch_model(reg.get("y"), models_dir=mdir).files[0]
+    assert got.status == "downloaded" and dest.read_bytes() == data
+    assert sum(1 for e in hub_env.log if e[0] == "GET") == gets + 1
+    assert (mdir / "y" / "y.pt.corrupt").read_bytes() == bytes(len(data))  # set aside, not deleted
+    said = [e for e in sink.events if e[0] == "message" and e[1].startswith(progress.WARNING_PREFIX)]
+    assert len(said) == 1 and "y/y.pt is not the expected file (sha256 " in said[0][1] and "kept as" in said[0][1]
+    assert fetch_model(reg.get("y"), models_dir=mdir).files[0].status == "present"
