@@ -33,6 +33,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lipsyncctl import progress
-from lipsyncctl.errors import BusyError
+from lipsyncctl.errors import BusyError, UsageError
 from lipsyncctl.media.atomic import sweep_temps
 
 #: the lock files' folder, inside the output folder
@@ -94,7 +95,17 @@ class _Flock:
         """Try once without blocking; True when held. A file that was removed or replaced between our
         open and our lock (its holder finished) is opened again."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:  # (never through a link: the lock file is written, then removed)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                fd = -1
+            if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+                if fd >= 0:
+                    os.close(fd)
+                raise UsageError(f"{self.path} is not a lock file lipsyncctl made (a link, or not a plain file)",
+                                 hint="move it away: lipsyncctl makes this file and removes it itself")
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -200,3 +200,24 @@ def test_an_output_lock_in_a_folder_not_made_yet_locks_and_tidies(tmp_path) -> N
     with pytest.raises(RuntimeError), output_lock(tmp_path / "ep02" / "shots" / "y.run.yaml"):
         raise RuntimeError("the render failed")
     assert not (tmp_path / "ep02").exists()
+
+
+def test_a_lock_file_is_never_written_through_a_link(tmp_path: Path) -> None:
+    """A link planted under a lock file's name (a shared, group-writable output folder) had its target emptied and
+    overwritten with the lock's JSON, then the link removed. Now it is refused, naming it, and nothing is touched."""
+    import pytest
+
+    from lipsyncctl.errors import UsageError
+    from lipsyncctl.runner.lock import folder_lock, output_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("user data")
+    (tmp_path / ".x.run.yaml.lock").symlink_to(victim)
+    with pytest.raises(UsageError, match="x.run.yaml.lock is not a lock file lipsyncctl made"), \
+            output_lock(tmp_path / "x.run.yaml"):
+        pass
+    (tmp_path / "out" / ".lipsyncctl").mkdir(parents=True)
+    (tmp_path / "out" / ".lipsyncctl" / "run.lock").symlink_to(victim)
+    with pytest.raises(UsageError, match="run.lock is not a lock file"), folder_lock(tmp_path / "out"):
+        pass
+    assert victim.read_text() == "user data" and (tmp_path / ".x.run.yaml.lock").is_symlink()
