@@ -55,10 +55,14 @@ def extract_otioz(path: Path, into: Path) -> Any:
     import opentimelineio as otio
 
     result = otio.adapters.read_from_file(str(path), adapter_name="otioz", extract_to_directory=str(into))
+    inside = into.resolve()
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             target = into / info.filename
-            if not info.is_dir() and target.is_file():
+            # a member named ../x or /x was extracted inside (zipfile cleans its name), not at the raw name: a
+            # file that name reaches outside the folder is not touched
+            if not info.is_dir() and target.is_file() and not target.is_symlink() and \
+                    target.resolve().is_relative_to(inside):
                 stamp = time.mktime((*info.date_time, 0, 0, -1))
                 os.utime(target, (stamp, stamp))
     return result

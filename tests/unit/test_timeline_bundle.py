@@ -186,3 +186,27 @@ def test_missing_otiod_folder_is_a_media_error(tmp_path: Path) -> None:
     (tmp_path / "empty.otiod").mkdir()
     with pytest.raises(MediaError, match="content.otio"):
         read_timeline(tmp_path / "empty.otiod")
+
+
+def test_reading_an_otioz_touches_no_file_outside_its_folder(tmp_path: Path) -> None:
+    """A member named ``../../x`` is extracted inside the folder (zipfile cleans its name), but the times were set
+    at the raw name: a file outside (an input whose time prep and the render keys read) had its time changed."""
+    import os
+    import zipfile
+
+    import opentimelineio as otio
+
+    from lipsyncctl.timeline.bundle import extract_otioz
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("user data")
+    os.utime(victim, (1_700_000_000, 1_700_000_000))
+    bundle = tmp_path / "evil.otioz"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr("version.txt", "1.0.0")
+        zf.writestr("content.otio", otio.adapters.write_to_string(otio.schema.Timeline(name="x"), "otio_json"))
+        zf.writestr(zipfile.ZipInfo("../../victim.txt", date_time=(1999, 1, 1, 0, 0, 0)), "payload")
+    into = tmp_path / "a" / "b"
+    into.mkdir(parents=True)
+    extract_otioz(bundle, into)
+    assert victim.stat().st_mtime == 1_700_000_000 and victim.read_text() == "user data"
