@@ -179,7 +179,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from lipsyncctl.media.atomic import host_tag
+    from lipsyncctl.media.atomic import atomic_output, host_tag
     from lipsyncctl.runner import devices
     from lipsyncctl.runner.devices import resolve_device
     from lipsyncctl.training import data as train_data
@@ -277,10 +277,11 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
             clear_run(out)
         set_aside = set_aside_later(out, start_step) if resume_from is not None else []
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train.yaml").write_text(yaml.safe_dump(
-            {**cfg.to_dict(), "stream_hash": cfg.stream_hash(), "data": {**cfg.to_dict()["data"],
-                                                                          "path": os.path.abspath(data)},
-             "writer": {"host": host_tag(), "pid": os.getpid()}}, sort_keys=False))  # (a rerun: is it gone?)
+        with atomic_output(out / "train.yaml") as tmp:  # (what tells the run: never written half)
+            tmp.write_text(yaml.safe_dump(
+                {**cfg.to_dict(), "stream_hash": cfg.stream_hash(), "data": {**cfg.to_dict()["data"],
+                                                                              "path": os.path.abspath(data)},
+                 "writer": {"host": host_tag(), "pid": os.getpid()}}, sort_keys=False))  # (a rerun: is it gone?)
         if resume_from is not None:  # the init's weights were replaced by the checkpoint's: said as such
             progress.message(f"{resumed_from}: weights, optimizer, RNG, data position)")
             if set_aside:

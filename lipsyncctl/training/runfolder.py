@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -79,13 +80,54 @@ def _changes(cfg: TrainConfig, saved: Any) -> str:
     return cfg.changes_from(saved) or "data, model, losses or optimizer settings differ"
 
 
+def _exports(*kinds: str) -> re.Pattern[str]:
+    from lipsyncctl.training.state import EXPORT_NAMES
+
+    names = "|".join(re.escape(name) for kind in kinds for name in EXPORT_NAMES[kind])
+    return re.compile(rf"^\.?({names})(\.new)?$")  # (a file being replaced: .NAME.new)
+
+
+#: the folders and files a training run writes in ``RUN/``, and in each folder what of it is the run's (a pattern
+#: of names): nothing else there is removed by ``-y``, and a new run is refused where another file holds one of them
+RUN_FOLDERS = {
+    "checkpoints": re.compile(r"^\.?step-\d{6,}(\.tmp)?$"),  # (state.STEP_DIR, and a save's .step-N.tmp)
+    "export": _exports("unet", "syncnet"),
+    "export-ema": _exports("unet"),
+    "validation": re.compile(r"^\.?(unet-)?step-\d{6,}"),  # (clips, their records, a render's temporaries)
+    "tb": re.compile(r"^events\.out\.tfevents\."),
+    "set-aside": re.compile(r"^from-step-\d{6,}-"),
+}
+RUN_FILES = ("train.yaml", "metrics.csv")
+
+
+def foreign_files(run: Path) -> list[Path]:
+    """What is in the run's own folders (:data:`RUN_FOLDERS`) that no training run wrote (the official
+    repository's ``checkpoints/latentsync_unet.pt``, a file of the user's), by name."""
+    found = []
+    for sub, ours in RUN_FOLDERS.items():
+        with contextlib.suppress(OSError):  # (not there, or not a folder)
+            found += sorted(p for p in (run / sub).iterdir() if not ours.match(p.name))
+    return found
+
+
 def clear_run(run: Path) -> None:
-    """Remove the run in ``run`` that a new one replaces (its checkpoints, exports, logs and train.yaml)."""
+    """Remove the run in ``run`` that a new one replaces: what a run writes (its checkpoints, exports, validation
+    clips, logs and train.yaml, :data:`RUN_FOLDERS`), and the folders it leaves empty; nothing else."""
     import shutil
 
-    for sub in ("checkpoints", "export", "export-ema", "validation", "tb", "set-aside"):
-        shutil.rmtree(run / sub, ignore_errors=True)
-    for f in ("train.yaml", "metrics.csv"):
+    for sub, ours in RUN_FOLDERS.items():
+        folder = run / sub
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if ours.match(p.name):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (holds the user's files: kept)
+            folder.rmdir()
+    for f in RUN_FILES:
         (run / f).unlink(missing_ok=True)
 
 
@@ -130,8 +172,11 @@ def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite:
     saved = run / "train.yaml"
     if resume is not None:
         folder = state.find_resume(run, resume)
-        if saved.is_file():
-            recorded = yaml.safe_load(saved.read_text()) or {}
+        try:  # (damaged or unreadable: the checkpoint's own record is checked all the same, check_resumable)
+            recorded = yaml.safe_load(saved.read_text()) if saved.is_file() else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            recorded = None
+        if isinstance(recorded, dict):
             if not cfg.continues(recorded.get("stream_hash"), recorded):
                 raise UsageError(f"--resume: {run} was trained with another configuration ({_changes(cfg, recorded)})",
                                  hint="resume with the same preset and --set values, or start a new run folder "
@@ -149,6 +194,15 @@ def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite:
             progress.message(f"{run}: the run stopped before its first checkpoint; starting it again "
                              "(the logs of the stopped attempt are replaced)")
         return None, True
+    # no run here: one would write its folders and files beside what is there; where those names hold the user's
+    # files (a clone of the official repository's checkpoints/, a metrics.csv), it would mix into them, or replace
+    # them, and a later -y would remove what it wrote there
+    theirs = [p for p in (run / f for f in RUN_FILES) if os.path.lexists(p)] + foreign_files(run)
+    if theirs:
+        listed = ", ".join(str(p.relative_to(run)) for p in theirs[:3]) + \
+            (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
+        raise UsageError(f"-o {run} holds files no training run wrote where a run writes its own ({listed})",
+                         hint="give a new or empty folder for -o")
     return None, False
 
 

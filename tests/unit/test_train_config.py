@@ -297,6 +297,45 @@ def test_run_folder_rules(tmp_path: Path) -> None:
     assert prepare_run_folder(tmp_path / "data-runs", cfg, None, False, data) is None  # beside it: fine
 
 
+def test_a_run_folder_holding_the_users_files_is_refused_and_y_removes_only_what_a_run_wrote(tmp_path: Path) -> None:
+    """-o a clone of the official repository (its checkpoints/latentsync_unet.pt): a new run mixed its steps into
+    that folder, and a later -y removed the whole checkpoints/ folder, official weights included; a new run replaced
+    a metrics.csv that was there. Now a new run is refused where the user's files hold a run's names, and -y removes
+    what a run writes and nothing else."""
+    cfg = tc.resolve_train_config("tiny")
+    repo = tmp_path / "LatentSync"
+    (repo / "checkpoints" / "whisper").mkdir(parents=True)
+    (repo / "checkpoints" / "latentsync_unet.pt").write_bytes(b"official")
+    (repo / "README.md").write_text("the repository's own")
+    with pytest.raises(UsageError, match=r"holds files no training run wrote where a run writes its own "
+                                         r"\(checkpoints/latentsync_unet.pt, checkpoints/whisper\)") as e:
+        prepare_run_folder(repo, cfg, None, False)
+    assert "new or empty folder" in (e.value.hint or "")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "metrics.csv").write_text("my numbers")
+    with pytest.raises(UsageError, match=r"\(metrics.csv\)"):
+        prepare_run_folder(tmp_path / "mine", cfg, None, False)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("other names: fine")
+    assert prepare_run_folder(tmp_path / "notes", cfg, None, False) is None
+    # a run there (as the first run of an earlier version could leave it, beside the official weights): -y
+    # removes its train.yaml, logs, steps and exports, and keeps every file it did not write
+    (repo / "train.yaml").write_text(f"stream_hash: {cfg.stream_hash()}\n")
+    (repo / "metrics.csv").write_text("step,name,value\n")
+    for name in ("state.pt", "model.safetensors"):
+        (repo / "checkpoints" / "step-000003").mkdir(exist_ok=True)
+        (repo / "checkpoints" / "step-000003" / name).write_bytes(b"x")
+    (repo / "export").mkdir()
+    (repo / "export" / "unet.safetensors").write_bytes(b"x")
+    (repo / "export" / "my_notes.txt").write_text("mine")
+    (repo / "tb").mkdir()
+    (repo / "tb" / "events.out.tfevents.1.host").write_bytes(b"x")
+    assert prepare_run_folder(repo, cfg, None, True) is None
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == [
+        "README.md", "checkpoints", "checkpoints/latentsync_unet.pt", "checkpoints/whisper", "export",
+        "export/my_notes.txt"]
+
+
 def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: str = "data",
                                          pid: int | None = None) -> None:
     """What Ctrl-C before the first save leaves: train.yaml (as the loop writes it, by a process now gone), logs,
@@ -307,7 +346,7 @@ def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: s
     from tests.unit.test_temps import _dead_pid
 
     (run / "tb").mkdir(parents=True)
-    (run / "tb" / "events.out").write_text("x")
+    (run / "tb" / "events.out.tfevents.1700000000.host.1.0").write_text("x")
     (run / "metrics.csv").write_text("step,name,value\n1,loss,0.5\n")
     (run / "checkpoints" / ".step-000003.tmp").mkdir(parents=True)  # a save cut short: not a checkpoint
     (run / "train.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash(),
@@ -339,7 +378,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     _stopped_before_its_first_checkpoint(live, cfg, pid=os.getpid())
     with pytest.raises(UsageError, match="already holds a training run"):
         prepare_run_folder(live, cfg, None, False, Path("data"))
-    assert (live / "train.yaml").is_file() and (live / "tb" / "events.out").is_file()
+    assert (live / "train.yaml").is_file() and (live / "tb" / "events.out.tfevents.1700000000.host.1.0").is_file()
     # a change a resume would accept too (run.max_steps) is the same run
     with progress.use_sink(progress.RecordingSink()) as sink:
         assert prepare_run_folder(run, tc.resolve_train_config("tiny", ["run.max_steps=9"]), None, False,
@@ -513,3 +552,14 @@ def test_a_runs_train_yaml_is_a_preset(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="data.path"):
         tc.resolve_train_config(str(tmp_path / "other.yaml"))
+
+
+def test_a_damaged_train_yaml_does_not_stop_a_resume_with_a_traceback(tmp_path: Path) -> None:
+    """An unparseable RUN/train.yaml (a write cut short by an earlier version, a hand edit) was an internal error
+    (a YAML ScannerError) on --resume; the checkpoint's own record is what a resume is checked against."""
+    cfg, run = tc.resolve_train_config("tiny"), tmp_path / "run"
+    (run / "checkpoints" / "step-000003").mkdir(parents=True)
+    for name in ("state.pt", "model.safetensors"):
+        (run / "checkpoints" / "step-000003" / name).write_bytes(b"x")
+    (run / "train.yaml").write_text("stream_hash: [unclosed\n")
+    assert prepare_run_folder(run, cfg, "latest", False) == run / "checkpoints" / "step-000003"
