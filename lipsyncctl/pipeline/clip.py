@@ -225,7 +225,7 @@ def sync_clip(
             raise OutputExistsError(f"{path}: {what}; refusing to replace it", hint=OVERWRITE_HINT)
     check_record(output)  # x.run.yaml of an x.mov beside this x.mkv stays x.mov's
     check_writable(output)  # a read-only destination fails now, not after the render
-    stale_matte = matte_path(output) if overwrite and matte_out is None and exists(output) else None
+    stale_matte = _stale_matte(output, [video, audio]) if overwrite and matte_out is None else None
     files = None
     if networks is None:  # missing weights, a refused device or dtype fail here, before minutes of face tracking
         from lipsyncctl.pipeline.networks import check_inference, resolve_files
@@ -363,14 +363,14 @@ def sync_clip(
                 warnings[said_at:said_at] = said
                 done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole,
                                                              plan.num_frames - no_face, final)])
-                if stale_matte is not None:  # the matte of the take this one replaces no longer matches it
-                    for stale in sequence_files(stale_matte) if is_image_sequence(stale_matte) else [stale_matte]:
-                        stale.unlink(missing_ok=True)
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
                               audio_stream=audio_stream, audio_start=dub_start, start_number=number,
                               overwrite=overwrite)
+            if stale_matte is not None:  # the matte of the take this one replaced no longer matches it
+                for stale in sequence_files(stale_matte) if is_image_sequence(stale_matte) else [stale_matte]:
+                    stale.unlink(missing_ok=True)
         finally:
             if stream is not None:
                 stream.close()
@@ -386,6 +386,26 @@ def sync_clip(
         files=(sequence_file(output, number), sequence_file(output, number + plan.num_frames - 1))
         if is_image_sequence(output) else None,
     )
+
+
+def _stale_matte(output: Path, inputs: list[Path]) -> Path | None:
+    """The matte of the take at ``output`` that a render without ``--matte`` replaces (removed once the new take is
+    in place: it no longer matches it): only one the take's record says its render wrote (``OUT.matte.EXT`` of
+    another origin, a compositor's roto sequence, an input named so, is not lipsyncctl's to remove)."""
+    import yaml
+
+    from lipsyncctl.media.atomic import same_file
+    from lipsyncctl.pipeline.output import run_yaml_path
+
+    matte = matte_path(output)
+    if not exists(output) or not exists(matte) or any(same_file(matte, p) for p in inputs):
+        return None
+    try:
+        made = yaml.safe_load(run_yaml_path(output).read_text(encoding="utf-8"))
+        ours = Path(str(made["output"])).name == output.name and made["config"]["output"]["matte"] is True
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        ours = False
+    return matte if ours else None
 
 
 def check_point(config: Config, size: tuple[int, int]) -> None:

@@ -238,6 +238,12 @@ def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_pa
     assert main([*_sync(odd_clip, out), "--matte", "-y"]) == 0
     assert main([*_sync(odd_clip, out), "-y"]) == 0
     assert out.is_file() and not (tmp_path / "o.matte.mp4").exists()
+    # a matte-named file the take's render did not write (a compositor's roto, an input named so) is not removed:
+    # it was, whatever made it
+    roto = tmp_path / "o.matte.mp4"
+    roto.write_bytes(b"a roto matte of the compositor's")
+    assert main([*_sync(odd_clip, out), "-y"]) == 0
+    assert roto.read_bytes() == b"a roto matte of the compositor's"
 
 
 def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
