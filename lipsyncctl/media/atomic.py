@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -114,14 +115,27 @@ def check_writable(path: str | Path, *, probe: bool = True, name: str | Path | N
         raise OSError(code, f"cannot {verb} {what} here ({os.strerror(code).lower()})", str(folder))
 
 
-#: a temporary name of :func:`temp_prefix`: the writer's host (4 hex digits) and pid, then 8 random
-#: characters (``tempfile``'s or ours), optionally ``.part``/``.old`` and an extension
-TEMP_NAME = re.compile(r"^\..*\.~(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-[0-9a-z_]{8}(?:\.(?:part|old)(?:\.[^/]*)?)?$")
+#: a temporary name of :func:`temp_prefix`: the writer's host (8 hex digits; 4 in names of versions before
+#: 2026-12-08, which are another host's to every sweep) and pid, then 8 random characters (``tempfile``'s or ours),
+#: optionally ``.part``/``.old`` and an extension
+TEMP_NAME = re.compile(
+    r"^\..*\.~(?P<host>[0-9a-f]{4}(?:[0-9a-f]{4})?)-(?P<pid>\d+)-[0-9a-z_]{8}(?:\.(?:part|old)(?:\.[^/]*)?)?$")
+#: the labels of temporaries that belong to an output of that stem (:func:`sweep_temps`' ``stem``): its record
+#: (``OUT.run.yaml``), its matte, prep's manifest and work folder, a write probe
+_OWN_LABELS = ("run", "matte", "prep", "probe")
 
 
+@functools.cache
 def host_tag() -> str:
-    """4 hex digits of this machine's host name (temporaries on shared storage say which host wrote them)."""
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+    """8 hex digits naming this machine and its process-id space (temporaries on shared storage say which host
+    wrote them; a pid is that host's): its host name and its pid namespace, so that two nodes of a farm (4 digits
+    of the name alone were alike for node052 and node112) or two containers sharing a host name (each with its own
+    pids) do not take each other's live temporaries for their own dead ones."""
+    try:
+        space = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # (not Linux)
+        space = 0
+    return hashlib.sha1(f"{socket.gethostname()}\0{space}".encode()).hexdigest()[:8]
 
 
 def temp_prefix(path: str | Path, label: str = "") -> str:
@@ -165,7 +179,8 @@ def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: boo
     never touched, nor any other name.
 
     Args:
-        stem: only the temporaries of the output named ``stem`` (``.STEM.``..., its matte and run.yaml too).
+        stem: only the temporaries of the output named ``stem`` (``.STEM.~``..., its matte's and record's too:
+            :data:`_OWN_LABELS`; not those of ``STEM.v2``).
         depth: also sweep the subfolders down to this many levels (not inside the temporaries).
 
     Returns:
@@ -184,7 +199,7 @@ def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: boo
                 if depth > 0 and entry.is_dir(follow_symlinks=False):
                     removed += sweep_temps(entry.path, stem=stem, other_hosts=other_hosts, depth=depth - 1)
                 continue
-            if stem is not None and not entry.name.startswith(f".{_stem_tag(stem)}."):
+            if stem is not None and not _of_stem(entry.name, stem):
                 continue
             mine = match["host"] == me
             if (mine and pid_alive(int(match["pid"]))) or (not mine and not other_hosts):
@@ -196,6 +211,14 @@ def sweep_temps(folder: str | Path, *, stem: str | None = None, other_hosts: boo
                     os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
+
+
+def _of_stem(name: str, stem: str) -> bool:
+    """Whether the temporary ``name`` is one of the output named ``stem`` (``.STEM.~``, ``.STEM.run.~``...), not of
+    another output whose name starts alike (``shot.v2.mp4``'s for ``shot.mp4``)."""
+    head = f".{_stem_tag(stem)}."
+    return name.startswith(head) and (name[len(head):].startswith("~") or
+                                      any(name[len(head):].startswith(f"{label}.~") for label in _OWN_LABELS))
 
 
 def write_failure(exc: BaseException | None) -> OSError | None:

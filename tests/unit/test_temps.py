@@ -35,8 +35,29 @@ def test_temporary_names_say_whose_they_are(tmp_path: Path) -> None:
         match = TEMP_NAME.match(name)
         assert match is not None and int(match["pid"]) == os.getpid(), name
     assert temp_path(out).suffix == ".mp4" and temp_path(tmp_path / "k.json", keep_suffix=False).suffix == ".part"
-    for name in (".o.mp4", ".hidden", ".o.1234.part", "o.~abcd-12-abcdefgh", ".o.~abcd-12-abc"):
+    for name in (".o.mp4", ".hidden", ".o.1234.part", "o.~abcd-12-abcdefgh", ".o.~abcd-12-abc", ".o.~abcdef-12-abcdefgh"):
         assert TEMP_NAME.match(name) is None, name
+    assert TEMP_NAME.match(".o.~abcd-12-abcdefgh")["host"] == "abcd"  # (an earlier version's: another host's)
+
+
+def test_the_host_tag_tells_apart_hosts_whose_names_hashed_alike_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Temporaries name their host by 4 hex digits of its name: node052 and node112 of a farm were alike, so each
+    swept the other's live temporaries on shared storage as its own dead ones. Now 8, of its name and pid space."""
+    import socket
+
+    from lipsyncctl.media import atomic
+
+    tags = {}
+    for name in ("node052", "node112"):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        atomic.host_tag.cache_clear()
+        tags[name] = atomic.host_tag()
+    atomic.host_tag.cache_clear()
+    monkeypatch.undo()
+    assert tags["node052"] != tags["node112"] and all(len(t) == 8 for t in tags.values())
+    import hashlib  # (the old tag: 4 digits of the name alone, alike for these two)
+
+    assert hashlib.sha1(b"node052").hexdigest()[:4] == hashlib.sha1(b"node112").hexdigest()[:4]
 
 
 def test_sweep_removes_only_what_no_live_process_owns(tmp_path: Path) -> None:
@@ -60,7 +81,13 @@ def test_sweep_removes_only_what_no_live_process_owns(tmp_path: Path) -> None:
     for path in keep:
         path.write_bytes(b"mine")
 
-    assert sweep_temps(tmp_path, stem="o") == [made["dead_dir"]]  # one output's temporaries, this folder only
+    # another output whose name starts alike (o.v2.mp4) is not o.mp4's; o's record's (o.run.yaml) is
+    made["o_v2"] = tmp_path / f".o.v2.~{host}-{dead}-abcdefgh"
+    made["o_record"] = tmp_path / f".o.run.~{host}-{dead}-0f0f0f0f.part.yaml"
+    made["o_v2"].mkdir()
+    made["o_record"].write_bytes(b"half")
+    assert set(sweep_temps(tmp_path, stem="o")) == {made["dead_dir"], made["o_record"]}  # one output's, here only
+    assert sweep_temps(tmp_path, stem="o.v2") == [made["o_v2"]]
     removed = set(sweep_temps(tmp_path, depth=2))  # a shard: dead pids of this host, in the subfolders too
     assert removed == {made["dead_file"], made["other_stem"]}
     assert set(sweep_temps(tmp_path, depth=2, other_hosts=True)) == {made["other_host"]}  # a run alone
