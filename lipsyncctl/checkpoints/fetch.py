@@ -35,6 +35,8 @@ from lipsyncctl.errors import CheckpointError, MissingModelError
 from lipsyncctl.folders import missing_folders, remove_empty
 
 _CHUNK = 1 << 20
+#: the lock file of a models folder that a fetch holds (one fetch into a folder at a time)
+FETCH_LOCK = ".fetch.lock"
 _OFFLINE_HINT = "run `lipsyncctl models fetch` on a machine that is online, then copy the models folder"
 
 
@@ -96,8 +98,9 @@ def fetch_model(
         MissingModelError: offline, not found on the server, or a network failure.
         CheckpointError: the downloaded file does not have the known size or hash.
     """
+    from lipsyncctl.runner.lock import taking_turns
+
     mdir = models_dir if models_dir is not None else paths.models_dir()
-    state = LocalState.load(mdir)
     result = FetchResult(entry.name, entry.folder(mdir))
     if force or not all(entry.local_path(f, mdir).exists() for f in entry.files):  # something to write: a place
         from lipsyncctl.checkpoints.io import check_models_writable
@@ -105,14 +108,26 @@ def fetch_model(
         check_models_writable(result.folder, entry.name, made="models are fetched")
     archives = [_archives(entry, mdir)] if any(f.archive is not None for f in entry.files) else []
     created = missing_folders(result.folder, *(entry.local_path(f, mdir).parent for f in entry.files), *archives)
+    try:
+        mdir.mkdir(parents=True, exist_ok=True)
+        # one fetch into a models folder at a time: two (farm jobs setting up a shared folder) wrote one download
+        # file and local.yaml at once; the second waits, then finds the files in place
+        with taking_turns(mdir / FETCH_LOCK, waiting=f"waiting for another `models fetch` into {mdir}"):
+            return _fetch(entry, mdir, result, force=force, endpoint=endpoint)
+    except BaseException:  # offline, a bad file, Ctrl-C: leave no empty model folder behind
+        remove_empty(created)
+        raise
+
+
+def _fetch(entry: ModelEntry, mdir: Path, result: FetchResult, *, force: bool, endpoint: str | None) -> FetchResult:
+    state = LocalState.load(mdir)
     hf_meta = result.folder / ".cache"
     hf_meta_new = not hf_meta.exists()
     try:
         _fetch_files(entry, mdir, state, result, force=force, endpoint=endpoint)
-    except BaseException:  # offline, a bad file, Ctrl-C: leave no empty model folder behind
+    except BaseException:
         if hf_meta_new:
             _drop_hub_bookkeeping(hf_meta)
-        remove_empty(created)
         raise
     return result
 

@@ -365,15 +365,14 @@ class LocalState:
         """Write atomically (temporary file + rename)."""
         import yaml
 
+        from lipsyncctl.media.atomic import atomic_output
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = {"version": 1, "files": {k: v.to_dict() for k, v in sorted(self.files.items())},
                 **({"checked": dict(sorted(self.checked.items()))} if self.checked else {})}
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(
-            "# Written by lipsyncctl: hashes of model files verified on this machine. Safe to delete.\n"
-            + yaml.safe_dump(body, sort_keys=False)
-        )
-        os.replace(tmp, self.path)
+        with atomic_output(self.path) as tmp:
+            tmp.write_text("# Written by lipsyncctl: hashes of model files verified on this machine. Safe to delete.\n"
+                           + yaml.safe_dump(body, sort_keys=False))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -366,9 +366,27 @@ def one_at_a_time(folder: str | Path, name: str) -> Iterator[None]:
     """A step the shards of one job (which share ``folder``'s lock) take one after another, waiting for each
     other: ``name`` (e.g. ``views``: a shard rebuilding the dataset's views from every record must not rename
     its files after those of a shard that finished later and saw more). Call it while holding the folder."""
-    lock = _Flock(Path(folder) / LOCK_FOLDER / f"{name}.lock", shared=False)
-    while not lock.take():
-        time.sleep(POLL_SECONDS / 5)
+    with taking_turns(Path(folder) / LOCK_FOLDER / f"{name}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def taking_turns(lock_file: Path, *, waiting: str | None = None) -> Iterator[None]:
+    """Hold ``lock_file`` (flock'd; made, and removed by its last holder) for the block, waiting while another
+    process holds it; ``waiting``, said once when it has to wait (with the holder). Where the file system cannot
+    lock, the block runs unlocked."""
+    lock = _Flock(lock_file, shared=False)
+    try:
+        said = False
+        while not lock.take():
+            if waiting is not None and not said:
+                progress.message(f"{waiting} ({_held_by(lock.path) or UNNAMED})")
+                said = True
+            time.sleep(POLL_SECONDS / 5)
+        lock.write(Holder.me())
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):
+            raise
     try:
         yield
     finally:

@@ -485,3 +485,42 @@ def test_a_present_file_that_is_not_the_expected_one_is_downloaded_again(hub_env
     said = [e for e in sink.events if e[0] == "message" and e[1].startswith(progress.WARNING_PREFIX)]
     assert len(said) == 1 and "y/y.pt is not the expected file (sha256 " in said[0][1] and "kept as" in said[0][1]
     assert fetch_model(reg.get("y"), models_dir=mdir).files[0].status == "present"
+
+
+def test_a_second_fetch_into_one_models_folder_waits_for_the_first(hub_env, tmp_path: Path) -> None:
+    """Two fetches at once (farm jobs setting up a shared models folder) wrote one download file and local.yaml
+    at once. The second now waits, saying so, and finds the file in place."""
+    import threading
+    import time
+
+    from lipsyncctl.checkpoints.fetch import FETCH_LOCK
+    from lipsyncctl.runner.lock import taking_turns
+
+    data = _payload(20_000, 4)
+    url = hub_env.add_plain_file("z.pt", data)
+    mdir = tmp_path / "models"
+    mdir.mkdir()
+    reg = load_registry(_registry(tmp_path, {"z": {"kind": "whisper", "description": "t", "files": [
+        {"path": "z.pt", "role": "whisper", "url": url, "sha256": hashlib.sha256(data).hexdigest()}]}}))
+    held, done = threading.Event(), []
+
+    def first() -> None:  # another fetch, holding the folder while it downloads
+        with taking_turns(mdir / FETCH_LOCK):
+            held.set()
+            time.sleep(1.0)
+            (mdir / "z").mkdir()
+            (mdir / "z" / "z.pt").write_bytes(data)
+            done.append("downloaded")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(10)
+    sink = progress.RecordingSink()
+    with progress.use_sink(sink):
+        second = fetch_model(reg.get("z"), models_dir=mdir).files[0].status
+    thread.join()
+    assert done == ["downloaded"] and second == "present"  # (it would have downloaded too, into the same file)
+    assert sum(1 for e in hub_env.log if e[0] == "GET") == 0
+    assert any(e[0] == "message" and e[1].startswith(f"waiting for another `models fetch` into {mdir}")
+               for e in sink.events)
+    assert not (mdir / FETCH_LOCK).exists()  # removed by its last holder
