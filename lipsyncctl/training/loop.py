@@ -30,6 +30,7 @@ from lipsyncctl.training.runfolder import (
     clear_run,
     run_folder,
     set_aside_later,
+    sweep_partial_saves,
 )
 
 if TYPE_CHECKING:
@@ -276,6 +277,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
         if replace:  # every check has passed (data, validation, networks, the resume's): the old run goes now
             clear_run(out)
         set_aside = set_aside_later(out, start_step) if resume_from is not None else []
+        sweep_partial_saves(out)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_output(out / "train.yaml") as tmp:  # (what tells the run: never written half)
             tmp.write_text(yaml.safe_dump(

@@ -131,6 +131,18 @@ def clear_run(run: Path) -> None:
         (run / f).unlink(missing_ok=True)
 
 
+def sweep_partial_saves(run: Path) -> None:
+    """Remove the temporary folders of checkpoint saves cut short (``checkpoints/.step-N.tmp``: a killed or
+    out-of-memory run's, gigabytes of a full UNet and its optimizer; only a save of the same step removed one).
+    Called while the run holds its folder: no save is going on."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        for p in (run / "checkpoints").iterdir():
+            if p.name.startswith(".step-") and p.name.endswith(".tmp") and RUN_FOLDERS["checkpoints"].match(p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def set_aside_later(run: Path, step: int) -> list[int]:
     """A resume from an earlier checkpoint of ``run`` (step ``step``: to change the learning rate from there, say)
     starts another branch: the checkpoints past it are moved to ``RUN/set-aside/from-step-K-TIME/step-N`` (kept),

@@ -80,10 +80,14 @@ def test_resume_is_bit_exact_with_0_and_2_workers(curated: Curated, tmp_path: Pa
     # the result lists the checkpoints --keep left, not those it removed
     assert [Path(c).name for c in straight.checkpoints] == ["step-000003", "step-000004"]
     run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=2", "run.save_every=2", "data.workers=2")
+    cut_short = tmp_path / "b" / "checkpoints" / ".step-000009.tmp"  # a save of a killed run (of a later step)
+    cut_short.mkdir()
+    (cut_short / "model.safetensors").write_bytes(b"half")
     with progress.use_sink(progress.RecordingSink()) as sink:
         resumed = run_train(curated, tmp_path / "b", "tiny-stage1", "run.max_steps=4", "run.save_every=2",
                             "data.workers=2", resume="latest")
     assert resumed.start_step == 2 and resumed.steps == 2
+    assert not cut_short.exists()  # (it stayed: only a save of its own step removed it)
     said = [e[1] for e in sink.events if e[0] == "message"]  # where it continues, not the init it replaced
     assert any(m.startswith("resume: ") and "step-000002 (step 2:" in m for m in said), said
     assert not any(m.startswith("init: ") for m in said)
