@@ -161,10 +161,30 @@ def save_checkpoint(
         return None
     if final.exists():
         shutil.rmtree(final)
+    _flush(tmp)  # on disk before its name says complete (a power cut left empty files that --resume latest took)
     os.replace(tmp, final)
+    _flush(final.parent, files=False)
     for _, old in list_checkpoints(run)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _flush(folder: Path, *, files: bool = True) -> None:
+    """fsync ``folder``'s files (with ``files``) and then the folder itself (its entries)."""
+    for p in sorted(folder.iterdir()) if files else []:
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # (a file system that cannot sync a folder)
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:

@@ -563,3 +563,25 @@ def test_a_damaged_train_yaml_does_not_stop_a_resume_with_a_traceback(tmp_path: 
         (run / "checkpoints" / "step-000003" / name).write_bytes(b"x")
     (run / "train.yaml").write_text("stream_hash: [unclosed\n")
     assert prepare_run_folder(run, cfg, "latest", False) == run / "checkpoints" / "step-000003"
+
+
+def test_a_checkpoint_is_on_disk_before_its_name_says_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing was fsynced: after a power cut a checkpoint's files could be empty under their complete name, and
+    --resume latest took it. Its files and folder are synced before the rename, the checkpoints folder after."""
+    import torch
+
+    from lipsyncctl.training import state
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    model = torch.nn.Linear(2, 2)
+    final = state.save_checkpoint(tmp_path, 3, model=model, kind="unet", arch={}, arch_name="x", state={"step": 3},
+                                  rng={}, rank=0, is_main=True, barrier=lambda: None, keep=2)
+    assert final == tmp_path / "checkpoints" / "step-000003"
+    assert synced == ["model.safetensors", "rng-rank0.pt", "state.pt", ".step-000003.tmp", "checkpoints"]
