@@ -469,7 +469,9 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
     from lipsyncctl.training import trainable
 
     rule = tuple(cfg.model.trainable)
-    counts = trainable.count(_meta_unet(cfg.model.unet_config).named_parameters(), rule)
+    meta = _meta_unet(cfg.model.unet_config)
+    trainable.check_rule((name for name, _ in meta.named_parameters()), rule)  # (a typo counted nothing, in silence)
+    counts = trainable.count(meta.named_parameters(), rule)
     unet_params = counts.params + counts.frozen_params
     trained = counts.params
     if cfg.run.lora_rank:

@@ -42,12 +42,24 @@ def select_trainable(model: nn.Module, rule: Sequence[str]) -> list[tuple[str, n
         ConfigError: a part of ``rule`` matches no parameter (a typo trained nothing it named: or, alone, nothing
             at all, an "empty parameter list" deep in the optimizer).
     """
-    out, used = [], set()
+    check_rule((name for name, _ in model.named_parameters()), rule)
+    out = []
     for name, p in model.named_parameters():
         p.requires_grad_(is_trainable(name, rule))
         if p.requires_grad:
             out.append((name, p))
-            used.update(part for part in rule if part in name)
+    return out
+
+
+def check_rule(names: Iterable[str], rule: Sequence[str]) -> None:
+    """Every part of ``rule`` is in some parameter name of ``names``.
+
+    Raises:
+        ConfigError: naming the parts that match no parameter.
+    """
+    used: set[str] = set()
+    for name in names:
+        used.update(part for part in rule if part in name)
     unused = [part for part in rule if part not in used]
     if unused:
         from lipsyncctl.errors import ConfigError
@@ -55,7 +67,20 @@ def select_trainable(model: nn.Module, rule: Sequence[str]) -> list[tuple[str, n
         raise ConfigError(f"model.trainable: {', '.join(map(repr, unused))} match{'es' if len(unused) == 1 else ''} "
                           "no parameter of the model", hint="parts of parameter names, such as motion_modules. and "
                           "attentions. (the stage-2 presets' model.trainable); [] trains every parameter")
-    return out
+
+
+def check_for_config(unet_config: object, rule: Sequence[str]) -> None:
+    """:func:`check_rule` on a UNet architecture built on the meta device (no memory, no weights): a typo is said
+    before the networks load (minutes for the full UNet) and by the memory estimate (``doctor``), which counted
+    nothing trained in silence."""
+    import torch
+
+    from lipsyncctl.nets.unet import UNet3DConditionModel
+
+    if rule:
+        with torch.device("meta"):
+            model = UNet3DConditionModel(unet_config)  # type: ignore[arg-type]
+        check_rule((name for name, _ in model.named_parameters()), rule)
 
 
 def count(named: Iterable[tuple[str, nn.Parameter]], rule: Sequence[str]) -> TrainableCount:

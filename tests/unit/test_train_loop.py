@@ -710,3 +710,20 @@ def test_a_loader_workers_sigterm_ends_it_as_ctrl_c_and_a_second_one_at_once(tmp
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "interrupted True" and done.returncode == -signal.SIGTERM, done.stderr
+
+
+def test_a_trainable_part_naming_no_parameter_is_said_before_the_networks_load(curated: Curated, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in model.trainable was said once the networks had loaded (minutes for the full UNet), and the memory
+    estimate (doctor --preset) counted nothing trained in silence. Both check the architecture first now."""
+    from lipsyncctl.errors import ConfigError
+    from lipsyncctl.training import networks
+    from lipsyncctl.training.memory import estimate_training_memory
+
+    monkeypatch.setattr(networks, "load_train_networks", lambda *a, **k: pytest.fail("loaded before the check"))
+    sets = ("model.trainable=[motion_modules.,atention.]",)
+    with pytest.raises(ConfigError, match="model.trainable: 'atention.' matches no parameter of the model"):
+        run_train(curated, tmp_path / "r", "tiny", *sets)
+    with pytest.raises(ConfigError, match="'atention.' matches no parameter"):
+        estimate_training_memory(api.resolve_train_config("tiny", list(sets)))
+    assert not (tmp_path / "r").exists()
