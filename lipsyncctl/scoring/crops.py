@@ -15,7 +15,17 @@ from typing import Any
 import numpy as np
 
 from lipsyncctl.errors import MediaError
-from lipsyncctl.scoring.lse import FrameSource, SyncStream, eval_frame_indices, picked, replayable
+from lipsyncctl.scoring.lse import (
+    EVAL_FPS,
+    VSHIFT,
+    WINDOW_FRAMES,
+    FrameSource,
+    SyncStream,
+    eval_frame_indices,
+    picked,
+    replayable,
+    window_count,
+)
 from lipsyncctl.scoring.official import SCALE_APPROXIMATE, SyncScores, TrackSync
 
 CROP_SCALE = 1.3
@@ -79,6 +89,15 @@ def approximate_sync(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps
     """:func:`sync_scores` as a :class:`~lipsyncctl.scoring.official.SyncScores` labelled
     ``scale="approximate (not official)"`` (one pseudo-track over the whole run of frames)."""
     _, n = replayable(frames, count)
+    # so few windows that most of the offsets searched pair only the silence past both ends (offset k pairs real
+    # sound for 2n - 1 of the 2 VSHIFT + 1 offsets): their equal distances made the median, LSE-C 0.0 at 10 frames
+    # with the offset at the search's end; not measured
+    windows = window_count(len(eval_frame_indices(n, fps)), len(audio_16k))
+    least = VSHIFT // 2 + 2  # the fewest windows with 2n - 1 > VSHIFT: more than half the offsets pair real sound
+    if 0 < windows < least:
+        need = least + WINDOW_FRAMES
+        return SyncScores(SCALE_APPROXIMATE, reason=f"too short: {windows + WINDOW_FRAMES} frames at 25 fps, where "
+                          f"the offset search (±{VSHIFT} frames) needs {need} ({float(need / EVAL_FPS):.2f} s)")
     scores = sync_scores(model, frames, audio_16k, fps, detector, count=count)
     if scores is None:
         return SyncScores(SCALE_APPROXIMATE, reason="too short or no face in half of the frames")

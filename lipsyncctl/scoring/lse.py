@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 EVAL_FPS = Fraction(MODEL_FPS)
 WINDOW_FRAMES = 5
+#: the official offset search: audio windows -15 .. +15 frames from each video window
+VSHIFT = 15
 MFCC_STEPS_PER_FRAME = 4  # 100 MFCC steps/s at 25 fps
 MFCC_WINDOW = WINDOW_FRAMES * MFCC_STEPS_PER_FRAME  # 20
 CROP_SIZE = 224
@@ -98,7 +100,7 @@ class MeanDistances(_OffsetScores):
     vshift: int
 
 
-def distance_table(im_feat: torch.Tensor, cc_feat: torch.Tensor, vshift: int = 15) -> torch.Tensor:
+def distance_table(im_feat: torch.Tensor, cc_feat: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
     """``(N, 2 * vshift + 1)`` distances: column ``k`` pairs video window ``i`` with audio window
     ``i + k - vshift`` (a zero vector outside ``0 .. N - 1``), ``||a - b + 1e-6||_2`` like
     ``F.pairwise_distance``."""
@@ -145,7 +147,7 @@ def sync_distances(
     frames_bgr: Sequence | np.ndarray | torch.Tensor,
     audio_16k: np.ndarray | torch.Tensor,
     *,
-    vshift: int = 15,
+    vshift: int = VSHIFT,
     batch_size: int = 20,
 ) -> SyncDistances:
     """The official SyncNet evaluation of one face track at **25 fps**.
@@ -171,13 +173,19 @@ def sync_distances(
     return stream.distances()
 
 
+def window_count(num_frames: int, num_samples: int) -> int:
+    """The number of 5-frame windows scored (step 3) of ``num_frames`` at 25 fps and ``num_samples`` at 16 kHz:
+    ``min(frames, samples // 640) - 5`` (0 or less: none)."""
+    return min(num_frames, num_samples // (MODEL_AUDIO_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
+
+
 def _windows(num_frames: int, num_samples: int) -> int:
-    """The number of 5-frame windows scored (step 3): ``min(frames, samples // 640) - 5``.
+    """:func:`window_count`, at least one.
 
     Raises:
         MediaError: none (video or audio shorter than 0.24 s).
     """
-    last_frame = min(num_frames, num_samples // (MODEL_AUDIO_RATE // int(EVAL_FPS))) - WINDOW_FRAMES
+    last_frame = window_count(num_frames, num_samples)
     if last_frame <= 0:
         raise MediaError(
             f"clip too short to score sync: {num_frames} frames, {num_samples} samples "
@@ -203,7 +211,7 @@ class SyncStream:
     """
 
     def __init__(self, model: SyncNetEval, audio_16k: np.ndarray | torch.Tensor, num_frames: int, *,
-                 vshift: int = 15, batch_size: int = 20, keep: bool = False) -> None:
+                 vshift: int = VSHIFT, batch_size: int = 20, keep: bool = False) -> None:
         import torch
 
         self.samples, self.scale = _pcm16_scale(audio_16k)
@@ -372,7 +380,7 @@ def lse_scores(
     audio_16k: np.ndarray | torch.Tensor,
     fps: Fraction | int | float = EVAL_FPS,
     *,
-    vshift: int = 15,
+    vshift: int = VSHIFT,
     batch_size: int = 20,
 ) -> LseScores:
     """``(lse_d, lse_c, offset)`` of one face track (see the module docstring for the recipe).

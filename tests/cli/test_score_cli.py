@@ -132,6 +132,17 @@ def test_min_sync_gate_and_unmeasured_clips(installed: Path, monkeypatch: pytest
     rc, _, err = _run([*args, "--min-sync", "21"], capsys)  # the schema's bound of timeline.min_sync
     assert rc == 2 and "--min-sync" in err
 
+    # fewer windows than the offset search reaches (±15): most offsets paired only the silence past both ends,
+    # and the approximate scale said "ok" with LSE-C 0.0 at 10 frames; not measured now, saying why
+    rc, doc, _ = _run([str(CLIP), "--audio", str(DUB), "--start", "1", "--end", "1.4"], capsys)
+    assert rc == 0 and doc["clips"][0]["status"] == "unmeasured" and doc["clips"][0]["lse_c"] is None
+    assert doc["clips"][0]["reason"].endswith("too short: 10 frames at 25 fps, where the offset search (±15 frames) "
+                                              "needs 14 (0.56 s)")
+    rc, doc, _ = _run([str(CLIP), "--audio", str(DUB), "--start", "1", "--end", "1.52"], capsys)
+    assert doc["clips"][0]["status"] == "unmeasured"  # (13 frames)
+    rc, doc, _ = _run([str(CLIP), "--audio", str(DUB), "--start", "1", "--end", "1.56"], capsys)
+    assert doc["clips"][0]["status"] == "ok"  # (14 frames: 9 windows, 17 of the 31 offsets pair real sound)
+
     monkeypatch.setattr(meter, "approximate_sync", lambda *a, **k: SyncScores(SCALE_APPROXIMATE, reason="too short"))
     rc, doc, _ = _run(args, capsys)  # not measured: said, not a failure without a gate
     assert rc == 0 and doc["clips"][0]["status"] == "unmeasured" and "too short" in doc["clips"][0]["reason"]
