@@ -146,8 +146,12 @@ class Registry:
         try:
             return self.models[name]
         except KeyError:
+            import difflib
+
+            near = difflib.get_close_matches(str(name), list(self.models), n=1, cutoff=0.75)
             raise MissingModelError(
-                f"unknown model {name!r}; known: {', '.join(self.models)}",
+                f"unknown model {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                f"known: {', '.join(self.models)}",
                 hint="run `lipsyncctl models list`",
             ) from None
 

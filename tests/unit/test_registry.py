@@ -110,6 +110,10 @@ def test_resolve_status_and_local_state(tmp_path: Path) -> None:
     assert "models fetch m" in err.value.hint and str(mdir) in err.value.hint
     with pytest.raises(MissingModelError, match="unknown model 'nope'; known: m, v"):
         reg.get("nope")
+    from lipsyncctl.checkpoints.registry import load_registry as official
+
+    with pytest.raises(MissingModelError, match=r"unknown model 'latentsync-15' \(did you mean 'latentsync-1.5'\?\)"):
+        official().get("latentsync-15")  # (a typo of a known name is named)
     (mdir / "m" / "w").mkdir(parents=True)
     (mdir / "m" / "w" / "tiny.pt").write_bytes(b"1234")
     assert reg.resolve("m", "whisper", models_dir=mdir) == mdir / "m" / "w" / "tiny.pt"
