@@ -59,6 +59,10 @@ class ModelCheck:
                 "files": [f.to_dict() for f in self.files]}
 
 
+#: the source a hash recorded by ``models verify --record`` names (the QC report says where a file came from)
+RECORDED_IN_PLACE = "a copy in place (`models verify --record`)"
+
+
 def verify_model(
     entry: ModelEntry,
     *,
@@ -83,7 +87,8 @@ def verify_model(
         changed = False
         for fc, f in zip(result.files, entry.files, strict=True):
             if fc.status == OK and fc.sha256 and fc.sha256_origin is None and fc.size is not None:
-                state.record(entry.name, f.path, fc.sha256, fc.size, f.source)
+                # (not f.source: the file was put there by hand, not downloaded from the registry's source)
+                state.record(entry.name, f.path, fc.sha256, fc.size, RECORDED_IN_PLACE)
                 fc.sha256_origin = "recorded"
                 changed = True
         if changed:

@@ -223,6 +223,17 @@ def test_sync_model_verification_states(tmp_path: Path, monkeypatch: pytest.Monk
     state.save()
     got = load_eval_syncnet(models_dir=models)
     assert got is not None and got.verification == "recorded" and not got.verified and "hub:test" in got.note()
+    # recorded by `models verify --record` (a copy put there by hand): the note said it was installed from the
+    # registry's source
+    from lipsyncctl.checkpoints.registry import load_registry
+    from lipsyncctl.checkpoints.verify import verify_model
+
+    (models / "local.yaml").unlink()
+    verify_model(load_registry().get("syncnet-v2"), models_dir=models, load=False, record=True)
+    got = load_eval_syncnet(models_dir=models)
+    assert got is not None and got.verification == "recorded"
+    assert "installed from a copy in place (`models verify --record`)" in got.note()
+    state = LocalState.load(models)
     # the file changed since: not the weights that were recorded
     state.record("syncnet-v2", "auxiliary/syncnet_v2.model", "0" * 64, 1, "hub:test")
     state.save()
