@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +79,6 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             if raw is None:
                 continue
             rec = SourceRecord.from_dict(raw)
-            moved = _written_in(rec, data)
             spans = decide_clips(rec, options, store.clip_records(rec.id))  # by first frame: by id
             decision = decide_source(rec, options) if rid not in lost else \
                 Decision.failed("worker", f"{lost[rid][1]}; the next run retries it")
@@ -91,7 +89,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
             if outcome.standing != Verdict.KEPT and len(shown) < views.SOURCE_ROWS:
                 shown.append(outcome)
             for clip in spans:
-                line = _rebased({**clip.to_dict(fps), "split": split}, moved, data)
+                line = {**clip.to_dict(fps), "split": split}  # (its paths this DATA's: RecordStore.load)
                 manifest.write(json.dumps(line) + "\n")
                 if clip.decision.verdict == Verdict.KEPT and line.get("aligned"):
                     lists[split].write(str(line["aligned"]) + "\n")
@@ -136,26 +134,6 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
                                   for role, path in files.items()} for stage, files in (models or {}).items()}}
         yaml_file.write(yaml.safe_dump(doc, sort_keys=False))
     return result
-
-
-def _written_in(rec: SourceRecord, data: Path) -> str | None:
-    """The DATA folder ``rec``'s files were written in when it is not ``data`` (DATA moved or copied since: its
-    records hold absolute paths), from its 16 kHz audio's path (``DATA/audio/<id>.wav``); else None."""
-    normalized = rec.result(Stage.NORMALIZE)
-    audio = normalized.data.get("audio") if normalized is not None and normalized.error is None else None
-    if not audio:
-        return None
-    root = str(Path(audio).parent.parent)
-    return root if root != str(data) else None
-
-
-def _rebased(line: dict[str, Any], old: str | None, data: Path) -> dict[str, Any]:
-    """A manifest line whose paths in the DATA folder ``old`` name the same files in ``data`` (a moved DATA's
-    train.txt named the old place; a copy's, the original's files)."""
-    if old is None:
-        return line
-    return {k: str(data / v[len(old) + 1:]) if isinstance(v, str) and v.startswith(old + os.sep) else v
-            for k, v in line.items()}
 
 
 class _Nowhere:

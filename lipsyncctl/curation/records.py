@@ -135,11 +135,33 @@ def stage_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+#: where curate writes its files in DATA: the folder's name, and how deep a file is below it (``audio/<id>.wav``,
+#: ``aligned/<source>/<clip>.mp4``, ``features/<xx>/<key>.safetensors``)
+DATA_LAYOUT = {"audio": 1, "aligned": 2, "features": 2}
+
+
+def in_data(path: str, data: str) -> str:
+    """``path``, a file curate wrote in a DATA folder (:data:`DATA_LAYOUT`), as the same file of ``data``: a
+    moved or copied DATA's records name the folder they were written in. Other paths are returned as they are."""
+    if not path.startswith(os.sep) or path.startswith(data + os.sep):
+        return path
+    parts = path.split(os.sep)
+    for name, depth in DATA_LAYOUT.items():
+        at = len(parts) - 1 - depth  # where the folder's name would be
+        if at >= 1 and parts[at] == name:
+            return os.path.join(data, *parts[at:])
+    return path
+
+
 class RecordStore:
-    """Records by id under ``root/<kind>/<id>.json``, each written atomically."""
+    """Records by id under ``root/<kind>/<id>.json``, each written atomically. Loaded from a curated folder's store
+    (:meth:`of`), the paths its stages wrote in DATA name the files of the folder it is now (:func:`in_data`): a
+    moved DATA recomputed every stage of every source ("its audio file is gone"), a copy checked the original's."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.data = os.path.abspath(self.root.parent.parent) \
+            if self.root.name == "records" and self.root.parent.name == ".lipsyncctl" else None
 
     @classmethod
     def of(cls, data: str | Path) -> RecordStore:
@@ -161,9 +183,23 @@ class RecordStore:
     def load(self, kind: str, rid: str) -> dict[str, Any] | None:
         try:
             with open(self._file(kind, rid), encoding="utf-8") as f:
-                return json.loads(f.read())
+                record = json.loads(f.read())
         except (OSError, ValueError):
             return None  # missing, or left half-written by an older tool: recomputed
+        stages = record.get("stages") if self.data is not None and isinstance(record, dict) else None
+        for result in stages.values() if isinstance(stages, dict) else ():
+            if isinstance(result, dict) and isinstance(result.get("data"), dict):
+                result["data"] = {k: self._here(v) for k, v in result["data"].items()}
+        return record
+
+    def _here(self, value: Any) -> Any:
+        """A stage's value with its DATA paths as this folder's (:func:`in_data`)."""
+        assert self.data is not None
+        if isinstance(value, str):
+            return in_data(value, self.data)
+        if isinstance(value, list):
+            return [self._here(v) for v in value]
+        return value
 
     def save(self, kind: str, rid: str, record: dict[str, Any]) -> None:
         from lipsyncctl.media.atomic import temp_path

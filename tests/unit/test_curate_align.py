@@ -95,9 +95,12 @@ def test_the_face_span_is_aligned_with_its_audio_and_matrices(first) -> None:  #
     ).splitlines() == [str(path)]
 
 
-def test_a_moved_or_copied_dataset_lists_its_own_files(first, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_moved_or_copied_dataset_lists_its_own_files(first, raw: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """DATA moved (or copied) and its views rebuilt: train.txt and the manifest named the files at the old place (its
-    records hold the paths they were written at): gone after a move, the original's after a copy."""
+    records hold the paths they were written at): gone after a move, the original's after a copy. A run over the
+    moved DATA recomputed every stage of every source (its reuse checks looked at the old place: "its audio file is
+    gone"), and a copy's run checked the original's files (a clip deleted in the copy was never made again)."""
     import shutil
 
     from lipsyncctl.curation.job import report_curation
@@ -109,6 +112,13 @@ def test_a_moved_or_copied_dataset_lists_its_own_files(first, tmp_path: Path) ->
     assert listed and all(line.startswith(f"{moved}{os.sep}") and Path(line).is_file() for line in listed)
     text = (moved / "manifest.jsonl").read_text()
     assert f'"{first["data"]}{os.sep}' not in text and f'"{moved}{os.sep}aligned{os.sep}' in text
+    calls = _count_runs(monkeypatch)
+    again = run_curation([raw], moved, cfg.resolve("tiny"), until="align")
+    assert [s.computed for s in again.sources] == [[]] and calls == []  # nothing to do: its own files are there
+    (clip,) = [Path(line) for line in listed]
+    clip.unlink()  # gone from the copy (the original still has it): made again, in the copy
+    run_curation([raw], moved, cfg.resolve("tiny"), until="align")
+    assert len(calls) == 1 and clip.is_file()
 
 
 def test_the_faceless_shot_is_rejected_at_its_first_frame_without_a_file(first) -> None:  # type: ignore[no-untyped-def]
