@@ -73,6 +73,8 @@ MANIFEST = "manifest.jsonl"
 #: 2 x 16 = 32 for SyncNet)
 MIN_WINDOWS = {"unet": 3, "syncnet": 2}
 _RERUN = "rerun `lipsyncctl curate RAW... -o DATA`: it recomputes missing clips and features"
+#: a file of DATA that is there but cannot be read: curate takes a file that is there for done
+_DAMAGED = "delete that file, then rerun `lipsyncctl curate RAW... -o DATA`: it recomputes missing clips and features"
 
 @dataclass(frozen=True)
 class SkippedClip:
@@ -334,8 +336,8 @@ def _clip(entry: Mapping[str, Any], root: Path, manifest: Path) -> TrainClip:
                              "(it reuses what is done)")
         found = locate(str(text), root)
         if found is None:
-            what = "aligned clip" if key == "aligned" else "features file"
-            raise UsageError(f"clip {cid}: its {what} {text} is missing", hint=_RERUN)
+            what = "aligned clip" if key == "aligned" else "features file"  # (missing input media: 5, as damaged)
+            raise MediaError(f"clip {cid}: its {what} {text} is missing", hint=_RERUN)
         files[key] = found
     whisper_len, mel_len = _feature_lengths(entry, files["features"], cid)
     frames = entry.get("frames")
@@ -344,7 +346,7 @@ def _clip(entry: Mapping[str, Any], root: Path, manifest: Path) -> TrainClip:
 
         video = probe(files["aligned"]).video
         if video is None:
-            raise MediaError(f"clip {cid}: {files['aligned']} has no video stream", hint=_RERUN)
+            raise MediaError(f"clip {cid}: {files['aligned']} has no video stream", hint=_DAMAGED)
         frames = video.frame_count
     size = entry.get("resolution")
     return TrainClip(cid, files["aligned"], files["features"], int(frames), whisper_len, mel_len,
@@ -362,7 +364,7 @@ def _feature_lengths(entry: Mapping[str, Any], path: Path, cid: str) -> tuple[in
         with safe_open(str(path), framework="pt") as f:
             return int(f.get_slice("whisper").get_shape()[0]), int(f.get_slice("mel").get_shape()[1])
     except (SafetensorError, OSError, KeyError) as exc:
-        raise UsageError(f"clip {cid}: features file {path} is unreadable ({exc})", hint=_RERUN) from exc
+        raise MediaError(f"clip {cid}: features file {path} is unreadable ({exc})", hint=_DAMAGED) from exc
 
 
 def _too_short(frames: int, whisper_len: int, mel_len: int, fps: int, kind: str, num_frames: int,
@@ -475,7 +477,7 @@ class _ClipSamples(Dataset[dict[str, Any]]):
             with IndexedReader(clip.video, Fraction(clip.fps)) as reader:
                 got = reader.read(wanted)
         except MediaError as exc:
-            raise MediaError(f"clip {clip.id}: {exc.message}", hint=_RERUN) from exc
+            raise MediaError(f"clip {clip.id}: {exc.message}", hint=_DAMAGED) from exc
         frames = torch.from_numpy(np.stack([got[i] for i in wanted])).permute(0, 3, 1, 2)
         return resize_u8(frames, self.resolution)
 
@@ -498,10 +500,10 @@ class _ClipSamples(Dataset[dict[str, Any]]):
                 mel = f.get_slice("mel")[:, c0:c0 + columns].float().unsqueeze(0)
         except (SafetensorError, OSError, KeyError) as exc:
             raise MediaError(f"clip {clip.id}: cannot read its features {clip.features} ({exc})",
-                             hint=_RERUN) from exc
+                             hint=_DAMAGED) from exc
         if mel.shape[-1] != columns:
             raise MediaError(f"clip {clip.id}: the mel of {clip.features} has {clip.mel_len} columns, not the "
-                             f"{c0 + columns} of the window at frame {start}", hint=_RERUN)
+                             f"{c0 + columns} of the window at frame {start}", hint=_DAMAGED)
         return chunks, mel
 
 

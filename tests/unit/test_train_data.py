@@ -156,18 +156,26 @@ def _one_line(exc: pytest.ExceptionInfo[UsageError]) -> UsageError:
     return exc.value
 
 
-def test_a_missing_features_file_is_a_usage_error_naming_it(curated: Curated, tmp_path: Path) -> None:
+def test_a_missing_or_damaged_features_file_is_bad_media_naming_it(curated: Curated, tmp_path: Path) -> None:
+    """Missing, exit 5 as a damaged file is (it was 2, a usage error, where a truncated one was 5: a script could not
+    tell a damaged dataset from a typo); damaged, the hint says to delete it first (curate takes a file that is
+    there for done, so "rerun curate" went round in a loop)."""
     copy = tmp_path / "data"
     shutil.copytree(curated.data, copy, ignore=shutil.ignore_patterns(".lipsyncctl", "audio"))
     manifest = copy / "manifest.jsonl"
     manifest.write_text(manifest.read_text().replace(str(curated.data), str(copy)))
     features = Path(curated.entry("mid")["features"].replace(str(curated.data), str(copy)))
+    good = features.read_bytes()
+    features.write_bytes(good[:100])  # (its shapes from the file, not the manifest: read when the clips are)
+    with pytest.raises(MediaError, match="is unreadable") as exc:
+        td._feature_lengths({}, features, "mid")
+    assert exc.value.exit_code == 5 and exc.value.hint.startswith("delete that file, then rerun `lipsyncctl curate")
     features.unlink()
-    with pytest.raises(UsageError) as exc:
+    with pytest.raises(MediaError) as exc:
         td.read_clips(copy)
     err = _one_line(exc)
-    assert curated.entry("mid")["id"] in err.message and features.name in err.message
-    assert "lipsyncctl curate" in err.hint
+    assert curated.entry("mid")["id"] in err.message and features.name in err.message and "is missing" in err.message
+    assert err.hint.startswith("rerun `lipsyncctl curate") and err.exit_code == 5
     # a kept clip whose curate run stopped before the features stage
     lines = [json.loads(x) for x in manifest.read_text().splitlines()]
     manifest.write_text("".join(json.dumps({**e, "features": None}) + "\n" for e in lines))
