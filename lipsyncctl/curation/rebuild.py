@@ -175,7 +175,9 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
     folders (:func:`~lipsyncctl.curation.views.split_warning`). A run stopped early (``--until``; not ``complete``)
     gets the split warning only: the rest is not decided yet."""
     tally = result.tally
-    whole = result.scope is None or len(result.scope) >= len(result.sources)
+    # the views are the whole dataset's (every record), unless this is one shard of several: the others' sources
+    # may still be being measured (a run over a later batch of sources said nothing of the views it rebuilt)
+    whole = result.scope is None or result.shard[1] == 1
     split = views.split_warning(tally.folders, options) if whole else None
     if split:
         _warn(result, split)

@@ -44,6 +44,7 @@ on the official uint8 frames), ``(u / 255 - 0.5) / 0.5`` float32.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -383,15 +384,63 @@ def _too_short(frames: int, whisper_len: int, mel_len: int, fps: int, kind: str,
 
 # ---- the datasets --------------------------------------------------------------------------------------
 
+def larger_val_fraction(data: str | Path) -> float:
+    """A ``curate.val_fraction`` larger than the one DATA was split with (its ``curate.yaml``; the default where
+    it cannot be read), for a hint: twice it, at least 0.2, at most the schema's 0.5."""
+    import yaml
+
+    from lipsyncctl.config import CurateOptions
+
+    root = Path(data) if Path(data).is_dir() else Path(data).parent
+    now = CurateOptions().val_fraction
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
+        now = float(yaml.safe_load((root / "curate.yaml").read_text(encoding="utf-8"))["curate"]["val_fraction"])
+    return min(0.5, max(0.2, round(2 * now, 2)))
+
+
+def _none_kept(clips: ClipSet) -> UsageError:
+    """The refusal of a split without a kept clip, saying which case it is (DATA's manifest read again, counted):
+    every kept span in the other split, spans not decided yet, every span rejected, or no span at all."""
+    from collections import Counter
+
+    root = clips.source if clips.source.is_dir() else clips.source.parent
+    counts: Counter[tuple[str, str]] = Counter()
+    with contextlib.suppress(OSError), open(root / MANIFEST, encoding="utf-8") as f:
+        for line in f:
+            with contextlib.suppress(ValueError, AttributeError):
+                entry = json.loads(line)
+                counts[(str(entry.get("split")), _verdict(entry))] += 1
+    kept_elsewhere = sum(n for (split, verdict), n in counts.items() if verdict == "kept" and split != clips.split)
+    if counts[(clips.split, "kept")]:  # (kept in this split, yet none read: not a case this can tell)
+        kept_elsewhere = 0
+    undecided = sum(n for (_, verdict), n in counts.items() if verdict not in ("kept", "rejected", "failed"))
+    what = f"{clips.source}: no kept clip in the {clips.split} split"
+    if kept_elsewhere:
+        other = "val" if clips.split == "train" else "train"
+        return UsageError(f"{what} ({kept_elsewhere} kept, all in {other})",
+                          hint="split DATA again (no stage runs): `lipsyncctl curate report DATA --set "
+                               "curate.split_seed=1` (another seed) or a smaller curate.val_fraction, or curate more "
+                               "footage" if clips.split == "train" else "a larger curate.val_fraction: `lipsyncctl "
+                               f"curate report DATA --set curate.val_fraction={larger_val_fraction(clips.source)}`, "
+                               "or curate more footage")
+    if undecided:
+        return UsageError(f"{what} ({undecided} span(s) not decided yet: the curate run stopped early)",
+                          hint="finish the curate run: `lipsyncctl curate RAW... -o DATA` without --until (it reuses "
+                               "what is done)")
+    if counts:
+        return UsageError(f"{what} (every span of it rejected or failed)",
+                          hint="curate's report.html says why each span was rejected: loosen a threshold and rerun "
+                               "`lipsyncctl curate report DATA`, or curate more footage")
+    return UsageError(f"{what} (DATA holds no span)", hint="curate footage with a face and speech into DATA")
+
+
 def make_dataset(cfg: TrainConfig, clips: ClipSet) -> UNetSamples | SyncNetSamples:
     """The dataset of ``cfg.kind`` over ``clips`` (seed, frames, resolution from ``cfg``).
 
     Raises:
         UsageError: no usable clip."""
     if not clips.clips and not clips.skipped:  # (a too-short clip would be skipped: there is none at all)
-        raise UsageError(f"{clips.source}: no kept clip in the {clips.split} split",
-                         hint="curate's report.html says why each span was rejected: loosen a threshold and rerun "
-                              "`lipsyncctl curate report DATA`, or curate more footage")
+        raise _none_kept(clips)
     if not clips.clips:
         first = clips.skipped[0]
         raise UsageError(f"{clips.source}: no clip of the {clips.split} split is long enough for {clips.kind} "

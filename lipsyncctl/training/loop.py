@@ -236,7 +236,8 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     if val_clips is not None and is_main and not val_clips.clips:
         said.append(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "
                     "is logged (a larger curate.val_fraction: `lipsyncctl curate report DATA --set "
-                    "curate.val_fraction=0.05` splits DATA again without running a stage)")
+                    f"curate.val_fraction={train_data.larger_val_fraction(data)}` splits DATA again without running "
+                    "a stage)")
         progress.warning(said[-1])
 
     # 3. networks, the trained parameters, the optimizer -----------------------------------------------

@@ -916,23 +916,31 @@ def test_a_source_whose_name_is_not_utf8_is_curated(corpus: Path, tmp_path: Path
     assert b"bad\xff.mp4" in (tmp_path / "d" / "report.html").read_bytes()
 
 
-def test_a_split_that_leaves_train_empty_is_said(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_split_that_leaves_train_empty_is_said(first_run, corpus: Path,  # type: ignore[no-untyped-def]
+                                                 tmp_path: Path) -> None:
     """Split by a folder every source shares (grandparent of a flat folder) puts the whole dataset on one side: when
-    that is val, train had nothing and nothing said so (an empty val was warned about)."""
+    that is val, train had nothing and nothing said so (an empty val was warned about). A run given some of DATA's
+    sources (a later batch) rebuilds the same views: it says so too (it said nothing)."""
     from lipsyncctl.curation.job import report_curation
 
     data = tmp_path / "copy"
     shutil.copytree(first_run["data"], data)
-    said = {}
+    said, seeds = {}, {}
     for seed in range(40):
         res = report_curation(data, cfg.resolve("tiny", ["curate.val_fraction=0.5", "curate.split_by=grandparent",
                                                          f"curate.split_seed={seed}"]))
         kept = [line["split"] for line in _manifest(data) if line["decision"]["verdict"] == "kept"]
         empty = bool(kept) and "train" not in kept
         said[empty] = [w for w in res.warnings if w.startswith("every kept span is in val")]
+        seeds[empty] = seed
         if len(said) == 2:
             break
     assert said[True] and "split by grandparent" in said[True][0] and said[False] == []
+    one = sorted(p for p in corpus.rglob("*.mp4"))[0]
+    res = run_curation([one], data, cfg.resolve("tiny", ["curate.val_fraction=0.5", "curate.split_by=grandparent",
+                                                         f"curate.split_seed={seeds[True]}"]))
+    assert res.scope is not None and len(res.scope) < len(list(res.sources))
+    assert any(w.startswith("every kept span is in val") for w in res.warnings)
 
 
 def test_a_moved_tree_keeps_its_ids_and_is_not_taken_for_renamed_files(corpus: Path, tmp_path: Path) -> None:

@@ -390,6 +390,35 @@ def test_make_dataset_follows_the_training_config(curated: Curated) -> None:
     assert "curate report" in (err.value.hint or "")
 
 
+@pytest.mark.parametrize(("lines", "said", "hint"), [
+    ([("val", "kept"), ("val", "kept"), ("train", "rejected")], "(2 kept, all in val)", "curate.split_seed=1"),
+    ([("train", "undecided"), ("train", "rejected")], "(1 span(s) not decided yet: the curate run stopped early)",
+     "without --until"),
+    ([("train", "rejected"), ("val", "failed")], "(every span of it rejected or failed)", "loosen a threshold"),
+    ([], "(DATA holds no span)", "curate footage"),
+])
+def test_a_train_split_without_a_kept_clip_says_which_case_it_is(tmp_path: Path, lines: list[tuple[str, str]],
+                                                                  said: str, hint: str) -> None:
+    """Every kept clip in val (a handful of sources split by their hash), or spans not decided yet (--until): the
+    hint said to loosen a threshold, though nothing was rejected."""
+    from lipsyncctl.training.config import resolve_train_config
+
+    (tmp_path / "manifest.jsonl").write_text("".join(
+        json.dumps({"id": f"c{i}", "split": split, "decision": {"verdict": verdict}}) + "\n"
+        for i, (split, verdict) in enumerate(lines)))
+    empty = td.ClipSet(clips=(), skipped=(), source=tmp_path, split="train", kind="unet", num_frames=16)
+    with pytest.raises(UsageError) as err:
+        td.make_dataset(resolve_train_config("tiny"), empty)
+    assert err.value.message == f"{tmp_path}: no kept clip in the train split {said}" and hint in err.value.hint
+
+
+def test_the_no_val_clips_hint_names_a_larger_fraction_than_datas(tmp_path: Path) -> None:
+    """It named curate.val_fraction=0.05, the default: following it changed nothing."""
+    assert td.larger_val_fraction(tmp_path) == 0.2  # (no curate.yaml: the default's)
+    (tmp_path / "curate.yaml").write_text("curate:\n  val_fraction: 0.3\n")
+    assert td.larger_val_fraction(tmp_path / "train.txt") == 0.5
+
+
 def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> None:
     """``data.mask`` (official data.mask_image_path): the samples' mask and masked frames follow it; a mask that is
     not there stops the run before the data is read (exit 4)."""
