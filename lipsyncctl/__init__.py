@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 #: the names ``import lipsyncctl`` gives, each resolved from :mod:`lipsyncctl.api` on first use
-__all__ = ["LipSyncPipeline", "curate", "curate_report", "doctor", "load_pipeline", "prep", "resolve_config",
+__all__ = ["LipSyncPipeline", "curate", "curate_forget", "curate_report", "doctor", "load_pipeline", "prep", "resolve_config",
            "resolve_train_config", "score", "sync", "sync_batch", "sync_timeline", "timeline_job", "train"]
 
 if TYPE_CHECKING:
     from lipsyncctl.api import (
         LipSyncPipeline,
         curate,
+        curate_forget,
         curate_report,
         doctor,
         load_pipeline,

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from lipsyncctl.training.loop import TrainResult
 
 __all__ = [
-    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_report", "curate_stages", "is_curated", "doctor", "fetch_models", "inspect_checkpoint",
+    "LipSyncPipeline", "check_models", "convert_checkpoint", "curate", "curate_forget", "curate_report", "curate_stages", "is_curated", "doctor", "fetch_models", "inspect_checkpoint",
     "config_keys", "key_bounds", "list_models", "load_pipeline", "model_path", "prep", "resolve_config", "score", "sync", "sync_batch", "sync_timeline",
     "timeline_job", "prune", "verify_models", "train", "resolve_train_config", "train_presets", "presets", "preset",
     "launch_train",
@@ -448,6 +448,18 @@ def curate_report(data: str | Path, config: Config | str | Path | None = None, *
     from lipsyncctl.curation.job import report_curation
 
     return report_curation(data, _as_config(config), wait=wait, dry_run=dry_run)
+
+
+def curate_forget(data: str | Path, sources: str | Path | Sequence[str | Path],
+                  config: Config | str | Path | None = None, *, wait: bool = False,
+                  dry_run: bool = False) -> CurateResult:
+    """Take ``sources`` (ids, paths as curated, or folders of them) out of a curated dataset: their records and every
+    file curate made of them in DATA, then the views rebuilt without them (``lipsyncctl curate forget``; the
+    source files are not touched). The result's ``forgotten`` lists them. ``dry_run``: what would go, nothing
+    removed or written."""
+    from lipsyncctl.curation.forget import forget_sources
+
+    return forget_sources(data, _paths(sources), _as_config(config), wait=wait, dry_run=dry_run)
 
 
 def is_curated(data: str | Path) -> bool:

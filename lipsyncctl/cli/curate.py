@@ -35,9 +35,13 @@ Examples:
   lipsyncctl curate raw/ -o data/ --preset tiny                # tiny random networks: a CPU demo, not data
   lipsyncctl curate report data/ --set curate.quality_min=50    # re-decide stored scores, rebuild the views
   lipsyncctl curate report data/ --set curate.quality_min=50 -n # the same decisions, nothing written
+  lipsyncctl curate forget data/ raw/speaker7/                  # take sources out: records, files, views
 
 \b
 `curate report DATA` runs no stage: it takes --preset, --set, --dry-run, --wait (and the global --json).
+`curate forget DATA SOURCE...` takes sources (an id or path as curated, or a folder of them) out of DATA: their
+records and every file curate made of them (the source files are not touched: remove them from the inputs too),
+then rebuilds the views as `curate report` does; it takes the same options.
 
 \b
 Stages (each idempotent; its measurements are stored and reused while its inputs and settings are unchanged; a rerun after a crash or kill continues where it stopped):
@@ -106,8 +110,16 @@ def curate_cmd(
     if inputs[0] == "report" and (not here or (data is None and curated)):
         if len(inputs) != 2 or data is not None:
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
-        _refuse_stage_options(ctx)
+        _refuse_stage_options(ctx, "report")
         result = api.curate_report(inputs[1], config, wait=wait, dry_run=dry_run)
+    elif inputs[0] == "forget" and data is None and len(inputs) >= 2 and \
+            (not Path("forget").exists() or api.is_curated(inputs[1])):
+        if len(inputs) < 3:
+            raise UsageError("give the dataset folder, then the sources to forget: lipsyncctl curate forget DATA "
+                             "SOURCE...", hint="a source's id or path as curated (report.json lists both), or a "
+                             "folder of them")
+        _refuse_stage_options(ctx, "forget")
+        result = api.curate_forget(inputs[1], inputs[2:], config, wait=wait, dry_run=dry_run)
     elif data is None:
         raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA" + (
             " (a path named report is here, so `report` was read as an input; `curate report DATA` takes a "
@@ -128,15 +140,16 @@ def curate_cmd(
 REPORT_OPTIONS = ("inputs", "preset", "sets", "print_config", "dry_run", "wait")
 
 
-def _refuse_stage_options(ctx: typer.Context) -> None:
+def _refuse_stage_options(ctx: typer.Context, verb: str) -> None:
     from lipsyncctl.errors import UsageError
 
+    args = "DATA" if verb == "report" else "DATA SOURCE..."
     for param in ctx.command.params:  # (the source's enum by name: Typer may bring a Click of its own)
         source = getattr(ctx.get_parameter_source(param.name or ""), "name", "DEFAULT")
         if param.name not in REPORT_OPTIONS and source != "DEFAULT":
             flag = param.opts[0]
-            raise UsageError(f"{flag} does not apply to `curate report`, which runs no stage",
-                             hint="curate report DATA [--set KEY=VALUE] [--preset P] [--dry-run] [--wait]; run "
+            raise UsageError(f"{flag} does not apply to `curate {verb}`, which runs no stage",
+                             hint=f"curate {verb} {args} [--set KEY=VALUE] [--preset P] [--dry-run] [--wait]; run "
                                   f"the stages with `lipsyncctl curate RAW... -o DATA {flag} ...`")
 
 
@@ -169,6 +182,10 @@ def _render(console: Console, result: CurateResult) -> None:
         if result.dry_run and any(":" in n for n in s.to_compute or []):
             spans += " so far"  # clip stages still to measure some: a run may reject them
         rows.append((s.path, what, spans, _stages((s.to_compute or []) if result.dry_run else s.computed)))
+    if result.forgotten is not None:  # `curate forget`: the sources taken out, then the views left
+        console.print(st.table(f"forgotten{' (dry run: nothing removed)' if result.dry_run else ''}",
+                               ["id", "source", "files of DATA"],
+                               [(f["id"], f["path"], str(f["files"])) for f in result.forgotten]))
     title = f"curate -> {result.data}" + (" (dry run: nothing was run or written)" if result.dry_run else "")
     if not result.views_written and not result.dry_run:
         title += " (this shard's sources: the views were rebuilt by another shard since its stages ended)"

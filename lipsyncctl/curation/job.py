@@ -314,14 +314,17 @@ def _another_file(recorded: str, given: str) -> bool:
         return False
 
 
-def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry_run: bool = False) -> CurateResult:
+def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry_run: bool = False,
+                    without: frozenset[str] = frozenset()) -> CurateResult:
     """Steps 3 and 4 alone (``lipsyncctl curate report DATA``): re-decide every stored source and clip with
     ``config.curate``'s thresholds and rebuild the views without running a stage (the sources are only
     read for the report's thumbnails of rejected spans, and may be gone). ``dry_run``: the decisions alone (the
     result lists the spans as a plan), nothing written and no lock taken (thresholds tried on the data as it is),
-    once no run writes DATA (refused, or ``wait``).
+    once no run writes DATA (refused, or ``wait``). ``without``: the dry run leaves these sources out (``curate
+    forget --dry-run``).
 
     Raises:
+        MediaError: ``data`` is not there (exit 5).
         UsageError: ``data`` holds no curate records.
         BusyError: another run is writing to ``data`` (not with ``wait``).
     """
@@ -329,26 +332,43 @@ def report_curation(data: str | Path, config: Config, *, wait: bool = False, dry
 
     t0 = time.perf_counter()
     data = Path(data).absolute()
-    if not data.is_dir():  # a missing input: exit 5, as in every command
+    check_curated(data)
+    if dry_run:  # it writes nothing, not even a lock file; a run writing DATA is waited for or refused (its plan would
+        # tell to rerun for spans being measured)
+        FolderLock(data, wait=wait, command="lipsyncctl curate report --dry-run").check_free()
+        result = rebuild(data, config, until="report", write=False, dry_run=True, without=without)
+        result.seconds = time.perf_counter() - t0
+        return result
+    with folder_lock(data, wait=wait):
+        result = rebuild_views(data, config)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def rebuild_views(data: Path, config: Config) -> CurateResult:
+    """Re-decide every stored source and rebuild the views (``curate report``, ``curate forget``); call while
+    holding ``data`` alone."""
+    started, _ = views_generation(data) or (0, 0)  # numbered as a shard's (DATA is held alone here)
+    set_views_generation(data, started + 1, started)
+    result = rebuild(data, config, until="report")
+    set_views_generation(data, started + 1, started + 1)
+    return result
+
+
+def check_curated(data: Path) -> None:
+    """``data`` is a folder holding curate's records of a source or more (``curate report``, ``curate forget``).
+
+    Raises:
+        MediaError: not there, or a file (exit 5, as a missing input of every command).
+        UsageError: no curate records in it.
+    """
+    if not data.is_dir():
         from lipsyncctl.errors import MediaError
 
         raise MediaError(f"{data}: {'a file, not a folder' if data.exists() else 'no such folder'}",
                          hint="give the DATA folder of `lipsyncctl curate RAW... -o DATA`")
     if not RecordStore.of(data).any("sources"):
         raise UsageError(f"{data}: no curate records here", hint="run `lipsyncctl curate RAW... -o DATA` first")
-    if dry_run:  # it writes nothing, not even a lock file; a run writing DATA is waited for or refused (its plan would
-        # tell to rerun for spans being measured)
-        FolderLock(data, wait=wait, command="lipsyncctl curate report --dry-run").check_free()
-        result = rebuild(data, config, until="report", write=False, dry_run=True)
-        result.seconds = time.perf_counter() - t0
-        return result
-    with folder_lock(data, wait=wait):
-        started, _ = views_generation(data) or (0, 0)  # numbered as a shard's (DATA is held alone here)
-        set_views_generation(data, started + 1, started)
-        result = rebuild(data, config, until="report")
-        set_views_generation(data, started + 1, started + 1)
-    result.seconds = time.perf_counter() - t0
-    return result
 
 
 def execute_source(task: CurateTask, cache: dict[str, Any], device: str | None) -> list[str]:

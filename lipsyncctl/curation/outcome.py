@@ -227,6 +227,7 @@ class CurateResult:
     failed: list[SourceOutcome] = field(default_factory=list)
     failures: int = 0
     first_error: str | None = None  # the first failure's place and error (``PATH``, or ``PATH span A-B``, at stage)
+    forgotten: list[dict[str, Any]] | None = None  # ``curate forget``: the sources taken out (id, path, files)
 
     def add(self, source: SourceOutcome, spans: Sequence[ClipSpan], options: CurateOptions) -> str:
         """Count one source and its spans (its ``failed_spans`` set from them), keep its outcome (and a dry run's
@@ -295,4 +296,5 @@ class CurateResult:
                 "dry_run": self.dry_run, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "counts": self.counts(), "failures": self.failures,
                 "sources": each(self.sources, SourceOutcome.to_dict), **spans,
-                "views_written": self.views_written, "warnings": list(self.warnings)}
+                "views_written": self.views_written, "warnings": list(self.warnings),
+                **({"forgotten": self.forgotten} if self.forgotten is not None else {})}

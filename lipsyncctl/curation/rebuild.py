@@ -30,7 +30,8 @@ VIEWS = ("manifest.jsonl", "train.txt", "val.txt", "report.json", "report.html",
 def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = (0, 1),
             done: dict[str, list[str]] | None = None, scope: frozenset[str] | None = None, complete: bool = True,
             warnings: Sequence[str] = (), models: dict[str, dict[str, str]] | None = None,
-            write: bool = True, dry_run: bool = False, lost: dict[str, tuple[str, str]] | None = None) -> CurateResult:
+            write: bool = True, dry_run: bool = False, lost: dict[str, tuple[str, str]] | None = None,
+            without: frozenset[str] = frozenset()) -> CurateResult:
     """Decide every source and span stored in ``data`` and write its views; the result's warnings are
     ``warnings`` (said before) and what the decisions leave ``train`` to know (:func:`warn_decisions`).
     ``done``: the stages each source computed this run; ``scope``: the sources this run was given;
@@ -39,7 +40,8 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     later rebuild has read: :func:`views_generation`); with ``dry_run`` too, every source decided, the spans listed as
     a dry run's plan and the decisions' warnings given (``curate report --dry-run``: thresholds tried, nothing
     written). ``lost``: id -> (path, why) of the sources whose worker process died on them (killed for memory): each
-    failed in this result, saying so (nothing stored: the next run computes what it did not finish)."""
+    failed in this result, saying so (nothing stored: the next run computes what it did not finish). ``without``: ids
+    of sources left out (a dry run of ``curate forget``: the views as they would be without them)."""
     import yaml
 
     from lipsyncctl import __version__
@@ -49,7 +51,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
     options, fps = config.curate, config.curate.fps
     store = RecordStore.of(data)
     # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
-    ids = store.ids("sources") if write or scope is None else list(scope)
+    ids = [rid for rid in (store.ids("sources") if write or scope is None else scope) if rid not in without]
     ids.sort(key=lambda rid: rid + "_")
     # (the outcomes spooled on DATA's disk: the system's temporary folder may be small, or memory; a dry run's in the
     # system's: it writes nothing in DATA, which may be a colleague's, read-only)

@@ -151,7 +151,7 @@ def test_the_root_api_names_every_job() -> None:
     import lipsyncctl
     from lipsyncctl import api
 
-    for name in ("sync", "sync_batch", "sync_timeline", "score", "prep", "doctor", "curate", "curate_report", "train",
+    for name in ("sync", "sync_batch", "sync_timeline", "score", "prep", "doctor", "curate", "curate_report", "curate_forget", "train",
                  "resolve_train_config", "resolve_config"):
         assert getattr(lipsyncctl, name) is getattr(api, name), name
     assert set(lipsyncctl.__all__) <= set(dir(lipsyncctl))
