@@ -29,6 +29,7 @@ shot: :class:`~lipsyncctl.errors.UsageError` (exit 2); an unknown option or a ba
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ def _spec(path: Path, number: int, item: Any) -> RangeSpec:
 
 def _check_options(where: str, options: dict[str, Any]) -> None:
     """Raise ConfigError for a value the shot options would not read (the `set` list is parsed here too)."""
-    from lipsyncctl.config import overrides_from_sets
+    from lipsyncctl.config import overrides_from_sets, parse_point
 
     def bad(key: str, expected: str) -> ConfigError:
         return ConfigError(f"{where}: {key} {options[key]!r}: expected {expected}", hint=_OPTIONS_HINT)
@@ -153,12 +154,16 @@ def _check_options(where: str, options: dict[str, Any]) -> None:
                               or options["face"] < 0):
         raise bad("face", "a face track id (0, 1, ...)")
     for key in ("audio_offset", "guidance"):
-        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int | float)):
-            raise bad(key, "a number" + (" of seconds" if key == "audio_offset" else ""))
+        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int | float)
+                               or not math.isfinite(options[key])):
+            raise bad(key, "a finite number" + (" of seconds" if key == "audio_offset" else ""))
     if "steps" in options and (isinstance(options["steps"], bool) or not isinstance(options["steps"], int)):
         raise bad("steps", "a whole number")
-    if "face_at" in options and not (isinstance(options["face_at"], list | tuple) and len(options["face_at"]) == 2):
-        raise bad("face_at", "[x, y] in pixels")
+    face_at = options.get("face_at")
+    if "face_at" in options and not (isinstance(face_at, str) and parse_point(face_at) is not None) and not (
+            isinstance(face_at, list | tuple) and len(face_at) == 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in face_at)):
+        raise bad("face_at", '[x, y] or "X,Y" in pixels')
     if "set" in options:
         sets = options["set"]
         if isinstance(sets, dict):
@@ -182,6 +187,8 @@ def parse_time(value: Any, fps: Fraction, start: int, where: str) -> int:
     if isinstance(value, bool):
         raise UsageError(f"{where} {value!r}: not a time", hint=_HINT)
     if isinstance(value, int | float):
+        if not math.isfinite(value):  # (YAML's .nan/.inf, JSON's NaN: an internal error in the fraction)
+            raise UsageError(f"{where} {value!r}: not a time", hint=_HINT)
         return round(exact(value) * fps)
     text = str(value).strip()
     if _FRAMES.match(text):

@@ -114,16 +114,42 @@ def shot_options(item: Any) -> ShotOptions:
         if "lipsync" in marker.metadata:
             _merge(raw, marker.metadata["lipsync"], f"{where}, marker {name!r}")
     try:
-        face_at = raw.get("face_at")
         return ShotOptions(
             enabled=None if raw.get("enabled") is None else bool(raw["enabled"]),
             face_id=None if raw.get("face") is None else int(raw["face"]),
-            face_at=None if face_at is None else (float(face_at[0]), float(face_at[1])),
-            guidance=None if raw.get("guidance") is None else float(raw["guidance"]),
+            face_at=None if raw.get("face_at") is None else _point(raw["face_at"]),
+            guidance=None if raw.get("guidance") is None else _finite(raw["guidance"], "guidance"),
             steps=None if raw.get("steps") is None else int(raw["steps"]),
             length_policy=raw.get("length_policy"),
             sets=tuple(str(s) for s in raw.get("set", ())),
-            audio_offset=None if raw.get("audio_offset") is None else float(raw["audio_offset"]),
+            audio_offset=None if raw.get("audio_offset") is None else _finite(raw["audio_offset"], "audio_offset"),
         )
     except (TypeError, ValueError, IndexError) as exc:
         raise EditOptionError(f"{where}: bad lipsync option ({exc})") from None
+
+
+def _finite(value: Any, key: str) -> float:
+    """``value`` as a finite number (NaN or an infinity, as YAML's .nan or JSON's NaN reads, failed deep in the
+    render: an internal error)."""
+    import math
+
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{key} {value!r} is not a finite number")
+    return number
+
+
+def _point(value: Any) -> tuple[float, float]:
+    """``face_at`` as ``(x, y)``: ``[x, y]``, or ``"X,Y"`` as ``--face-at`` takes it (a string was read a character
+    at a time: "640,360" was the pixel (6, 4))."""
+    from lipsyncctl.config import parse_point
+
+    if isinstance(value, str):
+        point = parse_point(value)
+        if point is None:
+            raise ValueError(f"face_at {value!r} is not X,Y in pixels")
+        return point[0], point[1]
+    items = list(value) if hasattr(value, "__iter__") and not isinstance(value, dict) else []  # (OTIO: AnyVector)
+    if len(items) != 2:
+        raise ValueError(f"face_at {value!r} is not [x, y] in pixels")
+    return _finite(items[0], "face_at x"), _finite(items[1], "face_at y")

@@ -35,7 +35,8 @@ def test_times_timecode_seconds_frames() -> None:
     assert parse_time("12f", fps, 0, "x") == 12 and parse_time("12 F", fps, 0, "x") == 12
     assert parse_time("10:00:01:05", fps, 900000, "x") == 30  # in the picture's own timecode
     assert parse_time("00:00:01:05", fps, 0, "x") == 30
-    for bad in ("01:00:00:30", "abc", "1:2", True, "-3", "00:00:01;05"):  # ';' is drop frame: not at 25 fps
+    # ';' is drop frame: not at 25 fps; YAML's .nan/.inf (JSON's NaN) were an internal error (a fraction of NaN)
+    for bad in ("01:00:00:30", "abc", "1:2", True, "-3", "00:00:01;05", float("nan"), float("inf")):
         with pytest.raises(UsageError, match="x"):
             parse_time(bad, fps, 0, "x")
     # drop-frame timecode at 29.97 is read as drop frame, like the picture's own timecode tag
@@ -45,6 +46,25 @@ def test_times_timecode_seconds_frames() -> None:
     with pytest.raises(UsageError, match="no such drop-frame timecode"):  # skipped at minute 1: read as ;28 before
         parse_time("01:01:00;00", ntsc, start, "x")
     assert parse_time("01:00:01.00", ntsc, start, "x") == parse_time("01:00:01:00", ntsc, start, "x")
+
+
+def test_a_clips_lipsync_options_are_read_as_written() -> None:
+    """An edit clip's metadata ``face_at: "640,360"`` (as --face-at takes it) was read a character at a time: the
+    pixel (6, 4), the wrong face followed; a NaN offset failed deep in the render."""
+    import opentimelineio as otio
+
+    from lipsyncctl.errors import EditOptionError
+    from lipsyncctl.timeline.shots import shot_options
+
+    def clip(**options: object) -> otio.schema.Clip:
+        return otio.schema.Clip(name="c", metadata={"lipsync": options})
+
+    assert shot_options(clip(face_at="640,360")).face_at == (640.0, 360.0)
+    assert shot_options(clip(face_at=[640, 360])).face_at == (640.0, 360.0)
+    for bad in ({"face_at": "640"}, {"face_at": [float("nan"), 3]}, {"audio_offset": float("inf")},
+                {"guidance": float("nan")}):
+        with pytest.raises(EditOptionError, match="clip 'c': bad lipsync option"):
+            shot_options(clip(**bad))
 
 
 def test_load_yaml_and_json(tmp_path: Path) -> None:
@@ -67,6 +87,10 @@ def test_load_yaml_and_json(tmp_path: Path) -> None:
     ([{"start": 0, "end": 1}, {"start": 1, "end": 2, "face": "left"}], ConfigError, "range 2: face 'left'"),
     ([{"start": 0, "end": 1, "lipsync": "maybe"}], ConfigError, "lipsync 'maybe'"),
     ([{"start": 0, "end": 1, "set": ["nokey"]}], ConfigError, "range 1: set"),
+    # not finite: an internal error later, deep in the render or its dry run
+    ("[{\"start\": 0, \"end\": 1, \"audio_offset\": NaN}]", ConfigError, "audio_offset nan: expected a finite"),
+    ([{"start": 0, "end": 1, "face_at": ["a", 3]}], ConfigError, "range 1: face_at"),
+    ("[{\"start\": 0, \"end\": 1, \"face_at\": [Infinity, 3]}]", ConfigError, "range 1: face_at"),
 ])
 def test_load_errors(tmp_path: Path, content: object, error: type, match: str) -> None:
     path = tmp_path / "r.json"
