@@ -203,7 +203,12 @@ def read_batch(path: str | Path) -> list[BatchRow]:
         if str(path) == STDIN:  # a list made by the script that runs us: paths relative to the working folder
             import sys
 
-            text, base = sys.stdin.read().removeprefix("\ufeff"), Path.cwd()
+            if sys.stdin is None:  # (`<&-`: an internal error, reading None)
+                raise UsageError("--batch -: standard input is closed", hint="pipe the list in, or give its file: "
+                                 "--batch LIST.csv")
+            # its bytes, decoded as a file's are (UTF-16 with its mark was read in the locale's encoding)
+            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+            text, base = _decoded(raw), Path.cwd()
         else:  # a spreadsheet's UTF-8 export starts with a BOM; bytes, so that quoted line breaks stay as written
             text, base = _decoded(path.read_bytes()), path.parent
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))

@@ -361,6 +361,15 @@ def test_a_list_on_standard_input(folder: Path, capsys: pytest.CaptureFixture[st
     rc, res, _ = _run(capsys, "--batch", "-", "--preset", "tiny", "--dry-run")
     assert rc == 1 and res["batch"] == "-" and [i["status"] for i in res["items"]] == ["planned", "failed"]
     assert Path(res["items"][0]["video"]) == folder / "a.mkv" and not (folder / "out").exists()
+    # its bytes decoded as a file's: UTF-16 with its mark (Excel's "Unicode text") was read in the locale's
+    # encoding, "unknown column '\x00a\x00u...'"
+    wide = io.TextIOWrapper(io.BytesIO("video\taudio\toutput\na.mkv\ta.wav\tout/a.mkv\n".encode("utf-16")))
+    monkeypatch.setattr("sys.stdin", wide)
+    rc, res, _ = _run(capsys, "--batch", "-", "--preset", "tiny", "--dry-run")
+    assert rc == 0 and [i["status"] for i in res["items"]] == ["planned"]
+    monkeypatch.setattr("sys.stdin", None)  # `<&-`: an internal error (reading None)
+    rc, res, _ = _run(capsys, "--batch", "-", "--preset", "tiny", "--dry-run")
+    assert rc == 2 and res["error"]["message"] == "--batch -: standard input is closed"
 
 
 def test_a_missing_device_stops_the_batch_before_any_row(folder: Path, models_dir: Path,
