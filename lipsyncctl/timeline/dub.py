@@ -80,6 +80,9 @@ def parse_audio_specs(items: list[str]) -> list[tuple[str, Path]]:
     for item in items:
         label, sep, rest = item.partition("=")
         if sep and _LANG.match(label) and not Path(item).exists():
+            if not rest.strip():  # `de=$DE_WAV` with the variable unset: "file not found: ." (the folder here)
+                raise UsageError(f"--audio {item}: no file after the label",
+                                 hint="a variable of the script calling lipsyncctl may be unset: --audio de=de.wav")
             out.append((label, Path(rest)))
         elif sep and not Path(item).exists():  # a label that is none (`../esc=de.wav`: "file not found" before)
             raise UsageError(f"--audio {item}: {label!r} is not a language label ({LABEL_RULE})",

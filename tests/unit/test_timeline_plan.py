@@ -297,6 +297,9 @@ def test_audio_specs_offsets_shards_gpus(tmp_path: Path) -> None:
     for bad in ("../esc=de.wav", "=de.wav", "de fr=de.wav"):  # not a label: said (it was "file not found")
         with pytest.raises(UsageError, match="is not a language label"):
             dubs.parse_audio_specs([bad])
+    with pytest.raises(UsageError, match="--audio de=: no file after the label") as err:  # (`de=$DE` unset: it
+        dubs.parse_audio_specs(["de="])                                                  # was "file not found: .")
+    assert "may be unset" in (err.value.hint or "")
     (tmp_path / "a=b.wav").write_bytes(b"")  # a file whose name holds '=' is that file (labelled: its name is none)
     with pytest.raises(UsageError, match=r"a=b.wav: its name 'a=b' is not a language label"):
         dubs.parse_audio_specs([str(tmp_path / "a=b.wav")])
