@@ -10,6 +10,7 @@ and every numeric limit is declared once, here, in the field definitions.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -247,7 +248,7 @@ class FaceOptions(StrictModel):
             raise ValueError("select 'id' needs faces.track_id (or --face ID)")
         if self.select == "point" and self.point is None:
             raise ValueError("select 'point' needs faces.point [x, y] (or --face-at X,Y)")
-        if self.point is not None and min(self.point) < 0:
+        if self.point is not None and not all(math.isfinite(v) and v >= 0 for v in self.point):  # (NaN passed < 0)
             raise ValueError("faces.point must be pixel coordinates >= 0")
         return self
 

@@ -78,6 +78,8 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     #    minutes of work, on a hidden temporary name, is what this prevents).
     early_warnings = check_output_folder(job.output, dry_run=job.dry_run)
     _no_audio_stream(config, "the run's settings")
+    if job.conform_me is not None:
+        _check_me(job.conform_me)
     config = edl_renders_in_mov(job, config)
     shot_extension(config)  # the renders' container holds the codec (each shot's options are checked too)
     if not job.dry_run and job.backend != "ray":  # Ray's workers have devices of their own
@@ -92,6 +94,25 @@ def run_timeline(job: TimelineJob, config: Config) -> TimelineResult:
     lock = contextlib.nullcontext() if job.dry_run else folder_lock(job.output, shard=job.shard, wait=job.wait)
     with lock:
         return _read_and_run(job, config, work, scratch, early_warnings)
+
+
+def _check_me(me: Path) -> None:
+    """The conform's M&E is media with a sound stream (it was first read at the conform, after every shot's render).
+
+    Raises:
+        MediaError: it is not readable media, or holds no sound (exit 5).
+    """
+    from lipsyncctl.errors import MediaError
+    from lipsyncctl.media.probe import probe
+
+    try:
+        info = probe(me)
+    except MediaError as exc:
+        raise MediaError(f"--conform-me {exc.message}", hint="give the M&E (music and effects) as a sound file") \
+            from None
+    if not info.audio:
+        raise MediaError(f"--conform-me {me}: no sound stream", hint="give the M&E (music and effects) as a sound "
+                         "file")
 
 
 def _no_audio_stream(config: Config, where: str) -> None:

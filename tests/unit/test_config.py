@@ -269,3 +269,10 @@ def test_off_is_the_word_not_yamls_false() -> None:
     assert cfg.resolve("tiny").sync.deinterlace == "auto"
     with pytest.raises(ConfigError, match="sync.deinterlace"):
         cfg.resolve("tiny", ["sync.deinterlace=true"])
+
+
+@pytest.mark.parametrize("point", ["[.nan, 3]", "[3, .inf]", "[-1, 3]"])
+def test_a_face_point_is_finite_pixels(point: str) -> None:
+    """--face-at refused NaN; the same from --set, a preset or --segments passed (NaN is not below 0)."""
+    with pytest.raises(ConfigError, match="faces.point must be pixel coordinates >= 0"):
+        cfg.resolve(None, [f"faces.point={point}", "faces.select=point"])

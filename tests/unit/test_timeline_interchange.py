@@ -343,6 +343,17 @@ def test_conform_me_must_exist_and_the_backend_is_checked_first(tmp_path: Path) 
     assert missing.value.exit_code == 5  # a missing input file, as in every command
     with pytest.raises(UsageError, match="--backend 'rey': expected local or ray"):  # before any work
         api.timeline_job(tmp_path / "e.otio", tmp_path / "out", audio=["de.wav"], backend="rey")
+    # one that is not sound: said before any work, a dry run too (it was read at the conform, after every render)
+    from lipsyncctl import config as cfg
+    from lipsyncctl.timeline.job import run_timeline
+    from lipsyncctl.timeline.types import TimelineJob
+
+    (tmp_path / "notes.wav").write_text("not a sound")
+    job = TimelineJob(timeline=tmp_path / "e.otio", output=tmp_path / "out", conform_me=tmp_path / "notes.wav",
+                      dry_run=True)
+    with pytest.raises(MediaError, match="--conform-me .*notes.wav") as bad:
+        run_timeline(job, cfg.resolve("tiny"))
+    assert bad.value.exit_code == 5 and not (tmp_path / "out").exists()
 
 
 def test_the_cli_hands_conform_me_to_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
