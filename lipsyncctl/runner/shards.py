@@ -42,7 +42,9 @@ def parse_shard(value: str | None, environ: Mapping[str, str] | None = None) -> 
                 raise UsageError(f"--shard auto: task {task} is not on the array's step ({first}, step {step})",
                                  hint="give --shard I/N for an array of listed indices")
             return _check_shard((task - first) // step, count, value)
-        half = next((f"{a} is set but not {b}" for idx_var, count_var, _, _ in SHARD_ENV
+        half = next((f"{a} is set but {b} is not a number ({env[b]!r})" if env.get(b, "").strip() else
+                     f"{a} is set but not {b}"
+                     for idx_var, count_var, _, _ in SHARD_ENV
                      for a, b in ((idx_var, count_var), (count_var, idx_var))
                      if _number(env, a) is not None and _number(env, b) is None), None)
         raise UsageError(f"--shard auto: {half or 'no array-job variables found'}",

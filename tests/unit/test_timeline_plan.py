@@ -371,6 +371,9 @@ def test_shard_auto_counts_the_tasks_of_a_stepped_array() -> None:
         parse_shard("auto", {"SGE_TASK_ID": "undefined", "SGE_TASK_LAST": "undefined"})
     with pytest.raises(UsageError, match="SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT"):
         parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "1"})  # an array started without its count
+    with pytest.raises(UsageError, match=r"LIPSYNCCTL_SHARD_COUNT is set but LIPSYNCCTL_SHARD_INDEX is not a number "
+                                         r"\('abc'\)"):  # (it said the index was not set)
+        parse_shard("auto", {"LIPSYNCCTL_SHARD_INDEX": "abc", "LIPSYNCCTL_SHARD_COUNT": "2"})
     assert parse_shard("auto", {"SGE_TASK_ID": "undefined", "LIPSYNCCTL_SHARD_INDEX": "1",
                                 "LIPSYNCCTL_SHARD_COUNT": "2"}) == (1, 2)
 
