@@ -50,6 +50,8 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
 
     options, fps = config.curate, config.curate.fps
     store = RecordStore.of(data)
+    if until == "report":  # (no stage ran: the views say how far the last run that ran stages went)
+        until = _last_until(data / "curate.yaml") or until
     # a source's span ids are its id, "_" and zero-padded frames: sources in this order give the spans by id
     ids = [rid for rid in (store.ids("sources") if write or scope is None else scope) if rid not in without]
     ids.sort(key=lambda rid: rid + "_")
@@ -126,7 +128,7 @@ def rebuild(data: Path, config: Config, *, until: str, shard: tuple[int, int] = 
         not_kept = sum(result.tally.sources.values()) - result.tally.sources[str(Verdict.KEPT)]
         report_html.write(views.report_html({**report, "sources": [s.to_dict() for s in shown]},
                                             views.reject_thumbnails(rejected, paths, fps), sources_not_kept=not_kept))
-        doc = {"tool": f"lipsyncctl {__version__}", "stages": stage_names(),
+        doc = {"tool": f"lipsyncctl {__version__}", "until": str(until), "stages": stage_names(),
                "stage_versions": {**{str(k): v for k, v in STAGE_VERSION.items()},
                                   **{s.name: s.version for s in CLIP_STAGES}},
                "curate": options.model_dump(),
@@ -226,6 +228,18 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
         _warn(result, f"{sum(other.values())} kept span(s) are aligned at another resolution than curate.resolution "
                       f"{options.resolution} ({', '.join(f'{n} at {r}' for r, n in sorted(other.items()))}): "
                       "train reads one resolution; rerun curate on their sources")
+
+
+def _last_until(views_yaml: Path) -> str | None:
+    """The last stage the runs behind the views went up to (their ``curate.yaml``), None where it does not say."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(views_yaml.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    until = doc.get("until") if isinstance(doc, dict) else None
+    return until if isinstance(until, str) and until in stage_names() else None
 
 
 def settings_changed(views_yaml: Path, options: CurateOptions) -> str | None:

@@ -395,3 +395,21 @@ def test_a_report_with_other_settings_than_the_views_says_which_and_how_to_keep_
     assert said is not None and "curate.quality_min 50.0 ->" in said and 'curate.split_by "old-choice" ->' in said
     views_yaml.write_text("curate: [not, a, mapping")  # unreadable views: nothing to compare
     assert settings_changed(views_yaml, options) is None
+
+
+def test_a_report_keeps_how_far_the_runs_went(curated: Path, tmp_path: Path) -> None:
+    """`curate report` runs no stage: report.json and the page said the stages ran "up to report"; they keep the
+    last run's (curate.yaml says it)."""
+    import json
+
+    import yaml
+
+    from lipsyncctl.curation.job import report_curation
+
+    data = tmp_path / "copy"
+    shutil.copytree(curated, data)
+    ran = json.loads((data / "report.json").read_text())["until"]
+    assert ran != "report" and yaml.safe_load((data / "curate.yaml").read_text())["until"] == ran
+    report_curation(data, cfg.resolve("tiny", ["curate.quality_min=50"]))
+    assert json.loads((data / "report.json").read_text())["until"] == ran
+    assert f"up to\n<code>{ran}</code>" in (data / "report.html").read_text()
