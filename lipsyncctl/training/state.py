@@ -66,8 +66,32 @@ def interrupted_hint(run: Path) -> str:
     none, rerun the same command, which starts it again."""
     found = list_checkpoints(run)
     if found:
-        return f"continue it: the same command with --resume latest (from its checkpoint at step {found[-1][0]})"
+        step, folder = found[-1]
+        hint = f"continue it: the same command with --resume latest (from its checkpoint at step {step})"
+        exported = _export_step(run)
+        if exported is not None and exported < step:  # (the hand-off to sync would render older weights, unsaid)
+            hint += (f"; {run / 'export'} holds step {exported}'s weights, the latest are "
+                     f"{folder / 'model.safetensors'} (model.checkpoint= for sync, --init for a new run)")
+        return hint
     return "rerun the same command: nothing was checkpointed, so it starts the run again"
+
+
+def _export_step(run: Path) -> int | None:
+    """The step of the weights in ``RUN/export/`` (its safetensors header), None without one."""
+    import json
+
+    from safetensors import safe_open
+
+    from lipsyncctl.checkpoints.io import LIPSYNCCTL_META_KEY
+
+    for kind in EXPORT_NAMES.values():
+        path = run / "export" / kind[1]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return int(json.loads((f.metadata() or {})[LIPSYNCCTL_META_KEY])["global_step"])
+        except Exception:  # noqa: BLE001 - not there, not ours, no step: nothing to say
+            continue
+    return None
 
 
 def find_resume(run: Path, resume: str) -> Path:

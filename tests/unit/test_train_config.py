@@ -506,7 +506,19 @@ def test_an_interrupted_train_says_how_to_go_on(tmp_path: Path, monkeypatch: pyt
     (step / "state.pt").write_bytes(b"x")
     (step / "model.safetensors").write_bytes(b"x")
     assert main(args) == 130
-    assert "--resume latest (from its checkpoint at step 3)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--resume latest (from its checkpoint at step 3)" in err and "export" not in err
+    # an export of an earlier step (a run resumed, then stopped before its end): the hand-off to sync would render
+    # older weights than the checkpoint's, unsaid
+    from lipsyncctl.checkpoints.io import write_safetensors
+    from lipsyncctl.training.state import weights_header
+
+    (run / "export").mkdir()
+    write_safetensors(run / "export" / "unet.safetensors", {"w": torch.zeros(1)},
+                      weights_header("unet", {}, "x", 2))
+    assert main(args) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{run / 'export'} holds step 2's weights, the latest are {step / 'model.safetensors'}" in err
 
 
 def test_model_paths_are_stored_absolute_and_older_relative_runs_still_resume(tmp_path: Path,
