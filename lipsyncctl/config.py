@@ -693,8 +693,10 @@ def resolve(
     *,
     schema: type[Any] | None = None,
     folder: Path | None = None,
+    named: str = "preset",
 ) -> Any:
-    """defaults < preset < ``--set`` < flags, validated once at the end.
+    """defaults < preset < ``--set`` < flags, validated once at the end. ``named``: what a mapping ``preset`` is
+    called in errors (the file a run's record came from).
 
     ``flags`` maps dotted keys (``"inference.steps"``) to values; ``None`` values mean "not given" and
     are ignored, so a CLI can pass every option straight through. ``schema`` (default :class:`Config`)
@@ -707,7 +709,7 @@ def resolve(
     if preset is not None:
         if isinstance(preset, Mapping):
             data = dict(preset)
-            validate(data, source="preset", schema=schema)
+            validate(data, source=named, schema=schema)
         else:
             data = read_preset(preset, schema=schema, folder=folder)
             source = str(preset_path(preset, folder))

@@ -281,7 +281,9 @@ def resolve_train_config(
     """defaults < training preset < ``--set`` < flags (the run presets' one precedence function). A run's own
     ``RUN/train.yaml`` is a preset too (its record's keys dropped: the stream hash, the writer, the data path,
     which ``--data`` gives): a run started again, or a new one, as that run was configured."""
-    cfg: TrainConfig = run_config.resolve(preset_source(preset), sets, flags, schema=TrainConfig, folder=presets_dir())
+    source = preset_source(preset)
+    named = str(preset) if isinstance(source, dict) and isinstance(preset, str) else "preset"  # (a run's train.yaml)
+    cfg: TrainConfig = run_config.resolve(source, sets, flags, schema=TrainConfig, folder=presets_dir(), named=named)
     return cfg
 
 

@@ -564,6 +564,11 @@ def test_a_runs_train_yaml_is_a_preset(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="data.path"):
         tc.resolve_train_config(str(tmp_path / "other.yaml"))
+    # a record edited by hand: its errors name its file (they said "preset:")
+    record["optim"] = {**record["optim"], "lrate": 0.1}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'train.yaml'}: unknown key 'optim.lrate'"):
+        tc.resolve_train_config(str(tmp_path / "train.yaml"))
 
 
 def test_a_damaged_train_yaml_does_not_stop_a_resume_with_a_traceback(tmp_path: Path) -> None:
