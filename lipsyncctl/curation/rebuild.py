@@ -205,8 +205,10 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
     if whole and result.sources and not tally.clips.get(str(Verdict.KEPT)):
         failed = sum(tally.failed.values())
         why = (f"{failed} failed (manifest.jsonl gives each span's error, report.json each source's: fix it and rerun "
-               "`lipsyncctl curate`, which retries them)" if failed else "report.html says why each was rejected; loosen a threshold and rerun "
-               "`lipsyncctl curate report`")
+               "`lipsyncctl curate`, which retries them)" if failed else
+               "no source gave a span: report.json says why each was rejected (unreadable, no-audio, too-short...)"
+               if not sum(tally.clips.values()) else
+               "report.html says why each was rejected; loosen a threshold and rerun `lipsyncctl curate report`")
         _warn(result, f"no span of the {len(result.sources)} source(s) is kept: training has nothing to read ({why})")
     if whole and tally.clips.get(str(Verdict.KEPT)) and not tally.kept_in_train:
         _warn(result, f"every kept span is in val (curate.val_fraction {options.val_fraction:g}, split by "

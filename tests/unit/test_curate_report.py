@@ -361,6 +361,12 @@ def test_nothing_kept_because_spans_failed_says_so_not_loosen_a_threshold(tmp_pa
     warn_decisions(result, options)
     (said,) = [w for w in result.warnings if w.startswith("no span of the")]
     assert "1 failed (manifest.jsonl gives each span's error, report.json each source's" in said and "loosen a threshold" not in said
+    # sources rejected whole (an unreadable file: no span at all): no threshold loosens that (it said to)
+    result = CurateResult(tmp_path, "report", (0, 1))
+    result.add(SourceOutcome("u", "/raw/u.mp4", Decision.rejected("probe", "unreadable"), clips=0, kept=0), [], options)
+    warn_decisions(result, options)
+    (said,) = [w for w in result.warnings if w.startswith("no span of the")]
+    assert "no source gave a span: report.json says why each was rejected" in said and "loosen" not in said
 
 
 def test_a_report_with_other_settings_than_the_views_says_which_and_how_to_keep_them(tmp_path: Path) -> None:
