@@ -54,7 +54,8 @@ first still runs; --wait waits), 130 interrupted (Ctrl-C, SIGTERM: every rank st
 def train_cmd(
     data: Path | None = typer.Option(None, "--data", "-d", help="A curated dataset folder (or its train.txt)."),
     out: Path | None = typer.Option(None, "--output", "-o", help="The run folder (created if needed)."),
-    preset: str | None = typer.Option(None, "--preset", "-p", help="Training preset (`--list-presets`) or a YAML file."),
+    preset: str | None = typer.Option(None, "--preset", "-p", help="Training preset (`--list-presets`) or a YAML file; "
+                                      "required, except with --resume (the run's own train.yaml)."),
     sets: list[str] | None = typer.Option(None, "--set", help="Override one key, e.g. --set loss.trepa=0 (repeatable; `lipsyncctl presets keys --train` lists them)."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the training presets and exit."),
@@ -91,6 +92,13 @@ def train_cmd(
         "optim.grad_accum": grad_accum, "run.mixed_precision": mixed_precision, "run.save_every": save_every,
         "run.keep": keep, "run.validate_every": validate_every, "data.workers": workers, "run.device": device,
     }
+    if preset is None and resume is not None and out is not None and (out / "train.yaml").is_file():
+        preset = str(out / "train.yaml")  # a resume without --preset continues the run as it was configured
+    if preset is None and not print_config:  # (the schema's defaults train every parameter of the stage-2 UNet:
+        # no recipe; a forgotten --preset started that, in silence)
+        raise UsageError("give the training preset: --preset NAME (or a YAML file)",
+                         hint="`lipsyncctl train --list-presets` lists them: stage2 is the official stage 2, tiny a "
+                              "CPU demo")
     config = api.resolve_train_config(preset, sets or (), flags)
     if print_config:
         options.print_and_exit(config.to_dict())

@@ -602,3 +602,32 @@ def test_a_checkpoint_is_on_disk_before_its_name_says_complete(tmp_path: Path, m
                                   rng={}, rank=0, is_main=True, barrier=lambda: None, keep=2)
     assert final == tmp_path / "checkpoints" / "step-000003"
     assert synced == ["model.safetensors", "rng-rank0.pt", "state.pt", ".step-000003.tmp", "checkpoints"]
+
+
+def test_train_needs_a_preset_except_to_resume_a_run_as_it_was_configured(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --preset, train took the schema's defaults (every parameter of the stage-2 UNet: no recipe) in
+    silence; a resume without it now continues the run as its train.yaml says."""
+    import yaml
+
+    from lipsyncctl.cli.main import main
+    from lipsyncctl.training import loop
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    assert main(["train", "--data", str(data), "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "give the training preset: --preset NAME" in err and "--list-presets" in err
+    seen = []
+
+    def stop(cfg: tc.TrainConfig, **_: object) -> None:
+        seen.append(cfg)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(loop, "train", stop)
+    cfg = tc.resolve_train_config("tiny", ["optim.lr=0.0003"])
+    run.mkdir()
+    (run / "train.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash()}))
+    assert main(["train", "--data", str(data), "-o", str(run), "--resume", "latest"]) == 2
+    assert seen and seen[0].stream_hash() == cfg.stream_hash()
