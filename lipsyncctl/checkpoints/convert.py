@@ -129,7 +129,7 @@ def convert_checkpoint(
         plan = plan_for_role(kind, src, config)
         report = plan.check()
     if not report.ok:
-        raise CheckpointError(f"{src} does not match {plan.what}:\n{report.summary()}",
+        raise CheckpointError(f"{src} does not match {plan.what}: {report.summary()}",
                               hint="pass the right --config / --kind; nothing was written")
 
     if kind == "whisper":

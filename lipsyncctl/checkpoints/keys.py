@@ -46,7 +46,7 @@ class KeyReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def summary(self, limit: int = 6) -> str:
-        """A few readable lines; empty when :attr:`ok`."""
+        """What differs, in one line (parts separated by "; "); empty when :attr:`ok`."""
         if self.ok:
             return ""
         lines = [f"{self.num_found} tensors in the checkpoint, {self.num_expected} expected by the model"]
@@ -60,7 +60,7 @@ class KeyReport:
             )
             more = f", and {len(self.mismatched) - limit} more" if len(self.mismatched) > limit else ""
             lines.append(f"shape mismatch ({len(self.mismatched)}): {shown}{more}")
-        return "\n".join(lines)
+        return "; ".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,7 +143,7 @@ def check_state_dict(
     report = compare_state_dict(expected, found, ignore_missing=ignore_missing)
     if not report.ok:
         raise CheckpointError(
-            f"{source} does not match {what}:\n{report.summary()}",
+            f"{source} does not match {what}: {report.summary()}",
             hint=hint or guess_hint(report),
         )
     return report

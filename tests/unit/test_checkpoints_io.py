@@ -167,6 +167,9 @@ def test_key_report_groups_and_hints() -> None:
     with pytest.raises(CheckpointError) as err:
         keys.check_state_dict({"conv_in.weight": (8, 13, 3, 3)}, found2, what="UNet", source="x.pt")
     assert "x.pt does not match UNet" in str(err.value) and err.value.exit_code == 4
+    # one line, its parts apart (they ran together where the lines were joined: "...by the model missing (1): ...")
+    assert "\n" not in err.value.message and "1 expected by the model; unexpected (1): extra.bias; shape " \
+        "mismatch (1)" in err.value.message
 
     ignored = keys.compare_state_dict({"bn.num_batches_tracked": (), "w": (1,)}, {"w": torch.zeros(1)},
                                       ignore_missing=["*.num_batches_tracked"])
