@@ -582,7 +582,8 @@ def preset_path(name_or_path: str, folder: Path | None = None) -> Path:
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(
-                f"preset file not found: {p}", hint="give a built-in name or an existing YAML file"
+                f"preset {p}: a folder, not a YAML file" if p.is_dir() else f"preset file not found: {p}",
+                hint="give a built-in name or an existing YAML file"
             )
         return p
     train = paths.PRESETS_DIR / "train"

@@ -276,3 +276,11 @@ def test_a_face_point_is_finite_pixels(point: str) -> None:
     """--face-at refused NaN; the same from --set, a preset or --segments passed (NaN is not below 0)."""
     with pytest.raises(ConfigError, match="faces.point must be pixel coordinates >= 0"):
         cfg.resolve(None, [f"faces.point={point}", "faces.select=point"])
+
+
+def test_a_preset_that_is_a_folder_is_said_as_such(tmp_path: Path) -> None:
+    """It said "preset file not found" of a folder that is there."""
+    with pytest.raises(ConfigError, match="preset .*: a folder, not a YAML file"):
+        cfg.resolve(str(tmp_path))
+    with pytest.raises(ConfigError, match="preset file not found"):
+        cfg.resolve(str(tmp_path / "nope.yaml"))
