@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lipsyncctl.config import Config
 from lipsyncctl.curation.outcome import CurateResult
-from lipsyncctl.curation.records import RecordStore, SourceRecord
+from lipsyncctl.curation.records import SOURCE_FOLDERS, RecordStore, SourceRecord
 from lipsyncctl.errors import UsageError
 
 
@@ -92,7 +92,7 @@ def _match(store: RecordStore, given: list[str]) -> list[SourceRecord]:
 
 def _files(store: RecordStore, rec: SourceRecord) -> Iterator[Path]:
     """Every file curate made of the source ``rec`` in DATA: what its stages' results name (its audio, its clips'
-    aligned and synced files, matrices and features) and what is in its folder of aligned clips."""
+    aligned and synced files, matrices and features) and what is in its own folders (:data:`SOURCE_FOLDERS`)."""
     from lipsyncctl.curation.clipstages import CLIP_STAGES
 
     assert store.data is not None
@@ -103,9 +103,9 @@ def _files(store: RecordStore, rec: SourceRecord) -> Iterator[Path]:
             result = clip.stages.get(stage.name)
             if result is not None and result.error is None:
                 named += stage.outputs(result.data)
-    folder = Path(store.data) / "aligned" / rec.id
-    with contextlib.suppress(OSError):
-        named += [str(p) for p in folder.rglob("*") if p.is_file()]
+    for name in SOURCE_FOLDERS:
+        with contextlib.suppress(OSError):
+            named += [str(p) for p in (Path(store.data) / name / rec.id).rglob("*") if p.is_file()]
     for path in named:  # (only files inside DATA: a stored value that names the source itself, say, is not one)
         if path.startswith(store.data + os.sep) and path not in seen and os.path.isfile(path):
             seen.add(path)
@@ -114,7 +114,7 @@ def _files(store: RecordStore, rec: SourceRecord) -> Iterator[Path]:
 
 def _remove(store: RecordStore, rec: SourceRecord, files: list[Path]) -> None:
     """Remove ``rec``'s records first (an interrupted forget leaves files no record names, which nothing reads,
-    rather than records naming files that are gone), then its files and its folder of aligned clips."""
+    rather than records naming files that are gone), then its files and its own folders."""
     assert store.data is not None
     for clip_id in store.ids(f"clips/{rec.id}"):
         store.delete(f"clips/{rec.id}", clip_id)
@@ -123,7 +123,8 @@ def _remove(store: RecordStore, rec: SourceRecord, files: list[Path]) -> None:
     store.delete("sources", rec.id)
     for path in files:
         path.unlink(missing_ok=True)
-    shutil.rmtree(Path(store.data) / "aligned" / rec.id, ignore_errors=True)
+    for name in SOURCE_FOLDERS:
+        shutil.rmtree(Path(store.data) / name / rec.id, ignore_errors=True)
 
 
 __all__ = ["forget_sources"]

@@ -136,8 +136,11 @@ def stage_key(*parts: Any) -> str:
 
 
 #: where curate writes its files in DATA: the folder's name, and how deep a file is below it (``audio/<id>.wav``,
-#: ``aligned/<source>/<clip>.mp4``, ``features/<xx>/<key>.safetensors``)
-DATA_LAYOUT = {"audio": 1, "aligned": 2, "features": 2}
+#: ``aligned/<source>/<clip>.mp4``, ``features/<xx>/<key>.safetensors``; a clip stage's own files go to
+#: ``<stage folder>/<source>/<clip>``, :meth:`ClipContext.output`: list a new one here)
+DATA_LAYOUT = {"audio": 1, "aligned": 2, "synced": 2, "features": 2}
+#: the folders of DATA_LAYOUT that hold a folder per source
+SOURCE_FOLDERS = ("aligned", "synced")
 
 
 def in_data(path: str, data: str) -> str:

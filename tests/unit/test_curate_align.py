@@ -365,3 +365,16 @@ def test_a_source_without_an_aligned_clip_leaves_no_folder(raw: Path, tmp_path: 
     page = (data / "report.html").read_text()
     not_kept = page[page.index("Sources not kept"):]
     assert "grey.mp4</td><td>no span kept" in not_kept and "cut.mp4" not in not_kept
+
+
+def test_a_records_data_paths_are_read_as_the_folders_it_is_in() -> None:
+    """Every folder curate writes in DATA (DATA_LAYOUT) is rebased; a path of anything else is left as it is."""
+    from lipsyncctl.curation.records import DATA_LAYOUT, in_data
+
+    written = {"audio": "/old/d/audio/s.wav", "aligned": "/old/d/aligned/s/c.mp4", "synced": "/old/d/synced/s/c.mp4",
+               "features": "/old/d/features/ab/abcd.safetensors"}
+    assert set(written) == set(DATA_LAYOUT)
+    for path in written.values():
+        assert in_data(path, "/new/e") == "/new/e" + path.removeprefix("/old/d")
+    for other in ("/footage/take.wav", "/new/e/audio/s.wav", "relative/audio/s.wav"):  # (stage values only: a
+        assert in_data(other, "/new/e") == other                                        # source's path is no one)
