@@ -18,6 +18,7 @@ name does not resolve (offline, without a proxy) fails at once, before the hub c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -31,7 +32,7 @@ from typing import Any
 
 from lipsyncctl import paths, progress
 from lipsyncctl.checkpoints.registry import LocalState, ModelEntry, ModelFile, expected_sha256
-from lipsyncctl.errors import CheckpointError, MissingModelError
+from lipsyncctl.errors import CheckpointError, MissingModelError, WriteError
 from lipsyncctl.folders import missing_folders, remove_empty
 
 _CHUNK = 1 << 20
@@ -172,20 +173,24 @@ def _fetch_each(entry: ModelEntry, mdir: Path, state: LocalState, result: FetchR
                 continue
             sha, origin = expected_sha256(entry, f, state)
             # a file not checked at its present size and time (a hand copy, one damaged or replaced since) is
-            # hashed: a wrong one is set aside and downloaded again (it was "present", the registry's hash shown)
+            # hashed: a wrong one is set aside and downloaded again (it was "present", the registry's hash shown);
+            # not in a folder this fetch cannot write (a read-only install: nothing to repair there, nor a check
+            # to remember: each fetch hashed gigabytes, then failed to save it; `models verify` checks it)
             problem = None
-            if sha is not None and not state.still_checked(entry.name, f.path, dest, sha):
+            if sha is not None and os.access(dest.parent, os.W_OK) and \
+                    not state.still_checked(entry.name, f.path, dest, sha):
                 digest = sha256_file(dest, f"hash {entry.name}/{f.path}")
                 if (problem := _problem(f, digest, sha)) is None:
                     state.mark_checked(entry.name, f.path, dest, sha)
-                    state.save()
+                    with contextlib.suppress(OSError, WriteError):  # (a cache of checks: done again where it cannot be kept)
+                        state.save()
             if problem is None:
                 result.files.append(FetchedFile(f.path, dest, "present", dest.stat().st_size, sha, origin))
                 continue
             bad = dest.with_name(dest.name + ".corrupt")
             os.replace(dest, bad)
-            progress.warning(f"{entry.name}/{f.path} is not the expected file ({problem}): kept as {bad}, "
-                             "downloaded again")
+            progress.warning(f"{entry.name}/{f.path} is not the expected file ({problem}): kept as {bad}; "
+                             "downloading it again")
         # The marker stands from before the file reaches its name until its check passed: a file under its
         # name is a checked one unless the marker says otherwise (the hub's download renames it into place).
         marker.parent.mkdir(parents=True, exist_ok=True)

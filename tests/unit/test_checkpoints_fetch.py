@@ -485,6 +485,16 @@ def test_a_present_file_that_is_not_the_expected_one_is_downloaded_again(hub_env
     said = [e for e in sink.events if e[0] == "message" and e[1].startswith(progress.WARNING_PREFIX)]
     assert len(said) == 1 and "y/y.pt is not the expected file (sha256 " in said[0][1] and "kept as" in said[0][1]
     assert fetch_model(reg.get("y"), models_dir=mdir).files[0].status == "present"
+    # a folder this fetch cannot write (a read-only install): present as before, not hashed, nothing written (each
+    # fetch hashed gigabytes, then failed to save the check: exit 1)
+    import os
+
+    (mdir / "local.yaml").unlink()
+    hashed.clear()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == dest.parent else real_access(p, mode))
+    assert fetch_model(reg.get("y"), models_dir=mdir).files[0].status == "present"
+    assert hashed == [] and not (mdir / "local.yaml").exists()
 
 
 def test_a_second_fetch_into_one_models_folder_waits_for_the_first(hub_env, tmp_path: Path) -> None:
