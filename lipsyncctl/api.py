@@ -455,11 +455,12 @@ def curate_forget(data: str | Path, sources: str | Path | Sequence[str | Path],
                   dry_run: bool = False) -> CurateResult:
     """Take ``sources`` (ids, paths as curated, or folders of them) out of a curated dataset: their records and every
     file curate made of them in DATA, then the views rebuilt without them (``lipsyncctl curate forget``; the
-    source files are not touched). The result's ``forgotten`` lists them. ``dry_run``: what would go, nothing
-    removed or written."""
+    source files are not touched), with ``config``'s curate settings (None: those the views were written with).
+    The result's ``forgotten`` lists them. ``dry_run``: what would go, nothing removed or written."""
     from lipsyncctl.curation.forget import forget_sources
 
-    return forget_sources(data, _paths(sources), _as_config(config), wait=wait, dry_run=dry_run)
+    return forget_sources(data, _paths(sources), None if config is None else _as_config(config), wait=wait,
+                          dry_run=dry_run)
 
 
 def is_curated(data: str | Path) -> bool:

@@ -41,7 +41,7 @@ Examples:
 `curate report DATA` runs no stage: it takes --preset, --set, --dry-run, --wait (and the global --json).
 `curate forget DATA SOURCE...` takes sources (an id or path as curated, or a folder of them) out of DATA: their
 records and every file curate made of them (the source files are not touched: remove them from the inputs too),
-then rebuilds the views as `curate report` does; it takes the same options.
+then rebuilds the views with the settings they were written with (or --preset/--set); it takes report's options.
 
 \b
 Stages (each idempotent; its measurements are stored and reused while its inputs and settings are unchanged; a rerun after a crash or kill continues where it stopped):
@@ -119,7 +119,9 @@ def curate_cmd(
                              "SOURCE...", hint="a source's id or path as curated (report.json lists both), or a "
                              "folder of them")
         _refuse_stage_options(ctx, "forget")
-        result = api.curate_forget(inputs[1], inputs[2:], config, wait=wait, dry_run=dry_run)
+        # (no --preset/--set: the settings the views were written with; forgetting a source changes no other decision)
+        result = api.curate_forget(inputs[1], inputs[2:], config if preset or sets else None, wait=wait,
+                                   dry_run=dry_run)
     elif data is None:
         raise UsageError("Missing option '--output' / '-o'", hint="lipsyncctl curate RAW... -o DATA" + (
             " (a path named report is here, so `report` was read as an input; `curate report DATA` takes a "

@@ -232,6 +232,24 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
                       "train reads one resolution; rerun curate on their sources")
 
 
+def views_config(data: Path) -> Config:
+    """The configuration whose ``curate`` section is the one ``data``'s views were last written with (its
+    ``curate.yaml``; the defaults where it cannot be read, or holds what this version refuses): what a change that
+    is not about the settings (``curate forget``) decides with."""
+    import yaml
+
+    from lipsyncctl.config import resolve
+    from lipsyncctl.errors import ConfigError
+
+    try:
+        doc = yaml.safe_load((data / "curate.yaml").read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and isinstance(doc.get("curate"), dict):
+            return resolve({"curate": doc["curate"]})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
+        pass
+    return resolve()
+
+
 def _last_until(views_yaml: Path) -> str | None:
     """The last stage the runs behind the views went up to (their ``curate.yaml``), None where it does not say."""
     import yaml

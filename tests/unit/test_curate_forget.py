@@ -92,3 +92,50 @@ def test_a_source_that_matches_nothing_removes_nothing(curated: dict[str, Path],
     assert "--until does not apply to `curate forget`" in capsys.readouterr().err
     assert main(["curate", "forget", str(tmp_path / "none"), anna]) == 5
     assert _hashes(data) == before
+
+
+def test_an_interrupted_forget_is_finished_by_the_same_command(curated: dict[str, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The records went first: killed after them, the withdrawn speaker's files stayed with nothing naming them, and
+    the same command said "nothing was removed" (exit 2). The files go first now."""
+    data = _copy(curated, tmp_path)
+    (anna,) = [rid for rid, path in _sources(data).items() if "/anna/" in path]
+    files = [p for p in data.rglob("*") if p.is_file() and anna in str(p) and ".lipsyncctl" not in p.parts]
+    real = Path.unlink
+
+    def killed(self: Path, missing_ok: bool = False) -> None:  # (killed as the first file went)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        api.curate_forget(data, [anna])
+    monkeypatch.setattr(Path, "unlink", real)
+    assert anna in _sources(data)  # its records are still there: the rerun finds it
+    assert [f["id"] for f in api.curate_forget(data, [anna]).forgotten] == [anna]
+    assert anna not in _sources(data) and not any(p.exists() for p in files)
+
+
+def test_forget_keeps_the_settings_the_views_were_written_with_and_files_other_sources_name(
+        curated: dict[str, Path], tmp_path: Path) -> None:
+    """Without --preset/--set it re-decided the dataset with the defaults (other thresholds, another split); a file
+    another source's clip names too (a features file named by its sound: multicam angles) was removed with it."""
+    import yaml
+
+    data = _copy(curated, tmp_path)
+    api.curate_report(data, cfg.resolve("tiny", ["curate.val_fraction=0.5", "curate.split_seed=7"]))
+    before = yaml.safe_load((data / "curate.yaml").read_text())["curate"]
+    (anna,) = [rid for rid, path in _sources(data).items() if "/anna/" in path]
+    (ben,) = [rid for rid in _sources(data) if rid != anna]
+    store = RecordStore.of(data)
+    kept = data / "features" / "ab" / "ab12.safetensors"  # one sound, one features file: both clips name it
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"features")
+    for source in (anna, ben):
+        (clip_id,) = store.ids(f"clips/{source}")
+        raw = store.load(f"clips/{source}", clip_id)
+        raw["stages"]["features"] = {"key": "k", "data": {"features": str(kept)}, "error": None}
+        store.save(f"clips/{source}", clip_id, raw)
+    result = api.curate_forget(data, [anna])
+    assert yaml.safe_load((data / "curate.yaml").read_text())["curate"] == before
+    assert not any("settings" in w for w in result.warnings)
+    assert kept.is_file() and anna not in _sources(data)
