@@ -353,7 +353,7 @@ def sync_clip(
             source = stream.reader(reader) if stream is not None else reader  # one decode when the pass streams
             done: list[Any] = []  # (faces, no_face_out, run_yaml) from settle()
 
-            def settle(final: Path) -> None:
+            def settle(final: Path, matte_final: Path | None) -> None:
                 whole = faces
                 if stream is not None:
                     whole = stream.result()  # done, or nearly: the render has asked for the frames it shows
@@ -362,7 +362,7 @@ def sync_clip(
                 said, no_face = _face_warnings(whole, plan, first)
                 warnings[said_at:said_at] = said
                 done.extend([whole, no_face, _write_run_yaml(output, config, plan, video, audio, networks, whole,
-                                                             plan.num_frames - no_face, final)])
+                                                             plan.num_frames - no_face, final, matte_final)])
 
             _render_and_write(source, vinfo, plan, faces, features, networks, config, clock, video, audio, output,
                               matte_out, settle, timecode=_output_timecode(info, plan, output),
@@ -390,8 +390,9 @@ def sync_clip(
 
 def _stale_matte(output: Path, inputs: list[Path]) -> Path | None:
     """The matte of the take at ``output`` that a render without ``--matte`` replaces (removed once the new take is
-    in place: it no longer matches it): only one the take's record says its render wrote (``OUT.matte.EXT`` of
-    another origin, a compositor's roto sequence, an input named so, is not lipsyncctl's to remove)."""
+    in place: it no longer matches it): only the file the take's record says its render wrote (``OUT.matte.EXT`` of
+    another origin, a compositor's roto put in its place since, an input named so, is not lipsyncctl's to remove;
+    an image sequence's frames are not recorded: its record's matte flag says)."""
     import yaml
 
     from lipsyncctl.media.atomic import same_file
@@ -400,10 +401,14 @@ def _stale_matte(output: Path, inputs: list[Path]) -> Path | None:
     matte = matte_path(output)
     if not exists(output) or not exists(matte) or any(same_file(matte, p) for p in inputs):
         return None
+    from lipsyncctl.runner.store import same_content
+
     try:
         made = yaml.safe_load(run_yaml_path(output).read_text(encoding="utf-8"))
         ours = Path(str(made["output"])).name == output.name and made["config"]["output"]["matte"] is True
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        wrote = (made.get("contents") or {}).get("matte")  # (a record of before: the matte flag alone)
+        ours = ours and (wrote is None or same_content(wrote, matte) is True)  # (replaced since: another tool's)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError):
         ours = False
     return matte if ours else None
 
@@ -441,11 +446,11 @@ def _face_warnings(faces: FacePlan, plan: ClipPlan, first: int) -> tuple[list[st
 
 def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: FacePlan | FaceStream, features: Any,
                       networks: Networks, config: Config, clock: _Clock, video: Path, audio: Path,
-                      output: Path, matte_out: Path | None, settle: Callable[[Path], None],
+                      output: Path, matte_out: Path | None, settle: Callable[[Path, Path | None], None],
                       timecode: tuple[str, str | None] | None = None, audio_stream: int | None = None,
                       audio_start: Fraction = Fraction(0), start_number: int = 1, overwrite: bool = True) -> None:
     """Steps 4-8 and the mux: everything is written in a hidden folder beside ``output``; ``settle`` (the face pass's end,
-    ``OUT.run.yaml``) runs, given the finished file, and only then is it renamed into place: a failure or Ctrl-C before leaves no
+    ``OUT.run.yaml``) runs, given the finished file and matte, and only then are they renamed into place: a failure or Ctrl-C before leaves no
     ``output``, so a rerun of the same command starts again. A write failure there (disk full...) is a
     :class:`~lipsyncctl.errors.WriteError` naming ``output`` and about the space the render needs. An image
     sequence ``output`` (numbered from ``start_number``) gets no sound; its files are moved into place last
@@ -502,7 +507,7 @@ def _render_and_write(reader: Any, vinfo: VideoInfo, plan: ClipPlan, faces: Face
                 for path in (output, matte_out):
                     if path is not None and exists(path):
                         raise taken_error(path)
-            settle(final)
+            settle(final, matte_tmp)
             place = replace_sequence if sequence else os.replace if overwrite else move_new
             if matte_out is not None and matte_tmp is not None:
                 place(matte_tmp, matte_out)
@@ -642,7 +647,7 @@ def _audio_features(networks: Networks, mono: np.ndarray, plan: ClipPlan, folder
 
 
 def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, audio: Path,
-                    networks: Networks, faces: FacePlan, found: int, final: Path) -> Path:
+                    networks: Networks, faces: FacePlan, found: int, final: Path, matte: Path | None) -> Path:
     """``found``: the output's frames with a face (``--json``'s ``faces_found``; the pass also read frames past the
     cut, which the output does not have). ``final``: the finished output, about to be renamed into place: its
     contents are recorded too (``--batch`` tells an output emptied or cut short since from a finished one; an image
@@ -658,7 +663,9 @@ def _write_run_yaml(output: Path, config: Config, plan: ClipPlan, video: Path, a
     return write_run_yaml(output, config, plan.to_dict(), {"video": os.path.abspath(video), "audio": os.path.abspath(audio)},
                           dict(networks.files),
                           {"contents": {"video": content_record(video), "audio": content_record(audio),
-                                        **({} if is_image_sequence(output) else {"output": content_record(final)})},
+                                        **({} if is_image_sequence(output) else {"output": content_record(final)}),
+                                        **({"matte": content_record(matte)} if matte and not is_image_sequence(output)
+                                           else {})},
                            "faces": {"detector": faces.detector, "select": faces.selection,
                                      "track_id": faces.track_id, "found": found},
                            "threads": {"torch": torch.get_num_threads(), "encoder": ENCODER_THREADS}})

@@ -244,6 +244,11 @@ def test_odd_size_keeps_its_size_with_a_matte(odd_clip, models_dir: Path, tmp_pa
     roto.write_bytes(b"a roto matte of the compositor's")
     assert main([*_sync(odd_clip, out), "-y"]) == 0
     assert roto.read_bytes() == b"a roto matte of the compositor's"
+    # nor one put in the place of a matte a take wrote (its record keeps the matte's size and first and last MiB)
+    assert main([*_sync(odd_clip, out), "--matte", "-y"]) == 0
+    roto.write_bytes(b"a roto matte of the compositor's")
+    assert main([*_sync(odd_clip, out), "-y"]) == 0
+    assert roto.read_bytes() == b"a roto matte of the compositor's"
 
 
 def test_sigterm_cleans_up_like_ctrl_c(media, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
