@@ -84,7 +84,9 @@ def _exports(*kinds: str) -> re.Pattern[str]:
     from lipsyncctl.training.state import EXPORT_NAMES
 
     names = "|".join(re.escape(name) for kind in kinds for name in EXPORT_NAMES[kind])
-    return re.compile(rf"^\.?({names})(\.new)?$")  # (a file being replaced: .NAME.new)
+    # (a file being replaced: .NAME.new; the writers' temporaries of either, a killed export's: ..NAME.new.PID.tmp,
+    # ..NAME.new.tmp-PID)
+    return re.compile(rf"^\.{{0,2}}({names})(\.new)?(\.\d+\.tmp|\.tmp-\d+)?$")
 
 
 #: the folders and files a training run writes in ``RUN/``, and in each folder what of it is the run's (a pattern

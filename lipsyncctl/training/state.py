@@ -70,8 +70,9 @@ def interrupted_hint(run: Path) -> str:
         hint = f"continue it: the same command with --resume latest (from its checkpoint at step {step})"
         exported = _export_step(run)
         if exported is not None and exported < step:  # (the hand-off to sync would render older weights, unsaid)
-            hint += (f"; {run / 'export'} holds step {exported}'s weights, the latest are "
-                     f"{folder / 'model.safetensors'} (model.checkpoint= for sync, --init for a new run)")
+            hint += f"; {run / 'export'} holds step {exported}'s weights, older than the checkpoint's"
+            hint += (f" ({folder / 'model.safetensors'}: model.checkpoint= for sync, --init for a new run)"
+                     if _plain_unet(run) else " (the resumed run writes a new export at its end)")
         return hint
     return "rerun the same command: nothing was checkpointed, so it starts the run again"
 
@@ -80,7 +81,7 @@ def _export_step(run: Path) -> int | None:
     """The step of the weights in ``RUN/export/`` (its safetensors header), None without one."""
     import json
 
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from lipsyncctl.checkpoints.io import LIPSYNCCTL_META_KEY
 
@@ -89,9 +90,21 @@ def _export_step(run: Path) -> int | None:
         try:
             with safe_open(str(path), framework="pt") as f:
                 return int(json.loads((f.metadata() or {})[LIPSYNCCTL_META_KEY])["global_step"])
-        except Exception:  # noqa: BLE001 - not there, not ours, no step: nothing to say
+        except (OSError, SafetensorError, KeyError, TypeError, ValueError):  # not there, not ours, no step
             continue
     return None
+
+
+def _plain_unet(run: Path) -> bool:
+    """Whether ``run`` trains a UNet's own weights (its checkpoints' ``model.safetensors`` is what ``sync`` loads:
+    not a SyncNet's, nor a LoRA run's, whose adapters only its export merges), by its ``train.yaml``."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load((run / "train.yaml").read_text(encoding="utf-8"))
+        return doc.get("kind", "unet") == "unet" and not (doc.get("run") or {}).get("lora_rank")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return False
 
 
 def find_resume(run: Path, resume: str) -> Path:

@@ -327,6 +327,8 @@ def test_a_run_folder_holding_the_users_files_is_refused_and_y_removes_only_what
         (repo / "checkpoints" / "step-000003" / name).write_bytes(b"x")
     (repo / "export").mkdir()
     (repo / "export" / "unet.safetensors").write_bytes(b"x")
+    (repo / "export" / "..latentsync_unet.pt.new.4242.tmp").write_bytes(b"a killed export's")  # (gigabytes)
+    (repo / "export" / "..unet.safetensors.new.tmp-4242").write_bytes(b"a killed export's")
     (repo / "export" / "my_notes.txt").write_text("mine")
     (repo / "tb").mkdir()
     (repo / "tb" / "events.out.tfevents.1.host").write_bytes(b"x")
@@ -516,9 +518,18 @@ def test_an_interrupted_train_says_how_to_go_on(tmp_path: Path, monkeypatch: pyt
     (run / "export").mkdir()
     write_safetensors(run / "export" / "unet.safetensors", {"w": torch.zeros(1)},
                       weights_header("unet", {}, "x", 2))
+    import yaml
+
+    (run / "train.yaml").write_text(yaml.safe_dump(tc.resolve_train_config("tiny").to_dict()))
     assert main(args) == 130
     err = " ".join(capsys.readouterr().err.split())
-    assert f"{run / 'export'} holds step 2's weights, the latest are {step / 'model.safetensors'}" in err
+    assert (f"{run / 'export'} holds step 2's weights, older than the checkpoint's ({step / 'model.safetensors'}: "
+            "model.checkpoint= for sync") in err
+    # a LoRA run's checkpoint holds its adapters unmerged (sync refuses it): not offered to sync
+    (run / "train.yaml").write_text(yaml.safe_dump(tc.resolve_train_config("tiny", ["run.lora_rank=4"]).to_dict()))
+    assert main(args) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "older than the checkpoint's (the resumed run writes a new export at its end)" in err
 
 
 def test_model_paths_are_stored_absolute_and_older_relative_runs_still_resume(tmp_path: Path,
