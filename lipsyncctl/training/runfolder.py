@@ -223,7 +223,9 @@ def check_run_folder(run: Path, cfg: TrainConfig, resume: str | None, overwrite:
 def _stopped_before_first_checkpoint(run: Path) -> bool:
     """Nothing in ``run`` to resume or keep: no complete checkpoint, no export (only train.yaml and logs), and the
     run that wrote it is gone (a run still going before its first checkpoint looks the same: a second launch of the
-    same command must not take its folder)."""
+    same command must not take its folder). Called while holding the run folder's lock, which a live run holds:
+    a writer of another host or process space (a requeued container, an earlier version's record) is taken as gone;
+    one of this host is looked for by its pid too (a file system without locks)."""
     import yaml
 
     from lipsyncctl.media.atomic import host_tag, pid_alive
@@ -235,8 +237,7 @@ def _stopped_before_first_checkpoint(run: Path) -> bool:
         writer = (yaml.safe_load((run / "train.yaml").read_text()) or {}).get("writer") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         writer = {}
-    live = writer.get("host") == host_tag() and pid_alive(int(writer.get("pid") or 0))
-    return not live and writer.get("host") in (host_tag(), None)  # (another host's: its process cannot be seen)
+    return not (writer.get("host") == host_tag() and pid_alive(int(writer.get("pid") or 0)))
 
 
 def _same_run(run: Path, cfg: TrainConfig, data: Path | None) -> bool:

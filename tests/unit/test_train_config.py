@@ -339,7 +339,7 @@ def test_a_run_folder_holding_the_users_files_is_refused_and_y_removes_only_what
 
 
 def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: str = "data",
-                                         pid: int | None = None) -> None:
+                                         pid: int | None = None, host: str | None = None) -> None:
     """What Ctrl-C before the first save leaves: train.yaml (as the loop writes it, by a process now gone), logs,
     no checkpoint. ``pid``: the process that wrote it (a run still going)."""
     import yaml
@@ -353,7 +353,8 @@ def _stopped_before_its_first_checkpoint(run: Path, cfg: tc.TrainConfig, data: s
     (run / "checkpoints" / ".step-000003.tmp").mkdir(parents=True)  # a save cut short: not a checkpoint
     (run / "train.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash(),
                                                     "data": {**cfg.to_dict()["data"], "path": data},
-                                                    "writer": {"host": host_tag(), "pid": pid or _dead_pid()}}))
+                                                    "writer": {"host": host or host_tag(),
+                                                               "pid": pid or _dead_pid()}}))
 
 
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path: Path) -> None:
@@ -381,6 +382,11 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     with pytest.raises(UsageError, match="already holds a training run"):
         prepare_run_folder(live, cfg, None, False, Path("data"))
     assert (live / "train.yaml").is_file() and (live / "tb" / "events.out.tfevents.1700000000.host.1.0").is_file()
+    # written in another process space (a requeued container: its pids cannot be seen) or by an earlier version
+    # (4 hex digits): gone, since a live run would hold the folder's lock (it was refused, hinting at --resume)
+    requeued = tmp_path / "requeued"
+    _stopped_before_its_first_checkpoint(requeued, cfg, pid=os.getpid(), host="ab12")
+    assert prepare_run_folder(requeued, cfg, None, False, Path("data")) is None
     # a change a resume would accept too (run.max_steps) is the same run
     with progress.use_sink(progress.RecordingSink()) as sink:
         assert prepare_run_folder(run, tc.resolve_train_config("tiny", ["run.max_steps=9"]), None, False,
