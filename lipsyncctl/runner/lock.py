@@ -90,6 +90,7 @@ class _Flock:
         self.path = path
         self.shared = shared
         self.fd: int | None = None
+        self.readonly = False  # another user's lock file, opened for reading: flock'd all the same, not written
 
     def take(self) -> bool:
         """Try once without blocking; True when held. A file that was removed or replaced between our
@@ -97,6 +98,14 @@ class _Flock:
         while True:
             try:  # (never through a link: the lock file is written, then removed)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+                self.readonly = False
+            except PermissionError as denied:  # another user's file (0644 by their umask) in a shared folder: a
+                # read-only descriptor locks too (it was not locked at all there)
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except OSError:  # (none to open: a folder this process cannot write)
+                    raise denied from None
+                self.readonly = True
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
@@ -126,6 +135,8 @@ class _Flock:
 
     def write(self, holder: Holder) -> None:
         assert self.fd is not None
+        if self.readonly:  # (the refused run's message then names no holder)
+            return
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, json.dumps(asdict(holder)).encode() + b"\n", 0)
 
@@ -384,9 +395,12 @@ def taking_turns(lock_file: Path, *, waiting: str | None = None) -> Iterator[Non
                 said = True
             time.sleep(POLL_SECONDS / 5)
         lock.write(Holder.me())
-    except OSError as exc:
+    except OSError as exc:  # (no lock file can be made here: a folder this process cannot write)
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES, errno.EROFS):
             raise
+        if waiting is not None and exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            progress.warning(f"{lock_file.parent}: this file system cannot lock files ({exc.strerror}); make sure "
+                             "no other run writes there now")
     try:
         yield
     finally:

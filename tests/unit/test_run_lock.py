@@ -221,3 +221,40 @@ def test_a_lock_file_is_never_written_through_a_link(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="run.lock is not a lock file"), folder_lock(tmp_path / "out"):
         pass
     assert victim.read_text() == "user data" and (tmp_path / ".x.run.yaml.lock").is_symlink()
+
+
+def test_another_users_lock_file_locks_through_a_read_only_descriptor(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a shared folder another user's lock file (0644 by their umask) cannot be opened for writing: the block ran
+    unlocked, beside the other user's. It is flock'd through a read-only descriptor now."""
+    import fcntl
+    import os
+    import threading
+
+    from lipsyncctl.runner.lock import taking_turns
+
+    lock = tmp_path / ".fetch.lock"
+    lock.write_text("")
+    real = os.open
+
+    def as_another_user(path, flags, *args):  # type: ignore[no-untyped-def]
+        if str(path) == str(lock) and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", as_another_user)
+    theirs = real(str(lock), os.O_RDONLY)
+    fcntl.flock(theirs, fcntl.LOCK_EX)  # the other user's run holds it
+    entered = threading.Event()
+
+    def mine() -> None:
+        with taking_turns(lock):
+            entered.set()
+
+    thread = threading.Thread(target=mine)
+    thread.start()
+    assert not entered.wait(1.0)  # it waits (it ran at once)
+    fcntl.flock(theirs, fcntl.LOCK_UN)
+    os.close(theirs)
+    thread.join(10)
+    assert entered.is_set()
