@@ -551,10 +551,14 @@ def check_face_detector(config: Config, models_dir: Path) -> list[Check]:
 def check_train_preset(config: TrainConfig, probe: gpu_mod.GpuProbe) -> list[Check]:
     """The training VRAM estimate (:func:`lipsyncctl.training.memory.estimate_training_memory`) against the
     GPU with the most free memory; informative only (a training run is not what doctor gates)."""
+    from lipsyncctl.errors import ConfigError
     from lipsyncctl.training.memory import estimate_training_memory
 
     name = f"train preset {config.name}"
-    mem = estimate_training_memory(config)
+    try:
+        mem = estimate_training_memory(config)
+    except ConfigError as exc:  # (a model.trainable part that names no parameter: a row, not the whole report)
+        return [Check(name, "fail", exc.message, exc.hint or "")]
     other = mem.full if mem.checkpointing else mem.checkpointed
     detail = (f"needs about {mem.total_gb:.1f} GiB VRAM per process (estimate, {mem.precision}, checkpointing "
               f"{'on' if mem.checkpointing else 'off'}; {other.total:.1f} GiB with it "

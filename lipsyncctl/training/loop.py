@@ -195,9 +195,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
         torch.cuda.set_device(device)  # accelerate's one process takes the current GPU: --device cuda:N's
     resolve_files(cfg)  # a missing --init file (exit 5) or model (exit 4), before the data is read
     if cfg.kind == "unet":  # a model.trainable part that names no parameter (exit 3), before the networks load
-        from lipsyncctl.checkpoints import archs
-
-        trainable.check_for_config(archs.load_unet_config(cfg.model.unet_config), cfg.model.trainable)
+        trainable.check_for_config(cfg.model.unet_config, cfg.model.trainable)
     import datetime
 
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,

@@ -187,7 +187,8 @@ class TrainMemory:
 
 
 @functools.lru_cache(maxsize=16)
-def _meta_unet(unet_config: str) -> nn.Module:
+def meta_unet(unet_config: str) -> nn.Module:
+    """The UNet architecture ``unet_config`` (a name or file) built on the meta device: no memory, no weights."""
     import torch
 
     from lipsyncctl.checkpoints import archs
@@ -228,7 +229,7 @@ def _lora_params(unet_config: str, rule: tuple[str, ...], rank: int) -> int:
     """Parameters of rank-``rank`` adapters on the attention projections ``rule`` selects (A: r x in, B: out x r)."""
     from lipsyncctl.training.lora import target_modules
 
-    model = _meta_unet(unet_config)
+    model = meta_unet(unet_config)
     modules = dict(model.named_modules())
     return sum(rank * (modules[n].in_features + modules[n].out_features) for n in target_modules(model, rule))
 
@@ -313,7 +314,7 @@ def unet_activation_bytes(unet_config: str, rule: tuple[str, ...], *, resolution
                           batch: int, bits: int) -> UNetActivations:
     """What a UNet keeps for backward in one micro-step (see the module docstring). Units before the first
     one with trained parameters keep nothing (no gradient flows there)."""
-    model = _meta_unet(unet_config)
+    model = meta_unet(unet_config)
     latent = resolution // 8
     act_bytes = bits // 8
     full = ckpt = biggest = 0.0
@@ -469,7 +470,7 @@ def estimate_training_memory(cfg: TrainConfig, *, free_gb: float | None = None) 
     from lipsyncctl.training import trainable
 
     rule = tuple(cfg.model.trainable)
-    meta = _meta_unet(cfg.model.unet_config)
+    meta = meta_unet(cfg.model.unet_config)
     trainable.check_rule((name for name, _ in meta.named_parameters()), rule)  # (a typo counted nothing, in silence)
     counts = trainable.count(meta.named_parameters(), rule)
     unet_params = counts.params + counts.frozen_params

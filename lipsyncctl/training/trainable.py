@@ -69,18 +69,13 @@ def check_rule(names: Iterable[str], rule: Sequence[str]) -> None:
                           "attentions. (the stage-2 presets' model.trainable); [] trains every parameter")
 
 
-def check_for_config(unet_config: object, rule: Sequence[str]) -> None:
-    """:func:`check_rule` on a UNet architecture built on the meta device (no memory, no weights): a typo is said
-    before the networks load (minutes for the full UNet) and by the memory estimate (``doctor``), which counted
-    nothing trained in silence."""
-    import torch
-
-    from lipsyncctl.nets.unet import UNet3DConditionModel
+def check_for_config(unet_config: str, rule: Sequence[str]) -> None:
+    """:func:`check_rule` on the UNet architecture ``unet_config`` (a name or file) built on the meta device (no
+    memory, no weights): a typo is said before the networks load (minutes for the full UNet)."""
+    from lipsyncctl.training.memory import meta_unet
 
     if rule:
-        with torch.device("meta"):
-            model = UNet3DConditionModel(unet_config)  # type: ignore[arg-type]
-        check_rule((name for name, _ in model.named_parameters()), rule)
+        check_rule((name for name, _ in meta_unet(unet_config).named_parameters()), rule)
 
 
 def count(named: Iterable[tuple[str, nn.Parameter]], rule: Sequence[str]) -> TrainableCount:

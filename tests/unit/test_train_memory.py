@@ -252,6 +252,13 @@ def test_doctor_row_without_gpu() -> None:
     assert row.data["estimate"]["total_gb"] == pytest.approx(29.0, abs=0.05)
 
 
+def test_doctor_row_of_a_trainable_typo_is_a_failed_row() -> None:
+    """A model.trainable part that names no parameter stopped the whole doctor report (exit 3): one row now."""
+    config = resolve_train_config("stage2", ["model.trainable=[motion_modules.,atention.]"])
+    (row,) = checks.check_train_preset(config, gpu.GpuProbe([], "test", None))
+    assert row.status == "fail" and "'atention.' matches no parameter" in row.detail and row.hint
+
+
 @pytest.mark.parametrize("free_gib,status", [(80.0, "ok"), (20.0, "warn")])
 def test_doctor_row_against_free_memory(free_gib: float, status: str) -> None:
     card = gpu.GpuInfo(0, "Fake", (8, 6), int(24 * GiB), int(free_gib * GiB), "nvml")
