@@ -196,9 +196,15 @@ def save_checkpoint(
     barrier()
     if not is_main:
         return None
+    try:  # on disk before its name says complete (a power cut left empty files that --resume latest took)
+        _flush(tmp)
+    except OSError as exc:  # (a full disk or quota said only now: NFS, delayed allocation)
+        written = _folder_size(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_write_error(final, exc, written, _last_checkpoint_size(run), keep, first=not list_checkpoints(run))
+        raise
     if final.exists():
         shutil.rmtree(final)
-    _flush(tmp)  # on disk before its name says complete (a power cut left empty files that --resume latest took)
     os.replace(tmp, final)
     _flush(final.parent, files=False)
     for _, old in list_checkpoints(run)[:-keep]:

@@ -648,3 +648,25 @@ def test_train_needs_a_preset_except_to_resume_a_run_as_it_was_configured(tmp_pa
     (run / "train.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "stream_hash": cfg.stream_hash()}))
     assert main(["train", "--data", str(data), "-o", str(run), "--resume", "latest"]) == 2
     assert seen and seen[0].stream_hash() == cfg.stream_hash()
+
+
+def test_a_full_disk_said_at_the_sync_of_a_checkpoint_leaves_nothing(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC reported late, at fsync (NFS, delayed allocation), was a plain OSError (exit 1 without the space hint)
+    and left the half-made .step-N.tmp."""
+    import errno
+
+    import torch
+
+    from lipsyncctl.errors import WriteError
+    from lipsyncctl.training import state
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WriteError):
+        state.save_checkpoint(tmp_path, 3, model=torch.nn.Linear(2, 2), kind="unet", arch={}, arch_name="x",
+                              state={"step": 3}, rng={}, rank=0, is_main=True, barrier=lambda: None, keep=2)
+    assert not (tmp_path / "checkpoints" / ".step-000003.tmp").exists()
+    assert not (tmp_path / "checkpoints" / "step-000003").exists()
