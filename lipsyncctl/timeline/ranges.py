@@ -143,7 +143,8 @@ def _spec(path: Path, number: int, item: Any) -> RangeSpec:
 
 def _check_options(where: str, options: dict[str, Any]) -> None:
     """Raise ConfigError for a value the shot options would not read (the `set` list is parsed here too)."""
-    from lipsyncctl.config import overrides_from_sets, parse_point
+    from lipsyncctl.config import overrides_from_sets
+    from lipsyncctl.timeline.shots import face_point, finite_number
 
     def bad(key: str, expected: str) -> ConfigError:
         return ConfigError(f"{where}: {key} {options[key]!r}: expected {expected}", hint=_OPTIONS_HINT)
@@ -153,17 +154,21 @@ def _check_options(where: str, options: dict[str, Any]) -> None:
     if "face" in options and (isinstance(options["face"], bool) or not isinstance(options["face"], int)
                               or options["face"] < 0):
         raise bad("face", "a face track id (0, 1, ...)")
-    for key in ("audio_offset", "guidance"):
-        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int | float)
-                               or not math.isfinite(options[key])):
-            raise bad(key, "a finite number" + (" of seconds" if key == "audio_offset" else ""))
+    for key in ("audio_offset", "guidance"):  # (read as the shot options read them, strings aside)
+        if key in options:
+            try:
+                if isinstance(options[key], str):
+                    raise ValueError
+                finite_number(options[key], key)
+            except (TypeError, ValueError):
+                raise bad(key, "a finite number" + (" of seconds" if key == "audio_offset" else "")) from None
     if "steps" in options and (isinstance(options["steps"], bool) or not isinstance(options["steps"], int)):
         raise bad("steps", "a whole number")
-    face_at = options.get("face_at")
-    if "face_at" in options and not (isinstance(face_at, str) and parse_point(face_at) is not None) and not (
-            isinstance(face_at, list | tuple) and len(face_at) == 2 and all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in face_at)):
-        raise bad("face_at", '[x, y] or "X,Y" in pixels')
+    if "face_at" in options:
+        try:
+            face_point(options["face_at"])
+        except (TypeError, ValueError):
+            raise bad("face_at", '[x, y] or "X,Y" in pixels') from None
     if "set" in options:
         sets = options["set"]
         if isinstance(sets, dict):

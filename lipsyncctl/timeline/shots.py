@@ -117,31 +117,41 @@ def shot_options(item: Any) -> ShotOptions:
         return ShotOptions(
             enabled=None if raw.get("enabled") is None else bool(raw["enabled"]),
             face_id=None if raw.get("face") is None else int(raw["face"]),
-            face_at=None if raw.get("face_at") is None else _point(raw["face_at"]),
-            guidance=None if raw.get("guidance") is None else _finite(raw["guidance"], "guidance"),
+            face_at=None if raw.get("face_at") is None else face_point(raw["face_at"]),
+            guidance=None if raw.get("guidance") is None else finite_number(raw["guidance"], "guidance"),
             steps=None if raw.get("steps") is None else int(raw["steps"]),
             length_policy=raw.get("length_policy"),
             sets=tuple(str(s) for s in raw.get("set", ())),
-            audio_offset=None if raw.get("audio_offset") is None else _finite(raw["audio_offset"], "audio_offset"),
+            audio_offset=None if raw.get("audio_offset") is None else finite_number(raw["audio_offset"], "audio_offset"),
         )
     except (TypeError, ValueError, IndexError) as exc:
         raise EditOptionError(f"{where}: bad lipsync option ({exc})") from None
 
 
-def _finite(value: Any, key: str) -> float:
-    """``value`` as a finite number (NaN or an infinity, as YAML's .nan or JSON's NaN reads, failed deep in the
-    render: an internal error)."""
+def finite_number(value: Any, key: str) -> float:
+    """A shot option's number (``--segments``, an edit's metadata): finite (NaN or an infinity, as YAML's .nan or
+    JSON's NaN reads, failed deep in the render: an internal error), not a boolean (YAML's true is no number).
+
+    Raises:
+        ValueError: saying which.
+    """
     import math
 
+    if isinstance(value, bool):
+        raise ValueError(f"{key} {value!r} is not a number")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{key} {value!r} is not a finite number")
     return number
 
 
-def _point(value: Any) -> tuple[float, float]:
-    """``face_at`` as ``(x, y)``: ``[x, y]``, or ``"X,Y"`` as ``--face-at`` takes it (a string was read a character
-    at a time: "640,360" was the pixel (6, 4))."""
+def face_point(value: Any) -> tuple[float, float]:
+    """A shot's ``face_at`` as ``(x, y)``: ``[x, y]``, or ``"X,Y"`` as ``--face-at`` takes it (a string was read a
+    character at a time: "640,360" was the pixel (6, 4)).
+
+    Raises:
+        ValueError: not two finite numbers.
+    """
     from lipsyncctl.config import parse_point
 
     if isinstance(value, str):
@@ -152,4 +162,4 @@ def _point(value: Any) -> tuple[float, float]:
     items = list(value) if hasattr(value, "__iter__") and not isinstance(value, dict) else []  # (OTIO: AnyVector)
     if len(items) != 2:
         raise ValueError(f"face_at {value!r} is not [x, y] in pixels")
-    return _finite(items[0], "face_at x"), _finite(items[1], "face_at y")
+    return finite_number(items[0], "face_at x"), finite_number(items[1], "face_at y")

@@ -62,7 +62,7 @@ def test_a_clips_lipsync_options_are_read_as_written() -> None:
     assert shot_options(clip(face_at="640,360")).face_at == (640.0, 360.0)
     assert shot_options(clip(face_at=[640, 360])).face_at == (640.0, 360.0)
     for bad in ({"face_at": "640"}, {"face_at": [float("nan"), 3]}, {"audio_offset": float("inf")},
-                {"guidance": float("nan")}):
+                {"guidance": float("nan")}, {"face_at": [True, 1]}):  # (the --segments file's rules: one reader)
         with pytest.raises(EditOptionError, match="clip 'c': bad lipsync option"):
             shot_options(clip(**bad))
 
