@@ -92,6 +92,9 @@ def train_cmd(
         "optim.grad_accum": grad_accum, "run.mixed_precision": mixed_precision, "run.save_every": save_every,
         "run.keep": keep, "run.validate_every": validate_every, "data.workers": workers, "run.device": device,
     }
+    if not print_config and (data is None or out is None):
+        raise UsageError("give the dataset and the run folder: --data DATA -o RUN",
+                         hint="lipsyncctl train --preset stage2 --data DATA -o RUN")
     if preset is None and resume is not None and out is not None and (out / "train.yaml").is_file():
         preset = str(out / "train.yaml")  # a resume without --preset continues the run as it was configured
     if preset is None and not print_config:  # (the schema's defaults train every parameter of the stage-2 UNet:
@@ -102,9 +105,6 @@ def train_cmd(
     config = api.resolve_train_config(preset, sets or (), flags)
     if print_config:
         options.print_and_exit(config.to_dict())
-    if data is None or out is None:
-        raise UsageError("give the dataset and the run folder: --data DATA -o RUN",
-                         hint="lipsyncctl train --preset stage2 --data DATA -o RUN")
     if gpus or nproc or accelerate_config:
         if gpus and nproc:
             raise UsageError("--gpus and --nproc are exclusive", hint="--gpus N on GPUs, --nproc N on the CPU")

@@ -21,6 +21,7 @@ from lipsyncctl.scoring.lse import (
     WINDOW_FRAMES,
     FrameSource,
     SyncStream,
+    eval_frame_count,
     eval_frame_indices,
     picked,
     replayable,
@@ -92,7 +93,7 @@ def approximate_sync(model: Any, frames: FrameSource, audio_16k: np.ndarray, fps
     # so few windows that most of the offsets searched pair only the silence past both ends (offset k pairs real
     # sound for 2n - 1 of the 2 VSHIFT + 1 offsets): their equal distances made the median, LSE-C 0.0 at 10 frames
     # with the offset at the search's end; not measured
-    windows = window_count(len(eval_frame_indices(n, fps)), len(audio_16k))
+    windows = window_count(eval_frame_count(n, fps), len(audio_16k))
     least = VSHIFT // 2 + 2  # the fewest windows with 2n - 1 > VSHIFT: more than half the offsets pair real sound
     if 0 < windows < least:
         need = least + WINDOW_FRAMES

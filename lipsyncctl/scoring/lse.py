@@ -321,14 +321,20 @@ class SyncStream:
         self.audio_done = e
 
 
-def eval_frame_indices(num_frames: int, fps: Fraction | int | float) -> list[int]:
-    """Source frame index for each 25 fps evaluation frame (nearest in time, ties rounded up)."""
+def eval_frame_count(num_frames: int, fps: Fraction | int | float) -> int:
+    """How many 25 fps evaluation frames ``num_frames`` at ``fps`` give (:func:`eval_frame_indices`' length)."""
     rate = exact(fps)
     if rate <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    return num_frames if rate == EVAL_FPS else int(Fraction(num_frames) * EVAL_FPS / rate)
+
+
+def eval_frame_indices(num_frames: int, fps: Fraction | int | float) -> list[int]:
+    """Source frame index for each 25 fps evaluation frame (nearest in time, ties rounded up)."""
+    rate = exact(fps)
+    n_eval = eval_frame_count(num_frames, fps)
     if rate == EVAL_FPS:
         return list(range(num_frames))
-    n_eval = int(Fraction(num_frames) * EVAL_FPS / rate)
     picks = [int(Fraction(k) * rate / EVAL_FPS + Fraction(1, 2)) for k in range(n_eval)]
     return [min(p, num_frames - 1) for p in picks]
 

@@ -384,9 +384,9 @@ def _too_short(frames: int, whisper_len: int, mel_len: int, fps: int, kind: str,
 
 # ---- the datasets --------------------------------------------------------------------------------------
 
-def larger_val_fraction(data: str | Path) -> float:
+def larger_val_fraction(data: str | Path) -> float | None:
     """A ``curate.val_fraction`` larger than the one DATA was split with (its ``curate.yaml``; the default where
-    it cannot be read), for a hint: twice it, at least 0.2, at most the schema's 0.5."""
+    it cannot be read), for a hint: twice it, at least 0.2, at most the schema's 0.5; None when it is 0.5 already."""
     import yaml
 
     from lipsyncctl.config import CurateOptions
@@ -395,7 +395,16 @@ def larger_val_fraction(data: str | Path) -> float:
     now = CurateOptions().val_fraction
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
         now = float(yaml.safe_load((root / "curate.yaml").read_text(encoding="utf-8"))["curate"]["val_fraction"])
-    return min(0.5, max(0.2, round(2 * now, 2)))
+    larger = min(0.5, max(0.2, round(2 * now, 2)))
+    return larger if larger > now else None
+
+
+def val_hint(data: str | Path) -> str:
+    """How to give DATA a val split: a larger ``curate.val_fraction`` (:func:`larger_val_fraction`), or another
+    ``curate.split_seed`` where it cannot grow."""
+    larger = larger_val_fraction(data)
+    return (f"`lipsyncctl curate report DATA --set curate.val_fraction={larger}`" if larger is not None else
+            "`lipsyncctl curate report DATA --set curate.split_seed=1` (another split)")
 
 
 def _none_kept(clips: ClipSet) -> UsageError:
@@ -420,9 +429,8 @@ def _none_kept(clips: ClipSet) -> UsageError:
         return UsageError(f"{what} ({kept_elsewhere} kept, all in {other})",
                           hint="split DATA again (no stage runs): `lipsyncctl curate report DATA --set "
                                "curate.split_seed=1` (another seed) or a smaller curate.val_fraction, or curate more "
-                               "footage" if clips.split == "train" else "a larger curate.val_fraction: `lipsyncctl "
-                               f"curate report DATA --set curate.val_fraction={larger_val_fraction(clips.source)}`, "
-                               "or curate more footage")
+                               "footage" if clips.split == "train" else f"split DATA again: {val_hint(clips.source)}, or curate more "
+                               "footage")
     if undecided:
         return UsageError(f"{what} ({undecided} span(s) not decided yet: the curate run stopped early)",
                           hint="finish the curate run: `lipsyncctl curate RAW... -o DATA` without --until (it reuses "

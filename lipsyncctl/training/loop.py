@@ -233,9 +233,7 @@ def _train(cfg: TrainConfig, *, data: Path, out: Path, resume: str | None, overw
     said = [*clips.warnings, *(val_clips.warnings if val_clips is not None else ())]  # warned as they were read
     if val_clips is not None and is_main and not val_clips.clips:
         said.append(f"run.validate_every {cfg.run.validate_every}: {data} has no val clips, so no held-out loss "
-                    "is logged (a larger curate.val_fraction: `lipsyncctl curate report DATA --set "
-                    f"curate.val_fraction={train_data.larger_val_fraction(data)}` splits DATA again without running "
-                    "a stage)")
+                    f"is logged ({train_data.val_hint(data)} splits DATA again without running a stage)")
         progress.warning(said[-1])
 
     # 3. networks, the trained parameters, the optimizer -----------------------------------------------

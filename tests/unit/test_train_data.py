@@ -417,6 +417,8 @@ def test_the_no_val_clips_hint_names_a_larger_fraction_than_datas(tmp_path: Path
     assert td.larger_val_fraction(tmp_path) == 0.2  # (no curate.yaml: the default's)
     (tmp_path / "curate.yaml").write_text("curate:\n  val_fraction: 0.3\n")
     assert td.larger_val_fraction(tmp_path / "train.txt") == 0.5
+    (tmp_path / "curate.yaml").write_text("curate:\n  val_fraction: 0.5\n")  # (the schema's most: another split)
+    assert td.larger_val_fraction(tmp_path) is None and "curate.split_seed=1" in td.val_hint(tmp_path)
 
 
 def test_the_training_mask_is_the_configs(curated: Curated, tmp_path: Path) -> None:
