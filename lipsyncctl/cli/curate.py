@@ -112,8 +112,8 @@ def curate_cmd(
             raise UsageError("give the dataset folder once: lipsyncctl curate report DATA")
         _refuse_stage_options(ctx, "report")
         result = api.curate_report(inputs[1], config, wait=wait, dry_run=dry_run)
-    elif inputs[0] == "forget" and data is None and len(inputs) >= 2 and \
-            (not Path("forget").exists() or api.is_curated(inputs[1])):
+    elif inputs[0] == "forget" and data is None and \
+            (not Path("forget").exists() or (len(inputs) >= 2 and api.is_curated(inputs[1]))):
         if len(inputs) < 3:
             raise UsageError("give the dataset folder, then the sources to forget: lipsyncctl curate forget DATA "
                              "SOURCE...", hint="a source's id or path as curated (report.json lists both), or a "
