@@ -249,7 +249,13 @@ def main(argv: list[str] | None = None, *, interrupted: bool = False) -> int:
     Ctrl-C and SIGTERM both end it with 130 after removing partial outputs. ``interrupted``: one came while the CLI
     was being imported (:func:`lipsyncctl.__main__.entry`): reported as such, nothing run."""
     with _sigterm_as_interrupt():
-        return _main(argv, interrupted)
+        try:
+            return _main(argv, interrupted)
+        except KeyboardInterrupt:  # (before the command was built, its imports: a traceback and no JSON before)
+            args = sys.argv[1:] if argv is None else list(argv)
+            set_state(CliState(json=_json_requested(args), argv=tuple(args)))
+            _emit_error("interrupted", "nothing had started: rerun the same command", INTERRUPT)
+            return INTERRUPT
 
 
 def _main(argv: list[str] | None, interrupted: bool = False) -> int:
