@@ -34,7 +34,9 @@ def parse_shard(value: str | None, environ: Mapping[str, str] | None = None) -> 
             task, count = _number(env, idx_var), _number(env, count_var)
             if task is None or count is None:
                 continue
-            first = (_number(env, min_var) if min_var else None) or 0
+            first = _number(env, min_var) if min_var else None
+            if first is None:  # (SGE's tasks count from 1 where SGE_TASK_FIRST is not given: `-t 1-N`)
+                first = 1 if idx_var == "SGE_TASK_ID" else 0
             step = (_number(env, step_var) if step_var else None) or 1
             if idx_var == "SGE_TASK_ID":  # SGE gives the last index, not the count
                 count = (count - first) // step + 1

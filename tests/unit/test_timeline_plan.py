@@ -376,6 +376,8 @@ def test_shard_auto_counts_the_tasks_of_a_stepped_array() -> None:
         parse_shard("auto", {"LIPSYNCCTL_SHARD_INDEX": "abc", "LIPSYNCCTL_SHARD_COUNT": "2"})
     assert parse_shard("auto", {"SGE_TASK_ID": "undefined", "LIPSYNCCTL_SHARD_INDEX": "1",
                                 "LIPSYNCCTL_SHARD_COUNT": "2"}) == (1, 2)
+    # SGE counts from 1 where SGE_TASK_FIRST is not given (a 2-task array was shards 1/3 and 2/3: 0/3 never ran)
+    assert [parse_shard("auto", {"SGE_TASK_ID": t, "SGE_TASK_LAST": "2"}) for t in ("1", "2")] == [(0, 2), (1, 2)]
 
 
 def test_vad_finds_the_fixture_dialogue() -> None:
