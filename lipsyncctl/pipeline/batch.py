@@ -339,7 +339,8 @@ def execute_row(task: BatchTask, cache: dict[str, Any], device: str | None) -> _
     from lipsyncctl.pipeline.networks import cached_networks
 
     row, t0 = task.row, time.perf_counter()
-    progress.message(f"{task.label}: rendering")  # in this process: which clip the stage bars are about
+    # which clip the stage bars are about (the task's name, [2/5] b.mov, starts it: run_tasks names its messages)
+    progress.message(f"rendering {task.row.video.name} -> {task.row.output}")
     config = task.config.with_overrides({"inference.device": device}) if device else task.config
     if not task.overwrite and exists(row.output):  # made since the rows were listed (another run of the list)
         return _Outcome(BatchItem(row, *_skip_reason(row, task.config)))

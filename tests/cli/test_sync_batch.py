@@ -58,6 +58,7 @@ def test_a_batch_loads_the_networks_once_and_goes_on_past_a_failed_clip(
     assert (folder / "out" / "a.run.yaml").is_file() and not (folder / "out" / "missing.mkv").exists()
     assert len(loads) == 1  # once for the batch, not once a clip
     assert "1 of 3 clip(s) failed: line 4" in err and "[3/3] b clip.mkv" in err
+    assert "[1/3] a.mkv: rendering a.mkv -> " in err and "a.mkv: [1/3]" not in err  # (its prefix was doubled)
     assert "warning: line 5: the audio (0.080 s) is shorter" in err  # a row's warning names its row
     assert err.count("NOT lip-synced") == 1  # one for the whole batch
     # a rerun does only what is left; -y redoes the rest too; what a killed re-render of a row left beside its
