@@ -41,7 +41,10 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"lipsyncctl {__version__}")
+        if state().json:  # (a wrapper that always gives --json: one JSON document on stdout, as every command)
+            emit_json({"lipsyncctl": __version__})
+        else:
+            typer.echo(f"lipsyncctl {__version__}")
         raise typer.Exit(0)
 
 

@@ -57,6 +57,8 @@ def test_entry_point_version_subprocess() -> None:
 def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"lipsyncctl {lipsyncctl.__version__}"
+    assert main(["--json", "--version"]) == 0  # (a wrapper that always adds --json got plain text)
+    assert json.loads(capsys.readouterr().out) == {"lipsyncctl": lipsyncctl.__version__}
 
 
 def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
