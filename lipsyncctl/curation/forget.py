@@ -113,33 +113,30 @@ def _shared(store: RecordStore, chosen: list[SourceRecord]) -> set[str]:
     """The files of the ``chosen`` sources' clips that a clip of another source names too (a features file is named
     by its sound's content: multicam angles with one production sound share theirs): kept. One pass over the other
     sources' clip records, a source at a time."""
+    mine = {path for rec in chosen for path in _clip_files(store, rec.id)}
+    ids = {rec.id for rec in chosen}
+    return {path for rid in store.each_id("sources") if rid not in ids for path in _clip_files(store, rid)
+            if path in mine}
+
+
+def _clip_files(store: RecordStore, source: str) -> Iterator[str]:
+    """The files the stored clip stages of ``source``'s clips name (:attr:`ClipStage.outputs`)."""
     from lipsyncctl.curation.clipstages import CLIP_STAGES
 
-    def named(source: str) -> Iterator[str]:
-        for clip in store.clip_records(source).values():
-            for stage in CLIP_STAGES:
-                result = clip.stages.get(stage.name)
-                if result is not None and result.error is None:
-                    yield from stage.outputs(result.data)
-
-    mine = {path for rec in chosen for path in named(rec.id)}
-    ids = {rec.id for rec in chosen}
-    return {path for rid in store.each_id("sources") if rid not in ids for path in named(rid) if path in mine}
+    for clip in store.clip_records(source).values():
+        for stage in CLIP_STAGES:
+            result = clip.stages.get(stage.name)
+            if result is not None and result.error is None:
+                yield from stage.outputs(result.data)
 
 
 def _files(store: RecordStore, rec: SourceRecord, shared: set[str]) -> list[Path]:
     """Every file curate made of the source ``rec`` in DATA but those another source's clips name (``shared``):
     what its stages' results name (its audio, its clips' aligned and synced files, matrices and features) and what
     is in its own folders (:data:`SOURCE_FOLDERS`)."""
-    from lipsyncctl.curation.clipstages import CLIP_STAGES
-
     assert store.data is not None
     named = [v for result in rec.stages.values() for v in result.data.values() if isinstance(v, str)]
-    for clip in store.clip_records(rec.id).values():
-        for stage in CLIP_STAGES:
-            result = clip.stages.get(stage.name)
-            if result is not None and result.error is None:
-                named += stage.outputs(result.data)
+    named += _clip_files(store, rec.id)
     for name in SOURCE_FOLDERS:
         with contextlib.suppress(OSError):
             named += [str(p) for p in (Path(store.data) / name / rec.id).rglob("*") if p.is_file()]
