@@ -566,10 +566,17 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
         from lipsyncctl.pipeline.networks import networks_key
 
         cache[networks_key(config)] = networks
+    from lipsyncctl.folders import missing_folders, remove_empty
+
+    # the output folders the rows make: a row's own made them and removes them when it fails, but with --jobs two
+    # rows of one new folder race (the one that made it removed it before the other's temporaries were gone, and
+    # the other's did not count it as its own): those left empty go when the batch ends, however it ends
+    created = missing_folders(*{task.row.output.parent for task in tasks})
     try:
         run_tasks(tasks, execute_row, on_done, jobs=jobs, gpus=gpus, backend=backend, label="clips", cache=cache,
                   lost=_lost_row, name=lambda t: f"[{t.number}/{t.total}] {t.row.output.name}")
     except KeyboardInterrupt:
+        remove_empty(created)
         done = sum(i.status == "done" for i in items.values())
         skipped = sum(i.status == "skipped" for i in items.values())
         so_far = BatchResult(list_file, [items[r.line] for r in mine if r.line in items], shard=shard)
@@ -577,4 +584,5 @@ def sync_batch(rows: list[BatchRow], config: Config, *, list_file: Path, overwri
                           + (f", {skipped} skipped as done before" if skipped else ""),
                           "the same command renders the rest (finished outputs are skipped)",
                           partial=so_far.to_dict()) from None
+    remove_empty(created)  # (every row that failed in a folder made for it)
     return BatchResult(list_file, [items[r.line] for r in mine if r.line in items], shard=shard)

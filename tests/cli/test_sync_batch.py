@@ -283,6 +283,23 @@ def test_an_interrupt_keeps_the_finished_clips_and_a_rerun_does_the_rest(
     assert rc == 130 and "0 of 1 clip(s) to render finished (kept), 1 skipped as done before" in err
 
 
+def test_an_output_folder_the_batch_made_goes_when_it_is_left_empty(
+        folder: Path, models_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --jobs 2, two rows of one new folder raced on an interrupt (the row that made it removed it before the
+    other's temporaries were gone; the other did not count it as its own): the empty folder stayed. The batch
+    removes the output folders it made that are left empty, however it ends."""
+    from lipsyncctl.pipeline import clip
+
+    def made_then_interrupted(video: Path, audio: Path, output: Path, *args: object, **kwargs: object) -> object:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)  # (as another row's render left it)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clip, "sync_clip", made_then_interrupted)
+    (folder / "list.csv").write_text("video,audio,output\na.mkv,a.wav,new/deep/a.mkv\n")
+    rc, _, _ = _run(capsys, "--batch", str(folder / "list.csv"), "--preset", "tiny")
+    assert rc == 130 and not (folder / "new").exists()
+
+
 @pytest.mark.slow  # opt-in (-m slow): a local Ray instance takes ~20 s to start on 2 cores
 def test_the_rows_on_a_local_ray_instance(folder: Path, models_dir: Path, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
