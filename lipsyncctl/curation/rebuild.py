@@ -232,33 +232,35 @@ def warn_decisions(result: CurateResult, options: CurateOptions, *, complete: bo
                       "train reads one resolution; rerun curate on their sources")
 
 
-def views_config(data: Path) -> Config:
-    """The configuration whose ``curate`` section is the one ``data``'s views were last written with (its
-    ``curate.yaml``; the defaults where it cannot be read, or holds what this version refuses): what a change that
-    is not about the settings (``curate forget``) decides with."""
-    import yaml
-
-    from lipsyncctl.config import resolve
-    from lipsyncctl.errors import ConfigError
-
-    try:
-        doc = yaml.safe_load((data / "curate.yaml").read_text(encoding="utf-8"))
-        if isinstance(doc, dict) and isinstance(doc.get("curate"), dict):
-            return resolve({"curate": doc["curate"]})
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
-        pass
-    return resolve()
-
-
-def _last_until(views_yaml: Path) -> str | None:
-    """The last stage the runs behind the views went up to (their ``curate.yaml``), None where it does not say."""
+def views_record(views_yaml: Path) -> dict[str, Any]:
+    """What a DATA's ``curate.yaml`` says of its views (the settings, how far the runs went...); empty where it is
+    not there or cannot be read: the one reader of it."""
     import yaml
 
     try:
         doc = yaml.safe_load(views_yaml.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    until = doc.get("until") if isinstance(doc, dict) else None
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def views_config(data: Path) -> Config:
+    """The configuration whose ``curate`` section is the one ``data``'s views were last written with (its
+    ``curate.yaml``; the defaults where it cannot be read, or holds what this version refuses): what a change that
+    is not about the settings (``curate forget``) decides with, and what a hint offers instead."""
+    from lipsyncctl.config import resolve
+    from lipsyncctl.errors import ConfigError
+
+    before = views_record(data / "curate.yaml").get("curate")
+    if isinstance(before, dict):
+        with contextlib.suppress(ConfigError):
+            return resolve({"curate": before})
+    return resolve()
+
+
+def _last_until(views_yaml: Path) -> str | None:
+    """The last stage the runs behind the views went up to (their ``curate.yaml``), None where it does not say."""
+    until = views_record(views_yaml).get("until")
     return until if isinstance(until, str) and until in stage_names() else None
 
 
@@ -268,15 +270,10 @@ def settings_changed(views_yaml: Path, options: CurateOptions) -> str | None:
     thresholds again, which the user should hear of (with the ``--set`` that keeps the earlier ones). The settings
     are compared as the schema reads them (``2`` and ``2.0`` are one value). None when they are the same, or there
     are no views yet (or none this version reads)."""
-    import yaml
     from pydantic import ValidationError
 
-    try:
-        doc = yaml.safe_load(views_yaml.read_text(encoding="utf-8"))
-        before = doc.get("curate") if isinstance(doc, dict) else None
-        if not isinstance(before, dict):
-            return None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    before = views_record(views_yaml).get("curate")
+    if not isinstance(before, dict):
         return None
     now = options.model_dump(mode="json")
     then = dict(now)

@@ -387,14 +387,9 @@ def _too_short(frames: int, whisper_len: int, mel_len: int, fps: int, kind: str,
 def larger_val_fraction(data: str | Path) -> float | None:
     """A ``curate.val_fraction`` larger than the one DATA was split with (its ``curate.yaml``; the default where
     it cannot be read), for a hint: twice it, at least 0.2, at most the schema's 0.5; None when it is 0.5 already."""
-    import yaml
+    from lipsyncctl.curation.rebuild import views_config
 
-    from lipsyncctl.config import CurateOptions
-
-    root = Path(data) if Path(data).is_dir() else Path(data).parent
-    now = CurateOptions().val_fraction
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
-        now = float(yaml.safe_load((root / "curate.yaml").read_text(encoding="utf-8"))["curate"]["val_fraction"])
+    now = views_config(Path(data) if Path(data).is_dir() else Path(data).parent).curate.val_fraction
     larger = min(0.5, max(0.2, round(2 * now, 2)))
     return larger if larger > now else None
 

@@ -141,7 +141,7 @@ def sweep_partial_saves(run: Path) -> None:
 
     with contextlib.suppress(OSError):
         for p in (run / "checkpoints").iterdir():
-            if p.name.startswith(".step-") and p.name.endswith(".tmp") and RUN_FOLDERS["checkpoints"].match(p.name):
+            if p.name.endswith(".tmp") and RUN_FOLDERS["checkpoints"].match(p.name):
                 shutil.rmtree(p, ignore_errors=True)
 
 

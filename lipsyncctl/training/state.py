@@ -79,18 +79,16 @@ def interrupted_hint(run: Path) -> str:
 
 def _export_step(run: Path) -> int | None:
     """The step of the weights in ``RUN/export/`` (its safetensors header), None without one."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
-    from lipsyncctl.checkpoints.io import LIPSYNCCTL_META_KEY
+    from lipsyncctl.checkpoints.io import read_checkpoint
+    from lipsyncctl.errors import LipsyncError
 
     for kind in EXPORT_NAMES.values():
         path = run / "export" / kind[1]
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return int(json.loads((f.metadata() or {})[LIPSYNCCTL_META_KEY])["global_step"])
-        except (OSError, SafetensorError, KeyError, TypeError, ValueError):  # not there, not ours, no step
+        if not path.is_file():
+            continue
+        try:  # (memory-mapped: the header is read, not the weights)
+            return int((read_checkpoint(path).lipsyncctl_header or {})["global_step"])
+        except (LipsyncError, OSError, KeyError, TypeError, ValueError):  # not ours, no step
             continue
     return None
 
