@@ -419,17 +419,12 @@ def _skip_reason(row: BatchRow, config: Config) -> tuple[str, str, str]:
     rerun with new settings would otherwise keep the old outputs in silence); ``failed`` where the output is not the
     file the record says its render wrote (emptied or cut short since, by a copy or a disk that filled: a script must
     not take it for a finished dub)."""
-    import yaml
-
     from lipsyncctl.media.atomic import file_size, human_bytes
-    from lipsyncctl.pipeline.output import run_yaml_path
+    from lipsyncctl.pipeline.output import read_record, run_yaml_path
     from lipsyncctl.runner.store import same_content
 
-    try:
-        made = yaml.safe_load(run_yaml_path(row.output).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        made = None
-    if not isinstance(made, dict):  # a foreign or truncated file there would pass for a finished dub: said
+    made = read_record(row.output)
+    if made is None:  # a foreign or truncated file there would pass for a finished dub: said
         return "skipped", (f"the output exists, without the {run_yaml_path(row.output).name} record a render writes "
                            "beside it (not made by lipsyncctl?)"), "check it, or pass --overwrite/-y to render it"
     inputs = made.get("inputs") if isinstance(made.get("inputs"), dict) else {}

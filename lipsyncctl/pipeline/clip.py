@@ -393,22 +393,20 @@ def _stale_matte(output: Path, inputs: list[Path]) -> Path | None:
     in place: it no longer matches it): only the file the take's record says its render wrote (``OUT.matte.EXT`` of
     another origin, a compositor's roto put in its place since, an input named so, is not lipsyncctl's to remove;
     an image sequence's frames are not recorded: its record's matte flag says)."""
-    import yaml
-
     from lipsyncctl.media.atomic import same_file
-    from lipsyncctl.pipeline.output import run_yaml_path
+    from lipsyncctl.pipeline.output import read_record
+    from lipsyncctl.runner.store import same_content
 
     matte = matte_path(output)
     if not exists(output) or not exists(matte) or any(same_file(matte, p) for p in inputs):
         return None
-    from lipsyncctl.runner.store import same_content
 
     try:
-        made = yaml.safe_load(run_yaml_path(output).read_text(encoding="utf-8"))
+        made = read_record(output) or {}
         ours = Path(str(made["output"])).name == output.name and made["config"]["output"]["matte"] is True
         wrote = (made.get("contents") or {}).get("matte")  # (a record of before: the matte flag alone)
         ours = ours and (wrote is None or same_content(wrote, matte) is True)  # (replaced since: another tool's)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):  # (not a record of ours)
         ours = False
     return matte if ours else None
 

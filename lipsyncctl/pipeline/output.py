@@ -412,12 +412,22 @@ def run_yaml_path(output: Path) -> Path:
     return output.with_name(f"{stem}.run.yaml" if stem else "run.yaml")
 
 
+def read_record(output: Path) -> dict[str, Any] | None:
+    """``output``'s record (:func:`run_yaml_path`) as written, or None where there is none that can be read: the one
+    reader of it (a record may be another output's of the same stem: its ``output`` says)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(run_yaml_path(output).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def sequence_rate(video: Path, setting: str) -> Fraction:
     """The rate an image-sequence input plays at (its files state none): ``setting`` (``sync.sequence_fps``,
     ``prep.sequence_fps``) when it is a number; ``auto``: the output rate its ``STEM.run.yaml`` records when a
     lipsyncctl run wrote this pattern, else 25 (FFmpeg's default). Unused for a video file (it states its own)."""
-    import yaml
-
     from lipsyncctl.media.container import DEFAULT_SEQUENCE_FPS, is_image_sequence
     from lipsyncctl.media.rates import parse_rate
 
@@ -425,14 +435,14 @@ def sequence_rate(video: Path, setting: str) -> Fraction:
         return parse_rate(setting)
     if not is_image_sequence(video):
         return DEFAULT_SEQUENCE_FPS
-    try:
-        made = yaml.safe_load(run_yaml_path(video).read_text(encoding="utf-8"))
-        if Path(str(made["output"])).name == video.name:  # the record is this pattern's (not shot.%04d.dpx's)
+    made = read_record(video)
+    try:  # (the record this pattern's: not shot.%04d.dpx's)
+        if made is not None and Path(str(made["output"])).name == video.name:
             rate = parse_rate(made["plan"]["fps"])
             if rate > 0:
                 return rate
-    except (OSError, UnicodeError, yaml.YAMLError, KeyError, TypeError, ValueError, ZeroDivisionError):
-        pass  # no record, or not one of ours: FFmpeg's default
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        pass  # not one of ours: FFmpeg's default
     return DEFAULT_SEQUENCE_FPS
 
 
@@ -443,16 +453,11 @@ def check_record(output: Path) -> None:
     Raises:
         UsageError: the record names another output that exists (exit 2).
     """
-    import yaml
-
     from lipsyncctl.media.container import exists
 
     path = run_yaml_path(output)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return
-    named = doc.get("output") if isinstance(doc, dict) else None
+    doc = read_record(output)
+    named = doc.get("output") if doc is not None else None
     if not isinstance(named, str) or Path(named).name == output.name:
         return
     other = path.parent / Path(named).name
